@@ -1,0 +1,48 @@
+#include "core/buffer.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "core/error.h"
+
+namespace tessera {
+
+namespace {
+std::atomic<size_t> g_host_bytes{0};
+constexpr size_t kAlignment = 64;
+size_t host_allocation(size_t bytes) {
+  size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  return rounded == 0 ? kAlignment : rounded;
+}
+}  // namespace
+
+// Device allocation lives in buffer_cuda.cu when the CUDA backend is built.
+void* device_malloc(size_t bytes);
+void device_free(void* p);
+
+Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
+  if (device == Device::CPU) {
+    size_t rounded = host_allocation(bytes);
+    data_ = std::aligned_alloc(kAlignment, rounded);
+    if (!data_) throw std::bad_alloc();
+    std::memset(data_, 0, rounded);
+    g_host_bytes += rounded;
+  } else {
+    data_ = device_malloc(bytes);
+  }
+}
+
+Buffer::~Buffer() {
+  if (device_ == Device::CPU) {
+    g_host_bytes -= host_allocation(bytes_);
+    std::free(data_);
+  } else {
+    device_free(data_);
+  }
+}
+
+size_t host_bytes_allocated() { return g_host_bytes.load(); }
+
+}  // namespace tessera

@@ -1,0 +1,40 @@
+// Element types and devices a Tensor can hold. fp32 is the CPU compute type; fp64 exists so
+// that tests can check every op's gradient against finite differences in double precision;
+// bf16 is the GPU compute type (issue: GPU backend); int32/uint16 hold token ids.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace tessera {
+
+enum class DType : uint8_t { F32, F64, BF16, I32, U16 };
+enum class Device : uint8_t { CPU, CUDA };
+
+constexpr size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::F64: return 8;
+    case DType::F32:
+    case DType::I32: return 4;
+    case DType::BF16:
+    case DType::U16: return 2;
+  }
+  return 0;
+}
+
+std::string dtype_name(DType t);
+std::string device_name(Device d);
+
+template <typename T>
+constexpr DType dtype_of();
+template <>
+constexpr DType dtype_of<float>() { return DType::F32; }
+template <>
+constexpr DType dtype_of<double>() { return DType::F64; }
+template <>
+constexpr DType dtype_of<int32_t>() { return DType::I32; }
+template <>
+constexpr DType dtype_of<uint16_t>() { return DType::U16; }
+
+}  // namespace tessera

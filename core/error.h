@@ -1,0 +1,29 @@
+// Typed errors. Libraries throw these with a message that names the file, option or rank, what
+// was expected and what was found; the launcher catches once and maps each kind to an exit code
+// (README, "Exit codes").
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace tessera {
+
+// A user-supplied input is wrong: a config value, a corpus, a tokenizer model, a checkpoint.
+struct InputError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// The program broke one of its own contracts (a shape mismatch between ops, a bad dtype).
+struct InternalError : std::logic_error {
+  using std::logic_error::logic_error;
+};
+
+[[noreturn]] void fail_internal(const char* file, int line, const std::string& what);
+
+}  // namespace tessera
+
+// TESSERA_CHECK(cond, message): an internal contract; the message says what was found.
+#define TESSERA_CHECK(cond, msg)                                       \
+  do {                                                                 \
+    if (!(cond)) ::tessera::fail_internal(__FILE__, __LINE__, (msg)); \
+  } while (0)

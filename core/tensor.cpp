@@ -1,0 +1,134 @@
+#include "core/tensor.h"
+
+#include <cstring>
+
+#include "core/error.h"
+
+namespace tessera {
+
+std::string shape_str(const Shape& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+int64_t shape_numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+static Shape contiguous_strides(const Shape& s) {
+  Shape st(s.size());
+  int64_t acc = 1;
+  for (size_t i = s.size(); i-- > 0;) {
+    st[i] = acc;
+    acc *= s[i];
+  }
+  return st;
+}
+
+Tensor::Tensor(Shape shape, DType dtype, Device device)
+    : shape_(std::move(shape)), dtype_(dtype), device_(device) {
+  for (int64_t d : shape_) TESSERA_CHECK(d >= 0, "negative dimension in " + shape_str(shape_));
+  numel_ = shape_numel(shape_);
+  strides_ = contiguous_strides(shape_);
+  buffer_ = std::make_shared<Buffer>(bytes(), device);
+  data_ = buffer_->data();
+}
+
+int64_t Tensor::size(int64_t d) const {
+  if (d < 0) d += dim();
+  TESSERA_CHECK(d >= 0 && d < dim(), "dimension out of range for " + shape_str(shape_));
+  return shape_[d];
+}
+
+bool Tensor::is_contiguous() const { return strides_ == contiguous_strides(shape_); }
+
+template <typename T>
+T* Tensor::data() const {
+  TESSERA_CHECK(dtype_ == dtype_of<T>(),
+                "tensor holds " + dtype_name(dtype_) + ", accessed as " + dtype_name(dtype_of<T>()));
+  return static_cast<T*>(data_);
+}
+template float* Tensor::data<float>() const;
+template double* Tensor::data<double>() const;
+template int32_t* Tensor::data<int32_t>() const;
+template uint16_t* Tensor::data<uint16_t>() const;
+
+Tensor Tensor::view(Shape shape) const {
+  TESSERA_CHECK(is_contiguous(), "view of a non-contiguous tensor");
+  TESSERA_CHECK(shape_numel(shape) == numel_,
+                "view " + shape_str(shape) + " of a tensor of shape " + shape_str(shape_));
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  t.strides_ = contiguous_strides(t.shape_);
+  return t;
+}
+
+Tensor Tensor::slice0(int64_t begin, int64_t end) const {
+  TESSERA_CHECK(dim() >= 1 && 0 <= begin && begin <= end && end <= shape_[0],
+                "slice [" + std::to_string(begin) + ", " + std::to_string(end) + ") of " +
+                    shape_str(shape_));
+  Tensor t = *this;
+  t.shape_[0] = end - begin;
+  t.numel_ = shape_numel(t.shape_);
+  t.data_ = static_cast<char*>(data_) + begin * strides_[0] * dtype_size(dtype_);
+  return t;
+}
+
+Tensor Tensor::clone() const {
+  TESSERA_CHECK(device_ == Device::CPU, "clone of a device tensor");
+  Tensor t(shape_, dtype_, device_);
+  copy_into(t, *this);
+  return t;
+}
+
+void Tensor::zero() {
+  TESSERA_CHECK(device_ == Device::CPU && is_contiguous(), "zero() needs a contiguous host tensor");
+  std::memset(data_, 0, bytes());
+}
+
+void Tensor::fill(double value) {
+  TESSERA_CHECK(device_ == Device::CPU, "fill() needs a host tensor");
+  switch (dtype_) {
+    case DType::F32: {
+      float* p = data<float>();
+      for (int64_t i = 0; i < numel_; ++i) p[i] = static_cast<float>(value);
+      break;
+    }
+    case DType::F64: {
+      double* p = data<double>();
+      for (int64_t i = 0; i < numel_; ++i) p[i] = value;
+      break;
+    }
+    case DType::I32: {
+      int32_t* p = data<int32_t>();
+      for (int64_t i = 0; i < numel_; ++i) p[i] = static_cast<int32_t>(value);
+      break;
+    }
+    default: TESSERA_CHECK(false, "fill() of " + dtype_name(dtype_));
+  }
+}
+
+void copy_into(Tensor& dst, const Tensor& src) {
+  TESSERA_CHECK(dst.numel() == src.numel(),
+                "copy of " + shape_str(src.shape()) + " into " + shape_str(dst.shape()));
+  TESSERA_CHECK(dst.device() == Device::CPU && src.device() == Device::CPU, "copy of device tensors");
+  TESSERA_CHECK(dst.is_contiguous() && src.is_contiguous(), "copy of non-contiguous tensors");
+  if (dst.dtype() == src.dtype()) {
+    std::memcpy(dst.raw(), src.raw(), src.bytes());
+  } else if (dst.dtype() == DType::F64 && src.dtype() == DType::F32) {
+    const float* s = src.data<float>();
+    double* d = dst.data<double>();
+    for (int64_t i = 0; i < src.numel(); ++i) d[i] = s[i];
+  } else if (dst.dtype() == DType::F32 && src.dtype() == DType::F64) {
+    const double* s = src.data<double>();
+    float* d = dst.data<float>();
+    for (int64_t i = 0; i < src.numel(); ++i) d[i] = static_cast<float>(s[i]);
+  } else {
+    TESSERA_CHECK(false, "copy from " + dtype_name(src.dtype()) + " to " + dtype_name(dst.dtype()));
+  }
+}
+
+}  // namespace tessera

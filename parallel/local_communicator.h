@@ -1,0 +1,32 @@
+// LocalCommunicator: the group of one rank. Every collective is the identity (all_reduce,
+// broadcast, barrier) or a copy (all_gather, reduce_scatter); send and recv have no peer and
+// fail. Used for TP = 1, PP = 1 or DP = 1 groups and for single-process runs and tests.
+#pragma once
+
+#include <string>
+
+#include "core/communicator.h"
+
+namespace tessera {
+
+class LocalCommunicator final : public Communicator {
+ public:
+  explicit LocalCommunicator(std::string name = "local") : name_(std::move(name)) {}
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  std::string name() const override { return name_; }
+
+  void all_reduce(Tensor&, ReduceOp) override {}
+  void all_gather(Tensor& out, const Tensor& in) override;
+  void reduce_scatter(Tensor& out, const Tensor& in, ReduceOp) override;
+  void broadcast(Tensor&, int) override {}
+  void send(const Tensor&, int peer) override;
+  void recv(Tensor&, int peer) override;
+  void barrier() override {}
+  [[noreturn]] void abort(int exit_code) override;
+
+ private:
+  std::string name_;
+};
+
+}  // namespace tessera
