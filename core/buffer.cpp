@@ -43,6 +43,8 @@ Buffer::~Buffer() {
   }
 }
 
-size_t host_bytes_allocated() { return g_host_bytes.load(); }
+size_t host_bytes_allocated() {
+  return g_host_bytes.load();
+}
 
 }  // namespace tessera

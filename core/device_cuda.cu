@@ -7,11 +7,11 @@
 #include "core/device.h"
 #include "core/error.h"
 
-#define CHECK_CUDA(call)                                                            \
-  do {                                                                              \
-    cudaError_t err_ = (call);                                                      \
-    if (err_ != cudaSuccess)                                                        \
-      ::tessera::fail_internal(__FILE__, __LINE__,                                  \
+#define CHECK_CUDA(call)                                                              \
+  do {                                                                                \
+    cudaError_t err_ = (call);                                                        \
+    if (err_ != cudaSuccess)                                                          \
+      ::tessera::fail_internal(__FILE__, __LINE__,                                    \
                                std::string(#call) + ": " + cudaGetErrorString(err_)); \
   } while (0)
 
@@ -24,9 +24,13 @@ void* device_malloc(size_t bytes) {
   return p;
 }
 
-void device_free(void* p) { cudaFree(p); }
+void device_free(void* p) {
+  cudaFree(p);
+}
 
-bool cuda_backend_built() { return true; }
+bool cuda_backend_built() {
+  return true;
+}
 
 int cuda_device_count() {
   int n = 0;

@@ -11,8 +11,14 @@ void* device_malloc(size_t) {
   throw InputError("--train.device cuda: this tessera was built without CUDA (TESSERA_CUDA=OFF)");
 }
 void device_free(void*) {}
-bool cuda_backend_built() { return false; }
-int cuda_device_count() { return 0; }
-std::string cuda_summary() { return "cuda: not built (TESSERA_CUDA=OFF)"; }
+bool cuda_backend_built() {
+  return false;
+}
+int cuda_device_count() {
+  return 0;
+}
+std::string cuda_summary() {
+  return "cuda: not built (TESSERA_CUDA=OFF)";
+}
 
 }  // namespace tessera

@@ -14,11 +14,14 @@ enum class Device : uint8_t { CPU, CUDA };
 
 constexpr size_t dtype_size(DType t) {
   switch (t) {
-    case DType::F64: return 8;
+    case DType::F64:
+      return 8;
     case DType::F32:
-    case DType::I32: return 4;
+    case DType::I32:
+      return 4;
     case DType::BF16:
-    case DType::U16: return 2;
+    case DType::U16:
+      return 2;
   }
   return 0;
 }
@@ -29,12 +32,20 @@ std::string device_name(Device d);
 template <typename T>
 constexpr DType dtype_of();
 template <>
-constexpr DType dtype_of<float>() { return DType::F32; }
+constexpr DType dtype_of<float>() {
+  return DType::F32;
+}
 template <>
-constexpr DType dtype_of<double>() { return DType::F64; }
+constexpr DType dtype_of<double>() {
+  return DType::F64;
+}
 template <>
-constexpr DType dtype_of<int32_t>() { return DType::I32; }
+constexpr DType dtype_of<int32_t>() {
+  return DType::I32;
+}
 template <>
-constexpr DType dtype_of<uint16_t>() { return DType::U16; }
+constexpr DType dtype_of<uint16_t>() {
+  return DType::U16;
+}
 
 }  // namespace tessera

@@ -23,7 +23,7 @@ struct InternalError : std::logic_error {
 }  // namespace tessera
 
 // TESSERA_CHECK(cond, message): an internal contract; the message says what was found.
-#define TESSERA_CHECK(cond, msg)                                       \
-  do {                                                                 \
+#define TESSERA_CHECK(cond, msg)                                      \
+  do {                                                                \
     if (!(cond)) ::tessera::fail_internal(__FILE__, __LINE__, (msg)); \
   } while (0)

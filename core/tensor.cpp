@@ -43,12 +43,14 @@ int64_t Tensor::size(int64_t d) const {
   return shape_[d];
 }
 
-bool Tensor::is_contiguous() const { return strides_ == contiguous_strides(shape_); }
+bool Tensor::is_contiguous() const {
+  return strides_ == contiguous_strides(shape_);
+}
 
 template <typename T>
 T* Tensor::data() const {
-  TESSERA_CHECK(dtype_ == dtype_of<T>(),
-                "tensor holds " + dtype_name(dtype_) + ", accessed as " + dtype_name(dtype_of<T>()));
+  TESSERA_CHECK(dtype_ == dtype_of<T>(), "tensor holds " + dtype_name(dtype_) + ", accessed as " +
+                                             dtype_name(dtype_of<T>()));
   return static_cast<T*>(data_);
 }
 template float* Tensor::data<float>() const;
@@ -67,9 +69,9 @@ Tensor Tensor::view(Shape shape) const {
 }
 
 Tensor Tensor::slice0(int64_t begin, int64_t end) const {
-  TESSERA_CHECK(dim() >= 1 && 0 <= begin && begin <= end && end <= shape_[0],
-                "slice [" + std::to_string(begin) + ", " + std::to_string(end) + ") of " +
-                    shape_str(shape_));
+  TESSERA_CHECK(
+      dim() >= 1 && 0 <= begin && begin <= end && end <= shape_[0],
+      "slice [" + std::to_string(begin) + ", " + std::to_string(end) + ") of " + shape_str(shape_));
   Tensor t = *this;
   t.shape_[0] = end - begin;
   t.numel_ = shape_numel(t.shape_);
@@ -107,14 +109,16 @@ void Tensor::fill(double value) {
       for (int64_t i = 0; i < numel_; ++i) p[i] = static_cast<int32_t>(value);
       break;
     }
-    default: TESSERA_CHECK(false, "fill() of " + dtype_name(dtype_));
+    default:
+      TESSERA_CHECK(false, "fill() of " + dtype_name(dtype_));
   }
 }
 
 void copy_into(Tensor& dst, const Tensor& src) {
   TESSERA_CHECK(dst.numel() == src.numel(),
                 "copy of " + shape_str(src.shape()) + " into " + shape_str(dst.shape()));
-  TESSERA_CHECK(dst.device() == Device::CPU && src.device() == Device::CPU, "copy of device tensors");
+  TESSERA_CHECK(dst.device() == Device::CPU && src.device() == Device::CPU,
+                "copy of device tensors");
   TESSERA_CHECK(dst.is_contiguous() && src.is_contiguous(), "copy of non-contiguous tensors");
   if (dst.dtype() == src.dtype()) {
     std::memcpy(dst.raw(), src.raw(), src.bytes());

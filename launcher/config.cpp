@@ -1,1 +1,212 @@
-// placeholder
+#include "launcher/config.h"
+
+#include <boost/program_options.hpp>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace po = boost::program_options;
+
+namespace tessera {
+
+namespace {
+
+// Strings for enum-valued options, validated after parsing so the message names the option.
+struct RawEnums {
+  std::string pos = "learned";
+  std::string decay = "cosine";
+};
+
+po::options_description train_options(TrainConfig& c, RawEnums& e) {
+  po::options_description run("[run]");
+  run.add_options()("run.dir", po::value(&c.run_dir)->default_value(c.run_dir),
+                    "directory for metrics.jsonl and the resolved config.ini");
+
+  po::options_description model("[model]");
+  model.add_options()("model.vocab_size",
+                      po::value(&c.model.vocab_size)->default_value(c.model.vocab_size),
+                      "vocabulary size (257 = byte-level tokens + end-of-document)")(
+      "model.d_model", po::value(&c.model.d_model)->default_value(c.model.d_model), "width")(
+      "model.layers", po::value(&c.model.layers)->default_value(c.model.layers), "layers")(
+      "model.heads", po::value(&c.model.heads)->default_value(c.model.heads),
+      "attention heads (must divide d_model)")(
+      "model.d_ff", po::value(&c.model.d_ff)->default_value(c.model.d_ff), "MLP hidden width")(
+      "model.seq_len", po::value(&c.model.seq_len)->default_value(c.model.seq_len),
+      "context length T")("model.pos", po::value(&e.pos)->default_value(e.pos),
+                          "positions: learned | sinusoidal")(
+      "model.init_std", po::value(&c.model.init_std)->default_value(c.model.init_std, "0.02"),
+      "std of the normal initialisation");
+
+  po::options_description train("[train]");
+  train.add_options()("train.steps", po::value(&c.steps)->default_value(c.steps),
+                      "optimizer steps")("train.global_batch",
+                                         po::value(&c.global_batch)->default_value(c.global_batch),
+                                         "sequences per step, over all data-parallel ranks")(
+      "train.micro_batch", po::value(&c.micro_batch)->default_value(c.micro_batch),
+      "sequences per forward/backward; global_batch / micro_batch steps are accumulated")(
+      "train.seed", po::value(&c.seed)->default_value(c.seed), "seed of weights and data order")(
+      "train.device", po::value(&c.device)->default_value(c.device), "cpu | cuda")(
+      "train.log_interval", po::value(&c.log_interval)->default_value(c.log_interval),
+      "steps between log lines and metrics records")(
+      "train.threads", po::value(&c.threads)->default_value(c.threads),
+      "CPU threads of this process (0: every core)");
+
+  po::options_description optim("[optim]");
+  optim.add_options()("optim.lr", po::value(&c.schedule.lr)->default_value(c.schedule.lr, "3e-4"),
+                      "peak LR")(
+      "optim.min_lr", po::value(&c.schedule.min_lr)->default_value(c.schedule.min_lr, "3e-5"),
+      "LR at the end of the decay")(
+      "optim.warmup", po::value(&c.schedule.warmup)->default_value(c.schedule.warmup),
+      "linear warm-up steps")("optim.decay", po::value(&e.decay)->default_value(e.decay),
+                              "decay after warm-up: cosine | linear | constant")(
+      "optim.weight_decay",
+      po::value(&c.adamw.weight_decay)->default_value(c.adamw.weight_decay, "0.1"),
+      "decoupled weight decay of matmul weights")(
+      "optim.decay_embeddings",
+      po::value(&c.adamw.decay_embeddings)->default_value(c.adamw.decay_embeddings),
+      "also decay the token and position embeddings")(
+      "optim.decay_biases_norms",
+      po::value(&c.adamw.decay_biases_norms)->default_value(c.adamw.decay_biases_norms),
+      "also decay biases and LayerNorm parameters")(
+      "optim.beta1", po::value(&c.adamw.beta1)->default_value(c.adamw.beta1, "0.9"), "Adam b1")(
+      "optim.beta2", po::value(&c.adamw.beta2)->default_value(c.adamw.beta2, "0.95"), "Adam b2")(
+      "optim.eps", po::value(&c.adamw.eps)->default_value(c.adamw.eps, "1e-8"), "Adam epsilon")(
+      "optim.clip", po::value(&c.adamw.clip)->default_value(c.adamw.clip, "1.0"),
+      "max global gradient norm (0: no clipping)");
+
+  po::options_description data("[data]");
+  data.add_options()("data.path", po::value(&c.data_path),
+                     "corpus prefix: PREFIX.bin and PREFIX.idx (tessera tokenize encode)");
+
+  po::options_description sample("[sample]");
+  sample.add_options()("sample.tokens", po::value(&c.sample_tokens)->default_value(c.sample_tokens),
+                       "tokens to generate after training (0: none)")(
+      "sample.prompt", po::value(&c.sample_prompt)->default_value(c.sample_prompt),
+      "text the sample continues")(
+      "sample.temperature",
+      po::value(&c.sample_temperature)->default_value(c.sample_temperature, "0.8"),
+      "softmax temperature")("sample.top_k",
+                             po::value(&c.sample_top_k)->default_value(c.sample_top_k),
+                             "sample among the k likeliest tokens (0: all)");
+
+  po::options_description all;
+  all.add(run).add(model).add(train).add(optim).add(data).add(sample);
+  return all;
+}
+
+template <typename T>
+void require(bool ok, const std::string& option, const std::string& expected, const T& found) {
+  if (ok) return;
+  std::ostringstream s;
+  s << option << ": expected " << expected << ", found " << found;
+  throw InputError(s.str());
+}
+
+}  // namespace
+
+void TrainConfig::validate() const {
+  model.validate();
+  require(steps >= 1, "--train.steps", "at least 1", steps);
+  require(global_batch >= 1, "--train.global_batch", "at least 1 sequence", global_batch);
+  require(micro_batch >= 1, "--train.micro_batch", "at least 1 sequence", micro_batch);
+  require(global_batch % micro_batch == 0, "--train.global_batch",
+          "a multiple of --train.micro_batch = " + std::to_string(micro_batch), global_batch);
+  require(device == "cpu" || device == "cuda", "--train.device", "cpu or cuda", device);
+  require(device == "cpu", "--train.device",
+          "cpu (training on CUDA needs the CUDA ops, which this version does not have yet)",
+          device);
+  require(log_interval >= 1, "--train.log_interval", "at least 1", log_interval);
+  require(threads >= 0, "--train.threads", "0 (all cores) or more", threads);
+  require(schedule.lr > 0, "--optim.lr", "a positive learning rate", schedule.lr);
+  require(schedule.min_lr >= 0 && schedule.min_lr <= schedule.lr, "--optim.min_lr",
+          "a value in [0, --optim.lr]", schedule.min_lr);
+  require(schedule.warmup >= 0, "--optim.warmup", "0 or more steps", schedule.warmup);
+  require(adamw.weight_decay >= 0, "--optim.weight_decay", "0 or more", adamw.weight_decay);
+  require(adamw.beta1 >= 0 && adamw.beta1 < 1, "--optim.beta1", "a value in [0, 1)", adamw.beta1);
+  require(adamw.beta2 >= 0 && adamw.beta2 < 1, "--optim.beta2", "a value in [0, 1)", adamw.beta2);
+  require(adamw.eps > 0, "--optim.eps", "a positive value", adamw.eps);
+  require(adamw.clip >= 0, "--optim.clip", "0 (off) or a positive norm", adamw.clip);
+  require(!data_path.empty(), "--data.path", "a corpus prefix (PREFIX.bin + PREFIX.idx)",
+          "nothing");
+  require(sample_tokens >= 0, "--sample.tokens", "0 or more", sample_tokens);
+  require(sample_temperature > 0, "--sample.temperature", "a positive value", sample_temperature);
+  require(sample_top_k >= 0, "--sample.top_k", "0 (all) or more", sample_top_k);
+}
+
+bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
+  RawEnums enums;
+  po::options_description generic("tessera train [--config FILE] [--section.key value ...]");
+  generic.add_options()("help,h", "list every option with its default")(
+      "config", po::value(&cfg.config_file), "INI file; command-line options override it");
+  po::options_description all = train_options(cfg, enums);
+  po::options_description cmdline;
+  cmdline.add(generic).add(all);
+
+  po::variables_map vm;
+  // The first store() of a value wins, so the command line goes in before the file.
+  po::store(po::command_line_parser(argc, argv).options(cmdline).run(), vm);
+  if (vm.count("help")) {
+    std::cout << generic << all << "\n";
+    return false;
+  }
+  if (vm.count("config")) {
+    const std::string file = vm["config"].as<std::string>();
+    std::ifstream in(file);
+    if (!in) throw InputError("--config " + file + ": no such file or not readable");
+    try {
+      po::store(po::parse_config_file(in, all, /*allow_unregistered=*/false), vm);
+    } catch (const po::error& e) {
+      throw InputError("config file " + file + ": " + e.what());
+    }
+  }
+  po::notify(vm);
+
+  if (enums.pos == "learned") {
+    cfg.model.pos = PositionKind::Learned;
+  } else if (enums.pos == "sinusoidal") {
+    cfg.model.pos = PositionKind::Sinusoidal;
+  } else {
+    throw InputError("--model.pos: expected learned or sinusoidal, found " + enums.pos);
+  }
+  if (enums.decay == "cosine") {
+    cfg.schedule.decay = DecayKind::Cosine;
+  } else if (enums.decay == "linear") {
+    cfg.schedule.decay = DecayKind::Linear;
+  } else if (enums.decay == "constant") {
+    cfg.schedule.decay = DecayKind::Constant;
+  } else {
+    throw InputError("--optim.decay: expected cosine, linear or constant, found " + enums.decay);
+  }
+  cfg.schedule.total_steps = cfg.steps;
+  cfg.validate();
+  return true;
+}
+
+std::string TrainConfig::to_ini() const {
+  std::ostringstream s;
+  s.precision(17);
+  const char* decay_name = schedule.decay == DecayKind::Cosine   ? "cosine"
+                           : schedule.decay == DecayKind::Linear ? "linear"
+                                                                 : "constant";
+  s << "[run]\ndir = " << run_dir << "\n\n[model]\nvocab_size = " << model.vocab_size
+    << "\nd_model = " << model.d_model << "\nlayers = " << model.layers
+    << "\nheads = " << model.heads << "\nd_ff = " << model.d_ff << "\nseq_len = " << model.seq_len
+    << "\npos = " << position_kind_name(model.pos) << "\ninit_std = " << model.init_std
+    << "\n\n[train]\nsteps = " << steps << "\nglobal_batch = " << global_batch
+    << "\nmicro_batch = " << micro_batch << "\nseed = " << seed << "\ndevice = " << device
+    << "\nlog_interval = " << log_interval << "\nthreads = " << threads
+    << "\n\n[optim]\nlr = " << schedule.lr << "\nmin_lr = " << schedule.min_lr
+    << "\nwarmup = " << schedule.warmup << "\ndecay = " << decay_name
+    << "\nweight_decay = " << adamw.weight_decay
+    << "\ndecay_embeddings = " << adamw.decay_embeddings
+    << "\ndecay_biases_norms = " << adamw.decay_biases_norms << "\nbeta1 = " << adamw.beta1
+    << "\nbeta2 = " << adamw.beta2 << "\neps = " << adamw.eps << "\nclip = " << adamw.clip
+    << "\n\n[data]\npath = " << data_path << "\n\n[sample]\ntokens = " << sample_tokens
+    << "\nprompt = " << sample_prompt << "\ntemperature = " << sample_temperature
+    << "\ntop_k = " << sample_top_k << "\n";
+  return s.str();
+}
+
+}  // namespace tessera

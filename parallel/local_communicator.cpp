@@ -6,7 +6,9 @@
 
 namespace tessera {
 
-void LocalCommunicator::all_gather(Tensor& out, const Tensor& in) { copy_into(out, in); }
+void LocalCommunicator::all_gather(Tensor& out, const Tensor& in) {
+  copy_into(out, in);
+}
 
 void LocalCommunicator::reduce_scatter(Tensor& out, const Tensor& in, ReduceOp) {
   copy_into(out, in);
@@ -17,9 +19,12 @@ void LocalCommunicator::send(const Tensor&, int peer) {
 }
 
 void LocalCommunicator::recv(Tensor&, int peer) {
-  TESSERA_CHECK(false, "recv from rank " + std::to_string(peer) + " in the one-rank group " + name_);
+  TESSERA_CHECK(false,
+                "recv from rank " + std::to_string(peer) + " in the one-rank group " + name_);
 }
 
-void LocalCommunicator::abort(int exit_code) { std::_Exit(exit_code); }
+void LocalCommunicator::abort(int exit_code) {
+  std::_Exit(exit_code);
+}
 
 }  // namespace tessera

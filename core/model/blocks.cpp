@@ -1,1 +1,185 @@
-// placeholder
+#include "core/model/blocks.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include "core/ops/attention.h"
+#include "core/ops/gelu.h"
+#include "core/ops/layernorm.h"
+#include "core/ops/matmul.h"
+
+namespace tessera {
+
+namespace {
+
+std::string layer_name(int64_t layer, const char* rest) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "layers/%02lld/%s", static_cast<long long>(layer), rest);
+  return buf;
+}
+
+Param make_param(std::string name, ParamKind kind, ParamInit init, double std, Shape shape,
+                 int split_dim, int groups, const ModelShard& shard) {
+  Param p;
+  p.name = std::move(name);
+  p.kind = kind;
+  p.init = init;
+  p.init_std = std;
+  p.global_shape = std::move(shape);
+  p.split_dim = split_dim;
+  p.groups = groups;
+  p.tp_rank = shard.tp_rank;
+  p.tp_size = shard.tp_size;
+  return p;
+}
+
+template <typename T>
+void add_bias_rows(Tensor& out, const Tensor& bias) {
+  T* o = out.data<T>();
+  const T* b = bias.data<T>();
+  const int64_t C = bias.numel(), rows = out.numel() / C;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < C; ++c) o[r * C + c] += b[c];
+}
+
+template <typename T>
+void add_into(Tensor& dst, const Tensor& a, const Tensor& b) {
+  T* d = dst.data<T>();
+  const T* x = a.data<T>();
+  const T* y = b.data<T>();
+  const int64_t n = dst.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) d[i] = x[i] + y[i];
+}
+
+void sum_into(Tensor& dst, const Tensor& a, const Tensor& b) {
+  if (dst.dtype() == DType::F32)
+    add_into<float>(dst, a, b);
+  else
+    add_into<double>(dst, a, b);
+}
+
+}  // namespace
+
+TransformerBlock::TransformerBlock(const ModelConfig& cfg, const ModelShard& shard, int64_t l)
+    : C_(cfg.d_model),
+      T_(cfg.seq_len),
+      local_heads_(cfg.heads / shard.tp_size),
+      local_ff_(cfg.d_ff / shard.tp_size),
+      dtype_(cfg.dtype) {
+  const int64_t C = cfg.d_model, F = cfg.d_ff;
+  const double std = cfg.init_std;
+  const double resid_std = cfg.init_std / std::sqrt(2.0 * cfg.layers);  // GPT-2 paper, sec. 2.3
+  using K = ParamKind;
+  using I = ParamInit;
+  ln1_w = make_param(layer_name(l, "ln1/weight"), K::Norm, I::Ones, 0, {C}, -1, 1, shard);
+  ln1_b = make_param(layer_name(l, "ln1/bias"), K::Norm, I::Zeros, 0, {C}, -1, 1, shard);
+  qkv_w = make_param(layer_name(l, "attn/qkv/weight"), K::Weight, I::Normal, std, {3 * C, C}, 0, 3,
+                     shard);
+  qkv_b = make_param(layer_name(l, "attn/qkv/bias"), K::Bias, I::Zeros, 0, {3 * C}, 0, 3, shard);
+  proj_w = make_param(layer_name(l, "attn/proj/weight"), K::Weight, I::Normal, resid_std, {C, C}, 1,
+                      1, shard);
+  proj_b = make_param(layer_name(l, "attn/proj/bias"), K::Bias, I::Zeros, 0, {C}, -1, 1, shard);
+  ln2_w = make_param(layer_name(l, "ln2/weight"), K::Norm, I::Ones, 0, {C}, -1, 1, shard);
+  ln2_b = make_param(layer_name(l, "ln2/bias"), K::Norm, I::Zeros, 0, {C}, -1, 1, shard);
+  up_w = make_param(layer_name(l, "mlp/up/weight"), K::Weight, I::Normal, std, {F, C}, 0, 1, shard);
+  up_b = make_param(layer_name(l, "mlp/up/bias"), K::Bias, I::Zeros, 0, {F}, 0, 1, shard);
+  down_w = make_param(layer_name(l, "mlp/down/weight"), K::Weight, I::Normal, resid_std, {C, F}, 1,
+                      1, shard);
+  down_b = make_param(layer_name(l, "mlp/down/bias"), K::Bias, I::Zeros, 0, {C}, -1, 1, shard);
+}
+
+std::vector<Param*> TransformerBlock::params() {
+  return {&ln1_w, &ln1_b, &qkv_w, &qkv_b, &proj_w, &proj_b,
+          &ln2_w, &ln2_b, &up_w,  &up_b,  &down_w, &down_b};
+}
+
+BlockActivations TransformerBlock::make_activations(int64_t B) const {
+  const int64_t C = C_, T = T_, Cloc = qkv_w.local_shape()[0] / 3;
+  BlockActivations a;
+  a.ln1 = Tensor({B, T, C}, dtype_);
+  a.ln1_mean = Tensor({B * T}, dtype_);
+  a.ln1_rstd = Tensor({B * T}, dtype_);
+  a.qkv = Tensor({B, T, 3 * Cloc}, dtype_);
+  a.att = Tensor({B, local_heads_, T, T}, dtype_);
+  a.atty = Tensor({B, T, Cloc}, dtype_);
+  a.x1 = Tensor({B, T, C}, dtype_);
+  a.ln2 = Tensor({B, T, C}, dtype_);
+  a.ln2_mean = Tensor({B * T}, dtype_);
+  a.ln2_rstd = Tensor({B * T}, dtype_);
+  a.fc = Tensor({B, T, local_ff_}, dtype_);
+  a.fc_gelu = Tensor({B, T, local_ff_}, dtype_);
+  return a;
+}
+
+BlockScratch TransformerBlock::make_scratch(int64_t B) const {
+  const int64_t C = C_, T = T_, Cloc = qkv_w.local_shape()[0] / 3;
+  BlockScratch s;
+  s.proj = Tensor({B, T, C}, dtype_);
+  s.dx1 = Tensor({B, T, C}, dtype_);
+  s.dln = Tensor({B, T, C}, dtype_);
+  s.datty = Tensor({B, T, Cloc}, dtype_);
+  s.dqkv = Tensor({B, T, 3 * Cloc}, dtype_);
+  s.dfc_gelu = Tensor({B, T, local_ff_}, dtype_);
+  s.dfc = Tensor({B, T, local_ff_}, dtype_);
+  return s;
+}
+
+void TransformerBlock::row_parallel_forward(Tensor& out, const Tensor& inp, const Param& w,
+                                            const Param& b, Communicator& tp) {
+  if (tp.size() == 1) {
+    ops::matmul_forward(out, inp, w.value, &b.value);
+    return;
+  }
+  ops::matmul_forward(out, inp, w.value, nullptr);
+  tp.all_reduce(out, ReduceOp::Sum);
+  if (dtype_ == DType::F32)
+    add_bias_rows<float>(out, b.value);
+  else
+    add_bias_rows<double>(out, b.value);
+}
+
+void TransformerBlock::forward(Tensor& x2, const Tensor& x0, BlockActivations& a, BlockScratch& s,
+                               Communicator& tp) {
+  ops::layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, x0, ln1_w.value, ln1_b.value);
+  ops::matmul_forward(a.qkv, a.ln1, qkv_w.value, &qkv_b.value);
+  ops::attention_forward(a.atty, a.att, a.qkv, local_heads_);
+  row_parallel_forward(s.proj, a.atty, proj_w, proj_b, tp);
+  sum_into(a.x1, x0, s.proj);
+
+  ops::layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.x1, ln2_w.value, ln2_b.value);
+  ops::matmul_forward(a.fc, a.ln2, up_w.value, &up_b.value);
+  ops::gelu_forward(a.fc_gelu, a.fc);
+  row_parallel_forward(s.proj, a.fc_gelu, down_w, down_b, tp);
+  sum_into(x2, a.x1, s.proj);
+}
+
+void TransformerBlock::backward(Tensor& dx0, const Tensor& dx2, const Tensor& x0,
+                                const BlockActivations& a, BlockScratch& s, Communicator& tp) {
+  // MLP: the residual passes dx2 straight to x1; the branch adds its gradient on top.
+  copy_into(s.dx1, dx2);
+  s.dfc_gelu.zero();
+  ops::matmul_backward(&s.dfc_gelu, &down_w.grad, &down_b.grad, dx2, a.fc_gelu, down_w.value);
+  s.dfc.zero();
+  ops::gelu_backward(s.dfc, s.dfc_gelu, a.fc);
+  s.dln.zero();
+  ops::matmul_backward(&s.dln, &up_w.grad, &up_b.grad, s.dfc, a.ln2, up_w.value);
+  tp.all_reduce(s.dln, ReduceOp::Sum);  // conjugate of the column-parallel identity forward
+  ops::layernorm_backward(s.dx1, ln2_w.grad, ln2_b.grad, s.dln, a.x1, ln2_w.value, a.ln2_mean,
+                          a.ln2_rstd);
+
+  // Attention, the same way.
+  copy_into(dx0, s.dx1);
+  s.datty.zero();
+  ops::matmul_backward(&s.datty, &proj_w.grad, &proj_b.grad, s.dx1, a.atty, proj_w.value);
+  s.dqkv.zero();
+  ops::attention_backward(s.dqkv, s.datty, a.qkv, a.att, local_heads_);
+  s.dln.zero();
+  ops::matmul_backward(&s.dln, &qkv_w.grad, &qkv_b.grad, s.dqkv, a.ln1, qkv_w.value);
+  tp.all_reduce(s.dln, ReduceOp::Sum);
+  ops::layernorm_backward(dx0, ln1_w.grad, ln1_b.grad, s.dln, x0, ln1_w.value, a.ln1_mean,
+                          a.ln1_rstd);
+}
+
+}  // namespace tessera

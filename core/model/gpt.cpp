@@ -1,1 +1,200 @@
-// placeholder
+#include "core/model/gpt.h"
+
+#include "core/error.h"
+#include "core/ops/cross_entropy.h"
+#include "core/ops/embedding.h"
+#include "core/ops/layernorm.h"
+#include "core/ops/matmul.h"
+
+namespace tessera {
+
+namespace {
+
+Param make_top_param(std::string name, ParamKind kind, ParamInit init, double std, Shape shape,
+                     int split_dim, const ModelShard& shard) {
+  Param p;
+  p.name = std::move(name);
+  p.kind = kind;
+  p.init = init;
+  p.init_std = std;
+  p.global_shape = std::move(shape);
+  p.split_dim = split_dim;
+  p.tp_rank = shard.tp_rank;
+  p.tp_size = shard.tp_size;
+  return p;
+}
+
+}  // namespace
+
+GPT::GPT(const ModelConfig& cfg, const ModelShard& shard, Communicator& tp, uint64_t seed)
+    : cfg_(cfg), shard_(shard), tp_(tp) {
+  cfg_.validate(shard.tp_size);
+  TESSERA_CHECK(tp.size() == shard.tp_size && tp.rank() == shard.tp_rank,
+                "GPT: the TP communicator does not match the shard");
+  if (shard_.layer_end < 0) shard_.layer_end = cfg.layers;
+  const int64_t V = cfg.vocab_size, C = cfg.d_model, T = cfg.seq_len;
+  // The token embedding is also the LM head (tied), so both first and last stage hold it.
+  wte = make_top_param("embedding/token/weight", ParamKind::Embedding, ParamInit::Normal,
+                       cfg.init_std, {V, C}, 0, shard);
+  wpe = make_top_param("embedding/position/weight", ParamKind::Embedding, ParamInit::Normal,
+                       cfg.init_std, {T, C}, -1, shard);
+  lnf_w = make_top_param("final_norm/weight", ParamKind::Norm, ParamInit::Ones, 0, {C}, -1, shard);
+  lnf_b = make_top_param("final_norm/bias", ParamKind::Norm, ParamInit::Zeros, 0, {C}, -1, shard);
+  vocab_start_ = wte.piece_begin();
+  for (int64_t l = shard_.layer_begin; l < shard_.layer_end; ++l)
+    blocks.emplace_back(cfg, shard, l);
+  for (Param* p : params()) p->materialize(seed, cfg.dtype);
+  if (cfg.pos == PositionKind::Sinusoidal) sinusoid_ = ops::sinusoidal_table(T, C, cfg.dtype);
+}
+
+std::vector<Param*> GPT::params() {
+  std::vector<Param*> ps;
+  if (shard_.has_embedding || shard_.has_head) ps.push_back(&wte);
+  if (shard_.has_embedding && cfg_.pos == PositionKind::Learned) ps.push_back(&wpe);
+  for (auto& b : blocks)
+    for (Param* p : b.params()) ps.push_back(p);
+  if (shard_.has_head) {
+    ps.push_back(&lnf_w);
+    ps.push_back(&lnf_b);
+  }
+  return ps;
+}
+
+int64_t GPT::num_local_params() {
+  int64_t n = 0;
+  for (Param* p : params()) n += p->value.numel();
+  return n;
+}
+
+void GPT::zero_grad() {
+  for (Param* p : params()) p->grad.zero();
+}
+
+GPTActivations GPT::make_activations(int64_t B) const {
+  const int64_t T = cfg_.seq_len, C = cfg_.d_model;
+  GPTActivations a;
+  a.B = B;
+  a.inputs = Tensor({B, T}, DType::I32);
+  a.targets = Tensor({B, T}, DType::I32);
+  for (size_t i = 0; i <= blocks.size(); ++i) a.residual.emplace_back(Shape{B, T, C}, cfg_.dtype);
+  for (const auto& b : blocks) a.blocks.push_back(b.make_activations(B));
+  if (shard_.has_head) {
+    a.lnf = Tensor({B, T, C}, cfg_.dtype);
+    a.lnf_mean = Tensor({B * T}, cfg_.dtype);
+    a.lnf_rstd = Tensor({B * T}, cfg_.dtype);
+    a.logits = Tensor({B * T, wte.local_shape()[0]}, cfg_.dtype);
+    a.losses = Tensor({B * T}, cfg_.dtype);
+    a.lse = Tensor({B * T}, cfg_.dtype);
+  }
+  return a;
+}
+
+BlockScratch& GPT::scratch(int64_t B) {
+  if (!scratch_ || scratch_B_ != B) {
+    TESSERA_CHECK(!blocks.empty() || shard_.has_head, "GPT stage without layers or head");
+    const int64_t T = cfg_.seq_len, C = cfg_.d_model;
+    if (!blocks.empty())
+      scratch_ = std::make_unique<BlockScratch>(blocks[0].make_scratch(B));
+    else
+      scratch_ = std::make_unique<BlockScratch>();
+    dres_a_ = Tensor({B, T, C}, cfg_.dtype);
+    dres_b_ = Tensor({B, T, C}, cfg_.dtype);
+    scratch_B_ = B;
+  }
+  return *scratch_;
+}
+
+template <typename T>
+static double mean_of(const Tensor& t) {
+  const T* p = t.data<T>();
+  double s = 0;
+  for (int64_t i = 0; i < t.numel(); ++i) s += p[i];
+  return s / static_cast<double>(t.numel());
+}
+
+double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targets,
+                    const Tensor* stage_input) {
+  BlockScratch& s = scratch(a.B);
+  Tensor& x0 = a.residual.front();
+  if (shard_.has_embedding) {
+    TESSERA_CHECK(inputs != nullptr, "GPT::forward: the first stage needs token ids");
+    copy_into(a.inputs, *inputs);
+    ops::embedding_forward(x0, a.inputs, wte.value, vocab_start_);
+    tp_.all_reduce(x0, ReduceOp::Sum);  // rows of other vocabulary shards come from their ranks
+    ops::positional_forward(x0, cfg_.pos == PositionKind::Learned ? wpe.value : sinusoid_);
+  } else {
+    TESSERA_CHECK(stage_input != nullptr, "GPT::forward: a later stage needs its input");
+    copy_into(x0, *stage_input);
+  }
+  for (size_t i = 0; i < blocks.size(); ++i)
+    blocks[i].forward(a.residual[i + 1], a.residual[i], a.blocks[i], s, tp_);
+  if (!shard_.has_head) return 0.0;
+
+  ops::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.residual.back(), lnf_w.value,
+                         lnf_b.value);
+  ops::matmul_forward(a.logits, a.lnf, wte.value, nullptr);
+  if (!targets) return 0.0;
+  copy_into(a.targets, *targets);
+  ops::cross_entropy_forward(a.losses, a.lse, a.logits, a.targets.view({a.B * cfg_.seq_len}),
+                             vocab_start_, tp_);
+  return cfg_.dtype == DType::F32 ? mean_of<float>(a.losses) : mean_of<double>(a.losses);
+}
+
+void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output, Tensor* d_input) {
+  BlockScratch& s = scratch(a.B);
+  Tensor* dres = &dres_a_;
+  Tensor* dnext = &dres_b_;
+  if (shard_.has_head) {
+    // d loss / d losses[m] = loss_scale / (B T): the loss is a mean over tokens.
+    Tensor dlosses({a.B * cfg_.seq_len}, cfg_.dtype);
+    dlosses.fill(loss_scale / static_cast<double>(a.B * cfg_.seq_len));
+    ops::cross_entropy_backward(a.logits, dlosses, a.logits, a.lse,
+                                a.targets.view({a.B * cfg_.seq_len}), vocab_start_);
+    s.dln.zero();
+    ops::matmul_backward(&s.dln, &wte.grad, nullptr, a.logits, a.lnf, wte.value);
+    tp_.all_reduce(s.dln, ReduceOp::Sum);  // the LM head is column-parallel over the vocabulary
+    dres->zero();
+    ops::layernorm_backward(*dres, lnf_w.grad, lnf_b.grad, s.dln, a.residual.back(), lnf_w.value,
+                            a.lnf_mean, a.lnf_rstd);
+  } else {
+    TESSERA_CHECK(d_output != nullptr, "GPT::backward: a non-last stage needs d_output");
+    copy_into(*dres, *d_output);
+  }
+  for (size_t i = blocks.size(); i-- > 0;) {
+    blocks[i].backward(*dnext, *dres, a.residual[i], a.blocks[i], s, tp_);
+    std::swap(dres, dnext);
+  }
+  if (shard_.has_embedding) {
+    if (cfg_.pos == PositionKind::Learned) ops::positional_backward(wpe.grad, *dres);
+    ops::embedding_backward(wte.grad, *dres, a.inputs, vocab_start_);
+  } else if (d_input) {
+    copy_into(*d_input, *dres);
+  }
+}
+
+int64_t gpt_num_params(const ModelConfig& c) {
+  const int64_t C = c.d_model, F = c.d_ff;
+  int64_t per_layer = 2 * C + 3 * C * C + 3 * C + C * C + C + 2 * C + F * C + F + C * F + C;
+  int64_t n = c.vocab_size * C + c.layers * per_layer + 2 * C;
+  if (c.pos == PositionKind::Learned) n += c.seq_len * C;
+  return n;
+}
+
+int64_t gpt_activation_bytes(const ModelConfig& c, int64_t B) {
+  const int64_t T = c.seq_len, C = c.d_model, F = c.d_ff, V = c.vocab_size, BT = B * T;
+  const int64_t per_layer = BT * (7 * C + 2 * F + 4) + B * c.heads * T * T;
+  const int64_t residual = (c.layers + 1) * BT * C;
+  const int64_t head = BT * (C + 2) + BT * V + 2 * BT;
+  const int64_t scratch = BT * (7 * C + 2 * F) + 2 * BT * C;
+  const int64_t elem = static_cast<int64_t>(dtype_size(c.dtype));
+  return elem * (c.layers * per_layer + residual + head + scratch) + 2 * BT * 4;
+}
+
+double gpt_flops_per_token(const ModelConfig& c) {
+  // Matmul weights: every layer's four projections plus the tied LM head.
+  const double C = static_cast<double>(c.d_model), F = static_cast<double>(c.d_ff);
+  const double N = c.layers * (4 * C * C + 2 * C * F) + c.vocab_size * C;
+  return 6.0 * N + 12.0 * c.layers * C * c.seq_len;
+}
+
+}  // namespace tessera

@@ -1,1 +1,74 @@
-// placeholder
+#include "core/model/param.h"
+
+#include "core/error.h"
+#include "core/rng.h"
+
+namespace tessera {
+
+int64_t Param::piece_begin() const {
+  if (tp_replicated()) return 0;
+  int64_t block = global_shape[split_dim] / groups;
+  return block * tp_rank / tp_size;
+}
+
+int64_t Param::piece_end() const {
+  if (tp_replicated()) return global_shape[split_dim] / groups;
+  int64_t block = global_shape[split_dim] / groups;
+  return block * (tp_rank + 1) / tp_size;
+}
+
+Shape Param::local_shape() const {
+  Shape s = global_shape;
+  if (!tp_replicated()) s[split_dim] = groups * (piece_end() - piece_begin());
+  return s;
+}
+
+int64_t Param::global_index(int64_t local_index) const {
+  if (tp_replicated()) return local_index;
+  Shape local = local_shape();
+  int64_t inner = 1;
+  for (size_t d = split_dim + 1; d < local.size(); ++d) inner *= local[d];
+  int64_t local_d_extent = local[split_dim];
+  int64_t outer = local_index / (inner * local_d_extent);
+  int64_t local_d = (local_index / inner) % local_d_extent;
+  int64_t within = local_index % inner;
+  int64_t piece = piece_end() - piece_begin();
+  int64_t block = global_shape[split_dim] / groups;
+  int64_t global_d = (local_d / piece) * block + piece_begin() + local_d % piece;
+  return (outer * global_shape[split_dim] + global_d) * inner + within;
+}
+
+void Param::materialize(uint64_t seed, DType dtype) {
+  TESSERA_CHECK(
+      global_shape[split_dim < 0 ? 0 : split_dim] % groups == 0,
+      name + ": split dimension not divisible into " + std::to_string(groups) + " groups");
+  value = Tensor(local_shape(), dtype);
+  grad = Tensor(local_shape(), dtype);
+  const uint64_t stream = name_hash(name);
+  const int64_t n = value.numel();
+  auto fill = [&](auto* p) {
+    using T = std::remove_pointer_t<decltype(p)>;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      switch (init) {
+        case ParamInit::Zeros:
+          p[i] = T(0);
+          break;
+        case ParamInit::Ones:
+          p[i] = T(1);
+          break;
+        case ParamInit::Normal:
+          p[i] = static_cast<T>(init_std * philox_normal(seed, stream, global_index(i)));
+          break;
+      }
+    }
+  };
+  if (dtype == DType::F32) {
+    fill(value.data<float>());
+  } else {
+    TESSERA_CHECK(dtype == DType::F64, name + ": parameters are float32 or float64 on the CPU");
+    fill(value.data<double>());
+  }
+}
+
+}  // namespace tessera

@@ -1,1 +1,71 @@
-// placeholder
+// CPU AdamW update and the reductions the optimizer needs. The update is one fused pass over
+// (param, grad, m, v), memory-bound, with the step's scalar factors computed once in double.
+// sum_of_squares adds fixed 16k-element chunks in double and then the chunk sums in order, so its
+// result is the same bits for every thread count.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/ops/cpu_kernels.h"
+
+namespace tessera::ops::cpu {
+namespace {
+constexpr int64_t kSumChunk = int64_t{1} << 14;
+}
+
+template <typename T>
+void adamw_update(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, int64_t n,
+                  const AdamWStep& s) {
+  const double steps = static_cast<double>(s.t);
+  const T b1 = static_cast<T>(s.beta1), one_minus_b1 = static_cast<T>(1.0 - s.beta1);
+  const T b2 = static_cast<T>(s.beta2), one_minus_b2 = static_cast<T>(1.0 - s.beta2);
+  // Bias corrections 1 / (1 - beta^t), as reciprocals.
+  const T inv_bc1 = static_cast<T>(1.0 / (1.0 - std::pow(s.beta1, steps)));
+  const T inv_bc2 = static_cast<T>(1.0 / (1.0 - std::pow(s.beta2, steps)));
+  const T lr = static_cast<T>(s.lr), eps = static_cast<T>(s.eps);
+  const T wd = static_cast<T>(s.weight_decay);
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const T g = grad[i];
+    const T m = b1 * exp_avg[i] + one_minus_b1 * g;
+    const T v = b2 * exp_avg_sq[i] + one_minus_b2 * g * g;
+    exp_avg[i] = m;
+    exp_avg_sq[i] = v;
+    param[i] -= lr * (m * inv_bc1 / (std::sqrt(v * inv_bc2) + eps) + wd * param[i]);
+  }
+}
+
+template <typename T>
+double sum_of_squares(const T* x, int64_t n) {
+  const int64_t chunks = (n + kSumChunk - 1) / kSumChunk;
+  std::vector<double> partial(static_cast<size_t>(chunks));
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t begin = c * kSumChunk, end = std::min(n, begin + kSumChunk);
+    double sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = begin; i < end; ++i)
+      sum += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+    partial[static_cast<size_t>(c)] = sum;
+  }
+  double total = 0;
+  for (double p : partial) total += p;
+  return total;
+}
+
+template <typename T>
+void scale(T* x, int64_t n, double alpha) {
+  const T a = static_cast<T>(alpha);
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) x[i] *= a;
+}
+
+#define TESSERA_ADAMW_INSTANTIATE(T)                                              \
+  template void adamw_update<T>(T*, const T*, T*, T*, int64_t, const AdamWStep&); \
+  template double sum_of_squares<T>(const T*, int64_t);                           \
+  template void scale<T>(T*, int64_t, double);
+TESSERA_ADAMW_INSTANTIATE(float)
+TESSERA_ADAMW_INSTANTIATE(double)
+#undef TESSERA_ADAMW_INSTANTIATE
+
+}  // namespace tessera::ops::cpu

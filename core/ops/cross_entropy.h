@@ -11,8 +11,8 @@ namespace tessera::ops {
 
 // losses[M] and lse[M] (the global log-sum-exp per row, kept for the backward) are written.
 // targets is I32 [M].
-void cross_entropy_forward(Tensor& losses, Tensor& lse, const Tensor& logits,
-                           const Tensor& targets, int64_t vocab_start, Communicator& tp);
+void cross_entropy_forward(Tensor& losses, Tensor& lse, const Tensor& logits, const Tensor& targets,
+                           int64_t vocab_start, Communicator& tp);
 // Writes (=, not +=) dlogits[m, v] = dlosses[m] * (softmax[m, v] - 1{v == target[m]}).
 // dlogits may be the same tensor as logits (the logits are not needed afterwards).
 void cross_entropy_backward(Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,

@@ -10,8 +10,7 @@
 namespace tessera::ops {
 
 // out[B, T, C] = table[tokens[b, t] - vocab_start] or 0. tokens is I32 [B, T].
-void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table,
-                       int64_t vocab_start);
+void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table, int64_t vocab_start);
 // dtable[v - vocab_start] += dout[b, t] for every (b, t) with tokens[b, t] == v in range.
 void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens,
                         int64_t vocab_start);

@@ -1,1 +1,53 @@
-// placeholder
+// GELU and residual dispatchers: every tensor has the shape, dtype and device of the input; then
+// the kernel for the dtype and device runs over all elements.
+#include "core/ops/gelu.h"
+
+#include "core/ops/cpu_kernels.h"
+#include "core/ops/dispatch.h"
+
+namespace tessera::ops {
+
+void gelu_forward(Tensor& out, const Tensor& inp) {
+  const char* op = "gelu_forward";
+  detail::check_real(op, "inp", inp);
+  detail::check_like(op, "out", out, inp, inp.shape());
+  detail::dispatch_real(op, inp.dtype(), inp.device(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::gelu_forward(out.data<T>(), inp.data<T>(), inp.numel());
+  });
+}
+
+void gelu_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp) {
+  const char* op = "gelu_backward";
+  detail::check_real(op, "inp", inp);
+  detail::check_like(op, "dout", dout, inp, inp.shape());
+  detail::check_like(op, "dinp", dinp, inp, inp.shape());
+  detail::dispatch_real(op, inp.dtype(), inp.device(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::gelu_backward(dinp.data<T>(), dout.data<T>(), inp.data<T>(), inp.numel());
+  });
+}
+
+void residual_forward(Tensor& out, const Tensor& a, const Tensor& b) {
+  const char* op = "residual_forward";
+  detail::check_real(op, "a", a);
+  detail::check_like(op, "b", b, a, a.shape());
+  detail::check_like(op, "out", out, a, a.shape());
+  detail::dispatch_real(op, a.dtype(), a.device(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::residual_forward(out.data<T>(), a.data<T>(), b.data<T>(), a.numel());
+  });
+}
+
+void residual_backward(Tensor& da, Tensor& db, const Tensor& dout) {
+  const char* op = "residual_backward";
+  detail::check_real(op, "dout", dout);
+  detail::check_like(op, "da", da, dout, dout.shape());
+  detail::check_like(op, "db", db, dout, dout.shape());
+  detail::dispatch_real(op, dout.dtype(), dout.device(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::residual_backward(da.data<T>(), db.data<T>(), dout.data<T>(), dout.numel());
+  });
+}
+
+}  // namespace tessera::ops

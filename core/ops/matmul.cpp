@@ -1,1 +1,63 @@
-// placeholder
+// Linear layer dispatcher: checks that inp[M, K], weight[N, K], bias[N] and out[M, N] agree (inp,
+// out and their gradients with any leading shape holding M rows), that every GEMM dimension fits
+// BLAS's int, then calls the kernel for the dtype and device.
+#include "core/ops/matmul.h"
+
+#include <climits>
+
+#include "core/ops/cpu_kernels.h"
+#include "core/ops/dispatch.h"
+
+namespace tessera::ops {
+namespace {
+
+struct GemmDims {
+  int64_t M, K, N;
+};
+
+GemmDims check_linear(const char* op, const Tensor& inp, const Tensor& weight) {
+  detail::check_real(op, "inp", inp);
+  detail::check_tensor(op, "weight", weight, inp.dtype(), inp.device());
+  TESSERA_CHECK(inp.dim() >= 1, std::string(op) + ": inp must have at least one dimension");
+  TESSERA_CHECK(weight.dim() == 2 && weight.size(1) == inp.size(-1),
+                std::string(op) + ": weight must be [N, " + std::to_string(inp.size(-1)) +
+                    "] for inp " + shape_str(inp.shape()) + ", found " + shape_str(weight.shape()));
+  const GemmDims d{detail::leading_rows(inp), inp.size(-1), weight.size(0)};
+  TESSERA_CHECK(d.M <= INT_MAX && d.K <= INT_MAX && d.N <= INT_MAX,
+                std::string(op) + ": GEMM dimensions M=" + std::to_string(d.M) +
+                    " K=" + std::to_string(d.K) + " N=" + std::to_string(d.N) +
+                    " exceed BLAS's 32-bit int");
+  return d;
+}
+
+}  // namespace
+
+void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor* bias) {
+  const char* op = "matmul_forward";
+  const GemmDims d = check_linear(op, inp, weight);
+  detail::check_rows(op, "out", out, inp, d.M, d.N);
+  if (bias != nullptr) detail::check_like(op, "bias", *bias, inp, {d.N});
+  detail::dispatch_real(op, inp.dtype(), inp.device(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::matmul_forward(out.data<T>(), inp.data<T>(), weight.data<T>(),
+                        bias ? bias->data<T>() : nullptr, d.M, d.K, d.N);
+  });
+}
+
+void matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor& dout,
+                     const Tensor& inp, const Tensor& weight) {
+  const char* op = "matmul_backward";
+  const GemmDims d = check_linear(op, inp, weight);
+  detail::check_rows(op, "dout", dout, inp, d.M, d.N);
+  if (dinp != nullptr) detail::check_rows(op, "dinp", *dinp, inp, d.M, d.K);
+  if (dweight != nullptr) detail::check_like(op, "dweight", *dweight, inp, weight.shape());
+  if (dbias != nullptr) detail::check_like(op, "dbias", *dbias, inp, {d.N});
+  detail::dispatch_real(op, inp.dtype(), inp.device(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::matmul_backward(dinp ? dinp->data<T>() : nullptr, dweight ? dweight->data<T>() : nullptr,
+                         dbias ? dbias->data<T>() : nullptr, dout.data<T>(), inp.data<T>(),
+                         weight.data<T>(), d.M, d.K, d.N);
+  });
+}
+
+}  // namespace tessera::ops

@@ -11,7 +11,8 @@ namespace tessera::ops {
 void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor* bias);
 
 // Accumulates (+=) into each non-null gradient:
-//   dinp[M, K] += dout[M, N] @ weight[N, K];  dweight[N, K] += dout^T @ inp;  dbias[N] += sum_m dout.
+//   dinp[M, K] += dout[M, N] @ weight[N, K];  dweight[N, K] += dout^T @ inp;  dbias[N] += sum_m
+//   dout.
 void matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor& dout,
                      const Tensor& inp, const Tensor& weight);
 

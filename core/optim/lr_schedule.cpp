@@ -1,1 +1,18 @@
-// placeholder
+#include "core/optim/lr_schedule.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+
+namespace tessera {
+
+double LRSchedule::at(int64_t s) const {
+  if (s < warmup) return lr * static_cast<double>(s + 1) / static_cast<double>(warmup);
+  if (decay == DecayKind::Constant) return lr;
+  const double span = static_cast<double>(std::max<int64_t>(1, total_steps - 1 - warmup));
+  const double p = std::clamp(static_cast<double>(s - warmup) / span, 0.0, 1.0);
+  if (decay == DecayKind::Linear) return lr - (lr - min_lr) * p;
+  return min_lr + (lr - min_lr) * 0.5 * (1.0 + std::cos(std::numbers::pi * p));
+}
+
+}  // namespace tessera

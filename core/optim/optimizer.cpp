@@ -1,1 +1,66 @@
-// placeholder
+#include "core/optim/optimizer.h"
+
+#include <cmath>
+
+namespace tessera {
+
+double global_grad_norm(const std::vector<Param*>& params, Communicator& model_parallel) {
+  Tensor ss({1}, DType::F64);
+  double local = 0;
+  for (const Param* p : params) {
+    if (p->tp_replicated() && model_parallel.rank() != 0) continue;
+    local += ops::sum_of_squares(p->grad);
+  }
+  ss.data<double>()[0] = local;
+  model_parallel.all_reduce(ss, ReduceOp::Sum);
+  return std::sqrt(ss.data<double>()[0]);
+}
+
+double clip_grad_norm(const std::vector<Param*>& params, double max_norm,
+                      Communicator& model_parallel) {
+  const double norm = global_grad_norm(params, model_parallel);
+  // Same rule as torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) if below 1.
+  if (max_norm > 0 && std::isfinite(norm)) {
+    const double coef = max_norm / (norm + 1e-6);
+    if (coef < 1.0)
+      for (Param* p : params) ops::scale(p->grad, coef);
+  }
+  return norm;
+}
+
+AdamW::AdamW(std::vector<Param*> params, const AdamWConfig& cfg)
+    : params_(std::move(params)), cfg_(cfg) {
+  for (const Param* p : params_) {
+    m_.emplace_back(p->value.shape(), p->value.dtype());
+    v_.emplace_back(p->value.shape(), p->value.dtype());
+  }
+}
+
+double AdamW::weight_decay_of(const Param& p) const {
+  switch (p.kind) {
+    case ParamKind::Weight:
+      return cfg_.weight_decay;
+    case ParamKind::Embedding:
+      return cfg_.decay_embeddings ? cfg_.weight_decay : 0.0;
+    case ParamKind::Bias:
+    case ParamKind::Norm:
+      return cfg_.decay_biases_norms ? cfg_.weight_decay : 0.0;
+  }
+  return 0.0;
+}
+
+void AdamW::step(double lr) {
+  ++t_;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    ops::AdamWStep s;
+    s.lr = lr;
+    s.beta1 = cfg_.beta1;
+    s.beta2 = cfg_.beta2;
+    s.eps = cfg_.eps;
+    s.weight_decay = weight_decay_of(*params_[i]);
+    s.t = t_;
+    ops::adamw_update(params_[i]->value, params_[i]->grad, m_[i], v_[i], s);
+  }
+}
+
+}  // namespace tessera

@@ -1,0 +1,63 @@
+// TransformerBlock: one pre-LayerNorm GPT-2 layer, tensor-parallel in Megatron's way.
+//   x1 = x0 + proj(attention(qkv(ln1(x0))))      qkv column-parallel, proj row-parallel
+//   x2 = x1 + down(gelu(up(ln2(x1))))              up column-parallel, down row-parallel
+// One all-reduce over TP after each row-parallel matmul in the forward, one after each
+// column-parallel matmul's input gradient in the backward (the conjugate pair); biases of
+// row-parallel layers are added after the reduction. Forward and backward sit side by side.
+#pragma once
+
+#include <vector>
+
+#include "core/communicator.h"
+#include "core/model/config.h"
+#include "core/model/param.h"
+
+namespace tessera {
+
+// What one layer's forward saves for its backward, for one microbatch of B sequences.
+struct BlockActivations {
+  Tensor ln1, ln1_mean, ln1_rstd;  // [B, T, C], [B*T], [B*T]
+  Tensor qkv;                      // [B, T, 3 C/tp]
+  Tensor att;                      // [B, H/tp, T, T] softmax probabilities
+  Tensor atty;                     // [B, T, C/tp] attention output before the projection
+  Tensor x1;                       // [B, T, C] residual stream after attention
+  Tensor ln2, ln2_mean, ln2_rstd;  // as ln1
+  Tensor fc, fc_gelu;              // [B, T, F/tp]
+};
+
+// Gradient buffers reused by every layer's backward.
+struct BlockScratch {
+  Tensor proj;           // [B, T, C] row-parallel output before the all-reduce
+  Tensor dx1, dln;       // [B, T, C]
+  Tensor datty;          // [B, T, C/tp]
+  Tensor dqkv;           // [B, T, 3 C/tp]
+  Tensor dfc_gelu, dfc;  // [B, T, F/tp]
+};
+
+class TransformerBlock {
+ public:
+  TransformerBlock(const ModelConfig& cfg, const ModelShard& shard, int64_t layer);
+  std::vector<Param*> params();
+
+  BlockActivations make_activations(int64_t B) const;
+  BlockScratch make_scratch(int64_t B) const;
+
+  // x2 = block(x0); x0 and x2 are [B, T, C] and must be different tensors.
+  void forward(Tensor& x2, const Tensor& x0, BlockActivations& a, BlockScratch& s,
+               Communicator& tp);
+  // dx0 = d loss / d x0 given dx2 = d loss / d x2 (written, not accumulated); parameter
+  // gradients are accumulated.
+  void backward(Tensor& dx0, const Tensor& dx2, const Tensor& x0, const BlockActivations& a,
+                BlockScratch& s, Communicator& tp);
+
+  Param ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, up_w, up_b, down_w, down_b;
+
+ private:
+  // Row-parallel output: out = all_reduce(inp @ w^T) + b.
+  void row_parallel_forward(Tensor& out, const Tensor& inp, const Param& w, const Param& b,
+                            Communicator& tp);
+  int64_t C_, T_, local_heads_, local_ff_;
+  DType dtype_;
+};
+
+}  // namespace tessera

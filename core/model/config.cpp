@@ -1,0 +1,36 @@
+#include "core/model/config.h"
+
+#include "core/error.h"
+
+namespace tessera {
+
+namespace {
+void require(bool ok, const std::string& option, const std::string& expected, int64_t found) {
+  if (!ok) throw InputError(option + ": expected " + expected + ", found " + std::to_string(found));
+}
+}  // namespace
+
+void ModelConfig::validate(int tp_size) const {
+  require(vocab_size >= 2, "--model.vocab_size", "at least 2", vocab_size);
+  require(d_model >= 1, "--model.d_model", "a positive width", d_model);
+  require(layers >= 1, "--model.layers", "at least 1 layer", layers);
+  require(heads >= 1, "--model.heads", "at least 1 head", heads);
+  require(d_model % heads == 0, "--model.heads",
+          "a head count that divides --model.d_model = " + std::to_string(d_model), heads);
+  require(d_ff >= 1, "--model.d_ff", "a positive width", d_ff);
+  require(seq_len >= 1, "--model.seq_len", "a positive length", seq_len);
+  require(heads % tp_size == 0, "--model.heads",
+          "a multiple of --parallel.tp = " + std::to_string(tp_size), heads);
+  require(d_ff % tp_size == 0, "--model.d_ff",
+          "a multiple of --parallel.tp = " + std::to_string(tp_size), d_ff);
+  require(vocab_size >= tp_size, "--model.vocab_size",
+          "at least --parallel.tp = " + std::to_string(tp_size) + " entries", vocab_size);
+  if (pos == PositionKind::Sinusoidal)
+    require(d_model % 2 == 0, "--model.d_model", "an even width for sinusoidal positions", d_model);
+}
+
+std::string position_kind_name(PositionKind k) {
+  return k == PositionKind::Learned ? "learned" : "sinusoidal";
+}
+
+}  // namespace tessera

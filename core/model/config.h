@@ -1,0 +1,43 @@
+// The transformer's hyper-parameters (GPT-2 family) and the slice of it one rank holds: its
+// tensor-parallel shard and its pipeline stage's layers. validate() throws InputError naming
+// the option (--model.*) when the numbers cannot make a model.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/dtype.h"
+
+namespace tessera {
+
+enum class PositionKind { Learned, Sinusoidal };
+
+struct ModelConfig {
+  int64_t vocab_size = 257;
+  int64_t d_model = 256;
+  int64_t layers = 4;
+  int64_t heads = 4;
+  int64_t d_ff = 1024;
+  int64_t seq_len = 128;
+  PositionKind pos = PositionKind::Learned;
+  double init_std = 0.02;  // GPT-2; residual projections get init_std / sqrt(2 * layers)
+  DType dtype = DType::F32;
+
+  int64_t head_dim() const { return d_model / heads; }
+  // Throws InputError naming the option for impossible shapes, given the TP shard count.
+  void validate(int tp_size = 1) const;
+};
+
+// Which part of the model this rank holds.
+struct ModelShard {
+  int tp_rank = 0;
+  int tp_size = 1;
+  int64_t layer_begin = 0;    // this pipeline stage's layers [layer_begin, layer_end)
+  int64_t layer_end = -1;     // -1: up to the last layer
+  bool has_embedding = true;  // first pipeline stage
+  bool has_head = true;       // last pipeline stage (final norm, LM head, loss)
+};
+
+std::string position_kind_name(PositionKind k);
+
+}  // namespace tessera

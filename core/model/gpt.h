@@ -1,0 +1,76 @@
+// GPT: the GPT-2 family decoder as one pipeline stage of one tensor-parallel rank holds it.
+// With the default ModelShard it is the whole plain model. Data flow of a training microbatch:
+//   tokens -> vocab-parallel embedding (+ positions) -> blocks -> final LayerNorm
+//          -> LM head tied to the token embedding -> vocab-parallel cross-entropy -> loss,
+// then backward() in reverse, accumulating into every Param's grad. Activations live in a
+// GPTActivations per in-flight microbatch; the pipeline schedule may keep several.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "core/communicator.h"
+#include "core/model/blocks.h"
+#include "core/model/config.h"
+#include "core/model/param.h"
+
+namespace tessera {
+
+struct GPTActivations {
+  int64_t B = 0;
+  Tensor inputs, targets;        // I32 [B, T]
+  std::vector<Tensor> residual;  // residual[i]: input of the stage's i-th block, [B, T, C];
+                                 // residual.back() is the stage's output
+  std::vector<BlockActivations> blocks;
+  Tensor lnf, lnf_mean, lnf_rstd;  // final LayerNorm (last stage)
+  Tensor logits;                   // [B*T, V/tp]; holds d logits after backward
+  Tensor losses, lse;              // [B*T]
+};
+
+class GPT {
+ public:
+  GPT(const ModelConfig& cfg, const ModelShard& shard, Communicator& tp, uint64_t seed);
+
+  const ModelConfig& config() const { return cfg_; }
+  const ModelShard& shard() const { return shard_; }
+  std::vector<Param*> params();
+  int64_t num_local_params();
+  void zero_grad();
+
+  GPTActivations make_activations(int64_t B) const;
+
+  // Forward of one microbatch. First stage: inputs are token ids (I32 [B, T]); other stages:
+  // stage_input is the previous stage's output [B, T, C]. Last stage with targets: returns the
+  // mean loss over the B*T tokens (without targets: stops at the logits, for sampling).
+  double forward(GPTActivations& a, const Tensor* inputs, const Tensor* targets,
+                 const Tensor* stage_input = nullptr);
+  // Backward of the microbatch last run through forward(a). Last stage: the gradient of
+  // loss_scale * mean loss; other stages: d_output is the gradient of the stage's output.
+  // Writes d_input (the gradient of the stage's input) when given and not the first stage.
+  void backward(GPTActivations& a, double loss_scale, const Tensor* d_output = nullptr,
+                Tensor* d_input = nullptr);
+
+  Param wte, wpe, lnf_w, lnf_b;  // wpe unused with sinusoidal positions
+  std::vector<TransformerBlock> blocks;
+
+ private:
+  ModelConfig cfg_;
+  ModelShard shard_;
+  Communicator& tp_;
+  Tensor sinusoid_;  // [T, C] fixed table when cfg.pos == Sinusoidal
+  int64_t vocab_start_ = 0;
+  std::unique_ptr<BlockScratch> scratch_;
+  int64_t scratch_B_ = 0;
+  Tensor dres_a_, dres_b_;  // ping-pong gradients of the residual stream
+  BlockScratch& scratch(int64_t B);
+};
+
+// FLOPs of one token's forward + backward (PaLM, appendix B): 6 N + 12 L d T, with N every
+// weight that takes part in a matmul (so the tied LM head counts once) - llm.c's convention.
+double gpt_flops_per_token(const ModelConfig& cfg);
+int64_t gpt_num_params(const ModelConfig& cfg);
+// Bytes of activations and backward scratch for a microbatch of B sequences on one rank holding
+// the whole model (docs/PERFORMANCE.md, "Memory"): the memory beyond 16 bytes per parameter.
+int64_t gpt_activation_bytes(const ModelConfig& cfg, int64_t B);
+
+}  // namespace tessera

@@ -1,0 +1,48 @@
+// Param: one named parameter tensor as this rank holds it: its global name and shape, how it is
+// split over tensor-parallel ranks, the local values and their gradient. Initial values are a
+// function of (seed, global name, global element index) only (core/rng.h), so every layout
+// starts from the same weights.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace tessera {
+
+enum class ParamKind { Weight, Bias, Norm, Embedding };  // decides weight decay
+
+enum class ParamInit { Normal, Zeros, Ones };
+
+struct Param {
+  std::string name;  // global name, e.g. "layers/03/attn/qkv/weight"
+  ParamKind kind = ParamKind::Weight;
+  ParamInit init = ParamInit::Normal;
+  double init_std = 0.02;
+  Shape global_shape;
+  // Tensor-parallel split: dimension split_dim (or -1: replicated on every TP rank) is cut into
+  // `groups` equal blocks (3 for the fused q|k|v projection), and each block into tp_size
+  // contiguous pieces; rank r holds piece r of every block. Pieces may differ by one row when
+  // the extent is not divisible (the vocabulary): piece r = [E*r/tp, E*(r+1)/tp).
+  int split_dim = -1;
+  int groups = 1;
+  int tp_rank = 0;
+  int tp_size = 1;
+
+  Tensor value;  // local shard
+  Tensor grad;   // same shape as value
+
+  bool tp_replicated() const { return split_dim < 0 || tp_size == 1; }
+  // [begin, end) of this rank's piece within one block of the split dimension.
+  int64_t piece_begin() const;
+  int64_t piece_end() const;
+  Shape local_shape() const;
+  // Index in the row-major global tensor of element `local_index` of the local shard.
+  int64_t global_index(int64_t local_index) const;
+  // Allocates value and grad (zeroed) and fills value from (seed, name, global index).
+  void materialize(uint64_t seed, DType dtype);
+};
+
+}  // namespace tessera

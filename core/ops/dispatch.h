@@ -1,0 +1,88 @@
+// What every op dispatcher (core/ops/<op>.cpp) does before it calls a kernel: check each tensor's
+// dtype, device, contiguity and shape, failing with a message that names the op, the argument,
+// what was expected and what was found; then pick the kernel instantiation for the dtype.
+// Internal to core/ops.
+#pragma once
+
+#include <string>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace tessera::ops::detail {
+
+inline std::string describe(const Tensor& t) {
+  if (!t.defined()) return "an undefined tensor";
+  return dtype_name(t.dtype()) + " " + shape_str(t.shape()) + " on " + device_name(t.device()) +
+         (t.is_contiguous() ? "" : " (non-contiguous)");
+}
+
+// t is defined, contiguous, of dtype `dtype` and on `device`.
+inline void check_tensor(const char* op, const char* name, const Tensor& t, DType dtype,
+                         Device device) {
+  TESSERA_CHECK(t.defined() && t.is_contiguous() && t.dtype() == dtype && t.device() == device,
+                std::string(op) + ": " + name + " must be a contiguous " + dtype_name(dtype) +
+                    " tensor on " + device_name(device) + ", found " + describe(t));
+}
+
+// t is a defined, contiguous F32 or F64 tensor: the first floating-point argument of an op, whose
+// dtype and device the others must share.
+inline void check_real(const char* op, const char* name, const Tensor& t) {
+  TESSERA_CHECK(
+      t.defined() && t.is_contiguous() && (t.dtype() == DType::F32 || t.dtype() == DType::F64),
+      std::string(op) + ": " + name + " must be a contiguous float32 or float64 tensor, found " +
+          describe(t));
+}
+
+inline void check_shape(const char* op, const char* name, const Tensor& t, const Shape& expected) {
+  TESSERA_CHECK(t.shape() == expected, std::string(op) + ": " + name + " must have shape " +
+                                           shape_str(expected) + ", found " + shape_str(t.shape()));
+}
+
+// t is contiguous with ref's dtype and device, and has the given shape.
+inline void check_like(const char* op, const char* name, const Tensor& t, const Tensor& ref,
+                       const Shape& shape) {
+  check_tensor(op, name, t, ref.dtype(), ref.device());
+  check_shape(op, name, t, shape);
+}
+
+// t holds `rows` rows of `width` elements, contiguous, with ref's dtype and device: its last
+// dimension is `width` and its leading shape any whose product is `rows`, since ops treat
+// [B, T, C] and [B * T, C] alike.
+inline void check_rows(const char* op, const char* name, const Tensor& t, const Tensor& ref,
+                       int64_t rows, int64_t width) {
+  check_tensor(op, name, t, ref.dtype(), ref.device());
+  TESSERA_CHECK(t.dim() >= 1 && t.size(-1) == width && t.numel() == rows * width,
+                std::string(op) + ": " + name + " must be " + shape_str({rows, width}) +
+                    " (any leading shape), found " + shape_str(t.shape()));
+}
+
+// t holds one value per row, in any shape, as a contiguous tensor of `dtype` on ref's device.
+inline void check_per_row(const char* op, const char* name, const Tensor& t, DType dtype,
+                          const Tensor& ref, int64_t rows) {
+  check_tensor(op, name, t, dtype, ref.device());
+  TESSERA_CHECK(t.numel() == rows, std::string(op) + ": " + name + " must hold " +
+                                       std::to_string(rows) + " values (one per row), found " +
+                                       shape_str(t.shape()));
+}
+
+// The number of rows of t seen as [rows, t.size(-1)]: the product of its leading dimensions.
+inline int64_t leading_rows(const Tensor& t) {
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < t.dim(); ++d) rows *= t.size(d);
+  return rows;
+}
+
+// Calls fn(float{}) or fn(double{}) for the dtype, after refusing devices without a backend.
+template <typename Fn>
+void dispatch_real(const char* op, DType dtype, Device device, Fn&& fn) {
+  TESSERA_CHECK(device == Device::CPU, std::string(op) + ": CUDA backend not built yet");
+  if (dtype == DType::F32) {
+    fn(float{});
+  } else {
+    TESSERA_CHECK(dtype == DType::F64, std::string(op) + ": no kernel for " + dtype_name(dtype));
+    fn(double{});
+  }
+}
+
+}  // namespace tessera::ops::detail

@@ -1,0 +1,50 @@
+// AdamW over a model's Params, with global-norm gradient clipping. Owns the two moment tensors
+// of every Param (fp32 on CPU, the Param's dtype). Weight decay goes to matmul weights only,
+// unless configured for embeddings and for biases and norms too (Megatron-LM's default).
+#pragma once
+
+#include <vector>
+
+#include "core/communicator.h"
+#include "core/model/param.h"
+#include "core/ops/adamw.h"
+
+namespace tessera {
+
+struct AdamWConfig {
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+  bool decay_embeddings = false;
+  bool decay_biases_norms = false;
+  double clip = 1.0;  // max global gradient norm; <= 0 disables clipping
+};
+
+// The L2 norm of all gradients of the model, counting each global element once: shards that
+// differ between ranks of `model_parallel` are summed over it; tensors replicated on every
+// rank of it are counted on its rank 0 only.
+double global_grad_norm(const std::vector<Param*>& params, Communicator& model_parallel);
+
+// Scales all gradients so their global norm is at most max_norm; returns the norm before.
+double clip_grad_norm(const std::vector<Param*>& params, double max_norm,
+                      Communicator& model_parallel);
+
+class AdamW {
+ public:
+  AdamW(std::vector<Param*> params, const AdamWConfig& cfg);
+  // One update at learning rate lr; increments the step count first (t starts at 1).
+  void step(double lr);
+  int64_t steps_taken() const { return t_; }
+  double weight_decay_of(const Param& p) const;
+  std::vector<Tensor>& exp_avg() { return m_; }
+  std::vector<Tensor>& exp_avg_sq() { return v_; }
+
+ private:
+  std::vector<Param*> params_;
+  AdamWConfig cfg_;
+  std::vector<Tensor> m_, v_;
+  int64_t t_ = 0;
+};
+
+}  // namespace tessera

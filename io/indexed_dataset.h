@@ -1,0 +1,89 @@
+// Megatron-LM's indexed dataset: PREFIX.idx (header, per-sequence sizes and byte pointers,
+// document indices) and PREFIX.bin (raw little-endian tokens). Corpora written by Megatron's
+// preprocessing load unchanged, and ours load in Megatron. The reader memory-maps the .bin and
+// keeps only per-sequence offsets in RAM; every malformed input is an InputError naming the file.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace tessera {
+
+// Megatron's rule: uint16 tokens when the vocabulary has fewer than 65500 ids, else int32.
+DType token_dtype_for_vocab(int64_t vocab);
+
+// Writes one sequence per document. Files appear under their real names only in finish(), .bin
+// first and .idx last, so an .idx on disk always describes a complete .bin; a writer destroyed
+// before finish() removes its temporary files.
+class IndexedDatasetWriter {
+ public:
+  IndexedDatasetWriter(std::string prefix, DType token_dtype);  // token_dtype: U16 or I32
+  ~IndexedDatasetWriter();
+  IndexedDatasetWriter(const IndexedDatasetWriter&) = delete;
+  IndexedDatasetWriter& operator=(const IndexedDatasetWriter&) = delete;
+
+  // Throws InputError when a token does not fit the token dtype.
+  void add_document(std::span<const int32_t> tokens);
+  // Writes the index, fsyncs both files and renames them into place.
+  void finish();
+
+  int64_t num_documents() const { return static_cast<int64_t>(sizes_.size()); }
+  int64_t num_tokens() const { return num_tokens_; }
+
+ private:
+  std::string prefix_;
+  DType dtype_;
+  std::FILE* bin_ = nullptr;
+  std::vector<int32_t> sizes_;
+  int64_t num_tokens_ = 0;
+  bool finished_ = false;
+};
+
+// A read-only view of a corpus. Cheap to copy (copies share the mapping); the tokens stay mapped
+// while any copy lives. Sequences are contiguous in the .bin (open() checks it), so the
+// concatenated token stream is simply the .bin read as an array.
+class IndexedDataset {
+ public:
+  // Validates the .idx against the format and the .bin's size; throws InputError otherwise.
+  static IndexedDataset open(const std::string& prefix);
+
+  const std::string& prefix() const { return prefix_; }
+  std::string idx_path() const { return prefix_ + ".idx"; }
+  std::string bin_path() const { return prefix_ + ".bin"; }
+  DType dtype() const { return dtype_; }  // U16 or I32
+  int64_t num_sequences() const { return static_cast<int64_t>(seq_start_.size()) - 1; }
+  int64_t num_documents() const { return static_cast<int64_t>(doc_idx_.size()) - 1; }
+  int64_t num_tokens() const { return seq_start_.back(); }
+
+  int64_t sequence_length(int64_t seq) const { return seq_start_[seq + 1] - seq_start_[seq]; }
+  // Position of a sequence's first token in the concatenated stream.
+  int64_t sequence_start(int64_t seq) const { return seq_start_[seq]; }
+  // The document holding stream position `pos` (for error messages; O(log S)).
+  int64_t document_of_token(int64_t pos) const;
+
+  int32_t token(int64_t pos) const;
+  // Tokens [start, start + count) of the concatenated stream, widened to int32.
+  void read_tokens(int64_t start, int64_t count, int32_t* out) const;
+
+ private:
+  IndexedDataset() = default;
+  struct Mapping;  // the mmap'd .bin, unmapped with the last copy
+  std::string prefix_;
+  DType dtype_ = DType::U16;
+  std::vector<int64_t> seq_start_;  // S + 1 token offsets
+  std::vector<int64_t> doc_idx_;    // D entries, sequence indices
+  std::shared_ptr<const Mapping> bin_;
+};
+
+// Entropy of the corpus' token frequencies, in nats/token: the loss of the best model that
+// ignores context, so a trained model's loss should end well below it. Throws InputError on an
+// id outside [0, vocab).
+double unigram_entropy(const IndexedDataset& data, int64_t vocab);
+
+}  // namespace tessera

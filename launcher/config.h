@@ -1,0 +1,48 @@
+// TrainConfig: every option of `tessera train`, read from an INI file and the command line with
+// Boost.Program_options ([model] layers = 12 is --model.layers 12; the command line wins;
+// unknown keys are errors). validate() checks values and throws InputError naming the option.
+#pragma once
+
+#include <boost/program_options/options_description.hpp>
+#include <string>
+#include <vector>
+
+#include "core/model/config.h"
+#include "core/optim/lr_schedule.h"
+#include "core/optim/optimizer.h"
+
+namespace tessera {
+
+struct TrainConfig {
+  std::string config_file;  // --config, may be empty
+  std::string run_dir = "runs/default";
+  ModelConfig model;
+  // [train]
+  int64_t steps = 100;
+  int64_t global_batch = 8;
+  int64_t micro_batch = 8;
+  uint64_t seed = 1337;
+  std::string device = "cpu";
+  int64_t log_interval = 10;
+  int threads = 0;  // 0: the cores of this machine
+  // [optim]
+  LRSchedule schedule;
+  AdamWConfig adamw;
+  // [data]
+  std::string data_path;
+  // [sample]
+  int64_t sample_tokens = 0;
+  std::string sample_prompt;
+  double sample_temperature = 0.8;
+  int64_t sample_top_k = 40;
+
+  int64_t accumulation_steps() const { return global_batch / micro_batch; }
+  void validate() const;
+  // The resolved configuration as INI text (written to RUN_DIR/config.ini).
+  std::string to_ini() const;
+};
+
+// Parses `tessera train` arguments (argv[0] is "train"). Returns false when --help was shown.
+bool parse_train_config(int argc, char** argv, TrainConfig& cfg);
+
+}  // namespace tessera

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs every system dependency of tessera from Debian 12's packages, non-interactively.
+# Idempotent: when everything is already installed it only checks and returns.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config git
+  libopenmpi-dev openmpi-bin            # MPI (bootstrap, CPU communicator)
+  libhdf5-dev hdf5-tools                # checkpoints; h5ls / h5dump for users
+  libboost-program-options-dev          # options: INI + command line
+  libgtest-dev googletest               # tests
+  libopenblas-dev                       # CPU GEMMs
+  libomp-dev                            # OpenMP runtime headers
+  fortunes fortunes-min                 # public-domain English text for the demo corpus
+  clang-format python3
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+echo "setup: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "setup: done"
