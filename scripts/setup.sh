@@ -9,7 +9,7 @@ PACKAGES=(
   libhdf5-dev hdf5-tools                # checkpoints; h5ls / h5dump for users
   libboost-program-options-dev          # options: INI + command line
   libgtest-dev googletest               # tests
-  libopenblas-dev                       # CPU GEMMs
+  libopenblas-openmp-dev                # CPU GEMMs, on the same OpenMP threads as our loops
   libomp-dev                            # OpenMP runtime headers
   fortunes fortunes-min                 # public-domain English text for the demo corpus
   clang-format python3
