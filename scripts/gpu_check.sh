@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The one command to run on a GPU machine: build with CUDA, run the `gpu` tests (CUDA vs CPU
+# twins), run the benchmarks, print what was measured. Prints every step's outcome and keeps
+# going, so one run shows everything; exits non-zero if any step failed. Under 8 minutes.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR="${OUT:-build-gpu/out}"
+mkdir -p "$OUT_DIR"
+status=0
+step() { echo; echo "=== $* ==="; }
+
+step "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || status=1
+nvcc --version | tail -n 2
+grep PRETTY_NAME /etc/os-release
+echo "cores: $(nproc)"
+
+EXTRA=()
+# Boost.Program_options from .gpu-deps/ (scripts/fetch_gpu_deps.sh) when the image lacks it.
+if ! ls /usr/lib/x86_64-linux-gnu/libboost_program_options.so >/dev/null 2>&1 &&
+   ls .gpu-deps/*.deb >/dev/null 2>&1; then
+  mkdir -p build-gpu/deps
+  for f in .gpu-deps/*.deb; do dpkg -x "$f" build-gpu/deps; done
+  EXTRA+=("-DBoost_DIR=$PWD/build-gpu/deps/usr/lib/x86_64-linux-gnu/cmake/Boost-1.74.0")
+  echo "using Boost 1.74 from .gpu-deps/"
+fi
+
+step "configure (TESSERA_CUDA=ON, sm_80 + sm_90)"
+if ! cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA=ON \
+      -DCMAKE_CUDA_ARCHITECTURES="80;90" "${EXTRA[@]}" >"$OUT_DIR/configure.log" 2>&1; then
+  grep -E "Could NOT find|CMake Error|not found" "$OUT_DIR/configure.log" | head -20
+  echo "configure FAILED (full log: configure.log)"
+  exit 1
+fi
+
+step "build"
+if ! cmake --build build-gpu -j "$(nproc)" >"$OUT_DIR/build.log" 2>&1; then
+  grep -E "error" "$OUT_DIR/build.log" | head -30
+  echo "build FAILED"
+  exit 1
+fi
+
+step "gpu tests"
+(cd build-gpu && ctest -L gpu --output-on-failure) || status=1
+
+step "CPU tests on this machine (sanity of the CUDA build)"
+(cd build-gpu && ctest -L unit -j 8 2>&1 | tail -n 3) || status=1
+
+step "benchmarks"
+# The GPU training benchmark arrives with the CUDA ops; until then the CPU step benchmark on
+# this machine's cores, for reference.
+build-gpu/bin/bench_train_step --shape gpt2_124m --threads "$(nproc)" --steps 3 || status=1
+
+echo
+echo "gpu_check: $([ $status -eq 0 ] && echo PASSED || echo FAILED)"
+exit $status
