@@ -25,6 +25,7 @@
 #include "core/threads.h"
 #include "parallel/local_communicator.h"
 #include "tests/gradcheck.h"
+#include "tests/thread_communicator.h"
 
 namespace tessera {
 namespace {
@@ -525,56 +526,6 @@ TEST(CrossEntropy, BackwardInPlaceEqualsOutOfPlaceAndOverwrites) {
   }
 }
 
-// Ranks as threads of one process: each collective meets at a barrier and reduces in rank order.
-class ThreadGroup {
- public:
-  explicit ThreadGroup(int size) : slots_(static_cast<size_t>(size)), barrier_(size) {}
-  int size() const { return static_cast<int>(slots_.size()); }
-
-  void all_reduce(int rank, Tensor& t, ReduceOp op) {
-    slots_[static_cast<size_t>(rank)] = &t;
-    barrier_.arrive_and_wait();
-    Tensor result = slots_[0]->clone();
-    for (size_t r = 1; r < slots_.size(); ++r) {
-      for (int64_t i = 0; i < t.numel(); ++i) {
-        const double x = at(result, i), y = at(*slots_[r], i);
-        const double v = op == ReduceOp::Sum ? x + y : std::max(x, y);
-        if (t.dtype() == F32)
-          result.data<float>()[i] = static_cast<float>(v);
-        else
-          result.data<double>()[i] = v;
-      }
-    }
-    barrier_.arrive_and_wait();  // every rank has read every slot
-    copy_into(t, result);
-  }
-
- private:
-  std::vector<Tensor*> slots_;
-  std::barrier<> barrier_;
-};
-
-class ThreadCommunicator final : public Communicator {
- public:
-  ThreadCommunicator(ThreadGroup& group, int rank) : group_(group), rank_(rank) {}
-  int rank() const override { return rank_; }
-  int size() const override { return group_.size(); }
-  std::string name() const override { return "tp"; }
-  void all_reduce(Tensor& t, ReduceOp op) override { group_.all_reduce(rank_, t, op); }
-  void all_gather(Tensor&, const Tensor&) override { unused("all_gather"); }
-  void reduce_scatter(Tensor&, const Tensor&, ReduceOp) override { unused("reduce_scatter"); }
-  void broadcast(Tensor&, int) override { unused("broadcast"); }
-  void send(const Tensor&, int) override { unused("send"); }
-  void recv(Tensor&, int) override { unused("recv"); }
-  void barrier() override { unused("barrier"); }
-  [[noreturn]] void abort(int) override { std::abort(); }
-
- private:
-  static void unused(const char* what) { throw std::logic_error(std::string(what) + " unused"); }
-  ThreadGroup& group_;
-  int rank_;
-};
-
 TEST(CrossEntropy, VocabParallelOverTwoShardsMatchesOneShard) {
   std::mt19937_64 rng(22);
   const int64_t M = 6, V = 13, split = 8;  // shard 0: [0, 8), shard 1: [8, 13)
@@ -597,26 +548,11 @@ TEST(CrossEntropy, VocabParallelOverTwoShardsMatchesOneShard) {
     shard_lse.emplace_back(Shape{M}, F64);
     shard_dlogits.emplace_back(Shape{M, widths[r]}, F64);
   }
-  ThreadGroup group(2);
-  std::exception_ptr errors[2];
-  std::vector<std::thread> ranks;
-  for (int r = 0; r < 2; ++r) {
-    ranks.emplace_back([&, r] {
-      try {
-        ThreadCommunicator tp(group, r);
-        ops::cross_entropy_forward(shard_losses[r], shard_lse[r], shards[r], targets, starts[r],
-                                   tp);
-        ops::cross_entropy_backward(shard_dlogits[r], up, shards[r], shard_lse[r], targets,
-                                    starts[r]);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  }
-  for (std::thread& t : ranks) t.join();
-  for (const std::exception_ptr& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
+  test_support::run_ranks(2, [&](Communicator& tp) {
+    const int r = tp.rank();
+    ops::cross_entropy_forward(shard_losses[r], shard_lse[r], shards[r], targets, starts[r], tp);
+    ops::cross_entropy_backward(shard_dlogits[r], up, shards[r], shard_lse[r], targets, starts[r]);
+  });
   for (int r = 0; r < 2; ++r) {
     EXPECT_LT(relative_error(shard_losses[r], losses), 1e-14) << "rank " << r;
     EXPECT_LT(relative_error(shard_lse[r], lse), 1e-14) << "rank " << r;

@@ -1,0 +1,92 @@
+// Test-only: the ranks of a group as threads of one process. Every all_reduce meets at a
+// barrier and reduces in rank order (so results are deterministic); other collectives are not
+// needed by the tests that use it and fail loudly. run_ranks() runs one function per rank and
+// rethrows the first exception any rank raised.
+#pragma once
+
+#include <algorithm>
+#include <barrier>
+#include <exception>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/communicator.h"
+
+namespace tessera::test_support {
+
+class ThreadGroup {
+ public:
+  explicit ThreadGroup(int size) : slots_(static_cast<size_t>(size)), barrier_(size) {}
+  int size() const { return static_cast<int>(slots_.size()); }
+
+  void all_reduce(int rank, Tensor& t, ReduceOp op) {
+    slots_[static_cast<size_t>(rank)] = &t;
+    barrier_.arrive_and_wait();
+    Tensor result = slots_[0]->clone();
+    for (size_t r = 1; r < slots_.size(); ++r) {
+      if (t.dtype() == DType::F32)
+        combine(result.data<float>(), slots_[r]->data<float>(), t.numel(), op);
+      else
+        combine(result.data<double>(), slots_[r]->data<double>(), t.numel(), op);
+    }
+    barrier_.arrive_and_wait();  // every rank has read every slot before any is overwritten
+    copy_into(t, result);
+  }
+
+ private:
+  template <typename T>
+  static void combine(T* acc, const T* x, int64_t n, ReduceOp op) {
+    for (int64_t i = 0; i < n; ++i)
+      acc[i] = op == ReduceOp::Sum ? acc[i] + x[i] : std::max(acc[i], x[i]);
+  }
+  std::vector<Tensor*> slots_;
+  std::barrier<> barrier_;
+};
+
+class ThreadCommunicator final : public Communicator {
+ public:
+  ThreadCommunicator(ThreadGroup& group, int rank) : group_(group), rank_(rank) {}
+  int rank() const override { return rank_; }
+  int size() const override { return group_.size(); }
+  std::string name() const override { return "tp"; }
+  void all_reduce(Tensor& t, ReduceOp op) override { group_.all_reduce(rank_, t, op); }
+  void all_gather(Tensor&, const Tensor&) override { unused("all_gather"); }
+  void reduce_scatter(Tensor&, const Tensor&, ReduceOp) override { unused("reduce_scatter"); }
+  void broadcast(Tensor&, int) override { unused("broadcast"); }
+  void send(const Tensor&, int) override { unused("send"); }
+  void recv(Tensor&, int) override { unused("recv"); }
+  void barrier() override { unused("barrier"); }
+  [[noreturn]] void abort(int) override { std::abort(); }
+
+ private:
+  [[noreturn]] static void unused(const char* what) {
+    throw std::logic_error(std::string("ThreadCommunicator: ") + what + " is not implemented");
+  }
+  ThreadGroup& group_;
+  int rank_;
+};
+
+// Runs body(comm) on `size` threads, one per rank of a fresh group.
+inline void run_ranks(int size, const std::function<void(Communicator&)>& body) {
+  ThreadGroup group(size);
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(size));
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < size; ++r) {
+    ranks.emplace_back([&, r] {
+      try {
+        ThreadCommunicator comm(group, r);
+        body(comm);
+      } catch (...) {
+        errors[static_cast<size_t>(r)] = std::current_exception();
+      }
+    });
+  }
+  for (std::thread& t : ranks) t.join();
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+}  // namespace tessera::test_support
