@@ -93,14 +93,20 @@ TEST(Model, Float32ForwardMatchesFloat64Within1e5) {
   EXPECT_NEAR(l32, l64, 1e-5 * std::abs(l64));
 }
 
-TEST(Model, LossAtInitializationIsNearLnVocab) {
+// A 2-layer, 64-wide fp32 model.
+ModelConfig small_config(int64_t vocab, int64_t seq_len) {
   ModelConfig c;
-  c.vocab_size = 257;
+  c.vocab_size = vocab;
   c.d_model = 64;
   c.layers = 2;
   c.heads = 4;
   c.d_ff = 256;
-  c.seq_len = 32;
+  c.seq_len = seq_len;
+  return c;
+}
+
+TEST(Model, LossAtInitializationIsNearLnVocab) {
+  const ModelConfig c = small_config(257, 32);
   LocalCommunicator tp("tp");
   GPT model(c, ModelShard{}, tp, 11);
   Tensor inputs = random_tokens(4, 32, 257, 8), targets = random_tokens(4, 32, 257, 9);
@@ -109,13 +115,7 @@ TEST(Model, LossAtInitializationIsNearLnVocab) {
 }
 
 TEST(Model, MemorisesOneBatchWithin300Steps) {
-  ModelConfig c;
-  c.vocab_size = 64;
-  c.d_model = 64;
-  c.layers = 2;
-  c.heads = 4;
-  c.d_ff = 256;
-  c.seq_len = 16;
+  const ModelConfig c = small_config(64, 16);
   LocalCommunicator tp("tp");
   GPT model(c, ModelShard{}, tp, 21);
   Tensor inputs = random_tokens(4, 16, 64, 10), targets = random_tokens(4, 16, 64, 11);

@@ -18,21 +18,6 @@ std::string layer_name(int64_t layer, const char* rest) {
   return buf;
 }
 
-Param make_param(std::string name, ParamKind kind, ParamInit init, double std, Shape shape,
-                 int split_dim, int groups, const ModelShard& shard) {
-  Param p;
-  p.name = std::move(name);
-  p.kind = kind;
-  p.init = init;
-  p.init_std = std;
-  p.global_shape = std::move(shape);
-  p.split_dim = split_dim;
-  p.groups = groups;
-  p.tp_rank = shard.tp_rank;
-  p.tp_size = shard.tp_size;
-  return p;
-}
-
 template <typename T>
 void add_bias_rows(Tensor& out, const Tensor& bias) {
   T* o = out.data<T>();

@@ -8,24 +8,6 @@
 
 namespace tessera {
 
-namespace {
-
-Param make_top_param(std::string name, ParamKind kind, ParamInit init, double std, Shape shape,
-                     int split_dim, const ModelShard& shard) {
-  Param p;
-  p.name = std::move(name);
-  p.kind = kind;
-  p.init = init;
-  p.init_std = std;
-  p.global_shape = std::move(shape);
-  p.split_dim = split_dim;
-  p.tp_rank = shard.tp_rank;
-  p.tp_size = shard.tp_size;
-  return p;
-}
-
-}  // namespace
-
 GPT::GPT(const ModelConfig& cfg, const ModelShard& shard, Communicator& tp, uint64_t seed)
     : cfg_(cfg), shard_(shard), tp_(tp) {
   cfg_.validate(shard.tp_size);
@@ -34,12 +16,12 @@ GPT::GPT(const ModelConfig& cfg, const ModelShard& shard, Communicator& tp, uint
   if (shard_.layer_end < 0) shard_.layer_end = cfg.layers;
   const int64_t V = cfg.vocab_size, C = cfg.d_model, T = cfg.seq_len;
   // The token embedding is also the LM head (tied), so both first and last stage hold it.
-  wte = make_top_param("embedding/token/weight", ParamKind::Embedding, ParamInit::Normal,
-                       cfg.init_std, {V, C}, 0, shard);
-  wpe = make_top_param("embedding/position/weight", ParamKind::Embedding, ParamInit::Normal,
-                       cfg.init_std, {T, C}, -1, shard);
-  lnf_w = make_top_param("final_norm/weight", ParamKind::Norm, ParamInit::Ones, 0, {C}, -1, shard);
-  lnf_b = make_top_param("final_norm/bias", ParamKind::Norm, ParamInit::Zeros, 0, {C}, -1, shard);
+  wte = make_param("embedding/token/weight", ParamKind::Embedding, ParamInit::Normal, cfg.init_std,
+                   {V, C}, 0, 1, shard);
+  wpe = make_param("embedding/position/weight", ParamKind::Embedding, ParamInit::Normal,
+                   cfg.init_std, {T, C}, -1, 1, shard);
+  lnf_w = make_param("final_norm/weight", ParamKind::Norm, ParamInit::Ones, 0, {C}, -1, 1, shard);
+  lnf_b = make_param("final_norm/bias", ParamKind::Norm, ParamInit::Zeros, 0, {C}, -1, 1, shard);
   vocab_start_ = wte.piece_begin();
   for (int64_t l = shard_.layer_begin; l < shard_.layer_end; ++l)
     blocks.emplace_back(cfg, shard, l);

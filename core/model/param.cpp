@@ -38,6 +38,21 @@ int64_t Param::global_index(int64_t local_index) const {
   return (outer * global_shape[split_dim] + global_d) * inner + within;
 }
 
+Param make_param(std::string name, ParamKind kind, ParamInit init, double init_std,
+                 Shape global_shape, int split_dim, int groups, const ModelShard& shard) {
+  Param p;
+  p.name = std::move(name);
+  p.kind = kind;
+  p.init = init;
+  p.init_std = init_std;
+  p.global_shape = std::move(global_shape);
+  p.split_dim = split_dim;
+  p.groups = groups;
+  p.tp_rank = shard.tp_rank;
+  p.tp_size = shard.tp_size;
+  return p;
+}
+
 void Param::materialize(uint64_t seed, DType dtype) {
   TESSERA_CHECK(
       global_shape[split_dim < 0 ? 0 : split_dim] % groups == 0,

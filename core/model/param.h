@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/model/config.h"
 #include "core/tensor.h"
 
 namespace tessera {
@@ -44,5 +45,9 @@ struct Param {
   // Allocates value and grad (zeroed) and fills value from (seed, name, global index).
   void materialize(uint64_t seed, DType dtype);
 };
+
+// A Param of this rank's shard, not yet materialized. split_dim = -1: replicated over TP.
+Param make_param(std::string name, ParamKind kind, ParamInit init, double init_std,
+                 Shape global_shape, int split_dim, int groups, const ModelShard& shard);
 
 }  // namespace tessera
