@@ -3,6 +3,7 @@
 // scheduled rate, and log. Rank-parallel layouts plug into the same loop (parallel/).
 #include "launcher/train_command.h"
 
+#include <sys/resource.h>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -168,10 +169,22 @@ TrainResult train(const TrainConfig& cfg) {
 
   print_loss_curve(result.losses);
   const double entropy = unigram_entropy(corpus, cfg.model.vocab_size);
+  const double gap = entropy - result.final_loss;
   std::printf(
       "final loss %.4f nats/token (mean of the last log interval) vs the corpus' unigram "
-      "entropy %.4f nats/token: %.2f nats/token below\n",
-      result.final_loss, entropy, entropy - result.final_loss);
+      "entropy %.4f nats/token: %.2f nats/token %s it\n",
+      result.final_loss, entropy, std::abs(gap), gap >= 0 ? "below" : "above");
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  std::printf(
+      "peak memory %.0f MB; estimate %.0f MB = 16 B x %lld parameters + %.0f MB of "
+      "activations (docs/PERFORMANCE.md)\n",
+      static_cast<double>(usage.ru_maxrss) * 1024.0 / 1e6,
+      (16.0 * static_cast<double>(model.num_local_params()) +
+       static_cast<double>(gpt_activation_bytes(cfg.model, micro))) /
+          1e6,
+      static_cast<long long>(model.num_local_params()),
+      static_cast<double>(gpt_activation_bytes(cfg.model, micro)) / 1e6);
   std::fflush(stdout);
 
   if (cfg.sample_tokens > 0) {

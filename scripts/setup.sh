@@ -10,9 +10,8 @@ PACKAGES=(
   libboost-program-options-dev          # options: INI + command line
   libgtest-dev googletest               # tests
   libopenblas-openmp-dev                # CPU GEMMs, on the same OpenMP threads as our loops
-  libomp-dev                            # OpenMP runtime headers
   fortunes fortunes-min                 # public-domain English text for the demo corpus
-  clang-format python3
+  clang-format                          # the committed .clang-format
 )
 
 missing=()
