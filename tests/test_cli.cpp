@@ -67,7 +67,7 @@ class Cli : public ::testing::Test {
     return "train --data.path " + (corpus.empty() ? corpus_ : corpus) + " --run.dir " +
            (dir_ / "run").string() + " --model.d_model 32 --model.layers 2 --model.heads " + heads +
            " --model.d_ff 64"
-           " --model.seq_len 16 --train.global_batch 4 --train.micro_batch 2 --train.threads 1";
+           " --model.seq_len 16 --train.global_batch 4 --train.micro_batch 2 --train.threads 2";
   }
 
   // One message on one line naming `what`, exit code 2, no crash or internal error.
@@ -148,7 +148,13 @@ std::vector<std::string> loss_fields(const fs::path& metrics) {
 }
 
 TEST_F(Cli, TwoRunsGiveBitwiseIdenticalLosses) {
-  const std::string args = tiny_args() + " --train.steps 20 --train.log_interval 1";
+  // Wide enough that OpenBLAS and the OpenMP loops split the work over both threads.
+  const std::string args = "train --data.path " + corpus_ + " --run.dir " +
+                           (dir_ / "run").string() +
+                           " --model.d_model 128 --model.layers 2 --model.heads 4"
+                           " --model.d_ff 512 --model.seq_len 64 --train.global_batch 8"
+                           " --train.micro_batch 4 --train.threads 2 --train.steps 20"
+                           " --train.log_interval 1";
   ASSERT_EQ(run_tessera(args, dir_).exit_code, 0);
   std::vector<std::string> first = loss_fields(dir_ / "run" / "metrics.jsonl");
   fs::remove_all(dir_ / "run");
