@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 ./scripts/build.sh
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 cd build
-ctest --output-on-failure -LE gpu -j "${TEST_JOBS:-1}" --timeout 900
+ctest --output-on-failure -LE gpu -j "${TEST_JOBS:-$(nproc)}" --timeout 900
