@@ -1,3 +1,5 @@
+// Host buffers come from aligned_alloc and are zeroed; device buffers from device_malloc
+// (device_cuda.cu, or a clear error without the CUDA backend).
 #include "core/buffer.h"
 
 #include <atomic>

@@ -1,3 +1,4 @@
+// The default asynchronous all-reduce: blocking, with a handle that is already complete.
 #include "core/communicator.h"
 
 namespace tessera {

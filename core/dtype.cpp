@@ -1,3 +1,4 @@
+// Names of dtypes and devices, as messages and file attributes spell them.
 #include "core/dtype.h"
 
 namespace tessera {

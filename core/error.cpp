@@ -1,3 +1,4 @@
+// Internal-contract failures carry file:line, so a bug report points at the broken check.
 #include "core/error.h"
 
 namespace tessera {

@@ -1,3 +1,5 @@
+// Philox-4x32-10 with the constants of Salmon et al. 2011 (Random123), and the maps from its
+// 32-bit words to uniform and normal doubles.
 #include "core/rng.h"
 
 #include <cmath>

@@ -1,3 +1,4 @@
+// Tensor views, copies and fills on the host; device tensors are moved by the CUDA backend.
 #include "core/tensor.h"
 
 #include <cstring>

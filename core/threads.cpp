@@ -1,3 +1,4 @@
+// OpenBLAS is its OpenMP build (CMakeLists.txt), so one setting sizes both thread pools.
 #include "core/threads.h"
 
 #include <omp.h>

@@ -1,3 +1,5 @@
+// The options of `tessera train`: declarations with defaults and help, INI + command-line
+// parsing, validation with messages that name the option, and the resolved INI.
 #include "launcher/config.h"
 
 #include <boost/program_options.hpp>

@@ -1,3 +1,4 @@
+// The one place where exceptions become messages and exit codes.
 #include "launcher/exit_codes.h"
 
 #include <boost/program_options/errors.hpp>

@@ -1,3 +1,4 @@
+// Top-k sampling with temperature over the last position's logits.
 #include "launcher/sampling.h"
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+// The one-rank group: copies for gathers and scatters, errors for point-to-point.
 #include "parallel/local_communicator.h"
 
 #include <cstdlib>

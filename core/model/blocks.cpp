@@ -1,3 +1,4 @@
+// One GPT-2 layer, forward then backward; see blocks.h for the tensor-parallel communication.
 #include "core/model/blocks.h"
 
 #include <cmath>

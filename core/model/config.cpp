@@ -1,3 +1,4 @@
+// Shape checks of the model config; each message names the --model.* option at fault.
 #include "core/model/config.h"
 
 #include "core/error.h"

@@ -1,3 +1,5 @@
+// The whole model of one stage: embedding, blocks, final norm, tied LM head, loss; and the
+// formulas for its parameter count, FLOPs per token and activation memory.
 #include "core/model/gpt.h"
 
 #include "core/error.h"

@@ -1,3 +1,4 @@
+// Where a shard's elements sit in the global tensor, and layout-independent initialization.
 #include "core/model/param.h"
 
 #include "core/error.h"

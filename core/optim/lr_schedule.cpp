@@ -1,3 +1,4 @@
+// Warm-up, then cosine or linear decay; the formula is in lr_schedule.h.
 #include "core/optim/lr_schedule.h"
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+// Global gradient norm, clipping, and AdamW over all Params with per-kind weight decay.
 #include "core/optim/optimizer.h"
 
 #include <cmath>
