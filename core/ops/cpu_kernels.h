@@ -5,11 +5,23 @@
 // gives bitwise-identical results run to run. Internal to core/ops.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "core/ops/adamw.h"
 
 namespace tessera::ops::cpu {
+
+// Runs body(c0, c1) over column blocks [c0, c1) of a C-wide row, one block per OpenMP
+// iteration. Column reductions over rows (bias, LayerNorm and embedding gradients) then sum each
+// column in row order on one thread: bitwise identical for any thread count, with no atomics.
+template <typename Body>
+void parallel_column_blocks(int64_t C, Body&& body) {
+  constexpr int64_t kBlock = 64;
+  const int64_t blocks = (C + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < blocks; ++b) body(b * kBlock, std::min(C, b * kBlock + kBlock));
+}
 
 // out[M, N] = inp[M, K] @ weight[N, K]^T (+ bias[N] when non-null).
 template <typename T>

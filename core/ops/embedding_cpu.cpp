@@ -8,10 +8,6 @@
 #include "core/ops/cpu_kernels.h"
 
 namespace tessera::ops::cpu {
-namespace {
-constexpr int64_t kColumnBlock = 64;
-}
-
 template <typename T>
 void embedding_forward(T* out, const int32_t* tokens, const T* table, int64_t n_tokens,
                        int64_t vocab_start, int64_t rows, int64_t C) {
@@ -30,10 +26,7 @@ void embedding_forward(T* out, const int32_t* tokens, const T* table, int64_t n_
 template <typename T>
 void embedding_backward(T* dtable, const T* dout, const int32_t* tokens, int64_t n_tokens,
                         int64_t vocab_start, int64_t rows, int64_t C) {
-  const int64_t blocks = (C + kColumnBlock - 1) / kColumnBlock;
-#pragma omp parallel for schedule(static)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t c0 = blk * kColumnBlock, c1 = std::min(C, c0 + kColumnBlock);
+  parallel_column_blocks(C, [&](int64_t c0, int64_t c1) {
     for (int64_t i = 0; i < n_tokens; ++i) {
       const int64_t row = static_cast<int64_t>(tokens[i]) - vocab_start;
       if (row < 0 || row >= rows) continue;
@@ -42,7 +35,7 @@ void embedding_backward(T* dtable, const T* dout, const int32_t* tokens, int64_t
 #pragma omp simd
       for (int64_t c = c0; c < c1; ++c) g[c] += d[c];
     }
-  }
+  });
 }
 
 template <typename T>

@@ -9,10 +9,6 @@
 #include "core/ops/layernorm.h"
 
 namespace tessera::ops::cpu {
-namespace {
-constexpr int64_t kColumnBlock = 64;
-}
-
 template <typename T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, const T* bias,
                        int64_t N, int64_t C) {
@@ -65,10 +61,7 @@ void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* i
       dx[c] += (dy[c] * weight[c] - g_mean - xhat * gx_mean) * r;
     }
   }
-  const int64_t blocks = (C + kColumnBlock - 1) / kColumnBlock;
-#pragma omp parallel for schedule(static)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t c0 = blk * kColumnBlock, c1 = std::min(C, c0 + kColumnBlock);
+  parallel_column_blocks(C, [&](int64_t c0, int64_t c1) {
     for (int64_t n = 0; n < N; ++n) {
       const T* x = inp + n * C;
       const T* dy = dout + n * C;
@@ -79,7 +72,7 @@ void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* i
         dbias[c] += dy[c];
       }
     }
-  }
+  });
 }
 
 template void layernorm_forward<float>(float*, float*, float*, const float*, const float*,

@@ -26,8 +26,6 @@ void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t 
               static_cast<int>(ldc));
 }
 
-constexpr int64_t kColumnBlock = 64;
-
 }  // namespace
 
 template <typename T>
@@ -53,16 +51,13 @@ void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
                      int64_t M, int64_t K, int64_t N) {
   if (M == 0 || N == 0) return;
   if (dbias != nullptr) {
-    const int64_t blocks = (N + kColumnBlock - 1) / kColumnBlock;
-#pragma omp parallel for schedule(static)
-    for (int64_t blk = 0; blk < blocks; ++blk) {
-      const int64_t n0 = blk * kColumnBlock, n1 = std::min(N, n0 + kColumnBlock);
+    parallel_column_blocks(N, [&](int64_t n0, int64_t n1) {
       for (int64_t m = 0; m < M; ++m) {
         const T* d = dout + m * N;
 #pragma omp simd
         for (int64_t n = n0; n < n1; ++n) dbias[n] += d[n];
       }
-    }
+    });
   }
   if (K == 0) return;
   // dinp[M, K] += dout[M, N] @ weight[N, K]
