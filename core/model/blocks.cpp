@@ -29,23 +29,6 @@ void add_bias_rows(Tensor& out, const Tensor& bias) {
     for (int64_t c = 0; c < C; ++c) o[r * C + c] += b[c];
 }
 
-template <typename T>
-void add_into(Tensor& dst, const Tensor& a, const Tensor& b) {
-  T* d = dst.data<T>();
-  const T* x = a.data<T>();
-  const T* y = b.data<T>();
-  const int64_t n = dst.numel();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) d[i] = x[i] + y[i];
-}
-
-void sum_into(Tensor& dst, const Tensor& a, const Tensor& b) {
-  if (dst.dtype() == DType::F32)
-    add_into<float>(dst, a, b);
-  else
-    add_into<double>(dst, a, b);
-}
-
 }  // namespace
 
 TransformerBlock::TransformerBlock(const ModelConfig& cfg, const ModelShard& shard, int64_t l)
@@ -132,13 +115,13 @@ void TransformerBlock::forward(Tensor& x2, const Tensor& x0, BlockActivations& a
   ops::matmul_forward(a.qkv, a.ln1, qkv_w.value, &qkv_b.value);
   ops::attention_forward(a.atty, a.att, a.qkv, local_heads_);
   row_parallel_forward(s.proj, a.atty, proj_w, proj_b, tp);
-  sum_into(a.x1, x0, s.proj);
+  ops::residual_forward(a.x1, x0, s.proj);
 
   ops::layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.x1, ln2_w.value, ln2_b.value);
   ops::matmul_forward(a.fc, a.ln2, up_w.value, &up_b.value);
   ops::gelu_forward(a.fc_gelu, a.fc);
   row_parallel_forward(s.proj, a.fc_gelu, down_w, down_b, tp);
-  sum_into(x2, a.x1, s.proj);
+  ops::residual_forward(x2, a.x1, s.proj);
 }
 
 void TransformerBlock::backward(Tensor& dx0, const Tensor& dx2, const Tensor& x0,

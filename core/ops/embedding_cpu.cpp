@@ -8,6 +8,7 @@
 #include "core/ops/cpu_kernels.h"
 
 namespace tessera::ops::cpu {
+
 template <typename T>
 void embedding_forward(T* out, const int32_t* tokens, const T* table, int64_t n_tokens,
                        int64_t vocab_start, int64_t rows, int64_t C) {

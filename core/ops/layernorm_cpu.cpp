@@ -9,6 +9,7 @@
 #include "core/ops/layernorm.h"
 
 namespace tessera::ops::cpu {
+
 template <typename T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, const T* bias,
                        int64_t N, int64_t C) {
