@@ -3,6 +3,7 @@
 #include "launcher/config.h"
 
 #include <boost/program_options.hpp>
+#include <charconv>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -106,6 +107,36 @@ void require(bool ok, const std::string& option, const std::string& expected, co
   throw InputError(s.str());
 }
 
+// One parsed value as INI text: numbers in the shortest form that reads back the same.
+std::string ini_value(const boost::any& v) {
+  if (const auto* x = boost::any_cast<std::string>(&v)) return *x;
+  if (const auto* x = boost::any_cast<bool>(&v)) return *x ? "true" : "false";
+  if (const auto* x = boost::any_cast<int>(&v)) return std::to_string(*x);
+  if (const auto* x = boost::any_cast<int64_t>(&v)) return std::to_string(*x);
+  if (const auto* x = boost::any_cast<uint64_t>(&v)) return std::to_string(*x);
+  if (const auto* x = boost::any_cast<double>(&v)) {
+    char buf[32];
+    return std::string(buf, std::to_chars(buf, buf + sizeof buf, *x).ptr);
+  }
+  throw InternalError("config: an option of a type the resolved config.ini cannot print");
+}
+
+// Every option that has a value, grouped into [section]s by the part before the dot.
+std::string resolved_ini(const po::variables_map& vm, const po::options_description& all) {
+  std::string out, section;
+  for (const auto& opt : all.options()) {
+    const std::string& name = opt->long_name();
+    if (!vm.count(name)) continue;
+    const size_t dot = name.find('.');
+    if (name.substr(0, dot) != section) {
+      section = name.substr(0, dot);
+      out += (out.empty() ? "[" : "\n[") + section + "]\n";
+    }
+    out += name.substr(dot + 1) + " = " + ini_value(vm[name].value()) + "\n";
+  }
+  return out;
+}
+
 }  // namespace
 
 void TrainConfig::validate() const {
@@ -183,32 +214,8 @@ bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
   }
   cfg.schedule.total_steps = cfg.steps;
   cfg.validate();
+  cfg.resolved_ini = resolved_ini(vm, all);
   return true;
-}
-
-std::string TrainConfig::to_ini() const {
-  std::ostringstream s;
-  s.precision(17);
-  const char* decay_name = schedule.decay == DecayKind::Cosine   ? "cosine"
-                           : schedule.decay == DecayKind::Linear ? "linear"
-                                                                 : "constant";
-  s << "[run]\ndir = " << run_dir << "\n\n[model]\nvocab_size = " << model.vocab_size
-    << "\nd_model = " << model.d_model << "\nlayers = " << model.layers
-    << "\nheads = " << model.heads << "\nd_ff = " << model.d_ff << "\nseq_len = " << model.seq_len
-    << "\npos = " << position_kind_name(model.pos) << "\ninit_std = " << model.init_std
-    << "\n\n[train]\nsteps = " << steps << "\nglobal_batch = " << global_batch
-    << "\nmicro_batch = " << micro_batch << "\nseed = " << seed << "\ndevice = " << device
-    << "\nlog_interval = " << log_interval << "\nthreads = " << threads
-    << "\n\n[optim]\nlr = " << schedule.lr << "\nmin_lr = " << schedule.min_lr
-    << "\nwarmup = " << schedule.warmup << "\ndecay = " << decay_name
-    << "\nweight_decay = " << adamw.weight_decay
-    << "\ndecay_embeddings = " << adamw.decay_embeddings
-    << "\ndecay_biases_norms = " << adamw.decay_biases_norms << "\nbeta1 = " << adamw.beta1
-    << "\nbeta2 = " << adamw.beta2 << "\neps = " << adamw.eps << "\nclip = " << adamw.clip
-    << "\n\n[data]\npath = " << data_path << "\n\n[sample]\ntokens = " << sample_tokens
-    << "\nprompt = " << sample_prompt << "\ntemperature = " << sample_temperature
-    << "\ntop_k = " << sample_top_k << "\n";
-  return s.str();
 }
 
 }  // namespace tessera

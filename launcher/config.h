@@ -38,8 +38,9 @@ struct TrainConfig {
 
   int64_t accumulation_steps() const { return global_batch / micro_batch; }
   void validate() const;
-  // The resolved configuration as INI text (written to RUN_DIR/config.ini).
-  std::string to_ini() const;
+  // Every option's resolved value as INI text (written to RUN_DIR/config.ini); filled by
+  // parse_train_config from the same option table that parses, so it lists every option.
+  std::string resolved_ini;
 };
 
 // Parses `tessera train` arguments (argv[0] is "train"). Returns false when --help was shown.

@@ -80,7 +80,7 @@ TrainResult train(const TrainConfig& cfg) {
   std::error_code ec;
   std::filesystem::create_directories(cfg.run_dir, ec);
   if (ec) throw InputError("--run.dir " + cfg.run_dir + ": cannot create (" + ec.message() + ")");
-  write_text_file(std::filesystem::path(cfg.run_dir) / "config.ini", cfg.to_ini());
+  write_text_file(std::filesystem::path(cfg.run_dir) / "config.ini", cfg.resolved_ini);
 
   IndexedDataset corpus = IndexedDataset::open(cfg.data_path);
   BatchLoader loader(corpus, cfg.model.seq_len, cfg.model.vocab_size, cfg.seed);

@@ -136,6 +136,21 @@ TEST_F(Cli, CommandLineOverridesConfigFile) {
   EXPECT_NE(r.out.find("step      2/2"), std::string::npos) << r.out;
 }
 
+std::vector<std::string> loss_fields(const fs::path& metrics);
+
+TEST_F(Cli, ResolvedConfigReproducesTheRunWhenReadBack) {
+  ASSERT_EQ(run_tessera(tiny_args() + " --train.steps 3 --train.log_interval 1", dir_).exit_code,
+            0);
+  const fs::path resolved = dir_ / "run" / "config.ini";
+  ASSERT_TRUE(fs::exists(resolved));
+  CliRun again = run_tessera(
+      "train --config " + resolved.string() + " --run.dir " + (dir_ / "again").string(), dir_);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  const std::vector<std::string> first = loss_fields(dir_ / "run" / "metrics.jsonl");
+  EXPECT_EQ(first.size(), 3u);
+  EXPECT_EQ(first, loss_fields(dir_ / "again" / "metrics.jsonl"));
+}
+
 std::vector<std::string> loss_fields(const fs::path& metrics) {
   std::ifstream in(metrics);
   std::vector<std::string> out;
