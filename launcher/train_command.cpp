@@ -176,15 +176,14 @@ TrainResult train(const TrainConfig& cfg) {
       result.final_loss, entropy, std::abs(gap), gap >= 0 ? "below" : "above");
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
+  const int64_t n_params = model.num_local_params();
+  const double activation_mb = static_cast<double>(gpt_activation_bytes(cfg.model, micro)) / 1e6;
   std::printf(
       "peak memory %.0f MB; estimate %.0f MB = 16 B x %lld parameters + %.0f MB of "
       "activations (docs/PERFORMANCE.md)\n",
       static_cast<double>(usage.ru_maxrss) * 1024.0 / 1e6,
-      (16.0 * static_cast<double>(model.num_local_params()) +
-       static_cast<double>(gpt_activation_bytes(cfg.model, micro))) /
-          1e6,
-      static_cast<long long>(model.num_local_params()),
-      static_cast<double>(gpt_activation_bytes(cfg.model, micro)) / 1e6);
+      16.0 * static_cast<double>(n_params) / 1e6 + activation_mb, static_cast<long long>(n_params),
+      activation_mb);
   std::fflush(stdout);
 
   if (cfg.sample_tokens > 0) {
