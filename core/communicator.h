@@ -1,7 +1,8 @@
 // Communicator: the only way core talks to other ranks. Implementations live in parallel/:
 // MPI (host buffers), NCCL (device buffers, stream-ordered) and a size-1 one for a single
 // process. Collectives are called by every rank of the group in the same order; buffers are
-// contiguous tensors. Reductions sum in rank order so that results are deterministic.
+// contiguous tensors. Every rank of a group receives bitwise the same result of a reduction,
+// and a given group reduces in a fixed order, so runs are deterministic.
 #pragma once
 
 #include <memory>
@@ -13,11 +14,17 @@ namespace tessera {
 
 enum class ReduceOp { Sum, Max };
 
-// Handle of an asynchronous operation; wait() returns once the buffers may be reused.
+// Handle of an asynchronous operation. wait() returns once the buffers may be reused; test()
+// makes progress and says whether wait() would return at once. Destroying a handle that was
+// not waited for waits.
 class CommRequest {
  public:
   virtual ~CommRequest() = default;
   virtual void wait() = 0;
+  virtual bool test() {
+    wait();
+    return true;
+  }
 };
 
 class Communicator {
@@ -38,8 +45,23 @@ class Communicator {
   virtual void barrier() = 0;
   [[noreturn]] virtual void abort(int exit_code) = 0;
 
-  // Asynchronous all-reduce; the default runs it at once and returns a completed handle.
+  // Asynchronous forms: the buffers must stay alive and untouched until the handle's wait().
+  // The defaults run the blocking form at once and return a completed handle.
   virtual std::unique_ptr<CommRequest> all_reduce_async(Tensor& t, ReduceOp op);
+  virtual std::unique_ptr<CommRequest> all_gather_async(Tensor& out, const Tensor& in);
+  virtual std::unique_ptr<CommRequest> reduce_scatter_async(Tensor& out, const Tensor& in,
+                                                            ReduceOp op);
+  // Point-to-point without blocking, so that neighbouring pipeline stages can post a send and
+  // a receive together and never deadlock. No default: a blocking send could.
+  virtual std::unique_ptr<CommRequest> isend(const Tensor& t, int peer) = 0;
+  virtual std::unique_ptr<CommRequest> irecv(Tensor& t, int peer) = 0;
+
+  // The ranks that pass the same color >= 0 form a new group, ordered by key (then by rank);
+  // a rank passing color < 0 gets nullptr. Collective over this group.
+  virtual std::unique_ptr<Communicator> split(int color, int key, const std::string& name) = 0;
 };
+
+// A handle that is already complete.
+std::unique_ptr<CommRequest> completed_request();
 
 }  // namespace tessera

@@ -24,6 +24,21 @@ void LocalCommunicator::recv(Tensor&, int peer) {
                 "recv from rank " + std::to_string(peer) + " in the one-rank group " + name_);
 }
 
+std::unique_ptr<CommRequest> LocalCommunicator::isend(const Tensor& t, int peer) {
+  send(t, peer);
+  return nullptr;
+}
+
+std::unique_ptr<CommRequest> LocalCommunicator::irecv(Tensor& t, int peer) {
+  recv(t, peer);
+  return nullptr;
+}
+
+std::unique_ptr<Communicator> LocalCommunicator::split(int color, int, const std::string& name) {
+  if (color < 0) return nullptr;
+  return std::make_unique<LocalCommunicator>(name);
+}
+
 void LocalCommunicator::abort(int exit_code) {
   std::_Exit(exit_code);
 }

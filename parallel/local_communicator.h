@@ -1,6 +1,7 @@
 // LocalCommunicator: the group of one rank. Every collective is the identity (all_reduce,
 // broadcast, barrier) or a copy (all_gather, reduce_scatter); send and recv have no peer and
-// fail. Used for TP = 1, PP = 1 or DP = 1 groups and for single-process runs and tests.
+// fail; split gives another one-rank group. Used for TP = 1, PP = 1 or DP = 1 groups and for
+// single-process runs and tests.
 #pragma once
 
 #include <string>
@@ -24,6 +25,9 @@ class LocalCommunicator final : public Communicator {
   void recv(Tensor&, int peer) override;
   void barrier() override {}
   [[noreturn]] void abort(int exit_code) override;
+  std::unique_ptr<CommRequest> isend(const Tensor& t, int peer) override;
+  std::unique_ptr<CommRequest> irecv(Tensor& t, int peer) override;
+  std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
 
  private:
   std::string name_;

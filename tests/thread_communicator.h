@@ -60,6 +60,9 @@ class ThreadCommunicator final : public Communicator {
   void recv(Tensor&, int) override { unused("recv"); }
   void barrier() override { unused("barrier"); }
   [[noreturn]] void abort(int) override { std::abort(); }
+  std::unique_ptr<CommRequest> isend(const Tensor&, int) override { unused("isend"); }
+  std::unique_ptr<CommRequest> irecv(Tensor&, int) override { unused("irecv"); }
+  std::unique_ptr<Communicator> split(int, int, const std::string&) override { unused("split"); }
 
  private:
   [[noreturn]] static void unused(const char* what) {

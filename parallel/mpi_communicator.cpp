@@ -1,0 +1,433 @@
+// MPI collectives and point-to-point over host tensors; every MPI error becomes an InternalError.
+#include "parallel/mpi_communicator.h"
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstdlib>
+#include <vector>
+
+#include "core/error.h"
+
+namespace tessera {
+
+namespace {
+
+// One tag for all point-to-point traffic: ordering between a pair then follows from MPI's
+// non-overtaking rule alone, which the pipeline schedule relies on.
+constexpr int kTag = 0;
+
+std::atomic<int64_t> g_max_chunk_elements{int64_t{1} << 30};
+
+std::string mpi_error_string(int code) {
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) {
+    return "MPI error code " + std::to_string(code);
+  }
+  return std::string(text, static_cast<size_t>(length));
+}
+
+void check_mpi(int code, const char* call, const std::string& group, const char* file, int line) {
+  if (code == MPI_SUCCESS) return;
+  throw InternalError(std::string(file) + ":" + std::to_string(line) + ": " + call +
+                      " failed in group " + group + ": " + mpi_error_string(code));
+}
+
+// MPI_Waitall/Testall report a failed request as MPI_ERR_IN_STATUS; the status says which error.
+int first_status_error(int code, const std::vector<MPI_Status>& statuses) {
+  if (code != MPI_ERR_IN_STATUS) return code;
+  for (const MPI_Status& s : statuses) {
+    if (s.MPI_ERROR != MPI_SUCCESS && s.MPI_ERROR != MPI_ERR_PENDING) return s.MPI_ERROR;
+  }
+  return code;
+}
+
+}  // namespace
+
+// CHECK_MPI_IN names the group explicitly; CHECK_MPI is for members, where name_ is the group.
+#define CHECK_MPI_IN(group, call) check_mpi((call), #call, (group), __FILE__, __LINE__)
+#define CHECK_MPI(call) CHECK_MPI_IN(name_, call)
+
+namespace {
+
+MPI_Datatype mpi_type(DType t) {
+  switch (t) {
+    case DType::F32:
+      return MPI_FLOAT;
+    case DType::F64:
+      return MPI_DOUBLE;
+    case DType::I32:
+      return MPI_INT32_T;
+    case DType::U16:
+    case DType::BF16:  // moved as raw bits; reductions refuse it (check_reducible)
+      return MPI_UINT16_T;
+  }
+  return MPI_DATATYPE_NULL;
+}
+
+MPI_Op mpi_op(ReduceOp op) {
+  return op == ReduceOp::Sum ? MPI_SUM : MPI_MAX;
+}
+
+std::string where(const std::string& group, const char* op) {
+  return std::string(op) + " in group " + group + ": ";
+}
+
+void check_operand(const Tensor& t, const std::string& group, const char* op) {
+  TESSERA_CHECK(t.device() == Device::CPU, where(group, op) + "MPI moves host tensors, found a " +
+                                               device_name(t.device()) + " tensor");
+  TESSERA_CHECK(t.is_contiguous(), where(group, op) + "tensor of shape " + shape_str(t.shape()) +
+                                       " is not contiguous");
+}
+
+// MPI has no bf16 type: summing its bits as uint16 would be silently wrong.
+void check_reducible(const Tensor& t, const std::string& group, const char* op) {
+  check_operand(t, group, op);
+  TESSERA_CHECK(t.dtype() != DType::BF16,
+                where(group, op) + "bf16 cannot be reduced over MPI; reduce in f32 instead");
+}
+
+// role: "peer" or "root", as the caller's argument is called.
+void check_member(int r, int size, const std::string& group, const char* op, const char* role) {
+  TESSERA_CHECK(r >= 0 && r < size, where(group, op) + role + " " + std::to_string(r) +
+                                        " outside [0, " + std::to_string(size) + ")");
+}
+
+bool overlap(const Tensor& a, const Tensor& b) {
+  const char* pa = static_cast<const char*>(a.raw());
+  const char* pb = static_cast<const char*>(b.raw());
+  return pa < pb + b.bytes() && pb < pa + a.bytes() && a.bytes() > 0 && b.bytes() > 0;
+}
+
+// The send buffer of an all-gather: MPI_IN_PLACE when `in` already is this rank's block of
+// `out` (the ZeRO-1 parameter gather), else `in`, which must not overlap `out`.
+const void* all_gather_source(const Tensor& out, const Tensor& in, int rank, int size,
+                              const std::string& group) {
+  check_operand(out, group, "all_gather");
+  check_operand(in, group, "all_gather");
+  TESSERA_CHECK(out.dtype() == in.dtype(), where(group, "all_gather") + "out holds " +
+                                               dtype_name(out.dtype()) + ", in holds " +
+                                               dtype_name(in.dtype()));
+  TESSERA_CHECK(out.numel() == size * in.numel(),
+                where(group, "all_gather") + "out holds " + std::to_string(out.numel()) +
+                    " elements, expected " + std::to_string(size) + " x " +
+                    std::to_string(in.numel()));
+  TESSERA_CHECK(in.numel() <= INT_MAX, where(group, "all_gather") + std::to_string(in.numel()) +
+                                           " elements per rank exceed MPI's int count");
+  const char* own_block = static_cast<const char*>(out.raw()) + rank * in.bytes();
+  if (in.raw() == own_block) return MPI_IN_PLACE;
+  TESSERA_CHECK(!overlap(out, in),
+                where(group, "all_gather") + "in overlaps out other than as this rank's block");
+  return in.raw();
+}
+
+void check_reduce_scatter(const Tensor& out, const Tensor& in, int size, const std::string& group) {
+  check_reducible(out, group, "reduce_scatter");
+  check_reducible(in, group, "reduce_scatter");
+  TESSERA_CHECK(out.dtype() == in.dtype(), where(group, "reduce_scatter") + "out holds " +
+                                               dtype_name(out.dtype()) + ", in holds " +
+                                               dtype_name(in.dtype()));
+  TESSERA_CHECK(in.numel() == size * out.numel(),
+                where(group, "reduce_scatter") + "in holds " + std::to_string(in.numel()) +
+                    " elements, expected " + std::to_string(size) + " x " +
+                    std::to_string(out.numel()));
+  TESSERA_CHECK(out.numel() <= INT_MAX, where(group, "reduce_scatter") +
+                                            std::to_string(out.numel()) +
+                                            " elements per rank exceed MPI's int count");
+  TESSERA_CHECK(!overlap(out, in), where(group, "reduce_scatter") + "in and out overlap");
+}
+
+// Calls f(byte pointer, first element, count) over pieces of at most max_chunk_elements().
+// An empty tensor still makes one call of count 0, so that a receive matches its send.
+template <typename F>
+void for_each_chunk(const Tensor& t, F&& f) {
+  const int64_t max = MpiCommunicator::max_chunk_elements();
+  char* base = static_cast<char*>(t.raw());
+  int64_t first = 0;
+  do {
+    const int count = static_cast<int>(std::min(max, t.numel() - first));
+    f(base + first * static_cast<int64_t>(dtype_size(t.dtype())), first, count);
+    first += count;
+  } while (first < t.numel());
+}
+
+// A receive of `expected` elements at element `first` of a `total`-element tensor.
+void check_received_count(const MPI_Status& status, MPI_Datatype type, int expected, int64_t first,
+                          int64_t total, int peer, const std::string& group) {
+  int found = 0;
+  CHECK_MPI_IN(group, MPI_Get_count(&status, type, &found));
+  if (found == expected) return;
+  const std::string found_text =
+      found == MPI_UNDEFINED ? "a message of a partial element" : std::to_string(first + found);
+  fail_internal(__FILE__, __LINE__,
+                "recv from rank " + std::to_string(peer) + " in group " + group + ": expected " +
+                    std::to_string(total) + " elements, found " + found_text);
+}
+
+// The MPI_Requests of one logical operation (several when chunked). Holds the tensors so that
+// their buffers outlive the transfer even if the caller drops them.
+class MpiRequest final : public CommRequest {
+ public:
+  MpiRequest(std::string group, std::vector<Tensor> tensors)
+      : name_(std::move(group)), tensors_(std::move(tensors)) {}
+
+  ~MpiRequest() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!done_ && !finalized) {
+      MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
+    }
+  }
+
+  // A send or a collective piece.
+  void add(MPI_Request r) {
+    requests_.push_back(r);
+    receives_.push_back({-1, 0});
+  }
+  // A receive piece, whose element count is checked on completion.
+  void add_receive(MPI_Request r, int expected, int64_t first, int64_t total, MPI_Datatype type,
+                   int peer) {
+    requests_.push_back(r);
+    receives_.push_back({expected, first});
+    total_ = total;
+    type_ = type;
+    peer_ = peer;
+  }
+
+  void wait() override {
+    if (done_) return;
+    std::vector<MPI_Status> statuses(requests_.size());
+    done_ = true;  // a failed wait is not retried, not even by the destructor
+    const int n = static_cast<int>(requests_.size());
+    CHECK_MPI(first_status_error(MPI_Waitall(n, requests_.data(), statuses.data()), statuses));
+    check_receives(statuses);
+  }
+
+  bool test() override {
+    if (done_) return true;
+    std::vector<MPI_Status> statuses(requests_.size());
+    int complete = 0;
+    const int n = static_cast<int>(requests_.size());
+    const int code = MPI_Testall(n, requests_.data(), &complete, statuses.data());
+    if (code != MPI_SUCCESS) done_ = true;
+    CHECK_MPI(first_status_error(code, statuses));
+    if (!complete) return false;
+    done_ = true;
+    check_receives(statuses);
+    return true;
+  }
+
+ private:
+  struct Receive {
+    int expected;  // -1: not a receive
+    int64_t first;
+  };
+
+  void check_receives(const std::vector<MPI_Status>& statuses) const {
+    for (size_t i = 0; i < receives_.size(); ++i) {
+      if (receives_[i].expected < 0) continue;
+      check_received_count(statuses[i], type_, receives_[i].expected, receives_[i].first, total_,
+                           peer_, name_);
+    }
+  }
+
+  std::string name_;
+  std::vector<Tensor> tensors_;
+  std::vector<MPI_Request> requests_;
+  std::vector<Receive> receives_;
+  int64_t total_ = 0;
+  MPI_Datatype type_ = MPI_DATATYPE_NULL;
+  int peer_ = -1;
+  bool done_ = false;
+};
+
+}  // namespace
+
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, bool owns)
+    : comm_(comm), name_(std::move(name)), owns_(owns) {
+  int initialized = 0;
+  CHECK_MPI(MPI_Initialized(&initialized));
+  TESSERA_CHECK(initialized, "MpiCommunicator " + name_ + " created before MPI_Init");
+  TESSERA_CHECK(comm_ != MPI_COMM_NULL, "MpiCommunicator " + name_ + " over MPI_COMM_NULL");
+  CHECK_MPI(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+  CHECK_MPI(MPI_Comm_rank(comm_, &rank_));
+  CHECK_MPI(MPI_Comm_size(comm_, &size_));
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (owns_ && !finalized) MPI_Comm_free(&comm_);
+}
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::world() {
+  return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, "world", false);
+}
+
+void MpiCommunicator::set_max_chunk_elements_for_testing(int64_t n) {
+  TESSERA_CHECK(n >= 1 && n <= INT_MAX,
+                "max chunk of " + std::to_string(n) + " elements outside [1, INT_MAX]");
+  g_max_chunk_elements = n;
+}
+
+int64_t MpiCommunicator::max_chunk_elements() {
+  return g_max_chunk_elements;
+}
+
+void MpiCommunicator::all_reduce(Tensor& t, ReduceOp op) {
+  check_reducible(t, name_, "all_reduce");
+  const MPI_Datatype type = mpi_type(t.dtype());
+  for_each_chunk(t, [&](char* p, int64_t, int count) {
+    CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, p, count, type, mpi_op(op), comm_));
+  });
+}
+
+void MpiCommunicator::all_gather(Tensor& out, const Tensor& in) {
+  const void* source = all_gather_source(out, in, rank_, size_, name_);
+  const MPI_Datatype type = mpi_type(in.dtype());
+  const int count = static_cast<int>(in.numel());
+  CHECK_MPI(MPI_Allgather(source, count, type, out.raw(), count, type, comm_));
+}
+
+void MpiCommunicator::reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op) {
+  check_reduce_scatter(out, in, size_, name_);
+  const int count = static_cast<int>(out.numel());
+  CHECK_MPI(MPI_Reduce_scatter_block(in.raw(), out.raw(), count, mpi_type(in.dtype()), mpi_op(op),
+                                     comm_));
+}
+
+void MpiCommunicator::broadcast(Tensor& t, int root) {
+  check_operand(t, name_, "broadcast");
+  check_member(root, size_, name_, "broadcast", "root");
+  const MPI_Datatype type = mpi_type(t.dtype());
+  for_each_chunk(
+      t, [&](char* p, int64_t, int count) { CHECK_MPI(MPI_Bcast(p, count, type, root, comm_)); });
+}
+
+void MpiCommunicator::send(const Tensor& t, int peer) {
+  check_operand(t, name_, "send");
+  check_member(peer, size_, name_, "send", "peer");
+  const MPI_Datatype type = mpi_type(t.dtype());
+  for_each_chunk(t, [&](char* p, int64_t, int count) {
+    CHECK_MPI(MPI_Send(p, count, type, peer, kTag, comm_));
+  });
+}
+
+void MpiCommunicator::recv(Tensor& t, int peer) {
+  check_operand(t, name_, "recv");
+  check_member(peer, size_, name_, "recv", "peer");
+  const MPI_Datatype type = mpi_type(t.dtype());
+  for_each_chunk(t, [&](char* p, int64_t first, int count) {
+    MPI_Status status;
+    CHECK_MPI(MPI_Recv(p, count, type, peer, kTag, comm_, &status));
+    check_received_count(status, type, count, first, t.numel(), peer, name_);
+  });
+}
+
+void MpiCommunicator::barrier() {
+  CHECK_MPI(MPI_Barrier(comm_));
+}
+
+void MpiCommunicator::abort(int exit_code) {
+  MPI_Abort(comm_, exit_code);
+  std::_Exit(exit_code);  // MPI_Abort may return on some implementations
+}
+
+std::unique_ptr<CommRequest> MpiCommunicator::all_reduce_async(Tensor& t, ReduceOp op) {
+  check_reducible(t, name_, "all_reduce_async");
+  auto request = std::make_unique<MpiRequest>(name_, std::vector<Tensor>{t});
+  const MPI_Datatype type = mpi_type(t.dtype());
+  for_each_chunk(t, [&](char* p, int64_t, int count) {
+    MPI_Request r;
+    CHECK_MPI(MPI_Iallreduce(MPI_IN_PLACE, p, count, type, mpi_op(op), comm_, &r));
+    request->add(r);
+  });
+  return request;
+}
+
+std::unique_ptr<CommRequest> MpiCommunicator::all_gather_async(Tensor& out, const Tensor& in) {
+  const void* source = all_gather_source(out, in, rank_, size_, name_);
+  auto request = std::make_unique<MpiRequest>(name_, std::vector<Tensor>{out, in});
+  const MPI_Datatype type = mpi_type(in.dtype());
+  const int count = static_cast<int>(in.numel());
+  MPI_Request r;
+  CHECK_MPI(MPI_Iallgather(source, count, type, out.raw(), count, type, comm_, &r));
+  request->add(r);
+  return request;
+}
+
+std::unique_ptr<CommRequest> MpiCommunicator::reduce_scatter_async(Tensor& out, const Tensor& in,
+                                                                   ReduceOp op) {
+  check_reduce_scatter(out, in, size_, name_);
+  auto request = std::make_unique<MpiRequest>(name_, std::vector<Tensor>{out, in});
+  const int count = static_cast<int>(out.numel());
+  MPI_Request r;
+  CHECK_MPI(MPI_Ireduce_scatter_block(in.raw(), out.raw(), count, mpi_type(in.dtype()), mpi_op(op),
+                                      comm_, &r));
+  request->add(r);
+  return request;
+}
+
+std::unique_ptr<CommRequest> MpiCommunicator::isend(const Tensor& t, int peer) {
+  check_operand(t, name_, "isend");
+  check_member(peer, size_, name_, "isend", "peer");
+  auto request = std::make_unique<MpiRequest>(name_, std::vector<Tensor>{t});
+  const MPI_Datatype type = mpi_type(t.dtype());
+  for_each_chunk(t, [&](char* p, int64_t, int count) {
+    MPI_Request r;
+    CHECK_MPI(MPI_Isend(p, count, type, peer, kTag, comm_, &r));
+    request->add(r);
+  });
+  return request;
+}
+
+std::unique_ptr<CommRequest> MpiCommunicator::irecv(Tensor& t, int peer) {
+  check_operand(t, name_, "irecv");
+  check_member(peer, size_, name_, "irecv", "peer");
+  auto request = std::make_unique<MpiRequest>(name_, std::vector<Tensor>{t});
+  const MPI_Datatype type = mpi_type(t.dtype());
+  for_each_chunk(t, [&](char* p, int64_t first, int count) {
+    MPI_Request r;
+    CHECK_MPI(MPI_Irecv(p, count, type, peer, kTag, comm_, &r));
+    request->add_receive(r, count, first, t.numel(), type, peer);
+  });
+  return request;
+}
+
+std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key, const std::string& name) {
+  MPI_Comm sub = MPI_COMM_NULL;
+  CHECK_MPI(MPI_Comm_split(comm_, color < 0 ? MPI_UNDEFINED : color, key, &sub));
+  if (sub == MPI_COMM_NULL) return nullptr;
+  return std::make_unique<MpiCommunicator>(sub, name, true);
+}
+
+namespace {
+
+struct NodeLocalPlace {
+  int rank = 0;
+  int size = 1;
+};
+
+NodeLocalPlace node_local_place(MPI_Comm comm) {
+  const std::string group = "node-local (MPI_COMM_TYPE_SHARED)";
+  MPI_Comm local = MPI_COMM_NULL;
+  CHECK_MPI_IN(group, MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local));
+  NodeLocalPlace place;
+  CHECK_MPI_IN(group, MPI_Comm_rank(local, &place.rank));
+  CHECK_MPI_IN(group, MPI_Comm_size(local, &place.size));
+  CHECK_MPI_IN(group, MPI_Comm_free(&local));
+  return place;
+}
+
+}  // namespace
+
+int node_local_size(MPI_Comm comm) {
+  return node_local_place(comm).size;
+}
+
+int node_local_rank(MPI_Comm comm) {
+  return node_local_place(comm).rank;
+}
+
+}  // namespace tessera
