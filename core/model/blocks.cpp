@@ -7,7 +7,6 @@
 #include "core/ops/attention.h"
 #include "core/ops/gelu.h"
 #include "core/ops/layernorm.h"
-#include "core/ops/matmul.h"
 
 namespace tessera {
 
@@ -17,16 +16,6 @@ std::string layer_name(int64_t layer, const char* rest) {
   char buf[96];
   std::snprintf(buf, sizeof buf, "layers/%02lld/%s", static_cast<long long>(layer), rest);
   return buf;
-}
-
-template <typename T>
-void add_bias_rows(Tensor& out, const Tensor& bias) {
-  T* o = out.data<T>();
-  const T* b = bias.data<T>();
-  const int64_t C = bias.numel(), rows = out.numel() / C;
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < C; ++c) o[r * C + c] += b[c];
 }
 
 }  // namespace
@@ -95,32 +84,18 @@ BlockScratch TransformerBlock::make_scratch(int64_t B) const {
   return s;
 }
 
-void TransformerBlock::row_parallel_forward(Tensor& out, const Tensor& inp, const Param& w,
-                                            const Param& b, Communicator& tp) {
-  if (tp.size() == 1) {
-    ops::matmul_forward(out, inp, w.value, &b.value);
-    return;
-  }
-  ops::matmul_forward(out, inp, w.value, nullptr);
-  tp.all_reduce(out, ReduceOp::Sum);
-  if (dtype_ == DType::F32)
-    add_bias_rows<float>(out, b.value);
-  else
-    add_bias_rows<double>(out, b.value);
-}
-
 void TransformerBlock::forward(Tensor& x2, const Tensor& x0, BlockActivations& a, BlockScratch& s,
                                Communicator& tp) {
   ops::layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, x0, ln1_w.value, ln1_b.value);
-  ops::matmul_forward(a.qkv, a.ln1, qkv_w.value, &qkv_b.value);
+  qkv().forward(a.qkv, a.ln1);
   ops::attention_forward(a.atty, a.att, a.qkv, local_heads_);
-  row_parallel_forward(s.proj, a.atty, proj_w, proj_b, tp);
+  proj().forward(s.proj, a.atty, tp);
   ops::residual_forward(a.x1, x0, s.proj);
 
   ops::layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.x1, ln2_w.value, ln2_b.value);
-  ops::matmul_forward(a.fc, a.ln2, up_w.value, &up_b.value);
+  up().forward(a.fc, a.ln2);
   ops::gelu_forward(a.fc_gelu, a.fc);
-  row_parallel_forward(s.proj, a.fc_gelu, down_w, down_b, tp);
+  down().forward(s.proj, a.fc_gelu, tp);
   ops::residual_forward(x2, a.x1, s.proj);
 }
 
@@ -128,25 +103,19 @@ void TransformerBlock::backward(Tensor& dx0, const Tensor& dx2, const Tensor& x0
                                 const BlockActivations& a, BlockScratch& s, Communicator& tp) {
   // MLP: the residual passes dx2 straight to x1; the branch adds its gradient on top.
   copy_into(s.dx1, dx2);
-  s.dfc_gelu.zero();
-  ops::matmul_backward(&s.dfc_gelu, &down_w.grad, &down_b.grad, dx2, a.fc_gelu, down_w.value);
+  down().backward(&s.dfc_gelu, dx2, a.fc_gelu);
   s.dfc.zero();
   ops::gelu_backward(s.dfc, s.dfc_gelu, a.fc);
-  s.dln.zero();
-  ops::matmul_backward(&s.dln, &up_w.grad, &up_b.grad, s.dfc, a.ln2, up_w.value);
-  tp.all_reduce(s.dln, ReduceOp::Sum);  // conjugate of the column-parallel identity forward
+  up().backward(&s.dln, s.dfc, a.ln2, tp);  // the one all-reduce of the MLP's backward
   ops::layernorm_backward(s.dx1, ln2_w.grad, ln2_b.grad, s.dln, a.x1, ln2_w.value, a.ln2_mean,
                           a.ln2_rstd);
 
   // Attention, the same way.
   copy_into(dx0, s.dx1);
-  s.datty.zero();
-  ops::matmul_backward(&s.datty, &proj_w.grad, &proj_b.grad, s.dx1, a.atty, proj_w.value);
+  proj().backward(&s.datty, s.dx1, a.atty);
   s.dqkv.zero();
   ops::attention_backward(s.dqkv, s.datty, a.qkv, a.att, local_heads_);
-  s.dln.zero();
-  ops::matmul_backward(&s.dln, &qkv_w.grad, &qkv_b.grad, s.dqkv, a.ln1, qkv_w.value);
-  tp.all_reduce(s.dln, ReduceOp::Sum);
+  qkv().backward(&s.dln, s.dqkv, a.ln1, tp);
   ops::layernorm_backward(dx0, ln1_w.grad, ln1_b.grad, s.dln, x0, ln1_w.value, a.ln1_mean,
                           a.ln1_rstd);
 }

@@ -1,9 +1,9 @@
 // TransformerBlock: one pre-LayerNorm GPT-2 layer, tensor-parallel in Megatron's way.
 //   x1 = x0 + proj(attention(qkv(ln1(x0))))      qkv column-parallel, proj row-parallel
 //   x2 = x1 + down(gelu(up(ln2(x1))))              up column-parallel, down row-parallel
-// One all-reduce over TP after each row-parallel matmul in the forward, one after each
-// column-parallel matmul's input gradient in the backward (the conjugate pair); biases of
-// row-parallel layers are added after the reduction. Forward and backward sit side by side.
+// The communication is that of the layers in tensor_parallel.h: one all-reduce over TP after
+// each row-parallel matmul in the forward, one after each column-parallel matmul's input
+// gradient in the backward (the conjugate pairs). Forward and backward sit side by side.
 #pragma once
 
 #include <vector>
@@ -11,6 +11,7 @@
 #include "core/communicator.h"
 #include "core/model/config.h"
 #include "core/model/param.h"
+#include "core/model/tensor_parallel.h"
 
 namespace tessera {
 
@@ -53,9 +54,11 @@ class TransformerBlock {
   Param ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, up_w, up_b, down_w, down_b;
 
  private:
-  // Row-parallel output: out = all_reduce(inp @ w^T) + b.
-  void row_parallel_forward(Tensor& out, const Tensor& inp, const Param& w, const Param& b,
-                            Communicator& tp);
+  // The four linear layers, as views of this block's Params.
+  ColumnParallelLinear qkv() { return {qkv_w, &qkv_b}; }
+  RowParallelLinear proj() { return {proj_w, &proj_b}; }
+  ColumnParallelLinear up() { return {up_w, &up_b}; }
+  RowParallelLinear down() { return {down_w, &down_b}; }
   int64_t C_, T_, local_heads_, local_ff_;
   DType dtype_;
 };

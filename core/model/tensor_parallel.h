@@ -1,0 +1,60 @@
+// Tensor-parallel layers as Megatron's conjugate pairs: each layer's communication over the TP
+// group is one collective in the forward or the backward, never both, and its conjugate in the
+// other direction is the identity (Megatron-LM, Shoeybi et al. 2019, sec. 3):
+//
+//   layer                          weight split          forward            backward
+//   ColumnParallelLinear           rows (out features)   identity           all-reduce d inp
+//   RowParallelLinear              cols (in features)    all-reduce out     identity
+//   vocab-parallel embedding       rows (vocabulary)     all-reduce out     identity
+//   vocab-parallel cross-entropy   logits' columns       all-reduce max,    identity
+//     (core/ops/cross_entropy.h)                         sum-exp, target
+//
+// A column-parallel layer takes the full (replicated) input and gives this rank's slice of the
+// output features; a row-parallel layer takes that slice and gives the full output, with the
+// replicated bias added once, after the reduction. The functions hold no state: they compute
+// on the caller's Params and tensors. Every rank of `tp` calls them in the same order.
+#pragma once
+
+#include "core/communicator.h"
+#include "core/model/param.h"
+#include "core/tensor.h"
+
+namespace tessera {
+
+// out[M, N/tp] = inp[M, K] @ w[N/tp, K]^T + b[N/tp]. w and b are this rank's rows.
+struct ColumnParallelLinear {
+  Param& w;
+  Param* b;  // may be null: no bias
+
+  // No communication: every rank holds the whole input.
+  void forward(Tensor& out, const Tensor& inp) const;
+  // Accumulates (+=) w.grad and b->grad; writes (=) dinp[M, K], the sum over `tp` of every
+  // rank's partial input gradient. dinp may be null when the input needs no gradient.
+  void backward(Tensor* dinp, const Tensor& dout, const Tensor& inp, Communicator& tp) const;
+};
+
+// out[M, N] = sum over tp of inp[M, K/tp] @ w[N, K/tp]^T, then + b[N] (replicated).
+struct RowParallelLinear {
+  Param& w;
+  Param* b;  // may be null: no bias
+
+  // One all-reduce of the output; the bias is added after it, so once and not tp times.
+  void forward(Tensor& out, const Tensor& inp, Communicator& tp) const;
+  // No communication: dout is the same on every rank. Writes (=) dinp[M, K/tp] when non-null;
+  // accumulates (+=) w.grad and b->grad (the bias gradient is the same on every rank).
+  void backward(Tensor* dinp, const Tensor& dout, const Tensor& inp) const;
+};
+
+// out[B, T, C] = wte[ids[b, t]] where this rank holds rows [vocab_start, vocab_start +
+// wte rows): each rank looks up the tokens in its range (zero rows elsewhere), then one
+// all-reduce assembles the full embedding. ids is I32 [B, T].
+void vocab_parallel_embedding_forward(Tensor& out, const Tensor& ids, const Param& wte,
+                                      int64_t vocab_start, Communicator& tp);
+// No communication: dout is the same on every rank, and each accumulates (+=) into its rows.
+void vocab_parallel_embedding_backward(Param& wte, const Tensor& dout, const Tensor& ids,
+                                       int64_t vocab_start);
+
+// out[rows, C] += bias[C] on every row (out seen as [numel / C, C]).
+void add_bias_rows(Tensor& out, const Tensor& bias);
+
+}  // namespace tessera
