@@ -79,6 +79,18 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
       "optim.clip", po::value(&c.adamw.clip)->default_value(c.adamw.clip, "1.0"),
       "max global gradient norm (0: no clipping)");
 
+  po::options_description parallel("[parallel]");
+  parallel.add_options()("parallel.tp", po::value(&c.parallel.tp)->default_value(c.parallel.tp),
+                         "tensor-parallel ranks (split heads, MLP width and vocabulary)")(
+      "parallel.pp", po::value(&c.parallel.pp)->default_value(c.parallel.pp),
+      "pipeline stages (split the layers; 1F1B schedule)")(
+      "parallel.dp", po::value(&c.parallel.dp)->default_value(c.parallel.dp),
+      "data-parallel replicas (0: MPI ranks / (tp x pp))")(
+      "parallel.zero", po::value(&c.parallel.zero)->default_value(c.parallel.zero),
+      "1: ZeRO-1, shard the AdamW moments over the data-parallel ranks")(
+      "parallel.bucket_mb", po::value(&c.parallel.bucket_mb)->default_value(c.parallel.bucket_mb),
+      "size of a data-parallel gradient bucket in MB; each is reduced as soon as it is complete");
+
   po::options_description data("[data]");
   data.add_options()("data.path", po::value(&c.data_path),
                      "corpus prefix: PREFIX.bin and PREFIX.idx (tessera tokenize encode)");
@@ -95,7 +107,7 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
                              "sample among the k likeliest tokens (0: all)");
 
   po::options_description all;
-  all.add(run).add(model).add(train).add(optim).add(data).add(sample);
+  all.add(run).add(model).add(train).add(optim).add(parallel).add(data).add(sample);
   return all;
 }
 
@@ -163,9 +175,31 @@ void TrainConfig::validate() const {
   require(adamw.clip >= 0, "--optim.clip", "0 (off) or a positive norm", adamw.clip);
   require(!data_path.empty(), "--data.path", "a corpus prefix (PREFIX.bin + PREFIX.idx)",
           "nothing");
+  require(parallel.tp >= 1, "--parallel.tp", "at least 1", parallel.tp);
+  require(parallel.pp >= 1, "--parallel.pp", "at least 1", parallel.pp);
+  require(parallel.dp >= 0, "--parallel.dp", "0 (inferred) or more", parallel.dp);
+  require(parallel.zero == 0 || parallel.zero == 1, "--parallel.zero", "0 or 1", parallel.zero);
+  require(parallel.bucket_mb > 0, "--parallel.bucket_mb", "a positive size", parallel.bucket_mb);
   require(sample_tokens >= 0, "--sample.tokens", "0 or more", sample_tokens);
   require(sample_temperature > 0, "--sample.temperature", "a positive value", sample_temperature);
   require(sample_top_k >= 0, "--sample.top_k", "0 (all) or more", sample_top_k);
+}
+
+GridLayout TrainConfig::layout_for(int world_size) const {
+  const GridLayout l = resolve_layout(parallel.tp, parallel.pp, parallel.dp, world_size);
+  model.validate(l.tp);
+  require(model.vocab_size % l.tp == 0, "--model.vocab_size",
+          "a multiple of --parallel.tp = " + std::to_string(l.tp) +
+              " (pad it: ids the tokenizer never makes are never targets)",
+          model.vocab_size);
+  require(model.layers >= l.pp, "--model.layers",
+          "at least one layer per pipeline stage, --parallel.pp = " + std::to_string(l.pp),
+          model.layers);
+  require(global_batch % (static_cast<int64_t>(l.dp) * micro_batch) == 0, "--train.global_batch",
+          "a multiple of data-parallel ranks x --train.micro_batch = " + std::to_string(l.dp) +
+              " x " + std::to_string(micro_batch),
+          global_batch);
+  return l;
 }
 
 bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {

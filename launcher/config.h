@@ -10,8 +10,18 @@
 #include "core/model/config.h"
 #include "core/optim/lr_schedule.h"
 #include "core/optim/optimizer.h"
+#include "parallel/process_grid.h"
 
 namespace tessera {
+
+// [parallel]: the process grid (parallel/process_grid.h) and the data-parallel reduction.
+struct ParallelConfig {
+  int tp = 1;
+  int pp = 1;
+  int dp = 0;             // 0: the world size / (tp * pp)
+  int zero = 0;           // 1: ZeRO-1, AdamW moments sharded over DP
+  double bucket_mb = 25;  // data-parallel gradient bucket size (PyTorch DDP's default)
+};
 
 struct TrainConfig {
   std::string config_file;  // --config, may be empty
@@ -28,6 +38,7 @@ struct TrainConfig {
   // [optim]
   LRSchedule schedule;
   AdamWConfig adamw;
+  ParallelConfig parallel;
   // [data]
   std::string data_path;
   // [sample]
@@ -36,8 +47,13 @@ struct TrainConfig {
   double sample_temperature = 0.8;
   int64_t sample_top_k = 40;
 
-  int64_t accumulation_steps() const { return global_batch / micro_batch; }
+  // Microbatches per step on each data-parallel rank.
+  int64_t accumulation_steps(int dp = 1) const { return global_batch / (micro_batch * dp); }
   void validate() const;
+  // The layout on `world_size` ranks; throws InputError naming the options when the model or
+  // the batch cannot be split that way. Every rank computes the same answer, so a bad layout
+  // stops every rank with the same message and no collective is needed.
+  GridLayout layout_for(int world_size) const;
   // Every option's resolved value as INI text (written to RUN_DIR/config.ini); filled by
   // parse_train_config from the same option table that parses, so it lists every option.
   std::string resolved_ini;

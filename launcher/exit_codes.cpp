@@ -9,21 +9,30 @@
 
 namespace tessera {
 
+ErrorReport report_error(std::exception_ptr error, const char* command) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const InputError& e) {
+    return {kExitBadInput, std::string("tessera: error: ") + e.what()};
+  } catch (const boost::program_options::error& e) {
+    return {kExitBadInput,
+            std::string("tessera: error: ") + e.what() + " (see tessera " + command + " --help)"};
+  } catch (const std::bad_alloc&) {
+    return {kExitBadInput,
+            "tessera: error: out of memory (try a smaller --train.micro_batch or model, or more "
+            "--parallel.tp / --parallel.pp)"};
+  } catch (const std::exception& e) {
+    return {kExitInternalError, std::string("tessera: internal error: ") + e.what()};
+  }
+}
+
 int run_guarded(int (*command)(int, char**), int argc, char** argv) {
   try {
     return command(argc, argv);
-  } catch (const InputError& e) {
-    std::cerr << "tessera: error: " << e.what() << "\n";
-    return kExitBadInput;
-  } catch (const boost::program_options::error& e) {
-    std::cerr << "tessera: error: " << e.what() << " (see tessera " << argv[0] << " --help)\n";
-    return kExitBadInput;
-  } catch (const std::bad_alloc&) {
-    std::cerr << "tessera: error: out of memory (try a smaller --train.micro_batch or model)\n";
-    return kExitBadInput;
-  } catch (const std::exception& e) {
-    std::cerr << "tessera: internal error: " << e.what() << "\n";
-    return kExitInternalError;
+  } catch (...) {
+    const ErrorReport r = report_error(std::current_exception(), argv[0]);
+    std::cerr << r.message << "\n";
+    return r.code;
   }
 }
 

@@ -2,6 +2,9 @@
 // templates rely on them.
 #pragma once
 
+#include <exception>
+#include <string>
+
 namespace tessera {
 
 enum ExitCode : int {
@@ -9,6 +12,13 @@ enum ExitCode : int {
   kExitInternalError = 1,  // a bug: an internal contract was broken
   kExitBadInput = 2,       // a config, option, corpus or file is wrong; the message says which
 };
+
+// What an exception means for the user: its exit code and the one-line message to print.
+struct ErrorReport {
+  int code = 0;
+  std::string message;
+};
+ErrorReport report_error(std::exception_ptr error, const char* command);
 
 // Runs a subcommand, catching every exception once and turning it into a one-line message on
 // stderr and the matching exit code.

@@ -1,6 +1,6 @@
-// The training loop of one process: read the corpus, build the model, then per step accumulate
-// gradients over global_batch / micro_batch microbatches, clip, take an AdamW step at the
-// scheduled rate, and log. Rank-parallel layouts plug into the same loop (parallel/).
+// `tessera train` on every rank of an MPI world (one rank without mpirun): agree that the
+// options, layout and corpus are good, build the grid, run the steps of launcher/trainer.h, and
+// on rank 0 log each interval, write metrics.jsonl and the resolved config.ini, then summarise.
 #include "launcher/train_command.h"
 
 #include <sys/resource.h>
@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <memory>
 #include <thread>
 
 #include "core/error.h"
@@ -19,8 +21,10 @@
 #include "io/byte_tokenizer.h"
 #include "io/indexed_dataset.h"
 #include "io/metrics.h"
+#include "launcher/exit_codes.h"
 #include "launcher/sampling.h"
-#include "parallel/local_communicator.h"
+#include "launcher/trainer.h"
+#include "parallel/mpi_runtime.h"
 
 namespace tessera {
 
@@ -36,19 +40,6 @@ std::string format_duration(double seconds) {
   else
     std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
   return buf;
-}
-
-// Splits a loader batch [B, T+1] into inputs [B, T] and next-token targets [B, T].
-void split_batch(const Tensor& batch, Tensor& inputs, Tensor& targets) {
-  const int64_t B = inputs.size(0), T = inputs.size(1);
-  const int32_t* src = batch.data<int32_t>();
-  int32_t* in = inputs.data<int32_t>();
-  int32_t* tg = targets.data<int32_t>();
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < T; ++t) {
-      in[b * T + t] = src[b * (T + 1) + t];
-      tg[b * T + t] = src[b * (T + 1) + t + 1];
-    }
 }
 
 // A small table of the loss curve, one row per tenth of the run, with a bar per row.
@@ -72,119 +63,138 @@ void write_text_file(const std::filesystem::path& path, const std::string& text)
   out << text;
 }
 
-}  // namespace
-
-TrainResult train(const TrainConfig& cfg) {
-  set_cpu_threads(cfg.threads > 0 ? cfg.threads
-                                  : static_cast<int>(std::thread::hardware_concurrency()));
-  std::error_code ec;
-  std::filesystem::create_directories(cfg.run_dir, ec);
-  if (ec) throw InputError("--run.dir " + cfg.run_dir + ": cannot create (" + ec.message() + ")");
-  write_text_file(std::filesystem::path(cfg.run_dir) / "config.ini", cfg.resolved_ini);
-
-  IndexedDataset corpus = IndexedDataset::open(cfg.data_path);
-  BatchLoader loader(corpus, cfg.model.seq_len, cfg.model.vocab_size, cfg.seed);
-  LocalCommunicator tp("tp");
-  GPT model(cfg.model, ModelShard{}, tp, cfg.seed);
-  std::vector<Param*> params = model.params();
-  AdamW optimizer(params, cfg.adamw);
-  MetricsWriter metrics((std::filesystem::path(cfg.run_dir) / "metrics.jsonl").string());
-
-  const int64_t T = cfg.model.seq_len, micro = cfg.micro_batch, accum = cfg.accumulation_steps();
-  const int64_t tokens_per_step = cfg.global_batch * T;
-  const double flops_per_token = gpt_flops_per_token(cfg.model);
+void print_start(const TrainConfig& cfg, Trainer& tr) {
+  const ModelConfig& m = cfg.model;
+  const GridLayout& l = tr.layout();
   std::printf(
       "model: %lld parameters (%lld layers, d %lld, %lld heads, d_ff %lld, T %lld, vocab "
       "%lld, %s positions)\n",
-      static_cast<long long>(model.num_local_params()), static_cast<long long>(cfg.model.layers),
-      static_cast<long long>(cfg.model.d_model), static_cast<long long>(cfg.model.heads),
-      static_cast<long long>(cfg.model.d_ff), static_cast<long long>(T),
-      static_cast<long long>(cfg.model.vocab_size), position_kind_name(cfg.model.pos).c_str());
+      static_cast<long long>(gpt_num_params(m)), static_cast<long long>(m.layers),
+      static_cast<long long>(m.d_model), static_cast<long long>(m.heads),
+      static_cast<long long>(m.d_ff), static_cast<long long>(m.seq_len),
+      static_cast<long long>(m.vocab_size), position_kind_name(m.pos).c_str());
   std::printf("corpus: %s: %lld documents, %lld tokens, %lld samples of %lld+1 tokens\n",
-              cfg.data_path.c_str(), static_cast<long long>(corpus.num_documents()),
-              static_cast<long long>(corpus.num_tokens()),
-              static_cast<long long>(loader.num_samples()), static_cast<long long>(T));
+              cfg.data_path.c_str(), static_cast<long long>(tr.corpus().num_documents()),
+              static_cast<long long>(tr.corpus().num_tokens()),
+              static_cast<long long>(tr.loader().num_samples()), static_cast<long long>(m.seq_len));
+  std::printf("%s", tr.grid().describe_groups().c_str());
+  std::string stages;
+  bool uneven = false;
+  for (int s = 0; s < l.pp; ++s) {
+    const LayerRange r = stage_layers(m.layers, l.pp, s);
+    uneven |= r.end - r.begin != m.layers / l.pp;
+    stages += (s ? ", " : "") + std::to_string(s) + ": layers " + std::to_string(r.begin) + "-" +
+              std::to_string(r.end - 1);
+  }
+  std::printf("pipeline: %d stage%s (%s)%s; 1F1B over %d microbatches of %lld; bubble %.1f%%\n",
+              l.pp, l.pp == 1 ? "" : "s", stages.c_str(), uneven ? ", uneven split" : "",
+              tr.microbatches(), static_cast<long long>(cfg.micro_batch),
+              100.0 * bubble_fraction(l.pp, tr.microbatches()));
+  std::printf("data parallel: %d replica%s, %lld gradient bucket%s of <= %.1f MB%s\n", l.dp,
+              l.dp == 1 ? "" : "s", static_cast<long long>(tr.buckets().bucket_count()),
+              tr.buckets().bucket_count() == 1 ? "" : "s", cfg.parallel.bucket_mb,
+              cfg.parallel.zero ? ", ZeRO-1 (AdamW moments sharded)" : "");
   std::printf(
-      "train: %lld steps of %lld sequences (%lld tokens) = %lld microbatches of %lld; "
-      "%d threads; run dir %s\n",
+      "train: %lld steps of %lld sequences (%lld tokens); %d thread%s per rank; run dir %s\n",
       static_cast<long long>(cfg.steps), static_cast<long long>(cfg.global_batch),
-      static_cast<long long>(tokens_per_step), static_cast<long long>(accum),
-      static_cast<long long>(micro), cpu_threads(), cfg.run_dir.c_str());
+      static_cast<long long>(cfg.global_batch * m.seq_len), cpu_threads(),
+      cpu_threads() == 1 ? "" : "s", cfg.run_dir.c_str());
   std::fflush(stdout);
+}
 
-  GPTActivations acts = model.make_activations(micro);
-  Tensor batch({micro, T + 1}, DType::I32), inputs({micro, T}, DType::I32),
-      targets({micro, T}, DType::I32);
+void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& result,
+                   Communicator& world) {
+  // Peak memory: the largest of any rank, and the state (parameters, gradients, moments) there.
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  Tensor peak({2}, DType::F64);
+  peak.data<double>()[0] = static_cast<double>(usage.ru_maxrss) * 1024.0;
+  peak.data<double>()[1] = static_cast<double>(tr.state_bytes());
+  world.all_reduce(peak, ReduceOp::Max);
+  if (world.rank() != 0) return;
+  print_loss_curve(result.losses);
+  const double entropy = unigram_entropy(tr.corpus(), cfg.model.vocab_size);
+  const double gap = entropy - result.final_loss;
+  std::printf(
+      "final loss %.4f nats/token (mean of the last log interval) vs the corpus' unigram "
+      "entropy %.4f nats/token: %.2f nats/token %s it\n",
+      result.final_loss, entropy, std::abs(gap), gap >= 0 ? "below" : "above");
+  if (world.size() == 1) {
+    const int64_t n_params = gpt_num_params(cfg.model);
+    const double activation_mb =
+        static_cast<double>(gpt_activation_bytes(cfg.model, cfg.micro_batch)) / 1e6;
+    std::printf(
+        "peak memory %.0f MB; estimate %.0f MB = 16 B x %lld parameters + %.0f MB of "
+        "activations (docs/PERFORMANCE.md)\n",
+        peak.data<double>()[0] / 1e6, 16.0 * static_cast<double>(n_params) / 1e6 + activation_mb,
+        static_cast<long long>(n_params), activation_mb);
+  } else {
+    std::printf(
+        "peak memory of the largest rank %.0f MB, of which parameters, gradients and AdamW "
+        "moments %.0f MB (docs/PARALLELISM.md, \"Memory\")\n",
+        peak.data<double>()[0] / 1e6, peak.data<double>()[1] / 1e6);
+  }
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& world) {
+  const bool root = world.rank() == 0;
+  std::unique_ptr<MetricsWriter> metrics;
+  if (root) {
+    std::error_code ec;
+    std::filesystem::create_directories(cfg.run_dir, ec);
+    if (ec) throw InputError("--run.dir " + cfg.run_dir + ": cannot create (" + ec.message() + ")");
+    write_text_file(std::filesystem::path(cfg.run_dir) / "config.ini", cfg.resolved_ini);
+    metrics = std::make_unique<MetricsWriter>(
+        (std::filesystem::path(cfg.run_dir) / "metrics.jsonl").string());
+  }
+  tr.start(world);
+  if (root) print_start(cfg, tr);
+
+  const int64_t tokens_per_step = cfg.global_batch * cfg.model.seq_len;
+  const double flops_per_token = gpt_flops_per_token(cfg.model);
   TrainResult result;
   const auto start = Clock::now();
   auto interval_start = start;
   double interval_loss = 0;
   int64_t interval_steps = 0;
   for (int64_t step = 0; step < cfg.steps; ++step) {
-    model.zero_grad();
-    double loss = 0;
-    for (int64_t m = 0; m < accum; ++m) {
-      loader.next_batch(micro, batch);
-      split_batch(batch, inputs, targets);
-      loss += model.forward(acts, &inputs, &targets) / static_cast<double>(accum);
-      model.backward(acts, 1.0 / static_cast<double>(accum));
-    }
-    const double grad_norm = clip_grad_norm(params, cfg.adamw.clip, tp);
-    const double lr = cfg.schedule.at(step);
-    optimizer.step(lr);
-    result.losses.push_back(loss);
-    interval_loss += loss;
+    const StepStats s = tr.step();
+    result.losses.push_back(s.loss);
+    interval_loss += s.loss;
     ++interval_steps;
-
     const bool last = step + 1 == cfg.steps;
-    if ((step + 1) % cfg.log_interval == 0 || last || step == 0) {
-      const auto now = Clock::now();
-      const double interval_s = std::chrono::duration<double>(now - interval_start).count();
-      const double elapsed_s = std::chrono::duration<double>(now - start).count();
-      const double step_ms = 1e3 * interval_s / static_cast<double>(interval_steps);
-      const double tokens_per_s =
-          static_cast<double>(tokens_per_step * interval_steps) / interval_s;
-      const double eta_s =
-          elapsed_s / static_cast<double>(step + 1) * static_cast<double>(cfg.steps - step - 1);
-      const double mean_loss = interval_loss / static_cast<double>(interval_steps);
-      std::printf(
-          "step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | "
-          "%.1f ms/step | ETA %s\n",
-          static_cast<long long>(step + 1), static_cast<long long>(cfg.steps), loss, lr, grad_norm,
-          tokens_per_s, step_ms, format_duration(eta_s).c_str());
-      std::fflush(stdout);
-      metrics.write(step + 1, {{"loss", loss},
-                               {"lr", lr},
-                               {"grad_norm", grad_norm},
-                               {"tokens_per_s", tokens_per_s},
-                               {"step_ms", step_ms},
-                               {"tflops", tokens_per_s * flops_per_token * 1e-12},
-                               {"mean_loss", mean_loss}});
-      result.final_loss = mean_loss;
-      interval_start = now;
-      interval_loss = 0;
-      interval_steps = 0;
-    }
+    if (!((step + 1) % cfg.log_interval == 0 || last || step == 0)) continue;
+    const auto now = Clock::now();
+    const double interval_s = std::chrono::duration<double>(now - interval_start).count();
+    const double elapsed_s = std::chrono::duration<double>(now - start).count();
+    const double step_ms = 1e3 * interval_s / static_cast<double>(interval_steps);
+    const double tokens_per_s = static_cast<double>(tokens_per_step * interval_steps) / interval_s;
+    const double eta_s =
+        elapsed_s / static_cast<double>(step + 1) * static_cast<double>(cfg.steps - step - 1);
+    const double mean_loss = interval_loss / static_cast<double>(interval_steps);
+    result.final_loss = mean_loss;
+    interval_start = now;
+    interval_loss = 0;
+    interval_steps = 0;
+    if (!root) continue;
+    std::printf(
+        "step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | "
+        "%.1f ms/step | ETA %s\n",
+        static_cast<long long>(step + 1), static_cast<long long>(cfg.steps), s.loss, s.lr,
+        s.grad_norm, tokens_per_s, step_ms, format_duration(eta_s).c_str());
+    std::fflush(stdout);
+    metrics->write(step + 1, {{"loss", s.loss},
+                              {"lr", s.lr},
+                              {"grad_norm", s.grad_norm},
+                              {"tokens_per_s", tokens_per_s},
+                              {"step_ms", step_ms},
+                              {"tflops", tokens_per_s * flops_per_token * 1e-12},
+                              {"mean_loss", mean_loss}});
   }
-
-  print_loss_curve(result.losses);
-  const double entropy = unigram_entropy(corpus, cfg.model.vocab_size);
-  const double gap = entropy - result.final_loss;
-  std::printf(
-      "final loss %.4f nats/token (mean of the last log interval) vs the corpus' unigram "
-      "entropy %.4f nats/token: %.2f nats/token %s it\n",
-      result.final_loss, entropy, std::abs(gap), gap >= 0 ? "below" : "above");
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  const int64_t n_params = model.num_local_params();
-  const double activation_mb = static_cast<double>(gpt_activation_bytes(cfg.model, micro)) / 1e6;
-  std::printf(
-      "peak memory %.0f MB; estimate %.0f MB = 16 B x %lld parameters + %.0f MB of "
-      "activations (docs/PERFORMANCE.md)\n",
-      static_cast<double>(usage.ru_maxrss) * 1024.0 / 1e6,
-      16.0 * static_cast<double>(n_params) / 1e6 + activation_mb, static_cast<long long>(n_params),
-      activation_mb);
-  std::fflush(stdout);
+  print_summary(cfg, tr, result, world);
 
   if (cfg.sample_tokens > 0) {
     SamplingOptions so;
@@ -192,22 +202,69 @@ TrainResult train(const TrainConfig& cfg) {
     so.temperature = cfg.sample_temperature;
     so.top_k = cfg.sample_top_k;
     so.seed = cfg.seed;
-    so.stop_token = cfg.model.vocab_size == kByteVocab ? kEndOfDocument : -1;
-    std::vector<int32_t> prompt = ByteTokenizer::encode(cfg.sample_prompt);
-    std::vector<int32_t> sample = generate(model, prompt, so);
-    std::printf("sample (%lld tokens, temperature %.2f, top-k %lld):\n%s%s\n",
-                static_cast<long long>(sample.size()), cfg.sample_temperature,
-                static_cast<long long>(cfg.sample_top_k), cfg.sample_prompt.c_str(),
-                ByteTokenizer::decode(sample).c_str());
+    // The corpus is byte-level (the one tokenizer so far); ids past it pad the vocabulary.
+    so.stop_token = kEndOfDocument;
+    so.vocab_limit = kByteVocab;
+    const std::vector<int32_t> prompt = ByteTokenizer::encode(cfg.sample_prompt);
+    const std::vector<int32_t> sample =
+        generate(tr.model(), tr.grid().tp(), tr.grid().pp(), prompt, so);
+    if (root)
+      std::printf("sample (%lld tokens, temperature %.2f, top-k %lld):\n%s%s\n",
+                  static_cast<long long>(sample.size()), cfg.sample_temperature,
+                  static_cast<long long>(cfg.sample_top_k), cfg.sample_prompt.c_str(),
+                  ByteTokenizer::decode(sample).c_str());
   }
   return result;
 }
 
 int train_command(int argc, char** argv) {
+  MpiRuntime mpi(&argc, &argv);
+  Communicator& world = mpi.world();
+  const bool root = world.rank() == 0;
+  if (!root) std::cout.setstate(std::ios::failbit);  // --help and logs come from rank 0 only
+
+  // Phase 1 touches no other rank: options, layout and corpus, checked the same way on every
+  // rank. Then one all-reduce agrees on the verdict, so a bad input stops every rank with the
+  // same exit code, printed once, and cannot leave a rank waiting in a collective.
   TrainConfig cfg;
-  if (!parse_train_config(argc, argv, cfg)) return 0;
-  train(cfg);
-  return 0;
+  std::unique_ptr<Trainer> trainer;
+  ErrorReport failure;
+  bool help = false;
+  try {
+    help = !parse_train_config(argc, argv, cfg);
+    if (!help) {
+      const int cores = static_cast<int>(std::thread::hardware_concurrency());
+      set_cpu_threads(cfg.threads > 0 ? cfg.threads
+                                      : std::max(1, cores / mpi.ranks_on_this_node()));
+      trainer = std::make_unique<Trainer>(cfg, world.size());
+    }
+  } catch (...) {
+    failure = report_error(std::current_exception(), "train");
+  }
+  Tensor verdict({2}, DType::I32);
+  verdict.data<int32_t>()[0] = failure.code;
+  verdict.data<int32_t>()[1] = failure.code ? world.size() - world.rank() : 0;
+  world.all_reduce(verdict, ReduceOp::Max);
+  if (verdict.data<int32_t>()[0] != 0) {
+    if (world.size() - verdict.data<int32_t>()[1] == world.rank())
+      std::cerr << failure.message << "\n";
+    return failure.code ? failure.code : verdict.data<int32_t>()[0];
+  }
+  if (help) return kExitOk;
+
+  // Phase 2: a failure now may be one rank's alone; the others would wait for it forever.
+  try {
+    run_training(cfg, *trainer, world);
+  } catch (...) {
+    const ErrorReport r = report_error(std::current_exception(), "train");
+    if (world.size() == 1) {
+      std::cerr << r.message << "\n";
+      return r.code;
+    }
+    std::cerr << "rank " << world.rank() << ": " << r.message << "\n";
+    world.abort(r.code);
+  }
+  return kExitOk;
 }
 
 }  // namespace tessera

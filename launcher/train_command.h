@@ -1,4 +1,5 @@
-// `tessera train`: the pretraining loop of one process (DESIGN, "Options every part shares").
+// `tessera train`: pretraining on every rank of an MPI world (DESIGN, "Options every part
+// shares"); launch with mpirun for TP x DP x PP layouts.
 #pragma once
 
 #include <string>
@@ -15,6 +16,9 @@ struct TrainResult {
   std::vector<double> losses;  // one per step
   double final_loss = 0;       // mean of the last log interval's losses
 };
-TrainResult train(const TrainConfig& cfg);
+class Trainer;
+class Communicator;
+// The loop after the agreement on the inputs: collective over world; rank 0 logs.
+TrainResult run_training(const TrainConfig& cfg, Trainer& trainer, Communicator& world);
 
 }  // namespace tessera

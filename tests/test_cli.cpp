@@ -24,11 +24,10 @@ struct CliRun {
   std::string out, err;
 };
 
-// Runs the binary with `args` (shell words), capturing stdout and stderr.
-CliRun run_tessera(const std::string& args, const fs::path& dir) {
+// Runs `launcher args` (shell words), capturing stdout and stderr.
+CliRun run_tessera_with(const std::string& launcher, const std::string& args, const fs::path& dir) {
   const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
-  const std::string cmd =
-      std::string(TESSERA_BIN) + " " + args + " >" + out.string() + " 2>" + err.string();
+  const std::string cmd = launcher + " " + args + " >" + out.string() + " 2>" + err.string();
   const int status = std::system(cmd.c_str());
   CliRun r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -39,6 +38,10 @@ CliRun run_tessera(const std::string& args, const fs::path& dir) {
   r.out = so.str();
   r.err = se.str();
   return r;
+}
+
+CliRun run_tessera(const std::string& args, const fs::path& dir) {
+  return run_tessera_with(TESSERA_BIN, args, dir);
 }
 
 class Cli : public ::testing::Test {
@@ -211,6 +214,93 @@ TEST_F(Cli, FortunesCorpusTrainsWellBelowItsUnigramEntropy) {
   EXPECT_GT(entropy, 3.0);  // English bytes: about 4.3-4.8 bits
   EXPECT_LT(loss, entropy - 0.5) << r.out;
   EXPECT_NE(r.out.find("sample ("), std::string::npos) << r.out;
+}
+
+// --- Under mpirun -------------------------------------------------------------------------
+
+// Runs the binary on `ranks` MPI ranks, at most `limit_s` seconds, so that a hang fails the
+// test instead of stalling it. As root (containers, CI) Open MPI wants to be told twice; more
+// ranks than cores are allowed, and waiting ranks yield their core instead of spinning.
+CliRun run_mpi(int ranks, const std::string& args, const fs::path& dir, int limit_s = 120) {
+  return run_tessera_with(
+      "timeout " + std::to_string(limit_s) +
+          " env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
+          " OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1 " +
+          std::string(MPIEXEC) + " -n " + std::to_string(ranks) + " " + TESSERA_BIN,
+      args, dir);
+}
+
+std::vector<double> losses_of(const fs::path& metrics) {
+  std::vector<double> out;
+  for (const std::string& f : loss_fields(metrics))  // "loss":1.234
+    out.push_back(std::stod(f.substr(f.find(':') + 1)));
+  return out;
+}
+
+// The launch line, at a small scale: the same global batch on 4 ranks as TP 2 x PP 2
+// gives the losses of one rank, and rank 0 prints the grid and the pipeline's bubble.
+TEST_F(Cli, MpirunTp2Pp2MatchesOneRank) {
+  const std::string args = "train --data.path " + corpus_ + " --run.dir " +
+                           (dir_ / "run").string() +
+                           " --model.vocab_size 258 --model.d_model 32 --model.layers 3"
+                           " --model.heads 2 --model.d_ff 64 --model.seq_len 16"
+                           " --train.global_batch 4 --train.micro_batch 2 --train.threads 1"
+                           " --train.steps 6 --train.log_interval 1";
+  const CliRun single = run_tessera(args, dir_);
+  ASSERT_EQ(single.exit_code, 0) << single.err;
+  const std::vector<double> one = losses_of(dir_ / "run" / "metrics.jsonl");
+  fs::remove_all(dir_ / "run");
+  CliRun r = run_mpi(4, args + " --parallel.tp 2 --parallel.pp 2", dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<double> four = losses_of(dir_ / "run" / "metrics.jsonl");
+  ASSERT_EQ(one.size(), 6u);
+  ASSERT_EQ(four.size(), one.size());
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(four[i], one[i], 1e-5 * one[i]);
+  EXPECT_NE(r.out.find("tp groups: [0 1] [2 3]"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("pp groups: [0 2] [1 3]"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("layers 0-1, 1: layers 2-2), uneven split"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1F1B over 2 microbatches of 2; bubble 33.3%"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("model:"), r.out.rfind("model:")) << "only rank 0 logs:\n" << r.out;
+}
+
+// A bad layout stops every rank with a non-zero exit within 30 s; the message comes once.
+void expect_layout_error(const CliRun& r, const std::string& what) {
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.exit_code, 124) << "timed out: a rank hung";
+  const size_t first = r.err.find("tessera: error: ");
+  ASSERT_NE(first, std::string::npos) << r.err;
+  EXPECT_EQ(first, r.err.rfind("tessera: error: ")) << "printed by more than one rank:\n" << r.err;
+  EXPECT_NE(r.err.find(what), std::string::npos) << "message does not name " << what << ":\n"
+                                                 << r.err;
+}
+
+TEST_F(Cli, MpirunWorldSizeNotTpTimesPpTimesDpStopsEveryRank) {
+  expect_layout_error(run_mpi(3, tiny_args() + " --parallel.tp 2 --model.vocab_size 258", dir_, 30),
+                      "does not divide the world size 3");
+  expect_layout_error(run_mpi(4, tiny_args() + " --parallel.dp 3", dir_, 30),
+                      "the world size is 4");
+}
+
+TEST_F(Cli, MpirunHeadsNotDivisibleByTpStopsEveryRank) {
+  expect_layout_error(
+      run_mpi(4, tiny_args("2") + " --parallel.tp 4 --model.vocab_size 260", dir_, 30),
+      "--model.heads: expected a multiple of --parallel.tp = 4");
+}
+
+TEST_F(Cli, MpirunVocabularyNotDivisibleByTpStopsEveryRank) {
+  expect_layout_error(run_mpi(2, tiny_args() + " --parallel.tp 2", dir_, 30),
+                      "--model.vocab_size: expected a multiple of --parallel.tp = 2");
+}
+
+TEST_F(Cli, MpirunFewerLayersThanStagesStopsEveryRank) {
+  expect_layout_error(run_mpi(4, tiny_args() + " --parallel.pp 4", dir_, 30),
+                      "--model.layers: expected at least one layer per pipeline stage");
+}
+
+TEST_F(Cli, MpirunGlobalBatchNotDivisibleByDpTimesMicroBatchStopsEveryRank) {
+  expect_layout_error(run_mpi(4, tiny_args(), dir_, 30),
+                      "--train.global_batch: expected a multiple of data-parallel ranks x "
+                      "--train.micro_batch = 4 x 2");
 }
 
 }  // namespace

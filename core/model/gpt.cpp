@@ -25,6 +25,7 @@ GPT::GPT(const ModelConfig& cfg, const ModelShard& shard, Communicator& tp, uint
   lnf_w = make_param("final_norm/weight", ParamKind::Norm, ParamInit::Ones, 0, {C}, -1, 1, shard);
   lnf_b = make_param("final_norm/bias", ParamKind::Norm, ParamInit::Zeros, 0, {C}, -1, 1, shard);
   vocab_start_ = wte.piece_begin();
+  wte.tied_copy = shard.has_head && !shard.has_embedding;
   for (int64_t l = shard_.layer_begin; l < shard_.layer_end; ++l)
     blocks.emplace_back(cfg, shard, l);
   for (Param* p : params()) p->materialize(seed, cfg.dtype);
@@ -83,6 +84,10 @@ BlockScratch& GPT::scratch(int64_t B) {
       scratch_ = std::make_unique<BlockScratch>();
     dres_a_ = Tensor({B, T, C}, cfg_.dtype);
     dres_b_ = Tensor({B, T, C}, cfg_.dtype);
+    if (shard_.has_head) {
+      dlnf_ = Tensor({B, T, C}, cfg_.dtype);
+      dlosses_ = Tensor({B * T}, cfg_.dtype);
+    }
     scratch_B_ = B;
   }
   return *scratch_;
@@ -103,8 +108,7 @@ double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targe
   if (shard_.has_embedding) {
     TESSERA_CHECK(inputs != nullptr, "GPT::forward: the first stage needs token ids");
     copy_into(a.inputs, *inputs);
-    ops::embedding_forward(x0, a.inputs, wte.value, vocab_start_);
-    tp_.all_reduce(x0, ReduceOp::Sum);  // rows of other vocabulary shards come from their ranks
+    vocab_parallel_embedding_forward(x0, a.inputs, wte, vocab_start_, tp_);
     ops::positional_forward(x0, cfg_.pos == PositionKind::Learned ? wpe.value : sinusoid_);
   } else {
     TESSERA_CHECK(stage_input != nullptr, "GPT::forward: a later stage needs its input");
@@ -124,22 +128,28 @@ double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targe
   return cfg_.dtype == DType::F32 ? mean_of<float>(a.losses) : mean_of<double>(a.losses);
 }
 
-void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output, Tensor* d_input) {
+void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output, Tensor* d_input,
+                   const GradReadyFn* on_ready) {
   BlockScratch& s = scratch(a.B);
+  auto ready = [on_ready](std::vector<Param*> ps) {
+    if (on_ready)
+      for (Param* p : ps) (*on_ready)(*p);
+  };
   Tensor* dres = &dres_a_;
   Tensor* dnext = &dres_b_;
   if (shard_.has_head) {
     // d loss / d losses[m] = loss_scale / (B T): the loss is a mean over tokens.
-    Tensor dlosses({a.B * cfg_.seq_len}, cfg_.dtype);
-    dlosses.fill(loss_scale / static_cast<double>(a.B * cfg_.seq_len));
-    ops::cross_entropy_backward(a.logits, dlosses, a.logits, a.lse,
+    dlosses_.fill(loss_scale / static_cast<double>(a.B * cfg_.seq_len));
+    ops::cross_entropy_backward(a.logits, dlosses_, a.logits, a.lse,
                                 a.targets.view({a.B * cfg_.seq_len}), vocab_start_);
-    s.dln.zero();
-    ops::matmul_backward(&s.dln, &wte.grad, nullptr, a.logits, a.lnf, wte.value);
-    tp_.all_reduce(s.dln, ReduceOp::Sum);  // the LM head is column-parallel over the vocabulary
+    dlnf_.zero();
+    ops::matmul_backward(&dlnf_, &wte.grad, nullptr, a.logits, a.lnf, wte.value);
+    tp_.all_reduce(dlnf_, ReduceOp::Sum);  // the LM head is column-parallel over the vocabulary
     dres->zero();
-    ops::layernorm_backward(*dres, lnf_w.grad, lnf_b.grad, s.dln, a.residual.back(), lnf_w.value,
+    ops::layernorm_backward(*dres, lnf_w.grad, lnf_b.grad, dlnf_, a.residual.back(), lnf_w.value,
                             a.lnf_mean, a.lnf_rstd);
+    ready({&lnf_w, &lnf_b});
+    if (!shard_.has_embedding) ready({&wte});
   } else {
     TESSERA_CHECK(d_output != nullptr, "GPT::backward: a non-last stage needs d_output");
     copy_into(*dres, *d_output);
@@ -147,10 +157,13 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
   for (size_t i = blocks.size(); i-- > 0;) {
     blocks[i].backward(*dnext, *dres, a.residual[i], a.blocks[i], s, tp_);
     std::swap(dres, dnext);
+    ready(blocks[i].params());
   }
   if (shard_.has_embedding) {
     if (cfg_.pos == PositionKind::Learned) ops::positional_backward(wpe.grad, *dres);
     ops::embedding_backward(wte.grad, *dres, a.inputs, vocab_start_);
+    ready({&wte});
+    if (cfg_.pos == PositionKind::Learned) ready({&wpe});
   } else if (d_input) {
     copy_into(*d_input, *dres);
   }

@@ -6,6 +6,7 @@
 // GPTActivations per in-flight microbatch; the pipeline schedule may keep several.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -27,6 +28,10 @@ struct GPTActivations {
   Tensor losses, lse;              // [B*T]
 };
 
+// Called by backward() with each Param as soon as its gradient holds this backward's last
+// contribution, so that data-parallel reduction can start while the backward goes on.
+using GradReadyFn = std::function<void(Param&)>;
+
 class GPT {
  public:
   GPT(const ModelConfig& cfg, const ModelShard& shard, Communicator& tp, uint64_t seed);
@@ -47,8 +52,9 @@ class GPT {
   // Backward of the microbatch last run through forward(a). Last stage: the gradient of
   // loss_scale * mean loss; other stages: d_output is the gradient of the stage's output.
   // Writes d_input (the gradient of the stage's input) when given and not the first stage.
+  // on_ready, when given, is called for every Param of the stage once its gradient is final.
   void backward(GPTActivations& a, double loss_scale, const Tensor* d_output = nullptr,
-                Tensor* d_input = nullptr);
+                Tensor* d_input = nullptr, const GradReadyFn* on_ready = nullptr);
 
   Param wte, wpe, lnf_w, lnf_b;  // wpe unused with sinusoidal positions
   std::vector<TransformerBlock> blocks;
@@ -62,6 +68,8 @@ class GPT {
   std::unique_ptr<BlockScratch> scratch_;
   int64_t scratch_B_ = 0;
   Tensor dres_a_, dres_b_;  // ping-pong gradients of the residual stream
+  Tensor dlnf_;             // gradient of the final LayerNorm's output (last stage)
+  Tensor dlosses_;          // [B*T] d loss / d per-token loss
   BlockScratch& scratch(int64_t B);
 };
 

@@ -32,10 +32,18 @@ struct Param {
   int tp_rank = 0;
   int tp_size = 1;
 
+  // This rank's copy of a tensor that another pipeline stage holds too (the LM head tied to the
+  // token embedding, on the last stage): its gradient is summed over the embedding group, and
+  // it is counted once, on the first stage, in norms and checkpoints.
+  bool tied_copy = false;
+
   Tensor value;  // local shard
   Tensor grad;   // same shape as value
 
   bool tp_replicated() const { return split_dim < 0 || tp_size == 1; }
+  // Whether this rank's copy counts when summing over the model-parallel ranks: TP-replicated
+  // tensors count on TP rank 0, tied copies not at all.
+  bool counted_here() const { return (!tp_replicated() || tp_rank == 0) && !tied_copy; }
   // [begin, end) of this rank's piece within one block of the split dimension.
   int64_t piece_begin() const;
   int64_t piece_end() const;

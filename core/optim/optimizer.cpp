@@ -5,14 +5,16 @@
 
 namespace tessera {
 
+double grad_sum_of_squares(const std::vector<Param*>& params) {
+  double local = 0;
+  for (const Param* p : params)
+    if (p->counted_here()) local += ops::sum_of_squares(p->grad);
+  return local;
+}
+
 double global_grad_norm(const std::vector<Param*>& params, Communicator& model_parallel) {
   Tensor ss({1}, DType::F64);
-  double local = 0;
-  for (const Param* p : params) {
-    if (p->tp_replicated() && model_parallel.rank() != 0) continue;
-    local += ops::sum_of_squares(p->grad);
-  }
-  ss.data<double>()[0] = local;
+  ss.data<double>()[0] = grad_sum_of_squares(params);
   model_parallel.all_reduce(ss, ReduceOp::Sum);
   return std::sqrt(ss.data<double>()[0]);
 }
@@ -37,17 +39,21 @@ AdamW::AdamW(std::vector<Param*> params, const AdamWConfig& cfg)
   }
 }
 
-double AdamW::weight_decay_of(const Param& p) const {
+double adamw_weight_decay(const Param& p, const AdamWConfig& cfg) {
   switch (p.kind) {
     case ParamKind::Weight:
-      return cfg_.weight_decay;
+      return cfg.weight_decay;
     case ParamKind::Embedding:
-      return cfg_.decay_embeddings ? cfg_.weight_decay : 0.0;
+      return cfg.decay_embeddings ? cfg.weight_decay : 0.0;
     case ParamKind::Bias:
     case ParamKind::Norm:
-      return cfg_.decay_biases_norms ? cfg_.weight_decay : 0.0;
+      return cfg.decay_biases_norms ? cfg.weight_decay : 0.0;
   }
   return 0.0;
+}
+
+double AdamW::weight_decay_of(const Param& p) const {
+  return adamw_weight_decay(p, cfg_);
 }
 
 void AdamW::step(double lr) {

@@ -21,14 +21,19 @@ struct AdamWConfig {
   double clip = 1.0;  // max global gradient norm; <= 0 disables clipping
 };
 
-// The L2 norm of all gradients of the model, counting each global element once: shards that
-// differ between ranks of `model_parallel` are summed over it; tensors replicated on every
-// rank of it are counted on its rank 0 only.
+// Sum of squares of the gradients this rank counts (Param::counted_here), in a fixed order.
+double grad_sum_of_squares(const std::vector<Param*>& params);
+
+// The L2 norm of all gradients of the model, counting each global element once: the sums of
+// squares of every rank of `model_parallel` (the TP and PP ranks of one replica) are added.
 double global_grad_norm(const std::vector<Param*>& params, Communicator& model_parallel);
 
 // Scales all gradients so their global norm is at most max_norm; returns the norm before.
 double clip_grad_norm(const std::vector<Param*>& params, double max_norm,
                       Communicator& model_parallel);
+
+// The weight decay AdamW applies to p under cfg (by ParamKind).
+double adamw_weight_decay(const Param& p, const AdamWConfig& cfg);
 
 class AdamW {
  public:

@@ -1,0 +1,70 @@
+// Trainer: one rank's share of a training run on a TP x DP x PP grid. Per step it reads this
+// DP rank's microbatches, runs them through its pipeline stage in 1F1B order, sums the tied
+// embedding's gradient over the first and last stage, reduces gradients over DP in buckets
+// that start during the backward, clips by the global norm, and takes an AdamW (or ZeRO-1)
+// step. The loss and gradient norm it reports are the global ones, the same on every rank.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "core/model/gpt.h"
+#include "core/optim/optimizer.h"
+#include "io/batch_loader.h"
+#include "io/indexed_dataset.h"
+#include "launcher/config.h"
+#include "parallel/grad_buckets.h"
+#include "parallel/pipeline.h"
+#include "parallel/process_grid.h"
+#include "parallel/zero_optimizer.h"
+
+namespace tessera {
+
+struct StepStats {
+  double loss = 0;       // mean over the global batch's tokens
+  double grad_norm = 0;  // before clipping
+  double lr = 0;
+};
+
+class Trainer {
+ public:
+  // Opens the corpus; touches no other rank. Throws InputError for a bad layout or corpus, the
+  // same way on every rank.
+  Trainer(const TrainConfig& cfg, int world_size);
+  // Collective over `world`: builds the grid, the model shard and the optimizer.
+  void start(Communicator& world);
+  StepStats step();
+
+  const GridLayout& layout() const { return layout_; }
+  ProcessGrid& grid() { return *grid_; }
+  GPT& model() { return *model_; }
+  PipelineEngine& pipeline() { return *pipeline_; }
+  GradBuckets& buckets() { return *buckets_; }
+  IndexedDataset& corpus() { return corpus_; }
+  BatchLoader& loader() { return *loader_; }
+  int microbatches() const { return microbatches_; }
+  int64_t steps_done() const { return steps_done_; }
+  // Bytes of parameters, gradients and optimizer moments on this rank.
+  int64_t state_bytes() const;
+
+ private:
+  void read_microbatches();
+  TrainConfig cfg_;
+  GridLayout layout_;
+  IndexedDataset corpus_;
+  int microbatches_ = 1;
+  std::unique_ptr<ProcessGrid> grid_;
+  std::unique_ptr<GPT> model_;
+  std::unique_ptr<BatchLoader> loader_;
+  std::unique_ptr<PipelineEngine> pipeline_;
+  std::unique_ptr<GradBuckets> buckets_;
+  std::unique_ptr<AdamW> adamw_;
+  std::unique_ptr<ZeroAdamW> zero_;
+  std::vector<Param*> params_;
+  Param* tied_ = nullptr;  // the token embedding when PP > 1: reduced over the embedding group
+  std::vector<Tensor> inputs_, targets_;
+  Tensor batch_;
+  int64_t steps_done_ = 0;
+};
+
+}  // namespace tessera

@@ -1,0 +1,110 @@
+// Flat gradient buffers cut into buckets; each bucket's DP reduction starts when it is complete.
+#include "parallel/grad_buckets.h"
+
+#include "core/error.h"
+#include "core/ops/adamw.h"
+
+namespace tessera {
+
+GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communicator& dp,
+                         int64_t bucket_elements, bool shard)
+    : dp_(dp), shard_(shard) {
+  TESSERA_CHECK(!groups.empty() && !groups[0].empty(), "GradBuckets: no parameters");
+  const DType dtype = groups[0][0]->value.dtype();
+  const int64_t align = shard ? dp.size() : 1;
+  // Lay out the buckets first, then allocate the flat buffers and move the tensors in.
+  int64_t offset = 0;
+  std::vector<int64_t> param_offset;
+  std::vector<Param*> order;
+  for (const std::vector<Param*>& group : groups) {
+    Bucket* open = nullptr;
+    for (Param* p : group) {
+      TESSERA_CHECK(p->value.dtype() == dtype, "GradBuckets: parameters of mixed dtypes");
+      if (!open || open->size >= bucket_elements) {
+        buckets_.emplace_back();
+        open = &buckets_.back();
+        open->offset = offset;
+      }
+      param_offset.push_back(offset);
+      order.push_back(p);
+      slot_of_[p] = Slot{buckets_.size() - 1, false};
+      open->params.push_back(p);
+      open->size += p->value.numel();
+      offset += p->value.numel();
+      // Pad at the bucket's end so that every DP rank's piece has the same length.
+      const bool closes = open->size >= bucket_elements || p == group.back();
+      if (closes) {
+        const int64_t padded = (open->size + align - 1) / align * align;
+        offset += padded - open->size;
+        open->size = padded;
+      }
+    }
+  }
+  values_ = Tensor({offset}, dtype);
+  grads_ = Tensor({offset}, dtype);
+  for (size_t i = 0; i < order.size(); ++i) {
+    Param& p = *order[i];
+    const int64_t n = p.value.numel();
+    Tensor value = values_.slice0(param_offset[i], param_offset[i] + n).view(p.value.shape());
+    copy_into(value, p.value);
+    p.value = value;
+    p.grad = grads_.slice0(param_offset[i], param_offset[i] + n).view(p.grad.shape());
+  }
+  for (Bucket& b : buckets_) {
+    b.pending = static_cast<int>(b.params.size());
+    if (shard_) b.shard_grad = Tensor({b.size / dp.size()}, dtype);
+  }
+}
+
+void GradBuckets::zero_grad() {
+  grads_.zero();
+  for (Bucket& b : buckets_) b.pending = static_cast<int>(b.params.size());
+  for (auto& [param, slot] : slot_of_) slot.ready = false;
+}
+
+void GradBuckets::launch(Bucket& b) {
+  if (dp_.size() == 1) return;
+  Tensor flat = grads_.slice0(b.offset, b.offset + b.size);
+  if (shard_)
+    b.request = dp_.reduce_scatter_async(b.shard_grad, flat, ReduceOp::Sum);
+  else
+    b.request = dp_.all_reduce_async(flat, ReduceOp::Sum);
+}
+
+void GradBuckets::mark_ready(Param& p) {
+  auto it = slot_of_.find(&p);
+  TESSERA_CHECK(it != slot_of_.end(), "GradBuckets: unknown parameter " + p.name);
+  TESSERA_CHECK(!it->second.ready, "GradBuckets: " + p.name + " reported final twice in a step");
+  it->second.ready = true;
+  Bucket& b = buckets_[it->second.bucket];
+  if (--b.pending == 0) launch(b);
+  // Host MPI progresses a non-blocking collective only inside MPI calls: give the ones in
+  // flight a turn.
+  for (Bucket& other : buckets_)
+    if (other.request) other.request->test();
+}
+
+void GradBuckets::finish() {
+  for (Bucket& b : buckets_)
+    if (b.pending > 0) {
+      b.pending = 0;
+      launch(b);
+    }
+  for (auto& [param, slot] : slot_of_) slot.ready = true;
+  const double inv_dp = 1.0 / dp_.size();
+  for (Bucket& b : buckets_) {
+    if (b.request) b.request->wait();
+    b.request.reset();
+    if (shard_ && dp_.size() == 1)
+      copy_into(b.shard_grad, grads_.slice0(b.offset, b.offset + b.size));
+    if (dp_.size() == 1) continue;
+    if (shard_) {
+      ops::scale(b.shard_grad, inv_dp);
+    } else {
+      Tensor flat = grads_.slice0(b.offset, b.offset + b.size);
+      ops::scale(flat, inv_dp);
+    }
+  }
+}
+
+}  // namespace tessera

@@ -1,0 +1,61 @@
+// GradBuckets: data-parallel gradient reduction in buckets, overlapped with the backward pass.
+// Every Param's value and gradient move into two flat buffers, laid out in the order the
+// backward completes them (last layer first), and the gradient buffer is cut into buckets of
+// about `bucket_elements`. When the backward reports the last Param of a bucket final, the
+// bucket's reduction starts at once (asynchronously) while the backward goes on; finish() waits
+// for all and averages over DP. With `shard` (ZeRO-1) each bucket is padded to a multiple of
+// DP and reduce-scattered: DP rank r then holds the averaged gradient of piece r of every
+// bucket only, which is all that its optimizer shard needs (parallel/zero_optimizer.h).
+#pragma once
+
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "core/communicator.h"
+#include "core/model/param.h"
+
+namespace tessera {
+
+class GradBuckets {
+ public:
+  struct Bucket {
+    int64_t offset = 0, size = 0;  // elements in the flat buffers, size padded to DP's multiple
+    std::vector<Param*> params;
+    int pending = 0;  // params not yet final in this step
+    std::unique_ptr<CommRequest> request;
+    Tensor shard_grad;  // ZeRO-1: this rank's reduced piece, size / DP elements
+  };
+
+  // groups: the Params in the order their gradients become final; each group starts a new
+  // bucket (a Param the caller reduces elsewhere first, like the tied embedding, gets its own).
+  GradBuckets(const std::vector<std::vector<Param*>>& groups, Communicator& dp,
+              int64_t bucket_elements, bool shard);
+
+  void zero_grad();
+  // The backward's hook: p's gradient is final for this step.
+  void mark_ready(Param& p);
+  // Starts what has not started, waits for every bucket, and averages over DP.
+  void finish();
+
+  bool sharded() const { return shard_; }
+  std::vector<Bucket>& buckets() { return buckets_; }
+  Tensor& flat_values() { return values_; }
+  Tensor& flat_grads() { return grads_; }
+  Communicator& dp() { return dp_; }
+  int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }
+
+ private:
+  void launch(Bucket& b);
+  Communicator& dp_;
+  bool shard_;
+  Tensor values_, grads_;
+  std::vector<Bucket> buckets_;
+  struct Slot {
+    size_t bucket;
+    bool ready;  // reported final in this step
+  };
+  std::unordered_map<const Param*, Slot> slot_of_;
+};
+
+}  // namespace tessera

@@ -1,0 +1,86 @@
+// ZeRO-1: AdamW on this DP rank's piece of every bucket, then an all-gather of the parameters.
+#include "parallel/zero_optimizer.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "core/ops/adamw.h"
+
+namespace tessera {
+
+namespace {
+// Element offset of t's first element within the flat buffer `flat` it views.
+int64_t offset_in(const Tensor& t, const Tensor& flat) {
+  const auto* base = static_cast<const char*>(flat.raw());
+  const auto* at = static_cast<const char*>(t.raw());
+  return static_cast<int64_t>((at - base) / static_cast<std::ptrdiff_t>(dtype_size(flat.dtype())));
+}
+}  // namespace
+
+ZeroAdamW::ZeroAdamW(GradBuckets& buckets, const AdamWConfig& cfg) : buckets_(buckets), cfg_(cfg) {
+  TESSERA_CHECK(buckets.sharded(), "ZeroAdamW needs GradBuckets built with shard = true");
+  Tensor& values = buckets.flat_values();
+  const int dp = buckets.dp().size(), r = buckets.dp().rank();
+  for (GradBuckets::Bucket& b : buckets.buckets()) {
+    const int64_t len = b.size / dp;
+    const int64_t piece_begin = b.offset + r * len, piece_end = piece_begin + len;
+    exp_avg_.emplace_back(Shape{len}, values.dtype());
+    exp_avg_sq_.emplace_back(Shape{len}, values.dtype());
+    gather_in_.emplace_back(Shape{len}, values.dtype());
+    for (Param* p : b.params) {
+      const int64_t begin = offset_in(p->value, values), end = begin + p->value.numel();
+      const int64_t lo = std::max(begin, piece_begin), hi = std::min(end, piece_end);
+      if (lo >= hi) continue;
+      segments_.push_back(Segment{p, values.slice0(lo, hi),
+                                  b.shard_grad.slice0(lo - piece_begin, hi - piece_begin),
+                                  exp_avg_.back().slice0(lo - piece_begin, hi - piece_begin),
+                                  exp_avg_sq_.back().slice0(lo - piece_begin, hi - piece_begin),
+                                  adamw_weight_decay(*p, cfg)});
+    }
+  }
+}
+
+double ZeroAdamW::grad_sum_of_squares() const {
+  double s = 0;
+  for (const Segment& seg : segments_)
+    if (seg.param->counted_here()) s += ops::sum_of_squares(seg.grad);
+  return s;
+}
+
+void ZeroAdamW::scale_grads(double alpha) {
+  for (GradBuckets::Bucket& b : buckets_.buckets()) ops::scale(b.shard_grad, alpha);
+}
+
+int64_t ZeroAdamW::moment_elements() const {
+  int64_t n = 0;
+  for (const Tensor& m : exp_avg_) n += m.numel();
+  return n;
+}
+
+void ZeroAdamW::step(double lr) {
+  ++t_;
+  for (Segment& seg : segments_) {
+    ops::AdamWStep s;
+    s.lr = lr;
+    s.beta1 = cfg_.beta1;
+    s.beta2 = cfg_.beta2;
+    s.eps = cfg_.eps;
+    s.weight_decay = seg.weight_decay;
+    s.t = t_;
+    ops::adamw_update(seg.value, seg.grad, seg.exp_avg, seg.exp_avg_sq, s);
+  }
+  Communicator& dp = buckets_.dp();
+  if (dp.size() == 1) return;
+  // The all-gather's input may not alias its output: stage this rank's piece first.
+  std::vector<std::unique_ptr<CommRequest>> gathers;
+  std::vector<GradBuckets::Bucket>& bs = buckets_.buckets();
+  for (size_t i = 0; i < bs.size(); ++i) {
+    const int64_t len = bs[i].size / dp.size(), begin = bs[i].offset + dp.rank() * len;
+    copy_into(gather_in_[i], buckets_.flat_values().slice0(begin, begin + len));
+    Tensor whole = buckets_.flat_values().slice0(bs[i].offset, bs[i].offset + bs[i].size);
+    gathers.push_back(dp.all_gather_async(whole, gather_in_[i]));
+  }
+  for (auto& g : gathers) g->wait();
+}
+
+}  // namespace tessera

@@ -1,0 +1,272 @@
+// The parallel machinery that needs no other rank: the grid's rank arithmetic against DESIGN's
+// formula, layout errors, stage splits, the 1F1B schedule against its definition, and the
+// gradient buckets' flat layout. Multi-rank behaviour is in test_comm and test_layouts.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+
+#include "core/error.h"
+#include "core/model/gpt.h"
+#include "parallel/grad_buckets.h"
+#include "parallel/local_communicator.h"
+#include "parallel/pipeline_schedule.h"
+#include "parallel/process_grid.h"
+#include "parallel/zero_optimizer.h"
+
+namespace tessera {
+namespace {
+
+TEST(GridLayout, RankIsTpFastestThenDpThenPp) {
+  const GridLayout l{2, 3, 4};  // tp, dp, pp
+  int rank = 0;
+  for (int pp = 0; pp < 4; ++pp)
+    for (int dp = 0; dp < 3; ++dp)
+      for (int tp = 0; tp < 2; ++tp, ++rank) {
+        EXPECT_EQ(l.rank_of({tp, dp, pp}), (pp * 3 + dp) * 2 + tp);
+        EXPECT_EQ(l.rank_of({tp, dp, pp}), rank);
+        const GridCoord c = l.coord_of(rank);
+        EXPECT_EQ(c.tp, tp);
+        EXPECT_EQ(c.dp, dp);
+        EXPECT_EQ(c.pp, pp);
+      }
+}
+
+TEST(GridLayout, GroupsPartitionTheWorldAndVaryOneCoordinate) {
+  const GridLayout l{2, 2, 2};
+  EXPECT_EQ(l.tp_group(5), (std::vector<int>{4, 5}));
+  EXPECT_EQ(l.dp_group(5), (std::vector<int>{5, 7}));
+  EXPECT_EQ(l.pp_group(5), (std::vector<int>{1, 5}));
+  EXPECT_EQ(l.embedding_group(5), (std::vector<int>{1, 5}));
+  for (auto group : {&GridLayout::tp_group, &GridLayout::dp_group, &GridLayout::pp_group}) {
+    std::set<std::vector<int>> groups;
+    for (int r = 0; r < l.world_size(); ++r) {
+      const std::vector<int> g = (l.*group)(r);
+      EXPECT_NE(std::find(g.begin(), g.end(), r), g.end());
+      groups.insert(g);
+    }
+    std::set<int> covered;
+    for (const auto& g : groups) covered.insert(g.begin(), g.end());
+    EXPECT_EQ(covered.size(), 8u);
+    EXPECT_EQ(groups.size() * groups.begin()->size(), 8u);  // disjoint and equal
+  }
+}
+
+TEST(GridLayout, EmbeddingGroupIsFirstAndLastStageOnly) {
+  const GridLayout l{1, 1, 4};
+  EXPECT_EQ(l.embedding_group(0), (std::vector<int>{0, 3}));
+  EXPECT_TRUE(l.embedding_group(1).empty());
+  EXPECT_TRUE(l.embedding_group(2).empty());
+  EXPECT_EQ(l.embedding_group(3), (std::vector<int>{0, 3}));
+  EXPECT_EQ((GridLayout{2, 1, 1}).embedding_group(1), (std::vector<int>{1}));
+}
+
+TEST(ResolveLayout, InfersDataParallelFromTheWorldSize) {
+  const GridLayout l = resolve_layout(2, 2, 0, 8);
+  EXPECT_EQ(l.dp, 2);
+  EXPECT_EQ(l.world_size(), 8);
+}
+
+TEST(ResolveLayout, WorldSizeThatIsNotTheProductIsRejectedNamingTheOptions) {
+  try {
+    resolve_layout(2, 2, 2, 6);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("--parallel.dp 2"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("world size is 6"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(resolve_layout(4, 1, 0, 6), InputError);
+  EXPECT_THROW(resolve_layout(0, 1, 0, 1), InputError);
+}
+
+TEST(StageLayers, CoverEveryLayerOnceAndGiveExtrasToTheFirstStages) {
+  EXPECT_EQ(stage_layers(5, 2, 0).begin, 0);
+  EXPECT_EQ(stage_layers(5, 2, 0).end, 3);
+  EXPECT_EQ(stage_layers(5, 2, 1).begin, 3);
+  EXPECT_EQ(stage_layers(5, 2, 1).end, 5);
+  for (int64_t layers : {4, 7, 24})
+    for (int pp : {1, 2, 3, 4}) {
+      int64_t next = 0;
+      for (int s = 0; s < pp; ++s) {
+        const LayerRange r = stage_layers(layers, pp, s);
+        EXPECT_EQ(r.begin, next);
+        EXPECT_GE(r.end - r.begin, layers / pp);
+        EXPECT_LE(r.end - r.begin, layers / pp + 1);
+        next = r.end;
+      }
+      EXPECT_EQ(next, layers);
+    }
+}
+
+TEST(OneFOneB, FourStagesEightMicrobatchesFollowTheDefinition) {
+  EXPECT_EQ(schedule_string(one_f_one_b(4, 0, 8)),
+            "F0 F1 F2 F3 B0 F4 B1 F5 B2 F6 B3 F7 B4 B5 B6 B7");
+  EXPECT_EQ(schedule_string(one_f_one_b(4, 3, 8)),
+            "F0 B0 F1 B1 F2 B2 F3 B3 F4 B4 F5 B5 F6 B6 F7 B7");
+  EXPECT_EQ(schedule_string(one_f_one_b(4, 1, 2)), "F0 F1 B0 B1");
+  EXPECT_EQ(schedule_string(one_f_one_b(1, 0, 3)), "F0 B0 F1 B1 F2 B2");
+}
+
+// Warm-up of min(p - s - 1, m) forwards, then strict alternation, each microbatch forward before
+// backward, backwards in order, and never more than p - s microbatches in flight.
+TEST(OneFOneB, EveryStageWarmsUpAlternatesAndCoolsDown) {
+  for (int p : {1, 2, 3, 4, 8})
+    for (int m : {1, 2, 4, 7, 16})
+      for (int s = 0; s < p; ++s) {
+        const std::vector<PipeAction> a = one_f_one_b(p, s, m);
+        ASSERT_EQ(a.size(), 2u * static_cast<size_t>(m));
+        const int warmup = std::min(p - s - 1, m);
+        for (int i = 0; i < warmup; ++i) EXPECT_EQ(a[i], (PipeAction{PipeAction::Forward, i}));
+        int f = 0, b = 0, max_in_flight = 0;
+        for (const PipeAction& x : a) {
+          if (x.kind == PipeAction::Forward) {
+            EXPECT_EQ(x.microbatch, f++);
+          } else {
+            EXPECT_EQ(x.microbatch, b++);
+            EXPECT_LT(x.microbatch, f);
+          }
+          max_in_flight = std::max(max_in_flight, f - b);
+        }
+        EXPECT_EQ(max_in_flight, in_flight_microbatches(p, s, m)) << p << " " << s << " " << m;
+        // Steady state: after warm-up, F and B alternate until the forwards run out.
+        for (int i = warmup; i + 1 < 2 * (m - warmup) + warmup; i += 2) {
+          EXPECT_EQ(a[static_cast<size_t>(i)].kind, PipeAction::Forward);
+          EXPECT_EQ(a[static_cast<size_t>(i + 1)].kind, PipeAction::Backward);
+        }
+      }
+}
+
+// Running every stage's schedule with blocking receives and non-blocking sends finishes: each
+// receive finds its message already sent, whatever order the stages are visited in.
+TEST(OneFOneB, StagesExchangeWithoutDeadlock) {
+  for (int p : {2, 3, 4})
+    for (int m : {1, 3, 8}) {
+      std::vector<std::vector<PipeAction>> plans;
+      for (int s = 0; s < p; ++s) plans.push_back(one_f_one_b(p, s, m));
+      std::vector<size_t> next(static_cast<size_t>(p), 0);
+      // sent_fwd[s][i]: stage s has sent microbatch i's output; sent_bwd likewise for grads.
+      std::vector<std::vector<bool>> fwd(p, std::vector<bool>(m)), bwd(p, std::vector<bool>(m));
+      bool progress = true;
+      while (progress) {
+        progress = false;
+        for (int s = 0; s < p; ++s) {
+          auto& i = next[static_cast<size_t>(s)];
+          if (i == plans[s].size()) continue;
+          const PipeAction x = plans[s][i];
+          const bool ready = x.kind == PipeAction::Forward
+                                 ? (s == 0 || fwd[s - 1][x.microbatch])
+                                 : (s == p - 1 || bwd[s + 1][x.microbatch]);
+          if (!ready) continue;
+          (x.kind == PipeAction::Forward ? fwd : bwd)[s][x.microbatch] = true;
+          ++i;
+          progress = true;
+        }
+      }
+      for (int s = 0; s < p; ++s)
+        EXPECT_EQ(next[static_cast<size_t>(s)], plans[s].size()) << "p " << p << " m " << m;
+    }
+}
+
+TEST(OneFOneB, BubbleFractionIsPMinusOneOverMPlusPMinusOne) {
+  EXPECT_DOUBLE_EQ(bubble_fraction(1, 8), 0.0);
+  EXPECT_DOUBLE_EQ(bubble_fraction(4, 8), 3.0 / 11.0);
+  EXPECT_DOUBLE_EQ(bubble_fraction(2, 1), 0.5);
+}
+
+ModelConfig small_model() {
+  ModelConfig c;
+  c.vocab_size = 50;
+  c.d_model = 16;
+  c.layers = 2;
+  c.heads = 2;
+  c.d_ff = 32;
+  c.seq_len = 8;
+  return c;
+}
+
+TEST(GradBuckets, ParamsViewOneFlatBufferInBackwardOrderAndKeepTheirValues) {
+  LocalCommunicator tp("tp"), dp("dp");
+  GPT model(small_model(), ModelShard{}, tp, 7);
+  std::vector<Param*> params = model.params();
+  std::vector<Tensor> before;
+  for (Param* p : params) before.push_back(p->value.clone());
+  std::vector<Param*> order(params.rbegin(), params.rend());
+  GradBuckets buckets({order}, dp, 600, false);
+  EXPECT_GT(buckets.bucket_count(), 2);
+  int64_t expected_offset = 0, total = 0;
+  for (auto& b : buckets.buckets()) {
+    EXPECT_EQ(b.offset, expected_offset);
+    expected_offset += b.size;
+    for (Param* p : b.params) total += p->value.numel();
+  }
+  EXPECT_EQ(total, model.num_local_params());
+  const float* flat = buckets.flat_values().data<float>();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const float* v = params[i]->value.data<float>();
+    EXPECT_GE(v, flat);
+    EXPECT_LT(v, flat + buckets.flat_values().numel());
+    for (int64_t j = 0; j < params[i]->value.numel(); ++j)
+      EXPECT_EQ(v[j], before[i].data<float>()[j]);
+  }
+  // The last layer's parameters (final in the backward first) sit at the front.
+  EXPECT_EQ(buckets.buckets().front().params.front(), &model.lnf_b);
+}
+
+TEST(GradBuckets, MarkingAParamTwiceInAStepIsAnError) {
+  LocalCommunicator tp("tp"), dp("dp");
+  GPT model(small_model(), ModelShard{}, tp, 7);
+  std::vector<Param*> params = model.params();
+  GradBuckets buckets({params}, dp, 1 << 20, false);
+  buckets.mark_ready(*params[0]);
+  EXPECT_THROW(buckets.mark_ready(*params[0]), InternalError);
+  buckets.finish();
+}
+
+// The backward reports every parameter exactly once, so every bucket starts its reduction
+// during the backward rather than in finish().
+TEST(GradBuckets, BackwardReportsEveryParamSoEveryBucketStartsEarly) {
+  for (PositionKind pos : {PositionKind::Learned, PositionKind::Sinusoidal}) {
+    LocalCommunicator tp("tp"), dp("dp");
+    ModelConfig cfg = small_model();
+    cfg.pos = pos;
+    GPT model(cfg, ModelShard{}, tp, 7);
+    std::vector<Param*> params = model.params();
+    GradBuckets buckets({std::vector<Param*>(params.rbegin(), params.rend())}, dp, 500, false);
+    GPTActivations acts = model.make_activations(2);
+    Tensor ids({2, cfg.seq_len}, DType::I32);
+    for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int32_t>()[i] = static_cast<int32_t>(i % 50);
+    model.forward(acts, &ids, &ids);
+    const GradReadyFn hook = [&](Param& p) { buckets.mark_ready(p); };
+    model.backward(acts, 1.0, nullptr, nullptr, &hook);
+    for (const auto& b : buckets.buckets()) EXPECT_EQ(b.pending, 0);
+    buckets.finish();
+  }
+}
+
+// With one DP rank the sharded optimizer owns every element: it must equal plain AdamW.
+TEST(ZeroAdamW, OneRankEqualsAdamWExactly) {
+  LocalCommunicator tp("tp"), dp("dp");
+  GPT a(small_model(), ModelShard{}, tp, 3), b(small_model(), ModelShard{}, tp, 3);
+  std::vector<Param*> pa = a.params(), pb = b.params();
+  GradBuckets buckets({std::vector<Param*>(pb.rbegin(), pb.rend())}, dp, 300, true);
+  AdamWConfig cfg;
+  AdamW plain(pa, cfg);
+  ZeroAdamW zero(buckets, cfg);
+  for (int step = 0; step < 3; ++step) {
+    for (size_t i = 0; i < pa.size(); ++i) {
+      pa[i]->grad.fill(0.01 * (step + 1) * (i % 5 + 1));
+      pb[i]->grad.fill(0.01 * (step + 1) * (i % 5 + 1));
+      buckets.mark_ready(*pb[i]);
+    }
+    buckets.finish();
+    plain.step(1e-2);
+    zero.step(1e-2);
+    buckets.zero_grad();
+  }
+  for (size_t i = 0; i < pa.size(); ++i)
+    for (int64_t j = 0; j < pa[i]->value.numel(); ++j)
+      ASSERT_EQ(pa[i]->value.data<float>()[j], pb[i]->value.data<float>()[j]) << pa[i]->name;
+}
+
+}  // namespace
+}  // namespace tessera
