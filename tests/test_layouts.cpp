@@ -13,7 +13,7 @@
 #include <memory>
 
 #include "core/threads.h"
-#include "io/indexed_dataset.h"
+#include "io/synthetic_corpus.h"
 #include "launcher/trainer.h"
 #include "parallel/local_communicator.h"
 #include "parallel/mpi_communicator.h"
@@ -26,7 +26,7 @@ struct Outcome {
   std::map<std::string, std::vector<double>> params;  // global tensors, on world rank 0
 };
 
-// A corpus with structure to learn: each token mostly follows from the one before.
+// The synthetic corpus (io/synthetic_corpus.h), written by rank 0 and named to every rank.
 std::string make_corpus(Communicator& world) {
   Tensor name({256}, DType::I32);
   if (world.rank() == 0) {
@@ -34,19 +34,7 @@ std::string make_corpus(Communicator& world) {
         std::filesystem::temp_directory_path() / ("tessera_layouts_" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir);
     const std::string prefix = dir + "/corpus";
-    IndexedDatasetWriter w(prefix, DType::U16);
-    uint64_t state = 12345;
-    for (int d = 0; d < 64; ++d) {
-      std::vector<int32_t> doc(300);
-      int32_t t = d % 512;
-      for (auto& x : doc) {
-        state = state * 6364136223846793005ULL + 1442695040888963407ULL;
-        t = (state >> 60) < 12 ? (t * 7 + 3) % 512 : static_cast<int32_t>((state >> 33) % 512);
-        x = t;
-      }
-      w.add_document(doc);
-    }
-    w.finish();
+    write_synthetic_corpus(prefix, 512, 64, 300, 1);
     for (size_t i = 0; i < prefix.size(); ++i) name.data<int32_t>()[i] = prefix[i];
   }
   world.broadcast(name, 0);

@@ -1,0 +1,201 @@
+// A training step on a TP x DP x PP layout, run under mpirun: ms/step, and the bytes each rank
+// sends per step by kind (TP all-reduce, PP send, DP reduction, tied-embedding all-reduce) as
+// counted by the group communicators, next to the volume the Megatron formulas predict from
+// the model's shape alone (docs/PARALLELISM.md). They agree when the code sends exactly what
+// the math needs; the benchmark reports the worst ratio over ranks. Also the peak RSS of the
+// largest rank, for the memory-per-layout figures of docs/PERFORMANCE.md.
+//   mpirun -n 4 bench_parallel --tp 2 --pp 2 [--zero 1] [--shape small|24x1024]
+//                              [--global 16] [--micro 2] [--steps 5] [--warmup 2]
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "core/threads.h"
+#include "io/synthetic_corpus.h"
+#include "launcher/trainer.h"
+#include "parallel/mpi_runtime.h"
+
+using namespace tessera;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Options {
+  int tp = 1, pp = 1, zero = 0, steps = 5, warmup = 2, threads = 1;
+  int64_t global = 16, micro = 2;
+  std::string shape = "small";
+};
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--tp")
+      o.tp = std::stoi(v);
+    else if (k == "--pp")
+      o.pp = std::stoi(v);
+    else if (k == "--zero")
+      o.zero = std::stoi(v);
+    else if (k == "--steps")
+      o.steps = std::stoi(v);
+    else if (k == "--warmup")
+      o.warmup = std::stoi(v);
+    else if (k == "--threads")
+      o.threads = std::stoi(v);
+    else if (k == "--global")
+      o.global = std::stoll(v);
+    else if (k == "--micro")
+      o.micro = std::stoll(v);
+    else if (k == "--shape")
+      o.shape = v;
+    else
+      throw std::runtime_error("unknown option " + k);
+  }
+  return o;
+}
+
+ModelConfig shape_of(const std::string& s) {
+  ModelConfig c;
+  c.vocab_size = 512;
+  if (s == "small") {
+    c.d_model = 256, c.layers = 8, c.heads = 8, c.d_ff = 1024, c.seq_len = 128;
+  } else if (s == "24x1024") {  // a model too large to fit comfortably on one small machine
+    c.d_model = 1024, c.layers = 24, c.heads = 16, c.d_ff = 4096, c.seq_len = 64;
+  } else {
+    throw std::runtime_error("--shape: expected small or 24x1024, found " + s);
+  }
+  return c;
+}
+
+// Elements of this rank's parameters, from the shape alone (the TP split of every tensor).
+double local_params(const ModelConfig& c, const GridLayout& l, const GridCoord& at) {
+  const double C = static_cast<double>(c.d_model), F = static_cast<double>(c.d_ff);
+  const double t = l.tp, V = static_cast<double>(c.vocab_size);
+  const double per_layer =
+      4 * C + (3 * C * C + 3 * C) / t + C * C / t + C + (F * C + F) / t + C * F / t + C;
+  const LayerRange r = stage_layers(c.layers, l.pp, at.pp);
+  double n = per_layer * static_cast<double>(r.end - r.begin);
+  const bool first = at.pp == 0, last = at.pp == l.pp - 1;
+  if (first || last) n += V / t * C;  // the token embedding, tied to the LM head
+  if (first) n += static_cast<double>(c.seq_len) * C;
+  if (last) n += 2 * C;
+  return n;
+}
+
+// Bytes this rank sends per step by kind, predicted: [tp, pp, dp, embedding].
+std::vector<double> predicted_bytes(const ModelConfig& c, const GridLayout& l, const GridCoord& at,
+                                    int64_t micro, int microbatches) {
+  const double e = 4, b = static_cast<double>(micro), s = static_cast<double>(c.seq_len);
+  const double h = static_cast<double>(c.d_model), m = microbatches;
+  const bool first = at.pp == 0, last = at.pp == l.pp - 1;
+  const LayerRange r = stage_layers(c.layers, l.pp, at.pp);
+  const double ring = [](int n) { return n > 1 ? 2.0 * (n - 1) / n : 0.0; }(l.tp);
+  // Per layer and microbatch: two all-reduces of b s h forward, two backward (Megatron).
+  double tp = 4 * static_cast<double>(r.end - r.begin) * b * s * h * e;
+  if (first) tp += b * s * h * e;                             // vocab-parallel embedding
+  if (last) tp += b * s * h * e + b * s * e + 2 * b * s * 8;  // LM head; cross-entropy max, sums
+  const double pp = ((last ? 0 : 1) + (first ? 0 : 1)) * b * s * h * e;
+  const double dp_ring = l.dp > 1 ? 2.0 * (l.dp - 1) / l.dp : 0.0;
+  const double dp = dp_ring * local_params(c, l, at) * e;  // all-reduce = reduce-scatter + gather
+  const double emb = l.pp > 1 && (first || last) ? static_cast<double>(c.vocab_size) / l.tp * h * e
+                                                 : 0.0;  // 2(2-1)/2 x the shard
+  return {m * ring * tp, m * pp, dp, emb};
+}
+
+std::vector<double> measured_bytes(ProcessGrid& g) {
+  const double emb = g.embedding() ? g.embedding()->sent_bytes() : 0.0;
+  return {g.tp().sent_bytes(), g.pp().sent_bytes(), g.dp().sent_bytes(), emb};
+}
+
+void reset(ProcessGrid& g) {
+  g.tp().reset_counters(), g.pp().reset_counters(), g.dp().reset_counters();
+  if (g.embedding()) g.embedding()->reset_counters();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MpiRuntime mpi(&argc, &argv);
+  Communicator& world = mpi.world();
+  const Options o = parse(argc, argv);
+  set_cpu_threads(o.threads);
+
+  TrainConfig cfg;
+  cfg.model = shape_of(o.shape);
+  cfg.parallel.tp = o.tp, cfg.parallel.pp = o.pp, cfg.parallel.zero = o.zero;
+  cfg.global_batch = o.global, cfg.micro_batch = o.micro;
+  cfg.steps = o.steps + o.warmup, cfg.schedule.total_steps = cfg.steps;
+  const std::string prefix = (std::filesystem::temp_directory_path() /
+                              ("tessera_bench_corpus_" + std::to_string(cfg.model.vocab_size)))
+                                 .string();
+  if (world.rank() == 0) write_synthetic_corpus(prefix, cfg.model.vocab_size, 256, 4096, 1);
+  world.barrier();
+  cfg.data_path = prefix;
+
+  Trainer tr(cfg, world.size());
+  tr.start(world);
+  std::vector<double> times;
+  const int kinds = 4;
+  std::vector<double> sent(kinds, 0.0);
+  for (int s = 0; s < cfg.steps; ++s) {
+    reset(tr.grid());
+    world.barrier();
+    const auto t0 = Clock::now();
+    tr.step();
+    world.barrier();
+    times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    sent = measured_bytes(tr.grid());
+  }
+  std::sort(times.begin() + o.warmup, times.end());
+  const double step_ms = 1e3 * times[static_cast<size_t>(o.warmup + o.steps / 2)];
+  const std::vector<double> predicted = predicted_bytes(cfg.model, tr.layout(), tr.grid().coord(),
+                                                        cfg.micro_batch, tr.microbatches());
+
+  // Every rank's [measured, predicted] per kind, and its peak RSS, gathered on rank 0.
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  Tensor mine({2 * kinds + 1}, DType::F64), all({world.size() * (2 * kinds + 1)}, DType::F64);
+  for (int k = 0; k < kinds; ++k) {
+    mine.data<double>()[k] = sent[static_cast<size_t>(k)];
+    mine.data<double>()[kinds + k] = predicted[static_cast<size_t>(k)];
+  }
+  mine.data<double>()[2 * kinds] = static_cast<double>(ru.ru_maxrss) * 1024.0;
+  world.all_gather(all, mine);
+  if (world.rank() != 0) return 0;
+
+  const GridLayout& l = tr.layout();
+  std::printf("shape %s (%lld parameters), %s, %d microbatches of %lld, ZeRO %d, %d thread%s\n",
+              o.shape.c_str(), static_cast<long long>(gpt_num_params(cfg.model)),
+              l.describe().c_str(), tr.microbatches(), static_cast<long long>(o.micro), o.zero,
+              o.threads, o.threads == 1 ? "" : "s");
+  const char* names[] = {"TP all-reduce", "PP send", "DP reduction", "embedding all-reduce"};
+  std::printf(
+      "| kind | max MB sent per rank per step | predicted MB | worst measured/predicted |\n");
+  std::printf("| --- | --- | --- | --- |\n");
+  const double* a = all.data<double>();
+  const int stride = 2 * kinds + 1;
+  double peak_rss = 0;
+  for (int r = 0; r < world.size(); ++r) peak_rss = std::max(peak_rss, a[r * stride + 2 * kinds]);
+  for (int k = 0; k < kinds; ++k) {
+    double max_sent = 0, max_pred = 0, worst = 1;
+    for (int r = 0; r < world.size(); ++r) {
+      const double got = a[r * stride + k], want = a[r * stride + kinds + k];
+      max_sent = std::max(max_sent, got), max_pred = std::max(max_pred, want);
+      if (want > 0 && std::abs(got / want - 1) > std::abs(worst - 1)) worst = got / want;
+      if (want == 0 && got > 0) worst = 1e9;
+    }
+    if (max_pred == 0 && max_sent == 0)
+      std::printf("| %s | 0 | 0 | - |\n", names[k]);
+    else
+      std::printf("| %s | %.3f | %.3f | %.4f |\n", names[k], max_sent / 1e6, max_pred / 1e6, worst);
+  }
+  std::printf("step %.1f ms (median of %d); peak RSS of the largest rank %.0f MB\n", step_ms,
+              o.steps, peak_rss / 1e6);
+  return 0;
+}
