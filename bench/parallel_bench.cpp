@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
   world.barrier();
   cfg.data_path = prefix;
 
-  Trainer tr(cfg, world.size());
+  Trainer tr(cfg, world.rank(), world.size());
   tr.start(world);
   std::vector<double> times;
   const int kinds = 4;
@@ -170,10 +170,10 @@ int main(int argc, char** argv) {
   if (world.rank() != 0) return 0;
 
   const GridLayout& l = tr.layout();
-  std::printf("shape %s (%lld parameters), %s, %d microbatches of %lld, ZeRO %d, %d thread%s\n",
+  std::printf("shape %s (%lld parameters), %s, %d microbatch%s of %lld, ZeRO %d, %d thread%s\n",
               o.shape.c_str(), static_cast<long long>(gpt_num_params(cfg.model)),
-              l.describe().c_str(), tr.microbatches(), static_cast<long long>(o.micro), o.zero,
-              o.threads, o.threads == 1 ? "" : "s");
+              l.describe().c_str(), tr.microbatches(), tr.microbatches() == 1 ? "" : "es",
+              static_cast<long long>(o.micro), o.zero, o.threads, o.threads == 1 ? "" : "s");
   const char* names[] = {"TP all-reduce", "PP send", "DP reduction", "embedding all-reduce"};
   std::printf(
       "| kind | max MB sent per rank per step | predicted MB | worst measured/predicted |\n");

@@ -35,7 +35,8 @@ class Communicator {
   virtual std::string name() const = 0;  // "tp", "dp", ... for messages
 
   virtual void all_reduce(Tensor& t, ReduceOp op) = 0;
-  // out holds size() blocks of in.numel() elements, block r from rank r.
+  // out holds size() blocks of in.numel() elements, block r from rank r. `in` may be this
+  // rank's own block of `out` (in place); no other overlap is allowed.
   virtual void all_gather(Tensor& out, const Tensor& in) = 0;
   // in holds size() blocks of out.numel() elements; rank r gets the reduction of block r.
   virtual void reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op) = 0;

@@ -11,7 +11,7 @@
 namespace tessera {
 
 BatchLoader::BatchLoader(const IndexedDataset& data, int64_t seq_len, int64_t vocab_size,
-                         uint64_t seed, int dp_rank, int dp_size)
+                         uint64_t seed, int dp_rank, int dp_size, int64_t epoch_multiple)
     : data_(data),
       seq_len_(seq_len),
       vocab_size_(vocab_size),
@@ -33,7 +33,15 @@ BatchLoader::BatchLoader(const IndexedDataset& data, int64_t seq_len, int64_t vo
                      std::to_string(num_samples_) + " samples of seq_len " +
                      std::to_string(seq_len) + " in " + std::to_string(data.num_tokens()) +
                      " tokens");
-  samples_per_epoch_ = num_samples_ / dp_size * dp_size;
+  if (epoch_multiple <= 0) epoch_multiple = dp_size;
+  TESSERA_CHECK(epoch_multiple % dp_size == 0, "epoch_multiple must be a multiple of dp_size");
+  if (num_samples_ < epoch_multiple)
+    throw InputError("corpus " + data.prefix() + ": expected at least one global batch of " +
+                     std::to_string(epoch_multiple) +
+                     " samples of seq_len + 1 = " + std::to_string(seq_len + 1) +
+                     " tokens, found " + std::to_string(num_samples_) + " samples in " +
+                     std::to_string(data.num_tokens()) + " tokens");
+  samples_per_epoch_ = num_samples_ / epoch_multiple * epoch_multiple;
 }
 
 // Fisher-Yates with Philox uniforms: the order depends on (seed, epoch) only, on any platform.

@@ -15,15 +15,18 @@ namespace tessera {
 
 class BatchLoader {
  public:
-  // Keeps a copy of `data` (copies share the mapping). Throws InputError when the corpus holds
-  // fewer samples than dp_size.
+  // Keeps a copy of `data` (copies share the mapping). An epoch hands out a multiple of
+  // epoch_multiple samples (a multiple of dp_size; 0: dp_size): with the global batch there, no
+  // step straddles two epochs, and every layout of the same global batch reads the same samples
+  // in every step. Throws InputError when the corpus holds fewer samples than that.
   BatchLoader(const IndexedDataset& data, int64_t seq_len, int64_t vocab_size, uint64_t seed,
-              int dp_rank = 0, int dp_size = 1);
+              int dp_rank = 0, int dp_size = 1, int64_t epoch_multiple = 0);
 
   // Samples in the token stream: (tokens - 1) / seq_len.
   int64_t num_samples() const { return num_samples_; }
   // Samples that one epoch hands out over all ranks: num_samples rounded down to a multiple of
-  // dp_size (the last few of each shuffled order are skipped so that ranks stay in lockstep).
+  // epoch_multiple (the last few of each shuffled order are skipped so that ranks stay in
+  // lockstep).
   int64_t samples_per_epoch() const { return samples_per_epoch_; }
   // Sample index (its first token is at index * seq_len) at position g of epoch's order.
   int64_t sample_at(int64_t epoch, int64_t g);

@@ -52,7 +52,8 @@ struct TrainConfig {
   void validate() const;
   // The layout on `world_size` ranks; throws InputError naming the options when the model or
   // the batch cannot be split that way. Every rank computes the same answer, so a bad layout
-  // stops every rank with the same message and no collective is needed.
+  // stops every rank with the same message (train_command then agrees on it with one
+  // all-reduce, since the corpus may fail on one rank only).
   GridLayout layout_for(int world_size) const;
   // Every option's resolved value as INI text (written to RUN_DIR/config.ini); filled by
   // parse_train_config from the same option table that parses, so it lists every option.

@@ -86,9 +86,10 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
     stages += (s ? ", " : "") + std::to_string(s) + ": layers " + std::to_string(r.begin) + "-" +
               std::to_string(r.end - 1);
   }
-  std::printf("pipeline: %d stage%s (%s)%s; 1F1B over %d microbatches of %lld; bubble %.1f%%\n",
+  std::printf("pipeline: %d stage%s (%s)%s; 1F1B over %d microbatch%s of %lld; bubble %.1f%%\n",
               l.pp, l.pp == 1 ? "" : "s", stages.c_str(), uneven ? ", uneven split" : "",
-              tr.microbatches(), static_cast<long long>(cfg.micro_batch),
+              tr.microbatches(), tr.microbatches() == 1 ? "" : "es",
+              static_cast<long long>(cfg.micro_batch),
               100.0 * bubble_fraction(l.pp, tr.microbatches()));
   std::printf("data parallel: %d replica%s, %lld gradient bucket%s of <= %.1f MB%s\n", l.dp,
               l.dp == 1 ? "" : "s", static_cast<long long>(tr.buckets().bucket_count()),
@@ -131,7 +132,7 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
   } else {
     std::printf(
         "peak memory of the largest rank %.0f MB, of which parameters, gradients and AdamW "
-        "moments %.0f MB (docs/PARALLELISM.md, \"Memory\")\n",
+        "moments %.0f MB (docs/PARALLELISM.md, \"Memory per rank\")\n",
         peak.data<double>()[0] / 1e6, peak.data<double>()[1] / 1e6);
   }
   std::fflush(stdout);
@@ -236,7 +237,7 @@ int train_command(int argc, char** argv) {
       const int cores = static_cast<int>(std::thread::hardware_concurrency());
       set_cpu_threads(cfg.threads > 0 ? cfg.threads
                                       : std::max(1, cores / mpi.ranks_on_this_node()));
-      trainer = std::make_unique<Trainer>(cfg, world.size());
+      trainer = std::make_unique<Trainer>(cfg, world.rank(), world.size());
     }
   } catch (...) {
     failure = report_error(std::current_exception(), "train");

@@ -10,18 +10,22 @@
 
 namespace tessera {
 
-Trainer::Trainer(const TrainConfig& cfg, int world_size)
+Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
     : cfg_(cfg),
       layout_(cfg.layout_for(world_size)),
       corpus_(IndexedDataset::open(cfg.data_path)),
-      microbatches_(static_cast<int>(cfg.accumulation_steps(layout_.dp))) {}
+      microbatches_(static_cast<int>(cfg.accumulation_steps(layout_.dp))) {
+  // Epochs of whole global batches: every layout reads the same samples in every step.
+  loader_ =
+      std::make_unique<BatchLoader>(corpus_, cfg.model.seq_len, cfg.model.vocab_size, cfg.seed,
+                                    layout_.coord_of(rank).dp, layout_.dp, cfg.global_batch);
+}
 
 void Trainer::start(Communicator& world) {
   grid_ = std::make_unique<ProcessGrid>(world, layout_);
-  const GridCoord c = grid_->coord();
+  TESSERA_CHECK(layout_.coord_of(world.rank()).dp == grid_->coord().dp,
+                "Trainer::start on another rank than the one it was made for");
   model_ = std::make_unique<GPT>(cfg_.model, grid_->shard(cfg_.model), grid_->tp(), cfg_.seed);
-  loader_ = std::make_unique<BatchLoader>(corpus_, cfg_.model.seq_len, cfg_.model.vocab_size,
-                                          cfg_.seed, c.dp, layout_.dp);
   pipeline_ =
       std::make_unique<PipelineEngine>(*model_, grid_->pp(), cfg_.micro_batch, microbatches_);
   params_ = model_->params();
@@ -123,7 +127,8 @@ int64_t Trainer::state_bytes() const {
   const int64_t elem = static_cast<int64_t>(dtype_size(cfg_.model.dtype));
   const int64_t flat = buckets_->flat_values().numel();
   const int64_t moments = zero_ ? zero_->moment_elements() : flat;
-  return elem * (2 * flat + 2 * moments);
+  const int64_t reduced_piece = zero_ ? zero_->moment_elements() : 0;
+  return elem * (2 * flat + 2 * moments + reduced_piece);
 }
 
 }  // namespace tessera

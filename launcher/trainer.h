@@ -28,9 +28,9 @@ struct StepStats {
 
 class Trainer {
  public:
-  // Opens the corpus; touches no other rank. Throws InputError for a bad layout or corpus, the
-  // same way on every rank.
-  Trainer(const TrainConfig& cfg, int world_size);
+  // Checks the layout and opens the corpus for world rank `rank`; touches no other rank. Throws
+  // InputError for a bad layout or corpus, the same way on every rank.
+  Trainer(const TrainConfig& cfg, int rank, int world_size);
   // Collective over `world`: builds the grid, the model shard and the optimizer.
   void start(Communicator& world);
   StepStats step();
@@ -44,7 +44,8 @@ class Trainer {
   BatchLoader& loader() { return *loader_; }
   int microbatches() const { return microbatches_; }
   int64_t steps_done() const { return steps_done_; }
-  // Bytes of parameters, gradients and optimizer moments on this rank.
+  // Bytes of parameters, gradients and optimizer state (moments; with ZeRO-1 also the reduced
+  // gradient piece) on this rank.
   int64_t state_bytes() const;
 
  private:

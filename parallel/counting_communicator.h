@@ -2,7 +2,7 @@
 // calls and bytes per operation. "Sent" is what each rank sends under the bandwidth-optimal
 // (ring) algorithm for the call as issued: all-reduce 2(n-1)/n x S, all-gather and
 // reduce-scatter (n-1)/n x S of the full buffer, send S (Thakur et al. 2005). It is the volume
-// the Megatron formulas predict (bench/bench_parallel.cpp), not the bytes of whatever algorithm
+// the Megatron formulas predict (bench/parallel_bench.cpp), not the bytes of whatever algorithm
 // the MPI library picked.
 #pragma once
 

@@ -41,7 +41,7 @@ struct GridLayout {
 GridLayout resolve_layout(int tp, int pp, int dp, int world_size);
 
 // Layers [begin, end) of pipeline stage `stage`: L / PP each, and the first L % PP stages one
-// more (they are the ones without the LM head, which costs about a layer on its own).
+// more: not the last stage, which also carries the final norm, the LM head and the loss.
 struct LayerRange {
   int64_t begin = 0, end = 0;
 };

@@ -26,7 +26,6 @@ ZeroAdamW::ZeroAdamW(GradBuckets& buckets, const AdamWConfig& cfg) : buckets_(bu
     const int64_t piece_begin = b.offset + r * len, piece_end = piece_begin + len;
     exp_avg_.emplace_back(Shape{len}, values.dtype());
     exp_avg_sq_.emplace_back(Shape{len}, values.dtype());
-    gather_in_.emplace_back(Shape{len}, values.dtype());
     for (Param* p : b.params) {
       const int64_t begin = offset_in(p->value, values), end = begin + p->value.numel();
       const int64_t lo = std::max(begin, piece_begin), hi = std::min(end, piece_end);
@@ -71,14 +70,13 @@ void ZeroAdamW::step(double lr) {
   }
   Communicator& dp = buckets_.dp();
   if (dp.size() == 1) return;
-  // The all-gather's input may not alias its output: stage this rank's piece first.
+  // In place: this rank's piece already sits at its block of the bucket.
   std::vector<std::unique_ptr<CommRequest>> gathers;
-  std::vector<GradBuckets::Bucket>& bs = buckets_.buckets();
-  for (size_t i = 0; i < bs.size(); ++i) {
-    const int64_t len = bs[i].size / dp.size(), begin = bs[i].offset + dp.rank() * len;
-    copy_into(gather_in_[i], buckets_.flat_values().slice0(begin, begin + len));
-    Tensor whole = buckets_.flat_values().slice0(bs[i].offset, bs[i].offset + bs[i].size);
-    gathers.push_back(dp.all_gather_async(whole, gather_in_[i]));
+  for (GradBuckets::Bucket& b : buckets_.buckets()) {
+    const int64_t len = b.size / dp.size(), begin = b.offset + dp.rank() * len;
+    Tensor whole = buckets_.flat_values().slice0(b.offset, b.offset + b.size);
+    gathers.push_back(
+        dp.all_gather_async(whole, buckets_.flat_values().slice0(begin, begin + len)));
   }
   for (auto& g : gathers) g->wait();
 }

@@ -35,7 +35,7 @@ class ZeroAdamW {
   GradBuckets& buckets_;
   AdamWConfig cfg_;
   std::vector<Segment> segments_;
-  std::vector<Tensor> exp_avg_, exp_avg_sq_, gather_in_;  // per bucket, size / DP
+  std::vector<Tensor> exp_avg_, exp_avg_sq_;  // per bucket, size / DP
   int64_t t_ = 0;
 };
 

@@ -46,10 +46,15 @@ step "gpu tests"
 step "CPU tests on this machine (sanity of the CUDA build)"
 (cd build-gpu && ctest -L unit -j 8 2>&1 | tail -n 3) || status=1
 
+step "multi-rank tests (MPI) on this machine's cores"
+(cd build-gpu && OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+  ctest -R "test_comm|test_layouts|Mpirun" --output-on-failure 2>&1 | tail -n 5) || status=1
+
 step "benchmarks"
-# The GPU training benchmark arrives with the CUDA ops; until then the CPU step benchmark on
-# this machine's cores, for reference.
+# The GPU training benchmark arrives with the CUDA ops; until then the CPU step benchmark and
+# the parallel layouts on this machine's cores, for reference.
 build-gpu/bin/bench_train_step --shape gpt2_124m --threads "$(nproc)" --steps 3 || status=1
+scripts/bench_parallel.sh build-gpu 2 2>&1 | tee "$OUT_DIR/bench_parallel.txt" || status=1
 
 echo
 echo "gpu_check: $([ $status -eq 0 ] && echo PASSED || echo FAILED)"

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The parallel-layout figures of docs/PERFORMANCE.md: for each TP x PP x DP layout, ms/step and
+# the bytes each rank sends by kind against the Megatron formulas (bench/parallel_bench.cpp),
+# then the peak memory per rank of a 24-layer, d 1024 model on one rank and on TP 2 x PP 2.
+#   scripts/bench_parallel.sh [BUILD_DIR] [THREADS_PER_RANK]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD="${1:-build}"
+THREADS="${2:-1}"
+BENCH="$BUILD/bin/bench_parallel"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1
+# One thread per rank unless asked; no binding, so ranks with several threads keep their cores.
+MPI=(mpirun --bind-to none)
+
+echo "## layouts: shape small (8 x 256), global batch 16 x 128 tokens, micro-batch 2"
+for layout in "1 1 1 0" "2 1 1 0" "1 2 1 0" "1 1 2 0" "2 2 1 0" "2 2 2 0" "2 2 2 1" "1 1 8 1"; do
+  read -r tp pp dp zero <<<"$layout"
+  echo
+  "${MPI[@]}" -n $((tp * pp * dp)) "$BENCH" --tp "$tp" --pp "$pp" --zero "$zero" \
+    --threads "$THREADS" --steps 5 --warmup 2
+done
+
+echo
+echo "## memory: 24 layers x d 1024 (vocab 512, T 64), one step of 4 sequences"
+one_out=$("${MPI[@]}" -n 1 "$BENCH" --shape 24x1024 --global 4 --micro 1 --steps 1 --warmup 1 \
+  --threads "$THREADS")
+echo "$one_out"
+four_out=$("${MPI[@]}" -n 4 "$BENCH" --shape 24x1024 --tp 2 --pp 2 --global 4 --micro 1 \
+  --steps 1 --warmup 1 --threads "$THREADS")
+echo "$four_out"
+rss() { sed -n 's/.*peak RSS of the largest rank \([0-9]*\) MB/\1/p'; }
+one=$(rss <<<"$one_out")
+four=$(rss <<<"$four_out")
+echo "peak RSS per rank: 1 rank ${one} MB, TP 2 x PP 2 ${four} MB: ratio" \
+  "$(awk -v a="$four" -v b="$one" 'BEGIN { printf "%.3f", a / b }') (target <= 0.35)"
