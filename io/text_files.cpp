@@ -1,10 +1,13 @@
-// Reading plain-text inputs into documents (see io/text_files.h).
+// Reading plain-text and JSON-lines inputs into documents (see io/text_files.h). Files are read
+// in blocks of kBlockBytes and cut into lines; a document is built line by line, so memory holds
+// one document and one block, whatever the size of the corpus.
 #include "io/text_files.h"
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 
@@ -14,14 +17,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError("text input " + path.string() + ": cannot open for reading");
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
+constexpr size_t kBlockBytes = size_t{1} << 20;
 
 bool blank(std::string_view s) {
   return s.find_first_not_of(" \t\r\n\f\v") == std::string_view::npos;
+}
+
+bool is_json_lines(const fs::path& file) {
+  const std::string ext = file.extension().string();
+  return ext == ".jsonl" || ext == ".json";
 }
 
 std::vector<fs::path> files_of(const std::string& input) {
@@ -44,7 +48,206 @@ std::vector<fs::path> files_of(const std::string& input) {
   return files;
 }
 
+// Cuts a file into lines without holding more than one block (or one line, if longer).
+class LineReader {
+ public:
+  explicit LineReader(const fs::path& path) : path_(path), in_(path, std::ios::binary) {
+    if (!in_) throw InputError("text input " + path.string() + ": cannot open for reading");
+  }
+
+  // The next line without its '\n' (valid until the next call); `newline` says whether a '\n'
+  // ended it. False at the end of the file.
+  bool next(std::string_view& line, bool& newline) {
+    for (;;) {
+      const void* nl = std::memchr(buf_.data() + scan_, '\n', buf_.size() - scan_);
+      if (nl != nullptr || (eof_ && pos_ < buf_.size())) {
+        const size_t end =
+            nl ? static_cast<size_t>(static_cast<const char*>(nl) - buf_.data()) : buf_.size();
+        line = std::string_view(buf_).substr(pos_, end - pos_);
+        newline = nl != nullptr;
+        consumed_ += static_cast<int64_t>(end - pos_ + (newline ? 1 : 0));
+        pos_ = scan_ = end + (newline ? 1 : 0);
+        return true;
+      }
+      if (eof_) return false;
+      refill();
+    }
+  }
+
+  int64_t consumed() const { return consumed_; }
+  const fs::path& path() const { return path_; }
+
+ private:
+  void refill() {
+    buf_.erase(0, pos_);
+    scan_ = buf_.size();
+    pos_ = 0;
+    buf_.resize(scan_ + kBlockBytes);
+    in_.read(buf_.data() + scan_, static_cast<std::streamsize>(kBlockBytes));
+    buf_.resize(scan_ + static_cast<size_t>(in_.gcount()));
+    if (in_.bad()) throw InputError("text input " + path_.string() + ": read failed");
+    eof_ = in_.eof();
+  }
+
+  fs::path path_;
+  std::ifstream in_;
+  std::string buf_;
+  size_t pos_ = 0;   // start of the next line in buf_
+  size_t scan_ = 0;  // buf_ before this holds no '\n' after pos_
+  bool eof_ = false;
+  int64_t consumed_ = 0;
+};
+
+// Shortens a JSON value for an error message.
+std::string excerpt(const nlohmann::json& value) {
+  std::string s = value.dump();
+  if (s.size() > 60) s = s.substr(0, 57) + "...";
+  return s;
+}
+
 }  // namespace
+
+struct DocumentReader::State {
+  std::vector<fs::path> files;
+  std::string jsonl_key;
+  int64_t total_bytes = 0;
+  int64_t done_bytes = 0;  // bytes of the files finished before `current`
+  size_t next_file = 0;
+  std::unique_ptr<LineReader> current;
+  bool json_lines = false;
+  int64_t line_number = 0;
+
+  bool open_next_file();
+  void close_file();
+  std::optional<std::string> next_json_document();
+  std::optional<std::string> next_text_document();
+  std::string json_text(std::string_view line) const;
+};
+
+bool DocumentReader::State::open_next_file() {
+  if (next_file == files.size()) return false;
+  const fs::path& path = files[next_file++];
+  current = std::make_unique<LineReader>(path);
+  json_lines = is_json_lines(path);
+  line_number = 0;
+  return true;
+}
+
+void DocumentReader::State::close_file() {
+  done_bytes += current->consumed();
+  current.reset();
+}
+
+std::string DocumentReader::State::json_text(std::string_view line) const {
+  const std::string where =
+      "text input " + current->path().string() + ":" + std::to_string(line_number) + ": ";
+  nlohmann::json value;
+  try {
+    value = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(where + "expected one JSON object per line, found invalid JSON (" + e.what() +
+                     ")");
+  }
+  if (!value.is_object())
+    throw InputError(where + "expected a JSON object, found " + excerpt(value));
+  const auto field = value.find(jsonl_key);
+  if (field == value.end() || !field->is_string())
+    throw InputError(where + "expected a string field \"" + jsonl_key + "\" (--jsonl_key), found " +
+                     (field == value.end() ? "no such field" : excerpt(*field)));
+  return field->get<std::string>();
+}
+
+// One document per line of a JSON-lines file; blank lines are skipped.
+std::optional<std::string> DocumentReader::State::next_json_document() {
+  std::string_view line;
+  bool newline = false;
+  while (current->next(line, newline)) {
+    ++line_number;
+    if (blank(line)) continue;
+    std::string text = json_text(line);
+    if (!blank(text)) return text;
+  }
+  return std::nullopt;
+}
+
+// Lines up to a fortune separator ("%" alone on a line) or the end of the file. Overstriking is
+// removed line by line, which is what remove_overstrike() does to the whole text.
+std::optional<std::string> DocumentReader::State::next_text_document() {
+  std::string doc;
+  std::string_view line;
+  bool newline = false;
+  bool any = false;
+  while (current->next(line, newline)) {
+    any = true;
+    std::string cleaned;
+    if (line.find('\b') != std::string_view::npos) {
+      cleaned = remove_overstrike(line);
+      line = cleaned;
+    }
+    if (line == "%") return doc;
+    doc += line;
+    if (newline) doc += '\n';
+  }
+  if (!any) return std::nullopt;
+  return doc;
+}
+
+DocumentReader::DocumentReader(const std::vector<std::string>& inputs, std::string jsonl_key)
+    : state_(std::make_unique<State>()) {
+  state_->jsonl_key = std::move(jsonl_key);
+  for (const std::string& input : inputs) {
+    for (fs::path& file : files_of(input)) {
+      std::error_code ec;
+      const uintmax_t size = fs::file_size(file, ec);
+      if (!ec) state_->total_bytes += static_cast<int64_t>(size);
+      state_->files.push_back(std::move(file));
+    }
+  }
+}
+
+DocumentReader::~DocumentReader() = default;
+DocumentReader::DocumentReader(DocumentReader&&) noexcept = default;
+DocumentReader& DocumentReader::operator=(DocumentReader&&) noexcept = default;
+
+std::optional<std::string> DocumentReader::next() {
+  State& s = *state_;
+  for (;;) {
+    if (!s.current && !s.open_next_file()) return std::nullopt;
+    std::optional<std::string> doc = s.json_lines ? s.next_json_document() : s.next_text_document();
+    if (!doc) {
+      s.close_file();
+    } else if (!blank(*doc)) {
+      return doc;
+    }
+  }
+}
+
+bool DocumentReader::next_chunk(std::vector<std::string>& documents, size_t max_bytes) {
+  documents.clear();
+  size_t bytes = 0;
+  while (bytes < max_bytes) {
+    std::optional<std::string> doc = next();
+    if (!doc) break;
+    bytes += doc->size();
+    documents.push_back(std::move(*doc));
+  }
+  return !documents.empty();
+}
+
+int64_t DocumentReader::total_bytes() const {
+  return state_->total_bytes;
+}
+
+int64_t DocumentReader::bytes_read() const {
+  return state_->done_bytes + (state_->current ? state_->current->consumed() : 0);
+}
+
+std::vector<std::string> read_documents(const std::vector<std::string>& inputs) {
+  DocumentReader reader(inputs);
+  std::vector<std::string> documents;
+  while (std::optional<std::string> doc = reader.next()) documents.push_back(std::move(*doc));
+  return documents;
+}
 
 std::vector<std::string> split_fortunes(std::string_view text) {
   std::vector<std::string> entries;
@@ -83,18 +286,6 @@ std::string remove_overstrike(std::string_view text) {
     }
   }
   return out;
-}
-
-std::vector<std::string> read_documents(const std::vector<std::string>& inputs) {
-  std::vector<std::string> documents;
-  for (const std::string& input : inputs) {
-    for (const fs::path& file : files_of(input)) {
-      for (std::string& entry : split_fortunes(remove_overstrike(read_file(file)))) {
-        if (!blank(entry)) documents.push_back(std::move(entry));
-      }
-    }
-  }
-  return documents;
 }
 
 }  // namespace tessera

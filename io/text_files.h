@@ -1,17 +1,50 @@
 // Real text into documents for the tokenizer. An input is a file or a directory (its regular
 // files, not recursively, in byte order of their names, skipping symlinks and the fortune
-// package's `.dat`/`.u8` companions). Fortune files split into one document per entry; other
-// files are one document each. Bytes pass through unchanged apart from overstrike removal.
+// package's `.dat`/`.u8` companions). Files ending in `.jsonl` or `.json` hold one JSON object
+// per line, whose string field (default "text") is one document. Other files are plain text:
+// fortune files split into one document per entry; other files are one document each, with
+// overstriking removed and all other bytes unchanged. DocumentReader streams documents, so a
+// corpus never needs to fit in memory; read_documents() collects them all.
 #pragma once
 
+#include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace tessera {
 
-// Throws InputError naming an input that does not exist, or a directory with no files in it.
-// Documents that are empty or only whitespace are dropped.
+// Yields the documents of a list of inputs in order, reading each file in blocks. Documents that
+// are empty or only whitespace are dropped. Not thread-safe; one reader per thread.
+class DocumentReader {
+ public:
+  // Resolves every input at once: throws InputError naming an input that does not exist, or a
+  // directory with no files in it, before anything is read.
+  explicit DocumentReader(const std::vector<std::string>& inputs, std::string jsonl_key = "text");
+  ~DocumentReader();
+  DocumentReader(DocumentReader&&) noexcept;
+  DocumentReader& operator=(DocumentReader&&) noexcept;
+
+  // The next document, or nullopt after the last. Throws InputError naming the file (and the
+  // line, for JSON lines) on unreadable files, invalid JSON or a missing/non-string field.
+  std::optional<std::string> next();
+  // Replaces `documents` with the next documents, stopping once their text reaches `max_bytes`
+  // (always at least one document unless the inputs are exhausted). False at the end.
+  bool next_chunk(std::vector<std::string>& documents, size_t max_bytes);
+
+  // Sum of the input files' sizes, and how many of those bytes were consumed so far: their
+  // ratio is the reader's progress.
+  int64_t total_bytes() const;
+  int64_t bytes_read() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// Every document of the inputs, in order (see DocumentReader).
 std::vector<std::string> read_documents(const std::vector<std::string>& inputs);
 
 // Entries of a fortune file: text between lines that hold only "%". Text without such a line is

@@ -1,22 +1,28 @@
-// `tessera tokenize encode|decode` (see launcher/tokenize_command.h). encode appends the
+// `tessera tokenize train|encode|decode` (see launcher/tokenize_command.h). encode appends the
 // end-of-document id after every document, as GPT-2 style pretraining corpora do: training
 // samples cross document boundaries, and the marker tells the model where one text ends.
+// encode is a three-stage pipeline: while worker threads encode chunk k, the calling thread
+// writes chunk k-1 and reads chunk k+1; chunks are written whole and in order.
 #include "launcher/tokenize_command.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/error.h"
-#include "io/byte_tokenizer.h"
 #include "io/indexed_dataset.h"
-#include "io/text_files.h"
 
 namespace tessera {
 
@@ -24,11 +30,18 @@ namespace po = boost::program_options;
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 constexpr const char* kUsage =
     "usage: tessera tokenize VERB [options]\n"
-    "  encode --input PATH... --output PREFIX   text files/directories -> PREFIX.bin/.idx\n"
-    "  decode --input PREFIX [--output FILE]    corpus -> text\n"
+    "  train  --input PATH... --output MODEL_PREFIX --vocab_size N   SentencePiece model\n"
+    "  encode --input PATH... --output PREFIX [--tokenizer.model M]  text -> PREFIX.bin/.idx\n"
+    "  decode --input PREFIX [--tokenizer.model M] [--output FILE]   corpus -> text\n"
     "`tessera tokenize VERB --help` lists a verb's options.\n";
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
 
 // Parses the options after the verb; returns false when --help was given (and printed).
 bool parse(const po::options_description& desc, int argc, char** argv, po::variables_map& vm) {
@@ -42,55 +55,271 @@ bool parse(const po::options_description& desc, int argc, char** argv, po::varia
   return true;
 }
 
+int thread_count(int threads) {
+  if (threads < 0)
+    throw InputError("--threads: expected 0 (all cores) or a positive count, found " +
+                     std::to_string(threads));
+  if (threads > 0) return threads;
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+std::unique_ptr<Tokenizer> tokenizer_option(const po::variables_map& vm) {
+  if (!vm.count("tokenizer.model")) return open_tokenizer("");
+  try {
+    return open_tokenizer(vm["tokenizer.model"].as<std::string>());
+  } catch (const InputError& e) {
+    throw InputError(std::string("--tokenizer.model: ") + e.what());
+  }
+}
+
+void create_parent_directory(const std::string& option, const std::string& prefix) {
+  const std::filesystem::path parent = std::filesystem::path(prefix).parent_path();
+  std::error_code ec;
+  if (!parent.empty() && !std::filesystem::create_directories(parent, ec) && ec)
+    throw InputError(option + " " + prefix + ": cannot create directory " + parent.string() + " (" +
+                     ec.message() + ")");
+}
+
+// "42 s", "7 min 05 s", "2 h 03 min".
+std::string format_duration(double seconds) {
+  const long long s = static_cast<long long>(seconds + 0.5);
+  char buf[48];
+  if (s < 60) {
+    std::snprintf(buf, sizeof buf, "%lld s", s);
+  } else if (s < 3600) {
+    std::snprintf(buf, sizeof buf, "%lld min %02lld s", s / 60, s % 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%lld h %02lld min", s / 3600, s % 3600 / 60);
+  }
+  return buf;
+}
+
+// The encoder's progress on stderr: rewritten in place at most every 0.5 s on a terminal, else
+// one line every 5 s (logs of batch jobs stay short).
+class ProgressLine {
+ public:
+  ProgressLine(bool enabled, int64_t total_bytes)
+      : enabled_(enabled), tty_(::isatty(STDERR_FILENO) == 1), total_(total_bytes) {}
+  ~ProgressLine() {
+    if (in_place_) std::fputc('\n', stderr);
+  }
+
+  void update(int64_t bytes_done, int64_t documents, int64_t tokens) {
+    const Clock::time_point now = Clock::now();
+    if (!enabled_ || now - last_ < std::chrono::milliseconds(tty_ ? 500 : 5000)) return;
+    last_ = now;
+    const double seconds = std::max(seconds_since(start_), 1e-9);
+    const double rate = bytes_done / seconds;  // bytes/s
+    const std::string eta =
+        rate > 0 ? format_duration(std::max<int64_t>(total_ - bytes_done, 0) / rate) : "?";
+    std::fprintf(
+        stderr,
+        "%stokenize encode: %.1f / %.1f MB, %.1f MB/s, %lld documents, %lld tokens, ETA %s%s",
+        tty_ ? "\r" : "", bytes_done / 1e6, total_ / 1e6, rate / 1e6,
+        static_cast<long long>(documents), static_cast<long long>(tokens), eta.c_str(),
+        tty_ ? "\033[K" : "\n");
+    std::fflush(stderr);
+    in_place_ = tty_;
+  }
+
+ private:
+  bool enabled_, tty_;
+  int64_t total_;
+  Clock::time_point start_ = Clock::now(), last_ = Clock::now();
+  bool in_place_ = false;
+};
+
+// Encodes one chunk of documents on worker threads; each worker claims the next unclaimed
+// document, and results are stored by index, so they do not depend on the scheduling.
+class ChunkEncoder {
+ public:
+  ChunkEncoder(const Tokenizer& tokenizer, int threads)
+      : tokenizer_(tokenizer), threads_(threads) {}
+  ~ChunkEncoder() { join(); }
+
+  void start(std::vector<std::string>&& documents) {
+    documents_ = std::move(documents);
+    tokens_.assign(documents_.size(), {});
+    next_ = 0;
+    error_ = nullptr;
+    const int n = std::min<int>(threads_, static_cast<int>(documents_.size()));
+    for (int t = 0; t < n; ++t) workers_.emplace_back([this] { work(); });
+  }
+
+  // Waits for the chunk; rethrows the first worker's error. Returns the documents' ids, each
+  // ending with the end-of-document id.
+  std::vector<std::vector<int32_t>> finish() {
+    join();
+    if (error_) std::rethrow_exception(error_);
+    documents_.clear();
+    return std::move(tokens_);
+  }
+
+ private:
+  void work() {
+    const int32_t end_of_document = tokenizer_.end_of_document();
+    try {
+      for (size_t i = next_++; i < documents_.size(); i = next_++) {
+        tokens_[i] = tokenizer_.encode(documents_[i]);
+        tokens_[i].push_back(end_of_document);
+      }
+    } catch (...) {
+      const std::lock_guard<std::mutex> lock(error_mutex_);
+      if (!error_) error_ = std::current_exception();
+      next_ = documents_.size();  // the others stop at their next claim
+    }
+  }
+
+  void join() {
+    for (std::thread& w : workers_) w.join();
+    workers_.clear();
+  }
+
+  const Tokenizer& tokenizer_;
+  int threads_;
+  std::vector<std::string> documents_;
+  std::vector<std::vector<int32_t>> tokens_;
+  std::atomic<size_t> next_{0};
+  std::vector<std::thread> workers_;
+  std::mutex error_mutex_;
+  std::exception_ptr error_;
+};
+
+int64_t text_bytes_of(const std::vector<std::string>& documents) {
+  int64_t bytes = 0;
+  for (const std::string& d : documents) bytes += static_cast<int64_t>(d.size());
+  return bytes;
+}
+
+}  // namespace
+
+EncodeStats encode_corpus(DocumentReader& reader, const Tokenizer& tokenizer,
+                          const std::string& prefix, int threads, bool progress,
+                          size_t chunk_bytes) {
+  const Clock::time_point start = Clock::now();
+  const int workers = thread_count(threads);
+  IndexedDatasetWriter writer(prefix, token_dtype_for_vocab(tokenizer.vocab_size()));
+  ProgressLine line(progress, reader.total_bytes());
+  ChunkEncoder encoders[2] = {{tokenizer, workers}, {tokenizer, workers}};
+  EncodeStats stats;
+  std::vector<std::string> chunk;
+  bool more = reader.next_chunk(chunk, chunk_bytes);
+  int64_t chunk_end = reader.bytes_read();  // input bytes consumed up to the end of `chunk`
+  if (more) {
+    stats.text_bytes += text_bytes_of(chunk);
+    encoders[0].start(std::move(chunk));
+  }
+  for (int k = 0; more; ++k) {  // encoders[k % 2] is encoding chunk k
+    const int64_t done_bytes = chunk_end;
+    more = reader.next_chunk(chunk, chunk_bytes);
+    chunk_end = reader.bytes_read();
+    const std::vector<std::vector<int32_t>> tokens = encoders[k % 2].finish();
+    if (more) {
+      stats.text_bytes += text_bytes_of(chunk);
+      encoders[(k + 1) % 2].start(std::move(chunk));
+    }
+    for (const std::vector<int32_t>& ids : tokens) {
+      writer.add_document(ids);
+      stats.tokens += static_cast<int64_t>(ids.size());
+    }
+    stats.documents += static_cast<int64_t>(tokens.size());
+    line.update(done_bytes, stats.documents, stats.tokens);
+  }
+  if (stats.documents == 0)
+    throw InputError("--input: expected some text, found only empty or blank files");
+  writer.finish();
+  stats.seconds = seconds_since(start);
+  return stats;
+}
+
+namespace {
+
+int train(int argc, char** argv) {
+  po::options_description desc("tokenize train options");
+  SentencePieceTrainOptions o;
+  desc.add_options()("help,h", "print this help")(
+      "input", po::value(&o.inputs)->multitoken()->required(),
+      "text files or directories, as for encode (fortune files, JSON lines)")(
+      "output", po::value(&o.output_prefix)->required(),
+      "model prefix: writes PREFIX.model and PREFIX.vocab")(
+      "vocab_size", po::value(&o.vocab_size)->required(), "pieces in the model")(
+      "model_type", po::value(&o.model_type)->default_value("bpe"), "bpe or unigram")(
+      "character_coverage", po::value(&o.character_coverage)->default_value(0.9995, "0.9995"),
+      "fraction of characters the pieces must cover; the rest are bytes (or <unk>)")(
+      "max_sentences", po::value(&o.max_sentences)->default_value(0, "0 (all)"),
+      "lines sampled from the documents for training")(
+      "threads", po::value(&o.threads)->default_value(0, "0 (all cores)"), "trainer threads")(
+      "jsonl_key", po::value(&o.jsonl_key)->default_value("text"),
+      "field holding the document in .jsonl/.json files")(
+      "byte_fallback", po::value(&o.byte_fallback)->default_value(true, "true"),
+      "characters outside the pieces as UTF-8 byte pieces (needs vocab_size above ~300)")(
+      "verbose", po::bool_switch(&o.verbose), "show SentencePiece's own log");
+  po::variables_map vm;
+  if (!parse(desc, argc, argv, vm)) return 0;
+  const SentencePieceTrainStats stats = train_sentencepiece(o);
+  std::printf(
+      "tokenize train: %lld documents (%lld lines), %.2f MB of text -> %s.model/.vocab: "
+      "vocab %lld, %s, in %.2f s\n",
+      static_cast<long long>(stats.documents), static_cast<long long>(stats.sentences),
+      stats.text_bytes / 1e6, o.output_prefix.c_str(), static_cast<long long>(stats.vocab_size),
+      o.model_type.c_str(), stats.seconds);
+  std::fflush(stdout);
+  return 0;
+}
+
 int encode(int argc, char** argv) {
   po::options_description desc("tokenize encode options");
   desc.add_options()("help,h", "print this help")(
       "input", po::value<std::vector<std::string>>()->multitoken()->required(),
-      "text files or directories (fortune files split at lines holding only %)")(
-      "output", po::value<std::string>()->required(), "corpus prefix: writes PREFIX.bin/.idx")(
+      "text files or directories (fortune files split at lines holding only %; .jsonl/.json "
+      "files hold one JSON object per line)")("output", po::value<std::string>()->required(),
+                                              "corpus prefix: writes PREFIX.bin/.idx")(
       "tokenizer.model", po::value<std::string>(),
-      "SentencePiece model (not supported yet; omit it for the byte-level tokenizer)");
+      "SentencePiece model (from `tokenize train`); omit it for the byte-level tokenizer")(
+      "threads", po::value<int>()->default_value(0, "0 (all cores)"), "encoding threads")(
+      "jsonl_key", po::value<std::string>()->default_value("text"),
+      "field holding the document in .jsonl/.json files");
   po::variables_map vm;
   if (!parse(desc, argc, argv, vm)) return 0;
-  if (vm.count("tokenizer.model"))
-    throw InputError(
-        "--tokenizer.model: SentencePiece models are not supported yet; omit it for the "
-        "byte-level tokenizer");
-  const auto inputs = vm["input"].as<std::vector<std::string>>();
+  const std::unique_ptr<Tokenizer> tokenizer = tokenizer_option(vm);
   const auto prefix = vm["output"].as<std::string>();
-
-  const auto start = std::chrono::steady_clock::now();
-  const std::vector<std::string> documents = read_documents(inputs);
-  if (documents.empty())
-    throw InputError("--input: expected some text, found only empty or blank files");
-  const std::filesystem::path parent = std::filesystem::path(prefix).parent_path();
-  std::error_code ec;
-  if (!parent.empty() && !std::filesystem::create_directories(parent, ec) && ec)
-    throw InputError("--output " + prefix + ": cannot create directory " + parent.string() + " (" +
-                     ec.message() + ")");
-
-  IndexedDatasetWriter writer(prefix, token_dtype_for_vocab(kByteVocab));
-  int64_t text_bytes = 0;
-  for (const std::string& doc : documents) {
-    std::vector<int32_t> ids = ByteTokenizer::encode(doc);
-    ids.push_back(kEndOfDocument);
-    writer.add_document(ids);
-    text_bytes += static_cast<int64_t>(doc.size());
-  }
-  writer.finish();
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const int threads = thread_count(vm["threads"].as<int>());
+  DocumentReader reader(vm["input"].as<std::vector<std::string>>(),
+                        vm["jsonl_key"].as<std::string>());
+  create_parent_directory("--output", prefix);
+  const EncodeStats stats = encode_corpus(reader, *tokenizer, prefix, threads, true);
 
   const IndexedDataset corpus = IndexedDataset::open(prefix);
   std::printf(
       "tokenize encode: %lld documents, %lld tokens, %.2f MB of text -> %s.bin/.idx "
-      "in %.2f s (%.1f MB/s)\n",
+      "in %.2f s (%.1f MB/s, %d threads)\n",
       static_cast<long long>(corpus.num_documents()), static_cast<long long>(corpus.num_tokens()),
-      text_bytes / 1e6, prefix.c_str(), seconds, text_bytes / 1e6 / std::max(seconds, 1e-9));
+      stats.text_bytes / 1e6, prefix.c_str(), stats.seconds,
+      stats.text_bytes / 1e6 / std::max(stats.seconds, 1e-9), threads);
   std::printf("unigram entropy: %.4f nats/token (a model that ignores context cannot beat it)\n",
-              unigram_entropy(corpus, kByteVocab));
+              unigram_entropy(corpus, tokenizer->vocab_size()));
   std::fflush(stdout);
   return 0;
+}
+
+// Ids outside the tokenizer's vocabulary, named by their position in the corpus.
+void check_ids(const IndexedDataset& corpus, const Tokenizer& tokenizer, bool byte_level,
+               int64_t start, std::span<const int32_t> ids) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] >= 0 && ids[i] < tokenizer.vocab_size()) continue;
+    const std::string expected =
+        byte_level ? "a byte-level id below " + std::to_string(kByteVocab) +
+                         " (was it made with a SentencePiece model?)"
+                   : "an id below " + std::to_string(tokenizer.vocab_size()) + " of " +
+                         tokenizer.description() + " (was it made with another tokenizer?)";
+    throw InputError("corpus " + corpus.bin_path() + ": token " +
+                     std::to_string(start + static_cast<int64_t>(i)) + " has id " +
+                     std::to_string(ids[i]) + ", expected " + expected);
+  }
+}
+
+void write_text(std::ostream& out, const std::string& text) {
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
 }
 
 int decode(int argc, char** argv) {
@@ -98,11 +327,15 @@ int decode(int argc, char** argv) {
   desc.add_options()("help,h", "print this help")("input", po::value<std::string>()->required(),
                                                   "corpus prefix (PREFIX.bin/.idx)")(
       "output", po::value<std::string>(), "text file to write (default: standard output)")(
+      "tokenizer.model", po::value<std::string>(),
+      "SentencePiece model the corpus was encoded with; omit it for byte-level corpora")(
       "max_tokens", po::value<int64_t>()->default_value(-1, "all"),
       "decode at most this many tokens from the start");
   po::variables_map vm;
   if (!parse(desc, argc, argv, vm)) return 0;
   const IndexedDataset corpus = IndexedDataset::open(vm["input"].as<std::string>());
+  const std::unique_ptr<Tokenizer> tokenizer = tokenizer_option(vm);
+  const bool byte_level = !vm.count("tokenizer.model");
   const int64_t max_tokens = vm["max_tokens"].as<int64_t>();
   const int64_t total =
       max_tokens < 0 ? corpus.num_tokens() : std::min(max_tokens, corpus.num_tokens());
@@ -114,20 +347,20 @@ int decode(int argc, char** argv) {
     if (!file) throw InputError("--output " + path + ": cannot open for writing");
   }
   std::ostream& out = file.is_open() ? file : std::cout;
-  std::vector<int32_t> chunk(1 << 20);
+  // SentencePiece text is decoded a whole document at a time (a piece sequence cut in the
+  // middle loses a leading space), so ids after the last end of document wait in `pending`.
+  std::vector<int32_t> chunk(1 << 20), pending;
   for (int64_t start = 0; start < total; start += static_cast<int64_t>(chunk.size())) {
     const int64_t n = std::min<int64_t>(static_cast<int64_t>(chunk.size()), total - start);
     corpus.read_tokens(start, n, chunk.data());
-    for (int64_t i = 0; i < n; ++i) {
-      if (chunk[i] < 0 || chunk[i] >= kByteVocab)
-        throw InputError("corpus " + corpus.bin_path() + ": token " + std::to_string(start + i) +
-                         " has id " + std::to_string(chunk[i]) + ", expected a byte-level id " +
-                         "below " + std::to_string(kByteVocab) +
-                         " (was it made with a SentencePiece model?)");
-    }
-    const std::string text = ByteTokenizer::decode({chunk.data(), static_cast<size_t>(n)});
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+    check_ids(corpus, *tokenizer, byte_level, start, {chunk.data(), static_cast<size_t>(n)});
+    pending.insert(pending.end(), chunk.begin(), chunk.begin() + n);
+    const auto last_end = std::find(pending.rbegin(), pending.rend(), tokenizer->end_of_document());
+    const size_t whole = byte_level ? pending.size() : pending.rend() - last_end;
+    write_text(out, tokenizer->decode({pending.data(), whole}));
+    pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(whole));
   }
+  write_text(out, tokenizer->decode(pending));
   out.flush();
   if (!out) throw InputError("tokenize decode: writing the text failed");
   return 0;
@@ -137,19 +370,16 @@ int decode(int argc, char** argv) {
 
 int tokenize_command(int argc, char** argv) {
   if (argc < 2)
-    throw InputError(std::string("tokenize: expected a verb (encode, decode)\n") + kUsage);
+    throw InputError(std::string("tokenize: expected a verb (train, encode, decode)\n") + kUsage);
   const std::string verb = argv[1];
+  if (verb == "train") return train(argc, argv);
   if (verb == "encode") return encode(argc, argv);
   if (verb == "decode") return decode(argc, argv);
   if (verb == "--help" || verb == "-h" || verb == "help") {
     std::cout << kUsage;
     return 0;
   }
-  if (verb == "train")
-    throw InputError(
-        "tokenize train: SentencePiece training is not supported yet; "
-        "`tokenize encode` without --tokenizer.model is byte-level");
-  throw InputError("tokenize: expected a verb (encode, decode), found \"" + verb + "\"");
+  throw InputError("tokenize: expected a verb (train, encode, decode), found \"" + verb + "\"");
 }
 
 }  // namespace tessera

@@ -1,0 +1,436 @@
+// Tests of the tokenizers and of `tessera tokenize train|encode|decode`: SentencePiece training
+// (BPE and unigram) on text made here, exact round trips, streaming documents (plain, fortune,
+// JSON lines), corpora identical for every thread count, end-of-document ids where documents
+// end, and one clear InputError for each kind of bad input. Each test works in its own
+// temporary directory; one BPE model is trained once for the whole suite.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "io/indexed_dataset.h"
+#include "io/sentencepiece_tokenizer.h"
+#include "io/text_files.h"
+#include "launcher/tokenize_command.h"
+
+namespace fs = std::filesystem;
+using namespace tessera;
+
+namespace {
+
+constexpr int64_t kBpeVocab = 400;
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_file(const fs::path& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+// `count` paragraphs of pseudo-English from a fixed seed: words built from syllables, commas,
+// digits, several lines, double spaces and indentation; each ends with '\n' and none holds a
+// line "%", so they can be written as one fortune file.
+std::vector<std::string> make_documents(int count, uint32_t seed) {
+  static const char* const syllables[] = {"the", "an", "pre", "tion", "ing", "er",  "so", "ca",
+                                          "lo",  "mi", "ver", "ed",   "al",  "ous", "re", "con",
+                                          "de",  "is", "un",  "ly",   "ta",  "ble", "per"};
+  std::mt19937 rng(seed);
+  auto pick = [&](uint32_t n) { return static_cast<uint32_t>(rng() % n); };
+  std::vector<std::string> docs;
+  for (int d = 0; d < count; ++d) {
+    std::string doc = pick(4) == 0 ? "  " : "";
+    const uint32_t words = 8 + pick(60);
+    for (uint32_t w = 0; w < words; ++w) {
+      if (w > 0) doc += pick(12) == 0 ? "\n" : pick(15) == 0 ? "  " : " ";
+      for (uint32_t s = 0, n = 1 + pick(3); s < n; ++s)
+        doc += syllables[pick(std::size(syllables))];
+      if (pick(9) == 0) doc += ",";
+      if (pick(20) == 0) doc.append(" ").append(std::to_string(pick(2000)));
+    }
+    doc += ".\n";
+    docs.push_back(std::move(doc));
+  }
+  return docs;
+}
+
+std::string as_fortune_file(const std::vector<std::string>& docs) {
+  std::string text;
+  for (const std::string& d : docs) text += d + "%\n";
+  return text;
+}
+
+// Runs `tessera tokenize ARGS...` in-process; returns its standard output.
+std::string run_tokenize(std::vector<std::string> args) {
+  args.insert(args.begin(), "tokenize");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  ::testing::internal::CaptureStdout();
+  try {
+    EXPECT_EQ(tokenize_command(static_cast<int>(argv.size()), argv.data()), 0);
+  } catch (...) {
+    ::testing::internal::GetCapturedStdout();
+    throw;
+  }
+  return ::testing::internal::GetCapturedStdout();
+}
+
+// Runs fn, expects an InputError whose message contains every one of `parts`.
+void expect_input_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected an InputError";
+  } catch (const InputError& e) {
+    const std::string msg = e.what();
+    for (const auto& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << msg << "\nlacks: " << p;
+  }
+}
+
+class TokenizerTest : public ::testing::Test {
+ protected:
+  // One BPE model for the suite, trained on a fortune file of generated paragraphs.
+  static void SetUpTestSuite() {
+    suite_dir_ =
+        fs::temp_directory_path() / ("tessera_test_tokenizer_" + std::to_string(::getpid()));
+    fs::remove_all(suite_dir_);
+    fs::create_directories(suite_dir_);
+    write_file(suite_dir_ / "train.txt", as_fortune_file(make_documents(3000, 1)));
+    SentencePieceTrainOptions o;
+    o.inputs = {(suite_dir_ / "train.txt").string()};
+    o.output_prefix = (suite_dir_ / "bpe").string();
+    o.vocab_size = kBpeVocab;
+    train_sentencepiece(o);
+  }
+  static void TearDownTestSuite() { fs::remove_all(suite_dir_); }
+
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = suite_dir_ / info->name();
+    fs::create_directories(dir_);
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  static std::string bpe_model() { return (suite_dir_ / "bpe.model").string(); }
+
+  static fs::path suite_dir_;
+  fs::path dir_;
+};
+
+fs::path TokenizerTest::suite_dir_;
+
+const std::vector<std::string> kHardTexts = {
+    "Hello, world.",
+    "  leading spaces, two  inner   spaces and a trailing one ",
+    "lines\nwith\n\nnewlines\tand\ttabs\r\n",
+    "unseen characters: caf\xc3\xa9, \xe6\x97\xa5\xe6\x9c\xac, \xe2\x98\x83, \xf0\x9f\x98\x80",
+    "digits 1234567890 and symbols {}[]<>~^|\\",
+    "",
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Tokenizers
+
+TEST_F(TokenizerTest, BpeModelRoundTripsTextExactly) {
+  const SentencePieceTokenizer bpe = SentencePieceTokenizer::load(bpe_model());
+  EXPECT_EQ(bpe.vocab_size(), kBpeVocab);
+  EXPECT_EQ(bpe.end_of_document(), 2);
+  for (const std::string& text : kHardTexts) EXPECT_EQ(bpe.decode(bpe.encode(text)), text);
+  // Pieces merge: the text the model learnt from takes far fewer tokens than bytes.
+  const std::string doc = make_documents(1, 99)[0];
+  EXPECT_LT(bpe.encode(doc).size() * 2, doc.size());
+}
+
+TEST_F(TokenizerTest, UnigramModelRoundTripsTextExactly) {
+  write_file(path("train.txt"), as_fortune_file(make_documents(1500, 2)));
+  const std::string out =
+      run_tokenize({"train", "--input", path("train.txt"), "--output", path("uni"), "--vocab_size",
+                    "350", "--model_type", "unigram", "--threads", "2"});
+  EXPECT_NE(out.find("1500 documents"), std::string::npos) << out;
+  EXPECT_NE(out.find("vocab 350, unigram"), std::string::npos) << out;
+  EXPECT_TRUE(fs::exists(path("uni.vocab")));
+  const SentencePieceTokenizer unigram = SentencePieceTokenizer::load(path("uni.model"));
+  EXPECT_EQ(unigram.vocab_size(), 350);
+  for (const std::string& text : kHardTexts) EXPECT_EQ(unigram.decode(unigram.encode(text)), text);
+}
+
+TEST_F(TokenizerTest, TrainsOnCommonLicensesWhenPresent) {
+  const std::string dir = "/usr/share/common-licenses";
+  if (!fs::is_directory(dir)) GTEST_SKIP() << dir << " not present";
+  SentencePieceTrainOptions o;
+  o.inputs = {dir};
+  o.output_prefix = path("lic");
+  o.vocab_size = 1000;
+  const SentencePieceTrainStats stats = train_sentencepiece(o);
+  EXPECT_GT(stats.documents, 5);
+  EXPECT_GT(stats.text_bytes, 100000);
+  EXPECT_EQ(stats.vocab_size, 1000);
+  const SentencePieceTokenizer lic = SentencePieceTokenizer::load(path("lic.model"));
+  const std::string gpl = read_file(fs::path(dir) / "GPL-3");
+  if (gpl.empty()) return;
+  const std::vector<int32_t> ids = lic.encode(gpl);
+  EXPECT_EQ(lic.decode(ids), gpl);
+  EXPECT_LT(ids.size() * 5, gpl.size() * 2);  // over 2.5 bytes a token (2.9 measured)
+}
+
+TEST_F(TokenizerTest, ByteLevelTokenizerRoundTripsThroughTheInterface) {
+  const std::unique_ptr<Tokenizer> bytes = open_tokenizer("");
+  EXPECT_EQ(bytes->vocab_size(), 257);
+  EXPECT_EQ(bytes->end_of_document(), 256);
+  for (const std::string& text : kHardTexts) EXPECT_EQ(bytes->decode(bytes->encode(text)), text);
+  std::vector<int32_t> two = bytes->encode("a");
+  two.push_back(256);
+  EXPECT_EQ(bytes->decode(two), "a\n<|endoftext|>\n");
+}
+
+TEST_F(TokenizerTest, DecodeShowsEndOfDocumentAndNamesIdsOutsideTheModel) {
+  const SentencePieceTokenizer bpe = SentencePieceTokenizer::load(bpe_model());
+  std::vector<int32_t> ids = bpe.encode(" first");
+  ids.push_back(bpe.end_of_document());
+  const std::vector<int32_t> second = bpe.encode(" second");
+  ids.insert(ids.end(), second.begin(), second.end());
+  EXPECT_EQ(bpe.decode(ids), " first\n<|endoftext|>\n second");
+  EXPECT_EQ(bpe.decode(ids, "|"), " first| second");
+  const std::vector<int32_t> bad{5, static_cast<int32_t>(kBpeVocab), 6};
+  expect_input_error([&] { bpe.decode(bad); }, {bpe_model(), "token 1", "400"});
+  const std::vector<int32_t> negative{-1};
+  expect_input_error([&] { bpe.decode(negative); }, {"token 0", "-1"});
+}
+
+TEST_F(TokenizerTest, TrainingCutsLinesLongerThanSentencePieceAccepts) {
+  std::string line;  // one 40 kB line: SentencePiece would skip it whole
+  for (const std::string& doc : make_documents(400, 8)) {
+    for (char c : doc) line += c == '\n' ? ' ' : c;
+  }
+  ASSERT_GT(line.size(), 40000u);
+  write_file(path("long.jsonl"), "{\"text\": \"" + line + "\"}\n");
+  SentencePieceTrainOptions o;
+  o.inputs = {path("long.jsonl")};
+  o.output_prefix = path("m");
+  o.vocab_size = 120;
+  o.byte_fallback = false;
+  const SentencePieceTrainStats stats = train_sentencepiece(o);
+  EXPECT_EQ(stats.documents, 1);
+  EXPECT_GE(stats.sentences, static_cast<int64_t>(line.size() / 4096));
+  const SentencePieceTokenizer model = SentencePieceTokenizer::load(path("m.model"));
+  EXPECT_EQ(model.decode(model.encode(line)), line);
+  EXPECT_LT(model.encode(line).size() * 2, line.size());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming documents
+
+TEST_F(TokenizerTest, DocumentReaderStreamsChunksInInputOrder) {
+  const std::vector<std::string> docs = make_documents(200, 3);
+  write_file(path("a.txt"), as_fortune_file({docs.begin(), docs.begin() + 120}));
+  write_file(path("b.txt"), as_fortune_file({docs.begin() + 120, docs.end()}));
+  DocumentReader reader({path("a.txt"), path("b.txt")});
+  EXPECT_EQ(reader.total_bytes(),
+            static_cast<int64_t>(fs::file_size(path("a.txt")) + fs::file_size(path("b.txt"))));
+  std::vector<std::string> all, chunk;
+  int chunks = 0;
+  while (reader.next_chunk(chunk, 1000)) {
+    ++chunks;
+    size_t bytes = 0;
+    for (size_t i = 0; i + 1 < chunk.size(); ++i) bytes += chunk[i].size();
+    EXPECT_LT(bytes, 1000u);  // the chunk stops at the first document that reaches the limit
+    all.insert(all.end(), chunk.begin(), chunk.end());
+  }
+  EXPECT_EQ(all, docs);
+  EXPECT_GT(chunks, 10);
+  EXPECT_EQ(reader.bytes_read(), reader.total_bytes());
+  EXPECT_EQ(read_documents({path("a.txt"), path("b.txt")}), docs);
+}
+
+TEST_F(TokenizerTest, JsonLinesTextFieldRoundTrips) {
+  write_file(path("d.jsonl"),
+             "{\"text\": \"line one\\nline two\\ttabbed \\\"quoted\\\"\", \"id\": 1}\n"
+             "\n"
+             "{\"id\": 2, \"text\": \"caf\\u00e9 \\ud83d\\ude00 \xe6\x97\xa5\\\\\"}\r\n"
+             "{\"text\": \"   \"}\n"
+             "{\"text\": \"last, no newline\"}");
+  EXPECT_EQ(read_documents({path("d.jsonl")}),
+            (std::vector<std::string>{"line one\nline two\ttabbed \"quoted\"",
+                                      "caf\xc3\xa9 \xf0\x9f\x98\x80 \xe6\x97\xa5\\",
+                                      "last, no newline"}));
+  run_tokenize({"encode", "--input", path("d.jsonl"), "--output", path("j")});
+  run_tokenize({"decode", "--input", path("j"), "--output", path("j.txt")});
+  EXPECT_EQ(read_file(path("j.txt")),
+            "line one\nline two\ttabbed \"quoted\"\n<|endoftext|>\n"
+            "caf\xc3\xa9 \xf0\x9f\x98\x80 \xe6\x97\xa5\\\n<|endoftext|>\n"
+            "last, no newline\n<|endoftext|>\n");
+  write_file(path("k.json"), "{\"body\": \"other key\"}\n");
+  run_tokenize({"encode", "--input", path("k.json"), "--output", path("k"), "--jsonl_key", "body"});
+  EXPECT_EQ(IndexedDataset::open(path("k")).num_tokens(), 10);  // 9 bytes + end of document
+}
+
+TEST_F(TokenizerTest, BadJsonLineNamesFileAndLine) {
+  write_file(path("bad.jsonl"), "{\"text\": \"fine\"}\n{\"text\": \"fine\"}\n{\"text\": oops}\n");
+  expect_input_error([&] { read_documents({path("bad.jsonl")}); },
+                     {path("bad.jsonl") + ":3:", "invalid JSON"});
+  write_file(path("nofield.jsonl"), "{\"text\": \"fine\"}\n{\"content\": \"x\"}\n");
+  expect_input_error(
+      [&] {
+        run_tokenize({"encode", "--input", path("nofield.jsonl"), "--output", path("c")});
+      },
+      {path("nofield.jsonl") + ":2:", "\"text\"", "no such field"});
+  write_file(path("number.jsonl"), "{\"text\": 7}\n");
+  expect_input_error([&] { read_documents({path("number.jsonl")}); },
+                     {path("number.jsonl") + ":1:", "found 7"});
+  write_file(path("array.jsonl"), "[\"text\"]\n");
+  expect_input_error([&] { read_documents({path("array.jsonl")}); },
+                     {path("array.jsonl") + ":1:", "expected a JSON object"});
+  EXPECT_FALSE(fs::exists(path("c.bin")));
+  EXPECT_FALSE(fs::exists(path("c.idx")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Corpora
+
+TEST_F(TokenizerTest, EncodedCorpusIsIdenticalForAnyThreadCount) {
+  write_file(path("t.txt"), as_fortune_file(make_documents(1500, 4)));
+  const SentencePieceTokenizer bpe = SentencePieceTokenizer::load(bpe_model());
+  const ByteLevelTokenizer bytes;
+  for (const Tokenizer* tokenizer :
+       {static_cast<const Tokenizer*>(&bpe), static_cast<const Tokenizer*>(&bytes)}) {
+    std::vector<std::string> bins, idxs;
+    for (int threads : {1, 2, 3}) {
+      DocumentReader reader({path("t.txt")});
+      const std::string prefix = path("c") + std::to_string(threads);
+      // 20 kB chunks: the pipeline crosses ~20 chunk boundaries.
+      const EncodeStats stats = encode_corpus(reader, *tokenizer, prefix, threads, false, 20000);
+      EXPECT_EQ(stats.documents, 1500);
+      bins.push_back(read_file(prefix + ".bin"));
+      idxs.push_back(read_file(prefix + ".idx"));
+    }
+    EXPECT_FALSE(bins[0].empty());
+    for (size_t i = 1; i < bins.size(); ++i) {
+      EXPECT_TRUE(bins[i] == bins[0]) << tokenizer->description() << ", run " << i;
+      EXPECT_TRUE(idxs[i] == idxs[0]) << tokenizer->description() << ", run " << i;
+    }
+  }
+  run_tokenize({"encode", "--input", path("t.txt"), "--output", path("cli"), "--threads", "2"});
+  EXPECT_TRUE(read_file(path("cli.bin")) == read_file(path("c1.bin")));
+}
+
+TEST_F(TokenizerTest, EndOfDocumentIdsAreWhereDocumentsEnd) {
+  const std::vector<std::string> docs = make_documents(300, 5);
+  write_file(path("t.txt"), as_fortune_file(docs));
+  run_tokenize({"encode", "--input", path("t.txt"), "--output", path("c"), "--tokenizer.model",
+                bpe_model(), "--threads", "2"});
+  const SentencePieceTokenizer bpe = SentencePieceTokenizer::load(bpe_model());
+  const IndexedDataset corpus = IndexedDataset::open(path("c"));
+  EXPECT_EQ(corpus.dtype(), DType::U16);
+  ASSERT_EQ(corpus.num_documents(), 300);
+  ASSERT_EQ(corpus.num_sequences(), 300);
+  for (int64_t d = 0; d < 300; ++d) {
+    std::vector<int32_t> ids(static_cast<size_t>(corpus.sequence_length(d)));
+    corpus.read_tokens(corpus.sequence_start(d), static_cast<int64_t>(ids.size()), ids.data());
+    ASSERT_EQ(ids.back(), 2) << "document " << d;
+    ids.pop_back();
+    ASSERT_EQ(std::count(ids.begin(), ids.end(), 2), 0) << "document " << d;
+    ASSERT_EQ(bpe.decode(ids), docs[static_cast<size_t>(d)]) << "document " << d;
+  }
+}
+
+TEST_F(TokenizerTest, CorpusEncodedWithAModelDecodesWithIt) {
+  const std::vector<std::string> docs = make_documents(100, 6);
+  write_file(path("t.txt"), as_fortune_file(docs));
+  run_tokenize({"train", "--input", path("t.txt"), path("t.txt"), "--output", path("m/bpe"),
+                "--vocab_size", "320"});
+  const std::string out = run_tokenize({"encode", "--input", path("t.txt"), "--output", path("c"),
+                                        "--tokenizer.model", path("m/bpe.model")});
+  EXPECT_NE(out.find("100 documents"), std::string::npos) << out;
+  EXPECT_NE(out.find("nats/token"), std::string::npos) << out;
+  run_tokenize({"decode", "--input", path("c"), "--tokenizer.model", path("m/bpe.model"),
+                "--output", path("back.txt")});
+  std::string expected;
+  for (const std::string& d : docs) expected += d + "\n<|endoftext|>\n";
+  EXPECT_EQ(read_file(path("back.txt")), expected);
+  // Without the model the ids above 256 are not bytes.
+  expect_input_error(
+      [&] {
+        run_tokenize({"decode", "--input", path("c")});
+      },
+      {path("c.bin"), "expected a byte-level id below 257"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input
+
+TEST_F(TokenizerTest, MissingOrInvalidModelFileIsAnInputError) {
+  write_file(path("t.txt"), "some text");
+  expect_input_error(
+      [&] {
+        run_tokenize({"encode", "--input", path("t.txt"), "--output", path("c"),
+                      "--tokenizer.model", path("absent.model")});
+      },
+      {"--tokenizer.model", path("absent.model"), "no such file"});
+  write_file(path("text.model"), "this is not a model\n");
+  expect_input_error([&] { SentencePieceTokenizer::load(path("text.model")); },
+                     {path("text.model"), "expected a SentencePiece model", "do not parse"});
+  expect_input_error(
+      [&] {
+        run_tokenize({"decode", "--input", path("c"), "--tokenizer.model", path("text.model")});
+      },
+      {"c.idx"});  // the corpus is checked first: none was written
+}
+
+TEST_F(TokenizerTest, TrainRejectsBadOptions) {
+  write_file(path("t.txt"), as_fortune_file(make_documents(200, 7)));
+  auto train = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args{"train", "--input", path("t.txt"), "--output", path("m")};
+    args.insert(args.end(), extra.begin(), extra.end());
+    run_tokenize(args);
+  };
+  expect_input_error(
+      [&] {
+        train({"--vocab_size", "100"});
+      },
+      {"--vocab_size 100", "smaller than required_chars"});
+  expect_input_error(
+      [&] {
+        train({"--vocab_size", "100000"});
+      },
+      {"--vocab_size 100000", "too high"});
+  expect_input_error(
+      [&] {
+        train({"--vocab_size", "3000000000"});
+      },
+      {"--vocab_size", "2147483647"});
+  expect_input_error(
+      [&] {
+        train({"--vocab_size", "400", "--model_type", "word2vec"});
+      },
+      {"--model_type", "bpe or unigram", "word2vec"});
+  expect_input_error(
+      [&] {
+        train({"--vocab_size", "400", "--character_coverage", "1.5"});
+      },
+      {"--character_coverage"});
+  fs::create_directories(path("blank"));
+  write_file(path("blank/a"), "  \n\n");
+  expect_input_error(
+      [&] {
+        run_tokenize(
+            {"train", "--input", path("blank"), "--output", path("m"), "--vocab_size", "400"});
+      },
+      {"--input", "empty or blank"});
+  EXPECT_FALSE(fs::exists(path("m.model")));
+  expect_input_error(
+      [&] {
+        run_tokenize(
+            {"encode", "--input", path("t.txt"), "--output", path("c"), "--threads", "-1"});
+      },
+      {"--threads"});
+}
