@@ -328,6 +328,10 @@ int64_t IndexedDataset::document_of_token(int64_t pos) const {
   return std::upper_bound(doc_idx_.begin(), doc_idx_.end(), seq) - doc_idx_.begin() - 1;
 }
 
+const void* IndexedDataset::token_data() const {
+  return bin_->data;
+}
+
 int32_t IndexedDataset::token(int64_t pos) const {
   int32_t t;
   read_tokens(pos, 1, &t);
@@ -335,9 +339,10 @@ int32_t IndexedDataset::token(int64_t pos) const {
 }
 
 void IndexedDataset::read_tokens(int64_t start, int64_t count, int32_t* out) const {
-  TESSERA_CHECK(start >= 0 && count >= 0 && start + count <= num_tokens(),
-                "tokens [" + std::to_string(start) + ", " + std::to_string(start + count) +
-                    ") outside the " + std::to_string(num_tokens()) + " tokens of " + prefix_);
+  // Written so that no sum can overflow, whatever the arguments.
+  TESSERA_CHECK(start >= 0 && count >= 0 && start <= num_tokens() && count <= num_tokens() - start,
+                std::to_string(count) + " tokens from position " + std::to_string(start) +
+                    " reach outside the " + std::to_string(num_tokens()) + " tokens of " + prefix_);
   if (dtype_ == DType::I32) {
     std::memcpy(out, static_cast<const int32_t*>(bin_->data) + start,
                 static_cast<size_t>(count) * sizeof(int32_t));

@@ -67,6 +67,10 @@ class IndexedDataset {
   // The document holding stream position `pos` (for error messages; O(log S)).
   int64_t document_of_token(int64_t pos) const;
 
+  // The mapped .bin: num_tokens() values of dtype(), the concatenated stream (valid while this
+  // dataset or a copy lives).
+  const void* token_data() const;
+
   int32_t token(int64_t pos) const;
   // Tokens [start, start + count) of the concatenated stream, widened to int32.
   void read_tokens(int64_t start, int64_t count, int32_t* out) const;

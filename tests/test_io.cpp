@@ -1,6 +1,7 @@
 // Tests of the io layer: byte tokenizer, Megatron indexed dataset (byte layout and rejection of
-// bad corpora), text readers, the batch loader's sharding and determinism, the metrics sink and
-// the `tokenize` command. Every test works in its own temporary directory.
+// bad corpora), llm.c token shards (round trip and rejection of bad shards), text readers, the
+// metrics sink and the `tokenize` command (the loader has tests/test_loader.cpp). Every test
+// works in its own temporary directory.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -11,15 +12,16 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <limits>
 #include <numeric>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
-#include "io/batch_loader.h"
 #include "io/byte_tokenizer.h"
 #include "io/indexed_dataset.h"
+#include "io/llmc_shard.h"
 #include "io/metrics.h"
 #include "io/text_files.h"
 #include "launcher/tokenize_command.h"
@@ -78,15 +80,6 @@ void make_corpus(const std::string& prefix, const std::vector<std::vector<int32_
   writer.finish();
 }
 
-// A corpus whose token at stream position i is i (so a sample's first token names it).
-void make_counting_corpus(const std::string& prefix, int64_t tokens) {
-  std::vector<int32_t> ids(static_cast<size_t>(tokens));
-  std::iota(ids.begin(), ids.end(), 0);
-  const size_t half = ids.size() / 2;
-  make_corpus(prefix, {std::vector<int32_t>(ids.begin(), ids.begin() + half),
-                       std::vector<int32_t>(ids.begin() + half, ids.end())});
-}
-
 // Runs fn, expects an InputError whose message contains every one of `parts`.
 void expect_input_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
   try {
@@ -104,16 +97,6 @@ int run_tokenize(std::vector<std::string> args) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   return tokenize_command(static_cast<int>(argv.size()), argv.data());
-}
-
-std::vector<std::vector<int32_t>> take_batches(BatchLoader& loader, int n, int64_t batch) {
-  std::vector<std::vector<int32_t>> out;
-  Tensor t;
-  for (int i = 0; i < n; ++i) {
-    loader.next_batch(batch, t);
-    out.emplace_back(t.data<int32_t>(), t.data<int32_t>() + t.numel());
-  }
-  return out;
 }
 
 }  // namespace
@@ -194,6 +177,7 @@ TEST_F(IoTest, ReaderReturnsTheConcatenatedStream) {
   int32_t out[4];
   ds.read_tokens(2, 4, out);
   EXPECT_EQ(std::vector<int32_t>(out, out + 4), (std::vector<int32_t>{12, 13, 14, 15}));
+  EXPECT_THROW(ds.read_tokens(1, std::numeric_limits<int64_t>::max(), out), InternalError);
   EXPECT_EQ(ds.document_of_token(2), 0);
   EXPECT_EQ(ds.document_of_token(3), 2);  // document 1 is empty
   EXPECT_EQ(ds.document_of_token(5), 3);
@@ -311,6 +295,151 @@ TEST_F(IoTest, UnigramEntropyInNats) {
   expect_input_error([&] { unigram_entropy(ds, 1); }, {path("h.bin"), "token 2", "has id 1"});
 }
 
+TEST_F(IoTest, ReadsAnIdxBuiltFromTheSpecification) {
+  // Built byte by byte as NOTES.md "Formats" gives Megatron's layout, not by our writer: int32
+  // tokens (code 4), three sequences (the middle one empty) in two documents.
+  std::vector<uint8_t> idx(34 + 3 * 4 + 3 * 8 + 3 * 8);
+  std::memcpy(idx.data(), "MMIDIDX\0\0", 9);
+  store<uint64_t>(idx, 9, 1);
+  idx[17] = 4;
+  store<uint64_t>(idx, 18, 3);
+  store<uint64_t>(idx, 26, 3);
+  const int32_t sizes[] = {2, 0, 3};
+  const int64_t pointers[] = {0, 8, 8}, doc_idx[] = {0, 2, 3};
+  for (int i = 0; i < 3; ++i) {
+    store<int32_t>(idx, 34 + 4 * i, sizes[i]);
+    store<int64_t>(idx, 46 + 8 * i, pointers[i]);
+    store<int64_t>(idx, 70 + 8 * i, doc_idx[i]);
+  }
+  write_bytes(path("spec.idx"), idx);
+  std::vector<uint8_t> bin(20);
+  const int32_t tokens[] = {70000, 1, 65535, 2, 3};
+  for (int i = 0; i < 5; ++i) store<int32_t>(bin, 4 * i, tokens[i]);
+  write_bytes(path("spec.bin"), bin);
+
+  const IndexedDataset ds = IndexedDataset::open(path("spec"));
+  EXPECT_EQ(ds.dtype(), DType::I32);
+  EXPECT_EQ(ds.num_sequences(), 3);
+  EXPECT_EQ(ds.num_documents(), 2);
+  EXPECT_EQ(ds.num_tokens(), 5);
+  EXPECT_EQ(ds.sequence_start(2), 2);
+  EXPECT_EQ(ds.document_of_token(1), 0);
+  EXPECT_EQ(ds.document_of_token(2), 1);  // sequence 2 opens document 1
+  int32_t out[5];
+  ds.read_tokens(0, 5, out);
+  EXPECT_EQ(std::vector<int32_t>(out, out + 5), std::vector<int32_t>(tokens, tokens + 5));
+  EXPECT_EQ(std::memcmp(ds.token_data(), bin.data(), bin.size()), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// llm.c token shards
+
+namespace {
+
+// A shard's bytes as llm.c's write_datafile lays them out, built here independently of
+// write_llmc_shard.
+std::vector<uint8_t> llmc_bytes(const std::vector<uint16_t>& tokens, int32_t magic = 20240520,
+                                int32_t version = 1) {
+  std::vector<uint8_t> bytes(1024 + 2 * tokens.size(), 0);
+  store<int32_t>(bytes, 0, magic);
+  store<int32_t>(bytes, 4, version);
+  store<int32_t>(bytes, 8, static_cast<int32_t>(tokens.size()));
+  for (size_t i = 0; i < tokens.size(); ++i) store<uint16_t>(bytes, 1024 + 2 * i, tokens[i]);
+  return bytes;
+}
+
+}  // namespace
+
+TEST_F(IoTest, LlmcShardRoundTrips) {
+  const std::vector<uint16_t> tokens{50256, 15496, 11, 995, 0, 65535};
+  const std::string file = path("shard_000000.bin");
+  write_llmc_shard(file, tokens);
+  EXPECT_FALSE(fs::exists(file + ".tmp"));
+  EXPECT_EQ(read_bytes(file), llmc_bytes(tokens));  // byte for byte llm.c's layout
+
+  const LlmcShard shard = LlmcShard::open(file);
+  EXPECT_EQ(shard.path(), file);
+  ASSERT_EQ(shard.num_tokens(), 6);
+  EXPECT_EQ(std::vector<uint16_t>(shard.tokens(), shard.tokens() + 6), tokens);
+  int32_t out[3];
+  shard.read_tokens(3, 3, out);
+  EXPECT_EQ(std::vector<int32_t>(out, out + 3), (std::vector<int32_t>{995, 0, 65535}));
+  EXPECT_THROW(shard.read_tokens(4, 3, out), InternalError);
+  EXPECT_THROW(shard.read_tokens(1, std::numeric_limits<int64_t>::max(), out), InternalError);
+
+  // Copies share the mapping, which lives as long as any of them.
+  const LlmcShard copy = shard;
+  EXPECT_EQ(copy.tokens(), shard.tokens());
+  const LlmcShard kept = [&] {
+    const LlmcShard first = LlmcShard::open(file);
+    return LlmcShard(first);
+  }();
+  EXPECT_EQ(kept.tokens()[5], 65535);
+}
+
+TEST_F(IoTest, LlmcShardRejectsBadFiles) {
+  const std::vector<uint16_t> tokens{1, 2, 3, 4};
+  const std::string file = path("bad_shard.bin");
+  auto expect_rejected = [&](const std::vector<uint8_t>& bytes,
+                             const std::vector<std::string>& parts) {
+    write_bytes(file, bytes);
+    std::vector<std::string> all{file};
+    all.insert(all.end(), parts.begin(), parts.end());
+    expect_input_error([&] { LlmcShard::open(file); }, all);
+  };
+
+  expect_input_error([&] { LlmcShard::open(path("absent.bin")); },
+                     {path("absent.bin"), "no such file"});
+  expect_input_error([&] { LlmcShard::open(dir_.string()); }, {dir_.string(), "a directory"});
+  auto short_header = llmc_bytes(tokens);
+  short_header.resize(1000);
+  expect_rejected(short_header, {"expected at least the 1024-byte", "found a file of 1000 bytes"});
+  expect_rejected({0x88, 0xd8}, {"expected at least the 1024-byte", "found a file of 2 bytes"});
+  expect_rejected(llmc_bytes(tokens, 12345), {"expected magic 20240520", "found 12345"});
+  expect_rejected(llmc_bytes(tokens, 20240801, 7), {"found 20240801", "llama-3", "uint32"});
+  expect_rejected(llmc_bytes(tokens, 20240520, 2), {"expected version 1", "found 2"});
+
+  auto negative = llmc_bytes(tokens);
+  store<int32_t>(negative, 8, -5);
+  expect_rejected(negative, {"expected a token count >= 0", "found -5"});
+  auto absurd = llmc_bytes(tokens);
+  store<int32_t>(absurd, 8, std::numeric_limits<int32_t>::max());
+  expect_rejected(absurd, {"expected 4294968318 bytes", "found 1032 bytes", "truncated"});
+
+  auto truncated = llmc_bytes(tokens);
+  truncated.pop_back();
+  expect_rejected(truncated,
+                  {"expected 1032 bytes", "4 tokens x 2", "found 1031 bytes", "truncated"});
+  auto trailing = llmc_bytes(tokens);
+  trailing.insert(trailing.end(), {9, 9, 9});
+  expect_rejected(trailing, {"expected 1032 bytes", "found 1035 bytes", "3 trailing bytes"});
+  expect_rejected(llmc_bytes({}), {"empty corpus", "count 0"});
+
+  // A Megatron .idx given where a shard is expected.
+  make_corpus(path("mega"), {{1, 2}});
+  expect_input_error([&] { LlmcShard::open(path("mega.idx")); },
+                     {path("mega.idx"), "expected magic 20240520", "Megatron .idx"});
+}
+
+TEST_F(IoTest, IsLlmcShardTellsAShardFromAMegatronCorpus) {
+  write_llmc_shard(path("s.bin"), std::vector<uint16_t>{5, 6, 7});
+  make_corpus(path("m"), {{5, 6, 7}, {8}});
+  EXPECT_TRUE(is_llmc_shard(path("s.bin")));
+  EXPECT_FALSE(is_llmc_shard(path("m.bin")));
+  EXPECT_FALSE(is_llmc_shard(path("m.idx")));
+  EXPECT_FALSE(is_llmc_shard(path("m")));  // a prefix, no file
+  EXPECT_FALSE(is_llmc_shard(path("absent.bin")));
+  EXPECT_FALSE(is_llmc_shard(dir_.string()));
+  write_bytes(path("tiny"), {0x88, 0xd8});  // half a magic
+  EXPECT_FALSE(is_llmc_shard(path("tiny")));
+  // The magic alone decides: a shard with a broken size is still told apart, and open() says
+  // what is wrong with it.
+  auto broken = read_bytes(path("s.bin"));
+  broken.pop_back();
+  write_bytes(path("broken.bin"), broken);
+  EXPECT_TRUE(is_llmc_shard(path("broken.bin")));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Text files
 
@@ -368,82 +497,6 @@ TEST(TextFiles, ReadsTheFortunePackageWhenInstalled) {
 // ---------------------------------------------------------------------------------------------
 // Batch loader
 
-TEST_F(IoTest, SamplesAreOverlappingWindowsOfTheStream) {
-  make_counting_corpus(path("n"), 4 * 50 + 3);  // 50 samples of seq_len 4, 2 spare tokens
-  const IndexedDataset ds = IndexedDataset::open(path("n"));
-  BatchLoader loader(ds, 4, 1000, 7);
-  EXPECT_EQ(loader.num_samples(), 50);
-  Tensor t;
-  loader.next_batch(3, t);
-  ASSERT_EQ(t.shape(), (Shape{3, 5}));
-  ASSERT_EQ(t.dtype(), DType::I32);
-  const int32_t* p = t.data<int32_t>();
-  for (int r = 0; r < 3; ++r) {
-    EXPECT_EQ(p[r * 5] % 4, 0);
-    for (int k = 0; k < 5; ++k) EXPECT_EQ(p[r * 5 + k], p[r * 5] + k);
-  }
-}
-
-TEST_F(IoTest, DataParallelSharesAreDisjointAndCoverTheEpoch) {
-  make_counting_corpus(path("n"), 4 * 48 + 1);  // 48 samples
-  const IndexedDataset ds = IndexedDataset::open(path("n"));
-  for (int dp : {1, 2, 4}) {
-    std::multiset<int32_t> seen;
-    for (int rank = 0; rank < dp; ++rank) {
-      BatchLoader loader(ds, 4, 1000, 3, rank, dp);
-      for (const auto& b : take_batches(loader, 48 / dp / 4, 4))
-        for (size_t r = 0; r < b.size(); r += 5) seen.insert(b[r] / 4);
-      EXPECT_EQ(loader.epoch(), 0);
-      EXPECT_EQ(loader.position(), 48);
-    }
-    EXPECT_EQ(seen.size(), 48u) << "dp " << dp;
-    EXPECT_EQ(std::set<int32_t>(seen.begin(), seen.end()).size(), 48u) << "dp " << dp;
-  }
-  // 48 samples over 5 ranks: 45 per epoch, the same 45 positions of the shuffle on all ranks.
-  BatchLoader uneven(ds, 4, 1000, 3, 0, 5);
-  EXPECT_EQ(uneven.samples_per_epoch(), 45);
-}
-
-TEST_F(IoTest, LoaderIsDeterministicPerSeedAndReshufflesEachEpoch) {
-  make_counting_corpus(path("n"), 4 * 40 + 1);
-  const IndexedDataset ds = IndexedDataset::open(path("n"));
-  BatchLoader a(ds, 4, 1000, 11), b(ds, 4, 1000, 11), c(ds, 4, 1000, 12);
-  const auto ba = take_batches(a, 20, 4);  // two epochs of 40 samples
-  EXPECT_EQ(ba, take_batches(b, 20, 4));
-  EXPECT_NE(ba, take_batches(c, 20, 4));
-  EXPECT_EQ(a.epoch(), 1);
-  std::vector<int64_t> epoch0, epoch1;
-  for (int64_t g = 0; g < 40; ++g) epoch0.push_back(a.sample_at(0, g));
-  for (int64_t g = 0; g < 40; ++g) epoch1.push_back(a.sample_at(1, g));
-  EXPECT_NE(epoch0, epoch1);
-  std::sort(epoch1.begin(), epoch1.end());
-  std::vector<int64_t> all(40);
-  std::iota(all.begin(), all.end(), 0);
-  EXPECT_EQ(epoch1, all);
-}
-
-TEST_F(IoTest, LoaderResumesFromItsState) {
-  make_counting_corpus(path("n"), 4 * 30 + 1);
-  const IndexedDataset ds = IndexedDataset::open(path("n"));
-  BatchLoader straight(ds, 4, 1000, 5, 1, 2);
-  take_batches(straight, 4, 4);  // 32 global samples: into epoch 1
-  BatchLoader resumed(ds, 4, 1000, 5, 1, 2);
-  resumed.set_state(straight.epoch(), straight.position());
-  EXPECT_EQ(take_batches(resumed, 3, 4), take_batches(straight, 3, 4));
-  expect_input_error([&] { resumed.set_state(0, 3); }, {"multiple of 2", "position 3"});
-}
-
-TEST_F(IoTest, LoaderRejectsOutOfVocabularyTokensAndTinyCorpora) {
-  make_corpus(path("v"), {{1, 2, 3, 4}, {5, 300, 7, 8}});
-  const IndexedDataset ds = IndexedDataset::open(path("v"));
-  BatchLoader loader(ds, 2, 257, 1);
-  Tensor t;
-  expect_input_error([&] { loader.next_batch(3, t); },
-                     {path("v.bin"), "token 5", "document 1", "has id 300", "257"});
-  expect_input_error([&] { BatchLoader(ds, 8, 257, 1); },
-                     {path("v"), "8 tokens", "expected at least seq_len + 1 = 9"});
-}
-
 // ---------------------------------------------------------------------------------------------
 // Metrics
 
@@ -495,7 +548,7 @@ TEST_F(IoTest, TokenizeRejectsBadOptions) {
         run_tokenize({"encode", "--input", path("t.txt"), "--output", path("c"),
                       "--tokenizer.model", "m.model"});
       },
-      {"--tokenizer.model", "not supported yet"});
+      {"--tokenizer.model", "m.model", "no such file"});
   EXPECT_THROW(run_tokenize({"encode", "--input", path("t.txt"), "--bogus", "1"}),
                boost::program_options::error);
   EXPECT_THROW(run_tokenize({"encode", "--input", path("t.txt")}), boost::program_options::error);
