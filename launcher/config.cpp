@@ -53,8 +53,12 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
       "train.device", po::value(&c.device)->default_value(c.device), "cpu | cuda")(
       "train.log_interval", po::value(&c.log_interval)->default_value(c.log_interval),
       "steps between log lines and metrics records")(
+      "train.eval_interval", po::value(&c.eval_interval)->default_value(c.eval_interval),
+      "steps between validation losses, also after the last step (0: none)")(
+      "train.eval_batches", po::value(&c.eval_batches)->default_value(c.eval_batches),
+      "global batches of validation samples per validation")(
       "train.threads", po::value(&c.threads)->default_value(c.threads),
-      "CPU threads of this process (0: every core)");
+      "CPU threads of each rank (0: the node's cores / its ranks)");
 
   po::options_description optim("[optim]");
   optim.add_options()("optim.lr", po::value(&c.schedule.lr)->default_value(c.schedule.lr, "3e-4"),
@@ -93,7 +97,17 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
 
   po::options_description data("[data]");
   data.add_options()("data.path", po::value(&c.data_path),
-                     "corpus prefix: PREFIX.bin and PREFIX.idx (tessera tokenize encode)");
+                     "corpus: a Megatron prefix (PREFIX.bin + PREFIX.idx) or an llm.c shard "
+                     "(.bin); a blend as \"W1 PATH1 W2 PATH2 ...\"")(
+      "data.valid_path", po::value(&c.valid_path)->default_value(c.valid_path),
+      "validation corpora, same syntax (empty: hold out --data.valid_fraction)")(
+      "data.valid_fraction", po::value(&c.valid_fraction)->default_value(c.valid_fraction, "0.01"),
+      "share of each training corpus' samples held out for validation")(
+      "data.cache_dir", po::value(&c.cache_dir)->default_value(c.cache_dir),
+      "where sample orders are cached (empty: RUN_DIR/data_cache)")(
+      "data.tokenizer", po::value(&c.tokenizer_model)->default_value(c.tokenizer_model),
+      "SentencePiece model of the corpus, for the prompt and text of --sample.* (empty: "
+      "byte-level)");
 
   po::options_description sample("[sample]");
   sample.add_options()("sample.tokens", po::value(&c.sample_tokens)->default_value(c.sample_tokens),
@@ -173,8 +187,12 @@ void TrainConfig::validate() const {
   require(adamw.beta2 >= 0 && adamw.beta2 < 1, "--optim.beta2", "a value in [0, 1)", adamw.beta2);
   require(adamw.eps > 0, "--optim.eps", "a positive value", adamw.eps);
   require(adamw.clip >= 0, "--optim.clip", "0 (off) or a positive norm", adamw.clip);
-  require(!data_path.empty(), "--data.path", "a corpus prefix (PREFIX.bin + PREFIX.idx)",
-          "nothing");
+  require(!data_path.empty(), "--data.path",
+          "a corpus (PREFIX of PREFIX.bin + PREFIX.idx, or an llm.c .bin)", "nothing");
+  require(valid_fraction >= 0 && valid_fraction < 1, "--data.valid_fraction", "a value in [0, 1)",
+          valid_fraction);
+  require(eval_interval >= 0, "--train.eval_interval", "0 (none) or more steps", eval_interval);
+  require(eval_batches >= 1, "--train.eval_batches", "at least 1", eval_batches);
   require(parallel.tp >= 1, "--parallel.tp", "at least 1", parallel.tp);
   require(parallel.pp >= 1, "--parallel.pp", "at least 1", parallel.pp);
   require(parallel.dp >= 0, "--parallel.dp", "0 (inferred) or more", parallel.dp);

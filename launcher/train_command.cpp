@@ -18,10 +18,9 @@
 #include "core/error.h"
 #include "core/model/gpt.h"
 #include "core/threads.h"
-#include "io/batch_loader.h"
-#include "io/byte_tokenizer.h"
 #include "io/indexed_dataset.h"
 #include "io/metrics.h"
+#include "io/sentencepiece_tokenizer.h"
 #include "launcher/exit_codes.h"
 #include "launcher/sampling.h"
 #include "launcher/trainer.h"
@@ -64,6 +63,19 @@ void write_text_file(const std::filesystem::path& path, const std::string& text)
   out << text;
 }
 
+// One line per corpus of a sample stream: format, documents, tokens, samples, weight.
+void print_samples(const char* what, const SampleStream& s) {
+  for (int k = 0; k < s.num_corpora(); ++k) {
+    const TokenCorpus& c = s.corpus(k);
+    const std::string docs =
+        c.num_documents() >= 0 ? std::to_string(c.num_documents()) + " documents, " : "";
+    std::printf("%s: %s (%s): %s%lld tokens, %lld samples of %lld+1 tokens, weight %.3f\n", what,
+                c.path().c_str(), c.format().c_str(), docs.c_str(),
+                static_cast<long long>(c.num_tokens()), static_cast<long long>(s.samples_of(k)),
+                static_cast<long long>(s.seq_len()), s.weight(k));
+  }
+}
+
 void print_start(const TrainConfig& cfg, Trainer& tr) {
   const ModelConfig& m = cfg.model;
   const GridLayout& l = tr.layout();
@@ -74,10 +86,8 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
       static_cast<long long>(m.d_model), static_cast<long long>(m.heads),
       static_cast<long long>(m.d_ff), static_cast<long long>(m.seq_len),
       static_cast<long long>(m.vocab_size), position_kind_name(m.pos).c_str());
-  std::printf("corpus: %s: %lld documents, %lld tokens, %lld samples of %lld+1 tokens\n",
-              cfg.data_path.c_str(), static_cast<long long>(tr.corpus().num_documents()),
-              static_cast<long long>(tr.corpus().num_tokens()),
-              static_cast<long long>(tr.loader().num_samples()), static_cast<long long>(m.seq_len));
+  print_samples("corpus", tr.samples());
+  if (tr.validation_samples()) print_samples("validation", *tr.validation_samples());
   std::printf("%s", tr.grid().describe_groups().c_str());
   std::string stages;
   bool uneven = false;
@@ -115,7 +125,14 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
   world.all_reduce(peak, ReduceOp::Max);
   if (world.rank() != 0) return;
   print_loss_curve(result.losses);
-  const double entropy = unigram_entropy(tr.corpus(), cfg.model.vocab_size);
+  const SampleStream& train = tr.samples();
+  std::vector<TokenCorpus> corpora;
+  std::vector<double> weights;
+  for (int k = 0; k < train.num_corpora(); ++k) {
+    corpora.push_back(train.corpus(k));
+    weights.push_back(train.weight(k));
+  }
+  const double entropy = unigram_entropy(corpora, weights, cfg.model.vocab_size);
   const double gap = entropy - result.final_loss;
   std::printf(
       "final loss %.4f nats/token (mean of the last log interval) vs the corpus' unigram "
@@ -151,9 +168,17 @@ class IntervalLog {
           (std::filesystem::path(cfg.run_dir) / "metrics.jsonl").string());
   }
 
+  // The validation loss after step `step` (0-based).
+  void validation(int64_t step, double loss) {
+    if (!metrics_) return;
+    std::printf("validation | step %lld | loss %.4f\n", static_cast<long long>(step + 1), loss);
+    std::fflush(stdout);
+    metrics_->write(step + 1, {{"valid_loss", loss}});
+  }
+
   // Adds step `step` (0-based); at the end of an interval prints and records it and returns
   // the interval's mean loss.
-  std::optional<double> add(int64_t step, const StepStats& s) {
+  std::optional<double> add(int64_t step, const StepStats& s, double epochs) {
     interval_loss_ += s.loss;
     ++interval_steps_;
     const bool last = step + 1 == cfg_.steps;
@@ -183,6 +208,7 @@ class IntervalLog {
                                  {"tokens_per_s", tokens_per_s},
                                  {"step_ms", step_ms},
                                  {"tflops", tokens_per_s * flops_per_token_ * 1e-12},
+                                 {"epoch", epochs},
                                  {"mean_loss", mean_loss}});
     }
     return mean_loss;
@@ -204,17 +230,27 @@ void print_sample(const TrainConfig& cfg, Trainer& tr, bool root) {
   so.temperature = cfg.sample_temperature;
   so.top_k = cfg.sample_top_k;
   so.seed = cfg.seed;
-  // The corpus is byte-level (the one tokenizer so far); ids past it pad the vocabulary.
-  so.stop_token = kEndOfDocument;
-  so.vocab_limit = kByteVocab;
-  const std::vector<int32_t> prompt = ByteTokenizer::encode(cfg.sample_prompt);
+  // Ids past the tokenizer's vocabulary pad the model's (for TP) and are never drawn.
+  const std::unique_ptr<Tokenizer> tokenizer = open_tokenizer(cfg.tokenizer_model);
+  so.stop_token = tokenizer->end_of_document();
+  so.vocab_limit = std::min(tokenizer->vocab_size(), cfg.model.vocab_size);
+  const std::vector<int32_t> prompt = tokenizer->encode(cfg.sample_prompt);
   const std::vector<int32_t> sample =
       generate(tr.model(), tr.grid().tp(), tr.grid().pp(), prompt, so);
   if (root)
     std::printf("sample (%lld tokens, temperature %.2f, top-k %lld):\n%s%s\n",
                 static_cast<long long>(sample.size()), cfg.sample_temperature,
                 static_cast<long long>(cfg.sample_top_k), cfg.sample_prompt.c_str(),
-                ByteTokenizer::decode(sample).c_str());
+                tokenizer->decode(sample).c_str());
+}
+
+// The tokenizer of --sample.*, opened before training so that a bad model stops the run early.
+void check_sampling_tokenizer(const TrainConfig& cfg) {
+  const std::unique_ptr<Tokenizer> t = open_tokenizer(cfg.tokenizer_model);
+  if (!cfg.tokenizer_model.empty() && t->vocab_size() > cfg.model.vocab_size)
+    throw InputError("--data.tokenizer " + cfg.tokenizer_model + ": its vocabulary of " +
+                     std::to_string(t->vocab_size()) + " ids does not fit --model.vocab_size " +
+                     std::to_string(cfg.model.vocab_size));
 }
 
 // The run directory with the resolved config.ini, made by rank 0 before training.
@@ -233,12 +269,21 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
   if (root) print_start(cfg, tr);
   IntervalLog log(cfg, root);
   TrainResult result;
+  const auto start = Clock::now();
   for (int64_t step = 0; step < cfg.steps; ++step) {
     const StepStats s = tr.step();
     result.losses.push_back(s.loss);
-    if (const std::optional<double> mean = log.add(step, s)) result.final_loss = *mean;
+    if (const std::optional<double> mean = log.add(step, s, tr.loader().epochs()))
+      result.final_loss = *mean;
+    const bool eval_now =
+        cfg.eval_interval > 0 && ((step + 1) % cfg.eval_interval == 0 || step + 1 == cfg.steps);
+    if (tr.has_validation() && eval_now) log.validation(step, tr.evaluate());
   }
+  const double run_s = std::chrono::duration<double>(Clock::now() - start).count();
   print_summary(cfg, tr, result, world);
+  if (root)
+    std::printf("data: the loop waited %.3f s for batches, %.2f%% of the %.1f s of training\n",
+                tr.loader().wait_seconds(), 100.0 * tr.loader().wait_seconds() / run_s, run_s);
   if (cfg.sample_tokens > 0) print_sample(cfg, tr, root);
   return result;
 }
@@ -263,6 +308,7 @@ int train_command(int argc, char** argv) {
       set_cpu_threads(cfg.threads > 0 ? cfg.threads
                                       : std::max(1, cores / mpi.ranks_on_this_node()));
       trainer = std::make_unique<Trainer>(cfg, world.rank(), world.size());
+      if (cfg.sample_tokens > 0) check_sampling_tokenizer(cfg);
       if (root) prepare_run_dir(cfg);
     }
   } catch (...) {

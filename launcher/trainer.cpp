@@ -4,27 +4,80 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 
 #include "core/error.h"
 #include "core/ops/adamw.h"
 
 namespace tessera {
 
+namespace {
+
+// The corpora of a blend, open, with every token id checked against the vocabulary: a bad id
+// stops the run here, before training, naming the file and the position.
+std::vector<TokenCorpus> open_corpora(const std::vector<CorpusWeight>& blend, int64_t vocab) {
+  std::vector<TokenCorpus> corpora;
+  for (const CorpusWeight& c : blend) {
+    corpora.push_back(TokenCorpus::open(c.path));
+    corpora.back().check_token_ids(vocab);
+  }
+  return corpora;
+}
+
+std::vector<double> weights_of(const std::vector<CorpusWeight>& blend) {
+  std::vector<double> w;
+  for (const CorpusWeight& c : blend) w.push_back(c.weight);
+  return w;
+}
+
+}  // namespace
+
 Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
     : cfg_(cfg),
       layout_(cfg.layout_for(world_size)),
-      corpus_(IndexedDataset::open(cfg.data_path)),
-      microbatches_(static_cast<int>(cfg.accumulation_steps(layout_.dp))) {
-  // Epochs of whole global batches: every layout reads the same samples in every step.
-  loader_ =
-      std::make_unique<BatchLoader>(corpus_, cfg.model.seq_len, cfg.model.vocab_size, cfg.seed,
-                                    layout_.coord_of(rank).dp, layout_.dp, cfg.global_batch);
+      rank_(rank),
+      microbatches_(static_cast<int>(cfg.accumulation_steps(layout_.dp))),
+      blend_(parse_corpus_blend(cfg.data_path, "--data.path")) {
+  SampleOptions so;
+  so.seq_len = cfg.model.seq_len;
+  so.seed = cfg.seed;
+  so.cache_dir = cfg.cache_dir.empty() ? cfg.run_dir + "/data_cache" : cfg.cache_dir;
+  std::error_code ec;
+  std::filesystem::create_directories(so.cache_dir, ec);
+  if (ec) so.cache_dir.clear();  // no cache: the orders are rebuilt, which is cheap
+  const std::vector<TokenCorpus> corpora = open_corpora(blend_, cfg.model.vocab_size);
+  // Samples are held out of training only when they will be evaluated, and only when some
+  // corpus has two samples to split (a one-sample corpus has nothing to spare).
+  bool hold_out = cfg.eval_interval > 0 && cfg.valid_path.empty() && cfg.valid_fraction > 0;
+  if (hold_out)
+    hold_out = std::any_of(corpora.begin(), corpora.end(), [&](const TokenCorpus& c) {
+      return (c.num_tokens() - 1) / cfg.model.seq_len >= 2;
+    });
+  so.valid_fraction = hold_out ? cfg.valid_fraction : 0.0;
+  train_stream_ = std::make_unique<SampleStream>(corpora, weights_of(blend_), so);
+  // Validation: its own corpora, or the held-out end of each training corpus; in order.
+  so.shuffle = false;
+  if (cfg.eval_interval > 0 && !cfg.valid_path.empty()) {
+    const std::vector<CorpusWeight> valid = parse_corpus_blend(cfg.valid_path, "--data.valid_path");
+    so.valid_fraction = 0;
+    valid_stream_ = std::make_unique<SampleStream>(open_corpora(valid, cfg.model.vocab_size),
+                                                   weights_of(valid), so);
+  } else if (hold_out) {
+    so.valid_split = true;
+    valid_stream_ = std::make_unique<SampleStream>(corpora, weights_of(blend_), so);
+  }
+  const int dp_rank = layout_.coord_of(rank).dp;
+  // Two steps of batches ahead: the loop never waits while the corpus is in the page cache.
+  loader_ = std::make_unique<DataLoader>(*train_stream_, dp_rank, layout_.dp, cfg.micro_batch,
+                                         2 * microbatches_);
+  if (valid_stream_)
+    valid_loader_ =
+        std::make_unique<DataLoader>(*valid_stream_, dp_rank, layout_.dp, cfg.micro_batch, 0);
 }
 
 void Trainer::start(Communicator& world) {
   grid_ = std::make_unique<ProcessGrid>(world, layout_);
-  TESSERA_CHECK(layout_.coord_of(world.rank()).dp == grid_->coord().dp,
-                "Trainer::start on another rank than the one it was made for");
+  TESSERA_CHECK(world.rank() == rank_, "Trainer::start on another rank than it was made for");
   model_ = std::make_unique<GPT>(cfg_.model, grid_->shard(cfg_.model), grid_->tp(), cfg_.seed);
   pipeline_ =
       std::make_unique<PipelineEngine>(*model_, grid_->pp(), cfg_.micro_batch, microbatches_);
@@ -59,10 +112,10 @@ void Trainer::start(Communicator& world) {
 
 // Every rank reads its DP rank's microbatches, so the loader's state is the same on all ranks
 // of a replica; the first stage uses the inputs, the last the targets.
-void Trainer::read_microbatches() {
+void Trainer::read_microbatches(DataLoader& loader) {
   const int64_t B = cfg_.micro_batch, T = cfg_.model.seq_len;
   for (int i = 0; i < microbatches_; ++i) {
-    loader_->next_batch(B, batch_);
+    loader.next_batch(batch_);
     const int32_t* src = batch_.data<int32_t>();
     int32_t* in = inputs_[static_cast<size_t>(i)].data<int32_t>();
     int32_t* tg = targets_[static_cast<size_t>(i)].data<int32_t>();
@@ -77,7 +130,7 @@ void Trainer::read_microbatches() {
 StepStats Trainer::step() {
   TESSERA_CHECK(grid_ != nullptr, "Trainer::step before start");
   buckets_->zero_grad();
-  read_microbatches();
+  read_microbatches(*loader_);
   const GradReadyFn on_ready = [this](Param& p) {
     if (&p != tied_) buckets_->mark_ready(p);
   };
@@ -121,6 +174,22 @@ StepStats Trainer::step() {
     adamw_->step(stats.lr);
   ++steps_done_;
   return stats;
+}
+
+double Trainer::evaluate() {
+  TESSERA_CHECK(valid_loader_ != nullptr, "Trainer::evaluate without validation data");
+  valid_loader_->set_state(LoaderState{0, cfg_.seed});
+  double loss_sum = 0;
+  for (int64_t b = 0; b < cfg_.eval_batches; ++b) {
+    read_microbatches(*valid_loader_);
+    loss_sum += pipeline_->evaluate(inputs_, targets_);
+  }
+  Tensor global({1}, DType::F64);
+  if (grid_->last_stage() && grid_->coord().tp == 0)
+    global.data<double>()[0] =
+        loss_sum / (static_cast<double>(cfg_.eval_batches) * microbatches_ * layout_.dp);
+  grid_->world().all_reduce(global, ReduceOp::Sum);
+  return global.data<double>()[0];
 }
 
 int64_t Trainer::state_bytes() const {

@@ -1,8 +1,10 @@
-// Trainer: one rank's share of a training run on a TP x DP x PP grid. Per step it reads this
-// DP rank's microbatches, runs them through its pipeline stage in 1F1B order, sums the tied
-// embedding's gradient over the first and last stage, reduces gradients over DP in buckets
-// that start during the backward, clips by the global norm, and takes an AdamW (or ZeRO-1)
-// step. The loss and gradient norm it reports are the global ones, the same on every rank.
+// Trainer: one rank's share of a training run on a TP x DP x PP grid. Before anything talks to
+// another rank it opens the corpora and checks every token id against the vocabulary. Per step
+// it takes this DP rank's microbatches from the prefetching loader, runs them through its pipeline
+// stage in 1F1B order, sums the tied embedding's gradient over the first and last stage, reduces
+// gradients over DP in buckets that start during the backward, clips by the global norm, and takes
+// an AdamW (or ZeRO-1) step. The loss and gradient norm it reports are the global ones, the same on
+// every rank.
 #pragma once
 
 #include <memory>
@@ -10,8 +12,8 @@
 
 #include "core/model/gpt.h"
 #include "core/optim/optimizer.h"
-#include "io/batch_loader.h"
-#include "io/indexed_dataset.h"
+#include "io/data_loader.h"
+#include "io/token_corpus.h"
 #include "launcher/config.h"
 #include "parallel/grad_buckets.h"
 #include "parallel/pipeline.h"
@@ -28,20 +30,27 @@ struct StepStats {
 
 class Trainer {
  public:
-  // Checks the layout and opens the corpus for world rank `rank`; touches no other rank. Throws
-  // InputError for a bad layout or corpus, the same way on every rank.
+  // Checks the layout, opens the corpora and checks their token ids, for world rank `rank`;
+  // touches no other rank. Throws InputError for a bad layout or corpus, the same way on every
+  // rank.
   Trainer(const TrainConfig& cfg, int rank, int world_size);
   // Collective over `world`: builds the grid, the model shard and the optimizer.
   void start(Communicator& world);
   StepStats step();
+  bool has_validation() const { return valid_stream_ != nullptr; }
+  // Mean loss over --train.eval_batches global batches of validation samples, always the same
+  // ones (the first of the validation sequence), on every rank. Collective.
+  double evaluate();
 
   const GridLayout& layout() const { return layout_; }
   ProcessGrid& grid() { return *grid_; }
   GPT& model() { return *model_; }
   PipelineEngine& pipeline() { return *pipeline_; }
   GradBuckets& buckets() { return *buckets_; }
-  IndexedDataset& corpus() { return corpus_; }
-  BatchLoader& loader() { return *loader_; }
+  SampleStream& samples() { return *train_stream_; }
+  SampleStream* validation_samples() { return valid_stream_.get(); }
+  DataLoader& loader() { return *loader_; }
+  const std::vector<CorpusWeight>& blend() const { return blend_; }
   int microbatches() const { return microbatches_; }
   int64_t steps_done() const { return steps_done_; }
   // Bytes of parameters, gradients and optimizer state (moments; with ZeRO-1 also the reduced
@@ -49,14 +58,17 @@ class Trainer {
   int64_t state_bytes() const;
 
  private:
-  void read_microbatches();
+  void read_microbatches(DataLoader& loader);
   TrainConfig cfg_;
   GridLayout layout_;
-  IndexedDataset corpus_;
+  int rank_;
   int microbatches_ = 1;
+  std::vector<CorpusWeight> blend_;
+  std::unique_ptr<SampleStream> train_stream_, valid_stream_;
+  std::unique_ptr<DataLoader> valid_loader_;
   std::unique_ptr<ProcessGrid> grid_;
   std::unique_ptr<GPT> model_;
-  std::unique_ptr<BatchLoader> loader_;
+  std::unique_ptr<DataLoader> loader_;
   std::unique_ptr<PipelineEngine> pipeline_;
   std::unique_ptr<GradBuckets> buckets_;
   std::unique_ptr<AdamW> adamw_;

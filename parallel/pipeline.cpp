@@ -70,6 +70,17 @@ void PipelineEngine::backward(int mb, double loss_scale, const GradReadyFn* on_r
   if (!first_) input_grad_sent_[slot] = pp_.isend(input_grad_[slot], pp_.rank() - 1);
 }
 
+double PipelineEngine::evaluate(const std::vector<Tensor>& inputs,
+                                const std::vector<Tensor>& targets) {
+  TESSERA_CHECK(inputs.size() == targets.size() && !inputs.empty(),
+                "PipelineEngine::evaluate: expected one input and target tensor per microbatch");
+  double loss_sum = 0;
+  for (size_t mb = 0; mb < inputs.size(); ++mb)
+    forward(static_cast<int>(mb), inputs, targets, loss_sum);
+  for (auto& r : output_sent_) wait(r);
+  return loss_sum;
+}
+
 double PipelineEngine::run(const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets,
                            double loss_scale, const GradReadyFn* on_ready) {
   TESSERA_CHECK(static_cast<int>(inputs.size()) == microbatches_ &&

@@ -27,6 +27,10 @@ class PipelineEngine {
   double run(const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets,
              double loss_scale, const GradReadyFn* on_ready = nullptr);
 
+  // Forward only, the microbatches in order (validation): the sum of their losses on the last
+  // stage, 0 on the others. Gradients are untouched.
+  double evaluate(const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets);
+
   const std::vector<PipeAction>& schedule() const { return schedule_; }
   int microbatches() const { return microbatches_; }
   int stages() const { return pp_.size(); }

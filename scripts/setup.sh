@@ -11,7 +11,10 @@ PACKAGES=(
   libgtest-dev googletest               # tests
   libopenblas-openmp-dev                # CPU GEMMs, on the same OpenMP threads as our loops
   fortunes fortunes-min                 # public-domain English text for the demo corpus
+  libsentencepiece-dev                  # the SentencePiece tokenizer (BPE, unigram)
+  nlohmann-json3-dev                    # JSONL text input
   clang-format                          # the committed .clang-format
+  clang libclang-rt-14-dev              # libFuzzer for the corpus-reader fuzz target
 )
 
 missing=()

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "io/indexed_dataset.h"
+#include "io/llmc_shard.h"
 
 namespace fs = std::filesystem;
 
@@ -214,6 +215,52 @@ TEST_F(Cli, FortunesCorpusTrainsWellBelowItsUnigramEntropy) {
   EXPECT_GT(entropy, 3.0);  // English bytes: about 4.3-4.8 bits
   EXPECT_LT(loss, entropy - 0.5) << r.out;
   EXPECT_NE(r.out.find("sample ("), std::string::npos) << r.out;
+}
+
+// --- Data ------------------------------------------------------------------------------------
+
+// Ids beyond the vocabulary stop the run before its first step, naming the file and position.
+TEST_F(Cli, TokenIdsBeyondTheVocabularyAreRejectedBeforeTraining) {
+  CliRun r = run_tessera(tiny_args() + " --model.vocab_size 150", dir_);
+  expect_clear_error(r, corpus_ + ".bin");
+  EXPECT_NE(r.err.find("expected ids in [0, --model.vocab_size 150)"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("step "), std::string::npos) << r.out;
+}
+
+// A held-out split gives a validation loss in the log and in metrics.jsonl, every interval and
+// after the last step.
+TEST_F(Cli, ValidationLossIsLoggedAndRecorded) {
+  CliRun r = run_tessera(tiny_args() +
+                             " --train.steps 6 --train.eval_interval 4 --train.eval_batches 2"
+                             " --data.valid_fraction 0.1",
+                         dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("validation | step 4 | loss "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("validation | step 6 | loss "), std::string::npos) << r.out;
+  std::ifstream metrics(dir_ / "run" / "metrics.jsonl");
+  int records = 0;
+  for (std::string line; std::getline(metrics, line);)
+    records += line.find("\"valid_loss\":") != std::string::npos;
+  EXPECT_EQ(records, 2);
+}
+
+// Two corpora in two formats, blended by weight: both are named at start with their weights.
+TEST_F(Cli, BlendOfAMegatronCorpusAndAnLlmcShardTrains) {
+  std::vector<uint16_t> ids(3000);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<uint16_t>((i * 13) % 200);
+  const std::string shard = (dir_ / "shard.bin").string();
+  write_llmc_shard(shard, ids);
+  CliRun r = run_tessera(
+      "train --data.path \"0.75 " + corpus_ + " 0.25 " + shard + "\" --run.dir " +
+          (dir_ / "run").string() +
+          " --model.d_model 32 --model.layers 2 --model.heads 2 --model.d_ff 64"
+          " --model.seq_len 16 --train.global_batch 4 --train.micro_batch 2 --train.steps 3",
+      dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("(Megatron indexed dataset)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(shard + " (llm.c shard): 3000 tokens"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("weight 0.750"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("weight 0.250"), std::string::npos) << r.out;
 }
 
 // --- Under mpirun -------------------------------------------------------------------------

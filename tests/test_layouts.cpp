@@ -61,6 +61,7 @@ TrainConfig tiny_config(const std::string& corpus) {
   c.schedule.warmup = 3;
   c.schedule.total_steps = c.steps;
   c.data_path = corpus;
+  c.cache_dir = std::filesystem::path(corpus).parent_path() / "cache";
   c.parallel.bucket_mb = 0.05;  // several buckets, so the overlapped reduction is exercised
   return c;
 }

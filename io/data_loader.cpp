@@ -1,0 +1,338 @@
+// Blended, shuffled samples over memory-mapped corpora, read ahead on a background thread.
+#include "io/data_loader.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <sstream>
+
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+namespace tessera {
+
+std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std::string& option) {
+  std::istringstream in(text);
+  std::vector<std::string> words;
+  for (std::string w; in >> w;) words.push_back(w);
+  if (words.empty()) throw InputError(option + ": expected a corpus path, found nothing");
+  if (words.size() == 1) return {CorpusWeight{1.0, words[0]}};
+  if (words.size() % 2 != 0)
+    throw InputError(option + ": expected PATH or pairs \"WEIGHT PATH ...\", found " +
+                     std::to_string(words.size()) + " words in \"" + text + "\"");
+  std::vector<CorpusWeight> blend;
+  double total = 0;
+  for (size_t i = 0; i < words.size(); i += 2) {
+    double w = 0;
+    size_t used = 0;
+    try {
+      w = std::stod(words[i], &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != words[i].size() || !(w > 0) || !std::isfinite(w))
+      throw InputError(option + ": expected a positive weight before " + words[i + 1] +
+                       ", found \"" + words[i] + "\"");
+    blend.push_back({w, words[i + 1]});
+    total += w;
+  }
+  for (CorpusWeight& c : blend) c.weight /= total;
+  return blend;
+}
+
+// --- SampleStream -----------------------------------------------------------------------------
+
+SampleStream::SampleStream(std::vector<TokenCorpus> corpora, std::vector<double> weights,
+                           const SampleOptions& options)
+    : corpora_(std::move(corpora)), weights_(std::move(weights)), opt_(options) {
+  TESSERA_CHECK(!corpora_.empty() && corpora_.size() == weights_.size(),
+                "SampleStream: one weight per corpus");
+  const int64_t T = opt_.seq_len;
+  for (const TokenCorpus& c : corpora_) {
+    const int64_t n = (c.num_tokens() - 1) / T;
+    if (n < 1)
+      throw InputError("corpus " + c.path() +
+                       ": expected at least seq_len + 1 = " + std::to_string(T + 1) +
+                       " tokens for one sample, found " + std::to_string(c.num_tokens()));
+    // At least one sample is held out when asked for, as long as one is left for training.
+    const int64_t held =
+        opt_.valid_fraction > 0 && n >= 2
+            ? std::max<int64_t>(
+                  1, static_cast<int64_t>(std::floor(static_cast<double>(n) * opt_.valid_fraction)))
+            : 0;
+    const int64_t first = opt_.valid_split ? n - held : 0;
+    const int64_t count = opt_.valid_split ? held : n - held;
+    if (count < 1 && !opt_.valid_split)
+      throw InputError("corpus " + c.path() +
+                       ": expected samples for training, found none of its " + std::to_string(n) +
+                       " samples of " + std::to_string(T + 1) + " tokens");
+    first_.push_back(first);
+    count_.push_back(count);
+  }
+  // A validation blend draws from the corpora that hold samples out, by their weights.
+  double total = 0;
+  for (size_t k = 0; k < corpora_.size(); ++k) {
+    if (count_[k] < 1) weights_[k] = 0;
+    total += weights_[k];
+  }
+  if (!(total > 0))
+    throw InputError(
+        "--data.valid_fraction: no corpus holds out a validation sample (each needs "
+        "at least two samples of " +
+        std::to_string(T + 1) + " tokens); use --data.valid_path or --data.valid_fraction 0");
+  for (double& w : weights_) w /= total;
+  order_epoch_.assign(corpora_.size(), -1);
+  order_.resize(corpora_.size());
+}
+
+int64_t SampleStream::total_samples() const {
+  return std::accumulate(count_.begin(), count_.end(), int64_t{0});
+}
+
+// The corpus whose supply lags its share the most, w_k (n + 1) - taken_k, first on ties (the
+// greedy rule of Megatron-LM's blending; it keeps |taken_k - n w_k| <= 1 at every prefix).
+int SampleStream::next_corpus(Cursor& c) const {
+  if (c.taken.empty()) c.taken.assign(corpora_.size(), 0);
+  int best = 0;
+  double best_lag = -1e300;
+  const double n = static_cast<double>(c.position + 1);
+  for (size_t k = 0; k < corpora_.size(); ++k) {
+    const double lag = weights_[k] * n - static_cast<double>(c.taken[k]);
+    if (lag > best_lag) best_lag = lag, best = static_cast<int>(k);
+  }
+  ++c.taken[static_cast<size_t>(best)];
+  ++c.position;
+  return best;
+}
+
+SampleStream::Cursor SampleStream::cursor_at(int64_t position) const {
+  Cursor c;
+  c.taken.assign(corpora_.size(), 0);
+  if (corpora_.size() == 1) {
+    c.taken[0] = position;
+    c.position = position;
+    return c;
+  }
+  while (c.position < position) next_corpus(c);
+  return c;
+}
+
+// Fisher-Yates with Philox uniforms: a function of (seed, k, epoch, count) only.
+std::vector<int64_t> SampleStream::build_order(int k, int64_t epoch) const {
+  const int64_t n = count_[static_cast<size_t>(k)];
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), int64_t{0});
+  if (!opt_.shuffle) return order;
+  const uint64_t stream =
+      name_hash("tessera.samples/" + std::to_string(k)) + static_cast<uint64_t>(epoch);
+  for (int64_t i = n - 1; i > 0; --i) {
+    const double u = philox_uniform(opt_.seed, stream, static_cast<uint64_t>(i));
+    const int64_t j = std::min(i, static_cast<int64_t>(u * static_cast<double>(i + 1)));
+    std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(j)]);
+  }
+  return order;
+}
+
+namespace {
+// The cache file of an order: everything that determines it is in the name.
+std::string order_cache_path(const std::string& dir, uint64_t seed, int k, int64_t epoch,
+                             int64_t count, bool shuffle) {
+  char name[160];
+  std::snprintf(name, sizeof name, "order_v1_s%016llx_k%d_e%lld_n%lld_%s.bin",
+                static_cast<unsigned long long>(seed), k, static_cast<long long>(epoch),
+                static_cast<long long>(count), shuffle ? "shuffled" : "sequential");
+  return (std::filesystem::path(dir) / name).string();
+}
+
+// A cached order is used only when it is a whole permutation of [0, n); anything else is a
+// damaged file, rebuilt.
+bool load_order(const std::string& path, std::vector<int64_t>& order) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  in.read(reinterpret_cast<char*>(order.data()),
+          static_cast<std::streamsize>(order.size() * sizeof(int64_t)));
+  if (in.gcount() != static_cast<std::streamsize>(order.size() * sizeof(int64_t)) ||
+      in.peek() != std::char_traits<char>::eof())
+    return false;
+  std::vector<bool> seen(order.size(), false);
+  for (int64_t i : order) {
+    if (i < 0 || i >= static_cast<int64_t>(order.size()) || seen[static_cast<size_t>(i)])
+      return false;
+    seen[static_cast<size_t>(i)] = true;
+  }
+  return true;
+}
+
+// Written to a temporary name and renamed, so a reader never sees half a file; a cache that
+// cannot be written is skipped (the order is cheap to rebuild).
+void save_order(const std::string& path, const std::vector<int64_t>& order) {
+  const std::string tmp = path + ".tmp" + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    if (!out) return;
+    out.write(reinterpret_cast<const char*>(order.data()),
+              static_cast<std::streamsize>(order.size() * sizeof(int64_t)));
+    if (!out) return;
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) std::filesystem::remove(tmp, ec);
+}
+}  // namespace
+
+const std::vector<int64_t>& SampleStream::order(int k, int64_t epoch) {
+  const auto kk = static_cast<size_t>(k);
+  if (order_epoch_[kk] == epoch) return order_[kk];
+  std::vector<int64_t>& o = order_[kk];
+  o.resize(static_cast<size_t>(count_[kk]));
+  // Only shuffled orders are worth a file; the sequential one is the identity.
+  const std::string path =
+      opt_.cache_dir.empty() || !opt_.shuffle
+          ? std::string()
+          : order_cache_path(opt_.cache_dir, opt_.seed, k, epoch, count_[kk], opt_.shuffle);
+  if (path.empty() || !load_order(path, o)) {
+    o = build_order(k, epoch);
+    if (!path.empty()) save_order(path, o);
+  }
+  order_epoch_[kk] = epoch;
+  return o;
+}
+
+void SampleStream::read(int k, int64_t j, int32_t* out) {
+  const auto kk = static_cast<size_t>(k);
+  const int64_t n = count_[kk];
+  const int64_t sample = first_[kk] + order(k, j / n)[static_cast<size_t>(j % n)];
+  corpora_[kk].read_tokens(sample * opt_.seq_len, opt_.seq_len + 1, out);
+}
+
+// --- DataLoader -------------------------------------------------------------------------------
+
+DataLoader::DataLoader(SampleStream& stream, int dp_rank, int dp_size, int64_t micro_batch,
+                       int prefetch)
+    : stream_(stream),
+      dp_rank_(dp_rank),
+      dp_size_(dp_size),
+      micro_batch_(micro_batch),
+      prefetch_(prefetch) {
+  TESSERA_CHECK(dp_size > 0 && dp_rank >= 0 && dp_rank < dp_size && micro_batch > 0,
+                "DataLoader: bad data-parallel rank or micro batch");
+  set_state(LoaderState{0, stream.seed()});
+}
+
+DataLoader::~DataLoader() {
+  stop_thread();
+}
+
+// One batch: the next micro_batch x dp_size positions, of which this rank takes every dp_size-th.
+void DataLoader::produce(SampleStream::Cursor& c, Tensor& out) {
+  const int64_t T = stream_.seq_len();
+  out = Tensor({micro_batch_, T + 1}, DType::I32);
+  int32_t* rows = out.data<int32_t>();
+  for (int64_t b = 0; b < micro_batch_; ++b)
+    for (int r = 0; r < dp_size_; ++r) {
+      const int k = stream_.next_corpus(c);
+      if (r == dp_rank_) stream_.read(k, c.taken[static_cast<size_t>(k)] - 1, rows + b * (T + 1));
+    }
+}
+
+// Each side wakes the other only when it sleeps: a batch of a few microseconds' work must not
+// pay a thread wake-up every time.
+void DataLoader::run_prefetch(int64_t position) {
+  try {
+    SampleStream::Cursor c = stream_.cursor_at(position);
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        if (!stop_ && static_cast<int>(ready_.size()) >= prefetch_) {
+          producer_waiting_ = true;
+          cv_.wait(lock, [&] { return stop_ || static_cast<int>(ready_.size()) < prefetch_; });
+          producer_waiting_ = false;
+        }
+        if (stop_) return;
+      }
+      Tensor batch;
+      produce(c, batch);
+      std::lock_guard<std::mutex> lock(mu_);
+      ready_.push_back(std::move(batch));
+      if (consumer_waiting_) cv_.notify_all();
+    }
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mu_);
+    error_ = std::current_exception();
+    cv_.notify_all();
+  }
+}
+
+void DataLoader::start_thread(int64_t position) {
+  stop_ = false;
+  error_ = nullptr;
+  ready_.clear();
+  thread_ = std::thread([this, position] { run_prefetch(position); });
+}
+
+void DataLoader::stop_thread() {
+  if (!thread_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    cv_.notify_all();
+  }
+  thread_.join();
+}
+
+void DataLoader::next_batch(Tensor& tokens) {
+  if (prefetch_ == 0) {
+    produce(cursor_, tokens);
+  } else {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (ready_.empty() && !error_) {
+      const auto t0 = std::chrono::steady_clock::now();
+      consumer_waiting_ = true;
+      cv_.wait(lock, [&] { return !ready_.empty() || error_; });
+      consumer_waiting_ = false;
+      wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    if (ready_.empty()) std::rethrow_exception(error_);
+    tokens = std::move(ready_.front());
+    ready_.pop_front();
+    if (producer_waiting_) cv_.notify_all();
+  }
+  consumed_ += micro_batch_ * dp_size_;
+}
+
+LoaderState DataLoader::state() const {
+  return LoaderState{consumed_, stream_.seed()};
+}
+
+void DataLoader::set_state(const LoaderState& s) {
+  const int64_t batch = micro_batch_ * dp_size_;
+  if (s.seed != stream_.seed())
+    throw InputError("loader state: saved with seed " + std::to_string(s.seed) +
+                     ", but this run's --train.seed is " + std::to_string(stream_.seed()));
+  if (s.consumed < 0 || s.consumed % batch != 0)
+    throw InputError(
+        "loader state: expected a position that is a multiple of micro batch x "
+        "data-parallel ranks = " +
+        std::to_string(batch) + ", found " + std::to_string(s.consumed));
+  stop_thread();
+  consumed_ = s.consumed;
+  if (prefetch_ == 0)
+    cursor_ = stream_.cursor_at(consumed_);
+  else
+    start_thread(consumed_);
+}
+
+double DataLoader::epochs() {
+  if (epoch_cursor_.taken.empty() || epoch_cursor_.position > consumed_)
+    epoch_cursor_ = stream_.cursor_at(0);
+  while (epoch_cursor_.position < consumed_) stream_.next_corpus(epoch_cursor_);
+  return static_cast<double>(epoch_cursor_.taken[0]) / static_cast<double>(stream_.samples_of(0));
+}
+
+}  // namespace tessera

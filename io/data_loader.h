@@ -1,0 +1,135 @@
+// The training data of a run. SampleStream turns one or more corpora into one sequence of
+// samples: corpus k contributes the samples of seq_len + 1 tokens that tile its token stream
+// (stride seq_len, across document boundaries), in an order shuffled per epoch from (seed, k,
+// epoch); a blend of corpora interleaves them greedily, always from the corpus that lags its
+// share the most (as Megatron-LM's blending does), so that after every prefix of n samples
+// corpus k has supplied within one sample of n w_k. Position g of that
+// sequence is the same on every layout; DataLoader gives data-parallel rank r the positions
+// g = r, r + DP, ... and prefetches them on a background thread. A loader's whole state is
+// the number of positions consumed, so resuming from it reads exactly the next batch.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/tensor.h"
+#include "io/token_corpus.h"
+
+namespace tessera {
+
+struct CorpusWeight {
+  double weight = 1.0;
+  std::string path;
+};
+
+// "PATH" or "W1 PATH1 W2 PATH2 ..." (weights positive, normalised to sum 1). Throws InputError
+// naming `option` when the text is not of that form.
+std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std::string& option);
+
+struct SampleOptions {
+  int64_t seq_len = 128;
+  uint64_t seed = 1;
+  bool shuffle = true;        // false: samples in corpus order (validation)
+  double valid_fraction = 0;  // the last fraction of each corpus' samples is held out (at
+                              // least one sample, if the corpus has two)
+  bool valid_split = false;   // true: use the held-out samples instead of the others
+  std::string cache_dir;      // where epoch orders are cached ("" = not cached)
+};
+
+class SampleStream {
+ public:
+  // Opens nothing itself: corpora come open (their ids already checked against the vocabulary).
+  // Throws InputError naming the corpus when it holds no training sample, or when no corpus
+  // holds a validation sample for the validation split (a corpus without one gets weight 0).
+  SampleStream(std::vector<TokenCorpus> corpora, std::vector<double> weights,
+               const SampleOptions& options);
+
+  int64_t seq_len() const { return opt_.seq_len; }
+  uint64_t seed() const { return opt_.seed; }
+  int num_corpora() const { return static_cast<int>(corpora_.size()); }
+  const TokenCorpus& corpus(int k) const { return corpora_[static_cast<size_t>(k)]; }
+  double weight(int k) const { return weights_[static_cast<size_t>(k)]; }
+  int64_t samples_of(int k) const { return count_[static_cast<size_t>(k)]; }
+  int64_t total_samples() const;
+
+  // A place in the sequence: the position and how many samples each corpus has supplied.
+  struct Cursor {
+    int64_t position = 0;
+    std::vector<int64_t> taken;
+  };
+  Cursor cursor_at(int64_t position) const;  // walks the blend from 0: O(position x corpora)
+  // The corpus that position cursor.position draws from, and the cursor moved past it.
+  int next_corpus(Cursor& c) const;
+  // Reads corpus k's j-th sample (j counts across epochs) into out[seq_len + 1].
+  void read(int k, int64_t j, int32_t* out);
+
+ private:
+  const std::vector<int64_t>& order(int k, int64_t epoch);
+  std::vector<int64_t> build_order(int k, int64_t epoch) const;
+  std::vector<TokenCorpus> corpora_;
+  std::vector<double> weights_;
+  SampleOptions opt_;
+  std::vector<int64_t> first_, count_;  // per corpus: first sample of the split, and how many
+  std::vector<int64_t> order_epoch_;    // per corpus: the epoch order_ holds (-1: none)
+  std::vector<std::vector<int64_t>> order_;
+};
+
+// The loader's state, saved with a checkpoint: positions of the sample sequence consumed by all
+// DP ranks together, and the seed it was made with (checked on restore).
+struct LoaderState {
+  int64_t consumed = 0;
+  uint64_t seed = 0;
+};
+
+class DataLoader {
+ public:
+  // Rank dp_rank of dp_size reads micro_batch samples per batch. prefetch > 0 runs a thread
+  // that keeps up to that many batches ready; 0 reads on the caller's thread.
+  DataLoader(SampleStream& stream, int dp_rank, int dp_size, int64_t micro_batch, int prefetch);
+  ~DataLoader();
+  DataLoader(const DataLoader&) = delete;
+  DataLoader& operator=(const DataLoader&) = delete;
+
+  // This rank's next batch, I32 [micro_batch, seq_len + 1], into `tokens` (reallocated unless
+  // it already has that shape).
+  void next_batch(Tensor& tokens);
+  LoaderState state() const;
+  // Continues from `s`: the next batch is the one a run that had consumed s.consumed positions
+  // would read next. Throws InputError for another seed or a position between batches.
+  void set_state(const LoaderState& s);
+  // Epochs of corpus 0 consumed, for the log (walks the blend from the last call's place).
+  double epochs();
+  // Time next_batch spent waiting for the prefetch thread, in seconds (0 when it never waits).
+  double wait_seconds() const { return wait_s_; }
+
+ private:
+  void produce(SampleStream::Cursor& c, Tensor& out);
+  void start_thread(int64_t position);
+  void stop_thread();
+  void run_prefetch(int64_t position);
+
+  SampleStream& stream_;
+  int dp_rank_, dp_size_;
+  int64_t micro_batch_;
+  int prefetch_;
+  int64_t consumed_ = 0;  // positions, over all DP ranks
+  double wait_s_ = 0;
+  // Caller-thread reading (prefetch == 0).
+  SampleStream::Cursor cursor_;
+  SampleStream::Cursor epoch_cursor_;  // where epochs() last walked to
+  // Prefetching.
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Tensor> ready_;
+  bool stop_ = false, producer_waiting_ = false, consumer_waiting_ = false;
+  std::exception_ptr error_;
+};
+
+}  // namespace tessera

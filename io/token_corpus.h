@@ -1,0 +1,51 @@
+// TokenCorpus: one corpus as the loader reads it, a memory-mapped stream of token ids from
+// either format tessera reads: a Megatron-LM indexed dataset (PREFIX.bin + PREFIX.idx) or an
+// llm.c token shard (one .bin whose header starts with 20240520). Cheap to copy: copies share
+// the mapping, which lives as long as any copy. Nothing per token is held in RAM.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace tessera {
+
+class TokenCorpus {
+ public:
+  // `path` is an llm.c shard file or a Megatron prefix. Throws InputError naming the file for a
+  // missing or malformed corpus, and for an empty one.
+  static TokenCorpus open(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  const std::string& token_file() const { return token_file_; }  // PREFIX.bin or the shard
+  std::string format() const;             // "Megatron indexed dataset" or "llm.c shard"
+  DType dtype() const { return dtype_; }  // U16 or I32
+  int64_t num_tokens() const { return num_tokens_; }
+  int64_t num_documents() const { return num_documents_; }  // -1: the format has no documents
+
+  // Tokens [start, start + count) widened to int32.
+  void read_tokens(int64_t start, int64_t count, int32_t* out) const;
+  // Throws InputError naming the file and the first offending position when an id lies outside
+  // [0, vocab). One vectorised pass over the tokens (about 0.5 s per 10^9 uint16 tokens).
+  void check_token_ids(int64_t vocab) const;
+  // Occurrences of each id (check_token_ids first).
+  std::vector<int64_t> token_counts(int64_t vocab) const;
+
+ private:
+  std::string path_, token_file_;
+  bool megatron_ = true;
+  DType dtype_ = DType::U16;
+  const void* tokens_ = nullptr;
+  int64_t num_tokens_ = 0, num_documents_ = -1;
+  std::shared_ptr<const void> keepalive_;  // the reader that owns the mapping
+};
+
+// Entropy in nats/token of the token frequencies of `corpora` mixed with `weights` (normalised):
+// the loss of the best model that ignores context.
+double unigram_entropy(const std::vector<TokenCorpus>& corpora, const std::vector<double>& weights,
+                       int64_t vocab);
+
+}  // namespace tessera

@@ -1,0 +1,324 @@
+// The data path from corpus files to batches: both corpus formats behind TokenCorpus, id checks
+// before training, samples tiling the token stream, per-epoch shuffles, disjoint and covering
+// data-parallel shares, blend proportions at every prefix, the validation split, the on-disk
+// order cache, prefetching that changes nothing, and resuming at the exact next batch.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "core/error.h"
+#include "io/data_loader.h"
+#include "io/indexed_dataset.h"
+#include "io/llmc_shard.h"
+#include "io/token_corpus.h"
+
+namespace fs = std::filesystem;
+
+namespace tessera {
+namespace {
+
+class Loader : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("tessera_loader_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // A Megatron corpus whose token at stream position i is (i * 7 + offset) % 1000, so a read
+  // tells where it came from.
+  std::string megatron(const std::string& name, int64_t tokens, int offset = 0) {
+    const std::string prefix = (dir_ / name).string();
+    IndexedDatasetWriter w(prefix, DType::U16);
+    std::vector<int32_t> doc;
+    for (int64_t i = 0; i < tokens; ++i) {
+      doc.push_back(static_cast<int32_t>((i * 7 + offset) % 1000));
+      if (doc.size() == 37 || i + 1 == tokens) {
+        w.add_document(doc);
+        doc.clear();
+      }
+    }
+    w.finish();
+    return prefix;
+  }
+
+  SampleStream stream(const std::vector<std::string>& paths, std::vector<double> weights,
+                      SampleOptions o) {
+    std::vector<TokenCorpus> corpora;
+    for (const auto& p : paths) corpora.push_back(TokenCorpus::open(p));
+    return SampleStream(corpora, std::move(weights), o);
+  }
+
+  fs::path dir_;
+};
+
+SampleOptions options(int64_t seq_len, uint64_t seed = 5) {
+  SampleOptions o;
+  o.seq_len = seq_len;
+  o.seed = seed;
+  return o;
+}
+
+std::vector<int32_t> rows_of(DataLoader& l, int batches) {
+  std::vector<int32_t> out;
+  Tensor t;
+  for (int i = 0; i < batches; ++i) {
+    l.next_batch(t);
+    out.insert(out.end(), t.data<int32_t>(), t.data<int32_t>() + t.numel());
+  }
+  return out;
+}
+
+TEST(CorpusBlend, ParsesOnePathOrWeightedPairsAndNormalises) {
+  EXPECT_EQ(parse_corpus_blend("data/a", "--data.path").size(), 1u);
+  const auto b = parse_corpus_blend("0.7 a  0.7 b", "--data.path");
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_DOUBLE_EQ(b[0].weight, 0.5);
+  EXPECT_EQ(b[1].path, "b");
+}
+
+TEST(CorpusBlend, MalformedTextNamesTheOption) {
+  for (const char* bad : {"", "0.5 a b", "x a 0.5 b", "-1 a 1 b", "0 a 1 b"}) {
+    try {
+      parse_corpus_blend(bad, "--data.path");
+      ADD_FAILURE() << "accepted \"" << bad << "\"";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("--data.path"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST_F(Loader, BothFormatsReadTheSameTokens) {
+  const std::string prefix = megatron("m", 500);
+  std::vector<uint16_t> ids(500);
+  for (int i = 0; i < 500; ++i) ids[static_cast<size_t>(i)] = static_cast<uint16_t>((i * 7) % 1000);
+  const std::string shard = (dir_ / "s.bin").string();
+  write_llmc_shard(shard, ids);
+  const TokenCorpus a = TokenCorpus::open(prefix), b = TokenCorpus::open(shard);
+  EXPECT_EQ(a.format(), "Megatron indexed dataset");
+  EXPECT_EQ(b.format(), "llm.c shard");
+  EXPECT_EQ(b.num_documents(), -1);
+  std::vector<int32_t> x(500), y(500);
+  a.read_tokens(0, 500, x.data());
+  b.read_tokens(0, 500, y.data());
+  EXPECT_EQ(x, y);
+}
+
+TEST_F(Loader, TokenIdsOutsideTheVocabularyAreRejectedNamingFileAndPosition) {
+  const TokenCorpus c = TokenCorpus::open(megatron("m", 300));
+  EXPECT_NO_THROW(c.check_token_ids(1000));
+  try {
+    c.check_token_ids(500);  // first id >= 500: position 72 holds 504
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find(c.path()), std::string::npos) << m;
+    EXPECT_NE(m.find("token 72 has id 504"), std::string::npos) << m;
+  }
+  const std::string prefix = (dir_ / "neg").string();
+  {
+    IndexedDatasetWriter w(prefix, DType::I32);
+    const std::vector<int32_t> doc{1, 2, 3, 4};
+    w.add_document(doc);
+    w.finish();
+  }
+  {  // the writer refuses negative ids; another tool's corpus might hold one
+    std::fstream bin(prefix + ".bin", std::ios::in | std::ios::out | std::ios::binary);
+    const int32_t negative = -3;
+    bin.seekp(2 * sizeof(int32_t));
+    bin.write(reinterpret_cast<const char*>(&negative), sizeof negative);
+  }
+  try {
+    TokenCorpus::open(prefix).check_token_ids(100);
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("token 2 has id -3"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(Loader, SamplesTileTheStreamWithStrideSeqLen) {
+  SampleOptions o = options(10);
+  o.shuffle = false;
+  SampleStream s = stream({megatron("m", 101)}, {1.0}, o);
+  EXPECT_EQ(s.samples_of(0), 10);
+  std::vector<int32_t> row(11);
+  s.read(0, 3, row.data());
+  for (int i = 0; i <= 10; ++i) EXPECT_EQ(row[static_cast<size_t>(i)], ((30 + i) * 7) % 1000);
+}
+
+TEST_F(Loader, SequenceLongerThanTheCorpusIsRejectedNamingIt) {
+  const std::string prefix = megatron("m", 20);
+  try {
+    stream({prefix}, {1.0}, options(32));
+    FAIL() << "no error";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(prefix), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("33 tokens"), std::string::npos) << e.what();
+  }
+}
+
+// Each epoch visits every sample once, in an order fixed by the seed and new each epoch.
+TEST_F(Loader, EveryEpochIsAPermutationFixedBySeedAndEpoch) {
+  const std::string prefix = megatron("m", 1001);
+  SampleStream a = stream({prefix}, {1.0}, options(10, 1)),
+               b = stream({prefix}, {1.0}, options(10, 1));
+  SampleStream c = stream({prefix}, {1.0}, options(10, 2));
+  std::vector<int32_t> row(11);
+  std::vector<int32_t> e0, e1, seed2;
+  for (int64_t j = 0; j < 200; ++j) {
+    a.read(0, j, row.data());
+    (j < 100 ? e0 : e1).push_back(row[0]);
+    b.read(0, j, row.data());
+    EXPECT_EQ(row[0], (j < 100 ? e0 : e1).back());
+    if (j < 100) {
+      c.read(0, j, row.data());
+      seed2.push_back(row[0]);
+    }
+  }
+  EXPECT_NE(e0, e1);
+  EXPECT_NE(e0, seed2);
+  std::set<int32_t> firsts(e0.begin(), e0.end());
+  EXPECT_EQ(firsts.size(), 100u);
+  EXPECT_EQ(std::set<int32_t>(e1.begin(), e1.end()), firsts);
+}
+
+// DP rank r of R reads rows r, r + R, ... of what one rank reads: disjoint, and together all.
+TEST_F(Loader, DataParallelSharesAreDisjointAndCoverWhatOneRankReads) {
+  const std::string prefix = megatron("m", 5000);
+  SampleStream one_s = stream({prefix}, {1.0}, options(16));
+  DataLoader one(one_s, 0, 1, 4, 0);
+  const std::vector<int32_t> all = rows_of(one, 6);  // 24 rows
+  for (int R : {2, 4}) {
+    std::vector<std::vector<int32_t>> mine;
+    std::vector<std::unique_ptr<SampleStream>> streams;
+    for (int r = 0; r < R; ++r) {
+      streams.push_back(std::make_unique<SampleStream>(stream({prefix}, {1.0}, options(16))));
+      DataLoader l(*streams.back(), r, R, 4 / R, 0);
+      mine.push_back(rows_of(l, 6));
+    }
+    const size_t row = 17;
+    for (size_t g = 0; g < 24; ++g) {
+      const auto& src = mine[g % static_cast<size_t>(R)];
+      const size_t i = g / static_cast<size_t>(R);
+      EXPECT_TRUE(std::equal(all.begin() + static_cast<std::ptrdiff_t>(g * row),
+                             all.begin() + static_cast<std::ptrdiff_t>((g + 1) * row),
+                             src.begin() + static_cast<std::ptrdiff_t>(i * row)))
+          << "R " << R << " row " << g;
+    }
+  }
+}
+
+TEST_F(Loader, BlendTracksItsWeightsAtEveryPrefix) {
+  for (const std::vector<double>& w :
+       {std::vector<double>{0.7, 0.3}, std::vector<double>{0.5, 0.3, 0.2},
+        std::vector<double>{0.01, 0.99}}) {
+    std::vector<std::string> paths;
+    for (size_t k = 0; k < w.size(); ++k)
+      paths.push_back(
+          megatron(std::string(1, static_cast<char>('a' + k)), 2000, static_cast<int>(k)));
+    SampleStream s = stream(paths, w, options(8));
+    SampleStream::Cursor c;
+    double worst = 0;
+    for (int64_t n = 1; n <= 20000; ++n) {
+      s.next_corpus(c);
+      for (size_t k = 0; k < w.size(); ++k)
+        worst = std::max(worst, std::abs(static_cast<double>(c.taken[k]) - w[k] * n));
+    }
+    EXPECT_LE(worst, 1.0) << "weights " << w[0] << " ...";
+    const SampleStream::Cursor at = s.cursor_at(20000);
+    EXPECT_EQ(at.taken, c.taken);
+  }
+}
+
+TEST_F(Loader, ValidationSplitHoldsOutTheLastSamplesOfEachCorpus) {
+  const std::string prefix = megatron("m", 1001);
+  SampleOptions o = options(10);
+  o.valid_fraction = 0.05;
+  SampleStream train = stream({prefix}, {1.0}, o);
+  o.valid_split = true;
+  o.shuffle = false;
+  SampleStream valid = stream({prefix}, {1.0}, o);
+  EXPECT_EQ(train.samples_of(0), 95);
+  EXPECT_EQ(valid.samples_of(0), 5);
+  std::vector<int32_t> row(11);
+  std::set<int32_t> train_firsts;
+  for (int64_t j = 0; j < 95; ++j) {
+    train.read(0, j, row.data());
+    train_firsts.insert(row[0]);
+  }
+  for (int64_t j = 0; j < 5; ++j) {
+    valid.read(0, j, row.data());
+    EXPECT_EQ(row[0], ((95 + j) * 10 * 7) % 1000);  // sample 95 + j, in order
+    EXPECT_EQ(train_firsts.count(row[0]), 0u);
+  }
+}
+
+// A resumed loader reads exactly what the uninterrupted one reads next, across an epoch
+// boundary, with and without prefetching, on every DP rank.
+TEST_F(Loader, ResumeReadsTheNextBatchOfAnUninterruptedRun) {
+  const std::vector<std::string> paths{megatron("a", 700), megatron("b", 900, 3)};
+  for (int prefetch : {0, 3})
+    for (int r = 0; r < 2; ++r) {
+      SampleStream s1 = stream(paths, {0.6, 0.4}, options(12));
+      DataLoader straight(s1, r, 2, 3, prefetch);
+      rows_of(straight, 9);
+      const LoaderState saved = straight.state();
+      EXPECT_EQ(saved.consumed, 9 * 3 * 2);
+      const std::vector<int32_t> next = rows_of(straight, 20);  // crosses both corpora's epochs
+
+      SampleStream s2 = stream(paths, {0.6, 0.4}, options(12));
+      DataLoader resumed(s2, r, 2, 3, prefetch);
+      resumed.set_state(saved);
+      EXPECT_EQ(rows_of(resumed, 20), next) << "prefetch " << prefetch << " rank " << r;
+    }
+}
+
+TEST_F(Loader, PrefetchingChangesNothing) {
+  const std::string prefix = megatron("m", 3000);
+  SampleStream a = stream({prefix}, {1.0}, options(16)), b = stream({prefix}, {1.0}, options(16));
+  DataLoader plain(a, 1, 2, 2, 0), ahead(b, 1, 2, 2, 4);
+  EXPECT_EQ(rows_of(plain, 50), rows_of(ahead, 50));
+}
+
+TEST_F(Loader, RestoringAnotherSeedOrAPositionBetweenBatchesIsRejected) {
+  SampleStream s = stream({megatron("m", 3000)}, {1.0}, options(16, 9));
+  DataLoader l(s, 0, 2, 2, 0);
+  EXPECT_THROW(l.set_state(LoaderState{8, 10}), InputError);
+  EXPECT_THROW(l.set_state(LoaderState{6, 9}), InputError);
+  EXPECT_NO_THROW(l.set_state(LoaderState{8, 9}));
+}
+
+// Orders land in the cache named by what determines them, and a damaged file is rebuilt.
+TEST_F(Loader, EpochOrdersAreCachedOnDiskAndRebuiltWhenDamaged) {
+  const std::string prefix = megatron("m", 3000);
+  SampleOptions o = options(16);
+  o.cache_dir = (dir_ / "cache").string();
+  fs::create_directories(o.cache_dir);
+  std::vector<int32_t> first(17), again(17), fresh(17);
+  SampleStream a = stream({prefix}, {1.0}, o);
+  a.read(0, 5, first.data());
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(o.cache_dir)) files.push_back(e.path());
+  ASSERT_EQ(files.size(), 1u);
+  EXPECT_EQ(fs::file_size(files[0]), 187u * 8u);
+  SampleStream b = stream({prefix}, {1.0}, o);
+  b.read(0, 5, again.data());
+  EXPECT_EQ(first, again);
+  std::ofstream(files[0], std::ios::trunc) << "damaged";
+  SampleStream c = stream({prefix}, {1.0}, o);
+  c.read(0, 5, fresh.data());
+  EXPECT_EQ(first, fresh);
+  EXPECT_EQ(fs::file_size(files[0]), 187u * 8u);
+}
+
+}  // namespace
+}  // namespace tessera
