@@ -3,6 +3,7 @@
 #include <cstring>
 #include <iostream>
 
+#include "launcher/ckpt_command.h"
 #include "launcher/exit_codes.h"
 #include "launcher/tokenize_command.h"
 #include "launcher/train_command.h"
@@ -13,7 +14,8 @@ void usage(std::ostream& out) {
   out << "usage: tessera <command> [options]\n\n"
          "commands:\n"
          "  train      pretrain a GPT on a tokenised corpus   (tessera train --help)\n"
-         "  tokenize   turn text into a corpus and back        (tessera tokenize --help)\n";
+         "  tokenize   turn text into a corpus and back        (tessera tokenize --help)\n"
+         "  ckpt       show, verify, diff, export checkpoints  (tessera ckpt --help)\n";
 }
 
 }  // namespace
@@ -27,6 +29,8 @@ int main(int argc, char** argv) {
     return tessera::run_guarded(tessera::train_command, argc - 1, argv + 1);
   if (!std::strcmp(argv[1], "tokenize"))
     return tessera::run_guarded(tessera::tokenize_command, argc - 1, argv + 1);
+  if (!std::strcmp(argv[1], "ckpt"))
+    return tessera::run_guarded(tessera::ckpt_command, argc - 1, argv + 1);
   std::cerr << "tessera: error: unknown command '" << argv[1] << "'\n";
   usage(std::cerr);
   return tessera::kExitBadInput;

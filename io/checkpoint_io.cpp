@@ -1,0 +1,798 @@
+// HDF5 checkpoint files (see io/checkpoint_io.h for the layout). HDF5 is used through its C API:
+// every handle lives in an H5Id (closed on scope exit, so an exception leaks nothing) and every
+// call goes through CHECK_H5, which turns a negative return into an InternalError naming the
+// call, file:line and HDF5's innermost error message. Calls whose failure is the user's file
+// (opening a damaged model.h5, reading a corrupt dataset) throw InputError naming that file.
+// HDF5's own error printing is off, so each failure prints one message: ours.
+#include "io/checkpoint_io.h"
+
+#include <fcntl.h>
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <utility>
+
+#include "core/error.h"
+#include "io/crc32c.h"
+
+namespace fs = std::filesystem;
+
+namespace tessera {
+
+static_assert(std::endian::native == std::endian::little,
+              "tensors are written with memory type == file type (little-endian)");
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// HDF5 plumbing
+
+// HDF5's innermost error description (the most specific cause), and the error stack cleared.
+std::string h5_error_detail() {
+  std::string detail;
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_UPWARD,
+      [](unsigned n, const H5E_error2_t* e, void* out) -> herr_t {
+        if (n == 0 && e->desc) *static_cast<std::string*>(out) = e->desc;
+        return 0;
+      },
+      &detail);
+  H5Eclear2(H5E_DEFAULT);
+  return detail;
+}
+
+template <typename T>
+T check_h5(T result, const char* call, const char* file, int line) {
+  if (result < 0)
+    fail_internal(file, line, std::string("HDF5 call ") + call + " failed: " + h5_error_detail());
+  return result;
+}
+
+#define CHECK_H5(call) check_h5((call), #call, __FILE__, __LINE__)
+
+// The user's file is the likely cause: InputError naming it.
+template <typename T>
+T check_h5_input(T result, const std::string& path, const std::string& what) {
+  if (result < 0) throw InputError(path + ": " + what + " (" + h5_error_detail() + ")");
+  return result;
+}
+
+// An HDF5 identifier and the function that closes it.
+class H5Id {
+ public:
+  H5Id(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  H5Id(H5Id&& o) noexcept : id_(std::exchange(o.id_, H5I_INVALID_HID)), close_(o.close_) {}
+  H5Id& operator=(H5Id&& o) noexcept {
+    reset();
+    id_ = std::exchange(o.id_, H5I_INVALID_HID);
+    close_ = o.close_;
+    return *this;
+  }
+  ~H5Id() { reset(); }
+  operator hid_t() const { return id_; }
+  void reset() {
+    if (id_ >= 0) close_(id_);
+    id_ = H5I_INVALID_HID;
+  }
+  herr_t close() { return close_(std::exchange(id_, H5I_INVALID_HID)); }
+
+ private:
+  hid_t id_;
+  herr_t (*close_)(hid_t);
+};
+
+// Held around every HDF5 call of this file: our calls never overlap, whatever the threads. HDF5
+// keeps error stacks per thread, so automatic error printing is turned off once per thread.
+class H5Lock {
+ public:
+  H5Lock() {
+    thread_local bool quiet = false;
+    if (!quiet) quiet = H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr) >= 0;
+  }
+
+ private:
+  static std::recursive_mutex& mutex() {
+    static std::recursive_mutex m;
+    return m;
+  }
+  std::lock_guard<std::recursive_mutex> guard_{mutex()};
+};
+
+// No file locking: flock is missing on some NFS/Lustre mounts (NOTES, "HDF5"), and the commit
+// protocol, not a lock, keeps readers away from files being written. The property covers the
+// files we open; HDF5 1.10 opens a virtual dataset's source files with default properties, where
+// only HDF5_USE_FILE_LOCKING=FALSE turns locking off. So it is set here, during static
+// initialisation (before main, while no other thread can read the environment), unless the user
+// has set it already.
+[[maybe_unused]] const bool kFileLockingOffByDefault =
+    ::setenv("HDF5_USE_FILE_LOCKING", "FALSE", 0) == 0;
+
+H5Id file_access() {
+  H5Id fapl(CHECK_H5(H5Pcreate(H5P_FILE_ACCESS)), H5Pclose);
+  CHECK_H5(H5Pset_file_locking(fapl, false, true));
+  return fapl;
+}
+
+H5Id intermediate_groups() {
+  H5Id lcpl(CHECK_H5(H5Pcreate(H5P_LINK_CREATE)), H5Pclose);
+  CHECK_H5(H5Pset_create_intermediate_group(lcpl, 1));
+  return lcpl;
+}
+
+H5Id simple_space(const Shape& shape) {
+  const std::vector<hsize_t> dims(shape.begin(), shape.end());
+  return {CHECK_H5(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr)),
+          H5Sclose};
+}
+
+// bfloat16 (DESIGN, "Formats"): IEEE F32LE cut to its upper 16 bits.
+H5Id bf16_type() {
+  H5Id t(CHECK_H5(H5Tcopy(H5T_IEEE_F32LE)), H5Tclose);
+  CHECK_H5(H5Tset_fields(t, 15, 7, 8, 0, 7));
+  CHECK_H5(H5Tset_precision(t, 16));
+  CHECK_H5(H5Tset_size(t, 2));
+  CHECK_H5(H5Tset_ebias(t, 127));
+  return t;
+}
+
+H5Id file_type(DType dtype) {
+  if (dtype == DType::BF16) return bf16_type();
+  TESSERA_CHECK(dtype == DType::F32 || dtype == DType::F64,
+                "checkpoint tensors are float32, float64 or bfloat16, not " + dtype_name(dtype));
+  return {CHECK_H5(H5Tcopy(dtype == DType::F32 ? H5T_IEEE_F32LE : H5T_IEEE_F64LE)), H5Tclose};
+}
+
+DType stored_dtype(hid_t dataset, const std::string& where) {
+  H5Id t(CHECK_H5(H5Dget_type(dataset)), H5Tclose);
+  const size_t size = H5Tget_size(t);
+  size_t spos, epos, esize, mpos, msize;
+  if (H5Tget_class(t) == H5T_FLOAT && size == 4) return DType::F32;
+  if (H5Tget_class(t) == H5T_FLOAT && size == 8) return DType::F64;
+  if (H5Tget_class(t) == H5T_FLOAT && size == 2 &&
+      H5Tget_fields(t, &spos, &epos, &esize, &mpos, &msize) >= 0 && esize == 8 && msize == 7)
+    return DType::BF16;
+  const std::string found =
+      "HDF5 type class " + std::to_string(H5Tget_class(t)) + ", size " + std::to_string(size);
+  throw InputError(where + ": expected a float32, float64 or bfloat16 dataset, found " + found);
+}
+
+// Fixed-length, NUL-terminated UTF-8: h5dump prints it, h5py reads it as bytes.
+H5Id string_type(const std::string& value) {
+  H5Id type(CHECK_H5(H5Tcopy(H5T_C_S1)), H5Tclose);
+  CHECK_H5(H5Tset_size(type, value.size() + 1));
+  CHECK_H5(H5Tset_cset(type, H5T_CSET_UTF8));
+  return type;
+}
+
+void write_string_attribute(hid_t object, const char* name, const std::string& value) {
+  H5Id type = string_type(value);
+  H5Id space(CHECK_H5(H5Screate(H5S_SCALAR)), H5Sclose);
+  H5Id a(CHECK_H5(H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT)), H5Aclose);
+  CHECK_H5(H5Awrite(a, type, value.c_str()));
+}
+
+std::string read_string(hid_t object, bool attribute, const std::string& where) {
+  H5Id type(CHECK_H5(attribute ? H5Aget_type(object) : H5Dget_type(object)), H5Tclose);
+  if (H5Tget_class(type) != H5T_STRING || H5Tis_variable_str(type) > 0)
+    throw InputError(where + ": expected a fixed-length string");
+  std::string s(H5Tget_size(type), '\0');
+  CHECK_H5(attribute ? H5Aread(object, type, s.data())
+                     : H5Dread(object, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, s.data()));
+  return s.substr(0, s.find('\0'));
+}
+
+void write_shape_attribute(hid_t object, const char* name, const Shape& v) {
+  const hsize_t n = v.size();
+  H5Id space(CHECK_H5(H5Screate_simple(1, &n, nullptr)), H5Sclose);
+  H5Id a(CHECK_H5(H5Acreate2(object, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT)),
+         H5Aclose);
+  CHECK_H5(H5Awrite(a, H5T_NATIVE_INT64, v.data()));
+}
+
+template <typename T>
+void write_scalar_attribute(hid_t object, const std::string& name, hid_t file_type,
+                            hid_t memory_type, T value) {
+  H5Id space(CHECK_H5(H5Screate(H5S_SCALAR)), H5Sclose);
+  H5Id a(CHECK_H5(H5Acreate2(object, name.c_str(), file_type, space, H5P_DEFAULT, H5P_DEFAULT)),
+         H5Aclose);
+  CHECK_H5(H5Awrite(a, memory_type, &value));
+}
+
+// Attribute `name` of `object`, opened; InputError when absent.
+H5Id open_attribute(hid_t object, const char* name, const std::string& where) {
+  if (CHECK_H5(H5Aexists(object, name)) == 0)
+    throw InputError(where + ": no attribute `" + std::string(name) + "` (not a tessera shard?)");
+  return {CHECK_H5(H5Aopen(object, name, H5P_DEFAULT)), H5Aclose};
+}
+
+Shape read_shape_attribute(hid_t object, const char* name, const std::string& where) {
+  H5Id a = open_attribute(object, name, where);
+  H5Id space(CHECK_H5(H5Aget_space(a)), H5Sclose);
+  Shape v(static_cast<size_t>(CHECK_H5(H5Sget_simple_extent_npoints(space))));
+  CHECK_H5(H5Aread(a, H5T_NATIVE_INT64, v.data()));
+  return v;
+}
+
+Shape dataset_shape(hid_t dataset) {
+  H5Id space(CHECK_H5(H5Dget_space(dataset)), H5Sclose);
+  std::vector<hsize_t> dims(static_cast<size_t>(CHECK_H5(H5Sget_simple_extent_ndims(space))));
+  CHECK_H5(H5Sget_simple_extent_dims(space, dims.data(), nullptr));
+  return Shape(dims.begin(), dims.end());
+}
+
+// Calls fn(path, dataset) for every dataset below `group` ("/a/b/c"), depth first, by name.
+void for_each_dataset(hid_t group, const std::string& prefix,
+                      const std::function<void(const std::string&, hid_t)>& fn) {
+  H5G_info_t info;
+  CHECK_H5(H5Gget_info(group, &info));
+  for (hsize_t i = 0; i < info.nlinks; ++i) {
+    const ssize_t n = CHECK_H5(
+        H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT));
+    std::string name(static_cast<size_t>(n) + 1, '\0');
+    CHECK_H5(H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(),
+                                H5P_DEFAULT));
+    name.resize(static_cast<size_t>(n));
+    H5Id object(CHECK_H5(H5Oopen(group, name.c_str(), H5P_DEFAULT)), H5Oclose);
+    const std::string path = prefix + "/" + name;
+    if (H5Iget_type(object) == H5I_GROUP) for_each_dataset(object, path, fn);
+    if (H5Iget_type(object) == H5I_DATASET) fn(path, object);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shards
+
+void check_tensor_name(const std::string& name) {
+  bool ok = !name.empty() && name.front() != '/' && name.back() != '/' &&
+            name.find("//") == std::string::npos && name.find_first_of("#%") == std::string::npos &&
+            name != "meta" && name.rfind("meta/", 0) != 0;
+  for (const char* part : {"/./", "/../"}) ok = ok && ("/" + name + "/").find(part) == name.npos;
+  TESSERA_CHECK(ok, "checkpoint tensor name \"" + name +
+                        "\": expected a/b/c parts without '#', '%', '.', '..' or a leading meta");
+}
+
+void check_block(const TensorBlock& b) {
+  check_tensor_name(b.name);
+  const Tensor& t = b.data;
+  const std::string what = "block of " + b.name + " at " + shape_str(b.offset) + ", data " +
+                           shape_str(t.shape()) + ", tensor " + shape_str(b.global_shape);
+  TESSERA_CHECK(t.defined() && t.device() == Device::CPU && t.is_contiguous(),
+                what + ": expected a contiguous CPU tensor");
+  TESSERA_CHECK(!b.global_shape.empty() && b.offset.size() == b.global_shape.size() &&
+                    t.shape().size() == b.global_shape.size(),
+                what + ": expected offset and data of the tensor's rank (at least 1)");
+  for (size_t d = 0; d < b.global_shape.size(); ++d)
+    TESSERA_CHECK(b.offset[d] >= 0 && b.offset[d] + t.shape()[d] <= b.global_shape[d],
+                  what + ": the block reaches outside the tensor");
+}
+
+void write_block(hid_t file, const std::string& dataset, const TensorBlock& b) {
+  H5Id space = simple_space(b.data.shape());
+  H5Id type = file_type(b.data.dtype());
+  H5Id d(CHECK_H5(H5Dcreate2(file, dataset.c_str(), type, space, intermediate_groups(), H5P_DEFAULT,
+                             H5P_DEFAULT)),
+         H5Dclose);
+  CHECK_H5(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, b.data.raw()));
+  write_string_attribute(d, "tensor", b.name);
+  write_shape_attribute(d, "global_shape", b.global_shape);
+  write_shape_attribute(d, "global_offset", b.offset);
+  write_string_attribute(d, "dtype", dtype_name(b.data.dtype()));
+}
+
+// One block of a tensor as the master maps it.
+struct SourceBlock {
+  std::string file;     // relative to model.h5: "shards/rank_00003.h5"
+  std::string dataset;  // "/model/layers/03/attn/qkv/weight#1"
+  Shape offset, shape;
+};
+
+struct TensorPlan {
+  Shape global_shape;
+  DType dtype = DType::F32;
+  std::vector<SourceBlock> blocks;
+};
+
+std::string describe(const SourceBlock& b) {
+  return b.file + ":" + b.dataset + " (offset " + shape_str(b.offset) + ", shape " +
+         shape_str(b.shape) + ")";
+}
+
+void add_shard_blocks(const fs::path& dir, const std::string& file,
+                      std::map<std::string, TensorPlan>& plans) {
+  const std::string path = (dir / file).string();
+  H5Id f(check_h5_input(H5Fopen(path.c_str(), H5F_ACC_RDONLY, file_access()), path,
+                        "cannot open as HDF5"),
+         H5Fclose);
+  for_each_dataset(f, "", [&](const std::string& dataset, hid_t d) {
+    const std::string where = path + ":" + dataset;
+    H5Id a = open_attribute(d, "tensor", where);
+    const std::string name = read_string(a, true, where);
+    SourceBlock b{file, dataset, read_shape_attribute(d, "global_offset", where), dataset_shape(d)};
+    const Shape global = read_shape_attribute(d, "global_shape", where);
+    const DType dtype = stored_dtype(d, where);
+    auto [it, fresh] = plans.try_emplace(name, TensorPlan{global, dtype, {}});
+    TESSERA_CHECK(fresh || (it->second.global_shape == global && it->second.dtype == dtype),
+                  "tensor " + name + ": " + where + " says " + shape_str(global) + " " +
+                      dtype_name(dtype) + ", " + describe(it->second.blocks.front()) + " says " +
+                      shape_str(it->second.global_shape) + " " + dtype_name(it->second.dtype));
+    it->second.blocks.push_back(std::move(b));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The master file
+
+// The blocks tile the tensor exactly <=> each lies inside it, no two overlap, and their element
+// counts add up to the tensor's.
+void check_tiling(const std::string& name, const TensorPlan& p) {
+  int64_t covered = 0;
+  const size_t rank = p.global_shape.size();
+  for (const SourceBlock& b : p.blocks) {
+    bool inside = b.offset.size() == rank && b.shape.size() == rank;
+    for (size_t d = 0; inside && d < rank; ++d)
+      inside = b.offset[d] >= 0 && b.offset[d] + b.shape[d] <= p.global_shape[d];
+    TESSERA_CHECK(inside, "tensor " + name + " " + shape_str(p.global_shape) + ": block " +
+                              describe(b) + " reaches outside the tensor");
+    covered += shape_numel(b.shape);
+  }
+  for (size_t i = 0; i < p.blocks.size(); ++i)
+    for (size_t j = i + 1; j < p.blocks.size(); ++j) {
+      const SourceBlock &a = p.blocks[i], &b = p.blocks[j];
+      bool overlap = true;
+      for (size_t d = 0; d < rank; ++d)
+        overlap = overlap && a.offset[d] < b.offset[d] + b.shape[d] &&
+                  b.offset[d] < a.offset[d] + a.shape[d];
+      TESSERA_CHECK(!overlap, "tensor " + name + ": blocks " + describe(a) + " and " + describe(b) +
+                                  " overlap");
+    }
+  TESSERA_CHECK(covered == shape_numel(p.global_shape),
+                "tensor " + name + " " + shape_str(p.global_shape) + ": its " +
+                    std::to_string(p.blocks.size()) + " blocks cover " + std::to_string(covered) +
+                    " of " + std::to_string(shape_numel(p.global_shape)) +
+                    " elements (a gap: a rank's shard is missing or incomplete)");
+}
+
+// VDS source names may hold printf-like patterns ("%b"); a literal '%' is written "%%".
+std::string vds_literal(const std::string& s) {
+  std::string r;
+  for (char c : s) r += c == '%' ? std::string("%%") : std::string(1, c);
+  return r;
+}
+
+void create_virtual_dataset(hid_t master, const std::string& name, const TensorPlan& p) {
+  H5Id space = simple_space(p.global_shape);
+  H5Id type = file_type(p.dtype);
+  H5Id dcpl(CHECK_H5(H5Pcreate(H5P_DATASET_CREATE)), H5Pclose);
+  const float nan32 = std::numeric_limits<float>::quiet_NaN();
+  const double nan64 = std::numeric_limits<double>::quiet_NaN();
+  const uint16_t nan16 = 0x7FC0;
+  const void* fill = p.dtype == DType::F32   ? static_cast<const void*>(&nan32)
+                     : p.dtype == DType::F64 ? static_cast<const void*>(&nan64)
+                                             : static_cast<const void*>(&nan16);
+  CHECK_H5(H5Pset_fill_value(dcpl, type, fill));
+  for (const SourceBlock& b : p.blocks) {
+    const std::vector<hsize_t> start(b.offset.begin(), b.offset.end());
+    const std::vector<hsize_t> count(b.shape.begin(), b.shape.end());
+    CHECK_H5(
+        H5Sselect_hyperslab(space, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr));
+    H5Id source = simple_space(b.shape);
+    CHECK_H5(H5Pset_virtual(dcpl, space, vds_literal(b.file).c_str(),
+                            vds_literal(b.dataset).c_str(), source));
+  }
+  CHECK_H5(H5Sselect_all(space));
+  H5Id d(CHECK_H5(H5Dcreate2(master, ("/" + name).c_str(), type, space, intermediate_groups(), dcpl,
+                             H5P_DEFAULT)),
+         H5Dclose);
+  write_string_attribute(d, "dtype", dtype_name(p.dtype));
+}
+
+void check_meta_key(const std::string& key) {
+  TESSERA_CHECK(!key.empty() && key != "." && key.find('/') == std::string::npos,
+                "checkpoint meta key \"" + key + "\": expected a name without '/'");
+}
+
+void write_meta(hid_t file, const CheckpointMeta& meta) {
+  for (const auto& [key, value] : meta.ints) {
+    check_meta_key(key);
+    write_scalar_attribute(file, key, H5T_STD_I64LE, H5T_NATIVE_INT64, value);
+  }
+  for (const auto& [key, value] : meta.reals) {
+    check_meta_key(key);
+    TESSERA_CHECK(!meta.ints.count(key), "checkpoint meta key " + key + " is an int and a real");
+    write_scalar_attribute(file, key, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, value);
+  }
+  H5Id group(CHECK_H5(H5Gcreate2(file, "/meta", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)), H5Gclose);
+  std::map<std::string, std::string> texts = meta.texts;
+  texts.try_emplace("format", kCheckpointFormat);
+  for (const auto& [key, value] : texts) {
+    check_meta_key(key);
+    H5Id type = string_type(value);
+    H5Id space(CHECK_H5(H5Screate(H5S_SCALAR)), H5Sclose);
+    H5Id d(CHECK_H5(
+               H5Dcreate2(group, key.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)),
+           H5Dclose);
+    CHECK_H5(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, value.c_str()));
+  }
+}
+
+CheckpointMeta read_meta(hid_t file, const std::string& path) {
+  CheckpointMeta meta;
+  std::vector<std::string> names;
+  CHECK_H5(H5Aiterate2(
+      file, H5_INDEX_NAME, H5_ITER_INC, nullptr,
+      [](hid_t, const char* name, const H5A_info_t*, void* out) -> herr_t {
+        static_cast<std::vector<std::string>*>(out)->push_back(name);
+        return 0;
+      },
+      &names));
+  for (const std::string& name : names) {
+    H5Id a(CHECK_H5(H5Aopen(file, name.c_str(), H5P_DEFAULT)), H5Aclose);
+    H5Id type(CHECK_H5(H5Aget_type(a)), H5Tclose);
+    if (H5Tget_class(type) == H5T_INTEGER) CHECK_H5(H5Aread(a, H5T_NATIVE_INT64, &meta.ints[name]));
+    if (H5Tget_class(type) == H5T_FLOAT) CHECK_H5(H5Aread(a, H5T_NATIVE_DOUBLE, &meta.reals[name]));
+  }
+  if (CHECK_H5(H5Lexists(file, "meta", H5P_DEFAULT)) > 0) {
+    H5Id group(CHECK_H5(H5Gopen2(file, "meta", H5P_DEFAULT)), H5Gclose);
+    for_each_dataset(group, "", [&](const std::string& key, hid_t d) {
+      meta.texts[key.substr(1)] = read_string(d, false, path + ":/meta" + key);
+    });
+  }
+  return meta;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files and the MANIFEST
+
+[[noreturn]] void system_error(const std::string& path, const std::string& what) {
+  throw InputError(path + ": " + what + " (" + std::strerror(errno) + ")");
+}
+
+std::string parent_directory(const std::string& path) {
+  const fs::path parent = fs::path(path).parent_path();
+  return parent.empty() ? "." : parent.string();
+}
+
+// Writes `text` to PATH.tmp, fsyncs it, renames it to PATH and fsyncs PATH's directory.
+void write_file_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.close();
+    if (!out) system_error(tmp, "cannot write");
+  }
+  fsync_path(tmp);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) system_error(tmp, "cannot rename to " + path);
+  fsync_directory(parent_directory(path));
+}
+
+// The files a MANIFEST covers, relative to DIR: model.h5 (if present), then shards/*.h5, sorted.
+std::vector<std::string> checkpoint_files(const fs::path& dir) {
+  std::vector<std::string> files;
+  if (fs::exists(dir / "model.h5")) files.push_back("model.h5");
+  std::error_code ec;
+  std::vector<std::string> shards;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir / "shards", ec))
+    if (e.path().extension() == ".h5") shards.push_back("shards/" + e.path().filename().string());
+  std::sort(shards.begin(), shards.end());
+  files.insert(files.end(), shards.begin(), shards.end());
+  return files;
+}
+
+struct ManifestEntry {
+  uint32_t crc = 0;
+  uintmax_t size = 0;
+  std::string path;
+};
+
+bool parse_manifest_line(const std::string& line, ManifestEntry& e) {
+  const size_t a = line.find(' '), b = a == line.npos ? a : line.find(' ', a + 1);
+  if (a != 8 || b == line.npos || b == a + 1 || b + 1 >= line.size()) return false;
+  const std::string hex = line.substr(0, 8), size = line.substr(a + 1, b - a - 1);
+  if (hex.find_first_not_of("0123456789abcdef") != hex.npos ||
+      size.find_first_not_of("0123456789") != size.npos || size.size() > 19)
+    return false;
+  e.crc = static_cast<uint32_t>(std::stoul(hex, nullptr, 16));
+  e.size = std::stoull(size);
+  e.path = line.substr(b + 1);
+  const fs::path p(e.path);
+  return p.is_relative() && std::find(p.begin(), p.end(), "..") == p.end();
+}
+
+std::vector<ManifestEntry> read_manifest(const std::string& dir) {
+  const std::string path = (fs::path(dir) / "MANIFEST").string();
+  std::ifstream in(path);
+  if (!in)
+    throw InputError(path + ": missing (an incomplete checkpoint, or not a checkpoint directory)");
+  std::string line;
+  if (!std::getline(in, line) || line != kCheckpointFormat)
+    throw InputError(path + ": expected the first line \"" + kCheckpointFormat + "\", found \"" +
+                     line + "\"");
+  std::vector<ManifestEntry> entries;
+  std::set<std::string> seen;
+  for (int n = 2; std::getline(in, line); ++n) {
+    ManifestEntry e;
+    if (!parse_manifest_line(line, e) || !seen.insert(e.path).second)
+      throw InputError(path + " line " + std::to_string(n) + ": expected " +
+                       "\"<crc32c, 8 hex digits> <size> <relative path>\" listed once, found \"" +
+                       line + "\"");
+    entries.push_back(std::move(e));
+  }
+  if (!seen.count("model.h5")) throw InputError(path + ": model.h5 is not listed");
+  return entries;
+}
+
+std::string hex8(uint32_t v) {
+  char buf[9];
+  std::snprintf(buf, sizeof buf, "%08x", v);
+  return buf;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Public functions
+
+std::string step_directory_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step_%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+std::string shard_file_name(int rank) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "rank_%05d.h5", rank);
+  return buf;
+}
+
+void write_shard(const std::string& path, const std::vector<TensorBlock>& blocks) {
+  for (const TensorBlock& b : blocks) check_block(b);
+  {
+    H5Lock lock;
+    H5Id file(check_h5_input(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, file_access()),
+                             path, "cannot create the shard file"),
+              H5Fclose);
+    std::map<std::string, int> seen;
+    for (const TensorBlock& b : blocks) {
+      if (b.data.numel() == 0) continue;
+      const int k = seen[b.name]++;
+      write_block(file, "/" + b.name + (k ? "#" + std::to_string(k) : ""), b);
+    }
+    CHECK_H5(H5Fflush(file, H5F_SCOPE_GLOBAL));
+    check_h5_input(file.close(), path, "closing the shard file failed");
+  }
+  fsync_path(path);
+}
+
+void write_master(const std::string& dir, const CheckpointMeta& meta) {
+  const std::string path = (fs::path(dir) / "model.h5").string();
+  {
+    H5Lock lock;
+    std::map<std::string, TensorPlan> plans;
+    for (const std::string& file : checkpoint_files(dir))
+      if (file != "model.h5") add_shard_blocks(dir, file, plans);
+    for (const auto& [name, plan] : plans) check_tiling(name, plan);
+    H5Id file(check_h5_input(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, file_access()),
+                             path, "cannot create the master file"),
+              H5Fclose);
+    for (const auto& [name, plan] : plans) create_virtual_dataset(file, name, plan);
+    write_meta(file, meta);
+    CHECK_H5(H5Fflush(file, H5F_SCOPE_GLOBAL));
+    check_h5_input(file.close(), path, "closing the master file failed");
+  }
+  fsync_path(path);
+}
+
+void write_manifest(const std::string& dir) {
+  const std::vector<std::string> files = checkpoint_files(dir);
+  TESSERA_CHECK(!files.empty() && files.front() == "model.h5",
+                "write_manifest(" + dir + "): write_master first (no model.h5)");
+  std::string text = std::string(kCheckpointFormat) + "\n";
+  for (const std::string& f : files) {
+    const std::string p = (fs::path(dir) / f).string();
+    text += hex8(crc32c_file(p)) + " " + std::to_string(fs::file_size(p)) + " " + f + "\n";
+  }
+  write_file_atomically((fs::path(dir) / "MANIFEST").string(), text);
+}
+
+void verify_manifest(const std::string& dir, ManifestCheck check) {
+  if (!fs::is_directory(dir)) throw InputError("checkpoint " + dir + ": no such directory");
+  const std::vector<ManifestEntry> entries = read_manifest(dir);
+  std::set<std::string> listed;
+  for (const ManifestEntry& e : entries) listed.insert(e.path);
+  for (const std::string& f : checkpoint_files(dir))
+    if (!listed.count(f))
+      throw InputError((fs::path(dir) / f).string() +
+                       ": present but not listed in MANIFEST (left over from another save?)");
+  for (const ManifestEntry& e : entries) {
+    const std::string p = (fs::path(dir) / e.path).string();
+    std::error_code ec;
+    const uintmax_t size = fs::file_size(p, ec);
+    if (ec) throw InputError(p + ": listed in MANIFEST but missing (" + ec.message() + ")");
+    if (size != e.size)
+      throw InputError(p + ": " + std::to_string(size) + " bytes, MANIFEST says " +
+                       std::to_string(e.size) + " (truncated or rewritten)");
+  }
+  if (check == ManifestCheck::kSizes) return;
+  for (const ManifestEntry& e : entries) {
+    const std::string p = (fs::path(dir) / e.path).string();
+    const uint32_t crc = crc32c_file(p);
+    if (crc != e.crc)
+      throw InputError(p + ": CRC-32C " + hex8(crc) + ", MANIFEST says " + hex8(e.crc) +
+                       " (the file is damaged)");
+  }
+}
+
+struct CheckpointReader::Impl {
+  std::string dir;
+  H5Id file{H5I_INVALID_HID, H5Fclose};
+  CheckpointMeta meta;
+  std::map<std::string, TensorInfo> tensors;
+  ~Impl() {
+    H5Lock lock;
+    file.reset();
+  }
+};
+
+CheckpointReader::CheckpointReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CheckpointReader::CheckpointReader(CheckpointReader&&) noexcept = default;
+CheckpointReader& CheckpointReader::operator=(CheckpointReader&&) noexcept = default;
+CheckpointReader::~CheckpointReader() = default;
+
+CheckpointReader CheckpointReader::open(const std::string& dir, ManifestCheck check) {
+  verify_manifest(dir, check);
+  auto impl = std::make_unique<Impl>();
+  impl->dir = dir;
+  const std::string path = (fs::path(dir) / "model.h5").string();
+  H5Lock lock;
+  impl->file = H5Id(check_h5_input(H5Fopen(path.c_str(), H5F_ACC_RDONLY, file_access()), path,
+                                   "cannot open as HDF5"),
+                    H5Fclose);
+  try {
+    impl->meta = read_meta(impl->file, path);
+    for_each_dataset(impl->file, "", [&](const std::string& dataset, hid_t d) {
+      if (dataset.rfind("/meta/", 0) == 0) return;
+      const std::string name = dataset.substr(1);
+      impl->tensors[name] = {name, dataset_shape(d), stored_dtype(d, path + ":" + dataset)};
+    });
+  } catch (const InternalError& e) {  // a file that passed the MANIFEST but HDF5 cannot read
+    throw InputError(path + ": unreadable (" + e.what() + "); `tessera ckpt verify` checks it");
+  }
+  return CheckpointReader(std::move(impl));
+}
+
+const std::string& CheckpointReader::dir() const {
+  return impl_->dir;
+}
+const CheckpointMeta& CheckpointReader::meta() const {
+  return impl_->meta;
+}
+
+std::vector<CheckpointReader::TensorInfo> CheckpointReader::tensors() const {
+  std::vector<TensorInfo> r;
+  for (const auto& [name, info] : impl_->tensors) r.push_back(info);
+  return r;
+}
+
+bool CheckpointReader::has(const std::string& name) const {
+  return impl_->tensors.count(name) > 0;
+}
+
+const CheckpointReader::TensorInfo& CheckpointReader::tensor(const std::string& name) const {
+  const auto it = impl_->tensors.find(name);
+  if (it == impl_->tensors.end())
+    throw InputError("checkpoint " + impl_->dir + ": no tensor " + name + " (it holds " +
+                     std::to_string(impl_->tensors.size()) +
+                     " tensors; a model of another architecture?)");
+  return it->second;
+}
+
+void CheckpointReader::read(const std::string& name, const Shape& global_shape, const Shape& offset,
+                            Tensor& out) const {
+  const TensorInfo& info = tensor(name);
+  if (info.shape != global_shape)
+    throw InputError("checkpoint " + impl_->dir + ": tensor " + name + " has shape " +
+                     shape_str(info.shape) + ", expected " + shape_str(global_shape) +
+                     " (a checkpoint of a model of another shape?)");
+  TESSERA_CHECK(out.defined() && out.device() == Device::CPU && out.is_contiguous(),
+                "checkpoint read of " + name + ": expected a contiguous CPU tensor");
+  TESSERA_CHECK(out.dtype() != DType::BF16 || info.dtype == DType::BF16,
+                "checkpoint read of " + name + ": bfloat16 out of a " + dtype_name(info.dtype) +
+                    " tensor is not supported");
+  const size_t rank = global_shape.size();
+  bool inside = offset.size() == rank && out.shape().size() == rank;
+  for (size_t d = 0; inside && d < rank; ++d)
+    inside = offset[d] >= 0 && offset[d] + out.shape()[d] <= global_shape[d];
+  TESSERA_CHECK(inside, "checkpoint read of " + name + " " + shape_str(global_shape) + ": block " +
+                            shape_str(out.shape()) + " at " + shape_str(offset) + " lies outside");
+  if (out.numel() == 0) return;
+  H5Lock lock;
+  const std::string path = (fs::path(impl_->dir) / "model.h5").string();
+  H5Id d(check_h5_input(H5Dopen2(impl_->file, ("/" + name).c_str(), H5P_DEFAULT), path,
+                        "cannot open tensor " + name),
+         H5Dclose);
+  H5Id file_space(CHECK_H5(H5Dget_space(d)), H5Sclose);
+  const std::vector<hsize_t> start(offset.begin(), offset.end());
+  const std::vector<hsize_t> count(out.shape().begin(), out.shape().end());
+  CHECK_H5(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, count.data(),
+                               nullptr));
+  H5Id memory_space = simple_space(out.shape());
+  const bool widen_bf16 = info.dtype == DType::BF16 && out.dtype() != DType::BF16;
+  std::vector<uint16_t> bits(widen_bf16 ? static_cast<size_t>(out.numel()) : 0);
+  const hid_t native = out.dtype() == DType::F32 ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
+  H5Id type = widen_bf16 || out.dtype() == DType::BF16 ? bf16_type()
+                                                       : H5Id(CHECK_H5(H5Tcopy(native)), H5Tclose);
+  check_h5_input(H5Dread(d, type, memory_space, file_space, H5P_DEFAULT,
+                         widen_bf16 ? static_cast<void*>(bits.data()) : out.raw()),
+                 path, "reading tensor " + name + " failed");
+  float* f32 = out.dtype() == DType::F32 ? out.data<float>() : nullptr;
+  double* f64 = out.dtype() == DType::F64 ? out.data<double>() : nullptr;
+  for (size_t i = 0; i < bits.size(); ++i) {  // bf16 is the upper half of an f32
+    const float v = std::bit_cast<float>(static_cast<uint32_t>(bits[i]) << 16);
+    if (f32) f32[i] = v;
+    if (f64) f64[i] = v;
+  }
+}
+
+void fsync_path(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) system_error(path, "cannot open to fsync");
+  const int r = ::fsync(fd);
+  ::close(fd);
+  if (r != 0) system_error(path, "fsync failed");
+}
+
+void fsync_directory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) system_error(dir, "cannot open the directory to fsync");
+  const int r = ::fsync(fd);
+  ::close(fd);
+  if (r != 0) system_error(dir, "fsync of the directory failed");
+}
+
+void rename_directory(const std::string& from, const std::string& to) {
+  if (fs::exists(to)) throw InputError(to + ": exists already, cannot rename " + from + " to it");
+  if (std::rename(from.c_str(), to.c_str()) != 0) system_error(from, "cannot rename to " + to);
+  fsync_directory(parent_directory(to));
+  if (fs::absolute(parent_directory(from)) != fs::absolute(parent_directory(to)))
+    fsync_directory(parent_directory(from));
+}
+
+void write_latest(const std::string& checkpoints_dir, const std::string& step_dir_name) {
+  TESSERA_CHECK(!step_dir_name.empty() && step_dir_name.find_first_of("/\n") == std::string::npos,
+                "write_latest: \"" + step_dir_name + "\" is not a directory name");
+  write_file_atomically((fs::path(checkpoints_dir) / "latest").string(), step_dir_name + "\n");
+}
+
+std::string read_latest(const std::string& checkpoints_dir) {
+  const fs::path path = fs::path(checkpoints_dir) / "latest";
+  if (!fs::exists(path)) return "";
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string name = text.str();
+  if (!name.empty() && name.back() == '\n') name.pop_back();
+  if (name.empty() || name == "." || name == ".." || name.find_first_of("/\n") != name.npos)
+    throw InputError(path.string() + ": expected one line naming a step directory, found \"" +
+                     text.str() + "\"");
+  if (!fs::is_directory(fs::path(checkpoints_dir) / name))
+    throw InputError(path.string() + ": names " + name + ", but " +
+                     (fs::path(checkpoints_dir) / name).string() + " is not a directory");
+  return name;
+}
+
+}  // namespace tessera

@@ -1,0 +1,134 @@
+// HDF5 checkpoint files (DESIGN, "Formats": Checkpoint). A checkpoint is a directory:
+//   shards/rank_XXXXX.h5  each rank's blocks of global tensors (write_shard)
+//   model.h5              every tensor whole, as a virtual dataset stitched from the shards, plus
+//                         the run's metadata (write_master); the file people open with h5py
+//   MANIFEST              format tag, then CRC-32C, size and path of every file above
+// This layer writes and reads those files. The commit protocol across ranks (write into a *.tmp
+// directory, fsync, barrier, manifest, rename, then `latest`) belongs to the caller, built from
+// the filesystem steps at the end of this header.
+//
+// Thread safety: every function here holds one process-wide lock while it calls HDF5, so a save
+// may run on a background thread while the main thread computes; HDF5 calls never overlap.
+// File locking is off (shared filesystems often lack flock): the program starts with
+// HDF5_USE_FILE_LOCKING=FALSE unless its environment sets that variable already.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace tessera {
+
+// The format tag written as the MANIFEST's first line and as model.h5's /meta/format text.
+inline constexpr const char* kCheckpointFormat = "tessera checkpoint 1";
+
+// "step_00001000", "rank_00003.h5": the names the commit protocol and the shards use.
+std::string step_directory_name(int64_t step);
+std::string shard_file_name(int rank);
+
+// One rectangular block of a global tensor that this rank writes.
+struct TensorBlock {
+  std::string name;    // "model/layers/03/attn/qkv/weight", "optimizer/exp_avg/layers/03/..."
+  Shape global_shape;  // at least one dimension
+  Shape offset;        // where the block starts in the global tensor (same rank)
+  Tensor data;         // contiguous CPU tensor, the block's extent; F32, F64 or BF16
+};
+
+// Writes one shard file. Tensor NAME's first block in this shard is the dataset /NAME, further
+// blocks of the same tensor (the q, k and v pieces of a tensor-parallel QKV weight) are /NAME#1,
+// /NAME#2, ... in the order given. Each dataset has attributes `tensor` (NAME), `global_shape`,
+// `global_offset` (int64) and `dtype` ("float32", "float64", "bfloat16"). F32 is stored as
+// IEEE F32LE, F64 as F64LE, BF16 as a 16-bit HDF5 float type (sign 15, exponent 7..14, bias 127,
+// mantissa 0..6) written as raw bits. Blocks with no elements are skipped. Names are '/'-separated
+// paths without '#', empty parts or a leading "meta" (reserved); a bad name or block is an
+// InternalError. Creates (truncates) the file, writes, flushes, closes, then fsyncs it.
+void write_shard(const std::string& path, const std::vector<TensorBlock>& blocks);
+
+// Small metadata stored in model.h5: ints and reals as scalar attributes of the root group,
+// texts as string datasets /meta/KEY (no 64 KB attribute limit for the config).
+struct CheckpointMeta {
+  std::map<std::string, int64_t> ints;       // step, tp, pp, dp, consumed_samples, seed, ...
+  std::map<std::string, double> reals;       // keys: no '/', not "." or empty
+  std::map<std::string, std::string> texts;  // "config" (the resolved INI), "format", ...
+};
+
+// Builds DIR/model.h5 from every DIR/shards/*.h5: for each tensor one virtual dataset of its
+// global shape at /NAME (intermediate groups created), fill value NaN, attribute `dtype`, whose
+// blocks map to the shard datasets by file names relative to model.h5 ("shards/rank_00003.h5"),
+// so the directory can be moved. Every element of every tensor must come from exactly one block,
+// all blocks of a tensor must agree on its global shape and dtype: else InternalError naming the
+// tensor (and the shard files). Adds texts["format"] = kCheckpointFormat unless meta has one.
+// Writes, flushes, closes, then fsyncs model.h5.
+void write_master(const std::string& dir, const CheckpointMeta& meta);
+
+// DIR/MANIFEST: first line kCheckpointFormat, then "<crc32c, 8 hex digits> <size bytes> <path>"
+// for model.h5 and each shards/*.h5 (paths relative to DIR, sorted). Written to MANIFEST.tmp,
+// fsynced, renamed, and DIR fsynced.
+void write_manifest(const std::string& dir);
+
+// What verify_manifest checks: kFull reads every file for its CRC; kSizes stops at presence and
+// sizes (catches missing, truncated and unlisted files without reading them; for every rank of a
+// resume after one rank has checked kFull, and for quick looks).
+enum class ManifestCheck { kFull, kSizes };
+
+// Throws InputError naming the file and what is wrong: DIR not a directory, MANIFEST missing or
+// malformed, a listed file missing, a size or CRC that differs, a shard file present but not
+// listed. Reads files as bytes, never through HDF5.
+void verify_manifest(const std::string& dir, ManifestCheck check = ManifestCheck::kFull);
+
+// Reads tensors of one checkpoint. The model.h5 file stays open while the reader lives; moving
+// a reader is cheap. Reads go through the virtual datasets, so any layout can read any block.
+class CheckpointReader {
+ public:
+  // verify_manifest(dir, check) first, then opens DIR/model.h5 read-only and reads its meta and
+  // list of tensors. InputError naming the file when model.h5 cannot be opened.
+  static CheckpointReader open(const std::string& dir, ManifestCheck check = ManifestCheck::kFull);
+
+  CheckpointReader(CheckpointReader&&) noexcept;
+  CheckpointReader& operator=(CheckpointReader&&) noexcept;
+  ~CheckpointReader();
+
+  struct TensorInfo {
+    std::string name;
+    Shape shape;
+    DType dtype;  // as stored: F32, F64 or BF16
+  };
+
+  const std::string& dir() const;
+  const CheckpointMeta& meta() const;
+  std::vector<TensorInfo> tensors() const;  // every dataset outside /meta, sorted by name
+  bool has(const std::string& name) const;
+  const TensorInfo& tensor(const std::string& name) const;  // InputError when absent
+
+  // Reads the block [offset, offset + out.shape()) of tensor `name` into `out` (contiguous CPU
+  // tensor of the same rank; F32 or F64 from any stored dtype, BF16 only from BF16, as raw bits).
+  // InputError naming the tensor, the checkpoint and both shapes when the stored global shape is
+  // not `global_shape` (a model of another shape); InternalError when the block lies outside it.
+  // Elements of a missing shard read as NaN: verify_manifest is what detects those.
+  void read(const std::string& name, const Shape& global_shape, const Shape& offset,
+            Tensor& out) const;
+
+ private:
+  struct Impl;
+  explicit CheckpointReader(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Filesystem steps of the commit protocol (POSIX). Each throws InputError naming the path and
+// the system's reason on failure.
+void fsync_path(const std::string& path);      // a file's data and size reach the disk
+void fsync_directory(const std::string& dir);  // its entries (creations, renames) reach the disk
+// Renames directory `from` to `to` (`to` must not exist), then fsyncs the parent of each.
+void rename_directory(const std::string& from, const std::string& to);
+// Replaces CHECKPOINTS_DIR/latest by a file holding "STEP_DIR_NAME\n": writes latest.tmp, fsyncs
+// it, renames it over latest, fsyncs CHECKPOINTS_DIR.
+void write_latest(const std::string& checkpoints_dir, const std::string& step_dir_name);
+// The step directory name that `latest` holds; "" when there is no `latest`. InputError when it
+// is empty, malformed or names no directory of CHECKPOINTS_DIR.
+std::string read_latest(const std::string& checkpoints_dir);
+
+}  // namespace tessera

@@ -1,0 +1,335 @@
+// `tessera ckpt info|verify|diff|export` (see launcher/ckpt_command.h). Tensors are read in
+// slabs of whole rows (at most kSlabElements values at a time), so a checkpoint larger than
+// memory can be verified, compared and exported. info, diff and export check the MANIFEST's files
+// and sizes only; verify also checks every file's CRC-32C.
+#include "launcher/ckpt_command.h"
+
+#include <algorithm>
+#include <boost/program_options.hpp>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <limits>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "core/error.h"
+#include "io/checkpoint_io.h"
+
+namespace tessera {
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int kVerifyFailed = 1;  // README, "Exit codes": the checkpoint failed verification
+constexpr int64_t kSlabElements = int64_t{1} << 22;
+
+constexpr const char* kUsage =
+    "usage: tessera ckpt VERB [options]\n"
+    "  info DIR                                       step, layout, config, tensors\n"
+    "  verify DIR                                     MANIFEST, CRCs, every tensor free of NaN\n"
+    "  diff DIR_A DIR_B                               max abs/rel difference per tensor\n"
+    "  export DIR --to safetensors --output FILE      the model's tensors as one file\n"
+    "`tessera ckpt VERB --help` lists a verb's options.\n";
+
+using TensorInfo = CheckpointReader::TensorInfo;
+
+// Parses the options after the verb, DIRs as positional arguments; false when --help was given.
+bool parse(po::options_description& desc, const char* positional, int max_positional, int argc,
+           char** argv, po::variables_map& vm) {
+  desc.add_options()("help,h", "print this help");
+  po::positional_options_description pos;
+  pos.add(positional, max_positional);
+  std::vector<std::string> args(argv + 2, argv + argc);
+  po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
+  if (vm.count("help")) {
+    std::cout << "usage: tessera ckpt " << argv[1] << " [options]\n" << desc;
+    return false;
+  }
+  po::notify(vm);
+  return true;
+}
+
+// (offset, extent) of consecutive slabs of whole rows (dimension 0) that cover a tensor, each
+// of at most kSlabElements values (or one row).
+std::vector<std::pair<Shape, Shape>> row_slabs(const Shape& shape) {
+  const int64_t rows = shape[0], row = rows ? shape_numel(shape) / rows : 0;
+  const int64_t step = std::max<int64_t>(1, kSlabElements / std::max<int64_t>(row, 1));
+  std::vector<std::pair<Shape, Shape>> slabs;
+  for (int64_t begin = 0; begin < rows; begin += step) {
+    Shape offset(shape.size(), 0), extent = shape;
+    offset[0] = begin;
+    extent[0] = std::min(step, rows - begin);
+    slabs.emplace_back(offset, extent);
+  }
+  return slabs;
+}
+
+// Calls fn(slab) for each row slab of tensor t, read as `as`.
+void for_each_slab(const CheckpointReader& r, const TensorInfo& t, DType as,
+                   const std::function<void(const Tensor&)>& fn) {
+  for (const auto& [offset, extent] : row_slabs(t.shape)) {
+    Tensor slab(extent, as);
+    r.read(t.name, t.shape, offset, slab);
+    fn(slab);
+  }
+}
+
+int64_t tensor_bytes(const TensorInfo& t) {
+  return shape_numel(t.shape) * static_cast<int64_t>(dtype_size(t.dtype));
+}
+
+std::string meta_int(const CheckpointMeta& m, const std::string& key) {
+  const auto it = m.ints.find(key);
+  return it == m.ints.end() ? "?" : std::to_string(it->second);
+}
+
+void print_meta(const CheckpointMeta& m) {
+  std::printf("step %s, layout tp %s pp %s dp %s\n", meta_int(m, "step").c_str(),
+              meta_int(m, "tp").c_str(), meta_int(m, "pp").c_str(), meta_int(m, "dp").c_str());
+  for (const auto& [key, value] : m.ints)
+    std::printf("  %s = %lld\n", key.c_str(), static_cast<long long>(value));
+  for (const auto& [key, value] : m.reals) {
+    char text[32];  // the shortest text that reads back as the same double
+    *std::to_chars(text, text + sizeof text - 1, value).ptr = '\0';
+    std::printf("  %s = %s\n", key.c_str(), text);
+  }
+  for (const auto& [key, value] : m.texts)
+    if (key != "config") std::printf("  %s = \"%s\"\n", key.c_str(), value.c_str());
+  const auto config = m.texts.find("config");
+  if (config != m.texts.end()) std::printf("config:\n%s\n", config->second.c_str());
+}
+
+int info(int argc, char** argv) {
+  po::options_description desc("ckpt info options");
+  desc.add_options()("dir", po::value<std::string>()->required(), "checkpoint directory");
+  po::variables_map vm;
+  if (!parse(desc, "dir", 1, argc, argv, vm)) return 0;
+  const CheckpointReader r =
+      CheckpointReader::open(vm["dir"].as<std::string>(), ManifestCheck::kSizes);
+  std::printf("checkpoint %s\n", r.dir().c_str());
+  print_meta(r.meta());
+  size_t width = 6;
+  for (const TensorInfo& t : r.tensors()) width = std::max(width, t.name.size());
+  std::printf("%-*s  %-20s %-9s %14s\n", static_cast<int>(width), "tensor", "shape", "dtype",
+              "bytes");
+  int64_t total = 0;
+  for (const TensorInfo& t : r.tensors()) {
+    std::printf("%-*s  %-20s %-9s %14lld\n", static_cast<int>(width), t.name.c_str(),
+                shape_str(t.shape).c_str(), dtype_name(t.dtype).c_str(),
+                static_cast<long long>(tensor_bytes(t)));
+    total += tensor_bytes(t);
+  }
+  std::printf("total: %zu tensors, %lld bytes (%.2f MB)\n", r.tensors().size(),
+              static_cast<long long>(total), total / 1e6);
+  return 0;
+}
+
+int64_t count_nan(const Tensor& slab) {
+  const double* v = slab.data<double>();
+  return std::count_if(v, v + slab.numel(), [](double x) { return std::isnan(x); });
+}
+
+int verify(int argc, char** argv) {
+  po::options_description desc("ckpt verify options");
+  desc.add_options()("dir", po::value<std::string>()->required(), "checkpoint directory");
+  po::variables_map vm;
+  if (!parse(desc, "dir", 1, argc, argv, vm)) return 0;
+  const std::string dir = vm["dir"].as<std::string>();
+  if (!fs::is_directory(dir)) throw InputError("checkpoint " + dir + ": no such directory");
+  std::vector<std::string> problems;
+  int64_t bytes = 0;
+  size_t tensors = 0;
+  try {
+    const CheckpointReader r = CheckpointReader::open(dir, ManifestCheck::kFull);
+    for (const TensorInfo& t : r.tensors()) {
+      int64_t nan = 0;
+      for_each_slab(r, t, DType::F64, [&](const Tensor& slab) { nan += count_nan(slab); });
+      if (nan)
+        problems.push_back("tensor " + t.name + ": " + std::to_string(nan) + " of " +
+                           std::to_string(shape_numel(t.shape)) +
+                           " values are NaN (a missing shard reads as NaN)");
+      bytes += tensor_bytes(t);
+      ++tensors;
+    }
+  } catch (const InputError& e) {
+    problems.push_back(e.what());
+  }
+  for (const std::string& p : problems) std::printf("FAILED: %s\n", p.c_str());
+  if (!problems.empty()) return kVerifyFailed;
+  size_t files = 1;  // model.h5
+  for (const fs::directory_entry& e : fs::directory_iterator(fs::path(dir) / "shards"))
+    files += e.path().extension() == ".h5";
+  std::printf("ok: %zu files, %zu tensors, %lld bytes\n", files, tensors,
+              static_cast<long long>(bytes));
+  return 0;
+}
+
+struct Difference {
+  double max_abs = 0, max_rel = 0;
+};
+
+// rel = |a - b| / max(|a|, |b|, 1e-12); a NaN on one side only is an infinite difference.
+void accumulate(const Tensor& a, const Tensor& b, Difference& d) {
+  const double *x = a.data<double>(), *y = b.data<double>();
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    if (std::isnan(x[i]) || std::isnan(y[i])) {
+      if (std::isnan(x[i]) != std::isnan(y[i]))
+        d.max_abs = d.max_rel = std::numeric_limits<double>::infinity();
+      continue;
+    }
+    const double abs = std::fabs(x[i] - y[i]);
+    d.max_abs = std::max(d.max_abs, abs);
+    d.max_rel = std::max(d.max_rel, abs / std::max({std::fabs(x[i]), std::fabs(y[i]), 1e-12}));
+  }
+}
+
+Difference compare(const CheckpointReader& a, const CheckpointReader& b, const TensorInfo& t) {
+  Difference d;
+  for (const auto& [offset, extent] : row_slabs(t.shape)) {
+    Tensor x(extent, DType::F64), y(extent, DType::F64);
+    a.read(t.name, t.shape, offset, x);
+    b.read(t.name, t.shape, offset, y);
+    accumulate(x, y, d);
+  }
+  return d;
+}
+
+int diff(int argc, char** argv) {
+  po::options_description desc("ckpt diff options");
+  desc.add_options()("dirs", po::value<std::vector<std::string>>()->required(),
+                     "two checkpoint directories");
+  po::variables_map vm;
+  if (!parse(desc, "dirs", 2, argc, argv, vm)) return 0;
+  const auto dirs = vm["dirs"].as<std::vector<std::string>>();
+  if (dirs.size() != 2) throw InputError("ckpt diff: expected two checkpoint directories");
+  const CheckpointReader a = CheckpointReader::open(dirs[0], ManifestCheck::kSizes);
+  const CheckpointReader b = CheckpointReader::open(dirs[1], ManifestCheck::kSizes);
+  size_t width = 6, compared = 0, differ = 0;
+  for (const TensorInfo& t : a.tensors()) width = std::max(width, t.name.size());
+  std::printf("%-*s  %-20s %13s %13s\n", static_cast<int>(width), "tensor", "shape", "max_abs",
+              "max_rel");
+  for (const TensorInfo& t : a.tensors()) {
+    if (!b.has(t.name)) continue;
+    const TensorInfo& u = b.tensor(t.name);
+    ++compared;
+    if (u.shape != t.shape) {
+      std::printf("%-*s  shape %s vs %s\n", static_cast<int>(width), t.name.c_str(),
+                  shape_str(t.shape).c_str(), shape_str(u.shape).c_str());
+      ++differ;
+      continue;
+    }
+    const Difference d = compare(a, b, t);
+    differ += d.max_abs != 0;
+    std::printf("%-*s  %-20s %13.6g %13.6g\n", static_cast<int>(width), t.name.c_str(),
+                shape_str(t.shape).c_str(), d.max_abs, d.max_rel);
+  }
+  size_t only = 0;
+  for (const auto& [x, y, label] : {std::tuple(&a, &b, "A"), std::tuple(&b, &a, "B")})
+    for (const TensorInfo& t : x->tensors())
+      if (!y->has(t.name)) {
+        std::printf("only in %s (%s): %s %s\n", label, x->dir().c_str(), t.name.c_str(),
+                    shape_str(t.shape).c_str());
+        ++only;
+      }
+  std::printf("%zu tensors compared, %zu differ, %zu in one checkpoint only\n", compared, differ,
+              only);
+  return 0;
+}
+
+std::string safetensors_dtype(DType t) {
+  return t == DType::F32 ? "F32" : t == DType::F64 ? "F64" : "BF16";
+}
+
+// The safetensors header (https://github.com/huggingface/safetensors): tensors in name order,
+// data back to back in the same order; the JSON is padded with spaces to a multiple of 8 bytes.
+std::string safetensors_header(const std::map<std::string, TensorInfo>& tensors,
+                               const CheckpointMeta& meta) {
+  nlohmann::json header;
+  header["__metadata__"] = {{"format", "pt"}, {"source", "tessera"}};
+  if (meta.ints.count("step"))
+    header["__metadata__"]["step"] = std::to_string(meta.ints.at("step"));
+  int64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    header[name] = {{"dtype", safetensors_dtype(t.dtype)},
+                    {"shape", t.shape},
+                    {"data_offsets", {offset, offset + tensor_bytes(t)}}};
+    offset += tensor_bytes(t);
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  return text;
+}
+
+int export_command(int argc, char** argv) {
+  po::options_description desc("ckpt export options");
+  desc.add_options()("dir", po::value<std::string>()->required(), "checkpoint directory")(
+      "to", po::value<std::string>()->required(), "format: safetensors")(
+      "output", po::value<std::string>()->required(), "file to write");
+  po::variables_map vm;
+  if (!parse(desc, "dir", 1, argc, argv, vm)) return 0;
+  if (vm["to"].as<std::string>() != "safetensors")
+    throw InputError("--to: expected safetensors, found \"" + vm["to"].as<std::string>() + "\"");
+  const CheckpointReader r =
+      CheckpointReader::open(vm["dir"].as<std::string>(), ManifestCheck::kSizes);
+  std::map<std::string, TensorInfo> tensors;  // "layers.03.attn.qkv.weight" -> model/layers/...
+  for (const TensorInfo& t : r.tensors()) {
+    if (t.name.rfind("model/", 0) != 0) continue;
+    std::string name = t.name.substr(6);
+    std::replace(name.begin(), name.end(), '/', '.');
+    if (!tensors.emplace(name, t).second)
+      throw InputError("checkpoint " + r.dir() + ": two tensors export as " + name);
+  }
+  const std::string output = vm["output"].as<std::string>(), tmp = output + ".tmp";
+  const std::string header = safetensors_header(tensors, r.meta());
+  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+  if (!out) throw InputError("--output " + output + ": cannot open " + tmp + " for writing");
+  const uint64_t header_size = header.size();  // little-endian host (checkpoint_io.cpp)
+  out.write(reinterpret_cast<const char*>(&header_size), 8);
+  out.write(header.data(), static_cast<std::streamsize>(header.size()));
+  int64_t bytes = 0;
+  for (const auto& [name, t] : tensors)
+    for_each_slab(r, t, t.dtype, [&](const Tensor& slab) {
+      out.write(static_cast<const char*>(slab.raw()), static_cast<std::streamsize>(slab.bytes()));
+      bytes += static_cast<int64_t>(slab.bytes());
+    });
+  out.close();
+  if (!out) throw InputError("--output " + output + ": writing " + tmp + " failed");
+  fs::rename(tmp, output);
+  std::printf("ckpt export: %zu tensors, %lld bytes -> %s\n", tensors.size(),
+              static_cast<long long>(bytes), output.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int ckpt_command(int argc, char** argv) {
+  if (argc < 2)
+    throw InputError(std::string("ckpt: expected a verb (info, verify, diff, export)\n") + kUsage);
+  const std::string verb = argv[1];
+  int code = -1;
+  if (verb == "info") code = info(argc, argv);
+  if (verb == "verify") code = verify(argc, argv);
+  if (verb == "diff") code = diff(argc, argv);
+  if (verb == "export") code = export_command(argc, argv);
+  if (verb == "--help" || verb == "-h" || verb == "help") {
+    std::cout << kUsage;
+    code = 0;
+  }
+  if (code < 0)
+    throw InputError("ckpt: expected a verb (info, verify, diff, export), found \"" + verb + "\"");
+  std::fflush(stdout);
+  return code;
+}
+
+}  // namespace tessera

@@ -1,0 +1,483 @@
+// Tests of the checkpoint file layer: CRC-32C against RFC 3720, shards + virtual-dataset master
+// round trips (whole tensors and hyperslabs across shard boundaries, exact), what h5dump and
+// h5ls show, every kind of damage the MANIFEST catches, the tiling check, `latest`, and the
+// `ckpt` command in-process. Each test works in its own temporary directory.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "core/error.h"
+#include "io/checkpoint_io.h"
+#include "io/crc32c.h"
+#include "launcher/ckpt_command.h"
+#include "launcher/exit_codes.h"
+
+namespace fs = std::filesystem;
+using namespace tessera;
+
+namespace {
+
+// Element i (row-major) of a test tensor holds base + i: exact in F32, F64 and (small) BF16.
+Tensor numbered(const Shape& shape, DType dtype, double base) {
+  Tensor t(shape, DType::F64);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<double>()[i] = base + static_cast<double>(i);
+  if (dtype == DType::F64) return t;
+  Tensor r(shape, dtype);
+  copy_into(r, t);
+  return r;
+}
+
+// The block [offset, offset + extent) of a contiguous F32/F64 tensor, as F64.
+Tensor block_of(const Tensor& full, const Shape& offset, const Shape& extent) {
+  Tensor f64(full.shape(), DType::F64);
+  copy_into(f64, full);
+  Tensor out(extent, DType::F64);
+  Shape idx(extent.size(), 0);
+  for (int64_t i = 0; i < out.numel(); ++i) {
+    int64_t src = 0;
+    for (size_t d = 0; d < extent.size(); ++d) src = src * full.shape()[d] + offset[d] + idx[d];
+    out.data<double>()[i] = f64.data<double>()[src];
+    for (size_t d = extent.size(); d-- > 0 && ++idx[d] == extent[d];) idx[d] = 0;
+  }
+  return out;
+}
+
+std::vector<double> values(const Tensor& t) {
+  Tensor f64(t.shape(), DType::F64);
+  copy_into(f64, t);
+  return {f64.data<double>(), f64.data<double>() + f64.numel()};
+}
+
+// A tensor of the test checkpoint and how two ranks split it.
+struct Split {
+  std::string name;
+  Shape shape;
+  DType dtype;
+  double base;
+  std::vector<std::pair<Shape, Shape>> rank0, rank1;  // (offset, extent) blocks
+};
+
+const std::vector<Split>& test_tensors() {
+  static const std::vector<Split> tensors = {
+      {"model/wte", {8, 6}, DType::F32, 0, {{{0, 0}, {4, 6}}}, {{{4, 0}, {4, 6}}}},
+      // Split by columns (a row-parallel weight).
+      {"model/layers/00/attn/proj/weight",
+       {6, 4},
+       DType::F32,
+       0,
+       {{{0, 0}, {6, 2}}},
+       {{{0, 2}, {6, 2}}}},
+      // q, k and v rows, each split over two TP ranks: three blocks per shard.
+      {"model/layers/00/attn/qkv/weight",
+       {12, 6},
+       DType::F32,
+       100,
+       {{{0, 0}, {2, 6}}, {{4, 0}, {2, 6}}, {{8, 0}, {2, 6}}},
+       {{{2, 0}, {2, 6}}, {{6, 0}, {2, 6}}, {{10, 0}, {2, 6}}}},
+      {"model/layers/00/mlp/up/bias", {5}, DType::F32, 7, {{{0}, {3}}}, {{{3}, {2}}}},
+      // Replicated: written once, by rank 0.
+      {"model/ln_f/weight", {6}, DType::F32, 50, {{{0}, {6}}}, {}},
+      {"optimizer/exp_avg/wte", {8, 6}, DType::F64, 0.25, {{{0, 0}, {4, 6}}}, {{{4, 0}, {4, 6}}}},
+  };
+  return tensors;
+}
+
+std::vector<TensorBlock> rank_blocks(int rank) {
+  std::vector<TensorBlock> blocks;
+  for (const Split& s : test_tensors()) {
+    const Tensor full = numbered(s.shape, s.dtype, s.base);
+    for (const auto& [offset, extent] : rank ? s.rank1 : s.rank0) {
+      Tensor data(extent, s.dtype);
+      copy_into(data, block_of(full, offset, extent));
+      blocks.push_back({s.name, s.shape, offset, data});
+    }
+  }
+  return blocks;
+}
+
+CheckpointMeta test_meta() {
+  CheckpointMeta m;
+  m.ints = {{"step", 100}, {"tp", 2}, {"pp", 1}, {"dp", 1}, {"consumed_samples", 3200}};
+  m.reals = {{"lr", 3e-4}};
+  m.texts["config"] = "[model]\nlayers = 1\n" + std::string(100000, '#') + "\n";  // > 64 KB
+  return m;
+}
+
+void make_checkpoint(const fs::path& dir) {
+  fs::create_directories(dir / "shards");
+  for (int rank = 0; rank < 2; ++rank)
+    write_shard((dir / "shards" / shard_file_name(rank)).string(), rank_blocks(rank));
+  write_master(dir.string(), test_meta());
+  write_manifest(dir.string());
+}
+
+// Runs fn and returns the InputError's message ("" and a failure when none is thrown).
+std::string input_error(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an InputError";
+  return "";
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+class CheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() /
+            ("tessera_test_ckpt_" + std::to_string(::getpid()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(root_);
+    dir_ = root_ / step_directory_name(100);
+    make_checkpoint(dir_);
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  // A copy of the good checkpoint to damage.
+  fs::path copy(const std::string& name) {
+    fs::copy(dir_, root_ / name, fs::copy_options::recursive);
+    return root_ / name;
+  }
+
+  // `tessera ckpt ARGS...` in-process: exit code, stdout.
+  std::pair<int, std::string> ckpt(std::vector<std::string> args) {
+    args.insert(args.begin(), "ckpt");
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    ::testing::internal::CaptureStdout();
+    const int code = run_guarded(ckpt_command, static_cast<int>(argv.size()), argv.data());
+    return {code, ::testing::internal::GetCapturedStdout()};
+  }
+
+  fs::path root_, dir_;
+};
+
+TEST(Crc32c, MatchesRfc3720Vectors) {
+  std::vector<uint8_t> zeros(32, 0x00), ones(32, 0xFF), ascending(32);
+  for (int i = 0; i < 32; ++i) ascending[i] = static_cast<uint8_t>(i);
+  EXPECT_EQ(crc32c(zeros.data(), 32), 0x8A9136AAu);
+  EXPECT_EQ(crc32c(ones.data(), 32), 0x62A8AB43u);
+  EXPECT_EQ(crc32c(ascending.data(), 32), 0x46DD794Eu);
+  EXPECT_EQ(crc32c("123456789", 9), 0xE3069283u);
+  EXPECT_EQ(crc32c_portable("123456789", 9), 0xE3069283u);
+}
+
+TEST(Crc32c, HardwareAndTablePathsAgreeAndContinue) {
+  std::mt19937 rng(7);
+  std::vector<uint8_t> data(4096);
+  for (uint8_t& b : data) b = static_cast<uint8_t>(rng());
+  for (size_t start : {0, 1, 3, 7}) {
+    for (size_t n : {0, 1, 7, 8, 9, 63, 1000, 4089}) {
+      const uint32_t table = crc32c_portable(data.data() + start, n);
+      if (crc32c_hardware_available()) {
+        EXPECT_EQ(crc32c_hardware(data.data() + start, n), table) << start << " " << n;
+      }
+      const size_t half = n / 3;
+      EXPECT_EQ(crc32c(data.data() + start + half, n - half, crc32c(data.data() + start, half)),
+                table);
+    }
+  }
+}
+
+TEST_F(CheckpointTest, Crc32cOfAFileMatchesItsBytes) {
+  const std::string bytes = read_text(dir_ / "model.h5");
+  EXPECT_EQ(crc32c_file((dir_ / "model.h5").string()), crc32c(bytes.data(), bytes.size()));
+  EXPECT_NE(input_error([&] { crc32c_file((root_ / "absent").string()); }).find("absent"),
+            std::string::npos);
+}
+
+TEST_F(CheckpointTest, WholeTensorsReadBackExactly) {
+  const CheckpointReader r = CheckpointReader::open(dir_.string());
+  ASSERT_EQ(r.tensors().size(), test_tensors().size());
+  for (const Split& s : test_tensors()) {
+    ASSERT_TRUE(r.has(s.name)) << s.name;
+    EXPECT_EQ(r.tensor(s.name).shape, s.shape);
+    EXPECT_EQ(r.tensor(s.name).dtype, s.dtype);
+    for (DType as : {DType::F32, DType::F64}) {
+      Tensor out(s.shape, as);
+      r.read(s.name, s.shape, Shape(s.shape.size(), 0), out);
+      EXPECT_EQ(values(out), values(numbered(s.shape, DType::F64, s.base))) << s.name;
+    }
+  }
+  EXPECT_FALSE(r.has("model/absent"));
+}
+
+TEST_F(CheckpointTest, HyperslabsAcrossShardBoundariesReadExactly) {
+  const CheckpointReader r = CheckpointReader::open(dir_.string());
+  std::mt19937 rng(3);
+  for (const Split& s : test_tensors()) {
+    const Tensor full = numbered(s.shape, DType::F64, s.base);
+    for (int trial = 0; trial < 40; ++trial) {
+      Shape offset, extent;
+      for (int64_t n : s.shape) {
+        const int64_t a = rng() % n, b = rng() % n;
+        offset.push_back(std::min(a, b));
+        extent.push_back(std::max(a, b) - std::min(a, b) + 1);
+      }
+      Tensor out(extent, DType::F32);
+      r.read(s.name, s.shape, offset, out);
+      EXPECT_EQ(values(out), values(block_of(full, offset, extent)))
+          << s.name << " at " << shape_str(offset) << " extent " << shape_str(extent);
+    }
+  }
+}
+
+TEST_F(CheckpointTest, MetaRoundTripsWithAConfigOver64KB) {
+  const CheckpointReader r = CheckpointReader::open(dir_.string());
+  const CheckpointMeta expected = test_meta();
+  EXPECT_EQ(r.meta().ints, expected.ints);
+  EXPECT_EQ(r.meta().reals, expected.reals);
+  EXPECT_EQ(r.meta().texts.at("config"), expected.texts.at("config"));
+  EXPECT_EQ(r.meta().texts.at("format"), kCheckpointFormat);
+}
+
+TEST_F(CheckpointTest, MovedDirectoryStillReadsAcrossShards) {
+  const fs::path moved = root_ / "elsewhere" / "moved";
+  fs::create_directories(moved.parent_path());
+  rename_directory(dir_.string(), moved.string());
+  const CheckpointReader r = CheckpointReader::open(moved.string());
+  Tensor out({8, 2}, DType::F32);
+  r.read("model/wte", {8, 6}, {0, 1}, out);
+  EXPECT_EQ(values(out), values(block_of(numbered({8, 6}, DType::F64, 0), {0, 1}, {8, 2})));
+}
+
+TEST_F(CheckpointTest, H5dumpAndH5lsShowTheGlobalTensors) {
+  if (std::system("h5dump --version >/dev/null 2>&1") != 0) GTEST_SKIP() << "no h5dump";
+  const fs::path out = root_ / "h5dump.txt";
+  const std::string model = (dir_ / "model.h5").string();
+  const std::string dump_command =
+      "h5dump -d /model/layers/00/attn/proj/weight " + model + " >" + out.string();
+  ASSERT_EQ(std::system(dump_command.c_str()), 0);
+  const std::string dump = read_text(out);  // row 1 spans both shards' column blocks
+  EXPECT_NE(dump.find("DATASPACE  SIMPLE { ( 6, 4 ) / ( 6, 4 ) }"), std::string::npos) << dump;
+  EXPECT_NE(dump.find("(1,0): 4, 5, 6, 7"), std::string::npos) << dump;
+  ASSERT_EQ(std::system(("h5ls -r " + model + " >" + out.string()).c_str()), 0);
+  const std::string listing = read_text(out);
+  for (const Split& s : test_tensors())
+    EXPECT_NE(listing.find("/" + s.name + " "), std::string::npos) << listing;
+}
+
+TEST_F(CheckpointTest, Bfloat16IsStoredAsRawBitsAndReadAsFloat) {
+  const fs::path dir = root_ / "bf16";
+  fs::create_directories(dir / "shards");
+  Tensor bits({4}, DType::BF16);
+  const uint16_t raw[4] = {0x3F80, 0xC020, 0x3E20, 0x0000};  // 1, -2.5, 0.15625, 0
+  std::memcpy(bits.raw(), raw, sizeof raw);
+  write_shard((dir / "shards/rank_00000.h5").string(), {{"model/w", {4}, {0}, bits}});
+  write_master(dir.string(), {});
+  write_manifest(dir.string());
+  const CheckpointReader r = CheckpointReader::open(dir.string());
+  EXPECT_EQ(r.tensor("model/w").dtype, DType::BF16);
+  Tensor f32({4}, DType::F32), back({4}, DType::BF16);
+  r.read("model/w", {4}, {0}, f32);
+  EXPECT_EQ(values(f32), (std::vector<double>{1, -2.5, 0.15625, 0}));
+  r.read("model/w", {4}, {0}, back);
+  EXPECT_EQ(std::memcmp(back.raw(), raw, sizeof raw), 0);
+  if (std::system("h5dump --version >/dev/null 2>&1") != 0) return;
+  const fs::path out = root_ / "h5dump.txt";
+  std::system(("h5dump -d /model/w " + (dir / "model.h5").string() + " >" + out.string()).c_str());
+  EXPECT_NE(read_text(out).find("1, -2.5, 0.15625, 0"), std::string::npos) << read_text(out);
+}
+
+TEST_F(CheckpointTest, ManifestCatchesEveryKindOfDamageAndNamesTheFile) {
+  const fs::path missing = copy("missing");
+  fs::remove(missing / "shards/rank_00001.h5");
+  EXPECT_NE(input_error([&] { verify_manifest(missing.string()); }).find("rank_00001.h5: listed"),
+            std::string::npos);
+
+  const fs::path truncated = copy("truncated");
+  const fs::path shard = truncated / "shards/rank_00001.h5";
+  fs::resize_file(shard, fs::file_size(shard) / 2);
+  EXPECT_NE(input_error([&] { verify_manifest(truncated.string()); }).find("rank_00001.h5: "),
+            std::string::npos);
+
+  const fs::path flipped = copy("flipped");
+  {
+    std::fstream f(flipped / "shards/rank_00000.h5",
+                   std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(3000);
+    const char c = static_cast<char>(f.get() ^ 0x01);
+    f.seekp(3000);
+    f.put(c);
+  }
+  const std::string crc = input_error([&] { verify_manifest(flipped.string()); });
+  EXPECT_NE(crc.find("rank_00000.h5: CRC-32C"), std::string::npos) << crc;
+  EXPECT_NO_THROW(verify_manifest(flipped.string(), ManifestCheck::kSizes));
+
+  const fs::path lying = copy("lying");
+  std::string manifest = read_text(lying / "MANIFEST");
+  const size_t line = manifest.find(" shards/rank_00001.h5"), size = manifest.rfind(' ', line - 1);
+  manifest.replace(size + 1, line - size - 1, "12");
+  std::ofstream(lying / "MANIFEST", std::ios::trunc) << manifest;
+  const std::string sized = input_error([&] { verify_manifest(lying.string()); });
+  EXPECT_NE(sized.find("rank_00001.h5: "), std::string::npos) << sized;
+  EXPECT_NE(sized.find("MANIFEST says 12"), std::string::npos) << sized;
+
+  const fs::path extra = copy("extra");
+  fs::copy_file(extra / "shards/rank_00000.h5", extra / "shards/rank_00002.h5");
+  EXPECT_NE(input_error([&] { verify_manifest(extra.string()); }).find("rank_00002.h5: present"),
+            std::string::npos);
+}
+
+TEST_F(CheckpointTest, MalformedOrAbsentManifestIsAnInputError) {
+  const fs::path malformed = copy("malformed");
+  std::ofstream(malformed / "MANIFEST", std::ios::app) << "zz 1 x\n";
+  EXPECT_NE(input_error([&] { CheckpointReader::open(malformed.string()); }).find("MANIFEST line"),
+            std::string::npos);
+  const fs::path absent = copy("absent");
+  fs::remove(absent / "MANIFEST");
+  EXPECT_NE(input_error([&] { verify_manifest(absent.string()); }).find("MANIFEST: missing"),
+            std::string::npos);
+  EXPECT_NE(input_error([&] { verify_manifest((root_ / "nowhere").string()); }).find("nowhere"),
+            std::string::npos);
+}
+
+TEST_F(CheckpointTest, WrongGlobalShapeNamesTheTensorAndBothShapes) {
+  const CheckpointReader r = CheckpointReader::open(dir_.string());
+  Tensor out({2, 6}, DType::F32);
+  const std::string e = input_error([&] { r.read("model/wte", {16, 6}, {0, 0}, out); });
+  EXPECT_NE(e.find("model/wte"), std::string::npos) << e;
+  EXPECT_NE(e.find("[8, 6]"), std::string::npos) << e;
+  EXPECT_NE(e.find("[16, 6]"), std::string::npos) << e;
+  EXPECT_NE(e.find(dir_.string()), std::string::npos) << e;
+}
+
+TEST_F(CheckpointTest, BlocksThatLeaveAGapOrOverlapFailAtWriteMaster) {
+  const fs::path gap = root_ / "gap";
+  fs::create_directories(gap / "shards");
+  const Tensor half = numbered({4, 6}, DType::F32, 0);
+  write_shard((gap / "shards/rank_00000.h5").string(), {{"model/wte", {8, 6}, {0, 0}, half}});
+  try {
+    write_master(gap.string(), {});
+    FAIL() << "expected an InternalError";
+  } catch (const InternalError& e) {
+    EXPECT_NE(std::string(e.what()).find("model/wte"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("gap"), std::string::npos) << e.what();
+  }
+  write_shard((gap / "shards/rank_00001.h5").string(), {{"model/wte", {8, 6}, {3, 0}, half}});
+  try {
+    write_master(gap.string(), {});
+    FAIL() << "expected an InternalError";
+  } catch (const InternalError& e) {
+    EXPECT_NE(std::string(e.what()).find("overlap"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(CheckpointTest, LatestNamesTheCommittedStep) {
+  EXPECT_EQ(read_latest(root_.string()), "");
+  write_latest(root_.string(), dir_.filename().string());
+  EXPECT_EQ(read_latest(root_.string()), "step_00000100");
+  EXPECT_FALSE(fs::exists(root_ / "latest.tmp"));
+  write_latest(root_.string(), "step_00000200");
+  const std::string e = input_error([&] { read_latest(root_.string()); });
+  EXPECT_NE(e.find("step_00000200"), std::string::npos) << e;
+}
+
+TEST_F(CheckpointTest, ShardsWrittenOnAnotherThreadWhileReading) {
+  std::thread writer([&] { make_checkpoint(root_ / "background"); });
+  const CheckpointReader r = CheckpointReader::open(dir_.string());
+  for (int i = 0; i < 50; ++i) {
+    Tensor out({12, 6}, DType::F32);
+    r.read("model/layers/00/attn/qkv/weight", {12, 6}, {0, 0}, out);
+    EXPECT_EQ(values(out), values(numbered({12, 6}, DType::F64, 100)));
+  }
+  writer.join();
+  EXPECT_NO_THROW(CheckpointReader::open((root_ / "background").string()));
+}
+
+TEST_F(CheckpointTest, CkptInfoListsStepLayoutAndTensors) {
+  const auto [code, out] = ckpt({"info", dir_.string()});
+  EXPECT_EQ(code, 0);
+  EXPECT_NE(out.find("step 100, layout tp 2 pp 1 dp 1"), std::string::npos) << out;
+  EXPECT_NE(out.find("[model]\nlayers = 1"), std::string::npos);
+  for (const Split& s : test_tensors()) EXPECT_NE(out.find(s.name), std::string::npos) << out;
+  EXPECT_NE(out.find("total: 6 tensors, 1004 bytes"), std::string::npos) << out;
+  EXPECT_EQ(ckpt({"info", (root_ / "nowhere").string()}).first, kExitBadInput);
+}
+
+TEST_F(CheckpointTest, CkptVerifyPassesGoodAndFailsDamagedCheckpoints) {
+  const auto [code, out] = ckpt({"verify", dir_.string()});
+  EXPECT_EQ(code, 0);
+  EXPECT_NE(out.find("ok: 3 files, 6 tensors, 1004 bytes"), std::string::npos) << out;
+
+  const fs::path damaged = copy("damaged");
+  fs::resize_file(damaged / "shards/rank_00001.h5", 100);
+  EXPECT_EQ(ckpt({"verify", damaged.string()}).first, 1);
+
+  // A MANIFEST written after a shard vanished: the virtual datasets read NaN fill instead.
+  const fs::path hollow = copy("hollow");
+  fs::remove(hollow / "shards/rank_00001.h5");
+  write_manifest(hollow.string());
+  const auto [hollow_code, hollow_out] = ckpt({"verify", hollow.string()});
+  EXPECT_EQ(hollow_code, 1);
+  EXPECT_NE(hollow_out.find("model/wte: 24 of 48 values are NaN"), std::string::npos) << hollow_out;
+  EXPECT_EQ(ckpt({"verify", (root_ / "nowhere").string()}).first, kExitBadInput);
+}
+
+TEST_F(CheckpointTest, CkptDiffOfIdenticalCheckpointsFindsNoDifference) {
+  const fs::path twin = copy("twin");
+  const auto [code, out] = ckpt({"diff", dir_.string(), twin.string()});
+  EXPECT_EQ(code, 0);
+  EXPECT_NE(out.find("6 tensors compared, 0 differ, 0 in one checkpoint only"), std::string::npos)
+      << out;
+
+  const fs::path other = root_ / "other";
+  fs::create_directories(other / "shards");
+  write_shard((other / "shards/rank_00000.h5").string(),
+              {{"model/wte", {8, 6}, {0, 0}, numbered({8, 6}, DType::F32, 1)}});
+  write_master(other.string(), {});
+  write_manifest(other.string());
+  const auto [code2, out2] = ckpt({"diff", dir_.string(), other.string()});
+  EXPECT_EQ(code2, 0);
+  EXPECT_NE(out2.find("1 tensors compared, 1 differ, 5 in one checkpoint only"), std::string::npos)
+      << out2;
+}
+
+TEST_F(CheckpointTest, CkptExportWritesAValidSafetensorsFile) {
+  const fs::path file = root_ / "model.safetensors";
+  const auto [code, out] =
+      ckpt({"export", dir_.string(), "--to", "safetensors", "--output", file.string()});
+  ASSERT_EQ(code, 0) << out;
+  const std::string bytes = read_text(file);
+  uint64_t header_size = 0;
+  std::memcpy(&header_size, bytes.data(), 8);
+  ASSERT_EQ(header_size % 8, 0u);
+  const nlohmann::json header = nlohmann::json::parse(bytes.substr(8, header_size));
+  EXPECT_EQ(header["__metadata__"]["step"], "100");
+  EXPECT_EQ(header.size(), 6u);  // 5 model tensors + metadata, no optimizer state
+  uint64_t end = 0;
+  for (const Split& s : test_tensors()) {
+    if (s.name.rfind("model/", 0) != 0) continue;
+    std::string name = s.name.substr(6);
+    std::replace(name.begin(), name.end(), '/', '.');
+    const nlohmann::json& t = header.at(name);
+    EXPECT_EQ(t["dtype"], "F32");
+    EXPECT_EQ(t["shape"].get<Shape>(), s.shape);
+    const uint64_t begin = t["data_offsets"][0], stop = t["data_offsets"][1];
+    ASSERT_EQ(stop - begin, static_cast<uint64_t>(shape_numel(s.shape)) * 4) << name;
+    const Tensor expected = numbered(s.shape, DType::F32, s.base);
+    EXPECT_EQ(std::memcmp(bytes.data() + 8 + header_size + begin, expected.raw(), stop - begin), 0)
+        << name;
+    end = std::max(end, stop);
+  }
+  EXPECT_EQ(8 + header_size + end, bytes.size());
+  EXPECT_EQ(ckpt({"export", dir_.string(), "--to", "onnx", "--output", "x"}).first, kExitBadInput);
+}
+
+}  // namespace
