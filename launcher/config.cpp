@@ -95,6 +95,22 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
       "parallel.bucket_mb", po::value(&c.parallel.bucket_mb)->default_value(c.parallel.bucket_mb),
       "size of a data-parallel gradient bucket in MB; each is reduced as soon as it is complete");
 
+  po::options_description checkpoint("[checkpoint]");
+  checkpoint.add_options()(
+      "checkpoint.interval",
+      po::value(&c.checkpoint_interval)->default_value(c.checkpoint_interval),
+      "steps between checkpoints under RUN_DIR/checkpoints, also after the last (0: none)")(
+      "checkpoint.keep", po::value(&c.checkpoint_keep)->default_value(c.checkpoint_keep),
+      "newest checkpoints kept; older ones are deleted after a save commits (0: all)")(
+      "checkpoint.resume", po::value(&c.checkpoint_resume)->default_value(c.checkpoint_resume),
+      "auto (the newest valid checkpoint, if any) | none | PATH of a step directory")(
+      "train.exit_after", po::value(&c.exit_after)->default_value(c.exit_after),
+      "stop after this many steps of this run, saving a checkpoint first (0: never)")(
+      "debug.kill_during_save",
+      po::value(&c.debug_kill_during_save)->default_value(c.debug_kill_during_save),
+      "RANK:POINT: that rank kills itself (SIGKILL) at POINT of the second save, for tests of "
+      "crash safety (points: start, shard, written, master, renamed)");
+
   po::options_description data("[data]");
   data.add_options()("data.path", po::value(&c.data_path),
                      "corpus: a Megatron prefix (PREFIX.bin + PREFIX.idx) or an llm.c shard "
@@ -121,7 +137,7 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
                              "sample among the k likeliest tokens (0: all)");
 
   po::options_description all;
-  all.add(run).add(model).add(train).add(optim).add(parallel).add(data).add(sample);
+  all.add(run).add(model).add(train).add(optim).add(parallel).add(checkpoint).add(data).add(sample);
   return all;
 }
 
@@ -192,6 +208,10 @@ void TrainConfig::validate() const {
   require(valid_fraction >= 0 && valid_fraction < 1, "--data.valid_fraction", "a value in [0, 1)",
           valid_fraction);
   require(eval_interval >= 0, "--train.eval_interval", "0 (none) or more steps", eval_interval);
+  require(checkpoint_interval >= 0, "--checkpoint.interval", "0 (none) or more steps",
+          checkpoint_interval);
+  require(checkpoint_keep >= 0, "--checkpoint.keep", "0 (all) or more", checkpoint_keep);
+  require(exit_after >= 0, "--train.exit_after", "0 (never) or more steps", exit_after);
   require(eval_batches >= 1, "--train.eval_batches", "at least 1", eval_batches);
   require(parallel.tp >= 1, "--parallel.tp", "at least 1", parallel.tp);
   require(parallel.pp >= 1, "--parallel.pp", "at least 1", parallel.pp);

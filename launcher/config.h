@@ -39,6 +39,12 @@ struct TrainConfig {
   LRSchedule schedule;
   AdamWConfig adamw;
   ParallelConfig parallel;
+  // [checkpoint] (under RUN_DIR/checkpoints)
+  int64_t checkpoint_interval = 0;         // steps between saves, and after the last (0: none)
+  int64_t checkpoint_keep = 0;             // newest checkpoints kept (0: all)
+  std::string checkpoint_resume = "auto";  // auto | none | PATH
+  int64_t exit_after = 0;              // [train]: stop after this many steps of this run (0: never)
+  std::string debug_kill_during_save;  // [debug]: "RANK:POINT", for the crash-safety tests
   // [data]
   std::string data_path;         // "PATH" or "W1 PATH1 W2 PATH2 ..." (io/data_loader.h)
   std::string valid_path;        // validation corpora, same syntax; empty: hold out a fraction

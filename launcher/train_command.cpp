@@ -21,6 +21,7 @@
 #include "io/indexed_dataset.h"
 #include "io/metrics.h"
 #include "io/sentencepiece_tokenizer.h"
+#include "launcher/checkpointing.h"
 #include "launcher/exit_codes.h"
 #include "launcher/sampling.h"
 #include "launcher/trainer.h"
@@ -263,21 +264,52 @@ void prepare_run_dir(const TrainConfig& cfg) {
 
 }  // namespace
 
-TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& world) {
+std::string checkpoints_root(const TrainConfig& cfg) {
+  return (std::filesystem::path(cfg.run_dir) / "checkpoints").string();
+}
+
+TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& world,
+                         const std::string& resume_dir) {
   const bool root = world.rank() == 0;
+  const std::string ckpt_root = checkpoints_root(cfg);
   tr.start(world);
+  remove_unfinished_checkpoints(world, ckpt_root);
+  if (!resume_dir.empty()) {
+    load_checkpoint(tr, resume_dir);
+    if (root)
+      std::printf("resumed from %s: step %lld, %lld samples consumed\n", resume_dir.c_str(),
+                  static_cast<long long>(tr.steps_done()),
+                  static_cast<long long>(tr.loader().state().consumed));
+  }
   if (root) print_start(cfg, tr);
   IntervalLog log(cfg, root);
   TrainResult result;
   const auto start = Clock::now();
-  for (int64_t step = 0; step < cfg.steps; ++step) {
+  const int64_t first = tr.steps_done();
+  for (int64_t step = first; step < cfg.steps; ++step) {
     const StepStats s = tr.step();
     result.losses.push_back(s.loss);
     if (const std::optional<double> mean = log.add(step, s, tr.loader().epochs()))
       result.final_loss = *mean;
-    const bool eval_now =
-        cfg.eval_interval > 0 && ((step + 1) % cfg.eval_interval == 0 || step + 1 == cfg.steps);
+    const bool last = step + 1 == cfg.steps;
+    const bool eval_now = cfg.eval_interval > 0 && ((step + 1) % cfg.eval_interval == 0 || last);
     if (tr.has_validation() && eval_now) log.validation(step, tr.evaluate());
+    const bool exiting = cfg.exit_after > 0 && step + 1 - first == cfg.exit_after;
+    const bool save = cfg.checkpoint_interval > 0 &&
+                      ((step + 1) % cfg.checkpoint_interval == 0 || last || exiting);
+    if (save) {
+      const auto t0 = Clock::now();
+      const std::string dir = save_checkpoint(tr, ckpt_root);
+      if (root)
+        std::printf("checkpoint: %s in %.2f s\n", dir.c_str(),
+                    std::chrono::duration<double>(Clock::now() - t0).count());
+    }
+    if (exiting) {
+      if (root)
+        std::printf("exit after %lld steps of this run (--train.exit_after), at step %lld\n",
+                    static_cast<long long>(cfg.exit_after), static_cast<long long>(step + 1));
+      break;
+    }
   }
   const double run_s = std::chrono::duration<double>(Clock::now() - start).count();
   print_summary(cfg, tr, result, world);
@@ -301,6 +333,7 @@ int train_command(int argc, char** argv) {
   std::unique_ptr<Trainer> trainer;
   ErrorReport failure;
   bool help = false;
+  std::string resume_dir, resume_note;
   try {
     help = !parse_train_config(argc, argv, cfg);
     if (!help) {
@@ -310,6 +343,8 @@ int train_command(int argc, char** argv) {
       trainer = std::make_unique<Trainer>(cfg, world.rank(), world.size());
       if (cfg.sample_tokens > 0) check_sampling_tokenizer(cfg);
       if (root) prepare_run_dir(cfg);
+      if (root)
+        resume_dir = choose_checkpoint(checkpoints_root(cfg), cfg.checkpoint_resume, resume_note);
     }
   } catch (...) {
     failure = report_error(std::current_exception(), "train");
@@ -327,7 +362,10 @@ int train_command(int argc, char** argv) {
 
   // Phase 2: a failure now may be one rank's alone; the others would wait for it forever.
   try {
-    run_training(cfg, *trainer, world);
+    resume_dir = broadcast_text(world, resume_dir);
+    resume_note = broadcast_text(world, resume_note);
+    if (root && !resume_note.empty()) std::printf("checkpoint: %s\n", resume_note.c_str());
+    run_training(cfg, *trainer, world, resume_dir);
   } catch (...) {
     const ErrorReport r = report_error(std::current_exception(), "train");
     if (world.size() == 1) {

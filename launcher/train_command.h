@@ -19,6 +19,8 @@ struct TrainResult {
 class Trainer;
 class Communicator;
 // The loop after the agreement on the inputs: collective over world; rank 0 logs.
-TrainResult run_training(const TrainConfig& cfg, Trainer& trainer, Communicator& world);
+// resume_dir: a checkpoint to load first ("" for none).
+TrainResult run_training(const TrainConfig& cfg, Trainer& trainer, Communicator& world,
+                         const std::string& resume_dir);
 
 }  // namespace tessera

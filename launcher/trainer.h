@@ -53,6 +53,11 @@ class Trainer {
   const std::vector<CorpusWeight>& blend() const { return blend_; }
   int microbatches() const { return microbatches_; }
   int64_t steps_done() const { return steps_done_; }
+  void set_steps_done(int64_t steps) { steps_done_ = steps; }
+  const TrainConfig& config() const { return cfg_; }
+  const std::vector<Param*>& params() const { return params_; }
+  AdamW* adamw() { return adamw_.get(); }    // null with ZeRO-1
+  ZeroAdamW* zero() { return zero_.get(); }  // null without
   // Bytes of parameters, gradients and optimizer state (moments; with ZeRO-1 also the reduced
   // gradient piece) on this rank.
   int64_t state_bytes() const;

@@ -50,6 +50,30 @@ void ZeroAdamW::scale_grads(double alpha) {
   for (GradBuckets::Bucket& b : buckets_.buckets()) ops::scale(b.shard_grad, alpha);
 }
 
+void ZeroAdamW::gather_moments(Tensor& exp_avg, Tensor& exp_avg_sq) {
+  const Tensor& flat = buckets_.flat_values();
+  exp_avg = Tensor(flat.shape(), flat.dtype());
+  exp_avg_sq = Tensor(flat.shape(), flat.dtype());
+  Communicator& dp = buckets_.dp();
+  std::vector<GradBuckets::Bucket>& bs = buckets_.buckets();
+  for (size_t i = 0; i < bs.size(); ++i) {
+    Tensor m = exp_avg.slice0(bs[i].offset, bs[i].offset + bs[i].size);
+    Tensor v = exp_avg_sq.slice0(bs[i].offset, bs[i].offset + bs[i].size);
+    dp.all_gather(m, exp_avg_[i]);
+    dp.all_gather(v, exp_avg_sq_[i]);
+  }
+}
+
+void ZeroAdamW::scatter_moments(const Tensor& exp_avg, const Tensor& exp_avg_sq) {
+  const int dp = buckets_.dp().size(), r = buckets_.dp().rank();
+  std::vector<GradBuckets::Bucket>& bs = buckets_.buckets();
+  for (size_t i = 0; i < bs.size(); ++i) {
+    const int64_t len = bs[i].size / dp, begin = bs[i].offset + r * len;
+    copy_into(exp_avg_[i], exp_avg.slice0(begin, begin + len));
+    copy_into(exp_avg_sq_[i], exp_avg_sq.slice0(begin, begin + len));
+  }
+}
+
 int64_t ZeroAdamW::moment_elements() const {
   int64_t n = 0;
   for (const Tensor& m : exp_avg_) n += m.numel();

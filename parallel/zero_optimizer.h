@@ -23,6 +23,12 @@ class ZeroAdamW {
   // One AdamW update of this rank's pieces at rate lr, then the all-gather of every bucket.
   void step(double lr);
   int64_t steps_taken() const { return t_; }
+  void set_steps_taken(int64_t t) { t_ = t; }  // when resuming
+  // The whole moments, laid out like GradBuckets::flat_values(): all-gathered over DP
+  // (collective), for a checkpoint. Padding elements are 0.
+  void gather_moments(Tensor& exp_avg, Tensor& exp_avg_sq);
+  // The inverse, when resuming: each rank keeps its pieces of the whole moments.
+  void scatter_moments(const Tensor& exp_avg, const Tensor& exp_avg_sq);
   int64_t moment_elements() const;  // per moment, on this rank
 
  private:

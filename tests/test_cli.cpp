@@ -14,36 +14,14 @@
 
 #include "io/indexed_dataset.h"
 #include "io/llmc_shard.h"
+#include "tests/cli_support.h"
 
 namespace fs = std::filesystem;
 
 namespace tessera {
 namespace {
 
-struct CliRun {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-// Runs `launcher args` (shell words), capturing stdout and stderr.
-CliRun run_tessera_with(const std::string& launcher, const std::string& args, const fs::path& dir) {
-  const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
-  const std::string cmd = launcher + " " + args + " >" + out.string() + " 2>" + err.string();
-  const int status = std::system(cmd.c_str());
-  CliRun r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  std::ifstream o(out), e(err);
-  std::stringstream so, se;
-  so << o.rdbuf();
-  se << e.rdbuf();
-  r.out = so.str();
-  r.err = se.str();
-  return r;
-}
-
-CliRun run_tessera(const std::string& args, const fs::path& dir) {
-  return run_tessera_with(TESSERA_BIN, args, dir);
-}
+using namespace test_support;
 
 class Cli : public ::testing::Test {
  protected:
@@ -140,8 +118,6 @@ TEST_F(Cli, CommandLineOverridesConfigFile) {
   EXPECT_NE(r.out.find("step      2/2"), std::string::npos) << r.out;
 }
 
-std::vector<std::string> loss_fields(const fs::path& metrics);
-
 TEST_F(Cli, ResolvedConfigReproducesTheRunWhenReadBack) {
   ASSERT_EQ(run_tessera(tiny_args() + " --train.steps 3 --train.log_interval 1", dir_).exit_code,
             0);
@@ -153,17 +129,6 @@ TEST_F(Cli, ResolvedConfigReproducesTheRunWhenReadBack) {
   const std::vector<std::string> first = loss_fields(dir_ / "run" / "metrics.jsonl");
   EXPECT_EQ(first.size(), 3u);
   EXPECT_EQ(first, loss_fields(dir_ / "again" / "metrics.jsonl"));
-}
-
-std::vector<std::string> loss_fields(const fs::path& metrics) {
-  std::ifstream in(metrics);
-  std::vector<std::string> out;
-  for (std::string line; std::getline(in, line);) {
-    const size_t k = line.find("\"loss\":");
-    if (k == std::string::npos) continue;
-    out.push_back(line.substr(k, line.find(',', k) - k));
-  }
-  return out;
 }
 
 TEST_F(Cli, TwoRunsGiveBitwiseIdenticalLosses) {
@@ -264,25 +229,6 @@ TEST_F(Cli, BlendOfAMegatronCorpusAndAnLlmcShardTrains) {
 }
 
 // --- Under mpirun -------------------------------------------------------------------------
-
-// Runs the binary on `ranks` MPI ranks, at most `limit_s` seconds, so that a hang fails the
-// test instead of stalling it. As root (containers, CI) Open MPI wants to be told twice; more
-// ranks than cores are allowed, and waiting ranks yield their core instead of spinning.
-CliRun run_mpi(int ranks, const std::string& args, const fs::path& dir, int limit_s = 120) {
-  return run_tessera_with(
-      "timeout " + std::to_string(limit_s) +
-          " env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
-          " OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1 " +
-          std::string(MPIEXEC) + " -n " + std::to_string(ranks) + " " + TESSERA_BIN,
-      args, dir);
-}
-
-std::vector<double> losses_of(const fs::path& metrics) {
-  std::vector<double> out;
-  for (const std::string& f : loss_fields(metrics))  // "loss":1.234
-    out.push_back(std::stod(f.substr(f.find(':') + 1)));
-  return out;
-}
 
 // The launch line, at a small scale: the same global batch on 4 ranks as TP 2 x PP 2
 // gives the losses of one rank, and rank 0 prints the grid and the pipeline's bubble.

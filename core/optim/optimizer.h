@@ -41,6 +41,7 @@ class AdamW {
   // One update at learning rate lr; increments the step count first (t starts at 1).
   void step(double lr);
   int64_t steps_taken() const { return t_; }
+  void set_steps_taken(int64_t t) { t_ = t; }  // when resuming
   double weight_decay_of(const Param& p) const;
   std::vector<Tensor>& exp_avg() { return m_; }
   std::vector<Tensor>& exp_avg_sq() { return v_; }

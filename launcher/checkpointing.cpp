@@ -1,0 +1,272 @@
+// The checkpoint of a trainer: which blocks each rank writes and reads, the train state, and the
+// commit protocol around io/checkpoint_io.h.
+#include "launcher/checkpointing.h"
+
+#include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+
+#include "core/error.h"
+#include "io/checkpoint_io.h"
+
+namespace fs = std::filesystem;
+
+namespace tessera {
+
+namespace {
+
+// The blocks of the global tensor `name` that `local` (a value or moment of p) covers: one for a
+// replicated tensor, else one per group of the split dimension (q, k and v of a fused QKV).
+std::vector<TensorBlock> blocks_of(const Param& p, const Tensor& local, const std::string& name) {
+  std::vector<TensorBlock> out;
+  Shape offset(p.global_shape.size(), 0);
+  if (p.tp_replicated()) {
+    out.push_back(TensorBlock{name, p.global_shape, offset, local});
+    return out;
+  }
+  const int d = p.split_dim;
+  TESSERA_CHECK(d == 0 || p.groups == 1, "checkpoint: groups are split along dimension 0 only");
+  const int64_t extent = p.global_shape[static_cast<size_t>(d)] / p.groups;
+  const int64_t count = p.piece_end() - p.piece_begin();
+  for (int g = 0; g < p.groups; ++g) {
+    offset[static_cast<size_t>(d)] = g * extent + p.piece_begin();
+    Tensor data = d == 0 ? local.slice0(g * count, (g + 1) * count) : local;
+    out.push_back(TensorBlock{name, p.global_shape, offset, data});
+  }
+  return out;
+}
+
+// Element offset of a parameter's value within the flat buffer that holds it.
+int64_t flat_offset(const Param& p, const Tensor& flat) {
+  const auto* base = static_cast<const char*>(flat.raw());
+  return (static_cast<const char*>(p.value.raw()) - base) /
+         static_cast<std::ptrdiff_t>(dtype_size(flat.dtype()));
+}
+
+// The two moments of every parameter this rank holds, as tensors shaped like the parameter:
+// AdamW's own, or with ZeRO-1 views into moments all-gathered over DP (collective).
+struct Moments {
+  std::vector<Tensor> exp_avg, exp_avg_sq;
+  Tensor flat_m, flat_v;  // ZeRO-1: the whole moments
+};
+
+Moments moments_of(Trainer& tr, bool gather) {
+  Moments m;
+  const std::vector<Param*>& ps = tr.params();
+  if (AdamW* a = tr.adamw()) {
+    m.exp_avg = a->exp_avg();
+    m.exp_avg_sq = a->exp_avg_sq();
+    return m;
+  }
+  const Tensor& flat = tr.buckets().flat_values();
+  if (gather) {
+    tr.zero()->gather_moments(m.flat_m, m.flat_v);
+  } else {
+    m.flat_m = Tensor(flat.shape(), flat.dtype());
+    m.flat_v = Tensor(flat.shape(), flat.dtype());
+  }
+  for (const Param* p : ps) {
+    const int64_t at = flat_offset(*p, flat), n = p->value.numel();
+    m.exp_avg.push_back(m.flat_m.slice0(at, at + n).view(p->value.shape()));
+    m.exp_avg_sq.push_back(m.flat_v.slice0(at, at + n).view(p->value.shape()));
+  }
+  return m;
+}
+
+// The blocks of the values and moments of this rank's parameters: to write, only those it counts
+// (TP-replicated ones on TP rank 0, the tied copy not at all); to read, all it holds.
+std::vector<TensorBlock> state_blocks(Trainer& tr, const Moments& m, bool counted_only) {
+  std::vector<TensorBlock> blocks;
+  const std::vector<Param*>& ps = tr.params();
+  for (size_t i = 0; i < ps.size(); ++i) {
+    const Param& p = *ps[i];
+    if (counted_only && !p.counted_here()) continue;
+    for (auto& b : blocks_of(p, p.value, "model/" + p.name)) blocks.push_back(b);
+    for (auto& b : blocks_of(p, m.exp_avg[i], "optimizer/exp_avg/" + p.name)) blocks.push_back(b);
+    for (auto& b : blocks_of(p, m.exp_avg_sq[i], "optimizer/exp_avg_sq/" + p.name))
+      blocks.push_back(b);
+  }
+  return blocks;
+}
+
+CheckpointMeta meta_of(Trainer& tr) {
+  const TrainConfig& c = tr.config();
+  CheckpointMeta meta;
+  meta.ints["step"] = tr.steps_done();
+  meta.ints["tp"] = tr.layout().tp;
+  meta.ints["pp"] = tr.layout().pp;
+  meta.ints["dp"] = tr.layout().dp;
+  meta.ints["zero"] = c.parallel.zero;
+  meta.ints["seed"] = static_cast<int64_t>(c.seed);
+  meta.ints["consumed_samples"] = tr.loader().state().consumed;
+  meta.ints["consumed_tokens"] = tr.loader().state().consumed * c.model.seq_len;
+  meta.ints["adamw_step"] = tr.adamw() ? tr.adamw()->steps_taken() : tr.zero()->steps_taken();
+  meta.ints["global_batch"] = c.global_batch;
+  meta.reals["lr_at_step"] = c.schedule.at(std::max<int64_t>(tr.steps_done() - 1, 0));
+  meta.texts["config"] = c.resolved_ini;
+  meta.texts["format"] = "tessera checkpoint 1";
+  return meta;
+}
+
+// A string from rank 0 to every rank of `world`.
+std::string broadcast_chars(Communicator& world, const std::string& text) {
+  Tensor n({1}, DType::I32);
+  n.data<int32_t>()[0] = static_cast<int32_t>(text.size());
+  world.broadcast(n, 0);
+  Tensor chars({std::max<int64_t>(n.data<int32_t>()[0], 1)}, DType::I32);
+  for (size_t i = 0; world.rank() == 0 && i < text.size(); ++i)
+    chars.data<int32_t>()[i] = static_cast<unsigned char>(text[i]);
+  world.broadcast(chars, 0);
+  std::string out;
+  for (int32_t i = 0; i < n.data<int32_t>()[0]; ++i)
+    out += static_cast<char>(chars.data<int32_t>()[i]);
+  return out;
+}
+
+// Test-only (--debug.kill_during_save RANK:POINT): the named rank dies without a trace at that
+// point of the run's second save (the first leaves a checkpoint to fall back to), as a crash or
+// a kill -9 would leave it.
+void crash_point(const TrainConfig& c, int rank, const std::string& point) {
+  static int saves = 0;
+  if (point == "start") ++saves;
+  if (saves == 2 && c.debug_kill_during_save == std::to_string(rank) + ":" + point)
+    std::raise(SIGKILL);
+}
+
+void keep_newest(const std::string& root, int64_t keep) {
+  if (keep <= 0) return;
+  std::vector<std::string> steps;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string name = e.path().filename().string();
+    if (e.is_directory() && name.rfind("step_", 0) == 0 && name.find(".tmp") == std::string::npos)
+      steps.push_back(name);
+  }
+  std::sort(steps.begin(), steps.end());
+  for (size_t i = 0; i + static_cast<size_t>(keep) < steps.size(); ++i)
+    fs::remove_all(fs::path(root) / steps[i]);
+}
+
+// ROOT/latest if it verifies, else the newest step directory that does (saying why in `note`);
+// "" when there is none.
+std::string auto_resume_dir(const std::string& root, std::string& note) {
+  if (!fs::is_directory(root)) return "";
+  std::string latest, why;
+  try {
+    latest = read_latest(root);
+    if (!latest.empty()) {
+      const std::string dir = (fs::path(root) / latest).string();
+      verify_manifest(dir);
+      return dir;
+    }
+  } catch (const InputError& e) {
+    why = e.what();
+  }
+  std::vector<std::string> steps;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string name = e.path().filename().string();
+    if (e.is_directory() && name.rfind("step_", 0) == 0 && e.path().extension() != ".tmp")
+      steps.push_back(name);
+  }
+  std::sort(steps.rbegin(), steps.rend());
+  for (const std::string& s : steps) {
+    const std::string dir = (fs::path(root) / s).string();
+    try {
+      verify_manifest(dir);
+      if (!why.empty())
+        note = "latest checkpoint is not usable (" + why + "); resuming from " + dir;
+      return dir;
+    } catch (const InputError& e) {
+      note += "skipping " + dir + " (" + e.what() + "); ";
+    }
+  }
+  if (!why.empty()) note += "latest checkpoint is not usable (" + why + ")";
+  return "";
+}
+
+}  // namespace
+
+std::string broadcast_text(Communicator& world, const std::string& text) {
+  return broadcast_chars(world, text);
+}
+
+std::string checkpoint_dir(const std::string& root, int64_t step) {
+  char name[32];
+  std::snprintf(name, sizeof name, "step_%08lld", static_cast<long long>(step));
+  return (fs::path(root) / name).string();
+}
+
+void remove_unfinished_checkpoints(Communicator& world, const std::string& root) {
+  if (world.rank() == 0 && fs::is_directory(root))
+    for (const auto& e : fs::directory_iterator(root))
+      if (e.path().extension() == ".tmp") fs::remove_all(e.path());
+  world.barrier();
+}
+
+std::string save_checkpoint(Trainer& tr, const std::string& root) {
+  Communicator& world = tr.grid().world();
+  const std::string dir = checkpoint_dir(root, tr.steps_done()), tmp = dir + ".tmp";
+  if (world.rank() == 0) {
+    fs::remove_all(tmp);
+    fs::create_directories(fs::path(tmp) / "shards");
+  }
+  world.barrier();
+  const TrainConfig& c = tr.config();
+  const int rank = world.rank();
+  crash_point(c, rank, "start");
+  const Moments m = moments_of(tr, /*gather=*/true);
+  if (tr.grid().coord().dp == 0) {
+    char shard[32];
+    std::snprintf(shard, sizeof shard, "rank_%05d.h5", rank);
+    crash_point(c, rank, "shard");
+    write_shard((fs::path(tmp) / "shards" / shard).string(), state_blocks(tr, m, true));
+  }
+  crash_point(c, rank, "written");
+  world.barrier();  // every shard is written, fsynced and closed
+  if (rank == 0) {
+    write_master(tmp, meta_of(tr));
+    crash_point(c, rank, "master");
+    write_manifest(tmp);
+    fs::remove_all(dir);  // a step saved again (after a resume) replaces its old directory
+    fs::rename(tmp, dir);
+    fsync_directory(root);
+    crash_point(c, rank, "renamed");
+    write_latest(root, fs::path(dir).filename().string());
+    keep_newest(root, c.checkpoint_keep);
+  }
+  crash_point(c, rank, "end");
+  world.barrier();
+  return dir;
+}
+
+std::string choose_checkpoint(const std::string& root, const std::string& resume,
+                              std::string& note) {
+  if (resume == "none") return "";
+  if (resume == "auto") return auto_resume_dir(root, note);
+  verify_manifest(resume);
+  return resume;
+}
+
+void load_checkpoint(Trainer& tr, const std::string& dir) {
+  // Rank 0 verified every checksum when it chose the checkpoint; here, presence and sizes.
+  const CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
+  Moments m = moments_of(tr, /*gather=*/false);
+  for (TensorBlock& b : state_blocks(tr, m, false)) {
+    if (!reader.has(b.name))
+      throw InputError("checkpoint " + dir + ": no tensor " + b.name +
+                       " (was it saved from another model?)");
+    reader.read(b.name, b.global_shape, b.offset, b.data);
+  }
+  if (ZeroAdamW* z = tr.zero()) z->scatter_moments(m.flat_m, m.flat_v);
+  const CheckpointMeta& meta = reader.meta();
+  const int64_t t = meta.ints.at("adamw_step");
+  if (AdamW* a = tr.adamw())
+    a->set_steps_taken(t);
+  else
+    tr.zero()->set_steps_taken(t);
+  tr.set_steps_done(meta.ints.at("step"));
+  tr.loader().set_state(
+      LoaderState{meta.ints.at("consumed_samples"), static_cast<uint64_t>(meta.ints.at("seed"))});
+}
+
+}  // namespace tessera
