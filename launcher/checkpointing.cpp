@@ -3,6 +3,7 @@
 #include "launcher/checkpointing.h"
 
 #include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -103,6 +104,8 @@ CheckpointMeta meta_of(Trainer& tr) {
   meta.ints["consumed_tokens"] = tr.loader().state().consumed * c.model.seq_len;
   meta.ints["adamw_step"] = tr.adamw() ? tr.adamw()->steps_taken() : tr.zero()->steps_taken();
   meta.ints["global_batch"] = c.global_batch;
+  meta.ints["heads"] = c.model.heads;  // shapes do not show the head count
+  meta.texts["pos"] = position_kind_name(c.model.pos);
   meta.reals["lr_at_step"] = c.schedule.at(std::max<int64_t>(tr.steps_done() - 1, 0));
   meta.texts["config"] = c.resolved_ini;
   meta.texts["format"] = "tessera checkpoint 1";
@@ -134,16 +137,19 @@ void crash_point(const TrainConfig& c, int rank, const std::string& point) {
     std::raise(SIGKILL);
 }
 
-void keep_newest(const std::string& root, int64_t keep) {
+// Deletes all but the `keep` newest committed step directories, never `just_saved` (a run in a
+// directory that holds higher steps of an older run must not delete what it just wrote).
+void keep_newest(const std::string& root, int64_t keep, const std::string& just_saved) {
   if (keep <= 0) return;
   std::vector<std::string> steps;
   for (const auto& e : fs::directory_iterator(root)) {
     const std::string name = e.path().filename().string();
-    if (e.is_directory() && name.rfind("step_", 0) == 0 && name.find(".tmp") == std::string::npos)
+    if (e.is_directory() && name.rfind("step_", 0) == 0 && e.path().extension() != ".tmp" &&
+        e.path() != fs::path(just_saved))
       steps.push_back(name);
   }
   std::sort(steps.begin(), steps.end());
-  for (size_t i = 0; i + static_cast<size_t>(keep) < steps.size(); ++i)
+  for (size_t i = 0; i + static_cast<size_t>(keep - 1) < steps.size(); ++i)
     fs::remove_all(fs::path(root) / steps[i]);
 }
 
@@ -203,40 +209,124 @@ void remove_unfinished_checkpoints(Communicator& world, const std::string& root)
   world.barrier();
 }
 
-std::string save_checkpoint(Trainer& tr, const std::string& root) {
-  Communicator& world = tr.grid().world();
-  const std::string dir = checkpoint_dir(root, tr.steps_done()), tmp = dir + ".tmp";
-  if (world.rank() == 0) {
+CheckpointSaver::CheckpointSaver(Trainer& tr, std::string root, bool async)
+    : tr_(tr), root_(std::move(root)), async_(async) {}
+
+CheckpointSaver::~CheckpointSaver() {
+  // Only reached without finish() when the run failed: let the threads end, commit nothing.
+  if (writer_.joinable()) writer_.join();
+  if (committer_.joinable()) committer_.join();
+}
+
+double CheckpointSaver::save() {
+  finish();
+  const auto t0 = std::chrono::steady_clock::now();
+  Communicator& world = tr_.grid().world();
+  const TrainConfig& c = tr_.config();
+  const int rank = world.rank();
+  dir_ = checkpoint_dir(root_, tr_.steps_done());
+  const std::string tmp = dir_ + ".tmp";
+  if (rank == 0) {
     fs::remove_all(tmp);
     fs::create_directories(fs::path(tmp) / "shards");
   }
   world.barrier();
-  const TrainConfig& c = tr.config();
-  const int rank = world.rank();
   crash_point(c, rank, "start");
-  const Moments m = moments_of(tr, /*gather=*/true);
-  if (tr.grid().coord().dp == 0) {
-    char shard[32];
-    std::snprintf(shard, sizeof shard, "rank_%05d.h5", rank);
-    crash_point(c, rank, "shard");
-    write_shard((fs::path(tmp) / "shards" / shard).string(), state_blocks(tr, m, true));
+  // The state as it is now: with ZeRO-1 the moments are gathered over DP (collective); with an
+  // asynchronous save every block is copied, so training may change the originals.
+  const Moments m = moments_of(tr_, /*gather=*/true);
+  std::vector<TensorBlock> blocks;
+  if (tr_.grid().coord().dp == 0) blocks = state_blocks(tr_, m, true);
+  if (async_) {
+    // Host copies that the next save reuses: after the first, a save only copies.
+    if (snapshot_.size() != blocks.size()) snapshot_.assign(blocks.size(), Tensor());
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      if (snapshot_[i].shape() != blocks[i].data.shape() ||
+          snapshot_[i].dtype() != blocks[i].data.dtype())
+        snapshot_[i] = Tensor(blocks[i].data.shape(), blocks[i].data.dtype());
+      copy_into(snapshot_[i], blocks[i].data);
+      blocks[i].data = snapshot_[i];
+    }
   }
-  crash_point(c, rank, "written");
-  world.barrier();  // every shard is written, fsynced and closed
-  if (rank == 0) {
-    write_master(tmp, meta_of(tr));
-    crash_point(c, rank, "master");
-    write_manifest(tmp);
-    fs::remove_all(dir);  // a step saved again (after a resume) replaces its old directory
-    fs::rename(tmp, dir);
-    fsync_directory(root);
-    crash_point(c, rank, "renamed");
-    write_latest(root, fs::path(dir).filename().string());
-    keep_newest(root, c.checkpoint_keep);
+  meta_ = meta_of(tr_);
+  char name[32];
+  std::snprintf(name, sizeof name, "rank_%05d.h5", rank);
+  const std::string shard = (fs::path(tmp) / "shards" / name).string();
+  written_ = false;
+  error_ = nullptr;
+  auto write = [this, blocks = std::move(blocks), shard, &c, rank]() {
+    try {
+      crash_point(c, rank, "shard");
+      const auto w0 = std::chrono::steady_clock::now();
+      if (!blocks.empty()) write_shard(shard, blocks);
+      write_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count();
+      crash_point(c, rank, "written");
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+    written_ = true;
+  };
+  pending_ = true;
+  if (!async_) {
+    write();
+    finish();
+  } else {
+    writer_ = std::thread(std::move(write));
   }
-  crash_point(c, rank, "end");
-  world.barrier();
-  return dir;
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+bool CheckpointSaver::poll() {
+  if (!pending_) return false;
+  // Every rank's shard must be on disk before rank 0 may commit: one small all-reduce a step.
+  Tensor done({1}, DType::I32);
+  done.data<int32_t>()[0] = written_ ? 1 : 0;
+  tr_.grid().world().all_reduce(done, ReduceOp::Sum);
+  if (done.data<int32_t>()[0] < tr_.grid().world().size()) return false;
+  writer_.join();
+  if (error_) std::rethrow_exception(error_);
+  pending_ = false;
+  if (tr_.grid().world().rank() == 0)
+    committer_ = std::thread([this] {
+      try {
+        commit();
+      } catch (...) {
+        error_ = std::current_exception();
+      }
+    });
+  return true;
+}
+
+void CheckpointSaver::finish() {
+  const bool saving = pending_ || committer_.joinable() || dir_ != committed_;
+  if (pending_) {
+    if (writer_.joinable()) writer_.join();
+    if (error_) std::rethrow_exception(error_);
+    tr_.grid().world().barrier();  // every shard is written, fsynced and closed
+    pending_ = false;
+    if (tr_.grid().world().rank() == 0) commit();
+  }
+  if (committer_.joinable()) committer_.join();
+  if (error_) std::rethrow_exception(error_);
+  crash_point(tr_.config(), tr_.grid().world().rank(), "end");
+  tr_.grid().world().barrier();
+  if (saving) committed_ = dir_;  // on every rank, once rank 0 has committed
+}
+
+// Rank 0: model.h5, the MANIFEST, the rename that makes the checkpoint visible, then `latest`.
+void CheckpointSaver::commit() {
+  const TrainConfig& c = tr_.config();
+  const std::string tmp = dir_ + ".tmp";
+  fsync_directory(tmp + "/shards");  // the shards' directory entries, before anything names them
+  write_master(tmp, meta_);
+  crash_point(c, 0, "master");
+  write_manifest(tmp);
+  fs::remove_all(dir_);  // a step saved again (after a resume) replaces its old directory
+  fs::rename(tmp, dir_);
+  fsync_directory(root_);
+  crash_point(c, 0, "renamed");
+  write_latest(root_, fs::path(dir_).filename().string());
+  keep_newest(root_, c.checkpoint_keep, dir_);
 }
 
 std::string choose_checkpoint(const std::string& root, const std::string& resume,
@@ -259,6 +349,14 @@ void load_checkpoint(Trainer& tr, const std::string& dir) {
   }
   if (ZeroAdamW* z = tr.zero()) z->scatter_moments(m.flat_m, m.flat_v);
   const CheckpointMeta& meta = reader.meta();
+  const TrainConfig& c = tr.config();
+  if (meta.ints.count("heads") && meta.ints.at("heads") != c.model.heads)
+    throw InputError("checkpoint " + dir + ": saved with --model.heads " +
+                     std::to_string(meta.ints.at("heads")) + ", this run has " +
+                     std::to_string(c.model.heads));
+  if (meta.texts.count("pos") && meta.texts.at("pos") != position_kind_name(c.model.pos))
+    throw InputError("checkpoint " + dir + ": saved with --model.pos " + meta.texts.at("pos") +
+                     ", this run has " + position_kind_name(c.model.pos));
   const int64_t t = meta.ints.at("adamw_step");
   if (AdamW* a = tr.adamw())
     a->set_steps_taken(t);

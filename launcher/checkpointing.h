@@ -6,7 +6,12 @@
 // Every function here is collective over the trainer's world.
 #pragma once
 
+#include <atomic>
+#include <exception>
 #include <string>
+#include <thread>
+
+#include "io/checkpoint_io.h"
 
 #include "launcher/trainer.h"
 
@@ -18,8 +23,43 @@ std::string checkpoint_dir(const std::string& root, int64_t step);
 // Removes ROOT/*.tmp left by an interrupted save (rank 0; the others wait).
 void remove_unfinished_checkpoints(Communicator& world, const std::string& root);
 
-// Saves the trainer's state after its last step; returns the committed directory.
-std::string save_checkpoint(Trainer& tr, const std::string& root);
+// Saves the trainer's state after its last step into ROOT/step_N. Synchronously: every rank
+// writes its shard, a barrier, rank 0 commits, a barrier. Asynchronously (--checkpoint.async):
+// save() copies the rank's blocks to host memory and returns; a thread writes the shard; each
+// step poll() asks all ranks (one small all-reduce) whether every shard is on disk, and then
+// rank 0 commits on a thread of its own. The commit protocol is the same either way: nothing is
+// visible before every file is written, fsynced and listed in the MANIFEST.
+class CheckpointSaver {
+ public:
+  CheckpointSaver(Trainer& tr, std::string root, bool async);
+  ~CheckpointSaver();
+  CheckpointSaver(const CheckpointSaver&) = delete;
+  CheckpointSaver& operator=(const CheckpointSaver&) = delete;
+
+  // Starts a save (finishing the previous one first); returns the seconds training was held.
+  double save();
+  // At a step boundary, collective: true when a save in flight has just been handed to commit.
+  bool poll();
+  // Waits until every save is committed (collective).
+  void finish();
+  // The newest directory this saver committed ("" before the first), on every rank.
+  const std::string& committed() const { return committed_; }
+  const std::string& directory() const { return dir_; }  // of the save in flight or last
+  double write_seconds() const { return write_s_; }      // this rank's shard, last save
+
+ private:
+  void commit();
+  Trainer& tr_;
+  std::string root_, dir_, committed_;
+  bool async_;
+  bool pending_ = false;  // shards not yet known to be written everywhere
+  std::atomic<bool> written_{false};
+  double write_s_ = 0;
+  CheckpointMeta meta_;
+  std::vector<Tensor> snapshot_;  // host copies of the blocks (asynchronous saves)
+  std::thread writer_, committer_;
+  std::exception_ptr error_;  // of a background write or commit, rethrown on the main thread
+};
 
 // The checkpoint that --checkpoint.resume selects, on this rank alone (rank 0 calls it before
 // the ranks agree on their inputs): "none" gives "", a path must verify (else InputError),

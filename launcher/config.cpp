@@ -104,6 +104,8 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
       "newest checkpoints kept; older ones are deleted after a save commits (0: all)")(
       "checkpoint.resume", po::value(&c.checkpoint_resume)->default_value(c.checkpoint_resume),
       "auto (the newest valid checkpoint, if any) | none | PATH of a step directory")(
+      "checkpoint.async", po::value(&c.checkpoint_async)->default_value(c.checkpoint_async),
+      "copy the state to host memory and write it in the background")(
       "train.exit_after", po::value(&c.exit_after)->default_value(c.exit_after),
       "stop after this many steps of this run, saving a checkpoint first (0: never)")(
       "debug.kill_during_save",
@@ -168,7 +170,8 @@ std::string resolved_ini(const po::variables_map& vm, const po::options_descript
   std::string out, section;
   for (const auto& opt : all.options()) {
     const std::string& name = opt->long_name();
-    if (!vm.count(name)) continue;
+    // How this process ran, not what the run is: read back, they would stop or kill it again.
+    if (!vm.count(name) || name == "train.exit_after" || name.rfind("debug.", 0) == 0) continue;
     const size_t dot = name.find('.');
     if (name.substr(0, dot) != section) {
       section = name.substr(0, dot);

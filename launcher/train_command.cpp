@@ -282,6 +282,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
                   static_cast<long long>(tr.loader().state().consumed));
   }
   if (root) print_start(cfg, tr);
+  CheckpointSaver saver(tr, ckpt_root, cfg.checkpoint_async);
   IntervalLog log(cfg, root);
   TrainResult result;
   const auto start = Clock::now();
@@ -295,14 +296,15 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     const bool eval_now = cfg.eval_interval > 0 && ((step + 1) % cfg.eval_interval == 0 || last);
     if (tr.has_validation() && eval_now) log.validation(step, tr.evaluate());
     const bool exiting = cfg.exit_after > 0 && step + 1 - first == cfg.exit_after;
-    const bool save = cfg.checkpoint_interval > 0 &&
-                      ((step + 1) % cfg.checkpoint_interval == 0 || last || exiting);
+    const bool save = exiting || (cfg.checkpoint_interval > 0 &&
+                                  ((step + 1) % cfg.checkpoint_interval == 0 || last));
+    if (saver.poll() && root)
+      std::printf("checkpoint: %s written in the background\n", saver.directory().c_str());
     if (save) {
-      const auto t0 = Clock::now();
-      const std::string dir = save_checkpoint(tr, ckpt_root);
+      const double held_s = saver.save();
       if (root)
-        std::printf("checkpoint: %s in %.2f s\n", dir.c_str(),
-                    std::chrono::duration<double>(Clock::now() - t0).count());
+        std::printf("checkpoint: %s: training held %.3f s%s\n", saver.directory().c_str(), held_s,
+                    cfg.checkpoint_async ? " (state copied; writing in the background)" : "");
     }
     if (exiting) {
       if (root)
@@ -311,6 +313,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       break;
     }
   }
+  saver.finish();
   const double run_s = std::chrono::duration<double>(Clock::now() - start).count();
   print_summary(cfg, tr, result, world);
   if (root)

@@ -97,6 +97,20 @@ TEST_F(Checkpoints, StoppedAndResumedRunIsBitwiseTheStraightRunOnTp2Dp2Pp2WithZe
   expect_same_state(step_dir("straight", 20), step_dir("resumed", 20), 0.0);
 }
 
+// With --checkpoint.async the state is copied at the step boundary and written while training
+// goes on: the resumed run is still bitwise the straight one.
+TEST_F(Checkpoints, AsynchronousSavesResumeBitwiseToo) {
+  const std::string grid = "--parallel.tp 2 --parallel.pp 2 --checkpoint.async true";
+  ASSERT_EQ(run_mpi(4, args("straight", grid), dir_).exit_code, 0);
+  const CliRun stop = run_mpi(4, args("resumed", grid + " --train.exit_after 10"), dir_);
+  ASSERT_EQ(stop.exit_code, 0) << stop.err;
+  EXPECT_NE(stop.out.find("writing in the background"), std::string::npos) << stop.out;
+  const CliRun resume = run_mpi(4, args("resumed", grid), dir_);
+  ASSERT_EQ(resume.exit_code, 0) << resume.err;
+  EXPECT_EQ(loss_fields(metrics("straight")), loss_fields(metrics("resumed")));
+  expect_same_state(step_dir("straight", 20), step_dir("resumed", 20), 0.0);
+}
+
 // Saved on TP 2 x DP 2 x PP 2, resumed on one rank and on TP 4 x DP 2: the resumed steps give
 // the uninterrupted run's losses within the layout-equivalence tolerance (1e-5 relative).
 TEST_F(Checkpoints, CheckpointOfOneLayoutResumesOnOthers) {
@@ -124,7 +138,8 @@ TEST_F(Checkpoints, CheckpointOfOneLayoutResumesOnOthers) {
   }
 }
 
-// A rank killed (SIGKILL) at a random point of the second save, 20 seeded trials: the first
+// A rank killed (SIGKILL) at a random point of the second save, 20 seeded trials (half of them
+// with asynchronous saves): the first
 // checkpoint still verifies, and a new run resumes from a committed checkpoint and finishes.
 TEST_F(Checkpoints, RankKilledDuringASaveLeavesTheLastCheckpointUsable) {
   const char* points[] = {"start", "shard", "written", "master", "renamed"};
@@ -134,7 +149,9 @@ TEST_F(Checkpoints, RankKilledDuringASaveLeavesTheLastCheckpointUsable) {
     // Every rank writes a shard; only rank 0 goes on to the master, the rename and latest.
     const int rank = static_cast<int>(rng() % 4);
     const char* point = points[rng() % (rank == 0 ? 5 : 3)];
-    const std::string layout = "--parallel.tp 2 --parallel.pp 2";
+    // Odd trials save in the background: the protocol must hold there too.
+    const std::string layout = std::string("--parallel.tp 2 --parallel.pp 2 --checkpoint.async ") +
+                               (trial % 2 ? "true" : "false");
     const CliRun crashed = run_mpi(
         4,
         args(run, layout + " --debug.kill_during_save " + std::to_string(rank) + ":" + point, 20,
@@ -178,6 +195,28 @@ TEST_F(Checkpoints, DamagedCheckpointIsRefusedByPathAndSkippedByAuto) {
       << automatic.out;
   EXPECT_NE(automatic.out.find("resumed from " + step_dir("run", 10)), std::string::npos)
       << automatic.out;
+}
+
+// A run whose model has another shape is refused, naming the tensor and both shapes, before a
+// step is taken; so is one with another head count, which no shape shows.
+TEST_F(Checkpoints, CheckpointOfAnotherModelIsRefusedNamingTensorAndShapes) {
+  ASSERT_EQ(run_tessera(args("run", "--train.exit_after 10"), dir_).exit_code, 0);
+  const std::string saved = step_dir("run", 10);
+  // Options may be given once: swap one of args() for another value.
+  const auto with = [&](const std::string& run, const std::string& from, const std::string& to) {
+    std::string a = args(run, "--checkpoint.resume " + saved);
+    return a.replace(a.find(from), from.size(), to);
+  };
+  const CliRun wider = run_tessera(with("wider", "--model.d_ff 64", "--model.d_ff 128"), dir_);
+  EXPECT_NE(wider.exit_code, 0);
+  EXPECT_NE(wider.err.find("model/layers/00/mlp/up/weight"), std::string::npos) << wider.err;
+  EXPECT_NE(wider.err.find("[64, 32]"), std::string::npos) << wider.err;
+  EXPECT_NE(wider.err.find("[128, 32]"), std::string::npos) << wider.err;
+  EXPECT_EQ(wider.out.find("step "), std::string::npos) << wider.out;
+  const CliRun fewer = run_tessera(with("heads", "--model.heads 4", "--model.heads 2"), dir_);
+  EXPECT_NE(fewer.exit_code, 0);
+  EXPECT_NE(fewer.err.find("saved with --model.heads 4, this run has 2"), std::string::npos)
+      << fewer.err;
 }
 
 }  // namespace

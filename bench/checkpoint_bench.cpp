@@ -1,0 +1,196 @@
+// Checkpoint speed (docs/PERFORMANCE.md, "Checkpoints"), under mpirun: per rank, the bytes of its
+// shard saved and loaded per second, next to a raw sequential write (+ fsync) and read of the
+// same number of bytes to the same disk in the same run; and the time training is held by a
+// save, synchronous and with --checkpoint.async.
+//   mpirun -n 4 bench_checkpoint --tp 2 --pp 2 [--shape 124m|small] [--dir /tmp/tessera_ckpt]
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "core/threads.h"
+#include "io/synthetic_corpus.h"
+#include "launcher/checkpointing.h"
+#include "launcher/trainer.h"
+#include "parallel/mpi_runtime.h"
+
+using namespace tessera;
+using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+
+namespace {
+
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Writes `bytes` to `path` in 8 MB writes and fsyncs; seconds.
+double raw_write(const std::string& path, int64_t bytes) {
+  std::vector<char> buf(8 << 20, 1);
+  const auto t0 = Clock::now();
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  for (int64_t done = 0; done < bytes;) {
+    const auto n =
+        static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(buf.size()), bytes - done));
+    const ssize_t w = ::write(fd, buf.data(), n);
+    if (w <= 0) break;
+    done += w;
+  }
+  ::fsync(fd);
+  ::close(fd);
+  return since(t0);
+}
+
+// Reads `path` sequentially in 8 MB reads; seconds.
+double raw_read(const std::string& path) {
+  std::vector<char> buf(8 << 20);
+  const auto t0 = Clock::now();
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  while (::read(fd, buf.data(), buf.size()) > 0) {
+  }
+  ::close(fd);
+  return since(t0);
+}
+
+// Reads from disk, not memory: rank 0 empties the page cache (needs root), every rank waits.
+bool drop_page_cache(Communicator& world) {
+  Tensor ok({1}, DType::I32);
+  if (world.rank() == 0) {
+    ::sync();
+    FILE* f = std::fopen("/proc/sys/vm/drop_caches", "w");
+    ok.data<int32_t>()[0] = f && std::fputs("3", f) >= 0 && std::fclose(f) == 0;
+  }
+  world.broadcast(ok, 0);
+  return ok.data<int32_t>()[0] != 0;
+}
+
+int64_t shard_bytes(const std::string& dir, int rank) {
+  char name[32];
+  std::snprintf(name, sizeof name, "rank_%05d.h5", rank);
+  const fs::path p = fs::path(dir) / "shards" / name;
+  return fs::exists(p) ? static_cast<int64_t>(fs::file_size(p)) : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MpiRuntime mpi(&argc, &argv);
+  Communicator& world = mpi.world();
+  TrainConfig cfg;
+  std::string shape = "124m", dir = "/tmp/tessera_ckpt_bench";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--tp")
+      cfg.parallel.tp = std::stoi(v);
+    else if (k == "--pp")
+      cfg.parallel.pp = std::stoi(v);
+    else if (k == "--zero")
+      cfg.parallel.zero = std::stoi(v);
+    else if (k == "--shape")
+      shape = v;
+    else if (k == "--dir")
+      dir = v;
+    else
+      throw std::runtime_error("unknown option " + k);
+  }
+  set_cpu_threads(1);
+  cfg.model.vocab_size = 50304;
+  cfg.model.seq_len = 64;
+  if (shape == "124m") {
+    cfg.model.d_model = 768, cfg.model.layers = 12, cfg.model.heads = 12, cfg.model.d_ff = 3072;
+  } else {
+    cfg.model.d_model = 256, cfg.model.layers = 4, cfg.model.heads = 4, cfg.model.d_ff = 1024;
+  }
+  cfg.global_batch = cfg.micro_batch = 1 * (world.size() / (cfg.parallel.tp * cfg.parallel.pp));
+  cfg.micro_batch = 1;
+  cfg.run_dir = dir;
+  cfg.eval_interval = 0;
+  if (world.rank() == 0) {
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    write_synthetic_corpus(dir + "/corpus", cfg.model.vocab_size, 64, 2000, 1);
+  }
+  world.barrier();
+  cfg.data_path = dir + "/corpus";
+  Trainer tr(cfg, world.rank(), world.size());
+  tr.start(world);
+  tr.step();  // moments hold values
+  const std::string root = dir + "/checkpoints";
+
+  CheckpointSaver sync_saver(tr, root, false);
+  world.barrier();
+  auto t0 = Clock::now();
+  const double held_sync = sync_saver.save();
+  const double save_s = since(t0);
+  const std::string saved = sync_saver.committed();
+  const int64_t bytes = shard_bytes(saved, world.rank());
+  const std::string raw = dir + "/raw_" + std::to_string(world.rank());
+  world.barrier();
+  const double raw_w = raw_write(raw, bytes);
+  const bool cold = drop_page_cache(world);
+  const double raw_r = raw_read(raw);
+  fs::remove(raw);
+  drop_page_cache(world);
+  t0 = Clock::now();
+  load_checkpoint(tr, saved);
+  world.barrier();
+  const double load_s = since(t0);
+
+  // Asynchronous: the first save allocates its host copies, the next ones only copy.
+  CheckpointSaver async_saver(tr, root, true);
+  double held_async = 0, async_rest = 0;
+  for (int i = 0; i < 2; ++i) {
+    tr.step();
+    world.barrier();
+    held_async = async_saver.save();
+    t0 = Clock::now();
+    async_saver.finish();
+    async_rest = since(t0);
+  }
+  // The floor: copying the shard's bytes from memory to memory once.
+  std::vector<char> from(static_cast<size_t>(bytes), 1), to(static_cast<size_t>(bytes));
+  t0 = Clock::now();
+  std::memcpy(to.data(), from.data(), from.size());
+  const double copy_s = since(t0);
+
+  constexpr int kFields = 9;
+  Tensor all({world.size() * kFields}, DType::F64), mine({kFields}, DType::F64);
+  const double v[kFields] = {
+      static_cast<double>(bytes), save_s, load_s, raw_w, raw_r, held_sync, held_async, copy_s,
+      sync_saver.write_seconds()};
+  for (int i = 0; i < kFields; ++i) mine.data<double>()[i] = v[i];
+  world.all_gather(all, mine);
+  if (world.rank() == 0) {
+    std::printf("shape %s, %s, ZeRO %d; save = every rank's shard + barrier + rank 0's commit\n",
+                shape.c_str(), tr.layout().describe().c_str(), cfg.parallel.zero);
+    std::printf("reads %s\n", cold ? "from disk (page cache dropped before each)"
+                                   : "possibly from the page cache (could not drop it)");
+    std::printf(
+        "| rank | shard MB | shard write MB/s | save MB/s | raw write MB/s | write/raw | save/raw "
+        "| load MB/s | raw read MB/s | load/raw | held, sync s | held, async s | memcpy s |\n");
+    std::printf(
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    for (int r = 0; r < world.size(); ++r) {
+      const double* x = all.data<double>() + kFields * r;
+      if (x[0] == 0) continue;
+      const double mb = x[0] / 1e6;
+      std::printf(
+          "| %d | %.1f | %.0f | %.0f | %.0f | %.2f | %.2f | %.0f | %.0f | %.2f | %.3f | %.3f | "
+          "%.3f |\n",
+          r, mb, mb / x[8], mb / x[1], mb / x[3], x[3] / x[8], x[3] / x[1], mb / x[2], mb / x[4],
+          x[4] / x[2], x[5], x[6], x[7]);
+    }
+    std::printf(
+        "async: the rest of the second save (write, commit) took %.3f s while training "
+        "could go on\n",
+        async_rest);
+  }
+  world.barrier();
+  if (world.rank() == 0) fs::remove_all(dir);
+  return 0;
+}
