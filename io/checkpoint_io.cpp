@@ -1,33 +1,20 @@
-// HDF5 checkpoint files (see io/checkpoint_io.h for the layout). HDF5 is used through its C API:
-// every handle lives in an H5Id (closed on scope exit, so an exception leaks nothing) and every
-// call goes through CHECK_H5, which turns a negative return into an InternalError naming the
-// call, file:line and HDF5's innermost error message. Calls whose failure is the user's file
-// (opening a damaged model.h5, reading a corrupt dataset) throw InputError naming that file.
-// HDF5's own error printing is off, so each failure prints one message: ours.
+// Shards, the virtual-dataset master and CheckpointReader (see io/checkpoint_io.h for the
+// layout). HDF5 is used through io/h5_handle.h: every handle an H5Id, every call under an H5Lock
+// and through CHECK_H5. Calls whose failure is the user's file (opening a damaged model.h5,
+// reading a corrupt dataset) throw InputError naming that file. The MANIFEST, `latest` and the
+// fsync steps live in io/checkpoint_manifest.cpp.
 #include "io/checkpoint_io.h"
 
-#include <fcntl.h>
-#include <hdf5.h>
-#include <unistd.h>
-
-#include <algorithm>
 #include <bit>
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <limits>
-#include <mutex>
-#include <set>
-#include <sstream>
 #include <utility>
 
 #include "core/error.h"
-#include "io/crc32c.h"
+#include "io/h5_handle.h"
 
 namespace fs = std::filesystem;
 
@@ -39,93 +26,7 @@ static_assert(std::endian::native == std::endian::little,
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// HDF5 plumbing
-
-// HDF5's innermost error description (the most specific cause), and the error stack cleared.
-std::string h5_error_detail() {
-  std::string detail;
-  H5Ewalk2(
-      H5E_DEFAULT, H5E_WALK_UPWARD,
-      [](unsigned n, const H5E_error2_t* e, void* out) -> herr_t {
-        if (n == 0 && e->desc) *static_cast<std::string*>(out) = e->desc;
-        return 0;
-      },
-      &detail);
-  H5Eclear2(H5E_DEFAULT);
-  return detail;
-}
-
-template <typename T>
-T check_h5(T result, const char* call, const char* file, int line) {
-  if (result < 0)
-    fail_internal(file, line, std::string("HDF5 call ") + call + " failed: " + h5_error_detail());
-  return result;
-}
-
-#define CHECK_H5(call) check_h5((call), #call, __FILE__, __LINE__)
-
-// The user's file is the likely cause: InputError naming it.
-template <typename T>
-T check_h5_input(T result, const std::string& path, const std::string& what) {
-  if (result < 0) throw InputError(path + ": " + what + " (" + h5_error_detail() + ")");
-  return result;
-}
-
-// An HDF5 identifier and the function that closes it.
-class H5Id {
- public:
-  H5Id(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
-  H5Id(H5Id&& o) noexcept : id_(std::exchange(o.id_, H5I_INVALID_HID)), close_(o.close_) {}
-  H5Id& operator=(H5Id&& o) noexcept {
-    reset();
-    id_ = std::exchange(o.id_, H5I_INVALID_HID);
-    close_ = o.close_;
-    return *this;
-  }
-  ~H5Id() { reset(); }
-  operator hid_t() const { return id_; }
-  void reset() {
-    if (id_ >= 0) close_(id_);
-    id_ = H5I_INVALID_HID;
-  }
-  herr_t close() { return close_(std::exchange(id_, H5I_INVALID_HID)); }
-
- private:
-  hid_t id_;
-  herr_t (*close_)(hid_t);
-};
-
-// Held around every HDF5 call of this file: our calls never overlap, whatever the threads. HDF5
-// keeps error stacks per thread, so automatic error printing is turned off once per thread.
-class H5Lock {
- public:
-  H5Lock() {
-    thread_local bool quiet = false;
-    if (!quiet) quiet = H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr) >= 0;
-  }
-
- private:
-  static std::recursive_mutex& mutex() {
-    static std::recursive_mutex m;
-    return m;
-  }
-  std::lock_guard<std::recursive_mutex> guard_{mutex()};
-};
-
-// No file locking: flock is missing on some NFS/Lustre mounts (NOTES, "HDF5"), and the commit
-// protocol, not a lock, keeps readers away from files being written. The property covers the
-// files we open; HDF5 1.10 opens a virtual dataset's source files with default properties, where
-// only HDF5_USE_FILE_LOCKING=FALSE turns locking off. So it is set here, during static
-// initialisation (before main, while no other thread can read the environment), unless the user
-// has set it already.
-[[maybe_unused]] const bool kFileLockingOffByDefault =
-    ::setenv("HDF5_USE_FILE_LOCKING", "FALSE", 0) == 0;
-
-H5Id file_access() {
-  H5Id fapl(CHECK_H5(H5Pcreate(H5P_FILE_ACCESS)), H5Pclose);
-  CHECK_H5(H5Pset_file_locking(fapl, false, true));
-  return fapl;
-}
+// HDF5 objects and attributes
 
 H5Id intermediate_groups() {
   H5Id lcpl(CHECK_H5(H5Pcreate(H5P_LINK_CREATE)), H5Pclose);
@@ -137,37 +38,6 @@ H5Id simple_space(const Shape& shape) {
   const std::vector<hsize_t> dims(shape.begin(), shape.end());
   return {CHECK_H5(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr)),
           H5Sclose};
-}
-
-// bfloat16 (DESIGN, "Formats"): IEEE F32LE cut to its upper 16 bits.
-H5Id bf16_type() {
-  H5Id t(CHECK_H5(H5Tcopy(H5T_IEEE_F32LE)), H5Tclose);
-  CHECK_H5(H5Tset_fields(t, 15, 7, 8, 0, 7));
-  CHECK_H5(H5Tset_precision(t, 16));
-  CHECK_H5(H5Tset_size(t, 2));
-  CHECK_H5(H5Tset_ebias(t, 127));
-  return t;
-}
-
-H5Id file_type(DType dtype) {
-  if (dtype == DType::BF16) return bf16_type();
-  TESSERA_CHECK(dtype == DType::F32 || dtype == DType::F64,
-                "checkpoint tensors are float32, float64 or bfloat16, not " + dtype_name(dtype));
-  return {CHECK_H5(H5Tcopy(dtype == DType::F32 ? H5T_IEEE_F32LE : H5T_IEEE_F64LE)), H5Tclose};
-}
-
-DType stored_dtype(hid_t dataset, const std::string& where) {
-  H5Id t(CHECK_H5(H5Dget_type(dataset)), H5Tclose);
-  const size_t size = H5Tget_size(t);
-  size_t spos, epos, esize, mpos, msize;
-  if (H5Tget_class(t) == H5T_FLOAT && size == 4) return DType::F32;
-  if (H5Tget_class(t) == H5T_FLOAT && size == 8) return DType::F64;
-  if (H5Tget_class(t) == H5T_FLOAT && size == 2 &&
-      H5Tget_fields(t, &spos, &epos, &esize, &mpos, &msize) >= 0 && esize == 8 && msize == 7)
-    return DType::BF16;
-  const std::string found =
-      "HDF5 type class " + std::to_string(H5Tget_class(t)) + ", size " + std::to_string(size);
-  throw InputError(where + ": expected a float32, float64 or bfloat16 dataset, found " + found);
 }
 
 // Fixed-length, NUL-terminated UTF-8: h5dump prints it, h5py reads it as bytes.
@@ -454,94 +324,6 @@ CheckpointMeta read_meta(hid_t file, const std::string& path) {
   return meta;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Files and the MANIFEST
-
-[[noreturn]] void system_error(const std::string& path, const std::string& what) {
-  throw InputError(path + ": " + what + " (" + std::strerror(errno) + ")");
-}
-
-std::string parent_directory(const std::string& path) {
-  const fs::path parent = fs::path(path).parent_path();
-  return parent.empty() ? "." : parent.string();
-}
-
-// Writes `text` to PATH.tmp, fsyncs it, renames it to PATH and fsyncs PATH's directory.
-void write_file_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.close();
-    if (!out) system_error(tmp, "cannot write");
-  }
-  fsync_path(tmp);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) system_error(tmp, "cannot rename to " + path);
-  fsync_directory(parent_directory(path));
-}
-
-// The files a MANIFEST covers, relative to DIR: model.h5 (if present), then shards/*.h5, sorted.
-std::vector<std::string> checkpoint_files(const fs::path& dir) {
-  std::vector<std::string> files;
-  if (fs::exists(dir / "model.h5")) files.push_back("model.h5");
-  std::error_code ec;
-  std::vector<std::string> shards;
-  for (const fs::directory_entry& e : fs::directory_iterator(dir / "shards", ec))
-    if (e.path().extension() == ".h5") shards.push_back("shards/" + e.path().filename().string());
-  std::sort(shards.begin(), shards.end());
-  files.insert(files.end(), shards.begin(), shards.end());
-  return files;
-}
-
-struct ManifestEntry {
-  uint32_t crc = 0;
-  uintmax_t size = 0;
-  std::string path;
-};
-
-bool parse_manifest_line(const std::string& line, ManifestEntry& e) {
-  const size_t a = line.find(' '), b = a == line.npos ? a : line.find(' ', a + 1);
-  if (a != 8 || b == line.npos || b == a + 1 || b + 1 >= line.size()) return false;
-  const std::string hex = line.substr(0, 8), size = line.substr(a + 1, b - a - 1);
-  if (hex.find_first_not_of("0123456789abcdef") != hex.npos ||
-      size.find_first_not_of("0123456789") != size.npos || size.size() > 19)
-    return false;
-  e.crc = static_cast<uint32_t>(std::stoul(hex, nullptr, 16));
-  e.size = std::stoull(size);
-  e.path = line.substr(b + 1);
-  const fs::path p(e.path);
-  return p.is_relative() && std::find(p.begin(), p.end(), "..") == p.end();
-}
-
-std::vector<ManifestEntry> read_manifest(const std::string& dir) {
-  const std::string path = (fs::path(dir) / "MANIFEST").string();
-  std::ifstream in(path);
-  if (!in)
-    throw InputError(path + ": missing (an incomplete checkpoint, or not a checkpoint directory)");
-  std::string line;
-  if (!std::getline(in, line) || line != kCheckpointFormat)
-    throw InputError(path + ": expected the first line \"" + kCheckpointFormat + "\", found \"" +
-                     line + "\"");
-  std::vector<ManifestEntry> entries;
-  std::set<std::string> seen;
-  for (int n = 2; std::getline(in, line); ++n) {
-    ManifestEntry e;
-    if (!parse_manifest_line(line, e) || !seen.insert(e.path).second)
-      throw InputError(path + " line " + std::to_string(n) + ": expected " +
-                       "\"<crc32c, 8 hex digits> <size> <relative path>\" listed once, found \"" +
-                       line + "\"");
-    entries.push_back(std::move(e));
-  }
-  if (!seen.count("model.h5")) throw InputError(path + ": model.h5 is not listed");
-  return entries;
-}
-
-std::string hex8(uint32_t v) {
-  char buf[9];
-  std::snprintf(buf, sizeof buf, "%08x", v);
-  return buf;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -570,7 +352,10 @@ void write_shard(const std::string& path, const std::vector<TensorBlock>& blocks
     for (const TensorBlock& b : blocks) {
       if (b.data.numel() == 0) continue;
       const int k = seen[b.name]++;
-      write_block(file, "/" + b.name + (k ? "#" + std::to_string(k) : ""), b);
+      // Appended piece by piece: GCC 12 reports a bogus -Wrestrict on "#" + std::string&&.
+      std::string dataset = "/" + b.name;
+      if (k > 0) dataset.append("#").append(std::to_string(k));
+      write_block(file, dataset, b);
     }
     CHECK_H5(H5Fflush(file, H5F_SCOPE_GLOBAL));
     check_h5_input(file.close(), path, "closing the shard file failed");
@@ -595,46 +380,6 @@ void write_master(const std::string& dir, const CheckpointMeta& meta) {
     check_h5_input(file.close(), path, "closing the master file failed");
   }
   fsync_path(path);
-}
-
-void write_manifest(const std::string& dir) {
-  const std::vector<std::string> files = checkpoint_files(dir);
-  TESSERA_CHECK(!files.empty() && files.front() == "model.h5",
-                "write_manifest(" + dir + "): write_master first (no model.h5)");
-  std::string text = std::string(kCheckpointFormat) + "\n";
-  for (const std::string& f : files) {
-    const std::string p = (fs::path(dir) / f).string();
-    text += hex8(crc32c_file(p)) + " " + std::to_string(fs::file_size(p)) + " " + f + "\n";
-  }
-  write_file_atomically((fs::path(dir) / "MANIFEST").string(), text);
-}
-
-void verify_manifest(const std::string& dir, ManifestCheck check) {
-  if (!fs::is_directory(dir)) throw InputError("checkpoint " + dir + ": no such directory");
-  const std::vector<ManifestEntry> entries = read_manifest(dir);
-  std::set<std::string> listed;
-  for (const ManifestEntry& e : entries) listed.insert(e.path);
-  for (const std::string& f : checkpoint_files(dir))
-    if (!listed.count(f))
-      throw InputError((fs::path(dir) / f).string() +
-                       ": present but not listed in MANIFEST (left over from another save?)");
-  for (const ManifestEntry& e : entries) {
-    const std::string p = (fs::path(dir) / e.path).string();
-    std::error_code ec;
-    const uintmax_t size = fs::file_size(p, ec);
-    if (ec) throw InputError(p + ": listed in MANIFEST but missing (" + ec.message() + ")");
-    if (size != e.size)
-      throw InputError(p + ": " + std::to_string(size) + " bytes, MANIFEST says " +
-                       std::to_string(e.size) + " (truncated or rewritten)");
-  }
-  if (check == ManifestCheck::kSizes) return;
-  for (const ManifestEntry& e : entries) {
-    const std::string p = (fs::path(dir) / e.path).string();
-    const uint32_t crc = crc32c_file(p);
-    if (crc != e.crc)
-      throw InputError(p + ": CRC-32C " + hex8(crc) + ", MANIFEST says " + hex8(e.crc) +
-                       " (the file is damaged)");
-  }
 }
 
 struct CheckpointReader::Impl {
@@ -746,53 +491,6 @@ void CheckpointReader::read(const std::string& name, const Shape& global_shape, 
     if (f32) f32[i] = v;
     if (f64) f64[i] = v;
   }
-}
-
-void fsync_path(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) system_error(path, "cannot open to fsync");
-  const int r = ::fsync(fd);
-  ::close(fd);
-  if (r != 0) system_error(path, "fsync failed");
-}
-
-void fsync_directory(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) system_error(dir, "cannot open the directory to fsync");
-  const int r = ::fsync(fd);
-  ::close(fd);
-  if (r != 0) system_error(dir, "fsync of the directory failed");
-}
-
-void rename_directory(const std::string& from, const std::string& to) {
-  if (fs::exists(to)) throw InputError(to + ": exists already, cannot rename " + from + " to it");
-  if (std::rename(from.c_str(), to.c_str()) != 0) system_error(from, "cannot rename to " + to);
-  fsync_directory(parent_directory(to));
-  if (fs::absolute(parent_directory(from)) != fs::absolute(parent_directory(to)))
-    fsync_directory(parent_directory(from));
-}
-
-void write_latest(const std::string& checkpoints_dir, const std::string& step_dir_name) {
-  TESSERA_CHECK(!step_dir_name.empty() && step_dir_name.find_first_of("/\n") == std::string::npos,
-                "write_latest: \"" + step_dir_name + "\" is not a directory name");
-  write_file_atomically((fs::path(checkpoints_dir) / "latest").string(), step_dir_name + "\n");
-}
-
-std::string read_latest(const std::string& checkpoints_dir) {
-  const fs::path path = fs::path(checkpoints_dir) / "latest";
-  if (!fs::exists(path)) return "";
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  std::string name = text.str();
-  if (!name.empty() && name.back() == '\n') name.pop_back();
-  if (name.empty() || name == "." || name == ".." || name.find_first_of("/\n") != name.npos)
-    throw InputError(path.string() + ": expected one line naming a step directory, found \"" +
-                     text.str() + "\"");
-  if (!fs::is_directory(fs::path(checkpoints_dir) / name))
-    throw InputError(path.string() + ": names " + name + ", but " +
-                     (fs::path(checkpoints_dir) / name).string() + " is not a directory");
-  return name;
 }
 
 }  // namespace tessera

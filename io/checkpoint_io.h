@@ -5,7 +5,7 @@
 //   MANIFEST              format tag, then CRC-32C, size and path of every file above
 // This layer writes and reads those files. The commit protocol across ranks (write into a *.tmp
 // directory, fsync, barrier, manifest, rename, then `latest`) belongs to the caller, built from
-// the filesystem steps at the end of this header.
+// the MANIFEST, `latest` and filesystem steps of io/checkpoint_manifest.h, included here.
 //
 // Thread safety: every function here holds one process-wide lock while it calls HDF5, so a save
 // may run on a background thread while the main thread computes; HDF5 calls never overlap.
@@ -20,11 +20,9 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "io/checkpoint_manifest.h"
 
 namespace tessera {
-
-// The format tag written as the MANIFEST's first line and as model.h5's /meta/format text.
-inline constexpr const char* kCheckpointFormat = "tessera checkpoint 1";
 
 // "step_00001000", "rank_00003.h5": the names the commit protocol and the shards use.
 std::string step_directory_name(int64_t step);
@@ -65,21 +63,6 @@ struct CheckpointMeta {
 // Writes, flushes, closes, then fsyncs model.h5.
 void write_master(const std::string& dir, const CheckpointMeta& meta);
 
-// DIR/MANIFEST: first line kCheckpointFormat, then "<crc32c, 8 hex digits> <size bytes> <path>"
-// for model.h5 and each shards/*.h5 (paths relative to DIR, sorted). Written to MANIFEST.tmp,
-// fsynced, renamed, and DIR fsynced.
-void write_manifest(const std::string& dir);
-
-// What verify_manifest checks: kFull reads every file for its CRC; kSizes stops at presence and
-// sizes (catches missing, truncated and unlisted files without reading them; for every rank of a
-// resume after one rank has checked kFull, and for quick looks).
-enum class ManifestCheck { kFull, kSizes };
-
-// Throws InputError naming the file and what is wrong: DIR not a directory, MANIFEST missing or
-// malformed, a listed file missing, a size or CRC that differs, a shard file present but not
-// listed. Reads files as bytes, never through HDF5.
-void verify_manifest(const std::string& dir, ManifestCheck check = ManifestCheck::kFull);
-
 // Reads tensors of one checkpoint. The model.h5 file stays open while the reader lives; moving
 // a reader is cheap. Reads go through the virtual datasets, so any layout can read any block.
 class CheckpointReader {
@@ -117,18 +100,5 @@ class CheckpointReader {
   explicit CheckpointReader(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// Filesystem steps of the commit protocol (POSIX). Each throws InputError naming the path and
-// the system's reason on failure.
-void fsync_path(const std::string& path);      // a file's data and size reach the disk
-void fsync_directory(const std::string& dir);  // its entries (creations, renames) reach the disk
-// Renames directory `from` to `to` (`to` must not exist), then fsyncs the parent of each.
-void rename_directory(const std::string& from, const std::string& to);
-// Replaces CHECKPOINTS_DIR/latest by a file holding "STEP_DIR_NAME\n": writes latest.tmp, fsyncs
-// it, renames it over latest, fsyncs CHECKPOINTS_DIR.
-void write_latest(const std::string& checkpoints_dir, const std::string& step_dir_name);
-// The step directory name that `latest` holds; "" when there is no `latest`. InputError when it
-// is empty, malformed or names no directory of CHECKPOINTS_DIR.
-std::string read_latest(const std::string& checkpoints_dir);
 
 }  // namespace tessera

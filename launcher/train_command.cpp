@@ -282,6 +282,12 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
                   static_cast<long long>(tr.loader().state().consumed));
   }
   if (root) print_start(cfg, tr);
+  if (tr.steps_done() >= cfg.steps) {
+    if (root)
+      std::printf("nothing to train: the checkpoint is at step %lld of --train.steps %lld\n",
+                  static_cast<long long>(tr.steps_done()), static_cast<long long>(cfg.steps));
+    return TrainResult{};
+  }
   CheckpointSaver saver(tr, ckpt_root, cfg.checkpoint_async);
   IntervalLog log(cfg, root);
   TrainResult result;

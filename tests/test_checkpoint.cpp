@@ -111,8 +111,9 @@ TEST_F(Checkpoints, AsynchronousSavesResumeBitwiseToo) {
   expect_same_state(step_dir("straight", 20), step_dir("resumed", 20), 0.0);
 }
 
-// Saved on TP 2 x DP 2 x PP 2, resumed on one rank and on TP 4 x DP 2: the resumed steps give
-// the uninterrupted run's losses within the layout-equivalence tolerance (1e-5 relative).
+// Saved on TP 2 x DP 2 x PP 2, resumed on one rank, on TP 4 x DP 2 and on PP 4, and from one rank
+// back to TP 2 x DP 2 x PP 2: the resumed steps give the uninterrupted run's losses within the
+// layout-equivalence tolerance (1e-5 relative).
 TEST_F(Checkpoints, CheckpointOfOneLayoutResumesOnOthers) {
   const std::string grid = "--parallel.tp 2 --parallel.pp 2 --parallel.zero 1";
   ASSERT_EQ(run_mpi(8, args("straight", grid), dir_).exit_code, 0);
@@ -125,7 +126,8 @@ TEST_F(Checkpoints, CheckpointOfOneLayoutResumesOnOthers) {
     int ranks;
     std::string layout;
   };
-  for (const Target& to : {Target{1, ""}, Target{8, "--parallel.tp 4 --parallel.zero 1"}}) {
+  for (const Target& to : {Target{1, ""}, Target{8, "--parallel.tp 4 --parallel.zero 1"},
+                           Target{4, "--parallel.pp 4"}}) {
     const std::string run = "to_" + std::to_string(to.ranks);
     const CliRun r =
         run_mpi(to.ranks, args(run, to.layout + " --checkpoint.resume " + saved), dir_);
@@ -136,6 +138,17 @@ TEST_F(Checkpoints, CheckpointOfOneLayoutResumesOnOthers) {
       EXPECT_NEAR(resumed[i], straight[10 + i], 1e-5 * straight[10 + i])
           << run << " step " << 11 + i;
   }
+  // And back: the one-rank run stopped at step 15 resumes on TP 2 x DP 2 x PP 2 with ZeRO-1.
+  const CliRun one =
+      run_tessera(args("back", "--checkpoint.resume " + saved + " --train.exit_after 5"), dir_);
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  const CliRun back = run_mpi(8, args("back", grid), dir_);
+  ASSERT_EQ(back.exit_code, 0) << back.err;
+  EXPECT_NE(back.out.find("resumed from " + step_dir("back", 15)), std::string::npos) << back.out;
+  const std::vector<double> losses = losses_of(metrics("back"));
+  ASSERT_EQ(losses.size(), 10u);
+  for (size_t i = 0; i < 10; ++i)
+    EXPECT_NEAR(losses[i], straight[10 + i], 1e-5 * straight[10 + i]) << "back, step " << 11 + i;
 }
 
 // A rank killed (SIGKILL) at a random point of the second save, 20 seeded trials (half of them

@@ -1,0 +1,203 @@
+// MANIFEST, `latest` and the commit protocol's filesystem steps (see io/checkpoint_manifest.h).
+// Everything here reads and writes plain bytes through POSIX and <filesystem>; a failing system
+// call becomes an InputError naming the path and strerror(errno).
+#include "io/checkpoint_manifest.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <utility>
+
+#include "core/error.h"
+#include "io/crc32c.h"
+
+namespace fs = std::filesystem;
+
+namespace tessera {
+
+namespace {
+
+[[noreturn]] void system_error(const std::string& path, const std::string& what) {
+  throw InputError(path + ": " + what + " (" + std::strerror(errno) + ")");
+}
+
+std::string parent_directory(const std::string& path) {
+  const fs::path parent = fs::path(path).parent_path();
+  return parent.empty() ? "." : parent.string();
+}
+
+// Writes `text` to PATH.tmp, fsyncs it, renames it to PATH and fsyncs PATH's directory.
+void write_file_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.close();
+    if (!out) system_error(tmp, "cannot write");
+  }
+  fsync_path(tmp);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) system_error(tmp, "cannot rename to " + path);
+  fsync_directory(parent_directory(path));
+}
+
+struct ManifestEntry {
+  uint32_t crc = 0;
+  uintmax_t size = 0;
+  std::string path;
+};
+
+bool parse_manifest_line(const std::string& line, ManifestEntry& e) {
+  const size_t a = line.find(' '), b = a == line.npos ? a : line.find(' ', a + 1);
+  if (a != 8 || b == line.npos || b == a + 1 || b + 1 >= line.size()) return false;
+  const std::string hex = line.substr(0, 8), size = line.substr(a + 1, b - a - 1);
+  if (hex.find_first_not_of("0123456789abcdef") != hex.npos ||
+      size.find_first_not_of("0123456789") != size.npos || size.size() > 19)
+    return false;
+  e.crc = static_cast<uint32_t>(std::stoul(hex, nullptr, 16));
+  e.size = std::stoull(size);
+  e.path = line.substr(b + 1);
+  const fs::path p(e.path);
+  return p.is_relative() && std::find(p.begin(), p.end(), "..") == p.end();
+}
+
+std::vector<ManifestEntry> read_manifest(const std::string& dir) {
+  const std::string path = (fs::path(dir) / "MANIFEST").string();
+  std::ifstream in(path);
+  if (!in)
+    throw InputError(path + ": missing (an incomplete checkpoint, or not a checkpoint directory)");
+  std::string line;
+  if (!std::getline(in, line) || line != kCheckpointFormat)
+    throw InputError(path + ": expected the first line \"" + kCheckpointFormat + "\", found \"" +
+                     line + "\"");
+  std::vector<ManifestEntry> entries;
+  std::set<std::string> seen;
+  for (int n = 2; std::getline(in, line); ++n) {
+    ManifestEntry e;
+    if (!parse_manifest_line(line, e) || !seen.insert(e.path).second)
+      throw InputError(path + " line " + std::to_string(n) + ": expected " +
+                       "\"<crc32c, 8 hex digits> <size> <relative path>\" listed once, found \"" +
+                       line + "\"");
+    entries.push_back(std::move(e));
+  }
+  if (!seen.count("model.h5")) throw InputError(path + ": model.h5 is not listed");
+  return entries;
+}
+
+std::string hex8(uint32_t v) {
+  char buf[9];
+  std::snprintf(buf, sizeof buf, "%08x", v);
+  return buf;
+}
+
+}  // namespace
+
+std::vector<std::string> checkpoint_files(const std::string& dir_name) {
+  const fs::path dir(dir_name);
+  std::vector<std::string> files;
+  if (fs::exists(dir / "model.h5")) files.push_back("model.h5");
+  std::error_code ec;
+  std::vector<std::string> shards;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir / "shards", ec))
+    if (e.path().extension() == ".h5") shards.push_back("shards/" + e.path().filename().string());
+  std::sort(shards.begin(), shards.end());
+  files.insert(files.end(), shards.begin(), shards.end());
+  return files;
+}
+
+void write_manifest(const std::string& dir) {
+  const std::vector<std::string> files = checkpoint_files(dir);
+  TESSERA_CHECK(!files.empty() && files.front() == "model.h5",
+                "write_manifest(" + dir + "): write_master first (no model.h5)");
+  std::string text = std::string(kCheckpointFormat) + "\n";
+  for (const std::string& f : files) {
+    const std::string p = (fs::path(dir) / f).string();
+    text += hex8(crc32c_file(p)) + " " + std::to_string(fs::file_size(p)) + " " + f + "\n";
+  }
+  write_file_atomically((fs::path(dir) / "MANIFEST").string(), text);
+}
+
+void verify_manifest(const std::string& dir, ManifestCheck check) {
+  if (!fs::is_directory(dir)) throw InputError("checkpoint " + dir + ": no such directory");
+  const std::vector<ManifestEntry> entries = read_manifest(dir);
+  std::set<std::string> listed;
+  for (const ManifestEntry& e : entries) listed.insert(e.path);
+  for (const std::string& f : checkpoint_files(dir))
+    if (!listed.count(f))
+      throw InputError((fs::path(dir) / f).string() +
+                       ": present but not listed in MANIFEST (left over from another save?)");
+  for (const ManifestEntry& e : entries) {
+    const std::string p = (fs::path(dir) / e.path).string();
+    std::error_code ec;
+    const uintmax_t size = fs::file_size(p, ec);
+    if (ec) throw InputError(p + ": listed in MANIFEST but missing (" + ec.message() + ")");
+    if (size != e.size)
+      throw InputError(p + ": " + std::to_string(size) + " bytes, MANIFEST says " +
+                       std::to_string(e.size) + " (truncated or rewritten)");
+  }
+  if (check == ManifestCheck::kSizes) return;
+  for (const ManifestEntry& e : entries) {
+    const std::string p = (fs::path(dir) / e.path).string();
+    const uint32_t crc = crc32c_file(p);
+    if (crc != e.crc)
+      throw InputError(p + ": CRC-32C " + hex8(crc) + ", MANIFEST says " + hex8(e.crc) +
+                       " (the file is damaged)");
+  }
+}
+
+void fsync_path(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) system_error(path, "cannot open to fsync");
+  const int r = ::fsync(fd);
+  ::close(fd);
+  if (r != 0) system_error(path, "fsync failed");
+}
+
+void fsync_directory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) system_error(dir, "cannot open the directory to fsync");
+  const int r = ::fsync(fd);
+  ::close(fd);
+  if (r != 0) system_error(dir, "fsync of the directory failed");
+}
+
+void rename_directory(const std::string& from, const std::string& to) {
+  if (fs::exists(to)) throw InputError(to + ": exists already, cannot rename " + from + " to it");
+  if (std::rename(from.c_str(), to.c_str()) != 0) system_error(from, "cannot rename to " + to);
+  fsync_directory(parent_directory(to));
+  if (fs::absolute(parent_directory(from)) != fs::absolute(parent_directory(to)))
+    fsync_directory(parent_directory(from));
+}
+
+void write_latest(const std::string& checkpoints_dir, const std::string& step_dir_name) {
+  TESSERA_CHECK(!step_dir_name.empty() && step_dir_name.find_first_of("/\n") == std::string::npos,
+                "write_latest: \"" + step_dir_name + "\" is not a directory name");
+  write_file_atomically((fs::path(checkpoints_dir) / "latest").string(), step_dir_name + "\n");
+}
+
+std::string read_latest(const std::string& checkpoints_dir) {
+  const fs::path path = fs::path(checkpoints_dir) / "latest";
+  if (!fs::exists(path)) return "";
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string name = text.str();
+  if (!name.empty() && name.back() == '\n') name.pop_back();
+  if (name.empty() || name == "." || name == ".." || name.find_first_of("/\n") != name.npos)
+    throw InputError(path.string() + ": expected one line naming a step directory, found \"" +
+                     text.str() + "\"");
+  if (!fs::is_directory(fs::path(checkpoints_dir) / name))
+    throw InputError(path.string() + ": names " + name + ", but " +
+                     (fs::path(checkpoints_dir) / name).string() + " is not a directory");
+  return name;
+}
+
+}  // namespace tessera

@@ -1,0 +1,47 @@
+// A checkpoint directory's MANIFEST, the `latest` pointer and the filesystem steps of the commit
+// protocol (DESIGN, "Formats": Checkpoint). Plain POSIX and byte reads, no HDF5: these functions
+// judge a checkpoint without trusting its files. io/checkpoint_io.h includes this header, so its
+// callers see every declaration here. Stateless functions; safe on any thread.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace tessera {
+
+// The format tag written as the MANIFEST's first line and as model.h5's /meta/format text.
+inline constexpr const char* kCheckpointFormat = "tessera checkpoint 1";
+
+// DIR/MANIFEST: first line kCheckpointFormat, then "<crc32c, 8 hex digits> <size bytes> <path>"
+// for model.h5 and each shards/*.h5 (paths relative to DIR, sorted). Written to MANIFEST.tmp,
+// fsynced, renamed, and DIR fsynced.
+void write_manifest(const std::string& dir);
+
+// What verify_manifest checks: kFull reads every file for its CRC; kSizes stops at presence and
+// sizes (catches missing, truncated and unlisted files without reading them; for every rank of a
+// resume after one rank has checked kFull, and for quick looks).
+enum class ManifestCheck { kFull, kSizes };
+
+// Throws InputError naming the file and what is wrong: DIR not a directory, MANIFEST missing or
+// malformed, a listed file missing, a size or CRC that differs, a shard file present but not
+// listed. Reads files as bytes, never through HDF5.
+void verify_manifest(const std::string& dir, ManifestCheck check = ManifestCheck::kFull);
+
+// The files a MANIFEST covers, relative to DIR: model.h5 (if present), then shards/*.h5, sorted.
+// write_master builds model.h5 from the same list.
+std::vector<std::string> checkpoint_files(const std::string& dir);
+
+// Filesystem steps of the commit protocol (POSIX). Each throws InputError naming the path and
+// the system's reason on failure.
+void fsync_path(const std::string& path);      // a file's data and size reach the disk
+void fsync_directory(const std::string& dir);  // its entries (creations, renames) reach the disk
+// Renames directory `from` to `to` (`to` must not exist), then fsyncs the parent of each.
+void rename_directory(const std::string& from, const std::string& to);
+// Replaces CHECKPOINTS_DIR/latest by a file holding "STEP_DIR_NAME\n": writes latest.tmp, fsyncs
+// it, renames it over latest, fsyncs CHECKPOINTS_DIR.
+void write_latest(const std::string& checkpoints_dir, const std::string& step_dir_name);
+// The step directory name that `latest` holds; "" when there is no `latest`. InputError when it
+// is empty, malformed or names no directory of CHECKPOINTS_DIR.
+std::string read_latest(const std::string& checkpoints_dir);
+
+}  // namespace tessera

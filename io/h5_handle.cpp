@@ -1,0 +1,71 @@
+// HDF5 plumbing shared by io/'s HDF5 files (see io/h5_handle.h): the error-stack reader, file
+// locking off for the whole process, and the dtype <-> HDF5 type mapping.
+#include "io/h5_handle.h"
+
+#include <cstdlib>
+
+namespace tessera {
+
+namespace {
+
+// No file locking: flock is missing on some NFS/Lustre mounts (NOTES, "HDF5"), and the commit
+// protocol, not a lock, keeps readers away from files being written. The property covers the
+// files we open; HDF5 1.10 opens a virtual dataset's source files with default properties, where
+// only HDF5_USE_FILE_LOCKING=FALSE turns locking off. So it is set here, during static
+// initialisation (before main, while no other thread can read the environment), unless the user
+// has set it already.
+[[maybe_unused]] const bool kFileLockingOffByDefault =
+    ::setenv("HDF5_USE_FILE_LOCKING", "FALSE", 0) == 0;
+
+}  // namespace
+
+std::string h5_error_detail() {
+  std::string detail;
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_UPWARD,
+      [](unsigned n, const H5E_error2_t* e, void* out) -> herr_t {
+        if (n == 0 && e->desc) *static_cast<std::string*>(out) = e->desc;
+        return 0;
+      },
+      &detail);
+  H5Eclear2(H5E_DEFAULT);
+  return detail;
+}
+
+H5Id file_access() {
+  H5Id fapl(CHECK_H5(H5Pcreate(H5P_FILE_ACCESS)), H5Pclose);
+  CHECK_H5(H5Pset_file_locking(fapl, false, true));
+  return fapl;
+}
+
+H5Id bf16_type() {
+  H5Id t(CHECK_H5(H5Tcopy(H5T_IEEE_F32LE)), H5Tclose);
+  CHECK_H5(H5Tset_fields(t, 15, 7, 8, 0, 7));
+  CHECK_H5(H5Tset_precision(t, 16));
+  CHECK_H5(H5Tset_size(t, 2));
+  CHECK_H5(H5Tset_ebias(t, 127));
+  return t;
+}
+
+H5Id file_type(DType dtype) {
+  if (dtype == DType::BF16) return bf16_type();
+  TESSERA_CHECK(dtype == DType::F32 || dtype == DType::F64,
+                "checkpoint tensors are float32, float64 or bfloat16, not " + dtype_name(dtype));
+  return {CHECK_H5(H5Tcopy(dtype == DType::F32 ? H5T_IEEE_F32LE : H5T_IEEE_F64LE)), H5Tclose};
+}
+
+DType stored_dtype(hid_t dataset, const std::string& where) {
+  H5Id t(CHECK_H5(H5Dget_type(dataset)), H5Tclose);
+  const size_t size = H5Tget_size(t);
+  size_t spos, epos, esize, mpos, msize;
+  if (H5Tget_class(t) == H5T_FLOAT && size == 4) return DType::F32;
+  if (H5Tget_class(t) == H5T_FLOAT && size == 8) return DType::F64;
+  if (H5Tget_class(t) == H5T_FLOAT && size == 2 &&
+      H5Tget_fields(t, &spos, &epos, &esize, &mpos, &msize) >= 0 && esize == 8 && msize == 7)
+    return DType::BF16;
+  const std::string found =
+      "HDF5 type class " + std::to_string(H5Tget_class(t)) + ", size " + std::to_string(size);
+  throw InputError(where + ": expected a float32, float64 or bfloat16 dataset, found " + found);
+}
+
+}  // namespace tessera
