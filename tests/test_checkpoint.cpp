@@ -13,6 +13,7 @@
 #include "io/checkpoint_io.h"
 #include "io/synthetic_corpus.h"
 #include "tests/cli_support.h"
+#include "tests/temp_dir.h"
 
 namespace tessera {
 namespace {
@@ -22,11 +23,7 @@ using namespace test_support;
 class Checkpoints : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("tessera_ckpt_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = test_support::fresh_test_dir("tessera_ckpt");
     corpus_ = (dir_ / "corpus").string();
     write_synthetic_corpus(corpus_, 64, 40, 200, 3);
   }

@@ -21,6 +21,7 @@
 #include "io/crc32c.h"
 #include "launcher/ckpt_command.h"
 #include "launcher/exit_codes.h"
+#include "tests/temp_dir.h"
 
 namespace fs = std::filesystem;
 using namespace tessera;
@@ -140,10 +141,7 @@ std::string read_text(const fs::path& path) {
 class CheckpointTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = fs::temp_directory_path() /
-            ("tessera_test_ckpt_" + std::to_string(::getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(root_);
+    root_ = test_support::fresh_test_dir("tessera_test_ckpt");
     dir_ = root_ / step_directory_name(100);
     make_checkpoint(dir_);
   }

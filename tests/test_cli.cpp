@@ -15,6 +15,7 @@
 #include "io/indexed_dataset.h"
 #include "io/llmc_shard.h"
 #include "tests/cli_support.h"
+#include "tests/temp_dir.h"
 
 namespace fs = std::filesystem;
 
@@ -26,11 +27,7 @@ using namespace test_support;
 class Cli : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("tessera_cli_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = test_support::fresh_test_dir("tessera_cli");
     corpus_ = (dir_ / "corpus").string();
     IndexedDatasetWriter w(corpus_, DType::U16);
     std::mt19937_64 rng(1);

@@ -17,6 +17,7 @@
 #include "io/indexed_dataset.h"
 #include "io/llmc_shard.h"
 #include "io/token_corpus.h"
+#include "tests/temp_dir.h"
 
 namespace fs = std::filesystem;
 
@@ -25,13 +26,7 @@ namespace {
 
 class Loader : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("tessera_loader_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
+  void SetUp() override { dir_ = test_support::fresh_test_dir("tessera_loader"); }
   void TearDown() override { fs::remove_all(dir_); }
 
   // A Megatron corpus whose token at stream position i is (i * 7 + offset) % 1000, so a read
