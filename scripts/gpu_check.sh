@@ -55,6 +55,14 @@ step "benchmarks"
 # the parallel layouts on this machine's cores, for reference.
 build-gpu/bin/bench_train_step --shape gpt2_124m --threads "$(nproc)" --steps 3 || status=1
 scripts/bench_parallel.sh build-gpu 2 2>&1 | tee "$OUT_DIR/bench_parallel.txt" || status=1
+# Checkpoint save/load against raw disk I/O, one core per rank (docs/PERFORMANCE.md).
+for layout in "1" "4 --tp 2 --pp 2"; do
+  read -r n rest <<<"$layout"
+  # shellcheck disable=SC2086
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --bind-to none -n "$n" \
+    build-gpu/bin/bench_checkpoint $rest --dir "${TMPDIR:-/tmp}/tessera_ckpt_bench" \
+    2>&1 | tee -a "$OUT_DIR/bench_checkpoint.txt" || status=1
+done
 
 echo
 echo "gpu_check: $([ $status -eq 0 ] && echo PASSED || echo FAILED)"
