@@ -289,7 +289,10 @@ TEST_F(CheckpointTest, Bfloat16IsStoredAsRawBitsAndReadAsFloat) {
   EXPECT_EQ(std::memcmp(back.raw(), raw, sizeof raw), 0);
   if (std::system("h5dump --version >/dev/null 2>&1") != 0) return;
   const fs::path out = root_ / "h5dump.txt";
-  std::system(("h5dump -d /model/w " + (dir / "model.h5").string() + " >" + out.string()).c_str());
+  ASSERT_EQ(
+      std::system(
+          ("h5dump -d /model/w " + (dir / "model.h5").string() + " >" + out.string()).c_str()),
+      0);
   EXPECT_NE(read_text(out).find("1, -2.5, 0.15625, 0"), std::string::npos) << read_text(out);
 }
 
