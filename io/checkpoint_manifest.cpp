@@ -113,14 +113,16 @@ std::vector<std::string> checkpoint_files(const std::string& dir_name) {
   return files;
 }
 
-void write_manifest(const std::string& dir) {
+void write_manifest(const std::string& dir, const std::map<std::string, uint32_t>& known_crcs) {
   const std::vector<std::string> files = checkpoint_files(dir);
   TESSERA_CHECK(!files.empty() && files.front() == "model.h5",
                 "write_manifest(" + dir + "): write_master first (no model.h5)");
   std::string text = std::string(kCheckpointFormat) + "\n";
   for (const std::string& f : files) {
     const std::string p = (fs::path(dir) / f).string();
-    text += hex8(crc32c_file(p)) + " " + std::to_string(fs::file_size(p)) + " " + f + "\n";
+    const auto known = known_crcs.find(f);
+    const uint32_t crc = known != known_crcs.end() ? known->second : crc32c_file(p);
+    text += hex8(crc) + " " + std::to_string(fs::file_size(p)) + " " + f + "\n";
   }
   write_file_atomically((fs::path(dir) / "MANIFEST").string(), text);
 }

@@ -4,6 +4,8 @@
 // callers see every declaration here. Stateless functions; safe on any thread.
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -15,7 +17,9 @@ inline constexpr const char* kCheckpointFormat = "tessera checkpoint 1";
 // DIR/MANIFEST: first line kCheckpointFormat, then "<crc32c, 8 hex digits> <size bytes> <path>"
 // for model.h5 and each shards/*.h5 (paths relative to DIR, sorted). Written to MANIFEST.tmp,
 // fsynced, renamed, and DIR fsynced.
-void write_manifest(const std::string& dir);
+// `known_crcs` (paths relative to DIR) are taken as given: each rank computes its own shard's
+// CRC right after writing it, in parallel, so that rank 0 does not read every file again.
+void write_manifest(const std::string& dir, const std::map<std::string, uint32_t>& known_crcs = {});
 
 // What verify_manifest checks: kFull reads every file for its CRC; kSizes stops at presence and
 // sizes (catches missing, truncated and unlisted files without reading them; for every rank of a

@@ -6,10 +6,12 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "core/error.h"
 #include "io/checkpoint_io.h"
+#include "io/crc32c.h"
 
 namespace fs = std::filesystem;
 
@@ -258,7 +260,11 @@ double CheckpointSaver::save() {
     try {
       crash_point(c, rank, "shard");
       const auto w0 = std::chrono::steady_clock::now();
-      if (!blocks.empty()) write_shard(shard, blocks);
+      has_shard_ = !blocks.empty();
+      if (has_shard_) {
+        write_shard(shard, blocks);
+        shard_crc_ = crc32c_file(shard);  // from the page cache, on every rank at once
+      }
       write_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count();
       crash_point(c, rank, "written");
     } catch (...) {
@@ -286,6 +292,7 @@ bool CheckpointSaver::poll() {
   writer_.join();
   if (error_) std::rethrow_exception(error_);
   pending_ = false;
+  gather_crcs();
   if (tr_.grid().world().rank() == 0)
     committer_ = std::thread([this] {
       try {
@@ -302,7 +309,7 @@ void CheckpointSaver::finish() {
   if (pending_) {
     if (writer_.joinable()) writer_.join();
     if (error_) std::rethrow_exception(error_);
-    tr_.grid().world().barrier();  // every shard is written, fsynced and closed
+    gather_crcs();  // also the barrier: every shard is written, fsynced and closed
     pending_ = false;
     if (tr_.grid().world().rank() == 0) commit();
   }
@@ -313,6 +320,23 @@ void CheckpointSaver::finish() {
   if (saving) committed_ = dir_;  // on every rank, once rank 0 has committed
 }
 
+void CheckpointSaver::gather_crcs() {
+  Communicator& world = tr_.grid().world();
+  Tensor mine({2}, DType::I32), all({2 * world.size()}, DType::I32);
+  mine.data<int32_t>()[0] = has_shard_ ? 1 : 0;
+  std::memcpy(&mine.data<int32_t>()[1], &shard_crc_, sizeof shard_crc_);
+  world.all_gather(all, mine);
+  crcs_.clear();
+  for (int r = 0; r < world.size(); ++r) {
+    if (!all.data<int32_t>()[2 * r]) continue;
+    uint32_t crc = 0;
+    std::memcpy(&crc, &all.data<int32_t>()[2 * r + 1], sizeof crc);
+    char name[40];
+    std::snprintf(name, sizeof name, "shards/rank_%05d.h5", r);
+    crcs_[name] = crc;
+  }
+}
+
 // Rank 0: model.h5, the MANIFEST, the rename that makes the checkpoint visible, then `latest`.
 void CheckpointSaver::commit() {
   const TrainConfig& c = tr_.config();
@@ -320,7 +344,7 @@ void CheckpointSaver::commit() {
   fsync_directory(tmp + "/shards");  // the shards' directory entries, before anything names them
   write_master(tmp, meta_);
   crash_point(c, 0, "master");
-  write_manifest(tmp);
+  write_manifest(tmp, crcs_);
   fs::remove_all(dir_);  // a step saved again (after a resume) replaces its old directory
   fs::rename(tmp, dir_);
   fsync_directory(root_);

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <exception>
+#include <map>
 #include <string>
 #include <thread>
 
@@ -49,12 +50,16 @@ class CheckpointSaver {
 
  private:
   void commit();
+  void gather_crcs();  // collective: every rank's shard CRC to rank 0
   Trainer& tr_;
   std::string root_, dir_, committed_;
   bool async_;
   bool pending_ = false;  // shards not yet known to be written everywhere
   std::atomic<bool> written_{false};
   double write_s_ = 0;
+  bool has_shard_ = false;
+  uint32_t shard_crc_ = 0;
+  std::map<std::string, uint32_t> crcs_;  // rank 0: of every shard, for the MANIFEST
   CheckpointMeta meta_;
   std::vector<Tensor> snapshot_;  // host copies of the blocks (asynchronous saves)
   std::thread writer_, committer_;
