@@ -228,11 +228,9 @@ double CheckpointSaver::save() {
   const int rank = world.rank();
   dir_ = checkpoint_dir(root_, tr_.steps_done());
   const std::string tmp = dir_ + ".tmp";
-  if (rank == 0) {
-    fs::remove_all(tmp);
-    fs::create_directories(fs::path(tmp) / "shards");
-  }
-  world.barrier();
+  // Every rank makes the directory itself (create_directories tolerates the others), so a save
+  // starts without a barrier. A step_N.tmp left by a crash was removed when the run started.
+  fs::create_directories(fs::path(tmp) / "shards");
   crash_point(c, rank, "start");
   // The state as it is now: with ZeRO-1 the moments are gathered over DP (collective); with an
   // asynchronous save every block is copied, so training may change the originals.
@@ -316,8 +314,9 @@ void CheckpointSaver::finish() {
   if (committer_.joinable()) committer_.join();
   if (error_) std::rethrow_exception(error_);
   crash_point(tr_.config(), tr_.grid().world().rank(), "end");
-  tr_.grid().world().barrier();
-  if (saving) committed_ = dir_;  // on every rank, once rank 0 has committed
+  if (!saving) return;
+  tr_.grid().world().barrier();  // every rank knows the save is committed
+  committed_ = dir_;
 }
 
 void CheckpointSaver::gather_crcs() {
