@@ -91,10 +91,6 @@ SampleStream::SampleStream(std::vector<TokenCorpus> corpora, std::vector<double>
   order_.resize(corpora_.size());
 }
 
-int64_t SampleStream::total_samples() const {
-  return std::accumulate(count_.begin(), count_.end(), int64_t{0});
-}
-
 // The corpus whose supply lags its share the most, w_k (n + 1) - taken_k, first on ties (the
 // greedy rule of Megatron-LM's blending; it keeps |taken_k - n w_k| <= 1 at every prefix).
 int SampleStream::next_corpus(Cursor& c) const {

@@ -56,7 +56,6 @@ class SampleStream {
   const TokenCorpus& corpus(int k) const { return corpora_[static_cast<size_t>(k)]; }
   double weight(int k) const { return weights_[static_cast<size_t>(k)]; }
   int64_t samples_of(int k) const { return count_[static_cast<size_t>(k)]; }
-  int64_t total_samples() const;
 
   // A place in the sequence: the position and how many samples each corpus has supplied.
   struct Cursor {

@@ -45,12 +45,10 @@ class Trainer {
   const GridLayout& layout() const { return layout_; }
   ProcessGrid& grid() { return *grid_; }
   GPT& model() { return *model_; }
-  PipelineEngine& pipeline() { return *pipeline_; }
   GradBuckets& buckets() { return *buckets_; }
   SampleStream& samples() { return *train_stream_; }
   SampleStream* validation_samples() { return valid_stream_.get(); }
   DataLoader& loader() { return *loader_; }
-  const std::vector<CorpusWeight>& blend() const { return blend_; }
   int microbatches() const { return microbatches_; }
   int64_t steps_done() const { return steps_done_; }
   void set_steps_done(int64_t steps) { steps_done_ = steps; }

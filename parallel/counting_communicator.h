@@ -25,6 +25,7 @@ class CountingCommunicator final : public Communicator {
  public:
   explicit CountingCommunicator(std::unique_ptr<Communicator> inner) : inner_(std::move(inner)) {}
 
+  // Calls and bytes of one operation; sent_bytes() sums the sent bytes of all.
   const CommCounter& counter(CommOp op) const { return counters_[static_cast<int>(op)]; }
   double sent_bytes() const;  // over all operations
   void reset_counters();
