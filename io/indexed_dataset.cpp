@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
-#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -350,31 +349,6 @@ void IndexedDataset::read_tokens(int64_t start, int64_t count, int32_t* out) con
     const uint16_t* src = static_cast<const uint16_t*>(bin_->data) + start;
     for (int64_t i = 0; i < count; ++i) out[i] = src[i];
   }
-}
-
-double unigram_entropy(const IndexedDataset& data, int64_t vocab) {
-  std::vector<int64_t> counts(static_cast<size_t>(vocab), 0);
-  std::vector<int32_t> chunk(1 << 20);
-  const int64_t total = data.num_tokens();
-  for (int64_t start = 0; start < total; start += static_cast<int64_t>(chunk.size())) {
-    const int64_t n = std::min<int64_t>(static_cast<int64_t>(chunk.size()), total - start);
-    data.read_tokens(start, n, chunk.data());
-    for (int64_t i = 0; i < n; ++i) {
-      const int32_t t = chunk[i];
-      if (t < 0 || t >= vocab)
-        corpus_error(data.bin_path(), "token " + std::to_string(start + i) + " has id " +
-                                          std::to_string(t) + ", expected an id below the " +
-                                          "vocabulary size " + std::to_string(vocab));
-      ++counts[t];
-    }
-  }
-  double h = 0.0;
-  for (int64_t c : counts) {
-    if (c == 0) continue;
-    const double p = static_cast<double>(c) / static_cast<double>(total);
-    h -= p * std::log(p);
-  }
-  return h;
 }
 
 }  // namespace tessera

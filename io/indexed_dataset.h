@@ -85,9 +85,4 @@ class IndexedDataset {
   std::shared_ptr<const Mapping> bin_;
 };
 
-// Entropy of the corpus' token frequencies, in nats/token: the loss of the best model that
-// ignores context, so a trained model's loss should end well below it. Throws InputError on an
-// id outside [0, vocab).
-double unigram_entropy(const IndexedDataset& data, int64_t vocab);
-
 }  // namespace tessera

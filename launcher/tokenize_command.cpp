@@ -23,6 +23,7 @@
 
 #include "core/error.h"
 #include "io/indexed_dataset.h"
+#include "io/token_corpus.h"
 
 namespace tessera {
 
@@ -297,7 +298,7 @@ int encode(int argc, char** argv) {
       stats.text_bytes / 1e6, prefix.c_str(), stats.seconds,
       stats.text_bytes / 1e6 / std::max(stats.seconds, 1e-9), threads);
   std::printf("unigram entropy: %.4f nats/token (a model that ignores context cannot beat it)\n",
-              unigram_entropy(corpus, tokenizer->vocab_size()));
+              unigram_entropy({TokenCorpus::open(prefix)}, {1.0}, tokenizer->vocab_size()));
   std::fflush(stdout);
   return 0;
 }

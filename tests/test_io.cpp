@@ -24,6 +24,7 @@
 #include "io/llmc_shard.h"
 #include "io/metrics.h"
 #include "io/text_files.h"
+#include "io/token_corpus.h"
 #include "launcher/tokenize_command.h"
 
 namespace fs = std::filesystem;
@@ -290,9 +291,10 @@ TEST_F(IoTest, EmptyCorpusIsRejected) {
 
 TEST_F(IoTest, UnigramEntropyInNats) {
   make_corpus(path("h"), {{0, 0, 1}, {1}});
-  const IndexedDataset ds = IndexedDataset::open(path("h"));
-  EXPECT_NEAR(unigram_entropy(ds, 2), std::log(2.0), 1e-12);
-  expect_input_error([&] { unigram_entropy(ds, 1); }, {path("h.bin"), "token 2", "has id 1"});
+  const TokenCorpus ds = TokenCorpus::open(path("h"));
+  EXPECT_NEAR(unigram_entropy({ds}, {1.0}, 2), std::log(2.0), 1e-12);
+  expect_input_error([&] { unigram_entropy({ds}, {1.0}, 1); },
+                     {path("h.bin"), "token 2", "has id 1"});
 }
 
 TEST_F(IoTest, ReadsAnIdxBuiltFromTheSpecification) {
