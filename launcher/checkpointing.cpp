@@ -40,13 +40,6 @@ std::vector<TensorBlock> blocks_of(const Param& p, const Tensor& local, const st
   return out;
 }
 
-// Element offset of a parameter's value within the flat buffer that holds it.
-int64_t flat_offset(const Param& p, const Tensor& flat) {
-  const auto* base = static_cast<const char*>(flat.raw());
-  return (static_cast<const char*>(p.value.raw()) - base) /
-         static_cast<std::ptrdiff_t>(dtype_size(flat.dtype()));
-}
-
 // The two moments of every parameter this rank holds, as tensors shaped like the parameter:
 // AdamW's own, or with ZeRO-1 views into moments all-gathered over DP (collective).
 struct Moments {
@@ -70,7 +63,7 @@ Moments moments_of(Trainer& tr, bool gather) {
     m.flat_v = Tensor(flat.shape(), flat.dtype());
   }
   for (const Param* p : ps) {
-    const int64_t at = flat_offset(*p, flat), n = p->value.numel();
+    const int64_t at = tr.buckets().offset_of(*p), n = p->value.numel();
     m.exp_avg.push_back(m.flat_m.slice0(at, at + n).view(p->value.shape()));
     m.exp_avg_sq.push_back(m.flat_v.slice0(at, at + n).view(p->value.shape()));
   }

@@ -14,7 +14,6 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
   const int64_t align = shard ? dp.size() : 1;
   // Lay out the buckets first, then allocate the flat buffers and move the tensors in.
   int64_t offset = 0;
-  std::vector<int64_t> param_offset;
   std::vector<Param*> order;
   for (const std::vector<Param*>& group : groups) {
     Bucket* open = nullptr;
@@ -25,9 +24,8 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
         open = &buckets_.back();
         open->offset = offset;
       }
-      param_offset.push_back(offset);
       order.push_back(p);
-      slot_of_[p] = Slot{buckets_.size() - 1, false};
+      slot_of_[p] = Slot{buckets_.size() - 1, offset, false};
       open->params.push_back(p);
       open->size += p->value.numel();
       offset += p->value.numel();
@@ -44,11 +42,11 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
   grads_ = Tensor({offset}, dtype);
   for (size_t i = 0; i < order.size(); ++i) {
     Param& p = *order[i];
-    const int64_t n = p.value.numel();
-    Tensor value = values_.slice0(param_offset[i], param_offset[i] + n).view(p.value.shape());
+    const int64_t n = p.value.numel(), at = slot_of_.at(&p).offset;
+    Tensor value = values_.slice0(at, at + n).view(p.value.shape());
     copy_into(value, p.value);
     p.value = value;
-    p.grad = grads_.slice0(param_offset[i], param_offset[i] + n).view(p.grad.shape());
+    p.grad = grads_.slice0(at, at + n).view(p.grad.shape());
   }
   for (Bucket& b : buckets_) {
     b.pending = static_cast<int>(b.params.size());

@@ -41,6 +41,8 @@ class GradBuckets {
   bool sharded() const { return shard_; }
   std::vector<Bucket>& buckets() { return buckets_; }
   Tensor& flat_values() { return values_; }
+  // Element offset of p's value and gradient within the flat buffers.
+  int64_t offset_of(const Param& p) const { return slot_of_.at(&p).offset; }
   Tensor& flat_grads() { return grads_; }
   Communicator& dp() { return dp_; }
   int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }
@@ -53,7 +55,8 @@ class GradBuckets {
   std::vector<Bucket> buckets_;
   struct Slot {
     size_t bucket;
-    bool ready;  // reported final in this step
+    int64_t offset;  // in the flat buffers
+    bool ready;      // reported final in this step
   };
   std::unordered_map<const Param*, Slot> slot_of_;
 };

@@ -8,15 +8,6 @@
 
 namespace tessera {
 
-namespace {
-// Element offset of t's first element within the flat buffer `flat` it views.
-int64_t offset_in(const Tensor& t, const Tensor& flat) {
-  const auto* base = static_cast<const char*>(flat.raw());
-  const auto* at = static_cast<const char*>(t.raw());
-  return static_cast<int64_t>((at - base) / static_cast<std::ptrdiff_t>(dtype_size(flat.dtype())));
-}
-}  // namespace
-
 ZeroAdamW::ZeroAdamW(GradBuckets& buckets, const AdamWConfig& cfg) : buckets_(buckets), cfg_(cfg) {
   TESSERA_CHECK(buckets.sharded(), "ZeroAdamW needs GradBuckets built with shard = true");
   Tensor& values = buckets.flat_values();
@@ -27,7 +18,7 @@ ZeroAdamW::ZeroAdamW(GradBuckets& buckets, const AdamWConfig& cfg) : buckets_(bu
     exp_avg_.emplace_back(Shape{len}, values.dtype());
     exp_avg_sq_.emplace_back(Shape{len}, values.dtype());
     for (Param* p : b.params) {
-      const int64_t begin = offset_in(p->value, values), end = begin + p->value.numel();
+      const int64_t begin = buckets.offset_of(*p), end = begin + p->value.numel();
       const int64_t lo = std::max(begin, piece_begin), hi = std::min(end, piece_end);
       if (lo >= hi) continue;
       segments_.push_back(Segment{p, values.slice0(lo, hi),
