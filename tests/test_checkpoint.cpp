@@ -21,13 +21,14 @@ namespace {
 using namespace test_support;
 
 class Checkpoints : public ::testing::Test {
- protected:
+ public:
   void SetUp() override {
     dir_ = test_support::fresh_test_dir("tessera_ckpt");
     corpus_ = (dir_ / "corpus").string();
     write_synthetic_corpus(corpus_, 64, 40, 200, 3);
   }
   void TearDown() override { fs::remove_all(dir_); }
+  const fs::path& dir() const { return dir_; }
 
   // A tiny model for `steps` steps, a checkpoint every `interval`, in run directory `run`.
   std::string args(const std::string& run, const std::string& more = "", int steps = 20,
@@ -66,46 +67,45 @@ class Checkpoints : public ::testing::Test {
     EXPECT_GT(compared, 20);
   }
 
+ protected:
   fs::path dir_;
   std::string corpus_;
 };
 
-// 20 steps straight, against 10 steps, exit, and 10 more in a new process from the checkpoint.
-TEST_F(Checkpoints, StoppedAndResumedRunIsBitwiseTheStraightRunOnOneRank) {
-  ASSERT_EQ(run_tessera(args("straight"), dir_).exit_code, 0);
-  const CliRun stop = run_tessera(args("resumed", "--train.exit_after 10"), dir_);
+// 20 steps straight, against 10 steps, exit, and 10 more in new processes from the checkpoint,
+// on `ranks` ranks with the options `grid`: the same losses and every tensor, bitwise.
+void expect_exact_resume(Checkpoints& t, int ranks, const std::string& grid,
+                         const std::string& stop_output = "") {
+  const auto run = [&](const std::string& args) {
+    return ranks == 1 ? run_tessera(args, t.dir()) : run_mpi(ranks, args, t.dir());
+  };
+  ASSERT_EQ(run(t.args("straight", grid)).exit_code, 0);
+  const CliRun stop = run(t.args("resumed", grid + " --train.exit_after 10"));
   ASSERT_EQ(stop.exit_code, 0) << stop.err;
-  const CliRun resume = run_tessera(args("resumed"), dir_);
+  if (!stop_output.empty()) {
+    EXPECT_NE(stop.out.find(stop_output), std::string::npos) << stop.out;
+  }
+  const CliRun resume = run(t.args("resumed", grid));
   ASSERT_EQ(resume.exit_code, 0) << resume.err;
-  EXPECT_NE(resume.out.find("resumed from " + step_dir("resumed", 10)), std::string::npos)
+  EXPECT_NE(resume.out.find("resumed from " + t.step_dir("resumed", 10)), std::string::npos)
       << resume.out;
-  EXPECT_EQ(loss_fields(metrics("straight")), loss_fields(metrics("resumed")));
-  expect_same_state(step_dir("straight", 20), step_dir("resumed", 20), 0.0);
+  EXPECT_EQ(loss_fields(t.metrics("straight")), loss_fields(t.metrics("resumed")));
+  t.expect_same_state(t.step_dir("straight", 20), t.step_dir("resumed", 20), 0.0);
+}
+
+TEST_F(Checkpoints, StoppedAndResumedRunIsBitwiseTheStraightRunOnOneRank) {
+  expect_exact_resume(*this, 1, "");
 }
 
 TEST_F(Checkpoints, StoppedAndResumedRunIsBitwiseTheStraightRunOnTp2Dp2Pp2WithZero1) {
-  const std::string grid = "--parallel.tp 2 --parallel.pp 2 --parallel.zero 1";
-  ASSERT_EQ(run_mpi(8, args("straight", grid), dir_).exit_code, 0);
-  const CliRun stop = run_mpi(8, args("resumed", grid + " --train.exit_after 10"), dir_);
-  ASSERT_EQ(stop.exit_code, 0) << stop.err;
-  const CliRun resume = run_mpi(8, args("resumed", grid), dir_);
-  ASSERT_EQ(resume.exit_code, 0) << resume.err;
-  EXPECT_EQ(loss_fields(metrics("straight")), loss_fields(metrics("resumed")));
-  expect_same_state(step_dir("straight", 20), step_dir("resumed", 20), 0.0);
+  expect_exact_resume(*this, 8, "--parallel.tp 2 --parallel.pp 2 --parallel.zero 1");
 }
 
 // With --checkpoint.async the state is copied at the step boundary and written while training
 // goes on: the resumed run is still bitwise the straight one.
 TEST_F(Checkpoints, AsynchronousSavesResumeBitwiseToo) {
-  const std::string grid = "--parallel.tp 2 --parallel.pp 2 --checkpoint.async true";
-  ASSERT_EQ(run_mpi(4, args("straight", grid), dir_).exit_code, 0);
-  const CliRun stop = run_mpi(4, args("resumed", grid + " --train.exit_after 10"), dir_);
-  ASSERT_EQ(stop.exit_code, 0) << stop.err;
-  EXPECT_NE(stop.out.find("writing in the background"), std::string::npos) << stop.out;
-  const CliRun resume = run_mpi(4, args("resumed", grid), dir_);
-  ASSERT_EQ(resume.exit_code, 0) << resume.err;
-  EXPECT_EQ(loss_fields(metrics("straight")), loss_fields(metrics("resumed")));
-  expect_same_state(step_dir("straight", 20), step_dir("resumed", 20), 0.0);
+  expect_exact_resume(*this, 4, "--parallel.tp 2 --parallel.pp 2 --checkpoint.async true",
+                      "writing in the background");
 }
 
 // Saved on TP 2 x DP 2 x PP 2, resumed on one rank, on TP 4 x DP 2 and on PP 4, and from one rank

@@ -26,6 +26,7 @@
 #include "io/text_files.h"
 #include "io/token_corpus.h"
 #include "launcher/tokenize_command.h"
+#include "tests/expect_error.h"
 
 namespace fs = std::filesystem;
 using namespace tessera;
@@ -81,17 +82,7 @@ void make_corpus(const std::string& prefix, const std::vector<std::vector<int32_
   writer.finish();
 }
 
-// Runs fn, expects an InputError whose message contains every one of `parts`.
-void expect_input_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an InputError";
-  } catch (const InputError& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << msg << "\nlacks: " << p;
-  }
-}
+using test_support::expect_input_error;
 
 int run_tokenize(std::vector<std::string> args) {
   args.insert(args.begin(), "tokenize");

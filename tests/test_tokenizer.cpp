@@ -20,6 +20,7 @@
 #include "io/sentencepiece_tokenizer.h"
 #include "io/text_files.h"
 #include "launcher/tokenize_command.h"
+#include "tests/expect_error.h"
 
 namespace fs = std::filesystem;
 using namespace tessera;
@@ -84,17 +85,7 @@ std::string run_tokenize(std::vector<std::string> args) {
   return ::testing::internal::GetCapturedStdout();
 }
 
-// Runs fn, expects an InputError whose message contains every one of `parts`.
-void expect_input_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an InputError";
-  } catch (const InputError& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << msg << "\nlacks: " << p;
-  }
-}
+using test_support::expect_input_error;
 
 class TokenizerTest : public ::testing::Test {
  protected:
