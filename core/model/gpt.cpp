@@ -131,7 +131,8 @@ double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targe
 void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output, Tensor* d_input,
                    const GradReadyFn* on_ready) {
   BlockScratch& s = scratch(a.B);
-  auto ready = [on_ready](std::vector<Param*> ps) {
+  // Without a hook (every microbatch but a step's last) this costs nothing: no list is built.
+  auto ready = [on_ready](std::initializer_list<Param*> ps) {
     if (on_ready)
       for (Param* p : ps) (*on_ready)(*p);
   };
@@ -157,7 +158,8 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
   for (size_t i = blocks.size(); i-- > 0;) {
     blocks[i].backward(*dnext, *dres, a.residual[i], a.blocks[i], s, tp_);
     std::swap(dres, dnext);
-    ready(blocks[i].params());
+    if (on_ready)
+      for (Param* p : blocks[i].params()) (*on_ready)(*p);
   }
   if (shard_.has_embedding) {
     if (cfg_.pos == PositionKind::Learned) ops::positional_backward(wpe.grad, *dres);
