@@ -382,13 +382,49 @@ void write_master(const std::string& dir, const CheckpointMeta& meta) {
   fsync_path(path);
 }
 
+namespace {
+
+// Reads `file_space`'s selection of dataset `d` (stored as `stored`) into `out`: F32 or F64 from
+// any stored dtype, BF16 as raw bits. Caller holds the H5Lock.
+void read_selection(hid_t d, hid_t file_space, DType stored, Tensor& out, const std::string& path,
+                    const std::string& name) {
+  H5Id memory_space = simple_space(out.shape());
+  const bool widen_bf16 = stored == DType::BF16 && out.dtype() != DType::BF16;
+  std::vector<uint16_t> bits(widen_bf16 ? static_cast<size_t>(out.numel()) : 0);
+  const hid_t native = out.dtype() == DType::F32 ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
+  H5Id type = widen_bf16 || out.dtype() == DType::BF16 ? bf16_type()
+                                                       : H5Id(CHECK_H5(H5Tcopy(native)), H5Tclose);
+  check_h5_input(H5Dread(d, type, memory_space, file_space, H5P_DEFAULT,
+                         widen_bf16 ? static_cast<void*>(bits.data()) : out.raw()),
+                 path, "reading tensor " + name + " failed");
+  float* f32 = out.dtype() == DType::F32 ? out.data<float>() : nullptr;
+  double* f64 = out.dtype() == DType::F64 ? out.data<double>() : nullptr;
+  for (size_t i = 0; i < bits.size(); ++i) {  // bf16 is the upper half of an f32
+    const float v = std::bit_cast<float>(static_cast<uint32_t>(bits[i]) << 16);
+    if (f32) f32[i] = v;
+    if (f64) f64[i] = v;
+  }
+}
+
+}  // namespace
+
+// One dataset of the preferred shard: which block of which tensor it holds.
+struct ShardBlock {
+  Shape offset, shape;
+  std::string dataset;
+};
+
 struct CheckpointReader::Impl {
   std::string dir;
   H5Id file{H5I_INVALID_HID, H5Fclose};
   CheckpointMeta meta;
   std::map<std::string, TensorInfo> tensors;
+  std::string shard_path;  // prefer_shard's file, open while `shard` is
+  H5Id shard{H5I_INVALID_HID, H5Fclose};
+  std::map<std::string, std::vector<ShardBlock>> shard_blocks;  // by tensor name
   ~Impl() {
     H5Lock lock;
+    shard.reset();
     file.reset();
   }
 };
@@ -466,6 +502,16 @@ void CheckpointReader::read(const std::string& name, const Shape& global_shape, 
                             shape_str(out.shape()) + " at " + shape_str(offset) + " lies outside");
   if (out.numel() == 0) return;
   H5Lock lock;
+  const auto local = impl_->shard_blocks.find(name);
+  if (local != impl_->shard_blocks.end())
+    for (const ShardBlock& b : local->second)
+      if (b.offset == offset && b.shape == out.shape()) {
+        H5Id d(check_h5_input(H5Dopen2(impl_->shard, b.dataset.c_str(), H5P_DEFAULT),
+                              impl_->shard_path, "cannot open dataset " + b.dataset),
+               H5Dclose);
+        read_selection(d, H5S_ALL, info.dtype, out, impl_->shard_path, name);
+        return;
+      }
   const std::string path = (fs::path(impl_->dir) / "model.h5").string();
   H5Id d(check_h5_input(H5Dopen2(impl_->file, ("/" + name).c_str(), H5P_DEFAULT), path,
                         "cannot open tensor " + name),
@@ -475,22 +521,33 @@ void CheckpointReader::read(const std::string& name, const Shape& global_shape, 
   const std::vector<hsize_t> count(out.shape().begin(), out.shape().end());
   CHECK_H5(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, count.data(),
                                nullptr));
-  H5Id memory_space = simple_space(out.shape());
-  const bool widen_bf16 = info.dtype == DType::BF16 && out.dtype() != DType::BF16;
-  std::vector<uint16_t> bits(widen_bf16 ? static_cast<size_t>(out.numel()) : 0);
-  const hid_t native = out.dtype() == DType::F32 ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
-  H5Id type = widen_bf16 || out.dtype() == DType::BF16 ? bf16_type()
-                                                       : H5Id(CHECK_H5(H5Tcopy(native)), H5Tclose);
-  check_h5_input(H5Dread(d, type, memory_space, file_space, H5P_DEFAULT,
-                         widen_bf16 ? static_cast<void*>(bits.data()) : out.raw()),
-                 path, "reading tensor " + name + " failed");
-  float* f32 = out.dtype() == DType::F32 ? out.data<float>() : nullptr;
-  double* f64 = out.dtype() == DType::F64 ? out.data<double>() : nullptr;
-  for (size_t i = 0; i < bits.size(); ++i) {  // bf16 is the upper half of an f32
-    const float v = std::bit_cast<float>(static_cast<uint32_t>(bits[i]) << 16);
-    if (f32) f32[i] = v;
-    if (f64) f64[i] = v;
+  read_selection(d, file_space, info.dtype, out, path, name);
+}
+
+void CheckpointReader::prefer_shard(int rank) {
+  const std::string path = (fs::path(impl_->dir) / "shards" / shard_file_name(rank)).string();
+  if (!fs::exists(path)) return;
+  H5Lock lock;
+  H5Id file(check_h5_input(H5Fopen(path.c_str(), H5F_ACC_RDONLY, file_access()), path,
+                           "cannot open as HDF5"),
+            H5Fclose);
+  std::map<std::string, std::vector<ShardBlock>> blocks;
+  try {
+    for_each_dataset(file, "", [&](const std::string& dataset, hid_t d) {
+      const std::string where = path + ":" + dataset;
+      H5Id a = open_attribute(d, "tensor", where);
+      const std::string name = read_string(a, true, where);
+      const auto info = impl_->tensors.find(name);
+      if (info == impl_->tensors.end() || stored_dtype(d, where) != info->second.dtype) return;
+      blocks[name].push_back(
+          {read_shape_attribute(d, "global_offset", where), dataset_shape(d), dataset});
+    });
+  } catch (const InternalError& e) {
+    throw InputError(path + ": unreadable (" + e.what() + "); `tessera ckpt verify` checks it");
   }
+  impl_->shard = std::move(file);
+  impl_->shard_path = path;
+  impl_->shard_blocks = std::move(blocks);
 }
 
 }  // namespace tessera

@@ -95,6 +95,14 @@ class CheckpointReader {
   void read(const std::string& name, const Shape& global_shape, const Shape& offset,
             Tensor& out) const;
 
+  // From now on, a read of exactly a block that shards/rank_XXXXX.h5 of `rank` holds (same
+  // tensor, offset and shape) reads that shard's dataset directly instead of through model.h5's
+  // virtual datasets: a load into the layout that saved the checkpoint reads each rank's own
+  // file, with no virtual-dataset mapping per read. Other reads still go through model.h5.
+  // No such file (a rank that wrote nothing): nothing changes. InputError naming the file when
+  // it exists but cannot be read as a shard.
+  void prefer_shard(int rank);
+
  private:
   struct Impl;
   explicit CheckpointReader(std::unique_ptr<Impl> impl);

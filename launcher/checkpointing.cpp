@@ -355,7 +355,8 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
 
 void load_checkpoint(Trainer& tr, const std::string& dir) {
   // Rank 0 verified every checksum when it chose the checkpoint; here, presence and sizes.
-  const CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
+  CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
+  reader.prefer_shard(tr.grid().world().rank());  // in the saving layout, its own file
   Moments m = moments_of(tr, /*gather=*/false);
   for (TensorBlock& b : state_blocks(tr, m, false)) {
     if (!reader.has(b.name))

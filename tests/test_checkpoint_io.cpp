@@ -236,6 +236,30 @@ TEST_F(CheckpointTest, HyperslabsAcrossShardBoundariesReadExactly) {
   }
 }
 
+// prefer_shard(1) reads rank 1's blocks from its file handle, not through model.h5: with the
+// file moved away after the call, its exact blocks still read, while any other selection (which
+// goes through the virtual dataset, whose source is now missing) reads NaN fill.
+TEST_F(CheckpointTest, PreferredShardServesItsOwnBlocksDirectly) {
+  CheckpointReader r = CheckpointReader::open(dir_.string());
+  r.prefer_shard(1);
+  r.prefer_shard(7);  // no such file: nothing changes
+  fs::rename(dir_ / "shards" / shard_file_name(1), root_ / "moved_away.h5");
+  for (const Split& s : test_tensors()) {
+    const Tensor full = numbered(s.shape, DType::F64, s.base);
+    for (const auto& [offset, extent] : s.rank1) {
+      Tensor out(extent, DType::F32);
+      r.read(s.name, s.shape, offset, out);
+      EXPECT_EQ(values(out), values(block_of(full, offset, extent))) << s.name;
+    }
+  }
+  Tensor part({2, 6}, DType::F32);  // the first two rows of rank 1's four: not a block it holds
+  r.read("model/wte", {8, 6}, {4, 0}, part);
+  for (double v : values(part)) EXPECT_TRUE(std::isnan(v));
+  Tensor rank0({4, 6}, DType::F32);  // rank 0's block still comes through model.h5
+  r.read("model/wte", {8, 6}, {0, 0}, rank0);
+  EXPECT_EQ(values(rank0), values(block_of(numbered({8, 6}, DType::F64, 0), {0, 0}, {4, 6})));
+}
+
 TEST_F(CheckpointTest, MetaRoundTripsWithAConfigOver64KB) {
   const CheckpointReader r = CheckpointReader::open(dir_.string());
   const CheckpointMeta expected = test_meta();
