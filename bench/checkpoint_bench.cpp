@@ -1,11 +1,13 @@
 // Checkpoint speed (docs/PERFORMANCE.md, "Checkpoints"), under mpirun: per rank, the bytes of its
-// shard saved and loaded per second, next to a raw sequential write (+ fsync) and read of the
-// same number of bytes to the same disk in the same run; and the time training is held by a
-// save, synchronous and with --checkpoint.async.
+// shard saved and the bytes it loads per second, next to a raw sequential write (+ fsync) and
+// read of its shard's size on the same disk in the same run (medians of five alternating
+// runs), and the same for all ranks together; and the time training is held by a save,
+// synchronous and with --checkpoint.async.
 //   mpirun -n 4 bench_checkpoint --tp 2 --pp 2 [--shape 124m|small] [--dir /tmp/tessera_ckpt]
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -31,7 +33,12 @@ double since(Clock::time_point t0) {
 
 // Writes `bytes` to `path` in 8 MB writes and fsyncs; seconds.
 double raw_write(const std::string& path, int64_t bytes) {
-  std::vector<char> buf(8 << 20, 1);
+  std::vector<char> buf(8 << 20);  // random bytes, like a model's: a disk may compress repeats
+  uint64_t x = 0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(bytes);
+  for (char& c : buf) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    c = static_cast<char>(x);
+  }
   const auto t0 = Clock::now();
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   for (int64_t done = 0; done < bytes;) {
@@ -67,6 +74,11 @@ bool drop_page_cache(Communicator& world) {
   }
   world.broadcast(ok, 0);
   return ok.data<int32_t>()[0] != 0;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 int64_t shard_bytes(const std::string& dir, int rank) {
@@ -122,47 +134,75 @@ int main(int argc, char** argv) {
   tr.step();  // moments hold values
   const std::string root = dir + "/checkpoints";
 
+  // The disk's rate drifts within a run (write-back, a virtual disk's host), so saves and raw
+  // writes alternate, as do loads and raw reads, five times each; the medians are compared.
+  // Each starts with the page cache emptied: on a virtual machine, a write that grows the page
+  // cache into memory the guest has not touched yet ran 3-5x slower than one reusing it.
   CheckpointSaver sync_saver(tr, root, false);
-  world.barrier();
-  auto t0 = Clock::now();
-  const double held_sync = sync_saver.save();
-  const double save_s = since(t0);
-  const std::string saved = sync_saver.committed();
-  const int64_t bytes = shard_bytes(saved, world.rank());
+  constexpr int kRepeats = 5;
+  std::vector<double> save_t, raw_w_t, load_t, raw_r_t;
+  double held_sync = 0;
+  int64_t bytes = 0;
+  std::string saved;
   const std::string raw = dir + "/raw_" + std::to_string(world.rank());
-  world.barrier();
-  const double raw_w = raw_write(raw, bytes);
-  const bool cold = drop_page_cache(world);
-  const double raw_r = raw_read(raw);
+  bool cold = true;
+  for (int k = 0; k < kRepeats; ++k) {
+    if (k > 0) tr.step();    // each save a new step, as in training
+    drop_page_cache(world);  // both start from the same page cache
+    auto t0 = Clock::now();
+    held_sync = sync_saver.save();
+    save_t.push_back(since(t0));
+    saved = sync_saver.committed();
+    bytes = shard_bytes(saved, world.rank());
+    drop_page_cache(world);
+    raw_w_t.push_back(raw_write(raw, bytes));
+  }
+  for (int k = 0; k < kRepeats; ++k) {
+    cold = drop_page_cache(world) && cold;
+    raw_r_t.push_back(raw_read(raw));
+    drop_page_cache(world);
+    auto t0 = Clock::now();
+    load_checkpoint(tr, saved);
+    load_t.push_back(since(t0));  // this rank's own load, before waiting for the others
+    world.barrier();
+  }
   fs::remove(raw);
-  drop_page_cache(world);
-  t0 = Clock::now();
-  load_checkpoint(tr, saved);
-  world.barrier();
-  const double load_s = since(t0);
+  const double save_s = median(save_t), raw_w = median(raw_w_t), load_s = median(load_t),
+               raw_r = median(raw_r_t);
+  // A rank loads every tensor it holds, its shard's and those written by another rank (a
+  // TP-replicated bias, the last stage's copy of the tied embedding): values and two moments.
+  int64_t load_bytes = 0;
+  for (const Param* p : tr.params()) load_bytes += 3 * p->value.numel() * 4;
 
   // Asynchronous: the first save allocates its host copies, the next ones only copy.
   CheckpointSaver async_saver(tr, root, true);
   double held_async = 0, async_rest = 0;
   for (int i = 0; i < 2; ++i) {
     tr.step();
-    world.barrier();
+    drop_page_cache(world);
     held_async = async_saver.save();
-    t0 = Clock::now();
+    const auto t0 = Clock::now();
     async_saver.finish();
     async_rest = since(t0);
   }
   // The floor: copying the shard's bytes from memory to memory once.
   std::vector<char> from(static_cast<size_t>(bytes), 1), to(static_cast<size_t>(bytes));
-  t0 = Clock::now();
+  const auto t0 = Clock::now();
   std::memcpy(to.data(), from.data(), from.size());
   const double copy_s = since(t0);
 
-  constexpr int kFields = 9;
+  constexpr int kFields = 10;
   Tensor all({world.size() * kFields}, DType::F64), mine({kFields}, DType::F64);
-  const double v[kFields] = {
-      static_cast<double>(bytes), save_s, load_s, raw_w, raw_r, held_sync, held_async, copy_s,
-      sync_saver.write_seconds()};
+  const double v[kFields] = {static_cast<double>(bytes),
+                             save_s,
+                             load_s,
+                             raw_w,
+                             raw_r,
+                             held_sync,
+                             held_async,
+                             copy_s,
+                             sync_saver.write_seconds(),
+                             static_cast<double>(load_bytes)};
   for (int i = 0; i < kFields; ++i) mine.data<double>()[i] = v[i];
   world.all_gather(all, mine);
   if (world.rank() == 0) {
@@ -172,19 +212,39 @@ int main(int argc, char** argv) {
                                    : "possibly from the page cache (could not drop it)");
     std::printf(
         "| rank | shard MB | shard write MB/s | save MB/s | raw write MB/s | write/raw | save/raw "
-        "| load MB/s | raw read MB/s | load/raw | held, sync s | held, async s | memcpy s |\n");
+        "| load MB | load MB/s | raw read MB/s | load/raw | held, sync s | held, async s | memcpy "
+        "s "
+        "|\n");
     std::printf(
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
+        "|\n");
     for (int r = 0; r < world.size(); ++r) {
       const double* x = all.data<double>() + kFields * r;
       if (x[0] == 0) continue;
       const double mb = x[0] / 1e6;
       std::printf(
-          "| %d | %.1f | %.0f | %.0f | %.0f | %.2f | %.2f | %.0f | %.0f | %.2f | %.3f | %.3f | "
-          "%.3f |\n",
-          r, mb, mb / x[8], mb / x[1], mb / x[3], x[3] / x[8], x[3] / x[1], mb / x[2], mb / x[4],
-          x[4] / x[2], x[5], x[6], x[7]);
+          "| %d | %.1f | %.0f | %.0f | %.0f | %.2f | %.2f | %.1f | %.0f | %.0f | %.2f | %.3f | "
+          "%.3f | %.3f |\n",
+          r, mb, mb / x[8], mb / x[1], mb / x[3], x[3] / x[8], x[3] / x[1], x[9] / 1e6,
+          x[9] / 1e6 / x[2], mb / x[4], (x[9] / 1e6 / x[2]) / (mb / x[4]), x[5], x[6], x[7]);
     }
+    // All ranks together: every shard's bytes over the slowest rank's time, for the save (a
+    // collective: it ends when the last rank's shard is committed), the load (bytes two ranks
+    // both load come from the disk once) and the raw I/O.
+    double total = 0, save_max = 0, load_max = 0, raw_w_max = 0, raw_r_max = 0;
+    for (int r = 0; r < world.size(); ++r) {
+      const double* x = all.data<double>() + kFields * r;
+      total += x[0] / 1e6;
+      save_max = std::max(save_max, x[1]);
+      load_max = std::max(load_max, x[2]);
+      raw_w_max = std::max(raw_w_max, x[3]);
+      raw_r_max = std::max(raw_r_max, x[4]);
+    }
+    std::printf(
+        "all ranks: %.1f MB; save %.0f MB/s, raw write %.0f MB/s, save/raw %.2f; load %.0f MB/s, "
+        "raw read %.0f MB/s, load/raw %.2f\n",
+        total, total / save_max, total / raw_w_max, raw_w_max / save_max, total / load_max,
+        total / raw_r_max, raw_r_max / load_max);
     std::printf(
         "async: the rest of the second save (write, commit) took %.3f s while training "
         "could go on\n",
