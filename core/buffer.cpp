@@ -20,9 +20,10 @@ size_t host_allocation(size_t bytes) {
 }
 }  // namespace
 
-// Device allocation lives in buffer_cuda.cu when the CUDA backend is built.
+// Device allocation lives in device_cuda.cu when the CUDA backend is built (zeroed, like host
+// memory); device_nocuda.cpp refuses it.
 void* device_malloc(size_t bytes);
-void device_free(void* p);
+void device_free(void* p, size_t bytes);
 
 Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
   if (device == Device::CPU) {
@@ -41,7 +42,7 @@ Buffer::~Buffer() {
     g_host_bytes -= host_allocation(bytes_);
     std::free(data_);
   } else {
-    device_free(data_);
+    device_free(data_, bytes_);
   }
 }
 

@@ -2,7 +2,10 @@
 // driver, cuda_device_count() is 0 and GPU code paths and tests are skipped.
 #pragma once
 
+#include <cstddef>
 #include <string>
+
+#include "core/dtype.h"
 
 namespace tessera {
 
@@ -11,5 +14,19 @@ bool cuda_backend_built();
 int cuda_device_count();
 // One line: "cuda: 1 device(s), NVIDIA H100 ..." or why there is none.
 std::string cuda_summary();
+
+// The GPU this process uses from now on (its node-local rank, when several share a node).
+void select_cuda_device(int index);
+// Copies `bytes` between host and device memory, either way or within one side. Device work
+// goes on the compute stream, in order with the kernels; returns once the copy is done.
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
+// Zeroes device memory on the compute stream.
+void device_zero(void* p, size_t bytes);
+// Waits until the compute stream has finished its work.
+void device_synchronize();
+// Device memory held by live Buffers now, and the most held at once since the last reset.
+size_t device_bytes_in_use();
+size_t device_peak_bytes();
+void reset_device_peak();
 
 }  // namespace tessera

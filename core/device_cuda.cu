@@ -1,31 +1,45 @@
-// CUDA runtime calls for device memory and device discovery. Only this file and other *.cu
-// files talk to the CUDA runtime (DESIGN, "Layers").
-#include <cuda_runtime.h>
-
+// CUDA runtime calls for device memory, copies, the compute stream, cuBLASLt's handle and device
+// discovery. Only *.cu files talk to the CUDA runtime (DESIGN, "Layers").
+#include <atomic>
+#include <cstring>
 #include <string>
 
+#include "core/cuda_common.cuh"
 #include "core/device.h"
-#include "core/error.h"
-
-#define CHECK_CUDA(call)                                                              \
-  do {                                                                                \
-    cudaError_t err_ = (call);                                                        \
-    if (err_ != cudaSuccess)                                                          \
-      ::tessera::fail_internal(__FILE__, __LINE__,                                    \
-                               std::string(#call) + ": " + cudaGetErrorString(err_)); \
-  } while (0)
 
 namespace tessera {
 
+namespace {
+std::atomic<size_t> g_device_bytes{0};
+std::atomic<size_t> g_device_peak{0};
+}  // namespace
+
 void* device_malloc(size_t bytes) {
   void* p = nullptr;
-  CHECK_CUDA(cudaMalloc(&p, bytes == 0 ? 1 : bytes));
-  CHECK_CUDA(cudaMemset(p, 0, bytes));
+  const size_t n = bytes == 0 ? 1 : bytes;
+  const cudaError_t err = cudaMalloc(&p, n);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    throw InputError("GPU memory: cannot allocate " + std::to_string(n >> 20) + " MiB (" +
+                     cudaGetErrorString(err) + "; " + std::to_string(free_b >> 20) + " of " +
+                     std::to_string(total_b >> 20) +
+                     " MiB free). Lower --train.micro_batch, raise --parallel.tp/pp or use "
+                     "--train.recompute");
+  }
+  CHECK_CUDA(cudaMemsetAsync(p, 0, n, cuda::compute_stream()));
+  const size_t now = g_device_bytes += n;
+  size_t peak = g_device_peak.load();
+  while (now > peak && !g_device_peak.compare_exchange_weak(peak, now)) {
+  }
   return p;
 }
 
-void device_free(void* p) {
+void device_free(void* p, size_t bytes) {
+  // cudaFree synchronises the device, so no kernel still uses the memory.
   cudaFree(p);
+  g_device_bytes -= bytes == 0 ? 1 : bytes;
 }
 
 bool cuda_backend_built() {
@@ -57,4 +71,77 @@ std::string cuda_summary() {
   return s;
 }
 
+void select_cuda_device(int index) {
+  CHECK_CUDA(cudaSetDevice(index));
+}
+
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  if (bytes == 0) return;
+  if (src_device == Device::CPU && dst_device == Device::CPU) {  // no CUDA call: no GPU needed
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  const cudaMemcpyKind kind =
+      src_device == Device::CPU
+          ? cudaMemcpyHostToDevice
+          : (dst_device == Device::CPU ? cudaMemcpyDeviceToHost : cudaMemcpyDeviceToDevice);
+  CHECK_CUDA(cudaMemcpyAsync(dst, src, bytes, kind, cuda::compute_stream()));
+  CHECK_CUDA(cudaStreamSynchronize(cuda::compute_stream()));
+}
+
+void device_zero(void* p, size_t bytes) {
+  CHECK_CUDA(cudaMemsetAsync(p, 0, bytes, cuda::compute_stream()));
+}
+
+void device_synchronize() {
+  CHECK_CUDA(cudaStreamSynchronize(cuda::compute_stream()));
+}
+
+size_t device_bytes_in_use() {
+  return g_device_bytes.load();
+}
+size_t device_peak_bytes() {
+  return g_device_peak.load();
+}
+void reset_device_peak() {
+  g_device_peak = g_device_bytes.load();
+}
+
+namespace cuda {
+
+// One per process: tessera drives one GPU per rank from one thread.
+cudaStream_t compute_stream() {
+  static cudaStream_t stream = [] {
+    cudaStream_t s = nullptr;
+    CHECK_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return s;
+  }();
+  return stream;
+}
+
+constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+
+cublasLtHandle_t cublaslt_handle() {
+  static cublasLtHandle_t handle = [] {
+    cublasLtHandle_t h = nullptr;
+    CHECK_CUBLAS(cublasLtCreate(&h));
+    return h;
+  }();
+  return handle;
+}
+
+void* cublaslt_workspace() {
+  static void* workspace = [] {
+    void* p = nullptr;
+    CHECK_CUDA(cudaMalloc(&p, kWorkspaceBytes));
+    return p;
+  }();
+  return workspace;
+}
+
+size_t cublaslt_workspace_bytes() {
+  return kWorkspaceBytes;
+}
+
+}  // namespace cuda
 }  // namespace tessera

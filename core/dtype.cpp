@@ -1,6 +1,8 @@
 // Names of dtypes and devices, as messages and file attributes spell them.
 #include "core/dtype.h"
 
+#include <cstring>
+
 namespace tessera {
 
 std::string dtype_name(DType t) {
@@ -17,6 +19,15 @@ std::string dtype_name(DType t) {
       return "uint16";
   }
   return "?";
+}
+
+bf16 to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu))  // NaN: keep it quiet, keep sign
+    return bf16{static_cast<uint16_t>((u >> 16) | 0x0040u)};
+  u += 0x7FFFu + ((u >> 16) & 1u);  // round to nearest, ties to even
+  return bf16{static_cast<uint16_t>(u >> 16)};
 }
 
 std::string device_name(Device d) {

@@ -29,8 +29,26 @@ constexpr size_t dtype_size(DType t) {
 std::string dtype_name(DType t);
 std::string device_name(Device d);
 
+// A bfloat16 value as stored: the upper 16 bits of an IEEE float32. Host code only moves and
+// converts these; arithmetic on them happens in CUDA kernels (as __nv_bfloat16, same layout).
+struct bf16 {
+  uint16_t bits = 0;
+};
+// Round to nearest even, as __float2bfloat16 does; NaN stays NaN.
+bf16 to_bf16(float x);
+inline float to_float(bf16 x) {
+  const uint32_t u = static_cast<uint32_t>(x.bits) << 16;
+  float f;
+  __builtin_memcpy(&f, &u, sizeof f);
+  return f;
+}
+
 template <typename T>
 constexpr DType dtype_of();
+template <>
+constexpr DType dtype_of<bf16>() {
+  return DType::BF16;
+}
 template <>
 constexpr DType dtype_of<float>() {
   return DType::F32;

@@ -1,8 +1,9 @@
-// Tensor views, copies and fills on the host; device tensors are moved by the CUDA backend.
+// Tensor views, copies and fills; bytes move between host and device through core/device.h.
 #include "core/tensor.h"
 
 #include <cstring>
 
+#include "core/device.h"
 #include "core/error.h"
 
 namespace tessera {
@@ -58,6 +59,7 @@ template float* Tensor::data<float>() const;
 template double* Tensor::data<double>() const;
 template int32_t* Tensor::data<int32_t>() const;
 template uint16_t* Tensor::data<uint16_t>() const;
+template bf16* Tensor::data<bf16>() const;
 
 Tensor Tensor::view(Shape shape) const {
   TESSERA_CHECK(is_contiguous(), "view of a non-contiguous tensor");
@@ -81,15 +83,24 @@ Tensor Tensor::slice0(int64_t begin, int64_t end) const {
 }
 
 Tensor Tensor::clone() const {
-  TESSERA_CHECK(device_ == Device::CPU, "clone of a device tensor");
   Tensor t(shape_, dtype_, device_);
   copy_into(t, *this);
   return t;
 }
 
+Tensor Tensor::to(Device device) const {
+  TESSERA_CHECK(is_contiguous(), "to(): copy of a non-contiguous tensor");
+  Tensor t(shape_, dtype_, device);
+  copy_bytes(t.raw(), device, data_, device_, bytes());
+  return t;
+}
+
 void Tensor::zero() {
-  TESSERA_CHECK(device_ == Device::CPU && is_contiguous(), "zero() needs a contiguous host tensor");
-  std::memset(data_, 0, bytes());
+  TESSERA_CHECK(is_contiguous(), "zero() needs a contiguous tensor");
+  if (device_ == Device::CUDA)
+    device_zero(data_, bytes());
+  else
+    std::memset(data_, 0, bytes());
 }
 
 void Tensor::fill(double value) {
@@ -118,12 +129,15 @@ void Tensor::fill(double value) {
 void copy_into(Tensor& dst, const Tensor& src) {
   TESSERA_CHECK(dst.numel() == src.numel(),
                 "copy of " + shape_str(src.shape()) + " into " + shape_str(dst.shape()));
-  TESSERA_CHECK(dst.device() == Device::CPU && src.device() == Device::CPU,
-                "copy of device tensors");
   TESSERA_CHECK(dst.is_contiguous() && src.is_contiguous(), "copy of non-contiguous tensors");
   if (dst.dtype() == src.dtype()) {
-    std::memcpy(dst.raw(), src.raw(), src.bytes());
-  } else if (dst.dtype() == DType::F64 && src.dtype() == DType::F32) {
+    copy_bytes(dst.raw(), dst.device(), src.raw(), src.device(), src.bytes());
+    return;
+  }
+  TESSERA_CHECK(dst.device() == Device::CPU && src.device() == Device::CPU,
+                "copy from " + dtype_name(src.dtype()) + " to " + dtype_name(dst.dtype()) +
+                    " on the device: use ops::cast");
+  if (dst.dtype() == DType::F64 && src.dtype() == DType::F32) {
     const float* s = src.data<float>();
     double* d = dst.data<double>();
     for (int64_t i = 0; i < src.numel(); ++i) d[i] = s[i];

@@ -45,7 +45,9 @@ class Tensor {
   Tensor view(Shape shape) const;
   // Rows [begin, end) of dimension 0, sharing the buffer.
   Tensor slice0(int64_t begin, int64_t end) const;
-  Tensor clone() const;
+  Tensor clone() const;  // same device
+  // A contiguous copy on `device` (host <-> GPU, or a copy on the same side).
+  Tensor to(Device device) const;
   void zero();
   void fill(double value);
 
@@ -59,7 +61,8 @@ class Tensor {
   Device device_ = Device::CPU;
 };
 
-// Copies src into dst element by element, converting between F32 and F64 where they differ.
+// Copies src into dst: bytes when the dtypes agree (any devices), else element by element on the
+// host, converting between F32 and F64. Device dtype conversions are ops::cast.
 void copy_into(Tensor& dst, const Tensor& src);
 
 }  // namespace tessera

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "core/error.h"
 #include "core/ops/adamw.h"
 #include "core/ops/attention.h"
+#include "core/ops/cast.h"
 #include "core/ops/cross_entropy.h"
 #include "core/ops/embedding.h"
 #include "core/ops/gelu.h"
@@ -323,6 +325,43 @@ TEST(LayerNorm, Float32MatchesFloat64) {
   });
 }
 
+TEST(ResidualLayerNorm, EqualsResidualForwardThenLayerNormBitwise) {
+  for (DType dt : {F32, F64}) {
+    SCOPED_TRACE(dtype_name(dt));
+    std::mt19937_64 rng(30);
+    const Tensor a = random_tensor({2, 3, 40}, rng, dt, -1.0, 3.0);
+    const Tensor b = random_tensor({2, 3, 40}, rng, dt);
+    const Tensor w = random_tensor({40}, rng, dt), bias = random_tensor({40}, rng, dt);
+    Tensor residual({2, 3, 40}, dt), out({2, 3, 40}, dt), mean({2, 3}, dt), rstd({2, 3}, dt);
+    ops::residual_layernorm_forward(residual, out, mean, rstd, a, b, w, bias);
+
+    Tensor sum({2, 3, 40}, dt), ref_out({2, 3, 40}, dt), ref_mean({2, 3}, dt), ref_rstd({2, 3}, dt);
+    ops::residual_forward(sum, a, b);
+    ops::layernorm_forward(ref_out, ref_mean, ref_rstd, sum, w, bias);
+    EXPECT_TRUE(bitwise_equal(residual, sum));
+    EXPECT_TRUE(bitwise_equal(out, ref_out));
+    EXPECT_TRUE(bitwise_equal(mean, ref_mean));
+    EXPECT_TRUE(bitwise_equal(rstd, ref_rstd));
+
+    Tensor in_place = a.clone();  // residual may alias a
+    ops::residual_layernorm_forward(in_place, out, mean, rstd, in_place, b, w, bias);
+    EXPECT_TRUE(bitwise_equal(in_place, sum));
+    EXPECT_TRUE(bitwise_equal(out, ref_out));
+  }
+}
+
+TEST(ResidualLayerNorm, RejectsMismatchedShapesNamingTheArgument) {
+  Tensor a({2, 4}, F64), b({2, 5}, F64), w({4}, F64), residual({2, 4}, F64), out({2, 4}, F64);
+  Tensor mean({2}, F64), rstd({2}, F64);
+  expect_internal_error(
+      [&] { ops::residual_layernorm_forward(residual, out, mean, rstd, a, b, w, w); },
+      "residual_layernorm_forward: b must have shape [2, 4], found [2, 5]");
+  Tensor short_mean({1}, F64);
+  expect_internal_error(
+      [&] { ops::residual_layernorm_forward(residual, out, short_mean, rstd, a, a, w, w); },
+      "residual_layernorm_forward: mean must hold 2 values");
+}
+
 // ---------------------------------------------------------------------------------------------
 // attention
 
@@ -336,12 +375,13 @@ TEST(Attention, BackwardMatchesFiniteDifferences) {
     ops::attention_forward(out, att, qkv, H);
     return dot_sum(out, up);
   };
-  loss();
+  Tensor out({B, T, H * hd}, F64);  // the forward's output, which the backward takes
+  ops::attention_forward(out, att, qkv, H);
   const Tensor saved_att = att.clone();
   Tensor dqkv(qkv.shape(), F64);
-  ops::attention_backward(dqkv, up, qkv, saved_att, H);
+  ops::attention_backward(dqkv, up, qkv, out, saved_att, H);
   EXPECT_LT(relative_error(dqkv, finite_difference_grad(qkv, loss)), kGradTol);
-  expect_accumulates({&dqkv}, [&] { ops::attention_backward(dqkv, up, qkv, saved_att, H); });
+  expect_accumulates({&dqkv}, [&] { ops::attention_backward(dqkv, up, qkv, out, saved_att, H); });
 }
 
 TEST(Attention, FutureTokensDoNotChangeEarlierOutputs) {
@@ -392,7 +432,7 @@ TEST(Attention, Float32MatchesFloat64) {
     Tensor x = to_dtype(qkv, dt), dy = to_dtype(up, dt);
     Tensor out({B, T, H * hd}, dt), att({B, H, T, T}, dt), dx(x.shape(), dt);
     ops::attention_forward(out, att, x, H);
-    ops::attention_backward(dx, dy, x, att, H);
+    ops::attention_backward(dx, dy, x, out, att, H);
     return std::vector<Tensor>{out, att, dx};
   });
 }
@@ -683,7 +723,7 @@ TEST(Determinism, RepeatedCallsGiveBitwiseIdenticalResults) {
     ops::layernorm_backward(dx, dw, db, out, x, w, mean, rstd);
     Tensor a({2, 40, 64}, F32), att({2, 4, 40, 40}, F32), dqkv(qkv.shape(), F32);
     ops::attention_forward(a, att, qkv, 4);
-    ops::attention_backward(dqkv, a, qkv, att, 4);
+    ops::attention_backward(dqkv, a, qkv, a, att, 4);
     Tensor losses({16}, F32), lse({16}, F32), dlogits(logits.shape(), F32);
     ops::cross_entropy_forward(losses, lse, logits, targets, 0, tp);
     ops::cross_entropy_backward(dlogits, losses, logits, lse, targets, 0);
@@ -736,6 +776,113 @@ TEST(Validation, AdamWRejectsStepZero) {
   ops::AdamWStep s;
   s.t = 0;
   expect_internal_error([&] { ops::adamw_update(p, g, m, v, s); }, "t must be >= 1");
+}
+
+// ---------------------------------------------------------------------------------------------
+// matmul + gelu, cast and accumulate
+
+TEST(MatmulGelu, ForwardIsMatmulThenGeluBitForBit) {
+  std::mt19937_64 rng(30);
+  for (const DType dt : {F64, F32}) {
+    const Tensor inp = random_tensor({2, 3, 8}, rng, dt), weight = random_tensor({5, 8}, rng, dt);
+    const Tensor bias = random_tensor({5}, rng, dt);
+    for (const Tensor* b : {&bias, static_cast<const Tensor*>(nullptr)}) {
+      Tensor out({2, 3, 5}, dt), pre({6, 5}, dt), out_ref({2, 3, 5}, dt), pre_ref({6, 5}, dt);
+      ops::matmul_gelu_forward(out, pre, inp, weight, b);
+      ops::matmul_forward(pre_ref, inp, weight, b);
+      ops::gelu_forward(out_ref, pre_ref.view({2, 3, 5}));
+      EXPECT_TRUE(bitwise_equal(pre, pre_ref)) << dtype_name(dt);
+      EXPECT_TRUE(bitwise_equal(out, out_ref)) << dtype_name(dt);
+    }
+  }
+}
+
+TEST(Validation, MatmulGeluRefusesOverlappingOrMisshapenOutputs) {
+  Tensor inp({2, 4}, F64), weight({3, 4}, F64), both({2, 3}, F64), wide({2, 4}, F64);
+  expect_internal_error([&] { ops::matmul_gelu_forward(both, both, inp, weight, nullptr); },
+                        "matmul_gelu_forward: out and pre_gelu must not overlap");
+  expect_internal_error([&] { ops::matmul_gelu_forward(both, wide, inp, weight, nullptr); },
+                        "matmul_gelu_forward: pre_gelu must be [2, 3] (any leading shape), found "
+                        "[2, 4]");
+}
+
+TEST(Cast, Float32ToBfloat16RoundsEveryElementLikeToBf16) {
+  const float xs[] = {1.0f + std::ldexp(1.0f, -8),      // a tie: to even, 1
+                      1.0f + 3 * std::ldexp(1.0f, -8),  // a tie: to even, 1 + 2^-6
+                      -2.75f,
+                      -0.0f,
+                      1e-40f,  // subnormal
+                      std::numeric_limits<float>::max(),
+                      -std::numeric_limits<float>::infinity(),
+                      std::numeric_limits<float>::quiet_NaN()};
+  constexpr int64_t n = sizeof(xs) / sizeof(xs[0]);
+  Tensor src({n}, F32), dst({n}, DType::BF16);
+  std::memcpy(src.raw(), xs, sizeof(xs));
+  ops::cast(dst, src);
+  for (int64_t i = 0; i < n; ++i) EXPECT_EQ(dst.data<bf16>()[i].bits, to_bf16(xs[i]).bits) << i;
+  EXPECT_EQ(to_float(dst.data<bf16>()[0]), 1.0f);
+  EXPECT_EQ(to_float(dst.data<bf16>()[1]), 1.0f + std::ldexp(1.0f, -6));
+  EXPECT_TRUE(std::isnan(to_float(dst.data<bf16>()[n - 1])));
+}
+
+TEST(Cast, Bfloat16ToFloat32IsExactAndRoundTripsEveryNumber) {
+  Tensor b({65536}, DType::BF16), f({65536}, F32), back({65536}, DType::BF16);
+  for (uint32_t i = 0; i < 65536; ++i) b.data<bf16>()[i].bits = static_cast<uint16_t>(i);
+  ops::cast(f, b);
+  ops::cast(back, f);
+  for (uint32_t i = 0; i < 65536; ++i) {
+    uint32_t u;
+    std::memcpy(&u, &f.data<float>()[i], sizeof u);
+    ASSERT_EQ(u, i << 16) << i;
+    if (!std::isnan(f.data<float>()[i])) {
+      ASSERT_EQ(back.data<bf16>()[i].bits, i) << i;
+    }
+  }
+}
+
+TEST(Cast, Float32ToFloat64AndBackIsExact) {
+  std::mt19937_64 rng(31);
+  const Tensor f = random_tensor({3, 7}, rng, F32);
+  Tensor d({3, 7}, F64), back({3, 7}, F32);
+  ops::cast(d, f);
+  ops::cast(back, d);
+  for (int64_t i = 0; i < f.numel(); ++i) EXPECT_EQ(d.data<double>()[i], f.data<float>()[i]);
+  EXPECT_TRUE(bitwise_equal(back, f));
+}
+
+TEST(Cast, BetweenEqualDtypesCopies) {
+  std::mt19937_64 rng(32);
+  const Tensor src = random_tensor({4, 5}, rng, F32);
+  Tensor dst({4, 5}, F32);
+  ops::cast(dst, src);
+  EXPECT_TRUE(bitwise_equal(dst, src));
+}
+
+TEST(Accumulate, AddsFloat32OrBfloat16IntoFloat32) {
+  std::mt19937_64 rng(33);
+  const Tensor start = random_tensor({2, 9}, rng, F32), add = random_tensor({2, 9}, rng, F32);
+  Tensor add_bf16({2, 9}, DType::BF16);
+  ops::cast(add_bf16, add);
+  Tensor from_f32 = start.clone(), from_bf16 = start.clone();
+  ops::accumulate(from_f32, add);
+  ops::accumulate(from_bf16, add_bf16);
+  for (int64_t i = 0; i < start.numel(); ++i) {
+    const float s = start.data<float>()[i];
+    EXPECT_EQ(from_f32.data<float>()[i], s + add.data<float>()[i]) << i;
+    EXPECT_EQ(from_bf16.data<float>()[i], s + to_float(add_bf16.data<bf16>()[i])) << i;
+  }
+}
+
+TEST(Validation, CastAndAccumulateRefuseWhatTheyCannotDoNamingDtypesAndShapes) {
+  Tensor f64({3}, F64), f32({3}, F32), f32_long({4}, F32), b16({3}, DType::BF16);
+  expect_internal_error([&] { ops::cast(b16, f64); },
+                        "cast: no conversion from float64 to bfloat16 on cpu");
+  expect_internal_error([&] { ops::cast(f32_long, f64); },
+                        "cast: dst must have shape [3], found [4]");
+  expect_internal_error([&] { ops::accumulate(f64, f32); },
+                        "accumulate: dst must be float32, found float64 [3] on cpu");
+  expect_internal_error([&] { ops::accumulate(f32, f64); },
+                        "accumulate: src must be float32 or bfloat16, found float64 [3] on cpu");
 }
 
 }  // namespace

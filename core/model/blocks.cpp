@@ -60,7 +60,11 @@ BlockActivations TransformerBlock::make_activations(int64_t B) const {
   a.ln1_mean = Tensor({B * T}, dtype_);
   a.ln1_rstd = Tensor({B * T}, dtype_);
   a.qkv = Tensor({B, T, 3 * Cloc}, dtype_);
-  a.att = Tensor({B, local_heads_, T, T}, dtype_);
+  // What the attention saves depends on the device (attention.h): the probabilities on the
+  // host, each row's log-sum-exp on the GPU.
+  const Device device = a.qkv.device();
+  a.att = Tensor(ops::attention_saved_shape(device, B, local_heads_, T),
+                 ops::attention_saved_dtype(device, dtype_), device);
   a.atty = Tensor({B, T, Cloc}, dtype_);
   a.x1 = Tensor({B, T, C}, dtype_);
   a.ln2 = Tensor({B, T, C}, dtype_);
@@ -114,7 +118,7 @@ void TransformerBlock::backward(Tensor& dx0, const Tensor& dx2, const Tensor& x0
   copy_into(dx0, s.dx1);
   proj().backward(&s.datty, s.dx1, a.atty);
   s.dqkv.zero();
-  ops::attention_backward(s.dqkv, s.datty, a.qkv, a.att, local_heads_);
+  ops::attention_backward(s.dqkv, s.datty, a.qkv, a.atty, a.att, local_heads_);
   qkv().backward(&s.dln, s.dqkv, a.ln1, tp);
   ops::layernorm_backward(dx0, ln1_w.grad, ln1_b.grad, s.dln, x0, ln1_w.value, a.ln1_mean,
                           a.ln1_rstd);

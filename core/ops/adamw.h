@@ -17,12 +17,14 @@ struct AdamWStep {
   int64_t t = 1;
 };
 
+// On cuda all four tensors are float32 (fp32 master weights and moments).
 void adamw_update(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,
                   const AdamWStep& s);
 
-// sum of x^2 in double, summed in a fixed order (deterministic for a given thread count).
+// sum of x^2 in double, summed in a fixed order (deterministic for a given thread count; on cuda,
+// x float32 or bfloat16, the same bits on every run). Waits for the GPU to return the value.
 double sum_of_squares(const Tensor& x);
-// x *= alpha.
+// x *= alpha (alpha rounded to x's dtype first on the host, to float on cuda).
 void scale(Tensor& x, double alpha);
 
 }  // namespace tessera::ops

@@ -1,7 +1,10 @@
 // Attention dispatcher: checks that qkv is [B, T, 3 H hd] for the given number of heads, out and
-// dout are [B, T, H hd] and att is [B, H, T, T], then calls the kernel for the dtype and device.
+// dout are [B, T, H hd], and the saved tensor is what attention.h says for the device (att on
+// the host, lse on the GPU, whose kernels also need a supported head dim); then calls the
+// kernel for the dtype and device.
 #include "core/ops/attention.h"
 
+#include "core/ops/attention_cuda.h"
 #include "core/ops/cpu_kernels.h"
 #include "core/ops/dispatch.h"
 
@@ -12,39 +15,72 @@ struct AttentionDims {
   int64_t B, S, H, hd;
 };
 
-AttentionDims check_attention(const char* op, const Tensor& qkv, const Tensor& att, int64_t heads) {
+AttentionDims check_attention(const char* op, const Tensor& qkv, const Tensor& saved,
+                              int64_t heads) {
   detail::check_real(op, "qkv", qkv);
   TESSERA_CHECK(heads > 0 && qkv.dim() == 3 && qkv.size(2) % (3 * heads) == 0,
                 std::string(op) + ": qkv must be [B, T, 3 * heads * head_dim] with heads = " +
                     std::to_string(heads) + ", found " + shape_str(qkv.shape()));
   const AttentionDims d{qkv.size(0), qkv.size(1), heads, qkv.size(2) / (3 * heads)};
-  detail::check_like(op, "att", att, qkv, {d.B, d.H, d.S, d.S});
+  const Device device = qkv.device();
+  const char* name = device == Device::CUDA ? "lse" : "att";
+  detail::check_tensor(op, name, saved, attention_saved_dtype(device, qkv.dtype()), device);
+  detail::check_shape(op, name, saved, attention_saved_shape(device, d.B, d.H, d.S));
+  TESSERA_CHECK(device != Device::CUDA || cuda::attention_head_dim_supported(d.hd),
+                std::string(op) + ": head_dim " + std::to_string(d.hd) +
+                    " has no CUDA kernel; the flash attention kernels take head_dim " +
+                    cuda::kAttentionHeadDims);
   return d;
 }
 
 }  // namespace
 
-void attention_forward(Tensor& out, Tensor& att, const Tensor& qkv, int64_t heads) {
-  const char* op = "attention_forward";
-  const AttentionDims d = check_attention(op, qkv, att, heads);
-  detail::check_like(op, "out", out, qkv, {d.B, d.S, d.H * d.hd});
-  detail::dispatch_real(op, qkv.dtype(), qkv.device(), [&](auto tag) {
-    using T = decltype(tag);
-    cpu::attention_forward(out.data<T>(), att.data<T>(), qkv.data<T>(), d.B, d.S, d.H, d.hd);
-  });
+Shape attention_saved_shape(Device device, int64_t B, int64_t H, int64_t T) {
+  if (device == Device::CUDA) return {B, H, T};
+  return {B, H, T, T};
 }
 
-void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& att,
-                        int64_t heads) {
+DType attention_saved_dtype(Device device, DType qkv_dtype) {
+  return device == Device::CUDA ? DType::F32 : qkv_dtype;
+}
+
+void attention_forward(Tensor& out, Tensor& saved, const Tensor& qkv, int64_t heads) {
+  const char* op = "attention_forward";
+  const AttentionDims d = check_attention(op, qkv, saved, heads);
+  detail::check_like(op, "out", out, qkv, {d.B, d.S, d.H * d.hd});
+  detail::dispatch(
+      op, qkv.dtype(), qkv.device(),
+      [&](auto tag) {
+        using T = decltype(tag);
+        cpu::attention_forward(out.data<T>(), saved.data<T>(), qkv.data<T>(), d.B, d.S, d.H, d.hd);
+      },
+      [&](auto tag) {
+        using T = decltype(tag);
+        cuda::attention_forward(out.data<T>(), saved.data<float>(), qkv.data<T>(), d.B, d.S, d.H,
+                                d.hd);
+      });
+}
+
+void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                        const Tensor& saved, int64_t heads) {
   const char* op = "attention_backward";
-  const AttentionDims d = check_attention(op, qkv, att, heads);
+  const AttentionDims d = check_attention(op, qkv, saved, heads);
   detail::check_like(op, "dout", dout, qkv, {d.B, d.S, d.H * d.hd});
+  detail::check_like(op, "out", out, qkv, {d.B, d.S, d.H * d.hd});
   detail::check_like(op, "dqkv", dqkv, qkv, qkv.shape());
-  detail::dispatch_real(op, qkv.dtype(), qkv.device(), [&](auto tag) {
-    using T = decltype(tag);
-    cpu::attention_backward(dqkv.data<T>(), dout.data<T>(), qkv.data<T>(), att.data<T>(), d.B, d.S,
-                            d.H, d.hd);
-  });
+  detail::dispatch(
+      op, qkv.dtype(), qkv.device(),
+      [&](auto tag) {
+        using T = decltype(tag);
+        cpu::attention_backward(dqkv.data<T>(), dout.data<T>(), qkv.data<T>(), saved.data<T>(), d.B,
+                                d.S, d.H, d.hd);
+      },
+      [&](auto tag) {
+        using T = decltype(tag);
+        Tensor delta({d.B, d.H, d.S}, DType::F32, Device::CUDA);  // rowsum(dout * out), FA2
+        cuda::attention_backward(dqkv.data<T>(), delta.data<float>(), dout.data<T>(), qkv.data<T>(),
+                                 out.data<T>(), saved.data<float>(), d.B, d.S, d.H, d.hd);
+      });
 }
 
 }  // namespace tessera::ops

@@ -1,16 +1,24 @@
 // Causal multi-head self-attention on this rank's heads. qkv is [B, T, 3 * H * hd], laid out
 // as [q of heads 0..H-1 | k of heads 0..H-1 | v of heads 0..H-1], each head hd wide; out is
-// [B, T, H * hd]. The forward saves the softmax probabilities att[B, H, T, T] (entries above
-// the diagonal are 0) for the backward. Scale 1/sqrt(hd).
+// [B, T, H * hd]. Scale 1/sqrt(hd). What the forward saves for the backward depends on the
+// device (allocate it with attention_saved_shape / attention_saved_dtype):
+//   CPU:  att[B, H, T, T] of qkv's dtype, the softmax probabilities (0 above the diagonal);
+//   CUDA: lse[B, H, T] F32, each row's log-sum-exp of its scaled, masked scores: flash
+//         attention recomputes the probabilities from it and never stores the T x T matrix.
+// CUDA takes head_dim 64 or 128 (others are refused with a message naming the op).
 #pragma once
 
 #include "core/tensor.h"
 
 namespace tessera::ops {
 
-void attention_forward(Tensor& out, Tensor& att, const Tensor& qkv, int64_t heads);
-// Accumulates (+=) into dqkv.
-void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& att,
-                        int64_t heads);
+Shape attention_saved_shape(Device device, int64_t B, int64_t H, int64_t T);
+DType attention_saved_dtype(Device device, DType qkv_dtype);
+
+void attention_forward(Tensor& out, Tensor& saved, const Tensor& qkv, int64_t heads);
+// Accumulates (+=) into dqkv. out is the forward's output: the CUDA backward needs
+// rowsum(dout * out) (FA2); the CPU kernel does not read it, but it is checked like dout.
+void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                        const Tensor& saved, int64_t heads);
 
 }  // namespace tessera::ops

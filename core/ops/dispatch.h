@@ -25,13 +25,18 @@ inline void check_tensor(const char* op, const char* name, const Tensor& t, DTyp
                     " tensor on " + device_name(device) + ", found " + describe(t));
 }
 
-// t is a defined, contiguous F32 or F64 tensor: the first floating-point argument of an op, whose
-// dtype and device the others must share.
+// t is a defined, contiguous floating-point tensor: F32 or F64 on the host, F32 or BF16 on the
+// GPU. The first floating-point argument of an op, whose dtype and device the others share.
 inline void check_real(const char* op, const char* name, const Tensor& t) {
-  TESSERA_CHECK(
-      t.defined() && t.is_contiguous() && (t.dtype() == DType::F32 || t.dtype() == DType::F64),
-      std::string(op) + ": " + name + " must be a contiguous float32 or float64 tensor, found " +
-          describe(t));
+  const bool host_ok =
+      t.device() == Device::CPU && (t.dtype() == DType::F32 || t.dtype() == DType::F64);
+  const bool cuda_ok =
+      t.device() == Device::CUDA && (t.dtype() == DType::F32 || t.dtype() == DType::BF16);
+  TESSERA_CHECK(t.defined() && t.is_contiguous() && (host_ok || cuda_ok),
+                std::string(op) + ": " + name +
+                    " must be a contiguous float32 or float64 tensor on the host, or float32 or "
+                    "bfloat16 on cuda; found " +
+                    describe(t));
 }
 
 inline void check_shape(const char* op, const char* name, const Tensor& t, const Shape& expected) {
@@ -74,15 +79,39 @@ inline int64_t leading_rows(const Tensor& t) {
 }
 
 // Calls fn(float{}) or fn(double{}) for the dtype, after refusing devices without a backend.
+// For ops with no CUDA kernel (yet): a CUDA tensor is refused with a message naming the op.
 template <typename Fn>
 void dispatch_real(const char* op, DType dtype, Device device, Fn&& fn) {
-  TESSERA_CHECK(device == Device::CPU, std::string(op) + ": CUDA backend not built yet");
+  TESSERA_CHECK(device == Device::CPU, std::string(op) + ": no CUDA kernel");
   if (dtype == DType::F32) {
     fn(float{});
   } else {
     TESSERA_CHECK(dtype == DType::F64, std::string(op) + ": no kernel for " + dtype_name(dtype));
     fn(double{});
   }
+}
+
+// On the host calls on_cpu(float{}) or on_cpu(double{}); on the GPU on_cuda(float{}) or
+// on_cuda(bf16{}). Without the CUDA backend on_cuda is never instantiated, so a dispatcher may
+// name CUDA kernels that a CPU-only build does not have.
+template <typename CpuFn, typename CudaFn>
+void dispatch(const char* op, DType dtype, Device device, CpuFn&& on_cpu, CudaFn&& on_cuda) {
+  if (device == Device::CPU) {
+    dispatch_real(op, dtype, device, on_cpu);
+    return;
+  }
+#ifdef TESSERA_WITH_CUDA
+  if (dtype == DType::F32) {
+    on_cuda(float{});
+  } else {
+    TESSERA_CHECK(dtype == DType::BF16,
+                  std::string(op) + ": no CUDA kernel for " + dtype_name(dtype));
+    on_cuda(bf16{});
+  }
+#else
+  (void)on_cuda;
+  TESSERA_CHECK(false, std::string(op) + ": tessera was built without CUDA (TESSERA_CUDA=OFF)");
+#endif
 }
 
 }  // namespace tessera::ops::detail

@@ -1,10 +1,12 @@
 // Token and positional embedding dispatchers: check that tokens are I32, that out and dout hold
 // one row of the table's width per token, and that the positional table has at least T rows;
-// then call the kernel for the dtype and device.
+// then call the kernel for the dtype and device. sinusoidal_table is built on the host only
+// (callers move it with Tensor::to).
 #include "core/ops/embedding.h"
 
 #include "core/ops/cpu_kernels.h"
 #include "core/ops/dispatch.h"
+#include "core/ops/embedding_cuda.h"
 
 namespace tessera::ops {
 namespace {
@@ -39,40 +41,66 @@ void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table,
                        int64_t vocab_start) {
   const char* op = "embedding_forward";
   check_embedding(op, "table", table, "out", out, tokens, vocab_start);
-  detail::dispatch_real(op, table.dtype(), table.device(), [&](auto tag) {
-    using T = decltype(tag);
-    cpu::embedding_forward(out.data<T>(), tokens.data<int32_t>(), table.data<T>(), tokens.numel(),
-                           vocab_start, table.size(0), table.size(1));
-  });
+  detail::dispatch(
+      op, table.dtype(), table.device(),
+      [&](auto tag) {
+        using T = decltype(tag);
+        cpu::embedding_forward(out.data<T>(), tokens.data<int32_t>(), table.data<T>(),
+                               tokens.numel(), vocab_start, table.size(0), table.size(1));
+      },
+      [&](auto tag) {
+        using T = decltype(tag);
+        cuda::embedding_forward(out.data<T>(), tokens.data<int32_t>(), table.data<T>(),
+                                tokens.numel(), vocab_start, table.size(0), table.size(1));
+      });
 }
 
 void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens,
                         int64_t vocab_start) {
   const char* op = "embedding_backward";
   check_embedding(op, "dtable", dtable, "dout", dout, tokens, vocab_start);
-  detail::dispatch_real(op, dtable.dtype(), dtable.device(), [&](auto tag) {
-    using T = decltype(tag);
-    cpu::embedding_backward(dtable.data<T>(), dout.data<T>(), tokens.data<int32_t>(),
-                            tokens.numel(), vocab_start, dtable.size(0), dtable.size(1));
-  });
+  detail::dispatch(
+      op, dtable.dtype(), dtable.device(),
+      [&](auto tag) {
+        using T = decltype(tag);
+        cpu::embedding_backward(dtable.data<T>(), dout.data<T>(), tokens.data<int32_t>(),
+                                tokens.numel(), vocab_start, dtable.size(0), dtable.size(1));
+      },
+      [&](auto tag) {
+        using T = decltype(tag);
+        cuda::embedding_backward(dtable.data<T>(), dout.data<T>(), tokens.data<int32_t>(),
+                                 tokens.numel(), vocab_start, dtable.size(0), dtable.size(1));
+      });
 }
 
 void positional_forward(Tensor& x, const Tensor& pos) {
   const char* op = "positional_forward";
   check_positional(op, x, "x", pos, "pos");
-  detail::dispatch_real(op, x.dtype(), x.device(), [&](auto tag) {
-    using T = decltype(tag);
-    cpu::positional_forward(x.data<T>(), pos.data<T>(), x.size(0), x.size(1), x.size(2));
-  });
+  detail::dispatch(
+      op, x.dtype(), x.device(),
+      [&](auto tag) {
+        using T = decltype(tag);
+        cpu::positional_forward(x.data<T>(), pos.data<T>(), x.size(0), x.size(1), x.size(2));
+      },
+      [&](auto tag) {
+        using T = decltype(tag);
+        cuda::positional_forward(x.data<T>(), pos.data<T>(), x.size(0), x.size(1), x.size(2));
+      });
 }
 
 void positional_backward(Tensor& dpos, const Tensor& dx) {
   const char* op = "positional_backward";
   check_positional(op, dx, "dx", dpos, "dpos");
-  detail::dispatch_real(op, dx.dtype(), dx.device(), [&](auto tag) {
-    using T = decltype(tag);
-    cpu::positional_backward(dpos.data<T>(), dx.data<T>(), dx.size(0), dx.size(1), dx.size(2));
-  });
+  detail::dispatch(
+      op, dx.dtype(), dx.device(),
+      [&](auto tag) {
+        using T = decltype(tag);
+        cpu::positional_backward(dpos.data<T>(), dx.data<T>(), dx.size(0), dx.size(1), dx.size(2));
+      },
+      [&](auto tag) {
+        using T = decltype(tag);
+        cuda::positional_backward(dpos.data<T>(), dx.data<T>(), dx.size(0), dx.size(1), dx.size(2));
+      });
 }
 
 Tensor sinusoidal_table(int64_t T, int64_t C, DType dtype) {

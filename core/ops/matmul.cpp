@@ -1,12 +1,15 @@
 // Linear layer dispatcher: checks that inp[M, K], weight[N, K], bias[N] and out[M, N] agree (inp,
-// out and their gradients with any leading shape holding M rows), that every GEMM dimension fits
-// BLAS's int, then calls the kernel for the dtype and device.
+// out and their gradients with any leading shape holding M rows), that every tensor has inp's
+// dtype and device, and that every GEMM dimension fits BLAS's int; then calls the kernel for the
+// dtype and device (matmul_cpu.cpp, matmul_cuda.cu).
 #include "core/ops/matmul.h"
 
 #include <climits>
+#include <cstdint>
 
 #include "core/ops/cpu_kernels.h"
 #include "core/ops/dispatch.h"
+#include "core/ops/matmul_cuda.h"
 
 namespace tessera::ops {
 namespace {
@@ -30,6 +33,11 @@ GemmDims check_linear(const char* op, const Tensor& inp, const Tensor& weight) {
   return d;
 }
 
+bool overlap(const Tensor& a, const Tensor& b) {
+  const auto a0 = reinterpret_cast<uintptr_t>(a.raw()), b0 = reinterpret_cast<uintptr_t>(b.raw());
+  return a.bytes() > 0 && b.bytes() > 0 && a0 < b0 + b.bytes() && b0 < a0 + a.bytes();
+}
+
 }  // namespace
 
 void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor* bias) {
@@ -37,11 +45,18 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
   const GemmDims d = check_linear(op, inp, weight);
   detail::check_rows(op, "out", out, inp, d.M, d.N);
   if (bias != nullptr) detail::check_like(op, "bias", *bias, inp, {d.N});
-  detail::dispatch_real(op, inp.dtype(), inp.device(), [&](auto tag) {
-    using T = decltype(tag);
-    cpu::matmul_forward(out.data<T>(), inp.data<T>(), weight.data<T>(),
-                        bias ? bias->data<T>() : nullptr, d.M, d.K, d.N);
-  });
+  detail::dispatch(
+      op, inp.dtype(), inp.device(),
+      [&](auto tag) {
+        using T = decltype(tag);
+        cpu::matmul_forward(out.data<T>(), inp.data<T>(), weight.data<T>(),
+                            bias ? bias->data<T>() : nullptr, d.M, d.K, d.N);
+      },
+      [&](auto tag) {
+        using T = decltype(tag);
+        cuda::matmul_forward(out.data<T>(), inp.data<T>(), weight.data<T>(),
+                             bias ? bias->data<T>() : nullptr, d.M, d.K, d.N);
+      });
 }
 
 void matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor& dout,
@@ -52,12 +67,48 @@ void matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor&
   if (dinp != nullptr) detail::check_rows(op, "dinp", *dinp, inp, d.M, d.K);
   if (dweight != nullptr) detail::check_like(op, "dweight", *dweight, inp, weight.shape());
   if (dbias != nullptr) detail::check_like(op, "dbias", *dbias, inp, {d.N});
-  detail::dispatch_real(op, inp.dtype(), inp.device(), [&](auto tag) {
-    using T = decltype(tag);
-    cpu::matmul_backward(dinp ? dinp->data<T>() : nullptr, dweight ? dweight->data<T>() : nullptr,
-                         dbias ? dbias->data<T>() : nullptr, dout.data<T>(), inp.data<T>(),
-                         weight.data<T>(), d.M, d.K, d.N);
-  });
+  detail::dispatch(
+      op, inp.dtype(), inp.device(),
+      [&](auto tag) {
+        using T = decltype(tag);
+        cpu::matmul_backward(dinp ? dinp->data<T>() : nullptr,
+                             dweight ? dweight->data<T>() : nullptr,
+                             dbias ? dbias->data<T>() : nullptr, dout.data<T>(), inp.data<T>(),
+                             weight.data<T>(), d.M, d.K, d.N);
+      },
+      [&](auto tag) {
+        using T = decltype(tag);
+        cuda::matmul_backward(dinp ? dinp->data<T>() : nullptr,
+                              dweight ? dweight->data<T>() : nullptr,
+                              dbias ? dbias->data<T>() : nullptr, dout.data<T>(), inp.data<T>(),
+                              weight.data<T>(), d.M, d.K, d.N);
+      });
+}
+
+void matmul_gelu_forward(Tensor& out, Tensor& pre_gelu, const Tensor& inp, const Tensor& weight,
+                         const Tensor* bias) {
+  const char* op = "matmul_gelu_forward";
+  const GemmDims d = check_linear(op, inp, weight);
+  detail::check_rows(op, "out", out, inp, d.M, d.N);
+  detail::check_rows(op, "pre_gelu", pre_gelu, inp, d.M, d.N);
+  if (bias != nullptr) detail::check_like(op, "bias", *bias, inp, {d.N});
+  TESSERA_CHECK(!overlap(out, pre_gelu), std::string(op) +
+                                             ": out and pre_gelu must not overlap (gelu_backward "
+                                             "needs pre_gelu), found them sharing memory");
+  detail::dispatch(
+      op, inp.dtype(), inp.device(),
+      [&](auto tag) {
+        using T = decltype(tag);
+        cpu::matmul_forward(pre_gelu.data<T>(), inp.data<T>(), weight.data<T>(),
+                            bias ? bias->data<T>() : nullptr, d.M, d.K, d.N);
+        cpu::gelu_forward(out.data<T>(), pre_gelu.data<T>(), d.M * d.N);
+      },
+      [&](auto tag) {
+        using T = decltype(tag);
+        cuda::matmul_gelu_forward(out.data<T>(), pre_gelu.data<T>(), inp.data<T>(),
+                                  weight.data<T>(), bias ? bias->data<T>() : nullptr, d.M, d.K,
+                                  d.N);
+      });
 }
 
 }  // namespace tessera::ops

@@ -1,6 +1,7 @@
-// Linear layer GEMMs through BLAS. Weights are stored [out_features, in_features] (as in
-// PyTorch and llm.c), so out = inp @ weight^T + bias. inp may have any leading shape; it is
-// treated as [M, K] with K its last dimension.
+// Linear layer GEMMs: BLAS on the host, cuBLASLt on the GPU. Weights are stored
+// [out_features, in_features] (as in PyTorch and llm.c), so out = inp @ weight^T + bias. inp may
+// have any leading shape; it is treated as [M, K] with K its last dimension. On the GPU every
+// tensor of a call is F32 or BF16, all of one dtype.
 #pragma once
 
 #include "core/tensor.h"
@@ -15,5 +16,12 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
 //   dout.
 void matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor& dout,
                      const Tensor& inp, const Tensor& weight);
+
+// The MLP's first linear layer and its GELU in one call (gelu.h, tanh form):
+//   pre_gelu[M, N] = inp @ weight^T (+ bias);  out[M, N] = gelu(pre_gelu).
+// pre_gelu is what gelu_backward needs. out and pre_gelu must not overlap. The backward is
+// gelu_backward(dpre, dout, pre_gelu) then matmul_backward(..., dpre, inp, weight).
+void matmul_gelu_forward(Tensor& out, Tensor& pre_gelu, const Tensor& inp, const Tensor& weight,
+                         const Tensor* bias);
 
 }  // namespace tessera::ops

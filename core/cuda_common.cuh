@@ -1,0 +1,90 @@
+// What every CUDA source file of tessera shares: error checking, the compute stream, the cuBLASLt
+// handle and its workspace, and the mapping of tessera's element types onto CUDA's. Included by
+// *.cu files only (DESIGN, "Layers"); host code talks to the GPU through core/device.h and the
+// op headers.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "core/dtype.h"
+#include "core/error.h"
+
+#define CHECK_CUDA(call)                                                              \
+  do {                                                                                \
+    cudaError_t err_ = (call);                                                        \
+    if (err_ != cudaSuccess)                                                          \
+      ::tessera::fail_internal(__FILE__, __LINE__,                                    \
+                               std::string(#call) + ": " + cudaGetErrorString(err_)); \
+  } while (0)
+
+#define CHECK_CUBLAS(call)                                                                     \
+  do {                                                                                         \
+    cublasStatus_t st_ = (call);                                                               \
+    if (st_ != CUBLAS_STATUS_SUCCESS)                                                          \
+      ::tessera::fail_internal(__FILE__, __LINE__,                                             \
+                               std::string(#call) + ": cuBLAS status " + std::to_string(st_)); \
+  } while (0)
+
+// After a kernel launch: a bad launch configuration is reported here, a fault in the kernel at
+// the next synchronisation.
+#define CHECK_LAUNCH() CHECK_CUDA(cudaGetLastError())
+
+namespace tessera::cuda {
+
+// The stream every kernel, cuBLASLt call and host<->device copy of the compute path runs on
+// (created on first use, on the current device). NCCL has its own (parallel/nccl_*).
+cudaStream_t compute_stream();
+// One cuBLASLt handle and a 32 MiB workspace on the current device, created on first use.
+cublasLtHandle_t cublaslt_handle();
+void* cublaslt_workspace();
+size_t cublaslt_workspace_bytes();
+
+// tessera's element types as CUDA sees them: bf16 and __nv_bfloat16 share the layout.
+template <typename T>
+struct device_type {
+  using type = T;
+};
+template <>
+struct device_type<bf16> {
+  using type = __nv_bfloat16;
+};
+template <typename T>
+using device_t = typename device_type<T>::type;
+
+template <typename T>
+device_t<T>* dev(T* p) {
+  return reinterpret_cast<device_t<T>*>(p);
+}
+template <typename T>
+const device_t<T>* dev(const T* p) {
+  return reinterpret_cast<const device_t<T>*>(p);
+}
+
+// Loads and stores in fp32, whatever the storage type.
+__device__ __forceinline__ float to_f32(float x) {
+  return x;
+}
+__device__ __forceinline__ float to_f32(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+template <typename T>
+__device__ __forceinline__ T from_f32(float x);
+template <>
+__device__ __forceinline__ float from_f32<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
+  return __float2bfloat16(x);
+}
+
+inline unsigned blocks_for(int64_t n, int threads) {
+  return static_cast<unsigned>((n + threads - 1) / threads);
+}
+
+}  // namespace tessera::cuda

@@ -1,0 +1,162 @@
+// CUDA AdamW update and the reductions the optimizer needs. The update is one fused,
+// memory-bound pass over (param, grad, m, v) in fp32, with the step's scalar factors computed
+// once on the host exactly as the CPU twin computes them; the kernel spells every operation with
+// a round-to-nearest intrinsic so that nvcc cannot contract a multiply and an add into an FMA,
+// which keeps it bit-compatible with the CPU loop. sum_of_squares accumulates in double per
+// thread, reduces each block in a fixed tree, then sums the block partials in one block: a
+// partition that depends on n only, so every run gives the same bits.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "core/cuda_common.cuh"
+#include "core/ops/adamw_cuda.h"
+
+namespace tessera::ops::cuda {
+namespace {
+
+using tessera::cuda::blocks_for;
+using tessera::cuda::dev;
+using tessera::cuda::from_f32;
+using tessera::cuda::to_f32;
+
+constexpr int kThreads = 256;
+// sum_of_squares: at most this many block partials, each from a grid-stride loop.
+constexpr int kSumMaxBlocks = 1024;
+
+// Device memory for the duration of one launcher call, allocated and freed in order on the
+// compute stream (cudaFree, as a Tensor would use, synchronises the whole device).
+class StreamScratch {
+ public:
+  // Never a null pointer, even for 0 bytes.
+  explicit StreamScratch(size_t bytes) {
+    CHECK_CUDA(cudaMallocAsync(&p_, bytes == 0 ? 1 : bytes, tessera::cuda::compute_stream()));
+  }
+  ~StreamScratch() { (void)cudaFreeAsync(p_, tessera::cuda::compute_stream()); }
+  StreamScratch(const StreamScratch&) = delete;
+  StreamScratch& operator=(const StreamScratch&) = delete;
+  template <typename U>
+  U* as() const {
+    return static_cast<U*>(p_);
+  }
+
+ private:
+  void* p_ = nullptr;
+};
+
+// The step's scalars as float, as adamw_cpu.cpp computes them for T = float.
+struct AdamWFactors {
+  float b1, one_minus_b1, b2, one_minus_b2;
+  float inv_bc1, inv_bc2;  // bias corrections 1 / (1 - beta^t)
+  float lr, eps, wd;
+};
+
+__global__ void adamw_kernel(float* param, const float* grad, float* exp_avg, float* exp_avg_sq,
+                             int64_t n, AdamWFactors f) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float g = grad[i];
+  // m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g g
+  const float m = __fadd_rn(__fmul_rn(f.b1, exp_avg[i]), __fmul_rn(f.one_minus_b1, g));
+  const float v =
+      __fadd_rn(__fmul_rn(f.b2, exp_avg_sq[i]), __fmul_rn(__fmul_rn(f.one_minus_b2, g), g));
+  exp_avg[i] = m;
+  exp_avg_sq[i] = v;
+  // p -= lr (m inv_bc1 / (sqrt(v inv_bc2) + eps) + wd p)
+  const float p = param[i];
+  const float adam =
+      __fdiv_rn(__fmul_rn(m, f.inv_bc1), __fadd_rn(__fsqrt_rn(__fmul_rn(v, f.inv_bc2)), f.eps));
+  param[i] = __fsub_rn(p, __fmul_rn(f.lr, __fadd_rn(adam, __fmul_rn(f.wd, p))));
+}
+
+// Sums the blockDim.x (a power of two) values of `shared` into shared[0], in a fixed tree.
+__device__ void block_tree_sum(double* shared) {
+  for (unsigned stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    __syncthreads();
+    if (threadIdx.x < stride) shared[threadIdx.x] += shared[threadIdx.x + stride];
+  }
+}
+
+template <typename D>
+__global__ void sum_of_squares_partials_kernel(double* partial, const D* x, int64_t n) {
+  __shared__ double shared[kThreads];
+  double acc = 0;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    const double v = to_f32(x[i]);
+    acc += v * v;
+  }
+  shared[threadIdx.x] = acc;
+  block_tree_sum(shared);
+  if (threadIdx.x == 0) partial[blockIdx.x] = shared[0];
+}
+
+// One block of kSumMaxBlocks threads: result[0] = the sum of partial[0, count).
+__global__ void sum_partials_kernel(double* result, const double* partial, int count) {
+  __shared__ double shared[kSumMaxBlocks];
+  shared[threadIdx.x] = static_cast<int>(threadIdx.x) < count ? partial[threadIdx.x] : 0.0;
+  block_tree_sum(shared);
+  if (threadIdx.x == 0) result[0] = shared[0];
+}
+
+template <typename D>
+__global__ void scale_kernel(D* x, int64_t n, float alpha) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = from_f32<D>(to_f32(x[i]) * alpha);
+}
+
+}  // namespace
+
+void adamw_update(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n,
+                  const AdamWStep& s) {
+  if (n == 0) return;
+  const double steps = static_cast<double>(s.t);
+  AdamWFactors f{};
+  f.b1 = static_cast<float>(s.beta1);
+  f.one_minus_b1 = static_cast<float>(1.0 - s.beta1);
+  f.b2 = static_cast<float>(s.beta2);
+  f.one_minus_b2 = static_cast<float>(1.0 - s.beta2);
+  f.inv_bc1 = static_cast<float>(1.0 / (1.0 - std::pow(s.beta1, steps)));
+  f.inv_bc2 = static_cast<float>(1.0 / (1.0 - std::pow(s.beta2, steps)));
+  f.lr = static_cast<float>(s.lr);
+  f.eps = static_cast<float>(s.eps);
+  f.wd = static_cast<float>(s.weight_decay);
+  adamw_kernel<<<blocks_for(n, kThreads), kThreads, 0, tessera::cuda::compute_stream()>>>(
+      param, grad, exp_avg, exp_avg_sq, n, f);
+  CHECK_LAUNCH();
+}
+
+template <typename T>
+double sum_of_squares(const T* x, int64_t n) {
+  if (n == 0) return 0.0;
+  cudaStream_t stream = tessera::cuda::compute_stream();
+  const int blocks = static_cast<int>(
+      std::min<int64_t>(static_cast<int64_t>(blocks_for(n, kThreads)), kSumMaxBlocks));
+  StreamScratch scratch((static_cast<size_t>(blocks) + 1) * sizeof(double));
+  double* partial = scratch.as<double>();
+  double* result = partial + blocks;
+  sum_of_squares_partials_kernel<<<blocks, kThreads, 0, stream>>>(partial, dev(x), n);
+  CHECK_LAUNCH();
+  sum_partials_kernel<<<1, kSumMaxBlocks, 0, stream>>>(result, partial, blocks);
+  CHECK_LAUNCH();
+  double host = 0;
+  CHECK_CUDA(cudaMemcpyAsync(&host, result, sizeof host, cudaMemcpyDeviceToHost, stream));
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  return host;
+}
+
+template <typename T>
+void scale(T* x, int64_t n, double alpha) {
+  if (n == 0) return;
+  scale_kernel<<<blocks_for(n, kThreads), kThreads, 0, tessera::cuda::compute_stream()>>>(
+      dev(x), n, static_cast<float>(alpha));
+  CHECK_LAUNCH();
+}
+
+template double sum_of_squares<float>(const float*, int64_t);
+template double sum_of_squares<bf16>(const bf16*, int64_t);
+template void scale<float>(float*, int64_t, double);
+template void scale<bf16>(bf16*, int64_t, double);
+
+}  // namespace tessera::ops::cuda

@@ -1,0 +1,473 @@
+// Causal flash attention on CUDA cores, forward and backward (contract in attention_cuda.h).
+// One thread block of 4 warps takes a 32-row tile of one (batch, head); it walks the 32-key
+// tiles its rows can see, up to the diagonal, with shared-memory tiles in fp32 and the running
+// softmax statistics in registers, so the T x T matrix never reaches global memory. Each warp
+// owns 8 rows of the tile and each lane one column of a 32-wide score tile, so the softmax
+// reductions are warp shuffles and only __syncwarp separates a warp's phases.
+//   forward: O = softmax(scale Q K^T) V online (FA2, Dao 2023, alg. 1), L = m + log(l) per row.
+//   backward: D = rowsum(dO * O); dK, dV by the block that owns the key tile, looping over the
+//   query tiles below it; dQ by the block that owns the query tile, in a second kernel that
+//   recomputes P and dP: deterministic, no atomics, at the cost of computing S and dP twice.
+// Shared-memory tiles that a lane reads by row (lane = row) are padded to HD + 1 floats, so
+// the 32 lanes hit 32 different banks; tiles read by broadcast or by column are not.
+//
+// What would make it faster, roughly in order of gain:
+//   1. Tensor cores: mma.sync m16n8k16 (bf16 in, fp32 accumulate) for Q K^T, P V and the four
+//      backward products, tiles kept in bf16 in shared memory and fed with ldmatrix; on H100,
+//      wgmma with TMA loads and producer/consumer warp specialisation (FlashAttention-3).
+//   2. Bigger tiles (64-128 query rows, 64 keys) with Q and the O accumulator in registers;
+//      fp32 tiles cap the block at ~75 KB of shared memory and 3 blocks per SM now.
+//   3. Double-buffered K/V tiles (cp.async or TMA) so loads overlap the math; 16-byte global
+//      loads, and float4 shared-memory reads in dot_rows (rows padded to HD + 4 instead).
+//   4. exp2f with log2(e) folded into the scale; skipping the mask test off the diagonal.
+//   5. One backward pass with dQ accumulated by atomics (FA2's choice), if bitwise
+//      reproducibility may be traded for not recomputing P and dP.
+#include "core/ops/attention_cuda.h"
+
+#include <cmath>
+#include <string>
+
+#include "core/cuda_common.cuh"
+
+namespace tessera::ops::cuda {
+namespace {
+
+using ::tessera::cuda::dev;
+using ::tessera::cuda::device_t;
+using ::tessera::cuda::from_f32;
+using ::tessera::cuda::to_f32;
+
+constexpr int kTile = 32;  // query rows and keys per tile: one key (or query row) per lane
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kRows = kTile / kWarps;  // tile rows each warp owns
+constexpr int kLdP = kTile + 1;        // row stride of the 32 x 32 probability tiles
+
+__device__ __forceinline__ float warp_max(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+  return x;
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+// One (batch, head) of the arrays, for blockIdx.y = b * H + h: qkv and dqkv rows are 3C wide
+// with this head's q at +0, k at +C and v at +2C; out and dout rows are C wide; lse and delta
+// hold S values per (batch, head).
+struct Head {
+  int64_t C, qkv_row;
+  int64_t qkv;    // offset of (b, t = 0, q of head h) in qkv and dqkv
+  int64_t out;    // offset of (b, t = 0, head h) in out and dout
+  int64_t stats;  // offset of (b, h, t = 0) in lse and delta
+};
+
+template <int HD>
+__device__ Head head_of_block(int S, int H) {
+  const int64_t b = blockIdx.y / H, h = blockIdx.y % H;
+  Head r;
+  r.C = int64_t{H} * HD;
+  r.qkv_row = 3 * r.C;
+  r.qkv = b * S * r.qkv_row + h * HD;
+  r.out = b * S * r.C + h * HD;
+  r.stats = int64_t{blockIdx.y} * S;
+  return r;
+}
+
+// Copies rows [row0, row0 + kTile) of HD columns (global row stride `stride`) into shared memory
+// as fp32 with row stride `ld`; rows at or past S are zeros. Consecutive threads read
+// consecutive columns (coalesced).
+template <int HD, typename T>
+__device__ void load_tile(float* dst, int ld, const T* src, int64_t stride, int row0, int S) {
+  for (int i = static_cast<int>(threadIdx.x); i < kTile * HD; i += kThreads) {
+    const int r = i / HD, d = i % HD;
+    dst[r * ld + d] = row0 + r < S ? to_f32(src[(row0 + r) * stride + d]) : 0.0f;
+  }
+}
+
+// The two products every kernel is made of, over the kRows rows a warp owns. First
+// dot[i] += sum_d rows[i * HD + d] * mine[d], where `rows` are the warp's rows of a tile read by
+// broadcast and `mine` the lane's own row of a padded one (S = Q K^T, dP = dO V^T).
+template <int HD>
+__device__ __forceinline__ void dot_rows(float (&dot)[kRows], const float* rows,
+                                         const float* mine) {
+#pragma unroll 8
+  for (int d = 0; d < HD; ++d) {
+    const float m = mine[d];
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) dot[i] += rows[i * HD + d] * m;
+  }
+}
+
+// Then acc[i][j] += sum_c w[i * kLdP + c] * tile[c * ld + lane + 32 j], where `w` are the warp's
+// rows of a 32 x 32 weight tile (P, or dS) and `tile` 32 rows of HD read by column (P V, dS K,
+// P^T dO, dS^T Q).
+template <int HD>
+__device__ __forceinline__ void accumulate_rows(float (&acc)[kRows][HD / 32], const float* w,
+                                                const float* tile, int ld, int lane) {
+#pragma unroll 4
+  for (int c = 0; c < kTile; ++c) {
+    float x[HD / 32];
+#pragma unroll
+    for (int j = 0; j < HD / 32; ++j) x[j] = tile[c * ld + lane + 32 * j];
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+      const float wi = w[i * kLdP + c];
+#pragma unroll
+      for (int j = 0; j < HD / 32; ++j) acc[i][j] += wi * x[j];
+    }
+  }
+}
+
+// Tiles along T, and their index in the order blocks should start: the query tiles that see
+// the most keys first, so that the short ones fill the gaps at the end.
+inline int tiles_of(int64_t S) {
+  return static_cast<int>((S + kTile - 1) / kTile);
+}
+__device__ __forceinline__ int longest_first_tile() {
+  return static_cast<int>(gridDim.x - 1 - blockIdx.x);
+}
+
+template <int HD>
+constexpr size_t forward_smem_bytes() {
+  return sizeof(float) * (2 * kTile * HD + kTile * (HD + 1) + kTile * kLdP);
+}
+
+template <int HD, typename T>
+__global__ void __launch_bounds__(kThreads)
+    attention_forward_kernel(T* out, float* lse, const T* qkv, int S, int H, float scale) {
+  constexpr int kLdK = HD + 1;
+  constexpr int kCols = HD / 32;  // output columns per lane: lane + 32 j
+  extern __shared__ float smem[];
+  float* q_s = smem;                // [kTile][HD], read by broadcast
+  float* k_s = q_s + kTile * HD;    // [kTile][kLdK], lane c reads key row c
+  float* v_s = k_s + kTile * kLdK;  // [kTile][HD], read by column
+  float* p_s = v_s + kTile * HD;    // [kTile][kLdP], this tile's unnormalised probabilities
+
+  const Head head = head_of_block<HD>(S, H);
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int q0 = longest_first_tile() * kTile;
+  const T* q = qkv + head.qkv;
+  load_tile<HD>(q_s, HD, q, head.qkv_row, q0, S);
+
+  float m[kRows], l[kRows], acc[kRows][kCols];
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    m[i] = -INFINITY;
+    l[i] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kCols; ++j) acc[i][j] = 0.0f;
+  }
+
+  for (int k0 = 0; k0 <= q0; k0 += kTile) {
+    __syncthreads();  // q_s is loaded; the previous key tile is no longer read
+    load_tile<HD>(k_s, kLdK, q + head.C, head.qkv_row, k0, S);
+    load_tile<HD>(v_s, HD, q + 2 * head.C, head.qkv_row, k0, S);
+    __syncthreads();
+
+    float s[kRows] = {};
+    dot_rows<HD>(s, q_s + warp * kRows * HD, k_s + lane * kLdK);
+    const int key = k0 + lane;
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+      const int r = warp * kRows + i;
+      // Key k0 (lane 0) is valid for every row (k0 <= q0 <= q0 + r and k0 < S), so the
+      // running max is finite after the first tile and no exp sees inf - inf.
+      const bool valid = key <= q0 + r && key < S;
+      const float sc = valid ? s[i] * scale : -INFINITY;
+      const float m_new = fmaxf(m[i], warp_max(sc));
+      const float p = valid ? expf(sc - m_new) : 0.0f;
+      const float alpha = expf(m[i] - m_new);  // rescales what earlier tiles summed; 0 at first
+      l[i] = l[i] * alpha + warp_sum(p);
+      m[i] = m_new;
+#pragma unroll
+      for (int j = 0; j < kCols; ++j) acc[i][j] *= alpha;
+      p_s[r * kLdP + lane] = p;
+    }
+    __syncwarp();  // this warp's rows of p_s are written
+    accumulate_rows<HD>(acc, p_s + warp * kRows * kLdP, v_s, HD, lane);
+  }
+
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    const int t = q0 + warp * kRows + i;
+    if (t >= S) continue;  // the same for the whole warp
+    const float inv = 1.0f / l[i];
+    T* o = out + head.out + int64_t{t} * head.C;
+#pragma unroll
+    for (int j = 0; j < kCols; ++j) o[lane + 32 * j] = from_f32<T>(acc[i][j] * inv);
+    if (lane == 0) lse[head.stats + t] = m[i] + logf(l[i]);
+  }
+}
+
+// delta[b, h, t] = sum_d dout[b, t, h, d] * out[b, t, h, d]: one warp per (b, t, h), whose HD
+// values are row n = (b S + t) H + h of out seen as [B S H, HD].
+template <int HD, typename T>
+__global__ void __launch_bounds__(kThreads)
+    attention_delta_kernel(float* delta, const T* dout, const T* out, int64_t rows, int S, int H) {
+  const int64_t n = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  if (n >= rows) return;  // the whole warp, so the shuffles below have all 32 lanes
+  float sum = 0.0f;
+#pragma unroll
+  for (int j = 0; j < HD / 32; ++j) {
+    const int64_t e = n * HD + lane + 32 * j;
+    sum += to_f32(dout[e]) * to_f32(out[e]);
+  }
+  sum = warp_sum(sum);
+  if (lane == 0) {
+    const int64_t h = n % H, t = (n / H) % S, b = n / (int64_t{H} * S);
+    delta[(b * H + h) * S + t] = sum;
+  }
+}
+
+template <int HD>
+constexpr size_t backward_dkdv_smem_bytes() {
+  return sizeof(float) * (2 * kTile * HD + 2 * kTile * (HD + 1) + 2 * kTile * kLdP + 2 * kTile);
+}
+
+// dK and dV of one 32-key tile, summed over the query tiles on and below the diagonal. Lanes
+// are query rows of the tile, each warp owns 8 keys:
+//   P^T[c, r] = exp(scale k_c . q_r - L_r),  dP^T[c, r] = v_c . do_r,  dS = P (dP - D_r),
+//   dV_c += sum_r P^T[c, r] do_r,  dK_c += scale sum_r dS^T[c, r] q_r.
+template <int HD, typename T>
+__global__ void __launch_bounds__(kThreads)
+    attention_backward_dkdv_kernel(T* dqkv, const T* qkv, const T* dout, const float* lse,
+                                   const float* delta, int S, int H, float scale) {
+  constexpr int kLd = HD + 1;
+  constexpr int kCols = HD / 32;
+  extern __shared__ float smem[];
+  float* k_s = smem;                   // [kTile][HD], read by broadcast
+  float* v_s = k_s + kTile * HD;       // [kTile][HD], read by broadcast
+  float* q_s = v_s + kTile * HD;       // [kTile][kLd], lane r reads query row r
+  float* do_s = q_s + kTile * kLd;     // [kTile][kLd], likewise
+  float* p_s = do_s + kTile * kLd;     // [kTile keys][kLdP]: P^T
+  float* ds_s = p_s + kTile * kLdP;    // [kTile keys][kLdP]: dS^T
+  float* lse_s = ds_s + kTile * kLdP;  // [kTile]
+  float* delta_s = lse_s + kTile;      // [kTile]
+
+  const Head head = head_of_block<HD>(S, H);
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int k0 = static_cast<int>(blockIdx.x) * kTile;  // the first key tiles see most queries
+  const T* q = qkv + head.qkv;
+  load_tile<HD>(k_s, HD, q + head.C, head.qkv_row, k0, S);
+  load_tile<HD>(v_s, HD, q + 2 * head.C, head.qkv_row, k0, S);
+
+  float dk[kRows][kCols] = {}, dv[kRows][kCols] = {};
+  for (int q0 = k0; q0 < S; q0 += kTile) {
+    __syncthreads();  // k_s, v_s are loaded; the previous query tile is no longer read
+    load_tile<HD>(q_s, kLd, q, head.qkv_row, q0, S);
+    load_tile<HD>(do_s, kLd, dout + head.out, head.C, q0, S);
+    if (threadIdx.x < static_cast<unsigned>(kTile)) {
+      const int t = q0 + static_cast<int>(threadIdx.x);
+      lse_s[threadIdx.x] = t < S ? lse[head.stats + t] : 0.0f;
+      delta_s[threadIdx.x] = t < S ? delta[head.stats + t] : 0.0f;
+    }
+    __syncthreads();
+
+    float s[kRows] = {}, dp[kRows] = {};
+    dot_rows<HD>(s, k_s + warp * kRows * HD, q_s + lane * kLd);
+    dot_rows<HD>(dp, v_s + warp * kRows * HD, do_s + lane * kLd);
+    const int t = q0 + lane;
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+      const int c = warp * kRows + i;
+      const bool valid = k0 + c <= t && t < S;
+      const float p = valid ? expf(s[i] * scale - lse_s[lane]) : 0.0f;
+      p_s[c * kLdP + lane] = p;
+      ds_s[c * kLdP + lane] = p * (dp[i] - delta_s[lane]);
+    }
+    __syncwarp();  // this warp's rows of p_s and ds_s are written
+    accumulate_rows<HD>(dv, p_s + warp * kRows * kLdP, do_s, kLd, lane);
+    accumulate_rows<HD>(dk, ds_s + warp * kRows * kLdP, q_s, kLd, lane);
+  }
+
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    const int key = k0 + warp * kRows + i;
+    if (key >= S) continue;  // the same for the whole warp
+    T* dk_row = dqkv + head.qkv + int64_t{key} * head.qkv_row + head.C;
+    T* dv_row = dk_row + head.C;
+#pragma unroll
+    for (int j = 0; j < kCols; ++j) {
+      const int d = lane + 32 * j;
+      dk_row[d] = from_f32<T>(to_f32(dk_row[d]) + scale * dk[i][j]);
+      dv_row[d] = from_f32<T>(to_f32(dv_row[d]) + dv[i][j]);
+    }
+  }
+}
+
+template <int HD>
+constexpr size_t backward_dq_smem_bytes() {
+  return sizeof(float) * (2 * kTile * HD + 2 * kTile * (HD + 1) + kTile * kLdP);
+}
+
+// dQ of one 32-row query tile, summed over the key tiles up to the diagonal. Each warp owns 8
+// rows, lanes are keys of the tile: dS as in the dK/dV kernel, dQ_r += scale sum_c dS[r, c] k_c.
+template <int HD, typename T>
+__global__ void __launch_bounds__(kThreads)
+    attention_backward_dq_kernel(T* dqkv, const T* qkv, const T* dout, const float* lse,
+                                 const float* delta, int S, int H, float scale) {
+  constexpr int kLd = HD + 1;
+  constexpr int kCols = HD / 32;
+  extern __shared__ float smem[];
+  float* q_s = smem;                // [kTile][HD], read by broadcast
+  float* do_s = q_s + kTile * HD;   // [kTile][HD], read by broadcast
+  float* k_s = do_s + kTile * HD;   // [kTile][kLd], lane c reads key row c
+  float* v_s = k_s + kTile * kLd;   // [kTile][kLd], likewise
+  float* ds_s = v_s + kTile * kLd;  // [kTile][kLdP]
+
+  const Head head = head_of_block<HD>(S, H);
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int q0 = longest_first_tile() * kTile;
+  const T* q = qkv + head.qkv;
+  load_tile<HD>(q_s, HD, q, head.qkv_row, q0, S);
+  load_tile<HD>(do_s, HD, dout + head.out, head.C, q0, S);
+  float row_lse[kRows], row_delta[kRows];
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    const int t = q0 + warp * kRows + i;
+    row_lse[i] = t < S ? lse[head.stats + t] : 0.0f;
+    row_delta[i] = t < S ? delta[head.stats + t] : 0.0f;
+  }
+
+  float dq[kRows][kCols] = {};
+  for (int k0 = 0; k0 <= q0; k0 += kTile) {
+    __syncthreads();  // q_s and do_s are loaded; the previous key tile is no longer read
+    load_tile<HD>(k_s, kLd, q + head.C, head.qkv_row, k0, S);
+    load_tile<HD>(v_s, kLd, q + 2 * head.C, head.qkv_row, k0, S);
+    __syncthreads();
+
+    float s[kRows] = {}, dp[kRows] = {};
+    dot_rows<HD>(s, q_s + warp * kRows * HD, k_s + lane * kLd);
+    dot_rows<HD>(dp, do_s + warp * kRows * HD, v_s + lane * kLd);
+    const int key = k0 + lane;
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+      const int r = warp * kRows + i, t = q0 + r;
+      const bool valid = key <= t && t < S;
+      const float p = valid ? expf(s[i] * scale - row_lse[i]) : 0.0f;
+      ds_s[r * kLdP + lane] = p * (dp[i] - row_delta[i]);
+    }
+    __syncwarp();  // this warp's rows of ds_s are written
+    accumulate_rows<HD>(dq, ds_s + warp * kRows * kLdP, k_s, kLd, lane);
+  }
+
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    const int t = q0 + warp * kRows + i;
+    if (t >= S) continue;  // the same for the whole warp
+    T* dq_row = dqkv + head.qkv + int64_t{t} * head.qkv_row;
+#pragma unroll
+    for (int j = 0; j < kCols; ++j) {
+      const int d = lane + 32 * j;
+      dq_row[d] = from_f32<T>(to_f32(dq_row[d]) + scale * dq[i][j]);
+    }
+  }
+}
+
+// Kernels above 48 KB of dynamic shared memory must opt in (per device, hence every launch).
+template <typename Kernel>
+void allow_smem(Kernel* kernel, size_t bytes) {
+  CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(bytes)));
+}
+
+// Grid: x = tiles along T, y = batch * head (at most 65535).
+dim3 grid_of(const char* op, int64_t B, int64_t S, int64_t H) {
+  TESSERA_CHECK(B * H <= 65535 && S <= (int64_t{1} << 30),
+                std::string(op) + ": batch * heads = " + std::to_string(B * H) +
+                    " and T = " + std::to_string(S) +
+                    " exceed the CUDA kernel's grid (batch * heads <= 65535, T <= 2^30)");
+  return dim3(static_cast<unsigned>(tiles_of(S)), static_cast<unsigned>(B * H));
+}
+
+float scale_of(int64_t hd) {
+  return 1.0f / std::sqrt(static_cast<float>(hd));  // as the CPU kernel computes it
+}
+
+template <int HD, typename T>
+void launch_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int64_t H) {
+  const dim3 grid = grid_of("attention_forward", B, S, H);
+  constexpr size_t smem = forward_smem_bytes<HD>();
+  allow_smem(attention_forward_kernel<HD, T>, smem);
+  attention_forward_kernel<HD, T><<<grid, kThreads, smem, ::tessera::cuda::compute_stream()>>>(
+      out, lse, qkv, static_cast<int>(S), static_cast<int>(H), scale_of(HD));
+  CHECK_LAUNCH();
+}
+
+template <int HD, typename T>
+void launch_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T* out,
+                     const float* lse, int64_t B, int64_t S, int64_t H) {
+  const dim3 grid = grid_of("attention_backward", B, S, H);
+  cudaStream_t stream = ::tessera::cuda::compute_stream();
+  const int Si = static_cast<int>(S), Hi = static_cast<int>(H);
+  const int64_t rows = B * S * H;
+  attention_delta_kernel<HD, T><<<::tessera::cuda::blocks_for(rows, kWarps), kThreads, 0, stream>>>(
+      delta, dout, out, rows, Si, Hi);
+  CHECK_LAUNCH();
+  constexpr size_t dkdv_smem = backward_dkdv_smem_bytes<HD>();
+  allow_smem(attention_backward_dkdv_kernel<HD, T>, dkdv_smem);
+  attention_backward_dkdv_kernel<HD, T>
+      <<<grid, kThreads, dkdv_smem, stream>>>(dqkv, qkv, dout, lse, delta, Si, Hi, scale_of(HD));
+  CHECK_LAUNCH();
+  constexpr size_t dq_smem = backward_dq_smem_bytes<HD>();
+  allow_smem(attention_backward_dq_kernel<HD, T>, dq_smem);
+  attention_backward_dq_kernel<HD, T>
+      <<<grid, kThreads, dq_smem, stream>>>(dqkv, qkv, dout, lse, delta, Si, Hi, scale_of(HD));
+  CHECK_LAUNCH();
+}
+
+[[noreturn]] void refuse_head_dim(const char* op, int64_t hd) {
+  fail_internal(__FILE__, __LINE__,
+                std::string(op) + ": no CUDA kernel for head_dim " + std::to_string(hd) +
+                    " (the flash attention kernels take head_dim " + kAttentionHeadDims + ")");
+}
+
+}  // namespace
+
+template <typename T>
+void attention_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int64_t H,
+                       int64_t hd) {
+  if (B * S * H == 0) return;
+  switch (hd) {
+    case 64:
+      launch_forward<64>(dev(out), lse, dev(qkv), B, S, H);
+      break;
+    case 128:
+      launch_forward<128>(dev(out), lse, dev(qkv), B, S, H);
+      break;
+    default:
+      refuse_head_dim("attention_forward", hd);
+  }
+}
+
+template <typename T>
+void attention_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T* out,
+                        const float* lse, int64_t B, int64_t S, int64_t H, int64_t hd) {
+  if (B * S * H == 0) return;
+  switch (hd) {
+    case 64:
+      launch_backward<64>(dev(dqkv), delta, dev(dout), dev(qkv), dev(out), lse, B, S, H);
+      break;
+    case 128:
+      launch_backward<128>(dev(dqkv), delta, dev(dout), dev(qkv), dev(out), lse, B, S, H);
+      break;
+    default:
+      refuse_head_dim("attention_backward", hd);
+  }
+}
+
+template void attention_forward<float>(float*, float*, const float*, int64_t, int64_t, int64_t,
+                                       int64_t);
+template void attention_forward<bf16>(bf16*, float*, const bf16*, int64_t, int64_t, int64_t,
+                                      int64_t);
+template void attention_backward<float>(float*, float*, const float*, const float*, const float*,
+                                        const float*, int64_t, int64_t, int64_t, int64_t);
+template void attention_backward<bf16>(bf16*, float*, const bf16*, const bf16*, const bf16*,
+                                       const float*, int64_t, int64_t, int64_t, int64_t);
+
+}  // namespace tessera::ops::cuda

@@ -1,0 +1,31 @@
+// The CUDA kernels behind core/ops/attention.h: causal flash attention (Dao et al. 2022, the
+// backward of FA2, 2023) over raw contiguous device arrays, T = float or bf16 storage with fp32
+// arithmetic, launched on the compute stream. Plain C++ so that the dispatcher (attention.cpp)
+// can include it; the dispatcher has checked shapes, dtypes, devices and the head dim.
+// Internal to core/ops.
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace tessera::ops::cuda {
+
+// The head dims the kernels are compiled for.
+constexpr bool attention_head_dim_supported(int64_t hd) {
+  return hd == 64 || hd == 128;
+}
+inline constexpr const char* kAttentionHeadDims = "64 and 128";
+
+// qkv[B, S, 3 H hd], out[B, S, H hd], lse[B, H, S] (F32, written for every row).
+template <typename T>
+void attention_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int64_t H,
+                       int64_t hd);
+// dqkv += the gradient. delta is F32 scratch of B H S values (overwritten with rowsum(dout *
+// out)). dK and dV are summed by the thread block that owns the key tile and dQ by the one that
+// owns the query tile, each in a fixed order: no atomics, bitwise reproducible.
+template <typename T>
+void attention_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T* out,
+                        const float* lse, int64_t B, int64_t S, int64_t H, int64_t hd);
+
+}  // namespace tessera::ops::cuda

@@ -1,0 +1,78 @@
+// Tensors and dtypes on the host: bf16 rounding (the host twin of the GPU's conversion), copies
+// across dtypes, and Tensor::to on the host. The device side of to() is in tests/test_gpu.cpp.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "core/dtype.h"
+#include "core/tensor.h"
+
+namespace tessera {
+namespace {
+
+uint32_t bits_of(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+}
+
+float float_of(uint32_t u) {
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+TEST(Bf16, ValuesWithEightSignificantBitsAreExact) {
+  for (float x : {0.0f, -0.0f, 1.0f, -2.5f, 0.15625f, 65280.0f, 1e-30f * 0.0f})
+    EXPECT_EQ(bits_of(to_float(to_bf16(x))), bits_of(x)) << x;
+}
+
+TEST(Bf16, RoundsToNearestAndTiesToEven) {
+  // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: the tie goes to the even mantissa (1).
+  EXPECT_EQ(to_float(to_bf16(1.0f + std::ldexp(1.0f, -8))), 1.0f);
+  // 1 + 3 * 2^-8 lies halfway between 1 + 2^-7 and 1 + 2^-6: even is 1 + 2^-6.
+  EXPECT_EQ(to_float(to_bf16(1.0f + 3 * std::ldexp(1.0f, -8))), 1.0f + std::ldexp(1.0f, -6));
+  // Just above the halfway point rounds up.
+  EXPECT_EQ(to_float(to_bf16(float_of(bits_of(1.0f + std::ldexp(1.0f, -8)) + 1))),
+            1.0f + std::ldexp(1.0f, -7));
+  // The largest finite floats round to infinity, as __float2bfloat16 does.
+  EXPECT_TRUE(std::isinf(to_float(to_bf16(std::numeric_limits<float>::max()))));
+}
+
+TEST(Bf16, NanStaysNanAndInfinityStaysInfinity) {
+  EXPECT_TRUE(std::isnan(to_float(to_bf16(std::numeric_limits<float>::quiet_NaN()))));
+  // A NaN whose payload lies only in the low 16 bits must not become infinity.
+  EXPECT_TRUE(std::isnan(to_float(to_bf16(float_of(0x7F800001u)))));
+  EXPECT_EQ(to_float(to_bf16(-std::numeric_limits<float>::infinity())),
+            -std::numeric_limits<float>::infinity());
+}
+
+TEST(Bf16, RelativeErrorIsAtMostHalfAnUlpOfEightBits) {
+  for (float x = -1000.0f; x < 1000.0f; x += 0.37f) {
+    if (x == 0) continue;
+    EXPECT_LE(std::abs(to_float(to_bf16(x)) - x), std::abs(x) * std::ldexp(1.0f, -8)) << x;
+  }
+}
+
+TEST(Tensor, ToOnTheHostIsADeepCopy) {
+  Tensor a({2, 3}, DType::F32);
+  for (int i = 0; i < 6; ++i) a.data<float>()[i] = static_cast<float>(i) + 0.5f;
+  Tensor b = a.to(Device::CPU);
+  a.data<float>()[0] = 100;
+  EXPECT_EQ(b.shape(), a.shape());
+  EXPECT_EQ(b.data<float>()[0], 0.5f);
+  EXPECT_EQ(b.data<float>()[5], 5.5f);
+}
+
+TEST(Tensor, Bf16TensorsHoldRawBits) {
+  Tensor t({3}, DType::BF16);
+  EXPECT_EQ(t.bytes(), 6u);
+  t.data<bf16>()[1] = to_bf16(3.0f);
+  EXPECT_EQ(to_float(t.clone().data<bf16>()[1]), 3.0f);
+  EXPECT_THROW(t.data<float>(), std::exception);
+}
+
+}  // namespace
+}  // namespace tessera
