@@ -88,7 +88,7 @@ void bench_layer(const Shape3& s, int64_t B, int64_t T, DType dt, int repeat, do
   Tensor dln2 = t({B, T, C}), dx1 = t({B, T, C}), dproj = t({B, T, C}), datty = t({B, T, C});
   Tensor dqkv = t({B, T, 3 * C}), dln1 = t({B, T, C}), dx = t({B, T, C});
 
-  const double gemm = 2.0 * M * C;  // x F for each GEMM's fan-out
+  const double gemm = 2.0 * M * C;                              // x F for each GEMM's fan-out
   const double attn = 2.0 * 2.0 * B * H * T * T * (C / H) / 2;  // QK^T and PV, causal half
   std::vector<Op> fwd = {
       {"layernorm 1", 0, [&] { ops::layernorm_forward(ln1, m1, r1, x, ln1_w, ln1_b); }},
@@ -175,12 +175,13 @@ int main(int argc, char** argv) {
   }
   std::printf("%s\n", cuda_summary().c_str());
   const DType dt = dtype == "f32" ? DType::F32 : DType::BF16;
-  const Shape3 shapes[] = {{"GPT-2 124M", 768, 12}, {"GPT-2 350M", 1024, 16},
-                           {"GPT-2 1.3B", 2048, 16}};
+  const Shape3 shapes[] = {
+      {"GPT-2 124M", 768, 12}, {"GPT-2 350M", 1024, 16}, {"GPT-2 1.3B", 2048, 16}};
   for (const Shape3& s : shapes) {
     const std::string n = s.name;
-    if (shape != "all" && n.find(shape == "124m" ? "124M" : shape == "350m" ? "350M" : "1.3B") ==
-                              std::string::npos)
+    if (shape != "all" && n.find(shape == "124m"   ? "124M"
+                                 : shape == "350m" ? "350M"
+                                                   : "1.3B") == std::string::npos)
       continue;
     bench_layer(s, batch, 1024, dt, repeat, peak);
   }
