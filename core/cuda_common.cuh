@@ -83,6 +83,26 @@ __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
   return __float2bfloat16(x);
 }
 
+// Untyped device memory for the duration of one launcher call, from the same stream-ordered
+// pool as device Tensors (core/device_cuda.cu), without a Tensor's shape and dtype. Never a null
+// pointer, even for 0 bytes (CUB reads a null temp buffer as a size query).
+class StreamScratch {
+ public:
+  explicit StreamScratch(size_t bytes) {
+    CHECK_CUDA(cudaMallocAsync(&p_, bytes == 0 ? 1 : bytes, compute_stream()));
+  }
+  ~StreamScratch() { (void)cudaFreeAsync(p_, compute_stream()); }
+  StreamScratch(const StreamScratch&) = delete;
+  StreamScratch& operator=(const StreamScratch&) = delete;
+  template <typename U>
+  U* as() const {
+    return static_cast<U*>(p_);
+  }
+
+ private:
+  void* p_ = nullptr;
+};
+
 inline unsigned blocks_for(int64_t n, int threads) {
   return static_cast<unsigned>((n + threads - 1) / threads);
 }

@@ -18,31 +18,12 @@ namespace {
 using tessera::cuda::blocks_for;
 using tessera::cuda::dev;
 using tessera::cuda::from_f32;
+using tessera::cuda::StreamScratch;
 using tessera::cuda::to_f32;
 
 constexpr int kThreads = 256;
 // sum_of_squares: at most this many block partials, each from a grid-stride loop.
 constexpr int kSumMaxBlocks = 1024;
-
-// Device memory for the duration of one launcher call, allocated and freed in order on the
-// compute stream (cudaFree, as a Tensor would use, synchronises the whole device).
-class StreamScratch {
- public:
-  // Never a null pointer, even for 0 bytes.
-  explicit StreamScratch(size_t bytes) {
-    CHECK_CUDA(cudaMallocAsync(&p_, bytes == 0 ? 1 : bytes, tessera::cuda::compute_stream()));
-  }
-  ~StreamScratch() { (void)cudaFreeAsync(p_, tessera::cuda::compute_stream()); }
-  StreamScratch(const StreamScratch&) = delete;
-  StreamScratch& operator=(const StreamScratch&) = delete;
-  template <typename U>
-  U* as() const {
-    return static_cast<U*>(p_);
-  }
-
- private:
-  void* p_ = nullptr;
-};
 
 // The step's scalars as float, as adamw_cpu.cpp computes them for T = float.
 struct AdamWFactors {

@@ -1,71 +1,23 @@
-// CUDA GELU (tanh form) and residual add: elementwise, memory-bound kernels. Each thread owns a
-// pack of 4 neighbouring elements, moved as one 16-byte (float) or 8-byte (bf16) access when
-// every pointer of the call is aligned for it, element by element otherwise and at the tail.
-// Arithmetic is fp32 whatever the storage type, with the CPU twin's float formulas
-// (gelu_cpu.cpp); expf is the accurate one, since the build has no fast math.
+// CUDA GELU (tanh form) and residual add: elementwise, memory-bound kernels over packs of 4
+// elements (core/ops/cuda_elementwise.cuh). Arithmetic is fp32 whatever the storage type, with the
+// CPU twin's float formulas (gelu_cpu.cpp); expf is the accurate one, since the build has no fast
+// math.
 #include <cstdint>
 
-#include "core/cuda_common.cuh"
+#include "core/ops/cuda_elementwise.cuh"
 #include "core/ops/gelu_cuda.h"
 
 namespace tessera::ops::cuda {
 namespace {
 
+using tessera::cuda::blocks_for_packs;
 using tessera::cuda::dev;
-using tessera::cuda::from_f32;
-using tessera::cuda::to_f32;
-
-constexpr int kPack = 4;
-constexpr int kThreads = 256;
-
-template <typename D>
-struct alignas(kPack * sizeof(D)) Pack {
-  D v[kPack];
-};
-
-// Whether every pointer allows whole-pack accesses.
-template <typename... P>
-bool packable(const P*... ps) {
-  return ((reinterpret_cast<uintptr_t>(ps) % sizeof(Pack<P>) == 0) && ...);
-}
-
-unsigned blocks_for_packs(int64_t n) {
-  return tessera::cuda::blocks_for(n, kThreads * kPack);
-}
-
-__device__ __forceinline__ int64_t pack_start() {
-  return (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kPack;
-}
-
-// x = p[i, i + kPack) in fp32, zeros past n.
-template <typename D>
-__device__ __forceinline__ void load(float (&x)[kPack], const D* p, int64_t i, int64_t n,
-                                     bool packed) {
-  if (packed && i + kPack <= n) {
-    const Pack<D> pk = *reinterpret_cast<const Pack<D>*>(p + i);
-#pragma unroll
-    for (int k = 0; k < kPack; ++k) x[k] = to_f32(pk.v[k]);
-  } else {
-#pragma unroll
-    for (int k = 0; k < kPack; ++k) x[k] = i + k < n ? to_f32(p[i + k]) : 0.0f;
-  }
-}
-
-// p[i, min(i + kPack, n)) = x, rounded to D.
-template <typename D>
-__device__ __forceinline__ void store(D* p, const float (&x)[kPack], int64_t i, int64_t n,
-                                      bool packed) {
-  if (packed && i + kPack <= n) {
-    Pack<D> pk;
-#pragma unroll
-    for (int k = 0; k < kPack; ++k) pk.v[k] = from_f32<D>(x[k]);
-    *reinterpret_cast<Pack<D>*>(p + i) = pk;
-  } else {
-#pragma unroll
-    for (int k = 0; k < kPack; ++k)
-      if (i + k < n) p[i + k] = from_f32<D>(x[k]);
-  }
-}
+using tessera::cuda::kElementwiseThreads;
+using tessera::cuda::kPack;
+using tessera::cuda::load;
+using tessera::cuda::pack_start;
+using tessera::cuda::packable;
+using tessera::cuda::store;
 
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kCubic = 0.044715f;
@@ -148,15 +100,17 @@ __global__ void residual_backward_kernel(D* da, D* db, const D* dout, int64_t n,
 template <typename T>
 void gelu_forward(T* out, const T* inp, int64_t n) {
   if (n == 0) return;
-  gelu_forward_kernel<<<blocks_for_packs(n), kThreads, 0, tessera::cuda::compute_stream()>>>(
-      dev(out), dev(inp), n, packable(dev(out), dev(inp)));
+  gelu_forward_kernel<<<blocks_for_packs(n), kElementwiseThreads, 0,
+                        tessera::cuda::compute_stream()>>>(dev(out), dev(inp), n,
+                                                           packable(dev(out), dev(inp)));
   CHECK_LAUNCH();
 }
 
 template <typename T>
 void gelu_backward(T* dinp, const T* dout, const T* inp, int64_t n) {
   if (n == 0) return;
-  gelu_backward_kernel<<<blocks_for_packs(n), kThreads, 0, tessera::cuda::compute_stream()>>>(
+  gelu_backward_kernel<<<blocks_for_packs(n), kElementwiseThreads, 0,
+                         tessera::cuda::compute_stream()>>>(
       dev(dinp), dev(dout), dev(inp), n, packable(dev(dinp), dev(dout), dev(inp)));
   CHECK_LAUNCH();
 }
@@ -164,15 +118,17 @@ void gelu_backward(T* dinp, const T* dout, const T* inp, int64_t n) {
 template <typename T>
 void residual_forward(T* out, const T* a, const T* b, int64_t n) {
   if (n == 0) return;
-  residual_forward_kernel<<<blocks_for_packs(n), kThreads, 0, tessera::cuda::compute_stream()>>>(
-      dev(out), dev(a), dev(b), n, packable(dev(out), dev(a), dev(b)));
+  residual_forward_kernel<<<blocks_for_packs(n), kElementwiseThreads, 0,
+                            tessera::cuda::compute_stream()>>>(dev(out), dev(a), dev(b), n,
+                                                               packable(dev(out), dev(a), dev(b)));
   CHECK_LAUNCH();
 }
 
 template <typename T>
 void residual_backward(T* da, T* db, const T* dout, int64_t n) {
   if (n == 0) return;
-  residual_backward_kernel<<<blocks_for_packs(n), kThreads, 0, tessera::cuda::compute_stream()>>>(
+  residual_backward_kernel<<<blocks_for_packs(n), kElementwiseThreads, 0,
+                             tessera::cuda::compute_stream()>>>(
       dev(da), dev(db), dev(dout), n, packable(dev(da), dev(db), dev(dout)));
   CHECK_LAUNCH();
 }

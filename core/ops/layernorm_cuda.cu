@@ -18,6 +18,7 @@ using tessera::cuda::blocks_for;
 using tessera::cuda::dev;
 using tessera::cuda::device_t;
 using tessera::cuda::from_f32;
+using tessera::cuda::StreamScratch;
 using tessera::cuda::to_f32;
 
 constexpr int kWarp = 32;
@@ -28,26 +29,6 @@ constexpr int kRowsPerBlock = kThreads / kWarp;  // one warp per row
 constexpr int kChunkRows = 256;
 constexpr int kRowLanes = 8;
 constexpr float kEps = static_cast<float>(kLayerNormEps);
-
-// Device memory for the duration of one launcher call, allocated and freed in order on the
-// compute stream (cudaFree, as a Tensor would use, synchronises the whole device).
-class StreamScratch {
- public:
-  // Never a null pointer, even for 0 bytes (CUB reads a null temp buffer as a size query).
-  explicit StreamScratch(size_t bytes) {
-    CHECK_CUDA(cudaMallocAsync(&p_, bytes == 0 ? 1 : bytes, tessera::cuda::compute_stream()));
-  }
-  ~StreamScratch() { (void)cudaFreeAsync(p_, tessera::cuda::compute_stream()); }
-  StreamScratch(const StreamScratch&) = delete;
-  StreamScratch& operator=(const StreamScratch&) = delete;
-  template <typename U>
-  U* as() const {
-    return static_cast<U*>(p_);
-  }
-
- private:
-  void* p_ = nullptr;
-};
 
 // The sum over the 32 lanes of a warp; every lane gets the same bits (each butterfly step adds
 // the same two values on both partners).
@@ -85,13 +66,12 @@ __device__ void normalize_row(D* out, const D* x, const D* weight, const D* bias
     out[c] = from_f32<D>((to_f32(x[c]) - m) * r * to_f32(weight[c]) + to_f32(bias[c]));
 }
 
+// One warp's row: statistics of x (row `row` of the input), the normalised row into out, and
+// the statistics saved for the backward.
 template <typename D>
-__global__ void layernorm_forward_kernel(D* out, float* mean, float* rstd, const D* inp,
-                                         const D* weight, const D* bias, int64_t N, int64_t C) {
-  const int64_t row = warp_row(N);
-  if (row < 0) return;
-  const int lane = threadIdx.x % kWarp;
-  const D* x = inp + row * C;
+__device__ __forceinline__ void layernorm_row(D* out, float* mean, float* rstd, const D* x,
+                                              const D* weight, const D* bias, int64_t row,
+                                              int64_t C, int lane) {
   float m, r;
   row_statistics(x, C, lane, m, r);
   normalize_row(out + row * C, x, weight, bias, m, r, C, lane);
@@ -99,6 +79,14 @@ __global__ void layernorm_forward_kernel(D* out, float* mean, float* rstd, const
     mean[row] = m;
     rstd[row] = r;
   }
+}
+
+template <typename D>
+__global__ void layernorm_forward_kernel(D* out, float* mean, float* rstd, const D* inp,
+                                         const D* weight, const D* bias, int64_t N, int64_t C) {
+  const int64_t row = warp_row(N);
+  if (row < 0) return;
+  layernorm_row(out, mean, rstd, inp + row * C, weight, bias, row, C, threadIdx.x % kWarp);
 }
 
 // Each lane reads back only the residual elements it wrote itself, so no warp barrier is needed
@@ -114,13 +102,7 @@ __global__ void residual_layernorm_forward_kernel(D* residual, D* out, float* me
   const D* ar = a + row * C;
   const D* br = b + row * C;
   for (int64_t c = lane; c < C; c += kWarp) x[c] = from_f32<D>(to_f32(ar[c]) + to_f32(br[c]));
-  float m, r;
-  row_statistics(x, C, lane, m, r);
-  normalize_row(out + row * C, x, weight, bias, m, r, C, lane);
-  if (lane == 0) {
-    mean[row] = m;
-    rstd[row] = r;
-  }
+  layernorm_row(out, mean, rstd, x, weight, bias, row, C, lane);
 }
 
 // dinp += rstd (g - mean_c(g) - xhat mean_c(g xhat)), g = dout * weight (the CPU twin's formula).

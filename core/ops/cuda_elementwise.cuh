@@ -1,0 +1,66 @@
+// What the elementwise CUDA kernels share (gelu_cuda.cu, cast_cuda.cu): each thread owns a pack
+// of kPack neighbouring elements, moved as one 16-byte (float) or 8-byte (bf16) access when
+// every pointer of the call is aligned for it, element by element otherwise and at the tail.
+// Values are handled in fp32 whatever the storage type. Included by *.cu files only.
+#pragma once
+
+#include <cstdint>
+
+#include "core/cuda_common.cuh"
+
+namespace tessera::cuda {
+
+constexpr int kPack = 4;
+constexpr int kElementwiseThreads = 256;
+
+template <typename D>
+struct alignas(kPack * sizeof(D)) Pack {
+  D v[kPack];
+};
+
+// Whether every pointer allows whole-pack accesses.
+template <typename... P>
+bool packable(const P*... ps) {
+  return ((reinterpret_cast<uintptr_t>(ps) % sizeof(Pack<P>) == 0) && ...);
+}
+
+// Blocks of kElementwiseThreads threads for n elements, kPack per thread.
+inline unsigned blocks_for_packs(int64_t n) {
+  return blocks_for(n, kElementwiseThreads * kPack);
+}
+
+__device__ __forceinline__ int64_t pack_start() {
+  return (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kPack;
+}
+
+// x = p[i, i + kPack) in fp32, zeros past n.
+template <typename D>
+__device__ __forceinline__ void load(float (&x)[kPack], const D* p, int64_t i, int64_t n,
+                                     bool packed) {
+  if (packed && i + kPack <= n) {
+    const Pack<D> pk = *reinterpret_cast<const Pack<D>*>(p + i);
+#pragma unroll
+    for (int k = 0; k < kPack; ++k) x[k] = to_f32(pk.v[k]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < kPack; ++k) x[k] = i + k < n ? to_f32(p[i + k]) : 0.0f;
+  }
+}
+
+// p[i, min(i + kPack, n)) = x, rounded to D.
+template <typename D>
+__device__ __forceinline__ void store(D* p, const float (&x)[kPack], int64_t i, int64_t n,
+                                      bool packed) {
+  if (packed && i + kPack <= n) {
+    Pack<D> pk;
+#pragma unroll
+    for (int k = 0; k < kPack; ++k) pk.v[k] = from_f32<D>(x[k]);
+    *reinterpret_cast<Pack<D>*>(p + i) = pk;
+  } else {
+#pragma unroll
+    for (int k = 0; k < kPack; ++k)
+      if (i + k < n) p[i + k] = from_f32<D>(x[k]);
+  }
+}
+
+}  // namespace tessera::cuda
