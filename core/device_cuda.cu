@@ -14,10 +14,25 @@ std::atomic<size_t> g_device_bytes{0};
 std::atomic<size_t> g_device_peak{0};
 }  // namespace
 
+// Device memory comes from the device's stream-ordered pool (cudaMallocAsync) on the compute
+// stream, and goes back to it in stream order (cudaFreeAsync): freeing a tensor never waits for
+// the GPU, and the pool keeps freed memory for the next allocation instead of returning it to
+// the driver at each synchronisation. A buffer an NCCL stream still reads is safe: the
+// communicator makes the compute stream wait for its work before the caller can drop it.
 void* device_malloc(size_t bytes) {
+  static const bool pool_keeps_memory = [] {
+    int device = 0;
+    cudaMemPool_t pool = nullptr;
+    CHECK_CUDA(cudaGetDevice(&device));
+    CHECK_CUDA(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t keep_all = UINT64_MAX;
+    CHECK_CUDA(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all));
+    return true;
+  }();
+  (void)pool_keeps_memory;
   void* p = nullptr;
   const size_t n = bytes == 0 ? 1 : bytes;
-  const cudaError_t err = cudaMalloc(&p, n);
+  const cudaError_t err = cudaMallocAsync(&p, n, cuda::compute_stream());
   if (err != cudaSuccess) {
     cudaGetLastError();
     size_t free_b = 0, total_b = 0;
@@ -37,8 +52,7 @@ void* device_malloc(size_t bytes) {
 }
 
 void device_free(void* p, size_t bytes) {
-  // cudaFree synchronises the device, so no kernel still uses the memory.
-  cudaFree(p);
+  (void)cudaFreeAsync(p, cuda::compute_stream());
   g_device_bytes -= bytes == 0 ? 1 : bytes;
 }
 
