@@ -7,18 +7,10 @@
 #include <string>
 
 #include "core/ops/cast_cuda.h"
+#include "core/ops/cpu_kernels.h"
 #include "core/ops/dispatch.h"
 
 namespace tessera::ops {
-
-// The host kernels, in cast_cpu.cpp. Declared here rather than in cpu_kernels.h: this
-// dispatcher is their only caller.
-namespace cpu {
-template <typename Dst, typename Src>
-void cast(Dst* dst, const Src* src, int64_t n);
-template <typename Src>
-void accumulate(float* dst, const Src* src, int64_t n);
-}  // namespace cpu
 
 namespace {
 
@@ -47,26 +39,17 @@ bool is_pair(const Tensor& dst, DType to, const Tensor& src, DType from) {
                     detail::describe(dst));
 }
 
-#ifndef TESSERA_WITH_CUDA
-[[noreturn]] void refuse_without_cuda(const char* op) {
-  fail_internal(__FILE__, __LINE__,
-                std::string(op) + ": tessera was built without CUDA (TESSERA_CUDA=OFF)");
-}
-#endif
-
 }  // namespace
 
 void cast(Tensor& dst, const Tensor& src) {
   check_operands("cast", dst, src);
   const int64_t n = src.numel();
-  if (dst.dtype() == src.dtype()) {
-    copy_into(dst, src);
+  const bool f32_f64 =
+      is_pair(dst, DType::F64, src, DType::F32) || is_pair(dst, DType::F32, src, DType::F64);
+  if (dst.dtype() == src.dtype() || (src.device() == Device::CPU && f32_f64)) {
+    copy_into(dst, src);  // bytes, or the host's float32 <-> float64 conversion
   } else if (src.device() == Device::CPU) {
-    if (is_pair(dst, DType::F64, src, DType::F32)) {
-      cpu::cast(dst.data<double>(), src.data<float>(), n);
-    } else if (is_pair(dst, DType::F32, src, DType::F64)) {
-      cpu::cast(dst.data<float>(), src.data<double>(), n);
-    } else if (is_pair(dst, DType::BF16, src, DType::F32)) {
+    if (is_pair(dst, DType::BF16, src, DType::F32)) {
       cpu::cast(dst.data<bf16>(), src.data<float>(), n);
     } else if (is_pair(dst, DType::F32, src, DType::BF16)) {
       cpu::cast(dst.data<float>(), src.data<bf16>(), n);
@@ -83,7 +66,7 @@ void cast(Tensor& dst, const Tensor& src) {
       refuse_pair(dst, src, "float32 <-> bfloat16");
     }
 #else
-    refuse_without_cuda("cast");
+    detail::refuse_without_cuda("cast");
 #endif
   }
 }
@@ -112,7 +95,7 @@ void accumulate(Tensor& dst, const Tensor& src) {
       cuda::accumulate(dst.data<float>(), src.data<float>(), n);
     }
 #else
-    refuse_without_cuda(op);
+    detail::refuse_without_cuda(op);
 #endif
   }
 }

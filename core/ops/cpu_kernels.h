@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "core/dtype.h"
 #include "core/ops/adamw.h"
 
 namespace tessera::ops::cpu {
@@ -93,5 +94,11 @@ template <typename T>
 double sum_of_squares(const T* x, int64_t n);
 template <typename T>
 void scale(T* x, int64_t n, double alpha);
+
+// dst = src converted (float <-> bf16, round to nearest even); dst += src in fp32.
+template <typename Dst, typename Src>
+void cast(Dst* dst, const Src* src, int64_t n);
+template <typename Src>
+void accumulate(float* dst, const Src* src, int64_t n);
 
 }  // namespace tessera::ops::cpu

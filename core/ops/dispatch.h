@@ -91,6 +91,12 @@ void dispatch_real(const char* op, DType dtype, Device device, Fn&& fn) {
   }
 }
 
+// A CUDA tensor reached an op in a build without the CUDA backend.
+[[noreturn]] inline void refuse_without_cuda(const char* op) {
+  fail_internal(__FILE__, __LINE__,
+                std::string(op) + ": tessera was built without CUDA (TESSERA_CUDA=OFF)");
+}
+
 // On the host calls on_cpu(float{}) or on_cpu(double{}); on the GPU on_cuda(float{}) or
 // on_cuda(bf16{}). Without the CUDA backend on_cuda is never instantiated, so a dispatcher may
 // name CUDA kernels that a CPU-only build does not have.
@@ -110,7 +116,7 @@ void dispatch(const char* op, DType dtype, Device device, CpuFn&& on_cpu, CudaFn
   }
 #else
   (void)on_cuda;
-  TESSERA_CHECK(false, std::string(op) + ": tessera was built without CUDA (TESSERA_CUDA=OFF)");
+  refuse_without_cuda(op);
 #endif
 }
 
