@@ -65,4 +65,16 @@ class Communicator {
 // A handle that is already complete.
 std::unique_ptr<CommRequest> completed_request();
 
+// Argument checks every implementation makes, with messages that start with `where` ("all_gather
+// in group dp: "). InternalError when they fail.
+// all_gather: one dtype, out = size() blocks of in.numel(), and `in` either exactly this rank's
+// block of `out` (returns true: in place) or not overlapping it (returns false).
+bool check_all_gather_args(const Tensor& out, const Tensor& in, int rank, int size,
+                           const std::string& where);
+// reduce_scatter: one dtype, in = size() blocks of out.numel(), no overlap.
+void check_reduce_scatter_args(const Tensor& out, const Tensor& in, int size,
+                               const std::string& where);
+// A root or peer rank r of a group of `size`; role names the argument ("root", "peer").
+void check_group_member(int r, int size, const std::string& where, const char* role);
+
 }  // namespace tessera

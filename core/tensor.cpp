@@ -126,6 +126,12 @@ void Tensor::fill(double value) {
   }
 }
 
+bool overlaps(const Tensor& a, const Tensor& b) {
+  const char* pa = static_cast<const char*>(a.raw());
+  const char* pb = static_cast<const char*>(b.raw());
+  return a.bytes() > 0 && b.bytes() > 0 && pa < pb + b.bytes() && pb < pa + a.bytes();
+}
+
 void copy_into(Tensor& dst, const Tensor& src) {
   TESSERA_CHECK(dst.numel() == src.numel(),
                 "copy of " + shape_str(src.shape()) + " into " + shape_str(dst.shape()));

@@ -61,6 +61,9 @@ class Tensor {
   Device device_ = Device::CPU;
 };
 
+// Whether the memory of a and b shares a byte (tensors on one device; empty ones never do).
+bool overlaps(const Tensor& a, const Tensor& b);
+
 // Copies src into dst: bytes when the dtypes agree (any devices), else element by element on the
 // host, converting between F32 and F64. Device dtype conversions are ops::cast.
 void copy_into(Tensor& dst, const Tensor& src);

@@ -88,54 +88,25 @@ void check_reducible(const Tensor& t, const std::string& group, const char* op) 
                 where(group, op) + "bf16 cannot be reduced over MPI; reduce in f32 instead");
 }
 
-// role: "peer" or "root", as the caller's argument is called.
-void check_member(int r, int size, const std::string& group, const char* op, const char* role) {
-  TESSERA_CHECK(r >= 0 && r < size, where(group, op) + role + " " + std::to_string(r) +
-                                        " outside [0, " + std::to_string(size) + ")");
-}
-
-bool overlap(const Tensor& a, const Tensor& b) {
-  const char* pa = static_cast<const char*>(a.raw());
-  const char* pb = static_cast<const char*>(b.raw());
-  return pa < pb + b.bytes() && pb < pa + a.bytes() && a.bytes() > 0 && b.bytes() > 0;
-}
-
 // The send buffer of an all-gather: MPI_IN_PLACE when `in` already is this rank's block of
-// `out` (the ZeRO-1 parameter gather), else `in`, which must not overlap `out`.
+// `out` (the ZeRO-1 parameter gather), else `in`.
 const void* all_gather_source(const Tensor& out, const Tensor& in, int rank, int size,
                               const std::string& group) {
   check_operand(out, group, "all_gather");
   check_operand(in, group, "all_gather");
-  TESSERA_CHECK(out.dtype() == in.dtype(), where(group, "all_gather") + "out holds " +
-                                               dtype_name(out.dtype()) + ", in holds " +
-                                               dtype_name(in.dtype()));
-  TESSERA_CHECK(out.numel() == size * in.numel(),
-                where(group, "all_gather") + "out holds " + std::to_string(out.numel()) +
-                    " elements, expected " + std::to_string(size) + " x " +
-                    std::to_string(in.numel()));
+  const bool in_place = check_all_gather_args(out, in, rank, size, where(group, "all_gather"));
   TESSERA_CHECK(in.numel() <= INT_MAX, where(group, "all_gather") + std::to_string(in.numel()) +
                                            " elements per rank exceed MPI's int count");
-  const char* own_block = static_cast<const char*>(out.raw()) + rank * in.bytes();
-  if (in.raw() == own_block) return MPI_IN_PLACE;
-  TESSERA_CHECK(!overlap(out, in),
-                where(group, "all_gather") + "in overlaps out other than as this rank's block");
-  return in.raw();
+  return in_place ? MPI_IN_PLACE : in.raw();
 }
 
 void check_reduce_scatter(const Tensor& out, const Tensor& in, int size, const std::string& group) {
   check_reducible(out, group, "reduce_scatter");
   check_reducible(in, group, "reduce_scatter");
-  TESSERA_CHECK(out.dtype() == in.dtype(), where(group, "reduce_scatter") + "out holds " +
-                                               dtype_name(out.dtype()) + ", in holds " +
-                                               dtype_name(in.dtype()));
-  TESSERA_CHECK(in.numel() == size * out.numel(),
-                where(group, "reduce_scatter") + "in holds " + std::to_string(in.numel()) +
-                    " elements, expected " + std::to_string(size) + " x " +
-                    std::to_string(out.numel()));
+  check_reduce_scatter_args(out, in, size, where(group, "reduce_scatter"));
   TESSERA_CHECK(out.numel() <= INT_MAX, where(group, "reduce_scatter") +
                                             std::to_string(out.numel()) +
                                             " elements per rank exceed MPI's int count");
-  TESSERA_CHECK(!overlap(out, in), where(group, "reduce_scatter") + "in and out overlap");
 }
 
 // Calls f(byte pointer, first element, count) over pieces of at most max_chunk_elements().
@@ -299,7 +270,7 @@ void MpiCommunicator::reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op)
 
 void MpiCommunicator::broadcast(Tensor& t, int root) {
   check_operand(t, name_, "broadcast");
-  check_member(root, size_, name_, "broadcast", "root");
+  check_group_member(root, size_, where(name_, "broadcast"), "root");
   const MPI_Datatype type = mpi_type(t.dtype());
   for_each_chunk(
       t, [&](char* p, int64_t, int count) { CHECK_MPI(MPI_Bcast(p, count, type, root, comm_)); });
@@ -307,7 +278,7 @@ void MpiCommunicator::broadcast(Tensor& t, int root) {
 
 void MpiCommunicator::send(const Tensor& t, int peer) {
   check_operand(t, name_, "send");
-  check_member(peer, size_, name_, "send", "peer");
+  check_group_member(peer, size_, where(name_, "send"), "peer");
   const MPI_Datatype type = mpi_type(t.dtype());
   for_each_chunk(t, [&](char* p, int64_t, int count) {
     CHECK_MPI(MPI_Send(p, count, type, peer, kTag, comm_));
@@ -316,7 +287,7 @@ void MpiCommunicator::send(const Tensor& t, int peer) {
 
 void MpiCommunicator::recv(Tensor& t, int peer) {
   check_operand(t, name_, "recv");
-  check_member(peer, size_, name_, "recv", "peer");
+  check_group_member(peer, size_, where(name_, "recv"), "peer");
   const MPI_Datatype type = mpi_type(t.dtype());
   for_each_chunk(t, [&](char* p, int64_t first, int count) {
     MPI_Status status;
@@ -371,7 +342,7 @@ std::unique_ptr<CommRequest> MpiCommunicator::reduce_scatter_async(Tensor& out, 
 
 std::unique_ptr<CommRequest> MpiCommunicator::isend(const Tensor& t, int peer) {
   check_operand(t, name_, "isend");
-  check_member(peer, size_, name_, "isend", "peer");
+  check_group_member(peer, size_, where(name_, "isend"), "peer");
   auto request = std::make_unique<MpiRequest>(name_, std::vector<Tensor>{t});
   const MPI_Datatype type = mpi_type(t.dtype());
   for_each_chunk(t, [&](char* p, int64_t, int count) {
@@ -384,7 +355,7 @@ std::unique_ptr<CommRequest> MpiCommunicator::isend(const Tensor& t, int peer) {
 
 std::unique_ptr<CommRequest> MpiCommunicator::irecv(Tensor& t, int peer) {
   check_operand(t, name_, "irecv");
-  check_member(peer, size_, name_, "irecv", "peer");
+  check_group_member(peer, size_, where(name_, "irecv"), "peer");
   auto request = std::make_unique<MpiRequest>(name_, std::vector<Tensor>{t});
   const MPI_Datatype type = mpi_type(t.dtype());
   for_each_chunk(t, [&](char* p, int64_t first, int count) {

@@ -109,12 +109,6 @@ ncclRedOp_t nccl_op(ReduceOp op) {
   return op == ReduceOp::Sum ? ncclSum : ncclMax;
 }
 
-bool overlap(const Tensor& a, const Tensor& b) {
-  const char* pa = static_cast<const char*>(a.raw());
-  const char* pb = static_cast<const char*>(b.raw());
-  return pa < pb + b.bytes() && pb < pa + a.bytes() && a.bytes() > 0 && b.bytes() > 0;
-}
-
 // Keeps a stream busy for `ns` nanoseconds (tests of stream ordering).
 __global__ void hold_stream_kernel(unsigned long long ns) {
   unsigned long long start = 0, now = 0;
@@ -362,34 +356,16 @@ void check_reducible(const State& s, const Tensor& t, const char* op) {
                     " cannot be reduced; NCCL reduces float32, float64, bfloat16 and int32");
 }
 
-void check_member(const State& s, int r, const char* op, const char* role) {
-  TESSERA_CHECK(r >= 0 && r < s.size, where(s, op) + role + " " + std::to_string(r) +
-                                          " outside [0, " + std::to_string(s.size) + ")");
-}
-
 void check_all_gather(const State& s, const Tensor& out, const Tensor& in, const char* op) {
   check_operand(s, out, op);
   check_operand(s, in, op);
-  TESSERA_CHECK(out.dtype() == in.dtype(), where(s, op) + "out holds " + dtype_name(out.dtype()) +
-                                               ", in holds " + dtype_name(in.dtype()));
-  TESSERA_CHECK(out.numel() == s.size * in.numel(),
-                where(s, op) + "out holds " + std::to_string(out.numel()) + " elements, expected " +
-                    std::to_string(s.size) + " x " + std::to_string(in.numel()));
-  // In place (NCCL's rule too): `in` is exactly this rank's block of `out`.
-  const char* own_block = static_cast<const char*>(out.raw()) + s.rank * in.bytes();
-  TESSERA_CHECK(in.raw() == own_block || !overlap(out, in),
-                where(s, op) + "in overlaps out other than as this rank's block");
+  check_all_gather_args(out, in, s.rank, s.size, where(s, op));  // in place is NCCL's rule too
 }
 
 void check_reduce_scatter(const State& s, const Tensor& out, const Tensor& in, const char* op) {
   check_reducible(s, out, op);
   check_reducible(s, in, op);
-  TESSERA_CHECK(out.dtype() == in.dtype(), where(s, op) + "out holds " + dtype_name(out.dtype()) +
-                                               ", in holds " + dtype_name(in.dtype()));
-  TESSERA_CHECK(in.numel() == s.size * out.numel(),
-                where(s, op) + "in holds " + std::to_string(in.numel()) + " elements, expected " +
-                    std::to_string(s.size) + " x " + std::to_string(out.numel()));
-  TESSERA_CHECK(!overlap(out, in), where(s, op) + "in and out overlap");
+  check_reduce_scatter_args(out, in, s.size, where(s, op));
 }
 
 std::shared_ptr<Completion> start_all_reduce(State& s, Tensor& t, ReduceOp op, const char* name) {
@@ -421,7 +397,7 @@ std::shared_ptr<Completion> start_reduce_scatter(State& s, Tensor& out, const Te
 std::shared_ptr<Completion> post_p2p(State& s, bool is_send, const Tensor& t, int peer,
                                      const char* op) {
   check_operand(s, t, op);
-  check_member(s, peer, op, "peer");
+  check_group_member(peer, s.size, where(s, op), "peer");
   check_usable(s, op);
   TESSERA_CHECK(s.pending.size() < kMaxPendingP2p,
                 where(s, op) + std::to_string(kMaxPendingP2p) +
@@ -543,7 +519,7 @@ void NcclCommunicator::reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op
 void NcclCommunicator::broadcast(Tensor& t, int root) {
   State& s = *state_;
   check_operand(s, t, "broadcast");
-  check_member(s, root, "broadcast", "root");
+  check_group_member(root, s.size, where(s, "broadcast"), "root");
   const Payload d = payload(t);
   const auto done = launch(s, "broadcast", "ncclBroadcast", [&] {
     return ncclBroadcast(t.raw(), t.raw(), d.count, d.type, root, s.comm, s.stream);

@@ -33,11 +33,6 @@ GemmDims check_linear(const char* op, const Tensor& inp, const Tensor& weight) {
   return d;
 }
 
-bool overlap(const Tensor& a, const Tensor& b) {
-  const auto a0 = reinterpret_cast<uintptr_t>(a.raw()), b0 = reinterpret_cast<uintptr_t>(b.raw());
-  return a.bytes() > 0 && b.bytes() > 0 && a0 < b0 + b.bytes() && b0 < a0 + a.bytes();
-}
-
 }  // namespace
 
 void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor* bias) {
@@ -92,9 +87,9 @@ void matmul_gelu_forward(Tensor& out, Tensor& pre_gelu, const Tensor& inp, const
   detail::check_rows(op, "out", out, inp, d.M, d.N);
   detail::check_rows(op, "pre_gelu", pre_gelu, inp, d.M, d.N);
   if (bias != nullptr) detail::check_like(op, "bias", *bias, inp, {d.N});
-  TESSERA_CHECK(!overlap(out, pre_gelu), std::string(op) +
-                                             ": out and pre_gelu must not overlap (gelu_backward "
-                                             "needs pre_gelu), found them sharing memory");
+  TESSERA_CHECK(!overlaps(out, pre_gelu), std::string(op) +
+                                              ": out and pre_gelu must not overlap (gelu_backward "
+                                              "needs pre_gelu), found them sharing memory");
   detail::dispatch(
       op, inp.dtype(), inp.device(),
       [&](auto tag) {
