@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -395,18 +396,6 @@ TEST(ResidualCuda, BackwardIntoOneTensorAddsTwice) {
 // ---------------------------------------------------------------------------------------------
 // cast and accumulate
 
-uint32_t bits_of(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  return u;
-}
-
-float float_of(uint32_t u) {
-  float x;
-  std::memcpy(&x, &u, sizeof x);
-  return x;
-}
-
 TEST(CastCuda, Float32ToBfloat16RoundsLikeTheHostBitForBit) {
   // Random bit patterns (every exponent: subnormals, huge values, infinities, NaNs), exact ties
   // (low half 0x8000) and a few named values.
@@ -420,8 +409,9 @@ TEST(CastCuda, Float32ToBfloat16RoundsLikeTheHostBitForBit) {
                            std::numeric_limits<float>::infinity(),
                            -std::numeric_limits<float>::infinity(),
                            std::numeric_limits<float>::quiet_NaN()};
-  for (int i = 0; i < 20000; ++i) xs.push_back(float_of(rng()));
-  for (int i = 0; i < 5000; ++i) xs.push_back(float_of((rng() & 0xFFFF0000u) | 0x8000u));
+  for (int i = 0; i < 20000; ++i) xs.push_back(std::bit_cast<float>(static_cast<uint32_t>(rng())));
+  for (int i = 0; i < 5000; ++i)
+    xs.push_back(std::bit_cast<float>(static_cast<uint32_t>((rng() & 0xFFFF0000u) | 0x8000u)));
   const int64_t n = static_cast<int64_t>(xs.size());
   Tensor src({n}, F32);
   std::memcpy(src.raw(), xs.data(), xs.size() * sizeof(float));
@@ -432,11 +422,12 @@ TEST(CastCuda, Float32ToBfloat16RoundsLikeTheHostBitForBit) {
   for (int64_t i = 0; i < n && mismatches < 10; ++i) {
     const bf16 g = got.data<bf16>()[i], want = to_bf16(xs[i]);
     if (std::isnan(xs[i])) {
-      EXPECT_TRUE(std::isnan(to_float(g))) << "NaN input " << std::hex << bits_of(xs[i]);
+      EXPECT_TRUE(std::isnan(to_float(g)))
+          << "NaN input " << std::hex << std::bit_cast<uint32_t>(xs[i]);
     } else if (g.bits != want.bits) {
       ++mismatches;
-      ADD_FAILURE() << "x bits 0x" << std::hex << bits_of(xs[i]) << ": GPU 0x" << g.bits
-                    << ", host 0x" << want.bits;
+      ADD_FAILURE() << "x bits 0x" << std::hex << std::bit_cast<uint32_t>(xs[i]) << ": GPU 0x"
+                    << g.bits << ", host 0x" << want.bits;
     }
   }
 }
@@ -449,10 +440,10 @@ TEST(CastCuda, Bfloat16ToFloat32IsExactForEveryBitPattern) {
   const Tensor got = dst.to(Device::CPU);
   for (uint32_t i = 0; i < 65536; ++i) {
     const float g = got.data<float>()[i];
-    if (std::isnan(float_of(i << 16))) {
+    if (std::isnan(std::bit_cast<float>(i << 16))) {
       ASSERT_TRUE(std::isnan(g)) << std::hex << i;
     } else {
-      ASSERT_EQ(bits_of(g), i << 16) << std::hex << i;
+      ASSERT_EQ(std::bit_cast<uint32_t>(g), i << 16) << std::hex << i;
     }
   }
 }

@@ -2,8 +2,8 @@
 // across dtypes, and Tensor::to on the host. The device side of to() is in tests/test_gpu.cpp.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
-#include <cstring>
 #include <limits>
 
 #include "core/dtype.h"
@@ -12,21 +12,9 @@
 namespace tessera {
 namespace {
 
-uint32_t bits_of(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  return u;
-}
-
-float float_of(uint32_t u) {
-  float x;
-  std::memcpy(&x, &u, sizeof x);
-  return x;
-}
-
 TEST(Bf16, ValuesWithEightSignificantBitsAreExact) {
   for (float x : {0.0f, -0.0f, 1.0f, -2.5f, 0.15625f, 65280.0f, 1e-30f * 0.0f})
-    EXPECT_EQ(bits_of(to_float(to_bf16(x))), bits_of(x)) << x;
+    EXPECT_EQ(std::bit_cast<uint32_t>(to_float(to_bf16(x))), std::bit_cast<uint32_t>(x)) << x;
 }
 
 TEST(Bf16, RoundsToNearestAndTiesToEven) {
@@ -35,7 +23,8 @@ TEST(Bf16, RoundsToNearestAndTiesToEven) {
   // 1 + 3 * 2^-8 lies halfway between 1 + 2^-7 and 1 + 2^-6: even is 1 + 2^-6.
   EXPECT_EQ(to_float(to_bf16(1.0f + 3 * std::ldexp(1.0f, -8))), 1.0f + std::ldexp(1.0f, -6));
   // Just above the halfway point rounds up.
-  EXPECT_EQ(to_float(to_bf16(float_of(bits_of(1.0f + std::ldexp(1.0f, -8)) + 1))),
+  EXPECT_EQ(to_float(to_bf16(
+                std::bit_cast<float>(std::bit_cast<uint32_t>(1.0f + std::ldexp(1.0f, -8)) + 1))),
             1.0f + std::ldexp(1.0f, -7));
   // The largest finite floats round to infinity, as __float2bfloat16 does.
   EXPECT_TRUE(std::isinf(to_float(to_bf16(std::numeric_limits<float>::max()))));
@@ -44,7 +33,7 @@ TEST(Bf16, RoundsToNearestAndTiesToEven) {
 TEST(Bf16, NanStaysNanAndInfinityStaysInfinity) {
   EXPECT_TRUE(std::isnan(to_float(to_bf16(std::numeric_limits<float>::quiet_NaN()))));
   // A NaN whose payload lies only in the low 16 bits must not become infinity.
-  EXPECT_TRUE(std::isnan(to_float(to_bf16(float_of(0x7F800001u)))));
+  EXPECT_TRUE(std::isnan(to_float(to_bf16(std::bit_cast<float>(0x7F800001u)))));
   EXPECT_EQ(to_float(to_bf16(-std::numeric_limits<float>::infinity())),
             -std::numeric_limits<float>::infinity());
 }
