@@ -39,6 +39,24 @@ namespace tessera::cuda {
 // The stream every kernel, cuBLASLt call and host<->device copy of the compute path runs on
 // (created on first use, on the current device). NCCL has its own (parallel/nccl_*).
 cudaStream_t compute_stream();
+// cuBLASLt's entry points, from libcublasLt loaded with dlopen on first use. Linking it instead
+// would make every tessera process, CPU runs and tests included, map and relocate its 540 MB at
+// start-up (210 MB resident). InputError naming the library when it cannot be loaded.
+struct CublasLtApi {
+  decltype(&cublasLtCreate) Create;
+  decltype(&cublasLtMatmul) Matmul;
+  decltype(&cublasLtMatmulAlgoGetHeuristic) MatmulAlgoGetHeuristic;
+  decltype(&cublasLtMatmulDescCreate) MatmulDescCreate;
+  decltype(&cublasLtMatmulDescDestroy) MatmulDescDestroy;
+  decltype(&cublasLtMatmulDescSetAttribute) MatmulDescSetAttribute;
+  decltype(&cublasLtMatmulPreferenceCreate) MatmulPreferenceCreate;
+  decltype(&cublasLtMatmulPreferenceDestroy) MatmulPreferenceDestroy;
+  decltype(&cublasLtMatmulPreferenceSetAttribute) MatmulPreferenceSetAttribute;
+  decltype(&cublasLtMatrixLayoutCreate) MatrixLayoutCreate;
+  decltype(&cublasLtMatrixLayoutDestroy) MatrixLayoutDestroy;
+};
+const CublasLtApi& cublaslt();
+
 // One cuBLASLt handle and a 32 MiB workspace on the current device, created on first use.
 cublasLtHandle_t cublaslt_handle();
 void* cublaslt_workspace();

@@ -1,8 +1,11 @@
 // CUDA runtime calls for device memory, copies, the compute stream, cuBLASLt's handle and device
 // discovery. Only *.cu files talk to the CUDA runtime (DESIGN, "Layers").
+#include <dlfcn.h>
+
 #include <atomic>
 #include <cstring>
 #include <string>
+#include <type_traits>
 
 #include "core/cuda_common.cuh"
 #include "core/device.h"
@@ -133,12 +136,42 @@ cudaStream_t compute_stream() {
   return stream;
 }
 
+const CublasLtApi& cublaslt() {
+  static const CublasLtApi api = [] {
+    const std::string name = "libcublasLt.so." + std::to_string(CUBLAS_VER_MAJOR);
+    void* lib = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
+    const std::string fallback = std::string(TESSERA_CUDA_LIBRARY_DIR) + "/" + name;
+    if (lib == nullptr) lib = dlopen(fallback.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr)
+      throw InputError("cuBLASLt: cannot load " + name + " (also tried " + fallback + "): " +
+                       dlerror() + "; put the CUDA toolkit's library folder on LD_LIBRARY_PATH");
+    auto load = [&](auto& fn, const char* symbol) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, symbol));
+      if (fn == nullptr) throw InputError("cuBLASLt: " + name + " has no " + symbol);
+    };
+    CublasLtApi a{};
+    load(a.Create, "cublasLtCreate");
+    load(a.Matmul, "cublasLtMatmul");
+    load(a.MatmulAlgoGetHeuristic, "cublasLtMatmulAlgoGetHeuristic");
+    load(a.MatmulDescCreate, "cublasLtMatmulDescCreate");
+    load(a.MatmulDescDestroy, "cublasLtMatmulDescDestroy");
+    load(a.MatmulDescSetAttribute, "cublasLtMatmulDescSetAttribute");
+    load(a.MatmulPreferenceCreate, "cublasLtMatmulPreferenceCreate");
+    load(a.MatmulPreferenceDestroy, "cublasLtMatmulPreferenceDestroy");
+    load(a.MatmulPreferenceSetAttribute, "cublasLtMatmulPreferenceSetAttribute");
+    load(a.MatrixLayoutCreate, "cublasLtMatrixLayoutCreate");
+    load(a.MatrixLayoutDestroy, "cublasLtMatrixLayoutDestroy");
+    return a;
+  }();
+  return api;
+}
+
 constexpr size_t kWorkspaceBytes = size_t{32} << 20;
 
 cublasLtHandle_t cublaslt_handle() {
   static cublasLtHandle_t handle = [] {
     cublasLtHandle_t h = nullptr;
-    CHECK_CUBLAS(cublasLtCreate(&h));
+    CHECK_CUBLAS(cublaslt().Create(&h));
     return h;
   }();
   return handle;

@@ -124,28 +124,29 @@ struct GemmPlan {
   GemmPlan(const GemmPlan&) = delete;
   GemmPlan& operator=(const GemmPlan&) = delete;
   ~GemmPlan() {
-    if (d != nullptr) cublasLtMatrixLayoutDestroy(d);
-    if (b != nullptr) cublasLtMatrixLayoutDestroy(b);
-    if (a != nullptr) cublasLtMatrixLayoutDestroy(a);
-    if (desc != nullptr) cublasLtMatmulDescDestroy(desc);
+    if (d != nullptr) tessera::cuda::cublaslt().MatrixLayoutDestroy(d);
+    if (b != nullptr) tessera::cuda::cublaslt().MatrixLayoutDestroy(b);
+    if (a != nullptr) tessera::cuda::cublaslt().MatrixLayoutDestroy(a);
+    if (desc != nullptr) tessera::cuda::cublaslt().MatmulDescDestroy(desc);
   }
 };
 
 struct Preference {
   cublasLtMatmulPreference_t p = nullptr;
-  Preference() { CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&p)); }
+  Preference() { CHECK_CUBLAS(tessera::cuda::cublaslt().MatmulPreferenceCreate(&p)); }
   Preference(const Preference&) = delete;
   Preference& operator=(const Preference&) = delete;
-  ~Preference() { cublasLtMatmulPreferenceDestroy(p); }
+  ~Preference() { tessera::cuda::cublaslt().MatmulPreferenceDestroy(p); }
   template <typename V>
   void set(cublasLtMatmulPreferenceAttributes_t attr, const V& value) {
-    CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(p, attr, &value, sizeof(value)));
+    CHECK_CUBLAS(
+        tessera::cuda::cublaslt().MatmulPreferenceSetAttribute(p, attr, &value, sizeof(value)));
   }
 };
 
 template <typename V>
 void set_desc(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr, const V& value) {
-  CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(desc, attr, &value, sizeof(value)));
+  CHECK_CUBLAS(tessera::cuda::cublaslt().MatmulDescSetAttribute(desc, attr, &value, sizeof(value)));
 }
 
 // Points the epilogue at this call's bias and aux buffers. A cached plan was chosen for buffers
@@ -157,7 +158,8 @@ void set_epilogue_pointers(cublasLtMatmulDesc_t desc, const GemmKey& key, const 
 
 std::unique_ptr<GemmPlan> make_plan(const GemmKey& key, const GemmOperands& ops) {
   auto plan = std::make_unique<GemmPlan>();
-  CHECK_CUBLAS(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  CHECK_CUBLAS(
+      tessera::cuda::cublaslt().MatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t op_a = key.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = key.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   set_desc(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, op_a);
@@ -171,9 +173,12 @@ std::unique_ptr<GemmPlan> make_plan(const GemmKey& key, const GemmOperands& ops)
 
   const uint64_t rows_a = key.trans_a ? key.k : key.m, cols_a = key.trans_a ? key.m : key.k;
   const uint64_t rows_b = key.trans_b ? key.n : key.k, cols_b = key.trans_b ? key.k : key.n;
-  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&plan->a, key.type, rows_a, cols_a, key.lda));
-  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&plan->b, key.type, rows_b, cols_b, key.ldb));
-  CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&plan->d, key.type, key.m, key.n, key.ldd));
+  CHECK_CUBLAS(
+      tessera::cuda::cublaslt().MatrixLayoutCreate(&plan->a, key.type, rows_a, cols_a, key.lda));
+  CHECK_CUBLAS(
+      tessera::cuda::cublaslt().MatrixLayoutCreate(&plan->b, key.type, rows_b, cols_b, key.ldb));
+  CHECK_CUBLAS(
+      tessera::cuda::cublaslt().MatrixLayoutCreate(&plan->d, key.type, key.m, key.n, key.ldd));
 
   Preference pref;
   pref.set(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
@@ -186,9 +191,9 @@ std::unique_ptr<GemmPlan> make_plan(const GemmKey& key, const GemmOperands& ops)
   // here: the caller falls back or reports it.
   cublasLtMatmulHeuristicResult_t result{};
   int count = 0;
-  plan->heuristic_status =
-      cublasLtMatmulAlgoGetHeuristic(tessera::cuda::cublaslt_handle(), plan->desc, plan->a, plan->b,
-                                     plan->d, plan->d, pref.p, 1, &result, &count);
+  plan->heuristic_status = tessera::cuda::cublaslt().MatmulAlgoGetHeuristic(
+      tessera::cuda::cublaslt_handle(), plan->desc, plan->a, plan->b, plan->d, plan->d, pref.p, 1,
+      &result, &count);
   plan->found = plan->heuristic_status == CUBLAS_STATUS_SUCCESS && count > 0;
   plan->algo = result.algo;
   return plan;
@@ -218,7 +223,7 @@ bool try_gemm(const GemmKey& key, const GemmOperands& ops, float beta,
   }
   set_epilogue_pointers(plan->desc, key, ops);
   const float alpha = 1.0f;
-  CHECK_CUBLAS(cublasLtMatmul(
+  CHECK_CUBLAS(tessera::cuda::cublaslt().Matmul(
       tessera::cuda::cublaslt_handle(), plan->desc, &alpha, ops.a, plan->a, ops.b, plan->b, &beta,
       ops.d, plan->d, ops.d, plan->d, &plan->algo, tessera::cuda::cublaslt_workspace(),
       tessera::cuda::cublaslt_workspace_bytes(), tessera::cuda::compute_stream()));
