@@ -1,7 +1,11 @@
-// One training step (forward, backward, AdamW) of a GPT shape on the CPU: ms/step, tokens/s,
-// and CPU MFU = model FLOP/s / the FLOP/s of one large sgemm measured in the same run. Also the
-// peak resident memory against 16 bytes/param + activations (docs/PERFORMANCE.md).
-//   bench_train_step [--shape gpt2_124m|small] [--threads N] [--steps N] [--warmup N]
+// One training step (forward, backward, clipping, AdamW) of a GPT shape on one device: ms/step,
+// tokens/s and MFU. On the CPU, MFU = model FLOP/s / the FLOP/s of one large sgemm measured in
+// the same run, with the peak resident memory against 16 bytes/param + activations; on the GPU,
+// model FLOP/s over the dense bf16 peak (989 TFLOP/s for H100/H200 unless --peak_tflops), with
+// the peak device memory (docs/PERFORMANCE.md).
+//   bench_train_step [--shape gpt2_124m|gpt2_350m|gpt2_1.3b|small] [--device cpu|cuda]
+//                    [--precision fp32|bf16] [--batch B] [--seq_len T] [--threads N]
+//                    [--steps N] [--warmup N] [--peak_tflops P]
 #include <cblas.h>
 #include <sys/resource.h>
 
@@ -13,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "core/device.h"
 #include "core/model/gpt.h"
 #include "core/optim/optimizer.h"
 #include "core/threads.h"
@@ -53,8 +58,10 @@ double peak_rss_bytes() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string shape = "gpt2_124m";
+  std::string shape = "gpt2_124m", device_name = "cpu", precision = "";
   int threads = 2, steps = 5, warmup = 2;
+  int64_t batch = 0, seq_len = 0;
+  double peak_tflops = 989;  // H100 / H200 SXM dense bf16
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--shape"))
       shape = argv[i + 1];
@@ -64,23 +71,62 @@ int main(int argc, char** argv) {
       steps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--warmup"))
       warmup = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--device"))
+      device_name = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--precision"))
+      precision = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--batch"))
+      batch = std::atoll(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--seq_len"))
+      seq_len = std::atoll(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--peak_tflops"))
+      peak_tflops = std::atof(argv[i + 1]);
     else {
       std::fprintf(stderr, "unknown option %s\n", argv[i]);
       return 2;
     }
   }
+  const bool gpu = device_name == "cuda";
+  if (!gpu && device_name != "cpu") {
+    std::fprintf(stderr, "--device: expected cpu or cuda, found %s\n", device_name.c_str());
+    return 2;
+  }
+  if (gpu && cuda_device_count() == 0) {
+    std::printf("bench_train_step: no GPU (%s)\n", cuda_summary().c_str());
+    return 77;
+  }
   ModelConfig c;
+  c.device = gpu ? Device::CUDA : Device::CPU;
+  if (precision.empty()) precision = gpu ? "bf16" : "fp32";
+  if (precision == "bf16") {
+    c.dtype = DType::BF16;
+  } else if (precision != "fp32") {
+    std::fprintf(stderr, "--precision: expected bf16 or fp32, found %s\n", precision.c_str());
+    return 2;
+  }
   int64_t B = 4;
+  // On the GPU the vocabulary is padded to 50304 (a multiple of 128), as llm.c does.
+  const int64_t gpt2_vocab = gpu ? 50304 : 50257;
   if (shape == "gpt2_124m") {
-    c.vocab_size = 50257, c.d_model = 768, c.layers = 12, c.heads = 12, c.d_ff = 3072;
-    c.seq_len = 64;
+    c.vocab_size = gpt2_vocab, c.d_model = 768, c.layers = 12, c.heads = 12, c.d_ff = 3072;
+    c.seq_len = gpu ? 1024 : 64;
+    B = gpu ? 16 : 4;
+  } else if (shape == "gpt2_350m") {
+    c.vocab_size = gpt2_vocab, c.d_model = 1024, c.layers = 24, c.heads = 16, c.d_ff = 4096;
+    c.seq_len = 1024, B = 8;
+  } else if (shape == "gpt2_1.3b") {
+    c.vocab_size = gpt2_vocab, c.d_model = 2048, c.layers = 24, c.heads = 16, c.d_ff = 8192;
+    c.seq_len = 1024, B = 4;
   } else if (shape == "small") {
     c.vocab_size = 257, c.d_model = 256, c.layers = 4, c.heads = 4, c.d_ff = 1024;
     c.seq_len = 128, B = 8;
   } else {
-    std::fprintf(stderr, "--shape: expected gpt2_124m or small, found %s\n", shape.c_str());
+    std::fprintf(stderr, "--shape: expected gpt2_124m, gpt2_350m, gpt2_1.3b or small, found %s\n",
+                 shape.c_str());
     return 2;
   }
+  if (batch > 0) B = batch;
+  if (seq_len > 0) c.seq_len = seq_len;
   set_cpu_threads(threads);
 
   LocalCommunicator tp("tp");
@@ -94,16 +140,20 @@ int main(int argc, char** argv) {
     targets.data<int32_t>()[i] = static_cast<int32_t>(rng() % c.vocab_size);
   }
 
+  // Phase times: on the GPU each boundary waits for the stream, so the split is exact and the
+  // whole step (which then has three waits) slightly slower than it would be unsplit.
   std::vector<double> fwd, bwd, optim, total;
   for (int s = 0; s < warmup + steps; ++s) {
     auto t0 = Clock::now();
     model.zero_grad();
-    model.forward(a, &inputs, &targets);
+    model.forward(a, &inputs, &targets);  // reads the loss back: waits for the GPU
     const double t_fwd = seconds_since(t0);
     model.backward(a, 1.0);
+    if (gpu) device_synchronize();
     const double t_bwd = seconds_since(t0) - t_fwd;
     clip_grad_norm(model.params(), 1.0, tp);
     opt.step(1e-4);
+    if (gpu) device_synchronize();
     const double t_all = seconds_since(t0);
     if (s >= warmup) {
       fwd.push_back(t_fwd), bwd.push_back(t_bwd), optim.push_back(t_all - t_fwd - t_bwd);
@@ -115,16 +165,29 @@ int main(int argc, char** argv) {
     return v[v.size() / 2];
   };
   const double step_s = median(total);
-  const double peak = sgemm_flops(2048, 3);
   const double tokens = static_cast<double>(B * c.seq_len);
   const double model_flops = gpt_flops_per_token(c) * tokens / step_s;
   const int64_t n_params = model.num_local_params();
+
+  std::printf("shape %s: %lld params, B %lld, T %lld, %s %s, median of %d steps\n", shape.c_str(),
+              static_cast<long long>(n_params), static_cast<long long>(B),
+              static_cast<long long>(c.seq_len), device_name.c_str(), precision.c_str(), steps);
+  if (gpu) {
+    // Parameter state: fp32 value, gradient and two moments = 16 B/param; bf16 value and
+    // gradient plus fp32 master, gradient copy and two moments = 2 + 2 + 4 * 4 = 20 B/param.
+    std::printf(
+        "| step ms | fwd ms | bwd ms | optim ms | tokens/s | model TFLOP/s | MFU (peak %.0f "
+        "TFLOP/s) | peak GPU MB |\n",
+        peak_tflops);
+    std::printf("| %.1f | %.1f | %.1f | %.1f | %.0f | %.1f | %.3f | %.0f |\n", 1e3 * step_s,
+                1e3 * median(fwd), 1e3 * median(bwd), 1e3 * median(optim), tokens / step_s,
+                model_flops * 1e-12, model_flops / (peak_tflops * 1e12),
+                static_cast<double>(device_peak_bytes()) / 1e6);
+    return 0;
+  }
+  const double peak = sgemm_flops(2048, 3);
   const double formula = 16.0 * n_params + gpt_activation_bytes(c, B);
   const double rss = peak_rss_bytes();
-
-  std::printf("shape %s: %lld params, B %lld, T %lld, %d threads, median of %d steps\n",
-              shape.c_str(), static_cast<long long>(n_params), static_cast<long long>(B),
-              static_cast<long long>(c.seq_len), threads, steps);
   std::printf(
       "| step ms | fwd ms | bwd ms | optim ms | tokens/s | model GFLOP/s | sgemm GFLOP/s "
       "| CPU MFU | peak RSS MB | formula MB | RSS/formula |\n");

@@ -45,6 +45,12 @@ step "gpu tests: device memory, every CUDA op against its CPU twin, NCCL on one 
 timeout 300 build-gpu/bin/test_gpu 2>&1 | tee "$OUT_DIR/test_gpu.txt" | grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) |Failure|expected|element|error" | head -150
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
+step "GPU training step: whole models on one GPU, bf16 with fp32 master weights, T 1024 (MFU)"
+for shape in gpt2_124m gpt2_350m gpt2_1.3b; do
+  timeout 150 build-gpu/bin/bench_train_step --device cuda --precision bf16 --shape "$shape" \
+    --steps 5 --warmup 2 2>&1 | tee -a "$OUT_DIR/bench_train_step_gpu.txt" || status=1
+done
+
 step "GPU benchmark: one layer's ops at GPT-2 124M / 350M / 1.3B widths, T 1024, bf16"
 timeout 240 build-gpu/bin/bench_gpu_ops --shape all --batch 8 --dtype bf16 2>&1 |
   tee "$OUT_DIR/bench_gpu_ops.txt" || status=1

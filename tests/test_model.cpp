@@ -8,6 +8,7 @@
 #include <mutex>
 #include <random>
 
+#include "core/error.h"
 #include "core/model/gpt.h"
 #include "core/optim/lr_schedule.h"
 #include "core/optim/optimizer.h"
@@ -134,6 +135,22 @@ TEST(Model, MemorisesOneBatchWithin300Steps) {
     opt.step(3e-3);
   }
   EXPECT_LT(loss, 0.05) << "after " << step << " steps";
+}
+
+TEST(Model, ComputeTypesTheDeviceHasNoKernelsForAreRefusedNamingThePrecisionOption) {
+  LocalCommunicator tp("tp");
+  ModelConfig c = small_config(64, 16);
+  c.dtype = DType::BF16;  // bfloat16 compute is for the GPU
+  try {
+    GPT model(c, ModelShard{}, tp, 1);
+    ADD_FAILURE() << "bfloat16 on the CPU was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("--train.precision"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("bfloat16"), std::string::npos) << e.what();
+  }
+  c.dtype = DType::F64;
+  c.device = Device::CUDA;  // the CUDA kernels are float32 and bfloat16
+  EXPECT_THROW(GPT(c, ModelShard{}, tp, 1), InputError);
 }
 
 // Materialises the global tensor, then every shard, and checks each shard element against the

@@ -25,7 +25,9 @@ TransformerBlock::TransformerBlock(const ModelConfig& cfg, const ModelShard& sha
       T_(cfg.seq_len),
       local_heads_(cfg.heads / shard.tp_size),
       local_ff_(cfg.d_ff / shard.tp_size),
-      dtype_(cfg.dtype) {
+      dtype_(cfg.dtype),
+      stats_dtype_(cfg.stats_dtype()),
+      device_(cfg.device) {
   const int64_t C = cfg.d_model, F = cfg.d_ff;
   const double std = cfg.init_std;
   const double resid_std = cfg.init_std / std::sqrt(2.0 * cfg.layers);  // GPT-2 paper, sec. 2.3
@@ -56,35 +58,34 @@ std::vector<Param*> TransformerBlock::params() {
 BlockActivations TransformerBlock::make_activations(int64_t B) const {
   const int64_t C = C_, T = T_, Cloc = qkv_w.local_shape()[0] / 3;
   BlockActivations a;
-  a.ln1 = Tensor({B, T, C}, dtype_);
-  a.ln1_mean = Tensor({B * T}, dtype_);
-  a.ln1_rstd = Tensor({B * T}, dtype_);
-  a.qkv = Tensor({B, T, 3 * Cloc}, dtype_);
+  a.ln1 = Tensor({B, T, C}, dtype_, device_);
+  a.ln1_mean = Tensor({B * T}, stats_dtype_, device_);
+  a.ln1_rstd = Tensor({B * T}, stats_dtype_, device_);
+  a.qkv = Tensor({B, T, 3 * Cloc}, dtype_, device_);
   // What the attention saves depends on the device (attention.h): the probabilities on the
   // host, each row's log-sum-exp on the GPU.
-  const Device device = a.qkv.device();
-  a.att = Tensor(ops::attention_saved_shape(device, B, local_heads_, T),
-                 ops::attention_saved_dtype(device, dtype_), device);
-  a.atty = Tensor({B, T, Cloc}, dtype_);
-  a.x1 = Tensor({B, T, C}, dtype_);
-  a.ln2 = Tensor({B, T, C}, dtype_);
-  a.ln2_mean = Tensor({B * T}, dtype_);
-  a.ln2_rstd = Tensor({B * T}, dtype_);
-  a.fc = Tensor({B, T, local_ff_}, dtype_);
-  a.fc_gelu = Tensor({B, T, local_ff_}, dtype_);
+  a.att = Tensor(ops::attention_saved_shape(device_, B, local_heads_, T),
+                 ops::attention_saved_dtype(device_, dtype_), device_);
+  a.atty = Tensor({B, T, Cloc}, dtype_, device_);
+  a.x1 = Tensor({B, T, C}, dtype_, device_);
+  a.ln2 = Tensor({B, T, C}, dtype_, device_);
+  a.ln2_mean = Tensor({B * T}, stats_dtype_, device_);
+  a.ln2_rstd = Tensor({B * T}, stats_dtype_, device_);
+  a.fc = Tensor({B, T, local_ff_}, dtype_, device_);
+  a.fc_gelu = Tensor({B, T, local_ff_}, dtype_, device_);
   return a;
 }
 
 BlockScratch TransformerBlock::make_scratch(int64_t B) const {
   const int64_t C = C_, T = T_, Cloc = qkv_w.local_shape()[0] / 3;
   BlockScratch s;
-  s.proj = Tensor({B, T, C}, dtype_);
-  s.dx1 = Tensor({B, T, C}, dtype_);
-  s.dln = Tensor({B, T, C}, dtype_);
-  s.datty = Tensor({B, T, Cloc}, dtype_);
-  s.dqkv = Tensor({B, T, 3 * Cloc}, dtype_);
-  s.dfc_gelu = Tensor({B, T, local_ff_}, dtype_);
-  s.dfc = Tensor({B, T, local_ff_}, dtype_);
+  s.proj = Tensor({B, T, C}, dtype_, device_);
+  s.dx1 = Tensor({B, T, C}, dtype_, device_);
+  s.dln = Tensor({B, T, C}, dtype_, device_);
+  s.datty = Tensor({B, T, Cloc}, dtype_, device_);
+  s.dqkv = Tensor({B, T, 3 * Cloc}, dtype_, device_);
+  s.dfc_gelu = Tensor({B, T, local_ff_}, dtype_, device_);
+  s.dfc = Tensor({B, T, local_ff_}, dtype_, device_);
   return s;
 }
 

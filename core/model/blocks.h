@@ -19,7 +19,7 @@ namespace tessera {
 struct BlockActivations {
   Tensor ln1, ln1_mean, ln1_rstd;  // [B, T, C], [B*T], [B*T]
   Tensor qkv;                      // [B, T, 3 C/tp]
-  Tensor att;                      // [B, H/tp, T, T] softmax probabilities
+  Tensor att;  // what attention saves: [B, H/tp, T, T] probabilities (CPU), [B, H/tp, T] LSE (cuda)
   Tensor atty;                     // [B, T, C/tp] attention output before the projection
   Tensor x1;                       // [B, T, C] residual stream after attention
   Tensor ln2, ln2_mean, ln2_rstd;  // as ln1
@@ -61,6 +61,8 @@ class TransformerBlock {
   RowParallelLinear down() { return {down_w, &down_b}; }
   int64_t C_, T_, local_heads_, local_ff_;
   DType dtype_;
+  DType stats_dtype_;  // LayerNorm statistics
+  Device device_;
 };
 
 }  // namespace tessera

@@ -21,7 +21,13 @@ struct ModelConfig {
   int64_t seq_len = 128;
   PositionKind pos = PositionKind::Learned;
   double init_std = 0.02;  // GPT-2; residual projections get init_std / sqrt(2 * layers)
+  // The compute type and where the model lives: float32 or float64 on the CPU; float32 or
+  // bfloat16 on cuda (with bfloat16, AdamW keeps fp32 master weights and moments). LayerNorm
+  // statistics and the per-token losses are float32 on cuda whatever the compute type.
   DType dtype = DType::F32;
+  Device device = Device::CPU;
+  // The dtype of LayerNorm mean/rstd and of per-token losses on this device.
+  DType stats_dtype() const { return device == Device::CUDA ? DType::F32 : dtype; }
 
   int64_t head_dim() const { return d_model / heads; }
   // Throws InputError naming the option for impossible shapes, given the TP shard count.

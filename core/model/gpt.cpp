@@ -3,6 +3,7 @@
 #include "core/model/gpt.h"
 
 #include "core/error.h"
+#include "core/ops/cast.h"
 #include "core/ops/cross_entropy.h"
 #include "core/ops/embedding.h"
 #include "core/ops/layernorm.h"
@@ -28,8 +29,16 @@ GPT::GPT(const ModelConfig& cfg, const ModelShard& shard, Communicator& tp, uint
   wte.tied_copy = shard.has_head && !shard.has_embedding;
   for (int64_t l = shard_.layer_begin; l < shard_.layer_end; ++l)
     blocks.emplace_back(cfg, shard, l);
-  for (Param* p : params()) p->materialize(seed, cfg.dtype);
-  if (cfg.pos == PositionKind::Sinusoidal) sinusoid_ = ops::sinusoidal_table(T, C, cfg.dtype);
+  for (Param* p : params()) p->materialize(seed, cfg.dtype, cfg.device);
+  if (cfg.pos == PositionKind::Sinusoidal) {
+    Tensor table = ops::sinusoidal_table(T, C, cfg.dtype == DType::F64 ? DType::F64 : DType::F32);
+    if (cfg.dtype == DType::BF16) {
+      Tensor rounded(table.shape(), DType::BF16);
+      ops::cast(rounded, table);
+      table = rounded;
+    }
+    sinusoid_ = table.to(cfg.device);
+  }
 }
 
 std::vector<Param*> GPT::params() {
@@ -59,17 +68,19 @@ GPTActivations GPT::make_activations(int64_t B) const {
   const int64_t T = cfg_.seq_len, C = cfg_.d_model;
   GPTActivations a;
   a.B = B;
-  a.inputs = Tensor({B, T}, DType::I32);
-  a.targets = Tensor({B, T}, DType::I32);
-  for (size_t i = 0; i <= blocks.size(); ++i) a.residual.emplace_back(Shape{B, T, C}, cfg_.dtype);
+  const Device dev = cfg_.device;
+  a.inputs = Tensor({B, T}, DType::I32, dev);
+  a.targets = Tensor({B, T}, DType::I32, dev);
+  for (size_t i = 0; i <= blocks.size(); ++i)
+    a.residual.emplace_back(Shape{B, T, C}, cfg_.dtype, dev);
   for (const auto& b : blocks) a.blocks.push_back(b.make_activations(B));
   if (shard_.has_head) {
-    a.lnf = Tensor({B, T, C}, cfg_.dtype);
-    a.lnf_mean = Tensor({B * T}, cfg_.dtype);
-    a.lnf_rstd = Tensor({B * T}, cfg_.dtype);
-    a.logits = Tensor({B * T, wte.local_shape()[0]}, cfg_.dtype);
-    a.losses = Tensor({B * T}, cfg_.dtype);
-    a.lse = Tensor({B * T}, cfg_.dtype);
+    a.lnf = Tensor({B, T, C}, cfg_.dtype, dev);
+    a.lnf_mean = Tensor({B * T}, cfg_.stats_dtype(), dev);
+    a.lnf_rstd = Tensor({B * T}, cfg_.stats_dtype(), dev);
+    a.logits = Tensor({B * T, wte.local_shape()[0]}, cfg_.dtype, dev);
+    a.losses = Tensor({B * T}, cfg_.stats_dtype(), dev);
+    a.lse = Tensor({B * T}, cfg_.stats_dtype(), dev);
   }
   return a;
 }
@@ -82,23 +93,25 @@ BlockScratch& GPT::scratch(int64_t B) {
       scratch_ = std::make_unique<BlockScratch>(blocks[0].make_scratch(B));
     else
       scratch_ = std::make_unique<BlockScratch>();
-    dres_a_ = Tensor({B, T, C}, cfg_.dtype);
-    dres_b_ = Tensor({B, T, C}, cfg_.dtype);
+    const Device dev = cfg_.device;
+    dres_a_ = Tensor({B, T, C}, cfg_.dtype, dev);
+    dres_b_ = Tensor({B, T, C}, cfg_.dtype, dev);
     if (shard_.has_head) {
-      dlnf_ = Tensor({B, T, C}, cfg_.dtype);
-      dlosses_ = Tensor({B * T}, cfg_.dtype);
+      dlnf_ = Tensor({B, T, C}, cfg_.dtype, dev);
+      dlosses_ = Tensor({B * T}, cfg_.stats_dtype(), dev);
     }
     scratch_B_ = B;
   }
   return *scratch_;
 }
 
-template <typename T>
+// The mean of a float32 or float64 tensor on either device, summed on the host in order.
 static double mean_of(const Tensor& t) {
-  const T* p = t.data<T>();
+  const Tensor host = t.device() == Device::CPU ? t : t.to(Device::CPU);
   double s = 0;
-  for (int64_t i = 0; i < t.numel(); ++i) s += p[i];
-  return s / static_cast<double>(t.numel());
+  for (int64_t i = 0; i < host.numel(); ++i)
+    s += host.dtype() == DType::F32 ? host.data<float>()[i] : host.data<double>()[i];
+  return s / static_cast<double>(host.numel());
 }
 
 double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targets,
@@ -125,7 +138,7 @@ double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targe
   copy_into(a.targets, *targets);
   ops::cross_entropy_forward(a.losses, a.lse, a.logits, a.targets.view({a.B * cfg_.seq_len}),
                              vocab_start_, tp_);
-  return cfg_.dtype == DType::F32 ? mean_of<float>(a.losses) : mean_of<double>(a.losses);
+  return mean_of(a.losses);
 }
 
 void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output, Tensor* d_input,
@@ -140,7 +153,14 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
   Tensor* dnext = &dres_b_;
   if (shard_.has_head) {
     // d loss / d losses[m] = loss_scale / (B T): the loss is a mean over tokens.
-    dlosses_.fill(loss_scale / static_cast<double>(a.B * cfg_.seq_len));
+    const double dloss = loss_scale / static_cast<double>(a.B * cfg_.seq_len);
+    if (dlosses_.device() == Device::CPU) {
+      dlosses_.fill(dloss);
+    } else {
+      Tensor host(dlosses_.shape(), dlosses_.dtype());
+      host.fill(dloss);
+      copy_into(dlosses_, host);
+    }
     ops::cross_entropy_backward(a.logits, dlosses_, a.logits, a.lse,
                                 a.targets.view({a.B * cfg_.seq_len}), vocab_start_);
     dlnf_.zero();

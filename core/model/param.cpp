@@ -1,6 +1,8 @@
 // Where a shard's elements sit in the global tensor, and layout-independent initialization.
 #include "core/model/param.h"
 
+#include "core/ops/cast.h"
+
 #include "core/error.h"
 #include "core/rng.h"
 
@@ -54,12 +56,13 @@ Param make_param(std::string name, ParamKind kind, ParamInit init, double init_s
   return p;
 }
 
-void Param::materialize(uint64_t seed, DType dtype) {
+void Param::materialize(uint64_t seed, DType dtype, Device device) {
   TESSERA_CHECK(
       global_shape[split_dim < 0 ? 0 : split_dim] % groups == 0,
       name + ": split dimension not divisible into " + std::to_string(groups) + " groups");
-  value = Tensor(local_shape(), dtype);
-  grad = Tensor(local_shape(), dtype);
+  const DType host_dtype = dtype == DType::F64 ? DType::F64 : DType::F32;
+  value = Tensor(local_shape(), host_dtype);
+  grad = Tensor(local_shape(), dtype, device);
   const uint64_t stream = name_hash(name);
   const int64_t n = value.numel();
   auto fill = [&](auto* p) {
@@ -79,12 +82,17 @@ void Param::materialize(uint64_t seed, DType dtype) {
       }
     }
   };
-  if (dtype == DType::F32) {
+  if (host_dtype == DType::F32)
     fill(value.data<float>());
-  } else {
-    TESSERA_CHECK(dtype == DType::F64, name + ": parameters are float32 or float64 on the CPU");
+  else
     fill(value.data<double>());
+  if (dtype != host_dtype) {
+    TESSERA_CHECK(dtype == DType::BF16, name + ": parameters are float32, float64 or bfloat16");
+    Tensor rounded(local_shape(), dtype);
+    ops::cast(rounded, value);
+    value = rounded;
   }
+  if (device != Device::CPU) value = value.to(device);
 }
 
 }  // namespace tessera

@@ -50,8 +50,9 @@ struct Param {
   Shape local_shape() const;
   // Index in the row-major global tensor of element `local_index` of the local shard.
   int64_t global_index(int64_t local_index) const;
-  // Allocates value and grad (zeroed) and fills value from (seed, name, global index).
-  void materialize(uint64_t seed, DType dtype);
+  // Allocates value and grad (zeroed) of `dtype` on `device` and fills value from (seed, name,
+  // global index), computed on the host in float64 (F64) or float32 (F32, BF16 rounded from it).
+  void materialize(uint64_t seed, DType dtype, Device device = Device::CPU);
 };
 
 // A Param of this rank's shard, not yet materialized. split_dim = -1: replicated over TP.

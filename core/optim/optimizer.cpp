@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include "core/ops/cast.h"
+
 namespace tessera {
 
 double grad_sum_of_squares(const std::vector<Param*>& params) {
@@ -34,8 +36,18 @@ double clip_grad_norm(const std::vector<Param*>& params, double max_norm,
 AdamW::AdamW(std::vector<Param*> params, const AdamWConfig& cfg)
     : params_(std::move(params)), cfg_(cfg) {
   for (const Param* p : params_) {
-    m_.emplace_back(p->value.shape(), p->value.dtype());
-    v_.emplace_back(p->value.shape(), p->value.dtype());
+    const bool mixed = p->value.dtype() == DType::BF16;
+    const DType dtype = mixed ? DType::F32 : p->value.dtype();
+    const Device device = p->value.device();
+    m_.emplace_back(p->value.shape(), dtype, device);
+    v_.emplace_back(p->value.shape(), dtype, device);
+    master_.emplace_back();
+    grad32_.emplace_back();
+    if (mixed) {
+      master_.back() = Tensor(p->value.shape(), DType::F32, device);
+      ops::cast(master_.back(), p->value);
+      grad32_.back() = Tensor(p->value.shape(), DType::F32, device);
+    }
   }
 }
 
@@ -66,7 +78,14 @@ void AdamW::step(double lr) {
     s.eps = cfg_.eps;
     s.weight_decay = weight_decay_of(*params_[i]);
     s.t = t_;
-    ops::adamw_update(params_[i]->value, params_[i]->grad, m_[i], v_[i], s);
+    Param& p = *params_[i];
+    if (master_[i].defined()) {
+      ops::cast(grad32_[i], p.grad);
+      ops::adamw_update(master_[i], grad32_[i], m_[i], v_[i], s);
+      ops::cast(p.value, master_[i]);
+    } else {
+      ops::adamw_update(p.value, p.grad, m_[i], v_[i], s);
+    }
   }
 }
 

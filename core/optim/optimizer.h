@@ -1,6 +1,9 @@
 // AdamW over a model's Params, with global-norm gradient clipping. Owns the two moment tensors
-// of every Param (fp32 on CPU, the Param's dtype). Weight decay goes to matmul weights only,
-// unless configured for embeddings and for biases and norms too (Megatron-LM's default).
+// of every Param, of the Param's dtype and device; for a bfloat16 Param (mixed precision on the
+// GPU) also its fp32 master weights: moments and masters are fp32, the update runs on the
+// masters, and the bf16 values are cast from them after each step. Weight decay goes to matmul
+// weights only, unless configured for embeddings and for biases and norms too (Megatron-LM's
+// default).
 #pragma once
 
 #include <vector>
@@ -50,6 +53,8 @@ class AdamW {
   std::vector<Param*> params_;
   AdamWConfig cfg_;
   std::vector<Tensor> m_, v_;
+  // For bfloat16 Params (else undefined): fp32 master weights and an fp32 copy of the gradient.
+  std::vector<Tensor> master_, grad32_;
   int64_t t_ = 0;
 };
 
