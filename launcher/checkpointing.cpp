@@ -78,7 +78,10 @@ std::vector<TensorBlock> state_blocks(Trainer& tr, const Moments& m, bool counte
   for (size_t i = 0; i < ps.size(); ++i) {
     const Param& p = *ps[i];
     if (counted_only && !p.counted_here()) continue;
-    for (auto& b : blocks_of(p, p.value, "model/" + p.name)) blocks.push_back(b);
+    // A bfloat16 model's weights are its fp32 masters: checkpoints hold float32 weights.
+    const Tensor* master = tr.adamw() ? &tr.adamw()->master()[i] : nullptr;
+    const Tensor& value = master && master->defined() ? *master : p.value;
+    for (auto& b : blocks_of(p, value, "model/" + p.name)) blocks.push_back(b);
     for (auto& b : blocks_of(p, m.exp_avg[i], "optimizer/exp_avg/" + p.name)) blocks.push_back(b);
     for (auto& b : blocks_of(p, m.exp_avg_sq[i], "optimizer/exp_avg_sq/" + p.name))
       blocks.push_back(b);
@@ -216,7 +219,7 @@ CheckpointSaver::~CheckpointSaver() {
 double CheckpointSaver::save() {
   finish();
   const auto t0 = std::chrono::steady_clock::now();
-  Communicator& world = tr_.grid().world();
+  Communicator& world = tr_.host_world();
   const TrainConfig& c = tr_.config();
   const int rank = world.rank();
   dir_ = checkpoint_dir(root_, tr_.steps_done());
@@ -230,6 +233,9 @@ double CheckpointSaver::save() {
   const Moments m = moments_of(tr_, /*gather=*/true);
   std::vector<TensorBlock> blocks;
   if (tr_.grid().coord().dp == 0) blocks = state_blocks(tr_, m, true);
+  if (!async_)  // HDF5 writes host memory: GPU blocks are copied first
+    for (TensorBlock& b : blocks)
+      if (b.data.device() != Device::CPU) b.data = b.data.to(Device::CPU);
   if (async_) {
     // Host copies that the next save reuses: after the first, a save only copies.
     if (snapshot_.size() != blocks.size()) snapshot_.assign(blocks.size(), Tensor());
@@ -278,13 +284,13 @@ bool CheckpointSaver::poll() {
   // Every rank's shard must be on disk before rank 0 may commit: one small all-reduce a step.
   Tensor done({1}, DType::I32);
   done.data<int32_t>()[0] = written_ ? 1 : 0;
-  tr_.grid().world().all_reduce(done, ReduceOp::Sum);
-  if (done.data<int32_t>()[0] < tr_.grid().world().size()) return false;
+  tr_.host_world().all_reduce(done, ReduceOp::Sum);
+  if (done.data<int32_t>()[0] < tr_.host_world().size()) return false;
   writer_.join();
   if (error_) std::rethrow_exception(error_);
   pending_ = false;
   gather_crcs();
-  if (tr_.grid().world().rank() == 0)
+  if (tr_.host_world().rank() == 0)
     committer_ = std::thread([this] {
       try {
         commit();
@@ -302,18 +308,18 @@ void CheckpointSaver::finish() {
     if (error_) std::rethrow_exception(error_);
     gather_crcs();  // also the barrier: every shard is written, fsynced and closed
     pending_ = false;
-    if (tr_.grid().world().rank() == 0) commit();
+    if (tr_.host_world().rank() == 0) commit();
   }
   if (committer_.joinable()) committer_.join();
   if (error_) std::rethrow_exception(error_);
-  crash_point(tr_.config(), tr_.grid().world().rank(), "end");
+  crash_point(tr_.config(), tr_.host_world().rank(), "end");
   if (!saving) return;
-  tr_.grid().world().barrier();  // every rank knows the save is committed
+  tr_.host_world().barrier();  // every rank knows the save is committed
   committed_ = dir_;
 }
 
 void CheckpointSaver::gather_crcs() {
-  Communicator& world = tr_.grid().world();
+  Communicator& world = tr_.host_world();
   Tensor mine({2}, DType::I32), all({2 * world.size()}, DType::I32);
   mine.data<int32_t>()[0] = has_shard_ ? 1 : 0;
   std::memcpy(&mine.data<int32_t>()[1], &shard_crc_, sizeof shard_crc_);
@@ -356,14 +362,21 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
 void load_checkpoint(Trainer& tr, const std::string& dir) {
   // Rank 0 verified every checksum when it chose the checkpoint; here, presence and sizes.
   CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
-  reader.prefer_shard(tr.grid().world().rank());  // in the saving layout, its own file
+  reader.prefer_shard(tr.host_world().rank());  // in the saving layout, its own file
   Moments m = moments_of(tr, /*gather=*/false);
   for (TensorBlock& b : state_blocks(tr, m, false)) {
     if (!reader.has(b.name))
       throw InputError("checkpoint " + dir + ": no tensor " + b.name +
                        " (was it saved from another model?)");
-    reader.read(b.name, b.global_shape, b.offset, b.data);
+    if (b.data.device() == Device::CPU) {
+      reader.read(b.name, b.global_shape, b.offset, b.data);
+    } else {  // HDF5 reads into host memory, then the block goes to the GPU
+      Tensor host(b.data.shape(), b.data.dtype());
+      reader.read(b.name, b.global_shape, b.offset, host);
+      copy_into(b.data, host);
+    }
   }
+  if (AdamW* a = tr.adamw()) a->refresh_values();
   if (ZeroAdamW* z = tr.zero()) z->scatter_moments(m.flat_m, m.flat_v);
   const CheckpointMeta& meta = reader.meta();
   const TrainConfig& c = tr.config();

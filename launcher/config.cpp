@@ -8,6 +8,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "core/device.h"
 #include "core/error.h"
 
 namespace po = boost::program_options;
@@ -20,6 +21,7 @@ namespace {
 struct RawEnums {
   std::string pos = "learned";
   std::string decay = "cosine";
+  std::string precision = "auto";
 };
 
 po::options_description train_options(TrainConfig& c, RawEnums& e) {
@@ -51,6 +53,8 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
       "sequences per forward/backward; global_batch / micro_batch steps are accumulated")(
       "train.seed", po::value(&c.seed)->default_value(c.seed), "seed of weights and data order")(
       "train.device", po::value(&c.device)->default_value(c.device), "cpu | cuda")(
+      "train.precision", po::value(&e.precision)->default_value(e.precision),
+      "compute type: auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16 (cuda; fp32 master weights)")(
       "train.log_interval", po::value(&c.log_interval)->default_value(c.log_interval),
       "steps between log lines and metrics records")(
       "train.eval_interval", po::value(&c.eval_interval)->default_value(c.eval_interval),
@@ -192,9 +196,8 @@ void TrainConfig::validate() const {
   require(global_batch % micro_batch == 0, "--train.global_batch",
           "a multiple of --train.micro_batch = " + std::to_string(micro_batch), global_batch);
   require(device == "cpu" || device == "cuda", "--train.device", "cpu or cuda", device);
-  require(device == "cpu", "--train.device",
-          "cpu (training on CUDA needs the CUDA ops, which this version does not have yet)",
-          device);
+  require(device == "cpu" || cuda_backend_built(), "--train.device",
+          "cpu (this tessera was built without CUDA: TESSERA_CUDA=OFF)", device);
   require(log_interval >= 1, "--train.log_interval", "at least 1", log_interval);
   require(threads >= 0, "--train.threads", "0 (all cores) or more", threads);
   require(schedule.lr > 0, "--optim.lr", "a positive learning rate", schedule.lr);
@@ -221,6 +224,10 @@ void TrainConfig::validate() const {
   require(parallel.dp >= 0, "--parallel.dp", "0 (inferred) or more", parallel.dp);
   require(parallel.zero == 0 || parallel.zero == 1, "--parallel.zero", "0 or 1", parallel.zero);
   require(parallel.bucket_mb > 0, "--parallel.bucket_mb", "a positive size", parallel.bucket_mb);
+  require(parallel.zero == 0 || model.dtype != DType::BF16, "--parallel.zero",
+          "0 with --train.precision bf16 (ZeRO-1 keeps no fp32 master weights yet)", parallel.zero);
+  require(sample_tokens == 0 || device == "cpu", "--sample.tokens",
+          "0 with --train.device cuda (sampling runs on the CPU only, for now)", sample_tokens);
   require(sample_tokens >= 0, "--sample.tokens", "0 or more", sample_tokens);
   require(sample_temperature > 0, "--sample.temperature", "a positive value", sample_temperature);
   require(sample_top_k >= 0, "--sample.top_k", "0 (all) or more", sample_top_k);
@@ -286,6 +293,15 @@ bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
     cfg.schedule.decay = DecayKind::Constant;
   } else {
     throw InputError("--optim.decay: expected cosine, linear or constant, found " + enums.decay);
+  }
+  require(cfg.device == "cpu" || cfg.device == "cuda", "--train.device", "cpu or cuda", cfg.device);
+  cfg.model.device = cfg.device == "cuda" ? Device::CUDA : Device::CPU;
+  if (enums.precision == "bf16" || (enums.precision == "auto" && cfg.device == "cuda")) {
+    cfg.model.dtype = DType::BF16;
+  } else if (enums.precision == "fp32" || enums.precision == "auto") {
+    cfg.model.dtype = DType::F32;
+  } else {
+    throw InputError("--train.precision: expected auto, fp32 or bf16, found " + enums.precision);
   }
   cfg.schedule.total_steps = cfg.steps;
   cfg.validate();

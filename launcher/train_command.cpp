@@ -15,6 +15,7 @@
 #include <optional>
 #include <thread>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "core/model/gpt.h"
 #include "core/threads.h"
@@ -115,14 +116,25 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
   std::fflush(stdout);
 }
 
+// --train.device cuda: a GPU for this rank, the one its index on the node names.
+void check_gpu_for(int local_rank) {
+  const int gpus = cuda_device_count();
+  if (gpus == 0) throw InputError("--train.device cuda: " + cuda_summary());
+  if (local_rank >= gpus)
+    throw InputError("--train.device cuda: this rank is number " + std::to_string(local_rank) +
+                     " on its node, which has " + std::to_string(gpus) +
+                     " GPU(s); start at most one rank per GPU on each node");
+}
+
 void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& result,
                    Communicator& world) {
   // Peak memory: the largest of any rank, and the state (parameters, gradients, moments) there.
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
-  Tensor peak({2}, DType::F64);
+  Tensor peak({3}, DType::F64);
   peak.data<double>()[0] = static_cast<double>(usage.ru_maxrss) * 1024.0;
   peak.data<double>()[1] = static_cast<double>(tr.state_bytes());
+  peak.data<double>()[2] = static_cast<double>(device_peak_bytes());
   world.all_reduce(peak, ReduceOp::Max);
   if (world.rank() != 0) return;
   print_loss_curve(result.losses);
@@ -154,6 +166,9 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
         "moments %.0f MB (docs/PARALLELISM.md, \"Memory per rank\")\n",
         peak.data<double>()[0] / 1e6, peak.data<double>()[1] / 1e6);
   }
+  if (cfg.model.device == Device::CUDA)
+    std::printf("peak GPU memory of the largest rank %.0f MB (device tensors)\n",
+                peak.data<double>()[2] / 1e6);
   std::fflush(stdout);
 }
 
@@ -269,10 +284,10 @@ std::string checkpoints_root(const TrainConfig& cfg) {
 }
 
 TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& world,
-                         const std::string& resume_dir) {
+                         const std::string& resume_dir, int local_rank) {
   const bool root = world.rank() == 0;
   const std::string ckpt_root = checkpoints_root(cfg);
-  tr.start(world);
+  tr.start(world, local_rank);
   remove_unfinished_checkpoints(world, ckpt_root);
   if (!resume_dir.empty()) {
     load_checkpoint(tr, resume_dir);
@@ -349,6 +364,7 @@ int train_command(int argc, char** argv) {
       const int cores = static_cast<int>(std::thread::hardware_concurrency());
       set_cpu_threads(cfg.threads > 0 ? cfg.threads
                                       : std::max(1, cores / mpi.ranks_on_this_node()));
+      if (cfg.model.device == Device::CUDA) check_gpu_for(mpi.rank_on_this_node());
       trainer = std::make_unique<Trainer>(cfg, world.rank(), world.size());
       if (cfg.sample_tokens > 0) check_sampling_tokenizer(cfg);
       if (root) prepare_run_dir(cfg);
@@ -374,7 +390,7 @@ int train_command(int argc, char** argv) {
     resume_dir = broadcast_text(world, resume_dir);
     resume_note = broadcast_text(world, resume_note);
     if (root && !resume_note.empty()) std::printf("checkpoint: %s\n", resume_note.c_str());
-    run_training(cfg, *trainer, world, resume_dir);
+    run_training(cfg, *trainer, world, resume_dir, mpi.rank_on_this_node());
   } catch (...) {
     const ErrorReport r = report_error(std::current_exception(), "train");
     if (world.size() == 1) {

@@ -19,8 +19,9 @@ struct TrainResult {
 class Trainer;
 class Communicator;
 // The loop after the agreement on the inputs: collective over world; rank 0 logs.
-// resume_dir: a checkpoint to load first ("" for none).
+// resume_dir: a checkpoint to load first ("" for none). local_rank: this rank's index among the
+// ranks of its node, the GPU it uses with --train.device cuda.
 TrainResult run_training(const TrainConfig& cfg, Trainer& trainer, Communicator& world,
-                         const std::string& resume_dir);
+                         const std::string& resume_dir, int local_rank = 0);
 
 }  // namespace tessera

@@ -8,10 +8,17 @@
 
 #include "core/error.h"
 #include "core/ops/adamw.h"
+#ifdef TESSERA_WITH_CUDA
+#include "parallel/nccl_communicator.h"
+#endif
 
 namespace tessera {
 
 namespace {
+
+// How long an NCCL call may take before the run stops with a message naming it (the first
+// step's collectives wait for every rank's set-up).
+constexpr double kNcclTimeoutSeconds = 600;
 
 // The corpora of a blend, open, with every token id checked against the vocabulary: a bad id
 // stops the run here, before training, naming the file and the position.
@@ -75,8 +82,19 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
         std::make_unique<DataLoader>(*valid_stream_, dp_rank, layout_.dp, cfg.micro_batch, 0);
 }
 
-void Trainer::start(Communicator& world) {
-  grid_ = std::make_unique<ProcessGrid>(world, layout_);
+void Trainer::start(Communicator& world, int local_rank) {
+  host_world_ = &world;
+  Communicator* grid_world = &world;
+  if (cfg_.model.device == Device::CUDA) {
+#ifdef TESSERA_WITH_CUDA
+    device_world_ = NcclCommunicator::create(world, local_rank, kNcclTimeoutSeconds, "world");
+    grid_world = device_world_.get();
+#else
+    (void)local_rank;
+    throw InputError("--train.device cuda: this tessera was built without CUDA");
+#endif
+  }
+  grid_ = std::make_unique<ProcessGrid>(*grid_world, layout_);
   TESSERA_CHECK(world.rank() == rank_, "Trainer::start on another rank than it was made for");
   model_ = std::make_unique<GPT>(cfg_.model, grid_->shard(cfg_.model), grid_->tp(), cfg_.seed);
   pipeline_ =
@@ -152,7 +170,7 @@ StepStats Trainer::step() {
     g[1] = zero_->grad_sum_of_squares();
   else if (c.dp == 0)
     g[1] = grad_sum_of_squares(params_);
-  grid_->world().all_reduce(global, ReduceOp::Sum);
+  host_world().all_reduce(global, ReduceOp::Sum);
   StepStats stats;
   stats.loss = g[0];
   stats.grad_norm = std::sqrt(g[1]);
@@ -188,7 +206,7 @@ double Trainer::evaluate() {
   if (grid_->last_stage() && grid_->coord().tp == 0)
     global.data<double>()[0] =
         loss_sum / (static_cast<double>(cfg_.eval_batches) * microbatches_ * layout_.dp);
-  grid_->world().all_reduce(global, ReduceOp::Sum);
+  host_world().all_reduce(global, ReduceOp::Sum);
   return global.data<double>()[0];
 }
 
@@ -197,6 +215,8 @@ int64_t Trainer::state_bytes() const {
   const int64_t flat = buckets_->flat_values().numel();
   const int64_t moments = zero_ ? zero_->moment_elements() : flat;
   const int64_t reduced_piece = zero_ ? zero_->moment_elements() : 0;
+  if (cfg_.model.dtype == DType::BF16)  // fp32 moments, master weights and gradient copy
+    return elem * 2 * flat + 4 * (2 * moments + 2 * flat);
   return elem * (2 * flat + 2 * moments + reduced_piece);
 }
 

@@ -34,8 +34,11 @@ class Trainer {
   // touches no other rank. Throws InputError for a bad layout or corpus, the same way on every
   // rank.
   Trainer(const TrainConfig& cfg, int rank, int world_size);
-  // Collective over `world`: builds the grid, the model shard and the optimizer.
-  void start(Communicator& world);
+  // Collective over `world` (MPI: host tensors): builds the grid, the model shard and the
+  // optimizer. With --train.device cuda the grid's groups are NCCL communicators on GPU
+  // `local_rank` (this rank's index among the ranks of its node), made over `world`, which stays
+  // the communicator for host tensors (host_world()).
+  void start(Communicator& world, int local_rank = 0);
   StepStats step();
   bool has_validation() const { return valid_stream_ != nullptr; }
   // Mean loss over --train.eval_batches global batches of validation samples, always the same
@@ -44,6 +47,8 @@ class Trainer {
 
   const GridLayout& layout() const { return layout_; }
   ProcessGrid& grid() { return *grid_; }
+  // The world for host tensors (losses, checksums, verdicts): grid().world() unless on cuda.
+  Communicator& host_world() { return *host_world_; }
   GPT& model() { return *model_; }
   GradBuckets& buckets() { return *buckets_; }
   SampleStream& samples() { return *train_stream_; }
@@ -69,6 +74,8 @@ class Trainer {
   std::vector<CorpusWeight> blend_;
   std::unique_ptr<SampleStream> train_stream_, valid_stream_;
   std::unique_ptr<DataLoader> valid_loader_;
+  Communicator* host_world_ = nullptr;
+  std::unique_ptr<Communicator> device_world_;  // NCCL, on cuda
   std::unique_ptr<ProcessGrid> grid_;
   std::unique_ptr<GPT> model_;
   std::unique_ptr<DataLoader> loader_;

@@ -11,6 +11,7 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
     : dp_(dp), shard_(shard) {
   TESSERA_CHECK(!groups.empty() && !groups[0].empty(), "GradBuckets: no parameters");
   const DType dtype = groups[0][0]->value.dtype();
+  const Device device = groups[0][0]->value.device();
   const int64_t align = shard ? dp.size() : 1;
   // Lay out the buckets first, then allocate the flat buffers and move the tensors in.
   int64_t offset = 0;
@@ -38,8 +39,8 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
       }
     }
   }
-  values_ = Tensor({offset}, dtype);
-  grads_ = Tensor({offset}, dtype);
+  values_ = Tensor({offset}, dtype, device);
+  grads_ = Tensor({offset}, dtype, device);
   for (size_t i = 0; i < order.size(); ++i) {
     Param& p = *order[i];
     const int64_t n = p.value.numel(), at = slot_of_.at(&p).offset;
@@ -50,7 +51,7 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
   }
   for (Bucket& b : buckets_) {
     b.pending = static_cast<int>(b.params.size());
-    if (shard_) b.shard_grad = Tensor({b.size / dp.size()}, dtype);
+    if (shard_) b.shard_grad = Tensor({b.size / dp.size()}, dtype, device);
   }
 }
 

@@ -20,13 +20,13 @@ PipelineEngine::PipelineEngine(GPT& model, Communicator& pp, int64_t micro_batch
   for (int i = 0; i < slots; ++i) {
     acts_.push_back(model.make_activations(micro_batch));
     if (!first_) {
-      stage_input_.emplace_back(boundary, cfg.dtype);
-      input_grad_.emplace_back(boundary, cfg.dtype);
+      stage_input_.emplace_back(boundary, cfg.dtype, cfg.device);
+      input_grad_.emplace_back(boundary, cfg.dtype, cfg.device);
     }
   }
   output_sent_.resize(static_cast<size_t>(slots));
   input_grad_sent_.resize(static_cast<size_t>(slots));
-  if (!last_) output_grad_ = Tensor(boundary, cfg.dtype);
+  if (!last_) output_grad_ = Tensor(boundary, cfg.dtype, cfg.device);
 }
 
 void PipelineEngine::wait(std::unique_ptr<CommRequest>& request) {

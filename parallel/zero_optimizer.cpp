@@ -15,8 +15,8 @@ ZeroAdamW::ZeroAdamW(GradBuckets& buckets, const AdamWConfig& cfg) : buckets_(bu
   for (GradBuckets::Bucket& b : buckets.buckets()) {
     const int64_t len = b.size / dp;
     const int64_t piece_begin = b.offset + r * len, piece_end = piece_begin + len;
-    exp_avg_.emplace_back(Shape{len}, values.dtype());
-    exp_avg_sq_.emplace_back(Shape{len}, values.dtype());
+    exp_avg_.emplace_back(Shape{len}, values.dtype(), values.device());
+    exp_avg_sq_.emplace_back(Shape{len}, values.dtype(), values.device());
     for (Param* p : b.params) {
       const int64_t begin = buckets.offset_of(*p), end = begin + p->value.numel();
       const int64_t lo = std::max(begin, piece_begin), hi = std::min(end, piece_end);
@@ -43,8 +43,8 @@ void ZeroAdamW::scale_grads(double alpha) {
 
 void ZeroAdamW::gather_moments(Tensor& exp_avg, Tensor& exp_avg_sq) {
   const Tensor& flat = buckets_.flat_values();
-  exp_avg = Tensor(flat.shape(), flat.dtype());
-  exp_avg_sq = Tensor(flat.shape(), flat.dtype());
+  exp_avg = Tensor(flat.shape(), flat.dtype(), flat.device());
+  exp_avg_sq = Tensor(flat.shape(), flat.dtype(), flat.device());
   Communicator& dp = buckets_.dp();
   std::vector<GradBuckets::Bucket>& bs = buckets_.buckets();
   for (size_t i = 0; i < bs.size(); ++i) {

@@ -12,6 +12,7 @@
 #include <random>
 #include <sstream>
 
+#include "core/device.h"
 #include "io/indexed_dataset.h"
 #include "io/llmc_shard.h"
 #include "tests/cli_support.h"
@@ -83,6 +84,24 @@ TEST_F(Cli, UnknownConfigFileKeyIsRejectedNamingTheFile) {
 TEST_F(Cli, NegativeLearningRateIsRejected) {
   CliRun r = run_tessera(tiny_args() + " --optim.lr -0.001", dir_);
   expect_clear_error(r, "--optim.lr");
+}
+
+TEST_F(Cli, PrecisionTheDeviceCannotComputeInIsRejected) {
+  CliRun r = run_tessera(tiny_args() + " --train.precision bf16", dir_);  // on the CPU
+  expect_clear_error(r, "--train.precision");
+  expect_clear_error(run_tessera(tiny_args() + " --train.precision fp16", dir_),
+                     "--train.precision");
+}
+
+// Without a GPU (or without the CUDA backend) --train.device cuda stops with a message saying
+// which; where a GPU exists the run trains, which the gpu_check script covers.
+TEST_F(Cli, CudaDeviceWithoutAGpuIsRejectedSayingWhy) {
+  if (cuda_device_count() > 0) GTEST_SKIP() << "this machine has a GPU";
+  CliRun r = run_tessera(tiny_args() + " --train.device cuda", dir_);
+  expect_clear_error(r, "--train.device");
+  EXPECT_TRUE(r.err.find("no GPU") != std::string::npos ||
+              r.err.find("without CUDA") != std::string::npos)
+      << r.err;
 }
 
 TEST_F(Cli, MissingCorpusIsRejectedNamingTheFile) {

@@ -68,6 +68,11 @@ double AdamW::weight_decay_of(const Param& p) const {
   return adamw_weight_decay(p, cfg_);
 }
 
+void AdamW::refresh_values() {
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (master_[i].defined()) ops::cast(params_[i]->value, master_[i]);
+}
+
 void AdamW::step(double lr) {
   ++t_;
   for (size_t i = 0; i < params_.size(); ++i) {

@@ -48,6 +48,11 @@ class AdamW {
   double weight_decay_of(const Param& p) const;
   std::vector<Tensor>& exp_avg() { return m_; }
   std::vector<Tensor>& exp_avg_sq() { return v_; }
+  // The fp32 master weights of bfloat16 Params, by Param index (undefined for the others): what
+  // a checkpoint saves and loads as the weights.
+  std::vector<Tensor>& master() { return master_; }
+  // Casts each bfloat16 Param's value from its master weights (after loading them).
+  void refresh_values();
 
  private:
   std::vector<Param*> params_;
