@@ -5,7 +5,7 @@
 // the peak device memory (docs/PERFORMANCE.md).
 //   bench_train_step [--shape gpt2_124m|gpt2_350m|gpt2_1.3b|small] [--device cpu|cuda]
 //                    [--precision fp32|bf16] [--batch B] [--seq_len T] [--threads N]
-//                    [--steps N] [--warmup N] [--peak_tflops P]
+//                    [--steps N] [--warmup N] [--peak_tflops P] [--recompute none|selective|full]
 #include <cblas.h>
 #include <sys/resource.h>
 
@@ -58,7 +58,7 @@ double peak_rss_bytes() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string shape = "gpt2_124m", device_name = "cpu", precision = "";
+  std::string shape = "gpt2_124m", device_name = "cpu", precision = "", recompute = "none";
   int threads = 2, steps = 5, warmup = 2;
   int64_t batch = 0, seq_len = 0;
   double peak_tflops = 989;  // H100 / H200 SXM dense bf16
@@ -81,6 +81,8 @@ int main(int argc, char** argv) {
       seq_len = std::atoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--peak_tflops"))
       peak_tflops = std::atof(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--recompute"))
+      recompute = argv[i + 1];
     else {
       std::fprintf(stderr, "unknown option %s\n", argv[i]);
       return 2;
@@ -123,6 +125,15 @@ int main(int argc, char** argv) {
   } else {
     std::fprintf(stderr, "--shape: expected gpt2_124m, gpt2_350m, gpt2_1.3b or small, found %s\n",
                  shape.c_str());
+    return 2;
+  }
+  if (recompute == "selective") {
+    c.recompute = Recompute::Selective;
+  } else if (recompute == "full") {
+    c.recompute = Recompute::Full;
+  } else if (recompute != "none") {
+    std::fprintf(stderr, "--recompute: expected none, selective or full, found %s\n",
+                 recompute.c_str());
     return 2;
   }
   if (batch > 0) B = batch;
@@ -169,9 +180,10 @@ int main(int argc, char** argv) {
   const double model_flops = gpt_flops_per_token(c) * tokens / step_s;
   const int64_t n_params = model.num_local_params();
 
-  std::printf("shape %s: %lld params, B %lld, T %lld, %s %s, median of %d steps\n", shape.c_str(),
-              static_cast<long long>(n_params), static_cast<long long>(B),
-              static_cast<long long>(c.seq_len), device_name.c_str(), precision.c_str(), steps);
+  std::printf("shape %s: %lld params, B %lld, T %lld, %s %s, recompute %s, median of %d steps\n",
+              shape.c_str(), static_cast<long long>(n_params), static_cast<long long>(B),
+              static_cast<long long>(c.seq_len), device_name.c_str(), precision.c_str(),
+              recompute.c_str(), steps);
   if (gpu) {
     // Parameter state: fp32 value, gradient and two moments = 16 B/param; bf16 value and
     // gradient plus fp32 master, gradient copy and two moments = 2 + 2 + 4 * 4 = 20 B/param.

@@ -22,6 +22,7 @@ struct RawEnums {
   std::string pos = "learned";
   std::string decay = "cosine";
   std::string precision = "auto";
+  std::string recompute = "none";
 };
 
 po::options_description train_options(TrainConfig& c, RawEnums& e) {
@@ -55,6 +56,9 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
       "train.device", po::value(&c.device)->default_value(c.device), "cpu | cuda")(
       "train.precision", po::value(&e.precision)->default_value(e.precision),
       "compute type: auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16 (cuda; fp32 master weights)")(
+      "train.recompute", po::value(&e.recompute)->default_value(e.recompute),
+      "activations each layer keeps: none | selective (recompute GELU, CPU attention) | full "
+      "(rerun each layer's forward in its backward)")(
       "train.log_interval", po::value(&c.log_interval)->default_value(c.log_interval),
       "steps between log lines and metrics records")(
       "train.eval_interval", po::value(&c.eval_interval)->default_value(c.eval_interval),
@@ -302,6 +306,16 @@ bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
     cfg.model.dtype = DType::F32;
   } else {
     throw InputError("--train.precision: expected auto, fp32 or bf16, found " + enums.precision);
+  }
+  if (enums.recompute == "none") {
+    cfg.model.recompute = Recompute::None;
+  } else if (enums.recompute == "selective") {
+    cfg.model.recompute = Recompute::Selective;
+  } else if (enums.recompute == "full") {
+    cfg.model.recompute = Recompute::Full;
+  } else {
+    throw InputError("--train.recompute: expected none, selective or full, found " +
+                     enums.recompute);
   }
   cfg.schedule.total_steps = cfg.steps;
   cfg.validate();

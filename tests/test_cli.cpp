@@ -168,6 +168,24 @@ TEST_F(Cli, TwoRunsGiveBitwiseIdenticalLosses) {
   EXPECT_NE(first, loss_fields(dir_ / "run" / "metrics.jsonl"));
 }
 
+TEST_F(Cli, RecomputeModesTrainWithBitwiseTheLossesOfNone) {
+  const std::string args = "train --data.path " + corpus_ +
+                           " --model.d_model 64 --model.layers 2 --model.heads 4 --model.d_ff 256"
+                           " --model.seq_len 32 --train.global_batch 8 --train.micro_batch 4"
+                           " --train.steps 5 --train.log_interval 1 --run.dir ";
+  ASSERT_EQ(run_tessera(args + (dir_ / "none").string(), dir_).exit_code, 0);
+  const std::vector<std::string> none = loss_fields(dir_ / "none" / "metrics.jsonl");
+  ASSERT_EQ(none.size(), 5u);
+  for (const char* mode : {"selective", "full"}) {
+    const fs::path run = dir_ / mode;
+    CliRun r = run_tessera(args + run.string() + " --train.recompute " + mode, dir_);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(loss_fields(run / "metrics.jsonl"), none) << mode;
+  }
+  expect_clear_error(run_tessera(args + (dir_ / "bad").string() + " --train.recompute some", dir_),
+                     "--train.recompute");
+}
+
 // The demo's pipeline at a small scale: real English from Debian's fortunes package (installed by
 // scripts/setup.sh) -> tokenize -> train -> the loss ends well below the unigram entropy, which
 // a model that ignores context cannot beat.

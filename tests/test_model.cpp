@@ -8,6 +8,7 @@
 #include <mutex>
 #include <random>
 
+#include "core/buffer.h"
 #include "core/error.h"
 #include "core/model/gpt.h"
 #include "core/optim/lr_schedule.h"
@@ -264,6 +265,56 @@ TEST(TensorParallel, TwoAndFourShardsGiveTheLossAndGradientsOfOne) {
       EXPECT_LE(diff, 1e-12 * ref) << name << " at TP " << tp;
     }
   }
+}
+
+// Recompute reruns deterministic ops on the same inputs, so every mode gives the same bits; at
+// TP 2 the rerun forward repeats its all-reduces, which must not disturb the backward's.
+TEST(Recompute, EveryModeGivesBitwiseTheLossAndGradientsOfNoneAlsoAtTp2) {
+  ModelConfig c = tiny_config(PositionKind::Learned, DType::F64);
+  c.heads = 4;
+  c.d_ff = 16;
+  Tensor inputs = random_tokens(2, 5, 11, 12), targets = random_tokens(2, 5, 11, 13);
+  for (int tp : {1, 2}) {
+    const ShardedResult none = sharded_loss_and_grads(c, tp, inputs, targets);
+    for (Recompute mode : {Recompute::Selective, Recompute::Full}) {
+      ModelConfig m = c;
+      m.recompute = mode;
+      const ShardedResult r = sharded_loss_and_grads(m, tp, inputs, targets);
+      EXPECT_EQ(r.loss, none.loss) << recompute_name(mode) << " TP " << tp;
+      for (const auto& [name, g] : none.grads)
+        EXPECT_EQ(r.grads.at(name), g) << name << ", " << recompute_name(mode) << " TP " << tp;
+    }
+  }
+}
+
+TEST(Recompute, TrainingStepsAreBitwiseTheSameAndActivationsShrink) {
+  std::map<Recompute, std::vector<double>> losses;
+  std::map<Recompute, size_t> activation_bytes;
+  for (Recompute mode : {Recompute::None, Recompute::Selective, Recompute::Full}) {
+    ModelConfig c = small_config(64, 16);
+    c.layers = 4;
+    c.recompute = mode;
+    LocalCommunicator tp("tp");
+    GPT model(c, ModelShard{}, tp, 21);
+    Tensor inputs = random_tokens(4, 16, 64, 10), targets = random_tokens(4, 16, 64, 11);
+    const size_t before = host_bytes_allocated();
+    GPTActivations a = model.make_activations(4);
+    activation_bytes[mode] = host_bytes_allocated() - before;
+    AdamW opt(model.params(), AdamWConfig{});
+    for (int step = 0; step < 5; ++step) {
+      model.zero_grad();
+      losses[mode].push_back(model.forward(a, &inputs, &targets));
+      model.backward(a, 1.0);
+      clip_grad_norm(model.params(), 1.0, tp);
+      opt.step(3e-3);
+    }
+  }
+  EXPECT_EQ(losses[Recompute::Selective], losses[Recompute::None]);
+  EXPECT_EQ(losses[Recompute::Full], losses[Recompute::None]);
+  // Four layers: selective drops each layer's GELU output and attention probabilities, full
+  // everything but the residual stream; both add one shared layer's set.
+  EXPECT_LT(activation_bytes[Recompute::Selective], activation_bytes[Recompute::None]);
+  EXPECT_LT(activation_bytes[Recompute::Full], activation_bytes[Recompute::Selective]);
 }
 
 }  // namespace

@@ -25,6 +25,7 @@ TransformerBlock::TransformerBlock(const ModelConfig& cfg, const ModelShard& sha
       T_(cfg.seq_len),
       local_heads_(cfg.heads / shard.tp_size),
       local_ff_(cfg.d_ff / shard.tp_size),
+      recompute_(cfg.recompute),
       dtype_(cfg.dtype),
       stats_dtype_(cfg.stats_dtype()),
       device_(cfg.device) {
@@ -55,24 +56,32 @@ std::vector<Param*> TransformerBlock::params() {
           &ln2_w, &ln2_b, &up_w,  &up_b,  &down_w, &down_b};
 }
 
-BlockActivations TransformerBlock::make_activations(int64_t B) const {
+BlockActivations TransformerBlock::make_activations(int64_t B,
+                                                    const BlockActivations* shared) const {
   const int64_t C = C_, T = T_, Cloc = qkv_w.local_shape()[0] / 3;
+  const bool full = shared && recompute_ == Recompute::Full;
+  const bool selective = shared && recompute_ == Recompute::Selective;
+  // A tensor this layer keeps, or the shared one it borrows.
+  auto kept = [&](bool keep, const Tensor BlockActivations::*field, const Shape& shape,
+                  DType dtype) { return keep ? Tensor(shape, dtype, device_) : shared->*field; };
+  using A = BlockActivations;
   BlockActivations a;
-  a.ln1 = Tensor({B, T, C}, dtype_, device_);
-  a.ln1_mean = Tensor({B * T}, stats_dtype_, device_);
-  a.ln1_rstd = Tensor({B * T}, stats_dtype_, device_);
-  a.qkv = Tensor({B, T, 3 * Cloc}, dtype_, device_);
+  a.ln1 = kept(!full, &A::ln1, {B, T, C}, dtype_);
+  a.ln1_mean = kept(!full, &A::ln1_mean, {B * T}, stats_dtype_);
+  a.ln1_rstd = kept(!full, &A::ln1_rstd, {B * T}, stats_dtype_);
+  a.qkv = kept(!full, &A::qkv, {B, T, 3 * Cloc}, dtype_);
   // What the attention saves depends on the device (attention.h): the probabilities on the
-  // host, each row's log-sum-exp on the GPU.
-  a.att = Tensor(ops::attention_saved_shape(device_, B, local_heads_, T),
-                 ops::attention_saved_dtype(device_, dtype_), device_);
-  a.atty = Tensor({B, T, Cloc}, dtype_, device_);
-  a.x1 = Tensor({B, T, C}, dtype_, device_);
-  a.ln2 = Tensor({B, T, C}, dtype_, device_);
-  a.ln2_mean = Tensor({B * T}, stats_dtype_, device_);
-  a.ln2_rstd = Tensor({B * T}, stats_dtype_, device_);
-  a.fc = Tensor({B, T, local_ff_}, dtype_, device_);
-  a.fc_gelu = Tensor({B, T, local_ff_}, dtype_, device_);
+  // host, each row's log-sum-exp on the GPU (small: selective recompute keeps it).
+  const bool keep_att = !full && !(selective && device_ == Device::CPU);
+  a.att = kept(keep_att, &A::att, ops::attention_saved_shape(device_, B, local_heads_, T),
+               ops::attention_saved_dtype(device_, dtype_));
+  a.atty = kept(!full, &A::atty, {B, T, Cloc}, dtype_);
+  a.x1 = kept(!full, &A::x1, {B, T, C}, dtype_);
+  a.ln2 = kept(!full, &A::ln2, {B, T, C}, dtype_);
+  a.ln2_mean = kept(!full, &A::ln2_mean, {B * T}, stats_dtype_);
+  a.ln2_rstd = kept(!full, &A::ln2_rstd, {B * T}, stats_dtype_);
+  a.fc = kept(!full, &A::fc, {B, T, local_ff_}, dtype_);
+  a.fc_gelu = kept(!full && !selective, &A::fc_gelu, {B, T, local_ff_}, dtype_);
   return a;
 }
 
@@ -104,8 +113,25 @@ void TransformerBlock::forward(Tensor& x2, const Tensor& x0, BlockActivations& a
   ops::residual_forward(x2, a.x1, s.proj);
 }
 
+void TransformerBlock::recompute(const Tensor& x0, BlockActivations& a, BlockScratch& s,
+                                 Communicator& tp) {
+  switch (recompute_) {
+    case Recompute::None:
+      return;
+    case Recompute::Selective:
+      // Kept: qkv, atty, fc. The attention output is rewritten into scratch (same values).
+      if (device_ == Device::CPU) ops::attention_forward(s.datty, a.att, a.qkv, local_heads_);
+      ops::gelu_forward(a.fc_gelu, a.fc);
+      return;
+    case Recompute::Full:
+      forward(s.dln, x0, a, s, tp);  // the output x2 is not needed: scratch takes it
+      return;
+  }
+}
+
 void TransformerBlock::backward(Tensor& dx0, const Tensor& dx2, const Tensor& x0,
-                                const BlockActivations& a, BlockScratch& s, Communicator& tp) {
+                                BlockActivations& a, BlockScratch& s, Communicator& tp) {
+  recompute(x0, a, s, tp);  // before any scratch below is used
   // MLP: the residual passes dx2 straight to x1; the branch adds its gradient on top.
   copy_into(s.dx1, dx2);
   down().backward(&s.dfc_gelu, dx2, a.fc_gelu);

@@ -15,7 +15,9 @@
 
 namespace tessera {
 
-// What one layer's forward saves for its backward, for one microbatch of B sequences.
+// What one layer's forward saves for its backward, for one microbatch of B sequences. With
+// recompute, the tensors a layer does not keep are views of one set shared by every layer
+// (make_activations' `shared`), which its backward refills just before it needs them.
 struct BlockActivations {
   Tensor ln1, ln1_mean, ln1_rstd;  // [B, T, C], [B*T], [B*T]
   Tensor qkv;                      // [B, T, 3 C/tp]
@@ -40,7 +42,9 @@ class TransformerBlock {
   TransformerBlock(const ModelConfig& cfg, const ModelShard& shard, int64_t layer);
   std::vector<Param*> params();
 
-  BlockActivations make_activations(int64_t B) const;
+  // Without `shared`, every tensor is new: a full set. With it (a full set from this call,
+  // shared by every layer), the tensors the recompute mode does not keep are `shared`'s.
+  BlockActivations make_activations(int64_t B, const BlockActivations* shared = nullptr) const;
   BlockScratch make_scratch(int64_t B) const;
 
   // x2 = block(x0); x0 and x2 are [B, T, C] and must be different tensors.
@@ -48,7 +52,8 @@ class TransformerBlock {
                Communicator& tp);
   // dx0 = d loss / d x0 given dx2 = d loss / d x2 (written, not accumulated); parameter
   // gradients are accumulated.
-  void backward(Tensor& dx0, const Tensor& dx2, const Tensor& x0, const BlockActivations& a,
+  // With recompute, first refills the tensors `a` shares (so `a` is written).
+  void backward(Tensor& dx0, const Tensor& dx2, const Tensor& x0, BlockActivations& a,
                 BlockScratch& s, Communicator& tp);
 
   Param ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, up_w, up_b, down_w, down_b;
@@ -59,7 +64,10 @@ class TransformerBlock {
   RowParallelLinear proj() { return {proj_w, &proj_b}; }
   ColumnParallelLinear up() { return {up_w, &up_b}; }
   RowParallelLinear down() { return {down_w, &down_b}; }
+  // Reruns the forward parts whose outputs `a` shares instead of keeping.
+  void recompute(const Tensor& x0, BlockActivations& a, BlockScratch& s, Communicator& tp);
   int64_t C_, T_, local_heads_, local_ff_;
+  Recompute recompute_;
   DType dtype_;
   DType stats_dtype_;  // LayerNorm statistics
   Device device_;

@@ -35,6 +35,10 @@ void ModelConfig::validate(int tp_size) const {
     require(d_model % 2 == 0, "--model.d_model", "an even width for sinusoidal positions", d_model);
 }
 
+std::string recompute_name(Recompute r) {
+  return r == Recompute::None ? "none" : r == Recompute::Selective ? "selective" : "full";
+}
+
 std::string position_kind_name(PositionKind k) {
   return k == PositionKind::Learned ? "learned" : "sinusoidal";
 }

@@ -12,6 +12,16 @@ namespace tessera {
 
 enum class PositionKind { Learned, Sinusoidal };
 
+// What each layer keeps for its backward (docs/GPU.md, "Memory per GPU"):
+//   None       everything its backward reads;
+//   Selective  all but what is large and cheap to recompute: the GELU output (recomputed from
+//              its input) and, on the CPU, the attention probabilities [B, H, T, T] (the
+//              attention forward is rerun); on cuda attention keeps only [B, H, T] anyway;
+//   Full       nothing but its input (the residual stream, kept anyway): the layer's forward is
+//              rerun, TP all-reduces included, just before its backward.
+// Losses and gradients are bitwise the same in every mode.
+enum class Recompute { None, Selective, Full };
+
 struct ModelConfig {
   int64_t vocab_size = 257;
   int64_t d_model = 256;
@@ -26,6 +36,7 @@ struct ModelConfig {
   // statistics and the per-token losses are float32 on cuda whatever the compute type.
   DType dtype = DType::F32;
   Device device = Device::CPU;
+  Recompute recompute = Recompute::None;
   // The dtype of LayerNorm mean/rstd and of per-token losses on this device.
   DType stats_dtype() const { return device == Device::CUDA ? DType::F32 : dtype; }
 
@@ -45,5 +56,6 @@ struct ModelShard {
 };
 
 std::string position_kind_name(PositionKind k);
+std::string recompute_name(Recompute r);
 
 }  // namespace tessera

@@ -73,7 +73,13 @@ GPTActivations GPT::make_activations(int64_t B) const {
   a.targets = Tensor({B, T}, DType::I32, dev);
   for (size_t i = 0; i <= blocks.size(); ++i)
     a.residual.emplace_back(Shape{B, T, C}, cfg_.dtype, dev);
-  for (const auto& b : blocks) a.blocks.push_back(b.make_activations(B));
+  const BlockActivations* shared = nullptr;
+  if (cfg_.recompute != Recompute::None && !blocks.empty()) {
+    auto it = shared_acts_.find(B);
+    if (it == shared_acts_.end()) it = shared_acts_.emplace(B, blocks[0].make_activations(B)).first;
+    shared = &it->second;
+  }
+  for (const auto& b : blocks) a.blocks.push_back(b.make_activations(B, shared));
   if (shard_.has_head) {
     a.lnf = Tensor({B, T, C}, cfg_.dtype, dev);
     a.lnf_mean = Tensor({B * T}, cfg_.stats_dtype(), dev);
@@ -201,12 +207,19 @@ int64_t gpt_num_params(const ModelConfig& c) {
 
 int64_t gpt_activation_bytes(const ModelConfig& c, int64_t B) {
   const int64_t T = c.seq_len, C = c.d_model, F = c.d_ff, V = c.vocab_size, BT = B * T;
-  const int64_t per_layer = BT * (7 * C + 2 * F + 4) + B * c.heads * T * T;
+  const int64_t full_layer = BT * (7 * C + 2 * F + 4) + B * c.heads * T * T;
+  // Recompute: what each layer keeps, plus one full set the layers share.
+  int64_t per_layer = full_layer, shared = 0;
+  if (c.recompute == Recompute::Selective) {
+    per_layer = full_layer - BT * F - B * c.heads * T * T, shared = full_layer;
+  } else if (c.recompute == Recompute::Full) {
+    per_layer = 0, shared = full_layer;
+  }
   const int64_t residual = (c.layers + 1) * BT * C;
   const int64_t head = BT * (C + 2) + BT * V + 2 * BT;
   const int64_t scratch = BT * (7 * C + 2 * F) + 2 * BT * C;
   const int64_t elem = static_cast<int64_t>(dtype_size(c.dtype));
-  return elem * (c.layers * per_layer + residual + head + scratch) + 2 * BT * 4;
+  return elem * (c.layers * per_layer + shared + residual + head + scratch) + 2 * BT * 4;
 }
 
 double gpt_flops_per_token(const ModelConfig& c) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -65,6 +66,9 @@ class GPT {
   Communicator& tp_;
   Tensor sinusoid_;  // [T, C] fixed table when cfg.pos == Sinusoidal
   int64_t vocab_start_ = 0;
+  // With recompute: per microbatch size, the one set of layer activations every layer shares
+  // for what it does not keep (blocks.h).
+  mutable std::map<int64_t, BlockActivations> shared_acts_;
   std::unique_ptr<BlockScratch> scratch_;
   int64_t scratch_B_ = 0;
   Tensor dres_a_, dres_b_;  // ping-pong gradients of the residual stream
