@@ -5,6 +5,7 @@
 #include <boost/program_options.hpp>
 #include <charconv>
 #include <fstream>
+#include <initializer_list>
 #include <iostream>
 #include <sstream>
 
@@ -24,6 +25,18 @@ struct RawEnums {
   std::string precision = "auto";
   std::string recompute = "none";
 };
+
+// The value named `text` among `choices` of `option`; InputError listing them otherwise.
+template <typename E>
+E choose(const std::string& option, const std::string& text,
+         std::initializer_list<std::pair<const char*, E>> choices) {
+  std::string names;
+  for (const auto& [name, value] : choices) {
+    if (text == name) return value;
+    names += names.empty() ? name : std::string(", ") + name;
+  }
+  throw InputError(option + ": expected one of " + names + ", found " + text);
+}
 
 po::options_description train_options(TrainConfig& c, RawEnums& e) {
   po::options_description run("[run]");
@@ -282,41 +295,22 @@ bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
   }
   po::notify(vm);
 
-  if (enums.pos == "learned") {
-    cfg.model.pos = PositionKind::Learned;
-  } else if (enums.pos == "sinusoidal") {
-    cfg.model.pos = PositionKind::Sinusoidal;
-  } else {
-    throw InputError("--model.pos: expected learned or sinusoidal, found " + enums.pos);
-  }
-  if (enums.decay == "cosine") {
-    cfg.schedule.decay = DecayKind::Cosine;
-  } else if (enums.decay == "linear") {
-    cfg.schedule.decay = DecayKind::Linear;
-  } else if (enums.decay == "constant") {
-    cfg.schedule.decay = DecayKind::Constant;
-  } else {
-    throw InputError("--optim.decay: expected cosine, linear or constant, found " + enums.decay);
-  }
-  require(cfg.device == "cpu" || cfg.device == "cuda", "--train.device", "cpu or cuda", cfg.device);
-  cfg.model.device = cfg.device == "cuda" ? Device::CUDA : Device::CPU;
-  if (enums.precision == "bf16" || (enums.precision == "auto" && cfg.device == "cuda")) {
-    cfg.model.dtype = DType::BF16;
-  } else if (enums.precision == "fp32" || enums.precision == "auto") {
-    cfg.model.dtype = DType::F32;
-  } else {
-    throw InputError("--train.precision: expected auto, fp32 or bf16, found " + enums.precision);
-  }
-  if (enums.recompute == "none") {
-    cfg.model.recompute = Recompute::None;
-  } else if (enums.recompute == "selective") {
-    cfg.model.recompute = Recompute::Selective;
-  } else if (enums.recompute == "full") {
-    cfg.model.recompute = Recompute::Full;
-  } else {
-    throw InputError("--train.recompute: expected none, selective or full, found " +
-                     enums.recompute);
-  }
+  cfg.model.pos = choose<PositionKind>(
+      "--model.pos", enums.pos,
+      {{"learned", PositionKind::Learned}, {"sinusoidal", PositionKind::Sinusoidal}});
+  cfg.schedule.decay = choose<DecayKind>("--optim.decay", enums.decay,
+                                         {{"cosine", DecayKind::Cosine},
+                                          {"linear", DecayKind::Linear},
+                                          {"constant", DecayKind::Constant}});
+  cfg.model.device =
+      choose<Device>("--train.device", cfg.device, {{"cpu", Device::CPU}, {"cuda", Device::CUDA}});
+  const DType automatic = cfg.model.device == Device::CUDA ? DType::BF16 : DType::F32;
+  cfg.model.dtype =
+      choose<DType>("--train.precision", enums.precision,
+                    {{"auto", automatic}, {"fp32", DType::F32}, {"bf16", DType::BF16}});
+  cfg.model.recompute = choose<Recompute>(
+      "--train.recompute", enums.recompute,
+      {{"none", Recompute::None}, {"selective", Recompute::Selective}, {"full", Recompute::Full}});
   cfg.schedule.total_steps = cfg.steps;
   cfg.validate();
   cfg.resolved_ini = resolved_ini(vm, all);
