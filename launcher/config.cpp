@@ -243,8 +243,6 @@ void TrainConfig::validate() const {
   require(parallel.bucket_mb > 0, "--parallel.bucket_mb", "a positive size", parallel.bucket_mb);
   require(parallel.zero == 0 || model.dtype != DType::BF16, "--parallel.zero",
           "0 with --train.precision bf16 (ZeRO-1 keeps no fp32 master weights yet)", parallel.zero);
-  require(sample_tokens == 0 || device == "cpu", "--sample.tokens",
-          "0 with --train.device cuda (sampling runs on the CPU only, for now)", sample_tokens);
   require(sample_tokens >= 0, "--sample.tokens", "0 or more", sample_tokens);
   require(sample_temperature > 0, "--sample.temperature", "a positive value", sample_temperature);
   require(sample_top_k >= 0, "--sample.top_k", "0 (all) or more", sample_top_k);

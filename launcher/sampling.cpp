@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "core/ops/cast.h"
 #include "core/rng.h"
 
 namespace tessera {
@@ -38,14 +39,17 @@ int32_t draw(const float* logits, int64_t V, const SamplingOptions& o, double u)
 std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
                               std::vector<int32_t> context, const SamplingOptions& o) {
   const ModelConfig& cfg = model.config();
-  TESSERA_CHECK(cfg.dtype == DType::F32, "generate() samples from float32 logits");
   TESSERA_CHECK(cfg.vocab_size % tp.size() == 0, "generate(): the vocabulary must split evenly");
   const int64_t T = cfg.seq_len, V = cfg.vocab_size, local_v = V / tp.size();
   const bool first = pp.rank() == 0, last = pp.rank() == pp.size() - 1;
   if (context.empty()) context.push_back(0);
+  // Tensors the communicators move live where the model does (NCCL groups on cuda); the draw
+  // itself reads the gathered row on the host.
+  const Device dev = cfg.device;
   GPTActivations a = model.make_activations(1);
-  Tensor inputs({1, T}, DType::I32), stage_input({1, T, cfg.d_model}, cfg.dtype);
-  Tensor local_row({local_v}, DType::F32), row({V}, DType::F32), token({1}, DType::I32);
+  Tensor inputs({1, T}, DType::I32), stage_input({1, T, cfg.d_model}, cfg.dtype, dev);
+  Tensor local_row({local_v}, DType::F32, dev), row({V}, DType::F32, dev);
+  Tensor token({1}, DType::I32, dev), host_token({1}, DType::I32);
   std::vector<int32_t> out;
   const uint64_t stream = name_hash("sampling");
   for (int64_t i = 0; i < o.tokens; ++i) {
@@ -57,15 +61,18 @@ std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
     model.forward(a, first ? &inputs : nullptr, nullptr, first ? nullptr : &stage_input);
     if (!last) pp.send(a.residual.back(), pp.rank() + 1);
     if (last) {
-      std::memcpy(local_row.data<float>(), a.logits.data<float>() + (n - 1) * local_v,
-                  static_cast<size_t>(local_v) * sizeof(float));
+      const Tensor logits_row = a.logits.slice0(n - 1, n).view({local_v});
+      ops::cast(local_row, logits_row);  // a copy, or bf16 -> fp32
       tp.all_gather(row, local_row);
+      const Tensor host_row = row.to(Device::CPU);
       const double u = philox_uniform(o.seed, stream, static_cast<uint64_t>(i));
       const int64_t drawable = o.vocab_limit > 0 ? std::min(o.vocab_limit, V) : V;
-      token.data<int32_t>()[0] = draw(row.data<float>(), drawable, o, u);
+      host_token.data<int32_t>()[0] = draw(host_row.data<float>(), drawable, o, u);
+      copy_into(token, host_token);
     }
     pp.broadcast(token, pp.size() - 1);
-    const int32_t t = token.data<int32_t>()[0];
+    copy_into(host_token, token);
+    const int32_t t = host_token.data<int32_t>()[0];
     if (t == o.stop_token) break;
     context.push_back(t);
     out.push_back(t);

@@ -1,7 +1,7 @@
 // The whole model on the GPU against the same model on the CPU: a tiny GPT trained for 50 steps
 // (forward, backward, clipping, AdamW) from the same weights and batches, in float32 and in
-// bfloat16 with fp32 master weights, and the first step's gradients. Runs only where a GPU is
-// present (tests/test_gpu.cpp).
+// bfloat16 with fp32 master weights, the first step's gradients, and greedy sampling. Runs only
+// where a GPU is present (tests/test_gpu.cpp).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +10,7 @@
 
 #include "core/model/gpt.h"
 #include "core/optim/optimizer.h"
+#include "launcher/sampling.h"
 #include "parallel/local_communicator.h"
 #include "tests/gpu_support.h"
 
@@ -107,6 +108,19 @@ TEST(GpuModel, Float32GradientsOfOneStepMatchTheCpu) {
     // op, compounded through two layers; elements near zero get the absolute term.
     gpu_test::expect_close(pg[i]->grad.to(Device::CPU), pc[i]->grad, 1e-5, 1e-3, pc[i]->name);
   }
+}
+
+// Greedy sampling (top-1) from a float32 model: the GPU's logits differ from the CPU's only in
+// the last bits, far less than the gap between a trained model's first and second choice.
+TEST(GpuModel, GreedySamplingOfAFloat32ModelGivesTheCpusTokens) {
+  LocalCommunicator tp("tp"), pp("pp");
+  GPT cpu(tiny_gpu_config(DType::F32, Device::CPU), ModelShard{}, tp, 7);
+  GPT gpu(tiny_gpu_config(DType::F32, Device::CUDA), ModelShard{}, tp, 7);
+  SamplingOptions o;
+  o.tokens = 20;
+  o.top_k = 1;
+  const std::vector<int32_t> prompt = {3, 4, 5, 6};
+  EXPECT_EQ(generate(gpu, tp, pp, prompt, o), generate(cpu, tp, pp, prompt, o));
 }
 
 }  // namespace
