@@ -120,6 +120,11 @@ void Trainer::start(Communicator& world, int local_rank) {
     zero_ = std::make_unique<ZeroAdamW>(*buckets_, cfg_.adamw);
   else
     adamw_ = std::make_unique<AdamW>(params_, cfg_.adamw);
+  if (adamw_ && buckets_->mixed_precision()) {  // step from the fp32 gradient sums
+    std::vector<Tensor> sums;
+    for (const Param* p : params_) sums.push_back(buckets_->grad_of(*p));
+    adamw_->use_gradients(sums);
+  }
   const int64_t T = cfg_.model.seq_len, micro = cfg_.micro_batch;
   batch_ = Tensor({micro, T + 1}, DType::I32);
   for (int i = 0; i < microbatches_; ++i) {
@@ -153,9 +158,12 @@ StepStats Trainer::step() {
     if (&p != tied_) buckets_->mark_ready(p);
   };
   // Each DP rank's loss is a mean over its microbatches; the DP reduction then averages.
-  const double loss_sum = pipeline_->run(inputs_, targets_, 1.0 / microbatches_, &on_ready);
+  const double loss_sum = pipeline_->run(inputs_, targets_, 1.0 / microbatches_, &on_ready,
+                                         [this] { buckets_->end_microbatch(); });
   if (tied_) {
-    grid_->embedding()->all_reduce(tied_->grad, ReduceOp::Sum);
+    buckets_->fold(*tied_);  // mixed precision: summed over the stages in fp32
+    Tensor g = buckets_->grad_of(*tied_);
+    grid_->embedding()->all_reduce(g, ReduceOp::Sum);
     buckets_->mark_ready(*tied_);
   }
   buckets_->finish();
@@ -169,7 +177,7 @@ StepStats Trainer::step() {
   if (zero_)
     g[1] = zero_->grad_sum_of_squares();
   else if (c.dp == 0)
-    g[1] = grad_sum_of_squares(params_);
+    g[1] = grad_sum_of_squares(params_, [this](const Param& p) { return buckets_->grad_of(p); });
   host_world().all_reduce(global, ReduceOp::Sum);
   StepStats stats;
   stats.loss = g[0];

@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "core/ops/adamw.h"
+#include "core/ops/cast.h"
 
 namespace tessera {
 
@@ -41,6 +42,9 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
   }
   values_ = Tensor({offset}, dtype, device);
   grads_ = Tensor({offset}, dtype, device);
+  mixed_ = dtype == DType::BF16;
+  TESSERA_CHECK(!(mixed_ && shard), "GradBuckets: ZeRO-1 with bfloat16 parameters");
+  if (mixed_) sums_ = Tensor({offset}, DType::F32, device);
   for (size_t i = 0; i < order.size(); ++i) {
     Param& p = *order[i];
     const int64_t n = p.value.numel(), at = slot_of_.at(&p).offset;
@@ -57,13 +61,35 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
 
 void GradBuckets::zero_grad() {
   grads_.zero();
+  if (mixed_) sums_.zero();
   for (Bucket& b : buckets_) b.pending = static_cast<int>(b.params.size());
   for (auto& [param, slot] : slot_of_) slot.ready = false;
 }
 
+void GradBuckets::fold_range(int64_t offset, int64_t size) {
+  if (!mixed_) return;
+  Tensor sum = sums_.slice0(offset, offset + size), grad = grads_.slice0(offset, offset + size);
+  ops::accumulate(sum, grad);
+  grad.zero();
+}
+
+void GradBuckets::end_microbatch() {
+  fold_range(0, grads_.numel());
+}
+
+void GradBuckets::fold(const Param& p) {
+  fold_range(offset_of(p), p.grad.numel());
+}
+
+Tensor GradBuckets::grad_of(const Param& p) {
+  const int64_t at = offset_of(p);
+  return flat_grads().slice0(at, at + p.grad.numel()).view(p.grad.shape());
+}
+
 void GradBuckets::launch(Bucket& b) {
+  fold_range(b.offset, b.size);
   if (dp_.size() == 1) return;
-  Tensor flat = grads_.slice0(b.offset, b.offset + b.size);
+  Tensor flat = flat_grads().slice0(b.offset, b.offset + b.size);
   if (shard_)
     b.request = dp_.reduce_scatter_async(b.shard_grad, flat, ReduceOp::Sum);
   else
@@ -100,7 +126,7 @@ void GradBuckets::finish() {
     if (shard_) {
       ops::scale(b.shard_grad, inv_dp);
     } else {
-      Tensor flat = grads_.slice0(b.offset, b.offset + b.size);
+      Tensor flat = flat_grads().slice0(b.offset, b.offset + b.size);
       ops::scale(flat, inv_dp);
     }
   }

@@ -6,6 +6,11 @@
 // for all and averages over DP. With `shard` (ZeRO-1) each bucket is padded to a multiple of
 // DP and reduce-scattered: DP rank r then holds the averaged gradient of piece r of every
 // bucket only, which is all that its optimizer shard needs (parallel/zero_optimizer.h).
+//
+// Mixed precision (bfloat16 Params): the backward writes bf16 gradients (Param::grad, views of
+// the bf16 flat buffer), which are folded into an fp32 flat buffer after every microbatch
+// (end_microbatch) and, in the last, bucket by bucket as they become final; the DP reduction,
+// clipping and the optimizer work on the fp32 sums (flat_grads, grad_of).
 #pragma once
 
 #include <memory>
@@ -33,6 +38,13 @@ class GradBuckets {
               int64_t bucket_elements, bool shard);
 
   void zero_grad();
+  // Mixed precision: folds every bf16 gradient into the fp32 sums (else nothing). Call after the
+  // backward of each microbatch but a step's last.
+  void end_microbatch();
+  // Mixed precision: folds p's bf16 gradient into its fp32 sum (else nothing); folding twice
+  // adds nothing more, so a Param reduced elsewhere first (the tied embedding) may be folded,
+  // reduced over its group through grad_of, then marked ready.
+  void fold(const Param& p);
   // The backward's hook: p's gradient is final for this step.
   void mark_ready(Param& p);
   // Starts what has not started, waits for every bucket, and averages over DP.
@@ -43,15 +55,22 @@ class GradBuckets {
   Tensor& flat_values() { return values_; }
   // Element offset of p's value and gradient within the flat buffers.
   int64_t offset_of(const Param& p) const { return slot_of_.at(&p).offset; }
-  Tensor& flat_grads() { return grads_; }
+  // The step's gradients: the fp32 sums with mixed precision, else the Params' own.
+  Tensor& flat_grads() { return mixed_ ? sums_ : grads_; }
+  // p's gradient within flat_grads(), shaped like p.
+  Tensor grad_of(const Param& p);
+  bool mixed_precision() const { return mixed_; }
   Communicator& dp() { return dp_; }
   int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }
 
  private:
   void launch(Bucket& b);
+  void fold_range(int64_t offset, int64_t size);
   Communicator& dp_;
   bool shard_;
+  bool mixed_ = false;
   Tensor values_, grads_;
+  Tensor sums_;  // mixed precision: fp32 gradient sums, laid out like grads_
   std::vector<Bucket> buckets_;
   struct Slot {
     size_t bucket;

@@ -52,7 +52,8 @@ void PipelineEngine::forward(int mb, const std::vector<Tensor>& inputs,
   if (!last_) output_sent_[slot] = pp_.isend(a.residual.back(), pp_.rank() + 1);
 }
 
-void PipelineEngine::backward(int mb, double loss_scale, const GradReadyFn* on_ready) {
+void PipelineEngine::backward(int mb, double loss_scale, const GradReadyFn* on_ready,
+                              const std::function<void()>& after_backward) {
   const size_t slot = static_cast<size_t>(mb) % acts_.size();
   const Tensor* output_grad = nullptr;
   if (!last_) {
@@ -67,6 +68,7 @@ void PipelineEngine::backward(int mb, double loss_scale, const GradReadyFn* on_r
   const bool last_microbatch = mb == microbatches_ - 1;
   model_.backward(acts_[slot], loss_scale, output_grad, input_grad,
                   last_microbatch ? on_ready : nullptr);
+  if (!last_microbatch && after_backward) after_backward();
   if (!first_) input_grad_sent_[slot] = pp_.isend(input_grad_[slot], pp_.rank() - 1);
 }
 
@@ -82,7 +84,8 @@ double PipelineEngine::evaluate(const std::vector<Tensor>& inputs,
 }
 
 double PipelineEngine::run(const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets,
-                           double loss_scale, const GradReadyFn* on_ready) {
+                           double loss_scale, const GradReadyFn* on_ready,
+                           const std::function<void()>& after_backward) {
   TESSERA_CHECK(static_cast<int>(inputs.size()) == microbatches_ &&
                     static_cast<int>(targets.size()) == microbatches_,
                 "PipelineEngine::run: expected one input and target tensor per microbatch");
@@ -91,7 +94,7 @@ double PipelineEngine::run(const std::vector<Tensor>& inputs, const std::vector<
     if (action.kind == PipeAction::Forward)
       forward(action.microbatch, inputs, targets, loss_sum);
     else
-      backward(action.microbatch, loss_scale, on_ready);
+      backward(action.microbatch, loss_scale, on_ready, after_backward);
   }
   for (auto& r : output_sent_) wait(r);
   for (auto& r : input_grad_sent_) wait(r);

@@ -5,6 +5,7 @@
 // The engine keeps one activation set per microbatch in flight (p - s on stage s).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -22,10 +23,12 @@ class PipelineEngine {
   // Forward and backward of every microbatch: inputs[i] and targets[i] are I32 [micro, T]
   // (only the first stage reads inputs, only the last targets). The loss of microbatch i is
   // scaled by loss_scale in the backward. on_ready goes to the backward of the last microbatch,
-  // when the gradients become final. Returns the sum of the microbatch losses on the last
-  // stage, 0 on the others.
+  // when the gradients become final; after_backward, when given, runs after the backward of
+  // every other microbatch (GradBuckets::end_microbatch). Returns the sum of the microbatch
+  // losses on the last stage, 0 on the others.
   double run(const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets,
-             double loss_scale, const GradReadyFn* on_ready = nullptr);
+             double loss_scale, const GradReadyFn* on_ready = nullptr,
+             const std::function<void()>& after_backward = {});
 
   // Forward only, the microbatches in order (validation): the sum of their losses on the last
   // stage, 0 on the others. Gradients are untouched.
@@ -38,7 +41,8 @@ class PipelineEngine {
  private:
   void forward(int mb, const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets,
                double& loss_sum);
-  void backward(int mb, double loss_scale, const GradReadyFn* on_ready);
+  void backward(int mb, double loss_scale, const GradReadyFn* on_ready,
+                const std::function<void()>& after_backward);
   void wait(std::unique_ptr<CommRequest>& request);
 
   GPT& model_;

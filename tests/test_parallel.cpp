@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "core/error.h"
@@ -210,6 +211,47 @@ TEST(GradBuckets, ParamsViewOneFlatBufferInBackwardOrderAndKeepTheirValues) {
   }
   // The last layer's parameters (final in the backward first) sit at the front.
   EXPECT_EQ(buckets.buckets().front().params.front(), &model.lnf_b);
+}
+
+// Mixed precision: each microbatch's bf16 gradient is folded into fp32 sums. 1 + 2^-8 + 2^-8
+// is exact in fp32, while a bf16 running sum would round 1 + 2^-8 back to 1 (ties to even).
+// Folding a Param twice (the tied embedding's path) must not count it twice.
+TEST(GradBuckets, Bfloat16GradientsAreSummedInFloat32OverMicrobatches) {
+  LocalCommunicator dp("dp");
+  const ModelShard shard;
+  Param a = make_param("a", ParamKind::Weight, ParamInit::Normal, 0.02, {3, 5}, -1, 1, shard);
+  Param b = make_param("b", ParamKind::Bias, ParamInit::Zeros, 0, {7}, -1, 1, shard);
+  a.materialize(1, DType::BF16);
+  b.materialize(1, DType::BF16);
+  GradBuckets buckets({{&b, &a}}, dp, 7, false);  // b fills a bucket, a another
+  ASSERT_TRUE(buckets.mixed_precision());
+  EXPECT_EQ(buckets.bucket_count(), 2);
+  buckets.zero_grad();
+  const float step[3] = {1.0f, std::ldexp(1.0f, -8), std::ldexp(1.0f, -8)};
+  for (int mb = 0; mb < 3; ++mb) {
+    for (Param* p : {&a, &b})
+      for (int64_t i = 0; i < p->grad.numel(); ++i) p->grad.data<bf16>()[i] = to_bf16(step[mb]);
+    if (mb < 2) {
+      buckets.end_microbatch();
+    } else {
+      buckets.fold(a);
+      buckets.fold(a);  // twice: adds nothing more
+      buckets.mark_ready(b);
+      buckets.mark_ready(a);
+    }
+  }
+  buckets.finish();
+  const float expected = 1.0f + 2 * std::ldexp(1.0f, -8);
+  for (Param* p : {&a, &b}) {
+    const Tensor sum = buckets.grad_of(*p);
+    ASSERT_EQ(sum.dtype(), DType::F32);
+    for (int64_t i = 0; i < sum.numel(); ++i) {
+      EXPECT_EQ(sum.data<float>()[i], expected) << p->name << " " << i;
+      EXPECT_EQ(p->grad.data<bf16>()[i].bits, 0) << p->name << " " << i;  // folded and cleared
+    }
+  }
+  // Clipping and the optimizer read the sums.
+  EXPECT_EQ(buckets.flat_grads().dtype(), DType::F32);
 }
 
 TEST(GradBuckets, MarkingAParamTwiceInAStepIsAnError) {

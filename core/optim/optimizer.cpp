@@ -3,14 +3,16 @@
 
 #include <cmath>
 
+#include "core/error.h"
 #include "core/ops/cast.h"
 
 namespace tessera {
 
-double grad_sum_of_squares(const std::vector<Param*>& params) {
+double grad_sum_of_squares(const std::vector<Param*>& params,
+                           const std::function<Tensor(const Param&)>& grad_of) {
   double local = 0;
   for (const Param* p : params)
-    if (p->counted_here()) local += ops::sum_of_squares(p->grad);
+    if (p->counted_here()) local += ops::sum_of_squares(grad_of ? grad_of(*p) : p->grad);
   return local;
 }
 
@@ -68,6 +70,18 @@ double AdamW::weight_decay_of(const Param& p) const {
   return adamw_weight_decay(p, cfg_);
 }
 
+void AdamW::use_gradients(const std::vector<Tensor>& fp32_grads) {
+  TESSERA_CHECK(fp32_grads.size() == params_.size(), "AdamW::use_gradients: one per Param");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!master_[i].defined()) continue;
+    TESSERA_CHECK(
+        fp32_grads[i].dtype() == DType::F32 && fp32_grads[i].shape() == params_[i]->value.shape(),
+        "AdamW::use_gradients: " + params_[i]->name + " needs an fp32 gradient of its shape");
+    grad32_[i] = fp32_grads[i];
+  }
+  grads_given_ = true;
+}
+
 void AdamW::refresh_values() {
   for (size_t i = 0; i < params_.size(); ++i)
     if (master_[i].defined()) ops::cast(params_[i]->value, master_[i]);
@@ -85,7 +99,7 @@ void AdamW::step(double lr) {
     s.t = t_;
     Param& p = *params_[i];
     if (master_[i].defined()) {
-      ops::cast(grad32_[i], p.grad);
+      if (!grads_given_) ops::cast(grad32_[i], p.grad);
       ops::adamw_update(master_[i], grad32_[i], m_[i], v_[i], s);
       ops::cast(p.value, master_[i]);
     } else {

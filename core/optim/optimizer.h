@@ -6,6 +6,7 @@
 // default).
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include "core/communicator.h"
@@ -24,8 +25,10 @@ struct AdamWConfig {
   double clip = 1.0;  // max global gradient norm; <= 0 disables clipping
 };
 
-// Sum of squares of the gradients this rank counts (Param::counted_here), in a fixed order.
-double grad_sum_of_squares(const std::vector<Param*>& params);
+// Sum of squares of the gradients this rank counts (Param::counted_here), in a fixed order: of
+// each Param's grad, or of grad_of(param) when given (the fp32 sums of mixed precision).
+double grad_sum_of_squares(const std::vector<Param*>& params,
+                           const std::function<Tensor(const Param&)>& grad_of = {});
 
 // The L2 norm of all gradients of the model, counting each global element once: the sums of
 // squares of every rank of `model_parallel` (the TP and PP ranks of one replica) are added.
@@ -53,6 +56,9 @@ class AdamW {
   std::vector<Tensor>& master() { return master_; }
   // Casts each bfloat16 Param's value from its master weights (after loading them).
   void refresh_values();
+  // The fp32 gradients of the bfloat16 Params (by Param index, shaped like them) to step from,
+  // instead of an fp32 copy of their bf16 grad: the sums GradBuckets accumulates.
+  void use_gradients(const std::vector<Tensor>& fp32_grads);
 
  private:
   std::vector<Param*> params_;
@@ -60,6 +66,7 @@ class AdamW {
   std::vector<Tensor> m_, v_;
   // For bfloat16 Params (else undefined): fp32 master weights and an fp32 copy of the gradient.
   std::vector<Tensor> master_, grad32_;
+  bool grads_given_ = false;  // grad32_ are use_gradients' views, not copies to fill
   int64_t t_ = 0;
 };
 
