@@ -2,19 +2,52 @@
 # The one command to run on a GPU machine: build with CUDA, run the `gpu` tests (CUDA vs CPU
 # twins), run the benchmarks, print what was measured. Prints every step's outcome and keeps
 # going, so one run shows everything; exits non-zero if any step failed. Under 8 minutes.
+#
+#   scripts/gpu_check.sh                  configure and build build-gpu/ here, then run
+#   scripts/gpu_check.sh --prebuilt DIR   run DIR/bin's binaries (made on another machine by
+#                                         scripts/pack_gpu_bin.sh), skipping the build and the
+#                                         CPU-only checks; libraries this machine lacks are
+#                                         taken from DIR/lib or the Python packages' NCCL
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-build-gpu/out}"
 mkdir -p "$OUT_DIR"
 status=0
 step() { echo; echo "=== $* ==="; }
+PREBUILT=""
+if [ "${1:-}" = "--prebuilt" ]; then PREBUILT="$(cd "$2" && pwd)"; fi
 
+# Where a shared library lives on this machine: the CUDA toolkit, the system, or a Python
+# package (PyTorch's wheels carry NCCL and cuBLAS). Prints its folder, or nothing.
+find_lib() {
+  local d
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/lib/x86_64-linux-gnu; do
+    [ -e "$d/$1" ] && { echo "$d"; return; }
+  done
+  d=$(find /opt /usr/local/lib /usr/lib/python3* -name "$1" -path "*nvidia*" 2>/dev/null | head -n 1)
+  [ -n "$d" ] && dirname "$d"
+}
 step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || status=1
 nvcc --version | tail -n 2
 grep PRETTY_NAME /etc/os-release
 echo "cores: $(nproc)"
 
+BIN=build-gpu/bin
+[ -n "$PREBUILT" ] && cat "$PREBUILT/COMMIT" 2>/dev/null
+if [ -n "$PREBUILT" ]; then
+  step "prebuilt binaries from $PREBUILT (no build here)"
+  BIN="$PREBUILT/bin"
+  libpath="/usr/local/cuda/lib64:/usr/local/cuda/lib"
+  for lib in libcublasLt.so.13 $(ldd "$BIN"/* | awk '/not found/ {print $1}' | sort -u); do
+    dir=$(find_lib "$lib")
+    [ -z "$dir" ] && [ -e "$PREBUILT/lib/$lib" ] && dir="$PREBUILT/lib"
+    echo "$lib: ${dir:-MISSING}"
+    [ -n "$dir" ] && libpath="$libpath:$dir"
+  done
+  export LD_LIBRARY_PATH="$libpath${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  if ldd "$BIN"/* | grep "not found"; then echo "prebuilt binaries cannot load"; exit 1; fi
+else
 EXTRA=()
 # Boost.Program_options from .gpu-deps/ (scripts/fetch_gpu_deps.sh) when the image lacks it.
 if ! ls /usr/lib/x86_64-linux-gnu/libboost_program_options.so >/dev/null 2>&1 &&
@@ -23,6 +56,14 @@ if ! ls /usr/lib/x86_64-linux-gnu/libboost_program_options.so >/dev/null 2>&1 &&
   for f in .gpu-deps/*.deb; do dpkg -x "$f" build-gpu/deps; done
   EXTRA+=("-DBoost_DIR=$PWD/build-gpu/deps/usr/lib/x86_64-linux-gnu/cmake/Boost-1.74.0")
   echo "using Boost 1.74 from .gpu-deps/"
+fi
+
+if [ ! -e /usr/local/cuda/include/nccl.h ]; then
+  nccl_lib=$(find_lib libnccl.so.2)
+  if [ -n "$nccl_lib" ]; then
+    EXTRA+=("-DNCCL_LIBRARY=$nccl_lib/libnccl.so.2" "-DNCCL_INCLUDE_DIR=$nccl_lib/../include")
+    echo "using NCCL from $nccl_lib"
+  fi
 fi
 
 step "configure (TESSERA_CUDA=ON, sm_80 + sm_90)"
@@ -39,21 +80,45 @@ if ! cmake --build build-gpu -j "$(nproc)" >"$OUT_DIR/build.log" 2>&1; then
   echo "build FAILED"
   exit 1
 fi
+fi
 
-step "gpu tests: device memory, every CUDA op against its CPU twin, NCCL on one GPU"
-# The binary itself, so each test's name and tolerance line shows; a hung kernel ends at 300 s.
-timeout 300 build-gpu/bin/test_gpu 2>&1 | tee "$OUT_DIR/test_gpu.txt" | grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) |Failure|expected|element|error" | head -150
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+# The test binary itself, so each test's name and tolerance line shows. The ops first, then
+# the benchmarks, then NCCL and the Trainer (which uses NCCL): a hang in one part (killed by
+# its timeout) costs only that part.
+gpu_tests() {  # NAME TIMEOUT FILTER
+  timeout "$2" "$BIN"/test_gpu --gtest_filter="$3" 2>&1 | tee "$OUT_DIR/$1.txt" |
+    grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) |Failure|expected|element|error" | head -120
+  [ "${PIPESTATUS[0]}" -eq 0 ] || { status=1; echo "test_gpu ($3): FAILED or timed out"; }
+}
+
+step "gpu tests, part 1: device memory, every CUDA op against its CPU twin, the model"
+gpu_tests test_gpu_ops 120 "-Nccl*:GpuTrainer*"
 
 step "GPU training step: whole models on one GPU, bf16 with fp32 master weights, T 1024 (MFU)"
-for shape in gpt2_124m gpt2_350m gpt2_1.3b; do
-  timeout 150 build-gpu/bin/bench_train_step --device cuda --precision bf16 --shape "$shape" \
-    --steps 5 --warmup 2 2>&1 | tee -a "$OUT_DIR/bench_train_step_gpu.txt" || status=1
+# The largest micro-batch that fits (by estimate), attention on tensor cores; then 350M with the
+# CUDA-core attention kernels for comparison.
+for run in "gpt2_124m tensor_cores" "gpt2_350m tensor_cores" "gpt2_1.3b tensor_cores" \
+  "gpt2_350m cuda_cores"; do
+  read -r shape kernels <<<"$run"
+  timeout 75 "$BIN"/bench_train_step --device cuda --precision bf16 --shape "$shape" \
+    --attention "$kernels" --steps 5 --warmup 2 2>&1 |
+    tee -a "$OUT_DIR/bench_train_step_gpu.txt" || status=1
 done
 
 step "GPU benchmark: one layer's ops at GPT-2 124M / 350M / 1.3B widths, T 1024, bf16"
-timeout 240 build-gpu/bin/bench_gpu_ops --shape all --batch 8 --dtype bf16 2>&1 |
-  tee "$OUT_DIR/bench_gpu_ops.txt" || status=1
+for kernels in tensor_cores cuda_cores; do
+  timeout 75 "$BIN"/bench_gpu_ops --shape all --batch 8 --dtype bf16 --attention "$kernels" \
+    2>&1 | tee -a "$OUT_DIR/bench_gpu_ops.txt" || status=1
+done
+
+step "gpu tests, part 2: the NCCL communicator on one GPU, the Trainer on the GPU"
+gpu_tests test_gpu_nccl 90 "Nccl*:GpuTrainer*"
+
+if [ -n "$PREBUILT" ]; then
+  echo
+  echo "gpu_check (prebuilt): $([ $status -eq 0 ] && echo PASSED || echo FAILED)"
+  exit $status
+fi
 
 step "CPU tests on this machine (sanity of the CUDA build)"
 (cd build-gpu && timeout 180 ctest -L unit -j 8 2>&1 | tail -n 3) || status=1
