@@ -8,8 +8,9 @@
 // twin to a few fp32 roundings, which the tests hold it to. BF16 keeps A, B, C and the bias in
 // bf16 and accumulates in fp32 on the tensor cores.
 //
-// The bias rides in the GEMM epilogue (CUBLASLT_EPILOGUE_BIAS); its gradient is a column-sum
-// kernel here that adds (+=) in a fixed order, since cuBLASLt's BGRADB epilogue overwrites.
+// The bias rides in the GEMM epilogue (CUBLASLT_EPILOGUE_BIAS); its gradient is a column sum
+// here, chunk partials then an in-order finish, that adds (+=) the same bits on every run, since
+// cuBLASLt's BGRADB epilogue overwrites.
 // A GEMM's descriptors, layouts and heuristic algorithm are built once per (shape, dtype,
 // epilogue, operand alignments) and cached for the process.
 #include <cstdint>
@@ -21,14 +22,20 @@
 #include <type_traits>
 
 #include "core/cuda_common.cuh"
+#include "core/ops/cuda_elementwise.cuh"
 #include "core/ops/gelu_cuda.h"
 #include "core/ops/matmul_cuda.h"
 
 namespace tessera::ops::cuda {
 namespace {
 
+using tessera::cuda::blocks_for;
 using tessera::cuda::dev;
 using tessera::cuda::from_f32;
+using tessera::cuda::kPack;
+using tessera::cuda::load;
+using tessera::cuda::packable;
+using tessera::cuda::StreamScratch;
 using tessera::cuda::to_f32;
 
 template <typename T>
@@ -260,27 +267,91 @@ __global__ void fill_rows_kernel(D* out, const D* bias, int64_t M, int64_t N) {
   if (i < M * N) out[i] = bias != nullptr ? bias[i % N] : from_f32<D>(0.0f);
 }
 
-constexpr int kBiasColumns = 32;  // per block: one warp-wide row segment
-constexpr int kBiasRowGroups = 16;
+// The bias gradient dbias[n] += sum_m dout[m, n], in two kernels with no atomics: the same bits
+// on every run. The first sums chunks of kBiasChunkRows rows of stripes of kBiasStripeColumns
+// columns into fp32 partials [chunks, N]; the second adds each column's chunks in chunk order.
+// At M = 8192, N = 768: 128 chunks x 6 stripes = 768 blocks.
+constexpr int kBiasThreads = 256;
+constexpr int kBiasChunkRows = 64;
+constexpr int kBiasStripePacks = 32;  // a warp across the stripe, one pack of columns each
+constexpr int kBiasStripeColumns = kBiasStripePacks * kPack;
+constexpr int kBiasRowLanes = kBiasThreads / kBiasStripePacks;
+// The finish: kBiasFinishColumns columns per block, each summed by kBiasChunkLanes threads down
+// the chunks. It is latency-bound, so many lanes, each with few loads (4 at M = 8192), even for
+// large M.
+constexpr int kBiasFinishColumns = 32;
+constexpr int kBiasChunkLanes = 32;
+static_assert(kBiasStripeColumns <= kBiasThreads, "one thread per stripe column adds the lanes");
 
-// dbias[n] += sum_m dout[m, n]. A block owns 32 columns; thread (x, y) sums rows y, y + 16, ...
-// of column x (each warp reads 32 neighbouring columns of a row), then thread (x, 0) adds the 16
-// partial sums in order. No atomics: the same bits on every run.
+// Block (chunk, stripe): thread (x, y) sums the pack of kPack columns at stripe *
+// kBiasStripeColumns + x * kPack over the chunk's rows y, y + kBiasRowLanes, ... in order, then
+// thread t < kBiasStripeColumns adds column t's kBiasRowLanes sums in order. Every column of
+// every chunk is written once.
 template <typename D>
-__global__ void bias_backward_kernel(D* dbias, const D* dout, int64_t M, int64_t N) {
-  __shared__ float partial[kBiasRowGroups][kBiasColumns];
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * kBiasColumns + threadIdx.x;
+__global__ void bias_backward_partials_kernel(float* partials, const D* dout, int64_t M, int64_t N,
+                                              bool packed) {
+  __shared__ float lane_sum[kBiasRowLanes][kBiasStripeColumns];
+  const int64_t chunk = blockIdx.x;
+  const int64_t row0 = chunk * kBiasChunkRows;
+  const int rows = static_cast<int>(M - row0 < kBiasChunkRows ? M - row0 : kBiasChunkRows);
+  const int64_t stripe0 = static_cast<int64_t>(blockIdx.y) * kBiasStripeColumns;
+  const int64_t n = stripe0 + threadIdx.x * kPack;
+  float sum[kPack] = {};
+  if (n < N) {
+    for (int i = threadIdx.y; i < rows; i += kBiasRowLanes) {
+      float g[kPack];
+      load(g, dout + (row0 + i) * N, n, N, packed);
+#pragma unroll
+      for (int k = 0; k < kPack; ++k) sum[k] += g[k];
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kPack; ++k) lane_sum[threadIdx.y][threadIdx.x * kPack + k] = sum[k];
+  __syncthreads();
+  const int t = threadIdx.y * kBiasStripePacks + threadIdx.x;
+  if (t >= kBiasStripeColumns || stripe0 + t >= N) return;
+  float total = 0.0f;
+  for (int y = 0; y < kBiasRowLanes; ++y) total += lane_sum[y][t];
+  partials[chunk * N + stripe0 + t] = total;
+}
+
+// dbias[n] += the sum over chunks of partials[chunk, n]: thread (x, y) of block b adds chunks
+// y, y + kBiasChunkLanes, ... of column n = b * kBiasFinishColumns + x in order, then thread
+// (x, 0) adds the kBiasChunkLanes sums in order.
+template <typename D>
+__global__ void bias_backward_finish_kernel(D* dbias, const float* partials, int64_t chunks,
+                                            int64_t N) {
+  __shared__ float lane_sum[kBiasChunkLanes][kBiasFinishColumns];
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * kBiasFinishColumns + threadIdx.x;
   float sum = 0.0f;
   if (n < N) {
 #pragma unroll 4
-    for (int64_t m = threadIdx.y; m < M; m += kBiasRowGroups) sum += to_f32(dout[m * N + n]);
+    for (int64_t k = threadIdx.y; k < chunks; k += kBiasChunkLanes) sum += partials[k * N + n];
   }
-  partial[threadIdx.y][threadIdx.x] = sum;
+  lane_sum[threadIdx.y][threadIdx.x] = sum;
   __syncthreads();
   if (threadIdx.y != 0 || n >= N) return;
   float total = 0.0f;
-  for (int g = 0; g < kBiasRowGroups; ++g) total += partial[g][threadIdx.x];
+  for (int y = 0; y < kBiasChunkLanes; ++y) total += lane_sum[y][threadIdx.x];
   dbias[n] = from_f32<D>(to_f32(dbias[n]) + total);
+}
+
+// dbias[N] += the column sums of dout[M, N], M and N > 0.
+template <typename D>
+void bias_backward(D* dbias, const D* dout, int64_t M, int64_t N) {
+  cudaStream_t stream = tessera::cuda::compute_stream();
+  const int64_t chunks = (M + kBiasChunkRows - 1) / kBiasChunkRows;
+  StreamScratch partials(static_cast<size_t>(chunks * N) * sizeof(float));
+  // Whole packs need an aligned base pointer and rows a whole number of packs long.
+  const bool packed = N % kPack == 0 && packable(dout);
+  const dim3 grid(static_cast<unsigned>(chunks), blocks_for(N, kBiasStripeColumns));
+  bias_backward_partials_kernel<<<grid, dim3(kBiasStripePacks, kBiasRowLanes), 0, stream>>>(
+      partials.as<float>(), dout, M, N, packed);
+  CHECK_LAUNCH();
+  bias_backward_finish_kernel<<<blocks_for(N, kBiasFinishColumns),
+                                dim3(kBiasFinishColumns, kBiasChunkLanes), 0, stream>>>(
+      dbias, partials.as<float>(), chunks, N);
+  CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -304,12 +375,7 @@ template <typename T>
 void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
                      int64_t M, int64_t K, int64_t N) {
   if (M == 0 || N == 0) return;
-  if (dbias != nullptr) {
-    const dim3 threads(kBiasColumns, kBiasRowGroups);
-    bias_backward_kernel<<<tessera::cuda::blocks_for(N, kBiasColumns), threads, 0,
-                           tessera::cuda::compute_stream()>>>(dev(dbias), dev(dout), M, N);
-    CHECK_LAUNCH();
-  }
+  if (dbias != nullptr) bias_backward(dev(dbias), dev(dout), M, N);
   if (K == 0) return;
   // dinp[M, K] += dout[M, N] @ weight[N, K]. Column-major: dinp^T (K x M, ld K) +=
   // weight as stored (K x N, ld K) * dout as stored (N x M, ld N).
