@@ -223,7 +223,7 @@ int64_t Trainer::state_bytes() const {
   const int64_t flat = buckets_->flat_values().numel();
   const int64_t moments = zero_ ? zero_->moment_elements() : flat;
   const int64_t reduced_piece = zero_ ? zero_->moment_elements() : 0;
-  if (cfg_.model.dtype == DType::BF16)  // fp32 moments, master weights and gradient copy
+  if (cfg_.model.dtype == DType::BF16)  // fp32 moments, master weights and gradient sums
     return elem * 2 * flat + 4 * (2 * moments + 2 * flat);
   return elem * (2 * flat + 2 * moments + reduced_piece);
 }

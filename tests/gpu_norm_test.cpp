@@ -2,18 +2,23 @@
 // bfloat16. Gradients start non-zero, so every backward is also checked to accumulate (+=). In
 // bfloat16 the CPU twin gets the inputs rounded through bf16, so a comparison measures the
 // kernel, not the rounding of its inputs. Ops that add in the CPU's order (embedding, positional,
-// scale) must match it exactly; the reductions must give the same bits on every run.
+// scale) must match it exactly; the reductions must give the same bits on every run. The fused
+// optimizer ops (mixed-precision AdamW, the batched sum of squares) must give the bits of the
+// unfused CUDA ops they replace.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
 #include "core/ops/adamw.h"
+#include "core/ops/cast.h"
 #include "core/ops/embedding.h"
 #include "core/ops/gelu.h"
 #include "core/ops/layernorm.h"
@@ -186,7 +191,7 @@ TEST_P(GpuLayerNorm, BackwardAccumulatesIntoNonZeroGradientsLikeCpu) {
 
 TEST_P(GpuLayerNorm, BackwardIsBitwiseIdenticalRunToRun) {
   const DType dt = GetParam();
-  const Shape shape = {8, 512, 768};  // 16 row chunks of the parameter-gradient sums
+  const Shape shape = {8, 512, 768};  // 64 row chunks of the parameter-gradient sums
   const LayerNormInputs in = layernorm_inputs(shape, dt, 300);
   const Tensor g_inp = to_gpu(in.inp, dt), g_weight = to_gpu(in.weight, dt);
   const Tensor g_dout = to_gpu(in.dout, dt);
@@ -397,6 +402,80 @@ TEST_P(GpuOptimizerReductions, ScaleMatchesCpuExactly) {
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, GpuOptimizerReductions, ::testing::Values(F32, BF16),
                          dtype_test_name);
+
+TEST(GpuSumOfSquares, OfAListIsTheLoopOfSingleCudaSumsBitwiseAndMatchesCpu) {
+  // float32 and bfloat16 mixed, empty tensors among them. The tensors' partials share one scratch
+  // buffer, safe by stream order: a race would show as a wrong sum.
+  const std::vector<std::pair<int64_t, DType>> parts = {
+      {1000, F32},
+      {int64_t{3} * 1024 * 256 + 7, BF16},  // past 1024 blocks of 256: a grid-stride loop
+      {0, F32},
+      {1, BF16},
+      {300000, F32},
+      {37, BF16},
+      {0, BF16},
+  };
+  std::vector<Tensor> host, gpu;
+  uint64_t seed = 50;
+  for (const auto& [n, dt] : parts) {
+    host.push_back(random_stored({n}, seed++, dt));
+    gpu.push_back(to_gpu(host.back(), dt));
+  }
+  double loop = 0, cpu = 0;
+  for (const Tensor& x : gpu) loop += ops::sum_of_squares(x);
+  for (const Tensor& x : host) cpu += ops::sum_of_squares(x);
+  const double batched = ops::sum_of_squares(gpu), again = ops::sum_of_squares(gpu);
+  EXPECT_EQ(std::memcmp(&batched, &loop, sizeof batched), 0) << batched << " vs " << loop;
+  EXPECT_EQ(std::memcmp(&batched, &again, sizeof batched), 0) << batched << " vs " << again;
+  EXPECT_NEAR(batched, cpu, kSumOfSquaresRtol * cpu);
+  EXPECT_EQ(ops::sum_of_squares(std::vector<Tensor>{}), 0.0);
+
+  // In order: 2^54, then ones that each round away (summed from the end they would make 4, one
+  // ulp of 2^54).
+  Tensor big({1}, F32), one({1}, F32);
+  big.fill(std::ldexp(1.0, 27));
+  one.fill(1.0);
+  const std::vector<Tensor> ordered = {to_gpu(big, F32), to_gpu(one, BF16), to_gpu(one, F32),
+                                       to_gpu(one, BF16)};
+  EXPECT_EQ(ops::sum_of_squares(ordered), std::ldexp(1.0, 54));
+}
+
+TEST(GpuSumOfSquares, RefusesAListAcrossDevices) {
+  const std::vector<Tensor> xs = {Tensor({2}, F32, CUDA), Tensor({2}, F32)};
+  expect_internal_error(
+      [&] { ops::sum_of_squares(xs); },
+      "sum_of_squares: all of xs must be on one device, found xs[0] on cuda and xs[1] on cpu");
+}
+
+// The gradient's dtype: float32 (given fp32 sums) or bfloat16 (the Param's own grad).
+class GpuAdamWMixed : public DtypeTest {};
+
+TEST_P(GpuAdamWMixed, FiveStepsEqualCudaUpdateThenCastBitwise) {
+  const DType grad_dtype = GetParam();
+  const int64_t n = 10007;
+  const Tensor master0 = random_host({n}, 60);
+  Tensor master = master0.to(CUDA), exp_avg({n}, F32, CUDA), exp_avg_sq({n}, F32, CUDA);
+  Tensor value = to_gpu(random_host({n}, 61), BF16);  // stale: the update must overwrite it
+  Tensor ref_master = master0.to(CUDA), ref_exp_avg({n}, F32, CUDA);
+  Tensor ref_exp_avg_sq({n}, F32, CUDA), ref_value({n}, BF16, CUDA);
+  ops::AdamWStep s;
+  s.lr = 1e-2;
+  s.weight_decay = 0.1;
+  for (s.t = 1; s.t <= 5; ++s.t) {
+    const Tensor grad = to_gpu(random_host({n}, 61 + static_cast<uint64_t>(s.t)), grad_dtype);
+    Tensor grad32({n}, F32, CUDA);
+    ops::cast(grad32, grad);
+    ops::adamw_update(ref_master, grad32, ref_exp_avg, ref_exp_avg_sq, s);
+    ops::cast(ref_value, ref_master);
+    ops::adamw_update_mixed(master, value, grad, exp_avg, exp_avg_sq, s);
+  }
+  EXPECT_TRUE(bitwise_equal(master, ref_master)) << "master";
+  EXPECT_TRUE(bitwise_equal(value, ref_value)) << "value";
+  EXPECT_TRUE(bitwise_equal(exp_avg, ref_exp_avg)) << "exp_avg";
+  EXPECT_TRUE(bitwise_equal(exp_avg_sq, ref_exp_avg_sq)) << "exp_avg_sq";
+}
+
+INSTANTIATE_TEST_SUITE_P(GradDtypes, GpuAdamWMixed, ::testing::Values(F32, BF16), dtype_test_name);
 
 }  // namespace
 }  // namespace tessera

@@ -1,15 +1,63 @@
-// AdamW, global-norm clipping and the LR schedule against values computed by hand.
+// AdamW, global-norm clipping and the LR schedule against values computed by hand; the fused
+// optimizer ops (the batched sum of squares, the mixed-precision update) and the optimizer's use
+// of them against the unfused ops they replace, bit for bit.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <functional>
 #include <numbers>
+#include <random>
+#include <string>
+#include <vector>
 
+#include "core/error.h"
+#include "core/ops/adamw.h"
+#include "core/ops/cast.h"
 #include "core/optim/lr_schedule.h"
 #include "core/optim/optimizer.h"
 #include "parallel/local_communicator.h"
+#include "tests/gradcheck.h"
 
 namespace tessera {
 namespace {
+
+using testing::random_tensor;
+
+constexpr DType F32 = DType::F32;
+constexpr DType F64 = DType::F64;
+constexpr DType BF16 = DType::BF16;
+
+bool bitwise_equal(const Tensor& a, const Tensor& b) {
+  return a.bytes() == b.bytes() && std::memcmp(a.raw(), b.raw(), a.bytes()) == 0;
+}
+
+bool same_bits(double a, double b) {
+  return std::memcmp(&a, &b, sizeof a) == 0;
+}
+
+void expect_internal_error(const std::function<void()>& fn, const std::string& needle) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected an InternalError mentioning \"" << needle << "\"";
+  } catch (const InternalError& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+// The F32 host tensor rounded to bfloat16 (to nearest even).
+Tensor bf16_of(const Tensor& f32) {
+  Tensor b(f32.shape(), BF16);
+  ops::cast(b, f32);
+  return b;
+}
+
+// Element i of a host F32, F64 or BF16 tensor, exactly, as a double.
+double element(const Tensor& t, int64_t i) {
+  if (t.dtype() == BF16) return to_float(t.data<bf16>()[i]);
+  if (t.dtype() == F32) return t.data<float>()[i];
+  return t.data<double>()[i];
+}
 
 Param scalar_param(ParamKind kind, double value, double grad) {
   Param p;
@@ -105,6 +153,224 @@ TEST(LRSchedule, LinearDecay) {
   EXPECT_DOUBLE_EQ(s.at(1), 1.5);
   EXPECT_DOUBLE_EQ(s.at(2), 1.0);
   EXPECT_DOUBLE_EQ(s.at(4), 0.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The batched sum of squares
+
+TEST(SumOfSquares, OfAListIsTheLoopOfSingleSumsBitwise) {
+  std::mt19937_64 rng(40);
+  // float32, bfloat16 and float64 mixed, one tensor past a 16k-element chunk, an empty one, and
+  // magnitudes from 1e-3 to 1e3, so that adding the per-tensor sums in another order or leaving
+  // one out changes the result.
+  const std::vector<Tensor> xs = {random_tensor({40000}, rng, F32, -1e3, 1e3),
+                                  bf16_of(random_tensor({3, 7}, rng, F32)),
+                                  Tensor({0}, F32),
+                                  random_tensor({5, 11}, rng, F64, -1e-3, 1e-3),
+                                  bf16_of(random_tensor({20000}, rng, F32, -30, 30)),
+                                  random_tensor({1}, rng, F32)};
+  double loop = 0;
+  for (const Tensor& x : xs) loop += ops::sum_of_squares(x);
+  const double batched = ops::sum_of_squares(xs);
+  EXPECT_TRUE(same_bits(batched, loop)) << batched << " vs " << loop;
+  // Squares of float and bf16 values are exact in double; only the order of additions differs.
+  double naive = 0;
+  for (const Tensor& x : xs)
+    for (int64_t i = 0; i < x.numel(); ++i) naive += element(x, i) * element(x, i);
+  EXPECT_NEAR(batched, naive, 1e-12 * naive);
+  EXPECT_EQ(ops::sum_of_squares(std::vector<Tensor>{}), 0.0);
+  EXPECT_EQ(ops::sum_of_squares(std::vector<Tensor>{Tensor({0}, BF16)}), 0.0);
+}
+
+TEST(SumOfSquares, OfAListAddsThePerTensorSumsInOrder) {
+  // 2^54 first, then ones: each 1 is a quarter of an ulp of 2^54 and rounds away. Added from the
+  // end, the ones would make 4, one ulp, before meeting 2^54.
+  Tensor big({1}, F32), one({1}, F32), one_f64({1}, F64);
+  big.fill(std::ldexp(1.0, 27));
+  one.fill(1.0);
+  one_f64.fill(1.0);
+  const std::vector<Tensor> xs = {big, bf16_of(one), one, one_f64, bf16_of(one)};
+  EXPECT_EQ(ops::sum_of_squares(xs), std::ldexp(1.0, 54));
+}
+
+TEST(SumOfSquares, RefusesAnIntegerTensorNamingItsIndex) {
+  const std::vector<Tensor> xs = {Tensor({2}, F32), Tensor({2}, DType::I32)};
+  expect_internal_error([&] { ops::sum_of_squares(xs); },
+                        "sum_of_squares: xs[1] must be a contiguous float32 or bfloat16 tensor (or "
+                        "float64 on the host), found int32 [2] on cpu");
+}
+
+// A Param of n random F32 gradient values (its value unused), counted or not in norms.
+Param grad_param(std::mt19937_64& rng, int64_t n) {
+  Param p;
+  p.name = "g" + std::to_string(n);
+  p.global_shape = {n};
+  p.value = Tensor({n}, F32);
+  p.grad = random_tensor({n}, rng, F32);
+  return p;
+}
+
+TEST(GradClipping, SumOfSquaresAddsTheCountedGradientsInOrder) {
+  std::mt19937_64 rng(41);
+  Param a = grad_param(rng, 100), split = grad_param(rng, 30000), tied = grad_param(rng, 7),
+        other_rank = grad_param(rng, 9), b = grad_param(rng, 5);
+  split.split_dim = 0;  // TP rank 1 of 2 holds its own piece: counted
+  split.tp_rank = 1;
+  split.tp_size = 2;
+  tied.tied_copy = true;   // counted on the first stage only
+  other_rank.tp_rank = 1;  // replicated: counted on TP rank 0 only
+  other_rank.tp_size = 2;
+  const std::vector<Param*> params = {&a, &split, &tied, &other_rank, &b};
+  const double expected =
+      ops::sum_of_squares(a.grad) + ops::sum_of_squares(split.grad) + ops::sum_of_squares(b.grad);
+  EXPECT_TRUE(same_bits(grad_sum_of_squares(params), expected));
+
+  // grad_of replaces each Param's grad: here by its value, zero, so only b's counts.
+  b.value = b.grad.clone();
+  EXPECT_TRUE(same_bits(grad_sum_of_squares(params, [](const Param& p) { return p.value; }),
+                        ops::sum_of_squares(b.grad)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mixed-precision update
+
+const ops::AdamWStep kMixedStep{
+    .lr = 1e-2, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1, .t = 1};
+
+TEST(AdamWUpdateMixed, EqualsUpdateThenCastBitwiseForFloat32AndBfloat16Gradients) {
+  const int64_t n = 1001;
+  for (const DType grad_dtype : {F32, BF16}) {
+    SCOPED_TRACE(dtype_name(grad_dtype));
+    std::mt19937_64 rng(42);
+    Tensor master = random_tensor({n}, rng, F32), exp_avg({n}, F32), exp_avg_sq({n}, F32);
+    Tensor value = bf16_of(random_tensor({n}, rng, F32));  // stale: each step must overwrite it
+    Tensor ref_master = master.clone(), ref_exp_avg({n}, F32), ref_exp_avg_sq({n}, F32);
+    Tensor ref_value({n}, BF16);
+    for (int64_t t = 1; t <= 3; ++t) {
+      SCOPED_TRACE("step " + std::to_string(t));
+      ops::AdamWStep s = kMixedStep;
+      s.t = t;
+      Tensor grad = random_tensor({n}, rng, F32);
+      if (grad_dtype == BF16) grad = bf16_of(grad);
+      Tensor grad32({n}, F32);
+      ops::cast(grad32, grad);
+      ops::adamw_update(ref_master, grad32, ref_exp_avg, ref_exp_avg_sq, s);
+      ops::cast(ref_value, ref_master);
+
+      ops::adamw_update_mixed(master, value, grad, exp_avg, exp_avg_sq, s);
+      EXPECT_TRUE(bitwise_equal(master, ref_master)) << "master";
+      EXPECT_TRUE(bitwise_equal(value, ref_value)) << "value";
+      EXPECT_TRUE(bitwise_equal(exp_avg, ref_exp_avg)) << "exp_avg";
+      EXPECT_TRUE(bitwise_equal(exp_avg_sq, ref_exp_avg_sq)) << "exp_avg_sq";
+    }
+  }
+}
+
+TEST(AdamWUpdateMixed, RefusesWrongDtypesShapesAndStepsNamingTheArgument) {
+  Tensor master({4}, F32), value({4}, BF16), grad({4}, BF16), m({4}, F32), v({4}, F32);
+  Tensor bf16_master({4}, BF16), f32_value({4}, F32), long_value({5}, BF16);
+  Tensor f64_grad({4}, F64), short_grad({3}, F32), short_m({3}, F32), bf16_v({4}, BF16);
+  const ops::AdamWStep s;
+  const std::string op = "adamw_update_mixed: ";
+  expect_internal_error([&] { ops::adamw_update_mixed(bf16_master, value, grad, m, v, s); },
+                        op + "master (fp32 master weights) must be a contiguous float32 tensor on "
+                             "cpu, found bfloat16 [4] on cpu");
+  expect_internal_error([&] { ops::adamw_update_mixed(master, f32_value, grad, m, v, s); },
+                        op + "value (bf16 copy of master) must be a contiguous bfloat16 tensor on "
+                             "cpu, found float32 [4] on cpu");
+  expect_internal_error([&] { ops::adamw_update_mixed(master, long_value, grad, m, v, s); },
+                        op + "value (bf16 copy of master) must have shape [4], found [5]");
+  expect_internal_error([&] { ops::adamw_update_mixed(master, value, f64_grad, m, v, s); },
+                        op + "grad must be a contiguous float32 or bfloat16 tensor on cpu, found "
+                             "float64 [4] on cpu");
+  expect_internal_error([&] { ops::adamw_update_mixed(master, value, short_grad, m, v, s); },
+                        op + "grad must have shape [4], found [3]");
+  expect_internal_error([&] { ops::adamw_update_mixed(master, value, grad, short_m, v, s); },
+                        op + "exp_avg must have shape [4], found [3]");
+  expect_internal_error([&] { ops::adamw_update_mixed(master, value, grad, m, bf16_v, s); },
+                        op + "exp_avg_sq must be a contiguous float32 tensor on cpu");
+  ops::AdamWStep zero = s;
+  zero.t = 0;
+  expect_internal_error([&] { ops::adamw_update_mixed(master, value, grad, m, v, zero); },
+                        op + "step t must be >= 1, found 0");
+}
+
+// ---------------------------------------------------------------------------------------------
+// AdamW over a bfloat16 Param: fp32 master weights, the value rounded from them
+
+// A bfloat16 Param of n elements on the host, its value rounded from random draws.
+Param bf16_param(std::mt19937_64& rng, int64_t n) {
+  Param p;
+  p.name = "w";
+  p.kind = ParamKind::Weight;
+  p.global_shape = {n};
+  p.value = bf16_of(random_tensor({n}, rng, F32));
+  p.grad = Tensor({n}, BF16);
+  return p;
+}
+
+// What AdamW must do to a bfloat16 Param, by the unfused ops: an fp32 master cast from the value,
+// updated from an fp32 gradient, and the value cast back from it.
+struct MixedPrecisionReference {
+  Tensor master, exp_avg, exp_avg_sq, value;
+  explicit MixedPrecisionReference(const Param& p)
+      : master(p.value.shape(), F32),
+        exp_avg(p.value.shape(), F32),
+        exp_avg_sq(p.value.shape(), F32),
+        value(p.value.shape(), BF16) {
+    ops::cast(master, p.value);
+  }
+  void step(const Tensor& grad32, double lr, int64_t t, const AdamWConfig& cfg) {
+    const ops::AdamWStep s{.lr = lr,
+                           .beta1 = cfg.beta1,
+                           .beta2 = cfg.beta2,
+                           .eps = cfg.eps,
+                           .weight_decay = cfg.weight_decay,
+                           .t = t};
+    ops::adamw_update(master, grad32, exp_avg, exp_avg_sq, s);
+    ops::cast(value, master);
+  }
+};
+
+void expect_matches(AdamW& opt, const Param& p, const MixedPrecisionReference& ref) {
+  EXPECT_TRUE(bitwise_equal(opt.master()[0], ref.master)) << "master";
+  EXPECT_TRUE(bitwise_equal(p.value, ref.value)) << "value";
+  EXPECT_TRUE(bitwise_equal(opt.exp_avg()[0], ref.exp_avg)) << "exp_avg";
+  EXPECT_TRUE(bitwise_equal(opt.exp_avg_sq()[0], ref.exp_avg_sq)) << "exp_avg_sq";
+}
+
+TEST(AdamW, Bfloat16ParamStepsFromItsBf16GradientLikeCastThenUpdateThenCast) {
+  std::mt19937_64 rng(43);
+  Param w = bf16_param(rng, 257);
+  const AdamWConfig cfg;
+  AdamW opt({&w}, cfg);
+  MixedPrecisionReference ref(w);
+  for (int64_t t = 1; t <= 3; ++t) {
+    SCOPED_TRACE("step " + std::to_string(t));
+    ops::cast(w.grad, random_tensor({257}, rng, F32));
+    Tensor grad32({257}, F32);
+    ops::cast(grad32, w.grad);
+    opt.step(1e-2);
+    ref.step(grad32, 1e-2, t, cfg);
+    expect_matches(opt, w, ref);
+  }
+}
+
+TEST(AdamW, Bfloat16ParamStepsFromTheFp32GradientsGivenInsteadOfItsGrad) {
+  std::mt19937_64 rng(44);
+  Param w = bf16_param(rng, 257);  // its bf16 grad stays zero: the given sums must be used
+  const AdamWConfig cfg;
+  AdamW opt({&w}, cfg);
+  Tensor sums = random_tensor({257}, rng, F32);
+  opt.use_gradients({sums});
+  MixedPrecisionReference ref(w);
+  for (int64_t t = 1; t <= 2; ++t) {
+    SCOPED_TRACE("step " + std::to_string(t));
+    opt.step(1e-2);
+    ref.step(sums, 1e-2, t, cfg);
+    expect_matches(opt, w, ref);
+    copy_into(sums, random_tensor({257}, rng, F32));  // the next step's sums, in place
+  }
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 // t is the 1-based step. And the reductions the optimizer needs.
 #pragma once
 
+#include <vector>
+
 #include "core/tensor.h"
 
 namespace tessera::ops {
@@ -20,10 +22,21 @@ struct AdamWStep {
 // On cuda all four tensors are float32 (fp32 master weights and moments).
 void adamw_update(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,
                   const AdamWStep& s);
+// The mixed-precision step in one pass: the update of adamw_update on the fp32 master weights,
+// then value = master rounded to bfloat16 (to nearest even, as ops::cast). master, exp_avg and
+// exp_avg_sq are float32, value bfloat16, grad float32 or bfloat16 (widened exactly), all of one
+// shape and device. The same bits as adamw_update(master, grad as float32, exp_avg, exp_avg_sq,
+// s) followed by cast(value, master), on either device.
+void adamw_update_mixed(Tensor& master, Tensor& value, const Tensor& grad, Tensor& exp_avg,
+                        Tensor& exp_avg_sq, const AdamWStep& s);
 
-// sum of x^2 in double, summed in a fixed order (deterministic for a given thread count; on cuda,
-// x float32 or bfloat16, the same bits on every run). Waits for the GPU to return the value.
+// sum of x^2 in double, summed in a fixed order (deterministic for a given thread count; on cuda
+// the same bits on every run). x is float32 or bfloat16 on either device, or float64 on the
+// host. Waits for the GPU to return the value.
 double sum_of_squares(const Tensor& x);
+// The sum over xs, in order, of sum_of_squares(x), added in double: the same bits as that loop,
+// but with a single wait for the GPU. All of xs on one device, dtypes mixed freely; 0 if empty.
+double sum_of_squares(const std::vector<Tensor>& xs);
 // x *= alpha (alpha rounded to x's dtype first on the host, to float on cuda).
 void scale(Tensor& x, double alpha);
 

@@ -1,7 +1,7 @@
 // CPU AdamW update and the reductions the optimizer needs. The update is one fused pass over
 // (param, grad, m, v), memory-bound, with the step's scalar factors computed once in double.
 // sum_of_squares adds fixed 16k-element chunks in double and then the chunk sums in order, so its
-// result is the same bits for every thread count.
+// result is the same bits for every thread count; bf16 elements are widened exactly.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -10,8 +10,20 @@
 
 namespace tessera::ops::cpu {
 namespace {
+
 constexpr int64_t kSumChunk = int64_t{1} << 14;
+
+inline double widen(float x) {
+  return x;
 }
+inline double widen(double x) {
+  return x;
+}
+inline double widen(bf16 x) {
+  return to_float(x);
+}
+
+}  // namespace
 
 template <typename T>
 void adamw_update(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, int64_t n,
@@ -44,8 +56,7 @@ double sum_of_squares(const T* x, int64_t n) {
     const int64_t begin = c * kSumChunk, end = std::min(n, begin + kSumChunk);
     double sum = 0;
 #pragma omp simd reduction(+ : sum)
-    for (int64_t i = begin; i < end; ++i)
-      sum += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+    for (int64_t i = begin; i < end; ++i) sum += widen(x[i]) * widen(x[i]);
     partial[static_cast<size_t>(c)] = sum;
   }
   double total = 0;
@@ -67,5 +78,6 @@ void scale(T* x, int64_t n, double alpha) {
 TESSERA_ADAMW_INSTANTIATE(float)
 TESSERA_ADAMW_INSTANTIATE(double)
 #undef TESSERA_ADAMW_INSTANTIATE
+template double sum_of_squares<bf16>(const bf16*, int64_t);
 
 }  // namespace tessera::ops::cpu

@@ -90,6 +90,7 @@ void cross_entropy_backward(T* dlogits, const T* dlosses, const T* logits, const
 template <typename T>
 void adamw_update(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, int64_t n,
                   const AdamWStep& s);
+// T is float, double or bf16.
 template <typename T>
 double sum_of_squares(const T* x, int64_t n);
 template <typename T>

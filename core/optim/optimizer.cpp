@@ -10,10 +10,10 @@ namespace tessera {
 
 double grad_sum_of_squares(const std::vector<Param*>& params,
                            const std::function<Tensor(const Param&)>& grad_of) {
-  double local = 0;
+  std::vector<Tensor> grads;
   for (const Param* p : params)
-    if (p->counted_here()) local += ops::sum_of_squares(grad_of ? grad_of(*p) : p->grad);
-  return local;
+    if (p->counted_here()) grads.push_back(grad_of ? grad_of(*p) : p->grad);
+  return ops::sum_of_squares(grads);  // one wait for the GPU, not one per Param
 }
 
 double global_grad_norm(const std::vector<Param*>& params, Communicator& model_parallel) {
@@ -44,11 +44,9 @@ AdamW::AdamW(std::vector<Param*> params, const AdamWConfig& cfg)
     m_.emplace_back(p->value.shape(), dtype, device);
     v_.emplace_back(p->value.shape(), dtype, device);
     master_.emplace_back();
-    grad32_.emplace_back();
     if (mixed) {
       master_.back() = Tensor(p->value.shape(), DType::F32, device);
       ops::cast(master_.back(), p->value);
-      grad32_.back() = Tensor(p->value.shape(), DType::F32, device);
     }
   }
 }
@@ -72,6 +70,7 @@ double AdamW::weight_decay_of(const Param& p) const {
 
 void AdamW::use_gradients(const std::vector<Tensor>& fp32_grads) {
   TESSERA_CHECK(fp32_grads.size() == params_.size(), "AdamW::use_gradients: one per Param");
+  grad32_.assign(params_.size(), Tensor());
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!master_[i].defined()) continue;
     TESSERA_CHECK(
@@ -98,10 +97,9 @@ void AdamW::step(double lr) {
     s.weight_decay = weight_decay_of(*params_[i]);
     s.t = t_;
     Param& p = *params_[i];
-    if (master_[i].defined()) {
-      if (!grads_given_) ops::cast(grad32_[i], p.grad);
-      ops::adamw_update(master_[i], grad32_[i], m_[i], v_[i], s);
-      ops::cast(p.value, master_[i]);
+    if (master_[i].defined()) {  // the bf16 value is written in the same pass
+      const Tensor& grad = grads_given_ ? grad32_[i] : p.grad;
+      ops::adamw_update_mixed(master_[i], p.value, grad, m_[i], v_[i], s);
     } else {
       ops::adamw_update(p.value, p.grad, m_[i], v_[i], s);
     }

@@ -1,9 +1,10 @@
 // AdamW over a model's Params, with global-norm gradient clipping. Owns the two moment tensors
 // of every Param, of the Param's dtype and device; for a bfloat16 Param (mixed precision on the
 // GPU) also its fp32 master weights: moments and masters are fp32, the update runs on the
-// masters, and the bf16 values are cast from them after each step. Weight decay goes to matmul
-// weights only, unless configured for embeddings and for biases and norms too (Megatron-LM's
-// default).
+// masters, and the bf16 values are rounded from them in the same pass (ops::adamw_update_mixed,
+// from the bf16 gradient or the fp32 ones of use_gradients; no fp32 gradient copy). Weight decay
+// goes to matmul weights only, unless configured for embeddings and for biases and norms too
+// (Megatron-LM's default).
 #pragma once
 
 #include <functional>
@@ -26,7 +27,8 @@ struct AdamWConfig {
 };
 
 // Sum of squares of the gradients this rank counts (Param::counted_here), in a fixed order: of
-// each Param's grad, or of grad_of(param) when given (the fp32 sums of mixed precision).
+// each Param's grad, or of grad_of(param) when given (the fp32 sums of mixed precision). One
+// batched ops::sum_of_squares: a single wait for the GPU.
 double grad_sum_of_squares(const std::vector<Param*>& params,
                            const std::function<Tensor(const Param&)>& grad_of = {});
 
@@ -57,16 +59,19 @@ class AdamW {
   // Casts each bfloat16 Param's value from its master weights (after loading them).
   void refresh_values();
   // The fp32 gradients of the bfloat16 Params (by Param index, shaped like them) to step from,
-  // instead of an fp32 copy of their bf16 grad: the sums GradBuckets accumulates.
+  // instead of their bf16 grad: the sums GradBuckets accumulates.
   void use_gradients(const std::vector<Tensor>& fp32_grads);
 
  private:
   std::vector<Param*> params_;
   AdamWConfig cfg_;
   std::vector<Tensor> m_, v_;
-  // For bfloat16 Params (else undefined): fp32 master weights and an fp32 copy of the gradient.
-  std::vector<Tensor> master_, grad32_;
-  bool grads_given_ = false;  // grad32_ are use_gradients' views, not copies to fill
+  // For bfloat16 Params (else undefined): fp32 master weights.
+  std::vector<Tensor> master_;
+  // use_gradients' fp32 gradients (views, by Param index; undefined for the others). Empty until
+  // then: the update reads each bf16 Param's grad directly.
+  std::vector<Tensor> grad32_;
+  bool grads_given_ = false;
   int64_t t_ = 0;
 };
 
