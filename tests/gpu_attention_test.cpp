@@ -68,13 +68,31 @@ void expect_internal_error(const std::function<void()>& fn, const std::vector<st
 struct AttentionCase {
   DType dtype;
   int64_t hd, T;
+  ops::AttentionKernels kernels = ops::AttentionKernels::CudaCores;  // bf16 only
 };
 
 std::string case_name(const ::testing::TestParamInfo<AttentionCase>& info) {
   const AttentionCase& c = info.param;
-  return std::string(c.dtype == DType::F32 ? "F32" : "BF16") + "_hd" + std::to_string(c.hd) + "_T" +
-         std::to_string(c.T);
+  const bool tc = c.kernels == ops::AttentionKernels::TensorCores;
+  return std::string(c.dtype == DType::F32 ? "F32"
+                     : tc                  ? "BF16_TensorCores"
+                                           : "BF16") +
+         "_hd" + std::to_string(c.hd) + "_T" + std::to_string(c.T);
 }
+
+// Runs the bf16 attention of a test on the given kernels, and restores the default after.
+class Bf16AttentionKernels {
+ public:
+  explicit Bf16AttentionKernels(ops::AttentionKernels k) : saved_(ops::bf16_attention_kernels()) {
+    ops::set_bf16_attention_kernels(k);
+  }
+  ~Bf16AttentionKernels() { ops::set_bf16_attention_kernels(saved_); }
+  Bf16AttentionKernels(const Bf16AttentionKernels&) = delete;
+  Bf16AttentionKernels& operator=(const Bf16AttentionKernels&) = delete;
+
+ private:
+  ops::AttentionKernels saved_;
+};
 
 // One forward and backward on the GPU and the same in float64 on the CPU. B * H = 6 pairs, and
 // dqkv starts from random values so that += is checked, not =.
@@ -98,6 +116,7 @@ class FlashAttentionCuda : public ::testing::TestWithParam<AttentionCase> {
     }
 
     // GPU.
+    const Bf16AttentionKernels kernels(c.kernels);
     const Tensor qkv_d = to_gpu(qkv, c.dtype), dout_d = to_gpu(dout, c.dtype);
     Tensor out_d({B, T, C}, c.dtype, Device::CUDA);
     lse_d = Tensor(ops::attention_saved_shape(Device::CUDA, B, H, T),
@@ -194,7 +213,24 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionCase{DType::BF16, 128, 130}),
     case_name);
 
-TEST(FlashAttentionCudaDeterminism, BackwardTwiceGivesBitwiseIdenticalDqkv) {
+// The tensor-core kernels tile by 64 queries (forward, dQ) and 64 keys (dK/dV) with inner tiles
+// of 64 or 32: T = 1, one partial tile, exact tiles, and several tiles with a partial last one.
+constexpr ops::AttentionKernels kTensorCores = ops::AttentionKernels::TensorCores;
+INSTANTIATE_TEST_SUITE_P(TensorCores, FlashAttentionCuda,
+                         ::testing::Values(AttentionCase{DType::BF16, 64, 1, kTensorCores},
+                                           AttentionCase{DType::BF16, 64, 37, kTensorCores},
+                                           AttentionCase{DType::BF16, 64, 128, kTensorCores},
+                                           AttentionCase{DType::BF16, 64, 257, kTensorCores},
+                                           AttentionCase{DType::BF16, 128, 1, kTensorCores},
+                                           AttentionCase{DType::BF16, 128, 37, kTensorCores},
+                                           AttentionCase{DType::BF16, 128, 130, kTensorCores},
+                                           AttentionCase{DType::BF16, 128, 200, kTensorCores}),
+                         case_name);
+
+class FlashAttentionCudaDeterminism : public ::testing::TestWithParam<ops::AttentionKernels> {};
+
+TEST_P(FlashAttentionCudaDeterminism, BackwardTwiceGivesBitwiseIdenticalDqkv) {
+  const Bf16AttentionKernels kernels(GetParam());
   const int64_t B = 2, T = 100, H = 2, hd = 64, C = H * hd;
   const Tensor qkv = to_gpu(random_host({B, T, 3 * C}, 7), DType::BF16);
   const Tensor dout = to_gpu(random_host({B, T, C}, 8), DType::BF16);
@@ -206,6 +242,15 @@ TEST(FlashAttentionCudaDeterminism, BackwardTwiceGivesBitwiseIdenticalDqkv) {
   const Tensor a = first.to(Device::CPU), b = second.to(Device::CPU);
   EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.bytes()), 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Bf16Kernels, FlashAttentionCudaDeterminism,
+                         ::testing::Values(ops::AttentionKernels::CudaCores,
+                                           ops::AttentionKernels::TensorCores),
+                         [](const ::testing::TestParamInfo<ops::AttentionKernels>& info) {
+                           return info.param == ops::AttentionKernels::TensorCores
+                                      ? std::string("TensorCores")
+                                      : std::string("CudaCores");
+                         });
 
 TEST(FlashAttentionCudaValidation, UnsupportedHeadDimIsRefusedNamingTheOp) {
   const int64_t B = 1, T = 8, H = 2, hd = 48, C = H * hd;

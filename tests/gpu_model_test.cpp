@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/model/gpt.h"
+#include "core/ops/attention.h"
 #include "core/optim/optimizer.h"
 #include "launcher/sampling.h"
 #include "parallel/local_communicator.h"
@@ -86,6 +87,17 @@ TEST(GpuModel, Float32LossCurveFollowsTheCpuFor50Steps) {
 TEST(GpuModel, Bfloat16LossCurveFollowsTheFloat32CpuFor50Steps) {
   const std::vector<double> cpu = loss_curve(DType::F32, Device::CPU, 50);
   const std::vector<double> gpu = loss_curve(DType::BF16, Device::CUDA, 50);
+  ASSERT_EQ(cpu.size(), gpu.size());
+  for (size_t i = 0; i < cpu.size(); ++i)
+    EXPECT_NEAR(gpu[i], cpu[i], kBf16LossRtol * cpu[i]) << "step " << i + 1;
+}
+
+TEST(GpuModel, Bfloat16LossCurveOnTensorCoreAttentionFollowsTheFloat32Cpu) {
+  const std::vector<double> cpu = loss_curve(DType::F32, Device::CPU, 50);
+  const ops::AttentionKernels saved = ops::bf16_attention_kernels();
+  ops::set_bf16_attention_kernels(ops::AttentionKernels::TensorCores);
+  const std::vector<double> gpu = loss_curve(DType::BF16, Device::CUDA, 50);
+  ops::set_bf16_attention_kernels(saved);
   ASSERT_EQ(cpu.size(), gpu.size());
   for (size_t i = 0; i < cpu.size(); ++i)
     EXPECT_NEAR(gpu[i], cpu[i], kBf16LossRtol * cpu[i]) << "step " << i + 1;

@@ -33,7 +33,17 @@ AttentionDims check_attention(const char* op, const Tensor& qkv, const Tensor& s
   return d;
 }
 
+AttentionKernels g_bf16_kernels = AttentionKernels::CudaCores;
+
 }  // namespace
+
+void set_bf16_attention_kernels(AttentionKernels kernels) {
+  g_bf16_kernels = kernels;
+}
+
+AttentionKernels bf16_attention_kernels() {
+  return g_bf16_kernels;
+}
 
 Shape attention_saved_shape(Device device, int64_t B, int64_t H, int64_t T) {
   if (device == Device::CUDA) return {B, H, T};
@@ -57,7 +67,7 @@ void attention_forward(Tensor& out, Tensor& saved, const Tensor& qkv, int64_t he
       [&](auto tag) {
         using T = decltype(tag);
         cuda::attention_forward(out.data<T>(), saved.data<float>(), qkv.data<T>(), d.B, d.S, d.H,
-                                d.hd);
+                                d.hd, g_bf16_kernels == AttentionKernels::TensorCores);
       });
 }
 
@@ -79,7 +89,8 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
         using T = decltype(tag);
         Tensor delta({d.B, d.H, d.S}, DType::F32, Device::CUDA);  // rowsum(dout * out), FA2
         cuda::attention_backward(dqkv.data<T>(), delta.data<float>(), dout.data<T>(), qkv.data<T>(),
-                                 out.data<T>(), saved.data<float>(), d.B, d.S, d.H, d.hd);
+                                 out.data<T>(), saved.data<float>(), d.B, d.S, d.H, d.hd,
+                                 g_bf16_kernels == AttentionKernels::TensorCores);
       });
 }
 

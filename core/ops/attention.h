@@ -21,4 +21,12 @@ void attention_forward(Tensor& out, Tensor& saved, const Tensor& qkv, int64_t he
 void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
                         const Tensor& saved, int64_t heads);
 
+// The CUDA kernels behind bfloat16 attention, for the whole process: CudaCores (the default) or
+// TensorCores (mma.sync with fp32 accumulation, FlashAttention-2's scheme). The tensor-core
+// kernels are the fast path; they become the default once they have passed the GPU tests on a
+// GPU (docs/GPU.md). float32 always runs on CUDA cores, exact to the fp32 reference.
+enum class AttentionKernels { CudaCores, TensorCores };
+void set_bf16_attention_kernels(AttentionKernels kernels);
+AttentionKernels bf16_attention_kernels();
+
 }  // namespace tessera::ops

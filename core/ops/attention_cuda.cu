@@ -1,33 +1,27 @@
-// Causal flash attention on CUDA cores, forward and backward (contract in attention_cuda.h).
-// One thread block of 4 warps takes a 32-row tile of one (batch, head); it walks the 32-key
-// tiles its rows can see, up to the diagonal, with shared-memory tiles in fp32 and the running
-// softmax statistics in registers, so the T x T matrix never reaches global memory. Each warp
-// owns 8 rows of the tile and each lane one column of a 32-wide score tile, so the softmax
-// reductions are warp shuffles and only __syncwarp separates a warp's phases.
+// Causal flash attention, forward and backward (contract in attention_cuda.h), on CUDA cores;
+// bf16 can also run on tensor cores (attention_bf16_cuda.cu, chosen by AttentionKernels in
+// attention.h). fp32 always runs here: the strict path the tests hold to the fp32 reference.
+//
+// The fp32 kernels: one thread block of 4 warps takes a 32-row tile of one (batch, head); it
+// walks the 32-key tiles its rows can see, up to the diagonal, with shared-memory tiles in fp32
+// and the running softmax statistics in registers, so the T x T matrix never reaches global
+// memory. Each warp owns 8 rows of the tile and each lane one column of a 32-wide score tile,
+// so the softmax reductions are warp shuffles and only __syncwarp separates a warp's phases.
 //   forward: O = softmax(scale Q K^T) V online (FA2, Dao 2023, alg. 1), L = m + log(l) per row.
-//   backward: D = rowsum(dO * O); dK, dV by the block that owns the key tile, looping over the
-//   query tiles below it; dQ by the block that owns the query tile, in a second kernel that
-//   recomputes P and dP: deterministic, no atomics, at the cost of computing S and dP twice.
+//   backward: D = rowsum(dO * O) (both dtypes); dK, dV by the block that owns the key tile,
+//   looping over the query tiles below it; dQ by the block that owns the query tile, in a
+//   second kernel that recomputes P and dP: deterministic, no atomics, at the cost of computing
+//   S and dP twice.
 // Shared-memory tiles that a lane reads by row (lane = row) are padded to HD + 1 floats, so
 // the 32 lanes hit 32 different banks; tiles read by broadcast or by column are not.
-//
-// What would make it faster, roughly in order of gain:
-//   1. Tensor cores: mma.sync m16n8k16 (bf16 in, fp32 accumulate) for Q K^T, P V and the four
-//      backward products, tiles kept in bf16 in shared memory and fed with ldmatrix; on H100,
-//      wgmma with TMA loads and producer/consumer warp specialisation (FlashAttention-3).
-//   2. Bigger tiles (64-128 query rows, 64 keys) with Q and the O accumulator in registers;
-//      fp32 tiles cap the block at ~75 KB of shared memory and 3 blocks per SM now.
-//   3. Double-buffered K/V tiles (cp.async or TMA) so loads overlap the math; 16-byte global
-//      loads, and float4 shared-memory reads in dot_rows (rows padded to HD + 4 instead).
-//   4. exp2f with log2(e) folded into the scale; skipping the mask test off the diagonal.
-//   5. One backward pass with dQ accumulated by atomics (FA2's choice), if bitwise
-//      reproducibility may be traded for not recomputing P and dP.
 #include "core/ops/attention_cuda.h"
 
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 #include "core/cuda_common.cuh"
+#include "core/ops/attention_bf16_cuda.cuh"
 
 namespace tessera::ops::cuda {
 namespace {
@@ -390,8 +384,15 @@ float scale_of(int64_t hd) {
 }
 
 template <int HD, typename T>
-void launch_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int64_t H) {
+void launch_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int64_t H,
+                    bool tensor_cores) {
   const dim3 grid = grid_of("attention_forward", B, S, H);
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    if (tensor_cores) {
+      attention_forward_bf16(out, lse, qkv, B, S, H, HD, scale_of(HD));
+      return;
+    }
+  }
   constexpr size_t smem = forward_smem_bytes<HD>();
   allow_smem(attention_forward_kernel<HD, T>, smem);
   attention_forward_kernel<HD, T><<<grid, kThreads, smem, ::tessera::cuda::compute_stream()>>>(
@@ -401,7 +402,7 @@ void launch_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int6
 
 template <int HD, typename T>
 void launch_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T* out,
-                     const float* lse, int64_t B, int64_t S, int64_t H) {
+                     const float* lse, int64_t B, int64_t S, int64_t H, bool tensor_cores) {
   const dim3 grid = grid_of("attention_backward", B, S, H);
   cudaStream_t stream = ::tessera::cuda::compute_stream();
   const int Si = static_cast<int>(S), Hi = static_cast<int>(H);
@@ -409,6 +410,12 @@ void launch_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T
   attention_delta_kernel<HD, T><<<::tessera::cuda::blocks_for(rows, kWarps), kThreads, 0, stream>>>(
       delta, dout, out, rows, Si, Hi);
   CHECK_LAUNCH();
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    if (tensor_cores) {
+      attention_backward_bf16(dqkv, dout, qkv, lse, delta, B, S, H, HD, scale_of(HD));
+      return;
+    }
+  }
   constexpr size_t dkdv_smem = backward_dkdv_smem_bytes<HD>();
   allow_smem(attention_backward_dkdv_kernel<HD, T>, dkdv_smem);
   attention_backward_dkdv_kernel<HD, T>
@@ -431,14 +438,14 @@ void launch_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T
 
 template <typename T>
 void attention_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int64_t H,
-                       int64_t hd) {
+                       int64_t hd, bool tensor_cores) {
   if (B * S * H == 0) return;
   switch (hd) {
     case 64:
-      launch_forward<64>(dev(out), lse, dev(qkv), B, S, H);
+      launch_forward<64>(dev(out), lse, dev(qkv), B, S, H, tensor_cores);
       break;
     case 128:
-      launch_forward<128>(dev(out), lse, dev(qkv), B, S, H);
+      launch_forward<128>(dev(out), lse, dev(qkv), B, S, H, tensor_cores);
       break;
     default:
       refuse_head_dim("attention_forward", hd);
@@ -447,14 +454,17 @@ void attention_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, i
 
 template <typename T>
 void attention_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T* out,
-                        const float* lse, int64_t B, int64_t S, int64_t H, int64_t hd) {
+                        const float* lse, int64_t B, int64_t S, int64_t H, int64_t hd,
+                        bool tensor_cores) {
   if (B * S * H == 0) return;
   switch (hd) {
     case 64:
-      launch_backward<64>(dev(dqkv), delta, dev(dout), dev(qkv), dev(out), lse, B, S, H);
+      launch_backward<64>(dev(dqkv), delta, dev(dout), dev(qkv), dev(out), lse, B, S, H,
+                          tensor_cores);
       break;
     case 128:
-      launch_backward<128>(dev(dqkv), delta, dev(dout), dev(qkv), dev(out), lse, B, S, H);
+      launch_backward<128>(dev(dqkv), delta, dev(dout), dev(qkv), dev(out), lse, B, S, H,
+                           tensor_cores);
       break;
     default:
       refuse_head_dim("attention_backward", hd);
@@ -462,12 +472,12 @@ void attention_backward(T* dqkv, float* delta, const T* dout, const T* qkv, cons
 }
 
 template void attention_forward<float>(float*, float*, const float*, int64_t, int64_t, int64_t,
-                                       int64_t);
+                                       int64_t, bool);
 template void attention_forward<bf16>(bf16*, float*, const bf16*, int64_t, int64_t, int64_t,
-                                      int64_t);
+                                      int64_t, bool);
 template void attention_backward<float>(float*, float*, const float*, const float*, const float*,
-                                        const float*, int64_t, int64_t, int64_t, int64_t);
+                                        const float*, int64_t, int64_t, int64_t, int64_t, bool);
 template void attention_backward<bf16>(bf16*, float*, const bf16*, const bf16*, const bf16*,
-                                       const float*, int64_t, int64_t, int64_t, int64_t);
+                                       const float*, int64_t, int64_t, int64_t, int64_t, bool);
 
 }  // namespace tessera::ops::cuda
