@@ -6,6 +6,8 @@
 //   bench_train_step [--shape gpt2_124m|gpt2_350m|gpt2_1.3b|small] [--device cpu|cuda]
 //                    [--precision fp32|bf16] [--batch B] [--seq_len T] [--threads N]
 //                    [--steps N] [--warmup N] [--peak_tflops P] [--recompute none|selective|full]
+//                    [--attention cuda_cores|tensor_cores]  (the bf16 attention kernels on cuda)
+// On the GPU the micro-batch is, unless --batch, the largest power of two that fits by estimate.
 #include <cblas.h>
 #include <sys/resource.h>
 
@@ -19,6 +21,7 @@
 
 #include "core/device.h"
 #include "core/model/gpt.h"
+#include "core/ops/attention.h"
 #include "core/optim/optimizer.h"
 #include "core/threads.h"
 #include "parallel/local_communicator.h"
@@ -59,6 +62,7 @@ double peak_rss_bytes() {
 
 int main(int argc, char** argv) {
   std::string shape = "gpt2_124m", device_name = "cpu", precision = "", recompute = "none";
+  std::string attention = "cuda_cores";
   int threads = 2, steps = 5, warmup = 2;
   int64_t batch = 0, seq_len = 0;
   double peak_tflops = 989;  // H100 / H200 SXM dense bf16
@@ -81,6 +85,8 @@ int main(int argc, char** argv) {
       seq_len = std::atoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--peak_tflops"))
       peak_tflops = std::atof(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--attention"))
+      attention = argv[i + 1];
     else if (!std::strcmp(argv[i], "--recompute"))
       recompute = argv[i + 1];
     else {
@@ -112,7 +118,6 @@ int main(int argc, char** argv) {
   if (shape == "gpt2_124m") {
     c.vocab_size = gpt2_vocab, c.d_model = 768, c.layers = 12, c.heads = 12, c.d_ff = 3072;
     c.seq_len = gpu ? 1024 : 64;
-    B = gpu ? 16 : 4;
   } else if (shape == "gpt2_350m") {
     c.vocab_size = gpt2_vocab, c.d_model = 1024, c.layers = 24, c.heads = 16, c.d_ff = 4096;
     c.seq_len = 1024, B = 8;
@@ -136,8 +141,28 @@ int main(int argc, char** argv) {
                  recompute.c_str());
     return 2;
   }
-  if (batch > 0) B = batch;
+  if (attention != "cuda_cores" && attention != "tensor_cores") {
+    std::fprintf(stderr, "--attention: expected cuda_cores or tensor_cores, found %s\n",
+                 attention.c_str());
+    return 2;
+  }
+  ops::set_bf16_attention_kernels(attention == "tensor_cores" ? ops::AttentionKernels::TensorCores
+                                                              : ops::AttentionKernels::CudaCores);
   if (seq_len > 0) c.seq_len = seq_len;
+  if (batch > 0) {
+    B = batch;
+  } else if (gpu) {
+    // The largest power-of-two micro-batch (up to 64) whose estimate fits in 85% of the GPU's
+    // memory less 2 GB (cuBLASLt workspace, NCCL, the pool's slack): parameter state (20 B per
+    // parameter with bf16, 16 with fp32) plus activations (gpt_activation_bytes).
+    const double state = (c.dtype == DType::BF16 ? 20.0 : 16.0) * gpt_num_params(c);
+    const double budget = 0.85 * static_cast<double>(device_memory_bytes()) - 2e9;
+    B = 1;
+    while (B < 64 && state + gpt_activation_bytes(c, 2 * B) <= budget) B *= 2;
+    std::printf("micro-batch %lld: the largest that fits, by estimate %.1f of %.1f GB\n",
+                static_cast<long long>(B), (state + gpt_activation_bytes(c, B)) / 1e9,
+                static_cast<double>(device_memory_bytes()) / 1e9);
+  }
   set_cpu_threads(threads);
 
   LocalCommunicator tp("tp");
@@ -185,8 +210,10 @@ int main(int argc, char** argv) {
               static_cast<long long>(c.seq_len), device_name.c_str(), precision.c_str(),
               recompute.c_str(), steps);
   if (gpu) {
-    // Parameter state: fp32 value, gradient and two moments = 16 B/param; bf16 value and
-    // gradient plus fp32 master, gradient copy and two moments = 2 + 2 + 4 * 4 = 20 B/param.
+    std::printf("bf16 attention on %s\n", attention.c_str());
+    // Parameter state here (AdamW straight from the bf16 gradients, no fp32 sums): fp32
+    // value, gradient and two moments = 16 B/param; bf16 value and gradient plus fp32 master
+    // and two moments = 2 + 2 + 3 * 4 = 16 B/param. The Trainer adds fp32 gradient sums: 20.
     std::printf(
         "| step ms | fwd ms | bwd ms | optim ms | tokens/s | model TFLOP/s | MFU (peak %.0f "
         "TFLOP/s) | peak GPU MB |\n",

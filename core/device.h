@@ -28,5 +28,7 @@ void device_synchronize();
 size_t device_bytes_in_use();
 size_t device_peak_bytes();
 void reset_device_peak();
+// Memory of the GPU this process uses (0 without one).
+size_t device_memory_bytes();
 
 }  // namespace tessera

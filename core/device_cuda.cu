@@ -123,6 +123,12 @@ size_t device_peak_bytes() {
 void reset_device_peak() {
   g_device_peak = g_device_bytes.load();
 }
+size_t device_memory_bytes() {
+  if (cuda_device_count() == 0) return 0;
+  size_t free = 0, total = 0;
+  CHECK_CUDA(cudaMemGetInfo(&free, &total));
+  return total;
+}
 
 namespace cuda {
 

@@ -30,6 +30,9 @@ size_t device_bytes_in_use() {
 size_t device_peak_bytes() {
   return 0;
 }
+size_t device_memory_bytes() {
+  return 0;
+}
 void reset_device_peak() {}
 bool cuda_backend_built() {
   return false;

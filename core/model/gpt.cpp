@@ -207,18 +207,24 @@ int64_t gpt_num_params(const ModelConfig& c) {
 
 int64_t gpt_activation_bytes(const ModelConfig& c, int64_t B) {
   const int64_t T = c.seq_len, C = c.d_model, F = c.d_ff, V = c.vocab_size, BT = B * T;
-  const int64_t full_layer = BT * (7 * C + 2 * F + 4) + B * c.heads * T * T;
+  const int64_t elem = static_cast<int64_t>(dtype_size(c.dtype));
+  // What attention saves: the probabilities [B, H, T, T] on the CPU, the fp32 log-sum-exp
+  // [B, H, T] on CUDA (flash attention), counted here in elements of the model's dtype.
+  const int64_t attention =
+      c.device == Device::CUDA ? B * c.heads * T * 4 / elem : B * c.heads * T * T;
+  const int64_t full_layer = BT * (7 * C + 2 * F + 4) + attention;
   // Recompute: what each layer keeps, plus one full set the layers share.
   int64_t per_layer = full_layer, shared = 0;
   if (c.recompute == Recompute::Selective) {
-    per_layer = full_layer - BT * F - B * c.heads * T * T, shared = full_layer;
+    // The GELU output is recomputed, and on the CPU the probabilities (CUDA keeps its LSE).
+    per_layer = full_layer - BT * F - (c.device == Device::CUDA ? 0 : attention);
+    shared = full_layer;
   } else if (c.recompute == Recompute::Full) {
     per_layer = 0, shared = full_layer;
   }
   const int64_t residual = (c.layers + 1) * BT * C;
   const int64_t head = BT * (C + 2) + BT * V + 2 * BT;
   const int64_t scratch = BT * (7 * C + 2 * F) + 2 * BT * C;
-  const int64_t elem = static_cast<int64_t>(dtype_size(c.dtype));
   return elem * (c.layers * per_layer + shared + residual + head + scratch) + 2 * BT * 4;
 }
 
