@@ -2,8 +2,10 @@
 // parsing, validation with messages that name the option, and the resolved INI.
 #include "launcher/config.h"
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <charconv>
+#include <cstdio>
 #include <fstream>
 #include <initializer_list>
 #include <iostream>
@@ -132,7 +134,25 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
       "debug.kill_during_save",
       po::value(&c.debug_kill_during_save)->default_value(c.debug_kill_during_save),
       "RANK:POINT: that rank kills itself (SIGKILL) at POINT of the second save, for tests of "
-      "crash safety (points: start, shard, written, master, renamed)");
+      "crash safety (points: start, shard, written, master, renamed)")(
+      "train.time_limit", po::value(&c.time_limit)->default_value(c.time_limit),
+      "seconds of wall clock for this run: before they pass, save a checkpoint and exit 3 (as "
+      "on SIGUSR1/SIGTERM) (0: none)")(
+      "train.nan_policy", po::value(&c.nan_policy)->default_value(c.nan_policy),
+      "non-finite loss or gradient norm: halt (diagnostics, exit 4) | skip (no update)")(
+      "train.nan_max_skips", po::value(&c.nan_max_skips)->default_value(c.nan_max_skips),
+      "with skip: exit 4 after this many skipped steps in a row")(
+      "train.collective_timeout",
+      po::value(&c.collective_timeout)->default_value(c.collective_timeout),
+      "seconds a collective may wait before every rank reports and exits 5")(
+      "train.startup_timeout", po::value(&c.startup_timeout)->default_value(c.startup_timeout),
+      "the same deadline during start-up and the first step")(
+      "debug.inject_nan", po::value(&c.debug_inject_nan)->default_value(c.debug_inject_nan),
+      "RANK:STEP[,...]: that rank's gradients become NaN at that step (1-based), for tests of "
+      "--train.nan_policy")(
+      "debug.stall", po::value(&c.debug_stall)->default_value(c.debug_stall),
+      "RANK:STEP[,...]: that rank sleeps for an hour before that step (1-based), for tests of "
+      "the collective deadline");
 
   po::options_description data("[data]");
   data.add_options()("data.path", po::value(&c.data_path),
@@ -192,7 +212,9 @@ std::string resolved_ini(const po::variables_map& vm, const po::options_descript
   for (const auto& opt : all.options()) {
     const std::string& name = opt->long_name();
     // How this process ran, not what the run is: read back, they would stop or kill it again.
-    if (!vm.count(name) || name == "train.exit_after" || name.rfind("debug.", 0) == 0) continue;
+    if (!vm.count(name) || name == "train.exit_after" || name == "train.time_limit" ||
+        name.rfind("debug.", 0) == 0)
+      continue;
     const size_t dot = name.find('.');
     if (name.substr(0, dot) != section) {
       section = name.substr(0, dot);
@@ -204,6 +226,30 @@ std::string resolved_ini(const po::variables_map& vm, const po::options_descript
 }
 
 }  // namespace
+
+std::vector<RankStep> rank_steps(const std::string& option, const std::string& text) {
+  std::vector<RankStep> out;
+  std::stringstream items(text);
+  for (std::string item; std::getline(items, item, ',');) {
+    RankStep r;
+    char extra = 0;
+    long long step = 0;
+    if (std::sscanf(item.c_str(), "%d:%lld%c", &r.rank, &step, &extra) != 2 || r.rank < 0 ||
+        step < 1)
+      throw InputError(option +
+                       ": expected RANK:STEP[,RANK:STEP...] (ranks >= 0, steps >= 1), "
+                       "found " +
+                       text);
+    r.step = step;
+    out.push_back(r);
+  }
+  return out;
+}
+
+bool has_rank_step(const std::vector<RankStep>& points, int rank, int64_t step) {
+  return std::any_of(points.begin(), points.end(),
+                     [&](const RankStep& p) { return p.rank == rank && p.step == step; });
+}
 
 void TrainConfig::validate() const {
   model.validate();
@@ -235,6 +281,16 @@ void TrainConfig::validate() const {
           checkpoint_interval);
   require(checkpoint_keep >= 0, "--checkpoint.keep", "0 (all) or more", checkpoint_keep);
   require(exit_after >= 0, "--train.exit_after", "0 (never) or more steps", exit_after);
+  require(time_limit >= 0, "--train.time_limit", "0 (none) or more seconds", time_limit);
+  require(nan_policy == "halt" || nan_policy == "skip", "--train.nan_policy", "halt or skip",
+          nan_policy);
+  require(nan_max_skips >= 1, "--train.nan_max_skips", "at least 1", nan_max_skips);
+  require(collective_timeout > 0, "--train.collective_timeout", "a positive number of seconds",
+          collective_timeout);
+  require(startup_timeout > 0, "--train.startup_timeout", "a positive number of seconds",
+          startup_timeout);
+  rank_steps("--debug.inject_nan", debug_inject_nan);
+  rank_steps("--debug.stall", debug_stall);
   require(eval_batches >= 1, "--train.eval_batches", "at least 1", eval_batches);
   require(parallel.tp >= 1, "--parallel.tp", "at least 1", parallel.tp);
   require(parallel.pp >= 1, "--parallel.pp", "at least 1", parallel.pp);

@@ -46,6 +46,15 @@ struct TrainConfig {
   bool checkpoint_async = false;           // write in the background
   int64_t exit_after = 0;              // [train]: stop after this many steps of this run (0: never)
   std::string debug_kill_during_save;  // [debug]: "RANK:POINT", for the crash-safety tests
+  // [train] running on a cluster (docs/CLUSTER.md)
+  double time_limit = 0;            // seconds of wall clock; save and exit 3 before (0: none)
+  std::string nan_policy = "halt";  // non-finite loss or gradient norm: halt | skip
+  int64_t nan_max_skips = 10;       // skip: exit 4 after this many skipped steps in a row
+  double collective_timeout = 600;  // seconds one collective may wait (watchdog)
+  double startup_timeout = 1800;    // the same, during start-up and the first step
+  // [debug] for tests, "RANK:STEP[,RANK:STEP...]" (steps 1-based; parse with rank_steps)
+  std::string debug_inject_nan;  // that rank's gradients become NaN at that step
+  std::string debug_stall;       // that rank sleeps for an hour before that step
   // [data]
   std::string data_path;         // "PATH" or "W1 PATH1 W2 PATH2 ..." (io/data_loader.h)
   std::string valid_path;        // validation corpora, same syntax; empty: hold out a fraction
@@ -72,6 +81,16 @@ struct TrainConfig {
   // parse_train_config from the same option table that parses, so it lists every option.
   std::string resolved_ini;
 };
+
+// A [debug] option's "RANK:STEP[,RANK:STEP...]" (ranks >= 0, steps >= 1; empty: none);
+// InputError naming the option otherwise.
+struct RankStep {
+  int rank = 0;
+  int64_t step = 0;
+};
+std::vector<RankStep> rank_steps(const std::string& option, const std::string& text);
+// Whether `points` holds (rank, step).
+bool has_rank_step(const std::vector<RankStep>& points, int rank, int64_t step);
 
 // Parses `tessera train` arguments (argv[0] is "train"). Returns false when --help was shown.
 bool parse_train_config(int argc, char** argv, TrainConfig& cfg);

@@ -11,6 +11,10 @@ enum ExitCode : int {
   kExitOk = 0,
   kExitInternalError = 1,  // a bug: an internal contract was broken
   kExitBadInput = 2,       // a config, option, corpus or file is wrong; the message says which
+  kExitPreempted = 3,      // SIGUSR1/SIGTERM or --train.time_limit: checkpoint saved, requeue
+  kExitNonFinite = 4,      // NaN/Inf loss or gradient norm: --train.nan_policy halt, or too many
+                           // skipped steps in a row
+  kExitHang = 5,           // a collective passed its deadline, or a peer rank died
 };
 
 // What an exception means for the user: its exit code and the one-line message to print.

@@ -4,9 +4,13 @@
 #include "launcher/train_command.h"
 
 #include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -42,6 +46,88 @@ std::string format_duration(double seconds) {
   else
     std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
   return buf;
+}
+
+// The wall clock of --train.time_limit starts with the process.
+const Clock::time_point g_process_start = Clock::now();
+
+// SIGUSR1 / SIGTERM: the signal's number, read by the loop at each step boundary. Lock-free,
+// so the handler only stores.
+std::atomic<int> g_stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free);
+
+extern "C" void on_stop_signal(int signo) {
+  g_stop_signal.store(signo);
+}
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;  // system calls in progress resume; the loop looks at the flag
+  sigaction(SIGUSR1, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+const char* signal_name(int signo) {
+  return signo == SIGUSR1 ? "SIGUSR1" : signo == SIGTERM ? "SIGTERM" : "a signal";
+}
+
+// "0-3" or "0, 2, 5": a sorted list of ranks, runs of consecutive ones shortened.
+std::string rank_list(const std::vector<int>& ranks) {
+  std::string out;
+  for (size_t i = 0; i < ranks.size();) {
+    size_t j = i;
+    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
+    if (!out.empty()) out += ", ";
+    out += std::to_string(ranks[i]);
+    if (j > i) out += '-' + std::to_string(ranks[j]);
+    i = j + 1;
+  }
+  return out;
+}
+
+// Where every rank runs, printed by rank 0: one line per host with its ranks, their local
+// ranks (the GPU each uses on cuda) and process ids. Collective over world.
+void print_topology(Communicator& world, int local_rank, const std::string& device) {
+  constexpr int kHost = 64, kRow = kHost + 2;  // host name characters, local rank, pid
+  Tensor mine({kRow}, DType::I32), all({static_cast<int64_t>(world.size()) * kRow}, DType::I32);
+  char host[kHost + 1] = {};
+  gethostname(host, kHost);
+  for (int i = 0; i < kHost; ++i) mine.data<int32_t>()[i] = static_cast<unsigned char>(host[i]);
+  mine.data<int32_t>()[kHost] = local_rank;
+  mine.data<int32_t>()[kHost + 1] = static_cast<int32_t>(getpid());
+  world.all_gather(all, mine);
+  if (world.rank() != 0) return;
+  std::vector<std::string> hosts;
+  std::vector<std::vector<int>> ranks;
+  for (int r = 0; r < world.size(); ++r) {
+    const int32_t* row = all.data<int32_t>() + static_cast<int64_t>(r) * kRow;
+    std::string name;
+    for (int i = 0; i < kHost && row[i] != 0; ++i) name += static_cast<char>(row[i]);
+    const auto it = std::find(hosts.begin(), hosts.end(), name);
+    if (it == hosts.end()) {
+      hosts.push_back(name);
+      ranks.emplace_back();
+    }
+    ranks[static_cast<size_t>(std::find(hosts.begin(), hosts.end(), name) - hosts.begin())]
+        .push_back(r);
+  }
+  std::printf("topology: %d rank%s on %zu host%s, device %s\n", world.size(),
+              world.size() == 1 ? "" : "s", hosts.size(), hosts.size() == 1 ? "" : "s",
+              device.c_str());
+  for (size_t h = 0; h < hosts.size(); ++h) {
+    std::string locals, pids;
+    for (const int r : ranks[h]) {
+      const int32_t* row = all.data<int32_t>() + static_cast<int64_t>(r) * kRow;
+      if (!locals.empty()) locals += ' ', pids += ' ';
+      locals += std::to_string(row[kHost]);
+      pids += std::to_string(row[kHost + 1]);
+    }
+    std::printf("  %s: ranks %s (%zu), local ranks %s, pids %s\n", hosts[h].c_str(),
+                rank_list(ranks[h]).c_str(), ranks[h].size(), locals.c_str(), pids.c_str());
+  }
+  std::fflush(stdout);
 }
 
 // A small table of the loss curve, one row per tenth of the run, with a bar per row.
@@ -184,6 +270,19 @@ class IntervalLog {
           (std::filesystem::path(cfg.run_dir) / "metrics.jsonl").string());
   }
 
+  // A step whose update was skipped (non-finite loss or gradient norm, --train.nan_policy skip).
+  void skipped(int64_t step, const StepStats& s, int64_t in_a_row, int64_t total) {
+    if (!metrics_) return;
+    std::printf(
+        "step %6lld/%lld | skipped: loss %g, grad norm %g are not finite; weights unchanged "
+        "(%lld in a row, %lld in all; --train.nan_policy skip)\n",
+        static_cast<long long>(step + 1), static_cast<long long>(cfg_.steps), s.loss, s.grad_norm,
+        static_cast<long long>(in_a_row), static_cast<long long>(total));
+    std::fflush(stdout);
+    metrics_->write(step + 1, {{"skipped", 1.0}, {"skipped_steps", static_cast<double>(total)}});
+    interval_start_ = Clock::now();  // tokens/s of the interval counts the steps it logs
+  }
+
   // The validation loss after step `step` (0-based).
   void validation(int64_t step, double loss) {
     if (!metrics_) return;
@@ -277,6 +376,47 @@ void prepare_run_dir(const TrainConfig& cfg) {
   write_text_file(std::filesystem::path(cfg.run_dir) / "config.ini", cfg.resolved_ini);
 }
 
+// After a step with a non-finite loss or gradient norm that stops the run: every rank writes
+// what it found to RUN_DIR/nonfinite_step_N/rank_R.txt and says it on stderr; rank 0 names the
+// ranks. Collective over world.
+void report_nonfinite(const TrainConfig& cfg, Trainer& tr, Communicator& world, int64_t step,
+                      const StepStats& s, const std::string& why) {
+  const std::vector<std::string> found = tr.nonfinite_here();
+  const std::filesystem::path dir =
+      std::filesystem::path(cfg.run_dir) / ("nonfinite_step_" + std::to_string(step + 1));
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  std::string names;
+  for (const std::string& n : found) {
+    if (!names.empty()) names += ", ";
+    names += n;
+  }
+  {
+    const GridCoord c = tr.grid().coord();
+    std::ofstream out(dir / ("rank_" + std::to_string(world.rank()) + ".txt"));
+    out << "step " << step + 1 << "\nrank " << world.rank() << " (tp " << c.tp << ", pp " << c.pp
+        << ", dp " << c.dp << ")\nglobal loss " << s.loss << "\nglobal grad norm " << s.grad_norm
+        << "\nnon-finite here: " << (names.empty() ? "nothing" : names) << "\n";
+  }
+  if (!found.empty())
+    std::cerr << "rank " << world.rank() << ": step " << step + 1 << ": non-finite " << names
+              << "\n";
+  Tensor flags({world.size()}, DType::I32);
+  flags.data<int32_t>()[world.rank()] = found.empty() ? 0 : 1;
+  world.all_reduce(flags, ReduceOp::Max);
+  if (world.rank() != 0) return;
+  std::vector<int> ranks;
+  for (int r = 0; r < world.size(); ++r)
+    if (flags.data<int32_t>()[r]) ranks.push_back(r);
+  std::printf(
+      "halt: step %lld: loss %g, grad norm %g are not finite (%s), on rank%s %s; "
+      "weights left as after step %lld; diagnostics in %s; exit code %d\n",
+      static_cast<long long>(step + 1), s.loss, s.grad_norm, why.c_str(),
+      ranks.size() == 1 ? "" : "s", ranks.empty() ? "?" : rank_list(ranks).c_str(),
+      static_cast<long long>(step), dir.string().c_str(), kExitNonFinite);
+  std::fflush(stdout);
+}
+
 }  // namespace
 
 std::string checkpoints_root(const TrainConfig& cfg) {
@@ -308,24 +448,84 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
   TrainResult result;
   const auto start = Clock::now();
   const int64_t first = tr.steps_done();
+  const std::vector<RankStep> stalls = rank_steps("--debug.stall", cfg.debug_stall);
+  // --train.time_limit: stop while the slowest step so far, twice, and the longest save still
+  // fit before the limit.
+  double slowest_step_s = 0, longest_save_s = 0;
+  int64_t skipped_in_a_row = 0, skipped_total = 0;
   for (int64_t step = first; step < cfg.steps; ++step) {
-    const StepStats s = tr.step();
+    if (has_rank_step(stalls, world.rank(), step + 1))
+      std::this_thread::sleep_for(std::chrono::hours(1));
+    const auto step_start = Clock::now();
+    const double elapsed_s = std::chrono::duration<double>(step_start - g_process_start).count();
+    int stop = g_stop_signal.load() ? kStopSignal : 0;
+    if (cfg.time_limit > 0 && elapsed_s + 2 * slowest_step_s + longest_save_s >= cfg.time_limit)
+      stop |= kStopTime;
+    const StepStats s = tr.step(stop);
     result.losses.push_back(s.loss);
-    if (const std::optional<double> mean = log.add(step, s, tr.loader().epochs()))
-      result.final_loss = *mean;
+    if (s.skipped) {
+      ++skipped_in_a_row;
+      ++skipped_total;
+      if (cfg.nan_policy == "halt" || skipped_in_a_row > cfg.nan_max_skips) {
+        report_nonfinite(cfg, tr, world, step, s,
+                         cfg.nan_policy == "halt"
+                             ? "--train.nan_policy halt"
+                             : std::to_string(skipped_in_a_row) +
+                                   " steps in a row, more than --train.nan_max_skips " +
+                                   std::to_string(cfg.nan_max_skips));
+        result.exit_code = kExitNonFinite;
+        break;
+      }
+      log.skipped(step, s, skipped_in_a_row, skipped_total);
+    } else {
+      skipped_in_a_row = 0;
+      if (const std::optional<double> mean = log.add(step, s, tr.loader().epochs()))
+        result.final_loss = *mean;
+    }
     const bool last = step + 1 == cfg.steps;
     const bool eval_now = cfg.eval_interval > 0 && ((step + 1) % cfg.eval_interval == 0 || last);
     if (tr.has_validation() && eval_now) log.validation(step, tr.evaluate());
+    const bool preempted = !last && (s.stop_on_signal > 0 || s.stop_on_time > 0);
     const bool exiting = cfg.exit_after > 0 && step + 1 - first == cfg.exit_after;
-    const bool save = exiting || (cfg.checkpoint_interval > 0 &&
-                                  ((step + 1) % cfg.checkpoint_interval == 0 || last));
+    const bool save =
+        exiting || preempted ||
+        (cfg.checkpoint_interval > 0 && ((step + 1) % cfg.checkpoint_interval == 0 || last));
     if (saver.poll() && root)
       std::printf("checkpoint: %s written in the background\n", saver.directory().c_str());
+    slowest_step_s =
+        std::max(slowest_step_s, std::chrono::duration<double>(Clock::now() - step_start).count());
     if (save) {
+      const auto save_start = Clock::now();
       const double held_s = saver.save();
+      if (preempted) saver.finish();  // the checkpoint must be whole before the process ends
+      longest_save_s = std::max(longest_save_s,
+                                std::chrono::duration<double>(Clock::now() - save_start).count());
       if (root)
-        std::printf("checkpoint: %s: training held %.3f s%s\n", saver.directory().c_str(), held_s,
-                    cfg.checkpoint_async ? " (state copied; writing in the background)" : "");
+        std::printf(
+            "checkpoint: %s: training held %.3f s%s\n", saver.directory().c_str(), held_s,
+            cfg.checkpoint_async && !preempted ? " (state copied; writing in the background)" : "");
+    }
+    if (preempted) {
+      if (const int signo = g_stop_signal.load())
+        std::cerr << "rank " << world.rank() << ": " << signal_name(signo)
+                  << " received: stopped after step " << step + 1 << "\n";
+      if (root) {
+        std::string why;
+        if (s.stop_on_signal > 0)
+          why = "SIGUSR1/SIGTERM on " + std::to_string(s.stop_on_signal) + " rank(s)";
+        if (s.stop_on_time > 0)
+          why += std::string(why.empty() ? "" : " and ") + "--train.time_limit " +
+                 std::to_string(static_cast<long long>(cfg.time_limit)) + " s on " +
+                 std::to_string(s.stop_on_time) + " rank(s)";
+        std::printf(
+            "preempted: %s; stopped after step %lld of %lld with checkpoint %s; exit "
+            "code %d (rerun, or requeue, to resume from it)\n",
+            why.c_str(), static_cast<long long>(step + 1), static_cast<long long>(cfg.steps),
+            saver.directory().c_str(), kExitPreempted);
+        std::fflush(stdout);
+      }
+      result.exit_code = kExitPreempted;
+      break;
     }
     if (exiting) {
       if (root)
@@ -335,16 +535,21 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     }
   }
   saver.finish();
+  if (result.exit_code == kExitNonFinite) return result;
   const double run_s = std::chrono::duration<double>(Clock::now() - start).count();
+  if (skipped_total > 0 && root)
+    std::printf("skipped steps: %lld (non-finite loss or gradient norm)\n",
+                static_cast<long long>(skipped_total));
   print_summary(cfg, tr, result, world);
   if (root)
     std::printf("data: the loop waited %.3f s for batches, %.2f%% of the %.1f s of training\n",
                 tr.loader().wait_seconds(), 100.0 * tr.loader().wait_seconds() / run_s, run_s);
-  if (cfg.sample_tokens > 0) print_sample(cfg, tr, root);
+  if (cfg.sample_tokens > 0 && result.exit_code == kExitOk) print_sample(cfg, tr, root);
   return result;
 }
 
 int train_command(int argc, char** argv) {
+  install_stop_handlers();
   MpiRuntime mpi(&argc, &argv);
   Communicator& world = mpi.world();
   const bool root = world.rank() == 0;
@@ -390,7 +595,10 @@ int train_command(int argc, char** argv) {
     resume_dir = broadcast_text(world, resume_dir);
     resume_note = broadcast_text(world, resume_note);
     if (root && !resume_note.empty()) std::printf("checkpoint: %s\n", resume_note.c_str());
-    run_training(cfg, *trainer, world, resume_dir, mpi.rank_on_this_node());
+    print_topology(
+        world, mpi.rank_on_this_node(),
+        cfg.model.device == Device::CUDA ? "cuda (the GPU of each rank's local rank)" : "cpu");
+    return run_training(cfg, *trainer, world, resume_dir, mpi.rank_on_this_node()).exit_code;
   } catch (...) {
     const ErrorReport r = report_error(std::current_exception(), "train");
     if (world.size() == 1) {

@@ -15,6 +15,7 @@ int train_command(int argc, char** argv);
 struct TrainResult {
   std::vector<double> losses;  // one per step
   double final_loss = 0;       // mean of the last log interval's losses
+  int exit_code = 0;           // kExitOk, or kExitPreempted / kExitNonFinite (exit_codes.h)
 };
 class Trainer;
 class Communicator;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include "core/error.h"
 #include "core/ops/adamw.h"
@@ -44,7 +45,8 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
       layout_(cfg.layout_for(world_size)),
       rank_(rank),
       microbatches_(static_cast<int>(cfg.accumulation_steps(layout_.dp))),
-      blend_(parse_corpus_blend(cfg.data_path, "--data.path")) {
+      blend_(parse_corpus_blend(cfg.data_path, "--data.path")),
+      inject_nan_(rank_steps("--debug.inject_nan", cfg.debug_inject_nan)) {
   SampleOptions so;
   so.seq_len = cfg.model.seq_len;
   so.seed = cfg.seed;
@@ -150,7 +152,7 @@ void Trainer::read_microbatches(DataLoader& loader) {
   }
 }
 
-StepStats Trainer::step() {
+StepStats Trainer::step(int stop) {
   TESSERA_CHECK(grid_ != nullptr, "Trainer::step before start");
   buckets_->zero_grad();
   read_microbatches(*loader_);
@@ -167,24 +169,50 @@ StepStats Trainer::step() {
     buckets_->mark_ready(*tied_);
   }
   buckets_->finish();
+  // --debug.inject_nan: after the DP reduction, so on this rank alone; the rank then counts its
+  // own gradients in the norm below even when another DP rank counts that replica.
+  const bool inject = has_rank_step(inject_nan_, rank_, steps_done_ + 1);
+  if (inject) {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    if (zero_)
+      zero_->scale_grads(nan);
+    else {
+      Tensor grad = buckets_->grad_of(*params_.front());
+      ops::scale(grad, nan);
+    }
+  }
 
-  // One world all-reduce gives both global numbers: the loss from the TP rank 0 of each last
-  // stage, and the squared gradient norm, each element counted once over the whole grid.
+  // One world all-reduce gives every global number: the loss from the TP rank 0 of each last
+  // stage, the squared gradient norm, each element counted once over the whole grid, and how
+  // many ranks ask to stop, for each reason. NaN or Inf anywhere makes the sums non-finite on
+  // every rank alike.
   const GridCoord c = grid_->coord();
-  Tensor global({2}, DType::F64);
+  Tensor global({4}, DType::F64);
   double* g = global.data<double>();
   if (grid_->last_stage() && c.tp == 0) g[0] = loss_sum / (microbatches_ * layout_.dp);
   if (zero_)
     g[1] = zero_->grad_sum_of_squares();
-  else if (c.dp == 0)
+  else if (c.dp == 0 || inject)
     g[1] = grad_sum_of_squares(params_, [this](const Param& p) { return buckets_->grad_of(p); });
+  g[2] = (stop & kStopSignal) ? 1 : 0;
+  g[3] = (stop & kStopTime) ? 1 : 0;
+  local_loss_ = g[0];
+  local_sum_of_squares_ = g[1];
   host_world().all_reduce(global, ReduceOp::Sum);
   StepStats stats;
   stats.loss = g[0];
   stats.grad_norm = std::sqrt(g[1]);
+  stats.stop_on_signal = static_cast<int>(g[2]);
+  stats.stop_on_time = static_cast<int>(g[3]);
+  stats.lr = cfg_.schedule.at(steps_done_);
+  ++steps_done_;
+  if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm)) {
+    stats.skipped = true;  // the same verdict on every rank: no rank updates
+    return stats;
+  }
 
   // torch.nn.utils.clip_grad_norm_'s rule: scale by clip / (norm + 1e-6) when below 1.
-  if (cfg_.adamw.clip > 0 && std::isfinite(stats.grad_norm)) {
+  if (cfg_.adamw.clip > 0) {
     const double coef = cfg_.adamw.clip / (stats.grad_norm + 1e-6);
     if (coef < 1.0) {
       if (zero_)
@@ -193,13 +221,26 @@ StepStats Trainer::step() {
         ops::scale(buckets_->flat_grads(), coef);
     }
   }
-  stats.lr = cfg_.schedule.at(steps_done_);
   if (zero_)
     zero_->step(stats.lr);
   else
     adamw_->step(stats.lr);
-  ++steps_done_;
   return stats;
+}
+
+std::vector<std::string> Trainer::nonfinite_here() {
+  std::vector<std::string> found;
+  if (!std::isfinite(local_loss_)) found.push_back("loss");
+  if (zero_) {
+    // The gradients live as this rank's reduced piece: say so rather than name tensors.
+    if (!std::isfinite(local_sum_of_squares_)) found.push_back("the ZeRO-1 gradient piece");
+    return found;
+  }
+  if (std::isfinite(local_sum_of_squares_)) return found;
+  for (const Param* p : params_)
+    if (p->counted_here() && !std::isfinite(ops::sum_of_squares(buckets_->grad_of(*p))))
+      found.push_back(p->name);
+  return found;
 }
 
 double Trainer::evaluate() {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/model/gpt.h"
@@ -26,7 +27,15 @@ struct StepStats {
   double loss = 0;       // mean over the global batch's tokens
   double grad_norm = 0;  // before clipping
   double lr = 0;
+  // The loss or the gradient norm was NaN or Inf on some rank: no rank updated its weights
+  // (the step's data counts as consumed).
+  bool skipped = false;
+  // Ranks that asked to stop at this step's end (step()'s `stop`), by reason.
+  int stop_on_signal = 0, stop_on_time = 0;
 };
+
+// Why a rank asks the others to stop after this step (bits of Trainer::step's `stop`).
+enum StopReason : int { kStopSignal = 1, kStopTime = 2 };
 
 class Trainer {
  public:
@@ -39,7 +48,16 @@ class Trainer {
   // `local_rank` (this rank's index among the ranks of its node), made over `world`, which stays
   // the communicator for host tensors (host_world()).
   void start(Communicator& world, int local_rank = 0);
-  StepStats step();
+  // One optimizer step, collective over the grid. `stop` (StopReason bits) is this rank's wish
+  // to stop after it; the step's one world all-reduce, which already carries the loss and the
+  // gradient norm, tells every rank who asked (StepStats::stop_on_*). A non-finite loss or
+  // gradient norm anywhere skips the update on every rank.
+  StepStats step(int stop = 0);
+  // After a skipped step: this rank's non-finite values, as "loss" and the names of the
+  // tensors whose gradients hold NaN or Inf; empty when its own values were finite. Gradients
+  // are identical over DP after the reduction, so DP rank 0 of each replica speaks for them.
+  // Local: no other rank takes part.
+  std::vector<std::string> nonfinite_here();
   bool has_validation() const { return valid_stream_ != nullptr; }
   // Mean loss over --train.eval_batches global batches of validation samples, always the same
   // ones (the first of the validation sequence), on every rank. Collective.
@@ -88,6 +106,8 @@ class Trainer {
   std::vector<Tensor> inputs_, targets_;
   Tensor batch_;
   int64_t steps_done_ = 0;
+  double local_loss_ = 0, local_sum_of_squares_ = 0;  // this rank's parts of the last step's
+  std::vector<RankStep> inject_nan_;                  // --debug.inject_nan
 };
 
 }  // namespace tessera

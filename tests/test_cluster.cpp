@@ -1,0 +1,188 @@
+// What a cluster does to a run, through the `tessera` binary under mpirun: a stop signal on one
+// rank (preemption) saves a checkpoint on every rank and exits 3, and the resumed run ends with
+// the losses of an uninterrupted one; --train.time_limit does the same by itself; a NaN
+// gradient on one rank skips the step everywhere, weights bitwise unchanged, or halts with exit
+// 4 and diagnostics naming the step, the rank and the tensor.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "io/indexed_dataset.h"
+#include "tests/cli_support.h"
+#include "tests/temp_dir.h"
+
+namespace fs = std::filesystem;
+
+namespace tessera {
+namespace {
+
+using namespace test_support;
+
+class Cluster : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fresh_test_dir("tessera_cluster");
+    corpus_ = (dir_ / "corpus").string();
+    IndexedDatasetWriter w(corpus_, DType::U16);
+    std::mt19937_64 rng(3);
+    for (int d = 0; d < 60; ++d) {
+      std::vector<int32_t> doc(60 + rng() % 60);
+      for (auto& t : doc) t = static_cast<int32_t>(rng() % 200);
+      doc.push_back(256);
+      w.add_document(doc);
+    }
+    w.finish();
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // A small model on 2 ranks (DP 2), logging every step; `run` names the run directory.
+  std::string args(const std::string& run, int64_t steps) const {
+    return "train --data.path " + corpus_ + " --run.dir " + (dir_ / run).string() +
+           " --model.vocab_size 258 --model.d_model 32 --model.layers 2 --model.heads 2"
+           " --model.d_ff 64 --model.seq_len 16 --train.global_batch 4 --train.micro_batch 2"
+           " --train.threads 1 --train.eval_interval 0 --train.steps " +
+           std::to_string(steps);
+  }
+
+  std::string read(const fs::path& p) const {
+    std::ifstream in(p);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+
+  fs::path dir_;
+  std::string corpus_;
+};
+
+// The "loss" of the last step as the log prints it ("step   N/N | loss X").
+std::string last_step_loss(const std::string& out, int64_t steps) {
+  const std::string key = std::to_string(steps) + "/" + std::to_string(steps) + " | loss ";
+  const size_t k = out.rfind(key);
+  if (k == std::string::npos) return "(no line for step " + std::to_string(steps) + ")";
+  return out.substr(k + key.size(), out.find(' ', k + key.size()) - k - key.size());
+}
+
+TEST_F(Cluster, SignalOnOneRankSavesEverywhereExits3AndTheResumedRunEndsLikeAnUninterruptedOne) {
+  const int64_t steps = 4000;
+  const CliRun straight = run_mpi(2, args("straight", steps) + " --train.log_interval 1000", dir_);
+  ASSERT_EQ(straight.exit_code, 0) << straight.err;
+
+  // SIGUSR1 to one rank (a process whose command line starts with the binary: not mpirun)
+  // once the run has logged its first interval.
+  const fs::path metrics = dir_ / "run" / "metrics.jsonl";
+  std::thread signaller([&] {
+    for (int i = 0; i < 600 && !(fs::exists(metrics) && fs::file_size(metrics) > 0); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const std::string cmd = "pkill -USR1 -n -f '^" + std::string(TESSERA_BIN) + " train .*" +
+                            (dir_ / "run").string() + " '";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  });
+  const CliRun stopped = run_mpi(2, args("run", steps) + " --train.log_interval 200", dir_);
+  signaller.join();
+  ASSERT_EQ(stopped.exit_code, 3) << stopped.out << stopped.err;
+  EXPECT_NE(stopped.out.find("preempted: SIGUSR1/SIGTERM on 1 rank(s); stopped after step"),
+            std::string::npos)
+      << stopped.out;
+  EXPECT_NE(stopped.err.find("SIGUSR1 received: stopped after step"), std::string::npos)
+      << stopped.err;
+  ASSERT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "latest"));
+
+  const CliRun resumed = run_mpi(2, args("run", steps) + " --train.log_interval 1000", dir_);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_NE(resumed.out.find("resumed from "), std::string::npos) << resumed.out;
+  EXPECT_EQ(last_step_loss(resumed.out, steps), last_step_loss(straight.out, steps));
+}
+
+TEST_F(Cluster, TimeLimitSavesAndExits3BeforeTheLimit) {
+  const auto start = std::chrono::steady_clock::now();
+  const CliRun r = run_mpi(2, args("run", 1000000) + " --train.time_limit 3", dir_);
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_EQ(r.exit_code, 3) << r.out << r.err;
+  EXPECT_NE(r.out.find("preempted: --train.time_limit 3 s on"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "latest"));
+  EXPECT_LT(took, 30.0);  // mpirun's start and the save on top of the 3 s, not a hang
+}
+
+TEST_F(Cluster, NanOnOneRankWithSkipLeavesEveryRanksWeightsBitwiseUnchanged) {
+  // Four steps of a five-step run (the same learning rates), then a fifth whose gradients are
+  // NaN on rank 1: the checkpoint after it must hold exactly the weights and moments of the
+  // one after step 4.
+  ASSERT_EQ(run_mpi(2, args("four", 5) + " --train.exit_after 4", dir_).exit_code, 0);
+  const CliRun r = run_mpi(2,
+                           args("five", 5) +
+                               " --checkpoint.interval 5 --train.nan_policy skip"
+                               " --debug.inject_nan 1:5 --train.log_interval 1",
+                           dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("step      5/5 | skipped: loss"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("skipped steps: 1"), std::string::npos) << r.out;
+  EXPECT_NE(read(dir_ / "five" / "metrics.jsonl").find("\"skipped_steps\": 1"), std::string::npos);
+  const CliRun diff =
+      run_tessera("ckpt diff " + (dir_ / "four/checkpoints/step_00000004").string() + " " +
+                      (dir_ / "five/checkpoints/step_00000005").string(),
+                  dir_);
+  ASSERT_EQ(diff.exit_code, 0) << diff.err;
+  EXPECT_NE(diff.out.find(" 0 differ, 0 in one checkpoint only"), std::string::npos) << diff.out;
+}
+
+TEST_F(Cluster, NanSkipsInARowBeyondTheLimitExit4) {
+  // Two skipped steps in a row are allowed with --train.nan_max_skips 2, three are not.
+  const CliRun two = run_mpi(2,
+                             args("two", 6) +
+                                 " --train.nan_policy skip --train.nan_max_skips 2"
+                                 " --debug.inject_nan 0:3,1:4",
+                             dir_);
+  EXPECT_EQ(two.exit_code, 0) << two.err;
+  const CliRun three = run_mpi(2,
+                               args("three", 6) +
+                                   " --train.nan_policy skip --train.nan_max_skips 2"
+                                   " --debug.inject_nan 0:3,1:4,0:5",
+                               dir_);
+  ASSERT_EQ(three.exit_code, 4) << three.out << three.err;
+  EXPECT_NE(three.out.find("halt: step 5: loss"), std::string::npos) << three.out;
+  EXPECT_NE(three.out.find("3 steps in a row, more than --train.nan_max_skips 2"),
+            std::string::npos)
+      << three.out;
+}
+
+TEST_F(Cluster, NanWithHaltExits4NamingStepRankAndTensor) {
+  const CliRun r = run_mpi(2, args("run", 10) + " --debug.inject_nan 1:3", dir_);
+  ASSERT_EQ(r.exit_code, 4) << r.out << r.err;
+  EXPECT_NE(r.out.find("halt: step 3: loss"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("on rank 1;"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("rank 1: step 3: non-finite embedding/token/weight"), std::string::npos)
+      << r.err;
+  const std::string diag = read(dir_ / "run" / "nonfinite_step_3" / "rank_1.txt");
+  EXPECT_NE(diag.find("step 3\nrank 1"), std::string::npos) << diag;
+  EXPECT_NE(diag.find("non-finite here: embedding/token/weight"), std::string::npos) << diag;
+  EXPECT_NE(read(dir_ / "run" / "nonfinite_step_3" / "rank_0.txt").find("non-finite here: nothing"),
+            std::string::npos);
+}
+
+TEST_F(Cluster, DebugOptionsAreCheckedNamingTheOption) {
+  const CliRun r = run_tessera(args("run", 5) + " --debug.inject_nan 3", dir_);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--debug.inject_nan: expected RANK:STEP[,RANK:STEP...]"), std::string::npos)
+      << r.err;
+  const CliRun p = run_tessera(args("run", 5) + " --train.nan_policy ignore", dir_);
+  EXPECT_EQ(p.exit_code, 2);
+  EXPECT_NE(p.err.find("--train.nan_policy: expected halt or skip"), std::string::npos) << p.err;
+}
+
+TEST_F(Cluster, RankZeroPrintsTheTopology) {
+  const CliRun r = run_mpi(2, args("run", 1), dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("topology: 2 ranks on 1 host, device cpu"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(": ranks 0-1 (2), local ranks 0 1, pids "), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace tessera
