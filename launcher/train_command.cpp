@@ -31,6 +31,7 @@
 #include "launcher/sampling.h"
 #include "launcher/trainer.h"
 #include "parallel/mpi_runtime.h"
+#include "parallel/watchdog.h"
 
 namespace tessera {
 
@@ -58,6 +59,7 @@ static_assert(std::atomic<int>::is_always_lock_free);
 
 extern "C" void on_stop_signal(int signo) {
   g_stop_signal.store(signo);
+  Watchdog::signal_received(signo);  // an armed watchdog says what this rank waits in
 }
 
 void install_stop_handlers() {
@@ -462,6 +464,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     if (cfg.time_limit > 0 && elapsed_s + 2 * slowest_step_s + longest_save_s >= cfg.time_limit)
       stop |= kStopTime;
     const StepStats s = tr.step(stop);
+    if (step == first) Watchdog::instance().set_deadline(cfg.collective_timeout);
     result.losses.push_back(s.loss);
     if (s.skipped) {
       ++skipped_in_a_row;
@@ -496,8 +499,11 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
         std::max(slowest_step_s, std::chrono::duration<double>(Clock::now() - step_start).count());
     if (save) {
       const auto save_start = Clock::now();
+      // A save's barriers wait for the slowest writer: the start-up deadline covers them.
+      Watchdog::instance().set_deadline(std::max(cfg.collective_timeout, cfg.startup_timeout));
       const double held_s = saver.save();
       if (preempted) saver.finish();  // the checkpoint must be whole before the process ends
+      Watchdog::instance().set_deadline(cfg.collective_timeout);
       longest_save_s = std::max(longest_save_s,
                                 std::chrono::duration<double>(Clock::now() - save_start).count());
       if (root)
@@ -589,6 +595,19 @@ int train_command(int argc, char** argv) {
     return failure.code ? failure.code : verdict.data<int32_t>()[0];
   }
   if (help) return kExitOk;
+
+  // From here a rank that dies or hangs would leave the others waiting in a collective: the
+  // watchdog gives each collective a deadline (looser until the first step is done), then
+  // reports, aborts the MPI world and exits 5 (docs/CLUSTER.md).
+  WatchdogConfig wc;
+  wc.rank = world.rank();
+  wc.deadline_s = std::max(cfg.collective_timeout, cfg.startup_timeout);
+  wc.exit_code = kExitHang;
+  wc.abort_communicators = [&world] { world.abort(kExitHang); };
+  Watchdog::instance().arm(wc);
+  struct Disarm {
+    ~Disarm() { Watchdog::instance().disarm(); }
+  } disarm_on_return;
 
   // Phase 2: a failure now may be one rank's alone; the others would wait for it forever.
   try {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "parallel/watchdog.h"
 
 namespace tessera {
 
@@ -137,11 +138,13 @@ void check_received_count(const MPI_Status& status, MPI_Datatype type, int expec
 }
 
 // The MPI_Requests of one logical operation (several when chunked). Holds the tensors so that
-// their buffers outlive the transfer even if the caller drops them.
+// their buffers outlive the transfer even if the caller drops them. The operation is in flight
+// for the watchdog from construction (before the first piece is posted) until a wait() or test()
+// sees it complete or fail, or the destructor has waited for it.
 class MpiRequest final : public CommRequest {
  public:
-  MpiRequest(std::string group, std::vector<Tensor> tensors)
-      : name_(std::move(group)), tensors_(std::move(tensors)) {}
+  MpiRequest(const char* kind, std::string group, std::vector<Tensor> tensors, size_t bytes)
+      : name_(std::move(group)), tensors_(std::move(tensors)), watched_(kind, name_, bytes) {}
 
   ~MpiRequest() override {
     int finalized = 0;
@@ -171,7 +174,9 @@ class MpiRequest final : public CommRequest {
     std::vector<MPI_Status> statuses(requests_.size());
     done_ = true;  // a failed wait is not retried, not even by the destructor
     const int n = static_cast<int>(requests_.size());
-    CHECK_MPI(first_status_error(MPI_Waitall(n, requests_.data(), statuses.data()), statuses));
+    const int code = MPI_Waitall(n, requests_.data(), statuses.data());
+    watched_.end();  // complete, or failed: either way no longer waiting
+    CHECK_MPI(first_status_error(code, statuses));
     check_receives(statuses);
   }
 
@@ -181,10 +186,14 @@ class MpiRequest final : public CommRequest {
     int complete = 0;
     const int n = static_cast<int>(requests_.size());
     const int code = MPI_Testall(n, requests_.data(), &complete, statuses.data());
-    if (code != MPI_SUCCESS) done_ = true;
+    if (code != MPI_SUCCESS) {
+      done_ = true;
+      watched_.end();
+    }
     CHECK_MPI(first_status_error(code, statuses));
     if (!complete) return false;
     done_ = true;
+    watched_.end();
     check_receives(statuses);
     return true;
   }
@@ -211,6 +220,7 @@ class MpiRequest final : public CommRequest {
   MPI_Datatype type_ = MPI_DATATYPE_NULL;
   int peer_ = -1;
   bool done_ = false;
+  WatchedRequest watched_;  // members go after the destructor body: ends after its MPI_Waitall
 };
 
 }  // namespace
@@ -248,6 +258,7 @@ int64_t MpiCommunicator::max_chunk_elements() {
 
 void MpiCommunicator::all_reduce(Tensor& t, ReduceOp op) {
   check_reducible(t, name_, "all_reduce");
+  const WatchedOperation watched("all_reduce", name_, t.bytes());
   const MPI_Datatype type = mpi_type(t.dtype());
   for_each_chunk(t, [&](char* p, int64_t, int count) {
     CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, p, count, type, mpi_op(op), comm_));
@@ -258,12 +269,14 @@ void MpiCommunicator::all_gather(Tensor& out, const Tensor& in) {
   const void* source = all_gather_source(out, in, rank_, size_, name_);
   const MPI_Datatype type = mpi_type(in.dtype());
   const int count = static_cast<int>(in.numel());
+  const WatchedOperation watched("all_gather", name_, out.bytes());
   CHECK_MPI(MPI_Allgather(source, count, type, out.raw(), count, type, comm_));
 }
 
 void MpiCommunicator::reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op) {
   check_reduce_scatter(out, in, size_, name_);
   const int count = static_cast<int>(out.numel());
+  const WatchedOperation watched("reduce_scatter", name_, in.bytes());
   CHECK_MPI(MPI_Reduce_scatter_block(in.raw(), out.raw(), count, mpi_type(in.dtype()), mpi_op(op),
                                      comm_));
 }
@@ -271,6 +284,7 @@ void MpiCommunicator::reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op)
 void MpiCommunicator::broadcast(Tensor& t, int root) {
   check_operand(t, name_, "broadcast");
   check_group_member(root, size_, where(name_, "broadcast"), "root");
+  const WatchedOperation watched("broadcast", name_, t.bytes());
   const MPI_Datatype type = mpi_type(t.dtype());
   for_each_chunk(
       t, [&](char* p, int64_t, int count) { CHECK_MPI(MPI_Bcast(p, count, type, root, comm_)); });
@@ -279,6 +293,7 @@ void MpiCommunicator::broadcast(Tensor& t, int root) {
 void MpiCommunicator::send(const Tensor& t, int peer) {
   check_operand(t, name_, "send");
   check_group_member(peer, size_, where(name_, "send"), "peer");
+  const WatchedOperation watched("send", name_, t.bytes());
   const MPI_Datatype type = mpi_type(t.dtype());
   for_each_chunk(t, [&](char* p, int64_t, int count) {
     CHECK_MPI(MPI_Send(p, count, type, peer, kTag, comm_));
@@ -288,6 +303,7 @@ void MpiCommunicator::send(const Tensor& t, int peer) {
 void MpiCommunicator::recv(Tensor& t, int peer) {
   check_operand(t, name_, "recv");
   check_group_member(peer, size_, where(name_, "recv"), "peer");
+  const WatchedOperation watched("recv", name_, t.bytes());
   const MPI_Datatype type = mpi_type(t.dtype());
   for_each_chunk(t, [&](char* p, int64_t first, int count) {
     MPI_Status status;
@@ -297,6 +313,7 @@ void MpiCommunicator::recv(Tensor& t, int peer) {
 }
 
 void MpiCommunicator::barrier() {
+  const WatchedOperation watched("barrier", name_, 0);
   CHECK_MPI(MPI_Barrier(comm_));
 }
 
@@ -307,7 +324,8 @@ void MpiCommunicator::abort(int exit_code) {
 
 std::unique_ptr<CommRequest> MpiCommunicator::all_reduce_async(Tensor& t, ReduceOp op) {
   check_reducible(t, name_, "all_reduce_async");
-  auto request = std::make_unique<MpiRequest>(name_, std::vector<Tensor>{t});
+  auto request =
+      std::make_unique<MpiRequest>("all_reduce_async", name_, std::vector<Tensor>{t}, t.bytes());
   const MPI_Datatype type = mpi_type(t.dtype());
   for_each_chunk(t, [&](char* p, int64_t, int count) {
     MPI_Request r;
@@ -319,7 +337,8 @@ std::unique_ptr<CommRequest> MpiCommunicator::all_reduce_async(Tensor& t, Reduce
 
 std::unique_ptr<CommRequest> MpiCommunicator::all_gather_async(Tensor& out, const Tensor& in) {
   const void* source = all_gather_source(out, in, rank_, size_, name_);
-  auto request = std::make_unique<MpiRequest>(name_, std::vector<Tensor>{out, in});
+  auto request = std::make_unique<MpiRequest>("all_gather_async", name_,
+                                              std::vector<Tensor>{out, in}, out.bytes());
   const MPI_Datatype type = mpi_type(in.dtype());
   const int count = static_cast<int>(in.numel());
   MPI_Request r;
@@ -331,7 +350,8 @@ std::unique_ptr<CommRequest> MpiCommunicator::all_gather_async(Tensor& out, cons
 std::unique_ptr<CommRequest> MpiCommunicator::reduce_scatter_async(Tensor& out, const Tensor& in,
                                                                    ReduceOp op) {
   check_reduce_scatter(out, in, size_, name_);
-  auto request = std::make_unique<MpiRequest>(name_, std::vector<Tensor>{out, in});
+  auto request = std::make_unique<MpiRequest>("reduce_scatter_async", name_,
+                                              std::vector<Tensor>{out, in}, in.bytes());
   const int count = static_cast<int>(out.numel());
   MPI_Request r;
   CHECK_MPI(MPI_Ireduce_scatter_block(in.raw(), out.raw(), count, mpi_type(in.dtype()), mpi_op(op),
@@ -343,7 +363,7 @@ std::unique_ptr<CommRequest> MpiCommunicator::reduce_scatter_async(Tensor& out, 
 std::unique_ptr<CommRequest> MpiCommunicator::isend(const Tensor& t, int peer) {
   check_operand(t, name_, "isend");
   check_group_member(peer, size_, where(name_, "isend"), "peer");
-  auto request = std::make_unique<MpiRequest>(name_, std::vector<Tensor>{t});
+  auto request = std::make_unique<MpiRequest>("isend", name_, std::vector<Tensor>{t}, t.bytes());
   const MPI_Datatype type = mpi_type(t.dtype());
   for_each_chunk(t, [&](char* p, int64_t, int count) {
     MPI_Request r;
@@ -356,7 +376,7 @@ std::unique_ptr<CommRequest> MpiCommunicator::isend(const Tensor& t, int peer) {
 std::unique_ptr<CommRequest> MpiCommunicator::irecv(Tensor& t, int peer) {
   check_operand(t, name_, "irecv");
   check_group_member(peer, size_, where(name_, "irecv"), "peer");
-  auto request = std::make_unique<MpiRequest>(name_, std::vector<Tensor>{t});
+  auto request = std::make_unique<MpiRequest>("irecv", name_, std::vector<Tensor>{t}, t.bytes());
   const MPI_Datatype type = mpi_type(t.dtype());
   for_each_chunk(t, [&](char* p, int64_t first, int count) {
     MPI_Request r;
@@ -368,6 +388,7 @@ std::unique_ptr<CommRequest> MpiCommunicator::irecv(Tensor& t, int peer) {
 
 std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key, const std::string& name) {
   MPI_Comm sub = MPI_COMM_NULL;
+  const WatchedOperation watched("split", name_, 0);
   CHECK_MPI(MPI_Comm_split(comm_, color < 0 ? MPI_UNDEFINED : color, key, &sub));
   if (sub == MPI_COMM_NULL) return nullptr;
   return std::make_unique<MpiCommunicator>(sub, name, true);

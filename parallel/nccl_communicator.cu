@@ -18,6 +18,7 @@
 #include "core/cuda_common.cuh"
 #include "core/device.h"
 #include "core/error.h"
+#include "parallel/watchdog.h"
 
 namespace tessera {
 
@@ -288,11 +289,18 @@ std::shared_ptr<Completion> launch(State& s, const char* op, const char* call_na
   return done;
 }
 
+// For the watchdog the operation is in flight from its posting until the GPU has completed it:
+// test() ends it when it sees completion; wait() only orders the compute stream after it, so the
+// watchdog's thread then polls the completion event itself.
 class NcclRequest final : public CommRequest {
  public:
   NcclRequest(std::shared_ptr<State> state, std::shared_ptr<Completion> done,
-              std::vector<Tensor> tensors, const char* op)
-      : state_(std::move(state)), done_(std::move(done)), tensors_(std::move(tensors)), op_(op) {}
+              std::vector<Tensor> tensors, const char* op, WatchedRequest watched)
+      : state_(std::move(state)),
+        done_(std::move(done)),
+        tensors_(std::move(tensors)),
+        op_(op),
+        watched_(std::move(watched)) {}
 
   ~NcclRequest() override {
     if (waited_) return;
@@ -306,13 +314,24 @@ class NcclRequest final : public CommRequest {
   void wait() override {
     if (waited_) return;
     waited_ = true;  // a failed wait is not retried, not even by the destructor
-    start();
-    CHECK_CUDA(cudaStreamWaitEvent(cuda::compute_stream(), done_->done.get(), 0));
+    try {
+      start();
+      CHECK_CUDA(cudaStreamWaitEvent(cuda::compute_stream(), done_->done.get(), 0));
+    } catch (...) {
+      watched_.end();  // failed: it waits no longer
+      throw;
+    }
+    watched_.end_when([done = done_, device = state_->device] {
+      cudaSetDevice(device);  // the watchdog's thread: this rank's GPU, not device 0's context
+      return cudaEventQuery(done->done.get()) != cudaErrorNotReady;
+    });
   }
 
   bool test() override {
     start();
-    return query();
+    const bool complete = query();
+    if (complete) watched_.end();
+    return complete;
   }
 
  private:
@@ -338,6 +357,7 @@ class NcclRequest final : public CommRequest {
   std::vector<Tensor> tensors_;
   const char* op_;
   bool waited_ = false;
+  WatchedRequest watched_;
 };
 
 void check_operand(const State& s, const Tensor& t, const char* op) {
@@ -477,6 +497,7 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::create(Communicator& bootstr
     FAIL_AND_ABORT(*state, "init",
                    "ncclCommInitRankConfig failed: " + nccl_error_text(r, state->comm));
   TESSERA_CHECK(state->comm != nullptr, where(*state, "init") + "NCCL returned no communicator");
+  const WatchedOperation watched("init", name, 0);
   wait_until_ready(*state, state->comm, "ncclCommInitRankConfig", "init");
   return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(std::move(state)));
 }
@@ -504,14 +525,17 @@ void NcclCommunicator::set_timeout_s(double timeout_s) {
 }
 
 void NcclCommunicator::all_reduce(Tensor& t, ReduceOp op) {
+  const WatchedOperation watched("all_reduce", state_->name, t.bytes());
   wait_for_completion(*state_, *start_all_reduce(*state_, t, op, "all_reduce"), "all_reduce");
 }
 
 void NcclCommunicator::all_gather(Tensor& out, const Tensor& in) {
+  const WatchedOperation watched("all_gather", state_->name, out.bytes());
   wait_for_completion(*state_, *start_all_gather(*state_, out, in, "all_gather"), "all_gather");
 }
 
 void NcclCommunicator::reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op) {
+  const WatchedOperation watched("reduce_scatter", state_->name, in.bytes());
   wait_for_completion(*state_, *start_reduce_scatter(*state_, out, in, op, "reduce_scatter"),
                       "reduce_scatter");
 }
@@ -520,6 +544,7 @@ void NcclCommunicator::broadcast(Tensor& t, int root) {
   State& s = *state_;
   check_operand(s, t, "broadcast");
   check_group_member(root, s.size, where(s, "broadcast"), "root");
+  const WatchedOperation watched("broadcast", s.name, t.bytes());
   const Payload d = payload(t);
   const auto done = launch(s, "broadcast", "ncclBroadcast", [&] {
     return ncclBroadcast(t.raw(), t.raw(), d.count, d.type, root, s.comm, s.stream);
@@ -528,12 +553,14 @@ void NcclCommunicator::broadcast(Tensor& t, int root) {
 }
 
 void NcclCommunicator::send(const Tensor& t, int peer) {
+  const WatchedOperation watched("send", state_->name, t.bytes());
   const auto done = post_p2p(*state_, true, t, peer, "send");
   start_pending_p2p(*state_, "send");
   wait_for_completion(*state_, *done, "send");
 }
 
 void NcclCommunicator::recv(Tensor& t, int peer) {
+  const WatchedOperation watched("recv", state_->name, t.bytes());
   const auto done = post_p2p(*state_, false, t, peer, "recv");
   start_pending_p2p(*state_, "recv");
   wait_for_completion(*state_, *done, "recv");
@@ -543,6 +570,7 @@ void NcclCommunicator::barrier() {
   State& s = *state_;
   check_usable(s, "barrier");
   if (!s.barrier_word.defined()) s.barrier_word = Tensor({1}, DType::F32, Device::CUDA);
+  const WatchedOperation watched("barrier", s.name, 0);
   wait_for_completion(s, *start_all_reduce(s, s.barrier_word, ReduceOp::Sum, "barrier"), "barrier");
 }
 
@@ -553,32 +581,39 @@ void NcclCommunicator::abort(int exit_code) {
 }
 
 std::unique_ptr<CommRequest> NcclCommunicator::all_reduce_async(Tensor& t, ReduceOp op) {
+  WatchedRequest watched("all_reduce_async", state_->name, t.bytes());
   auto done = start_all_reduce(*state_, t, op, "all_reduce_async");
   return std::make_unique<NcclRequest>(state_, std::move(done), std::vector<Tensor>{t},
-                                       "all_reduce_async");
+                                       "all_reduce_async", std::move(watched));
 }
 
 std::unique_ptr<CommRequest> NcclCommunicator::all_gather_async(Tensor& out, const Tensor& in) {
+  WatchedRequest watched("all_gather_async", state_->name, out.bytes());
   auto done = start_all_gather(*state_, out, in, "all_gather_async");
   return std::make_unique<NcclRequest>(state_, std::move(done), std::vector<Tensor>{out, in},
-                                       "all_gather_async");
+                                       "all_gather_async", std::move(watched));
 }
 
 std::unique_ptr<CommRequest> NcclCommunicator::reduce_scatter_async(Tensor& out, const Tensor& in,
                                                                     ReduceOp op) {
+  WatchedRequest watched("reduce_scatter_async", state_->name, in.bytes());
   auto done = start_reduce_scatter(*state_, out, in, op, "reduce_scatter_async");
   return std::make_unique<NcclRequest>(state_, std::move(done), std::vector<Tensor>{out, in},
-                                       "reduce_scatter_async");
+                                       "reduce_scatter_async", std::move(watched));
 }
 
 std::unique_ptr<CommRequest> NcclCommunicator::isend(const Tensor& t, int peer) {
+  WatchedRequest watched("isend", state_->name, t.bytes());
   auto done = post_p2p(*state_, true, t, peer, "isend");
-  return std::make_unique<NcclRequest>(state_, std::move(done), std::vector<Tensor>{t}, "isend");
+  return std::make_unique<NcclRequest>(state_, std::move(done), std::vector<Tensor>{t}, "isend",
+                                       std::move(watched));
 }
 
 std::unique_ptr<CommRequest> NcclCommunicator::irecv(Tensor& t, int peer) {
+  WatchedRequest watched("irecv", state_->name, t.bytes());
   auto done = post_p2p(*state_, false, t, peer, "irecv");
-  return std::make_unique<NcclRequest>(state_, std::move(done), std::vector<Tensor>{t}, "irecv");
+  return std::make_unique<NcclRequest>(state_, std::move(done), std::vector<Tensor>{t}, "irecv",
+                                       std::move(watched));
 }
 
 std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key, const std::string& name) {
@@ -592,6 +627,7 @@ std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key, const 
   config.blocking = 0;
   config.commName = child ? child->name.c_str() : nullptr;
   s.split_out = nullptr;
+  const WatchedOperation watched("split", s.name, 0);
   const ncclResult_t r =
       ncclCommSplit(s.comm, color >= 0 ? color : NCCL_SPLIT_NOCOLOR, key, &s.split_out, &config);
   if (r != ncclSuccess && r != ncclInProgress)

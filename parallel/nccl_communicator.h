@@ -7,8 +7,9 @@
 // the host; a failed or silent peer becomes an InternalError, after at most timeout_s, at the next
 // blocking call or test() of this communicator, which then aborts the NCCL communicator so that
 // its kernels stop instead of hanging (a host wait on the compute stream elsewhere, such as
-// Tensor::to, is not watched). Plain C++ header: host code may include it; it is built only with
-// the CUDA backend (TESSERA_WITH_CUDA).
+// Tensor::to, is not watched here; the armed Watchdog sees every operation until the GPU has
+// completed it, parallel/watchdog.h). Plain C++ header: host code may include it; it is built
+// only with the CUDA backend (TESSERA_WITH_CUDA).
 #pragma once
 
 #include <memory>

@@ -2,7 +2,8 @@
 // rank (preemption) saves a checkpoint on every rank and exits 3, and the resumed run ends with
 // the losses of an uninterrupted one; --train.time_limit does the same by itself; a NaN
 // gradient on one rank skips the step everywhere, weights bitwise unchanged, or halts with exit
-// 4 and diagnostics naming the step, the rank and the tensor.
+// 4 and diagnostics naming the step, the rank and the tensor; a rank that hangs or dies makes
+// every other rank say what it waits for and exit within the collective deadline.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -175,6 +176,66 @@ TEST_F(Cluster, DebugOptionsAreCheckedNamingTheOption) {
   const CliRun p = run_tessera(args("run", 5) + " --train.nan_policy ignore", dir_);
   EXPECT_EQ(p.exit_code, 2);
   EXPECT_NE(p.err.find("--train.nan_policy: expected halt or skip"), std::string::npos) << p.err;
+}
+
+// Every rank but `gone` said what it was waiting in: its deadline report, or, when mpirun
+// stopped it first, the line its watchdog prints on SIGTERM.
+void expect_every_other_rank_reported(const std::string& err, int ranks, int gone) {
+  for (int r = 0; r < ranks; ++r) {
+    if (r == gone) continue;
+    const std::string me = "rank " + std::to_string(r) + ": ";
+    const bool deadline =
+        err.find(me + "collective deadline of 3 s passed: #") != std::string::npos;
+    const bool signal = err.find(me + "SIGTERM received while waiting ") != std::string::npos;
+    EXPECT_TRUE(deadline || signal) << "rank " << r << " did not say what it waited for:\n" << err;
+  }
+}
+
+TEST_F(Cluster, RankThatHangsMakesTheOthersReportAndExit5WithinTheDeadline) {
+  const auto start = std::chrono::steady_clock::now();
+  const CliRun r = run_mpi(4,
+                           args("run", 100) +
+                               " --parallel.tp 2 --debug.stall 2:5 --train.collective_timeout 3"
+                               " --train.startup_timeout 3",
+                           dir_, 60);
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(r.exit_code, 5) << r.err;
+  EXPECT_LT(took, 3 + 10 + 10) << "deadline + 10 s, plus mpirun's start";
+  expect_every_other_rank_reported(r.err, 4, 2);
+  EXPECT_NE(r.err.find(" in flight, started "), std::string::npos) << r.err;
+}
+
+TEST_F(Cluster, RankKilledMidRunMakesTheOthersReportAndExitWithinTheDeadline) {
+  // kill -9 the last rank that the topology line lists, once training has started.
+  const fs::path out = dir_ / "stdout.txt";
+  std::chrono::steady_clock::time_point killed;
+  std::thread killer([&] {
+    std::string pid;
+    for (int i = 0; i < 600 && pid.empty(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      const std::string text = read(out);
+      const size_t k = text.find(", pids ");
+      if (k == std::string::npos || text.find("step ", k) == std::string::npos) continue;
+      const std::string line = text.substr(k, text.find('\n', k) - k);
+      pid = line.substr(line.rfind(' ') + 1);
+    }
+    ASSERT_FALSE(pid.empty()) << read(out);
+    killed = std::chrono::steady_clock::now();
+    EXPECT_EQ(std::system(("kill -9 " + pid).c_str()), 0);
+  });
+  const CliRun r = run_mpi(4,
+                           args("run", 1000000) +
+                               " --parallel.tp 2 --train.log_interval 100"
+                               " --train.collective_timeout 3 --train.startup_timeout 3",
+                           dir_, 120);
+  killer.join();
+  const double after_kill =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.exit_code, 124) << "timed out: a rank hung";
+  EXPECT_LT(after_kill, 3 + 10) << "deadline + 10 s";
+  expect_every_other_rank_reported(r.err, 4, 3);
 }
 
 TEST_F(Cluster, RankZeroPrintsTheTopology) {

@@ -1,0 +1,339 @@
+// The watchdog's records and its thread. Records sit in a fixed ring (the last kRing operations)
+// plus a short vector of those in flight, both under one mutex; the thread takes the same mutex
+// for a moment every 50 ms, so recording stays at a few hundred nanoseconds.
+#include "parallel/watchdog.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <memory>
+
+#include "core/error.h"
+
+namespace tessera {
+
+namespace {
+
+constexpr std::chrono::milliseconds kPoll{50};
+
+// Written by signal_received, which may run in a signal handler: lock-free atomics only.
+std::atomic<int> g_last_signal{0};
+std::atomic<unsigned> g_signal_count{0};
+static_assert(std::atomic<int>::is_always_lock_free && std::atomic<unsigned>::is_always_lock_free,
+              "signal_received must be async-signal-safe");
+
+double seconds_between(std::chrono::steady_clock::time_point from,
+                       std::chrono::steady_clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
+std::string format(const char* fmt, double value) {
+  char text[64];
+  std::snprintf(text, sizeof text, fmt, value);
+  return text;
+}
+
+std::string signal_name(int signo) {
+  switch (signo) {
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGINT:
+      return "SIGINT";
+    case SIGHUP:
+      return "SIGHUP";
+    case SIGQUIT:
+      return "SIGQUIT";
+    case SIGUSR1:
+      return "SIGUSR1";
+    case SIGUSR2:
+      return "SIGUSR2";
+    case SIGCONT:
+      return "SIGCONT";
+  }
+  return "signal " + std::to_string(signo);
+}
+
+void write_to_stderr(const std::string& text) {
+  const char* p = text.data();
+  size_t left = text.size();
+  while (left > 0) {
+    const ssize_t n = ::write(STDERR_FILENO, p, left);
+    if (n <= 0) return;  // nowhere left to report to
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+}
+
+// The state shared with the thread that aborts the communicators, which may outlive the wait.
+struct AbortProgress {
+  std::mutex mutex;
+  std::condition_variable finished_cv;
+  bool finished = false;
+};
+
+}  // namespace
+
+Watchdog& Watchdog::instance() {
+  static Watchdog* const watchdog = new Watchdog;
+  return *watchdog;
+}
+
+Watchdog::Watchdog() : ring_(kRing) {}
+
+Watchdog::~Watchdog() {
+  disarm();
+}
+
+uint64_t Watchdog::begin(const char* kind, const std::string& group, size_t bytes) {
+  const Clock::time_point now = Clock::now();
+  std::lock_guard<std::mutex> lock(mutex_);
+  const uint64_t seq = next_seq_++;
+  Record& r = ring_[seq % kRing];
+  r.seq = seq;
+  r.kind = kind;
+  r.group = group;
+  r.bytes = bytes;
+  r.started = now;
+  r.done = false;
+  in_flight_.push_back({r, {}});
+  return seq;
+}
+
+void Watchdog::end(uint64_t seq) {
+  const Clock::time_point now = Clock::now();
+  std::lock_guard<std::mutex> lock(mutex_);
+  end_locked(seq, now);
+}
+
+void Watchdog::end_locked(uint64_t seq, Clock::time_point now) {
+  const auto it = std::find_if(in_flight_.begin(), in_flight_.end(),
+                               [seq](const InFlight& f) { return f.record.seq == seq; });
+  if (it == in_flight_.end()) return;
+  in_flight_.erase(it);
+  Record& r = ring_[seq % kRing];
+  if (r.seq != seq) return;  // fell out of the ring while in flight
+  r.done = true;
+  r.ended = now;
+}
+
+void Watchdog::end_when(uint64_t seq, std::function<bool()> completed) {
+  const Clock::time_point now = Clock::now();
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!armed_) {
+    end_locked(seq, now);
+    return;
+  }
+  for (InFlight& f : in_flight_) {
+    if (f.record.seq == seq) f.completed = std::move(completed);
+  }
+}
+
+void Watchdog::arm(WatchdogConfig config) {
+  TESSERA_CHECK(config.deadline_s > 0, "watchdog of rank " + std::to_string(config.rank) +
+                                           ": deadline of " + format("%g", config.deadline_s) +
+                                           " s, expected more than 0");
+  disarm();
+  std::lock_guard<std::mutex> lock(mutex_);
+  config_ = std::move(config);
+  armed_ = true;
+  stop_ = false;
+  fired_ = false;
+  // Counted here, not in the thread: a signal right after arm() must not go unseen.
+  const unsigned signals_seen = g_signal_count.load(std::memory_order_acquire);
+  thread_ = std::thread(&Watchdog::run, this, signals_seen);
+}
+
+void Watchdog::set_deadline(double deadline_s) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  TESSERA_CHECK(deadline_s > 0, "watchdog of rank " + std::to_string(config_.rank) +
+                                    ": deadline of " + format("%g", deadline_s) +
+                                    " s, expected more than 0");
+  config_.deadline_s = deadline_s;
+}
+
+double Watchdog::deadline() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return config_.deadline_s;
+}
+
+bool Watchdog::fired() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return fired_;
+}
+
+void Watchdog::disarm() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) {
+    if (thread_.get_id() == std::this_thread::get_id())
+      thread_.detach();  // exit_fn or abort_communicators disarming: the thread ends on its own
+    else
+      thread_.join();
+  }
+  const Clock::time_point now = Clock::now();
+  std::lock_guard<std::mutex> lock(mutex_);
+  armed_ = false;
+  std::vector<uint64_t> watched;
+  for (const InFlight& f : in_flight_) {
+    if (f.completed) watched.push_back(f.record.seq);
+  }
+  for (uint64_t seq : watched) end_locked(seq, now);
+}
+
+void Watchdog::signal_received(int signo) {
+  g_last_signal.store(signo, std::memory_order_relaxed);
+  g_signal_count.fetch_add(1, std::memory_order_release);
+}
+
+void Watchdog::run(unsigned signals_seen) {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      if (wake_.wait_for(lock, kPoll, [this] { return stop_; })) return;
+    }
+    poll_completions();
+    const unsigned signals = g_signal_count.load(std::memory_order_acquire);
+    if (signals != signals_seen) {
+      signals_seen = signals;
+      print_signal_line(g_last_signal.load(std::memory_order_relaxed));
+    }
+    if (check_deadline()) return;
+  }
+}
+
+// Asks the operations that complete on their own (end_when) whether they have, outside the lock:
+// a device query takes microseconds, and the caller's begin/end must not wait for it.
+void Watchdog::poll_completions() {
+  std::vector<std::pair<uint64_t, std::function<bool()>>> watched;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const InFlight& f : in_flight_) {
+      if (f.completed) watched.emplace_back(f.record.seq, f.completed);
+    }
+  }
+  if (watched.empty()) return;
+  std::vector<uint64_t> finished;
+  for (auto& [seq, completed] : watched) {
+    if (completed()) finished.push_back(seq);
+  }
+  const Clock::time_point now = Clock::now();
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (uint64_t seq : finished) end_locked(seq, now);
+}
+
+void Watchdog::print_signal_line(int signo) {
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (in_flight_.empty()) return;
+    const Record& r = in_flight_.front().record;
+    line = "rank " + std::to_string(config_.rank) + ": " + signal_name(signo) +
+           " received while waiting " + format("%.3f", seconds_between(r.started, Clock::now())) +
+           " s in #" + std::to_string(r.seq) + " " + r.kind + " in group " + r.group + " (" +
+           std::to_string(r.bytes) + " bytes)\n";
+  }
+  write(line);
+}
+
+bool Watchdog::check_deadline() {
+  std::string text;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (in_flight_.empty()) return false;
+    const Clock::time_point now = Clock::now();
+    const Record& r = in_flight_.front().record;
+    const double waited = seconds_between(r.started, now);
+    if (waited <= config_.deadline_s) return false;
+    fired_ = true;
+    text = "rank " + std::to_string(config_.rank) + ": collective deadline of " +
+           format("%g", config_.deadline_s) + " s passed: #" + std::to_string(r.seq) + " " +
+           r.kind + " in group " + r.group + " (" + std::to_string(r.bytes) +
+           " bytes) waiting for " + format("%.3f", waited) + " s\n" + report_locked(now);
+  }
+  act_on_expiry(text);
+  return true;
+}
+
+// Report, abort (bounded by abort_grace_s: an abort that hangs must not keep the rank alive),
+// exit.
+void Watchdog::act_on_expiry(const std::string& text) {
+  write(text);
+  WatchdogConfig c;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    c = config_;
+  }
+  if (c.abort_communicators) {
+    auto progress = std::make_shared<AbortProgress>();
+    std::thread aborter([abort = c.abort_communicators, progress] {
+      try {
+        abort();
+      } catch (...) {
+        // Exiting regardless: the report above says why.
+      }
+      std::lock_guard<std::mutex> lock(progress->mutex);
+      progress->finished = true;
+      progress->finished_cv.notify_all();
+    });
+    bool finished = false;
+    {
+      std::unique_lock<std::mutex> lock(progress->mutex);
+      finished = progress->finished_cv.wait_for(
+          lock, std::chrono::duration<double>(c.abort_grace_s), [&] { return progress->finished; });
+    }
+    if (finished) {
+      aborter.join();
+    } else {
+      aborter.detach();
+      write("rank " + std::to_string(c.rank) + ": aborting the communicators did not finish in " +
+            format("%g", c.abort_grace_s) + " s; exiting without\n");
+    }
+  }
+  c.exit_fn(c.exit_code);
+}
+
+void Watchdog::write(const std::string& text) const {
+  std::function<void(const std::string&)> sink;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    sink = config_.write_fn;
+  }
+  if (sink)
+    sink(text);
+  else
+    write_to_stderr(text);
+}
+
+std::string Watchdog::report() const {
+  const Clock::time_point now = Clock::now();
+  std::lock_guard<std::mutex> lock(mutex_);
+  return report_locked(now);
+}
+
+std::string Watchdog::report_locked(Clock::time_point now) const {
+  const std::string prefix = "rank " + std::to_string(config_.rank) + ": ";
+  const uint64_t last = next_seq_ - 1;
+  if (last == 0) return prefix + "no operations recorded\n";
+  const uint64_t first = last >= kReportLines ? last - kReportLines + 1 : 1;
+  std::string text =
+      prefix + "last " + std::to_string(last - first + 1) + " operations, oldest first:\n";
+  for (uint64_t seq = first; seq <= last; ++seq) {
+    const Record& r = ring_[seq % kRing];
+    text += prefix + "  #" + std::to_string(r.seq) + " " + r.kind + " in group " + r.group + " (" +
+            std::to_string(r.bytes) + " bytes): ";
+    if (r.done)
+      text += "done in " + format("%.3f", seconds_between(r.started, r.ended)) + " s, started ";
+    else
+      text += "in flight, started ";
+    text += format("%.3f", seconds_between(r.started, now)) + " s ago\n";
+  }
+  return text;
+}
+
+}  // namespace tessera

@@ -1,0 +1,346 @@
+// The watchdog: an operation past its deadline ends the process with the configured code and a
+// report naming it; ended operations never do; the report and the signal line say what a rank
+// waits in. Exit and output are injected, so these run in one process with 0.2 s deadlines.
+// Ranks that really hang or die under mpirun: tests/test_cluster.cpp.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "parallel/mpi_communicator.h"
+#include "parallel/watchdog.h"
+#include "temp_dir.h"
+
+namespace tessera {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kRank = 3;
+constexpr int kExitCode = 5;
+
+// What a watchdog did, through its injected exit_fn and write_fn. Shared by pointer: a thread
+// that a test abandons (a hanging abort) may still hold it.
+struct Observed {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<int> exit_codes;
+  std::vector<std::string> writes;
+
+  // Waits up to `limit` for `done` (evaluated under the lock).
+  template <typename Pred>
+  bool wait_until(Pred done, std::chrono::duration<double> limit) {
+    std::unique_lock<std::mutex> lock(mutex);
+    return changed.wait_for(lock, limit, done);
+  }
+  bool wait_for_exit(std::chrono::duration<double> limit) {
+    return wait_until([this] { return !exit_codes.empty(); }, limit);
+  }
+  std::vector<int> codes() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return exit_codes;
+  }
+  std::string all_writes() {
+    std::lock_guard<std::mutex> lock(mutex);
+    std::string text;
+    for (const std::string& w : writes) text += w;
+    return text;
+  }
+  size_t write_count() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return writes.size();
+  }
+};
+
+WatchdogConfig config_for(const std::shared_ptr<Observed>& seen, double deadline_s) {
+  WatchdogConfig c;
+  c.rank = kRank;
+  c.deadline_s = deadline_s;
+  c.exit_code = kExitCode;
+  c.exit_fn = [seen](int code) {
+    std::lock_guard<std::mutex> lock(seen->mutex);
+    seen->exit_codes.push_back(code);
+    seen->changed.notify_all();
+  };
+  c.write_fn = [seen](const std::string& text) {
+    std::lock_guard<std::mutex> lock(seen->mutex);
+    seen->writes.push_back(text);
+    seen->changed.notify_all();
+  };
+  return c;
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+TEST(Watchdog, OperationPastItsDeadlineExitsWithTheCodeAndAReportNamingIt) {
+  auto seen = std::make_shared<Observed>();
+  Watchdog w;
+  w.begin("broadcast", "world", 64);
+  w.end(1);
+  const Clock::time_point start = Clock::now();
+  const uint64_t seq = w.begin("all_reduce", "dp", 4096);
+  w.arm(config_for(seen, 0.2));
+
+  ASSERT_TRUE(seen->wait_for_exit(5s)) << "no exit within 5 s of a 0.2 s deadline";
+  EXPECT_GE(seconds_since(start), 0.2);
+  EXPECT_EQ(seen->codes(), std::vector<int>{kExitCode});
+  EXPECT_TRUE(w.fired());
+  ASSERT_EQ(seen->write_count(), 1u) << "the report is one write, so that ranks do not interleave";
+  const std::string text = seen->all_writes();
+  EXPECT_EQ(text.rfind("rank 3: collective deadline of 0.2 s passed: #" + std::to_string(seq) +
+                           " all_reduce in group dp (4096 bytes) waiting for ",
+                       0),
+            0u)
+      << text;
+  EXPECT_TRUE(contains(text, "rank 3:   #1 broadcast in group world (64 bytes): done in ")) << text;
+  EXPECT_TRUE(
+      contains(text, "rank 3:   #2 all_reduce in group dp (4096 bytes): in flight, started "))
+      << text;
+}
+
+TEST(Watchdog, EndedOperationsNeverFire) {
+  auto seen = std::make_shared<Observed>();
+  Watchdog w;
+  w.arm(config_for(seen, 0.2));
+  const Clock::time_point start = Clock::now();
+  while (seconds_since(start) < 0.8) {  // four deadlines of operations of 50 ms each
+    const uint64_t seq = w.begin("all_reduce", "dp", 8);
+    std::this_thread::sleep_for(50ms);
+    w.end(seq);
+  }
+  std::this_thread::sleep_for(300ms);
+  EXPECT_TRUE(seen->codes().empty());
+  EXPECT_EQ(seen->write_count(), 0u) << seen->all_writes();
+  EXPECT_FALSE(w.fired());
+}
+
+TEST(Watchdog, SetDeadlineTightensAndLoosensTheArmedDeadline) {
+  auto seen = std::make_shared<Observed>();
+  Watchdog w;
+  w.arm(config_for(seen, 60));  // start-up: loose
+  w.begin("recv", "pp", 128);
+  std::this_thread::sleep_for(400ms);
+  EXPECT_TRUE(seen->codes().empty()) << "fired before a 60 s deadline";
+
+  w.set_deadline(0.2);
+  EXPECT_EQ(w.deadline(), 0.2);
+  ASSERT_TRUE(seen->wait_for_exit(5s)) << "a tightened deadline did not apply";
+  EXPECT_TRUE(contains(seen->all_writes(), "deadline of 0.2 s passed: #1 recv in group pp"));
+
+  auto seen_loose = std::make_shared<Observed>();
+  Watchdog loosened;
+  loosened.arm(config_for(seen_loose, 0.2));
+  loosened.set_deadline(60);
+  loosened.begin("recv", "pp", 128);
+  std::this_thread::sleep_for(600ms);
+  EXPECT_TRUE(seen_loose->codes().empty()) << "a loosened deadline did not apply";
+}
+
+TEST(Watchdog, FiresOnceEvenWithSeveralOperationsPastTheDeadline) {
+  auto seen = std::make_shared<Observed>();
+  Watchdog w;
+  w.begin("isend", "pp", 16);
+  w.begin("irecv", "pp", 16);
+  w.arm(config_for(seen, 0.1));
+  ASSERT_TRUE(seen->wait_for_exit(5s));
+  std::this_thread::sleep_for(400ms);
+  EXPECT_EQ(seen->codes().size(), 1u);
+  EXPECT_TRUE(contains(seen->all_writes(), "passed: #1 isend")) << "names the oldest";
+}
+
+TEST(Watchdog, ReportListsTheLastSixteenOperationsOldestFirstWithTheirState) {
+  Watchdog w;
+  const char* kinds[] = {"all_reduce", "all_gather", "reduce_scatter", "send", "recv"};
+  for (uint64_t i = 1; i <= 20; ++i) {
+    const uint64_t seq = w.begin(kinds[i % 5], "group" + std::to_string(i), 100 * i);
+    ASSERT_EQ(seq, i);
+    if (i != 18) w.end(seq);
+  }
+  const std::string text = w.report();
+  EXPECT_EQ(text.rfind("rank 0: last 16 operations, oldest first:\n", 0), 0u) << text;
+  EXPECT_FALSE(contains(text, "#4 ")) << text;
+  size_t previous = 0;
+  for (uint64_t i = 5; i <= 20; ++i) {
+    const std::string line = "  #" + std::to_string(i) + " " + kinds[i % 5] + " in group group" +
+                             std::to_string(i) + " (" + std::to_string(100 * i) +
+                             " bytes): " + (i == 18 ? "in flight, started " : "done in ");
+    const size_t at = text.find(line);
+    ASSERT_NE(at, std::string::npos) << line << "\nnot in\n" << text;
+    EXPECT_GT(at, previous) << "#" << i << " out of order";
+    previous = at;
+  }
+  EXPECT_EQ(Watchdog().report(), "rank 0: no operations recorded\n");
+}
+
+TEST(Watchdog, SignalPrintsOneLineNamingTheOperationInFlightAndDoesNotExit) {
+  auto seen = std::make_shared<Observed>();
+  Watchdog w;
+  w.arm(config_for(seen, 60));
+  Watchdog::signal_received(SIGTERM);  // nothing in flight: nothing to say
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(seen->write_count(), 0u) << seen->all_writes();
+
+  const uint64_t seq = w.begin("recv", "pp", 128);
+  Watchdog::signal_received(SIGUSR1);
+  ASSERT_TRUE(seen->wait_until([&] { return !seen->writes.empty(); }, 5s));
+  std::this_thread::sleep_for(200ms);
+  ASSERT_EQ(seen->write_count(), 1u) << seen->all_writes();
+  const std::string line = seen->all_writes();
+  EXPECT_EQ(line.rfind("rank 3: SIGUSR1 received while waiting ", 0), 0u) << line;
+  EXPECT_TRUE(contains(line, " s in #" + std::to_string(seq) + " recv in group pp (128 bytes)\n"))
+      << line;
+  EXPECT_TRUE(seen->codes().empty()) << "a signal is the launcher's to act on";
+}
+
+TEST(Watchdog, DefaultOutputIsStderr) {
+  Watchdog w;
+  WatchdogConfig c = config_for(std::make_shared<Observed>(), 60);
+  c.write_fn = nullptr;
+  w.arm(c);
+  w.begin("barrier", "world", 0);
+  testing::internal::CaptureStderr();
+  Watchdog::signal_received(SIGTERM);
+  std::this_thread::sleep_for(300ms);
+  w.disarm();
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(contains(err, "rank 3: SIGTERM received while waiting ")) << err;
+  EXPECT_TRUE(contains(err, " s in #1 barrier in group world (0 bytes)\n")) << err;
+}
+
+TEST(Watchdog, AbortsTheCommunicatorsBeforeExiting) {
+  auto seen = std::make_shared<Observed>();
+  auto order = std::make_shared<std::vector<std::string>>();
+  Watchdog w;
+  WatchdogConfig c = config_for(seen, 0.1);
+  c.abort_communicators = [seen, order] {
+    std::lock_guard<std::mutex> lock(seen->mutex);
+    order->push_back("abort");
+  };
+  c.exit_fn = [seen, order](int code) {
+    std::lock_guard<std::mutex> lock(seen->mutex);
+    order->push_back("exit");
+    seen->exit_codes.push_back(code);
+    seen->changed.notify_all();
+  };
+  w.begin("all_gather", "tp", 32);
+  w.arm(c);
+  ASSERT_TRUE(seen->wait_for_exit(5s));
+  std::lock_guard<std::mutex> lock(seen->mutex);
+  EXPECT_EQ(*order, (std::vector<std::string>{"abort", "exit"}));
+}
+
+TEST(Watchdog, AbortThatHangsIsAbandonedAfterTheGraceAndTheRankStillExits) {
+  struct Gate {
+    std::mutex mutex;
+    std::condition_variable opened_cv;
+    bool open = false;
+    std::atomic<bool> abort_returned{false};
+  };
+  auto gate = std::make_shared<Gate>();
+  auto seen = std::make_shared<Observed>();
+  Watchdog w;
+  WatchdogConfig c = config_for(seen, 0.1);
+  c.abort_grace_s = 0.2;
+  c.abort_communicators = [gate] {
+    std::unique_lock<std::mutex> lock(gate->mutex);
+    gate->opened_cv.wait(lock, [&] { return gate->open; });
+    gate->abort_returned = true;
+  };
+  w.begin("all_reduce", "dp", 4);
+  w.arm(c);
+  ASSERT_TRUE(seen->wait_for_exit(5s)) << "a hanging abort kept the rank alive";
+  EXPECT_TRUE(contains(seen->all_writes(), "aborting the communicators did not finish in 0.2 s"));
+  {
+    std::lock_guard<std::mutex> lock(gate->mutex);
+    gate->open = true;
+  }
+  gate->opened_cv.notify_all();
+  for (int i = 0; i < 100 && !gate->abort_returned; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(gate->abort_returned);
+}
+
+TEST(Watchdog, EndWhenKeepsTheOperationInFlightUntilItsCompletionSaysDone) {
+  auto seen = std::make_shared<Observed>();
+  auto completed = std::make_shared<std::atomic<bool>>(false);
+  Watchdog w;
+  w.arm(config_for(seen, 0.4));
+  const uint64_t seq = w.begin("all_reduce_async", "dp", 64);
+  w.end_when(seq, [completed] { return completed->load(); });
+  std::this_thread::sleep_for(100ms);
+  EXPECT_TRUE(contains(w.report(), "all_reduce_async in group dp (64 bytes): in flight"));
+  *completed = true;
+  std::this_thread::sleep_for(600ms);
+  EXPECT_TRUE(seen->codes().empty()) << seen->all_writes();
+  EXPECT_TRUE(contains(w.report(), "all_reduce_async in group dp (64 bytes): done in "));
+
+  const uint64_t never = w.begin("all_gather_async", "dp", 64);
+  w.end_when(never, [] { return false; });
+  ASSERT_TRUE(seen->wait_for_exit(5s)) << "an operation that never completes did not fire";
+  EXPECT_TRUE(contains(seen->all_writes(), "passed: #2 all_gather_async in group dp"));
+
+  Watchdog unarmed;  // nobody would poll: ended at once
+  unarmed.end_when(unarmed.begin("isend", "pp", 8), [] { return false; });
+  EXPECT_TRUE(contains(unarmed.report(), "#1 isend in group pp (8 bytes): done in "));
+}
+
+TEST(Watchdog, ConcurrentRecordingKeepsSequenceNumbersUnique) {
+  constexpr int kThreads = 8, kEach = 2000;
+  Watchdog w;
+  std::vector<std::vector<uint64_t>> seqs(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&w, &seqs, t] {
+      for (int i = 0; i < kEach; ++i) {
+        const uint64_t seq = w.begin("all_reduce", "dp", 4);
+        seqs[t].push_back(seq);
+        w.end(seq);
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  std::set<uint64_t> unique;
+  for (const auto& s : seqs) unique.insert(s.begin(), s.end());
+  EXPECT_EQ(unique.size(), size_t{kThreads} * kEach);
+  EXPECT_EQ(*unique.begin(), 1u);
+  EXPECT_EQ(*unique.rbegin(), uint64_t{kThreads} * kEach);
+  EXPECT_FALSE(contains(w.report(), "in flight"));
+}
+
+TEST(Watchdog, RequestRecordEndsWithItsHandleAndScopeRecordWithItsScope) {
+  const std::string group = "scope_test_group";
+  {
+    const WatchedOperation op("barrier", group, 0);
+    EXPECT_TRUE(contains(Watchdog::instance().report(),
+                         "barrier in group " + group + " (0 bytes): in flight"));
+  }
+  EXPECT_TRUE(contains(Watchdog::instance().report(),
+                       "barrier in group " + group + " (0 bytes): done in "));
+  {
+    WatchedRequest request("isend", group, 8);
+    WatchedRequest moved = std::move(request);
+    EXPECT_TRUE(contains(Watchdog::instance().report(),
+                         "isend in group " + group + " (8 bytes): in flight"));
+  }
+  EXPECT_TRUE(
+      contains(Watchdog::instance().report(), "isend in group " + group + " (8 bytes): done in "));
+}
+
+}  // namespace
+}  // namespace tessera
