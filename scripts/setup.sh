@@ -15,6 +15,7 @@ PACKAGES=(
   nlohmann-json3-dev                    # JSONL text input
   clang-format                          # the committed .clang-format
   clang libclang-rt-14-dev              # libFuzzer for the corpus-reader fuzz target
+  slurmctld slurmd slurm-client munge   # Slurm and its PMIx plugin: tests/slurm_test.sh
 )
 
 missing=()
