@@ -331,6 +331,13 @@ class IntervalLog {
     return mean_loss;
   }
 
+  // The mean loss of the steps added since the last logged interval, if any: the run's final
+  // loss when it stops early (preempted, --train.exit_after) between two log lines.
+  std::optional<double> unlogged_mean() const {
+    if (interval_steps_ == 0) return std::nullopt;
+    return interval_loss_ / static_cast<double>(interval_steps_);
+  }
+
  private:
   const TrainConfig& cfg_;
   double tokens_per_step_, flops_per_token_;
@@ -542,6 +549,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
   }
   saver.finish();
   if (result.exit_code == kExitNonFinite) return result;
+  if (const std::optional<double> mean = log.unlogged_mean()) result.final_loss = *mean;
   const double run_s = std::chrono::duration<double>(Clock::now() - start).count();
   if (skipped_total > 0 && root)
     std::printf("skipped steps: %lld (non-finite loss or gradient norm)\n",

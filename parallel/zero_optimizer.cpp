@@ -31,10 +31,10 @@ ZeroAdamW::ZeroAdamW(GradBuckets& buckets, const AdamWConfig& cfg) : buckets_(bu
 }
 
 double ZeroAdamW::grad_sum_of_squares() const {
-  double s = 0;
+  std::vector<Tensor> counted;  // summed in order, with one wait for the GPU
   for (const Segment& seg : segments_)
-    if (seg.param->counted_here()) s += ops::sum_of_squares(seg.grad);
-  return s;
+    if (seg.param->counted_here()) counted.push_back(seg.grad);
+  return ops::sum_of_squares(counted);
 }
 
 void ZeroAdamW::scale_grads(double alpha) {
