@@ -26,7 +26,7 @@
 //   backward, dQ: 64 queries per block, looping over 32-key tiles up to the diagonal: S and dP
 //     again, dQ += scale dS K. Recomputing S and dP costs 2 of the backward's 7 products, and
 //     buys a result without atomics: the same bits on every run.
-#include "core/ops/attention_bf16_cuda.cuh"
+#include "core/ops/attention_cuda.cuh"
 
 #include <cuda_bf16.h>
 
@@ -156,25 +156,6 @@ __device__ __forceinline__ void add_pair(bf16x1* dst, float x, float y, float sc
   *p = __floats2bfloat162_rn(old.x + scale * x, old.y + scale * y);
 }
 
-// One (batch, head) for blockIdx.y = b H + h: offsets of (b, t = 0) of this head's q in qkv and
-// dqkv (k at + C, v at + 2C, rows 3C apart), in out and dout (rows C apart), and of (b, h, 0) in
-// lse and delta.
-struct Head {
-  int64_t C, qkv_row, qkv, out, stats;
-};
-
-template <int HD>
-__device__ __forceinline__ Head head_of_block(int S, int H) {
-  const int64_t b = blockIdx.y / H, h = blockIdx.y % H;
-  Head r;
-  r.C = int64_t{H} * HD;
-  r.qkv_row = 3 * r.C;
-  r.qkv = b * S * r.qkv_row + h * HD;
-  r.out = b * S * r.C + h * HD;
-  r.stats = int64_t{blockIdx.y} * S;
-  return r;
-}
-
 // --- forward ---------------------------------------------------------------------------------
 
 template <int HD>
@@ -192,7 +173,7 @@ __global__ void __launch_bounds__(kThreads)
   bf16x1* k_s = q_s + kBlockRows * LD;            // [kForwardKeys][LD]
   bf16x1* v_s = k_s + kForwardKeys * LD;          // [kForwardKeys][LD]
 
-  const Head head = head_of_block<HD>(S, H);
+  const AttentionHead head = head_of_block<HD>(S, H);
   const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
   const int g = lane / 4, t = lane % 4, w0 = warp * kWarpRows;
   // Longest rows first: the last query tiles see the most keys.
@@ -318,7 +299,7 @@ __global__ void __launch_bounds__(kThreads)
   float* lse_s = reinterpret_cast<float*>(do_s + kCols * LD);  // [kCols], log2 units
   float* delta_s = lse_s + kCols;                              // [kCols]
 
-  const Head head = head_of_block<HD>(S, H);
+  const AttentionHead head = head_of_block<HD>(S, H);
   const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
   const int g = lane / 4, t = lane % 4, w0 = warp * kWarpRows;
   const int k0 = static_cast<int>(blockIdx.x) * kBlockRows;  // the first key tiles see most
@@ -415,7 +396,7 @@ __global__ void __launch_bounds__(kThreads)
   bf16x1* k_s = do_s + kBlockRows * LD;           // [kCols][LD]
   bf16x1* v_s = k_s + kCols * LD;                 // [kCols][LD]
 
-  const Head head = head_of_block<HD>(S, H);
+  const AttentionHead head = head_of_block<HD>(S, H);
   const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
   const int g = lane / 4, t = lane % 4, w0 = warp * kWarpRows;
   const int q0 = static_cast<int>(gridDim.x - 1 - blockIdx.x) * kBlockRows;  // longest first

@@ -21,7 +21,7 @@
 #include <type_traits>
 
 #include "core/cuda_common.cuh"
-#include "core/ops/attention_bf16_cuda.cuh"
+#include "core/ops/attention_cuda.cuh"
 
 namespace tessera::ops::cuda {
 namespace {
@@ -47,28 +47,6 @@ __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
   return x;
-}
-
-// One (batch, head) of the arrays, for blockIdx.y = b * H + h: qkv and dqkv rows are 3C wide
-// with this head's q at +0, k at +C and v at +2C; out and dout rows are C wide; lse and delta
-// hold S values per (batch, head).
-struct Head {
-  int64_t C, qkv_row;
-  int64_t qkv;    // offset of (b, t = 0, q of head h) in qkv and dqkv
-  int64_t out;    // offset of (b, t = 0, head h) in out and dout
-  int64_t stats;  // offset of (b, h, t = 0) in lse and delta
-};
-
-template <int HD>
-__device__ Head head_of_block(int S, int H) {
-  const int64_t b = blockIdx.y / H, h = blockIdx.y % H;
-  Head r;
-  r.C = int64_t{H} * HD;
-  r.qkv_row = 3 * r.C;
-  r.qkv = b * S * r.qkv_row + h * HD;
-  r.out = b * S * r.C + h * HD;
-  r.stats = int64_t{blockIdx.y} * S;
-  return r;
 }
 
 // Copies rows [row0, row0 + kTile) of HD columns (global row stride `stride`) into shared memory
@@ -141,7 +119,7 @@ __global__ void __launch_bounds__(kThreads)
   float* v_s = k_s + kTile * kLdK;  // [kTile][HD], read by column
   float* p_s = v_s + kTile * HD;    // [kTile][kLdP], this tile's unnormalised probabilities
 
-  const Head head = head_of_block<HD>(S, H);
+  const AttentionHead head = head_of_block<HD>(S, H);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int q0 = longest_first_tile() * kTile;
   const T* q = qkv + head.qkv;
@@ -243,7 +221,7 @@ __global__ void __launch_bounds__(kThreads)
   float* lse_s = ds_s + kTile * kLdP;  // [kTile]
   float* delta_s = lse_s + kTile;      // [kTile]
 
-  const Head head = head_of_block<HD>(S, H);
+  const AttentionHead head = head_of_block<HD>(S, H);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int k0 = static_cast<int>(blockIdx.x) * kTile;  // the first key tiles see most queries
   const T* q = qkv + head.qkv;
@@ -314,7 +292,7 @@ __global__ void __launch_bounds__(kThreads)
   float* v_s = k_s + kTile * kLd;   // [kTile][kLd], likewise
   float* ds_s = v_s + kTile * kLd;  // [kTile][kLdP]
 
-  const Head head = head_of_block<HD>(S, H);
+  const AttentionHead head = head_of_block<HD>(S, H);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int q0 = longest_first_tile() * kTile;
   const T* q = qkv + head.qkv;
