@@ -82,6 +82,21 @@ if ! cmake --build build-gpu -j "$(nproc)" >"$OUT_DIR/build.log" 2>&1; then
 fi
 fi
 
+# The figures to read first, printed last: test verdicts, MFU per shape and attention kernel.
+summary() {
+  echo
+  echo "=== summary ==="
+  for f in test_gpu_ops test_gpu_nccl; do
+    grep -h -E "^\[  (PASSED|FAILED) " "$OUT_DIR/$f.txt" 2>/dev/null | sed "s/^/$f: /"
+  done
+  awk '/^shape /{shape = $2 " B " $6} /^bf16 attention on/{att = $4}
+       /^\| [0-9]/{printf "step %-11s %-14s %8s ms  %8s tokens/s  MFU %s\n", shape, att, $2, $10, $14}' \
+    "$OUT_DIR/bench_train_step_gpu.txt" 2>/dev/null
+  awk '/bf16 attention on/{att = $NF} /^GPT-2/{shape = $1 " " $2}
+       /^layer forward/{printf "layer %-12s %-14s %s ms  layer MFU %s\n", shape, att, $5, $(NF-3)}' \
+    "$OUT_DIR/bench_gpu_ops.txt" 2>/dev/null
+}
+
 # The test binary itself, so each test's name and tolerance line shows. The ops first, then
 # the benchmarks, then NCCL and the Trainer (which uses NCCL): a hang in one part (killed by
 # its timeout) costs only that part.
@@ -115,6 +130,7 @@ step "gpu tests, part 2: the NCCL communicator on one GPU, the Trainer on the GP
 gpu_tests test_gpu_nccl 90 "Nccl*:GpuTrainer*"
 
 if [ -n "$PREBUILT" ]; then
+  summary
   echo
   echo "gpu_check (prebuilt): $([ $status -eq 0 ] && echo PASSED || echo FAILED)"
   exit $status
@@ -139,6 +155,7 @@ for layout in "1" "4 --tp 2 --pp 2"; do
     2>&1 | tee -a "$OUT_DIR/bench_checkpoint.txt" || status=1
 done
 
+summary
 echo
 echo "gpu_check: $([ $status -eq 0 ] && echo PASSED || echo FAILED)"
 exit $status
