@@ -4,13 +4,10 @@
 #include "launcher/train_command.h"
 
 #include <sys/resource.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -27,6 +24,7 @@
 #include "io/metrics.h"
 #include "io/sentencepiece_tokenizer.h"
 #include "launcher/checkpointing.h"
+#include "launcher/cluster.h"
 #include "launcher/exit_codes.h"
 #include "launcher/sampling.h"
 #include "launcher/trainer.h"
@@ -47,89 +45,6 @@ std::string format_duration(double seconds) {
   else
     std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
   return buf;
-}
-
-// The wall clock of --train.time_limit starts with the process.
-const Clock::time_point g_process_start = Clock::now();
-
-// SIGUSR1 / SIGTERM: the signal's number, read by the loop at each step boundary. Lock-free,
-// so the handler only stores.
-std::atomic<int> g_stop_signal{0};
-static_assert(std::atomic<int>::is_always_lock_free);
-
-extern "C" void on_stop_signal(int signo) {
-  g_stop_signal.store(signo);
-  Watchdog::signal_received(signo);  // an armed watchdog says what this rank waits in
-}
-
-void install_stop_handlers() {
-  struct sigaction sa {};
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;  // system calls in progress resume; the loop looks at the flag
-  sigaction(SIGUSR1, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-}
-
-const char* signal_name(int signo) {
-  return signo == SIGUSR1 ? "SIGUSR1" : signo == SIGTERM ? "SIGTERM" : "a signal";
-}
-
-// "0-3" or "0, 2, 5": a sorted list of ranks, runs of consecutive ones shortened.
-std::string rank_list(const std::vector<int>& ranks) {
-  std::string out;
-  for (size_t i = 0; i < ranks.size();) {
-    size_t j = i;
-    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
-    if (!out.empty()) out += ", ";
-    out += std::to_string(ranks[i]);
-    if (j > i) out += '-' + std::to_string(ranks[j]);
-    i = j + 1;
-  }
-  return out;
-}
-
-// Where every rank runs, printed by rank 0: one line per host with its ranks, their local
-// ranks (the GPU each uses on cuda) and process ids. Collective over world.
-void print_topology(Communicator& world, int local_rank, const std::string& device) {
-  constexpr int kHost = 64, kRow = kHost + 2;  // host name characters, local rank, pid
-  Tensor mine({kRow}, DType::I32), all({static_cast<int64_t>(world.size()) * kRow}, DType::I32);
-  char host[kHost + 1] = {};
-  gethostname(host, kHost);
-  for (int i = 0; i < kHost; ++i) mine.data<int32_t>()[i] = static_cast<unsigned char>(host[i]);
-  mine.data<int32_t>()[kHost] = local_rank;
-  mine.data<int32_t>()[kHost + 1] = static_cast<int32_t>(getpid());
-  world.all_gather(all, mine);
-  if (world.rank() != 0) return;
-  std::vector<std::string> hosts;
-  std::vector<std::vector<int>> ranks;
-  for (int r = 0; r < world.size(); ++r) {
-    const int32_t* row = all.data<int32_t>() + static_cast<int64_t>(r) * kRow;
-    std::string name;
-    for (int i = 0; i < kHost && row[i] != 0; ++i) name += static_cast<char>(row[i]);
-    const auto it = std::find(hosts.begin(), hosts.end(), name);
-    if (it == hosts.end()) {
-      hosts.push_back(name);
-      ranks.emplace_back();
-    }
-    ranks[static_cast<size_t>(std::find(hosts.begin(), hosts.end(), name) - hosts.begin())]
-        .push_back(r);
-  }
-  std::printf("topology: %d rank%s on %zu host%s, device %s\n", world.size(),
-              world.size() == 1 ? "" : "s", hosts.size(), hosts.size() == 1 ? "" : "s",
-              device.c_str());
-  for (size_t h = 0; h < hosts.size(); ++h) {
-    std::string locals, pids;
-    for (const int r : ranks[h]) {
-      const int32_t* row = all.data<int32_t>() + static_cast<int64_t>(r) * kRow;
-      if (!locals.empty()) locals += ' ', pids += ' ';
-      locals += std::to_string(row[kHost]);
-      pids += std::to_string(row[kHost + 1]);
-    }
-    std::printf("  %s: ranks %s (%zu), local ranks %s, pids %s\n", hosts[h].c_str(),
-                rank_list(ranks[h]).c_str(), ranks[h].size(), locals.c_str(), pids.c_str());
-  }
-  std::fflush(stdout);
 }
 
 // A small table of the loss curve, one row per tenth of the run, with a bar per row.
@@ -385,47 +300,6 @@ void prepare_run_dir(const TrainConfig& cfg) {
   write_text_file(std::filesystem::path(cfg.run_dir) / "config.ini", cfg.resolved_ini);
 }
 
-// After a step with a non-finite loss or gradient norm that stops the run: every rank writes
-// what it found to RUN_DIR/nonfinite_step_N/rank_R.txt and says it on stderr; rank 0 names the
-// ranks. Collective over world.
-void report_nonfinite(const TrainConfig& cfg, Trainer& tr, Communicator& world, int64_t step,
-                      const StepStats& s, const std::string& why) {
-  const std::vector<std::string> found = tr.nonfinite_here();
-  const std::filesystem::path dir =
-      std::filesystem::path(cfg.run_dir) / ("nonfinite_step_" + std::to_string(step + 1));
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  std::string names;
-  for (const std::string& n : found) {
-    if (!names.empty()) names += ", ";
-    names += n;
-  }
-  {
-    const GridCoord c = tr.grid().coord();
-    std::ofstream out(dir / ("rank_" + std::to_string(world.rank()) + ".txt"));
-    out << "step " << step + 1 << "\nrank " << world.rank() << " (tp " << c.tp << ", pp " << c.pp
-        << ", dp " << c.dp << ")\nglobal loss " << s.loss << "\nglobal grad norm " << s.grad_norm
-        << "\nnon-finite here: " << (names.empty() ? "nothing" : names) << "\n";
-  }
-  if (!found.empty())
-    std::cerr << "rank " << world.rank() << ": step " << step + 1 << ": non-finite " << names
-              << "\n";
-  Tensor flags({world.size()}, DType::I32);
-  flags.data<int32_t>()[world.rank()] = found.empty() ? 0 : 1;
-  world.all_reduce(flags, ReduceOp::Max);
-  if (world.rank() != 0) return;
-  std::vector<int> ranks;
-  for (int r = 0; r < world.size(); ++r)
-    if (flags.data<int32_t>()[r]) ranks.push_back(r);
-  std::printf(
-      "halt: step %lld: loss %g, grad norm %g are not finite (%s), on rank%s %s; "
-      "weights left as after step %lld; diagnostics in %s; exit code %d\n",
-      static_cast<long long>(step + 1), s.loss, s.grad_norm, why.c_str(),
-      ranks.size() == 1 ? "" : "s", ranks.empty() ? "?" : rank_list(ranks).c_str(),
-      static_cast<long long>(step), dir.string().c_str(), kExitNonFinite);
-  std::fflush(stdout);
-}
-
 }  // namespace
 
 std::string checkpoints_root(const TrainConfig& cfg) {
@@ -466,8 +340,8 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     if (has_rank_step(stalls, world.rank(), step + 1))
       std::this_thread::sleep_for(std::chrono::hours(1));
     const auto step_start = Clock::now();
-    const double elapsed_s = std::chrono::duration<double>(step_start - g_process_start).count();
-    int stop = g_stop_signal.load() ? kStopSignal : 0;
+    const double elapsed_s = seconds_since_process_start();
+    int stop = stop_signal() ? kStopSignal : 0;
     if (cfg.time_limit > 0 && elapsed_s + 2 * slowest_step_s + longest_save_s >= cfg.time_limit)
       stop |= kStopTime;
     const StepStats s = tr.step(stop);
@@ -519,7 +393,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
             cfg.checkpoint_async && !preempted ? " (state copied; writing in the background)" : "");
     }
     if (preempted) {
-      if (const int signo = g_stop_signal.load())
+      if (const int signo = stop_signal())
         std::cerr << "rank " << world.rank() << ": " << signal_name(signo)
                   << " received: stopped after step " << step + 1 << "\n";
       if (root) {

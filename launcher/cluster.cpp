@@ -1,0 +1,150 @@
+// What running on a cluster needs around the training loop: stop signals, where the ranks run,
+// and the report of non-finite values (launcher/cluster.h, docs/CLUSTER.md).
+#include "launcher/cluster.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "launcher/exit_codes.h"
+#include "launcher/trainer.h"
+#include "parallel/watchdog.h"
+
+namespace tessera {
+
+namespace {
+
+const std::chrono::steady_clock::time_point g_process_start = std::chrono::steady_clock::now();
+
+// The handler only stores: lock-free, so async-signal-safe.
+std::atomic<int> g_stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free);
+
+extern "C" void on_stop_signal(int signo) {
+  g_stop_signal.store(signo);
+  Watchdog::signal_received(signo);  // an armed watchdog says what this rank waits in
+}
+
+}  // namespace
+
+double seconds_since_process_start() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - g_process_start).count();
+}
+
+int stop_signal() {
+  return g_stop_signal.load();
+}
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;  // system calls in progress resume; the loop looks at the flag
+  sigaction(SIGUSR1, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+const char* signal_name(int signo) {
+  return signo == SIGUSR1 ? "SIGUSR1" : signo == SIGTERM ? "SIGTERM" : "a signal";
+}
+
+std::string rank_list(const std::vector<int>& ranks) {
+  std::string out;
+  for (size_t i = 0; i < ranks.size();) {
+    size_t j = i;
+    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
+    if (!out.empty()) out += ", ";
+    out += std::to_string(ranks[i]);
+    if (j > i) out += '-' + std::to_string(ranks[j]);
+    i = j + 1;
+  }
+  return out;
+}
+
+void print_topology(Communicator& world, int local_rank, const std::string& device) {
+  constexpr int kHost = 64, kRow = kHost + 2;  // host name characters, local rank, pid
+  Tensor mine({kRow}, DType::I32), all({static_cast<int64_t>(world.size()) * kRow}, DType::I32);
+  char host[kHost + 1] = {};
+  gethostname(host, kHost);
+  for (int i = 0; i < kHost; ++i) mine.data<int32_t>()[i] = static_cast<unsigned char>(host[i]);
+  mine.data<int32_t>()[kHost] = local_rank;
+  mine.data<int32_t>()[kHost + 1] = static_cast<int32_t>(getpid());
+  world.all_gather(all, mine);
+  if (world.rank() != 0) return;
+  std::vector<std::string> hosts;
+  std::vector<std::vector<int>> ranks;
+  for (int r = 0; r < world.size(); ++r) {
+    const int32_t* row = all.data<int32_t>() + static_cast<int64_t>(r) * kRow;
+    std::string name;
+    for (int i = 0; i < kHost && row[i] != 0; ++i) name += static_cast<char>(row[i]);
+    const auto it = std::find(hosts.begin(), hosts.end(), name);
+    if (it == hosts.end()) {
+      hosts.push_back(name);
+      ranks.emplace_back();
+    }
+    ranks[static_cast<size_t>(std::find(hosts.begin(), hosts.end(), name) - hosts.begin())]
+        .push_back(r);
+  }
+  std::printf("topology: %d rank%s on %zu host%s, device %s\n", world.size(),
+              world.size() == 1 ? "" : "s", hosts.size(), hosts.size() == 1 ? "" : "s",
+              device.c_str());
+  for (size_t h = 0; h < hosts.size(); ++h) {
+    std::string locals, pids;
+    for (const int r : ranks[h]) {
+      const int32_t* row = all.data<int32_t>() + static_cast<int64_t>(r) * kRow;
+      if (!locals.empty()) locals += ' ', pids += ' ';
+      locals += std::to_string(row[kHost]);
+      pids += std::to_string(row[kHost + 1]);
+    }
+    std::printf("  %s: ranks %s (%zu), local ranks %s, pids %s\n", hosts[h].c_str(),
+                rank_list(ranks[h]).c_str(), ranks[h].size(), locals.c_str(), pids.c_str());
+  }
+  std::fflush(stdout);
+}
+
+void report_nonfinite(const TrainConfig& cfg, Trainer& tr, Communicator& world, int64_t step,
+                      const StepStats& s, const std::string& why) {
+  const std::vector<std::string> found = tr.nonfinite_here();
+  const std::filesystem::path dir =
+      std::filesystem::path(cfg.run_dir) / ("nonfinite_step_" + std::to_string(step + 1));
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  std::string names;
+  for (const std::string& n : found) {
+    if (!names.empty()) names += ", ";
+    names += n;
+  }
+  {
+    const GridCoord c = tr.grid().coord();
+    std::ofstream out(dir / ("rank_" + std::to_string(world.rank()) + ".txt"));
+    out << "step " << step + 1 << "\nrank " << world.rank() << " (tp " << c.tp << ", pp " << c.pp
+        << ", dp " << c.dp << ")\nglobal loss " << s.loss << "\nglobal grad norm " << s.grad_norm
+        << "\nnon-finite here: " << (names.empty() ? "nothing" : names) << "\n";
+  }
+  if (!found.empty())
+    std::cerr << "rank " << world.rank() << ": step " << step + 1 << ": non-finite " << names
+              << "\n";
+  Tensor flags({world.size()}, DType::I32);
+  flags.data<int32_t>()[world.rank()] = found.empty() ? 0 : 1;
+  world.all_reduce(flags, ReduceOp::Max);
+  if (world.rank() != 0) return;
+  std::vector<int> ranks;
+  for (int r = 0; r < world.size(); ++r)
+    if (flags.data<int32_t>()[r]) ranks.push_back(r);
+  std::printf(
+      "halt: step %lld: loss %g, grad norm %g are not finite (%s), on rank%s %s; "
+      "weights left as after step %lld; diagnostics in %s; exit code %d\n",
+      static_cast<long long>(step + 1), s.loss, s.grad_norm, why.c_str(),
+      ranks.size() == 1 ? "" : "s", ranks.empty() ? "?" : rank_list(ranks).c_str(),
+      static_cast<long long>(step), dir.string().c_str(), kExitNonFinite);
+  std::fflush(stdout);
+}
+
+}  // namespace tessera
