@@ -234,14 +234,18 @@ scancel --batch --signal=USR1 "$job"
 requeued() { [ "$(job_field "$job" JobState)" = PENDING ] && [ "$(job_field "$job" Restarts)" = 1 ]; }
 wait_for "job $job back in the queue (PENDING, Restarts=1)" 60 requeued
 grep -q '^preempted:' "$log" || fail "job $job was requeued, but tessera never said 'preempted:'"
-# Slurm holds a requeued job about 120 s (Reason=BeginTime). Once the old step's daemon has
-# cleaned up (its PMIx socket in the spool directory has the same step id), start it now.
-old_step_gone() {
+# Slurm holds a requeued job about 120 s (Reason=BeginTime). Once the old run is gone from the
+# node, start it now: its step daemons have exited and cleaned up (the PMIx socket in the spool
+# directory has the same step id), the node is idle again, and a few seconds have passed, since
+# slurmd refuses ("Job N already killed, do not launch batch job") a job id it killed a moment
+# ago, which a loaded machine otherwise meets.
+old_run_gone() {
   local f
   for f in "$tmp/slurm/spool/"*[._]"$job".*; do [ -e "$f" ] && return 1; done
-  return 0
+  ! pgrep -f "slurmstepd: \[$job\." >/dev/null && node_idle
 }
-wait_for "the preempted step to be cleaned up" 30 old_step_gone
+wait_for "the preempted run to be gone from the node" 60 old_run_gone
+sleep 5
 scontrol update JobId="$job" StartTime=now
 wait_for "job $job to finish" 180 job_gone "$job"
 
