@@ -2,8 +2,8 @@
 // where there is no GPU: one std::thread per CUDA thread of a block (blocks one after another),
 // __syncthreads as a barrier of the block, and per warp __shfl_xor_sync and the instructions of
 // core/ops/tensor_core.cuh (mma m16n8k16, ldmatrix.trans, cp.async) computed from the PTX ISA's
-// fragment layouts. Slow (a barrier per warp instruction) and only for blocks of kThreads
-// threads. Include it instead of core/ops/tensor_core.cuh, before the kernels.
+// fragment layouts; cp.async lands its bytes only at the wait. Slow (a barrier per warp
+// instruction) and only for blocks of kThreads threads. Include it instead of core/ops/tensor_core.cuh, before the kernels.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -129,14 +129,25 @@ inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* shared_row) {
   w.bar.arrive_and_wait();
 }
 
+// As on the GPU, the copied bytes are not there until cp_async_wait_all(): each thread queues
+// its copies and lands them when it waits, so a kernel that reads a tile before waiting for it
+// reads stale bytes here too.
+struct PendingCopy {
+  void* dst;
+  unsigned char bytes[16];
+};
+inline thread_local std::vector<PendingCopy> pending_copies;
+
 inline void cp_async_16(void* shared_dst, const void* global_src, bool valid) {
-  if (valid)
-    std::memcpy(shared_dst, global_src, 16);
-  else
-    std::memset(shared_dst, 0, 16);
+  PendingCopy c{shared_dst, {}};
+  if (valid) std::memcpy(c.bytes, global_src, 16);
+  pending_copies.push_back(c);
 }
 inline void cp_async_commit() {}
-inline void cp_async_wait_all() {}
+inline void cp_async_wait_all() {
+  for (const PendingCopy& c : pending_copies) std::memcpy(c.dst, c.bytes, 16);
+  pending_copies.clear();
+}
 
 }  // namespace tessera::ops::cuda
 

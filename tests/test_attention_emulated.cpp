@@ -19,7 +19,7 @@
 
 namespace tessera::ops::cuda::attention_bf16 {
 // The kernels' `extern __shared__` buffer: one block runs at a time.
-__attribute__((aligned(16))) unsigned char smem[64 * 1024];
+__attribute__((aligned(16))) unsigned char smem[128 * 1024];
 }  // namespace tessera::ops::cuda::attention_bf16
 
 namespace tessera {

@@ -24,12 +24,13 @@
 //
 //   forward: 64 query rows per block, 64-key tiles up to the diagonal; the next key tile and
 //     the current value tile are copied with cp.async while the other product runs.
-//   backward, dK and dV: 64 keys per block, looping over 32-query tiles from the diagonal down:
+//   backward, dK and dV: 64 keys per block, looping over 32-query tiles from the diagonal down
+//     (double-buffered: the next tile is copied while the block computes on this one):
 //     S^T = K Q^T, dP^T = V dO^T, P^T = exp(scale S^T - L), dS^T = P^T (dP^T - D),
 //     dV += P^T dO, dK += scale dS^T Q.
-//   backward, dQ: 64 queries per block, looping over 32-key tiles up to the diagonal: S and dP
-//     again, dQ += scale dS K. Recomputing S and dP costs 2 of the backward's 7 products, and
-//     buys a result without atomics: the same bits on every run.
+//   backward, dQ: 64 queries per block, looping over double-buffered 32-key tiles up to the
+//     diagonal: S and dP again, dQ += scale dS K. Recomputing S and dP costs 2 of the
+//     backward's 7 products, and buys a result without atomics: the same bits on every run.
 #pragma once
 
 #include <cmath>
@@ -272,10 +273,12 @@ __global__ void __launch_bounds__(kThreads)
 
 // --- backward: dK and dV ---------------------------------------------------------------------
 
+// The query (dK/dV) or key (dQ) tiles of the inner loop are double-buffered: the next one is
+// copied while the block computes on the current one.
 template <int HD>
 constexpr int dkdv_smem_bytes() {
-  return static_cast<int>(sizeof(bf16x1)) * (HD + kPad) * (2 * kBlockRows + 2 * kBackwardCols) +
-         static_cast<int>(sizeof(float)) * 2 * kBackwardCols;
+  return static_cast<int>(sizeof(bf16x1)) * (HD + kPad) * (2 * kBlockRows + 4 * kBackwardCols) +
+         static_cast<int>(sizeof(float)) * 4 * kBackwardCols;
 }
 
 template <int HD>
@@ -284,12 +287,12 @@ __global__ void __launch_bounds__(kThreads)
                          const float* delta, int S, int H, float scale) {
   constexpr int LD = HD + kPad, kCols = kBackwardCols;
   extern __shared__ __align__(16) unsigned char smem[];
-  bf16x1* k_s = reinterpret_cast<bf16x1*>(smem);               // [kBlockRows][LD]
-  bf16x1* v_s = k_s + kBlockRows * LD;                         // [kBlockRows][LD]
-  bf16x1* q_s = v_s + kBlockRows * LD;                         // [kCols][LD]
-  bf16x1* do_s = q_s + kCols * LD;                             // [kCols][LD]
-  float* lse_s = reinterpret_cast<float*>(do_s + kCols * LD);  // [kCols], log2 units
-  float* delta_s = lse_s + kCols;                              // [kCols]
+  bf16x1* k_s = reinterpret_cast<bf16x1*>(smem);                       // [kBlockRows][LD]
+  bf16x1* v_s = k_s + kBlockRows * LD;                                 // [kBlockRows][LD]
+  bf16x1* q_buf = v_s + kBlockRows * LD;                               // [2][kCols][LD]
+  bf16x1* do_buf = q_buf + 2 * kCols * LD;                             // [2][kCols][LD]
+  float* lse_buf = reinterpret_cast<float*>(do_buf + 2 * kCols * LD);  // [2][kCols], log2 units
+  float* delta_buf = lse_buf + 2 * kCols;                              // [2][kCols]
 
   const AttentionHead head = head_of_block<HD>(S, H);
   const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
@@ -298,21 +301,29 @@ __global__ void __launch_bounds__(kThreads)
   const bf16x1* q = qkv + head.qkv;
   copy_tile<HD, kBlockRows>(k_s, q + head.C, head.qkv_row, k0, S);
   copy_tile<HD, kBlockRows>(v_s, q + 2 * head.C, head.qkv_row, k0, S);
+  // Query tile c0 into buffer b: q and dO rows (cp.async), L and D (plain loads).
+  const auto fetch = [&](int c0, int b) {
+    copy_tile<HD, kCols>(q_buf + b * kCols * LD, q, head.qkv_row, c0, S);
+    copy_tile<HD, kCols>(do_buf + b * kCols * LD, dout + head.out, head.C, c0, S);
+    if (threadIdx.x < kCols) {
+      const int c = c0 + static_cast<int>(threadIdx.x);
+      lse_buf[b * kCols + threadIdx.x] = c < S ? lse[head.stats + c] * kLog2e : 0.0f;
+      delta_buf[b * kCols + threadIdx.x] = c < S ? delta[head.stats + c] : 0.0f;
+    }
+  };
+  fetch(k0, 0);
 
   const float scale2 = scale * kLog2e;
   const int key[2] = {k0 + w0 + g, k0 + w0 + g + 8};
   float dk[HD / 8][4] = {}, dv[HD / 8][4] = {};
-  for (int c0 = k0; c0 < S; c0 += kCols) {
-    __syncthreads();  // every warp is done with the previous query tile
-    copy_tile<HD, kCols>(q_s, q, head.qkv_row, c0, S);
-    copy_tile<HD, kCols>(do_s, dout + head.out, head.C, c0, S);
-    if (threadIdx.x < kCols) {
-      const int c = c0 + static_cast<int>(threadIdx.x);
-      lse_s[threadIdx.x] = c < S ? lse[head.stats + c] * kLog2e : 0.0f;
-      delta_s[threadIdx.x] = c < S ? delta[head.stats + c] : 0.0f;
-    }
+  for (int c0 = k0, b = 0; c0 < S; c0 += kCols, b ^= 1) {
     wait_copies();
-    __syncthreads();
+    __syncthreads();  // tile c0 is in buffer b; every warp is done with buffer b ^ 1
+    if (c0 + kCols < S) fetch(c0 + kCols, b ^ 1);
+    const bf16x1* q_s = q_buf + b * kCols * LD;
+    const bf16x1* do_s = do_buf + b * kCols * LD;
+    const float* lse_s = lse_buf + b * kCols;
+    const float* delta_s = delta_buf + b * kCols;
 
     float p[kCols / 8][4] = {}, ds[kCols / 8][4] = {};  // S^T, then P^T; dP^T, then dS^T
 #pragma unroll
@@ -374,7 +385,7 @@ __global__ void __launch_bounds__(kThreads)
 
 template <int HD>
 constexpr int dq_smem_bytes() {
-  return static_cast<int>(sizeof(bf16x1)) * (HD + kPad) * (2 * kBlockRows + 2 * kBackwardCols);
+  return static_cast<int>(sizeof(bf16x1)) * (HD + kPad) * (2 * kBlockRows + 4 * kBackwardCols);
 }
 
 template <int HD>
@@ -385,8 +396,8 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(16) unsigned char smem[];
   bf16x1* q_s = reinterpret_cast<bf16x1*>(smem);  // [kBlockRows][LD]
   bf16x1* do_s = q_s + kBlockRows * LD;           // [kBlockRows][LD]
-  bf16x1* k_s = do_s + kBlockRows * LD;           // [kCols][LD]
-  bf16x1* v_s = k_s + kCols * LD;                 // [kCols][LD]
+  bf16x1* k_buf = do_s + kBlockRows * LD;         // [2][kCols][LD]
+  bf16x1* v_buf = k_buf + 2 * kCols * LD;         // [2][kCols][LD]
 
   const AttentionHead head = head_of_block<HD>(S, H);
   const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
@@ -405,13 +416,21 @@ __global__ void __launch_bounds__(kThreads)
     row_delta[i] = row[i] < S ? delta[head.stats + row[i]] : 0.0f;
   }
 
+  // Key tile c0 into buffer b; the block's key tiles end at its last row, or at S.
+  const auto fetch = [&](int c0, int b) {
+    copy_tile<HD, kCols>(k_buf + b * kCols * LD, q + head.C, head.qkv_row, c0, S);
+    copy_tile<HD, kCols>(v_buf + b * kCols * LD, q + 2 * head.C, head.qkv_row, c0, S);
+  };
+  const int c_end = q0 + kBlockRows < S ? q0 + kBlockRows : S;
+  fetch(0, 0);
+
   float dq[HD / 8][4] = {};
-  for (int c0 = 0; c0 < q0 + kBlockRows && c0 < S; c0 += kCols) {
-    __syncthreads();  // every warp is done with the previous key tile
-    copy_tile<HD, kCols>(k_s, q + head.C, head.qkv_row, c0, S);
-    copy_tile<HD, kCols>(v_s, q + 2 * head.C, head.qkv_row, c0, S);
+  for (int c0 = 0, b = 0; c0 < c_end; c0 += kCols, b ^= 1) {
     wait_copies();
-    __syncthreads();
+    __syncthreads();  // tile c0 is in buffer b; every warp is done with buffer b ^ 1
+    if (c0 + kCols < c_end) fetch(c0 + kCols, b ^ 1);
+    const bf16x1* k_s = k_buf + b * kCols * LD;
+    const bf16x1* v_s = v_buf + b * kCols * LD;
 
     float p[kCols / 8][4] = {}, ds[kCols / 8][4] = {};  // S, then P; dP, then dS
 #pragma unroll
