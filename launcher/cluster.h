@@ -17,9 +17,8 @@ struct StepStats;
 // SIGUSR1 and SIGTERM set the stop request (and tell the watchdog); SA_RESTART, so system calls
 // in progress resume. Call once, before MPI starts its threads.
 void install_stop_handlers();
-// The signal that asked this rank to stop (SIGUSR1, SIGTERM), or 0.
+// The signal that asked this rank to stop (SIGUSR1, SIGTERM), or 0; signal_name() names it.
 int stop_signal();
-const char* signal_name(int signo);
 // Seconds since this process started: the clock of --train.time_limit.
 double seconds_since_process_start();
 

@@ -36,26 +36,6 @@ std::string format(const char* fmt, double value) {
   return text;
 }
 
-std::string signal_name(int signo) {
-  switch (signo) {
-    case SIGTERM:
-      return "SIGTERM";
-    case SIGINT:
-      return "SIGINT";
-    case SIGHUP:
-      return "SIGHUP";
-    case SIGQUIT:
-      return "SIGQUIT";
-    case SIGUSR1:
-      return "SIGUSR1";
-    case SIGUSR2:
-      return "SIGUSR2";
-    case SIGCONT:
-      return "SIGCONT";
-  }
-  return "signal " + std::to_string(signo);
-}
-
 void write_to_stderr(const std::string& text) {
   const char* p = text.data();
   size_t left = text.size();
@@ -75,6 +55,26 @@ struct AbortProgress {
 };
 
 }  // namespace
+
+std::string signal_name(int signo) {
+  switch (signo) {
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGINT:
+      return "SIGINT";
+    case SIGHUP:
+      return "SIGHUP";
+    case SIGQUIT:
+      return "SIGQUIT";
+    case SIGUSR1:
+      return "SIGUSR1";
+    case SIGUSR2:
+      return "SIGUSR2";
+    case SIGCONT:
+      return "SIGCONT";
+  }
+  return "signal " + std::to_string(signo);
+}
 
 Watchdog& Watchdog::instance() {
   static Watchdog* const watchdog = new Watchdog;

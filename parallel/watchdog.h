@@ -20,6 +20,9 @@
 
 namespace tessera {
 
+// "SIGTERM", "SIGUSR1", ... or "signal N": for messages about signals.
+std::string signal_name(int signo);
+
 struct WatchdogConfig {
   int rank = 0;           // named in every line the watchdog prints
   double deadline_s = 0;  // how long one operation may wait; more than 0
