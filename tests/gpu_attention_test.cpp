@@ -15,10 +15,13 @@
 #include "core/ops/attention.h"
 #include "core/ops/cross_entropy.h"
 #include "parallel/local_communicator.h"
+#include "tests/expect_error.h"
 #include "tests/gpu_support.h"
 
 namespace tessera {
 namespace {
+
+using test_support::expect_internal_error;
 
 using gpu_test::expect_close;
 using gpu_test::random_host;
@@ -48,18 +51,6 @@ Tensor to_f64(const Tensor& host_f32) {
   Tensor r(host_f32.shape(), DType::F64);
   copy_into(r, host_f32);
   return r;
-}
-
-// fn must throw InternalError whose message contains every part.
-void expect_internal_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an InternalError";
-  } catch (const InternalError& e) {
-    const std::string msg = e.what();
-    for (const std::string& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << msg << "\nlacks: " << p;
-  }
 }
 
 // ---------------------------------------------------------------------------------------------

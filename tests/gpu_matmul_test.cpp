@@ -21,10 +21,13 @@
 #include "core/ops/cast.h"
 #include "core/ops/gelu.h"
 #include "core/ops/matmul.h"
+#include "tests/expect_error.h"
 #include "tests/gpu_support.h"
 
 namespace tessera {
 namespace {
+
+using test_support::expect_internal_error;
 
 using gpu_test::expect_close;
 using gpu_test::random_host;
@@ -71,15 +74,6 @@ void expect_bitwise_equal(const Tensor& a, const Tensor& b, const std::string& w
   const Tensor ha = a.to(Device::CPU), hb = b.to(Device::CPU);
   ASSERT_EQ(ha.bytes(), hb.bytes()) << what;
   EXPECT_EQ(std::memcmp(ha.raw(), hb.raw(), ha.bytes()), 0) << what;
-}
-
-void expect_internal_error(const std::function<void()>& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an InternalError mentioning \"" << needle << "\"";
-  } catch (const InternalError& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 // The GPU tensor's values in a view that starts one element into a larger buffer: its address

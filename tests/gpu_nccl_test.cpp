@@ -22,9 +22,12 @@
 #include "core/tensor.h"
 #include "parallel/local_communicator.h"
 #include "parallel/nccl_communicator.h"
+#include "tests/expect_error.h"
 
 namespace tessera {
 namespace {
+
+using test_support::expect_internal_error;
 
 constexpr double kTimeoutS = 60;
 // Long next to launching an operation (microseconds), short for a test run.
@@ -77,19 +80,6 @@ void expect_same_bytes(const Tensor& actual, const Tensor& expected, const std::
       ADD_FAILURE() << what << ": element " << i / element << " differs from the input";
       return;
     }
-  }
-}
-
-// The call must throw InternalError whose message names every part.
-void expect_internal_error(const std::function<void()>& call,
-                           const std::vector<std::string>& parts) {
-  try {
-    call();
-    ADD_FAILURE() << "expected an InternalError";
-  } catch (const InternalError& e) {
-    const std::string message = e.what();
-    for (const std::string& p : parts)
-      EXPECT_NE(message.find(p), std::string::npos) << message << "\nlacks: " << p;
   }
 }
 

@@ -23,10 +23,15 @@
 #include "core/ops/gelu.h"
 #include "core/ops/layernorm.h"
 #include "core/tensor.h"
+#include "tests/bitwise.h"
+#include "tests/expect_error.h"
 #include "tests/gpu_support.h"
 
 namespace tessera {
 namespace {
+
+using test_support::bitwise_equal;
+using test_support::expect_internal_error;
 
 using gpu_test::expect_close;
 using gpu_test::random_host;
@@ -95,20 +100,6 @@ void expect_matches(const Tensor& gpu, const Tensor& cpu, Tolerance tol, const s
 // fp32 in the CPU's order and rounds once).
 void expect_exact(const Tensor& gpu, const Tensor& cpu, DType dtype, const std::string& what) {
   expect_close(to_host_f32(gpu), stored_as(cpu, dtype), 0, 0, what);
-}
-
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  const Tensor ha = a.to(Device::CPU), hb = b.to(Device::CPU);
-  return ha.bytes() == hb.bytes() && std::memcmp(ha.raw(), hb.raw(), ha.bytes()) == 0;
-}
-
-void expect_internal_error(const std::function<void()>& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an InternalError mentioning \"" << needle << "\"";
-  } catch (const InternalError& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 class DtypeTest : public ::testing::TestWithParam<DType> {};

@@ -26,11 +26,16 @@
 #include "core/ops/matmul.h"
 #include "core/threads.h"
 #include "parallel/local_communicator.h"
+#include "tests/bitwise.h"
+#include "tests/expect_error.h"
 #include "tests/gradcheck.h"
 #include "tests/thread_communicator.h"
 
 namespace tessera {
 namespace {
+
+using test_support::bitwise_equal;
+using test_support::expect_internal_error;
 
 using testing::at;
 using testing::dot_sum;
@@ -47,10 +52,6 @@ constexpr DType F64 = DType::F64;
 constexpr double kGradTol = 1e-6;
 // F32 path vs F64 path: a few float roundings per output element.
 constexpr double kF32Tol = 1e-5;
-
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  return a.bytes() == b.bytes() && std::memcmp(a.raw(), b.raw(), a.bytes()) == 0;
-}
 
 // Calls backward() on zeroed gradients once, then twice: the second result must be twice the
 // first, since every backward accumulates (+=).
@@ -77,15 +78,6 @@ void expect_f32_matches_f64(const std::function<std::vector<Tensor>(DType)>& run
   for (size_t i = 0; i < ref.size(); ++i) {
     EXPECT_EQ(f32[i].dtype(), F32);
     EXPECT_LT(relative_error(f32[i], ref[i]), kF32Tol) << "output " << i;
-  }
-}
-
-void expect_internal_error(const std::function<void()>& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an InternalError mentioning \"" << needle << "\"";
-  } catch (const InternalError& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
   }
 }
 

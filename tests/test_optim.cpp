@@ -17,10 +17,15 @@
 #include "core/optim/lr_schedule.h"
 #include "core/optim/optimizer.h"
 #include "parallel/local_communicator.h"
+#include "tests/bitwise.h"
+#include "tests/expect_error.h"
 #include "tests/gradcheck.h"
 
 namespace tessera {
 namespace {
+
+using test_support::bitwise_equal;
+using test_support::expect_internal_error;
 
 using testing::random_tensor;
 
@@ -28,21 +33,8 @@ constexpr DType F32 = DType::F32;
 constexpr DType F64 = DType::F64;
 constexpr DType BF16 = DType::BF16;
 
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  return a.bytes() == b.bytes() && std::memcmp(a.raw(), b.raw(), a.bytes()) == 0;
-}
-
 bool same_bits(double a, double b) {
   return std::memcmp(&a, &b, sizeof a) == 0;
-}
-
-void expect_internal_error(const std::function<void()>& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an InternalError mentioning \"" << needle << "\"";
-  } catch (const InternalError& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 // The F32 host tensor rounded to bfloat16 (to nearest even).
