@@ -171,13 +171,13 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (attention != "cuda_cores" && attention != "tensor_cores") {
+  ops::AttentionKernels kernels{};
+  if (!ops::attention_kernels_named(attention, &kernels)) {
     std::fprintf(stderr, "--attention: expected cuda_cores or tensor_cores, found %s\n",
                  attention.c_str());
     return 2;
   }
-  ops::set_bf16_attention_kernels(attention == "tensor_cores" ? ops::AttentionKernels::TensorCores
-                                                              : ops::AttentionKernels::CudaCores);
+  ops::set_bf16_attention_kernels(kernels);
   if (cuda_device_count() == 0) {
     std::printf("bench_gpu_ops: no GPU (%s)\n", cuda_summary().c_str());
     return 77;

@@ -238,9 +238,7 @@ INSTANTIATE_TEST_SUITE_P(Bf16Kernels, FlashAttentionCudaDeterminism,
                          ::testing::Values(ops::AttentionKernels::CudaCores,
                                            ops::AttentionKernels::TensorCores),
                          [](const ::testing::TestParamInfo<ops::AttentionKernels>& info) {
-                           return info.param == ops::AttentionKernels::TensorCores
-                                      ? std::string("TensorCores")
-                                      : std::string("CudaCores");
+                           return std::string(ops::attention_kernels_name(info.param));
                          });
 
 TEST(FlashAttentionCudaValidation, UnsupportedHeadDimIsRefusedNamingTheOp) {

@@ -45,6 +45,20 @@ AttentionKernels bf16_attention_kernels() {
   return g_bf16_kernels;
 }
 
+const char* attention_kernels_name(AttentionKernels kernels) {
+  return kernels == AttentionKernels::TensorCores ? "tensor_cores" : "cuda_cores";
+}
+
+bool attention_kernels_named(const std::string& name, AttentionKernels* kernels) {
+  for (const AttentionKernels k : {AttentionKernels::CudaCores, AttentionKernels::TensorCores}) {
+    if (name == attention_kernels_name(k)) {
+      *kernels = k;
+      return true;
+    }
+  }
+  return false;
+}
+
 Shape attention_saved_shape(Device device, int64_t B, int64_t H, int64_t T) {
   if (device == Device::CUDA) return {B, H, T};
   return {B, H, T, T};

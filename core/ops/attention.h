@@ -28,5 +28,8 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
 enum class AttentionKernels { CudaCores, TensorCores };
 void set_bf16_attention_kernels(AttentionKernels kernels);
 AttentionKernels bf16_attention_kernels();
+// "cuda_cores" / "tensor_cores", as options and logs spell them; false for any other name.
+const char* attention_kernels_name(AttentionKernels kernels);
+bool attention_kernels_named(const std::string& name, AttentionKernels* kernels);
 
 }  // namespace tessera::ops
