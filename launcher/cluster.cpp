@@ -143,4 +143,25 @@ void report_nonfinite(const TrainConfig& cfg, Trainer& tr, Communicator& world, 
   std::fflush(stdout);
 }
 
+void report_preempted(const TrainConfig& cfg, Communicator& world, int64_t step, const StepStats& s,
+                      const std::string& checkpoint) {
+  if (const int signo = stop_signal())
+    std::cerr << "rank " << world.rank() << ": " << signal_name(signo)
+              << " received: stopped after step " << step + 1 << "\n";
+  if (world.rank() != 0) return;
+  std::string why;
+  if (s.stop_on_signal > 0)
+    why = "SIGUSR1/SIGTERM on " + std::to_string(s.stop_on_signal) + " rank(s)";
+  if (s.stop_on_time > 0)
+    why += std::string(why.empty() ? "" : " and ") + "--train.time_limit " +
+           std::to_string(static_cast<long long>(cfg.time_limit)) + " s on " +
+           std::to_string(s.stop_on_time) + " rank(s)";
+  std::printf(
+      "preempted: %s; stopped after step %lld of %lld with checkpoint %s; exit code %d (rerun, "
+      "or requeue, to resume from it)\n",
+      why.c_str(), static_cast<long long>(step + 1), static_cast<long long>(cfg.steps),
+      checkpoint.c_str(), kExitPreempted);
+  std::fflush(stdout);
+}
+
 }  // namespace tessera

@@ -35,4 +35,9 @@ void print_topology(Communicator& world, int local_rank, const std::string& devi
 void report_nonfinite(const TrainConfig& cfg, Trainer& tr, Communicator& world, int64_t step,
                       const StepStats& s, const std::string& why);
 
+// After step `step` (0-based) every rank agreed to stop (StepStats::stop_on_*) and saved
+// `checkpoint`: a rank that got a signal says so on stderr, rank 0 prints the `preempted:` line.
+void report_preempted(const TrainConfig& cfg, Communicator& world, int64_t step, const StepStats& s,
+                      const std::string& checkpoint);
+
 }  // namespace tessera

@@ -3,6 +3,7 @@
 // unknown keys are errors). validate() checks values and throws InputError naming the option.
 #pragma once
 
+#include <algorithm>
 #include <boost/program_options/options_description.hpp>
 #include <string>
 #include <vector>
@@ -69,6 +70,8 @@ struct TrainConfig {
   double sample_temperature = 0.8;
   int64_t sample_top_k = 40;
 
+  // The collective deadline during start-up, the first step and saves: never below the rest's.
+  double startup_deadline() const { return std::max(collective_timeout, startup_timeout); }
   // Microbatches per step on each data-parallel rank.
   int64_t accumulation_steps(int dp = 1) const { return global_batch / (micro_batch * dp); }
   void validate() const;

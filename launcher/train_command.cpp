@@ -381,7 +381,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     if (save) {
       const auto save_start = Clock::now();
       // A save's barriers wait for the slowest writer: the start-up deadline covers them.
-      Watchdog::instance().set_deadline(std::max(cfg.collective_timeout, cfg.startup_timeout));
+      Watchdog::instance().set_deadline(cfg.startup_deadline());
       const double held_s = saver.save();
       if (preempted) saver.finish();  // the checkpoint must be whole before the process ends
       Watchdog::instance().set_deadline(cfg.collective_timeout);
@@ -393,24 +393,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
             cfg.checkpoint_async && !preempted ? " (state copied; writing in the background)" : "");
     }
     if (preempted) {
-      if (const int signo = stop_signal())
-        std::cerr << "rank " << world.rank() << ": " << signal_name(signo)
-                  << " received: stopped after step " << step + 1 << "\n";
-      if (root) {
-        std::string why;
-        if (s.stop_on_signal > 0)
-          why = "SIGUSR1/SIGTERM on " + std::to_string(s.stop_on_signal) + " rank(s)";
-        if (s.stop_on_time > 0)
-          why += std::string(why.empty() ? "" : " and ") + "--train.time_limit " +
-                 std::to_string(static_cast<long long>(cfg.time_limit)) + " s on " +
-                 std::to_string(s.stop_on_time) + " rank(s)";
-        std::printf(
-            "preempted: %s; stopped after step %lld of %lld with checkpoint %s; exit "
-            "code %d (rerun, or requeue, to resume from it)\n",
-            why.c_str(), static_cast<long long>(step + 1), static_cast<long long>(cfg.steps),
-            saver.directory().c_str(), kExitPreempted);
-        std::fflush(stdout);
-      }
+      report_preempted(cfg, world, step, s, saver.directory());
       result.exit_code = kExitPreempted;
       break;
     }
@@ -483,7 +466,7 @@ int train_command(int argc, char** argv) {
   // reports, aborts the MPI world and exits 5 (docs/CLUSTER.md).
   WatchdogConfig wc;
   wc.rank = world.rank();
-  wc.deadline_s = std::max(cfg.collective_timeout, cfg.startup_timeout);
+  wc.deadline_s = cfg.startup_deadline();
   wc.exit_code = kExitHang;
   wc.abort_communicators = [&world] { world.abort(kExitHang); };
   Watchdog::instance().arm(wc);
