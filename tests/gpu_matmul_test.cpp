@@ -144,14 +144,14 @@ void check_linear(DType dtype, const Shape& inp_shape, int64_t N, bool with_bias
 // ---------------------------------------------------------------------------------------------
 // matmul
 
-TEST(MatmulCuda, ForwardAndAccumulatingBackwardMatchCpuInF32) {
+TEST(MatmulCuda, ForwardAndBackwardMatchCpuInF32) {
   for (const bool with_bias : {true, false}) {
     check_linear(F32, {4, 32, 256}, 384, with_bias);
     check_linear(F32, {2, 16, 1024}, 96, with_bias);
   }
 }
 
-TEST(MatmulCuda, ForwardAndAccumulatingBackwardMatchCpuInBf16) {
+TEST(MatmulCuda, ForwardAndBackwardMatchCpuInBf16) {
   for (const bool with_bias : {true, false}) {
     check_linear(BF16, {4, 32, 256}, 384, with_bias);
     check_linear(BF16, {2, 16, 1024}, 96, with_bias);
@@ -252,6 +252,21 @@ TEST(MatmulCuda, EmptyInnerDimensionGivesTheBiasAndItsGradient) {
   }
 }
 
+// No output features: the input gradient is a product over an empty inner dimension, zeros,
+// written over whatever dinp held.
+TEST(MatmulCuda, NoOutputFeaturesWritesAZeroInputGradient) {
+  for (const DType dtype : {F32, BF16}) {
+    const Operand inp = random_operand({5, 4}, 36, dtype);
+    const Operand weight = random_operand({0, 4}, 37, dtype);
+    const Operand dout = random_operand({5, 0}, 38, dtype);
+    Operand dinp = random_operand({5, 4}, 39, dtype);
+    ops::matmul_backward(&dinp.host, nullptr, nullptr, dout.host, inp.host, weight.host);
+    ops::matmul_backward(&dinp.gpu, nullptr, nullptr, dout.gpu, inp.gpu, weight.gpu);
+    expect_matches(dinp.gpu, Tensor({5, 4}, F32), "dinp = 0 on the GPU");
+    expect_matches(dinp.host, Tensor({5, 4}, F32), "dinp = 0 on the CPU");
+  }
+}
+
 TEST(MatmulCuda, RefusesMixedDtypesAndDevicesNamingThem) {
   const Tensor inp({2, 4}, F32, CUDA), weight_bf16({3, 4}, BF16, CUDA), weight_host({3, 4}, F32);
   const Tensor inp_f64({2, 4}, DType::F64, CUDA), weight_f64({3, 4}, DType::F64, CUDA);
@@ -342,6 +357,9 @@ void check_gelu_and_residual(DType dtype, const Shape& shape, bool misaligned) {
   ops::gelu_backward(dx.host, dout.host, x.host);
   ops::gelu_backward(dx.gpu, dout.gpu, x.gpu);
   expect_matches(dx.gpu, dx.host, "gelu_backward dinp");
+  Tensor in_place = dout.gpu.clone();  // dinp may be dout
+  ops::gelu_backward(in_place, in_place, x.gpu);
+  expect_bitwise_equal(in_place, dx.gpu, "gelu_backward in place");
   ops::residual_forward(sum_ref, x.host, y.host);
   ops::residual_forward(sum, x.gpu, y.gpu);
   expect_matches(sum, sum_ref, "residual_forward out");
@@ -351,7 +369,7 @@ void check_gelu_and_residual(DType dtype, const Shape& shape, bool misaligned) {
   expect_matches(db.gpu, db.host, "residual_backward db");
 }
 
-TEST(GeluCuda, ForwardAndAccumulatingBackwardMatchCpu) {
+TEST(GeluCuda, ForwardAndBackwardMatchCpu) {
   for (const DType dtype : {F32, BF16}) {
     check_gelu_and_residual(dtype, {8, 1024}, false);  // whole packs
     check_gelu_and_residual(dtype, {7, 1001}, false);  // a tail

@@ -70,6 +70,16 @@ void expect_accumulates(const std::vector<Tensor*>& grads, const std::function<v
   }
 }
 
+// backward() writes (=) grad: whatever grad held before, one call leaves the same bits.
+void expect_writes(Tensor& grad, const std::function<void()>& backward) {
+  grad.zero();
+  backward();
+  const Tensor once = grad.clone();
+  grad.fill(12345.0);
+  backward();
+  EXPECT_TRUE(bitwise_equal(grad, once)) << "the gradient kept what it held before";
+}
+
 // run(dtype) runs an op on inputs of that dtype (converted from the same F64 draws) and returns
 // its outputs; the F32 outputs must match the F64 ones within kF32Tol.
 void expect_f32_matches_f64(const std::function<std::vector<Tensor>(DType)>& run) {
@@ -123,13 +133,19 @@ TEST(Matmul, TreatsLeadingDimensionsAsRows) {
   EXPECT_TRUE(bitwise_equal(dinp_batched, dinp_flat));
 }
 
-TEST(Matmul, BackwardAccumulatesAndSkipsNullGradients) {
+TEST(Matmul, BackwardWritesDinpAccumulatesParamsAndSkipsNullGradients) {
   std::mt19937_64 rng(3);
   Tensor inp = random_tensor({6, 4}, rng), weight = random_tensor({5, 4}, rng);
   Tensor up = random_tensor({6, 5}, rng);
   Tensor dinp(inp.shape(), F64), dweight(weight.shape(), F64), dbias({5}, F64);
-  expect_accumulates({&dinp, &dweight, &dbias},
-                     [&] { ops::matmul_backward(&dinp, &dweight, &dbias, up, inp, weight); });
+  expect_accumulates({&dweight, &dbias},
+                     [&] { ops::matmul_backward(nullptr, &dweight, &dbias, up, inp, weight); });
+  expect_writes(dinp, [&] { ops::matmul_backward(&dinp, nullptr, nullptr, up, inp, weight); });
+  // No output features: dinp is a product over an empty inner dimension, zeros.
+  const Tensor no_weight({0, 4}, F64), no_up({6, 0}, F64);
+  dinp.fill(3.0);
+  ops::matmul_backward(&dinp, nullptr, nullptr, no_up, inp, no_weight);
+  EXPECT_TRUE(bitwise_equal(dinp, Tensor(inp.shape(), F64)));
   Tensor only_dweight(weight.shape(), F64);
   ops::matmul_backward(nullptr, &only_dweight, nullptr, up, inp, weight);
   dweight.zero();
@@ -443,7 +459,11 @@ TEST(Gelu, BackwardMatchesFiniteDifferences) {
   Tensor dinp(inp.shape(), F64);
   ops::gelu_backward(dinp, up, inp);
   EXPECT_LT(relative_error(dinp, finite_difference_grad(inp, loss)), kGradTol);
-  expect_accumulates({&dinp}, [&] { ops::gelu_backward(dinp, up, inp); });
+  expect_writes(dinp, [&] { ops::gelu_backward(dinp, up, inp); });
+  // In place: dinp may be dout.
+  Tensor in_place = up.clone();
+  ops::gelu_backward(in_place, in_place, inp);
+  EXPECT_TRUE(bitwise_equal(in_place, dinp));
 }
 
 TEST(Gelu, MatchesTanhFormula) {

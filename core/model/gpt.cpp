@@ -169,7 +169,6 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
     }
     ops::cross_entropy_backward(a.logits, dlosses_, a.logits, a.lse,
                                 a.targets.view({a.B * cfg_.seq_len}), vocab_start_);
-    dlnf_.zero();
     ops::matmul_backward(&dlnf_, &wte.grad, nullptr, a.logits, a.lnf, wte.value);
     tp_.all_reduce(dlnf_, ReduceOp::Sum);  // the LM head is column-parallel over the vocabulary
     dres->zero();

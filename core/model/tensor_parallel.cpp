@@ -40,9 +40,12 @@ void ColumnParallelLinear::forward(Tensor& out, const Tensor& inp) const {
   ops::matmul_forward(out, inp, w.value, b ? &b->value : nullptr);
 }
 
+void ColumnParallelLinear::forward_gelu(Tensor& out, Tensor& pre_gelu, const Tensor& inp) const {
+  ops::matmul_gelu_forward(out, pre_gelu, inp, w.value, b ? &b->value : nullptr);
+}
+
 void ColumnParallelLinear::backward(Tensor* dinp, const Tensor& dout, const Tensor& inp,
                                     Communicator& tp) const {
-  if (dinp) dinp->zero();
   ops::matmul_backward(dinp, &w.grad, b ? &b->grad : nullptr, dout, inp, w.value);
   // The conjugate of the identity forward: each rank's output slice saw the whole input.
   if (dinp && tp.size() > 1) tp.all_reduce(*dinp, ReduceOp::Sum);
@@ -59,7 +62,6 @@ void RowParallelLinear::forward(Tensor& out, const Tensor& inp, Communicator& tp
 }
 
 void RowParallelLinear::backward(Tensor* dinp, const Tensor& dout, const Tensor& inp) const {
-  if (dinp) dinp->zero();
   ops::matmul_backward(dinp, &w.grad, b ? &b->grad : nullptr, dout, inp, w.value);
 }
 

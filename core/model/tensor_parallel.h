@@ -28,6 +28,10 @@ struct ColumnParallelLinear {
 
   // No communication: every rank holds the whole input.
   void forward(Tensor& out, const Tensor& inp) const;
+  // forward into pre_gelu, then out = gelu(pre_gelu), in one call (ops::matmul_gelu_forward: on
+  // the GPU in bf16, cuBLASLt's GELU epilogue). GELU is elementwise, so each rank's slice of
+  // output features takes it alone.
+  void forward_gelu(Tensor& out, Tensor& pre_gelu, const Tensor& inp) const;
   // Accumulates (+=) w.grad and b->grad; writes (=) dinp[M, K], the sum over `tp` of every
   // rank's partial input gradient. dinp may be null when the input needs no gradient.
   void backward(Tensor* dinp, const Tensor& dout, const Tensor& inp, Communicator& tp) const;

@@ -28,7 +28,7 @@ void parallel_column_blocks(int64_t C, Body&& body) {
 template <typename T>
 void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int64_t M, int64_t K,
                     int64_t N);
-// Accumulates into each non-null gradient.
+// Writes dinp, accumulates into dweight and dbias (each when non-null).
 template <typename T>
 void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
                      int64_t M, int64_t K, int64_t N);
@@ -64,6 +64,7 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* att, int6
 
 template <typename T>
 void gelu_forward(T* out, const T* inp, int64_t n);
+// dinp = dout * gelu'(inp); dinp may be dout.
 template <typename T>
 void gelu_backward(T* dinp, const T* dout, const T* inp, int64_t n);
 template <typename T>

@@ -7,7 +7,8 @@
 namespace tessera::ops {
 
 void gelu_forward(Tensor& out, const Tensor& inp);
-// dinp += dout * gelu'(inp).
+// dinp = dout * gelu'(inp) (written, not accumulated: the MLP's backward needs no zeroing pass).
+// dinp may be dout itself.
 void gelu_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp);
 
 // out = a + b (same shapes).

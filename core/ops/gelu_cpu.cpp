@@ -51,7 +51,7 @@ void gelu_backward(T* dinp, const T* dout, const T* inp, int64_t n) {
       const T th = std::tanh(u);
       grad = T(0.5) * (T(1) + th) + T(0.5) * x * (T(1) - th * th) * du;
     }
-    dinp[i] += dout[i] * grad;
+    dinp[i] = dout[i] * grad;
   }
 }
 

@@ -56,13 +56,12 @@ template <typename D>
 __global__ void gelu_backward_kernel(D* dinp, const D* dout, const D* inp, int64_t n, bool packed) {
   const int64_t i = pack_start();
   if (i >= n) return;
-  float x[kPack], g[kPack], d[kPack];
+  float x[kPack], g[kPack];
   load(x, inp, i, n, packed);
   load(g, dout, i, n, packed);
-  load(d, dinp, i, n, packed);
 #pragma unroll
-  for (int k = 0; k < kPack; ++k) d[k] += g[k] * gelu_grad(x[k]);
-  store(dinp, d, i, n, packed);
+  for (int k = 0; k < kPack; ++k) g[k] *= gelu_grad(x[k]);
+  store(dinp, g, i, n, packed);
 }
 
 template <typename D>

@@ -9,7 +9,7 @@ namespace tessera::ops::cuda {
 
 template <typename T>
 void gelu_forward(T* out, const T* inp, int64_t n);
-// dinp += dout * gelu'(inp).
+// dinp = dout * gelu'(inp); dinp may be dout.
 template <typename T>
 void gelu_backward(T* dinp, const T* dout, const T* inp, int64_t n);
 template <typename T>

@@ -11,8 +11,10 @@ namespace tessera::ops {
 // out[M, N] = inp[M, K] @ weight[N, K]^T (+ bias[N] when bias is non-null).
 void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor* bias);
 
-// Accumulates (+=) into each non-null gradient:
-//   dinp[M, K] += dout[M, N] @ weight[N, K];  dweight[N, K] += dout^T @ inp;  dbias[N] += sum_m
+// Writes (=) the input gradient and accumulates (+=) the parameter gradients, each when non-null
+// (as llm.c: the input gradient is a fresh activation gradient, the parameter gradients sum over
+// micro-batches; writing saves zeroing dinp and reading it back in the GEMM):
+//   dinp[M, K] = dout[M, N] @ weight[N, K];  dweight[N, K] += dout^T @ inp;  dbias[N] += sum_m
 //   dout.
 void matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor& dout,
                      const Tensor& inp, const Tensor& weight);

@@ -49,7 +49,11 @@ void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int64_
 template <typename T>
 void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
                      int64_t M, int64_t K, int64_t N) {
-  if (M == 0 || N == 0) return;
+  if (M == 0) return;
+  if (N == 0) {  // the product over an empty inner dimension
+    if (dinp != nullptr) std::fill(dinp, dinp + M * K, T(0));
+    return;
+  }
   if (dbias != nullptr) {
     parallel_column_blocks(N, [&](int64_t n0, int64_t n1) {
       for (int64_t m = 0; m < M; ++m) {
@@ -60,8 +64,8 @@ void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
     });
   }
   if (K == 0) return;
-  // dinp[M, K] += dout[M, N] @ weight[N, K]
-  if (dinp != nullptr) gemm(CblasNoTrans, CblasNoTrans, M, K, N, dout, N, weight, K, T(1), dinp, K);
+  // dinp[M, K] = dout[M, N] @ weight[N, K]
+  if (dinp != nullptr) gemm(CblasNoTrans, CblasNoTrans, M, K, N, dout, N, weight, K, T(0), dinp, K);
   // dweight[N, K] += dout[M, N]^T @ inp[M, K]
   if (dweight != nullptr)
     gemm(CblasTrans, CblasNoTrans, N, K, M, dout, N, inp, K, T(1), dweight, K);

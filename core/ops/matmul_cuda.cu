@@ -374,14 +374,21 @@ void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int64_
 template <typename T>
 void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
                      int64_t M, int64_t K, int64_t N) {
-  if (M == 0 || N == 0) return;
+  if (M == 0) return;
+  if (N == 0) {  // the product over an empty inner dimension
+    if (dinp != nullptr && K > 0)
+      CHECK_CUDA(cudaMemsetAsync(dinp, 0, static_cast<size_t>(M * K) * sizeof(T),
+                                 tessera::cuda::compute_stream()));
+    return;
+  }
   if (dbias != nullptr) bias_backward(dev(dbias), dev(dout), M, N);
   if (K == 0) return;
-  // dinp[M, K] += dout[M, N] @ weight[N, K]. Column-major: dinp^T (K x M, ld K) +=
-  // weight as stored (K x N, ld K) * dout as stored (N x M, ld N).
+  // dinp[M, K] = dout[M, N] @ weight[N, K]: beta 0, so dinp is neither zeroed nor read first.
+  // Column-major: dinp^T (K x M, ld K) = weight as stored (K x N, ld K) * dout as stored
+  // (N x M, ld N).
   if (dinp != nullptr) {
     const GemmOperands ops{weight, dout, dinp, nullptr, nullptr};
-    gemm(make_key<T>(false, false, K, M, N, K, N, K, CUBLASLT_EPILOGUE_DEFAULT, ops), ops, 1.0f);
+    gemm(make_key<T>(false, false, K, M, N, K, N, K, CUBLASLT_EPILOGUE_DEFAULT, ops), ops, 0.0f);
   }
   // dweight[N, K] += dout^T @ inp[M, K]. Column-major: dweight^T (K x N, ld K) +=
   // inp as stored (K x M, ld K) * op_T(dout as stored: N x M, ld N).

@@ -12,7 +12,7 @@ namespace tessera::ops::cuda {
 template <typename T>
 void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int64_t M, int64_t K,
                     int64_t N);
-// Accumulates into each non-null gradient, as cpu::matmul_backward.
+// Writes dinp, accumulates into dweight and dbias (each when non-null), as cpu::matmul_backward.
 template <typename T>
 void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
                      int64_t M, int64_t K, int64_t N);
