@@ -334,6 +334,56 @@ TEST(MatmulGeluCuda, PreGeluFeedsGeluBackwardLikeOnCpu) {
   }
 }
 
+// The fused backward of the MLP's second layer (inp = gelu(pre)): in bf16 with K divisible by 8
+// cuBLASLt's DGELU epilogue, otherwise the GEMM then the gelu kernel. The CPU twin is
+// matmul_backward, then gelu_backward. dpre starts non-zero (it is written), the parameter
+// gradients too (they accumulate).
+void check_matmul_gelu_backward(DType dtype, const Shape& pre_shape, int64_t N, bool with_bias) {
+  const int64_t K = pre_shape.back();
+  const Shape out_shape = with_last(pre_shape, N);
+  SCOPED_TRACE(linear_case(pre_shape, N, with_bias, false));
+  const uint64_t seed = static_cast<uint64_t>(K * 4099 + N * 17 + with_bias);
+  const Operand pre = random_operand(pre_shape, seed, dtype, 2.0);
+  // inp = gelu(pre) as the forward stored it: on the host, rounded to the dtype.
+  Tensor inp_host(pre_shape, F32);
+  ops::gelu_forward(inp_host, pre.host);
+  if (dtype == BF16) inp_host = round_to_bf16(inp_host);
+  const Operand inp{inp_host, to_gpu(inp_host, dtype)};
+  const Operand weight = random_operand({N, K}, seed + 1, dtype, 1.0 / std::sqrt(double(N)));
+  const Operand dout = random_operand(out_shape, seed + 2, dtype);
+  Operand dpre = random_operand(pre_shape, seed + 3, dtype);
+  Operand dweight = random_operand({N, K}, seed + 4, dtype);
+  Operand dbias = random_operand({N}, seed + 5, dtype);
+  ops::matmul_gelu_backward(dpre.host, &dweight.host, with_bias ? &dbias.host : nullptr, dout.host,
+                            inp.host, pre.host, weight.host);
+  ops::matmul_gelu_backward(dpre.gpu, &dweight.gpu, with_bias ? &dbias.gpu : nullptr, dout.gpu,
+                            inp.gpu, pre.gpu, weight.gpu);
+  expect_matches(dpre.gpu, dpre.host, "matmul_gelu_backward dpre");
+  expect_matches(dweight.gpu, dweight.host, "matmul_gelu_backward dweight");
+  if (with_bias) expect_matches(dbias.gpu, dbias.host, "matmul_gelu_backward dbias");
+}
+
+TEST(MatmulGeluCuda, BackwardMatchesMatmulBackwardThenGeluBackwardOnCpu) {
+  for (const DType dtype : {F32, BF16}) {
+    for (const bool with_bias : {true, false}) {
+      check_matmul_gelu_backward(dtype, {4, 32, 256}, 128, with_bias);  // fused in bf16
+      check_matmul_gelu_backward(dtype, {2, 8, 3072}, 768, with_bias);  // GPT-2 small's MLP
+      check_matmul_gelu_backward(dtype, {37, 53}, 29, with_bias);       // GEMM + gelu kernel
+    }
+  }
+}
+
+TEST(MatmulGeluCuda, FusedBackwardGivesTheSameBitsTwice) {
+  const Operand pre = random_operand({8, 128, 1024}, 61, BF16, 2.0);
+  const Operand inp = random_operand({8, 128, 1024}, 62, BF16);
+  const Operand weight = random_operand({256, 1024}, 63, BF16, 1.0 / 16);
+  const Operand dout = random_operand({8, 128, 256}, 64, BF16);
+  Tensor first({8, 128, 1024}, BF16, CUDA), second({8, 128, 1024}, BF16, CUDA);
+  ops::matmul_gelu_backward(first, nullptr, nullptr, dout.gpu, inp.gpu, pre.gpu, weight.gpu);
+  ops::matmul_gelu_backward(second, nullptr, nullptr, dout.gpu, inp.gpu, pre.gpu, weight.gpu);
+  expect_bitwise_equal(first, second, "dpre");
+}
+
 // ---------------------------------------------------------------------------------------------
 // gelu and residual
 

@@ -167,6 +167,65 @@ TEST(Matmul, Float32MatchesFloat64) {
   });
 }
 
+// The MLP's second layer, inp = gelu(pre): the fused backward is matmul_backward, then
+// gelu_backward in place, to the bit; its gradients also match finite differences through the
+// GELU and the GEMM.
+TEST(MatmulGelu, BackwardIsMatmulBackwardThenGeluBackward) {
+  std::mt19937_64 rng(30);
+  const Tensor pre64 = random_tensor({2, 3, 8}, rng, F64, -3.0, 3.0);
+  const Tensor weight64 = random_tensor({5, 8}, rng), up64 = random_tensor({2, 3, 5}, rng);
+  const Tensor dw0 = random_tensor({5, 8}, rng), db0 = random_tensor({5}, rng);
+  for (const DType dt : {F64, F32}) {
+    const Tensor pre = to_dtype(pre64, dt), weight = to_dtype(weight64, dt),
+                 up = to_dtype(up64, dt);
+    Tensor inp(pre.shape(), dt);
+    ops::gelu_forward(inp, pre);
+    Tensor dpre(pre.shape(), dt), dw = to_dtype(dw0, dt), db = to_dtype(db0, dt);
+    dpre.fill(7.0);  // written, not accumulated
+    ops::matmul_gelu_backward(dpre, &dw, &db, up, inp, pre, weight);
+    Tensor dinp(pre.shape(), dt), expected(pre.shape(), dt);
+    Tensor dw_ref = to_dtype(dw0, dt), db_ref = to_dtype(db0, dt);
+    ops::matmul_backward(&dinp, &dw_ref, &db_ref, up, inp, weight);
+    ops::gelu_backward(expected, dinp, pre);
+    EXPECT_TRUE(bitwise_equal(dpre, expected)) << dtype_name(dt);
+    EXPECT_TRUE(bitwise_equal(dw, dw_ref)) << dtype_name(dt);
+    EXPECT_TRUE(bitwise_equal(db, db_ref)) << dtype_name(dt);
+  }
+}
+
+TEST(MatmulGelu, BackwardMatchesFiniteDifferences) {
+  std::mt19937_64 rng(31);
+  Tensor pre = random_tensor({4, 6}, rng, F64, -3.0, 3.0), weight = random_tensor({3, 6}, rng);
+  Tensor bias = random_tensor({3}, rng);
+  const Tensor up = random_tensor({4, 3}, rng);
+  auto loss = [&] {
+    Tensor h(pre.shape(), F64), out({4, 3}, F64);
+    ops::gelu_forward(h, pre);
+    ops::matmul_forward(out, h, weight, &bias);
+    return dot_sum(out, up);
+  };
+  Tensor inp(pre.shape(), F64), dpre(pre.shape(), F64), dw(weight.shape(), F64), db({3}, F64);
+  ops::gelu_forward(inp, pre);
+  ops::matmul_gelu_backward(dpre, &dw, &db, up, inp, pre, weight);
+  EXPECT_LT(relative_error(dpre, finite_difference_grad(pre, loss)), kGradTol);
+  EXPECT_LT(relative_error(dw, finite_difference_grad(weight, loss)), kGradTol);
+  EXPECT_LT(relative_error(db, finite_difference_grad(bias, loss)), kGradTol);
+}
+
+TEST(MatmulGelu, BackwardRefusesADpreThatOverlapsAnInput) {
+  Tensor pre({4, 6}, F64), inp({4, 6}, F64), weight({3, 6}, F64), up({4, 3}, F64);
+  expect_internal_error(
+      [&] { ops::matmul_gelu_backward(pre, nullptr, nullptr, up, inp, pre, weight); },
+      "matmul_gelu_backward: dpre must not overlap pre_gelu, found them sharing memory");
+  expect_internal_error(
+      [&] { ops::matmul_gelu_backward(inp, nullptr, nullptr, up, inp, pre, weight); },
+      "matmul_gelu_backward: dpre must not overlap inp");
+  Tensor wide({4, 3}, F64);
+  expect_internal_error(
+      [&] { ops::matmul_gelu_backward(wide, nullptr, nullptr, up, inp, pre, weight); },
+      "matmul_gelu_backward: dpre must be");
+}
+
 // ---------------------------------------------------------------------------------------------
 // embedding
 

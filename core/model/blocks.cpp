@@ -93,7 +93,6 @@ BlockScratch TransformerBlock::make_scratch(int64_t B) const {
   s.dln = Tensor({B, T, C}, dtype_, device_);
   s.datty = Tensor({B, T, Cloc}, dtype_, device_);
   s.dqkv = Tensor({B, T, 3 * Cloc}, dtype_, device_);
-  s.dfc_gelu = Tensor({B, T, local_ff_}, dtype_, device_);
   s.dfc = Tensor({B, T, local_ff_}, dtype_, device_);
   return s;
 }
@@ -107,7 +106,10 @@ void TransformerBlock::forward(Tensor& x2, const Tensor& x0, BlockActivations& a
   ops::residual_forward(a.x1, x0, s.proj);
 
   ops::layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.x1, ln2_w.value, ln2_b.value);
-  up().forward_gelu(a.fc_gelu, a.fc, a.ln2);
+  // Not matmul_gelu_forward: selective recompute reruns gelu_forward alone, and every recompute
+  // mode must give the same bits, which cuBLASLt's GELU epilogue would not (its own rounding).
+  up().forward(a.fc, a.ln2);
+  ops::gelu_forward(a.fc_gelu, a.fc);
   down().forward(s.proj, a.fc_gelu, tp);
   ops::residual_forward(x2, a.x1, s.proj);
 }
@@ -133,8 +135,7 @@ void TransformerBlock::backward(Tensor& dx0, const Tensor& dx2, const Tensor& x0
   recompute(x0, a, s, tp);  // before any scratch below is used
   // MLP: the residual passes dx2 straight to x1; the branch adds its gradient on top.
   copy_into(s.dx1, dx2);
-  down().backward(&s.dfc_gelu, dx2, a.fc_gelu);
-  ops::gelu_backward(s.dfc, s.dfc_gelu, a.fc);
+  down().backward_gelu(s.dfc, dx2, a.fc_gelu, a.fc);
   up().backward(&s.dln, s.dfc, a.ln2, tp);  // the one all-reduce of the MLP's backward
   ops::layernorm_backward(s.dx1, ln2_w.grad, ln2_b.grad, s.dln, a.x1, ln2_w.value, a.ln2_mean,
                           a.ln2_rstd);

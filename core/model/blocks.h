@@ -30,11 +30,11 @@ struct BlockActivations {
 
 // Gradient buffers reused by every layer's backward.
 struct BlockScratch {
-  Tensor proj;           // [B, T, C] row-parallel output before the all-reduce
-  Tensor dx1, dln;       // [B, T, C]
-  Tensor datty;          // [B, T, C/tp]
-  Tensor dqkv;           // [B, T, 3 C/tp]
-  Tensor dfc_gelu, dfc;  // [B, T, F/tp]
+  Tensor proj;      // [B, T, C] row-parallel output before the all-reduce
+  Tensor dx1, dln;  // [B, T, C]
+  Tensor datty;     // [B, T, C/tp]
+  Tensor dqkv;      // [B, T, 3 C/tp]
+  Tensor dfc;       // [B, T, F/tp]: the gradient of fc, the GELU's input
 };
 
 class TransformerBlock {

@@ -223,7 +223,7 @@ int64_t gpt_activation_bytes(const ModelConfig& c, int64_t B) {
   }
   const int64_t residual = (c.layers + 1) * BT * C;
   const int64_t head = BT * (C + 2) + BT * V + 2 * BT;
-  const int64_t scratch = BT * (7 * C + 2 * F) + 2 * BT * C;
+  const int64_t scratch = BT * (7 * C + F) + 2 * BT * C;  // BlockScratch, the residual grads
   return elem * (c.layers * per_layer + shared + residual + head + scratch) + 2 * BT * 4;
 }
 

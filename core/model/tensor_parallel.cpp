@@ -40,10 +40,6 @@ void ColumnParallelLinear::forward(Tensor& out, const Tensor& inp) const {
   ops::matmul_forward(out, inp, w.value, b ? &b->value : nullptr);
 }
 
-void ColumnParallelLinear::forward_gelu(Tensor& out, Tensor& pre_gelu, const Tensor& inp) const {
-  ops::matmul_gelu_forward(out, pre_gelu, inp, w.value, b ? &b->value : nullptr);
-}
-
 void ColumnParallelLinear::backward(Tensor* dinp, const Tensor& dout, const Tensor& inp,
                                     Communicator& tp) const {
   ops::matmul_backward(dinp, &w.grad, b ? &b->grad : nullptr, dout, inp, w.value);
@@ -63,6 +59,11 @@ void RowParallelLinear::forward(Tensor& out, const Tensor& inp, Communicator& tp
 
 void RowParallelLinear::backward(Tensor* dinp, const Tensor& dout, const Tensor& inp) const {
   ops::matmul_backward(dinp, &w.grad, b ? &b->grad : nullptr, dout, inp, w.value);
+}
+
+void RowParallelLinear::backward_gelu(Tensor& dpre, const Tensor& dout, const Tensor& inp,
+                                      const Tensor& pre_gelu) const {
+  ops::matmul_gelu_backward(dpre, &w.grad, b ? &b->grad : nullptr, dout, inp, pre_gelu, w.value);
 }
 
 void vocab_parallel_embedding_forward(Tensor& out, const Tensor& ids, const Param& wte,

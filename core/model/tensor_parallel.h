@@ -28,10 +28,6 @@ struct ColumnParallelLinear {
 
   // No communication: every rank holds the whole input.
   void forward(Tensor& out, const Tensor& inp) const;
-  // forward into pre_gelu, then out = gelu(pre_gelu), in one call (ops::matmul_gelu_forward: on
-  // the GPU in bf16, cuBLASLt's GELU epilogue). GELU is elementwise, so each rank's slice of
-  // output features takes it alone.
-  void forward_gelu(Tensor& out, Tensor& pre_gelu, const Tensor& inp) const;
   // Accumulates (+=) w.grad and b->grad; writes (=) dinp[M, K], the sum over `tp` of every
   // rank's partial input gradient. dinp may be null when the input needs no gradient.
   void backward(Tensor* dinp, const Tensor& dout, const Tensor& inp, Communicator& tp) const;
@@ -47,6 +43,10 @@ struct RowParallelLinear {
   // No communication: dout is the same on every rank. Writes (=) dinp[M, K/tp] when non-null;
   // accumulates (+=) w.grad and b->grad (the bias gradient is the same on every rank).
   void backward(Tensor* dinp, const Tensor& dout, const Tensor& inp) const;
+  // backward for inp = gelu(pre_gelu), the GELU's backward fused in: writes (=) dpre, the
+  // gradient of pre_gelu (ops::matmul_gelu_backward).
+  void backward_gelu(Tensor& dpre, const Tensor& dout, const Tensor& inp,
+                     const Tensor& pre_gelu) const;
 };
 
 // out[B, T, C] = wte[ids[b, t]] where this rank holds rows [vocab_start, vocab_start +

@@ -106,4 +106,37 @@ void matmul_gelu_forward(Tensor& out, Tensor& pre_gelu, const Tensor& inp, const
       });
 }
 
+void matmul_gelu_backward(Tensor& dpre, Tensor* dweight, Tensor* dbias, const Tensor& dout,
+                          const Tensor& inp, const Tensor& pre_gelu, const Tensor& weight) {
+  const char* op = "matmul_gelu_backward";
+  const GemmDims d = check_linear(op, inp, weight);
+  detail::check_rows(op, "dout", dout, inp, d.M, d.N);
+  detail::check_rows(op, "pre_gelu", pre_gelu, inp, d.M, d.K);
+  detail::check_rows(op, "dpre", dpre, inp, d.M, d.K);
+  if (dweight != nullptr) detail::check_like(op, "dweight", *dweight, inp, weight.shape());
+  if (dbias != nullptr) detail::check_like(op, "dbias", *dbias, inp, {d.N});
+  for (const auto& [name, input] : {std::pair<const char*, const Tensor*>{"pre_gelu", &pre_gelu},
+                                    {"inp", &inp},
+                                    {"dout", &dout}}) {
+    TESSERA_CHECK(!overlaps(dpre, *input), std::string(op) + ": dpre must not overlap " + name +
+                                               ", found them sharing memory");
+  }
+  detail::dispatch(
+      op, inp.dtype(), inp.device(),
+      [&](auto tag) {
+        using T = decltype(tag);
+        cpu::matmul_backward(dpre.data<T>(), dweight ? dweight->data<T>() : nullptr,
+                             dbias ? dbias->data<T>() : nullptr, dout.data<T>(), inp.data<T>(),
+                             weight.data<T>(), d.M, d.K, d.N);
+        cpu::gelu_backward(dpre.data<T>(), dpre.data<T>(), pre_gelu.data<T>(), d.M * d.K);
+      },
+      [&](auto tag) {
+        using T = decltype(tag);
+        cuda::matmul_gelu_backward(dpre.data<T>(), dweight ? dweight->data<T>() : nullptr,
+                                   dbias ? dbias->data<T>() : nullptr, dout.data<T>(),
+                                   inp.data<T>(), pre_gelu.data<T>(), weight.data<T>(), d.M, d.K,
+                                   d.N);
+      });
+}
+
 }  // namespace tessera::ops

@@ -26,4 +26,14 @@ void matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor&
 void matmul_gelu_forward(Tensor& out, Tensor& pre_gelu, const Tensor& inp, const Tensor& weight,
                          const Tensor* bias);
 
+// matmul_backward of a layer whose input is inp = gelu(pre_gelu) (the MLP's second linear
+// layer), with the GELU's backward fused into the input gradient:
+//   dpre[M, K] = (dout @ weight) * gelu'(pre_gelu);  dweight += dout^T @ inp;  dbias += sum_m
+//   dout.
+// It is matmul_backward(&dpre, ...) then gelu_backward(dpre, dpre, pre_gelu); on the GPU in bf16,
+// one GEMM with cuBLASLt's DGELU epilogue, which saves the GELU backward's pass over [M, K].
+// dpre must not overlap pre_gelu, inp or dout.
+void matmul_gelu_backward(Tensor& dpre, Tensor* dweight, Tensor* dbias, const Tensor& dout,
+                          const Tensor& inp, const Tensor& pre_gelu, const Tensor& weight);
+
 }  // namespace tessera::ops

@@ -54,7 +54,8 @@ bool uses_bias(cublasLtEpilogue_t e) {
   return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
 }
 bool uses_aux(cublasLtEpilogue_t e) {
-  return e == CUBLASLT_EPILOGUE_GELU_AUX || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+  return e == CUBLASLT_EPILOGUE_GELU_AUX || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS ||
+         e == CUBLASLT_EPILOGUE_DGELU;
 }
 
 // The device buffers of one column-major product D[m, n] = op(A) op(B) (+ bias[m]) + beta D.
@@ -63,7 +64,7 @@ struct GemmOperands {
   const void* b;
   void* d;           // also C
   const void* bias;  // the BIAS and GELU_AUX_BIAS epilogues
-  void* aux;         // the GELU_AUX epilogues: the pre-activation, in D's layout
+  const void* aux;   // the pre-activation, in D's layout: GELU_AUX writes it, DGELU reads it
 };
 
 // Everything a product's algorithm depends on: the key of the plan cache.
@@ -102,6 +103,8 @@ const char* epilogue_name(cublasLtEpilogue_t e) {
       return "GELU_AUX";
     case CUBLASLT_EPILOGUE_GELU_AUX_BIAS:
       return "GELU_AUX_BIAS";
+    case CUBLASLT_EPILOGUE_DGELU:
+      return "DGELU";
     default:
       return "DEFAULT";
   }
@@ -415,12 +418,37 @@ void matmul_gelu_forward(T* out, T* pre_gelu, const T* inp, const T* weight, con
   gelu_forward(out, static_cast<const T*>(pre_gelu), M * N);
 }
 
+// cuBLASLt's DGELU epilogue multiplies the product by gelu'(aux) as it stores it, aux being the
+// GELU_AUX forward's pre-activation. bf16 only, for the reason matmul_gelu_forward gives; the aux
+// leading dimension K must be divisible by 8 and aux 16-byte aligned. Otherwise, or when
+// cuBLASLt offers no fused algorithm, the GEMM then the gelu kernel in place.
+template <typename T>
+void matmul_gelu_backward(T* dpre, T* dweight, T* dbias, const T* dout, const T* inp,
+                          const T* pre_gelu, const T* weight, int64_t M, int64_t K, int64_t N) {
+  if (M == 0) return;
+  bool fused = false;
+  if (std::is_same_v<T, bf16> && K > 0 && N > 0 && K % 8 == 0 && alignment_of(pre_gelu) >= 16) {
+    // As matmul_backward's dinp product (beta 0), with the epilogue reading pre_gelu.
+    const GemmOperands ops{weight, dout, dpre, nullptr, pre_gelu};
+    fused = try_gemm(make_key<T>(false, false, K, M, N, K, N, K, CUBLASLT_EPILOGUE_DGELU, ops), ops,
+                     0.0f);
+  }
+  if (!fused) {
+    matmul_backward(dpre, static_cast<T*>(nullptr), static_cast<T*>(nullptr), dout, inp, weight, M,
+                    K, N);
+    gelu_backward(dpre, static_cast<const T*>(dpre), pre_gelu, M * K);
+  }
+  matmul_backward(static_cast<T*>(nullptr), dweight, dbias, dout, inp, weight, M, K, N);
+}
+
 #define TESSERA_MATMUL_INSTANTIATE(T)                                                           \
   template void matmul_forward<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t); \
   template void matmul_backward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t,  \
                                    int64_t);                                                    \
   template void matmul_gelu_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t,  \
-                                       int64_t);
+                                       int64_t);                                                \
+  template void matmul_gelu_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,     \
+                                        int64_t, int64_t, int64_t);
 TESSERA_MATMUL_INSTANTIATE(float)
 TESSERA_MATMUL_INSTANTIATE(bf16)
 #undef TESSERA_MATMUL_INSTANTIATE

@@ -20,5 +20,10 @@ void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
 template <typename T>
 void matmul_gelu_forward(T* out, T* pre_gelu, const T* inp, const T* weight, const T* bias,
                          int64_t M, int64_t K, int64_t N);
+// dpre = (dout @ weight) * gelu'(pre_gelu), and dweight, dbias as matmul_backward; dpre overlaps
+// none of the inputs.
+template <typename T>
+void matmul_gelu_backward(T* dpre, T* dweight, T* dbias, const T* dout, const T* inp,
+                          const T* pre_gelu, const T* weight, int64_t M, int64_t K, int64_t N);
 
 }  // namespace tessera::ops::cuda
