@@ -24,6 +24,7 @@ namespace {
 using test_support::expect_internal_error;
 
 using gpu_test::expect_close;
+using gpu_test::misaligned_copy;
 using gpu_test::random_host;
 using gpu_test::round_to_bf16;
 using gpu_test::to_gpu;
@@ -60,6 +61,9 @@ struct AttentionCase {
   DType dtype;
   int64_t hd, T;
   ops::AttentionKernels kernels = ops::AttentionKernels::CudaCores;  // bf16 only
+  // Every GPU operand one element into its buffer: the tensor-core kernels' cp.async needs 16
+  // bytes, so they hand such operands to the CUDA-core kernels.
+  bool misaligned = false;
 };
 
 std::string case_name(const ::testing::TestParamInfo<AttentionCase>& info) {
@@ -68,7 +72,8 @@ std::string case_name(const ::testing::TestParamInfo<AttentionCase>& info) {
   return std::string(c.dtype == DType::F32 ? "F32"
                      : tc                  ? "BF16_TensorCores"
                                            : "BF16") +
-         "_hd" + std::to_string(c.hd) + "_T" + std::to_string(c.T);
+         "_hd" + std::to_string(c.hd) + "_T" + std::to_string(c.T) +
+         (c.misaligned ? "_Misaligned" : "");
 }
 
 // Runs the bf16 attention of a test on the given kernels, and restores the default after.
@@ -108,12 +113,13 @@ class FlashAttentionCuda : public ::testing::TestWithParam<AttentionCase> {
 
     // GPU.
     const Bf16AttentionKernels kernels(c.kernels);
-    const Tensor qkv_d = to_gpu(qkv, c.dtype), dout_d = to_gpu(dout, c.dtype);
-    Tensor out_d({B, T, C}, c.dtype, Device::CUDA);
+    const auto place = [&](const Tensor& gpu) { return c.misaligned ? misaligned_copy(gpu) : gpu; };
+    const Tensor qkv_d = place(to_gpu(qkv, c.dtype)), dout_d = place(to_gpu(dout, c.dtype));
+    Tensor out_d = place(Tensor({B, T, C}, c.dtype, Device::CUDA));
     lse_d = Tensor(ops::attention_saved_shape(Device::CUDA, B, H, T),
                    ops::attention_saved_dtype(Device::CUDA, c.dtype), Device::CUDA);
     ops::attention_forward(out_d, lse_d, qkv_d, H);
-    dqkv_d = to_gpu(dqkv0, c.dtype);
+    dqkv_d = place(to_gpu(dqkv0, c.dtype));
     ops::attention_backward(dqkv_d, dout_d, qkv_d, out_d, lse_d, H);
     out_gpu = to_host_f32(out_d);
     dqkv_gpu = to_host_f32(dqkv_d);
@@ -201,7 +207,9 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionCase{DType::F32, 128, 130}, AttentionCase{DType::BF16, 64, 1},
                       AttentionCase{DType::BF16, 64, 37}, AttentionCase{DType::BF16, 64, 130},
                       AttentionCase{DType::BF16, 128, 1}, AttentionCase{DType::BF16, 128, 37},
-                      AttentionCase{DType::BF16, 128, 130}),
+                      AttentionCase{DType::BF16, 128, 130},
+                      AttentionCase{DType::F32, 64, 37, ops::AttentionKernels::CudaCores, true},
+                      AttentionCase{DType::BF16, 64, 37, ops::AttentionKernels::CudaCores, true}),
     case_name);
 
 // The tensor-core kernels tile by 64 queries (forward, dQ) and 64 keys (dK/dV) with inner tiles
@@ -215,7 +223,9 @@ INSTANTIATE_TEST_SUITE_P(TensorCores, FlashAttentionCuda,
                                            AttentionCase{DType::BF16, 128, 1, kTensorCores},
                                            AttentionCase{DType::BF16, 128, 37, kTensorCores},
                                            AttentionCase{DType::BF16, 128, 130, kTensorCores},
-                                           AttentionCase{DType::BF16, 128, 200, kTensorCores}),
+                                           AttentionCase{DType::BF16, 128, 200, kTensorCores},
+                                           AttentionCase{DType::BF16, 64, 130, kTensorCores, true},
+                                           AttentionCase{DType::BF16, 128, 37, kTensorCores, true}),
                          case_name);
 
 class FlashAttentionCudaDeterminism : public ::testing::TestWithParam<ops::AttentionKernels> {};

@@ -30,6 +30,7 @@ namespace {
 using test_support::expect_internal_error;
 
 using gpu_test::expect_close;
+using gpu_test::misaligned_copy;
 using gpu_test::random_host;
 using gpu_test::round_to_bf16;
 using gpu_test::to_gpu;
@@ -74,16 +75,6 @@ void expect_bitwise_equal(const Tensor& a, const Tensor& b, const std::string& w
   const Tensor ha = a.to(Device::CPU), hb = b.to(Device::CPU);
   ASSERT_EQ(ha.bytes(), hb.bytes()) << what;
   EXPECT_EQ(std::memcmp(ha.raw(), hb.raw(), ha.bytes()), 0) << what;
-}
-
-// The GPU tensor's values in a view that starts one element into a larger buffer: its address
-// is aligned to the element size only, which rules out vector accesses and cuBLASLt's kernels
-// for 16-byte aligned operands.
-Tensor misaligned_copy(const Tensor& gpu) {
-  Tensor buffer({gpu.numel() + 1}, gpu.dtype(), CUDA);
-  Tensor view = buffer.slice0(1, gpu.numel() + 1).view(gpu.shape());
-  copy_into(view, gpu);
-  return view;
 }
 
 // Random values that `dtype` holds exactly: as the CPU twin's F32 input on the host, and as

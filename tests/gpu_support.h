@@ -44,6 +44,16 @@ inline Tensor to_host_f32(const Tensor& gpu) {
   return f32.to(Device::CPU);
 }
 
+// The GPU tensor's values in a view that starts one element into a larger buffer: its address
+// is aligned to the element size only, which rules out vector accesses, cp.async and cuBLASLt's
+// kernels for 16-byte aligned operands.
+inline Tensor misaligned_copy(const Tensor& gpu) {
+  Tensor buffer({gpu.numel() + 1}, gpu.dtype(), Device::CUDA);
+  Tensor view = buffer.slice0(1, gpu.numel() + 1).view(gpu.shape());
+  copy_into(view, gpu);
+  return view;
+}
+
 // The host tensor rounded through bf16 and back: the CPU twin's input when the GPU computes in
 // bf16, so that both start from the same values.
 inline Tensor round_to_bf16(const Tensor& host_f32) {
