@@ -4,7 +4,7 @@
 // 6 * 12 d^2 + 12 d T, as DESIGN counts them, over the time, against the GPU's dense bf16
 // peak). It shows where a training step's time goes until the whole model runs on the GPU.
 //   bench_gpu_ops [--shape 124m|350m|1.3b|all] [--batch B] [--dtype bf16|f32] [--repeat N]
-//                 [--peak_tflops P] [--attention cuda_cores|tensor_cores]
+//                 [--peak_tflops P] [--attention cuda_cores|tensor_cores] [--dgelu_epilogue off|on]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -148,7 +148,7 @@ void bench_layer(const Shape3& s, int64_t B, int64_t T, DType dt, int repeat, do
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string shape = "all", dtype = "bf16", attention = "cuda_cores";
+  std::string shape = "all", dtype = "bf16", attention = "cuda_cores", dgelu = "off";
   int64_t batch = 8;
   int repeat = 20;
   double peak = 989;  // H100 / H200 SXM dense bf16, TFLOP/s
@@ -166,6 +166,8 @@ int main(int argc, char** argv) {
       peak = std::stod(v);
     else if (k == "--attention")
       attention = v;
+    else if (k == "--dgelu_epilogue")
+      dgelu = v;
     else {
       std::fprintf(stderr, "bench_gpu_ops: unknown option %s\n", k.c_str());
       return 2;
@@ -178,11 +180,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   ops::set_bf16_attention_kernels(kernels);
+  if (dgelu != "on" && dgelu != "off") {
+    std::fprintf(stderr, "--dgelu_epilogue: expected on or off, found %s\n", dgelu.c_str());
+    return 2;
+  }
+  ops::set_dgelu_epilogue(dgelu == "on");
   if (cuda_device_count() == 0) {
     std::printf("bench_gpu_ops: no GPU (%s)\n", cuda_summary().c_str());
     return 77;
   }
   std::printf("%s; bf16 attention on %s\n", cuda_summary().c_str(), attention.c_str());
+  std::printf("dgelu epilogue %s\n", dgelu.c_str());
   const DType dt = dtype == "f32" ? DType::F32 : DType::BF16;
   const Shape3 shapes[] = {
       {"GPT-2 124M", 768, 12}, {"GPT-2 350M", 1024, 16}, {"GPT-2 1.3B", 2048, 16}};

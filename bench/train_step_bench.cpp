@@ -7,6 +7,7 @@
 //                    [--precision fp32|bf16] [--batch B] [--seq_len T] [--threads N]
 //                    [--steps N] [--warmup N] [--peak_tflops P] [--recompute none|selective|full]
 //                    [--attention cuda_cores|tensor_cores]  (the bf16 attention kernels on cuda)
+//                    [--dgelu_epilogue off|on]  (the MLP's GELU backward in cuBLASLt's epilogue)
 // On the GPU the micro-batch is, unless --batch, the largest power of two that fits by estimate.
 #include <cblas.h>
 #include <sys/resource.h>
@@ -22,6 +23,7 @@
 #include "core/device.h"
 #include "core/model/gpt.h"
 #include "core/ops/attention.h"
+#include "core/ops/matmul.h"
 #include "core/optim/optimizer.h"
 #include "core/threads.h"
 #include "parallel/local_communicator.h"
@@ -62,7 +64,7 @@ double peak_rss_bytes() {
 
 int main(int argc, char** argv) {
   std::string shape = "gpt2_124m", device_name = "cpu", precision = "", recompute = "none";
-  std::string attention = "cuda_cores";
+  std::string attention = "cuda_cores", dgelu = "off";
   int threads = 2, steps = 5, warmup = 2;
   int64_t batch = 0, seq_len = 0;
   double peak_tflops = 989;  // H100 / H200 SXM dense bf16
@@ -87,6 +89,8 @@ int main(int argc, char** argv) {
       peak_tflops = std::atof(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--attention"))
       attention = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--dgelu_epilogue"))
+      dgelu = argv[i + 1];
     else if (!std::strcmp(argv[i], "--recompute"))
       recompute = argv[i + 1];
     else {
@@ -148,6 +152,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   ops::set_bf16_attention_kernels(kernels);
+  if (dgelu != "on" && dgelu != "off") {
+    std::fprintf(stderr, "--dgelu_epilogue: expected on or off, found %s\n", dgelu.c_str());
+    return 2;
+  }
+  ops::set_dgelu_epilogue(dgelu == "on");
   if (seq_len > 0) c.seq_len = seq_len;
   if (batch > 0) {
     B = batch;
@@ -211,6 +220,7 @@ int main(int argc, char** argv) {
               recompute.c_str(), steps);
   if (gpu) {
     std::printf("bf16 attention on %s\n", attention.c_str());
+    std::printf("dgelu epilogue %s\n", dgelu.c_str());
     // Parameter state here (AdamW straight from the bf16 gradients, no fp32 sums): fp32
     // value, gradient and two moments = 16 B/param; bf16 value and gradient plus fp32 master
     // and two moments = 2 + 2 + 3 * 4 = 16 B/param. The Trainer adds fp32 gradient sums: 20.

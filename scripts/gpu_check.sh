@@ -90,10 +90,12 @@ summary() {
     grep -h -E "^\[  (PASSED|FAILED) " "$OUT_DIR/$f.txt" 2>/dev/null | sed "s/^/$f: /"
   done
   awk '/^shape /{shape = $2 " B " $6} /^bf16 attention on/{att = $4}
-       /^\| [0-9]/{printf "step %-11s %-14s %8s ms  %8s tokens/s  MFU %s\n", shape, att, $2, $10, $14}' \
+       /^dgelu epilogue on/{att = att "+dgelu"}
+       /^\| [0-9]/{printf "step %-11s %-19s %8s ms  %8s tokens/s  MFU %s\n", shape, att, $2, $10, $14}' \
     "$OUT_DIR/bench_train_step_gpu.txt" 2>/dev/null
-  awk '/bf16 attention on/{att = $NF} /^GPT-2/{shape = $1 " " $2}
-       /^layer forward/{printf "layer %-12s %-14s %s ms  layer MFU %s\n", shape, att, $5, $(NF-3)}' \
+  awk '/bf16 attention on/{att = $NF} /^dgelu epilogue on/{att = att "+dgelu"}
+       /^GPT-2/{shape = $1 " " $2}
+       /^layer forward/{printf "layer %-12s %-19s %s ms  layer MFU %s\n", shape, att, $5, $(NF-3)}' \
     "$OUT_DIR/bench_gpu_ops.txt" 2>/dev/null
 }
 
@@ -110,20 +112,21 @@ step "gpu tests, part 1: device memory, every CUDA op against its CPU twin, the 
 gpu_tests test_gpu_ops 120 "-Nccl*:GpuTrainer*"
 
 step "GPU training step: whole models on one GPU, bf16 with fp32 master weights, T 1024 (MFU)"
-# The largest micro-batch that fits (by estimate), attention on tensor cores; then 350M with the
-# CUDA-core attention kernels for comparison.
-for run in "gpt2_124m tensor_cores" "gpt2_350m tensor_cores" "gpt2_1.3b tensor_cores" \
-  "gpt2_350m cuda_cores"; do
-  read -r shape kernels <<<"$run"
+# The largest micro-batch that fits (by estimate), on the opt-in kernels (tensor-core attention,
+# the DGELU epilogue); then 350M on the default kernels for comparison.
+for run in "gpt2_124m tensor_cores on" "gpt2_350m tensor_cores on" "gpt2_1.3b tensor_cores on" \
+  "gpt2_350m cuda_cores off"; do
+  read -r shape kernels dgelu <<<"$run"
   timeout 75 "$BIN"/bench_train_step --device cuda --precision bf16 --shape "$shape" \
-    --attention "$kernels" --steps 5 --warmup 2 2>&1 |
+    --attention "$kernels" --dgelu_epilogue "$dgelu" --steps 5 --warmup 2 2>&1 |
     tee -a "$OUT_DIR/bench_train_step_gpu.txt" || status=1
 done
 
 step "GPU benchmark: one layer's ops at GPT-2 124M / 350M / 1.3B widths, T 1024, bf16"
-for kernels in tensor_cores cuda_cores; do
+for run in "tensor_cores on" "cuda_cores off"; do
+  read -r kernels dgelu <<<"$run"
   timeout 75 "$BIN"/bench_gpu_ops --shape all --batch 8 --dtype bf16 --attention "$kernels" \
-    2>&1 | tee -a "$OUT_DIR/bench_gpu_ops.txt" || status=1
+    --dgelu_epilogue "$dgelu" 2>&1 | tee -a "$OUT_DIR/bench_gpu_ops.txt" || status=1
 done
 
 step "gpu tests, part 2: the NCCL communicator on one GPU, the Trainer on the GPU"

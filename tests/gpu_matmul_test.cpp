@@ -325,10 +325,22 @@ TEST(MatmulGeluCuda, PreGeluFeedsGeluBackwardLikeOnCpu) {
   }
 }
 
-// The fused backward of the MLP's second layer (inp = gelu(pre)): in bf16 with K divisible by 8
-// cuBLASLt's DGELU epilogue, otherwise the GEMM then the gelu kernel. The CPU twin is
-// matmul_backward, then gelu_backward. dpre starts non-zero (it is written), the parameter
-// gradients too (they accumulate).
+// Runs a test with the DGELU epilogue on or off, and restores the setting after.
+class DgeluEpilogue {
+ public:
+  explicit DgeluEpilogue(bool on) : saved_(ops::dgelu_epilogue()) { ops::set_dgelu_epilogue(on); }
+  ~DgeluEpilogue() { ops::set_dgelu_epilogue(saved_); }
+  DgeluEpilogue(const DgeluEpilogue&) = delete;
+  DgeluEpilogue& operator=(const DgeluEpilogue&) = delete;
+
+ private:
+  bool saved_;
+};
+
+// The fused backward of the MLP's second layer (inp = gelu(pre)): with the epilogue on, in bf16
+// with K divisible by 8, cuBLASLt's DGELU epilogue; otherwise the GEMM then the gelu kernel. The
+// CPU twin is matmul_backward, then gelu_backward. dpre starts non-zero (it is written), the
+// parameter gradients too (they accumulate).
 void check_matmul_gelu_backward(DType dtype, const Shape& pre_shape, int64_t N, bool with_bias) {
   const int64_t K = pre_shape.back();
   const Shape out_shape = with_last(pre_shape, N);
@@ -355,16 +367,21 @@ void check_matmul_gelu_backward(DType dtype, const Shape& pre_shape, int64_t N, 
 }
 
 TEST(MatmulGeluCuda, BackwardMatchesMatmulBackwardThenGeluBackwardOnCpu) {
-  for (const DType dtype : {F32, BF16}) {
-    for (const bool with_bias : {true, false}) {
-      check_matmul_gelu_backward(dtype, {4, 32, 256}, 128, with_bias);  // fused in bf16
-      check_matmul_gelu_backward(dtype, {2, 8, 3072}, 768, with_bias);  // GPT-2 small's MLP
-      check_matmul_gelu_backward(dtype, {37, 53}, 29, with_bias);       // GEMM + gelu kernel
+  for (const bool epilogue : {true, false}) {
+    SCOPED_TRACE(epilogue ? "DGELU epilogue on" : "DGELU epilogue off");
+    const DgeluEpilogue setting(epilogue);
+    for (const DType dtype : {F32, BF16}) {
+      for (const bool with_bias : {true, false}) {
+        check_matmul_gelu_backward(dtype, {4, 32, 256}, 128, with_bias);  // fused in bf16
+        check_matmul_gelu_backward(dtype, {2, 8, 3072}, 768, with_bias);  // GPT-2 small's MLP
+        check_matmul_gelu_backward(dtype, {37, 53}, 29, with_bias);       // GEMM + gelu kernel
+      }
     }
   }
 }
 
 TEST(MatmulGeluCuda, FusedBackwardGivesTheSameBitsTwice) {
+  const DgeluEpilogue setting(true);
   const Operand pre = random_operand({8, 128, 1024}, 61, BF16, 2.0);
   const Operand inp = random_operand({8, 128, 1024}, 62, BF16);
   const Operand weight = random_operand({256, 1024}, 63, BF16, 1.0 / 16);

@@ -33,7 +33,17 @@ GemmDims check_linear(const char* op, const Tensor& inp, const Tensor& weight) {
   return d;
 }
 
+bool g_dgelu_epilogue = false;
+
 }  // namespace
+
+void set_dgelu_epilogue(bool on) {
+  g_dgelu_epilogue = on;
+}
+
+bool dgelu_epilogue() {
+  return g_dgelu_epilogue;
+}
 
 void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor* bias) {
   const char* op = "matmul_forward";
@@ -135,7 +145,7 @@ void matmul_gelu_backward(Tensor& dpre, Tensor* dweight, Tensor* dbias, const Te
         cuda::matmul_gelu_backward(dpre.data<T>(), dweight ? dweight->data<T>() : nullptr,
                                    dbias ? dbias->data<T>() : nullptr, dout.data<T>(),
                                    inp.data<T>(), pre_gelu.data<T>(), weight.data<T>(), d.M, d.K,
-                                   d.N);
+                                   d.N, g_dgelu_epilogue);
       });
 }
 

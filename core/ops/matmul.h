@@ -30,10 +30,16 @@ void matmul_gelu_forward(Tensor& out, Tensor& pre_gelu, const Tensor& inp, const
 // layer), with the GELU's backward fused into the input gradient:
 //   dpre[M, K] = (dout @ weight) * gelu'(pre_gelu);  dweight += dout^T @ inp;  dbias += sum_m
 //   dout.
-// It is matmul_backward(&dpre, ...) then gelu_backward(dpre, dpre, pre_gelu); on the GPU in bf16,
-// one GEMM with cuBLASLt's DGELU epilogue, which saves the GELU backward's pass over [M, K].
-// dpre must not overlap pre_gelu, inp or dout.
+// It is matmul_backward(&dpre, ...) then gelu_backward(dpre, dpre, pre_gelu); on the GPU in bf16
+// with dgelu_epilogue() on, one GEMM with cuBLASLt's DGELU epilogue, which saves the GELU
+// backward's pass over [M, K]. dpre must not overlap pre_gelu, inp or dout.
 void matmul_gelu_backward(Tensor& dpre, Tensor* dweight, Tensor* dbias, const Tensor& dout,
                           const Tensor& inp, const Tensor& pre_gelu, const Tensor& weight);
+
+// Whether matmul_gelu_backward uses the DGELU epilogue (the GPU, bf16). Off by default until the
+// GPU tests have passed with it (docs/DECISIONS.md: new GPU kernels are opt-in); for the whole
+// process, set before training starts.
+void set_dgelu_epilogue(bool on);
+bool dgelu_epilogue();
 
 }  // namespace tessera::ops

@@ -419,15 +419,17 @@ void matmul_gelu_forward(T* out, T* pre_gelu, const T* inp, const T* weight, con
 }
 
 // cuBLASLt's DGELU epilogue multiplies the product by gelu'(aux) as it stores it, aux being the
-// GELU_AUX forward's pre-activation. bf16 only, for the reason matmul_gelu_forward gives; the aux
-// leading dimension K must be divisible by 8 and aux 16-byte aligned. Otherwise, or when
-// cuBLASLt offers no fused algorithm, the GEMM then the gelu kernel in place.
+// pre-activation in GELU_AUX's layout. bf16 only, for the reason matmul_gelu_forward gives; the
+// aux leading dimension K must be divisible by 8 and aux 16-byte aligned. Otherwise, when not
+// asked for, or when cuBLASLt offers no fused algorithm: the GEMM, then the gelu kernel in place.
 template <typename T>
 void matmul_gelu_backward(T* dpre, T* dweight, T* dbias, const T* dout, const T* inp,
-                          const T* pre_gelu, const T* weight, int64_t M, int64_t K, int64_t N) {
+                          const T* pre_gelu, const T* weight, int64_t M, int64_t K, int64_t N,
+                          bool epilogue) {
   if (M == 0) return;
   bool fused = false;
-  if (std::is_same_v<T, bf16> && K > 0 && N > 0 && K % 8 == 0 && alignment_of(pre_gelu) >= 16) {
+  if (epilogue && std::is_same_v<T, bf16> && K > 0 && N > 0 && K % 8 == 0 &&
+      alignment_of(pre_gelu) >= 16) {
     // As matmul_backward's dinp product (beta 0), with the epilogue reading pre_gelu.
     const GemmOperands ops{weight, dout, dpre, nullptr, pre_gelu};
     fused = try_gemm(make_key<T>(false, false, K, M, N, K, N, K, CUBLASLT_EPILOGUE_DGELU, ops), ops,
@@ -448,7 +450,7 @@ void matmul_gelu_backward(T* dpre, T* dweight, T* dbias, const T* dout, const T*
   template void matmul_gelu_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t,  \
                                        int64_t);                                                \
   template void matmul_gelu_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,     \
-                                        int64_t, int64_t, int64_t);
+                                        int64_t, int64_t, int64_t, bool);
 TESSERA_MATMUL_INSTANTIATE(float)
 TESSERA_MATMUL_INSTANTIATE(bf16)
 #undef TESSERA_MATMUL_INSTANTIATE

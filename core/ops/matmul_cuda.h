@@ -21,9 +21,10 @@ template <typename T>
 void matmul_gelu_forward(T* out, T* pre_gelu, const T* inp, const T* weight, const T* bias,
                          int64_t M, int64_t K, int64_t N);
 // dpre = (dout @ weight) * gelu'(pre_gelu), and dweight, dbias as matmul_backward; dpre overlaps
-// none of the inputs.
+// none of the inputs. `epilogue`: try cuBLASLt's DGELU epilogue (bf16 only).
 template <typename T>
 void matmul_gelu_backward(T* dpre, T* dweight, T* dbias, const T* dout, const T* inp,
-                          const T* pre_gelu, const T* weight, int64_t M, int64_t K, int64_t N);
+                          const T* pre_gelu, const T* weight, int64_t M, int64_t K, int64_t N,
+                          bool epilogue);
 
 }  // namespace tessera::ops::cuda
