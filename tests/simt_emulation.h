@@ -2,15 +2,27 @@
 // where there is no GPU: one std::thread per CUDA thread of a block (blocks one after another),
 // __syncthreads as a barrier of the block, and per warp __shfl_xor_sync and the instructions of
 // core/ops/tensor_core.cuh (mma m16n8k16, ldmatrix.trans, cp.async) computed from the PTX ISA's
-// fragment layouts; cp.async lands its bytes only at the wait. Slow (a barrier per warp
-// instruction) and only for blocks of kThreads threads. Include it instead of core/ops/tensor_core.cuh, before the kernels.
+// fragment layouts; cp.async lands its bytes only at the wait. Include it instead of
+// core/ops/tensor_core.cuh, before the kernels. Only for blocks of kThreads threads.
+//
+// The threads of a block run one at a time, each until it reaches a barrier (of its block, or of
+// its warp in a warp-wide instruction), and then the next runnable thread runs: the lowest index
+// or the highest, as `simt::schedule` says. Both are executions a GPU may choose, since it
+// orders threads only at barriers; so a kernel whose results differ between the two lets two
+// threads touch the same memory between barriers, at least one of them writing: a race, such as
+// a missing __syncthreads before a shared tile is overwritten. Runs are deterministic, and a
+// deadlock (threads waiting at different barriers) stops the process with a message.
 #pragma once
 
 #include <cuda_bf16.h>
 
-#include <barrier>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <mutex>
+#include <semaphore>
 #include <thread>
 #include <vector>
 
@@ -39,21 +51,118 @@ constexpr int kThreads = 128, kWarp = 32, kWarps = kThreads / kWarp;
 inline thread_local uint3 thread_idx, block_idx;
 inline dim3 grid_dim;
 
+// Which runnable thread of a block runs next.
+enum class Schedule { LowestFirst, HighestFirst };
+inline Schedule schedule = Schedule::LowestFirst;
+
+// Runs one block's threads one at a time (see the top of this file). Each thread waits on its
+// own semaphore for its turn; the running one picks its successor when it reaches a barrier or
+// ends. Its state is touched under the mutex only.
+class Scheduler {
+ public:
+  // Before a block's threads start; then go() lets the first one run.
+  void start() {
+    state_.assign(kThreads, State::Runnable);
+    turn_.clear();
+    for (int t = 0; t < kThreads; ++t) turn_.push_back(std::make_unique<std::binary_semaphore>(0));
+  }
+  void go() { release(next()); }
+  void wait_turn(int me) { turn_[me]->acquire(); }
+
+  void block_barrier(int me) { arrive(me, State::AtBlockBarrier); }
+  void warp_barrier(int me) { arrive(me, State::AtWarpBarrier); }
+  void finish(int me) {
+    int successor;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      state_[me] = State::Done;
+      release_barriers(me);
+      successor = next();
+    }
+    release(successor);
+  }
+
+ private:
+  enum class State { Runnable, AtBlockBarrier, AtWarpBarrier, Done };
+
+  void arrive(int me, State at) {
+    int successor;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      state_[me] = at;
+      release_barriers(me);
+      successor = next();
+    }
+    if (successor == me) return;
+    release(successor);
+    turn_[me]->acquire();
+  }
+
+  // Opens the block barrier when every thread not done waits at it, and `me`'s warp barrier
+  // when every lane of the warp not done waits at that.
+  void release_barriers(int me) {
+    bool all_at_block = true, any_at_block = false;
+    for (State s : state_) {
+      all_at_block &= s == State::AtBlockBarrier || s == State::Done;
+      any_at_block |= s == State::AtBlockBarrier;
+    }
+    if (all_at_block && any_at_block)
+      for (State& s : state_)
+        if (s == State::AtBlockBarrier) s = State::Runnable;
+    const int first = me / kWarp * kWarp;
+    bool all_at_warp = true, any_at_warp = false;
+    for (int t = first; t < first + kWarp; ++t) {
+      all_at_warp &= state_[t] == State::AtWarpBarrier || state_[t] == State::Done;
+      any_at_warp |= state_[t] == State::AtWarpBarrier;
+    }
+    if (all_at_warp && any_at_warp)
+      for (int t = first; t < first + kWarp; ++t)
+        if (state_[t] == State::AtWarpBarrier) state_[t] = State::Runnable;
+  }
+
+  // The runnable thread to run next, or -1 when every thread is done.
+  int next() const {
+    bool all_done = true;
+    for (int i = 0; i < kThreads; ++i) {
+      const int t = schedule == Schedule::LowestFirst ? i : kThreads - 1 - i;
+      if (state_[t] == State::Runnable) return t;
+      all_done &= state_[t] == State::Done;
+    }
+    if (all_done) return -1;
+    std::fprintf(stderr,
+                 "simt emulation: deadlock in block (%u, %u): no thread can run, some wait at a "
+                 "barrier that others never reach (a barrier in divergent code?)\n",
+                 block_idx.x, block_idx.y);
+    std::abort();
+  }
+
+  void release(int t) {
+    if (t >= 0) turn_[t]->release();
+  }
+
+  std::mutex mutex_;
+  std::vector<State> state_;
+  std::vector<std::unique_ptr<std::binary_semaphore>> turn_;
+};
+inline Scheduler scheduler;
+
 // What the lanes of one warp exchange in a warp-wide instruction.
 struct Warp {
-  std::barrier<> bar{kWarp};
   float value[kWarp];
   uint32_t a[kWarp][4], b[kWarp][2];
   const void* row[kWarp];
 };
 inline Warp warps[kWarps];
-inline std::barrier<> block_barrier{kThreads};
 
 inline int lane() {
   return static_cast<int>(thread_idx.x) % kWarp;
 }
 inline Warp& warp() {
   return warps[thread_idx.x / kWarp];
+}
+// Every lane of this thread's warp has reached this point.
+inline void warp_sync() {
+  scheduler.warp_barrier(static_cast<int>(thread_idx.x));
 }
 
 inline float bf16_bits_to_float(uint32_t bits16) {
@@ -66,15 +175,15 @@ inline float bf16_bits_to_float(uint32_t bits16) {
 }  // namespace simt
 
 inline void __syncthreads() {
-  simt::block_barrier.arrive_and_wait();
+  simt::scheduler.block_barrier(static_cast<int>(simt::thread_idx.x));
 }
 
 inline float __shfl_xor_sync(unsigned /*mask: all lanes take part*/, float x, int lane_mask) {
   simt::Warp& w = simt::warp();
   w.value[simt::lane()] = x;
-  w.bar.arrive_and_wait();
+  simt::warp_sync();
   const float r = w.value[simt::lane() ^ lane_mask];
-  w.bar.arrive_and_wait();
+  simt::warp_sync();
   return r;
 }
 
@@ -88,7 +197,7 @@ inline void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0
   for (int i = 0; i < 4; ++i) w.a[me][i] = a[i];
   w.b[me][0] = b0;
   w.b[me][1] = b1;
-  w.bar.arrive_and_wait();
+  simt::warp_sync();
   float A[16][16], B[16][8];
   for (int l = 0; l < simt::kWarp; ++l) {
     const int g = l / 4, t = l % 4;
@@ -102,7 +211,7 @@ inline void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0
       B[8 * i + 2 * t + 1][g] = simt::bf16_bits_to_float(w.b[l][i] >> 16);
     }
   }
-  w.bar.arrive_and_wait();
+  simt::warp_sync();
   const int g = me / 4, t = me % 4;
   for (int e = 0; e < 4; ++e) {
     const int row = g + (e / 2) * 8, col = 2 * t + (e % 2);
@@ -118,7 +227,7 @@ inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* shared_row) {
   simt::Warp& w = simt::warp();
   const int me = simt::lane();
   w.row[me] = shared_row;
-  w.bar.arrive_and_wait();
+  simt::warp_sync();
   const int g = me / 4, t = me % 4;
   for (int i = 0; i < 4; ++i) {
     uint16_t lo, hi;
@@ -126,7 +235,7 @@ inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* shared_row) {
     std::memcpy(&hi, static_cast<const uint16_t*>(w.row[8 * i + 2 * t + 1]) + g, sizeof hi);
     r[i] = lo | (static_cast<uint32_t>(hi) << 16);
   }
-  w.bar.arrive_and_wait();
+  simt::warp_sync();
 }
 
 // As on the GPU, the copied bytes are not there until cp_async_wait_all(): each thread queues
@@ -153,20 +262,25 @@ inline void cp_async_wait_all() {
 
 namespace simt {
 
-// kernel<<<grid, kThreads>>>(args...): the blocks in order, each with kThreads std::threads.
+// kernel<<<grid, kThreads>>>(args...): the blocks in order, each with kThreads std::threads run
+// one at a time by `scheduler`.
 template <typename... Params, typename... Args>
 void launch(void (*kernel)(Params...), dim3 grid, Args... args) {
   grid_dim = grid;
   for (unsigned y = 0; y < grid.y; ++y) {
     for (unsigned x = 0; x < grid.x; ++x) {
+      scheduler.start();
       std::vector<std::thread> threads;
       for (unsigned t = 0; t < kThreads; ++t) {
         threads.emplace_back([=] {
           thread_idx = uint3{t, 0, 0};
           block_idx = uint3{x, y, 0};
+          scheduler.wait_turn(static_cast<int>(t));
           kernel(args...);
+          scheduler.finish(static_cast<int>(t));
         });
       }
+      scheduler.go();
       for (std::thread& th : threads) th.join();
     }
   }

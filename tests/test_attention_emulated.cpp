@@ -1,11 +1,15 @@
 // The bf16 tensor-core attention kernels (core/ops/attention_bf16_kernels.cuh), their source run
 // on the CPU by tests/simt_emulation.h, against the float64 CPU attention: the forward output
 // and log-sum-exp, and the gradient the backward adds to dqkv, at the GPU tests' tolerances, for
-// head dims 64 and 128 and sequence lengths that leave partial tiles. The GPU runs the same
-// source (tests/gpu_attention_test.cpp); this catches the kernels' index arithmetic without one.
+// head dims 64 and 128 and sequence lengths that leave partial tiles. Every case runs twice, the
+// threads of each block in opposite orders, and must give the same bits: a race between threads
+// (a missing __syncthreads, a shared tile overwritten while read) shows as a difference. The GPU
+// runs the same source (tests/gpu_attention_test.cpp); this catches the kernels' index
+// arithmetic and races without one.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <ostream>
 #include <random>
 #include <string>
@@ -56,16 +60,25 @@ void PrintTo(const Case& c, std::ostream* os) {
 
 class EmulatedTensorCoreAttention : public ::testing::TestWithParam<Case> {};
 
+constexpr int64_t B = 1, H = 2;
+
+struct Inputs {
+  std::vector<__nv_bfloat16> qkv, dout, dqkv0;
+};
+struct Outputs {
+  std::vector<__nv_bfloat16> out, dqkv;
+  std::vector<float> lse;
+};
+
+// Forward and backward as attention_bf16_cuda.cu launches them, with the threads of each block
+// run in the given order.
 template <int HD>
-void run_case(int64_t T) {
-  const int64_t B = 1, H = 2, C = H * HD;
+Outputs run_kernels(const Inputs& in, int64_t T, simt::Schedule order) {
+  simt::schedule = order;
+  const int64_t C = H * HD;
   const int S = static_cast<int>(T), Hi = static_cast<int>(H);
   const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
-  const std::vector<__nv_bfloat16> qkv = random_bf16(B * T * 3 * C, 10 + T);
-  const std::vector<__nv_bfloat16> dout = random_bf16(B * T * C, 20 + T);
-  const std::vector<__nv_bfloat16> dqkv0 = random_bf16(B * T * 3 * C, 30 + T);
-
-  // Forward and backward as attention_bf16_cuda.cu launches them.
+  const std::vector<__nv_bfloat16>&qkv = in.qkv, &dout = in.dout;
   const dim3 grid(static_cast<unsigned>((T + kernels::kBlockRows - 1) / kernels::kBlockRows),
                   static_cast<unsigned>(B * H));
   std::vector<__nv_bfloat16> out(B * T * C);
@@ -81,13 +94,35 @@ void run_case(int64_t T) {
         }
         delta[(b * H + h) * T + t] = sum;
       }
-  std::vector<__nv_bfloat16> dqkv = dqkv0;
+  std::vector<__nv_bfloat16> dqkv = in.dqkv0;
   simt::launch(kernels::backward_dkdv_kernel<HD>, grid, dqkv.data(), qkv.data(), dout.data(),
                static_cast<const float*>(lse.data()), static_cast<const float*>(delta.data()), S,
                Hi, scale);
   simt::launch(kernels::backward_dq_kernel<HD>, grid, dqkv.data(), qkv.data(), dout.data(),
                static_cast<const float*>(lse.data()), static_cast<const float*>(delta.data()), S,
                Hi, scale);
+  return {out, dqkv, lse};
+}
+
+template <typename V>
+bool same_bits(const std::vector<V>& a, const std::vector<V>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(V)) == 0;
+}
+
+template <int HD>
+void run_case(int64_t T) {
+  const int64_t C = H * HD;
+  const Inputs in{random_bf16(B * T * 3 * C, 10 + T), random_bf16(B * T * C, 20 + T),
+                  random_bf16(B * T * 3 * C, 30 + T)};
+  const Outputs high = run_kernels<HD>(in, T, simt::Schedule::HighestFirst);
+  const Outputs low = run_kernels<HD>(in, T, simt::Schedule::LowestFirst);
+  // Two orders a GPU may run the threads in: different bits would mean a race.
+  EXPECT_TRUE(same_bits(low.out, high.out)) << "forward output depends on the thread order";
+  EXPECT_TRUE(same_bits(low.lse, high.lse)) << "log-sum-exp depends on the thread order";
+  EXPECT_TRUE(same_bits(low.dqkv, high.dqkv)) << "dqkv depends on the thread order";
+  const std::vector<__nv_bfloat16>&qkv = in.qkv, &dout = in.dout, &dqkv0 = in.dqkv0;
+  const std::vector<__nv_bfloat16>&out = low.out, &dqkv = low.dqkv;
+  const std::vector<float>& lse = low.lse;
 
   // The CPU attention in float64 on the same (bf16) values.
   const Tensor qkv64 = to_f64(qkv, {B, T, 3 * C}), dout64 = to_f64(dout, {B, T, C});
