@@ -26,6 +26,8 @@
 #include <thread>
 #include <vector>
 
+#include "tests/ptx_fragments.h"
+
 // The CUDA headers give these host meanings; here they mean nothing, or their host twins.
 // (The test compiles with -Wno-unknown-pragmas for the kernels' #pragma unroll.)
 #undef __global__
@@ -189,8 +191,7 @@ inline float __shfl_xor_sync(unsigned /*mask: all lanes take part*/, float x, in
 
 namespace tessera::ops::cuda {
 
-// The PTX ISA's fragments for lane = 4 g + t: A rows g / g + 8, columns 2t.. / 8 + 2t..;
-// B rows (k) 2t.. / 8 + 2t.., column g; C rows g / g + 8, columns 2t, 2t + 1.
+// The warp's fragments gathered into whole matrices by the layouts of tests/ptx_fragments.h.
 inline void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   simt::Warp& w = simt::warp();
   const int me = simt::lane();
@@ -200,40 +201,42 @@ inline void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0
   simt::warp_sync();
   float A[16][16], B[16][8];
   for (int l = 0; l < simt::kWarp; ++l) {
-    const int g = l / 4, t = l % 4;
-    const int rows[4] = {g, g + 8, g, g + 8}, cols[4] = {2 * t, 2 * t, 8 + 2 * t, 8 + 2 * t};
-    for (int i = 0; i < 4; ++i) {
-      A[rows[i]][cols[i]] = simt::bf16_bits_to_float(w.a[l][i] & 0xffffu);
-      A[rows[i]][cols[i] + 1] = simt::bf16_bits_to_float(w.a[l][i] >> 16);
+    for (int r = 0; r < 4; ++r) {
+      for (int h = 0; h < 2; ++h) {
+        const ptx::Element e = ptx::a_element(l, r, h);
+        A[e.row][e.col] = simt::bf16_bits_to_float((w.a[l][r] >> (16 * h)) & 0xffffu);
+      }
     }
-    for (int i = 0; i < 2; ++i) {
-      B[8 * i + 2 * t][g] = simt::bf16_bits_to_float(w.b[l][i] & 0xffffu);
-      B[8 * i + 2 * t + 1][g] = simt::bf16_bits_to_float(w.b[l][i] >> 16);
+    for (int r = 0; r < 2; ++r) {
+      for (int h = 0; h < 2; ++h) {
+        const ptx::Element e = ptx::b_element(l, r, h);
+        B[e.row][e.col] = simt::bf16_bits_to_float((w.b[l][r] >> (16 * h)) & 0xffffu);
+      }
     }
   }
   simt::warp_sync();
-  const int g = me / 4, t = me % 4;
-  for (int e = 0; e < 4; ++e) {
-    const int row = g + (e / 2) * 8, col = 2 * t + (e % 2);
+  for (int i = 0; i < 4; ++i) {
+    const ptx::Element e = ptx::c_element(me, i);
     float sum = 0;
-    for (int k = 0; k < 16; ++k) sum += A[row][k] * B[k][col];
-    d[e] += sum;
+    for (int k = 0; k < 16; ++k) sum += A[e.row][k] * B[k][e.col];
+    d[i] += sum;
   }
 }
 
-// Lane 8 i + j addresses row j of 8 x 8 matrix i; lane 4 g + t receives elements (2t, g) and
-// (2t + 1, g) of each matrix, in the low and high halves.
+// Each lane gives the address of a row; each receives its elements by tests/ptx_fragments.h.
 inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* shared_row) {
   simt::Warp& w = simt::warp();
   const int me = simt::lane();
   w.row[me] = shared_row;
   simt::warp_sync();
-  const int g = me / 4, t = me % 4;
-  for (int i = 0; i < 4; ++i) {
-    uint16_t lo, hi;
-    std::memcpy(&lo, static_cast<const uint16_t*>(w.row[8 * i + 2 * t]) + g, sizeof lo);
-    std::memcpy(&hi, static_cast<const uint16_t*>(w.row[8 * i + 2 * t + 1]) + g, sizeof hi);
-    r[i] = lo | (static_cast<uint32_t>(hi) << 16);
+  for (int m = 0; m < 4; ++m) {
+    r[m] = 0;
+    for (int h = 0; h < 2; ++h) {
+      const ptx::RowElement e = ptx::ldmatrix_trans_element(me, m, h);
+      uint16_t v;
+      std::memcpy(&v, static_cast<const uint16_t*>(w.row[e.address_lane]) + e.col, sizeof v);
+      r[m] |= static_cast<uint32_t>(v) << (16 * h);
+    }
   }
   simt::warp_sync();
 }
