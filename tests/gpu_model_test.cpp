@@ -51,8 +51,10 @@ std::vector<std::pair<Tensor, Tensor>> counting_batches(int n, int64_t B, int64_
   return batches;
 }
 
-std::vector<double> loss_curve(DType dtype, Device device, int steps) {
-  const ModelConfig c = tiny_gpu_config(dtype, device);
+std::vector<double> loss_curve(DType dtype, Device device, int steps,
+                               Recompute recompute = Recompute::None) {
+  ModelConfig c = tiny_gpu_config(dtype, device);
+  c.recompute = recompute;
   LocalCommunicator tp("tp");
   GPT model(c, ModelShard{}, tp, 7);
   AdamW opt(model.params(), AdamWConfig{});
@@ -106,6 +108,14 @@ TEST(GpuModel, Bfloat16LossCurveOnTensorCoreAttentionAndDgeluEpilogueFollowsTheF
   ASSERT_EQ(cpu.size(), gpu.size());
   for (size_t i = 0; i < cpu.size(); ++i)
     EXPECT_NEAR(gpu[i], cpu[i], kBf16LossRtol * cpu[i]) << "step " << i + 1;
+}
+
+// As on the CPU (Recompute.*): recomputation reruns deterministic kernels on the same inputs, so
+// every mode gives bitwise the losses of none, here in bf16 on the GPU.
+TEST(GpuModel, RecomputeModesGiveBitwiseTheBfloat16LossesOfNone) {
+  const std::vector<double> none = loss_curve(DType::BF16, Device::CUDA, 10);
+  for (const Recompute mode : {Recompute::Selective, Recompute::Full})
+    EXPECT_EQ(loss_curve(DType::BF16, Device::CUDA, 10, mode), none) << recompute_name(mode);
 }
 
 TEST(GpuModel, Float32GradientsOfOneStepMatchTheCpu) {
