@@ -1,10 +1,10 @@
 // The CUDA linear layer (cuBLASLt), fused linear + GELU, GELU, residual, cast and accumulate
 // against their CPU twins on random inputs: every output and every gradient, in F32 and BF16.
 // Gradients start non-zero, so that the backward passes' += of weight and bias gradients, and
-// their = of input gradients, are checked with them. BF16 inputs are
-// rounded through bf16 before the CPU sees them, so both sides start from the same values and
-// only the GPU's arithmetic and output rounding are measured. Shapes include sizes that are not
-// multiples of 8 and operands that start one element into a buffer (aligned to the element only).
+// their = of input gradients, are checked with them. BF16 inputs are rounded through bf16 before
+// the CPU sees them, so both sides start from the same values and only the GPU's arithmetic and
+// output rounding are measured. Shapes include sizes that are not multiples of 8 and operands
+// that start one element into a buffer (aligned to the element only).
 #include <gtest/gtest.h>
 
 #include <algorithm>
