@@ -14,6 +14,7 @@
 // A GEMM's descriptors, layouts and heuristic algorithm are built once per (shape, dtype,
 // epilogue, operand alignments) and cached for the process.
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -432,8 +433,16 @@ void matmul_gelu_backward(T* dpre, T* dweight, T* dbias, const T* dout, const T*
       alignment_of(pre_gelu) >= 16) {
     // As matmul_backward's dinp product (beta 0), with the epilogue reading pre_gelu.
     const GemmOperands ops{weight, dout, dpre, nullptr, pre_gelu};
-    fused = try_gemm(make_key<T>(false, false, K, M, N, K, N, K, CUBLASLT_EPILOGUE_DGELU, ops), ops,
-                     0.0f);
+    const GemmKey key = make_key<T>(false, false, K, M, N, K, N, K, CUBLASLT_EPILOGUE_DGELU, ops);
+    std::string refusal;
+    fused = try_gemm(key, ops, 0.0f, &refusal);
+    // Asked for and refused: said once per process, so that a run (or a benchmark) shows it.
+    static std::once_flag told;
+    if (!fused)
+      std::call_once(told, [&] {
+        std::fprintf(stderr, "matmul_gelu_backward: %s; the GEMM, then the gelu kernel\n",
+                     refusal.c_str());
+      });
   }
   if (!fused) {
     matmul_backward(dpre, static_cast<T*>(nullptr), static_cast<T*>(nullptr), dout, inp, weight, M,
