@@ -26,6 +26,7 @@ struct RawEnums {
   std::string decay = "cosine";
   std::string precision = "auto";
   std::string recompute = "none";
+  std::string attention = "cuda_cores";
 };
 
 // The value named `text` among `choices` of `option`; InputError listing them otherwise.
@@ -179,8 +180,24 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
                              po::value(&c.sample_top_k)->default_value(c.sample_top_k),
                              "sample among the k likeliest tokens (0: all)");
 
+  po::options_description gpu("[gpu]");
+  gpu.add_options()("gpu.attention", po::value(&e.attention)->default_value(e.attention),
+                    "bf16 attention kernels: cuda_cores | tensor_cores (mma.sync flash attention; "
+                    "not yet run on a GPU, so opt-in)")(
+      "gpu.dgelu_epilogue", po::value(&c.dgelu_epilogue)->default_value(c.dgelu_epilogue),
+      "bf16: the MLP's GELU backward inside its GEMM (cuBLASLt's DGELU epilogue; not yet run on "
+      "a GPU, so opt-in)");
+
   po::options_description all;
-  all.add(run).add(model).add(train).add(optim).add(parallel).add(checkpoint).add(data).add(sample);
+  all.add(run)
+      .add(model)
+      .add(train)
+      .add(optim)
+      .add(parallel)
+      .add(checkpoint)
+      .add(data)
+      .add(sample)
+      .add(gpu);
   return all;
 }
 
@@ -365,6 +382,15 @@ bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
   cfg.model.recompute = choose<Recompute>(
       "--train.recompute", enums.recompute,
       {{"none", Recompute::None}, {"selective", Recompute::Selective}, {"full", Recompute::Full}});
+  if (!ops::attention_kernels_named(enums.attention, &cfg.attention_kernels)) {
+    std::string message = "--gpu.attention: expected one of ";
+    message += ops::attention_kernels_name(ops::AttentionKernels::CudaCores);
+    message += ", ";
+    message += ops::attention_kernels_name(ops::AttentionKernels::TensorCores);
+    message += ", found ";
+    message += enums.attention;
+    throw InputError(message);
+  }
   cfg.schedule.total_steps = cfg.steps;
   cfg.validate();
   cfg.resolved_ini = resolved_ini(vm, all);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/model/config.h"
+#include "core/ops/attention.h"
 #include "core/optim/lr_schedule.h"
 #include "core/optim/optimizer.h"
 #include "parallel/process_grid.h"
@@ -64,6 +65,9 @@ struct TrainConfig {
   std::string tokenizer_model;   // SentencePiece model for sampling; empty: byte-level
   int64_t eval_interval = 100;   // steps between validation losses (0: none)
   int64_t eval_batches = 4;      // global batches per validation
+  // [gpu] kernels not yet run on a GPU, opt-in (docs/DECISIONS.md); bf16 on cuda only
+  ops::AttentionKernels attention_kernels = ops::AttentionKernels::CudaCores;
+  bool dgelu_epilogue = false;  // the MLP's GELU backward in cuBLASLt's epilogue
   // [sample]
   int64_t sample_tokens = 0;
   std::string sample_prompt;

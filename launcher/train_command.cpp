@@ -19,6 +19,8 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "core/model/gpt.h"
+#include "core/ops/attention.h"
+#include "core/ops/matmul.h"
 #include "core/threads.h"
 #include "io/indexed_dataset.h"
 #include "io/metrics.h"
@@ -111,6 +113,10 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
               l.dp == 1 ? "" : "s", static_cast<long long>(tr.buckets().bucket_count()),
               tr.buckets().bucket_count() == 1 ? "" : "s", cfg.parallel.bucket_mb,
               cfg.parallel.zero ? ", ZeRO-1 (AdamW moments sharded)" : "");
+  if (m.device == Device::CUDA && m.dtype == DType::BF16)
+    std::printf("gpu: bf16 attention on %s, DGELU epilogue %s\n",
+                ops::attention_kernels_name(cfg.attention_kernels),
+                cfg.dgelu_epilogue ? "on" : "off");
   std::printf(
       "train: %lld steps of %lld sequences (%lld tokens); %d thread%s per rank; run dir %s\n",
       static_cast<long long>(cfg.steps), static_cast<long long>(cfg.global_batch),
@@ -441,6 +447,9 @@ int train_command(int argc, char** argv) {
       set_cpu_threads(cfg.threads > 0 ? cfg.threads
                                       : std::max(1, cores / mpi.ranks_on_this_node()));
       if (cfg.model.device == Device::CUDA) check_gpu_for(mpi.rank_on_this_node());
+      // [gpu]: for the whole process, before any op runs.
+      ops::set_bf16_attention_kernels(cfg.attention_kernels);
+      ops::set_dgelu_epilogue(cfg.dgelu_epilogue);
       trainer = std::make_unique<Trainer>(cfg, world.rank(), world.size());
       if (cfg.sample_tokens > 0) check_sampling_tokenizer(cfg);
       if (root) prepare_run_dir(cfg);

@@ -93,6 +93,7 @@ summary() {
        /^dgelu epilogue on/{att = att "+dgelu"}
        /^\| [0-9]/{printf "step %-11s %-19s %8s ms  %8s tokens/s  MFU %s\n", shape, att, $2, $10, $14}' \
     "$OUT_DIR/bench_train_step_gpu.txt" 2>/dev/null
+  grep -H "final loss" "$OUT_DIR"/train_*.txt 2>/dev/null | sed "s|^$OUT_DIR/||"
   awk '/bf16 attention on/{att = $NF} /^dgelu epilogue on/{att = att "+dgelu"}
        /^GPT-2/{shape = $1 " " $2}
        /^layer forward/{printf "layer %-12s %-19s %s ms  layer MFU %s\n", shape, att, $5, $(NF-3)}' \
@@ -131,6 +132,29 @@ done
 
 step "gpu tests, part 2: the NCCL communicator on one GPU, the Trainer on the GPU"
 gpu_tests test_gpu_nccl 90 "Nccl*:GpuTrainer*"
+
+# The program as users run it (the watchdog armed, NCCL groups, the log), on a byte-level corpus
+# of this repository's own sources, with the default kernels and with the opt-in ones.
+step "tessera train on the GPU, bf16: default kernels, then tensor-core attention + DGELU"
+if ! "$BIN"/tessera tokenize encode --input core/ops/*.cpp core/ops/*.cu docs/*.md \
+    --output "$OUT_DIR/corpus" >"$OUT_DIR/tokenize.txt" 2>&1; then
+  status=1
+  echo "tokenize FAILED"
+  tail -n 3 "$OUT_DIR/tokenize.txt"
+fi
+for run in "default" "opt_in --gpu.attention tensor_cores --gpu.dgelu_epilogue true"; do
+  read -r name flags <<<"$run"
+  # shellcheck disable=SC2086
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 90 "$BIN"/tessera train \
+    --data.path "$OUT_DIR/corpus" --train.device cuda --model.d_model 256 --model.layers 4 \
+    --model.heads 4 --model.d_ff 1024 --model.seq_len 256 --train.global_batch 16 \
+    --train.micro_batch 16 --train.steps 200 --optim.lr 1e-3 --optim.warmup 20 \
+    --train.log_interval 50 --run.dir "$OUT_DIR/train_$name" $flags >"$OUT_DIR/train_$name.txt" 2>&1
+  rc=$?
+  echo "tessera train ($name): exit $rc"
+  grep -E "^gpu:|final loss" "$OUT_DIR/train_$name.txt"
+  [ $rc -eq 0 ] || { status=1; tail -n 5 "$OUT_DIR/train_$name.txt"; }
+done
 
 if [ -n "$PREBUILT" ]; then
   summary

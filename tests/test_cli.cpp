@@ -9,8 +9,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <sstream>
+#include <string>
 
 #include "core/device.h"
 #include "io/indexed_dataset.h"
@@ -184,6 +186,28 @@ TEST_F(Cli, RecomputeModesTrainWithBitwiseTheLossesOfNone) {
   }
   expect_clear_error(run_tessera(args + (dir_ / "bad").string() + " --train.recompute some", dir_),
                      "--train.recompute");
+}
+
+// The [gpu] kernel choices only change bf16 on the GPU: on the CPU they train the same bits. They
+// are in the resolved config.ini, and a bad value is refused naming the option.
+TEST_F(Cli, GpuKernelOptionsLeaveTheCpuRunBitwiseAndAreResolved) {
+  const std::string args = "train --data.path " + corpus_ +
+                           " --model.d_model 64 --model.layers 2 --model.heads 4 --model.d_ff 256"
+                           " --model.seq_len 32 --train.global_batch 8 --train.micro_batch 4"
+                           " --train.steps 3 --train.log_interval 1 --run.dir ";
+  ASSERT_EQ(run_tessera(args + (dir_ / "default").string(), dir_).exit_code, 0);
+  const fs::path opted = dir_ / "opted";
+  CliRun r = run_tessera(
+      args + opted.string() + " --gpu.attention tensor_cores --gpu.dgelu_epilogue true", dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(loss_fields(opted / "metrics.jsonl"), loss_fields(dir_ / "default" / "metrics.jsonl"));
+  std::ifstream ini(opted / "config.ini");
+  const std::string resolved((std::istreambuf_iterator<char>(ini)), {});
+  EXPECT_NE(resolved.find("[gpu]\nattention = tensor_cores\ndgelu_epilogue = true\n"),
+            std::string::npos)
+      << resolved;
+  expect_clear_error(run_tessera(args + (dir_ / "bad").string() + " --gpu.attention fast", dir_),
+                     "--gpu.attention: expected one of cuda_cores, tensor_cores, found fast");
 }
 
 // The demo's pipeline at a small scale: real English from Debian's fortunes package (installed by
