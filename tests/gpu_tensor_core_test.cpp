@@ -22,7 +22,7 @@ uint16_t bf16_bits(float x) {
   return to_bf16(x).bits;
 }
 
-TEST(TensorCores, MmaFragmentsAreTheDocumentedOnes) {
+TEST(TensorCoreInstructions, MmaFragmentsAreTheDocumentedOnes) {
   std::mt19937_64 rng(5);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   // Values bf16 holds exactly, so that the products are exact in fp32.
@@ -67,7 +67,7 @@ TEST(TensorCores, MmaFragmentsAreTheDocumentedOnes) {
   }
 }
 
-TEST(TensorCores, LdmatrixTransGivesTheDocumentedElements) {
+TEST(TensorCoreInstructions, LdmatrixTransGivesTheDocumentedElements) {
   // Every element distinct: 1 + its index, as raw 16-bit values.
   uint16_t tile[16 * 16];
   for (int i = 0; i < 16 * 16; ++i) tile[i] = static_cast<uint16_t>(i + 1);
@@ -94,7 +94,7 @@ TEST(TensorCores, LdmatrixTransGivesTheDocumentedElements) {
   }
 }
 
-TEST(TensorCores, CpAsyncCopiesSixteenBytesOrZeroFills) {
+TEST(TensorCoreInstructions, CpAsyncCopiesSixteenBytesOrZeroFills) {
   uint8_t src[kLanes * 16], dst[kLanes * 16];
   for (int i = 0; i < kLanes * 16; ++i) src[i] = static_cast<uint8_t>(i * 7 + 1);
   int valid[kLanes];
