@@ -121,7 +121,9 @@ text=/usr/share/games/fortunes/fortunes  # Debian's fortunes-min; else the proje
 [ -f "$text" ] || text=$repo/docs
 "$tmp/bin/tessera" tokenize encode --input "$text" --output "$tmp/data/corpus" >/dev/null ||
   fail "tessera tokenize encode --input $text"
-steps=2000
+# Long enough (about 20 s) that USR1 lands mid-run even when a loaded machine takes seconds to
+# deliver it: once, 2000 steps ended 5 s after scancel, before the signal reached the job.
+steps=4000
 cat >"$tmp/tiny.ini" <<EOF
 # A tiny byte-level model, about 5 ms a step as 4 ranks on 2 cores.
 [model]
@@ -224,10 +226,11 @@ job=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' <<<"$out")
 [ -n "$job" ] || fail "no job id in sbatch's answer: $out"
 jobs_submitted+=("$job")
 
-# A signal sent before the batch script has set its trap would be lost: wait until training
-# has gone some way (the log line of step 100 or later; 4 ranks print it once, from rank 0).
-past_step_100() { awk '/^step / { split($2, s, "/"); if (s[1] + 0 >= 100) found = 1 } END { exit !found }' "$log" 2>/dev/null; }
-wait_for "training past step 100 in job $job" 120 past_step_100
+# A signal sent before the batch script has set its trap would be lost: wait until training has
+# begun (its first log line, step 10; the trap is set before the ranks start), then signal at
+# once, leaving most of the run for the signal's way through slurmctld and slurmd.
+training_logged() { awk '/^step / { split($2, s, "/"); if (s[1] + 0 >= 10) found = 1 } END { exit !found }' "$log" 2>/dev/null; }
+wait_for "training under way in job $job (step 10 logged)" 120 training_logged
 say "scancel --batch --signal=USR1 $job (what --signal=B:USR1@N does before the time limit)"
 scancel --batch --signal=USR1 "$job"
 
