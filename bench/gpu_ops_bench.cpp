@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/gpu_kernel_options.h"
 #include "core/device.h"
 #include "core/ops/attention.h"
 #include "core/ops/cast.h"
@@ -173,18 +174,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  ops::AttentionKernels kernels{};
-  if (!ops::attention_kernels_named(attention, &kernels)) {
-    std::fprintf(stderr, "--attention: expected cuda_cores or tensor_cores, found %s\n",
-                 attention.c_str());
-    return 2;
-  }
-  ops::set_bf16_attention_kernels(kernels);
-  if (dgelu != "on" && dgelu != "off") {
-    std::fprintf(stderr, "--dgelu_epilogue: expected on or off, found %s\n", dgelu.c_str());
-    return 2;
-  }
-  ops::set_dgelu_epilogue(dgelu == "on");
+  if (!bench::set_gpu_kernels(attention, dgelu)) return 2;
   if (cuda_device_count() == 0) {
     std::printf("bench_gpu_ops: no GPU (%s)\n", cuda_summary().c_str());
     return 77;

@@ -20,10 +20,9 @@
 #include <string>
 #include <vector>
 
+#include "bench/gpu_kernel_options.h"
 #include "core/device.h"
 #include "core/model/gpt.h"
-#include "core/ops/attention.h"
-#include "core/ops/matmul.h"
 #include "core/optim/optimizer.h"
 #include "core/threads.h"
 #include "parallel/local_communicator.h"
@@ -145,18 +144,7 @@ int main(int argc, char** argv) {
                  recompute.c_str());
     return 2;
   }
-  ops::AttentionKernels kernels{};
-  if (!ops::attention_kernels_named(attention, &kernels)) {
-    std::fprintf(stderr, "--attention: expected cuda_cores or tensor_cores, found %s\n",
-                 attention.c_str());
-    return 2;
-  }
-  ops::set_bf16_attention_kernels(kernels);
-  if (dgelu != "on" && dgelu != "off") {
-    std::fprintf(stderr, "--dgelu_epilogue: expected on or off, found %s\n", dgelu.c_str());
-    return 2;
-  }
-  ops::set_dgelu_epilogue(dgelu == "on");
+  if (!bench::set_gpu_kernels(attention, dgelu)) return 2;
   if (seq_len > 0) c.seq_len = seq_len;
   if (batch > 0) {
     B = batch;
