@@ -125,4 +125,13 @@ inline unsigned blocks_for(int64_t n, int threads) {
   return static_cast<unsigned>((n + threads - 1) / threads);
 }
 
+// The largest power of two up to 256 that divides the address: what vector accesses, cp.async
+// and cuBLASLt's algorithms may assume of a pointer (a view into a buffer may be less aligned).
+inline uint32_t alignment_of(const void* p) {
+  const auto address = reinterpret_cast<uintptr_t>(p);
+  uint32_t align = 256;
+  while (align > 1 && address % align != 0) align /= 2;
+  return align;
+}
+
 }  // namespace tessera::cuda

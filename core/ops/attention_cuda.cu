@@ -17,7 +17,6 @@
 #include "core/ops/attention_cuda.h"
 
 #include <cmath>
-#include <cstdint>
 #include <string>
 #include <type_traits>
 
@@ -27,6 +26,7 @@
 namespace tessera::ops::cuda {
 namespace {
 
+using ::tessera::cuda::alignment_of;
 using ::tessera::cuda::dev;
 using ::tessera::cuda::device_t;
 using ::tessera::cuda::from_f32;
@@ -358,13 +358,6 @@ dim3 grid_of(const char* op, int64_t B, int64_t S, int64_t H) {
   return dim3(static_cast<unsigned>(tiles_of(S)), static_cast<unsigned>(B * H));
 }
 
-// The tensor-core kernels copy qkv and dout in 16-byte chunks (cp.async) and store out and dqkv
-// as bf16 pairs; operands less aligned than that (views into a buffer) take the CUDA-core
-// kernels, which read and write element by element.
-bool aligned(const void* p, uintptr_t bytes) {
-  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
-}
-
 float scale_of(int64_t hd) {
   return 1.0f / std::sqrt(static_cast<float>(hd));  // as the CPU kernel computes it
 }
@@ -374,7 +367,10 @@ void launch_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int6
                     bool tensor_cores) {
   const dim3 grid = grid_of("attention_forward", B, S, H);
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    if (tensor_cores && aligned(qkv, 16) && aligned(out, 4)) {
+    // The tensor-core kernels copy qkv and dout in 16-byte chunks (cp.async) and store out and
+    // dqkv as bf16 pairs; less aligned operands (views into a buffer) take the CUDA-core kernels,
+    // which read and write element by element.
+    if (tensor_cores && alignment_of(qkv) >= 16 && alignment_of(out) >= 4) {
       attention_forward_bf16(out, lse, qkv, B, S, H, HD, scale_of(HD));
       return;
     }
@@ -397,7 +393,8 @@ void launch_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T
       delta, dout, out, rows, Si, Hi);
   CHECK_LAUNCH();
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    if (tensor_cores && aligned(qkv, 16) && aligned(dout, 16) && aligned(dqkv, 4)) {
+    if (tensor_cores && alignment_of(qkv) >= 16 && alignment_of(dout) >= 16 &&
+        alignment_of(dqkv) >= 4) {
       attention_backward_bf16(dqkv, dout, qkv, lse, delta, B, S, H, HD, scale_of(HD));
       return;
     }

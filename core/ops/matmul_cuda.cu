@@ -30,6 +30,7 @@
 namespace tessera::ops::cuda {
 namespace {
 
+using tessera::cuda::alignment_of;
 using tessera::cuda::blocks_for;
 using tessera::cuda::dev;
 using tessera::cuda::from_f32;
@@ -41,15 +42,6 @@ using tessera::cuda::to_f32;
 
 template <typename T>
 constexpr cudaDataType_t kDataType = std::is_same_v<T, float> ? CUDA_R_32F : CUDA_R_16BF;
-
-// The largest power of two up to 256 that divides the address. cuBLASLt's heuristic assumes
-// 256-byte aligned operands unless told otherwise, which a view into a buffer need not be.
-uint32_t alignment_of(const void* p) {
-  const auto address = reinterpret_cast<uintptr_t>(p);
-  uint32_t align = 256;
-  while (align > 1 && address % align != 0) align /= 2;
-  return align;
-}
 
 bool uses_bias(cublasLtEpilogue_t e) {
   return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
@@ -84,6 +76,8 @@ struct GemmKey {
   bool operator<(const GemmKey& o) const { return tied() < o.tied(); }
 };
 
+// The operands' alignments are part of the key: cuBLASLt's heuristic assumes 256-byte aligned
+// operands unless told otherwise, which a view into a buffer need not be.
 template <typename T>
 GemmKey make_key(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, int64_t lda,
                  int64_t ldb, int64_t ldd, cublasLtEpilogue_t epilogue, const GemmOperands& ops) {
