@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <functional>
 #include <random>
 #include <string>
@@ -15,14 +14,17 @@
 #include "core/ops/attention.h"
 #include "core/ops/cross_entropy.h"
 #include "parallel/local_communicator.h"
+#include "tests/bitwise.h"
 #include "tests/expect_error.h"
 #include "tests/gpu_support.h"
 
 namespace tessera {
 namespace {
 
+using test_support::bitwise_equal;
 using test_support::expect_internal_error;
 
+using gpu_test::Bf16AttentionKernels;
 using gpu_test::expect_close;
 using gpu_test::misaligned_copy;
 using gpu_test::random_host;
@@ -75,20 +77,6 @@ std::string case_name(const ::testing::TestParamInfo<AttentionCase>& info) {
          "_hd" + std::to_string(c.hd) + "_T" + std::to_string(c.T) +
          (c.misaligned ? "_Misaligned" : "");
 }
-
-// Runs the bf16 attention of a test on the given kernels, and restores the default after.
-class Bf16AttentionKernels {
- public:
-  explicit Bf16AttentionKernels(ops::AttentionKernels k) : saved_(ops::bf16_attention_kernels()) {
-    ops::set_bf16_attention_kernels(k);
-  }
-  ~Bf16AttentionKernels() { ops::set_bf16_attention_kernels(saved_); }
-  Bf16AttentionKernels(const Bf16AttentionKernels&) = delete;
-  Bf16AttentionKernels& operator=(const Bf16AttentionKernels&) = delete;
-
- private:
-  ops::AttentionKernels saved_;
-};
 
 // One forward and backward on the GPU and the same in float64 on the CPU. B * H = 6 pairs, and
 // dqkv starts from random values so that += is checked, not =.
@@ -240,8 +228,7 @@ TEST_P(FlashAttentionCudaDeterminism, BackwardTwiceGivesBitwiseIdenticalDqkv) {
   Tensor first({B, T, 3 * C}, DType::BF16, Device::CUDA), second = first.clone();
   ops::attention_backward(first, dout, qkv, out, lse, H);
   ops::attention_backward(second, dout, qkv, out, lse, H);
-  const Tensor a = first.to(Device::CPU), b = second.to(Device::CPU);
-  EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.bytes()), 0);
+  EXPECT_TRUE(bitwise_equal(first, second));
 }
 
 INSTANTIATE_TEST_SUITE_P(Bf16Kernels, FlashAttentionCudaDeterminism,
@@ -382,8 +369,7 @@ TEST(CrossEntropyCuda, BackwardInPlaceOverLogitsEqualsOutOfPlace) {
     Tensor dlogits(logits.shape(), dtype, Device::CUDA);
     ops::cross_entropy_backward(dlogits, dl, logits, lse, targets, 300);
     ops::cross_entropy_backward(logits, dl, logits, lse, targets, 300);
-    const Tensor a = dlogits.to(Device::CPU), b = logits.to(Device::CPU);
-    EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.bytes()), 0) << dtype_name(dtype);
+    EXPECT_TRUE(bitwise_equal(dlogits, logits)) << dtype_name(dtype);
   }
 }
 

@@ -22,14 +22,17 @@
 #include "core/ops/cast.h"
 #include "core/ops/gelu.h"
 #include "core/ops/matmul.h"
+#include "tests/bitwise.h"
 #include "tests/expect_error.h"
 #include "tests/gpu_support.h"
 
 namespace tessera {
 namespace {
 
+using test_support::bitwise_equal;
 using test_support::expect_internal_error;
 
+using gpu_test::DgeluEpilogue;
 using gpu_test::expect_close;
 using gpu_test::misaligned_copy;
 using gpu_test::random_host;
@@ -72,10 +75,11 @@ void expect_matches(const Tensor& actual, const Tensor& expected, const std::str
                what + " in " + dtype_name(actual.dtype()));
 }
 
+// The same bytes in `a` and `b` (on the GPU or the host). The sizes are asserted first, so that a
+// shape mismatch says so instead of reading as differing values.
 void expect_bitwise_equal(const Tensor& a, const Tensor& b, const std::string& what) {
-  const Tensor ha = a.to(Device::CPU), hb = b.to(Device::CPU);
-  ASSERT_EQ(ha.bytes(), hb.bytes()) << what;
-  EXPECT_EQ(std::memcmp(ha.raw(), hb.raw(), ha.bytes()), 0) << what;
+  ASSERT_EQ(a.bytes(), b.bytes()) << what;
+  EXPECT_TRUE(bitwise_equal(a, b)) << what;
 }
 
 // Random values that `dtype` holds exactly: as the CPU twin's F32 input on the host, and as
@@ -325,18 +329,6 @@ TEST(MatmulGeluCuda, PreGeluFeedsGeluBackwardLikeOnCpu) {
     expect_matches(dpre.gpu, dpre.host, "gelu_backward of pre_gelu");
   }
 }
-
-// Runs a test with the DGELU epilogue on or off, and restores the setting after.
-class DgeluEpilogue {
- public:
-  explicit DgeluEpilogue(bool on) : saved_(ops::dgelu_epilogue()) { ops::set_dgelu_epilogue(on); }
-  ~DgeluEpilogue() { ops::set_dgelu_epilogue(saved_); }
-  DgeluEpilogue(const DgeluEpilogue&) = delete;
-  DgeluEpilogue& operator=(const DgeluEpilogue&) = delete;
-
- private:
-  bool saved_;
-};
 
 // The fused backward of the MLP's second layer (inp = gelu(pre)): with the epilogue on, in bf16
 // with K divisible by 8, cuBLASLt's DGELU epilogue; otherwise the GEMM then the gelu kernel. The

@@ -10,7 +10,6 @@
 
 #include "core/model/gpt.h"
 #include "core/ops/attention.h"
-#include "core/ops/matmul.h"
 #include "core/optim/optimizer.h"
 #include "launcher/sampling.h"
 #include "parallel/local_communicator.h"
@@ -98,13 +97,14 @@ TEST(GpuModel, Bfloat16LossCurveFollowsTheFloat32CpuFor50Steps) {
 // The opt-in kernels (docs/DECISIONS.md): tensor-core attention and the DGELU epilogue.
 TEST(GpuModel, Bfloat16LossCurveOnTensorCoreAttentionAndDgeluEpilogueFollowsTheFloat32Cpu) {
   const std::vector<double> cpu = loss_curve(DType::F32, Device::CPU, 50);
-  const ops::AttentionKernels saved = ops::bf16_attention_kernels();
-  const bool saved_dgelu = ops::dgelu_epilogue();
-  ops::set_bf16_attention_kernels(ops::AttentionKernels::TensorCores);
-  ops::set_dgelu_epilogue(true);
-  const std::vector<double> gpu = loss_curve(DType::BF16, Device::CUDA, 50);
-  ops::set_bf16_attention_kernels(saved);
-  ops::set_dgelu_epilogue(saved_dgelu);
+  std::vector<double> gpu;
+  {
+    // Only the GPU run takes these settings: the guards put the previous ones back at the end of
+    // the block, even if the run throws, so that later tests of the binary see the defaults.
+    const gpu_test::Bf16AttentionKernels kernels(ops::AttentionKernels::TensorCores);
+    const gpu_test::DgeluEpilogue epilogue(true);
+    gpu = loss_curve(DType::BF16, Device::CUDA, 50);
+  }
   ASSERT_EQ(cpu.size(), gpu.size());
   for (size_t i = 0; i < cpu.size(); ++i)
     EXPECT_NEAR(gpu[i], cpu[i], kBf16LossRtol * cpu[i]) << "step " << i + 1;

@@ -6,8 +6,6 @@
 // reads a stale buffer or returns too early. Values of a one-rank group come back bitwise equal.
 #include <gtest/gtest.h>
 
-#ifdef TESSERA_WITH_CUDA
-
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -23,11 +21,14 @@
 #include "parallel/local_communicator.h"
 #include "parallel/nccl_communicator.h"
 #include "tests/expect_error.h"
+#include "tests/gpu_support.h"
 
 namespace tessera {
 namespace {
 
 using test_support::expect_internal_error;
+
+using gpu_test::dtype_test_name;
 
 constexpr double kTimeoutS = 60;
 // Long next to launching an operation (microseconds), short for a test run.
@@ -115,10 +116,6 @@ class NcclWorldTest : public ::testing::Test {
 class NcclReductionTest : public NcclWorldTest, public ::testing::WithParamInterface<DType> {};
 class NcclMovementTest : public NcclWorldTest, public ::testing::WithParamInterface<DType> {};
 
-std::string dtype_param_name(const ::testing::TestParamInfo<DType>& info) {
-  return dtype_name(info.param);
-}
-
 TEST_F(NcclWorldTest, CreateGivesOneRankGroupWithTheGivenNameDeviceAndTimeout) {
   EXPECT_EQ(world().rank(), 0);
   EXPECT_EQ(world().size(), 1);
@@ -156,7 +153,7 @@ TEST_P(NcclReductionTest, ReduceScatterOutOfPlaceWritesTheOnlyBlock) {
 
 INSTANTIATE_TEST_SUITE_P(ReducibleTypes, NcclReductionTest,
                          ::testing::Values(DType::F32, DType::F64, DType::BF16, DType::I32),
-                         dtype_param_name);
+                         dtype_test_name);
 
 TEST_P(NcclMovementTest, AllGatherOutOfPlaceWritesTheOnlyBlock) {
   const Tensor host = host_values(GetParam(), 4099, 4);
@@ -208,7 +205,7 @@ TEST_P(NcclMovementTest, DroppedPointToPointHandlesStillComplete) {
 INSTANTIATE_TEST_SUITE_P(AllTypes, NcclMovementTest,
                          ::testing::Values(DType::F32, DType::F64, DType::BF16, DType::I32,
                                            DType::U16),
-                         dtype_param_name);
+                         dtype_test_name);
 
 // compute (copy in) -> comm -> compute (copy out), no kernel of our own on the compute path:
 // wait() must make the compute stream's copy wait for the NCCL stream, held busy meanwhile.
@@ -342,5 +339,3 @@ TEST(NcclCommunicatorDeathTest, AbortEndsTheProcessWithTheExitCode) {
 
 }  // namespace
 }  // namespace tessera
-
-#endif  // TESSERA_WITH_CUDA

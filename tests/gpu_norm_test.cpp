@@ -33,6 +33,7 @@ namespace {
 using test_support::bitwise_equal;
 using test_support::expect_internal_error;
 
+using gpu_test::dtype_test_name;
 using gpu_test::expect_close;
 using gpu_test::random_host;
 using gpu_test::round_to_bf16;
@@ -103,9 +104,6 @@ void expect_exact(const Tensor& gpu, const Tensor& cpu, DType dtype, const std::
 }
 
 class DtypeTest : public ::testing::TestWithParam<DType> {};
-std::string dtype_test_name(const ::testing::TestParamInfo<DType>& info) {
-  return dtype_name(info.param);
-}
 
 // ---------------------------------------------------------------------------------------------
 // layernorm

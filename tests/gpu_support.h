@@ -1,6 +1,7 @@
-// What the GPU tests share: random host tensors, copies to and from the GPU, and comparisons
-// of a CUDA result with its CPU twin's at a stated tolerance. The test binary (test_gpu.cpp)
-// runs only where a GPU is present and exits 77 (skipped) elsewhere.
+// What the GPU tests share: random host tensors, copies to and from the GPU, comparisons of a
+// CUDA result with its CPU twin's at a stated tolerance, guards for the kernel settings a test
+// picks, and the names of dtype-parameterised tests. The test binary (test_gpu.cpp) runs only
+// where a GPU is present and exits 77 (skipped) elsewhere.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -11,7 +12,9 @@
 #include <random>
 #include <string>
 
+#include "core/ops/attention.h"
 #include "core/ops/cast.h"
+#include "core/ops/matmul.h"
 #include "core/tensor.h"
 
 namespace tessera::gpu_test {
@@ -83,6 +86,39 @@ inline void expect_close(const Tensor& actual, const Tensor& expected, double at
   EXPECT_LT(at, 0) << what << ": element " << at << " is " << (at >= 0 ? a.data<double>()[at] : 0)
                    << ", expected " << (at >= 0 ? e.data<double>()[at] : 0) << " (atol " << atol
                    << ", rtol " << rtol << ")";
+}
+
+// Runs the bf16 attention of a test on the given kernels, and restores the previous setting
+// after: the setting is process-wide, and later tests of the binary expect the default.
+class Bf16AttentionKernels {
+ public:
+  explicit Bf16AttentionKernels(ops::AttentionKernels k) : saved_(ops::bf16_attention_kernels()) {
+    ops::set_bf16_attention_kernels(k);
+  }
+  ~Bf16AttentionKernels() { ops::set_bf16_attention_kernels(saved_); }
+  Bf16AttentionKernels(const Bf16AttentionKernels&) = delete;
+  Bf16AttentionKernels& operator=(const Bf16AttentionKernels&) = delete;
+
+ private:
+  ops::AttentionKernels saved_;
+};
+
+// Runs a test with the DGELU epilogue on or off, and restores the previous setting after, for
+// the same reason.
+class DgeluEpilogue {
+ public:
+  explicit DgeluEpilogue(bool on) : saved_(ops::dgelu_epilogue()) { ops::set_dgelu_epilogue(on); }
+  ~DgeluEpilogue() { ops::set_dgelu_epilogue(saved_); }
+  DgeluEpilogue(const DgeluEpilogue&) = delete;
+  DgeluEpilogue& operator=(const DgeluEpilogue&) = delete;
+
+ private:
+  bool saved_;
+};
+
+// The name of a dtype-parameterised test instance: the dtype's name ("float32", ...).
+inline std::string dtype_test_name(const ::testing::TestParamInfo<DType>& info) {
+  return dtype_name(info.param);
 }
 
 }  // namespace tessera::gpu_test

@@ -17,9 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include "parallel/mpi_communicator.h"
 #include "parallel/watchdog.h"
-#include "temp_dir.h"
 
 namespace tessera {
 namespace {
