@@ -27,7 +27,7 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
         open->offset = offset;
       }
       order.push_back(p);
-      slot_of_[p] = Slot{buckets_.size() - 1, offset, false};
+      slot_of_[p] = Slot{buckets_.size() - 1, offset, false, false};
       open->params.push_back(p);
       open->size += p->value.numel();
       offset += p->value.numel();
@@ -42,9 +42,9 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
   }
   values_ = Tensor({offset}, dtype, device);
   grads_ = Tensor({offset}, dtype, device);
-  mixed_ = dtype == DType::BF16;
-  TESSERA_CHECK(!(mixed_ && shard), "GradBuckets: ZeRO-1 with bfloat16 parameters");
-  if (mixed_) sums_ = Tensor({offset}, DType::F32, device);
+  const bool mixed = dtype == DType::BF16;
+  TESSERA_CHECK(!(mixed && shard), "GradBuckets: ZeRO-1 with bfloat16 parameters");
+  if (mixed) sums_ = Tensor({offset}, DType::F32, device);  // defined: mixed_precision()
   for (size_t i = 0; i < order.size(); ++i) {
     Param& p = *order[i];
     const int64_t n = p.value.numel(), at = slot_of_.at(&p).offset;
@@ -61,24 +61,51 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
 
 void GradBuckets::zero_grad() {
   grads_.zero();
-  if (mixed_) sums_.zero();
+  if (mixed_precision()) sums_.zero();
   for (Bucket& b : buckets_) b.pending = static_cast<int>(b.params.size());
-  for (auto& [param, slot] : slot_of_) slot.ready = false;
+  for (auto& [param, slot] : slot_of_) {
+    slot.ready = false;
+    slot.folded = false;
+  }
 }
 
 void GradBuckets::fold_range(int64_t offset, int64_t size) {
-  if (!mixed_) return;
+  if (!mixed_precision()) return;
   Tensor sum = sums_.slice0(offset, offset + size), grad = grads_.slice0(offset, offset + size);
   ops::accumulate(sum, grad);
   grad.zero();
 }
 
+// Folds the bucket but for the Params fold() took already, whose gradients have been zero since:
+// folding them again would only add +0 (a pass over the tied embedding, the largest Param, every
+// step). The skip changes no bit: x + 0 == x for every sum, since one that starts at +0 and only
+// ever adds is never -0, and a NaN it holds is the quiet result of an addition already. Adjacent
+// Params not yet folded go in one call, so a bucket that fold() took nothing from folds in one.
+void GradBuckets::fold_bucket(const Bucket& b) {
+  if (!mixed_precision()) return;
+  int64_t from = b.offset;  // the start of the run not yet folded
+  for (const Param* p : b.params) {
+    const Slot& slot = slot_of_.at(p);
+    if (!slot.folded) continue;
+    if (slot.offset > from) fold_range(from, slot.offset - from);
+    from = slot.offset + p->grad.numel();
+  }
+  const int64_t end = b.offset + b.size;
+  if (from == b.offset || end > from) fold_range(from, end - from);
+}
+
 void GradBuckets::end_microbatch() {
   fold_range(0, grads_.numel());
+  // Every gradient is zero now and the next microbatch's backward adds to all: fold them all
+  // again when their buckets start.
+  for (auto& [param, slot] : slot_of_) slot.folded = false;
 }
 
 void GradBuckets::fold(const Param& p) {
-  fold_range(offset_of(p), p.grad.numel());
+  Slot& slot = slot_of_.at(&p);  // first: an unknown Param throws also without mixed precision
+  if (!mixed_precision() || slot.folded) return;
+  fold_range(slot.offset, p.grad.numel());
+  slot.folded = true;
 }
 
 Tensor GradBuckets::grad_of(const Param& p) {
@@ -87,7 +114,7 @@ Tensor GradBuckets::grad_of(const Param& p) {
 }
 
 void GradBuckets::launch(Bucket& b) {
-  fold_range(b.offset, b.size);
+  fold_bucket(b);
   if (dp_.size() == 1) return;
   Tensor flat = flat_grads().slice0(b.offset, b.offset + b.size);
   if (shard_)

@@ -41,9 +41,11 @@ class GradBuckets {
   // Mixed precision: folds every bf16 gradient into the fp32 sums (else nothing). Call after the
   // backward of each microbatch but a step's last.
   void end_microbatch();
-  // Mixed precision: folds p's bf16 gradient into its fp32 sum (else nothing); folding twice
-  // adds nothing more, so a Param reduced elsewhere first (the tied embedding) may be folded,
-  // reduced over its group through grad_of, then marked ready.
+  // Mixed precision: folds p's bf16 gradient into its fp32 sum (else nothing), so that a Param
+  // reduced elsewhere first (the tied embedding) may be folded, reduced over its group through
+  // grad_of, then marked ready. p's gradient must then take no more contributions this step:
+  // until the next zero_grad or end_microbatch, a second fold of p, and the fold of its bucket
+  // when that starts, leave p's sum alone.
   void fold(const Param& p);
   // The backward's hook: p's gradient is final for this step.
   void mark_ready(Param& p);
@@ -56,26 +58,27 @@ class GradBuckets {
   // Element offset of p's value and gradient within the flat buffers.
   int64_t offset_of(const Param& p) const { return slot_of_.at(&p).offset; }
   // The step's gradients: the fp32 sums with mixed precision, else the Params' own.
-  Tensor& flat_grads() { return mixed_ ? sums_ : grads_; }
+  Tensor& flat_grads() { return mixed_precision() ? sums_ : grads_; }
   // p's gradient within flat_grads(), shaped like p.
   Tensor grad_of(const Param& p);
-  bool mixed_precision() const { return mixed_; }
+  bool mixed_precision() const { return sums_.defined(); }
   Communicator& dp() { return dp_; }
   int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }
 
  private:
   void launch(Bucket& b);
   void fold_range(int64_t offset, int64_t size);
+  void fold_bucket(const Bucket& b);
   Communicator& dp_;
   bool shard_;
-  bool mixed_ = false;
   Tensor values_, grads_;
-  Tensor sums_;  // mixed precision: fp32 gradient sums, laid out like grads_
+  Tensor sums_;  // mixed precision: fp32 gradient sums, laid out like grads_; else undefined
   std::vector<Bucket> buckets_;
   struct Slot {
     size_t bucket;
     int64_t offset;  // in the flat buffers
     bool ready;      // reported final in this step
+    bool folded;     // fold() took its gradient (mixed precision), which has been zero since
   };
   std::unordered_map<const Param*, Slot> slot_of_;
 };
