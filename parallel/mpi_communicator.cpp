@@ -172,10 +172,9 @@ class MpiRequest final : public CommRequest {
   void wait() override {
     if (done_) return;
     std::vector<MPI_Status> statuses(requests_.size());
-    done_ = true;  // a failed wait is not retried, not even by the destructor
     const int n = static_cast<int>(requests_.size());
     const int code = MPI_Waitall(n, requests_.data(), statuses.data());
-    watched_.end();  // complete, or failed: either way no longer waiting
+    finish();  // complete, or failed: a failed wait is not retried
     CHECK_MPI(first_status_error(code, statuses));
     check_receives(statuses);
   }
@@ -186,14 +185,10 @@ class MpiRequest final : public CommRequest {
     int complete = 0;
     const int n = static_cast<int>(requests_.size());
     const int code = MPI_Testall(n, requests_.data(), &complete, statuses.data());
-    if (code != MPI_SUCCESS) {
-      done_ = true;
-      watched_.end();
-    }
+    if (code != MPI_SUCCESS) finish();
     CHECK_MPI(first_status_error(code, statuses));
     if (!complete) return false;
-    done_ = true;
-    watched_.end();
+    finish();
     check_receives(statuses);
     return true;
   }
@@ -203,6 +198,13 @@ class MpiRequest final : public CommRequest {
     int expected;  // -1: not a receive
     int64_t first;
   };
+
+  // The operation completed or failed: either way it no longer waits, for the watchdog too, and
+  // is not waited for again, not even by the destructor.
+  void finish() {
+    done_ = true;
+    watched_.end();
+  }
 
   void check_receives(const std::vector<MPI_Status>& statuses) const {
     for (size_t i = 0; i < receives_.size(); ++i) {
@@ -258,7 +260,7 @@ int64_t MpiCommunicator::max_chunk_elements() {
 
 void MpiCommunicator::all_reduce(Tensor& t, ReduceOp op) {
   check_reducible(t, name_, "all_reduce");
-  const WatchedOperation watched("all_reduce", name_, t.bytes());
+  const WatchedRequest watched("all_reduce", name_, t.bytes());
   const MPI_Datatype type = mpi_type(t.dtype());
   for_each_chunk(t, [&](char* p, int64_t, int count) {
     CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, p, count, type, mpi_op(op), comm_));
@@ -269,14 +271,14 @@ void MpiCommunicator::all_gather(Tensor& out, const Tensor& in) {
   const void* source = all_gather_source(out, in, rank_, size_, name_);
   const MPI_Datatype type = mpi_type(in.dtype());
   const int count = static_cast<int>(in.numel());
-  const WatchedOperation watched("all_gather", name_, out.bytes());
+  const WatchedRequest watched("all_gather", name_, out.bytes());
   CHECK_MPI(MPI_Allgather(source, count, type, out.raw(), count, type, comm_));
 }
 
 void MpiCommunicator::reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op) {
   check_reduce_scatter(out, in, size_, name_);
   const int count = static_cast<int>(out.numel());
-  const WatchedOperation watched("reduce_scatter", name_, in.bytes());
+  const WatchedRequest watched("reduce_scatter", name_, in.bytes());
   CHECK_MPI(MPI_Reduce_scatter_block(in.raw(), out.raw(), count, mpi_type(in.dtype()), mpi_op(op),
                                      comm_));
 }
@@ -284,7 +286,7 @@ void MpiCommunicator::reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op)
 void MpiCommunicator::broadcast(Tensor& t, int root) {
   check_operand(t, name_, "broadcast");
   check_group_member(root, size_, where(name_, "broadcast"), "root");
-  const WatchedOperation watched("broadcast", name_, t.bytes());
+  const WatchedRequest watched("broadcast", name_, t.bytes());
   const MPI_Datatype type = mpi_type(t.dtype());
   for_each_chunk(
       t, [&](char* p, int64_t, int count) { CHECK_MPI(MPI_Bcast(p, count, type, root, comm_)); });
@@ -293,7 +295,7 @@ void MpiCommunicator::broadcast(Tensor& t, int root) {
 void MpiCommunicator::send(const Tensor& t, int peer) {
   check_operand(t, name_, "send");
   check_group_member(peer, size_, where(name_, "send"), "peer");
-  const WatchedOperation watched("send", name_, t.bytes());
+  const WatchedRequest watched("send", name_, t.bytes());
   const MPI_Datatype type = mpi_type(t.dtype());
   for_each_chunk(t, [&](char* p, int64_t, int count) {
     CHECK_MPI(MPI_Send(p, count, type, peer, kTag, comm_));
@@ -303,7 +305,7 @@ void MpiCommunicator::send(const Tensor& t, int peer) {
 void MpiCommunicator::recv(Tensor& t, int peer) {
   check_operand(t, name_, "recv");
   check_group_member(peer, size_, where(name_, "recv"), "peer");
-  const WatchedOperation watched("recv", name_, t.bytes());
+  const WatchedRequest watched("recv", name_, t.bytes());
   const MPI_Datatype type = mpi_type(t.dtype());
   for_each_chunk(t, [&](char* p, int64_t first, int count) {
     MPI_Status status;
@@ -313,7 +315,7 @@ void MpiCommunicator::recv(Tensor& t, int peer) {
 }
 
 void MpiCommunicator::barrier() {
-  const WatchedOperation watched("barrier", name_, 0);
+  const WatchedRequest watched("barrier", name_, 0);
   CHECK_MPI(MPI_Barrier(comm_));
 }
 
@@ -388,7 +390,7 @@ std::unique_ptr<CommRequest> MpiCommunicator::irecv(Tensor& t, int peer) {
 
 std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key, const std::string& name) {
   MPI_Comm sub = MPI_COMM_NULL;
-  const WatchedOperation watched("split", name_, 0);
+  const WatchedRequest watched("split", name_, 0);
   CHECK_MPI(MPI_Comm_split(comm_, color < 0 ? MPI_UNDEFINED : color, key, &sub));
   if (sub == MPI_COMM_NULL) return nullptr;
   return std::make_unique<MpiCommunicator>(sub, name, true);

@@ -497,7 +497,7 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::create(Communicator& bootstr
     FAIL_AND_ABORT(*state, "init",
                    "ncclCommInitRankConfig failed: " + nccl_error_text(r, state->comm));
   TESSERA_CHECK(state->comm != nullptr, where(*state, "init") + "NCCL returned no communicator");
-  const WatchedOperation watched("init", name, 0);
+  const WatchedRequest watched("init", name, 0);
   wait_until_ready(*state, state->comm, "ncclCommInitRankConfig", "init");
   return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(std::move(state)));
 }
@@ -525,17 +525,17 @@ void NcclCommunicator::set_timeout_s(double timeout_s) {
 }
 
 void NcclCommunicator::all_reduce(Tensor& t, ReduceOp op) {
-  const WatchedOperation watched("all_reduce", state_->name, t.bytes());
+  const WatchedRequest watched("all_reduce", state_->name, t.bytes());
   wait_for_completion(*state_, *start_all_reduce(*state_, t, op, "all_reduce"), "all_reduce");
 }
 
 void NcclCommunicator::all_gather(Tensor& out, const Tensor& in) {
-  const WatchedOperation watched("all_gather", state_->name, out.bytes());
+  const WatchedRequest watched("all_gather", state_->name, out.bytes());
   wait_for_completion(*state_, *start_all_gather(*state_, out, in, "all_gather"), "all_gather");
 }
 
 void NcclCommunicator::reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op) {
-  const WatchedOperation watched("reduce_scatter", state_->name, in.bytes());
+  const WatchedRequest watched("reduce_scatter", state_->name, in.bytes());
   wait_for_completion(*state_, *start_reduce_scatter(*state_, out, in, op, "reduce_scatter"),
                       "reduce_scatter");
 }
@@ -544,7 +544,7 @@ void NcclCommunicator::broadcast(Tensor& t, int root) {
   State& s = *state_;
   check_operand(s, t, "broadcast");
   check_group_member(root, s.size, where(s, "broadcast"), "root");
-  const WatchedOperation watched("broadcast", s.name, t.bytes());
+  const WatchedRequest watched("broadcast", s.name, t.bytes());
   const Payload d = payload(t);
   const auto done = launch(s, "broadcast", "ncclBroadcast", [&] {
     return ncclBroadcast(t.raw(), t.raw(), d.count, d.type, root, s.comm, s.stream);
@@ -553,14 +553,14 @@ void NcclCommunicator::broadcast(Tensor& t, int root) {
 }
 
 void NcclCommunicator::send(const Tensor& t, int peer) {
-  const WatchedOperation watched("send", state_->name, t.bytes());
+  const WatchedRequest watched("send", state_->name, t.bytes());
   const auto done = post_p2p(*state_, true, t, peer, "send");
   start_pending_p2p(*state_, "send");
   wait_for_completion(*state_, *done, "send");
 }
 
 void NcclCommunicator::recv(Tensor& t, int peer) {
-  const WatchedOperation watched("recv", state_->name, t.bytes());
+  const WatchedRequest watched("recv", state_->name, t.bytes());
   const auto done = post_p2p(*state_, false, t, peer, "recv");
   start_pending_p2p(*state_, "recv");
   wait_for_completion(*state_, *done, "recv");
@@ -570,7 +570,7 @@ void NcclCommunicator::barrier() {
   State& s = *state_;
   check_usable(s, "barrier");
   if (!s.barrier_word.defined()) s.barrier_word = Tensor({1}, DType::F32, Device::CUDA);
-  const WatchedOperation watched("barrier", s.name, 0);
+  const WatchedRequest watched("barrier", s.name, 0);
   wait_for_completion(s, *start_all_reduce(s, s.barrier_word, ReduceOp::Sum, "barrier"), "barrier");
 }
 
@@ -627,7 +627,7 @@ std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key, const 
   config.blocking = 0;
   config.commName = child ? child->name.c_str() : nullptr;
   s.split_out = nullptr;
-  const WatchedOperation watched("split", s.name, 0);
+  const WatchedRequest watched("split", s.name, 0);
   const ncclResult_t r =
       ncclCommSplit(s.comm, color >= 0 ? color : NCCL_SPLIT_NOCOLOR, key, &s.split_out, &config);
   if (r != ncclSuccess && r != ncclInProgress)

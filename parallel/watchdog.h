@@ -121,8 +121,10 @@ class Watchdog {
   std::thread thread_;
 };
 
-// The record of one asynchronous operation, held by its request handle: begun when the operation
-// is posted, ended by end() or end_when() once the handle sees it complete, else with the handle.
+// The record of one operation: begun at construction, ended by end() or end_when(), else at
+// destruction (also when the operation throws: it then waits no longer). An asynchronous
+// operation's request handle holds one and ends it once it sees the operation complete; a
+// blocking operation holds a const one for its scope.
 class WatchedRequest {
  public:
   WatchedRequest(const char* kind, const std::string& group, size_t bytes)
@@ -144,21 +146,7 @@ class WatchedRequest {
   }
 
  private:
-  uint64_t seq_;  // 0 once ended, handed over or moved from
-};
-
-// Records one blocking operation for its scope: begin at construction, end at destruction (also
-// when the operation throws: it then waits no longer).
-class WatchedOperation {
- public:
-  WatchedOperation(const char* kind, const std::string& group, size_t bytes)
-      : seq_(Watchdog::instance().begin(kind, group, bytes)) {}
-  ~WatchedOperation() { Watchdog::instance().end(seq_); }
-  WatchedOperation(const WatchedOperation&) = delete;
-  WatchedOperation& operator=(const WatchedOperation&) = delete;
-
- private:
-  uint64_t seq_;
+  uint64_t seq_;  // 0 once ended, handed over or moved from (begin never returns 0)
 };
 
 }  // namespace tessera

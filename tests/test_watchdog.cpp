@@ -324,7 +324,7 @@ TEST(Watchdog, ConcurrentRecordingKeepsSequenceNumbersUnique) {
 TEST(Watchdog, RequestRecordEndsWithItsHandleAndScopeRecordWithItsScope) {
   const std::string group = "scope_test_group";
   {
-    const WatchedOperation op("barrier", group, 0);
+    const WatchedRequest op("barrier", group, 0);
     EXPECT_TRUE(contains(Watchdog::instance().report(),
                          "barrier in group " + group + " (0 bytes): in flight"));
   }
