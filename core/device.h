@@ -18,7 +18,8 @@ std::string cuda_summary();
 // The GPU this process uses from now on (its node-local rank, when several share a node).
 void select_cuda_device(int index);
 // Copies `bytes` between host and device memory, either way or within one side. Device work
-// goes on the compute stream, in order with the kernels; returns once the copy is done.
+// goes on the compute stream, in order with the kernels; returns once the copy is done when the
+// host is an end of it (a device-to-device copy is only queued, like a kernel).
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 // Zeroes device memory on the compute stream.
 void device_zero(void* p, size_t bytes);
