@@ -125,6 +125,18 @@ inline unsigned blocks_for(int64_t n, int threads) {
   return static_cast<unsigned>((n + threads - 1) / threads);
 }
 
+// Kernels above 48 KB of dynamic shared memory must opt in, per kernel and device. A process uses
+// one GPU, chosen before any kernel runs, so once per kernel is enough: allow_smem<kernel>(bytes)
+// before its launches.
+template <auto Kernel>
+void allow_smem(int bytes) {
+  static const bool allowed = [bytes] {
+    CHECK_CUDA(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    return true;
+  }();
+  (void)allowed;
+}
+
 // The largest power of two up to 256 that divides the address: what vector accesses, cp.async
 // and cuBLASLt's algorithms may assume of a pointer (a view into a buffer may be less aligned).
 inline uint32_t alignment_of(const void* p) {

@@ -13,11 +13,7 @@ namespace tessera::ops::cuda {
 namespace {
 
 using namespace attention_bf16;
-
-template <typename Kernel>
-void allow_smem(Kernel* kernel, int bytes) {
-  CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-}
+using ::tessera::cuda::allow_smem;
 
 dim3 grid_of(int64_t B, int64_t S, int64_t H) {
   return dim3(static_cast<unsigned>((S + kBlockRows - 1) / kBlockRows),
@@ -28,7 +24,7 @@ template <int HD>
 void launch_forward(bf16x1* out, float* lse, const bf16x1* qkv, int64_t B, int64_t S, int64_t H,
                     float scale) {
   constexpr int smem = forward_smem_bytes<HD>();
-  allow_smem(forward_kernel<HD>, smem);
+  allow_smem<forward_kernel<HD>>(smem);
   forward_kernel<HD><<<grid_of(B, S, H), kThreads, smem, ::tessera::cuda::compute_stream()>>>(
       out, lse, qkv, static_cast<int>(S), static_cast<int>(H), scale);
   CHECK_LAUNCH();
@@ -40,12 +36,12 @@ void launch_backward(bf16x1* dqkv, const bf16x1* dout, const bf16x1* qkv, const 
   cudaStream_t stream = ::tessera::cuda::compute_stream();
   const int Si = static_cast<int>(S), Hi = static_cast<int>(H);
   constexpr int dkdv_smem = dkdv_smem_bytes<HD>();
-  allow_smem(backward_dkdv_kernel<HD>, dkdv_smem);
+  allow_smem<backward_dkdv_kernel<HD>>(dkdv_smem);
   backward_dkdv_kernel<HD><<<grid_of(B, S, H), kThreads, dkdv_smem, stream>>>(dqkv, qkv, dout, lse,
                                                                               delta, Si, Hi, scale);
   CHECK_LAUNCH();
   constexpr int dq_smem = dq_smem_bytes<HD>();
-  allow_smem(backward_dq_kernel<HD>, dq_smem);
+  allow_smem<backward_dq_kernel<HD>>(dq_smem);
   backward_dq_kernel<HD>
       <<<grid_of(B, S, H), kThreads, dq_smem, stream>>>(dqkv, qkv, dout, lse, delta, Si, Hi, scale);
   CHECK_LAUNCH();

@@ -27,6 +27,7 @@ namespace tessera::ops::cuda {
 namespace {
 
 using ::tessera::cuda::alignment_of;
+using ::tessera::cuda::allow_smem;
 using ::tessera::cuda::dev;
 using ::tessera::cuda::device_t;
 using ::tessera::cuda::from_f32;
@@ -342,13 +343,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Kernels above 48 KB of dynamic shared memory must opt in (per device, hence every launch).
-template <typename Kernel>
-void allow_smem(Kernel* kernel, size_t bytes) {
-  CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(bytes)));
-}
-
 // Grid: x = tiles along T, y = batch * head (at most 65535).
 dim3 grid_of(const char* op, int64_t B, int64_t S, int64_t H) {
   TESSERA_CHECK(B * H <= 65535 && S <= (int64_t{1} << 30),
@@ -376,7 +370,7 @@ void launch_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int6
     }
   }
   constexpr size_t smem = forward_smem_bytes<HD>();
-  allow_smem(attention_forward_kernel<HD, T>, smem);
+  allow_smem<attention_forward_kernel<HD, T>>(static_cast<int>(smem));
   attention_forward_kernel<HD, T><<<grid, kThreads, smem, ::tessera::cuda::compute_stream()>>>(
       out, lse, qkv, static_cast<int>(S), static_cast<int>(H), scale_of(HD));
   CHECK_LAUNCH();
@@ -400,12 +394,12 @@ void launch_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T
     }
   }
   constexpr size_t dkdv_smem = backward_dkdv_smem_bytes<HD>();
-  allow_smem(attention_backward_dkdv_kernel<HD, T>, dkdv_smem);
+  allow_smem<attention_backward_dkdv_kernel<HD, T>>(static_cast<int>(dkdv_smem));
   attention_backward_dkdv_kernel<HD, T>
       <<<grid, kThreads, dkdv_smem, stream>>>(dqkv, qkv, dout, lse, delta, Si, Hi, scale_of(HD));
   CHECK_LAUNCH();
   constexpr size_t dq_smem = backward_dq_smem_bytes<HD>();
-  allow_smem(attention_backward_dq_kernel<HD, T>, dq_smem);
+  allow_smem<attention_backward_dq_kernel<HD, T>>(static_cast<int>(dq_smem));
   attention_backward_dq_kernel<HD, T>
       <<<grid, kThreads, dq_smem, stream>>>(dqkv, qkv, dout, lse, delta, Si, Hi, scale_of(HD));
   CHECK_LAUNCH();
