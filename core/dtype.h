@@ -29,6 +29,13 @@ constexpr size_t dtype_size(DType t) {
 std::string dtype_name(DType t);
 std::string device_name(Device d);
 
+// The dtype of per-row statistics (LayerNorm mean and rstd, attention's log-sum-exp,
+// cross-entropy losses and lse) of a computation in `compute` on `device`: float32 on the GPU,
+// whatever the compute type (fp32 statistics under bf16), and the compute type on the host.
+constexpr DType row_stats_dtype(Device device, DType compute) {
+  return device == Device::CUDA ? DType::F32 : compute;
+}
+
 // A bfloat16 value as stored: the upper 16 bits of an IEEE float32. Host code only moves and
 // converts these; arithmetic on them happens in CUDA kernels (as __nv_bfloat16, same layout).
 struct bf16 {

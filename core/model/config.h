@@ -38,7 +38,7 @@ struct ModelConfig {
   Device device = Device::CPU;
   Recompute recompute = Recompute::None;
   // The dtype of LayerNorm mean/rstd and of per-token losses on this device.
-  DType stats_dtype() const { return device == Device::CUDA ? DType::F32 : dtype; }
+  DType stats_dtype() const { return row_stats_dtype(device, dtype); }
 
   int64_t head_dim() const { return d_model / heads; }
   // Throws InputError naming the option for impossible shapes, given the TP shard count.

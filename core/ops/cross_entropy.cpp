@@ -58,7 +58,7 @@ void check_flagged_target(const char* op, const Tensor& first_bad, const Tensor&
 }  // namespace
 
 DType cross_entropy_loss_dtype(Device device, DType logits_dtype) {
-  return device == Device::CUDA ? DType::F32 : logits_dtype;
+  return row_stats_dtype(device, logits_dtype);
 }
 
 void cross_entropy_forward(Tensor& losses, Tensor& lse, const Tensor& logits, const Tensor& targets,

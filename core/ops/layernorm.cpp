@@ -12,7 +12,7 @@ namespace {
 
 // The dtype of mean and rstd: fp32 statistics on the GPU, inp's own dtype on the host.
 DType statistics_dtype(const Tensor& inp) {
-  return inp.device() == Device::CUDA ? DType::F32 : inp.dtype();
+  return row_stats_dtype(inp.device(), inp.dtype());
 }
 
 void check_layernorm(const char* op, const char* inp_name, const Tensor& inp, const Tensor& weight,
