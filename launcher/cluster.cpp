@@ -80,13 +80,13 @@ void print_topology(Communicator& world, int local_rank, const std::string& devi
     const int32_t* row = all.data<int32_t>() + static_cast<int64_t>(r) * kRow;
     std::string name;
     for (int i = 0; i < kHost && row[i] != 0; ++i) name += static_cast<char>(row[i]);
-    const auto it = std::find(hosts.begin(), hosts.end(), name);
-    if (it == hosts.end()) {
+    const size_t h =
+        static_cast<size_t>(std::find(hosts.begin(), hosts.end(), name) - hosts.begin());
+    if (h == hosts.size()) {
       hosts.push_back(name);
       ranks.emplace_back();
     }
-    ranks[static_cast<size_t>(std::find(hosts.begin(), hosts.end(), name) - hosts.begin())]
-        .push_back(r);
+    ranks[h].push_back(r);
   }
   std::printf("topology: %d rank%s on %zu host%s, device %s\n", world.size(),
               world.size() == 1 ? "" : "s", hosts.size(), hosts.size() == 1 ? "" : "s",

@@ -382,15 +382,12 @@ bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
   cfg.model.recompute = choose<Recompute>(
       "--train.recompute", enums.recompute,
       {{"none", Recompute::None}, {"selective", Recompute::Selective}, {"full", Recompute::Full}});
-  if (!ops::attention_kernels_named(enums.attention, &cfg.attention_kernels)) {
-    std::string message = "--gpu.attention: expected one of ";
-    message += ops::attention_kernels_name(ops::AttentionKernels::CudaCores);
-    message += ", ";
-    message += ops::attention_kernels_name(ops::AttentionKernels::TensorCores);
-    message += ", found ";
-    message += enums.attention;
-    throw InputError(message);
-  }
+  using ops::AttentionKernels;
+  cfg.attention_kernels = choose<AttentionKernels>(
+      "--gpu.attention", enums.attention,
+      {{ops::attention_kernels_name(AttentionKernels::CudaCores), AttentionKernels::CudaCores},
+       {ops::attention_kernels_name(AttentionKernels::TensorCores),
+        AttentionKernels::TensorCores}});
   cfg.schedule.total_steps = cfg.steps;
   cfg.validate();
   cfg.resolved_ini = resolved_ini(vm, all);
