@@ -17,10 +17,6 @@ namespace tessera {
 
 namespace {
 
-// How long an NCCL call may take before the run stops with a message naming it (the first
-// step's collectives wait for every rank's set-up).
-constexpr double kNcclTimeoutSeconds = 600;
-
 // The corpora of a blend, open, with every token id checked against the vocabulary: a bad id
 // stops the run here, before training, naming the file and the position.
 std::vector<TokenCorpus> open_corpora(const std::vector<CorpusWeight>& blend, int64_t vocab) {
@@ -89,7 +85,10 @@ void Trainer::start(Communicator& world, int local_rank) {
   Communicator* grid_world = &world;
   if (cfg_.model.device == Device::CUDA) {
 #ifdef TESSERA_WITH_CUDA
-    device_world_ = NcclCommunicator::create(world, local_rank, kNcclTimeoutSeconds, "world");
+    // NCCL's own bound on a silent peer is the loosest of the watchdog's deadlines
+    // (--train.startup_timeout, --train.collective_timeout): the watchdog, which reports every
+    // rank's last operations and exits 5, speaks first, and NCCL's InternalError is the backstop.
+    device_world_ = NcclCommunicator::create(world, local_rank, cfg_.startup_deadline(), "world");
     grid_world = device_world_.get();
 #else
     (void)local_rank;
