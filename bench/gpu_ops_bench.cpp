@@ -28,9 +28,13 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 struct Shape3 {
+  const char* key;  // as --shape names it
   const char* name;
   int64_t d, heads;
 };
+constexpr Shape3 kShapes[] = {{"124m", "GPT-2 124M", 768, 12},
+                              {"350m", "GPT-2 350M", 1024, 16},
+                              {"1.3b", "GPT-2 1.3B", 2048, 16}};
 
 struct Op {
   std::string name;
@@ -175,6 +179,14 @@ int main(int argc, char** argv) {
     }
   }
   if (!bench::set_gpu_kernels(attention, dgelu)) return 2;
+  bool known_shape = shape == "all";
+  for (const Shape3& s : kShapes) known_shape |= shape == s.key;
+  if (!known_shape || (dtype != "bf16" && dtype != "f32")) {
+    std::fprintf(stderr, "%s: expected %s, found %s\n", known_shape ? "--dtype" : "--shape",
+                 known_shape ? "bf16 or f32" : "124m, 350m, 1.3b or all",
+                 known_shape ? dtype.c_str() : shape.c_str());
+    return 2;
+  }
   if (cuda_device_count() == 0) {
     std::printf("bench_gpu_ops: no GPU (%s)\n", cuda_summary().c_str());
     return 77;
@@ -182,15 +194,7 @@ int main(int argc, char** argv) {
   std::printf("%s; bf16 attention on %s\n", cuda_summary().c_str(), attention.c_str());
   std::printf("dgelu epilogue %s\n", dgelu.c_str());
   const DType dt = dtype == "f32" ? DType::F32 : DType::BF16;
-  const Shape3 shapes[] = {
-      {"GPT-2 124M", 768, 12}, {"GPT-2 350M", 1024, 16}, {"GPT-2 1.3B", 2048, 16}};
-  for (const Shape3& s : shapes) {
-    const std::string n = s.name;
-    if (shape != "all" && n.find(shape == "124m"   ? "124M"
-                                 : shape == "350m" ? "350M"
-                                                   : "1.3B") == std::string::npos)
-      continue;
-    bench_layer(s, batch, 1024, dt, repeat, peak);
-  }
+  for (const Shape3& s : kShapes)
+    if (shape == "all" || shape == s.key) bench_layer(s, batch, 1024, dt, repeat, peak);
   return 0;
 }
