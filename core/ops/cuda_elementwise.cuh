@@ -21,7 +21,7 @@ struct alignas(kPack * sizeof(D)) Pack {
 // Whether every pointer allows whole-pack accesses.
 template <typename... P>
 bool packable(const P*... ps) {
-  return ((reinterpret_cast<uintptr_t>(ps) % sizeof(Pack<P>) == 0) && ...);
+  return ((alignment_of(ps) >= sizeof(Pack<P>)) && ...);
 }
 
 // Blocks of kElementwiseThreads threads for n elements, kPack per thread.
