@@ -78,7 +78,6 @@ void AdamW::use_gradients(const std::vector<Tensor>& fp32_grads) {
         "AdamW::use_gradients: " + params_[i]->name + " needs an fp32 gradient of its shape");
     grad32_[i] = fp32_grads[i];
   }
-  grads_given_ = true;
 }
 
 void AdamW::refresh_values() {
@@ -98,7 +97,7 @@ void AdamW::step(double lr) {
     s.t = t_;
     Param& p = *params_[i];
     if (master_[i].defined()) {  // the bf16 value is written in the same pass
-      const Tensor& grad = grads_given_ ? grad32_[i] : p.grad;
+      const Tensor& grad = grad32_.empty() ? p.grad : grad32_[i];
       ops::adamw_update_mixed(master_[i], p.value, grad, m_[i], v_[i], s);
     } else {
       ops::adamw_update(p.value, p.grad, m_[i], v_[i], s);

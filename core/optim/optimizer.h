@@ -71,7 +71,6 @@ class AdamW {
   // use_gradients' fp32 gradients (views, by Param index; undefined for the others). Empty until
   // then: the update reads each bf16 Param's grad directly.
   std::vector<Tensor> grad32_;
-  bool grads_given_ = false;
   int64_t t_ = 0;
 };
 
