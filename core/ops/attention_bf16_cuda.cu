@@ -20,9 +20,11 @@ dim3 grid_of(int64_t B, int64_t S, int64_t H) {
               static_cast<unsigned>(B * H));
 }
 
+}  // namespace
+
 template <int HD>
-void launch_forward(bf16x1* out, float* lse, const bf16x1* qkv, int64_t B, int64_t S, int64_t H,
-                    float scale) {
+void attention_forward_bf16(bf16x1* out, float* lse, const bf16x1* qkv, int64_t B, int64_t S,
+                            int64_t H, float scale) {
   constexpr int smem = forward_smem_bytes<HD>();
   allow_smem<forward_kernel<HD>>(smem);
   forward_kernel<HD><<<grid_of(B, S, H), kThreads, smem, ::tessera::cuda::compute_stream()>>>(
@@ -31,8 +33,8 @@ void launch_forward(bf16x1* out, float* lse, const bf16x1* qkv, int64_t B, int64
 }
 
 template <int HD>
-void launch_backward(bf16x1* dqkv, const bf16x1* dout, const bf16x1* qkv, const float* lse,
-                     const float* delta, int64_t B, int64_t S, int64_t H, float scale) {
+void attention_backward_bf16(bf16x1* dqkv, const bf16x1* dout, const bf16x1* qkv, const float* lse,
+                             const float* delta, int64_t B, int64_t S, int64_t H, float scale) {
   cudaStream_t stream = ::tessera::cuda::compute_stream();
   const int Si = static_cast<int>(S), Hi = static_cast<int>(H);
   constexpr int dkdv_smem = dkdv_smem_bytes<HD>();
@@ -47,23 +49,13 @@ void launch_backward(bf16x1* dqkv, const bf16x1* dout, const bf16x1* qkv, const 
   CHECK_LAUNCH();
 }
 
-}  // namespace
-
-void attention_forward_bf16(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int64_t B,
-                            int64_t S, int64_t H, int64_t hd, float scale) {
-  if (hd == 64)
-    launch_forward<64>(out, lse, qkv, B, S, H, scale);
-  else
-    launch_forward<128>(out, lse, qkv, B, S, H, scale);
-}
-
-void attention_backward_bf16(__nv_bfloat16* dqkv, const __nv_bfloat16* dout,
-                             const __nv_bfloat16* qkv, const float* lse, const float* delta,
-                             int64_t B, int64_t S, int64_t H, int64_t hd, float scale) {
-  if (hd == 64)
-    launch_backward<64>(dqkv, dout, qkv, lse, delta, B, S, H, scale);
-  else
-    launch_backward<128>(dqkv, dout, qkv, lse, delta, B, S, H, scale);
-}
+template void attention_forward_bf16<64>(bf16x1*, float*, const bf16x1*, int64_t, int64_t, int64_t,
+                                         float);
+template void attention_forward_bf16<128>(bf16x1*, float*, const bf16x1*, int64_t, int64_t, int64_t,
+                                          float);
+template void attention_backward_bf16<64>(bf16x1*, const bf16x1*, const bf16x1*, const float*,
+                                          const float*, int64_t, int64_t, int64_t, float);
+template void attention_backward_bf16<128>(bf16x1*, const bf16x1*, const bf16x1*, const float*,
+                                           const float*, int64_t, int64_t, int64_t, float);
 
 }  // namespace tessera::ops::cuda

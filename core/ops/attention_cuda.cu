@@ -365,7 +365,7 @@ void launch_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int6
     // dqkv as bf16 pairs; less aligned operands (views into a buffer) take the CUDA-core kernels,
     // which read and write element by element.
     if (tensor_cores && alignment_of(qkv) >= 16 && alignment_of(out) >= 4) {
-      attention_forward_bf16(out, lse, qkv, B, S, H, HD, scale_of(HD));
+      attention_forward_bf16<HD>(out, lse, qkv, B, S, H, scale_of(HD));
       return;
     }
   }
@@ -389,7 +389,7 @@ void launch_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     if (tensor_cores && alignment_of(qkv) >= 16 && alignment_of(dout) >= 16 &&
         alignment_of(dqkv) >= 4) {
-      attention_backward_bf16(dqkv, dout, qkv, lse, delta, B, S, H, HD, scale_of(HD));
+      attention_backward_bf16<HD>(dqkv, dout, qkv, lse, delta, B, S, H, scale_of(HD));
       return;
     }
   }

@@ -33,11 +33,14 @@ __device__ __forceinline__ AttentionHead head_of_block(int S, int H) {
   return r;
 }
 
+// HD = 64 or 128 (instantiated in attention_bf16_cuda.cu).
+template <int HD>
 void attention_forward_bf16(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int64_t B,
-                            int64_t S, int64_t H, int64_t hd, float scale);
+                            int64_t S, int64_t H, float scale);
 
+template <int HD>
 void attention_backward_bf16(__nv_bfloat16* dqkv, const __nv_bfloat16* dout,
                              const __nv_bfloat16* qkv, const float* lse, const float* delta,
-                             int64_t B, int64_t S, int64_t H, int64_t hd, float scale);
+                             int64_t B, int64_t S, int64_t H, float scale);
 
 }  // namespace tessera::ops::cuda
