@@ -77,26 +77,31 @@ constexpr double kF32LossRtol = 1e-3;
 // not learn the same thing (the loss falls from ln 256 = 5.5 to below 1 here).
 constexpr double kBf16LossRtol = 5e-2;
 
-TEST(GpuModel, Float32LossCurveFollowsTheCpuFor50Steps) {
-  const std::vector<double> cpu = loss_curve(DType::F32, Device::CPU, 50);
-  const std::vector<double> gpu = loss_curve(DType::F32, Device::CUDA, 50);
+// The float32 CPU reference of the loss-curve tests, trained once for all of them.
+const std::vector<double>& cpu_f32_curve() {
+  static const std::vector<double> curve = loss_curve(DType::F32, Device::CPU, 50);
+  return curve;
+}
+
+// Every step's GPU loss within rtol of the CPU's.
+void expect_follows(const std::vector<double>& gpu, const std::vector<double>& cpu, double rtol) {
   ASSERT_EQ(cpu.size(), gpu.size());
   for (size_t i = 0; i < cpu.size(); ++i)
-    EXPECT_NEAR(gpu[i], cpu[i], kF32LossRtol * cpu[i]) << "step " << i + 1;
+    EXPECT_NEAR(gpu[i], cpu[i], rtol * cpu[i]) << "step " << i + 1;
+}
+
+TEST(GpuModel, Float32LossCurveFollowsTheCpuFor50Steps) {
+  const std::vector<double>& cpu = cpu_f32_curve();
+  expect_follows(loss_curve(DType::F32, Device::CUDA, 50), cpu, kF32LossRtol);
   EXPECT_LT(cpu.back(), 0.5 * cpu.front()) << "the model should learn to count";
 }
 
 TEST(GpuModel, Bfloat16LossCurveFollowsTheFloat32CpuFor50Steps) {
-  const std::vector<double> cpu = loss_curve(DType::F32, Device::CPU, 50);
-  const std::vector<double> gpu = loss_curve(DType::BF16, Device::CUDA, 50);
-  ASSERT_EQ(cpu.size(), gpu.size());
-  for (size_t i = 0; i < cpu.size(); ++i)
-    EXPECT_NEAR(gpu[i], cpu[i], kBf16LossRtol * cpu[i]) << "step " << i + 1;
+  expect_follows(loss_curve(DType::BF16, Device::CUDA, 50), cpu_f32_curve(), kBf16LossRtol);
 }
 
 // The opt-in kernels (docs/DECISIONS.md): tensor-core attention and the DGELU epilogue.
 TEST(GpuModel, Bfloat16LossCurveOnTensorCoreAttentionAndDgeluEpilogueFollowsTheFloat32Cpu) {
-  const std::vector<double> cpu = loss_curve(DType::F32, Device::CPU, 50);
   std::vector<double> gpu;
   {
     // Only the GPU run takes these settings: the guards put the previous ones back at the end of
@@ -105,9 +110,7 @@ TEST(GpuModel, Bfloat16LossCurveOnTensorCoreAttentionAndDgeluEpilogueFollowsTheF
     const gpu_test::DgeluEpilogue epilogue(true);
     gpu = loss_curve(DType::BF16, Device::CUDA, 50);
   }
-  ASSERT_EQ(cpu.size(), gpu.size());
-  for (size_t i = 0; i < cpu.size(); ++i)
-    EXPECT_NEAR(gpu[i], cpu[i], kBf16LossRtol * cpu[i]) << "step " << i + 1;
+  expect_follows(gpu, cpu_f32_curve(), kBf16LossRtol);
 }
 
 // As on the CPU (Recompute.*): recomputation reruns deterministic kernels on the same inputs, so
