@@ -40,50 +40,58 @@ std::vector<TensorBlock> blocks_of(const Param& p, const Tensor& local, const st
   return out;
 }
 
-// The two moments of every parameter this rank holds, as tensors shaped like the parameter:
-// AdamW's own, or with ZeRO-1 views into moments all-gathered over DP (collective).
-struct Moments {
-  std::vector<Tensor> exp_avg, exp_avg_sq;
-  Tensor flat_m, flat_v;  // ZeRO-1: the whole moments
+// The optimizer state of every parameter this rank holds, as tensors shaped like the parameter:
+// both moments, and for a bfloat16 model the fp32 master weights (undefined for other Params).
+// AdamW's own, or with ZeRO-1 views into the whole state all-gathered over DP (collective).
+struct OptimizerState {
+  std::vector<Tensor> exp_avg, exp_avg_sq, master;
+  Tensor flat_m, flat_v, flat_master;  // ZeRO-1: the whole state, laid out like flat_values()
 };
 
-Moments moments_of(Trainer& tr, bool gather) {
-  Moments m;
+OptimizerState optimizer_state_of(Trainer& tr, bool gather) {
+  OptimizerState s;
   const std::vector<Param*>& ps = tr.params();
   if (AdamW* a = tr.adamw()) {
-    m.exp_avg = a->exp_avg();
-    m.exp_avg_sq = a->exp_avg_sq();
-    return m;
+    s.exp_avg = a->exp_avg();
+    s.exp_avg_sq = a->exp_avg_sq();
+    s.master = a->master();
+    return s;
   }
-  const Tensor& flat = tr.buckets().flat_values();
+  ZeroAdamW& z = *tr.zero();
   if (gather) {
-    tr.zero()->gather_moments(m.flat_m, m.flat_v);
-  } else {
-    m.flat_m = Tensor(flat.shape(), flat.dtype());
-    m.flat_v = Tensor(flat.shape(), flat.dtype());
+    z.gather_moments(s.flat_m, s.flat_v);
+    if (z.mixed_precision()) s.flat_master = z.gather_masters();
+  } else {  // to read into, on the host
+    const Shape& shape = tr.buckets().flat_values().shape();
+    s.flat_m = Tensor(shape, z.state_dtype());
+    s.flat_v = Tensor(shape, z.state_dtype());
+    if (z.mixed_precision()) s.flat_master = Tensor(shape, DType::F32);
   }
   for (const Param* p : ps) {
     const int64_t at = tr.buckets().offset_of(*p), n = p->value.numel();
-    m.exp_avg.push_back(m.flat_m.slice0(at, at + n).view(p->value.shape()));
-    m.exp_avg_sq.push_back(m.flat_v.slice0(at, at + n).view(p->value.shape()));
+    const auto view = [&](const Tensor& flat) {
+      return flat.defined() ? flat.slice0(at, at + n).view(p->value.shape()) : Tensor();
+    };
+    s.exp_avg.push_back(view(s.flat_m));
+    s.exp_avg_sq.push_back(view(s.flat_v));
+    s.master.push_back(view(s.flat_master));
   }
-  return m;
+  return s;
 }
 
 // The blocks of the values and moments of this rank's parameters: to write, only those it counts
 // (TP-replicated ones on TP rank 0, the tied copy not at all); to read, all it holds.
-std::vector<TensorBlock> state_blocks(Trainer& tr, const Moments& m, bool counted_only) {
+std::vector<TensorBlock> state_blocks(Trainer& tr, const OptimizerState& s, bool counted_only) {
   std::vector<TensorBlock> blocks;
   const std::vector<Param*>& ps = tr.params();
   for (size_t i = 0; i < ps.size(); ++i) {
     const Param& p = *ps[i];
     if (counted_only && !p.counted_here()) continue;
     // A bfloat16 model's weights are its fp32 masters: checkpoints hold float32 weights.
-    const Tensor* master = tr.adamw() ? &tr.adamw()->master()[i] : nullptr;
-    const Tensor& value = master && master->defined() ? *master : p.value;
+    const Tensor& value = s.master[i].defined() ? s.master[i] : p.value;
     for (auto& b : blocks_of(p, value, "model/" + p.name)) blocks.push_back(b);
-    for (auto& b : blocks_of(p, m.exp_avg[i], "optimizer/exp_avg/" + p.name)) blocks.push_back(b);
-    for (auto& b : blocks_of(p, m.exp_avg_sq[i], "optimizer/exp_avg_sq/" + p.name))
+    for (auto& b : blocks_of(p, s.exp_avg[i], "optimizer/exp_avg/" + p.name)) blocks.push_back(b);
+    for (auto& b : blocks_of(p, s.exp_avg_sq[i], "optimizer/exp_avg_sq/" + p.name))
       blocks.push_back(b);
   }
   return blocks;
@@ -228,11 +236,11 @@ double CheckpointSaver::save() {
   // starts without a barrier. A step_N.tmp left by a crash was removed when the run started.
   fs::create_directories(fs::path(tmp) / "shards");
   crash_point(c, rank, "start");
-  // The state as it is now: with ZeRO-1 the moments are gathered over DP (collective); with an
-  // asynchronous save every block is copied, so training may change the originals.
-  const Moments m = moments_of(tr_, /*gather=*/true);
+  // The state as it is now: with ZeRO-1 the optimizer state is gathered over DP (collective); with
+  // an asynchronous save every block is copied, so training may change the originals.
+  const OptimizerState state = optimizer_state_of(tr_, /*gather=*/true);
   std::vector<TensorBlock> blocks;
-  if (tr_.grid().coord().dp == 0) blocks = state_blocks(tr_, m, true);
+  if (tr_.grid().coord().dp == 0) blocks = state_blocks(tr_, state, true);
   if (!async_)  // HDF5 writes host memory: GPU blocks are copied first
     for (TensorBlock& b : blocks)
       if (b.data.device() != Device::CPU) b.data = b.data.to(Device::CPU);
@@ -363,8 +371,8 @@ void load_checkpoint(Trainer& tr, const std::string& dir) {
   // Rank 0 verified every checksum when it chose the checkpoint; here, presence and sizes.
   CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
   reader.prefer_shard(tr.host_world().rank());  // in the saving layout, its own file
-  Moments m = moments_of(tr, /*gather=*/false);
-  for (TensorBlock& b : state_blocks(tr, m, false)) {
+  OptimizerState state = optimizer_state_of(tr, /*gather=*/false);
+  for (TensorBlock& b : state_blocks(tr, state, false)) {
     if (!reader.has(b.name))
       throw InputError("checkpoint " + dir + ": no tensor " + b.name +
                        " (was it saved from another model?)");
@@ -377,7 +385,10 @@ void load_checkpoint(Trainer& tr, const std::string& dir) {
     }
   }
   if (AdamW* a = tr.adamw()) a->refresh_values();
-  if (ZeroAdamW* z = tr.zero()) z->scatter_moments(m.flat_m, m.flat_v);
+  if (ZeroAdamW* z = tr.zero()) {
+    z->scatter_moments(state.flat_m, state.flat_v);
+    if (z->mixed_precision()) z->scatter_masters(state.flat_master);  // and the bf16 values
+  }
   const CheckpointMeta& meta = reader.meta();
   const TrainConfig& c = tr.config();
   if (meta.ints.count("heads") && meta.ints.at("heads") != c.model.heads)

@@ -115,7 +115,7 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
       "parallel.dp", po::value(&c.parallel.dp)->default_value(c.parallel.dp),
       "data-parallel replicas (0: MPI ranks / (tp x pp))")(
       "parallel.zero", po::value(&c.parallel.zero)->default_value(c.parallel.zero),
-      "1: ZeRO-1, shard the AdamW moments over the data-parallel ranks")(
+      "1: ZeRO-1, shard the AdamW moments (and bf16's fp32 masters) over the data-parallel ranks")(
       "parallel.bucket_mb", po::value(&c.parallel.bucket_mb)->default_value(c.parallel.bucket_mb),
       "size of a data-parallel gradient bucket in MB; each is reduced as soon as it is complete");
 
@@ -314,8 +314,6 @@ void TrainConfig::validate() const {
   require(parallel.dp >= 0, "--parallel.dp", "0 (inferred) or more", parallel.dp);
   require(parallel.zero == 0 || parallel.zero == 1, "--parallel.zero", "0 or 1", parallel.zero);
   require(parallel.bucket_mb > 0, "--parallel.bucket_mb", "a positive size", parallel.bucket_mb);
-  require(parallel.zero == 0 || model.dtype != DType::BF16, "--parallel.zero",
-          "0 with --train.precision bf16 (ZeRO-1 keeps no fp32 master weights yet)", parallel.zero);
   require(sample_tokens >= 0, "--sample.tokens", "0 or more", sample_tokens);
   require(sample_temperature > 0, "--sample.temperature", "a positive value", sample_temperature);
   require(sample_top_k >= 0, "--sample.top_k", "0 (all) or more", sample_top_k);

@@ -109,10 +109,13 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
               tr.microbatches(), tr.microbatches() == 1 ? "" : "es",
               static_cast<long long>(cfg.micro_batch),
               100.0 * bubble_fraction(l.pp, tr.microbatches()));
+  const char* zero = cfg.parallel.zero == 0 ? ""
+                     : m.dtype == DType::BF16
+                         ? ", ZeRO-1 (AdamW moments and fp32 master weights sharded)"
+                         : ", ZeRO-1 (AdamW moments sharded)";
   std::printf("data parallel: %d replica%s, %lld gradient bucket%s of <= %.1f MB%s\n", l.dp,
               l.dp == 1 ? "" : "s", static_cast<long long>(tr.buckets().bucket_count()),
-              tr.buckets().bucket_count() == 1 ? "" : "s", cfg.parallel.bucket_mb,
-              cfg.parallel.zero ? ", ZeRO-1 (AdamW moments sharded)" : "");
+              tr.buckets().bucket_count() == 1 ? "" : "s", cfg.parallel.bucket_mb, zero);
   if (m.device == Device::CUDA && m.dtype == DType::BF16)
     std::printf("gpu: bf16 attention on %s, DGELU epilogue %s\n",
                 ops::attention_kernels_name(cfg.attention_kernels),

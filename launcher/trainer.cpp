@@ -261,11 +261,13 @@ double Trainer::evaluate() {
 int64_t Trainer::state_bytes() const {
   const int64_t elem = static_cast<int64_t>(dtype_size(cfg_.model.dtype));
   const int64_t flat = buckets_->flat_values().numel();
-  const int64_t moments = zero_ ? zero_->moment_elements() : flat;
+  // Elements of each piece of optimizer state (moments; masters with bf16) on this rank, and of
+  // the reduced gradient piece that ZeRO-1 keeps.
+  const int64_t state = zero_ ? zero_->moment_elements() : flat;
   const int64_t reduced_piece = zero_ ? zero_->moment_elements() : 0;
-  if (cfg_.model.dtype == DType::BF16)  // fp32 moments, master weights and gradient sums
-    return elem * 2 * flat + 4 * (2 * moments + 2 * flat);
-  return elem * (2 * flat + 2 * moments + reduced_piece);
+  if (cfg_.model.dtype == DType::BF16)  // bf16 values and gradients; the rest fp32
+    return elem * 2 * flat + 4 * (flat /* gradient sums */ + 3 * state + reduced_piece);
+  return elem * (2 * flat + 2 * state + reduced_piece);
 }
 
 }  // namespace tessera

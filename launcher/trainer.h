@@ -79,8 +79,8 @@ class Trainer {
   const std::vector<Param*>& params() const { return params_; }
   AdamW* adamw() { return adamw_.get(); }    // null with ZeRO-1
   ZeroAdamW* zero() { return zero_.get(); }  // null without
-  // Bytes of parameters, gradients and optimizer state (moments; with ZeRO-1 also the reduced
-  // gradient piece) on this rank.
+  // Bytes of parameters, gradients and optimizer state (moments, and fp32 masters and gradient
+  // sums with bf16; with ZeRO-1 also the reduced gradient piece) on this rank.
   int64_t state_bytes() const;
 
  private:

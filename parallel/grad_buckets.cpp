@@ -43,7 +43,6 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
   values_ = Tensor({offset}, dtype, device);
   grads_ = Tensor({offset}, dtype, device);
   const bool mixed = dtype == DType::BF16;
-  TESSERA_CHECK(!(mixed && shard), "GradBuckets: ZeRO-1 with bfloat16 parameters");
   if (mixed) sums_ = Tensor({offset}, DType::F32, device);  // defined: mixed_precision()
   for (size_t i = 0; i < order.size(); ++i) {
     Param& p = *order[i];
@@ -55,7 +54,7 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
   }
   for (Bucket& b : buckets_) {
     b.pending = static_cast<int>(b.params.size());
-    if (shard_) b.shard_grad = Tensor({b.size / dp.size()}, dtype, device);
+    if (shard_) b.shard_grad = Tensor({b.size / dp.size()}, flat_grads().dtype(), device);
   }
 }
 
@@ -148,7 +147,7 @@ void GradBuckets::finish() {
     if (b.request) b.request->wait();
     b.request.reset();
     if (shard_ && dp_.size() == 1)
-      copy_into(b.shard_grad, grads_.slice0(b.offset, b.offset + b.size));
+      copy_into(b.shard_grad, flat_grads().slice0(b.offset, b.offset + b.size));
     if (dp_.size() == 1) continue;
     if (shard_) {
       ops::scale(b.shard_grad, inv_dp);

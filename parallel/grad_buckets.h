@@ -10,7 +10,8 @@
 // Mixed precision (bfloat16 Params): the backward writes bf16 gradients (Param::grad, views of
 // the bf16 flat buffer), which are folded into an fp32 flat buffer after every microbatch
 // (end_microbatch) and, in the last, bucket by bucket as they become final; the DP reduction,
-// clipping and the optimizer work on the fp32 sums (flat_grads, grad_of).
+// clipping and the optimizer work on the fp32 sums (flat_grads, grad_of); with `shard` the sums
+// are reduce-scattered, and each piece (shard_grad) is fp32.
 #pragma once
 
 #include <memory>
@@ -29,7 +30,7 @@ class GradBuckets {
     std::vector<Param*> params;
     int pending = 0;  // params not yet final in this step
     std::unique_ptr<CommRequest> request;
-    Tensor shard_grad;  // ZeRO-1: this rank's reduced piece, size / DP elements
+    Tensor shard_grad;  // ZeRO-1: this rank's reduced piece of flat_grads(), size / DP elements
   };
 
   // groups: the Params in the order their gradients become final; each group starts a new

@@ -5,29 +5,40 @@
 
 #include "core/error.h"
 #include "core/ops/adamw.h"
+#include "core/ops/cast.h"
 
 namespace tessera {
 
 ZeroAdamW::ZeroAdamW(GradBuckets& buckets, const AdamWConfig& cfg) : buckets_(buckets), cfg_(cfg) {
   TESSERA_CHECK(buckets.sharded(), "ZeroAdamW needs GradBuckets built with shard = true");
   Tensor& values = buckets.flat_values();
+  const bool mixed = buckets.mixed_precision();
+  const DType state = mixed ? DType::F32 : values.dtype();
   const int dp = buckets.dp().size(), r = buckets.dp().rank();
   for (GradBuckets::Bucket& b : buckets.buckets()) {
     const int64_t len = b.size / dp;
     const int64_t piece_begin = b.offset + r * len, piece_end = piece_begin + len;
-    exp_avg_.emplace_back(Shape{len}, values.dtype(), values.device());
-    exp_avg_sq_.emplace_back(Shape{len}, values.dtype(), values.device());
+    exp_avg_.emplace_back(Shape{len}, state, values.device());
+    exp_avg_sq_.emplace_back(Shape{len}, state, values.device());
+    if (mixed) {  // the masters start as the bf16 values, widened exactly
+      master_.emplace_back(Shape{len}, DType::F32, values.device());
+      ops::cast(master_.back(), values.slice0(piece_begin, piece_end));
+    }
     for (Param* p : b.params) {
       const int64_t begin = buckets.offset_of(*p), end = begin + p->value.numel();
       const int64_t lo = std::max(begin, piece_begin), hi = std::min(end, piece_end);
       if (lo >= hi) continue;
-      segments_.push_back(Segment{p, values.slice0(lo, hi),
-                                  b.shard_grad.slice0(lo - piece_begin, hi - piece_begin),
-                                  exp_avg_.back().slice0(lo - piece_begin, hi - piece_begin),
-                                  exp_avg_sq_.back().slice0(lo - piece_begin, hi - piece_begin),
-                                  adamw_weight_decay(*p, cfg)});
+      const int64_t from = lo - piece_begin, to = hi - piece_begin;
+      segments_.push_back(
+          Segment{p, values.slice0(lo, hi), b.shard_grad.slice0(from, to),
+                  exp_avg_.back().slice0(from, to), exp_avg_sq_.back().slice0(from, to),
+                  mixed ? master_.back().slice0(from, to) : Tensor(), adamw_weight_decay(*p, cfg)});
     }
   }
+}
+
+DType ZeroAdamW::state_dtype() const {
+  return exp_avg_.front().dtype();
 }
 
 double ZeroAdamW::grad_sum_of_squares() const {
@@ -41,28 +52,52 @@ void ZeroAdamW::scale_grads(double alpha) {
   for (GradBuckets::Bucket& b : buckets_.buckets()) ops::scale(b.shard_grad, alpha);
 }
 
-void ZeroAdamW::gather_moments(Tensor& exp_avg, Tensor& exp_avg_sq) {
+Tensor ZeroAdamW::gather(const std::vector<Tensor>& pieces) {
   const Tensor& flat = buckets_.flat_values();
-  exp_avg = Tensor(flat.shape(), flat.dtype(), flat.device());
-  exp_avg_sq = Tensor(flat.shape(), flat.dtype(), flat.device());
-  Communicator& dp = buckets_.dp();
-  std::vector<GradBuckets::Bucket>& bs = buckets_.buckets();
+  Tensor whole(flat.shape(), state_dtype(), flat.device());
+  const std::vector<GradBuckets::Bucket>& bs = buckets_.buckets();
   for (size_t i = 0; i < bs.size(); ++i) {
-    Tensor m = exp_avg.slice0(bs[i].offset, bs[i].offset + bs[i].size);
-    Tensor v = exp_avg_sq.slice0(bs[i].offset, bs[i].offset + bs[i].size);
-    dp.all_gather(m, exp_avg_[i]);
-    dp.all_gather(v, exp_avg_sq_[i]);
+    Tensor block = whole.slice0(bs[i].offset, bs[i].offset + bs[i].size);
+    buckets_.dp().all_gather(block, pieces[i]);
+  }
+  return whole;
+}
+
+void ZeroAdamW::scatter(std::vector<Tensor>& pieces, const Tensor& whole) {
+  const int dp = buckets_.dp().size(), r = buckets_.dp().rank();
+  const std::vector<GradBuckets::Bucket>& bs = buckets_.buckets();
+  for (size_t i = 0; i < bs.size(); ++i) {
+    const int64_t len = bs[i].size / dp, begin = bs[i].offset + r * len;
+    copy_into(pieces[i], whole.slice0(begin, begin + len));
   }
 }
 
+void ZeroAdamW::gather_moments(Tensor& exp_avg, Tensor& exp_avg_sq) {
+  exp_avg = gather(exp_avg_);
+  exp_avg_sq = gather(exp_avg_sq_);
+}
+
 void ZeroAdamW::scatter_moments(const Tensor& exp_avg, const Tensor& exp_avg_sq) {
+  scatter(exp_avg_, exp_avg);
+  scatter(exp_avg_sq_, exp_avg_sq);
+}
+
+Tensor ZeroAdamW::gather_masters() {
+  TESSERA_CHECK(mixed_precision(), "ZeroAdamW::gather_masters without bfloat16 parameters");
+  return gather(master_);
+}
+
+void ZeroAdamW::scatter_masters(const Tensor& masters) {
+  TESSERA_CHECK(mixed_precision(), "ZeroAdamW::scatter_masters without bfloat16 parameters");
+  scatter(master_, masters);
   const int dp = buckets_.dp().size(), r = buckets_.dp().rank();
-  std::vector<GradBuckets::Bucket>& bs = buckets_.buckets();
+  const std::vector<GradBuckets::Bucket>& bs = buckets_.buckets();
   for (size_t i = 0; i < bs.size(); ++i) {
     const int64_t len = bs[i].size / dp, begin = bs[i].offset + r * len;
-    copy_into(exp_avg_[i], exp_avg.slice0(begin, begin + len));
-    copy_into(exp_avg_sq_[i], exp_avg_sq.slice0(begin, begin + len));
+    Tensor value = buckets_.flat_values().slice0(begin, begin + len);
+    ops::cast(value, master_[i]);
   }
+  all_gather_values();
 }
 
 int64_t ZeroAdamW::moment_elements() const {
@@ -81,8 +116,15 @@ void ZeroAdamW::step(double lr) {
     s.eps = cfg_.eps;
     s.weight_decay = seg.weight_decay;
     s.t = t_;
-    ops::adamw_update(seg.value, seg.grad, seg.exp_avg, seg.exp_avg_sq, s);
+    if (seg.master.defined())  // the bf16 value is written in the same pass
+      ops::adamw_update_mixed(seg.master, seg.value, seg.grad, seg.exp_avg, seg.exp_avg_sq, s);
+    else
+      ops::adamw_update(seg.value, seg.grad, seg.exp_avg, seg.exp_avg_sq, s);
   }
+  all_gather_values();
+}
+
+void ZeroAdamW::all_gather_values() {
   Communicator& dp = buckets_.dp();
   if (dp.size() == 1) return;
   // In place: this rank's piece already sits at its block of the bucket.

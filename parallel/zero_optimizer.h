@@ -3,6 +3,12 @@
 // parameter instead of 8), updates the parameters of that piece from the reduce-scattered
 // gradient, then all-gathers every bucket so that each rank holds the whole updated model.
 // The update of each element is AdamW's exactly, so the result equals unsharded AdamW.
+//
+// Mixed precision (bfloat16 Params, as Megatron-LM's distributed optimizer with --bf16): the
+// fp32 master weights are sharded like the moments (12 / DP bytes per parameter of optimizer
+// state, instead of 12); rank r updates its masters from the fp32 gradient sums and rounds them
+// into its piece of the bf16 values in the same pass (ops::adamw_update_mixed), and the bf16
+// values are all-gathered. Each element is AdamW's mixed update exactly.
 #pragma once
 
 #include <vector>
@@ -24,11 +30,20 @@ class ZeroAdamW {
   void step(double lr);
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }  // when resuming
+  bool mixed_precision() const { return !master_.empty(); }
+  // The dtype of the moments and master weights: float32 with mixed precision, else the Params'.
+  DType state_dtype() const;
   // The whole moments, laid out like GradBuckets::flat_values(): all-gathered over DP
   // (collective), for a checkpoint. Padding elements are 0.
   void gather_moments(Tensor& exp_avg, Tensor& exp_avg_sq);
   // The inverse, when resuming: each rank keeps its pieces of the whole moments.
   void scatter_moments(const Tensor& exp_avg, const Tensor& exp_avg_sq);
+  // Mixed precision: the whole fp32 master weights, laid out like flat_values(), all-gathered
+  // over DP (collective); what a checkpoint saves as the weights.
+  Tensor gather_masters();
+  // The inverse, when resuming (collective): each rank keeps its pieces of the whole masters,
+  // rounds them into its pieces of the bf16 values, and all-gathers the values.
+  void scatter_masters(const Tensor& masters);
   int64_t moment_elements() const;  // per moment, on this rank
 
  private:
@@ -36,12 +51,19 @@ class ZeroAdamW {
   struct Segment {
     Param* param;
     Tensor value, grad, exp_avg, exp_avg_sq;
+    Tensor master;  // mixed precision: fp32 master weights of the value; else undefined
     double weight_decay;
   };
+  // The whole of a per-bucket state (moments, masters) from every rank's pieces, and back.
+  Tensor gather(const std::vector<Tensor>& pieces);
+  void scatter(std::vector<Tensor>& pieces, const Tensor& whole);
+  // Every rank's piece of the values to every rank (in place; nothing with one DP rank).
+  void all_gather_values();
   GradBuckets& buckets_;
   AdamWConfig cfg_;
   std::vector<Segment> segments_;
   std::vector<Tensor> exp_avg_, exp_avg_sq_;  // per bucket, size / DP
+  std::vector<Tensor> master_;                // mixed precision: per bucket, size / DP; else empty
   int64_t t_ = 0;
 };
 

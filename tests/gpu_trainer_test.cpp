@@ -1,7 +1,7 @@
 // The Trainer on the GPU (one rank, NCCL groups of one): its losses against the same run on the
 // CPU, in float32 and bfloat16, and a checkpoint saved on the GPU that resumes bitwise on the GPU
-// and within the layout tolerance on the CPU. Runs only where a GPU is present
-// (tests/test_gpu.cpp).
+// and within the layout tolerance on the CPU; ZeRO-1 of a bfloat16 model. Runs only where a GPU is
+// present (tests/test_gpu.cpp).
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -107,6 +107,34 @@ TEST_F(GpuTrainer, CheckpointOfAGpuRunResumesBitwiseOnTheGpuAndOnTheCpu) {
     for (size_t i = 0; i < on_cpu.size(); ++i)
       EXPECT_NEAR(on_cpu[i], straight[10 + i], rtol * straight[10 + i])
           << dtype_name(dtype) << " step " << 11 + i;
+  }
+}
+
+// ZeRO-1 of a bfloat16 model on one GPU (DP 1: the sharded path, with every piece here). It
+// trains as mixed AdamW does (only the gradient norm sums in another order), and its checkpoint,
+// whose weights are the gathered fp32 masters, resumes bitwise with ZeRO-1 and closely without.
+// The bits of the sharded update against mixed AdamW on 1, 3 and 8 ranks: test_parallel and
+// test_layouts, on the host.
+TEST_F(GpuTrainer, ZeroOneWithBfloat16FollowsAdamWAndItsCheckpointResumesBitwise) {
+  constexpr double kSameMathRtol = 1e-2;
+  const TrainConfig plain = gpu_config(dir_, Device::CUDA, DType::BF16);
+  TrainConfig zero = plain;
+  zero.parallel.zero = 1;
+  const std::vector<double> straight_plain = train(plain, 20);
+  const std::vector<double> straight = train(zero, 20);
+  for (size_t i = 0; i < straight.size(); ++i)
+    EXPECT_NEAR(straight[i], straight_plain[i], kSameMathRtol * straight_plain[i])
+        << "step " << i + 1;
+  const std::string root = (dir_ / "ckpt_zero_bf16").string();
+  train(zero, 10, root);
+  const std::string step10 = root + "/step_00000010";
+  ASSERT_TRUE(fs::exists(step10)) << step10;
+  const std::vector<double> resumed = train(zero, 10, "", step10);
+  const std::vector<double> without = train(plain, 10, "", step10);
+  for (size_t i = 0; i < resumed.size(); ++i) {
+    EXPECT_EQ(resumed[i], straight[10 + i]) << "step " << 11 + i;
+    EXPECT_NEAR(without[i], straight[10 + i], kSameMathRtol * straight[10 + i])
+        << "without ZeRO-1, step " << 11 + i;
   }
 }
 

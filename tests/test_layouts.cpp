@@ -2,7 +2,8 @@
 // from the same seed and global batch gives the same loss at every step, within 1e-5 relative,
 // and the same parameters after 20 steps, gathered to global tensors, within 1e-4, for every
 // (TP, PP, DP) layout up to 8 ranks, with 1 and 4 microbatches per DP rank, with and without
-// ZeRO-1. Runs on 8 MPI ranks; each case trains on the first TP x PP x DP of them.
+// ZeRO-1 (and ZeRO-1 of bf16 parameters against mixed AdamW). Runs on 8 MPI ranks; each case
+// trains on the first TP x PP x DP of them.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include "launcher/trainer.h"
 #include "parallel/local_communicator.h"
 #include "parallel/mpi_communicator.h"
+#include "tests/zero_mixed_case.h"
 
 namespace tessera {
 namespace {
@@ -192,6 +194,18 @@ TEST_F(LayoutEquivalence, OneLayoutIsBitwiseDeterministic) {
   ASSERT_EQ(a.losses.size(), 20u);
   EXPECT_EQ(a.losses, b.losses);
   EXPECT_EQ(a.params, b.params);
+}
+
+// ZeRO-1 with bfloat16 parameters on 3 MPI ranks (pieces end in padding) and on 8: the same
+// bits as mixed-precision AdamW on one rank (tests/zero_mixed_case.h). The Trainer's bf16 path
+// runs on the GPU only (tests/gpu_trainer_test.cpp).
+TEST_F(LayoutEquivalence, ZeroOneWithBfloat16ParamsEqualsMixedAdamWOnOneRank) {
+  for (int n : {3, 8}) {
+    std::unique_ptr<Communicator> dp =
+        world_->split(world_->rank() < n ? 0 : -1, world_->rank(), "dp");
+    if (dp) test_support::expect_sharded_mixed_adamw_is_adamw(*dp);
+    world_->barrier();
+  }
 }
 
 }  // namespace

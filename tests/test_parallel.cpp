@@ -14,6 +14,7 @@
 #include "parallel/pipeline_schedule.h"
 #include "parallel/process_grid.h"
 #include "parallel/zero_optimizer.h"
+#include "tests/zero_mixed_case.h"
 
 namespace tessera {
 namespace {
@@ -308,6 +309,14 @@ TEST(ZeroAdamW, OneRankEqualsAdamWExactly) {
   for (size_t i = 0; i < pa.size(); ++i)
     for (int64_t j = 0; j < pa[i]->value.numel(); ++j)
       ASSERT_EQ(pa[i]->value.data<float>()[j], pb[i]->value.data<float>()[j]) << pa[i]->name;
+}
+
+// Mixed precision on one DP rank: the sharded optimizer's fp32 masters and moments, and the
+// bf16 values it rounds from them, are mixed AdamW's (tests/zero_mixed_case.h; 3 and 8 ranks in
+// test_layouts).
+TEST(ZeroAdamW, OneRankWithBfloat16ParamsEqualsMixedAdamWExactly) {
+  LocalCommunicator dp("dp");
+  test_support::expect_sharded_mixed_adamw_is_adamw(dp);
 }
 
 }  // namespace
