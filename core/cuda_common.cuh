@@ -34,6 +34,16 @@
 // the next synchronisation.
 #define CHECK_LAUNCH() CHECK_CUDA(cudaGetLastError())
 
+namespace tessera {
+// Device memory from the compute stream's pool, counted in device_bytes_in_use() and the peak
+// (core/device.h), and given back in stream order; a failed allocation throws the out-of-memory
+// InputError that names the options to change. device_allocate leaves the bytes as they are;
+// Buffers use device_malloc, which zeroes them.
+void* device_allocate(size_t bytes);
+void* device_malloc(size_t bytes);
+void device_free(void* p, size_t bytes);
+}  // namespace tessera
+
 namespace tessera::cuda {
 
 // The stream every kernel, cuBLASLt call and host<->device copy of the compute path runs on
@@ -102,14 +112,13 @@ __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
 }
 
 // Untyped device memory for the duration of one launcher call, from the same stream-ordered
-// pool as device Tensors (core/device_cuda.cu), without a Tensor's shape and dtype. Never a null
-// pointer, even for 0 bytes (CUB reads a null temp buffer as a size query).
+// pool as device Tensors and counted with them (device_allocate, core/device_cuda.cu), without a
+// Tensor's shape and dtype, and not zeroed. Never a null pointer, even for 0 bytes (CUB reads a
+// null temp buffer as a size query).
 class StreamScratch {
  public:
-  explicit StreamScratch(size_t bytes) {
-    CHECK_CUDA(cudaMallocAsync(&p_, bytes == 0 ? 1 : bytes, compute_stream()));
-  }
-  ~StreamScratch() { (void)cudaFreeAsync(p_, compute_stream()); }
+  explicit StreamScratch(size_t bytes) : p_(device_allocate(bytes)), bytes_(bytes) {}
+  ~StreamScratch() { device_free(p_, bytes_); }
   StreamScratch(const StreamScratch&) = delete;
   StreamScratch& operator=(const StreamScratch&) = delete;
   template <typename U>
@@ -118,7 +127,8 @@ class StreamScratch {
   }
 
  private:
-  void* p_ = nullptr;
+  void* p_;
+  size_t bytes_;
 };
 
 inline unsigned blocks_for(int64_t n, int threads) {

@@ -22,7 +22,7 @@ std::atomic<size_t> g_device_peak{0};
 // the GPU, and the pool keeps freed memory for the next allocation instead of returning it to
 // the driver at each synchronisation. A buffer an NCCL stream still reads is safe: the
 // communicator makes the compute stream wait for its work before the caller can drop it.
-void* device_malloc(size_t bytes) {
+void* device_allocate(size_t bytes) {
   static const bool pool_keeps_memory = [] {
     int device = 0;
     cudaMemPool_t pool = nullptr;
@@ -46,11 +46,16 @@ void* device_malloc(size_t bytes) {
                      " MiB free). Lower --train.micro_batch, raise --parallel.tp/pp or use "
                      "--train.recompute");
   }
-  CHECK_CUDA(cudaMemsetAsync(p, 0, n, cuda::compute_stream()));
   const size_t now = g_device_bytes += n;
   size_t peak = g_device_peak.load();
   while (now > peak && !g_device_peak.compare_exchange_weak(peak, now)) {
   }
+  return p;
+}
+
+void* device_malloc(size_t bytes) {
+  void* p = device_allocate(bytes);
+  CHECK_CUDA(cudaMemsetAsync(p, 0, bytes == 0 ? 1 : bytes, cuda::compute_stream()));
   return p;
 }
 
