@@ -22,6 +22,7 @@ namespace {
 
 // Strings for enum-valued options, validated after parsing so the message names the option.
 struct RawEnums {
+  std::string device = "cpu";
   std::string pos = "learned";
   std::string decay = "cosine";
   std::string precision = "auto";
@@ -69,7 +70,7 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
       "train.micro_batch", po::value(&c.micro_batch)->default_value(c.micro_batch),
       "sequences per forward/backward; global_batch / micro_batch steps are accumulated")(
       "train.seed", po::value(&c.seed)->default_value(c.seed), "seed of weights and data order")(
-      "train.device", po::value(&c.device)->default_value(c.device), "cpu | cuda")(
+      "train.device", po::value(&e.device)->default_value(e.device), "cpu | cuda")(
       "train.precision", po::value(&e.precision)->default_value(e.precision),
       "compute type: auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16 (cuda; fp32 master weights)")(
       "train.recompute", po::value(&e.recompute)->default_value(e.recompute),
@@ -275,9 +276,8 @@ void TrainConfig::validate() const {
   require(micro_batch >= 1, "--train.micro_batch", "at least 1 sequence", micro_batch);
   require(global_batch % micro_batch == 0, "--train.global_batch",
           "a multiple of --train.micro_batch = " + std::to_string(micro_batch), global_batch);
-  require(device == "cpu" || device == "cuda", "--train.device", "cpu or cuda", device);
-  require(device == "cpu" || cuda_backend_built(), "--train.device",
-          "cpu (this tessera was built without CUDA: TESSERA_CUDA=OFF)", device);
+  require(model.device == Device::CPU || cuda_backend_built(), "--train.device",
+          "cpu (this tessera was built without CUDA: TESSERA_CUDA=OFF)", "cuda");
   require(log_interval >= 1, "--train.log_interval", "at least 1", log_interval);
   require(threads >= 0, "--train.threads", "0 (all cores) or more", threads);
   require(schedule.lr > 0, "--optim.lr", "a positive learning rate", schedule.lr);
@@ -371,8 +371,8 @@ bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
                                          {{"cosine", DecayKind::Cosine},
                                           {"linear", DecayKind::Linear},
                                           {"constant", DecayKind::Constant}});
-  cfg.model.device =
-      choose<Device>("--train.device", cfg.device, {{"cpu", Device::CPU}, {"cuda", Device::CUDA}});
+  cfg.model.device = choose<Device>("--train.device", enums.device,
+                                    {{"cpu", Device::CPU}, {"cuda", Device::CUDA}});
   const DType automatic = cfg.model.device == Device::CUDA ? DType::BF16 : DType::F32;
   cfg.model.dtype =
       choose<DType>("--train.precision", enums.precision,

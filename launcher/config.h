@@ -34,7 +34,6 @@ struct TrainConfig {
   int64_t global_batch = 8;
   int64_t micro_batch = 8;
   uint64_t seed = 1337;
-  std::string device = "cpu";
   int64_t log_interval = 10;
   int threads = 0;  // 0: the cores of this machine
   // [optim]

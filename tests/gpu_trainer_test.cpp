@@ -29,7 +29,6 @@ TrainConfig gpu_config(const fs::path& dir, Device device, DType dtype) {
   c.model.seq_len = 64;
   c.model.device = device;
   c.model.dtype = dtype;
-  c.device = device == Device::CUDA ? "cuda" : "cpu";
   c.steps = 20;
   c.global_batch = 8;
   c.micro_batch = 4;  // two microbatches: gradient accumulation on the device
