@@ -31,13 +31,9 @@ GPT::GPT(const ModelConfig& cfg, const ModelShard& shard, Communicator& tp, uint
     blocks.emplace_back(cfg, shard, l);
   for (Param* p : params()) p->materialize(seed, cfg.dtype, cfg.device);
   if (cfg.pos == PositionKind::Sinusoidal) {
-    Tensor table = ops::sinusoidal_table(T, C, cfg.dtype == DType::F64 ? DType::F64 : DType::F32);
-    if (cfg.dtype == DType::BF16) {
-      Tensor rounded(table.shape(), DType::BF16);
-      ops::cast(rounded, table);
-      table = rounded;
-    }
-    sinusoid_ = table.to(cfg.device);
+    const Tensor table =
+        ops::sinusoidal_table(T, C, cfg.dtype == DType::F64 ? DType::F64 : DType::F32);
+    sinusoid_ = ops::cast_to(table, cfg.dtype).to(cfg.device);  // rounded on the host
   }
 }
 

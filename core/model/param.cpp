@@ -86,12 +86,9 @@ void Param::materialize(uint64_t seed, DType dtype, Device device) {
     fill(value.data<float>());
   else
     fill(value.data<double>());
-  if (dtype != host_dtype) {
-    TESSERA_CHECK(dtype == DType::BF16, name + ": parameters are float32, float64 or bfloat16");
-    Tensor rounded(local_shape(), dtype);
-    ops::cast(rounded, value);
-    value = rounded;
-  }
+  TESSERA_CHECK(dtype == host_dtype || dtype == DType::BF16,
+                name + ": parameters are float32, float64 or bfloat16");
+  value = ops::cast_to(value, dtype);  // rounded on the host
   if (device != Device::CPU) value = value.to(device);
 }
 

@@ -41,6 +41,13 @@ bool is_pair(const Tensor& dst, DType to, const Tensor& src, DType from) {
 
 }  // namespace
 
+Tensor cast_to(const Tensor& src, DType dtype) {
+  if (src.dtype() == dtype) return src;
+  Tensor dst(src.shape(), dtype, src.device());
+  cast(dst, src);
+  return dst;
+}
+
 void cast(Tensor& dst, const Tensor& src) {
   check_operands("cast", dst, src);
   const int64_t n = src.numel();
