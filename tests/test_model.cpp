@@ -119,6 +119,32 @@ TEST(Model, LossAtInitializationIsNearLnVocab) {
   EXPECT_NEAR(model.forward(a, &inputs, &targets), std::log(257.0), 0.1);
 }
 
+// The backward is linear in the loss scale, and a power of two scales every rounding alike: a
+// quarter of the scale gives a quarter of every gradient, bit for bit, and the scale of each
+// call counts (the model fills d loss / d losses only when it changes).
+TEST(Model, EachBackwardUsesItsOwnLossScale) {
+  const ModelConfig c = small_config(64, 16);
+  LocalCommunicator tp("tp");
+  GPT model(c, ModelShard{}, tp, 5);
+  Tensor inputs = random_tokens(2, 16, 64, 1), targets = random_tokens(2, 16, 64, 2);
+  GPTActivations a = model.make_activations(2);
+  const auto gradients = [&](double loss_scale) {
+    model.zero_grad();
+    model.forward(a, &inputs, &targets);
+    model.backward(a, loss_scale);
+    std::vector<std::vector<float>> g;
+    for (const Param* p : model.params())
+      g.emplace_back(p->grad.data<float>(), p->grad.data<float>() + p->grad.numel());
+    return g;
+  };
+  const std::vector<std::vector<float>> whole = gradients(1.0), quarter = gradients(0.25),
+                                        again = gradients(1.0);
+  EXPECT_EQ(again, whole);
+  for (size_t i = 0; i < whole.size(); ++i)
+    for (size_t j = 0; j < whole[i].size(); ++j)
+      ASSERT_EQ(quarter[i][j], 0.25f * whole[i][j]) << model.params()[i]->name << " " << j;
+}
+
 TEST(Model, MemorisesOneBatchWithin300Steps) {
   const ModelConfig c = small_config(64, 16);
   LocalCommunicator tp("tp");

@@ -2,6 +2,8 @@
 // formulas for its parameter count, FLOPs per token and activation memory.
 #include "core/model/gpt.h"
 
+#include <limits>
+
 #include "core/error.h"
 #include "core/ops/cast.h"
 #include "core/ops/cross_entropy.h"
@@ -101,6 +103,7 @@ BlockScratch& GPT::scratch(int64_t B) {
     if (shard_.has_head) {
       dlnf_ = Tensor({B, T, C}, cfg_.dtype, dev);
       dlosses_ = Tensor({B * T}, cfg_.stats_dtype(), dev);
+      dlosses_value_ = std::numeric_limits<double>::quiet_NaN();
     }
     scratch_B_ = B;
   }
@@ -155,13 +158,13 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
   Tensor* dnext = &dres_b_;
   if (shard_.has_head) {
     // d loss / d losses[m] = loss_scale / (B T): the loss is a mean over tokens.
+    // Filled when it changes only (once per run in training): a copy to the GPU waits for it.
     const double dloss = loss_scale / static_cast<double>(a.B * cfg_.seq_len);
-    if (dlosses_.device() == Device::CPU) {
-      dlosses_.fill(dloss);
-    } else {
+    if (dloss != dlosses_value_) {
       Tensor host(dlosses_.shape(), dlosses_.dtype());
       host.fill(dloss);
       copy_into(dlosses_, host);
+      dlosses_value_ = dloss;
     }
     ops::cross_entropy_backward(a.logits, dlosses_, a.logits, a.lse,
                                 a.targets.view({a.B * cfg_.seq_len}), vocab_start_);

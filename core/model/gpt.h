@@ -71,9 +71,10 @@ class GPT {
   mutable std::map<int64_t, BlockActivations> shared_acts_;
   std::unique_ptr<BlockScratch> scratch_;
   int64_t scratch_B_ = 0;
-  Tensor dres_a_, dres_b_;  // ping-pong gradients of the residual stream
-  Tensor dlnf_;             // gradient of the final LayerNorm's output (last stage)
-  Tensor dlosses_;          // [B*T] d loss / d per-token loss
+  Tensor dres_a_, dres_b_;    // ping-pong gradients of the residual stream
+  Tensor dlnf_;               // gradient of the final LayerNorm's output (last stage)
+  Tensor dlosses_;            // [B*T] d loss / d per-token loss
+  double dlosses_value_ = 0;  // what every element of dlosses_ holds (NaN: not yet filled)
   BlockScratch& scratch(int64_t B);
 };
 
