@@ -103,9 +103,9 @@ void TransformerBlock::forward(Tensor& x2, const Tensor& x0, BlockActivations& a
   qkv().forward(a.qkv, a.ln1);
   ops::attention_forward(a.atty, a.att, a.qkv, local_heads_);
   proj().forward(s.proj, a.atty, tp);
-  ops::residual_forward(a.x1, x0, s.proj);
-
-  ops::layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.x1, ln2_w.value, ln2_b.value);
+  // x1 = x0 + proj, and its LayerNorm, in one pass (one kernel on the GPU).
+  ops::residual_layernorm_forward(a.x1, a.ln2, a.ln2_mean, a.ln2_rstd, x0, s.proj, ln2_w.value,
+                                  ln2_b.value);
   // Not matmul_gelu_forward: selective recompute reruns gelu_forward alone, and every recompute
   // mode must give the same bits, which cuBLASLt's GELU epilogue would not (its own rounding).
   up().forward(a.fc, a.ln2);
