@@ -22,6 +22,7 @@ namespace {
 using tessera::cuda::blocks_for;
 using tessera::cuda::dev;
 using tessera::cuda::from_f32;
+using tessera::cuda::global_index;
 using tessera::cuda::StreamScratch;
 using tessera::cuda::to_f32;
 
@@ -50,7 +51,7 @@ __device__ __forceinline__ float adamw_element(float p, float g, float& m, float
 
 __global__ void adamw_kernel(float* param, const float* grad, float* exp_avg, float* exp_avg_sq,
                              int64_t n, AdamWFactors f) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t i = global_index();
   if (i >= n) return;
   float m = exp_avg[i], v = exp_avg_sq[i];
   param[i] = adamw_element(param[i], grad[i], m, v, f);
@@ -62,7 +63,7 @@ __global__ void adamw_kernel(float* param, const float* grad, float* exp_avg, fl
 template <typename G>
 __global__ void adamw_mixed_kernel(float* master, __nv_bfloat16* value, const G* grad,
                                    float* exp_avg, float* exp_avg_sq, int64_t n, AdamWFactors f) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t i = global_index();
   if (i >= n) return;
   float m = exp_avg[i], v = exp_avg_sq[i];
   const float p = adamw_element(master[i], to_f32(grad[i]), m, v, f);
@@ -85,8 +86,7 @@ __global__ void sum_of_squares_partials_kernel(double* partial, const D* x, int6
   __shared__ double shared[kThreads];
   double acc = 0;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += stride) {
+  for (int64_t i = global_index(); i < n; i += stride) {
     const double v = to_f32(x[i]);
     acc += v * v;
   }
@@ -105,7 +105,7 @@ __global__ void sum_partials_kernel(double* result, const double* partial, int c
 
 template <typename D>
 __global__ void scale_kernel(D* x, int64_t n, float alpha) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t i = global_index();
   if (i < n) x[i] = from_f32<D>(to_f32(x[i]) * alpha);
 }
 

@@ -28,28 +28,19 @@ namespace {
 
 using ::tessera::cuda::alignment_of;
 using ::tessera::cuda::allow_smem;
+using ::tessera::cuda::blocks_for;
 using ::tessera::cuda::dev;
 using ::tessera::cuda::device_t;
 using ::tessera::cuda::from_f32;
 using ::tessera::cuda::to_f32;
+using ::tessera::cuda::warp_max;
+using ::tessera::cuda::warp_sum;
 
 constexpr int kTile = 32;  // query rows and keys per tile: one key (or query row) per lane
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kRows = kTile / kWarps;  // tile rows each warp owns
 constexpr int kLdP = kTile + 1;        // row stride of the 32 x 32 probability tiles
-
-__device__ __forceinline__ float warp_max(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-  return x;
-}
-
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
 
 // Copies rows [row0, row0 + kTile) of HD columns (global row stride `stride`) into shared memory
 // as fp32 with row stride `ld`; rows at or past S are zeros. Consecutive threads read
@@ -96,11 +87,8 @@ __device__ __forceinline__ void accumulate_rows(float (&acc)[kRows][HD / 32], co
   }
 }
 
-// Tiles along T, and their index in the order blocks should start: the query tiles that see
-// the most keys first, so that the short ones fill the gaps at the end.
-inline int tiles_of(int64_t S) {
-  return static_cast<int>((S + kTile - 1) / kTile);
-}
+// A tile's index in the order blocks should start: the query tiles that see the most keys first,
+// so that the short ones fill the gaps at the end.
 __device__ __forceinline__ int longest_first_tile() {
   return static_cast<int>(gridDim.x - 1 - blockIdx.x);
 }
@@ -349,7 +337,7 @@ dim3 grid_of(const char* op, int64_t B, int64_t S, int64_t H) {
                 std::string(op) + ": batch * heads = " + std::to_string(B * H) +
                     " and T = " + std::to_string(S) +
                     " exceed the CUDA kernel's grid (batch * heads <= 65535, T <= 2^30)");
-  return dim3(static_cast<unsigned>(tiles_of(S)), static_cast<unsigned>(B * H));
+  return dim3(blocks_for(S, kTile), static_cast<unsigned>(B * H));
 }
 
 float scale_of(int64_t hd) {
@@ -383,8 +371,8 @@ void launch_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T
   cudaStream_t stream = ::tessera::cuda::compute_stream();
   const int Si = static_cast<int>(S), Hi = static_cast<int>(H);
   const int64_t rows = B * S * H;
-  attention_delta_kernel<HD, T><<<::tessera::cuda::blocks_for(rows, kWarps), kThreads, 0, stream>>>(
-      delta, dout, out, rows, Si, Hi);
+  attention_delta_kernel<HD, T>
+      <<<blocks_for(rows, kWarps), kThreads, 0, stream>>>(delta, dout, out, rows, Si, Hi);
   CHECK_LAUNCH();
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     if (tensor_cores && alignment_of(qkv) >= 16 && alignment_of(dout) >= 16 &&

@@ -30,7 +30,7 @@ inline unsigned blocks_for_packs(int64_t n) {
 }
 
 __device__ __forceinline__ int64_t pack_start() {
-  return (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kPack;
+  return global_index() * kPack;
 }
 
 // x = p[i, i + kPack) in fp32, zeros past n.

@@ -19,14 +19,11 @@ namespace {
 using tessera::cuda::blocks_for;
 using tessera::cuda::dev;
 using tessera::cuda::from_f32;
+using tessera::cuda::global_index;
 using tessera::cuda::StreamScratch;
 using tessera::cuda::to_f32;
 
 constexpr int kThreads = 256;
-
-__device__ __forceinline__ int64_t global_index() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
 
 // One block per token: its row of the table, or zeros for a token of another shard.
 template <typename D>

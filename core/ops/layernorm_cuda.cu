@@ -30,6 +30,7 @@ using tessera::cuda::packable;
 using tessera::cuda::store;
 using tessera::cuda::StreamScratch;
 using tessera::cuda::to_f32;
+using tessera::cuda::warp_sum;
 
 constexpr int kWarp = 32;
 constexpr int kThreads = 256;
@@ -54,14 +55,6 @@ static_assert(kStripeColumns <= kThreads, "one thread per stripe column adds the
 // is latency-bound, so many lanes, each with few loads (4 at N = 8192), even for large N.
 constexpr int kChunkLanes = 32;
 constexpr float kEps = static_cast<float>(kLayerNormEps);
-
-// The sum over the 32 lanes of a warp; every lane gets the same bits (each butterfly step adds
-// the same two values on both partners).
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2)
-    v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
 
 // The row this warp owns, or -1 past the last row (the whole warp leaves together).
 __device__ __forceinline__ int64_t warp_row(int64_t N) {

@@ -34,6 +34,7 @@ using tessera::cuda::alignment_of;
 using tessera::cuda::blocks_for;
 using tessera::cuda::dev;
 using tessera::cuda::from_f32;
+using tessera::cuda::global_index;
 using tessera::cuda::kPack;
 using tessera::cuda::load;
 using tessera::cuda::packable;
@@ -261,7 +262,7 @@ Gemm forward_gemm(T* out, const T* inp, const T* weight, const T* bias, T* aux, 
 // out[m, n] = bias[n], or 0 without a bias: the product over an empty inner dimension.
 template <typename D>
 __global__ void fill_rows_kernel(D* out, const D* bias, int64_t M, int64_t N) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t i = global_index();
   if (i < M * N) out[i] = bias != nullptr ? bias[i % N] : from_f32<D>(0.0f);
 }
 
