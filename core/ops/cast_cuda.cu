@@ -28,18 +28,6 @@ __global__ void cast_kernel(DDst* dst, const DSrc* src, int64_t n, bool packed) 
   store(dst, x, i, n, packed);
 }
 
-template <typename DSrc>
-__global__ void accumulate_kernel(float* dst, const DSrc* src, int64_t n, bool packed) {
-  const int64_t i = pack_start();
-  if (i >= n) return;
-  float x[kPack], y[kPack];
-  load(x, dst, i, n, packed);
-  load(y, src, i, n, packed);
-#pragma unroll
-  for (int k = 0; k < kPack; ++k) x[k] += y[k];
-  store(dst, x, i, n, packed);
-}
-
 }  // namespace
 
 template <typename Dst, typename Src>
@@ -52,10 +40,7 @@ void cast(Dst* dst, const Src* src, int64_t n) {
 
 template <typename Src>
 void accumulate(float* dst, const Src* src, int64_t n) {
-  if (n == 0) return;
-  accumulate_kernel<<<blocks_for_packs(n), kElementwiseThreads, 0,
-                      tessera::cuda::compute_stream()>>>(dst, dev(src), n, packable(dst, dev(src)));
-  CHECK_LAUNCH();
+  tessera::cuda::add(dst, static_cast<const float*>(dst), dev(src), n);
 }
 
 template void cast<bf16, float>(bf16*, const float*, int64_t);

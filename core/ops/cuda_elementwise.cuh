@@ -63,4 +63,27 @@ __device__ __forceinline__ void store(D* p, const float (&x)[kPack], int64_t i, 
   }
 }
 
+// out = a + b, added in fp32 and rounded to DOut. out may be a or b: each thread loads its pack
+// of both before it stores.
+template <typename DOut, typename DA, typename DB>
+__global__ void add_kernel(DOut* out, const DA* a, const DB* b, int64_t n, bool packed) {
+  const int64_t i = pack_start();
+  if (i >= n) return;
+  float x[kPack], y[kPack];
+  load(x, a, i, n, packed);
+  load(y, b, i, n, packed);
+#pragma unroll
+  for (int k = 0; k < kPack; ++k) x[k] += y[k];
+  store(out, x, i, n, packed);
+}
+
+// add_kernel over n elements on the compute stream (device pointer types: see dev()).
+template <typename DOut, typename DA, typename DB>
+void add(DOut* out, const DA* a, const DB* b, int64_t n) {
+  if (n == 0) return;
+  add_kernel<<<blocks_for_packs(n), kElementwiseThreads, 0, compute_stream()>>>(
+      out, a, b, n, packable(out, a, b));
+  CHECK_LAUNCH();
+}
+
 }  // namespace tessera::cuda
