@@ -1,10 +1,12 @@
-// The benches' --attention and --dgelu_epilogue: which bf16 kernels the GPU runs, including the
-// opt-in ones not yet run on a GPU (docs/DECISIONS.md), as `tessera train`'s [gpu] options.
+// What the GPU benches share: --attention and --dgelu_epilogue, which bf16 kernels the GPU runs,
+// including the opt-in ones not yet run on a GPU (docs/DECISIONS.md), as `tessera train`'s [gpu]
+// options; and --peak_tflops, what MFU divides by.
 #pragma once
 
 #include <cstdio>
 #include <string>
 
+#include "core/device.h"
 #include "core/ops/attention.h"
 #include "core/ops/matmul.h"
 
@@ -26,6 +28,18 @@ inline bool set_gpu_kernels(const std::string& attention, const std::string& dge
   ops::set_bf16_attention_kernels(kernels);
   ops::set_dgelu_epilogue(dgelu == "on");
   return true;
+}
+
+// The peak TFLOP/s for MFU: `given` (--peak_tflops) when positive, else this GPU's dense peak in
+// `dtype` (gpu_peak_flops); 0, with a message on stderr, for a GPU that table does not know.
+inline double peak_tflops(double given, DType dtype) {
+  if (given > 0) return given;
+  const std::string name = cuda_device_name();
+  const double peak = gpu_peak_flops(name, dtype) * 1e-12;
+  if (peak <= 0)
+    std::fprintf(stderr, "--peak_tflops: no dense %s peak is known for \"%s\"; give it\n",
+                 dtype_name(dtype).c_str(), name.c_str());
+  return peak;
 }
 
 }  // namespace tessera::bench

@@ -1,8 +1,9 @@
 // One transformer layer's forward and backward on the GPU, built from the CUDA ops, at the
 // widths of GPT-2 124M, 350M and 1.3B with T = 1024: time per op and its share of the layer,
 // the achieved TFLOP/s of each GEMM and of attention, and the layer's MFU (model FLOPs per token
-// 6 * 12 d^2 + 12 d T, as DESIGN counts them, over the time, against the GPU's dense bf16
-// peak). It shows where a training step's time goes until the whole model runs on the GPU.
+// 6 * 12 d^2 + 12 d T, as DESIGN counts them, over the time, against the GPU's dense peak in
+// --dtype, core/gpu_peak.cpp, unless --peak_tflops). It shows where a training step's time goes
+// until the whole model runs on the GPU.
 //   bench_gpu_ops [--shape 124m|350m|1.3b|all] [--batch B] [--dtype bf16|f32] [--repeat N]
 //                 [--peak_tflops P] [--attention cuda_cores|tensor_cores] [--dgelu_epilogue off|on]
 #include <algorithm>
@@ -156,7 +157,7 @@ int main(int argc, char** argv) {
   std::string shape = "all", dtype = "bf16", attention = "cuda_cores", dgelu = "off";
   int64_t batch = 8;
   int repeat = 20;
-  double peak = 989;  // H100 / H200 SXM dense bf16, TFLOP/s
+  double peak = 0;  // TFLOP/s; 0: this GPU's dense peak in --dtype (bench::peak_tflops)
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
     if (k == "--shape")
@@ -194,6 +195,8 @@ int main(int argc, char** argv) {
   std::printf("%s; bf16 attention on %s\n", cuda_summary().c_str(), attention.c_str());
   std::printf("dgelu epilogue %s\n", dgelu.c_str());
   const DType dt = dtype == "f32" ? DType::F32 : DType::BF16;
+  peak = bench::peak_tflops(peak, dt);
+  if (peak <= 0) return 2;
   for (const Shape3& s : kShapes)
     if (shape == "all" || shape == s.key) bench_layer(s, batch, 1024, dt, repeat, peak);
   return 0;

@@ -1,8 +1,8 @@
 // One training step (forward, backward, clipping, AdamW) of a GPT shape on one device: ms/step,
 // tokens/s and MFU. On the CPU, MFU = model FLOP/s / the FLOP/s of one large sgemm measured in
 // the same run, with the peak resident memory against 16 bytes/param + activations; on the GPU,
-// model FLOP/s over the dense bf16 peak (989 TFLOP/s for H100/H200 unless --peak_tflops), with
-// the peak device memory (docs/PERFORMANCE.md).
+// model FLOP/s over the GPU's dense peak in the precision (989 TFLOP/s bf16 on H100/H200 SXM;
+// core/gpu_peak.cpp) unless --peak_tflops, with the peak device memory (docs/PERFORMANCE.md).
 //   bench_train_step [--shape gpt2_124m|gpt2_350m|gpt2_1.3b|small] [--device cpu|cuda]
 //                    [--precision fp32|bf16] [--batch B] [--seq_len T] [--threads N]
 //                    [--steps N] [--warmup N] [--peak_tflops P] [--recompute none|selective|full]
@@ -66,7 +66,7 @@ int main(int argc, char** argv) {
   std::string attention = "cuda_cores", dgelu = "off";
   int threads = 2, steps = 5, warmup = 2;
   int64_t batch = 0, seq_len = 0;
-  double peak_tflops = 989;  // H100 / H200 SXM dense bf16
+  double peak_tflops = 0;  // 0: this GPU's dense peak in --precision (bench::peak_tflops)
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--shape"))
       shape = argv[i + 1];
@@ -114,6 +114,10 @@ int main(int argc, char** argv) {
   } else if (precision != "fp32") {
     std::fprintf(stderr, "--precision: expected bf16 or fp32, found %s\n", precision.c_str());
     return 2;
+  }
+  if (gpu) {
+    peak_tflops = bench::peak_tflops(peak_tflops, c.dtype);
+    if (peak_tflops <= 0) return 2;
   }
   int64_t B = 4;
   // On the GPU the vocabulary is padded to 50304 (a multiple of 128), as llm.c does.

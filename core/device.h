@@ -15,6 +15,14 @@ int cuda_device_count();
 // One line: "cuda: 1 device(s), NVIDIA H100 ..." or why there is none.
 std::string cuda_summary();
 
+// The name of the GPU this process uses, as CUDA reports it ("NVIDIA H100 80GB HBM3"); empty
+// without one.
+std::string cuda_device_name();
+// The dense peak FLOP/s of the GPU named `name` computing in `dtype`: bf16 on tensor cores,
+// float32 on CUDA cores (tessera's float32 is strict fp32, no TF32); 0 for a GPU or dtype not
+// in its table (A100, H100 SXM / PCIe / NVL, H200, and their export variants). What MFU divides by.
+double gpu_peak_flops(const std::string& name, DType dtype);
+
 // The GPU this process uses from now on (its node-local rank, when several share a node).
 void select_cuda_device(int index);
 // Copies `bytes` between host and device memory, either way or within one side. Device work

@@ -93,6 +93,17 @@ std::string cuda_summary() {
   return s;
 }
 
+std::string cuda_device_name() {
+  int device = 0;
+  cudaDeviceProp prop{};
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    cudaGetLastError();
+    return "";
+  }
+  return prop.name;
+}
+
 void select_cuda_device(int index) {
   CHECK_CUDA(cudaSetDevice(index));
 }

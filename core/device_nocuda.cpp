@@ -40,6 +40,9 @@ bool cuda_backend_built() {
 int cuda_device_count() {
   return 0;
 }
+std::string cuda_device_name() {
+  return "";
+}
 std::string cuda_summary() {
   return "cuda: not built (TESSERA_CUDA=OFF)";
 }

@@ -83,6 +83,12 @@ void print_samples(const char* what, const SampleStream& s) {
   }
 }
 
+// The dense peak FLOP/s of this rank's GPU in the run's precision; 0 on the CPU or for a GPU
+// gpu_peak_flops does not know. Every rank is taken to have the same GPU.
+double peak_flops_per_rank(const ModelConfig& m) {
+  return m.device == Device::CUDA ? gpu_peak_flops(cuda_device_name(), m.dtype) : 0.0;
+}
+
 void print_start(const TrainConfig& cfg, Trainer& tr) {
   const ModelConfig& m = cfg.model;
   const GridLayout& l = tr.layout();
@@ -116,10 +122,21 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
   std::printf("data parallel: %d replica%s, %lld gradient bucket%s of <= %.1f MB%s\n", l.dp,
               l.dp == 1 ? "" : "s", static_cast<long long>(tr.buckets().bucket_count()),
               tr.buckets().bucket_count() == 1 ? "" : "s", cfg.parallel.bucket_mb, zero);
-  if (m.device == Device::CUDA && m.dtype == DType::BF16)
-    std::printf("gpu: bf16 attention on %s, DGELU epilogue %s\n",
-                ops::attention_kernels_name(cfg.attention_kernels),
-                cfg.dgelu_epilogue ? "on" : "off");
+  if (m.device == Device::CUDA) {
+    std::string gpu = cuda_device_name();
+    const double peak = peak_flops_per_rank(m);
+    char figure[96];
+    std::snprintf(figure, sizeof figure, ", dense %s peak %.0f TFLOP/s (the log's MFU)",
+                  dtype_name(m.dtype).c_str(), peak * 1e-12);
+    gpu += peak > 0 ? figure : ", peak FLOP/s unknown (no MFU in the log)";
+    if (m.dtype == DType::BF16) {
+      gpu += "; bf16 attention on ";
+      gpu += ops::attention_kernels_name(cfg.attention_kernels);
+      gpu += ", DGELU epilogue ";
+      gpu += cfg.dgelu_epilogue ? "on" : "off";
+    }
+    std::printf("gpu: %s\n", gpu.c_str());
+  }
   std::printf(
       "train: %lld steps of %lld sequences (%lld tokens); %d thread%s per rank; run dir %s\n",
       static_cast<long long>(cfg.steps), static_cast<long long>(cfg.global_batch),
@@ -187,10 +204,12 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
 // Rank 0's record of the run: one log line and one metrics.jsonl object per interval.
 class IntervalLog {
  public:
-  IntervalLog(const TrainConfig& cfg, bool root)
+  // peak_flops: of all ranks together, for MFU (0: not shown).
+  IntervalLog(const TrainConfig& cfg, bool root, double peak_flops)
       : cfg_(cfg),
         tokens_per_step_(static_cast<double>(cfg.global_batch * cfg.model.seq_len)),
-        flops_per_token_(gpt_flops_per_token(cfg.model)) {
+        flops_per_token_(gpt_flops_per_token(cfg.model)),
+        peak_flops_(peak_flops) {
     if (root)
       metrics_ = std::make_unique<MetricsWriter>(
           (std::filesystem::path(cfg.run_dir) / "metrics.jsonl").string());
@@ -237,20 +256,22 @@ class IntervalLog {
     interval_loss_ = 0;
     interval_steps_ = 0;
     if (metrics_) {
+      const double flops = tokens_per_s * flops_per_token_;
+      char mfu[32] = "";
+      if (peak_flops_ > 0) std::snprintf(mfu, sizeof mfu, " | MFU %.3f", flops / peak_flops_);
       std::printf(
-          "step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | "
+          "step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s%s | "
           "%.1f ms/step | ETA %s\n",
           static_cast<long long>(step + 1), static_cast<long long>(cfg_.steps), s.loss, s.lr,
-          s.grad_norm, tokens_per_s, step_ms, format_duration(eta_s).c_str());
+          s.grad_norm, tokens_per_s, mfu, step_ms, format_duration(eta_s).c_str());
       std::fflush(stdout);
-      metrics_->write(step + 1, {{"loss", s.loss},
-                                 {"lr", s.lr},
-                                 {"grad_norm", s.grad_norm},
-                                 {"tokens_per_s", tokens_per_s},
-                                 {"step_ms", step_ms},
-                                 {"tflops", tokens_per_s * flops_per_token_ * 1e-12},
-                                 {"epoch", epochs},
-                                 {"mean_loss", mean_loss}});
+      std::vector<std::pair<std::string, double>> fields = {
+          {"loss", s.loss},           {"lr", s.lr},
+          {"grad_norm", s.grad_norm}, {"tokens_per_s", tokens_per_s},
+          {"step_ms", step_ms},       {"tflops", flops * 1e-12},
+          {"epoch", epochs},          {"mean_loss", mean_loss}};
+      if (peak_flops_ > 0) fields.emplace_back("mfu", flops / peak_flops_);
+      metrics_->write(step + 1, fields);
     }
     return mean_loss;
   }
@@ -264,7 +285,7 @@ class IntervalLog {
 
  private:
   const TrainConfig& cfg_;
-  double tokens_per_step_, flops_per_token_;
+  double tokens_per_step_, flops_per_token_, peak_flops_;
   std::unique_ptr<MetricsWriter> metrics_;
   Clock::time_point start_ = Clock::now(), interval_start_ = start_;
   double interval_loss_ = 0;
@@ -336,7 +357,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     return TrainResult{};
   }
   CheckpointSaver saver(tr, ckpt_root, cfg.checkpoint_async);
-  IntervalLog log(cfg, root);
+  IntervalLog log(cfg, root, world.size() * peak_flops_per_rank(cfg.model));
   TrainResult result;
   const auto start = Clock::now();
   const int64_t first = tr.steps_done();

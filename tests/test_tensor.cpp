@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/device.h"
 #include "core/dtype.h"
 #include "core/tensor.h"
 
@@ -43,6 +44,22 @@ TEST(Bf16, RelativeErrorIsAtMostHalfAnUlpOfEightBits) {
     if (x == 0) continue;
     EXPECT_LE(std::abs(to_float(to_bf16(x)) - x), std::abs(x) * std::ldexp(1.0f, -8)) << x;
   }
+}
+
+// MFU's denominator: the data sheets' dense figures, by the names CUDA reports; the more
+// specific H100 variants before the SXM part, whose name says only "H100".
+TEST(GpuPeak, DenseDataSheetFiguresByTheNameCudaReports) {
+  EXPECT_EQ(gpu_peak_flops("NVIDIA H100 80GB HBM3", DType::BF16), 989e12);
+  EXPECT_EQ(gpu_peak_flops("NVIDIA H100 80GB HBM3", DType::F32), 67e12);
+  EXPECT_EQ(gpu_peak_flops("NVIDIA H100 PCIe", DType::BF16), 756e12);
+  EXPECT_EQ(gpu_peak_flops("NVIDIA H100 NVL", DType::BF16), 835e12);
+  EXPECT_EQ(gpu_peak_flops("NVIDIA H200", DType::BF16), 989e12);
+  EXPECT_EQ(gpu_peak_flops("NVIDIA GH200 480GB", DType::BF16), 989e12);
+  EXPECT_EQ(gpu_peak_flops("NVIDIA A100-SXM4-80GB", DType::BF16), 312e12);
+  EXPECT_EQ(gpu_peak_flops("NVIDIA A100 80GB PCIe", DType::F32), 19.5e12);
+  EXPECT_EQ(gpu_peak_flops("NVIDIA GeForce RTX 4090", DType::BF16), 0);  // not in the table
+  EXPECT_EQ(gpu_peak_flops("", DType::BF16), 0);                         // no GPU
+  EXPECT_EQ(gpu_peak_flops("NVIDIA H100 80GB HBM3", DType::F64), 0);     // no such compute type
 }
 
 TEST(Tensor, ToOnTheHostIsADeepCopy) {
