@@ -192,7 +192,7 @@ StepStats Trainer::step(int stop) {
   if (zero_)
     g[1] = zero_->grad_sum_of_squares();
   else if (c.dp == 0 || inject)
-    g[1] = grad_sum_of_squares(params_, [this](const Param& p) { return buckets_->grad_of(p); });
+    g[1] = ops::sum_of_squares(buckets_->counted_grads());
   g[2] = (stop & kStopSignal) ? 1 : 0;
   g[3] = (stop & kStopTime) ? 1 : 0;
   local_loss_ = g[0];

@@ -112,6 +112,22 @@ Tensor GradBuckets::grad_of(const Param& p) {
   return flat_grads().slice0(at, at + p.grad.numel()).view(p.grad.shape());
 }
 
+std::vector<Tensor> GradBuckets::counted_grads() {
+  std::vector<std::pair<int64_t, int64_t>> runs;  // [begin, end) in flat order
+  for (const Bucket& b : buckets_)
+    for (const Param* p : b.params) {
+      if (!p->counted_here()) continue;
+      const int64_t begin = offset_of(*p), end = begin + p->grad.numel();
+      if (!runs.empty() && runs.back().second == begin)
+        runs.back().second = end;
+      else
+        runs.emplace_back(begin, end);
+    }
+  std::vector<Tensor> views;
+  for (const auto& [begin, end] : runs) views.push_back(flat_grads().slice0(begin, end));
+  return views;
+}
+
 void GradBuckets::launch(Bucket& b) {
   fold_bucket(b);
   if (dp_.size() == 1) return;

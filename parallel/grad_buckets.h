@@ -62,6 +62,10 @@ class GradBuckets {
   Tensor& flat_grads() { return mixed_precision() ? sums_ : grads_; }
   // p's gradient within flat_grads(), shaped like p.
   Tensor grad_of(const Param& p);
+  // The gradients of the Params this rank counts (Param::counted_here) as views of flat_grads(),
+  // in its order, each run of adjacent ones as one view: what the gradient norm sums, in a few
+  // long sums (one, where every Param counts) instead of one per Param.
+  std::vector<Tensor> counted_grads();
   bool mixed_precision() const { return sums_.defined(); }
   Communicator& dp() { return dp_; }
   int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }

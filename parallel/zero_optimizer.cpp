@@ -15,7 +15,8 @@ ZeroAdamW::ZeroAdamW(GradBuckets& buckets, const AdamWConfig& cfg) : buckets_(bu
   const bool mixed = buckets.mixed_precision();
   const DType state = mixed ? DType::F32 : values.dtype();
   const int dp = buckets.dp().size(), r = buckets.dp().rank();
-  for (GradBuckets::Bucket& b : buckets.buckets()) {
+  for (size_t bucket = 0; bucket < buckets.buckets().size(); ++bucket) {
+    GradBuckets::Bucket& b = buckets.buckets()[bucket];
     const int64_t len = b.size / dp;
     const int64_t piece_begin = b.offset + r * len, piece_end = piece_begin + len;
     exp_avg_.emplace_back(Shape{len}, state, values.device());
@@ -30,7 +31,7 @@ ZeroAdamW::ZeroAdamW(GradBuckets& buckets, const AdamWConfig& cfg) : buckets_(bu
       if (lo >= hi) continue;
       const int64_t from = lo - piece_begin, to = hi - piece_begin;
       segments_.push_back(
-          Segment{p, values.slice0(lo, hi), b.shard_grad.slice0(from, to),
+          Segment{p, bucket, from, to, values.slice0(lo, hi), b.shard_grad.slice0(from, to),
                   exp_avg_.back().slice0(from, to), exp_avg_sq_.back().slice0(from, to),
                   mixed ? master_.back().slice0(from, to) : Tensor(), adamw_weight_decay(*p, cfg)});
     }
@@ -42,9 +43,23 @@ DType ZeroAdamW::state_dtype() const {
 }
 
 double ZeroAdamW::grad_sum_of_squares() const {
-  std::vector<Tensor> counted;  // summed in order, with one wait for the GPU
-  for (const Segment& seg : segments_)
-    if (seg.param->counted_here()) counted.push_back(seg.grad);
+  // The counted segments, each run of adjacent ones in a piece as one view: a few long sums
+  // instead of one per segment, in order, with one wait for the GPU.
+  struct Run {
+    size_t bucket;
+    int64_t from, to;
+  };
+  std::vector<Run> runs;
+  for (const Segment& seg : segments_) {
+    if (!seg.param->counted_here()) continue;
+    if (!runs.empty() && runs.back().bucket == seg.bucket && runs.back().to == seg.from)
+      runs.back().to = seg.to;
+    else
+      runs.push_back({seg.bucket, seg.from, seg.to});
+  }
+  std::vector<Tensor> counted;
+  for (const Run& r : runs)
+    counted.push_back(buckets_.buckets()[r.bucket].shard_grad.slice0(r.from, r.to));
   return ops::sum_of_squares(counted);
 }
 

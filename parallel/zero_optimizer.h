@@ -50,6 +50,8 @@ class ZeroAdamW {
   // The part of one Param that falls in this rank's piece of a bucket.
   struct Segment {
     Param* param;
+    size_t bucket;
+    int64_t from, to;  // its elements within the bucket's piece
     Tensor value, grad, exp_avg, exp_avg_sq;
     Tensor master;  // mixed precision: fp32 master weights of the value; else undefined
     double weight_decay;

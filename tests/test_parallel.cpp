@@ -255,6 +255,28 @@ TEST(GradBuckets, Bfloat16GradientsAreSummedInFloat32OverMicrobatches) {
   EXPECT_EQ(buckets.flat_grads().dtype(), DType::F32);
 }
 
+// The gradient norm's operands: on TP rank 1 a replicated Param is not counted (TP rank 0 counts
+// it), so the counted gradients are the runs around it, each one view of the flat buffer.
+TEST(GradBuckets, CountedGradsAreTheCountedParamsInRunsOfAdjacentOnes) {
+  LocalCommunicator dp("dp");
+  ModelShard shard;
+  shard.tp_size = 2;
+  shard.tp_rank = 1;
+  Param a = make_param("a", ParamKind::Weight, ParamInit::Normal, 0.1, {4, 3}, 0, 1, shard);
+  Param b = make_param("b", ParamKind::Norm, ParamInit::Ones, 0, {5}, -1, 1, shard);
+  Param c = make_param("c", ParamKind::Weight, ParamInit::Normal, 0.1, {6, 2}, 0, 1, shard);
+  Param d = make_param("d", ParamKind::Bias, ParamInit::Zeros, 0, {8}, 0, 1, shard);
+  for (Param* p : {&a, &b, &c, &d}) p->materialize(3, DType::F32);
+  ASSERT_FALSE(b.counted_here());
+  GradBuckets buckets({{&a, &b, &c, &d}}, dp, 1 << 20, false);
+  const std::vector<Tensor> runs = buckets.counted_grads();
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_EQ(runs[0].raw(), a.grad.raw());
+  EXPECT_EQ(runs[0].numel(), a.grad.numel());
+  EXPECT_EQ(runs[1].raw(), c.grad.raw());
+  EXPECT_EQ(runs[1].numel(), c.grad.numel() + d.grad.numel());
+}
+
 TEST(GradBuckets, MarkingAParamTwiceInAStepIsAnError) {
   LocalCommunicator tp("tp"), dp("dp");
   GPT model(small_model(), ModelShard{}, tp, 7);
