@@ -45,9 +45,11 @@ class Cli : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   // A tiny model. An option may be given once, so tests that vary one pass it here.
-  std::string tiny_args(const std::string& heads = "2", std::string corpus = "") const {
+  std::string tiny_args(const std::string& heads = "2", std::string corpus = "",
+                        const std::string& d_model = "32") const {
     return "train --data.path " + (corpus.empty() ? corpus_ : corpus) + " --run.dir " +
-           (dir_ / "run").string() + " --model.d_model 32 --model.layers 2 --model.heads " + heads +
+           (dir_ / "run").string() + " --model.d_model " + d_model +
+           " --model.layers 2 --model.heads " + heads +
            " --model.d_ff 64"
            " --model.seq_len 16 --train.global_batch 4 --train.micro_batch 2 --train.threads 2";
   }
@@ -99,11 +101,24 @@ TEST_F(Cli, PrecisionTheDeviceCannotComputeInIsRejected) {
 // which; where a GPU exists the run trains, which the gpu_check script covers.
 TEST_F(Cli, CudaDeviceWithoutAGpuIsRejectedSayingWhy) {
   if (cuda_device_count() > 0) GTEST_SKIP() << "this machine has a GPU";
-  CliRun r = run_tessera(tiny_args() + " --train.device cuda", dir_);
+  // Head dimension 64, which the GPU's attention takes.
+  CliRun r = run_tessera(tiny_args("2", "", "128") + " --train.device cuda", dir_);
   expect_clear_error(r, "--train.device");
   EXPECT_TRUE(r.err.find("no GPU") != std::string::npos ||
               r.err.find("without CUDA") != std::string::npos)
       << r.err;
+}
+
+// The GPU's attention kernels take head dimensions 64 and 128: another is refused before any
+// GPU is looked for, naming --model.heads and the head counts that would do.
+TEST_F(Cli, HeadDimensionTheGpuAttentionLacksIsRejectedNamingTheHeads) {
+  const CliRun r = run_tessera(tiny_args("2", "", "192") + " --train.device cuda", dir_);
+  expect_clear_error(r, "--model.heads");
+  EXPECT_NE(r.err.find("64 and 128"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("; 3 for 64"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("found 2"), std::string::npos) << r.err;
+  // The CPU's attention takes any head dimension.
+  EXPECT_EQ(run_tessera(tiny_args("2", "", "192") + " --train.steps 1", dir_).exit_code, 0);
 }
 
 TEST_F(Cli, MissingCorpusIsRejectedNamingTheFile) {

@@ -2,6 +2,7 @@
 #include "core/model/config.h"
 
 #include "core/error.h"
+#include "core/ops/attention_cuda.h"
 
 namespace tessera {
 
@@ -31,6 +32,17 @@ void ModelConfig::validate(int tp_size) const {
   if (!host_ok && !cuda_ok)
     throw InputError("--train.precision: " + dtype_name(dtype) + " is not a compute type on " +
                      device_name(device) + " (cpu: float32, float64; cuda: float32, bfloat16)");
+  if (device == Device::CUDA && d_model % heads == 0) {
+    // The head counts that would do for this width, if any.
+    std::string would_do;
+    if (d_model % 64 == 0) would_do += "; " + std::to_string(d_model / 64) + " for 64";
+    if (d_model % 128 == 0) would_do += ", " + std::to_string(d_model / 128) + " for 128";
+    require(ops::cuda::attention_head_dim_supported(d_model / heads), "--model.heads",
+            "with --train.device cuda a head count whose head dimension (--model.d_model / "
+            "heads) the GPU's attention kernels take, " +
+                std::string(ops::cuda::kAttentionHeadDims) + would_do,
+            heads);
+  }
   if (pos == PositionKind::Sinusoidal)
     require(d_model % 2 == 0, "--model.d_model", "an even width for sinusoidal positions", d_model);
 }
