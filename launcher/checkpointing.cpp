@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/ops/cast.h"
 #include "io/checkpoint_io.h"
 #include "io/crc32c.h"
 
@@ -367,37 +368,66 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
   return resume;
 }
 
+namespace {
+
+// What the tensors' shapes do not show: a checkpoint of another head count or position kind
+// would load without complaint and compute something else.
+void check_saved_model(const CheckpointMeta& meta, const ModelConfig& m, const std::string& dir) {
+  if (meta.ints.count("heads") && meta.ints.at("heads") != m.heads)
+    throw InputError("checkpoint " + dir + ": saved with --model.heads " +
+                     std::to_string(meta.ints.at("heads")) + ", this run has " +
+                     std::to_string(m.heads));
+  if (meta.texts.count("pos") && meta.texts.at("pos") != position_kind_name(m.pos))
+    throw InputError("checkpoint " + dir + ": saved with --model.pos " + meta.texts.at("pos") +
+                     ", this run has " + position_kind_name(m.pos));
+}
+
+// Reads every block from the checkpoint in `dir` into its tensor, on the host or the GPU.
+void read_blocks(const CheckpointReader& reader, const std::vector<TensorBlock>& blocks,
+                 const std::string& dir) {
+  for (const TensorBlock& b : blocks) {
+    if (!reader.has(b.name))
+      throw InputError("checkpoint " + dir + ": no tensor " + b.name +
+                       " (was it saved from another model?)");
+    Tensor data = b.data;
+    if (data.device() == Device::CPU) {
+      reader.read(b.name, b.global_shape, b.offset, data);
+    } else {  // HDF5 reads into host memory, then the block goes to the GPU
+      Tensor host(data.shape(), data.dtype());
+      reader.read(b.name, b.global_shape, b.offset, host);
+      copy_into(data, host);
+    }
+  }
+}
+
+}  // namespace
+
+void load_weights(GPT& model, const std::string& dir, int rank) {
+  CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
+  check_saved_model(reader.meta(), model.config(), dir);
+  reader.prefer_shard(rank);
+  for (Param* p : model.params()) {
+    // Checkpoints hold float32 weights (a bf16 run's masters): read, then round to the model's.
+    const DType stored = p->value.dtype() == DType::BF16 ? DType::F32 : p->value.dtype();
+    Tensor weights(p->value.shape(), stored);
+    read_blocks(reader, blocks_of(*p, weights, "model/" + p->name), dir);
+    copy_into(p->value, ops::cast_to(weights, p->value.dtype()));
+  }
+}
+
 void load_checkpoint(Trainer& tr, const std::string& dir) {
   // Rank 0 verified every checksum when it chose the checkpoint; here, presence and sizes.
   CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
   reader.prefer_shard(tr.host_world().rank());  // in the saving layout, its own file
   OptimizerState state = optimizer_state_of(tr, /*gather=*/false);
-  for (TensorBlock& b : state_blocks(tr, state, false)) {
-    if (!reader.has(b.name))
-      throw InputError("checkpoint " + dir + ": no tensor " + b.name +
-                       " (was it saved from another model?)");
-    if (b.data.device() == Device::CPU) {
-      reader.read(b.name, b.global_shape, b.offset, b.data);
-    } else {  // HDF5 reads into host memory, then the block goes to the GPU
-      Tensor host(b.data.shape(), b.data.dtype());
-      reader.read(b.name, b.global_shape, b.offset, host);
-      copy_into(b.data, host);
-    }
-  }
+  read_blocks(reader, state_blocks(tr, state, false), dir);
   if (AdamW* a = tr.adamw()) a->refresh_values();
   if (ZeroAdamW* z = tr.zero()) {
     z->scatter_moments(state.flat_m, state.flat_v);
     if (z->mixed_precision()) z->scatter_masters(state.flat_master);  // and the bf16 values
   }
   const CheckpointMeta& meta = reader.meta();
-  const TrainConfig& c = tr.config();
-  if (meta.ints.count("heads") && meta.ints.at("heads") != c.model.heads)
-    throw InputError("checkpoint " + dir + ": saved with --model.heads " +
-                     std::to_string(meta.ints.at("heads")) + ", this run has " +
-                     std::to_string(c.model.heads));
-  if (meta.texts.count("pos") && meta.texts.at("pos") != position_kind_name(c.model.pos))
-    throw InputError("checkpoint " + dir + ": saved with --model.pos " + meta.texts.at("pos") +
-                     ", this run has " + position_kind_name(c.model.pos));
+  check_saved_model(meta, tr.config().model, dir);
   const int64_t t = meta.ints.at("adamw_step");
   if (AdamW* a = tr.adamw())
     a->set_steps_taken(t);

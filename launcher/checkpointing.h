@@ -81,4 +81,9 @@ std::string broadcast_text(Communicator& world, const std::string& text);
 // and both shapes when the checkpoint holds another model.
 void load_checkpoint(Trainer& tr, const std::string& dir);
 
+// Loads only the weights saved in `dir` into `model` (any layout, any device; rounded to bf16
+// for a bf16 model), for sampling. `rank` reads its own shard file where the saving layout
+// matches. Presence and sizes are checked; the caller verifies the checksums.
+void load_weights(GPT& model, const std::string& dir, int rank);
+
 }  // namespace tessera

@@ -13,6 +13,8 @@
 #include <fstream>
 #include <iostream>
 
+#include "core/device.h"
+#include "core/error.h"
 #include "launcher/exit_codes.h"
 #include "launcher/trainer.h"
 #include "parallel/watchdog.h"
@@ -49,6 +51,50 @@ void install_stop_handlers() {
   sa.sa_flags = SA_RESTART;  // system calls in progress resume; the loop looks at the flag
   sigaction(SIGUSR1, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+}
+
+void check_gpu_for(int local_rank) {
+  const int gpus = cuda_device_count();
+  if (gpus == 0) throw InputError("--train.device cuda: " + cuda_summary());
+  if (local_rank >= gpus)
+    throw InputError("--train.device cuda: this rank is number " + std::to_string(local_rank) +
+                     " on its node, which has " + std::to_string(gpus) +
+                     " GPU(s); start at most one rank per GPU on each node");
+}
+
+int agree_on_inputs(Communicator& world, const ErrorReport& failure) {
+  Tensor verdict({2}, DType::I32);
+  verdict.data<int32_t>()[0] = failure.code;
+  verdict.data<int32_t>()[1] = failure.code ? world.size() - world.rank() : 0;
+  world.all_reduce(verdict, ReduceOp::Max);
+  if (verdict.data<int32_t>()[0] == 0) return 0;
+  if (world.size() - verdict.data<int32_t>()[1] == world.rank())
+    std::cerr << failure.message << "\n";
+  return failure.code ? failure.code : verdict.data<int32_t>()[0];
+}
+
+int fail_alone(Communicator& world, const char* command) {
+  const ErrorReport r = report_error(std::current_exception(), command);
+  if (world.size() == 1) {
+    std::cerr << r.message << "\n";
+    return r.code;
+  }
+  std::cerr << "rank " << world.rank() << ": " << r.message << "\n";
+  world.abort(r.code);
+  return r.code;
+}
+
+WatchdogArmed::WatchdogArmed(Communicator& world, double deadline_s) {
+  WatchdogConfig wc;
+  wc.rank = world.rank();
+  wc.deadline_s = deadline_s;
+  wc.exit_code = kExitHang;
+  wc.abort_communicators = [&world] { world.abort(kExitHang); };
+  Watchdog::instance().arm(wc);
+}
+
+WatchdogArmed::~WatchdogArmed() {
+  Watchdog::instance().disarm();
 }
 
 std::string rank_list(const std::vector<int>& ranks) {

@@ -8,6 +8,7 @@
 
 #include "core/communicator.h"
 #include "launcher/config.h"
+#include "launcher/exit_codes.h"
 
 namespace tessera {
 
@@ -21,6 +22,32 @@ void install_stop_handlers();
 int stop_signal();
 // Seconds since this process started: the clock of --train.time_limit.
 double seconds_since_process_start();
+
+// --train.device cuda: a GPU for this rank, the one its index among its node's ranks names;
+// InputError saying why not.
+void check_gpu_for(int local_rank);
+
+// The ranks' verdict on their inputs, each rank's `failure` (code 0: none), agreed by one
+// all-reduce over world (collective): 0 when every rank succeeded, else an exit code for all,
+// with the message printed once, by the lowest failing rank. So a bad input stops every rank
+// alike and cannot leave one waiting in a collective.
+int agree_on_inputs(Communicator& world, const ErrorReport& failure);
+
+// In a catch block after the ranks agreed on their inputs, where a failure may be this rank's
+// alone: the message on stderr (with "rank N: " when there are several) and the exit code with
+// one rank, else an abort of the MPI world with that code, so that no rank waits forever.
+int fail_alone(Communicator& world, const char* command);
+
+// Arms the watchdog for the collectives that follow: each may wait `deadline_s`, then every rank
+// reports what it waits for, the MPI world is aborted and the process exits 5 (docs/CLUSTER.md).
+// Disarms it when it goes out of scope.
+class WatchdogArmed {
+ public:
+  WatchdogArmed(Communicator& world, double deadline_s);
+  ~WatchdogArmed();
+  WatchdogArmed(const WatchdogArmed&) = delete;
+  WatchdogArmed& operator=(const WatchdogArmed&) = delete;
+};
 
 // "0-3" or "0, 2, 5": a sorted list of ranks, runs of consecutive ones shortened.
 std::string rank_list(const std::vector<int>& ranks);

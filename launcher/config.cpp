@@ -319,8 +319,21 @@ void TrainConfig::validate() const {
   require(sample_top_k >= 0, "--sample.top_k", "0 (all) or more", sample_top_k);
 }
 
+GridLayout TrainConfig::model_layout_for(int world_size) const {
+  return split_model(resolve_layout(parallel.tp, parallel.pp, 0, world_size));
+}
+
 GridLayout TrainConfig::layout_for(int world_size) const {
-  const GridLayout l = resolve_layout(parallel.tp, parallel.pp, parallel.dp, world_size);
+  const GridLayout l =
+      split_model(resolve_layout(parallel.tp, parallel.pp, parallel.dp, world_size));
+  require(global_batch % (static_cast<int64_t>(l.dp) * micro_batch) == 0, "--train.global_batch",
+          "a multiple of data-parallel ranks x --train.micro_batch = " + std::to_string(l.dp) +
+              " x " + std::to_string(micro_batch),
+          global_batch);
+  return l;
+}
+
+GridLayout TrainConfig::split_model(const GridLayout& l) const {
   model.validate(l.tp);
   require(model.vocab_size % l.tp == 0, "--model.vocab_size",
           "a multiple of --parallel.tp = " + std::to_string(l.tp) +
@@ -329,14 +342,11 @@ GridLayout TrainConfig::layout_for(int world_size) const {
   require(model.layers >= l.pp, "--model.layers",
           "at least one layer per pipeline stage, --parallel.pp = " + std::to_string(l.pp),
           model.layers);
-  require(global_batch % (static_cast<int64_t>(l.dp) * micro_batch) == 0, "--train.global_batch",
-          "a multiple of data-parallel ranks x --train.micro_batch = " + std::to_string(l.dp) +
-              " x " + std::to_string(micro_batch),
-          global_batch);
   return l;
 }
 
-bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
+bool parse_train_config(int argc, char** argv, TrainConfig& cfg, const std::string& base,
+                        const std::string& base_name) {
   RawEnums enums;
   po::options_description generic("tessera train [--config FILE] [--section.key value ...]");
   generic.add_options()("help,h", "list every option with its default")(
@@ -360,6 +370,14 @@ bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
       po::store(po::parse_config_file(in, all, /*allow_unregistered=*/false), vm);
     } catch (const po::error& e) {
       throw InputError("config file " + file + ": " + e.what());
+    }
+  }
+  if (!base.empty()) {
+    std::istringstream in(base);
+    try {
+      po::store(po::parse_config_file(in, all, /*allow_unregistered=*/false), vm);
+    } catch (const po::error& e) {
+      throw InputError(base_name + ": " + e.what());
     }
   }
   po::notify(vm);

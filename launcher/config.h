@@ -83,9 +83,16 @@ struct TrainConfig {
   // stops every rank with the same message (train_command then agrees on it with one
   // all-reduce, since the corpus may fail on one rank only).
   GridLayout layout_for(int world_size) const;
+  // The same for the model alone, DP taking the ranks TP x PP leaves (what sampling needs).
+  GridLayout model_layout_for(int world_size) const;
   // Every option's resolved value as INI text (written to RUN_DIR/config.ini); filled by
   // parse_train_config from the same option table that parses, so it lists every option.
   std::string resolved_ini;
+
+ private:
+  // `l` when the model splits over its TP and PP (heads, d_ff, vocabulary, layers), else
+  // InputError naming the option.
+  GridLayout split_model(const GridLayout& l) const;
 };
 
 // A [debug] option's "RANK:STEP[,RANK:STEP...]" (ranks >= 0, steps >= 1; empty: none);
@@ -99,6 +106,9 @@ std::vector<RankStep> rank_steps(const std::string& option, const std::string& t
 bool has_rank_step(const std::vector<RankStep>& points, int rank, int64_t step);
 
 // Parses `tessera train` arguments (argv[0] is "train"). Returns false when --help was shown.
-bool parse_train_config(int argc, char** argv, TrainConfig& cfg);
+// `base`: INI text beneath the command line and --config (a checkpoint's config, which
+// `tessera sample` starts from), named `base_name` in its error messages.
+bool parse_train_config(int argc, char** argv, TrainConfig& cfg, const std::string& base = "",
+                        const std::string& base_name = "");
 
 }  // namespace tessera

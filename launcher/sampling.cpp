@@ -3,12 +3,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <memory>
 #include <numeric>
 
 #include "core/error.h"
 #include "core/ops/cast.h"
 #include "core/rng.h"
+#include "io/sentencepiece_tokenizer.h"
 
 namespace tessera {
 
@@ -78,6 +81,34 @@ std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
     out.push_back(t);
   }
   return out;
+}
+
+void print_sample(const TrainConfig& cfg, GPT& model, Communicator& tp, Communicator& pp,
+                  bool root) {
+  SamplingOptions so;
+  so.tokens = cfg.sample_tokens;
+  so.temperature = cfg.sample_temperature;
+  so.top_k = cfg.sample_top_k;
+  so.seed = cfg.seed;
+  // Ids past the tokenizer's vocabulary pad the model's (for TP) and are never drawn.
+  const std::unique_ptr<Tokenizer> tokenizer = open_tokenizer(cfg.tokenizer_model);
+  so.stop_token = tokenizer->end_of_document();
+  so.vocab_limit = std::min(tokenizer->vocab_size(), cfg.model.vocab_size);
+  const std::vector<int32_t> prompt = tokenizer->encode(cfg.sample_prompt);
+  const std::vector<int32_t> sample = generate(model, tp, pp, prompt, so);
+  if (root)
+    std::printf("sample (%lld tokens, temperature %.2f, top-k %lld):\n%s%s\n",
+                static_cast<long long>(sample.size()), cfg.sample_temperature,
+                static_cast<long long>(cfg.sample_top_k), cfg.sample_prompt.c_str(),
+                tokenizer->decode(sample).c_str());
+}
+
+void check_sampling_tokenizer(const TrainConfig& cfg) {
+  const std::unique_ptr<Tokenizer> t = open_tokenizer(cfg.tokenizer_model);
+  if (!cfg.tokenizer_model.empty() && t->vocab_size() > cfg.model.vocab_size)
+    throw InputError("--data.tokenizer " + cfg.tokenizer_model + ": its vocabulary of " +
+                     std::to_string(t->vocab_size()) + " ids does not fit --model.vocab_size " +
+                     std::to_string(cfg.model.vocab_size));
 }
 
 }  // namespace tessera

@@ -229,5 +229,67 @@ TEST_F(Checkpoints, CheckpointOfAnotherModelIsRefusedNamingTensorAndShapes) {
       << fewer.err;
 }
 
+// What a command printed from its "sample (" line on: the sample's header, prompt and text.
+std::string sample_text(const CliRun& r) {
+  const size_t at = r.out.find("sample (");
+  return at == std::string::npos ? "" : r.out.substr(at);
+}
+
+// `tessera sample` rebuilds the model from the checkpoint's config and weights: with the same
+// seed it writes exactly the text the training run sampled at its end, from the checkpoint
+// named or from the newest of a run's checkpoints/; and the same greedy text on one rank and on
+// TP 2 x PP 2 (any layout loads any checkpoint).
+TEST_F(Checkpoints, SampleFromACheckpointWritesTheTextOfTheRunThatSavedIt) {
+  const std::string sampling = " --sample.tokens 30 --sample.prompt 123";
+  const CliRun trained = run_tessera(args("run", sampling), dir_);
+  ASSERT_EQ(trained.exit_code, 0) << trained.err;
+  const std::string text = sample_text(trained);
+  ASSERT_NE(text.find("sample (30 tokens"), std::string::npos) << trained.out;
+
+  const std::string checkpoints = (dir_ / "run" / "checkpoints").string();
+  const CliRun from_step = run_tessera(
+      "sample --checkpoint " + step_dir("run", 20) + " --prompt 123 --sample.tokens 30", dir_);
+  ASSERT_EQ(from_step.exit_code, 0) << from_step.err;
+  EXPECT_EQ(sample_text(from_step), text);
+  // The prompt and length were saved in the config too; the newest checkpoint is step 20.
+  const CliRun from_root = run_tessera("sample --checkpoint " + checkpoints, dir_);
+  ASSERT_EQ(from_root.exit_code, 0) << from_root.err;
+  EXPECT_EQ(sample_text(from_root), text);
+  EXPECT_NE(from_root.out.find(step_dir("run", 20)), std::string::npos) << from_root.out;
+
+  const std::string greedy = "sample --checkpoint " + checkpoints + " --sample.top_k 1";
+  const CliRun one = run_tessera(greedy, dir_);
+  const CliRun grid = run_mpi(4, greedy + " --parallel.tp 2 --parallel.pp 2", dir_);
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  ASSERT_EQ(grid.exit_code, 0) << grid.err;
+  EXPECT_NE(grid.out.find("TP 2 x PP 2"), std::string::npos) << grid.out;
+  EXPECT_NE(sample_text(one), "");
+  EXPECT_EQ(sample_text(grid), sample_text(one));
+}
+
+// Bad input to `tessera sample`: one message naming what is wrong, exit code 2, nothing sampled.
+TEST_F(Checkpoints, SampleRefusesMissingDamagedOrReshapedCheckpoints) {
+  ASSERT_EQ(run_tessera(args("run"), dir_).exit_code, 0);
+  const auto expect_refused = [&](const std::string& sample_args, const std::string& named) {
+    const CliRun r = run_tessera("sample " + sample_args, dir_);
+    EXPECT_EQ(r.exit_code, 2) << sample_args << "\n" << r.err;
+    EXPECT_NE(r.err.find(named), std::string::npos) << sample_args << "\n" << r.err;
+    EXPECT_EQ(r.out.find("sample ("), std::string::npos) << r.out;
+  };
+  const CliRun help = run_tessera("sample --help", dir_);
+  EXPECT_EQ(help.exit_code, 0) << help.err;
+  EXPECT_NE(help.out.find("tessera sample --checkpoint DIR"), std::string::npos) << help.out;
+  expect_refused("--prompt 1", "--checkpoint");
+  const std::string nowhere = (dir_ / "nowhere").string();
+  expect_refused("--checkpoint " + nowhere, nowhere);
+  const std::string saved = step_dir("run", 20);
+  expect_refused("--checkpoint " + saved + " --model.layers 2", "--model.layers");
+  expect_refused("--checkpoint " + saved + " --parallel.tp 3", "--parallel.tp");
+  fs::path shard;
+  for (const auto& e : fs::directory_iterator(fs::path(saved) / "shards")) shard = e.path();
+  fs::resize_file(shard, fs::file_size(shard) - 10);
+  expect_refused("--checkpoint " + saved, shard.filename().string());
+}
+
 }  // namespace
 }  // namespace tessera
