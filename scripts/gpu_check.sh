@@ -94,6 +94,7 @@ summary() {
        /^\| [0-9]/{printf "step %-11s %-19s %8s ms  %8s tokens/s  MFU %s\n", shape, att, $2, $10, $14}' \
     "$OUT_DIR/bench_train_step_gpu.txt" 2>/dev/null
   grep -H "final loss" "$OUT_DIR"/train_*.txt 2>/dev/null | sed "s|^$OUT_DIR/||"
+  tail -n 1 "$OUT_DIR/sample.txt" 2>/dev/null | sed "s/^/sample.txt: /"
   awk '/bf16 attention on/{att = $NF} /^dgelu epilogue on/{att = att "+dgelu"}
        /^GPT-2/{shape = $1 " " $2}
        /^layer forward/{printf "layer %-12s %-19s %s ms  layer MFU %s\n", shape, att, $5, $(NF-3)}' \
@@ -149,12 +150,19 @@ for run in "default" "opt_in --gpu.attention tensor_cores --gpu.dgelu_epilogue t
     --data.path "$OUT_DIR/corpus" --train.device cuda --model.d_model 256 --model.layers 4 \
     --model.heads 4 --model.d_ff 1024 --model.seq_len 256 --train.global_batch 16 \
     --train.micro_batch 16 --train.steps 200 --optim.lr 1e-3 --optim.warmup 20 \
-    --train.log_interval 50 --run.dir "$OUT_DIR/train_$name" $flags >"$OUT_DIR/train_$name.txt" 2>&1
+    --train.log_interval 50 --checkpoint.interval 200 --run.dir "$OUT_DIR/train_$name" $flags \
+    >"$OUT_DIR/train_$name.txt" 2>&1
   rc=$?
   echo "tessera train ($name): exit $rc"
   grep -E "^gpu:|final loss" "$OUT_DIR/train_$name.txt"
   [ $rc -eq 0 ] || { status=1; tail -n 5 "$OUT_DIR/train_$name.txt"; }
 done
+# The default run's checkpoint (bf16 masters saved as float32) back on the GPU, greedy.
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 "$BIN"/tessera sample \
+  --checkpoint "$OUT_DIR/train_default/checkpoints" --prompt "void " --sample.tokens 80 \
+  --sample.top_k 1 --train.device cuda >"$OUT_DIR/sample.txt" 2>&1 ||
+  { status=1; echo "tessera sample on the GPU: FAILED"; }
+tail -n 3 "$OUT_DIR/sample.txt"
 
 if [ -n "$PREBUILT" ]; then
   summary
