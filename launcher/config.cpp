@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <boost/program_options.hpp>
+#include <cctype>
 #include <charconv>
 #include <cstdio>
 #include <fstream>
@@ -174,7 +175,7 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
   sample.add_options()("sample.tokens", po::value(&c.sample_tokens)->default_value(c.sample_tokens),
                        "tokens to generate after training (0: none)")(
       "sample.prompt", po::value(&c.sample_prompt)->default_value(c.sample_prompt),
-      "text the sample continues")(
+      "text the sample continues (C escapes: \\n, \\t, \\\\, \\xHH)")(
       "sample.temperature",
       po::value(&c.sample_temperature)->default_value(c.sample_temperature, "0.8"),
       "softmax temperature")("sample.top_k",
@@ -224,6 +225,52 @@ std::string ini_value(const boost::any& v) {
   throw InternalError("config: an option of a type the resolved config.ini cannot print");
 }
 
+// --sample.prompt in C's escapes: \\, \n, \t and \xHH for '#' and for spaces at either end,
+// which an INI file would cut (a comment) or trim: the text reads back as it was.
+std::string escape_prompt(const std::string& text) {
+  std::string out;
+  const size_t first = text.find_first_not_of(' '), last = text.find_last_not_of(' ');
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '\n')
+      out += "\\n";
+    else if (c == '\t')
+      out += "\\t";
+    else if (c == '#')
+      out += "\\x23";
+    else if (c == ' ' && (first == std::string::npos || i < first || i > last))
+      out += "\\x20";
+    else
+      out += c;
+  }
+  return out;
+}
+
+// The inverse, for whatever gives --sample.prompt: a backslash not starting one of those escapes
+// stays as it is.
+std::string unescape_prompt(const std::string& text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char next = i + 1 < text.size() ? text[i + 1] : 0;
+    if (text[i] != '\\') {
+      out += text[i];
+    } else if (next == '\\' || next == 'n' || next == 't') {
+      out += next == 'n' ? '\n' : next == 't' ? '\t' : '\\';
+      ++i;
+    } else if (next == 'x' && i + 3 < text.size() &&
+               std::isxdigit(static_cast<unsigned char>(text[i + 2])) &&
+               std::isxdigit(static_cast<unsigned char>(text[i + 3]))) {
+      out += static_cast<char>(std::stoi(text.substr(i + 2, 2), nullptr, 16));
+      i += 3;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
+
 // Every option that has a value, grouped into [section]s by the part before the dot.
 std::string resolved_ini(const po::variables_map& vm, const po::options_description& all) {
   std::string out, section;
@@ -238,7 +285,9 @@ std::string resolved_ini(const po::variables_map& vm, const po::options_descript
       section = name.substr(0, dot);
       out += (out.empty() ? "[" : "\n[") + section + "]\n";
     }
-    out += name.substr(dot + 1) + " = " + ini_value(vm[name].value()) + "\n";
+    const std::string value = ini_value(vm[name].value());
+    out += name.substr(dot + 1) + " = " +
+           (name == "sample.prompt" ? escape_prompt(unescape_prompt(value)) : value) + "\n";
   }
   return out;
 }
@@ -347,6 +396,13 @@ GridLayout TrainConfig::split_model(const GridLayout& l) const {
 
 bool parse_train_config(int argc, char** argv, TrainConfig& cfg, const std::string& base,
                         const std::string& base_name) {
+  if (!read_train_options(argc, argv, cfg, base, base_name)) return false;
+  cfg.validate();
+  return true;
+}
+
+bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::string& base,
+                        const std::string& base_name) {
   RawEnums enums;
   po::options_description generic("tessera train [--config FILE] [--section.key value ...]");
   generic.add_options()("help,h", "list every option with its default")(
@@ -405,7 +461,7 @@ bool parse_train_config(int argc, char** argv, TrainConfig& cfg, const std::stri
        {ops::attention_kernels_name(AttentionKernels::TensorCores),
         AttentionKernels::TensorCores}});
   cfg.schedule.total_steps = cfg.steps;
-  cfg.validate();
+  cfg.sample_prompt = unescape_prompt(cfg.sample_prompt);
   cfg.resolved_ini = resolved_ini(vm, all);
   return true;
 }

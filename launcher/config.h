@@ -110,5 +110,9 @@ bool has_rank_step(const std::vector<RankStep>& points, int rank, int64_t step);
 // `tessera sample` starts from), named `base_name` in its error messages.
 bool parse_train_config(int argc, char** argv, TrainConfig& cfg, const std::string& base = "",
                         const std::string& base_name = "");
+// The same without TrainConfig::validate: the options as given, for reading a part of them
+// (a checkpoint's model shape) on a machine where the rest would not validate.
+bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::string& base = "",
+                        const std::string& base_name = "");
 
 }  // namespace tessera

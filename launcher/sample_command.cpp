@@ -37,10 +37,12 @@ namespace {
 constexpr const char* kUsage =
     "usage: tessera sample --checkpoint DIR [--prompt TEXT] [options]\n"
     "\n"
-    "Continues TEXT (default: none) with the model saved in DIR: a checkpoint (step_N) or a\n"
-    "run's checkpoints/ directory, whose newest usable checkpoint is taken. The model, the\n"
-    "tokenizer and the options below start from the config saved in the checkpoint; any\n"
-    "`tessera train` option overrides it, except the model's shape (--model.*).\n"
+    "Continues TEXT with the model saved in DIR: a checkpoint (step_N) or a run's checkpoints/\n"
+    "directory, whose newest usable checkpoint is taken. The model, the tokenizer and the\n"
+    "options below start from the config saved in the checkpoint; any `tessera train` option\n"
+    "overrides it, except the model's shape (--model.*). --prompt is --sample.prompt (the\n"
+    "run's by default), where \\n, \\t, \\\\ and \\xHH are escapes. The ranks sample on a\n"
+    "layout of their own: one rank, or --parallel.tp x --parallel.pp under mpirun.\n"
     "\n"
     "  --sample.tokens N        tokens to generate (0, a training run's default: 100)\n"
     "  --sample.temperature T   softmax temperature\n"
@@ -51,12 +53,12 @@ constexpr const char* kUsage =
     "  --parallel.tp N --parallel.pp N   the layout of the ranks under mpirun\n";
 
 struct SampleArgs {
-  std::string checkpoint, prompt;
-  bool prompt_given = false, help = false;
-  std::vector<char*> train_args;  // every other argument, for the train options
+  std::string checkpoint;
+  bool help = false;
+  std::vector<std::string> train_args;  // argv[0] and the train options
 };
 
-// --checkpoint and --prompt are this command's own; the rest are train options.
+// --checkpoint is this command's own, --prompt is --sample.prompt, the rest are train options.
 SampleArgs split_args(int argc, char** argv) {
   SampleArgs a;
   a.train_args.push_back(argv[0]);
@@ -71,11 +73,10 @@ SampleArgs split_args(int argc, char** argv) {
     } else if (arg.rfind("--checkpoint=", 0) == 0) {
       a.checkpoint = arg.substr(arg.find('=') + 1);
     } else if (arg == "--prompt") {
-      a.prompt = value(arg);
-      a.prompt_given = true;
+      a.train_args.push_back("--sample.prompt");
+      a.train_args.push_back(value(arg));
     } else if (arg.rfind("--prompt=", 0) == 0) {
-      a.prompt = arg.substr(arg.find('=') + 1);
-      a.prompt_given = true;
+      a.train_args.push_back("--sample.prompt=" + arg.substr(arg.find('=') + 1));
     } else if (arg == "--help" || arg == "-h") {
       a.help = true;
     } else {
@@ -124,17 +125,24 @@ void require_saved_shape(const ModelConfig& saved, const ModelConfig& m, const s
 }
 
 // The run's config: the checkpoint's (`saved_ini`), overridden by the train options of `args`,
-// with the prompt and a default length. InputError for options that do not parse or fit.
+// with the prompt and a default length. The layout is the command line's alone (one rank unless
+// --parallel.* says otherwise), not the saving run's. InputError for options that do not parse
+// or fit.
 TrainConfig sample_config(const SampleArgs& args, const std::string& saved_ini,
                           const std::string& dir) {
   const std::string name = "the config saved in " + dir;
-  char* none[] = {args.train_args[0]};
-  TrainConfig saved, cfg;
-  parse_train_config(1, none, saved, saved_ini, name);
-  std::vector<char*> argv = args.train_args;
-  parse_train_config(static_cast<int>(argv.size()), argv.data(), cfg, saved_ini, name);
+  std::vector<char*> argv;
+  for (const std::string& a : args.train_args) argv.push_back(const_cast<char*>(a.c_str()));
+  const int argc = static_cast<int>(argv.size());
+  // The saved shape is read, not validated: the saving machine's options (--train.device cuda)
+  // need not hold here, where the command line may override them.
+  char* none[] = {argv[0]};
+  TrainConfig saved, given, cfg;
+  read_train_options(1, none, saved, saved_ini, name);
+  read_train_options(argc, argv.data(), given);
+  parse_train_config(argc, argv.data(), cfg, saved_ini, name);
   require_saved_shape(saved.model, cfg.model, dir);
-  if (args.prompt_given) cfg.sample_prompt = args.prompt;
+  cfg.parallel = given.parallel;
   if (cfg.sample_tokens == 0) cfg.sample_tokens = 100;
   return cfg;
 }

@@ -237,18 +237,22 @@ std::string sample_text(const CliRun& r) {
 
 // `tessera sample` rebuilds the model from the checkpoint's config and weights: with the same
 // seed it writes exactly the text the training run sampled at its end, from the checkpoint
-// named or from the newest of a run's checkpoints/; and the same greedy text on one rank and on
-// TP 2 x PP 2 (any layout loads any checkpoint).
+// named or from the newest of a run's checkpoints/, with the prompt given again or the one
+// saved in the config (spaces at its ends, a '#' and a newline, which an INI file would trim,
+// cut or break, come back as they were); and the same greedy text on one rank and on TP 2 x
+// PP 2 (any layout loads any checkpoint); a checkpoint saved on TP 2 samples on one rank.
 TEST_F(Checkpoints, SampleFromACheckpointWritesTheTextOfTheRunThatSavedIt) {
-  const std::string sampling = " --sample.tokens 30 --sample.prompt 123";
+  const std::string sampling = " --sample.tokens 30 --sample.prompt ' 1#2\\n3 '";
   const CliRun trained = run_tessera(args("run", sampling), dir_);
   ASSERT_EQ(trained.exit_code, 0) << trained.err;
   const std::string text = sample_text(trained);
   ASSERT_NE(text.find("sample (30 tokens"), std::string::npos) << trained.out;
+  ASSERT_NE(text.find(":\n 1#2\n3 "), std::string::npos) << text;  // the prompt, decoded
 
   const std::string checkpoints = (dir_ / "run" / "checkpoints").string();
   const CliRun from_step = run_tessera(
-      "sample --checkpoint " + step_dir("run", 20) + " --prompt 123 --sample.tokens 30", dir_);
+      "sample --checkpoint " + step_dir("run", 20) + " --prompt ' 1#2\\n3 ' --sample.tokens 30",
+      dir_);
   ASSERT_EQ(from_step.exit_code, 0) << from_step.err;
   EXPECT_EQ(sample_text(from_step), text);
   // The prompt and length were saved in the config too; the newest checkpoint is step 20.
@@ -265,6 +269,12 @@ TEST_F(Checkpoints, SampleFromACheckpointWritesTheTextOfTheRunThatSavedIt) {
   EXPECT_NE(grid.out.find("TP 2 x PP 2"), std::string::npos) << grid.out;
   EXPECT_NE(sample_text(one), "");
   EXPECT_EQ(sample_text(grid), sample_text(one));
+
+  // The layout is the sampling ranks' own, not the saving run's.
+  ASSERT_EQ(run_mpi(2, args("tp2", "--parallel.tp 2", 5, 5), dir_).exit_code, 0);
+  const CliRun tp2 = run_tessera("sample --checkpoint " + step_dir("tp2", 5), dir_);
+  ASSERT_EQ(tp2.exit_code, 0) << tp2.err;
+  EXPECT_NE(tp2.out.find("1 rank, TP 1 x PP 1"), std::string::npos) << tp2.out;
 }
 
 // Bad input to `tessera sample`: one message naming what is wrong, exit code 2, nothing sampled.
