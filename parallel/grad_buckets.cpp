@@ -54,7 +54,7 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
   }
   for (Bucket& b : buckets_) {
     b.pending = static_cast<int>(b.params.size());
-    if (shard_) b.shard_grad = Tensor({b.size / dp.size()}, flat_grads().dtype(), device);
+    if (shard_) b.shard_grad = Tensor({piece_length(b)}, flat_grads().dtype(), device);
   }
 }
 
@@ -112,20 +112,26 @@ Tensor GradBuckets::grad_of(const Param& p) {
   return flat_grads().slice0(at, at + p.grad.numel()).view(p.grad.shape());
 }
 
-std::vector<Tensor> GradBuckets::counted_grads() {
-  std::vector<std::pair<int64_t, int64_t>> runs;  // [begin, end) in flat order
-  for (const Bucket& b : buckets_)
-    for (const Param* p : b.params) {
-      if (!p->counted_here()) continue;
-      const int64_t begin = offset_of(*p), end = begin + p->grad.numel();
-      if (!runs.empty() && runs.back().second == begin)
-        runs.back().second = end;
-      else
-        runs.emplace_back(begin, end);
-    }
+std::vector<Tensor> merged_views(const Tensor& flat,
+                                 const std::vector<std::pair<int64_t, int64_t>>& ranges) {
+  std::vector<std::pair<int64_t, int64_t>> runs;
+  for (const auto& [begin, end] : ranges) {
+    if (!runs.empty() && runs.back().second == begin)
+      runs.back().second = end;
+    else
+      runs.emplace_back(begin, end);
+  }
   std::vector<Tensor> views;
-  for (const auto& [begin, end] : runs) views.push_back(flat_grads().slice0(begin, end));
+  for (const auto& [begin, end] : runs) views.push_back(flat.slice0(begin, end));
   return views;
+}
+
+std::vector<Tensor> GradBuckets::counted_grads() {
+  std::vector<std::pair<int64_t, int64_t>> ranges;  // in flat order
+  for (const Bucket& b : buckets_)
+    for (const Param* p : b.params)
+      if (p->counted_here()) ranges.emplace_back(offset_of(*p), offset_of(*p) + p->grad.numel());
+  return merged_views(flat_grads(), ranges);
 }
 
 void GradBuckets::launch(Bucket& b) {

@@ -23,6 +23,11 @@
 
 namespace tessera {
 
+// Views of the 1-d tensor `flat` over the element ranges [begin, end), given in increasing
+// order, each run of adjacent ranges as one view.
+std::vector<Tensor> merged_views(const Tensor& flat,
+                                 const std::vector<std::pair<int64_t, int64_t>>& ranges);
+
 class GradBuckets {
  public:
   struct Bucket {
@@ -54,6 +59,10 @@ class GradBuckets {
   void finish();
 
   bool sharded() const { return shard_; }
+  // ZeRO-1: this rank's piece of bucket b, [piece_begin, piece_begin + piece_length) of the flat
+  // buffers (every rank's piece has the same length: b.size is a multiple of DP).
+  int64_t piece_length(const Bucket& b) const { return b.size / dp_.size(); }
+  int64_t piece_begin(const Bucket& b) const { return b.offset + dp_.rank() * piece_length(b); }
   std::vector<Bucket>& buckets() { return buckets_; }
   Tensor& flat_values() { return values_; }
   // Element offset of p's value and gradient within the flat buffers.

@@ -14,11 +14,10 @@ ZeroAdamW::ZeroAdamW(GradBuckets& buckets, const AdamWConfig& cfg) : buckets_(bu
   Tensor& values = buckets.flat_values();
   const bool mixed = buckets.mixed_precision();
   const DType state = mixed ? DType::F32 : values.dtype();
-  const int dp = buckets.dp().size(), r = buckets.dp().rank();
   for (size_t bucket = 0; bucket < buckets.buckets().size(); ++bucket) {
     GradBuckets::Bucket& b = buckets.buckets()[bucket];
-    const int64_t len = b.size / dp;
-    const int64_t piece_begin = b.offset + r * len, piece_end = piece_begin + len;
+    const int64_t len = buckets.piece_length(b);
+    const int64_t piece_begin = buckets.piece_begin(b), piece_end = piece_begin + len;
     exp_avg_.emplace_back(Shape{len}, state, values.device());
     exp_avg_sq_.emplace_back(Shape{len}, state, values.device());
     if (mixed) {  // the masters start as the bf16 values, widened exactly
@@ -45,21 +44,13 @@ DType ZeroAdamW::state_dtype() const {
 double ZeroAdamW::grad_sum_of_squares() const {
   // The counted segments, each run of adjacent ones in a piece as one view: a few long sums
   // instead of one per segment, in order, with one wait for the GPU.
-  struct Run {
-    size_t bucket;
-    int64_t from, to;
-  };
-  std::vector<Run> runs;
-  for (const Segment& seg : segments_) {
-    if (!seg.param->counted_here()) continue;
-    if (!runs.empty() && runs.back().bucket == seg.bucket && runs.back().to == seg.from)
-      runs.back().to = seg.to;
-    else
-      runs.push_back({seg.bucket, seg.from, seg.to});
-  }
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> ranges(buckets_.buckets().size());
+  for (const Segment& seg : segments_)
+    if (seg.param->counted_here()) ranges[seg.bucket].emplace_back(seg.from, seg.to);
   std::vector<Tensor> counted;
-  for (const Run& r : runs)
-    counted.push_back(buckets_.buckets()[r.bucket].shard_grad.slice0(r.from, r.to));
+  for (size_t i = 0; i < ranges.size(); ++i)
+    for (Tensor& v : merged_views(buckets_.buckets()[i].shard_grad, ranges[i]))
+      counted.push_back(v);
   return ops::sum_of_squares(counted);
 }
 
@@ -79,11 +70,10 @@ Tensor ZeroAdamW::gather(const std::vector<Tensor>& pieces) {
 }
 
 void ZeroAdamW::scatter(std::vector<Tensor>& pieces, const Tensor& whole) {
-  const int dp = buckets_.dp().size(), r = buckets_.dp().rank();
   const std::vector<GradBuckets::Bucket>& bs = buckets_.buckets();
   for (size_t i = 0; i < bs.size(); ++i) {
-    const int64_t len = bs[i].size / dp, begin = bs[i].offset + r * len;
-    copy_into(pieces[i], whole.slice0(begin, begin + len));
+    const int64_t begin = buckets_.piece_begin(bs[i]);
+    copy_into(pieces[i], whole.slice0(begin, begin + buckets_.piece_length(bs[i])));
   }
 }
 
@@ -105,14 +95,9 @@ Tensor ZeroAdamW::gather_masters() {
 void ZeroAdamW::scatter_masters(const Tensor& masters) {
   TESSERA_CHECK(mixed_precision(), "ZeroAdamW::scatter_masters without bfloat16 parameters");
   scatter(master_, masters);
-  const int dp = buckets_.dp().size(), r = buckets_.dp().rank();
-  const std::vector<GradBuckets::Bucket>& bs = buckets_.buckets();
-  for (size_t i = 0; i < bs.size(); ++i) {
-    const int64_t len = bs[i].size / dp, begin = bs[i].offset + r * len;
-    Tensor value = buckets_.flat_values().slice0(begin, begin + len);
-    ops::cast(value, master_[i]);
-  }
-  all_gather_values();
+  // Every rank holds the whole masters here, so it rounds them all itself: the bits the
+  // all-gather of every rank's rounded piece would bring, without the collective.
+  copy_into(buckets_.flat_values(), ops::cast_to(masters, DType::BF16));
 }
 
 int64_t ZeroAdamW::moment_elements() const {
@@ -145,7 +130,7 @@ void ZeroAdamW::all_gather_values() {
   // In place: this rank's piece already sits at its block of the bucket.
   std::vector<std::unique_ptr<CommRequest>> gathers;
   for (GradBuckets::Bucket& b : buckets_.buckets()) {
-    const int64_t len = b.size / dp.size(), begin = b.offset + dp.rank() * len;
+    const int64_t begin = buckets_.piece_begin(b), len = buckets_.piece_length(b);
     Tensor whole = buckets_.flat_values().slice0(b.offset, b.offset + b.size);
     gathers.push_back(
         dp.all_gather_async(whole, buckets_.flat_values().slice0(begin, begin + len)));

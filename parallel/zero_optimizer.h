@@ -41,8 +41,8 @@ class ZeroAdamW {
   // Mixed precision: the whole fp32 master weights, laid out like flat_values(), all-gathered
   // over DP (collective); what a checkpoint saves as the weights.
   Tensor gather_masters();
-  // The inverse, when resuming (collective): each rank keeps its pieces of the whole masters,
-  // rounds them into its pieces of the bf16 values, and all-gathers the values.
+  // The inverse, when resuming: each rank keeps its pieces of the whole masters, and the bf16
+  // values become the whole masters rounded (what a step's all-gather would make of them).
   void scatter_masters(const Tensor& masters);
   int64_t moment_elements() const;  // per moment, on this rank
 

@@ -109,10 +109,12 @@ inline void expect_sharded_mixed_adamw_is_adamw(Communicator& dp) {
     EXPECT_TRUE(bitwise_equal(piece(v, p), ref.exp_avg_sq()[i])) << p.name << ", DP " << D;
   }
 
-  // What a resume does: the whole state back into zeroed values and moments.
+  // What a resume does: the whole state back into zeroed values, moments and masters.
   zero_buckets.flat_values().zero();
   Tensor blank(m.shape(), DType::F32);
   zero.scatter_moments(blank, blank);
+  zero.scatter_masters(blank);
+  ASSERT_TRUE(bitwise_equal(zero.gather_masters(), blank));
   zero.scatter_moments(m, v);
   zero.scatter_masters(masters);
   Tensor m2, v2;
