@@ -8,11 +8,10 @@
 
 namespace tessera {
 
-double grad_sum_of_squares(const std::vector<Param*>& params,
-                           const std::function<Tensor(const Param&)>& grad_of) {
+double grad_sum_of_squares(const std::vector<Param*>& params) {
   std::vector<Tensor> grads;
   for (const Param* p : params)
-    if (p->counted_here()) grads.push_back(grad_of ? grad_of(*p) : p->grad);
+    if (p->counted_here()) grads.push_back(p->grad);
   return ops::sum_of_squares(grads);  // one wait for the GPU, not one per Param
 }
 

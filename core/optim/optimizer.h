@@ -7,7 +7,6 @@
 // (Megatron-LM's default).
 #pragma once
 
-#include <functional>
 #include <vector>
 
 #include "core/communicator.h"
@@ -26,11 +25,10 @@ struct AdamWConfig {
   double clip = 1.0;  // max global gradient norm; <= 0 disables clipping
 };
 
-// Sum of squares of the gradients this rank counts (Param::counted_here), in a fixed order: of
-// each Param's grad, or of grad_of(param) when given (the fp32 sums of mixed precision). One
-// batched ops::sum_of_squares: a single wait for the GPU.
-double grad_sum_of_squares(const std::vector<Param*>& params,
-                           const std::function<Tensor(const Param&)>& grad_of = {});
+// Sum of squares of the gradients this rank counts (Param::counted_here), in a fixed order. One
+// batched ops::sum_of_squares: a single wait for the GPU. (The Trainer sums runs of its flat
+// gradient buffer instead: GradBuckets::counted_grads.)
+double grad_sum_of_squares(const std::vector<Param*>& params);
 
 // The L2 norm of all gradients of the model, counting each global element once: the sums of
 // squares of every rank of `model_parallel` (the TP and PP ranks of one replica) are added.
