@@ -10,32 +10,6 @@
 
 namespace tessera {
 
-namespace {
-
-template <typename T>
-void add_bias_rows_cpu(T* o, const T* b, int64_t rows, int64_t C) {
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < C; ++c) o[r * C + c] += b[c];
-}
-
-}  // namespace
-
-void add_bias_rows(Tensor& out, const Tensor& bias) {
-  TESSERA_CHECK(out.device() == Device::CPU && bias.device() == Device::CPU,
-                "add_bias_rows: CUDA backend not built yet");
-  TESSERA_CHECK(out.dtype() == bias.dtype() && out.is_contiguous() && bias.is_contiguous() &&
-                    out.dim() >= 1 && out.size(-1) == bias.numel(),
-                "add_bias_rows: out " + shape_str(out.shape()) + " " + dtype_name(out.dtype()) +
-                    " does not take bias " + shape_str(bias.shape()) + " " +
-                    dtype_name(bias.dtype()));
-  const int64_t C = bias.numel(), rows = out.numel() / C;
-  if (out.dtype() == DType::F32)
-    add_bias_rows_cpu(out.data<float>(), bias.data<float>(), rows, C);
-  else
-    add_bias_rows_cpu(out.data<double>(), bias.data<double>(), rows, C);
-}
-
 void ColumnParallelLinear::forward(Tensor& out, const Tensor& inp) const {
   ops::matmul_forward(out, inp, w.value, b ? &b->value : nullptr);
 }
@@ -48,13 +22,10 @@ void ColumnParallelLinear::backward(Tensor* dinp, const Tensor& dout, const Tens
 }
 
 void RowParallelLinear::forward(Tensor& out, const Tensor& inp, Communicator& tp) const {
-  if (tp.size() == 1) {
-    ops::matmul_forward(out, inp, w.value, b ? &b->value : nullptr);
-    return;
-  }
-  ops::matmul_forward(out, inp, w.value, nullptr);
-  tp.all_reduce(out, ReduceOp::Sum);
-  if (b) add_bias_rows(out, b->value);
+  // The replicated bias goes in once: through TP rank 0's GEMM (its bias epilogue on the GPU),
+  // before the sum of the ranks' partial products.
+  ops::matmul_forward(out, inp, w.value, b && tp.rank() == 0 ? &b->value : nullptr);
+  if (tp.size() > 1) tp.all_reduce(out, ReduceOp::Sum);
 }
 
 void RowParallelLinear::backward(Tensor* dinp, const Tensor& dout, const Tensor& inp) const {

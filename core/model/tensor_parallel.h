@@ -11,8 +11,8 @@
 //
 // A column-parallel layer takes the full (replicated) input and gives this rank's slice of the
 // output features; a row-parallel layer takes that slice and gives the full output, with the
-// replicated bias added once, after the reduction. The functions hold no state: they compute
-// on the caller's Params and tensors. Every rank of `tp` calls them in the same order.
+// replicated bias added once, by TP rank 0 before the reduction. The functions hold no state: they
+// compute on the caller's Params and tensors. Every rank of `tp` calls them in the same order.
 #pragma once
 
 #include "core/communicator.h"
@@ -33,12 +33,13 @@ struct ColumnParallelLinear {
   void backward(Tensor* dinp, const Tensor& dout, const Tensor& inp, Communicator& tp) const;
 };
 
-// out[M, N] = sum over tp of inp[M, K/tp] @ w[N, K/tp]^T, then + b[N] (replicated).
+// out[M, N] = sum over tp of inp[M, K/tp] @ w[N, K/tp]^T, + b[N] (replicated).
 struct RowParallelLinear {
   Param& w;
   Param* b;  // may be null: no bias
 
-  // One all-reduce of the output; the bias is added after it, so once and not tp times.
+  // One all-reduce of the output; TP rank 0 adds the bias in its GEMM, so it counts once, not
+  // tp times (and the GPU needs no kernel of its own to add it).
   void forward(Tensor& out, const Tensor& inp, Communicator& tp) const;
   // No communication: dout is the same on every rank. Writes (=) dinp[M, K/tp] when non-null;
   // accumulates (+=) w.grad and b->grad (the bias gradient is the same on every rank).
@@ -57,8 +58,5 @@ void vocab_parallel_embedding_forward(Tensor& out, const Tensor& ids, const Para
 // No communication: dout is the same on every rank, and each accumulates (+=) into its rows.
 void vocab_parallel_embedding_backward(Param& wte, const Tensor& dout, const Tensor& ids,
                                        int64_t vocab_start);
-
-// out[rows, C] += bias[C] on every row (out seen as [numel / C, C]).
-void add_bias_rows(Tensor& out, const Tensor& bias);
 
 }  // namespace tessera
