@@ -30,14 +30,15 @@ std::string dtype_name(DType t);
 std::string device_name(Device d);
 
 // The dtype of per-row statistics (LayerNorm mean and rstd, attention's log-sum-exp,
-// cross-entropy losses and lse) of a computation in `compute` on `device`: float32 on the GPU,
-// whatever the compute type (fp32 statistics under bf16), and the compute type on the host.
+// cross-entropy losses and lse) of a computation in `compute` on `device`: float32 on the GPU
+// and for bf16 anywhere (fp32 statistics under bf16), else the compute type.
 constexpr DType row_stats_dtype(Device device, DType compute) {
-  return device == Device::CUDA ? DType::F32 : compute;
+  return device == Device::CUDA || compute == DType::BF16 ? DType::F32 : compute;
 }
 
 // A bfloat16 value as stored: the upper 16 bits of an IEEE float32. Host code only moves and
-// converts these; arithmetic on them happens in CUDA kernels (as __nv_bfloat16, same layout).
+// converts these: arithmetic on them happens in CUDA kernels (as __nv_bfloat16, same layout),
+// and host ops on bf16 tensors compute in float32 (core/ops/dispatch.h, via_f32).
 struct bf16 {
   uint16_t bits = 0;
 };

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/ops/cast.h"
 #include "parallel/watchdog.h"
 
 namespace tessera {
@@ -82,7 +83,8 @@ void check_operand(const Tensor& t, const std::string& group, const char* op) {
                                        " is not contiguous");
 }
 
-// MPI has no bf16 type: summing its bits as uint16 would be silently wrong.
+// MPI has no bf16 type: summing its bits as uint16 would be silently wrong. (The blocking
+// all_reduce widens bf16 to float32 itself.)
 void check_reducible(const Tensor& t, const std::string& group, const char* op) {
   check_operand(t, group, op);
   TESSERA_CHECK(t.dtype() != DType::BF16,
@@ -259,6 +261,14 @@ int64_t MpiCommunicator::max_chunk_elements() {
 }
 
 void MpiCommunicator::all_reduce(Tensor& t, ReduceOp op) {
+  if (t.dtype() == DType::BF16) {
+    // MPI has no bf16 type: reduced in float32 and rounded once (host bf16 training, TP > 1).
+    check_operand(t, name_, "all_reduce");
+    Tensor wide = ops::cast_to(t, DType::F32);
+    all_reduce(wide, op);
+    ops::cast(t, wide);
+    return;
+  }
   check_reducible(t, name_, "all_reduce");
   const WatchedRequest watched("all_reduce", name_, t.bytes());
   const MPI_Datatype type = mpi_type(t.dtype());

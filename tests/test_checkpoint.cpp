@@ -101,6 +101,29 @@ TEST_F(Checkpoints, StoppedAndResumedRunIsBitwiseTheStraightRunOnTp2Dp2Pp2WithZe
   expect_exact_resume(*this, 8, "--parallel.tp 2 --parallel.pp 2 --parallel.zero 1");
 }
 
+// Mixed precision on the host (bf16 compute, fp32 masters, moments and gradient sums), with the
+// fp32 masters sharded by ZeRO-1 and gathered into the checkpoint: the resume is bitwise too.
+// The layout changes bf16 results only within their rounding: one rank's bf16 run follows the
+// 8-rank one. Its checkpoint holds the fp32 masters: a float32 run on one rank resumes it, within
+// bf16's rounding of the straight run.
+TEST_F(Checkpoints, StoppedAndResumedBfloat16RunWithZero1IsBitwiseTheStraightRun) {
+  expect_exact_resume(*this, 8,
+                      "--parallel.tp 2 --parallel.pp 2 --parallel.zero 1 --train.precision bf16");
+  const std::vector<double> straight = losses_of(metrics("straight"));
+  ASSERT_EQ(run_tessera(args("one", "--train.precision bf16"), dir_).exit_code, 0);
+  const std::vector<double> one = losses_of(metrics("one"));
+  ASSERT_EQ(one.size(), straight.size());
+  for (size_t i = 0; i < one.size(); ++i)
+    EXPECT_NEAR(one[i], straight[i], 2e-2 * straight[i]) << "one rank, step " << i + 1;
+  const CliRun f32 =
+      run_tessera(args("f32", "--checkpoint.resume " + step_dir("resumed", 10)), dir_);
+  ASSERT_EQ(f32.exit_code, 0) << f32.err;
+  const std::vector<double> resumed = losses_of(metrics("f32"));
+  ASSERT_EQ(resumed.size(), 10u);
+  for (size_t i = 0; i < resumed.size(); ++i)
+    EXPECT_NEAR(resumed[i], straight[10 + i], 2e-2 * straight[10 + i]) << "step " << 11 + i;
+}
+
 // With --checkpoint.async the state is copied at the step boundary and written while training
 // goes on: the resumed run is still bitwise the straight one.
 TEST_F(Checkpoints, AsynchronousSavesResumeBitwiseToo) {

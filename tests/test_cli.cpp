@@ -90,9 +90,31 @@ TEST_F(Cli, NegativeLearningRateIsRejected) {
   expect_clear_error(r, "--optim.lr");
 }
 
-TEST_F(Cli, PrecisionTheDeviceCannotComputeInIsRejected) {
-  CliRun r = run_tessera(tiny_args() + " --train.precision bf16", dir_);  // on the CPU
-  expect_clear_error(r, "--train.precision");
+// Mixed precision on the host (bf16 compute, fp32 masters, gradient sums and statistics, as on
+// the GPU) follows the float32 run within bf16's rounding, and is not the float32 run.
+TEST_F(Cli, Bfloat16OnTheHostTrainsCloseToFloat32) {
+  const auto losses = [&](const std::string& precision) {
+    const CliRun r = run_tessera(
+        tiny_args() + " --train.steps 30 --train.log_interval 1 --train.precision " + precision,
+        dir_);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    const std::vector<double> l = losses_of(dir_ / "run" / "metrics.jsonl");
+    fs::remove_all(dir_ / "run");
+    return l;
+  };
+  const std::vector<double> f32 = losses("fp32"), mixed = losses("bf16");
+  ASSERT_EQ(f32.size(), 30u);
+  ASSERT_EQ(mixed.size(), 30u);
+  bool differ = false;
+  for (size_t i = 0; i < f32.size(); ++i) {
+    EXPECT_NEAR(mixed[i], f32[i], 2e-2 * f32[i]) << "step " << i + 1;
+    differ |= mixed[i] != f32[i];
+  }
+  EXPECT_TRUE(differ) << "the bf16 run gave the float32 losses";
+  EXPECT_LT(mixed.back(), mixed.front());
+}
+
+TEST_F(Cli, PrecisionNoDeviceComputesInIsRejected) {
   expect_clear_error(run_tessera(tiny_args() + " --train.precision fp16", dir_),
                      "--train.precision");
 }

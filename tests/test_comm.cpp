@@ -471,12 +471,24 @@ TEST(MpiChunking, BroadcastSendRecvAndIsendIrecvInChunksDeliverEveryElement) {
   EXPECT_EQ(first_mismatch<float>(got_async, [&](int64_t i) { return input<float>(prev, i); }), -1);
 }
 
-TEST(MpiChecks, Bf16ReductionIsRefusedNamingTheGroup) {
+// A blocking bf16 all-reduce sums in float32 and rounds once: 1 + 2^-8 from every other rank
+// is exact in float32 but would round away in a running bf16 sum. The other reductions refuse
+// bf16, naming the group.
+TEST(MpiChecks, Bf16AllReduceSumsInFloat32AndOtherReductionsRefuseIt) {
   auto comm = MpiCommunicator::world();
   Tensor t({4}, DType::BF16);
+  for (int64_t i = 0; i < 4; ++i)
+    t.data<bf16>()[i] = to_bf16(comm->rank() == 0 ? 1.0f : std::ldexp(1.0f, -8));
+  comm->all_reduce(t, ReduceOp::Sum);
+  // The float32 sum, rounded once: with 4 ranks 1 + 3 * 2^-8 rounds to 1 + 2^-6.
+  const float expected = to_float(to_bf16(1.0f + (comm->size() - 1) * std::ldexp(1.0f, -8)));
+  ASSERT_GT(comm->size(), 2);
+  ASSERT_NE(expected, 1.0f);
+  for (int64_t i = 0; i < 4; ++i) EXPECT_EQ(to_float(t.data<bf16>()[i]), expected) << i;
+  Tensor out({1}, DType::BF16), in({comm->size()}, DType::BF16);
   try {
-    comm->all_reduce(t, ReduceOp::Sum);
-    ADD_FAILURE() << "bf16 all_reduce did not throw";
+    comm->reduce_scatter(out, in, ReduceOp::Sum);
+    ADD_FAILURE() << "bf16 reduce_scatter did not throw";
   } catch (const InternalError& e) {
     EXPECT_TRUE(contains(e.what(), "bf16")) << e.what();
     EXPECT_TRUE(contains(e.what(), "group world")) << e.what();

@@ -11,6 +11,8 @@
 #include "core/buffer.h"
 #include "core/error.h"
 #include "core/model/gpt.h"
+#include "core/ops/cast.h"
+#include "core/ops/gelu.h"
 #include "core/optim/lr_schedule.h"
 #include "core/optim/optimizer.h"
 #include "parallel/local_communicator.h"
@@ -170,11 +172,43 @@ TEST(Model, MemorisesOneBatchWithin300Steps) {
 TEST(Model, ComputeTypesTheDeviceHasNoKernelsForAreRefusedNamingThePrecisionOption) {
   LocalCommunicator tp("tp");
   ModelConfig c = small_config(64, 16);
-  c.dtype = DType::BF16;  // bfloat16 compute is for the GPU: the CPU must refuse it
-  expect_input_error([&] { GPT model(c, ModelShard{}, tp, 1); }, {"--train.precision", "bfloat16"});
   c.dtype = DType::F64;
   c.device = Device::CUDA;  // the CUDA kernels are float32 and bfloat16
-  EXPECT_THROW(GPT(c, ModelShard{}, tp, 1), InputError);
+  expect_input_error([&] { GPT model(c, ModelShard{}, tp, 1); }, {"--train.precision", "float64"});
+}
+
+// bfloat16 on the host: each op computes in float32 on widened copies and rounds what it writes
+// (core/ops/dispatch.h, via_f32). The model's loss and gradients in bf16 are float32's up to
+// bf16 rounding, its statistics stay float32, and an op run in place (gelu_backward) or with
+// aliased outputs (residual_backward's da == db, which adds dout twice) keeps its meaning.
+TEST(Model, Bfloat16OnTheHostComputesInFloat32AndRounds) {
+  LocalCommunicator tp("tp");
+  ModelConfig c = small_config(64, 16);
+  GPT f32(c, ModelShard{}, tp, 5);
+  c.dtype = DType::BF16;
+  GPT mixed(c, ModelShard{}, tp, 5);
+  Tensor inputs = random_tokens(2, 16, 64, 1), targets = random_tokens(2, 16, 64, 2);
+  GPTActivations a32 = f32.make_activations(2), a16 = mixed.make_activations(2);
+  EXPECT_EQ(a16.lnf_mean.dtype(), DType::F32);
+  const double l32 = f32.forward(a32, &inputs, &targets);
+  const double l16 = mixed.forward(a16, &inputs, &targets);
+  EXPECT_NEAR(l16, l32, 1e-2 * l32);
+  EXPECT_NE(l16, l32);
+
+  Tensor x({3, 5}, DType::F32);
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = 0.37f * static_cast<float>(i - 7);
+  const Tensor xb = ops::cast_to(x, DType::BF16);
+  Tensor g = xb.clone(), g32 = ops::cast_to(xb, DType::F32);
+  ops::gelu_backward(g, g, xb);  // in place: dinp is dout
+  Tensor want(x.shape(), DType::F32);
+  ops::gelu_backward(want, g32, g32);
+  for (int64_t i = 0; i < x.numel(); ++i)
+    EXPECT_EQ(g.data<bf16>()[i].bits, to_bf16(want.data<float>()[i]).bits) << i;
+  Tensor both = xb.clone();
+  ops::residual_backward(both, both, xb);  // da == db: both += dout, so x + 2 x
+  for (int64_t i = 0; i < x.numel(); ++i)
+    EXPECT_EQ(to_float(both.data<bf16>()[i]), to_float(to_bf16(3 * to_float(xb.data<bf16>()[i]))))
+        << i;
 }
 
 // Materialises the global tensor, then every shard, and checks each shard element against the

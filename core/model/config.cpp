@@ -27,11 +27,13 @@ void ModelConfig::validate(int tp_size) const {
           "a multiple of --parallel.tp = " + std::to_string(tp_size), d_ff);
   require(vocab_size >= tp_size, "--model.vocab_size",
           "at least --parallel.tp = " + std::to_string(tp_size) + " entries", vocab_size);
-  const bool host_ok = device == Device::CPU && (dtype == DType::F32 || dtype == DType::F64);
+  const bool host_ok =
+      device == Device::CPU && (dtype == DType::F32 || dtype == DType::F64 || dtype == DType::BF16);
   const bool cuda_ok = device == Device::CUDA && (dtype == DType::F32 || dtype == DType::BF16);
   if (!host_ok && !cuda_ok)
     throw InputError("--train.precision: " + dtype_name(dtype) + " is not a compute type on " +
-                     device_name(device) + " (cpu: float32, float64; cuda: float32, bfloat16)");
+                     device_name(device) +
+                     " (cpu: float32, float64, bfloat16; cuda: float32, bfloat16)");
   if (device == Device::CUDA && d_model % heads == 0) {
     // The head counts that would do for this width, if any.
     std::string would_do;

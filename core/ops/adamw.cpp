@@ -152,6 +152,7 @@ double sum_of_squares(const std::vector<Tensor>& xs) {
 }
 
 void scale(Tensor& x, double alpha) {
+  if (detail::host_bf16(x)) return detail::via_f32(scale, x, alpha);
   const char* op = "scale";
   detail::check_real(op, "x", x);
   detail::dispatch(

@@ -2,7 +2,8 @@
 // as [q of heads 0..H-1 | k of heads 0..H-1 | v of heads 0..H-1], each head hd wide; out is
 // [B, T, H * hd]. Scale 1/sqrt(hd). What the forward saves for the backward depends on the
 // device (allocate it with attention_saved_shape / attention_saved_dtype):
-//   CPU:  att[B, H, T, T] of qkv's dtype, the softmax probabilities (0 above the diagonal);
+//   CPU:  att[B, H, T, T] of qkv's dtype (F32 for bf16), the softmax probabilities (0 above
+//         the diagonal);
 //   CUDA: lse[B, H, T] F32, each row's log-sum-exp of its scaled, masked scores: flash
 //         attention recomputes the probabilities from it and never stores the T x T matrix.
 // CUDA takes head_dim 64 or 128 (others are refused with a message naming the op).

@@ -63,6 +63,8 @@ DType cross_entropy_loss_dtype(Device device, DType logits_dtype) {
 
 void cross_entropy_forward(Tensor& losses, Tensor& lse, const Tensor& logits, const Tensor& targets,
                            int64_t vocab_start, Communicator& tp) {
+  if (detail::host_bf16(logits))
+    return detail::via_f32(cross_entropy_forward, losses, lse, logits, targets, vocab_start, tp);
   const char* op = "cross_entropy_forward";
   const int64_t M = check_logits(op, logits, targets, vocab_start), V = logits.size(-1);
   const DType row_dtype = cross_entropy_loss_dtype(logits.device(), logits.dtype());
@@ -108,6 +110,9 @@ void cross_entropy_forward(Tensor& losses, Tensor& lse, const Tensor& logits, co
 
 void cross_entropy_backward(Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
                             const Tensor& lse, const Tensor& targets, int64_t vocab_start) {
+  if (detail::host_bf16(logits))
+    return detail::via_f32(cross_entropy_backward, dlogits, dlosses, logits, lse, targets,
+                           vocab_start);
   const char* op = "cross_entropy_backward";
   const int64_t M = check_logits(op, logits, targets, vocab_start), V = logits.size(-1);
   const DType row_dtype = cross_entropy_loss_dtype(logits.device(), logits.dtype());

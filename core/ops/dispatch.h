@@ -4,9 +4,14 @@
 // Internal to core/ops.
 #pragma once
 
+#include <deque>
 #include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
 
 #include "core/error.h"
+#include "core/ops/cpu_kernels.h"
 #include "core/tensor.h"
 
 namespace tessera::ops::detail {
@@ -23,6 +28,111 @@ inline void check_tensor(const char* op, const char* name, const Tensor& t, DTyp
   TESSERA_CHECK(t.defined() && t.is_contiguous() && t.dtype() == dtype && t.device() == device,
                 std::string(op) + ": " + name + " must be a contiguous " + dtype_name(dtype) +
                     " tensor on " + device_name(device) + ", found " + describe(t));
+}
+
+// --- bfloat16 on the host ----------------------------------------------------------------------
+// The host has no bf16 kernels: an op on host bf16 tensors runs its float32 kernel on float32
+// copies of them and rounds what it wrote back to bf16 (to nearest even), as the GPU's bf16
+// kernels compute in fp32 and round their outputs. Slow, and meant for that: mixed precision
+// (bf16 compute, fp32 masters, gradient sums and statistics) trained and tested without a GPU.
+
+inline bool host_bf16(const Tensor& t) {
+  return t.defined() && t.device() == Device::CPU && t.dtype() == DType::BF16;
+}
+
+// The float32 stand-ins of one op call's host bf16 tensors: one per distinct tensor, so that
+// arguments that alias (an op run in place, residual_backward's da == db) stay one tensor.
+class F32StandIns {
+ public:
+  // t itself unless it is host bf16; then its float32 copy, shaped like t.
+  Tensor of(const Tensor& t) {
+    if (!host_bf16(t)) return t;
+    for (const Entry& e : entries_)
+      if (e.raw == t.raw() && e.wide.numel() == t.numel()) return e.wide.view(t.shape());
+    Entry& e = entries_.emplace_back();
+    e.raw = t.raw();
+    e.wide = Tensor(t.shape(), DType::F32);
+    cpu::cast(e.wide.data<float>(), t.data<bf16>(), t.numel());
+    return e.wide;
+  }
+  // After the call: rounds the stand-in of each tensor the op may have written back into it.
+  void round_back(Tensor& written) {
+    if (!host_bf16(written)) return;
+    const Tensor wide = of(written);
+    cpu::cast(written.data<bf16>(), wide.data<float>(), written.numel());
+  }
+
+ private:
+  struct Entry {
+    const void* raw = nullptr;
+    Tensor wide;
+  };
+  std::deque<Entry> entries_;
+};
+
+// One argument of via_f32: a non-const Tensor& (or Tensor*, which may be null) is written; a
+// const one, or a temporary, read; anything else passed through.
+template <typename A>
+struct F32Arg {
+  A value;
+  F32Arg(F32StandIns&, A v) : value(static_cast<A>(v)) {}
+  A get() { return static_cast<A>(value); }
+  void done(F32StandIns&) {}
+};
+template <>
+struct F32Arg<Tensor&> {
+  Tensor& original;
+  Tensor wide;
+  F32Arg(F32StandIns& s, Tensor& t) : original(t), wide(s.of(t)) {}
+  Tensor& get() { return wide; }
+  void done(F32StandIns& s) { s.round_back(original); }
+};
+template <>
+struct F32Arg<const Tensor&> {
+  Tensor wide;
+  F32Arg(F32StandIns& s, const Tensor& t) : wide(s.of(t)) {}
+  const Tensor& get() { return wide; }
+  void done(F32StandIns&) {}
+};
+template <>
+struct F32Arg<Tensor> : F32Arg<const Tensor&> {
+  using F32Arg<const Tensor&>::F32Arg;
+};
+template <>
+struct F32Arg<Tensor*&> {
+  Tensor* original;
+  Tensor wide;
+  F32Arg(F32StandIns& s, Tensor* t) : original(t), wide(t ? s.of(*t) : Tensor()) {}
+  Tensor* get() { return original ? &wide : nullptr; }
+  void done(F32StandIns& s) {
+    if (original) s.round_back(*original);
+  }
+};
+template <>
+struct F32Arg<Tensor*> : F32Arg<Tensor*&> {
+  using F32Arg<Tensor*&>::F32Arg;
+};
+template <>
+struct F32Arg<const Tensor*&> {
+  Tensor wide;
+  bool given;
+  F32Arg(F32StandIns& s, const Tensor* t) : wide(t ? s.of(*t) : Tensor()), given(t != nullptr) {}
+  const Tensor* get() { return given ? &wide : nullptr; }
+  void done(F32StandIns&) {}
+};
+template <>
+struct F32Arg<const Tensor*> : F32Arg<const Tensor*&> {
+  using F32Arg<const Tensor*&>::F32Arg;
+};
+
+// op(args...) for host bf16 tensors: op runs on their float32 stand-ins (op's own checks and
+// kernels then see float32), and what it wrote is rounded back.
+template <typename Op, typename... Args>
+void via_f32(Op&& op, Args&&... args) {
+  F32StandIns stand_ins;
+  std::tuple<F32Arg<Args>...> wide{F32Arg<Args>(stand_ins, std::forward<Args>(args))...};
+  std::apply([&](auto&... a) { op(a.get()...); }, wide);
+  std::apply([&](auto&... a) { (a.done(stand_ins), ...); }, wide);
 }
 
 // t is a defined, contiguous floating-point tensor: F32 or F64 on the host, F32 or BF16 on the

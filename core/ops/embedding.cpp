@@ -39,6 +39,8 @@ void check_positional(const char* op, const Tensor& x, const char* x_name, const
 
 void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table,
                        int64_t vocab_start) {
+  if (detail::host_bf16(table))
+    return detail::via_f32(embedding_forward, out, tokens, table, vocab_start);
   const char* op = "embedding_forward";
   check_embedding(op, "table", table, "out", out, tokens, vocab_start);
   detail::dispatch(
@@ -57,6 +59,8 @@ void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table,
 
 void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens,
                         int64_t vocab_start) {
+  if (detail::host_bf16(dout))
+    return detail::via_f32(embedding_backward, dtable, dout, tokens, vocab_start);
   const char* op = "embedding_backward";
   check_embedding(op, "dtable", dtable, "dout", dout, tokens, vocab_start);
   detail::dispatch(
@@ -74,6 +78,7 @@ void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens
 }
 
 void positional_forward(Tensor& x, const Tensor& pos) {
+  if (detail::host_bf16(x)) return detail::via_f32(positional_forward, x, pos);
   const char* op = "positional_forward";
   check_positional(op, x, "x", pos, "pos");
   detail::dispatch(
@@ -89,6 +94,7 @@ void positional_forward(Tensor& x, const Tensor& pos) {
 }
 
 void positional_backward(Tensor& dpos, const Tensor& dx) {
+  if (detail::host_bf16(dx)) return detail::via_f32(positional_backward, dpos, dx);
   const char* op = "positional_backward";
   check_positional(op, dx, "dx", dpos, "dpos");
   detail::dispatch(

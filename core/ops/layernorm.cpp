@@ -30,6 +30,8 @@ void check_layernorm(const char* op, const char* inp_name, const Tensor& inp, co
 
 void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp,
                        const Tensor& weight, const Tensor& bias) {
+  if (detail::host_bf16(inp))
+    return detail::via_f32(layernorm_forward, out, mean, rstd, inp, weight, bias);
   const char* op = "layernorm_forward";
   check_layernorm(op, "inp", inp, weight, mean, rstd);
   detail::check_like(op, "bias", bias, inp, weight.shape());
@@ -52,6 +54,8 @@ void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& in
 void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
                         const Tensor& inp, const Tensor& weight, const Tensor& mean,
                         const Tensor& rstd) {
+  if (detail::host_bf16(inp))
+    return detail::via_f32(layernorm_backward, dinp, dweight, dbias, dout, inp, weight, mean, rstd);
   const char* op = "layernorm_backward";
   check_layernorm(op, "inp", inp, weight, mean, rstd);
   detail::check_rows(op, "dout", dout, inp, detail::leading_rows(inp), inp.size(-1));
@@ -78,6 +82,9 @@ void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tens
 void residual_layernorm_forward(Tensor& residual, Tensor& out, Tensor& mean, Tensor& rstd,
                                 const Tensor& a, const Tensor& b, const Tensor& weight,
                                 const Tensor& bias) {
+  if (detail::host_bf16(a))
+    return detail::via_f32(residual_layernorm_forward, residual, out, mean, rstd, a, b, weight,
+                           bias);
   const char* op = "residual_layernorm_forward";
   check_layernorm(op, "a", a, weight, mean, rstd);
   detail::check_like(op, "b", b, a, a.shape());

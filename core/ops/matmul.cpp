@@ -46,6 +46,7 @@ bool dgelu_epilogue() {
 }
 
 void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor* bias) {
+  if (detail::host_bf16(inp)) return detail::via_f32(matmul_forward, out, inp, weight, bias);
   const char* op = "matmul_forward";
   const GemmDims d = check_linear(op, inp, weight);
   detail::check_rows(op, "out", out, inp, d.M, d.N);
@@ -66,6 +67,8 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
 
 void matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor& dout,
                      const Tensor& inp, const Tensor& weight) {
+  if (detail::host_bf16(inp))
+    return detail::via_f32(matmul_backward, dinp, dweight, dbias, dout, inp, weight);
   const char* op = "matmul_backward";
   const GemmDims d = check_linear(op, inp, weight);
   detail::check_rows(op, "dout", dout, inp, d.M, d.N);
@@ -92,6 +95,8 @@ void matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor&
 
 void matmul_gelu_forward(Tensor& out, Tensor& pre_gelu, const Tensor& inp, const Tensor& weight,
                          const Tensor* bias) {
+  if (detail::host_bf16(inp))
+    return detail::via_f32(matmul_gelu_forward, out, pre_gelu, inp, weight, bias);
   const char* op = "matmul_gelu_forward";
   const GemmDims d = check_linear(op, inp, weight);
   detail::check_rows(op, "out", out, inp, d.M, d.N);
@@ -118,6 +123,8 @@ void matmul_gelu_forward(Tensor& out, Tensor& pre_gelu, const Tensor& inp, const
 
 void matmul_gelu_backward(Tensor& dpre, Tensor* dweight, Tensor* dbias, const Tensor& dout,
                           const Tensor& inp, const Tensor& pre_gelu, const Tensor& weight) {
+  if (detail::host_bf16(inp))
+    return detail::via_f32(matmul_gelu_backward, dpre, dweight, dbias, dout, inp, pre_gelu, weight);
   const char* op = "matmul_gelu_backward";
   const GemmDims d = check_linear(op, inp, weight);
   detail::check_rows(op, "dout", dout, inp, d.M, d.N);
