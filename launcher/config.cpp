@@ -188,7 +188,10 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
                     "not yet run on a GPU, so opt-in)")(
       "gpu.dgelu_epilogue", po::value(&c.dgelu_epilogue)->default_value(c.dgelu_epilogue),
       "bf16: the MLP's GELU backward inside its GEMM (cuBLASLt's DGELU epilogue; not yet run on "
-      "a GPU, so opt-in)");
+      "a GPU, so opt-in)")(
+      "gpu.peak_tflops", po::value(&c.peak_tflops)->default_value(c.peak_tflops),
+      "one GPU's dense peak in the run's precision, for the log's MFU (0: from tessera's table "
+      "of A100, H100, H200)");
 
   po::options_description all;
   all.add(run)
@@ -366,6 +369,8 @@ void TrainConfig::validate() const {
   require(sample_tokens >= 0, "--sample.tokens", "0 or more", sample_tokens);
   require(sample_temperature > 0, "--sample.temperature", "a positive value", sample_temperature);
   require(sample_top_k >= 0, "--sample.top_k", "0 (all) or more", sample_top_k);
+  require(peak_tflops >= 0, "--gpu.peak_tflops", "0 (from the table) or a positive rate",
+          peak_tflops);
 }
 
 GridLayout TrainConfig::model_layout_for(int world_size) const {

@@ -67,6 +67,7 @@ struct TrainConfig {
   // [gpu] kernels not yet run on a GPU, opt-in (docs/DECISIONS.md); bf16 on cuda only
   ops::AttentionKernels attention_kernels = ops::AttentionKernels::CudaCores;
   bool dgelu_epilogue = false;  // the MLP's GELU backward in cuBLASLt's epilogue
+  double peak_tflops = 0;       // one GPU's peak for MFU; 0: gpu_peak_flops' table
   // [sample]
   int64_t sample_tokens = 0;
   std::string sample_prompt;

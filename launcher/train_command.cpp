@@ -83,10 +83,13 @@ void print_samples(const char* what, const SampleStream& s) {
   }
 }
 
-// The dense peak FLOP/s of this rank's GPU in the run's precision; 0 on the CPU or for a GPU
-// gpu_peak_flops does not know. Every rank is taken to have the same GPU.
-double peak_flops_per_rank(const ModelConfig& m) {
-  return m.device == Device::CUDA ? gpu_peak_flops(cuda_device_name(), m.dtype) : 0.0;
+// The dense peak FLOP/s of this rank's GPU in the run's precision: --gpu.peak_tflops, else
+// gpu_peak_flops' figure; 0 on the CPU or for a GPU neither knows. Every rank is taken to have
+// the same GPU.
+double peak_flops_per_rank(const TrainConfig& cfg) {
+  if (cfg.model.device != Device::CUDA) return 0.0;
+  if (cfg.peak_tflops > 0) return cfg.peak_tflops * 1e12;
+  return gpu_peak_flops(cuda_device_name(), cfg.model.dtype);
 }
 
 void print_start(const TrainConfig& cfg, Trainer& tr) {
@@ -124,11 +127,11 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
               tr.buckets().bucket_count() == 1 ? "" : "s", cfg.parallel.bucket_mb, zero);
   if (m.device == Device::CUDA) {
     std::string gpu = cuda_device_name();
-    const double peak = peak_flops_per_rank(m);
+    const double peak = peak_flops_per_rank(cfg);
     char figure[96];
     std::snprintf(figure, sizeof figure, ", dense %s peak %.0f TFLOP/s (the log's MFU)",
                   dtype_name(m.dtype).c_str(), peak * 1e-12);
-    gpu += peak > 0 ? figure : ", peak FLOP/s unknown (no MFU in the log)";
+    gpu += peak > 0 ? figure : ", peak FLOP/s unknown (no MFU in the log; --gpu.peak_tflops)";
     if (m.dtype == DType::BF16) {
       gpu += "; bf16 attention on ";
       gpu += ops::attention_kernels_name(cfg.attention_kernels);
@@ -317,7 +320,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     return TrainResult{};
   }
   CheckpointSaver saver(tr, ckpt_root, cfg.checkpoint_async);
-  IntervalLog log(cfg, root, world.size() * peak_flops_per_rank(cfg.model));
+  IntervalLog log(cfg, root, world.size() * peak_flops_per_rank(cfg));
   TrainResult result;
   const auto start = Clock::now();
   const int64_t first = tr.steps_done();

@@ -235,16 +235,23 @@ TEST_F(Cli, GpuKernelOptionsLeaveTheCpuRunBitwiseAndAreResolved) {
   ASSERT_EQ(run_tessera(args + (dir_ / "default").string(), dir_).exit_code, 0);
   const fs::path opted = dir_ / "opted";
   CliRun r = run_tessera(
-      args + opted.string() + " --gpu.attention tensor_cores --gpu.dgelu_epilogue true", dir_);
+      args + opted.string() +
+          " --gpu.attention tensor_cores --gpu.dgelu_epilogue true --gpu.peak_tflops 500",
+      dir_);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(loss_fields(opted / "metrics.jsonl"), loss_fields(dir_ / "default" / "metrics.jsonl"));
   std::ifstream ini(opted / "config.ini");
   const std::string resolved((std::istreambuf_iterator<char>(ini)), {});
-  EXPECT_NE(resolved.find("[gpu]\nattention = tensor_cores\ndgelu_epilogue = true\n"),
-            std::string::npos)
+  EXPECT_NE(
+      resolved.find("[gpu]\nattention = tensor_cores\ndgelu_epilogue = true\npeak_tflops = 500\n"),
+      std::string::npos)
       << resolved;
+  // The CPU log has no MFU: the peak is a GPU's.
+  EXPECT_EQ(r.out.find("MFU"), std::string::npos) << r.out;
   expect_clear_error(run_tessera(args + (dir_ / "bad").string() + " --gpu.attention fast", dir_),
                      "--gpu.attention: expected one of cuda_cores, tensor_cores, found fast");
+  expect_clear_error(run_tessera(args + (dir_ / "bad").string() + " --gpu.peak_tflops -5", dir_),
+                     "--gpu.peak_tflops: expected 0 (from the table) or a positive rate, found -5");
 }
 
 // The demo's pipeline at a small scale: real English from Debian's fortunes package (installed by
