@@ -73,7 +73,8 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
       "train.seed", po::value(&c.seed)->default_value(c.seed), "seed of weights and data order")(
       "train.device", po::value(&e.device)->default_value(e.device), "cpu | cuda")(
       "train.precision", po::value(&e.precision)->default_value(e.precision),
-      "compute type: auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16 (cuda; fp32 master weights)")(
+      "compute type: auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16 (fp32 master weights; on the "
+      "cpu each op in fp32, rounded: for tests, not speed)")(
       "train.recompute", po::value(&e.recompute)->default_value(e.recompute),
       "activations each layer keeps: none | selective (recompute GELU, CPU attention) | full "
       "(rerun each layer's forward in its backward)")(

@@ -2,7 +2,9 @@
 // It reads and writes the caller's tensors in place and owns only its MPI_Comm (when `owns`).
 // Callers may rely on: every MPI failure becomes an InternalError naming the call and the group;
 // send/recv between a pair arrive in the order posted; reductions give every rank the same bits;
-// counts past INT_MAX are sent in chunks, so tensor size is limited only by memory.
+// counts past INT_MAX are sent in chunks, so tensor size is limited only by memory. bf16 moves as
+// raw bits; the blocking all_reduce sums it in float32 and rounds once (MPI has no bf16 type), the
+// other reductions refuse it.
 #pragma once
 
 #include <mpi.h>

@@ -109,6 +109,19 @@ TEST_F(Checkpoints, StoppedAndResumedRunIsBitwiseTheStraightRunOnTp2Dp2Pp2WithZe
 TEST_F(Checkpoints, StoppedAndResumedBfloat16RunWithZero1IsBitwiseTheStraightRun) {
   expect_exact_resume(*this, 8,
                       "--parallel.tp 2 --parallel.pp 2 --parallel.zero 1 --train.precision bf16");
+  // The weights saved are the fp32 masters, not the bf16 values widened: some are not bf16
+  // numbers.
+  const CheckpointReader saved = CheckpointReader::open(step_dir("resumed", 20));
+  const std::string name = "model/layers/00/mlp/up/weight";
+  ASSERT_TRUE(saved.has(name));
+  const Shape shape = {64, 32};
+  Tensor w(shape, DType::F32);
+  saved.read(name, shape, {0, 0}, w);
+  int64_t beyond_bf16 = 0;
+  for (int64_t i = 0; i < w.numel(); ++i)
+    beyond_bf16 += to_float(to_bf16(w.data<float>()[i])) != w.data<float>()[i];
+  EXPECT_GT(beyond_bf16, w.numel() / 2);
+
   const std::vector<double> straight = losses_of(metrics("straight"));
   ASSERT_EQ(run_tessera(args("one", "--train.precision bf16"), dir_).exit_code, 0);
   const std::vector<double> one = losses_of(metrics("one"));

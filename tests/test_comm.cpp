@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <string>
@@ -486,13 +487,17 @@ TEST(MpiChecks, Bf16AllReduceSumsInFloat32AndOtherReductionsRefuseIt) {
   ASSERT_NE(expected, 1.0f);
   for (int64_t i = 0; i < 4; ++i) EXPECT_EQ(to_float(t.data<bf16>()[i]), expected) << i;
   Tensor out({1}, DType::BF16), in({comm->size()}, DType::BF16);
-  try {
-    comm->reduce_scatter(out, in, ReduceOp::Sum);
-    ADD_FAILURE() << "bf16 reduce_scatter did not throw";
-  } catch (const InternalError& e) {
-    EXPECT_TRUE(contains(e.what(), "bf16")) << e.what();
-    EXPECT_TRUE(contains(e.what(), "group world")) << e.what();
-  }
+  const auto expect_refused = [](const std::function<void()>& reduce, const char* what) {
+    try {
+      reduce();
+      ADD_FAILURE() << what << " of bf16 did not throw";
+    } catch (const InternalError& e) {
+      EXPECT_TRUE(contains(e.what(), "bf16")) << e.what();
+      EXPECT_TRUE(contains(e.what(), "group world")) << e.what();
+    }
+  };
+  expect_refused([&] { comm->reduce_scatter(out, in, ReduceOp::Sum); }, "reduce_scatter");
+  expect_refused([&] { comm->all_reduce_async(t, ReduceOp::Sum)->wait(); }, "all_reduce_async");
 }
 
 TEST(MpiChecks, AllGatherIntoAWronglySizedOutputIsRefused) {

@@ -198,7 +198,7 @@ TEST_F(LayoutEquivalence, OneLayoutIsBitwiseDeterministic) {
 
 // ZeRO-1 with bfloat16 parameters on 3 MPI ranks (pieces end in padding) and on 8: the same
 // bits as mixed-precision AdamW on one rank (tests/zero_mixed_case.h). The Trainer's bf16 path
-// runs on the GPU only (tests/gpu_trainer_test.cpp).
+// with ZeRO-1: test_checkpoint (bf16 on the host) and tests/gpu_trainer_test.cpp.
 TEST_F(LayoutEquivalence, ZeroOneWithBfloat16ParamsEqualsMixedAdamWOnOneRank) {
   for (int n : {3, 8}) {
     std::unique_ptr<Communicator> dp =

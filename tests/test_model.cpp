@@ -13,6 +13,7 @@
 #include "core/model/gpt.h"
 #include "core/ops/cast.h"
 #include "core/ops/gelu.h"
+#include "core/ops/layernorm.h"
 #include "core/optim/lr_schedule.h"
 #include "core/optim/optimizer.h"
 #include "parallel/local_communicator.h"
@@ -179,8 +180,9 @@ TEST(Model, ComputeTypesTheDeviceHasNoKernelsForAreRefusedNamingThePrecisionOpti
 
 // bfloat16 on the host: each op computes in float32 on widened copies and rounds what it writes
 // (core/ops/dispatch.h, via_f32). The model's loss and gradients in bf16 are float32's up to
-// bf16 rounding, its statistics stay float32, and an op run in place (gelu_backward) or with
-// aliased outputs (residual_backward's da == db, which adds dout twice) keeps its meaning.
+// bf16 rounding, its statistics stay float32; an op's result is its float32 result rounded; the
+// checks see the real dtypes (float32 statistics, one dtype for the rest); and aliased outputs
+// (residual_backward's da == db, which adds dout twice) keep their meaning.
 TEST(Model, Bfloat16OnTheHostComputesInFloat32AndRounds) {
   LocalCommunicator tp("tp");
   ModelConfig c = small_config(64, 16);
@@ -194,12 +196,28 @@ TEST(Model, Bfloat16OnTheHostComputesInFloat32AndRounds) {
   const double l16 = mixed.forward(a16, &inputs, &targets);
   EXPECT_NEAR(l16, l32, 1e-2 * l32);
   EXPECT_NE(l16, l32);
+  f32.zero_grad();
+  mixed.zero_grad();
+  f32.backward(a32, 1.0);
+  mixed.backward(a16, 1.0);
+  const std::vector<Param*> p32 = f32.params(), p16 = mixed.params();
+  for (size_t i = 0; i < p32.size(); ++i) {
+    ASSERT_EQ(p16[i]->grad.dtype(), DType::BF16) << p16[i]->name;
+    const Tensor g16 = ops::cast_to(p16[i]->grad, DType::F32);
+    double diff = 0, norm = 0;
+    for (int64_t j = 0; j < g16.numel(); ++j) {
+      const double want = p32[i]->grad.data<float>()[j];
+      diff += (g16.data<float>()[j] - want) * (g16.data<float>()[j] - want);
+      norm += want * want;
+    }
+    EXPECT_LT(std::sqrt(diff), 0.05 * std::sqrt(norm)) << p32[i]->name;
+  }
 
   Tensor x({3, 5}, DType::F32);
   for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = 0.37f * static_cast<float>(i - 7);
   const Tensor xb = ops::cast_to(x, DType::BF16);
   Tensor g = xb.clone(), g32 = ops::cast_to(xb, DType::F32);
-  ops::gelu_backward(g, g, xb);  // in place: dinp is dout
+  ops::gelu_backward(g, g, xb);  // in place, as the model runs it
   Tensor want(x.shape(), DType::F32);
   ops::gelu_backward(want, g32, g32);
   for (int64_t i = 0; i < x.numel(); ++i)
@@ -209,6 +227,15 @@ TEST(Model, Bfloat16OnTheHostComputesInFloat32AndRounds) {
   for (int64_t i = 0; i < x.numel(); ++i)
     EXPECT_EQ(to_float(both.data<bf16>()[i]), to_float(to_bf16(3 * to_float(xb.data<bf16>()[i]))))
         << i;
+  // Statistics must be float32 under bf16, and operands one dtype: refused as on the GPU.
+  Tensor out(x.shape(), DType::BF16), w({5}, DType::BF16), bias({5}, DType::BF16);
+  Tensor mean16({3}, DType::BF16), rstd({3}, DType::F32);
+  EXPECT_THROW(ops::layernorm_forward(out, mean16, rstd, xb, w, bias), InternalError);
+  EXPECT_THROW(ops::gelu_forward(g32, xb), InternalError);
+  // Partly overlapping bf16 views cannot be given float32 copies that see each other's writes.
+  Tensor flat({10}, DType::BF16);
+  Tensor front = flat.slice0(0, 6), back = flat.slice0(4, 10);
+  EXPECT_THROW(ops::residual_forward(front, back, back), InternalError);
 }
 
 // Materialises the global tensor, then every shard, and checks each shard element against the

@@ -31,9 +31,10 @@ struct ModelConfig {
   int64_t seq_len = 128;
   PositionKind pos = PositionKind::Learned;
   double init_std = 0.02;  // GPT-2; residual projections get init_std / sqrt(2 * layers)
-  // The compute type and where the model lives: float32 or float64 on the CPU; float32 or
-  // bfloat16 on cuda (with bfloat16, AdamW keeps fp32 master weights and moments). LayerNorm
-  // statistics and the per-token losses are float32 on cuda whatever the compute type.
+  // The compute type and where the model lives: float32, float64 or bfloat16 on the CPU
+  // (bfloat16 there: each op in float32, rounded; core/ops/dispatch.h); float32 or bfloat16 on
+  // cuda. With bfloat16, AdamW keeps fp32 master weights and moments. LayerNorm statistics and
+  // the per-token losses are float32 on cuda and under bfloat16 (row_stats_dtype).
   DType dtype = DType::F32;
   Device device = Device::CPU;
   Recompute recompute = Recompute::None;

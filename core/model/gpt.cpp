@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/ops/attention.h"
 #include "core/ops/cast.h"
 #include "core/ops/cross_entropy.h"
 #include "core/ops/embedding.h"
@@ -207,9 +208,12 @@ int64_t gpt_activation_bytes(const ModelConfig& c, int64_t B) {
   const int64_t T = c.seq_len, C = c.d_model, F = c.d_ff, V = c.vocab_size, BT = B * T;
   const int64_t elem = static_cast<int64_t>(dtype_size(c.dtype));
   // What attention saves: the probabilities [B, H, T, T] on the CPU, the fp32 log-sum-exp
-  // [B, H, T] on CUDA (flash attention), counted here in elements of the model's dtype.
+  // [B, H, T] on CUDA (flash attention), in its dtype (ops::attention_saved_dtype), counted here
+  // in elements of the model's dtype.
+  const int64_t saved_elem =
+      static_cast<int64_t>(dtype_size(ops::attention_saved_dtype(c.device, c.dtype)));
   const int64_t attention =
-      c.device == Device::CUDA ? B * c.heads * T * 4 / elem : B * c.heads * T * T;
+      B * c.heads * T * (c.device == Device::CUDA ? 1 : T) * saved_elem / elem;
   const int64_t full_layer = BT * (7 * C + 2 * F + 4) + attention;
   // Recompute: what each layer keeps, plus one full set the layers share.
   int64_t per_layer = full_layer, shared = 0;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/ops/adamw_cuda.h"
+#include "core/ops/cast.h"
 #include "core/ops/cpu_kernels.h"
 #include "core/ops/dispatch.h"
 
@@ -109,11 +110,7 @@ void adamw_update_mixed(Tensor& master, Tensor& value, const Tensor& grad, Tenso
   const int64_t n = master.numel();
   const bool bf16_grad = grad.dtype() == DType::BF16;
   if (device == Device::CPU) {  // the CPU kernels composed: no pass to save on the host
-    Tensor grad32 = grad;
-    if (bf16_grad) {
-      grad32 = Tensor(grad.shape(), DType::F32);
-      cpu::cast(grad32.data<float>(), grad.data<bf16>(), n);
-    }
+    const Tensor grad32 = cast_to(grad, DType::F32);
     cpu::adamw_update(master.data<float>(), grad32.data<float>(), exp_avg.data<float>(),
                       exp_avg_sq.data<float>(), n, s);
     cpu::cast(value.data<bf16>(), master.data<float>(), n);
@@ -152,9 +149,9 @@ double sum_of_squares(const std::vector<Tensor>& xs) {
 }
 
 void scale(Tensor& x, double alpha) {
-  if (detail::host_bf16(x)) return detail::via_f32(scale, x, alpha);
   const char* op = "scale";
   detail::check_real(op, "x", x);
+  if (detail::host_bf16(x)) return detail::via_f32(scale, x, alpha);
   detail::dispatch(
       op, x.dtype(), x.device(),
       [&](auto tag) {

@@ -37,7 +37,7 @@ double sum_of_squares(const Tensor& x);
 // The sum over xs, in order, of sum_of_squares(x), added in double: the same bits as that loop,
 // but with a single wait for the GPU. All of xs on one device, dtypes mixed freely; 0 if empty.
 double sum_of_squares(const std::vector<Tensor>& xs);
-// x *= alpha (alpha rounded to x's dtype first on the host, to float on cuda).
+// x *= alpha (alpha rounded to x's dtype first on the host, to float on cuda and for bf16).
 void scale(Tensor& x, double alpha);
 
 }  // namespace tessera::ops

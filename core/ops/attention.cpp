@@ -65,14 +65,14 @@ Shape attention_saved_shape(Device device, int64_t B, int64_t H, int64_t T) {
 }
 
 DType attention_saved_dtype(Device device, DType qkv_dtype) {
-  return device == Device::CUDA || qkv_dtype == DType::BF16 ? DType::F32 : qkv_dtype;
+  return row_stats_dtype(device, qkv_dtype);  // lse on the GPU; probabilities on the host
 }
 
 void attention_forward(Tensor& out, Tensor& saved, const Tensor& qkv, int64_t heads) {
-  if (detail::host_bf16(qkv)) return detail::via_f32(attention_forward, out, saved, qkv, heads);
   const char* op = "attention_forward";
   const AttentionDims d = check_attention(op, qkv, saved, heads);
   detail::check_like(op, "out", out, qkv, {d.B, d.S, d.H * d.hd});
+  if (detail::host_bf16(qkv)) return detail::via_f32(attention_forward, out, saved, qkv, heads);
   detail::dispatch(
       op, qkv.dtype(), qkv.device(),
       [&](auto tag) {
@@ -88,13 +88,13 @@ void attention_forward(Tensor& out, Tensor& saved, const Tensor& qkv, int64_t he
 
 void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
                         const Tensor& saved, int64_t heads) {
-  if (detail::host_bf16(qkv))
-    return detail::via_f32(attention_backward, dqkv, dout, qkv, out, saved, heads);
   const char* op = "attention_backward";
   const AttentionDims d = check_attention(op, qkv, saved, heads);
   detail::check_like(op, "dout", dout, qkv, {d.B, d.S, d.H * d.hd});
   detail::check_like(op, "out", out, qkv, {d.B, d.S, d.H * d.hd});
   detail::check_like(op, "dqkv", dqkv, qkv, qkv.shape());
+  if (detail::host_bf16(qkv))
+    return detail::via_f32(attention_backward, dqkv, dout, qkv, out, saved, heads);
   detail::dispatch(
       op, qkv.dtype(), qkv.device(),
       [&](auto tag) {

@@ -63,14 +63,14 @@ DType cross_entropy_loss_dtype(Device device, DType logits_dtype) {
 
 void cross_entropy_forward(Tensor& losses, Tensor& lse, const Tensor& logits, const Tensor& targets,
                            int64_t vocab_start, Communicator& tp) {
-  if (detail::host_bf16(logits))
-    return detail::via_f32(cross_entropy_forward, losses, lse, logits, targets, vocab_start, tp);
   const char* op = "cross_entropy_forward";
   const int64_t M = check_logits(op, logits, targets, vocab_start), V = logits.size(-1);
   const DType row_dtype = cross_entropy_loss_dtype(logits.device(), logits.dtype());
   detail::check_per_row(op, "losses", losses, row_dtype, logits, M);
   detail::check_per_row(op, "lse", lse, row_dtype, logits, M);
   const int64_t vocab_end = tp.size() == 1 && vocab_start == 0 ? V : -1;
+  if (detail::host_bf16(logits))
+    return detail::via_f32(cross_entropy_forward, losses, lse, logits, targets, vocab_start, tp);
   detail::dispatch(
       op, logits.dtype(), logits.device(),
       [&](auto tag) {
@@ -110,15 +110,15 @@ void cross_entropy_forward(Tensor& losses, Tensor& lse, const Tensor& logits, co
 
 void cross_entropy_backward(Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
                             const Tensor& lse, const Tensor& targets, int64_t vocab_start) {
-  if (detail::host_bf16(logits))
-    return detail::via_f32(cross_entropy_backward, dlogits, dlosses, logits, lse, targets,
-                           vocab_start);
   const char* op = "cross_entropy_backward";
   const int64_t M = check_logits(op, logits, targets, vocab_start), V = logits.size(-1);
   const DType row_dtype = cross_entropy_loss_dtype(logits.device(), logits.dtype());
   detail::check_per_row(op, "dlosses", dlosses, row_dtype, logits, M);
   detail::check_per_row(op, "lse", lse, row_dtype, logits, M);
   detail::check_rows(op, "dlogits", dlogits, logits, M, V);
+  if (detail::host_bf16(logits))
+    return detail::via_f32(cross_entropy_backward, dlogits, dlosses, logits, lse, targets,
+                           vocab_start);
   detail::dispatch(
       op, logits.dtype(), logits.device(),
       [&](auto tag) {

@@ -4,7 +4,7 @@
 // full logits are never gathered, nor the probabilities stored. loss[m] = logsumexp(logits[m]) -
 // logits[m, target[m]].
 // Dtypes: logits and dlogits share one; losses, lse and dlosses are cross_entropy_loss_dtype:
-//   CPU:  logits F32 or F64, the per-row tensors of the logits' dtype;
+//   CPU:  logits F32, F64 or BF16, the per-row tensors of the logits' dtype (F32 for BF16);
 //   CUDA: logits F32 or BF16, the per-row tensors F32 (math in fp32, partial sums in double).
 // targets is I32 [M] on the logits' device.
 #pragma once

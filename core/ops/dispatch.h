@@ -4,7 +4,6 @@
 // Internal to core/ops.
 #pragma once
 
-#include <deque>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -31,10 +30,11 @@ inline void check_tensor(const char* op, const char* name, const Tensor& t, DTyp
 }
 
 // --- bfloat16 on the host ----------------------------------------------------------------------
-// The host has no bf16 kernels: an op on host bf16 tensors runs its float32 kernel on float32
-// copies of them and rounds what it wrote back to bf16 (to nearest even), as the GPU's bf16
-// kernels compute in fp32 and round their outputs. Slow, and meant for that: mixed precision
-// (bf16 compute, fp32 masters, gradient sums and statistics) trained and tested without a GPU.
+// The host has no bf16 kernels: an op on host bf16 tensors checks its arguments as they are,
+// then runs its float32 kernel on float32 copies of them and rounds what it wrote back to bf16
+// (to nearest even), as the GPU's bf16 kernels compute in fp32 and round their outputs. A fused
+// op rounds where its unfused parts would. Slow, and meant for that: mixed precision (bf16
+// compute, fp32 masters, gradient sums and statistics) trained and tested without a GPU.
 
 inline bool host_bf16(const Tensor& t) {
   return t.defined() && t.device() == Device::CPU && t.dtype() == DType::BF16;
@@ -47,10 +47,16 @@ class F32StandIns {
   // t itself unless it is host bf16; then its float32 copy, shaped like t.
   Tensor of(const Tensor& t) {
     if (!host_bf16(t)) return t;
-    for (const Entry& e : entries_)
+    for (const Entry& e : entries_) {
       if (e.raw == t.raw() && e.wide.numel() == t.numel()) return e.wide.view(t.shape());
+      // Copies of partly overlapping views would not see each other's writes.
+      TESSERA_CHECK(!overlaps(e.original, t),
+                    "via_f32: two bf16 arguments overlap in part; ops take whole tensors or "
+                    "disjoint ones");
+    }
     Entry& e = entries_.emplace_back();
     e.raw = t.raw();
+    e.original = t;
     e.wide = Tensor(t.shape(), DType::F32);
     cpu::cast(e.wide.data<float>(), t.data<bf16>(), t.numel());
     return e.wide;
@@ -65,13 +71,13 @@ class F32StandIns {
  private:
   struct Entry {
     const void* raw = nullptr;
-    Tensor wide;
+    Tensor original, wide;
   };
-  std::deque<Entry> entries_;
+  std::vector<Entry> entries_;
 };
 
-// One argument of via_f32: a non-const Tensor& (or Tensor*, which may be null) is written; a
-// const one, or a temporary, read; anything else passed through.
+// One argument of via_f32, as an op passes its own parameters on: a Tensor& (or a Tensor*, which
+// may be null) is written, a const one read; anything else is passed through.
 template <typename A>
 struct F32Arg {
   A value;
@@ -95,10 +101,6 @@ struct F32Arg<const Tensor&> {
   void done(F32StandIns&) {}
 };
 template <>
-struct F32Arg<Tensor> : F32Arg<const Tensor&> {
-  using F32Arg<const Tensor&>::F32Arg;
-};
-template <>
 struct F32Arg<Tensor*&> {
   Tensor* original;
   Tensor wide;
@@ -109,20 +111,12 @@ struct F32Arg<Tensor*&> {
   }
 };
 template <>
-struct F32Arg<Tensor*> : F32Arg<Tensor*&> {
-  using F32Arg<Tensor*&>::F32Arg;
-};
-template <>
 struct F32Arg<const Tensor*&> {
   Tensor wide;
   bool given;
   F32Arg(F32StandIns& s, const Tensor* t) : wide(t ? s.of(*t) : Tensor()), given(t != nullptr) {}
   const Tensor* get() { return given ? &wide : nullptr; }
   void done(F32StandIns&) {}
-};
-template <>
-struct F32Arg<const Tensor*> : F32Arg<const Tensor*&> {
-  using F32Arg<const Tensor*&>::F32Arg;
 };
 
 // op(args...) for host bf16 tensors: op runs on their float32 stand-ins (op's own checks and
@@ -135,17 +129,18 @@ void via_f32(Op&& op, Args&&... args) {
   std::apply([&](auto&... a) { (a.done(stand_ins), ...); }, wide);
 }
 
-// t is a defined, contiguous floating-point tensor: F32 or F64 on the host, F32 or BF16 on the
-// GPU. The first floating-point argument of an op, whose dtype and device the others share.
+// t is a defined, contiguous floating-point tensor: F32, F64 or BF16 on the host (BF16 through
+// via_f32), F32 or BF16 on the GPU. The first floating-point argument of an op, whose dtype and
+// device the others share.
 inline void check_real(const char* op, const char* name, const Tensor& t) {
-  const bool host_ok =
-      t.device() == Device::CPU && (t.dtype() == DType::F32 || t.dtype() == DType::F64);
+  const bool host_ok = t.device() == Device::CPU &&
+                       (t.dtype() == DType::F32 || t.dtype() == DType::F64 || host_bf16(t));
   const bool cuda_ok =
       t.device() == Device::CUDA && (t.dtype() == DType::F32 || t.dtype() == DType::BF16);
   TESSERA_CHECK(t.defined() && t.is_contiguous() && (host_ok || cuda_ok),
                 std::string(op) + ": " + name +
-                    " must be a contiguous float32 or float64 tensor on the host, or float32 or "
-                    "bfloat16 on cuda; found " +
+                    " must be a contiguous float32, float64 or bfloat16 tensor on the host, or "
+                    "float32 or bfloat16 on cuda; found " +
                     describe(t));
 }
 

@@ -39,10 +39,10 @@ void check_positional(const char* op, const Tensor& x, const char* x_name, const
 
 void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table,
                        int64_t vocab_start) {
-  if (detail::host_bf16(table))
-    return detail::via_f32(embedding_forward, out, tokens, table, vocab_start);
   const char* op = "embedding_forward";
   check_embedding(op, "table", table, "out", out, tokens, vocab_start);
+  if (detail::host_bf16(table))
+    return detail::via_f32(embedding_forward, out, tokens, table, vocab_start);
   detail::dispatch(
       op, table.dtype(), table.device(),
       [&](auto tag) {
@@ -59,10 +59,10 @@ void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table,
 
 void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens,
                         int64_t vocab_start) {
-  if (detail::host_bf16(dout))
-    return detail::via_f32(embedding_backward, dtable, dout, tokens, vocab_start);
   const char* op = "embedding_backward";
   check_embedding(op, "dtable", dtable, "dout", dout, tokens, vocab_start);
+  if (detail::host_bf16(dout))
+    return detail::via_f32(embedding_backward, dtable, dout, tokens, vocab_start);
   detail::dispatch(
       op, dtable.dtype(), dtable.device(),
       [&](auto tag) {
@@ -78,9 +78,9 @@ void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens
 }
 
 void positional_forward(Tensor& x, const Tensor& pos) {
-  if (detail::host_bf16(x)) return detail::via_f32(positional_forward, x, pos);
   const char* op = "positional_forward";
   check_positional(op, x, "x", pos, "pos");
+  if (detail::host_bf16(x)) return detail::via_f32(positional_forward, x, pos);
   detail::dispatch(
       op, x.dtype(), x.device(),
       [&](auto tag) {
@@ -94,9 +94,9 @@ void positional_forward(Tensor& x, const Tensor& pos) {
 }
 
 void positional_backward(Tensor& dpos, const Tensor& dx) {
-  if (detail::host_bf16(dx)) return detail::via_f32(positional_backward, dpos, dx);
   const char* op = "positional_backward";
   check_positional(op, dx, "dx", dpos, "dpos");
+  if (detail::host_bf16(dx)) return detail::via_f32(positional_backward, dpos, dx);
   detail::dispatch(
       op, dx.dtype(), dx.device(),
       [&](auto tag) {

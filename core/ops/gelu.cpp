@@ -9,10 +9,10 @@
 namespace tessera::ops {
 
 void gelu_forward(Tensor& out, const Tensor& inp) {
-  if (detail::host_bf16(inp)) return detail::via_f32(gelu_forward, out, inp);
   const char* op = "gelu_forward";
   detail::check_real(op, "inp", inp);
   detail::check_like(op, "out", out, inp, inp.shape());
+  if (detail::host_bf16(inp)) return detail::via_f32(gelu_forward, out, inp);
   detail::dispatch(
       op, inp.dtype(), inp.device(),
       [&](auto tag) {
@@ -26,11 +26,11 @@ void gelu_forward(Tensor& out, const Tensor& inp) {
 }
 
 void gelu_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp) {
-  if (detail::host_bf16(inp)) return detail::via_f32(gelu_backward, dinp, dout, inp);
   const char* op = "gelu_backward";
   detail::check_real(op, "inp", inp);
   detail::check_like(op, "dout", dout, inp, inp.shape());
   detail::check_like(op, "dinp", dinp, inp, inp.shape());
+  if (detail::host_bf16(inp)) return detail::via_f32(gelu_backward, dinp, dout, inp);
   detail::dispatch(
       op, inp.dtype(), inp.device(),
       [&](auto tag) {
@@ -44,11 +44,11 @@ void gelu_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp) {
 }
 
 void residual_forward(Tensor& out, const Tensor& a, const Tensor& b) {
-  if (detail::host_bf16(a)) return detail::via_f32(residual_forward, out, a, b);
   const char* op = "residual_forward";
   detail::check_real(op, "a", a);
   detail::check_like(op, "b", b, a, a.shape());
   detail::check_like(op, "out", out, a, a.shape());
+  if (detail::host_bf16(a)) return detail::via_f32(residual_forward, out, a, b);
   detail::dispatch(
       op, a.dtype(), a.device(),
       [&](auto tag) {
@@ -62,11 +62,11 @@ void residual_forward(Tensor& out, const Tensor& a, const Tensor& b) {
 }
 
 void residual_backward(Tensor& da, Tensor& db, const Tensor& dout) {
-  if (detail::host_bf16(dout)) return detail::via_f32(residual_backward, da, db, dout);
   const char* op = "residual_backward";
   detail::check_real(op, "dout", dout);
   detail::check_like(op, "da", da, dout, dout.shape());
   detail::check_like(op, "db", db, dout, dout.shape());
+  if (detail::host_bf16(dout)) return detail::via_f32(residual_backward, da, db, dout);
   detail::dispatch(
       op, dout.dtype(), dout.device(),
       [&](auto tag) {

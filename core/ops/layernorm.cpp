@@ -5,6 +5,7 @@
 
 #include "core/ops/cpu_kernels.h"
 #include "core/ops/dispatch.h"
+#include "core/ops/gelu.h"
 #include "core/ops/layernorm_cuda.h"
 
 namespace tessera::ops {
@@ -30,13 +31,13 @@ void check_layernorm(const char* op, const char* inp_name, const Tensor& inp, co
 
 void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp,
                        const Tensor& weight, const Tensor& bias) {
-  if (detail::host_bf16(inp))
-    return detail::via_f32(layernorm_forward, out, mean, rstd, inp, weight, bias);
   const char* op = "layernorm_forward";
   check_layernorm(op, "inp", inp, weight, mean, rstd);
   detail::check_like(op, "bias", bias, inp, weight.shape());
   detail::check_rows(op, "out", out, inp, detail::leading_rows(inp), inp.size(-1));
   const int64_t N = detail::leading_rows(inp), C = inp.size(-1);
+  if (detail::host_bf16(inp))
+    return detail::via_f32(layernorm_forward, out, mean, rstd, inp, weight, bias);
   detail::dispatch(
       op, inp.dtype(), inp.device(),
       [&](auto tag) {
@@ -54,8 +55,6 @@ void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& in
 void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
                         const Tensor& inp, const Tensor& weight, const Tensor& mean,
                         const Tensor& rstd) {
-  if (detail::host_bf16(inp))
-    return detail::via_f32(layernorm_backward, dinp, dweight, dbias, dout, inp, weight, mean, rstd);
   const char* op = "layernorm_backward";
   check_layernorm(op, "inp", inp, weight, mean, rstd);
   detail::check_rows(op, "dout", dout, inp, detail::leading_rows(inp), inp.size(-1));
@@ -63,6 +62,8 @@ void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tens
   detail::check_like(op, "dweight", dweight, inp, weight.shape());
   detail::check_like(op, "dbias", dbias, inp, weight.shape());
   const int64_t N = detail::leading_rows(inp), C = inp.size(-1);
+  if (detail::host_bf16(inp))
+    return detail::via_f32(layernorm_backward, dinp, dweight, dbias, dout, inp, weight, mean, rstd);
   detail::dispatch(
       op, inp.dtype(), inp.device(),
       [&](auto tag) {
@@ -82,9 +83,6 @@ void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tens
 void residual_layernorm_forward(Tensor& residual, Tensor& out, Tensor& mean, Tensor& rstd,
                                 const Tensor& a, const Tensor& b, const Tensor& weight,
                                 const Tensor& bias) {
-  if (detail::host_bf16(a))
-    return detail::via_f32(residual_layernorm_forward, residual, out, mean, rstd, a, b, weight,
-                           bias);
   const char* op = "residual_layernorm_forward";
   check_layernorm(op, "a", a, weight, mean, rstd);
   detail::check_like(op, "b", b, a, a.shape());
@@ -92,6 +90,11 @@ void residual_layernorm_forward(Tensor& residual, Tensor& out, Tensor& mean, Ten
   detail::check_like(op, "bias", bias, a, weight.shape());
   detail::check_rows(op, "out", out, a, detail::leading_rows(a), a.size(-1));
   const int64_t N = detail::leading_rows(a), C = a.size(-1);
+  if (detail::host_bf16(a)) {  // its two halves, so that the LayerNorm sees the stored residual
+    residual_forward(residual, a, b);
+    layernorm_forward(out, mean, rstd, residual, weight, bias);
+    return;
+  }
   detail::dispatch(
       op, a.dtype(), a.device(),
       [&](auto tag) {

@@ -1,7 +1,7 @@
 // LayerNorm over the last dimension (Ba et al. 2016), eps = 1e-5 as in GPT-2. The forward saves
-// the per-row mean and reciprocal standard deviation for the backward. Statistics dtype: on the
-// host mean and rstd have inp's dtype; on cuda they are float32 whatever inp's dtype (fp32
-// statistics under bf16 activations).
+// the per-row mean and reciprocal standard deviation for the backward. Statistics dtype
+// (row_stats_dtype): float32 on cuda and for bf16 inp (fp32 statistics under bf16
+// activations), else inp's dtype.
 #pragma once
 
 #include "core/tensor.h"

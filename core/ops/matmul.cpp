@@ -9,6 +9,7 @@
 
 #include "core/ops/cpu_kernels.h"
 #include "core/ops/dispatch.h"
+#include "core/ops/gelu.h"
 #include "core/ops/matmul_cuda.h"
 
 namespace tessera::ops {
@@ -46,11 +47,11 @@ bool dgelu_epilogue() {
 }
 
 void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor* bias) {
-  if (detail::host_bf16(inp)) return detail::via_f32(matmul_forward, out, inp, weight, bias);
   const char* op = "matmul_forward";
   const GemmDims d = check_linear(op, inp, weight);
   detail::check_rows(op, "out", out, inp, d.M, d.N);
   if (bias != nullptr) detail::check_like(op, "bias", *bias, inp, {d.N});
+  if (detail::host_bf16(inp)) return detail::via_f32(matmul_forward, out, inp, weight, bias);
   detail::dispatch(
       op, inp.dtype(), inp.device(),
       [&](auto tag) {
@@ -67,14 +68,14 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
 
 void matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor& dout,
                      const Tensor& inp, const Tensor& weight) {
-  if (detail::host_bf16(inp))
-    return detail::via_f32(matmul_backward, dinp, dweight, dbias, dout, inp, weight);
   const char* op = "matmul_backward";
   const GemmDims d = check_linear(op, inp, weight);
   detail::check_rows(op, "dout", dout, inp, d.M, d.N);
   if (dinp != nullptr) detail::check_rows(op, "dinp", *dinp, inp, d.M, d.K);
   if (dweight != nullptr) detail::check_like(op, "dweight", *dweight, inp, weight.shape());
   if (dbias != nullptr) detail::check_like(op, "dbias", *dbias, inp, {d.N});
+  if (detail::host_bf16(inp))
+    return detail::via_f32(matmul_backward, dinp, dweight, dbias, dout, inp, weight);
   detail::dispatch(
       op, inp.dtype(), inp.device(),
       [&](auto tag) {
@@ -95,8 +96,6 @@ void matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor&
 
 void matmul_gelu_forward(Tensor& out, Tensor& pre_gelu, const Tensor& inp, const Tensor& weight,
                          const Tensor* bias) {
-  if (detail::host_bf16(inp))
-    return detail::via_f32(matmul_gelu_forward, out, pre_gelu, inp, weight, bias);
   const char* op = "matmul_gelu_forward";
   const GemmDims d = check_linear(op, inp, weight);
   detail::check_rows(op, "out", out, inp, d.M, d.N);
@@ -105,6 +104,11 @@ void matmul_gelu_forward(Tensor& out, Tensor& pre_gelu, const Tensor& inp, const
   TESSERA_CHECK(!overlaps(out, pre_gelu), std::string(op) +
                                               ": out and pre_gelu must not overlap (gelu_backward "
                                               "needs pre_gelu), found them sharing memory");
+  if (detail::host_bf16(inp)) {  // its two halves, so that the GELU sees the stored pre_gelu
+    matmul_forward(pre_gelu, inp, weight, bias);
+    gelu_forward(out, pre_gelu);
+    return;
+  }
   detail::dispatch(
       op, inp.dtype(), inp.device(),
       [&](auto tag) {
@@ -123,8 +127,6 @@ void matmul_gelu_forward(Tensor& out, Tensor& pre_gelu, const Tensor& inp, const
 
 void matmul_gelu_backward(Tensor& dpre, Tensor* dweight, Tensor* dbias, const Tensor& dout,
                           const Tensor& inp, const Tensor& pre_gelu, const Tensor& weight) {
-  if (detail::host_bf16(inp))
-    return detail::via_f32(matmul_gelu_backward, dpre, dweight, dbias, dout, inp, pre_gelu, weight);
   const char* op = "matmul_gelu_backward";
   const GemmDims d = check_linear(op, inp, weight);
   detail::check_rows(op, "dout", dout, inp, d.M, d.N);
@@ -137,6 +139,11 @@ void matmul_gelu_backward(Tensor& dpre, Tensor* dweight, Tensor* dbias, const Te
                                     {"dout", &dout}}) {
     TESSERA_CHECK(!overlaps(dpre, *input), std::string(op) + ": dpre must not overlap " + name +
                                                ", found them sharing memory");
+  }
+  if (detail::host_bf16(inp)) {  // its two halves, dpre rounded between them as they would
+    matmul_backward(&dpre, dweight, dbias, dout, inp, weight);
+    gelu_backward(dpre, dpre, pre_gelu);
+    return;
   }
   detail::dispatch(
       op, inp.dtype(), inp.device(),
