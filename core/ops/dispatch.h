@@ -100,27 +100,30 @@ struct F32Arg<const Tensor&> {
   const Tensor& get() { return wide; }
   void done(F32StandIns&) {}
 };
-template <>
-struct F32Arg<Tensor*&> {
-  Tensor* original;
+// A Tensor* (written) or const Tensor* (read), either of which may be null.
+template <typename T>
+struct F32PointerArg {
+  T* original;
   Tensor wide;
-  F32Arg(F32StandIns& s, Tensor* t) : original(t), wide(t ? s.of(*t) : Tensor()) {}
-  Tensor* get() { return original ? &wide : nullptr; }
+  F32PointerArg(F32StandIns& s, T* t) : original(t), wide(t ? s.of(*t) : Tensor()) {}
+  T* get() { return original ? &wide : nullptr; }
   void done(F32StandIns& s) {
-    if (original) s.round_back(*original);
+    if constexpr (!std::is_const_v<T>)
+      if (original) s.round_back(*original);
   }
 };
 template <>
-struct F32Arg<const Tensor*&> {
-  Tensor wide;
-  bool given;
-  F32Arg(F32StandIns& s, const Tensor* t) : wide(t ? s.of(*t) : Tensor()), given(t != nullptr) {}
-  const Tensor* get() { return given ? &wide : nullptr; }
-  void done(F32StandIns&) {}
+struct F32Arg<Tensor*&> : F32PointerArg<Tensor> {
+  using F32PointerArg<Tensor>::F32PointerArg;
+};
+template <>
+struct F32Arg<const Tensor*&> : F32PointerArg<const Tensor> {
+  using F32PointerArg<const Tensor>::F32PointerArg;
 };
 
-// op(args...) for host bf16 tensors: op runs on their float32 stand-ins (op's own checks and
-// kernels then see float32), and what it wrote is rounded back.
+// op(args...) for host bf16 tensors: op runs on their float32 stand-ins (its checks, which the
+// caller already ran on the real dtypes, and its kernels then see float32), and what it wrote is
+// rounded back.
 template <typename Op, typename... Args>
 void via_f32(Op&& op, Args&&... args) {
   F32StandIns stand_ins;
