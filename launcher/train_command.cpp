@@ -125,6 +125,10 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
   std::printf("data parallel: %d replica%s, %lld gradient bucket%s of <= %.1f MB%s\n", l.dp,
               l.dp == 1 ? "" : "s", static_cast<long long>(tr.buckets().bucket_count()),
               tr.buckets().bucket_count() == 1 ? "" : "s", cfg.parallel.bucket_mb, zero);
+  if (m.device == Device::CPU && m.dtype == DType::BF16)
+    std::printf(
+        "precision: bf16 on the cpu, each op in float32 and rounded to bf16 (fp32 masters): "
+        "mixed precision as on a GPU, for testing; slower than --train.precision fp32\n");
   if (m.device == Device::CUDA) {
     std::string gpu = cuda_device_name();
     const double peak = peak_flops_per_rank(cfg);

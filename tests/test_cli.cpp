@@ -98,6 +98,9 @@ TEST_F(Cli, Bfloat16OnTheHostTrainsCloseToFloat32) {
         tiny_args() + " --train.steps 30 --train.log_interval 1 --train.precision " + precision,
         dir_);
     EXPECT_EQ(r.exit_code, 0) << r.err;
+    // The log says that bf16 on the cpu is slow on purpose.
+    EXPECT_EQ(r.out.find("precision: bf16 on the cpu") != std::string::npos, precision == "bf16")
+        << r.out;
     const std::vector<double> l = losses_of(dir_ / "run" / "metrics.jsonl");
     fs::remove_all(dir_ / "run");
     return l;
