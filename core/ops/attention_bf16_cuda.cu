@@ -16,8 +16,7 @@ using namespace attention_bf16;
 using ::tessera::cuda::allow_smem;
 
 dim3 grid_of(int64_t B, int64_t S, int64_t H) {
-  return dim3(static_cast<unsigned>((S + kBlockRows - 1) / kBlockRows),
-              static_cast<unsigned>(B * H));
+  return dim3(::tessera::cuda::blocks_for(S, kBlockRows), static_cast<unsigned>(B * H));
 }
 
 }  // namespace

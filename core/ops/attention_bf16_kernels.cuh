@@ -111,6 +111,29 @@ __device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&lo)[4],
   a[3] = pack(hi[2], hi[3]);
 }
 
+// The two products of a backward tile, for this warp's 16 rows (starting at w0) of the block's
+// tiles a1 and a2 against the kCols rows of bt1 and bt2 (B^T), all row-major with HD columns:
+// s = a1 bt1^T and dp = a2 bt2^T (S and dP in the dQ kernel; S^T and dP^T in the dK/dV kernel).
+template <int HD, int LD, int kCols>
+__device__ __forceinline__ void two_products(float (&s)[kCols / 8][4], float (&dp)[kCols / 8][4],
+                                             const bf16x1* a1, const bf16x1* a2, const bf16x1* bt1,
+                                             const bf16x1* bt2, int w0, int g, int t) {
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+    uint32_t x1[4], x2[4];
+    load_a<LD>(x1, a1, w0, 16 * kk, g, t);
+    load_a<LD>(x2, a2, w0, 16 * kk, g, t);
+#pragma unroll
+    for (int n = 0; n < kCols / 8; ++n) {
+      uint32_t f0, f1;
+      load_b_t<LD>(f0, f1, bt1, 8 * n, 16 * kk, g, t);
+      mma(s[n], x1, f0, f1);
+      load_b_t<LD>(f0, f1, bt2, 8 * n, 16 * kk, g, t);
+      mma(dp[n], x2, f0, f1);
+    }
+  }
+}
+
 // --- copies ----------------------------------------------------------------------------------
 
 // Rows [row0, row0 + ROWS) of HD bf16 (global row stride `stride` elements) into a shared tile
@@ -169,8 +192,7 @@ __global__ void __launch_bounds__(kThreads)
   const AttentionHead head = head_of_block<HD>(S, H);
   const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
   const int g = lane / 4, t = lane % 4, w0 = warp * kWarpRows;
-  // Longest rows first: the last query tiles see the most keys.
-  const int q0 = static_cast<int>(gridDim.x - 1 - blockIdx.x) * kBlockRows;
+  const int q0 = longest_first_tile() * kBlockRows;
   const bf16x1* q = qkv + head.qkv;
   copy_tile<HD, kBlockRows>(q_s, q, head.qkv_row, q0, S);
   copy_tile<HD, kForwardKeys>(k_s, q + head.C, head.qkv_row, 0, S);
@@ -326,20 +348,7 @@ __global__ void __launch_bounds__(kThreads)
     const float* delta_s = delta_buf + b * kCols;
 
     float p[kCols / 8][4] = {}, ds[kCols / 8][4] = {};  // S^T, then P^T; dP^T, then dS^T
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {
-      uint32_t ak[4], av[4];
-      load_a<LD>(ak, k_s, w0, 16 * kk, g, t);
-      load_a<LD>(av, v_s, w0, 16 * kk, g, t);
-#pragma unroll
-      for (int n = 0; n < kCols / 8; ++n) {
-        uint32_t b0, b1;
-        load_b_t<LD>(b0, b1, q_s, 8 * n, 16 * kk, g, t);
-        mma(p[n], ak, b0, b1);
-        load_b_t<LD>(b0, b1, do_s, 8 * n, 16 * kk, g, t);
-        mma(ds[n], av, b0, b1);
-      }
-    }
+    two_products<HD, LD, kCols>(p, ds, k_s, v_s, q_s, do_s, w0, g, t);
 #pragma unroll
     for (int n = 0; n < kCols / 8; ++n) {
 #pragma unroll
@@ -402,7 +411,7 @@ __global__ void __launch_bounds__(kThreads)
   const AttentionHead head = head_of_block<HD>(S, H);
   const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
   const int g = lane / 4, t = lane % 4, w0 = warp * kWarpRows;
-  const int q0 = static_cast<int>(gridDim.x - 1 - blockIdx.x) * kBlockRows;  // longest first
+  const int q0 = longest_first_tile() * kBlockRows;
   const bf16x1* q = qkv + head.qkv;
   copy_tile<HD, kBlockRows>(q_s, q, head.qkv_row, q0, S);
   copy_tile<HD, kBlockRows>(do_s, dout + head.out, head.C, q0, S);
@@ -433,20 +442,7 @@ __global__ void __launch_bounds__(kThreads)
     const bf16x1* v_s = v_buf + b * kCols * LD;
 
     float p[kCols / 8][4] = {}, ds[kCols / 8][4] = {};  // S, then P; dP, then dS
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {
-      uint32_t aq[4], ado[4];
-      load_a<LD>(aq, q_s, w0, 16 * kk, g, t);
-      load_a<LD>(ado, do_s, w0, 16 * kk, g, t);
-#pragma unroll
-      for (int n = 0; n < kCols / 8; ++n) {
-        uint32_t b0, b1;
-        load_b_t<LD>(b0, b1, k_s, 8 * n, 16 * kk, g, t);
-        mma(p[n], aq, b0, b1);
-        load_b_t<LD>(b0, b1, v_s, 8 * n, 16 * kk, g, t);
-        mma(ds[n], ado, b0, b1);
-      }
-    }
+    two_products<HD, LD, kCols>(p, ds, q_s, do_s, k_s, v_s, w0, g, t);
 #pragma unroll
     for (int n = 0; n < kCols / 8; ++n) {
 #pragma unroll

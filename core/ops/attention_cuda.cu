@@ -87,12 +87,6 @@ __device__ __forceinline__ void accumulate_rows(float (&acc)[kRows][HD / 32], co
   }
 }
 
-// A tile's index in the order blocks should start: the query tiles that see the most keys first,
-// so that the short ones fill the gaps at the end.
-__device__ __forceinline__ int longest_first_tile() {
-  return static_cast<int>(gridDim.x - 1 - blockIdx.x);
-}
-
 template <int HD>
 constexpr size_t forward_smem_bytes() {
   return sizeof(float) * (2 * kTile * HD + kTile * (HD + 1) + kTile * kLdP);

@@ -33,6 +33,13 @@ __device__ __forceinline__ AttentionHead head_of_block(int S, int H) {
   return r;
 }
 
+// The index of this block's query tile in the order blocks should start: the query tiles that
+// see the most keys (the last ones, under the causal mask) first, so that the short ones fill the
+// gaps at the end.
+__device__ __forceinline__ int longest_first_tile() {
+  return static_cast<int>(gridDim.x - 1 - blockIdx.x);
+}
+
 // HD = 64 or 128 (instantiated in attention_bf16_cuda.cu).
 template <int HD>
 void attention_forward_bf16(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int64_t B,
