@@ -108,7 +108,6 @@ void adamw_update_mixed(Tensor& master, Tensor& value, const Tensor& grad, Tenso
   detail::check_like(op, "exp_avg_sq", exp_avg_sq, master, master.shape());
   check_step(op, s);
   const int64_t n = master.numel();
-  const bool bf16_grad = grad.dtype() == DType::BF16;
   if (device == Device::CPU) {  // the CPU kernels composed: no pass to save on the host
     const Tensor grad32 = cast_to(grad, DType::F32);
     cpu::adamw_update(master.data<float>(), grad32.data<float>(), exp_avg.data<float>(),
@@ -117,7 +116,7 @@ void adamw_update_mixed(Tensor& master, Tensor& value, const Tensor& grad, Tenso
     return;
   }
 #ifdef TESSERA_WITH_CUDA
-  if (bf16_grad) {
+  if (grad.dtype() == DType::BF16) {
     cuda::adamw_update_mixed(master.data<float>(), value.data<bf16>(), grad.data<bf16>(),
                              exp_avg.data<float>(), exp_avg_sq.data<float>(), n, s);
   } else {
