@@ -205,15 +205,10 @@ void dispatch_real(const char* op, DType dtype, Device device, Fn&& fn) {
                 std::string(op) + ": tessera was built without CUDA (TESSERA_CUDA=OFF)");
 }
 
-// On the host calls on_cpu(float{}) or on_cpu(double{}); on the GPU on_cuda(float{}) or
-// on_cuda(bf16{}). Without the CUDA backend on_cuda is never instantiated, so a dispatcher may
-// name CUDA kernels that a CPU-only build does not have.
-template <typename CpuFn, typename CudaFn>
-void dispatch(const char* op, DType dtype, Device device, CpuFn&& on_cpu, CudaFn&& on_cuda) {
-  if (device == Device::CPU) {
-    dispatch_real(op, dtype, device, on_cpu);
-    return;
-  }
+// The GPU half of dispatch: on_cuda(float{}) or on_cuda(bf16{}). For an op whose host path is
+// written out by its caller (a fused op that is, on the host, its parts in turn).
+template <typename CudaFn>
+void dispatch_cuda(const char* op, DType dtype, CudaFn&& on_cuda) {
 #ifdef TESSERA_WITH_CUDA
   if (dtype == DType::F32) {
     on_cuda(float{});
@@ -223,9 +218,21 @@ void dispatch(const char* op, DType dtype, Device device, CpuFn&& on_cpu, CudaFn
     on_cuda(bf16{});
   }
 #else
+  (void)dtype;
   (void)on_cuda;
   refuse_without_cuda(op);
 #endif
+}
+
+// On the host calls on_cpu(float{}) or on_cpu(double{}); on the GPU on_cuda(float{}) or
+// on_cuda(bf16{}). Without the CUDA backend on_cuda is never instantiated, so a dispatcher may
+// name CUDA kernels that a CPU-only build does not have.
+template <typename CpuFn, typename CudaFn>
+void dispatch(const char* op, DType dtype, Device device, CpuFn&& on_cpu, CudaFn&& on_cuda) {
+  if (device == Device::CPU)
+    dispatch_real(op, dtype, device, on_cpu);
+  else
+    dispatch_cuda(op, dtype, on_cuda);
 }
 
 }  // namespace tessera::ops::detail

@@ -90,25 +90,17 @@ void residual_layernorm_forward(Tensor& residual, Tensor& out, Tensor& mean, Ten
   detail::check_like(op, "bias", bias, a, weight.shape());
   detail::check_rows(op, "out", out, a, detail::leading_rows(a), a.size(-1));
   const int64_t N = detail::leading_rows(a), C = a.size(-1);
-  if (detail::host_bf16(a)) {  // its two halves, so that the LayerNorm sees the stored residual
+  if (a.device() == Device::CPU) {  // its two halves: the LayerNorm reads the stored residual
     residual_forward(residual, a, b);
     layernorm_forward(out, mean, rstd, residual, weight, bias);
     return;
   }
-  detail::dispatch(
-      op, a.dtype(), a.device(),
-      [&](auto tag) {
-        using T = decltype(tag);
-        cpu::residual_forward(residual.data<T>(), a.data<T>(), b.data<T>(), a.numel());
-        cpu::layernorm_forward(out.data<T>(), mean.data<T>(), rstd.data<T>(), residual.data<T>(),
-                               weight.data<T>(), bias.data<T>(), N, C);
-      },
-      [&](auto tag) {
-        using T = decltype(tag);
-        cuda::residual_layernorm_forward(residual.data<T>(), out.data<T>(), mean.data<float>(),
-                                         rstd.data<float>(), a.data<T>(), b.data<T>(),
-                                         weight.data<T>(), bias.data<T>(), N, C);
-      });
+  detail::dispatch_cuda(op, a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    cuda::residual_layernorm_forward(residual.data<T>(), out.data<T>(), mean.data<float>(),
+                                     rstd.data<float>(), a.data<T>(), b.data<T>(), weight.data<T>(),
+                                     bias.data<T>(), N, C);
+  });
 }
 
 }  // namespace tessera::ops

@@ -104,25 +104,16 @@ void matmul_gelu_forward(Tensor& out, Tensor& pre_gelu, const Tensor& inp, const
   TESSERA_CHECK(!overlaps(out, pre_gelu), std::string(op) +
                                               ": out and pre_gelu must not overlap (gelu_backward "
                                               "needs pre_gelu), found them sharing memory");
-  if (detail::host_bf16(inp)) {  // its two halves, so that the GELU sees the stored pre_gelu
+  if (inp.device() == Device::CPU) {  // its two halves: bf16 rounds pre_gelu between them
     matmul_forward(pre_gelu, inp, weight, bias);
-    gelu_forward(out, pre_gelu);
+    gelu_forward(out, pre_gelu.view(out.shape()));  // the same rows, any leading shape
     return;
   }
-  detail::dispatch(
-      op, inp.dtype(), inp.device(),
-      [&](auto tag) {
-        using T = decltype(tag);
-        cpu::matmul_forward(pre_gelu.data<T>(), inp.data<T>(), weight.data<T>(),
-                            bias ? bias->data<T>() : nullptr, d.M, d.K, d.N);
-        cpu::gelu_forward(out.data<T>(), pre_gelu.data<T>(), d.M * d.N);
-      },
-      [&](auto tag) {
-        using T = decltype(tag);
-        cuda::matmul_gelu_forward(out.data<T>(), pre_gelu.data<T>(), inp.data<T>(),
-                                  weight.data<T>(), bias ? bias->data<T>() : nullptr, d.M, d.K,
-                                  d.N);
-      });
+  detail::dispatch_cuda(op, inp.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    cuda::matmul_gelu_forward(out.data<T>(), pre_gelu.data<T>(), inp.data<T>(), weight.data<T>(),
+                              bias ? bias->data<T>() : nullptr, d.M, d.K, d.N);
+  });
 }
 
 void matmul_gelu_backward(Tensor& dpre, Tensor* dweight, Tensor* dbias, const Tensor& dout,
@@ -140,27 +131,18 @@ void matmul_gelu_backward(Tensor& dpre, Tensor* dweight, Tensor* dbias, const Te
     TESSERA_CHECK(!overlaps(dpre, *input), std::string(op) + ": dpre must not overlap " + name +
                                                ", found them sharing memory");
   }
-  if (detail::host_bf16(inp)) {  // its two halves, dpre rounded between them as they would
+  if (inp.device() == Device::CPU) {  // its two halves: bf16 rounds dpre between them
     matmul_backward(&dpre, dweight, dbias, dout, inp, weight);
-    gelu_backward(dpre, dpre, pre_gelu);
+    gelu_backward(dpre, dpre, pre_gelu.view(dpre.shape()));  // the same rows, any leading shape
     return;
   }
-  detail::dispatch(
-      op, inp.dtype(), inp.device(),
-      [&](auto tag) {
-        using T = decltype(tag);
-        cpu::matmul_backward(dpre.data<T>(), dweight ? dweight->data<T>() : nullptr,
-                             dbias ? dbias->data<T>() : nullptr, dout.data<T>(), inp.data<T>(),
-                             weight.data<T>(), d.M, d.K, d.N);
-        cpu::gelu_backward(dpre.data<T>(), dpre.data<T>(), pre_gelu.data<T>(), d.M * d.K);
-      },
-      [&](auto tag) {
-        using T = decltype(tag);
-        cuda::matmul_gelu_backward(dpre.data<T>(), dweight ? dweight->data<T>() : nullptr,
-                                   dbias ? dbias->data<T>() : nullptr, dout.data<T>(),
-                                   inp.data<T>(), pre_gelu.data<T>(), weight.data<T>(), d.M, d.K,
-                                   d.N, g_dgelu_epilogue);
-      });
+  detail::dispatch_cuda(op, inp.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    cuda::matmul_gelu_backward(dpre.data<T>(), dweight ? dweight->data<T>() : nullptr,
+                               dbias ? dbias->data<T>() : nullptr, dout.data<T>(), inp.data<T>(),
+                               pre_gelu.data<T>(), weight.data<T>(), d.M, d.K, d.N,
+                               g_dgelu_epilogue);
+  });
 }
 
 }  // namespace tessera::ops
