@@ -12,11 +12,16 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <thread>
 
 #include "core/device.h"
 #include "core/error.h"
+#include "core/ops/attention.h"
+#include "core/ops/matmul.h"
+#include "core/threads.h"
 #include "launcher/exit_codes.h"
 #include "launcher/trainer.h"
+#include "parallel/nccl_communicator.h"
 #include "parallel/watchdog.h"
 
 namespace tessera {
@@ -62,6 +67,26 @@ void check_gpu_for(int local_rank) {
                      " GPU(s); start at most one rank per GPU on each node");
 }
 
+void configure_process(const TrainConfig& cfg, int ranks_on_node, int local_rank) {
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  set_cpu_threads(cfg.threads > 0 ? cfg.threads : std::max(1, cores / ranks_on_node));
+  if (cfg.model.device == Device::CUDA) check_gpu_for(local_rank);
+  ops::set_bf16_attention_kernels(cfg.attention_kernels);
+  ops::set_dgelu_epilogue(cfg.dgelu_epilogue);
+}
+
+std::unique_ptr<Communicator> open_device_world(const TrainConfig& cfg, Communicator& world,
+                                                int local_rank) {
+  if (cfg.model.device != Device::CUDA) return nullptr;
+#ifdef TESSERA_WITH_CUDA
+  return NcclCommunicator::create(world, local_rank, cfg.startup_deadline(), "world");
+#else
+  (void)world;
+  (void)local_rank;
+  throw InputError("--train.device cuda: this tessera was built without CUDA");
+#endif
+}
+
 int agree_on_inputs(Communicator& world, const ErrorReport& failure) {
   Tensor verdict({2}, DType::I32);
   verdict.data<int32_t>()[0] = failure.code;
@@ -81,7 +106,7 @@ int fail_alone(Communicator& world, const char* command) {
   }
   std::cerr << "rank " << world.rank() << ": " << r.message << "\n";
   world.abort(r.code);
-  return r.code;
+  return r.code;  // not reached: abort ends the process
 }
 
 WatchdogArmed::WatchdogArmed(Communicator& world, double deadline_s) {

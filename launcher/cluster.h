@@ -3,6 +3,7 @@
 // --train.time_limit, where every rank runs, and the per-rank report of a non-finite step.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,19 @@ double seconds_since_process_start();
 // --train.device cuda: a GPU for this rank, the one its index among its node's ranks names;
 // InputError saying why not.
 void check_gpu_for(int local_rank);
+
+// This process's settings from cfg, before any op runs: its OpenMP threads (--train.threads, else
+// the node's cores over its `ranks_on_node`), on cuda the GPU of `local_rank` (check_gpu_for),
+// and the [gpu] kernels.
+void configure_process(const TrainConfig& cfg, int ranks_on_node, int local_rank);
+
+// What the grid's groups are split from: on cuda an NCCL communicator over `world` (collective),
+// on the GPU of `local_rank`; on the CPU null, and `world` serves. NCCL's own bound on a silent
+// peer is the loosest of the watchdog's deadlines (cfg.startup_deadline()): the watchdog, which
+// reports every rank's last operations and exits 5, speaks first, and NCCL's InternalError is
+// the backstop.
+std::unique_ptr<Communicator> open_device_world(const TrainConfig& cfg, Communicator& world,
+                                                int local_rank);
 
 // The ranks' verdict on their inputs, each rank's `failure` (code 0: none), agreed by one
 // all-reduce over world (collective): 0 when every rank succeeded, else an exit code for all,

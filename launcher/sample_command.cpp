@@ -8,15 +8,11 @@
 #include <iostream>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "core/device.h"
 #include "core/error.h"
 #include "core/model/gpt.h"
-#include "core/ops/attention.h"
-#include "core/ops/matmul.h"
-#include "core/threads.h"
 #include "io/checkpoint_io.h"
 #include "launcher/checkpointing.h"
 #include "launcher/cluster.h"
@@ -24,9 +20,6 @@
 #include "launcher/sampling.h"
 #include "parallel/mpi_runtime.h"
 #include "parallel/process_grid.h"
-#ifdef TESSERA_WITH_CUDA
-#include "parallel/nccl_communicator.h"
-#endif
 
 namespace fs = std::filesystem;
 
@@ -191,11 +184,7 @@ int sample_command(int argc, char** argv) {
   try {
     cfg = sample_config(args, saved_ini, dir);
     layout = cfg.model_layout_for(world.size());
-    const int cores = static_cast<int>(std::thread::hardware_concurrency());
-    set_cpu_threads(cfg.threads > 0 ? cfg.threads : std::max(1, cores / mpi.ranks_on_this_node()));
-    if (cfg.model.device == Device::CUDA) check_gpu_for(mpi.rank_on_this_node());
-    ops::set_bf16_attention_kernels(cfg.attention_kernels);
-    ops::set_dgelu_epilogue(cfg.dgelu_epilogue);
+    configure_process(cfg, mpi.ranks_on_this_node(), mpi.rank_on_this_node());
     check_sampling_tokenizer(cfg);
   } catch (...) {
     failure = report_error(std::current_exception(), "sample");
@@ -206,16 +195,9 @@ int sample_command(int argc, char** argv) {
   const WatchdogArmed watchdog(world, cfg.startup_deadline());
   try {
     if (root && !note.empty()) std::printf("checkpoint: %s\n", note.c_str());
-    Communicator* grid_world = &world;
-#ifdef TESSERA_WITH_CUDA
-    std::unique_ptr<Communicator> device_world;
-    if (cfg.model.device == Device::CUDA) {
-      device_world =
-          NcclCommunicator::create(world, mpi.rank_on_this_node(), cfg.startup_deadline(), "world");
-      grid_world = device_world.get();
-    }
-#endif
-    ProcessGrid grid(*grid_world, layout);
+    const std::unique_ptr<Communicator> device_world =
+        open_device_world(cfg, world, mpi.rank_on_this_node());
+    ProcessGrid grid(device_world ? *device_world : world, layout);
     GPT model(cfg.model, grid.shard(cfg.model), grid.tp(), cfg.seed);
     load_weights(model, dir, world.rank());
     if (root)

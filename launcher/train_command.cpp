@@ -435,13 +435,7 @@ int train_command(int argc, char** argv) {
   try {
     help = !parse_train_config(argc, argv, cfg);
     if (!help) {
-      const int cores = static_cast<int>(std::thread::hardware_concurrency());
-      set_cpu_threads(cfg.threads > 0 ? cfg.threads
-                                      : std::max(1, cores / mpi.ranks_on_this_node()));
-      if (cfg.model.device == Device::CUDA) check_gpu_for(mpi.rank_on_this_node());
-      // [gpu]: for the whole process, before any op runs.
-      ops::set_bf16_attention_kernels(cfg.attention_kernels);
-      ops::set_dgelu_epilogue(cfg.dgelu_epilogue);
+      configure_process(cfg, mpi.ranks_on_this_node(), mpi.rank_on_this_node());
       trainer = std::make_unique<Trainer>(cfg, world.rank(), world.size());
       if (cfg.sample_tokens > 0) check_sampling_tokenizer(cfg);
       if (root) prepare_run_dir(cfg);

@@ -9,8 +9,8 @@
 
 #include "core/error.h"
 #include "core/ops/adamw.h"
+#include "launcher/cluster.h"
 #ifdef TESSERA_WITH_CUDA
-#include "parallel/nccl_communicator.h"
 #endif
 
 namespace tessera {
@@ -82,20 +82,8 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
 
 void Trainer::start(Communicator& world, int local_rank) {
   host_world_ = &world;
-  Communicator* grid_world = &world;
-  if (cfg_.model.device == Device::CUDA) {
-#ifdef TESSERA_WITH_CUDA
-    // NCCL's own bound on a silent peer is the loosest of the watchdog's deadlines
-    // (--train.startup_timeout, --train.collective_timeout): the watchdog, which reports every
-    // rank's last operations and exits 5, speaks first, and NCCL's InternalError is the backstop.
-    device_world_ = NcclCommunicator::create(world, local_rank, cfg_.startup_deadline(), "world");
-    grid_world = device_world_.get();
-#else
-    (void)local_rank;
-    throw InputError("--train.device cuda: this tessera was built without CUDA");
-#endif
-  }
-  grid_ = std::make_unique<ProcessGrid>(*grid_world, layout_);
+  device_world_ = open_device_world(cfg_, world, local_rank);
+  grid_ = std::make_unique<ProcessGrid>(device_world_ ? *device_world_ : world, layout_);
   TESSERA_CHECK(world.rank() == rank_, "Trainer::start on another rank than it was made for");
   model_ = std::make_unique<GPT>(cfg_.model, grid_->shard(cfg_.model), grid_->tp(), cfg_.seed);
   pipeline_ =
