@@ -424,23 +424,23 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
     std::cout << generic << all << "\n";
     return false;
   }
+  // INI text beneath what is stored already; `name` is what its messages call it.
+  const auto store_ini = [&](std::istream& in, const std::string& name) {
+    try {
+      po::store(po::parse_config_file(in, all, /*allow_unregistered=*/false), vm);
+    } catch (const po::error& e) {
+      throw InputError(name + ": " + e.what());
+    }
+  };
   if (vm.count("config")) {
     const std::string file = vm["config"].as<std::string>();
     std::ifstream in(file);
     if (!in) throw InputError("--config " + file + ": no such file or not readable");
-    try {
-      po::store(po::parse_config_file(in, all, /*allow_unregistered=*/false), vm);
-    } catch (const po::error& e) {
-      throw InputError("config file " + file + ": " + e.what());
-    }
+    store_ini(in, "config file " + file);
   }
   if (!base.empty()) {
     std::istringstream in(base);
-    try {
-      po::store(po::parse_config_file(in, all, /*allow_unregistered=*/false), vm);
-    } catch (const po::error& e) {
-      throw InputError(base_name + ": " + e.what());
-    }
+    store_ini(in, base_name);
   }
   po::notify(vm);
 

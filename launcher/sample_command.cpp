@@ -133,10 +133,11 @@ TrainConfig sample_config(const SampleArgs& args, const std::string& saved_ini,
   TrainConfig saved, given, cfg;
   read_train_options(1, none, saved, saved_ini, name);
   read_train_options(argc, argv.data(), given);
-  parse_train_config(argc, argv.data(), cfg, saved_ini, name);
-  require_saved_shape(saved.model, cfg.model, dir);
+  read_train_options(argc, argv.data(), cfg, saved_ini, name);
   cfg.parallel = given.parallel;
   if (cfg.sample_tokens == 0) cfg.sample_tokens = 100;
+  cfg.validate();  // as it will run
+  require_saved_shape(saved.model, cfg.model, dir);
   return cfg;
 }
 
