@@ -418,7 +418,9 @@ void load_weights(GPT& model, const std::string& dir, int rank) {
 void load_checkpoint(Trainer& tr, const std::string& dir) {
   // Rank 0 verified every checksum when it chose the checkpoint; here, presence and sizes.
   CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
-  reader.prefer_shard(tr.host_world().rank());  // in the saving layout, its own file
+  const CheckpointMeta& meta = reader.meta();
+  check_saved_model(meta, tr.config().model, dir);  // before reading a model that is not this one
+  reader.prefer_shard(tr.host_world().rank());      // in the saving layout, its own file
   OptimizerState state = optimizer_state_of(tr, /*gather=*/false);
   read_blocks(reader, state_blocks(tr, state, false), dir);
   if (AdamW* a = tr.adamw()) a->refresh_values();
@@ -426,8 +428,6 @@ void load_checkpoint(Trainer& tr, const std::string& dir) {
     z->scatter_moments(state.flat_m, state.flat_v);
     if (z->mixed_precision()) z->scatter_masters(state.flat_master);  // and the bf16 values
   }
-  const CheckpointMeta& meta = reader.meta();
-  check_saved_model(meta, tr.config().model, dir);
   const int64_t t = meta.ints.at("adamw_step");
   if (AdamW* a = tr.adamw())
     a->set_steps_taken(t);
