@@ -90,7 +90,7 @@ void GradBuckets::fold_bucket(const Bucket& b) {
     from = slot.offset + p->grad.numel();
   }
   const int64_t end = b.offset + b.size;
-  if (from == b.offset || end > from) fold_range(from, end - from);
+  if (end > from) fold_range(from, end - from);
 }
 
 void GradBuckets::end_microbatch() {
