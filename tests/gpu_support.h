@@ -88,33 +88,23 @@ inline void expect_close(const Tensor& actual, const Tensor& expected, double at
                    << ", rtol " << rtol << ")";
 }
 
-// Runs the bf16 attention of a test on the given kernels, and restores the previous setting
-// after: the setting is process-wide, and later tests of the binary expect the default.
-class Bf16AttentionKernels {
+// A process-wide kernel setting (get, set) changed for one test and restored after it: later
+// tests of the binary expect the defaults.
+template <typename T, T (*Get)(), void (*Set)(T)>
+class ScopedSetting {
  public:
-  explicit Bf16AttentionKernels(ops::AttentionKernels k) : saved_(ops::bf16_attention_kernels()) {
-    ops::set_bf16_attention_kernels(k);
-  }
-  ~Bf16AttentionKernels() { ops::set_bf16_attention_kernels(saved_); }
-  Bf16AttentionKernels(const Bf16AttentionKernels&) = delete;
-  Bf16AttentionKernels& operator=(const Bf16AttentionKernels&) = delete;
+  explicit ScopedSetting(T value) : saved_(Get()) { Set(value); }
+  ~ScopedSetting() { Set(saved_); }
+  ScopedSetting(const ScopedSetting&) = delete;
+  ScopedSetting& operator=(const ScopedSetting&) = delete;
 
  private:
-  ops::AttentionKernels saved_;
+  T saved_;
 };
-
-// Runs a test with the DGELU epilogue on or off, and restores the previous setting after, for
-// the same reason.
-class DgeluEpilogue {
- public:
-  explicit DgeluEpilogue(bool on) : saved_(ops::dgelu_epilogue()) { ops::set_dgelu_epilogue(on); }
-  ~DgeluEpilogue() { ops::set_dgelu_epilogue(saved_); }
-  DgeluEpilogue(const DgeluEpilogue&) = delete;
-  DgeluEpilogue& operator=(const DgeluEpilogue&) = delete;
-
- private:
-  bool saved_;
-};
+// The bf16 attention kernels, and the DGELU epilogue on or off, for one test.
+using Bf16AttentionKernels = ScopedSetting<ops::AttentionKernels, ops::bf16_attention_kernels,
+                                           ops::set_bf16_attention_kernels>;
+using DgeluEpilogue = ScopedSetting<bool, ops::dgelu_epilogue, ops::set_dgelu_epilogue>;
 
 // The name of a dtype-parameterised test instance: the dtype's name ("float32", ...).
 inline std::string dtype_test_name(const ::testing::TestParamInfo<DType>& info) {
