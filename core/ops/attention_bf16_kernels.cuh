@@ -111,6 +111,21 @@ __device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&lo)[4],
   a[3] = pack(hi[2], hi[3]);
 }
 
+// acc[HD / 8][4] += a @ rows k0..k0+15 of a tile that holds B (row k, n along HD): one A fragment
+// against every 16-column slice of B (P V in the forward; P^T dO, dS^T Q and dS K in the
+// backward).
+template <int HD, int LD>
+__device__ __forceinline__ void accumulate_product(float (&acc)[HD / 8][4], const uint32_t (&a)[4],
+                                                   const bf16x1* b_tile, int k0, int lane) {
+#pragma unroll
+  for (int n = 0; n < HD / 16; ++n) {
+    uint32_t b[4];
+    load_b_pair<LD>(b, b_tile, k0, 16 * n, lane);
+    mma(acc[2 * n], a, b[0], b[1]);
+    mma(acc[2 * n + 1], a, b[2], b[3]);
+  }
+}
+
 // The two products of a backward tile, for this warp's 16 rows (starting at w0) of the block's
 // tiles a1 and a2 against the kCols rows of bt1 and bt2 (B^T), all row-major with HD columns:
 // s = a1 bt1^T and dp = a2 bt2^T (S and dP in the dQ kernel; S^T and dP^T in the dK/dV kernel).
@@ -268,13 +283,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int kk = 0; kk < kForwardKeys / 16; ++kk) {
       uint32_t a[4];
       c_to_a(a, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-      for (int n = 0; n < HD / 16; ++n) {
-        uint32_t b[4];
-        load_b_pair<LD>(b, v_s, 16 * kk, 16 * n, lane);
-        mma(o[2 * n], a, b[0], b[1]);
-        mma(o[2 * n + 1], a, b[2], b[3]);
-      }
+      accumulate_product<HD, LD>(o, a, v_s, 16 * kk, lane);
     }
   }
 
@@ -364,16 +373,8 @@ __global__ void __launch_bounds__(kThreads)
       uint32_t ap[4], ads[4];
       c_to_a(ap, p[2 * kk], p[2 * kk + 1]);
       c_to_a(ads, ds[2 * kk], ds[2 * kk + 1]);
-#pragma unroll
-      for (int n = 0; n < HD / 16; ++n) {
-        uint32_t b[4];
-        load_b_pair<LD>(b, do_s, 16 * kk, 16 * n, lane);
-        mma(dv[2 * n], ap, b[0], b[1]);
-        mma(dv[2 * n + 1], ap, b[2], b[3]);
-        load_b_pair<LD>(b, q_s, 16 * kk, 16 * n, lane);
-        mma(dk[2 * n], ads, b[0], b[1]);
-        mma(dk[2 * n + 1], ads, b[2], b[3]);
-      }
+      accumulate_product<HD, LD>(dv, ap, do_s, 16 * kk, lane);
+      accumulate_product<HD, LD>(dk, ads, q_s, 16 * kk, lane);
     }
   }
 
@@ -457,13 +458,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int kk = 0; kk < kCols / 16; ++kk) {
       uint32_t ads[4];
       c_to_a(ads, ds[2 * kk], ds[2 * kk + 1]);
-#pragma unroll
-      for (int n = 0; n < HD / 16; ++n) {
-        uint32_t b[4];
-        load_b_pair<LD>(b, k_s, 16 * kk, 16 * n, lane);
-        mma(dq[2 * n], ads, b[0], b[1]);
-        mma(dq[2 * n + 1], ads, b[2], b[3]);
-      }
+      accumulate_product<HD, LD>(dq, ads, k_s, 16 * kk, lane);
     }
   }
 
