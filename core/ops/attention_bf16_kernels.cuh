@@ -111,18 +111,24 @@ __device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&lo)[4],
   a[3] = pack(hi[2], hi[3]);
 }
 
-// acc[HD / 8][4] += a @ rows k0..k0+15 of a tile that holds B (row k, n along HD): one A fragment
-// against every 16-column slice of B (P V in the forward; P^T dO, dS^T Q and dS K in the
-// backward).
-template <int HD, int LD>
-__device__ __forceinline__ void accumulate_product(float (&acc)[HD / 8][4], const uint32_t (&a)[4],
-                                                   const bf16x1* b_tile, int k0, int lane) {
+// acc[HD / 8][4] += c @ b_tile: c is a product this warp has just made (its C fragments, K
+// columns), fed as the A operand of the next product, against the K rows of a tile that holds B
+// (row k, n along HD). P V in the forward; P^T dO, dS^T Q and dS K in the backward.
+template <int HD, int LD, int K>
+__device__ __forceinline__ void accumulate_product(float (&acc)[HD / 8][4],
+                                                   const float (&c)[K / 8][4], const bf16x1* b_tile,
+                                                   int lane) {
 #pragma unroll
-  for (int n = 0; n < HD / 16; ++n) {
-    uint32_t b[4];
-    load_b_pair<LD>(b, b_tile, k0, 16 * n, lane);
-    mma(acc[2 * n], a, b[0], b[1]);
-    mma(acc[2 * n + 1], a, b[2], b[3]);
+  for (int kk = 0; kk < K / 16; ++kk) {
+    uint32_t a[4];
+    c_to_a(a, c[2 * kk], c[2 * kk + 1]);
+#pragma unroll
+    for (int n = 0; n < HD / 16; ++n) {
+      uint32_t b[4];
+      load_b_pair<LD>(b, b_tile, 16 * kk, 16 * n, lane);
+      mma(acc[2 * n], a, b[0], b[1]);
+      mma(acc[2 * n + 1], a, b[2], b[3]);
+    }
   }
 }
 
@@ -279,12 +285,7 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();  // V is in; every warp is done with K
     if (k0 + kForwardKeys <= q0)
       copy_tile<HD, kForwardKeys>(k_s, q + head.C, head.qkv_row, k0 + kForwardKeys, S);
-#pragma unroll
-    for (int kk = 0; kk < kForwardKeys / 16; ++kk) {
-      uint32_t a[4];
-      c_to_a(a, s[2 * kk], s[2 * kk + 1]);
-      accumulate_product<HD, LD>(o, a, v_s, 16 * kk, lane);
-    }
+    accumulate_product<HD, LD, kForwardKeys>(o, s, v_s, lane);
   }
 
 #pragma unroll
@@ -368,14 +369,8 @@ __global__ void __launch_bounds__(kThreads)
         ds[n][e] = p[n][e] * (ds[n][e] - delta_s[j]);
       }
     }
-#pragma unroll
-    for (int kk = 0; kk < kCols / 16; ++kk) {
-      uint32_t ap[4], ads[4];
-      c_to_a(ap, p[2 * kk], p[2 * kk + 1]);
-      c_to_a(ads, ds[2 * kk], ds[2 * kk + 1]);
-      accumulate_product<HD, LD>(dv, ap, do_s, 16 * kk, lane);
-      accumulate_product<HD, LD>(dk, ads, q_s, 16 * kk, lane);
-    }
+    accumulate_product<HD, LD, kCols>(dv, p, do_s, lane);
+    accumulate_product<HD, LD, kCols>(dk, ds, q_s, lane);
   }
 
 #pragma unroll
@@ -454,12 +449,7 @@ __global__ void __launch_bounds__(kThreads)
         ds[n][e] = p[n][e] * (ds[n][e] - row_delta[e / 2]);
       }
     }
-#pragma unroll
-    for (int kk = 0; kk < kCols / 16; ++kk) {
-      uint32_t ads[4];
-      c_to_a(ads, ds[2 * kk], ds[2 * kk + 1]);
-      accumulate_product<HD, LD>(dq, ads, k_s, 16 * kk, lane);
-    }
+    accumulate_product<HD, LD, kCols>(dq, ds, k_s, lane);
   }
 
 #pragma unroll
