@@ -7,23 +7,32 @@
 #include <string>
 
 #include "core/device.h"
+#include "core/error.h"
 #include "core/ops/attention.h"
 #include "core/ops/matmul.h"
 
 namespace tessera::bench {
 
-// Sets the process's attention kernels ("cuda_cores" | "tensor_cores") and DGELU epilogue
+// Sets the process's attention kernels ("cuda_cores" | "tensor_cores" | "cudnn") and DGELU epilogue
 // ("off" | "on"); false, with a message on stderr, for a value that names neither choice.
 inline bool set_gpu_kernels(const std::string& attention, const std::string& dgelu) {
   ops::AttentionKernels kernels{};
   if (!ops::attention_kernels_named(attention, &kernels)) {
-    std::fprintf(stderr, "--attention: expected cuda_cores or tensor_cores, found %s\n",
+    std::fprintf(stderr, "--attention: expected cuda_cores, tensor_cores or cudnn, found %s\n",
                  attention.c_str());
     return false;
   }
   if (dgelu != "on" && dgelu != "off") {
     std::fprintf(stderr, "--dgelu_epilogue: expected on or off, found %s\n", dgelu.c_str());
     return false;
+  }
+  if (kernels == ops::AttentionKernels::Cudnn) {
+    try {
+      std::printf("cuDNN %s\n", ops::cudnn_attention_version().c_str());
+    } catch (const InputError& e) {
+      std::fprintf(stderr, "%s\n", e.what());
+      return false;
+    }
   }
   ops::set_bf16_attention_kernels(kernels);
   ops::set_dgelu_epilogue(dgelu == "on");

@@ -5,7 +5,8 @@
 // --dtype, core/gpu_peak.cpp, unless --peak_tflops). It shows where a training step's time goes
 // until the whole model runs on the GPU.
 //   bench_gpu_ops [--shape 124m|350m|1.3b|all] [--batch B] [--dtype bf16|f32] [--repeat N]
-//                 [--peak_tflops P] [--attention cuda_cores|tensor_cores] [--dgelu_epilogue off|on]
+//                 [--peak_tflops P] [--attention cuda_cores|tensor_cores|cudnn] [--dgelu_epilogue
+//                 off|on]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

@@ -6,7 +6,8 @@
 //   bench_train_step [--shape gpt2_124m|gpt2_350m|gpt2_1.3b|small] [--device cpu|cuda]
 //                    [--precision fp32|bf16] [--batch B] [--seq_len T] [--threads N]
 //                    [--steps N] [--warmup N] [--peak_tflops P] [--recompute none|selective|full]
-//                    [--attention cuda_cores|tensor_cores]  (the bf16 attention kernels on cuda)
+//                    [--attention cuda_cores|tensor_cores|cudnn]  (the bf16 attention kernels on
+//                    cuda)
 //                    [--dgelu_epilogue off|on]  (the MLP's GELU backward in cuBLASLt's epilogue)
 // On the GPU the micro-batch is, unless --batch, the largest power of two that fits by estimate.
 #include <cblas.h>

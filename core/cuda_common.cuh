@@ -92,6 +92,13 @@ template <typename T>
 const device_t<T>* dev(const T* p) {
   return reinterpret_cast<const device_t<T>*>(p);
 }
+// The other way: a kernel-side bf16 pointer as tessera's bf16, for the op entry points.
+inline bf16* as_bf16(__nv_bfloat16* p) {
+  return reinterpret_cast<bf16*>(p);
+}
+inline const bf16* as_bf16(const __nv_bfloat16* p) {
+  return reinterpret_cast<const bf16*>(p);
+}
 
 // Loads and stores in fp32, whatever the storage type.
 __device__ __forceinline__ float to_f32(float x) {

@@ -73,6 +73,10 @@ void configure_process(const TrainConfig& cfg, int ranks_on_node, int local_rank
   if (cfg.model.device == Device::CUDA) check_gpu_for(local_rank);
   ops::set_bf16_attention_kernels(cfg.attention_kernels);
   ops::set_dgelu_epilogue(cfg.dgelu_epilogue);
+  // cuDNN is loaded now, so that a machine without it stops the run before it starts.
+  if (cfg.model.device == Device::CUDA && cfg.model.dtype == DType::BF16 &&
+      cfg.attention_kernels == ops::AttentionKernels::Cudnn)
+    ops::cudnn_attention_version();
 }
 
 std::unique_ptr<Communicator> open_device_world(const TrainConfig& cfg, Communicator& world,

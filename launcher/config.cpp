@@ -186,7 +186,8 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
   po::options_description gpu("[gpu]");
   gpu.add_options()("gpu.attention", po::value(&e.attention)->default_value(e.attention),
                     "bf16 attention kernels: cuda_cores | tensor_cores (mma.sync flash attention; "
-                    "not yet run on a GPU, so opt-in)")(
+                    "not yet run on a GPU, so opt-in) | cudnn (cuDNN's fused attention, loaded "
+                    "at start; not yet run on a GPU)")(
       "gpu.dgelu_epilogue", po::value(&c.dgelu_epilogue)->default_value(c.dgelu_epilogue),
       "bf16: the MLP's GELU backward inside its GEMM (cuBLASLt's DGELU epilogue; not yet run on "
       "a GPU, so opt-in)")(
@@ -464,8 +465,8 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
   cfg.attention_kernels = choose<AttentionKernels>(
       "--gpu.attention", enums.attention,
       {{ops::attention_kernels_name(AttentionKernels::CudaCores), AttentionKernels::CudaCores},
-       {ops::attention_kernels_name(AttentionKernels::TensorCores),
-        AttentionKernels::TensorCores}});
+       {ops::attention_kernels_name(AttentionKernels::TensorCores), AttentionKernels::TensorCores},
+       {ops::attention_kernels_name(AttentionKernels::Cudnn), AttentionKernels::Cudnn}});
   cfg.schedule.total_steps = cfg.steps;
   cfg.sample_prompt = unescape_prompt(cfg.sample_prompt);
   cfg.resolved_ini = resolved_ini(vm, all);

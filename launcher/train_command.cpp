@@ -139,6 +139,10 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
     if (m.dtype == DType::BF16) {
       gpu += "; bf16 attention on ";
       gpu += ops::attention_kernels_name(cfg.attention_kernels);
+      if (cfg.attention_kernels == ops::AttentionKernels::Cudnn) {
+        gpu += ' ';
+        gpu += ops::cudnn_attention_version();
+      }
       gpu += ", DGELU epilogue ";
       gpu += cfg.dgelu_epilogue ? "on" : "off";
     }

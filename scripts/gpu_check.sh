@@ -39,7 +39,8 @@ if [ -n "$PREBUILT" ]; then
   step "prebuilt binaries from $PREBUILT (no build here)"
   BIN="$PREBUILT/bin"
   libpath="/usr/local/cuda/lib64:/usr/local/cuda/lib"
-  for lib in libcublasLt.so.13 $(ldd "$BIN"/* | awk '/not found/ {print $1}' | sort -u); do
+  # cuBLASLt and cuDNN are opened with dlopen, so ldd does not list them.
+  for lib in libcublasLt.so.13 libcudnn.so.9 $(ldd "$BIN"/* | awk '/not found/ {print $1}' | sort -u); do
     dir=$(find_lib "$lib")
     [ -z "$dir" ] && [ -e "$PREBUILT/lib/$lib" ] && dir="$PREBUILT/lib"
     echo "$lib: ${dir:-MISSING}"
@@ -86,13 +87,14 @@ fi
 summary() {
   echo
   echo "=== summary ==="
-  for f in test_gpu_ops test_gpu_nccl; do
+  for f in test_gpu_ops test_gpu_cudnn test_gpu_nccl; do
     grep -h -E "^\[  (PASSED|FAILED) " "$OUT_DIR/$f.txt" 2>/dev/null | sed "s/^/$f: /"
   done
   awk '/^shape /{shape = $2 " B " $6} /^bf16 attention on/{att = $4}
        /^dgelu epilogue on/{att = att "+dgelu"}
        /^\| [0-9]/{printf "step %-11s %-19s %8s ms  %8s tokens/s  MFU %s\n", shape, att, $2, $10, $14}' \
     "$OUT_DIR/bench_train_step_gpu.txt" 2>/dev/null
+  grep -h -m 1 "^cuDNN " "$OUT_DIR/bench_gpu_ops.txt" 2>/dev/null
   grep -H "final loss" "$OUT_DIR"/train_*.txt 2>/dev/null | sed "s|^$OUT_DIR/||"
   tail -n 1 "$OUT_DIR/sample.txt" 2>/dev/null | sed "s/^/sample.txt: /"
   awk '/bf16 attention on/{att = $NF} /^dgelu epilogue on/{att = att "+dgelu"}
@@ -111,13 +113,13 @@ gpu_tests() {  # NAME TIMEOUT FILTER
 }
 
 step "gpu tests, part 1: device memory, every CUDA op against its CPU twin, the model"
-gpu_tests test_gpu_ops 120 "-Nccl*:GpuTrainer*"
+gpu_tests test_gpu_ops 120 "-Nccl*:GpuTrainer*:Cudnn/*:*Determinism.*/cudnn"
 
 step "GPU training step: whole models on one GPU, bf16 with fp32 master weights, T 1024 (MFU)"
 # The largest micro-batch that fits (by estimate), on the opt-in kernels (tensor-core attention,
 # the DGELU epilogue); then 350M on the default kernels for comparison.
 for run in "gpt2_124m tensor_cores on" "gpt2_350m tensor_cores on" "gpt2_1.3b tensor_cores on" \
-  "gpt2_350m cuda_cores off"; do
+  "gpt2_350m cuda_cores off" "gpt2_350m cudnn on" "gpt2_1.3b cudnn on"; do
   read -r shape kernels dgelu <<<"$run"
   timeout 75 "$BIN"/bench_train_step --device cuda --precision bf16 --shape "$shape" \
     --attention "$kernels" --dgelu_epilogue "$dgelu" --steps 5 --warmup 2 2>&1 |
@@ -125,25 +127,29 @@ for run in "gpt2_124m tensor_cores on" "gpt2_350m tensor_cores on" "gpt2_1.3b te
 done
 
 step "GPU benchmark: one layer's ops at GPT-2 124M / 350M / 1.3B widths, T 1024, bf16"
-for run in "tensor_cores on" "cuda_cores off"; do
+for run in "tensor_cores on" "cuda_cores off" "cudnn on"; do
   read -r kernels dgelu <<<"$run"
   timeout 75 "$BIN"/bench_gpu_ops --shape all --batch 8 --dtype bf16 --attention "$kernels" \
     --dgelu_epilogue "$dgelu" 2>&1 | tee -a "$OUT_DIR/bench_gpu_ops.txt" || status=1
 done
 
-step "gpu tests, part 2: the NCCL communicator on one GPU, the Trainer on the GPU"
+step "gpu tests, part 2: cuDNN's fused attention against the CPU twin (builds its graphs)"
+gpu_tests test_gpu_cudnn 90 "Cudnn/*:*Determinism.*/cudnn"
+
+step "gpu tests, part 3: the NCCL communicator on one GPU, the Trainer on the GPU"
 gpu_tests test_gpu_nccl 90 "Nccl*:GpuTrainer*"
 
 # The program as users run it (the watchdog armed, NCCL groups, the log), on a byte-level corpus
 # of this repository's own sources, with the default kernels and with the opt-in ones.
-step "tessera train on the GPU, bf16: default kernels, then tensor-core attention + DGELU"
+step "tessera train on the GPU, bf16: default kernels, then tensor-core attention + DGELU, then cuDNN"
 if ! "$BIN"/tessera tokenize encode --input core/ops/*.cpp core/ops/*.cu docs/*.md \
     --output "$OUT_DIR/corpus" >"$OUT_DIR/tokenize.txt" 2>&1; then
   status=1
   echo "tokenize FAILED"
   tail -n 3 "$OUT_DIR/tokenize.txt"
 fi
-for run in "default" "opt_in --gpu.attention tensor_cores --gpu.dgelu_epilogue true"; do
+for run in "default" "opt_in --gpu.attention tensor_cores --gpu.dgelu_epilogue true" \
+  "cudnn --gpu.attention cudnn --gpu.dgelu_epilogue true"; do
   read -r name flags <<<"$run"
   # shellcheck disable=SC2086
   OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 90 "$BIN"/tessera train \

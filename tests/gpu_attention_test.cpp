@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/ops/attention.h"
+#include "core/ops/attention_cudnn.h"
 #include "core/ops/cross_entropy.h"
 #include "parallel/local_communicator.h"
 #include "tests/bitwise.h"
@@ -70,12 +71,11 @@ struct AttentionCase {
 
 std::string case_name(const ::testing::TestParamInfo<AttentionCase>& info) {
   const AttentionCase& c = info.param;
-  const bool tc = c.kernels == ops::AttentionKernels::TensorCores;
-  return std::string(c.dtype == DType::F32 ? "F32"
-                     : tc                  ? "BF16_TensorCores"
-                                           : "BF16") +
-         "_hd" + std::to_string(c.hd) + "_T" + std::to_string(c.T) +
-         (c.misaligned ? "_Misaligned" : "");
+  const char* kernels = c.kernels == ops::AttentionKernels::TensorCores ? "BF16_TensorCores"
+                        : c.kernels == ops::AttentionKernels::Cudnn     ? "BF16_Cudnn"
+                                                                        : "BF16";
+  return std::string(c.dtype == DType::F32 ? "F32" : kernels) + "_hd" + std::to_string(c.hd) +
+         "_T" + std::to_string(c.T) + (c.misaligned ? "_Misaligned" : "");
 }
 
 // One forward and backward on the GPU and the same in float64 on the CPU. B * H = 6 pairs, and
@@ -86,6 +86,8 @@ class FlashAttentionCuda : public ::testing::TestWithParam<AttentionCase> {
 
   void SetUp() override {
     const AttentionCase c = GetParam();
+    if (c.kernels == ops::AttentionKernels::Cudnn && !ops::cuda::cudnn_attention_built())
+      GTEST_SKIP() << "this build has no cuDNN attention (no cuDNN frontend headers)";
     hd = c.hd;
     T = c.T;
     const int64_t C = H * hd;
@@ -216,9 +218,26 @@ INSTANTIATE_TEST_SUITE_P(TensorCores, FlashAttentionCuda,
                                            AttentionCase{DType::BF16, 128, 37, kTensorCores, true}),
                          case_name);
 
+// cuDNN's fused attention (attention_cudnn.h), the same cases; T = 1 and the misaligned case run
+// on CUDA cores, as cuDNN's backward refuses T = 1 and cuDNN takes 16-byte aligned operands only.
+constexpr ops::AttentionKernels kCudnn = ops::AttentionKernels::Cudnn;
+INSTANTIATE_TEST_SUITE_P(Cudnn, FlashAttentionCuda,
+                         ::testing::Values(AttentionCase{DType::BF16, 64, 1, kCudnn},
+                                           AttentionCase{DType::BF16, 64, 37, kCudnn},
+                                           AttentionCase{DType::BF16, 64, 128, kCudnn},
+                                           AttentionCase{DType::BF16, 64, 257, kCudnn},
+                                           AttentionCase{DType::BF16, 128, 1, kCudnn},
+                                           AttentionCase{DType::BF16, 128, 37, kCudnn},
+                                           AttentionCase{DType::BF16, 128, 130, kCudnn},
+                                           AttentionCase{DType::BF16, 128, 200, kCudnn},
+                                           AttentionCase{DType::BF16, 64, 130, kCudnn, true}),
+                         case_name);
+
 class FlashAttentionCudaDeterminism : public ::testing::TestWithParam<ops::AttentionKernels> {};
 
 TEST_P(FlashAttentionCudaDeterminism, BackwardTwiceGivesBitwiseIdenticalDqkv) {
+  if (GetParam() == ops::AttentionKernels::Cudnn && !ops::cuda::cudnn_attention_built())
+    GTEST_SKIP() << "this build has no cuDNN attention (no cuDNN frontend headers)";
   const Bf16AttentionKernels kernels(GetParam());
   const int64_t B = 2, T = 100, H = 2, hd = 64, C = H * hd;
   const Tensor qkv = to_gpu(random_host({B, T, 3 * C}, 7), DType::BF16);
@@ -233,7 +252,8 @@ TEST_P(FlashAttentionCudaDeterminism, BackwardTwiceGivesBitwiseIdenticalDqkv) {
 
 INSTANTIATE_TEST_SUITE_P(Bf16Kernels, FlashAttentionCudaDeterminism,
                          ::testing::Values(ops::AttentionKernels::CudaCores,
-                                           ops::AttentionKernels::TensorCores),
+                                           ops::AttentionKernels::TensorCores,
+                                           ops::AttentionKernels::Cudnn),
                          [](const ::testing::TestParamInfo<ops::AttentionKernels>& info) {
                            return std::string(ops::attention_kernels_name(info.param));
                          });

@@ -251,8 +251,9 @@ TEST_F(Cli, GpuKernelOptionsLeaveTheCpuRunBitwiseAndAreResolved) {
       << resolved;
   // The CPU log has no MFU: the peak is a GPU's.
   EXPECT_EQ(r.out.find("MFU"), std::string::npos) << r.out;
-  expect_clear_error(run_tessera(args + (dir_ / "bad").string() + " --gpu.attention fast", dir_),
-                     "--gpu.attention: expected one of cuda_cores, tensor_cores, found fast");
+  expect_clear_error(
+      run_tessera(args + (dir_ / "bad").string() + " --gpu.attention fast", dir_),
+      "--gpu.attention: expected one of cuda_cores, tensor_cores, cudnn, found fast");
   expect_clear_error(run_tessera(args + (dir_ / "bad").string() + " --gpu.peak_tflops -5", dir_),
                      "--gpu.peak_tflops: expected 0 (from the table) or a positive rate, found -5");
 }

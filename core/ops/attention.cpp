@@ -4,7 +4,9 @@
 // kernel for the dtype and device.
 #include "core/ops/attention.h"
 
+#include "core/error.h"
 #include "core/ops/attention_cuda.h"
+#include "core/ops/attention_cudnn.h"
 #include "core/ops/cpu_kernels.h"
 #include "core/ops/dispatch.h"
 
@@ -46,17 +48,34 @@ AttentionKernels bf16_attention_kernels() {
 }
 
 const char* attention_kernels_name(AttentionKernels kernels) {
-  return kernels == AttentionKernels::TensorCores ? "tensor_cores" : "cuda_cores";
+  switch (kernels) {
+    case AttentionKernels::TensorCores:
+      return "tensor_cores";
+    case AttentionKernels::Cudnn:
+      return "cudnn";
+    case AttentionKernels::CudaCores:
+      break;
+  }
+  return "cuda_cores";
 }
 
 bool attention_kernels_named(const std::string& name, AttentionKernels* kernels) {
-  for (const AttentionKernels k : {AttentionKernels::CudaCores, AttentionKernels::TensorCores}) {
+  for (const AttentionKernels k :
+       {AttentionKernels::CudaCores, AttentionKernels::TensorCores, AttentionKernels::Cudnn}) {
     if (name == attention_kernels_name(k)) {
       *kernels = k;
       return true;
     }
   }
   return false;
+}
+
+std::string cudnn_attention_version() {
+#ifdef TESSERA_WITH_CUDA
+  return cuda::cudnn_attention_version();
+#else
+  throw InputError("--gpu.attention cudnn: this build has no CUDA backend (TESSERA_CUDA=OFF)");
+#endif
 }
 
 Shape attention_saved_shape(Device device, int64_t B, int64_t H, int64_t T) {
@@ -82,7 +101,7 @@ void attention_forward(Tensor& out, Tensor& saved, const Tensor& qkv, int64_t he
       [&](auto tag) {
         using T = decltype(tag);
         cuda::attention_forward(out.data<T>(), saved.data<float>(), qkv.data<T>(), d.B, d.S, d.H,
-                                d.hd, g_bf16_kernels == AttentionKernels::TensorCores);
+                                d.hd, g_bf16_kernels);
       });
 }
 
@@ -107,7 +126,7 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
         Tensor delta({d.B, d.H, d.S}, DType::F32, Device::CUDA);  // rowsum(dout * out), FA2
         cuda::attention_backward(dqkv.data<T>(), delta.data<float>(), dout.data<T>(), qkv.data<T>(),
                                  out.data<T>(), saved.data<float>(), d.B, d.S, d.H, d.hd,
-                                 g_bf16_kernels == AttentionKernels::TensorCores);
+                                 g_bf16_kernels);
       });
 }
 

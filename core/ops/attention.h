@@ -22,15 +22,21 @@ void attention_forward(Tensor& out, Tensor& saved, const Tensor& qkv, int64_t he
 void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
                         const Tensor& saved, int64_t heads);
 
-// The CUDA kernels behind bfloat16 attention, for the whole process: CudaCores (the default) or
-// TensorCores (mma.sync with fp32 accumulation, FlashAttention-2's scheme). The tensor-core
-// kernels are the fast path; they become the default once they have passed the GPU tests on a
-// GPU (docs/GPU.md). float32 always runs on CUDA cores, exact to the fp32 reference.
-enum class AttentionKernels { CudaCores, TensorCores };
+// The CUDA kernels behind bfloat16 attention, for the whole process: CudaCores (the default),
+// TensorCores (tessera's mma.sync kernels with fp32 accumulation, FlashAttention-2's scheme) or
+// Cudnn (cuDNN's fused attention, core/ops/attention_cudnn.h). The tensor-core kernels are the
+// fast path of tessera's own; they become the default once they have passed the GPU tests on a
+// GPU (docs/GPU.md). float32 always runs on CUDA cores, exact to the fp32 reference; operands
+// less aligned than the fast kernels need (views into a buffer) run on CUDA cores too.
+enum class AttentionKernels { CudaCores, TensorCores, Cudnn };
 void set_bf16_attention_kernels(AttentionKernels kernels);
 AttentionKernels bf16_attention_kernels();
-// "cuda_cores" / "tensor_cores", as options and logs spell them; false for any other name.
+// "cuda_cores" / "tensor_cores" / "cudnn", as options and logs spell them; false for any other
+// name.
 const char* attention_kernels_name(AttentionKernels kernels);
 bool attention_kernels_named(const std::string& name, AttentionKernels* kernels);
+// Loads cuDNN for AttentionKernels::Cudnn and returns its version ("9.19.0"); InputError naming
+// --gpu.attention where this build or this machine has no cuDNN attention.
+std::string cudnn_attention_version();
 
 }  // namespace tessera::ops

@@ -17,17 +17,20 @@
 #include "core/ops/attention_cuda.h"
 
 #include <cmath>
+#include <initializer_list>
 #include <string>
 #include <type_traits>
 
 #include "core/cuda_common.cuh"
 #include "core/ops/attention_cuda.cuh"
+#include "core/ops/attention_cudnn.h"
 
 namespace tessera::ops::cuda {
 namespace {
 
 using ::tessera::cuda::alignment_of;
 using ::tessera::cuda::allow_smem;
+using ::tessera::cuda::as_bf16;
 using ::tessera::cuda::blocks_for;
 using ::tessera::cuda::dev;
 using ::tessera::cuda::device_t;
@@ -338,15 +341,30 @@ float scale_of(int64_t hd) {
   return 1.0f / std::sqrt(static_cast<float>(hd));  // as the CPU kernel computes it
 }
 
+// Whether cuDNN runs this call: chosen, T > 1 (its backward refuses a single query and key, and
+// forward and backward go together), every operand 16-byte aligned.
+bool cudnn_takes(AttentionKernels kernels, int64_t S, std::initializer_list<const void*> operands) {
+  if (kernels != AttentionKernels::Cudnn || S < 2) return false;
+  for (const void* p : operands)
+    if (alignment_of(p) < 16) return false;
+  return true;
+}
+
 template <int HD, typename T>
 void launch_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int64_t H,
-                    bool tensor_cores) {
+                    AttentionKernels kernels) {
   const dim3 grid = grid_of("attention_forward", B, S, H);
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     // The tensor-core kernels copy qkv and dout in 16-byte chunks (cp.async) and store out and
-    // dqkv as bf16 pairs; less aligned operands (views into a buffer) take the CUDA-core kernels,
-    // which read and write element by element.
-    if (tensor_cores && alignment_of(qkv) >= 16 && alignment_of(out) >= 4) {
+    // dqkv as bf16 pairs, and cuDNN moves 16-byte vectors throughout; less aligned operands
+    // (views into a buffer) take the CUDA-core kernels, which read and write element by element.
+    // So does T = 1, which cuDNN's backward refuses (cudnn_takes).
+    if (cudnn_takes(kernels, S, {qkv, out})) {
+      attention_forward_cudnn(as_bf16(out), lse, as_bf16(qkv), B, S, H, HD);
+      return;
+    }
+    if (kernels == AttentionKernels::TensorCores && alignment_of(qkv) >= 16 &&
+        alignment_of(out) >= 4) {
       attention_forward_bf16<HD>(out, lse, qkv, B, S, H, scale_of(HD));
       return;
     }
@@ -360,7 +378,14 @@ void launch_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int6
 
 template <int HD, typename T>
 void launch_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T* out,
-                     const float* lse, int64_t B, int64_t S, int64_t H, bool tensor_cores) {
+                     const float* lse, int64_t B, int64_t S, int64_t H, AttentionKernels kernels) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    if (cudnn_takes(kernels, S, {qkv, dout, out, dqkv})) {
+      attention_backward_cudnn(as_bf16(dqkv), as_bf16(dout), as_bf16(qkv), as_bf16(out), lse, B, S,
+                               H, HD);
+      return;
+    }
+  }
   const dim3 grid = grid_of("attention_backward", B, S, H);
   cudaStream_t stream = ::tessera::cuda::compute_stream();
   const int Si = static_cast<int>(S), Hi = static_cast<int>(H);
@@ -369,8 +394,8 @@ void launch_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T
       <<<blocks_for(rows, kWarps), kThreads, 0, stream>>>(delta, dout, out, rows, Si, Hi);
   CHECK_LAUNCH();
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    if (tensor_cores && alignment_of(qkv) >= 16 && alignment_of(dout) >= 16 &&
-        alignment_of(dqkv) >= 4) {
+    if (kernels == AttentionKernels::TensorCores && alignment_of(qkv) >= 16 &&
+        alignment_of(dout) >= 16 && alignment_of(dqkv) >= 4) {
       attention_backward_bf16<HD>(dqkv, dout, qkv, lse, delta, B, S, H, scale_of(HD));
       return;
     }
@@ -397,14 +422,14 @@ void launch_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T
 
 template <typename T>
 void attention_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int64_t H,
-                       int64_t hd, bool tensor_cores) {
+                       int64_t hd, AttentionKernels kernels) {
   if (B * S * H == 0) return;
   switch (hd) {
     case 64:
-      launch_forward<64>(dev(out), lse, dev(qkv), B, S, H, tensor_cores);
+      launch_forward<64>(dev(out), lse, dev(qkv), B, S, H, kernels);
       break;
     case 128:
-      launch_forward<128>(dev(out), lse, dev(qkv), B, S, H, tensor_cores);
+      launch_forward<128>(dev(out), lse, dev(qkv), B, S, H, kernels);
       break;
     default:
       refuse_head_dim("attention_forward", hd);
@@ -414,16 +439,14 @@ void attention_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, i
 template <typename T>
 void attention_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T* out,
                         const float* lse, int64_t B, int64_t S, int64_t H, int64_t hd,
-                        bool tensor_cores) {
+                        AttentionKernels kernels) {
   if (B * S * H == 0) return;
   switch (hd) {
     case 64:
-      launch_backward<64>(dev(dqkv), delta, dev(dout), dev(qkv), dev(out), lse, B, S, H,
-                          tensor_cores);
+      launch_backward<64>(dev(dqkv), delta, dev(dout), dev(qkv), dev(out), lse, B, S, H, kernels);
       break;
     case 128:
-      launch_backward<128>(dev(dqkv), delta, dev(dout), dev(qkv), dev(out), lse, B, S, H,
-                           tensor_cores);
+      launch_backward<128>(dev(dqkv), delta, dev(dout), dev(qkv), dev(out), lse, B, S, H, kernels);
       break;
     default:
       refuse_head_dim("attention_backward", hd);
@@ -431,12 +454,14 @@ void attention_backward(T* dqkv, float* delta, const T* dout, const T* qkv, cons
 }
 
 template void attention_forward<float>(float*, float*, const float*, int64_t, int64_t, int64_t,
-                                       int64_t, bool);
+                                       int64_t, AttentionKernels);
 template void attention_forward<bf16>(bf16*, float*, const bf16*, int64_t, int64_t, int64_t,
-                                      int64_t, bool);
+                                      int64_t, AttentionKernels);
 template void attention_backward<float>(float*, float*, const float*, const float*, const float*,
-                                        const float*, int64_t, int64_t, int64_t, int64_t, bool);
+                                        const float*, int64_t, int64_t, int64_t, int64_t,
+                                        AttentionKernels);
 template void attention_backward<bf16>(bf16*, float*, const bf16*, const bf16*, const bf16*,
-                                       const float*, int64_t, int64_t, int64_t, int64_t, bool);
+                                       const float*, int64_t, int64_t, int64_t, int64_t,
+                                       AttentionKernels);
 
 }  // namespace tessera::ops::cuda
