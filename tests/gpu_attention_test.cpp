@@ -12,7 +12,6 @@
 
 #include "core/error.h"
 #include "core/ops/attention.h"
-#include "core/ops/attention_cudnn.h"
 #include "core/ops/cross_entropy.h"
 #include "parallel/local_communicator.h"
 #include "tests/bitwise.h"
@@ -86,7 +85,7 @@ class FlashAttentionCuda : public ::testing::TestWithParam<AttentionCase> {
 
   void SetUp() override {
     const AttentionCase c = GetParam();
-    if (c.kernels == ops::AttentionKernels::Cudnn && !ops::cuda::cudnn_attention_built())
+    if (c.kernels == ops::AttentionKernels::Cudnn && !ops::cudnn_attention_built())
       GTEST_SKIP() << "this build has no cuDNN attention (no cuDNN frontend headers)";
     hd = c.hd;
     T = c.T;
@@ -236,7 +235,7 @@ INSTANTIATE_TEST_SUITE_P(Cudnn, FlashAttentionCuda,
 class FlashAttentionCudaDeterminism : public ::testing::TestWithParam<ops::AttentionKernels> {};
 
 TEST_P(FlashAttentionCudaDeterminism, BackwardTwiceGivesBitwiseIdenticalDqkv) {
-  if (GetParam() == ops::AttentionKernels::Cudnn && !ops::cuda::cudnn_attention_built())
+  if (GetParam() == ops::AttentionKernels::Cudnn && !ops::cudnn_attention_built())
     GTEST_SKIP() << "this build has no cuDNN attention (no cuDNN frontend headers)";
   const Bf16AttentionKernels kernels(GetParam());
   const int64_t B = 2, T = 100, H = 2, hd = 64, C = H * hd;

@@ -18,7 +18,7 @@ namespace {
 class CudnnAttention : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!ops::cuda::cudnn_attention_built())
+    if (!ops::cudnn_attention_built())
       GTEST_SKIP() << "this build has no cuDNN attention: the cuDNN frontend's headers were not "
                       "found when it was configured (scripts/setup.sh installs them)";
   }

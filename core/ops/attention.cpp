@@ -70,6 +70,14 @@ bool attention_kernels_named(const std::string& name, AttentionKernels* kernels)
   return false;
 }
 
+bool cudnn_attention_built() {
+#ifdef TESSERA_WITH_CUDA
+  return cuda::cudnn_attention_built();
+#else
+  return false;
+#endif
+}
+
 std::string cudnn_attention_version() {
 #ifdef TESSERA_WITH_CUDA
   return cuda::cudnn_attention_version();

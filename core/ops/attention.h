@@ -35,6 +35,8 @@ AttentionKernels bf16_attention_kernels();
 // name.
 const char* attention_kernels_name(AttentionKernels kernels);
 bool attention_kernels_named(const std::string& name, AttentionKernels* kernels);
+// Whether this build has AttentionKernels::Cudnn (CUDA on, the cuDNN frontend's headers found).
+bool cudnn_attention_built();
 // Loads cuDNN for AttentionKernels::Cudnn and returns its version ("9.19.0"); InputError naming
 // --gpu.attention where this build or this machine has no cuDNN attention.
 std::string cudnn_attention_version();
