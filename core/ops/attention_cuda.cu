@@ -359,7 +359,7 @@ void launch_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int6
     // dqkv as bf16 pairs, and cuDNN moves 16-byte vectors throughout; less aligned operands
     // (views into a buffer) take the CUDA-core kernels, which read and write element by element.
     // So does T = 1, which cuDNN's backward refuses (cudnn_takes).
-    if (cudnn_takes(kernels, S, {qkv, out})) {
+    if (cudnn_takes(kernels, S, {qkv, out, lse})) {
       attention_forward_cudnn(as_bf16(out), lse, as_bf16(qkv), B, S, H, HD);
       return;
     }
@@ -380,7 +380,7 @@ template <int HD, typename T>
 void launch_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T* out,
                      const float* lse, int64_t B, int64_t S, int64_t H, AttentionKernels kernels) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    if (cudnn_takes(kernels, S, {qkv, dout, out, dqkv})) {
+    if (cudnn_takes(kernels, S, {qkv, dout, out, lse, dqkv})) {
       attention_backward_cudnn(as_bf16(dqkv), as_bf16(dout), as_bf16(qkv), as_bf16(out), lse, B, S,
                                H, HD);
       return;

@@ -45,6 +45,9 @@ namespace fe = cudnn_frontend;
 // library folder.
 void load_cudnn() {
   static const bool loaded = [] {
+    // The frontend opens the CUDA runtime too: the one this binary links, not another major.
+    setenv("CUDNN_FRONTEND_CUDART_LIB_NAME",
+           ("libcudart.so." + std::to_string(CUDART_VERSION / 1000)).c_str(), /*overwrite=*/1);
     std::vector<std::string> names;
     if (const char* given = std::getenv("TESSERA_CUDNN_LIBRARY"); given != nullptr && *given)
       names.emplace_back(given);
@@ -63,9 +66,6 @@ void load_cudnn() {
                      "TESSERA_CUDNN_LIBRARY, or choose --gpu.attention tensor_cores or cuda_cores");
   }();
   (void)loaded;
-  // The frontend also opens the CUDA runtime: the one this binary uses, not another major.
-  setenv("CUDNN_FRONTEND_CUDART_LIB_NAME",
-         ("libcudart.so." + std::to_string(CUDART_VERSION / 1000)).c_str(), /*overwrite=*/0);
 }
 
 cudnnHandle_t cudnn_handle() {
@@ -113,13 +113,18 @@ std::string shape_text(const Shape4& s) {
          std::to_string(s.H) + ", head_dim " + std::to_string(s.hd);
 }
 
-// A frontend step that failed: InputError naming the option and the alternatives.
+// cuDNN cannot build or run a graph: what a shape it does not support gives.
+struct Refused : InputError {
+  using InputError::InputError;
+};
+
+// A frontend step that failed: Refused, naming the option and the alternatives.
 void expect(fe::error_t status, const char* step, const Shape4& s, bool backward) {
   if (status.is_good()) return;
-  throw InputError("--gpu.attention cudnn: cuDNN " + fe::detail::get_backend_version_string() +
-                   " cannot run causal bf16 attention " + (backward ? "backward" : "forward") +
-                   " for " + shape_text(s) + " (" + step + ": " + status.get_message() +
-                   "); choose --gpu.attention tensor_cores or cuda_cores");
+  throw Refused("--gpu.attention cudnn: cuDNN " + fe::detail::get_backend_version_string() +
+                " cannot run causal bf16 attention " + (backward ? "backward" : "forward") +
+                " for " + shape_text(s) + " (" + step + ": " + status.get_message() +
+                "); choose --gpu.attention tensor_cores or cuda_cores");
 }
 
 using Graph = fe::graph::Graph;
@@ -152,14 +157,16 @@ float scale_of(const Shape4& s) {
   return 1.0f / std::sqrt(static_cast<float>(s.hd));  // as the CPU kernel computes it
 }
 
-// Validates the graph, picks cuDNN's heuristic plan and builds it.
+// Validates the graph, asks cuDNN's heuristics for plans (its fallback list after them) and
+// builds the first that works.
 void finish(Graph& g, const Shape4& s, bool backward) {
   cudnnHandle_t handle = cudnn_handle();
   expect(g.validate(), "validate", s, backward);
   expect(g.build_operation_graph(handle), "build_operation_graph", s, backward);
-  expect(g.create_execution_plans({fe::HeurMode_t::A}), "create_execution_plans", s, backward);
-  expect(g.check_support(handle), "check_support", s, backward);
-  expect(g.build_plans(handle), "build_plans", s, backward);
+  expect(g.create_execution_plans({fe::HeurMode_t::A, fe::HeurMode_t::FALLBACK}),
+         "create_execution_plans", s, backward);
+  expect(g.check_support(), "check_support", s, backward);
+  expect(g.build_plans(), "build_plans", s, backward);
 }
 
 std::shared_ptr<Graph> forward_graph(const Shape4& s, int sm = 0) {
@@ -219,7 +226,7 @@ std::shared_ptr<Graph> built_backward_graph(const Shape4& s) {
     auto g = backward_graph(s, /*deterministic=*/true);
     finish(*g, s, /*backward=*/true);
     return g;
-  } catch (const InputError& e) {
+  } catch (const Refused& e) {
     std::fprintf(stderr,
                  "note: cuDNN has no deterministic attention backward for %s; its other "
                  "algorithm runs, so gradients may differ in the last bits between runs (%s)\n",
