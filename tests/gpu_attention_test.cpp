@@ -42,7 +42,7 @@ struct Tolerance {
 constexpr Tolerance kF32{2e-5, 2e-5};
 // BF16 attention output: one rounding to bf16 (relative 2^-8 = 3.9e-3) on top of fp32 math.
 constexpr Tolerance kBf16Out{2e-3, 1e-2};
-// BF16 dqkv: the rounding of dqkv + gradient to bf16, and FA2's D = rowsum(dO * O) taken from
+// BF16 dqkv: the rounding of the gradient to bf16, and FA2's D = rowsum(dO * O) taken from
 // the bf16-rounded output O (the reference uses exact probabilities), which moves gradients by
 // up to ~6e-3 absolute at these sizes.
 constexpr Tolerance kBf16Grad{2e-2, 1e-2};
@@ -78,7 +78,7 @@ std::string case_name(const ::testing::TestParamInfo<AttentionCase>& info) {
 }
 
 // One forward and backward on the GPU and the same in float64 on the CPU. B * H = 6 pairs, and
-// dqkv starts from random values so that += is checked, not =.
+// dqkv starts from random values so that = is checked, not +=.
 class FlashAttentionCuda : public ::testing::TestWithParam<AttentionCase> {
  protected:
   static constexpr int64_t B = 2, H = 3;
@@ -154,7 +154,8 @@ class FlashAttentionCuda : public ::testing::TestWithParam<AttentionCase> {
   bool bf16() const { return GetParam().dtype == DType::BF16; }
 
   int64_t hd = 0, T = 0;
-  Tensor qkv, dout, dqkv0;            // host F32 inputs (bf16-exact for BF16 cases)
+  Tensor qkv, dout, dqkv0;            // host F32 inputs (bf16-exact for BF16 cases); dqkv0 is
+                                      // what dqkv holds before the backward overwrites it
   Tensor lse_d, dqkv_d;               // on the GPU
   Tensor out_gpu, dqkv_gpu, lse_gpu;  // GPU results on the host, F32
   Tensor out_ref, dqkv_ref;           // CPU float64 twin
@@ -171,7 +172,7 @@ TEST_P(FlashAttentionCuda, SavedLseIsLogSumExpOfScaledCausalScores) {
   expect_close(lse_gpu, reference_lse(), kLseAtol, 0.0, "lse");
 }
 
-TEST_P(FlashAttentionCuda, BackwardAddsCpuTwinGradientToDqkv) {
+TEST_P(FlashAttentionCuda, BackwardWritesCpuTwinGradientToDqkv) {
   const Tolerance tol = bf16() ? kBf16Grad : kF32;
   // Separately, so that a failure says which kernel (dQ, or dK/dV) is wrong.
   const int64_t C = H * hd;

@@ -129,8 +129,12 @@ void run_case(int64_t T) {
   Tensor out_ref({B, T, C}, DType::F64);
   Tensor att(ops::attention_saved_shape(Device::CPU, B, H, T), DType::F64);
   ops::attention_forward(out_ref, att, qkv64, H);
-  Tensor dqkv_ref = to_f64(dqkv0, {B, T, 3 * C});
+  // The kernels add the gradient into dqkv (the op clears it first, attention_cuda.cu); here
+  // they start from dqkv0, so that adding is checked.
+  Tensor dqkv_ref({B, T, 3 * C}, DType::F64);
   ops::attention_backward(dqkv_ref, dout64, qkv64, out_ref, att, H);
+  for (int64_t i = 0; i < B * T * 3 * C; ++i)
+    dqkv_ref.data<double>()[i] += __bfloat162float(dqkv0[i]);
 
   int bad_out = 0, bad_lse = 0, bad_grad = 0;
   for (int64_t i = 0; i < B * T * C; ++i) {

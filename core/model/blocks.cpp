@@ -143,7 +143,6 @@ void TransformerBlock::backward(Tensor& dx0, const Tensor& dx2, const Tensor& x0
   // Attention, the same way.
   copy_into(dx0, s.dx1);
   proj().backward(&s.datty, s.dx1, a.atty);
-  s.dqkv.zero();
   ops::attention_backward(s.dqkv, s.datty, a.qkv, a.atty, a.att, local_heads_);
   qkv().backward(&s.dln, s.dqkv, a.ln1, tp);
   ops::layernorm_backward(dx0, ln1_w.grad, ln1_b.grad, s.dln, x0, ln1_w.value, a.ln1_mean,

@@ -17,8 +17,9 @@ Shape attention_saved_shape(Device device, int64_t B, int64_t H, int64_t T);
 DType attention_saved_dtype(Device device, DType qkv_dtype);
 
 void attention_forward(Tensor& out, Tensor& saved, const Tensor& qkv, int64_t heads);
-// Accumulates (+=) into dqkv. out is the forward's output: the CUDA backward needs
-// rowsum(dout * out) (FA2); the CPU kernel does not read it, but it is checked like dout.
+// Writes (=) dqkv, a fresh activation gradient, as matmul_backward writes its input gradient.
+// out is the forward's output: the CUDA backward needs rowsum(dout * out) (FA2); the CPU kernel
+// does not read it, but it is checked like dout.
 void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
                         const Tensor& saved, int64_t heads);
 

@@ -2,6 +2,7 @@
 // independent in the forward and write disjoint slices of dqkv in the backward, so they run in
 // parallel without reductions across threads. T is small (<= a few hundred), so the T x T
 // probabilities are materialised and saved for the backward.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -79,6 +80,9 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* att, int6
       for (int64_t h = 0; h < H; ++h) {
         const T* base = qkv + b * S * row + h * hd;
         T* dbase = dqkv + b * S * row + h * hd;
+        for (int64_t t = 0; t < S; ++t)  // this (b, h)'s columns of dq, dk, dv: written
+          for (int64_t part = 0; part < 3; ++part)
+            std::fill_n(dbase + t * row + part * C, hd, T(0));
         for (int64_t t = 0; t < S; ++t) {
           const T* p = att + ((b * H + h) * S + t) * S;
           const T* y = dout + (b * S + t) * C + h * hd;

@@ -388,6 +388,8 @@ void launch_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T
   }
   const dim3 grid = grid_of("attention_backward", B, S, H);
   cudaStream_t stream = ::tessera::cuda::compute_stream();
+  // The kernels below add their sums into dqkv; the op writes it.
+  CHECK_CUDA(cudaMemsetAsync(dqkv, 0, static_cast<size_t>(B * S * 3 * H * HD) * sizeof(T), stream));
   const int Si = static_cast<int>(S), Hi = static_cast<int>(H);
   const int64_t rows = B * S * H;
   attention_delta_kernel<HD, T>

@@ -5,11 +5,10 @@
 // (query t sees keys 0..t), the scale 1/sqrt(hd), fp32 softmax and accumulation. The backward
 // asks for cuDNN's deterministic algorithm, as tessera's own kernels are deterministic; where
 // this cuDNN has none for the shape it says so once and runs the other. Its dQ, dK and dV are
-// written into scratch and added to dqkv, which attention.h's backward accumulates into.
+// written straight into dqkv's three column blocks.
 #include "core/ops/attention_cudnn.h"
 
 #include "core/cuda_common.cuh"
-#include "core/ops/cuda_elementwise.cuh"
 
 #if TESSERA_WITH_CUDNN_FRONTEND
 
@@ -289,16 +288,12 @@ void attention_forward_cudnn(bf16* out, float* lse, const bf16* qkv, int64_t B, 
 void attention_backward_cudnn(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out,
                               const float* lse, int64_t B, int64_t S, int64_t H, int64_t hd) {
   const Shape4 s{B, S, H, hd};
-  const int64_t C = H * hd, n = B * S * 3 * C;
-  const tessera::cuda::StreamScratch scratch(static_cast<size_t>(n) * sizeof(bf16));
-  bf16* grad = scratch.as<bf16>();
+  const int64_t C = H * hd;
   std::unordered_map<int64_t, void*> pointers{
       {kQ, mut(qkv)}, {kK, mut(qkv + C)}, {kV, mut(qkv + 2 * C)},
       {kO, mut(out)}, {kDO, mut(dout)},   {kStats, mut(lse)},
-      {kDQ, grad},    {kDK, grad + C},    {kDV, grad + 2 * C}};
+      {kDQ, dqkv},    {kDK, dqkv + C},    {kDV, dqkv + 2 * C}};
   execute(*graph_for(s, /*backward=*/true), pointers, s, /*backward=*/true);
-  tessera::cuda::add(tessera::cuda::dev(dqkv), tessera::cuda::dev(dqkv),
-                     tessera::cuda::dev(static_cast<const bf16*>(grad)), n);
 }
 
 }  // namespace tessera::ops::cuda

@@ -31,7 +31,7 @@ void validate_cudnn_attention(int64_t B, int64_t S, int64_t H, int64_t hd, int s
 // aligned (cuDNN moves 16-byte vectors: attention_cuda.cu hands it nothing less).
 void attention_forward_cudnn(bf16* out, float* lse, const bf16* qkv, int64_t B, int64_t S,
                              int64_t H, int64_t hd);
-// dqkv[B, S, 3 H hd] += the gradient of the forward, from dout and the forward's out and lse.
+// dqkv[B, S, 3 H hd] = the gradient of the forward, from dout and the forward's out and lse.
 void attention_backward_cudnn(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out,
                               const float* lse, int64_t B, int64_t S, int64_t H, int64_t hd);
 
