@@ -1,6 +1,9 @@
-// The blocking defaults of the asynchronous collectives, the completed handle they return, and
-// the argument checks every implementation shares.
+// The blocking defaults of the asynchronous collectives, the completed handle they return, the
+// string collectives, and the argument checks every implementation shares.
 #include "core/communicator.h"
+
+#include <algorithm>
+#include <cstdint>
 
 #include "core/error.h"
 
@@ -16,6 +19,47 @@ class CompletedRequest final : public CommRequest {
 
 std::unique_ptr<CommRequest> completed_request() {
   return std::make_unique<CompletedRequest>();
+}
+
+namespace {
+
+void put_chars(int32_t* to, const std::string& text) {
+  for (size_t i = 0; i < text.size(); ++i) to[i] = static_cast<unsigned char>(text[i]);
+}
+
+std::string get_chars(const int32_t* from, int64_t n) {
+  std::string text;
+  for (int64_t i = 0; i < n; ++i) text += static_cast<char>(from[i]);
+  return text;
+}
+
+}  // namespace
+
+std::string broadcast_string(Communicator& comm, const std::string& text, int root) {
+  Tensor n({1}, DType::I32);
+  n.data<int32_t>()[0] = static_cast<int32_t>(text.size());
+  comm.broadcast(n, root);
+  const int64_t length = n.data<int32_t>()[0];
+  Tensor chars({std::max<int64_t>(length, 1)}, DType::I32);
+  if (comm.rank() == root) put_chars(chars.data<int32_t>(), text);
+  comm.broadcast(chars, root);
+  return get_chars(chars.data<int32_t>(), length);
+}
+
+std::vector<std::string> all_gather_strings(Communicator& comm, const std::string& text) {
+  const int64_t ranks = comm.size();
+  Tensor length({1}, DType::I32), lengths({ranks}, DType::I32);
+  length.data<int32_t>()[0] = static_cast<int32_t>(text.size());
+  comm.all_gather(lengths, length);
+  const int32_t* n = lengths.data<int32_t>();
+  const int64_t longest = std::max<int64_t>(*std::max_element(n, n + ranks), 1);
+  Tensor mine({longest}, DType::I32), all({ranks * longest}, DType::I32);
+  put_chars(mine.data<int32_t>(), text);
+  comm.all_gather(all, mine);
+  std::vector<std::string> texts;
+  for (int64_t r = 0; r < ranks; ++r)
+    texts.push_back(get_chars(all.data<int32_t>() + r * longest, n[r]));
+  return texts;
 }
 
 std::unique_ptr<CommRequest> Communicator::all_reduce_async(Tensor& t, ReduceOp op) {

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -64,6 +65,11 @@ class Communicator {
 
 // A handle that is already complete.
 std::unique_ptr<CommRequest> completed_request();
+
+// Strings between the ranks of a host group (their bytes carried as int32 elements): root's
+// text on every rank; every rank's text, in rank order, on every rank.
+std::string broadcast_string(Communicator& comm, const std::string& text, int root);
+std::vector<std::string> all_gather_strings(Communicator& comm, const std::string& text);
 
 // Argument checks every implementation makes, with messages that start with `where` ("all_gather
 // in group dp: "). InternalError when they fail.

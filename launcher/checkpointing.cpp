@@ -119,21 +119,6 @@ CheckpointMeta meta_of(Trainer& tr) {
   return meta;
 }
 
-// A string from rank 0 to every rank of `world`.
-std::string broadcast_chars(Communicator& world, const std::string& text) {
-  Tensor n({1}, DType::I32);
-  n.data<int32_t>()[0] = static_cast<int32_t>(text.size());
-  world.broadcast(n, 0);
-  Tensor chars({std::max<int64_t>(n.data<int32_t>()[0], 1)}, DType::I32);
-  for (size_t i = 0; world.rank() == 0 && i < text.size(); ++i)
-    chars.data<int32_t>()[i] = static_cast<unsigned char>(text[i]);
-  world.broadcast(chars, 0);
-  std::string out;
-  for (int32_t i = 0; i < n.data<int32_t>()[0]; ++i)
-    out += static_cast<char>(chars.data<int32_t>()[i]);
-  return out;
-}
-
 // Test-only (--debug.kill_during_save RANK:POINT): the named rank dies without a trace at that
 // point of the run's second save (the first leaves a checkpoint to fall back to), as a crash or
 // a kill -9 would leave it.
@@ -198,10 +183,6 @@ std::string auto_resume_dir(const std::string& root, std::string& note) {
 }
 
 }  // namespace
-
-std::string broadcast_text(Communicator& world, const std::string& text) {
-  return broadcast_chars(world, text);
-}
 
 std::string checkpoint_dir(const std::string& root, int64_t step) {
   char name[32];

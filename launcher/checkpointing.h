@@ -73,9 +73,6 @@ class CheckpointSaver {
 std::string choose_checkpoint(const std::string& root, const std::string& resume,
                               std::string& note);
 
-// Rank 0's string on every rank of `world` (collective).
-std::string broadcast_text(Communicator& world, const std::string& text);
-
 // Loads the state saved in `dir` into the trainer (started, any layout): parameters, moments,
 // the optimizer's step, the loader's position and the step count. InputError naming the tensor
 // and both shapes when the checkpoint holds another model.

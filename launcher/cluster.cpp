@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "core/device.h"
@@ -140,21 +141,18 @@ std::string rank_list(const std::vector<int>& ranks) {
 }
 
 void print_topology(Communicator& world, int local_rank, const std::string& device) {
-  constexpr int kHost = 64, kRow = kHost + 2;  // host name characters, local rank, pid
-  Tensor mine({kRow}, DType::I32), all({static_cast<int64_t>(world.size()) * kRow}, DType::I32);
-  char host[kHost + 1] = {};
-  gethostname(host, kHost);
-  for (int i = 0; i < kHost; ++i) mine.data<int32_t>()[i] = static_cast<unsigned char>(host[i]);
-  mine.data<int32_t>()[kHost] = local_rank;
-  mine.data<int32_t>()[kHost + 1] = static_cast<int32_t>(getpid());
-  world.all_gather(all, mine);
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  // Each rank's "host local_rank pid" (host names hold no spaces).
+  const std::vector<std::string> rows = all_gather_strings(
+      world, std::string(host) + ' ' + std::to_string(local_rank) + ' ' + std::to_string(getpid()));
   if (world.rank() != 0) return;
-  std::vector<std::string> hosts;
+  std::vector<std::string> hosts, locals(rows.size()), pids(rows.size());
   std::vector<std::vector<int>> ranks;
   for (int r = 0; r < world.size(); ++r) {
-    const int32_t* row = all.data<int32_t>() + static_cast<int64_t>(r) * kRow;
+    std::istringstream row(rows[static_cast<size_t>(r)]);
     std::string name;
-    for (int i = 0; i < kHost && row[i] != 0; ++i) name += static_cast<char>(row[i]);
+    row >> name >> locals[static_cast<size_t>(r)] >> pids[static_cast<size_t>(r)];
     const size_t h =
         static_cast<size_t>(std::find(hosts.begin(), hosts.end(), name) - hosts.begin());
     if (h == hosts.size()) {
@@ -167,15 +165,15 @@ void print_topology(Communicator& world, int local_rank, const std::string& devi
               world.size() == 1 ? "" : "s", hosts.size(), hosts.size() == 1 ? "" : "s",
               device.c_str());
   for (size_t h = 0; h < hosts.size(); ++h) {
-    std::string locals, pids;
+    std::string host_locals, host_pids;
     for (const int r : ranks[h]) {
-      const int32_t* row = all.data<int32_t>() + static_cast<int64_t>(r) * kRow;
-      if (!locals.empty()) locals += ' ', pids += ' ';
-      locals += std::to_string(row[kHost]);
-      pids += std::to_string(row[kHost + 1]);
+      if (!host_locals.empty()) host_locals += ' ', host_pids += ' ';
+      host_locals += locals[static_cast<size_t>(r)];
+      host_pids += pids[static_cast<size_t>(r)];
     }
     std::printf("  %s: ranks %s (%zu), local ranks %s, pids %s\n", hosts[h].c_str(),
-                rank_list(ranks[h]).c_str(), ranks[h].size(), locals.c_str(), pids.c_str());
+                rank_list(ranks[h]).c_str(), ranks[h].size(), host_locals.c_str(),
+                host_pids.c_str());
   }
   std::fflush(stdout);
 }

@@ -177,8 +177,8 @@ int sample_command(int argc, char** argv) {
   }
   if (const int code = agree_on_inputs(world, failure)) return code;
   if (args.help) return kExitOk;
-  dir = broadcast_text(world, dir);
-  saved_ini = broadcast_text(world, saved_ini);
+  dir = broadcast_string(world, dir, 0);
+  saved_ini = broadcast_string(world, saved_ini, 0);
 
   TrainConfig cfg;
   GridLayout layout;

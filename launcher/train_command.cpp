@@ -459,8 +459,8 @@ int train_command(int argc, char** argv) {
 
   // Phase 2: a failure now may be one rank's alone; the others would wait for it forever.
   try {
-    resume_dir = broadcast_text(world, resume_dir);
-    resume_note = broadcast_text(world, resume_note);
+    resume_dir = broadcast_string(world, resume_dir, 0);
+    resume_note = broadcast_string(world, resume_note, 0);
     if (root && !resume_note.empty()) std::printf("checkpoint: %s\n", resume_note.c_str());
     print_topology(
         world, mpi.rank_on_this_node(),

@@ -174,6 +174,25 @@ TEST(MpiReduceScatter, RankRGetsTheSumOfBlockRFromEveryRank) {
             -1);
 }
 
+// Rank r's text: r * 3 bytes, NUL and bytes above 127 among them; rank 0's is empty.
+std::string text_of(int r) {
+  std::string t;
+  for (int i = 0; i < 3 * r; ++i) t += static_cast<char>((i * 97 + r) % 256);
+  return t;
+}
+
+TEST(MpiStrings, BroadcastAndAllGatherCarryEveryByteAndLength) {
+  auto comm = MpiCommunicator::world();
+  const int rank = comm->rank(), size = comm->size();
+  for (int root = 0; root < size; ++root)
+    EXPECT_EQ(broadcast_string(*comm, rank == root ? text_of(root) : "ignored", root),
+              text_of(root))
+        << "root " << root;
+  const std::vector<std::string> all = all_gather_strings(*comm, text_of(rank));
+  ASSERT_EQ(all.size(), static_cast<size_t>(size));
+  for (int r = 0; r < size; ++r) EXPECT_EQ(all[static_cast<size_t>(r)], text_of(r)) << "rank " << r;
+}
+
 TEST(MpiBroadcast, EveryRankGetsTheRootsTensorWhateverTheRoot) {
   auto comm = MpiCommunicator::world();
   const int rank = comm->rank(), size = comm->size();

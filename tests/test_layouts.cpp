@@ -30,22 +30,17 @@ struct Outcome {
 
 // The synthetic corpus (io/synthetic_corpus.h), written by rank 0 and named to every rank.
 std::string make_corpus(Communicator& world) {
-  Tensor name({256}, DType::I32);
+  std::string prefix;
   if (world.rank() == 0) {
     const std::string dir =
         std::filesystem::temp_directory_path() / ("tessera_layouts_" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir);
-    const std::string prefix = dir + "/corpus";
+    prefix = dir + "/corpus";
     // 149 samples of 33 tokens: the 20 steps of 8 cross into a second epoch, which every
     // layout must start at the same step and shuffle the same way.
     write_synthetic_corpus(prefix, 512, 16, 300, 1);
-    for (size_t i = 0; i < prefix.size(); ++i) name.data<int32_t>()[i] = prefix[i];
   }
-  world.broadcast(name, 0);
-  std::string prefix;
-  for (int i = 0; i < 256 && name.data<int32_t>()[i]; ++i)
-    prefix += static_cast<char>(name.data<int32_t>()[i]);
-  return prefix;
+  return broadcast_string(world, prefix, 0);
 }
 
 TrainConfig tiny_config(const std::string& corpus) {
