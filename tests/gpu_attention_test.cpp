@@ -8,6 +8,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -202,35 +203,31 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionCase{DType::BF16, 64, 37, ops::AttentionKernels::CudaCores, true}),
     case_name);
 
-// The tensor-core kernels tile by 64 queries (forward, dQ) and 64 keys (dK/dV) with inner tiles
-// of 64 or 32: T = 1, one partial tile, exact tiles, and several tiles with a partial last one.
-constexpr ops::AttentionKernels kTensorCores = ops::AttentionKernels::TensorCores;
+// The fast bf16 kernels' cases. The tensor-core kernels tile by 64 queries (forward, dQ) and 64
+// keys (dK/dV) with inner tiles of 64 or 32: T = 1, one partial tile, exact tiles, and several
+// tiles with a partial last one; then operands one element off 16-byte alignment, which take
+// the CUDA-core kernels. cuDNN (attention_cudnn.h) runs the same cases; T = 1 goes to CUDA
+// cores there too, as cuDNN's backward refuses it.
+std::vector<AttentionCase> fast_kernel_cases(ops::AttentionKernels k) {
+  std::vector<AttentionCase> cases;
+  for (const auto& [hd, T] : {std::pair<int64_t, int64_t>{64, 1},
+                              {64, 37},
+                              {64, 128},
+                              {64, 257},
+                              {128, 1},
+                              {128, 37},
+                              {128, 130},
+                              {128, 200}})
+    cases.push_back(AttentionCase{DType::BF16, hd, T, k});
+  cases.push_back(AttentionCase{DType::BF16, 64, 130, k, true});
+  cases.push_back(AttentionCase{DType::BF16, 128, 37, k, true});
+  return cases;
+}
 INSTANTIATE_TEST_SUITE_P(TensorCores, FlashAttentionCuda,
-                         ::testing::Values(AttentionCase{DType::BF16, 64, 1, kTensorCores},
-                                           AttentionCase{DType::BF16, 64, 37, kTensorCores},
-                                           AttentionCase{DType::BF16, 64, 128, kTensorCores},
-                                           AttentionCase{DType::BF16, 64, 257, kTensorCores},
-                                           AttentionCase{DType::BF16, 128, 1, kTensorCores},
-                                           AttentionCase{DType::BF16, 128, 37, kTensorCores},
-                                           AttentionCase{DType::BF16, 128, 130, kTensorCores},
-                                           AttentionCase{DType::BF16, 128, 200, kTensorCores},
-                                           AttentionCase{DType::BF16, 64, 130, kTensorCores, true},
-                                           AttentionCase{DType::BF16, 128, 37, kTensorCores, true}),
+                         ::testing::ValuesIn(fast_kernel_cases(ops::AttentionKernels::TensorCores)),
                          case_name);
-
-// cuDNN's fused attention (attention_cudnn.h), the same cases; T = 1 and the misaligned case run
-// on CUDA cores, as cuDNN's backward refuses T = 1 and cuDNN takes 16-byte aligned operands only.
-constexpr ops::AttentionKernels kCudnn = ops::AttentionKernels::Cudnn;
 INSTANTIATE_TEST_SUITE_P(Cudnn, FlashAttentionCuda,
-                         ::testing::Values(AttentionCase{DType::BF16, 64, 1, kCudnn},
-                                           AttentionCase{DType::BF16, 64, 37, kCudnn},
-                                           AttentionCase{DType::BF16, 64, 128, kCudnn},
-                                           AttentionCase{DType::BF16, 64, 257, kCudnn},
-                                           AttentionCase{DType::BF16, 128, 1, kCudnn},
-                                           AttentionCase{DType::BF16, 128, 37, kCudnn},
-                                           AttentionCase{DType::BF16, 128, 130, kCudnn},
-                                           AttentionCase{DType::BF16, 128, 200, kCudnn},
-                                           AttentionCase{DType::BF16, 64, 130, kCudnn, true}),
+                         ::testing::ValuesIn(fast_kernel_cases(ops::AttentionKernels::Cudnn)),
                          case_name);
 
 class FlashAttentionCudaDeterminism : public ::testing::TestWithParam<ops::AttentionKernels> {};
