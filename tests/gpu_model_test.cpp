@@ -113,6 +113,18 @@ TEST(GpuModel, Bfloat16LossCurveOnTensorCoreAttentionAndDgeluEpilogueFollowsTheF
   expect_follows(gpu, cpu_f32_curve(), kBf16LossRtol);
 }
 
+// cuDNN's fused attention (--gpu.attention cudnn) in the whole model.
+TEST(GpuModel, Bfloat16LossCurveOnCudnnAttentionFollowsTheFloat32Cpu) {
+  if (!ops::cudnn_attention_built())
+    GTEST_SKIP() << "this build has no cuDNN attention (no cuDNN frontend headers)";
+  std::vector<double> gpu;
+  {
+    const gpu_test::Bf16AttentionKernels kernels(ops::AttentionKernels::Cudnn);
+    gpu = loss_curve(DType::BF16, Device::CUDA, 50);
+  }
+  expect_follows(gpu, cpu_f32_curve(), kBf16LossRtol);
+}
+
 // As on the CPU (Recompute.*): recomputation reruns deterministic kernels on the same inputs, so
 // every mode gives bitwise the losses of none, here in bf16 on the GPU.
 TEST(GpuModel, RecomputeModesGiveBitwiseTheBfloat16LossesOfNone) {
