@@ -23,10 +23,10 @@ inline constexpr const char* kAttentionHeadDims = "64 and 128";
 template <typename T>
 void attention_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int64_t H,
                        int64_t hd, AttentionKernels kernels);
-// dqkv = the gradient (the kernels add into it once it is cleared). delta is F32 scratch of B H S values (overwritten with rowsum(dout *
-// out)). dK and dV are summed by the thread block that owns the key tile and dQ by the one that
-// owns the query tile, each in a fixed order: no atomics, bitwise reproducible (cuDNN's
-// backward: attention_cudnn.cu).
+// dqkv = the gradient (the kernels add into it once it is cleared). delta is F32 scratch of
+// B H S values (overwritten with rowsum(dout * out)). dK and dV are summed by the thread block
+// that owns the key tile and dQ by the one that owns the query tile, each in a fixed order: no
+// atomics, bitwise reproducible (cuDNN's backward: attention_cudnn.cu).
 template <typename T>
 void attention_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T* out,
                         const float* lse, int64_t B, int64_t S, int64_t H, int64_t hd,
