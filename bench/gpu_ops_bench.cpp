@@ -144,6 +144,15 @@ void bench_layer(const Shape3& s, int64_t B, int64_t T, DType dt, int repeat, do
     if (op.flops > 0) std::snprintf(tf, sizeof tf, "%.0f", op.flops / sec / 1e12);
     std::printf("| %s | %.3f | %.1f%% | %s |\n", op.name.c_str(), sec * 1e3, 100 * sec / layer, tf);
   }
+  if (ops::bf16_attention_kernels() == ops::AttentionKernels::Cudnn && dt == DType::BF16) {
+    // cuDNN's other backward, not in the layer above: what determinism costs.
+    ops::set_cudnn_deterministic(false);
+    const double sec =
+        time_of([&] { ops::attention_backward(dqkv, datty, qkv, atty, saved, H); }, repeat);
+    ops::set_cudnn_deterministic(true);
+    std::printf("| attention backward, cuDNN not deterministic | %.3f | | %.0f |\n", sec * 1e3,
+                2.5 * attn / sec / 1e12);
+  }
   const double model_flops = static_cast<double>(M) * (72.0 * C * C + 12.0 * C * T);
   std::printf(
       "layer forward + backward: %.3f ms (ops timed one by one: %.3f ms), %.0f tokens/s per "

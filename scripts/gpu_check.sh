@@ -98,7 +98,8 @@ summary() {
   grep -H "final loss" "$OUT_DIR"/train_*.txt 2>/dev/null | sed "s|^$OUT_DIR/||"
   tail -n 1 "$OUT_DIR/sample.txt" 2>/dev/null | sed "s/^/sample.txt: /"
   awk '/bf16 attention on/{att = $NF} /^dgelu epilogue on/{att = att "+dgelu"}
-       /^GPT-2/{shape = $1 " " $2}
+       /^GPT-2/{shape = $1 " " $2} /^\| attention backward \|/{bwd = $5}
+       /cuDNN not deterministic/{printf "layer %-12s cudnn attention backward %s ms, %s ms not deterministic\n", shape, bwd, $8}
        /^layer forward/{printf "layer %-12s %-19s %s ms  layer MFU %s\n", shape, att, $5, $(NF-3)}' \
     "$OUT_DIR/bench_gpu_ops.txt" 2>/dev/null
 }

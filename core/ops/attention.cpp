@@ -78,6 +78,14 @@ bool cudnn_attention_built() {
 #endif
 }
 
+void set_cudnn_deterministic(bool deterministic) {
+#ifdef TESSERA_WITH_CUDA
+  cuda::set_cudnn_deterministic(deterministic);
+#else
+  (void)deterministic;
+#endif
+}
+
 std::string cudnn_attention_version() {
 #ifdef TESSERA_WITH_CUDA
   return cuda::cudnn_attention_version();

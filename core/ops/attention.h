@@ -38,6 +38,8 @@ const char* attention_kernels_name(AttentionKernels kernels);
 bool attention_kernels_named(const std::string& name, AttentionKernels* kernels);
 // Whether this build has AttentionKernels::Cudnn (CUDA on, the cuDNN frontend's headers found).
 bool cudnn_attention_built();
+// Whether cuDNN's backward asks for its deterministic algorithm (the default; attention_cudnn.h).
+void set_cudnn_deterministic(bool deterministic);
 // Loads cuDNN for AttentionKernels::Cudnn and returns its version ("9.19.0"); InputError naming
 // --gpu.attention where this build or this machine has no cuDNN attention.
 std::string cudnn_attention_version();

@@ -219,8 +219,17 @@ std::shared_ptr<Graph> built_forward_graph(const Shape4& s) {
   return g;
 }
 
-// The backward graph, deterministic where this cuDNN has such an algorithm for the shape.
-std::shared_ptr<Graph> built_backward_graph(const Shape4& s) {
+// Whether backward graphs ask for cuDNN's deterministic algorithm (set_cudnn_deterministic).
+bool g_deterministic = true;
+
+// The backward graph: deterministic, if asked, where this cuDNN has such an algorithm for the
+// shape.
+std::shared_ptr<Graph> built_backward_graph(const Shape4& s, bool deterministic) {
+  if (!deterministic) {
+    auto g = backward_graph(s, /*deterministic=*/false);
+    finish(*g, s, /*backward=*/true);
+    return g;
+  }
   try {
     auto g = backward_graph(s, /*deterministic=*/true);
     finish(*g, s, /*backward=*/true);
@@ -236,13 +245,15 @@ std::shared_ptr<Graph> built_backward_graph(const Shape4& s) {
   }
 }
 
-// Built graphs, by shape and direction: building one takes milliseconds to seconds.
+// Built graphs, by shape, direction and (backward) determinism: building one takes
+// milliseconds to seconds.
 std::shared_ptr<Graph> graph_for(const Shape4& s, bool backward) {
   static std::mutex mutex;
-  static std::map<std::tuple<Shape4, bool>, std::shared_ptr<Graph>> graphs;
+  static std::map<std::tuple<Shape4, bool, bool>, std::shared_ptr<Graph>> graphs;
   std::lock_guard<std::mutex> lock(mutex);
-  std::shared_ptr<Graph>& g = graphs[{s, backward}];
-  if (!g) g = backward ? built_backward_graph(s) : built_forward_graph(s);
+  const bool deterministic = backward && g_deterministic;
+  std::shared_ptr<Graph>& g = graphs[{s, backward, deterministic}];
+  if (!g) g = backward ? built_backward_graph(s, deterministic) : built_forward_graph(s);
   return g;
 }
 
@@ -262,6 +273,10 @@ void* mut(const void* p) {
 
 bool cudnn_attention_built() {
   return true;
+}
+
+void set_cudnn_deterministic(bool deterministic) {
+  g_deterministic = deterministic;
 }
 
 std::string cudnn_attention_version() {
@@ -321,6 +336,7 @@ std::string cudnn_attention_version() {
 void validate_cudnn_attention(int64_t, int64_t, int64_t, int64_t, int) {
   not_built();
 }
+void set_cudnn_deterministic(bool) {}
 void attention_forward_cudnn(bf16*, float*, const bf16*, int64_t, int64_t, int64_t, int64_t) {
   not_built();
 }

@@ -26,6 +26,12 @@ std::string cudnn_attention_version();
 // tests run it. InputError with the frontend's message.
 void validate_cudnn_attention(int64_t B, int64_t S, int64_t H, int64_t hd, int sm);
 
+// Whether the backward asks for cuDNN's deterministic algorithm: true (the default) keeps runs
+// bitwise repeatable, as tessera's own kernels are; false lets cuDNN pick its other backward,
+// which sums dQ with atomics (results vary in the last bits between runs) and needs no
+// T x T workspace. For measuring the difference (bench_gpu_ops); no option sets it yet.
+void set_cudnn_deterministic(bool deterministic);
+
 // qkv[B, S, 3 H hd] bf16 -> out[B, S, H hd] bf16 and lse[B, H, S] F32 (natural log, as
 // attention.h defines it), on the compute stream. hd is 64 or 128, S >= 2; every pointer 16-byte
 // aligned (cuDNN moves 16-byte vectors: attention_cuda.cu hands it nothing less).
