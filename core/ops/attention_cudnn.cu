@@ -287,8 +287,8 @@ std::string cudnn_attention_version() {
 void validate_cudnn_attention(int64_t B, int64_t S, int64_t H, int64_t hd, int sm) {
   const Shape4 s{B, S, H, hd};
   expect(forward_graph(s, sm)->validate(), "validate", s, /*backward=*/false);
-  expect(backward_graph(s, /*deterministic=*/true, sm)->validate(), "validate", s,
-         /*backward=*/true);
+  for (const bool deterministic : {true, false})
+    expect(backward_graph(s, deterministic, sm)->validate(), "validate", s, /*backward=*/true);
 }
 
 void attention_forward_cudnn(bf16* out, float* lse, const bf16* qkv, int64_t B, int64_t S,
