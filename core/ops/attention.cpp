@@ -139,10 +139,8 @@ void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, con
       },
       [&](auto tag) {
         using T = decltype(tag);
-        Tensor delta({d.B, d.H, d.S}, DType::F32, Device::CUDA);  // rowsum(dout * out), FA2
-        cuda::attention_backward(dqkv.data<T>(), delta.data<float>(), dout.data<T>(), qkv.data<T>(),
-                                 out.data<T>(), saved.data<float>(), d.B, d.S, d.H, d.hd,
-                                 g_bf16_kernels);
+        cuda::attention_backward(dqkv.data<T>(), dout.data<T>(), qkv.data<T>(), out.data<T>(),
+                                 saved.data<float>(), d.B, d.S, d.H, d.hd, g_bf16_kernels);
       });
 }
 

@@ -337,10 +337,6 @@ dim3 grid_of(const char* op, int64_t B, int64_t S, int64_t H) {
   return dim3(blocks_for(S, kTile), static_cast<unsigned>(B * H));
 }
 
-float scale_of(int64_t hd) {
-  return 1.0f / std::sqrt(static_cast<float>(hd));  // as the CPU kernel computes it
-}
-
 // Whether cuDNN runs this call: chosen, T > 1 (its backward refuses a single query and key, and
 // forward and backward go together), every operand 16-byte aligned.
 bool cudnn_takes(AttentionKernels kernels, int64_t S, std::initializer_list<const void*> operands) {
@@ -365,20 +361,20 @@ void launch_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int6
     }
     if (kernels == AttentionKernels::TensorCores && alignment_of(qkv) >= 16 &&
         alignment_of(out) >= 4) {
-      attention_forward_bf16<HD>(out, lse, qkv, B, S, H, scale_of(HD));
+      attention_forward_bf16<HD>(out, lse, qkv, B, S, H, attention_scale(HD));
       return;
     }
   }
   constexpr size_t smem = forward_smem_bytes<HD>();
   allow_smem<attention_forward_kernel<HD, T>>(static_cast<int>(smem));
   attention_forward_kernel<HD, T><<<grid, kThreads, smem, ::tessera::cuda::compute_stream()>>>(
-      out, lse, qkv, static_cast<int>(S), static_cast<int>(H), scale_of(HD));
+      out, lse, qkv, static_cast<int>(S), static_cast<int>(H), attention_scale(HD));
   CHECK_LAUNCH();
 }
 
 template <int HD, typename T>
-void launch_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T* out,
-                     const float* lse, int64_t B, int64_t S, int64_t H, AttentionKernels kernels) {
+void launch_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const float* lse,
+                     int64_t B, int64_t S, int64_t H, AttentionKernels kernels) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     if (cudnn_takes(kernels, S, {qkv, dout, out, lse, dqkv})) {
       attention_backward_cudnn(as_bf16(dqkv), as_bf16(dout), as_bf16(qkv), as_bf16(out), lse, B, S,
@@ -392,25 +388,28 @@ void launch_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T
   CHECK_CUDA(cudaMemsetAsync(dqkv, 0, static_cast<size_t>(B * S * 3 * H * HD) * sizeof(T), stream));
   const int Si = static_cast<int>(S), Hi = static_cast<int>(H);
   const int64_t rows = B * S * H;
+  // rowsum(dout * out) per row (FA2's D), written whole by the first kernel.
+  const ::tessera::cuda::StreamScratch delta_scratch(static_cast<size_t>(rows) * sizeof(float));
+  float* delta = delta_scratch.as<float>();
   attention_delta_kernel<HD, T>
       <<<blocks_for(rows, kWarps), kThreads, 0, stream>>>(delta, dout, out, rows, Si, Hi);
   CHECK_LAUNCH();
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     if (kernels == AttentionKernels::TensorCores && alignment_of(qkv) >= 16 &&
         alignment_of(dout) >= 16 && alignment_of(dqkv) >= 4) {
-      attention_backward_bf16<HD>(dqkv, dout, qkv, lse, delta, B, S, H, scale_of(HD));
+      attention_backward_bf16<HD>(dqkv, dout, qkv, lse, delta, B, S, H, attention_scale(HD));
       return;
     }
   }
   constexpr size_t dkdv_smem = backward_dkdv_smem_bytes<HD>();
   allow_smem<attention_backward_dkdv_kernel<HD, T>>(static_cast<int>(dkdv_smem));
-  attention_backward_dkdv_kernel<HD, T>
-      <<<grid, kThreads, dkdv_smem, stream>>>(dqkv, qkv, dout, lse, delta, Si, Hi, scale_of(HD));
+  attention_backward_dkdv_kernel<HD, T><<<grid, kThreads, dkdv_smem, stream>>>(
+      dqkv, qkv, dout, lse, delta, Si, Hi, attention_scale(HD));
   CHECK_LAUNCH();
   constexpr size_t dq_smem = backward_dq_smem_bytes<HD>();
   allow_smem<attention_backward_dq_kernel<HD, T>>(static_cast<int>(dq_smem));
-  attention_backward_dq_kernel<HD, T>
-      <<<grid, kThreads, dq_smem, stream>>>(dqkv, qkv, dout, lse, delta, Si, Hi, scale_of(HD));
+  attention_backward_dq_kernel<HD, T><<<grid, kThreads, dq_smem, stream>>>(
+      dqkv, qkv, dout, lse, delta, Si, Hi, attention_scale(HD));
   CHECK_LAUNCH();
 }
 
@@ -439,16 +438,15 @@ void attention_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, i
 }
 
 template <typename T>
-void attention_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T* out,
-                        const float* lse, int64_t B, int64_t S, int64_t H, int64_t hd,
-                        AttentionKernels kernels) {
+void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const float* lse,
+                        int64_t B, int64_t S, int64_t H, int64_t hd, AttentionKernels kernels) {
   if (B * S * H == 0) return;
   switch (hd) {
     case 64:
-      launch_backward<64>(dev(dqkv), delta, dev(dout), dev(qkv), dev(out), lse, B, S, H, kernels);
+      launch_backward<64>(dev(dqkv), dev(dout), dev(qkv), dev(out), lse, B, S, H, kernels);
       break;
     case 128:
-      launch_backward<128>(dev(dqkv), delta, dev(dout), dev(qkv), dev(out), lse, B, S, H, kernels);
+      launch_backward<128>(dev(dqkv), dev(dout), dev(qkv), dev(out), lse, B, S, H, kernels);
       break;
     default:
       refuse_head_dim("attention_backward", hd);
@@ -459,11 +457,10 @@ template void attention_forward<float>(float*, float*, const float*, int64_t, in
                                        int64_t, AttentionKernels);
 template void attention_forward<bf16>(bf16*, float*, const bf16*, int64_t, int64_t, int64_t,
                                       int64_t, AttentionKernels);
-template void attention_backward<float>(float*, float*, const float*, const float*, const float*,
+template void attention_backward<float>(float*, const float*, const float*, const float*,
                                         const float*, int64_t, int64_t, int64_t, int64_t,
                                         AttentionKernels);
-template void attention_backward<bf16>(bf16*, float*, const bf16*, const bf16*, const bf16*,
-                                       const float*, int64_t, int64_t, int64_t, int64_t,
-                                       AttentionKernels);
+template void attention_backward<bf16>(bf16*, const bf16*, const bf16*, const bf16*, const float*,
+                                       int64_t, int64_t, int64_t, int64_t, AttentionKernels);
 
 }  // namespace tessera::ops::cuda

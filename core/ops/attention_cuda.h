@@ -5,6 +5,7 @@
 // Internal to core/ops.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "core/dtype.h"
@@ -18,18 +19,21 @@ constexpr bool attention_head_dim_supported(int64_t hd) {
 }
 inline constexpr const char* kAttentionHeadDims = "64 and 128";
 
+// The softmax scale 1/sqrt(hd) in float, as the CPU kernel computes it for float.
+inline float attention_scale(int64_t hd) {
+  return 1.0f / std::sqrt(static_cast<float>(hd));
+}
+
 // qkv[B, S, 3 H hd], out[B, S, H hd], lse[B, H, S] (F32, written for every row). kernels picks
 // the bf16 kernels (attention.h, AttentionKernels); float ignores it.
 template <typename T>
 void attention_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int64_t H,
                        int64_t hd, AttentionKernels kernels);
-// dqkv = the gradient (the kernels add into it once it is cleared). delta is F32 scratch of
-// B H S values (overwritten with rowsum(dout * out)). dK and dV are summed by the thread block
-// that owns the key tile and dQ by the one that owns the query tile, each in a fixed order: no
-// atomics, bitwise reproducible (cuDNN's backward: attention_cudnn.cu).
+// dqkv = the gradient (the kernels add into it once it is cleared). dK and dV are summed by the
+// thread block that owns the key tile and dQ by the one that owns the query tile, each in a
+// fixed order: no atomics, bitwise reproducible (cuDNN's backward: attention_cudnn.cu).
 template <typename T>
-void attention_backward(T* dqkv, float* delta, const T* dout, const T* qkv, const T* out,
-                        const float* lse, int64_t B, int64_t S, int64_t H, int64_t hd,
-                        AttentionKernels kernels);
+void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const float* lse,
+                        int64_t B, int64_t S, int64_t H, int64_t hd, AttentionKernels kernels);
 
 }  // namespace tessera::ops::cuda
