@@ -67,6 +67,12 @@ struct CublasLtApi {
 };
 const CublasLtApi& cublaslt();
 
+// dlopen (RTLD_NOW | RTLD_LOCAL) of a CUDA library by its soname: the file `given` names when it
+// is not null or empty, then the loader's search path, then the toolkit's library folder this
+// tessera was built against. nullptr when none opens; `tried` then lists each attempt with its
+// error, a line each.
+void* open_cuda_library(const std::string& soname, const char* given, std::string& tried);
+
 // One cuBLASLt handle and a 32 MiB workspace on the current device, created on first use.
 cublasLtHandle_t cublaslt_handle();
 void* cublaslt_workspace();

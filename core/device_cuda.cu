@@ -161,15 +161,27 @@ cudaStream_t compute_stream() {
   return stream;
 }
 
+void* open_cuda_library(const std::string& soname, const char* given, std::string& tried) {
+  std::string names[3];
+  int n = 0;
+  if (given != nullptr && *given) names[n++] = given;
+  names[n++] = soname;
+  names[n++] = std::string(TESSERA_CUDA_LIBRARY_DIR) + "/" + soname;
+  for (int i = 0; i < n; ++i) {
+    if (void* lib = dlopen(names[i].c_str(), RTLD_NOW | RTLD_LOCAL)) return lib;
+    tried += "\n  " + names[i] + ": " + dlerror();
+  }
+  return nullptr;
+}
+
 const CublasLtApi& cublaslt() {
   static const CublasLtApi api = [] {
     const std::string name = "libcublasLt.so." + std::to_string(CUBLAS_VER_MAJOR);
-    void* lib = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
-    const std::string fallback = std::string(TESSERA_CUDA_LIBRARY_DIR) + "/" + name;
-    if (lib == nullptr) lib = dlopen(fallback.c_str(), RTLD_NOW | RTLD_LOCAL);
+    std::string tried;
+    void* lib = open_cuda_library(name, nullptr, tried);
     if (lib == nullptr)
-      throw InputError("cuBLASLt: cannot load " + name + " (also tried " + fallback + "): " +
-                       dlerror() + "; put the CUDA toolkit's library folder on LD_LIBRARY_PATH");
+      throw InputError("cuBLASLt: cannot load " + name + "; tried" + tried +
+                       "\nput the CUDA toolkit's library folder on LD_LIBRARY_PATH");
     auto load = [&](auto& fn, const char* symbol) {
       fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, symbol));
       if (fn == nullptr) throw InputError("cuBLASLt: " + name + " has no " + symbol);

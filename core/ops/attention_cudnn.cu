@@ -9,12 +9,11 @@
 #include "core/ops/attention_cudnn.h"
 
 #include "core/cuda_common.cuh"
+#include "core/ops/attention_cuda.h"
 
 #if TESSERA_WITH_CUDNN_FRONTEND
 
-#include <dlfcn.h>
-
-#include <cmath>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>  // the frontend's shim uses std::strlen without it
@@ -47,19 +46,10 @@ void load_cudnn() {
     // The frontend opens the CUDA runtime too: the one this binary links, not another major.
     setenv("CUDNN_FRONTEND_CUDART_LIB_NAME",
            ("libcudart.so." + std::to_string(CUDART_VERSION / 1000)).c_str(), /*overwrite=*/1);
-    std::vector<std::string> names;
-    if (const char* given = std::getenv("TESSERA_CUDNN_LIBRARY"); given != nullptr && *given)
-      names.emplace_back(given);
-    names.emplace_back("libcudnn.so.9");
-    names.emplace_back(std::string(TESSERA_CUDA_LIBRARY_DIR) + "/libcudnn.so.9");
     std::string tried;
-    for (const std::string& name : names) {
-      if (void* lib = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL)) {
-        fe::cudnn_dlhandle = lib;
-        return true;
-      }
-      tried += "\n  " + name + ": " + dlerror();
-    }
+    fe::cudnn_dlhandle = tessera::cuda::open_cuda_library(
+        "libcudnn.so.9", std::getenv("TESSERA_CUDNN_LIBRARY"), tried);
+    if (fe::cudnn_dlhandle != nullptr) return true;
     throw InputError("--gpu.attention cudnn: cannot load cuDNN 9; tried" + tried +
                      "\nput cuDNN's library folder on LD_LIBRARY_PATH or name libcudnn.so.9 in "
                      "TESSERA_CUDNN_LIBRARY, or choose --gpu.attention tensor_cores or cuda_cores");
@@ -145,15 +135,18 @@ std::shared_ptr<Tensor_attributes> input(Graph& g, const char* name, Uid uid,
       Tensor_attributes().set_name(name).set_uid(uid).set_dim(dims).set_stride(strides));
 }
 
+// Q, K and V: views of the packed qkv.
+std::array<std::shared_ptr<Tensor_attributes>, 3> qkv_inputs(Graph& g, const Shape4& s) {
+  return {input(g, "Q", kQ, dims_of(s), qkv_strides(s)),
+          input(g, "K", kK, dims_of(s), qkv_strides(s)),
+          input(g, "V", kV, dims_of(s), qkv_strides(s))};
+}
+
 std::vector<int64_t> stats_dims(const Shape4& s) {
   return {s.B, s.H, s.S, 1};
 }
 std::vector<int64_t> stats_strides(const Shape4& s) {
   return {s.H * s.S, s.S, 1, 1};
-}
-
-float scale_of(const Shape4& s) {
-  return 1.0f / std::sqrt(static_cast<float>(s.hd));  // as the CPU kernel computes it
 }
 
 // Validates the graph, asks cuDNN's heuristics for plans (its fallback list after them) and
@@ -171,13 +164,11 @@ void finish(Graph& g, const Shape4& s, bool backward) {
 std::shared_ptr<Graph> forward_graph(const Shape4& s, int sm = 0) {
   load_cudnn();
   auto g = new_graph(sm);
-  auto q = input(*g, "Q", kQ, dims_of(s), qkv_strides(s));
-  auto k = input(*g, "K", kK, dims_of(s), qkv_strides(s));
-  auto v = input(*g, "V", kV, dims_of(s), qkv_strides(s));
+  auto [q, k, v] = qkv_inputs(*g, s);
   auto options = fe::graph::SDPA_attributes()
                      .set_name("attention")
                      .set_generate_stats(true)
-                     .set_attn_scale(scale_of(s))
+                     .set_attn_scale(attention_scale(s.hd))
                      .set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT)
                      .set_diagonal_band_right_bound(0);
   auto [o, stats] = g->sdpa(q, k, v, options);
@@ -193,16 +184,14 @@ std::shared_ptr<Graph> forward_graph(const Shape4& s, int sm = 0) {
 std::shared_ptr<Graph> backward_graph(const Shape4& s, bool deterministic, int sm = 0) {
   load_cudnn();
   auto g = new_graph(sm);
-  auto q = input(*g, "Q", kQ, dims_of(s), qkv_strides(s));
-  auto k = input(*g, "K", kK, dims_of(s), qkv_strides(s));
-  auto v = input(*g, "V", kV, dims_of(s), qkv_strides(s));
+  auto [q, k, v] = qkv_inputs(*g, s);
   auto o = input(*g, "O", kO, dims_of(s), out_strides(s));
   auto d_o = input(*g, "dO", kDO, dims_of(s), out_strides(s));
   auto stats = input(*g, "Stats", kStats, stats_dims(s), stats_strides(s));
   stats->set_data_type(fe::DataType_t::FLOAT);
   auto options = fe::graph::SDPA_backward_attributes()
                      .set_name("attention_backward")
-                     .set_attn_scale(scale_of(s))
+                     .set_attn_scale(attention_scale(s.hd))
                      .set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT)
                      .set_diagonal_band_right_bound(0)
                      .set_deterministic_algorithm(deterministic);
@@ -225,23 +214,20 @@ bool g_deterministic = true;
 // The backward graph: deterministic, if asked, where this cuDNN has such an algorithm for the
 // shape.
 std::shared_ptr<Graph> built_backward_graph(const Shape4& s, bool deterministic) {
-  if (!deterministic) {
-    auto g = backward_graph(s, /*deterministic=*/false);
+  const auto build = [&](bool as_asked) {
+    auto g = backward_graph(s, as_asked);
     finish(*g, s, /*backward=*/true);
     return g;
-  }
+  };
+  if (!deterministic) return build(false);
   try {
-    auto g = backward_graph(s, /*deterministic=*/true);
-    finish(*g, s, /*backward=*/true);
-    return g;
+    return build(true);
   } catch (const Refused& e) {
     std::fprintf(stderr,
                  "note: cuDNN has no deterministic attention backward for %s; its other "
                  "algorithm runs, so gradients may differ in the last bits between runs (%s)\n",
                  shape_text(s).c_str(), e.what());
-    auto g = backward_graph(s, /*deterministic=*/false);
-    finish(*g, s, /*backward=*/true);
-    return g;
+    return build(false);
   }
 }
 
