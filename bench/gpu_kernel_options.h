@@ -42,12 +42,10 @@ inline bool set_gpu_kernels(const std::string& attention, const std::string& dge
 // The peak TFLOP/s for MFU: `given` (--peak_tflops) when positive, else this GPU's dense peak in
 // `dtype` (gpu_peak_flops); 0, with a message on stderr, for a GPU that table does not know.
 inline double peak_tflops(double given, DType dtype) {
-  if (given > 0) return given;
-  const std::string name = cuda_device_name();
-  const double peak = gpu_peak_flops(name, dtype) * 1e-12;
+  const double peak = this_gpu_peak_flops(dtype, given) * 1e-12;
   if (peak <= 0)
     std::fprintf(stderr, "--peak_tflops: no dense %s peak is known for \"%s\"; give it\n",
-                 dtype_name(dtype).c_str(), name.c_str());
+                 dtype_name(dtype).c_str(), cuda_device_name().c_str());
   return peak;
 }
 

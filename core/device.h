@@ -22,6 +22,9 @@ std::string cuda_device_name();
 // float32 on CUDA cores (tessera's float32 is strict fp32, no TF32); 0 for a GPU or dtype not
 // in its table (A100, H100 SXM / PCIe / NVL, H200, and their export variants). What MFU divides by.
 double gpu_peak_flops(const std::string& name, DType dtype);
+// What MFU divides by for this process's GPU computing in `dtype`: `given_tflops` (an option's
+// value, TFLOP/s) when positive, else gpu_peak_flops of cuda_device_name(); FLOP/s, 0 unknown.
+double this_gpu_peak_flops(DType dtype, double given_tflops);
 
 // The GPU this process uses from now on (its node-local rank, when several share a node).
 void select_cuda_device(int index);

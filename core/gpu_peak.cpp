@@ -23,4 +23,9 @@ double gpu_peak_flops(const std::string& name, DType dtype) {
   return 0;
 }
 
+double this_gpu_peak_flops(DType dtype, double given_tflops) {
+  if (given_tflops > 0) return given_tflops * 1e12;
+  return gpu_peak_flops(cuda_device_name(), dtype);
+}
+
 }  // namespace tessera

@@ -83,13 +83,12 @@ void print_samples(const char* what, const SampleStream& s) {
   }
 }
 
-// The dense peak FLOP/s of this rank's GPU in the run's precision: --gpu.peak_tflops, else
-// gpu_peak_flops' figure; 0 on the CPU or for a GPU neither knows. Every rank is taken to have
-// the same GPU.
+// The dense peak FLOP/s of this rank's GPU in the run's precision (this_gpu_peak_flops of
+// --gpu.peak_tflops); 0 on the CPU or for a GPU neither knows. Every rank is taken to have the
+// same GPU.
 double peak_flops_per_rank(const TrainConfig& cfg) {
   if (cfg.model.device != Device::CUDA) return 0.0;
-  if (cfg.peak_tflops > 0) return cfg.peak_tflops * 1e12;
-  return gpu_peak_flops(cuda_device_name(), cfg.model.dtype);
+  return this_gpu_peak_flops(cfg.model.dtype, cfg.peak_tflops);
 }
 
 void print_start(const TrainConfig& cfg, Trainer& tr) {
