@@ -401,9 +401,8 @@ GridLayout TrainConfig::split_model(const GridLayout& l) const {
   return l;
 }
 
-bool parse_train_config(int argc, char** argv, TrainConfig& cfg, const std::string& base,
-                        const std::string& base_name) {
-  if (!read_train_options(argc, argv, cfg, base, base_name)) return false;
+bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
+  if (!read_train_options(argc, argv, cfg)) return false;
   cfg.validate();
   return true;
 }

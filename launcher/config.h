@@ -106,13 +106,13 @@ std::vector<RankStep> rank_steps(const std::string& option, const std::string& t
 // Whether `points` holds (rank, step).
 bool has_rank_step(const std::vector<RankStep>& points, int rank, int64_t step);
 
-// Parses `tessera train` arguments (argv[0] is "train"). Returns false when --help was shown.
-// `base`: INI text beneath the command line and --config (a checkpoint's config, which
-// `tessera sample` starts from), named `base_name` in its error messages.
-bool parse_train_config(int argc, char** argv, TrainConfig& cfg, const std::string& base = "",
-                        const std::string& base_name = "");
-// The same without TrainConfig::validate: the options as given, for reading a part of them
-// (a checkpoint's model shape) on a machine where the rest would not validate.
+// Parses `tessera train` arguments (argv[0] is "train") and validates them. Returns false when
+// --help was shown.
+bool parse_train_config(int argc, char** argv, TrainConfig& cfg);
+// The options without TrainConfig::validate, for reading a part of them (a checkpoint's model
+// shape) on a machine where the rest would not validate. `base`: INI text beneath the command
+// line and --config (a checkpoint's config, which `tessera sample` starts from), named
+// `base_name` in its error messages.
 bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::string& base = "",
                         const std::string& base_name = "");
 

@@ -10,8 +10,6 @@
 #include "core/error.h"
 #include "core/ops/adamw.h"
 #include "launcher/cluster.h"
-#ifdef TESSERA_WITH_CUDA
-#endif
 
 namespace tessera {
 

@@ -3,9 +3,8 @@
 // (skipped) with a clear message where there is no GPU or no CUDA backend.
 #include <gtest/gtest.h>
 
-#include <string>
-
 #include <cstdio>
+#include <string>
 
 #include "core/device.h"
 #include "core/tensor.h"
