@@ -1,5 +1,6 @@
 // What every CUDA source file of tessera shares: error checking, the compute stream, the cuBLASLt
-// handle and its workspace, and the mapping of tessera's element types onto CUDA's. Included by
+// handle and its workspace, the mapping of tessera's element types onto CUDA's, and the device
+// helpers of core/cuda_device.cuh. Included by
 // *.cu files only (DESIGN, "Layers"); host code talks to the GPU through core/device.h and the
 // op headers.
 #pragma once
@@ -11,6 +12,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/cuda_device.cuh"
 #include "core/dtype.h"
 #include "core/error.h"
 
@@ -106,24 +108,6 @@ inline const bf16* as_bf16(const __nv_bfloat16* p) {
   return reinterpret_cast<const bf16*>(p);
 }
 
-// Loads and stores in fp32, whatever the storage type.
-__device__ __forceinline__ float to_f32(float x) {
-  return x;
-}
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) {
-  return __bfloat162float(x);
-}
-template <typename T>
-__device__ __forceinline__ T from_f32(float x);
-template <>
-__device__ __forceinline__ float from_f32<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
-  return __float2bfloat16(x);
-}
-
 // Untyped device memory for the duration of one launcher call, from the same stream-ordered
 // pool as device Tensors and counted with them (device_allocate, core/device_cuda.cu), without a
 // Tensor's shape and dtype, and not zeroed. Never a null pointer, even for 0 bytes (CUB reads a
@@ -144,29 +128,6 @@ class StreamScratch {
   size_t bytes_;
 };
 
-// This thread's index in a one-dimensional grid.
-__device__ __forceinline__ int64_t global_index() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-
-// The sum and the maximum over the 32 lanes of a warp, by butterfly: every lane gets the same
-// bits (each step combines the same two values on both partners).
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) x += __shfl_xor_sync(0xffffffffu, x, offset);
-  return x;
-}
-__device__ __forceinline__ float warp_max(float x) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2)
-    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, offset));
-  return x;
-}
-
-inline unsigned blocks_for(int64_t n, int threads) {
-  return static_cast<unsigned>((n + threads - 1) / threads);
-}
-
 // Kernels above 48 KB of dynamic shared memory must opt in, per kernel and device. A process uses
 // one GPU, chosen before any kernel runs, so once per kernel is enough: allow_smem<kernel>(bytes)
 // before its launches.
@@ -177,15 +138,6 @@ void allow_smem(int bytes) {
     return true;
   }();
   (void)allowed;
-}
-
-// The largest power of two up to 256 that divides the address: what vector accesses, cp.async
-// and cuBLASLt's algorithms may assume of a pointer (a view into a buffer may be less aligned).
-inline uint32_t alignment_of(const void* p) {
-  const auto address = reinterpret_cast<uintptr_t>(p);
-  uint32_t align = 256;
-  while (align > 1 && address % align != 0) align /= 2;
-  return align;
 }
 
 }  // namespace tessera::cuda

@@ -1,9 +1,12 @@
-// Runs CUDA kernel source on the CPU, so that the tensor-core kernels' index arithmetic is tested
-// where there is no GPU: one std::thread per CUDA thread of a block (blocks one after another),
-// __syncthreads as a barrier of the block, and per warp __shfl_xor_sync and the instructions of
-// core/ops/tensor_core.cuh (mma m16n8k16, ldmatrix.trans, cp.async) computed from the PTX ISA's
-// fragment layouts; cp.async lands its bytes only at the wait. Include it instead of
-// core/ops/tensor_core.cuh, before the kernels. Only for blocks of kThreads threads.
+// Runs CUDA kernel source on the CPU, so that kernels are tested where there is no GPU: one
+// std::thread per CUDA thread of a block (blocks one after another, in any block shape up to 1024
+// threads), __syncthreads as a barrier of the block, __syncwarp and per warp __shfl_xor_sync and
+// the instructions of core/ops/tensor_core.cuh (mma m16n8k16, ldmatrix.trans, cp.async) computed
+// from the PTX ISA's fragment layouts; cp.async lands its bytes only at the wait. `__shared__`
+// arrays are static, so every thread of the running block sees the same ones, and
+// dynamic_shared_memory() is one buffer. Include it first, before the kernels' headers, instead
+// of core/ops/tensor_core.cuh; it defines TESSERA_SIMT_EMULATION, under which the headers leave
+// out their host launchers.
 //
 // The threads of a block run one at a time, each until it reaches a barrier (of its block, or of
 // its warp in a warp-wide instruction), and then the next runnable thread runs: the lowest index
@@ -11,11 +14,17 @@
 // orders threads only at barriers; so a kernel whose results differ between the two lets two
 // threads touch the same memory between barriers, at least one of them writing: a race, such as
 // a missing __syncthreads before a shared tile is overwritten. Runs are deterministic, and a
-// deadlock (threads waiting at different barriers) stops the process with a message.
+// deadlock (threads waiting at different barriers) stops the process with a message. Shared
+// memory is not cleared between blocks (a GPU does not clear it either), but it starts at zero,
+// so a kernel that reads shared memory it never wrote may pass here.
 #pragma once
+
+#define TESSERA_SIMT_EMULATION 1
 
 #include <cuda_bf16.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -40,18 +49,20 @@
 #define __device__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __shared__
+#define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 #define threadIdx ::simt::thread_idx
 #define blockIdx ::simt::block_idx
+#define blockDim ::simt::block_dim
 #define gridDim ::simt::grid_dim
 
 namespace simt {
 
-constexpr int kThreads = 128, kWarp = 32, kWarps = kThreads / kWarp;
+constexpr int kWarp = 32, kMaxThreads = 1024;
 
 inline thread_local uint3 thread_idx, block_idx;
-inline dim3 grid_dim;
+inline thread_local int linear_idx;  // x + bx (y + by z): warps are 32 consecutive of these
+inline dim3 grid_dim, block_dim;
 
 // Which runnable thread of a block runs next.
 enum class Schedule { LowestFirst, HighestFirst };
@@ -62,11 +73,11 @@ inline Schedule schedule = Schedule::LowestFirst;
 // ends. Its state is touched under the mutex only.
 class Scheduler {
  public:
-  // Before a block's threads start; then go() lets the first one run.
-  void start() {
-    state_.assign(kThreads, State::Runnable);
+  // Before a block's n threads start; then go() lets the first one run.
+  void start(int n) {
+    state_.assign(n, State::Runnable);
     turn_.clear();
-    for (int t = 0; t < kThreads; ++t) turn_.push_back(std::make_unique<std::binary_semaphore>(0));
+    for (int t = 0; t < n; ++t) turn_.push_back(std::make_unique<std::binary_semaphore>(0));
   }
   void go() { release(next()); }
   void wait_turn(int me) { turn_[me]->acquire(); }
@@ -100,6 +111,8 @@ class Scheduler {
     turn_[me]->acquire();
   }
 
+  int threads() const { return static_cast<int>(state_.size()); }
+
   // Opens the block barrier when every thread not done waits at it, and `me`'s warp barrier
   // when every lane of the warp not done waits at that.
   void release_barriers(int me) {
@@ -111,22 +124,22 @@ class Scheduler {
     if (all_at_block && any_at_block)
       for (State& s : state_)
         if (s == State::AtBlockBarrier) s = State::Runnable;
-    const int first = me / kWarp * kWarp;
+    const int first = me / kWarp * kWarp, last = std::min(first + kWarp, threads());
     bool all_at_warp = true, any_at_warp = false;
-    for (int t = first; t < first + kWarp; ++t) {
+    for (int t = first; t < last; ++t) {
       all_at_warp &= state_[t] == State::AtWarpBarrier || state_[t] == State::Done;
       any_at_warp |= state_[t] == State::AtWarpBarrier;
     }
     if (all_at_warp && any_at_warp)
-      for (int t = first; t < first + kWarp; ++t)
+      for (int t = first; t < last; ++t)
         if (state_[t] == State::AtWarpBarrier) state_[t] = State::Runnable;
   }
 
   // The runnable thread to run next, or -1 when every thread is done.
   int next() const {
     bool all_done = true;
-    for (int i = 0; i < kThreads; ++i) {
-      const int t = schedule == Schedule::LowestFirst ? i : kThreads - 1 - i;
+    for (int i = 0; i < threads(); ++i) {
+      const int t = schedule == Schedule::LowestFirst ? i : threads() - 1 - i;
       if (state_[t] == State::Runnable) return t;
       all_done &= state_[t] == State::Done;
     }
@@ -150,21 +163,24 @@ inline Scheduler scheduler;
 
 // What the lanes of one warp exchange in a warp-wide instruction.
 struct Warp {
-  float value[kWarp];
+  double value[kWarp];
   uint32_t a[kWarp][4], b[kWarp][2];
   const void* row[kWarp];
 };
-inline Warp warps[kWarps];
+inline Warp warps[kMaxThreads / kWarp];
+
+// The block's dynamic shared memory (`extern __shared__` on the GPU).
+alignas(16) inline unsigned char dynamic_smem[228 * 1024];
 
 inline int lane() {
-  return static_cast<int>(thread_idx.x) % kWarp;
+  return linear_idx % kWarp;
 }
 inline Warp& warp() {
-  return warps[thread_idx.x / kWarp];
+  return warps[linear_idx / kWarp];
 }
 // Every lane of this thread's warp has reached this point.
 inline void warp_sync() {
-  scheduler.warp_barrier(static_cast<int>(thread_idx.x));
+  scheduler.warp_barrier(linear_idx);
 }
 
 inline float bf16_bits_to_float(uint32_t bits16) {
@@ -177,17 +193,55 @@ inline float bf16_bits_to_float(uint32_t bits16) {
 }  // namespace simt
 
 inline void __syncthreads() {
-  simt::scheduler.block_barrier(static_cast<int>(simt::thread_idx.x));
+  simt::scheduler.block_barrier(simt::linear_idx);
 }
 
-inline float __shfl_xor_sync(unsigned /*mask: all lanes take part*/, float x, int lane_mask) {
-  simt::Warp& w = simt::warp();
-  w.value[simt::lane()] = x;
+inline void __syncwarp(unsigned /*mask: all lanes take part*/ = 0xffffffffu) {
   simt::warp_sync();
-  const float r = w.value[simt::lane() ^ lane_mask];
+}
+
+// float, double or int: each is exact in the double the lanes exchange.
+template <typename T>
+T __shfl_xor_sync(unsigned /*mask: all lanes take part*/, T x, int lane_mask) {
+  simt::Warp& w = simt::warp();
+  w.value[simt::lane()] = static_cast<double>(x);
+  simt::warp_sync();
+  const T r = static_cast<T>(w.value[simt::lane() ^ lane_mask]);
   simt::warp_sync();
   return r;
 }
+
+// Threads run one at a time, so a plain read-modify-write is atomic.
+inline int atomicMax(int* address, int value) {
+  const int old = *address;
+  if (value > old) *address = value;
+  return old;
+}
+
+// The round-to-nearest intrinsics: each is one IEEE operation on the host too (the test builds
+// with -ffp-contract=off, so none is fused with its neighbour).
+inline float __fadd_rn(float a, float b) {
+  return a + b;
+}
+inline float __fsub_rn(float a, float b) {
+  return a - b;
+}
+inline float __fmul_rn(float a, float b) {
+  return a * b;
+}
+inline float __fdiv_rn(float a, float b) {
+  return a / b;
+}
+inline float __fsqrt_rn(float a) {
+  return std::sqrt(a);
+}
+
+namespace tessera::cuda {
+template <typename T>
+T* dynamic_shared_memory() {
+  return reinterpret_cast<T*>(simt::dynamic_smem);
+}
+}  // namespace tessera::cuda
 
 namespace tessera::ops::cuda {
 
@@ -265,26 +319,35 @@ inline void cp_async_wait_all() {
 
 namespace simt {
 
-// kernel<<<grid, kThreads>>>(args...): the blocks in order, each with kThreads std::threads run
-// one at a time by `scheduler`.
+// kernel<<<grid, block>>>(args...): the blocks in order, each with its threads run one at a time
+// by `scheduler`.
 template <typename... Params, typename... Args>
-void launch(void (*kernel)(Params...), dim3 grid, Args... args) {
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Args... args) {
+  const int n = static_cast<int>(block.x * block.y * block.z);
+  if (n < 1 || n > kMaxThreads) {
+    std::fprintf(stderr, "simt emulation: a block of %d threads (1 to %d)\n", n, kMaxThreads);
+    std::abort();
+  }
   grid_dim = grid;
-  for (unsigned y = 0; y < grid.y; ++y) {
-    for (unsigned x = 0; x < grid.x; ++x) {
-      scheduler.start();
-      std::vector<std::thread> threads;
-      for (unsigned t = 0; t < kThreads; ++t) {
-        threads.emplace_back([=] {
-          thread_idx = uint3{t, 0, 0};
-          block_idx = uint3{x, y, 0};
-          scheduler.wait_turn(static_cast<int>(t));
-          kernel(args...);
-          scheduler.finish(static_cast<int>(t));
-        });
+  block_dim = block;
+  for (unsigned z = 0; z < grid.z; ++z) {
+    for (unsigned y = 0; y < grid.y; ++y) {
+      for (unsigned x = 0; x < grid.x; ++x) {
+        scheduler.start(n);
+        std::vector<std::thread> threads;
+        for (int t = 0; t < n; ++t) {
+          threads.emplace_back([=] {
+            linear_idx = t;
+            thread_idx = uint3{t % block.x, t / block.x % block.y, t / (block.x * block.y)};
+            block_idx = uint3{x, y, z};
+            scheduler.wait_turn(t);
+            kernel(args...);
+            scheduler.finish(t);
+          });
+        }
+        scheduler.go();
+        for (std::thread& th : threads) th.join();
       }
-      scheduler.go();
-      for (std::thread& th : threads) th.join();
     }
   }
 }

@@ -21,11 +21,6 @@
 #include "core/ops/attention_bf16_kernels.cuh"
 #include "core/tensor.h"
 
-namespace tessera::ops::cuda::attention_bf16 {
-// The kernels' `extern __shared__` buffer: one block runs at a time.
-__attribute__((aligned(16))) unsigned char smem[128 * 1024];
-}  // namespace tessera::ops::cuda::attention_bf16
-
 namespace tessera {
 namespace {
 
@@ -83,7 +78,8 @@ Outputs run_kernels(const Inputs& in, int64_t T, simt::Schedule order) {
                   static_cast<unsigned>(B * H));
   std::vector<__nv_bfloat16> out(B * T * C);
   std::vector<float> lse(B * H * T), delta(B * H * T);
-  simt::launch(kernels::forward_kernel<HD>, grid, out.data(), lse.data(), qkv.data(), S, Hi, scale);
+  simt::launch(kernels::forward_kernel<HD>, grid, kernels::kThreads, out.data(), lse.data(),
+               qkv.data(), S, Hi, scale);
   for (int64_t b = 0; b < B; ++b)  // delta = rowsum(dout * out), attention_cuda.cu's first kernel
     for (int64_t t = 0; t < T; ++t)
       for (int64_t h = 0; h < H; ++h) {
@@ -95,12 +91,12 @@ Outputs run_kernels(const Inputs& in, int64_t T, simt::Schedule order) {
         delta[(b * H + h) * T + t] = sum;
       }
   std::vector<__nv_bfloat16> dqkv = in.dqkv0;
-  simt::launch(kernels::backward_dkdv_kernel<HD>, grid, dqkv.data(), qkv.data(), dout.data(),
-               static_cast<const float*>(lse.data()), static_cast<const float*>(delta.data()), S,
-               Hi, scale);
-  simt::launch(kernels::backward_dq_kernel<HD>, grid, dqkv.data(), qkv.data(), dout.data(),
-               static_cast<const float*>(lse.data()), static_cast<const float*>(delta.data()), S,
-               Hi, scale);
+  simt::launch(kernels::backward_dkdv_kernel<HD>, grid, kernels::kThreads, dqkv.data(), qkv.data(),
+               dout.data(), static_cast<const float*>(lse.data()),
+               static_cast<const float*>(delta.data()), S, Hi, scale);
+  simt::launch(kernels::backward_dq_kernel<HD>, grid, kernels::kThreads, dqkv.data(), qkv.data(),
+               dout.data(), static_cast<const float*>(lse.data()),
+               static_cast<const float*>(delta.data()), S, Hi, scale);
   return {out, dqkv, lse};
 }
 

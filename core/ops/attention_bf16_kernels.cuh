@@ -37,9 +37,13 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/cuda_device.cuh"
 #include "core/ops/attention_cuda.cuh"
 
 namespace tessera::ops::cuda::attention_bf16 {
+// Internal linkage, as the kernels had in their .cu files: each translation unit, a .cu file or
+// the CPU emulation's test, has its own copy.
+namespace {
 
 using bf16x1 = __nv_bfloat16;
 
@@ -205,7 +209,7 @@ __global__ void __launch_bounds__(kThreads)
     forward_kernel(bf16x1* out, float* lse, const bf16x1* qkv, int S, int H, float scale) {
   constexpr int LD = HD + kPad;
   static_assert(kBlockRows == kForwardKeys, "the diagonal tile is the block's own rows");
-  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* smem = ::tessera::cuda::dynamic_shared_memory<unsigned char>();
   bf16x1* q_s = reinterpret_cast<bf16x1*>(smem);  // [kBlockRows][LD]
   bf16x1* k_s = q_s + kBlockRows * LD;            // [kForwardKeys][LD]
   bf16x1* v_s = k_s + kForwardKeys * LD;          // [kForwardKeys][LD]
@@ -318,7 +322,7 @@ __global__ void __launch_bounds__(kThreads)
     backward_dkdv_kernel(bf16x1* dqkv, const bf16x1* qkv, const bf16x1* dout, const float* lse,
                          const float* delta, int S, int H, float scale) {
   constexpr int LD = HD + kPad, kCols = kBackwardCols;
-  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* smem = ::tessera::cuda::dynamic_shared_memory<unsigned char>();
   bf16x1* k_s = reinterpret_cast<bf16x1*>(smem);                       // [kBlockRows][LD]
   bf16x1* v_s = k_s + kBlockRows * LD;                                 // [kBlockRows][LD]
   bf16x1* q_buf = v_s + kBlockRows * LD;                               // [2][kCols][LD]
@@ -398,7 +402,7 @@ __global__ void __launch_bounds__(kThreads)
     backward_dq_kernel(bf16x1* dqkv, const bf16x1* qkv, const bf16x1* dout, const float* lse,
                        const float* delta, int S, int H, float scale) {
   constexpr int LD = HD + kPad, kCols = kBackwardCols;
-  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* smem = ::tessera::cuda::dynamic_shared_memory<unsigned char>();
   bf16x1* q_s = reinterpret_cast<bf16x1*>(smem);  // [kBlockRows][LD]
   bf16x1* do_s = q_s + kBlockRows * LD;           // [kBlockRows][LD]
   bf16x1* k_buf = do_s + kBlockRows * LD;         // [2][kCols][LD]
@@ -462,4 +466,5 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+}  // namespace
 }  // namespace tessera::ops::cuda::attention_bf16

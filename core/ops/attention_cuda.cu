@@ -100,7 +100,7 @@ __global__ void __launch_bounds__(kThreads)
     attention_forward_kernel(T* out, float* lse, const T* qkv, int S, int H, float scale) {
   constexpr int kLdK = HD + 1;
   constexpr int kCols = HD / 32;  // output columns per lane: lane + 32 j
-  extern __shared__ float smem[];
+  float* smem = ::tessera::cuda::dynamic_shared_memory<float>();
   float* q_s = smem;                // [kTile][HD], read by broadcast
   float* k_s = q_s + kTile * HD;    // [kTile][kLdK], lane c reads key row c
   float* v_s = k_s + kTile * kLdK;  // [kTile][HD], read by column
@@ -198,7 +198,7 @@ __global__ void __launch_bounds__(kThreads)
                                    const float* delta, int S, int H, float scale) {
   constexpr int kLd = HD + 1;
   constexpr int kCols = HD / 32;
-  extern __shared__ float smem[];
+  float* smem = ::tessera::cuda::dynamic_shared_memory<float>();
   float* k_s = smem;                   // [kTile][HD], read by broadcast
   float* v_s = k_s + kTile * HD;       // [kTile][HD], read by broadcast
   float* q_s = v_s + kTile * HD;       // [kTile][kLd], lane r reads query row r
@@ -272,7 +272,7 @@ __global__ void __launch_bounds__(kThreads)
                                  const float* delta, int S, int H, float scale) {
   constexpr int kLd = HD + 1;
   constexpr int kCols = HD / 32;
-  extern __shared__ float smem[];
+  float* smem = ::tessera::cuda::dynamic_shared_memory<float>();
   float* q_s = smem;                // [kTile][HD], read by broadcast
   float* do_s = q_s + kTile * HD;   // [kTile][HD], read by broadcast
   float* k_s = do_s + kTile * HD;   // [kTile][kLd], lane c reads key row c

@@ -1,14 +1,21 @@
 // What the elementwise CUDA kernels share (gelu_cuda.cu, cast_cuda.cu): each thread owns a pack
 // of kPack neighbouring elements, moved as one 16-byte (float) or 8-byte (bf16) access when
 // every pointer of the call is aligned for it, element by element otherwise and at the tail.
-// Values are handled in fp32 whatever the storage type. Included by *.cu files only.
+// Values are handled in fp32 whatever the storage type. Included by *.cu files and kernel
+// headers; under tests/simt_emulation.h without the add() launcher.
 #pragma once
 
 #include <cstdint>
 
+#include "core/cuda_device.cuh"
+#ifndef TESSERA_SIMT_EMULATION
 #include "core/cuda_common.cuh"
+#endif
 
 namespace tessera::cuda {
+// Internal linkage: each translation unit, a .cu file or the CPU emulation's test, has its own
+// copy.
+namespace {
 
 constexpr int kPack = 4;
 constexpr int kElementwiseThreads = 256;
@@ -77,6 +84,7 @@ __global__ void add_kernel(DOut* out, const DA* a, const DB* b, int64_t n, bool 
   store(out, x, i, n, packed);
 }
 
+#ifndef TESSERA_SIMT_EMULATION
 // add_kernel over n elements on the compute stream (device pointer types: see dev()).
 template <typename DOut, typename DA, typename DB>
 void add(DOut* out, const DA* a, const DB* b, int64_t n) {
@@ -85,5 +93,7 @@ void add(DOut* out, const DA* a, const DB* b, int64_t n) {
       out, a, b, n, packable(out, a, b));
   CHECK_LAUNCH();
 }
+#endif
 
+}  // namespace
 }  // namespace tessera::cuda

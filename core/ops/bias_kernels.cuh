@@ -1,0 +1,99 @@
+// The CUDA kernels of the linear layer's bias, as device code without launchers:
+// core/ops/matmul_cuda.cu launches them on the GPU, and tests/test_kernels_emulated.cpp runs the
+// same source on the CPU (include tests/simt_emulation.h first for that).
+#pragma once
+
+#include <cstdint>
+
+#include "core/cuda_device.cuh"
+#include "core/ops/cuda_elementwise.cuh"
+
+namespace tessera::ops::cuda::bias_kernels {
+// Internal linkage, as the kernels had in their .cu files: each translation unit, a .cu file or
+// the CPU emulation's test, has its own copy.
+namespace {
+
+using tessera::cuda::from_f32;
+using tessera::cuda::global_index;
+using tessera::cuda::kPack;
+using tessera::cuda::load;
+using tessera::cuda::to_f32;
+
+// out[m, n] = bias[n], or 0 without a bias: the product over an empty inner dimension.
+template <typename D>
+__global__ void fill_rows_kernel(D* out, const D* bias, int64_t M, int64_t N) {
+  const int64_t i = global_index();
+  if (i < M * N) out[i] = bias != nullptr ? bias[i % N] : from_f32<D>(0.0f);
+}
+
+// The bias gradient dbias[n] += sum_m dout[m, n], in two kernels with no atomics: the same bits
+// on every run. The first sums chunks of kBiasChunkRows rows of stripes of kBiasStripeColumns
+// columns into fp32 partials [chunks, N]; the second adds each column's chunks in chunk order.
+// At M = 8192, N = 768: 128 chunks x 6 stripes = 768 blocks.
+constexpr int kBiasThreads = 256;
+constexpr int kBiasChunkRows = 64;
+constexpr int kBiasStripePacks = 32;  // a warp across the stripe, one pack of columns each
+constexpr int kBiasStripeColumns = kBiasStripePacks * kPack;
+constexpr int kBiasRowLanes = kBiasThreads / kBiasStripePacks;
+// The finish: kBiasFinishColumns columns per block, each summed by kBiasChunkLanes threads down
+// the chunks. It is latency-bound, so many lanes, each with few loads (4 at M = 8192), even for
+// large M.
+constexpr int kBiasFinishColumns = 32;
+constexpr int kBiasChunkLanes = 32;
+static_assert(kBiasStripeColumns <= kBiasThreads, "one thread per stripe column adds the lanes");
+
+// Block (chunk, stripe): thread (x, y) sums the pack of kPack columns at stripe *
+// kBiasStripeColumns + x * kPack over the chunk's rows y, y + kBiasRowLanes, ... in order, then
+// thread t < kBiasStripeColumns adds column t's kBiasRowLanes sums in order. Every column of
+// every chunk is written once.
+template <typename D>
+__global__ void bias_backward_partials_kernel(float* partials, const D* dout, int64_t M, int64_t N,
+                                              bool packed) {
+  __shared__ float lane_sum[kBiasRowLanes][kBiasStripeColumns];
+  const int64_t chunk = blockIdx.x;
+  const int64_t row0 = chunk * kBiasChunkRows;
+  const int rows = static_cast<int>(M - row0 < kBiasChunkRows ? M - row0 : kBiasChunkRows);
+  const int64_t stripe0 = static_cast<int64_t>(blockIdx.y) * kBiasStripeColumns;
+  const int64_t n = stripe0 + threadIdx.x * kPack;
+  float sum[kPack] = {};
+  if (n < N) {
+    for (int i = threadIdx.y; i < rows; i += kBiasRowLanes) {
+      float g[kPack];
+      load(g, dout + (row0 + i) * N, n, N, packed);
+#pragma unroll
+      for (int k = 0; k < kPack; ++k) sum[k] += g[k];
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kPack; ++k) lane_sum[threadIdx.y][threadIdx.x * kPack + k] = sum[k];
+  __syncthreads();
+  const int t = threadIdx.y * kBiasStripePacks + threadIdx.x;
+  if (t >= kBiasStripeColumns || stripe0 + t >= N) return;
+  float total = 0.0f;
+  for (int y = 0; y < kBiasRowLanes; ++y) total += lane_sum[y][t];
+  partials[chunk * N + stripe0 + t] = total;
+}
+
+// dbias[n] += the sum over chunks of partials[chunk, n]: thread (x, y) of block b adds chunks
+// y, y + kBiasChunkLanes, ... of column n = b * kBiasFinishColumns + x in order, then thread
+// (x, 0) adds the kBiasChunkLanes sums in order.
+template <typename D>
+__global__ void bias_backward_finish_kernel(D* dbias, const float* partials, int64_t chunks,
+                                            int64_t N) {
+  __shared__ float lane_sum[kBiasChunkLanes][kBiasFinishColumns];
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * kBiasFinishColumns + threadIdx.x;
+  float sum = 0.0f;
+  if (n < N) {
+#pragma unroll 4
+    for (int64_t k = threadIdx.y; k < chunks; k += kBiasChunkLanes) sum += partials[k * N + n];
+  }
+  lane_sum[threadIdx.y][threadIdx.x] = sum;
+  __syncthreads();
+  if (threadIdx.y != 0 || n >= N) return;
+  float total = 0.0f;
+  for (int y = 0; y < kBiasChunkLanes; ++y) total += lane_sum[y][threadIdx.x];
+  dbias[n] = from_f32<D>(to_f32(dbias[n]) + total);
+}
+
+}  // namespace
+}  // namespace tessera::ops::cuda::bias_kernels

@@ -1,0 +1,508 @@
+// The CUDA kernels of the default training path (LayerNorm and its fused residual add, the bias
+// gradient, GELU and the residual kernels, the shared add, the AdamW updates and the optimizer's
+// sum of squares), their own source run on the CPU by tests/simt_emulation.h and held to their
+// CPU twins at the GPU tests' tolerances (tests/gpu_norm_test.cpp, tests/gpu_matmul_test.cpp),
+// in float32 and bfloat16, with the launch shapes their .cu launchers use. Every kernel runs
+// twice, the threads of each block in opposite orders, and must give the same bits: a race
+// between threads shows as a difference. The GPU tests run the same source on a GPU; these catch
+// index arithmetic, partial blocks and tails, and races without one.
+#include "tests/simt_emulation.h"
+// After the emulation: the kernels' source compiles for the host under it.
+#include "core/ops/adamw_kernels.cuh"
+#include "core/ops/bias_kernels.cuh"
+#include "core/ops/gelu_kernels.cuh"
+#include "core/ops/layernorm_kernels.cuh"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/ops/adamw.h"
+#include "core/ops/cast.h"
+#include "core/ops/gelu.h"
+#include "core/ops/layernorm.h"
+#include "core/tensor.h"
+#include "tests/bitwise.h"
+#include "tests/gpu_support.h"
+
+namespace tessera {
+namespace {
+
+using gpu_test::dtype_test_name;
+using gpu_test::expect_close;
+using gpu_test::random_host;
+using gpu_test::round_to_bf16;
+using simt::Schedule;
+using tessera::cuda::blocks_for;
+using tessera::cuda::kPack;
+using tessera::cuda::packable;
+using test_support::bitwise_equal;
+
+constexpr DType F32 = DType::F32;
+constexpr DType BF16 = DType::BF16;
+
+// Per element |kernel - cpu| <= atol + rtol |cpu|, as the GPU tests state and explain them.
+struct Tolerance {
+  double atol, rtol;
+};
+constexpr Tolerance kF32Output{1e-5, 1e-5};     // a few fp32 roundings in another order
+constexpr Tolerance kF32ColumnSum{1e-4, 1e-5};  // sums over ~100 rows in another order
+constexpr Tolerance kBf16Output{1e-3, 8e-3};    // one bf16 rounding, plus fp32 noise across it
+constexpr Tolerance kF32Gelu{1e-4, 1e-4};       // expf against the CPU's own exp
+constexpr Tolerance kBf16Gelu{2e-2, 2e-2};      // and one bf16 rounding
+// da = db: the kernel rounds da + dout to bf16 before adding dout again, the fp32 twin does not.
+constexpr Tolerance kBf16TwoRoundings{1e-2, 8e-3};
+constexpr double kSumOfSquaresRtol = 1e-12;  // only the order of double additions differs
+
+Tolerance output_tol(DType dt) {
+  return dt == F32 ? kF32Output : kBf16Output;
+}
+Tolerance column_sum_tol(DType dt) {
+  return dt == F32 ? kF32ColumnSum : kBf16Output;
+}
+void expect_within(const Tensor& kernel, const Tensor& cpu, Tolerance tol,
+                   const std::string& what) {
+  expect_close(ops::cast_to(kernel, F32), cpu, tol.atol, tol.rtol, what);
+}
+
+// Runs f with a value of the kernels' element type for dt: float or __nv_bfloat16.
+template <typename F>
+void with_element_type(DType dt, F&& f) {
+  if (dt == F32)
+    f(float{});
+  else
+    f(__nv_bfloat16{});
+}
+
+// A tensor's elements as a kernel sees them (BF16 and __nv_bfloat16 share the layout).
+template <typename D>
+D* elements(const Tensor& t) {
+  return static_cast<D*>(t.raw());
+}
+
+// N(mean, stddev) values from `seed` as a host F32 tensor holding what `dt` can store.
+Tensor random_stored(const Shape& shape, uint64_t seed, DType dt, double stddev = 1.0,
+                     double mean = 0.0) {
+  Tensor t = random_host(shape, seed, stddev);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] += static_cast<float>(mean);
+  return dt == BF16 ? round_to_bf16(t) : t;
+}
+// The value of a fp32 result once stored in dt.
+Tensor stored(const Tensor& f32, DType dt) {
+  return dt == BF16 ? round_to_bf16(f32) : f32;
+}
+
+// The tensor in dtype dt: exact for the values random_stored makes for dt.
+Tensor in_dtype(const Tensor& t, DType dt) {
+  return ops::cast_to(t, dt).clone();
+}
+
+// run() gives the kernels' outputs, fresh each call; it runs with the threads of each block in
+// either order, which must give the same bits. Returns the outputs of one of them.
+template <typename Run>
+std::vector<Tensor> run_both_orders(Run&& run, const std::vector<std::string>& names) {
+  simt::schedule = Schedule::HighestFirst;
+  const std::vector<Tensor> high = run();
+  simt::schedule = Schedule::LowestFirst;
+  std::vector<Tensor> low = run();
+  for (size_t i = 0; i < names.size(); ++i)
+    EXPECT_TRUE(bitwise_equal(low[i], high[i])) << names[i] << " depends on the thread order";
+  return low;
+}
+
+struct Matrix {
+  int64_t rows, columns;
+};
+std::string matrix_name(Matrix m) {
+  return std::to_string(m.rows) + " x " + std::to_string(m.columns);
+}
+// Rows that leave a partial block of 8 rows and a partial chunk of 64, columns below one warp,
+// not a multiple of the 4-element pack, and past one 128-column stripe with a partial second.
+const std::vector<Matrix> kMatrices = {{37, 100}, {9, 20}, {130, 136}, {70, 30}};
+
+class DtypeTest : public ::testing::TestWithParam<DType> {};
+
+// ---------------------------------------------------------------------------------------------
+// LayerNorm (core/ops/layernorm_kernels.cuh, launched as layernorm_cuda.cu launches them)
+
+namespace ln = ops::cuda::layernorm_kernels;
+
+class EmulatedLayerNorm : public DtypeTest {};
+
+TEST_P(EmulatedLayerNorm, ForwardAndFusedResidualForwardMatchTheCpu) {
+  const DType dt = GetParam();
+  uint64_t seed = 100;
+  for (const Matrix shape : kMatrices) {
+    SCOPED_TRACE(matrix_name(shape));
+    const int64_t N = shape.rows, C = shape.columns;
+    // A mean of 3 against a spread of 2: a one-pass variance would lose digits.
+    const Tensor a = random_stored({N, C}, seed += 10, dt, 2.0, 3.0);
+    const Tensor b = random_stored({N, C}, seed + 1, dt);
+    const Tensor weight = random_stored({C}, seed + 2, dt, 0.5, 1.0);
+    const Tensor bias = random_stored({C}, seed + 3, dt, 0.5);
+    const Tensor k_a = in_dtype(a, dt), k_b = in_dtype(b, dt);
+    const Tensor k_weight = in_dtype(weight, dt), k_bias = in_dtype(bias, dt);
+    const unsigned blocks = blocks_for(N, ln::kRowsPerBlock);
+    const std::vector<Tensor> got = run_both_orders(
+        [&] {
+          Tensor out({N, C}, dt), mean({N}, F32), rstd({N}, F32);
+          Tensor residual({N, C}, dt), out2({N, C}, dt), mean2({N}, F32), rstd2({N}, F32);
+          with_element_type(dt, [&](auto tag) {
+            using D = decltype(tag);
+            simt::launch(ln::layernorm_forward_kernel<D>, blocks, ln::kThreads, elements<D>(out),
+                         elements<float>(mean), elements<float>(rstd), elements<const D>(k_a),
+                         elements<const D>(k_weight), elements<const D>(k_bias), N, C);
+            simt::launch(ln::residual_layernorm_forward_kernel<D>, blocks, ln::kThreads,
+                         elements<D>(residual), elements<D>(out2), elements<float>(mean2),
+                         elements<float>(rstd2), elements<const D>(k_a), elements<const D>(k_b),
+                         elements<const D>(k_weight), elements<const D>(k_bias), N, C);
+          });
+          return std::vector<Tensor>{out, mean, rstd, residual, out2, mean2, rstd2};
+        },
+        {"out", "mean", "rstd", "residual", "fused out", "fused mean", "fused rstd"});
+
+    Tensor out({N, C}, F32), mean({N}, F32), rstd({N}, F32);
+    ops::layernorm_forward(out, mean, rstd, a, weight, bias);
+    expect_within(got[0], out, output_tol(dt), "out");
+    expect_within(got[1], mean, kF32Output, "mean");
+    expect_within(got[2], rstd, kF32Output, "rstd");
+
+    // The fused kernel normalises the residual as stored, so the twin normalises the stored sum.
+    Tensor sum({N, C}, F32);
+    ops::residual_forward(sum, a, b);
+    const Tensor residual = stored(sum, dt);
+    Tensor out2({N, C}, F32), mean2({N}, F32), rstd2({N}, F32);
+    ops::layernorm_forward(out2, mean2, rstd2, residual, weight, bias);
+    expect_within(got[3], residual, {0, 0}, "residual");
+    expect_within(got[4], out2, output_tol(dt), "fused out");
+    expect_within(got[5], mean2, kF32Output, "fused mean");
+    expect_within(got[6], rstd2, kF32Output, "fused rstd");
+  }
+}
+
+TEST_P(EmulatedLayerNorm, BackwardAddsIntoNonZeroGradientsLikeTheCpu) {
+  const DType dt = GetParam();
+  uint64_t seed = 200;
+  for (const Matrix shape : kMatrices) {
+    SCOPED_TRACE(matrix_name(shape));
+    const int64_t N = shape.rows, C = shape.columns;
+    const Tensor inp = random_stored({N, C}, seed += 10, dt, 2.0, 3.0);
+    const Tensor weight = random_stored({C}, seed + 1, dt, 0.5, 1.0);
+    const Tensor bias = random_stored({C}, seed + 2, dt, 0.5);
+    const Tensor dout = random_stored({N, C}, seed + 3, dt);
+    const Tensor dinp0 = random_stored({N, C}, seed + 4, dt);
+    const Tensor dweight0 = random_stored({C}, seed + 5, dt);
+    const Tensor dbias0 = random_stored({C}, seed + 6, dt);
+    // The statistics a forward saved, from the CPU twin: the backward is what is tested here.
+    Tensor out({N, C}, F32), mean({N}, F32), rstd({N}, F32);
+    ops::layernorm_forward(out, mean, rstd, inp, weight, bias);
+
+    const Tensor k_inp = in_dtype(inp, dt), k_weight = in_dtype(weight, dt);
+    const Tensor k_dout = in_dtype(dout, dt);
+    const int64_t chunks = (N + ln::kChunkRows - 1) / ln::kChunkRows;
+    const std::vector<Tensor> got = run_both_orders(
+        [&] {
+          Tensor dinp = in_dtype(dinp0, dt), dweight = in_dtype(dweight0, dt);
+          Tensor dbias = in_dtype(dbias0, dt);
+          Tensor partials({2, chunks, C}, F32);
+          float* dweight_part = elements<float>(partials);
+          float* dbias_part = dweight_part + chunks * C;
+          with_element_type(dt, [&](auto tag) {
+            using D = decltype(tag);
+            const D* dy = elements<const D>(k_dout);
+            const D* x = elements<const D>(k_inp);
+            const D* w = elements<const D>(k_weight);
+            simt::launch(ln::layernorm_backward_dinp_kernel<D>, blocks_for(N, ln::kRowsPerBlock),
+                         ln::kThreads, elements<D>(dinp), dy, x, w, elements<const float>(mean),
+                         elements<const float>(rstd), N, C,
+                         C % kPack == 0 && packable(elements<D>(dinp), dy, x, w));
+            simt::launch(ln::layernorm_param_partials_kernel<D>,
+                         dim3(static_cast<unsigned>(chunks), blocks_for(C, ln::kStripeColumns)),
+                         dim3(ln::kStripePacks, ln::kRowLanes), dweight_part, dbias_part, dy, x,
+                         elements<const float>(mean), elements<const float>(rstd), N, C,
+                         C % kPack == 0 && packable(dy, x));
+            simt::launch(ln::layernorm_param_finish_kernel<D>, blocks_for(C, ln::kWarp),
+                         dim3(ln::kWarp, ln::kChunkLanes), elements<D>(dweight), elements<D>(dbias),
+                         static_cast<const float*>(dweight_part),
+                         static_cast<const float*>(dbias_part), chunks, C);
+          });
+          return std::vector<Tensor>{dinp, dweight, dbias};
+        },
+        {"dinp", "dweight", "dbias"});
+
+    Tensor dinp = dinp0.clone(), dweight = dweight0.clone(), dbias = dbias0.clone();
+    ops::layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd);
+    expect_within(got[0], dinp, output_tol(dt), "dinp");
+    expect_within(got[1], dweight, column_sum_tol(dt), "dweight");
+    expect_within(got[2], dbias, column_sum_tol(dt), "dbias");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, EmulatedLayerNorm, ::testing::Values(F32, BF16), dtype_test_name);
+
+// ---------------------------------------------------------------------------------------------
+// The linear layer's bias (core/ops/bias_kernels.cuh, launched as matmul_cuda.cu launches them)
+
+namespace bk = ops::cuda::bias_kernels;
+
+class EmulatedBias : public DtypeTest {};
+
+// dbias[n] += sum_m dout[m, n]: against the column sums in double, added to a non-zero start.
+TEST_P(EmulatedBias, BackwardAddsTheColumnSums) {
+  const DType dt = GetParam();
+  uint64_t seed = 300;
+  for (const Matrix shape : kMatrices) {
+    SCOPED_TRACE(matrix_name(shape));
+    const int64_t M = shape.rows, N = shape.columns;
+    const Tensor dout = random_stored({M, N}, seed += 10, dt);
+    const Tensor dbias0 = random_stored({N}, seed + 1, dt);
+    const Tensor k_dout = in_dtype(dout, dt);
+    const int64_t chunks = (M + bk::kBiasChunkRows - 1) / bk::kBiasChunkRows;
+    const std::vector<Tensor> got = run_both_orders(
+        [&] {
+          Tensor dbias = in_dtype(dbias0, dt), partials({chunks, N}, F32);
+          with_element_type(dt, [&](auto tag) {
+            using D = decltype(tag);
+            const D* dy = elements<const D>(k_dout);
+            simt::launch(bk::bias_backward_partials_kernel<D>,
+                         dim3(static_cast<unsigned>(chunks), blocks_for(N, bk::kBiasStripeColumns)),
+                         dim3(bk::kBiasStripePacks, bk::kBiasRowLanes), elements<float>(partials),
+                         dy, M, N, N % kPack == 0 && packable(dy));
+            simt::launch(bk::bias_backward_finish_kernel<D>, blocks_for(N, bk::kBiasFinishColumns),
+                         dim3(bk::kBiasFinishColumns, bk::kBiasChunkLanes), elements<D>(dbias),
+                         elements<const float>(partials), chunks, N);
+          });
+          return std::vector<Tensor>{dbias};
+        },
+        {"dbias"});
+    Tensor want({N}, F32);
+    for (int64_t n = 0; n < N; ++n) {
+      double sum = dbias0.data<float>()[n];
+      for (int64_t m = 0; m < M; ++m) sum += dout.data<float>()[m * N + n];
+      want.data<float>()[n] = static_cast<float>(sum);
+    }
+    expect_within(got[0], want, column_sum_tol(dt), "dbias");
+  }
+}
+
+// The product over an empty inner dimension: every row is the bias, or zeros without one.
+TEST_P(EmulatedBias, FillRowsWritesTheBiasOrZeros) {
+  const DType dt = GetParam();
+  const int64_t M = 7, N = 45;
+  const Tensor bias = random_stored({N}, 310, dt);
+  const Tensor k_bias = in_dtype(bias, dt);
+  constexpr int kThreads = 256;  // as matmul_cuda.cu launches it
+  const std::vector<Tensor> got = run_both_orders(
+      [&] {
+        Tensor with_bias = in_dtype(random_stored({M, N}, 311, dt), dt);  // stale values
+        Tensor without = in_dtype(random_stored({M, N}, 312, dt), dt);
+        with_element_type(dt, [&](auto tag) {
+          using D = decltype(tag);
+          simt::launch(bk::fill_rows_kernel<D>, blocks_for(M * N, kThreads), kThreads,
+                       elements<D>(with_bias), elements<const D>(k_bias), M, N);
+          simt::launch(bk::fill_rows_kernel<D>, blocks_for(M * N, kThreads), kThreads,
+                       elements<D>(without), static_cast<const D*>(nullptr), M, N);
+        });
+        return std::vector<Tensor>{with_bias, without};
+      },
+      {"with a bias", "without"});
+  Tensor rows({M, N}, F32), zeros({M, N}, F32);
+  for (int64_t i = 0; i < M * N; ++i) rows.data<float>()[i] = bias.data<float>()[i % N];
+  expect_within(got[0], rows, {0, 0}, "rows of the bias");
+  expect_within(got[1], zeros, {0, 0}, "zeros");
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, EmulatedBias, ::testing::Values(F32, BF16), dtype_test_name);
+
+// ---------------------------------------------------------------------------------------------
+// GELU, the residual backward and the shared add (core/ops/gelu_kernels.cuh,
+// core/ops/cuda_elementwise.cuh, launched as gelu_cuda.cu and cast_cuda.cu launch them)
+
+namespace gk = ops::cuda::gelu_kernels;
+
+class EmulatedElementwise : public DtypeTest {};
+
+TEST_P(EmulatedElementwise, GeluResidualAndAddMatchTheCpu) {
+  const DType dt = GetParam();
+  // Whole packs, a tail, a tail only; and whole packs taken element by element (outputs one
+  // element past an aligned address).
+  struct Case {
+    int64_t n;
+    bool misaligned;
+  };
+  uint64_t seed = 400;
+  for (const Case c : {Case{1024, false}, Case{1001, false}, Case{3, false}, Case{1001, true}}) {
+    SCOPED_TRACE(std::to_string(c.n) + (c.misaligned ? " elements, misaligned" : " elements"));
+    const int64_t n = c.n, skip = c.misaligned ? 1 : 0;
+    const Tensor x = random_stored({n}, seed += 10, dt, 3.0);
+    const Tensor dout = random_stored({n}, seed + 1, dt);
+    const Tensor da0 = random_stored({n}, seed + 2, dt), db0 = random_stored({n}, seed + 3, dt);
+    const Tensor k_x = in_dtype(x, dt), k_dout = in_dtype(dout, dt);
+    // The elements [skip, skip + n) of a buffer of n + 1.
+    const auto slice = [&](const Tensor& buffer) {
+      Tensor r({n}, dt);
+      std::memcpy(r.raw(), static_cast<const char*>(buffer.raw()) + skip * dtype_size(dt),
+                  r.bytes());
+      return r;
+    };
+    const std::vector<Tensor> got = run_both_orders(
+        [&] {
+          Tensor out({n + 1}, dt), dinp({n + 1}, dt), sum({n + 1}, dt);
+          Tensor da = in_dtype(da0, dt), db = in_dtype(db0, dt), both = in_dtype(da0, dt);
+          Tensor acc = in_dtype(da0, F32);  // cast_cuda.cu's accumulate: f32 += dt
+          with_element_type(dt, [&](auto tag) {
+            using D = decltype(tag);
+            D* o = elements<D>(out) + skip;
+            D* di = elements<D>(dinp) + skip;
+            D* s = elements<D>(sum) + skip;
+            const D* xp = elements<const D>(k_x);
+            const D* dy = elements<const D>(k_dout);
+            const unsigned blocks = tessera::cuda::blocks_for_packs(n);
+            const int threads = tessera::cuda::kElementwiseThreads;
+            simt::launch(gk::gelu_forward_kernel<D>, blocks, threads, o, xp, n, packable(o, xp));
+            simt::launch(gk::gelu_backward_kernel<D>, blocks, threads, di, dy, xp, n,
+                         packable(di, dy, xp));
+            simt::launch(gk::residual_backward_kernel<D>, blocks, threads, elements<D>(da),
+                         elements<D>(db), dy, n, packable(elements<D>(da), elements<D>(db), dy));
+            simt::launch(gk::residual_backward_kernel<D>, blocks, threads, elements<D>(both),
+                         elements<D>(both), dy, n, packable(elements<D>(both), dy));
+            simt::launch(tessera::cuda::add_kernel<D, D, D>, blocks, threads, s, xp, dy, n,
+                         packable(s, xp, dy));
+            simt::launch(tessera::cuda::add_kernel<float, float, D>, blocks, threads,
+                         elements<float>(acc), elements<const float>(acc), dy, n,
+                         packable(elements<float>(acc), dy));
+          });
+          return std::vector<Tensor>{slice(out), slice(dinp), da, db, both, slice(sum), acc};
+        },
+        {"gelu", "gelu backward", "da", "db", "da = db", "add", "f32 += add"});
+
+    Tensor gelu({n}, F32), dinp({n}, F32), sum({n}, F32), acc({n}, F32);
+    ops::gelu_forward(gelu, x);
+    ops::gelu_backward(dinp, dout, x);
+    ops::residual_forward(sum, x, dout);
+    ops::residual_forward(acc, da0, dout);
+    Tensor da = da0.clone(), db = db0.clone(), both = da0.clone();
+    ops::residual_backward(da, db, dout);
+    ops::residual_backward(both, both, dout);
+    const Tolerance gelu_tol = dt == F32 ? kF32Gelu : kBf16Gelu;
+    expect_within(got[0], gelu, gelu_tol, "gelu");
+    expect_within(got[1], dinp, gelu_tol, "gelu backward");
+    // Sums of two stored values, added in fp32 and rounded once to dt, as the CPU adds them.
+    expect_within(got[2], stored(da, dt), {0, 0}, "da");
+    expect_within(got[3], stored(db, dt), {0, 0}, "db");
+    expect_within(got[4], both, dt == F32 ? Tolerance{0, 0} : kBf16TwoRoundings, "da = db");
+    expect_within(got[5], stored(sum, dt), {0, 0}, "add");
+    expect_within(got[6], acc, {0, 0}, "f32 += add");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, EmulatedElementwise, ::testing::Values(F32, BF16),
+                         dtype_test_name);
+
+// ---------------------------------------------------------------------------------------------
+// AdamW and the optimizer's sum of squares (core/ops/adamw_kernels.cuh, launched as
+// adamw_cuda.cu launches them)
+
+namespace ak = ops::cuda::adamw_kernels;
+
+class EmulatedOptimizer : public DtypeTest {};
+
+// The mixed update, with a float32 or bfloat16 gradient, over five steps with weight decay: the
+// bits of the CPU's mixed AdamW, since the kernel rounds every operation to nearest in the CPU
+// loop's order, from the same factors.
+TEST_P(EmulatedOptimizer, MixedAdamWGivesTheBitsOfTheCpuUpdate) {
+  const DType grad_dt = GetParam();
+  const int64_t n = 1000;  // a partial last block of 256
+  Tensor master = random_host({n}, 500), exp_avg({n}, F32), exp_avg_sq({n}, F32);
+  Tensor value = in_dtype(random_host({n}, 501), BF16);  // stale: the update must overwrite it
+  Tensor k_master = master.clone(), k_exp_avg({n}, F32), k_exp_avg_sq({n}, F32);
+  Tensor k_value = value.clone();
+  ops::AdamWStep s;
+  s.lr = 1e-2;
+  s.weight_decay = 0.1;
+  for (s.t = 1; s.t <= 5; ++s.t) {
+    const Tensor grad =
+        in_dtype(random_stored({n}, 510 + static_cast<uint64_t>(s.t), grad_dt), grad_dt);
+    ops::adamw_update_mixed(master, value, grad, exp_avg, exp_avg_sq, s);
+    const std::vector<Tensor> got = run_both_orders(
+        [&] {
+          Tensor m = k_master.clone(), v = k_value.clone();
+          Tensor avg = k_exp_avg.clone(), avg_sq = k_exp_avg_sq.clone();
+          with_element_type(grad_dt, [&](auto tag) {
+            using G = decltype(tag);
+            simt::launch(ak::adamw_mixed_kernel<G>, blocks_for(n, ak::kThreads), ak::kThreads,
+                         elements<float>(m), elements<__nv_bfloat16>(v), elements<const G>(grad),
+                         elements<float>(avg), elements<float>(avg_sq), n, ak::factors_of(s));
+          });
+          return std::vector<Tensor>{m, v, avg, avg_sq};
+        },
+        {"master", "value", "exp_avg", "exp_avg_sq"});
+    k_master = got[0];
+    k_value = got[1];
+    k_exp_avg = got[2];
+    k_exp_avg_sq = got[3];
+  }
+  EXPECT_TRUE(bitwise_equal(k_master, master)) << "master";
+  EXPECT_TRUE(bitwise_equal(k_value, value)) << "value";
+  EXPECT_TRUE(bitwise_equal(k_exp_avg, exp_avg)) << "exp_avg";
+  EXPECT_TRUE(bitwise_equal(k_exp_avg_sq, exp_avg_sq)) << "exp_avg_sq";
+}
+
+// Block partials from a grid-stride loop, then one block of kSumMaxBlocks threads adding them,
+// as queue_sum_of_squares launches them: against the CPU's double sum, for n below one block
+// and over several with a partial last one. (n past kThreads x kSumMaxBlocks, where threads
+// loop, would start a quarter of a million emulated threads.)
+TEST_P(EmulatedOptimizer, SumOfSquaresMatchesTheCpu) {
+  const DType dt = GetParam();
+  for (const int64_t n : {int64_t{5}, int64_t{4000}}) {
+    SCOPED_TRACE(std::to_string(n) + " elements");
+    const Tensor x = in_dtype(random_stored({n}, 540 + static_cast<uint64_t>(n), dt, 2.0), dt);
+    const int blocks = static_cast<int>(
+        std::min<int64_t>(static_cast<int64_t>(blocks_for(n, ak::kThreads)), ak::kSumMaxBlocks));
+    const std::vector<Tensor> got = run_both_orders(
+        [&] {
+          Tensor partial({ak::kSumMaxBlocks}, DType::F64), result({1}, DType::F64);
+          with_element_type(dt, [&](auto tag) {
+            using D = decltype(tag);
+            simt::launch(ak::sum_of_squares_partials_kernel<D>, blocks, ak::kThreads,
+                         elements<double>(partial), elements<const D>(x), n);
+          });
+          simt::launch(ak::sum_partials_kernel, 1, ak::kSumMaxBlocks, elements<double>(result),
+                       elements<const double>(partial), blocks);
+          return std::vector<Tensor>{result};
+        },
+        {"sum"});
+    const double want = ops::sum_of_squares(x);
+    EXPECT_NEAR(got[0].data<double>()[0], want, kSumOfSquaresRtol * want);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, EmulatedOptimizer, ::testing::Values(F32, BF16), dtype_test_name);
+
+// The float32 update: the same bits as the CPU's.
+TEST(EmulatedAdamW, Float32UpdateGivesTheBitsOfTheCpuUpdate) {
+  const int64_t n = 700;
+  Tensor param = random_host({n}, 520), exp_avg({n}, F32), exp_avg_sq({n}, F32);
+  Tensor k_param = param.clone(), k_exp_avg({n}, F32), k_exp_avg_sq({n}, F32);
+  ops::AdamWStep s;
+  s.lr = 1e-2;
+  s.weight_decay = 0.1;
+  for (s.t = 1; s.t <= 3; ++s.t) {
+    const Tensor grad = random_host({n}, 530 + static_cast<uint64_t>(s.t));
+    ops::adamw_update(param, grad, exp_avg, exp_avg_sq, s);
+    simt::launch(ak::adamw_kernel, blocks_for(n, ak::kThreads), ak::kThreads,
+                 elements<float>(k_param), elements<const float>(grad), elements<float>(k_exp_avg),
+                 elements<float>(k_exp_avg_sq), n, ak::factors_of(s));
+  }
+  EXPECT_TRUE(bitwise_equal(k_param, param)) << "param";
+  EXPECT_TRUE(bitwise_equal(k_exp_avg, exp_avg)) << "exp_avg";
+  EXPECT_TRUE(bitwise_equal(k_exp_avg_sq, exp_avg_sq)) << "exp_avg_sq";
+}
+
+}  // namespace
+}  // namespace tessera
