@@ -10,6 +10,7 @@
 // After the emulation: the kernels' source compiles for the host under it.
 #include "core/ops/adamw_kernels.cuh"
 #include "core/ops/bias_kernels.cuh"
+#include "core/ops/cross_entropy_kernels.cuh"
 #include "core/ops/gelu_kernels.cuh"
 #include "core/ops/layernorm_kernels.cuh"
 
@@ -18,15 +19,18 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "core/ops/adamw.h"
 #include "core/ops/cast.h"
+#include "core/ops/cross_entropy.h"
 #include "core/ops/gelu.h"
 #include "core/ops/layernorm.h"
 #include "core/tensor.h"
+#include "parallel/local_communicator.h"
 #include "tests/bitwise.h"
 #include "tests/gpu_support.h"
 
@@ -482,7 +486,153 @@ TEST_P(EmulatedOptimizer, SumOfSquaresMatchesTheCpu) {
   }
 }
 
+// x *= alpha (rounded to float as the launcher rounds it): the CPU's product, rounded to dt.
+TEST_P(EmulatedOptimizer, ScaleMatchesTheCpuExactly) {
+  const DType dt = GetParam();
+  const int64_t n = 1001;
+  const Tensor x = random_stored({n}, 550, dt);
+  const double alpha = 0.3;
+  const std::vector<Tensor> got = run_both_orders(
+      [&] {
+        Tensor k_x = in_dtype(x, dt);
+        with_element_type(dt, [&](auto tag) {
+          using D = decltype(tag);
+          simt::launch(ak::scale_kernel<D>, blocks_for(n, ak::kThreads), ak::kThreads,
+                       elements<D>(k_x), n, static_cast<float>(alpha));
+        });
+        return std::vector<Tensor>{k_x};
+      },
+      {"x"});
+  Tensor want = x.clone();
+  ops::scale(want, alpha);
+  expect_within(got[0], stored(want, dt), {0, 0}, "alpha x");
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, EmulatedOptimizer, ::testing::Values(F32, BF16), dtype_test_name);
+
+// ---------------------------------------------------------------------------------------------
+// Cross-entropy (core/ops/cross_entropy_kernels.cuh, launched as cross_entropy_cuda.cu launches
+// them, in the order the op runs them on one rank: row max, partials, finish; then backward)
+
+namespace ce = ops::cuda::cross_entropy_kernels;
+
+// The GPU tests' tolerances: losses and lse in fp32 from the same logits; dlogits an fp32 exp,
+// then for bf16 one rounding.
+constexpr Tolerance kLoss{1e-5, 1e-5};
+constexpr Tolerance kDlogitsF32{1e-6, 1e-5};
+constexpr Tolerance kDlogitsBf16{1e-6, 8e-3};
+
+struct CrossEntropyRun {
+  Tensor losses, lse, dlogits, in_place, first_bad;
+};
+
+// Every phase over logits[M, V], this shard's vocabulary [vocab_start, vocab_start + V); the
+// targets past vocab_end (when it is not negative) or below 0 are flagged in first_bad.
+CrossEntropyRun run_cross_entropy(const Tensor& logits, const Tensor& targets,
+                                  const Tensor& dlosses, int64_t vocab_start, int64_t vocab_end) {
+  const int64_t M = logits.size(0), V = logits.size(1);
+  const DType dt = logits.dtype();
+  CrossEntropyRun r{Tensor({M}, F32), Tensor({M}, F32), Tensor({M, V}, dt), logits.clone(),
+                    Tensor({1}, DType::I32)};
+  Tensor row_max({M}, F32), sumexp({M}, DType::F64), target_logit({M}, DType::F64);
+  const int32_t* t = elements<const int32_t>(targets);
+  const float* gmax = elements<const float>(row_max);  // one rank: the global max is its own
+  const unsigned rows = static_cast<unsigned>(M);
+  with_element_type(dt, [&](auto tag) {
+    using D = decltype(tag);
+    const D* x = elements<const D>(logits);
+    simt::launch(ce::cross_entropy_row_max_kernel<D>, rows, ce::kThreads, elements<float>(row_max),
+                 x, V);
+    simt::launch(ce::cross_entropy_partials_kernel<D>, rows, ce::kThreads, elements<double>(sumexp),
+                 elements<double>(target_logit), elements<int32_t>(r.first_bad), x, gmax, t, M, V,
+                 vocab_start, vocab_end);
+    simt::launch(ce::cross_entropy_finish_kernel, blocks_for(M, ce::kThreads), ce::kThreads,
+                 elements<float>(r.losses), elements<float>(r.lse), gmax,
+                 elements<const double>(sumexp), elements<const double>(target_logit), M);
+    const auto backward = [&](const Tensor& dlogits, const Tensor& from) {
+      simt::launch(ce::cross_entropy_backward_kernel<D>, rows, ce::kThreads, elements<D>(dlogits),
+                   elements<const float>(dlosses), elements<const D>(from),
+                   elements<const float>(r.lse), t, V, vocab_start);
+    };
+    backward(r.dlogits, logits);
+    backward(r.in_place, r.in_place);  // dlogits may be the logits themselves
+  });
+  return r;
+}
+
+Tensor random_targets(int64_t M, int64_t vocab, uint64_t seed) {
+  Tensor t({M}, DType::I32);
+  std::mt19937_64 rng(seed);
+  for (int64_t m = 0; m < M; ++m)
+    t.data<int32_t>()[m] = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
+  return t;
+}
+
+class EmulatedCrossEntropy : public DtypeTest {};
+
+// Shard [700, 1700) of a 3000-token vocabulary: targets on it and off it.
+TEST_P(EmulatedCrossEntropy, ShardWithOffShardTargetsMatchesTheCpu) {
+  const DType dt = GetParam();
+  const int64_t M = 9, V = 1000, vocab_start = 700;
+  const Tensor logits = random_stored({M, V}, 600, dt, 3.0);
+  const Tensor targets = random_targets(M, 3000, 601);
+  const Tensor dlosses = random_host({M}, 602);
+  int64_t on = 0;
+  for (int64_t m = 0; m < M; ++m) {
+    const int32_t t = targets.data<int32_t>()[m];
+    on += t >= vocab_start && t < vocab_start + V;
+  }
+  ASSERT_GT(on, 0);
+  ASSERT_LT(on, M);
+  const Tensor k_logits = in_dtype(logits, dt);
+  const std::vector<Tensor> got = run_both_orders(
+      [&] {
+        const CrossEntropyRun r = run_cross_entropy(k_logits, targets, dlosses, vocab_start, -1);
+        return std::vector<Tensor>{r.losses, r.lse, r.dlogits, r.in_place, r.first_bad};
+      },
+      {"losses", "lse", "dlogits", "dlogits in place", "first bad row"});
+
+  LocalCommunicator tp("tp");
+  Tensor x({M, V}, DType::F64), dl({M}, DType::F64);
+  copy_into(x, logits);
+  copy_into(dl, dlosses);
+  Tensor losses({M}, DType::F64), lse({M}, DType::F64), dlogits({M, V}, DType::F64);
+  ops::cross_entropy_forward(losses, lse, x, targets, vocab_start, tp);
+  ops::cross_entropy_backward(dlogits, dl, x, lse, targets, vocab_start);
+  const auto as_f32 = [](const Tensor& f64) {
+    Tensor r(f64.shape(), F32);
+    copy_into(r, f64);
+    return r;
+  };
+  expect_within(got[0], as_f32(losses), kLoss, "losses");
+  expect_within(got[1], as_f32(lse), kLoss, "lse");
+  expect_within(got[2], as_f32(dlogits), dt == F32 ? kDlogitsF32 : kDlogitsBf16, "dlogits");
+  EXPECT_TRUE(bitwise_equal(got[3], got[2])) << "dlogits in place over the logits";
+  EXPECT_EQ(got[4].data<int32_t>()[0], 0) << "no target is out of range";
+}
+
+// first_bad = M - (the first bad row): a negative target anywhere, one past the vocabulary when
+// the shard holds all of it.
+TEST_P(EmulatedCrossEntropy, FlagsTheFirstRowWithATargetOutOfRange) {
+  const DType dt = GetParam();
+  const int64_t M = 9, V = 300;
+  const Tensor logits = in_dtype(random_stored({M, V}, 610, dt), dt);
+  const Tensor dlosses = random_host({M}, 611);
+  Tensor targets = random_targets(M, V, 612);
+  targets.data<int32_t>()[5] = static_cast<int32_t>(V);
+  targets.data<int32_t>()[7] = -1;
+  const std::vector<Tensor> got = run_both_orders(
+      [&] {
+        return std::vector<Tensor>{run_cross_entropy(logits, targets, dlosses, 0, V).first_bad,
+                                   run_cross_entropy(logits, targets, dlosses, 0, -1).first_bad};
+      },
+      {"first bad row", "first bad row of a shard"});
+  EXPECT_EQ(got[0].data<int32_t>()[0], M - 5) << "target V in row 5";
+  EXPECT_EQ(got[1].data<int32_t>()[0], M - 7) << "target -1 in row 7 (V may be on another shard)";
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, EmulatedCrossEntropy, ::testing::Values(F32, BF16),
+                         dtype_test_name);
 
 // The float32 update: the same bits as the CPU's.
 TEST(EmulatedAdamW, Float32UpdateGivesTheBitsOfTheCpuUpdate) {
