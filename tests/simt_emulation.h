@@ -73,8 +73,10 @@ inline Schedule schedule = Schedule::LowestFirst;
 // ends. Its state is touched under the mutex only.
 class Scheduler {
  public:
-  // Before a block's n threads start; then go() lets the first one run.
-  void start(int n) {
+  // Before a launch's n threads start, for `blocks` blocks run one after another by the same
+  // threads; then go() lets the first thread of the first block run.
+  void start(int n, int64_t blocks) {
+    blocks_left_ = blocks;
     state_.assign(n, State::Runnable);
     turn_.clear();
     for (int t = 0; t < n; ++t) turn_.push_back(std::make_unique<std::binary_semaphore>(0));
@@ -84,6 +86,7 @@ class Scheduler {
 
   void block_barrier(int me) { arrive(me, State::AtBlockBarrier); }
   void warp_barrier(int me) { arrive(me, State::AtWarpBarrier); }
+  // `me` is done with this block. When every thread is, the next block starts.
   void finish(int me) {
     int successor;
     {
@@ -91,6 +94,10 @@ class Scheduler {
       state_[me] = State::Done;
       release_barriers(me);
       successor = next();
+      if (successor < 0 && --blocks_left_ > 0) {
+        state_.assign(state_.size(), State::Runnable);
+        successor = next();
+      }
     }
     release(successor);
   }
@@ -156,6 +163,7 @@ class Scheduler {
   }
 
   std::mutex mutex_;
+  int64_t blocks_left_ = 0;
   std::vector<State> state_;
   std::vector<std::unique_ptr<std::binary_semaphore>> turn_;
 };
@@ -319,8 +327,8 @@ inline void cp_async_wait_all() {
 
 namespace simt {
 
-// kernel<<<grid, block>>>(args...): the blocks in order, each with its threads run one at a time
-// by `scheduler`.
+// kernel<<<grid, block>>>(args...): the blocks in order (x fastest), each with its threads run one
+// at a time by `scheduler`.
 template <typename... Params, typename... Args>
 void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Args... args) {
   const int n = static_cast<int>(block.x * block.y * block.z);
@@ -330,26 +338,28 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Args... args) {
   }
   grid_dim = grid;
   block_dim = block;
-  for (unsigned z = 0; z < grid.z; ++z) {
-    for (unsigned y = 0; y < grid.y; ++y) {
-      for (unsigned x = 0; x < grid.x; ++x) {
-        scheduler.start(n);
-        std::vector<std::thread> threads;
-        for (int t = 0; t < n; ++t) {
-          threads.emplace_back([=] {
-            linear_idx = t;
-            thread_idx = uint3{t % block.x, t / block.x % block.y, t / (block.x * block.y)};
-            block_idx = uint3{x, y, z};
-            scheduler.wait_turn(t);
-            kernel(args...);
-            scheduler.finish(t);
-          });
-        }
-        scheduler.go();
-        for (std::thread& th : threads) th.join();
+  const int64_t blocks = int64_t{grid.x} * grid.y * grid.z;
+  if (blocks == 0) return;
+  scheduler.start(n, blocks);
+  // Each thread runs its part of every block, in order; the scheduler starts a block when the
+  // last thread has finished the one before.
+  std::vector<std::thread> threads;
+  for (int t = 0; t < n; ++t) {
+    threads.emplace_back([=] {
+      linear_idx = t;
+      thread_idx = uint3{t % block.x, t / block.x % block.y, t / (block.x * block.y)};
+      for (int64_t b = 0; b < blocks; ++b) {
+        scheduler.wait_turn(t);
+        block_idx =
+            uint3{static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
+                  static_cast<unsigned>(b / (int64_t{grid.x} * grid.y))};
+        kernel(args...);
+        scheduler.finish(t);
       }
-    }
+    });
   }
+  scheduler.go();
+  for (std::thread& th : threads) th.join();
 }
 
 }  // namespace simt

@@ -11,6 +11,7 @@
 #include "core/ops/adamw_kernels.cuh"
 #include "core/ops/bias_kernels.cuh"
 #include "core/ops/cross_entropy_kernels.cuh"
+#include "core/ops/embedding_kernels.cuh"
 #include "core/ops/gelu_kernels.cuh"
 #include "core/ops/layernorm_kernels.cuh"
 
@@ -21,12 +22,14 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "core/ops/adamw.h"
 #include "core/ops/cast.h"
 #include "core/ops/cross_entropy.h"
+#include "core/ops/embedding.h"
 #include "core/ops/gelu.h"
 #include "core/ops/layernorm.h"
 #include "core/tensor.h"
@@ -407,6 +410,133 @@ TEST_P(EmulatedElementwise, GeluResidualAndAddMatchTheCpu) {
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, EmulatedElementwise, ::testing::Values(F32, BF16),
                          dtype_test_name);
+
+// float32 -> bfloat16 -> float32 (as cast_cuda.cu launches cast_kernel): the host's rounding to
+// nearest even, and back exactly; a tail, and element by element.
+TEST(EmulatedCast, RoundsToBfloat16AndBackLikeTheHost) {
+  for (const int64_t skip : {0, 1}) {
+    const int64_t n = 1001;
+    SCOPED_TRACE(skip ? "misaligned" : "aligned");
+    // Values with low bits set, some exactly halfway between two bf16 values.
+    Tensor x = random_host({n}, 560, 10.0);
+    for (int64_t i = 0; i < n; i += 7) {
+      uint32_t bits;
+      std::memcpy(&bits, &x.data<float>()[i], sizeof bits);
+      bits = (bits & 0xffff0000u) | 0x8000u;
+      std::memcpy(&x.data<float>()[i], &bits, sizeof bits);
+    }
+    const std::vector<Tensor> got = run_both_orders(
+        [&] {
+          Tensor down({n + 1}, BF16), up({n + 1}, F32);
+          __nv_bfloat16* d = elements<__nv_bfloat16>(down) + skip;
+          float* u = elements<float>(up) + skip;
+          const float* xp = elements<const float>(x);
+          const unsigned blocks = tessera::cuda::blocks_for_packs(n);
+          const int threads = tessera::cuda::kElementwiseThreads;
+          simt::launch(tessera::cuda::cast_kernel<__nv_bfloat16, float>, blocks, threads, d, xp, n,
+                       packable(d, xp));
+          simt::launch(tessera::cuda::cast_kernel<float, __nv_bfloat16>, blocks, threads, u,
+                       static_cast<const __nv_bfloat16*>(d), n, packable(u, d));
+          Tensor r({n}, F32);
+          std::memcpy(r.raw(), u, r.bytes());
+          return std::vector<Tensor>{r};
+        },
+        {"round trip"});
+    expect_within(got[0], round_to_bf16(x), {0, 0}, "float32 through bfloat16");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embeddings (core/ops/embedding_kernels.cuh, launched as embedding_cuda.cu launches them; CUB's
+// stable radix sort between the backward's kernels is std::stable_sort here)
+
+namespace ek = ops::cuda::embedding_kernels;
+
+class EmulatedEmbedding : public DtypeTest {};
+
+// Shard [40, 90) of a 120-token vocabulary; tokens repeat and fall on both sides of the shard.
+TEST_P(EmulatedEmbedding, ShardForwardAndBackwardMatchTheCpuExactly) {
+  const DType dt = GetParam();
+  const int64_t n = 70, C = 300, rows = 50, vocab_start = 40;
+  Tensor tokens({n}, DType::I32);
+  std::mt19937_64 rng(570);
+  std::vector<int> seen(120);
+  int64_t on_shard = 0, repeated = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t t = static_cast<int32_t>(rng() % 120);
+    tokens.data<int32_t>()[i] = t;
+    on_shard += t >= vocab_start && t < vocab_start + rows;
+    repeated += seen[static_cast<size_t>(t)]++ > 0 && t >= vocab_start && t < vocab_start + rows;
+  }
+  ASSERT_GT(on_shard, 0);
+  ASSERT_LT(on_shard, n);
+  ASSERT_GT(repeated, 0) << "no row of the shard gets two tokens";
+  const Tensor table = random_stored({rows, C}, 571, dt), dout = random_stored({n, C}, 572, dt);
+  const Tensor dtable0 = random_stored({rows, C}, 573, dt);
+  const Tensor k_table = in_dtype(table, dt), k_dout = in_dtype(dout, dt);
+  const int32_t* tok = elements<const int32_t>(tokens);
+  const std::vector<Tensor> got = run_both_orders(
+      [&] {
+        Tensor out = in_dtype(random_stored({n, C}, 574, dt), dt);  // stale values
+        Tensor dtable = in_dtype(dtable0, dt);
+        Tensor keys({n}, DType::I32), index({n}, DType::I32);
+        uint32_t* key = elements<uint32_t>(keys);
+        int32_t* idx = elements<int32_t>(index);
+        with_element_type(dt, [&](auto tag) {
+          using D = decltype(tag);
+          simt::launch(ek::embedding_forward_kernel<D>, static_cast<unsigned>(n), ek::kThreads,
+                       elements<D>(out), tok, elements<const D>(k_table), vocab_start, rows, C);
+          simt::launch(ek::embedding_sort_keys_kernel, blocks_for(n, ek::kThreads), ek::kThreads,
+                       key, idx, tok, n, vocab_start, rows);
+          std::vector<std::pair<uint32_t, int32_t>> pairs;
+          for (int64_t i = 0; i < n; ++i) pairs.emplace_back(key[i], idx[i]);
+          std::stable_sort(pairs.begin(), pairs.end(),
+                           [](const auto& a, const auto& b) { return a.first < b.first; });
+          for (int64_t i = 0; i < n; ++i) std::tie(key[i], idx[i]) = pairs[i];
+          simt::launch(ek::embedding_backward_kernel<D>, static_cast<unsigned>(n), ek::kThreads,
+                       elements<D>(dtable), elements<const D>(k_dout),
+                       static_cast<const uint32_t*>(key), static_cast<const int32_t*>(idx), n, rows,
+                       C);
+        });
+        return std::vector<Tensor>{out, dtable};
+      },
+      {"out", "dtable"});
+  Tensor out({n, C}, F32), dtable = dtable0.clone();
+  ops::embedding_forward(out, tokens, table, vocab_start);
+  ops::embedding_backward(dtable, dout, tokens, vocab_start);
+  expect_within(got[0], out, {0, 0}, "out");
+  // Each row's tokens added in fp32 in token order, then rounded once to dt, as on the CPU.
+  expect_within(got[1], stored(dtable, dt), {0, 0}, "dtable");
+}
+
+TEST_P(EmulatedEmbedding, PositionalForwardAndBackwardMatchTheCpuExactly) {
+  const DType dt = GetParam();
+  const int64_t B = 3, S = 7, C = 50;
+  const Tensor x = random_stored({B, S, C}, 580, dt), pos = random_stored({S, C}, 581, dt);
+  const Tensor dpos0 = random_stored({S, C}, 582, dt);
+  const Tensor k_pos = in_dtype(pos, dt), k_x = in_dtype(x, dt);
+  const std::vector<Tensor> got = run_both_orders(
+      [&] {
+        Tensor sum = in_dtype(x, dt), dpos = in_dtype(dpos0, dt);
+        with_element_type(dt, [&](auto tag) {
+          using D = decltype(tag);
+          simt::launch(ek::positional_forward_kernel<D>,
+                       dim3(blocks_for(S * C, ek::kThreads), static_cast<unsigned>(B)),
+                       ek::kThreads, elements<D>(sum), elements<const D>(k_pos), S * C);
+          simt::launch(ek::positional_backward_kernel<D>, blocks_for(S * C, ek::kThreads),
+                       ek::kThreads, elements<D>(dpos), elements<const D>(k_x), B, S * C);
+        });
+        return std::vector<Tensor>{sum, dpos};
+      },
+      {"x + pos", "dpos"});
+  Tensor sum = x.clone(), dpos = dpos0.clone();
+  ops::positional_forward(sum, pos);
+  ops::positional_backward(dpos, x);
+  expect_within(got[0], stored(sum, dt), {0, 0}, "x + pos");
+  expect_within(got[1], stored(dpos, dt), {0, 0}, "dpos");
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, EmulatedEmbedding, ::testing::Values(F32, BF16), dtype_test_name);
 
 // ---------------------------------------------------------------------------------------------
 // AdamW and the optimizer's sum of squares (core/ops/adamw_kernels.cuh, launched as

@@ -11,22 +11,10 @@ namespace tessera::ops::cuda {
 namespace {
 
 using tessera::cuda::blocks_for_packs;
+using tessera::cuda::cast_kernel;
 using tessera::cuda::dev;
 using tessera::cuda::kElementwiseThreads;
-using tessera::cuda::kPack;
-using tessera::cuda::load;
-using tessera::cuda::pack_start;
 using tessera::cuda::packable;
-using tessera::cuda::store;
-
-template <typename DDst, typename DSrc>
-__global__ void cast_kernel(DDst* dst, const DSrc* src, int64_t n, bool packed) {
-  const int64_t i = pack_start();
-  if (i >= n) return;
-  float x[kPack];
-  load(x, src, i, n, packed);
-  store(dst, x, i, n, packed);
-}
 
 }  // namespace
 

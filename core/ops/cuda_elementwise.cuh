@@ -84,6 +84,16 @@ __global__ void add_kernel(DOut* out, const DA* a, const DB* b, int64_t n, bool 
   store(out, x, i, n, packed);
 }
 
+// dst = src converted: float <-> bf16 (to bf16 by from_f32, round to nearest even).
+template <typename DDst, typename DSrc>
+__global__ void cast_kernel(DDst* dst, const DSrc* src, int64_t n, bool packed) {
+  const int64_t i = pack_start();
+  if (i >= n) return;
+  float x[kPack];
+  load(x, src, i, n, packed);
+  store(dst, x, i, n, packed);
+}
+
 #ifndef TESSERA_SIMT_EMULATION
 // add_kernel over n elements on the compute stream (device pointer types: see dev()).
 template <typename DOut, typename DA, typename DB>
