@@ -10,13 +10,21 @@
 //
 // The threads of a block run one at a time, each until it reaches a barrier (of its block, or of
 // its warp in a warp-wide instruction), and then the next runnable thread runs: the lowest index
-// or the highest, as `simt::schedule` says. Both are executions a GPU may choose, since it
-// orders threads only at barriers; so a kernel whose results differ between the two lets two
-// threads touch the same memory between barriers, at least one of them writing: a race, such as
-// a missing __syncthreads before a shared tile is overwritten. Runs are deterministic, and a
-// deadlock (threads waiting at different barriers) stops the process with a message. Shared
-// memory is not cleared between blocks (a GPU does not clear it either), but it starts at zero,
-// so a kernel that reads shared memory it never wrote may pass here.
+// or the highest, as `simt::schedule` says, which also runs the blocks first to last or last to
+// first. Both are executions a GPU may choose, since it orders threads only at barriers and
+// blocks not at all; so a kernel whose results differ between the two lets two threads (or two
+// blocks) touch the same memory between barriers, at least one of them writing: a race, such as
+// a missing __syncthreads before a shared tile is overwritten. What it cannot show: a thread
+// runs uninterrupted between barriers, so a non-atomic read-modify-write that two threads do to
+// one address (a lost update on a GPU) adds up correctly here in either order.
+//
+// Runs are deterministic. A deadlock (threads waiting at different barriers), a warp-wide
+// instruction that lanes which have exited should take part in, a kernel that writes dynamic
+// shared memory past what its launch asked for, a cp.async or ldmatrix address that is not
+// 16-byte aligned, and a cp.async never waited for each stop the process with a message. The
+// asked-for dynamic shared memory starts each launch filled with 0xff bytes (NaN as float), so
+// a kernel that reads what it never wrote shows it; static __shared__ arrays start at zero and
+// keep their values from block to block, as nothing on a GPU clears them either.
 #pragma once
 
 #define TESSERA_SIMT_EMULATION 1
@@ -109,6 +117,7 @@ class Scheduler {
     int successor;
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      if (at == State::AtWarpBarrier) require_whole_warp(me);
       state_[me] = at;
       release_barriers(me);
       successor = next();
@@ -119,6 +128,21 @@ class Scheduler {
   }
 
   int threads() const { return static_cast<int>(state_.size()); }
+
+  // Every warp-wide instruction of tessera's kernels names all 32 lanes (mask 0xffffffff): a
+  // lane that has returned cannot take part, which is undefined on a GPU.
+  void require_whole_warp(int me) const {
+    const int first = me / kWarp * kWarp, last = std::min(first + kWarp, threads());
+    for (int t = first; t < last; ++t) {
+      if (state_[t] == State::Done) {
+        std::fprintf(stderr,
+                     "simt emulation: thread %d of block (%u, %u) is in a warp-wide instruction "
+                     "that lane %d, which has returned, cannot take part in\n",
+                     me, block_idx.x, block_idx.y, t % kWarp);
+        std::abort();
+      }
+    }
+  }
 
   // Opens the block barrier when every thread not done waits at it, and `me`'s warp barrier
   // when every lane of the warp not done waits at that.
@@ -177,8 +201,16 @@ struct Warp {
 };
 inline Warp warps[kMaxThreads / kWarp];
 
-// The block's dynamic shared memory (`extern __shared__` on the GPU).
-alignas(16) inline unsigned char dynamic_smem[228 * 1024];
+// The block's dynamic shared memory (`extern __shared__` on the GPU): the launch's bytes, then
+// 0xff bytes up to the end, which the launch checks are untouched when its blocks are done.
+constexpr size_t kDynamicSmemBytes = 228 * 1024;
+alignas(16) inline unsigned char dynamic_smem[kDynamicSmemBytes];
+
+inline void require(bool ok, const char* what) {
+  if (ok) return;
+  std::fprintf(stderr, "simt emulation: %s\n", what);
+  std::abort();
+}
 
 inline int lane() {
   return linear_idx % kWarp;
@@ -287,6 +319,8 @@ inline void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0
 
 // Each lane gives the address of a row; each receives its elements by tests/ptx_fragments.h.
 inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* shared_row) {
+  simt::require(reinterpret_cast<uintptr_t>(shared_row) % 16 == 0,
+                "ldmatrix: a row address that is not 16-byte aligned");
   simt::Warp& w = simt::warp();
   const int me = simt::lane();
   w.row[me] = shared_row;
@@ -313,6 +347,9 @@ struct PendingCopy {
 inline thread_local std::vector<PendingCopy> pending_copies;
 
 inline void cp_async_16(void* shared_dst, const void* global_src, bool valid) {
+  simt::require(reinterpret_cast<uintptr_t>(shared_dst) % 16 == 0 &&
+                    (!valid || reinterpret_cast<uintptr_t>(global_src) % 16 == 0),
+                "cp.async: an address that is not 16-byte aligned");
   PendingCopy c{shared_dst, {}};
   if (valid) std::memcpy(c.bytes, global_src, 16);
   pending_copies.push_back(c);
@@ -327,19 +364,20 @@ inline void cp_async_wait_all() {
 
 namespace simt {
 
-// kernel<<<grid, block>>>(args...): the blocks in order (x fastest), each with its threads run one
-// at a time by `scheduler`.
+// kernel<<<grid, block, smem_bytes>>>(args...): the blocks in order (x fastest; last to first
+// under Schedule::HighestFirst), each with its threads run one at a time by `scheduler`.
 template <typename... Params, typename... Args>
-void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Args... args) {
+void launch_with_smem(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes,
+                      Args... args) {
   const int n = static_cast<int>(block.x * block.y * block.z);
-  if (n < 1 || n > kMaxThreads) {
-    std::fprintf(stderr, "simt emulation: a block of %d threads (1 to %d)\n", n, kMaxThreads);
-    std::abort();
-  }
+  require(n >= 1 && n <= kMaxThreads, "a block of 1 to 1024 threads");
+  require(smem_bytes <= kDynamicSmemBytes, "more dynamic shared memory than an H100 has");
   grid_dim = grid;
   block_dim = block;
+  std::memset(dynamic_smem, 0xff, sizeof dynamic_smem);
   const int64_t blocks = int64_t{grid.x} * grid.y * grid.z;
   if (blocks == 0) return;
+  const bool reversed = schedule == Schedule::HighestFirst;
   scheduler.start(n, blocks);
   // Each thread runs its part of every block, in order; the scheduler starts a block when the
   // last thread has finished the one before.
@@ -348,18 +386,29 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Args... args) {
     threads.emplace_back([=] {
       linear_idx = t;
       thread_idx = uint3{t % block.x, t / block.x % block.y, t / (block.x * block.y)};
-      for (int64_t b = 0; b < blocks; ++b) {
+      for (int64_t i = 0; i < blocks; ++i) {
         scheduler.wait_turn(t);
+        const int64_t b = reversed ? blocks - 1 - i : i;
         block_idx =
             uint3{static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
                   static_cast<unsigned>(b / (int64_t{grid.x} * grid.y))};
         kernel(args...);
+        require(::tessera::ops::cuda::pending_copies.empty(),
+                "a cp.async that the block never waited for");
         scheduler.finish(t);
       }
     });
   }
   scheduler.go();
   for (std::thread& th : threads) th.join();
+  for (size_t k = smem_bytes; k < kDynamicSmemBytes; ++k)
+    require(dynamic_smem[k] == 0xff, "dynamic shared memory written past the launch's bytes");
+}
+
+// kernel<<<grid, block>>>(args...), no dynamic shared memory.
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Args... args) {
+  launch_with_smem(kernel, grid, block, 0, args...);
 }
 
 }  // namespace simt

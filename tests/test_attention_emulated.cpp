@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <ostream>
 #include <random>
 #include <string>
@@ -41,7 +42,13 @@ constexpr Tolerance kBf16Out{2e-3, 1e-2};
 constexpr Tolerance kBf16Grad{2e-2, 1e-2};
 constexpr double kLseAtol = 1e-5;
 
-constexpr int64_t B = 1, H = 2;
+// Head dim, sequence length, batch and heads: blockIdx.y = b H + h.
+struct Case {
+  int64_t hd, T, B = 1, H = 2;
+};
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << "head dim " << c.hd << ", T " << c.T << ", B " << c.B << ", H " << c.H;
+}
 
 // Random inputs as float values that the element type D holds exactly.
 template <typename D>
@@ -93,35 +100,17 @@ struct Outputs {
 };
 
 template <typename D>
-Inputs random_inputs(int64_t hd, int64_t T) {
-  const size_t C = static_cast<size_t>(H * hd), rows = static_cast<size_t>(B * T);
-  const uint64_t seed = static_cast<uint64_t>(100 * hd + T);
+Inputs random_inputs(const Case& c) {
+  const size_t C = static_cast<size_t>(c.H * c.hd), rows = static_cast<size_t>(c.B * c.T);
+  const uint64_t seed = static_cast<uint64_t>(100 * c.hd + c.T);
   return {random_values<D>(rows * 3 * C, seed), random_values<D>(rows * C, seed + 1),
           random_values<D>(rows * 3 * C, seed + 2)};
 }
 
-// delta = rowsum(dout * out) per (b, h, t), in float as the kernels take it.
-std::vector<float> row_sums(const std::vector<float>& dout, const std::vector<float>& out,
-                            int64_t hd, int64_t T) {
-  const int64_t C = H * hd;
-  std::vector<float> delta(B * H * T);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t h = 0; h < H; ++h) {
-        float sum = 0;
-        for (int64_t d = 0; d < hd; ++d) {
-          const int64_t e = (b * T + t) * C + h * hd + d;
-          sum += dout[e] * out[e];
-        }
-        delta[(b * H + h) * T + t] = sum;
-      }
-  return delta;
-}
-
 // The kernels' results against the float64 CPU attention on the same values.
-void expect_matches_reference(const Inputs& in, const Outputs& got, int64_t hd, int64_t T,
+void expect_matches_reference(const Inputs& in, const Outputs& got, const Case& c,
                               Tolerance out_tol, Tolerance grad_tol) {
-  const int64_t C = H * hd;
+  const int64_t B = c.B, H = c.H, T = c.T, hd = c.hd, C = H * hd;
   const Tensor qkv64 = to_f64(in.qkv, {B, T, 3 * C}), dout64 = to_f64(in.dout, {B, T, C});
   Tensor out_ref({B, T, C}, DType::F64);
   Tensor att(ops::attention_saved_shape(Device::CPU, B, H, T), DType::F64);
@@ -147,8 +136,7 @@ void expect_matches_reference(const Inputs& in, const Outputs& got, int64_t hd, 
                qkv64.data<double>()[(b * T + t) * 3 * C + C + h * hd + d];
         const double p = att.data<double>()[((b * H + h) * T + t) * T + t];
         const double want = s / std::sqrt(static_cast<double>(hd)) - std::log(p);
-        bad_lse += !(std::abs(got.lse[(b * H + h) * T + t] - want) <=
-                     kLseAtol * std::max(1.0, std::abs(want)));
+        bad_lse += !(std::abs(got.lse[(b * H + h) * T + t] - want) <= kLseAtol);
       }
   for (int64_t i = 0; i < B * T * 3 * C; ++i) {
     const double want = dqkv_ref.data<double>()[i], v = got.dqkv[i];
@@ -176,40 +164,71 @@ Outputs run_both_orders(Run&& run) {
   return low;
 }
 
-struct Case {
-  int64_t hd, T;
-};
-void PrintTo(const Case& c, std::ostream* os) {
-  *os << "head dim " << c.hd << ", T " << c.T;
-}
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-  return "hd" + std::to_string(info.param.hd) + "_T" + std::to_string(info.param.T);
+  const Case& c = info.param;
+  return "hd" + std::to_string(c.hd) + "_T" + std::to_string(c.T) + "_B" + std::to_string(c.B) +
+         "_H" + std::to_string(c.H);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernels as attention_cuda.cu launches them for one backward, with the tensor-core kernels
+// of attention_bf16_cuda.cu or its own CUDA-core ones: delta = rowsum(dout * out) by the delta
+// kernel, then dK/dV and dQ. (The launcher clears dqkv first; here it starts at dqkv0, so that
+// the kernels are seen to add.) Outputs start as NaN, so an element no kernel writes shows.
+
+namespace cc = ops::cuda::attention_cuda_cores;
+namespace tc = ops::cuda::attention_bf16;
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+template <typename D>
+std::vector<D> nans(size_t n) {
+  return stored<D>(std::vector<float>(n, kNaN));
+}
+
+// The launch geometry both families share: grid y = B H, and their scale.
+struct Geometry {
+  int S, H;
+  int64_t B;
+  float scale;
+};
+template <int HD>
+Geometry geometry_of(const Case& c) {
+  return {static_cast<int>(c.T), static_cast<int>(c.H), c.B,
+          1.0f / std::sqrt(static_cast<float>(HD))};
+}
+
+template <int HD, typename D>
+std::vector<float> delta_of(const std::vector<D>& dout, const std::vector<D>& out,
+                            const Geometry& g) {
+  const int64_t rows = g.B * g.S * g.H;
+  std::vector<float> delta(static_cast<size_t>(rows), kNaN);
+  simt::launch(cc::attention_delta_kernel<HD, D>, blocks_for(rows, cc::kWarps), cc::kThreads,
+               delta.data(), dout.data(), out.data(), rows, g.S, g.H);
+  return delta;
 }
 
 // ---------------------------------------------------------------------------------------------
 // The tensor-core kernels (bf16)
 
-namespace tc = ops::cuda::attention_bf16;
-
-// Forward and backward as attention_bf16_cuda.cu launches them; delta as attention_cuda.cu's
-// first backward kernel computes it, from the rounded output.
 template <int HD>
-Outputs run_tensor_cores(const Inputs& in, int64_t T) {
-  const int S = static_cast<int>(T), Hi = static_cast<int>(H);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
-  const std::vector<__nv_bfloat16> qkv = stored<__nv_bfloat16>(in.qkv);
-  const std::vector<__nv_bfloat16> dout = stored<__nv_bfloat16>(in.dout);
-  const dim3 grid(blocks_for(T, tc::kBlockRows), static_cast<unsigned>(B * H));
-  std::vector<__nv_bfloat16> out(B * T * H * HD);
-  std::vector<float> lse(B * H * T);
-  simt::launch(tc::forward_kernel<HD>, grid, tc::kThreads, out.data(), lse.data(), qkv.data(), S,
-               Hi, scale);
-  const std::vector<float> delta = row_sums(in.dout, widened(out), HD, T);
-  std::vector<__nv_bfloat16> dqkv = stored<__nv_bfloat16>(in.dqkv0);
-  simt::launch(tc::backward_dkdv_kernel<HD>, grid, tc::kThreads, dqkv.data(), qkv.data(),
-               dout.data(), static_cast<const float*>(lse.data()), delta.data(), S, Hi, scale);
-  simt::launch(tc::backward_dq_kernel<HD>, grid, tc::kThreads, dqkv.data(), qkv.data(), dout.data(),
-               static_cast<const float*>(lse.data()), delta.data(), S, Hi, scale);
+Outputs run_tensor_cores(const Inputs& in, const Case& c) {
+  using D = __nv_bfloat16;
+  const Geometry g = geometry_of<HD>(c);
+  const std::vector<D> qkv = stored<D>(in.qkv), dout = stored<D>(in.dout);
+  const dim3 grid(blocks_for(g.S, tc::kBlockRows), static_cast<unsigned>(g.B * g.H));
+  std::vector<D> out = nans<D>(in.dout.size());
+  std::vector<float> lse(static_cast<size_t>(g.B * g.H * g.S), kNaN);
+  simt::launch_with_smem(tc::forward_kernel<HD>, grid, tc::kThreads, tc::forward_smem_bytes<HD>(),
+                         out.data(), lse.data(), qkv.data(), g.S, g.H, g.scale);
+  const std::vector<float> delta = delta_of<HD>(dout, out, g);
+  std::vector<D> dqkv = stored<D>(in.dqkv0);
+  simt::launch_with_smem(tc::backward_dkdv_kernel<HD>, grid, tc::kThreads,
+                         tc::dkdv_smem_bytes<HD>(), dqkv.data(), qkv.data(), dout.data(),
+                         static_cast<const float*>(lse.data()), delta.data(), g.S, g.H, g.scale);
+  simt::launch_with_smem(tc::backward_dq_kernel<HD>, grid, tc::kThreads, tc::dq_smem_bytes<HD>(),
+                         dqkv.data(), qkv.data(), dout.data(),
+                         static_cast<const float*>(lse.data()), delta.data(), g.S, g.H, g.scale);
   return {widened(out), widened(dqkv), lse};
 }
 
@@ -217,53 +236,48 @@ class EmulatedTensorCoreAttention : public ::testing::TestWithParam<Case> {};
 
 TEST_P(EmulatedTensorCoreAttention, ForwardAndBackwardMatchTheFloat64Cpu) {
   const Case c = GetParam();
-  const Inputs in = random_inputs<__nv_bfloat16>(c.hd, c.T);
+  const Inputs in = random_inputs<__nv_bfloat16>(c);
   const Outputs got = run_both_orders(
-      [&] { return c.hd == 64 ? run_tensor_cores<64>(in, c.T) : run_tensor_cores<128>(in, c.T); });
-  expect_matches_reference(in, got, c.hd, c.T, kBf16Out, kBf16Grad);
+      [&] { return c.hd == 64 ? run_tensor_cores<64>(in, c) : run_tensor_cores<128>(in, c); });
+  expect_matches_reference(in, got, c, kBf16Out, kBf16Grad);
 }
 
+// One key; partial tiles; three 64-row tiles with a partial last; two sequences of three heads.
 INSTANTIATE_TEST_SUITE_P(HeadDimsAndPartialTiles, EmulatedTensorCoreAttention,
-                         ::testing::Values(Case{64, 1}, Case{64, 37}, Case{64, 130}, Case{128, 37},
-                                           Case{128, 70}),
+                         ::testing::Values(Case{64, 1}, Case{64, 37, 2, 3}, Case{64, 130},
+                                           Case{128, 37}, Case{128, 70}),
                          case_name);
 
 // ---------------------------------------------------------------------------------------------
 // The CUDA-core kernels (fp32 and bf16)
 
-namespace cc = ops::cuda::attention_cuda_cores;
-
-// The four kernels as attention_cuda.cu launches them: forward; then delta, dK/dV and dQ.
 template <int HD, typename D>
-Outputs run_cuda_cores(const Inputs& in, int64_t T) {
-  const int S = static_cast<int>(T), Hi = static_cast<int>(H);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
+Outputs run_cuda_cores(const Inputs& in, const Case& c) {
+  const Geometry g = geometry_of<HD>(c);
   const std::vector<D> qkv = stored<D>(in.qkv), dout = stored<D>(in.dout);
-  const dim3 grid(blocks_for(T, cc::kTile), static_cast<unsigned>(B * H));
-  std::vector<D> out(B * T * H * HD);
-  std::vector<float> lse(B * H * T), delta(B * H * T);
-  simt::launch(cc::attention_forward_kernel<HD, D>, grid, cc::kThreads, out.data(), lse.data(),
-               qkv.data(), S, Hi, scale);
-  const int64_t rows = B * T * H;
-  simt::launch(cc::attention_delta_kernel<HD, D>, blocks_for(rows, cc::kWarps), cc::kThreads,
-               delta.data(), dout.data(), static_cast<const D*>(out.data()), rows, S, Hi);
+  const dim3 grid(blocks_for(g.S, cc::kTile), static_cast<unsigned>(g.B * g.H));
+  std::vector<D> out = nans<D>(in.dout.size());
+  std::vector<float> lse(static_cast<size_t>(g.B * g.H * g.S), kNaN);
+  simt::launch_with_smem(cc::attention_forward_kernel<HD, D>, grid, cc::kThreads,
+                         cc::forward_smem_bytes<HD>(), out.data(), lse.data(), qkv.data(), g.S, g.H,
+                         g.scale);
+  const std::vector<float> delta = delta_of<HD>(dout, out, g);
   std::vector<D> dqkv = stored<D>(in.dqkv0);
-  simt::launch(cc::attention_backward_dkdv_kernel<HD, D>, grid, cc::kThreads, dqkv.data(),
-               qkv.data(), dout.data(), static_cast<const float*>(lse.data()),
-               static_cast<const float*>(delta.data()), S, Hi, scale);
-  simt::launch(cc::attention_backward_dq_kernel<HD, D>, grid, cc::kThreads, dqkv.data(), qkv.data(),
-               dout.data(), static_cast<const float*>(lse.data()),
-               static_cast<const float*>(delta.data()), S, Hi, scale);
+  simt::launch_with_smem(cc::attention_backward_dkdv_kernel<HD, D>, grid, cc::kThreads,
+                         cc::backward_dkdv_smem_bytes<HD>(), dqkv.data(), qkv.data(), dout.data(),
+                         static_cast<const float*>(lse.data()), delta.data(), g.S, g.H, g.scale);
+  simt::launch_with_smem(cc::attention_backward_dq_kernel<HD, D>, grid, cc::kThreads,
+                         cc::backward_dq_smem_bytes<HD>(), dqkv.data(), qkv.data(), dout.data(),
+                         static_cast<const float*>(lse.data()), delta.data(), g.S, g.H, g.scale);
   return {widened(out), widened(dqkv), lse};
 }
 
 template <typename D>
 void check_cuda_cores(const Case& c, Tolerance out_tol, Tolerance grad_tol) {
-  const Inputs in = random_inputs<D>(c.hd, c.T);
-  const Outputs got = run_both_orders([&] {
-    return c.hd == 64 ? run_cuda_cores<64, D>(in, c.T) : run_cuda_cores<128, D>(in, c.T);
-  });
-  expect_matches_reference(in, got, c.hd, c.T, out_tol, grad_tol);
+  const Inputs in = random_inputs<D>(c);
+  const Outputs got = run_both_orders(
+      [&] { return c.hd == 64 ? run_cuda_cores<64, D>(in, c) : run_cuda_cores<128, D>(in, c); });
+  expect_matches_reference(in, got, c, out_tol, grad_tol);
 }
 
 class EmulatedCudaCoreAttention : public ::testing::TestWithParam<Case> {};
@@ -276,10 +290,12 @@ TEST_P(EmulatedCudaCoreAttention, Bfloat16MatchesTheFloat64Cpu) {
   check_cuda_cores<__nv_bfloat16>(GetParam(), kBf16Out, kBf16Grad);
 }
 
-// One key; a tile and a partial one; three tiles with a partial last (the dK/dV kernel loops
-// over query tiles below its keys, the others over key tiles up to the diagonal).
+// One key; a tile and a partial one, for two sequences of three heads; three tiles with a
+// partial last (the dK/dV kernel loops over query tiles below its keys, the others over key
+// tiles up to the diagonal).
 INSTANTIATE_TEST_SUITE_P(HeadDimsAndPartialTiles, EmulatedCudaCoreAttention,
-                         ::testing::Values(Case{64, 1}, Case{64, 45}, Case{128, 70}), case_name);
+                         ::testing::Values(Case{64, 1}, Case{64, 45, 2, 3}, Case{128, 70}),
+                         case_name);
 
 }  // namespace
 }  // namespace tessera

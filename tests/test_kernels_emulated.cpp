@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <tuple>
@@ -109,6 +110,14 @@ Tensor in_dtype(const Tensor& t, DType dt) {
   return ops::cast_to(t, dt).clone();
 }
 
+// A tensor every element of which is NaN: what a kernel must write, or scratch it must fill
+// before it reads (the GPU's scratch is not cleared), starts so.
+Tensor nans(const Shape& shape, DType dt) {
+  Tensor t(shape, dt == BF16 ? F32 : dt);
+  t.fill(std::numeric_limits<double>::quiet_NaN());
+  return dt == BF16 ? in_dtype(t, BF16) : t;
+}
+
 // run() gives the kernels' outputs, fresh each call; it runs with the threads of each block in
 // either order, which must give the same bits. Returns the outputs of one of them.
 template <typename Run>
@@ -157,8 +166,9 @@ TEST_P(EmulatedLayerNorm, ForwardAndFusedResidualForwardMatchTheCpu) {
     const unsigned blocks = blocks_for(N, ln::kRowsPerBlock);
     const std::vector<Tensor> got = run_both_orders(
         [&] {
-          Tensor out({N, C}, dt), mean({N}, F32), rstd({N}, F32);
-          Tensor residual({N, C}, dt), out2({N, C}, dt), mean2({N}, F32), rstd2({N}, F32);
+          Tensor out = nans({N, C}, dt), mean = nans({N}, F32), rstd = nans({N}, F32);
+          Tensor residual = nans({N, C}, dt), out2 = nans({N, C}, dt);
+          Tensor mean2 = nans({N}, F32), rstd2 = nans({N}, F32);
           with_element_type(dt, [&](auto tag) {
             using D = decltype(tag);
             simt::launch(ln::layernorm_forward_kernel<D>, blocks, ln::kThreads, elements<D>(out),
@@ -216,7 +226,7 @@ TEST_P(EmulatedLayerNorm, BackwardAddsIntoNonZeroGradientsLikeTheCpu) {
         [&] {
           Tensor dinp = in_dtype(dinp0, dt), dweight = in_dtype(dweight0, dt);
           Tensor dbias = in_dtype(dbias0, dt);
-          Tensor partials({2, chunks, C}, F32);
+          Tensor partials = nans({2, chunks, C}, F32);
           float* dweight_part = elements<float>(partials);
           float* dbias_part = dweight_part + chunks * C;
           with_element_type(dt, [&](auto tag) {
@@ -272,7 +282,7 @@ TEST_P(EmulatedBias, BackwardAddsTheColumnSums) {
     const int64_t chunks = (M + bk::kBiasChunkRows - 1) / bk::kBiasChunkRows;
     const std::vector<Tensor> got = run_both_orders(
         [&] {
-          Tensor dbias = in_dtype(dbias0, dt), partials({chunks, N}, F32);
+          Tensor dbias = in_dtype(dbias0, dt), partials = nans({chunks, N}, F32);
           with_element_type(dt, [&](auto tag) {
             using D = decltype(tag);
             const D* dy = elements<const D>(k_dout);
@@ -359,7 +369,7 @@ TEST_P(EmulatedElementwise, GeluResidualAndAddMatchTheCpu) {
     };
     const std::vector<Tensor> got = run_both_orders(
         [&] {
-          Tensor out({n + 1}, dt), dinp({n + 1}, dt), sum({n + 1}, dt);
+          Tensor out = nans({n + 1}, dt), dinp = nans({n + 1}, dt), sum = nans({n + 1}, dt);
           Tensor da = in_dtype(da0, dt), db = in_dtype(db0, dt), both = in_dtype(da0, dt);
           Tensor acc = in_dtype(da0, F32);  // cast_cuda.cu's accumulate: f32 += dt
           with_element_type(dt, [&](auto tag) {
@@ -427,7 +437,7 @@ TEST(EmulatedCast, RoundsToBfloat16AndBackLikeTheHost) {
     }
     const std::vector<Tensor> got = run_both_orders(
         [&] {
-          Tensor down({n + 1}, BF16), up({n + 1}, F32);
+          Tensor down = nans({n + 1}, BF16), up = nans({n + 1}, F32);
           __nv_bfloat16* d = elements<__nv_bfloat16>(down) + skip;
           float* u = elements<float>(up) + skip;
           const float* xp = elements<const float>(x);
@@ -600,7 +610,8 @@ TEST_P(EmulatedOptimizer, SumOfSquaresMatchesTheCpu) {
         std::min<int64_t>(static_cast<int64_t>(blocks_for(n, ak::kThreads)), ak::kSumMaxBlocks));
     const std::vector<Tensor> got = run_both_orders(
         [&] {
-          Tensor partial({ak::kSumMaxBlocks}, DType::F64), result({1}, DType::F64);
+          Tensor partial = nans({ak::kSumMaxBlocks}, DType::F64);
+          Tensor result = nans({1}, DType::F64);
           with_element_type(dt, [&](auto tag) {
             using D = decltype(tag);
             simt::launch(ak::sum_of_squares_partials_kernel<D>, blocks, ak::kThreads,
@@ -662,9 +673,10 @@ CrossEntropyRun run_cross_entropy(const Tensor& logits, const Tensor& targets,
                                   const Tensor& dlosses, int64_t vocab_start, int64_t vocab_end) {
   const int64_t M = logits.size(0), V = logits.size(1);
   const DType dt = logits.dtype();
-  CrossEntropyRun r{Tensor({M}, F32), Tensor({M}, F32), Tensor({M, V}, dt), logits.clone(),
+  CrossEntropyRun r{nans({M}, F32), nans({M}, F32), nans({M, V}, dt), logits.clone(),
                     Tensor({1}, DType::I32)};
-  Tensor row_max({M}, F32), sumexp({M}, DType::F64), target_logit({M}, DType::F64);
+  Tensor row_max = nans({M}, F32), sumexp = nans({M}, DType::F64);
+  Tensor target_logit = nans({M}, DType::F64);
   const int32_t* t = elements<const int32_t>(targets);
   const float* gmax = elements<const float>(row_max);  // one rank: the global max is its own
   const unsigned rows = static_cast<unsigned>(M);
@@ -775,9 +787,18 @@ TEST(EmulatedAdamW, Float32UpdateGivesTheBitsOfTheCpuUpdate) {
   for (s.t = 1; s.t <= 3; ++s.t) {
     const Tensor grad = random_host({n}, 530 + static_cast<uint64_t>(s.t));
     ops::adamw_update(param, grad, exp_avg, exp_avg_sq, s);
-    simt::launch(ak::adamw_kernel, blocks_for(n, ak::kThreads), ak::kThreads,
-                 elements<float>(k_param), elements<const float>(grad), elements<float>(k_exp_avg),
-                 elements<float>(k_exp_avg_sq), n, ak::factors_of(s));
+    const std::vector<Tensor> got = run_both_orders(
+        [&] {
+          Tensor p = k_param.clone(), avg = k_exp_avg.clone(), avg_sq = k_exp_avg_sq.clone();
+          simt::launch(ak::adamw_kernel, blocks_for(n, ak::kThreads), ak::kThreads,
+                       elements<float>(p), elements<const float>(grad), elements<float>(avg),
+                       elements<float>(avg_sq), n, ak::factors_of(s));
+          return std::vector<Tensor>{p, avg, avg_sq};
+        },
+        {"param", "exp_avg", "exp_avg_sq"});
+    k_param = got[0];
+    k_exp_avg = got[1];
+    k_exp_avg_sq = got[2];
   }
   EXPECT_TRUE(bitwise_equal(k_param, param)) << "param";
   EXPECT_TRUE(bitwise_equal(k_exp_avg, exp_avg)) << "exp_avg";
