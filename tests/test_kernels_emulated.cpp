@@ -10,6 +10,7 @@
 // After the emulation: the kernels' source compiles for the host under it.
 #include "core/ops/adamw_kernels.cuh"
 #include "core/ops/bias_kernels.cuh"
+#include "core/ops/column_sum_kernels.cuh"
 #include "core/ops/cross_entropy_kernels.cuh"
 #include "core/ops/embedding_kernels.cuh"
 #include "core/ops/gelu_kernels.cuh"
@@ -147,6 +148,8 @@ class DtypeTest : public ::testing::TestWithParam<DType> {};
 // LayerNorm (core/ops/layernorm_kernels.cuh, launched as layernorm_cuda.cu launches them)
 
 namespace ln = ops::cuda::layernorm_kernels;
+// The finish both column sums share (core/ops/column_sum_kernels.cuh).
+namespace cs = ops::cuda::column_sums;
 
 class EmulatedLayerNorm : public DtypeTest {};
 
@@ -243,10 +246,10 @@ TEST_P(EmulatedLayerNorm, BackwardAddsIntoNonZeroGradientsLikeTheCpu) {
                          dim3(ln::kStripePacks, ln::kRowLanes), dweight_part, dbias_part, dy, x,
                          elements<const float>(mean), elements<const float>(rstd), N, C,
                          C % kPack == 0 && packable(dy, x));
-            simt::launch(ln::layernorm_param_finish_kernel<D>, blocks_for(C, ln::kWarp),
-                         dim3(ln::kWarp, ln::kChunkLanes), elements<D>(dweight), elements<D>(dbias),
-                         static_cast<const float*>(dweight_part),
-                         static_cast<const float*>(dbias_part), chunks, C);
+            const cs::ColumnSums<D, 2> sums{{elements<D>(dweight), elements<D>(dbias)},
+                                            {dweight_part, dbias_part}};
+            simt::launch(cs::finish_kernel<D, 2>, cs::finish_grid(C), cs::finish_block(), sums,
+                         chunks, C);
           });
           return std::vector<Tensor>{dinp, dweight, dbias};
         },
@@ -290,9 +293,10 @@ TEST_P(EmulatedBias, BackwardAddsTheColumnSums) {
                          dim3(static_cast<unsigned>(chunks), blocks_for(N, bk::kBiasStripeColumns)),
                          dim3(bk::kBiasStripePacks, bk::kBiasRowLanes), elements<float>(partials),
                          dy, M, N, N % kPack == 0 && packable(dy));
-            simt::launch(bk::bias_backward_finish_kernel<D>, blocks_for(N, bk::kBiasFinishColumns),
-                         dim3(bk::kBiasFinishColumns, bk::kBiasChunkLanes), elements<D>(dbias),
-                         elements<const float>(partials), chunks, N);
+            const cs::ColumnSums<D, 1> sums{{elements<D>(dbias)},
+                                            {elements<const float>(partials)}};
+            simt::launch(cs::finish_kernel<D, 1>, cs::finish_grid(N), cs::finish_block(), sums,
+                         chunks, N);
           });
           return std::vector<Tensor>{dbias};
         },

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "core/cuda_device.cuh"
+#include "core/ops/column_sum_kernels.cuh"
 #include "core/ops/cuda_elementwise.cuh"
 
 namespace tessera::ops::cuda::bias_kernels {
@@ -28,18 +29,13 @@ __global__ void fill_rows_kernel(D* out, const D* bias, int64_t M, int64_t N) {
 
 // The bias gradient dbias[n] += sum_m dout[m, n], in two kernels with no atomics: the same bits
 // on every run. The first sums chunks of kBiasChunkRows rows of stripes of kBiasStripeColumns
-// columns into fp32 partials [chunks, N]; the second adds each column's chunks in chunk order.
-// At M = 8192, N = 768: 128 chunks x 6 stripes = 768 blocks.
+// columns into fp32 partials [chunks, N]; the second, column_sums::finish_kernel with K = 1, adds
+// each column's chunks in chunk order. At M = 8192, N = 768: 128 chunks x 6 stripes = 768 blocks.
 constexpr int kBiasThreads = 256;
 constexpr int kBiasChunkRows = 64;
 constexpr int kBiasStripePacks = 32;  // a warp across the stripe, one pack of columns each
 constexpr int kBiasStripeColumns = kBiasStripePacks * kPack;
 constexpr int kBiasRowLanes = kBiasThreads / kBiasStripePacks;
-// The finish: kBiasFinishColumns columns per block, each summed by kBiasChunkLanes threads down
-// the chunks. It is latency-bound, so many lanes, each with few loads (4 at M = 8192), even for
-// large M.
-constexpr int kBiasFinishColumns = 32;
-constexpr int kBiasChunkLanes = 32;
 static_assert(kBiasStripeColumns <= kBiasThreads, "one thread per stripe column adds the lanes");
 
 // Block (chunk, stripe): thread (x, y) sums the pack of kPack columns at stripe *
@@ -72,27 +68,6 @@ __global__ void bias_backward_partials_kernel(float* partials, const D* dout, in
   float total = 0.0f;
   for (int y = 0; y < kBiasRowLanes; ++y) total += lane_sum[y][t];
   partials[chunk * N + stripe0 + t] = total;
-}
-
-// dbias[n] += the sum over chunks of partials[chunk, n]: thread (x, y) of block b adds chunks
-// y, y + kBiasChunkLanes, ... of column n = b * kBiasFinishColumns + x in order, then thread
-// (x, 0) adds the kBiasChunkLanes sums in order.
-template <typename D>
-__global__ void bias_backward_finish_kernel(D* dbias, const float* partials, int64_t chunks,
-                                            int64_t N) {
-  __shared__ float lane_sum[kBiasChunkLanes][kBiasFinishColumns];
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * kBiasFinishColumns + threadIdx.x;
-  float sum = 0.0f;
-  if (n < N) {
-#pragma unroll 4
-    for (int64_t k = threadIdx.y; k < chunks; k += kBiasChunkLanes) sum += partials[k * N + n];
-  }
-  lane_sum[threadIdx.y][threadIdx.x] = sum;
-  __syncthreads();
-  if (threadIdx.y != 0 || n >= N) return;
-  float total = 0.0f;
-  for (int y = 0; y < kBiasChunkLanes; ++y) total += lane_sum[y][threadIdx.x];
-  dbias[n] = from_f32<D>(to_f32(dbias[n]) + total);
 }
 
 }  // namespace

@@ -68,8 +68,11 @@ void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* i
       dweight_part, dbias_part, dev(dout), dev(inp), mean, rstd, N, C,
       C % kPack == 0 && packable(dev(dout), dev(inp)));
   CHECK_LAUNCH();
-  layernorm_param_finish_kernel<<<blocks_for(C, kWarp), dim3(kWarp, kChunkLanes), 0, stream>>>(
-      dev(dweight), dev(dbias), dweight_part, dbias_part, chunks, C);
+  const column_sums::ColumnSums<tessera::cuda::device_t<T>, 2> sums{{dev(dweight), dev(dbias)},
+                                                                    {dweight_part, dbias_part}};
+  column_sums::
+      finish_kernel<<<column_sums::finish_grid(C), column_sums::finish_block(), 0, stream>>>(
+          sums, chunks, C);
   CHECK_LAUNCH();
 }
 

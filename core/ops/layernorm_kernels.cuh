@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "core/cuda_device.cuh"
+#include "core/ops/column_sum_kernels.cuh"
 #include "core/ops/cuda_elementwise.cuh"
 #include "core/ops/layernorm.h"
 
@@ -41,9 +42,7 @@ constexpr int kStripePacks = kWarp;
 constexpr int kStripeColumns = kStripePacks * kPack;
 constexpr int kRowLanes = kThreads / kStripePacks;
 static_assert(kStripeColumns <= kThreads, "one thread per stripe column adds the row lanes");
-// The finish: kWarp columns per block, each summed by kChunkLanes threads down the chunks. It
-// is latency-bound, so many lanes, each with few loads (4 at N = 8192), even for large N.
-constexpr int kChunkLanes = 32;
+// The finish adds each column's chunks: column_sums::finish_kernel, with K = 2 (dweight, dbias).
 constexpr float kEps = static_cast<float>(kLayerNormEps);
 
 // The row this warp owns, or -1 past the last row (the whole warp leaves together).
@@ -217,36 +216,6 @@ __global__ void __launch_bounds__(kThreads, 8)
   }
   dweight_part[chunk * C + stripe0 + t] = w;
   dbias_part[chunk * C + stripe0 + t] = b;
-}
-
-// dweight[c] += the sum over chunks of the partials, likewise dbias. Thread (x, y) of block b
-// adds chunks y, y + kChunkLanes, ... of column b * kWarp + x in order, then thread (x, 0) adds
-// the kChunkLanes sums in order.
-template <typename D>
-__global__ void layernorm_param_finish_kernel(D* dweight, D* dbias, const float* dweight_part,
-                                              const float* dbias_part, int64_t chunks, int64_t C) {
-  __shared__ float lane_dw[kChunkLanes][kWarp];
-  __shared__ float lane_db[kChunkLanes][kWarp];
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * kWarp + threadIdx.x;
-  float w = 0, b = 0;
-  if (c < C) {
-#pragma unroll 4
-    for (int64_t k = threadIdx.y; k < chunks; k += kChunkLanes) {
-      w += dweight_part[k * C + c];
-      b += dbias_part[k * C + c];
-    }
-  }
-  lane_dw[threadIdx.y][threadIdx.x] = w;
-  lane_db[threadIdx.y][threadIdx.x] = b;
-  __syncthreads();
-  if (threadIdx.y != 0 || c >= C) return;
-  float w_total = 0, b_total = 0;
-  for (int y = 0; y < kChunkLanes; ++y) {
-    w_total += lane_dw[y][threadIdx.x];
-    b_total += lane_db[y][threadIdx.x];
-  }
-  dweight[c] = from_f32<D>(to_f32(dweight[c]) + w_total);
-  dbias[c] = from_f32<D>(to_f32(dbias[c]) + b_total);
 }
 
 }  // namespace

@@ -269,9 +269,9 @@ void bias_backward(D* dbias, const D* dout, int64_t M, int64_t N) {
   bias_backward_partials_kernel<<<grid, dim3(kBiasStripePacks, kBiasRowLanes), 0, stream>>>(
       partials.as<float>(), dout, M, N, packed);
   CHECK_LAUNCH();
-  bias_backward_finish_kernel<<<blocks_for(N, kBiasFinishColumns),
-                                dim3(kBiasFinishColumns, kBiasChunkLanes), 0, stream>>>(
-      dbias, partials.as<float>(), chunks, N);
+  column_sums::
+      finish_kernel<<<column_sums::finish_grid(N), column_sums::finish_block(), 0, stream>>>(
+          column_sums::ColumnSums<D, 1>{{dbias}, {partials.as<float>()}}, chunks, N);
   CHECK_LAUNCH();
 }
 
