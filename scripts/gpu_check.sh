@@ -8,8 +8,29 @@
 #                                         scripts/pack_gpu_bin.sh), skipping the build and the
 #                                         CPU-only checks; libraries this machine lacks are
 #                                         taken from DIR/lib or the Python packages' NCCL
+#   scripts/gpu_check.sh --check-filters BINDIR
+#                                         no GPU needed: that the three parts below divide
+#                                         BINDIR/test_gpu's tests between them, none empty (a
+#                                         CTest test, so that a renamed test cannot drop out)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+# The GPU tests in three parts, each run under its own timeout: every CUDA op and the model;
+# cuDNN's attention (which builds its graphs); NCCL and the Trainer (which uses NCCL).
+PART1_FILTER="-Nccl*:GpuTrainer*:*Cudnn*:*/cudnn"
+PART2_FILTER="*Cudnn*:*/cudnn"
+PART3_FILTER="Nccl*:GpuTrainer*"
+if [ "${1:-}" = "--check-filters" ]; then
+  count() { "$2"/test_gpu --gtest_list_tests --gtest_filter="$1" 2>/dev/null | grep -c "^  "; }
+  all=$(count "*" "$2") p1=$(count "$PART1_FILTER" "$2") p2=$(count "$PART2_FILTER" "$2")
+  p3=$(count "$PART3_FILTER" "$2")
+  echo "test_gpu: $all tests; part 1: $p1, part 2: $p2, part 3: $p3"
+  if [ "$p1" -gt 0 ] && [ "$p2" -gt 0 ] && [ "$p3" -gt 0 ] && [ $((p1 + p2 + p3)) -eq "$all" ]; then
+    exit 0
+  fi
+  echo "the parts' filters must divide the tests between them, none empty"
+  exit 1
+fi
 OUT_DIR="${OUT:-build-gpu/out}"
 mkdir -p "$OUT_DIR"
 status=0
@@ -114,7 +135,7 @@ gpu_tests() {  # NAME TIMEOUT FILTER
 }
 
 step "gpu tests, part 1: device memory, every CUDA op against its CPU twin, the model"
-gpu_tests test_gpu_ops 120 "-Nccl*:GpuTrainer*:*Cudnn*:*/cudnn"
+gpu_tests test_gpu_ops 120 "$PART1_FILTER"
 
 step "GPU training step: whole models on one GPU, bf16 with fp32 master weights, T 1024 (MFU)"
 # The largest micro-batch that fits (by estimate), on the opt-in kernels (tensor-core attention,
@@ -135,10 +156,10 @@ for run in "tensor_cores on" "cuda_cores off" "cudnn on"; do
 done
 
 step "gpu tests, part 2: cuDNN's fused attention against the CPU twin and in the model (builds its graphs)"
-gpu_tests test_gpu_cudnn 120 "*Cudnn*:*/cudnn"
+gpu_tests test_gpu_cudnn 120 "$PART2_FILTER"
 
 step "gpu tests, part 3: the NCCL communicator on one GPU, the Trainer on the GPU"
-gpu_tests test_gpu_nccl 90 "Nccl*:GpuTrainer*"
+gpu_tests test_gpu_nccl 90 "$PART3_FILTER"
 
 # The program as users run it (the watchdog armed, NCCL groups, the log), on a byte-level corpus
 # of this repository's own sources, with the default kernels and with the opt-in ones.
