@@ -56,16 +56,18 @@ bool cudnn_takes(AttentionKernels kernels, int64_t S, std::initializer_list<cons
 template <int HD, typename T>
 void launch_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int64_t H,
                     AttentionKernels kernels) {
-  const dim3 grid = grid_of("attention_forward", B, S, H);
+  // The tensor-core kernels copy qkv and dout in 16-byte chunks (cp.async) and store out and
+  // dqkv as bf16 pairs, and cuDNN moves 16-byte vectors throughout; less aligned operands (views
+  // into a buffer) take the CUDA-core kernels, which read and write element by element. So does
+  // T = 1, which cuDNN's backward refuses (cudnn_takes). cuDNN has no grid limit of tessera's.
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    // The tensor-core kernels copy qkv and dout in 16-byte chunks (cp.async) and store out and
-    // dqkv as bf16 pairs, and cuDNN moves 16-byte vectors throughout; less aligned operands
-    // (views into a buffer) take the CUDA-core kernels, which read and write element by element.
-    // So does T = 1, which cuDNN's backward refuses (cudnn_takes).
     if (cudnn_takes(kernels, S, {qkv, out, lse})) {
       attention_forward_cudnn(as_bf16(out), lse, as_bf16(qkv), B, S, H, HD);
       return;
     }
+  }
+  const dim3 grid = grid_of("attention_forward", B, S, H);
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     if (kernels == AttentionKernels::TensorCores && alignment_of(qkv) >= 16 &&
         alignment_of(out) >= 4) {
       attention_forward_bf16<HD>(out, lse, qkv, B, S, H, attention_scale(HD));

@@ -13,6 +13,8 @@
 
 #if TESSERA_WITH_CUDNN_FRONTEND
 
+#include <dlfcn.h>
+
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -43,16 +45,30 @@ namespace fe = cudnn_frontend;
 // library folder.
 void load_cudnn() {
   static const bool loaded = [] {
-    // The frontend opens the CUDA runtime too: the one this binary links, not another major.
+    // The frontend opens the CUDA runtime too: the one this binary links, not another major
+    // (a name set in the environment already is kept).
     setenv("CUDNN_FRONTEND_CUDART_LIB_NAME",
-           ("libcudart.so." + std::to_string(CUDART_VERSION / 1000)).c_str(), /*overwrite=*/1);
+           ("libcudart.so." + std::to_string(CUDART_VERSION / 1000)).c_str(), /*overwrite=*/0);
     std::string tried;
     fe::cudnn_dlhandle = tessera::cuda::open_cuda_library(
         "libcudnn.so.9", std::getenv("TESSERA_CUDNN_LIBRARY"), tried);
-    if (fe::cudnn_dlhandle != nullptr) return true;
-    throw InputError("--gpu.attention cudnn: cannot load cuDNN 9; tried" + tried +
-                     "\nput cuDNN's library folder on LD_LIBRARY_PATH or name libcudnn.so.9 in "
-                     "TESSERA_CUDNN_LIBRARY, or choose --gpu.attention tensor_cores or cuda_cores");
+    if (fe::cudnn_dlhandle == nullptr)
+      throw InputError(
+          "--gpu.attention cudnn: cannot load cuDNN 9; tried" + tried +
+          "\nput cuDNN's library folder on LD_LIBRARY_PATH or name libcudnn.so.9 in "
+          "TESSERA_CUDNN_LIBRARY, or choose --gpu.attention tensor_cores or cuda_cores");
+    // cuDNN is built for one CUDA major, whose libraries (cuBLASLt) it loads itself.
+    using CudartVersion = size_t (*)();
+    const auto cudart_version =
+        reinterpret_cast<CudartVersion>(dlsym(fe::cudnn_dlhandle, "cudnnGetCudartVersion"));
+    if (cudart_version != nullptr && cudart_version() / 1000 != CUDART_VERSION / 1000)
+      throw InputError("--gpu.attention cudnn: the cuDNN found was built for CUDA " +
+                       std::to_string(cudart_version() / 1000) + ", this tessera for CUDA " +
+                       std::to_string(CUDART_VERSION / 1000) + ": install cuDNN 9 for CUDA " +
+                       std::to_string(CUDART_VERSION / 1000) +
+                       " or name its libcudnn.so.9 in TESSERA_CUDNN_LIBRARY, or choose "
+                       "--gpu.attention tensor_cores or cuda_cores");
+    return true;
   }();
   (void)loaded;
 }
@@ -102,18 +118,38 @@ std::string shape_text(const Shape4& s) {
          std::to_string(s.H) + ", head_dim " + std::to_string(s.hd);
 }
 
-// cuDNN cannot build or run a graph: what a shape it does not support gives.
+// cuDNN cannot build a graph: what a shape it does not support gives. `unsupported`: cuDNN said
+// it has no algorithm (or plan) for it, as opposed to an error on the way.
 struct Refused : InputError {
-  using InputError::InputError;
+  Refused(const std::string& what, bool unsupported) : InputError(what), unsupported(unsupported) {}
+  bool unsupported;
 };
 
-// A frontend step that failed: Refused, naming the option and the alternatives.
+// The failures that mean "this cuDNN has nothing for this graph", not that something broke.
+bool is_unsupported(fe::error_code_t code) {
+  return code == fe::error_code_t::GRAPH_NOT_SUPPORTED ||
+         code == fe::error_code_t::GRAPH_EXECUTION_PLAN_CREATION_FAILED ||
+         code == fe::error_code_t::HEURISTIC_QUERY_FAILED;
+}
+
+// A step of building a graph that failed: Refused, naming the option and the alternatives.
 void expect(fe::error_t status, const char* step, const Shape4& s, bool backward) {
   if (status.is_good()) return;
   throw Refused("--gpu.attention cudnn: cuDNN " + fe::detail::get_backend_version_string() +
-                " cannot run causal bf16 attention " + (backward ? "backward" : "forward") +
-                " for " + shape_text(s) + " (" + step + ": " + status.get_message() +
-                "); choose --gpu.attention tensor_cores or cuda_cores");
+                    " cannot run causal bf16 attention " + (backward ? "backward" : "forward") +
+                    " for " + shape_text(s) + " (" + step + ": " + status.get_message() +
+                    "); choose --gpu.attention tensor_cores or cuda_cores",
+                is_unsupported(status.get_code()));
+}
+
+// A step of running a built graph that failed: tessera's error, not the input's.
+void expect_run(fe::error_t status, const char* step, const Shape4& s, bool backward) {
+  if (status.is_good()) return;
+  fail_internal(__FILE__, __LINE__,
+                std::string("cuDNN attention ") + (backward ? "backward" : "forward") + " for " +
+                    shape_text(s) + ": " + step + " failed: " + status.get_message() + " " +
+                    fe::detail::get_last_error_string_() +
+                    " (CUDA: " + cudaGetErrorString(cudaGetLastError()) + ")");
 }
 
 using Graph = fe::graph::Graph;
@@ -223,6 +259,7 @@ std::shared_ptr<Graph> built_backward_graph(const Shape4& s, bool deterministic)
   try {
     return build(true);
   } catch (const Refused& e) {
+    if (!e.unsupported) throw;
     std::fprintf(stderr,
                  "note: cuDNN has no deterministic attention backward for %s; its other "
                  "algorithm runs, so gradients may differ in the last bits between runs (%s)\n",
@@ -246,9 +283,9 @@ std::shared_ptr<Graph> graph_for(const Shape4& s, bool backward) {
 void execute(const Graph& g, std::unordered_map<int64_t, void*>& pointers, const Shape4& s,
              bool backward) {
   int64_t workspace_bytes = 0;
-  expect(g.get_workspace_size(workspace_bytes), "get_workspace_size", s, backward);
+  expect_run(g.get_workspace_size(workspace_bytes), "get_workspace_size", s, backward);
   const tessera::cuda::StreamScratch workspace(static_cast<size_t>(workspace_bytes));
-  expect(g.execute(cudnn_handle(), pointers, workspace.as<void>()), "execute", s, backward);
+  expect_run(g.execute(cudnn_handle(), pointers, workspace.as<void>()), "execute", s, backward);
 }
 
 void* mut(const void* p) {

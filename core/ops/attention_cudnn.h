@@ -20,10 +20,11 @@ bool cudnn_attention_built();
 // --gpu.attention when this build has no cuDNN attention or the library cannot be loaded.
 std::string cudnn_attention_version();
 
-// Builds the forward and both backward graphs (deterministic or not) for this shape and runs
-// the frontend's checks of them for GPUs of compute capability sm (90: H100, H200): dimensions,
+// Makes the forward and both backward graphs (deterministic or not) for this shape and runs the
+// frontend's validate() on them for GPUs of compute capability sm (90: H100, H200): dimensions,
 // strides, data types, the mask, what that GPU supports in principle. Needs cuDNN's library,
-// not a GPU, so the host tests run it. InputError with the frontend's message.
+// not a GPU, so the host tests run it; cuDNN's own operation graphs, engines and plans are
+// built only on a GPU, at the first call. InputError with the frontend's message.
 void validate_cudnn_attention(int64_t B, int64_t S, int64_t H, int64_t hd, int sm);
 
 // Whether the backward asks for cuDNN's deterministic algorithm: true (the default) keeps runs
