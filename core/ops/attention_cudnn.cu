@@ -284,8 +284,19 @@ void execute(const Graph& g, std::unordered_map<int64_t, void*>& pointers, const
              bool backward) {
   int64_t workspace_bytes = 0;
   expect_run(g.get_workspace_size(workspace_bytes), "get_workspace_size", s, backward);
-  const tessera::cuda::StreamScratch workspace(static_cast<size_t>(workspace_bytes));
-  expect_run(g.execute(cudnn_handle(), pointers, workspace.as<void>()), "execute", s, backward);
+  // The deterministic backward's workspace grows with B H T^2 (about 2 bytes each, on Hopper
+  // with cuDNN before 9.25): say so when it does not fit.
+  std::unique_ptr<tessera::cuda::StreamScratch> workspace;
+  try {
+    workspace =
+        std::make_unique<tessera::cuda::StreamScratch>(static_cast<size_t>(workspace_bytes));
+  } catch (const InputError& e) {
+    throw InputError(std::string(e.what()) + "; this was cuDNN's attention " +
+                     (backward ? "backward" : "forward") + " workspace for " + shape_text(s) +
+                     " (" + std::to_string(workspace_bytes >> 20) +
+                     " MiB), which --gpu.attention tensor_cores or cuda_cores do not need");
+  }
+  expect_run(g.execute(cudnn_handle(), pointers, workspace->as<void>()), "execute", s, backward);
 }
 
 void* mut(const void* p) {
