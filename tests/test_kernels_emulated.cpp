@@ -224,7 +224,7 @@ TEST_P(EmulatedLayerNorm, BackwardAddsIntoNonZeroGradientsLikeTheCpu) {
 
     const Tensor k_inp = in_dtype(inp, dt), k_weight = in_dtype(weight, dt);
     const Tensor k_dout = in_dtype(dout, dt);
-    const int64_t chunks = (N + ln::kChunkRows - 1) / ln::kChunkRows;
+    const int64_t chunks = cs::chunks_of(N);
     const std::vector<Tensor> got = run_both_orders(
         [&] {
           Tensor dinp = in_dtype(dinp0, dt), dweight = in_dtype(dweight0, dt);
@@ -241,9 +241,8 @@ TEST_P(EmulatedLayerNorm, BackwardAddsIntoNonZeroGradientsLikeTheCpu) {
                          ln::kThreads, elements<D>(dinp), dy, x, w, elements<const float>(mean),
                          elements<const float>(rstd), N, C,
                          C % kPack == 0 && packable(elements<D>(dinp), dy, x, w));
-            simt::launch(ln::layernorm_param_partials_kernel<D>,
-                         dim3(static_cast<unsigned>(chunks), blocks_for(C, ln::kStripeColumns)),
-                         dim3(ln::kStripePacks, ln::kRowLanes), dweight_part, dbias_part, dy, x,
+            simt::launch(ln::layernorm_param_partials_kernel<D>, cs::partials_grid(N, C),
+                         cs::partials_block(), dweight_part, dbias_part, dy, x,
                          elements<const float>(mean), elements<const float>(rstd), N, C,
                          C % kPack == 0 && packable(dy, x));
             const cs::ColumnSums<D, 2> sums{{elements<D>(dweight), elements<D>(dbias)},
@@ -282,17 +281,16 @@ TEST_P(EmulatedBias, BackwardAddsTheColumnSums) {
     const Tensor dout = random_stored({M, N}, seed += 10, dt);
     const Tensor dbias0 = random_stored({N}, seed + 1, dt);
     const Tensor k_dout = in_dtype(dout, dt);
-    const int64_t chunks = (M + bk::kBiasChunkRows - 1) / bk::kBiasChunkRows;
+    const int64_t chunks = cs::chunks_of(M);
     const std::vector<Tensor> got = run_both_orders(
         [&] {
           Tensor dbias = in_dtype(dbias0, dt), partials = nans({chunks, N}, F32);
           with_element_type(dt, [&](auto tag) {
             using D = decltype(tag);
             const D* dy = elements<const D>(k_dout);
-            simt::launch(bk::bias_backward_partials_kernel<D>,
-                         dim3(static_cast<unsigned>(chunks), blocks_for(N, bk::kBiasStripeColumns)),
-                         dim3(bk::kBiasStripePacks, bk::kBiasRowLanes), elements<float>(partials),
-                         dy, M, N, N % kPack == 0 && packable(dy));
+            simt::launch(bk::bias_backward_partials_kernel<D>, cs::partials_grid(M, N),
+                         cs::partials_block(), elements<float>(partials), dy, M, N,
+                         N % kPack == 0 && packable(dy));
             const cs::ColumnSums<D, 1> sums{{elements<D>(dbias)},
                                             {elements<const float>(partials)}};
             simt::launch(cs::finish_kernel<D, 1>, cs::finish_grid(N), cs::finish_block(), sums,
@@ -317,17 +315,17 @@ TEST_P(EmulatedBias, FillRowsWritesTheBiasOrZeros) {
   const int64_t M = 7, N = 45;
   const Tensor bias = random_stored({N}, 310, dt);
   const Tensor k_bias = in_dtype(bias, dt);
-  constexpr int kThreads = 256;  // as matmul_cuda.cu launches it
   const std::vector<Tensor> got = run_both_orders(
       [&] {
         Tensor with_bias = in_dtype(random_stored({M, N}, 311, dt), dt);  // stale values
         Tensor without = in_dtype(random_stored({M, N}, 312, dt), dt);
         with_element_type(dt, [&](auto tag) {
           using D = decltype(tag);
-          simt::launch(bk::fill_rows_kernel<D>, blocks_for(M * N, kThreads), kThreads,
-                       elements<D>(with_bias), elements<const D>(k_bias), M, N);
-          simt::launch(bk::fill_rows_kernel<D>, blocks_for(M * N, kThreads), kThreads,
-                       elements<D>(without), static_cast<const D*>(nullptr), M, N);
+          simt::launch(bk::fill_rows_kernel<D>, blocks_for(M * N, bk::kFillThreads),
+                       bk::kFillThreads, elements<D>(with_bias), elements<const D>(k_bias), M, N);
+          simt::launch(bk::fill_rows_kernel<D>, blocks_for(M * N, bk::kFillThreads),
+                       bk::kFillThreads, elements<D>(without), static_cast<const D*>(nullptr), M,
+                       N);
         });
         return std::vector<Tensor>{with_bias, without};
       },

@@ -1,17 +1,24 @@
-// The second kernel of tessera's deterministic column sums (the LayerNorm parameter gradients,
-// the bias gradient), as device code without a launcher: out[c] += the sum over chunks k of
-// partials[k C + c], for K arrays at once. The first kernel, each op's own, sums fixed chunks of
-// rows into the fp32 partials [chunks, C]; this one adds each column's chunks in an order fixed
-// by `chunks` alone: thread (x, y) of block b adds chunks y, y + kChunkLanes, ... of column
-// b * kFinishColumns + x in order, then thread (x, 0) adds the kChunkLanes sums in order. No
-// atomics, so the same bits on every run. It is latency-bound, so many lanes per column, each
-// with few loads (4 at 8192 rows in chunks of 64), even for many rows. Include
-// tests/simt_emulation.h first to run it on the CPU.
+// tessera's deterministic column sums (the LayerNorm parameter gradients, the bias gradient):
+// the geometry both ops' first kernels share, and the second kernel, as device code without
+// launchers. Include tests/simt_emulation.h first to run it on the CPU.
+//
+// The first kernel, each op's own, sums fixed chunks of kChunkRows rows of stripes of
+// kStripeColumns columns into fp32 partials [chunks, C]: block (chunk, stripe), thread (x, y)
+// takes the pack of kPack columns at x * kPack over the chunk's rows y, y + kRowLanes, ... in
+// order, then thread t < kStripeColumns adds column t's kRowLanes sums in order. At 8192 rows
+// and C = 768: 128 chunks x 6 stripes = 768 blocks.
+//
+// The second, finish_kernel: out[c] += the sum over chunks k of partials[k C + c], for K arrays
+// at once, in an order fixed by `chunks` alone: thread (x, y) of block b adds chunks y,
+// y + kChunkLanes, ... of column b * kFinishColumns + x in order, then thread (x, 0) adds the
+// kChunkLanes sums in order. No atomics, so the same bits on every run. It is latency-bound, so
+// many lanes per column, each with few loads (4 at 8192 rows), even for many rows.
 #pragma once
 
 #include <cstdint>
 
 #include "core/cuda_device.cuh"
+#include "core/ops/cuda_elementwise.cuh"
 
 namespace tessera::ops::cuda::column_sums {
 // Internal linkage, as the kernels had in their .cu files: each translation unit, a .cu file or
@@ -20,8 +27,18 @@ namespace {
 
 using ::tessera::cuda::blocks_for;
 using ::tessera::cuda::from_f32;
+using ::tessera::cuda::kPack;
 using ::tessera::cuda::to_f32;
 
+// The first kernels' geometry.
+constexpr int kPartialThreads = 256;
+constexpr int kChunkRows = 64;
+constexpr int kStripePacks = 32;  // a warp across the stripe, one pack of columns each
+constexpr int kStripeColumns = kStripePacks * kPack;
+constexpr int kRowLanes = kPartialThreads / kStripePacks;
+static_assert(kStripeColumns <= kPartialThreads, "one thread per stripe column adds the lanes");
+
+// The finish's.
 constexpr int kFinishColumns = 32;  // columns per block
 constexpr int kChunkLanes = 32;     // threads down the chunks of a column
 
@@ -55,7 +72,17 @@ __global__ void finish_kernel(ColumnSums<D, K> sums, int64_t chunks, int64_t C) 
   }
 }
 
-// The launch shape of finish_kernel for C columns.
+// The launch shapes for `rows` rows of C columns.
+inline int64_t chunks_of(int64_t rows) {
+  return (rows + kChunkRows - 1) / kChunkRows;
+}
+inline dim3 partials_grid(int64_t rows, int64_t C) {
+  return dim3(static_cast<unsigned>(chunks_of(rows)), blocks_for(C, kStripeColumns));
+}
+inline dim3 partials_block() {
+  return dim3(kStripePacks, kRowLanes);
+}
+
 inline dim3 finish_grid(int64_t C) {
   return dim3(blocks_for(C, kFinishColumns));
 }

@@ -59,14 +59,14 @@ void layernorm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* i
       dev(dinp), dev(dout), dev(inp), dev(weight), mean, rstd, N, C, packed);
   CHECK_LAUNCH();
 
-  const int64_t chunks = (N + kChunkRows - 1) / kChunkRows;
+  const int64_t chunks = column_sums::chunks_of(N);
   StreamScratch partials(2 * static_cast<size_t>(chunks * C) * sizeof(float));
   float* dweight_part = partials.as<float>();
   float* dbias_part = dweight_part + chunks * C;
-  const dim3 grid(static_cast<unsigned>(chunks), blocks_for(C, kStripeColumns));
-  layernorm_param_partials_kernel<<<grid, dim3(kStripePacks, kRowLanes), 0, stream>>>(
-      dweight_part, dbias_part, dev(dout), dev(inp), mean, rstd, N, C,
-      C % kPack == 0 && packable(dev(dout), dev(inp)));
+  layernorm_param_partials_kernel<<<column_sums::partials_grid(N, C), column_sums::partials_block(),
+                                    0, stream>>>(dweight_part, dbias_part, dev(dout), dev(inp),
+                                                 mean, rstd, N, C,
+                                                 C % kPack == 0 && packable(dev(dout), dev(inp)));
   CHECK_LAUNCH();
   const column_sums::ColumnSums<tessera::cuda::device_t<T>, 2> sums{{dev(dweight), dev(dbias)},
                                                                     {dweight_part, dbias_part}};

@@ -33,16 +33,14 @@ constexpr int kRowsPerBlock = kThreads / kWarp;  // one warp per row
 // ran faster unconstrained.
 template <typename D>
 constexpr int kDinpBlocksPerSm = sizeof(D) == 2 ? 8 : 1;
-// The dweight/dbias partial sums: each block sums a chunk of kChunkRows rows of a stripe of
-// kStripeColumns columns, with kStripePacks threads across the stripe (one pack of kPack columns
-// each) and kRowLanes down the rows. Fixed sizes, so the order of every sum depends on N and C
-// only. At N = 8192, C = 768: 128 chunks x 6 stripes = 768 blocks.
-constexpr int kChunkRows = 64;
-constexpr int kStripePacks = kWarp;
-constexpr int kStripeColumns = kStripePacks * kPack;
-constexpr int kRowLanes = kThreads / kStripePacks;
-static_assert(kStripeColumns <= kThreads, "one thread per stripe column adds the row lanes");
-// The finish adds each column's chunks: column_sums::finish_kernel, with K = 2 (dweight, dbias).
+// dweight and dbias are column sums (core/ops/column_sum_kernels.cuh): partials over chunks of
+// rows and stripes of columns in that header's geometry, then column_sums::finish_kernel with
+// K = 2. Fixed sizes, so the order of every sum depends on N and C only.
+using column_sums::kChunkRows;
+using column_sums::kPartialThreads;
+using column_sums::kRowLanes;
+using column_sums::kStripeColumns;
+using column_sums::kStripePacks;
 constexpr float kEps = static_cast<float>(kLayerNormEps);
 
 // The row this warp owns, or -1 past the last row (the whole warp leaves together).
@@ -167,7 +165,7 @@ __global__ void __launch_bounds__(kThreads, kDinpBlocksPerSm<D>)
 // registers (8 blocks per SM, no spill): on an H200, up to 30% faster than at its own 40 in bf16
 // at C >= 1024, the same at C = 768.
 template <typename D>
-__global__ void __launch_bounds__(kThreads, 8)
+__global__ void __launch_bounds__(kPartialThreads, 8)
     layernorm_param_partials_kernel(float* dweight_part, float* dbias_part, const D* dout,
                                     const D* inp, const float* mean, const float* rstd, int64_t N,
                                     int64_t C, bool packed) {
@@ -179,7 +177,7 @@ __global__ void __launch_bounds__(kThreads, 8)
   const int64_t row0 = chunk * kChunkRows;
   const int rows = static_cast<int>(N - row0 < kChunkRows ? N - row0 : kChunkRows);
   const int t = threadIdx.y * kStripePacks + threadIdx.x;
-  for (int i = t; i < rows; i += kThreads) {
+  for (int i = t; i < rows; i += kPartialThreads) {
     chunk_mean[i] = mean[row0 + i];
     chunk_rstd[i] = rstd[row0 + i];
   }

@@ -261,13 +261,12 @@ Gemm forward_gemm(T* out, const T* inp, const T* weight, const T* bias, T* aux, 
 template <typename D>
 void bias_backward(D* dbias, const D* dout, int64_t M, int64_t N) {
   cudaStream_t stream = tessera::cuda::compute_stream();
-  const int64_t chunks = (M + kBiasChunkRows - 1) / kBiasChunkRows;
+  const int64_t chunks = column_sums::chunks_of(M);
   StreamScratch partials(static_cast<size_t>(chunks * N) * sizeof(float));
   // Whole packs need an aligned base pointer and rows a whole number of packs long.
   const bool packed = N % kPack == 0 && packable(dout);
-  const dim3 grid(static_cast<unsigned>(chunks), blocks_for(N, kBiasStripeColumns));
-  bias_backward_partials_kernel<<<grid, dim3(kBiasStripePacks, kBiasRowLanes), 0, stream>>>(
-      partials.as<float>(), dout, M, N, packed);
+  bias_backward_partials_kernel<<<column_sums::partials_grid(M, N), column_sums::partials_block(),
+                                  0, stream>>>(partials.as<float>(), dout, M, N, packed);
   CHECK_LAUNCH();
   column_sums::
       finish_kernel<<<column_sums::finish_grid(N), column_sums::finish_block(), 0, stream>>>(
@@ -282,8 +281,7 @@ void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int64_
                     int64_t N) {
   if (M == 0 || N == 0) return;
   if (K == 0) {
-    constexpr int kThreads = 256;
-    fill_rows_kernel<<<tessera::cuda::blocks_for(M * N, kThreads), kThreads, 0,
+    fill_rows_kernel<<<blocks_for(M * N, kFillThreads), kFillThreads, 0,
                        tessera::cuda::compute_stream()>>>(dev(out), dev(bias), M, N);
     CHECK_LAUNCH();
     return;
