@@ -17,7 +17,6 @@
 #include <ostream>
 #include <random>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "tests/simt_emulation.h"
@@ -50,40 +49,29 @@ void PrintTo(const Case& c, std::ostream* os) {
   *os << "head dim " << c.hd << ", T " << c.T << ", B " << c.B << ", H " << c.H;
 }
 
+// Values as the element type D stores them, and back: the kernels' own conversions
+// (core/cuda_device.cuh).
+template <typename D>
+std::vector<D> stored(const std::vector<float>& v) {
+  std::vector<D> r;
+  for (const float x : v) r.push_back(tessera::cuda::from_f32<D>(x));
+  return r;
+}
+template <typename D>
+std::vector<float> widened(const std::vector<D>& v) {
+  std::vector<float> r;
+  for (const D x : v) r.push_back(tessera::cuda::to_f32(x));
+  return r;
+}
+
 // Random inputs as float values that the element type D holds exactly.
 template <typename D>
 std::vector<float> random_values(size_t n, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   std::vector<float> v(n);
-  for (float& x : v) {
-    x = dist(rng);
-    if constexpr (std::is_same_v<D, __nv_bfloat16>) x = __bfloat162float(__float2bfloat16(x));
-  }
-  return v;
-}
-
-template <typename D>
-std::vector<D> stored(const std::vector<float>& v) {
-  std::vector<D> r(v.size());
-  for (size_t i = 0; i < v.size(); ++i) {
-    if constexpr (std::is_same_v<D, float>)
-      r[i] = v[i];
-    else
-      r[i] = __float2bfloat16(v[i]);
-  }
-  return r;
-}
-template <typename D>
-std::vector<float> widened(const std::vector<D>& v) {
-  std::vector<float> r(v.size());
-  for (size_t i = 0; i < v.size(); ++i) {
-    if constexpr (std::is_same_v<D, float>)
-      r[i] = v[i];
-    else
-      r[i] = __bfloat162float(v[i]);
-  }
-  return r;
+  for (float& x : v) x = dist(rng);
+  return widened(stored<D>(v));
 }
 
 Tensor to_f64(const std::vector<float>& v, const Shape& shape) {
