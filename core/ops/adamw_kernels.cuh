@@ -89,7 +89,8 @@ __global__ void sum_of_squares_partials_kernel(double* partial, const D* x, int6
 }
 
 // One block of kSumMaxBlocks threads: result[0] = the sum of partial[0, count).
-__global__ void sum_partials_kernel(double* result, const double* partial, int count) {
+__global__ void __launch_bounds__(kSumMaxBlocks)
+    sum_partials_kernel(double* result, const double* partial, int count) {
   __shared__ double shared[kSumMaxBlocks];
   shared[threadIdx.x] = static_cast<int>(threadIdx.x) < count ? partial[threadIdx.x] : 0.0;
   block_tree_sum(shared);

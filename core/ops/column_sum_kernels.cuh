@@ -41,6 +41,7 @@ static_assert(kStripeColumns <= kPartialThreads, "one thread per stripe column a
 // The finish's.
 constexpr int kFinishColumns = 32;  // columns per block
 constexpr int kChunkLanes = 32;     // threads down the chunks of a column
+constexpr int kFinishThreads = kFinishColumns * kChunkLanes;
 
 // K outputs of C elements and their partials, [chunks, C] each.
 template <typename D, int K>
@@ -49,8 +50,10 @@ struct ColumnSums {
   const float* partials[K];
 };
 
+// The bounds keep its registers within what a block of kFinishThreads (1024) allows.
 template <typename D, int K>
-__global__ void finish_kernel(ColumnSums<D, K> sums, int64_t chunks, int64_t C) {
+__global__ void __launch_bounds__(kFinishThreads)
+    finish_kernel(ColumnSums<D, K> sums, int64_t chunks, int64_t C) {
   __shared__ float lane_sum[K][kChunkLanes][kFinishColumns];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kFinishColumns + threadIdx.x;
   float sum[K] = {};
