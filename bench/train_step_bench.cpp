@@ -155,9 +155,9 @@ int main(int argc, char** argv) {
     B = batch;
   } else if (gpu) {
     // The largest power-of-two micro-batch (up to 64) whose estimate fits in 85% of the GPU's
-    // memory less 2 GB (cuBLASLt workspace, NCCL, the pool's slack): parameter state (20 B per
-    // parameter with bf16, 16 with fp32) plus activations (gpt_activation_bytes).
-    const double state = (c.dtype == DType::BF16 ? 20.0 : 16.0) * gpt_num_params(c);
+    // memory less 2 GB (cuBLASLt workspace, NCCL, the pool's slack): parameter state
+    // (gpt_state_bytes) plus activations (gpt_activation_bytes).
+    const double state = static_cast<double>(gpt_state_bytes(c));
     const double budget = 0.85 * static_cast<double>(device_memory_bytes()) - 2e9;
     B = 1;
     while (B < 64 && state + gpt_activation_bytes(c, 2 * B) <= budget) B *= 2;

@@ -13,6 +13,7 @@ namespace tessera {
 
 namespace {
 std::atomic<size_t> g_host_bytes{0};
+std::atomic<size_t> g_host_peak{0};
 constexpr size_t kAlignment = 64;
 size_t host_allocation(size_t bytes) {
   size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
@@ -31,7 +32,10 @@ Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
     data_ = std::aligned_alloc(kAlignment, rounded);
     if (!data_) throw std::bad_alloc();
     std::memset(data_, 0, rounded);
-    g_host_bytes += rounded;
+    const size_t now = g_host_bytes += rounded;
+    size_t peak = g_host_peak.load();
+    while (now > peak && !g_host_peak.compare_exchange_weak(peak, now)) {
+    }
   } else {
     data_ = device_malloc(bytes);
   }
@@ -48,6 +52,14 @@ Buffer::~Buffer() {
 
 size_t host_bytes_allocated() {
   return g_host_bytes.load();
+}
+
+size_t host_peak_bytes() {
+  return g_host_peak.load();
+}
+
+void reset_host_peak() {
+  g_host_peak = g_host_bytes.load();
 }
 
 }  // namespace tessera

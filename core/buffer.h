@@ -27,7 +27,10 @@ class Buffer {
   Device device_ = Device::CPU;
 };
 
-// Bytes of host memory currently held by live Buffers (for the memory figures in the log).
+// Bytes of host memory held by live Buffers now, and the most held at once since the last reset
+// (for the memory figures in the log, and the test of the memory estimate).
 size_t host_bytes_allocated();
+size_t host_peak_bytes();
+void reset_host_peak();
 
 }  // namespace tessera

@@ -180,24 +180,29 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
       "final loss %.4f nats/token (mean of the last log interval) vs the corpus' unigram "
       "entropy %.4f nats/token: %.2f nats/token %s it\n",
       result.final_loss, entropy, std::abs(gap), gap >= 0 ? "below" : "above");
+  // One rank holding the whole model: its peak beside the estimate (gpt_state_bytes +
+  // gpt_activation_bytes), of the GPU's tensors on the GPU, of the host's memory on the CPU.
+  const bool gpu = cfg.model.device == Device::CUDA;
   if (world.size() == 1) {
-    const int64_t n_params = gpt_num_params(cfg.model);
+    const double state_mb = static_cast<double>(gpt_state_bytes(cfg.model)) / 1e6;
     const double activation_mb =
         static_cast<double>(gpt_activation_bytes(cfg.model, cfg.micro_batch)) / 1e6;
     std::printf(
-        "peak memory %.0f MB; estimate %.0f MB = 16 B x %lld parameters + %.0f MB of "
-        "activations (docs/PERFORMANCE.md)\n",
-        peak.data<double>()[0] / 1e6, 16.0 * static_cast<double>(n_params) / 1e6 + activation_mb,
-        static_cast<long long>(n_params), activation_mb);
+        "peak %s memory %.0f MB; estimate %.0f MB = %.0f MB of parameters, gradients and "
+        "optimizer state (%lld parameters) + %.0f MB of activations (docs/%s)\n",
+        gpu ? "GPU" : "host", peak.data<double>()[gpu ? 2 : 0] / 1e6, state_mb + activation_mb,
+        state_mb, static_cast<long long>(gpt_num_params(cfg.model)), activation_mb,
+        gpu ? "GPU.md, \"Memory per GPU\"" : "PERFORMANCE.md, \"Memory\"");
+    if (gpu) std::printf("peak host memory %.0f MB\n", peak.data<double>()[0] / 1e6);
   } else {
     std::printf(
-        "peak memory of the largest rank %.0f MB, of which parameters, gradients and AdamW "
-        "moments %.0f MB (docs/PARALLELISM.md, \"Memory per rank\")\n",
+        "peak memory of the largest rank %.0f MB, of which parameters, gradients and optimizer "
+        "state %.0f MB (docs/PARALLELISM.md, \"Memory per rank\")\n",
         peak.data<double>()[0] / 1e6, peak.data<double>()[1] / 1e6);
+    if (gpu)
+      std::printf("peak GPU memory of the largest rank %.0f MB (device tensors)\n",
+                  peak.data<double>()[2] / 1e6);
   }
-  if (cfg.model.device == Device::CUDA)
-    std::printf("peak GPU memory of the largest rank %.0f MB (device tensors)\n",
-                peak.data<double>()[2] / 1e6);
   std::fflush(stdout);
 }
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <random>
@@ -11,6 +12,7 @@
 #include "core/buffer.h"
 #include "core/error.h"
 #include "core/model/gpt.h"
+#include "core/ops/attention.h"
 #include "core/ops/cast.h"
 #include "core/ops/gelu.h"
 #include "core/ops/layernorm.h"
@@ -399,6 +401,63 @@ TEST(Recompute, TrainingStepsAreBitwiseTheSameAndActivationsShrink) {
   // everything but the residual stream; both add one shared layer's set.
   EXPECT_LT(activation_bytes[Recompute::Selective], activation_bytes[Recompute::None]);
   EXPECT_LT(activation_bytes[Recompute::Full], activation_bytes[Recompute::Selective]);
+}
+
+// gpt_state_bytes + gpt_activation_bytes, which the GPU benchmark sizes its micro-batch by and
+// the log prints beside the peak, against the most host memory a training step held at once.
+TEST(MemoryEstimate, MatchesThePeakOfATrainingStep) {
+  for (DType dtype : {DType::F32, DType::F64, DType::BF16}) {
+    for (Recompute mode : {Recompute::None, Recompute::Selective, Recompute::Full}) {
+      ModelConfig c = small_config(512, 64);
+      c.layers = 4;
+      c.dtype = dtype;
+      c.recompute = mode;
+      const int64_t B = 4;
+      Tensor inputs = random_tokens(B, c.seq_len, c.vocab_size, 30);
+      Tensor targets = random_tokens(B, c.seq_len, c.vocab_size, 31);
+      const size_t before = host_bytes_allocated();
+      reset_host_peak();
+      {
+        LocalCommunicator tp("tp");
+        GPT model(c, ModelShard{}, tp, 22);
+        AdamW opt(model.params(), AdamWConfig{});
+        GPTActivations a = model.make_activations(B);
+        for (int step = 0; step < 2; ++step) {
+          model.zero_grad();
+          model.forward(a, &inputs, &targets);
+          model.backward(a, 1.0);
+          clip_grad_norm(model.params(), 1.0, tp);
+          opt.step(1e-3);
+        }
+      }
+      const double peak = static_cast<double>(host_peak_bytes() - before);
+      const double estimate = static_cast<double>(gpt_state_bytes(c) + gpt_activation_bytes(c, B));
+      std::printf("%s, recompute %s: peak %.0f bytes, estimate %.0f (%.3f)\n",
+                  dtype_name(dtype).c_str(), recompute_name(mode).c_str(), peak, estimate,
+                  estimate / peak);
+      EXPECT_NEAR(estimate / peak, 1.0, 0.02) << dtype_name(dtype) << ", " << recompute_name(mode);
+    }
+  }
+}
+
+
+// cuDNN's deterministic attention backward keeps dP in its workspace (docs/GPU.md): the estimate
+// adds 2 B H T^2 bytes when bf16 attention runs on cuDNN, and nothing for tessera's kernels.
+TEST(MemoryEstimate, AddsCudnnsAttentionWorkspaceWhenItIsChosen) {
+  ModelConfig c = small_config(512, 64);
+  c.device = Device::CUDA;
+  c.dtype = DType::BF16;
+  const int64_t B = 4;
+  const int64_t tessera_kernels = gpt_activation_bytes(c, B);
+  ops::set_bf16_attention_kernels(ops::AttentionKernels::TensorCores);
+  EXPECT_EQ(gpt_activation_bytes(c, B), tessera_kernels);
+  ops::set_bf16_attention_kernels(ops::AttentionKernels::Cudnn);
+  const int64_t cudnn = gpt_activation_bytes(c, B);
+  c.dtype = DType::F32;  // float32 attention always runs on tessera's kernels
+  const int64_t cudnn_f32 = gpt_activation_bytes(c, B);
+  ops::set_bf16_attention_kernels(ops::AttentionKernels::CudaCores);
+  EXPECT_EQ(cudnn - tessera_kernels, 2 * B * c.heads * c.seq_len * c.seq_len);
+  EXPECT_EQ(cudnn_f32, gpt_activation_bytes(c, B));
 }
 
 }  // namespace

@@ -204,6 +204,12 @@ int64_t gpt_num_params(const ModelConfig& c) {
   return n;
 }
 
+int64_t gpt_state_bytes(const ModelConfig& c) {
+  const int64_t per_param =
+      c.dtype == DType::BF16 ? 2 * 2 + 4 * 4 : 4 * static_cast<int64_t>(dtype_size(c.dtype));
+  return per_param * gpt_num_params(c);
+}
+
 int64_t gpt_activation_bytes(const ModelConfig& c, int64_t B) {
   const int64_t T = c.seq_len, C = c.d_model, F = c.d_ff, V = c.vocab_size, BT = B * T;
   const int64_t elem = static_cast<int64_t>(dtype_size(c.dtype));
@@ -227,7 +233,8 @@ int64_t gpt_activation_bytes(const ModelConfig& c, int64_t B) {
   const int64_t residual = (c.layers + 1) * BT * C;
   const int64_t head = BT * (C + 2) + BT * V + 2 * BT;
   const int64_t scratch = BT * (7 * C + F) + 2 * BT * C;  // BlockScratch, the residual grads
-  return elem * (c.layers * per_layer + shared + residual + head + scratch) + 2 * BT * 4;
+  return elem * (c.layers * per_layer + shared + residual + head + scratch) + 2 * BT * 4 +
+         ops::attention_workspace_bytes(c.device, c.dtype, B, c.heads, T);
 }
 
 double gpt_flops_per_token(const ModelConfig& c) {

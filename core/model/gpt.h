@@ -82,8 +82,13 @@ class GPT {
 // weight that takes part in a matmul (so the tied LM head counts once) - llm.c's convention.
 double gpt_flops_per_token(const ModelConfig& cfg);
 int64_t gpt_num_params(const ModelConfig& cfg);
+// Bytes of parameter state on one rank holding the whole model, without ZeRO: values, gradients
+// and AdamW's two moments in the model's dtype (16 bytes a parameter in fp32); with bf16, bf16
+// values and gradients and fp32 gradient sums, master weights and moments (20 bytes).
+int64_t gpt_state_bytes(const ModelConfig& cfg);
 // Bytes of activations and backward scratch for a microbatch of B sequences on one rank holding
-// the whole model (docs/PERFORMANCE.md, "Memory"): the memory beyond 16 bytes per parameter.
+// the whole model (docs/PERFORMANCE.md, "Memory"), including the workspace the chosen attention
+// kernels take (ops::attention_workspace_bytes): the memory beyond gpt_state_bytes.
 int64_t gpt_activation_bytes(const ModelConfig& cfg, int64_t B);
 
 }  // namespace tessera

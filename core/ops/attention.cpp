@@ -99,6 +99,13 @@ Shape attention_saved_shape(Device device, int64_t B, int64_t H, int64_t T) {
   return {B, H, T, T};
 }
 
+int64_t attention_workspace_bytes(Device device, DType qkv_dtype, int64_t B, int64_t H, int64_t T) {
+  // T = 1 runs on tessera's kernels (cuDNN's backward refuses it).
+  const bool cudnn = device == Device::CUDA && qkv_dtype == DType::BF16 &&
+                     g_bf16_kernels == AttentionKernels::Cudnn && T > 1;
+  return cudnn ? 2 * B * H * T * T : 0;
+}
+
 DType attention_saved_dtype(Device device, DType qkv_dtype) {
   return row_stats_dtype(device, qkv_dtype);  // lse on the GPU; probabilities on the host
 }

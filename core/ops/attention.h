@@ -38,6 +38,10 @@ const char* attention_kernels_name(AttentionKernels kernels);
 bool attention_kernels_named(const std::string& name, AttentionKernels* kernels);
 // Whether this build has AttentionKernels::Cudnn (CUDA on, the cuDNN frontend's headers found).
 bool cudnn_attention_built();
+// GPU memory the chosen kernels take for themselves inside one attention backward, beyond the
+// operands, for the memory estimate (gpt_activation_bytes): none for tessera's kernels; for
+// cuDNN's deterministic backward at most 2 B H T^2 bytes (docs/GPU.md, "Memory per GPU").
+int64_t attention_workspace_bytes(Device device, DType qkv_dtype, int64_t B, int64_t H, int64_t T);
 // Whether cuDNN's backward asks for its deterministic algorithm (the default; attention_cudnn.h).
 void set_cudnn_deterministic(bool deterministic);
 // Loads cuDNN for AttentionKernels::Cudnn and returns its version ("9.19.0"); InputError naming
