@@ -138,6 +138,7 @@ void GradBuckets::launch(Bucket& b) {
   fold_bucket(b);
   if (dp_.size() == 1) return;
   Tensor flat = flat_grads().slice0(b.offset, b.offset + b.size);
+  b.completed = false;
   if (shard_)
     b.request = dp_.reduce_scatter_async(b.shard_grad, flat, ReduceOp::Sum);
   else
@@ -152,9 +153,9 @@ void GradBuckets::mark_ready(Param& p) {
   Bucket& b = buckets_[it->second.bucket];
   if (--b.pending == 0) launch(b);
   // Host MPI progresses a non-blocking collective only inside MPI calls: give the ones in
-  // flight a turn.
+  // flight a turn (those not yet seen complete: each test costs a query of the GPU with NCCL).
   for (Bucket& other : buckets_)
-    if (other.request) other.request->test();
+    if (other.request && !other.completed) other.completed = other.request->test();
 }
 
 void GradBuckets::finish() {

@@ -35,6 +35,7 @@ class GradBuckets {
     std::vector<Param*> params;
     int pending = 0;  // params not yet final in this step
     std::unique_ptr<CommRequest> request;
+    bool completed = false;  // request->test() has said so
     Tensor shard_grad;  // ZeRO-1: this rank's reduced piece of flat_grads(), size / DP elements
   };
 
