@@ -34,12 +34,12 @@ class ZeroAdamW {
   // The dtype of the moments and master weights: float32 with mixed precision, else the Params'.
   DType state_dtype() const;
   // The whole moments, laid out like GradBuckets::flat_values(): all-gathered over DP
-  // (collective), for a checkpoint. Padding elements are 0.
+  // (collective) into host memory, for a checkpoint. Padding elements are 0.
   void gather_moments(Tensor& exp_avg, Tensor& exp_avg_sq);
   // The inverse, when resuming: each rank keeps its pieces of the whole moments.
   void scatter_moments(const Tensor& exp_avg, const Tensor& exp_avg_sq);
   // Mixed precision: the whole fp32 master weights, laid out like flat_values(), all-gathered
-  // over DP (collective); what a checkpoint saves as the weights.
+  // over DP (collective) into host memory; what a checkpoint saves as the weights.
   Tensor gather_masters();
   // The inverse, when resuming: each rank keeps its pieces of the whole masters, and the bf16
   // values become the whole masters rounded (what a step's all-gather would make of them).
