@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "core/cuda_common.cuh"
 #include "core/device.h"
 #include "core/error.h"
+#include "parallel/first_contact.h"
 #include "parallel/watchdog.h"
 
 namespace tessera {
@@ -149,6 +151,10 @@ struct NcclCommunicator::State {
   std::shared_ptr<Completion> pending_done;
   ncclComm_t split_out = nullptr;  // written by NCCL's background split job: must outlive it
   Tensor barrier_word;             // one F32 on the device, made at the first barrier
+  // The peers of earlier point-to-point groups, and the handshake's buffer (parallel/
+  // first_contact.h): element 0 is sent, element 1 + peer receives from that peer.
+  std::set<int> met_peers;
+  Tensor handshake;
 };
 
 namespace {
@@ -257,15 +263,27 @@ void start_pending_p2p(State& s, const char* op) {
   std::vector<PendingP2p> ops;
   ops.swap(s.pending);
   const std::shared_ptr<Completion> done = std::move(s.pending_done);
+  std::vector<int> peers;
+  for (const PendingP2p& p : ops) peers.push_back(p.peer);
+  const std::vector<int> fresh = first_contacts(peers, s.rank, s.met_peers);
+  if (!fresh.empty() && !s.handshake.defined())
+    s.handshake = Tensor({s.size + 1}, DType::I32, Device::CUDA);
   order_after_compute(s);
   settle(s, ncclGroupStart(), "ncclGroupStart", op);
   ncclResult_t first_error = ncclSuccess;
+  const auto note = [&first_error](ncclResult_t r) {
+    if (first_error == ncclSuccess && r != ncclSuccess && r != ncclInProgress) first_error = r;
+  };
+  // First the handshakes with the peers met for the first time, then what was posted.
+  int32_t* word = static_cast<int32_t*>(s.handshake.defined() ? s.handshake.raw() : nullptr);
+  for (int peer : fresh) {
+    note(ncclSend(word, 1, ncclInt32, peer, s.comm, s.stream));
+    note(ncclRecv(word + 1 + peer, 1, ncclInt32, peer, s.comm, s.stream));
+  }
   for (const PendingP2p& p : ops) {
     const Payload d = payload(p.tensor);
-    const ncclResult_t r =
-        p.is_send ? ncclSend(p.tensor.raw(), d.count, d.type, p.peer, s.comm, s.stream)
-                  : ncclRecv(p.tensor.raw(), d.count, d.type, p.peer, s.comm, s.stream);
-    if (first_error == ncclSuccess && r != ncclSuccess && r != ncclInProgress) first_error = r;
+    note(p.is_send ? ncclSend(p.tensor.raw(), d.count, d.type, p.peer, s.comm, s.stream)
+                   : ncclRecv(p.tensor.raw(), d.count, d.type, p.peer, s.comm, s.stream));
   }
   const ncclResult_t end = ncclGroupEnd();  // ends the group even after a failed call
   if (first_error != ncclSuccess)

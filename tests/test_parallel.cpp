@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/model/gpt.h"
+#include "parallel/first_contact.h"
 #include "parallel/grad_buckets.h"
 #include "parallel/local_communicator.h"
 #include "parallel/pipeline_schedule.h"
@@ -167,6 +168,22 @@ TEST(OneFOneB, StagesExchangeWithoutDeadlock) {
       for (int s = 0; s < p; ++s)
         EXPECT_EQ(next[static_cast<size_t>(s)], plans[s].size()) << "p " << p << " m " << m;
     }
+}
+
+// NcclCommunicator leads a point-to-point group with a handshake for each peer it meets for the
+// first time (parallel/first_contact.h): here the groups of a pipeline's first and middle stages.
+TEST(FirstContacts, EachPeerOnceInOrderOfFirstAppearanceNeverSelfNeverAgain) {
+  std::set<int> met;
+  // Stage 0 of 3: two warm-up sends to stage 1 held back until its first backward's receive.
+  EXPECT_EQ(first_contacts({1, 1, 1}, 0, met), std::vector<int>{1});
+  EXPECT_EQ(first_contacts({1, 1}, 0, met), std::vector<int>{});
+  std::set<int> middle;
+  EXPECT_EQ(first_contacts({0}, 1, middle), std::vector<int>{0});        // receive from stage 0
+  EXPECT_EQ(first_contacts({2, 0, 2}, 1, middle), std::vector<int>{2});  // send on, receive
+  EXPECT_EQ(first_contacts({2, 0}, 1, middle), std::vector<int>{});
+  std::set<int> self;
+  EXPECT_EQ(first_contacts({0, 3, 0, 2, 3}, 0, self), (std::vector<int>{3, 2}));
+  EXPECT_EQ(self, (std::set<int>{2, 3}));
 }
 
 TEST(OneFOneB, BubbleFractionIsPMinusOneOverMPlusPMinusOne) {
