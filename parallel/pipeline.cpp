@@ -35,7 +35,7 @@ void PipelineEngine::wait(std::unique_ptr<CommRequest>& request) {
 }
 
 void PipelineEngine::forward(int mb, const std::vector<Tensor>& inputs,
-                             const std::vector<Tensor>& targets, double& loss_sum) {
+                             const std::vector<Tensor>& targets, double& loss_sum, bool warmup) {
   const size_t slot = static_cast<size_t>(mb) % acts_.size();
   GPTActivations& a = acts_[slot];
   // The slot's previous microbatch sent its output from these activations; let it finish.
@@ -49,7 +49,12 @@ void PipelineEngine::forward(int mb, const std::vector<Tensor>& inputs,
       model_.forward(a, first_ ? &inputs[static_cast<size_t>(mb)] : nullptr,
                      last_ ? &targets[static_cast<size_t>(mb)] : nullptr, stage_input);
   if (last_) loss_sum += loss;
-  if (!last_) output_sent_[slot] = pp_.isend(a.residual.back(), pp_.rank() + 1);
+  if (last_) return;
+  output_sent_[slot] = pp_.isend(a.residual.back(), pp_.rank() + 1);
+  // Before the stage's first backward no gradient comes back that this send could cross, so it
+  // may start alone. Held back, stage 0's warm-up sends would wait for its first backward's
+  // receive, and the pipeline would fill PP - 2 forwards late.
+  if (warmup) output_sent_[slot]->test();
 }
 
 void PipelineEngine::backward(int mb, double loss_scale, const GradReadyFn* on_ready,
@@ -78,7 +83,7 @@ double PipelineEngine::evaluate(const std::vector<Tensor>& inputs,
                 "PipelineEngine::evaluate: expected one input and target tensor per microbatch");
   double loss_sum = 0;
   for (size_t mb = 0; mb < inputs.size(); ++mb)
-    forward(static_cast<int>(mb), inputs, targets, loss_sum);
+    forward(static_cast<int>(mb), inputs, targets, loss_sum, true);
   for (auto& r : output_sent_) wait(r);
   return loss_sum;
 }
@@ -90,11 +95,14 @@ double PipelineEngine::run(const std::vector<Tensor>& inputs, const std::vector<
                     static_cast<int>(targets.size()) == microbatches_,
                 "PipelineEngine::run: expected one input and target tensor per microbatch");
   double loss_sum = 0;
+  bool warmup = true;
   for (const PipeAction& action : schedule_) {
-    if (action.kind == PipeAction::Forward)
-      forward(action.microbatch, inputs, targets, loss_sum);
-    else
+    if (action.kind == PipeAction::Forward) {
+      forward(action.microbatch, inputs, targets, loss_sum, warmup);
+    } else {
+      warmup = false;
       backward(action.microbatch, loss_scale, on_ready, after_backward);
+    }
   }
   for (auto& r : output_sent_) wait(r);
   for (auto& r : input_grad_sent_) wait(r);

@@ -39,8 +39,10 @@ class PipelineEngine {
   int stages() const { return pp_.size(); }
 
  private:
+  // warmup: no backward has run yet in this step (or none will: evaluate), so the output's send
+  // starts at once; later, NCCL holds it back until the stage's next receive (see isend).
   void forward(int mb, const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets,
-               double& loss_sum);
+               double& loss_sum, bool warmup);
   void backward(int mb, double loss_scale, const GradReadyFn* on_ready,
                 const std::function<void()>& after_backward);
   void wait(std::unique_ptr<CommRequest>& request);
