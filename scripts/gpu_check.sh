@@ -116,7 +116,7 @@ summary() {
        /^\| [0-9]/{printf "step %-11s %-19s %8s ms  %8s tokens/s  MFU %s\n", shape, att, $2, $10, $14}' \
     "$OUT_DIR/bench_train_step_gpu.txt" 2>/dev/null
   grep -h -m 1 "^cuDNN " "$OUT_DIR/bench_gpu_ops.txt" 2>/dev/null
-  grep -H "final loss" "$OUT_DIR"/train_*.txt 2>/dev/null | sed "s|^$OUT_DIR/||"
+  grep -H -E "final loss|^peak GPU memory" "$OUT_DIR"/train_*.txt 2>/dev/null | sed "s|^$OUT_DIR/||"
   tail -n 1 "$OUT_DIR/sample.txt" 2>/dev/null | sed "s/^/sample.txt: /"
   awk '/bf16 attention on/{att = $NF} /^dgelu epilogue on/{att = att "+dgelu"}
        /^GPT-2/{shape = $1 " " $2} /^\| attention backward \|/{bwd = $5}
@@ -182,7 +182,7 @@ for run in "default" "opt_in --gpu.attention tensor_cores --gpu.dgelu_epilogue t
     >"$OUT_DIR/train_$name.txt" 2>&1
   rc=$?
   echo "tessera train ($name): exit $rc"
-  grep -E "^gpu:|final loss" "$OUT_DIR/train_$name.txt"
+  grep -E "^gpu:|final loss|^peak GPU memory" "$OUT_DIR/train_$name.txt"
   [ $rc -eq 0 ] || { status=1; tail -n 5 "$OUT_DIR/train_$name.txt"; }
 done
 # The default run's checkpoint (bf16 masters saved as float32) back on the GPU, greedy.
