@@ -43,13 +43,14 @@ std::vector<TensorBlock> blocks_of(const Param& p, const Tensor& local, const st
 
 // The optimizer state of every parameter this rank holds, as tensors shaped like the parameter:
 // both moments, and for a bfloat16 model the fp32 master weights (undefined for other Params).
-// AdamW's own, or with ZeRO-1 views into the whole state all-gathered over DP (collective).
+// AdamW's own, or with ZeRO-1 views into the whole state all-gathered over DP (collective;
+// keep = false: this rank takes part only, and gets no state).
 struct OptimizerState {
   std::vector<Tensor> exp_avg, exp_avg_sq, master;
   Tensor flat_m, flat_v, flat_master;  // ZeRO-1: the whole state, laid out like flat_values()
 };
 
-OptimizerState optimizer_state_of(Trainer& tr, bool gather) {
+OptimizerState optimizer_state_of(Trainer& tr, bool gather, bool keep = true) {
   OptimizerState s;
   const std::vector<Param*>& ps = tr.params();
   if (AdamW* a = tr.adamw()) {
@@ -60,8 +61,8 @@ OptimizerState optimizer_state_of(Trainer& tr, bool gather) {
   }
   ZeroAdamW& z = *tr.zero();
   if (gather) {
-    z.gather_moments(s.flat_m, s.flat_v);
-    if (z.mixed_precision()) s.flat_master = z.gather_masters();
+    z.gather_moments(s.flat_m, s.flat_v, keep);
+    if (z.mixed_precision()) s.flat_master = z.gather_masters(keep);
   } else {  // to read into, on the host
     const Shape& shape = tr.buckets().flat_values().shape();
     s.flat_m = Tensor(shape, z.state_dtype());
@@ -220,9 +221,10 @@ double CheckpointSaver::save() {
   crash_point(c, rank, "start");
   // The state as it is now: with ZeRO-1 the optimizer state is gathered over DP (collective); with
   // an asynchronous save every block is copied, so training may change the originals.
-  const OptimizerState state = optimizer_state_of(tr_, /*gather=*/true);
+  const bool writes = tr_.grid().coord().dp == 0;
+  const OptimizerState state = optimizer_state_of(tr_, /*gather=*/true, /*keep=*/writes);
   std::vector<TensorBlock> blocks;
-  if (tr_.grid().coord().dp == 0) blocks = state_blocks(tr_, state, true);
+  if (writes) blocks = state_blocks(tr_, state, true);
   if (!async_)  // HDF5 writes host memory: GPU blocks are copied first
     for (TensorBlock& b : blocks)
       if (b.data.device() != Device::CPU) b.data = b.data.to(Device::CPU);

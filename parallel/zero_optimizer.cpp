@@ -58,21 +58,19 @@ void ZeroAdamW::scale_grads(double alpha) {
   for (GradBuckets::Bucket& b : buckets_.buckets()) ops::scale(b.shard_grad, alpha);
 }
 
-Tensor ZeroAdamW::gather(const std::vector<Tensor>& pieces) {
+Tensor ZeroAdamW::gather(const std::vector<Tensor>& pieces, bool keep) {
   const Tensor& flat = buckets_.flat_values();
-  // On the host, one bucket at a time: the whole state on the GPU would take 12 bytes a
-  // parameter more at every checkpoint (moments and masters), what ZeRO-1 saved.
-  Tensor whole(flat.shape(), state_dtype());
+  // Into host memory, one bucket at a time: the whole state on the GPU would take 12 bytes a
+  // parameter more (moments and masters), what ZeRO-1 saved; ranks that do not keep it only
+  // take part in the all-gathers.
+  Tensor whole = keep ? Tensor(flat.shape(), state_dtype()) : Tensor();
   const std::vector<GradBuckets::Bucket>& bs = buckets_.buckets();
   for (size_t i = 0; i < bs.size(); ++i) {
-    Tensor block = whole.slice0(bs[i].offset, bs[i].offset + bs[i].size);
-    if (flat.device() == Device::CPU) {
-      buckets_.dp().all_gather(block, pieces[i]);
-    } else {
-      Tensor on_device(block.shape(), block.dtype(), flat.device());
-      buckets_.dp().all_gather(on_device, pieces[i]);
-      copy_into(block, on_device);
-    }
+    Tensor kept = keep ? whole.slice0(bs[i].offset, bs[i].offset + bs[i].size) : Tensor();
+    const bool in_place = keep && flat.device() == Device::CPU;
+    Tensor block = in_place ? kept : Tensor({bs[i].size}, state_dtype(), flat.device());
+    buckets_.dp().all_gather(block, pieces[i]);
+    if (keep && !in_place) copy_into(kept, block);
   }
   return whole;
 }
@@ -85,9 +83,9 @@ void ZeroAdamW::scatter(std::vector<Tensor>& pieces, const Tensor& whole) {
   }
 }
 
-void ZeroAdamW::gather_moments(Tensor& exp_avg, Tensor& exp_avg_sq) {
-  exp_avg = gather(exp_avg_);
-  exp_avg_sq = gather(exp_avg_sq_);
+void ZeroAdamW::gather_moments(Tensor& exp_avg, Tensor& exp_avg_sq, bool keep) {
+  exp_avg = gather(exp_avg_, keep);
+  exp_avg_sq = gather(exp_avg_sq_, keep);
 }
 
 void ZeroAdamW::scatter_moments(const Tensor& exp_avg, const Tensor& exp_avg_sq) {
@@ -95,9 +93,9 @@ void ZeroAdamW::scatter_moments(const Tensor& exp_avg, const Tensor& exp_avg_sq)
   scatter(exp_avg_sq_, exp_avg_sq);
 }
 
-Tensor ZeroAdamW::gather_masters() {
+Tensor ZeroAdamW::gather_masters(bool keep) {
   TESSERA_CHECK(mixed_precision(), "ZeroAdamW::gather_masters without bfloat16 parameters");
-  return gather(master_);
+  return gather(master_, keep);
 }
 
 void ZeroAdamW::scatter_masters(const Tensor& masters) {

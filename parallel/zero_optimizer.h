@@ -34,13 +34,15 @@ class ZeroAdamW {
   // The dtype of the moments and master weights: float32 with mixed precision, else the Params'.
   DType state_dtype() const;
   // The whole moments, laid out like GradBuckets::flat_values(): all-gathered over DP
-  // (collective) into host memory, for a checkpoint. Padding elements are 0.
-  void gather_moments(Tensor& exp_avg, Tensor& exp_avg_sq);
+  // (collective) into host memory, for a checkpoint. Padding elements are 0. keep = false: this
+  // rank only takes part (its results stay undefined), as only one DP rank writes them.
+  void gather_moments(Tensor& exp_avg, Tensor& exp_avg_sq, bool keep = true);
   // The inverse, when resuming: each rank keeps its pieces of the whole moments.
   void scatter_moments(const Tensor& exp_avg, const Tensor& exp_avg_sq);
   // Mixed precision: the whole fp32 master weights, laid out like flat_values(), all-gathered
-  // over DP (collective) into host memory; what a checkpoint saves as the weights.
-  Tensor gather_masters();
+  // over DP (collective) into host memory; what a checkpoint saves as the weights. keep as
+  // for gather_moments.
+  Tensor gather_masters(bool keep = true);
   // The inverse, when resuming: each rank keeps its pieces of the whole masters, and the bf16
   // values become the whole masters rounded (what a step's all-gather would make of them).
   void scatter_masters(const Tensor& masters);
@@ -57,7 +59,7 @@ class ZeroAdamW {
     double weight_decay;
   };
   // The whole of a per-bucket state (moments, masters) from every rank's pieces, and back.
-  Tensor gather(const std::vector<Tensor>& pieces);
+  Tensor gather(const std::vector<Tensor>& pieces, bool keep);
   void scatter(std::vector<Tensor>& pieces, const Tensor& whole);
   // Every rank's piece of the values to every rank (in place; nothing with one DP rank).
   void all_gather_values();

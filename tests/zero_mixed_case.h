@@ -4,7 +4,8 @@
 // 1/64 small enough that every sum (over microbatches, over ranks, in bf16 or fp32) is exact, so
 // the reference may take the summed gradient as its own. The buckets are small, so pieces cut
 // Params apart and, when DP does not divide a bucket, end in padding. Then the checkpoint path:
-// the gathered state, scattered back over zeroed values and moments, restores them exactly.
+// the gathered state (also gathered for DP rank 0 only), scattered back over zeroed values and
+// moments, restores them exactly.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -97,6 +98,18 @@ inline void expect_sharded_mixed_adamw_is_adamw(Communicator& dp) {
   Tensor m, v;
   zero.gather_moments(m, v);
   const Tensor masters = zero.gather_masters();
+  // As a checkpoint gathers: only DP rank 0 keeps the state, the others take part only.
+  const bool keep = zero_buckets.dp().rank() == 0;
+  Tensor kept_m, kept_v;
+  zero.gather_moments(kept_m, kept_v, keep);
+  const Tensor kept_masters = zero.gather_masters(keep);
+  ASSERT_EQ(kept_m.defined(), keep) << "DP " << D;
+  ASSERT_EQ(kept_masters.defined(), keep) << "DP " << D;
+  if (keep) {
+    EXPECT_TRUE(bitwise_equal(kept_m, m)) << "DP " << D;
+    EXPECT_TRUE(bitwise_equal(kept_v, v)) << "DP " << D;
+    EXPECT_TRUE(bitwise_equal(kept_masters, masters)) << "DP " << D;
+  }
   const auto piece = [&](const Tensor& flat, const Param& p) {
     const int64_t at = zero_buckets.offset_of(p);
     return flat.slice0(at, at + p.value.numel()).view(p.value.shape());
