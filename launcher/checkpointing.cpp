@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "core/error.h"
 #include "core/ops/cast.h"
@@ -248,6 +249,8 @@ double CheckpointSaver::save() {
   auto write = [this, blocks = std::move(blocks), shard, &c, rank]() {
     try {
       crash_point(c, rank, "shard");
+      for (const RankStep& slow : rank_steps("--debug.slow_save", c.debug_slow_save))
+        if (slow.rank == rank) std::this_thread::sleep_for(std::chrono::seconds(slow.step));
       const auto w0 = std::chrono::steady_clock::now();
       has_shard_ = !blocks.empty();
       if (has_shard_) {

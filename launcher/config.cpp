@@ -156,7 +156,10 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
       "--train.nan_policy")(
       "debug.stall", po::value(&c.debug_stall)->default_value(c.debug_stall),
       "RANK:STEP[,...]: that rank sleeps for an hour before that step (1-based), for tests of "
-      "the collective deadline");
+      "the collective deadline")(
+      "debug.slow_save", po::value(&c.debug_slow_save)->default_value(c.debug_slow_save),
+      "RANK:SECONDS: that rank waits that long before writing each checkpoint shard, for tests "
+      "of the deadline that covers saves");
 
   po::options_description data("[data]");
   data.add_options()("data.path", po::value(&c.data_path),
@@ -362,6 +365,7 @@ void TrainConfig::validate() const {
           startup_timeout);
   rank_steps("--debug.inject_nan", debug_inject_nan);
   rank_steps("--debug.stall", debug_stall);
+  rank_steps("--debug.slow_save", debug_slow_save);
   require(eval_batches >= 1, "--train.eval_batches", "at least 1", eval_batches);
   require(parallel.tp >= 1, "--parallel.tp", "at least 1", parallel.tp);
   require(parallel.pp >= 1, "--parallel.pp", "at least 1", parallel.pp);

@@ -56,6 +56,7 @@ struct TrainConfig {
   // [debug] for tests, "RANK:STEP[,RANK:STEP...]" (steps 1-based; parse with rank_steps)
   std::string debug_inject_nan;  // that rank's gradients become NaN at that step
   std::string debug_stall;       // that rank sleeps for an hour before that step
+  std::string debug_slow_save;   // "RANK:SECONDS": that rank's shard writer waits that long first
   // [data]
   std::string data_path;         // "PATH" or "W1 PATH1 W2 PATH2 ..." (io/data_loader.h)
   std::string valid_path;        // validation corpora, same syntax; empty: hold out a fraction

@@ -409,7 +409,11 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       break;
     }
   }
+  // The last save may still be writing or committing, and its barriers wait for the slowest
+  // writer and for rank 0's commit: the start-up deadline covers them, as during the loop.
+  Watchdog::instance().set_deadline(cfg.startup_deadline());
   saver.finish();
+  Watchdog::instance().set_deadline(cfg.collective_timeout);
   if (result.exit_code == kExitNonFinite) return result;
   if (const std::optional<double> mean = log.unlogged_mean()) result.final_loss = *mean;
   const double run_s = std::chrono::duration<double>(Clock::now() - start).count();

@@ -206,6 +206,20 @@ TEST_F(Cluster, RankThatHangsMakesTheOthersReportAndExit5WithinTheDeadline) {
   EXPECT_NE(r.err.find(" in flight, started "), std::string::npos) << r.err;
 }
 
+// An asynchronous save at the last step is finished after the loop: the ranks wait there for
+// the slowest shard writer and for rank 0's commit, under the start-up deadline as the saves in
+// the loop are, not the collective one (which a slow file system would pass).
+TEST_F(Cluster, LastAsynchronousSaveSlowerThanTheCollectiveDeadlineCommits) {
+  const CliRun r = run_mpi(2,
+                           args("run", 4) +
+                               " --checkpoint.async true --checkpoint.interval 4"
+                               " --debug.slow_save 1:5 --train.collective_timeout 2"
+                               " --train.startup_timeout 60",
+                           dir_, 90);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "step_00000004" / "MANIFEST")) << r.out;
+}
+
 TEST_F(Cluster, RankKilledMidRunMakesTheOthersReportAndExitWithinTheDeadline) {
   // kill -9 the last rank that the topology line lists, once training has started.
   const fs::path out = dir_ / "stdout.txt";
