@@ -71,7 +71,11 @@ void check_gpu_for(int local_rank) {
 void configure_process(const TrainConfig& cfg, int ranks_on_node, int local_rank) {
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
   set_cpu_threads(cfg.threads > 0 ? cfg.threads : std::max(1, cores / ranks_on_node));
-  if (cfg.model.device == Device::CUDA) check_gpu_for(local_rank);
+  if (cfg.model.device == Device::CUDA) {
+    check_gpu_for(local_rank);
+    // Chosen now, before any library (cuDNN, NCCL) opens a context on the default GPU 0.
+    select_cuda_device(local_rank);
+  }
   ops::set_bf16_attention_kernels(cfg.attention_kernels);
   ops::set_dgelu_epilogue(cfg.dgelu_epilogue);
   // cuDNN is loaded now, so that a machine without it stops the run before it starts.

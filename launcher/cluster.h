@@ -29,8 +29,8 @@ double seconds_since_process_start();
 void check_gpu_for(int local_rank);
 
 // This process's settings from cfg, before any op runs: its OpenMP threads (--train.threads, else
-// the node's cores over its `ranks_on_node`), on cuda the GPU of `local_rank` (check_gpu_for),
-// and the [gpu] kernels.
+// the node's cores over its `ranks_on_node`), on cuda the GPU of `local_rank` (checked by
+// check_gpu_for, then selected), and the [gpu] kernels.
 void configure_process(const TrainConfig& cfg, int ranks_on_node, int local_rank);
 
 // What the grid's groups are split from: on cuda an NCCL communicator over `world` (collective),
