@@ -51,7 +51,7 @@ struct OptimizerState {
   Tensor flat_m, flat_v, flat_master;  // ZeRO-1: the whole state, laid out like flat_values()
 };
 
-OptimizerState optimizer_state_of(Trainer& tr, bool gather, bool keep = true) {
+OptimizerState optimizer_state_of(Trainer& tr, bool keep = true) {
   OptimizerState s;
   const std::vector<Param*>& ps = tr.params();
   if (AdamW* a = tr.adamw()) {
@@ -61,15 +61,8 @@ OptimizerState optimizer_state_of(Trainer& tr, bool gather, bool keep = true) {
     return s;
   }
   ZeroAdamW& z = *tr.zero();
-  if (gather) {
-    z.gather_moments(s.flat_m, s.flat_v, keep);
-    if (z.mixed_precision()) s.flat_master = z.gather_masters(keep);
-  } else {  // to read into, on the host
-    const Shape& shape = tr.buckets().flat_values().shape();
-    s.flat_m = Tensor(shape, z.state_dtype());
-    s.flat_v = Tensor(shape, z.state_dtype());
-    if (z.mixed_precision()) s.flat_master = Tensor(shape, DType::F32);
-  }
+  z.gather_moments(s.flat_m, s.flat_v, keep);
+  if (z.mixed_precision()) s.flat_master = z.gather_masters(keep);
   for (const Param* p : ps) {
     const int64_t at = tr.buckets().offset_of(*p), n = p->value.numel();
     const auto view = [&](const Tensor& flat) {
@@ -223,7 +216,7 @@ double CheckpointSaver::save() {
   // The state as it is now: with ZeRO-1 the optimizer state is gathered over DP (collective); with
   // an asynchronous save every block is copied, so training may change the originals.
   const bool writes = tr_.grid().coord().dp == 0;
-  const OptimizerState state = optimizer_state_of(tr_, /*gather=*/true, /*keep=*/writes);
+  const OptimizerState state = optimizer_state_of(tr_, /*keep=*/writes);
   std::vector<TensorBlock> blocks;
   if (writes) blocks = state_blocks(tr_, state, true);
   if (!async_)  // HDF5 writes host memory: GPU blocks are copied first
@@ -386,6 +379,37 @@ void read_blocks(const CheckpointReader& reader, const std::vector<TensorBlock>&
   }
 }
 
+// ZeRO-1, one bucket at a time through host buffers of the bucket's size: every Param's weights
+// (with bf16 the fp32 masters, which become the bf16 values), and the moments only of the Params
+// that reach into this rank's piece, the only part of them it keeps.
+void load_zero_state(Trainer& tr, ZeroAdamW& z, const CheckpointReader& reader,
+                     const std::string& dir) {
+  GradBuckets& gb = tr.buckets();
+  for (size_t i = 0; i < gb.buckets().size(); ++i) {
+    const GradBuckets::Bucket& b = gb.buckets()[i];
+    Tensor m({b.size}, z.state_dtype()), v({b.size}, z.state_dtype());
+    Tensor masters = z.mixed_precision() ? Tensor({b.size}, DType::F32) : Tensor();
+    const int64_t piece_begin = gb.piece_begin(b), piece_end = piece_begin + gb.piece_length(b);
+    std::vector<TensorBlock> blocks;
+    const auto add = [&blocks](std::vector<TensorBlock> more) {
+      for (TensorBlock& block : more) blocks.push_back(std::move(block));
+    };
+    for (Param* p : b.params) {
+      const int64_t begin = gb.offset_of(*p), n = p->value.numel();
+      const auto view = [&](const Tensor& t) {
+        return t.slice0(begin - b.offset, begin - b.offset + n).view(p->value.shape());
+      };
+      add(blocks_of(*p, masters.defined() ? view(masters) : p->value, "model/" + p->name));
+      if (begin < piece_end && begin + n > piece_begin) {
+        add(blocks_of(*p, view(m), "optimizer/exp_avg/" + p->name));
+        add(blocks_of(*p, view(v), "optimizer/exp_avg_sq/" + p->name));
+      }
+    }
+    read_blocks(reader, blocks, dir);
+    z.load_bucket(i, m, v, masters);
+  }
+}
+
 }  // namespace
 
 void load_weights(GPT& model, const std::string& dir, int rank) {
@@ -407,12 +431,12 @@ void load_checkpoint(Trainer& tr, const std::string& dir) {
   const CheckpointMeta& meta = reader.meta();
   check_saved_model(meta, tr.config().model, dir);  // before reading a model that is not this one
   reader.prefer_shard(tr.host_world().rank());      // in the saving layout, its own file
-  OptimizerState state = optimizer_state_of(tr, /*gather=*/false);
-  read_blocks(reader, state_blocks(tr, state, false), dir);
-  if (AdamW* a = tr.adamw()) a->refresh_values();
-  if (ZeroAdamW* z = tr.zero()) {
-    z->scatter_moments(state.flat_m, state.flat_v);
-    if (z->mixed_precision()) z->scatter_masters(state.flat_master);  // and the bf16 values
+  if (AdamW* a = tr.adamw()) {
+    OptimizerState state = optimizer_state_of(tr);
+    read_blocks(reader, state_blocks(tr, state, false), dir);
+    a->refresh_values();
+  } else {
+    load_zero_state(tr, *tr.zero(), reader, dir);
   }
   const int64_t t = meta.ints.at("adamw_step");
   if (AdamW* a = tr.adamw())

@@ -75,22 +75,9 @@ Tensor ZeroAdamW::gather(const std::vector<Tensor>& pieces, bool keep) {
   return whole;
 }
 
-void ZeroAdamW::scatter(std::vector<Tensor>& pieces, const Tensor& whole) {
-  const std::vector<GradBuckets::Bucket>& bs = buckets_.buckets();
-  for (size_t i = 0; i < bs.size(); ++i) {
-    const int64_t begin = buckets_.piece_begin(bs[i]);
-    copy_into(pieces[i], whole.slice0(begin, begin + buckets_.piece_length(bs[i])));
-  }
-}
-
 void ZeroAdamW::gather_moments(Tensor& exp_avg, Tensor& exp_avg_sq, bool keep) {
   exp_avg = gather(exp_avg_, keep);
   exp_avg_sq = gather(exp_avg_sq_, keep);
-}
-
-void ZeroAdamW::scatter_moments(const Tensor& exp_avg, const Tensor& exp_avg_sq) {
-  scatter(exp_avg_, exp_avg);
-  scatter(exp_avg_sq_, exp_avg_sq);
 }
 
 Tensor ZeroAdamW::gather_masters(bool keep) {
@@ -98,12 +85,19 @@ Tensor ZeroAdamW::gather_masters(bool keep) {
   return gather(master_, keep);
 }
 
-void ZeroAdamW::scatter_masters(const Tensor& masters) {
-  TESSERA_CHECK(mixed_precision(), "ZeroAdamW::scatter_masters without bfloat16 parameters");
-  scatter(master_, masters);
-  // Every rank holds the whole masters here, so it rounds them all itself: the bits the
+void ZeroAdamW::load_bucket(size_t i, const Tensor& exp_avg, const Tensor& exp_avg_sq,
+                            const Tensor& masters) {
+  const GradBuckets::Bucket& b = buckets_.buckets().at(i);
+  const int64_t begin = buckets_.piece_begin(b) - b.offset, end = begin + buckets_.piece_length(b);
+  copy_into(exp_avg_[i], exp_avg.slice0(begin, end));
+  copy_into(exp_avg_sq_[i], exp_avg_sq.slice0(begin, end));
+  if (!mixed_precision()) return;
+  TESSERA_CHECK(masters.defined(), "ZeroAdamW::load_bucket: bfloat16 parameters need masters");
+  copy_into(master_[i], masters.slice0(begin, end));
+  // Every rank holds the bucket's whole masters here, so it rounds them all itself: the bits the
   // all-gather of every rank's rounded piece would bring, without the collective.
-  copy_into(buckets_.flat_values(), ops::cast_to(masters, DType::BF16));
+  Tensor values = buckets_.flat_values().slice0(b.offset, b.offset + b.size);
+  copy_into(values, ops::cast_to(masters, DType::BF16));
 }
 
 int64_t ZeroAdamW::moment_elements() const {

@@ -37,15 +37,16 @@ class ZeroAdamW {
   // (collective) into host memory, for a checkpoint. Padding elements are 0. keep = false: this
   // rank only takes part (its results stay undefined), as only one DP rank writes them.
   void gather_moments(Tensor& exp_avg, Tensor& exp_avg_sq, bool keep = true);
-  // The inverse, when resuming: each rank keeps its pieces of the whole moments.
-  void scatter_moments(const Tensor& exp_avg, const Tensor& exp_avg_sq);
   // Mixed precision: the whole fp32 master weights, laid out like flat_values(), all-gathered
   // over DP (collective) into host memory; what a checkpoint saves as the weights. keep as
   // for gather_moments.
   Tensor gather_masters(bool keep = true);
-  // The inverse, when resuming: each rank keeps its pieces of the whole masters, and the bf16
-  // values become the whole masters rounded (what a step's all-gather would make of them).
-  void scatter_masters(const Tensor& masters);
+  // The inverse, when resuming, one bucket at a time: bucket i's moments and, with mixed
+  // precision, masters (else undefined), laid out like its part of flat_values(); of the moments
+  // only this rank's piece is read. This rank keeps its pieces, and with masters the bucket's
+  // bf16 values become the masters rounded (what a step's all-gather would make of them).
+  void load_bucket(size_t i, const Tensor& exp_avg, const Tensor& exp_avg_sq,
+                   const Tensor& masters);
   int64_t moment_elements() const;  // per moment, on this rank
 
  private:
@@ -60,7 +61,6 @@ class ZeroAdamW {
   };
   // The whole of a per-bucket state (moments, masters) from every rank's pieces, and back.
   Tensor gather(const std::vector<Tensor>& pieces, bool keep);
-  void scatter(std::vector<Tensor>& pieces, const Tensor& whole);
   // Every rank's piece of the values to every rank (in place; nothing with one DP rank).
   void all_gather_values();
   GradBuckets& buckets_;

@@ -4,8 +4,8 @@
 // 1/64 small enough that every sum (over microbatches, over ranks, in bf16 or fp32) is exact, so
 // the reference may take the summed gradient as its own. The buckets are small, so pieces cut
 // Params apart and, when DP does not divide a bucket, end in padding. Then the checkpoint path:
-// the gathered state (also gathered for DP rank 0 only), scattered back over zeroed values and
-// moments, restores them exactly.
+// the gathered state (also gathered for DP rank 0 only), loaded back bucket by bucket over zeroed
+// values and moments, restores them exactly.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -122,14 +122,21 @@ inline void expect_sharded_mixed_adamw_is_adamw(Communicator& dp) {
     EXPECT_TRUE(bitwise_equal(piece(v, p), ref.exp_avg_sq()[i])) << p.name << ", DP " << D;
   }
 
-  // What a resume does: the whole state back into zeroed values, moments and masters.
+  // What a resume does: the state back, bucket by bucket, into zeroed values, moments and masters.
+  const auto load = [&](const Tensor& m_, const Tensor& v_, const Tensor& masters_) {
+    const std::vector<GradBuckets::Bucket>& bs = zero_buckets.buckets();
+    for (size_t i = 0; i < bs.size(); ++i) {
+      const auto part = [&](const Tensor& t) {
+        return t.slice0(bs[i].offset, bs[i].offset + bs[i].size);
+      };
+      zero.load_bucket(i, part(m_), part(v_), part(masters_));
+    }
+  };
   zero_buckets.flat_values().zero();
   Tensor blank(m.shape(), DType::F32);
-  zero.scatter_moments(blank, blank);
-  zero.scatter_masters(blank);
+  load(blank, blank, blank);
   ASSERT_TRUE(bitwise_equal(zero.gather_masters(), blank));
-  zero.scatter_moments(m, v);
-  zero.scatter_masters(masters);
+  load(m, v, masters);
   Tensor m2, v2;
   zero.gather_moments(m2, v2);
   EXPECT_TRUE(bitwise_equal(m2, m)) << "DP " << D;
@@ -137,7 +144,7 @@ inline void expect_sharded_mixed_adamw_is_adamw(Communicator& dp) {
   EXPECT_TRUE(bitwise_equal(zero.gather_masters(), masters)) << "DP " << D;
   for (size_t i = 0; i < ref_params.size(); ++i)
     EXPECT_TRUE(bitwise_equal(zero_params[i].value, ref_params[i].value))
-        << zero_params[i].name << " after scatter_masters, DP " << D;
+        << zero_params[i].name << " after load_bucket, DP " << D;
 }
 
 }  // namespace tessera::test_support
