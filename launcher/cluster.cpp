@@ -59,22 +59,27 @@ void install_stop_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-void check_gpu_for(int local_rank) {
+int gpu_index_for(int visible_gpus, int local_rank) {
+  if (visible_gpus == 1) return 0;
+  if (local_rank >= visible_gpus)
+    throw InputError("--train.device cuda: this rank is number " + std::to_string(local_rank) +
+                     " on its node, which shows it " + std::to_string(visible_gpus) +
+                     " GPUs; start at most one rank per GPU on each node");
+  return local_rank;
+}
+
+int gpu_for(int local_rank) {
   const int gpus = cuda_device_count();
   if (gpus == 0) throw InputError("--train.device cuda: " + cuda_summary());
-  if (local_rank >= gpus)
-    throw InputError("--train.device cuda: this rank is number " + std::to_string(local_rank) +
-                     " on its node, which has " + std::to_string(gpus) +
-                     " GPU(s); start at most one rank per GPU on each node");
+  return gpu_index_for(gpus, local_rank);
 }
 
 void configure_process(const TrainConfig& cfg, int ranks_on_node, int local_rank) {
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
   set_cpu_threads(cfg.threads > 0 ? cfg.threads : std::max(1, cores / ranks_on_node));
   if (cfg.model.device == Device::CUDA) {
-    check_gpu_for(local_rank);
     // Chosen now, before any library (cuDNN, NCCL) opens a context on the default GPU 0.
-    select_cuda_device(local_rank);
+    select_cuda_device(gpu_for(local_rank));
   }
   ops::set_bf16_attention_kernels(cfg.attention_kernels);
   ops::set_dgelu_epilogue(cfg.dgelu_epilogue);
@@ -88,7 +93,7 @@ std::unique_ptr<Communicator> open_device_world(const TrainConfig& cfg, Communic
                                                 int local_rank) {
   if (cfg.model.device != Device::CUDA) return nullptr;
 #ifdef TESSERA_WITH_CUDA
-  return NcclCommunicator::create(world, local_rank, cfg.startup_deadline(), "world");
+  return NcclCommunicator::create(world, gpu_for(local_rank), cfg.startup_deadline(), "world");
 #else
   (void)world;
   (void)local_rank;

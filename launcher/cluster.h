@@ -24,13 +24,17 @@ int stop_signal();
 // Seconds since this process started: the clock of --train.time_limit.
 double seconds_since_process_start();
 
-// --train.device cuda: a GPU for this rank, the one its index among its node's ranks names;
-// InputError saying why not.
-void check_gpu_for(int local_rank);
+// --train.device cuda: the index of this rank's GPU among the `visible_gpus` it sees. With one
+// GPU visible, that one: Slurm's per-task binding (--gpus-per-task=1) shows each rank its own
+// (ranks that in fact share one are refused by NCCL, "Duplicate GPU detected"). With several,
+// the one its index among its node's ranks names. InputError saying why there is none.
+int gpu_index_for(int visible_gpus, int local_rank);
+// gpu_index_for this process's visible GPUs.
+int gpu_for(int local_rank);
 
 // This process's settings from cfg, before any op runs: its OpenMP threads (--train.threads, else
-// the node's cores over its `ranks_on_node`), on cuda the GPU of `local_rank` (checked by
-// check_gpu_for, then selected), and the [gpu] kernels.
+// the node's cores over its `ranks_on_node`), on cuda the GPU of `local_rank` (gpu_for,
+// selected now), and the [gpu] kernels.
 void configure_process(const TrainConfig& cfg, int ranks_on_node, int local_rank);
 
 // What the grid's groups are split from: on cuda an NCCL communicator over `world` (collective),

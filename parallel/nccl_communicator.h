@@ -22,9 +22,9 @@ namespace tessera {
 class NcclCommunicator final : public Communicator {
  public:
   // Collective over `bootstrap` (the host world, e.g. MpiCommunicator): rank 0 creates NCCL's
-  // unique id, bootstrap.broadcast hands it to every rank, each rank selects GPU `device` (its
-  // node-local rank) and joins. Ranks and size are those of bootstrap. timeout_s bounds every wait
-  // of this communicator (initialisation included); past it the communicator is aborted and an
+  // unique id, bootstrap.broadcast hands it to every rank, each rank selects GPU `device`
+  // (launcher's gpu_for) and joins. Ranks and size are those of bootstrap. timeout_s bounds every
+  // wait of this communicator (initialisation included); past it the communicator is aborted and an
   // InternalError names the group, the rank and what timed out.
   static std::unique_ptr<NcclCommunicator> create(Communicator& bootstrap, int device,
                                                   double timeout_s, const std::string& name);

@@ -9,12 +9,14 @@
 
 #include "core/error.h"
 #include "core/model/gpt.h"
+#include "launcher/cluster.h"
 #include "parallel/first_contact.h"
 #include "parallel/grad_buckets.h"
 #include "parallel/local_communicator.h"
 #include "parallel/pipeline_schedule.h"
 #include "parallel/process_grid.h"
 #include "parallel/zero_optimizer.h"
+#include "tests/expect_error.h"
 #include "tests/zero_mixed_case.h"
 
 namespace tessera {
@@ -62,6 +64,18 @@ TEST(GridLayout, EmbeddingGroupIsFirstAndLastStageOnly) {
   EXPECT_TRUE(l.embedding_group(2).empty());
   EXPECT_EQ(l.embedding_group(3), (std::vector<int>{0, 3}));
   EXPECT_EQ((GridLayout{2, 1, 1}).embedding_group(1), (std::vector<int>{1}));
+}
+
+// Which GPU a rank takes: its index on its node among all the node's GPUs, or the only one it
+// sees (Slurm's --gpus-per-task=1 shows each rank its own as GPU 0).
+TEST(GpuIndex, NodeLocalRankAmongSeveralOrTheOnlyOneVisible) {
+  EXPECT_EQ(gpu_index_for(8, 0), 0);
+  EXPECT_EQ(gpu_index_for(8, 7), 7);
+  EXPECT_EQ(gpu_index_for(1, 0), 0);
+  EXPECT_EQ(gpu_index_for(1, 5), 0);
+  test_support::expect_input_error([] { gpu_index_for(4, 4); },
+                                   {"--train.device cuda", "this rank is number 4 on its node",
+                                    "shows it 4 GPUs", "at most one rank per GPU"});
 }
 
 TEST(ResolveLayout, InfersDataParallelFromTheWorldSize) {
