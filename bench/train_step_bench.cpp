@@ -156,8 +156,9 @@ int main(int argc, char** argv) {
   } else if (gpu) {
     // The largest power-of-two micro-batch (up to 64) whose estimate fits in 85% of the GPU's
     // memory less 2 GB (cuBLASLt workspace, NCCL, the pool's slack): parameter state
-    // (gpt_state_bytes) plus activations (gpt_activation_bytes).
-    const double state = static_cast<double>(gpt_state_bytes(c));
+    // (gpt_state_bytes, AdamW alone: no fp32 gradient sums) plus activations
+    // (gpt_activation_bytes).
+    const double state = static_cast<double>(gpt_state_bytes(c, false));
     const double budget = 0.85 * static_cast<double>(device_memory_bytes()) - 2e9;
     B = 1;
     while (B < 64 && state + gpt_activation_bytes(c, 2 * B) <= budget) B *= 2;
@@ -214,9 +215,6 @@ int main(int argc, char** argv) {
   if (gpu) {
     std::printf("bf16 attention on %s\n", attention.c_str());
     std::printf("dgelu epilogue %s\n", dgelu.c_str());
-    // Parameter state here (AdamW straight from the bf16 gradients, no fp32 sums): fp32
-    // value, gradient and two moments = 16 B/param; bf16 value and gradient plus fp32 master
-    // and two moments = 2 + 2 + 3 * 4 = 16 B/param. The Trainer adds fp32 gradient sums: 20.
     std::printf(
         "| step ms | fwd ms | bwd ms | optim ms | tokens/s | model TFLOP/s | MFU (peak %.0f "
         "TFLOP/s) | peak GPU MB |\n",
@@ -228,7 +226,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   const double peak = sgemm_flops(2048, 3);
-  const double formula = 16.0 * n_params + gpt_activation_bytes(c, B);
+  const double formula =
+      static_cast<double>(gpt_state_bytes(c, false) + gpt_activation_bytes(c, B));
   const double rss = peak_rss_bytes();
   std::printf(
       "| step ms | fwd ms | bwd ms | optim ms | tokens/s | model GFLOP/s | sgemm GFLOP/s "

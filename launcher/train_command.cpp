@@ -184,7 +184,7 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
   // gpt_activation_bytes), of the GPU's tensors on the GPU, of the host's memory on the CPU.
   const bool gpu = cfg.model.device == Device::CUDA;
   if (world.size() == 1) {
-    const double state_mb = static_cast<double>(gpt_state_bytes(cfg.model)) / 1e6;
+    const double state_mb = static_cast<double>(gpt_state_bytes(cfg.model, true)) / 1e6;
     const double activation_mb =
         static_cast<double>(gpt_activation_bytes(cfg.model, cfg.micro_batch)) / 1e6;
     std::printf(

@@ -404,9 +404,11 @@ TEST(Recompute, TrainingStepsAreBitwiseTheSameAndActivationsShrink) {
 }
 
 // gpt_state_bytes + gpt_activation_bytes, which the GPU benchmark sizes its micro-batch by and
-// the log prints beside the peak, against the most host memory a training step held at once.
+// the log prints beside the peak, against the most host memory two training steps held at once
+// (AdamW alone: no fp32 gradient sums). Not bf16: on the host each bf16 op runs on float32
+// copies of its operands, which the estimate, made for the GPU, leaves out.
 TEST(MemoryEstimate, MatchesThePeakOfATrainingStep) {
-  for (DType dtype : {DType::F32, DType::F64, DType::BF16}) {
+  for (DType dtype : {DType::F32, DType::F64}) {
     for (Recompute mode : {Recompute::None, Recompute::Selective, Recompute::Full}) {
       ModelConfig c = small_config(512, 64);
       c.layers = 4;
@@ -431,7 +433,8 @@ TEST(MemoryEstimate, MatchesThePeakOfATrainingStep) {
         }
       }
       const double peak = static_cast<double>(host_peak_bytes() - before);
-      const double estimate = static_cast<double>(gpt_state_bytes(c) + gpt_activation_bytes(c, B));
+      const double estimate =
+          static_cast<double>(gpt_state_bytes(c, false) + gpt_activation_bytes(c, B));
       std::printf("%s, recompute %s: peak %.0f bytes, estimate %.0f (%.3f)\n",
                   dtype_name(dtype).c_str(), recompute_name(mode).c_str(), peak, estimate,
                   estimate / peak);
@@ -439,7 +442,6 @@ TEST(MemoryEstimate, MatchesThePeakOfATrainingStep) {
     }
   }
 }
-
 
 // cuDNN's deterministic attention backward keeps dP in its workspace (docs/GPU.md): the estimate
 // adds 2 B H T^2 bytes when bf16 attention runs on cuDNN, and nothing for tessera's kernels.

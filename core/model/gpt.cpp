@@ -204,9 +204,9 @@ int64_t gpt_num_params(const ModelConfig& c) {
   return n;
 }
 
-int64_t gpt_state_bytes(const ModelConfig& c) {
-  const int64_t per_param =
-      c.dtype == DType::BF16 ? 2 * 2 + 4 * 4 : 4 * static_cast<int64_t>(dtype_size(c.dtype));
+int64_t gpt_state_bytes(const ModelConfig& c, bool grad_sums) {
+  const int64_t per_param = c.dtype == DType::BF16 ? 2 * 2 + 4 * 3 + (grad_sums ? 4 : 0)
+                                                   : 4 * static_cast<int64_t>(dtype_size(c.dtype));
   return per_param * gpt_num_params(c);
 }
 

@@ -84,8 +84,10 @@ double gpt_flops_per_token(const ModelConfig& cfg);
 int64_t gpt_num_params(const ModelConfig& cfg);
 // Bytes of parameter state on one rank holding the whole model, without ZeRO: values, gradients
 // and AdamW's two moments in the model's dtype (16 bytes a parameter in fp32); with bf16, bf16
-// values and gradients and fp32 gradient sums, master weights and moments (20 bytes).
-int64_t gpt_state_bytes(const ModelConfig& cfg);
+// values and gradients and fp32 master weights and moments (16 bytes), and with `grad_sums`
+// also the fp32 sums over microbatches that the Trainer's gradient buckets keep (20 bytes; a
+// model stepped by AdamW alone, as bench_train_step does, has none).
+int64_t gpt_state_bytes(const ModelConfig& cfg, bool grad_sums);
 // Bytes of activations and backward scratch for a microbatch of B sequences on one rank holding
 // the whole model (docs/PERFORMANCE.md, "Memory"), including the workspace the chosen attention
 // kernels take (ops::attention_workspace_bytes): the memory beyond gpt_state_bytes.
