@@ -18,6 +18,9 @@ std::string cuda_summary();
 // The name of the GPU this process uses, as CUDA reports it ("NVIDIA H100 80GB HBM3"); empty
 // without one.
 std::string cuda_device_name();
+// The PCI bus id of the GPU this process uses ("0000:1B:00.0"), the same whatever
+// CUDA_VISIBLE_DEVICES numbers it; empty without one.
+std::string cuda_device_bus_id();
 // The dense peak FLOP/s of the GPU named `name` computing in `dtype`: bf16 on tensor cores,
 // float32 on CUDA cores (tessera's float32 is strict fp32, no TF32); 0 for a GPU or dtype not
 // in its table (A100, H100 SXM / PCIe / NVL, H200, and their export variants). What MFU divides by.
@@ -26,7 +29,8 @@ double gpu_peak_flops(const std::string& name, DType dtype);
 // value, TFLOP/s) when positive, else gpu_peak_flops of cuda_device_name(); FLOP/s, 0 unknown.
 double this_gpu_peak_flops(DType dtype, double given_tflops);
 
-// The GPU this process uses from now on (its node-local rank, when several share a node).
+// The GPU this process uses from now on (launcher's gpu_for: its index on its node, or the only
+// one it sees).
 void select_cuda_device(int index);
 // Copies `bytes` between host and device memory, either way or within one side. Device work
 // goes on the compute stream, in order with the kernels; returns once the copy is done when the

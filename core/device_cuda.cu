@@ -104,6 +104,17 @@ std::string cuda_device_name() {
   return prop.name;
 }
 
+std::string cuda_device_bus_id() {
+  int device = 0;
+  char id[32] = {};
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetPCIBusId(id, sizeof id, device) != cudaSuccess) {
+    cudaGetLastError();
+    return "";
+  }
+  return id;
+}
+
 void select_cuda_device(int index) {
   CHECK_CUDA(cudaSetDevice(index));
 }

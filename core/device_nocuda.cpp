@@ -43,6 +43,9 @@ int cuda_device_count() {
 std::string cuda_device_name() {
   return "";
 }
+std::string cuda_device_bus_id() {
+  return "";
+}
 std::string cuda_summary() {
   return "cuda: not built (TESSERA_CUDA=OFF)";
 }

@@ -89,11 +89,35 @@ void configure_process(const TrainConfig& cfg, int ranks_on_node, int local_rank
     ops::cudnn_attention_version();
 }
 
+std::string shared_gpu_error(const std::vector<std::string>& placements) {
+  for (size_t a = 0; a < placements.size(); ++a)
+    for (size_t b = a + 1; b < placements.size(); ++b)
+      if (placements[a] == placements[b]) {
+        std::istringstream where(placements[a]);
+        std::string host, bus;
+        where >> host >> bus;
+        return "--train.device cuda: ranks " + std::to_string(a) + " and " + std::to_string(b) +
+               " both use the GPU at PCI " + bus + " on " + host +
+               "; start at most one rank per GPU on each node, each seeing all of the node's "
+               "GPUs or only its own";
+      }
+  return "";
+}
+
 std::unique_ptr<Communicator> open_device_world(const TrainConfig& cfg, Communicator& world,
                                                 int local_rank) {
   if (cfg.model.device != Device::CUDA) return nullptr;
 #ifdef TESSERA_WITH_CUDA
-  return NcclCommunicator::create(world, gpu_for(local_rank), cfg.startup_deadline(), "world");
+  // A rank that sees one GPU takes it (gpu_index_for): ranks that see the same one would get as
+  // far as NCCL's start before it refused them.
+  const int gpu = gpu_for(local_rank);
+  select_cuda_device(gpu);
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  const std::string error =
+      shared_gpu_error(all_gather_strings(world, std::string(host) + ' ' + cuda_device_bus_id()));
+  if (!error.empty()) throw InputError(error);
+  return NcclCommunicator::create(world, gpu, cfg.startup_deadline(), "world");
 #else
   (void)world;
   (void)local_rank;

@@ -26,11 +26,14 @@ double seconds_since_process_start();
 
 // --train.device cuda: the index of this rank's GPU among the `visible_gpus` it sees. With one
 // GPU visible, that one: Slurm's per-task binding (--gpus-per-task=1) shows each rank its own
-// (ranks that in fact share one are refused by NCCL, "Duplicate GPU detected"). With several,
-// the one its index among its node's ranks names. InputError saying why there is none.
+// (ranks that in fact share one are refused by open_device_world, shared_gpu_error). With
+// several, the one its index among its node's ranks names. InputError saying why there is none.
 int gpu_index_for(int visible_gpus, int local_rank);
 // gpu_index_for this process's visible GPUs.
 int gpu_for(int local_rank);
+// Of every rank's "HOST BUS_ID" (its GPU's PCI bus id), by rank: the InputError message naming
+// the first two ranks that share a GPU, or "" when each has its own.
+std::string shared_gpu_error(const std::vector<std::string>& placements);
 
 // This process's settings from cfg, before any op runs: its OpenMP threads (--train.threads, else
 // the node's cores over its `ranks_on_node`), on cuda the GPU of `local_rank` (gpu_for,

@@ -470,9 +470,8 @@ int train_command(int argc, char** argv) {
     resume_dir = broadcast_string(world, resume_dir, 0);
     resume_note = broadcast_string(world, resume_note, 0);
     if (root && !resume_note.empty()) std::printf("checkpoint: %s\n", resume_note.c_str());
-    print_topology(
-        world, mpi.rank_on_this_node(),
-        cfg.model.device == Device::CUDA ? "cuda (the GPU of each rank's local rank)" : "cpu");
+    print_topology(world, mpi.rank_on_this_node(),
+                   cfg.model.device == Device::CUDA ? "cuda (one GPU per rank)" : "cpu");
     return run_training(cfg, *trainer, world, resume_dir, mpi.rank_on_this_node()).exit_code;
   } catch (...) {
     return fail_alone(world, "train");

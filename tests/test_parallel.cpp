@@ -79,6 +79,18 @@ TEST(GpuIndex, NodeLocalRankAmongSeveralOrTheOnlyOneVisible) {
                                     "shows it 4 GPUs", "at most one rank per GPU"});
 }
 
+// Ranks that see the same GPU (two on a one-GPU node) are named before NCCL starts; the same bus
+// id on two hosts, or two GPUs on one host, are different GPUs.
+TEST(GpuIndex, RanksSharingAGpuAreNamedWithTheGpuAndHost) {
+  EXPECT_EQ(shared_gpu_error({"a 0000:1B:00.0", "a 0000:1C:00.0", "b 0000:1B:00.0"}), "");
+  EXPECT_EQ(shared_gpu_error({"a 0000:1B:00.0"}), "");
+  const std::string e =
+      shared_gpu_error({"a 0000:1B:00.0", "b 0000:1B:00.0", "b 0000:2B:00.0", "b 0000:1B:00.0"});
+  EXPECT_NE(e.find("ranks 1 and 3 both use the GPU at PCI 0000:1B:00.0 on b"), std::string::npos)
+      << e;
+  EXPECT_NE(e.find("at most one rank per GPU"), std::string::npos) << e;
+}
+
 TEST(ResolveLayout, InfersDataParallelFromTheWorldSize) {
   const GridLayout l = resolve_layout(2, 2, 0, 8);
   EXPECT_EQ(l.dp, 2);
@@ -189,7 +201,7 @@ TEST(OneFOneB, StagesExchangeWithoutDeadlock) {
 // first time (parallel/first_contact.h): here the groups of a pipeline's first and middle stages.
 TEST(FirstContacts, EachPeerOnceInOrderOfFirstAppearanceNeverSelfNeverAgain) {
   std::set<int> met;
-  // Stage 0 of 3: two warm-up sends to stage 1 held back until its first backward's receive.
+  // A group of two sends to stage 1 and a receive from it, then another with stage 1.
   EXPECT_EQ(first_contacts({1, 1, 1}, 0, met), std::vector<int>{1});
   EXPECT_EQ(first_contacts({1, 1}, 0, met), std::vector<int>{});
   std::set<int> middle;
