@@ -192,6 +192,31 @@ OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 "$BIN"/tess
   { status=1; echo "tessera sample on the GPU: FAILED"; }
 tail -n 3 "$OUT_DIR/sample.txt"
 
+# Two ranks, pipeline 2: on one GPU both see the same one and must be refused by name before
+# NCCL starts; on two or more, the stages' NCCL sends and receives run (docs/GPU.md).
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU")
+step "two ranks (--parallel.pp 2) on $gpus GPU(s)"
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 90 mpirun --bind-to none -n 2 \
+  "$BIN"/tessera train --data.path "$OUT_DIR/corpus" --train.device cuda --model.d_model 256 \
+  --model.layers 4 --model.heads 4 --model.d_ff 1024 --model.seq_len 256 \
+  --train.global_batch 16 --train.micro_batch 4 --train.steps 20 --parallel.pp 2 \
+  --train.log_interval 10 --checkpoint.interval 0 --run.dir "$OUT_DIR/train_pp2" \
+  >"$OUT_DIR/train_pp2.txt" 2>&1
+rc=$?
+if [ "$gpus" -le 1 ]; then
+  if [ $rc -ne 0 ] && grep -q "both use the GPU at PCI" "$OUT_DIR/train_pp2.txt"; then
+    echo "refused by name (exit $rc), as it should be"
+  else
+    status=1
+    echo "two ranks on one GPU: exit $rc, without the message naming the shared GPU"
+    tail -n 5 "$OUT_DIR/train_pp2.txt"
+  fi
+else
+  echo "tessera train, pp 2: exit $rc"
+  grep -E "final loss" "$OUT_DIR/train_pp2.txt"
+  [ $rc -eq 0 ] || { status=1; tail -n 5 "$OUT_DIR/train_pp2.txt"; }
+fi
+
 if [ -n "$PREBUILT" ]; then
   summary
   echo
