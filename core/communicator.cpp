@@ -62,6 +62,13 @@ std::vector<std::string> all_gather_strings(Communicator& comm, const std::strin
   return texts;
 }
 
+void all_reduce_in_order(Communicator& comm, Tensor& t, ReduceOp op) {
+  if (t.device() == Device::CPU)
+    comm.all_reduce(t, op);
+  else
+    comm.all_reduce_async(t, op)->wait();
+}
+
 std::unique_ptr<CommRequest> Communicator::all_reduce_async(Tensor& t, ReduceOp op) {
   all_reduce(t, op);
   return completed_request();

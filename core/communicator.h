@@ -66,6 +66,11 @@ class Communicator {
 // A handle that is already complete.
 std::unique_ptr<CommRequest> completed_request();
 
+// An all-reduce in the order of the device's work, for the model's tensor-parallel reductions:
+// a GPU tensor's is queued (all_reduce_async, then wait: the compute stream waits for it, the
+// host goes on queueing kernels, as it does between them); a host tensor's blocks (all_reduce).
+void all_reduce_in_order(Communicator& comm, Tensor& t, ReduceOp op);
+
 // Strings between the ranks of a host group (their bytes carried as int32 elements): root's
 // text on every rank; every rank's text, in rank order, on every rank.
 std::string broadcast_string(Communicator& comm, const std::string& text, int root);
