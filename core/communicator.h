@@ -69,6 +69,7 @@ std::unique_ptr<CommRequest> completed_request();
 // An all-reduce in the order of the device's work, for the model's tensor-parallel reductions:
 // a GPU tensor's is queued (all_reduce_async, then wait: the compute stream waits for it, the
 // host goes on queueing kernels, as it does between them); a host tensor's blocks (all_reduce).
+// Nothing in a group of one.
 void all_reduce_in_order(Communicator& comm, Tensor& t, ReduceOp op);
 
 // Strings between the ranks of a host group (their bytes carried as int32 elements): root's

@@ -171,7 +171,7 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
                                 a.targets.view({a.B * cfg_.seq_len}), vocab_start_);
     ops::matmul_backward(&dlnf_, &wte.grad, nullptr, a.logits, a.lnf, wte.value);
     // The LM head is column-parallel over the vocabulary.
-    if (tp_.size() > 1) all_reduce_in_order(tp_, dlnf_, ReduceOp::Sum);
+    all_reduce_in_order(tp_, dlnf_, ReduceOp::Sum);
     dres->zero();
     ops::layernorm_backward(*dres, lnf_w.grad, lnf_b.grad, dlnf_, a.residual.back(), lnf_w.value,
                             a.lnf_mean, a.lnf_rstd);

@@ -18,14 +18,14 @@ void ColumnParallelLinear::backward(Tensor* dinp, const Tensor& dout, const Tens
                                     Communicator& tp) const {
   ops::matmul_backward(dinp, &w.grad, b ? &b->grad : nullptr, dout, inp, w.value);
   // The conjugate of the identity forward: each rank's output slice saw the whole input.
-  if (dinp && tp.size() > 1) all_reduce_in_order(tp, *dinp, ReduceOp::Sum);
+  if (dinp) all_reduce_in_order(tp, *dinp, ReduceOp::Sum);
 }
 
 void RowParallelLinear::forward(Tensor& out, const Tensor& inp, Communicator& tp) const {
   // The replicated bias goes in once: through TP rank 0's GEMM (its bias epilogue on the GPU),
   // before the sum of the ranks' partial products.
   ops::matmul_forward(out, inp, w.value, b && tp.rank() == 0 ? &b->value : nullptr);
-  if (tp.size() > 1) all_reduce_in_order(tp, out, ReduceOp::Sum);
+  all_reduce_in_order(tp, out, ReduceOp::Sum);
 }
 
 void RowParallelLinear::backward(Tensor* dinp, const Tensor& dout, const Tensor& inp) const {
@@ -41,7 +41,7 @@ void vocab_parallel_embedding_forward(Tensor& out, const Tensor& ids, const Para
                                       int64_t vocab_start, Communicator& tp) {
   ops::embedding_forward(out, ids, wte.value, vocab_start);
   // Rows of other vocabulary shards come from their ranks.
-  if (tp.size() > 1) all_reduce_in_order(tp, out, ReduceOp::Sum);
+  all_reduce_in_order(tp, out, ReduceOp::Sum);
 }
 
 void vocab_parallel_embedding_backward(Param& wte, const Tensor& dout, const Tensor& ids,
