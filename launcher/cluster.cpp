@@ -59,6 +59,17 @@ void install_stop_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
+namespace {
+
+// This machine's name, as the topology and the shared-GPU check print it.
+std::string host_name() {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  return host;
+}
+
+}  // namespace
+
 int gpu_index_for(int visible_gpus, int local_rank) {
   if (visible_gpus == 1) return 0;
   if (local_rank >= visible_gpus)
@@ -109,15 +120,11 @@ std::unique_ptr<Communicator> open_device_world(const TrainConfig& cfg, Communic
   if (cfg.model.device != Device::CUDA) return nullptr;
 #ifdef TESSERA_WITH_CUDA
   // A rank that sees one GPU takes it (gpu_index_for): ranks that see the same one would get as
-  // far as NCCL's start before it refused them.
-  const int gpu = gpu_for(local_rank);
-  select_cuda_device(gpu);
-  char host[256] = {};
-  gethostname(host, sizeof host - 1);
+  // far as NCCL's start before it refused them. configure_process has selected the GPU.
   const std::string error =
-      shared_gpu_error(all_gather_strings(world, std::string(host) + ' ' + cuda_device_bus_id()));
+      shared_gpu_error(all_gather_strings(world, host_name() + ' ' + cuda_device_bus_id()));
   if (!error.empty()) throw InputError(error);
-  return NcclCommunicator::create(world, gpu, cfg.startup_deadline(), "world");
+  return NcclCommunicator::create(world, gpu_for(local_rank), cfg.startup_deadline(), "world");
 #else
   (void)world;
   (void)local_rank;
@@ -174,11 +181,9 @@ std::string rank_list(const std::vector<int>& ranks) {
 }
 
 void print_topology(Communicator& world, int local_rank, const std::string& device) {
-  char host[256] = {};
-  gethostname(host, sizeof host - 1);
   // Each rank's "host local_rank pid" (host names hold no spaces).
   const std::vector<std::string> rows = all_gather_strings(
-      world, std::string(host) + ' ' + std::to_string(local_rank) + ' ' + std::to_string(getpid()));
+      world, host_name() + ' ' + std::to_string(local_rank) + ' ' + std::to_string(getpid()));
   if (world.rank() != 0) return;
   std::vector<std::string> hosts, locals(rows.size()), pids(rows.size());
   std::vector<std::vector<int>> ranks;
