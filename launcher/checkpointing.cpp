@@ -75,6 +75,19 @@ OptimizerState optimizer_state_of(Trainer& tr, bool keep = true) {
   return s;
 }
 
+// Appends p's blocks: of its weights ("model/"; a bfloat16 model's are its fp32 masters, so
+// checkpoints hold float32 weights) and of those of its moments that are defined.
+void append_param_blocks(std::vector<TensorBlock>& blocks, const Param& p, const Tensor& weights,
+                         const Tensor& exp_avg, const Tensor& exp_avg_sq) {
+  const auto append = [&](const Tensor& t, const std::string& name) {
+    if (!t.defined()) return;
+    for (TensorBlock& b : blocks_of(p, t, name)) blocks.push_back(std::move(b));
+  };
+  append(weights, "model/" + p.name);
+  append(exp_avg, "optimizer/exp_avg/" + p.name);
+  append(exp_avg_sq, "optimizer/exp_avg_sq/" + p.name);
+}
+
 // The blocks of the values and moments of this rank's parameters: to write, only those it counts
 // (TP-replicated ones on TP rank 0, the tied copy not at all); to read, all it holds.
 std::vector<TensorBlock> state_blocks(Trainer& tr, const OptimizerState& s, bool counted_only) {
@@ -83,12 +96,8 @@ std::vector<TensorBlock> state_blocks(Trainer& tr, const OptimizerState& s, bool
   for (size_t i = 0; i < ps.size(); ++i) {
     const Param& p = *ps[i];
     if (counted_only && !p.counted_here()) continue;
-    // A bfloat16 model's weights are its fp32 masters: checkpoints hold float32 weights.
-    const Tensor& value = s.master[i].defined() ? s.master[i] : p.value;
-    for (auto& b : blocks_of(p, value, "model/" + p.name)) blocks.push_back(b);
-    for (auto& b : blocks_of(p, s.exp_avg[i], "optimizer/exp_avg/" + p.name)) blocks.push_back(b);
-    for (auto& b : blocks_of(p, s.exp_avg_sq[i], "optimizer/exp_avg_sq/" + p.name))
-      blocks.push_back(b);
+    append_param_blocks(blocks, p, s.master[i].defined() ? s.master[i] : p.value, s.exp_avg[i],
+                        s.exp_avg_sq[i]);
   }
   return blocks;
 }
@@ -391,19 +400,14 @@ void load_zero_state(Trainer& tr, ZeroAdamW& z, const CheckpointReader& reader,
     Tensor masters = z.mixed_precision() ? Tensor({b.size}, DType::F32) : Tensor();
     const int64_t piece_begin = gb.piece_begin(b), piece_end = piece_begin + gb.piece_length(b);
     std::vector<TensorBlock> blocks;
-    const auto add = [&blocks](std::vector<TensorBlock> more) {
-      for (TensorBlock& block : more) blocks.push_back(std::move(block));
-    };
     for (Param* p : b.params) {
       const int64_t begin = gb.offset_of(*p), n = p->value.numel();
       const auto view = [&](const Tensor& t) {
         return t.slice0(begin - b.offset, begin - b.offset + n).view(p->value.shape());
       };
-      add(blocks_of(*p, masters.defined() ? view(masters) : p->value, "model/" + p->name));
-      if (begin < piece_end && begin + n > piece_begin) {
-        add(blocks_of(*p, view(m), "optimizer/exp_avg/" + p->name));
-        add(blocks_of(*p, view(v), "optimizer/exp_avg_sq/" + p->name));
-      }
+      const bool in_piece = begin < piece_end && begin + n > piece_begin;
+      append_param_blocks(blocks, *p, masters.defined() ? view(masters) : p->value,
+                          in_piece ? view(m) : Tensor(), in_piece ? view(v) : Tensor());
     }
     read_blocks(reader, blocks, dir);
     z.load_bucket(i, m, v, masters);

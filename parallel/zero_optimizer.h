@@ -59,7 +59,7 @@ class ZeroAdamW {
     Tensor master;  // mixed precision: fp32 master weights of the value; else undefined
     double weight_decay;
   };
-  // The whole of a per-bucket state (moments, masters) from every rank's pieces, and back.
+  // The whole of a per-bucket state (moments, masters) from every rank's pieces (see keep).
   Tensor gather(const std::vector<Tensor>& pieces, bool keep);
   // Every rank's piece of the values to every rank (in place; nothing with one DP rank).
   void all_gather_values();
