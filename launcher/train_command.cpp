@@ -206,6 +206,21 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
   std::fflush(stdout);
 }
 
+// A save's barriers wait for the slowest shard writer and for rank 0's commit: while a
+// SaveDeadline lives, the start-up deadline covers them instead of the collective one.
+class SaveDeadline {
+ public:
+  explicit SaveDeadline(const TrainConfig& cfg) : cfg_(cfg) {
+    Watchdog::instance().set_deadline(cfg.startup_deadline());
+  }
+  ~SaveDeadline() { Watchdog::instance().set_deadline(cfg_.collective_timeout); }
+  SaveDeadline(const SaveDeadline&) = delete;
+  SaveDeadline& operator=(const SaveDeadline&) = delete;
+
+ private:
+  const TrainConfig& cfg_;
+};
+
 // Rank 0's record of the run: one log line and one metrics.jsonl object per interval.
 class IntervalLog {
  public:
@@ -385,11 +400,12 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
         std::max(slowest_step_s, std::chrono::duration<double>(Clock::now() - step_start).count());
     if (save) {
       const auto save_start = Clock::now();
-      // A save's barriers wait for the slowest writer: the start-up deadline covers them.
-      Watchdog::instance().set_deadline(cfg.startup_deadline());
-      const double held_s = saver.save();
-      if (preempted) saver.finish();  // the checkpoint must be whole before the process ends
-      Watchdog::instance().set_deadline(cfg.collective_timeout);
+      double held_s = 0;
+      {
+        const SaveDeadline deadline(cfg);
+        held_s = saver.save();
+        if (preempted) saver.finish();  // the checkpoint must be whole before the process ends
+      }
       longest_save_s = std::max(longest_save_s,
                                 std::chrono::duration<double>(Clock::now() - save_start).count());
       if (root)
@@ -409,11 +425,10 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       break;
     }
   }
-  // The last save may still be writing or committing, and its barriers wait for the slowest
-  // writer and for rank 0's commit: the start-up deadline covers them, as during the loop.
-  Watchdog::instance().set_deadline(cfg.startup_deadline());
-  saver.finish();
-  Watchdog::instance().set_deadline(cfg.collective_timeout);
+  {
+    const SaveDeadline deadline(cfg);  // the last save may still be writing or committing
+    saver.finish();
+  }
   if (result.exit_code == kExitNonFinite) return result;
   if (const std::optional<double> mean = log.unlogged_mean()) result.final_loss = *mean;
   const double run_s = std::chrono::duration<double>(Clock::now() - start).count();
