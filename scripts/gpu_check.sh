@@ -170,14 +170,15 @@ if ! "$BIN"/tessera tokenize encode --input core/ops/*.cpp core/ops/*.cu docs/*.
   echo "tokenize FAILED"
   tail -n 3 "$OUT_DIR/tokenize.txt"
 fi
+# The small model of every `tessera train` below, on that corpus.
+SMALL_RUN=(--data.path "$OUT_DIR/corpus" --train.device cuda --model.d_model 256 --model.layers 4
+  --model.heads 4 --model.d_ff 1024 --model.seq_len 256 --train.global_batch 16)
 for run in "default" "opt_in --gpu.attention tensor_cores --gpu.dgelu_epilogue true" \
   "cudnn --gpu.attention cudnn --gpu.dgelu_epilogue true"; do
   read -r name flags <<<"$run"
   # shellcheck disable=SC2086
   OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 90 "$BIN"/tessera train \
-    --data.path "$OUT_DIR/corpus" --train.device cuda --model.d_model 256 --model.layers 4 \
-    --model.heads 4 --model.d_ff 1024 --model.seq_len 256 --train.global_batch 16 \
-    --train.micro_batch 16 --train.steps 200 --optim.lr 1e-3 --optim.warmup 20 \
+    "${SMALL_RUN[@]}" --train.micro_batch 16 --train.steps 200 --optim.lr 1e-3 --optim.warmup 20 \
     --train.log_interval 50 --checkpoint.interval 200 --run.dir "$OUT_DIR/train_$name" $flags \
     >"$OUT_DIR/train_$name.txt" 2>&1
   rc=$?
@@ -197,9 +198,7 @@ tail -n 3 "$OUT_DIR/sample.txt"
 gpus=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU")
 step "two ranks (--parallel.pp 2) on $gpus GPU(s)"
 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 90 mpirun --bind-to none -n 2 \
-  "$BIN"/tessera train --data.path "$OUT_DIR/corpus" --train.device cuda --model.d_model 256 \
-  --model.layers 4 --model.heads 4 --model.d_ff 1024 --model.seq_len 256 \
-  --train.global_batch 16 --train.micro_batch 4 --train.steps 20 --parallel.pp 2 \
+  "$BIN"/tessera train "${SMALL_RUN[@]}" --train.micro_batch 4 --train.steps 20 --parallel.pp 2 \
   --train.log_interval 10 --checkpoint.interval 0 --run.dir "$OUT_DIR/train_pp2" \
   >"$OUT_DIR/train_pp2.txt" 2>&1
 rc=$?
