@@ -373,6 +373,20 @@ TEST(Recompute, EveryModeGivesBitwiseTheLossAndGradientsOfNoneAlsoAtTp2) {
   }
 }
 
+// `steps` training steps on one batch (forward, backward, clipping, AdamW at rate lr): the losses.
+std::vector<double> train_steps(GPT& model, AdamW& opt, GPTActivations& a, const Tensor& inputs,
+                                const Tensor& targets, Communicator& tp, int steps, double lr) {
+  std::vector<double> losses;
+  for (int step = 0; step < steps; ++step) {
+    model.zero_grad();
+    losses.push_back(model.forward(a, &inputs, &targets));
+    model.backward(a, 1.0);
+    clip_grad_norm(model.params(), 1.0, tp);
+    opt.step(lr);
+  }
+  return losses;
+}
+
 TEST(Recompute, TrainingStepsAreBitwiseTheSameAndActivationsShrink) {
   std::map<Recompute, std::vector<double>> losses;
   std::map<Recompute, size_t> activation_bytes;
@@ -387,13 +401,7 @@ TEST(Recompute, TrainingStepsAreBitwiseTheSameAndActivationsShrink) {
     GPTActivations a = model.make_activations(4);
     activation_bytes[mode] = host_bytes_allocated() - before;
     AdamW opt(model.params(), AdamWConfig{});
-    for (int step = 0; step < 5; ++step) {
-      model.zero_grad();
-      losses[mode].push_back(model.forward(a, &inputs, &targets));
-      model.backward(a, 1.0);
-      clip_grad_norm(model.params(), 1.0, tp);
-      opt.step(3e-3);
-    }
+    losses[mode] = train_steps(model, opt, a, inputs, targets, tp, 5, 3e-3);
   }
   EXPECT_EQ(losses[Recompute::Selective], losses[Recompute::None]);
   EXPECT_EQ(losses[Recompute::Full], losses[Recompute::None]);
@@ -424,13 +432,7 @@ TEST(MemoryEstimate, MatchesThePeakOfATrainingStep) {
         GPT model(c, ModelShard{}, tp, 22);
         AdamW opt(model.params(), AdamWConfig{});
         GPTActivations a = model.make_activations(B);
-        for (int step = 0; step < 2; ++step) {
-          model.zero_grad();
-          model.forward(a, &inputs, &targets);
-          model.backward(a, 1.0);
-          clip_grad_norm(model.params(), 1.0, tp);
-          opt.step(1e-3);
-        }
+        train_steps(model, opt, a, inputs, targets, tp, 2, 1e-3);
       }
       const double peak = static_cast<double>(host_peak_bytes() - before);
       const double estimate =
