@@ -59,16 +59,11 @@ void install_stop_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-namespace {
-
-// This machine's name, as the topology and the shared-GPU check print it.
 std::string host_name() {
   char host[256] = {};
   gethostname(host, sizeof host - 1);
   return host;
 }
-
-}  // namespace
 
 int gpu_index_for(int visible_gpus, int local_rank) {
   if (visible_gpus == 1) return 0;

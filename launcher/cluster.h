@@ -24,6 +24,9 @@ int stop_signal();
 // Seconds since this process started: the clock of --train.time_limit.
 double seconds_since_process_start();
 
+// This machine's name, as the topology, the shared-GPU check and the replica check print it.
+std::string host_name();
+
 // --train.device cuda: the index of this rank's GPU among the `visible_gpus` it sees. With one
 // GPU visible, that one: Slurm's per-task binding (--gpus-per-task=1) shows each rank its own
 // (ranks that in fact share one are refused by open_device_world, shared_gpu_error). With

@@ -146,6 +146,10 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
       "non-finite loss or gradient norm: halt (diagnostics, exit 4) | skip (no update)")(
       "train.nan_max_skips", po::value(&c.nan_max_skips)->default_value(c.nan_max_skips),
       "with skip: exit 4 after this many skipped steps in a row")(
+      "train.check_replicas", po::value(&c.check_replicas)->default_value(c.check_replicas),
+      "every this many steps, check that every copy of a parameter held by several ranks is "
+      "bitwise the same (TP, DP, tied embedding); halt with exit 1 naming the tensor and the "
+      "ranks when one differs (0: never)")(
       "train.collective_timeout",
       po::value(&c.collective_timeout)->default_value(c.collective_timeout),
       "seconds a collective may wait before every rank reports and exits 5")(
@@ -159,7 +163,12 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
       "the collective deadline")(
       "debug.slow_save", po::value(&c.debug_slow_save)->default_value(c.debug_slow_save),
       "RANK:SECONDS: that rank waits that long before writing each checkpoint shard, for tests "
-      "of the deadline that covers saves");
+      "of the deadline that covers saves")(
+      "debug.perturb_replicated",
+      po::value(&c.debug_perturb_replicated)->default_value(c.debug_perturb_replicated),
+      "RANK:STEP[,...]: after that step's data-parallel reduction, that rank adds 1 to the first "
+      "gradient element of each parameter other ranks also hold, for tests of "
+      "--train.check_replicas");
 
   po::options_description data("[data]");
   data.add_options()("data.path", po::value(&c.data_path),
@@ -359,11 +368,13 @@ void TrainConfig::validate() const {
   require(nan_policy == "halt" || nan_policy == "skip", "--train.nan_policy", "halt or skip",
           nan_policy);
   require(nan_max_skips >= 1, "--train.nan_max_skips", "at least 1", nan_max_skips);
+  require(check_replicas >= 0, "--train.check_replicas", "0 (never) or more steps", check_replicas);
   require(collective_timeout > 0, "--train.collective_timeout", "a positive number of seconds",
           collective_timeout);
   require(startup_timeout > 0, "--train.startup_timeout", "a positive number of seconds",
           startup_timeout);
   rank_steps("--debug.inject_nan", debug_inject_nan);
+  rank_steps("--debug.perturb_replicated", debug_perturb_replicated);
   rank_steps("--debug.stall", debug_stall);
   rank_steps("--debug.slow_save", debug_slow_save);
   require(eval_batches >= 1, "--train.eval_batches", "at least 1", eval_batches);

@@ -53,10 +53,12 @@ struct TrainConfig {
   int64_t nan_max_skips = 10;       // skip: exit 4 after this many skipped steps in a row
   double collective_timeout = 600;  // seconds one collective may wait (watchdog)
   double startup_timeout = 1800;    // the same, during start-up and the first step
+  int64_t check_replicas = 0;       // steps between checks that copies agree bitwise (0: none)
   // [debug] for tests, "RANK:STEP[,RANK:STEP...]" (steps 1-based; parse with rank_steps)
   std::string debug_inject_nan;  // that rank's gradients become NaN at that step
   std::string debug_stall;       // that rank sleeps for an hour before that step
   std::string debug_slow_save;   // "RANK:SECONDS": that rank's shard writer waits that long first
+  std::string debug_perturb_replicated;  // that rank's gradients of shared params are nudged
   // [data]
   std::string data_path;         // "PATH" or "W1 PATH1 W2 PATH2 ..." (io/data_loader.h)
   std::string valid_path;        // validation corpora, same syntax; empty: hold out a fraction

@@ -28,6 +28,7 @@
 #include "launcher/checkpointing.h"
 #include "launcher/cluster.h"
 #include "launcher/exit_codes.h"
+#include "launcher/replica_check.h"
 #include "launcher/sampling.h"
 #include "launcher/trainer.h"
 #include "parallel/mpi_runtime.h"
@@ -386,6 +387,18 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       if (const std::optional<double> mean = log.add(step, s, tr.loader().epochs()))
         result.final_loss = *mean;
     }
+    if (cfg.check_replicas > 0 && (step + 1) % cfg.check_replicas == 0) {
+      const std::string mismatch = replica_mismatch(tr);
+      if (!mismatch.empty()) {
+        if (root)
+          std::printf(
+              "halt: step %lld: %s (--train.check_replicas): a fault of a GPU, its memory or a "
+              "link, or a bug; no checkpoint of this state is saved; exit code %d\n",
+              static_cast<long long>(step + 1), mismatch.c_str(), kExitInternalError);
+        result.exit_code = kExitInternalError;
+        break;
+      }
+    }
     const bool last = step + 1 == cfg.steps;
     const bool eval_now = cfg.eval_interval > 0 && ((step + 1) % cfg.eval_interval == 0 || last);
     if (tr.has_validation() && eval_now) log.validation(step, tr.evaluate());
@@ -429,7 +442,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     const SaveDeadline deadline(cfg);  // the last save may still be writing or committing
     saver.finish();
   }
-  if (result.exit_code == kExitNonFinite) return result;
+  if (result.exit_code == kExitNonFinite || result.exit_code == kExitInternalError) return result;
   if (const std::optional<double> mean = log.unlogged_mean()) result.final_loss = *mean;
   const double run_s = std::chrono::duration<double>(Clock::now() - start).count();
   if (skipped_total > 0 && root)

@@ -40,7 +40,8 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
       rank_(rank),
       microbatches_(static_cast<int>(cfg.accumulation_steps(layout_.dp))),
       blend_(parse_corpus_blend(cfg.data_path, "--data.path")),
-      inject_nan_(rank_steps("--debug.inject_nan", cfg.debug_inject_nan)) {
+      inject_nan_(rank_steps("--debug.inject_nan", cfg.debug_inject_nan)),
+      perturb_(rank_steps("--debug.perturb_replicated", cfg.debug_perturb_replicated)) {
   SampleOptions so;
   so.seq_len = cfg.model.seq_len;
   so.seed = cfg.seed;
@@ -112,6 +113,13 @@ void Trainer::start(Communicator& world, int local_rank) {
     for (const Param* p : params_) sums.push_back(buckets_->grad_of(*p));
     adamw_->use_gradients(sums);
   }
+  if (layout_.tp > 1 && layout_.dp > 1) {
+    replicated_values_ = buckets_->value_views([](const Param& p) { return p.tp_replicated(); });
+    int64_t elements = 0;
+    for (const Tensor& v : replicated_values_) elements += v.numel();
+    const Tensor& flat = buckets_->flat_values();
+    if (elements > 0) replicated_stage_ = Tensor({elements}, flat.dtype(), flat.device());
+  }
   const int64_t T = cfg_.model.seq_len, micro = cfg_.micro_batch;
   batch_ = Tensor({micro, T + 1}, DType::I32);
   for (int i = 0; i < microbatches_; ++i) {
@@ -154,6 +162,7 @@ StepStats Trainer::step(int stop) {
     buckets_->mark_ready(*tied_);
   }
   buckets_->finish();
+  if (has_rank_step(perturb_, rank_, steps_done_ + 1)) perturb_replicated();
   // --debug.inject_nan: after the DP reduction, so on this rank alone; the rank then counts its
   // own gradients in the norm below even when another DP rank counts that replica.
   const bool inject = has_rank_step(inject_nan_, rank_, steps_done_ + 1);
@@ -210,7 +219,66 @@ StepStats Trainer::step(int stop) {
     zero_->step(stats.lr);
   else
     adamw_->step(stats.lr);
+  sync_replicated();
   return stats;
+}
+
+// The TP-replicated Params get bitwise-equal gradients on every TP rank from the backward, but
+// each TP rank's DP reduction runs over a communicator of its own: NCCL may choose other
+// algorithms or channel counts for two of them (their GPUs' links differ), sum in another order
+// and round differently. One broadcast per step of these small tensors (LayerNorms, row-parallel
+// biases, the position embedding) keeps every copy equal to TP rank 0's, which is also the one
+// that checkpoints hold. The other TP ranks' optimizer state for them is then never used.
+void Trainer::sync_replicated() {
+  if (!replicated_stage_.defined()) return;
+  const bool root = grid_->coord().tp == 0;
+  int64_t at = 0;
+  for (Tensor& v : replicated_values_) {
+    Tensor part = replicated_stage_.slice0(at, at + v.numel());
+    if (root) copy_into(part, v);
+    at += v.numel();
+  }
+  grid_->tp().broadcast(replicated_stage_, 0);
+  if (root) return;
+  at = 0;
+  for (Tensor& v : replicated_values_) {
+    copy_into(v, replicated_stage_.slice0(at, at + v.numel()));
+    at += v.numel();
+  }
+}
+
+namespace {
+
+// Adds 1 to the first element of t (F32 or F64, on any device).
+void add_one_to_first(const Tensor& t) {
+  Tensor first = t.view({t.numel()}).slice0(0, 1);
+  Tensor host = first.to(Device::CPU);
+  if (host.dtype() == DType::F64)
+    host.data<double>()[0] += 1;
+  else
+    host.data<float>()[0] += 1;
+  copy_into(first, host);
+}
+
+}  // namespace
+
+// What a DP reduction that summed in another order would leave on this rank, made large enough
+// to show: the first element of the reduced gradient of each Param that other ranks hold too
+// (TP-replicated, or the last stage's copy of the tied embedding) is 1 more. With ZeRO-1, where
+// that element lies in this rank's piece.
+void Trainer::perturb_replicated() {
+  const auto shared = [](const Param& p) { return p.tp_replicated() || p.tied_copy; };
+  if (!zero_) {
+    for (const Param* p : params_)
+      if (shared(*p)) add_one_to_first(buckets_->grad_of(*p));
+    return;
+  }
+  for (GradBuckets::Bucket& b : buckets_->buckets())
+    for (const Param* p : b.params) {
+      const int64_t at = buckets_->offset_of(*p) - buckets_->piece_begin(b);
+      if (shared(*p) && at >= 0 && at < buckets_->piece_length(b))
+        add_one_to_first(b.shard_grad.view({b.shard_grad.numel()}).slice0(at, at + 1));
+    }
 }
 
 std::vector<std::string> Trainer::nonfinite_here() {

@@ -3,8 +3,10 @@
 // it takes this DP rank's microbatches from the prefetching loader, runs them through its pipeline
 // stage in 1F1B order, sums the tied embedding's gradient over the first and last stage, reduces
 // gradients over DP in buckets that start during the backward, clips by the global norm, and takes
-// an AdamW (or ZeRO-1) step. The loss and gradient norm it reports are the global ones, the same on
-// every rank.
+// an AdamW (or ZeRO-1) step. With TP and DP, TP rank 0 then broadcasts the values of the
+// TP-replicated parameters to its TP group: each TP rank's DP group is another communicator, which
+// may sum in another order, and the copies would drift apart. The loss and gradient norm it
+// reports are the global ones, the same on every rank.
 #pragma once
 
 #include <memory>
@@ -85,6 +87,10 @@ class Trainer {
 
  private:
   void read_microbatches(DataLoader& loader);
+  // TP rank 0's values of the TP-replicated Params, broadcast over the TP group after an update.
+  void sync_replicated();
+  // --debug.perturb_replicated.
+  void perturb_replicated();
   TrainConfig cfg_;
   GridLayout layout_;
   int rank_;
@@ -108,6 +114,11 @@ class Trainer {
   int64_t steps_done_ = 0;
   double local_loss_ = 0, local_sum_of_squares_ = 0;  // this rank's parts of the last step's
   std::vector<RankStep> inject_nan_;                  // --debug.inject_nan
+  std::vector<RankStep> perturb_;                     // --debug.perturb_replicated
+  // With TP and DP: views of the TP-replicated Params' values in the flat buffer, and the one
+  // buffer that carries them all in sync_replicated.
+  std::vector<Tensor> replicated_values_;
+  Tensor replicated_stage_;
 };
 
 }  // namespace tessera

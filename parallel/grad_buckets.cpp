@@ -126,12 +126,21 @@ std::vector<Tensor> merged_views(const Tensor& flat,
   return views;
 }
 
-std::vector<Tensor> GradBuckets::counted_grads() {
-  std::vector<std::pair<int64_t, int64_t>> ranges;  // in flat order
+std::vector<std::pair<int64_t, int64_t>> GradBuckets::ranges_of(
+    const std::function<bool(const Param&)>& keep) const {
+  std::vector<std::pair<int64_t, int64_t>> ranges;
   for (const Bucket& b : buckets_)
     for (const Param* p : b.params)
-      if (p->counted_here()) ranges.emplace_back(offset_of(*p), offset_of(*p) + p->grad.numel());
-  return merged_views(flat_grads(), ranges);
+      if (keep(*p)) ranges.emplace_back(offset_of(*p), offset_of(*p) + p->value.numel());
+  return ranges;
+}
+
+std::vector<Tensor> GradBuckets::counted_grads() {
+  return merged_views(flat_grads(), ranges_of([](const Param& p) { return p.counted_here(); }));
+}
+
+std::vector<Tensor> GradBuckets::value_views(const std::function<bool(const Param&)>& keep) {
+  return merged_views(flat_values(), ranges_of(keep));
 }
 
 void GradBuckets::launch(Bucket& b) {

@@ -14,6 +14,7 @@
 // are reduce-scattered, and each piece (shard_grad) is fp32.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <unordered_map>
 #include <vector>
@@ -76,11 +77,17 @@ class GradBuckets {
   // in its order, each run of adjacent ones as one view: what the gradient norm sums, in a few
   // long sums (one, where every Param counts) instead of one per Param.
   std::vector<Tensor> counted_grads();
+  // The values of the Params for which `keep` holds, as views of flat_values() in the same way.
+  std::vector<Tensor> value_views(const std::function<bool(const Param&)>& keep);
   bool mixed_precision() const { return sums_.defined(); }
   Communicator& dp() { return dp_; }
   int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }
 
  private:
+  // The element ranges [offset, offset + numel) of the Params for which `keep` holds, in flat
+  // order.
+  std::vector<std::pair<int64_t, int64_t>> ranges_of(
+      const std::function<bool(const Param&)>& keep) const;
   void launch(Bucket& b);
   void fold_range(int64_t offset, int64_t size);
   void fold_bucket(const Bucket& b);

@@ -176,6 +176,87 @@ TEST_F(Cluster, DebugOptionsAreCheckedNamingTheOption) {
   const CliRun p = run_tessera(args("run", 5) + " --train.nan_policy ignore", dir_);
   EXPECT_EQ(p.exit_code, 2);
   EXPECT_NE(p.err.find("--train.nan_policy: expected halt or skip"), std::string::npos) << p.err;
+  const CliRun c = run_tessera(args("run", 5) + " --train.check_replicas -1", dir_);
+  EXPECT_EQ(c.exit_code, 2);
+  EXPECT_NE(c.err.find("--train.check_replicas: expected 0 (never) or more steps"),
+            std::string::npos)
+      << c.err;
+  const CliRun d = run_tessera(args("run", 5) + " --debug.perturb_replicated 1", dir_);
+  EXPECT_EQ(d.exit_code, 2);
+  EXPECT_NE(d.err.find("--debug.perturb_replicated: expected RANK:STEP"), std::string::npos)
+      << d.err;
+}
+
+// Each TP rank's DP reduction runs over a communicator of its own, which on GPUs may sum in
+// another order: --debug.perturb_replicated on both DP ranks of TP rank 1 (world ranks 1 and 3)
+// plays that. The broadcast from TP rank 0 after each update must undo it: every copy stays
+// equal (--train.check_replicas every step), and the run ends bitwise where an unperturbed one
+// does. With ZeRO-1 too, whose reduced gradients are pieces.
+TEST_F(Cluster, TensorParallelCopiesStayEqualWhenTheirDataParallelReductionsDiffer) {
+  for (const std::string zero : {"0", "1"}) {
+    SCOPED_TRACE("--parallel.zero " + zero);
+    const std::string common =
+        " --parallel.tp 2 --parallel.zero " + zero + " --checkpoint.interval 4";
+    const CliRun plain = run_mpi(4, args("plain" + zero, 4) + common, dir_);
+    ASSERT_EQ(plain.exit_code, 0) << plain.err;
+    const CliRun nudged = run_mpi(4,
+                                  args("nudged" + zero, 4) + common +
+                                      " --debug.perturb_replicated 1:2,3:2,1:3"
+                                      " --train.check_replicas 1",
+                                  dir_);
+    ASSERT_EQ(nudged.exit_code, 0) << nudged.out << nudged.err;
+    const CliRun diff = run_tessera(
+        "ckpt diff " + (dir_ / ("plain" + zero) / "checkpoints/step_00000004").string() + " " +
+            (dir_ / ("nudged" + zero) / "checkpoints/step_00000004").string(),
+        dir_);
+    ASSERT_EQ(diff.exit_code, 0) << diff.err;
+    EXPECT_NE(diff.out.find(" 0 differ, 0 in one checkpoint only"), std::string::npos) << diff.out;
+  }
+}
+
+// Copies that differ (here made to, by --debug.perturb_replicated on one rank, where nothing
+// undoes it) halt the run at the next check with exit 1, naming the tensor, the world ranks and
+// their hosts, and which copies they are; the diverged state is not saved.
+TEST_F(Cluster, CheckReplicasHaltsNamingTheTensorAndTheRanksWhoseCopiesDiffer) {
+  const CliRun dp = run_mpi(2,
+                            args("dp", 6) +
+                                " --debug.perturb_replicated 1:2 --train.check_replicas 2"
+                                " --checkpoint.interval 1",
+                            dir_);
+  ASSERT_EQ(dp.exit_code, 1) << dp.out << dp.err;
+  EXPECT_NE(dp.out.find("halt: step 2: "), std::string::npos) << dp.out;
+  EXPECT_NE(dp.out.find(" differs between world ranks 0 (host "), std::string::npos) << dp.out;
+  EXPECT_NE(dp.out.find(", DP ranks 0 and 1 of TP rank 0, stage 0, which must hold bitwise-equal"),
+            std::string::npos)
+      << dp.out;
+  EXPECT_TRUE(fs::exists(dir_ / "dp" / "checkpoints" / "step_00000001"));
+  EXPECT_FALSE(fs::exists(dir_ / "dp" / "checkpoints" / "step_00000002"));
+
+  // TP 2 without DP: no broadcast undoes it (one DP group has nothing to differ from).
+  const CliRun tp = run_mpi(2,
+                            args("tp", 6) +
+                                " --parallel.tp 2 --debug.perturb_replicated 1:2"
+                                " --train.check_replicas 1",
+                            dir_);
+  ASSERT_EQ(tp.exit_code, 1) << tp.out << tp.err;
+  EXPECT_NE(tp.out.find("halt: step 2: embedding/position/weight differs between world ranks 0 "),
+            std::string::npos)
+      << tp.out;
+  EXPECT_NE(tp.out.find(", TP ranks 0 and 1 of DP rank 0, stage 0, "), std::string::npos) << tp.out;
+
+  // The last stage's copy of the tied token embedding.
+  const CliRun pp = run_mpi(2,
+                            args("pp", 6) +
+                                " --parallel.pp 2 --debug.perturb_replicated 1:3"
+                                " --train.check_replicas 1",
+                            dir_);
+  ASSERT_EQ(pp.exit_code, 1) << pp.out << pp.err;
+  EXPECT_NE(pp.out.find("halt: step 3: embedding/token/weight differs between world ranks 0 "),
+            std::string::npos)
+      << pp.out;
+  EXPECT_NE(pp.out.find(", the first and the last stage (the LM head's tied copy) of TP rank 0"),
+            std::string::npos)
+      << pp.out;
 }
 
 // Every rank but `gone` said what it was waiting in: its deadline report, or, when mpirun

@@ -1,0 +1,140 @@
+// --train.check_replicas: three checksums per rank, compared over the ranks that hold copies.
+#include "launcher/replica_check.h"
+
+#include <cstdio>
+#include <sstream>
+#include <vector>
+
+#include "io/crc32c.h"
+#include "launcher/cluster.h"
+#include "launcher/trainer.h"
+
+namespace tessera {
+
+namespace {
+
+// The three kinds of copies, in the order of a rank's checksums.
+enum Copies : int { kTensorParallel, kDataParallel, kTiedEmbedding, kKinds };
+
+// Whether p takes part in the comparison of `kind` on a rank of model `m`.
+bool compared(const Param& p, int kind, const GPT& m) {
+  switch (kind) {
+    case kTensorParallel:
+      return p.tp_replicated();
+    case kDataParallel:
+      return true;
+    default:
+      return &p == &m.wte;
+  }
+}
+
+uint32_t value_crc(const Param& p) {
+  if (p.value.device() == Device::CPU) return crc32c(p.value.raw(), p.value.bytes());
+  const Tensor host = p.value.to(Device::CPU);
+  return crc32c(host.raw(), host.bytes());
+}
+
+// Rank `rank`'s peer for `kind`, whose copies it must equal, or -1: TP rank 0 of its TP group,
+// DP rank 0 of its DP group, the first stage's rank for the last stage's tied embedding.
+int peer_of(const GridLayout& l, int rank, int kind) {
+  GridCoord c = l.coord_of(rank);
+  if (kind == kTensorParallel && c.tp > 0) {
+    c.tp = 0;
+    return l.rank_of(c);
+  }
+  if (kind == kDataParallel && c.dp > 0) {
+    c.dp = 0;
+    return l.rank_of(c);
+  }
+  if (kind == kTiedEmbedding && l.pp > 1 && c.pp == l.pp - 1) {
+    c.pp = 0;
+    return l.rank_of(c);
+  }
+  return -1;
+}
+
+// "TP ranks 0 and 1 of DP rank 0, stage 0": which copies world ranks `peer` and `rank` are.
+std::string copies_of(const GridLayout& l, int peer, int rank, int kind) {
+  const GridCoord a = l.coord_of(peer), b = l.coord_of(rank);
+  std::string text;
+  if (kind == kTensorParallel)
+    text += "TP ranks " + std::to_string(a.tp) + " and " + std::to_string(b.tp) + " of DP rank " +
+            std::to_string(b.dp) + ", stage " + std::to_string(b.pp);
+  else if (kind == kDataParallel)
+    text += "DP ranks " + std::to_string(a.dp) + " and " + std::to_string(b.dp) + " of TP rank " +
+            std::to_string(b.tp) + ", stage " + std::to_string(b.pp);
+  else
+    text += "the first and the last stage (the LM head's tied copy) of TP rank " +
+            std::to_string(b.tp) + ", DP rank " + std::to_string(b.dp);
+  return text;
+}
+
+// A rank's line of the second round: its host, then "CRC NAME" per compared tensor.
+struct RankTensors {
+  std::string host;
+  std::vector<std::pair<std::string, std::string>> crc_and_name;
+};
+
+RankTensors parse_rank_tensors(const std::string& text) {
+  RankTensors r;
+  std::istringstream in(text);
+  std::getline(in, r.host);
+  std::string crc, name;
+  while (in >> crc >> name) r.crc_and_name.emplace_back(crc, name);
+  return r;
+}
+
+}  // namespace
+
+std::string replica_mismatch(Trainer& tr) {
+  const GridLayout& l = tr.layout();
+  Communicator& world = tr.host_world();
+  if (l.world_size() == 1) return "";
+  const GPT& model = tr.model();
+  std::vector<uint32_t> crcs;
+  for (const Param* p : tr.params()) crcs.push_back(value_crc(*p));
+
+  Tensor mine({kKinds}, DType::F64), all({kKinds * l.world_size()}, DType::F64);
+  for (int kind = 0; kind < kKinds; ++kind) {
+    uint32_t digest = 0;
+    for (size_t i = 0; i < crcs.size(); ++i)
+      if (compared(*tr.params()[i], kind, model)) digest = crc32c(&crcs[i], sizeof crcs[i], digest);
+    mine.data<double>()[kind] = digest;  // exact: a double holds every 32-bit value
+  }
+  world.all_gather(all, mine);
+  const double* digests = all.data<double>();
+  int rank = -1, peer = -1, kind = 0;
+  for (int r = 0; r < l.world_size() && rank < 0; ++r)
+    for (int k = 0; k < kKinds && rank < 0; ++k) {
+      const int p = peer_of(l, r, k);
+      if (p >= 0 && digests[r * kKinds + k] != digests[p * kKinds + k]) {
+        rank = r;
+        peer = p;
+        kind = k;
+      }
+    }
+  if (rank < 0) return "";
+
+  // Every rank saw the same difference: all name the first tensor that differs.
+  std::string text = host_name() + "\n";
+  for (size_t i = 0; i < crcs.size(); ++i) {
+    if (!compared(*tr.params()[i], kind, model)) continue;
+    char crc[16];
+    std::snprintf(crc, sizeof crc, "%08x", crcs[i]);
+    text += std::string(crc) + " " + tr.params()[i]->name + "\n";
+  }
+  const std::vector<std::string> texts = all_gather_strings(world, text);
+  const RankTensors a = parse_rank_tensors(texts[static_cast<size_t>(peer)]);
+  const RankTensors b = parse_rank_tensors(texts[static_cast<size_t>(rank)]);
+  std::string tensor = "a tensor";
+  for (size_t i = 0; i < a.crc_and_name.size() && i < b.crc_and_name.size(); ++i)
+    if (a.crc_and_name[i] != b.crc_and_name[i]) {
+      tensor = b.crc_and_name[i].second;
+      break;
+    }
+  return tensor + " differs between world ranks " + std::to_string(peer) + " (host " + a.host +
+         ") and " + std::to_string(rank) + " (host " + b.host + "), " +
+         copies_of(l, peer, rank, kind) + ", which must hold bitwise-equal copies";
+}
+
+}  // namespace tessera
