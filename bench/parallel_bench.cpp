@@ -100,12 +100,19 @@ std::vector<double> predicted_bytes(const ModelConfig& c, const GridLayout& l, c
   double tp = 4 * static_cast<double>(r.end - r.begin) * b * s * h * e;
   if (first) tp += b * s * h * e;                             // vocab-parallel embedding
   if (last) tp += b * s * h * e + b * s * e + 2 * b * s * 8;  // LM head; cross-entropy max, sums
+  double tp_broadcast = 0;  // with DP: TP rank 0's replicated values after each update
+  if (l.tp > 1 && l.dp > 1) {
+    double replicated = 6 * h * static_cast<double>(r.end - r.begin);  // 2 LayerNorms, 2 biases
+    if (first && c.pos == PositionKind::Learned) replicated += s * h;
+    if (last) replicated += 2 * h;  // the final LayerNorm
+    tp_broadcast = (l.tp - 1.0) / l.tp * replicated * e;
+  }
   const double pp = ((last ? 0 : 1) + (first ? 0 : 1)) * b * s * h * e;
   const double dp_ring = l.dp > 1 ? 2.0 * (l.dp - 1) / l.dp : 0.0;
   const double dp = dp_ring * local_params(c, l, at) * e;  // all-reduce = reduce-scatter + gather
   const double emb = l.pp > 1 && (first || last) ? static_cast<double>(c.vocab_size) / l.tp * h * e
                                                  : 0.0;  // 2(2-1)/2 x the shard
-  return {m * ring * tp, m * pp, dp, emb};
+  return {m * ring * tp + tp_broadcast, m * pp, dp, emb};
 }
 
 std::vector<double> measured_bytes(ProcessGrid& g) {
@@ -174,7 +181,8 @@ int main(int argc, char** argv) {
               o.shape.c_str(), static_cast<long long>(gpt_num_params(cfg.model)),
               l.describe().c_str(), tr.microbatches(), tr.microbatches() == 1 ? "" : "es",
               static_cast<long long>(o.micro), o.zero, o.threads, o.threads == 1 ? "" : "s");
-  const char* names[] = {"TP all-reduce", "PP send", "DP reduction", "embedding all-reduce"};
+  const char* names[] = {"TP all-reduce (and broadcast)", "PP send", "DP reduction",
+                         "embedding all-reduce"};
   std::printf(
       "| kind | max MB sent per rank per step | predicted MB | worst measured/predicted |\n");
   std::printf("| --- | --- | --- | --- |\n");
