@@ -194,12 +194,14 @@ OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 "$BIN"/tess
 tail -n 3 "$OUT_DIR/sample.txt"
 
 # Two ranks, pipeline 2: on one GPU both see the same one and must be refused by name before
-# NCCL starts; on two or more, the stages' NCCL sends and receives run (docs/GPU.md).
+# NCCL starts; on two or more, the stages' NCCL sends and receives run (docs/GPU.md), and the
+# tied embedding's two copies are checked equal every 5 steps.
 gpus=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU")
 step "two ranks (--parallel.pp 2) on $gpus GPU(s)"
 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 90 mpirun --bind-to none -n 2 \
   "$BIN"/tessera train "${SMALL_RUN[@]}" --train.micro_batch 4 --train.steps 20 --parallel.pp 2 \
-  --train.log_interval 10 --checkpoint.interval 0 --run.dir "$OUT_DIR/train_pp2" \
+  --train.log_interval 10 --checkpoint.interval 0 --train.check_replicas 5 \
+  --run.dir "$OUT_DIR/train_pp2" \
   >"$OUT_DIR/train_pp2.txt" 2>&1
 rc=$?
 if [ "$gpus" -le 1 ]; then
