@@ -147,9 +147,9 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
       "train.nan_max_skips", po::value(&c.nan_max_skips)->default_value(c.nan_max_skips),
       "with skip: exit 4 after this many skipped steps in a row")(
       "train.check_replicas", po::value(&c.check_replicas)->default_value(c.check_replicas),
-      "every this many steps, check that every copy of a parameter held by several ranks is "
-      "bitwise the same (TP, DP, tied embedding); halt with exit 1 naming the tensor and the "
-      "ranks when one differs (0: never)")(
+      "every this many steps and before every save, check that every copy of a parameter held "
+      "by several ranks is bitwise the same (TP, DP, tied embedding); halt with exit 1 naming "
+      "the tensor and the ranks when one differs (0: never)")(
       "train.collective_timeout",
       po::value(&c.collective_timeout)->default_value(c.collective_timeout),
       "seconds a collective may wait before every rank reports and exits 5")(
@@ -167,8 +167,11 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
       "debug.perturb_replicated",
       po::value(&c.debug_perturb_replicated)->default_value(c.debug_perturb_replicated),
       "RANK:STEP[,...]: after that step's data-parallel reduction, that rank adds 1 to the first "
-      "gradient element of each parameter other ranks also hold, for tests of "
-      "--train.check_replicas");
+      "gradient element of each TP-replicated parameter (each at TP 1) and of the LM head's "
+      "tied copy, for tests of the copies' synchronisation")(
+      "debug.flip_bit", po::value(&c.debug_flip_bit)->default_value(c.debug_flip_bit),
+      "RANK:STEP[,...]: after that step's update, the lowest bit of the first element of each "
+      "of that rank's parameters flips, for tests of --train.check_replicas");
 
   po::options_description data("[data]");
   data.add_options()("data.path", po::value(&c.data_path),
@@ -375,6 +378,7 @@ void TrainConfig::validate() const {
           startup_timeout);
   rank_steps("--debug.inject_nan", debug_inject_nan);
   rank_steps("--debug.perturb_replicated", debug_perturb_replicated);
+  rank_steps("--debug.flip_bit", debug_flip_bit);
   rank_steps("--debug.stall", debug_stall);
   rank_steps("--debug.slow_save", debug_slow_save);
   require(eval_batches >= 1, "--train.eval_batches", "at least 1", eval_batches);

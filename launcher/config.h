@@ -59,6 +59,7 @@ struct TrainConfig {
   std::string debug_stall;       // that rank sleeps for an hour before that step
   std::string debug_slow_save;   // "RANK:SECONDS": that rank's shard writer waits that long first
   std::string debug_perturb_replicated;  // that rank's gradients of shared params are nudged
+  std::string debug_flip_bit;            // a bit of each of that rank's params flips after it
   // [data]
   std::string data_path;         // "PATH" or "W1 PATH1 W2 PATH2 ..." (io/data_loader.h)
   std::string valid_path;        // validation corpora, same syntax; empty: hold out a fraction

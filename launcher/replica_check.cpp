@@ -1,6 +1,7 @@
 // --train.check_replicas: three checksums per rank, compared over the ranks that hold copies.
 #include "launcher/replica_check.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 #include <vector>
@@ -132,9 +133,33 @@ std::string replica_mismatch(Trainer& tr) {
       tensor = b.crc_and_name[i].second;
       break;
     }
-  return tensor + " differs between world ranks " + std::to_string(peer) + " (host " + a.host +
-         ") and " + std::to_string(rank) + " (host " + b.host + "), " +
-         copies_of(l, peer, rank, kind) + ", which must hold bitwise-equal copies";
+  std::string message = tensor + " differs between world ranks " + std::to_string(peer) +
+                        " (host " + a.host + ") and " + std::to_string(rank) + " (host " + b.host +
+                        "), " + copies_of(l, peer, rank, kind) +
+                        ", which must hold bitwise-equal copies";
+
+  // Which copy is the odd one: the group's ranks (the peer and every rank compared with it) that
+  // differ from a checksum more than half of them share.
+  std::vector<int> group = {peer};
+  for (int r = 0; r < l.world_size(); ++r)
+    if (peer_of(l, r, kind) == peer) group.push_back(r);
+  const auto digest_of = [&](int r) { return digests[r * kKinds + kind]; };
+  for (const int candidate : group) {
+    const auto agree = std::count_if(group.begin(), group.end(),
+                                     [&](int r) { return digest_of(r) == digest_of(candidate); });
+    const auto others = static_cast<std::ptrdiff_t>(group.size()) - agree;
+    if (agree <= others) continue;
+    std::string odd;
+    for (const int r : group)
+      if (digest_of(r) != digest_of(candidate))
+        odd += (odd.empty() ? "" : ", ") + std::to_string(r) + " (host " +
+               parse_rank_tensors(texts[static_cast<size_t>(r)]).host + ")";
+    return message + "; " + std::to_string(agree) + " of the " + std::to_string(group.size()) +
+           " copies agree, the odd one" +
+           (others > 1 ? "s are on world ranks " : " is on world rank ") + odd;
+  }
+  return message + "; with no copy held by more than half of the " + std::to_string(group.size()) +
+         " ranks, which is wrong cannot be told";
 }
 
 }  // namespace tessera

@@ -387,7 +387,16 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       if (const std::optional<double> mean = log.add(step, s, tr.loader().epochs()))
         result.final_loss = *mean;
     }
-    if (cfg.check_replicas > 0 && (step + 1) % cfg.check_replicas == 0) {
+    const bool last = step + 1 == cfg.steps;
+    const bool eval_now = cfg.eval_interval > 0 && ((step + 1) % cfg.eval_interval == 0 || last);
+    if (tr.has_validation() && eval_now) log.validation(step, tr.evaluate());
+    const bool preempted = !last && (s.stop_on_signal > 0 || s.stop_on_time > 0);
+    const bool exiting = cfg.exit_after > 0 && step + 1 - first == cfg.exit_after;
+    const bool save =
+        exiting || preempted ||
+        (cfg.checkpoint_interval > 0 && ((step + 1) % cfg.checkpoint_interval == 0 || last));
+    // Every N steps, and before every save, so that no checkpoint holds copies that differ.
+    if (cfg.check_replicas > 0 && ((step + 1) % cfg.check_replicas == 0 || save)) {
       const std::string mismatch = replica_mismatch(tr);
       if (!mismatch.empty()) {
         if (root)
@@ -399,14 +408,6 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
         break;
       }
     }
-    const bool last = step + 1 == cfg.steps;
-    const bool eval_now = cfg.eval_interval > 0 && ((step + 1) % cfg.eval_interval == 0 || last);
-    if (tr.has_validation() && eval_now) log.validation(step, tr.evaluate());
-    const bool preempted = !last && (s.stop_on_signal > 0 || s.stop_on_time > 0);
-    const bool exiting = cfg.exit_after > 0 && step + 1 - first == cfg.exit_after;
-    const bool save =
-        exiting || preempted ||
-        (cfg.checkpoint_interval > 0 && ((step + 1) % cfg.checkpoint_interval == 0 || last));
     if (saver.poll() && root)
       std::printf("checkpoint: %s written in the background\n", saver.directory().c_str());
     slowest_step_s =

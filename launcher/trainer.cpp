@@ -41,7 +41,8 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
       microbatches_(static_cast<int>(cfg.accumulation_steps(layout_.dp))),
       blend_(parse_corpus_blend(cfg.data_path, "--data.path")),
       inject_nan_(rank_steps("--debug.inject_nan", cfg.debug_inject_nan)),
-      perturb_(rank_steps("--debug.perturb_replicated", cfg.debug_perturb_replicated)) {
+      perturb_(rank_steps("--debug.perturb_replicated", cfg.debug_perturb_replicated)),
+      flip_bit_(rank_steps("--debug.flip_bit", cfg.debug_flip_bit)) {
   SampleOptions so;
   so.seq_len = cfg.model.seq_len;
   so.seed = cfg.seed;
@@ -155,14 +156,16 @@ StepStats Trainer::step(int stop) {
   // Each DP rank's loss is a mean over its microbatches; the DP reduction then averages.
   const double loss_sum = pipeline_->run(inputs_, targets_, 1.0 / microbatches_, &on_ready,
                                          [this] { buckets_->end_microbatch(); });
-  if (tied_) {
-    buckets_->fold(*tied_);  // mixed precision: summed over the stages in fp32
-    Tensor g = buckets_->grad_of(*tied_);
-    grid_->embedding()->all_reduce(g, ReduceOp::Sum);
-    buckets_->mark_ready(*tied_);
-  }
+  if (tied_) buckets_->mark_ready(*tied_);
   buckets_->finish();
   if (has_rank_step(perturb_, rank_, steps_done_ + 1)) perturb_replicated();
+  if (tied_) {
+    // The tied embedding's gradient, summed over its two stages after each stage's DP reduction:
+    // those run over two communicators and may round differently, while a sum of two operands is
+    // the same bits on both ranks. Both copies then take the same update.
+    Tensor g = zero_ ? buckets_->bucket_of(*tied_).shard_grad : buckets_->grad_of(*tied_);
+    grid_->embedding()->all_reduce(g, ReduceOp::Sum);
+  }
   // --debug.inject_nan: after the DP reduction, so on this rank alone; the rank then counts its
   // own gradients in the norm below even when another DP rank counts that replica.
   const bool inject = has_rank_step(inject_nan_, rank_, steps_done_ + 1);
@@ -220,6 +223,7 @@ StepStats Trainer::step(int stop) {
   else
     adamw_->step(stats.lr);
   sync_replicated();
+  if (has_rank_step(flip_bit_, rank_, steps_done_)) flip_bits();
   return stats;
 }
 
@@ -263,9 +267,9 @@ void add_one_to_first(const Tensor& t) {
 }  // namespace
 
 // What a DP reduction that summed in another order would leave on this rank, made large enough
-// to show: the first element of the reduced gradient of each Param that other ranks hold too
-// (TP-replicated, or the last stage's copy of the tied embedding) is 1 more. With ZeRO-1, where
-// that element lies in this rank's piece.
+// to show: the first element of the reduced gradient of each TP-replicated Param (every Param at
+// TP 1) and of the LM head's tied copy is 1 more. With ZeRO-1, where that element lies in this
+// rank's piece.
 void Trainer::perturb_replicated() {
   const auto shared = [](const Param& p) { return p.tp_replicated() || p.tied_copy; };
   if (!zero_) {
@@ -279,6 +283,16 @@ void Trainer::perturb_replicated() {
       if (shared(*p) && at >= 0 && at < buckets_->piece_length(b))
         add_one_to_first(b.shard_grad.view({b.shard_grad.numel()}).slice0(at, at + 1));
     }
+}
+
+// A fault in this rank's memory: the lowest bit of the first element of each Param's value flips.
+void Trainer::flip_bits() {
+  for (const Param* p : params_) {
+    Tensor first = p->value.view({p->value.numel()}).slice0(0, 1);
+    Tensor host = first.to(Device::CPU);
+    static_cast<unsigned char*>(host.raw())[0] ^= 1;  // little-endian: the mantissa's last bit
+    copy_into(first, host);
+  }
 }
 
 std::vector<std::string> Trainer::nonfinite_here() {

@@ -89,8 +89,9 @@ class Trainer {
   void read_microbatches(DataLoader& loader);
   // TP rank 0's values of the TP-replicated Params, broadcast over the TP group after an update.
   void sync_replicated();
-  // --debug.perturb_replicated.
+  // --debug.perturb_replicated and --debug.flip_bit.
   void perturb_replicated();
+  void flip_bits();
   TrainConfig cfg_;
   GridLayout layout_;
   int rank_;
@@ -115,6 +116,7 @@ class Trainer {
   double local_loss_ = 0, local_sum_of_squares_ = 0;  // this rank's parts of the last step's
   std::vector<RankStep> inject_nan_;                  // --debug.inject_nan
   std::vector<RankStep> perturb_;                     // --debug.perturb_replicated
+  std::vector<RankStep> flip_bit_;                    // --debug.flip_bit
   // With TP and DP: views of the TP-replicated Params' values in the flat buffer, and the one
   // buffer that carries them all in sync_replicated.
   std::vector<Tensor> replicated_values_;

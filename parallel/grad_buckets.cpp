@@ -27,7 +27,7 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
         open->offset = offset;
       }
       order.push_back(p);
-      slot_of_[p] = Slot{buckets_.size() - 1, offset, false, false};
+      slot_of_[p] = Slot{buckets_.size() - 1, offset, false};
       open->params.push_back(p);
       open->size += p->value.numel();
       offset += p->value.numel();
@@ -62,10 +62,7 @@ void GradBuckets::zero_grad() {
   grads_.zero();
   if (mixed_precision()) sums_.zero();
   for (Bucket& b : buckets_) b.pending = static_cast<int>(b.params.size());
-  for (auto& [param, slot] : slot_of_) {
-    slot.ready = false;
-    slot.folded = false;
-  }
+  for (auto& [param, slot] : slot_of_) slot.ready = false;
 }
 
 void GradBuckets::fold_range(int64_t offset, int64_t size) {
@@ -75,36 +72,8 @@ void GradBuckets::fold_range(int64_t offset, int64_t size) {
   grad.zero();
 }
 
-// Folds the bucket but for the Params fold() took already, whose gradients have been zero since:
-// folding them again would only add +0 (a pass over the tied embedding, the largest Param, every
-// step). The skip changes no bit: x + 0 == x for every sum, since one that starts at +0 and only
-// ever adds is never -0, and a NaN it holds is the quiet result of an addition already. Adjacent
-// Params not yet folded go in one call, so a bucket that fold() took nothing from folds in one.
-void GradBuckets::fold_bucket(const Bucket& b) {
-  if (!mixed_precision()) return;
-  int64_t from = b.offset;  // the start of the run not yet folded
-  for (const Param* p : b.params) {
-    const Slot& slot = slot_of_.at(p);
-    if (!slot.folded) continue;
-    if (slot.offset > from) fold_range(from, slot.offset - from);
-    from = slot.offset + p->grad.numel();
-  }
-  const int64_t end = b.offset + b.size;
-  if (end > from) fold_range(from, end - from);
-}
-
 void GradBuckets::end_microbatch() {
   fold_range(0, grads_.numel());
-  // Every gradient is zero now and the next microbatch's backward adds to all: fold them all
-  // again when their buckets start.
-  for (auto& [param, slot] : slot_of_) slot.folded = false;
-}
-
-void GradBuckets::fold(const Param& p) {
-  Slot& slot = slot_of_.at(&p);  // first: an unknown Param throws also without mixed precision
-  if (!mixed_precision() || slot.folded) return;
-  fold_range(slot.offset, p.grad.numel());
-  slot.folded = true;
 }
 
 Tensor GradBuckets::grad_of(const Param& p) {
@@ -144,7 +113,7 @@ std::vector<Tensor> GradBuckets::value_views(const std::function<bool(const Para
 }
 
 void GradBuckets::launch(Bucket& b) {
-  fold_bucket(b);
+  fold_range(b.offset, b.size);
   if (dp_.size() == 1) return;
   Tensor flat = flat_grads().slice0(b.offset, b.offset + b.size);
   b.completed = false;

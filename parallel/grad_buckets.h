@@ -41,7 +41,8 @@ class GradBuckets {
   };
 
   // groups: the Params in the order their gradients become final; each group starts a new
-  // bucket (a Param the caller reduces elsewhere first, like the tied embedding, gets its own).
+  // bucket (a Param the caller also reduces elsewhere afterwards, like the tied embedding, gets
+  // its own).
   GradBuckets(const std::vector<std::vector<Param*>>& groups, Communicator& dp,
               int64_t bucket_elements, bool shard);
 
@@ -49,12 +50,6 @@ class GradBuckets {
   // Mixed precision: folds every bf16 gradient into the fp32 sums (else nothing). Call after the
   // backward of each microbatch but a step's last.
   void end_microbatch();
-  // Mixed precision: folds p's bf16 gradient into its fp32 sum (else nothing), so that a Param
-  // reduced elsewhere first (the tied embedding) may be folded, reduced over its group through
-  // grad_of, then marked ready. p's gradient must then take no more contributions this step:
-  // until the next zero_grad or end_microbatch, a second fold of p, and the fold of its bucket
-  // when that starts, leave p's sum alone.
-  void fold(const Param& p);
   // The backward's hook: p's gradient is final for this step.
   void mark_ready(Param& p);
   // Starts what has not started, waits for every bucket, and averages over DP.
@@ -71,6 +66,8 @@ class GradBuckets {
   int64_t offset_of(const Param& p) const { return slot_of_.at(&p).offset; }
   // The step's gradients: the fp32 sums with mixed precision, else the Params' own.
   Tensor& flat_grads() { return mixed_precision() ? sums_ : grads_; }
+  // The bucket that holds p.
+  Bucket& bucket_of(const Param& p) { return buckets_[slot_of_.at(&p).bucket]; }
   // p's gradient within flat_grads(), shaped like p.
   Tensor grad_of(const Param& p);
   // The gradients of the Params this rank counts (Param::counted_here) as views of flat_grads(),
@@ -90,7 +87,6 @@ class GradBuckets {
       const std::function<bool(const Param&)>& keep) const;
   void launch(Bucket& b);
   void fold_range(int64_t offset, int64_t size);
-  void fold_bucket(const Bucket& b);
   Communicator& dp_;
   bool shard_;
   Tensor values_, grads_;
@@ -100,7 +96,6 @@ class GradBuckets {
     size_t bucket;
     int64_t offset;  // in the flat buffers
     bool ready;      // reported final in this step
-    bool folded;     // fold() took its gradient (mixed precision), which has been zero since
   };
   std::unordered_map<const Param*, Slot> slot_of_;
 };

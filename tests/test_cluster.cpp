@@ -43,12 +43,12 @@ class Cluster : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   // A small model on 2 ranks (DP 2), logging every step; `run` names the run directory.
-  std::string args(const std::string& run, int64_t steps) const {
+  std::string args(const std::string& run, int64_t steps, int micro_batch = 2) const {
     return "train --data.path " + corpus_ + " --run.dir " + (dir_ / run).string() +
            " --model.vocab_size 258 --model.d_model 32 --model.layers 2 --model.heads 2"
-           " --model.d_ff 64 --model.seq_len 16 --train.global_batch 4 --train.micro_batch 2"
-           " --train.threads 1 --train.eval_interval 0 --train.steps " +
-           std::to_string(steps);
+           " --model.d_ff 64 --model.seq_len 16 --train.global_batch 4 --train.micro_batch " +
+           std::to_string(micro_batch) +
+           " --train.threads 1 --train.eval_interval 0 --train.steps " + std::to_string(steps);
   }
 
   std::string read(const fs::path& p) const {
@@ -185,6 +185,9 @@ TEST_F(Cluster, DebugOptionsAreCheckedNamingTheOption) {
   EXPECT_EQ(d.exit_code, 2);
   EXPECT_NE(d.err.find("--debug.perturb_replicated: expected RANK:STEP"), std::string::npos)
       << d.err;
+  const CliRun f = run_tessera(args("run", 5) + " --debug.flip_bit 1:x", dir_);
+  EXPECT_EQ(f.exit_code, 2);
+  EXPECT_NE(f.err.find("--debug.flip_bit: expected RANK:STEP"), std::string::npos) << f.err;
 }
 
 // Each TP rank's DP reduction runs over a communicator of its own, which on GPUs may sum in
@@ -214,30 +217,56 @@ TEST_F(Cluster, TensorParallelCopiesStayEqualWhenTheirDataParallelReductionsDiff
   }
 }
 
-// Copies that differ (here made to, by --debug.perturb_replicated on one rank, where nothing
-// undoes it) halt the run at the next check with exit 1, naming the tensor, the world ranks and
-// their hosts, and which copies they are; the diverged state is not saved.
+// The tied token embedding's copies on the first and last stage: each stage reduces its gradient
+// over a DP communicator of its own. --debug.perturb_replicated on both DP ranks of the last
+// stage (world ranks 2 and 3) plays a reduction there that rounds differently; the sum over the
+// two stages, which comes after, must leave both copies the same.
+TEST_F(Cluster, TiedEmbeddingCopiesStayEqualWhenTheirStagesDataParallelReductionsDiffer) {
+  for (const std::string zero : {"0", "1"}) {
+    SCOPED_TRACE("--parallel.zero " + zero);
+    const CliRun r =
+        run_mpi(4,
+                args("run" + zero, 4) + " --parallel.pp 2 --parallel.zero " + zero +
+                    " --debug.perturb_replicated 2:2,3:2,2:3,3:3 --train.check_replicas 1",
+                dir_);
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  }
+}
+
+// Copies that differ (here a bit flipped in one rank's memory by --debug.flip_bit) halt the run
+// at the next check with exit 1, naming the tensor, the world ranks and their hosts, which copies
+// they are, and which is the odd one when more than half agree. A save also checks first, so the
+// diverged state is never saved.
 TEST_F(Cluster, CheckReplicasHaltsNamingTheTensorAndTheRanksWhoseCopiesDiffer) {
   const CliRun dp = run_mpi(2,
                             args("dp", 6) +
-                                " --debug.perturb_replicated 1:2 --train.check_replicas 2"
+                                " --debug.flip_bit 1:2 --train.check_replicas 3"
                                 " --checkpoint.interval 1",
                             dir_);
   ASSERT_EQ(dp.exit_code, 1) << dp.out << dp.err;
-  EXPECT_NE(dp.out.find("halt: step 2: "), std::string::npos) << dp.out;
-  EXPECT_NE(dp.out.find(" differs between world ranks 0 (host "), std::string::npos) << dp.out;
-  EXPECT_NE(dp.out.find(", DP ranks 0 and 1 of TP rank 0, stage 0, which must hold bitwise-equal"),
+  EXPECT_NE(
+      dp.out.find("halt: step 2: embedding/token/weight differs between world ranks 0 (host "),
+      std::string::npos)
+      << dp.out;
+  EXPECT_NE(dp.out.find(", DP ranks 0 and 1 of TP rank 0, stage 0, which must hold bitwise-equal "
+                        "copies; with no copy held by more than half of the 2 ranks, which is "
+                        "wrong cannot be told"),
             std::string::npos)
       << dp.out;
   EXPECT_TRUE(fs::exists(dir_ / "dp" / "checkpoints" / "step_00000001"));
   EXPECT_FALSE(fs::exists(dir_ / "dp" / "checkpoints" / "step_00000002"));
 
-  // TP 2 without DP: no broadcast undoes it (one DP group has nothing to differ from).
-  const CliRun tp = run_mpi(2,
-                            args("tp", 6) +
-                                " --parallel.tp 2 --debug.perturb_replicated 1:2"
-                                " --train.check_replicas 1",
-                            dir_);
+  // Four DP replicas, the reference copy (DP rank 0) the odd one.
+  const CliRun four =
+      run_mpi(4, args("four", 6, 1) + " --debug.flip_bit 0:2 --train.check_replicas 2", dir_);
+  ASSERT_EQ(four.exit_code, 1) << four.out << four.err;
+  EXPECT_NE(four.out.find("; 3 of the 4 copies agree, the odd one is on world rank 0 (host "),
+            std::string::npos)
+      << four.out;
+
+  // TP 2 without DP: the TP-replicated tensors (the first: the position embedding).
+  const CliRun tp = run_mpi(
+      2, args("tp", 6) + " --parallel.tp 2 --debug.flip_bit 1:2 --train.check_replicas 1", dir_);
   ASSERT_EQ(tp.exit_code, 1) << tp.out << tp.err;
   EXPECT_NE(tp.out.find("halt: step 2: embedding/position/weight differs between world ranks 0 "),
             std::string::npos)
@@ -245,11 +274,8 @@ TEST_F(Cluster, CheckReplicasHaltsNamingTheTensorAndTheRanksWhoseCopiesDiffer) {
   EXPECT_NE(tp.out.find(", TP ranks 0 and 1 of DP rank 0, stage 0, "), std::string::npos) << tp.out;
 
   // The last stage's copy of the tied token embedding.
-  const CliRun pp = run_mpi(2,
-                            args("pp", 6) +
-                                " --parallel.pp 2 --debug.perturb_replicated 1:3"
-                                " --train.check_replicas 1",
-                            dir_);
+  const CliRun pp = run_mpi(
+      2, args("pp", 6) + " --parallel.pp 2 --debug.flip_bit 1:3 --train.check_replicas 1", dir_);
   ASSERT_EQ(pp.exit_code, 1) << pp.out << pp.err;
   EXPECT_NE(pp.out.find("halt: step 3: embedding/token/weight differs between world ranks 0 "),
             std::string::npos)
