@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -90,7 +91,7 @@ double local_params(const ModelConfig& c, const GridLayout& l, const GridCoord& 
 
 // Bytes this rank sends per step by kind, predicted: [tp, pp, dp, embedding].
 std::vector<double> predicted_bytes(const ModelConfig& c, const GridLayout& l, const GridCoord& at,
-                                    int64_t micro, int microbatches) {
+                                    int64_t micro, int microbatches, bool zero) {
   const double e = 4, b = static_cast<double>(micro), s = static_cast<double>(c.seq_len);
   const double h = static_cast<double>(c.d_model), m = microbatches;
   const bool first = at.pp == 0, last = at.pp == l.pp - 1;
@@ -110,8 +111,13 @@ std::vector<double> predicted_bytes(const ModelConfig& c, const GridLayout& l, c
   const double pp = ((last ? 0 : 1) + (first ? 0 : 1)) * b * s * h * e;
   const double dp_ring = l.dp > 1 ? 2.0 * (l.dp - 1) / l.dp : 0.0;
   const double dp = dp_ring * local_params(c, l, at) * e;  // all-reduce = reduce-scatter + gather
-  const double emb = l.pp > 1 && (first || last) ? static_cast<double>(c.vocab_size) / l.tp * h * e
-                                                 : 0.0;  // 2(2-1)/2 x the shard
+  // The tied embedding's sum over its two stages (2(2-1)/2 x the buffer), after the DP
+  // reduction: with ZeRO-1 of this rank's piece of its bucket (padded to a multiple of DP).
+  double emb = 0;
+  if (l.pp > 1 && (first || last)) {
+    const double shard = static_cast<double>(c.vocab_size) / l.tp * h;
+    emb = (zero ? std::ceil(shard / l.dp) : shard) * e;
+  }
   return {m * ring * tp + tp_broadcast, m * pp, dp, emb};
 }
 
@@ -161,8 +167,9 @@ int main(int argc, char** argv) {
   }
   std::sort(times.begin() + o.warmup, times.end());
   const double step_ms = 1e3 * times[static_cast<size_t>(o.warmup + o.steps / 2)];
-  const std::vector<double> predicted = predicted_bytes(cfg.model, tr.layout(), tr.grid().coord(),
-                                                        cfg.micro_batch, tr.microbatches());
+  const std::vector<double> predicted =
+      predicted_bytes(cfg.model, tr.layout(), tr.grid().coord(), cfg.micro_batch, tr.microbatches(),
+                      cfg.parallel.zero == 1);
 
   // Every rank's [measured, predicted] per kind, and its peak RSS, gathered on rank 0.
   rusage ru{};
