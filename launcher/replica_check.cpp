@@ -70,6 +70,48 @@ std::string copies_of(const GridLayout& l, int peer, int rank, int kind) {
   return text;
 }
 
+// Two copies that differ: world rank `rank`'s and its reference `peer`'s, of `kind`. `odd`: the
+// ranks of their group (the peer and every rank compared with it) whose copy differs from one
+// that more than half of the group hold; empty when no copy is held by more than half.
+struct Mismatch {
+  int rank = -1, peer = -1, kind = 0;
+  size_t group_size = 0;
+  std::vector<int> odd;
+};
+
+Mismatch mismatch_at(const GridLayout& l, const double* digests, int rank, int peer, int kind) {
+  Mismatch m{rank, peer, kind, 0, {}};
+  std::vector<int> group = {peer};
+  for (int r = 0; r < l.world_size(); ++r)
+    if (peer_of(l, r, kind) == peer) group.push_back(r);
+  m.group_size = group.size();
+  const auto digest_of = [&](int r) { return digests[r * kKinds + kind]; };
+  for (const int candidate : group) {
+    const auto agree = std::count_if(group.begin(), group.end(),
+                                     [&](int r) { return digest_of(r) == digest_of(candidate); });
+    if (2 * static_cast<size_t>(agree) <= group.size()) continue;
+    for (const int r : group)
+      if (digest_of(r) != digest_of(candidate)) m.odd.push_back(r);
+    break;
+  }
+  return m;
+}
+
+// The first pair of copies that differ (by rank, then kind) in a group where more than half
+// agree, so that the odd copy can be named; else the first pair that differs; else rank -1.
+Mismatch find_mismatch(const GridLayout& l, const double* digests) {
+  Mismatch first;
+  for (int r = 0; r < l.world_size(); ++r)
+    for (int k = 0; k < kKinds; ++k) {
+      const int p = peer_of(l, r, k);
+      if (p < 0 || digests[r * kKinds + k] == digests[p * kKinds + k]) continue;
+      const Mismatch m = mismatch_at(l, digests, r, p, k);
+      if (!m.odd.empty()) return m;
+      if (first.rank < 0) first = m;
+    }
+  return first;
+}
+
 // A rank's line of the second round: its host, then "CRC NAME" per compared tensor.
 struct RankTensors {
   std::string host;
@@ -103,18 +145,9 @@ std::string replica_mismatch(Trainer& tr) {
     mine.data<double>()[kind] = digest;  // exact: a double holds every 32-bit value
   }
   world.all_gather(all, mine);
-  const double* digests = all.data<double>();
-  int rank = -1, peer = -1, kind = 0;
-  for (int r = 0; r < l.world_size() && rank < 0; ++r)
-    for (int k = 0; k < kKinds && rank < 0; ++k) {
-      const int p = peer_of(l, r, k);
-      if (p >= 0 && digests[r * kKinds + k] != digests[p * kKinds + k]) {
-        rank = r;
-        peer = p;
-        kind = k;
-      }
-    }
-  if (rank < 0) return "";
+  const Mismatch m = find_mismatch(l, all.data<double>());
+  if (m.rank < 0) return "";
+  const int rank = m.rank, peer = m.peer, kind = m.kind;
 
   // Every rank saw the same difference: all name the first tensor that differs.
   std::string text = host_name() + "\n";
@@ -137,29 +170,16 @@ std::string replica_mismatch(Trainer& tr) {
                         " (host " + a.host + ") and " + std::to_string(rank) + " (host " + b.host +
                         "), " + copies_of(l, peer, rank, kind) +
                         ", which must hold bitwise-equal copies";
-
-  // Which copy is the odd one: the group's ranks (the peer and every rank compared with it) that
-  // differ from a checksum more than half of them share.
-  std::vector<int> group = {peer};
-  for (int r = 0; r < l.world_size(); ++r)
-    if (peer_of(l, r, kind) == peer) group.push_back(r);
-  const auto digest_of = [&](int r) { return digests[r * kKinds + kind]; };
-  for (const int candidate : group) {
-    const auto agree = std::count_if(group.begin(), group.end(),
-                                     [&](int r) { return digest_of(r) == digest_of(candidate); });
-    const auto others = static_cast<std::ptrdiff_t>(group.size()) - agree;
-    if (agree <= others) continue;
-    std::string odd;
-    for (const int r : group)
-      if (digest_of(r) != digest_of(candidate))
-        odd += (odd.empty() ? "" : ", ") + std::to_string(r) + " (host " +
-               parse_rank_tensors(texts[static_cast<size_t>(r)]).host + ")";
-    return message + "; " + std::to_string(agree) + " of the " + std::to_string(group.size()) +
-           " copies agree, the odd one" +
-           (others > 1 ? "s are on world ranks " : " is on world rank ") + odd;
-  }
-  return message + "; with no copy held by more than half of the " + std::to_string(group.size()) +
-         " ranks, which is wrong cannot be told";
+  if (m.odd.empty())
+    return message + "; with no copy held by more than half of the " +
+           std::to_string(m.group_size) + " ranks, which is wrong cannot be told";
+  std::string odd;
+  for (const int r : m.odd)
+    odd += (odd.empty() ? "" : ", ") + std::to_string(r) + " (host " +
+           parse_rank_tensors(texts[static_cast<size_t>(r)]).host + ")";
+  return message + "; " + std::to_string(m.group_size - m.odd.size()) + " of the " +
+         std::to_string(m.group_size) + " copies agree, the odd one" +
+         (m.odd.size() > 1 ? "s are on world ranks " : " is on world rank ") + odd;
 }
 
 }  // namespace tessera

@@ -90,7 +90,8 @@ void Trainer::start(Communicator& world, int local_rank) {
       std::make_unique<PipelineEngine>(*model_, grid_->pp(), cfg_.micro_batch, microbatches_);
   params_ = model_->params();
   // Gradients become final in reverse order of the forward. The tied embedding of a split
-  // pipeline is summed over its two stages first, so it gets a bucket of its own, last.
+  // pipeline gets a bucket of its own, last: reduced over DP, it is then summed over its two
+  // stages, whose buckets (with ZeRO-1, pieces) line up element for element.
   std::vector<Param*> order(params_.rbegin(), params_.rend());
   std::vector<std::vector<Param*>> groups;
   if (layout_.pp > 1 && (grid_->first_stage() || grid_->last_stage())) {

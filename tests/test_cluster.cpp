@@ -224,12 +224,23 @@ TEST_F(Cluster, TensorParallelCopiesStayEqualWhenTheirDataParallelReductionsDiff
 TEST_F(Cluster, TiedEmbeddingCopiesStayEqualWhenTheirStagesDataParallelReductionsDiffer) {
   for (const std::string zero : {"0", "1"}) {
     SCOPED_TRACE("--parallel.zero " + zero);
-    const CliRun r =
-        run_mpi(4,
-                args("run" + zero, 4) + " --parallel.pp 2 --parallel.zero " + zero +
-                    " --debug.perturb_replicated 2:2,3:2,2:3,3:3 --train.check_replicas 1",
-                dir_);
-    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    const std::string common =
+        " --parallel.pp 2 --parallel.zero " + zero + " --checkpoint.interval 4";
+    const CliRun plain = run_mpi(4, args("plain" + zero, 4) + common, dir_);
+    ASSERT_EQ(plain.exit_code, 0) << plain.err;
+    const CliRun nudged = run_mpi(4,
+                                  args("nudged" + zero, 4) + common +
+                                      " --debug.perturb_replicated 2:2,3:2,2:3,3:3"
+                                      " --train.check_replicas 1",
+                                  dir_);
+    ASSERT_EQ(nudged.exit_code, 0) << nudged.out << nudged.err;
+    // The nudge reaches both copies through the sum, so the run differs from the plain one:
+    // proof that it landed.
+    const CliRun diff = run_tessera(
+        "ckpt diff " + (dir_ / ("plain" + zero) / "checkpoints/step_00000004").string() + " " +
+            (dir_ / ("nudged" + zero) / "checkpoints/step_00000004").string(),
+        dir_);
+    EXPECT_EQ(diff.out.find(" 0 differ, 0 in one checkpoint only"), std::string::npos) << diff.out;
   }
 }
 
@@ -256,13 +267,19 @@ TEST_F(Cluster, CheckReplicasHaltsNamingTheTensorAndTheRanksWhoseCopiesDiffer) {
   EXPECT_TRUE(fs::exists(dir_ / "dp" / "checkpoints" / "step_00000001"));
   EXPECT_FALSE(fs::exists(dir_ / "dp" / "checkpoints" / "step_00000002"));
 
-  // Four DP replicas, the reference copy (DP rank 0) the odd one.
-  const CliRun four =
-      run_mpi(4, args("four", 6, 1) + " --debug.flip_bit 0:2 --train.check_replicas 2", dir_);
-  ASSERT_EQ(four.exit_code, 1) << four.out << four.err;
-  EXPECT_NE(four.out.find("; 3 of the 4 copies agree, the odd one is on world rank 0 (host "),
+  // TP 2 x DP 4, a bit flipped on world rank 0: its TP pair cannot tell which copy is wrong,
+  // its four DP replicas can, and name the reference copy (DP rank 0) the odd one.
+  const CliRun eight = run_mpi(
+      8, args("eight", 6, 1) + " --parallel.tp 2 --debug.flip_bit 0:2 --train.check_replicas 2",
+      dir_, 180);
+  ASSERT_EQ(eight.exit_code, 1) << eight.out << eight.err;
+  EXPECT_NE(eight.out.find(" differs between world ranks 0 (host "), std::string::npos)
+      << eight.out;
+  EXPECT_NE(eight.out.find(", DP ranks 0 and 1 of TP rank 0, stage 0, which must hold "
+                           "bitwise-equal copies; 3 of the 4 copies agree, the odd one is on "
+                           "world rank 0 (host "),
             std::string::npos)
-      << four.out;
+      << eight.out;
 
   // TP 2 without DP: the TP-replicated tensors (the first: the position embedding).
   const CliRun tp = run_mpi(
