@@ -51,6 +51,9 @@ class Cluster : public ::testing::Test {
            " --train.threads 1 --train.eval_interval 0 --train.steps " + std::to_string(steps);
   }
 
+  CliRun plain_and_nudged(const std::string& layout, const std::string& zero,
+                          const std::string& nudge);
+
   std::string read(const fs::path& p) const {
     std::ifstream in(p);
     std::stringstream s;
@@ -190,6 +193,25 @@ TEST_F(Cluster, DebugOptionsAreCheckedNamingTheOption) {
   EXPECT_NE(f.err.find("--debug.flip_bit: expected RANK:STEP"), std::string::npos) << f.err;
 }
 
+// Four steps on 4 ranks of `layout` (and ZeRO-1 or not), plainly and with
+// --debug.perturb_replicated `nudge` and a replica check every step, which must pass: `ckpt diff`
+// of their checkpoints at step 4.
+CliRun Cluster::plain_and_nudged(const std::string& layout, const std::string& zero,
+                                 const std::string& nudge) {
+  const std::string common = " " + layout + " --parallel.zero " + zero + " --checkpoint.interval 4";
+  const CliRun plain = run_mpi(4, args("plain" + zero, 4) + common, dir_);
+  EXPECT_EQ(plain.exit_code, 0) << plain.err;
+  const CliRun nudged = run_mpi(4,
+                                args("nudged" + zero, 4) + common + " --debug.perturb_replicated " +
+                                    nudge + " --train.check_replicas 1",
+                                dir_);
+  EXPECT_EQ(nudged.exit_code, 0) << nudged.out << nudged.err;
+  return run_tessera("ckpt diff " +
+                         (dir_ / ("plain" + zero) / "checkpoints/step_00000004").string() + " " +
+                         (dir_ / ("nudged" + zero) / "checkpoints/step_00000004").string(),
+                     dir_);
+}
+
 // Each TP rank's DP reduction runs over a communicator of its own, which on GPUs may sum in
 // another order: --debug.perturb_replicated on both DP ranks of TP rank 1 (world ranks 1 and 3)
 // plays that. The broadcast from TP rank 0 after each update must undo it: every copy stays
@@ -198,20 +220,7 @@ TEST_F(Cluster, DebugOptionsAreCheckedNamingTheOption) {
 TEST_F(Cluster, TensorParallelCopiesStayEqualWhenTheirDataParallelReductionsDiffer) {
   for (const std::string zero : {"0", "1"}) {
     SCOPED_TRACE("--parallel.zero " + zero);
-    const std::string common =
-        " --parallel.tp 2 --parallel.zero " + zero + " --checkpoint.interval 4";
-    const CliRun plain = run_mpi(4, args("plain" + zero, 4) + common, dir_);
-    ASSERT_EQ(plain.exit_code, 0) << plain.err;
-    const CliRun nudged = run_mpi(4,
-                                  args("nudged" + zero, 4) + common +
-                                      " --debug.perturb_replicated 1:2,3:2,1:3"
-                                      " --train.check_replicas 1",
-                                  dir_);
-    ASSERT_EQ(nudged.exit_code, 0) << nudged.out << nudged.err;
-    const CliRun diff = run_tessera(
-        "ckpt diff " + (dir_ / ("plain" + zero) / "checkpoints/step_00000004").string() + " " +
-            (dir_ / ("nudged" + zero) / "checkpoints/step_00000004").string(),
-        dir_);
+    const CliRun diff = plain_and_nudged("--parallel.tp 2", zero, "1:2,3:2,1:3");
     ASSERT_EQ(diff.exit_code, 0) << diff.err;
     EXPECT_NE(diff.out.find(" 0 differ, 0 in one checkpoint only"), std::string::npos) << diff.out;
   }
@@ -220,26 +229,13 @@ TEST_F(Cluster, TensorParallelCopiesStayEqualWhenTheirDataParallelReductionsDiff
 // The tied token embedding's copies on the first and last stage: each stage reduces its gradient
 // over a DP communicator of its own. --debug.perturb_replicated on both DP ranks of the last
 // stage (world ranks 2 and 3) plays a reduction there that rounds differently; the sum over the
-// two stages, which comes after, must leave both copies the same.
+// two stages, which comes after, must leave both copies the same. The nudge reaches both copies
+// through the sum, so the run differs from the plain one: proof that it landed.
 TEST_F(Cluster, TiedEmbeddingCopiesStayEqualWhenTheirStagesDataParallelReductionsDiffer) {
   for (const std::string zero : {"0", "1"}) {
     SCOPED_TRACE("--parallel.zero " + zero);
-    const std::string common =
-        " --parallel.pp 2 --parallel.zero " + zero + " --checkpoint.interval 4";
-    const CliRun plain = run_mpi(4, args("plain" + zero, 4) + common, dir_);
-    ASSERT_EQ(plain.exit_code, 0) << plain.err;
-    const CliRun nudged = run_mpi(4,
-                                  args("nudged" + zero, 4) + common +
-                                      " --debug.perturb_replicated 2:2,3:2,2:3,3:3"
-                                      " --train.check_replicas 1",
-                                  dir_);
-    ASSERT_EQ(nudged.exit_code, 0) << nudged.out << nudged.err;
-    // The nudge reaches both copies through the sum, so the run differs from the plain one:
-    // proof that it landed.
-    const CliRun diff = run_tessera(
-        "ckpt diff " + (dir_ / ("plain" + zero) / "checkpoints/step_00000004").string() + " " +
-            (dir_ / ("nudged" + zero) / "checkpoints/step_00000004").string(),
-        dir_);
+    const CliRun diff = plain_and_nudged("--parallel.pp 2", zero, "2:2,3:2,2:3,3:3");
+    ASSERT_EQ(diff.exit_code, 0) << diff.err;
     EXPECT_EQ(diff.out.find(" 0 differ, 0 in one checkpoint only"), std::string::npos) << diff.out;
   }
 }
