@@ -254,15 +254,23 @@ void Trainer::sync_replicated() {
 
 namespace {
 
-// Adds 1 to the first element of t (F32 or F64, on any device).
-void add_one_to_first(const Tensor& t) {
+// Changes the first element of t (on any device) by edit(host copy of it), for the debug faults.
+template <typename Edit>
+void edit_first_element(const Tensor& t, Edit edit) {
   Tensor first = t.view({t.numel()}).slice0(0, 1);
   Tensor host = first.to(Device::CPU);
-  if (host.dtype() == DType::F64)
-    host.data<double>()[0] += 1;
-  else
-    host.data<float>()[0] += 1;
+  edit(host);
   copy_into(first, host);
+}
+
+// Adds 1 to the first element of t (F32 or F64).
+void add_one_to_first(const Tensor& t) {
+  edit_first_element(t, [](Tensor& host) {
+    if (host.dtype() == DType::F64)
+      host.data<double>()[0] += 1;
+    else
+      host.data<float>()[0] += 1;
+  });
 }
 
 }  // namespace
@@ -288,12 +296,10 @@ void Trainer::perturb_replicated() {
 
 // A fault in this rank's memory: the lowest bit of the first element of each Param's value flips.
 void Trainer::flip_bits() {
-  for (const Param* p : params_) {
-    Tensor first = p->value.view({p->value.numel()}).slice0(0, 1);
-    Tensor host = first.to(Device::CPU);
-    static_cast<unsigned char*>(host.raw())[0] ^= 1;  // little-endian: the mantissa's last bit
-    copy_into(first, host);
-  }
+  for (const Param* p : params_)
+    edit_first_element(p->value, [](Tensor& host) {
+      static_cast<unsigned char*>(host.raw())[0] ^= 1;  // little-endian: the mantissa's last bit
+    });
 }
 
 std::vector<std::string> Trainer::nonfinite_here() {

@@ -1,8 +1,8 @@
 // Trainer: one rank's share of a training run on a TP x DP x PP grid. Before anything talks to
 // another rank it opens the corpora and checks every token id against the vocabulary. Per step
 // it takes this DP rank's microbatches from the prefetching loader, runs them through its pipeline
-// stage in 1F1B order, sums the tied embedding's gradient over the first and last stage, reduces
-// gradients over DP in buckets that start during the backward, clips by the global norm, and takes
+// stage in 1F1B order, reduces gradients over DP in buckets that start during the backward, then
+// sums the tied embedding's over the first and last stage, clips by the global norm, and takes
 // an AdamW (or ZeRO-1) step. With TP and DP, TP rank 0 then broadcasts the values of the
 // TP-replicated parameters to its TP group: each TP rank's DP group is another communicator, which
 // may sum in another order, and the copies would drift apart. The loss and gradient norm it
