@@ -183,7 +183,10 @@ bool is_llmc_shard(const std::string& path) {
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
   int32_t magic = 0;
-  return pread_all(fd, &magic, sizeof magic, 0) && magic == LlmcShard::kMagic;
+  // llm.c's llama-3 shards too, so that open() refuses them by name instead of the file being
+  // taken for a Megatron prefix with a missing .idx.
+  return pread_all(fd, &magic, sizeof magic, 0) &&
+         (magic == LlmcShard::kMagic || magic == kLlama3Magic);
 }
 
 }  // namespace tessera

@@ -51,7 +51,8 @@ class LlmcShard {
 // more tokens (llm.c's limit: the count is an int32) or on an I/O failure.
 void write_llmc_shard(const std::string& path, std::span<const uint16_t> tokens);
 
-// True when `path` is a regular file that starts with the llm.c shard magic; never throws. Tells
+// True when `path` is a regular file that starts with an llm.c shard magic (GPT-2's, or llama-3's,
+// which open() refuses by name); never throws. Tells
 // a shard from a Megatron prefix (whose .bin starts with raw tokens and whose .idx with
 // "MMIDIDX"). Says nothing about whether the rest of the file is valid: open() does.
 bool is_llmc_shard(const std::string& path);

@@ -158,6 +158,23 @@ TEST_F(Cli, TruncatedCorpusIsRejectedNamingTheFile) {
   expect_clear_error(r, bin.string());
 }
 
+// llm.c's llama-3 shards (magic 20240801, uint32 tokens) are refused as such, not taken for a
+// Megatron prefix whose .idx is missing.
+TEST_F(Cli, LlamaThreeShardIsRejectedSayingWhatItIs) {
+  const fs::path shard = dir_ / "llama.bin";
+  std::vector<int32_t> header(256, 0);
+  header[0] = 20240801, header[1] = 7, header[2] = 3;
+  const std::vector<uint32_t> tokens = {1, 2, 3};
+  {
+    std::ofstream out(shard, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(header.data()), 1024);
+    out.write(reinterpret_cast<const char*>(tokens.data()), 12);
+  }
+  CliRun r = run_tessera(tiny_args("2", shard.string()), dir_);
+  expect_clear_error(r, shard.string());
+  EXPECT_NE(r.err.find("llama-3"), std::string::npos) << r.err;
+}
+
 TEST_F(Cli, HelpListsEveryOptionWithItsDefault) {
   CliRun r = run_tessera("train --help", dir_);
   EXPECT_EQ(r.exit_code, 0);

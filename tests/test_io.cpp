@@ -431,6 +431,9 @@ TEST_F(IoTest, IsLlmcShardTellsAShardFromAMegatronCorpus) {
   broken.pop_back();
   write_bytes(path("broken.bin"), broken);
   EXPECT_TRUE(is_llmc_shard(path("broken.bin")));
+  // llm.c's llama-3 shard is told apart too, so that open() refuses it by name.
+  write_bytes(path("llama.bin"), llmc_bytes({1, 2, 3}, 20240801, 7));
+  EXPECT_TRUE(is_llmc_shard(path("llama.bin")));
 }
 
 // ---------------------------------------------------------------------------------------------
