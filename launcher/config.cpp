@@ -11,6 +11,8 @@
 #include <initializer_list>
 #include <iostream>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "core/device.h"
 #include "core/error.h"
@@ -145,7 +147,7 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
       "train.nan_policy", po::value(&c.nan_policy)->default_value(c.nan_policy),
       "non-finite loss or gradient norm: halt (diagnostics, exit 4) | skip (no update)")(
       "train.nan_max_skips", po::value(&c.nan_max_skips)->default_value(c.nan_max_skips),
-      "with skip: exit 4 after this many skipped steps in a row")(
+      "with skip: exit 4 after more than this many skipped steps in a row")(
       "train.check_replicas", po::value(&c.check_replicas)->default_value(c.check_replicas),
       "every this many steps and before every save, check that every copy of a parameter held "
       "by several ranks is bitwise the same (TP, DP, tied embedding); halt with exit 1 naming "
@@ -291,9 +293,10 @@ std::string unescape_prompt(const std::string& text) {
   return out;
 }
 
-// Every option that has a value, grouped into [section]s by the part before the dot.
+// Every option that has a value, grouped into one [section] each by the part before the dot, in
+// the order the sections first appear.
 std::string resolved_ini(const po::variables_map& vm, const po::options_description& all) {
-  std::string out, section;
+  std::vector<std::pair<std::string, std::string>> sections;  // name, its lines
   for (const auto& opt : all.options()) {
     const std::string& name = opt->long_name();
     // How this process ran, not what the run is: read back, they would stop or kill it again.
@@ -301,13 +304,21 @@ std::string resolved_ini(const po::variables_map& vm, const po::options_descript
         name.rfind("debug.", 0) == 0)
       continue;
     const size_t dot = name.find('.');
-    if (name.substr(0, dot) != section) {
-      section = name.substr(0, dot);
-      out += (out.empty() ? "[" : "\n[") + section + "]\n";
-    }
+    const std::string section = name.substr(0, dot);
+    auto it = std::find_if(sections.begin(), sections.end(),
+                           [&](const auto& s) { return s.first == section; });
+    if (it == sections.end()) it = sections.insert(sections.end(), {section, ""});
     const std::string value = ini_value(vm[name].value());
-    out += name.substr(dot + 1) + " = " +
-           (name == "sample.prompt" ? escape_prompt(unescape_prompt(value)) : value) + "\n";
+    it->second += name.substr(dot + 1) + " = " +
+                  (name == "sample.prompt" ? escape_prompt(unescape_prompt(value)) : value) + "\n";
+  }
+  std::string out;
+  for (const auto& [section, lines] : sections) {
+    if (!out.empty()) out += "\n";
+    out += "[";
+    out += section;
+    out += "]\n";
+    out += lines;
   }
   return out;
 }

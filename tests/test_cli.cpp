@@ -198,6 +198,16 @@ TEST_F(Cli, ResolvedConfigReproducesTheRunWhenReadBack) {
             0);
   const fs::path resolved = dir_ / "run" / "config.ini";
   ASSERT_TRUE(fs::exists(resolved));
+  // One [section] per option prefix, for people reading it.
+  std::ifstream ini(resolved);
+  std::vector<std::string> sections;
+  for (std::string line; std::getline(ini, line);)
+    if (line.rfind('[', 0) == 0) sections.push_back(line);
+  EXPECT_GE(sections.size(), 5u);
+  std::vector<std::string> unique = sections;
+  std::sort(unique.begin(), unique.end());
+  EXPECT_EQ(std::unique(unique.begin(), unique.end()), unique.end())
+      << "a section appears twice in " << resolved;
   CliRun again = run_tessera(
       "train --config " + resolved.string() + " --run.dir " + (dir_ / "again").string(), dir_);
   ASSERT_EQ(again.exit_code, 0) << again.err;
