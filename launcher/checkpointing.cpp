@@ -298,7 +298,7 @@ bool CheckpointSaver::poll() {
   return true;
 }
 
-void CheckpointSaver::finish() {
+bool CheckpointSaver::finish() {
   const bool saving = pending_ || committer_.joinable() || dir_ != committed_;
   if (pending_) {
     if (writer_.joinable()) writer_.join();
@@ -310,9 +310,10 @@ void CheckpointSaver::finish() {
   if (committer_.joinable()) committer_.join();
   if (error_) std::rethrow_exception(error_);
   crash_point(tr_.config(), tr_.host_world().rank(), "end");
-  if (!saving) return;
+  if (!saving) return false;
   tr_.host_world().barrier();  // every rank knows the save is committed
   committed_ = dir_;
+  return true;
 }
 
 void CheckpointSaver::gather_crcs() {

@@ -41,8 +41,8 @@ class CheckpointSaver {
   double save();
   // At a step boundary, collective: true when a save in flight has just been handed to commit.
   bool poll();
-  // Waits until every save is committed (collective).
-  void finish();
+  // Waits until every save is committed (collective); true when a save was still in flight.
+  bool finish();
   // The newest directory this saver committed ("" before the first), on every rank.
   const std::string& committed() const { return committed_; }
   const std::string& directory() const { return dir_; }  // of the save in flight or last

@@ -348,6 +348,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     return TrainResult{};
   }
   CheckpointSaver saver(tr, ckpt_root, cfg.checkpoint_async);
+  std::string announced;  // the last save said "written in the background"
   IntervalLog log(cfg, root, world.size() * peak_flops_per_rank(cfg));
   TrainResult result;
   const auto start = Clock::now();
@@ -408,8 +409,10 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
         break;
       }
     }
-    if (saver.poll() && root)
-      std::printf("checkpoint: %s written in the background\n", saver.directory().c_str());
+    if (saver.poll()) {
+      announced = saver.directory();
+      if (root) std::printf("checkpoint: %s written in the background\n", announced.c_str());
+    }
     slowest_step_s =
         std::max(slowest_step_s, std::chrono::duration<double>(Clock::now() - step_start).count());
     if (save) {
@@ -439,10 +442,14 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       break;
     }
   }
+  bool waited = false;
   {
     const SaveDeadline deadline(cfg);  // the last save may still be writing or committing
-    saver.finish();
+    waited = saver.finish();
   }
+  if (waited && cfg.checkpoint_async && announced != saver.directory() && root)
+    std::printf("checkpoint: %s written (the run waited for it at its end)\n",
+                saver.directory().c_str());
   if (result.exit_code == kExitNonFinite || result.exit_code == kExitInternalError) return result;
   if (const std::optional<double> mean = log.unlogged_mean()) result.final_loss = *mean;
   const double run_s = std::chrono::duration<double>(Clock::now() - start).count();

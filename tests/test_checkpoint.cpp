@@ -75,16 +75,15 @@ class Checkpoints : public ::testing::Test {
 // 20 steps straight, against 10 steps, exit, and 10 more in new processes from the checkpoint,
 // on `ranks` ranks with the options `grid`: the same losses and every tensor, bitwise.
 void expect_exact_resume(Checkpoints& t, int ranks, const std::string& grid,
-                         const std::string& stop_output = "") {
+                         const std::vector<std::string>& stop_output = {}) {
   const auto run = [&](const std::string& args) {
     return ranks == 1 ? run_tessera(args, t.dir()) : run_mpi(ranks, args, t.dir());
   };
   ASSERT_EQ(run(t.args("straight", grid)).exit_code, 0);
   const CliRun stop = run(t.args("resumed", grid + " --train.exit_after 10"));
   ASSERT_EQ(stop.exit_code, 0) << stop.err;
-  if (!stop_output.empty()) {
-    EXPECT_NE(stop.out.find(stop_output), std::string::npos) << stop.out;
-  }
+  for (const std::string& line : stop_output)
+    EXPECT_NE(stop.out.find(line), std::string::npos) << line << "\n" << stop.out;
   const CliRun resume = run(t.args("resumed", grid));
   ASSERT_EQ(resume.exit_code, 0) << resume.err;
   EXPECT_NE(resume.out.find("resumed from " + t.step_dir("resumed", 10)), std::string::npos)
@@ -138,10 +137,13 @@ TEST_F(Checkpoints, StoppedAndResumedBfloat16RunWithZero1IsBitwiseTheStraightRun
 }
 
 // With --checkpoint.async the state is copied at the step boundary and written while training
-// goes on: the resumed run is still bitwise the straight one.
+// goes on: the resumed run is still bitwise the straight one. The save the run ends with is
+// reported once written.
 TEST_F(Checkpoints, AsynchronousSavesResumeBitwiseToo) {
-  expect_exact_resume(*this, 4, "--parallel.tp 2 --parallel.pp 2 --checkpoint.async true",
-                      "writing in the background");
+  expect_exact_resume(
+      *this, 4, "--parallel.tp 2 --parallel.pp 2 --checkpoint.async true",
+      {"writing in the background",
+       "checkpoint: " + step_dir("resumed", 10) + " written (the run waited for it at its end)"});
 }
 
 // Saved on TP 2 x DP 2 x PP 2, resumed on one rank, on TP 4 x DP 2 and on PP 4, and from one rank
