@@ -8,10 +8,14 @@
 #include <bit>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <limits>
 #include <utility>
+
+#include <sys/statvfs.h>
 
 #include "core/error.h"
 #include "io/h5_handle.h"
@@ -161,6 +165,17 @@ void write_block(hid_t file, const std::string& dataset, const TensorBlock& b) {
   write_shape_attribute(d, "global_shape", b.global_shape);
   write_shape_attribute(d, "global_offset", b.offset);
   write_string_attribute(d, "dtype", dtype_name(b.data.dtype()));
+}
+
+// A file system that is full, or refuses a file's size, is the machine's doing, not a bug: the
+// write fails with one message naming the file and the system's reason. HDF5's innermost message
+// for a failed write carries it as "errno = N". Called inside a catch block: anything else is
+// rethrown as it was.
+[[noreturn]] void rethrow_write_failure(const std::string& path, const std::string& what) {
+  const size_t k = what.find("errno = ");
+  const int err = k == std::string::npos ? 0 : std::atoi(what.c_str() + k + 8);
+  if (err > 0) throw InputError(path + ": writing failed (" + std::strerror(err) + ")");
+  throw;
 }
 
 // One block of a tensor as the master maps it.
@@ -341,9 +356,31 @@ std::string shard_file_name(int rank) {
   return buf;
 }
 
+// Refused before writing rather than a file cut off half-way; 1% and 64 KB for HDF5's own
+// structures, an estimate.
+void check_free_space(const std::string& path, int64_t bytes) {
+  struct statvfs fs_info {};
+  if (::statvfs(fs::path(path).parent_path().c_str(), &fs_info) != 0) return;  // unknown: try
+  const double free_bytes =
+      static_cast<double>(fs_info.f_bavail) * static_cast<double>(fs_info.f_frsize);
+  const double needed = 1.01 * static_cast<double>(bytes) + 65536.0;
+  if (free_bytes < needed) {
+    char text[160];
+    std::snprintf(text, sizeof text,
+                  ": needs about %.1f MB, its file system has %.1f MB free (no space left)",
+                  needed / 1e6, free_bytes / 1e6);
+    throw InputError(path + text);
+  }
+}
+
 void write_shard(const std::string& path, const std::vector<TensorBlock>& blocks) {
-  for (const TensorBlock& b : blocks) check_block(b);
-  {
+  int64_t bytes = 0;
+  for (const TensorBlock& b : blocks) {
+    check_block(b);
+    bytes += static_cast<int64_t>(b.data.bytes());
+  }
+  check_free_space(path, bytes);
+  try {
     H5Lock lock;
     H5Id file(check_h5_input(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, file_access()),
                              path, "cannot create the shard file"),
@@ -359,6 +396,8 @@ void write_shard(const std::string& path, const std::vector<TensorBlock>& blocks
     }
     CHECK_H5(H5Fflush(file, H5F_SCOPE_GLOBAL));
     check_h5_input(file.close(), path, "closing the shard file failed");
+  } catch (const std::exception& e) {
+    rethrow_write_failure(path, e.what());
   }
   fsync_path(path);
 }
@@ -371,13 +410,17 @@ void write_master(const std::string& dir, const CheckpointMeta& meta) {
     for (const std::string& file : checkpoint_files(dir))
       if (file != "model.h5") add_shard_blocks(dir, file, plans);
     for (const auto& [name, plan] : plans) check_tiling(name, plan);
-    H5Id file(check_h5_input(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, file_access()),
-                             path, "cannot create the master file"),
-              H5Fclose);
-    for (const auto& [name, plan] : plans) create_virtual_dataset(file, name, plan);
-    write_meta(file, meta);
-    CHECK_H5(H5Fflush(file, H5F_SCOPE_GLOBAL));
-    check_h5_input(file.close(), path, "closing the master file failed");
+    try {
+      H5Id file(check_h5_input(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, file_access()),
+                               path, "cannot create the master file"),
+                H5Fclose);
+      for (const auto& [name, plan] : plans) create_virtual_dataset(file, name, plan);
+      write_meta(file, meta);
+      CHECK_H5(H5Fflush(file, H5F_SCOPE_GLOBAL));
+      check_h5_input(file.close(), path, "closing the master file failed");
+    } catch (const std::exception& e) {
+      rethrow_write_failure(path, e.what());
+    }
   }
   fsync_path(path);
 }

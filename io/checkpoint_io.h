@@ -43,8 +43,14 @@ struct TensorBlock {
 // IEEE F32LE, F64 as F64LE, BF16 as a 16-bit HDF5 float type (sign 15, exponent 7..14, bias 127,
 // mantissa 0..6) written as raw bits. Blocks with no elements are skipped. Names are '/'-separated
 // paths without '#', empty parts or a leading "meta" (reserved); a bad name or block is an
-// InternalError. Creates (truncates) the file, writes, flushes, closes, then fsyncs it.
+// InternalError. Creates (truncates) the file, writes, flushes, closes, then fsyncs it. A file
+// system without room for the blocks (check_free_space), or one whose write fails (full, a size
+// limit, an I/O error), is an InputError naming the file and the reason.
 void write_shard(const std::string& path, const std::vector<TensorBlock>& blocks);
+
+// InputError naming `path` when the file system it is to be written on has less room than
+// `bytes` of tensors take (plus a little for HDF5's own structures); nothing when it cannot tell.
+void check_free_space(const std::string& path, int64_t bytes);
 
 // Small metadata stored in model.h5: ints and reals as scalar attributes of the root group,
 // texts as string datasets /meta/KEY (no 64 KB attribute limit for the config).

@@ -67,6 +67,9 @@ class H5Id {
 class H5Lock {
  public:
   H5Lock() {
+    // Before HDF5's first call: no exit handler. tessera closes every file it opens; the handler
+    // would only close again a file whose write failed, and HDF5 1.10 crashes doing so.
+    [[maybe_unused]] static const bool no_exit_handler = H5dont_atexit() >= 0;
     thread_local bool quiet = false;
     if (!quiet) quiet = H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr) >= 0;
   }

@@ -3,12 +3,14 @@
 #include "launcher/checkpointing.h"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <thread>
+#include <vector>
 
 #include "core/error.h"
 #include "core/ops/cast.h"
@@ -133,24 +135,32 @@ void crash_point(const TrainConfig& c, int rank, const std::string& point) {
     std::raise(SIGKILL);
 }
 
+// The committed step directories under ROOT (not step_N.tmp), newest first.
+std::vector<std::string> step_dirs(const std::string& root) {
+  std::vector<std::string> steps;
+  if (!fs::is_directory(root)) return steps;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string name = e.path().filename().string();
+    if (e.is_directory() && name.rfind("step_", 0) == 0 && e.path().extension() != ".tmp")
+      steps.push_back(name);
+  }
+  std::sort(steps.rbegin(), steps.rend());
+  return steps;
+}
+
 // Deletes all but the `keep` newest committed step directories, never `just_saved` (a run in a
 // directory that holds higher steps of an older run must not delete what it just wrote).
 void keep_newest(const std::string& root, int64_t keep, const std::string& just_saved) {
   if (keep <= 0) return;
-  std::vector<std::string> steps;
-  for (const auto& e : fs::directory_iterator(root)) {
-    const std::string name = e.path().filename().string();
-    if (e.is_directory() && name.rfind("step_", 0) == 0 && e.path().extension() != ".tmp" &&
-        e.path() != fs::path(just_saved))
-      steps.push_back(name);
-  }
-  std::sort(steps.begin(), steps.end());
-  for (size_t i = 0; i + static_cast<size_t>(keep - 1) < steps.size(); ++i)
+  std::vector<std::string> steps = step_dirs(root);  // newest first
+  std::erase(steps, fs::path(just_saved).filename().string());
+  for (size_t i = static_cast<size_t>(keep - 1); i < steps.size(); ++i)
     fs::remove_all(fs::path(root) / steps[i]);
 }
 
 // ROOT/latest if it verifies, else the newest step directory that does (saying why in `note`);
-// "" when there is none.
+// "" when ROOT holds no checkpoint. When it holds some and none verifies, the run stops: starting
+// afresh would overwrite them step by step, or --checkpoint.keep would delete them.
 std::string auto_resume_dir(const std::string& root, std::string& note) {
   if (!fs::is_directory(root)) return "";
   std::string latest, why;
@@ -164,13 +174,7 @@ std::string auto_resume_dir(const std::string& root, std::string& note) {
   } catch (const InputError& e) {
     why = e.what();
   }
-  std::vector<std::string> steps;
-  for (const auto& e : fs::directory_iterator(root)) {
-    const std::string name = e.path().filename().string();
-    if (e.is_directory() && name.rfind("step_", 0) == 0 && e.path().extension() != ".tmp")
-      steps.push_back(name);
-  }
-  std::sort(steps.rbegin(), steps.rend());
+  const std::vector<std::string> steps = step_dirs(root);
   for (const std::string& s : steps) {
     const std::string dir = (fs::path(root) / s).string();
     try {
@@ -183,7 +187,14 @@ std::string auto_resume_dir(const std::string& root, std::string& note) {
     }
   }
   if (!why.empty()) note += "latest checkpoint is not usable (" + why + ")";
-  return "";
+  if (steps.empty()) return "";  // at most a stale `latest`: nothing a fresh start could replace
+  if (note.ends_with("; ")) note.resize(note.size() - 2);
+  throw InputError("--checkpoint.resume auto: " + root + " holds " + std::to_string(steps.size()) +
+                   " checkpoint(s), none usable, which a fresh start would overwrite or "
+                   "--checkpoint.keep delete: " +
+                   note +
+                   "; repair them (tessera ckpt verify), move them away, or give "
+                   "--checkpoint.resume PATH");
 }
 
 }  // namespace
@@ -351,17 +362,50 @@ void CheckpointSaver::commit() {
 
 std::string choose_checkpoint(const std::string& root, const std::string& resume,
                               std::string& note) {
-  if (resume == "none") return "";
+  if (resume == "none") {
+    // A fresh start would save over the same step numbers, and --checkpoint.keep would delete
+    // the older ones: another run's checkpoints are not this run's to replace.
+    if (const std::vector<std::string> steps = step_dirs(root); !steps.empty())
+      throw InputError("--checkpoint.resume none: " + root + " already holds " +
+                       std::to_string(steps.size()) + " checkpoint(s) (newest " + steps.front() +
+                       ") that this run's saves would overwrite or --checkpoint.keep delete; "
+                       "give another --run.dir, move them away, or resume them (auto)");
+    return "";
+  }
   if (resume == "auto") return auto_resume_dir(root, note);
   verify_manifest(resume);
   return resume;
 }
 
+void check_resume_meta(const CheckpointMeta& meta, const std::string& dir) {
+  for (const char* key : {"step", "adamw_step", "consumed_samples", "seed"})
+    if (!meta.ints.count(key))
+      throw InputError("checkpoint " + dir + ": model.h5 has no attribute " + key +
+                       ", which a resume reads (not a tessera training checkpoint, or one "
+                       "rewritten by hand)");
+}
+
 namespace {
 
 // What the tensors' shapes do not show: a checkpoint of another head count or position kind
-// would load without complaint and compute something else.
-void check_saved_model(const CheckpointMeta& meta, const ModelConfig& m, const std::string& dir) {
+// would load without complaint and compute something else. Nor does a checkpoint of more layers:
+// its first ones would load, and the rest be dropped.
+void check_saved_model(const CheckpointReader& reader, const ModelConfig& m,
+                       const std::string& dir) {
+  int64_t layers = 0;
+  const std::string prefix = "model/layers/";
+  for (const CheckpointReader::TensorInfo& t : reader.tensors()) {
+    if (t.name.rfind(prefix, 0) != 0) continue;
+    int64_t index = -1;
+    const char* first = t.name.data() + prefix.size();
+    std::from_chars(first, t.name.data() + t.name.size(), index);
+    layers = std::max(layers, index + 1);
+  }
+  if (layers > 0 && layers != m.layers)
+    throw InputError("checkpoint " + dir + ": saved with " + std::to_string(layers) +
+                     " layers (model/layers/...), this run has --model.layers " +
+                     std::to_string(m.layers));
+  const CheckpointMeta& meta = reader.meta();
   if (meta.ints.count("heads") && meta.ints.at("heads") != m.heads)
     throw InputError("checkpoint " + dir + ": saved with --model.heads " +
                      std::to_string(meta.ints.at("heads")) + ", this run has " +
@@ -419,7 +463,7 @@ void load_zero_state(Trainer& tr, ZeroAdamW& z, const CheckpointReader& reader,
 
 void load_weights(GPT& model, const std::string& dir, int rank) {
   CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
-  check_saved_model(reader.meta(), model.config(), dir);
+  check_saved_model(reader, model.config(), dir);
   reader.prefer_shard(rank);
   for (Param* p : model.params()) {
     // Checkpoints hold float32 weights (a bf16 run's masters): read, then round to the model's.
@@ -434,8 +478,9 @@ void load_checkpoint(Trainer& tr, const std::string& dir) {
   // Rank 0 verified every checksum when it chose the checkpoint; here, presence and sizes.
   CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
   const CheckpointMeta& meta = reader.meta();
-  check_saved_model(meta, tr.config().model, dir);  // before reading a model that is not this one
-  reader.prefer_shard(tr.host_world().rank());      // in the saving layout, its own file
+  check_resume_meta(meta, dir);
+  check_saved_model(reader, tr.config().model, dir);  // before reading a model that is not this one
+  reader.prefer_shard(tr.host_world().rank());        // in the saving layout, its own file
   if (AdamW* a = tr.adamw()) {
     OptimizerState state = optimizer_state_of(tr);
     read_blocks(reader, state_blocks(tr, state, false), dir);

@@ -66,10 +66,15 @@ class CheckpointSaver {
   std::exception_ptr error_;  // of a background write or commit, rethrown on the main thread
 };
 
+// InputError naming `dir` when `meta` lacks a key that a resume reads (step, adamw_step,
+// consumed_samples, seed).
+void check_resume_meta(const CheckpointMeta& meta, const std::string& dir);
+
 // The checkpoint that --checkpoint.resume selects, on this rank alone (rank 0 calls it before
-// the ranks agree on their inputs): "none" gives "", a path must verify (else InputError),
-// "auto" takes ROOT/latest and, if that does not verify, the newest step_N that does, saying so
-// in `note`; "" when there is none.
+// the ranks agree on their inputs): "none" gives "" (InputError when ROOT already holds
+// checkpoints, which a fresh run would overwrite), a path must verify (else InputError), "auto"
+// takes ROOT/latest and, if that does not verify, the newest step_N that does, saying so in
+// `note`; "" when ROOT holds none, InputError when it holds some and none verifies.
 std::string choose_checkpoint(const std::string& root, const std::string& resume,
                               std::string& note);
 

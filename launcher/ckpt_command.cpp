@@ -23,6 +23,7 @@
 
 #include "core/error.h"
 #include "io/checkpoint_io.h"
+#include "launcher/checkpointing.h"
 
 namespace tessera {
 
@@ -152,6 +153,7 @@ int verify(int argc, char** argv) {
   size_t tensors = 0;
   try {
     const CheckpointReader r = CheckpointReader::open(dir, ManifestCheck::kFull);
+    check_resume_meta(r.meta(), dir);
     for (const TensorInfo& t : r.tensors()) {
       int64_t nan = 0;
       for_each_slab(r, t, DType::F64, [&](const Tensor& slab) { nan += count_nan(slab); });
@@ -280,8 +282,13 @@ int export_command(int argc, char** argv) {
   if (!parse(desc, "dir", 1, argc, argv, vm)) return 0;
   if (vm["to"].as<std::string>() != "safetensors")
     throw InputError("--to: expected safetensors, found \"" + vm["to"].as<std::string>() + "\"");
+  const std::string output = vm["output"].as<std::string>(), tmp = output + ".tmp";
+  if (fs::exists(output) && !fs::is_regular_file(output))
+    throw InputError("--output " + output + ": expected a file to write, found " +
+                     (fs::is_directory(output) ? "a directory" : "something that is not a file"));
+  // Every byte is read anyway: the MANIFEST's checksums too, so that no damaged weights leave.
   const CheckpointReader r =
-      CheckpointReader::open(vm["dir"].as<std::string>(), ManifestCheck::kSizes);
+      CheckpointReader::open(vm["dir"].as<std::string>(), ManifestCheck::kFull);
   std::map<std::string, TensorInfo> tensors;  // "layers.03.attn.qkv.weight" -> model/layers/...
   for (const TensorInfo& t : r.tensors()) {
     if (t.name.rfind("model/", 0) != 0) continue;
@@ -290,7 +297,6 @@ int export_command(int argc, char** argv) {
     if (!tensors.emplace(name, t).second)
       throw InputError("checkpoint " + r.dir() + ": two tensors export as " + name);
   }
-  const std::string output = vm["output"].as<std::string>(), tmp = output + ".tmp";
   const std::string header = safetensors_header(tensors, r.meta());
   std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
   if (!out) throw InputError("--output " + output + ": cannot open " + tmp + " for writing");

@@ -2,6 +2,7 @@
 #include "launcher/exit_codes.h"
 
 #include <boost/program_options/errors.hpp>
+#include <filesystem>
 #include <iostream>
 #include <new>
 
@@ -17,6 +18,9 @@ ErrorReport report_error(std::exception_ptr error, const char* command) {
   } catch (const boost::program_options::error& e) {
     return {kExitBadInput,
             std::string("tessera: error: ") + e.what() + " (see tessera " + command + " --help)"};
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A path the run cannot use (read-only, full, not a directory): its message names it.
+    return {kExitBadInput, std::string("tessera: error: ") + e.what()};
   } catch (const std::bad_alloc&) {
     return {kExitBadInput,
             "tessera: error: out of memory (try a smaller --train.micro_batch or model, or more "

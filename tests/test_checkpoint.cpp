@@ -265,6 +265,47 @@ TEST_F(Checkpoints, CheckpointOfAnotherModelIsRefusedNamingTensorAndShapes) {
   EXPECT_NE(fewer.exit_code, 0);
   EXPECT_NE(fewer.err.find("saved with --model.heads 4, this run has 2"), std::string::npos)
       << fewer.err;
+  // Fewer layers: every tensor the run needs is there, but the checkpoint's last layers would be
+  // dropped. Refused, by the training run and by tessera sample.
+  const CliRun shallower =
+      run_tessera(with("shallower", "--model.layers 4", "--model.layers 3"), dir_);
+  EXPECT_EQ(shallower.exit_code, 2) << shallower.err;
+  EXPECT_NE(shallower.err.find(saved + ": saved with 4 layers"), std::string::npos)
+      << shallower.err;
+  EXPECT_NE(shallower.err.find("this run has --model.layers 3"), std::string::npos)
+      << shallower.err;
+  EXPECT_EQ(shallower.out.find("step "), std::string::npos) << shallower.out;
+}
+
+// Checkpoints that a fresh start would overwrite (the same step numbers) or --checkpoint.keep
+// delete are never replaced silently: `auto` finding none usable stops, and so does `none` in a
+// directory that holds some. Nothing on disk changes.
+TEST_F(Checkpoints, FreshStartOverCheckpointsOnDiskIsRefused) {
+  ASSERT_EQ(run_tessera(args("run", "", 10, 5), dir_).exit_code, 0);
+  const CliRun none =
+      run_tessera(args("run", "--checkpoint.resume none --checkpoint.keep 1", 10, 5), dir_);
+  EXPECT_EQ(none.exit_code, 2) << none.err;
+  EXPECT_NE(none.err.find("--checkpoint.resume none"), std::string::npos) << none.err;
+  EXPECT_NE(none.err.find("already holds 2 checkpoint(s) (newest step_00000010)"),
+            std::string::npos)
+      << none.err;
+  EXPECT_EQ(none.out.find("step "), std::string::npos) << none.out;
+
+  for (const int step : {5, 10}) fs::remove(fs::path(step_dir("run", step)) / "MANIFEST");
+  const CliRun automatic = run_tessera(args("run", "--checkpoint.keep 1", 10, 5), dir_);
+  EXPECT_EQ(automatic.exit_code, 2) << automatic.err;
+  EXPECT_NE(automatic.err.find("holds 2 checkpoint(s), none usable"), std::string::npos)
+      << automatic.err;
+  EXPECT_NE(automatic.err.find("skipping " + step_dir("run", 5)), std::string::npos)
+      << automatic.err;
+  EXPECT_EQ(automatic.out.find("step "), std::string::npos) << automatic.out;
+  EXPECT_TRUE(fs::exists(step_dir("run", 5)));
+  EXPECT_TRUE(fs::exists(fs::path(step_dir("run", 10)) / "shards"));
+  // A stale `latest` alone (no step directory) is nothing to overwrite: the run starts afresh.
+  for (const int step : {5, 10}) fs::remove_all(step_dir("run", step));
+  const CliRun fresh = run_tessera(args("run", "", 10, 5), dir_);
+  EXPECT_EQ(fresh.exit_code, 0) << fresh.err;
+  EXPECT_NE(fresh.out.find("latest checkpoint is not usable"), std::string::npos) << fresh.out;
 }
 
 // What a command printed from its "sample (" line on: the sample's header, prompt and text.

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -21,10 +22,12 @@
 #include "io/crc32c.h"
 #include "launcher/ckpt_command.h"
 #include "launcher/exit_codes.h"
+#include "tests/expect_error.h"
 #include "tests/temp_dir.h"
 
 namespace fs = std::filesystem;
 using namespace tessera;
+using test_support::expect_input_error;
 
 namespace {
 
@@ -108,7 +111,8 @@ std::vector<TensorBlock> rank_blocks(int rank) {
 
 CheckpointMeta test_meta() {
   CheckpointMeta m;
-  m.ints = {{"step", 100}, {"tp", 2}, {"pp", 1}, {"dp", 1}, {"consumed_samples", 3200}};
+  m.ints = {{"step", 100},       {"tp", 2},     {"pp", 1}, {"dp", 1}, {"consumed_samples", 3200},
+            {"adamw_step", 100}, {"seed", 1337}};
   m.reals = {{"lr", 3e-4}};
   m.texts["config"] = "[model]\nlayers = 1\n" + std::string(100000, '#') + "\n";  // > 64 KB
   return m;
@@ -295,6 +299,24 @@ TEST_F(CheckpointTest, H5dumpAndH5lsShowTheGlobalTensors) {
     EXPECT_NE(listing.find("/" + s.name + " "), std::string::npos) << listing;
 }
 
+// A file system that is full or fails a write: one message naming the file and the system's
+// reason (an InputError, exit 2), and no crash when the process ends with that file's handle
+// still open in HDF5 (it crashed in HDF5's exit handler). /dev/full fails every write.
+TEST_F(CheckpointTest, FailedWriteNamesTheFileAndTheReason) {
+  Tensor w({256}, DType::F32);
+  w.fill(1.0f);
+  expect_input_error(
+      [&] {
+        write_shard("/dev/full", {{"model/w", {256}, {0}, w}});
+      },
+      {"/dev/full", "writing failed", std::strerror(ENOSPC)});
+  const fs::path dir = root_ / "room";
+  fs::create_directories(dir);
+  EXPECT_NO_THROW(check_free_space((dir / "a.h5").string(), 1000));
+  expect_input_error([&] { check_free_space((dir / "a.h5").string(), int64_t{1} << 60); },
+                     {(dir / "a.h5").string(), "needs about", "MB free"});
+}
+
 TEST_F(CheckpointTest, Bfloat16IsStoredAsRawBitsAndReadAsFloat) {
   const fs::path dir = root_ / "bf16";
   fs::create_directories(dir / "shards");
@@ -453,6 +475,17 @@ TEST_F(CheckpointTest, CkptVerifyPassesGoodAndFailsDamagedCheckpoints) {
   EXPECT_EQ(hollow_code, 1);
   EXPECT_NE(hollow_out.find("model/wte: 24 of 48 values are NaN"), std::string::npos) << hollow_out;
   EXPECT_EQ(ckpt({"verify", (root_ / "nowhere").string()}).first, kExitBadInput);
+
+  // A model.h5 rewritten without a key a resume reads (and a MANIFEST to match it).
+  const fs::path stripped = copy("stripped");
+  CheckpointMeta meta = test_meta();
+  meta.ints.erase("adamw_step");
+  write_master(stripped.string(), meta);
+  write_manifest(stripped.string());
+  const auto [stripped_code, stripped_out] = ckpt({"verify", stripped.string()});
+  EXPECT_EQ(stripped_code, 1);
+  EXPECT_NE(stripped_out.find("model.h5 has no attribute adamw_step"), std::string::npos)
+      << stripped_out;
 }
 
 TEST_F(CheckpointTest, CkptDiffOfIdenticalCheckpointsFindsNoDifference) {
