@@ -3,15 +3,20 @@
 // on rank 0 log each interval, write metrics.jsonl and the resolved config.ini, then summarise.
 #include "launcher/train_command.h"
 
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -314,10 +319,48 @@ class IntervalLog {
 };
 
 // The run directory with the resolved config.ini, made by rank 0 before training.
+// RUN_DIR/lock, held by this process until it ends: two runs in one directory would commit over
+// each other's checkpoints. A POSIX record lock (fcntl), which NFS honours and the kernel drops
+// with the process, however it ends. Any close() of the file would drop it too, so each
+// directory's descriptor stays open, and a second run in this process (tests) reuses it.
+void lock_run_dir(const std::string& run_dir) {
+  static std::map<std::string, int> held;  // by canonical path
+  const std::string key = std::filesystem::weakly_canonical(run_dir).string();
+  if (held.count(key)) return;
+  const std::string path = (std::filesystem::path(run_dir) / "lock").string();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw InputError(path + ": cannot open (" + std::strerror(errno) + ")");
+  struct flock whole {};
+  whole.l_type = F_WRLCK;
+  whole.l_whence = SEEK_SET;
+  if (::fcntl(fd, F_SETLK, &whole) != 0) {
+    const int err = errno;
+    if (err != EACCES && err != EAGAIN) {  // a file system without locks: go on unlocked
+      ::close(fd);
+      return;
+    }
+    char holder[256] = {};
+    const ssize_t n = ::pread(fd, holder, sizeof holder - 1, 0);
+    ::close(fd);
+    std::string who = n > 0 ? std::string(holder, static_cast<size_t>(n)) : "";
+    while (!who.empty() && (who.back() == '\n' || who.back() == ' ')) who.pop_back();
+    throw InputError("--run.dir " + run_dir + ": in use by another tessera run (" +
+                     (who.empty() ? path + " is locked" : who) +
+                     "); two runs in one directory would overwrite each other's checkpoints: "
+                     "wait for it, or give another --run.dir");
+  }
+  const std::string me = "host " + host_name() + ", pid " + std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) < 0) {
+    // The lock holds without the note; only the message to a second run is poorer.
+  }
+  held[key] = fd;
+}
+
 void prepare_run_dir(const TrainConfig& cfg) {
   std::error_code ec;
   std::filesystem::create_directories(cfg.run_dir, ec);
   if (ec) throw InputError("--run.dir " + cfg.run_dir + ": cannot create (" + ec.message() + ")");
+  lock_run_dir(cfg.run_dir);  // before anything in it is written
   write_text_file(std::filesystem::path(cfg.run_dir) / "config.ini", cfg.resolved_ini);
 }
 

@@ -3,7 +3,9 @@
 // with the same seed write bitwise-identical losses to metrics.jsonl.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -173,6 +175,42 @@ TEST_F(Cli, LlamaThreeShardIsRejectedSayingWhatItIs) {
   CliRun r = run_tessera(tiny_args("2", shard.string()), dir_);
   expect_clear_error(r, shard.string());
   EXPECT_NE(r.err.find("llama-3"), std::string::npos) << r.err;
+}
+
+// Two runs in one run directory would commit over each other's checkpoints: while another
+// process holds RUN_DIR/lock (here this test, as a first run would), a run there is refused,
+// naming the holder, and writes nothing; once the holder is gone, the run goes ahead.
+TEST_F(Cli, SecondRunInALockedRunDirectoryIsRefusedNamingTheHolder) {
+  const fs::path run = dir_ / "run";
+  fs::create_directories(run);
+  const int fd = ::open((run / "lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  struct flock whole {};
+  whole.l_type = F_WRLCK;
+  whole.l_whence = SEEK_SET;
+  ASSERT_EQ(::fcntl(fd, F_SETLK, &whole), 0);
+  const std::string holder = "host testhost, pid 4242\n";
+  ASSERT_EQ(::pwrite(fd, holder.data(), holder.size(), 0), static_cast<ssize_t>(holder.size()));
+  const CliRun refused = run_tessera(tiny_args() + " --train.steps 2", dir_);
+  expect_clear_error(refused, "--run.dir " + run.string());
+  EXPECT_NE(refused.err.find("in use by another tessera run (host testhost, pid 4242)"),
+            std::string::npos)
+      << refused.err;
+  EXPECT_FALSE(fs::exists(run / "config.ini"));
+  EXPECT_FALSE(fs::exists(run / "metrics.jsonl"));
+  ::close(fd);  // the first run ends
+  const CliRun after = run_tessera(tiny_args() + " --train.steps 2", dir_);
+  EXPECT_EQ(after.exit_code, 0) << after.err;
+}
+
+// A path the file system refuses (here `checkpoints` is a file, so no step directory can be made
+// under it) is exit 2 naming the path, not an internal error.
+TEST_F(Cli, CheckpointDirectoryThatCannotBeMadeIsExit2NamingThePath) {
+  fs::create_directories(dir_ / "run");
+  std::ofstream(dir_ / "run" / "checkpoints") << "not a directory\n";
+  const CliRun r = run_tessera(tiny_args() + " --train.steps 2 --checkpoint.interval 1", dir_);
+  expect_clear_error(r, (dir_ / "run" / "checkpoints").string());
+  EXPECT_NE(r.err.find("Not a directory"), std::string::npos) << r.err;
 }
 
 TEST_F(Cli, HelpListsEveryOptionWithItsDefault) {
