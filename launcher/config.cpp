@@ -6,7 +6,9 @@
 #include <boost/program_options.hpp>
 #include <cctype>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <initializer_list>
 #include <iostream>
@@ -360,15 +362,19 @@ void TrainConfig::validate() const {
           "cpu (this tessera was built without CUDA: TESSERA_CUDA=OFF)", "cuda");
   require(log_interval >= 1, "--train.log_interval", "at least 1", log_interval);
   require(threads >= 0, "--train.threads", "0 (all cores) or more", threads);
-  require(schedule.lr > 0, "--optim.lr", "a positive learning rate", schedule.lr);
+  require(schedule.lr > 0 && std::isfinite(schedule.lr), "--optim.lr",
+          "a positive, finite learning rate", schedule.lr);
   require(schedule.min_lr >= 0 && schedule.min_lr <= schedule.lr, "--optim.min_lr",
           "a value in [0, --optim.lr]", schedule.min_lr);
   require(schedule.warmup >= 0, "--optim.warmup", "0 or more steps", schedule.warmup);
-  require(adamw.weight_decay >= 0, "--optim.weight_decay", "0 or more", adamw.weight_decay);
+  require(adamw.weight_decay >= 0 && std::isfinite(adamw.weight_decay), "--optim.weight_decay",
+          "0 or more, finite", adamw.weight_decay);
   require(adamw.beta1 >= 0 && adamw.beta1 < 1, "--optim.beta1", "a value in [0, 1)", adamw.beta1);
   require(adamw.beta2 >= 0 && adamw.beta2 < 1, "--optim.beta2", "a value in [0, 1)", adamw.beta2);
-  require(adamw.eps > 0, "--optim.eps", "a positive value", adamw.eps);
-  require(adamw.clip >= 0, "--optim.clip", "0 (off) or a positive norm", adamw.clip);
+  require(adamw.eps > 0 && std::isfinite(adamw.eps), "--optim.eps", "a positive, finite value",
+          adamw.eps);
+  require(adamw.clip >= 0 && std::isfinite(adamw.clip), "--optim.clip",
+          "0 (off) or a positive, finite norm", adamw.clip);
   require(!data_path.empty(), "--data.path",
           "a corpus (PREFIX of PREFIX.bin + PREFIX.idx, or an llm.c .bin)", "nothing");
   require(valid_fraction >= 0 && valid_fraction < 1, "--data.valid_fraction", "a value in [0, 1)",
@@ -449,7 +455,12 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
 
   po::variables_map vm;
   // The first store() of a value wins, so the command line goes in before the file.
-  po::store(po::command_line_parser(argc, argv).options(cmdline).run(), vm);
+  const po::parsed_options parsed = po::command_line_parser(argc, argv).options(cmdline).run();
+  for (const po::option& o : parsed.options)
+    if (o.position_key >= 0)  // a word without an option before it, e.g. a config file's name
+      throw InputError("unexpected argument \"" + o.original_tokens.front() +
+                       "\": options are --section.key VALUE, and a config file is --config FILE");
+  po::store(parsed, vm);
   if (vm.count("help")) {
     std::cout << generic << all << "\n";
     return false;
@@ -464,6 +475,11 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
   };
   if (vm.count("config")) {
     const std::string file = vm["config"].as<std::string>();
+    std::error_code ec;
+    if (std::filesystem::exists(file, ec) && !std::filesystem::is_regular_file(file, ec))
+      throw InputError("--config " + file + ": expected an INI file, found " +
+                       (std::filesystem::is_directory(file, ec) ? "a directory"
+                                                                : "something that is not a file"));
     std::ifstream in(file);
     if (!in) throw InputError("--config " + file + ": no such file or not readable");
     store_ini(in, "config file " + file);

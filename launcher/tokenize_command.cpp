@@ -47,7 +47,13 @@ double seconds_since(Clock::time_point start) {
 // Parses the options after the verb; returns false when --help was given (and printed).
 bool parse(const po::options_description& desc, int argc, char** argv, po::variables_map& vm) {
   std::vector<std::string> args(argv + 2, argv + argc);
-  po::store(po::command_line_parser(args).options(desc).run(), vm);
+  const po::parsed_options parsed = po::command_line_parser(args).options(desc).run();
+  for (const po::option& o : parsed.options)
+    if (o.position_key >= 0)  // a word without an option before it
+      throw InputError("tokenize " + std::string(argv[1]) + ": unexpected argument \"" +
+                       o.original_tokens.front() +
+                       "\" (give several inputs as --input A B, options as --name VALUE)");
+  po::store(parsed, vm);
   if (vm.count("help")) {
     std::cout << "usage: tessera tokenize " << argv[1] << " [options]\n" << desc;
     return false;

@@ -92,6 +92,32 @@ TEST_F(Cli, NegativeLearningRateIsRejected) {
   expect_clear_error(r, "--optim.lr");
 }
 
+// Values that would only show as NaN losses steps later are refused by name, before training.
+TEST_F(Cli, NonFiniteOrNegativeNumbersAreRejectedNamingTheOption) {
+  for (const std::string bad : {"--optim.lr inf", "--model.init_std nan", "--model.init_std -1",
+                                "--optim.clip inf", "--optim.eps nan"}) {
+    CliRun r = run_tessera(tiny_args() + " " + bad, dir_);
+    expect_clear_error(r, bad.substr(0, bad.find(' ')));
+    EXPECT_EQ(r.out.find("step "), std::string::npos) << bad;
+  }
+}
+
+// A word without an option before it (a config file given without --config) is refused, not
+// ignored; so is a directory given as the config file.
+TEST_F(Cli, StrayArgumentOrConfigDirectoryIsRejected) {
+  const fs::path ini = dir_ / "my.ini";
+  std::ofstream(ini) << "[model]\nlayers = 2\n";
+  CliRun stray = run_tessera("train " + ini.string() + " --data.path " + corpus_, dir_);
+  expect_clear_error(stray, "unexpected argument \"" + ini.string() + "\"");
+  EXPECT_NE(stray.err.find("--config FILE"), std::string::npos) << stray.err;
+  CliRun encode = run_tessera(
+      "tokenize encode --input " + ini.string() + " --output " + (dir_ / "c").string() + " stray",
+      dir_);
+  expect_clear_error(encode, "unexpected argument \"stray\"");
+  CliRun directory = run_tessera(tiny_args() + " --config " + dir_.string(), dir_);
+  expect_clear_error(directory, "--config " + dir_.string() + ": expected an INI file");
+}
+
 // Mixed precision on the host (bf16 compute, fp32 masters, gradient sums and statistics, as on
 // the GPU) follows the float32 run within bf16's rounding, and is not the float32 run.
 TEST_F(Cli, Bfloat16OnTheHostTrainsCloseToFloat32) {

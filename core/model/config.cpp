@@ -1,6 +1,9 @@
 // Shape checks of the model config; each message names the --model.* option at fault.
 #include "core/model/config.h"
 
+#include <cmath>
+#include <sstream>
+
 #include "core/error.h"
 #include "core/ops/attention_cuda.h"
 
@@ -21,6 +24,12 @@ void ModelConfig::validate(int tp_size) const {
           "a head count that divides --model.d_model = " + std::to_string(d_model), heads);
   require(d_ff >= 1, "--model.d_ff", "a positive width", d_ff);
   require(seq_len >= 1, "--model.seq_len", "a positive length", seq_len);
+  if (!(std::isfinite(init_std) && init_std > 0)) {
+    std::ostringstream found;
+    found << init_std;
+    throw InputError("--model.init_std: expected a positive, finite standard deviation, found " +
+                     found.str());
+  }
   require(heads % tp_size == 0, "--model.heads",
           "a multiple of --parallel.tp = " + std::to_string(tp_size), heads);
   require(d_ff % tp_size == 0, "--model.d_ff",
