@@ -108,7 +108,13 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
       static_cast<long long>(m.d_ff), static_cast<long long>(m.seq_len),
       static_cast<long long>(m.vocab_size), position_kind_name(m.pos).c_str());
   print_samples("corpus", tr.samples());
-  if (tr.validation_samples()) print_samples("validation", *tr.validation_samples());
+  if (tr.validation_samples()) {
+    print_samples("validation", *tr.validation_samples());
+  } else if (cfg.eval_interval > 0 && cfg.valid_path.empty() && cfg.valid_fraction > 0) {
+    std::printf(
+        "validation: none (no training corpus has 2 samples of --model.seq_len + 1 tokens to "
+        "split; give --data.valid_path)\n");
+  }
   std::printf("%s", tr.grid().describe_groups().c_str());
   std::string stages;
   bool uneven = false;

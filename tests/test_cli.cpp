@@ -389,6 +389,22 @@ TEST_F(Cli, TokenIdsBeyondTheVocabularyAreRejectedBeforeTraining) {
   EXPECT_EQ(r.out.find("step "), std::string::npos) << r.out;
 }
 
+// A corpus of one sample has none to spare for validation: it trains, and says so.
+TEST_F(Cli, OneSampleCorpusTrainsAndSaysItHasNoValidation) {
+  const std::string one = (dir_ / "one").string();
+  {
+    IndexedDatasetWriter w(one, DType::U16);
+    const std::vector<int32_t> doc = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 256};
+    w.add_document(doc);
+    w.finish();
+  }
+  CliRun r = run_tessera(tiny_args("2", one) + " --train.steps 2 --train.eval_interval 1", dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("validation: none (no training corpus has 2 samples"), std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find("validation |"), std::string::npos) << r.out;
+}
+
 // A held-out split gives a validation loss in the log and in metrics.jsonl, every interval and
 // after the last step.
 TEST_F(Cli, ValidationLossIsLoggedAndRecorded) {
