@@ -38,6 +38,12 @@ static_assert(std::atomic<int>::is_always_lock_free);
 extern "C" void on_stop_signal(int signo) {
   g_stop_signal.store(signo);
   Watchdog::signal_received(signo);  // an armed watchdog says what this rank waits in
+  if (signo == SIGINT) {  // the handler was reset: a second Ctrl-C stops the process at once
+    static const char note[] =
+        "tessera: SIGINT: saving a checkpoint after this step, then exit 3; SIGINT again stops "
+        "at once, without saving\n";
+    [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, note, sizeof note - 1);
+  }
 }
 
 }  // namespace
@@ -57,6 +63,13 @@ void install_stop_handlers() {
   sa.sa_flags = SA_RESTART;  // system calls in progress resume; the loop looks at the flag
   sigaction(SIGUSR1, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  // Ctrl-C: once like SIGTERM, then as by default. Left alone when ignored (a background job of a
+  // shell), so that a Ctrl-C meant for the shell's foreground does not stop it.
+  struct sigaction old {};
+  if (sigaction(SIGINT, nullptr, &old) == 0 && old.sa_handler != SIG_IGN) {
+    sa.sa_flags |= SA_RESETHAND;
+    sigaction(SIGINT, &sa, nullptr);
+  }
 }
 
 std::string host_name() {
@@ -257,7 +270,7 @@ void report_preempted(const TrainConfig& cfg, Communicator& world, int64_t step,
   if (world.rank() != 0) return;
   std::string why;
   if (s.stop_on_signal > 0)
-    why = "SIGUSR1/SIGTERM on " + std::to_string(s.stop_on_signal) + " rank(s)";
+    why = "SIGUSR1/SIGTERM/SIGINT on " + std::to_string(s.stop_on_signal) + " rank(s)";
   if (s.stop_on_time > 0)
     why += std::string(why.empty() ? "" : " and ") + "--train.time_limit " +
            std::to_string(static_cast<long long>(cfg.time_limit)) + " s on " +

@@ -91,7 +91,7 @@ TEST_F(Cluster, SignalOnOneRankSavesEverywhereExits3AndTheResumedRunEndsLikeAnUn
   const CliRun stopped = run_mpi(2, args("run", steps) + " --train.log_interval 200", dir_);
   signaller.join();
   ASSERT_EQ(stopped.exit_code, 3) << stopped.out << stopped.err;
-  EXPECT_NE(stopped.out.find("preempted: SIGUSR1/SIGTERM on 1 rank(s); stopped after step"),
+  EXPECT_NE(stopped.out.find("preempted: SIGUSR1/SIGTERM/SIGINT on 1 rank(s); stopped after step"),
             std::string::npos)
       << stopped.out;
   EXPECT_NE(stopped.err.find("SIGUSR1 received: stopped after step"), std::string::npos)
@@ -102,6 +102,30 @@ TEST_F(Cluster, SignalOnOneRankSavesEverywhereExits3AndTheResumedRunEndsLikeAnUn
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
   EXPECT_NE(resumed.out.find("resumed from "), std::string::npos) << resumed.out;
   EXPECT_EQ(last_step_loss(resumed.out, steps), last_step_loss(straight.out, steps));
+}
+
+// Ctrl-C (SIGINT) on a run of one process: the first saves and exits 3, as SIGTERM does, saying
+// that a second would stop at once.
+TEST_F(Cluster, InterruptSavesAndExits3) {
+  const fs::path metrics = dir_ / "run" / "metrics.jsonl";
+  std::thread signaller([&] {
+    for (int i = 0; i < 600 && !(fs::exists(metrics) && fs::file_size(metrics) > 0); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const std::string cmd = "pkill -INT -n -f '^" + std::string(TESSERA_BIN) + " train .*" +
+                            (dir_ / "run").string() + " '";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  });
+  const CliRun stopped =
+      run_tessera(args("run", 1000000) + " --train.log_interval 200 --checkpoint.interval 0", dir_);
+  signaller.join();
+  ASSERT_EQ(stopped.exit_code, 3) << stopped.out << stopped.err;
+  EXPECT_NE(stopped.err.find("SIGINT: saving a checkpoint after this step"), std::string::npos)
+      << stopped.err;
+  EXPECT_NE(stopped.err.find("SIGINT received: stopped after step"), std::string::npos)
+      << stopped.err;
+  EXPECT_NE(stopped.out.find("preempted: SIGUSR1/SIGTERM/SIGINT on 1 rank(s)"), std::string::npos)
+      << stopped.out;
+  EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "latest"));
 }
 
 TEST_F(Cluster, TimeLimitSavesAndExits3BeforeTheLimit) {
