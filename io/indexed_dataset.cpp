@@ -273,7 +273,11 @@ IndexedDataset IndexedDataset::open(const std::string& prefix) {
   const std::string idx_path = ds.idx_path(), bin_path = ds.bin_path();
   std::error_code ec;
   if (!fs::is_regular_file(idx_path, ec))
-    corpus_error(idx_path, "no such file" + missing_file_hint(prefix));
+    corpus_error(idx_path, fs::exists(idx_path, ec) ? std::string("expected a file, found ") +
+                                                          (fs::is_directory(idx_path, ec)
+                                                               ? "a directory"
+                                                               : "something that is not a file")
+                                                    : "no such file" + missing_file_hint(prefix));
   const uint64_t idx_bytes = fs::file_size(idx_path, ec);
   std::ifstream in(idx_path, std::ios::binary);
   if (ec || !in) corpus_error(idx_path, "cannot open for reading");
@@ -305,13 +309,16 @@ IndexedDataset IndexedDataset::open(const std::string& prefix) {
                  "expected document indices rising from 0 to the sequence count " +
                      std::to_string(seqs) + ", found " +
                      (d.empty() ? std::string("none")
-                                : std::to_string(d.front()) + " .. " + std::to_string(d.back())));
+                                : std::to_string(d.front()) + " .. " + std::to_string(d.back()) +
+                                      (std::is_sorted(d.begin(), d.end()) ? "" : ", not rising")));
   if (ds.num_tokens() == 0)
     corpus_error(idx_path, "empty corpus: expected at least one token, found " +
                                std::to_string(seqs) + " sequences holding 0 tokens");
 
   if (!fs::is_regular_file(bin_path, ec))
-    corpus_error(bin_path, "no such file (its index " + idx_path + " exists)");
+    corpus_error(bin_path, fs::exists(bin_path, ec)
+                               ? "expected a file, found something that is not one"
+                               : "no such file (its index " + idx_path + " exists)");
   auto mapping = std::make_shared<Mapping>();
   mapping->data = map_bin(bin_path, ds.num_tokens(), item);
   mapping->bytes = static_cast<size_t>(ds.num_tokens() * item);

@@ -383,6 +383,8 @@ void TrainConfig::validate() const {
   require(checkpoint_interval >= 0, "--checkpoint.interval", "0 (none) or more steps",
           checkpoint_interval);
   require(checkpoint_keep >= 0, "--checkpoint.keep", "0 (all) or more", checkpoint_keep);
+  require(!checkpoint_resume.empty(), "--checkpoint.resume",
+          "auto, none or the PATH of a step directory", "nothing");
   require(exit_after >= 0, "--train.exit_after", "0 (never) or more steps", exit_after);
   require(time_limit >= 0, "--train.time_limit", "0 (none) or more seconds", time_limit);
   require(nan_policy == "halt" || nan_policy == "skip", "--train.nan_policy", "halt or skip",

@@ -103,7 +103,7 @@ TEST_F(Cli, NonFiniteOrNegativeNumbersAreRejectedNamingTheOption) {
 }
 
 // A word without an option before it (a config file given without --config) is refused, not
-// ignored; so is a directory given as the config file.
+// ignored; so are a directory given as the config file and an empty --checkpoint.resume.
 TEST_F(Cli, StrayArgumentOrConfigDirectoryIsRejected) {
   const fs::path ini = dir_ / "my.ini";
   std::ofstream(ini) << "[model]\nlayers = 2\n";
@@ -116,6 +116,8 @@ TEST_F(Cli, StrayArgumentOrConfigDirectoryIsRejected) {
   expect_clear_error(encode, "unexpected argument \"stray\"");
   CliRun directory = run_tessera(tiny_args() + " --config " + dir_.string(), dir_);
   expect_clear_error(directory, "--config " + dir_.string() + ": expected an INI file");
+  CliRun empty = run_tessera(tiny_args() + " --checkpoint.resume ''", dir_);
+  expect_clear_error(empty, "--checkpoint.resume: expected auto, none or the PATH");
 }
 
 // Mixed precision on the host (bf16 compute, fp32 masters, gradient sums and statistics, as on

@@ -251,6 +251,11 @@ TEST_F(CorruptCorpus, BadDocumentIndices) {
   store<int64_t>(idx_, 74, 1);
   write_bytes(prefix_ + ".idx", idx_);
   expect_rejected(prefix_ + ".idx", {"document indices"});
+  // Right ends, wrong order: the message says what is wrong with them.
+  store<int64_t>(idx_, 74, 2);
+  store<int64_t>(idx_, 66, 5);
+  write_bytes(prefix_ + ".idx", idx_);
+  expect_rejected(prefix_ + ".idx", {"found 0 .. 2, not rising"});
 }
 
 TEST_F(CorruptCorpus, TruncatedOrOverlongBin) {
@@ -269,6 +274,10 @@ TEST_F(IoTest, MissingCorpusNamesTheIdxAndTheFix) {
   make_corpus(path("real"), {{1, 2}});
   expect_input_error([&] { IndexedDataset::open(path("real.bin")); },
                      {"real.bin.idx", "without .bin"});
+  // Something that is there but is not a file is not called missing.
+  fs::create_directories(path("folder.idx"));
+  expect_input_error([&] { IndexedDataset::open(path("folder")); },
+                     {path("folder.idx"), "expected a file, found a directory"});
 }
 
 TEST_F(IoTest, EmptyCorpusIsRejected) {
