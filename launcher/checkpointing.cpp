@@ -135,13 +135,15 @@ void crash_point(const TrainConfig& c, int rank, const std::string& point) {
     std::raise(SIGKILL);
 }
 
-// The committed step directories under ROOT (not step_N.tmp), newest first.
+// The committed step directories under ROOT, step_ and digits only (not step_N.tmp, nor a
+// person's step_N.bak), newest first.
 std::vector<std::string> step_dirs(const std::string& root) {
   std::vector<std::string> steps;
   if (!fs::is_directory(root)) return steps;
   for (const auto& e : fs::directory_iterator(root)) {
     const std::string name = e.path().filename().string();
-    if (e.is_directory() && name.rfind("step_", 0) == 0 && e.path().extension() != ".tmp")
+    if (e.is_directory() && name.size() > 5 && name.rfind("step_", 0) == 0 &&
+        std::all_of(name.begin() + 5, name.end(), [](char c) { return c >= '0' && c <= '9'; }))
       steps.push_back(name);
   }
   std::sort(steps.rbegin(), steps.rend());
@@ -154,14 +156,19 @@ void keep_newest(const std::string& root, int64_t keep, const std::string& just_
   if (keep <= 0) return;
   std::vector<std::string> steps = step_dirs(root);  // newest first
   std::erase(steps, fs::path(just_saved).filename().string());
-  for (size_t i = static_cast<size_t>(keep - 1); i < steps.size(); ++i)
-    fs::remove_all(fs::path(root) / steps[i]);
+  for (size_t i = static_cast<size_t>(keep - 1); i < steps.size(); ++i) {
+    // Housekeeping: a directory that cannot be deleted is reported, and training goes on.
+    std::error_code ec;
+    fs::remove_all(fs::path(root) / steps[i], ec);
+    if (ec)
+      std::fprintf(stderr, "checkpoint: cannot delete %s (--checkpoint.keep): %s\n",
+                   (fs::path(root) / steps[i]).c_str(), ec.message().c_str());
+  }
 }
 
-// ROOT/latest if it verifies, else the newest step directory that does (saying why in `note`);
-// "" when ROOT holds no checkpoint. When it holds some and none verifies, the run stops: starting
-// afresh would overwrite them step by step, or --checkpoint.keep would delete them.
-std::string auto_resume_dir(const std::string& root, std::string& note) {
+}  // namespace
+
+std::string newest_checkpoint(const std::string& root, std::string& note) {
   if (!fs::is_directory(root)) return "";
   std::string latest, why;
   try {
@@ -187,17 +194,9 @@ std::string auto_resume_dir(const std::string& root, std::string& note) {
     }
   }
   if (!why.empty()) note += "latest checkpoint is not usable (" + why + ")";
-  if (steps.empty()) return "";  // at most a stale `latest`: nothing a fresh start could replace
   if (note.ends_with("; ")) note.resize(note.size() - 2);
-  throw InputError("--checkpoint.resume auto: " + root + " holds " + std::to_string(steps.size()) +
-                   " checkpoint(s), none usable, which a fresh start would overwrite or "
-                   "--checkpoint.keep delete: " +
-                   note +
-                   "; repair them (tessera ckpt verify), move them away, or give "
-                   "--checkpoint.resume PATH");
+  return "";
 }
-
-}  // namespace
 
 std::string checkpoint_dir(const std::string& root, int64_t step) {
   char name[32];
@@ -298,6 +297,9 @@ bool CheckpointSaver::poll() {
   if (error_) std::rethrow_exception(error_);
   pending_ = false;
   gather_crcs();
+  announced_ = dir_;
+  if (tr_.host_world().rank() == 0)
+    std::printf("checkpoint: %s written in the background\n", dir_.c_str());
   if (tr_.host_world().rank() == 0)
     committer_ = std::thread([this] {
       try {
@@ -309,7 +311,7 @@ bool CheckpointSaver::poll() {
   return true;
 }
 
-bool CheckpointSaver::finish() {
+void CheckpointSaver::finish() {
   const bool saving = pending_ || committer_.joinable() || dir_ != committed_;
   if (pending_) {
     if (writer_.joinable()) writer_.join();
@@ -321,10 +323,11 @@ bool CheckpointSaver::finish() {
   if (committer_.joinable()) committer_.join();
   if (error_) std::rethrow_exception(error_);
   crash_point(tr_.config(), tr_.host_world().rank(), "end");
-  if (!saving) return false;
+  if (!saving) return;
   tr_.host_world().barrier();  // every rank knows the save is committed
   committed_ = dir_;
-  return true;
+  if (async_ && announced_ != dir_ && tr_.host_world().rank() == 0)
+    std::printf("checkpoint: %s written (waited for it)\n", dir_.c_str());
 }
 
 void CheckpointSaver::gather_crcs() {
@@ -362,18 +365,39 @@ void CheckpointSaver::commit() {
 
 std::string choose_checkpoint(const std::string& root, const std::string& resume,
                               std::string& note) {
+  if (fs::exists(root) && !fs::is_directory(root))
+    throw InputError(root +
+                     ": expected the run's checkpoint directory, found something that is "
+                     "not a directory");
+  // A run that does not continue ROOT's newest checkpoint would save over the same step numbers,
+  // and --checkpoint.keep would delete the others: another run's checkpoints are not its to
+  // replace. (Resuming an earlier step of ROOT itself, a rollback, is the person's choice.)
+  const std::vector<std::string> steps = step_dirs(root);
+  const auto refuse_over = [&](const std::string& option) {
+    throw InputError("--checkpoint.resume " + option + ": " + root + " already holds " +
+                     std::to_string(steps.size()) + " checkpoint(s) (newest " + steps.front() +
+                     ") that this run's saves would overwrite or --checkpoint.keep delete; "
+                     "give another --run.dir, move them away, or resume them (auto)");
+  };
   if (resume == "none") {
-    // A fresh start would save over the same step numbers, and --checkpoint.keep would delete
-    // the older ones: another run's checkpoints are not this run's to replace.
-    if (const std::vector<std::string> steps = step_dirs(root); !steps.empty())
-      throw InputError("--checkpoint.resume none: " + root + " already holds " +
-                       std::to_string(steps.size()) + " checkpoint(s) (newest " + steps.front() +
-                       ") that this run's saves would overwrite or --checkpoint.keep delete; "
-                       "give another --run.dir, move them away, or resume them (auto)");
+    if (!steps.empty()) refuse_over("none");
     return "";
   }
-  if (resume == "auto") return auto_resume_dir(root, note);
+  if (resume == "auto") {
+    const std::string dir = newest_checkpoint(root, note);
+    if (!dir.empty() || steps.empty()) return dir;  // none at all, or a stale `latest` only
+    throw InputError("--checkpoint.resume auto: " + root + " holds " +
+                     std::to_string(steps.size()) +
+                     " checkpoint(s), none usable, which a fresh start would overwrite or "
+                     "--checkpoint.keep delete: " +
+                     note +
+                     "; repair them (tessera ckpt verify), move them away, or give "
+                     "--checkpoint.resume PATH");
+  }
   verify_manifest(resume);
+  std::error_code ec;
+  const bool under_root = fs::equivalent(fs::path(resume).parent_path(), root, ec);
+  if (!under_root && !steps.empty()) refuse_over(resume);
   return resume;
 }
 
@@ -460,6 +484,12 @@ void load_zero_state(Trainer& tr, ZeroAdamW& z, const CheckpointReader& reader,
 }
 
 }  // namespace
+
+void check_checkpoint_fits(const std::string& dir, const ModelConfig& m) {
+  const CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
+  check_resume_meta(reader.meta(), dir);
+  check_saved_model(reader, m, dir);
+}
 
 void load_weights(GPT& model, const std::string& dir, int rank) {
   CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);

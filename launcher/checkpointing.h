@@ -39,10 +39,12 @@ class CheckpointSaver {
 
   // Starts a save (finishing the previous one first); returns the seconds training was held.
   double save();
-  // At a step boundary, collective: true when a save in flight has just been handed to commit.
+  // At a step boundary, collective: true when a save in flight has just been handed to commit;
+  // rank 0 then prints `checkpoint: DIR written in the background`.
   bool poll();
-  // Waits until every save is committed (collective); true when a save was still in flight.
-  bool finish();
+  // Waits until every save is committed (collective). With --checkpoint.async, rank 0 prints
+  // `checkpoint: DIR written (waited for it)` for a save that poll() had not announced.
+  void finish();
   // The newest directory this saver committed ("" before the first), on every rank.
   const std::string& committed() const { return committed_; }
   const std::string& directory() const { return dir_; }  // of the save in flight or last
@@ -54,7 +56,8 @@ class CheckpointSaver {
   Trainer& tr_;
   std::string root_, dir_, committed_;
   bool async_;
-  bool pending_ = false;  // shards not yet known to be written everywhere
+  bool pending_ = false;   // shards not yet known to be written everywhere
+  std::string announced_;  // the last save poll() reported written
   std::atomic<bool> written_{false};
   double write_s_ = 0;
   bool has_shard_ = false;
@@ -70,11 +73,20 @@ class CheckpointSaver {
 // consumed_samples, seed).
 void check_resume_meta(const CheckpointMeta& meta, const std::string& dir);
 
+// InputError naming `dir` when its checkpoint cannot be resumed by a model of `m`: a key a resume
+// reads is missing, or it was saved with another layer count, head count or position kind (what
+// the tensors' shapes do not show). Rank 0 calls it before the ranks agree on their inputs.
+void check_checkpoint_fits(const std::string& dir, const ModelConfig& m);
+
+// ROOT/latest if it verifies, else the newest step_N under ROOT that does, saying in `note` what
+// was skipped and why; "" when none does (`note` then says why, if anything was there).
+std::string newest_checkpoint(const std::string& root, std::string& note);
+
 // The checkpoint that --checkpoint.resume selects, on this rank alone (rank 0 calls it before
-// the ranks agree on their inputs): "none" gives "" (InputError when ROOT already holds
-// checkpoints, which a fresh run would overwrite), a path must verify (else InputError), "auto"
-// takes ROOT/latest and, if that does not verify, the newest step_N that does, saying so in
-// `note`; "" when ROOT holds none, InputError when it holds some and none verifies.
+// the ranks agree on their inputs): "none" gives "", a PATH must verify, "auto" is
+// newest_checkpoint. A run that would save over checkpoints it does not continue is an
+// InputError: "none", or a PATH outside ROOT, while ROOT holds step directories, and "auto"
+// when ROOT holds some and none verifies.
 std::string choose_checkpoint(const std::string& root, const std::string& resume,
                               std::string& note);
 

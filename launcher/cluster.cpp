@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -40,9 +41,11 @@ extern "C" void on_stop_signal(int signo) {
   Watchdog::signal_received(signo);  // an armed watchdog says what this rank waits in
   if (signo == SIGINT) {  // the handler was reset: a second Ctrl-C stops the process at once
     static const char note[] =
-        "tessera: SIGINT: saving a checkpoint after this step, then exit 3; SIGINT again stops "
-        "at once, without saving\n";
+        "tessera: SIGINT: saving a checkpoint after this step, then exit 130; SIGINT again "
+        "stops at once, without saving\n";
+    const int saved_errno = errno;  // the interrupted code may be about to read it
     [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, note, sizeof note - 1);
+    errno = saved_errno;
   }
 }
 
@@ -63,6 +66,9 @@ void install_stop_handlers() {
   sa.sa_flags = SA_RESTART;  // system calls in progress resume; the loop looks at the flag
   sigaction(SIGUSR1, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  // Output piped to a program that a Ctrl-C ended (`tessera train ... | tee log`) must not kill
+  // the run on its next line, before its checkpoint: a write to it fails instead.
+  std::signal(SIGPIPE, SIG_IGN);
   // Ctrl-C: once like SIGTERM, then as by default. Left alone when ignored (a background job of a
   // shell), so that a Ctrl-C meant for the shell's foreground does not stop it.
   struct sigaction old {};
@@ -262,25 +268,37 @@ void report_nonfinite(const TrainConfig& cfg, Trainer& tr, Communicator& world, 
   std::fflush(stdout);
 }
 
-void report_preempted(const TrainConfig& cfg, Communicator& world, int64_t step, const StepStats& s,
-                      const std::string& checkpoint) {
+int report_preempted(const TrainConfig& cfg, Communicator& world, int64_t step, const StepStats& s,
+                     const std::string& checkpoint) {
+  // Ctrl-C alone is a person stopping the run, not a scheduler: its own code, which the batch
+  // templates do not requeue. Decided from the agreed counts, so every rank exits alike.
+  const int terminated = s.stop_on_signal - s.stop_on_interrupt;
+  const bool interrupted = s.stop_on_interrupt > 0 && terminated == 0 && s.stop_on_time == 0;
+  const int code = interrupted ? kExitInterrupted : kExitPreempted;
   if (const int signo = stop_signal())
     std::cerr << "rank " << world.rank() << ": " << signal_name(signo)
               << " received: stopped after step " << step + 1 << "\n";
-  if (world.rank() != 0) return;
+  if (world.rank() != 0) return code;
   std::string why;
-  if (s.stop_on_signal > 0)
-    why = "SIGUSR1/SIGTERM/SIGINT on " + std::to_string(s.stop_on_signal) + " rank(s)";
-  if (s.stop_on_time > 0)
-    why += std::string(why.empty() ? "" : " and ") + "--train.time_limit " +
-           std::to_string(static_cast<long long>(cfg.time_limit)) + " s on " +
-           std::to_string(s.stop_on_time) + " rank(s)";
-  std::printf(
-      "preempted: %s; stopped after step %lld of %lld with checkpoint %s; exit code %d (rerun, "
-      "or requeue, to resume from it)\n",
-      why.c_str(), static_cast<long long>(step + 1), static_cast<long long>(cfg.steps),
-      checkpoint.c_str(), kExitPreempted);
+  const auto add = [&](const std::string& what, int ranks) {
+    if (ranks == 0) return;
+    if (!why.empty()) why += " and ";
+    why += what;
+    why += " on ";
+    why += std::to_string(ranks);
+    why += " rank(s)";
+  };
+  add("SIGUSR1/SIGTERM", terminated);
+  add("SIGINT", s.stop_on_interrupt);
+  add("--train.time_limit " + std::to_string(static_cast<long long>(cfg.time_limit)) + " s",
+      s.stop_on_time);
+  std::printf("%s: %s; stopped after step %lld of %lld with checkpoint %s; exit code %d (%s)\n",
+              interrupted ? "interrupted" : "preempted", why.c_str(),
+              static_cast<long long>(step + 1), static_cast<long long>(cfg.steps),
+              checkpoint.c_str(), code,
+              interrupted ? "rerun to resume from it" : "rerun, or requeue, to resume from it");
   std::fflush(stdout);
+  return code;
 }
 
 }  // namespace tessera

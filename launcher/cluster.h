@@ -88,7 +88,7 @@ void report_nonfinite(const TrainConfig& cfg, Trainer& tr, Communicator& world, 
 
 // After step `step` (0-based) every rank agreed to stop (StepStats::stop_on_*) and saved
 // `checkpoint`: a rank that got a signal says so on stderr, rank 0 prints the `preempted:` line.
-void report_preempted(const TrainConfig& cfg, Communicator& world, int64_t step, const StepStats& s,
-                      const std::string& checkpoint);
+int report_preempted(const TrainConfig& cfg, Communicator& world, int64_t step, const StepStats& s,
+                     const std::string& checkpoint);
 
 }  // namespace tessera

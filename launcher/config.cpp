@@ -405,9 +405,11 @@ void TrainConfig::validate() const {
   require(parallel.pp >= 1, "--parallel.pp", "at least 1", parallel.pp);
   require(parallel.dp >= 0, "--parallel.dp", "0 (inferred) or more", parallel.dp);
   require(parallel.zero == 0 || parallel.zero == 1, "--parallel.zero", "0 or 1", parallel.zero);
-  require(parallel.bucket_mb > 0, "--parallel.bucket_mb", "a positive size", parallel.bucket_mb);
+  require(parallel.bucket_mb > 0 && std::isfinite(parallel.bucket_mb), "--parallel.bucket_mb",
+          "a positive, finite size", parallel.bucket_mb);
   require(sample_tokens >= 0, "--sample.tokens", "0 or more", sample_tokens);
-  require(sample_temperature > 0, "--sample.temperature", "a positive value", sample_temperature);
+  require(sample_temperature > 0 && std::isfinite(sample_temperature), "--sample.temperature",
+          "a positive, finite value", sample_temperature);
   require(sample_top_k >= 0, "--sample.top_k", "0 (all) or more", sample_top_k);
   require(peak_tflops >= 0, "--gpu.peak_tflops", "0 (from the table) or a positive rate",
           peak_tflops);
@@ -478,10 +480,8 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
   if (vm.count("config")) {
     const std::string file = vm["config"].as<std::string>();
     std::error_code ec;
-    if (std::filesystem::exists(file, ec) && !std::filesystem::is_regular_file(file, ec))
-      throw InputError("--config " + file + ": expected an INI file, found " +
-                       (std::filesystem::is_directory(file, ec) ? "a directory"
-                                                                : "something that is not a file"));
+    if (std::filesystem::is_directory(file, ec))  // read as empty; a pipe or /dev/stdin is fine
+      throw InputError("--config " + file + ": expected an INI file, found a directory");
     std::ifstream in(file);
     if (!in) throw InputError("--config " + file + ": no such file or not readable");
     store_ini(in, "config file " + file);

@@ -15,6 +15,8 @@ enum ExitCode : int {
   kExitNonFinite = 4,      // NaN/Inf loss or gradient norm: --train.nan_policy halt, or too many
                            // skipped steps in a row
   kExitHang = 5,           // a collective passed its deadline, or a peer rank died
+  kExitInterrupted = 130,  // SIGINT (Ctrl-C) alone: checkpoint saved; as a shell reports ^C,
+                           // so that batch scripts do not requeue what a person stopped
 };
 
 // What an exception means for the user: its exit code and the one-line message to print.

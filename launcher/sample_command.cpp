@@ -87,7 +87,7 @@ std::string choose_sample_checkpoint(const std::string& dir, std::string& note) 
         "--checkpoint: expected a checkpoint directory (step_N, or a run's "
         "checkpoints/), found nothing");
   if (fs::exists(fs::path(dir) / "model.h5")) return choose_checkpoint("", dir, note);
-  const std::string chosen = choose_checkpoint(dir, "auto", note);
+  const std::string chosen = newest_checkpoint(dir, note);
   if (chosen.empty())
     throw InputError("--checkpoint " + dir +
                      ": expected a checkpoint (a step_N directory with model.h5) or a directory "

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -326,15 +327,16 @@ class IntervalLog {
 
 // The run directory with the resolved config.ini, made by rank 0 before training.
 // RUN_DIR/lock, held by this process until it ends: two runs in one directory would commit over
-// each other's checkpoints. A POSIX record lock (fcntl), which NFS honours and the kernel drops
-// with the process, however it ends. Any close() of the file would drop it too, so each
-// directory's descriptor stays open, and a second run in this process (tests) reuses it.
+// each other's checkpoints. A POSIX record lock (fcntl), which the kernel drops with the process,
+// however it ends, and which NFS (v4, or v3 with lockd) and Lustre mounted with `flock` honour;
+// where the file system has no locks it is skipped. Any close() of the file would drop it too,
+// so the descriptor stays open; a second call for the same directory does nothing.
 void lock_run_dir(const std::string& run_dir) {
   static std::map<std::string, int> held;  // by canonical path
   const std::string key = std::filesystem::weakly_canonical(run_dir).string();
   if (held.count(key)) return;
   const std::string path = (std::filesystem::path(run_dir) / "lock").string();
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);  // umask decides
   if (fd < 0) throw InputError(path + ": cannot open (" + std::strerror(errno) + ")");
   struct flock whole {};
   whole.l_type = F_WRLCK;
@@ -353,7 +355,9 @@ void lock_run_dir(const std::string& run_dir) {
     throw InputError("--run.dir " + run_dir + ": in use by another tessera run (" +
                      (who.empty() ? path + " is locked" : who) +
                      "); two runs in one directory would overwrite each other's checkpoints: "
-                     "wait for it, or give another --run.dir");
+                     "wait for it, or give another --run.dir (a lock of a host that is down "
+                     "may outlive it on NFS: then delete " +
+                     path + ")");
   }
   const std::string me = "host " + host_name() + ", pid " + std::to_string(::getpid()) + "\n";
   if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) < 0) {
@@ -362,12 +366,12 @@ void lock_run_dir(const std::string& run_dir) {
   held[key] = fd;
 }
 
+// Creates and locks RUN_DIR; nothing in it is written before the run is known to go ahead.
 void prepare_run_dir(const TrainConfig& cfg) {
   std::error_code ec;
   std::filesystem::create_directories(cfg.run_dir, ec);
   if (ec) throw InputError("--run.dir " + cfg.run_dir + ": cannot create (" + ec.message() + ")");
-  lock_run_dir(cfg.run_dir);  // before anything in it is written
-  write_text_file(std::filesystem::path(cfg.run_dir) / "config.ini", cfg.resolved_ini);
+  lock_run_dir(cfg.run_dir);
 }
 
 }  // namespace
@@ -397,7 +401,6 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     return TrainResult{};
   }
   CheckpointSaver saver(tr, ckpt_root, cfg.checkpoint_async);
-  std::string announced;  // the last save said "written in the background"
   IntervalLog log(cfg, root, world.size() * peak_flops_per_rank(cfg));
   TrainResult result;
   const auto start = Clock::now();
@@ -413,6 +416,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     const auto step_start = Clock::now();
     const double elapsed_s = seconds_since_process_start();
     int stop = stop_signal() ? kStopSignal : 0;
+    if (stop_signal() == SIGINT) stop |= kStopInterrupt;
     if (cfg.time_limit > 0 && elapsed_s + 2 * slowest_step_s + longest_save_s >= cfg.time_limit)
       stop |= kStopTime;
     const StepStats s = tr.step(stop);
@@ -458,10 +462,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
         break;
       }
     }
-    if (saver.poll()) {
-      announced = saver.directory();
-      if (root) std::printf("checkpoint: %s written in the background\n", announced.c_str());
-    }
+    saver.poll();
     slowest_step_s =
         std::max(slowest_step_s, std::chrono::duration<double>(Clock::now() - step_start).count());
     if (save) {
@@ -480,8 +481,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
             cfg.checkpoint_async && !preempted ? " (state copied; writing in the background)" : "");
     }
     if (preempted) {
-      report_preempted(cfg, world, step, s, saver.directory());
-      result.exit_code = kExitPreempted;
+      result.exit_code = report_preempted(cfg, world, step, s, saver.directory());
       break;
     }
     if (exiting) {
@@ -491,14 +491,10 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       break;
     }
   }
-  bool waited = false;
   {
     const SaveDeadline deadline(cfg);  // the last save may still be writing or committing
-    waited = saver.finish();
+    saver.finish();
   }
-  if (waited && cfg.checkpoint_async && announced != saver.directory() && root)
-    std::printf("checkpoint: %s written (the run waited for it at its end)\n",
-                saver.directory().c_str());
   if (result.exit_code == kExitNonFinite || result.exit_code == kExitInternalError) return result;
   if (const std::optional<double> mean = log.unlogged_mean()) result.final_loss = *mean;
   const double run_s = std::chrono::duration<double>(Clock::now() - start).count();
@@ -535,9 +531,12 @@ int train_command(int argc, char** argv) {
       configure_process(cfg, mpi.ranks_on_this_node(), mpi.rank_on_this_node());
       trainer = std::make_unique<Trainer>(cfg, world.rank(), world.size());
       if (cfg.sample_tokens > 0) check_sampling_tokenizer(cfg);
-      if (root) prepare_run_dir(cfg);
-      if (root)
+      if (root) {
+        prepare_run_dir(cfg);
         resume_dir = choose_checkpoint(checkpoints_root(cfg), cfg.checkpoint_resume, resume_note);
+        if (!resume_dir.empty()) check_checkpoint_fits(resume_dir, cfg.model);
+        write_text_file(std::filesystem::path(cfg.run_dir) / "config.ini", cfg.resolved_ini);
+      }
     }
   } catch (...) {
     failure = report_error(std::current_exception(), "train");

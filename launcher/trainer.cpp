@@ -185,7 +185,7 @@ StepStats Trainer::step(int stop) {
   // many ranks ask to stop, for each reason. NaN or Inf anywhere makes the sums non-finite on
   // every rank alike.
   const GridCoord c = grid_->coord();
-  Tensor global({4}, DType::F64);
+  Tensor global({5}, DType::F64);
   double* g = global.data<double>();
   if (grid_->last_stage() && c.tp == 0) g[0] = loss_sum / (microbatches_ * layout_.dp);
   if (zero_)
@@ -194,6 +194,7 @@ StepStats Trainer::step(int stop) {
     g[1] = ops::sum_of_squares(buckets_->counted_grads());
   g[2] = (stop & kStopSignal) ? 1 : 0;
   g[3] = (stop & kStopTime) ? 1 : 0;
+  g[4] = (stop & kStopInterrupt) ? 1 : 0;
   local_loss_ = g[0];
   local_sum_of_squares_ = g[1];
   host_world().all_reduce(global, ReduceOp::Sum);
@@ -202,6 +203,7 @@ StepStats Trainer::step(int stop) {
   stats.grad_norm = std::sqrt(g[1]);
   stats.stop_on_signal = static_cast<int>(g[2]);
   stats.stop_on_time = static_cast<int>(g[3]);
+  stats.stop_on_interrupt = static_cast<int>(g[4]);
   stats.lr = cfg_.schedule.at(steps_done_);
   ++steps_done_;
   if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm)) {

@@ -34,10 +34,11 @@ struct StepStats {
   bool skipped = false;
   // Ranks that asked to stop at this step's end (step()'s `stop`), by reason.
   int stop_on_signal = 0, stop_on_time = 0;
+  int stop_on_interrupt = 0;  // of stop_on_signal, those whose signal was SIGINT
 };
 
 // Why a rank asks the others to stop after this step (bits of Trainer::step's `stop`).
-enum StopReason : int { kStopSignal = 1, kStopTime = 2 };
+enum StopReason : int { kStopSignal = 1, kStopTime = 2, kStopInterrupt = 4 };
 
 class Trainer {
  public:

@@ -6,8 +6,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 
 #include "io/checkpoint_io.h"
@@ -140,10 +143,9 @@ TEST_F(Checkpoints, StoppedAndResumedBfloat16RunWithZero1IsBitwiseTheStraightRun
 // goes on: the resumed run is still bitwise the straight one. The save the run ends with is
 // reported once written.
 TEST_F(Checkpoints, AsynchronousSavesResumeBitwiseToo) {
-  expect_exact_resume(
-      *this, 4, "--parallel.tp 2 --parallel.pp 2 --checkpoint.async true",
-      {"writing in the background",
-       "checkpoint: " + step_dir("resumed", 10) + " written (the run waited for it at its end)"});
+  expect_exact_resume(*this, 4, "--parallel.tp 2 --parallel.pp 2 --checkpoint.async true",
+                      {"writing in the background",
+                       "checkpoint: " + step_dir("resumed", 10) + " written (waited for it)"});
 }
 
 // Saved on TP 2 x DP 2 x PP 2, resumed on one rank, on TP 4 x DP 2 and on PP 4, and from one rank
@@ -266,7 +268,7 @@ TEST_F(Checkpoints, CheckpointOfAnotherModelIsRefusedNamingTensorAndShapes) {
   EXPECT_NE(fewer.err.find("saved with --model.heads 4, this run has 2"), std::string::npos)
       << fewer.err;
   // Fewer layers: every tensor the run needs is there, but the checkpoint's last layers would be
-  // dropped. Refused, by the training run and by tessera sample.
+  // dropped. Refused before any rank starts, with one message.
   const CliRun shallower =
       run_tessera(with("shallower", "--model.layers 4", "--model.layers 3"), dir_);
   EXPECT_EQ(shallower.exit_code, 2) << shallower.err;
@@ -275,6 +277,7 @@ TEST_F(Checkpoints, CheckpointOfAnotherModelIsRefusedNamingTensorAndShapes) {
   EXPECT_NE(shallower.err.find("this run has --model.layers 3"), std::string::npos)
       << shallower.err;
   EXPECT_EQ(shallower.out.find("step "), std::string::npos) << shallower.out;
+  EXPECT_EQ(std::count(shallower.err.begin(), shallower.err.end(), '\n'), 1) << shallower.err;
 }
 
 // Checkpoints that a fresh start would overwrite (the same step numbers) or --checkpoint.keep
@@ -282,6 +285,11 @@ TEST_F(Checkpoints, CheckpointOfAnotherModelIsRefusedNamingTensorAndShapes) {
 // directory that holds some. Nothing on disk changes.
 TEST_F(Checkpoints, FreshStartOverCheckpointsOnDiskIsRefused) {
   ASSERT_EQ(run_tessera(args("run", "", 10, 5), dir_).exit_code, 0);
+  const auto config_text = [&] {
+    std::ifstream in(dir_ / "run" / "config.ini");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string config = config_text();
   const CliRun none =
       run_tessera(args("run", "--checkpoint.resume none --checkpoint.keep 1", 10, 5), dir_);
   EXPECT_EQ(none.exit_code, 2) << none.err;
@@ -290,6 +298,14 @@ TEST_F(Checkpoints, FreshStartOverCheckpointsOnDiskIsRefused) {
             std::string::npos)
       << none.err;
   EXPECT_EQ(none.out.find("step "), std::string::npos) << none.out;
+  // Another run's checkpoint by PATH, into this run directory: refused likewise. (An earlier
+  // step of this run directory itself is a rollback, and goes ahead.)
+  ASSERT_EQ(run_tessera(args("other", "", 10, 5), dir_).exit_code, 0);
+  const CliRun other =
+      run_tessera(args("run", "--checkpoint.resume " + step_dir("other", 5), 10, 5), dir_);
+  EXPECT_EQ(other.exit_code, 2) << other.err;
+  EXPECT_NE(other.err.find("already holds 2 checkpoint(s)"), std::string::npos) << other.err;
+  EXPECT_EQ(config_text(), config) << "a refused run rewrote config.ini";
 
   for (const int step : {5, 10}) fs::remove(fs::path(step_dir("run", step)) / "MANIFEST");
   const CliRun automatic = run_tessera(args("run", "--checkpoint.keep 1", 10, 5), dir_);
@@ -301,6 +317,7 @@ TEST_F(Checkpoints, FreshStartOverCheckpointsOnDiskIsRefused) {
   EXPECT_EQ(automatic.out.find("step "), std::string::npos) << automatic.out;
   EXPECT_TRUE(fs::exists(step_dir("run", 5)));
   EXPECT_TRUE(fs::exists(fs::path(step_dir("run", 10)) / "shards"));
+  EXPECT_EQ(config_text(), config) << "a refused run rewrote config.ini";
   // A stale `latest` alone (no step directory) is nothing to overwrite: the run starts afresh.
   for (const int step : {5, 10}) fs::remove_all(step_dir("run", step));
   const CliRun fresh = run_tessera(args("run", "", 10, 5), dir_);

@@ -303,6 +303,7 @@ TEST_F(CheckpointTest, H5dumpAndH5lsShowTheGlobalTensors) {
 // reason (an InputError, exit 2), and no crash when the process ends with that file's handle
 // still open in HDF5 (it crashed in HDF5's exit handler). /dev/full fails every write.
 TEST_F(CheckpointTest, FailedWriteNamesTheFileAndTheReason) {
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full on this system to fail a write";
   Tensor w({256}, DType::F32);
   w.fill(1.0f);
   expect_input_error(
@@ -536,6 +537,31 @@ TEST_F(CheckpointTest, CkptExportWritesAValidSafetensorsFile) {
   }
   EXPECT_EQ(8 + header_size + end, bytes.size());
   EXPECT_EQ(ckpt({"export", dir_.string(), "--to", "onnx", "--output", "x"}).first, kExitBadInput);
+
+  // A changed byte (the MANIFEST's checksum catches it) exports nothing; nor does a directory
+  // given as the output, which stays as it was.
+  const fs::path damaged = copy("damaged_export");
+  {
+    std::fstream f(damaged / "shards/rank_00001.h5",
+                   std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(-20, std::ios::end);
+    char c = 0;
+    f.read(&c, 1);
+    c = static_cast<char>(c ^ 0x20);
+    f.seekp(-20, std::ios::end);
+    f.write(&c, 1);
+  }
+  const fs::path out_file = root_ / "damaged.safetensors";
+  EXPECT_EQ(ckpt({"export", damaged.string(), "--to", "safetensors", "--output", out_file.string()})
+                .first,
+            kExitBadInput);
+  EXPECT_FALSE(fs::exists(out_file));
+  fs::create_directories(root_ / "a_directory");
+  EXPECT_EQ(ckpt({"export", dir_.string(), "--to", "safetensors", "--output",
+                  (root_ / "a_directory").string()})
+                .first,
+            kExitBadInput);
+  EXPECT_TRUE(fs::is_directory(root_ / "a_directory"));
 }
 
 }  // namespace

@@ -238,7 +238,8 @@ TEST_F(Cli, CheckpointDirectoryThatCannotBeMadeIsExit2NamingThePath) {
   std::ofstream(dir_ / "run" / "checkpoints") << "not a directory\n";
   const CliRun r = run_tessera(tiny_args() + " --train.steps 2 --checkpoint.interval 1", dir_);
   expect_clear_error(r, (dir_ / "run" / "checkpoints").string());
-  EXPECT_NE(r.err.find("Not a directory"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("not a directory"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("step "), std::string::npos) << "found only after training: " << r.out;
 }
 
 TEST_F(Cli, HelpListsEveryOptionWithItsDefault) {
