@@ -54,6 +54,19 @@ class Cluster : public ::testing::Test {
   CliRun plain_and_nudged(const std::string& layout, const std::string& zero,
                           const std::string& nudge);
 
+  // Sends SIG (pkill's name: USR1, INT) to one rank of the run in RUN_DIR, a process whose
+  // command line starts with the binary (not mpirun), once the run has logged its first line.
+  std::thread signal_once_logging(const std::string& sig, const std::string& run) const {
+    return std::thread([this, sig, run] {
+      const fs::path metrics = dir_ / run / "metrics.jsonl";
+      for (int i = 0; i < 600 && !(fs::exists(metrics) && fs::file_size(metrics) > 0); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      const std::string cmd = "pkill -" + sig + " -n -f '^" + std::string(TESSERA_BIN) +
+                              " train .*" + (dir_ / run).string() + " '";
+      EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    });
+  }
+
   std::string read(const fs::path& p) const {
     std::ifstream in(p);
     std::stringstream s;
@@ -78,16 +91,8 @@ TEST_F(Cluster, SignalOnOneRankSavesEverywhereExits3AndTheResumedRunEndsLikeAnUn
   const CliRun straight = run_mpi(2, args("straight", steps) + " --train.log_interval 1000", dir_);
   ASSERT_EQ(straight.exit_code, 0) << straight.err;
 
-  // SIGUSR1 to one rank (a process whose command line starts with the binary: not mpirun)
-  // once the run has logged its first interval.
-  const fs::path metrics = dir_ / "run" / "metrics.jsonl";
-  std::thread signaller([&] {
-    for (int i = 0; i < 600 && !(fs::exists(metrics) && fs::file_size(metrics) > 0); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    const std::string cmd = "pkill -USR1 -n -f '^" + std::string(TESSERA_BIN) + " train .*" +
-                            (dir_ / "run").string() + " '";
-    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  });
+  // SIGUSR1 to one rank once the run has logged its first interval.
+  std::thread signaller = signal_once_logging("USR1", "run");
   const CliRun stopped = run_mpi(2, args("run", steps) + " --train.log_interval 200", dir_);
   signaller.join();
   ASSERT_EQ(stopped.exit_code, 3) << stopped.out << stopped.err;
@@ -112,14 +117,7 @@ TEST_F(Cluster, InterruptSavesAndExits130) {
   if (inherited.sa_handler == SIG_IGN)
     GTEST_SKIP() << "SIGINT is ignored in this process (a background job), and so in the run it "
                     "starts, which keeps it ignored by design";
-  const fs::path metrics = dir_ / "run" / "metrics.jsonl";
-  std::thread signaller([&] {
-    for (int i = 0; i < 600 && !(fs::exists(metrics) && fs::file_size(metrics) > 0); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    const std::string cmd = "pkill -INT -n -f '^" + std::string(TESSERA_BIN) + " train .*" +
-                            (dir_ / "run").string() + " '";
-    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  });
+  std::thread signaller = signal_once_logging("INT", "run");
   // Bounded, should the signal never arrive (SIGINT ignored by whatever started the tests).
   const CliRun stopped = run_tessera(args("run", 1000000) +
                                          " --train.log_interval 200 --checkpoint.interval 0"
