@@ -20,6 +20,10 @@ struct InternalError : std::logic_error {
 
 [[noreturn]] void fail_internal(const char* file, int line, const std::string& what);
 
+// What stands at `path` where a regular file was expected, for a message's "found ...": "no such
+// file", "a directory", or "something that is not a file" (a device, a FIFO, a socket).
+std::string found_instead_of_file(const std::string& path);
+
 }  // namespace tessera
 
 // TESSERA_CHECK(cond, message): an internal contract; the message says what was found.

@@ -273,11 +273,9 @@ IndexedDataset IndexedDataset::open(const std::string& prefix) {
   const std::string idx_path = ds.idx_path(), bin_path = ds.bin_path();
   std::error_code ec;
   if (!fs::is_regular_file(idx_path, ec))
-    corpus_error(idx_path, fs::exists(idx_path, ec) ? std::string("expected a file, found ") +
-                                                          (fs::is_directory(idx_path, ec)
-                                                               ? "a directory"
-                                                               : "something that is not a file")
-                                                    : "no such file" + missing_file_hint(prefix));
+    corpus_error(idx_path, fs::exists(idx_path, ec)
+                               ? "expected a file, found " + found_instead_of_file(idx_path)
+                               : "no such file" + missing_file_hint(prefix));
   const uint64_t idx_bytes = fs::file_size(idx_path, ec);
   std::ifstream in(idx_path, std::ios::binary);
   if (ec || !in) corpus_error(idx_path, "cannot open for reading");
@@ -317,7 +315,7 @@ IndexedDataset IndexedDataset::open(const std::string& prefix) {
 
   if (!fs::is_regular_file(bin_path, ec))
     corpus_error(bin_path, fs::exists(bin_path, ec)
-                               ? "expected a file, found something that is not one"
+                               ? "expected a file, found " + found_instead_of_file(bin_path)
                                : "no such file (its index " + idx_path + " exists)");
   auto mapping = std::make_shared<Mapping>();
   mapping->data = map_bin(bin_path, ds.num_tokens(), item);

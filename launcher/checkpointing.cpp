@@ -505,12 +505,11 @@ void load_weights(GPT& model, const std::string& dir, int rank) {
 }
 
 void load_checkpoint(Trainer& tr, const std::string& dir) {
-  // Rank 0 verified every checksum when it chose the checkpoint; here, presence and sizes.
+  // Rank 0 verified every checksum, and check_checkpoint_fits, when it chose the checkpoint;
+  // here, presence and sizes.
   CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
   const CheckpointMeta& meta = reader.meta();
-  check_resume_meta(meta, dir);
-  check_saved_model(reader, tr.config().model, dir);  // before reading a model that is not this one
-  reader.prefer_shard(tr.host_world().rank());        // in the saving layout, its own file
+  reader.prefer_shard(tr.host_world().rank());  // in the saving layout, its own file
   if (AdamW* a = tr.adamw()) {
     OptimizerState state = optimizer_state_of(tr);
     read_blocks(reader, state_blocks(tr, state, false), dir);

@@ -92,7 +92,9 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
 
 // Loads the state saved in `dir` into the trainer (started, any layout): parameters, moments,
 // the optimizer's step, the loader's position and the step count. InputError naming the tensor
-// and both shapes when the checkpoint holds another model.
+// and both shapes when the checkpoint holds another model. What shapes do not show (layers,
+// heads, positions, the meta keys) `dir` must have passed already: check_checkpoint_fits, which
+// train's rank 0 runs once when it chooses the checkpoint.
 void load_checkpoint(Trainer& tr, const std::string& dir);
 
 // Loads only the weights saved in `dir` into `model` (any layout, any device; rounded to bf16

@@ -285,8 +285,9 @@ int export_command(int argc, char** argv) {
   const std::string output = vm["output"].as<std::string>(), tmp = output + ".tmp";
   if (fs::exists(output) && !fs::is_regular_file(output))
     throw InputError("--output " + output + ": expected a file to write, found " +
-                     (fs::is_directory(output) ? "a directory" : "something that is not a file"));
-  // Every byte is read anyway: the MANIFEST's checksums too, so that no damaged weights leave.
+                     found_instead_of_file(output));
+  // Every file's checksum, the optimizer's shards too, so that no damaged weights leave: one more
+  // read of the checkpoint, from the page cache for the weights that follow.
   const CheckpointReader r =
       CheckpointReader::open(vm["dir"].as<std::string>(), ManifestCheck::kFull);
   std::map<std::string, TensorInfo> tensors;  // "layers.03.attn.qkv.weight" -> model/layers/...

@@ -82,6 +82,11 @@ struct TrainConfig {
   double startup_deadline() const { return std::max(collective_timeout, startup_timeout); }
   // Microbatches per step on each data-parallel rank.
   int64_t accumulation_steps(int dp = 1) const { return global_batch / (micro_batch * dp); }
+  // Whether validation samples are to be held out of the training corpora: validation runs and
+  // has no corpora of its own (the Trainer then needs a corpus with 2 samples to split).
+  bool holds_out_validation() const {
+    return eval_interval > 0 && valid_path.empty() && valid_fraction > 0;
+  }
   void validate() const;
   // The layout on `world_size` ranks; throws InputError naming the options when the model or
   // the batch cannot be split that way. Every rank computes the same answer, so a bad layout

@@ -9,15 +9,14 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <csignal>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <map>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -111,7 +110,7 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
   print_samples("corpus", tr.samples());
   if (tr.validation_samples()) {
     print_samples("validation", *tr.validation_samples());
-  } else if (cfg.eval_interval > 0 && cfg.valid_path.empty() && cfg.valid_fraction > 0) {
+  } else if (cfg.holds_out_validation()) {
     std::printf(
         "validation: none (no training corpus has 2 samples of --model.seq_len + 1 tokens to "
         "split; give --data.valid_path)\n");
@@ -325,16 +324,12 @@ class IntervalLog {
   int64_t interval_steps_ = 0;
 };
 
-// The run directory with the resolved config.ini, made by rank 0 before training.
 // RUN_DIR/lock, held by this process until it ends: two runs in one directory would commit over
 // each other's checkpoints. A POSIX record lock (fcntl), which the kernel drops with the process,
 // however it ends, and which NFS (v4, or v3 with lockd) and Lustre mounted with `flock` honour;
 // where the file system has no locks it is skipped. Any close() of the file would drop it too,
-// so the descriptor stays open; a second call for the same directory does nothing.
+// so the descriptor stays open for the life of the process.
 void lock_run_dir(const std::string& run_dir) {
-  static std::map<std::string, int> held;  // by canonical path
-  const std::string key = std::filesystem::weakly_canonical(run_dir).string();
-  if (held.count(key)) return;
   const std::string path = (std::filesystem::path(run_dir) / "lock").string();
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);  // umask decides
   if (fd < 0) throw InputError(path + ": cannot open (" + std::strerror(errno) + ")");
@@ -363,7 +358,6 @@ void lock_run_dir(const std::string& run_dir) {
   if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) < 0) {
     // The lock holds without the note; only the message to a second run is poorer.
   }
-  held[key] = fd;
 }
 
 // Creates and locks RUN_DIR; nothing in it is written before the run is known to go ahead.
@@ -415,8 +409,9 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       std::this_thread::sleep_for(std::chrono::hours(1));
     const auto step_start = Clock::now();
     const double elapsed_s = seconds_since_process_start();
-    int stop = stop_signal() ? kStopSignal : 0;
-    if (stop_signal() == SIGINT) stop |= kStopInterrupt;
+    const int signo = stop_signal();
+    int stop = signo ? kStopSignal : 0;
+    if (signo == SIGINT) stop |= kStopInterrupt;
     if (cfg.time_limit > 0 && elapsed_s + 2 * slowest_step_s + longest_save_s >= cfg.time_limit)
       stop |= kStopTime;
     const StepStats s = tr.step(stop);

@@ -53,7 +53,7 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
   const std::vector<TokenCorpus> corpora = open_corpora(blend_, cfg.model.vocab_size);
   // Samples are held out of training only when they will be evaluated, and only when some
   // corpus has two samples to split (a one-sample corpus has nothing to spare).
-  bool hold_out = cfg.eval_interval > 0 && cfg.valid_path.empty() && cfg.valid_fraction > 0;
+  bool hold_out = cfg.holds_out_validation();
   if (hold_out)
     hold_out = std::any_of(corpora.begin(), corpora.end(), [&](const TokenCorpus& c) {
       return (c.num_tokens() - 1) / cfg.model.seq_len >= 2;

@@ -225,15 +225,7 @@ TEST_F(Checkpoints, DamagedCheckpointIsRefusedByPathAndSkippedByAuto) {
   const std::string newest = step_dir("run", 20);
   fs::path shard;
   for (const auto& e : fs::directory_iterator(fs::path(newest) / "shards")) shard = e.path();
-  {
-    std::fstream f(shard, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekg(-100, std::ios::end);
-    char c = 0;
-    f.read(&c, 1);
-    c = static_cast<char>(c ^ 0x5a);
-    f.seekp(-100, std::ios::end);
-    f.write(&c, 1);
-  }
+  test_support::flip_bits(shard, -100, std::ios::end, 0x5a);
   const CliRun by_path = run_tessera(args("other", "--checkpoint.resume " + newest, 21), dir_);
   EXPECT_EQ(by_path.exit_code, 2) << by_path.err;
   EXPECT_NE(by_path.err.find(shard.filename().string()), std::string::npos) << by_path.err;

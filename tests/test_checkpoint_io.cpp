@@ -356,14 +356,7 @@ TEST_F(CheckpointTest, ManifestCatchesEveryKindOfDamageAndNamesTheFile) {
             std::string::npos);
 
   const fs::path flipped = copy("flipped");
-  {
-    std::fstream f(flipped / "shards/rank_00000.h5",
-                   std::ios::in | std::ios::out | std::ios::binary);
-    f.seekg(3000);
-    const char c = static_cast<char>(f.get() ^ 0x01);
-    f.seekp(3000);
-    f.put(c);
-  }
+  test_support::flip_bits(flipped / "shards/rank_00000.h5", 3000, std::ios::beg, 0x01);
   const std::string crc = input_error([&] { verify_manifest(flipped.string()); });
   EXPECT_NE(crc.find("rank_00000.h5: CRC-32C"), std::string::npos) << crc;
   EXPECT_NO_THROW(verify_manifest(flipped.string(), ManifestCheck::kSizes));
@@ -541,16 +534,7 @@ TEST_F(CheckpointTest, CkptExportWritesAValidSafetensorsFile) {
   // A changed byte (the MANIFEST's checksum catches it) exports nothing; nor does a directory
   // given as the output, which stays as it was.
   const fs::path damaged = copy("damaged_export");
-  {
-    std::fstream f(damaged / "shards/rank_00001.h5",
-                   std::ios::in | std::ios::out | std::ios::binary);
-    f.seekg(-20, std::ios::end);
-    char c = 0;
-    f.read(&c, 1);
-    c = static_cast<char>(c ^ 0x20);
-    f.seekp(-20, std::ios::end);
-    f.write(&c, 1);
-  }
+  test_support::flip_bits(damaged / "shards/rank_00001.h5", -20, std::ios::end, 0x20);
   const fs::path out_file = root_ / "damaged.safetensors";
   EXPECT_EQ(ckpt({"export", damaged.string(), "--to", "safetensors", "--output", out_file.string()})
                 .first,

@@ -10,8 +10,12 @@
 namespace tessera {
 
 namespace {
-void require(bool ok, const std::string& option, const std::string& expected, int64_t found) {
-  if (!ok) throw InputError(option + ": expected " + expected + ", found " + std::to_string(found));
+template <typename T>
+void require(bool ok, const std::string& option, const std::string& expected, const T& found) {
+  if (ok) return;
+  std::ostringstream s;
+  s << option << ": expected " << expected << ", found " << found;
+  throw InputError(s.str());
 }
 }  // namespace
 
@@ -24,12 +28,8 @@ void ModelConfig::validate(int tp_size) const {
           "a head count that divides --model.d_model = " + std::to_string(d_model), heads);
   require(d_ff >= 1, "--model.d_ff", "a positive width", d_ff);
   require(seq_len >= 1, "--model.seq_len", "a positive length", seq_len);
-  if (!(std::isfinite(init_std) && init_std > 0)) {
-    std::ostringstream found;
-    found << init_std;
-    throw InputError("--model.init_std: expected a positive, finite standard deviation, found " +
-                     found.str());
-  }
+  require(std::isfinite(init_std) && init_std > 0, "--model.init_std",
+          "a positive, finite standard deviation", init_std);
   require(heads % tp_size == 0, "--model.heads",
           "a multiple of --parallel.tp = " + std::to_string(tp_size), heads);
   require(d_ff % tp_size == 0, "--model.d_ff",
