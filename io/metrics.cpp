@@ -1,10 +1,15 @@
 // JSON-lines metrics sink (see io/metrics.h).
 #include "io/metrics.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <fstream>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/error.h"
 
@@ -54,7 +59,38 @@ std::string metrics_json(int64_t step, const std::vector<std::pair<std::string, 
   return line;
 }
 
-MetricsWriter::MetricsWriter(std::string path) : path_(std::move(path)) {
+namespace {
+
+// An earlier run's last line cut short (its disk filled, its node died) is no line at all: cuts
+// it from the regular file at `path`, so that the next line starts a line of its own. Returns the
+// bytes left (0 for no file); -1 for what is not a regular file (a FIFO someone reads), left as
+// it is.
+off_t drop_unfinished_line(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return errno == ENOENT ? 0 : -1;
+  if (!S_ISREG(st.st_mode)) return -1;
+  std::ifstream in(path, std::ios::binary);
+  char tail[4096];
+  const off_t start = std::max<off_t>(0, st.st_size - static_cast<off_t>(sizeof tail));
+  in.seekg(start);
+  in.read(tail, st.st_size - start);
+  if (in.gcount() != st.st_size - start)
+    throw InputError("metrics file " + path + ": cannot read its end");
+  const char* newline = static_cast<const char*>(memrchr(tail, '\n', in.gcount()));
+  if (!newline && start > 0)
+    throw InputError("metrics file " + path + ": expected JSON lines, found " +
+                     std::to_string(sizeof tail) + " bytes without a line break at its end");
+  const off_t whole = newline ? start + (newline - tail) + 1 : 0;
+  if (whole < st.st_size && truncate(path.c_str(), whole) != 0)
+    throw InputError("metrics file " + path + ": cannot cut its unfinished last line (" +
+                     std::strerror(errno) + ")");
+  return whole;
+}
+
+}  // namespace
+
+MetricsWriter::MetricsWriter(std::string path)
+    : path_(std::move(path)), whole_(drop_unfinished_line(path_)) {
   file_.reset(std::fopen(path_.c_str(), "a"));
   if (!file_)
     throw InputError("metrics file " + path_ + ": cannot open for appending (" +
@@ -62,10 +98,19 @@ MetricsWriter::MetricsWriter(std::string path) : path_(std::move(path)) {
 }
 
 void MetricsWriter::write(int64_t step, const std::vector<std::pair<std::string, double>>& fields) {
+  if (!file_) throw InputError("metrics file " + path_ + ": an earlier write failed");
   const std::string line = metrics_json(step, fields) + '\n';
-  if (std::fwrite(line.data(), 1, line.size(), file_.get()) != line.size() ||
-      std::fflush(file_.get()) != 0)
-    throw InputError("metrics file " + path_ + ": write failed (" + std::strerror(errno) + ")");
+  if (std::fwrite(line.data(), 1, line.size(), file_.get()) == line.size() &&
+      std::fflush(file_.get()) == 0) {
+    if (whole_ >= 0) whole_ += static_cast<off_t>(line.size());
+    return;
+  }
+  // Whatever part of the line reached the file goes, so that the file stays whole lines.
+  const int error = errno;
+  file_.reset();
+  const bool taken_back = whole_ >= 0 && truncate(path_.c_str(), whole_) == 0;
+  throw InputError("metrics file " + path_ + ": write failed (" + std::strerror(error) + ")" +
+                   (taken_back ? "" : "; its last line may be unfinished"));
 }
 
 }  // namespace tessera

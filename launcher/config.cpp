@@ -25,8 +25,10 @@ namespace tessera {
 
 namespace {
 
-// Strings for enum-valued options, validated after parsing so the message names the option.
-struct RawEnums {
+// Options read as text and converted after parsing, so that the message names the option: the
+// enums, and the seed (boost reads "-5" as an unsigned 2^64 - 5).
+struct RawOptions {
+  std::string seed;  // TrainConfig's default, as text
   std::string device = "cpu";
   std::string pos = "learned";
   std::string decay = "cosine";
@@ -47,7 +49,17 @@ E choose(const std::string& option, const std::string& text,
   throw InputError(option + ": expected one of " + names + ", found " + text);
 }
 
-po::options_description train_options(TrainConfig& c, RawEnums& e) {
+// `text` as an unsigned 64-bit integer, all of it; InputError naming `option` otherwise.
+uint64_t unsigned_integer(const std::string& option, const std::string& text) {
+  uint64_t v = 0;
+  const char* end = text.data() + text.size();
+  const auto r = std::from_chars(text.data(), end, v);
+  if (r.ec != std::errc() || r.ptr != end)
+    throw InputError(option + ": expected an integer in [0, 2^64), found " + text);
+  return v;
+}
+
+po::options_description train_options(TrainConfig& c, RawOptions& e) {
   po::options_description run("[run]");
   run.add_options()("run.dir", po::value(&c.run_dir)->default_value(c.run_dir),
                     "directory for metrics.jsonl and the resolved config.ini");
@@ -74,7 +86,7 @@ po::options_description train_options(TrainConfig& c, RawEnums& e) {
                                          "sequences per step, over all data-parallel ranks")(
       "train.micro_batch", po::value(&c.micro_batch)->default_value(c.micro_batch),
       "sequences per forward/backward; global_batch / micro_batch steps are accumulated")(
-      "train.seed", po::value(&c.seed)->default_value(c.seed), "seed of weights and data order")(
+      "train.seed", po::value(&e.seed)->default_value(e.seed), "seed of weights and data order")(
       "train.device", po::value(&e.device)->default_value(e.device), "cpu | cuda")(
       "train.precision", po::value(&e.precision)->default_value(e.precision),
       "compute type: auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16 (fp32 master weights; on the "
@@ -449,11 +461,12 @@ bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
 
 bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::string& base,
                         const std::string& base_name) {
-  RawEnums enums;
+  RawOptions raw;
+  raw.seed = std::to_string(cfg.seed);
   po::options_description generic("tessera train [--config FILE] [--section.key value ...]");
   generic.add_options()("help,h", "list every option with its default")(
       "config", po::value(&cfg.config_file), "INI file; command-line options override it");
-  po::options_description all = train_options(cfg, enums);
+  po::options_description all = train_options(cfg, raw);
   po::options_description cmdline;
   cmdline.add(generic).add(all);
 
@@ -492,25 +505,26 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
   }
   po::notify(vm);
 
+  cfg.seed = unsigned_integer("--train.seed", raw.seed);
   cfg.model.pos = choose<PositionKind>(
-      "--model.pos", enums.pos,
+      "--model.pos", raw.pos,
       {{"learned", PositionKind::Learned}, {"sinusoidal", PositionKind::Sinusoidal}});
-  cfg.schedule.decay = choose<DecayKind>("--optim.decay", enums.decay,
+  cfg.schedule.decay = choose<DecayKind>("--optim.decay", raw.decay,
                                          {{"cosine", DecayKind::Cosine},
                                           {"linear", DecayKind::Linear},
                                           {"constant", DecayKind::Constant}});
-  cfg.model.device = choose<Device>("--train.device", enums.device,
-                                    {{"cpu", Device::CPU}, {"cuda", Device::CUDA}});
+  cfg.model.device =
+      choose<Device>("--train.device", raw.device, {{"cpu", Device::CPU}, {"cuda", Device::CUDA}});
   const DType automatic = cfg.model.device == Device::CUDA ? DType::BF16 : DType::F32;
   cfg.model.dtype =
-      choose<DType>("--train.precision", enums.precision,
+      choose<DType>("--train.precision", raw.precision,
                     {{"auto", automatic}, {"fp32", DType::F32}, {"bf16", DType::BF16}});
   cfg.model.recompute = choose<Recompute>(
-      "--train.recompute", enums.recompute,
+      "--train.recompute", raw.recompute,
       {{"none", Recompute::None}, {"selective", Recompute::Selective}, {"full", Recompute::Full}});
   using ops::AttentionKernels;
   cfg.attention_kernels = choose<AttentionKernels>(
-      "--gpu.attention", enums.attention,
+      "--gpu.attention", raw.attention,
       {{ops::attention_kernels_name(AttentionKernels::CudaCores), AttentionKernels::CudaCores},
        {ops::attention_kernels_name(AttentionKernels::TensorCores), AttentionKernels::TensorCores},
        {ops::attention_kernels_name(AttentionKernels::Cudnn), AttentionKernels::Cudnn}});

@@ -1,7 +1,9 @@
 // The one place where exceptions become messages and exit codes.
 #include "launcher/exit_codes.h"
 
+#include <algorithm>
 #include <boost/program_options/errors.hpp>
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <new>
@@ -10,7 +12,69 @@
 
 namespace tessera {
 
-ErrorReport report_error(std::exception_ptr error, const char* command) {
+namespace {
+
+// The length of the valid UTF-8 sequence of two to four bytes at `s`, not a C1 control
+// (U+0080..U+009F); 0 for anything else.
+size_t utf8_length(const unsigned char* s, size_t left) {
+  const auto in = [&](size_t k, unsigned lo, unsigned hi) {
+    return k < left && s[k] >= lo && s[k] <= hi;
+  };
+  const unsigned c = s[0];
+  if (c == 0xC2) return in(1, 0xA0, 0xBF) ? 2 : 0;
+  if (c >= 0xC3 && c <= 0xDF) return in(1, 0x80, 0xBF) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {  // no overlong forms, no surrogates
+    const unsigned lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    return in(1, lo, hi) && in(2, 0x80, 0xBF) ? 3 : 0;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {  // up to U+10FFFF
+    const unsigned lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    return in(1, lo, hi) && in(2, 0x80, 0xBF) && in(3, 0x80, 0xBF) ? 4 : 0;
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string printable(const std::string& text, size_t max_line) {
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  std::string out;
+  size_t line = 0;  // bytes of the current output line
+  for (size_t i = 0; i < text.size();) {
+    if (s[i] == '\n') {
+      out += '\n';
+      line = 0;
+      ++i;
+      continue;
+    }
+    if (line >= max_line) {  // the rest of this line, counted
+      const size_t end = std::min(text.find('\n', i), text.size());
+      out += " ... (";
+      out += std::to_string(end - i);
+      out += " more bytes)";
+      i = end;
+      continue;
+    }
+    const size_t n = s[i] < 0x80 ? 1 : utf8_length(s + i, text.size() - i);  // 0: invalid
+    if (n > 1 || (n == 1 && (s[i] == '\t' || (s[i] >= 0x20 && s[i] < 0x7F)))) {
+      out.append(text, i, n);
+      line += n;
+      i += n;
+    } else {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02X", s[i]);
+      out += hex;
+      line += 4;
+      ++i;
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// Which exit code and message `error` means, as the exception says it.
+ErrorReport classify(std::exception_ptr error, const char* command) {
   try {
     std::rethrow_exception(error);
   } catch (const InputError& e) {
@@ -28,6 +92,14 @@ ErrorReport report_error(std::exception_ptr error, const char* command) {
   } catch (const std::exception& e) {
     return {kExitInternalError, std::string("tessera: internal error: ") + e.what()};
   }
+}
+
+}  // namespace
+
+ErrorReport report_error(std::exception_ptr error, const char* command) {
+  ErrorReport r = classify(error, command);
+  r.message = printable(r.message);
+  return r;
 }
 
 int run_guarded(int (*command)(int, char**), int argc, char** argv) {

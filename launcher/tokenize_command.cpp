@@ -10,8 +10,11 @@
 #include <algorithm>
 #include <atomic>
 #include <boost/program_options.hpp>
+#include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -274,6 +277,31 @@ int train(int argc, char** argv) {
   return 0;
 }
 
+// The files encode writes before it renames them into place. SIGINT, SIGTERM or SIGHUP (Ctrl-C,
+// scancel, a closed terminal) removes them and then ends the process as the signal would have;
+// a corpus-sized PREFIX.bin.tmp would otherwise stay behind.
+std::string g_part_files[2];
+
+extern "C" void remove_part_files(int signo) {
+  for (const std::string& path : g_part_files) ::unlink(path.c_str());  // async-signal-safe
+  std::signal(signo, SIG_DFL);
+  std::raise(signo);  // delivered as the handler returns
+}
+
+void remove_part_files_on_signals(const std::string& prefix) {
+  g_part_files[0] = prefix + ".bin.tmp";
+  g_part_files[1] = prefix + ".idx.tmp";
+  struct sigaction sa {};
+  sa.sa_handler = remove_part_files;
+  sigemptyset(&sa.sa_mask);
+  for (const int signo : {SIGINT, SIGTERM, SIGHUP}) {
+    struct sigaction old {};
+    // A signal ignored at start (a background job's SIGINT, nohup's SIGHUP) stays ignored.
+    if (sigaction(signo, nullptr, &old) == 0 && old.sa_handler != SIG_IGN)
+      sigaction(signo, &sa, nullptr);
+  }
+}
+
 int encode(int argc, char** argv) {
   po::options_description desc("tokenize encode options");
   desc.add_options()("help,h", "print this help")(
@@ -294,6 +322,7 @@ int encode(int argc, char** argv) {
   DocumentReader reader(vm["input"].as<std::vector<std::string>>(),
                         vm["jsonl_key"].as<std::string>());
   create_parent_directory("--output", prefix);
+  remove_part_files_on_signals(prefix);
   const EncodeStats stats = encode_corpus(reader, *tokenizer, prefix, threads, true);
 
   const IndexedDataset corpus = IndexedDataset::open(prefix);
@@ -325,8 +354,15 @@ void check_ids(const IndexedDataset& corpus, const Tokenizer& tokenizer, bool by
   }
 }
 
-void write_text(std::ostream& out, const std::string& text) {
+// Stops, naming `destination`, once the stream has failed (a full disk).
+void check_written(const std::ostream& out, const std::string& destination) {
+  if (!out)
+    throw InputError(destination + ": writing the text failed (" + std::strerror(errno) + ")");
+}
+
+void write_text(std::ostream& out, const std::string& destination, const std::string& text) {
   out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  check_written(out, destination);
 }
 
 int decode(int argc, char** argv) {
@@ -336,22 +372,29 @@ int decode(int argc, char** argv) {
       "output", po::value<std::string>(), "text file to write (default: standard output)")(
       "tokenizer.model", po::value<std::string>(),
       "SentencePiece model the corpus was encoded with; omit it for byte-level corpora")(
-      "max_tokens", po::value<int64_t>()->default_value(-1, "all"),
-      "decode at most this many tokens from the start");
+      "max_tokens", po::value<int64_t>(),
+      "decode at most this many tokens from the start (default: all)");
   po::variables_map vm;
   if (!parse(desc, argc, argv, vm)) return 0;
   const IndexedDataset corpus = IndexedDataset::open(vm["input"].as<std::string>());
   const std::unique_ptr<Tokenizer> tokenizer = tokenizer_option(vm);
   const bool byte_level = !vm.count("tokenizer.model");
-  const int64_t max_tokens = vm["max_tokens"].as<int64_t>();
-  const int64_t total =
-      max_tokens < 0 ? corpus.num_tokens() : std::min(max_tokens, corpus.num_tokens());
+  int64_t total = corpus.num_tokens();
+  if (vm.count("max_tokens")) {
+    const int64_t max_tokens = vm["max_tokens"].as<int64_t>();
+    if (max_tokens < 0)
+      throw InputError("--max_tokens: expected 0 or more tokens (leave it out for all), found " +
+                       std::to_string(max_tokens));
+    total = std::min(max_tokens, total);
+  }
 
   std::ofstream file;
+  const std::string destination =
+      vm.count("output") ? "--output " + vm["output"].as<std::string>() : "standard output";
   if (vm.count("output")) {
-    const std::string path = vm["output"].as<std::string>();
-    file.open(path, std::ios::binary);
-    if (!file) throw InputError("--output " + path + ": cannot open for writing");
+    file.open(vm["output"].as<std::string>(), std::ios::binary);
+    if (!file)
+      throw InputError(destination + ": cannot open for writing (" + std::strerror(errno) + ")");
   }
   std::ostream& out = file.is_open() ? file : std::cout;
   // SentencePiece text is decoded a whole document at a time (a piece sequence cut in the
@@ -364,12 +407,12 @@ int decode(int argc, char** argv) {
     pending.insert(pending.end(), chunk.begin(), chunk.begin() + n);
     const auto last_end = std::find(pending.rbegin(), pending.rend(), tokenizer->end_of_document());
     const size_t whole = byte_level ? pending.size() : pending.rend() - last_end;
-    write_text(out, tokenizer->decode({pending.data(), whole}));
+    write_text(out, destination, tokenizer->decode({pending.data(), whole}));
     pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(whole));
   }
-  write_text(out, tokenizer->decode(pending));
+  write_text(out, destination, tokenizer->decode(pending));
   out.flush();
-  if (!out) throw InputError("tokenize decode: writing the text failed");
+  check_written(out, destination);
   return 0;
 }
 

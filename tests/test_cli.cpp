@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <algorithm>
 #include <array>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -92,10 +94,11 @@ TEST_F(Cli, NegativeLearningRateIsRejected) {
   expect_clear_error(r, "--optim.lr");
 }
 
-// Values that would only show as NaN losses steps later are refused by name, before training.
+// Values that would only show as NaN losses steps later, or as another seed, are refused by name,
+// before training.
 TEST_F(Cli, NonFiniteOrNegativeNumbersAreRejectedNamingTheOption) {
   for (const std::string bad : {"--optim.lr inf", "--model.init_std nan", "--model.init_std -1",
-                                "--optim.clip inf", "--optim.eps nan"}) {
+                                "--optim.clip inf", "--optim.eps nan", "--train.seed -5"}) {
     CliRun r = run_tessera(tiny_args() + " " + bad, dir_);
     expect_clear_error(r, bad.substr(0, bad.find(' ')));
     EXPECT_EQ(r.out.find("step "), std::string::npos) << bad;
@@ -118,6 +121,58 @@ TEST_F(Cli, StrayArgumentOrConfigDirectoryIsRejected) {
   expect_clear_error(directory, "--config " + dir_.string() + ": expected an INI file");
   CliRun empty = run_tessera(tiny_args() + " --checkpoint.resume ''", dir_);
   expect_clear_error(empty, "--checkpoint.resume: expected auto, none or the PATH");
+}
+
+// A file that is not what it should be (here a config file of terminal escapes and binary bytes)
+// is quoted in the message as text a terminal shows as it is: control characters, bytes that
+// are not UTF-8 and C1 controls written \xHH, valid UTF-8 kept, and a long line cut short.
+TEST_F(Cli, BinaryBytesInAQuotedFileAreEscapedAndCutShort) {
+  const fs::path ini = dir_ / "garbage.ini";
+  std::ofstream(ini) << "[model]\n\x1b[2J\xc3\xa9t\xc3\xa9 \xff\xc2\x9b\xc0\xaf"
+                     << std::string(3000, 'y') << "\n";
+  CliRun r = run_tessera(tiny_args() + " --config " + ini.string(), dir_);
+  expect_clear_error(r, ini.string());
+  for (const std::string part :
+       {"\\x1B[2J\xc3\xa9t\xc3\xa9 \\xFF\\xC2\\x9B\\xC0\\xAF", " more bytes)"})
+    EXPECT_NE(r.err.find(part), std::string::npos) << part << " in\n" << r.err;
+  EXPECT_LT(r.err.size(), 1100u) << r.err;
+  for (const char c : r.err)
+    EXPECT_TRUE(c == '\n' || static_cast<unsigned char>(c) >= 0x20) << static_cast<int>(c);
+}
+
+// Ctrl-C (or scancel's SIGTERM) during `tokenize encode` leaves no PREFIX.bin.tmp behind, and
+// the process ends as the signal ends it. The input is a FIFO held open, so the signal surely
+// comes while the part file exists.
+TEST_F(Cli, InterruptedEncodeLeavesNoPartFiles) {
+  for (const int signo : {SIGINT, SIGTERM}) {
+    const fs::path fifo = dir_ / "text.fifo", prefix = dir_ / ("encoded" + std::to_string(signo));
+    fs::remove(fifo);
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      std::signal(SIGINT, SIG_DFL);  // as a shell's foreground job has it
+      const int devnull = open("/dev/null", O_WRONLY);
+      dup2(devnull, STDERR_FILENO);
+      execl(TESSERA_BIN, TESSERA_BIN, "tokenize", "encode", "--input", fifo.c_str(), "--output",
+            prefix.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    {
+      std::ofstream text(fifo);  // opens once the encoder reads
+      text << "a first document\n%\na second one\n%\n" << std::flush;
+      const fs::path part = prefix.string() + ".bin.tmp";
+      for (int i = 0; i < 1000 && !fs::exists(part); ++i) usleep(10000);
+      ASSERT_TRUE(fs::exists(part)) << "the encoder never started writing";
+      kill(child, signo);
+      int status = 0;
+      waitpid(child, &status, 0);
+      ASSERT_TRUE(WIFSIGNALED(status)) << status;
+      EXPECT_EQ(WTERMSIG(status), signo);
+    }
+    for (const char* ext : {".bin.tmp", ".idx.tmp", ".bin", ".idx"})
+      EXPECT_FALSE(fs::exists(prefix.string() + ext)) << ext;
+  }
 }
 
 // Mixed precision on the host (bf16 compute, fp32 masters, gradient sums and statistics, as on

@@ -3,10 +3,13 @@
 // metrics sink and the `tokenize` command (the loader has tests/test_loader.cpp). Every test
 // works in its own temporary directory.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <boost/program_options/errors.hpp>
 #include <cmath>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -523,6 +526,46 @@ TEST_F(IoTest, MetricsAreJsonLinesThatRoundTrip) {
                      {path("no/such/dir/metrics.jsonl"), "cannot open"});
 }
 
+// The file stays whole lines: a line an earlier run left unfinished is cut when the file is
+// opened again, and a write that fails partway (here at RLIMIT_FSIZE, as at a full disk) takes
+// back the part of its line that reached the file.
+TEST_F(IoTest, MetricsStayWholeLinesAfterAWriteCutShort) {
+  const std::string cut = path("cut.jsonl");
+  write_text(cut, "{\"step\": 1, \"loss\": 2}\n{\"step\": 2, \"lo");
+  MetricsWriter(cut).write(3, {{"loss", 0.5}});
+  const auto bytes = read_bytes(cut);
+  EXPECT_EQ(std::string(bytes.begin(), bytes.end()),
+            "{\"step\": 1, \"loss\": 2}\n{\"step\": 3, \"loss\": 0.5}\n");
+
+  const std::string full = path("full.jsonl");
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {  // 26-byte lines: the fourth line crosses the 100-byte limit
+    const rlimit limit{100, 100};
+    std::signal(SIGXFSZ, SIG_IGN);
+    if (setrlimit(RLIMIT_FSIZE, &limit) != 0) _exit(10);
+    MetricsWriter m(full);
+    try {
+      for (int step = 1; step <= 9; ++step) m.write(step, {{"loss", 0.25}});
+    } catch (const InputError& e) {
+      _exit(std::string(e.what()) == "metrics file " + full + ": write failed (File too large)"
+                ? 0
+                : 11);
+    }
+    _exit(12);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "10: setrlimit failed, 11: another message, 12: no error";
+  const auto written = read_bytes(full);
+  EXPECT_EQ(written.size(), 3u * 26) << std::string(written.begin(), written.end());
+
+  const std::string unbroken = path("unbroken.jsonl");
+  write_text(unbroken, std::string(5000, 'x'));
+  expect_input_error([&] { MetricsWriter{unbroken}; }, {unbroken, "without a line break"});
+}
+
 // ---------------------------------------------------------------------------------------------
 // tokenize command
 
@@ -544,6 +587,16 @@ TEST_F(IoTest, TokenizeEncodeDecodeRoundTrip) {
             0);
   const auto head = read_bytes(path("head.txt"));
   EXPECT_EQ(std::string(head.begin(), head.end()), "first");
+  expect_input_error(
+      [&] {
+        run_tokenize({"decode", "--input", path("out/c"), "--max_tokens", "-7"});
+      },
+      {"--max_tokens", "leave it out for all", "found -7"});
+  expect_input_error(
+      [&] {
+        run_tokenize({"decode", "--input", path("out/c"), "--output", "/dev/full"});
+      },
+      {"--output /dev/full: writing the text failed (No space left on device)"});
 }
 
 TEST_F(IoTest, TokenizeRejectsBadOptions) {
