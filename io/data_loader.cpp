@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <numeric>
 #include <sstream>
 
@@ -18,9 +19,12 @@
 namespace tessera {
 
 std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std::string& option) {
+  if (std::count(text.begin(), text.end(), '"') % 2 != 0)
+    throw InputError(option + ": expected a path with spaces in a pair of double quotes, found " +
+                     "an unmatched \" in " + text);
   std::istringstream in(text);
   std::vector<std::string> words;
-  for (std::string w; in >> w;) words.push_back(w);
+  for (std::string w; in >> std::quoted(w);) words.push_back(w);
   if (words.empty()) throw InputError(option + ": expected a corpus path, found nothing");
   if (words.size() == 1) return {CorpusWeight{1.0, words[0]}};
   if (words.size() % 2 != 0)
@@ -38,7 +42,7 @@ std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std:
     }
     if (used != words[i].size() || !(w > 0) || !std::isfinite(w))
       throw InputError(option + ": expected a positive weight before " + words[i + 1] +
-                       ", found \"" + words[i] + "\"");
+                       ", found \"" + words[i] + "\" (a path with spaces goes in double quotes)");
     blend.push_back({w, words[i + 1]});
     total += w;
   }

@@ -28,8 +28,8 @@ struct CorpusWeight {
   std::string path;
 };
 
-// "PATH" or "W1 PATH1 W2 PATH2 ..." (weights positive, normalised to sum 1). Throws InputError
-// naming `option` when the text is not of that form.
+// "PATH" or "W1 PATH1 W2 PATH2 ..." (weights positive, normalised to sum 1); a path with spaces
+// in double quotes. Throws InputError naming `option` when the text is not of that form.
 std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std::string& option);
 
 struct SampleOptions {

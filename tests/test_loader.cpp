@@ -79,10 +79,16 @@ TEST(CorpusBlend, ParsesOnePathOrWeightedPairsAndNormalises) {
   ASSERT_EQ(b.size(), 2u);
   EXPECT_DOUBLE_EQ(b[0].weight, 0.5);
   EXPECT_EQ(b[1].path, "b");
+  const auto spaced = parse_corpus_blend("1 \"my data/a\" 3 b", "--data.path");
+  ASSERT_EQ(spaced.size(), 2u);
+  EXPECT_EQ(spaced[0].path, "my data/a");
+  EXPECT_DOUBLE_EQ(spaced[1].weight, 0.75);
+  EXPECT_EQ(parse_corpus_blend("\"my data/a\"", "--data.path").at(0).path, "my data/a");
 }
 
 TEST(CorpusBlend, MalformedTextNamesTheOption) {
-  for (const char* bad : {"", "0.5 a b", "x a 0.5 b", "-1 a 1 b", "0 a 1 b"}) {
+  for (const char* bad :
+       {"", "0.5 a b", "x a 0.5 b", "-1 a 1 b", "0 a 1 b", "my data/a", "\"my data/a"}) {
     try {
       parse_corpus_blend(bad, "--data.path");
       ADD_FAILURE() << "accepted \"" << bad << "\"";
