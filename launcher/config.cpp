@@ -190,9 +190,10 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       "of that rank's parameters flips, for tests of --train.check_replicas");
 
   po::options_description data("[data]");
-  data.add_options()("data.path", po::value(&c.data_path),
-                     "corpus: a Megatron prefix (PREFIX.bin + PREFIX.idx) or an llm.c shard "
-                     "(.bin); a blend as \"W1 PATH1 W2 PATH2 ...\"")(
+  data.add_options()(
+      "data.path", po::value(&c.data_path),
+      "corpus: a Megatron prefix (PREFIX.bin + PREFIX.idx) or an llm.c shard "
+      "(.bin); a blend as \"W1 PATH1 W2 PATH2 ...\"; a path with spaces in double quotes")(
       "data.valid_path", po::value(&c.valid_path)->default_value(c.valid_path),
       "validation corpora, same syntax (empty: hold out --data.valid_fraction)")(
       "data.valid_fraction", po::value(&c.valid_fraction)->default_value(c.valid_fraction, "0.01"),

@@ -114,6 +114,9 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
     std::printf(
         "validation: none (no training corpus has 2 samples of --model.seq_len + 1 tokens to "
         "split; give --data.valid_path)\n");
+  } else if (!cfg.valid_path.empty() && cfg.eval_interval == 0) {
+    std::printf(
+        "validation: none (--train.eval_interval is 0, so --data.valid_path is not read)\n");
   }
   std::printf("%s", tr.grid().describe_groups().c_str());
   std::string stages;
@@ -525,7 +528,8 @@ int train_command(int argc, char** argv) {
     if (!help) {
       configure_process(cfg, mpi.ranks_on_this_node(), mpi.rank_on_this_node());
       trainer = std::make_unique<Trainer>(cfg, world.rank(), world.size());
-      if (cfg.sample_tokens > 0) check_sampling_tokenizer(cfg);
+      // Also when this run samples nothing: `tessera sample` reads it from config.ini.
+      check_sampling_tokenizer(cfg);
       if (root) {
         prepare_run_dir(cfg);
         resume_dir = choose_checkpoint(checkpoints_root(cfg), cfg.checkpoint_resume, resume_note);

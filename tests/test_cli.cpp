@@ -463,6 +463,22 @@ TEST_F(Cli, OneSampleCorpusTrainsAndSaysItHasNoValidation) {
   EXPECT_EQ(r.out.find("validation |"), std::string::npos) << r.out;
 }
 
+// Options this run does not use are not passed over in silence: a tokenizer that is not there is
+// refused though the run samples nothing (`tessera sample` takes it from config.ini), and a
+// validation corpus that no validation reads is named.
+TEST_F(Cli, TokenizerIsCheckedAndAnUnreadValidationCorpusIsNamed) {
+  const std::string missing = (dir_ / "no.model").string();
+  expect_clear_error(run_tessera(tiny_args() + " --data.tokenizer " + missing, dir_), missing);
+  CliRun r = run_tessera(
+      tiny_args() + " --train.steps 1 --train.eval_interval 0 " + "--data.valid_path " + corpus_,
+      dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("validation: none (--train.eval_interval is 0, so --data.valid_path is "
+                       "not read)"),
+            std::string::npos)
+      << r.out;
+}
+
 // A held-out split gives a validation loss in the log and in metrics.jsonl, every interval and
 // after the last step.
 TEST_F(Cli, ValidationLossIsLoggedAndRecorded) {
