@@ -55,18 +55,28 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
-// A small table of the loss curve, one row per tenth of the run, with a bar per row.
+// A small table of the loss curve, one row per tenth of the run, with a bar per row that spans
+// the rows' range of losses (1 '#' at the lowest, 50 at the highest), so that the shape shows
+// also when the loss moved little.
 void print_loss_curve(const std::vector<double>& losses) {
   const int64_t n = static_cast<int64_t>(losses.size());
   const int64_t rows = std::min<int64_t>(10, n);
   if (rows < 2) return;
-  const double top = *std::max_element(losses.begin(), losses.end());
-  std::printf("loss curve:\n");
+  std::vector<int64_t> at(static_cast<size_t>(rows));
+  double lo = INFINITY, hi = -INFINITY;
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t i = r * (n - 1) / (rows - 1);
-    const int bar = top > 0 ? static_cast<int>(std::lround(50.0 * losses[i] / top)) : 0;
-    std::printf("  step %6lld  %7.4f  %s\n", static_cast<long long>(i + 1), losses[i],
-                std::string(std::max(bar, 0), '#').c_str());
+    at[static_cast<size_t>(r)] = r * (n - 1) / (rows - 1);
+    const double loss = losses[static_cast<size_t>(at[static_cast<size_t>(r)])];
+    if (std::isfinite(loss)) lo = std::min(lo, loss), hi = std::max(hi, loss);
+  }
+  std::printf("loss curve (bars from %.4f to %.4f):\n", lo, hi);
+  for (const int64_t i : at) {
+    const double loss = losses[static_cast<size_t>(i)];
+    const int bar = !std::isfinite(loss) ? 0
+                    : hi > lo ? 1 + static_cast<int>(std::lround(49 * (loss - lo) / (hi - lo)))
+                              : 50;
+    std::printf("  step %6lld  %7.4f  %s\n", static_cast<long long>(i + 1), loss,
+                std::string(static_cast<size_t>(bar), '#').c_str());
   }
 }
 

@@ -435,6 +435,23 @@ TEST_F(Cli, FortunesCorpusTrainsWellBelowItsUnigramEntropy) {
   EXPECT_GT(entropy, 3.0);  // English bytes: about 4.3-4.8 bits
   EXPECT_LT(loss, entropy - 0.5) << r.out;
   EXPECT_NE(r.out.find("sample ("), std::string::npos) << r.out;
+  // The loss curve's bars span the rows' range: 1 '#' at the lowest loss, 50 at the highest.
+  std::istringstream curve(r.out.substr(r.out.find("loss curve (bars from ")));
+  std::string line;
+  double lo = 0, hi = 0;
+  std::getline(curve, line);
+  ASSERT_EQ(std::sscanf(line.c_str(), "loss curve (bars from %lf to %lf):", &lo, &hi), 2) << line;
+  ASSERT_GT(hi, lo + 1) << line;
+  std::vector<size_t> bars;
+  for (long long step = 0; std::getline(curve, line) && line.rfind("  step ", 0) == 0;) {
+    double row = 0;
+    ASSERT_EQ(std::sscanf(line.c_str(), "  step %lld %lf", &step, &row), 2) << line;
+    bars.push_back(static_cast<size_t>(std::count(line.begin(), line.end(), '#')));
+    EXPECT_EQ(bars.back(), 1 + std::lround(49 * (row - lo) / (hi - lo))) << line;
+  }
+  ASSERT_EQ(bars.size(), 10u) << r.out;
+  EXPECT_EQ(bars.front(), 50u) << r.out;  // the untrained model's loss is the highest
+  EXPECT_EQ(*std::min_element(bars.begin(), bars.end()), 1u) << r.out;
 }
 
 // --- Data ------------------------------------------------------------------------------------
