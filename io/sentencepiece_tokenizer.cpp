@@ -44,8 +44,9 @@ bool blank(std::string_view s) {
 // so it never unwinds through SentencePiece's frames.
 class DocumentLines final : public spm::SentenceIterator {
  public:
-  DocumentLines(DocumentReader& reader, SentencePieceTrainStats& stats)
-      : reader_(reader), stats_(stats) {
+  DocumentLines(DocumentReader& reader, SentencePieceTrainStats& stats,
+                const std::function<void(const SentencePieceReadProgress&)>& progress)
+      : reader_(reader), stats_(stats), progress_(progress) {
     advance();
   }
   bool done() const override { return done_; }
@@ -64,12 +65,14 @@ class DocumentLines final : public spm::SentenceIterator {
         std::optional<std::string> doc = reader_.next();
         if (!doc) {
           done_ = true;
+          report();
           return;
         }
         doc_ = std::move(*doc);
         pos_ = 0;
         ++stats_.documents;
         stats_.text_bytes += static_cast<int64_t>(doc_.size());
+        report();
       }
       ++stats_.sentences;
     } catch (const std::exception&) {
@@ -99,8 +102,15 @@ class DocumentLines final : public spm::SentenceIterator {
     return false;
   }
 
+  void report() const {
+    if (progress_)
+      progress_(
+          {stats_.documents, stats_.sentences, reader_.bytes_read(), reader_.total_bytes(), done_});
+  }
+
   DocumentReader& reader_;
   SentencePieceTrainStats& stats_;
+  const std::function<void(const SentencePieceReadProgress&)>& progress_;
   std::string doc_;
   size_t pos_ = 0;
   std::string line_;
@@ -231,7 +241,7 @@ SentencePieceTrainStats train_sentencepiece(const SentencePieceTrainOptions& opt
                      parent.string() + " (" + ec.message() + ")");
 
   SentencePieceTrainStats stats;
-  DocumentLines lines(reader, stats);
+  DocumentLines lines(reader, stats, options.progress);
   spm::SetRandomGeneratorSeed(1);  // the same sample of lines run to run (--max_sentences)
   const spm::util::Status status =
       spm::SentencePieceTrainer::Train(trainer_arguments(options), &lines);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -73,6 +74,16 @@ class SentencePieceTokenizer final : public Tokenizer {
 // The tokenizer a corpus command uses: SentencePiece when `model_path` is given, else byte-level.
 std::unique_ptr<Tokenizer> open_tokenizer(const std::string& model_path);
 
+// How far train_sentencepiece has read its text: given after each document, and once with
+// `done` when all is read and SentencePiece's own training begins.
+struct SentencePieceReadProgress {
+  int64_t documents = 0;
+  int64_t sentences = 0;
+  int64_t bytes_read = 0;  // of the input files
+  int64_t total_bytes = 0;
+  bool done = false;
+};
+
 struct SentencePieceTrainOptions {
   std::vector<std::string> inputs;  // files or directories, read as DocumentReader reads them
   std::string output_prefix;        // writes PREFIX.model and PREFIX.vocab
@@ -84,6 +95,7 @@ struct SentencePieceTrainOptions {
   std::string jsonl_key = "text";
   bool byte_fallback = true;  // unknown characters as UTF-8 byte pieces instead of <unk>
   bool verbose = false;       // SentencePiece's own log on stderr
+  std::function<void(const SentencePieceReadProgress&)> progress;  // none when empty
 };
 
 struct SentencePieceTrainStats {

@@ -20,6 +20,7 @@
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -104,40 +105,49 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
-// The encoder's progress on stderr: rewritten in place at most every 0.5 s on a terminal, else
-// one line every 5 s (logs of batch jobs stay short).
+// Progress through the input text on stderr, "WHAT: DONE / TOTAL MB, RATE MB/s, COUNTS, ETA T":
+// rewritten in place at most every 0.5 s on a terminal, else one line every 5 s (logs of batch
+// jobs stay short). Callers build COUNTS only when a line is due().
 class ProgressLine {
  public:
-  ProgressLine(bool enabled, int64_t total_bytes)
-      : enabled_(enabled), tty_(::isatty(STDERR_FILENO) == 1), total_(total_bytes) {}
-  ~ProgressLine() {
-    if (in_place_) std::fputc('\n', stderr);
+  ProgressLine(bool enabled, const char* what, int64_t total_bytes)
+      : enabled_(enabled), tty_(::isatty(STDERR_FILENO) == 1), what_(what), total_(total_bytes) {}
+  ~ProgressLine() { end(); }
+
+  bool due() const {
+    return enabled_ && Clock::now() - last_ >= std::chrono::milliseconds(tty_ ? 500 : 5000);
   }
 
-  void update(int64_t bytes_done, int64_t documents, int64_t tokens) {
-    const Clock::time_point now = Clock::now();
-    if (!enabled_ || now - last_ < std::chrono::milliseconds(tty_ ? 500 : 5000)) return;
-    last_ = now;
+  void print(int64_t bytes_done, const std::string& counts) {
+    last_ = Clock::now();
     const double seconds = std::max(seconds_since(start_), 1e-9);
     const double rate = bytes_done / seconds;  // bytes/s
     const std::string eta =
         rate > 0 ? format_duration(std::max<int64_t>(total_ - bytes_done, 0) / rate) : "?";
-    std::fprintf(
-        stderr,
-        "%stokenize encode: %.1f / %.1f MB, %.1f MB/s, %lld documents, %lld tokens, ETA %s%s",
-        tty_ ? "\r" : "", bytes_done / 1e6, total_ / 1e6, rate / 1e6,
-        static_cast<long long>(documents), static_cast<long long>(tokens), eta.c_str(),
-        tty_ ? "\033[K" : "\n");
+    std::fprintf(stderr, "%s%s: %.1f / %.1f MB, %.1f MB/s, %s, ETA %s%s", tty_ ? "\r" : "", what_,
+                 bytes_done / 1e6, total_ / 1e6, rate / 1e6, counts.c_str(), eta.c_str(),
+                 tty_ ? "\033[K" : "\n");
     std::fflush(stderr);
     in_place_ = tty_;
   }
 
+  // Ends a line rewritten in place, so that what follows starts a line of its own.
+  void end() {
+    if (in_place_) std::fputc('\n', stderr);
+    in_place_ = false;
+  }
+
  private:
   bool enabled_, tty_;
+  const char* what_;
   int64_t total_;
   Clock::time_point start_ = Clock::now(), last_ = Clock::now();
   bool in_place_ = false;
 };
+
+std::string count_of(int64_t n, const char* things) {
+  return std::to_string(n) + " " + things;
+}
 
 // Encodes one chunk of documents on worker threads; each worker claims the next unclaimed
 // document, and results are stored by index, so they do not depend on the scheduling.
@@ -209,7 +219,7 @@ EncodeStats encode_corpus(DocumentReader& reader, const Tokenizer& tokenizer,
   const Clock::time_point start = Clock::now();
   const int workers = thread_count(threads);
   IndexedDatasetWriter writer(prefix, token_dtype_for_vocab(tokenizer.vocab_size()));
-  ProgressLine line(progress, reader.total_bytes());
+  ProgressLine line(progress, "tokenize encode", reader.total_bytes());
   ChunkEncoder encoders[2] = {{tokenizer, workers}, {tokenizer, workers}};
   EncodeStats stats;
   std::vector<std::string> chunk;
@@ -233,7 +243,9 @@ EncodeStats encode_corpus(DocumentReader& reader, const Tokenizer& tokenizer,
       stats.tokens += static_cast<int64_t>(ids.size());
     }
     stats.documents += static_cast<int64_t>(tokens.size());
-    line.update(done_bytes, stats.documents, stats.tokens);
+    if (line.due())
+      line.print(done_bytes,
+                 count_of(stats.documents, "documents") + ", " + count_of(stats.tokens, "tokens"));
   }
   if (stats.documents == 0)
     throw InputError("--input: expected some text, found only empty or blank files");
@@ -266,6 +278,22 @@ int train(int argc, char** argv) {
       "verbose", po::bool_switch(&o.verbose), "show SentencePiece's own log");
   po::variables_map vm;
   if (!parse(desc, argc, argv, vm)) return 0;
+  std::optional<ProgressLine> line;  // made when the total is known
+  o.progress = [&](const SentencePieceReadProgress& p) {
+    if (!line) line.emplace(true, "tokenize train: reading", p.total_bytes);
+    const std::string counts =
+        count_of(p.documents, "documents") + " (" + count_of(p.sentences, "lines") + ")";
+    if (!p.done) {
+      if (line->due()) line->print(p.bytes_read, counts);
+      return;
+    }
+    line->end();
+    std::fprintf(stderr,
+                 "tokenize train: read %s, %.1f MB; SentencePiece trains now (--verbose shows "
+                 "its progress)\n",
+                 counts.c_str(), p.bytes_read / 1e6);
+    std::fflush(stderr);
+  };
   const SentencePieceTrainStats stats = train_sentencepiece(o);
   std::printf(
       "tokenize train: %lld documents (%lld lines), %.2f MB of text -> %s.model/.vocab: "

@@ -337,8 +337,13 @@ TEST_F(TokenizerTest, EndOfDocumentIdsAreWhereDocumentsEnd) {
 TEST_F(TokenizerTest, CorpusEncodedWithAModelDecodesWithIt) {
   const std::vector<std::string> docs = make_documents(100, 6);
   write_file(path("t.txt"), as_fortune_file(docs));
+  ::testing::internal::CaptureStderr();
   run_tokenize({"train", "--input", path("t.txt"), path("t.txt"), "--output", path("m/bpe"),
                 "--vocab_size", "320"});
+  // Reading is reported before SentencePiece's own training, which shows nothing by itself.
+  const std::string progress = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(progress.find("tokenize train: read 200 documents ("), std::string::npos) << progress;
+  EXPECT_NE(progress.find("SentencePiece trains now"), std::string::npos) << progress;
   const std::string out = run_tokenize({"encode", "--input", path("t.txt"), "--output", path("c"),
                                         "--tokenizer.model", path("m/bpe.model")});
   EXPECT_NE(out.find("100 documents"), std::string::npos) << out;
