@@ -36,7 +36,20 @@ mkdir -p "$OUT_DIR"
 status=0
 step() { echo; echo "=== $* ==="; }
 PREBUILT=""
-if [ "${1:-}" = "--prebuilt" ]; then PREBUILT="$(cd "$2" && pwd)"; fi
+case "${1:-}" in
+  "") ;;
+  --prebuilt)
+    [ -n "${2:-}" ] && [ -d "$2/bin" ] || {
+      echo "gpu_check.sh: --prebuilt DIR: expected a folder holding bin/ (scripts/pack_gpu_bin.sh), found '${2:-}'" >&2
+      exit 2
+    }
+    PREBUILT="$(cd "$2" && pwd)" ;;
+  *)
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    if [ "$1" = "--help" ] || [ "$1" = "-h" ]; then exit 0; fi
+    echo "gpu_check.sh: unknown argument '$1'" >&2
+    exit 2 ;;
+esac
 
 # Where a shared library lives on this machine: the CUDA toolkit, the system, or a Python
 # package (PyTorch's wheels carry NCCL and cuBLAS). Prints its folder, or nothing.
@@ -128,10 +141,14 @@ summary() {
 # The test binary itself, so each test's name and tolerance line shows. The ops first, then
 # the benchmarks, then NCCL and the Trainer (which uses NCCL): a hang in one part (killed by
 # its timeout) costs only that part.
+# The whole log goes to its file first: `head` in the same pipe as the tests would end them
+# with SIGPIPE once it has its lines.
 gpu_tests() {  # NAME TIMEOUT FILTER
-  timeout "$2" "$BIN"/test_gpu --gtest_filter="$3" 2>&1 | tee "$OUT_DIR/$1.txt" |
-    grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) |Failure|expected|element|error" | head -120
-  [ "${PIPESTATUS[0]}" -eq 0 ] || { status=1; echo "test_gpu ($3): FAILED or timed out"; }
+  local rc=0
+  timeout "$2" "$BIN"/test_gpu --gtest_filter="$3" >"$OUT_DIR/$1.txt" 2>&1 || rc=$?
+  grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) |Failure|expected|element|error" "$OUT_DIR/$1.txt" |
+    head -120
+  [ "$rc" -eq 0 ] || { status=1; echo "test_gpu ($3): FAILED or timed out (exit $rc)"; }
 }
 
 step "gpu tests, part 1: device memory, every CUDA op against its CPU twin, the model"
