@@ -449,19 +449,68 @@ void read_selection(hid_t d, hid_t file_space, DType stored, Tensor& out, const 
   }
 }
 
-}  // namespace
-
 // One dataset of the preferred shard: which block of which tensor it holds.
 struct ShardBlock {
   Shape offset, shape;
   std::string dataset;
 };
 
+// One block of a tensor in model.h5 that a virtual dataset maps onto a shard's dataset.
+struct MappedBlock {
+  std::string tensor, dataset;
+  Shape offset, shape;  // where in the tensor, and the shard dataset's shape
+};
+
+// The text H5Pget_virtual_filename/dsetname hand back, for mapping i of `dcpl`.
+std::string virtual_name(hid_t dcpl, size_t i, bool file) {
+  const auto get = [&](char* out, size_t size) {
+    return file ? H5Pget_virtual_filename(dcpl, i, out, size)
+                : H5Pget_virtual_dsetname(dcpl, i, out, size);
+  };
+  std::string name(static_cast<size_t>(CHECK_H5(get(nullptr, 0))) + 1, '\0');
+  CHECK_H5(get(name.data(), name.size()));
+  name.resize(name.size() - 1);
+  std::string literal;  // vds_literal's "%%" back to '%'
+  for (size_t k = 0; k < name.size(); ++k) {
+    literal += name[k];
+    if (name[k] == '%' && k + 1 < name.size() && name[k + 1] == '%') ++k;
+  }
+  return literal;
+}
+
+// The blocks of dataset `d` (tensor `tensor`) that live in shards, by shard file (relative to
+// the checkpoint directory); none for a dataset that is not virtual.
+void add_mapped_blocks(hid_t d, const std::string& tensor,
+                       std::map<std::string, std::vector<MappedBlock>>& by_file) {
+  H5Id dcpl(CHECK_H5(H5Dget_create_plist(d)), H5Pclose);
+  if (H5Pget_layout(dcpl) != H5D_VIRTUAL) return;
+  size_t count = 0;
+  CHECK_H5(H5Pget_virtual_count(dcpl, &count));
+  for (size_t i = 0; i < count; ++i) {
+    // The block's extent in the tensor, which is the whole shard dataset's (HDF5 1.10 does not
+    // keep the source dataspace's extent until the source is opened).
+    H5Id block(CHECK_H5(H5Pget_virtual_vspace(dcpl, i)), H5Sclose);
+    const size_t rank = static_cast<size_t>(CHECK_H5(H5Sget_simple_extent_ndims(block)));
+    std::vector<hsize_t> first(rank), last(rank);
+    CHECK_H5(H5Sget_select_bounds(block, first.data(), last.data()));
+    Shape offset(rank), shape(rank);
+    for (size_t k = 0; k < rank; ++k) {
+      offset[k] = static_cast<int64_t>(first[k]);
+      shape[k] = static_cast<int64_t>(last[k] - first[k] + 1);
+    }
+    by_file[virtual_name(dcpl, i, true)].push_back(
+        {tensor, virtual_name(dcpl, i, false), offset, shape});
+  }
+}
+
+}  // namespace
+
 struct CheckpointReader::Impl {
   std::string dir;
   H5Id file{H5I_INVALID_HID, H5Fclose};
   CheckpointMeta meta;
   std::map<std::string, TensorInfo> tensors;
+  std::map<std::string, std::vector<MappedBlock>> mapped;  // by shard file
   std::string shard_path;  // prefer_shard's file, open while `shard` is
   H5Id shard{H5I_INVALID_HID, H5Fclose};
   std::map<std::string, std::vector<ShardBlock>> shard_blocks;  // by tensor name
@@ -492,11 +541,41 @@ CheckpointReader CheckpointReader::open(const std::string& dir, ManifestCheck ch
       if (dataset.rfind("/meta/", 0) == 0) return;
       const std::string name = dataset.substr(1);
       impl->tensors[name] = {name, dataset_shape(d), stored_dtype(d, path + ":" + dataset)};
+      add_mapped_blocks(d, name, impl->mapped);
     });
   } catch (const InternalError& e) {  // a file that passed the MANIFEST but HDF5 cannot read
     throw InputError(path + ": unreadable (" + e.what() + "); `tessera ckpt verify` checks it");
   }
+  // verify_manifest held the files on disk to the MANIFEST; this holds model.h5 to the files: a
+  // shard removed together with its MANIFEST line would otherwise read as NaN.
+  for (const auto& [file, blocks] : impl->mapped)
+    if (!fs::is_regular_file(fs::path(dir) / file))
+      throw InputError(path + ": tensor " + blocks.front().tensor + " lies partly in " + file +
+                       ", which is missing (and not in the MANIFEST: removed with its line?)");
   return CheckpointReader(std::move(impl));
+}
+
+void CheckpointReader::check_shards() const {
+  H5Lock lock;
+  for (const auto& [file, blocks] : impl_->mapped) {
+    const std::string path = (fs::path(impl_->dir) / file).string();
+    H5Id shard(check_h5_input(H5Fopen(path.c_str(), H5F_ACC_RDONLY, file_access()), path,
+                              "cannot open as HDF5"),
+               H5Fclose);
+    for (const MappedBlock& b : blocks) {
+      H5Id d(check_h5_input(H5Dopen2(shard, b.dataset.c_str(), H5P_DEFAULT), path,
+                            "no dataset " + b.dataset + " (tensor " + b.tensor +
+                                "), which model.h5 maps onto it"),
+             H5Dclose);
+      const Shape shape = dataset_shape(d);
+      const Shape offset = read_shape_attribute(d, "global_offset", path + ":" + b.dataset);
+      if (shape != b.shape || offset != b.offset)
+        throw InputError(path + ": dataset " + b.dataset + " holds " + shape_str(shape) + " at " +
+                         shape_str(offset) + " of tensor " + b.tensor + ", model.h5 maps " +
+                         shape_str(b.shape) + " at " + shape_str(b.offset) +
+                         " onto it (a shard of another rank or checkpoint?)");
+    }
+  }
 }
 
 const std::string& CheckpointReader::dir() const {

@@ -74,8 +74,15 @@ void write_master(const std::string& dir, const CheckpointMeta& meta);
 class CheckpointReader {
  public:
   // verify_manifest(dir, check) first, then opens DIR/model.h5 read-only and reads its meta and
-  // list of tensors. InputError naming the file when model.h5 cannot be opened.
+  // list of tensors. InputError naming the file when model.h5 cannot be opened, or when a shard
+  // its virtual datasets map onto is missing.
   static CheckpointReader open(const std::string& dir, ManifestCheck check = ManifestCheck::kFull);
+
+  // Opens every shard that model.h5 maps onto and compares each mapped dataset's shape with the
+  // mapping: InputError naming the shard when HDF5 cannot open it, a dataset is missing or has
+  // another shape (a shard copied from another checkpoint, its MANIFEST line rewritten). The
+  // checksums cannot see such a file; unchecked, it would read as NaN or as wrong values.
+  void check_shards() const;
 
   CheckpointReader(CheckpointReader&&) noexcept;
   CheckpointReader& operator=(CheckpointReader&&) noexcept;
@@ -97,7 +104,7 @@ class CheckpointReader {
   // tensor of the same rank; F32 or F64 from any stored dtype, BF16 only from BF16, as raw bits).
   // InputError naming the tensor, the checkpoint and both shapes when the stored global shape is
   // not `global_shape` (a model of another shape); InternalError when the block lies outside it.
-  // Elements of a missing shard read as NaN: verify_manifest is what detects those.
+  // Elements of a missing shard read as NaN: open() and verify_manifest are what detect those.
   void read(const std::string& name, const Shape& global_shape, const Shape& offset,
             Tensor& out) const;
 

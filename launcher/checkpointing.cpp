@@ -487,6 +487,7 @@ void load_zero_state(Trainer& tr, ZeroAdamW& z, const CheckpointReader& reader,
 
 void check_checkpoint_fits(const std::string& dir, const ModelConfig& m) {
   const CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
+  reader.check_shards();
   check_resume_meta(reader.meta(), dir);
   check_saved_model(reader, m, dir);
 }

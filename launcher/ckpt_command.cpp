@@ -153,6 +153,7 @@ int verify(int argc, char** argv) {
   size_t tensors = 0;
   try {
     const CheckpointReader r = CheckpointReader::open(dir, ManifestCheck::kFull);
+    r.check_shards();
     check_resume_meta(r.meta(), dir);
     for (const TensorInfo& t : r.tensors()) {
       int64_t nan = 0;
@@ -290,6 +291,7 @@ int export_command(int argc, char** argv) {
   // read of the checkpoint, from the page cache for the weights that follow.
   const CheckpointReader r =
       CheckpointReader::open(vm["dir"].as<std::string>(), ManifestCheck::kFull);
+  r.check_shards();
   std::map<std::string, TensorInfo> tensors;  // "layers.03.attn.qkv.weight" -> model/layers/...
   for (const TensorInfo& t : r.tensors()) {
     if (t.name.rfind("model/", 0) != 0) continue;

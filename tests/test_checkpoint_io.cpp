@@ -461,13 +461,38 @@ TEST_F(CheckpointTest, CkptVerifyPassesGoodAndFailsDamagedCheckpoints) {
   fs::resize_file(damaged / "shards/rank_00001.h5", 100);
   EXPECT_EQ(ckpt({"verify", damaged.string()}).first, 1);
 
-  // A MANIFEST written after a shard vanished: the virtual datasets read NaN fill instead.
+  // Files the checksums cannot fault, each with a MANIFEST written to match: a shard gone, one
+  // HDF5 cannot open, one of another rank. Unchecked, they read as NaN or as wrong values.
   const fs::path hollow = copy("hollow");
   fs::remove(hollow / "shards/rank_00001.h5");
   write_manifest(hollow.string());
   const auto [hollow_code, hollow_out] = ckpt({"verify", hollow.string()});
   EXPECT_EQ(hollow_code, 1);
-  EXPECT_NE(hollow_out.find("model/wte: 24 of 48 values are NaN"), std::string::npos) << hollow_out;
+  EXPECT_NE(hollow_out.find("lies partly in shards/rank_00001.h5, which is missing"),
+            std::string::npos)
+      << hollow_out;
+  const fs::path garbage = copy("garbage");
+  std::ofstream(garbage / "shards/rank_00001.h5", std::ios::trunc) << std::string(4096, 'x');
+  write_manifest(garbage.string());
+  const auto [garbage_code, garbage_out] = ckpt({"verify", garbage.string()});
+  EXPECT_EQ(garbage_code, 1);
+  EXPECT_NE(garbage_out.find("rank_00001.h5: cannot open as HDF5"), std::string::npos)
+      << garbage_out;
+  const fs::path swapped = copy("swapped");
+  fs::copy_file(swapped / "shards/rank_00000.h5", swapped / "shards/rank_00001.h5",
+                fs::copy_options::overwrite_existing);
+  write_manifest(swapped.string());
+  const auto [swapped_code, swapped_out] = ckpt({"verify", swapped.string()});
+  EXPECT_EQ(swapped_code, 1);
+  EXPECT_NE(swapped_out.find("rank_00001.h5: dataset"), std::string::npos) << swapped_out;
+  EXPECT_NE(swapped_out.find("(a shard of another rank or checkpoint?)"), std::string::npos)
+      << swapped_out;
+  for (const fs::path& bad : {hollow, garbage, swapped})  // export refuses them too
+    EXPECT_EQ(ckpt({"export", bad.string(), "--to", "safetensors", "--output",
+                    (root_ / "x.safetensors").string()})
+                  .first,
+              kExitBadInput)
+        << bad;
   EXPECT_EQ(ckpt({"verify", (root_ / "nowhere").string()}).first, kExitBadInput);
 
   // A model.h5 rewritten without a key a resume reads (and a MANIFEST to match it).
