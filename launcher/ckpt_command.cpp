@@ -24,6 +24,7 @@
 #include "core/error.h"
 #include "io/checkpoint_io.h"
 #include "launcher/checkpointing.h"
+#include "launcher/exit_codes.h"
 
 namespace tessera {
 
@@ -79,6 +80,9 @@ std::vector<std::pair<Shape, Shape>> row_slabs(const Shape& shape) {
 // Calls fn(slab) for each row slab of tensor t, read as `as`.
 void for_each_slab(const CheckpointReader& r, const TensorInfo& t, DType as,
                    const std::function<void(const Tensor&)>& fn) {
+  if (t.shape.empty())  // tessera writes none; a model.h5 edited by hand may hold one
+    throw InputError("checkpoint " + r.dir() + ": tensor " + t.name +
+                     " is a scalar, expected a tensor of one or more dimensions");
   for (const auto& [offset, extent] : row_slabs(t.shape)) {
     Tensor slab(extent, as);
     r.read(t.name, t.shape, offset, slab);
@@ -106,9 +110,10 @@ void print_meta(const CheckpointMeta& m) {
     std::printf("  %s = %s\n", key.c_str(), text);
   }
   for (const auto& [key, value] : m.texts)
-    if (key != "config") std::printf("  %s = \"%s\"\n", key.c_str(), value.c_str());
+    if (key != "config") std::printf("  %s = \"%s\"\n", key.c_str(), printable(value).c_str());
   const auto config = m.texts.find("config");
-  if (config != m.texts.end()) std::printf("config:\n%s\n", config->second.c_str());
+  if (config != m.texts.end())
+    std::printf("config:\n%s\n", printable(config->second, std::string::npos).c_str());
 }
 
 int info(int argc, char** argv) {
@@ -168,7 +173,7 @@ int verify(int argc, char** argv) {
   } catch (const InputError& e) {
     problems.push_back(e.what());
   }
-  for (const std::string& p : problems) std::printf("FAILED: %s\n", p.c_str());
+  for (const std::string& p : problems) std::printf("FAILED: %s\n", printable(p).c_str());
   if (!problems.empty()) return kVerifyFailed;
   size_t files = 1;  // model.h5
   for (const fs::directory_entry& e : fs::directory_iterator(fs::path(dir) / "shards"))
@@ -284,9 +289,18 @@ int export_command(int argc, char** argv) {
   if (vm["to"].as<std::string>() != "safetensors")
     throw InputError("--to: expected safetensors, found \"" + vm["to"].as<std::string>() + "\"");
   const std::string output = vm["output"].as<std::string>(), tmp = output + ".tmp";
+  if (output.empty()) throw InputError("--output: expected a file to write, found \"\"");
   if (fs::exists(output) && !fs::is_regular_file(output))
     throw InputError("--output " + output + ": expected a file to write, found " +
                      found_instead_of_file(output));
+  // Not into the checkpoint it reads, nor over the `latest` beside it.
+  const fs::path source = fs::weakly_canonical(vm["dir"].as<std::string>());
+  for (const fs::path& file : {fs::weakly_canonical(output), fs::weakly_canonical(tmp)}) {
+    const auto [end, _] = std::mismatch(source.begin(), source.end(), file.begin(), file.end());
+    if (end == source.end() || file == source.parent_path() / "latest")
+      throw InputError("--output " + output + ": expected a file outside the checkpoint " +
+                       source.string() + ", found " + file.string() + " (it would be overwritten)");
+  }
   // Every file's checksum, the optimizer's shards too, so that no damaged weights leave: one more
   // read of the checkpoint, from the page cache for the weights that follow.
   const CheckpointReader r =
@@ -303,18 +317,24 @@ int export_command(int argc, char** argv) {
   const std::string header = safetensors_header(tensors, r.meta());
   std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
   if (!out) throw InputError("--output " + output + ": cannot open " + tmp + " for writing");
-  const uint64_t header_size = header.size();  // little-endian host (checkpoint_io.cpp)
-  out.write(reinterpret_cast<const char*>(&header_size), 8);
-  out.write(header.data(), static_cast<std::streamsize>(header.size()));
   int64_t bytes = 0;
-  for (const auto& [name, t] : tensors)
-    for_each_slab(r, t, t.dtype, [&](const Tensor& slab) {
-      out.write(static_cast<const char*>(slab.raw()), static_cast<std::streamsize>(slab.bytes()));
-      bytes += static_cast<int64_t>(slab.bytes());
-    });
-  out.close();
-  if (!out) throw InputError("--output " + output + ": writing " + tmp + " failed");
-  fs::rename(tmp, output);
+  try {
+    const uint64_t header_size = header.size();  // little-endian host (checkpoint_io.cpp)
+    out.write(reinterpret_cast<const char*>(&header_size), 8);
+    out.write(header.data(), static_cast<std::streamsize>(header.size()));
+    for (const auto& [name, t] : tensors)
+      for_each_slab(r, t, t.dtype, [&](const Tensor& slab) {
+        out.write(static_cast<const char*>(slab.raw()), static_cast<std::streamsize>(slab.bytes()));
+        bytes += static_cast<int64_t>(slab.bytes());
+      });
+    out.close();
+    if (!out) throw InputError("--output " + output + ": writing " + tmp + " failed");
+    fs::rename(tmp, output);
+  } catch (...) {  // no FILE.tmp left behind
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
   std::printf("ckpt export: %zu tensors, %lld bytes -> %s\n", tensors.size(),
               static_cast<long long>(bytes), output.c_str());
   return 0;

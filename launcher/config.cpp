@@ -262,8 +262,9 @@ std::string ini_value(const boost::any& v) {
   throw InternalError("config: an option of a type the resolved config.ini cannot print");
 }
 
-// --sample.prompt in C's escapes: \\, \n, \t and \xHH for '#' and for spaces at either end,
-// which an INI file would cut (a comment) or trim: the text reads back as it was.
+// --sample.prompt in C's escapes: \\, \n, \t, and \xHH for the other control characters, for
+// '#' and for spaces at either end, which an INI file (and model.h5's meta/config, a C string)
+// would cut or trim: the text reads back as it was.
 std::string escape_prompt(const std::string& text) {
   std::string out;
   const size_t first = text.find_first_not_of(' '), last = text.find_last_not_of(' ');
@@ -275,12 +276,14 @@ std::string escape_prompt(const std::string& text) {
       out += "\\n";
     else if (c == '\t')
       out += "\\t";
-    else if (c == '#')
-      out += "\\x23";
-    else if (c == ' ' && (first == std::string::npos || i < first || i > last))
-      out += "\\x20";
-    else
+    else if (c == '#' || static_cast<unsigned char>(c) < 0x20 || c == 0x7F ||
+             (c == ' ' && (first == std::string::npos || i < first || i > last))) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02X", static_cast<unsigned char>(c));
+      out += hex;
+    } else {
       out += c;
+    }
   }
   return out;
 }

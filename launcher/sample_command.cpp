@@ -197,7 +197,7 @@ int sample_command(int argc, char** argv) {
   // Phase 2: a failure now may be one rank's alone; the watchdog bounds every collective.
   const WatchdogArmed watchdog(world, cfg.startup_deadline());
   try {
-    if (root && !note.empty()) std::printf("checkpoint: %s\n", note.c_str());
+    if (root && !note.empty()) std::printf("checkpoint: %s\n", printable(note).c_str());
     const std::unique_ptr<Communicator> device_world =
         open_device_world(cfg, world, mpi.rank_on_this_node());
     ProcessGrid grid(device_world ? *device_world : world, layout);

@@ -96,11 +96,14 @@ void print_sample(const TrainConfig& cfg, GPT& model, Communicator& tp, Communic
   so.vocab_limit = std::min(tokenizer->vocab_size(), cfg.model.vocab_size);
   const std::vector<int32_t> prompt = tokenizer->encode(cfg.sample_prompt);
   const std::vector<int32_t> sample = generate(model, tp, pp, prompt, so);
-  if (root)
-    std::printf("sample (%lld tokens, temperature %.2f, top-k %lld):\n%s%s\n",
+  if (root) {
+    std::printf("sample (%lld tokens, temperature %.2f, top-k %lld):\n",
                 static_cast<long long>(sample.size()), cfg.sample_temperature,
-                static_cast<long long>(cfg.sample_top_k), cfg.sample_prompt.c_str(),
-                tokenizer->decode(sample).c_str());
+                static_cast<long long>(cfg.sample_top_k));
+    // Written whole: the text may hold NUL bytes, where %s would stop.
+    const std::string text = cfg.sample_prompt + tokenizer->decode(sample) + "\n";
+    std::fwrite(text.data(), 1, text.size(), stdout);
+  }
 }
 
 void check_sampling_tokenizer(const TrainConfig& cfg) {

@@ -326,20 +326,24 @@ std::string sample_text(const CliRun& r) {
 // `tessera sample` rebuilds the model from the checkpoint's config and weights: with the same
 // seed it writes exactly the text the training run sampled at its end, from the checkpoint
 // named or from the newest of a run's checkpoints/, with the prompt given again or the one
-// saved in the config (spaces at its ends, a '#' and a newline, which an INI file would trim,
-// cut or break, come back as they were); and the same greedy text on one rank and on TP 2 x
+// saved in the config (spaces at its ends, a '#', a newline, a NUL and a carriage return, which
+// an INI file or a C string would trim, cut or break, come back as they were, and the NUL is
+// printed, not taken for the text's end); and the same greedy text on one rank and on TP 2 x
 // PP 2 (any layout loads any checkpoint); a checkpoint saved on TP 2 samples on one rank.
 TEST_F(Checkpoints, SampleFromACheckpointWritesTheTextOfTheRunThatSavedIt) {
-  const std::string sampling = " --sample.tokens 30 --sample.prompt ' 1#2\\n3 '";
-  const CliRun trained = run_tessera(args("run", sampling), dir_);
+  const std::string prompt = "' 1#2\\n3\\x00\\x0D '";
+  const CliRun trained =
+      run_tessera(args("run", " --sample.tokens 30 --sample.prompt " + prompt), dir_);
   ASSERT_EQ(trained.exit_code, 0) << trained.err;
   const std::string text = sample_text(trained);
   ASSERT_NE(text.find("sample (30 tokens"), std::string::npos) << trained.out;
-  ASSERT_NE(text.find(":\n 1#2\n3 "), std::string::npos) << text;  // the prompt, decoded
+  const std::string decoded(":\n 1#2\n3\0\r ", 11);
+  ASSERT_NE(text.find(decoded), std::string::npos) << text;                  // the prompt, decoded
+  EXPECT_GT(text.size(), text.find(decoded) + decoded.size() + 20) << text;  // and the rest
 
   const std::string checkpoints = (dir_ / "run" / "checkpoints").string();
   const CliRun from_step = run_tessera(
-      "sample --checkpoint " + step_dir("run", 20) + " --prompt ' 1#2\\n3 ' --sample.tokens 30",
+      "sample --checkpoint " + step_dir("run", 20) + " --prompt " + prompt + " --sample.tokens 30",
       dir_);
   ASSERT_EQ(from_step.exit_code, 0) << from_step.err;
   EXPECT_EQ(sample_text(from_step), text);

@@ -3,6 +3,7 @@
 // h5ls show, every kind of damage the MANIFEST catches, the tiling check, `latest`, and the
 // `ckpt` command in-process. Each test works in its own temporary directory.
 #include <gtest/gtest.h>
+#include <hdf5.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -571,6 +572,46 @@ TEST_F(CheckpointTest, CkptExportWritesAValidSafetensorsFile) {
                 .first,
             kExitBadInput);
   EXPECT_TRUE(fs::is_directory(root_ / "a_directory"));
+
+  // Nor into the checkpoint it reads (over its model.h5, a shard or the `latest` beside it), nor
+  // to an empty name; the checkpoint stays whole.
+  for (const fs::path& inside : {dir_ / "model.h5", dir_ / "shards" / "rank_00000.h5",
+                                 dir_ / "new.safetensors", root_ / "latest"}) {
+    ::testing::internal::CaptureStderr();
+    EXPECT_EQ(
+        ckpt({"export", dir_.string(), "--to", "safetensors", "--output", inside.string()}).first,
+        kExitBadInput);
+    const std::string error = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(error.find("expected a file outside the checkpoint"), std::string::npos) << error;
+  }
+  EXPECT_EQ(ckpt({"export", dir_.string(), "--to", "safetensors", "--output", ""}).first,
+            kExitBadInput);
+  EXPECT_EQ(ckpt({"verify", dir_.string()}).first, 0);
+
+  // A scalar in a model.h5 edited by hand is refused by name, and leaves no FILE.tmp behind.
+  const fs::path scalar = copy("scalar");
+  {
+    const hid_t f = H5Fopen((scalar / "model.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    const hid_t space = H5Screate(H5S_SCALAR);
+    const hid_t d =
+        H5Dcreate2(f, "/model/extra", H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    const float one = 1;
+    EXPECT_GE(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, &one), 0);
+    H5Dclose(d);
+    H5Sclose(space);
+    H5Fclose(f);
+  }
+  write_manifest(scalar.string());
+  const fs::path exported = root_ / "scalar.safetensors";
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(
+      ckpt({"export", scalar.string(), "--to", "safetensors", "--output", exported.string()}).first,
+      kExitBadInput);
+  const std::string error = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(error.find("tensor model/extra is a scalar"), std::string::npos) << error;
+  EXPECT_FALSE(fs::exists(exported.string() + ".tmp"));
+  EXPECT_EQ(ckpt({"verify", scalar.string()}).first, 1);
 }
 
 }  // namespace
