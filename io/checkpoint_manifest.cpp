@@ -127,8 +127,16 @@ void write_manifest(const std::string& dir, const std::map<std::string, uint32_t
   write_file_atomically((fs::path(dir) / "MANIFEST").string(), text);
 }
 
+void require_checkpoint_directory(const std::string& dir) {
+  if (fs::is_directory(dir)) return;
+  throw InputError("checkpoint " + dir + ": " +
+                   (fs::exists(dir) ? "expected a directory (step_N), found a file; give the "
+                                      "directory that holds it"
+                                    : "no such directory"));
+}
+
 void verify_manifest(const std::string& dir, ManifestCheck check) {
-  if (!fs::is_directory(dir)) throw InputError("checkpoint " + dir + ": no such directory");
+  require_checkpoint_directory(dir);
   const std::vector<ManifestEntry> entries = read_manifest(dir);
   std::set<std::string> listed;
   for (const ManifestEntry& e : entries) listed.insert(e.path);

@@ -26,6 +26,10 @@ void write_manifest(const std::string& dir, const std::map<std::string, uint32_t
 // resume after one rank has checked kFull, and for quick looks).
 enum class ManifestCheck { kFull, kSizes };
 
+// InputError naming DIR unless it is a directory ("no such directory", or a file where a step_N
+// directory was expected: model.h5 given for its checkpoint).
+void require_checkpoint_directory(const std::string& dir);
+
 // Throws InputError naming the file and what is wrong: DIR not a directory, MANIFEST missing or
 // malformed, a listed file missing, a size or CRC that differs, a shard file present but not
 // listed. Reads files as bytes, never through HDF5.

@@ -187,7 +187,7 @@ std::string newest_checkpoint(const std::string& root, std::string& note) {
     try {
       verify_manifest(dir);
       if (!why.empty())
-        note = "latest checkpoint is not usable (" + why + "); resuming from " + dir;
+        note = "latest checkpoint is not usable (" + why + "); taking " + dir + " instead";
       return dir;
     } catch (const InputError& e) {
       note += "skipping " + dir + " (" + e.what() + "); ";

@@ -152,7 +152,7 @@ int verify(int argc, char** argv) {
   po::variables_map vm;
   if (!parse(desc, "dir", 1, argc, argv, vm)) return 0;
   const std::string dir = vm["dir"].as<std::string>();
-  if (!fs::is_directory(dir)) throw InputError("checkpoint " + dir + ": no such directory");
+  require_checkpoint_directory(dir);
   std::vector<std::string> problems;
   int64_t bytes = 0;
   size_t tensors = 0;

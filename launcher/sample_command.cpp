@@ -86,13 +86,15 @@ std::string choose_sample_checkpoint(const std::string& dir, std::string& note) 
     throw InputError(
         "--checkpoint: expected a checkpoint directory (step_N, or a run's "
         "checkpoints/), found nothing");
-  if (fs::exists(fs::path(dir) / "model.h5")) return choose_checkpoint("", dir, note);
+  require_checkpoint_directory(dir);
+  // A step directory, whole or not: verify_manifest names what is wrong with it.
+  if (fs::exists(fs::path(dir) / "model.h5") || fs::exists(fs::path(dir) / "MANIFEST"))
+    return choose_checkpoint("", dir, note);
   const std::string chosen = newest_checkpoint(dir, note);
   if (chosen.empty())
     throw InputError("--checkpoint " + dir +
                      ": expected a checkpoint (a step_N directory with model.h5) or a directory "
-                     "of them, found " +
-                     (fs::exists(dir) ? "no usable checkpoint" : "no such directory") +
+                     "of them, found no usable checkpoint" +
                      (note.empty() ? "" : " (" + note + ")"));
   return chosen;
 }

@@ -387,6 +387,12 @@ TEST_F(Checkpoints, SampleRefusesMissingDamagedOrReshapedCheckpoints) {
   const std::string saved = step_dir("run", 20);
   expect_refused("--checkpoint " + saved + " --model.layers 2", "--model.layers");
   expect_refused("--checkpoint " + saved + " --parallel.tp 3", "--parallel.tp");
+  // model.h5 given for its directory, and a step directory without it: each said as it is.
+  expect_refused("--checkpoint " + saved + "/model.h5",
+                 "expected a directory (step_N), found a file");
+  const std::string hollow = step_dir("run", 10);
+  fs::remove(fs::path(hollow) / "model.h5");
+  expect_refused("--checkpoint " + hollow, "model.h5: listed in MANIFEST but missing");
   fs::path shard;
   for (const auto& e : fs::directory_iterator(fs::path(saved) / "shards")) shard = e.path();
   fs::resize_file(shard, fs::file_size(shard) - 10);
