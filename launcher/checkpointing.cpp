@@ -402,11 +402,17 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
 }
 
 void check_resume_meta(const CheckpointMeta& meta, const std::string& dir) {
-  for (const char* key : {"step", "adamw_step", "consumed_samples", "seed"})
-    if (!meta.ints.count(key))
-      throw InputError("checkpoint " + dir + ": model.h5 has no attribute " + key +
+  for (const char* key : {"step", "adamw_step", "consumed_samples", "seed"}) {
+    const auto it = meta.ints.find(key);
+    if (it == meta.ints.end())
+      throw InputError("checkpoint " + dir + ": model.h5 has no integer attribute " + key +
                        ", which a resume reads (not a tessera training checkpoint, or one "
                        "rewritten by hand)");
+    if (it->second < 0 && std::string(key) != "seed")  // the seed is unsigned, stored as is
+      throw InputError("checkpoint " + dir + ": model.h5's attribute " + key + " is " +
+                       std::to_string(it->second) +
+                       ", expected 0 or more (a checkpoint rewritten by hand?)");
+  }
 }
 
 namespace {

@@ -58,6 +58,11 @@ bool parse(po::options_description& desc, const char* positional, int max_positi
     std::cout << "usage: tessera ckpt " << argv[1] << " [options]\n" << desc;
     return false;
   }
+  if (!vm.count(positional))  // an argument, not an option: boost would call it --dir
+    throw InputError(
+        std::string("ckpt ") + argv[1] + ": expected " +
+        (max_positional > 1 ? "two checkpoint directories" : "a checkpoint directory") +
+        ", found none (see tessera ckpt " + argv[1] + " --help)");
   po::notify(vm);
   return true;
 }

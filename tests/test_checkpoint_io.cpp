@@ -504,8 +504,22 @@ TEST_F(CheckpointTest, CkptVerifyPassesGoodAndFailsDamagedCheckpoints) {
   write_manifest(stripped.string());
   const auto [stripped_code, stripped_out] = ckpt({"verify", stripped.string()});
   EXPECT_EQ(stripped_code, 1);
-  EXPECT_NE(stripped_out.find("model.h5 has no attribute adamw_step"), std::string::npos)
+  EXPECT_NE(stripped_out.find("model.h5 has no integer attribute adamw_step"), std::string::npos)
       << stripped_out;
+  meta.ints["adamw_step"] = -5;  // a step a resume would count on from
+  write_master(stripped.string(), meta);
+  write_manifest(stripped.string());
+  const auto [negative_code, negative_out] = ckpt({"verify", stripped.string()});
+  EXPECT_EQ(negative_code, 1);
+  EXPECT_NE(negative_out.find("attribute adamw_step is -5, expected 0 or more"), std::string::npos)
+      << negative_out;
+  // The directory is an argument: its absence is said so, not as an option "--dir".
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(ckpt({"verify"}).first, kExitBadInput);
+  const std::string missing = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(missing.find("ckpt verify: expected a checkpoint directory, found none"),
+            std::string::npos)
+      << missing;
 }
 
 TEST_F(CheckpointTest, CkptDiffOfIdenticalCheckpointsFindsNoDifference) {
