@@ -57,18 +57,21 @@ ini_get() {
 
 config="" nodes="" per_node="" per_node_flag="" run_dir="" tessera="" launcher="" template="" dry_run=0
 sbatch_opts=() tessera_args=() job_name_given=0
+# The value after option $1, or a stop naming what it needs ($3).
+value_of() { [ -n "${2:-}" ] || die "$1 needs $3"; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --config) config=${2:?--config needs a file}; shift 2 ;;
-    --nodes) nodes=${2:?--nodes needs a number}; shift 2 ;;
-    --gpus-per-node | --tasks-per-node) per_node=${2:?$1 needs a number}; per_node_flag=$1; shift 2 ;;
-    --run-dir) run_dir=${2:?--run-dir needs a directory}; shift 2 ;;
-    --tessera) tessera=${2:?--tessera needs a path}; shift 2 ;;
-    --launcher) launcher=${2:?--launcher needs srun or mpirun}; shift 2 ;;
-    --template) template=${2:?--template needs a file}; shift 2 ;;
+    --config) value_of "$1" "${2:-}" "a file"; config=$2; shift 2 ;;
+    --nodes) value_of "$1" "${2:-}" "a number"; nodes=$2; shift 2 ;;
+    --gpus-per-node | --tasks-per-node) value_of "$1" "${2:-}" "a number"; per_node=$2; per_node_flag=$1; shift 2 ;;
+    --run-dir) value_of "$1" "${2:-}" "a directory"; run_dir=$2; shift 2 ;;
+    --tessera) value_of "$1" "${2:-}" "a path"; tessera=$2; shift 2 ;;
+    --launcher) value_of "$1" "${2:-}" "srun or mpirun"; launcher=$2; shift 2 ;;
+    --template) value_of "$1" "${2:-}" "a file"; template=$2; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
     -h | --help) usage; exit 0 ;;
     --) shift; tessera_args=("$@"); break ;;
+    -J) value_of "$1" "${2:-}" "a job name"; job_name_given=1; sbatch_opts+=("-J" "$2"); shift 2 ;;
     --job-name=* | -J*) job_name_given=1; sbatch_opts+=("$1"); shift ;;
     --*=* | --parsable | --exclusive | --requeue | --no-requeue | --hold) sbatch_opts+=("$1"); shift ;;
     *) die "unknown argument '$1': sbatch options go as --option=value, tessera's after -- ($prog --help)" ;;

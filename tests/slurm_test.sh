@@ -110,9 +110,12 @@ expect_refusal() {
 expect_refusal --nodes 3                       # 32 ranks over 3 nodes
 expect_refusal --gpus-per-node 4               # TP 8 would span nodes
 expect_refusal -- --parallel.dp 0              # 1 node x 8 GPUs is no multiple of TP x PP = 16
+expect_refusal --nodes                         # an option without its value
 out=$("$repo/slurm/submit.sh" --config "$tmp/gpu.ini" --dry-run) || fail "submit.sh: $out"
 [[ "$out" == *"sbatch --nodes=4 --ntasks-per-node=8 --gpus-per-node=8 "*"/slurm/train.sbatch"* ]] ||
   fail "submit.sh for TP 8 x PP 2 x DP 2 on 8-GPU nodes: expected 4 nodes x 8, got: $out"
+out=$("$repo/slurm/submit.sh" --config "$tmp/gpu.ini" --dry-run -J my_run) || fail "submit.sh: $out"
+[[ "$out" == *" -J my_run "* ]] || fail "submit.sh -J my_run: expected it passed to sbatch, got: $out"
 
 # --- A private copy of the binary (a rebuild must not swap it mid-test), a corpus, a config.
 mkdir -p "$tmp/bin" "$tmp/data"
