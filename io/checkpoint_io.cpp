@@ -540,7 +540,13 @@ CheckpointReader CheckpointReader::open(const std::string& dir, ManifestCheck ch
     for_each_dataset(impl->file, "", [&](const std::string& dataset, hid_t d) {
       if (dataset.rfind("/meta/", 0) == 0) return;
       const std::string name = dataset.substr(1);
-      impl->tensors[name] = {name, dataset_shape(d), stored_dtype(d, path + ":" + dataset)};
+      const Shape shape = dataset_shape(d);
+      int64_t bytes = 8;  // of the widest element read (float64), as ckpt verify reads them
+      for (const int64_t extent : shape)
+        if (extent < 0 || __builtin_mul_overflow(bytes, extent, &bytes))
+          throw InputError(path + ": tensor " + name + " of shape " + shape_str(shape) +
+                           " has more elements than any memory holds (a model.h5 edited by hand?)");
+      impl->tensors[name] = {name, shape, stored_dtype(d, path + ":" + dataset)};
       add_mapped_blocks(d, name, impl->mapped);
     });
   } catch (const InternalError& e) {  // a file that passed the MANIFEST but HDF5 cannot read

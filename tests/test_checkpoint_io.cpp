@@ -601,7 +601,12 @@ TEST_F(CheckpointTest, CkptExportWritesAValidSafetensorsFile) {
   EXPECT_EQ(ckpt({"export", dir_.string(), "--to", "safetensors", "--output", ""}).first,
             kExitBadInput);
   EXPECT_EQ(ckpt({"verify", dir_.string()}).first, 0);
+}
 
+// A model.h5 edited by hand (as with h5py) with a tensor tessera never writes: a scalar, or a
+// shape whose size overflows 64 bits. Each is refused by name (the scalar segfaulted verify and
+// export, the overflow counted as 0 bytes).
+TEST_F(CheckpointTest, HandEditedModelH5IsRefusedNamingTheTensor) {
   // A scalar in a model.h5 edited by hand is refused by name, and leaves no FILE.tmp behind.
   const fs::path scalar = copy("scalar");
   {
@@ -626,6 +631,31 @@ TEST_F(CheckpointTest, CkptExportWritesAValidSafetensorsFile) {
   EXPECT_NE(error.find("tensor model/extra is a scalar"), std::string::npos) << error;
   EXPECT_FALSE(fs::exists(exported.string() + ".tmp"));
   EXPECT_EQ(ckpt({"verify", scalar.string()}).first, 1);
+
+  // A shape whose size overflows 64 bits is refused by name, not counted as 0 bytes.
+  const fs::path huge = copy("huge");
+  {
+    const hid_t f = H5Fopen((huge / "model.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    const hsize_t dims[2] = {hsize_t{1} << 35, hsize_t{1} << 35}, chunk[2] = {1, 1};
+    const hid_t space = H5Screate_simple(2, dims, nullptr);
+    const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 2, chunk);
+    const hid_t d =
+        H5Dcreate2(f, "/model/huge", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    EXPECT_GE(d, 0);
+    H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(space);
+    H5Fclose(f);
+  }
+  write_manifest(huge.string());
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(ckpt({"info", huge.string()}).first, kExitBadInput);
+  const std::string overflow = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(overflow.find("tensor model/huge of shape [34359738368, 34359738368] has more"),
+            std::string::npos)
+      << overflow;
 }
 
 }  // namespace
