@@ -607,52 +607,48 @@ TEST_F(CheckpointTest, CkptExportWritesAValidSafetensorsFile) {
 // shape whose size overflows 64 bits. Each is refused by name (the scalar segfaulted verify and
 // export, the overflow counted as 0 bytes).
 TEST_F(CheckpointTest, HandEditedModelH5IsRefusedNamingTheTensor) {
-  // A scalar in a model.h5 edited by hand is refused by name, and leaves no FILE.tmp behind.
-  const fs::path scalar = copy("scalar");
-  {
-    const hid_t f = H5Fopen((scalar / "model.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
-    ASSERT_GE(f, 0);
-    const hid_t space = H5Screate(H5S_SCALAR);
-    const hid_t d =
-        H5Dcreate2(f, "/model/extra", H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    const float one = 1;
-    EXPECT_GE(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, &one), 0);
-    H5Dclose(d);
-    H5Sclose(space);
-    H5Fclose(f);
-  }
-  write_manifest(scalar.string());
-  const fs::path exported = root_ / "scalar.safetensors";
-  ::testing::internal::CaptureStderr();
-  EXPECT_EQ(
-      ckpt({"export", scalar.string(), "--to", "safetensors", "--output", exported.string()}).first,
-      kExitBadInput);
-  const std::string error = ::testing::internal::GetCapturedStderr();
-  EXPECT_NE(error.find("tensor model/extra is a scalar"), std::string::npos) << error;
-  EXPECT_FALSE(fs::exists(exported.string() + ".tmp"));
-  EXPECT_EQ(ckpt({"verify", scalar.string()}).first, 1);
-
-  // A shape whose size overflows 64 bits is refused by name, not counted as 0 bytes.
-  const fs::path huge = copy("huge");
-  {
-    const hid_t f = H5Fopen((huge / "model.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
-    ASSERT_GE(f, 0);
-    const hsize_t dims[2] = {hsize_t{1} << 35, hsize_t{1} << 35}, chunk[2] = {1, 1};
-    const hid_t space = H5Screate_simple(2, dims, nullptr);
+  // Adds float32 dataset `name` of shape `dims` (none: a scalar, written 1) to a copy's model.h5,
+  // chunked so that a huge one takes no space, and a MANIFEST to match.
+  const auto edited = [&](const std::string& copy_name, const char* name,
+                          std::vector<hsize_t> dims) {
+    const fs::path dir = copy(copy_name);
+    const hid_t f = H5Fopen((dir / "model.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    const hid_t space = dims.empty()
+                            ? H5Screate(H5S_SCALAR)
+                            : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
     const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_chunk(dcpl, 2, chunk);
-    const hid_t d =
-        H5Dcreate2(f, "/model/huge", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    EXPECT_GE(d, 0);
+    const std::vector<hsize_t> chunk(dims.size(), 1);
+    if (!dims.empty()) H5Pset_chunk(dcpl, static_cast<int>(dims.size()), chunk.data());
+    const hid_t d = H5Dcreate2(f, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    const float one = 1;
+    EXPECT_TRUE(
+        f >= 0 && d >= 0 &&
+        (!dims.empty() || H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, &one) >= 0))
+        << name;
     H5Dclose(d);
     H5Pclose(dcpl);
     H5Sclose(space);
     H5Fclose(f);
-  }
-  write_manifest(huge.string());
-  ::testing::internal::CaptureStderr();
-  EXPECT_EQ(ckpt({"info", huge.string()}).first, kExitBadInput);
-  const std::string overflow = ::testing::internal::GetCapturedStderr();
+    write_manifest(dir.string());
+    return dir;
+  };
+  // The message of `tessera ckpt ARGS`, which must be exit 2.
+  const auto refusal = [&](std::vector<std::string> args) {
+    ::testing::internal::CaptureStderr();
+    EXPECT_EQ(ckpt(std::move(args)).first, kExitBadInput);
+    return ::testing::internal::GetCapturedStderr();
+  };
+
+  const fs::path scalar = edited("scalar", "/model/extra", {});
+  const fs::path exported = root_ / "scalar.safetensors";
+  const std::string error =
+      refusal({"export", scalar.string(), "--to", "safetensors", "--output", exported.string()});
+  EXPECT_NE(error.find("tensor model/extra is a scalar"), std::string::npos) << error;
+  EXPECT_FALSE(fs::exists(exported.string() + ".tmp"));  // removed when export fails
+  EXPECT_EQ(ckpt({"verify", scalar.string()}).first, 1);
+
+  const fs::path huge = edited("huge", "/model/huge", {hsize_t{1} << 35, hsize_t{1} << 35});
+  const std::string overflow = refusal({"info", huge.string()});
   EXPECT_NE(overflow.find("tensor model/huge of shape [34359738368, 34359738368] has more"),
             std::string::npos)
       << overflow;
