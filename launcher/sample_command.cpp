@@ -86,7 +86,7 @@ std::string choose_sample_checkpoint(const std::string& dir, std::string& note) 
     throw InputError(
         "--checkpoint: expected a checkpoint directory (step_N, or a run's "
         "checkpoints/), found nothing");
-  require_checkpoint_directory(dir);
+  if (fs::exists(dir)) require_checkpoint_directory(dir);  // not model.h5 itself
   // A step directory, whole or not: verify_manifest names what is wrong with it.
   if (fs::exists(fs::path(dir) / "model.h5") || fs::exists(fs::path(dir) / "MANIFEST"))
     return choose_checkpoint("", dir, note);
@@ -94,7 +94,8 @@ std::string choose_sample_checkpoint(const std::string& dir, std::string& note) 
   if (chosen.empty())
     throw InputError("--checkpoint " + dir +
                      ": expected a checkpoint (a step_N directory with model.h5) or a directory "
-                     "of them, found no usable checkpoint" +
+                     "of them, found " +
+                     (fs::exists(dir) ? "no usable checkpoint" : "no such directory") +
                      (note.empty() ? "" : " (" + note + ")"));
   return chosen;
 }
@@ -188,7 +189,12 @@ int sample_command(int argc, char** argv) {
   GridLayout layout;
   try {
     cfg = sample_config(args, saved_ini, dir);
-    layout = cfg.model_layout_for(world.size());
+    try {
+      layout = cfg.model_layout_for(world.size());
+    } catch (const InputError& e) {  // its advice is to change the model, which sample cannot
+      throw InputError(std::string(e.what()) + "; the checkpoint " + dir +
+                       " fixes the model: sample it with another --parallel.tp / --parallel.pp");
+    }
     configure_process(cfg, mpi.ranks_on_this_node(), mpi.rank_on_this_node());
     check_sampling_tokenizer(cfg);
   } catch (...) {
