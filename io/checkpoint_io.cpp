@@ -455,12 +455,6 @@ struct ShardBlock {
   std::string dataset;
 };
 
-// One block of a tensor in model.h5 that a virtual dataset maps onto a shard's dataset.
-struct MappedBlock {
-  std::string tensor, dataset;
-  Shape offset, shape;  // where in the tensor, and the shard dataset's shape
-};
-
 // The text H5Pget_virtual_filename/dsetname hand back, for mapping i of `dcpl`.
 std::string virtual_name(hid_t dcpl, size_t i, bool file) {
   const auto get = [&](char* out, size_t size) {
@@ -478,28 +472,29 @@ std::string virtual_name(hid_t dcpl, size_t i, bool file) {
   return literal;
 }
 
-// The blocks of dataset `d` (tensor `tensor`) that live in shards, by shard file (relative to
-// the checkpoint directory); none for a dataset that is not virtual.
-void add_mapped_blocks(hid_t d, const std::string& tensor,
-                       std::map<std::string, std::vector<MappedBlock>>& by_file) {
+// The blocks of tensor `name` (dataset `d` of model.h5) that its virtual dataset maps onto shard
+// datasets, as (tensor, block) by shard file; none for a dataset that is not virtual.
+void add_mapped_blocks(
+    hid_t d, const std::string& name,
+    std::map<std::string, std::vector<std::pair<std::string, SourceBlock>>>& out) {
   H5Id dcpl(CHECK_H5(H5Dget_create_plist(d)), H5Pclose);
   if (H5Pget_layout(dcpl) != H5D_VIRTUAL) return;
   size_t count = 0;
   CHECK_H5(H5Pget_virtual_count(dcpl, &count));
   for (size_t i = 0; i < count; ++i) {
-    // The block's extent in the tensor, which is the whole shard dataset's (HDF5 1.10 does not
-    // keep the source dataspace's extent until the source is opened).
+    // The block's place in the tensor, whose extent is the whole shard dataset's (HDF5 1.10 does
+    // not keep the source dataspace's extent until the source is opened).
     H5Id block(CHECK_H5(H5Pget_virtual_vspace(dcpl, i)), H5Sclose);
     const size_t rank = static_cast<size_t>(CHECK_H5(H5Sget_simple_extent_ndims(block)));
     std::vector<hsize_t> first(rank), last(rank);
     CHECK_H5(H5Sget_select_bounds(block, first.data(), last.data()));
-    Shape offset(rank), shape(rank);
+    SourceBlock b{virtual_name(dcpl, i, true), virtual_name(dcpl, i, false), Shape(rank),
+                  Shape(rank)};
     for (size_t k = 0; k < rank; ++k) {
-      offset[k] = static_cast<int64_t>(first[k]);
-      shape[k] = static_cast<int64_t>(last[k] - first[k] + 1);
+      b.offset[k] = static_cast<int64_t>(first[k]);
+      b.shape[k] = static_cast<int64_t>(last[k] - first[k] + 1);
     }
-    by_file[virtual_name(dcpl, i, true)].push_back(
-        {tensor, virtual_name(dcpl, i, false), offset, shape});
+    out[b.file].emplace_back(name, std::move(b));
   }
 }
 
@@ -510,7 +505,6 @@ struct CheckpointReader::Impl {
   H5Id file{H5I_INVALID_HID, H5Fclose};
   CheckpointMeta meta;
   std::map<std::string, TensorInfo> tensors;
-  std::map<std::string, std::vector<MappedBlock>> mapped;  // by shard file
   std::string shard_path;  // prefer_shard's file, open while `shard` is
   H5Id shard{H5I_INVALID_HID, H5Fclose};
   std::map<std::string, std::vector<ShardBlock>> shard_blocks;  // by tensor name
@@ -541,45 +535,54 @@ CheckpointReader CheckpointReader::open(const std::string& dir, ManifestCheck ch
       if (dataset.rfind("/meta/", 0) == 0) return;
       const std::string name = dataset.substr(1);
       const Shape shape = dataset_shape(d);
+      if (shape.empty())  // tessera writes none; a model.h5 edited by hand may hold one
+        throw InputError(path + ": tensor " + name +
+                         " is a scalar, expected a tensor of one or more dimensions");
       int64_t bytes = 8;  // of the widest element read (float64), as ckpt verify reads them
       for (const int64_t extent : shape)
         if (extent < 0 || __builtin_mul_overflow(bytes, extent, &bytes))
           throw InputError(path + ": tensor " + name + " of shape " + shape_str(shape) +
                            " has more elements than any memory holds (a model.h5 edited by hand?)");
       impl->tensors[name] = {name, shape, stored_dtype(d, path + ":" + dataset)};
-      add_mapped_blocks(d, name, impl->mapped);
     });
   } catch (const InternalError& e) {  // a file that passed the MANIFEST but HDF5 cannot read
     throw InputError(path + ": unreadable (" + e.what() + "); `tessera ckpt verify` checks it");
   }
-  // verify_manifest held the files on disk to the MANIFEST; this holds model.h5 to the files: a
-  // shard removed together with its MANIFEST line would otherwise read as NaN.
-  for (const auto& [file, blocks] : impl->mapped)
-    if (!fs::is_regular_file(fs::path(dir) / file))
-      throw InputError(path + ": tensor " + blocks.front().tensor + " lies partly in " + file +
-                       ", which is missing (and not in the MANIFEST: removed with its line?)");
   return CheckpointReader(std::move(impl));
 }
 
 void CheckpointReader::check_shards() const {
   H5Lock lock;
-  for (const auto& [file, blocks] : impl_->mapped) {
-    const std::string path = (fs::path(impl_->dir) / file).string();
-    H5Id shard(check_h5_input(H5Fopen(path.c_str(), H5F_ACC_RDONLY, file_access()), path,
-                              "cannot open as HDF5"),
-               H5Fclose);
-    for (const MappedBlock& b : blocks) {
-      H5Id d(check_h5_input(H5Dopen2(shard, b.dataset.c_str(), H5P_DEFAULT), path,
-                            "no dataset " + b.dataset + " (tensor " + b.tensor +
-                                "), which model.h5 maps onto it"),
-             H5Dclose);
-      const Shape shape = dataset_shape(d);
-      const Shape offset = read_shape_attribute(d, "global_offset", path + ":" + b.dataset);
-      if (shape != b.shape || offset != b.offset)
-        throw InputError(path + ": dataset " + b.dataset + " holds " + shape_str(shape) + " at " +
-                         shape_str(offset) + " of tensor " + b.tensor + ", model.h5 maps " +
-                         shape_str(b.shape) + " at " + shape_str(b.offset) +
-                         " onto it (a shard of another rank or checkpoint?)");
+  const fs::path dir(impl_->dir);
+  const std::string master = (dir / "model.h5").string();
+  std::map<std::string, std::vector<std::pair<std::string, SourceBlock>>> mapped;  // by file
+  for_each_dataset(impl_->file, "", [&](const std::string& dataset, hid_t d) {
+    if (dataset.rfind("/meta/", 0) != 0) add_mapped_blocks(d, dataset.substr(1), mapped);
+  });
+  for (const auto& [file, blocks] : mapped) {
+    // A shard removed together with its MANIFEST line passes verify_manifest.
+    if (!fs::is_regular_file(dir / file))
+      throw InputError(master + ": tensor " + blocks.front().first + " lies partly in " + file +
+                       ", which is missing (and not in the MANIFEST: removed with its line?)");
+    std::map<std::string, TensorPlan> held;  // what the shard says it holds
+    try {
+      add_shard_blocks(dir, file, held);
+    } catch (const InternalError& e) {
+      throw InputError((dir / file).string() + ": unreadable as a shard (" + e.what() + ")");
+    }
+    for (const auto& [tensor, b] : blocks) {
+      const auto it = held.find(tensor);
+      const bool found =
+          it != held.end() && std::any_of(it->second.blocks.begin(), it->second.blocks.end(),
+                                          [&](const SourceBlock& h) {
+                                            return h.dataset == b.dataset && h.offset == b.offset &&
+                                                   h.shape == b.shape;
+                                          });
+      if (!found)
+        throw InputError((dir / file).string() + ": holds no dataset " + b.dataset +
+                         " with the block at " + shape_str(b.offset) + " of shape " +
+                         shape_str(b.shape) + " of tensor " + tensor +
+                         ", which model.h5 maps onto it (a shard of another rank or checkpoint?)");
     }
   }
 }

@@ -74,14 +74,16 @@ void write_master(const std::string& dir, const CheckpointMeta& meta);
 class CheckpointReader {
  public:
   // verify_manifest(dir, check) first, then opens DIR/model.h5 read-only and reads its meta and
-  // list of tensors. InputError naming the file when model.h5 cannot be opened, or when a shard
-  // its virtual datasets map onto is missing.
+  // list of tensors. InputError naming the file when model.h5 cannot be opened, or holds a
+  // tensor tessera never writes (a scalar, a shape whose size overflows 64 bits).
   static CheckpointReader open(const std::string& dir, ManifestCheck check = ManifestCheck::kFull);
 
-  // Opens every shard that model.h5 maps onto and compares each mapped dataset's shape with the
-  // mapping: InputError naming the shard when HDF5 cannot open it, a dataset is missing or has
-  // another shape (a shard copied from another checkpoint, its MANIFEST line rewritten). The
-  // checksums cannot see such a file; unchecked, it would read as NaN or as wrong values.
+  // Holds model.h5's map of the shards to the shards: each file it maps onto must be there and
+  // hold, under its attributes, the block (dataset, global_offset, shape) mapped onto it.
+  // InputError naming the file otherwise: a shard removed together with its MANIFEST line, one
+  // HDF5 cannot open, one copied from another rank or checkpoint with its line rewritten. The
+  // checksums cannot see these; unchecked, they read as NaN or as wrong values. Opens every
+  // shard, so it runs once (rank 0 before a resume, sample, ckpt verify/diff/export).
   void check_shards() const;
 
   CheckpointReader(CheckpointReader&&) noexcept;

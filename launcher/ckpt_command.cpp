@@ -85,9 +85,6 @@ std::vector<std::pair<Shape, Shape>> row_slabs(const Shape& shape) {
 // Calls fn(slab) for each row slab of tensor t, read as `as`.
 void for_each_slab(const CheckpointReader& r, const TensorInfo& t, DType as,
                    const std::function<void(const Tensor&)>& fn) {
-  if (t.shape.empty())  // tessera writes none; a model.h5 edited by hand may hold one
-    throw InputError("checkpoint " + r.dir() + ": tensor " + t.name +
-                     " is a scalar, expected a tensor of one or more dimensions");
   for (const auto& [offset, extent] : row_slabs(t.shape)) {
     Tensor slab(extent, as);
     r.read(t.name, t.shape, offset, slab);
@@ -228,6 +225,8 @@ int diff(int argc, char** argv) {
   if (dirs.size() != 2) throw InputError("ckpt diff: expected two checkpoint directories");
   const CheckpointReader a = CheckpointReader::open(dirs[0], ManifestCheck::kSizes);
   const CheckpointReader b = CheckpointReader::open(dirs[1], ManifestCheck::kSizes);
+  a.check_shards();
+  b.check_shards();
   size_t width = 6, compared = 0, differ = 0;
   for (const TensorInfo& t : a.tensors()) width = std::max(width, t.name.size());
   std::printf("%-*s  %-20s %13s %13s\n", static_cast<int>(width), "tensor", "shape", "max_abs",

@@ -485,9 +485,10 @@ TEST_F(CheckpointTest, CkptVerifyPassesGoodAndFailsDamagedCheckpoints) {
   write_manifest(swapped.string());
   const auto [swapped_code, swapped_out] = ckpt({"verify", swapped.string()});
   EXPECT_EQ(swapped_code, 1);
-  EXPECT_NE(swapped_out.find("rank_00001.h5: dataset"), std::string::npos) << swapped_out;
+  EXPECT_NE(swapped_out.find("rank_00001.h5: holds no dataset"), std::string::npos) << swapped_out;
   EXPECT_NE(swapped_out.find("(a shard of another rank or checkpoint?)"), std::string::npos)
       << swapped_out;
+  EXPECT_EQ(ckpt({"diff", dir_.string(), swapped.string()}).first, kExitBadInput);
   for (const fs::path& bad : {hollow, garbage, swapped})  // export refuses them too
     EXPECT_EQ(ckpt({"export", bad.string(), "--to", "safetensors", "--output",
                     (root_ / "x.safetensors").string()})
@@ -646,6 +647,8 @@ TEST_F(CheckpointTest, HandEditedModelH5IsRefusedNamingTheTensor) {
   EXPECT_NE(error.find("tensor model/extra is a scalar"), std::string::npos) << error;
   EXPECT_FALSE(fs::exists(exported.string() + ".tmp"));  // removed when export fails
   EXPECT_EQ(ckpt({"verify", scalar.string()}).first, 1);
+  EXPECT_NE(refusal({"diff", scalar.string(), scalar.string()}).find("is a scalar"),
+            std::string::npos);
 
   const fs::path huge = edited("huge", "/model/huge", {hsize_t{1} << 35, hsize_t{1} << 35});
   const std::string overflow = refusal({"info", huge.string()});
