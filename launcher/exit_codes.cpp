@@ -38,36 +38,35 @@ size_t utf8_length(const unsigned char* s, size_t left) {
 
 std::string printable(const std::string& text, size_t max_line) {
   const auto* s = reinterpret_cast<const unsigned char*>(text.data());
-  std::string out;
-  size_t line = 0;  // bytes of the current output line
+  std::string out, line;
+  // A long line keeps its head and its tail, where a message's advice is; the cut lands on a
+  // character boundary.
+  const auto end_line = [&] {
+    if (line.size() > max_line) {
+      size_t head = max_line / 2, tail = line.size() - max_line / 2;
+      while (head > 0 && (static_cast<unsigned char>(line[head]) & 0xC0) == 0x80) --head;
+      while (tail < line.size() && (static_cast<unsigned char>(line[tail]) & 0xC0) == 0x80) ++tail;
+      line = line.substr(0, head) + " ... (" + std::to_string(tail - head) + " bytes cut) ... " +
+             line.substr(tail);
+    }
+    out += line;
+    line.clear();
+  };
   for (size_t i = 0; i < text.size();) {
-    if (s[i] == '\n') {
-      out += '\n';
-      line = 0;
-      ++i;
-      continue;
-    }
-    if (line >= max_line) {  // the rest of this line, counted
-      const size_t end = std::min(text.find('\n', i), text.size());
-      out += " ... (";
-      out += std::to_string(end - i);
-      out += " more bytes)";
-      i = end;
-      continue;
-    }
     const size_t n = s[i] < 0x80 ? 1 : utf8_length(s + i, text.size() - i);  // 0: invalid
-    if (n > 1 || (n == 1 && (s[i] == '\t' || (s[i] >= 0x20 && s[i] < 0x7F)))) {
-      out.append(text, i, n);
-      line += n;
-      i += n;
+    if (s[i] == '\n') {
+      end_line();
+      out += '\n';
+    } else if (n > 1 || (n == 1 && (s[i] == '\t' || (s[i] >= 0x20 && s[i] < 0x7F)))) {
+      line.append(text, i, n);
     } else {
       char hex[8];
       std::snprintf(hex, sizeof hex, "\\x%02X", s[i]);
-      out += hex;
-      line += 4;
-      ++i;
+      line += hex;
     }
+    i += std::max<size_t>(n, 1);
   }
+  end_line();
   return out;
 }
 

@@ -22,8 +22,9 @@ enum ExitCode : int {
 
 // `text` as a terminal should show it: a byte that is neither printable ASCII, a line break, a
 // tab nor part of valid UTF-8 (a control character, an escape sequence, a binary file's bytes) is
-// written \xHH, and a line longer than `max_line` bytes is cut short, saying how much was cut.
-std::string printable(const std::string& text, size_t max_line = 1000);
+// written \xHH, and a line longer than `max_line` bytes keeps its head and tail, saying how much
+// was cut between them.
+std::string printable(const std::string& text, size_t max_line = 2000);
 
 // What an exception means for the user: its exit code and the one-line message to print, made
 // printable (a message may quote a file that is not what it should be).
