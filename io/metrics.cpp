@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <vector>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -61,36 +62,42 @@ std::string metrics_json(int64_t step, const std::vector<std::pair<std::string, 
 
 namespace {
 
-// An earlier run's last line cut short (its disk filled, its node died) is no line at all: cuts
-// it from the regular file at `path`, so that the next line starts a line of its own. Returns the
-// bytes left (0 for no file); -1 for what is not a regular file (a FIFO someone reads), left as
-// it is.
-off_t drop_unfinished_line(const std::string& path) {
+// An earlier run's last line cut short (its disk filled, its node died and left zeros) is no
+// line at all: cuts it from the regular file at `path`, so that the next line starts a line of
+// its own. Returns the bytes kept (0 for no file), or -1 for what is not a regular file (a FIFO
+// someone reads), left as it is; `cut` is what went.
+off_t drop_unfinished_line(const std::string& path, off_t& cut) {
+  cut = 0;
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) return errno == ENOENT ? 0 : -1;
   if (!S_ISREG(st.st_mode)) return -1;
   std::ifstream in(path, std::ios::binary);
-  char tail[4096];
-  const off_t start = std::max<off_t>(0, st.st_size - static_cast<off_t>(sizeof tail));
-  in.seekg(start);
-  in.read(tail, st.st_size - start);
-  if (in.gcount() != st.st_size - start)
-    throw InputError("metrics file " + path + ": cannot read its end");
-  const char* newline = static_cast<const char*>(memrchr(tail, '\n', in.gcount()));
-  if (!newline && start > 0)
-    throw InputError("metrics file " + path + ": expected JSON lines, found " +
-                     std::to_string(sizeof tail) + " bytes without a line break at its end");
-  const off_t whole = newline ? start + (newline - tail) + 1 : 0;
+  constexpr off_t kBlock = 64 << 10;
+  std::vector<char> block(kBlock);
+  off_t whole = 0;  // just past the last line break
+  for (off_t end = st.st_size; end > 0 && whole == 0; end -= kBlock) {
+    const off_t start = std::max<off_t>(0, end - kBlock);
+    in.seekg(start);
+    in.read(block.data(), end - start);
+    if (in.gcount() != end - start)
+      throw InputError("metrics file " + path + ": cannot read it (" + std::strerror(errno) + ")");
+    if (const void* nl = memrchr(block.data(), '\n', static_cast<size_t>(end - start)))
+      whole = start + (static_cast<const char*>(nl) - block.data()) + 1;
+    else if (start == 0 && st.st_size > kBlock)  // not ours: left whole
+      throw InputError("metrics file " + path + ": expected JSON lines, found " +
+                       std::to_string(st.st_size) + " bytes without a line break");
+  }
   if (whole < st.st_size && truncate(path.c_str(), whole) != 0)
     throw InputError("metrics file " + path + ": cannot cut its unfinished last line (" +
                      std::strerror(errno) + ")");
+  cut = st.st_size - whole;
   return whole;
 }
 
 }  // namespace
 
 MetricsWriter::MetricsWriter(std::string path)
-    : path_(std::move(path)), whole_(drop_unfinished_line(path_)) {
+    : path_(std::move(path)), whole_(drop_unfinished_line(path_, cut_)) {
   file_.reset(std::fopen(path_.c_str(), "a"));
   if (!file_)
     throw InputError("metrics file " + path_ + ": cannot open for appending (" +

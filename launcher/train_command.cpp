@@ -255,9 +255,14 @@ class IntervalLog {
         tokens_per_step_(static_cast<double>(cfg.global_batch * cfg.model.seq_len)),
         flops_per_token_(gpt_flops_per_token(cfg.model)),
         peak_flops_(peak_flops) {
-    if (root)
+    if (root) {
       metrics_ = std::make_unique<MetricsWriter>(
           (std::filesystem::path(cfg.run_dir) / "metrics.jsonl").string());
+      if (metrics_->cut_bytes())
+        std::printf(
+            "metrics: cut the unfinished last line an earlier run left in %s (%lld bytes)\n",
+            metrics_->path().c_str(), static_cast<long long>(metrics_->cut_bytes()));
+    }
   }
 
   // A step whose update was skipped (non-finite loss or gradient norm, --train.nan_policy skip).

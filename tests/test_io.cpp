@@ -531,8 +531,12 @@ TEST_F(IoTest, MetricsAreJsonLinesThatRoundTrip) {
 // back the part of its line that reached the file.
 TEST_F(IoTest, MetricsStayWholeLinesAfterAWriteCutShort) {
   const std::string cut = path("cut.jsonl");
-  write_text(cut, "{\"step\": 1, \"loss\": 2}\n{\"step\": 2, \"lo");
-  MetricsWriter(cut).write(3, {{"loss", 0.5}});
+  write_text(cut, "{\"step\": 1, \"loss\": 2}\n{\"step\": 2, \"lo" + std::string(100000, '\0'));
+  {
+    MetricsWriter reopened(cut);  // a line cut short, then zeros (as a lost node may leave it)
+    EXPECT_EQ(reopened.cut_bytes(), 100000 + 15);
+    reopened.write(3, {{"loss", 0.5}});
+  }
   const auto bytes = read_bytes(cut);
   EXPECT_EQ(std::string(bytes.begin(), bytes.end()),
             "{\"step\": 1, \"loss\": 2}\n{\"step\": 3, \"loss\": 0.5}\n");
@@ -561,9 +565,10 @@ TEST_F(IoTest, MetricsStayWholeLinesAfterAWriteCutShort) {
   const auto written = read_bytes(full);
   EXPECT_EQ(written.size(), 3u * 26) << std::string(written.begin(), written.end());
 
-  const std::string unbroken = path("unbroken.jsonl");
-  write_text(unbroken, std::string(5000, 'x'));
+  const std::string unbroken = path("unbroken.jsonl");  // not metrics: left whole
+  write_text(unbroken, std::string(100000, 'x'));
   expect_input_error([&] { MetricsWriter{unbroken}; }, {unbroken, "without a line break"});
+  EXPECT_EQ(fs::file_size(unbroken), 100000u);
 }
 
 // ---------------------------------------------------------------------------------------------
