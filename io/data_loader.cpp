@@ -24,7 +24,8 @@ std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std:
                      "an unmatched \" in " + text);
   std::istringstream in(text);
   std::vector<std::string> words;
-  for (std::string w; in >> std::quoted(w);) words.push_back(w);
+  // Quotes group, nothing escapes: a backslash in a path is a backslash.
+  for (std::string w; in >> std::quoted(w, '"', '\0');) words.push_back(w);
   if (words.empty()) throw InputError(option + ": expected a corpus path, found nothing");
   if (words.size() == 1) return {CorpusWeight{1.0, words[0]}};
   if (words.size() % 2 != 0)

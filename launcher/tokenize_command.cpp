@@ -281,16 +281,17 @@ int train(int argc, char** argv) {
   std::optional<ProgressLine> line;  // made when the total is known
   o.progress = [&](const SentencePieceReadProgress& p) {
     if (!line) line.emplace(true, "tokenize train: reading", p.total_bytes);
+    if (!p.done && !line->due()) return;
     const std::string counts =
         count_of(p.documents, "documents") + " (" + count_of(p.sentences, "lines") + ")";
     if (!p.done) {
-      if (line->due()) line->print(p.bytes_read, counts);
+      line->print(p.bytes_read, counts);
       return;
     }
     line->end();
     std::fprintf(stderr,
-                 "tokenize train: read %s, %.1f MB; SentencePiece trains now (--verbose shows "
-                 "its progress)\n",
+                 "tokenize train: read %s, %.1f MB of input; SentencePiece trains now "
+                 "(--verbose shows its progress)\n",
                  counts.c_str(), p.bytes_read / 1e6);
     std::fflush(stderr);
   };
@@ -305,30 +306,47 @@ int train(int argc, char** argv) {
   return 0;
 }
 
-// The files encode writes before it renames them into place. SIGINT, SIGTERM or SIGHUP (Ctrl-C,
-// scancel, a closed terminal) removes them and then ends the process as the signal would have;
-// a corpus-sized PREFIX.bin.tmp would otherwise stay behind.
-std::string g_part_files[2];
+// The files encode writes before it renames them into place. While they exist, SIGINT, SIGTERM
+// or SIGHUP (Ctrl-C, scancel, a closed terminal) removes them and then ends the process as the
+// signal would have; a corpus-sized PREFIX.bin.tmp would otherwise stay behind. Fixed arrays, not
+// strings: the handler may run while the program exits.
+char g_part_files[2][4096];
 
 extern "C" void remove_part_files(int signo) {
-  for (const std::string& path : g_part_files) ::unlink(path.c_str());  // async-signal-safe
+  for (const char* path : g_part_files) ::unlink(path);  // async-signal-safe
   std::signal(signo, SIG_DFL);
   std::raise(signo);  // delivered as the handler returns
 }
 
-void remove_part_files_on_signals(const std::string& prefix) {
-  g_part_files[0] = prefix + ".bin.tmp";
-  g_part_files[1] = prefix + ".idx.tmp";
-  struct sigaction sa {};
-  sa.sa_handler = remove_part_files;
-  sigemptyset(&sa.sa_mask);
-  for (const int signo : {SIGINT, SIGTERM, SIGHUP}) {
-    struct sigaction old {};
-    // A signal ignored at start (a background job's SIGINT, nohup's SIGHUP) stays ignored.
-    if (sigaction(signo, nullptr, &old) == 0 && old.sa_handler != SIG_IGN)
-      sigaction(signo, &sa, nullptr);
+// Installs remove_part_files for the signals not ignored at start (a background job's SIGINT,
+// nohup's SIGHUP stay ignored), and puts the earlier handlers back when it goes.
+class PartFilesRemovedOnSignals {
+ public:
+  explicit PartFilesRemovedOnSignals(const std::string& prefix) {
+    for (int k = 0; k < 2; ++k) {
+      const std::string path = prefix + (k == 0 ? ".bin.tmp" : ".idx.tmp");
+      if (path.size() >= sizeof g_part_files[k]) return;  // too long to keep: left to chance
+      std::memcpy(g_part_files[k], path.c_str(), path.size() + 1);
+    }
+    struct sigaction sa {};
+    sa.sa_handler = remove_part_files;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < std::size(kSignals); ++i)
+      installed_[i] = sigaction(kSignals[i], nullptr, &old_[i]) == 0 &&
+                      old_[i].sa_handler != SIG_IGN && sigaction(kSignals[i], &sa, nullptr) == 0;
   }
-}
+  ~PartFilesRemovedOnSignals() {
+    for (size_t i = 0; i < std::size(kSignals); ++i)
+      if (installed_[i]) sigaction(kSignals[i], &old_[i], nullptr);
+  }
+  PartFilesRemovedOnSignals(const PartFilesRemovedOnSignals&) = delete;
+  PartFilesRemovedOnSignals& operator=(const PartFilesRemovedOnSignals&) = delete;
+
+ private:
+  static constexpr int kSignals[3] = {SIGINT, SIGTERM, SIGHUP};
+  struct sigaction old_[3] = {};
+  bool installed_[3] = {};
+};
 
 int encode(int argc, char** argv) {
   po::options_description desc("tokenize encode options");
@@ -350,7 +368,7 @@ int encode(int argc, char** argv) {
   DocumentReader reader(vm["input"].as<std::vector<std::string>>(),
                         vm["jsonl_key"].as<std::string>());
   create_parent_directory("--output", prefix);
-  remove_part_files_on_signals(prefix);
+  const PartFilesRemovedOnSignals removed_on_signals(prefix);
   const EncodeStats stats = encode_corpus(reader, *tokenizer, prefix, threads, true);
 
   const IndexedDataset corpus = IndexedDataset::open(prefix);
@@ -385,10 +403,12 @@ void check_ids(const IndexedDataset& corpus, const Tokenizer& tokenizer, bool by
 // Stops, naming `destination`, once the stream has failed (a full disk).
 void check_written(const std::ostream& out, const std::string& destination) {
   if (!out)
-    throw InputError(destination + ": writing the text failed (" + std::strerror(errno) + ")");
+    throw InputError(destination + ": writing the text failed" +
+                     (errno ? " (" + std::string(std::strerror(errno)) + ")" : ""));
 }
 
 void write_text(std::ostream& out, const std::string& destination, const std::string& text) {
+  errno = 0;  // what a failed write sets, not an older value
   out.write(text.data(), static_cast<std::streamsize>(text.size()));
   check_written(out, destination);
 }
@@ -439,6 +459,7 @@ int decode(int argc, char** argv) {
     pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(whole));
   }
   write_text(out, destination, tokenizer->decode(pending));
+  errno = 0;
   out.flush();
   check_written(out, destination);
   return 0;

@@ -67,9 +67,14 @@ void print_loss_curve(const std::vector<double>& losses) {
   for (int64_t r = 0; r < rows; ++r) {
     at[static_cast<size_t>(r)] = r * (n - 1) / (rows - 1);
     const double loss = losses[static_cast<size_t>(at[static_cast<size_t>(r)])];
-    if (std::isfinite(loss)) lo = std::min(lo, loss), hi = std::max(hi, loss);
+    if (!std::isfinite(loss)) continue;
+    lo = std::min(lo, loss);
+    hi = std::max(hi, loss);
   }
-  std::printf("loss curve (bars from %.4f to %.4f):\n", lo, hi);
+  if (lo <= hi)
+    std::printf("loss curve (bars from %.4f to %.4f):\n", lo, hi);
+  else
+    std::printf("loss curve (no finite loss among these steps):\n");
   for (const int64_t i : at) {
     const double loss = losses[static_cast<size_t>(i)];
     const int bar = !std::isfinite(loss) ? 0
@@ -543,8 +548,9 @@ int train_command(int argc, char** argv) {
     if (!help) {
       configure_process(cfg, mpi.ranks_on_this_node(), mpi.rank_on_this_node());
       trainer = std::make_unique<Trainer>(cfg, world.rank(), world.size());
-      // Also when this run samples nothing: `tessera sample` reads it from config.ini.
-      check_sampling_tokenizer(cfg);
+      // Also when this run samples nothing (on rank 0 then): `tessera sample` reads it from
+      // config.ini.
+      if (root || cfg.sample_tokens > 0) check_sampling_tokenizer(cfg);
       if (root) {
         prepare_run_dir(cfg);
         resume_dir = choose_checkpoint(checkpoints_root(cfg), cfg.checkpoint_resume, resume_note);
@@ -567,7 +573,8 @@ int train_command(int argc, char** argv) {
   try {
     resume_dir = broadcast_string(world, resume_dir, 0);
     resume_note = broadcast_string(world, resume_note, 0);
-    if (root && !resume_note.empty()) std::printf("checkpoint: %s\n", resume_note.c_str());
+    if (root && !resume_note.empty())
+      std::printf("checkpoint: %s\n", printable(resume_note).c_str());
     print_topology(world, mpi.rank_on_this_node(),
                    cfg.model.device == Device::CUDA ? "cuda (one GPU per rank)" : "cpu");
     return run_training(cfg, *trainer, world, resume_dir, mpi.rank_on_this_node()).exit_code;

@@ -29,7 +29,8 @@ usage: $prog --config FILE [options] [sbatch options] [-- tessera train options]
   --dry-run              print the sbatch command, do not run it
 
 Other options that start with -- (in --option=value form) go to sbatch as they are, e.g.
---time=12:00:00 --partition=gpu --account=proj --cpus-per-task=16 --parsable.
+--time=12:00:00 --partition=gpu --account=proj --cpus-per-task=16 --parsable; and the job's
+name as -J NAME, -JNAME or --job-name=NAME (default: tessera-CONFIG).
 With dp = 0 (the default) the world size comes from the allocation: nodes x ranks per node,
 and must be a multiple of tp x pp.
 EOF
@@ -57,7 +58,7 @@ ini_get() {
 
 config="" nodes="" per_node="" per_node_flag="" run_dir="" tessera="" launcher="" template="" dry_run=0
 sbatch_opts=() tessera_args=() job_name_given=0
-# The value after option $1, or a stop naming what it needs ($3).
+# Stops, naming what option $1 needs ($3), unless its value $2 is there.
 value_of() { [ -n "${2:-}" ] || die "$1 needs $3"; }
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -576,8 +576,13 @@ TEST_F(IoTest, MetricsStayWholeLinesAfterAWriteCutShort) {
 
 TEST_F(IoTest, TokenizeEncodeDecodeRoundTrip) {
   write_text(path("t.txt"), "first entry\n%\nsecond \xff entry\n");
+  struct sigaction before {
+  }, after{};
+  sigaction(SIGTERM, nullptr, &before);
   ::testing::internal::CaptureStdout();
   EXPECT_EQ(run_tokenize({"encode", "--input", path("t.txt"), "--output", path("out/c")}), 0);
+  sigaction(SIGTERM, nullptr, &after);  // the handler that removes part files is gone again
+  EXPECT_EQ(after.sa_handler, before.sa_handler);
   const std::string summary = ::testing::internal::GetCapturedStdout();
   EXPECT_NE(summary.find("2 documents, 29 tokens"), std::string::npos) << summary;
   EXPECT_NE(summary.find("nats/token"), std::string::npos) << summary;

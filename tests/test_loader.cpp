@@ -83,7 +83,7 @@ TEST(CorpusBlend, ParsesOnePathOrWeightedPairsAndNormalises) {
   ASSERT_EQ(spaced.size(), 2u);
   EXPECT_EQ(spaced[0].path, "my data/a");
   EXPECT_DOUBLE_EQ(spaced[1].weight, 0.75);
-  EXPECT_EQ(parse_corpus_blend("\"my data/a\"", "--data.path").at(0).path, "my data/a");
+  EXPECT_EQ(parse_corpus_blend("\"my data\\a\"", "--data.path").at(0).path, "my data\\a");
 }
 
 TEST(CorpusBlend, MalformedTextNamesTheOption) {
