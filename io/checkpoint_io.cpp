@@ -1,8 +1,8 @@
-// Shards, the virtual-dataset master and CheckpointReader (see io/checkpoint_io.h for the
-// layout). HDF5 is used through io/h5_handle.h: every handle an H5Id, every call under an H5Lock
-// and through CHECK_H5. Calls whose failure is the user's file (opening a damaged model.h5,
-// reading a corrupt dataset) throw InputError naming that file. The MANIFEST, `latest` and the
-// fsync steps live in io/checkpoint_manifest.cpp.
+// Shards and the virtual-dataset master (see io/checkpoint_io.h for the layout; the reader is
+// io/checkpoint_reader.cpp). HDF5 is used through io/h5_handle.h: every handle an H5Id, every call
+// under an H5Lock and through CHECK_H5. Calls whose failure is the user's file (opening a damaged
+// model.h5, reading a corrupt dataset) throw InputError naming that file. The MANIFEST, `latest`
+// and the fsync steps live in io/checkpoint_manifest.cpp.
 #include "io/checkpoint_io.h"
 
 #include <bit>
@@ -18,6 +18,7 @@
 #include <sys/statvfs.h>
 
 #include "core/error.h"
+#include "io/checkpoint_blocks.h"
 #include "io/h5_handle.h"
 
 namespace fs = std::filesystem;
@@ -38,12 +39,6 @@ H5Id intermediate_groups() {
   return lcpl;
 }
 
-H5Id simple_space(const Shape& shape) {
-  const std::vector<hsize_t> dims(shape.begin(), shape.end());
-  return {CHECK_H5(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr)),
-          H5Sclose};
-}
-
 // Fixed-length, NUL-terminated UTF-8: h5dump prints it, h5py reads it as bytes.
 H5Id string_type(const std::string& value) {
   H5Id type(CHECK_H5(H5Tcopy(H5T_C_S1)), H5Tclose);
@@ -57,16 +52,6 @@ void write_string_attribute(hid_t object, const char* name, const std::string& v
   H5Id space(CHECK_H5(H5Screate(H5S_SCALAR)), H5Sclose);
   H5Id a(CHECK_H5(H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT)), H5Aclose);
   CHECK_H5(H5Awrite(a, type, value.c_str()));
-}
-
-std::string read_string(hid_t object, bool attribute, const std::string& where) {
-  H5Id type(CHECK_H5(attribute ? H5Aget_type(object) : H5Dget_type(object)), H5Tclose);
-  if (H5Tget_class(type) != H5T_STRING || H5Tis_variable_str(type) > 0)
-    throw InputError(where + ": expected a fixed-length string");
-  std::string s(H5Tget_size(type), '\0');
-  CHECK_H5(attribute ? H5Aread(object, type, s.data())
-                     : H5Dread(object, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, s.data()));
-  return s.substr(0, s.find('\0'));
 }
 
 void write_shape_attribute(hid_t object, const char* name, const Shape& v) {
@@ -84,47 +69,6 @@ void write_scalar_attribute(hid_t object, const std::string& name, hid_t file_ty
   H5Id a(CHECK_H5(H5Acreate2(object, name.c_str(), file_type, space, H5P_DEFAULT, H5P_DEFAULT)),
          H5Aclose);
   CHECK_H5(H5Awrite(a, memory_type, &value));
-}
-
-// Attribute `name` of `object`, opened; InputError when absent.
-H5Id open_attribute(hid_t object, const char* name, const std::string& where) {
-  if (CHECK_H5(H5Aexists(object, name)) == 0)
-    throw InputError(where + ": no attribute `" + std::string(name) + "` (not a tessera shard?)");
-  return {CHECK_H5(H5Aopen(object, name, H5P_DEFAULT)), H5Aclose};
-}
-
-Shape read_shape_attribute(hid_t object, const char* name, const std::string& where) {
-  H5Id a = open_attribute(object, name, where);
-  H5Id space(CHECK_H5(H5Aget_space(a)), H5Sclose);
-  Shape v(static_cast<size_t>(CHECK_H5(H5Sget_simple_extent_npoints(space))));
-  CHECK_H5(H5Aread(a, H5T_NATIVE_INT64, v.data()));
-  return v;
-}
-
-Shape dataset_shape(hid_t dataset) {
-  H5Id space(CHECK_H5(H5Dget_space(dataset)), H5Sclose);
-  std::vector<hsize_t> dims(static_cast<size_t>(CHECK_H5(H5Sget_simple_extent_ndims(space))));
-  CHECK_H5(H5Sget_simple_extent_dims(space, dims.data(), nullptr));
-  return Shape(dims.begin(), dims.end());
-}
-
-// Calls fn(path, dataset) for every dataset below `group` ("/a/b/c"), depth first, by name.
-void for_each_dataset(hid_t group, const std::string& prefix,
-                      const std::function<void(const std::string&, hid_t)>& fn) {
-  H5G_info_t info;
-  CHECK_H5(H5Gget_info(group, &info));
-  for (hsize_t i = 0; i < info.nlinks; ++i) {
-    const ssize_t n = CHECK_H5(
-        H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT));
-    std::string name(static_cast<size_t>(n) + 1, '\0');
-    CHECK_H5(H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(),
-                                H5P_DEFAULT));
-    name.resize(static_cast<size_t>(n));
-    H5Id object(CHECK_H5(H5Oopen(group, name.c_str(), H5P_DEFAULT)), H5Oclose);
-    const std::string path = prefix + "/" + name;
-    if (H5Iget_type(object) == H5I_GROUP) for_each_dataset(object, path, fn);
-    if (H5Iget_type(object) == H5I_DATASET) fn(path, object);
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -178,46 +122,6 @@ void write_block(hid_t file, const std::string& dataset, const TensorBlock& b) {
   throw;
 }
 
-// One block of a tensor as the master maps it.
-struct SourceBlock {
-  std::string file;     // relative to model.h5: "shards/rank_00003.h5"
-  std::string dataset;  // "/model/layers/03/attn/qkv/weight#1"
-  Shape offset, shape;
-};
-
-struct TensorPlan {
-  Shape global_shape;
-  DType dtype = DType::F32;
-  std::vector<SourceBlock> blocks;
-};
-
-std::string describe(const SourceBlock& b) {
-  return b.file + ":" + b.dataset + " (offset " + shape_str(b.offset) + ", shape " +
-         shape_str(b.shape) + ")";
-}
-
-void add_shard_blocks(const fs::path& dir, const std::string& file,
-                      std::map<std::string, TensorPlan>& plans) {
-  const std::string path = (dir / file).string();
-  H5Id f(check_h5_input(H5Fopen(path.c_str(), H5F_ACC_RDONLY, file_access()), path,
-                        "cannot open as HDF5"),
-         H5Fclose);
-  for_each_dataset(f, "", [&](const std::string& dataset, hid_t d) {
-    const std::string where = path + ":" + dataset;
-    H5Id a = open_attribute(d, "tensor", where);
-    const std::string name = read_string(a, true, where);
-    SourceBlock b{file, dataset, read_shape_attribute(d, "global_offset", where), dataset_shape(d)};
-    const Shape global = read_shape_attribute(d, "global_shape", where);
-    const DType dtype = stored_dtype(d, where);
-    auto [it, fresh] = plans.try_emplace(name, TensorPlan{global, dtype, {}});
-    TESSERA_CHECK(fresh || (it->second.global_shape == global && it->second.dtype == dtype),
-                  "tensor " + name + ": " + where + " says " + shape_str(global) + " " +
-                      dtype_name(dtype) + ", " + describe(it->second.blocks.front()) + " says " +
-                      shape_str(it->second.global_shape) + " " + dtype_name(it->second.dtype));
-    it->second.blocks.push_back(std::move(b));
-  });
-}
-
 // ---------------------------------------------------------------------------------------------
 // The master file
 
@@ -249,13 +153,6 @@ void check_tiling(const std::string& name, const TensorPlan& p) {
                     std::to_string(p.blocks.size()) + " blocks cover " + std::to_string(covered) +
                     " of " + std::to_string(shape_numel(p.global_shape)) +
                     " elements (a gap: a rank's shard is missing or incomplete)");
-}
-
-// VDS source names may hold printf-like patterns ("%b"); a literal '%' is written "%%".
-std::string vds_literal(const std::string& s) {
-  std::string r;
-  for (char c : s) r += c == '%' ? std::string("%%") : std::string(1, c);
-  return r;
 }
 
 void create_virtual_dataset(hid_t master, const std::string& name, const TensorPlan& p) {
@@ -314,6 +211,44 @@ void write_meta(hid_t file, const CheckpointMeta& meta) {
   }
 }
 
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Blocks (io/checkpoint_blocks.h)
+
+std::string describe(const SourceBlock& b) {
+  return b.file + ":" + b.dataset + " (offset " + shape_str(b.offset) + ", shape " +
+         shape_str(b.shape) + ")";
+}
+
+void add_shard_blocks(const fs::path& dir, const std::string& file,
+                      std::map<std::string, TensorPlan>& plans) {
+  const std::string path = (dir / file).string();
+  H5Id f(check_h5_input(H5Fopen(path.c_str(), H5F_ACC_RDONLY, file_access()), path,
+                        "cannot open as HDF5"),
+         H5Fclose);
+  for_each_dataset(f, "", [&](const std::string& dataset, hid_t d) {
+    const std::string where = path + ":" + dataset;
+    H5Id a = open_attribute(d, "tensor", where);
+    const std::string name = read_string(a, true, where);
+    SourceBlock b{file, dataset, read_shape_attribute(d, "global_offset", where), dataset_shape(d)};
+    const Shape global = read_shape_attribute(d, "global_shape", where);
+    const DType dtype = stored_dtype(d, where);
+    auto [it, fresh] = plans.try_emplace(name, TensorPlan{global, dtype, {}});
+    TESSERA_CHECK(fresh || (it->second.global_shape == global && it->second.dtype == dtype),
+                  "tensor " + name + ": " + where + " says " + shape_str(global) + " " +
+                      dtype_name(dtype) + ", " + describe(it->second.blocks.front()) + " says " +
+                      shape_str(it->second.global_shape) + " " + dtype_name(it->second.dtype));
+    it->second.blocks.push_back(std::move(b));
+  });
+}
+
+std::string vds_literal(const std::string& s) {
+  std::string r;
+  for (char c : s) r += c == '%' ? std::string("%%") : std::string(1, c);
+  return r;
+}
+
 CheckpointMeta read_meta(hid_t file, const std::string& path) {
   CheckpointMeta meta;
   std::vector<std::string> names;
@@ -338,8 +273,6 @@ CheckpointMeta read_meta(hid_t file, const std::string& path) {
   }
   return meta;
 }
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // Public functions
@@ -423,262 +356,6 @@ void write_master(const std::string& dir, const CheckpointMeta& meta) {
     }
   }
   fsync_path(path);
-}
-
-namespace {
-
-// Reads `file_space`'s selection of dataset `d` (stored as `stored`) into `out`: F32 or F64 from
-// any stored dtype, BF16 as raw bits. Caller holds the H5Lock.
-void read_selection(hid_t d, hid_t file_space, DType stored, Tensor& out, const std::string& path,
-                    const std::string& name) {
-  H5Id memory_space = simple_space(out.shape());
-  const bool widen_bf16 = stored == DType::BF16 && out.dtype() != DType::BF16;
-  std::vector<uint16_t> bits(widen_bf16 ? static_cast<size_t>(out.numel()) : 0);
-  const hid_t native = out.dtype() == DType::F32 ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
-  H5Id type = widen_bf16 || out.dtype() == DType::BF16 ? bf16_type()
-                                                       : H5Id(CHECK_H5(H5Tcopy(native)), H5Tclose);
-  check_h5_input(H5Dread(d, type, memory_space, file_space, H5P_DEFAULT,
-                         widen_bf16 ? static_cast<void*>(bits.data()) : out.raw()),
-                 path, "reading tensor " + name + " failed");
-  float* f32 = out.dtype() == DType::F32 ? out.data<float>() : nullptr;
-  double* f64 = out.dtype() == DType::F64 ? out.data<double>() : nullptr;
-  for (size_t i = 0; i < bits.size(); ++i) {  // bf16 is the upper half of an f32
-    const float v = std::bit_cast<float>(static_cast<uint32_t>(bits[i]) << 16);
-    if (f32) f32[i] = v;
-    if (f64) f64[i] = v;
-  }
-}
-
-// One dataset of the preferred shard: which block of which tensor it holds.
-struct ShardBlock {
-  Shape offset, shape;
-  std::string dataset;
-};
-
-// The text H5Pget_virtual_filename/dsetname hand back, for mapping i of `dcpl`.
-std::string virtual_name(hid_t dcpl, size_t i, bool file) {
-  const auto get = [&](char* out, size_t size) {
-    return file ? H5Pget_virtual_filename(dcpl, i, out, size)
-                : H5Pget_virtual_dsetname(dcpl, i, out, size);
-  };
-  std::string name(static_cast<size_t>(CHECK_H5(get(nullptr, 0))) + 1, '\0');
-  CHECK_H5(get(name.data(), name.size()));
-  name.resize(name.size() - 1);
-  std::string literal;  // vds_literal's "%%" back to '%'
-  for (size_t k = 0; k < name.size(); ++k) {
-    literal += name[k];
-    if (name[k] == '%' && k + 1 < name.size() && name[k + 1] == '%') ++k;
-  }
-  return literal;
-}
-
-// The blocks of tensor `name` (dataset `d` of model.h5) that its virtual dataset maps onto shard
-// datasets, as (tensor, block) by shard file; none for a dataset that is not virtual.
-void add_mapped_blocks(
-    hid_t d, const std::string& name,
-    std::map<std::string, std::vector<std::pair<std::string, SourceBlock>>>& out) {
-  H5Id dcpl(CHECK_H5(H5Dget_create_plist(d)), H5Pclose);
-  if (H5Pget_layout(dcpl) != H5D_VIRTUAL) return;
-  size_t count = 0;
-  CHECK_H5(H5Pget_virtual_count(dcpl, &count));
-  for (size_t i = 0; i < count; ++i) {
-    // The block's place in the tensor, whose extent is the whole shard dataset's (HDF5 1.10 does
-    // not keep the source dataspace's extent until the source is opened).
-    H5Id block(CHECK_H5(H5Pget_virtual_vspace(dcpl, i)), H5Sclose);
-    const size_t rank = static_cast<size_t>(CHECK_H5(H5Sget_simple_extent_ndims(block)));
-    std::vector<hsize_t> first(rank), last(rank);
-    CHECK_H5(H5Sget_select_bounds(block, first.data(), last.data()));
-    SourceBlock b{virtual_name(dcpl, i, true), virtual_name(dcpl, i, false), Shape(rank),
-                  Shape(rank)};
-    for (size_t k = 0; k < rank; ++k) {
-      b.offset[k] = static_cast<int64_t>(first[k]);
-      b.shape[k] = static_cast<int64_t>(last[k] - first[k] + 1);
-    }
-    out[b.file].emplace_back(name, std::move(b));
-  }
-}
-
-}  // namespace
-
-struct CheckpointReader::Impl {
-  std::string dir;
-  H5Id file{H5I_INVALID_HID, H5Fclose};
-  CheckpointMeta meta;
-  std::map<std::string, TensorInfo> tensors;
-  std::string shard_path;  // prefer_shard's file, open while `shard` is
-  H5Id shard{H5I_INVALID_HID, H5Fclose};
-  std::map<std::string, std::vector<ShardBlock>> shard_blocks;  // by tensor name
-  ~Impl() {
-    H5Lock lock;
-    shard.reset();
-    file.reset();
-  }
-};
-
-CheckpointReader::CheckpointReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-CheckpointReader::CheckpointReader(CheckpointReader&&) noexcept = default;
-CheckpointReader& CheckpointReader::operator=(CheckpointReader&&) noexcept = default;
-CheckpointReader::~CheckpointReader() = default;
-
-CheckpointReader CheckpointReader::open(const std::string& dir, ManifestCheck check) {
-  verify_manifest(dir, check);
-  auto impl = std::make_unique<Impl>();
-  impl->dir = dir;
-  const std::string path = (fs::path(dir) / "model.h5").string();
-  H5Lock lock;
-  impl->file = H5Id(check_h5_input(H5Fopen(path.c_str(), H5F_ACC_RDONLY, file_access()), path,
-                                   "cannot open as HDF5"),
-                    H5Fclose);
-  try {
-    impl->meta = read_meta(impl->file, path);
-    for_each_dataset(impl->file, "", [&](const std::string& dataset, hid_t d) {
-      if (dataset.rfind("/meta/", 0) == 0) return;
-      const std::string name = dataset.substr(1);
-      const Shape shape = dataset_shape(d);
-      if (shape.empty())  // tessera writes none; a model.h5 edited by hand may hold one
-        throw InputError(path + ": tensor " + name +
-                         " is a scalar, expected a tensor of one or more dimensions");
-      int64_t bytes = 8;  // of the widest element read (float64), as ckpt verify reads them
-      for (const int64_t extent : shape)
-        if (extent < 0 || __builtin_mul_overflow(bytes, extent, &bytes))
-          throw InputError(path + ": tensor " + name + " of shape " + shape_str(shape) +
-                           " has more elements than any memory holds (a model.h5 edited by hand?)");
-      impl->tensors[name] = {name, shape, stored_dtype(d, path + ":" + dataset)};
-    });
-  } catch (const InternalError& e) {  // a file that passed the MANIFEST but HDF5 cannot read
-    throw InputError(path + ": unreadable (" + e.what() + "); `tessera ckpt verify` checks it");
-  }
-  return CheckpointReader(std::move(impl));
-}
-
-void CheckpointReader::check_shards() const {
-  H5Lock lock;
-  const fs::path dir(impl_->dir);
-  const std::string master = (dir / "model.h5").string();
-  std::map<std::string, std::vector<std::pair<std::string, SourceBlock>>> mapped;  // by file
-  for_each_dataset(impl_->file, "", [&](const std::string& dataset, hid_t d) {
-    if (dataset.rfind("/meta/", 0) != 0) add_mapped_blocks(d, dataset.substr(1), mapped);
-  });
-  for (const auto& [file, blocks] : mapped) {
-    // A shard removed together with its MANIFEST line passes verify_manifest.
-    if (!fs::is_regular_file(dir / file))
-      throw InputError(master + ": tensor " + blocks.front().first + " lies partly in " + file +
-                       ", which is missing (and not in the MANIFEST: removed with its line?)");
-    std::map<std::string, TensorPlan> held;  // what the shard says it holds
-    try {
-      add_shard_blocks(dir, file, held);
-    } catch (const InternalError& e) {
-      throw InputError((dir / file).string() + ": unreadable as a shard (" + e.what() + ")");
-    }
-    for (const auto& [tensor, b] : blocks) {
-      const auto it = held.find(tensor);
-      const bool found =
-          it != held.end() && std::any_of(it->second.blocks.begin(), it->second.blocks.end(),
-                                          [&](const SourceBlock& h) {
-                                            return h.dataset == b.dataset && h.offset == b.offset &&
-                                                   h.shape == b.shape;
-                                          });
-      if (!found)
-        throw InputError((dir / file).string() + ": holds no dataset " + b.dataset +
-                         " with the block at " + shape_str(b.offset) + " of shape " +
-                         shape_str(b.shape) + " of tensor " + tensor +
-                         ", which model.h5 maps onto it (a shard of another rank or checkpoint?)");
-    }
-  }
-}
-
-const std::string& CheckpointReader::dir() const {
-  return impl_->dir;
-}
-const CheckpointMeta& CheckpointReader::meta() const {
-  return impl_->meta;
-}
-
-std::vector<CheckpointReader::TensorInfo> CheckpointReader::tensors() const {
-  std::vector<TensorInfo> r;
-  for (const auto& [name, info] : impl_->tensors) r.push_back(info);
-  return r;
-}
-
-bool CheckpointReader::has(const std::string& name) const {
-  return impl_->tensors.count(name) > 0;
-}
-
-const CheckpointReader::TensorInfo& CheckpointReader::tensor(const std::string& name) const {
-  const auto it = impl_->tensors.find(name);
-  if (it == impl_->tensors.end())
-    throw InputError("checkpoint " + impl_->dir + ": no tensor " + name + " (it holds " +
-                     std::to_string(impl_->tensors.size()) +
-                     " tensors; a model of another architecture?)");
-  return it->second;
-}
-
-void CheckpointReader::read(const std::string& name, const Shape& global_shape, const Shape& offset,
-                            Tensor& out) const {
-  const TensorInfo& info = tensor(name);
-  if (info.shape != global_shape)
-    throw InputError("checkpoint " + impl_->dir + ": tensor " + name + " has shape " +
-                     shape_str(info.shape) + ", expected " + shape_str(global_shape) +
-                     " (a checkpoint of a model of another shape?)");
-  TESSERA_CHECK(out.defined() && out.device() == Device::CPU && out.is_contiguous(),
-                "checkpoint read of " + name + ": expected a contiguous CPU tensor");
-  TESSERA_CHECK(out.dtype() != DType::BF16 || info.dtype == DType::BF16,
-                "checkpoint read of " + name + ": bfloat16 out of a " + dtype_name(info.dtype) +
-                    " tensor is not supported");
-  const size_t rank = global_shape.size();
-  bool inside = offset.size() == rank && out.shape().size() == rank;
-  for (size_t d = 0; inside && d < rank; ++d)
-    inside = offset[d] >= 0 && offset[d] + out.shape()[d] <= global_shape[d];
-  TESSERA_CHECK(inside, "checkpoint read of " + name + " " + shape_str(global_shape) + ": block " +
-                            shape_str(out.shape()) + " at " + shape_str(offset) + " lies outside");
-  if (out.numel() == 0) return;
-  H5Lock lock;
-  const auto local = impl_->shard_blocks.find(name);
-  if (local != impl_->shard_blocks.end())
-    for (const ShardBlock& b : local->second)
-      if (b.offset == offset && b.shape == out.shape()) {
-        H5Id d(check_h5_input(H5Dopen2(impl_->shard, b.dataset.c_str(), H5P_DEFAULT),
-                              impl_->shard_path, "cannot open dataset " + b.dataset),
-               H5Dclose);
-        read_selection(d, H5S_ALL, info.dtype, out, impl_->shard_path, name);
-        return;
-      }
-  const std::string path = (fs::path(impl_->dir) / "model.h5").string();
-  H5Id d(check_h5_input(H5Dopen2(impl_->file, ("/" + name).c_str(), H5P_DEFAULT), path,
-                        "cannot open tensor " + name),
-         H5Dclose);
-  H5Id file_space(CHECK_H5(H5Dget_space(d)), H5Sclose);
-  const std::vector<hsize_t> start(offset.begin(), offset.end());
-  const std::vector<hsize_t> count(out.shape().begin(), out.shape().end());
-  CHECK_H5(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, count.data(),
-                               nullptr));
-  read_selection(d, file_space, info.dtype, out, path, name);
-}
-
-void CheckpointReader::prefer_shard(int rank) {
-  const std::string path = (fs::path(impl_->dir) / "shards" / shard_file_name(rank)).string();
-  if (!fs::exists(path)) return;
-  H5Lock lock;
-  H5Id file(check_h5_input(H5Fopen(path.c_str(), H5F_ACC_RDONLY, file_access()), path,
-                           "cannot open as HDF5"),
-            H5Fclose);
-  std::map<std::string, std::vector<ShardBlock>> blocks;
-  try {
-    for_each_dataset(file, "", [&](const std::string& dataset, hid_t d) {
-      const std::string where = path + ":" + dataset;
-      H5Id a = open_attribute(d, "tensor", where);
-      const std::string name = read_string(a, true, where);
-      const auto info = impl_->tensors.find(name);
-      if (info == impl_->tensors.end() || stored_dtype(d, where) != info->second.dtype) return;
-      blocks[name].push_back(
-          {read_shape_attribute(d, "global_offset", where), dataset_shape(d), dataset});
-    });
-  } catch (const InternalError& e) {
-    throw InputError(path + ": unreadable (" + e.what() + "); `tessera ckpt verify` checks it");
-  }
-  impl_->shard = std::move(file);
-  impl_->shard_path = path;
-  impl_->shard_blocks = std::move(blocks);
 }
 
 }  // namespace tessera

@@ -68,4 +68,59 @@ DType stored_dtype(hid_t dataset, const std::string& where) {
   throw InputError(where + ": expected a float32, float64 or bfloat16 dataset, found " + found);
 }
 
+H5Id simple_space(const Shape& shape) {
+  const std::vector<hsize_t> dims(shape.begin(), shape.end());
+  return {CHECK_H5(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr)),
+          H5Sclose};
+}
+
+std::string read_string(hid_t object, bool attribute, const std::string& where) {
+  H5Id type(CHECK_H5(attribute ? H5Aget_type(object) : H5Dget_type(object)), H5Tclose);
+  if (H5Tget_class(type) != H5T_STRING || H5Tis_variable_str(type) > 0)
+    throw InputError(where + ": expected a fixed-length string");
+  std::string s(H5Tget_size(type), '\0');
+  CHECK_H5(attribute ? H5Aread(object, type, s.data())
+                     : H5Dread(object, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, s.data()));
+  return s.substr(0, s.find('\0'));
+}
+
+H5Id open_attribute(hid_t object, const char* name, const std::string& where) {
+  if (CHECK_H5(H5Aexists(object, name)) == 0)
+    throw InputError(where + ": no attribute `" + std::string(name) + "` (not a tessera shard?)");
+  return {CHECK_H5(H5Aopen(object, name, H5P_DEFAULT)), H5Aclose};
+}
+
+Shape read_shape_attribute(hid_t object, const char* name, const std::string& where) {
+  H5Id a = open_attribute(object, name, where);
+  H5Id space(CHECK_H5(H5Aget_space(a)), H5Sclose);
+  Shape v(static_cast<size_t>(CHECK_H5(H5Sget_simple_extent_npoints(space))));
+  CHECK_H5(H5Aread(a, H5T_NATIVE_INT64, v.data()));
+  return v;
+}
+
+Shape dataset_shape(hid_t dataset) {
+  H5Id space(CHECK_H5(H5Dget_space(dataset)), H5Sclose);
+  std::vector<hsize_t> dims(static_cast<size_t>(CHECK_H5(H5Sget_simple_extent_ndims(space))));
+  CHECK_H5(H5Sget_simple_extent_dims(space, dims.data(), nullptr));
+  return Shape(dims.begin(), dims.end());
+}
+
+void for_each_dataset(hid_t group, const std::string& prefix,
+                      const std::function<void(const std::string&, hid_t)>& fn) {
+  H5G_info_t info;
+  CHECK_H5(H5Gget_info(group, &info));
+  for (hsize_t i = 0; i < info.nlinks; ++i) {
+    const ssize_t n = CHECK_H5(
+        H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT));
+    std::string name(static_cast<size_t>(n) + 1, '\0');
+    CHECK_H5(H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(),
+                                H5P_DEFAULT));
+    name.resize(static_cast<size_t>(n));
+    H5Id object(CHECK_H5(H5Oopen(group, name.c_str(), H5P_DEFAULT)), H5Oclose);
+    const std::string path = prefix + "/" + name;
+    if (H5Iget_type(object) == H5I_GROUP) for_each_dataset(object, path, fn);
+    if (H5Iget_type(object) == H5I_DATASET) fn(path, object);
+  }
+}
+
 }  // namespace tessera

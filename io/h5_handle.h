@@ -7,6 +7,7 @@
 
 #include <hdf5.h>
 
+#include <functional>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -94,5 +95,19 @@ H5Id file_type(DType dtype);
 
 // The dtype a dataset is stored as (F32, F64 or BF16); InputError naming `where` otherwise.
 DType stored_dtype(hid_t dataset, const std::string& where);
+
+// Objects and attributes of the checkpoint files, read. Callers hold the H5Lock.
+H5Id simple_space(const Shape& shape);
+// A fixed-length string, of an attribute (`attribute`) or a dataset; InputError naming `where`
+// otherwise.
+std::string read_string(hid_t object, bool attribute, const std::string& where);
+// Attribute `name` of `object`, opened; InputError naming `where` when absent.
+H5Id open_attribute(hid_t object, const char* name, const std::string& where);
+// An int64 vector attribute (a shape or an offset); InputError naming `where` when absent.
+Shape read_shape_attribute(hid_t object, const char* name, const std::string& where);
+Shape dataset_shape(hid_t dataset);
+// Calls fn(path, dataset) for every dataset below `group` ("/a/b/c"), depth first, by name.
+void for_each_dataset(hid_t group, const std::string& prefix,
+                      const std::function<void(const std::string&, hid_t)>& fn);
 
 }  // namespace tessera

@@ -46,7 +46,9 @@ const char* megatron_dtype_name(uint64_t code) {
   return code >= 1 && code <= 8 ? names[code] : nullptr;
 }
 
-std::string printable(const char* bytes, size_t n) {
+// Bytes as printable ASCII, anything else (and a backslash) as \\xhh: a header's magic shown byte
+// for byte.
+std::string escaped_bytes(const char* bytes, size_t n) {
   std::string s;
   for (size_t i = 0; i < n; ++i) {
     unsigned char c = static_cast<unsigned char>(bytes[i]);
@@ -211,7 +213,7 @@ Header read_header(std::ifstream& in, const std::string& path, uint64_t file_byt
     corpus_error(path,
                  "expected magic \"MMIDIDX\\x00\\x00\" (a Megatron indexed dataset), "
                  "found \"" +
-                     printable(h, sizeof kMagic) + "\"");
+                     escaped_bytes(h, sizeof kMagic) + "\"");
   uint64_t version;
   uint8_t code;
   Header header{DType::U16, 0, 0};
