@@ -46,7 +46,7 @@ const char* megatron_dtype_name(uint64_t code) {
   return code >= 1 && code <= 8 ? names[code] : nullptr;
 }
 
-// Bytes as printable ASCII, anything else (and a backslash) as \\xhh: a header's magic shown byte
+// Bytes as printable ASCII, anything else (and a backslash) as \xhh: a header's magic shown byte
 // for byte.
 std::string escaped_bytes(const char* bytes, size_t n) {
   std::string s;
