@@ -168,6 +168,11 @@ void keep_newest(const std::string& root, int64_t keep, const std::string& just_
 
 }  // namespace
 
+void verify_checkpoint(const std::string& dir) {
+  verify_manifest(dir);
+  CheckpointReader::open(dir, ManifestCheck::kSizes).check_shards();
+}
+
 std::string newest_checkpoint(const std::string& root, std::string& note) {
   if (!fs::is_directory(root)) return "";
   std::string latest, why;
@@ -175,7 +180,7 @@ std::string newest_checkpoint(const std::string& root, std::string& note) {
     latest = read_latest(root);
     if (!latest.empty()) {
       const std::string dir = (fs::path(root) / latest).string();
-      verify_manifest(dir);
+      verify_checkpoint(dir);
       return dir;
     }
   } catch (const InputError& e) {
@@ -185,7 +190,7 @@ std::string newest_checkpoint(const std::string& root, std::string& note) {
   for (const std::string& s : steps) {
     const std::string dir = (fs::path(root) / s).string();
     try {
-      verify_manifest(dir);
+      verify_checkpoint(dir);
       if (!why.empty())
         note = "latest checkpoint is not usable (" + why + "); taking " + dir + " instead";
       return dir;
@@ -394,7 +399,7 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
                      "; repair them (tessera ckpt verify), move them away, or give "
                      "--checkpoint.resume PATH");
   }
-  verify_manifest(resume);
+  verify_checkpoint(resume);
   std::error_code ec;
   const bool under_root = fs::equivalent(fs::path(resume).parent_path(), root, ec);
   if (!under_root && !steps.empty()) refuse_over(resume);
@@ -493,7 +498,6 @@ void load_zero_state(Trainer& tr, ZeroAdamW& z, const CheckpointReader& reader,
 
 void check_checkpoint_fits(const std::string& dir, const ModelConfig& m) {
   const CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
-  reader.check_shards();
   check_resume_meta(reader.meta(), dir);
   check_saved_model(reader, m, dir);
 }

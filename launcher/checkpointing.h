@@ -73,11 +73,15 @@ class CheckpointSaver {
 // consumed_samples, seed).
 void check_resume_meta(const CheckpointMeta& meta, const std::string& dir);
 
-// InputError naming `dir` when its checkpoint cannot be resumed by a model of `m`: a shard is not
-// the one model.h5 maps (CheckpointReader::check_shards), a key a resume reads is missing, or it
-// was saved with another layer count, head count or position kind (what the tensors' shapes do
-// not show). Rank 0 calls it before the ranks agree on their inputs.
+// InputError naming `dir` when its checkpoint cannot be resumed by a model of `m`: a key a resume
+// reads is missing, or it was saved with another layer count, head count or position kind (what
+// the tensors' shapes do not show). Rank 0 calls it before the ranks agree on their inputs.
 void check_checkpoint_fits(const std::string& dir, const ModelConfig& m);
+
+// InputError naming the file unless the checkpoint `dir` verifies: every checksum of its MANIFEST
+// (verify_manifest), and model.h5's map of the shards against the shards
+// (CheckpointReader::check_shards). What "usable" means below.
+void verify_checkpoint(const std::string& dir);
 
 // ROOT/latest if it verifies, else the newest step_N under ROOT that does, saying in `note` what
 // was skipped and why; "" when none does (`note` then says why, if anything was there).

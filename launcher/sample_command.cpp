@@ -144,11 +144,9 @@ TrainConfig sample_config(const SampleArgs& args, const std::string& saved_ini,
   return cfg;
 }
 
-// The config text saved in the checkpoint `dir` (model.h5's meta/config), once its shards are
-// known to be the ones model.h5 maps.
+// The config text saved in the checkpoint `dir` (model.h5's meta/config).
 std::string saved_config(const std::string& dir) {
   const CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
-  reader.check_shards();
   const auto it = reader.meta().texts.find("config");
   if (it == reader.meta().texts.end() || it->second.empty())
     throw InputError("checkpoint " + dir +

@@ -14,6 +14,7 @@
 #include <random>
 
 #include "io/checkpoint_io.h"
+#include "io/checkpoint_manifest.h"
 #include "io/synthetic_corpus.h"
 #include "tests/cli_support.h"
 #include "tests/temp_dir.h"
@@ -235,6 +236,26 @@ TEST_F(Checkpoints, DamagedCheckpointIsRefusedByPathAndSkippedByAuto) {
   ASSERT_EQ(automatic.exit_code, 0) << automatic.err;
   EXPECT_NE(automatic.out.find("latest checkpoint is not usable"), std::string::npos)
       << automatic.out;
+  EXPECT_NE(automatic.out.find("resumed from " + step_dir("run", 10)), std::string::npos)
+      << automatic.out;
+}
+
+// Damage the checksums cannot see, a shard removed with its MANIFEST line (as by hand), is found
+// by model.h5's map of the shards: refused by path, skipped by auto, as any other damage.
+TEST_F(Checkpoints, ShardRemovedWithItsManifestLineIsRefusedByPathAndSkippedByAuto) {
+  ASSERT_EQ(run_tessera(args("run"), dir_).exit_code, 0);
+  const std::string newest = step_dir("run", 20);
+  fs::remove(fs::path(newest) / "shards" / "rank_00000.h5");
+  write_manifest(newest);
+  const CliRun by_path = run_tessera(args("other", "--checkpoint.resume " + newest, 21), dir_);
+  EXPECT_EQ(by_path.exit_code, 2) << by_path.err;
+  EXPECT_NE(by_path.err.find("lies partly in shards/rank_00000.h5, which is missing"),
+            std::string::npos)
+      << by_path.err;
+  EXPECT_EQ(by_path.out.find("step "), std::string::npos) << "trained on a bad checkpoint";
+
+  const CliRun automatic = run_tessera(args("run", "", 21), dir_);
+  ASSERT_EQ(automatic.exit_code, 0) << automatic.err;
   EXPECT_NE(automatic.out.find("resumed from " + step_dir("run", 10)), std::string::npos)
       << automatic.out;
 }
