@@ -81,9 +81,11 @@ class CheckpointReader {
   // Holds model.h5's map of the shards to the shards: each file it maps onto must be there and
   // hold, under its attributes, the block (dataset, global_offset, shape) mapped onto it.
   // InputError naming the file otherwise: a shard removed together with its MANIFEST line, one
-  // HDF5 cannot open, one copied from another rank or checkpoint with its line rewritten. The
-  // checksums cannot see these; unchecked, they read as NaN or as wrong values. Opens every
-  // shard, so it runs once (rank 0 before a resume, sample, ckpt verify/diff/export).
+  // HDF5 cannot open, one copied from another rank, model or layout with its line rewritten. The
+  // checksums cannot see these; unchecked, they read as NaN or as wrong values. (A shard of
+  // another save of the same run and layout looks the same as its own: nothing tells them
+  // apart.) Opens every shard, so it runs once (rank 0 before a resume, sample, ckpt
+  // verify/diff/export).
   void check_shards() const;
 
   CheckpointReader(CheckpointReader&&) noexcept;
@@ -106,7 +108,8 @@ class CheckpointReader {
   // tensor of the same rank; F32 or F64 from any stored dtype, BF16 only from BF16, as raw bits).
   // InputError naming the tensor, the checkpoint and both shapes when the stored global shape is
   // not `global_shape` (a model of another shape); InternalError when the block lies outside it.
-  // Elements of a missing shard read as NaN: open() and verify_manifest are what detect those.
+  // Elements of a missing shard read as NaN: verify_manifest and check_shards are what detect
+  // those.
   void read(const std::string& name, const Shape& global_shape, const Shape& offset,
             Tensor& out) const;
 

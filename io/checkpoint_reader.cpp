@@ -149,9 +149,13 @@ void CheckpointReader::check_shards() const {
   const fs::path dir(impl_->dir);
   const std::string master = (dir / "model.h5").string();
   std::map<std::string, std::vector<std::pair<std::string, SourceBlock>>> mapped;  // by file
-  for_each_dataset(impl_->file, "", [&](const std::string& dataset, hid_t d) {
-    if (dataset.rfind("/meta/", 0) != 0) add_mapped_blocks(d, dataset.substr(1), mapped);
-  });
+  try {
+    for_each_dataset(impl_->file, "", [&](const std::string& dataset, hid_t d) {
+      if (dataset.rfind("/meta/", 0) != 0) add_mapped_blocks(d, dataset.substr(1), mapped);
+    });
+  } catch (const InternalError& e) {  // as in open(): the file, not tessera, is at fault
+    throw InputError(master + ": unreadable (" + e.what() + "); `tessera ckpt verify` checks it");
+  }
   for (const auto& [file, blocks] : mapped) {
     // A shard removed together with its MANIFEST line passes verify_manifest.
     if (!fs::is_regular_file(dir / file))
@@ -165,17 +169,21 @@ void CheckpointReader::check_shards() const {
     }
     for (const auto& [tensor, b] : blocks) {
       const auto it = held.find(tensor);
+      const TensorInfo& info = impl_->tensors.at(tensor);
       const bool found =
-          it != held.end() && std::any_of(it->second.blocks.begin(), it->second.blocks.end(),
-                                          [&](const SourceBlock& h) {
-                                            return h.dataset == b.dataset && h.offset == b.offset &&
-                                                   h.shape == b.shape;
-                                          });
+          it != held.end() && it->second.global_shape == info.shape &&
+          it->second.dtype == info.dtype &&
+          std::any_of(it->second.blocks.begin(), it->second.blocks.end(),
+                      [&](const SourceBlock& h) {
+                        return h.dataset == b.dataset && h.offset == b.offset && h.shape == b.shape;
+                      });
       if (!found)
         throw InputError((dir / file).string() + ": holds no dataset " + b.dataset +
                          " with the block at " + shape_str(b.offset) + " of shape " +
-                         shape_str(b.shape) + " of tensor " + tensor +
-                         ", which model.h5 maps onto it (a shard of another rank or checkpoint?)");
+                         shape_str(b.shape) + " of tensor " + tensor + " (" +
+                         shape_str(info.shape) + " " + dtype_name(info.dtype) +
+                         "), which model.h5 maps onto it (a shard of another rank, model or "
+                         "layout?)");
     }
   }
 }

@@ -75,18 +75,23 @@ off_t drop_unfinished_line(const std::string& path, off_t& cut) {
   constexpr off_t kBlock = 64 << 10;
   std::vector<char> block(kBlock);
   off_t whole = 0;  // just past the last line break
+  off_t text = 0;   // bytes after it that are not NUL (a lost node's zeros do not count)
   for (off_t end = st.st_size; end > 0 && whole == 0; end -= kBlock) {
     const off_t start = std::max<off_t>(0, end - kBlock);
     in.seekg(start);
     in.read(block.data(), end - start);
-    if (in.gcount() != end - start)
-      throw InputError("metrics file " + path + ": cannot read it (" + std::strerror(errno) + ")");
-    if (const void* nl = memrchr(block.data(), '\n', static_cast<size_t>(end - start)))
-      whole = start + (static_cast<const char*>(nl) - block.data()) + 1;
-    else if (start == 0 && st.st_size > kBlock)  // not ours: left whole
-      throw InputError("metrics file " + path + ": expected JSON lines, found " +
-                       std::to_string(st.st_size) + " bytes without a line break");
+    if (in.gcount() != end - start) throw InputError("metrics file " + path + ": cannot read it");
+    const char* begin = block.data();
+    const char* stop = begin + (end - start);
+    if (const void* nl = memrchr(begin, '\n', static_cast<size_t>(stop - begin))) {
+      whole = start + (static_cast<const char*>(nl) - begin) + 1;
+      begin = static_cast<const char*>(nl) + 1;
+    }
+    text += std::count_if(begin, stop, [](char c) { return c != '\0'; });
   }
+  if (whole == 0 && text > kBlock)  // no line at all, and much text: not ours, left whole
+    throw InputError("metrics file " + path + ": expected JSON lines, found " +
+                     std::to_string(text) + " bytes of text without a line break");
   if (whole < st.st_size && truncate(path.c_str(), whole) != 0)
     throw InputError("metrics file " + path + ": cannot cut its unfinished last line (" +
                      std::strerror(errno) + ")");

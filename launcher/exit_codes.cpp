@@ -46,6 +46,14 @@ std::string printable(const std::string& text, size_t max_line) {
       size_t head = max_line / 2, tail = line.size() - max_line / 2;
       while (head > 0 && (static_cast<unsigned char>(line[head]) & 0xC0) == 0x80) --head;
       while (tail < line.size() && (static_cast<unsigned char>(line[tail]) & 0xC0) == 0x80) ++tail;
+      // Nor inside a \xHH: a cut 1 to 3 characters past its backslash moves to either end.
+      const auto escape_before = [&](size_t at) -> size_t {
+        for (size_t k = 1; k <= 3 && k <= at; ++k)
+          if (line.compare(at - k, 2, "\\x") == 0) return k;
+        return 0;
+      };
+      head -= escape_before(head);
+      if (const size_t k = escape_before(tail)) tail += 4 - k;
       line = line.substr(0, head) + " ... (" + std::to_string(tail - head) + " bytes cut) ... " +
              line.substr(tail);
     }

@@ -44,7 +44,7 @@ case "${1:-}" in
     }
     PREBUILT="$(cd "$2" && pwd)" ;;
   *)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"
     if [ "$1" = "--help" ] || [ "$1" = "-h" ]; then exit 0; fi
     echo "gpu_check.sh: unknown argument '$1'" >&2
     exit 2 ;;
@@ -52,7 +52,7 @@ esac
 OUT_DIR="${OUT:-build-gpu/out}"
 # Logs and scratch data (the corpus, the runs' directories) live outside $OUT, of which only a
 # few files come back from a lent machine; keep() packs the logs there after every step.
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/tessera_gpu_check.XXXXXX")
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tessera_gpu_check.XXXXXX") || exit 2
 LOG_DIR="$WORK/logs"
 mkdir -p "$OUT_DIR" "$LOG_DIR"
 # The figures to read first, printed last: test verdicts, MFU per shape and attention kernel.
@@ -84,6 +84,17 @@ keep() {
   summary >"$OUT_DIR/summary.txt" 2>&1
   tar czf "$OUT_DIR/logs.tgz" -C "$WORK" logs 2>/dev/null
 }
+# The summary and the verdict, in summary.txt too, however the script ends: a signal from
+# outside (a lease's own limit) is a failure, whatever had passed.
+finish() {
+  keep
+  echo "gpu_check$([ -n "$PREBUILT" ] && echo " (prebuilt)"): $([ $status -eq 0 ] && echo PASSED || echo FAILED)" >>"$OUT_DIR/summary.txt"
+  cat "$OUT_DIR/summary.txt"
+  rm -rf "$WORK"
+  exit $status
+}
+trap finish EXIT
+trap 'status=1; echo "gpu_check: stopped by a signal"; exit 1' TERM INT HUP
 
 # Where a shared library lives on this machine: the CUDA toolkit, the system, or a Python
 # package (PyTorch's wheels carry NCCL and cuBLAS). Prints its folder, or nothing.
@@ -144,7 +155,7 @@ if ! cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES="80;90" "${EXTRA[@]}" >"$LOG_DIR/configure.log" 2>&1; then
   grep -E "Could NOT find|CMake Error|not found" "$LOG_DIR/configure.log" | head -20
   echo "configure FAILED (full log: configure.log in logs.tgz)"
-  keep
+  status=1
   exit 1
 fi
 
@@ -152,33 +163,26 @@ step "build"
 if ! cmake --build build-gpu -j "$(nproc)" >"$LOG_DIR/build.log" 2>&1; then
   grep -E "error" "$LOG_DIR/build.log" | head -30
   echo "build FAILED"
-  keep
+  status=1
   exit 1
 fi
 fi
 
 
 # The overall deadline, from here (after any build): each step's timeout is cut to what is left,
-# and a step with under 5 s left is skipped. The summary and verdict are printed on any exit.
+# and a step with under 5 s left is skipped. The benchmarks leave kReserve seconds to the tests
+# and runs after them.
 DEADLINE=$((SECONDS + ${GPU_CHECK_SECONDS:-480}))
-limit() {  # SECONDS -> that, or what is left (0: skip)
-  local left=$((DEADLINE - SECONDS - 15))
+limit() {  # SECONDS [RESERVE] -> that, or what is left less RESERVE (0: skip)
+  local left=$((DEADLINE - SECONDS - 15 - ${2:-0}))
   if [ "$left" -lt 5 ]; then echo 0; elif [ "$1" -lt "$left" ]; then echo "$1"; else echo "$left"; fi
 }
+kReserve=150
 out_of_time() { status=1; echo "skipped: out of time (GPU_CHECK_SECONDS)"; }
-finish() {
-  keep
-  cat "$OUT_DIR/summary.txt"
-  echo
-  echo "gpu_check$([ -n "$PREBUILT" ] && echo " (prebuilt)"): $([ $status -eq 0 ] && echo PASSED || echo FAILED)"
-  rm -rf "$WORK"
-  exit $status
-}
-trap finish EXIT
 
 # The test binary itself, so each test's name and tolerance line shows. The ops first, then
-# the benchmarks, then NCCL and the Trainer (which uses NCCL): a hang in one part (killed by
-# its timeout) costs only that part.
+# the benchmarks, then NCCL and the Trainer (which uses NCCL): a hang in one part is killed at
+# its timeout, and what is left of the deadline goes on.
 # The whole log goes to its file first: `head` in the same pipe as the tests would end them
 # with SIGPIPE once it has its lines.
 gpu_tests() {  # NAME TIMEOUT FILTER
@@ -204,7 +208,7 @@ step "GPU training step: whole models on one GPU, bf16 with fp32 master weights,
 for run in "gpt2_124m tensor_cores on" "gpt2_350m tensor_cores on" "gpt2_1.3b tensor_cores on" \
   "gpt2_350m cuda_cores off" "gpt2_350m cudnn on" "gpt2_1.3b cudnn on"; do
   read -r shape kernels dgelu <<<"$run"
-  t=$(limit 75)
+  t=$(limit 75 "$kReserve")
   [ "$t" -gt 0 ] || { out_of_time; break; }
   # Line-buffered, so that a run killed at its timeout keeps what it printed; the model is built
   # on the host, on every core.
@@ -216,7 +220,7 @@ done
 step "GPU benchmark: one layer's ops at GPT-2 124M / 350M / 1.3B widths, T 1024, bf16"
 for run in "tensor_cores on" "cuda_cores off" "cudnn on"; do
   read -r kernels dgelu <<<"$run"
-  t=$(limit 75)
+  t=$(limit 75 "$kReserve")
   [ "$t" -gt 0 ] || { out_of_time; break; }
   timeout -k 10 "$t" stdbuf -oL "$BIN"/bench_gpu_ops --shape all --batch 8 --dtype bf16 \
     --attention "$kernels" --dgelu_epilogue "$dgelu" 2>&1 | tee -a "$LOG_DIR/bench_gpu_ops.txt" ||
@@ -232,7 +236,10 @@ gpu_tests test_gpu_nccl 90 "$PART3_FILTER"
 # The program as users run it (the watchdog armed, NCCL groups, the log), on a byte-level corpus
 # of this repository's own sources, with the default kernels and with the opt-in ones.
 step "tessera train on the GPU, bf16: default kernels, then tensor-core attention + DGELU, then cuDNN"
-if ! timeout -k 5 60 "$BIN"/tessera tokenize encode --input core/ops/*.cpp core/ops/*.cu \
+t=$(limit 60)
+if [ "$t" -eq 0 ]; then
+  out_of_time
+elif ! timeout -k 5 "$t" "$BIN"/tessera tokenize encode --input core/ops/*.cpp core/ops/*.cu \
     docs/*.md --output "$WORK/corpus" >"$LOG_DIR/tokenize.txt" 2>&1; then
   status=1
   echo "tokenize FAILED"

@@ -253,6 +253,9 @@ TEST_F(Checkpoints, ShardRemovedWithItsManifestLineIsRefusedByPathAndSkippedByAu
             std::string::npos)
       << by_path.err;
   EXPECT_EQ(by_path.out.find("step "), std::string::npos) << "trained on a bad checkpoint";
+  const CliRun sampled = run_tessera("sample --checkpoint " + newest, dir_);
+  EXPECT_EQ(sampled.exit_code, 2) << sampled.err;
+  EXPECT_NE(sampled.err.find("rank_00000.h5, which is missing"), std::string::npos) << sampled.err;
 
   const CliRun automatic = run_tessera(args("run", "", 21), dir_);
   ASSERT_EQ(automatic.exit_code, 0) << automatic.err;

@@ -486,7 +486,7 @@ TEST_F(CheckpointTest, CkptVerifyPassesGoodAndFailsDamagedCheckpoints) {
   const auto [swapped_code, swapped_out] = ckpt({"verify", swapped.string()});
   EXPECT_EQ(swapped_code, 1);
   EXPECT_NE(swapped_out.find("rank_00001.h5: holds no dataset"), std::string::npos) << swapped_out;
-  EXPECT_NE(swapped_out.find("(a shard of another rank or checkpoint?)"), std::string::npos)
+  EXPECT_NE(swapped_out.find("(a shard of another rank, model or layout?)"), std::string::npos)
       << swapped_out;
   EXPECT_EQ(ckpt({"diff", dir_.string(), swapped.string()}).first, kExitBadInput);
   for (const fs::path& bad : {hollow, garbage, swapped})  // export refuses them too

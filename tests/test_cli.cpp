@@ -136,6 +136,12 @@ TEST_F(Cli, BinaryBytesInAQuotedFileAreEscapedAndCutShort) {
        {"\\x1B[2J\xc3\xa9t\xc3\xa9 \\xFF\\xC2\\x9B\\xC0\\xAF", " bytes cut) ... yyy"})
     EXPECT_NE(r.err.find(part), std::string::npos) << part << " in\n" << r.err;
   EXPECT_LT(r.err.size(), 2200u) << r.err;
+  // A line of bytes that are all escaped is cut between two escapes, not inside one.
+  std::ofstream(ini, std::ios::trunc) << "[model]\n" << std::string(3000, '\xff') << "\n";
+  const CliRun escaped = run_tessera(tiny_args() + " --config " + ini.string(), dir_);
+  expect_clear_error(escaped, ini.string());
+  EXPECT_NE(escaped.err.find("\\xFF ... ("), std::string::npos) << escaped.err;
+  EXPECT_NE(escaped.err.find(" bytes cut) ... \\xFF"), std::string::npos) << escaped.err;
   for (const char c : r.err)
     EXPECT_TRUE(c == '\n' || static_cast<unsigned char>(c) >= 0x20) << static_cast<int>(c);
 }
@@ -162,7 +168,7 @@ TEST_F(Cli, InterruptedEncodeLeavesNoPartFiles) {
       // Opened without blocking, so that an encoder that died before opening it fails the test
       // instead of hanging it.
       int fd = -1;
-      for (int i = 0; i < 1000 && fd < 0; ++i) {
+      for (int i = 0; i < 3000 && fd < 0; ++i) {
         fd = open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
         if (fd < 0) usleep(10000);
       }

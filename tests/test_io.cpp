@@ -569,6 +569,10 @@ TEST_F(IoTest, MetricsStayWholeLinesAfterAWriteCutShort) {
   write_text(unbroken, std::string(100000, 'x'));
   expect_input_error([&] { MetricsWriter{unbroken}; }, {unbroken, "without a line break"});
   EXPECT_EQ(fs::file_size(unbroken), 100000u);
+  const std::string zeros = path("zeros.jsonl");  // a first line cut short, then zeros
+  write_text(zeros, "{\"step\": 1, \"lo" + std::string(200000, '\0'));
+  EXPECT_EQ(MetricsWriter(zeros).cut_bytes(), 200000 + 15);
+  EXPECT_EQ(fs::file_size(zeros), 0u);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -576,13 +580,15 @@ TEST_F(IoTest, MetricsStayWholeLinesAfterAWriteCutShort) {
 
 TEST_F(IoTest, TokenizeEncodeDecodeRoundTrip) {
   write_text(path("t.txt"), "first entry\n%\nsecond \xff entry\n");
-  struct sigaction before {
-  }, after{};
-  sigaction(SIGTERM, nullptr, &before);
+  const int signals[3] = {SIGINT, SIGTERM, SIGHUP};
+  struct sigaction before[3] = {}, after[3] = {};
+  for (int i = 0; i < 3; ++i) sigaction(signals[i], nullptr, &before[i]);
   ::testing::internal::CaptureStdout();
   EXPECT_EQ(run_tokenize({"encode", "--input", path("t.txt"), "--output", path("out/c")}), 0);
-  sigaction(SIGTERM, nullptr, &after);  // the handler that removes part files is gone again
-  EXPECT_EQ(after.sa_handler, before.sa_handler);
+  for (int i = 0; i < 3; ++i) {  // the handler that removes part files is gone again
+    sigaction(signals[i], nullptr, &after[i]);
+    EXPECT_EQ(after[i].sa_handler, before[i].sa_handler) << signals[i];
+  }
   const std::string summary = ::testing::internal::GetCapturedStdout();
   EXPECT_NE(summary.find("2 documents, 29 tokens"), std::string::npos) << summary;
   EXPECT_NE(summary.find("nats/token"), std::string::npos) << summary;
