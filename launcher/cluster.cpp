@@ -285,8 +285,8 @@ int report_preempted(const TrainConfig& cfg, Communicator& world, int64_t step, 
     if (!why.empty()) why += " and ";
     why += what;
     why += " on ";
-    why += std::to_string(ranks);
-    why += " rank(s)";
+    why += std::to_string(ranks);  // those that had it when the step's all-reduce counted
+    why += ranks == 1 ? " rank" : " ranks";
   };
   add("SIGUSR1/SIGTERM", terminated);
   add("SIGINT", s.stop_on_interrupt);

@@ -62,7 +62,8 @@ uint64_t unsigned_integer(const std::string& option, const std::string& text) {
 po::options_description train_options(TrainConfig& c, RawOptions& e) {
   po::options_description run("[run]");
   run.add_options()("run.dir", po::value(&c.run_dir)->default_value(c.run_dir),
-                    "directory for metrics.jsonl and the resolved config.ini");
+                    "directory of the run: metrics.jsonl, the resolved config.ini, checkpoints/, "
+                    "data_cache/ and its lock");
 
   po::options_description model("[model]");
   model.add_options()("model.vocab_size",
@@ -142,19 +143,19 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
   checkpoint.add_options()(
       "checkpoint.interval",
       po::value(&c.checkpoint_interval)->default_value(c.checkpoint_interval),
-      "steps between checkpoints under RUN_DIR/checkpoints, also after the last (0: none)")(
+      "steps between checkpoints under RUN_DIR/checkpoints, also after the last (0: none but "
+      "those of --train.exit_after, --train.time_limit and SIGUSR1/SIGTERM/SIGINT)")(
       "checkpoint.keep", po::value(&c.checkpoint_keep)->default_value(c.checkpoint_keep),
       "newest checkpoints kept; older ones are deleted after a save commits (0: all)")(
       "checkpoint.resume", po::value(&c.checkpoint_resume)->default_value(c.checkpoint_resume),
       "auto (the newest valid checkpoint, if any) | none | PATH of a step directory")(
       "checkpoint.async", po::value(&c.checkpoint_async)->default_value(c.checkpoint_async),
-      "copy the state to host memory and write it in the background")(
+      "copy the state to host memory and write it in the background");
+
+  po::options_description stopping("[train] stopping and faults");
+  stopping.add_options()(
       "train.exit_after", po::value(&c.exit_after)->default_value(c.exit_after),
       "stop after this many steps of this run, saving a checkpoint first (0: never)")(
-      "debug.kill_during_save",
-      po::value(&c.debug_kill_during_save)->default_value(c.debug_kill_during_save),
-      "RANK:POINT: that rank kills itself (SIGKILL) at POINT of the second save, for tests of "
-      "crash safety (points: start, shard, written, master, renamed)")(
       "train.time_limit", po::value(&c.time_limit)->default_value(c.time_limit),
       "seconds of wall clock for this run: before they pass, save a checkpoint and exit 3 (as "
       "on SIGUSR1/SIGTERM) (0: none)")(
@@ -170,7 +171,14 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       po::value(&c.collective_timeout)->default_value(c.collective_timeout),
       "seconds a collective may wait before every rank reports and exits 5")(
       "train.startup_timeout", po::value(&c.startup_timeout)->default_value(c.startup_timeout),
-      "the same deadline during start-up and the first step")(
+      "the same deadline during start-up and the first step");
+
+  po::options_description debug("[debug] for tests (not written to config.ini)");
+  debug.add_options()(
+      "debug.kill_during_save",
+      po::value(&c.debug_kill_during_save)->default_value(c.debug_kill_during_save),
+      "RANK:POINT: that rank kills itself (SIGKILL) at POINT of the second save, for tests of "
+      "crash safety (points: start, shard, written, master, renamed)")(
       "debug.inject_nan", po::value(&c.debug_inject_nan)->default_value(c.debug_inject_nan),
       "RANK:STEP[,...]: that rank's gradients become NaN at that step (1-based), for tests of "
       "--train.nan_policy")(
@@ -234,9 +242,11 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       .add(optim)
       .add(parallel)
       .add(checkpoint)
+      .add(stopping)
       .add(data)
       .add(sample)
-      .add(gpu);
+      .add(gpu)
+      .add(debug);
   return all;
 }
 

@@ -55,32 +55,41 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
-// A small table of the loss curve, one row per tenth of the run, with a bar per row that spans
-// the rows' range of losses (1 '#' at the lowest, 50 at the highest), so that the shape shows
-// also when the loss moved little.
-void print_loss_curve(const std::vector<double>& losses) {
+// A small table of the loss curve: one row per tenth of this run's steps (the first one
+// `first_step`, 1-based), each the mean of its finite losses, with a bar that spans the rows'
+// range (1 '#' at the lowest, 50 at the highest), so that the shape shows also when the loss
+// moved little.
+void print_loss_curve(const std::vector<double>& losses, int64_t first_step) {
   const int64_t n = static_cast<int64_t>(losses.size());
   const int64_t rows = std::min<int64_t>(10, n);
   if (rows < 2) return;
-  std::vector<int64_t> at(static_cast<size_t>(rows));
+  std::vector<double> mean(static_cast<size_t>(rows), NAN);
   double lo = INFINITY, hi = -INFINITY;
   for (int64_t r = 0; r < rows; ++r) {
-    at[static_cast<size_t>(r)] = r * (n - 1) / (rows - 1);
-    const double loss = losses[static_cast<size_t>(at[static_cast<size_t>(r)])];
-    if (!std::isfinite(loss)) continue;
-    lo = std::min(lo, loss);
-    hi = std::max(hi, loss);
+    double sum = 0;
+    int64_t count = 0;
+    for (int64_t i = r * n / rows; i < (r + 1) * n / rows; ++i)
+      if (std::isfinite(losses[static_cast<size_t>(i)]))
+        sum += losses[static_cast<size_t>(i)], ++count;
+    if (count == 0) continue;
+    mean[static_cast<size_t>(r)] = sum / static_cast<double>(count);
+    lo = std::min(lo, sum / static_cast<double>(count));
+    hi = std::max(hi, sum / static_cast<double>(count));
   }
-  if (lo <= hi)
-    std::printf("loss curve (bars from %.4f to %.4f):\n", lo, hi);
-  else
-    std::printf("loss curve (no finite loss among these steps):\n");
-  for (const int64_t i : at) {
-    const double loss = losses[static_cast<size_t>(i)];
+  if (lo > hi) {
+    std::printf("loss curve: no finite loss\n");
+    return;
+  }
+  std::printf("loss curve (mean of each tenth of the run's steps; bars from %.4f to %.4f):\n", lo,
+              hi);
+  for (int64_t r = 0; r < rows; ++r) {
+    const double loss = mean[static_cast<size_t>(r)];
     const int bar = !std::isfinite(loss) ? 0
                     : hi > lo ? 1 + static_cast<int>(std::lround(49 * (loss - lo) / (hi - lo)))
                               : 50;
-    std::printf("  step %6lld  %7.4f  %s\n", static_cast<long long>(i + 1), loss,
+    const std::string steps = std::to_string(first_step + r * n / rows) + "-" +
+                              std::to_string(first_step + (r + 1) * n / rows - 1);
+    std::printf("  steps %-13s %7.4f  %s\n", steps.c_str(), loss,
                 std::string(static_cast<size_t>(bar), '#').c_str());
   }
 }
@@ -196,7 +205,7 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
   peak.data<double>()[2] = static_cast<double>(device_peak_bytes());
   world.all_reduce(peak, ReduceOp::Max);
   if (world.rank() != 0) return;
-  print_loss_curve(result.losses);
+  print_loss_curve(result.losses, result.first_step + 1);
   const SampleStream& train = tr.samples();
   std::vector<TokenCorpus> corpora;
   std::vector<double> weights;
@@ -251,18 +260,35 @@ class SaveDeadline {
   const TrainConfig& cfg_;
 };
 
+// A run that starts at step 0 in a directory whose metrics.jsonl holds an earlier run's records
+// (one that saved no checkpoint) keeps them as metrics.jsonl.1 (.2, ...): each file is one run's
+// series. A resumed run appends to its own.
+void keep_earlier_metrics(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec) || std::filesystem::file_size(path, ec) == 0)
+    return;
+  std::string kept;
+  for (int k = 1; kept.empty() || std::filesystem::exists(kept, ec); ++k)
+    kept = path + "." + std::to_string(k);
+  std::filesystem::rename(path, kept);
+  std::printf("metrics: an earlier run's %s kept as %s\n", path.c_str(), kept.c_str());
+}
+
 // Rank 0's record of the run: one log line and one metrics.jsonl object per interval.
 class IntervalLog {
  public:
-  // peak_flops: of all ranks together, for MFU (0: not shown).
-  IntervalLog(const TrainConfig& cfg, bool root, double peak_flops)
+  // peak_flops: of all ranks together, for MFU (0: not shown). first_step: the step (0-based)
+  // this run starts at, after a resume.
+  IntervalLog(const TrainConfig& cfg, bool root, double peak_flops, int64_t first_step)
       : cfg_(cfg),
         tokens_per_step_(static_cast<double>(cfg.global_batch * cfg.model.seq_len)),
         flops_per_token_(gpt_flops_per_token(cfg.model)),
-        peak_flops_(peak_flops) {
+        peak_flops_(peak_flops),
+        first_step_(first_step) {
     if (root) {
-      metrics_ = std::make_unique<MetricsWriter>(
-          (std::filesystem::path(cfg.run_dir) / "metrics.jsonl").string());
+      const std::string path = (std::filesystem::path(cfg.run_dir) / "metrics.jsonl").string();
+      if (first_step == 0) keep_earlier_metrics(path);
+      metrics_ = std::make_unique<MetricsWriter>(path);
       if (metrics_->cut_bytes())
         std::printf(
             "metrics: cut the unfinished last line an earlier run left in %s (%lld bytes)\n",
@@ -273,15 +299,26 @@ class IntervalLog {
   // A step whose update was skipped (non-finite loss or gradient norm, --train.nan_policy skip).
   void skipped(int64_t step, const StepStats& s, int64_t in_a_row, int64_t total) {
     if (!metrics_) return;
+    std::string what;  // the values that are not finite
+    if (!std::isfinite(s.loss)) what = "loss " + std::to_string(s.loss);
+    if (!std::isfinite(s.grad_norm)) {
+      what += what.empty() ? "" : " and ";
+      what += "grad norm " + std::to_string(s.grad_norm);
+    }
     std::printf(
-        "step %6lld/%lld | skipped: loss %g, grad norm %g are not finite; weights unchanged "
-        "(%lld in a row, %lld in all; --train.nan_policy skip)\n",
-        static_cast<long long>(step + 1), static_cast<long long>(cfg_.steps), s.loss, s.grad_norm,
+        "step %6lld/%lld | skipped: %s not finite; weights unchanged (%lld in a row, %lld in "
+        "all; --train.nan_policy skip)\n",
+        static_cast<long long>(step + 1), static_cast<long long>(cfg_.steps),
+        (what + (what.find(" and ") == std::string::npos ? " is" : " are")).c_str(),
         static_cast<long long>(in_a_row), static_cast<long long>(total));
     std::fflush(stdout);
     metrics_->write(step + 1, {{"skipped", 1.0}, {"skipped_steps", static_cast<double>(total)}});
-    interval_start_ = Clock::now();  // tokens/s of the interval counts the steps it logs
+    ++interval_steps_;  // its tokens were computed: the interval's rate counts it, its loss not
   }
+
+  // Time that went into something else than steps (a validation, a save): left out of the
+  // interval's tokens/s and ms/step, as Megatron-LM leaves it out (the ETA keeps it).
+  void exclude(Clock::duration spent) { interval_start_ += spent; }
 
   // The validation loss after step `step` (0-based).
   void validation(int64_t step, double loss) {
@@ -295,29 +332,33 @@ class IntervalLog {
   // the interval's mean loss.
   std::optional<double> add(int64_t step, const StepStats& s, double epochs) {
     interval_loss_ += s.loss;
+    ++interval_losses_;
     ++interval_steps_;
     const bool last = step + 1 == cfg_.steps;
-    if (!((step + 1) % cfg_.log_interval == 0 || last || step == 0)) return std::nullopt;
+    if (!((step + 1) % cfg_.log_interval == 0 || last || step == first_step_)) return std::nullopt;
     const auto now = Clock::now();
     const double interval_s = std::chrono::duration<double>(now - interval_start_).count();
     const double elapsed_s = std::chrono::duration<double>(now - start_).count();
     const double steps = static_cast<double>(interval_steps_);
     const double step_ms = 1e3 * interval_s / steps;
     const double tokens_per_s = tokens_per_step_ * steps / interval_s;
-    const double eta_s =
-        elapsed_s / static_cast<double>(step + 1) * static_cast<double>(cfg_.steps - step - 1);
-    const double mean_loss = interval_loss_ / steps;
+    // From this run's own steps: a resumed run has done none of the earlier ones.
+    const double eta_s = elapsed_s / static_cast<double>(step + 1 - first_step_) *
+                         static_cast<double>(cfg_.steps - step - 1);
+    const double mean_loss = interval_loss_ / static_cast<double>(interval_losses_);
     interval_start_ = now;
     interval_loss_ = 0;
+    interval_losses_ = 0;
     interval_steps_ = 0;
     if (metrics_) {
       const double flops = tokens_per_s * flops_per_token_;
-      char mfu[32] = "";
+      char mfu[32] = "", mean[32] = "";
       if (peak_flops_ > 0) std::snprintf(mfu, sizeof mfu, " | MFU %.3f", flops / peak_flops_);
+      if (steps > 1) std::snprintf(mean, sizeof mean, " (mean %.4f)", mean_loss);
       std::printf(
-          "step %6lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s%s | "
+          "step %6lld/%lld | loss %.4f%s | lr %.3e | grad norm %.3f | %.0f tok/s%s | "
           "%.1f ms/step | ETA %s\n",
-          static_cast<long long>(step + 1), static_cast<long long>(cfg_.steps), s.loss, s.lr,
+          static_cast<long long>(step + 1), static_cast<long long>(cfg_.steps), s.loss, mean, s.lr,
           s.grad_norm, tokens_per_s, mfu, step_ms, format_duration(eta_s).c_str());
       std::fflush(stdout);
       std::vector<std::pair<std::string, double>> fields = {
@@ -334,17 +375,19 @@ class IntervalLog {
   // The mean loss of the steps added since the last logged interval, if any: the run's final
   // loss when it stops early (preempted, --train.exit_after) between two log lines.
   std::optional<double> unlogged_mean() const {
-    if (interval_steps_ == 0) return std::nullopt;
-    return interval_loss_ / static_cast<double>(interval_steps_);
+    if (interval_losses_ == 0) return std::nullopt;
+    return interval_loss_ / static_cast<double>(interval_losses_);
   }
 
  private:
   const TrainConfig& cfg_;
   double tokens_per_step_, flops_per_token_, peak_flops_;
+  int64_t first_step_;
   std::unique_ptr<MetricsWriter> metrics_;
   Clock::time_point start_ = Clock::now(), interval_start_ = start_;
   double interval_loss_ = 0;
-  int64_t interval_steps_ = 0;
+  int64_t interval_losses_ = 0;  // steps whose loss is in interval_loss_ (skipped ones are not)
+  int64_t interval_steps_ = 0;   // steps computed, for the rate
 };
 
 // RUN_DIR/lock, held by this process until it ends: two runs in one directory would commit over
@@ -418,10 +461,11 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     return TrainResult{};
   }
   CheckpointSaver saver(tr, ckpt_root, cfg.checkpoint_async);
-  IntervalLog log(cfg, root, world.size() * peak_flops_per_rank(cfg));
-  TrainResult result;
-  const auto start = Clock::now();
   const int64_t first = tr.steps_done();
+  IntervalLog log(cfg, root, world.size() * peak_flops_per_rank(cfg), first);
+  TrainResult result;
+  result.first_step = first;
+  const auto start = Clock::now();
   const std::vector<RankStep> stalls = rank_steps("--debug.stall", cfg.debug_stall);
   // --train.time_limit: stop while the slowest step so far, twice, and the longest save still
   // fit before the limit.
@@ -461,7 +505,12 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     }
     const bool last = step + 1 == cfg.steps;
     const bool eval_now = cfg.eval_interval > 0 && ((step + 1) % cfg.eval_interval == 0 || last);
-    if (tr.has_validation() && eval_now) log.validation(step, tr.evaluate());
+    if (tr.has_validation() && eval_now) {
+      const auto eval_start = Clock::now();
+      const double valid_loss = tr.evaluate();
+      log.exclude(Clock::now() - eval_start);
+      log.validation(step, valid_loss);
+    }
     const bool preempted = !last && (s.stop_on_signal > 0 || s.stop_on_time > 0);
     const bool exiting = cfg.exit_after > 0 && step + 1 - first == cfg.exit_after;
     const bool save =
@@ -493,6 +542,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       }
       longest_save_s = std::max(longest_save_s,
                                 std::chrono::duration<double>(Clock::now() - save_start).count());
+      log.exclude(Clock::now() - save_start);
       if (root)
         std::printf(
             "checkpoint: %s: training held %.3f s%s\n", saver.directory().c_str(), held_s,

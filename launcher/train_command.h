@@ -13,7 +13,8 @@ int train_command(int argc, char** argv);
 
 // What a finished run reports; tests read it in-process.
 struct TrainResult {
-  std::vector<double> losses;  // one per step
+  std::vector<double> losses;  // one per step of this run
+  int64_t first_step = 0;      // the step (0-based) this run started at: 0, or a resume's
   double final_loss = 0;       // mean of the last log interval's losses
   int exit_code = 0;           // kExitOk, or kExitPreempted / kExitNonFinite (exit_codes.h)
 };

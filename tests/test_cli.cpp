@@ -452,23 +452,31 @@ TEST_F(Cli, FortunesCorpusTrainsWellBelowItsUnigramEntropy) {
   EXPECT_GT(entropy, 3.0);  // English bytes: about 4.3-4.8 bits
   EXPECT_LT(loss, entropy - 0.5) << r.out;
   EXPECT_NE(r.out.find("sample ("), std::string::npos) << r.out;
-  // The loss curve's bars span the rows' range: 1 '#' at the lowest loss, 50 at the highest.
-  std::istringstream curve(r.out.substr(r.out.find("loss curve (bars from ")));
+  // The loss curve: each tenth of the steps in turn, its mean loss, and a bar that spans the
+  // rows' range: 1 '#' at the lowest loss, 50 at the highest.
+  const std::string header = "loss curve (mean of each tenth of the run's steps; bars from ";
+  ASSERT_NE(r.out.find(header), std::string::npos) << r.out;
+  std::istringstream curve(r.out.substr(r.out.find(header) + header.size()));
   std::string line;
   double lo = 0, hi = 0;
   std::getline(curve, line);
-  ASSERT_EQ(std::sscanf(line.c_str(), "loss curve (bars from %lf to %lf):", &lo, &hi), 2) << line;
+  ASSERT_EQ(std::sscanf(line.c_str(), "%lf to %lf):", &lo, &hi), 2) << line;
   ASSERT_GT(hi, lo + 1) << line;
   std::vector<size_t> bars;
-  for (long long step = 0; std::getline(curve, line) && line.rfind("  step ", 0) == 0;) {
+  long long next = 1;  // the first step of the next row
+  for (long long first = 0, last = 0;
+       std::getline(curve, line) && line.rfind("  steps ", 0) == 0;) {
     double row = 0;
-    ASSERT_EQ(std::sscanf(line.c_str(), "  step %lld %lf", &step, &row), 2) << line;
+    ASSERT_EQ(std::sscanf(line.c_str(), "  steps %lld-%lld %lf", &first, &last, &row), 3) << line;
+    EXPECT_EQ(first, next) << line;
+    next = last + 1;
     bars.push_back(static_cast<size_t>(std::count(line.begin(), line.end(), '#')));
     // Within one '#': the losses printed have 4 decimals, the bars were drawn from all.
     EXPECT_NEAR(static_cast<double>(bars.back()), 1 + std::lround(49 * (row - lo) / (hi - lo)), 1)
         << line;
   }
   ASSERT_EQ(bars.size(), 10u) << r.out;
+  EXPECT_EQ(next, 401) << r.out;          // the rows cover all 400 steps
   EXPECT_EQ(bars.front(), 50u) << r.out;  // the untrained model's loss is the highest
   EXPECT_EQ(*std::min_element(bars.begin(), bars.end()), 1u) << r.out;
 }
@@ -513,6 +521,21 @@ TEST_F(Cli, TokenizerIsCheckedAndAnUnreadValidationCorpusIsNamed) {
                        "not read)"),
             std::string::npos)
       << r.out;
+}
+
+// A run started afresh in a directory that holds an earlier run's metrics.jsonl (no checkpoint)
+// keeps those records beside its own, instead of appending a second series to them.
+TEST_F(Cli, FreshRunKeepsAnEarlierRunsMetricsApart) {
+  const std::string two_steps = tiny_args() + " --train.steps 2 --train.log_interval 1";
+  ASSERT_EQ(run_tessera(two_steps, dir_).exit_code, 0);
+  const fs::path metrics = dir_ / "run" / "metrics.jsonl";
+  const std::vector<std::string> first = loss_fields(metrics);
+  ASSERT_EQ(first.size(), 2u);
+  CliRun again = run_tessera(two_steps + " --optim.lr 1e-3", dir_);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("kept as " + metrics.string() + ".1"), std::string::npos) << again.out;
+  EXPECT_EQ(loss_fields(metrics.string() + ".1"), first);
+  EXPECT_EQ(loss_fields(metrics).size(), 2u);
 }
 
 // A held-out split gives a validation loss in the log and in metrics.jsonl, every interval and
