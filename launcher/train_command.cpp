@@ -100,16 +100,28 @@ void write_text_file(const std::filesystem::path& path, const std::string& text)
   out << text;
 }
 
-// One line per corpus of a sample stream: format, documents, tokens, samples, weight.
-void print_samples(const char* what, const SampleStream& s) {
+// "1 document", "2 documents".
+std::string count_of(int64_t n, const std::string& thing) {
+  return std::to_string(n) + " " + thing + (n == 1 ? "" : "s");
+}
+
+// One line per corpus of a sample stream: format, documents, tokens, samples, weight. A
+// validation split held out of the training corpora (`held_out`) gives its samples alone.
+void print_samples(const char* what, const SampleStream& s, bool held_out = false) {
   for (int k = 0; k < s.num_corpora(); ++k) {
     const TokenCorpus& c = s.corpus(k);
+    const std::string samples =
+        count_of(s.samples_of(k), "sample") + " of " + std::to_string(s.seq_len()) + "+1 tokens";
+    if (held_out) {
+      std::printf("%s: %s held out of %s (the last of its samples), weight %.3f\n", what,
+                  samples.c_str(), c.path().c_str(), s.weight(k));
+      continue;
+    }
     const std::string docs =
-        c.num_documents() >= 0 ? std::to_string(c.num_documents()) + " documents, " : "";
-    std::printf("%s: %s (%s): %s%lld tokens, %lld samples of %lld+1 tokens, weight %.3f\n", what,
-                c.path().c_str(), c.format().c_str(), docs.c_str(),
-                static_cast<long long>(c.num_tokens()), static_cast<long long>(s.samples_of(k)),
-                static_cast<long long>(s.seq_len()), s.weight(k));
+        c.num_documents() >= 0 ? count_of(c.num_documents(), "document") + ", " : "";
+    std::printf("%s: %s (%s): %s%s, %s, weight %.3f\n", what, c.path().c_str(), c.format().c_str(),
+                docs.c_str(), count_of(c.num_tokens(), "token").c_str(), samples.c_str(),
+                s.weight(k));
   }
 }
 
@@ -133,7 +145,7 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
       static_cast<long long>(m.vocab_size), position_kind_name(m.pos).c_str());
   print_samples("corpus", tr.samples());
   if (tr.validation_samples()) {
-    print_samples("validation", *tr.validation_samples());
+    print_samples("validation", *tr.validation_samples(), cfg.valid_path.empty());
   } else if (cfg.holds_out_validation()) {
     std::printf(
         "validation: none (no training corpus has 2 samples of --model.seq_len + 1 tokens to "
@@ -148,8 +160,10 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
   for (int s = 0; s < l.pp; ++s) {
     const LayerRange r = stage_layers(m.layers, l.pp, s);
     uneven |= r.end - r.begin != m.layers / l.pp;
-    stages += (s ? ", " : "") + std::to_string(s) + ": layers " + std::to_string(r.begin) + "-" +
-              std::to_string(r.end - 1);
+    stages += (s ? ", " : "") + std::to_string(s) +
+              (r.end - r.begin == 1
+                   ? ": layer " + std::to_string(r.begin)
+                   : ": layers " + std::to_string(r.begin) + "-" + std::to_string(r.end - 1));
   }
   std::printf("pipeline: %d stage%s (%s)%s; 1F1B over %d microbatch%s of %lld; bubble %.1f%%\n",
               l.pp, l.pp == 1 ? "" : "s", stages.c_str(), uneven ? ", uneven split" : "",
