@@ -68,13 +68,17 @@ void print_loss_curve(const std::vector<double>& losses, int64_t first_step) {
   for (int64_t r = 0; r < rows; ++r) {
     double sum = 0;
     int64_t count = 0;
-    for (int64_t i = r * n / rows; i < (r + 1) * n / rows; ++i)
-      if (std::isfinite(losses[static_cast<size_t>(i)]))
-        sum += losses[static_cast<size_t>(i)], ++count;
+    for (int64_t i = r * n / rows; i < (r + 1) * n / rows; ++i) {
+      const double loss = losses[static_cast<size_t>(i)];
+      if (!std::isfinite(loss)) continue;
+      sum += loss;
+      ++count;
+    }
     if (count == 0) continue;
-    mean[static_cast<size_t>(r)] = sum / static_cast<double>(count);
-    lo = std::min(lo, sum / static_cast<double>(count));
-    hi = std::max(hi, sum / static_cast<double>(count));
+    const double m = sum / static_cast<double>(count);
+    mean[static_cast<size_t>(r)] = m;
+    lo = std::min(lo, m);
+    hi = std::max(hi, m);
   }
   if (lo > hi) {
     std::printf("loss curve: no finite loss\n");
