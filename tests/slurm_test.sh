@@ -296,10 +296,15 @@ last=$(tail -n 1 "$tmp/losses_preempted") last_ref=$(tail -n 1 "$tmp/losses_refe
   fail "metrics.jsonl: expected step $steps last, found '$last' (preempted) and '$last_ref' (reference)"
 say "final loss at step $steps: preempted and resumed ${last#* }, uninterrupted ${last_ref#* }"
 [ "$last" = "$last_ref" ] || fail "final losses differ: '$last' vs '$last_ref'"
-# Every record of the preempted job (before and after the stop) is the reference's, bitwise.
-differing=$(awk 'NR == FNR { ref[$1] = $2; next } !($1 in ref) || ref[$1] != $2' \
+# Every record of the preempted job (before and after the stop) that the reference has too is
+# the reference's, bitwise; and the reference has none the preempted job lacks. (The resumed run
+# also records its first step, which the reference does not log.)
+differing=$(awk 'NR == FNR { ref[$1] = $2; next } ($1 in ref) && ref[$1] != $2' \
   "$tmp/losses_reference" "$tmp/losses_preempted")
 [ -z "$differing" ] || fail "losses that differ from the uninterrupted run (step loss): $differing"
+missing=$(awk 'NR == FNR { seen[$1]; next } !($1 in seen) { print $1 }' \
+  "$tmp/losses_preempted" "$tmp/losses_reference")
+[ -z "$missing" ] || fail "steps the uninterrupted run recorded and the preempted one did not: $missing"
 [ "$(wc -l <"$tmp/losses_preempted")" -ge "$(wc -l <"$tmp/losses_reference")" ] ||
   fail "the preempted job logged fewer steps than the reference"
 
