@@ -253,8 +253,8 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
     if (gpu) std::printf("peak host memory %.0f MB\n", peak.data<double>()[0] / 1e6);
   } else {
     std::printf(
-        "peak memory of the largest rank %.0f MB, of which parameters, gradients and optimizer "
-        "state %.0f MB (docs/PARALLELISM.md, \"Memory per rank\")\n",
+        "peak memory of the largest rank %.0f MB; the largest parameters, gradients and "
+        "optimizer state of a rank %.0f MB (docs/PARALLELISM.md, \"Memory per rank\")\n",
         peak.data<double>()[0] / 1e6, peak.data<double>()[1] / 1e6);
     if (gpu)
       std::printf("peak GPU memory of the largest rank %.0f MB (device tensors)\n",
