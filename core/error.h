@@ -3,6 +3,7 @@
 // (README, "Exit codes").
 #pragma once
 
+#include <sstream>
 #include <stdexcept>
 #include <string>
 
@@ -19,6 +20,16 @@ struct InternalError : std::logic_error {
 };
 
 [[noreturn]] void fail_internal(const char* file, int line, const std::string& what);
+
+// InputError "OPTION: expected EXPECTED, found FOUND" unless `ok`: the one form of an option's
+// check, for the model's and the launcher's options alike.
+template <typename T>
+void require(bool ok, const std::string& option, const std::string& expected, const T& found) {
+  if (ok) return;
+  std::ostringstream s;
+  s << option << ": expected " << expected << ", found " << found;
+  throw InputError(s.str());
+}
 
 // What stands at `path` where a regular file was expected, for a message's "found ...": "no such
 // file", "a directory", or "something that is not a file" (a device, a FIFO, a socket).

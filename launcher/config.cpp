@@ -250,14 +250,6 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
   return all;
 }
 
-template <typename T>
-void require(bool ok, const std::string& option, const std::string& expected, const T& found) {
-  if (ok) return;
-  std::ostringstream s;
-  s << option << ": expected " << expected << ", found " << found;
-  throw InputError(s.str());
-}
-
 // One parsed value as INI text: numbers in the shortest form that reads back the same.
 std::string ini_value(const boost::any& v) {
   if (const auto* x = boost::any_cast<std::string>(&v)) return *x;

@@ -145,10 +145,6 @@ class ProgressLine {
   bool in_place_ = false;
 };
 
-std::string count_of(int64_t n, const char* things) {
-  return std::to_string(n) + " " + things;
-}
-
 // Encodes one chunk of documents on worker threads; each worker claims the next unclaimed
 // document, and results are stored by index, so they do not depend on the scheduling.
 class ChunkEncoder {
@@ -244,8 +240,8 @@ EncodeStats encode_corpus(DocumentReader& reader, const Tokenizer& tokenizer,
     }
     stats.documents += static_cast<int64_t>(tokens.size());
     if (line.due())
-      line.print(done_bytes,
-                 count_of(stats.documents, "documents") + ", " + count_of(stats.tokens, "tokens"));
+      line.print(done_bytes, std::to_string(stats.documents) + " documents, " +
+                                 std::to_string(stats.tokens) + " tokens");
   }
   if (stats.documents == 0)
     throw InputError("--input: expected some text, found only empty or blank files");
@@ -283,7 +279,7 @@ int train(int argc, char** argv) {
     if (!line) line.emplace(true, "tokenize train: reading", p.total_bytes);
     if (!p.done && !line->due()) return;
     const std::string counts =
-        count_of(p.documents, "documents") + " (" + count_of(p.sentences, "lines") + ")";
+        std::to_string(p.documents) + " documents (" + std::to_string(p.sentences) + " lines)";
     if (!p.done) {
       line->print(p.bytes_read, counts);
       return;

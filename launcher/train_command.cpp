@@ -317,17 +317,15 @@ class IntervalLog {
   // A step whose update was skipped (non-finite loss or gradient norm, --train.nan_policy skip).
   void skipped(int64_t step, const StepStats& s, int64_t in_a_row, int64_t total) {
     if (!metrics_) return;
-    std::string what;  // the values that are not finite
-    if (!std::isfinite(s.loss)) what = "loss " + std::to_string(s.loss);
-    if (!std::isfinite(s.grad_norm)) {
-      what += what.empty() ? "" : " and ";
-      what += "grad norm " + std::to_string(s.grad_norm);
-    }
+    // The values that are not finite, with the verb for one or both.
+    const bool loss = !std::isfinite(s.loss), norm = !std::isfinite(s.grad_norm);
+    const std::string what =
+        std::string(loss ? "loss " + std::to_string(s.loss) : "") + (loss && norm ? " and " : "") +
+        (norm ? "grad norm " + std::to_string(s.grad_norm) : "") + (loss && norm ? " are" : " is");
     std::printf(
         "step %6lld/%lld | skipped: %s not finite; weights unchanged (%lld in a row, %lld in "
         "all; --train.nan_policy skip)\n",
-        static_cast<long long>(step + 1), static_cast<long long>(cfg_.steps),
-        (what + (what.find(" and ") == std::string::npos ? " is" : " are")).c_str(),
+        static_cast<long long>(step + 1), static_cast<long long>(cfg_.steps), what.c_str(),
         static_cast<long long>(in_a_row), static_cast<long long>(total));
     std::fflush(stdout);
     metrics_->write(step + 1, {{"skipped", 1.0}, {"skipped_steps", static_cast<double>(total)}});

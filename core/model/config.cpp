@@ -9,16 +9,6 @@
 
 namespace tessera {
 
-namespace {
-template <typename T>
-void require(bool ok, const std::string& option, const std::string& expected, const T& found) {
-  if (ok) return;
-  std::ostringstream s;
-  s << option << ": expected " << expected << ", found " << found;
-  throw InputError(s.str());
-}
-}  // namespace
-
 void ModelConfig::validate(int tp_size) const {
   require(vocab_size >= 2, "--model.vocab_size", "at least 2", vocab_size);
   require(d_model >= 1, "--model.d_model", "a positive width", d_model);
