@@ -168,9 +168,10 @@ void keep_newest(const std::string& root, int64_t keep, const std::string& just_
 
 }  // namespace
 
-void verify_checkpoint(const std::string& dir) {
-  verify_manifest(dir);
-  CheckpointReader::open(dir, ManifestCheck::kSizes).check_shards();
+CheckpointReader verify_checkpoint(const std::string& dir) {
+  CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kFull);
+  reader.check_shards();
+  return reader;
 }
 
 std::string newest_checkpoint(const std::string& root, std::string& note) {

@@ -78,10 +78,11 @@ void check_resume_meta(const CheckpointMeta& meta, const std::string& dir);
 // the tensors' shapes do not show). Rank 0 calls it before the ranks agree on their inputs.
 void check_checkpoint_fits(const std::string& dir, const ModelConfig& m);
 
-// InputError naming the file unless the checkpoint `dir` verifies: every checksum of its MANIFEST
+// The checkpoint `dir`, opened, once it verifies: every checksum of its MANIFEST
 // (verify_manifest), and model.h5's map of the shards against the shards
-// (CheckpointReader::check_shards). What "usable" means below.
-void verify_checkpoint(const std::string& dir);
+// (CheckpointReader::check_shards); InputError naming the file otherwise. What "usable" means
+// below, and what `tessera ckpt verify` and `export` check.
+CheckpointReader verify_checkpoint(const std::string& dir);
 
 // ROOT/latest if it verifies, else the newest step_N under ROOT that does, saying in `note` what
 // was skipped and why; "" when none does (`note` then says why, if anything was there).

@@ -159,8 +159,7 @@ int verify(int argc, char** argv) {
   int64_t bytes = 0;
   size_t tensors = 0;
   try {
-    const CheckpointReader r = CheckpointReader::open(dir, ManifestCheck::kFull);
-    r.check_shards();
+    const CheckpointReader r = verify_checkpoint(dir);
     check_resume_meta(r.meta(), dir);
     for (const TensorInfo& t : r.tensors()) {
       int64_t nan = 0;
@@ -307,9 +306,7 @@ int export_command(int argc, char** argv) {
   }
   // Every file's checksum, the optimizer's shards too, so that no damaged weights leave: one more
   // read of the checkpoint, from the page cache for the weights that follow.
-  const CheckpointReader r =
-      CheckpointReader::open(vm["dir"].as<std::string>(), ManifestCheck::kFull);
-  r.check_shards();
+  const CheckpointReader r = verify_checkpoint(vm["dir"].as<std::string>());
   std::map<std::string, TensorInfo> tensors;  // "layers.03.attn.qkv.weight" -> model/layers/...
   for (const TensorInfo& t : r.tensors()) {
     if (t.name.rfind("model/", 0) != 0) continue;
