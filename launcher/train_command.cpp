@@ -344,6 +344,22 @@ class IntervalLog {
     metrics_->write(step + 1, {{"valid_loss", loss}});
   }
 
+  // A validation after step `step` that the run's stop ended after `done` of `total` batches
+  // (none: not begun), so that a preempted run saves within its grace time.
+  void validation_stopped(int64_t step, int64_t done, int64_t total) {
+    if (!metrics_) return;
+    if (done == 0)
+      std::printf("validation | step %lld | not run: the run stops after this step\n",
+                  static_cast<long long>(step + 1));
+    else
+      std::printf(
+          "validation | step %lld | stopped after %lld of %lld batches: the run stops "
+          "after this step\n",
+          static_cast<long long>(step + 1), static_cast<long long>(done),
+          static_cast<long long>(total));
+    std::fflush(stdout);
+  }
+
   // Adds step `step` (0-based); at the end of an interval prints and records it and returns
   // the interval's mean loss.
   std::optional<double> add(int64_t step, const StepStats& s, double epochs) {
@@ -483,21 +499,25 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
   result.first_step = first;
   const auto start = Clock::now();
   const std::vector<RankStep> stalls = rank_steps("--debug.stall", cfg.debug_stall);
-  // --train.time_limit: stop while the slowest step so far, twice, and the longest save still
-  // fit before the limit.
+  // This rank's wish to stop (StopReason bits), asked at each step and before each validation
+  // batch: a signal, or --train.time_limit, which stops while the slowest step so far, twice,
+  // and the longest save still fit before the limit.
   double slowest_step_s = 0, longest_save_s = 0;
+  const auto stop_wish = [&] {
+    const int signo = stop_signal();
+    int stop = signo ? kStopSignal : 0;
+    if (signo == SIGINT) stop |= kStopInterrupt;
+    if (cfg.time_limit > 0 &&
+        seconds_since_process_start() + 2 * slowest_step_s + longest_save_s >= cfg.time_limit)
+      stop |= kStopTime;
+    return stop;
+  };
   int64_t skipped_in_a_row = 0, skipped_total = 0;
   for (int64_t step = first; step < cfg.steps; ++step) {
     if (has_rank_step(stalls, world.rank(), step + 1))
       std::this_thread::sleep_for(std::chrono::hours(1));
     const auto step_start = Clock::now();
-    const double elapsed_s = seconds_since_process_start();
-    const int signo = stop_signal();
-    int stop = signo ? kStopSignal : 0;
-    if (signo == SIGINT) stop |= kStopInterrupt;
-    if (cfg.time_limit > 0 && elapsed_s + 2 * slowest_step_s + longest_save_s >= cfg.time_limit)
-      stop |= kStopTime;
-    const StepStats s = tr.step(stop);
+    StepStats s = tr.step(stop_wish());
     if (step == first) Watchdog::instance().set_deadline(cfg.collective_timeout);
     result.losses.push_back(s.loss);
     if (s.skipped) {
@@ -522,10 +542,15 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     const bool last = step + 1 == cfg.steps;
     const bool eval_now = cfg.eval_interval > 0 && ((step + 1) % cfg.eval_interval == 0 || last);
     if (tr.has_validation() && eval_now) {
+      // Not begun when the step agreed to stop; ended early when a rank wishes to stop during it.
+      const bool stopping = s.stop_on_signal > 0 || s.stop_on_time > 0;
       const auto eval_start = Clock::now();
-      const double valid_loss = tr.evaluate();
+      const std::optional<double> valid_loss = stopping ? std::nullopt : tr.evaluate(stop_wish, s);
       log.exclude(Clock::now() - eval_start);
-      log.validation(step, valid_loss);
+      if (valid_loss)
+        log.validation(step, *valid_loss);
+      else
+        log.validation_stopped(step, stopping ? 0 : tr.batches_evaluated(), cfg.eval_batches);
     }
     const bool preempted = !last && (s.stop_on_signal > 0 || s.stop_on_time > 0);
     const bool exiting = cfg.exit_after > 0 && step + 1 - first == cfg.exit_after;

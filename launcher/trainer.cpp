@@ -32,6 +32,19 @@ std::vector<double> weights_of(const std::vector<CorpusWeight>& blend) {
   return w;
 }
 
+// A rank's wish to stop (StopReason bits) as three counts for a world all-reduce, and back.
+void put_stop(int stop, double* g) {
+  g[0] = (stop & kStopSignal) ? 1 : 0;
+  g[1] = (stop & kStopTime) ? 1 : 0;
+  g[2] = (stop & kStopInterrupt) ? 1 : 0;
+}
+
+void take_stop(const double* g, StepStats& stats) {
+  stats.stop_on_signal = static_cast<int>(g[0]);
+  stats.stop_on_time = static_cast<int>(g[1]);
+  stats.stop_on_interrupt = static_cast<int>(g[2]);
+}
+
 }  // namespace
 
 Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
@@ -192,18 +205,14 @@ StepStats Trainer::step(int stop) {
     g[1] = zero_->grad_sum_of_squares();
   else if (c.dp == 0 || inject)
     g[1] = ops::sum_of_squares(buckets_->counted_grads());
-  g[2] = (stop & kStopSignal) ? 1 : 0;
-  g[3] = (stop & kStopTime) ? 1 : 0;
-  g[4] = (stop & kStopInterrupt) ? 1 : 0;
+  put_stop(stop, g + 2);
   local_loss_ = g[0];
   local_sum_of_squares_ = g[1];
   host_world().all_reduce(global, ReduceOp::Sum);
   StepStats stats;
   stats.loss = g[0];
   stats.grad_norm = std::sqrt(g[1]);
-  stats.stop_on_signal = static_cast<int>(g[2]);
-  stats.stop_on_time = static_cast<int>(g[3]);
-  stats.stop_on_interrupt = static_cast<int>(g[4]);
+  take_stop(g + 2, stats);
   stats.lr = cfg_.schedule.at(steps_done_);
   ++steps_done_;
   if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm)) {
@@ -319,11 +328,20 @@ std::vector<std::string> Trainer::nonfinite_here() {
   return found;
 }
 
-double Trainer::evaluate() {
+std::optional<double> Trainer::evaluate(const std::function<int()>& stop_wish, StepStats& stats) {
   TESSERA_CHECK(valid_loader_ != nullptr, "Trainer::evaluate without validation data");
   valid_loader_->set_state(LoaderState{0, cfg_.seed});
   double loss_sum = 0;
-  for (int64_t b = 0; b < cfg_.eval_batches; ++b) {
+  for (batches_evaluated_ = 0; batches_evaluated_ < cfg_.eval_batches; ++batches_evaluated_) {
+    Tensor wish({3}, DType::F64);
+    put_stop(stop_wish(), wish.data<double>());
+    host_world().all_reduce(wish, ReduceOp::Sum);
+    StepStats asked;
+    take_stop(wish.data<double>(), asked);
+    if (asked.stop_on_signal > 0 || asked.stop_on_time > 0) {
+      take_stop(wish.data<double>(), stats);
+      return std::nullopt;
+    }
     read_microbatches(*valid_loader_);
     loss_sum += pipeline_->evaluate(inputs_, targets_);
   }

@@ -9,7 +9,9 @@
 // reports are the global ones, the same on every rank.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -63,8 +65,13 @@ class Trainer {
   std::vector<std::string> nonfinite_here();
   bool has_validation() const { return valid_stream_ != nullptr; }
   // Mean loss over --train.eval_batches global batches of validation samples, always the same
-  // ones (the first of the validation sequence), on every rank. Collective.
-  double evaluate();
+  // ones (the first of the validation sequence), on every rank. Collective. Before each batch
+  // one small all-reduce tells every rank whether any wishes to stop (`stop_wish()`, StopReason
+  // bits): then the evaluation ends there, returns no loss, and sets who asked in `stats`'s
+  // stop_on_*, so that a preempted run saves without first finishing a long evaluation.
+  std::optional<double> evaluate(const std::function<int()>& stop_wish, StepStats& stats);
+  // Global batches the last evaluate() took before it returned.
+  int64_t batches_evaluated() const { return batches_evaluated_; }
 
   const GridLayout& layout() const { return layout_; }
   ProcessGrid& grid() { return *grid_; }
@@ -114,6 +121,7 @@ class Trainer {
   std::vector<Tensor> inputs_, targets_;
   Tensor batch_;
   int64_t steps_done_ = 0;
+  int64_t batches_evaluated_ = 0;
   double local_loss_ = 0, local_sum_of_squares_ = 0;  // this rank's parts of the last step's
   std::vector<RankStep> inject_nan_;                  // --debug.inject_nan
   std::vector<RankStep> perturb_;                     // --debug.perturb_replicated

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -132,6 +133,40 @@ TEST_F(Cluster, InterruptSavesAndExits130) {
   EXPECT_NE(stopped.out.find("interrupted: SIGINT on 1 rank; stopped after step"),
             std::string::npos)
       << stopped.out;
+  EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "latest"));
+}
+
+// A signal that comes during a validation ends it at the next batch on every rank (they agree
+// before each batch), and the run saves after that step and exits 3: a long validation used to
+// run to its end first, past a scheduler's grace time.
+TEST_F(Cluster, SignalDuringValidationEndsItOnEveryRankAndSaves) {
+  std::string a = args("run", 1000) + " --train.log_interval 1 --train.eval_batches 20000";
+  a.replace(a.find("--train.eval_interval 0"), 23, "--train.eval_interval 1");
+  // The first metrics line is written at step 1, before its validation begins.
+  std::thread signaller = signal_once_logging("USR1", "run");
+  const CliRun r = run_mpi(2, a, dir_);
+  signaller.join();
+  ASSERT_EQ(r.exit_code, 3) << r.out << r.err;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex("validation \\| step 1 \\| (not run|stopped "
+                                                  "after [0-9]+ of 20000 batches): the run "
+                                                  "stops after this step\n")))
+      << r.out;
+  EXPECT_EQ(r.out.find("validation | step 1 | loss"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("preempted: SIGUSR1/SIGTERM on 1 rank; stopped after step 1 of 1000"),
+            std::string::npos)
+      << r.out;
+  EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "step_00000001" / "model.h5"));
+}
+
+// --train.time_limit ends a validation that would run past it, as it ends the steps.
+TEST_F(Cluster, TimeLimitEndsALongValidation) {
+  std::string a = args("run", 1000) + " --train.time_limit 3 --train.eval_batches 100000";
+  a.replace(a.find("--train.eval_interval 0"), 23, "--train.eval_interval 1");
+  const CliRun r = run_tessera(a, dir_);
+  ASSERT_EQ(r.exit_code, 3) << r.out << r.err;
+  EXPECT_NE(r.out.find("of 100000 batches: the run stops after this step"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("preempted: --train.time_limit 3 s on"), std::string::npos) << r.out;
   EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "latest"));
 }
 
