@@ -47,6 +47,12 @@ std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std:
     blend.push_back({w, words[i + 1]});
     total += w;
   }
+  if (!std::isfinite(total)) {  // weights near DBL_MAX: relative to the largest, then summed
+    double largest = 0;
+    for (const CorpusWeight& c : blend) largest = std::max(largest, c.weight);
+    total = 0;
+    for (CorpusWeight& c : blend) total += c.weight /= largest;
+  }
   for (CorpusWeight& c : blend) c.weight /= total;
   return blend;
 }
@@ -110,6 +116,21 @@ int SampleStream::next_corpus(Cursor& c) const {
   ++c.taken[static_cast<size_t>(best)];
   ++c.position;
   return best;
+}
+
+std::string SampleStream::sequence_key() const {
+  std::string key;
+  for (size_t k = 0; k < corpora_.size(); ++k) {
+    char part[160];
+    std::snprintf(part, sizeof part,
+                  ": %lld tokens, samples [%lld, %lld) of %lld + 1 tokens, weight %.17g",
+                  static_cast<long long>(corpora_[k].num_tokens()),
+                  static_cast<long long>(first_[k]), static_cast<long long>(first_[k] + count_[k]),
+                  static_cast<long long>(opt_.seq_len), weights_[k]);
+    if (k > 0) key += "; ";
+    key += std::filesystem::absolute(corpora_[k].path()).lexically_normal().string() + part;
+  }
+  return key;
 }
 
 SampleStream::Cursor SampleStream::cursor_at(int64_t position) const {

@@ -121,6 +121,7 @@ CheckpointMeta meta_of(Trainer& tr) {
   meta.texts["pos"] = position_kind_name(c.model.pos);
   meta.reals["lr_at_step"] = c.schedule.at(std::max<int64_t>(tr.steps_done() - 1, 0));
   meta.texts["config"] = c.resolved_ini;
+  meta.texts["data"] = tr.samples().sequence_key();
   meta.texts["format"] = "tessera checkpoint 1";
   return meta;
 }
@@ -497,10 +498,42 @@ void load_zero_state(Trainer& tr, ZeroAdamW& z, const CheckpointReader& reader,
 
 }  // namespace
 
-void check_checkpoint_fits(const std::string& dir, const ModelConfig& m) {
+std::string check_checkpoint_fits(const std::string& dir, Trainer& tr) {
+  const TrainConfig& cfg = tr.config();
   const CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
-  check_resume_meta(reader.meta(), dir);
-  check_saved_model(reader, m, dir);
+  const CheckpointMeta& meta = reader.meta();
+  check_resume_meta(meta, dir);
+  check_saved_model(reader, cfg.model, dir);
+  const auto seed = static_cast<uint64_t>(meta.ints.at("seed"));
+  if (seed != cfg.seed)
+    throw InputError("checkpoint " + dir + ": saved by a run of --train.seed " +
+                     std::to_string(seed) + ", found --train.seed " + std::to_string(cfg.seed) +
+                     " (the seed decides the initial weights and the sample order; resume with " +
+                     std::to_string(seed) + ")");
+  const int64_t consumed = meta.ints.at("consumed_samples");
+  const int64_t batch = cfg.micro_batch * tr.layout().dp;
+  if (consumed % batch != 0)
+    throw InputError("checkpoint " + dir + ": its run consumed " + std::to_string(consumed) +
+                     " samples, which --train.micro_batch " + std::to_string(cfg.micro_batch) +
+                     " x " + std::to_string(tr.layout().dp) +
+                     " data-parallel ranks = " + std::to_string(batch) +
+                     " does not divide; resume with a micro-batch and data-parallel size whose "
+                     "product divides it (the saved run's --train.global_batch does)");
+  const auto saved = meta.texts.find("data");
+  if (saved == meta.texts.end()) return "";  // saved before checkpoints recorded it
+  const std::string now = tr.samples().sequence_key();
+  if (saved->second == now) return "";
+  const std::string what =
+      "read another sample sequence: saved \"" + saved->second + "\", this run's \"" + now + "\"";
+  if (cfg.data_allow_change)
+    return "the run that saved " + dir + " " + what + "; continuing at sample " +
+           std::to_string(consumed) + " of this run's sequence (--data.allow_change)";
+  throw InputError("checkpoint " + dir + ": its run " + what +
+                   " (--data.path, --data.valid_path, --data.valid_fraction, --model.seq_len, "
+                   "whether --train.eval_interval is 0, and the corpora's files decide it); "
+                   "resume with the saved run's, or give --data.allow_change true to continue "
+                   "at sample " +
+                   std::to_string(consumed) + " of this run's sequence");
 }
 
 void load_weights(GPT& model, const std::string& dir, int rank) {

@@ -73,10 +73,13 @@ class CheckpointSaver {
 // consumed_samples, seed).
 void check_resume_meta(const CheckpointMeta& meta, const std::string& dir);
 
-// InputError naming `dir` when its checkpoint cannot be resumed by a model of `m`: a key a resume
-// reads is missing, or it was saved with another layer count, head count or position kind (what
-// the tensors' shapes do not show). Rank 0 calls it before the ranks agree on their inputs.
-void check_checkpoint_fits(const std::string& dir, const ModelConfig& m);
+// InputError naming `dir` when its checkpoint cannot be resumed by the trainer `tr` (made, not
+// started): a key a resume reads is missing; it was saved with another layer count, head count
+// or position kind (what the tensors' shapes do not show); with another seed; at a position
+// this run's micro-batch x data-parallel ranks do not divide; or by a run that read another
+// sample sequence (SampleStream::sequence_key), unless --data.allow_change, which returns a
+// note saying so. Rank 0 calls it before the ranks agree on their inputs.
+std::string check_checkpoint_fits(const std::string& dir, Trainer& tr);
 
 // The checkpoint `dir`, opened, once it verifies: every checksum of its MANIFEST
 // (verify_manifest), and model.h5's map of the shards against the shards

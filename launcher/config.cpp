@@ -208,6 +208,9 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       "share of each training corpus' samples held out for validation")(
       "data.cache_dir", po::value(&c.cache_dir)->default_value(c.cache_dir),
       "where sample orders are cached (empty: RUN_DIR/data_cache)")(
+      "data.allow_change", po::value(&c.data_allow_change)->default_value(c.data_allow_change),
+      "resume a checkpoint whose run read another sample sequence (other corpora, weights, "
+      "seq_len or validation split), continuing at its position in this run's sequence")(
       "data.tokenizer", po::value(&c.tokenizer_model)->default_value(c.tokenizer_model),
       "SentencePiece model of the corpus, for the prompt and text of --sample.* (empty: "
       "byte-level)");

@@ -61,13 +61,14 @@ struct TrainConfig {
   std::string debug_perturb_replicated;  // that rank's gradients of shared params are nudged
   std::string debug_flip_bit;            // a bit of each of that rank's params flips after it
   // [data]
-  std::string data_path;         // "PATH" or "W1 PATH1 W2 PATH2 ..." (io/data_loader.h)
-  std::string valid_path;        // validation corpora, same syntax; empty: hold out a fraction
-  double valid_fraction = 0.01;  // of every training corpus' samples, when valid_path is empty
-  std::string cache_dir;         // epoch orders; empty: RUN_DIR/data_cache
-  std::string tokenizer_model;   // SentencePiece model for sampling; empty: byte-level
-  int64_t eval_interval = 100;   // steps between validation losses (0: none)
-  int64_t eval_batches = 4;      // global batches per validation
+  std::string data_path;           // "PATH" or "W1 PATH1 W2 PATH2 ..." (io/data_loader.h)
+  std::string valid_path;          // validation corpora, same syntax; empty: hold out a fraction
+  double valid_fraction = 0.01;    // of every training corpus' samples, when valid_path is empty
+  std::string cache_dir;           // epoch orders; empty: RUN_DIR/data_cache
+  bool data_allow_change = false;  // resume into another sample sequence than the checkpoint's
+  std::string tokenizer_model;     // SentencePiece model for sampling; empty: byte-level
+  int64_t eval_interval = 100;     // steps between validation losses (0: none)
+  int64_t eval_batches = 4;        // global batches per validation
   // [gpu] kernels not yet run on a GPU, opt-in (docs/DECISIONS.md); bf16 on cuda only
   ops::AttentionKernels attention_kernels = ops::AttentionKernels::CudaCores;
   bool dgelu_epilogue = false;  // the MLP's GELU backward in cuBLASLt's epilogue

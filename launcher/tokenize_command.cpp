@@ -27,6 +27,7 @@
 
 #include "core/error.h"
 #include "io/indexed_dataset.h"
+#include "io/llmc_shard.h"
 #include "io/token_corpus.h"
 
 namespace tessera {
@@ -420,7 +421,12 @@ int decode(int argc, char** argv) {
       "decode at most this many tokens from the start (default: all)");
   po::variables_map vm;
   if (!parse(desc, argc, argv, vm)) return 0;
-  const IndexedDataset corpus = IndexedDataset::open(vm["input"].as<std::string>());
+  const std::string input = vm["input"].as<std::string>();
+  if (is_llmc_shard(input))
+    throw InputError("--input " + input +
+                     ": expected a Megatron corpus prefix (PREFIX.bin/.idx), found an llm.c "
+                     "shard, which decode does not read");
+  const IndexedDataset corpus = IndexedDataset::open(input);
   const std::unique_ptr<Tokenizer> tokenizer = tokenizer_option(vm);
   const bool byte_level = !vm.count("tokenizer.model");
   int64_t total = corpus.num_tokens();

@@ -645,7 +645,9 @@ int train_command(int argc, char** argv) {
       if (root) {
         prepare_run_dir(cfg);
         resume_dir = choose_checkpoint(checkpoints_root(cfg), cfg.checkpoint_resume, resume_note);
-        if (!resume_dir.empty()) check_checkpoint_fits(resume_dir, cfg.model);
+        if (!resume_dir.empty())
+          if (const std::string note = check_checkpoint_fits(resume_dir, *trainer); !note.empty())
+            resume_note += (resume_note.empty() ? "" : "; ") + note;
         write_text_file(std::filesystem::path(cfg.run_dir) / "config.ini", cfg.resolved_ini);
       }
     }

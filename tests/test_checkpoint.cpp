@@ -296,6 +296,60 @@ TEST_F(Checkpoints, CheckpointOfAnotherModelIsRefusedNamingTensorAndShapes) {
   EXPECT_EQ(std::count(shallower.err.begin(), shallower.err.end(), '\n'), 1) << shallower.err;
 }
 
+// What decides the samples a resumed run reads is checked before any rank starts: another
+// sample sequence (here validation switched on, which holds samples out of the corpus) is
+// refused unless --data.allow_change, and so are another seed and a micro-batch that does not
+// divide the saved position. The corpus named by another path to the same file is the same.
+TEST_F(Checkpoints, ResumeIntoAnotherSampleSequenceIsRefusedUnlessAllowed) {
+  ASSERT_EQ(run_tessera(args("run", "--train.exit_after 10"), dir_).exit_code, 0);
+  const std::string saved = step_dir("run", 10);
+  const auto with = [&](const std::string& run, const std::string& from, const std::string& to) {
+    std::string a = args(run, "--checkpoint.resume " + saved);
+    return a.replace(a.find(from), from.size(), to);
+  };
+  const std::string validation = "--train.eval_interval 5";
+  const CliRun refused = run_tessera(with("valid", "--train.eval_interval 0", validation), dir_);
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_NE(refused.err.find(saved + ": its run read another sample sequence: saved \"" +
+                             fs::absolute(corpus_).string() + ": "),
+            std::string::npos)
+      << refused.err;
+  EXPECT_NE(refused.err.find("--data.allow_change true to continue at sample 80 of this run's"),
+            std::string::npos)
+      << refused.err;
+  EXPECT_EQ(std::count(refused.err.begin(), refused.err.end(), '\n'), 1) << refused.err;
+  EXPECT_EQ(refused.out.find("step "), std::string::npos) << refused.out;
+
+  const CliRun allowed = run_tessera(
+      with("allowed", "--train.eval_interval 0", validation + " --data.allow_change true"), dir_);
+  EXPECT_EQ(allowed.exit_code, 0) << allowed.err;
+  EXPECT_NE(allowed.out.find("continuing at sample 80 of this run's sequence "
+                             "(--data.allow_change)"),
+            std::string::npos)
+      << allowed.out;
+  EXPECT_NE(allowed.out.find("step     20/20"), std::string::npos) << allowed.out;
+
+  const std::string relative = fs::relative(corpus_, fs::current_path()).string();
+  const CliRun same = run_tessera(with("relative", corpus_ + " ", relative + " "), dir_);
+  EXPECT_EQ(same.exit_code, 0) << same.err;
+  EXPECT_EQ(same.out.find("another sample sequence"), std::string::npos) << same.out;
+
+  const CliRun seed =
+      run_tessera(with("seed", "--train.threads 1", "--train.threads 1 --train.seed 9"), dir_);
+  EXPECT_EQ(seed.exit_code, 2) << seed.err;
+  EXPECT_NE(seed.err.find(saved + ": saved by a run of --train.seed 1337, found --train.seed 9"),
+            std::string::npos)
+      << seed.err;
+  const CliRun batch = run_tessera(with("batch", "--train.global_batch 8 --train.micro_batch 2",
+                                        "--train.global_batch 48 --train.micro_batch 48"),
+                                   dir_);
+  EXPECT_EQ(batch.exit_code, 2) << batch.err;
+  EXPECT_NE(batch.err.find(saved + ": its run consumed 80 samples, which --train.micro_batch 48 "
+                                   "x 1 data-parallel ranks = 48 does not divide"),
+            std::string::npos)
+      << batch.err;
+}
+
 // Checkpoints that a fresh start would overwrite (the same step numbers) or --checkpoint.keep
 // delete are never replaced silently: `auto` finding none usable stops, and so does `none` in a
 // directory that holds some. Nothing on disk changes.

@@ -613,6 +613,14 @@ TEST_F(IoTest, TokenizeEncodeDecodeRoundTrip) {
         run_tokenize({"decode", "--input", path("out/c"), "--output", "/dev/full"});
       },
       {"--output /dev/full: writing the text failed (No space left on device)"});
+  // An llm.c shard is named as such (the hint used to be a prefix that did not exist either).
+  const std::vector<uint16_t> ids = {1, 2, 3};
+  write_llmc_shard(path("shard.bin"), ids);
+  expect_input_error(
+      [&] {
+        run_tokenize({"decode", "--input", path("shard.bin")});
+      },
+      {"--input " + path("shard.bin"), "found an llm.c shard"});
 }
 
 TEST_F(IoTest, TokenizeRejectsBadOptions) {

@@ -84,6 +84,10 @@ TEST(CorpusBlend, ParsesOnePathOrWeightedPairsAndNormalises) {
   EXPECT_EQ(spaced[0].path, "my data/a");
   EXPECT_DOUBLE_EQ(spaced[1].weight, 0.75);
   EXPECT_EQ(parse_corpus_blend("\"my data\\a\"", "--data.path").at(0).path, "my data\\a");
+  // Weights whose sum overflows a double keep their proportions (they were all 0).
+  const auto huge = parse_corpus_blend("1e308 a 1.5e308 b", "--data.path");
+  EXPECT_DOUBLE_EQ(huge.at(0).weight, 0.4);
+  EXPECT_DOUBLE_EQ(huge.at(1).weight, 0.6);
 }
 
 TEST(CorpusBlend, MalformedTextNamesTheOption) {
@@ -237,6 +241,38 @@ TEST_F(Loader, BlendTracksItsWeightsAtEveryPrefix) {
     EXPECT_LE(worst, 1.0) << "weights " << w[0] << " ...";
     const SampleStream::Cursor at = s.cursor_at(20000);
     EXPECT_EQ(at.taken, c.taken);
+  }
+}
+
+// The blend's order is part of what a checkpoint resumes into, on any machine: the corpora of the
+// first positions, and a digest (FNV-1a) of 20000, must not change with the compiler or the CPU.
+// A fused multiply-add in the lag w_k (n + 1) - taken_k (GCC contracts it where the target has
+// FMA: aarch64, -march=native) breaks ties the other way; io/CMakeLists.txt turns it off.
+TEST_F(Loader, BlendOrderIsTheSameOnEveryMachine) {
+  struct Case {
+    std::vector<double> weights;
+    std::string first;
+    uint64_t digest;
+  };
+  for (const Case& want :
+       {Case{{0.7, 0.3}, "0100010010010001001001000100100100010010", 16245576205366870873ull},
+        Case{
+            {0.1, 0.2, 0.7}, "2122022122212202212221220221222122022122", 8014951396171894615ull}}) {
+    std::vector<std::string> paths;
+    for (size_t k = 0; k < want.weights.size(); ++k)
+      paths.push_back(
+          megatron(std::string(1, static_cast<char>('a' + k)), 200, static_cast<int>(k)));
+    SampleStream s = stream(paths, want.weights, options(8));
+    SampleStream::Cursor c;
+    std::string first;
+    uint64_t digest = 14695981039346656037ull;
+    for (int n = 0; n < 20000; ++n) {
+      const int k = s.next_corpus(c);
+      if (n < 40) first += static_cast<char>('0' + k);
+      digest = (digest ^ static_cast<uint64_t>(k)) * 1099511628211ull;
+    }
+    EXPECT_EQ(first, want.first) << "weights " << want.weights[0] << " ...";
+    EXPECT_EQ(digest, want.digest) << "weights " << want.weights[0] << " ...";
   }
 }
 
