@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <type_traits>
 
 #include "core/error.h"
@@ -84,47 +85,69 @@ void TokenCorpus::read_tokens(int64_t start, int64_t count, int32_t* out) const 
     widen(static_cast<const int32_t*>(tokens_) + start, count, out);
 }
 
-void TokenCorpus::check_token_ids(int64_t vocab) const {
-  int64_t bad = -1;
-  int64_t id = 0;
-  if (dtype_ == DType::U16) {
-    const auto* p = static_cast<const uint16_t*>(tokens_);
-    bad = first_bad_id(p, num_tokens_, vocab);
-    if (bad >= 0) id = p[bad];
-  } else {
-    const auto* p = static_cast<const int32_t*>(tokens_);
-    bad = first_bad_id(p, num_tokens_, vocab);
-    if (bad >= 0) id = p[bad];
-  }
-  if (bad >= 0)
+namespace {
+
+// Tokens [start, start + count) of `p`: the first position whose id lies outside [0, vocab)
+// (-1: none), and each id's occurrences added to `counts` when it is not empty.
+template <typename T>
+int64_t check_and_count(const T* p, int64_t start, int64_t count, int64_t vocab,
+                        std::vector<int64_t>& counts) {
+  const int64_t bad = first_bad_id(p + start, count, vocab);
+  if (bad >= 0) return start + bad;
+  if (!counts.empty())
+    for (int64_t i = start; i < start + count; ++i) ++counts[static_cast<size_t>(p[i])];
+  return -1;
+}
+
+}  // namespace
+
+std::vector<int64_t> TokenCorpus::scan(int64_t vocab, int64_t max_tokens, bool count) const {
+  std::vector<int64_t> counts(count ? static_cast<size_t>(vocab) : 0, 0);
+  // All the tokens, or kRuns evenly spread runs of max_tokens / kRuns.
+  constexpr int64_t kRuns = 1024;
+  const bool all = num_tokens_ <= max_tokens || max_tokens < kRuns;
+  const int64_t runs = all ? 1 : kRuns, run = all ? num_tokens_ : max_tokens / kRuns;
+  for (int64_t r = 0; r < runs; ++r) {
+    const int64_t start = all ? 0 : (num_tokens_ - run) / (kRuns - 1) * r;
+    const int64_t bad =
+        dtype_ == DType::U16
+            ? check_and_count(static_cast<const uint16_t*>(tokens_), start, run, vocab, counts)
+            : check_and_count(static_cast<const int32_t*>(tokens_), start, run, vocab, counts);
+    if (bad < 0) continue;
+    const int64_t id = dtype_ == DType::U16 ? static_cast<const uint16_t*>(tokens_)[bad]
+                                            : static_cast<const int32_t*>(tokens_)[bad];
     throw InputError("corpus " + token_file_ + ": token " + std::to_string(bad) + " has id " +
                      std::to_string(id) + ", expected ids in [0, --model.vocab_size " +
                      std::to_string(vocab) + ") (was it made with another tokenizer?)");
-}
-
-std::vector<int64_t> TokenCorpus::token_counts(int64_t vocab) const {
-  check_token_ids(vocab);
-  std::vector<int64_t> counts(static_cast<size_t>(vocab), 0);
-  if (dtype_ == DType::U16) {
-    const auto* p = static_cast<const uint16_t*>(tokens_);
-    for (int64_t i = 0; i < num_tokens_; ++i) ++counts[p[i]];
-  } else {
-    const auto* p = static_cast<const int32_t*>(tokens_);
-    for (int64_t i = 0; i < num_tokens_; ++i) ++counts[static_cast<size_t>(p[i])];
   }
   return counts;
 }
 
+void TokenCorpus::check_token_ids(int64_t vocab) const {
+  scan(vocab, num_tokens_, false);
+}
+
+std::vector<int64_t> TokenCorpus::token_counts(int64_t vocab, int64_t max_tokens) const {
+  return scan(vocab, max_tokens, true);
+}
+
+bool same_corpus(const TokenCorpus& a, const TokenCorpus& b) {
+  std::error_code ec;
+  return std::filesystem::equivalent(a.token_file(), b.token_file(), ec) && !ec;
+}
+
 double unigram_entropy(const std::vector<TokenCorpus>& corpora, const std::vector<double>& weights,
-                       int64_t vocab) {
+                       int64_t vocab, int64_t max_tokens) {
   TESSERA_CHECK(corpora.size() == weights.size() && !corpora.empty(),
                 "unigram_entropy: one weight per corpus");
   double total_weight = 0;
   for (double w : weights) total_weight += w;
   std::vector<double> p(static_cast<size_t>(vocab), 0.0);
   for (size_t k = 0; k < corpora.size(); ++k) {
-    const std::vector<int64_t> counts = corpora[k].token_counts(vocab);
-    const double scale = weights[k] / total_weight / static_cast<double>(corpora[k].num_tokens());
+    const std::vector<int64_t> counts = corpora[k].token_counts(vocab, max_tokens);
+    int64_t counted = 0;
+    for (int64_t c : counts) counted += c;
+    const double scale = weights[k] / total_weight / static_cast<double>(counted);
     for (int64_t v = 0; v < vocab; ++v) p[v] += scale * static_cast<double>(counts[v]);
   }
   double h = 0;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,10 +32,15 @@ class TokenCorpus {
   // Throws InputError naming the file and the first offending position when an id lies outside
   // [0, vocab). One vectorised pass over the tokens (about 0.5 s per 10^9 uint16 tokens).
   void check_token_ids(int64_t vocab) const;
-  // Occurrences of each id (check_token_ids first).
-  std::vector<int64_t> token_counts(int64_t vocab) const;
+  // Occurrences of each id among all the tokens, or, in a corpus of more than `max_tokens`,
+  // among max_tokens of them in 1024 evenly spread runs; the ids counted are checked as by
+  // check_token_ids.
+  std::vector<int64_t> token_counts(int64_t vocab,
+                                    int64_t max_tokens = std::numeric_limits<int64_t>::max()) const;
 
  private:
+  // check_token_ids and token_counts (`count`) over all or max_tokens of the tokens.
+  std::vector<int64_t> scan(int64_t vocab, int64_t max_tokens, bool count) const;
   std::string path_, token_file_;
   bool megatron_ = true;
   DType dtype_ = DType::U16;
@@ -43,9 +49,15 @@ class TokenCorpus {
   std::shared_ptr<const void> keepalive_;  // the reader that owns the mapping
 };
 
+// True when `a` and `b` read the same token file, by whatever paths (the same inode).
+bool same_corpus(const TokenCorpus& a, const TokenCorpus& b);
+
 // Entropy in nats/token of the token frequencies of `corpora` mixed with `weights` (normalised):
-// the loss of the best model that ignores context.
+// the loss of the best model that ignores context. A corpus of more than `max_tokens` tokens
+// gives its frequencies from max_tokens of them (TokenCorpus::token_counts), so that the figure
+// costs a bounded read however large the corpus.
+inline constexpr int64_t kEntropyTokens = int64_t{1} << 27;
 double unigram_entropy(const std::vector<TokenCorpus>& corpora, const std::vector<double>& weights,
-                       int64_t vocab);
+                       int64_t vocab, int64_t max_tokens = kEntropyTokens);
 
 }  // namespace tessera

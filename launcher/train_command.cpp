@@ -149,7 +149,15 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
       static_cast<long long>(m.vocab_size), position_kind_name(m.pos).c_str());
   print_samples("corpus", tr.samples());
   if (tr.validation_samples()) {
-    print_samples("validation", *tr.validation_samples(), cfg.valid_path.empty());
+    const SampleStream& valid = *tr.validation_samples();
+    print_samples("validation", valid, cfg.valid_path.empty());
+    for (int v = 0; v < valid.num_corpora(); ++v)
+      for (int k = 0; k < tr.samples().num_corpora(); ++k)
+        if (same_corpus(valid.corpus(v), tr.samples().corpus(k)) && !cfg.valid_path.empty())
+          std::printf(
+              "validation: note: %s is also a training corpus (%s), so the validation loss is "
+              "over samples the run trains on\n",
+              valid.corpus(v).path().c_str(), tr.samples().corpus(k).path().c_str());
   } else if (cfg.holds_out_validation()) {
     std::printf(
         "validation: none (no training corpus has 2 samples of --model.seq_len + 1 tokens to "
@@ -232,11 +240,16 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
     weights.push_back(train.weight(k));
   }
   const double entropy = unigram_entropy(corpora, weights, cfg.model.vocab_size);
+  const bool estimated = std::any_of(corpora.begin(), corpora.end(), [](const TokenCorpus& c) {
+    return c.num_tokens() > kEntropyTokens;
+  });
   const double gap = entropy - result.final_loss;
   std::printf(
       "final loss %.4f nats/token (mean of the last log interval) vs the corpus' unigram "
-      "entropy %.4f nats/token: %.2f nats/token %s it\n",
-      result.final_loss, entropy, std::abs(gap), gap >= 0 ? "below" : "above");
+      "entropy %.4f nats/token%s: %.2f nats/token %s it\n",
+      result.final_loss, entropy,
+      estimated ? " (from 134 M evenly spread tokens of each larger corpus)" : "", std::abs(gap),
+      gap >= 0 ? "below" : "above");
   // One rank holding the whole model: its peak beside the estimate (gpt_state_bytes +
   // gpt_activation_bytes), of the GPU's tensors on the GPU, of the host's memory on the CPU.
   const bool gpu = cfg.model.device == Device::CUDA;

@@ -15,12 +15,19 @@ namespace tessera {
 
 namespace {
 
-// The corpora of a blend, open, with every token id checked against the vocabulary: a bad id
-// stops the run here, before training, naming the file and the position.
-std::vector<TokenCorpus> open_corpora(const std::vector<CorpusWeight>& blend, int64_t vocab) {
+// The corpora of a blend (`option`), open, with every token id checked against the vocabulary:
+// a bad id stops the run here, before training, naming the file and the position. A corpus
+// listed twice (by any path) is refused: each copy would run its own epochs, so that its
+// samples repeat within what reads as one pass.
+std::vector<TokenCorpus> open_corpora(const std::vector<CorpusWeight>& blend, int64_t vocab,
+                                      const std::string& option) {
   std::vector<TokenCorpus> corpora;
   for (const CorpusWeight& c : blend) {
     corpora.push_back(TokenCorpus::open(c.path));
+    for (size_t j = 0; j + 1 < corpora.size(); ++j)
+      if (same_corpus(corpora[j], corpora.back()))
+        throw InputError(option + ": " + c.path + " is the corpus " + blend[j].path +
+                         " again; give it once, with the sum of its weights");
     corpora.back().check_token_ids(vocab);
   }
   return corpora;
@@ -63,7 +70,8 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
   std::error_code ec;
   std::filesystem::create_directories(so.cache_dir, ec);
   if (ec) so.cache_dir.clear();  // no cache: the orders are rebuilt, which is cheap
-  const std::vector<TokenCorpus> corpora = open_corpora(blend_, cfg.model.vocab_size);
+  const std::vector<TokenCorpus> corpora =
+      open_corpora(blend_, cfg.model.vocab_size, "--data.path");
   // Samples are held out of training only when they will be evaluated, and only when some
   // corpus has two samples to split (a one-sample corpus has nothing to spare).
   bool hold_out = cfg.holds_out_validation();
@@ -78,8 +86,8 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
   if (cfg.eval_interval > 0 && !cfg.valid_path.empty()) {
     const std::vector<CorpusWeight> valid = parse_corpus_blend(cfg.valid_path, "--data.valid_path");
     so.valid_fraction = 0;
-    valid_stream_ = std::make_unique<SampleStream>(open_corpora(valid, cfg.model.vocab_size),
-                                                   weights_of(valid), so);
+    valid_stream_ = std::make_unique<SampleStream>(
+        open_corpora(valid, cfg.model.vocab_size, "--data.valid_path"), weights_of(valid), so);
   } else if (hold_out) {
     so.valid_split = true;
     valid_stream_ = std::make_unique<SampleStream>(corpora, weights_of(blend_), so);

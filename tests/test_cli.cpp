@@ -523,6 +523,29 @@ TEST_F(Cli, TokenizerIsCheckedAndAnUnreadValidationCorpusIsNamed) {
       << r.out;
 }
 
+// A corpus listed twice in a blend, by any path, is refused: each copy would run its own epochs.
+// A validation corpus that is also a training corpus is allowed, and said.
+TEST_F(Cli, CorpusTwiceInABlendIsRefusedAndValidationOnTrainingDataIsSaid) {
+  const std::string link = (dir_ / "again").string();
+  fs::create_symlink(corpus_ + ".bin", link + ".bin");
+  fs::create_symlink(corpus_ + ".idx", link + ".idx");
+  expect_clear_error(
+      run_tessera(tiny_args("2", "\"0.5 " + corpus_ + " 0.5 " + link + "\"") + " --train.steps 1",
+                  dir_),
+      "--data.path: " + link + " is the corpus " + corpus_ +
+          " again; give it once, with the sum of its weights");
+  CliRun r = run_tessera(tiny_args() +
+                             " --train.steps 1 --train.eval_interval 1 "
+                             "--data.valid_path " +
+                             link,
+                         dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("validation: note: " + link + " is also a training corpus (" + corpus_ +
+                       "), so the validation loss is over samples the run trains on"),
+            std::string::npos)
+      << r.out;
+}
+
 // A run started afresh in a directory that holds an earlier run's metrics.jsonl (no checkpoint)
 // keeps those records beside its own, instead of appending a second series to them.
 TEST_F(Cli, FreshRunKeepsAnEarlierRunsMetricsApart) {

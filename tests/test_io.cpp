@@ -298,6 +298,18 @@ TEST_F(IoTest, UnigramEntropyInNats) {
   EXPECT_NEAR(unigram_entropy({ds}, {1.0}, 2), std::log(2.0), 1e-12);
   expect_input_error([&] { unigram_entropy({ds}, {1.0}, 1); },
                      {path("h.bin"), "token 2", "has id 1"});
+  // A corpus larger than max_tokens is counted over that many tokens, in 1024 evenly spread
+  // runs (here of 2 tokens, every 4th pair), and reads nothing else: the id 7 at its end, which
+  // check_token_ids finds, is never read.
+  std::vector<int32_t> alternating(4096);
+  for (size_t i = 0; i < alternating.size(); ++i) alternating[i] = static_cast<int32_t>(i % 2);
+  alternating.back() = 7;
+  make_corpus(path("big"), {alternating});
+  const TokenCorpus big = TokenCorpus::open(path("big"));
+  EXPECT_NEAR(unigram_entropy({big}, {1.0}, 2, 2048), std::log(2.0), 1e-12);
+  const std::vector<int64_t> counts = big.token_counts(2, 2048);
+  EXPECT_EQ(counts, (std::vector<int64_t>{1024, 1024}));
+  expect_input_error([&] { big.check_token_ids(2); }, {path("big.bin"), "token 4095", "has id 7"});
 }
 
 TEST_F(IoTest, ReadsAnIdxBuiltFromTheSpecification) {
