@@ -39,6 +39,14 @@ inline bool set_gpu_kernels(const std::string& attention, const std::string& dge
   return true;
 }
 
+// How many GEMMs ran with a fused GELU epilogue (ops::gelu_epilogue_counts): an epilogue asked
+// for and refused by cuBLASLt falls back with the same results, and only this line tells.
+inline void print_gelu_epilogues() {
+  const ops::GeluEpilogueCounts n = ops::gelu_epilogue_counts();
+  std::printf("gelu epilogue GEMMs fused: forward %lld, backward %lld\n",
+              static_cast<long long>(n.forward), static_cast<long long>(n.backward));
+}
+
 // The peak TFLOP/s for MFU: `given` (--peak_tflops) when positive, else this GPU's dense peak in
 // `dtype` (gpu_peak_flops); 0, with a message on stderr, for a GPU that table does not know.
 inline double peak_tflops(double given, DType dtype) {

@@ -209,5 +209,6 @@ int main(int argc, char** argv) {
   if (peak <= 0) return 2;
   for (const Shape3& s : kShapes)
     if (shape == "all" || shape == s.key) bench_layer(s, batch, 1024, dt, repeat, peak);
+  bench::print_gelu_epilogues();
   return 0;
 }

@@ -223,6 +223,7 @@ int main(int argc, char** argv) {
                 1e3 * median(fwd), 1e3 * median(bwd), 1e3 * median(optim), tokens / step_s,
                 model_flops * 1e-12, model_flops / (peak_tflops * 1e12),
                 static_cast<double>(device_peak_bytes()) / 1e6);
+    bench::print_gelu_epilogues();
     return 0;
   }
   const double peak = sgemm_flops(2048, 3);

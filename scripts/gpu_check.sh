@@ -66,15 +66,18 @@ summary() {
   done
   awk '/^shape /{shape = $2 " B " $6} /^bf16 attention on/{att = $4}
        /^dgelu epilogue on/{att = att "+dgelu"}
-       /^\| [0-9]/{printf "step %-11s %-19s %8s ms  %8s tokens/s  MFU %s\n", shape, att, $2, $10, $14}' \
+       /^\| [0-9]/{printf "step %-11s %-19s %8s ms  %8s tokens/s  MFU %s\n", shape, att, $2, $10, $14}
+       /^gelu epilogue GEMMs fused/{print "  " $0}' \
     "$LOG_DIR/bench_train_step_gpu.txt" 2>/dev/null
   grep -h -m 1 "^cuDNN " "$LOG_DIR/bench_gpu_ops.txt" 2>/dev/null
+  grep -H -m 1 "^matmul_gelu_backward: " "$LOG_DIR"/*.txt 2>/dev/null | sed "s|^$LOG_DIR/||"
   grep -H -E "final loss|^peak GPU memory" "$LOG_DIR"/train_*.txt 2>/dev/null | sed "s|^$LOG_DIR/||"
   tail -n 1 "$LOG_DIR/sample.txt" 2>/dev/null | sed "s/^/sample.txt: /"
   awk '/bf16 attention on/{att = $NF} /^dgelu epilogue on/{att = att "+dgelu"}
        /^GPT-2/{shape = $1 " " $2} /^\| attention backward \|/{bwd = $5}
        /cuDNN not deterministic/{printf "layer %-12s cudnn attention backward %s ms, %s ms not deterministic\n", shape, bwd, $8}
-       /^layer forward/{printf "layer %-12s %-19s %s ms  layer MFU %s\n", shape, att, $5, $(NF-3)}' \
+       /^layer forward/{printf "layer %-12s %-19s %s ms  layer MFU %s\n", shape, att, $5, $(NF-3)}
+       /^gelu epilogue GEMMs fused/{print "  " $0}' \
     "$LOG_DIR/bench_gpu_ops.txt" 2>/dev/null
 }
 

@@ -296,7 +296,11 @@ void check_matmul_gelu(DType dtype, const Shape& inp_shape, int64_t N, bool with
   Tensor out(out_shape, dtype, CUDA), pre(out_shape, dtype, CUDA);
   ops::matmul_gelu_forward(out_ref, pre_ref, inp.host, weight.host,
                            with_bias ? &bias.host : nullptr);
+  const int64_t fused_before = ops::gelu_epilogue_counts().forward;
   ops::matmul_gelu_forward(out, pre, inp.gpu, weight.gpu, with_bias ? &bias.gpu : nullptr);
+  // The fused path is what this checks where it applies: a fallback would pass unseen.
+  EXPECT_EQ(ops::gelu_epilogue_counts().forward - fused_before, dtype == BF16 && N % 8 == 0 ? 1 : 0)
+      << "cuBLASLt's GELU_AUX epilogue ran where it should not, or fell back where it should run";
   expect_matches(pre, pre_ref, "matmul_gelu_forward pre_gelu");
   expect_matches(out, out_ref, "matmul_gelu_forward out");
 }
@@ -380,8 +384,12 @@ TEST(MatmulGeluCuda, FusedBackwardGivesTheSameBitsTwice) {
   const Operand weight = random_operand({256, 1024}, 63, BF16, 1.0 / 16);
   const Operand dout = random_operand({8, 128, 256}, 64, BF16);
   Tensor first({8, 128, 1024}, BF16, CUDA), second({8, 128, 1024}, BF16, CUDA);
+  const int64_t fused_before = ops::gelu_epilogue_counts().backward;
   ops::matmul_gelu_backward(first, nullptr, nullptr, dout.gpu, inp.gpu, pre.gpu, weight.gpu);
   ops::matmul_gelu_backward(second, nullptr, nullptr, dout.gpu, inp.gpu, pre.gpu, weight.gpu);
+  // Both by the DGELU epilogue (a refusal falls back to the GEMM and the kernel, also bitwise
+  // the same twice, and would leave the epilogue untested; stderr names cuBLASLt's reason).
+  EXPECT_EQ(ops::gelu_epilogue_counts().backward - fused_before, 2);
   expect_bitwise_equal(first, second, "dpre");
 }
 

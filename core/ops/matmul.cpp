@@ -4,6 +4,7 @@
 // dtype and device (matmul_cpu.cpp, matmul_cuda.cu).
 #include "core/ops/matmul.h"
 
+#include <atomic>
 #include <climits>
 #include <cstdint>
 
@@ -35,8 +36,13 @@ GemmDims check_linear(const char* op, const Tensor& inp, const Tensor& weight) {
 }
 
 bool g_dgelu_epilogue = false;
+std::atomic<int64_t> g_fused_forward{0}, g_fused_backward{0};
 
 }  // namespace
+
+GeluEpilogueCounts gelu_epilogue_counts() {
+  return {g_fused_forward.load(), g_fused_backward.load()};
+}
 
 void set_dgelu_epilogue(bool on) {
   g_dgelu_epilogue = on;
@@ -111,8 +117,10 @@ void matmul_gelu_forward(Tensor& out, Tensor& pre_gelu, const Tensor& inp, const
   }
   detail::dispatch_cuda(op, inp.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    cuda::matmul_gelu_forward(out.data<T>(), pre_gelu.data<T>(), inp.data<T>(), weight.data<T>(),
-                              bias ? bias->data<T>() : nullptr, d.M, d.K, d.N);
+    if (cuda::matmul_gelu_forward(out.data<T>(), pre_gelu.data<T>(), inp.data<T>(),
+                                  weight.data<T>(), bias ? bias->data<T>() : nullptr, d.M, d.K,
+                                  d.N))
+      ++g_fused_forward;
   });
 }
 
@@ -138,10 +146,11 @@ void matmul_gelu_backward(Tensor& dpre, Tensor* dweight, Tensor* dbias, const Te
   }
   detail::dispatch_cuda(op, inp.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    cuda::matmul_gelu_backward(dpre.data<T>(), dweight ? dweight->data<T>() : nullptr,
-                               dbias ? dbias->data<T>() : nullptr, dout.data<T>(), inp.data<T>(),
-                               pre_gelu.data<T>(), weight.data<T>(), d.M, d.K, d.N,
-                               g_dgelu_epilogue);
+    if (cuda::matmul_gelu_backward(dpre.data<T>(), dweight ? dweight->data<T>() : nullptr,
+                                   dbias ? dbias->data<T>() : nullptr, dout.data<T>(),
+                                   inp.data<T>(), pre_gelu.data<T>(), weight.data<T>(), d.M, d.K,
+                                   d.N, g_dgelu_epilogue))
+      ++g_fused_backward;
   });
 }
 

@@ -42,4 +42,12 @@ void matmul_gelu_backward(Tensor& dpre, Tensor* dweight, Tensor* dbias, const Te
 void set_dgelu_epilogue(bool on);
 bool dgelu_epilogue();
 
+// GEMMs of this process that ran with a fused GELU epilogue: matmul_gelu_forward's GELU_AUX(_BIAS)
+// and matmul_gelu_backward's DGELU. Each falls back to a GEMM and a kernel where cuBLASLt has no
+// such algorithm, with the same results; these counts tell a test or a benchmark which ran.
+struct GeluEpilogueCounts {
+  int64_t forward = 0, backward = 0;
+};
+GeluEpilogueCounts gelu_epilogue_counts();
+
 }  // namespace tessera::ops

@@ -323,15 +323,16 @@ void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
 // leading dimension N must also be divisible by 8; other shapes, and any configuration cuBLASLt
 // has no fused algorithm for, take the same unfused route.
 template <typename T>
-void matmul_gelu_forward(T* out, T* pre_gelu, const T* inp, const T* weight, const T* bias,
+bool matmul_gelu_forward(T* out, T* pre_gelu, const T* inp, const T* weight, const T* bias,
                          int64_t M, int64_t K, int64_t N) {
-  if (M == 0 || N == 0) return;
+  if (M == 0 || N == 0) return false;
   if (std::is_same_v<T, bf16> && K > 0 && N % 8 == 0) {
     const Gemm fused = forward_gemm(out, inp, weight, bias, pre_gelu, M, K, N);
-    if (try_gemm(fused.key, fused.ops, 0.0f)) return;
+    if (try_gemm(fused.key, fused.ops, 0.0f)) return true;
   }
   matmul_forward(pre_gelu, inp, weight, bias, M, K, N);
   gelu_forward(out, static_cast<const T*>(pre_gelu), M * N);
+  return false;
 }
 
 // cuBLASLt's DGELU epilogue multiplies the product by gelu'(aux) as it stores it, aux being the
@@ -339,10 +340,10 @@ void matmul_gelu_forward(T* out, T* pre_gelu, const T* inp, const T* weight, con
 // aux leading dimension K must be divisible by 8 and aux 16-byte aligned. Otherwise, when not
 // asked for, or when cuBLASLt offers no fused algorithm: the GEMM, then the gelu kernel in place.
 template <typename T>
-void matmul_gelu_backward(T* dpre, T* dweight, T* dbias, const T* dout, const T* inp,
+bool matmul_gelu_backward(T* dpre, T* dweight, T* dbias, const T* dout, const T* inp,
                           const T* pre_gelu, const T* weight, int64_t M, int64_t K, int64_t N,
                           bool epilogue) {
-  if (M == 0) return;
+  if (M == 0) return false;
   bool fused = false;
   if (epilogue && std::is_same_v<T, bf16> && K > 0 && N > 0 && K % 8 == 0 &&
       alignment_of(pre_gelu) >= 16) {
@@ -365,15 +366,16 @@ void matmul_gelu_backward(T* dpre, T* dweight, T* dbias, const T* dout, const T*
     gelu_backward(dpre, static_cast<const T*>(dpre), pre_gelu, M * K);
   }
   matmul_backward(static_cast<T*>(nullptr), dweight, dbias, dout, inp, weight, M, K, N);
+  return fused;
 }
 
 #define TESSERA_MATMUL_INSTANTIATE(T)                                                           \
   template void matmul_forward<T>(T*, const T*, const T*, const T*, int64_t, int64_t, int64_t); \
   template void matmul_backward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t,  \
                                    int64_t);                                                    \
-  template void matmul_gelu_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t,  \
+  template bool matmul_gelu_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t,  \
                                        int64_t);                                                \
-  template void matmul_gelu_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,     \
+  template bool matmul_gelu_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*,     \
                                         int64_t, int64_t, int64_t, bool);
 TESSERA_MATMUL_INSTANTIATE(float)
 TESSERA_MATMUL_INSTANTIATE(bf16)

@@ -17,13 +17,15 @@ template <typename T>
 void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
                      int64_t M, int64_t K, int64_t N);
 // pre_gelu = inp @ weight^T (+ bias); out = gelu(pre_gelu). out and pre_gelu do not overlap.
+// Returns whether one GEMM with cuBLASLt's GELU epilogue did it (else a GEMM, then the kernel).
 template <typename T>
-void matmul_gelu_forward(T* out, T* pre_gelu, const T* inp, const T* weight, const T* bias,
+bool matmul_gelu_forward(T* out, T* pre_gelu, const T* inp, const T* weight, const T* bias,
                          int64_t M, int64_t K, int64_t N);
 // dpre = (dout @ weight) * gelu'(pre_gelu), and dweight, dbias as matmul_backward; dpre overlaps
-// none of the inputs. `epilogue`: try cuBLASLt's DGELU epilogue (bf16 only).
+// none of the inputs. `epilogue`: try cuBLASLt's DGELU epilogue (bf16 only). Returns whether
+// the epilogue did it.
 template <typename T>
-void matmul_gelu_backward(T* dpre, T* dweight, T* dbias, const T* dout, const T* inp,
+bool matmul_gelu_backward(T* dpre, T* dweight, T* dbias, const T* dout, const T* inp,
                           const T* pre_gelu, const T* weight, int64_t M, int64_t K, int64_t N,
                           bool epilogue);
 
