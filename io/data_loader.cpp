@@ -11,6 +11,9 @@
 #include <numeric>
 #include <sstream>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -172,64 +175,75 @@ std::string order_cache_path(const std::string& dir, uint64_t seed, int k, int64
   return (std::filesystem::path(dir) / name).string();
 }
 
-// A cached order is used only when it is a whole permutation of [0, n); anything else is a
-// damaged file, rebuilt.
-bool load_order(const std::string& path, std::vector<int64_t>& order) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  in.read(reinterpret_cast<char*>(order.data()),
-          static_cast<std::streamsize>(order.size() * sizeof(int64_t)));
-  if (in.gcount() != static_cast<std::streamsize>(order.size() * sizeof(int64_t)) ||
-      in.peek() != std::char_traits<char>::eof())
-    return false;
-  std::vector<bool> seen(order.size(), false);
-  for (int64_t i : order) {
-    if (i < 0 || i >= static_cast<int64_t>(order.size()) || seen[static_cast<size_t>(i)])
-      return false;
+// The cached order of n samples at `path`, mapped read-only; empty unless the file is a whole
+// permutation of [0, n): anything else is a damaged file, rebuilt.
+std::shared_ptr<const int64_t> map_order(const std::string& path, int64_t n) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return nullptr;
+  struct stat st {};
+  const auto bytes = static_cast<size_t>(n) * sizeof(int64_t);
+  void* p = ::fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) == bytes && n > 0
+                ? ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0)
+                : MAP_FAILED;
+  ::close(fd);
+  if (p == MAP_FAILED) return nullptr;
+  std::shared_ptr<const int64_t> order(static_cast<const int64_t*>(p), [bytes](const int64_t* q) {
+    ::munmap(const_cast<int64_t*>(q), bytes);
+  });
+  std::vector<bool> seen(static_cast<size_t>(n), false);
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t i = order.get()[j];
+    if (i < 0 || i >= n || seen[static_cast<size_t>(i)]) return nullptr;
     seen[static_cast<size_t>(i)] = true;
   }
-  return true;
+  return order;
 }
 
-// Written to a temporary name and renamed, so a reader never sees half a file; a cache that
-// cannot be written is skipped (the order is cheap to rebuild).
-void save_order(const std::string& path, const std::vector<int64_t>& order) {
+// Written to a temporary name and renamed, so a reader never sees half a file; false when it
+// cannot be written (the order then stays in memory, and is rebuilt next time).
+bool save_order(const std::string& path, const std::vector<int64_t>& order) {
   const std::string tmp = path + ".tmp" + std::to_string(::getpid());
   {
     std::ofstream out(tmp, std::ios::binary);
-    if (!out) return;
+    if (!out) return false;
     out.write(reinterpret_cast<const char*>(order.data()),
               static_cast<std::streamsize>(order.size() * sizeof(int64_t)));
-    if (!out) return;
+    if (!out) return false;
   }
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   if (ec) std::filesystem::remove(tmp, ec);
+  return !ec;
 }
 }  // namespace
 
-const std::vector<int64_t>& SampleStream::order(int k, int64_t epoch) {
+const int64_t* SampleStream::order(int k, int64_t epoch) {
   const auto kk = static_cast<size_t>(k);
-  if (order_epoch_[kk] == epoch) return order_[kk];
-  std::vector<int64_t>& o = order_[kk];
-  o.resize(static_cast<size_t>(count_[kk]));
+  Order& o = order_[kk];
+  if (order_epoch_[kk] == epoch) return o.data();
+  o = Order{};  // the previous epoch's goes first
+  order_epoch_[kk] = -1;
   // Only shuffled orders are worth a file; the sequential one is the identity.
   const std::string path =
       opt_.cache_dir.empty() || !opt_.shuffle
           ? std::string()
           : order_cache_path(opt_.cache_dir, opt_.seed, k, epoch, count_[kk], opt_.shuffle);
-  if (path.empty() || !load_order(path, o)) {
-    o = build_order(k, epoch);
-    if (!path.empty()) save_order(path, o);
+  if (!path.empty()) o.mapped = map_order(path, count_[kk]);
+  if (!o.mapped) {
+    o.owned = build_order(k, epoch);
+    // Saved, the file is mapped in place of this process's copy.
+    if (!path.empty() && save_order(path, o.owned) &&
+        (o.mapped = map_order(path, count_[kk])) != nullptr)
+      std::vector<int64_t>().swap(o.owned);
   }
   order_epoch_[kk] = epoch;
-  return o;
+  return o.data();
 }
 
 void SampleStream::read(int k, int64_t j, int32_t* out) {
   const auto kk = static_cast<size_t>(k);
   const int64_t n = count_[kk];
-  const int64_t sample = first_[kk] + order(k, j / n)[static_cast<size_t>(j % n)];
+  const int64_t sample = first_[kk] + order(k, j / n)[j % n];
   corpora_[kk].read_tokens(sample * opt_.seq_len, opt_.seq_len + 1, out);
 }
 

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -73,14 +74,21 @@ class SampleStream {
   void read(int k, int64_t j, int32_t* out);
 
  private:
-  const std::vector<int64_t>& order(int k, int64_t epoch);
+  // One epoch's order of a corpus' samples: the cache file mapped read-only, which the ranks of
+  // a node share through the page cache, or (no cache) built in this process's memory.
+  struct Order {
+    std::vector<int64_t> owned;
+    std::shared_ptr<const int64_t> mapped;  // unmapped with the last copy
+    const int64_t* data() const { return mapped ? mapped.get() : owned.data(); }
+  };
+  const int64_t* order(int k, int64_t epoch);
   std::vector<int64_t> build_order(int k, int64_t epoch) const;
   std::vector<TokenCorpus> corpora_;
   std::vector<double> weights_;
   SampleOptions opt_;
   std::vector<int64_t> first_, count_;  // per corpus: first sample of the split, and how many
   std::vector<int64_t> order_epoch_;    // per corpus: the epoch order_ holds (-1: none)
-  std::vector<std::vector<int64_t>> order_;
+  std::vector<Order> order_;
 };
 
 // The loader's state, saved with a checkpoint: positions of the sample sequence consumed by all

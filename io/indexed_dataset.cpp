@@ -14,7 +14,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 
 #include "core/error.h"
@@ -190,10 +189,9 @@ std::string missing_file_hint(const std::string& prefix) {
 }
 
 template <typename T>
-std::vector<T> read_array(std::ifstream& in, uint64_t n, const std::string& path) {
-  std::vector<T> v(n);
-  in.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(n * sizeof(T)));
-  if (!in) corpus_error(path, "read failed");
+T load(const char* p) {
+  T v;
+  std::memcpy(&v, p, sizeof v);
   return v;
 }
 
@@ -202,10 +200,10 @@ struct Header {
   uint64_t seqs, docs;
 };
 
-// Reads and checks the fixed header, and that the counts it gives match the file's size.
-Header read_header(std::ifstream& in, const std::string& path, uint64_t file_bytes) {
-  char h[kHeaderBytes];
-  if (file_bytes < static_cast<uint64_t>(kHeaderBytes) || !in.read(h, kHeaderBytes))
+// Checks the fixed header at `h` (the mapped .idx of `file_bytes`), and that the counts it gives
+// match the file's size.
+Header read_header(const char* h, const std::string& path, uint64_t file_bytes) {
+  if (file_bytes < static_cast<uint64_t>(kHeaderBytes))
     corpus_error(path, "expected at least the " + std::to_string(kHeaderBytes) +
                            "-byte header, found a file of " + std::to_string(file_bytes) +
                            " bytes");
@@ -214,13 +212,9 @@ Header read_header(std::ifstream& in, const std::string& path, uint64_t file_byt
                  "expected magic \"MMIDIDX\\x00\\x00\" (a Megatron indexed dataset), "
                  "found \"" +
                      escaped_bytes(h, sizeof kMagic) + "\"");
-  uint64_t version;
-  uint8_t code;
-  Header header{DType::U16, 0, 0};
-  std::memcpy(&version, h + 9, 8);
-  std::memcpy(&code, h + 17, 1);
-  std::memcpy(&header.seqs, h + 18, 8);
-  std::memcpy(&header.docs, h + 26, 8);
+  const auto version = load<uint64_t>(h + 9);
+  const auto code = load<uint8_t>(h + 17);
+  Header header{DType::U16, load<uint64_t>(h + 18), load<uint64_t>(h + 26)};
   if (version != kVersion)
     corpus_error(path, "expected version 1, found version " + std::to_string(version));
   const char* name = megatron_dtype_name(code);
@@ -242,31 +236,62 @@ Header read_header(std::ifstream& in, const std::string& path, uint64_t file_byt
   return header;
 }
 
-// Maps the .bin read-only after checking that its size is what the index describes.
-void* map_bin(const std::string& path, int64_t tokens, int64_t item) {
+}  // namespace
+
+std::shared_ptr<const IndexedDataset::Mapping> IndexedDataset::map_file(const std::string& path,
+                                                                        int64_t expected,
+                                                                        const std::string& what) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) corpus_error(path, "cannot open (" + errno_text() + ")");
   struct stat st {};
   const bool stat_ok = ::fstat(fd, &st) == 0;
   const std::string stat_err = stat_ok ? "" : errno_text();
-  const uint64_t expected = static_cast<uint64_t>(tokens * item);
   const uint64_t found = static_cast<uint64_t>(st.st_size);
-  if (!stat_ok || found != expected) {
+  if (!stat_ok || (expected >= 0 && found != static_cast<uint64_t>(expected))) {
     ::close(fd);
     if (!stat_ok) corpus_error(path, "cannot stat (" + stat_err + ")");
-    corpus_error(path, "expected " + std::to_string(expected) + " bytes (" +
-                           std::to_string(tokens) + " tokens x " + std::to_string(item) +
-                           " as the index says), found " + std::to_string(found) + " bytes (" +
-                           (found < expected ? "truncated" : "longer than its index") + ")");
+    corpus_error(path, "expected " + std::to_string(expected) + " bytes (" + what + "), found " +
+                           std::to_string(found) + " bytes (" +
+                           (found < static_cast<uint64_t>(expected) ? "truncated"
+                                                                    : "longer than its index") +
+                           ")");
   }
-  void* p = ::mmap(nullptr, expected, PROT_READ, MAP_SHARED, fd, 0);
-  const std::string err = errno_text();
-  ::close(fd);
-  if (p == MAP_FAILED) corpus_error(path, "cannot memory-map (" + err + ")");
-  return p;
+  auto mapping = std::make_shared<Mapping>();
+  mapping->bytes = static_cast<size_t>(found);
+  if (found > 0) {
+    void* p = ::mmap(nullptr, found, PROT_READ, MAP_SHARED, fd, 0);
+    const std::string err = errno_text();
+    ::close(fd);
+    if (p == MAP_FAILED) corpus_error(path, "cannot memory-map (" + err + ")");
+    mapping->data = p;
+  } else {
+    ::close(fd);
+  }
+  return mapping;
 }
 
-}  // namespace
+int64_t IndexedDataset::size_at(int64_t i) const {
+  return load<int32_t>(static_cast<const char*>(idx_->data) + kHeaderBytes + 4 * i);
+}
+
+int64_t IndexedDataset::pointer_at(int64_t i) const {
+  return load<int64_t>(static_cast<const char*>(idx_->data) + kHeaderBytes + 4 * sequences_ +
+                       8 * i);
+}
+
+int64_t IndexedDataset::doc_at(int64_t i) const {
+  return load<int64_t>(static_cast<const char*>(idx_->data) + kHeaderBytes + 12 * sequences_ +
+                       8 * i);
+}
+
+int64_t IndexedDataset::sequence_length(int64_t seq) const {
+  return size_at(seq);
+}
+
+int64_t IndexedDataset::sequence_start(int64_t seq) const {
+  return seq == sequences_ ? num_tokens_
+                           : pointer_at(seq) / static_cast<int64_t>(dtype_size(dtype_));
+}
 
 IndexedDataset IndexedDataset::open(const std::string& prefix) {
   namespace fs = std::filesystem;
@@ -278,39 +303,41 @@ IndexedDataset IndexedDataset::open(const std::string& prefix) {
     corpus_error(idx_path, fs::exists(idx_path, ec)
                                ? "expected a file, found " + found_instead_of_file(idx_path)
                                : "no such file" + missing_file_hint(prefix));
-  const uint64_t idx_bytes = fs::file_size(idx_path, ec);
-  std::ifstream in(idx_path, std::ios::binary);
-  if (ec || !in) corpus_error(idx_path, "cannot open for reading");
-  const Header header = read_header(in, idx_path, idx_bytes);
+  ds.idx_ = map_file(idx_path, -1, "");
+  const Header header =
+      read_header(static_cast<const char*>(ds.idx_->data), idx_path, ds.idx_->bytes);
   ds.dtype_ = header.dtype;
-  const auto sizes = read_array<int32_t>(in, header.seqs, idx_path);
-  const auto pointers = read_array<int64_t>(in, header.seqs, idx_path);
-  ds.doc_idx_ = read_array<int64_t>(in, header.docs, idx_path);
+  ds.sequences_ = static_cast<int64_t>(header.seqs);
+  ds.documents_ = static_cast<int64_t>(header.docs);
 
+  // One pass over the mapped arrays: each pointer is the previous one plus its size, so the
+  // sequences tile the .bin and sequence_start() is the pointer over the token size.
   const int64_t item = static_cast<int64_t>(dtype_size(ds.dtype_));
-  ds.seq_start_.assign(header.seqs + 1, 0);
-  for (uint64_t i = 0; i < header.seqs; ++i) {
-    if (sizes[i] < 0)
-      corpus_error(idx_path, "expected sequence sizes >= 0, found " + std::to_string(sizes[i]) +
+  int64_t tokens = 0;
+  for (int64_t i = 0; i < ds.sequences_; ++i) {
+    const int64_t size = ds.size_at(i), pointer = ds.pointer_at(i);
+    if (size < 0)
+      corpus_error(idx_path, "expected sequence sizes >= 0, found " + std::to_string(size) +
                                  " for sequence " + std::to_string(i));
-    const int64_t expected = ds.seq_start_[i] * item;
-    if (pointers[i] != expected)
+    if (pointer != tokens * item)
       corpus_error(idx_path, "pointer of sequence " + std::to_string(i) + " is " +
-                                 std::to_string(pointers[i]) + ", expected " +
-                                 std::to_string(expected) +
+                                 std::to_string(pointer) + ", expected " +
+                                 std::to_string(tokens * item) +
                                  " (the previous pointer plus its size x " + std::to_string(item) +
                                  " bytes)");
-    ds.seq_start_[i + 1] = ds.seq_start_[i] + sizes[i];
+    tokens += size;
   }
-  const auto& d = ds.doc_idx_;
-  const auto seqs = static_cast<int64_t>(header.seqs);
-  if (d.empty() || d.front() != 0 || d.back() != seqs || !std::is_sorted(d.begin(), d.end()))
-    corpus_error(idx_path,
-                 "expected document indices rising from 0 to the sequence count " +
-                     std::to_string(seqs) + ", found " +
-                     (d.empty() ? std::string("none")
-                                : std::to_string(d.front()) + " .. " + std::to_string(d.back()) +
-                                      (std::is_sorted(d.begin(), d.end()) ? "" : ", not rising")));
+  ds.num_tokens_ = tokens;
+  const int64_t seqs = ds.sequences_, docs = ds.documents_;
+  bool rising = true;
+  for (int64_t i = 1; i < docs && rising; ++i) rising = ds.doc_at(i - 1) <= ds.doc_at(i);
+  if (docs == 0 || ds.doc_at(0) != 0 || ds.doc_at(docs - 1) != seqs || !rising)
+    corpus_error(idx_path, "expected document indices rising from 0 to the sequence count " +
+                               std::to_string(seqs) + ", found " +
+                               (docs == 0 ? std::string("none")
+                                          : std::to_string(ds.doc_at(0)) + " .. " +
+                                                std::to_string(ds.doc_at(docs - 1)) +
+                                                (rising ? "" : ", not rising")));
   if (ds.num_tokens() == 0)
     corpus_error(idx_path, "empty corpus: expected at least one token, found " +
                                std::to_string(seqs) + " sequences holding 0 tokens");
@@ -319,19 +346,28 @@ IndexedDataset IndexedDataset::open(const std::string& prefix) {
     corpus_error(bin_path, fs::exists(bin_path, ec)
                                ? "expected a file, found " + found_instead_of_file(bin_path)
                                : "no such file (its index " + idx_path + " exists)");
-  auto mapping = std::make_shared<Mapping>();
-  mapping->data = map_bin(bin_path, ds.num_tokens(), item);
-  mapping->bytes = static_cast<size_t>(ds.num_tokens() * item);
-  ds.bin_ = std::move(mapping);
+  ds.bin_ = map_file(
+      bin_path, ds.num_tokens() * item,
+      std::to_string(ds.num_tokens()) + " tokens x " + std::to_string(item) + " as the index says");
   return ds;
 }
 
 int64_t IndexedDataset::document_of_token(int64_t pos) const {
   TESSERA_CHECK(pos >= 0 && pos < num_tokens(),
                 "token position " + std::to_string(pos) + " outside the corpus " + prefix_);
-  const int64_t seq =
-      std::upper_bound(seq_start_.begin(), seq_start_.end(), pos) - seq_start_.begin() - 1;
-  return std::upper_bound(doc_idx_.begin(), doc_idx_.end(), seq) - doc_idx_.begin() - 1;
+  // The last sequence that starts at or before pos (empty ones included), then the last
+  // document that starts at or before that sequence.
+  int64_t lo = 0, hi = sequences_;  // sequence_start(lo) <= pos < sequence_start(hi)
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    (sequence_start(mid) <= pos ? lo : hi) = mid;
+  }
+  int64_t first = 0, last = documents_;  // doc_at(first) <= lo < doc_at(last), last may be D
+  while (last - first > 1) {
+    const int64_t mid = first + (last - first) / 2;
+    (doc_at(mid) <= lo ? first : last) = mid;
+  }
+  return first;
 }
 
 const void* IndexedDataset::token_data() const {

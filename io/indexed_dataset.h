@@ -1,7 +1,9 @@
 // Megatron-LM's indexed dataset: PREFIX.idx (header, per-sequence sizes and byte pointers,
 // document indices) and PREFIX.bin (raw little-endian tokens). Corpora written by Megatron's
-// preprocessing load unchanged, and ours load in Megatron. The reader memory-maps the .bin and
-// keeps only per-sequence offsets in RAM; every malformed input is an InputError naming the file.
+// preprocessing load unchanged, and ours load in Megatron. The reader memory-maps both files and
+// copies nothing of them into memory of its own: a corpus of 10^9 documents costs page cache,
+// which the ranks of a node share and the kernel may evict, not 16 GB per rank. Every malformed
+// input is an InputError naming the file.
 #pragma once
 
 #include <cstdint>
@@ -57,13 +59,13 @@ class IndexedDataset {
   std::string idx_path() const { return prefix_ + ".idx"; }
   std::string bin_path() const { return prefix_ + ".bin"; }
   DType dtype() const { return dtype_; }  // U16 or I32
-  int64_t num_sequences() const { return static_cast<int64_t>(seq_start_.size()) - 1; }
-  int64_t num_documents() const { return static_cast<int64_t>(doc_idx_.size()) - 1; }
-  int64_t num_tokens() const { return seq_start_.back(); }
+  int64_t num_sequences() const { return sequences_; }
+  int64_t num_documents() const { return documents_ - 1; }
+  int64_t num_tokens() const { return num_tokens_; }
 
-  int64_t sequence_length(int64_t seq) const { return seq_start_[seq + 1] - seq_start_[seq]; }
+  int64_t sequence_length(int64_t seq) const;
   // Position of a sequence's first token in the concatenated stream.
-  int64_t sequence_start(int64_t seq) const { return seq_start_[seq]; }
+  int64_t sequence_start(int64_t seq) const;
   // The document holding stream position `pos` (for error messages; O(log S)).
   int64_t document_of_token(int64_t pos) const;
 
@@ -77,12 +79,20 @@ class IndexedDataset {
 
  private:
   IndexedDataset() = default;
-  struct Mapping;  // the mmap'd .bin, unmapped with the last copy
+  struct Mapping;  // an mmap'd file, unmapped with the last copy
+  // Maps `path` read-only; with `expected` >= 0 after checking that it has that many bytes (the
+  // .bin against its index; `what` says where the figure comes from).
+  static std::shared_ptr<const Mapping> map_file(const std::string& path, int64_t expected,
+                                                 const std::string& what);
+  // Entry i of the .idx's sizes (int32), pointers (int64, bytes) and document indices (int64).
+  // The arrays start at unaligned offsets (the header is 34 bytes): read by memcpy.
+  int64_t size_at(int64_t i) const;
+  int64_t pointer_at(int64_t i) const;
+  int64_t doc_at(int64_t i) const;
   std::string prefix_;
   DType dtype_ = DType::U16;
-  std::vector<int64_t> seq_start_;  // S + 1 token offsets
-  std::vector<int64_t> doc_idx_;    // D entries, sequence indices
-  std::shared_ptr<const Mapping> bin_;
+  int64_t sequences_ = 0, documents_ = 0, num_tokens_ = 0;  // documents_: D entries, D - 1 docs
+  std::shared_ptr<const Mapping> idx_, bin_;
 };
 
 }  // namespace tessera
