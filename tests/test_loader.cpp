@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <numeric>
 #include <set>
 
 #include "core/error.h"
@@ -355,6 +356,24 @@ TEST_F(Loader, EpochOrdersAreCachedOnDiskAndRebuiltWhenDamaged) {
   c.read(0, 5, fresh.data());
   EXPECT_EQ(first, fresh);
   EXPECT_EQ(fs::file_size(files[0]), 187u * 8u);
+  // The file is what a stream reads (mapped): another whole permutation there, the identity,
+  // gives corpus sample 5 at position 5, and the next epoch's order replaces it.
+  {
+    std::vector<int64_t> identity(187);
+    std::iota(identity.begin(), identity.end(), int64_t{0});
+    std::ofstream(files[0], std::ios::binary | std::ios::trunc)
+        .write(reinterpret_cast<const char*>(identity.data()), 187 * 8);
+  }
+  SampleStream d = stream({prefix}, {1.0}, o);
+  std::vector<int32_t> fifth(17), want(17), next_epoch(17);
+  d.read(0, 5, fifth.data());
+  TokenCorpus::open(prefix).read_tokens(5 * 16, 17, want.data());
+  EXPECT_EQ(fifth, want);
+  d.read(0, 187 + 5, next_epoch.data());
+  SampleStream e = stream({prefix}, {1.0}, o);
+  e.read(0, 187 + 5, fresh.data());
+  EXPECT_EQ(next_epoch, fresh);
+  EXPECT_NE(next_epoch, want);
 }
 
 }  // namespace
