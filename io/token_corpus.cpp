@@ -1,12 +1,19 @@
 // Either corpus format behind one view: a typed pointer to the mapped tokens and their count.
 #include "io/token_corpus.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <tuple>
 #include <type_traits>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "io/indexed_dataset.h"
 #include "io/llmc_shard.h"
 
@@ -44,6 +51,17 @@ int64_t first_bad_id(const T* p, int64_t n, int64_t vocab) {
         if (negative(p[i]) || static_cast<int64_t>(p[i]) >= vocab) return i;
   }
   return -1;
+}
+
+// The smallest and largest id of p[0, n).
+template <typename T>
+std::pair<int64_t, int64_t> id_range(const T* p, int64_t n) {
+  T lo = p[0], hi = p[0];
+  for (int64_t i = 0; i < n; ++i) {
+    lo = p[i] < lo ? p[i] : lo;
+    hi = p[i] > hi ? p[i] : hi;
+  }
+  return {static_cast<int64_t>(lo), static_cast<int64_t>(hi)};
 }
 
 }  // namespace
@@ -125,6 +143,45 @@ std::vector<int64_t> TokenCorpus::scan(int64_t vocab, int64_t max_tokens, bool c
 
 void TokenCorpus::check_token_ids(int64_t vocab) const {
   scan(vocab, num_tokens_, false);
+}
+
+void TokenCorpus::check_token_ids(int64_t vocab, const std::string& cache_dir) const {
+  namespace fs = std::filesystem;
+  struct stat st {};
+  if (cache_dir.empty() || ::stat(token_file_.c_str(), &st) != 0) return check_token_ids(vocab);
+  // What identifies this version of the file: path, size, inode, modification time.
+  char key[512];
+  std::snprintf(key, sizeof key, "%s size %lld inode %llu mtime %lld.%09ld",
+                fs::absolute(token_file_).lexically_normal().c_str(),
+                static_cast<long long>(st.st_size), static_cast<unsigned long long>(st.st_ino),
+                static_cast<long long>(st.st_mtim.tv_sec), st.st_mtim.tv_nsec);
+  char name[64];
+  std::snprintf(name, sizeof name, "ids_v1_%016llx.txt",
+                static_cast<unsigned long long>(name_hash(key)));
+  const fs::path record = fs::path(cache_dir) / name;
+  int64_t lo = 0, hi = -1;
+  {
+    std::ifstream in(record);
+    std::string line;
+    long long a = 0, b = 0;
+    if (std::getline(in, line) && line == key && std::getline(in, line) &&
+        std::sscanf(line.c_str(), "ids %lld .. %lld", &a, &b) == 2)
+      lo = a, hi = b;
+  }
+  if (hi < lo) {  // no record: one pass, and the record for the next run
+    std::tie(lo, hi) = dtype_ == DType::U16
+                           ? id_range(static_cast<const uint16_t*>(tokens_), num_tokens_)
+                           : id_range(static_cast<const int32_t*>(tokens_), num_tokens_);
+    const std::string tmp = record.string() + ".tmp" + std::to_string(::getpid());
+    {
+      std::ofstream out(tmp);
+      out << key << "\nids " << lo << " .. " << hi << "\n";
+    }
+    std::error_code ec;
+    fs::rename(tmp, record, ec);
+    if (ec) fs::remove(tmp, ec);
+  }
+  if (lo < 0 || hi >= vocab) check_token_ids(vocab);  // names the first offending position
 }
 
 std::vector<int64_t> TokenCorpus::token_counts(int64_t vocab, int64_t max_tokens) const {

@@ -32,6 +32,10 @@ class TokenCorpus {
   // Throws InputError naming the file and the first offending position when an id lies outside
   // [0, vocab). One vectorised pass over the tokens (about 0.5 s per 10^9 uint16 tokens).
   void check_token_ids(int64_t vocab) const;
+  // The same through a record in `cache_dir` (empty: none) of the ids' range, for this version
+  // of the token file (its path, size, inode and modification time): a resumed run, or another
+  // on the same corpus, reads no token to check them again. Written after the first pass.
+  void check_token_ids(int64_t vocab, const std::string& cache_dir) const;
   // Occurrences of each id among all the tokens, or, in a corpus of more than `max_tokens`,
   // among max_tokens of them in 1024 evenly spread runs; the ids counted are checked as by
   // check_token_ids.

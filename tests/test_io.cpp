@@ -2,8 +2,10 @@
 // bad corpora), llm.c token shards (round trip and rejection of bad shards), text readers, the
 // metrics sink and the `tokenize` command (the loader has tests/test_loader.cpp). Every test
 // works in its own temporary directory.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -290,6 +292,48 @@ TEST_F(IoTest, EmptyCorpusIsRejected) {
   make_corpus(path("blank"), {{}, {}});
   expect_input_error([&] { IndexedDataset::open(path("blank")); },
                      {path("blank.idx"), "empty corpus", "2 sequences"});
+}
+
+// The id check of a corpus is recorded in the cache for this version of its token file: a
+// second check reads no token (here: an id changed in place behind a restored modification
+// time goes unseen, which is what a record trusts), and a file changed again is checked again.
+TEST_F(IoTest, TokenIdCheckIsRecordedForEachVersionOfTheFile) {
+  const std::string cache = path("cache");
+  fs::create_directories(cache);
+  make_corpus(path("c"), {{1, 2, 3}, {4, 5}});
+  TokenCorpus::open(path("c")).check_token_ids(10, cache);
+  std::vector<fs::path> records;
+  for (const auto& e : fs::directory_iterator(cache)) records.push_back(e.path());
+  ASSERT_EQ(records.size(), 1u);
+  std::ifstream in(records[0]);
+  std::string key, range;
+  std::getline(in, key);
+  std::getline(in, range);
+  EXPECT_NE(key.find(fs::absolute(path("c.bin")).string() + " size 10 inode "), std::string::npos)
+      << key;
+  EXPECT_EQ(range, "ids 1 .. 5");
+  // The record's range is outside this vocabulary: the full check names the position.
+  expect_input_error([&] { TokenCorpus::open(path("c")).check_token_ids(5, cache); },
+                     {path("c.bin"), "token 4", "has id 5"});
+
+  struct stat before {};
+  ASSERT_EQ(::stat(path("c.bin").c_str(), &before), 0);
+  {
+    std::fstream bin(path("c.bin"), std::ios::in | std::ios::out | std::ios::binary);
+    const uint16_t nine = 9;
+    bin.seekp(2);
+    bin.write(reinterpret_cast<const char*>(&nine), 2);
+  }
+  const timespec times[2] = {before.st_atim, before.st_mtim};
+  ASSERT_EQ(::utimensat(AT_FDCWD, path("c.bin").c_str(), times, 0), 0);
+  TokenCorpus::open(path("c")).check_token_ids(6, cache);  // trusted: not read
+  const timespec later[2] = {before.st_atim, {before.st_mtim.tv_sec + 1, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, path("c.bin").c_str(), later, 0), 0);
+  expect_input_error([&] { TokenCorpus::open(path("c")).check_token_ids(6, cache); },
+                     {path("c.bin"), "token 1", "has id 9"});
+  // Without a cache directory, every token is read each time.
+  expect_input_error([&] { TokenCorpus::open(path("c")).check_token_ids(6, ""); },
+                     {"token 1", "has id 9"});
 }
 
 TEST_F(IoTest, UnigramEntropyInNats) {
