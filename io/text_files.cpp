@@ -116,6 +116,7 @@ struct DocumentReader::State {
   std::unique_ptr<LineReader> current;
   bool json_lines = false;
   int64_t line_number = 0;
+  size_t max_document_bytes = kMaxDocumentBytes;
 
   bool open_next_file();
   void close_file();
@@ -177,7 +178,16 @@ std::optional<std::string> DocumentReader::State::next_text_document() {
   std::string_view line;
   bool newline = false;
   bool any = false;
+  int64_t first_line = 0;
   while (current->next(line, newline)) {
+    if (doc.empty()) first_line = line_number + 1;
+    ++line_number;
+    if (doc.size() + line.size() > max_document_bytes)
+      throw InputError("text input " + current->path().string() +
+                       ": expected documents of at most " + std::to_string(max_document_bytes) +
+                       " bytes, found a longer one from line " + std::to_string(first_line) +
+                       " (a plain file is one document where no line holding only % separates "
+                       "documents): separate them so, or give the text as JSON lines");
     any = true;
     std::string cleaned;
     if (line.find('\b') != std::string_view::npos) {
@@ -192,9 +202,11 @@ std::optional<std::string> DocumentReader::State::next_text_document() {
   return doc;
 }
 
-DocumentReader::DocumentReader(const std::vector<std::string>& inputs, std::string jsonl_key)
+DocumentReader::DocumentReader(const std::vector<std::string>& inputs, std::string jsonl_key,
+                               size_t max_document_bytes)
     : state_(std::make_unique<State>()) {
   state_->jsonl_key = std::move(jsonl_key);
+  state_->max_document_bytes = max_document_bytes;
   for (const std::string& input : inputs) {
     for (fs::path& file : files_of(input)) {
       std::error_code ec;

@@ -7,6 +7,7 @@
 // corpus never needs to fit in memory; read_documents() collects them all.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -18,11 +19,19 @@ namespace tessera {
 
 // Yields the documents of a list of inputs in order, reading each file in blocks. Documents that
 // are empty or only whitespace are dropped. Not thread-safe; one reader per thread.
+// The largest plain-text document (1 GiB): a file without fortune separators is one document, held
+// whole in memory with its token ids (about 7 bytes per byte of text), and a corpus sequence
+// holds fewer than 2^31 tokens.
+inline constexpr size_t kMaxDocumentBytes = size_t{1} << 30;
+
 class DocumentReader {
  public:
   // Resolves every input at once: throws InputError naming an input that does not exist, or a
-  // directory with no files in it, before anything is read.
-  explicit DocumentReader(const std::vector<std::string>& inputs, std::string jsonl_key = "text");
+  // directory with no files in it, before anything is read. A plain-text document longer than
+  // `max_document_bytes` is an InputError naming the file and its first line, raised as soon
+  // as it is read that far.
+  explicit DocumentReader(const std::vector<std::string>& inputs, std::string jsonl_key = "text",
+                          size_t max_document_bytes = kMaxDocumentBytes);
   ~DocumentReader();
   DocumentReader(DocumentReader&&) noexcept;
   DocumentReader& operator=(DocumentReader&&) noexcept;

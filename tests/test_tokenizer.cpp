@@ -243,6 +243,22 @@ TEST_F(TokenizerTest, DocumentReaderStreamsChunksInInputOrder) {
   EXPECT_EQ(read_documents({path("a.txt"), path("b.txt")}), docs);
 }
 
+// A plain-text document longer than the limit (1 GiB by default; 100 bytes here) stops the
+// reader as soon as it is read that far, naming the file and the document's first line, before
+// the whole of it is held in memory.
+TEST_F(TokenizerTest, DocumentLongerThanTheLimitIsRefusedNamingFileAndLine) {
+  std::string text = "first\n%\n";
+  for (int i = 0; i < 30; ++i) text += "line " + std::to_string(i) + "\n";
+  write_file(path("long.txt"), text);
+  DocumentReader reader({path("long.txt")}, "text", 100);
+  EXPECT_EQ(reader.next(), std::optional<std::string>("first\n"));
+  expect_input_error([&] { reader.next(); }, {"text input " + path("long.txt"), "at most 100 bytes",
+                                              "a longer one from line 3", "JSON lines"});
+  DocumentReader roomy({path("long.txt")}, "text", 1000);
+  EXPECT_EQ(roomy.next(), std::optional<std::string>("first\n"));
+  EXPECT_EQ(roomy.next()->size(), text.size() - 8);
+}
+
 TEST_F(TokenizerTest, JsonLinesTextFieldRoundTrips) {
   write_file(path("d.jsonl"),
              "{\"text\": \"line one\\nline two\\ttabbed \\\"quoted\\\"\", \"id\": 1}\n"
