@@ -53,7 +53,7 @@ int64_t first_bad_id(const T* p, int64_t n, int64_t vocab) {
   return -1;
 }
 
-// The smallest and largest id of p[0, n).
+// The smallest and largest id of p[0, n) (n > 0: an empty corpus is refused when opened).
 template <typename T>
 std::pair<int64_t, int64_t> id_range(const T* p, int64_t n) {
   T lo = p[0], hi = p[0];

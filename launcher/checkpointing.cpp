@@ -515,8 +515,8 @@ std::string check_checkpoint_fits(const std::string& dir, Trainer& tr) {
   if (consumed % batch != 0)
     throw InputError("checkpoint " + dir + ": its run consumed " + std::to_string(consumed) +
                      " samples, which --train.micro_batch " + std::to_string(cfg.micro_batch) +
-                     " x " + std::to_string(tr.layout().dp) +
-                     " data-parallel ranks = " + std::to_string(batch) +
+                     " x " + std::to_string(tr.layout().dp) + " data-parallel rank" +
+                     (tr.layout().dp == 1 ? "" : "s") + " = " + std::to_string(batch) +
                      " does not divide; resume with a micro-batch and data-parallel size whose "
                      "product divides it (the saved run's --train.global_batch does)");
   const auto saved = meta.texts.find("data");

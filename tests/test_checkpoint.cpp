@@ -345,7 +345,7 @@ TEST_F(Checkpoints, ResumeIntoAnotherSampleSequenceIsRefusedUnlessAllowed) {
                                    dir_);
   EXPECT_EQ(batch.exit_code, 2) << batch.err;
   EXPECT_NE(batch.err.find(saved + ": its run consumed 80 samples, which --train.micro_batch 48 "
-                                   "x 1 data-parallel ranks = 48 does not divide"),
+                                   "x 1 data-parallel rank = 48 does not divide"),
             std::string::npos)
       << batch.err;
 }
