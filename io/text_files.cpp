@@ -48,10 +48,12 @@ std::vector<fs::path> files_of(const std::string& input) {
   return files;
 }
 
-// Cuts a file into lines without holding more than one block (or one line, if longer).
+// Cuts a file into lines without holding more than one block (or one line, if longer, up to
+// `max_line` bytes: a longer one is an InputError, raised before more of it is held).
 class LineReader {
  public:
-  explicit LineReader(const fs::path& path) : path_(path), in_(path, std::ios::binary) {
+  LineReader(const fs::path& path, size_t max_line)
+      : path_(path), in_(path, std::ios::binary), max_line_(max_line) {
     if (!in_) throw InputError("text input " + path.string() + ": cannot open for reading");
   }
 
@@ -67,9 +69,14 @@ class LineReader {
         newline = nl != nullptr;
         consumed_ += static_cast<int64_t>(end - pos_ + (newline ? 1 : 0));
         pos_ = scan_ = end + (newline ? 1 : 0);
+        ++lines_;
         return true;
       }
       if (eof_) return false;
+      if (buf_.size() - pos_ > max_line_)
+        throw InputError("text input " + path_.string() + ": expected lines of at most " +
+                         std::to_string(max_line_) + " bytes (a document's limit), found a " +
+                         "longer one at line " + std::to_string(lines_ + 1));
       refill();
     }
   }
@@ -96,6 +103,8 @@ class LineReader {
   size_t scan_ = 0;  // buf_ before this holds no '\n' after pos_
   bool eof_ = false;
   int64_t consumed_ = 0;
+  size_t max_line_;
+  int64_t lines_ = 0;
 };
 
 // Shortens a JSON value for an error message.
@@ -128,7 +137,7 @@ struct DocumentReader::State {
 bool DocumentReader::State::open_next_file() {
   if (next_file == files.size()) return false;
   const fs::path& path = files[next_file++];
-  current = std::make_unique<LineReader>(path);
+  current = std::make_unique<LineReader>(path, max_document_bytes);
   json_lines = is_json_lines(path);
   line_number = 0;
   return true;

@@ -254,6 +254,15 @@ TEST_F(TokenizerTest, DocumentLongerThanTheLimitIsRefusedNamingFileAndLine) {
   EXPECT_EQ(reader.next(), std::optional<std::string>("first\n"));
   expect_input_error([&] { reader.next(); }, {"text input " + path("long.txt"), "at most 100 bytes",
                                               "a longer one from line 3", "JSON lines"});
+  // One line longer than the limit is refused before the reader holds more of it than a block
+  // past the limit (2 MB here, blocks are 1 MB).
+  write_file(path("line.jsonl"),
+             "{\"text\": \"short\"}\n{\"text\": \"" + std::string(size_t{3} << 20, 'x') + "\"}\n");
+  DocumentReader lines({path("line.jsonl")}, "text", size_t{2} << 20);
+  EXPECT_EQ(lines.next(), std::optional<std::string>("short"));
+  expect_input_error([&] { lines.next(); },
+                     {"text input " + path("line.jsonl"), "lines of at most 2097152 bytes",
+                      "longer one at line 2"});
   DocumentReader roomy({path("long.txt")}, "text", 1000);
   EXPECT_EQ(roomy.next(), std::optional<std::string>("first\n"));
   EXPECT_EQ(roomy.next()->size(), text.size() - 8);
