@@ -18,6 +18,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "io/cache_file.h"
 
 namespace tessera {
 
@@ -124,14 +125,15 @@ int SampleStream::next_corpus(Cursor& c) const {
 std::string SampleStream::sequence_key() const {
   std::string key;
   for (size_t k = 0; k < corpora_.size(); ++k) {
-    char part[160];
+    char part[200];
     std::snprintf(part, sizeof part,
-                  ": %lld tokens, samples [%lld, %lld) of %lld + 1 tokens, weight %.17g",
+                  "%scorpus %zu of %zu: %lld tokens, samples [%lld, %lld) of %lld + 1 tokens, "
+                  "weight %.17g",
+                  k > 0 ? "; " : "", k + 1, corpora_.size(),
                   static_cast<long long>(corpora_[k].num_tokens()),
                   static_cast<long long>(first_[k]), static_cast<long long>(first_[k] + count_[k]),
                   static_cast<long long>(opt_.seq_len), weights_[k]);
-    if (k > 0) key += "; ";
-    key += std::filesystem::absolute(corpora_[k].path()).lexically_normal().string() + part;
+    key += part;
   }
   return key;
 }
@@ -176,10 +178,12 @@ std::string order_cache_path(const std::string& dir, uint64_t seed, int k, int64
 }
 
 // The cached order of n samples at `path`, mapped read-only; empty unless the file is a whole
-// permutation of [0, n): anything else is a damaged file, rebuilt.
-std::shared_ptr<const int64_t> map_order(const std::string& path, int64_t n) {
+// permutation of [0, n). `damaged`: a file is there, but not that (it is then rebuilt).
+std::shared_ptr<const int64_t> map_order(const std::string& path, int64_t n, bool& damaged) {
+  damaged = false;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return nullptr;
+  damaged = true;  // until it proves whole
   struct stat st {};
   const auto bytes = static_cast<size_t>(n) * sizeof(int64_t);
   void* p = ::fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) == bytes && n > 0
@@ -196,25 +200,10 @@ std::shared_ptr<const int64_t> map_order(const std::string& path, int64_t n) {
     if (i < 0 || i >= n || seen[static_cast<size_t>(i)]) return nullptr;
     seen[static_cast<size_t>(i)] = true;
   }
+  damaged = false;
   return order;
 }
 
-// Written to a temporary name and renamed, so a reader never sees half a file; false when it
-// cannot be written (the order then stays in memory, and is rebuilt next time).
-bool save_order(const std::string& path, const std::vector<int64_t>& order) {
-  const std::string tmp = path + ".tmp" + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    if (!out) return false;
-    out.write(reinterpret_cast<const char*>(order.data()),
-              static_cast<std::streamsize>(order.size() * sizeof(int64_t)));
-    if (!out) return false;
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) std::filesystem::remove(tmp, ec);
-  return !ec;
-}
 }  // namespace
 
 const int64_t* SampleStream::order(int k, int64_t epoch) {
@@ -228,12 +217,15 @@ const int64_t* SampleStream::order(int k, int64_t epoch) {
       opt_.cache_dir.empty() || !opt_.shuffle
           ? std::string()
           : order_cache_path(opt_.cache_dir, opt_.seed, k, epoch, count_[kk], opt_.shuffle);
-  if (!path.empty()) o.mapped = map_order(path, count_[kk]);
+  bool damaged = false;
+  if (!path.empty()) o.mapped = map_order(path, count_[kk], damaged);
   if (!o.mapped) {
     o.owned = build_order(k, epoch);
-    // Saved, the file is mapped in place of this process's copy.
-    if (!path.empty() && save_order(path, o.owned) &&
-        (o.mapped = map_order(path, count_[kk])) != nullptr)
+    // Published (another rank's file, if one came first, is kept; a damaged one is replaced),
+    // the file is mapped in place of this process's copy.
+    if (!path.empty() &&
+        publish_cache_file(path, o.owned.data(), o.owned.size() * sizeof(int64_t), damaged) &&
+        (o.mapped = map_order(path, count_[kk], damaged)) != nullptr)
       std::vector<int64_t>().swap(o.owned);
   }
   order_epoch_[kk] = epoch;

@@ -57,9 +57,10 @@ class SampleStream {
   const TokenCorpus& corpus(int k) const { return corpora_[static_cast<size_t>(k)]; }
   double weight(int k) const { return weights_[static_cast<size_t>(k)]; }
   int64_t samples_of(int k) const { return count_[static_cast<size_t>(k)]; }
-  // What decides the sequence besides the seed: per corpus its absolute path, tokens, the
-  // samples this stream takes of it and its weight, one corpus per "; "-separated part.
-  // Saved with a checkpoint, so that a resume that would read another sequence is noticed.
+  // What decides the sequence besides the seed: per corpus (in blend order) its tokens, the
+  // samples this stream takes of it and its weight, one corpus per "; "-separated part. No
+  // path: a corpus moved or copied elsewhere (a node-local copy per job) is the same. Saved
+  // with a checkpoint, so that a resume that would read another sequence is noticed.
   std::string sequence_key() const;
 
   // A place in the sequence: the position and how many samples each corpus has supplied.

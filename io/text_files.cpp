@@ -191,12 +191,6 @@ std::optional<std::string> DocumentReader::State::next_text_document() {
   while (current->next(line, newline)) {
     if (doc.empty()) first_line = line_number + 1;
     ++line_number;
-    if (doc.size() + line.size() > max_document_bytes)
-      throw InputError("text input " + current->path().string() +
-                       ": expected documents of at most " + std::to_string(max_document_bytes) +
-                       " bytes, found a longer one from line " + std::to_string(first_line) +
-                       " (a plain file is one document where no line holding only % separates "
-                       "documents): separate them so, or give the text as JSON lines");
     any = true;
     std::string cleaned;
     if (line.find('\b') != std::string_view::npos) {
@@ -204,6 +198,12 @@ std::optional<std::string> DocumentReader::State::next_text_document() {
       line = cleaned;
     }
     if (line == "%") return doc;
+    if (doc.size() + line.size() + (newline ? 1 : 0) > max_document_bytes)
+      throw InputError("text input " + current->path().string() +
+                       ": expected documents of at most " + std::to_string(max_document_bytes) +
+                       " bytes, found a longer one from line " + std::to_string(first_line) +
+                       " (a plain file is one document where no line holding only % separates "
+                       "documents): separate them so, or give the text as JSON lines");
     doc += line;
     if (newline) doc += '\n';
   }

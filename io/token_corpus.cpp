@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "io/cache_file.h"
 #include "io/indexed_dataset.h"
 #include "io/llmc_shard.h"
 
@@ -150,16 +151,17 @@ void TokenCorpus::check_token_ids(int64_t vocab, const std::string& cache_dir) c
   struct stat st {};
   if (cache_dir.empty() || ::stat(token_file_.c_str(), &st) != 0) return check_token_ids(vocab);
   // What identifies this version of the file: path, size, inode, modification time.
-  char key[512];
-  std::snprintf(key, sizeof key, "%s size %lld inode %llu mtime %lld.%09ld",
-                fs::absolute(token_file_).lexically_normal().c_str(),
+  char stamp[160];
+  std::snprintf(stamp, sizeof stamp, " size %lld inode %llu mtime %lld.%09ld",
                 static_cast<long long>(st.st_size), static_cast<unsigned long long>(st.st_ino),
                 static_cast<long long>(st.st_mtim.tv_sec), st.st_mtim.tv_nsec);
+  const std::string key = fs::absolute(token_file_).lexically_normal().string() + stamp;
   char name[64];
   std::snprintf(name, sizeof name, "ids_v1_%016llx.txt",
                 static_cast<unsigned long long>(name_hash(key)));
   const fs::path record = fs::path(cache_dir) / name;
   int64_t lo = 0, hi = -1;
+  bool other = false;  // a file of that name for another key (or damaged): replaced
   {
     std::ifstream in(record);
     std::string line;
@@ -167,19 +169,16 @@ void TokenCorpus::check_token_ids(int64_t vocab, const std::string& cache_dir) c
     if (std::getline(in, line) && line == key && std::getline(in, line) &&
         std::sscanf(line.c_str(), "ids %lld .. %lld", &a, &b) == 2)
       lo = a, hi = b;
+    else
+      other = in.is_open();
   }
   if (hi < lo) {  // no record: one pass, and the record for the next run
     std::tie(lo, hi) = dtype_ == DType::U16
                            ? id_range(static_cast<const uint16_t*>(tokens_), num_tokens_)
                            : id_range(static_cast<const int32_t*>(tokens_), num_tokens_);
-    const std::string tmp = record.string() + ".tmp" + std::to_string(::getpid());
-    {
-      std::ofstream out(tmp);
-      out << key << "\nids " << lo << " .. " << hi << "\n";
-    }
-    std::error_code ec;
-    fs::rename(tmp, record, ec);
-    if (ec) fs::remove(tmp, ec);
+    const std::string text =
+        key + "\nids " + std::to_string(lo) + " .. " + std::to_string(hi) + "\n";
+    publish_cache_file(record.string(), text.data(), text.size(), other);
   }
   if (lo < 0 || hi >= vocab) check_token_ids(vocab);  // names the first offending position
 }

@@ -375,8 +375,11 @@ int encode(int argc, char** argv) {
       static_cast<long long>(corpus.num_documents()), static_cast<long long>(corpus.num_tokens()),
       stats.text_bytes / 1e6, prefix.c_str(), stats.seconds,
       stats.text_bytes / 1e6 / std::max(stats.seconds, 1e-9), threads);
-  std::printf("unigram entropy: %.4f nats/token (a model that ignores context cannot beat it)\n",
-              unigram_entropy({TokenCorpus::open(prefix)}, {1.0}, tokenizer->vocab_size()));
+  std::printf("unigram entropy: %.4f nats/token%s (a model that ignores context cannot beat it)\n",
+              unigram_entropy({TokenCorpus::open(prefix)}, {1.0}, tokenizer->vocab_size()),
+              corpus.num_tokens() > kEntropyTokens
+                  ? ", from 134 M evenly spread tokens of the corpus"
+                  : "");
   std::fflush(stdout);
   return 0;
 }

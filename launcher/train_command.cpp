@@ -531,6 +531,10 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       std::this_thread::sleep_for(std::chrono::hours(1));
     const auto step_start = Clock::now();
     StepStats s = tr.step(stop_wish());
+    // The step alone: a validation, which a stop ends, is not what the time limit must leave
+    // room for.
+    slowest_step_s =
+        std::max(slowest_step_s, std::chrono::duration<double>(Clock::now() - step_start).count());
     if (step == first) Watchdog::instance().set_deadline(cfg.collective_timeout);
     result.losses.push_back(s.loss);
     if (s.skipped) {
@@ -584,8 +588,6 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       }
     }
     saver.poll();
-    slowest_step_s =
-        std::max(slowest_step_s, std::chrono::duration<double>(Clock::now() - step_start).count());
     if (save) {
       const auto save_start = Clock::now();
       double held_s = 0;

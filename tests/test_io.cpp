@@ -25,6 +25,7 @@
 
 #include "core/error.h"
 #include "io/byte_tokenizer.h"
+#include "io/cache_file.h"
 #include "io/indexed_dataset.h"
 #include "io/llmc_shard.h"
 #include "io/metrics.h"
@@ -334,6 +335,40 @@ TEST_F(IoTest, TokenIdCheckIsRecordedForEachVersionOfTheFile) {
   // Without a cache directory, every token is read each time.
   expect_input_error([&] { TokenCorpus::open(path("c")).check_token_ids(6, ""); },
                      {"token 1", "has id 9"});
+  // A path of any length keeps the whole key (it was cut at 511 bytes, size and time first).
+  const std::string deep =
+      path(std::string(200, 'd') + "/" + std::string(200, 'e') + "/" + std::string(200, 'f'));
+  fs::create_directories(fs::path(deep).parent_path());
+  make_corpus(deep, {{1, 2}});
+  const std::string long_cache = path("long_cache");
+  fs::create_directories(long_cache);
+  TokenCorpus::open(deep).check_token_ids(10, long_cache);
+  for (const auto& e : fs::directory_iterator(long_cache)) {
+    std::ifstream record(e.path());
+    std::getline(record, key);
+    EXPECT_EQ(key.rfind(fs::absolute(deep + ".bin").string() + " size 4 inode ", 0), 0u) << key;
+    EXPECT_NE(key.find(" mtime "), std::string::npos) << key;
+  }
+}
+
+// A cache file is published whole under its name: beside another process's, which it keeps
+// (that one may be mapped), or over a damaged one when asked to replace; no temporary remains.
+TEST_F(IoTest, CacheFilesArePublishedWholeAndKeepAnotherProcesssFile) {
+  const std::string file = path("order.bin");
+  EXPECT_TRUE(publish_cache_file(file, "first", 5, false));
+  EXPECT_TRUE(publish_cache_file(file, "other", 5, false));
+  std::ifstream in(file);
+  std::string text;
+  std::getline(in, text);
+  EXPECT_EQ(text, "first");
+  EXPECT_TRUE(publish_cache_file(file, "fixed", 5, true));
+  std::ifstream again(file);
+  std::getline(again, text);
+  EXPECT_EQ(text, "fixed");
+  int entries = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(path(""))) ++entries;
+  EXPECT_EQ(entries, 1);
+  EXPECT_FALSE(publish_cache_file(path("no/such/dir/x"), "x", 1, false));
 }
 
 TEST_F(IoTest, UnigramEntropyInNats) {

@@ -263,6 +263,13 @@ TEST_F(TokenizerTest, DocumentLongerThanTheLimitIsRefusedNamingFileAndLine) {
   expect_input_error([&] { lines.next(); },
                      {"text input " + path("line.jsonl"), "lines of at most 2097152 bytes",
                       "longer one at line 2"});
+  // The limit counts the document's bytes, its last line break included, and not the separator.
+  write_file(path("exact.txt"), std::string(99, 'a') + "\n%\nb\n");
+  DocumentReader exact({path("exact.txt")}, "text", 100);
+  EXPECT_EQ(exact.next()->size(), 100u);
+  EXPECT_EQ(exact.next(), std::optional<std::string>("b\n"));
+  DocumentReader one_short({path("exact.txt")}, "text", 99);
+  expect_input_error([&] { one_short.next(); }, {"at most 99 bytes", "from line 1"});
   DocumentReader roomy({path("long.txt")}, "text", 1000);
   EXPECT_EQ(roomy.next(), std::optional<std::string>("first\n"));
   EXPECT_EQ(roomy.next()->size(), text.size() - 8);
