@@ -146,24 +146,55 @@ std::unique_ptr<Communicator> open_device_world(const TrainConfig& cfg, Communic
 #endif
 }
 
+namespace {
+
+// One line on stderr in one write(2): ranks that share a log do not interleave their words.
+void write_line(std::string line) {
+  line += '\n';
+  std::cerr.flush();
+  for (size_t done = 0; done < line.size();) {
+    const ssize_t n = ::write(STDERR_FILENO, line.data() + done, line.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    done += static_cast<size_t>(n);
+  }
+}
+
+}  // namespace
+
 int agree_on_inputs(Communicator& world, const ErrorReport& failure) {
   Tensor verdict({2}, DType::I32);
   verdict.data<int32_t>()[0] = failure.code;
   verdict.data<int32_t>()[1] = failure.code ? world.size() - world.rank() : 0;
   world.all_reduce(verdict, ReduceOp::Max);
   if (verdict.data<int32_t>()[0] == 0) return 0;
-  if (world.size() - verdict.data<int32_t>()[1] == world.rank())
-    std::cerr << failure.message << "\n";
+  // How many failed: where not all, the input differs between machines (a mount missing on one
+  // node, a file not yet there), and the message says whose it is.
+  Tensor failed({1}, DType::I32);
+  failed.data<int32_t>()[0] = failure.code ? 1 : 0;
+  world.all_reduce(failed, ReduceOp::Sum);
+  const int count = failed.data<int32_t>()[0];
+  if (world.size() - verdict.data<int32_t>()[1] == world.rank()) {
+    std::string line = failure.message;
+    if (count < world.size()) {  // after "tessera: error: ", where there is one
+      const size_t at = line.rfind(": error: ", 40);
+      line.insert(at == std::string::npos ? 0 : at + 9,
+                  "rank " + std::to_string(world.rank()) + " (host " + host_name() + "; " +
+                      std::to_string(count) + " of " + std::to_string(world.size()) +
+                      " ranks failed): ");
+    }
+    write_line(line);
+  }
   return failure.code ? failure.code : verdict.data<int32_t>()[0];
 }
 
 int fail_alone(Communicator& world, const char* command) {
   const ErrorReport r = report_error(std::current_exception(), command);
   if (world.size() == 1) {
-    std::cerr << r.message << "\n";
+    write_line(r.message);
     return r.code;
   }
-  std::cerr << "rank " << world.rank() << ": " << r.message << "\n";
+  write_line("rank " + std::to_string(world.rank()) + " (host " + host_name() + "): " + r.message);
   world.abort(r.code);
   return r.code;  // not reached: abort ends the process
 }

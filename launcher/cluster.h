@@ -53,12 +53,14 @@ std::unique_ptr<Communicator> open_device_world(const TrainConfig& cfg, Communic
 
 // The ranks' verdict on their inputs, each rank's `failure` (code 0: none), agreed by one
 // all-reduce over world (collective): 0 when every rank succeeded, else an exit code for all,
-// with the message printed once, by the lowest failing rank. So a bad input stops every rank
-// alike and cannot leave one waiting in a collective.
+// with the message printed once, by the lowest failing rank (naming itself, its host and how
+// many failed when not all did). So a bad input stops every rank alike and cannot leave one
+// waiting in a collective.
 int agree_on_inputs(Communicator& world, const ErrorReport& failure);
 
 // In a catch block after the ranks agreed on their inputs, where a failure may be this rank's
-// alone: the message on stderr (with "rank N: " when there are several) and the exit code with
+// alone: the message on stderr, one line in one write (with "rank N (host H): " when there are
+// several) and the exit code with
 // one rank, else an abort of the MPI world with that code, so that no rank waits forever.
 int fail_alone(Communicator& world, const char* command);
 

@@ -98,10 +98,25 @@ void print_loss_curve(const std::vector<double>& losses, int64_t first_step) {
   }
 }
 
+// Written to PATH.tmp and renamed: a reader never sees half a file, and a failed write leaves the
+// previous one.
 void write_text_file(const std::filesystem::path& path, const std::string& text) {
-  std::ofstream out(path);
-  if (!out) throw InputError("--run.dir: cannot write " + path.string());
-  out << text;
+  const std::filesystem::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << text;
+    out.close();
+    if (!out) {
+      std::error_code ec;
+      std::filesystem::remove(tmp, ec);
+      throw InputError("--run.dir: cannot write " + path.string());
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec)
+    throw InputError("--run.dir: cannot rename " + tmp.string() + " to " + path.string() + " (" +
+                     ec.message() + ")");
 }
 
 // "1 document", "2 documents".
@@ -663,22 +678,25 @@ int train_command(int argc, char** argv) {
         if (!resume_dir.empty())
           if (const std::string note = check_checkpoint_fits(resume_dir, *trainer); !note.empty())
             resume_note += (resume_note.empty() ? "" : "; ") + note;
-        write_text_file(std::filesystem::path(cfg.run_dir) / "config.ini", cfg.resolved_ini);
       }
     }
   } catch (...) {
     failure = report_error(std::current_exception(), "train");
   }
+  // From here a rank that dies or hangs would leave the others waiting in a collective: the
+  // watchdog gives each collective a deadline (looser until the first step is done), then
+  // reports, aborts the MPI world and exits 5 (docs/CLUSTER.md). Armed for the agreement too,
+  // which a rank stuck in phase 1 (a hung file system) would never reach: then the others
+  // stop at --train.startup_timeout (the default's, when their options did not parse).
+  const WatchdogArmed watchdog(world, cfg.startup_deadline());
   if (const int code = agree_on_inputs(world, failure)) return code;
   if (help) return kExitOk;
 
-  // From here a rank that dies or hangs would leave the others waiting in a collective: the
-  // watchdog gives each collective a deadline (looser until the first step is done), then
-  // reports, aborts the MPI world and exits 5 (docs/CLUSTER.md).
-  const WatchdogArmed watchdog(world, cfg.startup_deadline());
-
   // Phase 2: a failure now may be one rank's alone; the others would wait for it forever.
   try {
+    // Written once every rank has agreed to go ahead, so that a start refused on another rank
+    // leaves the run directory's config.ini as the run that saved its checkpoints wrote it.
+    if (root) write_text_file(std::filesystem::path(cfg.run_dir) / "config.ini", cfg.resolved_ini);
     resume_dir = broadcast_string(world, resume_dir, 0);
     resume_note = broadcast_string(world, resume_note, 0);
     if (root && !resume_note.empty())

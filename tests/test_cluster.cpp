@@ -5,6 +5,7 @@
 // 4 and diagnostics naming the step, the rank and the tensor; a rank that hangs or dies makes
 // every other rank say what it waits for and exit within the collective deadline.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <filesystem>
@@ -363,6 +364,41 @@ TEST_F(Cluster, CheckReplicasHaltsNamingTheTensorAndTheRanksWhoseCopiesDiffer) {
   EXPECT_NE(pp.out.find(", the first and the last stage (the LM head's tied copy) of TP rank 0"),
             std::string::npos)
       << pp.out;
+}
+
+// Before the ranks agree on their inputs: a bad input on one rank alone (its node lacks the
+// corpus) is named with that rank, its host and how many failed; and a rank stuck before the
+// agreement (here reading its --config from a FIFO, as from a hung file system) no longer holds
+// the others forever: they stop at --train.startup_timeout with exit code 5.
+TEST_F(Cluster, OneRanksFailureOrHangBeforeTheStartIsNamedAndBounded) {
+  const std::string mpmd =
+      "timeout 90 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
+      " OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1 " +
+      std::string(MPIEXEC) + " -n 1 " + TESSERA_BIN;
+  std::string missing = args("missing", 2);
+  missing.replace(missing.find(corpus_), corpus_.size(), (dir_ / "not_here").string());
+  const CliRun one =
+      run_tessera_with(mpmd, args("missing", 2) + " : -n 1 " + TESSERA_BIN + " " + missing, dir_);
+  EXPECT_EQ(one.exit_code, 2) << one.err;
+  EXPECT_NE(one.err.find("tessera: error: rank 1 (host "), std::string::npos) << one.err;
+  EXPECT_NE(one.err.find("; 1 of 2 ranks failed): corpus " + (dir_ / "not_here").string()),
+            std::string::npos)
+      << one.err;
+
+  const std::string fifo = (dir_ / "config.fifo").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const auto start = std::chrono::steady_clock::now();
+  const CliRun hung = run_tessera_with(
+      mpmd,
+      args("hung", 2) + " --train.startup_timeout 3 --train.collective_timeout 3 : -n 1 " +
+          TESSERA_BIN + " train --config " + fifo,
+      dir_);
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(hung.exit_code, 5) << hung.err;
+  EXPECT_NE(hung.err.find("rank 0: collective deadline of 3 s passed: #"), std::string::npos)
+      << hung.err;
+  EXPECT_LT(took, 60.0);
 }
 
 // Every rank but `gone` said what it was waiting in: its deadline report, or, when mpirun
