@@ -120,14 +120,16 @@ int64_t check_and_count(const T* p, int64_t start, int64_t count, int64_t vocab,
 
 }  // namespace
 
-std::vector<int64_t> TokenCorpus::scan(int64_t vocab, int64_t max_tokens, bool count) const {
+std::vector<int64_t> TokenCorpus::scan(int64_t vocab, int64_t begin, int64_t end,
+                                       int64_t max_tokens, bool count) const {
   std::vector<int64_t> counts(count ? static_cast<size_t>(vocab) : 0, 0);
-  // All the tokens, or kRuns evenly spread runs of max_tokens / kRuns.
+  // All the tokens of [begin, end), or kRuns evenly spread runs of max_tokens / kRuns.
   constexpr int64_t kRuns = 1024;
-  const bool all = num_tokens_ <= max_tokens || max_tokens < kRuns;
-  const int64_t runs = all ? 1 : kRuns, run = all ? num_tokens_ : max_tokens / kRuns;
+  const int64_t n = end - begin;
+  const bool all = n <= max_tokens || max_tokens < kRuns;
+  const int64_t runs = all ? 1 : kRuns, run = all ? n : max_tokens / kRuns;
   for (int64_t r = 0; r < runs; ++r) {
-    const int64_t start = all ? 0 : (num_tokens_ - run) / (kRuns - 1) * r;
+    const int64_t start = begin + (all ? 0 : (n - run) / (kRuns - 1) * r);
     const int64_t bad =
         dtype_ == DType::U16
             ? check_and_count(static_cast<const uint16_t*>(tokens_), start, run, vocab, counts)
@@ -143,13 +145,27 @@ std::vector<int64_t> TokenCorpus::scan(int64_t vocab, int64_t max_tokens, bool c
 }
 
 void TokenCorpus::check_token_ids(int64_t vocab) const {
-  scan(vocab, num_tokens_, false);
+  scan(vocab, 0, num_tokens_, num_tokens_, false);
 }
 
-void TokenCorpus::check_token_ids(int64_t vocab, const std::string& cache_dir) const {
+void TokenCorpus::check_token_ids(int64_t vocab, const std::string& cache_dir, int part,
+                                  int parts) const {
   namespace fs = std::filesystem;
+  const auto slice = [&] {
+    const int64_t begin = num_tokens_ / parts * part + std::min<int64_t>(part, num_tokens_ % parts);
+    const int64_t size = num_tokens_ / parts + (part < num_tokens_ % parts ? 1 : 0);
+    try {
+      scan(vocab, begin, begin + size, size, false);
+    } catch (const InputError& e) {
+      if (parts == 1) throw;
+      throw InputError(std::string(e.what()) +
+                       "; the ranks share this check, this one read tokens [" +
+                       std::to_string(begin) + ", " + std::to_string(begin + size) + ") of " +
+                       std::to_string(num_tokens_));
+    }
+  };
   struct stat st {};
-  if (cache_dir.empty() || ::stat(token_file_.c_str(), &st) != 0) return check_token_ids(vocab);
+  if (cache_dir.empty() || ::stat(token_file_.c_str(), &st) != 0) return slice();
   // What identifies this version of the file: path, size, inode, modification time.
   char stamp[160];
   std::snprintf(stamp, sizeof stamp, " size %lld inode %llu mtime %lld.%09ld",
@@ -172,7 +188,8 @@ void TokenCorpus::check_token_ids(int64_t vocab, const std::string& cache_dir) c
     else
       other = in.is_open();
   }
-  if (hi < lo) {  // no record: one pass, and the record for the next run
+  if (hi < lo && parts > 1) return slice();  // this rank's share; no record of the whole
+  if (hi < lo) {                             // no record: one pass, and the record for the next run
     std::tie(lo, hi) = dtype_ == DType::U16
                            ? id_range(static_cast<const uint16_t*>(tokens_), num_tokens_)
                            : id_range(static_cast<const int32_t*>(tokens_), num_tokens_);
@@ -184,7 +201,7 @@ void TokenCorpus::check_token_ids(int64_t vocab, const std::string& cache_dir) c
 }
 
 std::vector<int64_t> TokenCorpus::token_counts(int64_t vocab, int64_t max_tokens) const {
-  return scan(vocab, max_tokens, true);
+  return scan(vocab, 0, num_tokens_, max_tokens, true);
 }
 
 bool same_corpus(const TokenCorpus& a, const TokenCorpus& b) {

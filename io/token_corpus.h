@@ -34,8 +34,12 @@ class TokenCorpus {
   void check_token_ids(int64_t vocab) const;
   // The same through a record in `cache_dir` (empty: none) of the ids' range, for this version
   // of the token file (its path, size, inode and modification time): a resumed run, or another
-  // on the same corpus, reads no token to check them again. Written after the first pass.
-  void check_token_ids(int64_t vocab, const std::string& cache_dir) const;
+  // on the same corpus, reads no token to check them again. Written after a whole pass. With
+  // `parts` > 1 and no record, only part `part` of `parts` equal slices is read (and nothing
+  // recorded): the ranks of a run share the pass, and the lowest failing one names the first
+  // offending position.
+  void check_token_ids(int64_t vocab, const std::string& cache_dir, int part = 0,
+                       int parts = 1) const;
   // Occurrences of each id among all the tokens, or, in a corpus of more than `max_tokens`,
   // among max_tokens of them in 1024 evenly spread runs; the ids counted are checked as by
   // check_token_ids.
@@ -43,8 +47,10 @@ class TokenCorpus {
                                     int64_t max_tokens = std::numeric_limits<int64_t>::max()) const;
 
  private:
-  // check_token_ids and token_counts (`count`) over all or max_tokens of the tokens.
-  std::vector<int64_t> scan(int64_t vocab, int64_t max_tokens, bool count) const;
+  // check_token_ids and token_counts (`count`) over tokens [begin, end), all or max_tokens of
+  // them.
+  std::vector<int64_t> scan(int64_t vocab, int64_t begin, int64_t end, int64_t max_tokens,
+                            bool count) const;
   std::string path_, token_file_;
   bool megatron_ = true;
   DType dtype_ = DType::U16;

@@ -16,12 +16,14 @@ namespace tessera {
 namespace {
 
 // The corpora of a blend (`option`), open, with every token id checked against the vocabulary
-// (once per version of a corpus file: the check is recorded in `cache_dir`): a bad id stops the
-// run here, before training, naming the file and the position. A corpus
+// (a record in `cache_dir` spares a version of a corpus file the pass; without one, one rank
+// reads its file whole and records it, several ranks read a slice each): a bad id stops the run
+// here, before training, naming the file and the position. A corpus
 // listed twice (by any path) is refused: each copy would run its own epochs, so that its
 // samples repeat within what reads as one pass.
 std::vector<TokenCorpus> open_corpora(const std::vector<CorpusWeight>& blend, int64_t vocab,
-                                      const std::string& option, const std::string& cache_dir) {
+                                      const std::string& option, const std::string& cache_dir,
+                                      int rank, int world_size) {
   std::vector<TokenCorpus> corpora;
   for (const CorpusWeight& c : blend) {
     corpora.push_back(TokenCorpus::open(c.path));
@@ -29,7 +31,7 @@ std::vector<TokenCorpus> open_corpora(const std::vector<CorpusWeight>& blend, in
       if (same_corpus(corpora[j], corpora.back()))
         throw InputError(option + ": " + c.path + " is the corpus " + blend[j].path +
                          " again; give it once, with the sum of its weights");
-    corpora.back().check_token_ids(vocab, cache_dir);
+    corpora.back().check_token_ids(vocab, cache_dir, rank, world_size);
   }
   return corpora;
 }
@@ -72,7 +74,7 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
   std::filesystem::create_directories(so.cache_dir, ec);
   if (ec) so.cache_dir.clear();  // no cache: the orders are rebuilt, which is cheap
   const std::vector<TokenCorpus> corpora =
-      open_corpora(blend_, cfg.model.vocab_size, "--data.path", so.cache_dir);
+      open_corpora(blend_, cfg.model.vocab_size, "--data.path", so.cache_dir, rank, world_size);
   // Samples are held out of training only when they will be evaluated, and only when some
   // corpus has two samples to split (a one-sample corpus has nothing to spare).
   bool hold_out = cfg.holds_out_validation();
@@ -88,7 +90,8 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
     const std::vector<CorpusWeight> valid = parse_corpus_blend(cfg.valid_path, "--data.valid_path");
     so.valid_fraction = 0;
     valid_stream_ = std::make_unique<SampleStream>(
-        open_corpora(valid, cfg.model.vocab_size, "--data.valid_path", so.cache_dir),
+        open_corpora(valid, cfg.model.vocab_size, "--data.valid_path", so.cache_dir, rank,
+                     world_size),
         weights_of(valid), so);
   } else if (hold_out) {
     so.valid_split = true;

@@ -489,6 +489,20 @@ TEST_F(Cli, TokenIdsBeyondTheVocabularyAreRejectedBeforeTraining) {
   expect_clear_error(r, corpus_ + ".bin");
   EXPECT_NE(r.err.find("expected ids in [0, --model.vocab_size 150)"), std::string::npos) << r.err;
   EXPECT_EQ(r.out.find("step "), std::string::npos) << r.out;
+  // On two ranks, in a run directory whose cache has no record of the corpus (the run above
+  // left one, which spares the pass), each checks half of the tokens; the one whose half holds
+  // the first bad id names it, every rank exits 2.
+  std::string fresh = tiny_args() + " --model.vocab_size 150";
+  const std::string run_dir = (dir_ / "run").string();
+  fresh.replace(fresh.find(run_dir), run_dir.size(), (dir_ / "two").string());
+  CliRun two = run_mpi(2, fresh, dir_);
+  EXPECT_EQ(two.exit_code, 2) << two.err;
+  EXPECT_NE(two.err.find("expected ids in [0, --model.vocab_size 150)"), std::string::npos)
+      << two.err;
+  EXPECT_NE(two.err.find("; the ranks share this check, this one read tokens [0, "),
+            std::string::npos)
+      << two.err;
+  EXPECT_EQ(two.out.find("step "), std::string::npos) << two.out;
 }
 
 // A corpus of one sample has none to spare for validation: it trains, and says so.

@@ -332,9 +332,25 @@ TEST_F(IoTest, TokenIdCheckIsRecordedForEachVersionOfTheFile) {
   ASSERT_EQ(::utimensat(AT_FDCWD, path("c.bin").c_str(), later, 0), 0);
   expect_input_error([&] { TokenCorpus::open(path("c")).check_token_ids(6, cache); },
                      {path("c.bin"), "token 1", "has id 9"});
+  // Ranks without a record share the pass: part p of 3 reads only its third (6 tokens: two
+  // each), and records nothing.
+  const std::string shared = path("shared");
+  fs::create_directories(shared);
+  make_corpus(path("thirds"), {{1, 2, 3, 4, 9, 5}});
+  const TokenCorpus thirds = TokenCorpus::open(path("thirds"));
+  thirds.check_token_ids(6, shared, 0, 3);
+  thirds.check_token_ids(6, shared, 1, 3);  // not token 4
+  expect_input_error([&] { thirds.check_token_ids(6, shared, 2, 3); },
+                     {"token 4", "has id 9", "this one read tokens [4, 6) of 6"});
+  EXPECT_TRUE(fs::is_empty(shared));
   // Without a cache directory, every token is read each time.
   expect_input_error([&] { TokenCorpus::open(path("c")).check_token_ids(6, ""); },
                      {"token 1", "has id 9"});
+  // A record spares every part the pass.
+  TokenCorpus::open(path("thirds")).check_token_ids(10, shared);
+  EXPECT_FALSE(fs::is_empty(shared));
+  expect_input_error([&] { TokenCorpus::open(path("thirds")).check_token_ids(6, shared, 0, 3); },
+                     {"token 4", "has id 9"});
   // A path of any length keeps the whole key (it was cut at 511 bytes, size and time first).
   const std::string deep =
       path(std::string(200, 'd') + "/" + std::string(200, 'e') + "/" + std::string(200, 'f'));
