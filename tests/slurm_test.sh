@@ -212,7 +212,14 @@ node_idle() { [ "$(sinfo -h -n "$node" -o %T 2>/dev/null)" = idle ]; }
 wait_for "node $node idle in Slurm" 60 node_idle
 
 job_field() { scontrol -o show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
-job_gone() { [ -z "$(squeue -h -j "$1" 2>/dev/null)" ]; }
+# Ended, by the job's own state: an empty answer of squeue is also what a failed RPC gives
+# (slurmctld busy), which once passed for a finished job still RUNNING.
+job_gone() {
+  case "$(job_field "$1" JobState)" in
+    COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | BOOT_FAIL | DEADLINE) return 0 ;;
+    *) return 1 ;;
+  esac
+}
 
 # Every job runs with 4 ranks of one thread on what may be 2 cores: waiting ranks yield.
 export OMPI_MCA_mpi_yield_when_idle=1 OMP_WAIT_POLICY=passive
