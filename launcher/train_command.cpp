@@ -320,6 +320,39 @@ void keep_earlier_metrics(const std::string& path) {
   std::printf("metrics: an earlier run's %s kept as %s\n", path.c_str(), kept.c_str());
 }
 
+// A run resumed at step `first_step` (0-based: the checkpoint's step) in a directory whose
+// metrics.jsonl holds records of later steps (a run that went on past its last checkpoint, then
+// crashed) moves those to metrics.jsonl.after_step_N, so that the file holds one record per step
+// and nothing written is lost.
+void set_aside_later_metrics(const std::string& path, int64_t first_step) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return;
+  std::string kept, later, line;
+  int64_t moved = 0;
+  while (std::getline(in, line)) {
+    const bool whole = !in.eof();  // an unfinished last line stays, for MetricsWriter to cut
+    long long step = 0;
+    if (whole && std::sscanf(line.c_str(), "{\"step\": %lld", &step) == 1 && step > first_step) {
+      later += line + "\n";
+      ++moved;
+    } else {
+      kept += line + (whole ? "\n" : "");
+    }
+  }
+  if (moved == 0) return;
+  std::string aside = path + ".after_step_" + std::to_string(first_step);
+  std::error_code ec;
+  for (int k = 1; std::filesystem::exists(aside, ec); ++k)
+    aside = path + ".after_step_" + std::to_string(first_step) + "." + std::to_string(k);
+  write_text_file(aside, later);
+  write_text_file(path, kept);
+  std::printf(
+      "metrics: %lld records of steps after %lld, from a run that went on past its last "
+      "checkpoint, moved from %s to %s\n",
+      static_cast<long long>(moved), static_cast<long long>(first_step), path.c_str(),
+      aside.c_str());
+}
+
 // Rank 0's record of the run: one log line and one metrics.jsonl object per interval.
 class IntervalLog {
  public:
@@ -333,7 +366,10 @@ class IntervalLog {
         first_step_(first_step) {
     if (root) {
       const std::string path = (std::filesystem::path(cfg.run_dir) / "metrics.jsonl").string();
-      if (first_step == 0) keep_earlier_metrics(path);
+      if (first_step == 0)
+        keep_earlier_metrics(path);
+      else
+        set_aside_later_metrics(path, first_step);
       metrics_ = std::make_unique<MetricsWriter>(path);
       if (metrics_->cut_bytes())
         std::printf(

@@ -401,6 +401,34 @@ TEST_F(Checkpoints, FreshStartOverCheckpointsOnDiskIsRefused) {
   EXPECT_NE(fresh.out.find("latest checkpoint is not usable"), std::string::npos) << fresh.out;
 }
 
+// A run resumed from a checkpoint older than its metrics (the newer checkpoint was lost, as
+// after a crash during its save) moves the records of the steps it redoes aside: metrics.jsonl
+// holds one record per step, metrics.jsonl.after_step_5 the records the lost run wrote.
+TEST_F(Checkpoints, ResumedRunSetsAsideTheMetricsOfTheStepsItRedoes) {
+  ASSERT_EQ(run_tessera(args("run", "", 10, 5), dir_).exit_code, 0);
+  fs::remove_all(step_dir("run", 10));
+  const CliRun resumed = run_tessera(args("run", "", 10, 5), dir_);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_NE(resumed.out.find("metrics: 5 records of steps after 5, from a run that went on past "
+                             "its last checkpoint, moved from " +
+                             metrics("run").string() + " to " + metrics("run").string() +
+                             ".after_step_5"),
+            std::string::npos)
+      << resumed.out;
+  const auto steps_of = [](const fs::path& file) {
+    std::vector<long long> steps;
+    std::ifstream in(file);
+    for (std::string line; std::getline(in, line);) {
+      long long step = 0;
+      if (std::sscanf(line.c_str(), "{\"step\": %lld", &step) == 1) steps.push_back(step);
+    }
+    return steps;
+  };
+  EXPECT_EQ(steps_of(metrics("run")), (std::vector<long long>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
+  EXPECT_EQ(steps_of(metrics("run").string() + ".after_step_5"),
+            (std::vector<long long>{6, 7, 8, 9, 10}));
+}
+
 // What a command printed from its "sample (" line on: the sample's header, prompt and text.
 std::string sample_text(const CliRun& r) {
   const size_t at = r.out.find("sample (");
