@@ -502,6 +502,10 @@ void lock_run_dir(const std::string& run_dir) {
     const int err = errno;
     if (err != EACCES && err != EAGAIN) {  // a file system without locks: go on unlocked
       ::close(fd);
+      std::printf(
+          "run dir: %s takes no lock (%s): nothing stops a second run in this directory, "
+          "which would overwrite this one's checkpoints\n",
+          path.c_str(), std::strerror(err));
       return;
     }
     char holder[256] = {};
