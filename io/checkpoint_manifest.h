@@ -35,6 +35,11 @@ void require_checkpoint_directory(const std::string& dir);
 // listed. Reads files as bytes, never through HDF5.
 void verify_manifest(const std::string& dir, ManifestCheck check = ManifestCheck::kFull);
 
+// The CRC-32C half of verify_manifest(kFull), for the MANIFEST's entries i with i % parts ==
+// part only: the ranks of a run share the reading of a checkpoint (launcher/checkpointing.h,
+// choose_checkpoint_together). Throws as verify_manifest does; checks nothing else.
+void verify_manifest_crcs(const std::string& dir, int part, int parts);
+
 // The files a MANIFEST covers, relative to DIR: model.h5 (if present), then shards/*.h5, sorted.
 // write_master builds model.h5 from the same list.
 std::vector<std::string> checkpoint_files(const std::string& dir);

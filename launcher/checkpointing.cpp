@@ -175,14 +175,15 @@ CheckpointReader verify_checkpoint(const std::string& dir) {
   return reader;
 }
 
-std::string newest_checkpoint(const std::string& root, std::string& note) {
+std::string newest_checkpoint(const std::string& root, std::string& note,
+                              const CheckpointVerifier& verify) {
   if (!fs::is_directory(root)) return "";
   std::string latest, why;
   try {
     latest = read_latest(root);
     if (!latest.empty()) {
       const std::string dir = (fs::path(root) / latest).string();
-      verify_checkpoint(dir);
+      verify(dir);
       return dir;
     }
   } catch (const InputError& e) {
@@ -192,7 +193,7 @@ std::string newest_checkpoint(const std::string& root, std::string& note) {
   for (const std::string& s : steps) {
     const std::string dir = (fs::path(root) / s).string();
     try {
-      verify_checkpoint(dir);
+      verify(dir);
       if (!why.empty())
         note = "latest checkpoint is not usable (" + why + "); taking " + dir + " instead";
       return dir;
@@ -203,6 +204,59 @@ std::string newest_checkpoint(const std::string& root, std::string& note) {
   if (!why.empty()) note += "latest checkpoint is not usable (" + why + ")";
   if (note.ends_with("; ")) note.resize(note.size() - 2);
   return "";
+}
+
+namespace {
+
+// The CRC-32C pass over checkpoint `dir`'s files, shared by every rank of `world` (collective):
+// InputError on every rank, with the message of the lowest rank that found damage.
+void shared_crc_check(Communicator& world, const std::string& dir) {
+  std::string damage;
+  try {
+    verify_manifest_crcs(dir, world.rank(), world.size());
+  } catch (const InputError& e) {
+    damage = e.what();
+  }
+  Tensor first({1}, DType::I32);  // the lowest rank with damage, as the highest of size - rank
+  first.data<int32_t>()[0] = damage.empty() ? 0 : world.size() - world.rank();
+  world.all_reduce(first, ReduceOp::Max);
+  if (first.data<int32_t>()[0] == 0) return;
+  const int speaker = world.size() - first.data<int32_t>()[0];
+  throw InputError(broadcast_string(world, damage, speaker));
+}
+
+}  // namespace
+
+std::string choose_checkpoint_together(Communicator& world, const std::string& root,
+                                       const std::string& resume, std::string& note) {
+  // Rank 0 drives, one command at a time: "crc DIR" (every rank checks its part of DIR) or
+  // "done DIR" (the choice, "" for none or a failure on rank 0).
+  if (world.rank() != 0) {
+    for (;;) {
+      const std::string command = broadcast_string(world, "", 0);
+      if (command.rfind("done ", 0) == 0) return command.substr(5);
+      try {
+        shared_crc_check(world, command.substr(4));
+      } catch (const InputError&) {  // rank 0 says what, and decides what follows
+      }
+    }
+  }
+  std::string chosen;
+  try {
+    chosen = choose_checkpoint(root, resume, note, [&](const std::string& dir) {
+      // verify_checkpoint's checks in its order: the sizes (rank 0), the bytes (together), and
+      // model.h5's map of the shards (rank 0), which reads the shards' metadata.
+      verify_manifest(dir, ManifestCheck::kSizes);
+      broadcast_string(world, "crc " + dir, 0);
+      shared_crc_check(world, dir);
+      CheckpointReader::open(dir, ManifestCheck::kSizes).check_shards();
+    });
+  } catch (...) {
+    broadcast_string(world, "done ", 0);
+    throw;
+  }
+  broadcast_string(world, "done " + chosen, 0);
+  return chosen;
 }
 
 std::string checkpoint_dir(const std::string& root, int64_t step) {
@@ -370,8 +424,8 @@ void CheckpointSaver::commit() {
   keep_newest(root_, c.checkpoint_keep, dir_);
 }
 
-std::string choose_checkpoint(const std::string& root, const std::string& resume,
-                              std::string& note) {
+std::string choose_checkpoint(const std::string& root, const std::string& resume, std::string& note,
+                              const CheckpointVerifier& verify) {
   if (fs::exists(root) && !fs::is_directory(root))
     throw InputError(root +
                      ": expected the run's checkpoint directory, found something that is "
@@ -391,7 +445,7 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
     return "";
   }
   if (resume == "auto") {
-    const std::string dir = newest_checkpoint(root, note);
+    const std::string dir = newest_checkpoint(root, note, verify);
     if (!dir.empty() || steps.empty()) return dir;  // none at all, or a stale `latest` only
     throw InputError("--checkpoint.resume auto: " + root + " holds " +
                      std::to_string(steps.size()) +
@@ -401,7 +455,7 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
                      "; repair them (tessera ckpt verify), move them away, or give "
                      "--checkpoint.resume PATH");
   }
-  verify_checkpoint(resume);
+  verify(resume);
   std::error_code ec;
   const bool under_root = fs::equivalent(fs::path(resume).parent_path(), root, ec);
   if (!under_root && !steps.empty()) refuse_over(resume);

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <exception>
+#include <functional>
 #include <map>
 #include <string>
 #include <thread>
@@ -87,17 +88,34 @@ std::string check_checkpoint_fits(const std::string& dir, Trainer& tr);
 // below, and what `tessera ckpt verify` and `export` check.
 CheckpointReader verify_checkpoint(const std::string& dir);
 
+// How a candidate checkpoint is judged: InputError naming what is wrong, else it is usable.
+using CheckpointVerifier = std::function<void(const std::string& dir)>;
+// verify_checkpoint, on this process alone.
+inline void verify_here(const std::string& dir) {
+  verify_checkpoint(dir);
+}
+
 // ROOT/latest if it verifies, else the newest step_N under ROOT that does, saying in `note` what
 // was skipped and why; "" when none does (`note` then says why, if anything was there).
-std::string newest_checkpoint(const std::string& root, std::string& note);
+std::string newest_checkpoint(const std::string& root, std::string& note,
+                              const CheckpointVerifier& verify = verify_here);
 
 // The checkpoint that --checkpoint.resume selects, on this rank alone (rank 0 calls it before
 // the ranks agree on their inputs): "none" gives "", a PATH must verify, "auto" is
 // newest_checkpoint. A run that would save over checkpoints it does not continue is an
 // InputError: "none", or a PATH outside ROOT, while ROOT holds step directories, and "auto"
 // when ROOT holds some and none verifies.
-std::string choose_checkpoint(const std::string& root, const std::string& resume,
-                              std::string& note);
+std::string choose_checkpoint(const std::string& root, const std::string& resume, std::string& note,
+                              const CheckpointVerifier& verify = verify_here);
+
+// choose_checkpoint by every rank of `world` together (collective; `note` and the exceptions on
+// rank 0, which drives the choice): rank 0 checks each candidate's MANIFEST sizes, the ranks
+// share the CRC-32C pass over its files (verify_manifest_crcs), and rank 0 checks model.h5's map
+// of the shards; so no rank reads the whole checkpoint before a resume. Every rank returns the
+// choice ("" on the other ranks when rank 0 throws, which the ranks' next agreement turns into its
+// exit). The same checks as verify_checkpoint, in the same order.
+std::string choose_checkpoint_together(Communicator& world, const std::string& root,
+                                       const std::string& resume, std::string& note);
 
 // Loads the state saved in `dir` into the trainer (started, any layout): parameters, moments,
 // the optimizer's step, the loader's position and the step count. InputError naming the tensor

@@ -162,7 +162,7 @@ void write_line(std::string line) {
 
 }  // namespace
 
-int agree_on_inputs(Communicator& world, const ErrorReport& failure) {
+int agree_on_inputs(Communicator& world, const ErrorReport& failure, bool name_failing_rank) {
   Tensor verdict({2}, DType::I32);
   verdict.data<int32_t>()[0] = failure.code;
   verdict.data<int32_t>()[1] = failure.code ? world.size() - world.rank() : 0;
@@ -176,7 +176,7 @@ int agree_on_inputs(Communicator& world, const ErrorReport& failure) {
   const int count = failed.data<int32_t>()[0];
   if (world.size() - verdict.data<int32_t>()[1] == world.rank()) {
     std::string line = failure.message;
-    if (count < world.size()) {  // after "tessera: error: ", where there is one
+    if (name_failing_rank && count < world.size()) {  // after "tessera: error: ", if there
       const size_t at = line.rfind(": error: ", 40);
       line.insert(at == std::string::npos ? 0 : at + 9,
                   "rank " + std::to_string(world.rank()) + " (host " + host_name() + "; " +

@@ -56,7 +56,9 @@ std::unique_ptr<Communicator> open_device_world(const TrainConfig& cfg, Communic
 // with the message printed once, by the lowest failing rank (naming itself, its host and how
 // many failed when not all did). So a bad input stops every rank alike and cannot leave one
 // waiting in a collective.
-int agree_on_inputs(Communicator& world, const ErrorReport& failure);
+// `name_failing_rank` false: for checks one rank makes for all (rank 0's choice of checkpoint),
+// where a failure of that rank alone says nothing about its machine.
+int agree_on_inputs(Communicator& world, const ErrorReport& failure, bool name_failing_rank = true);
 
 // In a catch block after the ranks agreed on their inputs, where a failure may be this rank's
 // alone: the message on stderr, one line in one write (with "rank N (host H): " when there are

@@ -712,13 +712,7 @@ int train_command(int argc, char** argv) {
       // Also when this run samples nothing (on rank 0 then): `tessera sample` reads it from
       // config.ini.
       if (root || cfg.sample_tokens > 0) check_sampling_tokenizer(cfg);
-      if (root) {
-        prepare_run_dir(cfg);
-        resume_dir = choose_checkpoint(checkpoints_root(cfg), cfg.checkpoint_resume, resume_note);
-        if (!resume_dir.empty())
-          if (const std::string note = check_checkpoint_fits(resume_dir, *trainer); !note.empty())
-            resume_note += (resume_note.empty() ? "" : "; ") + note;
-      }
+      if (root) prepare_run_dir(cfg);
     }
   } catch (...) {
     failure = report_error(std::current_exception(), "train");
@@ -731,6 +725,19 @@ int train_command(int argc, char** argv) {
   const WatchdogArmed watchdog(world, cfg.startup_deadline());
   if (const int code = agree_on_inputs(world, failure)) return code;
   if (help) return kExitOk;
+
+  // Which checkpoint to resume: chosen by rank 0, whose candidates' bytes every rank reads a
+  // part of, then checked against this run (rank 0). A refusal is agreed like a bad input.
+  try {
+    resume_dir = choose_checkpoint_together(world, checkpoints_root(cfg), cfg.checkpoint_resume,
+                                            resume_note);
+    if (root && !resume_dir.empty())
+      if (const std::string note = check_checkpoint_fits(resume_dir, *trainer); !note.empty())
+        resume_note += (resume_note.empty() ? "" : "; ") + note;
+  } catch (...) {
+    failure = report_error(std::current_exception(), "train");
+  }
+  if (const int code = agree_on_inputs(world, failure, false)) return code;
 
   // Phase 2: a failure now may be one rank's alone; the others would wait for it forever.
   try {

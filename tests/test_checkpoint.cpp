@@ -240,6 +240,29 @@ TEST_F(Checkpoints, DamagedCheckpointIsRefusedByPathAndSkippedByAuto) {
       << automatic.out;
 }
 
+// On several ranks the CRC pass over a checkpoint is shared (rank r reads MANIFEST entries
+// r, r + N, ...): damage in a file rank 0 does not read (rank_00000.h5, the second entry, is
+// rank 1's) is still refused by path, naming the file, and skipped by auto.
+TEST_F(Checkpoints, DamageInAnotherRanksShareOfTheCrcPassIsRefusedAndSkipped) {
+  ASSERT_EQ(run_mpi(2, args("run"), dir_).exit_code, 0);
+  const std::string newest = step_dir("run", 20);
+  const fs::path shard = fs::path(newest) / "shards" / "rank_00000.h5";
+  test_support::flip_bits(shard, -100, std::ios::end, 0x5a);
+  const CliRun by_path = run_mpi(2, args("other", "--checkpoint.resume " + newest, 21), dir_);
+  EXPECT_EQ(by_path.exit_code, 2) << by_path.err;
+  EXPECT_NE(by_path.err.find(shard.string() + ": CRC-32C "), std::string::npos) << by_path.err;
+  EXPECT_EQ(by_path.err.find("ranks failed"), std::string::npos) << by_path.err;
+  EXPECT_EQ(by_path.out.find("step "), std::string::npos) << "trained on a bad checkpoint";
+
+  const CliRun automatic = run_mpi(2, args("run", "", 21), dir_);
+  ASSERT_EQ(automatic.exit_code, 0) << automatic.err;
+  EXPECT_NE(automatic.out.find("latest checkpoint is not usable (" + shard.string() + ": CRC-32C "),
+            std::string::npos)
+      << automatic.out;
+  EXPECT_NE(automatic.out.find("resumed from " + step_dir("run", 10)), std::string::npos)
+      << automatic.out;
+}
+
 // Damage the checksums cannot see, a shard removed with its MANIFEST line (as by hand), is found
 // by model.h5's map of the shards: refused by path, skipped by auto, as any other damage.
 TEST_F(Checkpoints, ShardRemovedWithItsManifestLineIsRefusedByPathAndSkippedByAuto) {
