@@ -7,8 +7,9 @@
 
 namespace tessera {
 
-// Writes `bytes` of `data` to a temporary file of a unique name beside `path` (mkstemp: a pid
-// alone repeats across nodes) and publishes it as `path`. Without `replace`, by link(2): a file
+// Writes `bytes` of `data` to a temporary file of a unique name beside `path` (host, pid and a
+// counter: a pid alone repeats across nodes; mode 0666 less the umask, so that other users of a
+// shared cache read it) and publishes it as `path`. Without `replace`, by link(2): a file
 // already there stays, since another process may have it mapped (and on NFS a mapped file that
 // another client unlinks faults with SIGBUS); true then too, the content being the same by
 // construction. With `replace` (the file there is damaged), by rename(2). False when the write

@@ -325,6 +325,8 @@ void keep_earlier_metrics(const std::string& path) {
 // crashed) moves those to metrics.jsonl.after_step_N, so that the file holds one record per step
 // and nothing written is lost.
 void set_aside_later_metrics(const std::string& path, int64_t first_step) {
+  std::error_code ec;  // a FIFO or a link is the user's to keep (as MetricsWriter leaves it)
+  if (!std::filesystem::is_regular_file(std::filesystem::symlink_status(path, ec))) return;
   std::ifstream in(path, std::ios::binary);
   if (!in) return;
   std::string kept, later, line;
@@ -341,7 +343,6 @@ void set_aside_later_metrics(const std::string& path, int64_t first_step) {
   }
   if (moved == 0) return;
   std::string aside = path + ".after_step_" + std::to_string(first_step);
-  std::error_code ec;
   for (int k = 1; std::filesystem::exists(aside, ec); ++k)
     aside = path + ".after_step_" + std::to_string(first_step) + "." + std::to_string(k);
   write_text_file(aside, later);
@@ -722,7 +723,9 @@ int train_command(int argc, char** argv) {
   // reports, aborts the MPI world and exits 5 (docs/CLUSTER.md). Armed for the agreement too,
   // which a rank stuck in phase 1 (a hung file system) would never reach: then the others
   // stop at --train.startup_timeout (the default's, when their options did not parse).
-  const WatchdogArmed watchdog(world, cfg.startup_deadline());
+  const double deadline = cfg.startup_deadline();  // the default's when the options are bad
+  const WatchdogArmed watchdog(
+      world, failure.code || !(deadline > 0) ? TrainConfig{}.startup_deadline() : deadline);
   if (const int code = agree_on_inputs(world, failure)) return code;
   if (help) return kExitOk;
 
@@ -734,6 +737,9 @@ int train_command(int argc, char** argv) {
     if (root && !resume_dir.empty())
       if (const std::string note = check_checkpoint_fits(resume_dir, *trainer); !note.empty())
         resume_note += (resume_note.empty() ? "" : "; ") + note;
+    // Last, when nothing can refuse the start any more: a start refused on any rank leaves the
+    // run directory's config.ini as the run that saved its checkpoints wrote it.
+    if (root) write_text_file(std::filesystem::path(cfg.run_dir) / "config.ini", cfg.resolved_ini);
   } catch (...) {
     failure = report_error(std::current_exception(), "train");
   }
@@ -741,9 +747,6 @@ int train_command(int argc, char** argv) {
 
   // Phase 2: a failure now may be one rank's alone; the others would wait for it forever.
   try {
-    // Written once every rank has agreed to go ahead, so that a start refused on another rank
-    // leaves the run directory's config.ini as the run that saved its checkpoints wrote it.
-    if (root) write_text_file(std::filesystem::path(cfg.run_dir) / "config.ini", cfg.resolved_ini);
     resume_dir = broadcast_string(world, resume_dir, 0);
     resume_note = broadcast_string(world, resume_note, 0);
     if (root && !resume_note.empty())

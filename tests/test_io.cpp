@@ -371,7 +371,12 @@ TEST_F(IoTest, TokenIdCheckIsRecordedForEachVersionOfTheFile) {
 // (that one may be mapped), or over a damaged one when asked to replace; no temporary remains.
 TEST_F(IoTest, CacheFilesArePublishedWholeAndKeepAnotherProcesssFile) {
   const std::string file = path("order.bin");
+  const mode_t umask_before = ::umask(022);
   EXPECT_TRUE(publish_cache_file(file, "first", 5, false));
+  ::umask(umask_before);
+  struct stat st {};
+  ASSERT_EQ(::stat(file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0644u) << "others sharing the cache could not read it";
   EXPECT_TRUE(publish_cache_file(file, "other", 5, false));
   std::ifstream in(file);
   std::string text;
