@@ -49,12 +49,6 @@ void write_file_atomically(const std::string& path, const std::string& text) {
   fsync_directory(parent_directory(path));
 }
 
-struct ManifestEntry {
-  uint32_t crc = 0;
-  uintmax_t size = 0;
-  std::string path;
-};
-
 bool parse_manifest_line(const std::string& line, ManifestEntry& e) {
   const size_t a = line.find(' '), b = a == line.npos ? a : line.find(' ', a + 1);
   if (a != 8 || b == line.npos || b == a + 1 || b + 1 >= line.size()) return false;
@@ -69,11 +63,21 @@ bool parse_manifest_line(const std::string& line, ManifestEntry& e) {
   return p.is_relative() && std::find(p.begin(), p.end(), "..") == p.end();
 }
 
-std::vector<ManifestEntry> read_manifest(const std::string& dir) {
+}  // namespace
+
+std::string read_manifest_text(const std::string& dir) {
   const std::string path = (fs::path(dir) / "MANIFEST").string();
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in)
     throw InputError(path + ": missing (an incomplete checkpoint, or not a checkpoint directory)");
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::vector<ManifestEntry> parse_manifest(const std::string& text, const std::string& dir) {
+  const std::string path = (fs::path(dir) / "MANIFEST").string();
+  std::istringstream in(text);
   std::string line;
   if (!std::getline(in, line) || line != kCheckpointFormat)
     throw InputError(path + ": expected the first line \"" + kCheckpointFormat + "\", found \"" +
@@ -90,6 +94,12 @@ std::vector<ManifestEntry> read_manifest(const std::string& dir) {
   }
   if (!seen.count("model.h5")) throw InputError(path + ": model.h5 is not listed");
   return entries;
+}
+
+namespace {
+
+std::vector<ManifestEntry> read_manifest(const std::string& dir) {
+  return parse_manifest(read_manifest_text(dir), dir);
 }
 
 std::string hex8(uint32_t v) {
@@ -154,13 +164,7 @@ void verify_manifest(const std::string& dir, ManifestCheck check) {
                        std::to_string(e.size) + " (truncated or rewritten)");
   }
   if (check == ManifestCheck::kSizes) return;
-  verify_manifest_crcs(dir, 0, 1);
-}
-
-void verify_manifest_crcs(const std::string& dir, int part, int parts) {
-  const std::vector<ManifestEntry> entries = read_manifest(dir);
-  for (size_t i = static_cast<size_t>(part); i < entries.size(); i += static_cast<size_t>(parts)) {
-    const ManifestEntry& e = entries[i];
+  for (const ManifestEntry& e : entries) {
     const std::string p = (fs::path(dir) / e.path).string();
     const uint32_t crc = crc32c_file(p);
     if (crc != e.crc)

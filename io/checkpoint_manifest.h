@@ -35,10 +35,17 @@ void require_checkpoint_directory(const std::string& dir);
 // listed. Reads files as bytes, never through HDF5.
 void verify_manifest(const std::string& dir, ManifestCheck check = ManifestCheck::kFull);
 
-// The CRC-32C half of verify_manifest(kFull), for the MANIFEST's entries i with i % parts ==
-// part only: the ranks of a run share the reading of a checkpoint (launcher/checkpointing.h,
-// choose_checkpoint_together). Throws as verify_manifest does; checks nothing else.
-void verify_manifest_crcs(const std::string& dir, int part, int parts);
+// One line of a MANIFEST: a file's CRC-32C, size and path relative to the step directory.
+struct ManifestEntry {
+  uint32_t crc = 0;
+  uintmax_t size = 0;
+  std::string path;
+};
+// DIR/MANIFEST as text, and the entries of such a text, checked for form (InputError naming
+// DIR/MANIFEST when it is missing or malformed): what rank 0 reads once and the ranks that share
+// the CRC pass over a checkpoint parse (launcher/checkpointing.h, choose_checkpoint_together).
+std::string read_manifest_text(const std::string& dir);
+std::vector<ManifestEntry> parse_manifest(const std::string& text, const std::string& dir);
 
 // The files a MANIFEST covers, relative to DIR: model.h5 (if present), then shards/*.h5, sorted.
 // write_master builds model.h5 from the same list.

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cerrno>
@@ -98,6 +99,62 @@ uint32_t crc32c_hardware(const void* data, size_t n, uint32_t crc) {
 uint32_t crc32c(const void* data, size_t n, uint32_t crc) {
   return crc32c_hardware_available() ? crc32c_hardware(data, n, crc)
                                      : crc32c_portable(data, n, crc);
+}
+
+uint32_t crc32c_file_range(const std::string& path, uint64_t offset, uint64_t length) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw InputError(path + ": cannot open for reading (" + std::strerror(errno) + ")");
+  std::vector<unsigned char> buffer(static_cast<size_t>(std::min<uint64_t>(length, 4u << 20)));
+  uint32_t crc = 0;
+  while (length > 0) {
+    const ssize_t got = ::pread(fd, buffer.data(), std::min<uint64_t>(length, buffer.size()),
+                                static_cast<off_t>(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {
+      const std::string why = got < 0 ? std::strerror(errno) : "the file ends before it";
+      ::close(fd);
+      throw InputError(path + ": read failed at byte " + std::to_string(offset) + " (" + why + ")");
+    }
+    crc = crc32c(buffer.data(), static_cast<size_t>(got), crc);
+    offset += static_cast<uint64_t>(got);
+    length -= static_cast<uint64_t>(got);
+  }
+  ::close(fd);
+  return crc;
+}
+
+namespace {
+
+uint32_t gf2_times(const uint32_t* matrix, uint32_t vector) {
+  uint32_t sum = 0;
+  for (; vector != 0; vector >>= 1, ++matrix)
+    if (vector & 1) sum ^= *matrix;
+  return sum;
+}
+
+void gf2_square(uint32_t* square, const uint32_t* matrix) {
+  for (int n = 0; n < 32; ++n) square[n] = gf2_times(matrix, matrix[n]);
+}
+
+}  // namespace
+
+uint32_t crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t len2) {
+  if (len2 == 0) return crc1;
+  uint32_t even[32], odd[32];  // the operators of 2^k and 2^(k+1) zero bits
+  odd[0] = 0x82F63B78u;        // one zero bit
+  for (int n = 1; n < 32; ++n) odd[n] = uint32_t{1} << (n - 1);
+  gf2_square(even, odd);  // two zero bits
+  gf2_square(odd, even);  // four: one zero byte is next
+  do {
+    gf2_square(even, odd);
+    if (len2 & 1) crc1 = gf2_times(even, crc1);
+    len2 >>= 1;
+    if (len2 == 0) break;
+    gf2_square(odd, even);
+    if (len2 & 1) crc1 = gf2_times(odd, crc1);
+    len2 >>= 1;
+  } while (len2 != 0);
+  return crc1 ^ crc2;
 }
 
 uint32_t crc32c_file(const std::string& path) {

@@ -16,6 +16,15 @@ uint32_t crc32c(const void* data, size_t n, uint32_t crc = 0);
 // naming the file when it cannot be opened or read.
 uint32_t crc32c_file(const std::string& path);
 
+// CRC-32C of bytes [offset, offset + length) of a file, read in large chunks. InputError naming
+// the file when it cannot be opened or read, or ends before offset + length.
+uint32_t crc32c_file_range(const std::string& path, uint64_t offset, uint64_t length);
+
+// The CRC-32C of A followed by B from crc32c(A), crc32c(B) and B's length (zlib's method: the
+// effect of len2 zero bytes on crc1 as powers of a 32 x 32 matrix over GF(2)), so that the
+// pieces of one file checked apart give the file's CRC.
+uint32_t crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t len2);
+
 // The two implementations behind crc32c(), for tests and benchmarks. crc32c_hardware() may be
 // called only where crc32c_hardware_available().
 uint32_t crc32c_portable(const void* data, size_t n, uint32_t crc = 0);

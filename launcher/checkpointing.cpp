@@ -16,6 +16,7 @@
 #include "core/ops/cast.h"
 #include "io/checkpoint_io.h"
 #include "io/crc32c.h"
+#include "launcher/cluster.h"
 
 namespace fs = std::filesystem;
 
@@ -186,6 +187,8 @@ std::string newest_checkpoint(const std::string& root, std::string& note,
       verify(dir);
       return dir;
     }
+  } catch (const CheckpointUnreadable&) {
+    throw;
   } catch (const InputError& e) {
     why = e.what();
   }
@@ -197,6 +200,8 @@ std::string newest_checkpoint(const std::string& root, std::string& note,
       if (!why.empty())
         note = "latest checkpoint is not usable (" + why + "); taking " + dir + " instead";
       return dir;
+    } catch (const CheckpointUnreadable&) {
+      throw;
     } catch (const InputError& e) {
       note += "skipping " + dir + " (" + e.what() + "); ";
     }
@@ -208,36 +213,79 @@ std::string newest_checkpoint(const std::string& root, std::string& note,
 
 namespace {
 
-// The CRC-32C pass over checkpoint `dir`'s files, shared by every rank of `world` (collective):
-// InputError on every rank, with the message of the lowest rank that found damage.
-void shared_crc_check(Communicator& world, const std::string& dir) {
-  std::string damage;
-  try {
-    verify_manifest_crcs(dir, world.rank(), world.size());
-  } catch (const InputError& e) {
-    damage = e.what();
-  }
-  Tensor first({1}, DType::I32);  // the lowest rank with damage, as the highest of size - rank
-  first.data<int32_t>()[0] = damage.empty() ? 0 : world.size() - world.rank();
-  world.all_reduce(first, ReduceOp::Max);
-  if (first.data<int32_t>()[0] == 0) return;
-  const int speaker = world.size() - first.data<int32_t>()[0];
-  throw InputError(broadcast_string(world, damage, speaker));
+// A piece of a checkpoint file for the shared CRC pass.
+struct CrcPiece {
+  size_t file;
+  uint64_t offset, length;
+};
+
+std::vector<CrcPiece> crc_pieces(const std::vector<ManifestEntry>& entries, uint64_t piece_bytes) {
+  std::vector<CrcPiece> pieces;
+  for (size_t f = 0; f < entries.size(); ++f)
+    for (uint64_t at = 0; at < entries[f].size; at += piece_bytes)
+      pieces.push_back({f, at, std::min<uint64_t>(piece_bytes, entries[f].size - at)});
+  return pieces;
 }
 
 }  // namespace
 
+void verify_crcs_together(Communicator& world, const std::string& dir,
+                          const std::string& manifest_text, uint64_t piece_bytes) {
+  const std::vector<ManifestEntry> entries = parse_manifest(manifest_text, dir);
+  const std::vector<CrcPiece> pieces = crc_pieces(entries, piece_bytes);
+  Tensor crcs({static_cast<int64_t>(pieces.size()) + 1}, DType::F64);  // exact below 2^53
+  double* c = crcs.data<double>();
+  std::string trouble;  // why this rank could not read its pieces
+  for (size_t j = static_cast<size_t>(world.rank()); j < pieces.size() && trouble.empty();
+       j += static_cast<size_t>(world.size())) {
+    const CrcPiece& p = pieces[j];
+    try {
+      c[j] = crc32c_file_range((fs::path(dir) / entries[p.file].path).string(), p.offset, p.length);
+    } catch (const std::exception& e) {
+      trouble = e.what();
+    }
+  }
+  world.all_reduce(crcs, ReduceOp::Sum);  // one rank's value per piece, zeros elsewhere
+  Tensor first({1}, DType::I32);          // the lowest rank in trouble, as the highest N - rank
+  first.data<int32_t>()[0] = trouble.empty() ? 0 : world.size() - world.rank();
+  world.all_reduce(first, ReduceOp::Max);
+  if (first.data<int32_t>()[0] != 0) {
+    const int speaker = world.size() - first.data<int32_t>()[0];
+    const std::string said = broadcast_string(
+        world, "rank " + std::to_string(world.rank()) + " (host " + host_name() + "): " + trouble,
+        speaker);
+    throw CheckpointUnreadable(
+        "checkpoint " + dir + ": " + said +
+        "; a rank that cannot read a checkpoint does not make it damaged, and it is not skipped "
+        "(a fallback to an older one would have its saves replace this one): mend the machine "
+        "or its file system, then rerun");
+  }
+  size_t next = 0;
+  for (size_t f = 0; f < entries.size(); ++f) {
+    uint32_t crc = 0;
+    for (; next < pieces.size() && pieces[next].file == f; ++next)
+      crc = crc32c_combine(crc, static_cast<uint32_t>(c[next]), pieces[next].length);
+    if (crc != entries[f].crc) {
+      char found[48];
+      std::snprintf(found, sizeof found, "%08x, MANIFEST says %08x", crc, entries[f].crc);
+      throw InputError((fs::path(dir) / entries[f].path).string() + ": CRC-32C " + found +
+                       " (the file is damaged)");
+    }
+  }
+}
+
 std::string choose_checkpoint_together(Communicator& world, const std::string& root,
                                        const std::string& resume, std::string& note) {
-  // Rank 0 drives, one command at a time: "crc DIR" (every rank checks its part of DIR) or
-  // "done DIR" (the choice, "" for none or a failure on rank 0).
+  // Rank 0 drives, one command at a time: "crc DIR" and then the MANIFEST's text (every rank
+  // checks its pieces of DIR), or "done DIR" (the choice, "" for none or a failure on rank 0).
   if (world.rank() != 0) {
     for (;;) {
       const std::string command = broadcast_string(world, "", 0);
       if (command.rfind("done ", 0) == 0) return command.substr(5);
+      const std::string manifest = broadcast_string(world, "", 0);
       try {
-        shared_crc_check(world, command.substr(4));
-      } catch (const InputError&) {  // rank 0 says what, and decides what follows
+        verify_crcs_together(world, command.substr(4), manifest);
+      } catch (const std::exception&) {  // rank 0 says what, and decides what follows
       }
     }
   }
@@ -247,8 +295,10 @@ std::string choose_checkpoint_together(Communicator& world, const std::string& r
       // verify_checkpoint's checks in its order: the sizes (rank 0), the bytes (together), and
       // model.h5's map of the shards (rank 0), which reads the shards' metadata.
       verify_manifest(dir, ManifestCheck::kSizes);
+      const std::string manifest = read_manifest_text(dir);
       broadcast_string(world, "crc " + dir, 0);
-      shared_crc_check(world, dir);
+      broadcast_string(world, manifest, 0);
+      verify_crcs_together(world, dir, manifest);
       CheckpointReader::open(dir, ManifestCheck::kSizes).check_shards();
     });
   } catch (...) {

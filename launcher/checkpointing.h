@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "core/error.h"
 #include "io/checkpoint_io.h"
 
 #include "launcher/trainer.h"
@@ -88,6 +89,12 @@ std::string check_checkpoint_fits(const std::string& dir, Trainer& tr);
 // below, and what `tessera ckpt verify` and `export` check.
 CheckpointReader verify_checkpoint(const std::string& dir);
 
+// A checkpoint that a rank could not read (a node's file system, its mount): not a damaged
+// checkpoint, so never skipped for an older one (whose saves would then replace it).
+struct CheckpointUnreadable : InputError {
+  using InputError::InputError;
+};
+
 // How a candidate checkpoint is judged: InputError naming what is wrong, else it is usable.
 using CheckpointVerifier = std::function<void(const std::string& dir)>;
 // verify_checkpoint, on this process alone.
@@ -110,12 +117,23 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
 
 // choose_checkpoint by every rank of `world` together (collective; `note` and the exceptions on
 // rank 0, which drives the choice): rank 0 checks each candidate's MANIFEST sizes, the ranks
-// share the CRC-32C pass over its files (verify_manifest_crcs), and rank 0 checks model.h5's map
-// of the shards; so no rank reads the whole checkpoint before a resume. Every rank returns the
-// choice ("" on the other ranks when rank 0 throws, which the ranks' next agreement turns into its
-// exit). The same checks as verify_checkpoint, in the same order.
+// share the CRC-32C pass over its files (in 64 MiB pieces, combined per file), and rank 0
+// checks model.h5's map of the shards; so no rank reads the whole checkpoint before a resume. A
+// rank that cannot read its pieces stops the choice (CheckpointUnreadable), naming it. Every rank
+// returns the choice ("" on the other ranks when rank 0 throws, which the ranks' next agreement
+// turns into its exit). The same checks as verify_checkpoint, in the same order.
 std::string choose_checkpoint_together(Communicator& world, const std::string& root,
                                        const std::string& resume, std::string& note);
+
+// Its CRC-32C pass over checkpoint `dir`'s files, whose MANIFEST rank 0 read (`manifest_text`),
+// shared by every rank of `world` (collective): the files are cut into pieces of `piece_bytes`,
+// piece j read by rank j % N, and the pieces' CRCs combined per file, so every rank reads about
+// 1/N of the bytes, however few the files. Throws the same on every rank: InputError naming the
+// first damaged file; CheckpointUnreadable naming the lowest rank (and its host) that could not
+// read its pieces, which is that machine's fault, not the checkpoint's.
+void verify_crcs_together(Communicator& world, const std::string& dir,
+                          const std::string& manifest_text,
+                          uint64_t piece_bytes = uint64_t{64} << 20);
 
 // Loads the state saved in `dir` into the trainer (started, any layout): parameters, moments,
 // the optimizer's step, the loader's position and the step count. InputError naming the tensor

@@ -198,9 +198,30 @@ TEST(Crc32c, HardwareAndTablePathsAgreeAndContinue) {
   }
 }
 
+// The pieces of a buffer checked apart combine to its CRC, at every split, also of lengths that
+// cross the matrix powers' bits.
+TEST(Crc32c, PiecesCombineToTheWholesCrc) {
+  std::mt19937 rng(11);
+  std::vector<uint8_t> data(70000);
+  for (uint8_t& b : data) b = static_cast<uint8_t>(rng());
+  for (size_t cut : {size_t{0}, size_t{1}, size_t{7}, size_t{4096}, size_t{65535}, size_t{69999},
+                     size_t{70000}}) {
+    const uint32_t a = crc32c(data.data(), cut), b = crc32c(data.data() + cut, data.size() - cut);
+    EXPECT_EQ(crc32c_combine(a, b, data.size() - cut), crc32c(data.data(), data.size())) << cut;
+  }
+}
+
 TEST_F(CheckpointTest, Crc32cOfAFileMatchesItsBytes) {
   const std::string bytes = read_text(dir_ / "model.h5");
   EXPECT_EQ(crc32c_file((dir_ / "model.h5").string()), crc32c(bytes.data(), bytes.size()));
+  const std::string path = (dir_ / "model.h5").string();
+  const size_t mid = bytes.size() / 3;
+  EXPECT_EQ(crc32c_file_range(path, mid, bytes.size() - mid),
+            crc32c(bytes.data() + mid, bytes.size() - mid));
+  EXPECT_NE(input_error([&] {
+              crc32c_file_range(path, mid, bytes.size());
+            }).find("the file ends before it"),
+            std::string::npos);
   EXPECT_NE(input_error([&] { crc32c_file((root_ / "absent").string()); }).find("absent"),
             std::string::npos);
 }
