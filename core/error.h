@@ -14,6 +14,12 @@ struct InputError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// An InputError that one rank finds for all of them (a check the ranks share out, or one that
+// rank 0 makes alone), not one about its own machine: reported without naming the rank's host.
+struct SharedInputError : InputError {
+  using InputError::InputError;
+};
+
 // The program broke one of its own contracts (a shape mismatch between ops, a bad dtype).
 struct InternalError : std::logic_error {
   using std::logic_error::logic_error;

@@ -148,56 +148,92 @@ void TokenCorpus::check_token_ids(int64_t vocab) const {
   scan(vocab, 0, num_tokens_, num_tokens_, false);
 }
 
-void TokenCorpus::check_token_ids(int64_t vocab, const std::string& cache_dir, int part,
-                                  int parts) const {
+namespace {
+
+// The id-check record of a token file in a cache directory: its first line, what identifies this
+// version of the file (path, size, inode, modification time), and its path. An empty key when
+// there is no cache directory or the file cannot be examined.
+struct IdRecord {
+  std::string key;
+  std::filesystem::path path;
+};
+
+IdRecord id_record(const std::string& token_file, const std::string& cache_dir) {
   namespace fs = std::filesystem;
-  const auto slice = [&] {
-    const int64_t begin = num_tokens_ / parts * part + std::min<int64_t>(part, num_tokens_ % parts);
-    const int64_t size = num_tokens_ / parts + (part < num_tokens_ % parts ? 1 : 0);
-    try {
-      scan(vocab, begin, begin + size, size, false);
-    } catch (const InputError& e) {
-      if (parts == 1) throw;
-      throw InputError(std::string(e.what()) +
-                       "; the ranks share this check, this one read tokens [" +
-                       std::to_string(begin) + ", " + std::to_string(begin + size) + ") of " +
-                       std::to_string(num_tokens_));
-    }
-  };
   struct stat st {};
-  if (cache_dir.empty() || ::stat(token_file_.c_str(), &st) != 0) return slice();
-  // What identifies this version of the file: path, size, inode, modification time.
+  if (cache_dir.empty() || ::stat(token_file.c_str(), &st) != 0) return {};
   char stamp[160];
   std::snprintf(stamp, sizeof stamp, " size %lld inode %llu mtime %lld.%09ld",
                 static_cast<long long>(st.st_size), static_cast<unsigned long long>(st.st_ino),
                 static_cast<long long>(st.st_mtim.tv_sec), st.st_mtim.tv_nsec);
-  const std::string key = fs::absolute(token_file_).lexically_normal().string() + stamp;
+  IdRecord r;
+  r.key = fs::absolute(token_file).lexically_normal().string() + stamp;
   char name[64];
   std::snprintf(name, sizeof name, "ids_v1_%016llx.txt",
-                static_cast<unsigned long long>(name_hash(key)));
-  const fs::path record = fs::path(cache_dir) / name;
+                static_cast<unsigned long long>(name_hash(r.key)));
+  r.path = fs::path(cache_dir) / name;
+  return r;
+}
+
+void publish_id_record(const IdRecord& r, int64_t lo, int64_t hi, bool replace) {
+  const std::string text =
+      r.key + "\nids " + std::to_string(lo) + " .. " + std::to_string(hi) + "\n";
+  publish_cache_file(r.path.string(), text.data(), text.size(), replace);
+}
+
+}  // namespace
+
+std::optional<std::pair<int64_t, int64_t>> TokenCorpus::check_token_ids(
+    int64_t vocab, const std::string& cache_dir, int part, int parts) const {
+  // The ids of this rank's slice (the whole file for one part), checked: their range, or an
+  // InputError naming the first offending position.
+  const auto slice = [&]() -> std::pair<int64_t, int64_t> {
+    const int64_t begin = num_tokens_ / parts * part + std::min<int64_t>(part, num_tokens_ % parts);
+    const int64_t size = num_tokens_ / parts + (part < num_tokens_ % parts ? 1 : 0);
+    if (size == 0)
+      return {std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::min()};
+    const auto range = dtype_ == DType::U16
+                           ? id_range(static_cast<const uint16_t*>(tokens_) + begin, size)
+                           : id_range(static_cast<const int32_t*>(tokens_) + begin, size);
+    if (range.first >= 0 && range.second < vocab) return range;
+    try {
+      scan(vocab, begin, begin + size, size, false);
+    } catch (const InputError& e) {
+      if (parts == 1) throw;
+      throw SharedInputError(std::string(e.what()) +
+                             "; the ranks share this check, this one read tokens [" +
+                             std::to_string(begin) + ", " + std::to_string(begin + size) + ") of " +
+                             std::to_string(num_tokens_));
+    }
+    return range;
+  };
+  const IdRecord record = id_record(token_file_, cache_dir);
   int64_t lo = 0, hi = -1;
   bool other = false;  // a file of that name for another key (or damaged): replaced
-  {
-    std::ifstream in(record);
+  if (!record.key.empty()) {
+    std::ifstream in(record.path);
     std::string line;
     long long a = 0, b = 0;
-    if (std::getline(in, line) && line == key && std::getline(in, line) &&
+    if (std::getline(in, line) && line == record.key && std::getline(in, line) &&
         std::sscanf(line.c_str(), "ids %lld .. %lld", &a, &b) == 2)
       lo = a, hi = b;
     else
       other = in.is_open();
   }
-  if (hi < lo && parts > 1) return slice();  // this rank's share; no record of the whole
-  if (hi < lo) {                             // no record: one pass, and the record for the next run
-    std::tie(lo, hi) = dtype_ == DType::U16
-                           ? id_range(static_cast<const uint16_t*>(tokens_), num_tokens_)
-                           : id_range(static_cast<const int32_t*>(tokens_), num_tokens_);
-    const std::string text =
-        key + "\nids " + std::to_string(lo) + " .. " + std::to_string(hi) + "\n";
-    publish_cache_file(record.string(), text.data(), text.size(), other);
+  if (hi >= lo) {  // recorded: no token read unless an id is out of range
+    if (lo < 0 || hi >= vocab) check_token_ids(vocab);  // names the first offending position
+    return std::nullopt;
   }
-  if (lo < 0 || hi >= vocab) check_token_ids(vocab);  // names the first offending position
+  const std::pair<int64_t, int64_t> range = slice();
+  if (record.key.empty()) return std::nullopt;
+  if (parts > 1) return range;  // the record of the whole waits for every rank's part
+  publish_id_record(record, range.first, range.second, other);
+  return std::nullopt;
+}
+
+void TokenCorpus::record_id_range(const std::string& cache_dir, int64_t lo, int64_t hi) const {
+  const IdRecord record = id_record(token_file_, cache_dir);
+  if (!record.key.empty()) publish_id_record(record, lo, hi, false);
 }
 
 std::vector<int64_t> TokenCorpus::token_counts(int64_t vocab, int64_t max_tokens) const {

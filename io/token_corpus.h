@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/dtype.h"
@@ -35,11 +37,14 @@ class TokenCorpus {
   // The same through a record in `cache_dir` (empty: none) of the ids' range, for this version
   // of the token file (its path, size, inode and modification time): a resumed run, or another
   // on the same corpus, reads no token to check them again. Written after a whole pass. With
-  // `parts` > 1 and no record, only part `part` of `parts` equal slices is read (and nothing
-  // recorded): the ranks of a run share the pass, and the lowest failing one names the first
-  // offending position.
-  void check_token_ids(int64_t vocab, const std::string& cache_dir, int part = 0,
-                       int parts = 1) const;
+  // `parts` > 1 and no record, only part `part` of `parts` equal slices is read: the ranks of a
+  // run share the pass (the lowest failing one names the first offending position), and this
+  // part's range is returned, for the ranks to record the whole with record_id_range.
+  std::optional<std::pair<int64_t, int64_t>> check_token_ids(int64_t vocab,
+                                                             const std::string& cache_dir,
+                                                             int part = 0, int parts = 1) const;
+  // Records [lo, hi] as the range of ids of this version of the token file in `cache_dir`.
+  void record_id_range(const std::string& cache_dir, int64_t lo, int64_t hi) const;
   // Occurrences of each id among all the tokens, or, in a corpus of more than `max_tokens`,
   // among max_tokens of them in 1024 evenly spread runs; the ids counted are checked as by
   // check_token_ids.

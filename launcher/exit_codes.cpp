@@ -84,6 +84,8 @@ namespace {
 ErrorReport classify(std::exception_ptr error, const char* command) {
   try {
     std::rethrow_exception(error);
+  } catch (const SharedInputError& e) {
+    return {kExitBadInput, std::string("tessera: error: ") + e.what(), false};
   } catch (const InputError& e) {
     return {kExitBadInput, std::string("tessera: error: ") + e.what()};
   } catch (const boost::program_options::error& e) {

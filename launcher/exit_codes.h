@@ -31,6 +31,9 @@ std::string printable(const std::string& text, size_t max_line = 2000);
 struct ErrorReport {
   int code = 0;
   std::string message;
+  // Whether the failure may be this rank's machine's own (a file one node lacks), which
+  // agree_on_inputs then says; false for a SharedInputError.
+  bool machine_specific = true;
 };
 ErrorReport report_error(std::exception_ptr error, const char* command);
 

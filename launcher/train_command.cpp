@@ -712,8 +712,14 @@ int train_command(int argc, char** argv) {
       trainer = std::make_unique<Trainer>(cfg, world.rank(), world.size());
       // Also when this run samples nothing (on rank 0 then): `tessera sample` reads it from
       // config.ini.
-      if (root || cfg.sample_tokens > 0) check_sampling_tokenizer(cfg);
-      if (root) prepare_run_dir(cfg);
+      if (cfg.sample_tokens > 0) check_sampling_tokenizer(cfg);
+      // What rank 0 checks for all: a failure says nothing about its machine.
+      try {
+        if (root && cfg.sample_tokens == 0) check_sampling_tokenizer(cfg);
+        if (root) prepare_run_dir(cfg);
+      } catch (const InputError& e) {
+        throw SharedInputError(e.what());
+      }
     }
   } catch (...) {
     failure = report_error(std::current_exception(), "train");

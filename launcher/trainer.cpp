@@ -23,7 +23,8 @@ namespace {
 // samples repeat within what reads as one pass.
 std::vector<TokenCorpus> open_corpora(const std::vector<CorpusWeight>& blend, int64_t vocab,
                                       const std::string& option, const std::string& cache_dir,
-                                      int rank, int world_size) {
+                                      int rank, int world_size,
+                                      std::vector<Trainer::IdSlice>& slices) {
   std::vector<TokenCorpus> corpora;
   for (const CorpusWeight& c : blend) {
     corpora.push_back(TokenCorpus::open(c.path));
@@ -31,7 +32,9 @@ std::vector<TokenCorpus> open_corpora(const std::vector<CorpusWeight>& blend, in
       if (same_corpus(corpora[j], corpora.back()))
         throw InputError(option + ": " + c.path + " is the corpus " + blend[j].path +
                          " again; give it once, with the sum of its weights");
-    corpora.back().check_token_ids(vocab, cache_dir, rank, world_size);
+    const auto range = corpora.back().check_token_ids(vocab, cache_dir, rank, world_size);
+    slices.push_back(
+        {corpora.back(), range.has_value(), range ? range->first : 0, range ? range->second : 0});
   }
   return corpora;
 }
@@ -73,8 +76,9 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
   std::error_code ec;
   std::filesystem::create_directories(so.cache_dir, ec);
   if (ec) so.cache_dir.clear();  // no cache: the orders are rebuilt, which is cheap
-  const std::vector<TokenCorpus> corpora =
-      open_corpora(blend_, cfg.model.vocab_size, "--data.path", so.cache_dir, rank, world_size);
+  cache_dir_ = so.cache_dir;
+  const std::vector<TokenCorpus> corpora = open_corpora(blend_, cfg.model.vocab_size, "--data.path",
+                                                        so.cache_dir, rank, world_size, id_slices_);
   // Samples are held out of training only when they will be evaluated, and only when some
   // corpus has two samples to split (a one-sample corpus has nothing to spare).
   bool hold_out = cfg.holds_out_validation();
@@ -91,7 +95,7 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
     so.valid_fraction = 0;
     valid_stream_ = std::make_unique<SampleStream>(
         open_corpora(valid, cfg.model.vocab_size, "--data.valid_path", so.cache_dir, rank,
-                     world_size),
+                     world_size, id_slices_),
         weights_of(valid), so);
   } else if (hold_out) {
     so.valid_split = true;
@@ -108,6 +112,7 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
 
 void Trainer::start(Communicator& world, int local_rank) {
   host_world_ = &world;
+  record_id_ranges(world);
   device_world_ = open_device_world(cfg_, world, local_rank);
   grid_ = std::make_unique<ProcessGrid>(device_world_ ? *device_world_ : world, layout_);
   TESSERA_CHECK(world.rank() == rank_, "Trainer::start on another rank than it was made for");
@@ -339,6 +344,32 @@ std::vector<std::string> Trainer::nonfinite_here() {
     if (p->counted_here() && !std::isfinite(ops::sum_of_squares(buckets_->grad_of(*p))))
       found.push_back(p->name);
   return found;
+}
+
+void Trainer::record_id_ranges(Communicator& world) {
+  // Every rank checked one slice of each corpus that had no record: the ranges of all the slices
+  // make the record, which rank 0 writes once every rank's part is in. A corpus that some rank
+  // found recorded (written meanwhile by another run) needs none.
+  const auto n = static_cast<int64_t>(id_slices_.size());
+  if (n == 0) return;
+  Tensor counts({n}, DType::F64), ranges({2 * n}, DType::F64);
+  for (int64_t k = 0; k < n; ++k) {
+    const IdSlice& s = id_slices_[static_cast<size_t>(k)];
+    counts.data<double>()[k] = s.sliced ? 1 : 0;
+    // Max of -lo and of hi; an empty slice (more ranks than tokens) contributes nothing.
+    const bool any = s.sliced && s.lo <= s.hi;
+    ranges.data<double>()[2 * k] = any ? -static_cast<double>(s.lo) : -1e300;
+    ranges.data<double>()[2 * k + 1] = any ? static_cast<double>(s.hi) : -1e300;
+  }
+  world.all_reduce(counts, ReduceOp::Sum);
+  world.all_reduce(ranges, ReduceOp::Max);
+  if (world.rank() == 0)
+    for (int64_t k = 0; k < n; ++k)
+      if (counts.data<double>()[k] == world.size())
+        id_slices_[static_cast<size_t>(k)].corpus.record_id_range(
+            cache_dir_, static_cast<int64_t>(-ranges.data<double>()[2 * k]),
+            static_cast<int64_t>(ranges.data<double>()[2 * k + 1]));
+  id_slices_.clear();
 }
 
 std::optional<double> Trainer::evaluate(const std::function<int()>& stop_wish, StepStats& stats) {

@@ -93,8 +93,18 @@ class Trainer {
   // sums with bf16; with ZeRO-1 also the reduced gradient piece) on this rank.
   int64_t state_bytes() const;
 
+  // A corpus whose token ids this rank checked a slice of (TokenCorpus::check_token_ids), with
+  // the slice's range of ids, for the record of the whole.
+  struct IdSlice {
+    TokenCorpus corpus;
+    bool sliced = false;
+    int64_t lo = 0, hi = 0;
+  };
+
  private:
   void read_microbatches(DataLoader& loader);
+  // Collective: rank 0 records each corpus' id range made of every rank's slice.
+  void record_id_ranges(Communicator& world);
   // TP rank 0's values of the TP-replicated Params, broadcast over the TP group after an update.
   void sync_replicated();
   // --debug.perturb_replicated and --debug.flip_bit.
@@ -122,6 +132,8 @@ class Trainer {
   Tensor batch_;
   int64_t steps_done_ = 0;
   int64_t batches_evaluated_ = 0;
+  std::string cache_dir_;
+  std::vector<IdSlice> id_slices_;
   double local_loss_ = 0, local_sum_of_squares_ = 0;  // this rank's parts of the last step's
   std::vector<RankStep> inject_nan_;                  // --debug.inject_nan
   std::vector<RankStep> perturb_;                     // --debug.perturb_replicated

@@ -21,6 +21,7 @@
 #include "core/device.h"
 #include "io/indexed_dataset.h"
 #include "io/llmc_shard.h"
+#include "io/token_corpus.h"
 #include "tests/cli_support.h"
 #include "tests/temp_dir.h"
 
@@ -502,7 +503,28 @@ TEST_F(Cli, TokenIdsBeyondTheVocabularyAreRejectedBeforeTraining) {
   EXPECT_NE(two.err.find("; the ranks share this check, this one read tokens [0, "),
             std::string::npos)
       << two.err;
+  EXPECT_EQ(two.err.find("ranks failed"), std::string::npos)
+      << "not a machine's fault: " << two.err;
   EXPECT_EQ(two.out.find("step "), std::string::npos) << two.out;
+  // A good start on two ranks records the corpus' id range made of both halves, as one process
+  // does, so that a resume reads no token for the check.
+  std::string good = tiny_args() + " --train.steps 1";
+  good.replace(good.find(run_dir), run_dir.size(), (dir_ / "good").string());
+  ASSERT_EQ(run_mpi(2, good, dir_).exit_code, 0);
+  std::vector<fs::path> records;
+  for (const auto& e : fs::directory_iterator(dir_ / "good" / "data_cache"))
+    if (e.path().filename().string().rfind("ids_v1_", 0) == 0) records.push_back(e.path());
+  ASSERT_EQ(records.size(), 1u);
+  std::ifstream record(records[0]);
+  std::string key, range;
+  std::getline(record, key);
+  std::getline(record, range);
+  EXPECT_EQ(key.rfind(fs::absolute(corpus_ + ".bin").string() + " size ", 0), 0u) << key;
+  const TokenCorpus corpus = TokenCorpus::open(corpus_);
+  std::vector<int32_t> ids(static_cast<size_t>(corpus.num_tokens()));
+  corpus.read_tokens(0, corpus.num_tokens(), ids.data());
+  EXPECT_EQ(range, "ids " + std::to_string(*std::min_element(ids.begin(), ids.end())) + " .. " +
+                       std::to_string(*std::max_element(ids.begin(), ids.end())));
 }
 
 // A corpus of one sample has none to spare for validation: it trains, and says so.

@@ -385,6 +385,18 @@ TEST_F(Cluster, OneRanksFailureOrHangBeforeTheStartIsNamedAndBounded) {
             std::string::npos)
       << one.err;
 
+  // What rank 0 checks for all (here the run directory, under a plain file) is not about its
+  // machine: said without the rank.
+  std::ofstream(dir_ / "plain") << "x";
+  std::string under_file = args("x", 2);
+  const std::string x = (dir_ / "x").string();
+  under_file.replace(under_file.find(x), x.size(), (dir_ / "plain" / "run").string());
+  const CliRun shared = run_mpi(2, under_file, dir_);
+  EXPECT_EQ(shared.exit_code, 2) << shared.err;
+  EXPECT_NE(shared.err.find("--run.dir " + (dir_ / "plain" / "run").string()), std::string::npos)
+      << shared.err;
+  EXPECT_EQ(shared.err.find("ranks failed"), std::string::npos) << shared.err;
+
   const std::string fifo = (dir_ / "config.fifo").string();
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   const auto start = std::chrono::steady_clock::now();
