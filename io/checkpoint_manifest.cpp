@@ -67,9 +67,13 @@ bool parse_manifest_line(const std::string& line, ManifestEntry& e) {
 
 std::string read_manifest_text(const std::string& dir) {
   const std::string path = (fs::path(dir) / "MANIFEST").string();
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
+  std::error_code ec;
+  if (!fs::exists(path, ec) && !ec)
     throw InputError(path + ": missing (an incomplete checkpoint, or not a checkpoint directory)");
+  std::ifstream in(path, std::ios::binary);
+  if (ec || !in)
+    throw CheckpointUnreadable(path + ": cannot be read (" +
+                               (ec ? ec.message() : std::string(std::strerror(errno))) + ")");
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
@@ -158,7 +162,9 @@ void verify_manifest(const std::string& dir, ManifestCheck check) {
     const std::string p = (fs::path(dir) / e.path).string();
     std::error_code ec;
     const uintmax_t size = fs::file_size(p, ec);
-    if (ec) throw InputError(p + ": listed in MANIFEST but missing (" + ec.message() + ")");
+    if (ec == std::errc::no_such_file_or_directory)
+      throw InputError(p + ": listed in MANIFEST but missing (" + ec.message() + ")");
+    if (ec) throw CheckpointUnreadable(p + ": cannot be examined (" + ec.message() + ")");
     if (size != e.size)
       throw InputError(p + ": " + std::to_string(size) + " bytes, MANIFEST says " +
                        std::to_string(e.size) + " (truncated or rewritten)");

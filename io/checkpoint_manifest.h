@@ -9,7 +9,15 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
+
 namespace tessera {
+
+// A checkpoint that could not be read (an I/O error, a node's file system or mount): not a
+// damaged checkpoint, so never skipped for an older one, whose saves would then replace it.
+struct CheckpointUnreadable : InputError {
+  using InputError::InputError;
+};
 
 // The format tag written as the MANIFEST's first line and as model.h5's /meta/format text.
 inline constexpr const char* kCheckpointFormat = "tessera checkpoint 1";

@@ -158,6 +158,13 @@ struct IdRecord {
   std::filesystem::path path;
 };
 
+std::filesystem::path id_record_path(const std::string& cache_dir, const std::string& key) {
+  char name[64];
+  std::snprintf(name, sizeof name, "ids_v1_%016llx.txt",
+                static_cast<unsigned long long>(name_hash(key)));
+  return std::filesystem::path(cache_dir) / name;
+}
+
 IdRecord id_record(const std::string& token_file, const std::string& cache_dir) {
   namespace fs = std::filesystem;
   struct stat st {};
@@ -168,10 +175,7 @@ IdRecord id_record(const std::string& token_file, const std::string& cache_dir) 
                 static_cast<long long>(st.st_mtim.tv_sec), st.st_mtim.tv_nsec);
   IdRecord r;
   r.key = fs::absolute(token_file).lexically_normal().string() + stamp;
-  char name[64];
-  std::snprintf(name, sizeof name, "ids_v1_%016llx.txt",
-                static_cast<unsigned long long>(name_hash(r.key)));
-  r.path = fs::path(cache_dir) / name;
+  r.path = id_record_path(cache_dir, r.key);
   return r;
 }
 
@@ -183,8 +187,9 @@ void publish_id_record(const IdRecord& r, int64_t lo, int64_t hi, bool replace) 
 
 }  // namespace
 
-std::optional<std::pair<int64_t, int64_t>> TokenCorpus::check_token_ids(
-    int64_t vocab, const std::string& cache_dir, int part, int parts) const {
+std::optional<TokenCorpus::SliceIds> TokenCorpus::check_token_ids(int64_t vocab,
+                                                                  const std::string& cache_dir,
+                                                                  int part, int parts) const {
   // The ids of this rank's slice (the whole file for one part), checked: their range, or an
   // InputError naming the first offending position.
   const auto slice = [&]() -> std::pair<int64_t, int64_t> {
@@ -226,14 +231,15 @@ std::optional<std::pair<int64_t, int64_t>> TokenCorpus::check_token_ids(
   }
   const std::pair<int64_t, int64_t> range = slice();
   if (record.key.empty()) return std::nullopt;
-  if (parts > 1) return range;  // the record of the whole waits for every rank's part
+  if (parts > 1)  // the record of the whole waits for every rank's part
+    return SliceIds{range.first, range.second, record.key, other};
   publish_id_record(record, range.first, range.second, other);
   return std::nullopt;
 }
 
-void TokenCorpus::record_id_range(const std::string& cache_dir, int64_t lo, int64_t hi) const {
-  const IdRecord record = id_record(token_file_, cache_dir);
-  if (!record.key.empty()) publish_id_record(record, lo, hi, false);
+void TokenCorpus::record_id_range(const std::string& cache_dir, const SliceIds& whole) {
+  publish_id_record({whole.key, id_record_path(cache_dir, whole.key)}, whole.lo, whole.hi,
+                    whole.replace);
 }
 
 std::vector<int64_t> TokenCorpus::token_counts(int64_t vocab, int64_t max_tokens) const {

@@ -40,11 +40,15 @@ class TokenCorpus {
   // `parts` > 1 and no record, only part `part` of `parts` equal slices is read: the ranks of a
   // run share the pass (the lowest failing one names the first offending position), and this
   // part's range is returned, for the ranks to record the whole with record_id_range.
-  std::optional<std::pair<int64_t, int64_t>> check_token_ids(int64_t vocab,
-                                                             const std::string& cache_dir,
-                                                             int part = 0, int parts = 1) const;
-  // Records [lo, hi] as the range of ids of this version of the token file in `cache_dir`.
-  void record_id_range(const std::string& cache_dir, int64_t lo, int64_t hi) const;
+  struct SliceIds {
+    int64_t lo = 0, hi = 0;  // the slice's range of ids (lo > hi: an empty slice)
+    std::string key;         // the record's first line, for the file as it was read
+    bool replace = false;    // a file of the record's name holds something else
+  };
+  std::optional<SliceIds> check_token_ids(int64_t vocab, const std::string& cache_dir, int part = 0,
+                                          int parts = 1) const;
+  // Records `whole` (the range of every slice) under its key in `cache_dir`.
+  static void record_id_range(const std::string& cache_dir, const SliceIds& whole);
   // Occurrences of each id among all the tokens, or, in a corpus of more than `max_tokens`,
   // among max_tokens of them in 1024 evenly spread runs; the ids counted are checked as by
   // check_token_ids.

@@ -188,7 +188,7 @@ std::string newest_checkpoint(const std::string& root, std::string& note,
       return dir;
     }
   } catch (const CheckpointUnreadable&) {
-    throw;
+    throw;  // nothing skipped before it
   } catch (const InputError& e) {
     why = e.what();
   }
@@ -200,8 +200,11 @@ std::string newest_checkpoint(const std::string& root, std::string& note,
       if (!why.empty())
         note = "latest checkpoint is not usable (" + why + "); taking " + dir + " instead";
       return dir;
-    } catch (const CheckpointUnreadable&) {
-      throw;
+    } catch (const CheckpointUnreadable& e) {  // with what was skipped on the way to it
+      std::string message = e.what();
+      if (!why.empty()) message += "; the latest checkpoint was not usable (" + why + ")";
+      if (!note.empty()) message.append("; ").append(note, 0, note.size() - 2);
+      throw CheckpointUnreadable(message);
     } catch (const InputError& e) {
       note += "skipping " + dir + " (" + e.what() + "); ";
     }

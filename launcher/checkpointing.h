@@ -89,12 +89,6 @@ std::string check_checkpoint_fits(const std::string& dir, Trainer& tr);
 // below, and what `tessera ckpt verify` and `export` check.
 CheckpointReader verify_checkpoint(const std::string& dir);
 
-// A checkpoint that a rank could not read (a node's file system, its mount): not a damaged
-// checkpoint, so never skipped for an older one (whose saves would then replace it).
-struct CheckpointUnreadable : InputError {
-  using InputError::InputError;
-};
-
 // How a candidate checkpoint is judged: InputError naming what is wrong, else it is usable.
 using CheckpointVerifier = std::function<void(const std::string& dir)>;
 // verify_checkpoint, on this process alone.

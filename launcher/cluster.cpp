@@ -170,8 +170,8 @@ int agree_on_inputs(Communicator& world, const ErrorReport& failure, bool name_f
   if (verdict.data<int32_t>()[0] == 0) return 0;
   // How many failed: where not all, the input differs between machines (a mount missing on one
   // node, a file not yet there), and the message says whose it is.
-  Tensor failed({1}, DType::I32);  // a failure that is not about a machine counts as all ranks'
-  failed.data<int32_t>()[0] = failure.code ? (failure.machine_specific ? 1 : world.size()) : 0;
+  Tensor failed({1}, DType::I32);  // the failures that may be a machine's own
+  failed.data<int32_t>()[0] = failure.code && failure.machine_specific ? 1 : 0;
   world.all_reduce(failed, ReduceOp::Sum);
   const int count = failed.data<int32_t>()[0];
   if (world.size() - verdict.data<int32_t>()[1] == world.rank()) {

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/ops/adamw.h"
+#include "core/rng.h"
 #include "launcher/cluster.h"
 
 namespace tessera {
@@ -32,9 +33,8 @@ std::vector<TokenCorpus> open_corpora(const std::vector<CorpusWeight>& blend, in
       if (same_corpus(corpora[j], corpora.back()))
         throw InputError(option + ": " + c.path + " is the corpus " + blend[j].path +
                          " again; give it once, with the sum of its weights");
-    const auto range = corpora.back().check_token_ids(vocab, cache_dir, rank, world_size);
-    slices.push_back(
-        {corpora.back(), range.has_value(), range ? range->first : 0, range ? range->second : 0});
+    const auto ids = corpora.back().check_token_ids(vocab, cache_dir, rank, world_size);
+    slices.push_back({corpora.back(), ids.has_value(), ids.value_or(TokenCorpus::SliceIds{})});
   }
   return corpora;
 }
@@ -349,26 +349,37 @@ std::vector<std::string> Trainer::nonfinite_here() {
 void Trainer::record_id_ranges(Communicator& world) {
   // Every rank checked one slice of each corpus that had no record: the ranges of all the slices
   // make the record, which rank 0 writes once every rank's part is in. A corpus that some rank
-  // found recorded (written meanwhile by another run) needs none.
+  // found recorded (written meanwhile by another run) needs none, and one whose file changed
+  // between the ranks' reads (their keys differ) gets none.
   const auto n = static_cast<int64_t>(id_slices_.size());
   if (n == 0) return;
-  Tensor counts({n}, DType::F64), ranges({2 * n}, DType::F64);
+  Tensor counts({n}, DType::F64), maxima({6 * n}, DType::F64);
   for (int64_t k = 0; k < n; ++k) {
     const IdSlice& s = id_slices_[static_cast<size_t>(k)];
     counts.data<double>()[k] = s.sliced ? 1 : 0;
-    // Max of -lo and of hi; an empty slice (more ranks than tokens) contributes nothing.
-    const bool any = s.sliced && s.lo <= s.hi;
-    ranges.data<double>()[2 * k] = any ? -static_cast<double>(s.lo) : -1e300;
-    ranges.data<double>()[2 * k + 1] = any ? static_cast<double>(s.hi) : -1e300;
+    // Max of -lo and of hi; an empty slice (more ranks than tokens) contributes nothing. Then
+    // the key's hash in two exact halves, each as itself and negated: equal everywhere when
+    // their maximum is minus the maximum of the negation.
+    const bool any = s.sliced && s.ids.lo <= s.ids.hi;
+    const uint64_t hash = name_hash(s.ids.key);
+    const auto high = static_cast<double>(hash >> 32),
+               low = static_cast<double>(hash & 0xFFFFFFFFu);
+    double* m = maxima.data<double>() + 6 * k;
+    m[0] = any ? -static_cast<double>(s.ids.lo) : -1e300;
+    m[1] = any ? static_cast<double>(s.ids.hi) : -1e300;
+    m[2] = high, m[3] = -high, m[4] = low, m[5] = -low;
   }
   world.all_reduce(counts, ReduceOp::Sum);
-  world.all_reduce(ranges, ReduceOp::Max);
+  world.all_reduce(maxima, ReduceOp::Max);
   if (world.rank() == 0)
-    for (int64_t k = 0; k < n; ++k)
-      if (counts.data<double>()[k] == world.size())
-        id_slices_[static_cast<size_t>(k)].corpus.record_id_range(
-            cache_dir_, static_cast<int64_t>(-ranges.data<double>()[2 * k]),
-            static_cast<int64_t>(ranges.data<double>()[2 * k + 1]));
+    for (int64_t k = 0; k < n; ++k) {
+      const double* m = maxima.data<double>() + 6 * k;
+      if (counts.data<double>()[k] != world.size() || m[2] != -m[3] || m[4] != -m[5]) continue;
+      TokenCorpus::SliceIds whole = id_slices_[static_cast<size_t>(k)].ids;
+      whole.lo = static_cast<int64_t>(-m[0]);
+      whole.hi = static_cast<int64_t>(m[1]);
+      TokenCorpus::record_id_range(cache_dir_, whole);
+    }
   id_slices_.clear();
 }
 

@@ -98,7 +98,7 @@ class Trainer {
   struct IdSlice {
     TokenCorpus corpus;
     bool sliced = false;
-    int64_t lo = 0, hi = 0;
+    TokenCorpus::SliceIds ids;
   };
 
  private:

@@ -240,9 +240,10 @@ TEST_F(Checkpoints, DamagedCheckpointIsRefusedByPathAndSkippedByAuto) {
       << automatic.out;
 }
 
-// On several ranks the CRC pass over a checkpoint is shared (rank r reads MANIFEST entries
-// r, r + N, ...): damage in a file rank 0 does not read (rank_00000.h5, the second entry, is
-// rank 1's) is still refused by path, naming the file, and skipped by auto.
+// On several ranks the CRC pass over a checkpoint is shared (rank r reads pieces r, r + N, ...
+// of the files, in MANIFEST order, 64 MiB each): damage in a file rank 0 does not read
+// (rank_00000.h5, one piece, the second, is rank 1's) is still refused by path, naming the file,
+// and skipped by auto.
 TEST_F(Checkpoints, DamageInAnotherRanksShareOfTheCrcPassIsRefusedAndSkipped) {
   ASSERT_EQ(run_mpi(2, args("run"), dir_).exit_code, 0);
   const std::string newest = step_dir("run", 20);

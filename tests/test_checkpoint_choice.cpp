@@ -43,8 +43,9 @@ TEST(SharedCrcPass, PiecesOfEveryFileAreReadByTurnsAndDamageIsNamedOnEveryRank) 
   auto world = MpiCommunicator::world();
   ASSERT_EQ(world->size(), 3);
   const bool root = world->rank() == 0;
-  // model.h5: 10000 bytes, pieces 0-9 (ranks 0 1 2 0 1 2 0 1 2 0); the shard: 2000 bytes,
-  // pieces 10 and 11 (ranks 1 and 2).
+  // model.h5: 10500 bytes, pieces 0-10 (ranks 0 1 2 0 1 2 0 1 2 0 1; the last of 500 bytes);
+  // rank_00000.h5: 2300 bytes, pieces 11-13 (ranks 2 0 1; the last of 300); rank_00001.h5:
+  // empty, no piece.
   const std::string dir = broadcast_string(
       *world,
       root ? (fs::temp_directory_path() / ("tessera_choice_" + std::to_string(::getpid()))).string()
@@ -52,8 +53,9 @@ TEST(SharedCrcPass, PiecesOfEveryFileAreReadByTurnsAndDamageIsNamedOnEveryRank) 
       0);
   if (root) {
     fs::create_directories(fs::path(dir) / "shards");
-    write_random(fs::path(dir) / "model.h5", 10000, 1);
-    write_random(fs::path(dir) / "shards" / "rank_00000.h5", 2000, 2);
+    write_random(fs::path(dir) / "model.h5", 10500, 1);
+    write_random(fs::path(dir) / "shards" / "rank_00000.h5", 2300, 2);
+    write_random(fs::path(dir) / "shards" / "rank_00001.h5", 0, 3);
     write_manifest(dir);
   }
   world->barrier();
@@ -71,22 +73,54 @@ TEST(SharedCrcPass, PiecesOfEveryFileAreReadByTurnsAndDamageIsNamedOnEveryRank) 
   EXPECT_EQ(damaged.rfind("input: " + dir + "/model.h5: CRC-32C ", 0), 0u) << damaged;
   EXPECT_NE(damaged.find("(the file is damaged)"), std::string::npos) << damaged;
 
-  // The shard cut short after rank 0 checked its size (a node's stale view of the file): rank 2
-  // cannot read its piece (bytes 1000-1999), which is not damage, and every rank says whose it is.
+  // The shard cut short after rank 0 checked its size (a node's stale view of the file): rank 1
+  // cannot read its piece (bytes 2000-2299), which is not damage, and every rank says whose it is.
   world->barrier();
   if (root) {
-    write_random(fs::path(dir) / "model.h5", 10000, 1);
+    write_random(fs::path(dir) / "model.h5", 10500, 1);
     write_manifest(dir);
-    fs::resize_file(fs::path(dir) / "shards" / "rank_00000.h5", 1500);
+    fs::resize_file(fs::path(dir) / "shards" / "rank_00000.h5", 2100);
   }
   world->barrier();
-  const std::string manifest_listing_2000 = outcome(*world, dir);
-  EXPECT_EQ(manifest_listing_2000.rfind("unreadable: checkpoint " + dir + ": rank 2 (host ", 0), 0u)
-      << manifest_listing_2000;
-  EXPECT_NE(manifest_listing_2000.find("the file ends before it"), std::string::npos)
-      << manifest_listing_2000;
+  const std::string cut_short = outcome(*world, dir);
+  EXPECT_EQ(cut_short.rfind("unreadable: checkpoint " + dir + ": rank 1 (host ", 0), 0u)
+      << cut_short;
+  EXPECT_NE(cut_short.find("the file ends before it"), std::string::npos) << cut_short;
   world->barrier();
   if (root) fs::remove_all(dir);
+}
+
+// A checkpoint that cannot be read is never skipped for an older one (whose saves would replace
+// it): newest_checkpoint passes CheckpointUnreadable on, with what it skipped before.
+TEST(SharedCrcPass, AnUnreadableCheckpointIsNotSkipped) {
+  auto world = MpiCommunicator::world();
+  if (world->rank() != 0) return;  // a question of one process
+  const fs::path root =
+      fs::temp_directory_path() / ("tessera_unreadable_" + std::to_string(::getpid()));
+  for (const char* step : {"step_00000001", "step_00000002", "step_00000003"})
+    fs::create_directories(root / step);
+  std::ofstream(root / "latest") << "step_00000003\n";
+  const auto verifier = [](const std::string& unreadable) {
+    return [unreadable](const std::string& dir) {
+      if (dir.ends_with("step_00000003")) throw InputError("step 3 is damaged");
+      if (dir.ends_with(unreadable)) throw CheckpointUnreadable(dir + ": cannot be read (EIO)");
+    };
+  };
+  std::string note;
+  EXPECT_EQ(newest_checkpoint(root.string(), note, verifier("none")),
+            (root / "step_00000002").string());
+  note.clear();
+  try {
+    newest_checkpoint(root.string(), note, verifier("step_00000002"));
+    ADD_FAILURE() << "fell back past an unreadable checkpoint";
+  } catch (const CheckpointUnreadable& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("step_00000002: cannot be read (EIO)"), std::string::npos) << what;
+    EXPECT_NE(what.find("the latest checkpoint was not usable (step 3 is damaged)"),
+              std::string::npos)
+        << what;
+  }
+  fs::remove_all(root);
 }
 
 }  // namespace
