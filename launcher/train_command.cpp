@@ -710,8 +710,8 @@ int train_command(int argc, char** argv) {
     if (!help) {
       configure_process(cfg, mpi.ranks_on_this_node(), mpi.rank_on_this_node());
       trainer = std::make_unique<Trainer>(cfg, world.rank(), world.size());
-      // Also when this run samples nothing (on rank 0 then): `tessera sample` reads it from
-      // config.ini.
+      // The tokenizer: on every rank when this run samples; on rank 0 alone when it does not,
+      // since `tessera sample` reads it from config.ini.
       if (cfg.sample_tokens > 0) check_sampling_tokenizer(cfg);
       // What rank 0 checks for all: a failure says nothing about its machine.
       try {
