@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <string>
 
+#include "core/write_fully.h"
+
 namespace tessera {
 
 namespace {
@@ -37,16 +39,8 @@ bool publish_cache_file(const std::string& path, const void* data, size_t bytes,
   std::string tmp;
   const int fd = create_unique(path, tmp);
   if (fd < 0) return false;
-  const char* p = static_cast<const char*>(data);
-  size_t left = bytes;
-  while (left > 0) {
-    const ssize_t n = ::write(fd, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-  const bool written = ::close(fd) == 0 && left == 0;
+  const bool all = write_fully(fd, data, bytes);
+  const bool written = ::close(fd) == 0 && all;
   bool published = false;
   if (written) {
     struct stat st {};

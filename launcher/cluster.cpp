@@ -21,6 +21,7 @@
 #include "core/ops/attention.h"
 #include "core/ops/matmul.h"
 #include "core/threads.h"
+#include "core/write_fully.h"
 #include "launcher/exit_codes.h"
 #include "launcher/trainer.h"
 #include "parallel/nccl_communicator.h"
@@ -152,12 +153,7 @@ namespace {
 void write_line(std::string line) {
   line += '\n';
   std::cerr.flush();
-  for (size_t done = 0; done < line.size();) {
-    const ssize_t n = ::write(STDERR_FILENO, line.data() + done, line.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    done += static_cast<size_t>(n);
-  }
+  write_fully(STDERR_FILENO, line.data(), line.size());
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "core/error.h"
+#include "core/write_fully.h"
 
 namespace tessera {
 
@@ -37,14 +38,7 @@ std::string format(const char* fmt, double value) {
 }
 
 void write_to_stderr(const std::string& text) {
-  const char* p = text.data();
-  size_t left = text.size();
-  while (left > 0) {
-    const ssize_t n = ::write(STDERR_FILENO, p, left);
-    if (n <= 0) return;  // nowhere left to report to
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
+  write_fully(STDERR_FILENO, text.data(), text.size());  // on failure: nowhere left to report to
 }
 
 // The state shared with the thread that aborts the communicators, which may outlive the wait.
