@@ -309,13 +309,19 @@ class SaveDeadline {
 // A run that starts at step 0 in a directory whose metrics.jsonl holds an earlier run's records
 // (one that saved no checkpoint) keeps them as metrics.jsonl.1 (.2, ...): each file is one run's
 // series. A resumed run appends to its own.
+// `stem` if nothing is there, else the first of STEM.1, STEM.2, ... that is free.
+std::string free_name(const std::string& stem) {
+  std::error_code ec;
+  std::string name = stem;
+  for (int k = 1; std::filesystem::exists(name, ec); ++k) name = stem + "." + std::to_string(k);
+  return name;
+}
+
 void keep_earlier_metrics(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec) || std::filesystem::file_size(path, ec) == 0)
     return;
-  std::string kept;
-  for (int k = 1; kept.empty() || std::filesystem::exists(kept, ec); ++k)
-    kept = path + "." + std::to_string(k);
+  const std::string kept = free_name(path);  // path itself is taken: path.1, ...
   std::filesystem::rename(path, kept);
   std::printf("metrics: an earlier run's %s kept as %s\n", path.c_str(), kept.c_str());
 }
@@ -342,9 +348,7 @@ void set_aside_later_metrics(const std::string& path, int64_t first_step) {
     }
   }
   if (moved == 0) return;
-  std::string aside = path + ".after_step_" + std::to_string(first_step);
-  for (int k = 1; std::filesystem::exists(aside, ec); ++k)
-    aside = path + ".after_step_" + std::to_string(first_step) + "." + std::to_string(k);
+  const std::string aside = free_name(path + ".after_step_" + std::to_string(first_step));
   write_text_file(aside, later);
   write_text_file(path, kept);
   std::printf(
@@ -616,7 +620,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     const bool eval_now = cfg.eval_interval > 0 && ((step + 1) % cfg.eval_interval == 0 || last);
     if (tr.has_validation() && eval_now) {
       // Not begun when the step agreed to stop; ended early when a rank wishes to stop during it.
-      const bool stopping = s.stop_on_signal > 0 || s.stop_on_time > 0;
+      const bool stopping = s.stops();
       const auto eval_start = Clock::now();
       const std::optional<double> valid_loss = stopping ? std::nullopt : tr.evaluate(stop_wish, s);
       log.exclude(Clock::now() - eval_start);
@@ -625,7 +629,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       else
         log.validation_stopped(step, stopping ? 0 : tr.batches_evaluated(), cfg.eval_batches);
     }
-    const bool preempted = !last && (s.stop_on_signal > 0 || s.stop_on_time > 0);
+    const bool preempted = !last && s.stops();
     const bool exiting = cfg.exit_after > 0 && step + 1 - first == cfg.exit_after;
     const bool save =
         exiting || preempted ||

@@ -391,12 +391,8 @@ std::optional<double> Trainer::evaluate(const std::function<int()>& stop_wish, S
     Tensor wish({3}, DType::F64);
     put_stop(stop_wish(), wish.data<double>());
     host_world().all_reduce(wish, ReduceOp::Sum);
-    StepStats asked;
-    take_stop(wish.data<double>(), asked);
-    if (asked.stop_on_signal > 0 || asked.stop_on_time > 0) {
-      take_stop(wish.data<double>(), stats);
-      return std::nullopt;
-    }
+    take_stop(wish.data<double>(), stats);
+    if (stats.stops()) return std::nullopt;
     read_microbatches(*valid_loader_);
     loss_sum += pipeline_->evaluate(inputs_, targets_);
   }

@@ -37,6 +37,8 @@ struct StepStats {
   // Ranks that asked to stop at this step's end (step()'s `stop`), by reason.
   int stop_on_signal = 0, stop_on_time = 0;
   int stop_on_interrupt = 0;  // of stop_on_signal, those whose signal was SIGINT
+  // Some rank asked to stop: the run saves and ends after this step.
+  bool stops() const { return stop_on_signal > 0 || stop_on_time > 0; }
 };
 
 // Why a rank asks the others to stop after this step (bits of Trainer::step's `stop`).
@@ -67,8 +69,9 @@ class Trainer {
   // Mean loss over --train.eval_batches global batches of validation samples, always the same
   // ones (the first of the validation sequence), on every rank. Collective. Before each batch
   // one small all-reduce tells every rank whether any wishes to stop (`stop_wish()`, StopReason
-  // bits): then the evaluation ends there, returns no loss, and sets who asked in `stats`'s
-  // stop_on_*, so that a preempted run saves without first finishing a long evaluation.
+  // bits), set in `stats`'s stop_on_*: when one does, the evaluation ends there and returns no
+  // loss, so that a preempted run saves without first finishing a long evaluation. `stats`
+  // comes from a step that did not stop.
   std::optional<double> evaluate(const std::function<int()>& stop_wish, StepStats& stats);
   // Global batches the last evaluate() took before it returned.
   int64_t batches_evaluated() const { return batches_evaluated_; }
