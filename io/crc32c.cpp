@@ -101,7 +101,13 @@ uint32_t crc32c(const void* data, size_t n, uint32_t crc) {
                                      : crc32c_portable(data, n, crc);
 }
 
-uint32_t crc32c_file_range(const std::string& path, uint64_t offset, uint64_t length) {
+namespace {
+
+// CRC-32C of bytes [offset, offset + length) of `path`, or of all from `offset` to the end of
+// the file when `length` is kToTheEnd.
+constexpr uint64_t kToTheEnd = ~uint64_t{0};
+
+uint32_t crc32c_of_file(const std::string& path, uint64_t offset, uint64_t length) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw InputError(path + ": cannot open for reading (" + std::strerror(errno) + ")");
   std::vector<unsigned char> buffer(static_cast<size_t>(std::min<uint64_t>(length, 4u << 20)));
@@ -110,6 +116,7 @@ uint32_t crc32c_file_range(const std::string& path, uint64_t offset, uint64_t le
     const ssize_t got = ::pread(fd, buffer.data(), std::min<uint64_t>(length, buffer.size()),
                                 static_cast<off_t>(offset));
     if (got < 0 && errno == EINTR) continue;
+    if (got == 0 && length == kToTheEnd) break;
     if (got <= 0) {
       const std::string why = got < 0 ? std::strerror(errno) : "the file ends before it";
       ::close(fd);
@@ -117,10 +124,16 @@ uint32_t crc32c_file_range(const std::string& path, uint64_t offset, uint64_t le
     }
     crc = crc32c(buffer.data(), static_cast<size_t>(got), crc);
     offset += static_cast<uint64_t>(got);
-    length -= static_cast<uint64_t>(got);
+    if (length != kToTheEnd) length -= static_cast<uint64_t>(got);
   }
   ::close(fd);
   return crc;
+}
+
+}  // namespace
+
+uint32_t crc32c_file_range(const std::string& path, uint64_t offset, uint64_t length) {
+  return crc32c_of_file(path, offset, length);
 }
 
 namespace {
@@ -158,23 +171,7 @@ uint32_t crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t len2) {
 }
 
 uint32_t crc32c_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw InputError(path + ": cannot open for reading (" + std::strerror(errno) + ")");
-  std::vector<unsigned char> buffer(size_t{4} << 20);
-  uint32_t crc = 0;
-  for (;;) {
-    const ssize_t got = ::read(fd, buffer.data(), buffer.size());
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) {
-      const std::string why = std::strerror(errno);
-      ::close(fd);
-      throw InputError(path + ": read failed (" + why + ")");
-    }
-    if (got == 0) break;
-    crc = crc32c(buffer.data(), static_cast<size_t>(got), crc);
-  }
-  ::close(fd);
-  return crc;
+  return crc32c_of_file(path, 0, kToTheEnd);
 }
 
 }  // namespace tessera

@@ -10,7 +10,6 @@
 #include <filesystem>
 #include <fstream>
 #include <tuple>
-#include <type_traits>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -27,34 +26,7 @@ void widen(const T* src, int64_t count, int32_t* out) {
   for (int64_t i = 0; i < count; ++i) out[i] = static_cast<int32_t>(src[i]);
 }
 
-template <typename T>
-bool negative(T x) {
-  if constexpr (std::is_signed_v<T>)
-    return x < 0;
-  else
-    return false;
-}
-
-// The first position whose id lies outside [0, vocab), or -1: blocks of a vectorisable min/max,
-// then a search inside the first bad block.
-template <typename T>
-int64_t first_bad_id(const T* p, int64_t n, int64_t vocab) {
-  constexpr int64_t kBlock = 1 << 16;
-  for (int64_t b = 0; b < n; b += kBlock) {
-    const int64_t e = std::min(n, b + kBlock);
-    T lo = p[b], hi = p[b];
-    for (int64_t i = b; i < e; ++i) {
-      lo = p[i] < lo ? p[i] : lo;
-      hi = p[i] > hi ? p[i] : hi;
-    }
-    if (negative(lo) || static_cast<int64_t>(hi) >= vocab)
-      for (int64_t i = b; i < e; ++i)
-        if (negative(p[i]) || static_cast<int64_t>(p[i]) >= vocab) return i;
-  }
-  return -1;
-}
-
-// The smallest and largest id of p[0, n) (n > 0: an empty corpus is refused when opened).
+// The smallest and largest id of p[0, n) (n > 0), in a loop the compiler vectorises.
 template <typename T>
 std::pair<int64_t, int64_t> id_range(const T* p, int64_t n) {
   T lo = p[0], hi = p[0];
@@ -63,6 +35,21 @@ std::pair<int64_t, int64_t> id_range(const T* p, int64_t n) {
     hi = p[i] > hi ? p[i] : hi;
   }
   return {static_cast<int64_t>(lo), static_cast<int64_t>(hi)};
+}
+
+// The first position whose id lies outside [0, vocab), or -1: blocks of id_range, then a search
+// inside the first bad block.
+template <typename T>
+int64_t first_bad_id(const T* p, int64_t n, int64_t vocab) {
+  constexpr int64_t kBlock = 1 << 16;
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t e = std::min(n, b + kBlock);
+    const auto [lo, hi] = id_range(p + b, e - b);
+    if (lo < 0 || hi >= vocab)
+      for (int64_t i = b; i < e; ++i)
+        if (static_cast<int64_t>(p[i]) < 0 || static_cast<int64_t>(p[i]) >= vocab) return i;
+  }
+  return -1;
 }
 
 }  // namespace
