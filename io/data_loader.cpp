@@ -12,7 +12,6 @@
 #include <sstream>
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -179,24 +178,21 @@ std::string order_cache_path(const std::string& dir, uint64_t seed, int k, int64
 
 // The cached order of n samples at `path`, mapped read-only; empty unless the file is a whole
 // permutation of [0, n). `damaged`: a file is there, but not that (it is then rebuilt).
-std::shared_ptr<const int64_t> map_order(const std::string& path, int64_t n, bool& damaged) {
+std::shared_ptr<const MappedFile> map_order(const std::string& path, int64_t n, bool& damaged) {
   damaged = false;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return nullptr;
   damaged = true;  // until it proves whole
   struct stat st {};
   const auto bytes = static_cast<size_t>(n) * sizeof(int64_t);
-  void* p = ::fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) == bytes && n > 0
-                ? ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0)
-                : MAP_FAILED;
+  const bool sized = ::fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) == bytes && n > 0;
+  auto order = sized ? map_read_only(fd, bytes) : nullptr;
   ::close(fd);
-  if (p == MAP_FAILED) return nullptr;
-  std::shared_ptr<const int64_t> order(static_cast<const int64_t*>(p), [bytes](const int64_t* q) {
-    ::munmap(const_cast<int64_t*>(q), bytes);
-  });
+  if (!order) return nullptr;
+  const auto* index = static_cast<const int64_t*>(order->data);
   std::vector<bool> seen(static_cast<size_t>(n), false);
   for (int64_t j = 0; j < n; ++j) {
-    const int64_t i = order.get()[j];
+    const int64_t i = index[j];
     if (i < 0 || i >= n || seen[static_cast<size_t>(i)]) return nullptr;
     seen[static_cast<size_t>(i)] = true;
   }

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "io/mapped_file.h"
 #include "io/token_corpus.h"
 
 namespace tessera {
@@ -79,8 +80,10 @@ class SampleStream {
   // a node share through the page cache, or (no cache) built in this process's memory.
   struct Order {
     std::vector<int64_t> owned;
-    std::shared_ptr<const int64_t> mapped;  // unmapped with the last copy
-    const int64_t* data() const { return mapped ? mapped.get() : owned.data(); }
+    std::shared_ptr<const MappedFile> mapped;
+    const int64_t* data() const {
+      return mapped ? static_cast<const int64_t*>(mapped->data) : owned.data();
+    }
   };
   const int64_t* order(int k, int64_t epoch);
   std::vector<int64_t> build_order(int k, int64_t epoch) const;

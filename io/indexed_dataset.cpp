@@ -5,7 +5,6 @@
 #include "io/indexed_dataset.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -169,14 +168,6 @@ void IndexedDatasetWriter::finish() {
 // ---------------------------------------------------------------------------------------------
 // Reader
 
-struct IndexedDataset::Mapping {
-  const void* data = nullptr;
-  size_t bytes = 0;
-  ~Mapping() {
-    if (data) ::munmap(const_cast<void*>(data), bytes);
-  }
-};
-
 namespace {
 
 std::string missing_file_hint(const std::string& prefix) {
@@ -238,9 +229,9 @@ Header read_header(const char* h, const std::string& path, uint64_t file_bytes) 
 
 }  // namespace
 
-std::shared_ptr<const IndexedDataset::Mapping> IndexedDataset::map_file(const std::string& path,
-                                                                        int64_t expected,
-                                                                        const std::string& what) {
+std::shared_ptr<const MappedFile> IndexedDataset::map_file(const std::string& path,
+                                                           int64_t expected,
+                                                           const std::string& what) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) corpus_error(path, "cannot open (" + errno_text() + ")");
   struct stat st {};
@@ -256,17 +247,10 @@ std::shared_ptr<const IndexedDataset::Mapping> IndexedDataset::map_file(const st
                                                                     : "longer than its index") +
                            ")");
   }
-  auto mapping = std::make_shared<Mapping>();
-  mapping->bytes = static_cast<size_t>(found);
-  if (found > 0) {
-    void* p = ::mmap(nullptr, found, PROT_READ, MAP_SHARED, fd, 0);
-    const std::string err = errno_text();
-    ::close(fd);
-    if (p == MAP_FAILED) corpus_error(path, "cannot memory-map (" + err + ")");
-    mapping->data = p;
-  } else {
-    ::close(fd);
-  }
+  auto mapping = map_read_only(fd, static_cast<size_t>(found));
+  const std::string err = errno_text();
+  ::close(fd);
+  if (!mapping) corpus_error(path, "cannot memory-map (" + err + ")");
   return mapping;
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "io/mapped_file.h"
 
 namespace tessera {
 
@@ -79,11 +80,10 @@ class IndexedDataset {
 
  private:
   IndexedDataset() = default;
-  struct Mapping;  // an mmap'd file, unmapped with the last copy
   // Maps `path` read-only; with `expected` >= 0 after checking that it has that many bytes (the
   // .bin against its index; `what` says where the figure comes from).
-  static std::shared_ptr<const Mapping> map_file(const std::string& path, int64_t expected,
-                                                 const std::string& what);
+  static std::shared_ptr<const MappedFile> map_file(const std::string& path, int64_t expected,
+                                                    const std::string& what);
   // Entry i of the .idx's sizes (int32), pointers (int64, bytes) and document indices (int64).
   // The arrays start at unaligned offsets (the header is 34 bytes): read by memcpy.
   int64_t size_at(int64_t i) const;
@@ -92,7 +92,7 @@ class IndexedDataset {
   std::string prefix_;
   DType dtype_ = DType::U16;
   int64_t sequences_ = 0, documents_ = 0, num_tokens_ = 0;  // documents_: D entries, D - 1 docs
-  std::shared_ptr<const Mapping> idx_, bin_;
+  std::shared_ptr<const MappedFile> idx_, bin_;             // shared by copies
 };
 
 }  // namespace tessera

@@ -2,7 +2,6 @@
 #include "io/llmc_shard.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -64,14 +63,6 @@ struct FdCloser {
 
 }  // namespace
 
-struct LlmcShard::Mapping {
-  const void* data = nullptr;
-  size_t bytes = 0;
-  ~Mapping() {
-    if (data) ::munmap(const_cast<void*>(data), bytes);
-  }
-};
-
 LlmcShard LlmcShard::open(const std::string& path) {
   // O_NONBLOCK: a FIFO given by mistake must not hang the open; no effect on regular files.
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -121,11 +112,8 @@ LlmcShard LlmcShard::open(const std::string& path) {
   if (count == 0)
     shard_error(path, "empty corpus: expected at least one token, found a header with count 0");
 
-  void* p = ::mmap(nullptr, expected, PROT_READ, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED) shard_error(path, "cannot memory-map (" + errno_text() + ")");
-  auto mapping = std::make_shared<Mapping>();
-  mapping->data = p;
-  mapping->bytes = expected;
+  auto mapping = map_read_only(fd, expected);
+  if (!mapping) shard_error(path, "cannot memory-map (" + errno_text() + ")");
 
   LlmcShard shard;
   shard.path_ = path;

@@ -19,6 +19,8 @@
 #include <span>
 #include <string>
 
+#include "io/mapped_file.h"
+
 namespace tessera {
 
 class LlmcShard {
@@ -40,10 +42,9 @@ class LlmcShard {
 
  private:
   LlmcShard() = default;
-  struct Mapping;  // the mmap'd file, unmapped with the last copy
   std::string path_;
   int64_t num_tokens_ = 0;
-  std::shared_ptr<const Mapping> file_;
+  std::shared_ptr<const MappedFile> file_;  // shared by copies
 };
 
 // Writes a shard llm.c reads (header, then the tokens). The file appears under `path` only when

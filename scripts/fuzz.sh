@@ -44,9 +44,9 @@ mkdir -p "$2"
 build=$(cd "$2" && pwd)
 
 # The target and everything it links: the two readers and the core files they use.
-sources=(fuzz/corpus_readers_fuzz.cpp io/indexed_dataset.cpp io/llmc_shard.cpp core/error.cpp
-  core/dtype.cpp)
-headers=(io/indexed_dataset.h io/llmc_shard.h core/error.h core/dtype.h)
+sources=(fuzz/corpus_readers_fuzz.cpp io/indexed_dataset.cpp io/llmc_shard.cpp io/mapped_file.cpp
+  core/error.cpp core/dtype.cpp)
+headers=(io/indexed_dataset.h io/llmc_shard.h io/mapped_file.h core/error.h core/dtype.h)
 flags=(-std=c++20 -O1 -g -fno-omit-frame-pointer "-fsanitize=fuzzer,address,undefined"
   -fno-sanitize-recover=all -Wall -Wextra -I"$root")
 bin=$build/corpus_readers_fuzz
