@@ -172,11 +172,14 @@ void verify_manifest(const std::string& dir, ManifestCheck check) {
   if (check == ManifestCheck::kSizes) return;
   for (const ManifestEntry& e : entries) {
     const std::string p = (fs::path(dir) / e.path).string();
-    const uint32_t crc = crc32c_file(p);
-    if (crc != e.crc)
-      throw InputError(p + ": CRC-32C " + hex8(crc) + ", MANIFEST says " + hex8(e.crc) +
-                       " (the file is damaged)");
+    check_crc(dir, e, crc32c_file(p));
   }
+}
+
+void check_crc(const std::string& dir, const ManifestEntry& entry, uint32_t crc) {
+  if (crc != entry.crc)
+    throw InputError((fs::path(dir) / entry.path).string() + ": CRC-32C " + hex8(crc) +
+                     ", MANIFEST says " + hex8(entry.crc) + " (the file is damaged)");
 }
 
 void fsync_path(const std::string& path) {

@@ -55,6 +55,9 @@ struct ManifestEntry {
 std::string read_manifest_text(const std::string& dir);
 std::vector<ManifestEntry> parse_manifest(const std::string& text, const std::string& dir);
 
+// InputError naming DIR/ENTRY's file unless `crc`, its CRC-32C as read, is the listed one.
+void check_crc(const std::string& dir, const ManifestEntry& entry, uint32_t crc);
+
 // The files a MANIFEST covers, relative to DIR: model.h5 (if present), then shards/*.h5, sorted.
 // write_master builds model.h5 from the same list.
 std::vector<std::string> checkpoint_files(const std::string& dir);

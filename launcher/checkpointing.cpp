@@ -268,12 +268,7 @@ void verify_crcs_together(Communicator& world, const std::string& dir,
     uint32_t crc = 0;
     for (; next < pieces.size() && pieces[next].file == f; ++next)
       crc = crc32c_combine(crc, static_cast<uint32_t>(c[next]), pieces[next].length);
-    if (crc != entries[f].crc) {
-      char found[48];
-      std::snprintf(found, sizeof found, "%08x, MANIFEST says %08x", crc, entries[f].crc);
-      throw InputError((fs::path(dir) / entries[f].path).string() + ": CRC-32C " + found +
-                       " (the file is damaged)");
-    }
+    check_crc(dir, entries[f], crc);
   }
 }
 
