@@ -24,6 +24,9 @@ namespace tessera {
 
 namespace {
 
+// step_N.replaced: the old directory of a step being saved again, while the new one is renamed in.
+const std::string kReplacedSuffix = ".replaced";
+
 // The blocks of the global tensor `name` that `local` (a value or moment of p) covers: one for a
 // replicated tensor, else one per group of the split dimension (q, k and v of a fused QKV).
 std::vector<TensorBlock> blocks_of(const Param& p, const Tensor& local, const std::string& name) {
@@ -272,6 +275,25 @@ void verify_crcs_together(Communicator& world, const std::string& dir,
   }
 }
 
+std::string restore_replaced_checkpoints(const std::string& root) {
+  std::string note;
+  if (!fs::is_directory(root)) return note;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_directory() || !name.ends_with(kReplacedSuffix)) continue;
+    const fs::path step = fs::path(root) / name.substr(0, name.size() - kReplacedSuffix.size());
+    if (fs::exists(step)) {  // the new one was in place: the old one was being deleted
+      fs::remove_all(e.path());
+      continue;
+    }
+    fs::rename(e.path(), step);
+    fsync_directory(root);
+    note += (note.empty() ? "" : "; ") + step.string() +
+            " was being replaced by a save when a run stopped: the old one is restored";
+  }
+  return note;
+}
+
 std::string choose_checkpoint_together(Communicator& world, const std::string& root,
                                        const std::string& resume, std::string& note) {
   // Rank 0 drives, one command at a time: "crc DIR" and then the MANIFEST's text (every rank
@@ -289,7 +311,9 @@ std::string choose_checkpoint_together(Communicator& world, const std::string& r
   }
   std::string chosen;
   try {
-    chosen = choose_checkpoint(root, resume, note, [&](const std::string& dir) {
+    note = restore_replaced_checkpoints(root);
+    std::string choice_note;
+    chosen = choose_checkpoint(root, resume, choice_note, [&](const std::string& dir) {
       // verify_checkpoint's checks in its order: the sizes (rank 0), the bytes (together), and
       // model.h5's map of the shards (rank 0), which reads the shards' metadata.
       verify_manifest(dir, ManifestCheck::kSizes);
@@ -299,6 +323,7 @@ std::string choose_checkpoint_together(Communicator& world, const std::string& r
       verify_crcs_together(world, dir, manifest);
       CheckpointReader::open(dir, ManifestCheck::kSizes).check_shards();
     });
+    if (!choice_note.empty()) note += (note.empty() ? "" : "; ") + choice_note;
   } catch (...) {
     broadcast_string(world, "done ", 0);
     throw;
@@ -464,9 +489,18 @@ void CheckpointSaver::commit() {
   write_master(tmp, meta_);
   crash_point(c, 0, "master");
   write_manifest(tmp, crcs_);
-  fs::remove_all(dir_);  // a step saved again (after a resume) replaces its old directory
+  // A step saved again (by a run resumed from an earlier step) replaces its old directory, which
+  // is first set aside as step_N.replaced: a crash between the two renames leaves it for the
+  // next run to restore (restore_replaced_checkpoints), not a gap where step_N was.
+  const std::string aside = dir_ + kReplacedSuffix;
+  if (fs::exists(dir_)) {
+    fs::remove_all(aside);
+    fs::rename(dir_, aside);
+    crash_point(c, 0, "set_aside");
+  }
   fs::rename(tmp, dir_);
   fsync_directory(root_);
+  fs::remove_all(aside);
   crash_point(c, 0, "renamed");
   write_latest(root_, fs::path(dir_).filename().string());
   keep_newest(root_, c.checkpoint_keep, dir_);

@@ -109,10 +109,16 @@ std::string newest_checkpoint(const std::string& root, std::string& note,
 std::string choose_checkpoint(const std::string& root, const std::string& resume, std::string& note,
                               const CheckpointVerifier& verify = verify_here);
 
+// Restores ROOT/step_N.replaced, the old directory of a step that a save was replacing when
+// its run stopped, as step_N, unless the new step_N made it in (then the old one is deleted).
+// Returns what it restored, for the log ("" when nothing). Rank 0, under the run's lock.
+std::string restore_replaced_checkpoints(const std::string& root);
+
 // choose_checkpoint by every rank of `world` together (collective; `note` and the exceptions on
 // rank 0, which drives the choice): rank 0 checks each candidate's MANIFEST sizes, the ranks
 // share the CRC-32C pass over its files (in 64 MiB pieces, combined per file), and rank 0
-// checks model.h5's map of the shards; so no rank reads the whole checkpoint before a resume. A
+// checks model.h5's map of the shards; so no rank reads the whole checkpoint before a resume.
+// First, rank 0 restores a step being replaced when a run stopped (in `note`). A
 // rank that cannot read its pieces stops the choice (CheckpointUnreadable), naming it. Every rank
 // returns the choice ("" on the other ranks when rank 0 throws, which the ranks' next agreement
 // turns into its exit). The same checks as verify_checkpoint, in the same order.

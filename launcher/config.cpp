@@ -178,7 +178,7 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       "debug.kill_during_save",
       po::value(&c.debug_kill_during_save)->default_value(c.debug_kill_during_save),
       "RANK:POINT: that rank kills itself (SIGKILL) at POINT of the second save, for tests of "
-      "crash safety (points: start, shard, written, master, renamed)")(
+      "crash safety (points: start, shard, written, master, set_aside, renamed)")(
       "debug.inject_nan", po::value(&c.debug_inject_nan)->default_value(c.debug_inject_nan),
       "RANK:STEP[,...]: that rank's gradients become NaN at that step (1-based), for tests of "
       "--train.nan_policy")(

@@ -4,6 +4,7 @@
 // rank killed at any point of a save leaves the previous checkpoint loadable and resumable; a
 // damaged checkpoint is refused by name, and --checkpoint.resume auto falls back past it.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -218,6 +219,46 @@ TEST_F(Checkpoints, RankKilledDuringASaveLeavesTheLastCheckpointUsable) {
     EXPECT_NE(again.out.find("step     20/20"), std::string::npos) << what;
     EXPECT_NO_THROW(verify_manifest(step_dir(run, 20))) << what;
   }
+}
+
+// A run resumed from an earlier step saves its later steps again. The old step_N is set aside
+// (step_N.replaced) while the new one is renamed in: a crash between the two renames leaves it,
+// and the next run restores it (the same directory, by inode), saying so; a
+// step_N.replaced beside a step_N (the crash came after the new one made it) is deleted.
+TEST_F(Checkpoints, CrashWhileReplacingAStepKeepsTheOldOne) {
+  ASSERT_EQ(run_tessera(args("run", "", 20, 5), dir_).exit_code, 0);
+  const auto inode = [](const std::string& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? static_cast<long long>(st.st_ino) : -1LL;
+  };
+  const long long old20 = inode(step_dir("run", 20)), old15 = inode(step_dir("run", 15));
+  ASSERT_GT(old20, 0);
+  // Saves at 15 (replaced whole) and 20, the second, killed between its renames.
+  const CliRun crashed = run_tessera(
+      args("run",
+           "--checkpoint.resume " + step_dir("run", 10) + " --debug.kill_during_save 0:set_aside",
+           20, 5),
+      dir_);
+  EXPECT_NE(crashed.exit_code, 0) << crashed.out;
+  EXPECT_NE(inode(step_dir("run", 15)), old15) << "step 15 was not saved again";
+  EXPECT_FALSE(fs::exists(step_dir("run", 15) + ".replaced"));
+  EXPECT_FALSE(fs::exists(step_dir("run", 20)));
+  EXPECT_EQ(inode(step_dir("run", 20) + ".replaced"), old20);
+
+  // `latest` names step 15, the crashed run's last commit; one step on, step 20 is the old one.
+  fs::create_directory(step_dir("run", 15) + ".replaced");
+  const CliRun again = run_tessera(args("run", "--train.exit_after 1", 20, 5), dir_);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("checkpoint: " + step_dir("run", 20) +
+                           " was being replaced by a save when a run stopped: the old one is "
+                           "restored"),
+            std::string::npos)
+      << again.out;
+  EXPECT_NE(again.out.find("resumed from " + step_dir("run", 15)), std::string::npos) << again.out;
+  EXPECT_EQ(inode(step_dir("run", 20)), old20);
+  EXPECT_FALSE(fs::exists(step_dir("run", 20) + ".replaced"));
+  EXPECT_FALSE(fs::exists(step_dir("run", 15) + ".replaced"));
+  EXPECT_NO_THROW(verify_manifest(step_dir("run", 20)));
 }
 
 // A damaged newest checkpoint: named when asked for by path; skipped, saying so, by auto.
