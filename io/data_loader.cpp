@@ -5,19 +5,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <iomanip>
-#include <numeric>
 #include <sstream>
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "core/error.h"
 #include "core/rng.h"
-#include "io/cache_file.h"
+#include "io/sample_permutation.h"
 
 namespace tessera {
 
@@ -101,8 +94,7 @@ SampleStream::SampleStream(std::vector<TokenCorpus> corpora, std::vector<double>
         "at least two samples of " +
         std::to_string(T + 1) + " tokens); use --data.valid_path or --data.valid_fraction 0");
   for (double& w : weights_) w /= total;
-  order_epoch_.assign(corpora_.size(), -1);
-  order_.resize(corpora_.size());
+  shuffle_.resize(corpora_.size());
 }
 
 // The corpus whose supply lags its share the most, w_k (n + 1) - taken_k, first on ties (the
@@ -122,7 +114,8 @@ int SampleStream::next_corpus(Cursor& c) const {
 }
 
 std::string SampleStream::sequence_key() const {
-  std::string key;
+  // The shuffle first: a checkpoint of a tessera that shuffled otherwise lacks this part.
+  std::string key = "order: a Feistel permutation (12 rounds, SplitMix64) per corpus and epoch; ";
   for (size_t k = 0; k < corpora_.size(); ++k) {
     char part[200];
     std::snprintf(part, sizeof part,
@@ -149,90 +142,21 @@ SampleStream::Cursor SampleStream::cursor_at(int64_t position) const {
   return c;
 }
 
-// Fisher-Yates with Philox uniforms: a function of (seed, k, epoch, count) only.
-std::vector<int64_t> SampleStream::build_order(int k, int64_t epoch) const {
-  const int64_t n = count_[static_cast<size_t>(k)];
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), int64_t{0});
-  if (!opt_.shuffle) return order;
-  const uint64_t stream =
-      name_hash("tessera.samples/" + std::to_string(k)) + static_cast<uint64_t>(epoch);
-  for (int64_t i = n - 1; i > 0; --i) {
-    const double u = philox_uniform(opt_.seed, stream, static_cast<uint64_t>(i));
-    const int64_t j = std::min(i, static_cast<int64_t>(u * static_cast<double>(i + 1)));
-    std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(j)]);
-  }
-  return order;
-}
-
-namespace {
-// The cache file of an order: everything that determines it is in the name.
-std::string order_cache_path(const std::string& dir, uint64_t seed, int k, int64_t epoch,
-                             int64_t count, bool shuffle) {
-  char name[160];
-  std::snprintf(name, sizeof name, "order_v1_s%016llx_k%d_e%lld_n%lld_%s.bin",
-                static_cast<unsigned long long>(seed), k, static_cast<long long>(epoch),
-                static_cast<long long>(count), shuffle ? "shuffled" : "sequential");
-  return (std::filesystem::path(dir) / name).string();
-}
-
-// The cached order of n samples at `path`, mapped read-only; empty unless the file is a whole
-// permutation of [0, n). `damaged`: a file is there, but not that (it is then rebuilt).
-std::shared_ptr<const MappedFile> map_order(const std::string& path, int64_t n, bool& damaged) {
-  damaged = false;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return nullptr;
-  damaged = true;  // until it proves whole
-  struct stat st {};
-  const auto bytes = static_cast<size_t>(n) * sizeof(int64_t);
-  const bool sized = ::fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) == bytes && n > 0;
-  auto order = sized ? map_read_only(fd, bytes) : nullptr;
-  ::close(fd);
-  if (!order) return nullptr;
-  const auto* index = static_cast<const int64_t*>(order->data);
-  std::vector<bool> seen(static_cast<size_t>(n), false);
-  for (int64_t j = 0; j < n; ++j) {
-    const int64_t i = index[j];
-    if (i < 0 || i >= n || seen[static_cast<size_t>(i)]) return nullptr;
-    seen[static_cast<size_t>(i)] = true;
-  }
-  damaged = false;
-  return order;
-}
-
-}  // namespace
-
-const int64_t* SampleStream::order(int k, int64_t epoch) {
-  const auto kk = static_cast<size_t>(k);
-  Order& o = order_[kk];
-  if (order_epoch_[kk] == epoch) return o.data();
-  o = Order{};  // the previous epoch's goes first
-  order_epoch_[kk] = -1;
-  // Only shuffled orders are worth a file; the sequential one is the identity.
-  const std::string path =
-      opt_.cache_dir.empty() || !opt_.shuffle
-          ? std::string()
-          : order_cache_path(opt_.cache_dir, opt_.seed, k, epoch, count_[kk], opt_.shuffle);
-  bool damaged = false;
-  if (!path.empty()) o.mapped = map_order(path, count_[kk], damaged);
-  if (!o.mapped) {
-    o.owned = build_order(k, epoch);
-    // Published (another rank's file, if one came first, is kept; a damaged one is replaced),
-    // the file is mapped in place of this process's copy.
-    if (!path.empty() &&
-        publish_cache_file(path, o.owned.data(), o.owned.size() * sizeof(int64_t), damaged) &&
-        (o.mapped = map_order(path, count_[kk], damaged)) != nullptr)
-      std::vector<int64_t>().swap(o.owned);
-  }
-  order_epoch_[kk] = epoch;
-  return o.data();
+uint64_t SampleStream::epoch_stream(int k, int64_t epoch) {
+  return name_hash("tessera.samples/" + std::to_string(k)) + static_cast<uint64_t>(epoch);
 }
 
 void SampleStream::read(int k, int64_t j, int32_t* out) {
   const auto kk = static_cast<size_t>(k);
-  const int64_t n = count_[kk];
-  const int64_t sample = first_[kk] + order(k, j / n)[j % n];
-  corpora_[kk].read_tokens(sample * opt_.seq_len, opt_.seq_len + 1, out);
+  const int64_t n = count_[kk], epoch = j / n, at = j % n;
+  int64_t sample = at;
+  if (opt_.shuffle) {
+    std::optional<Shuffle>& s = shuffle_[kk];
+    if (!s || s->epoch != epoch)
+      s.emplace(Shuffle{epoch, SamplePermutation(n, opt_.seed, epoch_stream(k, epoch))});
+    sample = s->order(at);
+  }
+  corpora_[kk].read_tokens((first_[kk] + sample) * opt_.seq_len, opt_.seq_len + 1, out);
 }
 
 // --- DataLoader -------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 // The training data of a run. SampleStream turns one or more corpora into one sequence of
 // samples: corpus k contributes the samples of seq_len + 1 tokens that tile its token stream
 // (stride seq_len, across document boundaries), in an order shuffled per epoch from (seed, k,
-// epoch); a blend of corpora interleaves them greedily, always from the corpus that lags its
-// share the most (as Megatron-LM's blending does), so that after every prefix of n samples
-// corpus k has supplied within one sample of n w_k. Position g of that
-// sequence is the same on every layout; DataLoader gives data-parallel rank r the positions
-// g = r, r + DP, ... and prefetches them on a background thread. A loader's whole state is
-// the number of positions consumed, so resuming from it reads exactly the next batch.
+// epoch) and computed per position (io/sample_permutation.h: no order is built or stored); a blend
+// of corpora interleaves them greedily, always from the corpus that lags its share the most (as
+// Megatron-LM's blending does), so that after every prefix of n samples corpus k has supplied
+// within one sample of n w_k. Position g of that sequence is the same on every layout; DataLoader
+// gives data-parallel rank r the positions g = r, r + DP, ... and prefetches them on a background
+// thread. A loader's whole state is the number of positions consumed, so resuming from it reads
+// exactly the next batch.
 #pragma once
 
 #include <condition_variable>
@@ -15,12 +16,13 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "core/tensor.h"
-#include "io/mapped_file.h"
+#include "io/sample_permutation.h"
 #include "io/token_corpus.h"
 
 namespace tessera {
@@ -41,7 +43,6 @@ struct SampleOptions {
   double valid_fraction = 0;  // the last fraction of each corpus' samples is held out (at
                               // least one sample, if the corpus has two)
   bool valid_split = false;   // true: use the held-out samples instead of the others
-  std::string cache_dir;      // where epoch orders are cached ("" = not cached)
 };
 
 class SampleStream {
@@ -58,10 +59,10 @@ class SampleStream {
   const TokenCorpus& corpus(int k) const { return corpora_[static_cast<size_t>(k)]; }
   double weight(int k) const { return weights_[static_cast<size_t>(k)]; }
   int64_t samples_of(int k) const { return count_[static_cast<size_t>(k)]; }
-  // What decides the sequence besides the seed: per corpus (in blend order) its tokens, the
-  // samples this stream takes of it and its weight, one corpus per "; "-separated part. No
-  // path: a corpus moved or copied elsewhere (a node-local copy per job) is the same. Saved
-  // with a checkpoint, so that a resume that would read another sequence is noticed.
+  // What decides the sequence besides the seed: the shuffle, and per corpus (in blend order) its
+  // tokens, the samples this stream takes of it and its weight, one corpus per "; "-separated part.
+  // No path: a corpus moved or copied elsewhere (a node-local copy per job) is the same. Saved with
+  // a checkpoint, so that a resume that would read another sequence is noticed.
   std::string sequence_key() const;
 
   // A place in the sequence: the position and how many samples each corpus has supplied.
@@ -72,27 +73,23 @@ class SampleStream {
   Cursor cursor_at(int64_t position) const;  // walks the blend from 0: O(position x corpora)
   // The corpus that position cursor.position draws from, and the cursor moved past it.
   int next_corpus(Cursor& c) const;
-  // Reads corpus k's j-th sample (j counts across epochs) into out[seq_len + 1].
+  // Reads corpus k's j-th sample (j counts across epochs) into out[seq_len + 1]: sample
+  // SamplePermutation(n, seed, epoch_stream(k, j / n))(j % n) of its n (in order when not
+  // shuffled). One thread at a time: it keeps each corpus' permutation of the current epoch.
   void read(int k, int64_t j, int32_t* out);
+  // The stream of corpus k's order in `epoch`: FNV-1a-64("tessera.samples/<k>") + epoch.
+  static uint64_t epoch_stream(int k, int64_t epoch);
 
  private:
-  // One epoch's order of a corpus' samples: the cache file mapped read-only, which the ranks of
-  // a node share through the page cache, or (no cache) built in this process's memory.
-  struct Order {
-    std::vector<int64_t> owned;
-    std::shared_ptr<const MappedFile> mapped;
-    const int64_t* data() const {
-      return mapped ? static_cast<const int64_t*>(mapped->data) : owned.data();
-    }
-  };
-  const int64_t* order(int k, int64_t epoch);
-  std::vector<int64_t> build_order(int k, int64_t epoch) const;
   std::vector<TokenCorpus> corpora_;
   std::vector<double> weights_;
   SampleOptions opt_;
   std::vector<int64_t> first_, count_;  // per corpus: first sample of the split, and how many
-  std::vector<int64_t> order_epoch_;    // per corpus: the epoch order_ holds (-1: none)
-  std::vector<Order> order_;
+  struct Shuffle {
+    int64_t epoch;
+    SamplePermutation order;  // its setup costs as much as a lookup: kept for the epoch
+  };
+  std::vector<std::optional<Shuffle>> shuffle_;  // per corpus, the epoch last read
 };
 
 // The loader's state, saved with a checkpoint: positions of the sample sequence consumed by all

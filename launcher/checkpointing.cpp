@@ -655,18 +655,21 @@ std::string check_checkpoint_fits(const std::string& dir, Trainer& tr) {
                      (tr.layout().dp == 1 ? "" : "s") + " = " + std::to_string(batch) +
                      " does not divide; resume with a micro-batch and data-parallel size whose "
                      "product divides it (the saved run's --train.global_batch does)");
-  const auto saved = meta.texts.find("data");
-  if (saved == meta.texts.end()) return "";  // saved before checkpoints recorded it
+  // A checkpoint without the key was saved by a tessera that shuffled otherwise (and did not
+  // record the sequence either).
+  const auto found = meta.texts.find("data");
+  const std::string saved = found == meta.texts.end() ? "(not recorded)" : found->second;
   const std::string now = tr.samples().sequence_key();
-  if (saved->second == now) return "";
+  if (saved == now) return "";
   const std::string what =
-      "read another sample sequence: saved \"" + saved->second + "\", this run's \"" + now + "\"";
+      "read another sample sequence: saved \"" + saved + "\", this run's \"" + now + "\"";
   if (cfg.data_allow_change)
     return "the run that saved " + dir + " " + what + "; continuing at sample " +
            std::to_string(consumed) + " of this run's sequence (--data.allow_change)";
   throw InputError("checkpoint " + dir + ": its run " + what +
                    " (--data.path, --data.valid_path, --data.valid_fraction, --model.seq_len, "
-                   "whether --train.eval_interval is 0, and the corpora's files decide it); "
+                   "whether --train.eval_interval is 0, the corpora's files and the shuffle of "
+                   "the tessera that ran decide it); "
                    "resume with the saved run's, or give --data.allow_change true to continue "
                    "at sample " +
                    std::to_string(consumed) + " of this run's sequence");

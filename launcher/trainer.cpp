@@ -72,13 +72,12 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
   SampleOptions so;
   so.seq_len = cfg.model.seq_len;
   so.seed = cfg.seed;
-  so.cache_dir = cfg.cache_dir.empty() ? cfg.run_dir + "/data_cache" : cfg.cache_dir;
+  cache_dir_ = cfg.cache_dir.empty() ? cfg.run_dir + "/data_cache" : cfg.cache_dir;
   std::error_code ec;
-  std::filesystem::create_directories(so.cache_dir, ec);
-  if (ec) so.cache_dir.clear();  // no cache: the orders are rebuilt, which is cheap
-  cache_dir_ = so.cache_dir;
+  std::filesystem::create_directories(cache_dir_, ec);
+  if (ec) cache_dir_.clear();  // no cache: the token ids are checked at every start
   const std::vector<TokenCorpus> corpora = open_corpora(blend_, cfg.model.vocab_size, "--data.path",
-                                                        so.cache_dir, rank, world_size, id_slices_);
+                                                        cache_dir_, rank, world_size, id_slices_);
   // Samples are held out of training only when they will be evaluated, and only when some
   // corpus has two samples to split (a one-sample corpus has nothing to spare).
   bool hold_out = cfg.holds_out_validation();
@@ -94,8 +93,8 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
     const std::vector<CorpusWeight> valid = parse_corpus_blend(cfg.valid_path, "--data.valid_path");
     so.valid_fraction = 0;
     valid_stream_ = std::make_unique<SampleStream>(
-        open_corpora(valid, cfg.model.vocab_size, "--data.valid_path", so.cache_dir, rank,
-                     world_size, id_slices_),
+        open_corpora(valid, cfg.model.vocab_size, "--data.valid_path", cache_dir_, rank, world_size,
+                     id_slices_),
         weights_of(valid), so);
   } else if (hold_out) {
     so.valid_split = true;
