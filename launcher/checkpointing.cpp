@@ -396,7 +396,11 @@ double CheckpointSaver::save() {
     try {
       crash_point(c, rank, "shard");
       for (const RankStep& slow : rank_steps("--debug.slow_save", c.debug_slow_save))
-        if (slow.rank == rank) std::this_thread::sleep_for(std::chrono::seconds(slow.step));
+        if (slow.rank == rank) {
+          std::fprintf(stderr, "rank %d: --debug.slow_save: writing the shard %lld s late\n", rank,
+                       static_cast<long long>(slow.step));
+          std::this_thread::sleep_for(std::chrono::seconds(slow.step));
+        }
       const auto w0 = std::chrono::steady_clock::now();
       has_shard_ = !blocks.empty();
       if (has_shard_) {

@@ -447,6 +447,11 @@ GridLayout TrainConfig::layout_for(int world_size) const {
           "a multiple of data-parallel ranks x --train.micro_batch = " + std::to_string(l.dp) +
               " x " + std::to_string(micro_batch),
           global_batch);
+  require(accumulation_steps(l.dp) <= (int64_t{1} << 30), "--train.global_batch",
+          "at most 2^30 microbatches per step and rank (--train.global_batch / (" +
+              std::to_string(l.dp) + " data-parallel ranks x --train.micro_batch " +
+              std::to_string(micro_batch) + "))",
+          global_batch);
   return l;
 }
 

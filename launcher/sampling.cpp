@@ -112,6 +112,17 @@ void check_sampling_tokenizer(const TrainConfig& cfg) {
     throw InputError("--data.tokenizer " + cfg.tokenizer_model + ": its vocabulary of " +
                      std::to_string(t->vocab_size()) + " ids does not fit --model.vocab_size " +
                      std::to_string(cfg.model.vocab_size));
+  // The byte-level tokenizer has 257 ids, more than a model trained on a corpus of fewer may
+  // have: its prompt must still be ids the model knows (another would embed as zeros).
+  const std::vector<int32_t> prompt = t->encode(cfg.sample_prompt);
+  for (size_t i = 0; i < prompt.size(); ++i)
+    if (prompt[i] >= cfg.model.vocab_size)
+      throw InputError("--sample.prompt: its token " + std::to_string(i) + " is id " +
+                       std::to_string(prompt[i]) + " (" +
+                       (cfg.tokenizer_model.empty() ? std::string("byte-level")
+                                                    : "--data.tokenizer " + cfg.tokenizer_model) +
+                       "), beyond --model.vocab_size " + std::to_string(cfg.model.vocab_size) +
+                       "; give a prompt of ids below it");
 }
 
 }  // namespace tessera

@@ -40,7 +40,7 @@ void print_sample(const TrainConfig& cfg, GPT& model, Communicator& tp, Communic
 
 // The tokenizer of --sample.*, opened before the model runs, so that a bad tokenizer model stops
 // early: InputError naming --data.tokenizer when it cannot be read or its ids do not fit the
-// model's vocabulary.
+// model's vocabulary, or naming --sample.prompt when an id of the prompt does not.
 void check_sampling_tokenizer(const TrainConfig& cfg);
 
 }  // namespace tessera

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -201,9 +202,11 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
                      : m.dtype == DType::BF16
                          ? ", ZeRO-1 (AdamW moments and fp32 master weights sharded)"
                          : ", ZeRO-1 (AdamW moments sharded)";
-  std::printf("data parallel: %d replica%s, %lld gradient bucket%s of <= %.1f MB%s\n", l.dp,
-              l.dp == 1 ? "" : "s", static_cast<long long>(tr.buckets().bucket_count()),
-              tr.buckets().bucket_count() == 1 ? "" : "s", cfg.parallel.bucket_mb, zero);
+  std::printf(
+      "data parallel: %d replica%s, %lld gradient bucket%s of about %.1f MB (largest %.1f MB)%s\n",
+      l.dp, l.dp == 1 ? "" : "s", static_cast<long long>(tr.buckets().bucket_count()),
+      tr.buckets().bucket_count() == 1 ? "" : "s", cfg.parallel.bucket_mb,
+      static_cast<double>(tr.buckets().largest_bucket()) * sizeof(float) / 1e6, zero);
   if (m.device == Device::CPU && m.dtype == DType::BF16)
     std::printf(
         "precision: bf16 on the cpu, each op in float32 and rounded to bf16 (fp32 masters): "
@@ -232,6 +235,15 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
       static_cast<long long>(cfg.steps), static_cast<long long>(cfg.global_batch),
       static_cast<long long>(cfg.global_batch * m.seq_len), cpu_threads(),
       cpu_threads() == 1 ? "" : "s", cfg.run_dir.c_str());
+  // A short run of a long schedule (a trial of a config) is allowed, and said.
+  if (cfg.schedule.warmup > 0 && cfg.schedule.warmup >= cfg.steps - 1 &&
+      cfg.schedule.decay != DecayKind::Constant)
+    std::printf(
+        "lr: --optim.warmup %lld of --train.steps %lld: %s, and no decay to "
+        "--optim.min_lr\n",
+        static_cast<long long>(cfg.schedule.warmup), static_cast<long long>(cfg.steps),
+        cfg.schedule.warmup >= cfg.steps ? "the run ends before the peak"
+                                         : "the run ends at the peak");
   std::fflush(stdout);
 }
 
@@ -713,17 +725,21 @@ int train_command(int argc, char** argv) {
     help = !parse_train_config(argc, argv, cfg);
     if (!help) {
       configure_process(cfg, mpi.ranks_on_this_node(), mpi.rank_on_this_node());
+      // What rank 0 checks for all: a failure says nothing about its machine. The run directory
+      // first, so that a second run in it stops before it opens and checks the corpora.
+      const auto for_all = [](const std::function<void()>& check) {
+        try {
+          check();
+        } catch (const InputError& e) {
+          throw SharedInputError(e.what());
+        }
+      };
+      if (root) for_all([&] { prepare_run_dir(cfg); });
       trainer = std::make_unique<Trainer>(cfg, world.rank(), world.size());
       // The tokenizer: on every rank when this run samples; on rank 0 alone when it does not,
       // since `tessera sample` reads it from config.ini.
       if (cfg.sample_tokens > 0) check_sampling_tokenizer(cfg);
-      // What rank 0 checks for all: a failure says nothing about its machine.
-      try {
-        if (root && cfg.sample_tokens == 0) check_sampling_tokenizer(cfg);
-        if (root) prepare_run_dir(cfg);
-      } catch (const InputError& e) {
-        throw SharedInputError(e.what());
-      }
+      if (root && cfg.sample_tokens == 0) for_all([&] { check_sampling_tokenizer(cfg); });
     }
   } catch (...) {
     failure = report_error(std::current_exception(), "train");

@@ -132,8 +132,10 @@ void Trainer::start(Communicator& world, int local_rank) {
   } else {
     groups.push_back(order);
   }
+  // What the buckets reduce is fp32 (the gradients, or with bf16 their fp32 sums); a size past
+  // 2^62 elements means one bucket per group, as asked.
   const auto bucket_elements = static_cast<int64_t>(
-      cfg_.parallel.bucket_mb * 1e6 / static_cast<double>(dtype_size(cfg_.model.dtype)));
+      std::min(cfg_.parallel.bucket_mb * 1e6 / static_cast<double>(sizeof(float)), 0x1p62));
   buckets_ = std::make_unique<GradBuckets>(
       groups, grid_->dp(), std::max<int64_t>(bucket_elements, 1), cfg_.parallel.zero == 1);
   if (cfg_.parallel.zero == 1)

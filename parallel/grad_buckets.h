@@ -14,6 +14,7 @@
 // are reduce-scattered, and each piece (shard_grad) is fp32.
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <unordered_map>
@@ -79,6 +80,13 @@ class GradBuckets {
   bool mixed_precision() const { return sums_.defined(); }
   Communicator& dp() { return dp_; }
   int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }
+  // The most elements of any bucket: a bucket closes once it reaches the size asked for, so one
+  // large Param (the embedding) makes a bucket of its own, larger than that.
+  int64_t largest_bucket() const {
+    int64_t most = 0;
+    for (const Bucket& b : buckets_) most = std::max(most, b.size);
+    return most;
+  }
 
  private:
   // The element ranges [offset, offset + numel) of the Params for which `keep` holds, in flat

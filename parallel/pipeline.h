@@ -2,7 +2,7 @@
 // microbatches in 1F1B order (parallel/pipeline_schedule.h). Activations go to the next stage
 // and activation gradients to the previous one through the PP group: sends are posted without
 // blocking and receives block, so neighbouring stages never deadlock whatever the message size.
-// The engine keeps one activation set per microbatch in flight (p - s on stage s).
+// The engine keeps one activation set per microbatch in flight (min(p - s, M) on stage s).
 #pragma once
 
 #include <functional>

@@ -57,19 +57,20 @@ GridLayout resolve_layout(int tp, int pp, int dp, int world_size) {
   if (dp < 0)
     throw InputError("--parallel.dp: expected a positive number or 0 (inferred), found " +
                      std::to_string(dp));
-  const int model_parallel = tp * pp;
+  // In 64 bits: tp x pp x dp of options near 2^31 each must not wrap (to 0, dividing by it).
+  const int64_t model_parallel = int64_t{tp} * pp;
   if (dp == 0) {
     if (world_size % model_parallel != 0)
       throw InputError("--parallel.tp " + std::to_string(tp) + " x --parallel.pp " +
                        std::to_string(pp) + " = " + std::to_string(model_parallel) +
                        " does not divide the world size " + std::to_string(world_size) +
                        " (the number of MPI ranks)");
-    dp = world_size / model_parallel;
+    dp = static_cast<int>(world_size / model_parallel);
   }
-  if (tp * pp * dp != world_size)
+  if (model_parallel * dp != world_size)
     throw InputError("--parallel.tp " + std::to_string(tp) + " x --parallel.pp " +
                      std::to_string(pp) + " x --parallel.dp " + std::to_string(dp) + " = " +
-                     std::to_string(tp * pp * dp) + " ranks, but the world size is " +
+                     std::to_string(model_parallel * dp) + " ranks, but the world size is " +
                      std::to_string(world_size) + " (the number of MPI ranks)");
   return GridLayout{tp, dp, pp};
 }

@@ -212,6 +212,7 @@ TEST_F(Checkpoints, RankKilledDuringASaveLeavesTheLastCheckpointUsable) {
         dir_);
     const std::string what = run + " (rank " + std::to_string(rank) + " at " + point + ")";
     EXPECT_NE(crashed.exit_code, 0) << what;
+    EXPECT_NE(crashed.exit_code, 124) << what << ": the other ranks hung, until mpirun's limit";
     EXPECT_EQ(crashed.out.find("step     20/20"), std::string::npos) << what;
     EXPECT_NO_THROW(verify_manifest(step_dir(run, 5))) << what;
     const CliRun again = run_mpi(4, args(run, layout, 20, 5), dir_);
@@ -517,6 +518,22 @@ TEST_F(Checkpoints, ResumedRunSetsAsideTheMetricsOfTheStepsItRedoes) {
   EXPECT_EQ(steps_of(metrics("run")), (std::vector<long long>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
   EXPECT_EQ(steps_of(metrics("run").string() + ".after_step_5"),
             (std::vector<long long>{6, 7, 8, 9, 10}));
+}
+
+// A prompt whose ids the model does not have (the byte-level tokenizer's 257 against a vocabulary
+// of 64) would embed as zeros: refused by name, before training and by `tessera sample`.
+TEST_F(Checkpoints, PromptBeyondTheVocabularyIsRefusedBeforeTrainingAndSampling) {
+  const std::string message =
+      "--sample.prompt: its token 0 is id 104 (byte-level), beyond --model.vocab_size 64";
+  const CliRun train = run_tessera(args("run", "--sample.tokens 5 --sample.prompt hi"), dir_);
+  EXPECT_EQ(train.exit_code, 2) << train.err;
+  EXPECT_NE(train.err.find(message), std::string::npos) << train.err;
+  EXPECT_EQ(train.out.find("step "), std::string::npos) << train.out;
+  ASSERT_EQ(run_tessera(args("ok", "", 10), dir_).exit_code, 0);
+  const CliRun sampled =
+      run_tessera("sample --checkpoint " + step_dir("ok", 10) + " --prompt hi", dir_);
+  EXPECT_EQ(sampled.exit_code, 2) << sampled.err;
+  EXPECT_NE(sampled.err.find(message), std::string::npos) << sampled.err;
 }
 
 // What a command printed from its "sample (" line on: the sample's header, prompt and text.

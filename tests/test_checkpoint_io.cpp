@@ -356,7 +356,8 @@ TEST_F(CheckpointTest, Bfloat16IsStoredAsRawBitsAndReadAsFloat) {
   EXPECT_EQ(values(f32), (std::vector<double>{1, -2.5, 0.15625, 0}));
   r.read("model/w", {4}, {0}, back);
   EXPECT_EQ(std::memcmp(back.raw(), raw, sizeof raw), 0);
-  if (std::system("h5dump --version >/dev/null 2>&1") != 0) return;
+  if (std::system("h5dump --version >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "no h5dump (Debian's hdf5-tools): what it shows of bfloat16 is not checked";
   const fs::path out = root_ / "h5dump.txt";
   ASSERT_EQ(
       std::system(

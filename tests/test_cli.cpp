@@ -106,6 +106,35 @@ TEST_F(Cli, NonFiniteOrNegativeNumbersAreRejectedNamingTheOption) {
   }
 }
 
+// Sizes whose products overflow 32 bits (tp x pp wrapped to 0, a division by it killed the
+// process; 2^32 microbatches wrapped to 0, every loss NaN) are refused by name. A warm-up as long
+// as the run (a short trial of a long schedule) runs, and says that it never decays.
+TEST_F(Cli, OverflowingSizesAreRejectedAndAWarmUpAsLongAsTheRunIsSaid) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"--parallel.tp 65536 --parallel.pp 65536",
+       "--parallel.tp 65536 x --parallel.pp 65536 = 4294967296 does not divide the world size 1"},
+      {"--train.global_batch 4294967296", "--train.global_batch: expected at most 2^30"}};
+  for (const auto& [bad, message] : cases) {
+    std::string a = tiny_args();
+    if (bad.starts_with("--train.global_batch"))  // in place of tiny_args' own
+      a.replace(a.find("--train.global_batch 4"), 22, bad);
+    else
+      a += " " + bad;
+    CliRun r = run_tessera(a, dir_);
+    expect_clear_error(r, message);
+    EXPECT_EQ(r.out.find("step "), std::string::npos) << bad;
+  }
+  const CliRun trial = run_tessera(tiny_args() + " --train.steps 2 --optim.warmup 100", dir_);
+  EXPECT_EQ(trial.exit_code, 0) << trial.err;
+  EXPECT_NE(trial.out.find("lr: --optim.warmup 100 of --train.steps 2: the run ends before the "
+                           "peak, and no decay to --optim.min_lr\n"),
+            std::string::npos)
+      << trial.out;
+  const CliRun plain = run_tessera(tiny_args() + " --train.steps 2 --optim.warmup 0", dir_);
+  EXPECT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_EQ(plain.out.find("lr: "), std::string::npos) << plain.out;
+}
+
 // A word without an option before it (a config file given without --config) is refused, not
 // ignored; so are a directory given as the config file and an empty --checkpoint.resume.
 TEST_F(Cli, StrayArgumentOrConfigDirectoryIsRejected) {
@@ -299,6 +328,10 @@ TEST_F(Cli, SecondRunInALockedRunDirectoryIsRefusedNamingTheHolder) {
       << refused.err;
   EXPECT_FALSE(fs::exists(run / "config.ini"));
   EXPECT_FALSE(fs::exists(run / "metrics.jsonl"));
+  // The lock is taken before the corpora are opened: a second run stops before reading them.
+  const CliRun unread =
+      run_tessera(tiny_args("2", (dir_ / "missing").string()) + " --train.steps 2", dir_);
+  expect_clear_error(unread, "in use by another tessera run (host testhost, pid 4242)");
   ::close(fd);  // the first run ends
   const CliRun after = run_tessera(tiny_args() + " --train.steps 2", dir_);
   EXPECT_EQ(after.exit_code, 0) << after.err;
@@ -315,13 +348,28 @@ TEST_F(Cli, CheckpointDirectoryThatCannotBeMadeIsExit2NamingThePath) {
   EXPECT_EQ(r.out.find("step "), std::string::npos) << "found only after training: " << r.out;
 }
 
-TEST_F(Cli, HelpListsEveryOptionWithItsDefault) {
+// Every option a run resolves (the keys of its config.ini, [section] key) is in --help, and
+// some defaults as help prints them.
+TEST_F(Cli, HelpListsEveryOptionOfTheResolvedConfigAndTheDefaults) {
   CliRun r = run_tessera("train --help", dir_);
   EXPECT_EQ(r.exit_code, 0);
   for (const char* opt :
        {"--model.vocab_size arg (=257)", "--model.heads arg (=4)", "--optim.lr arg (=3e-4)",
         "--train.steps arg (=100)", "--optim.decay arg (=cosine)", "--data.path", "--run.dir"})
     EXPECT_NE(r.out.find(opt), std::string::npos) << opt << " missing from:\n" << r.out;
+  ASSERT_EQ(run_tessera(tiny_args() + " --train.steps 1", dir_).exit_code, 0);
+  std::ifstream ini(dir_ / "run" / "config.ini");
+  std::string section;
+  int options = 0;
+  for (std::string line; std::getline(ini, line);) {
+    if (line.starts_with("[")) section = line.substr(1, line.find(']') - 1);
+    const size_t eq = line.find(" = ");
+    if (section.empty() || eq == std::string::npos) continue;
+    const std::string option = "--" + section + "." + line.substr(0, eq) + " ";
+    EXPECT_NE(r.out.find(option), std::string::npos) << option << "missing from --help";
+    ++options;
+  }
+  EXPECT_GT(options, 50) << "config.ini lists fewer options than tessera has";
 }
 
 TEST_F(Cli, CommandLineOverridesConfigFile) {
@@ -658,10 +706,12 @@ TEST_F(Cli, MpirunTp2Pp2MatchesOneRank) {
   EXPECT_NE(r.out.find("pp groups: [0 2] [1 3]"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("layers 0-1, 1: layer 2), uneven split"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("1F1B over 2 microbatches of 2; bubble 33.3%"), std::string::npos) << r.out;
+  ASSERT_NE(r.out.find("model:"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("model:"), r.out.rfind("model:")) << "only rank 0 logs:\n" << r.out;
 }
 
-// A bad layout stops every rank with a non-zero exit within 30 s; the message comes once.
+// A bad layout stops every rank with a non-zero exit, none left waiting (run_mpi's limit, 120 s,
+// is the guard against a hang); the message comes once.
 void expect_layout_error(const CliRun& r, const std::string& what) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.exit_code, 124) << "timed out: a rank hung";
@@ -673,30 +723,28 @@ void expect_layout_error(const CliRun& r, const std::string& what) {
 }
 
 TEST_F(Cli, MpirunWorldSizeNotTpTimesPpTimesDpStopsEveryRank) {
-  expect_layout_error(run_mpi(3, tiny_args() + " --parallel.tp 2 --model.vocab_size 258", dir_, 30),
+  expect_layout_error(run_mpi(3, tiny_args() + " --parallel.tp 2 --model.vocab_size 258", dir_),
                       "does not divide the world size 3");
-  expect_layout_error(run_mpi(4, tiny_args() + " --parallel.dp 3", dir_, 30),
-                      "the world size is 4");
+  expect_layout_error(run_mpi(4, tiny_args() + " --parallel.dp 3", dir_), "the world size is 4");
 }
 
 TEST_F(Cli, MpirunHeadsNotDivisibleByTpStopsEveryRank) {
-  expect_layout_error(
-      run_mpi(4, tiny_args("2") + " --parallel.tp 4 --model.vocab_size 260", dir_, 30),
-      "--model.heads: expected a multiple of --parallel.tp = 4");
+  expect_layout_error(run_mpi(4, tiny_args("2") + " --parallel.tp 4 --model.vocab_size 260", dir_),
+                      "--model.heads: expected a multiple of --parallel.tp = 4");
 }
 
 TEST_F(Cli, MpirunVocabularyNotDivisibleByTpStopsEveryRank) {
-  expect_layout_error(run_mpi(2, tiny_args() + " --parallel.tp 2", dir_, 30),
+  expect_layout_error(run_mpi(2, tiny_args() + " --parallel.tp 2", dir_),
                       "--model.vocab_size: expected a multiple of --parallel.tp = 2");
 }
 
 TEST_F(Cli, MpirunFewerLayersThanStagesStopsEveryRank) {
-  expect_layout_error(run_mpi(4, tiny_args() + " --parallel.pp 4", dir_, 30),
+  expect_layout_error(run_mpi(4, tiny_args() + " --parallel.pp 4", dir_),
                       "--model.layers: expected at least one layer per pipeline stage");
 }
 
 TEST_F(Cli, MpirunGlobalBatchNotDivisibleByDpTimesMicroBatchStopsEveryRank) {
-  expect_layout_error(run_mpi(4, tiny_args(), dir_, 30),
+  expect_layout_error(run_mpi(4, tiny_args(), dir_),
                       "--train.global_batch: expected a multiple of data-parallel ranks x "
                       "--train.micro_batch = 4 x 2");
 }

@@ -108,7 +108,13 @@ TEST_F(Cluster, SignalOnOneRankSavesEverywhereExits3AndTheResumedRunEndsLikeAnUn
   const CliRun resumed = run_mpi(2, args("run", steps) + " --train.log_interval 1000", dir_);
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
   EXPECT_NE(resumed.out.find("resumed from "), std::string::npos) << resumed.out;
+  ASSERT_NE(straight.out.find("step   4000/4000 | loss "), std::string::npos) << straight.out;
   EXPECT_EQ(last_step_loss(resumed.out, steps), last_step_loss(straight.out, steps));
+  // The last record of each metrics.jsonl is step 4000's, its loss to the last bit.
+  const std::vector<std::string> a = loss_fields(dir_ / "straight" / "metrics.jsonl"),
+                                 b = loss_fields(dir_ / "run" / "metrics.jsonl");
+  ASSERT_FALSE(a.empty() || b.empty());
+  EXPECT_EQ(a.back(), b.back());
 }
 
 // Ctrl-C (SIGINT) on a run of one process: the first saves, as SIGTERM does, saying that a second
@@ -143,14 +149,15 @@ TEST_F(Cluster, InterruptSavesAndExits130) {
 TEST_F(Cluster, SignalDuringValidationEndsItOnEveryRankAndSaves) {
   std::string a = args("run", 1000) + " --train.log_interval 1 --train.eval_batches 20000";
   a.replace(a.find("--train.eval_interval 0"), 23, "--train.eval_interval 1");
-  // The first metrics line is written at step 1, before its validation begins.
+  // The first metrics line is written at step 1, after the step's agreement (so the step does not
+  // stop) and before its validation begins: the signal comes during the validation.
   std::thread signaller = signal_once_logging("USR1", "run");
   const CliRun r = run_mpi(2, a, dir_);
   signaller.join();
   ASSERT_EQ(r.exit_code, 3) << r.out << r.err;
-  EXPECT_TRUE(std::regex_search(r.out, std::regex("validation \\| step 1 \\| (not run|stopped "
-                                                  "after [0-9]+ of 20000 batches): the run "
-                                                  "stops after this step\n")))
+  EXPECT_TRUE(std::regex_search(r.out, std::regex("validation \\| step 1 \\| stopped after "
+                                                  "[0-9]+ of 20000 batches: the run stops after "
+                                                  "this step\n")))
       << r.out;
   EXPECT_EQ(r.out.find("validation | step 1 | loss"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("preempted: SIGUSR1/SIGTERM on 1 rank; stopped after step 1 of 1000"),
@@ -171,7 +178,9 @@ TEST_F(Cluster, TimeLimitEndsALongValidation) {
   EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "latest"));
 }
 
-TEST_F(Cluster, TimeLimitSavesAndExits3BeforeTheLimit) {
+// Whether it stops before the limit is the run's own prediction (docs/CLUSTER.md), not measured
+// here: the 30 s below only tells a stop from a hang.
+TEST_F(Cluster, TimeLimitSavesAndExits3) {
   const auto start = std::chrono::steady_clock::now();
   const CliRun r = run_mpi(2, args("run", 1000000) + " --train.time_limit 3", dir_);
   const double took =
@@ -179,7 +188,7 @@ TEST_F(Cluster, TimeLimitSavesAndExits3BeforeTheLimit) {
   ASSERT_EQ(r.exit_code, 3) << r.out << r.err;
   EXPECT_NE(r.out.find("preempted: --train.time_limit 3 s on"), std::string::npos) << r.out;
   EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "latest"));
-  EXPECT_LT(took, 30.0);  // mpirun's start and the save on top of the 3 s, not a hang
+  EXPECT_LT(took, 30.0) << "a hang: mpirun's start and the save come on top of the 3 s";
 }
 
 TEST_F(Cluster, NanOnOneRankWithSkipLeavesEveryRanksWeightsBitwiseUnchanged) {
@@ -452,7 +461,14 @@ TEST_F(Cluster, LastAsynchronousSaveSlowerThanTheCollectiveDeadlineCommits) {
                                " --train.startup_timeout 60",
                            dir_, 90);
   EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("rank 1: --debug.slow_save: writing the shard 5 s late"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("collective deadline"), std::string::npos) << r.err;
   EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "step_00000004" / "MANIFEST")) << r.out;
+  std::ifstream latest(dir_ / "run" / "checkpoints" / "latest");
+  std::string named;
+  std::getline(latest, named);
+  EXPECT_EQ(named, "step_00000004");
 }
 
 TEST_F(Cluster, RankKilledMidRunMakesTheOthersReportAndExitWithinTheDeadline) {

@@ -352,12 +352,16 @@ TEST(MpiAsync, AllReduceCompletesWhileTheCallerPollsTestBetweenPiecesOfCompute) 
   double computed = 0;
   int64_t pieces = 0;
   bool done = false;
-  while (!done) {
+  // test() must drive the reduction to its end: bounded, so that one that never completes fails
+  // here rather than at the test's time limit.
+  const auto start = std::chrono::steady_clock::now();
+  while (!done && std::chrono::steady_clock::now() - start < std::chrono::seconds(60)) {
     computed += std::accumulate(work.begin(), work.end(), 0.0);
     ++pieces;
     done = request->test();
   }
-  EXPECT_EQ(computed, static_cast<double>(pieces) * static_cast<double>(work.size()));
+  ASSERT_TRUE(done) << "the all-reduce did not complete in 60 s of polling test() (" << pieces
+                    << " pieces of compute, " << computed << " in all)";
   EXPECT_TRUE(request->test()) << "a completed handle stays complete";
   request->wait();
   EXPECT_EQ(first_mismatch<float>(t,

@@ -168,7 +168,7 @@ TEST_F(TokenizerTest, TrainsOnCommonLicensesWhenPresent) {
   EXPECT_EQ(stats.vocab_size, 1000);
   const SentencePieceTokenizer lic = SentencePieceTokenizer::load(path("lic.model"));
   const std::string gpl = read_file(fs::path(dir) / "GPL-3");
-  if (gpl.empty()) return;
+  ASSERT_FALSE(gpl.empty()) << dir << "/GPL-3 is missing or empty";
   const std::vector<int32_t> ids = lic.encode(gpl);
   EXPECT_EQ(lic.decode(ids), gpl);
   EXPECT_LT(ids.size() * 5, gpl.size() * 2);  // over 2.5 bytes a token (2.9 measured)

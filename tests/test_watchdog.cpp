@@ -1,14 +1,21 @@
 // The watchdog: an operation past its deadline ends the process with the configured code and a
 // report naming it; ended operations never do; the report and the signal line say what a rank
-// waits in. Exit and output are injected, so these run in one process with 0.2 s deadlines.
+// waits in. Exit and output are injected, so these run in one process with deadlines of 0.2 to
+// 2 s.
 // Ranks that really hang or die under mpirun: tests/test_cluster.cpp.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -18,6 +25,7 @@
 #include <vector>
 
 #include "parallel/watchdog.h"
+#include "tests/temp_dir.h"
 
 namespace tessera {
 namespace {
@@ -113,17 +121,19 @@ TEST(Watchdog, OperationPastItsDeadlineExitsWithTheCodeAndAReportNamingIt) {
       << text;
 }
 
+// Operations of 10 ms against a deadline of 1 s (a loaded machine may stretch each many times
+// over), for two deadlines in all, then more than a deadline with nothing in flight.
 TEST(Watchdog, EndedOperationsNeverFire) {
   auto seen = std::make_shared<Observed>();
   Watchdog w;
-  w.arm(config_for(seen, 0.2));
+  w.arm(config_for(seen, 1.0));
   const Clock::time_point start = Clock::now();
-  while (seconds_since(start) < 0.8) {  // four deadlines of operations of 50 ms each
+  while (seconds_since(start) < 2.0) {
     const uint64_t seq = w.begin("all_reduce", "dp", 8);
-    std::this_thread::sleep_for(50ms);
+    std::this_thread::sleep_for(10ms);
     w.end(seq);
   }
-  std::this_thread::sleep_for(300ms);
+  std::this_thread::sleep_for(1200ms);
   EXPECT_TRUE(seen->codes().empty());
   EXPECT_EQ(seen->write_count(), 0u) << seen->all_writes();
   EXPECT_FALSE(w.fired());
@@ -207,17 +217,32 @@ TEST(Watchdog, SignalPrintsOneLineNamingTheOperationInFlightAndDoesNotExit) {
   EXPECT_TRUE(seen->codes().empty()) << "a signal is the launcher's to act on";
 }
 
+// The signal line goes to file descriptor 2, here a file, read until the line is whole (at most
+// 10 s: the watchdog's thread prints it within a poll, 50 ms, of the signal).
 TEST(Watchdog, DefaultOutputIsStderr) {
+  const std::filesystem::path file = test_support::fresh_test_dir("tessera_watchdog") / "stderr";
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  ASSERT_TRUE(saved >= 0 && fd >= 0);
+  ::dup2(fd, 2);
+  ::close(fd);
   Watchdog w;
   WatchdogConfig c = config_for(std::make_shared<Observed>(), 60);
   c.write_fn = nullptr;
   w.arm(c);
   w.begin("barrier", "world", 0);
-  testing::internal::CaptureStderr();
   Watchdog::signal_received(SIGTERM);
-  std::this_thread::sleep_for(300ms);
+  std::string err;
+  for (const Clock::time_point start = Clock::now();
+       !err.ends_with("\n") && seconds_since(start) < 10; std::this_thread::sleep_for(20ms)) {
+    std::ifstream in(file);
+    err.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
   w.disarm();
-  const std::string err = testing::internal::GetCapturedStderr();
+  ::dup2(saved, 2);
+  ::close(saved);
+  std::filesystem::remove_all(file.parent_path());
   EXPECT_TRUE(contains(err, "rank 3: SIGTERM received while waiting ")) << err;
   EXPECT_TRUE(contains(err, " s in #1 barrier in group world (0 bytes)\n")) << err;
 }
@@ -278,19 +303,22 @@ TEST(Watchdog, EndWhenKeepsTheOperationInFlightUntilItsCompletionSaysDone) {
   auto seen = std::make_shared<Observed>();
   auto completed = std::make_shared<std::atomic<bool>>(false);
   Watchdog w;
-  w.arm(config_for(seen, 0.4));
+  w.arm(config_for(seen, 2.0));
   const uint64_t seq = w.begin("all_reduce_async", "dp", 64);
   w.end_when(seq, [completed] { return completed->load(); });
   std::this_thread::sleep_for(100ms);
   EXPECT_TRUE(contains(w.report(), "all_reduce_async in group dp (64 bytes): in flight"));
   *completed = true;
-  std::this_thread::sleep_for(600ms);
-  EXPECT_TRUE(seen->codes().empty()) << seen->all_writes();
+  const Clock::time_point start = Clock::now();
+  while (!contains(w.report(), "all_reduce_async in group dp (64 bytes): done in ") &&
+         seconds_since(start) < 10)
+    std::this_thread::sleep_for(20ms);
   EXPECT_TRUE(contains(w.report(), "all_reduce_async in group dp (64 bytes): done in "));
+  EXPECT_TRUE(seen->codes().empty()) << seen->all_writes();
 
   const uint64_t never = w.begin("all_gather_async", "dp", 64);
   w.end_when(never, [] { return false; });
-  ASSERT_TRUE(seen->wait_for_exit(5s)) << "an operation that never completes did not fire";
+  ASSERT_TRUE(seen->wait_for_exit(10s)) << "an operation that never completes did not fire";
   EXPECT_TRUE(contains(seen->all_writes(), "passed: #2 all_gather_async in group dp"));
 
   Watchdog unarmed;  // nobody would poll: ended at once
