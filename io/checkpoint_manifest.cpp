@@ -19,6 +19,7 @@
 
 #include "core/error.h"
 #include "io/crc32c.h"
+#include "io/file_kind.h"
 
 namespace fs = std::filesystem;
 
@@ -70,6 +71,8 @@ std::string read_manifest_text(const std::string& dir) {
   std::error_code ec;
   if (!fs::exists(path, ec) && !ec)
     throw InputError(path + ": missing (an incomplete checkpoint, or not a checkpoint directory)");
+  if (const std::string kind = non_regular_kind(path); !kind.empty())
+    throw InputError(path + ": expected the checkpoint's list of files, found " + kind);
   std::ifstream in(path, std::ios::binary);
   if (ec || !in)
     throw CheckpointUnreadable(path + ": cannot be read (" +
@@ -215,6 +218,9 @@ void write_latest(const std::string& checkpoints_dir, const std::string& step_di
 std::string read_latest(const std::string& checkpoints_dir) {
   const fs::path path = fs::path(checkpoints_dir) / "latest";
   if (!fs::exists(path)) return "";
+  if (const std::string kind = non_regular_kind(path); !kind.empty())
+    throw InputError(path.string() + ": expected one line naming a step directory, found " + kind +
+                     " (remove it: each save replaces it)");
   std::ifstream in(path);
   std::stringstream text;
   text << in.rdbuf();

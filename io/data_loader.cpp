@@ -23,6 +23,9 @@ std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std:
   // Quotes group, nothing escapes: a backslash in a path is a backslash.
   for (std::string w; in >> std::quoted(w, '"', '\0');) words.push_back(w);
   if (words.empty()) throw InputError(option + ": expected a corpus path, found nothing");
+  for (const std::string& w : words)
+    if (w.empty())
+      throw InputError(option + ": expected corpus paths, found an empty one (\"\") in " + text);
   if (words.size() == 1) return {CorpusWeight{1.0, words[0]}};
   if (words.size() % 2 != 0)
     throw InputError(option + ": expected PATH or pairs \"WEIGHT PATH ...\", found " +

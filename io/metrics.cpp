@@ -9,6 +9,7 @@
 #include <fstream>
 #include <vector>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -103,10 +104,22 @@ off_t drop_unfinished_line(const std::string& path, off_t& cut) {
 
 MetricsWriter::MetricsWriter(std::string path)
     : path_(std::move(path)), whole_(drop_unfinished_line(path_, cut_)) {
-  file_.reset(std::fopen(path_.c_str(), "a"));
-  if (!file_)
+  // Without blocking: a FIFO (a reader the user started, a dashboard) with no reader yet would
+  // hold the run in open() forever.
+  const int fd =
+      ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0666);
+  if (fd < 0 && errno == ENXIO)
+    throw InputError("metrics file " + path_ +
+                     ": a FIFO that no process reads; start its reader first, or remove it");
+  const int flags = fd < 0 ? -1 : ::fcntl(fd, F_GETFL);
+  if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  if (fd >= 0) file_.reset(::fdopen(fd, "a"));
+  if (!file_) {
+    const int error = errno;
+    if (fd >= 0) ::close(fd);
     throw InputError("metrics file " + path_ + ": cannot open for appending (" +
-                     std::strerror(errno) + ")");
+                     std::strerror(error) + ")");
+  }
 }
 
 void MetricsWriter::write(int64_t step, const std::vector<std::pair<std::string, double>>& fields) {

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "io/cache_file.h"
+#include "io/file_kind.h"
 #include "io/indexed_dataset.h"
 #include "io/llmc_shard.h"
 
@@ -202,7 +203,9 @@ std::optional<TokenCorpus::SliceIds> TokenCorpus::check_token_ids(int64_t vocab,
   const IdRecord record = id_record(token_file_, cache_dir);
   int64_t lo = 0, hi = -1;
   bool other = false;  // a file of that name for another key (or damaged): replaced
-  if (!record.key.empty()) {
+  if (!record.key.empty() && !non_regular_kind(record.path).empty()) {
+    other = true;  // a FIFO would block the read; the record's publication replaces it
+  } else if (!record.key.empty()) {
     std::ifstream in(record.path);
     std::string line;
     long long a = 0, b = 0;

@@ -16,6 +16,7 @@
 #include "core/ops/cast.h"
 #include "io/checkpoint_io.h"
 #include "io/crc32c.h"
+#include "io/file_kind.h"
 #include "launcher/cluster.h"
 
 namespace fs = std::filesystem;
@@ -516,6 +517,12 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
     throw InputError(root +
                      ": expected the run's checkpoint directory, found something that is "
                      "not a directory");
+  // Each save replaces `latest`: one that is not a file would fail the first save, after its
+  // training.
+  const std::string latest = (fs::path(root) / "latest").string();
+  if (const std::string kind = root.empty() ? "" : non_regular_kind(latest); !kind.empty())
+    throw InputError(latest + ": expected one line naming a step directory, found " + kind +
+                     ", which a save could not replace; remove it, then rerun");
   // A run that does not continue ROOT's newest checkpoint would save over the same step numbers,
   // and --checkpoint.keep would delete the others: another run's checkpoints are not its to
   // replace. (Resuming an earlier step of ROOT itself, a rollback, is the person's choice.)

@@ -304,6 +304,19 @@ int export_command(int argc, char** argv) {
       throw InputError("--output " + output + ": expected a file outside the checkpoint " +
                        source.string() + ", found " + file.string() + " (it would be overwritten)");
   }
+  // An existing file is replaced only when it is an export too (a safetensors file: an 8-byte
+  // little-endian header length, then the JSON header), not a corpus, a shard or a model.h5.
+  if (fs::is_regular_file(output)) {
+    std::ifstream in(output, std::ios::binary);
+    unsigned char head[9] = {};
+    in.read(reinterpret_cast<char*>(head), sizeof head);
+    uint64_t length = 0;
+    for (int i = 7; i >= 0; --i) length = length << 8 | head[i];
+    if (in.gcount() != sizeof head || head[8] != '{' || length + 8 > fs::file_size(output))
+      throw InputError("--output " + output +
+                       ": expected a new file or an earlier export to replace, found a file "
+                       "that is not safetensors (remove it first if it is to go)");
+  }
   // Every file's checksum, the optimizer's shards too, so that no damaged weights leave: one more
   // read of the checkpoint, from the page cache for the weights that follow.
   const CheckpointReader r = verify_checkpoint(vm["dir"].as<std::string>());

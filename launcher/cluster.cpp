@@ -9,7 +9,9 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -33,21 +35,51 @@ namespace {
 
 const std::chrono::steady_clock::time_point g_process_start = std::chrono::steady_clock::now();
 
-// The handler only stores: lock-free, so async-signal-safe.
+// The handler only stores, writes and exits: lock-free atomics, async-signal-safe calls.
 std::atomic<int> g_stop_signal{0};
-static_assert(std::atomic<int>::is_always_lock_free);
+std::atomic<bool> g_training{false};           // the loop has begun: a stop then saves first
+std::atomic<int64_t> g_first_interrupt_ns{0};  // CLOCK_MONOTONIC of the first SIGINT
+static_assert(std::atomic<int>::is_always_lock_free && std::atomic<bool>::is_always_lock_free &&
+              std::atomic<int64_t>::is_always_lock_free);
+
+void write_note(const char* note, size_t length) {
+  const int saved_errno = errno;  // the interrupted code may be about to read it
+  [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, note, length);
+  errno = saved_errno;
+}
 
 extern "C" void on_stop_signal(int signo) {
+  if (!g_training.load()) {
+    // Nothing to save yet, and start-up may wait on a file system or a peer: stop now, with the
+    // code the stop would have had (a scheduler's signal is still requeued).
+    static const char note[] =
+        "tessera: stopped by a signal before training began: nothing to "
+        "save\n";
+    write_note(note, sizeof note - 1);
+    ::_exit(signo == SIGINT ? 130 : 3);
+  }
+  if (signo == SIGINT) {
+    timespec now{};
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    const int64_t ns = int64_t{now.tv_sec} * 1000000000 + now.tv_nsec;
+    int64_t first = 0;
+    if (g_first_interrupt_ns.compare_exchange_strong(first, ns)) {
+      static const char note[] =
+          "tessera: SIGINT: saving a checkpoint after this step, then exit 130; SIGINT again "
+          "stops at once, without saving\n";
+      write_note(note, sizeof note - 1);
+    } else if (ns - first > 1000000000) {  // a second Ctrl-C: as by default
+      struct sigaction by_default {};
+      by_default.sa_handler = SIG_DFL;
+      ::sigaction(SIGINT, &by_default, nullptr);
+      ::raise(SIGINT);
+      return;
+    } else {
+      return;  // the same Ctrl-C once more, within a second (sent to the process and its group)
+    }
+  }
   g_stop_signal.store(signo);
   Watchdog::signal_received(signo);  // an armed watchdog says what this rank waits in
-  if (signo == SIGINT) {  // the handler was reset: a second Ctrl-C stops the process at once
-    static const char note[] =
-        "tessera: SIGINT: saving a checkpoint after this step, then exit 130; SIGINT again "
-        "stops at once, without saving\n";
-    const int saved_errno = errno;  // the interrupted code may be about to read it
-    [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, note, sizeof note - 1);
-    errno = saved_errno;
-  }
 }
 
 }  // namespace
@@ -70,13 +102,16 @@ void install_stop_handlers() {
   // Output piped to a program that a Ctrl-C ended (`tessera train ... | tee log`) must not kill
   // the run on its next line, before its checkpoint: a write to it fails instead.
   std::signal(SIGPIPE, SIG_IGN);
-  // Ctrl-C: once like SIGTERM, then as by default. Left alone when ignored (a background job of a
-  // shell), so that a Ctrl-C meant for the shell's foreground does not stop it.
+  // Ctrl-C: once like SIGTERM, then (a second later or more) as by default. Left alone when
+  // ignored (a background job of a shell), so that a Ctrl-C meant for the shell's foreground
+  // does not stop it.
   struct sigaction old {};
-  if (sigaction(SIGINT, nullptr, &old) == 0 && old.sa_handler != SIG_IGN) {
-    sa.sa_flags |= SA_RESETHAND;
+  if (sigaction(SIGINT, nullptr, &old) == 0 && old.sa_handler != SIG_IGN)
     sigaction(SIGINT, &sa, nullptr);
-  }
+}
+
+void training_began() {
+  g_training.store(true);
 }
 
 std::string host_name() {

@@ -332,6 +332,12 @@ std::string resolved_ini(const po::variables_map& vm, const po::options_descript
                            [&](const auto& s) { return s.first == section; });
     if (it == sections.end()) it = sections.insert(sections.end(), {section, ""});
     const std::string value = ini_value(vm[name].value());
+    // Read back, the rest of the line would be a comment: a resume or `tessera sample` would
+    // take another path than this run's (the prompt is escaped instead).
+    if (name != "sample.prompt" && value.find('#') != std::string::npos)
+      throw InputError("--" + name + " " + value +
+                       ": a '#' cannot be saved in the run's config.ini, where it starts a "
+                       "comment (a resume and tessera sample read the file back); rename it");
     it->second += name.substr(dot + 1) + " = " +
                   (name == "sample.prompt" ? escape_prompt(unescape_prompt(value)) : value) + "\n";
   }

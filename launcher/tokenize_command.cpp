@@ -361,6 +361,10 @@ int encode(int argc, char** argv) {
   if (!parse(desc, argc, argv, vm)) return 0;
   const std::unique_ptr<Tokenizer> tokenizer = tokenizer_option(vm);
   const auto prefix = vm["output"].as<std::string>();
+  if (std::filesystem::path(prefix).filename().empty())
+    throw InputError("--output \"" + prefix +
+                     "\": expected a corpus prefix naming PREFIX.bin and PREFIX.idx, found no "
+                     "file name");
   const int threads = thread_count(vm["threads"].as<int>());
   DocumentReader reader(vm["input"].as<std::vector<std::string>>(),
                         vm["jsonl_key"].as<std::string>());
@@ -445,7 +449,18 @@ int decode(int argc, char** argv) {
   const std::string destination =
       vm.count("output") ? "--output " + vm["output"].as<std::string>() : "standard output";
   if (vm.count("output")) {
-    file.open(vm["output"].as<std::string>(), std::ios::binary);
+    // Opening it truncates it: never one of the files being read (the corpus is mapped; a bus
+    // error, or a corpus overwritten with its own text).
+    const std::string output = vm["output"].as<std::string>();
+    std::vector<std::string> read = {input + ".bin", input + ".idx"};
+    if (vm.count("tokenizer.model")) read.push_back(vm["tokenizer.model"].as<std::string>());
+    for (const std::string& path : read) {
+      std::error_code ec;
+      if (std::filesystem::equivalent(output, path, ec))
+        throw InputError(destination + ": is " + path +
+                         ", which decode reads; give another file to write");
+    }
+    file.open(output, std::ios::binary);
     if (!file)
       throw InputError(destination + ": cannot open for writing (" + std::strerror(errno) + ")");
   }

@@ -598,6 +598,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     return stop;
   };
   int64_t skipped_in_a_row = 0, skipped_total = 0;
+  training_began();  // a stop signal now saves after its step; before, it ended the process
   for (int64_t step = first; step < cfg.steps; ++step) {
     if (has_rank_step(stalls, world.rank(), step + 1))
       std::this_thread::sleep_for(std::chrono::hours(1));

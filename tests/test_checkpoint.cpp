@@ -263,6 +263,45 @@ TEST_F(Checkpoints, CrashWhileReplacingAStepKeepsTheOldOne) {
   EXPECT_NO_THROW(verify_manifest(step_dir("run", 20)));
 }
 
+// Files that are not files: a FIFO as a MANIFEST (its read would wait forever) is damage, which
+// auto skips; a FIFO as metrics.jsonl with no reader is refused, not waited on; a directory as
+// `latest` (which the first save would fail to replace, after its training) is refused first.
+TEST_F(Checkpoints, FifosAndDirectoriesWhereFilesBelongAreRefusedNotWaitedOn) {
+  ASSERT_EQ(run_tessera(args("run"), dir_).exit_code, 0);
+  const fs::path manifest = fs::path(step_dir("run", 20)) / "MANIFEST";
+  fs::remove(manifest);
+  ASSERT_EQ(::mkfifo(manifest.c_str(), 0600), 0);
+  const CliRun skipped = run_tessera(args("run", "--train.exit_after 1", 21), dir_);
+  EXPECT_EQ(skipped.exit_code, 0) << skipped.err;
+  EXPECT_NE(skipped.out.find(manifest.string() + ": expected the checkpoint's list of files, found "
+                                                 "a FIFO"),
+            std::string::npos)
+      << skipped.out;
+  EXPECT_NE(skipped.out.find("resumed from " + step_dir("run", 10)), std::string::npos)
+      << skipped.out;
+
+  fs::remove(metrics("run"));
+  ASSERT_EQ(::mkfifo(metrics("run").c_str(), 0600), 0);
+  const CliRun unread = run_tessera(args("run", "", 21), dir_);
+  EXPECT_NE(unread.exit_code, 0);
+  EXPECT_NE(unread.err.find(metrics("run").string() +
+                            ": a FIFO that no process reads; start its reader first"),
+            std::string::npos)
+      << unread.err;
+  fs::remove(metrics("run"));
+
+  const fs::path latest = dir_ / "run" / "checkpoints" / "latest";
+  fs::remove(latest);
+  fs::create_directory(latest);
+  const CliRun refused = run_tessera(args("run", "", 21), dir_);
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_NE(refused.err.find(latest.string() + ": expected one line naming a step directory, "
+                                               "found a directory"),
+            std::string::npos)
+      << refused.err;
+  EXPECT_EQ(refused.out.find("step "), std::string::npos) << refused.out;
+}
+
 // A damaged newest checkpoint: named when asked for by path; skipped, saying so, by auto.
 TEST_F(Checkpoints, DamagedCheckpointIsRefusedByPathAndSkippedByAuto) {
   ASSERT_EQ(run_tessera(args("run"), dir_).exit_code, 0);

@@ -624,6 +624,23 @@ TEST_F(CheckpointTest, CkptExportWritesAValidSafetensorsFile) {
   EXPECT_EQ(ckpt({"export", dir_.string(), "--to", "safetensors", "--output", ""}).first,
             kExitBadInput);
   EXPECT_EQ(ckpt({"verify", dir_.string()}).first, 0);
+
+  // An earlier export is replaced; any other file (another checkpoint's model.h5, a corpus, a
+  // text) is not, and stays as it was.
+  EXPECT_EQ(ckpt({"export", dir_.string(), "--to", "safetensors", "--output", file.string()}).first,
+            0);
+  const fs::path other = copy("other_checkpoint") / "model.h5", text = root_ / "notes.txt";
+  std::ofstream(text) << "{not an export}\n";
+  for (const fs::path& kept : {other, text}) {
+    const std::string before = read_text(kept);
+    ::testing::internal::CaptureStderr();
+    EXPECT_EQ(
+        ckpt({"export", dir_.string(), "--to", "safetensors", "--output", kept.string()}).first,
+        kExitBadInput);
+    const std::string error = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(error.find("found a file that is not safetensors"), std::string::npos) << error;
+    EXPECT_EQ(read_text(kept), before) << kept;
+  }
 }
 
 // A model.h5 edited by hand (as with h5py) with a tensor tessera never writes: a scalar, or a

@@ -135,6 +135,17 @@ TEST_F(Cli, OverflowingSizesAreRejectedAndAWarmUpAsLongAsTheRunIsSaid) {
   EXPECT_EQ(plain.out.find("lr: "), std::string::npos) << plain.out;
 }
 
+// A '#' in a value that config.ini keeps (a path) would start a comment when the file is read back
+// by a resume or `tessera sample`, which would then use another path: refused before the run.
+TEST_F(Cli, HashInAPathIsRefusedSinceConfigIniCannotHoldIt) {
+  std::string a = tiny_args() + " --train.steps 1";
+  const std::string hashed = (dir_ / "r#1").string();
+  a.replace(a.find("--run.dir "), 10 + (dir_ / "run").string().size(), "--run.dir " + hashed);
+  const CliRun r = run_tessera(a, dir_);
+  expect_clear_error(r, "--run.dir " + hashed + ": a '#' cannot be saved in the run's config.ini");
+  EXPECT_FALSE(fs::exists(hashed));
+}
+
 // A word without an option before it (a config file given without --config) is refused, not
 // ignored; so are a directory given as the config file and an empty --checkpoint.resume.
 TEST_F(Cli, StrayArgumentOrConfigDirectoryIsRejected) {

@@ -4,8 +4,10 @@
 // gradient on one rank skips the step everywhere, weights bitwise unchanged, or halts with exit
 // 4 and diagnostics naming the step, the rank and the tensor; a rank that hangs or dies makes
 // every other rank say what it waits for and exit within the collective deadline.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -58,14 +60,16 @@ class Cluster : public ::testing::Test {
 
   // Sends SIG (pkill's name: USR1, INT) to one rank of the run in RUN_DIR, a process whose
   // command line starts with the binary (not mpirun), once the run has logged its first line.
-  std::thread signal_once_logging(const std::string& sig, const std::string& run) const {
-    return std::thread([this, sig, run] {
+  // `times` signals back to back (as one Ctrl-C sent to a process and to its group arrives).
+  std::thread signal_once_logging(const std::string& sig, const std::string& run,
+                                  int times = 1) const {
+    return std::thread([this, sig, run, times] {
       const fs::path metrics = dir_ / run / "metrics.jsonl";
       for (int i = 0; i < 600 && !(fs::exists(metrics) && fs::file_size(metrics) > 0); ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
       const std::string cmd = "pkill -" + sig + " -n -f '^" + std::string(TESSERA_BIN) +
                               " train .*" + (dir_ / run).string() + " '";
-      EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+      for (int i = 0; i < times; ++i) EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
     });
   }
 
@@ -125,7 +129,8 @@ TEST_F(Cluster, InterruptSavesAndExits130) {
   if (inherited.sa_handler == SIG_IGN)
     GTEST_SKIP() << "SIGINT is ignored in this process (a background job), and so in the run it "
                     "starts, which keeps it ignored by design";
-  std::thread signaller = signal_once_logging("INT", "run");
+  // Twice at once, as `timeout -s INT` sends it: one Ctrl-C, which saves (a second one would not).
+  std::thread signaller = signal_once_logging("INT", "run", 2);
   // Bounded, should the signal never arrive (SIGINT ignored by whatever started the tests).
   const CliRun stopped = run_tessera(args("run", 1000000) +
                                          " --train.log_interval 200 --checkpoint.interval 0"
@@ -141,6 +146,40 @@ TEST_F(Cluster, InterruptSavesAndExits130) {
             std::string::npos)
       << stopped.out;
   EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "latest"));
+}
+
+// A stop signal before training begins ends the process at once, with the code the stop would
+// have had: here the run waits to read its config from a FIFO that no one writes (a hung file
+// system), and SIGTERM used to be held until the read returned, never.
+TEST_F(Cluster, SignalBeforeTrainingBeginsEndsTheProcessAtOnce) {
+  const fs::path fifo = dir_ / "config.ini";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string command = args("run", 10) + " --config " + fifo.string();
+  std::thread signaller([&] {
+    // A non-blocking open for writing succeeds once the run has the FIFO open for reading.
+    int fd = -1;
+    for (int i = 0; i < 1200 && fd < 0; ++i) {
+      fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+      if (fd < 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_GE(fd, 0) << "the run never opened its config";
+    const std::string pkill =
+        "pkill -TERM -n -f '^" + std::string(TESSERA_BIN) + " train .*" + fifo.string() + "'";
+    EXPECT_EQ(std::system(pkill.c_str()), 0) << pkill;
+    // Held open until the run is gone: at its close the read would end, with an empty file.
+    const std::string alive =
+        "pgrep -f '^" + std::string(TESSERA_BIN) + " train .*" + fifo.string() + "' > /dev/null";
+    for (int i = 0; i < 1200 && std::system(alive.c_str()) == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (fd >= 0) ::close(fd);
+  });
+  const CliRun r =
+      run_tessera_with("timeout -s KILL 60 " + std::string(TESSERA_BIN), command, dir_);
+  signaller.join();
+  EXPECT_EQ(r.exit_code, 3) << r.out << r.err;
+  EXPECT_NE(r.err.find("tessera: stopped by a signal before training began: nothing to save"),
+            std::string::npos)
+      << r.err;
 }
 
 // A signal that comes during a validation ends it at the next batch on every rank (they agree

@@ -93,8 +93,8 @@ TEST(CorpusBlend, ParsesOnePathOrWeightedPairsAndNormalises) {
 }
 
 TEST(CorpusBlend, MalformedTextNamesTheOption) {
-  for (const char* bad :
-       {"", "0.5 a b", "x a 0.5 b", "-1 a 1 b", "0 a 1 b", "my data/a", "\"my data/a"}) {
+  for (const char* bad : {"", "0.5 a b", "x a 0.5 b", "-1 a 1 b", "0 a 1 b", "my data/a",
+                          "\"my data/a", "\"\"", "1 \"\""}) {
     try {
       parse_corpus_blend(bad, "--data.path");
       ADD_FAILURE() << "accepted \"" << bad << "\"";

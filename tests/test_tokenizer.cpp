@@ -292,6 +292,23 @@ TEST_F(TokenizerTest, JsonLinesTextFieldRoundTrips) {
             "line one\nline two\ttabbed \"quoted\"\n<|endoftext|>\n"
             "caf\xc3\xa9 \xf0\x9f\x98\x80 \xe6\x97\xa5\\\n<|endoftext|>\n"
             "last, no newline\n<|endoftext|>\n");
+  // An output that is a file decode reads is refused, the corpus left whole; so is an encode
+  // output with no file name (it wrote hidden .bin/.idx files).
+  const auto bytes_of = [&](const std::string& p) { return read_file(p); };
+  const std::string bin = bytes_of(path("j.bin")), idx = bytes_of(path("j.idx"));
+  for (const char* file : {"j.bin", "j.idx"})
+    expect_input_error(
+        [&] {
+          run_tokenize({"decode", "--input", path("j"), "--output", path(file)});
+        },
+        {"--output " + path(file), "which decode reads"});
+  EXPECT_EQ(bytes_of(path("j.bin")), bin);
+  EXPECT_EQ(bytes_of(path("j.idx")), idx);
+  expect_input_error(
+      [&] {
+        run_tokenize({"encode", "--input", path("d.jsonl"), "--output", path("sub/")});
+      },
+      {"--output", "found no file name"});
   write_file(path("k.json"), "{\"body\": \"other key\"}\n");
   run_tokenize({"encode", "--input", path("k.json"), "--output", path("k"), "--jsonl_key", "body"});
   EXPECT_EQ(IndexedDataset::open(path("k")).num_tokens(), 10);  // 9 bytes + end of document
