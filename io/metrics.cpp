@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "io/file_kind.h"
 
 namespace tessera {
 
@@ -110,7 +111,9 @@ MetricsWriter::MetricsWriter(std::string path)
       ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0666);
   if (fd < 0 && errno == ENXIO)
     throw InputError("metrics file " + path_ +
-                     ": a FIFO that no process reads; start its reader first, or remove it");
+                     (non_regular_kind(path_) == "a FIFO"
+                          ? ": a FIFO that no process reads; start its reader first, or remove it"
+                          : ": expected a file to append to, found " + non_regular_kind(path_)));
   const int flags = fd < 0 ? -1 : ::fcntl(fd, F_GETFL);
   if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
   if (fd >= 0) file_.reset(::fdopen(fd, "a"));

@@ -9,10 +9,10 @@
 // mix64(r))): whatever F is, a round is undone by a = b' xor F(a'), so the network is a bijection
 // of the domain. Cycle walking (Black and Rogaway, "Ciphers with arbitrary finite domains",
 // 2002) makes it one of [0, n): a value >= n goes through the network again until it falls
-// below n, at most 2 passes on average (n fills over half of the domain). Integer arithmetic
-// only, so it is the same on every machine (docs/FORMATS.md). Twelve rounds, not the four of
-// Luby and Rackoff's bound: with four or six, samples land measurably unevenly over seeds in
-// small domains (EveryPositionAndPairOfPositionsIsUniformOverSeeds). A pass costs about 35 ns,
+// below n, at most 2 passes on average from n = 3 on (n fills over half of the domain). Integer
+// arithmetic only, so it is the same on every machine (docs/FORMATS.md). Twelve rounds, not the
+// four of Luby and Rackoff's bound: with four or six, samples land measurably unevenly over seeds
+// in small domains (EveryPositionAndPairOfPositionsIsUniformOverSeeds). A pass costs about 35 ns,
 // against about 1 us to copy a sample of 2049 tokens.
 #pragma once
 

@@ -284,7 +284,11 @@ std::string restore_replaced_checkpoints(const std::string& root) {
     if (!e.is_directory() || !name.ends_with(kReplacedSuffix)) continue;
     const fs::path step = fs::path(root) / name.substr(0, name.size() - kReplacedSuffix.size());
     if (fs::exists(step)) {  // the new one was in place: the old one was being deleted
-      fs::remove_all(e.path());
+      std::error_code ec;
+      fs::remove_all(e.path(), ec);
+      if (ec)
+        note += (note.empty() ? "" : "; ") + ("cannot delete " + e.path().string()) + " (" +
+                ec.message() + ")";
       continue;
     }
     fs::rename(e.path(), step);
@@ -505,7 +509,13 @@ void CheckpointSaver::commit() {
   }
   fs::rename(tmp, dir_);
   fsync_directory(root_);
-  fs::remove_all(aside);
+  // Housekeeping, after the commit: what cannot go now (an NFS .nfsXXXX of a reader) goes at the
+  // next start, by restore_replaced_checkpoints.
+  std::error_code ec;
+  fs::remove_all(aside, ec);
+  if (ec)
+    std::fprintf(stderr, "checkpoint: cannot delete %s, the step this save replaced: %s\n",
+                 aside.c_str(), ec.message().c_str());
   crash_point(c, 0, "renamed");
   write_latest(root_, fs::path(dir_).filename().string());
   keep_newest(root_, c.checkpoint_keep, dir_);

@@ -312,7 +312,8 @@ int export_command(int argc, char** argv) {
     in.read(reinterpret_cast<char*>(head), sizeof head);
     uint64_t length = 0;
     for (int i = 7; i >= 0; --i) length = length << 8 | head[i];
-    if (in.gcount() != sizeof head || head[8] != '{' || length + 8 > fs::file_size(output))
+    const uintmax_t size = fs::file_size(output);  // an empty file holds nothing to lose
+    if (size != 0 && (in.gcount() != sizeof head || head[8] != '{' || length > size - 8))
       throw InputError("--output " + output +
                        ": expected a new file or an earlier export to replace, found a file "
                        "that is not safetensors (remove it first if it is to go)");

@@ -37,7 +37,7 @@ const std::chrono::steady_clock::time_point g_process_start = std::chrono::stead
 
 // The handler only stores, writes and exits: lock-free atomics, async-signal-safe calls.
 std::atomic<int> g_stop_signal{0};
-std::atomic<bool> g_training{false};           // the loop has begun: a stop then saves first
+std::atomic<bool> g_agreed{false};             // the ranks agreed to start: a stop then saves
 std::atomic<int64_t> g_first_interrupt_ns{0};  // CLOCK_MONOTONIC of the first SIGINT
 static_assert(std::atomic<int>::is_always_lock_free && std::atomic<bool>::is_always_lock_free &&
               std::atomic<int64_t>::is_always_lock_free);
@@ -49,12 +49,11 @@ void write_note(const char* note, size_t length) {
 }
 
 extern "C" void on_stop_signal(int signo) {
-  if (!g_training.load()) {
-    // Nothing to save yet, and start-up may wait on a file system or a peer: stop now, with the
-    // code the stop would have had (a scheduler's signal is still requeued).
+  if (!g_agreed.load()) {
+    // Nothing to save yet, and each rank's own checks may wait on a file system: stop now, with
+    // the code the stop would have had (a scheduler's signal is still requeued).
     static const char note[] =
-        "tessera: stopped by a signal before training began: nothing to "
-        "save\n";
+        "tessera: stopped by a signal before the ranks agreed to start: nothing to save\n";
     write_note(note, sizeof note - 1);
     ::_exit(signo == SIGINT ? 130 : 3);
   }
@@ -110,8 +109,8 @@ void install_stop_handlers() {
     sigaction(SIGINT, &sa, nullptr);
 }
 
-void training_began() {
-  g_training.store(true);
+void ranks_agreed_to_start() {
+  g_agreed.store(true);
 }
 
 std::string host_name() {

@@ -19,12 +19,13 @@ struct StepStats;
 // SIGUSR1 and SIGTERM set the stop request (and tell the watchdog); SA_RESTART, so system calls
 // in progress resume. SIGINT too, once; again after a second or more, it stops the process at
 // once (twice within a second is one Ctrl-C sent to the process and to its group). Before
-// training_began(), any of them ends the process at once (exit 3, or 130 for SIGINT): nothing is
-// saved yet, and start-up may be waiting on a file system or a peer. Call once, before MPI
-// starts its threads.
+// ranks_agreed_to_start(), any of them ends the process at once (exit 3, or 130 for SIGINT):
+// nothing is saved yet, and a rank's own checks may be waiting on a file system. Call once,
+// before MPI starts its threads.
 void install_stop_handlers();
-// From here a stop signal asks for a checkpoint after the current step.
-void training_began();
+// Every rank passed the first agreement on the inputs: from here a stop signal asks, on every
+// rank alike, for a checkpoint after the next step (the step's all-reduce carries the vote).
+void ranks_agreed_to_start();
 // The signal that asked this rank to stop (SIGUSR1, SIGTERM), or 0; signal_name() names it.
 int stop_signal();
 // Seconds since this process started: the clock of --train.time_limit.

@@ -543,7 +543,8 @@ void lock_run_dir(const std::string& run_dir) {
   }
 }
 
-// Creates and locks RUN_DIR; nothing in it is written before the run is known to go ahead.
+// Creates and locks RUN_DIR, before the corpora are read (a second run stops there); nothing else
+// in it is written before the run is known to go ahead.
 void prepare_run_dir(const TrainConfig& cfg) {
   std::error_code ec;
   std::filesystem::create_directories(cfg.run_dir, ec);
@@ -598,7 +599,6 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     return stop;
   };
   int64_t skipped_in_a_row = 0, skipped_total = 0;
-  training_began();  // a stop signal now saves after its step; before, it ended the process
   for (int64_t step = first; step < cfg.steps; ++step) {
     if (has_rank_step(stalls, world.rank(), step + 1))
       std::this_thread::sleep_for(std::chrono::hours(1));
@@ -735,6 +735,7 @@ int train_command(int argc, char** argv) {
           throw SharedInputError(e.what());
         }
       };
+      cfg.layout_for(world.size());  // a layout error creates no run directory
       if (root) for_all([&] { prepare_run_dir(cfg); });
       trainer = std::make_unique<Trainer>(cfg, world.rank(), world.size());
       // The tokenizer: on every rank when this run samples; on rank 0 alone when it does not,
@@ -755,6 +756,9 @@ int train_command(int argc, char** argv) {
       world, failure.code || !(deadline > 0) ? TrainConfig{}.startup_deadline() : deadline);
   if (const int code = agree_on_inputs(world, failure)) return code;
   if (help) return kExitOk;
+  // Together from here: a stop signal no longer ends a rank at once (where each rank is in the
+  // start-up's collectives differs), but stops them all after the first step, saved.
+  ranks_agreed_to_start();
 
   // Which checkpoint to resume: chosen by rank 0, whose candidates' bytes every rank reads a
   // part of, then checked against this run (rank 0). A refusal is agreed like a bad input.

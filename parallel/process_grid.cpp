@@ -67,11 +67,14 @@ GridLayout resolve_layout(int tp, int pp, int dp, int world_size) {
                        " (the number of MPI ranks)");
     dp = static_cast<int>(world_size / model_parallel);
   }
-  if (model_parallel * dp != world_size)
+  int64_t ranks = 0;
+  const bool overflow = __builtin_mul_overflow(model_parallel, int64_t{dp}, &ranks);
+  if (overflow || ranks != world_size)
     throw InputError("--parallel.tp " + std::to_string(tp) + " x --parallel.pp " +
                      std::to_string(pp) + " x --parallel.dp " + std::to_string(dp) + " = " +
-                     std::to_string(model_parallel * dp) + " ranks, but the world size is " +
-                     std::to_string(world_size) + " (the number of MPI ranks)");
+                     (overflow ? std::string("more than 2^63") : std::to_string(ranks)) +
+                     " ranks, but the world size is " + std::to_string(world_size) +
+                     " (the number of MPI ranks)");
   return GridLayout{tp, dp, pp};
 }
 

@@ -629,9 +629,15 @@ TEST_F(CheckpointTest, CkptExportWritesAValidSafetensorsFile) {
   // text) is not, and stays as it was.
   EXPECT_EQ(ckpt({"export", dir_.string(), "--to", "safetensors", "--output", file.string()}).first,
             0);
-  const fs::path other = copy("other_checkpoint") / "model.h5", text = root_ / "notes.txt";
+  const fs::path other = copy("other_checkpoint") / "model.h5", text = root_ / "notes.txt",
+                 wrapped = root_ / "wrapped.bin", empty = root_ / "empty.safetensors";
   std::ofstream(text) << "{not an export}\n";
-  for (const fs::path& kept : {other, text}) {
+  // A header length that wraps to 0 when 8 is added, then '{'.
+  std::ofstream(wrapped, std::ios::binary) << std::string("\xF8\xFF\xFF\xFF\xFF\xFF\xFF\xFF{}", 10);
+  std::ofstream{empty};
+  EXPECT_EQ(
+      ckpt({"export", dir_.string(), "--to", "safetensors", "--output", empty.string()}).first, 0);
+  for (const fs::path& kept : {other, text, wrapped}) {
     const std::string before = read_text(kept);
     ::testing::internal::CaptureStderr();
     EXPECT_EQ(

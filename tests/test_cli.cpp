@@ -113,6 +113,9 @@ TEST_F(Cli, OverflowingSizesAreRejectedAndAWarmUpAsLongAsTheRunIsSaid) {
   const std::pair<std::string, std::string> cases[] = {
       {"--parallel.tp 65536 --parallel.pp 65536",
        "--parallel.tp 65536 x --parallel.pp 65536 = 4294967296 does not divide the world size 1"},
+      {"--parallel.tp 2147483647 --parallel.pp 2147483647 --parallel.dp 3",
+       "--parallel.tp 2147483647 x --parallel.pp 2147483647 x --parallel.dp 3 = more than 2^63 "
+       "ranks"},
       {"--train.global_batch 4294967296", "--train.global_batch: expected at most 2^30"}};
   for (const auto& [bad, message] : cases) {
     std::string a = tiny_args();
@@ -123,6 +126,7 @@ TEST_F(Cli, OverflowingSizesAreRejectedAndAWarmUpAsLongAsTheRunIsSaid) {
     CliRun r = run_tessera(a, dir_);
     expect_clear_error(r, message);
     EXPECT_EQ(r.out.find("step "), std::string::npos) << bad;
+    EXPECT_FALSE(fs::exists(dir_ / "run")) << "a refused layout made its run directory: " << bad;
   }
   const CliRun trial = run_tessera(tiny_args() + " --train.steps 2 --optim.warmup 100", dir_);
   EXPECT_EQ(trial.exit_code, 0) << trial.err;

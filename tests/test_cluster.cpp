@@ -67,9 +67,12 @@ class Cluster : public ::testing::Test {
       const fs::path metrics = dir_ / run / "metrics.jsonl";
       for (int i = 0; i < 600 && !(fs::exists(metrics) && fs::file_size(metrics) > 0); ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      const std::string cmd = "pkill -" + sig + " -n -f '^" + std::string(TESSERA_BIN) +
-                              " train .*" + (dir_ / run).string() + " '";
-      for (int i = 0; i < times; ++i) EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+      // The process's pid once, then the signals from one shell: milliseconds apart.
+      const std::string pid = "$(pgrep -n -f '^" + std::string(TESSERA_BIN) + " train .*" +
+                              (dir_ / run).string() + " ')";
+      std::string cmd = "p=" + pid + " && [ -n \"$p\" ]";
+      for (int i = 0; i < times; ++i) cmd += " && kill -" + sig + " $p";
+      EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
     });
   }
 
@@ -148,10 +151,10 @@ TEST_F(Cluster, InterruptSavesAndExits130) {
   EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "latest"));
 }
 
-// A stop signal before training begins ends the process at once, with the code the stop would
-// have had: here the run waits to read its config from a FIFO that no one writes (a hung file
-// system), and SIGTERM used to be held until the read returned, never.
-TEST_F(Cluster, SignalBeforeTrainingBeginsEndsTheProcessAtOnce) {
+// A stop signal before the ranks agree to start ends the process at once, with the code the stop
+// would have had: here the run waits to read its config from a FIFO that no one writes (a hung
+// file system), and SIGTERM used to be held until the read returned, never.
+TEST_F(Cluster, SignalBeforeTheRanksAgreeToStartEndsTheProcessAtOnce) {
   const fs::path fifo = dir_ / "config.ini";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   const std::string command = args("run", 10) + " --config " + fifo.string();
@@ -177,7 +180,8 @@ TEST_F(Cluster, SignalBeforeTrainingBeginsEndsTheProcessAtOnce) {
       run_tessera_with("timeout -s KILL 60 " + std::string(TESSERA_BIN), command, dir_);
   signaller.join();
   EXPECT_EQ(r.exit_code, 3) << r.out << r.err;
-  EXPECT_NE(r.err.find("tessera: stopped by a signal before training began: nothing to save"),
+  EXPECT_NE(r.err.find("tessera: stopped by a signal before the ranks agreed to start: nothing to "
+                       "save"),
             std::string::npos)
       << r.err;
 }

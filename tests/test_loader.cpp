@@ -9,9 +9,11 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <set>
+#include <utility>
 
 #include "core/error.h"
 #include "io/data_loader.h"
@@ -337,8 +339,8 @@ TEST_F(Loader, RestoringAnotherSeedOrAPositionBetweenBatchesIsRejected) {
 }
 
 // A stream reads sample first + SamplePermutation(n, seed, epoch_stream(k, epoch))(j % n): the
-// order is computed per position, in any order of positions, and writes nothing.
-TEST_F(Loader, EpochOrdersAreComputedPerPositionAndWriteNothing) {
+// order is computed per position, in any order of positions.
+TEST_F(Loader, EpochOrdersAreComputedPerPosition) {
   const std::string prefix = megatron("m", 3000);
   const SampleOptions o = options(16);
   SampleStream s = stream({prefix}, {1.0}, o);
@@ -352,12 +354,10 @@ TEST_F(Loader, EpochOrdersAreComputedPerPositionAndWriteNothing) {
     corpus.read_tokens(order(j % n) * 16, 17, want.data());
     EXPECT_EQ(got, want) << "position " << j;
   }
-  std::vector<fs::path> files;
-  for (const auto& e : fs::directory_iterator(dir_)) files.push_back(e.path().filename());
-  EXPECT_EQ(files.size(), 2u) << "only the corpus' .bin and .idx";
 }
 
-// A permutation of [0, n) for sizes around the powers of 4 (where the domain grows) and others.
+// A permutation of [0, n) for sizes at and around powers of 2 (where the domain grows, and its
+// halves change widths) and others.
 TEST(SamplePermutation, IsAPermutationOfEverySize) {
   for (const int64_t n : {1, 2, 3, 4, 5, 15, 16, 17, 63, 64, 65, 1000, 4095, 4097, 65537, 300007}) {
     const SamplePermutation p(n, 11, 22);
@@ -398,6 +398,53 @@ TEST(SamplePermutation, EveryPositionAndPairOfPositionsIsUniformOverSeeds) {
     EXPECT_LT(chi2(pair, double(kSeeds) / (n * (n - 1.0)), true, n),
               dof_pair + 4 * std::sqrt(2 * dof_pair))
         << n;
+  }
+}
+
+// docs/FORMATS.md's "Sample order", written out again from its text alone.
+uint64_t doc_mix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+uint64_t doc_order(uint64_t n, uint64_t seed, uint64_t stream, uint64_t p) {
+  uint64_t key[12];
+  for (uint64_t r = 0; r < 12; ++r) key[r] = doc_mix64(seed ^ doc_mix64(stream ^ doc_mix64(r)));
+  int b = 2;
+  while (b < 63 && (uint64_t{1} << b) < n) ++b;
+  const int hi = b / 2, lo = b - hi;
+  const auto encrypt = [&](uint64_t x) {
+    uint64_t a = x >> lo, low = x & ((uint64_t{1} << lo) - 1);
+    int wa = hi, wb = lo;
+    for (const uint64_t k : key) {
+      const uint64_t next = a ^ (doc_mix64(low ^ k) & ((uint64_t{1} << wa) - 1));
+      a = low;
+      low = next;
+      std::swap(wa, wb);
+    }
+    return (a << wb) | low;
+  };
+  uint64_t x = encrypt(p);
+  while (x >= n) x = encrypt(x);
+  return x;
+}
+
+// The code computes the documented order, also where the halves are widest (2^32 + 1 samples:
+// 17 and 16 bits; 2^63 - 1: 31 and 32), at positions spread over the epoch.
+TEST(SamplePermutation, IsTheDocumentedOrderForEverySizeUpTo2To63) {
+  const uint64_t stream = SampleStream::epoch_stream(2, 7);
+  for (const int64_t n : {int64_t{3}, int64_t{5000}, int64_t{1000003}, (int64_t{1} << 32) + 1,
+                          std::numeric_limits<int64_t>::max()}) {
+    const SamplePermutation p(n, 99, stream);
+    for (int64_t i = 0; i < 200; ++i) {
+      const auto at = static_cast<int64_t>(static_cast<uint64_t>(n) / 200 * i + i % 3) % n;
+      const int64_t got = p(at);
+      ASSERT_TRUE(got >= 0 && got < n) << n << " at " << at;
+      ASSERT_EQ(static_cast<uint64_t>(got),
+                doc_order(static_cast<uint64_t>(n), 99, stream, static_cast<uint64_t>(at)))
+          << n << " at " << at;
+    }
   }
 }
 
