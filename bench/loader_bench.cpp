@@ -95,6 +95,7 @@ int main(int argc, char** argv) {
   SampleOptions o;
   o.seq_len = seq_len;
   o.seed = 1;
+  o.vocab_size = 65536;  // each sample's ids checked, as in training
   t0 = Clock::now();
   TokenCorpus corpus = TokenCorpus::open(prefix);
   const double open_s = since(t0);

@@ -159,7 +159,16 @@ void SampleStream::read(int k, int64_t j, int32_t* out) {
       s.emplace(Shuffle{epoch, SamplePermutation(n, opt_.seed, epoch_stream(k, epoch))});
     sample = s->order(at);
   }
-  corpora_[kk].read_tokens((first_[kk] + sample) * opt_.seq_len, opt_.seq_len + 1, out);
+  const int64_t start = (first_[kk] + sample) * opt_.seq_len, length = opt_.seq_len + 1;
+  corpora_[kk].read_tokens(start, length, out);
+  if (opt_.vocab_size <= 0) return;
+  const int64_t bad = corpora_[kk].first_bad_token(start, length, opt_.vocab_size);
+  if (bad < 0) return;
+  throw InputError("corpus " + corpora_[kk].path() + ": token " + std::to_string(bad) + " has id " +
+                   std::to_string(out[bad - start]) + ", expected ids in [0, --model.vocab_size " +
+                   std::to_string(opt_.vocab_size) +
+                   ") (found as training read it: the file changed after the check before "
+                   "training, or that check's record in --data.cache_dir is wrong; delete it)");
 }
 
 // --- DataLoader -------------------------------------------------------------------------------

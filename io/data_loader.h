@@ -43,6 +43,9 @@ struct SampleOptions {
   double valid_fraction = 0;  // the last fraction of each corpus' samples is held out (at
                               // least one sample, if the corpus has two)
   bool valid_split = false;   // true: use the held-out samples instead of the others
+  int64_t vocab_size = 0;     // > 0: every sample read is checked to hold ids below it (behind
+                              // the whole-corpus check before training: a file changed since,
+                              // or a wrong record of that check, stops the run by name)
 };
 
 class SampleStream {

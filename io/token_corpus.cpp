@@ -92,6 +92,16 @@ void TokenCorpus::read_tokens(int64_t start, int64_t count, int32_t* out) const 
     widen(static_cast<const int32_t*>(tokens_) + start, count, out);
 }
 
+int64_t TokenCorpus::first_bad_token(int64_t start, int64_t count, int64_t vocab) const {
+  TESSERA_CHECK(start >= 0 && count >= 0 && start + count <= num_tokens_,
+                "TokenCorpus::first_bad_token: range outside the corpus");
+  const int64_t bad =
+      dtype_ == DType::U16
+          ? first_bad_id(static_cast<const uint16_t*>(tokens_) + start, count, vocab)
+          : first_bad_id(static_cast<const int32_t*>(tokens_) + start, count, vocab);
+  return bad < 0 ? -1 : start + bad;
+}
+
 namespace {
 
 // Tokens [start, start + count) of `p`: the first position whose id lies outside [0, vocab)

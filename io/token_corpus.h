@@ -31,6 +31,9 @@ class TokenCorpus {
 
   // Tokens [start, start + count) widened to int32.
   void read_tokens(int64_t start, int64_t count, int32_t* out) const;
+  // The first of tokens [start, start + count) whose id lies outside [0, vocab), or -1: the
+  // vectorised pass of check_token_ids over a range.
+  int64_t first_bad_token(int64_t start, int64_t count, int64_t vocab) const;
   // Throws InputError naming the file and the first offending position when an id lies outside
   // [0, vocab). One vectorised pass over the tokens (about 0.5 s per 10^9 uint16 tokens).
   void check_token_ids(int64_t vocab) const;

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <initializer_list>
 #include <iostream>
+#include <iterator>
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -517,7 +518,10 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
       throw InputError("--config " + file + ": expected an INI file, found a directory");
     std::ifstream in(file);
     if (!in) throw InputError("--config " + file + ": no such file or not readable");
-    store_ini(in, "config file " + file);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);  // a UTF-8 byte-order mark (Windows)
+    std::istringstream ini(text);
+    store_ini(ini, "config file " + file);
   }
   if (!base.empty()) {
     std::istringstream in(base);

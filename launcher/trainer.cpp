@@ -72,6 +72,7 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
   SampleOptions so;
   so.seq_len = cfg.model.seq_len;
   so.seed = cfg.seed;
+  so.vocab_size = cfg.model.vocab_size;
   cache_dir_ = cfg.cache_dir.empty() ? cfg.run_dir + "/data_cache" : cfg.cache_dir;
   std::error_code ec;
   std::filesystem::create_directories(cache_dir_, ec);

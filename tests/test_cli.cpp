@@ -387,9 +387,10 @@ TEST_F(Cli, HelpListsEveryOptionOfTheResolvedConfigAndTheDefaults) {
   EXPECT_GT(options, 50) << "config.ini lists fewer options than tessera has";
 }
 
+// (The file starts with a UTF-8 byte-order mark, as Windows editors write one: read past.)
 TEST_F(Cli, CommandLineOverridesConfigFile) {
   const fs::path ini = dir_ / "run.ini";
-  std::ofstream(ini) << "[train]\nsteps = 50\n[model]\nheads = 3\n";
+  std::ofstream(ini) << "\xEF\xBB\xBF[train]\nsteps = 50\n[model]\nheads = 3\n";
   // The file's heads = 3 would be rejected; the command line's 2 wins and the run succeeds.
   CliRun r = run_tessera(tiny_args() + " --config " + ini.string() + " --train.steps 2", dir_);
   EXPECT_EQ(r.exit_code, 0) << r.err;

@@ -21,6 +21,7 @@
 #include "io/llmc_shard.h"
 #include "io/sample_permutation.h"
 #include "io/token_corpus.h"
+#include "tests/expect_error.h"
 #include "tests/temp_dir.h"
 
 namespace fs = std::filesystem;
@@ -336,6 +337,22 @@ TEST_F(Loader, RestoringAnotherSeedOrAPositionBetweenBatchesIsRejected) {
   EXPECT_THROW(l.set_state(LoaderState{8, 10}), InputError);
   EXPECT_THROW(l.set_state(LoaderState{6, 9}), InputError);
   EXPECT_NO_THROW(l.set_state(LoaderState{8, 9}));
+}
+
+// Behind the whole-corpus check before training, each sample read is checked: a corpus changed
+// since, or a wrong record of that check, stops the run naming the file and the token.
+TEST_F(Loader, SampleWithAnIdBeyondTheVocabularyIsRefusedAsItIsRead) {
+  const std::string prefix = megatron("m", 1001);  // ids (7 i) % 1000
+  SampleOptions o = options(10);
+  o.shuffle = false;
+  o.vocab_size = 500;
+  SampleStream s = stream({prefix}, {1.0}, o);
+  std::vector<int32_t> row(11);
+  s.read(0, 0, row.data());  // tokens 0..10: ids 0, 7, ..., 70
+  EXPECT_EQ(row[10], 70);
+  test_support::expect_input_error(
+      [&] { s.read(0, 7, row.data()); },
+      {"corpus " + prefix, "token 72 has id 504", "expected ids in [0, --model.vocab_size 500)"});
 }
 
 // A stream reads sample first + SamplePermutation(n, seed, epoch_stream(k, epoch))(j % n): the
