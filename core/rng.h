@@ -12,7 +12,9 @@ namespace tessera {
 
 std::array<uint32_t, 4> philox4x32(std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key);
 
-// 64-bit FNV-1a of a name: the stream id of a named tensor.
+// FNV-1a of a name with the 64-bit prime but the start value 1469598103934665603 (not FNV's
+// standard 14695981039346656037, and kept: every stream of weights and orders derives from it):
+// the stream id of a named tensor.
 uint64_t name_hash(std::string_view name);
 
 // A standard normal for element `index` of stream `stream` (Box-Muller on one Philox block).

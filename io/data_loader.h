@@ -80,7 +80,7 @@ class SampleStream {
   // SamplePermutation(n, seed, epoch_stream(k, j / n))(j % n) of its n (in order when not
   // shuffled). One thread at a time: it keeps each corpus' permutation of the current epoch.
   void read(int k, int64_t j, int32_t* out);
-  // The stream of corpus k's order in `epoch`: FNV-1a-64("tessera.samples/<k>") + epoch.
+  // The stream of corpus k's order in `epoch`: name_hash("tessera.samples/<k>") + epoch.
   static uint64_t epoch_stream(int k, int64_t epoch);
 
  private:

@@ -1,6 +1,6 @@
 // A file mapped read-only into memory (MAP_SHARED: the processes of a node share its pages in the
 // page cache, and the kernel may evict them), unmapped when the last shared_ptr to it goes. What
-// the corpus readers and the cached sample orders hold instead of copies.
+// the corpus readers hold instead of copies.
 #pragma once
 
 #include <cstddef>

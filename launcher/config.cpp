@@ -208,7 +208,7 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       "data.valid_fraction", po::value(&c.valid_fraction)->default_value(c.valid_fraction, "0.01"),
       "share of each training corpus' samples held out for validation")(
       "data.cache_dir", po::value(&c.cache_dir)->default_value(c.cache_dir),
-      "where sample orders are cached (empty: RUN_DIR/data_cache)")(
+      "where the token-id check of each corpus file is recorded (empty: RUN_DIR/data_cache)")(
       "data.allow_change", po::value(&c.data_allow_change)->default_value(c.data_allow_change),
       "resume a checkpoint whose run read another sample sequence (other corpora, weights, "
       "seq_len or validation split), continuing at its position in this run's sequence")(

@@ -64,7 +64,7 @@ struct TrainConfig {
   std::string data_path;           // "PATH" or "W1 PATH1 W2 PATH2 ..." (io/data_loader.h)
   std::string valid_path;          // validation corpora, same syntax; empty: hold out a fraction
   double valid_fraction = 0.01;    // of every training corpus' samples, when valid_path is empty
-  std::string cache_dir;           // epoch orders; empty: RUN_DIR/data_cache
+  std::string cache_dir;           // id-check records; empty: RUN_DIR/data_cache
   bool data_allow_change = false;  // resume into another sample sequence than the checkpoint's
   std::string tokenizer_model;     // SentencePiece model for sampling; empty: byte-level
   int64_t eval_interval = 100;     // steps between validation losses (0: none)
