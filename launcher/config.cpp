@@ -186,6 +186,10 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       "debug.stall", po::value(&c.debug_stall)->default_value(c.debug_stall),
       "RANK:STEP[,...]: that rank sleeps for an hour before that step (1-based), for tests of "
       "the collective deadline")(
+      "debug.wait_for_stop",
+      po::value(&c.debug_wait_for_stop)->default_value(c.debug_wait_for_stop),
+      "STEP: a run that did not resume waits before that step (1-based) until a stop signal "
+      "reaches it, for tests of preemption that must not race the signal's delivery")(
       "debug.slow_save", po::value(&c.debug_slow_save)->default_value(c.debug_slow_save),
       "RANK:SECONDS: that rank waits that long before writing each checkpoint shard, for tests "
       "of the deadline that covers saves")(
@@ -428,6 +432,8 @@ void TrainConfig::validate() const {
   rank_steps("--debug.flip_bit", debug_flip_bit);
   rank_steps("--debug.stall", debug_stall);
   rank_steps("--debug.slow_save", debug_slow_save);
+  require(debug_wait_for_stop >= 0, "--debug.wait_for_stop", "0 (off) or a step",
+          debug_wait_for_stop);
   require(eval_batches >= 1, "--train.eval_batches", "at least 1", eval_batches);
   require(parallel.tp >= 1, "--parallel.tp", "at least 1", parallel.tp);
   require(parallel.pp >= 1, "--parallel.pp", "at least 1", parallel.pp);

@@ -58,6 +58,7 @@ struct TrainConfig {
   std::string debug_inject_nan;  // that rank's gradients become NaN at that step
   std::string debug_stall;       // that rank sleeps for an hour before that step
   std::string debug_slow_save;   // "RANK:SECONDS": that rank's shard writer waits that long first
+  int64_t debug_wait_for_stop = 0;       // a fresh run waits before that step for a stop signal
   std::string debug_perturb_replicated;  // that rank's gradients of shared params are nudged
   std::string debug_flip_bit;            // a bit of each of that rank's params flips after it
   // [data]

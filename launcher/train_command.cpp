@@ -602,6 +602,8 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
   for (int64_t step = first; step < cfg.steps; ++step) {
     if (has_rank_step(stalls, world.rank(), step + 1))
       std::this_thread::sleep_for(std::chrono::hours(1));
+    if (first == 0 && cfg.debug_wait_for_stop == step + 1)
+      while (stop_signal() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     const auto step_start = Clock::now();
     StepStats s = tr.step(stop_wish());
     // The step alone: a validation, which a stop ends, is not what the time limit must leave

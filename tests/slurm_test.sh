@@ -124,9 +124,10 @@ text=/usr/share/games/fortunes/fortunes  # Debian's fortunes-min; else the proje
 [ -f "$text" ] || text=$repo/docs
 "$tmp/bin/tessera" tokenize encode --input "$text" --output "$tmp/data/corpus" >/dev/null ||
   fail "tessera tokenize encode --input $text"
-# Long enough (about 20 s) that USR1 lands mid-run even when a loaded machine takes seconds to
-# deliver it: once, 2000 steps ended 5 s after scancel, before the signal reached the job.
-steps=4000
+# The preempted job waits before step 20 until USR1 reaches it (--debug.wait_for_stop), however
+# long its way through slurmctld and slurmd: with a fixed length instead, 4000 steps once ended
+# before a loaded machine delivered the signal, 17 s after scancel.
+steps=200
 cat >"$tmp/tiny.ini" <<EOF
 # A tiny byte-level model, about 5 ms a step as 4 ranks on 2 cores.
 [model]
@@ -230,15 +231,15 @@ log=$tmp/job_preempted.log
 say "submitting slurm/train_cpu.sbatch through slurm/submit.sh"
 out=$("$repo/slurm/submit.sh" --config "$tmp/tiny.ini" --run-dir "$tmp/run_preempted" \
   --tessera "$tmp/bin/tessera" --cpus-per-task=1 --output="$log" --chdir="$tmp" \
-  -- --data.path "$tmp/data/corpus") || fail "submit.sh: $out"
+  -- --data.path "$tmp/data/corpus" --debug.wait_for_stop 20) || fail "submit.sh: $out"
 echo "$out"
 job=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' <<<"$out")
 [ -n "$job" ] || fail "no job id in sbatch's answer: $out"
 jobs_submitted+=("$job")
 
 # A signal sent before the batch script has set its trap would be lost: wait until training has
-# begun (its first log line, step 10; the trap is set before the ranks start), then signal at
-# once, leaving most of the run for the signal's way through slurmctld and slurmd.
+# begun (its first log line, step 10; the trap is set before the ranks start), then signal; the
+# run stops at the step the signal reaches, by step 20, where it waits for it.
 training_logged() { awk '/^step / { split($2, s, "/"); if (s[1] + 0 >= 10) found = 1 } END { exit !found }' "$log" 2>/dev/null; }
 wait_for "training under way in job $job (step 10 logged)" 120 training_logged
 say "scancel --batch --signal=USR1 $job (what --signal=B:USR1@N does before the time limit)"
