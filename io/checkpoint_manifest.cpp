@@ -36,20 +36,6 @@ std::string parent_directory(const std::string& path) {
   return parent.empty() ? "." : parent.string();
 }
 
-// Writes `text` to PATH.tmp, fsyncs it, renames it to PATH and fsyncs PATH's directory.
-void write_file_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.close();
-    if (!out) system_error(tmp, "cannot write");
-  }
-  fsync_path(tmp);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) system_error(tmp, "cannot rename to " + path);
-  fsync_directory(parent_directory(path));
-}
-
 bool parse_manifest_line(const std::string& line, ManifestEntry& e) {
   const size_t a = line.find(' '), b = a == line.npos ? a : line.find(' ', a + 1);
   if (a != 8 || b == line.npos || b == a + 1 || b + 1 >= line.size()) return false;
@@ -65,6 +51,19 @@ bool parse_manifest_line(const std::string& line, ManifestEntry& e) {
 }
 
 }  // namespace
+
+void write_file_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.close();
+    if (!out) system_error(tmp, "cannot write");
+  }
+  fsync_path(tmp);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) system_error(tmp, "cannot rename to " + path);
+  fsync_directory(parent_directory(path));
+}
 
 std::string read_manifest_text(const std::string& dir) {
   const std::string path = (fs::path(dir) / "MANIFEST").string();
@@ -104,10 +103,6 @@ std::vector<ManifestEntry> parse_manifest(const std::string& text, const std::st
 }
 
 namespace {
-
-std::vector<ManifestEntry> read_manifest(const std::string& dir) {
-  return parse_manifest(read_manifest_text(dir), dir);
-}
 
 std::string hex8(uint32_t v) {
   char buf[9];
@@ -153,8 +148,15 @@ void require_checkpoint_directory(const std::string& dir) {
 }
 
 void verify_manifest(const std::string& dir, ManifestCheck check) {
+  if (check == ManifestCheck::kNone) return;
   require_checkpoint_directory(dir);
-  const std::vector<ManifestEntry> entries = read_manifest(dir);
+  verify_manifest(dir, read_manifest_text(dir), check);
+}
+
+void verify_manifest(const std::string& dir, const std::string& manifest_text,
+                     ManifestCheck check) {
+  if (check == ManifestCheck::kNone) return;
+  const std::vector<ManifestEntry> entries = parse_manifest(manifest_text, dir);
   std::set<std::string> listed;
   for (const ManifestEntry& e : entries) listed.insert(e.path);
   for (const std::string& f : checkpoint_files(dir))

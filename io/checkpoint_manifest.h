@@ -31,8 +31,9 @@ void write_manifest(const std::string& dir, const std::map<std::string, uint32_t
 
 // What verify_manifest checks: kFull reads every file for its CRC; kSizes stops at presence and
 // sizes (catches missing, truncated and unlisted files without reading them; for every rank of a
-// resume after one rank has checked kFull, and for quick looks).
-enum class ManifestCheck { kFull, kSizes };
+// resume after one rank has checked kFull, and for quick looks); kNone checks nothing, for a
+// caller that has checked already (CheckpointReader::open after the shared CRC pass).
+enum class ManifestCheck { kFull, kSizes, kNone };
 
 // InputError naming DIR unless it is a directory ("no such directory", or a file where a step_N
 // directory was expected: model.h5 given for its checkpoint).
@@ -42,6 +43,14 @@ void require_checkpoint_directory(const std::string& dir);
 // malformed, a listed file missing, a size or CRC that differs, a shard file present but not
 // listed. Reads files as bytes, never through HDF5.
 void verify_manifest(const std::string& dir, ManifestCheck check = ManifestCheck::kFull);
+// The same on DIR's MANIFEST as read_manifest_text gave it (DIR checked to be a directory first,
+// by require_checkpoint_directory), so that a caller that also needs the text reads it once.
+void verify_manifest(const std::string& dir, const std::string& manifest_text, ManifestCheck check);
+
+// Writes `text` to PATH.tmp, fsyncs it, renames it to PATH and fsyncs PATH's directory: a reader
+// never sees half a file, and a failed write leaves the previous one. InputError naming the file
+// on failure. The MANIFEST and `latest`, and the run directory's config.ini and metrics files.
+void write_file_atomically(const std::string& path, const std::string& text);
 
 // One line of a MANIFEST: a file's CRC-32C, size and path relative to the step directory.
 struct ManifestEntry {

@@ -103,11 +103,12 @@ uint32_t crc32c(const void* data, size_t n, uint32_t crc) {
 
 namespace {
 
-// CRC-32C of bytes [offset, offset + length) of `path`, or of all from `offset` to the end of
-// the file when `length` is kToTheEnd.
+// As a range's length: all from `offset` to the end of the file (crc32c_file).
 constexpr uint64_t kToTheEnd = ~uint64_t{0};
 
-uint32_t crc32c_of_file(const std::string& path, uint64_t offset, uint64_t length) {
+}  // namespace
+
+uint32_t crc32c_file_range(const std::string& path, uint64_t offset, uint64_t length) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw InputError(path + ": cannot open for reading (" + std::strerror(errno) + ")");
   std::vector<unsigned char> buffer(static_cast<size_t>(std::min<uint64_t>(length, 4u << 20)));
@@ -128,12 +129,6 @@ uint32_t crc32c_of_file(const std::string& path, uint64_t offset, uint64_t lengt
   }
   ::close(fd);
   return crc;
-}
-
-}  // namespace
-
-uint32_t crc32c_file_range(const std::string& path, uint64_t offset, uint64_t length) {
-  return crc32c_of_file(path, offset, length);
 }
 
 namespace {
@@ -171,7 +166,7 @@ uint32_t crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t len2) {
 }
 
 uint32_t crc32c_file(const std::string& path) {
-  return crc32c_of_file(path, 0, kToTheEnd);
+  return crc32c_file_range(path, 0, kToTheEnd);
 }
 
 }  // namespace tessera

@@ -109,11 +109,13 @@ MetricsWriter::MetricsWriter(std::string path)
   // hold the run in open() forever.
   const int fd =
       ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0666);
-  if (fd < 0 && errno == ENXIO)
+  if (fd < 0 && errno == ENXIO) {
+    const std::string kind = non_regular_kind(path_);
     throw InputError("metrics file " + path_ +
-                     (non_regular_kind(path_) == "a FIFO"
+                     (kind == "a FIFO"
                           ? ": a FIFO that no process reads; start its reader first, or remove it"
-                          : ": expected a file to append to, found " + non_regular_kind(path_)));
+                          : ": expected a file to append to, found " + kind));
+  }
   const int flags = fd < 0 ? -1 : ::fcntl(fd, F_GETFL);
   if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
   if (fd >= 0) file_.reset(::fdopen(fd, "a"));

@@ -82,6 +82,8 @@ class LineReader {
   }
 
   int64_t consumed() const { return consumed_; }
+  // The number of the line next() gave last (1-based; 0 before the first).
+  int64_t lines() const { return lines_; }
   const fs::path& path() const { return path_; }
 
  private:
@@ -124,7 +126,6 @@ struct DocumentReader::State {
   size_t next_file = 0;
   std::unique_ptr<LineReader> current;
   bool json_lines = false;
-  int64_t line_number = 0;
   size_t max_document_bytes = kMaxDocumentBytes;
 
   bool open_next_file();
@@ -139,7 +140,6 @@ bool DocumentReader::State::open_next_file() {
   const fs::path& path = files[next_file++];
   current = std::make_unique<LineReader>(path, max_document_bytes);
   json_lines = is_json_lines(path);
-  line_number = 0;
   return true;
 }
 
@@ -150,7 +150,7 @@ void DocumentReader::State::close_file() {
 
 std::string DocumentReader::State::json_text(std::string_view line) const {
   const std::string where =
-      "text input " + current->path().string() + ":" + std::to_string(line_number) + ": ";
+      "text input " + current->path().string() + ":" + std::to_string(current->lines()) + ": ";
   nlohmann::json value;
   try {
     value = nlohmann::json::parse(line);
@@ -172,7 +172,6 @@ std::optional<std::string> DocumentReader::State::next_json_document() {
   std::string_view line;
   bool newline = false;
   while (current->next(line, newline)) {
-    ++line_number;
     if (blank(line)) continue;
     std::string text = json_text(line);
     if (!blank(text)) return text;
@@ -189,8 +188,7 @@ std::optional<std::string> DocumentReader::State::next_text_document() {
   bool any = false;
   int64_t first_line = 0;
   while (current->next(line, newline)) {
-    if (doc.empty()) first_line = line_number + 1;
-    ++line_number;
+    if (doc.empty()) first_line = current->lines();
     any = true;
     std::string cleaned;
     if (line.find('\b') != std::string_view::npos) {

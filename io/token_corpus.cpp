@@ -86,37 +86,16 @@ void TokenCorpus::read_tokens(int64_t start, int64_t count, int32_t* out) const 
   TESSERA_CHECK(start >= 0 && count >= 0 && start + count <= num_tokens_,
                 "TokenCorpus::read_tokens: [" + std::to_string(start) + ", " +
                     std::to_string(start + count) + ") outside " + std::to_string(num_tokens_));
-  if (dtype_ == DType::U16)
-    widen(static_cast<const uint16_t*>(tokens_) + start, count, out);
-  else
-    widen(static_cast<const int32_t*>(tokens_) + start, count, out);
+  with_tokens([&](const auto* p) { widen(p + start, count, out); });
 }
 
 int64_t TokenCorpus::first_bad_token(int64_t start, int64_t count, int64_t vocab) const {
   TESSERA_CHECK(start >= 0 && count >= 0 && start + count <= num_tokens_,
                 "TokenCorpus::first_bad_token: range outside the corpus");
   const int64_t bad =
-      dtype_ == DType::U16
-          ? first_bad_id(static_cast<const uint16_t*>(tokens_) + start, count, vocab)
-          : first_bad_id(static_cast<const int32_t*>(tokens_) + start, count, vocab);
+      with_tokens([&](const auto* p) { return first_bad_id(p + start, count, vocab); });
   return bad < 0 ? -1 : start + bad;
 }
-
-namespace {
-
-// Tokens [start, start + count) of `p`: the first position whose id lies outside [0, vocab)
-// (-1: none), and each id's occurrences added to `counts` when it is not empty.
-template <typename T>
-int64_t check_and_count(const T* p, int64_t start, int64_t count, int64_t vocab,
-                        std::vector<int64_t>& counts) {
-  const int64_t bad = first_bad_id(p + start, count, vocab);
-  if (bad >= 0) return start + bad;
-  if (!counts.empty())
-    for (int64_t i = start; i < start + count; ++i) ++counts[static_cast<size_t>(p[i])];
-  return -1;
-}
-
-}  // namespace
 
 std::vector<int64_t> TokenCorpus::scan(int64_t vocab, int64_t begin, int64_t end,
                                        int64_t max_tokens, bool count) const {
@@ -128,16 +107,16 @@ std::vector<int64_t> TokenCorpus::scan(int64_t vocab, int64_t begin, int64_t end
   const int64_t runs = all ? 1 : kRuns, run = all ? n : max_tokens / kRuns;
   for (int64_t r = 0; r < runs; ++r) {
     const int64_t start = begin + (all ? 0 : (n - run) / (kRuns - 1) * r);
-    const int64_t bad =
-        dtype_ == DType::U16
-            ? check_and_count(static_cast<const uint16_t*>(tokens_), start, run, vocab, counts)
-            : check_and_count(static_cast<const int32_t*>(tokens_), start, run, vocab, counts);
-    if (bad < 0) continue;
-    const int64_t id = dtype_ == DType::U16 ? static_cast<const uint16_t*>(tokens_)[bad]
-                                            : static_cast<const int32_t*>(tokens_)[bad];
-    throw InputError("corpus " + token_file_ + ": token " + std::to_string(bad) + " has id " +
-                     std::to_string(id) + ", expected ids in [0, --model.vocab_size " +
-                     std::to_string(vocab) + ") (was it made with another tokenizer?)");
+    const int64_t bad = first_bad_token(start, run, vocab);
+    if (bad >= 0)
+      throw InputError("corpus " + token_file_ + ": token " + std::to_string(bad) + " has id " +
+                       std::to_string(with_tokens([&](const auto* p) { return int64_t{p[bad]}; })) +
+                       ", expected ids in [0, --model.vocab_size " + std::to_string(vocab) +
+                       ") (was it made with another tokenizer?)");
+    if (count)
+      with_tokens([&](const auto* p) {
+        for (int64_t i = start; i < start + run; ++i) ++counts[static_cast<size_t>(p[i])];
+      });
   }
   return counts;
 }
@@ -195,9 +174,7 @@ std::optional<TokenCorpus::SliceIds> TokenCorpus::check_token_ids(int64_t vocab,
     const int64_t size = num_tokens_ / parts + (part < num_tokens_ % parts ? 1 : 0);
     if (size == 0)
       return {std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::min()};
-    const auto range = dtype_ == DType::U16
-                           ? id_range(static_cast<const uint16_t*>(tokens_) + begin, size)
-                           : id_range(static_cast<const int32_t*>(tokens_) + begin, size);
+    const auto range = with_tokens([&](const auto* p) { return id_range(p + begin, size); });
     if (range.first >= 0 && range.second < vocab) return range;
     try {
       scan(vocab, begin, begin + size, size, false);

@@ -59,6 +59,12 @@ class TokenCorpus {
                                     int64_t max_tokens = std::numeric_limits<int64_t>::max()) const;
 
  private:
+  // f(p) with p the tokens as their stored type (const uint16_t* or const int32_t*).
+  template <typename F>
+  decltype(auto) with_tokens(F&& f) const {
+    return dtype_ == DType::U16 ? f(static_cast<const uint16_t*>(tokens_))
+                                : f(static_cast<const int32_t*>(tokens_));
+  }
   // check_token_ids and token_counts (`count`) over tokens [begin, end), all or max_tokens of
   // them.
   std::vector<int64_t> scan(int64_t vocab, int64_t begin, int64_t end, int64_t max_tokens,
@@ -79,6 +85,10 @@ bool same_corpus(const TokenCorpus& a, const TokenCorpus& b);
 // gives its frequencies from max_tokens of them (TokenCorpus::token_counts), so that the figure
 // costs a bounded read however large the corpus.
 inline constexpr int64_t kEntropyTokens = int64_t{1} << 27;
+// How messages name that sample: "134 M evenly spread tokens".
+inline std::string entropy_sample() {
+  return std::to_string(kEntropyTokens / 1000000) + " M evenly spread tokens";
+}
 double unigram_entropy(const std::vector<TokenCorpus>& corpora, const std::vector<double>& weights,
                        int64_t vocab, int64_t max_tokens = kEntropyTokens);
 

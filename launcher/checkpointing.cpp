@@ -276,6 +276,12 @@ void verify_crcs_together(Communicator& world, const std::string& dir,
   }
 }
 
+void add_note(std::string& note, const std::string& part) {
+  if (part.empty()) return;
+  if (!note.empty()) note += "; ";
+  note += part;
+}
+
 std::string restore_replaced_checkpoints(const std::string& root) {
   std::string note;
   if (!fs::is_directory(root)) return note;
@@ -286,15 +292,13 @@ std::string restore_replaced_checkpoints(const std::string& root) {
     if (fs::exists(step)) {  // the new one was in place: the old one was being deleted
       std::error_code ec;
       fs::remove_all(e.path(), ec);
-      if (ec)
-        note += (note.empty() ? "" : "; ") + ("cannot delete " + e.path().string()) + " (" +
-                ec.message() + ")";
+      if (ec) add_note(note, "cannot delete " + e.path().string() + " (" + ec.message() + ")");
       continue;
     }
     fs::rename(e.path(), step);
     fsync_directory(root);
-    note += (note.empty() ? "" : "; ") + step.string() +
-            " was being replaced by a save when a run stopped: the old one is restored";
+    add_note(note, step.string() +
+                       " was being replaced by a save when a run stopped: the old one is restored");
   }
   return note;
 }
@@ -321,14 +325,15 @@ std::string choose_checkpoint_together(Communicator& world, const std::string& r
     chosen = choose_checkpoint(root, resume, choice_note, [&](const std::string& dir) {
       // verify_checkpoint's checks in its order: the sizes (rank 0), the bytes (together), and
       // model.h5's map of the shards (rank 0), which reads the shards' metadata.
-      verify_manifest(dir, ManifestCheck::kSizes);
+      require_checkpoint_directory(dir);
       const std::string manifest = read_manifest_text(dir);
+      verify_manifest(dir, manifest, ManifestCheck::kSizes);
       broadcast_string(world, "crc " + dir, 0);
       broadcast_string(world, manifest, 0);
       verify_crcs_together(world, dir, manifest);
-      CheckpointReader::open(dir, ManifestCheck::kSizes).check_shards();
+      CheckpointReader::open(dir, ManifestCheck::kNone).check_shards();
     });
-    if (!choice_note.empty()) note += (note.empty() ? "" : "; ") + choice_note;
+    add_note(note, choice_note);
   } catch (...) {
     broadcast_string(world, "done ", 0);
     throw;

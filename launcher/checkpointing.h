@@ -109,6 +109,10 @@ std::string newest_checkpoint(const std::string& root, std::string& note,
 std::string choose_checkpoint(const std::string& root, const std::string& resume, std::string& note,
                               const CheckpointVerifier& verify = verify_here);
 
+// NOTE + "; " + PART (PART alone when NOTE is empty; nothing when PART is): the notes of a
+// checkpoint's choice, said on one line.
+void add_note(std::string& note, const std::string& part);
+
 // Restores ROOT/step_N.replaced, the old directory of a step that a save was replacing when
 // its run stopped, as step_N, unless the new step_N made it in (then the old one is deleted).
 // Returns what it restored, for the log ("" when nothing). Rank 0, under the run's lock.

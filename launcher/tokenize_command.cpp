@@ -382,7 +382,7 @@ int encode(int argc, char** argv) {
   std::printf("unigram entropy: %.4f nats/token%s (a model that ignores context cannot beat it)\n",
               unigram_entropy({TokenCorpus::open(prefix)}, {1.0}, tokenizer->vocab_size()),
               corpus.num_tokens() > kEntropyTokens
-                  ? ", from 134 M evenly spread tokens of the corpus"
+                  ? (", from " + entropy_sample() + " of the corpus").c_str()
                   : "");
   std::fflush(stdout);
   return 0;

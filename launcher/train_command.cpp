@@ -99,27 +99,6 @@ void print_loss_curve(const std::vector<double>& losses, int64_t first_step) {
   }
 }
 
-// Written to PATH.tmp and renamed: a reader never sees half a file, and a failed write leaves the
-// previous one.
-void write_text_file(const std::filesystem::path& path, const std::string& text) {
-  const std::filesystem::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << text;
-    out.close();
-    if (!out) {
-      std::error_code ec;
-      std::filesystem::remove(tmp, ec);
-      throw InputError("--run.dir: cannot write " + path.string());
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec)
-    throw InputError("--run.dir: cannot rename " + tmp.string() + " to " + path.string() + " (" +
-                     ec.message() + ")");
-}
-
 // "1 document", "2 documents".
 std::string count_of(int64_t n, const std::string& thing) {
   return std::to_string(n) + " " + thing + (n == 1 ? "" : "s");
@@ -275,8 +254,8 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
       "final loss %.4f nats/token (mean of the last log interval) vs the corpus' unigram "
       "entropy %.4f nats/token%s: %.2f nats/token %s it\n",
       result.final_loss, entropy,
-      estimated ? " (from 134 M evenly spread tokens of each larger corpus)" : "", std::abs(gap),
-      gap >= 0 ? "below" : "above");
+      estimated ? (" (from " + entropy_sample() + " of each larger corpus)").c_str() : "",
+      std::abs(gap), gap >= 0 ? "below" : "above");
   // One rank holding the whole model: its peak beside the estimate (gpt_state_bytes +
   // gpt_activation_bytes), of the GPU's tensors on the GPU, of the host's memory on the CPU.
   const bool gpu = cfg.model.device == Device::CUDA;
@@ -361,8 +340,8 @@ void set_aside_later_metrics(const std::string& path, int64_t first_step) {
   }
   if (moved == 0) return;
   const std::string aside = free_name(path + ".after_step_" + std::to_string(first_step));
-  write_text_file(aside, later);
-  write_text_file(path, kept);
+  write_file_atomically(aside, later);
+  write_file_atomically(path, kept);
   std::printf(
       "metrics: %lld records of steps after %lld, from a run that went on past its last "
       "checkpoint, moved from %s to %s\n",
@@ -768,11 +747,12 @@ int train_command(int argc, char** argv) {
     resume_dir = choose_checkpoint_together(world, checkpoints_root(cfg), cfg.checkpoint_resume,
                                             resume_note);
     if (root && !resume_dir.empty())
-      if (const std::string note = check_checkpoint_fits(resume_dir, *trainer); !note.empty())
-        resume_note += (resume_note.empty() ? "" : "; ") + note;
+      add_note(resume_note, check_checkpoint_fits(resume_dir, *trainer));
     // Last, when nothing can refuse the start any more: a start refused on any rank leaves the
     // run directory's config.ini as the run that saved its checkpoints wrote it.
-    if (root) write_text_file(std::filesystem::path(cfg.run_dir) / "config.ini", cfg.resolved_ini);
+    if (root)
+      write_file_atomically((std::filesystem::path(cfg.run_dir) / "config.ini").string(),
+                            cfg.resolved_ini);
   } catch (...) {
     failure = report_error(std::current_exception(), "train");
   }

@@ -610,15 +610,20 @@ TEST_F(CheckpointTest, CkptExportWritesAValidSafetensorsFile) {
             kExitBadInput);
   EXPECT_TRUE(fs::is_directory(root_ / "a_directory"));
 
+  // What `export --output OUTPUT` prints on stderr, refused with exit code 2.
+  const auto refusal = [&](const fs::path& output) {
+    ::testing::internal::CaptureStderr();
+    EXPECT_EQ(
+        ckpt({"export", dir_.string(), "--to", "safetensors", "--output", output.string()}).first,
+        kExitBadInput)
+        << output;
+    return ::testing::internal::GetCapturedStderr();
+  };
   // Nor into the checkpoint it reads (over its model.h5, a shard or the `latest` beside it), nor
   // to an empty name; the checkpoint stays whole.
   for (const fs::path& inside : {dir_ / "model.h5", dir_ / "shards" / "rank_00000.h5",
                                  dir_ / "new.safetensors", root_ / "latest"}) {
-    ::testing::internal::CaptureStderr();
-    EXPECT_EQ(
-        ckpt({"export", dir_.string(), "--to", "safetensors", "--output", inside.string()}).first,
-        kExitBadInput);
-    const std::string error = ::testing::internal::GetCapturedStderr();
+    const std::string error = refusal(inside);
     EXPECT_NE(error.find("expected a file outside the checkpoint"), std::string::npos) << error;
   }
   EXPECT_EQ(ckpt({"export", dir_.string(), "--to", "safetensors", "--output", ""}).first,
@@ -639,11 +644,7 @@ TEST_F(CheckpointTest, CkptExportWritesAValidSafetensorsFile) {
       ckpt({"export", dir_.string(), "--to", "safetensors", "--output", empty.string()}).first, 0);
   for (const fs::path& kept : {other, text, wrapped}) {
     const std::string before = read_text(kept);
-    ::testing::internal::CaptureStderr();
-    EXPECT_EQ(
-        ckpt({"export", dir_.string(), "--to", "safetensors", "--output", kept.string()}).first,
-        kExitBadInput);
-    const std::string error = ::testing::internal::GetCapturedStderr();
+    const std::string error = refusal(kept);
     EXPECT_NE(error.find("found a file that is not safetensors"), std::string::npos) << error;
     EXPECT_EQ(read_text(kept), before) << kept;
   }
