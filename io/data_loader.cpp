@@ -33,10 +33,12 @@ std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std:
   std::vector<CorpusWeight> blend;
   double total = 0;
   for (size_t i = 0; i < words.size(); i += 2) {
+    // A decimal number: std::stod also reads "0x10", "inf" and "nan".
+    const bool decimal = words[i].find_first_not_of("0123456789.eE+-") == std::string::npos;
     double w = 0;
     size_t used = 0;
     try {
-      w = std::stod(words[i], &used);
+      if (decimal) w = std::stod(words[i], &used);
     } catch (const std::exception&) {
       used = 0;
     }
@@ -53,6 +55,12 @@ std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std:
     for (CorpusWeight& c : blend) total += c.weight /= largest;
   }
   for (CorpusWeight& c : blend) c.weight /= total;
+  // The blend counts positions in doubles, exact up to 2^53: a share below 2^-53 is never drawn.
+  for (size_t i = 0; i < blend.size(); ++i)
+    if (blend[i].weight < 0x1p-53)
+      throw InputError(option + ": weight " + words[2 * i] + " of " + blend[i].path +
+                       " is less than 2^-53 of the weights' sum: no sample would ever be drawn "
+                       "from it; raise it or leave the corpus out");
   return blend;
 }
 

@@ -93,11 +93,14 @@ TEST(CorpusBlend, ParsesOnePathOrWeightedPairsAndNormalises) {
   const auto huge = parse_corpus_blend("1e308 a 1.5e308 b", "--data.path");
   EXPECT_DOUBLE_EQ(huge.at(0).weight, 0.4);
   EXPECT_DOUBLE_EQ(huge.at(1).weight, 0.6);
+  // The smallest share a blend can draw from, and exponents, are accepted.
+  EXPECT_NO_THROW(parse_corpus_blend("1e-15 a 1 b 2E+0 c", "--data.path"));
 }
 
 TEST(CorpusBlend, MalformedTextNamesTheOption) {
-  for (const char* bad : {"", "0.5 a b", "x a 0.5 b", "-1 a 1 b", "0 a 1 b", "my data/a",
-                          "\"my data/a", "\"\"", "1 \"\""}) {
+  for (const char* bad :
+       {"", "0.5 a b", "x a 0.5 b", "-1 a 1 b", "0 a 1 b", "my data/a", "\"my data/a", "\"\"",
+        "1 \"\"", "0x10 a 1 b", "inf a 1 b", "nan a 1 b", "1e-300 a 1 b"}) {
     try {
       parse_corpus_blend(bad, "--data.path");
       ADD_FAILURE() << "accepted \"" << bad << "\"";
