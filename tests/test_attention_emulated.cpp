@@ -1,7 +1,7 @@
 // The CUDA attention kernels, their source run on the CPU by tests/simt_emulation.h, against the
 // float64 CPU attention: the forward output and log-sum-exp, and the gradient the backward adds
-// to dqkv, at the GPU tests' tolerances (tests/gpu_attention_test.cpp), for head dims 64 and 128
-// and sequence lengths that leave partial tiles. Both families: the bf16 tensor-core kernels
+// stored in dqkv, at the GPU tests' tolerances (tests/gpu_attention_test.cpp), for head dims 64 and
+// 128 and sequence lengths that leave partial tiles. Both families: the bf16 tensor-core kernels
 // (core/ops/attention_bf16_kernels.cuh) and the CUDA-core kernels that fp32 always and bf16 by
 // default run (core/ops/attention_cuda_core_kernels.cuh), each launched as its .cu launches it.
 // Every case runs twice, the threads of each block in opposite orders, and must give the same
@@ -32,7 +32,7 @@ namespace {
 using tessera::cuda::blocks_for;
 
 // The GPU tests' tolerances: fp32 sums in another order (and online, rescaled); in bf16 one
-// rounding of the output, of P and dS as mma inputs and of dqkv + gradient.
+// rounding of the output, of P and dS as mma inputs and of dqkv.
 struct Tolerance {
   double atol, rtol;
 };
@@ -81,7 +81,7 @@ Tensor to_f64(const std::vector<float>& v, const Shape& shape) {
 }
 
 struct Inputs {
-  std::vector<float> qkv, dout, dqkv0;  // dqkv0: where the kernels' sums start
+  std::vector<float> qkv, dout;
 };
 struct Outputs {
   std::vector<float> out, dqkv, lse;
@@ -91,8 +91,7 @@ template <typename D>
 Inputs random_inputs(const Case& c) {
   const size_t C = static_cast<size_t>(c.H * c.hd), rows = static_cast<size_t>(c.B * c.T);
   const uint64_t seed = static_cast<uint64_t>(100 * c.hd + c.T);
-  return {random_values<D>(rows * 3 * C, seed), random_values<D>(rows * C, seed + 1),
-          random_values<D>(rows * 3 * C, seed + 2)};
+  return {random_values<D>(rows * 3 * C, seed), random_values<D>(rows * C, seed + 1)};
 }
 
 // The kernels' results against the float64 CPU attention on the same values.
@@ -103,11 +102,8 @@ void expect_matches_reference(const Inputs& in, const Outputs& got, const Case& 
   Tensor out_ref({B, T, C}, DType::F64);
   Tensor att(ops::attention_saved_shape(Device::CPU, B, H, T), DType::F64);
   ops::attention_forward(out_ref, att, qkv64, H);
-  // The kernels add the gradient into dqkv (their op clears it first); here they start from
-  // dqkv0, so that adding is checked.
   Tensor dqkv_ref({B, T, 3 * C}, DType::F64);
   ops::attention_backward(dqkv_ref, dout64, qkv64, out_ref, att, H);
-  for (int64_t i = 0; i < B * T * 3 * C; ++i) dqkv_ref.data<double>()[i] += in.dqkv0[i];
 
   int bad_out = 0, bad_lse = 0, bad_grad = 0;
   for (int64_t i = 0; i < B * T * C; ++i) {
@@ -161,8 +157,8 @@ std::string case_name(const ::testing::TestParamInfo<Case>& info) {
 // ---------------------------------------------------------------------------------------------
 // The kernels as attention_cuda.cu launches them for one backward, with the tensor-core kernels
 // of attention_bf16_cuda.cu or its own CUDA-core ones: delta = rowsum(dout * out) by the delta
-// kernel, then dK/dV and dQ. (The launcher clears dqkv first; here it starts at dqkv0, so that
-// the kernels are seen to add.) Outputs start as NaN, so an element no kernel writes shows.
+// kernel, then dK/dV and dQ, which store the gradient without a clearing first. Outputs (dqkv
+// too) start as NaN, so an element no kernel writes shows.
 
 namespace cc = ops::cuda::attention_cuda_cores;
 namespace tc = ops::cuda::attention_bf16;
@@ -210,7 +206,7 @@ Outputs run_tensor_cores(const Inputs& in, const Case& c) {
   simt::launch_with_smem(tc::forward_kernel<HD>, grid, tc::kThreads, tc::forward_smem_bytes<HD>(),
                          out.data(), lse.data(), qkv.data(), g.S, g.H, g.scale);
   const std::vector<float> delta = delta_of<HD>(dout, out, g);
-  std::vector<D> dqkv = stored<D>(in.dqkv0);
+  std::vector<D> dqkv = nans<D>(in.qkv.size());
   simt::launch_with_smem(tc::backward_dkdv_kernel<HD>, grid, tc::kThreads,
                          tc::dkdv_smem_bytes<HD>(), dqkv.data(), qkv.data(), dout.data(),
                          static_cast<const float*>(lse.data()), delta.data(), g.S, g.H, g.scale);
@@ -250,7 +246,7 @@ Outputs run_cuda_cores(const Inputs& in, const Case& c) {
                          cc::forward_smem_bytes<HD>(), out.data(), lse.data(), qkv.data(), g.S, g.H,
                          g.scale);
   const std::vector<float> delta = delta_of<HD>(dout, out, g);
-  std::vector<D> dqkv = stored<D>(in.dqkv0);
+  std::vector<D> dqkv = nans<D>(in.qkv.size());
   simt::launch_with_smem(cc::attention_backward_dkdv_kernel<HD, D>, grid, cc::kThreads,
                          cc::backward_dkdv_smem_bytes<HD>(), dqkv.data(), qkv.data(), dout.data(),
                          static_cast<const float*>(lse.data()), delta.data(), g.S, g.H, g.scale);

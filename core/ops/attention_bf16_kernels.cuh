@@ -191,10 +191,8 @@ __device__ __forceinline__ float quad_sum(float x) {
 }
 
 // dst[0..1] += (x, y) * scale, in bf16 storage.
-__device__ __forceinline__ void add_pair(bf16x1* dst, float x, float y, float scale) {
-  __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(dst);
-  const float2 old = __bfloat1622float2(*p);
-  *p = __floats2bfloat162_rn(old.x + scale * x, old.y + scale * y);
+__device__ __forceinline__ void store_pair(bf16x1* dst, float x, float y, float scale) {
+  *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(scale * x, scale * y);
 }
 
 // --- forward ---------------------------------------------------------------------------------
@@ -384,8 +382,8 @@ __global__ void __launch_bounds__(kThreads)
     bf16x1* dv_row = dk_row + head.C;
 #pragma unroll
     for (int n = 0; n < HD / 8; ++n) {
-      add_pair(dk_row + 8 * n + 2 * t, dk[n][2 * i], dk[n][2 * i + 1], scale);
-      add_pair(dv_row + 8 * n + 2 * t, dv[n][2 * i], dv[n][2 * i + 1], 1.0f);
+      store_pair(dk_row + 8 * n + 2 * t, dk[n][2 * i], dk[n][2 * i + 1], scale);
+      store_pair(dv_row + 8 * n + 2 * t, dv[n][2 * i], dv[n][2 * i + 1], 1.0f);
     }
   }
 }
@@ -462,7 +460,7 @@ __global__ void __launch_bounds__(kThreads)
     bf16x1* dq_row = dqkv + head.qkv + int64_t{row[i]} * head.qkv_row;
 #pragma unroll
     for (int n = 0; n < HD / 8; ++n)
-      add_pair(dq_row + 8 * n + 2 * t, dq[n][2 * i], dq[n][2 * i + 1], scale);
+      store_pair(dq_row + 8 * n + 2 * t, dq[n][2 * i], dq[n][2 * i + 1], scale);
   }
 }
 

@@ -93,8 +93,7 @@ void launch_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const f
   }
   const dim3 grid = grid_of("attention_backward", B, S, H);
   cudaStream_t stream = ::tessera::cuda::compute_stream();
-  // The kernels below add their sums into dqkv; the op writes it.
-  CHECK_CUDA(cudaMemsetAsync(dqkv, 0, static_cast<size_t>(B * S * 3 * H * HD) * sizeof(T), stream));
+  // No clearing: the dK/dV kernel stores the K and V columns of dqkv, the dQ kernel the Q ones.
   const int Si = static_cast<int>(S), Hi = static_cast<int>(H);
   const int64_t rows = B * S * H;
   // rowsum(dout * out) per row (FA2's D), written whole by the first kernel.

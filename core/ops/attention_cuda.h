@@ -29,7 +29,7 @@ inline float attention_scale(int64_t hd) {
 template <typename T>
 void attention_forward(T* out, float* lse, const T* qkv, int64_t B, int64_t S, int64_t H,
                        int64_t hd, AttentionKernels kernels);
-// dqkv = the gradient (the kernels add into it once it is cleared). dK and dV are summed by the
+// dqkv = the gradient, each element stored once (no clearing first). dK and dV are summed by the
 // thread block that owns the key tile and dQ by the one that owns the query tile, each in a
 // fixed order: no atomics, bitwise reproducible (cuDNN's backward: attention_cudnn.cu).
 template <typename T>

@@ -234,8 +234,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int j = 0; j < kCols; ++j) {
       const int d = lane + 32 * j;
-      dk_row[d] = from_f32<T>(to_f32(dk_row[d]) + scale * dk[i][j]);
-      dv_row[d] = from_f32<T>(to_f32(dv_row[d]) + dv[i][j]);
+      dk_row[d] = from_f32<T>(scale * dk[i][j]);
+      dv_row[d] = from_f32<T>(dv[i][j]);
     }
   }
 }
@@ -304,7 +304,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int j = 0; j < kCols; ++j) {
       const int d = lane + 32 * j;
-      dq_row[d] = from_f32<T>(to_f32(dq_row[d]) + scale * dq[i][j]);
+      dq_row[d] = from_f32<T>(scale * dq[i][j]);
     }
   }
 }
