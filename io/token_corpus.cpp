@@ -229,14 +229,20 @@ bool same_corpus(const TokenCorpus& a, const TokenCorpus& b) {
 }
 
 double unigram_entropy(const std::vector<TokenCorpus>& corpora, const std::vector<double>& weights,
-                       int64_t vocab, int64_t max_tokens) {
+                       int64_t vocab, int64_t max_tokens, bool* sampled) {
   TESSERA_CHECK(corpora.size() == weights.size() && !corpora.empty(),
                 "unigram_entropy: one weight per corpus");
   double total_weight = 0;
   for (double w : weights) total_weight += w;
   std::vector<double> p(static_cast<size_t>(vocab), 0.0);
+  if (sampled) *sampled = false;
   for (size_t k = 0; k < corpora.size(); ++k) {
-    const std::vector<int64_t> counts = corpora[k].token_counts(vocab, max_tokens);
+    // The budget shared by weight (a blend of thousands of corpora reads no more than one), at
+    // least one token of each of the 1024 runs token_counts spreads.
+    const int64_t budget = std::max<int64_t>(
+        1024, std::llround(static_cast<double>(max_tokens) * weights[k] / total_weight));
+    if (sampled && corpora[k].num_tokens() > budget) *sampled = true;
+    const std::vector<int64_t> counts = corpora[k].token_counts(vocab, budget);
     int64_t counted = 0;
     for (int64_t c : counts) counted += c;
     const double scale = weights[k] / total_weight / static_cast<double>(counted);

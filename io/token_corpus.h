@@ -81,15 +81,16 @@ class TokenCorpus {
 bool same_corpus(const TokenCorpus& a, const TokenCorpus& b);
 
 // Entropy in nats/token of the token frequencies of `corpora` mixed with `weights` (normalised):
-// the loss of the best model that ignores context. A corpus of more than `max_tokens` tokens
-// gives its frequencies from max_tokens of them (TokenCorpus::token_counts), so that the figure
-// costs a bounded read however large the corpus.
+// the loss of the best model that ignores context. It reads at most about `max_tokens` tokens in
+// all, however many and large the corpora: corpus k's frequencies come from max(1024, w_k
+// max_tokens) of its tokens when it holds more (TokenCorpus::token_counts), and `sampled` (when
+// given) tells whether any did.
 inline constexpr int64_t kEntropyTokens = int64_t{1} << 27;
 // How messages name that sample: "134 M evenly spread tokens".
 inline std::string entropy_sample() {
   return std::to_string(kEntropyTokens / 1000000) + " M evenly spread tokens";
 }
 double unigram_entropy(const std::vector<TokenCorpus>& corpora, const std::vector<double>& weights,
-                       int64_t vocab, int64_t max_tokens = kEntropyTokens);
+                       int64_t vocab, int64_t max_tokens = kEntropyTokens, bool* sampled = nullptr);
 
 }  // namespace tessera

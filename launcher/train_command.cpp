@@ -245,16 +245,16 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
     corpora.push_back(train.corpus(k));
     weights.push_back(train.weight(k));
   }
-  const double entropy = unigram_entropy(corpora, weights, cfg.model.vocab_size);
-  const bool estimated = std::any_of(corpora.begin(), corpora.end(), [](const TokenCorpus& c) {
-    return c.num_tokens() > kEntropyTokens;
-  });
+  bool estimated = false;
+  const double entropy =
+      unigram_entropy(corpora, weights, cfg.model.vocab_size, kEntropyTokens, &estimated);
   const double gap = entropy - result.final_loss;
   std::printf(
       "final loss %.4f nats/token (mean of the last log interval) vs the corpus' unigram "
       "entropy %.4f nats/token%s: %.2f nats/token %s it\n",
       result.final_loss, entropy,
-      estimated ? (" (from " + entropy_sample() + " of each larger corpus)").c_str() : "",
+      estimated ? (" (from " + entropy_sample() + ", shared among the corpora by weight)").c_str()
+                : "",
       std::abs(gap), gap >= 0 ? "below" : "above");
   // One rank holding the whole model: its peak beside the estimate (gpt_state_bytes +
   // gpt_activation_bytes), of the GPU's tensors on the GPU, of the host's memory on the CPU.

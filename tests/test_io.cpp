@@ -411,6 +411,16 @@ TEST_F(IoTest, UnigramEntropyInNats) {
   const std::vector<int64_t> counts = big.token_counts(2, 2048);
   EXPECT_EQ(counts, (std::vector<int64_t>{1024, 1024}));
   expect_input_error([&] { big.check_token_ids(2); }, {path("big.bin"), "token 4095", "has id 7"});
+  // A blend shares the budget by weight: 2048 tokens of each of two such corpora, the 7s unread
+  // (each corpus alone would read all its 4096 tokens, and stop at the 7).
+  make_corpus(path("big2"), {alternating});
+  bool sampled = false;
+  EXPECT_NEAR(
+      unigram_entropy({big, TokenCorpus::open(path("big2"))}, {1.0, 1.0}, 2, 4096, &sampled),
+      std::log(2.0), 1e-12);
+  EXPECT_TRUE(sampled);
+  unigram_entropy({ds}, {1.0}, 3, 4096, &sampled);
+  EXPECT_FALSE(sampled);
 }
 
 TEST_F(IoTest, ReadsAnIdxBuiltFromTheSpecification) {
