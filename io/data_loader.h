@@ -4,10 +4,12 @@
 // epoch) and computed per position (io/sample_permutation.h: no order is built or stored); a blend
 // of corpora interleaves them greedily, always from the corpus that lags its share the most (as
 // Megatron-LM's blending does), so that after every prefix of n samples corpus k has supplied
-// within one sample of n w_k. Position g of that sequence is the same on every layout; DataLoader
-// gives data-parallel rank r the positions g = r, r + DP, ... and prefetches them on a background
-// thread. A loader's whole state is the number of positions consumed, so resuming from it reads
-// exactly the next batch.
+// fewer than n w_k + 1 samples and more than n w_k - (K - 1) of K corpora. Position g of that
+// sequence is the same on every layout; DataLoader gives data-parallel rank r the positions g = r,
+// r + DP, ... and prefetches them on a background thread. A loader's whole state is the number of
+// positions consumed, so resuming from it reads exactly the next batch; the blend's per-corpus
+// counts there are saved beside it, so that a resume need not walk the blend from position 0 to
+// find them.
 #pragma once
 
 #include <condition_variable>
@@ -74,6 +76,11 @@ class SampleStream {
     std::vector<int64_t> taken;
   };
   Cursor cursor_at(int64_t position) const;  // walks the blend from 0: O(position x corpora)
+  // The cursor at `position` from its per-corpus counts (a saved cursor, LoaderState::taken),
+  // checked against what the blend can reach: one count per corpus, summing to the position, each
+  // within the bounds next_corpus keeps. Throws InputError naming `what` otherwise.
+  Cursor cursor_from(int64_t position, const std::vector<int64_t>& taken,
+                     const std::string& what) const;
   // The corpus that position cursor.position draws from, and the cursor moved past it.
   int next_corpus(Cursor& c) const;
   // Reads corpus k's j-th sample (j counts across epochs) into out[seq_len + 1]: sample
@@ -96,10 +103,13 @@ class SampleStream {
 };
 
 // The loader's state, saved with a checkpoint: positions of the sample sequence consumed by all
-// DP ranks together, and the seed it was made with (checked on restore).
+// DP ranks together, and the seed it was made with (checked on restore). `taken`, when not empty,
+// is the samples each corpus has supplied at that position (SampleStream::Cursor), which restoring
+// otherwise recomputes by walking the blend from position 0: O(consumed x corpora).
 struct LoaderState {
   int64_t consumed = 0;
   uint64_t seed = 0;
+  std::vector<int64_t> taken;
 };
 
 class DataLoader {
@@ -114,9 +124,11 @@ class DataLoader {
   // This rank's next batch, I32 [micro_batch, seq_len + 1], into `tokens` (reallocated unless
   // it already has that shape).
   void next_batch(Tensor& tokens);
-  LoaderState state() const;
+  // With `taken` (the blend walked on from the last call's place).
+  LoaderState state();
   // Continues from `s`: the next batch is the one a run that had consumed s.consumed positions
-  // would read next. Throws InputError for another seed or a position between batches.
+  // would read next. Throws InputError for another seed, a position between batches, or counts
+  // the blend cannot reach at that position (SampleStream::cursor_from).
   void set_state(const LoaderState& s);
   // Epochs of corpus 0 consumed, for the log (walks the blend from the last call's place).
   double epochs();
@@ -125,9 +137,10 @@ class DataLoader {
 
  private:
   void produce(SampleStream::Cursor& c, Tensor& out);
-  void start_thread(int64_t position);
+  void start_thread(const SampleStream::Cursor& from);
   void stop_thread();
-  void run_prefetch(int64_t position);
+  void run_prefetch(SampleStream::Cursor c);
+  const SampleStream::Cursor& consumed_cursor();
 
   SampleStream& stream_;
   int dp_rank_, dp_size_;
@@ -137,7 +150,7 @@ class DataLoader {
   double wait_s_ = 0;
   // Caller-thread reading (prefetch == 0).
   SampleStream::Cursor cursor_;
-  SampleStream::Cursor epoch_cursor_;  // where epochs() last walked to
+  SampleStream::Cursor consumed_cursor_;  // the blend at `consumed_` or before (walked lazily)
   // Prefetching.
   std::thread thread_;
   std::mutex mu_;

@@ -127,6 +127,11 @@ CheckpointMeta meta_of(Trainer& tr) {
   meta.reals["lr_at_step"] = c.schedule.at(std::max<int64_t>(tr.steps_done() - 1, 0));
   meta.texts["config"] = c.resolved_ini;
   meta.texts["data"] = tr.samples().sequence_key();
+  // The blend's cursor at consumed_samples, so that a resume need not walk to it from position 0.
+  std::string taken;
+  for (int64_t n : tr.loader().state().taken)
+    taken.append(taken.empty() ? "" : " ").append(std::to_string(n));
+  meta.texts["data_taken"] = taken;
   meta.texts["format"] = "tessera checkpoint 1";
   return meta;
 }
@@ -586,6 +591,32 @@ void check_resume_meta(const CheckpointMeta& meta, const std::string& dir) {
 
 namespace {
 
+// The samples each corpus had supplied at consumed_samples (/meta/data_taken), checked against
+// this run's blend; empty when the saved sequence is another (a resume with --data.allow_change)
+// or the checkpoint predates the key: the loader then walks the blend to the position.
+std::vector<int64_t> saved_blend_cursor(const CheckpointMeta& meta, const SampleStream& samples,
+                                        const std::string& dir) {
+  const auto data = meta.texts.find("data"), text = meta.texts.find("data_taken");
+  if (data == meta.texts.end() || data->second != samples.sequence_key() ||
+      text == meta.texts.end())
+    return {};
+  std::vector<int64_t> taken;
+  const char* at = text->second.data();
+  const char* end = at + text->second.size();
+  while (at < end) {
+    int64_t n = 0;
+    const auto [next, ec] = std::from_chars(at, end, n);
+    if (ec != std::errc() || (next < end && *next != ' '))
+      throw InputError("checkpoint " + dir + ": /meta/data_taken: expected counts separated by " +
+                       "spaces, found \"" + text->second + "\"");
+    taken.push_back(n);
+    at = next < end ? next + 1 : next;
+  }
+  samples.cursor_from(meta.ints.at("consumed_samples"), taken,
+                      "checkpoint " + dir + ": /meta/data_taken");
+  return taken;
+}
+
 // What the tensors' shapes do not show: a checkpoint of another head count or position kind
 // would load without complaint and compute something else. Nor does a checkpoint of more layers:
 // its first ones would load, and the rest be dropped.
@@ -686,7 +717,10 @@ std::string check_checkpoint_fits(const std::string& dir, Trainer& tr) {
   const auto found = meta.texts.find("data");
   const std::string saved = found == meta.texts.end() ? "(not recorded)" : found->second;
   const std::string now = tr.samples().sequence_key();
-  if (saved == now) return "";
+  if (saved == now) {
+    saved_blend_cursor(meta, tr.samples(), dir);  // refused here, before any rank starts
+    return "";
+  }
   const std::string what =
       "read another sample sequence: saved \"" + saved + "\", this run's \"" + now + "\"";
   if (cfg.data_allow_change)
@@ -733,8 +767,9 @@ void load_checkpoint(Trainer& tr, const std::string& dir) {
   else
     tr.zero()->set_steps_taken(t);
   tr.set_steps_done(meta.ints.at("step"));
-  tr.loader().set_state(
-      LoaderState{meta.ints.at("consumed_samples"), static_cast<uint64_t>(meta.ints.at("seed"))});
+  tr.loader().set_state(LoaderState{meta.ints.at("consumed_samples"),
+                                    static_cast<uint64_t>(meta.ints.at("seed")),
+                                    saved_blend_cursor(meta, tr.samples(), dir)});
 }
 
 }  // namespace tessera

@@ -387,7 +387,7 @@ void Trainer::record_id_ranges(Communicator& world) {
 
 std::optional<double> Trainer::evaluate(const std::function<int()>& stop_wish, StepStats& stats) {
   TESSERA_CHECK(valid_loader_ != nullptr, "Trainer::evaluate without validation data");
-  valid_loader_->set_state(LoaderState{0, cfg_.seed});
+  valid_loader_->set_state(LoaderState{0, cfg_.seed, {}});
   double loss_sum = 0;
   for (batches_evaluated_ = 0; batches_evaluated_ < cfg_.eval_batches; ++batches_evaluated_) {
     Tensor wish({3}, DType::F64);

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -469,6 +470,39 @@ TEST_F(Checkpoints, ResumeIntoAnotherSampleSequenceIsRefusedUnlessAllowed) {
       << unrecorded.err;
   const CliRun continued = run_tessera(from_older + " --data.allow_change true", dir_);
   EXPECT_EQ(continued.exit_code, 0) << continued.err;
+
+  // The blend's cursor at the position (/meta/data_taken): counts the blend cannot reach there
+  // are refused before training, by name; without them (an earlier tessera's checkpoint) the
+  // resume walks the blend to the position.
+  const auto with_cursor = [&](const std::string& name, const char* text) {
+    const fs::path copy = dir_ / name;
+    fs::copy(saved, copy, fs::copy_options::recursive);
+    const hid_t file = H5Fopen((copy / "model.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    EXPECT_GE(file, 0);
+    EXPECT_GE(H5Ldelete(file, "/meta/data_taken", H5P_DEFAULT), 0);
+    if (text) {
+      const hid_t type = H5Tcopy(H5T_C_S1), space = H5Screate(H5S_SCALAR);
+      H5Tset_size(type, std::strlen(text) + 1);
+      const hid_t d =
+          H5Dcreate2(file, "/meta/data_taken", type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+      EXPECT_GE(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, text), 0);
+      H5Dclose(d);
+      H5Sclose(space);
+      H5Tclose(type);
+    }
+    H5Fclose(file);
+    write_manifest(copy.string());
+    return run_tessera(args(name + "_run", "--checkpoint.resume " + copy.string()), dir_);
+  };
+  for (const char* bad : {"81", "80x", "40 40"}) {
+    const CliRun r = with_cursor(std::string("cursor_") + (bad[0] == '4' ? "two" : bad), bad);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_NE(r.err.find(": /meta/data_taken: expected "), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.find("step "), std::string::npos) << r.out;
+  }
+  const CliRun walked = with_cursor("uncursored", nullptr);
+  EXPECT_EQ(walked.exit_code, 0) << walked.err;
+  EXPECT_NE(walked.out.find("step     20/20"), std::string::npos) << walked.out;
 
   const CliRun seed =
       run_tessera(with("seed", "--train.threads 1", "--train.threads 1 --train.seed 9"), dir_);

@@ -230,23 +230,35 @@ TEST_F(Loader, DataParallelSharesAreDisjointAndCoverWhatOneRankReads) {
   }
 }
 
+// After every prefix of n positions, corpus k of K has supplied fewer than n w_k + 1 samples and
+// more than n w_k - (K - 1) (the bounds a saved cursor is checked against). Within 1 of n w_k is
+// not a bound: the six-corpus blend falls 1.05 behind a share at n = 137.
 TEST_F(Loader, BlendTracksItsWeightsAtEveryPrefix) {
-  for (const std::vector<double>& w :
+  for (const std::vector<double>& weights :
        {std::vector<double>{0.7, 0.3}, std::vector<double>{0.5, 0.3, 0.2},
-        std::vector<double>{0.01, 0.99}}) {
+        std::vector<double>{0.01, 0.99}, std::vector<double>{1, 15, 1, 10, 1, 10}}) {
+    const size_t K = weights.size();
     std::vector<std::string> paths;
-    for (size_t k = 0; k < w.size(); ++k)
+    for (size_t k = 0; k < K; ++k)
       paths.push_back(
           megatron(std::string(1, static_cast<char>('a' + k)), 2000, static_cast<int>(k)));
-    SampleStream s = stream(paths, w, options(8));
+    SampleStream s = stream(paths, weights, options(8));
     SampleStream::Cursor c;
-    double worst = 0;
+    double ahead = -1e9, behind = -1e9;
     for (int64_t n = 1; n <= 20000; ++n) {
       s.next_corpus(c);
-      for (size_t k = 0; k < w.size(); ++k)
-        worst = std::max(worst, std::abs(static_cast<double>(c.taken[k]) - w[k] * n));
+      for (size_t k = 0; k < K; ++k) {
+        const double d = static_cast<double>(c.taken[k]) - s.weight(static_cast<int>(k)) * n;
+        ahead = std::max(ahead, d);
+        behind = std::max(behind, -d);
+      }
     }
-    EXPECT_LE(worst, 1.0) << "weights " << w[0] << " ...";
+    EXPECT_LT(ahead, 1.0) << K << " corpora";
+    EXPECT_LT(behind, std::max(1.0, static_cast<double>(K - 1))) << K << " corpora";
+    if (K < 6)
+      EXPECT_LE(behind, 1.0) << K << " corpora";
+    else
+      EXPECT_GT(behind, 1.0) << K << " corpora";
     const SampleStream::Cursor at = s.cursor_at(20000);
     EXPECT_EQ(at.taken, c.taken);
   }
@@ -318,13 +330,57 @@ TEST_F(Loader, ResumeReadsTheNextBatchOfAnUninterruptedRun) {
       rows_of(straight, 9);
       const LoaderState saved = straight.state();
       EXPECT_EQ(saved.consumed, 9 * 3 * 2);
+      EXPECT_EQ(saved.taken, s1.cursor_at(saved.consumed).taken);
       const std::vector<int32_t> next = rows_of(straight, 20);  // crosses both corpora's epochs
 
-      SampleStream s2 = stream(paths, {0.6, 0.4}, options(12));
-      DataLoader resumed(s2, r, 2, 3, prefetch);
-      resumed.set_state(saved);
-      EXPECT_EQ(rows_of(resumed, 20), next) << "prefetch " << prefetch << " rank " << r;
+      // From the saved cursor, and walking the blend to the position without one.
+      for (bool walk : {false, true}) {
+        SampleStream s2 = stream(paths, {0.6, 0.4}, options(12));
+        DataLoader resumed(s2, r, 2, 3, prefetch);
+        resumed.set_state(walk ? LoaderState{saved.consumed, saved.seed, {}} : saved);
+        EXPECT_EQ(rows_of(resumed, 20), next) << "prefetch " << prefetch << " rank " << r;
+      }
     }
+}
+
+// A saved cursor is what a resume reads from (not walked again), and one the blend cannot reach
+// at its position is refused.
+TEST_F(Loader, ResumeStartsFromTheSavedBlendCursorAndChecksIt) {
+  const std::vector<std::string> paths{megatron("a", 700), megatron("b", 900, 3),
+                                       megatron("c", 800, 5)};
+  const std::vector<double> w{0.5, 0.3, 0.2};
+  SampleStream s = stream(paths, w, options(12));
+  DataLoader l(s, 0, 1, 3, 0);
+  rows_of(l, 11);
+  const LoaderState saved = l.state();  // at 33: shares 16.5, 9.9 and 6.6
+  ASSERT_EQ(saved.taken, s.cursor_at(33).taken);
+  const std::vector<int32_t> next = rows_of(l, 1);
+  // One sample moved from the corpus furthest ahead of its share to the one furthest behind:
+  // within the blend's bounds, and it changes which samples come next, so a loader that walked
+  // would not see it.
+  LoaderState moved = saved;
+  std::vector<double> behind(3);
+  for (size_t k = 0; k < 3; ++k) behind[k] = w[k] * 33 - static_cast<double>(saved.taken[k]);
+  --moved.taken[static_cast<size_t>(std::min_element(behind.begin(), behind.end()) -
+                                    behind.begin())];
+  ++moved.taken[static_cast<size_t>(std::max_element(behind.begin(), behind.end()) -
+                                    behind.begin())];
+  l.set_state(moved);
+  EXPECT_NE(rows_of(l, 1), next);
+  l.set_state(saved);
+  EXPECT_EQ(rows_of(l, 1), next);
+  l.set_state(saved);
+  // Another count of corpora, another sum, 2.5 ahead of a share, a negative count.
+  for (const std::vector<int64_t>& bad :
+       std::vector<std::vector<int64_t>>{{17, 16}, {17, 10, 7}, {19, 8, 6}, {-1, 17, 17}}) {
+    try {
+      l.set_state(LoaderState{33, saved.seed, bad});
+      ADD_FAILURE() << "accepted counts " << ::testing::PrintToString(bad);
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("by position 33"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(rows_of(l, 1), next);  // a refused state changes nothing
 }
 
 TEST_F(Loader, PrefetchingChangesNothing) {
@@ -337,9 +393,9 @@ TEST_F(Loader, PrefetchingChangesNothing) {
 TEST_F(Loader, RestoringAnotherSeedOrAPositionBetweenBatchesIsRejected) {
   SampleStream s = stream({megatron("m", 3000)}, {1.0}, options(16, 9));
   DataLoader l(s, 0, 2, 2, 0);
-  EXPECT_THROW(l.set_state(LoaderState{8, 10}), InputError);
-  EXPECT_THROW(l.set_state(LoaderState{6, 9}), InputError);
-  EXPECT_NO_THROW(l.set_state(LoaderState{8, 9}));
+  EXPECT_THROW(l.set_state(LoaderState{8, 10, {}}), InputError);
+  EXPECT_THROW(l.set_state(LoaderState{6, 9, {}}), InputError);
+  EXPECT_NO_THROW(l.set_state(LoaderState{8, 9, {}}));
 }
 
 // Behind the whole-corpus check before training, each sample read is checked: a corpus changed
