@@ -17,6 +17,7 @@
 #include <iostream>
 #include <sstream>
 #include <thread>
+#include <unordered_map>
 
 #include "core/device.h"
 #include "core/error.h"
@@ -150,17 +151,18 @@ void configure_process(const TrainConfig& cfg, int ranks_on_node, int local_rank
 }
 
 std::string shared_gpu_error(const std::vector<std::string>& placements) {
-  for (size_t a = 0; a < placements.size(); ++a)
-    for (size_t b = a + 1; b < placements.size(); ++b)
-      if (placements[a] == placements[b]) {
-        std::istringstream where(placements[a]);
-        std::string host, bus;
-        where >> host >> bus;
-        return "--train.device cuda: ranks " + std::to_string(a) + " and " + std::to_string(b) +
-               " both use the GPU at PCI " + bus + " on " + host +
-               "; start at most one rank per GPU on each node, each seeing all of the node's "
-               "GPUs or only its own";
-      }
+  std::unordered_map<std::string, size_t> first;  // placement -> the first rank there
+  for (size_t b = 0; b < placements.size(); ++b) {
+    const auto [seen, fresh] = first.try_emplace(placements[b], b);
+    if (fresh) continue;
+    std::istringstream where(placements[b]);
+    std::string host, bus;
+    where >> host >> bus;
+    return "--train.device cuda: ranks " + std::to_string(seen->second) + " and " +
+           std::to_string(b) + " both use the GPU at PCI " + bus + " on " + host +
+           "; start at most one rank per GPU on each node, each seeing all of the node's "
+           "GPUs or only its own";
+  }
   return "";
 }
 

@@ -2,10 +2,13 @@
 // reductions, global-norm clipping, AdamW or ZeRO-1.
 #include "launcher/trainer.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <map>
 
 #include "core/error.h"
 #include "core/ops/adamw.h"
@@ -27,12 +30,16 @@ std::vector<TokenCorpus> open_corpora(const std::vector<CorpusWeight>& blend, in
                                       int rank, int world_size,
                                       std::vector<Trainer::IdSlice>& slices) {
   std::vector<TokenCorpus> corpora;
+  std::map<std::pair<dev_t, ino_t>, size_t> seen;  // token file -> its first corpus (one stat each)
   for (const CorpusWeight& c : blend) {
     corpora.push_back(TokenCorpus::open(c.path));
-    for (size_t j = 0; j + 1 < corpora.size(); ++j)
-      if (same_corpus(corpora[j], corpora.back()))
-        throw InputError(option + ": " + c.path + " is the corpus " + blend[j].path +
+    struct stat st {};
+    if (::stat(corpora.back().token_file().c_str(), &st) == 0) {
+      const auto [first, fresh] = seen.try_emplace({st.st_dev, st.st_ino}, corpora.size() - 1);
+      if (!fresh)
+        throw InputError(option + ": " + c.path + " is the corpus " + blend[first->second].path +
                          " again; give it once, with the sum of its weights");
+    }
     const auto ids = corpora.back().check_token_ids(vocab, cache_dir, rank, world_size);
     slices.push_back({corpora.back(), ids.has_value(), ids.value_or(TokenCorpus::SliceIds{})});
   }
