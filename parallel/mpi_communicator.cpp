@@ -112,11 +112,14 @@ void check_reduce_scatter(const Tensor& out, const Tensor& in, int size, const s
                                             " elements per rank exceed MPI's int count");
 }
 
-// Calls f(byte pointer, first element, count) over pieces of at most max_chunk_elements().
-// An empty tensor still makes one call of count 0, so that a receive matches its send.
+// Calls f(byte pointer, first element, count) over pieces of at most max_chunk_elements() and
+// at most 1 GiB: below MPI's int count, and below the 2 GiB messages that some transports and
+// collective algorithms (which count bytes in an int) mishandle. An empty tensor still makes one
+// call of count 0, so that a receive matches its send.
 template <typename F>
 void for_each_chunk(const Tensor& t, F&& f) {
-  const int64_t max = MpiCommunicator::max_chunk_elements();
+  const int64_t max = std::min(MpiCommunicator::max_chunk_elements(),
+                               (int64_t{1} << 30) / static_cast<int64_t>(dtype_size(t.dtype())));
   char* base = static_cast<char*>(t.raw());
   int64_t first = 0;
   do {

@@ -56,8 +56,9 @@ class MpiCommunicator final : public Communicator {
 
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
 
-  // Largest element count of one MPI call in the chunked operations (default 2^30). Tests lower
-  // it to reach the chunked path without allocating 2^31 elements; every rank must agree on it.
+  // Largest element count of one MPI call in the chunked operations (default 2^30; a call also
+  // moves at most 1 GiB). Tests lower it to reach the chunked path without allocating 2^31
+  // elements; every rank must agree on it.
   static void set_max_chunk_elements_for_testing(int64_t n);
   static int64_t max_chunk_elements();
 
