@@ -755,8 +755,17 @@ void load_checkpoint(Trainer& tr, const std::string& dir) {
   const CheckpointMeta& meta = reader.meta();
   reader.prefer_shard(tr.host_world().rank());  // in the saving layout, its own file
   if (AdamW* a = tr.adamw()) {
+    // The DP replicas hold the same state: DP rank 0 of each replica group reads it, and its
+    // group receives it by broadcast, so that the file system serves one read of each shard,
+    // not DP of them.
     OptimizerState state = optimizer_state_of(tr);
-    read_blocks(reader, state_blocks(tr, state, false), dir);
+    Communicator& dp = tr.grid().dp();
+    if (dp.rank() == 0) read_blocks(reader, state_blocks(tr, state, false), dir);
+    if (dp.size() > 1)
+      for (size_t i = 0; i < tr.params().size(); ++i)
+        for (Tensor t : {state.master[i].defined() ? state.master[i] : tr.params()[i]->value,
+                         state.exp_avg[i], state.exp_avg_sq[i]})
+          if (t.defined()) dp.broadcast(t, 0);
     a->refresh_values();
   } else {
     load_zero_state(tr, *tr.zero(), reader, dir);
