@@ -67,7 +67,13 @@ extern "C" void on_stop_signal(int signo) {
       static const char note[] =
           "tessera: SIGINT: saving a checkpoint after this step, then exit 130; SIGINT again "
           "stops at once, without saving\n";
-      write_note(note, sizeof note - 1);
+      static const char after[] =
+          "tessera: SIGINT: already stopping for SIGTERM or SIGUSR1 (exit 3); SIGINT again "
+          "stops at once, without saving\n";
+      if (g_stop_signal.load() == 0)
+        write_note(note, sizeof note - 1);
+      else
+        write_note(after, sizeof after - 1);
     } else if (ns - first > 1000000000) {  // a second Ctrl-C: as by default
       struct sigaction by_default {};
       by_default.sa_handler = SIG_DFL;
@@ -78,7 +84,11 @@ extern "C" void on_stop_signal(int signo) {
       return;  // the same Ctrl-C once more, within a second (sent to the process and its group)
     }
   }
-  g_stop_signal.store(signo);
+  // A scheduler's signal is not replaced by a later SIGINT (which would turn its requeue into a
+  // person's stop); it replaces an earlier one.
+  int held = g_stop_signal.load();
+  while ((held == 0 || held == SIGINT) && !g_stop_signal.compare_exchange_weak(held, signo)) {
+  }
   Watchdog::signal_received(signo);  // an armed watchdog says what this rank waits in
 }
 

@@ -61,9 +61,10 @@ class Cluster : public ::testing::Test {
   // Sends SIG (pkill's name: USR1, INT) to one rank of the run in RUN_DIR, a process whose
   // command line starts with the binary (not mpirun), once the run has logged its first line.
   // `times` signals back to back (as one Ctrl-C sent to a process and to its group arrives).
-  std::thread signal_once_logging(const std::string& sig, const std::string& run,
+  // `sigs`: one signal name, or several separated by spaces, sent in that order; "+N" waits N s.
+  std::thread signal_once_logging(const std::string& sigs, const std::string& run,
                                   int times = 1) const {
-    return std::thread([this, sig, run, times] {
+    return std::thread([this, sigs, run, times] {
       const fs::path metrics = dir_ / run / "metrics.jsonl";
       for (int i = 0; i < 600 && !(fs::exists(metrics) && fs::file_size(metrics) > 0); ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -71,7 +72,11 @@ class Cluster : public ::testing::Test {
       const std::string pid = "$(pgrep -n -f '^" + std::string(TESSERA_BIN) + " train .*" +
                               (dir_ / run).string() + " ')";
       std::string cmd = "p=" + pid + " && [ -n \"$p\" ]";
-      for (int i = 0; i < times; ++i) cmd += " && kill -" + sig + " $p";
+      for (int i = 0; i < times; ++i) {
+        std::istringstream names(sigs);
+        for (std::string sig; names >> sig;)
+          cmd += sig[0] == '+' ? " && sleep " + sig.substr(1) : " && kill -" + sig + " $p";
+      }
       EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
     });
   }
@@ -148,6 +153,34 @@ TEST_F(Cluster, InterruptSavesAndExits130) {
   EXPECT_NE(stopped.out.find("interrupted: SIGINT on 1 rank; stopped after step"),
             std::string::npos)
       << stopped.out;
+  EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "latest"));
+}
+
+// A scheduler's SIGTERM and then, during the save it asks for (slowed to 3 s), a Ctrl-C: still a
+// preemption (exit 3, which the batch templates requeue), not a person's stop; the SIGINT used to
+// replace the SIGTERM. (Sent at once, the SIGINT would be handled first: Linux delivers the lower
+// signal number first.)
+TEST_F(Cluster, CtrlCAfterAPreemptionSignalStillExits3) {
+  struct sigaction inherited {};
+  sigaction(SIGINT, nullptr, &inherited);
+  if (inherited.sa_handler == SIG_IGN)
+    GTEST_SKIP() << "SIGINT is ignored in this process (a background job), and so in the run it "
+                    "starts: the SIGINT would not arrive";
+  std::thread signaller = signal_once_logging("TERM +1 INT", "run");
+  const CliRun stopped = run_tessera(args("run", 1000000) +
+                                         " --train.log_interval 200 --checkpoint.interval 0"
+                                         " --train.time_limit 120 --debug.slow_save 0:3",
+                                     dir_);
+  signaller.join();
+  ASSERT_EQ(stopped.exit_code, 3) << stopped.out << stopped.err;
+  EXPECT_NE(stopped.out.find("preempted: SIGUSR1/SIGTERM on 1 rank; stopped after step"),
+            std::string::npos)
+      << stopped.out;
+  EXPECT_NE(stopped.err.find("SIGTERM received: stopped after step"), std::string::npos)
+      << stopped.err;
+  EXPECT_NE(stopped.err.find("SIGINT: already stopping for SIGTERM or SIGUSR1 (exit 3)"),
+            std::string::npos)
+      << stopped.err;
   EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "latest"));
 }
 
