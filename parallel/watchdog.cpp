@@ -186,18 +186,32 @@ void Watchdog::signal_received(int signo) {
 }
 
 void Watchdog::run(unsigned signals_seen) {
-  for (;;) {
+  try {
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        if (wake_.wait_for(lock, kPoll, [this] { return stop_; })) return;
+      }
+      poll_completions();
+      const unsigned signals = g_signal_count.load(std::memory_order_acquire);
+      if (signals != signals_seen) {
+        signals_seen = signals;
+        print_signal_line(g_last_signal.load(std::memory_order_relaxed));
+      }
+      if (check_deadline()) return;
+    }
+  } catch (...) {
+    // A watchdog that cannot watch (no memory for a line, no thread for the abort, a completion
+    // query that threw) must not leave the rank unguarded, nor end it by std::terminate: it
+    // says so, with a fixed text, and exits as on expiry.
+    static const char note[] = "tessera: the collective watchdog failed; exiting\n";
+    write_fully(STDERR_FILENO, note, sizeof note - 1);
+    WatchdogConfig c;
     {
-      std::unique_lock<std::mutex> lock(mutex_);
-      if (wake_.wait_for(lock, kPoll, [this] { return stop_; })) return;
+      std::lock_guard<std::mutex> lock(mutex_);
+      c = config_;
     }
-    poll_completions();
-    const unsigned signals = g_signal_count.load(std::memory_order_acquire);
-    if (signals != signals_seen) {
-      signals_seen = signals;
-      print_signal_line(g_last_signal.load(std::memory_order_relaxed));
-    }
-    if (check_deadline()) return;
+    c.exit_fn(c.exit_code);
   }
 }
 

@@ -20,6 +20,7 @@
 #include <mutex>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -324,6 +325,19 @@ TEST(Watchdog, EndWhenKeepsTheOperationInFlightUntilItsCompletionSaysDone) {
   Watchdog unarmed;  // nobody would poll: ended at once
   unarmed.end_when(unarmed.begin("isend", "pp", 8), [] { return false; });
   EXPECT_TRUE(contains(unarmed.report(), "#1 isend in group pp (8 bytes): done in "));
+}
+
+// A failure inside the watchdog's own thread (here a completion query that throws) ends the rank
+// with the watchdog's code, long before the deadline, where it ended it by std::terminate.
+TEST(Watchdog, FailureInsideTheWatchdogExitsWithItsCode) {
+  auto seen = std::make_shared<Observed>();
+  Watchdog w;
+  w.arm(config_for(seen, 600.0));
+  w.end_when(w.begin("all_reduce_async", "dp", 64),
+             []() -> bool { throw std::runtime_error("query failed"); });
+  ASSERT_TRUE(seen->wait_for_exit(10s)) << "the watchdog's failure did not end the rank";
+  EXPECT_EQ(seen->codes(), std::vector<int>{kExitCode});
+  EXPECT_FALSE(contains(seen->all_writes(), "deadline")) << seen->all_writes();
 }
 
 TEST(Watchdog, ConcurrentRecordingKeepsSequenceNumbersUnique) {
