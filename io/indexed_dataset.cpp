@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -156,7 +157,19 @@ void IndexedDatasetWriter::finish() {
   }
   sync_close(idx, idx_tmp);
 
-  // .bin before .idx: readers look for the .idx, which must never precede its .bin.
+  // .bin before .idx: readers look for the .idx, which must never precede its .bin. A stop
+  // signal between the two renames would leave the new .bin beside an old .idx (or none): the
+  // signals that end an encode (tokenize_command.cpp) are held until both are in place.
+  struct HeldStopSignals {
+    sigset_t before;
+    HeldStopSignals() {
+      sigset_t stops;
+      sigemptyset(&stops);
+      for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stops, s);
+      pthread_sigmask(SIG_BLOCK, &stops, &before);
+    }
+    ~HeldStopSignals() { pthread_sigmask(SIG_SETMASK, &before, nullptr); }
+  } held;
   for (const char* ext : {".bin", ".idx"}) {
     std::string tmp = prefix_ + ext + ".tmp", real = prefix_ + ext;
     if (std::rename(tmp.c_str(), real.c_str()) != 0)
