@@ -41,14 +41,17 @@ namespace {
 
 namespace fe = cudnn_frontend;
 
+// The frontend opens the CUDA runtime too: the one this binary links, not another major (a name
+// set in the environment already is kept). Set during static initialisation, before main, while
+// no other thread (MPI's, the CUDA driver's) can read the environment.
+[[maybe_unused]] const bool kCudartNamed =
+    setenv("CUDNN_FRONTEND_CUDART_LIB_NAME",
+           ("libcudart.so." + std::to_string(CUDART_VERSION / 1000)).c_str(), /*overwrite=*/0) == 0;
+
 // Where cuDNN is looked for: TESSERA_CUDNN_LIBRARY (a file), the loader's path, the toolkit's
 // library folder.
 void load_cudnn() {
   static const bool loaded = [] {
-    // The frontend opens the CUDA runtime too: the one this binary links, not another major
-    // (a name set in the environment already is kept).
-    setenv("CUDNN_FRONTEND_CUDART_LIB_NAME",
-           ("libcudart.so." + std::to_string(CUDART_VERSION / 1000)).c_str(), /*overwrite=*/0);
     std::string tried;
     fe::cudnn_dlhandle = tessera::cuda::open_cuda_library(
         "libcudnn.so.9", std::getenv("TESSERA_CUDNN_LIBRARY"), tried);
