@@ -451,8 +451,11 @@ bool CheckpointSaver::poll() {
   pending_ = false;
   gather_crcs();
   announced_ = dir_;
-  if (tr_.host_world().rank() == 0)
+  if (tr_.host_world().rank() == 0) {
+    // Flushed: an operator reading the log after a hang or an abort (_Exit) needs this line.
     std::printf("checkpoint: %s written in the background\n", dir_.c_str());
+    std::fflush(stdout);
+  }
   if (tr_.host_world().rank() == 0)
     committer_ = std::thread([this] {
       try {
@@ -479,8 +482,10 @@ void CheckpointSaver::finish() {
   if (!saving) return;
   tr_.host_world().barrier();  // every rank knows the save is committed
   committed_ = dir_;
-  if (async_ && announced_ != dir_ && tr_.host_world().rank() == 0)
+  if (async_ && announced_ != dir_ && tr_.host_world().rank() == 0) {
     std::printf("checkpoint: %s written (waited for it)\n", dir_.c_str());
+    std::fflush(stdout);
+  }
 }
 
 void CheckpointSaver::gather_crcs() {

@@ -653,10 +653,12 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       longest_save_s = std::max(longest_save_s,
                                 std::chrono::duration<double>(Clock::now() - save_start).count());
       log.exclude(Clock::now() - save_start);
-      if (root)
+      if (root) {
         std::printf(
             "checkpoint: %s: training held %.3f s%s\n", saver.directory().c_str(), held_s,
             cfg.checkpoint_async && !preempted ? " (state copied; writing in the background)" : "");
+        std::fflush(stdout);  // the line to find after a hang or an abort
+      }
     }
     if (preempted) {
       result.exit_code = report_preempted(cfg, world, step, s, saver.directory());
