@@ -272,7 +272,11 @@ void DataLoader::start_thread(const SampleStream::Cursor& from) {
   stop_ = false;
   error_ = nullptr;
   ready_.clear();
-  thread_ = std::thread([this, from] { run_prefetch(from); });
+  try {
+    thread_ = std::thread([this, from] { run_prefetch(from); });
+  } catch (...) {  // no thread to be had: the next batch says so, where it would wait forever
+    error_ = std::current_exception();
+  }
 }
 
 void DataLoader::stop_thread() {

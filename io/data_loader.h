@@ -77,8 +77,9 @@ class SampleStream {
   };
   Cursor cursor_at(int64_t position) const;  // walks the blend from 0: O(position x corpora)
   // The cursor at `position` from its per-corpus counts (a saved cursor, LoaderState::taken),
-  // checked against what the blend can reach: one count per corpus, summing to the position, each
-  // within the bounds next_corpus keeps. Throws InputError naming `what` otherwise.
+  // checked against the blend's bounds: one count per corpus, summing to the position, each
+  // within the bounds next_corpus keeps (necessary, not sufficient: a checkpoint's CRCs guard
+  // the counts against damage). Throws InputError naming `what` otherwise.
   Cursor cursor_from(int64_t position, const std::vector<int64_t>& taken,
                      const std::string& what) const;
   // The corpus that position cursor.position draws from, and the cursor moved past it.

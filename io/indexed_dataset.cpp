@@ -159,7 +159,9 @@ void IndexedDatasetWriter::finish() {
 
   // .bin before .idx: readers look for the .idx, which must never precede its .bin. A stop
   // signal between the two renames would leave the new .bin beside an old .idx (or none): the
-  // signals that end an encode (tokenize_command.cpp) are held until both are in place.
+  // signals that end an encode (tokenize_command.cpp) are held until both are in place. Held in
+  // this thread: the caller has no other thread that takes them (encode joins its workers
+  // before it finishes the writer).
   struct HeldStopSignals {
     sigset_t before;
     HeldStopSignals() {

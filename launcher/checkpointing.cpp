@@ -762,15 +762,21 @@ void load_checkpoint(Trainer& tr, const std::string& dir) {
   if (AdamW* a = tr.adamw()) {
     // The DP replicas hold the same state: DP rank 0 of each replica group reads it, and its
     // group receives it by broadcast, so that the file system serves one read of each shard,
-    // not DP of them.
+    // not DP of them. One parameter at a time: the others wait for one read, not the whole.
     OptimizerState state = optimizer_state_of(tr);
     Communicator& dp = tr.grid().dp();
-    if (dp.rank() == 0) read_blocks(reader, state_blocks(tr, state, false), dir);
-    if (dp.size() > 1)
-      for (size_t i = 0; i < tr.params().size(); ++i)
-        for (Tensor t : {state.master[i].defined() ? state.master[i] : tr.params()[i]->value,
-                         state.exp_avg[i], state.exp_avg_sq[i]})
+    for (size_t i = 0; i < tr.params().size(); ++i) {
+      const Param& p = *tr.params()[i];
+      const Tensor weights = state.master[i].defined() ? state.master[i] : p.value;
+      if (dp.rank() == 0) {
+        std::vector<TensorBlock> blocks;
+        append_param_blocks(blocks, p, weights, state.exp_avg[i], state.exp_avg_sq[i]);
+        read_blocks(reader, blocks, dir);
+      }
+      if (dp.size() > 1)
+        for (Tensor t : {weights, state.exp_avg[i], state.exp_avg_sq[i]})
           if (t.defined()) dp.broadcast(t, 0);
+    }
     a->refresh_values();
   } else {
     load_zero_state(tr, *tr.zero(), reader, dir);

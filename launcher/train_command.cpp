@@ -253,7 +253,9 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
       "final loss %.4f nats/token (mean of the last log interval) vs the corpus' unigram "
       "entropy %.4f nats/token%s: %.2f nats/token %s it\n",
       result.final_loss, entropy,
-      estimated ? (" (from " + entropy_sample() + ", shared among the corpora by weight)").c_str()
+      estimated ? (" (from " + entropy_sample() +
+                   (corpora.size() > 1 ? ", shared among the corpora by weight)" : ")"))
+                      .c_str()
                 : "",
       std::abs(gap), gap >= 0 ? "below" : "above");
   // One rank holding the whole model: its peak beside the estimate (gpt_state_bytes +

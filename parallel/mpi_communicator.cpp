@@ -114,8 +114,9 @@ void check_reduce_scatter(const Tensor& out, const Tensor& in, int size, const s
 
 // Calls f(byte pointer, first element, count) over pieces of at most max_chunk_elements() and
 // at most 1 GiB: below MPI's int count, and below the 2 GiB messages that some transports and
-// collective algorithms (which count bytes in an int) mishandle. An empty tensor still makes one
-// call of count 0, so that a receive matches its send.
+// collective algorithms (which count bytes in an int) mishandle. (all_gather and reduce_scatter
+// are not chunked: their blocks per rank are checked against the int count only.) An empty tensor
+// still makes one call of count 0, so that a receive matches its send.
 template <typename F>
 void for_each_chunk(const Tensor& t, F&& f) {
   const int64_t max = std::min(MpiCommunicator::max_chunk_elements(),

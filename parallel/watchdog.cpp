@@ -37,6 +37,17 @@ std::string format(const char* fmt, double value) {
   return text;
 }
 
+// Inside a catch block: what the exception being handled says.
+std::string current_exception_text() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "an exception that is not a std::exception";
+  }
+}
+
 void write_to_stderr(const std::string& text) {
   write_fully(STDERR_FILENO, text.data(), text.size());  // on failure: nowhere left to report to
 }
@@ -201,17 +212,24 @@ void Watchdog::run(unsigned signals_seen) {
       if (check_deadline()) return;
     }
   } catch (...) {
-    // A watchdog that cannot watch (no memory for a line, no thread for the abort, a completion
-    // query that threw) must not leave the rank unguarded, nor end it by std::terminate: it
-    // says so, with a fixed text, and exits as on expiry.
-    static const char note[] = "tessera: the collective watchdog failed; exiting\n";
-    write_fully(STDERR_FILENO, note, sizeof note - 1);
-    WatchdogConfig c;
-    {
+    // A watchdog that cannot watch (a completion query that threw, no memory for a line, no
+    // thread for the abort) must not leave the rank unguarded, nor end it by std::terminate: it
+    // acts as on expiry (report, abort the communicators, exit), and should that fail too, says
+    // so in a fixed line and exits.
+    try {
+      int rank = 0;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        rank = config_.rank;
+      }
+      act_on_expiry("rank " + std::to_string(rank) + ": the collective watchdog failed (" +
+                    current_exception_text() + "); exiting\n" + report());
+    } catch (...) {
+      static const char note[] = "tessera: the collective watchdog failed; exiting\n";
+      write_fully(STDERR_FILENO, note, sizeof note - 1);
       std::lock_guard<std::mutex> lock(mutex_);
-      c = config_;
+      config_.exit_fn(config_.exit_code);  // a call, not a copy: nothing to allocate
     }
-    c.exit_fn(c.exit_code);
   }
 }
 

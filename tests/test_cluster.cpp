@@ -156,10 +156,12 @@ TEST_F(Cluster, InterruptSavesAndExits130) {
   EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "latest"));
 }
 
-// A scheduler's SIGTERM and then, during the save it asks for (slowed to 3 s), a Ctrl-C: still a
-// preemption (exit 3, which the batch templates requeue), not a person's stop; the SIGINT used to
-// replace the SIGTERM. (Sent at once, the SIGINT would be handled first: Linux delivers the lower
-// signal number first.)
+// A scheduler's SIGTERM and then, during the save it asks for (slowed to 3 s), a Ctrl-C: the
+// run says the SIGINT finds it already stopping, keeps SIGTERM as the signal it stopped for, and
+// exits 3 (which the batch templates requeue). The exit code here was agreed at the step, before
+// the SIGINT; a SIGINT within the step, which replaced the SIGTERM and made the exit 130, is
+// StopSignals.ASchedulersSignalIsNotReplacedByALaterOne (test_parallel). (Sent at once, the
+// SIGINT would be handled first: Linux delivers the lower signal number first.)
 TEST_F(Cluster, CtrlCAfterAPreemptionSignalStillExits3) {
   struct sigaction inherited {};
   sigaction(SIGINT, nullptr, &inherited);

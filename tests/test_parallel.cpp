@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <set>
 
 #include "core/error.h"
@@ -81,6 +82,29 @@ TEST(GpuIndex, NodeLocalRankAmongSeveralOrTheOnlyOneVisible) {
 
 // Ranks that see the same GPU (two on a one-GPU node) are named before NCCL starts; the same bus
 // id on two hosts, or two GPUs on one host, are different GPUs.
+// After the ranks agree to start, a stop signal is held for the step's all-reduce: a scheduler's
+// (SIGTERM, SIGUSR1) is not replaced by a later SIGINT, which made the run a person's stop (exit
+// 130, not requeued), nor by another scheduler's. Raised in this process, each delivered before
+// raise() returns, so in a known order (sent together, Linux delivers the lower number first).
+TEST(StopSignals, ASchedulersSignalIsNotReplacedByALaterOne) {
+  struct sigaction before[3] = {};
+  const int signals[3] = {SIGINT, SIGTERM, SIGUSR1};
+  for (int i = 0; i < 3; ++i) sigaction(signals[i], nullptr, &before[i]);
+  if (before[0].sa_handler == SIG_IGN)
+    GTEST_SKIP() << "SIGINT is ignored in this process (a background job): the handlers leave "
+                    "it so";
+  install_stop_handlers();
+  ranks_agreed_to_start();
+  ASSERT_EQ(stop_signal(), 0);
+  std::raise(SIGTERM);
+  EXPECT_EQ(stop_signal(), SIGTERM);
+  std::raise(SIGINT);  // the first Ctrl-C: it would stop the run by itself
+  EXPECT_EQ(stop_signal(), SIGTERM);
+  std::raise(SIGUSR1);
+  EXPECT_EQ(stop_signal(), SIGTERM);
+  for (int i = 0; i < 3; ++i) sigaction(signals[i], &before[i], nullptr);
+}
+
 TEST(GpuIndex, RanksSharingAGpuAreNamedWithTheGpuAndHost) {
   EXPECT_EQ(shared_gpu_error({"a 0000:1B:00.0", "a 0000:1C:00.0", "b 0000:1B:00.0"}), "");
   EXPECT_EQ(shared_gpu_error({"a 0000:1B:00.0"}), "");

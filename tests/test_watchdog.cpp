@@ -337,6 +337,9 @@ TEST(Watchdog, FailureInsideTheWatchdogExitsWithItsCode) {
              []() -> bool { throw std::runtime_error("query failed"); });
   ASSERT_TRUE(seen->wait_for_exit(10s)) << "the watchdog's failure did not end the rank";
   EXPECT_EQ(seen->codes(), std::vector<int>{kExitCode});
+  EXPECT_TRUE(contains(seen->all_writes(),
+                       "rank 3: the collective watchdog failed (query failed); exiting"))
+      << seen->all_writes();
   EXPECT_FALSE(contains(seen->all_writes(), "deadline")) << seen->all_writes();
 }
 

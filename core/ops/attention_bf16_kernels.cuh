@@ -190,7 +190,7 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
-// dst[0..1] += (x, y) * scale, in bf16 storage.
+// dst[0..1] = (x, y) * scale, in bf16 storage.
 __device__ __forceinline__ void store_pair(bf16x1* dst, float x, float y, float scale) {
   *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(scale * x, scale * y);
 }
