@@ -153,8 +153,8 @@ void verify_manifest(const std::string& dir, ManifestCheck check) {
   verify_manifest(dir, read_manifest_text(dir), check);
 }
 
-void verify_manifest(const std::string& dir, const std::string& manifest_text,
-                     ManifestCheck check) {
+void verify_manifest(const std::string& dir, const std::string& manifest_text, ManifestCheck check,
+                     const std::function<void(uint64_t bytes)>& read) {
   if (check == ManifestCheck::kNone) return;
   const std::vector<ManifestEntry> entries = parse_manifest(manifest_text, dir);
   std::set<std::string> listed;
@@ -177,7 +177,7 @@ void verify_manifest(const std::string& dir, const std::string& manifest_text,
   if (check == ManifestCheck::kSizes) return;
   for (const ManifestEntry& e : entries) {
     const std::string p = (fs::path(dir) / e.path).string();
-    check_crc(dir, e, crc32c_file(p));
+    check_crc(dir, e, crc32c_file(p, read));
   }
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -44,8 +45,10 @@ void require_checkpoint_directory(const std::string& dir);
 // listed. Reads files as bytes, never through HDF5.
 void verify_manifest(const std::string& dir, ManifestCheck check = ManifestCheck::kFull);
 // The same on DIR's MANIFEST as read_manifest_text gave it (DIR checked to be a directory first,
-// by require_checkpoint_directory), so that a caller that also needs the text reads it once.
-void verify_manifest(const std::string& dir, const std::string& manifest_text, ManifestCheck check);
+// by require_checkpoint_directory), so that a caller that also needs the text reads it once;
+// `read` is told the bytes the CRC pass reads, for a progress line.
+void verify_manifest(const std::string& dir, const std::string& manifest_text, ManifestCheck check,
+                     const std::function<void(uint64_t bytes)>& read = {});
 
 // Writes `text` to PATH.tmp, fsyncs it, renames it to PATH and fsyncs PATH's directory: a reader
 // never sees half a file, and a failed write leaves the previous one. InputError naming the file

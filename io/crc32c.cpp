@@ -108,7 +108,8 @@ constexpr uint64_t kToTheEnd = ~uint64_t{0};
 
 }  // namespace
 
-uint32_t crc32c_file_range(const std::string& path, uint64_t offset, uint64_t length) {
+uint32_t crc32c_file_range(const std::string& path, uint64_t offset, uint64_t length,
+                           const ReadProgress& read) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw InputError(path + ": cannot open for reading (" + std::strerror(errno) + ")");
   std::vector<unsigned char> buffer(static_cast<size_t>(std::min<uint64_t>(length, 4u << 20)));
@@ -124,6 +125,7 @@ uint32_t crc32c_file_range(const std::string& path, uint64_t offset, uint64_t le
       throw InputError(path + ": read failed at byte " + std::to_string(offset) + " (" + why + ")");
     }
     crc = crc32c(buffer.data(), static_cast<size_t>(got), crc);
+    if (read) read(static_cast<uint64_t>(got));
     offset += static_cast<uint64_t>(got);
     if (length != kToTheEnd) length -= static_cast<uint64_t>(got);
   }
@@ -165,8 +167,8 @@ uint32_t crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t len2) {
   return crc1 ^ crc2;
 }
 
-uint32_t crc32c_file(const std::string& path) {
-  return crc32c_file_range(path, 0, kToTheEnd);
+uint32_t crc32c_file(const std::string& path, const ReadProgress& read) {
+  return crc32c_file_range(path, 0, kToTheEnd, read);
 }
 
 }  // namespace tessera

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace tessera {
@@ -12,13 +13,17 @@ namespace tessera {
 // CRC-32C of n bytes. Continuable: crc32c(b, nb, crc32c(a, na)) == crc32c of a followed by b.
 uint32_t crc32c(const void* data, size_t n, uint32_t crc = 0);
 
+// Told the bytes of each chunk read, for a progress line.
+using ReadProgress = std::function<void(uint64_t bytes)>;
+
 // CRC-32C of a whole file, read in large chunks (never mapped into memory at once). InputError
 // naming the file when it cannot be opened or read.
-uint32_t crc32c_file(const std::string& path);
+uint32_t crc32c_file(const std::string& path, const ReadProgress& read = {});
 
 // CRC-32C of bytes [offset, offset + length) of a file, read in large chunks. InputError naming
 // the file when it cannot be opened or read, or ends before offset + length.
-uint32_t crc32c_file_range(const std::string& path, uint64_t offset, uint64_t length);
+uint32_t crc32c_file_range(const std::string& path, uint64_t offset, uint64_t length,
+                           const ReadProgress& read = {});
 
 // The CRC-32C of A followed by B from crc32c(A), crc32c(B) and B's length (zlib's method: the
 // effect of len2 zero bytes on crc1 as powers of a 32 x 32 matrix over GF(2)), so that the

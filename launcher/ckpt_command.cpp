@@ -16,6 +16,7 @@
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -25,6 +26,7 @@
 #include "io/checkpoint_io.h"
 #include "launcher/checkpointing.h"
 #include "launcher/exit_codes.h"
+#include "launcher/progress.h"
 
 namespace tessera {
 
@@ -82,18 +84,68 @@ std::vector<std::pair<Shape, Shape>> row_slabs(const Shape& shape) {
   return slabs;
 }
 
+int64_t tensor_bytes(const TensorInfo& t) {
+  return shape_numel(t.shape) * static_cast<int64_t>(dtype_size(t.dtype));
+}
+
+// A progress line over the tensors a verb reads (launcher/progress.h): their bytes as stored.
+class TensorProgress {
+ public:
+  TensorProgress(std::string what, const std::vector<TensorInfo>& tensors)
+      : count_(tensors.size()) {
+    int64_t total = 0;
+    for (const TensorInfo& t : tensors) total += tensor_bytes(t);
+    line_.emplace(true, std::move(what), total);
+  }
+  // Before tensor t's slabs.
+  void next_tensor(const TensorInfo& t) {
+    item_ = static_cast<int64_t>(dtype_size(t.dtype));
+    ++index_;
+  }
+  void read(const Tensor& slab) {
+    done_ += slab.numel() * item_;
+    if (line_->due())
+      line_->print(done_, "tensor " + std::to_string(index_) + " of " + std::to_string(count_));
+  }
+  void end() { line_->end(); }
+
+ private:
+  std::optional<ProgressLine> line_;
+  size_t count_, index_ = 0;
+  int64_t item_ = 1, done_ = 0;
+};
+
 // Calls fn(slab) for each row slab of tensor t, read as `as`.
 void for_each_slab(const CheckpointReader& r, const TensorInfo& t, DType as,
-                   const std::function<void(const Tensor&)>& fn) {
+                   const std::function<void(const Tensor&)>& fn,
+                   TensorProgress* progress = nullptr) {
+  if (progress) progress->next_tensor(t);
   for (const auto& [offset, extent] : row_slabs(t.shape)) {
     Tensor slab(extent, as);
     r.read(t.name, t.shape, offset, slab);
     fn(slab);
+    if (progress) progress->read(slab);
   }
 }
 
-int64_t tensor_bytes(const TensorInfo& t) {
-  return shape_numel(t.shape) * static_cast<int64_t>(dtype_size(t.dtype));
+// verify_checkpoint (every file's CRC-32C, then model.h5's map of the shards) with a progress
+// line over the CRC pass, which reads every byte of the checkpoint.
+CheckpointReader verify_showing_progress(const std::string& dir, const std::string& verb) {
+  require_checkpoint_directory(dir);
+  const std::string text = read_manifest_text(dir);
+  const std::vector<ManifestEntry> entries = parse_manifest(text, dir);
+  uintmax_t total = 0;
+  for (const ManifestEntry& e : entries) total += e.size;
+  ProgressLine line(true, "ckpt " + verb + ": CRC-32C", static_cast<int64_t>(total));
+  int64_t done = 0;
+  verify_manifest(dir, text, ManifestCheck::kFull, [&](uint64_t bytes) {
+    done += static_cast<int64_t>(bytes);
+    if (line.due()) line.print(done, std::to_string(entries.size()) + " files");
+  });
+  line.end();
+  CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kNone);
+  reader.check_shards();
+  return reader;
 }
 
 std::string meta_int(const CheckpointMeta& m, const std::string& key) {
@@ -159,11 +211,13 @@ int verify(int argc, char** argv) {
   int64_t bytes = 0;
   size_t tensors = 0;
   try {
-    const CheckpointReader r = verify_checkpoint(dir);
+    const CheckpointReader r = verify_showing_progress(dir, "verify");
     check_resume_meta(r.meta(), dir);
+    TensorProgress progress("ckpt verify: NaN check", r.tensors());
     for (const TensorInfo& t : r.tensors()) {
       int64_t nan = 0;
-      for_each_slab(r, t, DType::F64, [&](const Tensor& slab) { nan += count_nan(slab); });
+      for_each_slab(
+          r, t, DType::F64, [&](const Tensor& slab) { nan += count_nan(slab); }, &progress);
       if (nan)
         problems.push_back("tensor " + t.name + ": " + std::to_string(nan) + " of " +
                            std::to_string(shape_numel(t.shape)) +
@@ -203,13 +257,16 @@ void accumulate(const Tensor& a, const Tensor& b, Difference& d) {
   }
 }
 
-Difference compare(const CheckpointReader& a, const CheckpointReader& b, const TensorInfo& t) {
+Difference compare(const CheckpointReader& a, const CheckpointReader& b, const TensorInfo& t,
+                   TensorProgress& progress) {
   Difference d;
+  progress.next_tensor(t);
   for (const auto& [offset, extent] : row_slabs(t.shape)) {
     Tensor x(extent, DType::F64), y(extent, DType::F64);
     a.read(t.name, t.shape, offset, x);
     b.read(t.name, t.shape, offset, y);
     accumulate(x, y, d);
+    progress.read(x);
   }
   return d;
 }
@@ -230,6 +287,7 @@ int diff(int argc, char** argv) {
   for (const TensorInfo& t : a.tensors()) width = std::max(width, t.name.size());
   std::printf("%-*s  %-20s %13s %13s\n", static_cast<int>(width), "tensor", "shape", "max_abs",
               "max_rel");
+  TensorProgress progress("ckpt diff (of A)", a.tensors());
   for (const TensorInfo& t : a.tensors()) {
     if (!b.has(t.name)) continue;
     const TensorInfo& u = b.tensor(t.name);
@@ -240,7 +298,8 @@ int diff(int argc, char** argv) {
       ++differ;
       continue;
     }
-    const Difference d = compare(a, b, t);
+    const Difference d = compare(a, b, t, progress);
+    progress.end();  // a line rewritten in place on a terminal ends before the row
     differ += d.max_abs != 0;
     std::printf("%-*s  %-20s %13.6g %13.6g\n", static_cast<int>(width), t.name.c_str(),
                 shape_str(t.shape).c_str(), d.max_abs, d.max_rel);
@@ -320,7 +379,7 @@ int export_command(int argc, char** argv) {
   }
   // Every file's checksum, the optimizer's shards too, so that no damaged weights leave: one more
   // read of the checkpoint, from the page cache for the weights that follow.
-  const CheckpointReader r = verify_checkpoint(vm["dir"].as<std::string>());
+  const CheckpointReader r = verify_showing_progress(vm["dir"].as<std::string>(), "export");
   std::map<std::string, TensorInfo> tensors;  // "layers.03.attn.qkv.weight" -> model/layers/...
   for (const TensorInfo& t : r.tensors()) {
     if (t.name.rfind("model/", 0) != 0) continue;
@@ -337,11 +396,19 @@ int export_command(int argc, char** argv) {
     const uint64_t header_size = header.size();  // little-endian host (checkpoint_io.cpp)
     out.write(reinterpret_cast<const char*>(&header_size), 8);
     out.write(header.data(), static_cast<std::streamsize>(header.size()));
+    std::vector<TensorInfo> written;
+    for (const auto& [name, t] : tensors) written.push_back(t);
+    TensorProgress progress("ckpt export: writing", written);
     for (const auto& [name, t] : tensors)
-      for_each_slab(r, t, t.dtype, [&](const Tensor& slab) {
-        out.write(static_cast<const char*>(slab.raw()), static_cast<std::streamsize>(slab.bytes()));
-        bytes += static_cast<int64_t>(slab.bytes());
-      });
+      for_each_slab(
+          r, t, t.dtype,
+          [&](const Tensor& slab) {
+            out.write(static_cast<const char*>(slab.raw()),
+                      static_cast<std::streamsize>(slab.bytes()));
+            bytes += static_cast<int64_t>(slab.bytes());
+          },
+          &progress);
+    progress.end();
     out.close();
     if (!out) throw InputError("--output " + output + ": writing " + tmp + " failed");
     fs::rename(tmp, output);

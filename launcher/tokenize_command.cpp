@@ -29,6 +29,7 @@
 #include "io/indexed_dataset.h"
 #include "io/llmc_shard.h"
 #include "io/token_corpus.h"
+#include "launcher/progress.h"
 
 namespace tessera {
 
@@ -91,60 +92,6 @@ void create_parent_directory(const std::string& option, const std::string& prefi
     throw InputError(option + " " + prefix + ": cannot create directory " + parent.string() + " (" +
                      ec.message() + ")");
 }
-
-// "42 s", "7 min 05 s", "2 h 03 min".
-std::string format_duration(double seconds) {
-  const long long s = static_cast<long long>(seconds + 0.5);
-  char buf[48];
-  if (s < 60) {
-    std::snprintf(buf, sizeof buf, "%lld s", s);
-  } else if (s < 3600) {
-    std::snprintf(buf, sizeof buf, "%lld min %02lld s", s / 60, s % 60);
-  } else {
-    std::snprintf(buf, sizeof buf, "%lld h %02lld min", s / 3600, s % 3600 / 60);
-  }
-  return buf;
-}
-
-// Progress through the input text on stderr, "WHAT: DONE / TOTAL MB, RATE MB/s, COUNTS, ETA T":
-// rewritten in place at most every 0.5 s on a terminal, else one line every 5 s (logs of batch
-// jobs stay short). Callers build COUNTS only when a line is due().
-class ProgressLine {
- public:
-  ProgressLine(bool enabled, const char* what, int64_t total_bytes)
-      : enabled_(enabled), tty_(::isatty(STDERR_FILENO) == 1), what_(what), total_(total_bytes) {}
-  ~ProgressLine() { end(); }
-
-  bool due() const {
-    return enabled_ && Clock::now() - last_ >= std::chrono::milliseconds(tty_ ? 500 : 5000);
-  }
-
-  void print(int64_t bytes_done, const std::string& counts) {
-    last_ = Clock::now();
-    const double seconds = std::max(seconds_since(start_), 1e-9);
-    const double rate = bytes_done / seconds;  // bytes/s
-    const std::string eta =
-        rate > 0 ? format_duration(std::max<int64_t>(total_ - bytes_done, 0) / rate) : "?";
-    std::fprintf(stderr, "%s%s: %.1f / %.1f MB, %.1f MB/s, %s, ETA %s%s", tty_ ? "\r" : "", what_,
-                 bytes_done / 1e6, total_ / 1e6, rate / 1e6, counts.c_str(), eta.c_str(),
-                 tty_ ? "\033[K" : "\n");
-    std::fflush(stderr);
-    in_place_ = tty_;
-  }
-
-  // Ends a line rewritten in place, so that what follows starts a line of its own.
-  void end() {
-    if (in_place_) std::fputc('\n', stderr);
-    in_place_ = false;
-  }
-
- private:
-  bool enabled_, tty_;
-  const char* what_;
-  int64_t total_;
-  Clock::time_point start_ = Clock::now(), last_ = Clock::now();
-  bool in_place_ = false;
-};
 
 // Encodes one chunk of documents on worker threads; each worker claims the next unclaimed
 // document, and results are stored by index, so they do not depend on the scheduling.

@@ -229,6 +229,21 @@ TEST_F(CheckpointTest, Crc32cOfAFileMatchesItsBytes) {
             std::string::npos);
 }
 
+// The CRC pass tells a progress line every byte it reads, file by file (ckpt verify, export).
+TEST_F(CheckpointTest, CrcPassTellsTheBytesItReads) {
+  uint64_t told = 0;
+  const std::string path = (dir_ / "model.h5").string();
+  crc32c_file(path, [&](uint64_t n) { told += n; });
+  EXPECT_EQ(told, fs::file_size(path));
+  uintmax_t listed = 0;
+  const std::string manifest = read_manifest_text(dir_.string());
+  for (const ManifestEntry& e : parse_manifest(manifest, dir_.string())) listed += e.size;
+  told = 0;
+  verify_manifest(dir_.string(), manifest, ManifestCheck::kFull, [&](uint64_t n) { told += n; });
+  EXPECT_GT(listed, fs::file_size(path));  // the shards too
+  EXPECT_EQ(told, listed);
+}
+
 TEST_F(CheckpointTest, WholeTensorsReadBackExactly) {
   const CheckpointReader r = CheckpointReader::open(dir_.string());
   ASSERT_EQ(r.tensors().size(), test_tensors().size());

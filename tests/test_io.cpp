@@ -19,6 +19,7 @@
 #include <iterator>
 #include <limits>
 #include <numeric>
+#include <regex>
 #include <set>
 #include <string>
 #include <vector>
@@ -31,6 +32,7 @@
 #include "io/metrics.h"
 #include "io/text_files.h"
 #include "io/token_corpus.h"
+#include "launcher/progress.h"
 #include "launcher/tokenize_command.h"
 #include "tests/expect_error.h"
 
@@ -391,6 +393,38 @@ TEST_F(IoTest, CacheFilesArePublishedWholeAndKeepAnotherProcesssFile) {
   for ([[maybe_unused]] const auto& e : fs::directory_iterator(path(""))) ++entries;
   EXPECT_EQ(entries, 1);
   EXPECT_FALSE(publish_cache_file(path("no/such/dir/x"), "x", 1, false));
+}
+
+// The progress line of the long commands (tokenize encode, ckpt verify, diff, export): done and
+// total, rate, the caller's counts and an ETA, one line each time it is due (here at once; in a
+// log every 5 s, on a terminal every 0.5 s, rewritten in place); nothing when disabled.
+TEST(ProgressLine, SaysDoneTotalRateCountsAndEta) {
+  std::fflush(stderr);
+  const int saved = ::dup(STDERR_FILENO);
+  std::FILE* capture = std::tmpfile();
+  ASSERT_TRUE(saved >= 0 && capture != nullptr);
+  ::dup2(::fileno(capture), STDERR_FILENO);
+  bool due = false, off_due = true;
+  {
+    ProgressLine line(true, "ckpt verify: CRC-32C", 4000000, std::chrono::milliseconds(0));
+    due = line.due();
+    line.print(1000000, "3 files");
+    const ProgressLine off(false, "x", 1, std::chrono::milliseconds(0));
+    off_due = off.due();
+  }
+  std::fflush(stderr);
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  std::rewind(capture);
+  std::string text;
+  for (int c; (c = std::fgetc(capture)) != EOF;) text += static_cast<char>(c);
+  std::fclose(capture);
+  EXPECT_TRUE(due);
+  EXPECT_FALSE(off_due);
+  EXPECT_TRUE(std::regex_match(
+      text, std::regex("ckpt verify: CRC-32C: 1\\.0 / 4\\.0 MB, [0-9.]+ MB/s, 3 files, ETA "
+                       "[0-9]+ (s|min [0-9]+ s|h [0-9]+ min)\n")))
+      << text;
 }
 
 TEST_F(IoTest, UnigramEntropyInNats) {

@@ -1,0 +1,42 @@
+// A progress line on stderr for the commands that read or write much (tokenize, ckpt verify,
+// diff, export): "WHAT: DONE / TOTAL MB, RATE MB/s, COUNTS, ETA T", rewritten in place at most
+// every 0.5 s on a terminal, else one line every 5 s (logs of batch jobs stay short). Nothing is
+// printed for work shorter than that. stdout keeps the results.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace tessera {
+
+// "42 s", "7 min 05 s", "2 h 03 min".
+std::string format_duration(double seconds);
+
+class ProgressLine {
+ public:
+  // `every`: the interval between lines, when not the terminal's or the log's (for tests).
+  ProgressLine(bool enabled, std::string what, int64_t total_bytes,
+               std::optional<std::chrono::milliseconds> every = std::nullopt);
+  ~ProgressLine() { end(); }
+  ProgressLine(const ProgressLine&) = delete;
+  ProgressLine& operator=(const ProgressLine&) = delete;
+
+  // Whether a line is due now; callers build COUNTS only then.
+  bool due() const;
+  void print(int64_t bytes_done, const std::string& counts);
+  // Ends a line rewritten in place, so that what follows starts a line of its own.
+  void end();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  bool enabled_, tty_;
+  std::chrono::milliseconds every_;
+  std::string what_;
+  int64_t total_;
+  Clock::time_point start_ = Clock::now(), last_ = Clock::now();
+  bool in_place_ = false;
+};
+
+}  // namespace tessera
