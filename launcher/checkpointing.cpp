@@ -18,6 +18,7 @@
 #include "io/crc32c.h"
 #include "io/file_kind.h"
 #include "launcher/cluster.h"
+#include "launcher/progress.h"
 
 namespace fs = std::filesystem;
 
@@ -179,8 +180,20 @@ void keep_newest(const std::string& root, int64_t keep, const std::string& just_
 
 }  // namespace
 
-CheckpointReader verify_checkpoint(const std::string& dir) {
-  CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kFull);
+CheckpointReader verify_checkpoint(const std::string& dir, const std::string& what) {
+  require_checkpoint_directory(dir);
+  const std::string text = read_manifest_text(dir);
+  const std::vector<ManifestEntry> entries = parse_manifest(text, dir);
+  uintmax_t total = 0;
+  for (const ManifestEntry& e : entries) total += e.size;
+  ProgressLine line(true, what + ": CRC-32C", static_cast<int64_t>(total));
+  int64_t done = 0;
+  verify_manifest(dir, text, ManifestCheck::kFull, [&](uint64_t bytes) {
+    done += static_cast<int64_t>(bytes);
+    if (line.due()) line.print(done, std::to_string(entries.size()) + " files");
+  });
+  line.end();
+  CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kNone);
   reader.check_shards();
   return reader;
 }

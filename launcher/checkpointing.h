@@ -86,14 +86,15 @@ std::string check_checkpoint_fits(const std::string& dir, Trainer& tr);
 // The checkpoint `dir`, opened, once it verifies: every checksum of its MANIFEST
 // (verify_manifest), and model.h5's map of the shards against the shards
 // (CheckpointReader::check_shards); InputError naming the file otherwise. What "usable" means
-// below, and what `tessera ckpt verify` and `export` check.
-CheckpointReader verify_checkpoint(const std::string& dir);
+// below, and what `tessera ckpt verify` and `export` check. The CRC pass reads every byte of
+// the checkpoint: a progress line on stderr (launcher/progress.h) names it `what`.
+CheckpointReader verify_checkpoint(const std::string& dir, const std::string& what = "checkpoint");
 
 // How a candidate checkpoint is judged: InputError naming what is wrong, else it is usable.
 using CheckpointVerifier = std::function<void(const std::string& dir)>;
-// verify_checkpoint, on this process alone.
+// verify_checkpoint, on this process alone (`tessera sample`).
 inline void verify_here(const std::string& dir) {
-  verify_checkpoint(dir);
+  verify_checkpoint(dir, "sample: checking " + dir);
 }
 
 // ROOT/latest if it verifies, else the newest step_N under ROOT that does, saying in `note` what

@@ -128,26 +128,6 @@ void for_each_slab(const CheckpointReader& r, const TensorInfo& t, DType as,
   }
 }
 
-// verify_checkpoint (every file's CRC-32C, then model.h5's map of the shards) with a progress
-// line over the CRC pass, which reads every byte of the checkpoint.
-CheckpointReader verify_showing_progress(const std::string& dir, const std::string& verb) {
-  require_checkpoint_directory(dir);
-  const std::string text = read_manifest_text(dir);
-  const std::vector<ManifestEntry> entries = parse_manifest(text, dir);
-  uintmax_t total = 0;
-  for (const ManifestEntry& e : entries) total += e.size;
-  ProgressLine line(true, "ckpt " + verb + ": CRC-32C", static_cast<int64_t>(total));
-  int64_t done = 0;
-  verify_manifest(dir, text, ManifestCheck::kFull, [&](uint64_t bytes) {
-    done += static_cast<int64_t>(bytes);
-    if (line.due()) line.print(done, std::to_string(entries.size()) + " files");
-  });
-  line.end();
-  CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kNone);
-  reader.check_shards();
-  return reader;
-}
-
 std::string meta_int(const CheckpointMeta& m, const std::string& key) {
   const auto it = m.ints.find(key);
   return it == m.ints.end() ? "?" : std::to_string(it->second);
@@ -211,7 +191,7 @@ int verify(int argc, char** argv) {
   int64_t bytes = 0;
   size_t tensors = 0;
   try {
-    const CheckpointReader r = verify_showing_progress(dir, "verify");
+    const CheckpointReader r = verify_checkpoint(dir, "ckpt verify");
     check_resume_meta(r.meta(), dir);
     TensorProgress progress("ckpt verify: NaN check", r.tensors());
     for (const TensorInfo& t : r.tensors()) {
@@ -379,7 +359,7 @@ int export_command(int argc, char** argv) {
   }
   // Every file's checksum, the optimizer's shards too, so that no damaged weights leave: one more
   // read of the checkpoint, from the page cache for the weights that follow.
-  const CheckpointReader r = verify_showing_progress(vm["dir"].as<std::string>(), "export");
+  const CheckpointReader r = verify_checkpoint(vm["dir"].as<std::string>(), "ckpt export");
   std::map<std::string, TensorInfo> tensors;  // "layers.03.attn.qkv.weight" -> model/layers/...
   for (const TensorInfo& t : r.tensors()) {
     if (t.name.rfind("model/", 0) != 0) continue;
