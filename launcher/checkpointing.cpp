@@ -681,9 +681,11 @@ void read_blocks(const CheckpointReader& reader, const std::vector<TensorBlock>&
   }
 }
 
-// ZeRO-1, one bucket at a time through host buffers of the bucket's size: every Param's weights
-// (with bf16 the fp32 masters, which become the bf16 values), and the moments only of the Params
-// that reach into this rank's piece, the only part of them it keeps.
+// ZeRO-1, one bucket at a time through host buffers of the bucket's size: the weights (with bf16
+// the fp32 masters, which become the bf16 values) and the moments of the Params that reach into
+// this rank's piece, the only part of them it keeps; the all-gather a step ends with then brings
+// the other pieces of the values. So the DP ranks together read each replica's state about once,
+// not DP times.
 void load_zero_state(Trainer& tr, ZeroAdamW& z, const CheckpointReader& reader,
                      const std::string& dir) {
   GradBuckets& gb = tr.buckets();
@@ -698,13 +700,14 @@ void load_zero_state(Trainer& tr, ZeroAdamW& z, const CheckpointReader& reader,
       const auto view = [&](const Tensor& t) {
         return t.slice0(begin - b.offset, begin - b.offset + n).view(p->value.shape());
       };
-      const bool in_piece = begin < piece_end && begin + n > piece_begin;
-      append_param_blocks(blocks, *p, masters.defined() ? view(masters) : p->value,
-                          in_piece ? view(m) : Tensor(), in_piece ? view(v) : Tensor());
+      if (begin < piece_end && begin + n > piece_begin)
+        append_param_blocks(blocks, *p, masters.defined() ? view(masters) : p->value, view(m),
+                            view(v));
     }
     read_blocks(reader, blocks, dir);
     z.load_bucket(i, m, v, masters);
   }
+  z.finish_load();
 }
 
 }  // namespace

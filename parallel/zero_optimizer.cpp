@@ -94,10 +94,8 @@ void ZeroAdamW::load_bucket(size_t i, const Tensor& exp_avg, const Tensor& exp_a
   if (!mixed_precision()) return;
   TESSERA_CHECK(masters.defined(), "ZeroAdamW::load_bucket: bfloat16 parameters need masters");
   copy_into(master_[i], masters.slice0(begin, end));
-  // Every rank holds the bucket's whole masters here, so it rounds them all itself: the bits the
-  // all-gather of every rank's rounded piece would bring, without the collective.
-  Tensor values = buckets_.flat_values().slice0(b.offset, b.offset + b.size);
-  copy_into(values, ops::cast_to(masters, DType::BF16));
+  Tensor piece = buckets_.flat_values().slice0(b.offset + begin, b.offset + end);
+  copy_into(piece, ops::cast_to(masters.slice0(begin, end), DType::BF16));
 }
 
 int64_t ZeroAdamW::moment_elements() const {

@@ -42,11 +42,14 @@ class ZeroAdamW {
   // for gather_moments.
   Tensor gather_masters(bool keep = true);
   // The inverse, when resuming, one bucket at a time: bucket i's moments and, with mixed
-  // precision, masters (else undefined), laid out like its part of flat_values(); of the moments
-  // only this rank's piece is read. This rank keeps its pieces, and with masters the bucket's
-  // bf16 values become the masters rounded (what a step's all-gather would make of them).
+  // precision, masters (else undefined), laid out like its part of flat_values(), of which only
+  // this rank's piece is read (the caller reads the Params that reach into it; without masters
+  // also their values). This rank keeps its pieces, and with masters its piece of the bf16 values
+  // becomes its masters rounded. Then finish_load() (collective over DP) brings every rank's
+  // piece of the values to every rank, as after a step.
   void load_bucket(size_t i, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                    const Tensor& masters);
+  void finish_load() { all_gather_values(); }
   int64_t moment_elements() const;  // per moment, on this rank
 
  private:

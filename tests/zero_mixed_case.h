@@ -122,7 +122,8 @@ inline void expect_sharded_mixed_adamw_is_adamw(Communicator& dp) {
     EXPECT_TRUE(bitwise_equal(piece(v, p), ref.exp_avg_sq()[i])) << p.name << ", DP " << D;
   }
 
-  // What a resume does: the state back, bucket by bucket, into zeroed values, moments and masters.
+  // What a resume does: the state back, bucket by bucket, into zeroed values, moments and masters,
+  // each rank rounding its piece of the values, then their all-gather.
   const auto load = [&](const Tensor& m_, const Tensor& v_, const Tensor& masters_) {
     const std::vector<GradBuckets::Bucket>& bs = zero_buckets.buckets();
     for (size_t i = 0; i < bs.size(); ++i) {
@@ -131,6 +132,7 @@ inline void expect_sharded_mixed_adamw_is_adamw(Communicator& dp) {
       };
       zero.load_bucket(i, part(m_), part(v_), part(masters_));
     }
+    zero.finish_load();  // every rank's piece of the values to every rank
   };
   zero_buckets.flat_values().zero();
   Tensor blank(m.shape(), DType::F32);
