@@ -683,9 +683,9 @@ void read_blocks(const CheckpointReader& reader, const std::vector<TensorBlock>&
 
 // ZeRO-1, one bucket at a time through host buffers of the bucket's size: the weights (with bf16
 // the fp32 masters, which become the bf16 values) and the moments of the Params that reach into
-// this rank's piece, the only part of them it keeps; the all-gather a step ends with then brings
-// the other pieces of the values. So the DP ranks together read each replica's state about once,
-// not DP times.
+// this rank's piece, whole, the only part of them it keeps; then an all-gather of the values
+// over DP (the one each step ends with) brings the other ranks' pieces, before any step. A Param
+// that spans k pieces is read k times (with PP > 1 the tied embedding's bucket, by every DP rank).
 void load_zero_state(Trainer& tr, ZeroAdamW& z, const CheckpointReader& reader,
                      const std::string& dir) {
   GradBuckets& gb = tr.buckets();

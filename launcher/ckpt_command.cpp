@@ -267,7 +267,10 @@ int diff(int argc, char** argv) {
   for (const TensorInfo& t : a.tensors()) width = std::max(width, t.name.size());
   std::printf("%-*s  %-20s %13s %13s\n", static_cast<int>(width), "tensor", "shape", "max_abs",
               "max_rel");
-  TensorProgress progress("ckpt diff (of A)", a.tensors());
+  std::vector<TensorInfo> compared_tensors;  // what the progress line counts
+  for (const TensorInfo& t : a.tensors())
+    if (b.has(t.name) && b.tensor(t.name).shape == t.shape) compared_tensors.push_back(t);
+  TensorProgress progress("ckpt diff (of A)", compared_tensors);
   for (const TensorInfo& t : a.tensors()) {
     if (!b.has(t.name)) continue;
     const TensorInfo& u = b.tensor(t.name);

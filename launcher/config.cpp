@@ -439,9 +439,8 @@ void TrainConfig::validate() const {
   require(parallel.pp >= 1, "--parallel.pp", "at least 1", parallel.pp);
   require(parallel.dp >= 0, "--parallel.dp", "0 (inferred) or more", parallel.dp);
   require(parallel.zero == 0 || parallel.zero == 1, "--parallel.zero", "0 or 1", parallel.zero);
-  // At most 4096 MB: a bucket's fp32 gradients, 10^9 values, stay below MPI's int counts.
-  require(parallel.bucket_mb > 0 && parallel.bucket_mb <= 4096, "--parallel.bucket_mb",
-          "a positive size of at most 4096", parallel.bucket_mb);
+  require(parallel.bucket_mb > 0 && std::isfinite(parallel.bucket_mb), "--parallel.bucket_mb",
+          "a positive, finite size", parallel.bucket_mb);
   require(sample_tokens >= 0, "--sample.tokens", "0 or more", sample_tokens);
   require(sample_temperature > 0 && std::isfinite(sample_temperature), "--sample.temperature",
           "a positive, finite value", sample_temperature);
