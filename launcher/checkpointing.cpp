@@ -29,23 +29,38 @@ namespace {
 // step_N.replaced: the old directory of a step being saved again, while the new one is renamed in.
 const std::string kReplacedSuffix = ".replaced";
 
-// The blocks of the global tensor `name` that `local` (a value or moment of p) covers: one for a
-// replicated tensor, else one per group of the split dimension (q, k and v of a fused QKV).
-std::vector<TensorBlock> blocks_of(const Param& p, const Tensor& local, const std::string& name) {
+// Rows [begin, end) of a local tensor (its dimension 0); end -1: to the last.
+struct Rows {
+  int64_t begin = 0, end = -1;
+};
+
+// The blocks of the global tensor `name` that `local` (a value or moment of p), or its `rows`,
+// covers: one for a replicated tensor, else one per group of the split dimension (q, k and v of
+// a fused QKV).
+std::vector<TensorBlock> blocks_of(const Param& p, const Tensor& local, const std::string& name,
+                                   Rows rows = {}) {
+  if (rows.end < 0) rows.end = local.shape()[0];
   std::vector<TensorBlock> out;
   Shape offset(p.global_shape.size(), 0);
-  if (p.tp_replicated()) {
-    out.push_back(TensorBlock{name, p.global_shape, offset, local});
+  const int d = p.tp_replicated() ? -1 : p.split_dim;
+  if (d != 0) {  // local rows are the global ones (columns split, or nothing)
+    if (d == 1)
+      offset[1] = p.piece_begin();
+    else
+      TESSERA_CHECK(d == -1, "checkpoint: a split along dimension 0 or 1 only");
+    TESSERA_CHECK(d == -1 || p.groups == 1, "checkpoint: groups are split along dimension 0 only");
+    offset[0] = rows.begin;
+    out.push_back(TensorBlock{name, p.global_shape, offset, local.slice0(rows.begin, rows.end)});
     return out;
   }
-  const int d = p.split_dim;
-  TESSERA_CHECK(d == 0 || p.groups == 1, "checkpoint: groups are split along dimension 0 only");
-  const int64_t extent = p.global_shape[static_cast<size_t>(d)] / p.groups;
+  const int64_t extent = p.global_shape[0] / p.groups;
   const int64_t count = p.piece_end() - p.piece_begin();
   for (int g = 0; g < p.groups; ++g) {
-    offset[static_cast<size_t>(d)] = g * extent + p.piece_begin();
-    Tensor data = d == 0 ? local.slice0(g * count, (g + 1) * count) : local;
-    out.push_back(TensorBlock{name, p.global_shape, offset, data});
+    const int64_t first = std::max(rows.begin, g * count),
+                  last = std::min(rows.end, (g + 1) * count);
+    if (first >= last) continue;
+    offset[0] = g * extent + p.piece_begin() + (first - g * count);
+    out.push_back(TensorBlock{name, p.global_shape, offset, local.slice0(first, last)});
   }
   return out;
 }
@@ -86,10 +101,10 @@ OptimizerState optimizer_state_of(Trainer& tr, bool keep = true) {
 // Appends p's blocks: of its weights ("model/"; a bfloat16 model's are its fp32 masters, so
 // checkpoints hold float32 weights) and of those of its moments that are defined.
 void append_param_blocks(std::vector<TensorBlock>& blocks, const Param& p, const Tensor& weights,
-                         const Tensor& exp_avg, const Tensor& exp_avg_sq) {
+                         const Tensor& exp_avg, const Tensor& exp_avg_sq, Rows rows = {}) {
   const auto append = [&](const Tensor& t, const std::string& name) {
     if (!t.defined()) return;
-    for (TensorBlock& b : blocks_of(p, t, name)) blocks.push_back(std::move(b));
+    for (TensorBlock& b : blocks_of(p, t, name, rows)) blocks.push_back(std::move(b));
   };
   append(weights, "model/" + p.name);
   append(exp_avg, "optimizer/exp_avg/" + p.name);
@@ -681,11 +696,11 @@ void read_blocks(const CheckpointReader& reader, const std::vector<TensorBlock>&
   }
 }
 
-// ZeRO-1, one bucket at a time through host buffers of the bucket's size: the weights (with bf16
-// the fp32 masters, which become the bf16 values) and the moments of the Params that reach into
-// this rank's piece, whole, the only part of them it keeps; then an all-gather of the values
-// over DP (the one each step ends with) brings the other ranks' pieces, before any step. A Param
-// that spans k pieces is read k times (with PP > 1 the tied embedding's bucket, by every DP rank).
+// ZeRO-1, one bucket at a time through host buffers of the bucket's size: of the weights (with
+// bf16 the fp32 masters, which become the bf16 values) and the moments, the rows (dimension 0 of
+// each Param) that reach into this rank's piece, the only part of them it keeps; then an
+// all-gather of the values over DP (the one each step ends with) brings the other ranks' pieces,
+// before any step. Only the rows a piece boundary cuts are read by two ranks.
 void load_zero_state(Trainer& tr, ZeroAdamW& z, const CheckpointReader& reader,
                      const std::string& dir) {
   GradBuckets& gb = tr.buckets();
@@ -700,9 +715,12 @@ void load_zero_state(Trainer& tr, ZeroAdamW& z, const CheckpointReader& reader,
       const auto view = [&](const Tensor& t) {
         return t.slice0(begin - b.offset, begin - b.offset + n).view(p->value.shape());
       };
-      if (begin < piece_end && begin + n > piece_begin)
-        append_param_blocks(blocks, *p, masters.defined() ? view(masters) : p->value, view(m),
-                            view(v));
+      if (begin >= piece_end || begin + n <= piece_begin) continue;
+      const int64_t row = n / p->value.shape()[0];  // elements of a row
+      const Rows rows{std::max<int64_t>(piece_begin - begin, 0) / row,
+                      (std::min(piece_end - begin, n) + row - 1) / row};
+      append_param_blocks(blocks, *p, masters.defined() ? view(masters) : p->value, view(m),
+                          view(v), rows);
     }
     read_blocks(reader, blocks, dir);
     z.load_bucket(i, m, v, masters);
