@@ -1,7 +1,8 @@
 // The data path's speed (docs/PERFORMANCE.md, "Data"): the time to open a corpus, check its
 // token ids (every token) and read the first sample of a shuffled epoch; the time of one lookup
 // in the epoch's shuffle; and the loader's throughput in tokens per second from the page cache,
-// reading on the caller's thread and through the prefetch thread.
+// reading on the caller's thread and through the prefetch thread; and what a resume pays to find
+// the blend's place: walking a blend of K corpora to a position, or starting from the saved one.
 //   bench_loader [--tokens 1e9] [--seq_len 1024] [--micro 8] [--dir /tmp/tessera_bench_data]
 #include <algorithm>
 #include <chrono>
@@ -133,5 +134,26 @@ int main(int argc, char** argv) {
       direct_tps / 1e6, ahead_tps / 1e6);
   std::printf("anonymous resident memory after all of it: %.0f MB (the corpus: %.0f MB mapped)\n",
               anon_rss_mb(), static_cast<double>(corpus.num_tokens()) * 2 / 1e6);
+
+  // The blend's place at a position: K corpora (the one corpus K times, weights 1..K).
+  std::printf(
+      "| blend of K corpora | walk to position P (cursor_at) | per position and corpus | "
+      "from the saved place (cursor_from) |\n| --- | --- | --- | --- |\n");
+  for (const int K : {2, 100, 1000}) {
+    std::vector<TokenCorpus> copies(static_cast<size_t>(K), corpus);
+    std::vector<double> weights;
+    for (int k = 1; k <= K; ++k) weights.push_back(k);
+    const SampleStream blend(copies, weights, o);
+    const int64_t P = 200000000 / K;
+    t0 = Clock::now();
+    const SampleStream::Cursor at = blend.cursor_at(P);
+    const double walk_s = since(t0);
+    t0 = Clock::now();
+    const SampleStream::Cursor again = blend.cursor_from(P, at.taken, "bench");
+    const double from_s = since(t0);
+    std::printf("| %d | %.3f s (P = %lld) | %.2f ns | %.1f us%s |\n", K, walk_s,
+                static_cast<long long>(P), 1e9 * walk_s / (static_cast<double>(P) * K),
+                1e6 * from_s, again.taken == at.taken ? "" : " (DIFFERS)");
+  }
   return 0;
 }
