@@ -157,13 +157,14 @@ SampleStream::Cursor SampleStream::cursor_at(int64_t position) const {
 
 SampleStream::Cursor SampleStream::cursor_from(int64_t position, const std::vector<int64_t>& taken,
                                                const std::string& what) const {
+  const size_t behind = std::max<size_t>(1, corpora_.size() - 1);  // the most a corpus lags
   const auto fail = [&](const std::string& found) {
-    throw InputError(
-        what + ": expected the samples each of the blend's " + std::to_string(corpora_.size()) +
-        (corpora_.size() == 1 ? " corpus" : " corpora") + " had supplied by position " +
-        std::to_string(position) +
-        " (summing to it, each less than its share + 1 and more than its share - " +
-        std::to_string(std::max<size_t>(1, corpora_.size() - 1)) + "), found " + found);
+    throw InputError(what + ": expected the samples each of the blend's " +
+                     std::to_string(corpora_.size()) +
+                     (corpora_.size() == 1 ? " corpus" : " corpora") +
+                     " had supplied by position " + std::to_string(position) +
+                     " (summing to it, each less than its share + 1 and more than its share - " +
+                     std::to_string(behind) + "), found " + found);
   };
   if (taken.size() != corpora_.size()) fail(std::to_string(taken.size()) + " counts");
   int64_t sum = 0;
@@ -172,8 +173,7 @@ SampleStream::Cursor SampleStream::cursor_from(int64_t position, const std::vect
     const double share = weights_[k] * static_cast<double>(position);
     const double ahead = static_cast<double>(taken[k]) - share;
     const double slack = 1e-9 * std::max(1.0, share);
-    if (taken[k] < 0 || ahead >= 1 + slack ||
-        -ahead >= static_cast<double>(std::max<size_t>(1, corpora_.size() - 1)) + slack) {
+    if (taken[k] < 0 || ahead >= 1 + slack || -ahead >= static_cast<double>(behind) + slack) {
       char text[120];
       std::snprintf(text, sizeof text, "%lld for corpus %zu, whose share is %.17g",
                     static_cast<long long>(taken[k]), k + 1, share);
@@ -310,6 +310,8 @@ void DataLoader::next_batch(Tensor& tokens) {
 }
 
 const SampleStream::Cursor& DataLoader::consumed_cursor() {
+  // Read on the caller's thread, the reading cursor is there (unless a batch failed half-read).
+  if (prefetch_ == 0 && cursor_.position == consumed_) return cursor_;
   while (consumed_cursor_.position < consumed_) stream_.next_corpus(consumed_cursor_);
   return consumed_cursor_;
 }

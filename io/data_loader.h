@@ -151,7 +151,8 @@ class DataLoader {
   double wait_s_ = 0;
   // Caller-thread reading (prefetch == 0).
   SampleStream::Cursor cursor_;
-  SampleStream::Cursor consumed_cursor_;  // the blend at `consumed_` or before (walked lazily)
+  // The blend at `consumed_` or before, walked lazily: the prefetch thread's cursor is ahead.
+  SampleStream::Cursor consumed_cursor_;
   // Prefetching.
   std::thread thread_;
   std::mutex mu_;

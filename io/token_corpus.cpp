@@ -223,9 +223,15 @@ std::vector<int64_t> TokenCorpus::token_counts(int64_t vocab, int64_t max_tokens
   return scan(vocab, 0, num_tokens_, max_tokens, true);
 }
 
+std::optional<std::pair<uint64_t, uint64_t>> token_file_identity(const TokenCorpus& c) {
+  struct stat st {};
+  if (::stat(c.token_file().c_str(), &st) != 0) return std::nullopt;
+  return std::pair<uint64_t, uint64_t>{st.st_dev, st.st_ino};
+}
+
 bool same_corpus(const TokenCorpus& a, const TokenCorpus& b) {
-  std::error_code ec;
-  return std::filesystem::equivalent(a.token_file(), b.token_file(), ec) && !ec;
+  const auto x = token_file_identity(a);
+  return x && x == token_file_identity(b);
 }
 
 double unigram_entropy(const std::vector<TokenCorpus>& corpora, const std::vector<double>& weights,

@@ -79,6 +79,9 @@ class TokenCorpus {
 
 // True when `a` and `b` read the same token file, by whatever paths (the same inode).
 bool same_corpus(const TokenCorpus& a, const TokenCorpus& b);
+// What same_corpus compares: the token file's device and inode (none when it cannot be stat'ed),
+// for a caller that checks many corpora against each other through a map.
+std::optional<std::pair<uint64_t, uint64_t>> token_file_identity(const TokenCorpus& c);
 
 // Entropy in nats/token of the token frequencies of `corpora` mixed with `weights` (normalised):
 // the loss of the best model that ignores context. It reads at most about `max_tokens` tokens in

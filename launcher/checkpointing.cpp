@@ -111,16 +111,21 @@ void append_param_blocks(std::vector<TensorBlock>& blocks, const Param& p, const
   append(exp_avg_sq, "optimizer/exp_avg_sq/" + p.name);
 }
 
-// The blocks of the values and moments of this rank's parameters: to write, only those it counts
-// (TP-replicated ones on TP rank 0, the tied copy not at all); to read, all it holds.
-std::vector<TensorBlock> state_blocks(Trainer& tr, const OptimizerState& s, bool counted_only) {
+// The weights a checkpoint holds of this rank's i-th parameter p: its fp32 masters with bf16,
+// else its values.
+Tensor saved_weights(const OptimizerState& s, size_t i, const Param& p) {
+  return s.master[i].defined() ? s.master[i] : p.value;
+}
+
+// The blocks of the values and moments this rank writes: of the parameters it counts
+// (TP-replicated ones on TP rank 0, the tied copy not at all).
+std::vector<TensorBlock> state_blocks(Trainer& tr, const OptimizerState& s) {
   std::vector<TensorBlock> blocks;
   const std::vector<Param*>& ps = tr.params();
   for (size_t i = 0; i < ps.size(); ++i) {
     const Param& p = *ps[i];
-    if (counted_only && !p.counted_here()) continue;
-    append_param_blocks(blocks, p, s.master[i].defined() ? s.master[i] : p.value, s.exp_avg[i],
-                        s.exp_avg_sq[i]);
+    if (!p.counted_here()) continue;
+    append_param_blocks(blocks, p, saved_weights(s, i, p), s.exp_avg[i], s.exp_avg_sq[i]);
   }
   return blocks;
 }
@@ -414,7 +419,7 @@ double CheckpointSaver::save() {
   const bool writes = tr_.grid().coord().dp == 0;
   const OptimizerState state = optimizer_state_of(tr_, /*keep=*/writes);
   std::vector<TensorBlock> blocks;
-  if (writes) blocks = state_blocks(tr_, state, true);
+  if (writes) blocks = state_blocks(tr_, state);
   if (!async_)  // HDF5 writes host memory: GPU blocks are copied first
     for (TensorBlock& b : blocks)
       if (b.data.device() != Device::CPU) b.data = b.data.to(Device::CPU);
@@ -801,7 +806,7 @@ void load_checkpoint(Trainer& tr, const std::string& dir) {
     Communicator& dp = tr.grid().dp();
     for (size_t i = 0; i < tr.params().size(); ++i) {
       const Param& p = *tr.params()[i];
-      const Tensor weights = state.master[i].defined() ? state.master[i] : p.value;
+      const Tensor weights = saved_weights(state, i, p);
       if (dp.rank() == 0) {
         std::vector<TensorBlock> blocks;
         append_param_blocks(blocks, p, weights, state.exp_avg[i], state.exp_avg_sq[i]);

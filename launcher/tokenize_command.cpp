@@ -319,7 +319,10 @@ int encode(int argc, char** argv) {
   const PartFilesRemovedOnSignals removed_on_signals(prefix);
   const EncodeStats stats = encode_corpus(reader, *tokenizer, prefix, threads, true);
 
-  const IndexedDataset corpus = IndexedDataset::open(prefix);
+  const TokenCorpus corpus = TokenCorpus::open(prefix);
+  bool sampled = false;
+  const double entropy =
+      unigram_entropy({corpus}, {1.0}, tokenizer->vocab_size(), kEntropyTokens, &sampled);
   std::printf(
       "tokenize encode: %lld documents, %lld tokens, %.2f MB of text -> %s.bin/.idx "
       "in %.2f s (%.1f MB/s, %d threads)\n",
@@ -327,10 +330,7 @@ int encode(int argc, char** argv) {
       stats.text_bytes / 1e6, prefix.c_str(), stats.seconds,
       stats.text_bytes / 1e6 / std::max(stats.seconds, 1e-9), threads);
   std::printf("unigram entropy: %.4f nats/token%s (a model that ignores context cannot beat it)\n",
-              unigram_entropy({TokenCorpus::open(prefix)}, {1.0}, tokenizer->vocab_size()),
-              corpus.num_tokens() > kEntropyTokens
-                  ? (", from " + entropy_sample() + " of the corpus").c_str()
-                  : "");
+              entropy, sampled ? (", from " + entropy_sample() + " of the corpus").c_str() : "");
   std::fflush(stdout);
   return 0;
 }

@@ -2,8 +2,6 @@
 // reductions, global-norm clipping, AdamW or ZeRO-1.
 #include "launcher/trainer.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -30,12 +28,12 @@ std::vector<TokenCorpus> open_corpora(const std::vector<CorpusWeight>& blend, in
                                       int rank, int world_size,
                                       std::vector<Trainer::IdSlice>& slices) {
   std::vector<TokenCorpus> corpora;
-  std::map<std::pair<dev_t, ino_t>, size_t> seen;  // token file -> its first corpus (one stat each)
+  // same_corpus through a map of token_file_identity: one stat per corpus, not two per pair.
+  std::map<std::pair<uint64_t, uint64_t>, size_t> seen;  // token file -> its first corpus
   for (const CorpusWeight& c : blend) {
     corpora.push_back(TokenCorpus::open(c.path));
-    struct stat st {};
-    if (::stat(corpora.back().token_file().c_str(), &st) == 0) {
-      const auto [first, fresh] = seen.try_emplace({st.st_dev, st.st_ino}, corpora.size() - 1);
+    if (const auto id = token_file_identity(corpora.back())) {
+      const auto [first, fresh] = seen.try_emplace(*id, corpora.size() - 1);
       if (!fresh)
         throw InputError(option + ": " + c.path + " is the corpus " + blend[first->second].path +
                          " again; give it once, with the sum of its weights");

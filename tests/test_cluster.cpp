@@ -61,6 +61,23 @@ class Cluster : public ::testing::Test {
   // Sends SIG (pkill's name: USR1, INT) to one rank of the run in RUN_DIR, a process whose
   // command line starts with the binary (not mpirun), once the run has logged its first line.
   // `times` signals back to back (as one Ctrl-C sent to a process and to its group arrives).
+  // Whether this process ignores SIGINT (a background job of a shell): the runs it starts keep
+  // it ignored by design, so a SIGINT sent to them would not arrive.
+  static bool sigint_ignored() {
+    struct sigaction inherited {};
+    sigaction(SIGINT, nullptr, &inherited);
+    return inherited.sa_handler == SIG_IGN;
+  }
+
+  // One process training until a signal stops it; bounded, should the signal never arrive.
+  CliRun run_until_stopped(const std::string& extra = "") const {
+    return run_tessera(args("run", 1000000) +
+                           " --train.log_interval 200 --checkpoint.interval 0"
+                           " --train.time_limit 120" +
+                           extra,
+                       dir_);
+  }
+
   // `sigs`: one signal name, or several separated by spaces, sent in that order; "+N" waits N s.
   std::thread signal_once_logging(const std::string& sigs, const std::string& run,
                                   int times = 1) const {
@@ -132,18 +149,12 @@ TEST_F(Cluster, SignalOnOneRankSavesEverywhereExits3AndTheResumedRunEndsLikeAnUn
 // Ctrl-C (SIGINT) on a run of one process: the first saves, as SIGTERM does, saying that a second
 // would stop at once, and exits 130 (a person stopped it: batch templates do not requeue it).
 TEST_F(Cluster, InterruptSavesAndExits130) {
-  struct sigaction inherited {};
-  sigaction(SIGINT, nullptr, &inherited);
-  if (inherited.sa_handler == SIG_IGN)
+  if (sigint_ignored())
     GTEST_SKIP() << "SIGINT is ignored in this process (a background job), and so in the run it "
                     "starts, which keeps it ignored by design";
   // Twice at once, as `timeout -s INT` sends it: one Ctrl-C, which saves (a second one would not).
   std::thread signaller = signal_once_logging("INT", "run", 2);
-  // Bounded, should the signal never arrive (SIGINT ignored by whatever started the tests).
-  const CliRun stopped = run_tessera(args("run", 1000000) +
-                                         " --train.log_interval 200 --checkpoint.interval 0"
-                                         " --train.time_limit 120",
-                                     dir_);
+  const CliRun stopped = run_until_stopped();
   signaller.join();
   ASSERT_EQ(stopped.exit_code, 130) << stopped.out << stopped.err;
   EXPECT_NE(stopped.err.find("SIGINT: saving a checkpoint after this step"), std::string::npos)
@@ -163,16 +174,11 @@ TEST_F(Cluster, InterruptSavesAndExits130) {
 // StopSignals.ASchedulersSignalIsNotReplacedByALaterOne (test_parallel). (Sent at once, the
 // SIGINT would be handled first: Linux delivers the lower signal number first.)
 TEST_F(Cluster, CtrlCAfterAPreemptionSignalStillExits3) {
-  struct sigaction inherited {};
-  sigaction(SIGINT, nullptr, &inherited);
-  if (inherited.sa_handler == SIG_IGN)
+  if (sigint_ignored())
     GTEST_SKIP() << "SIGINT is ignored in this process (a background job), and so in the run it "
                     "starts: the SIGINT would not arrive";
   std::thread signaller = signal_once_logging("TERM +1 INT", "run");
-  const CliRun stopped = run_tessera(args("run", 1000000) +
-                                         " --train.log_interval 200 --checkpoint.interval 0"
-                                         " --train.time_limit 120 --debug.slow_save 0:3",
-                                     dir_);
+  const CliRun stopped = run_until_stopped(" --debug.slow_save 0:3");
   signaller.join();
   ASSERT_EQ(stopped.exit_code, 3) << stopped.out << stopped.err;
   EXPECT_NE(stopped.out.find("preempted: SIGUSR1/SIGTERM on 1 rank; stopped after step"),
