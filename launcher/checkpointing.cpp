@@ -29,103 +29,126 @@ namespace {
 // step_N.replaced: the old directory of a step being saved again, while the new one is renamed in.
 const std::string kReplacedSuffix = ".replaced";
 
-// Rows [begin, end) of a local tensor (its dimension 0); end -1: to the last.
-struct Rows {
-  int64_t begin = 0, end = -1;
-};
-
-// The blocks of the global tensor `name` that `local` (a value or moment of p), or its `rows`,
-// covers: one for a replicated tensor, else one per group of the split dimension (q, k and v of
-// a fused QKV).
-std::vector<TensorBlock> blocks_of(const Param& p, const Tensor& local, const std::string& name,
-                                   Rows rows = {}) {
-  if (rows.end < 0) rows.end = local.shape()[0];
-  std::vector<TensorBlock> out;
+// Appends the blocks of the global tensor `name` that rows [begin, end) of a local tensor shaped
+// like p's value cover, from column `col` on (0, or where a ZeRO-1 piece cuts a row), `data`
+// holding them shaped [end - begin, ...]: one block for a replicated tensor, else one per group
+// of the split dimension (q, k and v of a fused QKV).
+void append_row_blocks(std::vector<TensorBlock>& out, const Param& p, const std::string& name,
+                       int64_t begin, int64_t end, int64_t col, const Tensor& data) {
   Shape offset(p.global_shape.size(), 0);
+  if (col != 0) offset.at(1) = col;
   const int d = p.tp_replicated() ? -1 : p.split_dim;
   if (d != 0) {  // local rows are the global ones (columns split, or nothing)
     if (d == 1)
-      offset[1] = p.piece_begin();
+      offset[1] += p.piece_begin();
     else
       TESSERA_CHECK(d == -1, "checkpoint: a split along dimension 0 or 1 only");
     TESSERA_CHECK(d == -1 || p.groups == 1, "checkpoint: groups are split along dimension 0 only");
-    offset[0] = rows.begin;
-    out.push_back(TensorBlock{name, p.global_shape, offset, local.slice0(rows.begin, rows.end)});
-    return out;
+    offset[0] = begin;
+    out.push_back(TensorBlock{name, p.global_shape, offset, data});
+    return;
   }
   const int64_t extent = p.global_shape[0] / p.groups;
   const int64_t count = p.piece_end() - p.piece_begin();
   for (int g = 0; g < p.groups; ++g) {
-    const int64_t first = std::max(rows.begin, g * count),
-                  last = std::min(rows.end, (g + 1) * count);
+    const int64_t first = std::max(begin, g * count), last = std::min(end, (g + 1) * count);
     if (first >= last) continue;
     offset[0] = g * extent + p.piece_begin() + (first - g * count);
-    out.push_back(TensorBlock{name, p.global_shape, offset, local.slice0(first, last)});
+    out.push_back(
+        TensorBlock{name, p.global_shape, offset, data.slice0(first - begin, last - begin)});
   }
+}
+
+// The blocks of the global tensor `name` that elements [first, first + part.numel()) of a local
+// tensor shaped like p's value cover, in row-major order (`part`, 1-D, holds them: the whole
+// tensor, or the part of it in a ZeRO-1 piece): its whole rows (dimension 0) together, and a row
+// that either end cuts as a block of its own, [1, columns].
+std::vector<TensorBlock> blocks_of(const Param& p, const Tensor& part, const std::string& name,
+                                   int64_t first) {
+  const Shape& shape = p.value.shape();
+  const int64_t n = shape_numel(shape), last = first + part.numel();
+  TESSERA_CHECK(!shape.empty() && part.dim() == 1 && first >= 0 && last <= n,
+                "checkpoint: elements [" + std::to_string(first) + ", " + std::to_string(last) +
+                    ") of " + name + " " + shape_str(shape));
+  const int64_t row = shape[0] == 0 ? 1 : n / shape[0];  // elements of a row
+  std::vector<TensorBlock> out;
+  const auto add = [&](int64_t a, int64_t b) {  // elements [a, b): whole rows, or within one
+    if (a >= b) return;
+    const Tensor data = part.slice0(a - first, b - first);
+    if (a % row == 0 && b % row == 0) {
+      Shape rows = shape;
+      rows[0] = (b - a) / row;
+      append_row_blocks(out, p, name, a / row, b / row, 0, data.view(rows));
+      return;
+    }
+    TESSERA_CHECK(shape.size() == 2, "checkpoint: " + name + " " + shape_str(shape) +
+                                         ": only a two-dimensional tensor's rows may be cut");
+    append_row_blocks(out, p, name, a / row, a / row + 1, a % row, data.view({1, b - a}));
+  };
+  const int64_t rows_from = std::min(last, (first + row - 1) / row * row);
+  const int64_t rows_to = std::max(rows_from, last / row * row);
+  add(first, rows_from);
+  add(rows_from, rows_to);
+  add(rows_to, last);
   return out;
 }
 
-// The optimizer state of every parameter this rank holds, as tensors shaped like the parameter:
-// both moments, and for a bfloat16 model the fp32 master weights (undefined for other Params).
-// AdamW's own, or with ZeRO-1 views into the whole state all-gathered over DP (collective;
-// keep = false: this rank takes part only, and gets no state).
-struct OptimizerState {
-  std::vector<Tensor> exp_avg, exp_avg_sq, master;
-  Tensor flat_m, flat_v, flat_master;  // ZeRO-1: the whole state, laid out like flat_values()
-};
-
-OptimizerState optimizer_state_of(Trainer& tr, bool keep = true) {
-  OptimizerState s;
-  const std::vector<Param*>& ps = tr.params();
-  if (AdamW* a = tr.adamw()) {
-    s.exp_avg = a->exp_avg();
-    s.exp_avg_sq = a->exp_avg_sq();
-    s.master = a->master();
-    return s;
-  }
-  ZeroAdamW& z = *tr.zero();
-  z.gather_moments(s.flat_m, s.flat_v, keep);
-  if (z.mixed_precision()) s.flat_master = z.gather_masters(keep);
-  for (const Param* p : ps) {
-    const int64_t at = tr.buckets().offset_of(*p), n = p->value.numel();
-    const auto view = [&](const Tensor& flat) {
-      return flat.defined() ? flat.slice0(at, at + n).view(p->value.shape()) : Tensor();
-    };
-    s.exp_avg.push_back(view(s.flat_m));
-    s.exp_avg_sq.push_back(view(s.flat_v));
-    s.master.push_back(view(s.flat_master));
-  }
-  return s;
+// A whole tensor as blocks_of's part (undefined stays undefined).
+Tensor whole(const Tensor& t) {
+  return t.defined() ? t.view({t.numel()}) : Tensor();
 }
 
-// Appends p's blocks: of its weights ("model/"; a bfloat16 model's are its fp32 masters, so
-// checkpoints hold float32 weights) and of those of its moments that are defined.
+// Appends p's blocks of elements [first, first + weights.numel()) (1-D parts, as for blocks_of):
+// of its weights ("model/"; a bfloat16 model's are its fp32 masters, so checkpoints hold float32
+// weights) and of those of its moments that are defined.
 void append_param_blocks(std::vector<TensorBlock>& blocks, const Param& p, const Tensor& weights,
-                         const Tensor& exp_avg, const Tensor& exp_avg_sq, Rows rows = {}) {
+                         const Tensor& exp_avg, const Tensor& exp_avg_sq, int64_t first = 0) {
   const auto append = [&](const Tensor& t, const std::string& name) {
     if (!t.defined()) return;
-    for (TensorBlock& b : blocks_of(p, t, name, rows)) blocks.push_back(std::move(b));
+    for (TensorBlock& b : blocks_of(p, t, name, first)) blocks.push_back(std::move(b));
   };
   append(weights, "model/" + p.name);
   append(exp_avg, "optimizer/exp_avg/" + p.name);
   append(exp_avg_sq, "optimizer/exp_avg_sq/" + p.name);
 }
 
-// The weights a checkpoint holds of this rank's i-th parameter p: its fp32 masters with bf16,
-// else its values.
-Tensor saved_weights(const OptimizerState& s, size_t i, const Param& p) {
-  return s.master[i].defined() ? s.master[i] : p.value;
+// The weights a checkpoint holds of AdamW's i-th parameter p: its fp32 masters with bf16, else
+// its values.
+Tensor saved_weights(AdamW& a, size_t i, const Param& p) {
+  return a.master()[i].defined() ? a.master()[i] : p.value;
 }
 
-// The blocks of the values and moments this rank writes: of the parameters it counts
-// (TP-replicated ones on TP rank 0, the tied copy not at all).
-std::vector<TensorBlock> state_blocks(Trainer& tr, const OptimizerState& s) {
+// The blocks of the weights and moments this rank writes, of the parameters it counts
+// (TP-replicated ones on TP rank 0, the tied copy not at all). Without ZeRO-1 the DP replicas
+// hold the same state: DP rank 0 writes all of it. With ZeRO-1 every DP rank writes the elements
+// in its own pieces, so that nothing is gathered and the DP ranks write in parallel.
+std::vector<TensorBlock> state_blocks(Trainer& tr) {
   std::vector<TensorBlock> blocks;
-  const std::vector<Param*>& ps = tr.params();
-  for (size_t i = 0; i < ps.size(); ++i) {
-    const Param& p = *ps[i];
-    if (!p.counted_here()) continue;
-    append_param_blocks(blocks, p, saved_weights(s, i, p), s.exp_avg[i], s.exp_avg_sq[i]);
+  if (AdamW* a = tr.adamw()) {
+    if (tr.grid().coord().dp != 0) return blocks;
+    const std::vector<Param*>& ps = tr.params();
+    for (size_t i = 0; i < ps.size(); ++i) {
+      const Param& p = *ps[i];
+      if (!p.counted_here()) continue;
+      append_param_blocks(blocks, p, whole(saved_weights(*a, i, p)), whole(a->exp_avg()[i]),
+                          whole(a->exp_avg_sq()[i]));
+    }
+    return blocks;
+  }
+  GradBuckets& gb = tr.buckets();
+  for (size_t i = 0; i < gb.buckets().size(); ++i) {
+    const GradBuckets::Bucket& b = gb.buckets()[i];
+    const ZeroAdamW::Piece piece = tr.zero()->piece(i);
+    const int64_t begin = gb.piece_begin(b);
+    const Tensor weights = piece.master.defined()
+                               ? piece.master
+                               : gb.flat_values().slice0(begin, begin + gb.piece_length(b));
+    for (const GradBuckets::PieceSpan& span : gb.piece_spans(b)) {
+      if (!span.param->counted_here()) continue;
+      const auto part = [&](const Tensor& t) { return t.slice0(span.at, span.at + span.count); };
+      append_param_blocks(blocks, *span.param, part(weights), part(piece.exp_avg),
+                          part(piece.exp_avg_sq), span.first);
+    }
   }
   return blocks;
 }
@@ -414,12 +437,9 @@ double CheckpointSaver::save() {
   // starts without a barrier. A step_N.tmp left by a crash was removed when the run started.
   fs::create_directories(fs::path(tmp) / "shards");
   crash_point(c, rank, "start");
-  // The state as it is now: with ZeRO-1 the optimizer state is gathered over DP (collective); with
-  // an asynchronous save every block is copied, so training may change the originals.
-  const bool writes = tr_.grid().coord().dp == 0;
-  const OptimizerState state = optimizer_state_of(tr_, /*keep=*/writes);
-  std::vector<TensorBlock> blocks;
-  if (writes) blocks = state_blocks(tr_, state);
+  // The state as it is now (no communication: each rank writes what it holds); with an
+  // asynchronous save every block is copied, so training may change the originals.
+  std::vector<TensorBlock> blocks = state_blocks(tr_);
   if (!async_)  // HDF5 writes host memory: GPU blocks are copied first
     for (TensorBlock& b : blocks)
       if (b.data.device() != Device::CPU) b.data = b.data.to(Device::CPU);
@@ -701,34 +721,26 @@ void read_blocks(const CheckpointReader& reader, const std::vector<TensorBlock>&
   }
 }
 
-// ZeRO-1, one bucket at a time through host buffers of the bucket's size: of the weights (with
-// bf16 the fp32 masters, which become the bf16 values) and the moments, the rows (dimension 0 of
-// each Param) that reach into this rank's piece, the only part of them it keeps; then an
-// all-gather of the values over DP (the one each step ends with) brings the other ranks' pieces,
-// before any step. Only the rows a piece boundary cuts are read by two ranks.
+// ZeRO-1, one bucket at a time through host buffers of the piece's length: the elements in this
+// rank's piece of the weights (with bf16 the fp32 masters, which become the bf16 values) and the
+// moments, the only part of them it keeps; then an all-gather of the values over DP (the one each
+// step ends with) brings the other ranks' pieces, before any step. Into the layout that saved
+// the checkpoint, each rank reads the blocks it wrote.
 void load_zero_state(Trainer& tr, ZeroAdamW& z, const CheckpointReader& reader,
                      const std::string& dir) {
   GradBuckets& gb = tr.buckets();
   for (size_t i = 0; i < gb.buckets().size(); ++i) {
     const GradBuckets::Bucket& b = gb.buckets()[i];
-    Tensor m({b.size}, z.state_dtype()), v({b.size}, z.state_dtype());
-    Tensor masters = z.mixed_precision() ? Tensor({b.size}, DType::F32) : Tensor();
-    const int64_t piece_begin = gb.piece_begin(b), piece_end = piece_begin + gb.piece_length(b);
+    const int64_t length = gb.piece_length(b);
+    Tensor weights({length}, z.state_dtype()), m({length}, z.state_dtype()),
+        v({length}, z.state_dtype());
     std::vector<TensorBlock> blocks;
-    for (Param* p : b.params) {
-      const int64_t begin = gb.offset_of(*p), n = p->value.numel();
-      const auto view = [&](const Tensor& t) {
-        return t.slice0(begin - b.offset, begin - b.offset + n).view(p->value.shape());
-      };
-      if (begin >= piece_end || begin + n <= piece_begin) continue;
-      const int64_t row = n / p->value.shape()[0];  // elements of a row
-      const Rows rows{std::max<int64_t>(piece_begin - begin, 0) / row,
-                      (std::min(piece_end - begin, n) + row - 1) / row};
-      append_param_blocks(blocks, *p, masters.defined() ? view(masters) : p->value, view(m),
-                          view(v), rows);
+    for (const GradBuckets::PieceSpan& span : gb.piece_spans(b)) {
+      const auto part = [&](const Tensor& t) { return t.slice0(span.at, span.at + span.count); };
+      append_param_blocks(blocks, *span.param, part(weights), part(m), part(v), span.first);
     }
     read_blocks(reader, blocks, dir);
-    z.load_bucket(i, m, v, masters);
+    z.load_piece(i, m, v, weights);
   }
   z.finish_load();
 }
@@ -787,7 +799,7 @@ void load_weights(GPT& model, const std::string& dir, int rank) {
     // Checkpoints hold float32 weights (a bf16 run's masters): read, then round to the model's.
     const DType stored = p->value.dtype() == DType::BF16 ? DType::F32 : p->value.dtype();
     Tensor weights(p->value.shape(), stored);
-    read_blocks(reader, blocks_of(*p, weights, "model/" + p->name), dir);
+    read_blocks(reader, blocks_of(*p, whole(weights), "model/" + p->name, 0), dir);
     copy_into(p->value, ops::cast_to(weights, p->value.dtype()));
   }
 }
@@ -802,18 +814,17 @@ void load_checkpoint(Trainer& tr, const std::string& dir) {
     // The DP replicas hold the same state: DP rank 0 of each replica group reads it, and its
     // group receives it by broadcast, so that the file system serves one read of each shard,
     // not DP of them. One parameter at a time: the others wait for one read, not the whole.
-    OptimizerState state = optimizer_state_of(tr);
     Communicator& dp = tr.grid().dp();
     for (size_t i = 0; i < tr.params().size(); ++i) {
       const Param& p = *tr.params()[i];
-      const Tensor weights = saved_weights(state, i, p);
+      const Tensor weights = saved_weights(*a, i, p), m = a->exp_avg()[i], v = a->exp_avg_sq()[i];
       if (dp.rank() == 0) {
         std::vector<TensorBlock> blocks;
-        append_param_blocks(blocks, p, weights, state.exp_avg[i], state.exp_avg_sq[i]);
+        append_param_blocks(blocks, p, whole(weights), whole(m), whole(v));
         read_blocks(reader, blocks, dir);
       }
       if (dp.size() > 1)
-        for (Tensor t : {weights, state.exp_avg[i], state.exp_avg_sq[i]})
+        for (Tensor t : {weights, m, v})
           if (t.defined()) dp.broadcast(t, 0);
     }
     a->refresh_values();

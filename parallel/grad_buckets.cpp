@@ -76,6 +76,17 @@ void GradBuckets::end_microbatch() {
   fold_range(0, grads_.numel());
 }
 
+std::vector<GradBuckets::PieceSpan> GradBuckets::piece_spans(const Bucket& b) const {
+  const int64_t piece_begin = this->piece_begin(b), piece_end = piece_begin + piece_length(b);
+  std::vector<PieceSpan> spans;
+  for (Param* p : b.params) {
+    const int64_t begin = offset_of(*p), end = begin + p->value.numel();
+    const int64_t lo = std::max(begin, piece_begin), hi = std::min(end, piece_end);
+    if (lo < hi) spans.push_back(PieceSpan{p, lo - begin, hi - lo, lo - piece_begin});
+  }
+  return spans;
+}
+
 Tensor GradBuckets::grad_of(const Param& p) {
   const int64_t at = offset_of(p);
   return flat_grads().slice0(at, at + p.grad.numel()).view(p.grad.shape());

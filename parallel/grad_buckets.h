@@ -61,6 +61,13 @@ class GradBuckets {
   // buffers (every rank's piece has the same length: b.size is a multiple of DP).
   int64_t piece_length(const Bucket& b) const { return b.size / dp_.size(); }
   int64_t piece_begin(const Bucket& b) const { return b.offset + dp_.rank() * piece_length(b); }
+  // ZeRO-1: a Param of bucket b that reaches into this rank's piece, with its elements
+  // [first, first + count) there (row-major), at element `at` of the piece.
+  struct PieceSpan {
+    Param* param;
+    int64_t first, count, at;
+  };
+  std::vector<PieceSpan> piece_spans(const Bucket& b) const;
   std::vector<Bucket>& buckets() { return buckets_; }
   Tensor& flat_values() { return values_; }
   // Element offset of p's value and gradient within the flat buffers.

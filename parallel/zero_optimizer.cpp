@@ -1,8 +1,6 @@
 // ZeRO-1: AdamW on this DP rank's piece of every bucket, then an all-gather of the parameters.
 #include "parallel/zero_optimizer.h"
 
-#include <algorithm>
-
 #include "core/error.h"
 #include "core/ops/adamw.h"
 #include "core/ops/cast.h"
@@ -24,15 +22,13 @@ ZeroAdamW::ZeroAdamW(GradBuckets& buckets, const AdamWConfig& cfg) : buckets_(bu
       master_.emplace_back(Shape{len}, DType::F32, values.device());
       ops::cast(master_.back(), values.slice0(piece_begin, piece_end));
     }
-    for (Param* p : b.params) {
-      const int64_t begin = buckets.offset_of(*p), end = begin + p->value.numel();
-      const int64_t lo = std::max(begin, piece_begin), hi = std::min(end, piece_end);
-      if (lo >= hi) continue;
-      const int64_t from = lo - piece_begin, to = hi - piece_begin;
-      segments_.push_back(
-          Segment{p, bucket, from, to, values.slice0(lo, hi), b.shard_grad.slice0(from, to),
-                  exp_avg_.back().slice0(from, to), exp_avg_sq_.back().slice0(from, to),
-                  mixed ? master_.back().slice0(from, to) : Tensor(), adamw_weight_decay(*p, cfg)});
+    for (const GradBuckets::PieceSpan& span : buckets.piece_spans(b)) {
+      const int64_t from = span.at, to = span.at + span.count;
+      segments_.push_back(Segment{
+          span.param, bucket, from, to, values.slice0(piece_begin + from, piece_begin + to),
+          b.shard_grad.slice0(from, to), exp_avg_.back().slice0(from, to),
+          exp_avg_sq_.back().slice0(from, to), mixed ? master_.back().slice0(from, to) : Tensor(),
+          adamw_weight_decay(*span.param, cfg)});
     }
   }
 }
@@ -58,44 +54,23 @@ void ZeroAdamW::scale_grads(double alpha) {
   for (GradBuckets::Bucket& b : buckets_.buckets()) ops::scale(b.shard_grad, alpha);
 }
 
-Tensor ZeroAdamW::gather(const std::vector<Tensor>& pieces, bool keep) {
-  const Tensor& flat = buckets_.flat_values();
-  // Into host memory, one bucket at a time: the whole state on the GPU would take 12 bytes a
-  // parameter more (moments and masters), what ZeRO-1 saved; ranks that do not keep it only
-  // take part in the all-gathers.
-  Tensor whole = keep ? Tensor(flat.shape(), state_dtype()) : Tensor();
-  const std::vector<GradBuckets::Bucket>& bs = buckets_.buckets();
-  for (size_t i = 0; i < bs.size(); ++i) {
-    Tensor kept = keep ? whole.slice0(bs[i].offset, bs[i].offset + bs[i].size) : Tensor();
-    const bool in_place = keep && flat.device() == Device::CPU;
-    Tensor block = in_place ? kept : Tensor({bs[i].size}, state_dtype(), flat.device());
-    buckets_.dp().all_gather(block, pieces[i]);
-    if (keep && !in_place) copy_into(kept, block);
-  }
-  return whole;
+ZeroAdamW::Piece ZeroAdamW::piece(size_t i) const {
+  return Piece{exp_avg_.at(i), exp_avg_sq_.at(i), mixed_precision() ? master_.at(i) : Tensor()};
 }
 
-void ZeroAdamW::gather_moments(Tensor& exp_avg, Tensor& exp_avg_sq, bool keep) {
-  exp_avg = gather(exp_avg_, keep);
-  exp_avg_sq = gather(exp_avg_sq_, keep);
-}
-
-Tensor ZeroAdamW::gather_masters(bool keep) {
-  TESSERA_CHECK(mixed_precision(), "ZeroAdamW::gather_masters without bfloat16 parameters");
-  return gather(master_, keep);
-}
-
-void ZeroAdamW::load_bucket(size_t i, const Tensor& exp_avg, const Tensor& exp_avg_sq,
-                            const Tensor& masters) {
+void ZeroAdamW::load_piece(size_t i, const Tensor& exp_avg, const Tensor& exp_avg_sq,
+                           const Tensor& weights) {
   const GradBuckets::Bucket& b = buckets_.buckets().at(i);
-  const int64_t begin = buckets_.piece_begin(b) - b.offset, end = begin + buckets_.piece_length(b);
-  copy_into(exp_avg_[i], exp_avg.slice0(begin, end));
-  copy_into(exp_avg_sq_[i], exp_avg_sq.slice0(begin, end));
-  if (!mixed_precision()) return;
-  TESSERA_CHECK(masters.defined(), "ZeroAdamW::load_bucket: bfloat16 parameters need masters");
-  copy_into(master_[i], masters.slice0(begin, end));
-  Tensor piece = buckets_.flat_values().slice0(b.offset + begin, b.offset + end);
-  copy_into(piece, ops::cast_to(masters.slice0(begin, end), DType::BF16));
+  const int64_t begin = buckets_.piece_begin(b);
+  Tensor values = buckets_.flat_values().slice0(begin, begin + buckets_.piece_length(b));
+  copy_into(exp_avg_[i], exp_avg);
+  copy_into(exp_avg_sq_[i], exp_avg_sq);
+  if (mixed_precision()) {
+    copy_into(master_[i], weights);
+    copy_into(values, ops::cast_to(weights, DType::BF16));
+  } else {
+    copy_into(values, weights);
+  }
 }
 
 int64_t ZeroAdamW::moment_elements() const {

@@ -33,22 +33,20 @@ class ZeroAdamW {
   bool mixed_precision() const { return !master_.empty(); }
   // The dtype of the moments and master weights: float32 with mixed precision, else the Params'.
   DType state_dtype() const;
-  // The whole moments, laid out like GradBuckets::flat_values(): all-gathered over DP
-  // (collective) into host memory, for a checkpoint. Padding elements are 0. keep = false: this
-  // rank only takes part (its results stay undefined), as only one DP rank writes them.
-  void gather_moments(Tensor& exp_avg, Tensor& exp_avg_sq, bool keep = true);
-  // Mixed precision: the whole fp32 master weights, laid out like flat_values(), all-gathered
-  // over DP (collective) into host memory; what a checkpoint saves as the weights. keep as
-  // for gather_moments.
-  Tensor gather_masters(bool keep = true);
-  // The inverse, when resuming, one bucket at a time: bucket i's moments and, with mixed
-  // precision, masters (else undefined), laid out like its part of flat_values(), of which only
-  // this rank's piece is read (the caller reads the Params that reach into it; without masters
-  // also their values). This rank keeps its pieces, and with masters its piece of the bf16 values
-  // becomes its masters rounded. Then finish_load() (collective over DP) brings every rank's
-  // piece of the values to every rank, as after a step.
-  void load_bucket(size_t i, const Tensor& exp_avg, const Tensor& exp_avg_sq,
-                   const Tensor& masters);
+  // This rank's piece of bucket i's state, views laid out like [piece_begin, piece_begin +
+  // piece_length) of flat_values(): the moments and, with mixed precision, the fp32 master
+  // weights (else undefined). A checkpoint saves each DP rank's pieces from here; nothing is
+  // gathered.
+  struct Piece {
+    Tensor exp_avg, exp_avg_sq, master;
+  };
+  Piece piece(size_t i) const;
+  // The inverse, when resuming, one bucket at a time: this rank's piece of bucket i from tensors
+  // of the piece's length, the moments and the weights (with mixed precision the fp32 masters,
+  // which its piece of the bf16 values becomes rounded; else its piece of the values). Then
+  // finish_load() (collective over DP) brings every rank's piece of the values to every rank,
+  // as after a step.
+  void load_piece(size_t i, const Tensor& exp_avg, const Tensor& exp_avg_sq, const Tensor& weights);
   void finish_load() { all_gather_values(); }
   int64_t moment_elements() const;  // per moment, on this rank
 
@@ -62,8 +60,6 @@ class ZeroAdamW {
     Tensor master;  // mixed precision: fp32 master weights of the value; else undefined
     double weight_decay;
   };
-  // The whole of a per-bucket state (moments, masters) from every rank's pieces (see keep).
-  Tensor gather(const std::vector<Tensor>& pieces, bool keep);
   // Every rank's piece of the values to every rank (in place; nothing with one DP rank).
   void all_gather_values();
   GradBuckets& buckets_;

@@ -4,8 +4,8 @@
 // 1/64 small enough that every sum (over microbatches, over ranks, in bf16 or fp32) is exact, so
 // the reference may take the summed gradient as its own. The buckets are small, so pieces cut
 // Params apart and, when DP does not divide a bucket, end in padding. Then the checkpoint path:
-// the gathered state (also gathered for DP rank 0 only), loaded back bucket by bucket over zeroed
-// values and moments, restores them exactly.
+// every rank's pieces, loaded back bucket by bucket over zeroed values and moments, restore them
+// exactly.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -95,21 +95,19 @@ inline void expect_sharded_mixed_adamw_is_adamw(Communicator& dp) {
     zero.step(1e-2);
   }
 
-  Tensor m, v;
-  zero.gather_moments(m, v);
-  const Tensor masters = zero.gather_masters();
-  // As a checkpoint gathers: only DP rank 0 keeps the state, the others take part only.
-  const bool keep = zero_buckets.dp().rank() == 0;
-  Tensor kept_m, kept_v;
-  zero.gather_moments(kept_m, kept_v, keep);
-  const Tensor kept_masters = zero.gather_masters(keep);
-  ASSERT_EQ(kept_m.defined(), keep) << "DP " << D;
-  ASSERT_EQ(kept_masters.defined(), keep) << "DP " << D;
-  if (keep) {
-    EXPECT_TRUE(bitwise_equal(kept_m, m)) << "DP " << D;
-    EXPECT_TRUE(bitwise_equal(kept_v, v)) << "DP " << D;
-    EXPECT_TRUE(bitwise_equal(kept_masters, masters)) << "DP " << D;
-  }
+  // The whole of a piece's state, laid out like flat_values(), from every rank's pieces.
+  const std::vector<GradBuckets::Bucket>& bs = zero_buckets.buckets();
+  const auto gathered = [&](Tensor ZeroAdamW::Piece::*state) {
+    Tensor whole(zero_buckets.flat_values().shape(), DType::F32);
+    for (size_t i = 0; i < bs.size(); ++i) {
+      Tensor block = whole.slice0(bs[i].offset, bs[i].offset + bs[i].size);
+      zero_buckets.dp().all_gather(block, zero.piece(i).*state);
+    }
+    return whole;
+  };
+  const Tensor m = gathered(&ZeroAdamW::Piece::exp_avg),
+               v = gathered(&ZeroAdamW::Piece::exp_avg_sq),
+               masters = gathered(&ZeroAdamW::Piece::master);
   const auto piece = [&](const Tensor& flat, const Param& p) {
     const int64_t at = zero_buckets.offset_of(p);
     return flat.slice0(at, at + p.value.numel()).view(p.value.shape());
@@ -122,31 +120,29 @@ inline void expect_sharded_mixed_adamw_is_adamw(Communicator& dp) {
     EXPECT_TRUE(bitwise_equal(piece(v, p), ref.exp_avg_sq()[i])) << p.name << ", DP " << D;
   }
 
-  // What a resume does: the state back, bucket by bucket, into zeroed values, moments and masters,
-  // each rank rounding its piece of the values, then their all-gather.
+  // What a resume does: each rank's pieces back, bucket by bucket, into zeroed values, moments
+  // and masters, each rank rounding its piece of the values, then their all-gather.
   const auto load = [&](const Tensor& m_, const Tensor& v_, const Tensor& masters_) {
-    const std::vector<GradBuckets::Bucket>& bs = zero_buckets.buckets();
     for (size_t i = 0; i < bs.size(); ++i) {
+      const int64_t begin = zero_buckets.piece_begin(bs[i]);
       const auto part = [&](const Tensor& t) {
-        return t.slice0(bs[i].offset, bs[i].offset + bs[i].size);
+        return t.slice0(begin, begin + zero_buckets.piece_length(bs[i]));
       };
-      zero.load_bucket(i, part(m_), part(v_), part(masters_));
+      zero.load_piece(i, part(m_), part(v_), part(masters_));
     }
     zero.finish_load();  // every rank's piece of the values to every rank
   };
   zero_buckets.flat_values().zero();
   Tensor blank(m.shape(), DType::F32);
   load(blank, blank, blank);
-  ASSERT_TRUE(bitwise_equal(zero.gather_masters(), blank));
+  ASSERT_TRUE(bitwise_equal(gathered(&ZeroAdamW::Piece::master), blank));
   load(m, v, masters);
-  Tensor m2, v2;
-  zero.gather_moments(m2, v2);
-  EXPECT_TRUE(bitwise_equal(m2, m)) << "DP " << D;
-  EXPECT_TRUE(bitwise_equal(v2, v)) << "DP " << D;
-  EXPECT_TRUE(bitwise_equal(zero.gather_masters(), masters)) << "DP " << D;
+  EXPECT_TRUE(bitwise_equal(gathered(&ZeroAdamW::Piece::exp_avg), m)) << "DP " << D;
+  EXPECT_TRUE(bitwise_equal(gathered(&ZeroAdamW::Piece::exp_avg_sq), v)) << "DP " << D;
+  EXPECT_TRUE(bitwise_equal(gathered(&ZeroAdamW::Piece::master), masters)) << "DP " << D;
   for (size_t i = 0; i < ref_params.size(); ++i)
     EXPECT_TRUE(bitwise_equal(zero_params[i].value, ref_params[i].value))
-        << zero_params[i].name << " after load_bucket, DP " << D;
+        << zero_params[i].name << " after load_piece, DP " << D;
 }
 
 }  // namespace tessera::test_support
