@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <utility>
 
 #include "core/error.h"
 
@@ -128,8 +129,7 @@ void IndexedDatasetWriter::add_document(std::span<const int32_t> tokens) {
 void IndexedDatasetWriter::finish() {
   TESSERA_CHECK(!finished_, "finish called twice on " + prefix_);
   const std::string bin_tmp = prefix_ + ".bin.tmp", idx_tmp = prefix_ + ".idx.tmp";
-  sync_close(bin_, bin_tmp);
-  bin_ = nullptr;
+  sync_close(std::exchange(bin_, nullptr), bin_tmp);  // closed even when it throws
 
   std::FILE* idx = std::fopen(idx_tmp.c_str(), "wb");
   if (!idx) corpus_error(idx_tmp, "cannot create (" + errno_text() + ")");

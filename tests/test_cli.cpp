@@ -237,6 +237,29 @@ TEST_F(Cli, InterruptedEncodeLeavesNoPartFiles) {
   }
 }
 
+// A corpus that cannot reach the disk (here a file-size limit of 1 KB, as a full disk or a quota
+// reports it when the encoder flushes) is one message naming the part file, exit 2, and no part
+// files left; an earlier corpus of that name stays as it was. (The .bin was closed twice.)
+TEST_F(Cli, EncodeThatCannotWriteItsCorpusNamesTheFileAndKeepsTheOldOne) {
+  const fs::path text = dir_ / "text.txt", prefix = dir_ / "encoded";
+  std::ofstream(text) << std::string(1500, 'a') << "\n";
+  ASSERT_EQ(
+      run_tessera("tokenize encode --input " + text.string() + " --output " + prefix.string(), dir_)
+          .exit_code,
+      0);
+  const auto old_bin = fs::file_size(prefix.string() + ".bin");
+  std::ofstream(text, std::ios::app) << std::string(100, 'b') << "\n";
+  const CliRun r = run_tessera_with(
+      "bash -c 'trap \"\" XFSZ; ulimit -f 1; exec \"$@\"' limited " + std::string(TESSERA_BIN),
+      "tokenize encode --input " + text.string() + " --output " + prefix.string(), dir_);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find(prefix.string() + ".bin.tmp"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("double free"), std::string::npos) << r.err;
+  for (const char* ext : {".bin.tmp", ".idx.tmp"})
+    EXPECT_FALSE(fs::exists(prefix.string() + ext)) << ext;
+  EXPECT_EQ(fs::file_size(prefix.string() + ".bin"), old_bin);
+}
+
 // Mixed precision on the host (bf16 compute, fp32 masters, gradient sums and statistics, as on
 // the GPU) follows the float32 run within bf16's rounding, and is not the float32 run.
 TEST_F(Cli, Bfloat16OnTheHostTrainsCloseToFloat32) {
