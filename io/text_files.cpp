@@ -4,6 +4,7 @@
 #include "io/text_files.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -23,9 +24,44 @@ bool blank(std::string_view s) {
   return s.find_first_not_of(" \t\r\n\f\v") == std::string_view::npos;
 }
 
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
 bool is_json_lines(const fs::path& file) {
-  const std::string ext = file.extension().string();
+  const std::string ext = lower(file.extension().string());
   return ext == ".jsonl" || ext == ".json";
+}
+
+// Files a directory holds that are not text: the fortunes package's companions, corpora (an
+// encode's own output, in the directory it reads, or an llm.c shard) and part files.
+bool skipped_in_directory(const fs::path& file) {
+  const std::string ext = lower(file.extension().string());
+  return ext == ".dat" || ext == ".u8" || ext == ".bin" || ext == ".idx" || ext == ".tmp";
+}
+
+// A compressed file would be encoded as text (its bytes, or one JSON syntax error): refused,
+// naming the file and its format, from the first bytes.
+void check_not_compressed(const fs::path& path) {
+  struct Magic {
+    const char* bytes;
+    size_t size;
+    const char* format;
+  };
+  static const Magic kMagics[] = {{"\x1f\x8b", 2, "gzip"},
+                                  {"\x28\xb5\x2f\xfd", 4, "zstd"},
+                                  {"\xfd\x37\x7a\x58\x5a\x00", 6, "xz"},
+                                  {"\x42\x5a\x68", 3, "bzip2"},
+                                  {"\x50\x4b\x03\x04", 4, "zip"}};
+  char head[6] = {};
+  std::ifstream in(path, std::ios::binary);
+  in.read(head, sizeof head);
+  const auto got = static_cast<size_t>(in.gcount());
+  for (const Magic& m : kMagics)
+    if (got >= m.size && std::memcmp(head, m.bytes, m.size) == 0)
+      throw InputError("text input " + path.string() + ": expected plain text or JSON lines, " +
+                       "found a " + m.format + "-compressed file; decompress it first");
 }
 
 std::vector<fs::path> files_of(const std::string& input) {
@@ -35,15 +71,13 @@ std::vector<fs::path> files_of(const std::string& input) {
   if (!fs::is_directory(st)) return {fs::path(input)};
   std::vector<fs::path> files;
   for (const fs::directory_entry& e : fs::directory_iterator(input)) {
-    const std::string name = e.path().filename().string();
-    if (e.is_symlink() || !e.is_regular_file() || name.ends_with(".dat") || name.ends_with(".u8"))
-      continue;
+    if (e.is_symlink() || !e.is_regular_file() || skipped_in_directory(e.path())) continue;
     files.push_back(e.path());
   }
   if (files.empty())
     throw InputError("text input " + input +
                      ": expected text files in this directory, found none (symlinks and "
-                     ".dat/.u8 files are skipped)");
+                     ".dat, .u8, .bin, .idx and .tmp files are skipped)");
   std::sort(files.begin(), files.end());
   return files;
 }
@@ -138,6 +172,7 @@ struct DocumentReader::State {
 bool DocumentReader::State::open_next_file() {
   if (next_file == files.size()) return false;
   const fs::path& path = files[next_file++];
+  check_not_compressed(path);
   current = std::make_unique<LineReader>(path, max_document_bytes);
   json_lines = is_json_lines(path);
   return true;
@@ -195,7 +230,7 @@ std::optional<std::string> DocumentReader::State::next_text_document() {
       cleaned = remove_overstrike(line);
       line = cleaned;
     }
-    if (line == "%") return doc;
+    if (line == "%" || line == "%\r") return doc;  // "%\r": a file with CRLF line ends
     if (doc.size() + line.size() + (newline ? 1 : 0) > max_document_bytes)
       throw InputError("text input " + current->path().string() +
                        ": expected documents of at most " + std::to_string(max_document_bytes) +

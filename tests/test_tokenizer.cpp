@@ -314,6 +314,36 @@ TEST_F(TokenizerTest, JsonLinesTextFieldRoundTrips) {
   EXPECT_EQ(IndexedDataset::open(path("k")).num_tokens(), 10);  // 9 bytes + end of document
 }
 
+// What a directory of text meets: CRLF line ends (a "%\r\n" line separates documents, each
+// keeping its bytes), an encode's own output and part files (skipped, as the fortunes package's
+// .dat files are: the second encode into the directory it reads gives the first's corpus),
+// JSON lines under an upper-case extension, and compressed files (refused, naming file and
+// format, instead of being encoded as text).
+TEST_F(TokenizerTest, DirectoryInputsSkipCorporaAndRefuseCompressedFiles) {
+  fs::create_directories(path("texts"));
+  write_file(path("texts/a.txt"), "first\r\n%\r\nsecond\r\nline\r\n%\r\n");
+  write_file(path("texts/b.JSONL"), "{\"text\": \"third\"}\n");
+  const std::vector<std::string> docs = {"first\r\n", "second\r\nline\r\n", "third"};
+  EXPECT_EQ(read_documents({path("texts")}), docs);
+  run_tokenize({"encode", "--input", path("texts"), "--output", path("texts/c")});
+  const std::string bin = read_file(path("texts/c.bin"));
+  write_file(path("texts/d.bin.tmp"), "part");
+  EXPECT_EQ(read_documents({path("texts")}), docs);
+  run_tokenize({"encode", "--input", path("texts"), "--output", path("texts/c")});
+  EXPECT_EQ(read_file(path("texts/c.bin")), bin);
+
+  for (const auto& [format, magic] :
+       std::vector<std::pair<std::string, std::string>>{{"gzip", "\x1f\x8b\x08"},
+                                                        {"zstd", "\x28\xb5\x2f\xfd"},
+                                                        {"xz", std::string("\xfd"
+                                                                           "7zXZ\0",
+                                                                           6)}}) {
+    write_file(path("texts/e.jsonl.zz"), magic + "compressed bytes");
+    expect_input_error([&] { read_documents({path("texts")}); },
+                       {"text input " + path("texts/e.jsonl.zz"), format + "-compressed"});
+  }
+}
+
 TEST_F(TokenizerTest, BadJsonLineNamesFileAndLine) {
   write_file(path("bad.jsonl"), "{\"text\": \"fine\"}\n{\"text\": \"fine\"}\n{\"text\": oops}\n");
   expect_input_error([&] { read_documents({path("bad.jsonl")}); },
