@@ -118,26 +118,31 @@ class DocumentLines final : public spm::SentenceIterator {
   std::exception_ptr error_;
 };
 
+// SentencePiece's trainer refuses more threads (a DGX H100 has 224 cores).
+constexpr int kMaxTrainThreads = 128;
+
 void check_train_options(const SentencePieceTrainOptions& o) {
   if (o.vocab_size < 4 || o.vocab_size > INT32_MAX)
     throw InputError("--vocab_size " + std::to_string(o.vocab_size) +
                      ": expected an integer in [4, 2147483647] (ids are int32)");
   if (o.model_type != "bpe" && o.model_type != "unigram")
     throw InputError("--model_type: expected bpe or unigram, found \"" + o.model_type + "\"");
-  if (!(o.character_coverage > 0 && o.character_coverage <= 1))
-    throw InputError("--character_coverage: expected a fraction in (0, 1], found " +
+  if (!(o.character_coverage >= 0.98 && o.character_coverage <= 1))  // SentencePiece's range
+    throw InputError("--character_coverage: expected a fraction in [0.98, 1], found " +
                      std::to_string(o.character_coverage));
   if (o.max_sentences < 0)
     throw InputError("--max_sentences: expected 0 (all) or a positive count, found " +
                      std::to_string(o.max_sentences));
-  if (o.threads < 0)
-    throw InputError("--threads: expected 0 (all cores) or a positive count, found " +
-                     std::to_string(o.threads));
+  if (o.threads < 0 || o.threads > kMaxTrainThreads)
+    throw InputError("--threads: expected 0 (all cores, at most " +
+                     std::to_string(kMaxTrainThreads) + ") or a count up to " +
+                     std::to_string(kMaxTrainThreads) + ", found " + std::to_string(o.threads));
   if (o.output_prefix.empty()) throw InputError("--output: expected a model prefix, found \"\"");
 }
 
 std::unordered_map<std::string, std::string> trainer_arguments(const SentencePieceTrainOptions& o) {
-  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const unsigned cores =
+      std::clamp(std::thread::hardware_concurrency(), 1u, unsigned{kMaxTrainThreads});
   return {{"model_prefix", o.output_prefix},
           {"vocab_size", std::to_string(o.vocab_size)},
           {"model_type", o.model_type},

@@ -91,7 +91,7 @@ struct SentencePieceTrainOptions {
   std::string model_type = "bpe";  // "bpe" or "unigram"
   double character_coverage = 0.9995;
   int64_t max_sentences = 0;  // lines sampled for training; 0: all
-  int threads = 0;            // 0: all cores
+  int threads = 0;            // 0: all cores, at most 128 (SentencePiece's limit)
   std::string jsonl_key = "text";
   bool byte_fallback = true;  // unknown characters as UTF-8 byte pieces instead of <unk>
   bool verbose = false;       // SentencePiece's own log on stderr

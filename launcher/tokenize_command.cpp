@@ -214,9 +214,9 @@ int train(int argc, char** argv) {
       "fraction of characters the pieces must cover; the rest are bytes (or <unk>)")(
       "max_sentences", po::value(&o.max_sentences)->default_value(0, "0 (all)"),
       "lines sampled from the documents for training")(
-      "threads", po::value(&o.threads)->default_value(0, "0 (all cores)"), "trainer threads")(
-      "jsonl_key", po::value(&o.jsonl_key)->default_value("text"),
-      "field holding the document in .jsonl/.json files")(
+      "threads", po::value(&o.threads)->default_value(0, "0 (all cores, at most 128)"),
+      "trainer threads")("jsonl_key", po::value(&o.jsonl_key)->default_value("text"),
+                         "field holding the document in .jsonl/.json files")(
       "byte_fallback", po::value(&o.byte_fallback)->default_value(true, "true"),
       "characters outside the pieces as UTF-8 byte pieces (needs vocab_size above ~300)")(
       "verbose", po::bool_switch(&o.verbose), "show SentencePiece's own log");

@@ -495,6 +495,17 @@ TEST_F(TokenizerTest, TrainRejectsBadOptions) {
         train({"--vocab_size", "400", "--character_coverage", "1.5"});
       },
       {"--character_coverage"});
+  // SentencePiece's own ranges, named by option instead of by its trainer's source line.
+  expect_input_error(
+      [&] {
+        train({"--vocab_size", "400", "--character_coverage", "0.9"});
+      },
+      {"--character_coverage", "[0.98, 1]", "0.9"});
+  expect_input_error(
+      [&] {
+        train({"--vocab_size", "400", "--threads", "200"});
+      },
+      {"--threads", "up to 128", "200"});
   fs::create_directories(path("blank"));
   write_file(path("blank/a"), "  \n\n");
   expect_input_error(
