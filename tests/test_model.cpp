@@ -18,6 +18,7 @@
 #include "core/ops/layernorm.h"
 #include "core/optim/lr_schedule.h"
 #include "core/optim/optimizer.h"
+#include "launcher/sampling.h"
 #include "parallel/local_communicator.h"
 #include "tests/expect_error.h"
 #include "tests/thread_communicator.h"
@@ -122,6 +123,22 @@ TEST(Model, LossAtInitializationIsNearLnVocab) {
   Tensor inputs = random_tokens(4, 32, 257, 8), targets = random_tokens(4, 32, 257, 9);
   GPTActivations a = model.make_activations(4);
   EXPECT_NEAR(model.forward(a, &inputs, &targets), std::log(257.0), 0.1);
+}
+
+// Without a prompt, generation starts after an end-of-document token, as every document but the
+// first does in the corpus (GPT-2's <|endoftext|>), not after id 0 (a NUL byte, or <unk>).
+TEST(Model, GenerationWithoutAPromptStartsAfterAnEndOfDocument) {
+  LocalCommunicator tp("tp"), pp("pp");
+  GPT model(tiny_config(PositionKind::Learned, DType::F32), ModelShard{}, tp, 3);
+  SamplingOptions o;
+  o.tokens = 4;
+  o.temperature = 1.0;
+  o.top_k = 0;
+  o.seed = 5;
+  o.stop_token = 7;
+  const std::vector<int32_t> unprompted = generate(model, tp, pp, {}, o);
+  EXPECT_EQ(unprompted, generate(model, tp, pp, {7}, o));
+  EXPECT_NE(unprompted, generate(model, tp, pp, {0}, o));  // so the test tells them apart
 }
 
 // The backward is linear in the loss scale, and a power of two scales every rounding alike: a
