@@ -13,8 +13,10 @@ double gpu_peak_flops(const std::string& name, DType dtype) {
     double bf16, fp32;  // TFLOP/s: bf16 on tensor cores, fp32 on CUDA cores (no TF32)
   };
   static const Peak kPeaks[] = {
-      {"H100 NVL", 835, 60}, {"H100 PCIe", 756, 51}, {"H100", 989, 67},  // H100 is SXM
-      {"H800", 989, 67},     {"H200", 989, 67},      {"A100", 312, 19.5}, {"A800", 312, 19.5},
+      {"H100 NVL", 835, 60},  {"H100 PCIe", 756, 51}, {"H100", 989, 67},  // H100 is SXM
+      {"H800 PCIe", 756, 51}, {"H800", 989, 67},      {"H200 NVL", 835, 60},
+      {"H200", 989, 67},  // SXM, and GH200
+      {"A100", 312, 19.5},    {"A800", 312, 19.5},
   };
   if (dtype != DType::BF16 && dtype != DType::F32) return 0;
   for (const Peak& p : kPeaks)

@@ -47,13 +47,15 @@ TEST(Bf16, RelativeErrorIsAtMostHalfAnUlpOfEightBits) {
 }
 
 // MFU's denominator: the data sheets' dense figures, by the names CUDA reports; the more
-// specific H100 variants before the SXM part, whose name says only "H100".
+// specific H100, H800 and H200 variants before the SXM parts, whose names say only "H100".
 TEST(GpuPeak, DenseDataSheetFiguresByTheNameCudaReports) {
   EXPECT_EQ(gpu_peak_flops("NVIDIA H100 80GB HBM3", DType::BF16), 989e12);
   EXPECT_EQ(gpu_peak_flops("NVIDIA H100 80GB HBM3", DType::F32), 67e12);
   EXPECT_EQ(gpu_peak_flops("NVIDIA H100 PCIe", DType::BF16), 756e12);
   EXPECT_EQ(gpu_peak_flops("NVIDIA H100 NVL", DType::BF16), 835e12);
   EXPECT_EQ(gpu_peak_flops("NVIDIA H200", DType::BF16), 989e12);
+  EXPECT_EQ(gpu_peak_flops("NVIDIA H200 NVL", DType::BF16), 835e12);  // not the SXM part's 989
+  EXPECT_EQ(gpu_peak_flops("NVIDIA H800 PCIe", DType::BF16), 756e12);
   EXPECT_EQ(gpu_peak_flops("NVIDIA GH200 480GB", DType::BF16), 989e12);
   EXPECT_EQ(gpu_peak_flops("NVIDIA A100-SXM4-80GB", DType::BF16), 312e12);
   EXPECT_EQ(gpu_peak_flops("NVIDIA A100 80GB PCIe", DType::F32), 19.5e12);
