@@ -111,9 +111,9 @@ TEST_F(GpuTrainer, CheckpointOfAGpuRunResumesBitwiseOnTheGpuAndOnTheCpu) {
 
 // ZeRO-1 of a bfloat16 model on one GPU (DP 1: the sharded path, with every piece here). It
 // trains as mixed AdamW does (only the gradient norm sums in another order), and its checkpoint,
-// whose weights are the gathered fp32 masters, resumes bitwise with ZeRO-1 and closely without.
-// The bits of the sharded update against mixed AdamW on 1, 3 and 8 ranks: test_parallel and
-// test_layouts, on the host.
+// whose weights are the fp32 masters, resumes bitwise with ZeRO-1 and closely without. The bits of
+// the sharded update against mixed AdamW on 1, 3 and 8 ranks: test_parallel and test_layouts, on
+// the host.
 TEST_F(GpuTrainer, ZeroOneWithBfloat16FollowsAdamWAndItsCheckpointResumesBitwise) {
   constexpr double kSameMathRtol = 1e-2;
   const TrainConfig plain = gpu_config(dir_, Device::CUDA, DType::BF16);

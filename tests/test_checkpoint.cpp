@@ -14,8 +14,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <random>
 
+#include "io/checkpoint_blocks.h"
 #include "io/checkpoint_io.h"
 #include "io/checkpoint_manifest.h"
 #include "io/synthetic_corpus.h"
@@ -103,26 +105,15 @@ TEST_F(Checkpoints, StoppedAndResumedRunIsBitwiseTheStraightRunOnOneRank) {
   expect_exact_resume(*this, 1, "");
 }
 
-// The shapes of the datasets under /optimizer of an HDF5 file.
-std::vector<std::vector<hsize_t>> optimizer_blocks(const fs::path& file) {
-  std::vector<std::vector<hsize_t>> shapes;
-  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0) return shapes;
-  H5Ovisit(
-      f, H5_INDEX_NAME, H5_ITER_INC,
-      [](hid_t root, const char* name, const H5O_info_t* info, void* out) -> herr_t {
-        if (info->type != H5O_TYPE_DATASET || std::strncmp(name, "optimizer/", 10) != 0) return 0;
-        const hid_t d = H5Dopen2(root, name, H5P_DEFAULT);
-        const hid_t space = H5Dget_space(d);
-        std::vector<hsize_t> dims(static_cast<size_t>(H5Sget_simple_extent_ndims(space)));
-        H5Sget_simple_extent_dims(space, dims.data(), nullptr);
-        static_cast<std::vector<std::vector<hsize_t>>*>(out)->push_back(dims);
-        H5Sclose(space);
-        H5Dclose(d);
-        return 0;
-      },
-      &shapes);
-  H5Fclose(f);
+// The shapes of the blocks of optimizer state that shard FILE of directory SHARDS holds.
+std::vector<Shape> optimizer_blocks(const fs::path& shards, const std::string& file) {
+  std::map<std::string, TensorPlan> plans;
+  const H5Lock lock;
+  add_shard_blocks(shards, file, plans);
+  std::vector<Shape> shapes;
+  for (const auto& [name, plan] : plans)
+    if (name.starts_with("optimizer/"))
+      for (const SourceBlock& b : plan.blocks) shapes.push_back(b.shape);
   return shapes;
 }
 
@@ -137,20 +128,18 @@ TEST_F(Checkpoints, StoppedAndResumedRunIsBitwiseTheStraightRunOnTp2Dp2Pp2WithZe
   int cut_rows = 0;
   for (int pp = 0; pp < 2; ++pp)
     for (int tp = 0; tp < 2; ++tp) {
-      hsize_t elements[2] = {0, 0};
+      int64_t elements[2] = {0, 0};
       for (int dp = 0; dp < 2; ++dp) {
         char name[32];
         std::snprintf(name, sizeof name, "rank_%05d.h5", (pp * 2 + dp) * 2 + tp);
         ASSERT_TRUE(fs::exists(shards / name)) << name;
-        for (const std::vector<hsize_t>& dims : optimizer_blocks(shards / name)) {
-          hsize_t n = 1;
-          for (hsize_t d : dims) n *= d;
-          elements[dp] += n;
-          cut_rows += dims.size() == 2 && dims[0] == 1;
+        for (const Shape& shape : optimizer_blocks(shards, name)) {
+          elements[dp] += shape_numel(shape);
+          cut_rows += shape.size() == 2 && shape[0] == 1;
         }
       }
-      const hsize_t both = elements[0] + elements[1];
-      EXPECT_GT(both, 0u);
+      const int64_t both = elements[0] + elements[1];
+      EXPECT_GT(both, 0);
       for (int dp = 0; dp < 2; ++dp)
         EXPECT_GT(4 * elements[dp], both) << "tp " << tp << " pp " << pp << " dp " << dp;
     }
@@ -162,7 +151,7 @@ TEST_F(Checkpoints, StoppedAndResumedRunIsBitwiseTheStraightRunOnTp2Dp2Pp2WithZe
 }
 
 // Mixed precision on the host (bf16 compute, fp32 masters, moments and gradient sums), with the
-// fp32 masters sharded by ZeRO-1 and gathered into the checkpoint: the resume is bitwise too.
+// fp32 masters sharded by ZeRO-1 and each DP rank's pieces saved: the resume is bitwise too.
 // The layout changes bf16 results only within their rounding: one rank's bf16 run follows the
 // 8-rank one. Its checkpoint holds the fp32 masters: a float32 run on one rank resumes it, within
 // bf16's rounding of the straight run.
