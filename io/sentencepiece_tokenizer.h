@@ -33,6 +33,9 @@ class Tokenizer {
                              std::string_view end_of_document_text = kEndOfDocumentText) const = 0;
   // For messages: "the byte-level tokenizer", "SentencePiece model PATH".
   virtual std::string description() const = 0;
+  // Whether any bytes decode back from their ids exactly. SentencePiece's only do where they are
+  // UTF-8: it encodes each other byte as U+FFFD.
+  virtual bool keeps_any_bytes() const = 0;
 };
 
 // ByteTokenizer (io/byte_tokenizer.h) behind the Tokenizer interface: 257 ids, 256 ends a document.
@@ -48,6 +51,7 @@ class ByteLevelTokenizer final : public Tokenizer {
     return ByteTokenizer::decode(ids, end_of_document_text);
   }
   std::string description() const override { return "the byte-level tokenizer"; }
+  bool keeps_any_bytes() const override { return true; }
 };
 
 // A SentencePiece model; its eos piece is the end-of-document id. Copies share the model.
@@ -63,6 +67,7 @@ class SentencePieceTokenizer final : public Tokenizer {
   std::string decode(std::span<const int32_t> ids,
                      std::string_view end_of_document_text = kEndOfDocumentText) const override;
   std::string description() const override { return "SentencePiece model " + path_; }
+  bool keeps_any_bytes() const override { return false; }
   const std::string& path() const { return path_; }
 
  private:

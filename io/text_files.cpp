@@ -152,6 +152,38 @@ std::string excerpt(const nlohmann::json& value) {
 
 }  // namespace
 
+size_t utf8_sequence_length(const unsigned char* s, size_t left) {
+  const auto in = [&](size_t k, unsigned lo, unsigned hi) {
+    return k < left && s[k] >= lo && s[k] <= hi;
+  };
+  const unsigned c = left > 0 ? s[0] : 0xFF;
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) return in(1, 0x80, 0xBF) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {  // no overlong forms, no surrogates
+    const unsigned lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    return in(1, lo, hi) && in(2, 0x80, 0xBF) ? 3 : 0;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {  // up to U+10FFFF
+    const unsigned lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    return in(1, lo, hi) && in(2, 0x80, 0xBF) && in(3, 0x80, 0xBF) ? 4 : 0;
+  }
+  return 0;
+}
+
+bool is_valid_utf8(std::string_view text) {
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  for (size_t i = 0; i < text.size();) {
+    if (s[i] < 0x80) {  // ASCII runs, the common case
+      ++i;
+      continue;
+    }
+    const size_t n = utf8_sequence_length(s + i, text.size() - i);
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
 struct DocumentReader::State {
   std::vector<fs::path> files;
   std::string jsonl_key;

@@ -1,10 +1,11 @@
 // Real text into documents for the tokenizer. An input is a file or a directory (its regular
-// files, not recursively, in byte order of their names, skipping symlinks and the fortune
-// package's `.dat`/`.u8` companions). Files ending in `.jsonl` or `.json` hold one JSON object
-// per line, whose string field (default "text") is one document. Other files are plain text:
-// fortune files split into one document per entry; other files are one document each, with
-// overstriking removed and all other bytes unchanged. DocumentReader streams documents, so a
-// corpus never needs to fit in memory; read_documents() collects them all.
+// files, not recursively, in byte order of their names, skipping symlinks, the fortune
+// package's `.dat`/`.u8` companions, corpora (`.bin`, `.idx`) and `.tmp` files; a compressed
+// file is refused). Files ending in `.jsonl` or `.json` (any case) hold one JSON object per line,
+// whose string field (default "text") is one document. Other files are plain text: fortune files
+// split into one document per entry; other files are one document each, with overstriking removed
+// and all other bytes unchanged. DocumentReader streams documents, so a corpus never needs to fit
+// in memory; read_documents() collects them all.
 #pragma once
 
 #include <cstddef>
@@ -16,6 +17,12 @@
 #include <vector>
 
 namespace tessera {
+
+// The length of the valid UTF-8 sequence at `s` (1 to 4 bytes; no overlong forms, surrogates or
+// code points past U+10FFFF), 0 where none starts; `left` bytes are readable.
+size_t utf8_sequence_length(const unsigned char* s, size_t left);
+// Whether `text` is valid UTF-8 throughout.
+bool is_valid_utf8(std::string_view text);
 
 // Yields the documents of a list of inputs in order, reading each file in blocks. Documents that
 // are empty or only whitespace are dropped. Not thread-safe; one reader per thread.

@@ -9,29 +9,18 @@
 #include <new>
 
 #include "core/error.h"
+#include "io/text_files.h"
 
 namespace tessera {
 
 namespace {
 
 // The length of the valid UTF-8 sequence of two to four bytes at `s`, not a C1 control
-// (U+0080..U+009F); 0 for anything else.
+// (U+0080..U+009F, which a terminal may act on); 0 for anything else.
 size_t utf8_length(const unsigned char* s, size_t left) {
-  const auto in = [&](size_t k, unsigned lo, unsigned hi) {
-    return k < left && s[k] >= lo && s[k] <= hi;
-  };
-  const unsigned c = s[0];
-  if (c == 0xC2) return in(1, 0xA0, 0xBF) ? 2 : 0;
-  if (c >= 0xC3 && c <= 0xDF) return in(1, 0x80, 0xBF) ? 2 : 0;
-  if (c >= 0xE0 && c <= 0xEF) {  // no overlong forms, no surrogates
-    const unsigned lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-    return in(1, lo, hi) && in(2, 0x80, 0xBF) ? 3 : 0;
-  }
-  if (c >= 0xF0 && c <= 0xF4) {  // up to U+10FFFF
-    const unsigned lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-    return in(1, lo, hi) && in(2, 0x80, 0xBF) && in(3, 0x80, 0xBF) ? 4 : 0;
-  }
-  return 0;
+  if (s[0] == 0xC2 && left > 1 && s[1] < 0xA0) return 0;
+  const size_t n = utf8_sequence_length(s, left);
+  return n >= 2 ? n : 0;
 }
 
 }  // namespace

@@ -105,6 +105,7 @@ class ChunkEncoder {
     documents_ = std::move(documents);
     tokens_.assign(documents_.size(), {});
     next_ = 0;
+    not_utf8_ = 0;
     error_ = nullptr;
     const int n = std::min<int>(threads_, static_cast<int>(documents_.size()));
     for (int t = 0; t < n; ++t) workers_.emplace_back([this] { work(); });
@@ -118,12 +119,17 @@ class ChunkEncoder {
     documents_.clear();
     return std::move(tokens_);
   }
+  // Of the chunk finish() returned: documents that are not UTF-8 (counted only for a tokenizer
+  // that does not keep any bytes).
+  int64_t not_utf8_documents() const { return not_utf8_; }
 
  private:
   void work() {
     const int32_t end_of_document = tokenizer_.end_of_document();
+    const bool check_utf8 = !tokenizer_.keeps_any_bytes();
     try {
       for (size_t i = next_++; i < documents_.size(); i = next_++) {
+        if (check_utf8 && !is_valid_utf8(documents_[i])) ++not_utf8_;
         tokens_[i] = tokenizer_.encode(documents_[i]);
         tokens_[i].push_back(end_of_document);
       }
@@ -144,6 +150,7 @@ class ChunkEncoder {
   std::vector<std::string> documents_;
   std::vector<std::vector<int32_t>> tokens_;
   std::atomic<size_t> next_{0};
+  std::atomic<int64_t> not_utf8_{0};
   std::vector<std::thread> workers_;
   std::mutex error_mutex_;
   std::exception_ptr error_;
@@ -178,6 +185,7 @@ EncodeStats encode_corpus(DocumentReader& reader, const Tokenizer& tokenizer,
     more = reader.next_chunk(chunk, chunk_bytes);
     chunk_end = reader.bytes_read();
     const std::vector<std::vector<int32_t>> tokens = encoders[k % 2].finish();
+    stats.not_utf8_documents += encoders[k % 2].not_utf8_documents();
     if (more) {
       stats.text_bytes += text_bytes_of(chunk);
       encoders[(k + 1) % 2].start(std::move(chunk));
@@ -324,11 +332,19 @@ int encode(int argc, char** argv) {
   const double entropy =
       unigram_entropy({corpus}, {1.0}, tokenizer->vocab_size(), kEntropyTokens, &sampled);
   std::printf(
-      "tokenize encode: %lld documents, %lld tokens, %.2f MB of text -> %s.bin/.idx "
-      "in %.2f s (%.1f MB/s, %d threads)\n",
-      static_cast<long long>(corpus.num_documents()), static_cast<long long>(corpus.num_tokens()),
-      stats.text_bytes / 1e6, prefix.c_str(), stats.seconds,
-      stats.text_bytes / 1e6 / std::max(stats.seconds, 1e-9), threads);
+      "tokenize encode: %lld document%s, %lld tokens, %.2f MB of text -> %s.bin/.idx "
+      "in %.2f s (%.1f MB/s, %d thread%s)\n",
+      static_cast<long long>(corpus.num_documents()), corpus.num_documents() == 1 ? "" : "s",
+      static_cast<long long>(corpus.num_tokens()), stats.text_bytes / 1e6, prefix.c_str(),
+      stats.seconds, stats.text_bytes / 1e6 / std::max(stats.seconds, 1e-9), threads,
+      threads == 1 ? "" : "s");
+  if (stats.not_utf8_documents > 0)
+    std::printf(
+        "note: %lld document%s bytes that are not UTF-8; %s encodes each such byte "
+        "as U+FFFD, so they do not decode to their text (the byte-level tokenizer keeps "
+        "every byte)\n",
+        static_cast<long long>(stats.not_utf8_documents),
+        stats.not_utf8_documents == 1 ? " holds" : "s hold", tokenizer->description().c_str());
   std::printf("unigram entropy: %.4f nats/token%s (a model that ignores context cannot beat it)\n",
               entropy, sampled ? (", from " + entropy_sample() + " of the corpus").c_str() : "");
   std::fflush(stdout);

@@ -21,6 +21,9 @@ struct EncodeStats {
   int64_t documents = 0;
   int64_t tokens = 0;      // end-of-document ids included
   int64_t text_bytes = 0;  // bytes of the documents' text
+  // Documents holding bytes that are not UTF-8, with a tokenizer that does not keep them
+  // (Tokenizer::keeps_any_bytes): they will not decode to their text.
+  int64_t not_utf8_documents = 0;
   double seconds = 0;
 };
 

@@ -393,6 +393,27 @@ TEST_F(TokenizerTest, EncodedCorpusIsIdenticalForAnyThreadCount) {
   EXPECT_TRUE(read_file(path("cli.bin")) == read_file(path("c1.bin")));
 }
 
+// SentencePiece encodes a byte that is not UTF-8 as U+FFFD: encode counts such documents (and
+// says so), so that a corpus that will not decode to its text is known; the byte-level
+// tokenizer keeps every byte and counts none. The validator itself, on the edges of UTF-8.
+TEST_F(TokenizerTest, DocumentsThatAreNotUtf8AreCountedForSentencePiece) {
+  write_file(path("t.txt"), "caf\xc3\xa9 fine\n%\nlatin-1 caf\xe9\n%\ncut \xe6\x97\n%\nplain\n");
+  const SentencePieceTokenizer bpe = SentencePieceTokenizer::load(bpe_model());
+  const ByteLevelTokenizer bytes;
+  DocumentReader for_bpe({path("t.txt")}), for_bytes({path("t.txt")});
+  EXPECT_EQ(encode_corpus(for_bpe, bpe, path("s"), 2, false).not_utf8_documents, 2);
+  EXPECT_EQ(encode_corpus(for_bytes, bytes, path("b"), 2, false).not_utf8_documents, 0);
+  EXPECT_NE(bpe.decode(bpe.encode("caf\xe9")), "caf\xe9");  // what the count warns of
+
+  for (const char* valid : {"", "ascii", "\xc2\x80", "\xdf\xbf", "\xe0\xa0\x80", "\xed\x9f\xbf",
+                            "\xef\xbf\xbd", "\xf0\x90\x80\x80", "\xf4\x8f\xbf\xbf"})
+    EXPECT_TRUE(is_valid_utf8(valid)) << valid;
+  for (const char* invalid :
+       {"\x80", "\xc0\xaf", "\xc1\xbf", "\xe0\x9f\xbf", "\xed\xa0\x80", "\xf0\x8f\xbf\xbf",
+        "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\xe6\x97", "\xff"})
+    EXPECT_FALSE(is_valid_utf8(invalid)) << invalid;
+}
+
 TEST_F(TokenizerTest, EndOfDocumentIdsAreWhereDocumentsEnd) {
   const std::vector<std::string> docs = make_documents(300, 5);
   write_file(path("t.txt"), as_fortune_file(docs));
