@@ -149,17 +149,20 @@ std::string replica_mismatch(Trainer& tr) {
   if (m.rank < 0) return "";
   const int rank = m.rank, peer = m.peer, kind = m.kind;
 
-  // Every rank saw the same difference: all name the first tensor that differs.
+  // Every rank saw the same difference: all name the first tensor that differs, from the two
+  // ranks' lists of tensor checksums (broadcast by those two: a gather of every rank's list
+  // would take hundreds of MB per rank at tens of thousands of ranks), and the odd copies' hosts.
   std::string text = host_name() + "\n";
-  for (size_t i = 0; i < crcs.size(); ++i) {
-    if (!compared(*tr.params()[i], kind, model)) continue;
-    char crc[16];
-    std::snprintf(crc, sizeof crc, "%08x", crcs[i]);
-    text += std::string(crc) + " " + tr.params()[i]->name + "\n";
-  }
-  const std::vector<std::string> texts = all_gather_strings(world, text);
-  const RankTensors a = parse_rank_tensors(texts[static_cast<size_t>(peer)]);
-  const RankTensors b = parse_rank_tensors(texts[static_cast<size_t>(rank)]);
+  if (world.rank() == rank || world.rank() == peer)
+    for (size_t i = 0; i < crcs.size(); ++i) {
+      if (!compared(*tr.params()[i], kind, model)) continue;
+      char crc[16];
+      std::snprintf(crc, sizeof crc, "%08x", crcs[i]);
+      text += std::string(crc) + " " + tr.params()[i]->name + "\n";
+    }
+  const RankTensors a = parse_rank_tensors(broadcast_string(world, text, peer));
+  const RankTensors b = parse_rank_tensors(broadcast_string(world, text, rank));
+  const std::vector<std::string> hosts = all_gather_strings(world, host_name());
   std::string tensor = "a tensor";
   for (size_t i = 0; i < a.crc_and_name.size() && i < b.crc_and_name.size(); ++i)
     if (a.crc_and_name[i] != b.crc_and_name[i]) {
@@ -176,7 +179,7 @@ std::string replica_mismatch(Trainer& tr) {
   std::string odd;
   for (const int r : m.odd)
     odd += (odd.empty() ? "" : ", ") + std::to_string(r) + " (host " +
-           parse_rank_tensors(texts[static_cast<size_t>(r)]).host + ")";
+           hosts[static_cast<size_t>(r)] + ")";
   return message + "; " + std::to_string(m.group_size - m.odd.size()) + " of the " +
          std::to_string(m.group_size) + " copies agree, the odd one" +
          (m.odd.size() > 1 ? "s are on world ranks " : " is on world rank ") + odd;
