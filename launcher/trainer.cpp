@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <system_error>
 
 #include "core/error.h"
 #include "core/ops/adamw.h"
@@ -81,7 +82,14 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
   cache_dir_ = cfg.cache_dir.empty() ? cfg.run_dir + "/data_cache" : cfg.cache_dir;
   std::error_code ec;
   std::filesystem::create_directories(cache_dir_, ec);
-  if (ec) cache_dir_.clear();  // no cache: the token ids are checked at every start
+  if (!ec && !std::filesystem::is_directory(cache_dir_, ec))
+    ec = std::make_error_code(std::errc::not_a_directory);
+  // One given that cannot be used is refused (its records would silently never be read); the
+  // default's failure only means that the token ids are checked at every start.
+  if (ec && !cfg.cache_dir.empty())
+    throw InputError("--data.cache_dir " + cfg.cache_dir +
+                     ": expected a directory this rank can create or use, found: " + ec.message());
+  if (ec) cache_dir_.clear();
   const std::vector<TokenCorpus> corpora = open_corpora(blend_, cfg.model.vocab_size, "--data.path",
                                                         cache_dir_, rank, world_size, id_slices_);
   // Samples are held out of training only when they will be evaluated, and only when some

@@ -386,6 +386,17 @@ TEST_F(Cli, CheckpointDirectoryThatCannotBeMadeIsExit2NamingThePath) {
   EXPECT_EQ(r.out.find("step "), std::string::npos) << "found only after training: " << r.out;
 }
 
+// So is a --data.cache_dir that cannot be a directory (its records were silently never kept).
+TEST_F(Cli, DataCacheDirectoryThatCannotBeMadeIsExit2NamingTheOption) {
+  std::ofstream(dir_ / "a_file") << "not a directory\n";
+  for (const fs::path& cache : {dir_ / "a_file", dir_ / "a_file" / "sub"}) {
+    const CliRun r =
+        run_tessera(tiny_args() + " --train.steps 2 --data.cache_dir " + cache.string(), dir_);
+    expect_clear_error(r, "--data.cache_dir " + cache.string());
+    EXPECT_EQ(r.out.find("step "), std::string::npos) << r.out;
+  }
+}
+
 // Every option a run resolves (the keys of its config.ini, [section] key) is in --help, and
 // some defaults as help prints them.
 TEST_F(Cli, HelpListsEveryOptionOfTheResolvedConfigAndTheDefaults) {
