@@ -11,8 +11,8 @@
 #
 #   tests/slurm_test.sh [TESSERA_BINARY]      (default build/bin/tessera; root only)
 #
-# Exit 77 (skipped) when not root or a Slurm/munge/MPI program is missing; about a minute on
-# 2 cores. TESSERA_KEEP_TEST_DIR=1 keeps the temporary directory for a look afterwards.
+# Exit 77 (skipped) when not root or a Slurm/munge/MPI program is missing; about 16 s on 2
+# cores. TESSERA_KEEP_TEST_DIR=1 keeps the temporary directory for a look afterwards.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -111,6 +111,8 @@ expect_refusal --nodes 3                       # 32 ranks over 3 nodes
 expect_refusal --gpus-per-node 4               # TP 8 would span nodes
 expect_refusal -- --parallel.dp 0              # 1 node x 8 GPUs is no multiple of TP x PP = 16
 expect_refusal --nodes                         # an option without its value
+expect_refusal --nodes=3                       # the = form is checked the same way
+expect_refusal --ntasks-per-node=4             # sbatch's layout would override the checked one
 out=$("$repo/slurm/submit.sh" --config "$tmp/gpu.ini" --dry-run) || fail "submit.sh: $out"
 [[ "$out" == *"sbatch --nodes=4 --ntasks-per-node=8 --gpus-per-node=8 "*"/slurm/train.sbatch"* ]] ||
   fail "submit.sh for TP 8 x PP 2 x DP 2 on 8-GPU nodes: expected 4 nodes x 8, got: $out"
@@ -231,7 +233,8 @@ log=$tmp/job_preempted.log
 say "submitting slurm/train_cpu.sbatch through slurm/submit.sh"
 out=$("$repo/slurm/submit.sh" --config "$tmp/tiny.ini" --run-dir "$tmp/run_preempted" \
   --tessera "$tmp/bin/tessera" --cpus-per-task=1 --output="$log" --chdir="$tmp" \
-  -- --data.path "$tmp/data/corpus" --debug.wait_for_stop 20) || fail "submit.sh: $out"
+  -- --data.path "$tmp/data/corpus" --debug.wait_for_stop 20 --checkpoint.resume none) ||
+  fail "submit.sh: $out"
 echo "$out"
 job=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' <<<"$out")
 [ -n "$job" ] || fail "no job id in sbatch's answer: $out"
