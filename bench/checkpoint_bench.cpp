@@ -170,10 +170,15 @@ int main(int argc, char** argv) {
   fs::remove(raw);
   const double save_s = median(save_t), raw_w = median(raw_w_t), load_s = median(load_t),
                raw_r = median(raw_r_t);
-  // A rank loads every tensor it holds, its shard's and those written by another rank (a
-  // TP-replicated bias, the last stage's copy of the tied embedding): values and two moments.
+  // What a rank reads from the files. Without ZeRO-1, DP rank 0 reads every tensor it holds, its
+  // shard's and those written by another rank (a TP-replicated bias, the last stage's copy of
+  // the tied embedding), values and two moments, and broadcasts them to the other DP ranks,
+  // which read nothing; with ZeRO-1 every rank reads the elements of its pieces.
   int64_t load_bytes = 0;
-  for (const Param* p : tr.params()) load_bytes += 3 * p->value.numel() * 4;
+  if (const ZeroAdamW* z = tr.zero())
+    load_bytes = 3 * z->moment_elements() * 4;
+  else if (tr.grid().coord().dp == 0)
+    for (const Param* p : tr.params()) load_bytes += 3 * p->value.numel() * 4;
 
   // Asynchronous: the first save allocates its host copies, the next ones only copy.
   CheckpointSaver async_saver(tr, root, true);
