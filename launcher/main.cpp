@@ -5,6 +5,7 @@
 
 #include "launcher/ckpt_command.h"
 #include "launcher/exit_codes.h"
+#include "launcher/plot_command.h"
 #include "launcher/sample_command.h"
 #include "launcher/tokenize_command.h"
 #include "launcher/train_command.h"
@@ -17,7 +18,8 @@ void usage(std::ostream& out) {
          "  train      pretrain a GPT on a tokenised corpus   (tessera train --help)\n"
          "  tokenize   turn text into a corpus and back        (tessera tokenize --help)\n"
          "  ckpt       show, verify, diff, export checkpoints  (tessera ckpt --help)\n"
-         "  sample     continue a prompt with a checkpoint's model (tessera sample --help)\n";
+         "  sample     continue a prompt with a checkpoint's model (tessera sample --help)\n"
+         "  plot       a run's loss curve, in the terminal and as SVG (tessera plot --help)\n";
 }
 
 }  // namespace
@@ -35,6 +37,8 @@ int main(int argc, char** argv) {
     return tessera::run_guarded(tessera::ckpt_command, argc - 1, argv + 1);
   if (!std::strcmp(argv[1], "sample"))
     return tessera::run_guarded(tessera::sample_command, argc - 1, argv + 1);
+  if (!std::strcmp(argv[1], "plot"))
+    return tessera::run_guarded(tessera::plot_command, argc - 1, argv + 1);
   std::cerr << "tessera: error: unknown command '" << argv[1] << "'\n";
   usage(std::cerr);
   return tessera::kExitBadInput;

@@ -397,6 +397,56 @@ TEST_F(Cli, DataCacheDirectoryThatCannotBeMadeIsExit2NamingTheOption) {
   }
 }
 
+// `tessera plot RUN_DIR`: the chart in the terminal, the figures under it and RUN_DIR/loss.svg,
+// one point per training record; --from keeps the later steps; bad input is one message.
+TEST_F(Cli, PlotShowsTheLossCurveAndWritesItAsSvg) {
+  ASSERT_EQ(run_tessera(tiny_args() + " --train.steps 30 --train.log_interval 1 "
+                                      "--train.eval_interval 10 --train.eval_batches 1",
+                        dir_)
+                .exit_code,
+            0);
+  const fs::path run = dir_ / "run";
+  const CliRun r = run_tessera("plot " + run.string(), dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("loss curve of " + (run / "metrics.jsonl").string()), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("|*"), std::string::npos) << r.out;  // step 1, in the first column
+  EXPECT_NE(r.out.find("training loss: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(30 records)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("validation loss: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(3 evaluations)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("chart: " + (run / "loss.svg").string()), std::string::npos) << r.out;
+  std::ifstream in(run / "loss.svg");
+  const std::string svg{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  ASSERT_EQ(svg.rfind("<svg ", 0), 0u) << svg.substr(0, 100);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  const size_t at = svg.find("points=\"");
+  ASSERT_NE(at, std::string::npos);
+  const std::string points = svg.substr(at + 8, svg.find('"', at + 8) - at - 8);
+  EXPECT_EQ(std::count(points.begin(), points.end(), ','), 30) << points;
+  size_t circles = 0;  // the validations and the legend's
+  for (size_t k = svg.find("<circle "); k != std::string::npos; k = svg.find("<circle ", k + 1))
+    ++circles;
+  EXPECT_EQ(circles, 4u) << svg;
+
+  const CliRun later = run_tessera("plot " + run.string() + " --from 21 --output \"\"", dir_);
+  ASSERT_EQ(later.exit_code, 0) << later.err;
+  EXPECT_NE(later.out.find("at step 21 -> "), std::string::npos) << later.out;
+  EXPECT_NE(later.out.find("(10 records)"), std::string::npos) << later.out;
+  EXPECT_EQ(later.out.find("chart: "), std::string::npos) << later.out;
+
+  expect_clear_error(run_tessera("plot " + (dir_ / "nowhere").string(), dir_),
+                     (dir_ / "nowhere").string() + ": expected a run's metrics file");
+  expect_clear_error(run_tessera("plot " + run.string() + " --from 31", dir_),
+                     "expected training records with a loss from step 31, found none");
+  expect_clear_error(run_tessera("plot " + run.string() + " --width 5", dir_), "--width");
+  std::ofstream(run / "metrics.jsonl", std::ios::app) << "{\"loss\": 1}\n";
+  expect_clear_error(run_tessera("plot " + run.string(), dir_),
+                     (run / "metrics.jsonl").string() +
+                         ":34: expected a JSON object with an "
+                         "integer \"step\"");
+}
+
 // Every option a run resolves (the keys of its config.ini, [section] key) is in --help, and
 // some defaults as help prints them.
 TEST_F(Cli, HelpListsEveryOptionOfTheResolvedConfigAndTheDefaults) {

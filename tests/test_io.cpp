@@ -21,6 +21,7 @@
 #include <numeric>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,7 @@
 #include "io/metrics.h"
 #include "io/text_files.h"
 #include "io/token_corpus.h"
+#include "launcher/plot_command.h"
 #include "launcher/progress.h"
 #include "launcher/tokenize_command.h"
 #include "tests/expect_error.h"
@@ -730,6 +732,30 @@ TEST_F(IoTest, MetricsStayWholeLinesAfterAWriteCutShort) {
   write_text(zeros, "{\"step\": 1, \"lo" + std::string(200000, '\0'));
   EXPECT_EQ(MetricsWriter(zeros).cut_bytes(), 200000 + 15);
   EXPECT_EQ(fs::file_size(zeros), 0u);
+}
+
+// The text chart puts each column's mean training loss at its row: the highest loss on the top
+// row, the lowest on the bottom one, the first step in the first column and the last in the last;
+// a validation point is an `o` at its own place.
+TEST(PlotChart, PointsLandInTheirRowAndColumn) {
+  MetricsSeries s;
+  s.steps = {0, 5, 10};
+  s.loss = {4.0, 3.0, 2.0};
+  s.valid_steps = {10};
+  s.valid_loss = {1.0};
+  const std::string chart = text_chart(s, 11, 4);  // losses 4 .. 1 over 4 rows: 1 per row
+  std::vector<std::string> rows;
+  std::istringstream in(chart);
+  for (std::string line; std::getline(in, line);) rows.push_back(line);
+  ASSERT_EQ(rows.size(), 6u) << chart;  // 4 rows, the axis, the steps
+  const auto plot = [&](size_t k) { return rows[k].substr(rows[k].find('|') + 1); };
+  EXPECT_EQ(plot(0), "*          ") << chart;
+  EXPECT_EQ(plot(1), "     *     ") << chart;
+  EXPECT_EQ(plot(2), "          *") << chart;
+  EXPECT_EQ(plot(3), "          o") << chart;
+  EXPECT_NE(rows[0].find("4 "), std::string::npos) << chart;
+  EXPECT_NE(rows[5].find("step 0"), std::string::npos) << chart;
+  EXPECT_EQ(rows[5].back(), '0') << chart;  // "10", right-aligned
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,348 @@
+// `tessera plot`: metrics.jsonl as a text chart and an SVG file (see plot_command.h).
+#include "launcher/plot_command.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "io/checkpoint_manifest.h"
+#include "launcher/exit_codes.h"
+
+namespace fs = std::filesystem;
+
+namespace tessera {
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: tessera plot RUN_DIR [--output FILE] [--from STEP] [--width N] [--height N]\n"
+    "\n"
+    "Shows the loss curve of RUN_DIR/metrics.jsonl (or of the metrics file RUN_DIR names): a\n"
+    "chart of the training loss (*) and the validation loss (o) against the step, with the\n"
+    "first, last and lowest loss, the last validation and the median throughput under it; and\n"
+    "writes the chart as an SVG file to open in a browser. The file is read as it is, so a run\n"
+    "still training can be plotted.\n"
+    "\n"
+    "  --output FILE   the SVG file (default RUN_DIR/loss.svg; \"\" writes none)\n"
+    "  --from STEP     only the records of steps >= STEP (the first steps' loss is high)\n"
+    "  --width N       columns of the text chart (default 72)\n"
+    "  --height N      rows of the text chart (default 16)\n";
+
+std::string fmt(const char* format, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, v);
+  return buf;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// The plotted ranges: every step and every loss shown, widened where they are one value.
+struct Ranges {
+  double x0, x1, y0, y1;
+};
+
+Ranges ranges_of(const MetricsSeries& s) {
+  Ranges r{INFINITY, -INFINITY, INFINITY, -INFINITY};
+  const auto add = [&](const std::vector<int64_t>& xs, const std::vector<double>& ys) {
+    for (size_t i = 0; i < xs.size(); ++i) {
+      r.x0 = std::min(r.x0, static_cast<double>(xs[i]));
+      r.x1 = std::max(r.x1, static_cast<double>(xs[i]));
+      r.y0 = std::min(r.y0, ys[i]);
+      r.y1 = std::max(r.y1, ys[i]);
+    }
+  };
+  add(s.steps, s.loss);
+  add(s.valid_steps, s.valid_loss);
+  if (r.x1 <= r.x0) r.x1 = r.x0 + 1;
+  if (r.y1 <= r.y0) r.y0 -= 0.5, r.y1 += 0.5;
+  return r;
+}
+
+// Tick values in [lo, hi] at a step of 1, 2 or 5 x 10^k, about `n` of them.
+std::vector<double> ticks(double lo, double hi, int n) {
+  const double raw = (hi - lo) / std::max(n, 1);
+  const double mag = std::pow(10.0, std::floor(std::log10(raw)));
+  const double unit = raw / mag < 1.5 ? 1 : raw / mag < 3.5 ? 2 : raw / mag < 7.5 ? 5 : 10;
+  const double step = unit * mag;
+  std::vector<double> out;
+  for (double t = std::ceil(lo / step) * step; t <= hi + step * 1e-9; t += step)
+    out.push_back(std::abs(t) < step * 1e-9 ? 0 : t);
+  return out;
+}
+
+std::string xml_escaped(const std::string& s) {
+  std::string out;
+  for (const char c : s) {
+    if (c == '&')
+      out += "&amp;";
+    else if (c == '<')
+      out += "&lt;";
+    else if (c == '>')
+      out += "&gt;";
+    else if (c == '"')
+      out += "&quot;";
+    else
+      out += c;
+  }
+  return out;
+}
+
+int64_t parse_count(const std::string& option, const std::string& text, int64_t lo, int64_t hi) {
+  int64_t v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || v < lo || v > hi)
+    throw InputError(option + ": expected a whole number in [" + std::to_string(lo) + ", " +
+                     std::to_string(hi) + "], found \"" + text + "\"");
+  return v;
+}
+
+}  // namespace
+
+MetricsSeries read_metrics(const std::string& path, int64_t from) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec))
+    throw InputError(path + ": expected a run's metrics file (metrics.jsonl), found " +
+                     (fs::exists(path, ec) ? "something that is not a file" : "no such file"));
+  std::ifstream in(path);
+  if (!in) throw InputError(path + ": cannot open for reading");
+  MetricsSeries s;
+  std::string line;
+  for (int64_t number = 1; std::getline(in, line); ++number) {
+    if (line.empty()) continue;
+    const std::string where = path + ":" + std::to_string(number);
+    const nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
+    if (record.is_discarded() || !record.is_object() || !record.contains("step") ||
+        !record["step"].is_number_integer())
+      throw InputError(where + ": expected a JSON object with an integer \"step\", found \"" +
+                       printable(line.substr(0, 200), 200) + "\"");
+    const int64_t step = record["step"].get<int64_t>();
+    if (step < from) continue;
+    const auto number_of = [&](const char* key) {
+      const auto it = record.find(key);
+      return it != record.end() && it->is_number() ? it->get<double>() : NAN;
+    };
+    if (record.contains("valid_loss")) {
+      const double v = number_of("valid_loss");
+      if (std::isfinite(v)) {
+        s.valid_steps.push_back(step);
+        s.valid_loss.push_back(v);
+      }
+      continue;
+    }
+    if (record.contains("skipped")) {
+      ++s.skipped;
+      continue;
+    }
+    const double loss = number_of("loss");
+    if (!std::isfinite(loss)) continue;
+    s.steps.push_back(step);
+    s.loss.push_back(loss);
+    if (const double t = number_of("tokens_per_s"); std::isfinite(t)) s.tokens_per_s.push_back(t);
+    if (const double m = number_of("mfu"); std::isfinite(m)) s.mfu.push_back(m);
+  }
+  return s;
+}
+
+std::string text_chart(const MetricsSeries& s, int width, int height) {
+  const Ranges r = ranges_of(s);
+  const auto col = [&](int64_t step) {
+    return static_cast<int>(std::lround((step - r.x0) / (r.x1 - r.x0) * (width - 1)));
+  };
+  const auto row = [&](double y) {
+    return static_cast<int>(std::lround((r.y1 - y) / (r.y1 - r.y0) * (height - 1)));
+  };
+  std::vector<std::string> grid(static_cast<size_t>(height), std::string(width, ' '));
+  std::vector<double> sum(static_cast<size_t>(width), 0);
+  std::vector<int> count(static_cast<size_t>(width), 0);
+  for (size_t i = 0; i < s.steps.size(); ++i) {
+    const auto c = static_cast<size_t>(col(s.steps[i]));
+    sum[c] += s.loss[i];
+    ++count[c];
+  }
+  for (size_t c = 0; c < sum.size(); ++c)
+    if (count[c] > 0) grid[static_cast<size_t>(row(sum[c] / count[c]))][c] = '*';
+  for (size_t i = 0; i < s.valid_steps.size(); ++i)
+    grid[static_cast<size_t>(row(s.valid_loss[i]))][static_cast<size_t>(col(s.valid_steps[i]))] =
+        'o';
+  std::string out;
+  for (int k = 0; k < height; ++k) {
+    const bool labelled = k == 0 || k == height - 1 || k == (height - 1) / 2;
+    const double y = r.y1 - (r.y1 - r.y0) * k / (height - 1);
+    out += (labelled ? fmt("%9.4g ", y) : std::string(10, ' ')) + "|" +
+           grid[static_cast<size_t>(k)] + "\n";
+  }
+  out += std::string(10, ' ') + "+" + std::string(static_cast<size_t>(width), '-') + "\n";
+  const std::string first = "step " + std::to_string(static_cast<int64_t>(r.x0)),
+                    last = std::to_string(static_cast<int64_t>(r.x1));
+  const size_t gap = std::max<size_t>(1, width + 1 - first.size() - last.size());
+  out += std::string(11, ' ') + first + std::string(gap, ' ') + last + "\n";
+  return out;
+}
+
+std::string svg_chart(const MetricsSeries& s, const std::string& title) {
+  constexpr double W = 800, H = 450, left = 70, right = 20, top = 40, bottom = 50;
+  constexpr double pw = W - left - right, ph = H - top - bottom;
+  const Ranges r = ranges_of(s);
+  const auto px = [&](double x) { return left + (x - r.x0) / (r.x1 - r.x0) * pw; };
+  const auto py = [&](double y) { return top + (r.y1 - y) / (r.y1 - r.y0) * ph; };
+  std::string out =
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"800\" height=\"450\" "
+      "viewBox=\"0 0 800 450\" font-family=\"sans-serif\" font-size=\"12\">\n"
+      "<rect width=\"800\" height=\"450\" fill=\"white\"/>\n";
+  out += "<text x=\"400\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">" + xml_escaped(title) +
+         "</text>\n";
+  for (const double t : ticks(r.y0, r.y1, 6)) {
+    const std::string y = fmt("%.1f", py(t));
+    out += "<line x1=\"" + fmt("%.1f", left) + "\" x2=\"" + fmt("%.1f", left + pw) + "\" y1=\"" +
+           y + "\" y2=\"" + y + "\" stroke=\"#e0e0e0\"/>\n";
+    out += "<text x=\"" + fmt("%.1f", left - 6) + "\" y=\"" + y +
+           "\" text-anchor=\"end\" dominant-baseline=\"middle\">" + fmt("%g", t) + "</text>\n";
+  }
+  for (const double t : ticks(r.x0, r.x1, 8)) {
+    const std::string x = fmt("%.1f", px(t));
+    out += "<line x1=\"" + x + "\" x2=\"" + x + "\" y1=\"" + fmt("%.1f", top) + "\" y2=\"" +
+           fmt("%.1f", top + ph) + "\" stroke=\"#f0f0f0\"/>\n";
+    out += "<text x=\"" + x + "\" y=\"" + fmt("%.1f", top + ph + 18) +
+           "\" text-anchor=\"middle\">" + fmt("%.0f", t) + "</text>\n";
+  }
+  out += "<rect x=\"" + fmt("%.1f", left) + "\" y=\"" + fmt("%.1f", top) + "\" width=\"" +
+         fmt("%.1f", pw) + "\" height=\"" + fmt("%.1f", ph) +
+         "\" fill=\"none\" stroke=\"#444\"/>\n";
+  out += "<text x=\"" + fmt("%.1f", left + pw / 2) + "\" y=\"" + fmt("%.1f", H - 10) +
+         "\" text-anchor=\"middle\">step</text>\n";
+  out += "<text x=\"16\" y=\"" + fmt("%.1f", top + ph / 2) +
+         "\" text-anchor=\"middle\" transform=\"rotate(-90 16 " + fmt("%.1f", top + ph / 2) +
+         ")\">loss (nats/token)</text>\n";
+  // The training loss: every point, or each pixel column's mean where there are more points.
+  std::string points;
+  const auto add_point = [&](double x, double y) {
+    points += (points.empty() ? "" : " ") + fmt("%.2f", x) + "," + fmt("%.2f", y);
+  };
+  const auto columns = static_cast<size_t>(pw);
+  if (s.steps.size() <= columns) {
+    for (size_t i = 0; i < s.steps.size(); ++i)
+      add_point(px(static_cast<double>(s.steps[i])), py(s.loss[i]));
+  } else {
+    std::vector<double> sum(columns + 1, 0), xs(columns + 1, 0);
+    std::vector<int> count(columns + 1, 0);
+    for (size_t i = 0; i < s.steps.size(); ++i) {
+      const auto c = static_cast<size_t>(std::lround(px(static_cast<double>(s.steps[i])) - left));
+      sum[c] += s.loss[i];
+      xs[c] += static_cast<double>(s.steps[i]);
+      ++count[c];
+    }
+    for (size_t c = 0; c <= columns; ++c)
+      if (count[c] > 0) add_point(px(xs[c] / count[c]), py(sum[c] / count[c]));
+  }
+  out += "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"" + points +
+         "\"/>\n";
+  for (size_t i = 0; i < s.valid_steps.size(); ++i)
+    out += "<circle cx=\"" + fmt("%.2f", px(static_cast<double>(s.valid_steps[i]))) + "\" cy=\"" +
+           fmt("%.2f", py(s.valid_loss[i])) + "\" r=\"3.5\" fill=\"#ff7f0e\"/>\n";
+  const double lx = left + pw - 150, ly = top + 14;
+  out += "<line x1=\"" + fmt("%.1f", lx) + "\" x2=\"" + fmt("%.1f", lx + 20) + "\" y1=\"" +
+         fmt("%.1f", ly) + "\" y2=\"" + fmt("%.1f", ly) +
+         "\" stroke=\"#1f77b4\" stroke-width=\"1.5\"/>\n";
+  out += "<text x=\"" + fmt("%.1f", lx + 26) + "\" y=\"" + fmt("%.1f", ly) +
+         "\" dominant-baseline=\"middle\">training loss</text>\n";
+  if (!s.valid_steps.empty()) {
+    out += "<circle cx=\"" + fmt("%.1f", lx + 10) + "\" cy=\"" + fmt("%.1f", ly + 18) +
+           "\" r=\"3.5\" fill=\"#ff7f0e\"/>\n";
+    out += "<text x=\"" + fmt("%.1f", lx + 26) + "\" y=\"" + fmt("%.1f", ly + 18) +
+           "\" dominant-baseline=\"middle\">validation loss</text>\n";
+  }
+  return out + "</svg>\n";
+}
+
+int plot_command(int argc, char** argv) {
+  std::string run, output;
+  bool output_given = false;
+  int64_t from = 0, width = 72, height = 16;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::cout << kUsage;
+      return kExitOk;
+    }
+    if (arg.rfind("--", 0) == 0) {
+      const size_t eq = arg.find('=');
+      const std::string name = arg.substr(0, eq);
+      std::string value;
+      if (eq != std::string::npos) {
+        value = arg.substr(eq + 1);
+      } else {
+        if (i + 1 >= argc) throw InputError(name + ": expected a value, found nothing");
+        value = argv[++i];
+      }
+      if (name == "--output") {
+        output = value;
+        output_given = true;
+      } else if (name == "--from") {
+        from = parse_count(name, value, 0, INT64_MAX);
+      } else if (name == "--width") {
+        width = parse_count(name, value, 10, 1000);
+      } else if (name == "--height") {
+        height = parse_count(name, value, 3, 200);
+      } else {
+        throw InputError("tessera plot: unknown option " + name + " (tessera plot --help)");
+      }
+    } else if (run.empty()) {
+      run = arg;
+    } else {
+      throw InputError("tessera plot: expected one RUN_DIR, found a second: " + arg);
+    }
+  }
+  if (run.empty()) throw InputError("tessera plot: expected a RUN_DIR (tessera plot --help)");
+  std::error_code ec;
+  const bool is_dir = fs::is_directory(run, ec);
+  const std::string metrics = is_dir ? (fs::path(run) / "metrics.jsonl").string() : run;
+  if (!output_given)
+    output = ((is_dir ? fs::path(run) : fs::path(run).parent_path()) / "loss.svg").string();
+
+  const MetricsSeries s = read_metrics(metrics, from);
+  if (s.steps.empty())
+    throw InputError(metrics + ": expected training records with a loss" +
+                     (from > 0 ? " from step " + std::to_string(from) : std::string()) +
+                     ", found none");
+  std::printf("loss curve of %s\n%s", metrics.c_str(),
+              text_chart(s, static_cast<int>(width), static_cast<int>(height)).c_str());
+  const auto lowest = std::min_element(s.loss.begin(), s.loss.end()) - s.loss.begin();
+  std::printf(
+      "training loss: %.4f at step %lld -> %.4f at step %lld; lowest %.4f at step %lld "
+      "(%zu records",
+      s.loss.front(), static_cast<long long>(s.steps.front()), s.loss.back(),
+      static_cast<long long>(s.steps.back()), s.loss[static_cast<size_t>(lowest)],
+      static_cast<long long>(s.steps[static_cast<size_t>(lowest)]), s.steps.size());
+  if (s.skipped > 0) std::printf(", %lld skipped steps", static_cast<long long>(s.skipped));
+  std::printf(")\n");
+  if (!s.valid_steps.empty())
+    std::printf("validation loss: %.4f at step %lld (%zu evaluation%s)\n", s.valid_loss.back(),
+                static_cast<long long>(s.valid_steps.back()), s.valid_steps.size(),
+                s.valid_steps.size() == 1 ? "" : "s");
+  if (!s.tokens_per_s.empty()) {
+    std::printf("throughput: median %.0f tokens/s", median(s.tokens_per_s));
+    if (!s.mfu.empty()) std::printf(", MFU %.3f", median(s.mfu));
+    std::printf("\n");
+  }
+  if (!output.empty()) {
+    const std::string title =
+        (is_dir ? run : fs::path(run).parent_path().string()) + ": loss against step";
+    write_file_atomically(output, svg_chart(s, title));
+    std::printf("chart: %s\n", output.c_str());
+  }
+  std::fflush(stdout);
+  return kExitOk;
+}
+
+}  // namespace tessera

@@ -1,0 +1,39 @@
+// `tessera plot RUN_DIR`: the run's loss curve from RUN_DIR/metrics.jsonl, as a chart in the
+// terminal with a few figures under it, and as an SVG file (RUN_DIR/loss.svg) to open in a
+// browser. It reads the file as it is, so it also shows a run still training, from a login node.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tessera {
+
+// The series of a metrics.jsonl (docs/FORMATS.md): one point per logged step with a finite loss,
+// one per validation.
+struct MetricsSeries {
+  std::vector<int64_t> steps;
+  std::vector<double> loss;
+  std::vector<int64_t> valid_steps;
+  std::vector<double> valid_loss;
+  std::vector<double> tokens_per_s, mfu;  // of the training records that have them
+  int64_t skipped = 0;                    // records of skipped steps (no loss)
+};
+
+// Reads `path`, keeping the records of steps >= `from`. InputError naming the file (and the line)
+// when it cannot be read or a line is not a JSON object with a numeric "step".
+MetricsSeries read_metrics(const std::string& path, int64_t from = 0);
+
+// The training loss (`*`) and validation loss (`o`) against the step, `width` x `height`
+// characters of plot area with the loss on the left and the steps under it; each column shows
+// the mean of the training losses that fall in it.
+std::string text_chart(const MetricsSeries& s, int width, int height);
+
+// The same as a standalone SVG document: axes with ticks, the training loss as a line (each pixel
+// column's mean where there are more points than columns), validation points, a legend.
+std::string svg_chart(const MetricsSeries& s, const std::string& title);
+
+// argv[0] is "plot".
+int plot_command(int argc, char** argv);
+
+}  // namespace tessera
