@@ -47,37 +47,48 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-// The plotted ranges: every step and every loss shown, widened where they are one value.
+// The plotted ranges: every step and every loss shown, widened where they are one value. Steps
+// are placed relative to the first (`first`), so that steps near 2^63 keep their spacing.
 struct Ranges {
-  double x0, x1, y0, y1;
+  int64_t first = 0;
+  double x1 = 0, y0 = INFINITY, y1 = -INFINITY;  // x from 0 (the first step) to x1
+  double x(int64_t step) const { return static_cast<double>(step - first); }
 };
 
 Ranges ranges_of(const MetricsSeries& s) {
-  Ranges r{INFINITY, -INFINITY, INFINITY, -INFINITY};
+  Ranges r;
+  r.first = INT64_MAX;
+  int64_t last = INT64_MIN;
   const auto add = [&](const std::vector<int64_t>& xs, const std::vector<double>& ys) {
     for (size_t i = 0; i < xs.size(); ++i) {
-      r.x0 = std::min(r.x0, static_cast<double>(xs[i]));
-      r.x1 = std::max(r.x1, static_cast<double>(xs[i]));
+      r.first = std::min(r.first, xs[i]);
+      last = std::max(last, xs[i]);
       r.y0 = std::min(r.y0, ys[i]);
       r.y1 = std::max(r.y1, ys[i]);
     }
   };
   add(s.steps, s.loss);
   add(s.valid_steps, s.valid_loss);
-  if (r.x1 <= r.x0) r.x1 = r.x0 + 1;
-  if (r.y1 <= r.y0) r.y0 -= 0.5, r.y1 += 0.5;
+  r.x1 = std::max(1.0, static_cast<double>(last - r.first));
+  if (!(r.y1 - r.y0 > 1e-9 * std::max(std::abs(r.y0), std::abs(r.y1)))) {
+    const double pad = std::max(0.5, 1e-6 * std::abs(r.y0));
+    r.y0 -= pad, r.y1 += pad;
+  }
   return r;
 }
 
-// Tick values in [lo, hi] at a step of 1, 2 or 5 x 10^k, about `n` of them.
-std::vector<double> ticks(double lo, double hi, int n) {
+// Tick values in [lo, hi] at a step of 1, 2 or 5 x 10^k (at least `min_step`), about `n` of
+// them; just the two ends where the range is too narrow for such steps to tell apart.
+std::vector<double> ticks(double lo, double hi, int n, double min_step = 0) {
   const double raw = (hi - lo) / std::max(n, 1);
   const double mag = std::pow(10.0, std::floor(std::log10(raw)));
   const double unit = raw / mag < 1.5 ? 1 : raw / mag < 3.5 ? 2 : raw / mag < 7.5 ? 5 : 10;
-  const double step = unit * mag;
+  const double step = std::max(unit * mag, min_step);
+  const double first = std::ceil(lo / step), last = std::floor(hi / step);
+  if (!std::isfinite(step) || step <= 0 || !(last - first < 50) || first + 1 == first)
+    return {lo, hi};
   std::vector<double> out;
-  for (double t = std::ceil(lo / step) * step; t <= hi + step * 1e-9; t += step)
-    out.push_back(std::abs(t) < step * 1e-9 ? 0 : t);
+  for (double k = first; k <= last; ++k) out.push_back(k == 0 ? 0 : k * step);
   return out;
 }
 
@@ -122,8 +133,15 @@ MetricsSeries read_metrics(const std::string& path, int64_t from) {
     if (line.empty()) continue;
     const std::string where = path + ":" + std::to_string(number);
     const nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
-    if (record.is_discarded() || !record.is_object() || !record.contains("step") ||
-        !record["step"].is_number_integer())
+    const bool bad = record.is_discarded() || !record.is_object() || !record.contains("step") ||
+                     !record["step"].is_number_integer();
+    // A last line without its line break, or with NULs: a run that stopped mid-write (the run
+    // that resumes cuts it); what came before is whole.
+    if (bad && (in.eof() || line.find('\0') != std::string::npos) && in.peek() == EOF) {
+      s.unfinished_line = number;
+      break;
+    }
+    if (bad)
       throw InputError(where + ": expected a JSON object with an integer \"step\", found \"" +
                        printable(line.substr(0, 200), 200) + "\"");
     const int64_t step = record["step"].get<int64_t>();
@@ -157,7 +175,7 @@ MetricsSeries read_metrics(const std::string& path, int64_t from) {
 std::string text_chart(const MetricsSeries& s, int width, int height) {
   const Ranges r = ranges_of(s);
   const auto col = [&](int64_t step) {
-    return static_cast<int>(std::lround((step - r.x0) / (r.x1 - r.x0) * (width - 1)));
+    return static_cast<int>(std::lround(r.x(step) / r.x1 * (width - 1)));
   };
   const auto row = [&](double y) {
     return static_cast<int>(std::lround((r.y1 - y) / (r.y1 - r.y0) * (height - 1)));
@@ -183,10 +201,12 @@ std::string text_chart(const MetricsSeries& s, int width, int height) {
            grid[static_cast<size_t>(k)] + "\n";
   }
   out += std::string(10, ' ') + "+" + std::string(static_cast<size_t>(width), '-') + "\n";
-  const std::string first = "step " + std::to_string(static_cast<int64_t>(r.x0)),
-                    last = std::to_string(static_cast<int64_t>(r.x1));
-  const size_t gap = std::max<size_t>(1, width + 1 - first.size() - last.size());
-  out += std::string(11, ' ') + first + std::string(gap, ' ') + last + "\n";
+  const std::string first = "step " + std::to_string(r.first),
+                    last = std::to_string(r.first + static_cast<int64_t>(r.x1));
+  const auto gap = static_cast<int64_t>(width) + 1 - static_cast<int64_t>(first.size()) -
+                   static_cast<int64_t>(last.size());
+  out += std::string(11, ' ') + first +
+         std::string(static_cast<size_t>(std::max<int64_t>(gap, 1)), ' ') + last + "\n";
   return out;
 }
 
@@ -194,7 +214,7 @@ std::string svg_chart(const MetricsSeries& s, const std::string& title) {
   constexpr double W = 800, H = 450, left = 70, right = 20, top = 40, bottom = 50;
   constexpr double pw = W - left - right, ph = H - top - bottom;
   const Ranges r = ranges_of(s);
-  const auto px = [&](double x) { return left + (x - r.x0) / (r.x1 - r.x0) * pw; };
+  const auto px = [&](double x) { return left + x / r.x1 * pw; };  // x: a step less the first
   const auto py = [&](double y) { return top + (r.y1 - y) / (r.y1 - r.y0) * ph; };
   std::string out =
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"800\" height=\"450\" "
@@ -209,12 +229,13 @@ std::string svg_chart(const MetricsSeries& s, const std::string& title) {
     out += "<text x=\"" + fmt("%.1f", left - 6) + "\" y=\"" + y +
            "\" text-anchor=\"end\" dominant-baseline=\"middle\">" + fmt("%g", t) + "</text>\n";
   }
-  for (const double t : ticks(r.x0, r.x1, 8)) {
+  for (const double t : ticks(0, r.x1, 8, 1)) {  // whole steps
     const std::string x = fmt("%.1f", px(t));
     out += "<line x1=\"" + x + "\" x2=\"" + x + "\" y1=\"" + fmt("%.1f", top) + "\" y2=\"" +
            fmt("%.1f", top + ph) + "\" stroke=\"#f0f0f0\"/>\n";
     out += "<text x=\"" + x + "\" y=\"" + fmt("%.1f", top + ph + 18) +
-           "\" text-anchor=\"middle\">" + fmt("%.0f", t) + "</text>\n";
+           "\" text-anchor=\"middle\">" + std::to_string(r.first + static_cast<int64_t>(t)) +
+           "</text>\n";
   }
   out += "<rect x=\"" + fmt("%.1f", left) + "\" y=\"" + fmt("%.1f", top) + "\" width=\"" +
          fmt("%.1f", pw) + "\" height=\"" + fmt("%.1f", ph) +
@@ -231,15 +252,14 @@ std::string svg_chart(const MetricsSeries& s, const std::string& title) {
   };
   const auto columns = static_cast<size_t>(pw);
   if (s.steps.size() <= columns) {
-    for (size_t i = 0; i < s.steps.size(); ++i)
-      add_point(px(static_cast<double>(s.steps[i])), py(s.loss[i]));
+    for (size_t i = 0; i < s.steps.size(); ++i) add_point(px(r.x(s.steps[i])), py(s.loss[i]));
   } else {
     std::vector<double> sum(columns + 1, 0), xs(columns + 1, 0);
     std::vector<int> count(columns + 1, 0);
     for (size_t i = 0; i < s.steps.size(); ++i) {
-      const auto c = static_cast<size_t>(std::lround(px(static_cast<double>(s.steps[i])) - left));
+      const auto c = static_cast<size_t>(std::lround(px(r.x(s.steps[i])) - left));
       sum[c] += s.loss[i];
-      xs[c] += static_cast<double>(s.steps[i]);
+      xs[c] += r.x(s.steps[i]);
       ++count[c];
     }
     for (size_t c = 0; c <= columns; ++c)
@@ -248,7 +268,7 @@ std::string svg_chart(const MetricsSeries& s, const std::string& title) {
   out += "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"" + points +
          "\"/>\n";
   for (size_t i = 0; i < s.valid_steps.size(); ++i)
-    out += "<circle cx=\"" + fmt("%.2f", px(static_cast<double>(s.valid_steps[i]))) + "\" cy=\"" +
+    out += "<circle cx=\"" + fmt("%.2f", px(r.x(s.valid_steps[i]))) + "\" cy=\"" +
            fmt("%.2f", py(s.valid_loss[i])) + "\" r=\"3.5\" fill=\"#ff7f0e\"/>\n";
   const double lx = left + pw - 150, ly = top + 14;
   out += "<line x1=\"" + fmt("%.1f", lx) + "\" x2=\"" + fmt("%.1f", lx + 20) + "\" y1=\"" +
@@ -335,10 +355,20 @@ int plot_command(int argc, char** argv) {
     if (!s.mfu.empty()) std::printf(", MFU %.3f", median(s.mfu));
     std::printf("\n");
   }
+  if (s.unfinished_line > 0)
+    std::printf(
+        "note: %s:%lld, an unfinished last line (a run that stopped while writing it), is "
+        "left out\n",
+        metrics.c_str(), static_cast<long long>(s.unfinished_line));
   if (!output.empty()) {
     const std::string title =
         (is_dir ? run : fs::path(run).parent_path().string()) + ": loss against step";
-    write_file_atomically(output, svg_chart(s, title));
+    try {
+      write_file_atomically(output, svg_chart(s, title));
+    } catch (const InputError& e) {
+      throw InputError(std::string(e.what()) +
+                       (output_given ? "" : " (give --output FILE to write it elsewhere)"));
+    }
     std::printf("chart: %s\n", output.c_str());
   }
   std::fflush(stdout);

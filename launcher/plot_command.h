@@ -18,10 +18,12 @@ struct MetricsSeries {
   std::vector<double> valid_loss;
   std::vector<double> tokens_per_s, mfu;  // of the training records that have them
   int64_t skipped = 0;                    // records of skipped steps (no loss)
+  int64_t unfinished_line = 0;  // a last line left unfinished (a run stopped mid-write), or 0
 };
 
 // Reads `path`, keeping the records of steps >= `from`. InputError naming the file (and the line)
-// when it cannot be read or a line is not a JSON object with a numeric "step".
+// when it cannot be read or a line is not a JSON object with a numeric "step"; a last line left
+// unfinished (no line break, or NULs) is left out and its number kept.
 MetricsSeries read_metrics(const std::string& path, int64_t from = 0);
 
 // The training loss (`*`) and validation loss (`o`) against the step, `width` x `height`

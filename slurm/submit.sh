@@ -68,7 +68,8 @@ while [ $# -gt 0 ]; do
     --gpus-per-node | --tasks-per-node) value_of "$1" "${2:-}" "a number"; per_node=$2; per_node_flag=$1; shift 2 ;;
     --gpus-per-node=* | --tasks-per-node=*) per_node=${1#*=} per_node_flag=${1%%=*}; value_of "$per_node_flag" "$per_node" "a number"; shift ;;
     # sbatch's own layout options would override the ones computed here, unchecked.
-    --ntasks=* | --ntasks-per-node=* | --gpus=* | --gpus-per-task=* | --gres=* | -N* | -n*)
+    --ntasks=* | --ntasks-per-node=* | --ntasks-per-gpu=* | --gpus=* | --gpus-per-task=* | \
+      --gpus-per-socket=* | --cpus-per-gpu=* | --tres-per-task=* | --gres=* | -N* | -n*)
       die "$1: give the layout as --nodes and --gpus-per-node (or --tasks-per-node); $prog computes sbatch's from them and the config" ;;
     --run-dir) value_of "$1" "${2:-}" "a directory"; run_dir=$2; shift 2 ;;
     --tessera) value_of "$1" "${2:-}" "a path"; tessera=$2; shift 2 ;;

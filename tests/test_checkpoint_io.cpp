@@ -459,6 +459,24 @@ TEST_F(CheckpointTest, BlocksThatLeaveAGapOrOverlapFailAtWriteMaster) {
   } catch (const InternalError& e) {
     EXPECT_NE(std::string(e.what()).find("overlap"), std::string::npos) << e.what();
   }
+  // The overlap check compares the blocks whose rows meet, not only neighbours in row order: a
+  // block of rows 0-7 in columns 0-2, blocks in columns 3-5 (rows meet, columns do not), and one
+  // of row 4 in columns 0-5, which overlaps only the first, by as many elements as row 3 of
+  // columns 3-5 lacks: the elements add up to the tensor's, so only the overlap check can tell.
+  const fs::path skew = root_ / "skew";
+  fs::create_directories(skew / "shards");
+  write_shard((skew / "shards/rank_00000.h5").string(),
+              {{"model/wte", {8, 6}, {0, 0}, numbered({8, 3}, DType::F32, 0)},
+               {"model/wte", {8, 6}, {0, 3}, numbered({1, 3}, DType::F32, 0)},
+               {"model/wte", {8, 6}, {1, 3}, numbered({2, 3}, DType::F32, 0)},
+               {"model/wte", {8, 6}, {4, 0}, numbered({1, 6}, DType::F32, 0)},
+               {"model/wte", {8, 6}, {5, 3}, numbered({3, 3}, DType::F32, 0)}});
+  try {
+    write_master(skew.string(), {});
+    FAIL() << "expected an InternalError";
+  } catch (const InternalError& e) {
+    EXPECT_NE(std::string(e.what()).find("overlap"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(CheckpointTest, LatestNamesTheCommittedStep) {

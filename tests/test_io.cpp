@@ -758,6 +758,53 @@ TEST(PlotChart, PointsLandInTheirRowAndColumn) {
   EXPECT_EQ(rows[5].back(), '0') << chart;  // "10", right-aligned
 }
 
+// What a run leaves, and series at the edges: an unfinished last line (a run stopped mid-write)
+// is left out and named, a bad line before it is an error naming its line; two losses one ulp
+// apart, steps near 2^63 and a narrow chart give a finite chart of a few ticks (these looped,
+// or computed NaN coordinates, or threw); the step axis has whole, distinct steps.
+TEST_F(IoTest, PlotReadsWhatARunLeftAndDrawsOddSeriesSafely) {
+  write_text(path("m.jsonl"),
+             "{\"step\": 1, \"loss\": 3}\n{\"step\": 2, \"loss\": 2}\n{\"step\": 3, \"lo" +
+                 std::string(50, '\0'));
+  const MetricsSeries s = read_metrics(path("m.jsonl"));
+  EXPECT_EQ(s.steps, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(s.unfinished_line, 3);
+  write_text(path("bad.jsonl"),
+             "{\"step\": 1, \"loss\": 3}\n{\"step\": 2, \"lo\n{\"step\": 3, \"loss\": 1}\n");
+  expect_input_error([&] { read_metrics(path("bad.jsonl")); },
+                     {path("bad.jsonl") + ":2", "expected a JSON object"});
+
+  const auto x_labels = [](const std::string& svg) {  // the step axis' labels, at y 418
+    std::vector<std::string> labels;
+    for (size_t k = svg.find("y=\"418.0\" text-anchor=\"middle\">"); k != std::string::npos;
+         k = svg.find("y=\"418.0\" text-anchor=\"middle\">", k + 1)) {
+      const size_t from = svg.find('>', k) + 1;
+      labels.push_back(svg.substr(from, svg.find('<', from) - from));
+    }
+    return labels;
+  };
+  MetricsSeries flat;
+  flat.steps = {0, 1, 2, 3, 4, 5};
+  flat.loss = {2.5, 2.5000000000000004, 2.5, 2.5, 2.5, 2.5};
+  const std::string svg = svg_chart(flat, "flat");
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  const std::regex nan_number("[^a-z]-?nan[^a-z]");  // not the "nan" of "dominant-baseline"
+  EXPECT_FALSE(std::regex_search(svg, nan_number)) << svg;
+  EXPECT_LT(std::count(svg.begin(), svg.end(), '\n'), 100) << svg;
+  EXPECT_EQ(x_labels(svg), (std::vector<std::string>{"0", "1", "2", "3", "4", "5"})) << svg;
+  EXPECT_NE(text_chart(flat, 20, 5).find('*'), std::string::npos);
+
+  MetricsSeries far;
+  far.steps = {INT64_MAX - 2, INT64_MAX};
+  far.loss = {3, 2};
+  const std::string far_svg = svg_chart(far, "far");
+  EXPECT_FALSE(std::regex_search(far_svg, nan_number)) << far_svg;
+  const std::vector<std::string> far_labels = x_labels(far_svg);
+  ASSERT_FALSE(far_labels.empty()) << far_svg;
+  EXPECT_EQ(far_labels.back(), std::to_string(INT64_MAX)) << far_svg;
+  EXPECT_NE(text_chart(far, 10, 3).find(std::to_string(INT64_MAX)), std::string::npos);
+}
+
 // ---------------------------------------------------------------------------------------------
 // tokenize command
 
