@@ -137,7 +137,8 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       "data-parallel replicas (0: MPI ranks / (tp x pp))")(
       "parallel.zero", po::value(&c.parallel.zero)->default_value(c.parallel.zero),
       "1: ZeRO-1, shard the AdamW moments (and bf16's fp32 masters) over the data-parallel ranks")(
-      "parallel.bucket_mb", po::value(&c.parallel.bucket_mb)->default_value(c.parallel.bucket_mb),
+      "parallel.bucket_mb",
+      po::value(&c.parallel.bucket_mb)->default_value(c.parallel.bucket_mb, "0 (auto)"),
       "size of a data-parallel gradient bucket in MB; each is reduced as soon as it is complete");
 
   po::options_description checkpoint("[checkpoint]");
@@ -439,8 +440,8 @@ void TrainConfig::validate() const {
   require(parallel.pp >= 1, "--parallel.pp", "at least 1", parallel.pp);
   require(parallel.dp >= 0, "--parallel.dp", "0 (inferred) or more", parallel.dp);
   require(parallel.zero == 0 || parallel.zero == 1, "--parallel.zero", "0 or 1", parallel.zero);
-  require(parallel.bucket_mb > 0 && std::isfinite(parallel.bucket_mb), "--parallel.bucket_mb",
-          "a positive, finite size", parallel.bucket_mb);
+  require(parallel.bucket_mb >= 0 && std::isfinite(parallel.bucket_mb), "--parallel.bucket_mb",
+          "0 (auto) or a positive, finite size", parallel.bucket_mb);
   require(sample_tokens >= 0, "--sample.tokens", "0 or more", sample_tokens);
   require(sample_temperature > 0 && std::isfinite(sample_temperature), "--sample.temperature",
           "a positive, finite value", sample_temperature);

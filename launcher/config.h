@@ -20,9 +20,11 @@ namespace tessera {
 struct ParallelConfig {
   int tp = 1;
   int pp = 1;
-  int dp = 0;             // 0: the world size / (tp * pp)
-  int zero = 0;           // 1: ZeRO-1, AdamW moments sharded over DP
-  double bucket_mb = 25;  // data-parallel gradient bucket size (PyTorch DDP's default)
+  int dp = 0;    // 0: the world size / (tp * pp)
+  int zero = 0;  // 1: ZeRO-1, AdamW moments sharded over DP
+  // Data-parallel gradient bucket size in MB; 0: 25 MB (PyTorch DDP's default), with ZeRO-1 at
+  // least 2^20 values per DP rank (Trainer::bucket_elements).
+  double bucket_mb = 0;
 };
 
 struct TrainConfig {

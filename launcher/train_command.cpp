@@ -184,7 +184,8 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
   std::printf(
       "data parallel: %d replica%s, %lld gradient bucket%s of about %.1f MB (largest %.1f MB)%s\n",
       l.dp, l.dp == 1 ? "" : "s", static_cast<long long>(tr.buckets().bucket_count()),
-      tr.buckets().bucket_count() == 1 ? "" : "s", cfg.parallel.bucket_mb,
+      tr.buckets().bucket_count() == 1 ? "" : "s",
+      static_cast<double>(tr.bucket_elements()) * sizeof(float) / 1e6,
       static_cast<double>(tr.buckets().largest_bucket()) * sizeof(float) / 1e6, zero);
   if (m.device == Device::CPU && m.dtype == DType::BF16)
     std::printf(

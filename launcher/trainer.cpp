@@ -147,11 +147,18 @@ void Trainer::start(Communicator& world, int local_rank) {
     groups.push_back(order);
   }
   // What the buckets reduce is fp32 (the gradients, or with bf16 their fp32 sums); a size past
-  // 2^62 elements means one bucket per group, as asked.
-  const auto bucket_elements = static_cast<int64_t>(
-      std::min(cfg_.parallel.bucket_mb * 1e6 / static_cast<double>(sizeof(float)), 0x1p62));
-  buckets_ = std::make_unique<GradBuckets>(
-      groups, grid_->dp(), std::max<int64_t>(bucket_elements, 1), cfg_.parallel.zero == 1);
+  // 2^62 elements means one bucket per group, as asked. By default 25 MB (PyTorch DDP's), and
+  // with ZeRO-1 at least 2^20 values per DP rank (Megatron-LM's rule, 1M parameters per DP
+  // rank): each rank's piece of a reduce-scatter stays at 4 MB or more at any DP, not 48 KB at
+  // DP 512, and a checkpoint, where each DP rank writes its pieces, cuts a tensor into a few
+  // blocks, not thousands (model.h5's virtual datasets slow down with their square).
+  const double mb = cfg_.parallel.bucket_mb > 0 ? cfg_.parallel.bucket_mb : 25;
+  bucket_elements_ = std::max<int64_t>(
+      static_cast<int64_t>(std::min(mb * 1e6 / static_cast<double>(sizeof(float)), 0x1p62)), 1);
+  if (cfg_.parallel.bucket_mb == 0 && cfg_.parallel.zero == 1)
+    bucket_elements_ = std::max<int64_t>(bucket_elements_, int64_t{layout_.dp} << 20);
+  buckets_ =
+      std::make_unique<GradBuckets>(groups, grid_->dp(), bucket_elements_, cfg_.parallel.zero == 1);
   if (cfg_.parallel.zero == 1)
     zero_ = std::make_unique<ZeroAdamW>(*buckets_, cfg_.adamw);
   else

@@ -82,6 +82,8 @@ class Trainer {
   Communicator& host_world() { return *host_world_; }
   GPT& model() { return *model_; }
   GradBuckets& buckets() { return *buckets_; }
+  // The fp32 values a gradient bucket closes at (--parallel.bucket_mb, or its default).
+  int64_t bucket_elements() const { return bucket_elements_; }
   SampleStream& samples() { return *train_stream_; }
   SampleStream* validation_samples() { return valid_stream_.get(); }
   DataLoader& loader() { return *loader_; }
@@ -127,6 +129,7 @@ class Trainer {
   std::unique_ptr<DataLoader> loader_;
   std::unique_ptr<PipelineEngine> pipeline_;
   std::unique_ptr<GradBuckets> buckets_;
+  int64_t bucket_elements_ = 0;
   std::unique_ptr<AdamW> adamw_;
   std::unique_ptr<ZeroAdamW> zero_;
   std::vector<Param*> params_;

@@ -810,6 +810,29 @@ TEST_F(Cli, MpirunTp2Pp2MatchesOneRank) {
   EXPECT_EQ(r.out.find("model:"), r.out.rfind("model:")) << "only rank 0 logs:\n" << r.out;
 }
 
+// The default bucket size: 25 MB, and with ZeRO-1 at least 2^20 values per DP rank, 33.6 MB at
+// DP 8; a size given is taken as given.
+TEST_F(Cli, ZeroOneBucketsHoldAMillionValuesPerDataParallelRankByDefault) {
+  const std::string args = "train --data.path " + corpus_ + " --run.dir " +
+                           (dir_ / "run").string() +
+                           " --model.d_model 32 --model.layers 2 --model.heads 2 --model.d_ff 64"
+                           " --model.seq_len 16 --train.global_batch 8 --train.micro_batch 1"
+                           " --train.threads 1 --train.steps 1 --checkpoint.resume none";
+  const CliRun eight = run_mpi(8, args + " --parallel.zero 1", dir_);
+  ASSERT_EQ(eight.exit_code, 0) << eight.err;
+  EXPECT_NE(eight.out.find("data parallel: 8 replicas, 1 gradient bucket of about 33.6 MB"),
+            std::string::npos)
+      << eight.out;
+  fs::remove_all(dir_ / "run");
+  const CliRun plain = run_mpi(8, args, dir_);
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_NE(plain.out.find("gradient bucket of about 25.0 MB"), std::string::npos) << plain.out;
+  fs::remove_all(dir_ / "run");
+  const CliRun given = run_mpi(8, args + " --parallel.zero 1 --parallel.bucket_mb 25", dir_);
+  ASSERT_EQ(given.exit_code, 0) << given.err;
+  EXPECT_NE(given.out.find("gradient bucket of about 25.0 MB"), std::string::npos) << given.out;
+}
+
 // A bad layout stops every rank with a non-zero exit, none left waiting (run_mpi's limit, 120 s,
 // is the guard against a hang); the message comes once.
 void expect_layout_error(const CliRun& r, const std::string& what) {
