@@ -4,6 +4,7 @@
 // runs), and the same for all ranks together; and the time training is held by a save,
 // synchronous and with --checkpoint.async; and CRC-32C's rate on one core.
 //   mpirun -n 4 bench_checkpoint --tp 2 --pp 2 [--shape 124m|small] [--dir /tmp/tessera_ckpt]
+//   bench_checkpoint --blocks 100000   (model.h5's cost per block of a tensor, 10^3 .. 10^5)
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -82,6 +83,35 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// --blocks N: what model.h5 costs per block of a tensor. One [4N, 64] float32 tensor cut into N
+// blocks of 4 rows over 8 shard files: write_master's time and model.h5's size, then one read of
+// the whole tensor through its virtual dataset. (With ZeRO-1 each DP rank writes its pieces, so
+// a tensor has a block per piece that reaches into it.)
+void time_blocks(const std::string& dir, int64_t blocks) {
+  fs::remove_all(dir);
+  fs::create_directories(fs::path(dir) / "shards");
+  const int64_t rows = 4, cols = 64, files = 8;
+  const Shape global = {blocks * rows, cols};
+  for (int64_t f = 0; f < files; ++f) {
+    std::vector<TensorBlock> bl;
+    for (int64_t b = f; b < blocks; b += files)
+      bl.push_back(TensorBlock{"model/t", global, {b * rows, 0}, Tensor({rows, cols}, DType::F32)});
+    char name[32];
+    std::snprintf(name, sizeof name, "rank_%05lld.h5", static_cast<long long>(f));
+    write_shard((fs::path(dir) / "shards" / name).string(), bl);
+  }
+  const auto t0 = Clock::now();
+  write_master(dir, {});
+  const double write_s = since(t0);
+  const auto t1 = Clock::now();
+  const CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kNone);
+  Tensor whole(global, DType::F32);
+  reader.read("model/t", global, {0, 0}, whole);
+  std::printf("| %lld | %.2f | %.1f | %.2f |\n", static_cast<long long>(blocks), write_s,
+              static_cast<double>(fs::file_size(fs::path(dir) / "model.h5")) / 1e6, since(t1));
+  fs::remove_all(dir);
+}
+
 int64_t shard_bytes(const std::string& dir, int rank) {
   char name[32];
   std::snprintf(name, sizeof name, "rank_%05d.h5", rank);
@@ -96,6 +126,7 @@ int main(int argc, char** argv) {
   Communicator& world = mpi.world();
   TrainConfig cfg;
   std::string shape = "124m", dir = "/tmp/tessera_ckpt_bench";
+  int64_t blocks = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
     if (k == "--tp")
@@ -108,8 +139,19 @@ int main(int argc, char** argv) {
       shape = v;
     else if (k == "--dir")
       dir = v;
+    else if (k == "--blocks")
+      blocks = std::stoll(v);
     else
       throw std::runtime_error("unknown option " + k);
+  }
+  if (blocks > 0) {
+    if (world.rank() == 0) {
+      std::printf(
+          "| blocks of one tensor | write_master s | model.h5 MB | read whole s |\n"
+          "| --- | --- | --- | --- |\n");
+      for (int64_t n = 1000; n <= blocks; n *= 10) time_blocks(dir, n);
+    }
+    return 0;
   }
   set_cpu_threads(1);
   cfg.model.vocab_size = 50304;
