@@ -102,11 +102,22 @@ int stop_signal() {
   return g_stop_signal.load();
 }
 
-void install_stop_handlers() {
+namespace {
+
+std::atomic<bool> g_sigint_handled{false};  // install_stop_handlers took SIGINT
+
+struct sigaction stop_action() {
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;  // system calls in progress resume; the loop looks at the flag
+  return sa;
+}
+
+}  // namespace
+
+void install_stop_handlers() {
+  const struct sigaction sa = stop_action();
   sigaction(SIGUSR1, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   // Output piped to a program that a Ctrl-C ended (`tessera train ... | tee log`) must not kill
@@ -116,8 +127,23 @@ void install_stop_handlers() {
   // ignored (a background job of a shell), so that a Ctrl-C meant for the shell's foreground
   // does not stop it.
   struct sigaction old {};
-  if (sigaction(SIGINT, nullptr, &old) == 0 && old.sa_handler != SIG_IGN)
+  if (sigaction(SIGINT, nullptr, &old) == 0 && old.sa_handler != SIG_IGN) {
     sigaction(SIGINT, &sa, nullptr);
+    g_sigint_handled = true;
+  }
+}
+
+std::string restore_stop_handlers() {
+  const struct sigaction sa = stop_action();
+  std::string replaced;
+  for (const int s : {SIGUSR1, SIGTERM, SIGINT}) {
+    struct sigaction now {};
+    if (s == SIGINT && !g_sigint_handled) continue;
+    if (sigaction(s, nullptr, &now) != 0 || now.sa_handler == on_stop_signal) continue;
+    sigaction(s, &sa, nullptr);
+    replaced += std::string(replaced.empty() ? "" : ", ") + signal_name(s);
+  }
+  return replaced;
 }
 
 void ranks_agreed_to_start() {

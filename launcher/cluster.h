@@ -23,6 +23,10 @@ struct StepStats;
 // nothing is saved yet, and a rank's own checks may be waiting on a file system. Call once,
 // before MPI starts its threads.
 void install_stop_handlers();
+// Puts back those of the handlers that something replaced since (MPI_Init may install its own,
+// which would turn a scheduler's warning into an abort without a checkpoint); the names of the
+// signals put back, "" when none.
+std::string restore_stop_handlers();
 // Every rank passed the first agreement on the inputs: from here a stop signal asks, on every
 // rank alike, for a checkpoint after the next step (the step's all-reduce carries the vote).
 void ranks_agreed_to_start();

@@ -694,10 +694,13 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
 }
 
 int train_command(int argc, char** argv) {
-  install_stop_handlers();
+  install_stop_handlers();  // before MPI_Init: a signal during it is not lost
   MpiRuntime mpi(&argc, &argv);
   Communicator& world = mpi.world();
   const bool root = world.rank() == 0;
+  if (const std::string replaced = restore_stop_handlers(); !replaced.empty() && root)
+    std::fprintf(stderr, "note: MPI_Init replaced tessera's %s handler; put back\n",
+                 replaced.c_str());
   if (!root) std::cout.setstate(std::ios::failbit);  // --help and logs come from rank 0 only
 
   // Phase 1 touches no other rank: options, layout and corpus, checked the same way on every

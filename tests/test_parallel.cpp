@@ -105,6 +105,28 @@ TEST(StopSignals, ASchedulersSignalIsNotReplacedByALaterOne) {
   for (int i = 0; i < 3; ++i) sigaction(signals[i], &before[i], nullptr);
 }
 
+// Handlers that something replaced after install_stop_handlers (MPI_Init may install its own)
+// are put back, and named; ones left in place are not touched.
+TEST(StopSignals, HandlersReplacedAfterTheyWereInstalledArePutBack) {
+  struct sigaction before[2] = {};
+  const int signals[2] = {SIGTERM, SIGUSR1};
+  for (int i = 0; i < 2; ++i) sigaction(signals[i], nullptr, &before[i]);
+  install_stop_handlers();
+  struct sigaction ours {};
+  sigaction(SIGTERM, nullptr, &ours);
+  EXPECT_EQ(restore_stop_handlers(), "");
+  struct sigaction foreign {};
+  foreign.sa_handler = SIG_DFL;
+  for (const int s : signals) sigaction(s, &foreign, nullptr);
+  EXPECT_EQ(restore_stop_handlers(), "SIGUSR1, SIGTERM");
+  for (const int s : signals) {
+    struct sigaction now {};
+    sigaction(s, nullptr, &now);
+    EXPECT_EQ(now.sa_handler, ours.sa_handler) << s;
+  }
+  for (int i = 0; i < 2; ++i) sigaction(signals[i], &before[i], nullptr);
+}
+
 TEST(GpuIndex, RanksSharingAGpuAreNamedWithTheGpuAndHost) {
   EXPECT_EQ(shared_gpu_error({"a 0000:1B:00.0", "a 0000:1C:00.0", "b 0000:1B:00.0"}), "");
   EXPECT_EQ(shared_gpu_error({"a 0000:1B:00.0"}), "");
