@@ -103,8 +103,12 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
   train_stream_ = std::make_unique<SampleStream>(corpora, weights_of(blend_), so);
   // Validation: its own corpora, or the held-out end of each training corpus; in order.
   so.shuffle = false;
-  if (cfg.eval_interval > 0 && !cfg.valid_path.empty()) {
-    const std::vector<CorpusWeight> valid = parse_corpus_blend(cfg.valid_path, "--data.valid_path");
+  // Parsed also when not read (--train.eval_interval 0): a malformed value is named now, not in
+  // the run that turns evaluation on.
+  const std::vector<CorpusWeight> valid =
+      cfg.valid_path.empty() ? std::vector<CorpusWeight>{}
+                             : parse_corpus_blend(cfg.valid_path, "--data.valid_path");
+  if (cfg.eval_interval > 0 && !valid.empty()) {
     so.valid_fraction = 0;
     valid_stream_ = std::make_unique<SampleStream>(
         open_corpora(valid, cfg.model.vocab_size, "--data.valid_path", cache_dir_, rank, world_size,

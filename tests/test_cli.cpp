@@ -693,7 +693,7 @@ TEST_F(Cli, OneSampleCorpusTrainsAndSaysItHasNoValidation) {
 
 // Options this run does not use are not passed over in silence: a tokenizer that is not there is
 // refused though the run samples nothing (`tessera sample` takes it from config.ini), and a
-// validation corpus that no validation reads is named.
+// validation corpus that no validation reads is named (and parsed).
 TEST_F(Cli, TokenizerIsCheckedAndAnUnreadValidationCorpusIsNamed) {
   const std::string missing = (dir_ / "no.model").string();
   expect_clear_error(run_tessera(tiny_args() + " --data.tokenizer " + missing, dir_), missing);
@@ -705,6 +705,12 @@ TEST_F(Cli, TokenizerIsCheckedAndAnUnreadValidationCorpusIsNamed) {
                        "not read)"),
             std::string::npos)
       << r.out;
+  // Not read, but parsed: a malformed blend is named all the same.
+  fs::remove_all(dir_ / "run");
+  expect_clear_error(run_tessera(tiny_args() + " --train.steps 1 --train.eval_interval 0 " +
+                                     "--data.valid_path \"0x10 " + corpus_ + "\"",
+                                 dir_),
+                     "--data.valid_path");
 }
 
 // A corpus listed twice in a blend, by any path, is refused: each copy would run its own epochs.
