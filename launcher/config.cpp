@@ -87,8 +87,9 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
                                          po::value(&c.global_batch)->default_value(c.global_batch),
                                          "sequences per step, over all data-parallel ranks")(
       "train.micro_batch", po::value(&c.micro_batch)->default_value(c.micro_batch),
-      "sequences per forward/backward; global_batch / micro_batch steps are accumulated")(
-      "train.seed", po::value(&e.seed)->default_value(e.seed), "seed of weights and data order")(
+      "sequences per forward/backward; global_batch / (data-parallel ranks x micro_batch) are "
+      "accumulated per step")("train.seed", po::value(&e.seed)->default_value(e.seed),
+                              "seed of weights and data order")(
       "train.device", po::value(&e.device)->default_value(e.device), "cpu | cuda")(
       "train.precision", po::value(&e.precision)->default_value(e.precision),
       "compute type: auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16 (fp32 master weights; on the "
@@ -242,7 +243,7 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       "a GPU, so opt-in)")(
       "gpu.peak_tflops", po::value(&c.peak_tflops)->default_value(c.peak_tflops),
       "one GPU's dense peak in the run's precision, for the log's MFU (0: from tessera's table "
-      "of A100, H100, H200)");
+      "of A100, A800, H100, H800, H200, GH200)");
 
   po::options_description all;
   all.add(run)
