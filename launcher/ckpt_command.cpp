@@ -1,14 +1,19 @@
 // `tessera ckpt info|verify|diff|export` (see launcher/ckpt_command.h). Tensors are read in
 // slabs of whole rows (at most kSlabElements values at a time), so a checkpoint larger than
-// memory can be verified, compared and exported. info, diff and export check the MANIFEST's files
-// and sizes only; verify also checks every file's CRC-32C.
+// memory can be verified, compared and exported. info and diff check the MANIFEST's files and
+// sizes only; verify and export also check every file's CRC-32C.
 #include "launcher/ckpt_command.h"
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <boost/program_options.hpp>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -24,6 +29,7 @@
 
 #include "core/error.h"
 #include "io/checkpoint_io.h"
+#include "io/text_files.h"
 #include "launcher/checkpointing.h"
 #include "launcher/exit_codes.h"
 #include "launcher/progress.h"
@@ -368,14 +374,27 @@ int export_command(int argc, char** argv) {
     if (t.name.rfind("model/", 0) != 0) continue;
     std::string name = t.name.substr(6);
     std::replace(name.begin(), name.end(), '/', '.');
+    if (!is_valid_utf8(name))  // a hand-edited model.h5: JSON keys are UTF-8
+      throw InputError("checkpoint " + r.dir() + ": tensor " + printable(t.name) +
+                       " has a name that is not UTF-8, which safetensors' JSON header cannot "
+                       "hold");
     if (!tensors.emplace(name, t).second)
       throw InputError("checkpoint " + r.dir() + ": two tensors export as " + name);
   }
   const std::string header = safetensors_header(tensors, r.meta());
+  // Created, never truncated: an existing FILE.tmp is another export's under way, or a file of
+  // someone's that the rename would have taken away.
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0)
+    throw InputError("--output " + output + ": cannot create " + tmp + " (" + std::strerror(errno) +
+                     (errno == EEXIST ? "; another export to it may be running, or one was "
+                                        "stopped: remove it if it is to go)"
+                                      : ")"));
+  ::close(fd);
   std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-  if (!out) throw InputError("--output " + output + ": cannot open " + tmp + " for writing");
   int64_t bytes = 0;
   try {
+    if (!out) throw InputError("--output " + output + ": cannot open " + tmp + " for writing");
     const uint64_t header_size = header.size();  // little-endian host (checkpoint_io.cpp)
     out.write(reinterpret_cast<const char*>(&header_size), 8);
     out.write(header.data(), static_cast<std::streamsize>(header.size()));

@@ -684,6 +684,15 @@ TEST_F(CheckpointTest, CkptExportWritesAValidSafetensorsFile) {
     EXPECT_NE(error.find("found a file that is not safetensors"), std::string::npos) << error;
     EXPECT_EQ(read_text(kept), before) << kept;
   }
+  // Nor is a FILE.tmp someone has (another export's under way, or a file of their own): it was
+  // truncated and renamed over FILE.
+  const fs::path fresh = root_ / "fresh.safetensors", fresh_tmp = root_ / "fresh.safetensors.tmp";
+  std::ofstream(fresh_tmp) << "precious\n";
+  const std::string busy = refusal(fresh);
+  EXPECT_NE(busy.find("cannot create " + fresh_tmp.string() + " (File exists"), std::string::npos)
+      << busy;
+  EXPECT_EQ(read_text(fresh_tmp), "precious\n");
+  EXPECT_FALSE(fs::exists(fresh));
 }
 
 // A model.h5 edited by hand (as with h5py) with a tensor tessera never writes: a scalar, or a
@@ -731,6 +740,14 @@ TEST_F(CheckpointTest, HandEditedModelH5IsRefusedNamingTheTensor) {
   EXPECT_EQ(ckpt({"verify", scalar.string()}).first, 1);
   EXPECT_NE(refusal({"diff", scalar.string(), scalar.string()}).find("is a scalar"),
             std::string::npos);
+
+  // A name that is not UTF-8 cannot be a key of safetensors' JSON header: refused by name (it
+  // was an internal error from the JSON library, exit 1).
+  const fs::path latin1 = edited("latin1", "/model/caf\xe9", {2, 2});
+  const std::string named =
+      refusal({"export", latin1.string(), "--to", "safetensors", "--output", exported.string()});
+  EXPECT_NE(named.find("tensor model/caf\\xE9 has a name that is not UTF-8"), std::string::npos)
+      << named;
 
   const fs::path huge = edited("huge", "/model/huge", {hsize_t{1} << 35, hsize_t{1} << 35});
   const std::string overflow = refusal({"info", huge.string()});
