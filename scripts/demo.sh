@@ -2,7 +2,8 @@
 # The main job, from nothing: install, build, turn the fortunes database (English text shipped
 # by Debian) into a byte-level corpus, train a small GPT on the CPU as 4 MPI ranks (tensor-
 # parallel 2 x pipeline-parallel 2), and print the loss next to the corpus' unigram entropy,
-# then a sample of generated text. About 5 minutes on 2 cores. Another layout:
+# then a sample of generated text. About 5 minutes of training on 2 cores, after the setup and
+# the build (minutes more the first time). Another layout:
 #   RANKS=8 TP=2 PP=2 ./scripts/demo.sh      (DP = RANKS / (TP x PP))
 #   RANKS=1 TP=1 PP=1 ./scripts/demo.sh      (one process)
 set -euo pipefail
