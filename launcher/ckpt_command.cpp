@@ -5,6 +5,7 @@
 #include "launcher/ckpt_command.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,6 +29,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/write_fully.h"
 #include "io/checkpoint_io.h"
 #include "io/text_files.h"
 #include "launcher/checkpointing.h"
@@ -384,20 +386,29 @@ int export_command(int argc, char** argv) {
   const std::string header = safetensors_header(tensors, r.meta());
   // Created, never truncated: an existing FILE.tmp is another export's under way, or a file of
   // someone's that the rename would have taken away.
+  // Written through the descriptor that created it, and removed on failure only while it is
+  // still that file.
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0)
-    throw InputError("--output " + output + ": cannot create " + tmp + " (" + std::strerror(errno) +
-                     (errno == EEXIST ? "; another export to it may be running, or one was "
-                                        "stopped: remove it if it is to go)"
-                                      : ")"));
-  ::close(fd);
-  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+  if (fd < 0) {
+    const int err = errno;
+    throw InputError("--output " + output + ": cannot create " + tmp + " (" + std::strerror(err) +
+                     (err == EEXIST ? "; another export to it may be running, or one was "
+                                      "stopped: remove it if it is to go)"
+                                    : ")"));
+  }
+  struct stat created {};
+  ::fstat(fd, &created);
+  bool open = true;
   int64_t bytes = 0;
   try {
-    if (!out) throw InputError("--output " + output + ": cannot open " + tmp + " for writing");
+    const auto put = [&](const void* data, size_t n) {
+      if (!write_fully(fd, data, n))
+        throw InputError("--output " + output + ": writing " + tmp + " failed (" +
+                         std::strerror(errno) + ")");
+    };
     const uint64_t header_size = header.size();  // little-endian host (checkpoint_io.cpp)
-    out.write(reinterpret_cast<const char*>(&header_size), 8);
-    out.write(header.data(), static_cast<std::streamsize>(header.size()));
+    put(&header_size, 8);
+    put(header.data(), header.size());
     std::vector<TensorInfo> written;
     for (const auto& [name, t] : tensors) written.push_back(t);
     TensorProgress progress("ckpt export: writing", written);
@@ -405,18 +416,22 @@ int export_command(int argc, char** argv) {
       for_each_slab(
           r, t, t.dtype,
           [&](const Tensor& slab) {
-            out.write(static_cast<const char*>(slab.raw()),
-                      static_cast<std::streamsize>(slab.bytes()));
+            put(slab.raw(), slab.bytes());
             bytes += static_cast<int64_t>(slab.bytes());
           },
           &progress);
     progress.end();
-    out.close();
-    if (!out) throw InputError("--output " + output + ": writing " + tmp + " failed");
+    open = false;
+    if (::close(fd) != 0)
+      throw InputError("--output " + output + ": writing " + tmp + " failed (" +
+                       std::strerror(errno) + ")");
     fs::rename(tmp, output);
-  } catch (...) {  // no FILE.tmp left behind
-    std::error_code ec;
-    fs::remove(tmp, ec);
+  } catch (...) {  // no FILE.tmp of ours left behind
+    if (open) ::close(fd);
+    struct stat now {};
+    if (::stat(tmp.c_str(), &now) == 0 && now.st_dev == created.st_dev &&
+        now.st_ino == created.st_ino)
+      ::unlink(tmp.c_str());
     throw;
   }
   std::printf("ckpt export: %zu tensors, %lld bytes -> %s\n", tensors.size(),

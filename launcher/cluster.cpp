@@ -127,10 +127,9 @@ void install_stop_handlers() {
   // ignored (a background job of a shell), so that a Ctrl-C meant for the shell's foreground
   // does not stop it.
   struct sigaction old {};
-  if (sigaction(SIGINT, nullptr, &old) == 0 && old.sa_handler != SIG_IGN) {
-    sigaction(SIGINT, &sa, nullptr);
-    g_sigint_handled = true;
-  }
+  const bool take = sigaction(SIGINT, nullptr, &old) == 0 && old.sa_handler != SIG_IGN;
+  if (take) sigaction(SIGINT, &sa, nullptr);
+  g_sigint_handled = take;
 }
 
 std::string restore_stop_handlers() {

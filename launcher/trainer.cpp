@@ -153,9 +153,11 @@ void Trainer::start(Communicator& world, int local_rank) {
   // What the buckets reduce is fp32 (the gradients, or with bf16 their fp32 sums); a size past
   // 2^62 elements means one bucket per group, as asked. By default 25 MB (PyTorch DDP's), and
   // with ZeRO-1 at least 2^20 values per DP rank (Megatron-LM's rule, 1M parameters per DP
-  // rank): each rank's piece of a reduce-scatter stays at 4 MB or more at any DP, not 48 KB at
-  // DP 512, and a checkpoint, where each DP rank writes its pieces, cuts a tensor into a few
-  // blocks, not thousands (model.h5's virtual datasets slow down with their square).
+  // rank): each rank's piece of a reduce-scatter holds 2^20 values or more (not 12K at DP 512),
+  // and a checkpoint, where each DP rank writes its pieces, cuts a tensor into a few blocks, not
+  // thousands (model.h5's virtual datasets slow down faster than their blocks grow). A bucket
+  // still ends with its group: a stage smaller than DP x 2^20 values, and the tied embedding's
+  // own bucket with PP > 1, are cut into DP smaller pieces.
   const double mb = cfg_.parallel.bucket_mb > 0 ? cfg_.parallel.bucket_mb : 25;
   bucket_elements_ = std::max<int64_t>(
       static_cast<int64_t>(std::min(mb * 1e6 / static_cast<double>(sizeof(float)), 0x1p62)), 1);

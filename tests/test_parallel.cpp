@@ -108,9 +108,10 @@ TEST(StopSignals, ASchedulersSignalIsNotReplacedByALaterOne) {
 // Handlers that something replaced after install_stop_handlers (MPI_Init may install its own)
 // are put back, and named; ones left in place are not touched.
 TEST(StopSignals, HandlersReplacedAfterTheyWereInstalledArePutBack) {
-  struct sigaction before[2] = {};
+  struct sigaction before[4] = {};
+  const int all[4] = {SIGTERM, SIGUSR1, SIGINT, SIGPIPE};  // what install_stop_handlers takes
+  for (int i = 0; i < 4; ++i) sigaction(all[i], nullptr, &before[i]);
   const int signals[2] = {SIGTERM, SIGUSR1};
-  for (int i = 0; i < 2; ++i) sigaction(signals[i], nullptr, &before[i]);
   install_stop_handlers();
   struct sigaction ours {};
   sigaction(SIGTERM, nullptr, &ours);
@@ -124,7 +125,7 @@ TEST(StopSignals, HandlersReplacedAfterTheyWereInstalledArePutBack) {
     sigaction(s, nullptr, &now);
     EXPECT_EQ(now.sa_handler, ours.sa_handler) << s;
   }
-  for (int i = 0; i < 2; ++i) sigaction(signals[i], &before[i], nullptr);
+  for (int i = 0; i < 4; ++i) sigaction(all[i], &before[i], nullptr);
 }
 
 TEST(GpuIndex, RanksSharingAGpuAreNamedWithTheGpuAndHost) {
