@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -768,6 +769,31 @@ std::string check_checkpoint_fits(const std::string& dir, Trainer& tr) {
                      (tr.layout().dp == 1 ? "" : "s") + " = " + std::to_string(batch) +
                      " does not divide; resume with a micro-batch and data-parallel size whose "
                      "product divides it (the saved run's --train.global_batch does)");
+  // What this run changes and the checkpoint cannot: said, not refused (Megatron-LM refuses a
+  // changed schedule unless told to override it; extending --train.steps is the common case).
+  std::string note;
+  const int64_t step = meta.ints.at("step");
+  const auto saved_lr = meta.reals.find("lr_at_step");
+  if (saved_lr != meta.reals.end() && step > 0) {
+    const double was = saved_lr->second, is = cfg.schedule.at(step - 1);
+    if (std::abs(is - was) > 1e-9 * std::max(std::abs(is), std::abs(was))) {
+      char text[320];
+      std::snprintf(text, sizeof text,
+                    "this run's learning-rate schedule differs from the saving run's (--optim.lr, "
+                    "--optim.min_lr, --optim.warmup, --optim.decay or --train.steps): step %lld "
+                    "ran at %.4g, this schedule gives it %.4g; step %lld runs at %.4g",
+                    static_cast<long long>(step), was, is, static_cast<long long>(step + 1),
+                    cfg.schedule.at(step));
+      add_note(note, text);
+    }
+  }
+  const auto saved_batch = meta.ints.find("global_batch");
+  if (saved_batch != meta.ints.end() && saved_batch->second != cfg.global_batch)
+    add_note(note, "the saving run's --train.global_batch was " +
+                       std::to_string(saved_batch->second) + ", this run's is " +
+                       std::to_string(cfg.global_batch) + ": from step " + std::to_string(step) +
+                       " on, a step takes " + std::to_string(cfg.global_batch) +
+                       " samples (the schedule counts steps)");
   // A checkpoint without the key was saved by a tessera that shuffled otherwise (and did not
   // record the sequence either).
   const auto found = meta.texts.find("data");
@@ -775,13 +801,15 @@ std::string check_checkpoint_fits(const std::string& dir, Trainer& tr) {
   const std::string now = tr.samples().sequence_key();
   if (saved == now) {
     saved_blend_cursor(meta, tr.samples(), dir);  // refused here, before any rank starts
-    return "";
+    return note;
   }
   const std::string what =
       "read another sample sequence: saved \"" + saved + "\", this run's \"" + now + "\"";
-  if (cfg.data_allow_change)
-    return "the run that saved " + dir + " " + what + "; continuing at sample " +
-           std::to_string(consumed) + " of this run's sequence (--data.allow_change)";
+  if (cfg.data_allow_change) {
+    add_note(note, "the run that saved " + dir + " " + what + "; continuing at sample " +
+                       std::to_string(consumed) + " of this run's sequence (--data.allow_change)");
+    return note;
+  }
   throw InputError("checkpoint " + dir + ": its run " + what +
                    " (--data.path, --data.valid_path, --data.valid_fraction, --model.seq_len, "
                    "whether --train.eval_interval is 0, the corpora's files and the shuffle of "

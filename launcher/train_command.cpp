@@ -553,6 +553,12 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
                   static_cast<long long>(tr.steps_done()),
                   static_cast<long long>(tr.loader().state().consumed));
   }
+  // Once nothing can refuse the start any more (the load is the last to find a model of another
+  // width): a start refused on any rank leaves the run directory's config.ini as the run that
+  // saved its checkpoints wrote it.
+  if (root)
+    write_file_atomically((std::filesystem::path(cfg.run_dir) / "config.ini").string(),
+                          cfg.resolved_ini);
   if (root) print_start(cfg, tr);
   if (tr.steps_done() >= cfg.steps) {
     if (root)
@@ -756,11 +762,6 @@ int train_command(int argc, char** argv) {
                                             resume_note);
     if (root && !resume_dir.empty())
       add_note(resume_note, check_checkpoint_fits(resume_dir, *trainer));
-    // Last, when nothing can refuse the start any more: a start refused on any rank leaves the
-    // run directory's config.ini as the run that saved its checkpoints wrote it.
-    if (root)
-      write_file_atomically((std::filesystem::path(cfg.run_dir) / "config.ini").string(),
-                            cfg.resolved_ini);
   } catch (...) {
     failure = report_error(std::current_exception(), "train");
   }

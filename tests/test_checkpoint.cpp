@@ -446,6 +446,47 @@ TEST_F(Checkpoints, CheckpointOfAnotherModelIsRefusedNamingTensorAndShapes) {
       << shallower.err;
   EXPECT_EQ(shallower.out.find("step "), std::string::npos) << shallower.out;
   EXPECT_EQ(std::count(shallower.err.begin(), shallower.err.end(), '\n'), 1) << shallower.err;
+  // A wider model resuming in the saving run's own directory: refused, with one message, before
+  // the run's config.ini is replaced by the refused options (the shapes were found in the load).
+  const fs::path ini = dir_ / "run" / "config.ini";
+  std::ifstream before_in(ini);
+  const std::string before{std::istreambuf_iterator<char>(before_in), {}};
+  std::string own = args("run");
+  own.replace(own.find("--model.d_ff 64"), 15, "--model.d_ff 128");
+  const CliRun own_wider = run_tessera(own, dir_);
+  EXPECT_EQ(own_wider.exit_code, 2) << own_wider.err;
+  EXPECT_NE(own_wider.err.find("has shape [64, 32], expected [128, 32]"), std::string::npos)
+      << own_wider.err;
+  EXPECT_EQ(std::count(own_wider.err.begin(), own_wider.err.end(), '\n'), 1) << own_wider.err;
+  std::ifstream after_in(ini);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(after_in), {}), before);
+}
+
+// What the checkpoint cannot carry over is said when a resume changes it: another learning-rate
+// schedule (here a longer run: the cosine's decay is stretched, and the rate jumps at the resume)
+// and another global batch. The run goes on.
+TEST_F(Checkpoints, ResumeSaysWhenTheScheduleOrTheGlobalBatchChanges) {
+  ASSERT_EQ(run_tessera(args("run", "--train.exit_after 10"), dir_).exit_code, 0);
+  const std::string saved = step_dir("run", 10);
+  const CliRun same = run_tessera(args("same", "--checkpoint.resume " + saved), dir_);
+  ASSERT_EQ(same.exit_code, 0) << same.err;
+  EXPECT_EQ(same.out.find("schedule differs"), std::string::npos) << same.out;
+  std::string longer = args("longer", "--checkpoint.resume " + saved);
+  longer.replace(longer.find("--train.steps 20"), 16, "--train.steps 40");
+  const CliRun stretched = run_tessera(longer, dir_);
+  ASSERT_EQ(stretched.exit_code, 0) << stretched.err;
+  EXPECT_NE(stretched.out.find("this run's learning-rate schedule differs from the saving run's"),
+            std::string::npos)
+      << stretched.out;
+  EXPECT_NE(stretched.out.find("step 10 ran at "), std::string::npos) << stretched.out;
+  std::string bigger = args("bigger", "--checkpoint.resume " + saved);
+  bigger.replace(bigger.find("--train.global_batch 8"), 22, "--train.global_batch 16");
+  const CliRun doubled = run_tessera(bigger, dir_);
+  ASSERT_EQ(doubled.exit_code, 0) << doubled.err;
+  EXPECT_NE(doubled.out.find("the saving run's --train.global_batch was 8, this run's is 16: "
+                             "from step 10 on, a step takes 16 samples"),
+            std::string::npos)
+      << doubled.out;
 }
 
 // What decides the samples a resumed run reads is checked before any rank starts: another
