@@ -791,8 +791,8 @@ std::string check_checkpoint_fits(const std::string& dir, Trainer& tr) {
   if (saved_batch != meta.ints.end() && saved_batch->second != cfg.global_batch)
     add_note(note, "the saving run's --train.global_batch was " +
                        std::to_string(saved_batch->second) + ", this run's is " +
-                       std::to_string(cfg.global_batch) + ": from step " + std::to_string(step) +
-                       " on, a step takes " + std::to_string(cfg.global_batch) +
+                       std::to_string(cfg.global_batch) + ": after step " + std::to_string(step) +
+                       ", each step takes " + std::to_string(cfg.global_batch) +
                        " samples (the schedule counts steps)");
   // A checkpoint without the key was saved by a tessera that shuffled otherwise (and did not
   // record the sequence either).

@@ -484,7 +484,7 @@ TEST_F(Checkpoints, ResumeSaysWhenTheScheduleOrTheGlobalBatchChanges) {
   const CliRun doubled = run_tessera(bigger, dir_);
   ASSERT_EQ(doubled.exit_code, 0) << doubled.err;
   EXPECT_NE(doubled.out.find("the saving run's --train.global_batch was 8, this run's is 16: "
-                             "from step 10 on, a step takes 16 samples"),
+                             "after step 10, each step takes 16 samples"),
             std::string::npos)
       << doubled.out;
 }
