@@ -154,7 +154,7 @@ void verify_manifest(const std::string& dir, ManifestCheck check) {
 }
 
 void verify_manifest(const std::string& dir, const std::string& manifest_text, ManifestCheck check,
-                     const std::function<void(uint64_t bytes)>& read) {
+                     const ReadProgress& read) {
   if (check == ManifestCheck::kNone) return;
   const std::vector<ManifestEntry> entries = parse_manifest(manifest_text, dir);
   std::set<std::string> listed;

@@ -5,12 +5,12 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
+#include "io/crc32c.h"
 
 namespace tessera {
 
@@ -48,7 +48,7 @@ void verify_manifest(const std::string& dir, ManifestCheck check = ManifestCheck
 // by require_checkpoint_directory), so that a caller that also needs the text reads it once;
 // `read` is told the bytes the CRC pass reads, for a progress line.
 void verify_manifest(const std::string& dir, const std::string& manifest_text, ManifestCheck check,
-                     const std::function<void(uint64_t bytes)>& read = {});
+                     const ReadProgress& read = {});
 
 // Writes `text` to PATH.tmp, fsyncs it, renames it to PATH and fsyncs PATH's directory: a reader
 // never sees half a file, and a failed write leaves the previous one. InputError naming the file

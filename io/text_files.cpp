@@ -42,8 +42,8 @@ bool skipped_in_directory(const fs::path& file) {
 }
 
 // A compressed file would be encoded as text (its bytes, or one JSON syntax error): refused,
-// naming the file and its format, from the first bytes.
-void check_not_compressed(const fs::path& path) {
+// naming the file and its format, from its first bytes (`head`).
+void check_not_compressed(std::string_view head, const fs::path& path) {
   struct Magic {
     const char* bytes;
     size_t size;
@@ -54,12 +54,8 @@ void check_not_compressed(const fs::path& path) {
                                   {"\xfd\x37\x7a\x58\x5a\x00", 6, "xz"},
                                   {"\x42\x5a\x68", 3, "bzip2"},
                                   {"\x50\x4b\x03\x04", 4, "zip"}};
-  char head[6] = {};
-  std::ifstream in(path, std::ios::binary);
-  in.read(head, sizeof head);
-  const auto got = static_cast<size_t>(in.gcount());
   for (const Magic& m : kMagics)
-    if (got >= m.size && std::memcmp(head, m.bytes, m.size) == 0)
+    if (head.size() >= m.size && std::memcmp(head.data(), m.bytes, m.size) == 0)
       throw InputError("text input " + path.string() + ": expected plain text or JSON lines, " +
                        "found a " + m.format + "-compressed file; decompress it first");
 }
@@ -89,6 +85,8 @@ class LineReader {
   LineReader(const fs::path& path, size_t max_line)
       : path_(path), in_(path, std::ios::binary), max_line_(max_line) {
     if (!in_) throw InputError("text input " + path.string() + ": cannot open for reading");
+    refill();  // the first block, which next() would read first, tells a compressed file
+    check_not_compressed(buf_, path);
   }
 
   // The next line without its '\n' (valid until the next call); `newline` says whether a '\n'
@@ -204,7 +202,6 @@ struct DocumentReader::State {
 bool DocumentReader::State::open_next_file() {
   if (next_file == files.size()) return false;
   const fs::path& path = files[next_file++];
-  check_not_compressed(path);
   current = std::make_unique<LineReader>(path, max_document_bytes);
   json_lines = is_json_lines(path);
   return true;

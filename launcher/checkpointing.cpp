@@ -163,8 +163,9 @@ CheckpointMeta meta_of(Trainer& tr) {
   meta.ints["dp"] = tr.layout().dp;
   meta.ints["zero"] = c.parallel.zero;
   meta.ints["seed"] = static_cast<int64_t>(c.seed);
-  meta.ints["consumed_samples"] = tr.loader().state().consumed;
-  meta.ints["consumed_tokens"] = tr.loader().state().consumed * c.model.seq_len;
+  const LoaderState loader = tr.loader().state();  // walks the blend on to the position, once
+  meta.ints["consumed_samples"] = loader.consumed;
+  meta.ints["consumed_tokens"] = loader.consumed * c.model.seq_len;
   meta.ints["adamw_step"] = tr.adamw() ? tr.adamw()->steps_taken() : tr.zero()->steps_taken();
   meta.ints["global_batch"] = c.global_batch;
   meta.ints["heads"] = c.model.heads;  // shapes do not show the head count
@@ -174,8 +175,7 @@ CheckpointMeta meta_of(Trainer& tr) {
   meta.texts["data"] = tr.samples().sequence_key();
   // The blend's cursor at consumed_samples, so that a resume need not walk to it from position 0.
   std::string taken;
-  for (int64_t n : tr.loader().state().taken)
-    taken.append(taken.empty() ? "" : " ").append(std::to_string(n));
+  for (int64_t n : loader.taken) taken.append(taken.empty() ? "" : " ").append(std::to_string(n));
   meta.texts["data_taken"] = taken;
   meta.texts["format"] = "tessera checkpoint 1";
   return meta;

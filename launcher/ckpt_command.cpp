@@ -385,9 +385,8 @@ int export_command(int argc, char** argv) {
   }
   const std::string header = safetensors_header(tensors, r.meta());
   // Created, never truncated: an existing FILE.tmp is another export's under way, or a file of
-  // someone's that the rename would have taken away.
-  // Written through the descriptor that created it, and removed on failure only while it is
-  // still that file.
+  // someone's that the rename would have taken away. Written through the descriptor that created
+  // it, and removed on failure only while it is still that file.
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) {
     const int err = errno;

@@ -2,7 +2,7 @@
 #include "launcher/plot_command.h"
 
 #include <algorithm>
-#include <charconv>
+#include <boost/program_options.hpp>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -15,6 +15,7 @@
 #include "launcher/exit_codes.h"
 
 namespace fs = std::filesystem;
+namespace po = boost::program_options;
 
 namespace tessera {
 
@@ -77,6 +78,30 @@ Ranges ranges_of(const MetricsSeries& s) {
   return r;
 }
 
+// The training points binned into `columns` columns by column_of(x), x the step less the first:
+// each occupied column's index, mean x and mean loss, in column order.
+struct Column {
+  size_t index;
+  double x, loss;
+};
+
+template <typename F>
+std::vector<Column> column_means(const MetricsSeries& s, const Ranges& r, size_t columns,
+                                 F column_of) {
+  std::vector<double> xs(columns, 0), losses(columns, 0);
+  std::vector<int> count(columns, 0);
+  for (size_t i = 0; i < s.steps.size(); ++i) {
+    const auto c = static_cast<size_t>(column_of(r.x(s.steps[i])));
+    xs[c] += r.x(s.steps[i]);
+    losses[c] += s.loss[i];
+    ++count[c];
+  }
+  std::vector<Column> out;
+  for (size_t c = 0; c < columns; ++c)
+    if (count[c] > 0) out.push_back(Column{c, xs[c] / count[c], losses[c] / count[c]});
+  return out;
+}
+
 // Tick values in [lo, hi] at a step of 1, 2 or 5 x 10^k (at least `min_step`), about `n` of
 // them; just the two ends where the range is too narrow for such steps to tell apart.
 std::vector<double> ticks(double lo, double hi, int n, double min_step = 0) {
@@ -109,22 +134,13 @@ std::string xml_escaped(const std::string& s) {
   return out;
 }
 
-int64_t parse_count(const std::string& option, const std::string& text, int64_t lo, int64_t hi) {
-  int64_t v = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || end != text.data() + text.size() || v < lo || v > hi)
-    throw InputError(option + ": expected a whole number in [" + std::to_string(lo) + ", " +
-                     std::to_string(hi) + "], found \"" + text + "\"");
-  return v;
-}
-
 }  // namespace
 
 MetricsSeries read_metrics(const std::string& path, int64_t from) {
   std::error_code ec;
   if (!fs::is_regular_file(path, ec))
     throw InputError(path + ": expected a run's metrics file (metrics.jsonl), found " +
-                     (fs::exists(path, ec) ? "something that is not a file" : "no such file"));
+                     (fs::exists(path, ec) ? found_instead_of_file(path) : "no such file"));
   std::ifstream in(path);
   if (!in) throw InputError(path + ": cannot open for reading");
   MetricsSeries s;
@@ -174,25 +190,17 @@ MetricsSeries read_metrics(const std::string& path, int64_t from) {
 
 std::string text_chart(const MetricsSeries& s, int width, int height) {
   const Ranges r = ranges_of(s);
-  const auto col = [&](int64_t step) {
-    return static_cast<int>(std::lround(r.x(step) / r.x1 * (width - 1)));
+  const auto col = [&](double x) {  // x: a step less the first
+    return static_cast<size_t>(std::lround(x / r.x1 * (width - 1)));
   };
   const auto row = [&](double y) {
-    return static_cast<int>(std::lround((r.y1 - y) / (r.y1 - r.y0) * (height - 1)));
+    return static_cast<size_t>(std::lround((r.y1 - y) / (r.y1 - r.y0) * (height - 1)));
   };
   std::vector<std::string> grid(static_cast<size_t>(height), std::string(width, ' '));
-  std::vector<double> sum(static_cast<size_t>(width), 0);
-  std::vector<int> count(static_cast<size_t>(width), 0);
-  for (size_t i = 0; i < s.steps.size(); ++i) {
-    const auto c = static_cast<size_t>(col(s.steps[i]));
-    sum[c] += s.loss[i];
-    ++count[c];
-  }
-  for (size_t c = 0; c < sum.size(); ++c)
-    if (count[c] > 0) grid[static_cast<size_t>(row(sum[c] / count[c]))][c] = '*';
+  for (const Column& c : column_means(s, r, static_cast<size_t>(width), col))
+    grid[row(c.loss)][c.index] = '*';
   for (size_t i = 0; i < s.valid_steps.size(); ++i)
-    grid[static_cast<size_t>(row(s.valid_loss[i]))][static_cast<size_t>(col(s.valid_steps[i]))] =
-        'o';
+    grid[row(s.valid_loss[i])][col(r.x(s.valid_steps[i]))] = 'o';
   std::string out;
   for (int k = 0; k < height; ++k) {
     const bool labelled = k == 0 || k == height - 1 || k == (height - 1) / 2;
@@ -248,22 +256,15 @@ std::string svg_chart(const MetricsSeries& s, const std::string& title) {
   // The training loss: every point, or each pixel column's mean where there are more points.
   std::string points;
   const auto add_point = [&](double x, double y) {
-    points += (points.empty() ? "" : " ") + fmt("%.2f", x) + "," + fmt("%.2f", y);
+    if (!points.empty()) points += ' ';
+    points.append(fmt("%.2f", x)).append(",").append(fmt("%.2f", y));
   };
   const auto columns = static_cast<size_t>(pw);
   if (s.steps.size() <= columns) {
     for (size_t i = 0; i < s.steps.size(); ++i) add_point(px(r.x(s.steps[i])), py(s.loss[i]));
   } else {
-    std::vector<double> sum(columns + 1, 0), xs(columns + 1, 0);
-    std::vector<int> count(columns + 1, 0);
-    for (size_t i = 0; i < s.steps.size(); ++i) {
-      const auto c = static_cast<size_t>(std::lround(px(r.x(s.steps[i])) - left));
-      sum[c] += s.loss[i];
-      xs[c] += r.x(s.steps[i]);
-      ++count[c];
-    }
-    for (size_t c = 0; c <= columns; ++c)
-      if (count[c] > 0) add_point(px(xs[c] / count[c]), py(sum[c] / count[c]));
+    const auto pixel = [&](double x) { return std::lround(px(x) - left); };  // 0 .. columns
+    for (const Column& c : column_means(s, r, columns + 1, pixel)) add_point(px(c.x), py(c.loss));
   }
   out += "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"" + points +
          "\"/>\n";
@@ -287,42 +288,33 @@ std::string svg_chart(const MetricsSeries& s, const std::string& title) {
 
 int plot_command(int argc, char** argv) {
   std::string run, output;
-  bool output_given = false;
   int64_t from = 0, width = 72, height = 16;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::cout << kUsage;
-      return kExitOk;
-    }
-    if (arg.rfind("--", 0) == 0) {
-      const size_t eq = arg.find('=');
-      const std::string name = arg.substr(0, eq);
-      std::string value;
-      if (eq != std::string::npos) {
-        value = arg.substr(eq + 1);
-      } else {
-        if (i + 1 >= argc) throw InputError(name + ": expected a value, found nothing");
-        value = argv[++i];
-      }
-      if (name == "--output") {
-        output = value;
-        output_given = true;
-      } else if (name == "--from") {
-        from = parse_count(name, value, 0, INT64_MAX);
-      } else if (name == "--width") {
-        width = parse_count(name, value, 10, 1000);
-      } else if (name == "--height") {
-        height = parse_count(name, value, 3, 200);
-      } else {
-        throw InputError("tessera plot: unknown option " + name + " (tessera plot --help)");
-      }
-    } else if (run.empty()) {
-      run = arg;
-    } else {
-      throw InputError("tessera plot: expected one RUN_DIR, found a second: " + arg);
-    }
+  po::options_description desc("plot options");
+  desc.add_options()("help,h", "print this help")("run", po::value(&run), "RUN_DIR")(
+      "output", po::value(&output), "the SVG file")("from", po::value(&from), "first step")(
+      "width", po::value(&width), "columns")("height", po::value(&height), "rows");
+  po::positional_options_description positional;
+  positional.add("run", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(std::vector<std::string>(argv + 1, argv + argc))
+                .options(desc)
+                .positional(positional)
+                .run(),
+            vm);
+  if (vm.count("help")) {
+    std::cout << kUsage;
+    return kExitOk;
   }
+  po::notify(vm);
+  const bool output_given = vm.count("output") > 0;
+  const auto require_in = [](const char* option, int64_t v, int64_t lo, int64_t hi) {
+    if (v < lo || v > hi)
+      throw InputError(std::string(option) + ": expected a whole number in [" + std::to_string(lo) +
+                       ", " + std::to_string(hi) + "], found " + std::to_string(v));
+  };
+  require_in("--from", from, 0, INT64_MAX);
+  require_in("--width", width, 10, 1000);
+  require_in("--height", height, 3, 200);
   if (run.empty()) throw InputError("tessera plot: expected a RUN_DIR (tessera plot --help)");
   std::error_code ec;
   const bool is_dir = fs::is_directory(run, ec);

@@ -22,6 +22,10 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
+std::string count_of(int64_t n, const std::string& thing) {
+  return std::to_string(n) + " " + thing + (n == 1 ? "" : "s");
+}
+
 ProgressLine::ProgressLine(bool enabled, std::string what, int64_t total_bytes,
                            std::optional<std::chrono::milliseconds> every)
     : enabled_(enabled),

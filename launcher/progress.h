@@ -13,6 +13,8 @@ namespace tessera {
 
 // "42 s", "7 min 05 s", "2 h 03 min".
 std::string format_duration(double seconds);
+// "1 document", "2 documents".
+std::string count_of(int64_t n, const std::string& thing);
 
 class ProgressLine {
  public:

@@ -332,19 +332,18 @@ int encode(int argc, char** argv) {
   const double entropy =
       unigram_entropy({corpus}, {1.0}, tokenizer->vocab_size(), kEntropyTokens, &sampled);
   std::printf(
-      "tokenize encode: %lld document%s, %lld tokens, %.2f MB of text -> %s.bin/.idx "
-      "in %.2f s (%.1f MB/s, %d thread%s)\n",
-      static_cast<long long>(corpus.num_documents()), corpus.num_documents() == 1 ? "" : "s",
+      "tokenize encode: %s, %lld tokens, %.2f MB of text -> %s.bin/.idx in %.2f s "
+      "(%.1f MB/s, %s)\n",
+      count_of(corpus.num_documents(), "document").c_str(),
       static_cast<long long>(corpus.num_tokens()), stats.text_bytes / 1e6, prefix.c_str(),
-      stats.seconds, stats.text_bytes / 1e6 / std::max(stats.seconds, 1e-9), threads,
-      threads == 1 ? "" : "s");
+      stats.seconds, stats.text_bytes / 1e6 / std::max(stats.seconds, 1e-9),
+      count_of(threads, "thread").c_str());
   if (stats.not_utf8_documents > 0)
     std::printf(
-        "note: %lld document%s bytes that are not UTF-8; %s encodes each such byte "
-        "as U+FFFD, so they do not decode to their text (the byte-level tokenizer keeps "
-        "every byte)\n",
-        static_cast<long long>(stats.not_utf8_documents),
-        stats.not_utf8_documents == 1 ? " holds" : "s hold", tokenizer->description().c_str());
+        "note: %s %s bytes that are not UTF-8; %s encodes each such byte as U+FFFD, so they do "
+        "not decode to their text (the byte-level tokenizer keeps every byte)\n",
+        count_of(stats.not_utf8_documents, "document").c_str(),
+        stats.not_utf8_documents == 1 ? "holds" : "hold", tokenizer->description().c_str());
   std::printf("unigram entropy: %.4f nats/token%s (a model that ignores context cannot beat it)\n",
               entropy, sampled ? (", from " + entropy_sample() + " of the corpus").c_str() : "");
   std::fflush(stdout);

@@ -34,6 +34,7 @@
 #include "launcher/checkpointing.h"
 #include "launcher/cluster.h"
 #include "launcher/exit_codes.h"
+#include "launcher/progress.h"
 #include "launcher/replica_check.h"
 #include "launcher/sampling.h"
 #include "launcher/trainer.h"
@@ -97,11 +98,6 @@ void print_loss_curve(const std::vector<double>& losses, int64_t first_step) {
     std::printf("  steps %-13s %7.4f  %s\n", steps.c_str(), loss,
                 std::string(static_cast<size_t>(bar), '#').c_str());
   }
-}
-
-// "1 document", "2 documents".
-std::string count_of(int64_t n, const std::string& thing) {
-  return std::to_string(n) + " " + thing + (n == 1 ? "" : "s");
 }
 
 // One line per corpus of a sample stream: format, documents, tokens, samples, weight. A
