@@ -4,6 +4,7 @@
 // end, and one clear InputError for each kind of bad input. Each test works in its own
 // temporary directory; one BPE model is trained once for the whole suite.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -13,6 +14,7 @@
 #include <iterator>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/error.h"
@@ -319,6 +321,18 @@ TEST_F(TokenizerTest, JsonLinesTextFieldRoundTrips) {
 // .dat files are: the second encode into the directory it reads gives the first's corpus),
 // JSON lines under an upper-case extension, and compressed files (refused, naming file and
 // format, instead of being encoded as text).
+// Text from a FIFO (a decompressor's output, `<(zcat ...)`): every byte reaches the documents.
+// The check for a compressed file reads the first block the reader reads anyway; a check that
+// opened the input once more took the pipe's first bytes.
+TEST_F(TokenizerTest, TextFromAFifoKeepsItsFirstBytes) {
+  const std::string fifo = path("text.fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::thread writer([&] { std::ofstream(fifo) << "first document\n%\nsecond\n"; });
+  const std::vector<std::string> docs = read_documents({fifo});
+  writer.join();
+  EXPECT_EQ(docs, (std::vector<std::string>{"first document\n", "second\n"}));
+}
+
 TEST_F(TokenizerTest, DirectoryInputsSkipCorporaAndRefuseCompressedFiles) {
   fs::create_directories(path("texts"));
   write_file(path("texts/a.txt"), "first\r\n%\r\nsecond\r\nline\r\n%\r\n");
