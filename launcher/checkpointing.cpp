@@ -676,11 +676,26 @@ std::vector<int64_t> saved_blend_cursor(const CheckpointMeta& meta, const Sample
   return taken;
 }
 
-// What the tensors' shapes do not show: a checkpoint of another head count or position kind
-// would load without complaint and compute something else. Nor does a checkpoint of more layers:
-// its first ones would load, and the rest be dropped.
+// The model's sizes, before any rank builds its part of it: widths from the shapes of the
+// tensors that show them (each rank would otherwise find another width only when loading, and
+// say so on its own). What the shapes do not show: a checkpoint of another head count or position
+// kind would load without complaint and compute something else. Nor does a checkpoint of more
+// layers: its first ones would load, and the rest be dropped.
 void check_saved_model(const CheckpointReader& reader, const ModelConfig& m,
                        const std::string& dir) {
+  const auto same = [&](const char* option, int64_t now, const std::string& tensor, size_t dim) {
+    if (!reader.has(tensor)) return;
+    const Shape& shape = reader.tensor(tensor).shape;
+    if (shape.size() > dim && shape[dim] != now)
+      throw InputError("checkpoint " + dir + ": saved with " + option + " " +
+                       std::to_string(shape[dim]) + " (" + tensor + " is " + shape_str(shape) +
+                       "), this run has " + std::to_string(now));
+  };
+  same("--model.vocab_size", m.vocab_size, "model/embedding/token/weight", 0);
+  same("--model.d_model", m.d_model, "model/embedding/token/weight", 1);
+  same("--model.d_ff", m.d_ff, "model/layers/00/mlp/up/weight", 0);
+  if (m.pos == PositionKind::Learned)
+    same("--model.seq_len", m.seq_len, "model/embedding/position/weight", 0);
   int64_t layers = 0;
   const std::string prefix = "model/layers/";
   for (const CheckpointReader::TensorInfo& t : reader.tensors()) {
