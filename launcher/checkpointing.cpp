@@ -165,7 +165,7 @@ CheckpointMeta meta_of(Trainer& tr) {
   meta.ints["seed"] = static_cast<int64_t>(c.seed);
   const LoaderState loader = tr.loader().state();  // walks the blend on to the position, once
   meta.ints["consumed_samples"] = loader.consumed;
-  meta.ints["consumed_tokens"] = loader.consumed * c.model.seq_len;
+  meta.ints["consumed_tokens"] = tr.consumed_tokens(loader.consumed);
   meta.ints["adamw_step"] = tr.adamw() ? tr.adamw()->steps_taken() : tr.zero()->steps_taken();
   meta.ints["global_batch"] = c.global_batch;
   meta.ints["heads"] = c.model.heads;  // shapes do not show the head count
@@ -880,8 +880,11 @@ void load_checkpoint(Trainer& tr, const std::string& dir) {
   else
     tr.zero()->set_steps_taken(t);
   tr.set_steps_done(meta.ints.at("step"));
-  tr.loader().set_state(LoaderState{meta.ints.at("consumed_samples"),
-                                    static_cast<uint64_t>(meta.ints.at("seed")),
+  const int64_t consumed = meta.ints.at("consumed_samples");
+  const auto tokens = meta.ints.find("consumed_tokens");
+  tr.set_resumed_at(
+      consumed, tokens != meta.ints.end() ? tokens->second : consumed * tr.config().model.seq_len);
+  tr.loader().set_state(LoaderState{consumed, static_cast<uint64_t>(meta.ints.at("seed")),
                                     saved_blend_cursor(meta, tr.samples(), dir)});
 }
 

@@ -90,6 +90,15 @@ class Trainer {
   int microbatches() const { return microbatches_; }
   int64_t steps_done() const { return steps_done_; }
   void set_steps_done(int64_t steps) { steps_done_ = steps; }
+  // Tokens trained on by the time `samples` were read: seq_len each, and what a checkpoint of
+  // another --model.seq_len (resumed with --data.allow_change) counted before.
+  int64_t consumed_tokens(int64_t samples) const {
+    return tokens_at_resume_ + (samples - samples_at_resume_) * cfg_.model.seq_len;
+  }
+  void set_resumed_at(int64_t samples, int64_t tokens) {
+    samples_at_resume_ = samples;
+    tokens_at_resume_ = tokens;
+  }
   const TrainConfig& config() const { return cfg_; }
   const std::vector<Param*>& params() const { return params_; }
   AdamW* adamw() { return adamw_.get(); }    // null with ZeRO-1
@@ -137,6 +146,7 @@ class Trainer {
   std::vector<Tensor> inputs_, targets_;
   Tensor batch_;
   int64_t steps_done_ = 0;
+  int64_t samples_at_resume_ = 0, tokens_at_resume_ = 0;
   int64_t batches_evaluated_ = 0;
   std::string cache_dir_;
   std::vector<IdSlice> id_slices_;

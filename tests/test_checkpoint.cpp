@@ -509,6 +509,24 @@ TEST_F(Checkpoints, ResumeSaysWhenTheScheduleOrTheGlobalBatchChanges) {
       << doubled.out;
 }
 
+// consumed_tokens counts what was trained on: a resume with another --model.seq_len (sinusoidal
+// positions, allowed by --data.allow_change) adds its samples at its own length.
+TEST_F(Checkpoints, ConsumedTokensCarryOverAResumeWithAnotherSequenceLength) {
+  const std::string sinusoidal = "--model.pos sinusoidal --train.exit_after 10";
+  ASSERT_EQ(run_tessera(args("run", sinusoidal), dir_).exit_code, 0);
+  const auto tokens = [](const std::string& dir) {
+    return CheckpointReader::open(dir).meta().ints.at("consumed_tokens");
+  };
+  EXPECT_EQ(tokens(step_dir("run", 10)), 10 * 8 * 16);
+  std::string shorter = args("run", "--model.pos sinusoidal --data.allow_change true");
+  shorter.replace(shorter.find("--model.seq_len 16"), 18, "--model.seq_len 8");
+  const CliRun resumed = run_tessera(shorter, dir_);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_NE(resumed.out.find("resumed from " + step_dir("run", 10)), std::string::npos)
+      << resumed.out;
+  EXPECT_EQ(tokens(step_dir("run", 20)), 10 * 8 * 16 + 10 * 8 * 8);
+}
+
 // What decides the samples a resumed run reads is checked before any rank starts: another
 // sample sequence (here validation switched on, which holds samples out of the corpus) is
 // refused unless --data.allow_change, and so are another seed and a micro-batch that does not
