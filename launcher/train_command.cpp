@@ -573,6 +573,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
   // batch: a signal, or --train.time_limit, which stops while the slowest step so far, twice,
   // and the longest save still fit before the limit.
   double slowest_step_s = 0, longest_save_s = 0;
+  int64_t saves = 0;
   const auto stop_wish = [&] {
     const int signo = stop_signal();
     int stop = signo ? kStopSignal : 0;
@@ -653,6 +654,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       {
         const SaveDeadline deadline(cfg);
         held_s = saver.save();
+        ++saves;
         if (preempted) saver.finish();  // the checkpoint must be whole before the process ends
       }
       longest_save_s = std::max(longest_save_s,
@@ -690,6 +692,11 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
   if (root)
     std::printf("data: the loop waited %.3f s for batches, %.2f%% of the %.1f s of training\n",
                 tr.loader().wait_seconds(), 100.0 * tr.loader().wait_seconds() / run_s, run_s);
+  if (saves == 0 && cfg.checkpoint_interval == 0 && root)
+    std::printf(
+        "checkpoint: none saved (--checkpoint.interval 0): this run's weights are not "
+        "kept; give an interval to keep them, and to sample from them with tessera "
+        "sample\n");
   if (cfg.sample_tokens > 0 && result.exit_code == kExitOk)
     print_sample(cfg, tr.model(), tr.grid().tp(), tr.grid().pp(), root);
   return result;

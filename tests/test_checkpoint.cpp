@@ -525,6 +525,7 @@ TEST_F(Checkpoints, ConsumedTokensCarryOverAResumeWithAnotherSequenceLength) {
   EXPECT_NE(resumed.out.find("resumed from " + step_dir("run", 10)), std::string::npos)
       << resumed.out;
   EXPECT_EQ(tokens(step_dir("run", 20)), 10 * 8 * 16 + 10 * 8 * 8);
+  EXPECT_EQ(resumed.out.find("none saved"), std::string::npos) << resumed.out;
 }
 
 // What decides the samples a resumed run reads is checked before any rank starts: another

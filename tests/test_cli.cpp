@@ -601,6 +601,10 @@ TEST_F(Cli, FortunesCorpusTrainsWellBelowItsUnigramEntropy) {
   EXPECT_GT(entropy, 3.0);  // English bytes: about 4.3-4.8 bits
   EXPECT_LT(loss, entropy - 0.5) << r.out;
   EXPECT_NE(r.out.find("sample ("), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("checkpoint: none saved (--checkpoint.interval 0): this run's weights are "
+                       "not kept"),
+            std::string::npos)
+      << r.out;
   // The loss curve: each tenth of the steps in turn, its mean loss, and a bar that spans the
   // rows' range: 1 '#' at the lowest loss, 50 at the highest.
   const std::string header = "loss curve (mean of each tenth of the run's steps; bars from ";
