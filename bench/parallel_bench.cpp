@@ -4,7 +4,7 @@
 // the model's shape alone (docs/PARALLELISM.md). They agree when the code sends exactly what
 // the math needs; the benchmark reports the worst ratio over ranks. Also the peak RSS of the
 // largest rank, for the memory-per-layout figures of docs/PERFORMANCE.md.
-//   mpirun -n 4 bench_parallel --tp 2 --pp 2 [--zero 1] [--shape small|24x1024]
+//   mpirun -n 4 bench_parallel --tp 2 --pp 2 [--zero 1] [--sp 1] [--shape small|24x1024]
 //                              [--global 16] [--micro 2] [--steps 5] [--warmup 2]
 #include <sys/resource.h>
 
@@ -28,7 +28,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 struct Options {
-  int tp = 1, pp = 1, zero = 0, steps = 5, warmup = 2, threads = 1;
+  int tp = 1, pp = 1, zero = 0, sp = 0, steps = 5, warmup = 2, threads = 1;
   int64_t global = 16, micro = 2;
   std::string shape = "small";
 };
@@ -43,6 +43,8 @@ Options parse(int argc, char** argv) {
       o.pp = std::stoi(v);
     else if (k == "--zero")
       o.zero = std::stoi(v);
+    else if (k == "--sp")
+      o.sp = std::stoi(v);
     else if (k == "--steps")
       o.steps = std::stoi(v);
     else if (k == "--warmup")
@@ -91,16 +93,21 @@ double local_params(const ModelConfig& c, const GridLayout& l, const GridCoord& 
 
 // Bytes this rank sends per step by kind, predicted: [tp, pp, dp, embedding].
 std::vector<double> predicted_bytes(const ModelConfig& c, const GridLayout& l, const GridCoord& at,
-                                    int64_t micro, int microbatches, bool zero) {
+                                    int64_t micro, int microbatches, bool zero, bool sp) {
   const double e = 4, b = static_cast<double>(micro), s = static_cast<double>(c.seq_len);
   const double h = static_cast<double>(c.d_model), m = microbatches;
   const bool first = at.pp == 0, last = at.pp == l.pp - 1;
   const LayerRange r = stage_layers(c.layers, l.pp, at.pp);
   const double ring = [](int n) { return n > 1 ? 2.0 * (n - 1) / n : 0.0; }(l.tp);
-  // Per layer and microbatch: two all-reduces of b s h forward, two backward (Megatron).
-  double tp = 4 * static_cast<double>(r.end - r.begin) * b * s * h * e;
+  // Per layer and microbatch: two all-reduces of b s h forward, two backward (Megatron). With
+  // sequence parallelism each is a reduce-scatter and an all-gather (half a ring all-reduce
+  // each), and the backward gathers the two LayerNorm outputs again: 10 halves; the LayerNorms'
+  // gradients (4 h) are all-reduced.
+  const double layers = static_cast<double>(r.end - r.begin);
+  double tp = (sp ? 5 : 4) * layers * b * s * h * e + (sp ? layers * 4 * h * e : 0);
   if (first) tp += b * s * h * e;                             // vocab-parallel embedding
   if (last) tp += b * s * h * e + b * s * e + 2 * b * s * 8;  // LM head; cross-entropy max, sums
+  if (last && sp) tp += 2 * h * e;                            // the final LayerNorm's gradients
   double tp_broadcast = 0;  // with DP: TP rank 0's replicated values after each update
   if (l.tp > 1 && l.dp > 1) {
     double replicated = 6 * h * static_cast<double>(r.end - r.begin);  // 2 LayerNorms, 2 biases
@@ -108,7 +115,7 @@ std::vector<double> predicted_bytes(const ModelConfig& c, const GridLayout& l, c
     if (last) replicated += 2 * h;  // the final LayerNorm
     tp_broadcast = (l.tp - 1.0) / l.tp * replicated * e;
   }
-  const double pp = ((last ? 0 : 1) + (first ? 0 : 1)) * b * s * h * e;
+  const double pp = ((last ? 0 : 1) + (first ? 0 : 1)) * b * s * h * e / (sp ? l.tp : 1);
   const double dp_ring = l.dp > 1 ? 2.0 * (l.dp - 1) / l.dp : 0.0;
   const double dp = dp_ring * local_params(c, l, at) * e;  // all-reduce = reduce-scatter + gather
   // The tied embedding's sum over its two stages (2(2-1)/2 x the buffer), after the DP
@@ -142,6 +149,7 @@ int main(int argc, char** argv) {
   TrainConfig cfg;
   cfg.model = shape_of(o.shape);
   cfg.parallel.tp = o.tp, cfg.parallel.pp = o.pp, cfg.parallel.zero = o.zero;
+  cfg.parallel.sequence_parallel = o.sp == 1;
   cfg.global_batch = o.global, cfg.micro_batch = o.micro;
   cfg.steps = o.steps + o.warmup, cfg.schedule.total_steps = cfg.steps;
   const std::string prefix = (std::filesystem::temp_directory_path() /
@@ -169,7 +177,7 @@ int main(int argc, char** argv) {
   const double step_ms = 1e3 * times[static_cast<size_t>(o.warmup + o.steps / 2)];
   const std::vector<double> predicted =
       predicted_bytes(cfg.model, tr.layout(), tr.grid().coord(), cfg.micro_batch, tr.microbatches(),
-                      cfg.parallel.zero == 1);
+                      cfg.parallel.zero == 1, tr.model().shard().sequence_parallel);
 
   // Every rank's [measured, predicted] per kind, and its peak RSS, gathered on rank 0.
   rusage ru{};
@@ -184,10 +192,12 @@ int main(int argc, char** argv) {
   if (world.rank() != 0) return 0;
 
   const GridLayout& l = tr.layout();
-  std::printf("shape %s (%lld parameters), %s, %d microbatch%s of %lld, ZeRO %d, %d thread%s\n",
+  std::printf("shape %s (%lld parameters), %s%s, %d microbatch%s of %lld, ZeRO %d, %d thread%s\n",
               o.shape.c_str(), static_cast<long long>(gpt_num_params(cfg.model)),
-              l.describe().c_str(), tr.microbatches(), tr.microbatches() == 1 ? "" : "es",
-              static_cast<long long>(o.micro), o.zero, o.threads, o.threads == 1 ? "" : "s");
+              l.describe().c_str(),
+              tr.model().shard().sequence_parallel ? ", sequence parallel" : "", tr.microbatches(),
+              tr.microbatches() == 1 ? "" : "es", static_cast<long long>(o.micro), o.zero,
+              o.threads, o.threads == 1 ? "" : "s");
   const char* names[] = {"TP all-reduce (and broadcast)", "PP send", "DP reduction",
                          "embedding all-reduce"};
   std::printf(

@@ -70,6 +70,20 @@ void all_reduce_in_order(Communicator& comm, Tensor& t, ReduceOp op) {
     comm.all_reduce_async(t, op)->wait();
 }
 
+void all_gather_in_order(Communicator& comm, Tensor& out, const Tensor& in) {
+  if (out.device() == Device::CPU)
+    comm.all_gather(out, in);
+  else
+    comm.all_gather_async(out, in)->wait();
+}
+
+void reduce_scatter_in_order(Communicator& comm, Tensor& out, const Tensor& in) {
+  if (out.device() == Device::CPU)
+    comm.reduce_scatter(out, in, ReduceOp::Sum);
+  else
+    comm.reduce_scatter_async(out, in, ReduceOp::Sum)->wait();
+}
+
 std::unique_ptr<CommRequest> Communicator::all_reduce_async(Tensor& t, ReduceOp op) {
   all_reduce(t, op);
   return completed_request();

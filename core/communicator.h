@@ -71,6 +71,10 @@ std::unique_ptr<CommRequest> completed_request();
 // host goes on queueing kernels, as it does between them); a host tensor's blocks (all_reduce).
 // Nothing in a group of one.
 void all_reduce_in_order(Communicator& comm, Tensor& t, ReduceOp op);
+// The same for the sequence-parallel layers' collectives: out = every rank's `in`, in rank order
+// along dimension 0; out = this rank's block (along dimension 0) of the sum of every rank's `in`.
+void all_gather_in_order(Communicator& comm, Tensor& out, const Tensor& in);
+void reduce_scatter_in_order(Communicator& comm, Tensor& out, const Tensor& in);
 
 // Strings between the ranks of a host group (their bytes carried as int32 elements): root's
 // text on every rank; every rank's text, in rank order, on every rank.

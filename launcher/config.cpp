@@ -138,6 +138,10 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       "data-parallel replicas (0: MPI ranks / (tp x pp))")(
       "parallel.zero", po::value(&c.parallel.zero)->default_value(c.parallel.zero),
       "1: ZeRO-1, shard the AdamW moments (and bf16's fp32 masters) over the data-parallel ranks")(
+      "parallel.sequence_parallel",
+      po::value(&c.parallel.sequence_parallel)->default_value(c.parallel.sequence_parallel),
+      "with --parallel.tp > 1: outside attention and the MLP each TP rank keeps 1/tp of the "
+      "tokens (Megatron-LM's --sequence-parallel); --model.seq_len must be a multiple of tp")(
       "parallel.bucket_mb",
       po::value(&c.parallel.bucket_mb)->default_value(c.parallel.bucket_mb, "0 (auto)"),
       "size of a data-parallel gradient bucket in MB; each is reduced as soon as it is complete");
@@ -476,6 +480,11 @@ GridLayout TrainConfig::split_model(const GridLayout& l) const {
           "a multiple of --parallel.tp = " + std::to_string(l.tp) +
               " (pad it: ids the tokenizer never makes are never targets)",
           model.vocab_size);
+  if (parallel.sequence_parallel)
+    require(model.seq_len % l.tp == 0, "--model.seq_len",
+            "a multiple of --parallel.tp = " + std::to_string(l.tp) +
+                " with --parallel.sequence_parallel (each TP rank keeps 1/tp of the tokens)",
+            model.seq_len);
   require(model.layers >= l.pp, "--model.layers",
           "at least one layer per pipeline stage, --parallel.pp = " + std::to_string(l.pp),
           model.layers);

@@ -25,6 +25,8 @@ struct ParallelConfig {
   // Data-parallel gradient bucket size in MB; 0: 25 MB (PyTorch DDP's default), with ZeRO-1 at
   // least 2^20 values per DP rank (Trainer::bucket_elements).
   double bucket_mb = 0;
+  // Sequence parallelism (ModelShard::sequence_parallel), with tp > 1; nothing with tp = 1.
+  bool sequence_parallel = false;
 };
 
 struct TrainConfig {

@@ -52,7 +52,7 @@ std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
   // itself reads the gathered row on the host.
   const Device dev = cfg.device;
   GPTActivations a = model.make_activations(1);
-  Tensor inputs({1, T}, DType::I32), stage_input({1, T, cfg.d_model}, cfg.dtype, dev);
+  Tensor inputs({1, T}, DType::I32), stage_input(model.stage_shape(1), cfg.dtype, dev);
   Tensor local_row({local_v}, DType::F32, dev), row({V}, DType::F32, dev);
   Tensor token({1}, DType::I32, dev), host_token({1}, DType::I32);
   std::vector<int32_t> out;

@@ -158,6 +158,16 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
         "validation: none (--train.eval_interval is 0, so --data.valid_path is not read)\n");
   }
   std::printf("%s", tr.grid().describe_groups().c_str());
+  if (l.tp > 1)
+    std::printf(
+        "tensor parallel: %d ranks; %s\n", l.tp,
+        tr.model().shard().sequence_parallel
+            ? ("sequence parallel: each keeps " +
+               std::to_string(cfg.micro_batch * m.seq_len / l.tp) + " of a micro-batch's " +
+               std::to_string(cfg.micro_batch * m.seq_len) + " tokens between the layers")
+                  .c_str()
+            : "every rank keeps every token between the layers (--parallel.sequence_parallel "
+              "false)");
   std::string stages;
   bool uneven = false;
   for (int s = 0; s < l.pp; ++s) {

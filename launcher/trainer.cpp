@@ -133,7 +133,9 @@ void Trainer::start(Communicator& world, int local_rank) {
   device_world_ = open_device_world(cfg_, world, local_rank);
   grid_ = std::make_unique<ProcessGrid>(device_world_ ? *device_world_ : world, layout_);
   TESSERA_CHECK(world.rank() == rank_, "Trainer::start on another rank than it was made for");
-  model_ = std::make_unique<GPT>(cfg_.model, grid_->shard(cfg_.model), grid_->tp(), cfg_.seed);
+  ModelShard shard = grid_->shard(cfg_.model);
+  shard.sequence_parallel = cfg_.parallel.sequence_parallel && layout_.tp > 1;
+  model_ = std::make_unique<GPT>(cfg_.model, shard, grid_->tp(), cfg_.seed);
   pipeline_ =
       std::make_unique<PipelineEngine>(*model_, grid_->pp(), cfg_.micro_batch, microbatches_);
   params_ = model_->params();

@@ -84,7 +84,7 @@ void check_operand(const Tensor& t, const std::string& group, const char* op) {
 }
 
 // MPI has no bf16 type: summing its bits as uint16 would be silently wrong. (The blocking
-// all_reduce widens bf16 to float32 itself.)
+// all_reduce and reduce_scatter widen bf16 to float32 themselves.)
 void check_reducible(const Tensor& t, const std::string& group, const char* op) {
   check_operand(t, group, op);
   TESSERA_CHECK(t.dtype() != DType::BF16,
@@ -290,6 +290,15 @@ void MpiCommunicator::all_gather(Tensor& out, const Tensor& in) {
 }
 
 void MpiCommunicator::reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op) {
+  if (in.dtype() == DType::BF16 && out.dtype() == DType::BF16) {
+    // As all_reduce: in float32, rounded once (host bf16 training with sequence parallelism).
+    check_operand(in, name_, "reduce_scatter");
+    check_operand(out, name_, "reduce_scatter");
+    Tensor wide_out(out.shape(), DType::F32);
+    reduce_scatter(wide_out, ops::cast_to(in, DType::F32), op);
+    ops::cast(out, wide_out);
+    return;
+  }
   check_reduce_scatter(out, in, size_, name_);
   const int count = static_cast<int>(out.numel());
   const WatchedRequest watched("reduce_scatter", name_, in.bytes());

@@ -15,7 +15,7 @@ PipelineEngine::PipelineEngine(GPT& model, Communicator& pp, int64_t micro_batch
   TESSERA_CHECK(first_ == model.shard().has_embedding && last_ == model.shard().has_head,
                 "PipelineEngine: the PP group's ranks do not match the model's stages");
   const ModelConfig& cfg = model.config();
-  const Shape boundary{micro_batch, cfg.seq_len, cfg.d_model};
+  const Shape boundary = model.stage_shape(micro_batch);
   const int slots = in_flight_microbatches(pp.size(), pp.rank(), microbatches);
   for (int i = 0; i < slots; ++i) {
     acts_.push_back(model.make_activations(micro_batch));

@@ -818,6 +818,21 @@ TEST_F(Cli, MpirunTp2Pp2MatchesOneRank) {
   EXPECT_NE(r.out.find("1F1B over 2 microbatches of 2; bubble 33.3%"), std::string::npos) << r.out;
   ASSERT_NE(r.out.find("model:"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("model:"), r.out.rfind("model:")) << "only rank 0 logs:\n" << r.out;
+  EXPECT_NE(r.out.find("tensor parallel: 2 ranks; every rank keeps every token"), std::string::npos)
+      << r.out;
+
+  // With sequence parallelism: the same losses, and the log says what each rank keeps.
+  fs::remove_all(dir_ / "run");
+  const CliRun sp =
+      run_mpi(4, args + " --parallel.tp 2 --parallel.pp 2 --parallel.sequence_parallel true", dir_);
+  ASSERT_EQ(sp.exit_code, 0) << sp.err;
+  const std::vector<double> split = losses_of(dir_ / "run" / "metrics.jsonl");
+  ASSERT_EQ(split.size(), one.size());
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(split[i], one[i], 1e-5 * one[i]);
+  EXPECT_NE(sp.out.find("tensor parallel: 2 ranks; sequence parallel: each keeps 16 of a "
+                        "micro-batch's 32 tokens between the layers"),
+            std::string::npos)
+      << sp.out;
 }
 
 // The default bucket size: 25 MB, and with ZeRO-1 at least 2^20 values per DP rank, 33.6 MB at
@@ -859,6 +874,13 @@ TEST_F(Cli, MpirunWorldSizeNotTpTimesPpTimesDpStopsEveryRank) {
   expect_layout_error(run_mpi(3, tiny_args() + " --parallel.tp 2 --model.vocab_size 258", dir_),
                       "does not divide the world size 3");
   expect_layout_error(run_mpi(4, tiny_args() + " --parallel.dp 3", dir_), "the world size is 4");
+  std::string odd = tiny_args();
+  odd.replace(odd.find("--model.seq_len 16"), 18, "--model.seq_len 15");
+  expect_layout_error(
+      run_mpi(2, odd + " --parallel.tp 2 --model.vocab_size 258 --parallel.sequence_parallel true",
+              dir_),
+      "--model.seq_len: expected a multiple of --parallel.tp = 2 with "
+      "--parallel.sequence_parallel");
 }
 
 TEST_F(Cli, MpirunHeadsNotDivisibleByTpStopsEveryRank) {

@@ -495,10 +495,10 @@ TEST(MpiChunking, BroadcastSendRecvAndIsendIrecvInChunksDeliverEveryElement) {
   EXPECT_EQ(first_mismatch<float>(got_async, [&](int64_t i) { return input<float>(prev, i); }), -1);
 }
 
-// A blocking bf16 all-reduce sums in float32 and rounds once: 1 + 2^-8 from every other rank
-// is exact in float32 but would round away in a running bf16 sum. The other reductions refuse
-// bf16, naming the group.
-TEST(MpiChecks, Bf16AllReduceSumsInFloat32AndOtherReductionsRefuseIt) {
+// A blocking bf16 all-reduce or reduce-scatter sums in float32 and rounds once: 1 + 2^-8 from
+// every other rank is exact in float32 but would round away in a running bf16 sum. The
+// asynchronous reductions refuse bf16, naming the group.
+TEST(MpiChecks, Bf16AllReduceAndReduceScatterSumInFloat32AndTheAsyncFormsRefuseIt) {
   auto comm = MpiCommunicator::world();
   Tensor t({4}, DType::BF16);
   for (int64_t i = 0; i < 4; ++i)
@@ -510,6 +510,10 @@ TEST(MpiChecks, Bf16AllReduceSumsInFloat32AndOtherReductionsRefuseIt) {
   ASSERT_NE(expected, 1.0f);
   for (int64_t i = 0; i < 4; ++i) EXPECT_EQ(to_float(t.data<bf16>()[i]), expected) << i;
   Tensor out({1}, DType::BF16), in({comm->size()}, DType::BF16);
+  for (int64_t i = 0; i < comm->size(); ++i)
+    in.data<bf16>()[i] = to_bf16(comm->rank() == 0 ? 1.0f : std::ldexp(1.0f, -8));
+  comm->reduce_scatter(out, in, ReduceOp::Sum);
+  EXPECT_EQ(to_float(out.data<bf16>()[0]), expected);
   const auto expect_refused = [](const std::function<void()>& reduce, const char* what) {
     try {
       reduce();
@@ -519,7 +523,8 @@ TEST(MpiChecks, Bf16AllReduceSumsInFloat32AndOtherReductionsRefuseIt) {
       EXPECT_TRUE(contains(e.what(), "group world")) << e.what();
     }
   };
-  expect_refused([&] { comm->reduce_scatter(out, in, ReduceOp::Sum); }, "reduce_scatter");
+  expect_refused([&] { comm->reduce_scatter_async(out, in, ReduceOp::Sum)->wait(); },
+                 "reduce_scatter_async");
   expect_refused([&] { comm->all_reduce_async(t, ReduceOp::Sum)->wait(); }, "all_reduce_async");
 }
 

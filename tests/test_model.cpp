@@ -321,13 +321,14 @@ struct ShardedResult {
 };
 
 ShardedResult sharded_loss_and_grads(const ModelConfig& cfg, int tp_size, const Tensor& inputs,
-                                     const Tensor& targets) {
+                                     const Tensor& targets, bool sequence_parallel = false) {
   ShardedResult out;
   std::mutex mu;
   test_support::run_ranks(tp_size, [&](Communicator& tp) {
     ModelShard shard;
     shard.tp_rank = tp.rank();
     shard.tp_size = tp.size();
+    shard.sequence_parallel = sequence_parallel;
     GPT model(cfg, shard, tp, 17);
     GPTActivations a = model.make_activations(inputs.size(0));
     model.zero_grad();
@@ -366,6 +367,46 @@ TEST(TensorParallel, TwoAndFourShardsGiveTheLossAndGradientsOfOne) {
         ref = std::max(ref, std::abs(g1[i]));
       }
       EXPECT_LE(diff, 1e-12 * ref) << name << " at TP " << tp;
+    }
+  }
+}
+
+// Sequence parallelism (the residual stream split over the TP ranks by tokens, reduce-scatters
+// and all-gathers for the all-reduces): the loss and global gradients of the plain model, with
+// learned and sinusoidal positions, an uneven vocabulary split, and 2 x 6 tokens over 2 and 4
+// ranks (3 rows each at TP 4: a rank's rows cross from one sequence into the next). Every
+// recompute mode gives the same bits, as without it.
+TEST(TensorParallel, SequenceParallelGivesTheLossAndGradientsOfOneRank) {
+  for (PositionKind pos : {PositionKind::Learned, PositionKind::Sinusoidal}) {
+    ModelConfig c = tiny_config(pos, DType::F64);
+    c.heads = 4;
+    c.d_ff = 16;
+    c.seq_len = 6;
+    Tensor inputs = random_tokens(2, 6, 11, 14), targets = random_tokens(2, 6, 11, 15);
+    const ShardedResult one = sharded_loss_and_grads(c, 1, inputs, targets);
+    for (int tp : {2, 4}) {
+      const std::string what = position_kind_name(pos) + ", TP " + std::to_string(tp);
+      const ShardedResult many = sharded_loss_and_grads(c, tp, inputs, targets, true);
+      EXPECT_NEAR(many.loss, one.loss, 1e-12 * one.loss) << what;
+      ASSERT_EQ(many.grads.size(), one.grads.size());
+      for (const auto& [name, g1] : one.grads) {
+        const std::vector<double>& gn = many.grads.at(name);
+        double diff = 0, ref = 0;
+        for (size_t i = 0; i < g1.size(); ++i) {
+          diff = std::max(diff, std::abs(gn[i] - g1[i]));
+          ref = std::max(ref, std::abs(g1[i]));
+        }
+        EXPECT_GT(ref, 0) << name << ", " << what;
+        EXPECT_LE(diff, 1e-12 * ref) << name << ", " << what;
+      }
+      for (Recompute mode : {Recompute::Selective, Recompute::Full}) {
+        ModelConfig m = c;
+        m.recompute = mode;
+        const ShardedResult r = sharded_loss_and_grads(m, tp, inputs, targets, true);
+        EXPECT_EQ(r.loss, many.loss) << recompute_name(mode) << ", " << what;
+        for (const auto& [name, g] : many.grads)
+          EXPECT_EQ(r.grads.at(name), g) << name << ", " << recompute_name(mode) << ", " << what;
+      }
     }
   }
 }

@@ -1,7 +1,7 @@
-// Test-only: the ranks of a group as threads of one process. Every all_reduce meets at a
-// barrier and reduces in rank order (so results are deterministic); other collectives are not
-// needed by the tests that use it and fail loudly. run_ranks() runs one function per rank and
-// rethrows the first exception any rank raised.
+// Test-only: the ranks of a group as threads of one process. Every all_reduce, all_gather and
+// reduce_scatter meets at a barrier and reduces in rank order (so results are deterministic);
+// other collectives are not needed by the tests that use it and fail loudly. run_ranks() runs one
+// function per rank and rethrows the first exception any rank raised.
 #pragma once
 
 #include <algorithm>
@@ -36,6 +36,36 @@ class ThreadGroup {
     copy_into(t, result);
   }
 
+  // out = every rank's `in`, in rank order.
+  void all_gather(int rank, Tensor& out, const Tensor& in) {
+    inputs_[static_cast<size_t>(rank)] = &in;
+    barrier_.arrive_and_wait();
+    const int64_t n = in.numel();
+    Tensor flat = out.view({out.numel()});
+    for (size_t r = 0; r < inputs_.size(); ++r) {
+      Tensor block = flat.slice0(static_cast<int64_t>(r) * n, static_cast<int64_t>(r + 1) * n);
+      copy_into(block, inputs_[r]->view({n}));
+    }
+    barrier_.arrive_and_wait();
+  }
+
+  // out = this rank's block of the sum of every rank's `in`, summed in rank order.
+  void reduce_scatter(int rank, Tensor& out, const Tensor& in) {
+    inputs_[static_cast<size_t>(rank)] = &in;
+    barrier_.arrive_and_wait();
+    const int64_t n = out.numel(), at = rank * n;
+    const auto block = [&](size_t r) { return inputs_[r]->view({in.numel()}).slice0(at, at + n); };
+    Tensor result = block(0).clone();
+    for (size_t r = 1; r < inputs_.size(); ++r) {
+      if (in.dtype() == DType::F32)
+        combine(result.data<float>(), block(r).data<float>(), n, ReduceOp::Sum);
+      else
+        combine(result.data<double>(), block(r).data<double>(), n, ReduceOp::Sum);
+    }
+    barrier_.arrive_and_wait();
+    copy_into(out, result.view(out.shape()));
+  }
+
  private:
   template <typename T>
   static void combine(T* acc, const T* x, int64_t n, ReduceOp op) {
@@ -43,6 +73,7 @@ class ThreadGroup {
       acc[i] = op == ReduceOp::Sum ? acc[i] + x[i] : std::max(acc[i], x[i]);
   }
   std::vector<Tensor*> slots_;
+  std::vector<const Tensor*> inputs_ = std::vector<const Tensor*>(slots_.size());
   std::barrier<> barrier_;
 };
 
@@ -53,8 +84,11 @@ class ThreadCommunicator final : public Communicator {
   int size() const override { return group_.size(); }
   std::string name() const override { return "tp"; }
   void all_reduce(Tensor& t, ReduceOp op) override { group_.all_reduce(rank_, t, op); }
-  void all_gather(Tensor&, const Tensor&) override { unused("all_gather"); }
-  void reduce_scatter(Tensor&, const Tensor&, ReduceOp) override { unused("reduce_scatter"); }
+  void all_gather(Tensor& out, const Tensor& in) override { group_.all_gather(rank_, out, in); }
+  void reduce_scatter(Tensor& out, const Tensor& in, ReduceOp op) override {
+    if (op != ReduceOp::Sum) unused("reduce_scatter of another op than Sum");
+    group_.reduce_scatter(rank_, out, in);
+  }
   void broadcast(Tensor&, int) override { unused("broadcast"); }
   void send(const Tensor&, int) override { unused("send"); }
   void recv(Tensor&, int) override { unused("recv"); }

@@ -25,6 +25,7 @@ TransformerBlock::TransformerBlock(const ModelConfig& cfg, const ModelShard& sha
       T_(cfg.seq_len),
       local_heads_(cfg.heads / shard.tp_size),
       local_ff_(cfg.d_ff / shard.tp_size),
+      shard_(shard),
       recompute_(cfg.recompute),
       dtype_(cfg.dtype),
       stats_dtype_(cfg.stats_dtype()),
@@ -59,6 +60,9 @@ std::vector<Param*> TransformerBlock::params() {
 BlockActivations TransformerBlock::make_activations(int64_t B,
                                                     const BlockActivations* shared) const {
   const int64_t C = C_, T = T_, Cloc = qkv_w.local_shape()[0] / 3;
+  // The residual stream's tokens on this rank, and their shape.
+  const int64_t rows = shard_.stream_rows(B, T);
+  const Shape stream = shard_.stream_shape(B, T, C);
   const bool full = shared && recompute_ == Recompute::Full;
   const bool selective = shared && recompute_ == Recompute::Selective;
   // A tensor this layer keeps, or the shared one it borrows.
@@ -66,9 +70,9 @@ BlockActivations TransformerBlock::make_activations(int64_t B,
                   DType dtype) { return keep ? Tensor(shape, dtype, device_) : shared->*field; };
   using A = BlockActivations;
   BlockActivations a;
-  a.ln1 = kept(!full, &A::ln1, {B, T, C}, dtype_);
-  a.ln1_mean = kept(!full, &A::ln1_mean, {B * T}, stats_dtype_);
-  a.ln1_rstd = kept(!full, &A::ln1_rstd, {B * T}, stats_dtype_);
+  a.ln1 = kept(!full, &A::ln1, stream, dtype_);
+  a.ln1_mean = kept(!full, &A::ln1_mean, {rows}, stats_dtype_);
+  a.ln1_rstd = kept(!full, &A::ln1_rstd, {rows}, stats_dtype_);
   a.qkv = kept(!full, &A::qkv, {B, T, 3 * Cloc}, dtype_);
   // What the attention saves depends on the device (attention.h): the probabilities on the
   // host, each row's log-sum-exp on the GPU (small: selective recompute keeps it).
@@ -76,10 +80,10 @@ BlockActivations TransformerBlock::make_activations(int64_t B,
   a.att = kept(keep_att, &A::att, ops::attention_saved_shape(device_, B, local_heads_, T),
                ops::attention_saved_dtype(device_, dtype_));
   a.atty = kept(!full, &A::atty, {B, T, Cloc}, dtype_);
-  a.x1 = kept(!full, &A::x1, {B, T, C}, dtype_);
-  a.ln2 = kept(!full, &A::ln2, {B, T, C}, dtype_);
-  a.ln2_mean = kept(!full, &A::ln2_mean, {B * T}, stats_dtype_);
-  a.ln2_rstd = kept(!full, &A::ln2_rstd, {B * T}, stats_dtype_);
+  a.x1 = kept(!full, &A::x1, stream, dtype_);
+  a.ln2 = kept(!full, &A::ln2, stream, dtype_);
+  a.ln2_mean = kept(!full, &A::ln2_mean, {rows}, stats_dtype_);
+  a.ln2_rstd = kept(!full, &A::ln2_rstd, {rows}, stats_dtype_);
   a.fc = kept(!full, &A::fc, {B, T, local_ff_}, dtype_);
   a.fc_gelu = kept(!full && !selective, &A::fc_gelu, {B, T, local_ff_}, dtype_);
   return a;
@@ -89,29 +93,59 @@ BlockScratch TransformerBlock::make_scratch(int64_t B) const {
   const int64_t C = C_, T = T_, Cloc = qkv_w.local_shape()[0] / 3;
   BlockScratch s;
   s.proj = Tensor({B, T, C}, dtype_, device_);
-  s.dx1 = Tensor({B, T, C}, dtype_, device_);
   s.dln = Tensor({B, T, C}, dtype_, device_);
   s.datty = Tensor({B, T, Cloc}, dtype_, device_);
   s.dqkv = Tensor({B, T, 3 * Cloc}, dtype_, device_);
   s.dfc = Tensor({B, T, local_ff_}, dtype_, device_);
+  s.dx1 = Tensor(shard_.stream_shape(B, T, C), dtype_, device_);
+  if (shard_.sequence_parallel) {
+    s.rows = Tensor(shard_.stream_shape(B, T, C), dtype_, device_);
+    s.norm_grads = Tensor({4, C}, dtype_, device_);
+  }
   return s;
+}
+
+Tensor TransformerBlock::all_tokens(const Tensor& x, BlockScratch& s, Communicator& tp) const {
+  if (!shard_.sequence_parallel) return x;
+  all_gather_in_order(tp, s.proj, x);
+  return s.proj;
+}
+
+Tensor TransformerBlock::row_parallel(const RowParallelLinear& layer, const Tensor& inp,
+                                      BlockScratch& s, Communicator& tp) const {
+  if (!shard_.sequence_parallel) {
+    layer.forward(s.proj, inp, tp);
+    return s.proj;
+  }
+  layer.forward_scatter(s.rows, s.proj, inp, tp);
+  return s.rows;
+}
+
+Tensor TransformerBlock::column_backward(const ColumnParallelLinear& layer, const Tensor& dout,
+                                         const Tensor& inp, BlockScratch& s,
+                                         Communicator& tp) const {
+  if (!shard_.sequence_parallel) {
+    layer.backward(&s.dln, dout, inp, tp);
+    return s.dln;
+  }
+  layer.backward_scatter(s.rows, s.dln, dout, inp, tp);
+  return s.rows;
 }
 
 void TransformerBlock::forward(Tensor& x2, const Tensor& x0, BlockActivations& a, BlockScratch& s,
                                Communicator& tp) {
   ops::layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, x0, ln1_w.value, ln1_b.value);
-  qkv().forward(a.qkv, a.ln1);
+  qkv().forward(a.qkv, all_tokens(a.ln1, s, tp));
   ops::attention_forward(a.atty, a.att, a.qkv, local_heads_);
-  proj().forward(s.proj, a.atty, tp);
+  const Tensor attention_out = row_parallel(proj(), a.atty, s, tp);
   // x1 = x0 + proj, and its LayerNorm, in one pass (one kernel on the GPU).
-  ops::residual_layernorm_forward(a.x1, a.ln2, a.ln2_mean, a.ln2_rstd, x0, s.proj, ln2_w.value,
-                                  ln2_b.value);
+  ops::residual_layernorm_forward(a.x1, a.ln2, a.ln2_mean, a.ln2_rstd, x0, attention_out,
+                                  ln2_w.value, ln2_b.value);
   // Not matmul_gelu_forward: selective recompute reruns gelu_forward alone, and every recompute
   // mode must give the same bits, which cuBLASLt's GELU epilogue would not (its own rounding).
-  up().forward(a.fc, a.ln2);
+  up().forward(a.fc, all_tokens(a.ln2, s, tp));
   ops::gelu_forward(a.fc_gelu, a.fc);
-  down().forward(s.proj, a.fc_gelu, tp);
-  ops::residual_forward(x2, a.x1, s.proj);
+  ops::residual_forward(x2, a.x1, row_parallel(down(), a.fc_gelu, s, tp));
 }
 
 void TransformerBlock::recompute(const Tensor& x0, BlockActivations& a, BlockScratch& s,
@@ -124,29 +158,46 @@ void TransformerBlock::recompute(const Tensor& x0, BlockActivations& a, BlockScr
       if (device_ == Device::CPU) ops::attention_forward(s.datty, a.att, a.qkv, local_heads_);
       ops::gelu_forward(a.fc_gelu, a.fc);
       return;
-    case Recompute::Full:
-      forward(s.dln, x0, a, s, tp);  // the output x2 is not needed: scratch takes it
+    case Recompute::Full: {
+      // The output x2 is not needed: scratch takes it (as many rows as x0 has).
+      Tensor x2 = s.dln.view({s.dln.numel() / C_, C_}).slice0(0, x0.numel() / C_).view(x0.shape());
+      forward(x2, x0, a, s, tp);
       return;
+    }
   }
 }
 
 void TransformerBlock::backward(Tensor& dx0, const Tensor& dx2, const Tensor& x0,
                                 BlockActivations& a, BlockScratch& s, Communicator& tp) {
   recompute(x0, a, s, tp);  // before any scratch below is used
+  // The LayerNorms' parameter gradients: into the Params, or with sequence parallelism (each
+  // rank's rows give part of them) into scratch, summed over TP at the end.
+  Tensor norm_grads[4] = {ln2_w.grad, ln2_b.grad, ln1_w.grad, ln1_b.grad};
+  if (shard_.sequence_parallel) {
+    s.norm_grads.zero();
+    for (int64_t i = 0; i < 4; ++i) norm_grads[i] = s.norm_grads.slice0(i, i + 1).view({C_});
+  }
   // MLP: the residual passes dx2 straight to x1; the branch adds its gradient on top.
   copy_into(s.dx1, dx2);
-  down().backward_gelu(s.dfc, dx2, a.fc_gelu, a.fc);
-  up().backward(&s.dln, s.dfc, a.ln2, tp);  // the one all-reduce of the MLP's backward
-  ops::layernorm_backward(s.dx1, ln2_w.grad, ln2_b.grad, s.dln, a.x1, ln2_w.value, a.ln2_mean,
+  down().backward_gelu(s.dfc, all_tokens(dx2, s, tp), a.fc_gelu, a.fc);
+  // The one reduction of the MLP's backward.
+  const Tensor dln2 = column_backward(up(), s.dfc, all_tokens(a.ln2, s, tp), s, tp);
+  ops::layernorm_backward(s.dx1, norm_grads[0], norm_grads[1], dln2, a.x1, ln2_w.value, a.ln2_mean,
                           a.ln2_rstd);
 
   // Attention, the same way.
   copy_into(dx0, s.dx1);
-  proj().backward(&s.datty, s.dx1, a.atty);
+  proj().backward(&s.datty, all_tokens(s.dx1, s, tp), a.atty);
   ops::attention_backward(s.dqkv, s.datty, a.qkv, a.atty, a.att, local_heads_);
-  qkv().backward(&s.dln, s.dqkv, a.ln1, tp);
-  ops::layernorm_backward(dx0, ln1_w.grad, ln1_b.grad, s.dln, x0, ln1_w.value, a.ln1_mean,
+  const Tensor dln1 = column_backward(qkv(), s.dqkv, all_tokens(a.ln1, s, tp), s, tp);
+  ops::layernorm_backward(dx0, norm_grads[2], norm_grads[3], dln1, x0, ln1_w.value, a.ln1_mean,
                           a.ln1_rstd);
+  if (shard_.sequence_parallel) {
+    all_reduce_in_order(tp, s.norm_grads, ReduceOp::Sum);
+    Param* norms[4] = {&ln2_w, &ln2_b, &ln1_w, &ln1_b};
+    for (int i = 0; i < 4; ++i)
+      ops::residual_forward(norms[i]->grad, norms[i]->grad, norm_grads[i]);
+  }
 }
 
 }  // namespace tessera

@@ -3,7 +3,12 @@
 //   x2 = x1 + down(gelu(up(ln2(x1))))              up column-parallel, down row-parallel
 // The communication is that of the layers in tensor_parallel.h: one all-reduce over TP after
 // each row-parallel matmul in the forward, one after each column-parallel matmul's input
-// gradient in the backward (the conjugate pairs). Forward and backward sit side by side.
+// gradient in the backward (the conjugate pairs). With sequence parallelism the residual stream,
+// the LayerNorms and their outputs hold this rank's rows of the [B T, C] tokens only: each
+// all-reduce is a reduce-scatter, an all-gather of the LayerNorm's output feeds each
+// column-parallel matmul, and the backward gathers again what it needs whole (the LayerNorm
+// outputs, as Megatron-LM does, rather than keeping them whole). Forward and backward sit side
+// by side.
 #pragma once
 
 #include <vector>
@@ -18,6 +23,8 @@ namespace tessera {
 // What one layer's forward saves for its backward, for one microbatch of B sequences. With
 // recompute, the tensors a layer does not keep are views of one set shared by every layer
 // (make_activations' `shared`), which its backward refills just before it needs them.
+// Shapes without sequence parallelism; with it, [B, T, C] and [B*T] are [B*T/tp, C] and
+// [B*T/tp], this rank's rows.
 struct BlockActivations {
   Tensor ln1, ln1_mean, ln1_rstd;  // [B, T, C], [B*T], [B*T]
   Tensor qkv;                      // [B, T, 3 C/tp]
@@ -30,11 +37,16 @@ struct BlockActivations {
 
 // Gradient buffers reused by every layer's backward.
 struct BlockScratch {
-  Tensor proj;      // [B, T, C] row-parallel output before the all-reduce
-  Tensor dx1, dln;  // [B, T, C]
-  Tensor datty;     // [B, T, C/tp]
-  Tensor dqkv;      // [B, T, 3 C/tp]
-  Tensor dfc;       // [B, T, F/tp]: the gradient of fc, the GELU's input
+  Tensor proj;   // [B, T, C] row-parallel output before the all-reduce; with sequence
+                 // parallelism also what is gathered whole
+  Tensor dx1;    // [B, T, C] ([B*T/tp, C] with sequence parallelism)
+  Tensor dln;    // [B, T, C] a column-parallel layer's input gradient before its reduction
+  Tensor datty;  // [B, T, C/tp]
+  Tensor dqkv;   // [B, T, 3 C/tp]
+  Tensor dfc;    // [B, T, F/tp]: the gradient of fc, the GELU's input
+  // Sequence parallelism only: this rank's rows [B*T/tp, C] of a reduce-scatter's sum, and the
+  // LayerNorms' parameter gradients from this rank's rows [4, C], summed over TP.
+  Tensor rows, norm_grads;
 };
 
 class TransformerBlock {
@@ -47,7 +59,8 @@ class TransformerBlock {
   BlockActivations make_activations(int64_t B, const BlockActivations* shared = nullptr) const;
   BlockScratch make_scratch(int64_t B) const;
 
-  // x2 = block(x0); x0 and x2 are [B, T, C] and must be different tensors.
+  // x2 = block(x0); x0 and x2 are [B, T, C] ([B*T/tp, C] with sequence parallelism) and must
+  // be different tensors.
   void forward(Tensor& x2, const Tensor& x0, BlockActivations& a, BlockScratch& s,
                Communicator& tp);
   // dx0 = d loss / d x0 given dx2 = d loss / d x2 (written, not accumulated); parameter
@@ -66,7 +79,17 @@ class TransformerBlock {
   RowParallelLinear down() { return {down_w, &down_b}; }
   // Reruns the forward parts whose outputs `a` shares instead of keeping.
   void recompute(const Tensor& x0, BlockActivations& a, BlockScratch& s, Communicator& tp);
+  // The communication that sequence parallelism changes (tensor_parallel.h), either way:
+  // a column-parallel layer's input from this rank's tokens (x itself, or gathered into s.proj);
+  Tensor all_tokens(const Tensor& x, BlockScratch& s, Communicator& tp) const;
+  // a row-parallel layer's output (the whole of it, or this rank's rows);
+  Tensor row_parallel(const RowParallelLinear& layer, const Tensor& inp, BlockScratch& s,
+                      Communicator& tp) const;
+  // a column-parallel layer's input gradient (the whole of it, or this rank's rows).
+  Tensor column_backward(const ColumnParallelLinear& layer, const Tensor& dout, const Tensor& inp,
+                         BlockScratch& s, Communicator& tp) const;
   int64_t C_, T_, local_heads_, local_ff_;
+  ModelShard shard_;  // its TP rank and size, and whether sequence parallel
   Recompute recompute_;
   DType dtype_;
   DType stats_dtype_;  // LayerNorm statistics

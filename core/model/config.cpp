@@ -9,6 +9,19 @@
 
 namespace tessera {
 
+int64_t ModelShard::stream_rows(int64_t B, int64_t T) const {
+  if (!sequence_parallel) return B * T;
+  TESSERA_CHECK(B * T % tp_size == 0, "sequence parallelism: " + std::to_string(B * T) +
+                                          " tokens over " + std::to_string(tp_size) +
+                                          " TP ranks do not split evenly");
+  return B * T / tp_size;
+}
+
+Shape ModelShard::stream_shape(int64_t B, int64_t T, int64_t C) const {
+  if (sequence_parallel) return {stream_rows(B, T), C};
+  return {B, T, C};
+}
+
 void ModelConfig::validate(int tp_size) const {
   require(vocab_size >= 2, "--model.vocab_size", "at least 2", vocab_size);
   require(d_model >= 1, "--model.d_model", "a positive width", d_model);

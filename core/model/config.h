@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/dtype.h"
+#include "core/tensor.h"
 
 namespace tessera {
 
@@ -54,6 +55,17 @@ struct ModelShard {
   int64_t layer_end = -1;     // -1: up to the last layer
   bool has_embedding = true;  // first pipeline stage
   bool has_head = true;       // last pipeline stage (final norm, LM head, loss)
+  // Megatron-LM's sequence parallelism (Korthikanti et al. 2022), with tp_size > 1: outside the
+  // attention and MLP, each TP rank holds its 1/tp of the micro-batch's tokens (rows
+  // [B T r / tp, B T (r + 1) / tp) of the [B T, C] residual stream) instead of all of them
+  // (tensor_parallel.h). B T must be a multiple of tp_size.
+  bool sequence_parallel = false;
+
+  // The residual stream of a micro-batch of B sequences of T tokens, C wide, on this rank:
+  // [B, T, C], or with sequence parallelism its rows, [B*T/tp, C]; and the number of those rows.
+  // InternalError when B*T does not split evenly.
+  Shape stream_shape(int64_t B, int64_t T, int64_t C) const;
+  int64_t stream_rows(int64_t B, int64_t T) const;
 };
 
 std::string position_kind_name(PositionKind k);

@@ -9,6 +9,7 @@
 #include "core/ops/cast.h"
 #include "core/ops/cross_entropy.h"
 #include "core/ops/embedding.h"
+#include "core/ops/gelu.h"
 #include "core/ops/layernorm.h"
 #include "core/ops/matmul.h"
 
@@ -63,6 +64,10 @@ void GPT::zero_grad() {
   for (Param* p : params()) p->grad.zero();
 }
 
+Shape GPT::stage_shape(int64_t B) const {
+  return shard_.stream_shape(B, cfg_.seq_len, cfg_.d_model);
+}
+
 GPTActivations GPT::make_activations(int64_t B) const {
   const int64_t T = cfg_.seq_len, C = cfg_.d_model;
   GPTActivations a;
@@ -71,7 +76,7 @@ GPTActivations GPT::make_activations(int64_t B) const {
   a.inputs = Tensor({B, T}, DType::I32, dev);
   a.targets = Tensor({B, T}, DType::I32, dev);
   for (size_t i = 0; i <= blocks.size(); ++i)
-    a.residual.emplace_back(Shape{B, T, C}, cfg_.dtype, dev);
+    a.residual.emplace_back(stage_shape(B), cfg_.dtype, dev);
   const BlockActivations* shared = nullptr;
   if (cfg_.recompute != Recompute::None && !blocks.empty()) {
     auto it = shared_acts_.find(B);
@@ -81,8 +86,8 @@ GPTActivations GPT::make_activations(int64_t B) const {
   for (const auto& b : blocks) a.blocks.push_back(b.make_activations(B, shared));
   if (shard_.has_head) {
     a.lnf = Tensor({B, T, C}, cfg_.dtype, dev);
-    a.lnf_mean = Tensor({B * T}, cfg_.stats_dtype(), dev);
-    a.lnf_rstd = Tensor({B * T}, cfg_.stats_dtype(), dev);
+    a.lnf_mean = Tensor({shard_.stream_rows(B, T)}, cfg_.stats_dtype(), dev);
+    a.lnf_rstd = Tensor({shard_.stream_rows(B, T)}, cfg_.stats_dtype(), dev);
     a.logits = Tensor({B * T, wte.local_shape()[0]}, cfg_.dtype, dev);
     a.losses = Tensor({B * T}, cfg_.stats_dtype(), dev);
     a.lse = Tensor({B * T}, cfg_.stats_dtype(), dev);
@@ -99,12 +104,18 @@ BlockScratch& GPT::scratch(int64_t B) {
     else
       scratch_ = std::make_unique<BlockScratch>();
     const Device dev = cfg_.device;
-    dres_a_ = Tensor({B, T, C}, cfg_.dtype, dev);
-    dres_b_ = Tensor({B, T, C}, cfg_.dtype, dev);
+    dres_a_ = Tensor(stage_shape(B), cfg_.dtype, dev);
+    dres_b_ = Tensor(stage_shape(B), cfg_.dtype, dev);
     if (shard_.has_head) {
       dlnf_ = Tensor({B, T, C}, cfg_.dtype, dev);
       dlosses_ = Tensor({B * T}, cfg_.stats_dtype(), dev);
       dlosses_value_ = std::numeric_limits<double>::quiet_NaN();
+    }
+    if (shard_.sequence_parallel && shard_.has_embedding)
+      tokens_ = Tensor({B, T, C}, cfg_.dtype, dev);
+    if (shard_.sequence_parallel && shard_.has_head) {
+      rows_ = Tensor(stage_shape(B), cfg_.dtype, dev);
+      norm_grads_ = Tensor({2, C}, cfg_.dtype, dev);
     }
     scratch_B_ = B;
   }
@@ -127,8 +138,17 @@ double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targe
   if (shard_.has_embedding) {
     TESSERA_CHECK(inputs != nullptr, "GPT::forward: the first stage needs token ids");
     copy_into(a.inputs, *inputs);
-    vocab_parallel_embedding_forward(x0, a.inputs, wte, vocab_start_, tp_);
-    ops::positional_forward(x0, cfg_.pos == PositionKind::Learned ? wpe.value : sinusoid_);
+    const Tensor& positions = cfg_.pos == PositionKind::Learned ? wpe.value : sinusoid_;
+    if (shard_.sequence_parallel) {
+      // Each token's row comes from one rank, the others add zeros: with the positions added
+      // by TP rank 0 before the sum, the rows are bitwise those of the all-reduce below.
+      ops::embedding_forward(tokens_, a.inputs, wte.value, vocab_start_);
+      if (tp_.rank() == 0) ops::positional_forward(tokens_, positions);
+      reduce_scatter_in_order(tp_, x0, tokens_);
+    } else {
+      vocab_parallel_embedding_forward(x0, a.inputs, wte, vocab_start_, tp_);
+      ops::positional_forward(x0, positions);
+    }
   } else {
     TESSERA_CHECK(stage_input != nullptr, "GPT::forward: a later stage needs its input");
     copy_into(x0, *stage_input);
@@ -137,8 +157,14 @@ double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targe
     blocks[i].forward(a.residual[i + 1], a.residual[i], a.blocks[i], s, tp_);
   if (!shard_.has_head) return 0.0;
 
-  ops::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.residual.back(), lnf_w.value,
-                         lnf_b.value);
+  if (shard_.sequence_parallel) {  // this rank's rows, then all of them for the LM head
+    ops::layernorm_forward(rows_, a.lnf_mean, a.lnf_rstd, a.residual.back(), lnf_w.value,
+                           lnf_b.value);
+    all_gather_in_order(tp_, a.lnf, rows_);
+  } else {
+    ops::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.residual.back(), lnf_w.value,
+                           lnf_b.value);
+  }
   ops::matmul_forward(a.logits, a.lnf, wte.value, nullptr);
   if (!targets) return 0.0;
   copy_into(a.targets, *targets);
@@ -170,11 +196,25 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
     ops::cross_entropy_backward(a.logits, dlosses_, a.logits, a.lse,
                                 a.targets.view({a.B * cfg_.seq_len}), vocab_start_);
     ops::matmul_backward(&dlnf_, &wte.grad, nullptr, a.logits, a.lnf, wte.value);
-    // The LM head is column-parallel over the vocabulary.
-    all_reduce_in_order(tp_, dlnf_, ReduceOp::Sum);
     dres->zero();
-    ops::layernorm_backward(*dres, lnf_w.grad, lnf_b.grad, dlnf_, a.residual.back(), lnf_w.value,
-                            a.lnf_mean, a.lnf_rstd);
+    // The LM head is column-parallel over the vocabulary.
+    if (shard_.sequence_parallel) {
+      // Of the summed gradient, this rank's rows; the norm's parameter gradients from them,
+      // summed over TP (tensor_parallel.h).
+      reduce_scatter_in_order(tp_, rows_, dlnf_);
+      norm_grads_.zero();
+      Tensor dw = norm_grads_.slice0(0, 1).view({cfg_.d_model});
+      Tensor db = norm_grads_.slice0(1, 2).view({cfg_.d_model});
+      ops::layernorm_backward(*dres, dw, db, rows_, a.residual.back(), lnf_w.value, a.lnf_mean,
+                              a.lnf_rstd);
+      all_reduce_in_order(tp_, norm_grads_, ReduceOp::Sum);
+      ops::residual_forward(lnf_w.grad, lnf_w.grad, dw);
+      ops::residual_forward(lnf_b.grad, lnf_b.grad, db);
+    } else {
+      all_reduce_in_order(tp_, dlnf_, ReduceOp::Sum);
+      ops::layernorm_backward(*dres, lnf_w.grad, lnf_b.grad, dlnf_, a.residual.back(), lnf_w.value,
+                              a.lnf_mean, a.lnf_rstd);
+    }
     ready({&lnf_w, &lnf_b});
     if (!shard_.has_embedding) ready({&wte});
   } else {
@@ -188,8 +228,10 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
       for (Param* p : blocks[i].params()) (*on_ready)(*p);
   }
   if (shard_.has_embedding) {
-    if (cfg_.pos == PositionKind::Learned) ops::positional_backward(wpe.grad, *dres);
-    ops::embedding_backward(wte.grad, *dres, a.inputs, vocab_start_);
+    const Tensor dembedding = shard_.sequence_parallel ? tokens_ : *dres;
+    if (shard_.sequence_parallel) all_gather_in_order(tp_, tokens_, *dres);
+    if (cfg_.pos == PositionKind::Learned) ops::positional_backward(wpe.grad, dembedding);
+    ops::embedding_backward(wte.grad, dembedding, a.inputs, vocab_start_);
     ready({&wte});
     if (cfg_.pos == PositionKind::Learned) ready({&wpe});
   } else if (d_input) {

@@ -21,8 +21,8 @@ namespace tessera {
 struct GPTActivations {
   int64_t B = 0;
   Tensor inputs, targets;        // I32 [B, T]
-  std::vector<Tensor> residual;  // residual[i]: input of the stage's i-th block, [B, T, C];
-                                 // residual.back() is the stage's output
+  std::vector<Tensor> residual;  // residual[i]: input of the stage's i-th block, [B, T, C]
+                                 // (GPT::stage_shape); residual.back() is the stage's output
   std::vector<BlockActivations> blocks;
   Tensor lnf, lnf_mean, lnf_rstd;  // final LayerNorm (last stage)
   Tensor logits;                   // [B*T, V/tp]; holds d logits after backward
@@ -44,6 +44,9 @@ class GPT {
   void zero_grad();
 
   GPTActivations make_activations(int64_t B) const;
+  // The residual stream between layers and stages for a micro-batch of B sequences: [B, T, C],
+  // or with sequence parallelism this rank's rows of its tokens, [B*T/tp, C].
+  Shape stage_shape(int64_t B) const;
 
   // Forward of one microbatch. First stage: inputs are token ids (I32 [B, T]); other stages:
   // stage_input is the previous stage's output [B, T, C]. Last stage with targets: returns the
@@ -71,9 +74,13 @@ class GPT {
   mutable std::map<int64_t, BlockActivations> shared_acts_;
   std::unique_ptr<BlockScratch> scratch_;
   int64_t scratch_B_ = 0;
-  Tensor dres_a_, dres_b_;    // ping-pong gradients of the residual stream
-  Tensor dlnf_;               // gradient of the final LayerNorm's output (last stage)
-  Tensor dlosses_;            // [B*T] d loss / d per-token loss
+  Tensor dres_a_, dres_b_;  // ping-pong gradients of the residual stream
+  Tensor dlnf_;             // gradient of the final LayerNorm's output (last stage)
+  Tensor dlosses_;          // [B*T] d loss / d per-token loss
+  // Sequence parallelism only: every token's embedding (before the reduce-scatter) or its
+  // gradient (gathered), [B, T, C]; this rank's rows of the final LayerNorm's output or input
+  // gradient; the final LayerNorm's parameter gradients from those rows, [2, C].
+  Tensor tokens_, rows_, norm_grads_;
   double dlosses_value_ = 0;  // what every element of dlosses_ holds (NaN: not yet filled)
   BlockScratch& scratch(int64_t B);
 };

@@ -21,11 +21,23 @@ void ColumnParallelLinear::backward(Tensor* dinp, const Tensor& dout, const Tens
   if (dinp) all_reduce_in_order(tp, *dinp, ReduceOp::Sum);
 }
 
+void ColumnParallelLinear::backward_scatter(Tensor& dinp_rows, Tensor& partial, const Tensor& dout,
+                                            const Tensor& inp, Communicator& tp) const {
+  ops::matmul_backward(&partial, &w.grad, b ? &b->grad : nullptr, dout, inp, w.value);
+  reduce_scatter_in_order(tp, dinp_rows, partial);
+}
+
 void RowParallelLinear::forward(Tensor& out, const Tensor& inp, Communicator& tp) const {
   // The replicated bias goes in once: through TP rank 0's GEMM (its bias epilogue on the GPU),
   // before the sum of the ranks' partial products.
   ops::matmul_forward(out, inp, w.value, b && tp.rank() == 0 ? &b->value : nullptr);
   all_reduce_in_order(tp, out, ReduceOp::Sum);
+}
+
+void RowParallelLinear::forward_scatter(Tensor& out_rows, Tensor& partial, const Tensor& inp,
+                                        Communicator& tp) const {
+  ops::matmul_forward(partial, inp, w.value, b && tp.rank() == 0 ? &b->value : nullptr);
+  reduce_scatter_in_order(tp, out_rows, partial);
 }
 
 void RowParallelLinear::backward(Tensor* dinp, const Tensor& dout, const Tensor& inp) const {

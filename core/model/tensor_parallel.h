@@ -13,6 +13,19 @@
 // output features; a row-parallel layer takes that slice and gives the full output, with the
 // replicated bias added once, by TP rank 0 before the reduction. The functions hold no state: they
 // compute on the caller's Params and tensors. Every rank of `tp` calls them in the same order.
+//
+// With sequence parallelism (ModelShard::sequence_parallel; Korthikanti et al. 2022, sec. 4.2.2)
+// the tensors between the layers (the residual stream, the LayerNorms and their inputs) hold
+// only this rank's 1/tp of the tokens, and each all-reduce becomes the reduce-scatter and
+// all-gather it is made of, the same bytes:
+//
+//   layer                          forward                     backward
+//   ColumnParallelLinear           all-gather inp (the block)  reduce-scatter d inp
+//   RowParallelLinear              reduce-scatter out          all-gather d out (the block)
+//   vocab-parallel embedding       reduce-scatter out          all-gather d out (the model)
+//
+// The LayerNorms' parameters, replicated, then see only this rank's tokens: their gradients
+// are summed over TP (blocks.cpp, gpt.cpp).
 #pragma once
 
 #include "core/communicator.h"
@@ -31,6 +44,10 @@ struct ColumnParallelLinear {
   // Accumulates (+=) w.grad and b->grad; writes (=) dinp[M, K], the sum over `tp` of every
   // rank's partial input gradient. dinp may be null when the input needs no gradient.
   void backward(Tensor* dinp, const Tensor& dout, const Tensor& inp, Communicator& tp) const;
+  // Sequence parallel: the same, but of the summed input gradient only this rank's rows
+  // [M r / tp, M (r + 1) / tp) are written, into dinp_rows; partial[M, K] is scratch.
+  void backward_scatter(Tensor& dinp_rows, Tensor& partial, const Tensor& dout, const Tensor& inp,
+                        Communicator& tp) const;
 };
 
 // out[M, N] = sum over tp of inp[M, K/tp] @ w[N, K/tp]^T, + b[N] (replicated).
@@ -41,6 +58,10 @@ struct RowParallelLinear {
   // One all-reduce of the output; TP rank 0 adds the bias in its GEMM, so it counts once, not
   // tp times (and the GPU needs no kernel of its own to add it).
   void forward(Tensor& out, const Tensor& inp, Communicator& tp) const;
+  // Sequence parallel: the same, but of the summed output only this rank's rows
+  // [M r / tp, M (r + 1) / tp) are written, into out_rows; partial[M, N] is scratch.
+  void forward_scatter(Tensor& out_rows, Tensor& partial, const Tensor& inp,
+                       Communicator& tp) const;
   // No communication: dout is the same on every rank. Writes (=) dinp[M, K/tp] when non-null;
   // accumulates (+=) w.grad and b->grad (the bias gradient is the same on every rank).
   void backward(Tensor* dinp, const Tensor& dout, const Tensor& inp) const;
