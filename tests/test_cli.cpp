@@ -835,6 +835,29 @@ TEST_F(Cli, MpirunTp2Pp2MatchesOneRank) {
       << sp.out;
 }
 
+// Sequence parallelism with bf16 on the host (each op in float32, rounded; the reduce-scatters
+// summed in float32 and rounded once, as are the LayerNorms' gradients): the losses of the same
+// run without it, within bf16's rounding.
+TEST_F(Cli, SequenceParallelInBfloat16FollowsTheRunWithout) {
+  const std::string args = "train --data.path " + corpus_ +
+                           " --model.vocab_size 258 --model.d_model 32 --model.layers 2"
+                           " --model.heads 2 --model.d_ff 64 --model.seq_len 16"
+                           " --train.global_batch 4 --train.micro_batch 2 --train.threads 1"
+                           " --train.steps 10 --train.log_interval 1 --train.precision bf16"
+                           " --parallel.tp 2 --parallel.sequence_parallel ";
+  std::vector<double> losses[2];
+  for (int sp = 0; sp < 2; ++sp) {
+    const fs::path run = dir_ / ("run" + std::to_string(sp));
+    const CliRun r =
+        run_mpi(2, args + (sp ? "true" : "false") + " --run.dir " + run.string(), dir_);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    losses[sp] = losses_of(run / "metrics.jsonl");
+  }
+  ASSERT_EQ(losses[0].size(), 10u);
+  ASSERT_EQ(losses[1].size(), 10u);
+  for (size_t i = 0; i < 10; ++i) EXPECT_NEAR(losses[1][i], losses[0][i], 2e-3 * losses[0][i]);
+}
+
 // The default bucket size: 25 MB, and with ZeRO-1 at least 2^20 values per DP rank, 33.6 MB at
 // DP 8; a size given is taken as given.
 TEST_F(Cli, ZeroOneBucketsHoldAMillionValuesPerDataParallelRankByDefault) {

@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 
 #include "core/buffer.h"
 #include "core/error.h"
@@ -318,6 +319,9 @@ TEST(Param, QkvShardHoldsTheSameHeadsOfQKAndV) {
 struct ShardedResult {
   double loss = 0;
   std::map<std::string, std::vector<double>> grads;  // global tensors, by name
+  // Parameters replicated over TP whose gradient differs between TP ranks (the trainer relies
+  // on their being the same bits).
+  std::set<std::string> replicas_differ;
 };
 
 ShardedResult sharded_loss_and_grads(const ModelConfig& cfg, int tp_size, const Tensor& inputs,
@@ -337,10 +341,15 @@ ShardedResult sharded_loss_and_grads(const ModelConfig& cfg, int tp_size, const 
     std::lock_guard<std::mutex> lock(mu);
     if (tp.rank() == 0) out.loss = loss;
     for (Param* p : model.params()) {
+      const bool seen = out.grads.count(p->name) > 0;
       std::vector<double>& g = out.grads[p->name];
       g.resize(static_cast<size_t>(shape_numel(p->global_shape)));
-      for (int64_t i = 0; i < p->grad.numel(); ++i)
-        g[static_cast<size_t>(p->global_index(i))] = p->grad.data<double>()[i];
+      for (int64_t i = 0; i < p->grad.numel(); ++i) {
+        double& slot = g[static_cast<size_t>(p->global_index(i))];
+        if (seen && p->tp_replicated() && slot != p->grad.data<double>()[i])
+          out.replicas_differ.insert(p->name);
+        slot = p->grad.data<double>()[i];
+      }
     }
   });
   return out;
@@ -358,6 +367,7 @@ TEST(TensorParallel, TwoAndFourShardsGiveTheLossAndGradientsOfOne) {
   for (int tp : {2, 4}) {
     const ShardedResult many = sharded_loss_and_grads(c, tp, inputs, targets);
     EXPECT_NEAR(many.loss, one.loss, 1e-12 * one.loss) << "TP " << tp;
+    EXPECT_TRUE(many.replicas_differ.empty()) << *many.replicas_differ.begin() << ", TP " << tp;
     ASSERT_EQ(many.grads.size(), one.grads.size());
     for (const auto& [name, g1] : one.grads) {
       const std::vector<double>& gn = many.grads.at(name);
@@ -388,6 +398,7 @@ TEST(TensorParallel, SequenceParallelGivesTheLossAndGradientsOfOneRank) {
       const std::string what = position_kind_name(pos) + ", TP " + std::to_string(tp);
       const ShardedResult many = sharded_loss_and_grads(c, tp, inputs, targets, true);
       EXPECT_NEAR(many.loss, one.loss, 1e-12 * one.loss) << what;
+      EXPECT_TRUE(many.replicas_differ.empty()) << *many.replicas_differ.begin() << ", " << what;
       ASSERT_EQ(many.grads.size(), one.grads.size());
       for (const auto& [name, g1] : one.grads) {
         const std::vector<double>& gn = many.grads.at(name);

@@ -25,6 +25,7 @@ class ThreadGroup {
   void all_reduce(int rank, Tensor& t, ReduceOp op) {
     slots_[static_cast<size_t>(rank)] = &t;
     barrier_.arrive_and_wait();
+    check_dtype(t);
     Tensor result = slots_[0]->clone();
     for (size_t r = 1; r < slots_.size(); ++r) {
       if (t.dtype() == DType::F32)
@@ -54,6 +55,7 @@ class ThreadGroup {
     inputs_[static_cast<size_t>(rank)] = &in;
     barrier_.arrive_and_wait();
     const int64_t n = out.numel(), at = rank * n;
+    check_dtype(in);
     const auto block = [&](size_t r) { return inputs_[r]->view({in.numel()}).slice0(at, at + n); };
     Tensor result = block(0).clone();
     for (size_t r = 1; r < inputs_.size(); ++r) {
@@ -67,6 +69,11 @@ class ThreadGroup {
   }
 
  private:
+  static void check_dtype(const Tensor& t) {
+    if (t.dtype() != DType::F32 && t.dtype() != DType::F64)
+      throw std::logic_error("ThreadGroup: reduces float32 and float64 only, found " +
+                             dtype_name(t.dtype()));
+  }
   template <typename T>
   static void combine(T* acc, const T* x, int64_t n, ReduceOp op) {
     for (int64_t i = 0; i < n; ++i)

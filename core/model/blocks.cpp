@@ -192,12 +192,8 @@ void TransformerBlock::backward(Tensor& dx0, const Tensor& dx2, const Tensor& x0
   const Tensor dln1 = column_backward(qkv(), s.dqkv, all_tokens(a.ln1, s, tp), s, tp);
   ops::layernorm_backward(dx0, norm_grads[2], norm_grads[3], dln1, x0, ln1_w.value, a.ln1_mean,
                           a.ln1_rstd);
-  if (shard_.sequence_parallel) {
-    all_reduce_in_order(tp, s.norm_grads, ReduceOp::Sum);
-    Param* norms[4] = {&ln2_w, &ln2_b, &ln1_w, &ln1_b};
-    for (int i = 0; i < 4; ++i)
-      ops::residual_forward(norms[i]->grad, norms[i]->grad, norm_grads[i]);
-  }
+  if (shard_.sequence_parallel)
+    add_tp_sum_of_norm_grads(s.norm_grads, {&ln2_w, &ln2_b, &ln1_w, &ln1_b}, tp);
 }
 
 }  // namespace tessera

@@ -9,7 +9,6 @@
 #include "core/ops/cast.h"
 #include "core/ops/cross_entropy.h"
 #include "core/ops/embedding.h"
-#include "core/ops/gelu.h"
 #include "core/ops/layernorm.h"
 #include "core/ops/matmul.h"
 
@@ -207,9 +206,7 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
       Tensor db = norm_grads_.slice0(1, 2).view({cfg_.d_model});
       ops::layernorm_backward(*dres, dw, db, rows_, a.residual.back(), lnf_w.value, a.lnf_mean,
                               a.lnf_rstd);
-      all_reduce_in_order(tp_, norm_grads_, ReduceOp::Sum);
-      ops::residual_forward(lnf_w.grad, lnf_w.grad, dw);
-      ops::residual_forward(lnf_b.grad, lnf_b.grad, db);
+      add_tp_sum_of_norm_grads(norm_grads_, {&lnf_w, &lnf_b}, tp_);
     } else {
       all_reduce_in_order(tp_, dlnf_, ReduceOp::Sum);
       ops::layernorm_backward(*dres, lnf_w.grad, lnf_b.grad, dlnf_, a.residual.back(), lnf_w.value,

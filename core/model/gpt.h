@@ -49,7 +49,7 @@ class GPT {
   Shape stage_shape(int64_t B) const;
 
   // Forward of one microbatch. First stage: inputs are token ids (I32 [B, T]); other stages:
-  // stage_input is the previous stage's output [B, T, C]. Last stage with targets: returns the
+  // stage_input is the previous stage's output (stage_shape(B)). Last stage with targets: returns the
   // mean loss over the B*T tokens (without targets: stops at the logits, for sampling).
   double forward(GPTActivations& a, const Tensor* inputs, const Tensor* targets,
                  const Tensor* stage_input = nullptr);

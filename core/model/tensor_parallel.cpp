@@ -5,7 +5,9 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/ops/cast.h"
 #include "core/ops/embedding.h"
+#include "core/ops/gelu.h"
 #include "core/ops/matmul.h"
 
 namespace tessera {
@@ -54,6 +56,25 @@ void vocab_parallel_embedding_forward(Tensor& out, const Tensor& ids, const Para
   ops::embedding_forward(out, ids, wte.value, vocab_start);
   // Rows of other vocabulary shards come from their ranks.
   all_reduce_in_order(tp, out, ReduceOp::Sum);
+}
+
+void add_tp_sum_of_norm_grads(Tensor& partial, std::initializer_list<Param*> params,
+                              Communicator& tp) {
+  TESSERA_CHECK(partial.dim() == 2 && partial.size(0) == static_cast<int64_t>(params.size()),
+                "add_tp_sum_of_norm_grads: expected one row of partial per parameter");
+  if (partial.dtype() == DType::BF16) {
+    Tensor wide = ops::cast_to(partial, DType::F32);
+    all_reduce_in_order(tp, wide, ReduceOp::Sum);
+    ops::cast(partial, wide);
+  } else {
+    all_reduce_in_order(tp, partial, ReduceOp::Sum);
+  }
+  int64_t row = 0;
+  for (Param* p : params) {
+    const Tensor sum = partial.slice0(row, row + 1).view(p->grad.shape());
+    ops::residual_forward(p->grad, p->grad, sum);
+    ++row;
+  }
 }
 
 void vocab_parallel_embedding_backward(Param& wte, const Tensor& dout, const Tensor& ids,

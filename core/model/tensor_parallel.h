@@ -28,6 +28,8 @@
 // are summed over TP (blocks.cpp, gpt.cpp).
 #pragma once
 
+#include <initializer_list>
+
 #include "core/communicator.h"
 #include "core/model/param.h"
 #include "core/tensor.h"
@@ -79,5 +81,12 @@ void vocab_parallel_embedding_forward(Tensor& out, const Tensor& ids, const Para
 // No communication: dout is the same on every rank, and each accumulates (+=) into its rows.
 void vocab_parallel_embedding_backward(Param& wte, const Tensor& dout, const Tensor& ids,
                                        int64_t vocab_start);
+
+// Sequence parallel: row i of `partial` [k, C] holds the gradient of params[i] (replicated, C
+// values: a LayerNorm's weight or bias) from this rank's tokens. Adds (+=) their sum over `tp`
+// into each params[i]->grad, the same bits on every rank. bf16 partials are summed in float32
+// and rounded once, not at every step of the reduction. `partial` is overwritten.
+void add_tp_sum_of_norm_grads(Tensor& partial, std::initializer_list<Param*> params,
+                              Communicator& tp);
 
 }  // namespace tessera
