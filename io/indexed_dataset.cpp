@@ -362,6 +362,11 @@ IndexedDataset IndexedDataset::open(const std::string& prefix) {
   return ds;
 }
 
+std::string IndexedDataset::token_place(int64_t pos) const {
+  return "token " + std::to_string(pos) + " (document " + std::to_string(document_of_token(pos)) +
+         " of " + std::to_string(num_documents()) + ", counted from 0)";
+}
+
 int64_t IndexedDataset::document_of_token(int64_t pos) const {
   TESSERA_CHECK(pos >= 0 && pos < num_tokens(),
                 "token position " + std::to_string(pos) + " outside the corpus " + prefix_);

@@ -56,7 +56,6 @@ class IndexedDataset {
   // Validates the .idx against the format and the .bin's size; throws InputError otherwise.
   static IndexedDataset open(const std::string& prefix);
 
-  const std::string& prefix() const { return prefix_; }
   std::string idx_path() const { return prefix_ + ".idx"; }
   std::string bin_path() const { return prefix_ + ".bin"; }
   DType dtype() const { return dtype_; }  // U16 or I32
@@ -67,8 +66,10 @@ class IndexedDataset {
   int64_t sequence_length(int64_t seq) const;
   // Position of a sequence's first token in the concatenated stream.
   int64_t sequence_start(int64_t seq) const;
-  // The document holding stream position `pos` (for error messages; O(log S)).
+  // The document holding stream position `pos` (O(log S)), and for messages "token P (document
+  // D of N, counted from 0)".
   int64_t document_of_token(int64_t pos) const;
+  std::string token_place(int64_t pos) const;
 
   // The mapped .bin: num_tokens() values of dtype(), the concatenated stream (valid while this
   // dataset or a copy lives).

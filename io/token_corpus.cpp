@@ -75,7 +75,12 @@ TokenCorpus TokenCorpus::open(const std::string& path) {
   c.num_tokens_ = data->num_tokens();
   c.num_documents_ = data->num_documents();
   c.keepalive_ = data;
+  c.dataset_ = data;
   return c;
+}
+
+std::string TokenCorpus::token_place(int64_t pos) const {
+  return dataset_ ? dataset_->token_place(pos) : "token " + std::to_string(pos);
 }
 
 std::string TokenCorpus::format() const {
@@ -109,7 +114,7 @@ std::vector<int64_t> TokenCorpus::scan(int64_t vocab, int64_t begin, int64_t end
     const int64_t start = begin + (all ? 0 : (n - run) / (kRuns - 1) * r);
     const int64_t bad = first_bad_token(start, run, vocab);
     if (bad >= 0)
-      throw InputError("corpus " + token_file_ + ": token " + std::to_string(bad) + " has id " +
+      throw InputError("corpus " + token_file_ + ": " + token_place(bad) + " has id " +
                        std::to_string(with_tokens([&](const auto* p) { return int64_t{p[bad]}; })) +
                        ", expected ids in [0, --model.vocab_size " + std::to_string(vocab) +
                        ") (was it made with another tokenizer?)");

@@ -16,6 +16,8 @@
 
 namespace tessera {
 
+class IndexedDataset;
+
 class TokenCorpus {
  public:
   // `path` is an llm.c shard file or a Megatron prefix. Throws InputError naming the file for a
@@ -29,6 +31,9 @@ class TokenCorpus {
   int64_t num_tokens() const { return num_tokens_; }
   int64_t num_documents() const { return num_documents_; }  // -1: the format has no documents
 
+  // Where a message about a token points: "token P", and in a Megatron corpus the document
+  // holding it (IndexedDataset::token_place).
+  std::string token_place(int64_t pos) const;
   // Tokens [start, start + count) widened to int32.
   void read_tokens(int64_t start, int64_t count, int32_t* out) const;
   // The first of tokens [start, start + count) whose id lies outside [0, vocab), or -1: the
@@ -74,7 +79,8 @@ class TokenCorpus {
   DType dtype_ = DType::U16;
   const void* tokens_ = nullptr;
   int64_t num_tokens_ = 0, num_documents_ = -1;
-  std::shared_ptr<const void> keepalive_;  // the reader that owns the mapping
+  std::shared_ptr<const void> keepalive_;          // the reader that owns the mapping
+  std::shared_ptr<const IndexedDataset> dataset_;  // a Megatron corpus's, for its documents
 };
 
 // True when `a` and `b` read the same token file, by whatever paths (the same inode).

@@ -360,8 +360,8 @@ void check_ids(const IndexedDataset& corpus, const Tokenizer& tokenizer, bool by
                          " (was it made with a SentencePiece model?)"
                    : "an id below " + std::to_string(tokenizer.vocab_size()) + " of " +
                          tokenizer.description() + " (was it made with another tokenizer?)";
-    throw InputError("corpus " + corpus.bin_path() + ": token " +
-                     std::to_string(start + static_cast<int64_t>(i)) + " has id " +
+    throw InputError("corpus " + corpus.bin_path() + ": " +
+                     corpus.token_place(start + static_cast<int64_t>(i)) + " has id " +
                      std::to_string(ids[i]) + ", expected " + expected);
   }
 }

@@ -135,7 +135,9 @@ TEST_F(Loader, TokenIdsOutsideTheVocabularyAreRejectedNamingFileAndPosition) {
   } catch (const InputError& e) {
     const std::string m = e.what();
     EXPECT_NE(m.find(c.path()), std::string::npos) << m;
-    EXPECT_NE(m.find("token 72 has id 504"), std::string::npos) << m;
+    // Documents of 37 tokens: 72 is in the second.
+    EXPECT_NE(m.find("token 72 (document 1 of 9, counted from 0) has id 504"), std::string::npos)
+        << m;
   }
   const std::string prefix = (dir_ / "neg").string();
   {
@@ -154,7 +156,9 @@ TEST_F(Loader, TokenIdsOutsideTheVocabularyAreRejectedNamingFileAndPosition) {
     TokenCorpus::open(prefix).check_token_ids(100);
     FAIL() << "no error";
   } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("token 2 has id -3"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("token 2 (document 0 of 1, counted from 0) has id -3"),
+              std::string::npos)
+        << e.what();
   }
 }
 
@@ -411,7 +415,8 @@ TEST_F(Loader, SampleWithAnIdBeyondTheVocabularyIsRefusedAsItIsRead) {
   EXPECT_EQ(row[10], 70);
   test_support::expect_input_error(
       [&] { s.read(0, 7, row.data()); },
-      {"corpus " + prefix, "token 72 has id 504", "expected ids in [0, --model.vocab_size 500)"});
+      {"corpus " + prefix, "token 72 (document 1 of 28, counted from 0) has id 504",
+       "expected ids in [0, --model.vocab_size 500)"});
 }
 
 // A stream reads sample first + SamplePermutation(n, seed, epoch_stream(k, epoch))(j % n): the

@@ -472,7 +472,7 @@ TEST_F(TokenizerTest, CorpusEncodedWithAModelDecodesWithIt) {
       [&] {
         run_tokenize({"decode", "--input", path("c")});
       },
-      {path("c.bin"), "expected a byte-level id below 257"});
+      {path("c.bin"), " of 100, counted from 0) has id ", "expected a byte-level id below 257"});
 }
 
 // ---------------------------------------------------------------------------------------------
