@@ -7,8 +7,6 @@
 #include <cstring>
 #include <new>
 
-#include "core/error.h"
-
 namespace tessera {
 
 namespace {

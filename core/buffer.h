@@ -28,7 +28,7 @@ class Buffer {
 };
 
 // Bytes of host memory held by live Buffers now, and the most held at once since the last reset
-// (for the memory figures in the log, and the test of the memory estimate).
+// (for the test of the memory estimate; the log reports the process's peak RSS).
 size_t host_bytes_allocated();
 size_t host_peak_bytes();
 void reset_host_peak();

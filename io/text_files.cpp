@@ -332,23 +332,6 @@ std::vector<std::string> read_documents(const std::vector<std::string>& inputs) 
   return documents;
 }
 
-std::vector<std::string> split_fortunes(std::string_view text) {
-  std::vector<std::string> entries;
-  size_t entry_start = 0, line_start = 0;
-  while (line_start < text.size()) {
-    size_t line_end = text.find('\n', line_start);
-    const size_t next = line_end == std::string_view::npos ? text.size() : line_end + 1;
-    if (line_end == std::string_view::npos) line_end = text.size();
-    if (text.substr(line_start, line_end - line_start) == "%") {
-      entries.emplace_back(text.substr(entry_start, line_start - entry_start));
-      entry_start = next;
-    }
-    line_start = next;
-  }
-  entries.emplace_back(text.substr(entry_start));
-  return entries;
-}
-
 std::string remove_overstrike(std::string_view text) {
   if (text.find('\b') == std::string_view::npos) return std::string(text);
   std::string out;

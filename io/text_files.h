@@ -63,10 +63,6 @@ class DocumentReader {
 // Every document of the inputs, in order (see DocumentReader).
 std::vector<std::string> read_documents(const std::vector<std::string>& inputs);
 
-// Entries of a fortune file: text between lines that hold only "%". Text without such a line is
-// one entry. Each entry keeps its own line endings.
-std::vector<std::string> split_fortunes(std::string_view text);
-
 // Undoes terminal overstriking as a line printer would show it: a backspace moves back one
 // column and the next character overwrites it; an underscore never wins over a letter
 // ("_\bX", "X\b_" and "X\bX" all give "X"; "___\b\b\babc" gives "abc").

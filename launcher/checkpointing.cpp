@@ -405,9 +405,7 @@ std::string choose_checkpoint_together(Communicator& world, const std::string& r
 }
 
 std::string checkpoint_dir(const std::string& root, int64_t step) {
-  char name[32];
-  std::snprintf(name, sizeof name, "step_%08lld", static_cast<long long>(step));
-  return (fs::path(root) / name).string();
+  return (fs::path(root) / step_directory_name(step)).string();
 }
 
 void remove_unfinished_checkpoints(Communicator& world, const std::string& root) {
@@ -456,9 +454,7 @@ double CheckpointSaver::save() {
     }
   }
   meta_ = meta_of(tr_);
-  char name[32];
-  std::snprintf(name, sizeof name, "rank_%05d.h5", rank);
-  const std::string shard = (fs::path(tmp) / "shards" / name).string();
+  const std::string shard = (fs::path(tmp) / "shards" / shard_file_name(rank)).string();
   written_ = false;
   error_ = nullptr;
   auto write = [this, blocks = std::move(blocks), shard, &c, rank]() {
@@ -553,9 +549,7 @@ void CheckpointSaver::gather_crcs() {
     if (!all.data<int32_t>()[2 * r]) continue;
     uint32_t crc = 0;
     std::memcpy(&crc, &all.data<int32_t>()[2 * r + 1], sizeof crc);
-    char name[40];
-    std::snprintf(name, sizeof name, "shards/rank_%05d.h5", r);
-    crcs_[name] = crc;
+    crcs_["shards/" + shard_file_name(r)] = crc;
   }
 }
 
@@ -576,8 +570,7 @@ void CheckpointSaver::commit() {
     fs::rename(dir_, aside);
     crash_point(c, 0, "set_aside");
   }
-  fs::rename(tmp, dir_);
-  fsync_directory(root_);
+  rename_directory(tmp, dir_);
   // Housekeeping, after the commit: what cannot go now (an NFS .nfsXXXX of a reader) goes at the
   // next start, by restore_replaced_checkpoints.
   std::error_code ec;

@@ -13,7 +13,6 @@
 #include <string>
 #include <thread>
 
-#include "core/error.h"
 #include "io/checkpoint_io.h"
 
 #include "launcher/trainer.h"
@@ -88,7 +87,7 @@ std::string check_checkpoint_fits(const std::string& dir, Trainer& tr);
 // (CheckpointReader::check_shards); InputError naming the file otherwise. What "usable" means
 // below, and what `tessera ckpt verify` and `export` check. The CRC pass reads every byte of
 // the checkpoint: a progress line on stderr (launcher/progress.h) names it `what`.
-CheckpointReader verify_checkpoint(const std::string& dir, const std::string& what = "checkpoint");
+CheckpointReader verify_checkpoint(const std::string& dir, const std::string& what);
 
 // How a candidate checkpoint is judged: InputError naming what is wrong, else it is usable.
 using CheckpointVerifier = std::function<void(const std::string& dir)>;

@@ -503,7 +503,7 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
   raw.seed = std::to_string(cfg.seed);
   po::options_description generic("tessera train [--config FILE] [--section.key value ...]");
   generic.add_options()("help,h", "list every option with its default")(
-      "config", po::value(&cfg.config_file), "INI file; command-line options override it");
+      "config", po::value<std::string>(), "INI file; command-line options override it");
   po::options_description all = train_options(cfg, raw);
   po::options_description cmdline;
   cmdline.add(generic).add(all);

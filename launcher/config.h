@@ -30,7 +30,6 @@ struct ParallelConfig {
 };
 
 struct TrainConfig {
-  std::string config_file;  // --config, may be empty
   std::string run_dir = "runs/default";
   ModelConfig model;
   // [train]
@@ -87,7 +86,7 @@ struct TrainConfig {
   // The collective deadline during start-up, the first step and saves: never below the rest's.
   double startup_deadline() const { return std::max(collective_timeout, startup_timeout); }
   // Microbatches per step on each data-parallel rank.
-  int64_t accumulation_steps(int dp = 1) const { return global_batch / (micro_batch * dp); }
+  int64_t accumulation_steps(int dp) const { return global_batch / (micro_batch * dp); }
   // Whether validation samples are to be held out of the training corpora: validation runs and
   // has no corpora of its own (the Trainer then needs a corpus with 2 samples to split).
   bool holds_out_validation() const {

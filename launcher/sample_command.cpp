@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "core/device.h"
 #include "core/error.h"
 #include "core/model/gpt.h"
 #include "io/checkpoint_io.h"

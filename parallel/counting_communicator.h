@@ -1,34 +1,23 @@
 // CountingCommunicator: a Communicator that forwards every call to another and counts the
-// calls and bytes per operation. "Sent" is what each rank sends under the bandwidth-optimal
+// bytes this rank sends. "Sent" is what each rank sends under the bandwidth-optimal
 // (ring) algorithm for the call as issued: all-reduce 2(n-1)/n x S, all-gather and
 // reduce-scatter (n-1)/n x S of the full buffer, send S (Thakur et al. 2005). It is the volume
 // the Megatron formulas predict (bench/parallel_bench.cpp), not the bytes of whatever algorithm
 // the MPI library picked.
 #pragma once
 
-#include <cstdint>
 #include <memory>
 
 #include "core/communicator.h"
 
 namespace tessera {
 
-enum class CommOp { AllReduce, AllGather, ReduceScatter, Broadcast, Send, Recv, kCount };
-
-struct CommCounter {
-  int64_t calls = 0;
-  double payload_bytes = 0;  // bytes of the tensors handed to the calls
-  double sent_bytes = 0;     // bytes this rank sends, by the ring algorithm
-};
-
 class CountingCommunicator final : public Communicator {
  public:
   explicit CountingCommunicator(std::unique_ptr<Communicator> inner) : inner_(std::move(inner)) {}
 
-  // Calls and bytes of one operation; sent_bytes() sums the sent bytes of all.
-  const CommCounter& counter(CommOp op) const { return counters_[static_cast<int>(op)]; }
-  double sent_bytes() const;  // over all operations
-  void reset_counters();
+  double sent_bytes() const { return sent_; }  // since the last reset, over all operations
+  void reset_counters() { sent_ = 0; }
 
   int rank() const override { return inner_->rank(); }
   int size() const override { return inner_->size(); }
@@ -52,10 +41,9 @@ class CountingCommunicator final : public Communicator {
   }
 
  private:
-  void count(CommOp op, double payload, double sent);
   double ring(double bytes) const;
   std::unique_ptr<Communicator> inner_;
-  CommCounter counters_[static_cast<int>(CommOp::kCount)];
+  double sent_ = 0;
 };
 
 }  // namespace tessera

@@ -34,10 +34,6 @@ class PipelineEngine {
   // stage, 0 on the others. Gradients are untouched.
   double evaluate(const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets);
 
-  const std::vector<PipeAction>& schedule() const { return schedule_; }
-  int microbatches() const { return microbatches_; }
-  int stages() const { return pp_.size(); }
-
  private:
   // warmup: no backward has run yet in this step (or none will: evaluate), so the output's send
   // starts at once; later, NCCL holds it back until the stage's next receive (see isend).

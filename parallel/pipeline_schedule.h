@@ -25,7 +25,7 @@ int in_flight_microbatches(int stages, int stage, int microbatches);
 // (p - 1) / (m + p - 1).
 double bubble_fraction(int stages, int microbatches);
 
-// "F0 F1 B0 F2 B1 B2", for logs and tests.
+// "F0 F1 B0 F2 B1 B2", for tests.
 std::string schedule_string(const std::vector<PipeAction>& actions);
 
 }  // namespace tessera

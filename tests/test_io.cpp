@@ -610,14 +610,17 @@ TEST_F(IoTest, IsLlmcShardTellsAShardFromAMegatronCorpus) {
 // ---------------------------------------------------------------------------------------------
 // Text files
 
+// A text file's documents: entries between lines that hold only "%", each keeping its own line
+// endings; a "%" inside a line or "%%" does not separate.
 TEST(TextFiles, SplitsFortuneEntriesAtPercentLines) {
-  const auto entries = split_fortunes("one\nline\n%\ntwo 100%\n%\n%\nthree");
-  ASSERT_EQ(entries.size(), 4u);
-  EXPECT_EQ(entries[0], "one\nline\n");
-  EXPECT_EQ(entries[1], "two 100%\n");
-  EXPECT_EQ(entries[2], "");
-  EXPECT_EQ(entries[3], "three");
-  EXPECT_EQ(split_fortunes("no separator\n%%\n"), std::vector<std::string>{"no separator\n%%\n"});
+  const std::string dir = ::testing::TempDir() + "tessera_fortunes_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  write_text(dir + "/f", "one\nline\n%\ntwo 100%\n%\nthree");
+  write_text(dir + "/g", "no separator\n%%\n");
+  EXPECT_EQ(read_documents({dir + "/f"}),
+            (std::vector<std::string>{"one\nline\n", "two 100%\n", "three"}));
+  EXPECT_EQ(read_documents({dir + "/g"}), std::vector<std::string>{"no separator\n%%\n"});
+  std::filesystem::remove_all(dir);
 }
 
 TEST(TextFiles, RemovesBackspaceOverstriking) {

@@ -42,7 +42,6 @@ struct ModelConfig {
   // The dtype of LayerNorm mean/rstd and of per-token losses on this device.
   DType stats_dtype() const { return row_stats_dtype(device, dtype); }
 
-  int64_t head_dim() const { return d_model / heads; }
   // Throws InputError naming the option for impossible shapes, given the TP shard count.
   void validate(int tp_size = 1) const;
 };
