@@ -1,18 +1,66 @@
 // Blended, shuffled samples over memory-mapped corpora, read ahead on a background thread.
 #include "io/data_loader.h"
 
+#include <glob.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <iomanip>
+#include <map>
 #include <sstream>
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "io/llmc_shard.h"
 #include "io/sample_permutation.h"
 
 namespace tessera {
+
+namespace {
+
+// A decimal number, as a weight: std::stod also reads "0x10", "inf" and "nan".
+bool read_weight(const std::string& word, double& w) {
+  if (word.find_first_not_of("0123456789.eE+-") != std::string::npos) return false;
+  size_t used = 0;
+  try {
+    w = std::stod(word, &used);
+  } catch (const std::exception&) {
+    return false;
+  }
+  return used == word.size();
+}
+
+bool is_glob(const std::string& path) {
+  return path.find_first_of("*?[") != std::string::npos;
+}
+
+// The corpora a glob matches, sorted: each llm.c shard, and each Megatron corpus once (PREFIX for
+// PREFIX.bin or PREFIX.idx); a .bin without its .idx is left for TokenCorpus::open to judge.
+std::vector<std::string> expand_glob(const std::string& pattern, const std::string& option) {
+  glob_t found{};
+  const int code = ::glob(pattern.c_str(), GLOB_NOSORT, nullptr, &found);
+  std::vector<std::string> files(found.gl_pathv, found.gl_pathv + found.gl_pathc);
+  globfree(&found);
+  if (code == GLOB_NOMATCH || files.empty())
+    throw InputError(option + ": " + pattern + " matches no file");
+  if (code != 0) throw InputError(option + ": " + pattern + ": cannot read its directories");
+  std::sort(files.begin(), files.end());
+  std::vector<std::string> corpora;
+  for (const std::string& f : files) {
+    std::string corpus = f;
+    if (f.ends_with(".idx") || (f.ends_with(".bin") && !is_llmc_shard(f) &&
+                                std::filesystem::exists(f.substr(0, f.size() - 4) + ".idx")))
+      corpus = f.substr(0, f.size() - 4);
+    if (std::find(corpora.begin(), corpora.end(), corpus) == corpora.end())
+      corpora.push_back(corpus);
+  }
+  return corpora;
+}
+
+}  // namespace
 
 std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std::string& option) {
   if (std::count(text.begin(), text.end(), '"') % 2 != 0)
@@ -26,42 +74,75 @@ std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std:
   for (const std::string& w : words)
     if (w.empty())
       throw InputError(option + ": expected corpus paths, found an empty one (\"\") in " + text);
-  if (words.size() == 1) return {CorpusWeight{1.0, words[0]}};
-  if (words.size() % 2 != 0)
-    throw InputError(option + ": expected PATH or pairs \"WEIGHT PATH ...\", found " +
-                     std::to_string(words.size()) + " words in \"" + text + "\"");
-  std::vector<CorpusWeight> blend;
-  double total = 0;
-  for (size_t i = 0; i < words.size(); i += 2) {
-    // A decimal number: std::stod also reads "0x10", "inf" and "nan".
-    const bool decimal = words[i].find_first_not_of("0123456789.eE+-") == std::string::npos;
-    double w = 0;
-    size_t used = 0;
-    try {
-      if (decimal) w = std::stod(words[i], &used);
-    } catch (const std::exception&) {
-      used = 0;
+  // The paths as written, each with its weight; without weights, one group of them all.
+  std::vector<std::pair<double, std::string>> listed;
+  double w = 0;
+  const bool weighted = words.size() > 1 && read_weight(words[0], w);
+  if (!weighted) {
+    for (const std::string& word : words) {
+      if (read_weight(word, w))
+        throw InputError(option +
+                         ": expected paths, or pairs \"WEIGHT PATH ...\", found the "
+                         "number " +
+                         word + " among paths in \"" + text + "\"");
+      listed.push_back({1.0, word});
     }
-    if (used != words[i].size() || !(w > 0) || !std::isfinite(w))
-      throw InputError(option + ": expected a positive weight before " + words[i + 1] +
-                       ", found \"" + words[i] + "\" (a path with spaces goes in double quotes)");
-    blend.push_back({w, words[i + 1]});
-    total += w;
+  } else {
+    if (words.size() % 2 != 0)
+      throw InputError(option + ": expected PATH or pairs \"WEIGHT PATH ...\", found " +
+                       std::to_string(words.size()) + " words in \"" + text + "\"");
+    for (size_t i = 0; i < words.size(); i += 2) {
+      if (!read_weight(words[i], w) || !(w > 0) || !std::isfinite(w))
+        throw InputError(option + ": expected a positive weight before " + words[i + 1] +
+                         ", found \"" + words[i] + "\" (a path with spaces goes in double quotes)");
+      listed.push_back({w, words[i + 1]});
+    }
   }
+  double total = 0;
+  for (const auto& [weight, path] : listed) total += weight;
   if (!std::isfinite(total)) {  // weights near DBL_MAX: relative to the largest, then summed
     double largest = 0;
-    for (const CorpusWeight& c : blend) largest = std::max(largest, c.weight);
+    for (const auto& [weight, path] : listed) largest = std::max(largest, weight);
     total = 0;
-    for (CorpusWeight& c : blend) total += c.weight /= largest;
+    for (auto& [weight, path] : listed) total += weight /= largest;
   }
-  for (CorpusWeight& c : blend) c.weight /= total;
-  // The blend counts positions in doubles, exact up to 2^53: a share below 2^-53 is never drawn.
-  for (size_t i = 0; i < blend.size(); ++i)
-    if (blend[i].weight < 0x1p-53)
-      throw InputError(option + ": weight " + words[2 * i] + " of " + blend[i].path +
+  std::vector<CorpusWeight> blend;
+  for (size_t i = 0; i < listed.size(); ++i) {
+    const auto& [weight, path] = listed[i];
+    // The blend counts positions in doubles, exact up to 2^53: a share below 2^-53 is never
+    // drawn.
+    if (weight / total < 0x1p-53)
+      throw InputError(option + ": weight " + (weighted ? words[2 * i] : "1") + " of " + path +
                        " is less than 2^-53 of the weights' sum: no sample would ever be drawn "
                        "from it; raise it or leave the corpus out");
+    // Paths without weights are one group, of all the weight; a glob is a group of its own.
+    const bool list = !weighted && listed.size() > 1;
+    const int group = list ? 0 : is_glob(path) ? static_cast<int>(i) : -1;
+    const double share = list ? 1.0 : weight / total;
+    if (!is_glob(path)) {
+      blend.push_back({share, path, group});
+    } else {
+      for (const std::string& corpus : expand_glob(path, option))
+        blend.push_back({share, corpus, group});
+    }
+  }
   return blend;
+}
+
+std::vector<double> blend_weights(const std::vector<CorpusWeight>& blend,
+                                  const std::vector<TokenCorpus>& corpora) {
+  TESSERA_CHECK(blend.size() == corpora.size(), "blend_weights: one corpus per blend entry");
+  std::map<int, double> group_tokens;
+  for (size_t i = 0; i < blend.size(); ++i)
+    if (blend[i].group >= 0)
+      group_tokens[blend[i].group] += static_cast<double>(corpora[i].num_tokens());
+  std::vector<double> weights;
+  for (size_t i = 0; i < blend.size(); ++i)
+    weights.push_back(blend[i].group < 0
+                          ? blend[i].weight
+                          : blend[i].weight * static_cast<double>(corpora[i].num_tokens()) /
+                                group_tokens.at(blend[i].group));
+  return weights;
 }
 
 // --- SampleStream -----------------------------------------------------------------------------

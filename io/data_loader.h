@@ -30,13 +30,26 @@
 namespace tessera {
 
 struct CorpusWeight {
-  double weight = 1.0;
+  double weight = 1.0;  // of the corpus, or of its whole group (each member holds the group's)
   std::string path;
+  // >= 0: the corpus is one of a group (the files a glob matched, or a list without weights)
+  // that shares `weight` by the corpora's sizes (blend_weights).
+  int group = -1;
 };
 
-// "PATH" or "W1 PATH1 W2 PATH2 ..." (weights positive, normalised to sum 1); a path with spaces
-// in double quotes. Throws InputError naming `option` when the text is not of that form.
+// "PATH", "W1 PATH1 W2 PATH2 ..." (weights positive) or "PATH1 PATH2 ..." (no weights: each
+// corpus weighted by its size, Megatron-LM's rule); a path with spaces in double quotes. A path
+// holding *, ? or [ is a glob (glob(7)) for the files it matches, sorted by name: llm.c shards,
+// and Megatron corpora by their .bin or .idx (PREFIX.bin and PREFIX.idx are one corpus, PREFIX);
+// together they take the glob's weight, by their sizes. Weights are normalised to sum 1 over the
+// paths as written. Throws InputError naming `option` when the text is not of that form, or a
+// glob matches nothing.
 std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std::string& option);
+
+// The weight of each corpus of `blend` (open, in `corpora`): its own, or its share of its
+// group's by tokens. Sums to 1.
+std::vector<double> blend_weights(const std::vector<CorpusWeight>& blend,
+                                  const std::vector<TokenCorpus>& corpora);
 
 struct SampleOptions {
   int64_t seq_len = 128;

@@ -45,10 +45,26 @@ std::vector<TokenCorpus> open_corpora(const std::vector<CorpusWeight>& blend, in
   return corpora;
 }
 
-std::vector<double> weights_of(const std::vector<CorpusWeight>& blend) {
-  std::vector<double> w;
-  for (const CorpusWeight& c : blend) w.push_back(c.weight);
-  return w;
+// A 64-bit hash as four doubles for a Max all-reduce: its two exact 32-bit halves, each as itself
+// and negated. The hash was the same on every rank when, after the reduction, each half's maximum
+// is minus the maximum of its negation (same_hash).
+void put_hash(uint64_t hash, double* m) {
+  const auto high = static_cast<double>(hash >> 32), low = static_cast<double>(hash & 0xFFFFFFFFu);
+  m[0] = high, m[1] = -high, m[2] = low, m[3] = -low;
+}
+bool same_hash(const double* m) {
+  return m[0] == -m[1] && m[2] == -m[3];
+}
+
+// "2 corpora, 12345 tokens"
+std::string count_corpora(const SampleStream& s) {
+  int64_t tokens = 0;
+  for (int k = 0; k < s.num_corpora(); ++k) tokens += s.corpus(k).num_tokens();
+  std::string text = std::to_string(s.num_corpora());
+  text.append(s.num_corpora() == 1 ? " corpus, " : " corpora, ")
+      .append(std::to_string(tokens))
+      .append(" tokens");
+  return text;
 }
 
 // A rank's wish to stop (StopReason bits) as three counts for a world all-reduce, and back.
@@ -100,7 +116,7 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
       return (c.num_tokens() - 1) / cfg.model.seq_len >= 2;
     });
   so.valid_fraction = hold_out ? cfg.valid_fraction : 0.0;
-  train_stream_ = std::make_unique<SampleStream>(corpora, weights_of(blend_), so);
+  train_stream_ = std::make_unique<SampleStream>(corpora, blend_weights(blend_, corpora), so);
   // Validation: its own corpora, or the held-out end of each training corpus; in order.
   so.shuffle = false;
   // Parsed also when not read (--train.eval_interval 0): a malformed value is named now, not in
@@ -110,13 +126,13 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
                              : parse_corpus_blend(cfg.valid_path, "--data.valid_path");
   if (cfg.eval_interval > 0 && !valid.empty()) {
     so.valid_fraction = 0;
-    valid_stream_ = std::make_unique<SampleStream>(
-        open_corpora(valid, cfg.model.vocab_size, "--data.valid_path", cache_dir_, rank, world_size,
-                     id_slices_),
-        weights_of(valid), so);
+    const std::vector<TokenCorpus> valid_corpora = open_corpora(
+        valid, cfg.model.vocab_size, "--data.valid_path", cache_dir_, rank, world_size, id_slices_);
+    valid_stream_ =
+        std::make_unique<SampleStream>(valid_corpora, blend_weights(valid, valid_corpora), so);
   } else if (hold_out) {
     so.valid_split = true;
-    valid_stream_ = std::make_unique<SampleStream>(corpora, weights_of(blend_), so);
+    valid_stream_ = std::make_unique<SampleStream>(corpora, blend_weights(blend_, corpora), so);
   }
   const int dp_rank = layout_.coord_of(rank).dp;
   // Two steps of batches ahead: the loop never waits while the corpus is in the page cache.
@@ -129,6 +145,7 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
 
 void Trainer::start(Communicator& world, int local_rank) {
   host_world_ = &world;
+  check_same_corpora(world);
   record_id_ranges(world);
   device_world_ = open_device_world(cfg_, world, local_rank);
   grid_ = std::make_unique<ProcessGrid>(device_world_ ? *device_world_ : world, layout_);
@@ -376,6 +393,20 @@ std::vector<std::string> Trainer::nonfinite_here() {
   return found;
 }
 
+void Trainer::check_same_corpora(Communicator& world) const {
+  std::string key = train_stream_->sequence_key();
+  if (valid_stream_) key.append("\n").append(valid_stream_->sequence_key());
+  Tensor m({4}, DType::F64);
+  put_hash(name_hash(key), m.data<double>());
+  world.all_reduce(m, ReduceOp::Max);
+  if (!same_hash(m.data<double>()))
+    throw InputError(std::string("--data.path: the ranks did not open the same corpora (this "
+                                 "rank's: ")
+                         .append(count_corpora(*train_stream_))
+                         .append("): a glob matched other files, or a corpus file differs, on "
+                                 "some node; give every node the same files"));
+}
+
 void Trainer::record_id_ranges(Communicator& world) {
   // Every rank checked one slice of each corpus that had no record: the ranges of all the slices
   // make the record, which rank 0 writes once every rank's part is in. A corpus that some rank
@@ -388,23 +419,19 @@ void Trainer::record_id_ranges(Communicator& world) {
     const IdSlice& s = id_slices_[static_cast<size_t>(k)];
     counts.data<double>()[k] = s.sliced ? 1 : 0;
     // Max of -lo and of hi; an empty slice (more ranks than tokens) contributes nothing. Then
-    // the key's hash in two exact halves, each as itself and negated: equal everywhere when
-    // their maximum is minus the maximum of the negation.
+    // the key's hash, which every rank must have had.
     const bool any = s.sliced && s.ids.lo <= s.ids.hi;
-    const uint64_t hash = name_hash(s.ids.key);
-    const auto high = static_cast<double>(hash >> 32),
-               low = static_cast<double>(hash & 0xFFFFFFFFu);
     double* m = maxima.data<double>() + 6 * k;
     m[0] = any ? -static_cast<double>(s.ids.lo) : -1e300;
     m[1] = any ? static_cast<double>(s.ids.hi) : -1e300;
-    m[2] = high, m[3] = -high, m[4] = low, m[5] = -low;
+    put_hash(name_hash(s.ids.key), m + 2);
   }
   world.all_reduce(counts, ReduceOp::Sum);
   world.all_reduce(maxima, ReduceOp::Max);
   if (world.rank() == 0)
     for (int64_t k = 0; k < n; ++k) {
       const double* m = maxima.data<double>() + 6 * k;
-      if (counts.data<double>()[k] != world.size() || m[2] != -m[3] || m[4] != -m[5]) continue;
+      if (counts.data<double>()[k] != world.size() || !same_hash(m + 2)) continue;
       TokenCorpus::SliceIds whole = id_slices_[static_cast<size_t>(k)].ids;
       whole.lo = static_cast<int64_t>(-m[0]);
       whole.hi = static_cast<int64_t>(m[1]);

@@ -712,7 +712,7 @@ TEST_F(Cli, TokenizerIsCheckedAndAnUnreadValidationCorpusIsNamed) {
   // Not read, but parsed: a malformed blend is named all the same.
   fs::remove_all(dir_ / "run");
   expect_clear_error(run_tessera(tiny_args() + " --train.steps 1 --train.eval_interval 0 " +
-                                     "--data.valid_path \"0x10 " + corpus_ + "\"",
+                                     "--data.valid_path \"0 " + corpus_ + "\"",
                                  dir_),
                      "--data.valid_path");
 }
@@ -856,6 +856,40 @@ TEST_F(Cli, SequenceParallelInBfloat16FollowsTheRunWithout) {
   ASSERT_EQ(losses[0].size(), 10u);
   ASSERT_EQ(losses[1].size(), 10u);
   for (size_t i = 0; i < 10; ++i) EXPECT_NEAR(losses[1][i], losses[0][i], 2e-3 * losses[0][i]);
+}
+
+// llm.c's way of naming its shards, a glob: every shard it matches is a corpus, weighted by its
+// tokens, and the log lists them in name order.
+TEST_F(Cli, GlobOfShardsTrainsOnEveryShardWeightedByItsTokens) {
+  std::mt19937_64 rng(3);
+  for (const auto& [name, tokens] :
+       {std::pair{"train_000002.bin", 3000}, {"train_000001.bin", 1000}}) {
+    std::vector<uint16_t> ids(static_cast<size_t>(tokens));
+    for (auto& t : ids) t = static_cast<uint16_t>(rng() % 200);
+    write_llmc_shard((dir_ / name).string(), ids);
+  }
+  const CliRun r = run_tessera(
+      "train --data.path \"" + (dir_ / "train_*.bin").string() + "\" --run.dir " +
+          (dir_ / "run").string() +
+          " --model.d_model 32 --model.layers 1 --model.heads 2 --model.d_ff 64"
+          " --model.seq_len 16 --train.global_batch 4 --train.micro_batch 4 --train.threads 1"
+          " --train.steps 2 --train.eval_interval 0",
+      dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const size_t first = r.out.find("train_000001.bin (llm.c shard): 1000 tokens");
+  const size_t second = r.out.find("train_000002.bin (llm.c shard): 3000 tokens");
+  ASSERT_NE(first, std::string::npos) << r.out;
+  ASSERT_NE(second, std::string::npos) << r.out;
+  EXPECT_LT(first, second) << r.out;
+  EXPECT_NE(r.out.find("weight 0.250", first), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("weight 0.750", second), std::string::npos) << r.out;
+  const CliRun none = run_tessera("train --data.path \"" + (dir_ / "valid_*.bin").string() +
+                                      "\" --run.dir " + (dir_ / "none").string(),
+                                  dir_);
+  EXPECT_EQ(none.exit_code, 2) << none.err;
+  EXPECT_NE(none.err.find("--data.path: " + (dir_ / "valid_*.bin").string() + " matches no file"),
+            std::string::npos)
+      << none.err;
 }
 
 // The default bucket size: 25 MB, and with ZeRO-1 at least 2^20 values per DP rank, 33.6 MB at

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 
+#include "core/error.h"
 #include "core/threads.h"
 #include "io/synthetic_corpus.h"
 #include "launcher/trainer.h"
@@ -195,6 +196,33 @@ TEST_F(LayoutEquivalence, SequenceParallelLayoutsMatchOneRank) {
         expect_matches_reference(l, m, 0, true);
         if (l.dp > 1) expect_matches_reference(l, m, 1, true);
       }
+}
+
+// Ranks that opened different corpora (a glob that matched other files on some node) stop
+// together, naming --data.path, before they would read different samples or disagree on the
+// id-check records' collective.
+TEST_F(LayoutEquivalence, RanksThatOpenedOtherCorporaStopNamingTheDataPath) {
+  std::unique_ptr<Communicator> two =
+      world_->split(world_->rank() < 2 ? 0 : -1, world_->rank(), "two");
+  if (two) {
+    TrainConfig cfg = *cfg_;
+    cfg.parallel.dp = 2;
+    cfg.micro_batch = cfg.global_batch / 2;
+    if (two->rank() == 1) {
+      cfg.data_path = cfg_->data_path + "_other";
+      write_synthetic_corpus(cfg.data_path, 512, 16, 200, 2);
+    }
+    Trainer tr(cfg, two->rank(), 2);
+    try {
+      tr.start(*two);
+      ADD_FAILURE() << "rank " << two->rank() << " started";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("--data.path: the ranks did not open the same corpora"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  world_->barrier();
 }
 
 // DESIGN invariant 2 on a grid: a fixed layout gives bitwise the same losses run to run, since

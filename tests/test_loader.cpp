@@ -99,8 +99,8 @@ TEST(CorpusBlend, ParsesOnePathOrWeightedPairsAndNormalises) {
 
 TEST(CorpusBlend, MalformedTextNamesTheOption) {
   for (const char* bad :
-       {"", "0.5 a b", "x a 0.5 b", "-1 a 1 b", "0 a 1 b", "my data/a", "\"my data/a", "\"\"",
-        "1 \"\"", "0x10 a 1 b", "inf a 1 b", "nan a 1 b", "1e-300 a 1 b"}) {
+       {"", "0.5 a b", "x a 0.5 b", "a 2", "-1 a 1 b", "0 a 1 b", "\"my data/a", "\"\"", "1 \"\"",
+        "0x10 a 1 b", "inf a 1 b", "nan a 1 b", "1e-300 a 1 b"}) {
     try {
       parse_corpus_blend(bad, "--data.path");
       ADD_FAILURE() << "accepted \"" << bad << "\"";
@@ -108,6 +108,39 @@ TEST(CorpusBlend, MalformedTextNamesTheOption) {
       EXPECT_NE(std::string(e.what()).find("--data.path"), std::string::npos) << e.what();
     }
   }
+}
+
+// A glob stands for the corpora it matches, sorted by name (a Megatron corpus once, by its .bin
+// or .idx), which share its weight by their tokens; paths without weights are all weighted by
+// their tokens, as Megatron-LM does.
+TEST_F(Loader, GlobsAndPathsWithoutWeightsWeighTheirCorporaByTokens) {
+  const std::string a2 = megatron("a_2", 100), a1 = megatron("a_1", 300);
+  std::vector<uint16_t> ids(200, 5);
+  const std::string shard = (dir_ / "s_1.bin").string();
+  write_llmc_shard(shard, ids);
+  const auto weights = [](const std::vector<CorpusWeight>& blend) {
+    std::vector<TokenCorpus> corpora;
+    for (const CorpusWeight& c : blend) corpora.push_back(TokenCorpus::open(c.path));
+    return blend_weights(blend, corpora);
+  };
+  const std::vector<CorpusWeight> glob = parse_corpus_blend((dir_ / "a_*").string(), "--data.path");
+  ASSERT_EQ(glob.size(), 2u);
+  EXPECT_EQ(glob[0].path, a1);
+  EXPECT_EQ(glob[1].path, a2);
+  EXPECT_EQ(weights(glob), (std::vector<double>{0.75, 0.25}));
+  // A weighted glob beside a weighted corpus: 1 : 1, the glob's half shared 3 : 1.
+  const auto mixed =
+      parse_corpus_blend("1 " + (dir_ / "a_*.bin").string() + " 1 " + shard, "--data.path");
+  ASSERT_EQ(mixed.size(), 3u);
+  EXPECT_EQ(weights(mixed), (std::vector<double>{0.375, 0.125, 0.5}));
+  // No weights: 300 and 200 tokens.
+  const auto listed = parse_corpus_blend(a1 + " " + shard, "--data.path");
+  EXPECT_EQ(weights(listed), (std::vector<double>{0.6, 0.4}));
+  test_support::expect_input_error(
+      [&] { parse_corpus_blend((dir_ / "none_*").string(), "--data.path"); },
+      {"--data.path: ", "none_*", "matches no file"});
+  test_support::expect_input_error([&] { parse_corpus_blend(a1 + " 0.5 " + a2, "--data.path"); },
+                                   {"--data.path: ", "found the number 0.5 among paths"});
 }
 
 TEST_F(Loader, BothFormatsReadTheSameTokens) {
