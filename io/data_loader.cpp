@@ -21,38 +21,54 @@ namespace tessera {
 
 namespace {
 
-// A decimal number, as a weight: std::stod also reads "0x10", "inf" and "nan".
-bool read_weight(const std::string& word, double& w) {
-  if (word.find_first_not_of("0123456789.eE+-") != std::string::npos) return false;
+// A word std::stod reads whole ("0.5", "1e3", but also "0x10", "inf", "nan"): a weight, or a
+// malformed one, never a path.
+bool numeric(const std::string& word) {
   size_t used = 0;
   try {
-    w = std::stod(word, &used);
+    std::stod(word, &used);
   } catch (const std::exception&) {
     return false;
   }
   return used == word.size();
 }
 
+// A decimal number, as a weight (not hexadecimal, infinite or NaN).
+bool read_weight(const std::string& word, double& w) {
+  if (word.find_first_not_of("0123456789.eE+-") != std::string::npos || !numeric(word))
+    return false;
+  w = std::stod(word);
+  return true;
+}
+
+// A path holding *, ? or [ that names no corpus as it is (PATH, PATH.bin or PATH.idx).
 bool is_glob(const std::string& path) {
-  return path.find_first_of("*?[") != std::string::npos;
+  if (path.find_first_of("*?[") == std::string::npos) return false;
+  std::error_code ec;
+  for (const char* ext : {"", ".bin", ".idx"})
+    if (std::filesystem::exists(path + ext, ec)) return false;
+  return true;
 }
 
 // The corpora a glob matches, sorted: each llm.c shard, and each Megatron corpus once (PREFIX for
 // PREFIX.bin or PREFIX.idx); a .bin without its .idx is left for TokenCorpus::open to judge.
 std::vector<std::string> expand_glob(const std::string& pattern, const std::string& option) {
   glob_t found{};
-  const int code = ::glob(pattern.c_str(), GLOB_NOSORT, nullptr, &found);
+  const int code = ::glob(pattern.c_str(), GLOB_NOSORT | GLOB_ERR, nullptr, &found);
   std::vector<std::string> files(found.gl_pathv, found.gl_pathv + found.gl_pathc);
   globfree(&found);
-  if (code == GLOB_NOMATCH || files.empty())
-    throw InputError(option + ": " + pattern + " matches no file");
-  if (code != 0) throw InputError(option + ": " + pattern + ": cannot read its directories");
+  if (code != 0 && code != GLOB_NOMATCH)
+    throw InputError(option + ": " + pattern + ": " +
+                     (code == GLOB_ABORTED ? "a directory it reads cannot be read"
+                                           : "out of memory expanding it"));
+  if (files.empty()) throw InputError(option + ": " + pattern + " matches no file");
   std::sort(files.begin(), files.end());
   std::vector<std::string> corpora;
+  std::error_code ec;
   for (const std::string& f : files) {
     std::string corpus = f;
     if (f.ends_with(".idx") || (f.ends_with(".bin") && !is_llmc_shard(f) &&
-                                std::filesystem::exists(f.substr(0, f.size() - 4) + ".idx")))
+                                std::filesystem::exists(f.substr(0, f.size() - 4) + ".idx", ec)))
       corpus = f.substr(0, f.size() - 4);
     if (std::find(corpora.begin(), corpora.end(), corpus) == corpora.end())
       corpora.push_back(corpus);
@@ -74,17 +90,16 @@ std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std:
   for (const std::string& w : words)
     if (w.empty())
       throw InputError(option + ": expected corpus paths, found an empty one (\"\") in " + text);
-  // The paths as written, each with its weight; without weights, one group of them all.
+  // The paths as written, each with its weight. A first word that reads as a number makes pairs
+  // of weights and paths; else every word is a path, and together they are one group.
   std::vector<std::pair<double, std::string>> listed;
-  double w = 0;
-  const bool weighted = words.size() > 1 && read_weight(words[0], w);
+  const bool weighted = words.size() > 1 && numeric(words[0]);
+  const bool list = words.size() > 1 && !weighted;
   if (!weighted) {
     for (const std::string& word : words) {
-      if (read_weight(word, w))
-        throw InputError(option +
-                         ": expected paths, or pairs \"WEIGHT PATH ...\", found the "
-                         "number " +
-                         word + " among paths in \"" + text + "\"");
+      if (list && numeric(word))
+        throw InputError(option + ": expected paths, or pairs \"WEIGHT PATH ...\", found the " +
+                         "number " + word + " among paths in \"" + text + "\"");
       listed.push_back({1.0, word});
     }
   } else {
@@ -92,6 +107,7 @@ std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std:
       throw InputError(option + ": expected PATH or pairs \"WEIGHT PATH ...\", found " +
                        std::to_string(words.size()) + " words in \"" + text + "\"");
     for (size_t i = 0; i < words.size(); i += 2) {
+      double w = 0;
       if (!read_weight(words[i], w) || !(w > 0) || !std::isfinite(w))
         throw InputError(option + ": expected a positive weight before " + words[i + 1] +
                          ", found \"" + words[i] + "\" (a path with spaces goes in double quotes)");
@@ -110,38 +126,44 @@ std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std:
   for (size_t i = 0; i < listed.size(); ++i) {
     const auto& [weight, path] = listed[i];
     // The blend counts positions in doubles, exact up to 2^53: a share below 2^-53 is never
-    // drawn.
+    // drawn (blend_weights checks each corpus of a group again).
     if (weight / total < 0x1p-53)
-      throw InputError(option + ": weight " + (weighted ? words[2 * i] : "1") + " of " + path +
+      throw InputError(option + ": weight " + words[2 * i] + " of " + path +
                        " is less than 2^-53 of the weights' sum: no sample would ever be drawn "
                        "from it; raise it or leave the corpus out");
     // Paths without weights are one group, of all the weight; a glob is a group of its own.
-    const bool list = !weighted && listed.size() > 1;
     const int group = list ? 0 : is_glob(path) ? static_cast<int>(i) : -1;
     const double share = list ? 1.0 : weight / total;
     if (!is_glob(path)) {
-      blend.push_back({share, path, group});
+      blend.push_back({share, path, group, "", list});
     } else {
       for (const std::string& corpus : expand_glob(path, option))
-        blend.push_back({share, corpus, group});
+        blend.push_back({share, corpus, group, path, list});
     }
   }
   return blend;
 }
 
 std::vector<double> blend_weights(const std::vector<CorpusWeight>& blend,
-                                  const std::vector<TokenCorpus>& corpora) {
+                                  const std::vector<TokenCorpus>& corpora,
+                                  const std::string& option) {
   TESSERA_CHECK(blend.size() == corpora.size(), "blend_weights: one corpus per blend entry");
   std::map<int, double> group_tokens;
   for (size_t i = 0; i < blend.size(); ++i)
     if (blend[i].group >= 0)
       group_tokens[blend[i].group] += static_cast<double>(corpora[i].num_tokens());
   std::vector<double> weights;
-  for (size_t i = 0; i < blend.size(); ++i)
-    weights.push_back(blend[i].group < 0
-                          ? blend[i].weight
-                          : blend[i].weight * static_cast<double>(corpora[i].num_tokens()) /
-                                group_tokens.at(blend[i].group));
+  for (size_t i = 0; i < blend.size(); ++i) {
+    const CorpusWeight& c = blend[i];
+    weights.push_back(c.group < 0 ? c.weight
+                                  : c.weight * static_cast<double>(corpora[i].num_tokens()) /
+                                        group_tokens.at(c.group));
+    if (weights.back() < 0x1p-53)
+      throw InputError(option + ": " + c.path +
+                       (c.pattern.empty() ? "" : " (matched by " + c.pattern + ")") +
+                       " gets less than 2^-53 of the blend by its tokens: no sample would ever "
+                       "be drawn from it; raise its weight or leave it out");
+  }
   return weights;
 }
 

@@ -35,21 +35,26 @@ struct CorpusWeight {
   // >= 0: the corpus is one of a group (the files a glob matched, or a list without weights)
   // that shares `weight` by the corpora's sizes (blend_weights).
   int group = -1;
+  std::string pattern;      // the glob that matched it, as written; empty for a path
+  bool unweighted = false;  // one of several paths given without weights
 };
 
-// "PATH", "W1 PATH1 W2 PATH2 ..." (weights positive) or "PATH1 PATH2 ..." (no weights: each
-// corpus weighted by its size, Megatron-LM's rule); a path with spaces in double quotes. A path
-// holding *, ? or [ is a glob (glob(7)) for the files it matches, sorted by name: llm.c shards,
-// and Megatron corpora by their .bin or .idx (PREFIX.bin and PREFIX.idx are one corpus, PREFIX);
-// together they take the glob's weight, by their sizes. Weights are normalised to sum 1 over the
-// paths as written. Throws InputError naming `option` when the text is not of that form, or a
-// glob matches nothing.
+// "PATH", "W1 PATH1 W2 PATH2 ..." (weights positive decimals; a first word that reads as a number
+// makes pairs) or "PATH1 PATH2 ..." (no weights: each corpus weighted by its size, Megatron-LM's
+// rule); a path with spaces in double quotes. A path holding *, ? or [ that names no corpus as
+// written is a glob (glob(7), a backslash escaping) for the files it matches, sorted by name:
+// llm.c shards, and Megatron corpora by their .bin or .idx (PREFIX.bin and PREFIX.idx are one
+// corpus, PREFIX); together they take the glob's weight, by their sizes. Weights are normalised
+// to sum 1 over the paths as written. Throws InputError naming `option` when the text is not of
+// that form, or a glob matches nothing or cannot be read.
 std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std::string& option);
 
 // The weight of each corpus of `blend` (open, in `corpora`): its own, or its share of its
-// group's by tokens. Sums to 1.
+// group's by tokens. Sums to 1. InputError naming `option` for a corpus whose share is below
+// 2^-53, which would never be drawn.
 std::vector<double> blend_weights(const std::vector<CorpusWeight>& blend,
-                                  const std::vector<TokenCorpus>& corpora);
+                                  const std::vector<TokenCorpus>& corpora,
+                                  const std::string& option);
 
 struct SampleOptions {
   int64_t seq_len = 128;

@@ -113,7 +113,11 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       "LR at the end of the decay")(
       "optim.warmup", po::value(&c.schedule.warmup)->default_value(c.schedule.warmup),
       "linear warm-up steps")("optim.decay", po::value(&e.decay)->default_value(e.decay),
-                              "decay after warm-up: cosine | linear | constant")(
+                              "decay after warm-up: cosine | linear | constant | wsd "
+                              "(warmup-stable-decay: constant, then --optim.cooldown)")(
+      "optim.cooldown", po::value(&c.schedule.cooldown)->default_value(c.schedule.cooldown, "0.2"),
+      "with --optim.decay wsd: the fraction of --train.steps at the end in which the LR falls "
+      "linearly to --optim.min_lr")(
       "optim.weight_decay",
       po::value(&c.adamw.weight_decay)->default_value(c.adamw.weight_decay, "0.1"),
       "decoupled weight decay of matmul weights")(
@@ -212,7 +216,9 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
   data.add_options()(
       "data.path", po::value(&c.data_path),
       "corpus: a Megatron prefix (PREFIX.bin + PREFIX.idx) or an llm.c shard "
-      "(.bin); a blend as \"W1 PATH1 W2 PATH2 ...\"; a path with spaces in double quotes")(
+      "(.bin); a blend as \"W1 PATH1 W2 PATH2 ...\", or \"PATH1 PATH2 ...\" weighted by "
+      "size; a glob (\"data/train_*.bin\") for the files it matches, weighted by size; a path "
+      "with spaces in double quotes")(
       "data.valid_path", po::value(&c.valid_path)->default_value(c.valid_path),
       "validation corpora, same syntax (empty: hold out --data.valid_fraction)")(
       "data.valid_fraction", po::value(&c.valid_fraction)->default_value(c.valid_fraction, "0.01"),
@@ -404,6 +410,8 @@ void TrainConfig::validate() const {
           "a positive, finite learning rate", schedule.lr);
   require(schedule.min_lr >= 0 && schedule.min_lr <= schedule.lr, "--optim.min_lr",
           "a value in [0, --optim.lr]", schedule.min_lr);
+  require(schedule.cooldown > 0 && schedule.cooldown <= 1, "--optim.cooldown",
+          "a fraction in (0, 1] of --train.steps", schedule.cooldown);
   require(schedule.warmup >= 0, "--optim.warmup", "0 or more steps", schedule.warmup);
   require(adamw.weight_decay >= 0 && std::isfinite(adamw.weight_decay), "--optim.weight_decay",
           "0 or more, finite", adamw.weight_decay);
@@ -553,7 +561,8 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
   cfg.schedule.decay = choose<DecayKind>("--optim.decay", raw.decay,
                                          {{"cosine", DecayKind::Cosine},
                                           {"linear", DecayKind::Linear},
-                                          {"constant", DecayKind::Constant}});
+                                          {"constant", DecayKind::Constant},
+                                          {"wsd", DecayKind::WarmupStableDecay}});
   cfg.model.device =
       choose<Device>("--train.device", raw.device, {{"cpu", Device::CPU}, {"cuda", Device::CUDA}});
   const DType automatic = cfg.model.device == Device::CUDA ? DType::BF16 : DType::F32;

@@ -65,7 +65,8 @@ struct TrainConfig {
   std::string debug_perturb_replicated;  // that rank's gradients of shared params are nudged
   std::string debug_flip_bit;            // a bit of each of that rank's params flips after it
   // [data]
-  std::string data_path;           // "PATH" or "W1 PATH1 W2 PATH2 ..." (io/data_loader.h)
+  std::string data_path;           // "PATH", "W1 PATH1 ...", "PATH1 PATH2 ...", globs
+                                   // (parse_corpus_blend, io/data_loader.h)
   std::string valid_path;          // validation corpora, same syntax; empty: hold out a fraction
   double valid_fraction = 0.01;    // of every training corpus' samples, when valid_path is empty
   std::string cache_dir;           // id-check records; empty: RUN_DIR/data_cache

@@ -228,6 +228,13 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
         static_cast<long long>(cfg.schedule.warmup), static_cast<long long>(cfg.steps),
         cfg.schedule.warmup >= cfg.steps ? "the run ends before the peak"
                                          : "the run ends at the peak");
+  if (cfg.schedule.decay == DecayKind::WarmupStableDecay)
+    std::printf(
+        "lr: warmup-stable-decay: %g from step %lld to step %lld, then linearly to --optim.min_lr "
+        "%g by step %lld (--optim.cooldown %g)\n",
+        cfg.schedule.lr, static_cast<long long>(std::min(cfg.schedule.warmup, cfg.steps)),
+        static_cast<long long>(cfg.schedule.cooldown_start()), cfg.schedule.min_lr,
+        static_cast<long long>(cfg.steps), cfg.schedule.cooldown);
   std::fflush(stdout);
 }
 
@@ -766,9 +773,11 @@ int train_command(int argc, char** argv) {
   // start-up's collectives differs), but stops them all after the first step, saved.
   ranks_agreed_to_start();
 
-  // Which checkpoint to resume: chosen by rank 0, whose candidates' bytes every rank reads a
-  // part of, then checked against this run (rank 0). A refusal is agreed like a bad input.
+  // That every rank opened the same corpora; which checkpoint to resume: chosen by rank 0, whose
+  // candidates' bytes every rank reads a part of, then checked against this run (rank 0). A
+  // refusal is agreed like a bad input.
   try {
+    trainer->check_same_corpora(world);
     resume_dir = choose_checkpoint_together(world, checkpoints_root(cfg), cfg.checkpoint_resume,
                                             resume_note);
     if (root && !resume_dir.empty())

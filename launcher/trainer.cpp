@@ -31,13 +31,24 @@ std::vector<TokenCorpus> open_corpora(const std::vector<CorpusWeight>& blend, in
   std::vector<TokenCorpus> corpora;
   // same_corpus through a map of token_file_identity: one stat per corpus, not two per pair.
   std::map<std::pair<uint64_t, uint64_t>, size_t> seen;  // token file -> its first corpus
+  // How a corpus came into the blend, for the messages.
+  const auto named = [](const CorpusWeight& c) {
+    return c.pattern.empty() ? c.path : c.path + " (matched by " + c.pattern + ")";
+  };
   for (const CorpusWeight& c : blend) {
-    corpora.push_back(TokenCorpus::open(c.path));
+    try {
+      corpora.push_back(TokenCorpus::open(c.path));
+    } catch (const InputError& e) {
+      if (!c.unweighted) throw;
+      throw InputError(std::string(e.what()) + " (" + option +
+                       " lists paths without weights; a path with spaces goes in double quotes)");
+    }
     if (const auto id = token_file_identity(corpora.back())) {
       const auto [first, fresh] = seen.try_emplace(*id, corpora.size() - 1);
       if (!fresh)
-        throw InputError(option + ": " + c.path + " is the corpus " + blend[first->second].path +
-                         " again; give it once, with the sum of its weights");
+        throw InputError(option + ": " + named(c) + " is the corpus " +
+                         named(blend[first->second]) +
+                         " again; give each corpus once (with the sum of its weights)");
     }
     const auto ids = corpora.back().check_token_ids(vocab, cache_dir, rank, world_size);
     slices.push_back({corpora.back(), ids.has_value(), ids.value_or(TokenCorpus::SliceIds{})});
@@ -116,7 +127,8 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
       return (c.num_tokens() - 1) / cfg.model.seq_len >= 2;
     });
   so.valid_fraction = hold_out ? cfg.valid_fraction : 0.0;
-  train_stream_ = std::make_unique<SampleStream>(corpora, blend_weights(blend_, corpora), so);
+  train_stream_ =
+      std::make_unique<SampleStream>(corpora, blend_weights(blend_, corpora, "--data.path"), so);
   // Validation: its own corpora, or the held-out end of each training corpus; in order.
   so.shuffle = false;
   // Parsed also when not read (--train.eval_interval 0): a malformed value is named now, not in
@@ -128,11 +140,12 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
     so.valid_fraction = 0;
     const std::vector<TokenCorpus> valid_corpora = open_corpora(
         valid, cfg.model.vocab_size, "--data.valid_path", cache_dir_, rank, world_size, id_slices_);
-    valid_stream_ =
-        std::make_unique<SampleStream>(valid_corpora, blend_weights(valid, valid_corpora), so);
+    valid_stream_ = std::make_unique<SampleStream>(
+        valid_corpora, blend_weights(valid, valid_corpora, "--data.valid_path"), so);
   } else if (hold_out) {
     so.valid_split = true;
-    valid_stream_ = std::make_unique<SampleStream>(corpora, blend_weights(blend_, corpora), so);
+    valid_stream_ =
+        std::make_unique<SampleStream>(corpora, blend_weights(blend_, corpora, "--data.path"), so);
   }
   const int dp_rank = layout_.coord_of(rank).dp;
   // Two steps of batches ahead: the loop never waits while the corpus is in the page cache.
@@ -145,7 +158,6 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
 
 void Trainer::start(Communicator& world, int local_rank) {
   host_world_ = &world;
-  check_same_corpora(world);
   record_id_ranges(world);
   device_world_ = open_device_world(cfg_, world, local_rank);
   grid_ = std::make_unique<ProcessGrid>(device_world_ ? *device_world_ : world, layout_);
@@ -403,8 +415,8 @@ void Trainer::check_same_corpora(Communicator& world) const {
     throw InputError(std::string("--data.path: the ranks did not open the same corpora (this "
                                  "rank's: ")
                          .append(count_corpora(*train_stream_))
-                         .append("): a glob matched other files, or a corpus file differs, on "
-                                 "some node; give every node the same files"));
+                         .append("): a glob matched other files, or a corpus has another "
+                                 "size, on some node; give every node the same files"));
 }
 
 void Trainer::record_id_ranges(Communicator& world) {

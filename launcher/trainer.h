@@ -115,12 +115,14 @@ class Trainer {
     TokenCorpus::SliceIds ids;
   };
 
+  // Every rank opened the same corpora with the same weights and sizes (each expands a glob
+  // itself): InputError naming --data.path otherwise, on every rank. Collective over `world`;
+  // before start(), whose id-check records need the ranks to agree.
+  void check_same_corpora(Communicator& world) const;
+
  private:
   void read_microbatches(DataLoader& loader);
   // Collective: rank 0 records each corpus' id range made of every rank's slice.
-  // Every rank opened the same corpora with the same weights (each expands a glob itself):
-  // InputError naming --data.path otherwise, on every rank.
-  void check_same_corpora(Communicator& world) const;
   void record_id_ranges(Communicator& world);
   // TP rank 0's values of the TP-replicated Params, broadcast over the TP group after an update.
   void sync_replicated();

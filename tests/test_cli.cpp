@@ -98,8 +98,9 @@ TEST_F(Cli, NegativeLearningRateIsRejected) {
 // Values that would only show as NaN losses steps later, or as another seed, are refused by name,
 // before training.
 TEST_F(Cli, NonFiniteOrNegativeNumbersAreRejectedNamingTheOption) {
-  for (const std::string bad : {"--optim.lr inf", "--model.init_std nan", "--model.init_std -1",
-                                "--optim.clip inf", "--optim.eps nan", "--train.seed -5"}) {
+  for (const std::string bad :
+       {"--optim.lr inf", "--model.init_std nan", "--model.init_std -1", "--optim.clip inf",
+        "--optim.eps nan", "--train.seed -5", "--optim.cooldown 0", "--optim.cooldown 1.5"}) {
     CliRun r = run_tessera(tiny_args() + " " + bad, dir_);
     expect_clear_error(r, bad.substr(0, bad.find(' ')));
     EXPECT_EQ(r.out.find("step "), std::string::npos) << bad;
@@ -137,6 +138,22 @@ TEST_F(Cli, OverflowingSizesAreRejectedAndAWarmUpAsLongAsTheRunIsSaid) {
   const CliRun plain = run_tessera(tiny_args() + " --train.steps 2 --optim.warmup 0", dir_);
   EXPECT_EQ(plain.exit_code, 0) << plain.err;
   EXPECT_EQ(plain.out.find("lr: "), std::string::npos) << plain.out;
+  // Warmup-stable-decay says where its cool-down begins; the last step's rate is min_lr.
+  fs::remove_all(dir_ / "run");
+  const CliRun wsd = run_tessera(tiny_args() +
+                                     " --train.steps 10 --train.log_interval 1 --optim.warmup 2"
+                                     " --optim.decay wsd --optim.cooldown 0.3 --optim.min_lr 1e-5",
+                                 dir_);
+  EXPECT_EQ(wsd.exit_code, 0) << wsd.err;
+  EXPECT_NE(wsd.out.find("lr: warmup-stable-decay: 0.0003 from step 2 to step 7, then linearly "
+                         "to --optim.min_lr 1e-05 by step 10 (--optim.cooldown 0.3)"),
+            std::string::npos)
+      << wsd.out;
+  EXPECT_NE(wsd.out.find("step      7/10 | loss"), std::string::npos) << wsd.out;
+  EXPECT_NE(wsd.out.find("| lr 3.000e-04 |", wsd.out.find("step      7/10")), std::string::npos)
+      << wsd.out;
+  EXPECT_NE(wsd.out.find("| lr 1.000e-05 |", wsd.out.find("step     10/10")), std::string::npos)
+      << wsd.out;
 }
 
 // A '#' in a value that config.ini keeps (a path) would start a comment when the file is read back
@@ -712,7 +729,7 @@ TEST_F(Cli, TokenizerIsCheckedAndAnUnreadValidationCorpusIsNamed) {
   // Not read, but parsed: a malformed blend is named all the same.
   fs::remove_all(dir_ / "run");
   expect_clear_error(run_tessera(tiny_args() + " --train.steps 1 --train.eval_interval 0 " +
-                                     "--data.valid_path \"0 " + corpus_ + "\"",
+                                     "--data.valid_path \"0x10 " + corpus_ + "\"",
                                  dir_),
                      "--data.valid_path");
 }
@@ -727,7 +744,13 @@ TEST_F(Cli, CorpusTwiceInABlendIsRefusedAndValidationOnTrainingDataIsSaid) {
       run_tessera(tiny_args("2", "\"0.5 " + corpus_ + " 0.5 " + link + "\"") + " --train.steps 1",
                   dir_),
       "--data.path: " + link + " is the corpus " + corpus_ +
-          " again; give it once, with the sum of its weights");
+          " again; give each corpus once (with the sum of its weights)");
+  // A glob that matches a corpus the blend names already: both are named.
+  const std::string glob = (dir_ / "corp*").string();
+  expect_clear_error(
+      run_tessera(tiny_args("2", "\"0.5 " + corpus_ + " 0.5 " + glob + "\"") + " --train.steps 1",
+                  dir_),
+      "--data.path: " + corpus_ + " (matched by " + glob + ") is the corpus " + corpus_ + " again");
   CliRun r = run_tessera(tiny_args() +
                              " --train.steps 1 --train.eval_interval 1 "
                              "--data.valid_path " +

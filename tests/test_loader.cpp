@@ -99,8 +99,8 @@ TEST(CorpusBlend, ParsesOnePathOrWeightedPairsAndNormalises) {
 
 TEST(CorpusBlend, MalformedTextNamesTheOption) {
   for (const char* bad :
-       {"", "0.5 a b", "x a 0.5 b", "a 2", "-1 a 1 b", "0 a 1 b", "\"my data/a", "\"\"", "1 \"\"",
-        "0x10 a 1 b", "inf a 1 b", "nan a 1 b", "1e-300 a 1 b"}) {
+       {"", "0.5 a b", "x a 0.5 b", "a 2", "0x10 a", "inf a", "-1 a 1 b", "0 a 1 b", "\"my data/a",
+        "\"\"", "1 \"\"", "0x10 a 1 b", "inf a 1 b", "nan a 1 b", "1e-300 a 1 b"}) {
     try {
       parse_corpus_blend(bad, "--data.path");
       ADD_FAILURE() << "accepted \"" << bad << "\"";
@@ -121,7 +121,7 @@ TEST_F(Loader, GlobsAndPathsWithoutWeightsWeighTheirCorporaByTokens) {
   const auto weights = [](const std::vector<CorpusWeight>& blend) {
     std::vector<TokenCorpus> corpora;
     for (const CorpusWeight& c : blend) corpora.push_back(TokenCorpus::open(c.path));
-    return blend_weights(blend, corpora);
+    return blend_weights(blend, corpora, "--data.path");
   };
   const std::vector<CorpusWeight> glob = parse_corpus_blend((dir_ / "a_*").string(), "--data.path");
   ASSERT_EQ(glob.size(), 2u);
@@ -141,6 +141,26 @@ TEST_F(Loader, GlobsAndPathsWithoutWeightsWeighTheirCorporaByTokens) {
       {"--data.path: ", "none_*", "matches no file"});
   test_support::expect_input_error([&] { parse_corpus_blend(a1 + " 0.5 " + a2, "--data.path"); },
                                    {"--data.path: ", "found the number 0.5 among paths"});
+  // A name that holds glob characters but names a corpus as written is that corpus; so is a
+  // single path that reads as a number.
+  const std::string bracketed = megatron("b[1]", 100);
+  const auto literal = parse_corpus_blend(bracketed, "--data.path");
+  ASSERT_EQ(literal.size(), 1u);
+  EXPECT_EQ(literal[0].path, bracketed);
+  EXPECT_EQ(literal[0].group, -1);
+  EXPECT_EQ(parse_corpus_blend("2024", "--data.path").at(0).path, "2024");
+  // A glob's corpus whose share of the blend, by its tokens, is below 2^-53 is refused by name.
+  const auto tiny =
+      parse_corpus_blend("1e-15 " + (dir_ / "a_*").string() + " 1 " + shard, "--data.path");
+  ASSERT_EQ(tiny.size(), 3u);
+  EXPECT_NO_THROW(weights(tiny));
+  const auto tinier =
+      parse_corpus_blend("3e-16 " + (dir_ / "a_*").string() + " 1 " + shard, "--data.path");
+  std::vector<TokenCorpus> corpora;
+  for (const CorpusWeight& c : tinier) corpora.push_back(TokenCorpus::open(c.path));
+  test_support::expect_input_error(
+      [&] { blend_weights(tinier, corpora, "--data.path"); },
+      {"--data.path: ", a2 + " (matched by " + (dir_ / "a_*").string() + ") gets less than 2^-53"});
 }
 
 TEST_F(Loader, BothFormatsReadTheSameTokens) {

@@ -139,6 +139,24 @@ TEST(LRSchedule, LinearWarmupThenCosineToFloor) {
   EXPECT_DOUBLE_EQ(s.at(100), 0.1);
 }
 
+// Warmup-stable-decay: the peak from the end of warm-up until the last 30% of the steps, then
+// linearly down to min_lr, reached at the last step; a cool-down shorter than a step is one step.
+TEST(LRSchedule, WarmupStableDecayHoldsThePeakThenCoolsDownAtTheEnd) {
+  LRSchedule s{.lr = 1.0,
+               .min_lr = 0.1,
+               .warmup = 2,
+               .total_steps = 10,
+               .decay = DecayKind::WarmupStableDecay,
+               .cooldown = 0.3};
+  EXPECT_EQ(s.cooldown_start(), 7);
+  const double expected[] = {0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.7, 0.4, 0.1};
+  for (int64_t i = 0; i < 10; ++i) EXPECT_NEAR(s.at(i), expected[i], 1e-12) << "step " << i;
+  s.cooldown = 0.01;
+  EXPECT_EQ(s.cooldown_start(), 9);
+  EXPECT_DOUBLE_EQ(s.at(8), 1.0);
+  EXPECT_DOUBLE_EQ(s.at(9), 0.1);
+}
+
 TEST(LRSchedule, LinearDecay) {
   LRSchedule s{.lr = 2.0, .min_lr = 0.0, .warmup = 0, .total_steps = 5, .decay = DecayKind::Linear};
   EXPECT_DOUBLE_EQ(s.at(0), 2.0);
