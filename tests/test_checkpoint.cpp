@@ -150,6 +150,14 @@ TEST_F(Checkpoints, StoppedAndResumedRunIsBitwiseTheStraightRunOnTp2Dp2Pp2WithZe
   expect_same_state(step_dir("straight", 20), step_dir("plain", 20), 0.0);
 }
 
+// Sequence parallelism with bf16 on the host, on TP 2 x PP 2: nothing of it is in the checkpoint,
+// and the resumed run is bitwise the straight one.
+TEST_F(Checkpoints, StoppedAndResumedSequenceParallelRunIsBitwiseTheStraightRun) {
+  expect_exact_resume(*this, 4,
+                      "--parallel.tp 2 --parallel.pp 2 --parallel.sequence_parallel true "
+                      "--train.precision bf16");
+}
+
 // Mixed precision on the host (bf16 compute, fp32 masters, moments and gradient sums), with the
 // fp32 masters sharded by ZeRO-1 and each DP rank's pieces saved: the resume is bitwise too.
 // The layout changes bf16 results only within their rounding: one rank's bf16 run follows the
@@ -195,8 +203,9 @@ TEST_F(Checkpoints, AsynchronousSavesResumeBitwiseToo) {
                        "checkpoint: " + step_dir("resumed", 10) + " written (waited for it)"});
 }
 
-// Saved on TP 2 x DP 2 x PP 2, resumed on one rank, on TP 4 x DP 2, on PP 4 and on TP 2 x DP 2
-// without ZeRO (DP rank 0 reads, DP rank 1 receives), and from one rank back to TP 2 x DP 2 x
+// Saved on TP 2 x DP 2 x PP 2, resumed on one rank, on TP 4 x DP 2, on PP 4, on TP 2 x DP 2
+// without ZeRO (DP rank 0 reads, DP rank 1 receives) and on TP 2 x PP 2 with sequence
+// parallelism, and from one rank back to TP 2 x DP 2 x
 // PP 2: the resumed steps give the uninterrupted run's losses within the layout-equivalence
 // tolerance (1e-5 relative).
 TEST_F(Checkpoints, CheckpointOfOneLayoutResumesOnOthers) {
@@ -212,8 +221,10 @@ TEST_F(Checkpoints, CheckpointOfOneLayoutResumesOnOthers) {
     std::string layout;
   };
   int targets = 0;
-  for (const Target& to : {Target{1, ""}, Target{8, "--parallel.tp 4 --parallel.zero 1"},
-                           Target{4, "--parallel.pp 4"}, Target{4, "--parallel.tp 2"}}) {
+  for (const Target& to :
+       {Target{1, ""}, Target{8, "--parallel.tp 4 --parallel.zero 1"}, Target{4, "--parallel.pp 4"},
+        Target{4, "--parallel.tp 2"},
+        Target{4, "--parallel.tp 2 --parallel.pp 2 --parallel.sequence_parallel true"}}) {
     const std::string run = "to_" + std::to_string(to.ranks) + "_" + std::to_string(++targets);
     const CliRun r =
         run_mpi(to.ranks, args(run, to.layout + " --checkpoint.resume " + saved), dir_);
