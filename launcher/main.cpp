@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "launcher/ckpt_command.h"
+#include "launcher/eval_command.h"
 #include "launcher/exit_codes.h"
 #include "launcher/plot_command.h"
 #include "launcher/sample_command.h"
@@ -19,6 +20,7 @@ void usage(std::ostream& out) {
          "  tokenize   turn text into a corpus and back        (tessera tokenize --help)\n"
          "  ckpt       show, verify, diff, export checkpoints  (tessera ckpt --help)\n"
          "  sample     continue a prompt with a checkpoint's model (tessera sample --help)\n"
+         "  eval       a checkpoint's loss over a corpus            (tessera eval --help)\n"
          "  plot       a run's loss curve, in the terminal and as SVG (tessera plot --help)\n";
 }
 
@@ -37,6 +39,8 @@ int main(int argc, char** argv) {
     return tessera::run_guarded(tessera::ckpt_command, argc - 1, argv + 1);
   if (!std::strcmp(argv[1], "sample"))
     return tessera::run_guarded(tessera::sample_command, argc - 1, argv + 1);
+  if (!std::strcmp(argv[1], "eval"))
+    return tessera::run_guarded(tessera::eval_command, argc - 1, argv + 1);
   if (!std::strcmp(argv[1], "plot"))
     return tessera::run_guarded(tessera::plot_command, argc - 1, argv + 1);
   std::cerr << "tessera: error: unknown command '" << argv[1] << "'\n";

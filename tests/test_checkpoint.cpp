@@ -798,6 +798,40 @@ TEST_F(Checkpoints, SampleFromACheckpointWritesTheTextOfTheRunThatSavedIt) {
 }
 
 // Bad input to `tessera sample`: one message naming what is wrong, exit code 2, nothing sampled.
+// tessera eval reads a corpus as training's validation does: over the same samples, a checkpoint
+// gives the validation loss its run logged at that step, on one rank and on TP 2 x PP 2.
+TEST_F(Checkpoints, EvalOfACheckpointGivesTheValidationLossItsRunLogged) {
+  std::string train = args("run", "--data.valid_path " + corpus_ + " --train.eval_batches 2");
+  train.replace(train.find("--train.eval_interval 0"), 23, "--train.eval_interval 10");
+  const CliRun run = run_tessera(train, dir_);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const size_t at = run.out.find("validation | step 10 | loss ");
+  ASSERT_NE(at, std::string::npos) << run.out;
+  const double logged = std::stod(run.out.substr(at + 28, 6));
+  const auto loss_of = [](const CliRun& r) {
+    const size_t k = r.out.find("eval loss ");
+    return k == std::string::npos ? -1.0 : std::stod(r.out.substr(k + 10, 6));
+  };
+  const std::string eval =
+      "eval --checkpoint " + step_dir("run", 10) + " --data.path " + corpus_ + " --eval.samples 16";
+  const CliRun one = run_tessera(eval, dir_);
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_NE(one.out.find("eval: 16 samples of 16+1 tokens from " + corpus_), std::string::npos)
+      << one.out;
+  EXPECT_EQ(loss_of(one), logged) << one.out;
+  const CliRun grid = run_mpi(4, eval + " --parallel.tp 2 --parallel.pp 2", dir_);
+  ASSERT_EQ(grid.exit_code, 0) << grid.err;
+  EXPECT_NEAR(loss_of(grid), logged, 2e-4) << grid.out;
+  // Bad input: more samples than the corpus holds; fewer than a micro-batch.
+  const CliRun many = run_tessera(eval + "0000", dir_);
+  EXPECT_EQ(many.exit_code, 2) << many.err;
+  EXPECT_NE(many.err.find("--eval.samples: expected at most the "), std::string::npos) << many.err;
+  const CliRun few = run_tessera(eval.substr(0, eval.size() - 2) + "1", dir_);
+  EXPECT_EQ(few.exit_code, 2) << few.err;
+  EXPECT_NE(few.err.find("make no micro-batch of --train.micro_batch 2"), std::string::npos)
+      << few.err;
+}
+
 TEST_F(Checkpoints, SampleRefusesMissingDamagedOrReshapedCheckpoints) {
   ASSERT_EQ(run_tessera(args("run"), dir_).exit_code, 0);
   const auto expect_refused = [&](const std::string& sample_args, const std::string& named) {

@@ -1,0 +1,169 @@
+// `tessera eval`: the checkpoint's model (launcher/saved_model.h) over a corpus's samples in
+// order, forward only: the mean loss per token, as training's validation computes it.
+#include "launcher/eval_command.h"
+
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "io/data_loader.h"
+#include "launcher/progress.h"
+#include "launcher/saved_model.h"
+#include "parallel/pipeline.h"
+
+namespace tessera {
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: tessera eval --checkpoint DIR [--data.path CORPUS] [--eval.samples N] [options]\n"
+    "\n"
+    "The mean loss per token of the model saved in DIR (a checkpoint step_N, or a run's\n"
+    "checkpoints/ directory, of which the one `latest` names is taken) over the samples of\n"
+    "--data.path in order, unshuffled, as training's validation reads them: the saving run's\n"
+    "corpus unless given (globs and blends as in tessera train). The options start from the\n"
+    "config saved in the checkpoint; any `tessera train` option overrides it, except the model's\n"
+    "shape. Under mpirun the ranks run --parallel.tp x --parallel.pp, the rest data-parallel.\n"
+    "\n"
+    "  --eval.samples N          samples to read from the start (0, the default: all of them)\n"
+    "  --train.micro_batch B     sequences per forward\n"
+    "  --train.device cpu|cuda  --train.precision auto|fp32|bf16  --train.threads N\n"
+    "  --parallel.tp N --parallel.pp N   the layout of the ranks under mpirun\n";
+
+// The corpus, opened and checked against the vocabulary, and how much of it is read.
+struct EvalData {
+  std::unique_ptr<SampleStream> stream;
+  std::string what;         // the corpus as given
+  int64_t samples = 0;      // read: whole micro-batches of every DP rank
+  int64_t left_out = 0;     // of those asked for, less than a round of micro-batches
+  int64_t token_bytes = 2;  // of the first corpus, for the progress line
+};
+
+EvalData open_eval_data(const TrainConfig& cfg, const SavedModelArgs& args, int dp) {
+  EvalData d;
+  d.what = cfg.data_path;
+  const std::vector<CorpusWeight> blend = parse_corpus_blend(cfg.data_path, "--data.path");
+  std::vector<TokenCorpus> corpora;
+  for (const CorpusWeight& c : blend) {
+    corpora.push_back(TokenCorpus::open(c.path));
+    corpora.back().check_token_ids(cfg.model.vocab_size);
+  }
+  d.token_bytes = static_cast<int64_t>(dtype_size(corpora.front().dtype()));
+  SampleOptions so;
+  so.seq_len = cfg.model.seq_len;
+  so.seed = cfg.seed;
+  so.shuffle = false;
+  so.vocab_size = cfg.model.vocab_size;
+  const std::vector<double> weights = blend_weights(blend, corpora, "--data.path");
+  d.stream = std::make_unique<SampleStream>(corpora, weights, so);
+  int64_t available = 0;
+  for (int k = 0; k < d.stream->num_corpora(); ++k) available += d.stream->samples_of(k);
+  int64_t asked = available;
+  if (const auto it = args.own.find("--eval.samples"); it != args.own.end()) {
+    size_t used = 0;
+    int64_t n = -1;
+    try {
+      n = std::stoll(it->second, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != it->second.size() || n < 0)
+      throw InputError("--eval.samples: expected a count of samples, 0 or more, found \"" +
+                       it->second + "\"");
+    if (n > available)
+      throw InputError("--eval.samples: expected at most the " + std::to_string(available) +
+                       " samples of " + cfg.data_path + " (of --model.seq_len " +
+                       std::to_string(cfg.model.seq_len) + " + 1 tokens), found " +
+                       std::to_string(n));
+    if (n > 0) asked = n;
+  }
+  const int64_t round = cfg.micro_batch * dp;
+  d.samples = asked / round * round;
+  d.left_out = asked - d.samples;
+  if (d.samples == 0)
+    throw InputError("--eval.samples: " + std::to_string(asked) + " samples of " + cfg.data_path +
+                     " make no micro-batch of --train.micro_batch " +
+                     std::to_string(cfg.micro_batch) + " on each of " + std::to_string(dp) +
+                     " data-parallel rank" + (dp == 1 ? "" : "s"));
+  return d;
+}
+
+}  // namespace
+
+int eval_command(int argc, char** argv) {
+  auto data = std::make_shared<EvalData>();
+  SavedModelCommand c;
+  c.name = "eval";
+  c.usage = kUsage;
+  c.own = {"--eval.samples"};
+  c.prepare = [data](TrainConfig& cfg, const SavedModelArgs& args, const GridLayout& layout) {
+    *data = open_eval_data(cfg, args, layout.dp);
+  };
+  c.run = [data](SavedModel& m) {
+    const TrainConfig& cfg = m.cfg;
+    ProcessGrid& grid = m.grid;
+    const int64_t B = cfg.micro_batch, T = cfg.model.seq_len;
+    const int dp = grid.layout().dp;
+    // Rounds of pp micro-batches per DP rank keep every stage of a pipeline busy.
+    const int per_round = grid.layout().pp;
+    const int64_t microbatches = data->samples / (B * dp);
+    DataLoader loader(*data->stream, grid.coord().dp, dp, B, 2);
+    PipelineEngine engine(m.model, grid.pp(), B, per_round);
+    Tensor batch;
+    std::vector<Tensor> inputs, targets;
+    double loss_sum = 0;
+    ProgressLine progress(m.root, "eval", data->samples * (T + 1) * data->token_bytes);
+    for (int64_t done = 0; done < microbatches;) {
+      const int64_t n = std::min<int64_t>(per_round, microbatches - done);
+      inputs.resize(static_cast<size_t>(n));
+      targets.resize(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) {
+        loader.next_batch(batch);
+        Tensor& in = inputs[static_cast<size_t>(i)];
+        Tensor& tg = targets[static_cast<size_t>(i)];
+        if (!in.defined()) in = Tensor({B, T}, DType::I32), tg = Tensor({B, T}, DType::I32);
+        const int32_t* src = batch.data<int32_t>();
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t t = 0; t < T; ++t) {
+            in.data<int32_t>()[b * T + t] = src[b * (T + 1) + t];
+            tg.data<int32_t>()[b * T + t] = src[b * (T + 1) + t + 1];
+          }
+      }
+      loss_sum += engine.evaluate(inputs, targets);
+      done += n;
+      if (progress.due()) {
+        const int64_t samples = done * B * dp;
+        progress.print(
+            samples * (T + 1) * data->token_bytes,
+            std::to_string(samples) + " of " + std::to_string(data->samples) + " samples");
+      }
+    }
+    progress.end();
+    // The mean of the micro-batches' mean losses, from the last stage's TP rank 0 of each DP rank.
+    Tensor global({1}, DType::F64);
+    if (grid.last_stage() && grid.coord().tp == 0)
+      global.data<double>()[0] = loss_sum / static_cast<double>(microbatches * dp);
+    m.world.all_reduce(global, ReduceOp::Sum);
+    const double loss = global.data<double>()[0];
+    if (!m.root) return;
+    std::string left_out;
+    if (data->left_out > 0)
+      left_out = " (the last " + count_of(data->left_out, "sample") + " of those asked for " +
+                 (data->left_out == 1 ? "is" : "are") + " left out: " + std::to_string(dp) +
+                 " data-parallel rank" + (dp == 1 ? "" : "s") + " x --train.micro_batch " +
+                 std::to_string(B) + " do not divide them)";
+    std::printf("eval: %s of %lld+1 tokens from %s%s\n", count_of(data->samples, "sample").c_str(),
+                static_cast<long long>(T), data->what.c_str(), left_out.c_str());
+    // Byte-level tokens are bytes: the loss in bits per byte, the usual measure of such models.
+    char bits[64] = "";
+    if (cfg.tokenizer_model.empty())
+      std::snprintf(bits, sizeof bits, ", %.4f bits per byte", loss / std::log(2.0));
+    std::printf("eval loss %.4f nats/token, perplexity %.2f%s\n", loss, std::exp(loss), bits);
+  };
+  return run_saved_model(argc, argv, c);
+}
+
+}  // namespace tessera

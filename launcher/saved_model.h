@@ -1,0 +1,58 @@
+// What `tessera sample` and `tessera eval` share: they run the model of a checkpoint. The model,
+// its tokenizer and the other options come from the config saved in the checkpoint; every
+// `tessera train` option given overrides that config, except the model's shape, which is the
+// checkpoint's. The ranks run on a layout of their own: one rank, or under mpirun
+// --parallel.tp x --parallel.pp (x the data-parallel rest), whatever layout saved it.
+//
+// run_saved_model() is the whole command but for its work: the arguments and the checkpoint
+// (every checksum) on rank 0, then the config on every rank, each phase agreed so that a bad
+// input stops every rank with one message; then the model, loaded, handed to the command.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/communicator.h"
+#include "core/model/gpt.h"
+#include "launcher/config.h"
+#include "parallel/process_grid.h"
+
+namespace tessera {
+
+struct SavedModelArgs {
+  std::string checkpoint;
+  bool help = false;
+  std::vector<std::string> train_args;     // argv[0] and the train options
+  std::map<std::string, std::string> own;  // the command's own options, as given
+};
+
+// What a command runs with, once its model is loaded.
+struct SavedModel {
+  const TrainConfig& cfg;
+  const SavedModelArgs& args;
+  const std::string& dir;  // the checkpoint
+  Communicator& world;
+  ProcessGrid& grid;
+  GPT& model;
+  bool root;
+};
+
+struct SavedModelCommand {
+  const char* name;   // "sample"
+  const char* usage;  // printed for --help
+  // Short options that stand for train options ("--prompt" -> "--sample.prompt"), and the
+  // command's own options, which take a value (SavedModelArgs::own).
+  std::map<std::string, std::string> aliases;
+  std::vector<std::string> own;
+  // Adjusts and checks the config on every rank before the model is built (InputError for bad
+  // input: agreed, one message); may read the command's inputs, for the ranks' layout.
+  std::function<void(TrainConfig&, const SavedModelArgs&, const GridLayout&)> prepare;
+  std::function<void(SavedModel&)> run;  // the work; a failure is this rank's alone
+};
+
+int run_saved_model(int argc, char** argv, const SavedModelCommand& command);
+
+}  // namespace tessera
