@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -449,20 +450,20 @@ TEST_F(Checkpoints, CheckpointOfAnotherModelIsRefusedNamingTensorAndShapes) {
   EXPECT_EQ(wider.err.find("error: "), wider.err.rfind("error: ")) << "more than one message:\n"
                                                                    << wider.err;
   EXPECT_EQ(wider.out.find("step "), std::string::npos) << wider.out;
-  const CliRun broader =
-      run_tessera(with("broader", "--model.d_model 32", "--model.d_model 64"), dir_);
-  EXPECT_EQ(broader.exit_code, 2) << broader.err;
-  EXPECT_NE(broader.err.find("saved with --model.d_model 32 (model/embedding/token/weight is "
-                             "[64, 32]), this run has 64"),
-            std::string::npos)
-      << broader.err;
-  const CliRun longer =
-      run_tessera(with("longer", "--model.seq_len 16", "--model.seq_len 32"), dir_);
-  EXPECT_EQ(longer.exit_code, 2) << longer.err;
-  EXPECT_NE(longer.err.find("saved with --model.seq_len 16 (model/embedding/position/weight is "
-                            "[16, 32]), this run has 32"),
-            std::string::npos)
-      << longer.err;
+  // The other widths the shapes show: run, the option as saved, as changed, the message.
+  const std::array<std::array<std::string, 4>, 2> widths = {{
+      {"broader", "--model.d_model 32", "--model.d_model 64",
+       "saved with --model.d_model 32 (model/embedding/token/weight is [64, 32]), this run has "
+       "64"},
+      {"longer", "--model.seq_len 16", "--model.seq_len 32",
+       "saved with --model.seq_len 16 (model/embedding/position/weight is [16, 32]), this run "
+       "has 32"},
+  }};
+  for (const auto& [run, from, to, message] : widths) {
+    const CliRun r = run_tessera(with(run, from, to), dir_);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+  }
   const CliRun fewer = run_tessera(with("heads", "--model.heads 4", "--model.heads 2"), dir_);
   EXPECT_NE(fewer.exit_code, 0);
   EXPECT_NE(fewer.err.find("saved with --model.heads 4, this run has 2"), std::string::npos)

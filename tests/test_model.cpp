@@ -355,6 +355,25 @@ ShardedResult sharded_loss_and_grads(const ModelConfig& cfg, int tp_size, const 
   return out;
 }
 
+// The loss and every global gradient of `many` ranks within 1e-12 of `one` rank's (float64),
+// and each replicated parameter's gradient the same bits on every rank.
+void expect_same_loss_and_grads(const ShardedResult& many, const ShardedResult& one,
+                                const std::string& what) {
+  EXPECT_NEAR(many.loss, one.loss, 1e-12 * one.loss) << what;
+  EXPECT_TRUE(many.replicas_differ.empty()) << *many.replicas_differ.begin() << ", " << what;
+  ASSERT_EQ(many.grads.size(), one.grads.size()) << what;
+  for (const auto& [name, g1] : one.grads) {
+    const std::vector<double>& gn = many.grads.at(name);
+    double diff = 0, ref = 0;
+    for (size_t i = 0; i < g1.size(); ++i) {
+      diff = std::max(diff, std::abs(gn[i] - g1[i]));
+      ref = std::max(ref, std::abs(g1[i]));
+    }
+    EXPECT_GT(ref, 0) << name << ", " << what;
+    EXPECT_LE(diff, 1e-12 * ref) << name << ", " << what;
+  }
+}
+
 // The Megatron layers with a real (threaded) communicator: column/row-parallel linears with
 // their conjugate all-reduces, heads split over ranks, vocab-parallel embedding and loss over
 // an uneven vocabulary split. Same loss, same global gradients as the plain model.
@@ -365,19 +384,8 @@ TEST(TensorParallel, TwoAndFourShardsGiveTheLossAndGradientsOfOne) {
   Tensor inputs = random_tokens(2, 5, 11, 12), targets = random_tokens(2, 5, 11, 13);
   const ShardedResult one = sharded_loss_and_grads(c, 1, inputs, targets);
   for (int tp : {2, 4}) {
-    const ShardedResult many = sharded_loss_and_grads(c, tp, inputs, targets);
-    EXPECT_NEAR(many.loss, one.loss, 1e-12 * one.loss) << "TP " << tp;
-    EXPECT_TRUE(many.replicas_differ.empty()) << *many.replicas_differ.begin() << ", TP " << tp;
-    ASSERT_EQ(many.grads.size(), one.grads.size());
-    for (const auto& [name, g1] : one.grads) {
-      const std::vector<double>& gn = many.grads.at(name);
-      double diff = 0, ref = 0;
-      for (size_t i = 0; i < g1.size(); ++i) {
-        diff = std::max(diff, std::abs(gn[i] - g1[i]));
-        ref = std::max(ref, std::abs(g1[i]));
-      }
-      EXPECT_LE(diff, 1e-12 * ref) << name << " at TP " << tp;
-    }
+    expect_same_loss_and_grads(sharded_loss_and_grads(c, tp, inputs, targets), one,
+                               "TP " + std::to_string(tp));
   }
 }
 
@@ -397,19 +405,7 @@ TEST(TensorParallel, SequenceParallelGivesTheLossAndGradientsOfOneRank) {
     for (int tp : {2, 4}) {
       const std::string what = position_kind_name(pos) + ", TP " + std::to_string(tp);
       const ShardedResult many = sharded_loss_and_grads(c, tp, inputs, targets, true);
-      EXPECT_NEAR(many.loss, one.loss, 1e-12 * one.loss) << what;
-      EXPECT_TRUE(many.replicas_differ.empty()) << *many.replicas_differ.begin() << ", " << what;
-      ASSERT_EQ(many.grads.size(), one.grads.size());
-      for (const auto& [name, g1] : one.grads) {
-        const std::vector<double>& gn = many.grads.at(name);
-        double diff = 0, ref = 0;
-        for (size_t i = 0; i < g1.size(); ++i) {
-          diff = std::max(diff, std::abs(gn[i] - g1[i]));
-          ref = std::max(ref, std::abs(g1[i]));
-        }
-        EXPECT_GT(ref, 0) << name << ", " << what;
-        EXPECT_LE(diff, 1e-12 * ref) << name << ", " << what;
-      }
+      expect_same_loss_and_grads(many, one, what);
       for (Recompute mode : {Recompute::Selective, Recompute::Full}) {
         ModelConfig m = c;
         m.recompute = mode;
