@@ -127,8 +127,8 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
       return (c.num_tokens() - 1) / cfg.model.seq_len >= 2;
     });
   so.valid_fraction = hold_out ? cfg.valid_fraction : 0.0;
-  train_stream_ =
-      std::make_unique<SampleStream>(corpora, blend_weights(blend_, corpora, "--data.path"), so);
+  const std::vector<double> weights = blend_weights(blend_, corpora, "--data.path");
+  train_stream_ = std::make_unique<SampleStream>(corpora, weights, so);
   // Validation: its own corpora, or the held-out end of each training corpus; in order.
   so.shuffle = false;
   // Parsed also when not read (--train.eval_interval 0): a malformed value is named now, not in
@@ -144,8 +144,7 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
         valid_corpora, blend_weights(valid, valid_corpora, "--data.valid_path"), so);
   } else if (hold_out) {
     so.valid_split = true;
-    valid_stream_ =
-        std::make_unique<SampleStream>(corpora, blend_weights(blend_, corpora, "--data.path"), so);
+    valid_stream_ = std::make_unique<SampleStream>(corpora, weights, so);
   }
   const int dp_rank = layout_.coord_of(rank).dp;
   // Two steps of batches ahead: the loop never waits while the corpus is in the page cache.
