@@ -788,7 +788,8 @@ std::string check_checkpoint_fits(const std::string& dir, Trainer& tr) {
       char text[320];
       std::snprintf(text, sizeof text,
                     "this run's learning-rate schedule differs from the saving run's (--optim.lr, "
-                    "--optim.min_lr, --optim.warmup, --optim.decay or --train.steps): step %lld "
+                    "--optim.min_lr, --optim.warmup, --optim.decay, --optim.cooldown or "
+                    "--train.steps): step %lld "
                     "ran at %.4g, this schedule gives it %.4g; step %lld runs at %.4g",
                     static_cast<long long>(step), was, is, static_cast<long long>(step + 1),
                     cfg.schedule.at(step));

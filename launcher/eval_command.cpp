@@ -2,6 +2,7 @@
 // order, forward only: the mean loss per token, as training's validation computes it.
 #include "launcher/eval_command.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -22,14 +23,16 @@ constexpr const char* kUsage =
     "usage: tessera eval --checkpoint DIR [--data.path CORPUS] [--eval.samples N] [options]\n"
     "\n"
     "The mean loss per token of the model saved in DIR (a checkpoint step_N, or a run's\n"
-    "checkpoints/ directory, of which the one `latest` names is taken) over the samples of\n"
-    "--data.path in order, unshuffled, as training's validation reads them: the saving run's\n"
-    "corpus unless given (globs and blends as in tessera train). The options start from the\n"
-    "config saved in the checkpoint; any `tessera train` option overrides it, except the model's\n"
-    "shape. Under mpirun the ranks run --parallel.tp x --parallel.pp, the rest data-parallel.\n"
+    "checkpoints/ directory, of which the one `latest` names is taken) over samples read in\n"
+    "order, unshuffled, as training's validation reads them: those of --data.path when given\n"
+    "(globs and blends as in tessera train; a blend is read as one corpus, each sample once),\n"
+    "else the saving run's validation samples (its --data.valid_path, or the held-out end of\n"
+    "each of its corpora). The options start from the config saved in the checkpoint; any\n"
+    "`tessera train` option overrides it, except the model's shape. Under mpirun the ranks run\n"
+    "--parallel.tp x --parallel.pp, the rest data-parallel.\n"
     "\n"
     "  --eval.samples N          samples to read from the start (0, the default: all of them)\n"
-    "  --train.micro_batch B     sequences per forward\n"
+    "  --train.micro_batch B     sequences per forward (with a --train.global_batch it divides)\n"
     "  --train.device cpu|cuda  --train.precision auto|fp32|bf16  --train.threads N\n"
     "  --parallel.tp N --parallel.pp N   the layout of the ranks under mpirun\n";
 
@@ -42,10 +45,23 @@ struct EvalData {
   int64_t token_bytes = 2;  // of the first corpus, for the progress line
 };
 
+// Whether the command line gives `option` (as "--x v" or "--x=v").
+bool given(const SavedModelArgs& args, const std::string& option) {
+  return std::any_of(args.train_args.begin(), args.train_args.end(), [&](const std::string& a) {
+    return a == option || a.starts_with(option + "=");
+  });
+}
+
+// The samples to read: --data.path's when given, else the saving run's validation samples (its
+// --data.valid_path, or the held-out end of each of its corpora). A blend is read as one corpus:
+// weighted by the corpora's samples, so that reading them all takes each sample once.
 EvalData open_eval_data(const TrainConfig& cfg, const SavedModelArgs& args, int dp) {
   EvalData d;
-  d.what = cfg.data_path;
-  const std::vector<CorpusWeight> blend = parse_corpus_blend(cfg.data_path, "--data.path");
+  const bool own_corpus = given(args, "--data.path") || !cfg.valid_path.empty();
+  const std::string option =
+      given(args, "--data.path") || cfg.valid_path.empty() ? "--data.path" : "--data.valid_path";
+  const std::string path = option == "--data.path" ? cfg.data_path : cfg.valid_path;
+  const std::vector<CorpusWeight> blend = parse_corpus_blend(path, option);
   std::vector<TokenCorpus> corpora;
   for (const CorpusWeight& c : blend) {
     corpora.push_back(TokenCorpus::open(c.path));
@@ -57,10 +73,23 @@ EvalData open_eval_data(const TrainConfig& cfg, const SavedModelArgs& args, int 
   so.seed = cfg.seed;
   so.shuffle = false;
   so.vocab_size = cfg.model.vocab_size;
-  const std::vector<double> weights = blend_weights(blend, corpora, "--data.path");
-  d.stream = std::make_unique<SampleStream>(corpora, weights, so);
+  if (!own_corpus) {
+    so.valid_fraction = cfg.valid_fraction;
+    so.valid_split = true;
+  }
+  const SampleStream counted(corpora, std::vector<double>(corpora.size(), 1.0), so);
+  std::vector<double> weights;
   int64_t available = 0;
-  for (int k = 0; k < d.stream->num_corpora(); ++k) available += d.stream->samples_of(k);
+  for (int k = 0; k < counted.num_corpora(); ++k) {
+    weights.push_back(static_cast<double>(counted.samples_of(k)));
+    available += counted.samples_of(k);
+  }
+  d.stream = std::make_unique<SampleStream>(corpora, weights, so);
+  char fraction[32];
+  std::snprintf(fraction, sizeof fraction, "%g", cfg.valid_fraction);
+  d.what = own_corpus ? path
+                      : std::string("the held-out end (--data.valid_fraction ") + fraction +
+                            ") of " + path;
   int64_t asked = available;
   if (const auto it = args.own.find("--eval.samples"); it != args.own.end()) {
     size_t used = 0;
@@ -75,7 +104,7 @@ EvalData open_eval_data(const TrainConfig& cfg, const SavedModelArgs& args, int 
                        it->second + "\"");
     if (n > available)
       throw InputError("--eval.samples: expected at most the " + std::to_string(available) +
-                       " samples of " + cfg.data_path + " (of --model.seq_len " +
+                       " samples of " + d.what + " (of --model.seq_len " +
                        std::to_string(cfg.model.seq_len) + " + 1 tokens), found " +
                        std::to_string(n));
     if (n > 0) asked = n;
@@ -84,10 +113,11 @@ EvalData open_eval_data(const TrainConfig& cfg, const SavedModelArgs& args, int 
   d.samples = asked / round * round;
   d.left_out = asked - d.samples;
   if (d.samples == 0)
-    throw InputError("--eval.samples: " + std::to_string(asked) + " samples of " + cfg.data_path +
+    throw InputError(std::to_string(asked) + " samples of " + d.what +
                      " make no micro-batch of --train.micro_batch " +
                      std::to_string(cfg.micro_batch) + " on each of " + std::to_string(dp) +
-                     " data-parallel rank" + (dp == 1 ? "" : "s"));
+                     " data-parallel rank" + (dp == 1 ? "" : "s") +
+                     " (--eval.samples, or a smaller --train.micro_batch)");
   return d;
 }
 
@@ -115,7 +145,7 @@ int eval_command(int argc, char** argv) {
     Tensor batch;
     std::vector<Tensor> inputs, targets;
     double loss_sum = 0;
-    ProgressLine progress(m.root, "eval", data->samples * (T + 1) * data->token_bytes);
+    ProgressLine progress(m.root, "eval", data->samples * T * data->token_bytes);
     for (int64_t done = 0; done < microbatches;) {
       const int64_t n = std::min<int64_t>(per_round, microbatches - done);
       inputs.resize(static_cast<size_t>(n));
@@ -137,7 +167,7 @@ int eval_command(int argc, char** argv) {
       if (progress.due()) {
         const int64_t samples = done * B * dp;
         progress.print(
-            samples * (T + 1) * data->token_bytes,
+            samples * T * data->token_bytes,
             std::to_string(samples) + " of " + std::to_string(data->samples) + " samples");
       }
     }

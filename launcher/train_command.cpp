@@ -220,15 +220,17 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
       static_cast<long long>(cfg.global_batch * m.seq_len), cpu_threads(),
       cpu_threads() == 1 ? "" : "s", cfg.run_dir.c_str());
   // A short run of a long schedule (a trial of a config) is allowed, and said.
+  // (Warmup-stable-decay cools down in the last step after such a warm-up: its own line says so.)
+  const bool wsd = cfg.schedule.decay == DecayKind::WarmupStableDecay;
   if (cfg.schedule.warmup > 0 && cfg.schedule.warmup >= cfg.steps - 1 &&
-      cfg.schedule.decay != DecayKind::Constant)
+      cfg.schedule.decay != DecayKind::Constant && !(wsd && cfg.schedule.warmup < cfg.steps))
     std::printf(
         "lr: --optim.warmup %lld of --train.steps %lld: %s, and no decay to "
         "--optim.min_lr\n",
         static_cast<long long>(cfg.schedule.warmup), static_cast<long long>(cfg.steps),
         cfg.schedule.warmup >= cfg.steps ? "the run ends before the peak"
                                          : "the run ends at the peak");
-  if (cfg.schedule.decay == DecayKind::WarmupStableDecay)
+  if (wsd && cfg.schedule.warmup < cfg.steps)
     std::printf(
         "lr: warmup-stable-decay: %g from step %lld to step %lld, then linearly to --optim.min_lr "
         "%g by step %lld (--optim.cooldown %g)\n",

@@ -798,9 +798,9 @@ TEST_F(Checkpoints, SampleFromACheckpointWritesTheTextOfTheRunThatSavedIt) {
   EXPECT_NE(tp2.out.find("1 rank, TP 1 x PP 1"), std::string::npos) << tp2.out;
 }
 
-// Bad input to `tessera sample`: one message naming what is wrong, exit code 2, nothing sampled.
 // tessera eval reads a corpus as training's validation does: over the same samples, a checkpoint
-// gives the validation loss its run logged at that step, on one rank and on TP 2 x PP 2.
+// gives the validation loss its run logged at that step, on one rank, on TP 2 x PP 2 and on
+// PP 2 x DP 2; without --data.path, the run's own validation samples (here its held-out split).
 TEST_F(Checkpoints, EvalOfACheckpointGivesTheValidationLossItsRunLogged) {
   std::string train = args("run", "--data.valid_path " + corpus_ + " --train.eval_batches 2");
   train.replace(train.find("--train.eval_interval 0"), 23, "--train.eval_interval 10");
@@ -820,19 +820,48 @@ TEST_F(Checkpoints, EvalOfACheckpointGivesTheValidationLossItsRunLogged) {
   EXPECT_NE(one.out.find("eval: 16 samples of 16+1 tokens from " + corpus_), std::string::npos)
       << one.out;
   EXPECT_EQ(loss_of(one), logged) << one.out;
-  const CliRun grid = run_mpi(4, eval + " --parallel.tp 2 --parallel.pp 2", dir_);
-  ASSERT_EQ(grid.exit_code, 0) << grid.err;
-  EXPECT_NEAR(loss_of(grid), logged, 2e-4) << grid.out;
+  for (const char* layout : {" --parallel.tp 2 --parallel.pp 2", " --parallel.pp 2"}) {
+    const CliRun grid = run_mpi(4, eval + layout, dir_);
+    ASSERT_EQ(grid.exit_code, 0) << grid.err;
+    EXPECT_NEAR(loss_of(grid), logged, 2e-4) << layout << "\n" << grid.out;
+  }
+  // A blend is read as one corpus, each sample once, whatever its weights.
+  const std::string other = (dir_ / "other").string();
+  write_synthetic_corpus(other, 64, 10, 100, 4);
+  const std::string base = "eval --checkpoint " + step_dir("run", 10) + " --data.path ";
+  const CliRun weighted = run_tessera(base + "\"0.9 " + corpus_ + " 0.1 " + other + "\"", dir_);
+  const CliRun listed = run_tessera(base + "\"" + corpus_ + " " + other + "\"", dir_);
+  ASSERT_EQ(weighted.exit_code, 0) << weighted.err;
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_NE(weighted.out.find("eval: 560 samples"), std::string::npos) << weighted.out;
+  EXPECT_EQ(loss_of(weighted), loss_of(listed)) << weighted.out << listed.out;
+  // A run that validates on the held-out end of its corpus: eval reads those samples by default.
+  std::string held = args("held", "--data.valid_fraction 0.05 --train.eval_batches 2");
+  held.replace(held.find("--train.eval_interval 0"), 23, "--train.eval_interval 10");
+  const CliRun held_run = run_tessera(held, dir_);
+  ASSERT_EQ(held_run.exit_code, 0) << held_run.err;
+  const size_t held_at = held_run.out.find("validation | step 10 | loss ");
+  ASSERT_NE(held_at, std::string::npos) << held_run.out;
+  const CliRun held_eval =
+      run_tessera("eval --checkpoint " + step_dir("held", 10) + " --eval.samples 16", dir_);
+  ASSERT_EQ(held_eval.exit_code, 0) << held_eval.err;
+  EXPECT_NE(held_eval.out.find("from the held-out end (--data.valid_fraction 0.05) of " + corpus_),
+            std::string::npos)
+      << held_eval.out;
+  EXPECT_EQ(loss_of(held_eval), std::stod(held_run.out.substr(held_at + 28, 6))) << held_eval.out;
   // Bad input: more samples than the corpus holds; fewer than a micro-batch.
   const CliRun many = run_tessera(eval + "0000", dir_);
   EXPECT_EQ(many.exit_code, 2) << many.err;
   EXPECT_NE(many.err.find("--eval.samples: expected at most the "), std::string::npos) << many.err;
   const CliRun few = run_tessera(eval.substr(0, eval.size() - 2) + "1", dir_);
   EXPECT_EQ(few.exit_code, 2) << few.err;
-  EXPECT_NE(few.err.find("make no micro-batch of --train.micro_batch 2"), std::string::npos)
+  EXPECT_NE(
+      few.err.find("1 samples of " + corpus_ + " make no micro-batch of --train.micro_batch 2"),
+      std::string::npos)
       << few.err;
 }
 
+// Bad input to `tessera sample`: one message naming what is wrong, exit code 2, nothing sampled.
 TEST_F(Checkpoints, SampleRefusesMissingDamagedOrReshapedCheckpoints) {
   ASSERT_EQ(run_tessera(args("run"), dir_).exit_code, 0);
   const auto expect_refused = [&](const std::string& sample_args, const std::string& named) {

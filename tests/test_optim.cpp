@@ -155,6 +155,15 @@ TEST(LRSchedule, WarmupStableDecayHoldsThePeakThenCoolsDownAtTheEnd) {
   EXPECT_EQ(s.cooldown_start(), 9);
   EXPECT_DOUBLE_EQ(s.at(8), 1.0);
   EXPECT_DOUBLE_EQ(s.at(9), 0.1);
+  // A warm-up into the cool-down: it starts where the warm-up ends, never above the peak.
+  s.cooldown = 0.3;
+  s.warmup = 9;
+  EXPECT_EQ(s.cooldown_start(), 9);
+  EXPECT_DOUBLE_EQ(s.at(8), 1.0);
+  EXPECT_DOUBLE_EQ(s.at(9), 0.1);
+  s.warmup = 12;  // the run ends in its warm-up; past it, min_lr
+  EXPECT_DOUBLE_EQ(s.at(9), 10.0 / 12.0);
+  EXPECT_DOUBLE_EQ(s.at(13), 0.1);
 }
 
 TEST(LRSchedule, LinearDecay) {

@@ -10,7 +10,7 @@ namespace tessera {
 int64_t LRSchedule::cooldown_start() const {
   const auto steps = std::max<int64_t>(
       1, std::llround(cooldown * static_cast<double>(std::max<int64_t>(total_steps, 1))));
-  return total_steps - steps;
+  return std::max(total_steps - steps, warmup);  // not before the warm-up ends
 }
 
 double LRSchedule::at(int64_t s) const {
@@ -19,6 +19,7 @@ double LRSchedule::at(int64_t s) const {
   if (decay == DecayKind::WarmupStableDecay) {
     const int64_t start = cooldown_start();
     if (s < start) return lr;
+    if (total_steps <= start) return min_lr;  // past a run that ends in its warm-up
     const double steps = static_cast<double>(total_steps - start);
     return lr - (lr - min_lr) * std::min(static_cast<double>(s - start + 1) / steps, 1.0);
   }

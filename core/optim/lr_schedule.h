@@ -21,11 +21,12 @@ struct LRSchedule {
   // The rate of 0-based step s: s < warmup: lr (s+1)/warmup; afterwards, with
   // p = (s - warmup) / max(1, total_steps - 1 - warmup) in [0, 1]:
   // cosine min_lr + (lr - min_lr)(1 + cos(pi p))/2, linear lr - (lr - min_lr) p. Warmup-stable-
-  // decay (MiniCPM, Hu et al. 2024): lr until the last c = max(1, round(cooldown total_steps)) steps,
-  // then lr - (lr - min_lr) p with p = (s - (total_steps - c) + 1) / c: 1/c of the way down at
-  // the cool-down's first step, min_lr at the last.
+  // decay (MiniCPM, Hu et al. 2024): lr until the cool-down's start S, the later of the last
+  // max(1, round(cooldown total_steps)) steps and the warm-up's end, then lr - (lr - min_lr) p
+  // with p = (s - S + 1) / (total_steps - S): part of the way down at its first step, min_lr at
+  // the last.
   double at(int64_t s) const;
-  // The first step of WarmupStableDecay's cool-down.
+  // S, the first step of WarmupStableDecay's cool-down.
   int64_t cooldown_start() const;
 };
 
