@@ -32,7 +32,7 @@ constexpr const char* kUsage =
     "--parallel.tp x --parallel.pp, the rest data-parallel.\n"
     "\n"
     "  --eval.samples N          samples to read from the start (0, the default: all of them)\n"
-    "  --train.micro_batch B     sequences per forward (with a --train.global_batch it divides)\n"
+    "  --train.micro_batch B     sequences per forward\n"
     "  --train.device cpu|cuda  --train.precision auto|fp32|bf16  --train.threads N\n"
     "  --parallel.tp N --parallel.pp N   the layout of the ranks under mpirun\n";
 
@@ -124,6 +124,19 @@ EvalData open_eval_data(const TrainConfig& cfg, const SavedModelArgs& args, int 
 }  // namespace
 
 int eval_command(int argc, char** argv) {
+  // The saving run's --train.global_batch means nothing here, but the config must still divide
+  // it by --train.micro_batch: a micro-batch given alone brings a global batch of its size.
+  std::vector<char*> args(argv, argv + argc);
+  std::string micro;
+  bool global = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--train.micro_batch" && i + 1 < argc) micro = argv[i + 1];
+    if (a.starts_with("--train.micro_batch=")) micro = a.substr(a.find('=') + 1);
+    global |= a == "--train.global_batch" || a.starts_with("--train.global_batch=");
+  }
+  std::string implied = "--train.global_batch=" + micro;
+  if (!micro.empty() && !global) args.push_back(implied.data());
   auto data = std::make_shared<EvalData>();
   SavedModelCommand c;
   c.name = "eval";
@@ -193,7 +206,9 @@ int eval_command(int argc, char** argv) {
       std::snprintf(bits, sizeof bits, ", %.4f bits per byte", loss / std::log(2.0));
     std::printf("eval loss %.4f nats/token, perplexity %.2f%s\n", loss, std::exp(loss), bits);
   };
-  return run_saved_model(argc, argv, c);
+  const int count = static_cast<int>(args.size());
+  args.push_back(nullptr);  // argv ends in a null pointer (MPI_Init reads it so)
+  return run_saved_model(count, args.data(), c);
 }
 
 }  // namespace tessera

@@ -825,6 +825,10 @@ TEST_F(Checkpoints, EvalOfACheckpointGivesTheValidationLossItsRunLogged) {
     ASSERT_EQ(grid.exit_code, 0) << grid.err;
     EXPECT_NEAR(loss_of(grid), logged, 2e-4) << layout << "\n" << grid.out;
   }
+  // A micro-batch that does not divide the saving run's global batch (8): 15 of the 16 samples.
+  const CliRun threes = run_tessera(eval + " --train.micro_batch 3", dir_);
+  ASSERT_EQ(threes.exit_code, 0) << threes.err;
+  EXPECT_NE(threes.out.find("eval: 15 samples"), std::string::npos) << threes.out;
   // A blend is read as one corpus, each sample once, whatever its weights.
   const std::string other = (dir_ / "other").string();
   write_synthetic_corpus(other, 64, 10, 100, 4);
