@@ -278,6 +278,19 @@ if [ "$t" -gt 0 ]; then
 else
   out_of_time
 fi
+# The same checkpoint's loss over the run's held-out samples (about 14; the run's validation at
+# step 200 read them over and over for its 4 x 16): the two losses below should be close.
+t=$(limit 60)
+if [ "$t" -gt 0 ]; then
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout -k 10 "$t" "$BIN"/tessera \
+    eval --checkpoint "$WORK/train_default/checkpoints" --train.micro_batch 2 \
+    --train.device cuda >"$LOG_DIR/eval.txt" 2>&1 </dev/null ||
+    { status=1; echo "tessera eval on the GPU: FAILED"; }
+  grep "^validation | step 200" "$LOG_DIR/train_default.txt"
+  tail -n 2 "$LOG_DIR/eval.txt"
+else
+  out_of_time
+fi
 
 # Two ranks, pipeline 2: on one GPU both see the same one and must be refused by name before
 # NCCL starts; on two or more, the stages' NCCL sends and receives run (docs/GPU.md), and the
