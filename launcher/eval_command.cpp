@@ -90,6 +90,9 @@ EvalData open_eval_data(const TrainConfig& cfg, const SavedModelArgs& args, int 
   d.what = own_corpus ? path
                       : std::string("the held-out end (--data.valid_fraction ") + fraction +
                             ") of " + path;
+  // A run that never evaluated held nothing out: it trained on these samples too.
+  if (!own_corpus && cfg.eval_interval == 0)
+    d.what += ", which its run trained on (--train.eval_interval 0: nothing was held out)";
   int64_t asked = available;
   if (const auto it = args.own.find("--eval.samples"); it != args.own.end()) {
     size_t used = 0;

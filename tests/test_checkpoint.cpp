@@ -853,6 +853,16 @@ TEST_F(Checkpoints, EvalOfACheckpointGivesTheValidationLossItsRunLogged) {
             std::string::npos)
       << held_eval.out;
   EXPECT_EQ(loss_of(held_eval), std::stod(held_run.out.substr(held_at + 28, 6))) << held_eval.out;
+  EXPECT_EQ(held_eval.out.find("which its run trained on"), std::string::npos) << held_eval.out;
+  // A run that did not evaluate held nothing out: said.
+  const CliRun trained_on = run_tessera(
+      "eval --checkpoint " + step_dir("held", 10) + " --eval.samples 16 --train.eval_interval 0",
+      dir_);
+  ASSERT_EQ(trained_on.exit_code, 0) << trained_on.err;
+  EXPECT_NE(trained_on.out.find(
+                "which its run trained on (--train.eval_interval 0: nothing was held out)"),
+            std::string::npos)
+      << trained_on.out;
   // Bad input: more samples than the corpus holds; fewer than a micro-batch.
   const CliRun many = run_tessera(eval + "0000", dir_);
   EXPECT_EQ(many.exit_code, 2) << many.err;
