@@ -132,9 +132,10 @@ std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std:
                        " is less than 2^-53 of the weights' sum: no sample would ever be drawn "
                        "from it; raise it or leave the corpus out");
     // Paths without weights are one group, of all the weight; a glob is a group of its own.
-    const int group = list ? 0 : is_glob(path) ? static_cast<int>(i) : -1;
+    const bool glob = is_glob(path);
+    const int group = list ? 0 : glob ? static_cast<int>(i) : -1;
     const double share = list ? 1.0 : weight / total;
-    if (!is_glob(path)) {
+    if (!glob) {
       blend.push_back({share, path, group, "", list});
     } else {
       for (const std::string& corpus : expand_glob(path, option))

@@ -60,7 +60,6 @@ TokenCorpus TokenCorpus::open(const std::string& path) {
   c.path_ = path;
   if (is_llmc_shard(path)) {
     auto shard = std::make_shared<LlmcShard>(LlmcShard::open(path));
-    c.megatron_ = false;
     c.token_file_ = path;
     c.dtype_ = DType::U16;
     c.tokens_ = shard->tokens();
@@ -84,7 +83,7 @@ std::string TokenCorpus::token_place(int64_t pos) const {
 }
 
 std::string TokenCorpus::format() const {
-  return megatron_ ? "Megatron indexed dataset" : "llm.c shard";
+  return dataset_ ? "Megatron indexed dataset" : "llm.c shard";
 }
 
 void TokenCorpus::read_tokens(int64_t start, int64_t count, int32_t* out) const {

@@ -75,12 +75,11 @@ class TokenCorpus {
   std::vector<int64_t> scan(int64_t vocab, int64_t begin, int64_t end, int64_t max_tokens,
                             bool count) const;
   std::string path_, token_file_;
-  bool megatron_ = true;
   DType dtype_ = DType::U16;
   const void* tokens_ = nullptr;
   int64_t num_tokens_ = 0, num_documents_ = -1;
   std::shared_ptr<const void> keepalive_;          // the reader that owns the mapping
-  std::shared_ptr<const IndexedDataset> dataset_;  // a Megatron corpus's, for its documents
+  std::shared_ptr<const IndexedDataset> dataset_;  // a Megatron corpus's; null: an llm.c shard
 };
 
 // True when `a` and `b` read the same token file, by whatever paths (the same inode).

@@ -45,21 +45,15 @@ struct EvalData {
   int64_t token_bytes = 2;  // of the first corpus, for the progress line
 };
 
-// Whether the command line gives `option` (as "--x v" or "--x=v").
-bool given(const SavedModelArgs& args, const std::string& option) {
-  return std::any_of(args.train_args.begin(), args.train_args.end(), [&](const std::string& a) {
-    return a == option || a.starts_with(option + "=");
-  });
-}
-
 // The samples to read: --data.path's when given, else the saving run's validation samples (its
 // --data.valid_path, or the held-out end of each of its corpora). A blend is read as one corpus:
 // weighted by the corpora's samples, so that reading them all takes each sample once.
 EvalData open_eval_data(const TrainConfig& cfg, const SavedModelArgs& args, int dp) {
   EvalData d;
-  const bool own_corpus = given(args, "--data.path") || !cfg.valid_path.empty();
-  const std::string option =
-      given(args, "--data.path") || cfg.valid_path.empty() ? "--data.path" : "--data.valid_path";
+  const bool own_corpus = gives_option(args, "--data.path") || !cfg.valid_path.empty();
+  const std::string option = gives_option(args, "--data.path") || cfg.valid_path.empty()
+                                 ? "--data.path"
+                                 : "--data.valid_path";
   const std::string path = option == "--data.path" ? cfg.data_path : cfg.valid_path;
   const std::vector<CorpusWeight> blend = parse_corpus_blend(path, option);
   std::vector<TokenCorpus> corpora;
@@ -127,19 +121,6 @@ EvalData open_eval_data(const TrainConfig& cfg, const SavedModelArgs& args, int 
 }  // namespace
 
 int eval_command(int argc, char** argv) {
-  // The saving run's --train.global_batch means nothing here, but the config must still divide
-  // it by --train.micro_batch: a micro-batch given alone brings a global batch of its size.
-  std::vector<char*> args(argv, argv + argc);
-  std::string micro;
-  bool global = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--train.micro_batch" && i + 1 < argc) micro = argv[i + 1];
-    if (a.starts_with("--train.micro_batch=")) micro = a.substr(a.find('=') + 1);
-    global |= a == "--train.global_batch" || a.starts_with("--train.global_batch=");
-  }
-  std::string implied = "--train.global_batch=" + micro;
-  if (!micro.empty() && !global) args.push_back(implied.data());
   auto data = std::make_shared<EvalData>();
   SavedModelCommand c;
   c.name = "eval";
@@ -209,9 +190,7 @@ int eval_command(int argc, char** argv) {
       std::snprintf(bits, sizeof bits, ", %.4f bits per byte", loss / std::log(2.0));
     std::printf("eval loss %.4f nats/token, perplexity %.2f%s\n", loss, std::exp(loss), bits);
   };
-  const int count = static_cast<int>(args.size());
-  args.push_back(nullptr);  // argv ends in a null pointer (MPI_Init reads it so)
-  return run_saved_model(count, args.data(), c);
+  return run_saved_model(argc, argv, c);
 }
 
 }  // namespace tessera

@@ -110,6 +110,9 @@ TrainConfig saved_model_config(const SavedModelArgs& args, const std::string& sa
   read_train_options(argc, argv.data(), given);
   read_train_options(argc, argv.data(), cfg, saved_ini, name);
   cfg.parallel = given.parallel;
+  // The saving run's global batch means nothing to a command that runs its model, but the
+  // config must still divide it by --train.micro_batch: unless given, it is one micro-batch.
+  if (!gives_option(args, "--train.global_batch")) cfg.global_batch = cfg.micro_batch;
   cfg.validate();  // as it will run
   require_saved_shape(saved.model, cfg.model, dir, command);
   return cfg;
@@ -127,6 +130,12 @@ std::string saved_config(const std::string& dir, const char* command) {
 }
 
 }  // namespace
+
+bool gives_option(const SavedModelArgs& args, const std::string& option) {
+  return std::any_of(args.train_args.begin(), args.train_args.end(), [&](const std::string& a) {
+    return a == option || a.starts_with(option + "=");
+  });
+}
 
 int run_saved_model(int argc, char** argv, const SavedModelCommand& command) {
   MpiRuntime mpi(&argc, &argv);

@@ -55,4 +55,7 @@ struct SavedModelCommand {
 
 int run_saved_model(int argc, char** argv, const SavedModelCommand& command);
 
+// Whether the command line gives the train option `option` (as "--x v" or "--x=v").
+bool gives_option(const SavedModelArgs& args, const std::string& option);
+
 }  // namespace tessera
