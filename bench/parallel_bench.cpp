@@ -4,8 +4,8 @@
 // the model's shape alone (docs/PARALLELISM.md). They agree when the code sends exactly what
 // the math needs; the benchmark reports the worst ratio over ranks. Also the peak RSS of the
 // largest rank, for the memory-per-layout figures of docs/PERFORMANCE.md.
-//   mpirun -n 4 bench_parallel --tp 2 --pp 2 [--zero 1] [--sp 1] [--shape small|24x1024]
-//                              [--global 16] [--micro 2] [--steps 5] [--warmup 2]
+//   mpirun -n 4 bench_parallel --tp 2 --pp 2 [--zero 1] [--sp 1] [--vp CHUNKS]
+//       [--shape small|24x1024] [--global 16] [--micro 2] [--steps 5] [--warmup 2]
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -28,7 +28,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 struct Options {
-  int tp = 1, pp = 1, zero = 0, sp = 0, steps = 5, warmup = 2, threads = 1;
+  int tp = 1, pp = 1, zero = 0, sp = 0, vp = 1, steps = 5, warmup = 2, threads = 1;
   int64_t global = 16, micro = 2;
   std::string shape = "small";
 };
@@ -45,6 +45,8 @@ Options parse(int argc, char** argv) {
       o.zero = std::stoi(v);
     else if (k == "--sp")
       o.sp = std::stoi(v);
+    else if (k == "--vp")
+      o.vp = std::stoi(v);
     else if (k == "--steps")
       o.steps = std::stoi(v);
     else if (k == "--warmup")
@@ -76,14 +78,34 @@ ModelConfig shape_of(const std::string& s) {
   return c;
 }
 
+// This rank's model chunks: [first layer, end) of each, whether it is the model's first (it
+// embeds) and whether it is its last (the loss).
+struct Chunk {
+  LayerRange layers;
+  bool first, last;
+};
+std::vector<Chunk> chunks_of(const ModelConfig& c, const GridLayout& l, const GridCoord& at,
+                             int vp) {
+  std::vector<Chunk> chunks;
+  for (int k = 0; k < vp; ++k)
+    chunks.push_back({stage_layers(c.layers, l.pp * vp, k * l.pp + at.pp), at.pp == 0 && k == 0,
+                      at.pp == l.pp - 1 && k == vp - 1});
+  return chunks;
+}
+
+double layers_of(const std::vector<Chunk>& chunks) {
+  double n = 0;
+  for (const Chunk& k : chunks) n += static_cast<double>(k.layers.end - k.layers.begin);
+  return n;
+}
+
 // Elements of this rank's parameters, from the shape alone (the TP split of every tensor).
-double local_params(const ModelConfig& c, const GridLayout& l, const GridCoord& at) {
+double local_params(const ModelConfig& c, const GridLayout& l, const GridCoord& at, int vp) {
   const double C = static_cast<double>(c.d_model), F = static_cast<double>(c.d_ff);
   const double t = l.tp, V = static_cast<double>(c.vocab_size);
   const double per_layer =
       4 * C + (3 * C * C + 3 * C) / t + C * C / t + C + (F * C + F) / t + C * F / t + C;
-  const LayerRange r = stage_layers(c.layers, l.pp, at.pp);
-  double n = per_layer * static_cast<double>(r.end - r.begin);
+  double n = per_layer * layers_of(chunks_of(c, l, at, vp));
   const bool first = at.pp == 0, last = at.pp == l.pp - 1;
   if (first || last) n += V / t * C;  // the token embedding, tied to the LM head
   if (first) n += static_cast<double>(c.seq_len) * C;
@@ -93,31 +115,36 @@ double local_params(const ModelConfig& c, const GridLayout& l, const GridCoord& 
 
 // Bytes this rank sends per step by kind, predicted: [tp, pp, dp, embedding].
 std::vector<double> predicted_bytes(const ModelConfig& c, const GridLayout& l, const GridCoord& at,
-                                    int64_t micro, int microbatches, bool zero, bool sp) {
+                                    int64_t micro, int microbatches, bool zero, bool sp, int vp) {
   const double e = 4, b = static_cast<double>(micro), s = static_cast<double>(c.seq_len);
   const double h = static_cast<double>(c.d_model), m = microbatches;
   const bool first = at.pp == 0, last = at.pp == l.pp - 1;
-  const LayerRange r = stage_layers(c.layers, l.pp, at.pp);
+  const std::vector<Chunk> chunks = chunks_of(c, l, at, vp);
   const double ring = [](int n) { return n > 1 ? 2.0 * (n - 1) / n : 0.0; }(l.tp);
   // Per layer and microbatch: two all-reduces of b s h forward, two backward (Megatron). With
   // sequence parallelism each is a reduce-scatter and an all-gather (half a ring all-reduce
   // each), and the backward gathers the two LayerNorm outputs again: 10 halves; the LayerNorms'
   // gradients (4 h) are all-reduced.
-  const double layers = static_cast<double>(r.end - r.begin);
+  const double layers = layers_of(chunks);
   double tp = (sp ? 5 : 4) * layers * b * s * h * e + (sp ? layers * 4 * h * e : 0);
   if (first) tp += b * s * h * e;                             // vocab-parallel embedding
   if (last) tp += b * s * h * e + b * s * e + 2 * b * s * 8;  // LM head; cross-entropy max, sums
   if (last && sp) tp += 2 * h * e;                            // the final LayerNorm's gradients
   double tp_broadcast = 0;  // with DP: TP rank 0's replicated values after each update
   if (l.tp > 1 && l.dp > 1) {
-    double replicated = 6 * h * static_cast<double>(r.end - r.begin);  // 2 LayerNorms, 2 biases
+    double replicated = 6 * h * layers;  // 2 LayerNorms, 2 biases
     if (first && c.pos == PositionKind::Learned) replicated += s * h;
     if (last) replicated += 2 * h;  // the final LayerNorm
     tp_broadcast = (l.tp - 1.0) / l.tp * replicated * e;
   }
-  const double pp = ((last ? 0 : 1) + (first ? 0 : 1)) * b * s * h * e / (sp ? l.tp : 1);
+  // Each chunk sends its output on but from the model's last, its input's gradient back but from
+  // its first.
+  double pp = 0;
+  for (const Chunk& k : chunks)
+    pp += ((k.last ? 0 : 1) + (k.first ? 0 : 1)) * b * s * h * e / (sp ? l.tp : 1);
   const double dp_ring = l.dp > 1 ? 2.0 * (l.dp - 1) / l.dp : 0.0;
-  const double dp = dp_ring * local_params(c, l, at) * e;  // all-reduce = reduce-scatter + gather
+  const double dp =
+      dp_ring * local_params(c, l, at, vp) * e;  // all-reduce = reduce-scatter + gather
   // The tied embedding's sum over its two stages (2(2-1)/2 x the buffer), after the DP
   // reduction: with ZeRO-1 of this rank's piece of its bucket (padded to a multiple of DP).
   double emb = 0;
@@ -150,6 +177,7 @@ int main(int argc, char** argv) {
   cfg.model = shape_of(o.shape);
   cfg.parallel.tp = o.tp, cfg.parallel.pp = o.pp, cfg.parallel.zero = o.zero;
   cfg.parallel.sequence_parallel = o.sp == 1;
+  cfg.parallel.virtual_stages = o.vp;
   cfg.global_batch = o.global, cfg.micro_batch = o.micro;
   cfg.steps = o.steps + o.warmup, cfg.schedule.total_steps = cfg.steps;
   const std::string prefix = (std::filesystem::temp_directory_path() /
@@ -177,7 +205,7 @@ int main(int argc, char** argv) {
   const double step_ms = 1e3 * times[static_cast<size_t>(o.warmup + o.steps / 2)];
   const std::vector<double> predicted =
       predicted_bytes(cfg.model, tr.layout(), tr.grid().coord(), cfg.micro_batch, tr.microbatches(),
-                      cfg.parallel.zero == 1, tr.model().shard().sequence_parallel);
+                      cfg.parallel.zero == 1, tr.model().shard().sequence_parallel, o.vp);
 
   // Every rank's [measured, predicted] per kind, and its peak RSS, gathered on rank 0.
   rusage ru{};
@@ -192,12 +220,15 @@ int main(int argc, char** argv) {
   if (world.rank() != 0) return 0;
 
   const GridLayout& l = tr.layout();
-  std::printf("shape %s (%lld parameters), %s%s, %d microbatch%s of %lld, ZeRO %d, %d thread%s\n",
-              o.shape.c_str(), static_cast<long long>(gpt_num_params(cfg.model)),
-              l.describe().c_str(),
-              tr.model().shard().sequence_parallel ? ", sequence parallel" : "", tr.microbatches(),
-              tr.microbatches() == 1 ? "" : "es", static_cast<long long>(o.micro), o.zero,
-              o.threads, o.threads == 1 ? "" : "s");
+  std::printf(
+      "shape %s (%lld parameters), %s%s%s, %d microbatch%s of %lld, ZeRO %d, %d thread%s\n",
+      o.shape.c_str(), static_cast<long long>(gpt_num_params(cfg.model)), l.describe().c_str(),
+      tr.model().shard().sequence_parallel ? ", sequence parallel" : "",
+      o.vp > 1
+          ? std::string(", ").append(std::to_string(o.vp)).append(" model chunks per stage").c_str()
+          : "",
+      tr.microbatches(), tr.microbatches() == 1 ? "" : "es", static_cast<long long>(o.micro),
+      o.zero, o.threads, o.threads == 1 ? "" : "s");
   const char* names[] = {"TP all-reduce (and broadcast)", "PP send", "DP reduction",
                          "embedding all-reduce"};
   std::printf(

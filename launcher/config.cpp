@@ -19,6 +19,7 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#include "parallel/pipeline_schedule.h"
 
 namespace po = boost::program_options;
 
@@ -146,6 +147,11 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       po::value(&c.parallel.sequence_parallel)->default_value(c.parallel.sequence_parallel),
       "with --parallel.tp > 1: outside attention and the MLP each TP rank keeps 1/tp of the "
       "tokens (Megatron-LM's --sequence-parallel); --model.seq_len must be a multiple of tp")(
+      "parallel.virtual_stages",
+      po::value(&c.parallel.virtual_stages)->default_value(c.parallel.virtual_stages),
+      "model chunks per pipeline stage: more than 1 interleaves them (interleaved 1F1B; "
+      "Megatron-LM's virtual pipeline stages, --model.layers / (pp x this) layers each); needs "
+      "--parallel.pp >= 2 and a multiple of pp microbatches per step, at least 2 pp")(
       "parallel.bucket_mb",
       po::value(&c.parallel.bucket_mb)->default_value(c.parallel.bucket_mb, "0 (auto)"),
       "size of a data-parallel gradient bucket in MB; each is reduced as soon as it is complete");
@@ -451,6 +457,8 @@ void TrainConfig::validate() const {
   require(eval_batches >= 1, "--train.eval_batches", "at least 1", eval_batches);
   require(parallel.tp >= 1, "--parallel.tp", "at least 1", parallel.tp);
   require(parallel.pp >= 1, "--parallel.pp", "at least 1", parallel.pp);
+  require(parallel.virtual_stages >= 1, "--parallel.virtual_stages", "at least 1",
+          parallel.virtual_stages);
   require(parallel.dp >= 0, "--parallel.dp", "0 (inferred) or more", parallel.dp);
   require(parallel.zero == 0 || parallel.zero == 1, "--parallel.zero", "0 or 1", parallel.zero);
   require(parallel.bucket_mb >= 0 && std::isfinite(parallel.bucket_mb), "--parallel.bucket_mb",
@@ -479,6 +487,24 @@ GridLayout TrainConfig::layout_for(int world_size) const {
               std::to_string(l.dp) + " data-parallel ranks x --train.micro_batch " +
               std::to_string(micro_batch) + "))",
           global_batch);
+  const int v = parallel.virtual_stages;
+  if (v > 1) {
+    require(l.pp >= 2, "--parallel.virtual_stages",
+            "1 with --parallel.pp 1 (model chunks interleave over pipeline stages)", v);
+    require(model.layers >= int64_t{l.pp} * v, "--model.layers",
+            "at least one layer per model chunk, --parallel.pp x --parallel.virtual_stages = " +
+                std::to_string(l.pp) + " x " + std::to_string(v),
+            model.layers);
+    const std::string problem =
+        interleaved_schedule_problem(l.pp, static_cast<int>(accumulation_steps(l.dp)), v);
+    if (!problem.empty())
+      throw InputError("--train.global_batch: with --parallel.virtual_stages " + std::to_string(v) +
+                       " and --parallel.pp " + std::to_string(l.pp) + ", " + problem +
+                       " microbatches per step: --train.global_batch " +
+                       std::to_string(global_batch) + " / (" + std::to_string(l.dp) +
+                       " data-parallel ranks x --train.micro_batch " + std::to_string(micro_batch) +
+                       ")");
+  }
   return l;
 }
 

@@ -27,6 +27,9 @@ struct ParallelConfig {
   double bucket_mb = 0;
   // Sequence parallelism (ModelShard::sequence_parallel), with tp > 1; nothing with tp = 1.
   bool sequence_parallel = false;
+  // Model chunks per pipeline stage: more than 1 runs the interleaved 1F1B schedule
+  // (parallel/pipeline_schedule.h); training only (sample and eval run their own layout).
+  int virtual_stages = 1;
 };
 
 struct TrainConfig {

@@ -166,21 +166,30 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
                   .c_str()
             : "every rank keeps every token between the layers (--parallel.sequence_parallel "
               "false)");
+  // Each stage's layers; with model chunks, each chunk's ("0: layers 0-1 + 4-5").
+  const int v = cfg.parallel.virtual_stages;
   std::string stages;
   bool uneven = false;
   for (int s = 0; s < l.pp; ++s) {
-    const LayerRange r = stage_layers(m.layers, l.pp, s);
-    uneven |= r.end - r.begin != m.layers / l.pp;
-    stages += (s ? ", " : "") + std::to_string(s) +
-              (r.end - r.begin == 1
-                   ? ": layer " + std::to_string(r.begin)
-                   : ": layers " + std::to_string(r.begin) + "-" + std::to_string(r.end - 1));
+    std::string layers;
+    bool several = v > 1;
+    for (int c = 0; c < v; ++c) {
+      const LayerRange r = stage_layers(m.layers, l.pp * v, c * l.pp + s);
+      uneven |= r.end - r.begin != m.layers / (l.pp * v);
+      several |= r.end - r.begin > 1;
+      layers.append(c ? " + " : "").append(std::to_string(r.begin));
+      if (r.end - r.begin > 1) layers.append("-").append(std::to_string(r.end - 1));
+    }
+    stages.append(s ? ", " : "").append(std::to_string(s));
+    stages.append(several ? ": layers " : ": layer ").append(layers);
   }
-  std::printf("pipeline: %d stage%s (%s)%s; 1F1B over %d microbatch%s of %lld; bubble %.1f%%\n",
-              l.pp, l.pp == 1 ? "" : "s", stages.c_str(), uneven ? ", uneven split" : "",
-              tr.microbatches(), tr.microbatches() == 1 ? "" : "es",
-              static_cast<long long>(cfg.micro_batch),
-              100.0 * bubble_fraction(l.pp, tr.microbatches()));
+  std::string chunks;
+  if (v > 1) chunks.append(" x ").append(std::to_string(v)).append(" model chunks, interleaved");
+  std::printf("pipeline: %d stage%s%s (%s)%s; %s1F1B over %d microbatch%s of %lld; bubble %.1f%%\n",
+              l.pp, l.pp == 1 ? "" : "s", chunks.c_str(), stages.c_str(),
+              uneven ? ", uneven split" : "", v == 1 ? "" : "interleaved ", tr.microbatches(),
+              tr.microbatches() == 1 ? "" : "es", static_cast<long long>(cfg.micro_batch),
+              100.0 * bubble_fraction(l.pp, tr.microbatches(), v));
   const char* zero = cfg.parallel.zero == 0 ? ""
                      : m.dtype == DType::BF16
                          ? ", ZeRO-1 (AdamW moments and fp32 master weights sharded)"

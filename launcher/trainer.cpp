@@ -161,25 +161,26 @@ void Trainer::start(Communicator& world, int local_rank) {
   device_world_ = open_device_world(cfg_, world, local_rank);
   grid_ = std::make_unique<ProcessGrid>(device_world_ ? *device_world_ : world, layout_);
   TESSERA_CHECK(world.rank() == rank_, "Trainer::start on another rank than it was made for");
-  ModelShard shard = grid_->shard(cfg_.model);
+  ModelShard shard = grid_->shard(cfg_.model, cfg_.parallel.virtual_stages);
   shard.sequence_parallel = cfg_.parallel.sequence_parallel && layout_.tp > 1;
   model_ = std::make_unique<GPT>(cfg_.model, shard, grid_->tp(), cfg_.seed);
   pipeline_ =
       std::make_unique<PipelineEngine>(*model_, grid_->pp(), cfg_.micro_batch, microbatches_);
   params_ = model_->params();
-  // Gradients become final in reverse order of the forward. The tied embedding of a split
-  // pipeline gets a bucket of its own, last: reduced over DP, it is then summed over its two
-  // stages, whose buckets (with ZeRO-1, pieces) line up element for element.
-  std::vector<Param*> order(params_.rbegin(), params_.rend());
+  // Gradients become final in reverse order of the forward, a model chunk at a time: each chunk
+  // starts a bucket, so that its buckets start their reduction once its last backward has run.
+  // The tied embedding of a split pipeline gets a bucket of its own, last: reduced over DP, it
+  // is then summed over its two stages, whose buckets (with ZeRO-1, pieces) line up element for
+  // element.
+  if (layout_.pp > 1 && (grid_->first_stage() || grid_->last_stage())) tied_ = &model_->wte;
   std::vector<std::vector<Param*>> groups;
-  if (layout_.pp > 1 && (grid_->first_stage() || grid_->last_stage())) {
-    tied_ = &model_->wte;
+  for (int c = model_->chunks(); c-- > 0;) {
+    chunk_params_.insert(chunk_params_.begin(), model_->chunk_params(c));
+    std::vector<Param*> order(chunk_params_.front().rbegin(), chunk_params_.front().rend());
     order.erase(std::remove(order.begin(), order.end(), tied_), order.end());
     if (!order.empty()) groups.push_back(order);
-    groups.push_back({tied_});
-  } else {
-    groups.push_back(order);
   }
+  if (tied_) groups.push_back({tied_});
   // What the buckets reduce is fp32 (the gradients, or with bf16 their fp32 sums); a size past
   // 2^62 elements means one bucket per group, as asked. By default 25 MB (PyTorch DDP's), and
   // with ZeRO-1 at least 2^20 values per DP rank (Megatron-LM's rule, 1M parameters per DP
@@ -244,8 +245,9 @@ StepStats Trainer::step(int stop) {
     if (&p != tied_) buckets_->mark_ready(p);
   };
   // Each DP rank's loss is a mean over its microbatches; the DP reduction then averages.
-  const double loss_sum = pipeline_->run(inputs_, targets_, 1.0 / microbatches_, &on_ready,
-                                         [this] { buckets_->end_microbatch(); });
+  const double loss_sum = pipeline_->run(
+      inputs_, targets_, 1.0 / microbatches_, &on_ready,
+      [this](int chunk) { buckets_->end_microbatch(chunk_params_[static_cast<size_t>(chunk)]); });
   if (tied_) buckets_->mark_ready(*tied_);
   buckets_->finish();
   if (has_rank_step(perturb_, rank_, steps_done_ + 1)) perturb_replicated();

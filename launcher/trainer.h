@@ -147,6 +147,7 @@ class Trainer {
   std::unique_ptr<AdamW> adamw_;
   std::unique_ptr<ZeroAdamW> zero_;
   std::vector<Param*> params_;
+  std::vector<std::vector<Param*>> chunk_params_;  // GPT::chunk_params of each model chunk
   Param* tied_ = nullptr;  // the token embedding when PP > 1: reduced over the embedding group
   std::vector<Tensor> inputs_, targets_;
   Tensor batch_;

@@ -72,8 +72,17 @@ void GradBuckets::fold_range(int64_t offset, int64_t size) {
   grad.zero();
 }
 
-void GradBuckets::end_microbatch() {
-  fold_range(0, grads_.numel());
+void GradBuckets::end_microbatch(const std::vector<Param*>& params) {
+  if (!mixed_precision()) return;
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (const Param* p : params) {
+    const Slot& slot = slot_of_.at(p);
+    TESSERA_CHECK(buckets_[slot.bucket].pending > 0,
+                  "GradBuckets::end_microbatch: " + p->name + " is in a bucket already reduced");
+    ranges.emplace_back(slot.offset, slot.offset + p->value.numel());
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (const auto& [begin, end] : merged_ranges(ranges)) fold_range(begin, end - begin);
 }
 
 std::vector<GradBuckets::PieceSpan> GradBuckets::piece_spans(const Bucket& b) const {
@@ -92,8 +101,8 @@ Tensor GradBuckets::grad_of(const Param& p) {
   return flat_grads().slice0(at, at + p.grad.numel()).view(p.grad.shape());
 }
 
-std::vector<Tensor> merged_views(const Tensor& flat,
-                                 const std::vector<std::pair<int64_t, int64_t>>& ranges) {
+std::vector<std::pair<int64_t, int64_t>> merged_ranges(
+    const std::vector<std::pair<int64_t, int64_t>>& ranges) {
   std::vector<std::pair<int64_t, int64_t>> runs;
   for (const auto& [begin, end] : ranges) {
     if (!runs.empty() && runs.back().second == begin)
@@ -101,8 +110,13 @@ std::vector<Tensor> merged_views(const Tensor& flat,
     else
       runs.emplace_back(begin, end);
   }
+  return runs;
+}
+
+std::vector<Tensor> merged_views(const Tensor& flat,
+                                 const std::vector<std::pair<int64_t, int64_t>>& ranges) {
   std::vector<Tensor> views;
-  for (const auto& [begin, end] : runs) views.push_back(flat.slice0(begin, end));
+  for (const auto& [begin, end] : merged_ranges(ranges)) views.push_back(flat.slice0(begin, end));
   return views;
 }
 

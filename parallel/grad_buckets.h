@@ -25,8 +25,11 @@
 
 namespace tessera {
 
-// Views of the 1-d tensor `flat` over the element ranges [begin, end), given in increasing
-// order, each run of adjacent ranges as one view.
+// The element ranges [begin, end), given in increasing order, with each run of adjacent ones
+// merged into one.
+std::vector<std::pair<int64_t, int64_t>> merged_ranges(
+    const std::vector<std::pair<int64_t, int64_t>>& ranges);
+// Views of the 1-d tensor `flat` over the element ranges, each run of adjacent ones as one view.
 std::vector<Tensor> merged_views(const Tensor& flat,
                                  const std::vector<std::pair<int64_t, int64_t>>& ranges);
 
@@ -48,9 +51,10 @@ class GradBuckets {
               int64_t bucket_elements, bool shard);
 
   void zero_grad();
-  // Mixed precision: folds every bf16 gradient into the fp32 sums (else nothing). Call after the
-  // backward of each microbatch but a step's last.
-  void end_microbatch();
+  // Mixed precision: folds the bf16 gradients of `params` into the fp32 sums (else nothing). Call
+  // after each backward but a step's last with the Params it wrote (a model chunk's); none of
+  // them may be in a bucket already reduced.
+  void end_microbatch(const std::vector<Param*>& params);
   // The backward's hook: p's gradient is final for this step.
   void mark_ready(Param& p);
   // Starts what has not started, waits for every bucket, and averages over DP.

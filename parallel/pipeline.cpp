@@ -1,111 +1,187 @@
-// The 1F1B executor: one GPT stage, activations and their gradients by send/recv.
+// The pipeline executor: one GPT stage (one or more model chunks), activations and their
+// gradients by send/recv, in 1F1B or interleaved 1F1B order.
 #include "parallel/pipeline.h"
 
 #include "core/error.h"
 
 namespace tessera {
 
+namespace {
+void wait(std::unique_ptr<CommRequest>& request) {
+  if (request) request->wait();
+  request.reset();
+}
+}  // namespace
+
 PipelineEngine::PipelineEngine(GPT& model, Communicator& pp, int64_t micro_batch, int microbatches)
     : model_(model),
       pp_(pp),
       microbatches_(microbatches),
-      first_(pp.rank() == 0),
-      last_(pp.rank() == pp.size() - 1),
-      schedule_(one_f_one_b(pp.size(), pp.rank(), microbatches)) {
-  TESSERA_CHECK(first_ == model.shard().has_embedding && last_ == model.shard().has_head,
+      schedule_(interleaved_one_f_one_b(pp.size(), pp.rank(), microbatches, model.chunks())) {
+  TESSERA_CHECK((pp.rank() == 0) == model.shard().has_embedding &&
+                    (pp.rank() == pp.size() - 1) == model.shard().has_head,
                 "PipelineEngine: the PP group's ranks do not match the model's stages");
   const ModelConfig& cfg = model.config();
   const Shape boundary = model.stage_shape(micro_batch);
-  const int slots = in_flight_microbatches(pp.size(), pp.rank(), microbatches);
-  for (int i = 0; i < slots; ++i) {
-    acts_.push_back(model.make_activations(micro_batch));
-    if (!first_) {
-      stage_input_.emplace_back(boundary, cfg.dtype, cfg.device);
-      input_grad_.emplace_back(boundary, cfg.dtype, cfg.device);
+  const std::vector<int> slots = in_flight_per_chunk(schedule_, model.chunks());
+  bool receives_gradients = false;
+  for (int c = 0; c < model.chunks(); ++c) {
+    Chunk& chunk = chunks_.emplace_back();
+    chunk.first = model.embeds(c);
+    chunk.last = model.heads(c);
+    receives_gradients |= !chunk.last;
+    for (int i = 0; i < slots[static_cast<size_t>(c)]; ++i) {
+      chunk.acts.push_back(model.make_activations(micro_batch, c));
+      if (!chunk.first) {
+        chunk.stage_input.emplace_back(boundary, cfg.dtype, cfg.device);
+        chunk.input_grad.emplace_back(boundary, cfg.dtype, cfg.device);
+      }
     }
+    chunk.output_sent.resize(chunk.acts.size());
+    chunk.input_grad_sent.resize(chunk.acts.size());
   }
-  output_sent_.resize(static_cast<size_t>(slots));
-  input_grad_sent_.resize(static_cast<size_t>(slots));
-  if (!last_) output_grad_ = Tensor(boundary, cfg.dtype, cfg.device);
+  if (receives_gradients) output_grad_ = Tensor(boundary, cfg.dtype, cfg.device);
 }
 
-void PipelineEngine::wait(std::unique_ptr<CommRequest>& request) {
-  if (request) request->wait();
-  request.reset();
+size_t PipelineEngine::slot(const PipeAction& action) const {
+  return static_cast<size_t>(action.microbatch) %
+         chunks_[static_cast<size_t>(action.chunk)].acts.size();
 }
 
-void PipelineEngine::forward(int mb, const std::vector<Tensor>& inputs,
-                             const std::vector<Tensor>& targets, double& loss_sum, bool warmup) {
-  const size_t slot = static_cast<size_t>(mb) % acts_.size();
-  GPTActivations& a = acts_[slot];
+// Round the ring: with model chunks, the last stage's output goes on to the first stage's next
+// chunk, and the first stage's input gradient back to the last stage's previous chunk.
+int PipelineEngine::previous_stage() const {
+  return (pp_.rank() + pp_.size() - 1) % pp_.size();
+}
+int PipelineEngine::next_stage() const {
+  return (pp_.rank() + 1) % pp_.size();
+}
+
+void PipelineEngine::forward(const PipeAction& action, const Batches& batches, double& loss_sum,
+                             bool receive, bool send_now) {
+  Chunk& chunk = chunks_[static_cast<size_t>(action.chunk)];
+  const size_t s = slot(action), mb = static_cast<size_t>(action.microbatch);
+  GPTActivations& a = chunk.acts[s];
   // The slot's previous microbatch sent its output from these activations; let it finish.
-  wait(output_sent_[slot]);
+  wait(chunk.output_sent[s]);
   const Tensor* stage_input = nullptr;
-  if (!first_) {
-    pp_.irecv(stage_input_[slot], pp_.rank() - 1)->wait();
-    stage_input = &stage_input_[slot];
+  if (!chunk.first) {
+    if (receive) pp_.irecv(chunk.stage_input[s], previous_stage())->wait();
+    stage_input = &chunk.stage_input[s];
   }
-  const double loss =
-      model_.forward(a, first_ ? &inputs[static_cast<size_t>(mb)] : nullptr,
-                     last_ ? &targets[static_cast<size_t>(mb)] : nullptr, stage_input);
-  if (last_) loss_sum += loss;
-  if (last_) return;
-  output_sent_[slot] = pp_.isend(a.residual.back(), pp_.rank() + 1);
+  const double loss = model_.forward(a, chunk.first ? &batches.inputs[mb] : nullptr,
+                                     chunk.last ? &batches.targets[mb] : nullptr, stage_input);
+  if (chunk.last) {
+    loss_sum += loss;
+    return;
+  }
+  chunk.output_sent[s] = pp_.isend(a.residual.back(), next_stage());
+  last_send_ = chunk.output_sent[s].get();
   // Before the stage's first backward no gradient comes back that this send could cross, so it
   // may start alone. Held back, stage 0's warm-up sends would wait for its first backward's
   // receive, and the pipeline would fill PP - 2 forwards late.
-  if (warmup) output_sent_[slot]->test();
+  if (send_now) chunk.output_sent[s]->test();
 }
 
-void PipelineEngine::backward(int mb, double loss_scale, const GradReadyFn* on_ready,
-                              const std::function<void()>& after_backward) {
-  const size_t slot = static_cast<size_t>(mb) % acts_.size();
+void PipelineEngine::backward(const PipeAction& action, const Backward& how, bool receive) {
+  Chunk& chunk = chunks_[static_cast<size_t>(action.chunk)];
+  const size_t s = slot(action);
   const Tensor* output_grad = nullptr;
-  if (!last_) {
-    pp_.irecv(output_grad_, pp_.rank() + 1)->wait();
+  if (!chunk.last) {
+    if (receive) pp_.irecv(output_grad_, next_stage())->wait();
     output_grad = &output_grad_;
   }
   Tensor* input_grad = nullptr;
-  if (!first_) {
-    wait(input_grad_sent_[slot]);
-    input_grad = &input_grad_[slot];
+  if (!chunk.first) {
+    wait(chunk.input_grad_sent[s]);
+    input_grad = &chunk.input_grad[s];
   }
-  const bool last_microbatch = mb == microbatches_ - 1;
-  model_.backward(acts_[slot], loss_scale, output_grad, input_grad,
-                  last_microbatch ? on_ready : nullptr);
-  if (!last_microbatch && after_backward) after_backward();
-  if (!first_) input_grad_sent_[slot] = pp_.isend(input_grad_[slot], pp_.rank() - 1);
+  const bool last_microbatch = action.microbatch == microbatches_ - 1;
+  model_.backward(chunk.acts[s], how.loss_scale, output_grad, input_grad,
+                  last_microbatch ? how.on_ready : nullptr);
+  if (!last_microbatch && how.after_backward) how.after_backward(action.chunk);
+  if (chunk.first) return;
+  chunk.input_grad_sent[s] = pp_.isend(chunk.input_grad[s], previous_stage());
+  last_send_ = chunk.input_grad_sent[s].get();
+}
+
+int PipelineEngine::post_receives(const std::vector<PipeAction>& step) {
+  std::vector<std::unique_ptr<CommRequest>> received;
+  for (const PipeAction& action : step) {
+    Chunk& chunk = chunks_[static_cast<size_t>(action.chunk)];
+    if (action.kind == PipeAction::Forward && !chunk.first)
+      received.push_back(pp_.irecv(chunk.stage_input[slot(action)], previous_stage()));
+    if (action.kind == PipeAction::Backward && !chunk.last)
+      received.push_back(pp_.irecv(output_grad_, next_stage()));
+  }
+  for (auto& r : received) r->wait();
+  return static_cast<int>(received.size());
+}
+
+void PipelineEngine::run_steps(const std::vector<PipeAction>& actions, const Batches& batches,
+                               double& loss_sum, const Backward* how) {
+  const std::vector<std::vector<PipeAction>> steps = pipeline_steps(actions);
+  post_receives(steps.front());
+  for (size_t i = 0; i < steps.size(); ++i) {
+    last_send_ = nullptr;
+    for (const PipeAction& action : steps[i]) {
+      if (action.kind == PipeAction::Forward)
+        forward(action, batches, loss_sum, false, false);
+      else
+        backward(action, *how, false);
+    }
+    const int received = i + 1 < steps.size() ? post_receives(steps[i + 1]) : 0;
+    // No receive to start them with (NCCL holds sends back until then): start them alone.
+    if (received == 0 && last_send_) last_send_->test();
+  }
+}
+
+void PipelineEngine::wait_for_sends() {
+  for (Chunk& chunk : chunks_) {
+    for (auto& r : chunk.output_sent) wait(r);
+    for (auto& r : chunk.input_grad_sent) wait(r);
+  }
 }
 
 double PipelineEngine::evaluate(const std::vector<Tensor>& inputs,
                                 const std::vector<Tensor>& targets) {
   TESSERA_CHECK(inputs.size() == targets.size() && !inputs.empty(),
                 "PipelineEngine::evaluate: expected one input and target tensor per microbatch");
+  const Batches batches{inputs, targets};
   double loss_sum = 0;
-  for (size_t mb = 0; mb < inputs.size(); ++mb)
-    forward(static_cast<int>(mb), inputs, targets, loss_sum, true);
-  for (auto& r : output_sent_) wait(r);
+  const int n = static_cast<int>(inputs.size());
+  if (chunks_.size() > 1)
+    run_steps(interleaved_forwards(pp_.size(), n, model_.chunks()), batches, loss_sum, nullptr);
+  else
+    for (int mb = 0; mb < n; ++mb)
+      forward({PipeAction::Forward, mb}, batches, loss_sum, true, true);
+  wait_for_sends();
   return loss_sum;
 }
 
 double PipelineEngine::run(const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets,
                            double loss_scale, const GradReadyFn* on_ready,
-                           const std::function<void()>& after_backward) {
+                           const std::function<void(int)>& after_backward) {
   TESSERA_CHECK(static_cast<int>(inputs.size()) == microbatches_ &&
                     static_cast<int>(targets.size()) == microbatches_,
                 "PipelineEngine::run: expected one input and target tensor per microbatch");
+  const Batches batches{inputs, targets};
+  const Backward how{loss_scale, on_ready, after_backward};
   double loss_sum = 0;
-  bool warmup = true;
-  for (const PipeAction& action : schedule_) {
-    if (action.kind == PipeAction::Forward) {
-      forward(action.microbatch, inputs, targets, loss_sum, warmup);
-    } else {
-      warmup = false;
-      backward(action.microbatch, loss_scale, on_ready, after_backward);
+  if (chunks_.size() > 1) {
+    run_steps(schedule_, batches, loss_sum, &how);
+  } else {
+    bool warmup = true;
+    for (const PipeAction& action : schedule_) {
+      if (action.kind == PipeAction::Forward) {
+        forward(action, batches, loss_sum, true, warmup);
+      } else {
+        warmup = false;
+        backward(action, how, true);
+      }
     }
   }
-  for (auto& r : output_sent_) wait(r);
-  for (auto& r : input_grad_sent_) wait(r);
+  wait_for_sends();
   return loss_sum;
 }
 

@@ -1,8 +1,11 @@
 // PipelineEngine: runs one training step's forward and backward passes of a GPT stage over M
-// microbatches in 1F1B order (parallel/pipeline_schedule.h). Activations go to the next stage
-// and activation gradients to the previous one through the PP group: sends are posted without
-// blocking and receives block, so neighbouring stages never deadlock whatever the message size.
-// The engine keeps one activation set per microbatch in flight (min(p - s, M) on stage s).
+// microbatches in 1F1B order (parallel/pipeline_schedule.h), or with several model chunks on
+// the stage in interleaved 1F1B order. Activations go to the next stage and activation gradients
+// to the previous one through the PP group (round the ring from the last stage to the first, from
+// one chunk to the next, when interleaved): sends are posted without blocking and receives
+// block, so neighbouring stages never deadlock whatever the message size. The engine keeps one
+// activation set per microbatch in flight on each chunk (min(p - s, M) on stage s without
+// interleaving).
 #pragma once
 
 #include <functional>
@@ -17,42 +20,68 @@ namespace tessera {
 
 class PipelineEngine {
  public:
-  // pp: the pipeline group, rank = stage. micro_batch sequences per microbatch.
+  // pp: the pipeline group, rank = stage. micro_batch sequences per microbatch. With
+  // model.chunks() > 1 the interleaved schedule, which the layout must allow
+  // (interleaved_schedule_problem).
   PipelineEngine(GPT& model, Communicator& pp, int64_t micro_batch, int microbatches);
 
   // Forward and backward of every microbatch: inputs[i] and targets[i] are I32 [micro, T]
   // (only the first stage reads inputs, only the last targets). The loss of microbatch i is
-  // scaled by loss_scale in the backward. on_ready goes to the backward of the last microbatch,
-  // when the gradients become final; after_backward, when given, runs after the backward of
-  // every other microbatch (GradBuckets::end_microbatch). Returns the sum of the microbatch
-  // losses on the last stage, 0 on the others.
+  // scaled by loss_scale in the backward. on_ready goes to the backward of each chunk's last
+  // microbatch, when the chunk's gradients become final; after_backward, when given, runs with
+  // the chunk after every other backward (GradBuckets::end_microbatch). Returns the sum of the
+  // microbatch losses on the last stage, 0 on the others.
   double run(const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets,
              double loss_scale, const GradReadyFn* on_ready = nullptr,
-             const std::function<void()>& after_backward = {});
+             const std::function<void(int chunk)>& after_backward = {});
 
-  // Forward only, the microbatches in order (validation): the sum of their losses on the last
-  // stage, 0 on the others. Gradients are untouched.
+  // Forward only, the microbatches in order (validation; interleaved: interleaved_forwards): the
+  // sum of their losses on the last stage, 0 on the others. Gradients are untouched.
   double evaluate(const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets);
 
  private:
-  // warmup: no backward has run yet in this step (or none will: evaluate), so the output's send
-  // starts at once; later, NCCL holds it back until the stage's next receive (see isend).
-  void forward(int mb, const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets,
-               double& loss_sum, bool warmup);
-  void backward(int mb, double loss_scale, const GradReadyFn* on_ready,
-                const std::function<void()>& after_backward);
-  void wait(std::unique_ptr<CommRequest>& request);
+  // What this stage keeps for one model chunk. Microbatch i uses slot i % slots.
+  struct Chunk {
+    bool first = false, last = false;  // the model's first chunk (embedding), its last (loss)
+    std::vector<GPTActivations> acts;
+    std::vector<Tensor> stage_input, input_grad;
+    std::vector<std::unique_ptr<CommRequest>> output_sent, input_grad_sent;
+  };
+  struct Batches {
+    const std::vector<Tensor>& inputs;
+    const std::vector<Tensor>& targets;
+  };
+  struct Backward {
+    double loss_scale;
+    const GradReadyFn* on_ready;
+    const std::function<void(int)>& after_backward;
+  };
+
+  // receive: take the input from the previous chunk here (1F1B), rather than through
+  // post_receives. send_now: start the output's send at once (1F1B's warm-up, see forward in
+  // pipeline.cpp), rather than with the next receive.
+  void forward(const PipeAction& action, const Batches& batches, double& loss_sum, bool receive,
+               bool send_now);
+  void backward(const PipeAction& action, const Backward& how, bool receive);
+  // Interleaved: runs the schedule's steps; the sends of each step start together with the
+  // receives of the next (pipeline_schedule.h).
+  void run_steps(const std::vector<PipeAction>& actions, const Batches& batches, double& loss_sum,
+                 const Backward* how);
+  // Posts the receives of a step's actions, waits for them, and returns how many there were.
+  int post_receives(const std::vector<PipeAction>& step);
+  void wait_for_sends();
+  size_t slot(const PipeAction& action) const;
+  int previous_stage() const;
+  int next_stage() const;
 
   GPT& model_;
   Communicator& pp_;
   int microbatches_;
-  bool first_, last_;
   std::vector<PipeAction> schedule_;
-  // One entry per microbatch in flight; microbatch i uses slot i % slots.
-  std::vector<GPTActivations> acts_;
-  std::vector<Tensor> stage_input_, input_grad_;
-  std::vector<std::unique_ptr<CommRequest>> output_sent_, input_grad_sent_;
+  std::vector<Chunk> chunks_;
   Tensor output_grad_;
+  // The last send posted, for run_steps to start a step's sends when no receive follows.
+  CommRequest* last_send_ = nullptr;
 };
 
 }  // namespace tessera

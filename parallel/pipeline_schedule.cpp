@@ -1,7 +1,10 @@
-// 1F1B: warm-up forwards, steady one-forward-one-backward, cool-down backwards.
+// 1F1B: warm-up forwards, steady one-forward-one-backward, cool-down backwards; and its
+// interleaved form over several model chunks per stage.
 #include "parallel/pipeline_schedule.h"
 
 #include <algorithm>
+
+#include "core/error.h"
 
 namespace tessera {
 
@@ -18,19 +21,91 @@ std::vector<PipeAction> one_f_one_b(int stages, int stage, int microbatches) {
   return actions;
 }
 
+std::string interleaved_schedule_problem(int stages, int microbatches, int chunks) {
+  if (chunks == 1) return "";
+  if (stages < 2)
+    return "expected 2 or more pipeline stages to interleave model chunks over, found " +
+           std::to_string(stages);
+  if (microbatches % stages != 0 || microbatches < 2 * stages)
+    return "expected a multiple of " + std::to_string(stages) + " microbatches, at least " +
+           std::to_string(2 * stages) +
+           " (the interleaved schedule runs them in groups of one per stage, two groups or "
+           "more), found " +
+           std::to_string(microbatches);
+  return "";
+}
+
+std::vector<PipeAction> interleaved_one_f_one_b(int stages, int stage, int microbatches,
+                                                int chunks) {
+  if (chunks == 1) return one_f_one_b(stages, stage, microbatches);
+  const std::string problem = interleaved_schedule_problem(stages, microbatches, chunks);
+  TESSERA_CHECK(problem.empty(), "interleaved_one_f_one_b: " + problem);
+  const int total = microbatches * chunks, group = stages * chunks;
+  // The k-th forward (backward) of the rank: microbatch p (k / (p v)) + k mod p, through chunk
+  // (k mod p v) / p (reversed for backwards).
+  const auto nth = [&](PipeAction::Kind kind, int k) {
+    int chunk = (k % group) / stages;
+    if (kind == PipeAction::Backward) chunk = chunks - 1 - chunk;
+    return PipeAction{kind, k / group * stages + k % stages, chunk};
+  };
+  const int warmup = std::min(total, 2 * (stages - stage - 1) + (chunks - 1) * stages);
+  std::vector<PipeAction> actions;
+  int forward = 0, backward = 0;
+  for (; forward < warmup; ++forward) actions.push_back(nth(PipeAction::Forward, forward));
+  for (; forward < total; ++forward, ++backward) {
+    actions.push_back(nth(PipeAction::Forward, forward));
+    actions.push_back(nth(PipeAction::Backward, backward));
+  }
+  for (; backward < total; ++backward) actions.push_back(nth(PipeAction::Backward, backward));
+  return actions;
+}
+
+std::vector<PipeAction> interleaved_forwards(int stages, int microbatches, int chunks) {
+  std::vector<PipeAction> actions;
+  for (int first = 0; first < microbatches; first += stages)
+    for (int chunk = 0; chunk < chunks; ++chunk)
+      for (int mb = first; mb < std::min(first + stages, microbatches); ++mb)
+        actions.push_back({PipeAction::Forward, mb, chunk});
+  return actions;
+}
+
+std::vector<std::vector<PipeAction>> pipeline_steps(const std::vector<PipeAction>& actions) {
+  std::vector<std::vector<PipeAction>> steps;
+  for (size_t i = 0; i < actions.size(); ++i) {
+    const bool pair = actions[i].kind == PipeAction::Forward && i + 1 < actions.size() &&
+                      actions[i + 1].kind == PipeAction::Backward;
+    steps.push_back({actions[i]});
+    if (pair) steps.back().push_back(actions[++i]);
+  }
+  return steps;
+}
+
 int in_flight_microbatches(int stages, int stage, int microbatches) {
   return std::min(stages - stage, microbatches);
 }
 
-double bubble_fraction(int stages, int microbatches) {
-  return static_cast<double>(stages - 1) / (microbatches + stages - 1);
+std::vector<int> in_flight_per_chunk(const std::vector<PipeAction>& actions, int chunks) {
+  std::vector<int> now(static_cast<size_t>(chunks), 0), most(static_cast<size_t>(chunks), 0);
+  for (const PipeAction& a : actions) {
+    int& n = now[static_cast<size_t>(a.chunk)];
+    n += a.kind == PipeAction::Forward ? 1 : -1;
+    most[static_cast<size_t>(a.chunk)] = std::max(most[static_cast<size_t>(a.chunk)], n);
+  }
+  return most;
+}
+
+double bubble_fraction(int stages, int microbatches, int chunks) {
+  return static_cast<double>(stages - 1) / (chunks * microbatches + stages - 1);
 }
 
 std::string schedule_string(const std::vector<PipeAction>& actions) {
+  bool chunked = false;
+  for (const PipeAction& a : actions) chunked |= a.chunk != 0;
   std::string s;
   for (const PipeAction& a : actions) {
     if (!s.empty()) s += ' ';
     s += (a.kind == PipeAction::Forward ? 'F' : 'B') + std::to_string(a.microbatch);
+    if (chunked) s.append(".").append(std::to_string(a.chunk));
   }
   return s;
 }

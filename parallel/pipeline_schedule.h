@@ -1,8 +1,23 @@
-// The 1F1B pipeline schedule (Narayanan et al. 2021, "PipeDream-Flush"): stage s of p runs
+// Pipeline schedules. 1F1B (Narayanan et al. 2021, "PipeDream-Flush"): stage s of p runs
 // min(p - s - 1, m) warm-up forwards, then alternates one forward and one backward until every
 // forward has run, then cools down with the remaining backwards. At most p - s microbatches
 // are in flight on stage s, so its activation memory is bounded by the stage count, not by m.
 // The idle share of each stage, the bubble, is (p - 1) / (m + p - 1) of the step.
+//
+// Interleaved 1F1B (the same paper, section 2.2; Megatron-LM's virtual pipeline stages): each of
+// the p ranks holds v model chunks, chunk c of rank s being virtual stage c p + s of v p, so a
+// microbatch passes every rank v times. The forwards run in groups of p microbatches: group g's
+// microbatches through chunk 0, then through chunk 1, ..., then group g + 1; the backwards in the
+// same order with the chunks reversed. Rank s warms up with 2 (p - s - 1) + (v - 1) p forwards,
+// then alternates. The bubble shrinks v times, to (p - 1) / (v m + p - 1), for v times the
+// point-to-point messages.
+//
+// The executor (parallel/pipeline.h) runs an interleaved schedule in steps (pipeline_steps): one
+// forward and the backward after it, or one action alone in warm-up and cool-down; the sends of a
+// step and the receives of the next start together (one NCCL group), as Megatron-LM batches
+// them. tests/test_parallel.cpp runs every rank's steps against the others in a model of NCCL's
+// groups, with each message checked to arrive where it is expected; interleaved_schedule_problem
+// refuses the layouts where that model finds the ranks waiting on each other in a ring.
 #pragma once
 
 #include <string>
@@ -13,19 +28,41 @@ namespace tessera {
 struct PipeAction {
   enum Kind { Forward, Backward } kind;
   int microbatch;
+  int chunk = 0;  // the rank's model chunk (interleaved schedule)
   bool operator==(const PipeAction&) const = default;
 };
 
 // The actions of `stage` (of `stages`) over `microbatches` microbatches, in order.
 std::vector<PipeAction> one_f_one_b(int stages, int stage, int microbatches);
 
+// The interleaved schedule of `stage` with `chunks` model chunks on each stage; one_f_one_b when
+// chunks is 1. InternalError where interleaved_schedule_problem says why it cannot run.
+std::vector<PipeAction> interleaved_one_f_one_b(int stages, int stage, int microbatches,
+                                                int chunks);
+
+// Why the interleaved schedule cannot run this layout, or "" when it can: it needs 2 or more
+// stages and a multiple of the stage count of microbatches, at least twice the stage count (with
+// one group of microbatches, every rank sends before it receives and the ranks' sends wait on
+// each other round the ring).
+std::string interleaved_schedule_problem(int stages, int microbatches, int chunks);
+
+// Forwards only (validation), in the interleaved order: groups of `stages` microbatches, the last
+// one smaller when `stages` does not divide `microbatches`.
+std::vector<PipeAction> interleaved_forwards(int stages, int microbatches, int chunks);
+
+// A schedule cut into steps: a forward with the backward right after it, else one action.
+std::vector<std::vector<PipeAction>> pipeline_steps(const std::vector<PipeAction>& actions);
+
 // Microbatches in flight at once on `stage`: activation sets it must keep.
 int in_flight_microbatches(int stages, int stage, int microbatches);
+// The same, per chunk, of a schedule: the most microbatches whose forward has run and whose
+// backward has not, for each chunk.
+std::vector<int> in_flight_per_chunk(const std::vector<PipeAction>& actions, int chunks);
 
-// (p - 1) / (m + p - 1).
-double bubble_fraction(int stages, int microbatches);
+// (p - 1) / (v m + p - 1).
+double bubble_fraction(int stages, int microbatches, int chunks = 1);
 
-// "F0 F1 B0 F2 B1 B2", for tests.
+// "F0 F1 B0 F2 B1 B2", for tests; with chunks "F0.0 F1.0 F0.1 ..." (microbatch.chunk).
 std::string schedule_string(const std::vector<PipeAction>& actions);
 
 }  // namespace tessera

@@ -110,13 +110,12 @@ ProcessGrid::ProcessGrid(Communicator& world, const GridLayout& layout)
                 "ProcessGrid: a group came out with the wrong size");
 }
 
-ModelShard ProcessGrid::shard(const ModelConfig& cfg) const {
+ModelShard ProcessGrid::shard(const ModelConfig& cfg, int chunks) const {
   ModelShard s;
   s.tp_rank = coord_.tp;
   s.tp_size = layout_.tp;
-  const LayerRange r = stage_layers(cfg.layers, layout_.pp, coord_.pp);
-  s.layer_begin = r.begin;
-  s.layer_end = r.end;
+  for (int c = 0; c < chunks; ++c)
+    s.chunks.push_back(stage_layers(cfg.layers, layout_.pp * chunks, c * layout_.pp + coord_.pp));
   s.has_embedding = first_stage();
   s.has_head = last_stage();
   return s;

@@ -42,9 +42,6 @@ GridLayout resolve_layout(int tp, int pp, int dp, int world_size);
 
 // Layers [begin, end) of pipeline stage `stage`: L / PP each, and the first L % PP stages one
 // more: not the last stage, which also carries the final norm, the LM head and the loss.
-struct LayerRange {
-  int64_t begin = 0, end = 0;
-};
 LayerRange stage_layers(int64_t layers, int pp, int stage);
 
 class ProcessGrid {
@@ -65,8 +62,10 @@ class ProcessGrid {
   // nullptr on middle pipeline stages.
   CountingCommunicator* embedding() { return embedding_.get(); }
 
-  // What this rank holds of a model: its TP shard and its stage's layers.
-  ModelShard shard(const ModelConfig& cfg) const;
+  // What this rank holds of a model: its TP shard and its stage's layers, or with `chunks` > 1
+  // its model chunks of the interleaved schedule (chunk c: stage_layers of virtual stage
+  // c pp + stage of chunks x pp).
+  ModelShard shard(const ModelConfig& cfg, int chunks = 1) const;
   // A table of every group's world ranks, for the log of rank 0.
   std::string describe_groups() const;
 

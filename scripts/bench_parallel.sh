@@ -2,7 +2,8 @@
 # The parallel-layout figures of docs/PERFORMANCE.md: for each TP x PP x DP layout, ms/step and
 # the bytes each rank sends by kind against the Megatron formulas (bench/parallel_bench.cpp),
 # then the peak memory per rank of a 24-layer, d 1024 model on one rank and on TP 2 x PP 2, and
-# of the small shape's activations on TP 2 with and without sequence parallelism.
+# of the small shape's activations on TP 2 with and without sequence parallelism, and the
+# interleaved schedule on PP 2 with 1, 2 and 4 model chunks per stage.
 #   scripts/bench_parallel.sh [BUILD_DIR] [THREADS_PER_RANK]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,3 +50,11 @@ echo "$sp_out"
 plain=$(rss <<<"$plain_out")
 sp=$(rss <<<"$sp_out")
 echo "peak RSS per rank on TP 2: ${plain} MB, with sequence parallelism ${sp} MB"
+
+echo
+echo "## interleaved schedule: shape small on PP 2, 8 microbatches of 2, 1, 2 and 4 chunks per stage"
+for vp in 1 2 4; do
+  echo
+  "${MPI[@]}" -n 2 "$BENCH" --pp 2 --vp "$vp" --global 16 --micro 2 --steps 9 --warmup 2 \
+    --threads "$THREADS"
+done

@@ -858,6 +858,39 @@ TEST_F(Cli, MpirunTp2Pp2MatchesOneRank) {
       << sp.out;
 }
 
+// The interleaved schedule from the command line: two stages of two model chunks each follow the
+// one-rank run, in training and in validation (forwards only, in groups of one microbatch per
+// stage), and the log names each stage's chunks, the schedule and its
+// smaller bubble.
+TEST_F(Cli, InterleavedPipelineFollowsOneRankAndSaysWhereEachChunkIs) {
+  const std::string args = "train --data.path " + corpus_ + " --run.dir " +
+                           (dir_ / "run").string() +
+                           " --model.vocab_size 258 --model.d_model 32 --model.layers 4"
+                           " --model.heads 2 --model.d_ff 64 --model.seq_len 16"
+                           " --train.global_batch 4 --train.micro_batch 1 --train.threads 1"
+                           " --train.steps 6 --train.log_interval 1 --train.eval_interval 6"
+                           " --train.eval_batches 3";
+  const CliRun single = run_tessera(args, dir_);
+  ASSERT_EQ(single.exit_code, 0) << single.err;
+  const std::vector<double> one = losses_of(dir_ / "run" / "metrics.jsonl");
+  const size_t validation = single.out.find("validation | step 6 | loss ");
+  ASSERT_NE(validation, std::string::npos) << single.out;
+  fs::remove_all(dir_ / "run");
+  const CliRun r = run_mpi(2, args + " --parallel.pp 2 --parallel.virtual_stages 2", dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<double> two = losses_of(dir_ / "run" / "metrics.jsonl");
+  ASSERT_EQ(one.size(), 6u);
+  ASSERT_EQ(two.size(), one.size());
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(two[i], one[i], 1e-5 * one[i]);
+  EXPECT_NE(r.out.find("pipeline: 2 stages x 2 model chunks, interleaved (0: layers 0 + 2, 1: "
+                       "layers 1 + 3); interleaved 1F1B over 4 microbatches of 1; bubble 11.1%"),
+            std::string::npos)
+      << r.out;
+  const std::string line =
+      single.out.substr(validation, single.out.find('\n', validation) - validation);
+  EXPECT_NE(r.out.find(line), std::string::npos) << line << "\n" << r.out;
+}
+
 // Sequence parallelism with bf16 on the host (each op in float32, rounded; the reduce-scatters
 // summed in float32 and rounded once, as are the LayerNorms' gradients): the losses of the same
 // run without it, within bf16's rounding.
@@ -961,6 +994,21 @@ TEST_F(Cli, MpirunWorldSizeNotTpTimesPpTimesDpStopsEveryRank) {
               dir_),
       "--model.seq_len: expected a multiple of --parallel.tp = 2 with "
       "--parallel.sequence_parallel");
+  // Model chunks need stages to interleave over, a layer each, and two groups of microbatches.
+  expect_layout_error(run_mpi(2, tiny_args() + " --parallel.virtual_stages 2", dir_),
+                      "--parallel.virtual_stages: expected 1 with --parallel.pp 1");
+  expect_layout_error(
+      run_mpi(2, tiny_args() + " --parallel.pp 2 --parallel.virtual_stages 2", dir_),
+      "--model.layers: expected at least one layer per model chunk, --parallel.pp x "
+      "--parallel.virtual_stages = 2 x 2, found 2");
+  std::string deep = tiny_args();
+  deep.replace(deep.find("--model.layers 2"), 16, "--model.layers 4");
+  expect_layout_error(
+      run_mpi(2, deep + " --parallel.pp 2 --parallel.virtual_stages 2", dir_),
+      "--train.global_batch: with --parallel.virtual_stages 2 and --parallel.pp 2, expected a "
+      "multiple of 2 microbatches, at least 4 (the interleaved schedule runs them in groups of "
+      "one per stage, two groups or more), found 2 microbatches per step: --train.global_batch 4 "
+      "/ (1 data-parallel ranks x --train.micro_batch 2)");
 }
 
 TEST_F(Cli, MpirunHeadsNotDivisibleByTpStopsEveryRank) {

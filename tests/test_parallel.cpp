@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <csignal>
+#include <map>
 #include <set>
+#include <tuple>
 
 #include "core/error.h"
 #include "core/model/gpt.h"
@@ -264,6 +266,212 @@ TEST(OneFOneB, BubbleFractionIsPMinusOneOverMPlusPMinusOne) {
   EXPECT_DOUBLE_EQ(bubble_fraction(1, 8), 0.0);
   EXPECT_DOUBLE_EQ(bubble_fraction(4, 8), 3.0 / 11.0);
   EXPECT_DOUBLE_EQ(bubble_fraction(2, 1), 0.5);
+  EXPECT_DOUBLE_EQ(bubble_fraction(4, 8, 2), 3.0 / 19.0);  // interleaved: v m + p - 1
+}
+
+// Two stages, two chunks, four microbatches, worked out by hand from Megatron-LM's rule: groups
+// of two microbatches through chunk 0 then chunk 1; stage 0 warms up with 2 (2 - 0 - 1) + 2 = 4
+// forwards, stage 1 with 2; the backwards take the chunks in reverse.
+TEST(InterleavedOneFOneB, TwoStagesTwoChunksFollowTheDefinition) {
+  EXPECT_EQ(schedule_string(interleaved_one_f_one_b(2, 0, 4, 2)),
+            "F0.0 F1.0 F0.1 F1.1 F2.0 B0.1 F3.0 B1.1 F2.1 B0.0 F3.1 B1.0 B2.1 B3.1 B2.0 B3.0");
+  EXPECT_EQ(schedule_string(interleaved_one_f_one_b(2, 1, 4, 2)),
+            "F0.0 F1.0 F0.1 B0.1 F1.1 B1.1 F2.0 B0.0 F3.0 B1.0 F2.1 B2.1 F3.1 B3.1 B2.0 B3.0");
+  EXPECT_EQ(interleaved_one_f_one_b(4, 1, 8, 1), one_f_one_b(4, 1, 8));
+  EXPECT_EQ(schedule_string(interleaved_forwards(2, 3, 2)), "F0.0 F1.0 F0.1 F1.1 F2.0 F2.1");
+}
+
+// Every (microbatch, chunk) runs forward once and backward once, after its forward; the forwards
+// in the group order of interleaved_forwards, the backwards in it with the chunks reversed; the
+// warm-up as defined, then a forward and a backward; and each chunk keeping between 1 and m
+// activation sets.
+TEST(InterleavedOneFOneB, EveryStageRunsEachMicrobatchThroughEachChunkInGroupOrder) {
+  for (int p : {2, 3, 4})
+    for (int v : {2, 3})
+      for (int m : {2 * p, 3 * p})
+        for (int s = 0; s < p; ++s) {
+          const std::vector<PipeAction> a = interleaved_one_f_one_b(p, s, m, v);
+          const std::string name = std::to_string(p) + " stages, " + std::to_string(v) +
+                                   " chunks, " + std::to_string(m) + " microbatches, stage " +
+                                   std::to_string(s);
+          ASSERT_EQ(a.size(), 2u * static_cast<size_t>(m * v)) << name;
+          std::vector<PipeAction> forwards, backwards;
+          for (const PipeAction& x : a) {
+            if (x.kind == PipeAction::Forward) {
+              forwards.push_back(x);
+            } else {
+              PipeAction f = x;
+              f.kind = PipeAction::Forward;
+              EXPECT_NE(std::find(forwards.begin(), forwards.end(), f), forwards.end())
+                  << name << ": backward before forward";
+              f.chunk = v - 1 - x.chunk;  // back to the forward order
+              backwards.push_back(f);
+            }
+          }
+          const std::vector<PipeAction> order = interleaved_forwards(p, m, v);
+          EXPECT_EQ(forwards, order) << name;
+          EXPECT_EQ(backwards, order) << name;
+          const int warmup = std::min(m * v, 2 * (p - s - 1) + (v - 1) * p);
+          for (int i = 0; i < warmup; ++i)
+            EXPECT_EQ(a[static_cast<size_t>(i)].kind, PipeAction::Forward) << name;
+          EXPECT_EQ(a[static_cast<size_t>(warmup)].kind, PipeAction::Forward) << name;
+          EXPECT_EQ(a[static_cast<size_t>(warmup) + 1].kind, PipeAction::Backward) << name;
+          for (int most : in_flight_per_chunk(a, v)) {
+            EXPECT_GE(most, 1) << name;
+            EXPECT_LE(most, m) << name;
+          }
+        }
+}
+
+TEST(InterleavedOneFOneB, LayoutsItCannotRunAreNamed) {
+  EXPECT_EQ(interleaved_schedule_problem(1, 8, 1), "");
+  EXPECT_EQ(interleaved_schedule_problem(4, 8, 2), "");
+  EXPECT_EQ(interleaved_schedule_problem(2, 4, 3), "");
+  EXPECT_NE(interleaved_schedule_problem(1, 8, 2).find("expected 2 or more pipeline stages"),
+            std::string::npos);
+  EXPECT_NE(interleaved_schedule_problem(4, 4, 2).find("at least 8"), std::string::npos);
+  EXPECT_NE(interleaved_schedule_problem(4, 10, 2).find("a multiple of 4 microbatches"),
+            std::string::npos);
+  EXPECT_THROW(interleaved_one_f_one_b(4, 0, 6, 2), InternalError);
+}
+
+// A pipeline message: activations or a gradient, of a microbatch, sent by a virtual stage.
+struct Message {
+  bool gradient;
+  int microbatch, from;
+  bool operator==(const Message&) const = default;
+};
+struct P2p {
+  bool send;
+  int peer;
+  Message message;
+};
+
+// The receives or the sends of action a on stage s of p, v chunks each (virtual stage c p + s).
+std::vector<P2p> p2p_of(int p, int s, int v, const PipeAction& a, bool sends) {
+  const int at = a.chunk * p + s, last = p * v - 1, next = (s + 1) % p, previous = (s + p - 1) % p;
+  std::vector<P2p> ops;
+  if (a.kind == PipeAction::Forward) {
+    if (!sends && at > 0) ops.push_back({false, previous, {false, a.microbatch, at - 1}});
+    if (sends && at < last) ops.push_back({true, next, {false, a.microbatch, at}});
+  } else {
+    if (!sends && at < last) ops.push_back({false, next, {true, a.microbatch, at + 1}});
+    if (sends && at > 0) ops.push_back({true, previous, {true, a.microbatch, at}});
+  }
+  return ops;
+}
+
+// Stage s's point-to-point groups as PipelineEngine::run_steps starts them: the first step's
+// receives, then each step's sends with the next step's receives.
+std::vector<std::vector<P2p>> step_groups(int p, int s, int v,
+                                          const std::vector<PipeAction>& actions) {
+  const std::vector<std::vector<PipeAction>> steps = pipeline_steps(actions);
+  std::vector<std::vector<P2p>> groups(steps.size() + 1);
+  for (size_t i = 0; i < steps.size(); ++i)
+    for (const PipeAction& a : steps[i]) {
+      for (const P2p& x : p2p_of(p, s, v, a, false)) groups[i].push_back(x);
+      for (const P2p& x : p2p_of(p, s, v, a, true)) groups[i + 1].push_back(x);
+    }
+  return groups;
+}
+
+// Runs every stage's groups as NCCL does: one after another on each stage, a group complete once
+// each of its operations has met its partner in a group that has started, the n-th send from
+// stage a to stage b meeting the n-th receive of b from a. "" when every group completes and
+// every message arrives where it is expected (MPI matches the same way, in posting order, and
+// does not make a send wait: what runs here runs there), else what went wrong.
+std::string run_as_nccl_groups(const std::vector<std::vector<std::vector<P2p>>>& stages) {
+  using Key = std::tuple<bool, int, int, int>;  // send, from, to, n-th between them
+  std::map<Key, std::pair<int, size_t>> where;  // stage, group
+  std::map<Key, Message> what;
+  std::map<std::tuple<bool, int, int>, int> count;
+  for (int s = 0; s < static_cast<int>(stages.size()); ++s)
+    for (size_t g = 0; g < stages[static_cast<size_t>(s)].size(); ++g)
+      for (const P2p& op : stages[static_cast<size_t>(s)][g]) {
+        const int from = op.send ? s : op.peer, to = op.send ? op.peer : s;
+        const Key key{op.send, from, to, count[{op.send, from, to}]++};
+        where[key] = {s, g};
+        what[key] = op.message;
+      }
+  for (const auto& [key, message] : what) {
+    const auto [send, from, to, n] = key;
+    const auto partner = what.find(Key{!send, from, to, n});
+    if (!send && partner != what.end()) continue;  // checked from its send
+    if (partner == what.end())
+      return "stage " + std::to_string(from) + " and stage " + std::to_string(to) +
+             " post unequal numbers of sends and receives";
+    if (!(partner->second == message))
+      return "stage " + std::to_string(to) + " receives microbatch " +
+             std::to_string(message.microbatch) + " from virtual stage " +
+             std::to_string(message.from) + " where it expects microbatch " +
+             std::to_string(partner->second.microbatch) + " from virtual stage " +
+             std::to_string(partner->second.from);
+  }
+  std::vector<size_t> at(stages.size(), 0);
+  for (bool progress = true; progress;) {
+    progress = false;
+    for (size_t s = 0; s < stages.size(); ++s) {
+      if (at[s] == stages[s].size()) continue;
+      bool ready = true;
+      for (const auto& [key, place] : where) {
+        if (place.first != static_cast<int>(s) || place.second != at[s]) continue;
+        const auto [send, from, to, n] = key;
+        const auto [partner_stage, partner_group] = where.at(Key{!send, from, to, n});
+        if (at[static_cast<size_t>(partner_stage)] < partner_group) ready = false;
+      }
+      if (ready) {
+        ++at[s];
+        progress = true;
+      }
+    }
+  }
+  std::string stuck;
+  for (size_t s = 0; s < stages.size(); ++s)
+    if (at[s] < stages[s].size())
+      stuck += " stage " + std::to_string(s) + " at group " + std::to_string(at[s]) + " of " +
+               std::to_string(stages[s].size()) + ";";
+  return stuck.empty() ? "" : "deadlock:" + stuck;
+}
+
+// The model finds what it is for: sends round a ring, each started alone before its stage's
+// receive, wait for each other; two messages received in the other order land in each other's
+// buffers.
+TEST(InterleavedOneFOneB, TheGroupModelFindsARingOfSendsAndCrossedMessages) {
+  std::vector<std::vector<std::vector<P2p>>> ring(3);
+  for (int s = 0; s < 3; ++s)
+    ring[static_cast<size_t>(s)] = {{{true, (s + 1) % 3, {false, 0, s}}},
+                                    {{false, (s + 2) % 3, {false, 0, (s + 2) % 3}}}};
+  EXPECT_EQ(run_as_nccl_groups(ring),
+            "deadlock: stage 0 at group 0 of 2; stage 1 at group 0 of 2; stage 2 at group 0 of 2;");
+  ring[0] = {{{true, 1, {false, 0, 0}}, {false, 2, {false, 0, 2}}}};  // send with the receive
+  EXPECT_EQ(run_as_nccl_groups(ring), "");
+  std::vector<std::vector<std::vector<P2p>>> crossed(2);
+  crossed[0] = {{{true, 1, {false, 0, 0}}, {true, 1, {true, 1, 0}}}};
+  crossed[1] = {{{false, 0, {true, 1, 0}}, {false, 0, {false, 0, 0}}}};
+  EXPECT_NE(run_as_nccl_groups(crossed).find("stage 1 receives microbatch 0"), std::string::npos);
+}
+
+// Every layout the interleaved schedule accepts runs to its end under NCCL's groups, each
+// activation and gradient arriving in the buffer of the microbatch and chunk it is for, with two
+// stages (where one pair of ranks carries both) too; and so do forwards alone (validation) with
+// any number of microbatches.
+TEST(InterleavedOneFOneB, StagesExchangeWithoutDeadlockUnderNcclGroups) {
+  for (int p : {2, 3, 4, 5})
+    for (int v : {2, 3, 4})
+      for (int m = 1; m <= 4 * p; ++m) {
+        const std::string name = std::to_string(p) + " stages, " + std::to_string(v) + " chunks, " +
+                                 std::to_string(m) + " microbatches";
+        std::vector<std::vector<std::vector<P2p>>> forwards(static_cast<size_t>(p));
+        for (int s = 0; s < p; ++s)
+          forwards[static_cast<size_t>(s)] = step_groups(p, s, v, interleaved_forwards(p, m, v));
+        EXPECT_EQ(run_as_nccl_groups(forwards), "") << name << ", forwards only";
+        if (!interleaved_schedule_problem(p, m, v).empty()) continue;
+        std::vector<std::vector<std::vector<P2p>>> training(static_cast<size_t>(p));
+        for (int s = 0; s < p; ++s)
+          training[static_cast<size_t>(s)] =
+              step_groups(p, s, v, interleaved_one_f_one_b(p, s, m, v));
+        EXPECT_EQ(run_as_nccl_groups(training), "") << name;
+      }
 }
 
 ModelConfig small_model() {
@@ -323,7 +531,7 @@ TEST(GradBuckets, Bfloat16GradientsAreSummedInFloat32OverMicrobatches) {
     for (Param* p : {&a, &b})
       for (int64_t i = 0; i < p->grad.numel(); ++i) p->grad.data<bf16>()[i] = to_bf16(step[mb]);
     if (mb < 2) {
-      buckets.end_microbatch();
+      buckets.end_microbatch({&a, &b});
     } else {
       buckets.mark_ready(b);
       buckets.mark_ready(a);

@@ -1,10 +1,11 @@
 // The transformer's hyper-parameters (GPT-2 family) and the slice of it one rank holds: its
-// tensor-parallel shard and its pipeline stage's layers. validate() throws InputError naming
-// the option (--model.*) when the numbers cannot make a model.
+// tensor-parallel shard and its pipeline stage's layers (or model chunks). validate() throws
+// InputError naming the option (--model.*) when the numbers cannot make a model.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/dtype.h"
 #include "core/tensor.h"
@@ -46,14 +47,22 @@ struct ModelConfig {
   void validate(int tp_size = 1) const;
 };
 
+// Layers [begin, end).
+struct LayerRange {
+  int64_t begin = 0, end = 0;
+};
+
 // Which part of the model this rank holds.
 struct ModelShard {
   int tp_rank = 0;
   int tp_size = 1;
-  int64_t layer_begin = 0;    // this pipeline stage's layers [layer_begin, layer_end)
-  int64_t layer_end = -1;     // -1: up to the last layer
-  bool has_embedding = true;  // first pipeline stage
-  bool has_head = true;       // last pipeline stage (final norm, LM head, loss)
+  // This rank's model chunks, each a range of layers run as one piece of the pipeline: one, its
+  // stage's layers; or with the interleaved schedule v of them, chunk c being virtual stage
+  // c pp + stage (parallel/pipeline_schedule.h). Empty: every layer, one chunk.
+  std::vector<LayerRange> chunks;
+  bool has_embedding = true;  // first pipeline stage: its chunk 0 starts with the embedding
+  bool has_head = true;       // last pipeline stage: its last chunk ends with the final norm,
+                              // the LM head and the loss
   // Megatron-LM's sequence parallelism (Korthikanti et al. 2022), with tp_size > 1: outside the
   // attention and MLP, each TP rank holds its 1/tp of the micro-batch's tokens (rows
   // [B T r / tp, B T (r + 1) / tp) of the [B T, C] residual stream) instead of all of them

@@ -19,7 +19,7 @@ GPT::GPT(const ModelConfig& cfg, const ModelShard& shard, Communicator& tp, uint
   cfg_.validate(shard.tp_size);
   TESSERA_CHECK(tp.size() == shard.tp_size && tp.rank() == shard.tp_rank,
                 "GPT: the TP communicator does not match the shard");
-  if (shard_.layer_end < 0) shard_.layer_end = cfg.layers;
+  if (shard_.chunks.empty()) shard_.chunks.push_back({0, cfg.layers});
   const int64_t V = cfg.vocab_size, C = cfg.d_model, T = cfg.seq_len;
   // The token embedding is also the LM head (tied), so both first and last stage hold it.
   wte = make_param("embedding/token/weight", ParamKind::Embedding, ParamInit::Normal, cfg.init_std,
@@ -30,8 +30,11 @@ GPT::GPT(const ModelConfig& cfg, const ModelShard& shard, Communicator& tp, uint
   lnf_b = make_param("final_norm/bias", ParamKind::Norm, ParamInit::Zeros, 0, {C}, -1, 1, shard);
   vocab_start_ = wte.piece_begin();
   wte.tied_copy = shard.has_head && !shard.has_embedding;
-  for (int64_t l = shard_.layer_begin; l < shard_.layer_end; ++l)
-    blocks.emplace_back(cfg, shard, l);
+  chunk_start_.push_back(0);
+  for (const LayerRange& chunk : shard_.chunks) {
+    for (int64_t l = chunk.begin; l < chunk.end; ++l) blocks.emplace_back(cfg, shard_, l);
+    chunk_start_.push_back(blocks.size());
+  }
   for (Param* p : params()) p->materialize(seed, cfg.dtype, cfg.device);
   if (cfg.pos == PositionKind::Sinusoidal) {
     const Tensor table =
@@ -40,16 +43,24 @@ GPT::GPT(const ModelConfig& cfg, const ModelShard& shard, Communicator& tp, uint
   }
 }
 
-std::vector<Param*> GPT::params() {
+std::vector<Param*> GPT::chunk_params(int chunk) {
   std::vector<Param*> ps;
-  if (shard_.has_embedding || shard_.has_head) ps.push_back(&wte);
-  if (shard_.has_embedding && cfg_.pos == PositionKind::Learned) ps.push_back(&wpe);
-  for (auto& b : blocks)
-    for (Param* p : b.params()) ps.push_back(p);
-  if (shard_.has_head) {
+  if (embeds(chunk) || heads(chunk)) ps.push_back(&wte);
+  if (embeds(chunk) && cfg_.pos == PositionKind::Learned) ps.push_back(&wpe);
+  for (size_t i = chunk_start_[static_cast<size_t>(chunk)];
+       i < chunk_start_[static_cast<size_t>(chunk) + 1]; ++i)
+    for (Param* p : blocks[i].params()) ps.push_back(p);
+  if (heads(chunk)) {
     ps.push_back(&lnf_w);
     ps.push_back(&lnf_b);
   }
+  return ps;
+}
+
+std::vector<Param*> GPT::params() {
+  std::vector<Param*> ps;
+  for (int c = 0; c < chunks(); ++c)
+    for (Param* p : chunk_params(c)) ps.push_back(p);
   return ps;
 }
 
@@ -67,23 +78,26 @@ Shape GPT::stage_shape(int64_t B) const {
   return shard_.stream_shape(B, cfg_.seq_len, cfg_.d_model);
 }
 
-GPTActivations GPT::make_activations(int64_t B) const {
+GPTActivations GPT::make_activations(int64_t B, int chunk) const {
+  TESSERA_CHECK(chunk >= 0 && chunk < chunks(), "GPT::make_activations: no such chunk");
   const int64_t T = cfg_.seq_len, C = cfg_.d_model;
   GPTActivations a;
   a.B = B;
+  a.chunk = chunk;
   const Device dev = cfg_.device;
   a.inputs = Tensor({B, T}, DType::I32, dev);
   a.targets = Tensor({B, T}, DType::I32, dev);
-  for (size_t i = 0; i <= blocks.size(); ++i)
-    a.residual.emplace_back(stage_shape(B), cfg_.dtype, dev);
+  const size_t begin = chunk_start_[static_cast<size_t>(chunk)];
+  const size_t end = chunk_start_[static_cast<size_t>(chunk) + 1];
+  for (size_t i = begin; i <= end; ++i) a.residual.emplace_back(stage_shape(B), cfg_.dtype, dev);
   const BlockActivations* shared = nullptr;
   if (cfg_.recompute != Recompute::None && !blocks.empty()) {
     auto it = shared_acts_.find(B);
     if (it == shared_acts_.end()) it = shared_acts_.emplace(B, blocks[0].make_activations(B)).first;
     shared = &it->second;
   }
-  for (const auto& b : blocks) a.blocks.push_back(b.make_activations(B, shared));
-  if (shard_.has_head) {
+  for (size_t i = begin; i < end; ++i) a.blocks.push_back(blocks[i].make_activations(B, shared));
+  if (heads(chunk)) {
     a.lnf = Tensor({B, T, C}, cfg_.dtype, dev);
     a.lnf_mean = Tensor({shard_.stream_rows(B, T)}, cfg_.stats_dtype(), dev);
     a.lnf_rstd = Tensor({shard_.stream_rows(B, T)}, cfg_.stats_dtype(), dev);
@@ -134,7 +148,8 @@ double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targe
                     const Tensor* stage_input) {
   BlockScratch& s = scratch(a.B);
   Tensor& x0 = a.residual.front();
-  if (shard_.has_embedding) {
+  TransformerBlock* chunk_blocks = blocks.data() + chunk_start_[static_cast<size_t>(a.chunk)];
+  if (embeds(a.chunk)) {
     TESSERA_CHECK(inputs != nullptr, "GPT::forward: the first stage needs token ids");
     copy_into(a.inputs, *inputs);
     const Tensor& positions = cfg_.pos == PositionKind::Learned ? wpe.value : sinusoid_;
@@ -152,9 +167,9 @@ double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targe
     TESSERA_CHECK(stage_input != nullptr, "GPT::forward: a later stage needs its input");
     copy_into(x0, *stage_input);
   }
-  for (size_t i = 0; i < blocks.size(); ++i)
-    blocks[i].forward(a.residual[i + 1], a.residual[i], a.blocks[i], s, tp_);
-  if (!shard_.has_head) return 0.0;
+  for (size_t i = 0; i < a.blocks.size(); ++i)
+    chunk_blocks[i].forward(a.residual[i + 1], a.residual[i], a.blocks[i], s, tp_);
+  if (!heads(a.chunk)) return 0.0;
 
   if (shard_.sequence_parallel) {  // this rank's rows, then all of them for the LM head
     ops::layernorm_forward(rows_, a.lnf_mean, a.lnf_rstd, a.residual.back(), lnf_w.value,
@@ -182,7 +197,8 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
   };
   Tensor* dres = &dres_a_;
   Tensor* dnext = &dres_b_;
-  if (shard_.has_head) {
+  TransformerBlock* chunk_blocks = blocks.data() + chunk_start_[static_cast<size_t>(a.chunk)];
+  if (heads(a.chunk)) {
     // d loss / d losses[m] = loss_scale / (B T): the loss is a mean over tokens.
     // Filled when it changes only (once per run in training): a copy to the GPU waits for it.
     const double dloss = loss_scale / static_cast<double>(a.B * cfg_.seq_len);
@@ -218,13 +234,13 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
     TESSERA_CHECK(d_output != nullptr, "GPT::backward: a non-last stage needs d_output");
     copy_into(*dres, *d_output);
   }
-  for (size_t i = blocks.size(); i-- > 0;) {
-    blocks[i].backward(*dnext, *dres, a.residual[i], a.blocks[i], s, tp_);
+  for (size_t i = a.blocks.size(); i-- > 0;) {
+    chunk_blocks[i].backward(*dnext, *dres, a.residual[i], a.blocks[i], s, tp_);
     std::swap(dres, dnext);
     if (on_ready)
-      for (Param* p : blocks[i].params()) (*on_ready)(*p);
+      for (Param* p : chunk_blocks[i].params()) (*on_ready)(*p);
   }
-  if (shard_.has_embedding) {
+  if (embeds(a.chunk)) {
     const Tensor dembedding = shard_.sequence_parallel ? tokens_ : *dres;
     if (shard_.sequence_parallel) all_gather_in_order(tp_, tokens_, *dres);
     if (cfg_.pos == PositionKind::Learned) ops::positional_backward(wpe.grad, dembedding);

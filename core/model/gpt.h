@@ -20,9 +20,10 @@ namespace tessera {
 
 struct GPTActivations {
   int64_t B = 0;
+  int chunk = 0;                 // the model chunk they are of (ModelShard::chunks)
   Tensor inputs, targets;        // I32 [B, T]
-  std::vector<Tensor> residual;  // residual[i]: input of the stage's i-th block, [B, T, C]
-                                 // (GPT::stage_shape); residual.back() is the stage's output
+  std::vector<Tensor> residual;  // residual[i]: input of the chunk's i-th block, [B, T, C]
+                                 // (GPT::stage_shape); residual.back() is the chunk's output
   std::vector<BlockActivations> blocks;
   Tensor lnf, lnf_mean, lnf_rstd;  // final LayerNorm (last stage)
   Tensor logits;                   // [B*T, V/tp]; holds d logits after backward
@@ -39,24 +40,35 @@ class GPT {
 
   const ModelConfig& config() const { return cfg_; }
   const ModelShard& shard() const { return shard_; }
-  std::vector<Param*> params();
+  std::vector<Param*> params();  // every chunk's chunk_params, in order
+  // The Params of chunk c: with the embedding or the LM head the token embedding, the positions
+  // with the embedding, the chunk's blocks, the final norm with the head.
+  std::vector<Param*> chunk_params(int chunk);
   int64_t num_local_params();
   void zero_grad();
 
-  GPTActivations make_activations(int64_t B) const;
+  // The model chunks of this rank (ModelShard::chunks): 1 but with the interleaved schedule.
+  int chunks() const { return static_cast<int>(chunk_start_.size()) - 1; }
+  // Whether chunk c starts with the embedding (the model's first) or ends with the LM head and
+  // the loss (its last).
+  bool embeds(int chunk) const { return shard_.has_embedding && chunk == 0; }
+  bool heads(int chunk) const { return shard_.has_head && chunk == chunks() - 1; }
+
+  GPTActivations make_activations(int64_t B, int chunk = 0) const;
   // The residual stream between layers and stages for a micro-batch of B sequences: [B, T, C],
   // or with sequence parallelism this rank's rows of its tokens, [B*T/tp, C].
   Shape stage_shape(int64_t B) const;
 
-  // Forward of one microbatch. First stage: inputs are token ids (I32 [B, T]); other stages:
-  // stage_input is the previous stage's output (stage_shape(B)). Last stage with targets: returns the
-  // mean loss over the B*T tokens (without targets: stops at the logits, for sampling).
+  // Forward of one microbatch through a's chunk. The first chunk: inputs are token ids
+  // (I32 [B, T]); others: stage_input is the previous chunk's output (stage_shape(B)). The last
+  // with targets: returns the mean loss over the B*T tokens (without targets: stops at the
+  // logits, for sampling).
   double forward(GPTActivations& a, const Tensor* inputs, const Tensor* targets,
                  const Tensor* stage_input = nullptr);
-  // Backward of the microbatch last run through forward(a). Last stage: the gradient of
-  // loss_scale * mean loss; other stages: d_output is the gradient of the stage's output.
-  // Writes d_input (the gradient of the stage's input) when given and not the first stage.
-  // on_ready, when given, is called for every Param of the stage once its gradient is final.
+  // Backward of the microbatch last run through forward(a). The last chunk: the gradient of
+  // loss_scale * mean loss; others: d_output is the gradient of the chunk's output. Writes
+  // d_input (the gradient of the chunk's input) when given and not the first chunk. on_ready,
+  // when given, is called for every Param of the chunk once its gradient is final.
   void backward(GPTActivations& a, double loss_scale, const Tensor* d_output = nullptr,
                 Tensor* d_input = nullptr, const GradReadyFn* on_ready = nullptr);
 
@@ -67,6 +79,8 @@ class GPT {
   ModelConfig cfg_;
   ModelShard shard_;
   Communicator& tp_;
+  // Chunk c's blocks are blocks[chunk_start_[c], chunk_start_[c + 1]).
+  std::vector<size_t> chunk_start_;
   Tensor sinusoid_;  // [T, C] fixed table when cfg.pos == Sinusoidal
   int64_t vocab_start_ = 0;
   // With recompute: per microbatch size, the one set of layer activations every layer shares
