@@ -88,7 +88,7 @@ std::vector<Chunk> chunks_of(const ModelConfig& c, const GridLayout& l, const Gr
                              int vp) {
   std::vector<Chunk> chunks;
   for (int k = 0; k < vp; ++k)
-    chunks.push_back({stage_layers(c.layers, l.pp * vp, k * l.pp + at.pp), at.pp == 0 && k == 0,
+    chunks.push_back({chunk_layers(c.layers, l.pp, vp, at.pp, k), at.pp == 0 && k == 0,
                       at.pp == l.pp - 1 && k == vp - 1});
   return chunks;
 }

@@ -151,7 +151,7 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       po::value(&c.parallel.virtual_stages)->default_value(c.parallel.virtual_stages),
       "model chunks per pipeline stage: more than 1 interleaves them (interleaved 1F1B; "
       "Megatron-LM's virtual pipeline stages, --model.layers / (pp x this) layers each); needs "
-      "--parallel.pp >= 2 and a multiple of pp microbatches per step, at least 2 pp")(
+      "--parallel.pp >= 2 and a multiple of pp microbatches per step, with pp > 2 at least 2 pp")(
       "parallel.bucket_mb",
       po::value(&c.parallel.bucket_mb)->default_value(c.parallel.bucket_mb, "0 (auto)"),
       "size of a data-parallel gradient bucket in MB; each is reduced as soon as it is complete");

@@ -44,14 +44,18 @@ std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
   const ModelConfig& cfg = model.config();
   TESSERA_CHECK(cfg.vocab_size % tp.size() == 0, "generate(): the vocabulary must split evenly");
   const int64_t T = cfg.seq_len, V = cfg.vocab_size, local_v = V / tp.size();
-  const bool first = pp.rank() == 0, last = pp.rank() == pp.size() - 1;
+  const bool last = pp.rank() == pp.size() - 1;
   // Without a prompt the model starts as every document after the first does in the corpus:
   // after an end of document (GPT-2's <|endoftext|>), not after id 0 (a NUL byte, or <unk>).
   if (context.empty()) context.push_back(o.stop_token >= 0 ? o.stop_token : 0);
   // Tensors the communicators move live where the model does (NCCL groups on cuda); the draw
   // itself reads the gathered row on the host.
   const Device dev = cfg.device;
-  GPTActivations a = model.make_activations(1);
+  // One set per model chunk: with the interleaved schedule a token's forward goes round the
+  // ring of stages once per chunk (the last stage's output on to the first stage's next chunk).
+  std::vector<GPTActivations> acts;
+  for (int c = 0; c < model.chunks(); ++c) acts.push_back(model.make_activations(1, c));
+  const int previous = (pp.rank() + pp.size() - 1) % pp.size(), next = (pp.rank() + 1) % pp.size();
   Tensor inputs({1, T}, DType::I32), stage_input(model.stage_shape(1), cfg.dtype, dev);
   Tensor local_row({local_v}, DType::F32, dev), row({V}, DType::F32, dev);
   Tensor token({1}, DType::I32, dev), host_token({1}, DType::I32);
@@ -62,11 +66,15 @@ std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
     const int64_t n = std::min<int64_t>(T, static_cast<int64_t>(context.size()));
     inputs.zero();
     std::copy(context.end() - n, context.end(), inputs.data<int32_t>());
-    if (!first) pp.recv(stage_input, pp.rank() - 1);
-    model.forward(a, first ? &inputs : nullptr, nullptr, first ? nullptr : &stage_input);
-    if (!last) pp.send(a.residual.back(), pp.rank() + 1);
+    for (int c = 0; c < model.chunks(); ++c) {
+      GPTActivations& a = acts[static_cast<size_t>(c)];
+      const bool embeds = model.embeds(c);
+      if (!embeds) pp.recv(stage_input, previous);
+      model.forward(a, embeds ? &inputs : nullptr, nullptr, embeds ? nullptr : &stage_input);
+      if (!model.heads(c)) pp.send(a.residual.back(), next);
+    }
     if (last) {
-      const Tensor logits_row = a.logits.slice0(n - 1, n).view({local_v});
+      const Tensor logits_row = acts.back().logits.slice0(n - 1, n).view({local_v});
       ops::cast(local_row, logits_row);  // a copy, or bf16 -> fp32
       tp.all_gather(row, local_row);
       const Tensor host_row = row.to(Device::CPU);

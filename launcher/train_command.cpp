@@ -174,7 +174,7 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
     std::string layers;
     bool several = v > 1;
     for (int c = 0; c < v; ++c) {
-      const LayerRange r = stage_layers(m.layers, l.pp * v, c * l.pp + s);
+      const LayerRange r = chunk_layers(m.layers, l.pp, v, s, c);
       uneven |= r.end - r.begin != m.layers / (l.pp * v);
       several |= r.end - r.begin > 1;
       layers.append(c ? " + " : "").append(std::to_string(r.begin));

@@ -174,13 +174,22 @@ void Trainer::start(Communicator& world, int local_rank) {
   // element.
   if (layout_.pp > 1 && (grid_->first_stage() || grid_->last_stage())) tied_ = &model_->wte;
   std::vector<std::vector<Param*>> groups;
+  chunk_groups_.resize(static_cast<size_t>(model_->chunks()));
+  int holds_tied = 0;  // the chunk whose backward writes the tied embedding's gradient
   for (int c = model_->chunks(); c-- > 0;) {
-    chunk_params_.insert(chunk_params_.begin(), model_->chunk_params(c));
-    std::vector<Param*> order(chunk_params_.front().rbegin(), chunk_params_.front().rend());
+    const std::vector<Param*> params = model_->chunk_params(c);
+    std::vector<Param*> order(params.rbegin(), params.rend());
     order.erase(std::remove(order.begin(), order.end(), tied_), order.end());
-    if (!order.empty()) groups.push_back(order);
+    if (!order.empty()) {
+      chunk_groups_[static_cast<size_t>(c)].push_back(groups.size());
+      groups.push_back(order);
+    }
+    if (order.size() < params.size()) holds_tied = c;
   }
-  if (tied_) groups.push_back({tied_});
+  if (tied_) {
+    chunk_groups_[static_cast<size_t>(holds_tied)].push_back(groups.size());
+    groups.push_back({tied_});
+  }
   // What the buckets reduce is fp32 (the gradients, or with bf16 their fp32 sums); a size past
   // 2^62 elements means one bucket per group, as asked. By default 25 MB (PyTorch DDP's), and
   // with ZeRO-1 at least 2^20 values per DP rank (Megatron-LM's rule, 1M parameters per DP
@@ -245,9 +254,11 @@ StepStats Trainer::step(int stop) {
     if (&p != tied_) buckets_->mark_ready(p);
   };
   // Each DP rank's loss is a mean over its microbatches; the DP reduction then averages.
-  const double loss_sum = pipeline_->run(
-      inputs_, targets_, 1.0 / microbatches_, &on_ready,
-      [this](int chunk) { buckets_->end_microbatch(chunk_params_[static_cast<size_t>(chunk)]); });
+  const double loss_sum =
+      pipeline_->run(inputs_, targets_, 1.0 / microbatches_, &on_ready, [this](int chunk) {
+        for (size_t group : chunk_groups_[static_cast<size_t>(chunk)])
+          buckets_->end_microbatch(group);
+      });
   if (tied_) buckets_->mark_ready(*tied_);
   buckets_->finish();
   if (has_rank_step(perturb_, rank_, steps_done_ + 1)) perturb_replicated();

@@ -147,7 +147,8 @@ class Trainer {
   std::unique_ptr<AdamW> adamw_;
   std::unique_ptr<ZeroAdamW> zero_;
   std::vector<Param*> params_;
-  std::vector<std::vector<Param*>> chunk_params_;  // GPT::chunk_params of each model chunk
+  // The GradBuckets groups that hold each model chunk's Params.
+  std::vector<std::vector<size_t>> chunk_groups_;
   Param* tied_ = nullptr;  // the token embedding when PP > 1: reduced over the embedding group
   std::vector<Tensor> inputs_, targets_;
   Tensor batch_;

@@ -18,6 +18,7 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
   int64_t offset = 0;
   std::vector<Param*> order;
   for (const std::vector<Param*>& group : groups) {
+    group_buckets_.push_back(buckets_.size());
     Bucket* open = nullptr;
     for (Param* p : group) {
       TESSERA_CHECK(p->value.dtype() == dtype, "GradBuckets: parameters of mixed dtypes");
@@ -40,6 +41,7 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
       }
     }
   }
+  group_buckets_.push_back(buckets_.size());
   values_ = Tensor({offset}, dtype, device);
   grads_ = Tensor({offset}, dtype, device);
   const bool mixed = dtype == DType::BF16;
@@ -72,17 +74,17 @@ void GradBuckets::fold_range(int64_t offset, int64_t size) {
   grad.zero();
 }
 
-void GradBuckets::end_microbatch(const std::vector<Param*>& params) {
+void GradBuckets::end_microbatch(size_t group) {
+  TESSERA_CHECK(
+      group + 1 < group_buckets_.size() && group_buckets_[group] < group_buckets_[group + 1],
+      "GradBuckets::end_microbatch: no such group, or an empty one");
   if (!mixed_precision()) return;
-  std::vector<std::pair<int64_t, int64_t>> ranges;
-  for (const Param* p : params) {
-    const Slot& slot = slot_of_.at(p);
-    TESSERA_CHECK(buckets_[slot.bucket].pending > 0,
-                  "GradBuckets::end_microbatch: " + p->name + " is in a bucket already reduced");
-    ranges.emplace_back(slot.offset, slot.offset + p->value.numel());
-  }
-  std::sort(ranges.begin(), ranges.end());
-  for (const auto& [begin, end] : merged_ranges(ranges)) fold_range(begin, end - begin);
+  const Bucket& first = buckets_[group_buckets_[group]];
+  const Bucket& last = buckets_[group_buckets_[group + 1] - 1];
+  for (const Bucket* b = &first; b <= &last; ++b)
+    TESSERA_CHECK(b->pending > 0, "GradBuckets::end_microbatch: a bucket of group " +
+                                      std::to_string(group) + " is already being reduced");
+  fold_range(first.offset, last.offset + last.size - first.offset);
 }
 
 std::vector<GradBuckets::PieceSpan> GradBuckets::piece_spans(const Bucket& b) const {
@@ -101,8 +103,8 @@ Tensor GradBuckets::grad_of(const Param& p) {
   return flat_grads().slice0(at, at + p.grad.numel()).view(p.grad.shape());
 }
 
-std::vector<std::pair<int64_t, int64_t>> merged_ranges(
-    const std::vector<std::pair<int64_t, int64_t>>& ranges) {
+std::vector<Tensor> merged_views(const Tensor& flat,
+                                 const std::vector<std::pair<int64_t, int64_t>>& ranges) {
   std::vector<std::pair<int64_t, int64_t>> runs;
   for (const auto& [begin, end] : ranges) {
     if (!runs.empty() && runs.back().second == begin)
@@ -110,13 +112,8 @@ std::vector<std::pair<int64_t, int64_t>> merged_ranges(
     else
       runs.emplace_back(begin, end);
   }
-  return runs;
-}
-
-std::vector<Tensor> merged_views(const Tensor& flat,
-                                 const std::vector<std::pair<int64_t, int64_t>>& ranges) {
   std::vector<Tensor> views;
-  for (const auto& [begin, end] : merged_ranges(ranges)) views.push_back(flat.slice0(begin, end));
+  for (const auto& [begin, end] : runs) views.push_back(flat.slice0(begin, end));
   return views;
 }
 

@@ -25,11 +25,8 @@
 
 namespace tessera {
 
-// The element ranges [begin, end), given in increasing order, with each run of adjacent ones
-// merged into one.
-std::vector<std::pair<int64_t, int64_t>> merged_ranges(
-    const std::vector<std::pair<int64_t, int64_t>>& ranges);
-// Views of the 1-d tensor `flat` over the element ranges, each run of adjacent ones as one view.
+// Views of the 1-d tensor `flat` over the element ranges [begin, end), given in increasing
+// order, each run of adjacent ranges as one view.
 std::vector<Tensor> merged_views(const Tensor& flat,
                                  const std::vector<std::pair<int64_t, int64_t>>& ranges);
 
@@ -51,10 +48,10 @@ class GradBuckets {
               int64_t bucket_elements, bool shard);
 
   void zero_grad();
-  // Mixed precision: folds the bf16 gradients of `params` into the fp32 sums (else nothing). Call
-  // after each backward but a step's last with the Params it wrote (a model chunk's); none of
-  // them may be in a bucket already reduced.
-  void end_microbatch(const std::vector<Param*>& params);
+  // Mixed precision: folds the bf16 gradients of the constructor's groups[group] into the fp32
+  // sums (else nothing), in one piece. Call after each backward but a step's last, with each
+  // group it wrote (a model chunk's); none of the group's buckets may have been launched.
+  void end_microbatch(size_t group);
   // The backward's hook: p's gradient is final for this step.
   void mark_ready(Param& p);
   // Starts what has not started, waits for every bucket, and averages over DP.
@@ -111,6 +108,8 @@ class GradBuckets {
   Tensor values_, grads_;
   Tensor sums_;  // mixed precision: fp32 gradient sums, laid out like grads_; else undefined
   std::vector<Bucket> buckets_;
+  // The buckets of the constructor's groups[g]: [group_buckets_[g], group_buckets_[g + 1]).
+  std::vector<size_t> group_buckets_;
   struct Slot {
     size_t bucket;
     int64_t offset;  // in the flat buffers

@@ -21,6 +21,8 @@ PipelineEngine::PipelineEngine(GPT& model, Communicator& pp, int64_t micro_batch
   TESSERA_CHECK((pp.rank() == 0) == model.shard().has_embedding &&
                     (pp.rank() == pp.size() - 1) == model.shard().has_head,
                 "PipelineEngine: the PP group's ranks do not match the model's stages");
+  const std::string problem = interleaved_schedule_problem(pp.size(), microbatches, model.chunks());
+  TESSERA_CHECK(problem.empty(), "PipelineEngine: " + problem);
   const ModelConfig& cfg = model.config();
   const Shape boundary = model.stage_shape(micro_batch);
   const std::vector<int> slots = in_flight_per_chunk(schedule_, model.chunks());
@@ -57,8 +59,8 @@ int PipelineEngine::next_stage() const {
   return (pp_.rank() + 1) % pp_.size();
 }
 
-void PipelineEngine::forward(const PipeAction& action, const Batches& batches, double& loss_sum,
-                             bool receive, bool send_now) {
+CommRequest* PipelineEngine::forward(const PipeAction& action, const Batches& batches,
+                                     double& loss_sum, bool receive, bool send_now) {
   Chunk& chunk = chunks_[static_cast<size_t>(action.chunk)];
   const size_t s = slot(action), mb = static_cast<size_t>(action.microbatch);
   GPTActivations& a = chunk.acts[s];
@@ -73,17 +75,17 @@ void PipelineEngine::forward(const PipeAction& action, const Batches& batches, d
                                      chunk.last ? &batches.targets[mb] : nullptr, stage_input);
   if (chunk.last) {
     loss_sum += loss;
-    return;
+    return nullptr;
   }
   chunk.output_sent[s] = pp_.isend(a.residual.back(), next_stage());
-  last_send_ = chunk.output_sent[s].get();
   // Before the stage's first backward no gradient comes back that this send could cross, so it
   // may start alone. Held back, stage 0's warm-up sends would wait for its first backward's
   // receive, and the pipeline would fill PP - 2 forwards late.
   if (send_now) chunk.output_sent[s]->test();
+  return chunk.output_sent[s].get();
 }
 
-void PipelineEngine::backward(const PipeAction& action, const Backward& how, bool receive) {
+CommRequest* PipelineEngine::backward(const PipeAction& action, const Backward& how, bool receive) {
   Chunk& chunk = chunks_[static_cast<size_t>(action.chunk)];
   const size_t s = slot(action);
   const Tensor* output_grad = nullptr;
@@ -100,9 +102,9 @@ void PipelineEngine::backward(const PipeAction& action, const Backward& how, boo
   model_.backward(chunk.acts[s], how.loss_scale, output_grad, input_grad,
                   last_microbatch ? how.on_ready : nullptr);
   if (!last_microbatch && how.after_backward) how.after_backward(action.chunk);
-  if (chunk.first) return;
+  if (chunk.first) return nullptr;
   chunk.input_grad_sent[s] = pp_.isend(chunk.input_grad[s], previous_stage());
-  last_send_ = chunk.input_grad_sent[s].get();
+  return chunk.input_grad_sent[s].get();
 }
 
 int PipelineEngine::post_receives(const std::vector<PipeAction>& step) {
@@ -123,16 +125,16 @@ void PipelineEngine::run_steps(const std::vector<PipeAction>& actions, const Bat
   const std::vector<std::vector<PipeAction>> steps = pipeline_steps(actions);
   post_receives(steps.front());
   for (size_t i = 0; i < steps.size(); ++i) {
-    last_send_ = nullptr;
+    CommRequest* sent = nullptr;
     for (const PipeAction& action : steps[i]) {
-      if (action.kind == PipeAction::Forward)
-        forward(action, batches, loss_sum, false, false);
-      else
-        backward(action, *how, false);
+      CommRequest* posted = action.kind == PipeAction::Forward
+                                ? forward(action, batches, loss_sum, false, false)
+                                : backward(action, *how, false);
+      if (posted) sent = posted;
     }
     const int received = i + 1 < steps.size() ? post_receives(steps[i + 1]) : 0;
     // No receive to start them with (NCCL holds sends back until then): start them alone.
-    if (received == 0 && last_send_) last_send_->test();
+    if (received == 0 && sent) sent->test();
   }
 }
 

@@ -59,10 +59,10 @@ class PipelineEngine {
 
   // receive: take the input from the previous chunk here (1F1B), rather than through
   // post_receives. send_now: start the output's send at once (1F1B's warm-up, see forward in
-  // pipeline.cpp), rather than with the next receive.
-  void forward(const PipeAction& action, const Batches& batches, double& loss_sum, bool receive,
-               bool send_now);
-  void backward(const PipeAction& action, const Backward& how, bool receive);
+  // pipeline.cpp), rather than with the next receive. Each returns the send it posted, if any.
+  CommRequest* forward(const PipeAction& action, const Batches& batches, double& loss_sum,
+                       bool receive, bool send_now);
+  CommRequest* backward(const PipeAction& action, const Backward& how, bool receive);
   // Interleaved: runs the schedule's steps; the sends of each step start together with the
   // receives of the next (pipeline_schedule.h).
   void run_steps(const std::vector<PipeAction>& actions, const Batches& batches, double& loss_sum,
@@ -80,8 +80,6 @@ class PipelineEngine {
   std::vector<PipeAction> schedule_;
   std::vector<Chunk> chunks_;
   Tensor output_grad_;
-  // The last send posted, for run_steps to start a step's sends when no receive follows.
-  CommRequest* last_send_ = nullptr;
 };
 
 }  // namespace tessera

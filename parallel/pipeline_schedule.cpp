@@ -26,11 +26,11 @@ std::string interleaved_schedule_problem(int stages, int microbatches, int chunk
   if (stages < 2)
     return "expected 2 or more pipeline stages to interleave model chunks over, found " +
            std::to_string(stages);
-  if (microbatches % stages != 0 || microbatches < 2 * stages)
+  const int least = stages > 2 ? 2 * stages : stages;
+  if (microbatches % stages != 0 || microbatches < least)
     return "expected a multiple of " + std::to_string(stages) + " microbatches, at least " +
-           std::to_string(2 * stages) +
-           " (the interleaved schedule runs them in groups of one per stage, two groups or "
-           "more), found " +
+           std::to_string(least) + " (the interleaved schedule runs them in groups of one per " +
+           (stages > 2 ? "stage, two groups or more" : "stage") + "), found " +
            std::to_string(microbatches);
   return "";
 }
@@ -38,8 +38,8 @@ std::string interleaved_schedule_problem(int stages, int microbatches, int chunk
 std::vector<PipeAction> interleaved_one_f_one_b(int stages, int stage, int microbatches,
                                                 int chunks) {
   if (chunks == 1) return one_f_one_b(stages, stage, microbatches);
-  const std::string problem = interleaved_schedule_problem(stages, microbatches, chunks);
-  TESSERA_CHECK(problem.empty(), "interleaved_one_f_one_b: " + problem);
+  TESSERA_CHECK(stages >= 1 && microbatches >= 1 && microbatches % stages == 0,
+                "interleaved_one_f_one_b: microbatches in groups of one per stage");
   const int total = microbatches * chunks, group = stages * chunks;
   // The k-th forward (backward) of the rank: microbatch p (k / (p v)) + k mod p, through chunk
   // (k mod p v) / p (reversed for backwards).
@@ -78,10 +78,6 @@ std::vector<std::vector<PipeAction>> pipeline_steps(const std::vector<PipeAction
     if (pair) steps.back().push_back(actions[++i]);
   }
   return steps;
-}
-
-int in_flight_microbatches(int stages, int stage, int microbatches) {
-  return std::min(stages - stage, microbatches);
 }
 
 std::vector<int> in_flight_per_chunk(const std::vector<PipeAction>& actions, int chunks) {

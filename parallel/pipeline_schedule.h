@@ -9,15 +9,16 @@
 // microbatch passes every rank v times. The forwards run in groups of p microbatches: group g's
 // microbatches through chunk 0, then through chunk 1, ..., then group g + 1; the backwards in the
 // same order with the chunks reversed. Rank s warms up with 2 (p - s - 1) + (v - 1) p forwards,
-// then alternates. The bubble shrinks v times, to (p - 1) / (v m + p - 1), for v times the
-// point-to-point messages.
+// then alternates. The bubble shrinks v times, to (p - 1) / (v m + p - 1), for 2 (v p - 1)
+// point-to-point messages per microbatch instead of 2 (p - 1).
 //
 // The executor (parallel/pipeline.h) runs an interleaved schedule in steps (pipeline_steps): one
 // forward and the backward after it, or one action alone in warm-up and cool-down; the sends of a
 // step and the receives of the next start together (one NCCL group), as Megatron-LM batches
 // them. tests/test_parallel.cpp runs every rank's steps against the others in a model of NCCL's
-// groups, with each message checked to arrive where it is expected; interleaved_schedule_problem
-// refuses the layouts where that model finds the ranks waiting on each other in a ring.
+// groups, with each message checked to arrive where it is expected (and checks that the executor
+// starts those groups); interleaved_schedule_problem refuses the layouts where that model finds
+// the ranks waiting on each other in a ring.
 #pragma once
 
 #include <string>
@@ -36,14 +37,14 @@ struct PipeAction {
 std::vector<PipeAction> one_f_one_b(int stages, int stage, int microbatches);
 
 // The interleaved schedule of `stage` with `chunks` model chunks on each stage; one_f_one_b when
-// chunks is 1. InternalError where interleaved_schedule_problem says why it cannot run.
+// chunks is 1. InternalError unless `stages` divides `microbatches`; a layout that
+// interleaved_schedule_problem refuses otherwise still gets its schedule (for tests).
 std::vector<PipeAction> interleaved_one_f_one_b(int stages, int stage, int microbatches,
                                                 int chunks);
 
 // Why the interleaved schedule cannot run this layout, or "" when it can: it needs 2 or more
-// stages and a multiple of the stage count of microbatches, at least twice the stage count (with
-// one group of microbatches, every rank sends before it receives and the ranks' sends wait on
-// each other round the ring).
+// stages and a multiple of the stage count of microbatches; with 3 or more stages, at least two
+// groups of them (with one, the stages' sends and receives wait on each other round the ring).
 std::string interleaved_schedule_problem(int stages, int microbatches, int chunks);
 
 // Forwards only (validation), in the interleaved order: groups of `stages` microbatches, the last
@@ -53,10 +54,8 @@ std::vector<PipeAction> interleaved_forwards(int stages, int microbatches, int c
 // A schedule cut into steps: a forward with the backward right after it, else one action.
 std::vector<std::vector<PipeAction>> pipeline_steps(const std::vector<PipeAction>& actions);
 
-// Microbatches in flight at once on `stage`: activation sets it must keep.
-int in_flight_microbatches(int stages, int stage, int microbatches);
-// The same, per chunk, of a schedule: the most microbatches whose forward has run and whose
-// backward has not, for each chunk.
+// The activation sets a schedule must keep for each chunk: the most microbatches whose forward
+// has run and whose backward has not (min(p - s, m) for 1F1B).
 std::vector<int> in_flight_per_chunk(const std::vector<PipeAction>& actions, int chunks);
 
 // (p - 1) / (v m + p - 1).

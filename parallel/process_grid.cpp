@@ -84,6 +84,10 @@ LayerRange stage_layers(int64_t layers, int pp, int stage) {
   return LayerRange{begin, begin + base + (stage < extra ? 1 : 0)};
 }
 
+LayerRange chunk_layers(int64_t layers, int pp, int chunks, int stage, int chunk) {
+  return stage_layers(layers, pp * chunks, chunk * pp + stage);
+}
+
 namespace {
 // A color that numbers the groups of one kind: the coordinates other than the group's own.
 std::unique_ptr<CountingCommunicator> split_group(Communicator& world, int color, int key,
@@ -115,7 +119,7 @@ ModelShard ProcessGrid::shard(const ModelConfig& cfg, int chunks) const {
   s.tp_rank = coord_.tp;
   s.tp_size = layout_.tp;
   for (int c = 0; c < chunks; ++c)
-    s.chunks.push_back(stage_layers(cfg.layers, layout_.pp * chunks, c * layout_.pp + coord_.pp));
+    s.chunks.push_back(chunk_layers(cfg.layers, layout_.pp, chunks, coord_.pp, c));
   s.has_embedding = first_stage();
   s.has_head = last_stage();
   return s;

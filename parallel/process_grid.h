@@ -43,6 +43,9 @@ GridLayout resolve_layout(int tp, int pp, int dp, int world_size);
 // Layers [begin, end) of pipeline stage `stage`: L / PP each, and the first L % PP stages one
 // more: not the last stage, which also carries the final norm, the LM head and the loss.
 LayerRange stage_layers(int64_t layers, int pp, int stage);
+// Layers of model chunk `chunk` of `stage` with `chunks` chunks on each stage (the interleaved
+// schedule): those of virtual stage chunk pp + stage of chunks x pp.
+LayerRange chunk_layers(int64_t layers, int pp, int chunks, int stage, int chunk);
 
 class ProcessGrid {
  public:

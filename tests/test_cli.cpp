@@ -859,8 +859,8 @@ TEST_F(Cli, MpirunTp2Pp2MatchesOneRank) {
 }
 
 // The interleaved schedule from the command line: two stages of two model chunks each follow the
-// one-rank run, in training and in validation (forwards only, in groups of one microbatch per
-// stage), and the log names each stage's chunks, the schedule and its
+// one-rank run, in training, in validation (forwards only, in groups of one microbatch per
+// stage) and in the sample at the end, and the log names each stage's chunks, the schedule and its
 // smaller bubble.
 TEST_F(Cli, InterleavedPipelineFollowsOneRankAndSaysWhereEachChunkIs) {
   const std::string args = "train --data.path " + corpus_ + " --run.dir " +
@@ -869,7 +869,7 @@ TEST_F(Cli, InterleavedPipelineFollowsOneRankAndSaysWhereEachChunkIs) {
                            " --model.heads 2 --model.d_ff 64 --model.seq_len 16"
                            " --train.global_batch 4 --train.micro_batch 1 --train.threads 1"
                            " --train.steps 6 --train.log_interval 1 --train.eval_interval 6"
-                           " --train.eval_batches 3";
+                           " --train.eval_batches 3 --sample.tokens 12";
   const CliRun single = run_tessera(args, dir_);
   ASSERT_EQ(single.exit_code, 0) << single.err;
   const std::vector<double> one = losses_of(dir_ / "run" / "metrics.jsonl");
@@ -889,6 +889,10 @@ TEST_F(Cli, InterleavedPipelineFollowsOneRankAndSaysWhereEachChunkIs) {
   const std::string line =
       single.out.substr(validation, single.out.find('\n', validation) - validation);
   EXPECT_NE(r.out.find(line), std::string::npos) << line << "\n" << r.out;
+  // The sample at the end goes round the ring once per chunk for every token: the same text.
+  const size_t sample = single.out.find("sample (");
+  ASSERT_NE(sample, std::string::npos) << single.out;
+  EXPECT_NE(r.out.find(single.out.substr(sample)), std::string::npos) << single.out << r.out;
 }
 
 // Sequence parallelism with bf16 on the host (each op in float32, rounded; the reduce-scatters
@@ -1002,13 +1006,20 @@ TEST_F(Cli, MpirunWorldSizeNotTpTimesPpTimesDpStopsEveryRank) {
       "--model.layers: expected at least one layer per model chunk, --parallel.pp x "
       "--parallel.virtual_stages = 2 x 2, found 2");
   std::string deep = tiny_args();
-  deep.replace(deep.find("--model.layers 2"), 16, "--model.layers 4");
+  deep.replace(deep.find("--model.layers 2"), 16, "--model.layers 8");
+  std::string small = deep, six = deep;
+  small.replace(small.find("--train.micro_batch 2"), 21, "--train.micro_batch 1");
+  six.replace(six.find("--train.global_batch 4"), 22, "--train.global_batch 6");
   expect_layout_error(
-      run_mpi(2, deep + " --parallel.pp 2 --parallel.virtual_stages 2", dir_),
-      "--train.global_batch: with --parallel.virtual_stages 2 and --parallel.pp 2, expected a "
-      "multiple of 2 microbatches, at least 4 (the interleaved schedule runs them in groups of "
-      "one per stage, two groups or more), found 2 microbatches per step: --train.global_batch 4 "
-      "/ (1 data-parallel ranks x --train.micro_batch 2)");
+      run_mpi(4, small + " --parallel.pp 4 --parallel.virtual_stages 2", dir_),
+      "--train.global_batch: with --parallel.virtual_stages 2 and --parallel.pp 4, expected a "
+      "multiple of 4 microbatches, at least 8 (the interleaved schedule runs them in groups of "
+      "one per stage, two groups or more), found 4 microbatches per step: --train.global_batch 4 "
+      "/ (1 data-parallel ranks x --train.micro_batch 1)");
+  expect_layout_error(
+      run_mpi(2, six + " --parallel.pp 2 --parallel.virtual_stages 2", dir_),
+      "expected a multiple of 2 microbatches, at least 2 (the interleaved schedule runs them in "
+      "groups of one per stage), found 3 microbatches per step");
 }
 
 TEST_F(Cli, MpirunHeadsNotDivisibleByTpStopsEveryRank) {

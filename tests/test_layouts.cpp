@@ -207,9 +207,10 @@ TEST_F(LayoutEquivalence, SequenceParallelLayoutsMatchOneRank) {
 }
 
 // The interleaved schedule: model chunks on every pipeline stage, the activations going round
-// the ring from the last stage to the first one's next chunk, each chunk's gradients reduced over
-// DP once its last backward has run; with ZeRO-1 and sequence parallelism too. The 4-layer model
-// takes 2 chunks of one layer on 2 stages; an 8-layer one, 2 chunks on 4 stages and 4 on 2.
+// the ring from the last stage to the first one's next chunk, each chunk's gradients in buckets of
+// their own; with ZeRO-1 and sequence parallelism too. The 4-layer model takes 2 chunks of one
+// layer on 2 stages; an 8-layer one 2 chunks on 4 stages, 4 on 2, and 3 on 2 with 2 microbatches
+// (uneven: the first chunks get the extra layers).
 TEST_F(LayoutEquivalence, InterleavedScheduleMatchesOneRank) {
   for (const Layout& l : {Layout{1, 2, 1}, Layout{2, 2, 1}, Layout{1, 2, 2}, Layout{2, 2, 2}})
     expect_matches(*cfg_, *reference_, l, 4, 0, false, 2);
@@ -220,6 +221,7 @@ TEST_F(LayoutEquivalence, InterleavedScheduleMatchesOneRank) {
   expect_matches(eight, reference, {1, 4, 1}, 8, 0, false, 2);
   expect_matches(eight, reference, {2, 4, 1}, 8, 0, true, 2);
   expect_matches(eight, reference, {1, 2, 1}, 4, 0, false, 4);
+  expect_matches(eight, reference, {1, 2, 2}, 2, 1, false, 3);  // 2, 2, 1, 1, 1, 1 layers
 }
 
 // Without clipping the gradient norm takes no part in the update, and every gradient element is

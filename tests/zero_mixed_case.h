@@ -78,8 +78,8 @@ inline void expect_sharded_mixed_adamw_is_adamw(Communicator& dp) {
           zero_params[i].grad.data<bf16>()[j] = to_bf16(mixed_zero_grad(r, step, mb, i, j));
         }
       if (mb == 0) {
-        ref_buckets.end_microbatch(ref_order);
-        zero_buckets.end_microbatch(zero_order);
+        ref_buckets.end_microbatch(0);
+        zero_buckets.end_microbatch(0);
       }
     }
     for (size_t i = 0; i < ref_order.size(); ++i) {
