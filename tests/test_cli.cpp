@@ -68,6 +68,21 @@ class Cli : public ::testing::Test {
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
 
+  // `args` (whose --run.dir is dir_/run) under mpirun on `ranks` ranks: it must exit 0 with the
+  // losses `expected` (of one rank), each within 1e-5 relative. The run directory is removed
+  // first, so that each run starts fresh.
+  CliRun expect_losses_of(const std::vector<double>& expected, int ranks, const std::string& args) {
+    fs::remove_all(dir_ / "run");
+    CliRun r = run_mpi(ranks, args, dir_);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    const std::vector<double> got = losses_of(dir_ / "run" / "metrics.jsonl");
+    EXPECT_FALSE(expected.empty());
+    EXPECT_EQ(got.size(), expected.size()) << r.out;
+    for (size_t i = 0; i < std::min(got.size(), expected.size()); ++i)
+      EXPECT_NEAR(got[i], expected[i], 1e-5 * expected[i]) << "step " << i + 1;
+    return r;
+  }
+
   fs::path dir_;
   std::string corpus_;
 };
@@ -826,15 +841,9 @@ TEST_F(Cli, MpirunTp2Pp2MatchesOneRank) {
                            " --train.global_batch 4 --train.micro_batch 2 --train.threads 1"
                            " --train.steps 6 --train.log_interval 1";
   const CliRun single = run_tessera(args, dir_);
-  ASSERT_EQ(single.exit_code, 0) << single.err;
   const std::vector<double> one = losses_of(dir_ / "run" / "metrics.jsonl");
-  fs::remove_all(dir_ / "run");
-  CliRun r = run_mpi(4, args + " --parallel.tp 2 --parallel.pp 2", dir_);
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const std::vector<double> four = losses_of(dir_ / "run" / "metrics.jsonl");
-  ASSERT_EQ(one.size(), 6u);
-  ASSERT_EQ(four.size(), one.size());
-  for (size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(four[i], one[i], 1e-5 * one[i]);
+  ASSERT_EQ(one.size(), 6u) << single.err;
+  const CliRun r = expect_losses_of(one, 4, args + " --parallel.tp 2 --parallel.pp 2");
   EXPECT_NE(r.out.find("tp groups: [0 1] [2 3]"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("pp groups: [0 2] [1 3]"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("layers 0-1, 1: layer 2), uneven split"), std::string::npos) << r.out;
@@ -845,13 +854,8 @@ TEST_F(Cli, MpirunTp2Pp2MatchesOneRank) {
       << r.out;
 
   // With sequence parallelism: the same losses, and the log says what each rank keeps.
-  fs::remove_all(dir_ / "run");
-  const CliRun sp =
-      run_mpi(4, args + " --parallel.tp 2 --parallel.pp 2 --parallel.sequence_parallel true", dir_);
-  ASSERT_EQ(sp.exit_code, 0) << sp.err;
-  const std::vector<double> split = losses_of(dir_ / "run" / "metrics.jsonl");
-  ASSERT_EQ(split.size(), one.size());
-  for (size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(split[i], one[i], 1e-5 * one[i]);
+  const CliRun sp = expect_losses_of(
+      one, 4, args + " --parallel.tp 2 --parallel.pp 2 --parallel.sequence_parallel true");
   EXPECT_NE(sp.out.find("tensor parallel: 2 ranks; sequence parallel: each keeps 16 of a "
                         "micro-batch's 32 tokens between the layers"),
             std::string::npos)
@@ -871,17 +875,11 @@ TEST_F(Cli, InterleavedPipelineFollowsOneRankAndSaysWhereEachChunkIs) {
                            " --train.steps 6 --train.log_interval 1 --train.eval_interval 6"
                            " --train.eval_batches 3 --sample.tokens 12";
   const CliRun single = run_tessera(args, dir_);
-  ASSERT_EQ(single.exit_code, 0) << single.err;
   const std::vector<double> one = losses_of(dir_ / "run" / "metrics.jsonl");
+  ASSERT_EQ(one.size(), 6u) << single.err;
   const size_t validation = single.out.find("validation | step 6 | loss ");
   ASSERT_NE(validation, std::string::npos) << single.out;
-  fs::remove_all(dir_ / "run");
-  const CliRun r = run_mpi(2, args + " --parallel.pp 2 --parallel.virtual_stages 2", dir_);
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const std::vector<double> two = losses_of(dir_ / "run" / "metrics.jsonl");
-  ASSERT_EQ(one.size(), 6u);
-  ASSERT_EQ(two.size(), one.size());
-  for (size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(two[i], one[i], 1e-5 * one[i]);
+  const CliRun r = expect_losses_of(one, 2, args + " --parallel.pp 2 --parallel.virtual_stages 2");
   EXPECT_NE(r.out.find("pipeline: 2 stages x 2 model chunks, interleaved (0: layers 0 + 2, 1: "
                        "layers 1 + 3); interleaved 1F1B over 4 microbatches of 1; bubble 11.1%"),
             std::string::npos)
