@@ -173,8 +173,9 @@ std::vector<double> blend_weights(const std::vector<CorpusWeight>& blend,
 SampleStream::SampleStream(std::vector<TokenCorpus> corpora, std::vector<double> weights,
                            const SampleOptions& options)
     : corpora_(std::move(corpora)), weights_(std::move(weights)), opt_(options) {
-  TESSERA_CHECK(!corpora_.empty() && corpora_.size() == weights_.size(),
-                "SampleStream: one weight per corpus");
+  TESSERA_CHECK(!corpora_.empty() && (weights_.empty() || corpora_.size() == weights_.size()),
+                "SampleStream: one weight per corpus, or none");
+  const bool by_samples = weights_.empty();
   const int64_t T = opt_.seq_len;
   for (const TokenCorpus& c : corpora_) {
     const int64_t n = (c.num_tokens() - 1) / T;
@@ -196,6 +197,7 @@ SampleStream::SampleStream(std::vector<TokenCorpus> corpora, std::vector<double>
                        " samples of " + std::to_string(T + 1) + " tokens");
     first_.push_back(first);
     count_.push_back(count);
+    if (by_samples) weights_.push_back(static_cast<double>(count));
   }
   // A validation blend draws from the corpora that hold samples out, by their weights.
   double total = 0;

@@ -71,8 +71,10 @@ struct SampleOptions {
 class SampleStream {
  public:
   // Opens nothing itself: corpora come open (their ids already checked against the vocabulary).
-  // Throws InputError naming the corpus when it holds no training sample, or when no corpus
-  // holds a validation sample for the validation split (a corpus without one gets weight 0).
+  // No weights: each corpus weighs as many samples as it holds in the split, so that reading
+  // them all in order takes each sample once. Throws InputError naming the corpus when it holds
+  // no training sample, or when no corpus holds a validation sample for the validation split (a
+  // corpus without one gets weight 0).
   SampleStream(std::vector<TokenCorpus> corpora, std::vector<double> weights,
                const SampleOptions& options);
 

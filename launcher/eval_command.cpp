@@ -71,14 +71,9 @@ EvalData open_eval_data(const TrainConfig& cfg, const SavedModelArgs& args, int 
     so.valid_fraction = cfg.valid_fraction;
     so.valid_split = true;
   }
-  const SampleStream counted(corpora, std::vector<double>(corpora.size(), 1.0), so);
-  std::vector<double> weights;
+  d.stream = std::make_unique<SampleStream>(std::move(corpora), std::vector<double>{}, so);
   int64_t available = 0;
-  for (int k = 0; k < counted.num_corpora(); ++k) {
-    weights.push_back(static_cast<double>(counted.samples_of(k)));
-    available += counted.samples_of(k);
-  }
-  d.stream = std::make_unique<SampleStream>(corpora, weights, so);
+  for (int k = 0; k < d.stream->num_corpora(); ++k) available += d.stream->samples_of(k);
   char fraction[32];
   std::snprintf(fraction, sizeof fraction, "%g", cfg.valid_fraction);
   d.what = own_corpus ? path

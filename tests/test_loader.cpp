@@ -376,6 +376,24 @@ TEST_F(Loader, ValidationSplitHoldsOutTheLastSamplesOfEachCorpus) {
   }
 }
 
+// Without weights each corpus weighs its samples in the split (tessera eval's blend): reading as
+// many samples as the corpora hold takes each corpus' samples once, none twice.
+TEST_F(Loader, WithoutWeightsEachCorpusWeighsItsSamplesAndIsReadOnce) {
+  SampleOptions o = options(10);
+  o.valid_fraction = 0.1;
+  o.valid_split = true;
+  o.shuffle = false;
+  SampleStream s = stream({megatron("a", 1001), megatron("b", 3001, 3)}, {}, o);
+  ASSERT_EQ(s.samples_of(0), 10);
+  ASSERT_EQ(s.samples_of(1), 30);
+  EXPECT_DOUBLE_EQ(s.weight(0), 0.25);
+  EXPECT_DOUBLE_EQ(s.weight(1), 0.75);
+  SampleStream::Cursor c;
+  std::vector<int64_t> taken(2, 0);
+  for (int i = 0; i < 40; ++i) ++taken[static_cast<size_t>(s.next_corpus(c))];
+  EXPECT_EQ(taken, (std::vector<int64_t>{10, 30}));
+}
+
 // A resumed loader reads exactly what the uninterrupted one reads next, across an epoch
 // boundary, with and without prefetching, on every DP rank.
 TEST_F(Loader, ResumeReadsTheNextBatchOfAnUninterruptedRun) {
