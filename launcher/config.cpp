@@ -571,6 +571,13 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
     if (!in) throw InputError("--config " + file + ": no such file or not readable");
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     if (text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);  // a UTF-8 byte-order mark (Windows)
+    // A NUL would end the parser's message where it is quoted; no INI file holds one.
+    if (const size_t nul = text.find('\0'); nul != std::string::npos)
+      throw InputError(
+          "--config " + file + ": expected an INI text file, found a NUL byte on line " +
+          std::to_string(
+              1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(nul), '\n')) +
+          " (a binary file, or one saved as UTF-16?)");
     std::istringstream ini(text);
     store_ini(ini, "config file " + file);
   }

@@ -183,7 +183,8 @@ TEST_F(Cli, HashInAPathIsRefusedSinceConfigIniCannotHoldIt) {
 }
 
 // A word without an option before it (a config file given without --config) is refused, not
-// ignored; so are a directory given as the config file and an empty --checkpoint.resume.
+// ignored; so are a directory given as the config file, one holding a NUL byte, and an empty
+// --checkpoint.resume.
 TEST_F(Cli, StrayArgumentOrConfigDirectoryIsRejected) {
   const fs::path ini = dir_ / "my.ini";
   std::ofstream(ini) << "[model]\nlayers = 2\n";
@@ -196,6 +197,12 @@ TEST_F(Cli, StrayArgumentOrConfigDirectoryIsRejected) {
   expect_clear_error(encode, "unexpected argument \"stray\"");
   CliRun directory = run_tessera(tiny_args() + " --config " + dir_.string(), dir_);
   expect_clear_error(directory, "--config " + dir_.string() + ": expected an INI file");
+  // A NUL byte would cut the parser's message short where it quotes the line: named instead.
+  const fs::path nul = dir_ / "nul.ini";
+  std::ofstream(nul) << std::string("[model]\nlayers = 2\0\n[train]\n", 28);
+  expect_clear_error(
+      run_tessera(tiny_args() + " --config " + nul.string(), dir_),
+      "--config " + nul.string() + ": expected an INI text file, found a NUL byte on line 2");
   CliRun empty = run_tessera(tiny_args() + " --checkpoint.resume ''", dir_);
   expect_clear_error(empty, "--checkpoint.resume: expected auto, none or the PATH");
 }
