@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "core/error.h"
+
 namespace tessera {
 
 // "" for a regular file (or a link to one) and for a path with nothing there; otherwise what it
@@ -17,6 +19,14 @@ inline std::string non_regular_kind(const std::string& path) {
   if (S_ISFIFO(st.st_mode)) return "a FIFO";
   if (S_ISSOCK(st.st_mode)) return "a socket";
   return "a device";
+}
+
+// A file a command is to write, given as `option` (e.g. "--output"): InputError unless the path
+// names nothing yet or a regular file to replace.
+inline void require_file_to_write(const std::string& option, const std::string& path) {
+  if (path.empty()) throw InputError(option + ": expected a file to write, found \"\"");
+  if (const std::string kind = non_regular_kind(path); !kind.empty())
+    throw InputError(option + " " + path + ": expected a file to write, found " + kind);
 }
 
 }  // namespace tessera

@@ -197,6 +197,10 @@ void IndexedDatasetWriter::finish() {
 namespace {
 
 std::string missing_file_hint(const std::string& prefix) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(prefix, ec))
+    return " (" + prefix + " is a directory: give the corpus' prefix, PREFIX of PREFIX.bin and " +
+           "PREFIX.idx, or an llm.c shard)";
   for (const char* ext : {".idx", ".bin"}) {
     if (prefix.ends_with(ext) && std::filesystem::exists(prefix))
       return " (give the prefix without " + std::string(ext) + ": " +

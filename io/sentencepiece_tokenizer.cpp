@@ -166,9 +166,13 @@ std::unordered_map<std::string, std::string> trainer_arguments(const SentencePie
 
 SentencePieceTokenizer SentencePieceTokenizer::load(const std::string& path) {
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec))
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    const std::string expected = "a .model file written by `tessera tokenize train`";
     throw InputError("SentencePiece model " + path +
-                     ": no such file; expected a .model file written by `tessera tokenize train`");
+                     (std::filesystem::exists(path, ec)
+                          ? ": expected " + expected + ", found " + found_instead_of_file(path)
+                          : ": no such file; expected " + expected));
+  }
   auto model = std::make_shared<spm::SentencePieceProcessor>();
   const spm::util::Status status = model->Load(path);
   if (!status.ok()) {

@@ -31,6 +31,7 @@
 #include "core/error.h"
 #include "core/write_fully.h"
 #include "io/checkpoint_io.h"
+#include "io/file_kind.h"
 #include "io/text_files.h"
 #include "launcher/checkpointing.h"
 #include "launcher/exit_codes.h"
@@ -342,10 +343,7 @@ int export_command(int argc, char** argv) {
   if (vm["to"].as<std::string>() != "safetensors")
     throw InputError("--to: expected safetensors, found \"" + vm["to"].as<std::string>() + "\"");
   const std::string output = vm["output"].as<std::string>(), tmp = output + ".tmp";
-  if (output.empty()) throw InputError("--output: expected a file to write, found \"\"");
-  if (fs::exists(output) && !fs::is_regular_file(output))
-    throw InputError("--output " + output + ": expected a file to write, found " +
-                     found_instead_of_file(output));
+  require_file_to_write("--output", output);
   // Not into the checkpoint it reads, nor over the `latest` beside it.
   const fs::path source = fs::weakly_canonical(vm["dir"].as<std::string>());
   for (const fs::path& file : {fs::weakly_canonical(output), fs::weakly_canonical(tmp)}) {

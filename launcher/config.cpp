@@ -14,6 +14,7 @@
 #include <iostream>
 #include <iterator>
 #include <sstream>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -455,6 +456,7 @@ void TrainConfig::validate() const {
   require(debug_wait_for_stop >= 0, "--debug.wait_for_stop", "0 (off) or a step",
           debug_wait_for_stop);
   require(eval_batches >= 1, "--train.eval_batches", "at least 1", eval_batches);
+  if (run_dir.empty()) throw InputError("--run.dir: expected a directory, found \"\"");
   require(parallel.tp >= 1, "--parallel.tp", "at least 1", parallel.tp);
   require(parallel.pp >= 1, "--parallel.pp", "at least 1", parallel.pp);
   require(parallel.virtual_stages >= 1, "--parallel.virtual_stages", "at least 1",
@@ -482,12 +484,14 @@ GridLayout TrainConfig::layout_for(int world_size) const {
           "a multiple of data-parallel ranks x --train.micro_batch = " + std::to_string(l.dp) +
               " x " + std::to_string(micro_batch),
           global_batch);
-  require(accumulation_steps(l.dp) <= (int64_t{1} << 30), "--train.global_batch",
+  // With model chunks each microbatch runs through every chunk: the schedule counts both.
+  const int v = parallel.virtual_stages;
+  require(accumulation_steps(l.dp) * v <= (int64_t{1} << 30), "--train.global_batch",
           "at most 2^30 microbatches per step and rank (--train.global_batch / (" +
               std::to_string(l.dp) + " data-parallel ranks x --train.micro_batch " +
-              std::to_string(micro_batch) + "))",
+              std::to_string(micro_batch) + ")" +
+              (v > 1 ? " x --parallel.virtual_stages " + std::to_string(v) : std::string()) + ")",
           global_batch);
-  const int v = parallel.virtual_stages;
   if (v > 1) {
     require(l.pp >= 2, "--parallel.virtual_stages",
             "1 with --parallel.pp 1 (model chunks interleave over pipeline stages)", v);
@@ -525,6 +529,32 @@ GridLayout TrainConfig::split_model(const GridLayout& l) const {
   return l;
 }
 
+namespace {
+
+// Boost's "the argument ('abc') for option '--train.steps' is invalid", said as the option, what
+// it takes and what was found: --train.steps: expected a whole number, found "abc".
+std::string invalid_value_text(const po::invalid_option_value& e,
+                               const po::options_description& all) {
+  const std::string what = e.what(), name = e.get_option_name();
+  const size_t open = what.find("('"), close = what.rfind("')");
+  const po::option_description* d =
+      all.find_nothrow(name.substr(name.find_first_not_of('-')), false);
+  const auto* typed = d ? dynamic_cast<const po::typed_value_base*>(d->semantic().get()) : nullptr;
+  if (open == std::string::npos || close == std::string::npos || close < open || !typed)
+    return what;
+  const std::type_info& type = typed->value_type();
+  const char* expected = type == typeid(int)       ? "a whole number below 2^31"
+                         : type == typeid(int64_t) ? "a whole number below 2^63"
+                         : type == typeid(double)  ? "a number"
+                         : type == typeid(bool)    ? "true or false"
+                                                   : nullptr;
+  if (!expected) return what;
+  return "--" + name.substr(name.find_first_not_of('-')) + ": expected " + expected + ", found \"" +
+         what.substr(open + 2, close - open - 2) + "\"";
+}
+
+}  // namespace
+
 bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
   if (!read_train_options(argc, argv, cfg)) return false;
   cfg.validate();
@@ -549,7 +579,11 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
     if (o.position_key >= 0)  // a word without an option before it, e.g. a config file's name
       throw InputError("unexpected argument \"" + o.original_tokens.front() +
                        "\": options are --section.key VALUE, and a config file is --config FILE");
-  po::store(parsed, vm);
+  try {
+    po::store(parsed, vm);
+  } catch (const po::invalid_option_value& e) {
+    throw InputError(invalid_value_text(e, all));
+  }
   if (vm.count("help")) {
     std::cout << generic << all << "\n";
     return false;
@@ -558,6 +592,8 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
   const auto store_ini = [&](std::istream& in, const std::string& name) {
     try {
       po::store(po::parse_config_file(in, all, /*allow_unregistered=*/false), vm);
+    } catch (const po::invalid_option_value& e) {
+      throw InputError(name + ": " + invalid_value_text(e, all));
     } catch (const po::error& e) {
       throw InputError(name + ": " + e.what());
     }

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "io/checkpoint_manifest.h"
+#include "io/file_kind.h"
 #include "launcher/exit_codes.h"
 
 namespace fs = std::filesystem;
@@ -356,6 +357,7 @@ int plot_command(int argc, char** argv) {
     const std::string title =
         (is_dir ? run : fs::path(run).parent_path().string()) + ": loss against step";
     try {
+      require_file_to_write(output_given ? "--output" : "the chart", output);
       write_file_atomically(output, svg_chart(s, title));
     } catch (const InputError& e) {
       throw InputError(std::string(e.what()) +

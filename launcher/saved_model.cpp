@@ -110,6 +110,12 @@ TrainConfig saved_model_config(const SavedModelArgs& args, const std::string& sa
   read_train_options(argc, argv.data(), given);
   read_train_options(argc, argv.data(), cfg, saved_ini, name);
   cfg.parallel = given.parallel;
+  // Model chunks are the training pipeline's schedule; these commands run each token's forward
+  // through the stages in order, and would say nothing of a value they ignore.
+  if (gives_option(args, "--parallel.virtual_stages"))
+    throw InputError(std::string("--parallel.virtual_stages: tessera ") + command +
+                     " runs the model stage after stage without the training schedule; give "
+                     "--parallel.tp and --parallel.pp only");
   // The saving run's global batch means nothing to a command that runs its model, but the
   // config must still divide it by --train.micro_batch: unless given, it is one micro-batch.
   if (!gives_option(args, "--train.global_batch")) cfg.global_batch = cfg.micro_batch;

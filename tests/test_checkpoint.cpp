@@ -897,6 +897,9 @@ TEST_F(Checkpoints, SampleRefusesMissingDamagedOrReshapedCheckpoints) {
   const std::string saved = step_dir("run", 20);
   expect_refused("--checkpoint " + saved + " --model.layers 2", "--model.layers");
   expect_refused("--checkpoint " + saved + " --parallel.tp 3", "--parallel.tp");
+  // Model chunks belong to training's schedule: given here, refused rather than ignored.
+  expect_refused("--checkpoint " + saved + " --parallel.virtual_stages 2",
+                 "--parallel.virtual_stages: tessera sample runs the model stage after stage");
   // model.h5 given for its directory, and a step directory without it: each said as it is.
   expect_refused("--checkpoint " + saved + "/model.h5",
                  "expected a directory (step_N), found a file");

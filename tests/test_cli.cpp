@@ -110,6 +110,33 @@ TEST_F(Cli, NegativeLearningRateIsRejected) {
   expect_clear_error(r, "--optim.lr");
 }
 
+// A value that is not of its option's kind says what the option takes, on the command line and
+// in a config file; a directory given for a file, or nothing for the run directory, says so.
+TEST_F(Cli, MalformedValuesSayWhatTheOptionTakes) {
+  expect_clear_error(run_tessera(tiny_args() + " --train.steps abc", dir_),
+                     "--train.steps: expected a whole number below 2^63, found \"abc\"");
+  expect_clear_error(run_tessera(tiny_args() + " --parallel.pp 1.5", dir_),
+                     "--parallel.pp: expected a whole number below 2^31, found \"1.5\"");
+  expect_clear_error(run_tessera(tiny_args() + " --optim.lr x", dir_),
+                     "--optim.lr: expected a number, found \"x\"");
+  const fs::path ini = dir_ / "bad.ini";
+  std::ofstream(ini) << "[train]\nsteps = 2x\n";
+  expect_clear_error(run_tessera(tiny_args() + " --config " + ini.string(), dir_),
+                     "config file " + ini.string() +
+                         ": --train.steps: expected a whole number below 2^63, found \"2x\"");
+  std::string no_dir = tiny_args();
+  const std::string run_dir = "--run.dir " + (dir_ / "run").string();
+  no_dir.replace(no_dir.find(run_dir), run_dir.size(), "--run.dir ''");
+  expect_clear_error(run_tessera(no_dir, dir_), "--run.dir: expected a directory, found \"\"");
+  std::string at_directory = tiny_args("2", dir_.string());
+  expect_clear_error(run_tessera(at_directory, dir_),
+                     dir_.string() + " is a directory: give the corpus' prefix");
+  expect_clear_error(run_tessera(tiny_args() + " --data.tokenizer " + dir_.string(), dir_),
+                     "SentencePiece model " + dir_.string() +
+                         ": expected a .model file written by `tessera tokenize train`, found a "
+                         "directory");
+}
+
 // Values that would only show as NaN losses steps later, or as another seed, are refused by name,
 // before training.
 TEST_F(Cli, NonFiniteOrNegativeNumbersAreRejectedNamingTheOption) {
@@ -132,7 +159,12 @@ TEST_F(Cli, OverflowingSizesAreRejectedAndAWarmUpAsLongAsTheRunIsSaid) {
       {"--parallel.tp 2147483647 --parallel.pp 2147483647 --parallel.dp 3",
        "--parallel.tp 2147483647 x --parallel.pp 2147483647 x --parallel.dp 3 = more than 2^63 "
        "ranks"},
-      {"--train.global_batch 4294967296", "--train.global_batch: expected at most 2^30"}};
+      {"--train.global_batch 4294967296", "--train.global_batch: expected at most 2^30"},
+      // Each microbatch runs through every model chunk: the schedule counts both (2^28 x 8).
+      {"--train.global_batch 536870912 --parallel.virtual_stages 8",
+       "--train.global_batch: expected at most 2^30 microbatches per step and rank "
+       "(--train.global_batch / (1 data-parallel ranks x --train.micro_batch 2) x "
+       "--parallel.virtual_stages 8)"}};
   for (const auto& [bad, message] : cases) {
     std::string a = tiny_args();
     if (bad.starts_with("--train.global_batch"))  // in place of tiny_args' own
@@ -479,6 +511,12 @@ TEST_F(Cli, PlotShowsTheLossCurveAndWritesItAsSvg) {
   expect_clear_error(run_tessera("plot " + run.string() + " --from 31", dir_),
                      "expected training records with a loss from step 31, found none");
   expect_clear_error(run_tessera("plot " + run.string() + " --width 5", dir_), "--width");
+  // A directory where the chart would go is named as the option, and nothing is left beside it.
+  fs::create_directory(dir_ / "adir");
+  expect_clear_error(
+      run_tessera("plot " + run.string() + " --output " + (dir_ / "adir").string(), dir_),
+      "--output " + (dir_ / "adir").string() + ": expected a file to write, found a directory");
+  EXPECT_FALSE(fs::exists(dir_ / "adir.tmp"));
   std::ofstream(run / "metrics.jsonl", std::ios::app) << "{\"loss\": 1}\n";
   expect_clear_error(run_tessera("plot " + run.string(), dir_),
                      (run / "metrics.jsonl").string() +
