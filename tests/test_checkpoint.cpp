@@ -159,6 +159,14 @@ TEST_F(Checkpoints, StoppedAndResumedSequenceParallelRunIsBitwiseTheStraightRun)
                       "--train.precision bf16");
 }
 
+// The interleaved schedule (2 stages of 2 model chunks, DP 2 with ZeRO-1, bf16 on the host):
+// nothing of it is in the checkpoint, and the resumed run is bitwise the straight one.
+TEST_F(Checkpoints, StoppedAndResumedInterleavedRunIsBitwiseTheStraightRun) {
+  expect_exact_resume(*this, 4,
+                      "--parallel.pp 2 --parallel.virtual_stages 2 --parallel.zero 1 "
+                      "--train.precision bf16");
+}
+
 // Mixed precision on the host (bf16 compute, fp32 masters, moments and gradient sums), with the
 // fp32 masters sharded by ZeRO-1 and each DP rank's pieces saved: the resume is bitwise too.
 // The layout changes bf16 results only within their rounding: one rank's bf16 run follows the
