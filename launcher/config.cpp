@@ -535,21 +535,24 @@ namespace {
 // it takes and what was found: --train.steps: expected a whole number, found "abc".
 std::string invalid_value_text(const po::invalid_option_value& e,
                                const po::options_description& all) {
-  const std::string what = e.what(), name = e.get_option_name();
-  const size_t open = what.find("('"), close = what.rfind("')");
-  const po::option_description* d =
-      all.find_nothrow(name.substr(name.find_first_not_of('-')), false);
-  const auto* typed = d ? dynamic_cast<const po::typed_value_base*>(d->semantic().get()) : nullptr;
-  if (open == std::string::npos || close == std::string::npos || close < open || !typed)
+  const std::string what = e.what(), dashed = e.get_option_name();
+  const size_t open = what.find("('"), close = what.rfind("')"),
+               start = dashed.find_first_not_of('-');
+  if (open == std::string::npos || close == std::string::npos || close < open ||
+      start == std::string::npos)
     return what;
+  const std::string name = dashed.substr(start);
+  const po::option_description* d = all.find_nothrow(name, false);
+  const auto* typed = d ? dynamic_cast<const po::typed_value_base*>(d->semantic().get()) : nullptr;
+  if (!typed) return what;
+  // Booleans fail as po::invalid_bool_value, whose message lists the words Boost takes.
   const std::type_info& type = typed->value_type();
-  const char* expected = type == typeid(int)       ? "a whole number below 2^31"
-                         : type == typeid(int64_t) ? "a whole number below 2^63"
+  const char* expected = type == typeid(int)       ? "a whole number from -2^31 to 2^31 - 1"
+                         : type == typeid(int64_t) ? "a whole number from -2^63 to 2^63 - 1"
                          : type == typeid(double)  ? "a number"
-                         : type == typeid(bool)    ? "true or false"
                                                    : nullptr;
   if (!expected) return what;
-  return "--" + name.substr(name.find_first_not_of('-')) + ": expected " + expected + ", found \"" +
+  return "--" + name + ": expected " + expected + ", found \"" +
          what.substr(open + 2, close - open - 2) + "\"";
 }
 

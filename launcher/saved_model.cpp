@@ -112,7 +112,7 @@ TrainConfig saved_model_config(const SavedModelArgs& args, const std::string& sa
   cfg.parallel = given.parallel;
   // Model chunks are the training pipeline's schedule; these commands run each token's forward
   // through the stages in order, and would say nothing of a value they ignore.
-  if (gives_option(args, "--parallel.virtual_stages"))
+  if (given.parallel.virtual_stages != 1)  // on the command line, or in its --config file
     throw InputError(std::string("--parallel.virtual_stages: tessera ") + command +
                      " runs the model stage after stage without the training schedule; give "
                      "--parallel.tp and --parallel.pp only");

@@ -908,6 +908,10 @@ TEST_F(Checkpoints, SampleRefusesMissingDamagedOrReshapedCheckpoints) {
   // Model chunks belong to training's schedule: given here, refused rather than ignored.
   expect_refused("--checkpoint " + saved + " --parallel.virtual_stages 2",
                  "--parallel.virtual_stages: tessera sample runs the model stage after stage");
+  const fs::path chunked = dir_ / "chunked.ini";
+  std::ofstream(chunked) << "[parallel]\nvirtual_stages = 2\n";
+  expect_refused("--checkpoint " + saved + " --config " + chunked.string(),
+                 "--parallel.virtual_stages: tessera sample");
   // model.h5 given for its directory, and a step directory without it: each said as it is.
   expect_refused("--checkpoint " + saved + "/model.h5",
                  "expected a directory (step_N), found a file");

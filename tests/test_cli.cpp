@@ -113,17 +113,20 @@ TEST_F(Cli, NegativeLearningRateIsRejected) {
 // A value that is not of its option's kind says what the option takes, on the command line and
 // in a config file; a directory given for a file, or nothing for the run directory, says so.
 TEST_F(Cli, MalformedValuesSayWhatTheOptionTakes) {
-  expect_clear_error(run_tessera(tiny_args() + " --train.steps abc", dir_),
-                     "--train.steps: expected a whole number below 2^63, found \"abc\"");
-  expect_clear_error(run_tessera(tiny_args() + " --parallel.pp 1.5", dir_),
-                     "--parallel.pp: expected a whole number below 2^31, found \"1.5\"");
+  expect_clear_error(
+      run_tessera(tiny_args() + " --train.steps abc", dir_),
+      "--train.steps: expected a whole number from -2^63 to 2^63 - 1, found \"abc\"");
+  expect_clear_error(
+      run_tessera(tiny_args() + " --parallel.pp 1.5", dir_),
+      "--parallel.pp: expected a whole number from -2^31 to 2^31 - 1, found \"1.5\"");
   expect_clear_error(run_tessera(tiny_args() + " --optim.lr x", dir_),
                      "--optim.lr: expected a number, found \"x\"");
   const fs::path ini = dir_ / "bad.ini";
   std::ofstream(ini) << "[train]\nsteps = 2x\n";
-  expect_clear_error(run_tessera(tiny_args() + " --config " + ini.string(), dir_),
-                     "config file " + ini.string() +
-                         ": --train.steps: expected a whole number below 2^63, found \"2x\"");
+  expect_clear_error(
+      run_tessera(tiny_args() + " --config " + ini.string(), dir_),
+      "config file " + ini.string() +
+          ": --train.steps: expected a whole number from -2^63 to 2^63 - 1, found \"2x\"");
   std::string no_dir = tiny_args();
   const std::string run_dir = "--run.dir " + (dir_ / "run").string();
   no_dir.replace(no_dir.find(run_dir), run_dir.size(), "--run.dir ''");
@@ -886,6 +889,7 @@ TEST_F(Cli, MpirunTp2Pp2MatchesOneRank) {
                            " --train.global_batch 4 --train.micro_batch 2 --train.threads 1"
                            " --train.steps 6 --train.log_interval 1";
   const CliRun single = run_tessera(args, dir_);
+  ASSERT_EQ(single.exit_code, 0) << single.err;
   const std::vector<double> one = losses_of(dir_ / "run" / "metrics.jsonl");
   ASSERT_EQ(one.size(), 6u) << single.err;
   const CliRun r = expect_losses_of(one, 4, args + " --parallel.tp 2 --parallel.pp 2");
@@ -920,6 +924,7 @@ TEST_F(Cli, InterleavedPipelineFollowsOneRankAndSaysWhereEachChunkIs) {
                            " --train.steps 6 --train.log_interval 1 --train.eval_interval 6"
                            " --train.eval_batches 3 --sample.tokens 12";
   const CliRun single = run_tessera(args, dir_);
+  ASSERT_EQ(single.exit_code, 0) << single.err;
   const std::vector<double> one = losses_of(dir_ / "run" / "metrics.jsonl");
   ASSERT_EQ(one.size(), 6u) << single.err;
   const size_t validation = single.out.find("validation | step 6 | loss ");

@@ -567,8 +567,8 @@ TEST(InterleavedOneFOneB, TheExecutorStartsTheGroupsTheModelRuns) {
   cfg.vocab_size = 16, cfg.d_model = 8, cfg.heads = 2, cfg.d_ff = 16, cfg.seq_len = 4;
   for (int p : {2, 3, 4})
     for (int v : {1, 2, 3})
-      for (int m : {1, 2 * p, 3 * p}) {
-        if (v > 1 && m == 1) continue;
+      for (int m : {1, p, 2 * p, 3 * p}) {
+        if (!interleaved_schedule_problem(p, m, v).empty()) continue;
         cfg.layers = p * v;
         const std::string name = std::to_string(p) + " stages, " + std::to_string(v) + " chunks, " +
                                  std::to_string(m) + " microbatches";
@@ -681,6 +681,35 @@ TEST(GradBuckets, Bfloat16GradientsAreSummedInFloat32OverMicrobatches) {
   }
   // Clipping and the optimizer read the sums.
   EXPECT_EQ(buckets.flat_grads().dtype(), DType::F32);
+}
+
+// end_microbatch(g) folds group g's buckets alone (a model chunk's, with the interleaved
+// schedule), and refuses a group whose reduction has started: folding into sums being reduced
+// would race with the reduction.
+TEST(GradBuckets, EndOfMicrobatchFoldsOneGroupAndRefusesOneAlreadyLaunched) {
+  LocalCommunicator dp("dp");
+  const ModelShard shard;
+  Param a = make_param("a", ParamKind::Weight, ParamInit::Normal, 0.02, {3, 5}, -1, 1, shard);
+  Param b = make_param("b", ParamKind::Bias, ParamInit::Zeros, 0, {7}, -1, 1, shard);
+  a.materialize(1, DType::BF16);
+  b.materialize(1, DType::BF16);
+  GradBuckets buckets({{&b}, {&a}}, dp, 100, false);  // a group, and a bucket, each
+  buckets.zero_grad();
+  for (Param* p : {&a, &b})
+    for (int64_t i = 0; i < p->grad.numel(); ++i) p->grad.data<bf16>()[i] = to_bf16(1.0f);
+  buckets.end_microbatch(1);
+  for (int64_t i = 0; i < a.grad.numel(); ++i) {
+    EXPECT_EQ(buckets.grad_of(a).data<float>()[i], 1.0f) << i;
+    EXPECT_EQ(a.grad.data<bf16>()[i].bits, 0) << i;
+  }
+  for (int64_t i = 0; i < b.grad.numel(); ++i) {
+    EXPECT_EQ(buckets.grad_of(b).data<float>()[i], 0.0f) << i;  // not yet folded
+    EXPECT_EQ(to_float(b.grad.data<bf16>()[i]), 1.0f) << i;
+  }
+  buckets.mark_ready(b);  // group 0 is final: its reduction starts
+  EXPECT_THROW(buckets.end_microbatch(0), InternalError);
+  EXPECT_THROW(buckets.end_microbatch(2), InternalError);
+  buckets.end_microbatch(1);
 }
 
 // The gradient norm's operands: on TP rank 1 a replicated Param is not counted (TP rank 0 counts
