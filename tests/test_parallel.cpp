@@ -645,15 +645,21 @@ TEST(GradBuckets, ParamsViewOneFlatBufferInBackwardOrderAndKeepTheirValues) {
   EXPECT_EQ(buckets.buckets().front().params.front(), &model.lnf_b);
 }
 
+// The bf16 Params of the gradient-bucket tests: a [3, 5] weight and a [7] bias.
+void bf16_weight_and_bias(Param& a, Param& b) {
+  const ModelShard shard;
+  a = make_param("a", ParamKind::Weight, ParamInit::Normal, 0.02, {3, 5}, -1, 1, shard);
+  b = make_param("b", ParamKind::Bias, ParamInit::Zeros, 0, {7}, -1, 1, shard);
+  a.materialize(1, DType::BF16);
+  b.materialize(1, DType::BF16);
+}
+
 // Mixed precision: each microbatch's bf16 gradient is folded into fp32 sums. 1 + 2^-8 + 2^-8
 // is exact in fp32, while a bf16 running sum would round 1 + 2^-8 back to 1 (ties to even).
 TEST(GradBuckets, Bfloat16GradientsAreSummedInFloat32OverMicrobatches) {
   LocalCommunicator dp("dp");
-  const ModelShard shard;
-  Param a = make_param("a", ParamKind::Weight, ParamInit::Normal, 0.02, {3, 5}, -1, 1, shard);
-  Param b = make_param("b", ParamKind::Bias, ParamInit::Zeros, 0, {7}, -1, 1, shard);
-  a.materialize(1, DType::BF16);
-  b.materialize(1, DType::BF16);
+  Param a, b;
+  bf16_weight_and_bias(a, b);
   GradBuckets buckets({{&b, &a}}, dp, 7, false);  // b fills a bucket, a another
   ASSERT_TRUE(buckets.mixed_precision());
   EXPECT_EQ(buckets.bucket_count(), 2);
@@ -688,11 +694,8 @@ TEST(GradBuckets, Bfloat16GradientsAreSummedInFloat32OverMicrobatches) {
 // would race with the reduction.
 TEST(GradBuckets, EndOfMicrobatchFoldsOneGroupAndRefusesOneAlreadyLaunched) {
   LocalCommunicator dp("dp");
-  const ModelShard shard;
-  Param a = make_param("a", ParamKind::Weight, ParamInit::Normal, 0.02, {3, 5}, -1, 1, shard);
-  Param b = make_param("b", ParamKind::Bias, ParamInit::Zeros, 0, {7}, -1, 1, shard);
-  a.materialize(1, DType::BF16);
-  b.materialize(1, DType::BF16);
+  Param a, b;
+  bf16_weight_and_bias(a, b);
   GradBuckets buckets({{&b}, {&a}}, dp, 100, false);  // a group, and a bucket, each
   buckets.zero_grad();
   for (Param* p : {&a, &b})
