@@ -52,7 +52,7 @@ sp=$(rss <<<"$sp_out")
 echo "peak RSS per rank on TP 2: ${plain} MB, with sequence parallelism ${sp} MB"
 
 echo
-echo "## interleaved schedule: shape small on PP 2, 8 microbatches of 2, 1, 2 and 4 chunks per stage"
+echo "## interleaved schedule: shape small on PP 2, 8 microbatches of 2 sequences; 1, 2 and 4 chunks per stage"
 for vp in 1 2 4; do
   echo
   "${MPI[@]}" -n 2 "$BENCH" --pp 2 --vp "$vp" --global 16 --micro 2 --steps 9 --warmup 2 \
