@@ -12,6 +12,7 @@
 #include "core/ops/cast.h"
 #include "core/rng.h"
 #include "io/sentencepiece_tokenizer.h"
+#include "parallel/pipeline.h"
 
 namespace tessera {
 
@@ -55,7 +56,7 @@ std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
   // ring of stages once per chunk (the last stage's output on to the first stage's next chunk).
   std::vector<GPTActivations> acts;
   for (int c = 0; c < model.chunks(); ++c) acts.push_back(model.make_activations(1, c));
-  const int previous = (pp.rank() + pp.size() - 1) % pp.size(), next = (pp.rank() + 1) % pp.size();
+  const int previous = previous_stage(pp), next = next_stage(pp);
   Tensor inputs({1, T}, DType::I32), stage_input(model.stage_shape(1), cfg.dtype, dev);
   Tensor local_row({local_v}, DType::F32, dev), row({V}, DType::F32, dev);
   Tensor token({1}, DType::I32, dev), host_token({1}, DType::I32);

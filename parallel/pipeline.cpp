@@ -50,13 +50,11 @@ size_t PipelineEngine::slot(const PipeAction& action) const {
          chunks_[static_cast<size_t>(action.chunk)].acts.size();
 }
 
-// Round the ring: with model chunks, the last stage's output goes on to the first stage's next
-// chunk, and the first stage's input gradient back to the last stage's previous chunk.
-int PipelineEngine::previous_stage() const {
-  return (pp_.rank() + pp_.size() - 1) % pp_.size();
+int previous_stage(const Communicator& pp) {
+  return (pp.rank() + pp.size() - 1) % pp.size();
 }
-int PipelineEngine::next_stage() const {
-  return (pp_.rank() + 1) % pp_.size();
+int next_stage(const Communicator& pp) {
+  return (pp.rank() + 1) % pp.size();
 }
 
 CommRequest* PipelineEngine::forward(const PipeAction& action, const Batches& batches,
@@ -68,7 +66,7 @@ CommRequest* PipelineEngine::forward(const PipeAction& action, const Batches& ba
   wait(chunk.output_sent[s]);
   const Tensor* stage_input = nullptr;
   if (!chunk.first) {
-    if (receive) pp_.irecv(chunk.stage_input[s], previous_stage())->wait();
+    if (receive) pp_.irecv(chunk.stage_input[s], previous_stage(pp_))->wait();
     stage_input = &chunk.stage_input[s];
   }
   const double loss = model_.forward(a, chunk.first ? &batches.inputs[mb] : nullptr,
@@ -77,7 +75,7 @@ CommRequest* PipelineEngine::forward(const PipeAction& action, const Batches& ba
     loss_sum += loss;
     return nullptr;
   }
-  chunk.output_sent[s] = pp_.isend(a.residual.back(), next_stage());
+  chunk.output_sent[s] = pp_.isend(a.residual.back(), next_stage(pp_));
   // Before the stage's first backward no gradient comes back that this send could cross, so it
   // may start alone. Held back, stage 0's warm-up sends would wait for its first backward's
   // receive, and the pipeline would fill PP - 2 forwards late.
@@ -90,7 +88,7 @@ CommRequest* PipelineEngine::backward(const PipeAction& action, const Backward& 
   const size_t s = slot(action);
   const Tensor* output_grad = nullptr;
   if (!chunk.last) {
-    if (receive) pp_.irecv(output_grad_, next_stage())->wait();
+    if (receive) pp_.irecv(output_grad_, next_stage(pp_))->wait();
     output_grad = &output_grad_;
   }
   Tensor* input_grad = nullptr;
@@ -103,7 +101,7 @@ CommRequest* PipelineEngine::backward(const PipeAction& action, const Backward& 
                   last_microbatch ? how.on_ready : nullptr);
   if (!last_microbatch && how.after_backward) how.after_backward(action.chunk);
   if (chunk.first) return nullptr;
-  chunk.input_grad_sent[s] = pp_.isend(chunk.input_grad[s], previous_stage());
+  chunk.input_grad_sent[s] = pp_.isend(chunk.input_grad[s], previous_stage(pp_));
   return chunk.input_grad_sent[s].get();
 }
 
@@ -112,9 +110,9 @@ int PipelineEngine::post_receives(const std::vector<PipeAction>& step) {
   for (const PipeAction& action : step) {
     Chunk& chunk = chunks_[static_cast<size_t>(action.chunk)];
     if (action.kind == PipeAction::Forward && !chunk.first)
-      received.push_back(pp_.irecv(chunk.stage_input[slot(action)], previous_stage()));
+      received.push_back(pp_.irecv(chunk.stage_input[slot(action)], previous_stage(pp_)));
     if (action.kind == PipeAction::Backward && !chunk.last)
-      received.push_back(pp_.irecv(output_grad_, next_stage()));
+      received.push_back(pp_.irecv(output_grad_, next_stage(pp_)));
   }
   for (auto& r : received) r->wait();
   return static_cast<int>(received.size());

@@ -18,6 +18,12 @@
 
 namespace tessera {
 
+// The stages before and after this one in the PP group `pp`, round the ring: with model chunks
+// the last stage's output goes on to the first stage's next chunk, and the first stage's input
+// gradient back to the last stage's previous chunk.
+int previous_stage(const Communicator& pp);
+int next_stage(const Communicator& pp);
+
 class PipelineEngine {
  public:
   // pp: the pipeline group, rank = stage. micro_batch sequences per microbatch. With
@@ -71,8 +77,6 @@ class PipelineEngine {
   int post_receives(const std::vector<PipeAction>& step);
   void wait_for_sends();
   size_t slot(const PipeAction& action) const;
-  int previous_stage() const;
-  int next_stage() const;
 
   GPT& model_;
   Communicator& pp_;

@@ -114,14 +114,15 @@ ProcessGrid::ProcessGrid(Communicator& world, const GridLayout& layout)
                 "ProcessGrid: a group came out with the wrong size");
 }
 
-ModelShard ProcessGrid::shard(const ModelConfig& cfg, int chunks) const {
+ModelShard model_shard(const ModelConfig& cfg, const GridLayout& layout, const GridCoord& at,
+                       int chunks) {
   ModelShard s;
-  s.tp_rank = coord_.tp;
-  s.tp_size = layout_.tp;
+  s.tp_rank = at.tp;
+  s.tp_size = layout.tp;
   for (int c = 0; c < chunks; ++c)
-    s.chunks.push_back(chunk_layers(cfg.layers, layout_.pp, chunks, coord_.pp, c));
-  s.has_embedding = first_stage();
-  s.has_head = last_stage();
+    s.chunks.push_back(chunk_layers(cfg.layers, layout.pp, chunks, at.pp, c));
+  s.has_embedding = at.pp == 0;
+  s.has_head = at.pp == layout.pp - 1;
   return s;
 }
 

@@ -46,6 +46,10 @@ LayerRange stage_layers(int64_t layers, int pp, int stage);
 // Layers of model chunk `chunk` of `stage` with `chunks` chunks on each stage (the interleaved
 // schedule): those of virtual stage chunk pp + stage of chunks x pp.
 LayerRange chunk_layers(int64_t layers, int pp, int chunks, int stage, int chunk);
+// What the rank at `at` of `layout` holds of a model: its TP shard and its stage's layers, or
+// with `chunks` > 1 its model chunks of the interleaved schedule (chunk_layers).
+ModelShard model_shard(const ModelConfig& cfg, const GridLayout& layout, const GridCoord& at,
+                       int chunks = 1);
 
 class ProcessGrid {
  public:
@@ -65,10 +69,10 @@ class ProcessGrid {
   // nullptr on middle pipeline stages.
   CountingCommunicator* embedding() { return embedding_.get(); }
 
-  // What this rank holds of a model: its TP shard and its stage's layers, or with `chunks` > 1
-  // its model chunks of the interleaved schedule (chunk c: stage_layers of virtual stage
-  // c pp + stage of chunks x pp).
-  ModelShard shard(const ModelConfig& cfg, int chunks = 1) const;
+  // What this rank holds of a model (model_shard).
+  ModelShard shard(const ModelConfig& cfg, int chunks = 1) const {
+    return model_shard(cfg, layout_, coord_, chunks);
+  }
   // A table of every group's world ranks, for the log of rank 0.
   std::string describe_groups() const;
 

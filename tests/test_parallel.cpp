@@ -580,10 +580,7 @@ TEST(InterleavedOneFOneB, TheExecutorStartsTheGroupsTheModelRuns) {
         std::vector<std::vector<std::vector<P2p>>> trained(static_cast<size_t>(p));
         std::vector<std::vector<std::vector<P2p>>> validated(static_cast<size_t>(p));
         for (int s = 0; s < p; ++s) {
-          ModelShard shard;
-          for (int c = 0; c < v; ++c) shard.chunks.push_back(chunk_layers(cfg.layers, p, v, s, c));
-          shard.has_embedding = s == 0;
-          shard.has_head = s == p - 1;
+          const ModelShard shard = model_shard(cfg, GridLayout{1, 1, p}, GridCoord{0, 0, s}, v);
           LocalCommunicator tp("tp");
           GPT model(cfg, shard, tp, 1);
           RecordingPipeline pipe(s, p);
