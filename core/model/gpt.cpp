@@ -3,6 +3,7 @@
 #include "core/model/gpt.h"
 
 #include <limits>
+#include <utility>
 
 #include "core/error.h"
 #include "core/ops/attention.h"
@@ -47,14 +48,23 @@ std::vector<Param*> GPT::chunk_params(int chunk) {
   std::vector<Param*> ps;
   if (embeds(chunk) || heads(chunk)) ps.push_back(&wte);
   if (embeds(chunk) && cfg_.pos == PositionKind::Learned) ps.push_back(&wpe);
-  for (size_t i = chunk_start_[static_cast<size_t>(chunk)];
-       i < chunk_start_[static_cast<size_t>(chunk) + 1]; ++i)
-    for (Param* p : blocks[i].params()) ps.push_back(p);
+  for (TransformerBlock& b : chunk_blocks(chunk))
+    for (Param* p : b.params()) ps.push_back(p);
   if (heads(chunk)) {
     ps.push_back(&lnf_w);
     ps.push_back(&lnf_b);
   }
   return ps;
+}
+
+std::span<const TransformerBlock> GPT::chunk_blocks(int chunk) const {
+  const size_t begin = chunk_start_[static_cast<size_t>(chunk)];
+  return {blocks.data() + begin, chunk_start_[static_cast<size_t>(chunk) + 1] - begin};
+}
+
+std::span<TransformerBlock> GPT::chunk_blocks(int chunk) {
+  const std::span<const TransformerBlock> mine = std::as_const(*this).chunk_blocks(chunk);
+  return {const_cast<TransformerBlock*>(mine.data()), mine.size()};
 }
 
 std::vector<Param*> GPT::params() {
@@ -87,16 +97,16 @@ GPTActivations GPT::make_activations(int64_t B, int chunk) const {
   const Device dev = cfg_.device;
   a.inputs = Tensor({B, T}, DType::I32, dev);
   a.targets = Tensor({B, T}, DType::I32, dev);
-  const size_t begin = chunk_start_[static_cast<size_t>(chunk)];
-  const size_t end = chunk_start_[static_cast<size_t>(chunk) + 1];
-  for (size_t i = begin; i <= end; ++i) a.residual.emplace_back(stage_shape(B), cfg_.dtype, dev);
+  const std::span<const TransformerBlock> mine = chunk_blocks(chunk);
+  for (size_t i = 0; i <= mine.size(); ++i)
+    a.residual.emplace_back(stage_shape(B), cfg_.dtype, dev);
   const BlockActivations* shared = nullptr;
   if (cfg_.recompute != Recompute::None && !blocks.empty()) {
     auto it = shared_acts_.find(B);
     if (it == shared_acts_.end()) it = shared_acts_.emplace(B, blocks[0].make_activations(B)).first;
     shared = &it->second;
   }
-  for (size_t i = begin; i < end; ++i) a.blocks.push_back(blocks[i].make_activations(B, shared));
+  for (const TransformerBlock& b : mine) a.blocks.push_back(b.make_activations(B, shared));
   if (heads(chunk)) {
     a.lnf = Tensor({B, T, C}, cfg_.dtype, dev);
     a.lnf_mean = Tensor({shard_.stream_rows(B, T)}, cfg_.stats_dtype(), dev);
@@ -148,7 +158,7 @@ double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targe
                     const Tensor* stage_input) {
   BlockScratch& s = scratch(a.B);
   Tensor& x0 = a.residual.front();
-  TransformerBlock* chunk_blocks = blocks.data() + chunk_start_[static_cast<size_t>(a.chunk)];
+  const std::span<TransformerBlock> mine = chunk_blocks(a.chunk);
   if (embeds(a.chunk)) {
     TESSERA_CHECK(inputs != nullptr, "GPT::forward: the first stage needs token ids");
     copy_into(a.inputs, *inputs);
@@ -167,8 +177,8 @@ double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targe
     TESSERA_CHECK(stage_input != nullptr, "GPT::forward: a later stage needs its input");
     copy_into(x0, *stage_input);
   }
-  for (size_t i = 0; i < a.blocks.size(); ++i)
-    chunk_blocks[i].forward(a.residual[i + 1], a.residual[i], a.blocks[i], s, tp_);
+  for (size_t i = 0; i < mine.size(); ++i)
+    mine[i].forward(a.residual[i + 1], a.residual[i], a.blocks[i], s, tp_);
   if (!heads(a.chunk)) return 0.0;
 
   if (shard_.sequence_parallel) {  // this rank's rows, then all of them for the LM head
@@ -197,7 +207,7 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
   };
   Tensor* dres = &dres_a_;
   Tensor* dnext = &dres_b_;
-  TransformerBlock* chunk_blocks = blocks.data() + chunk_start_[static_cast<size_t>(a.chunk)];
+  const std::span<TransformerBlock> mine = chunk_blocks(a.chunk);
   if (heads(a.chunk)) {
     // d loss / d losses[m] = loss_scale / (B T): the loss is a mean over tokens.
     // Filled when it changes only (once per run in training): a copy to the GPU waits for it.
@@ -234,11 +244,11 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
     TESSERA_CHECK(d_output != nullptr, "GPT::backward: a non-last stage needs d_output");
     copy_into(*dres, *d_output);
   }
-  for (size_t i = a.blocks.size(); i-- > 0;) {
-    chunk_blocks[i].backward(*dnext, *dres, a.residual[i], a.blocks[i], s, tp_);
+  for (size_t i = mine.size(); i-- > 0;) {
+    mine[i].backward(*dnext, *dres, a.residual[i], a.blocks[i], s, tp_);
     std::swap(dres, dnext);
     if (on_ready)
-      for (Param* p : chunk_blocks[i].params()) (*on_ready)(*p);
+      for (Param* p : mine[i].params()) (*on_ready)(*p);
   }
   if (embeds(a.chunk)) {
     const Tensor dembedding = shard_.sequence_parallel ? tokens_ : *dres;

@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "core/communicator.h"
@@ -79,8 +80,10 @@ class GPT {
   ModelConfig cfg_;
   ModelShard shard_;
   Communicator& tp_;
-  // Chunk c's blocks are blocks[chunk_start_[c], chunk_start_[c + 1]).
+  // Chunk c's blocks are blocks[chunk_start_[c], chunk_start_[c + 1]) (chunk_blocks).
   std::vector<size_t> chunk_start_;
+  std::span<TransformerBlock> chunk_blocks(int chunk);
+  std::span<const TransformerBlock> chunk_blocks(int chunk) const;
   Tensor sinusoid_;  // [T, C] fixed table when cfg.pos == Sinusoidal
   int64_t vocab_start_ = 0;
   // With recompute: per microbatch size, the one set of layer activations every layer shares
