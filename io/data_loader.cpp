@@ -160,8 +160,7 @@ std::vector<double> blend_weights(const std::vector<CorpusWeight>& blend,
                                   : c.weight * static_cast<double>(corpora[i].num_tokens()) /
                                         group_tokens.at(c.group));
     if (weights.back() < 0x1p-53)
-      throw InputError(option + ": " + c.path +
-                       (c.pattern.empty() ? "" : " (matched by " + c.pattern + ")") +
+      throw InputError(option + ": " + c.named() +
                        " gets less than 2^-53 of the blend by its tokens: no sample would ever "
                        "be drawn from it; raise its weight or leave it out");
   }

@@ -37,6 +37,12 @@ struct CorpusWeight {
   int group = -1;
   std::string pattern;      // the glob that matched it, as written; empty for a path
   bool unweighted = false;  // one of several paths given without weights
+
+  // How it came into the blend, for messages: "PATH", or "PATH (matched by PATTERN)".
+  std::string named() const {
+    return pattern.empty() ? path
+                           : std::string(path).append(" (matched by ").append(pattern).append(")");
+  }
 };
 
 // "PATH", "W1 PATH1 W2 PATH2 ..." (weights positive decimals; a first word that reads as a number

@@ -31,10 +31,6 @@ std::vector<TokenCorpus> open_corpora(const std::vector<CorpusWeight>& blend, in
   std::vector<TokenCorpus> corpora;
   // same_corpus through a map of token_file_identity: one stat per corpus, not two per pair.
   std::map<std::pair<uint64_t, uint64_t>, size_t> seen;  // token file -> its first corpus
-  // How a corpus came into the blend, for the messages.
-  const auto named = [](const CorpusWeight& c) {
-    return c.pattern.empty() ? c.path : c.path + " (matched by " + c.pattern + ")";
-  };
   for (const CorpusWeight& c : blend) {
     try {
       corpora.push_back(TokenCorpus::open(c.path));
@@ -46,8 +42,8 @@ std::vector<TokenCorpus> open_corpora(const std::vector<CorpusWeight>& blend, in
     if (const auto id = token_file_identity(corpora.back())) {
       const auto [first, fresh] = seen.try_emplace(*id, corpora.size() - 1);
       if (!fresh)
-        throw InputError(option + ": " + named(c) + " is the corpus " +
-                         named(blend[first->second]) +
+        throw InputError(option + ": " + c.named() + " is the corpus " +
+                         blend[first->second].named() +
                          " again; give each corpus once (with the sum of its weights)");
     }
     const auto ids = corpora.back().check_token_ids(vocab, cache_dir, rank, world_size);
