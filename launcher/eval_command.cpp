@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "io/data_loader.h"
+#include "launcher/corpora.h"
 #include "launcher/progress.h"
 #include "launcher/saved_model.h"
 #include "parallel/pipeline.h"
@@ -29,7 +30,9 @@ constexpr const char* kUsage =
     "else the saving run's validation samples (its --data.valid_path, or the held-out end of\n"
     "each of its corpora). The options start from the config saved in the checkpoint; any\n"
     "`tessera train` option overrides it, except the model's shape. Under mpirun the ranks run\n"
-    "--parallel.tp x --parallel.pp, the rest data-parallel.\n"
+    "--parallel.tp x --parallel.pp, the rest data-parallel. Token ids are checked as in\n"
+    "tessera train, recorded in the saving run's data cache when it is here (or in a\n"
+    "--data.cache_dir given).\n"
     "\n"
     "  --eval.samples N          samples to read from the start (0, the default: all of them)\n"
     "  --train.micro_batch B     sequences per forward\n"
@@ -38,8 +41,10 @@ constexpr const char* kUsage =
 
 // The corpus, opened and checked against the vocabulary, and how much of it is read.
 struct EvalData {
+  std::unique_ptr<CorpusOpener> opener;  // its id-check records are written once all checked
   std::unique_ptr<SampleStream> stream;
   std::string what;         // the corpus as given
+  std::string option;       // the option that gave it
   int64_t samples = 0;      // read: whole micro-batches of every DP rank
   int64_t left_out = 0;     // of those asked for, less than a round of micro-batches
   int64_t token_bytes = 2;  // of the first corpus, for the progress line
@@ -48,19 +53,21 @@ struct EvalData {
 // The samples to read: --data.path's when given, else the saving run's validation samples (its
 // --data.valid_path, or the held-out end of each of its corpora). A blend is read as one corpus:
 // weighted by the corpora's samples, so that reading them all takes each sample once.
-EvalData open_eval_data(const TrainConfig& cfg, const SavedModelArgs& args, int dp) {
+EvalData open_eval_data(const TrainConfig& cfg, const SavedModelArgs& args,
+                        const GridLayout& layout, int rank) {
   EvalData d;
   const bool own_corpus = gives_option(args, "--data.path") || !cfg.valid_path.empty();
   const std::string option = gives_option(args, "--data.path") || cfg.valid_path.empty()
                                  ? "--data.path"
                                  : "--data.valid_path";
   const std::string path = option == "--data.path" ? cfg.data_path : cfg.valid_path;
+  d.option = option;
   const std::vector<CorpusWeight> blend = parse_corpus_blend(path, option);
-  std::vector<TokenCorpus> corpora;
-  for (const CorpusWeight& c : blend) {
-    corpora.push_back(TokenCorpus::open(c.path));
-    corpora.back().check_token_ids(cfg.model.vocab_size);
-  }
+  // The id-check records: those of --data.cache_dir when given here (as in tessera train), else
+  // those of the saving run when its data cache is here; eval creates no directory of its own.
+  d.opener = std::make_unique<CorpusOpener>(
+      data_cache_dir(cfg, gives_option(args, "--data.cache_dir")), rank, layout.world_size());
+  std::vector<TokenCorpus> corpora = d.opener->open(blend, cfg.model.vocab_size, option);
   d.token_bytes = static_cast<int64_t>(dtype_size(corpora.front().dtype()));
   SampleOptions so;
   so.seq_len = cfg.model.seq_len;
@@ -101,6 +108,7 @@ EvalData open_eval_data(const TrainConfig& cfg, const SavedModelArgs& args, int 
                        std::to_string(n));
     if (n > 0) asked = n;
   }
+  const int dp = layout.dp;
   const int64_t round = cfg.micro_batch * dp;
   d.samples = asked / round * round;
   d.left_out = asked - d.samples;
@@ -121,8 +129,11 @@ int eval_command(int argc, char** argv) {
   c.name = "eval";
   c.usage = kUsage;
   c.own = {"--eval.samples"};
-  c.prepare = [data](TrainConfig& cfg, const SavedModelArgs& args, const GridLayout& layout) {
-    *data = open_eval_data(cfg, args, layout.dp);
+  c.prepare = [data](TrainConfig& cfg, const SavedModelArgs& args, const GridLayout& layout,
+                     int rank) { *data = open_eval_data(cfg, args, layout, rank); };
+  c.together = [data](Communicator& world) {
+    check_same_corpora(world, data->stream->sequence_key(), data->option, *data->stream);
+    data->opener->record_id_ranges(world);
   };
   c.run = [data](SavedModel& m) {
     const TrainConfig& cfg = m.cfg;

@@ -151,8 +151,8 @@ int run_saved_model(int argc, char** argv, const SavedModelCommand& command) {
 
   // Phase 1, on rank 0 alone: the arguments, the checkpoint (every checksum) and its config.
   // Then, on every rank, the config from the same text, the command's inputs and this rank's
-  // GPU. Each phase ends in an agreement, so a bad input stops every rank with one message (as
-  // in tessera train).
+  // GPU; then the command's checks made together. Each phase ends in an agreement, so a bad
+  // input stops every rank with one message (as in tessera train).
   SavedModelArgs args;
   std::string dir, note, saved_ini;
   ErrorReport failure;
@@ -183,7 +183,7 @@ int run_saved_model(int argc, char** argv, const SavedModelCommand& command) {
                        " with another --parallel.tp / --parallel.pp");
     }
     configure_process(cfg, mpi.ranks_on_this_node(), mpi.rank_on_this_node());
-    command.prepare(cfg, args, layout);
+    command.prepare(cfg, args, layout, world.rank());
   } catch (...) {
     failure = report_error(std::current_exception(), command.name);
   }
@@ -191,6 +191,14 @@ int run_saved_model(int argc, char** argv, const SavedModelCommand& command) {
 
   // Phase 2: a failure now may be one rank's alone; the watchdog bounds every collective.
   const WatchdogArmed watchdog(world, cfg.startup_deadline());
+  if (command.together) {
+    try {
+      command.together(world);
+    } catch (...) {
+      failure = report_error(std::current_exception(), command.name);
+    }
+    if (const int code = agree_on_inputs(world, failure)) return code;
+  }
   try {
     if (root && !note.empty()) std::printf("checkpoint: %s\n", printable(note).c_str());
     const std::unique_ptr<Communicator> device_world =

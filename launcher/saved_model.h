@@ -5,8 +5,9 @@
 // --parallel.tp x --parallel.pp (x the data-parallel rest), whatever layout saved it.
 //
 // run_saved_model() is the whole command but for its work: the arguments and the checkpoint
-// (every checksum) on rank 0, then the config on every rank, each phase agreed so that a bad
-// input stops every rank with one message; then the model, loaded, handed to the command.
+// (every checksum) on rank 0, then the config and the command's inputs on every rank, then the
+// command's checks made together, each phase agreed so that a bad input stops every rank with one
+// message; then the model, loaded, handed to the command.
 #pragma once
 
 #include <functional>
@@ -48,8 +49,12 @@ struct SavedModelCommand {
   std::map<std::string, std::string> aliases;
   std::vector<std::string> own;
   // Adjusts and checks the config on every rank before the model is built (InputError for bad
-  // input: agreed, one message); may read the command's inputs, for the ranks' layout.
-  std::function<void(TrainConfig&, const SavedModelArgs&, const GridLayout&)> prepare;
+  // input: agreed, one message); may read the command's inputs, for the ranks' layout and this
+  // rank (`rank`) of it. No collectives: a rank may have failed before.
+  std::function<void(TrainConfig&, const SavedModelArgs&, const GridLayout&, int rank)> prepare;
+  // When given: collective checks of what prepare read, on every rank once all prepared; an
+  // InputError must be the same on every rank (agreed, one message).
+  std::function<void(Communicator& world)> together;
   std::function<void(SavedModel&)> run;  // the work; a failure is this rank's alone
 };
 

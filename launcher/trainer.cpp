@@ -4,10 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <limits>
-#include <map>
-#include <system_error>
 
 #include "core/error.h"
 #include "core/ops/adamw.h"
@@ -17,62 +14,6 @@
 namespace tessera {
 
 namespace {
-
-// The corpora of a blend (`option`), open, with every token id checked against the vocabulary
-// (a record in `cache_dir` spares a version of a corpus file the pass; without one, one rank
-// reads its file whole and records it, several ranks read a slice each): a bad id stops the run
-// here, before training, naming the file and the position. A corpus
-// listed twice (by any path) is refused: each copy would run its own epochs, so that its
-// samples repeat within what reads as one pass.
-std::vector<TokenCorpus> open_corpora(const std::vector<CorpusWeight>& blend, int64_t vocab,
-                                      const std::string& option, const std::string& cache_dir,
-                                      int rank, int world_size,
-                                      std::vector<Trainer::IdSlice>& slices) {
-  std::vector<TokenCorpus> corpora;
-  // same_corpus through a map of token_file_identity: one stat per corpus, not two per pair.
-  std::map<std::pair<uint64_t, uint64_t>, size_t> seen;  // token file -> its first corpus
-  for (const CorpusWeight& c : blend) {
-    try {
-      corpora.push_back(TokenCorpus::open(c.path));
-    } catch (const InputError& e) {
-      if (!c.unweighted) throw;
-      throw InputError(std::string(e.what()) + " (" + option +
-                       " lists paths without weights; a path with spaces goes in double quotes)");
-    }
-    if (const auto id = token_file_identity(corpora.back())) {
-      const auto [first, fresh] = seen.try_emplace(*id, corpora.size() - 1);
-      if (!fresh)
-        throw InputError(option + ": " + c.named() + " is the corpus " +
-                         blend[first->second].named() +
-                         " again; give each corpus once (with the sum of its weights)");
-    }
-    const auto ids = corpora.back().check_token_ids(vocab, cache_dir, rank, world_size);
-    slices.push_back({corpora.back(), ids.has_value(), ids.value_or(TokenCorpus::SliceIds{})});
-  }
-  return corpora;
-}
-
-// A 64-bit hash as four doubles for a Max all-reduce: its two exact 32-bit halves, each as itself
-// and negated. The hash was the same on every rank when, after the reduction, each half's maximum
-// is minus the maximum of its negation (same_hash).
-void put_hash(uint64_t hash, double* m) {
-  const auto high = static_cast<double>(hash >> 32), low = static_cast<double>(hash & 0xFFFFFFFFu);
-  m[0] = high, m[1] = -high, m[2] = low, m[3] = -low;
-}
-bool same_hash(const double* m) {
-  return m[0] == -m[1] && m[2] == -m[3];
-}
-
-// "2 corpora, 12345 tokens"
-std::string count_corpora(const SampleStream& s) {
-  int64_t tokens = 0;
-  for (int k = 0; k < s.num_corpora(); ++k) tokens += s.corpus(k).num_tokens();
-  std::string text = std::to_string(s.num_corpora());
-  text.append(s.num_corpora() == 1 ? " corpus, " : " corpora, ")
-      .append(std::to_string(tokens))
-      .append(" tokens");
-  return text;
-}
 
 // A rank's wish to stop (StopReason bits) as three counts for a world all-reduce, and back.
 void put_stop(int stop, double* g) {
@@ -95,6 +36,7 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
       rank_(rank),
       microbatches_(static_cast<int>(cfg.accumulation_steps(layout_.dp))),
       blend_(parse_corpus_blend(cfg.data_path, "--data.path")),
+      corpus_opener_(data_cache_dir(cfg), rank, world_size),
       inject_nan_(rank_steps("--debug.inject_nan", cfg.debug_inject_nan)),
       perturb_(rank_steps("--debug.perturb_replicated", cfg.debug_perturb_replicated)),
       flip_bit_(rank_steps("--debug.flip_bit", cfg.debug_flip_bit)) {
@@ -102,19 +44,8 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
   so.seq_len = cfg.model.seq_len;
   so.seed = cfg.seed;
   so.vocab_size = cfg.model.vocab_size;
-  cache_dir_ = cfg.cache_dir.empty() ? cfg.run_dir + "/data_cache" : cfg.cache_dir;
-  std::error_code ec;
-  std::filesystem::create_directories(cache_dir_, ec);
-  if (!ec && !std::filesystem::is_directory(cache_dir_, ec))
-    ec = std::make_error_code(std::errc::not_a_directory);
-  // One given that cannot be used is refused (its records would silently never be read); the
-  // default's failure only means that the token ids are checked at every start.
-  if (ec && !cfg.cache_dir.empty())
-    throw InputError("--data.cache_dir " + cfg.cache_dir +
-                     ": expected a directory this rank can create or use, found: " + ec.message());
-  if (ec) cache_dir_.clear();
-  const std::vector<TokenCorpus> corpora = open_corpora(blend_, cfg.model.vocab_size, "--data.path",
-                                                        cache_dir_, rank, world_size, id_slices_);
+  const std::vector<TokenCorpus> corpora =
+      corpus_opener_.open(blend_, cfg.model.vocab_size, "--data.path");
   // Samples are held out of training only when they will be evaluated, and only when some
   // corpus has two samples to split (a one-sample corpus has nothing to spare).
   bool hold_out = cfg.holds_out_validation();
@@ -134,8 +65,8 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
                              : parse_corpus_blend(cfg.valid_path, "--data.valid_path");
   if (cfg.eval_interval > 0 && !valid.empty()) {
     so.valid_fraction = 0;
-    const std::vector<TokenCorpus> valid_corpora = open_corpora(
-        valid, cfg.model.vocab_size, "--data.valid_path", cache_dir_, rank, world_size, id_slices_);
+    const std::vector<TokenCorpus> valid_corpora =
+        corpus_opener_.open(valid, cfg.model.vocab_size, "--data.valid_path");
     valid_stream_ = std::make_unique<SampleStream>(
         valid_corpora, blend_weights(valid, valid_corpora, "--data.valid_path"), so);
   } else if (hold_out) {
@@ -153,7 +84,7 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
 
 void Trainer::start(Communicator& world, int local_rank) {
   host_world_ = &world;
-  record_id_ranges(world);
+  corpus_opener_.record_id_ranges(world);
   device_world_ = open_device_world(cfg_, world, local_rank);
   grid_ = std::make_unique<ProcessGrid>(device_world_ ? *device_world_ : world, layout_);
   TESSERA_CHECK(world.rank() == rank_, "Trainer::start on another rank than it was made for");
@@ -416,48 +347,7 @@ std::vector<std::string> Trainer::nonfinite_here() {
 void Trainer::check_same_corpora(Communicator& world) const {
   std::string key = train_stream_->sequence_key();
   if (valid_stream_) key.append("\n").append(valid_stream_->sequence_key());
-  Tensor m({4}, DType::F64);
-  put_hash(name_hash(key), m.data<double>());
-  world.all_reduce(m, ReduceOp::Max);
-  if (!same_hash(m.data<double>()))
-    throw InputError(std::string("--data.path: the ranks did not open the same corpora (this "
-                                 "rank's: ")
-                         .append(count_corpora(*train_stream_))
-                         .append("): a glob matched other files, or a corpus has another "
-                                 "size, on some node; give every node the same files"));
-}
-
-void Trainer::record_id_ranges(Communicator& world) {
-  // Every rank checked one slice of each corpus that had no record: the ranges of all the slices
-  // make the record, which rank 0 writes once every rank's part is in. A corpus that some rank
-  // found recorded (written meanwhile by another run) needs none, and one whose file changed
-  // between the ranks' reads (their keys differ) gets none.
-  const auto n = static_cast<int64_t>(id_slices_.size());
-  if (n == 0) return;
-  Tensor counts({n}, DType::F64), maxima({6 * n}, DType::F64);
-  for (int64_t k = 0; k < n; ++k) {
-    const IdSlice& s = id_slices_[static_cast<size_t>(k)];
-    counts.data<double>()[k] = s.sliced ? 1 : 0;
-    // Max of -lo and of hi; an empty slice (more ranks than tokens) contributes nothing. Then
-    // the key's hash, which every rank must have had.
-    const bool any = s.sliced && s.ids.lo <= s.ids.hi;
-    double* m = maxima.data<double>() + 6 * k;
-    m[0] = any ? -static_cast<double>(s.ids.lo) : -1e300;
-    m[1] = any ? static_cast<double>(s.ids.hi) : -1e300;
-    put_hash(name_hash(s.ids.key), m + 2);
-  }
-  world.all_reduce(counts, ReduceOp::Sum);
-  world.all_reduce(maxima, ReduceOp::Max);
-  if (world.rank() == 0)
-    for (int64_t k = 0; k < n; ++k) {
-      const double* m = maxima.data<double>() + 6 * k;
-      if (counts.data<double>()[k] != world.size() || !same_hash(m + 2)) continue;
-      TokenCorpus::SliceIds whole = id_slices_[static_cast<size_t>(k)].ids;
-      whole.lo = static_cast<int64_t>(-m[0]);
-      whole.hi = static_cast<int64_t>(m[1]);
-      TokenCorpus::record_id_range(cache_dir_, whole);
-    }
-  id_slices_.clear();
+  tessera::check_same_corpora(world, key, "--data.path", *train_stream_);
 }
 
 std::optional<double> Trainer::evaluate(const std::function<int()>& stop_wish, StepStats& stats) {

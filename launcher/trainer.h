@@ -20,6 +20,7 @@
 #include "io/data_loader.h"
 #include "io/token_corpus.h"
 #include "launcher/config.h"
+#include "launcher/corpora.h"
 #include "parallel/grad_buckets.h"
 #include "parallel/pipeline.h"
 #include "parallel/process_grid.h"
@@ -107,14 +108,6 @@ class Trainer {
   // sums with bf16; with ZeRO-1 also the reduced gradient piece) on this rank.
   int64_t state_bytes() const;
 
-  // A corpus whose token ids this rank checked a slice of (TokenCorpus::check_token_ids), with
-  // the slice's range of ids, for the record of the whole.
-  struct IdSlice {
-    TokenCorpus corpus;
-    bool sliced = false;
-    TokenCorpus::SliceIds ids;
-  };
-
   // Every rank opened the same corpora with the same weights and sizes (each expands a glob
   // itself): InputError naming --data.path otherwise, on every rank. Collective over `world`;
   // before start(), whose id-check records need the ranks to agree.
@@ -122,8 +115,6 @@ class Trainer {
 
  private:
   void read_microbatches(DataLoader& loader);
-  // Collective: rank 0 records each corpus' id range made of every rank's slice.
-  void record_id_ranges(Communicator& world);
   // TP rank 0's values of the TP-replicated Params, broadcast over the TP group after an update.
   void sync_replicated();
   // --debug.perturb_replicated and --debug.flip_bit.
@@ -134,6 +125,7 @@ class Trainer {
   int rank_;
   int microbatches_ = 1;
   std::vector<CorpusWeight> blend_;
+  CorpusOpener corpus_opener_;  // before the streams: it opens their corpora
   std::unique_ptr<SampleStream> train_stream_, valid_stream_;
   std::unique_ptr<DataLoader> valid_loader_;
   Communicator* host_world_ = nullptr;
@@ -155,8 +147,6 @@ class Trainer {
   int64_t steps_done_ = 0;
   int64_t samples_at_resume_ = 0, tokens_at_resume_ = 0;
   int64_t batches_evaluated_ = 0;
-  std::string cache_dir_;
-  std::vector<IdSlice> id_slices_;
   double local_loss_ = 0, local_sum_of_squares_ = 0;  // this rank's parts of the last step's
   std::vector<RankStep> inject_nan_;                  // --debug.inject_nan
   std::vector<RankStep> perturb_;                     // --debug.perturb_replicated

@@ -22,6 +22,7 @@
 #include "io/checkpoint_io.h"
 #include "io/checkpoint_manifest.h"
 #include "io/synthetic_corpus.h"
+#include "io/token_corpus.h"
 #include "tests/cli_support.h"
 #include "tests/temp_dir.h"
 
@@ -885,6 +886,80 @@ TEST_F(Checkpoints, EvalOfACheckpointGivesTheValidationLossItsRunLogged) {
       few.err.find("1 samples of " + corpus_ + " make no micro-batch of --train.micro_batch 2"),
       std::string::npos)
       << few.err;
+}
+
+// tessera eval opens its corpora as tessera train does: the ranks share the token-id check of a
+// corpus, whose range is then recorded in the saving run's data cache (or --data.cache_dir when
+// given), so that the next eval or run reads no token for it; eval creates no directory it was
+// not given; a corpus listed twice, and ranks that opened other corpora, are refused.
+TEST_F(Checkpoints, EvalChecksTokenIdsTogetherAndRecordsThemAsTrainingDoes) {
+  ASSERT_EQ(run_tessera(args("run", "", 2, 2), dir_).exit_code, 0);
+  const auto records = [](const fs::path& cache) {
+    std::vector<fs::path> found;
+    if (fs::is_directory(cache))
+      for (const auto& e : fs::directory_iterator(cache))
+        if (e.path().filename().string().rfind("ids_v1_", 0) == 0) found.push_back(e.path());
+    return found;
+  };
+  const fs::path cache = dir_ / "run" / "data_cache";
+  const std::vector<fs::path> trained = records(cache);
+  ASSERT_EQ(trained.size(), 1u);  // training's record of corpus_
+  const std::string other = (dir_ / "other").string();
+  write_synthetic_corpus(other, 64, 10, 100, 4);
+  const std::string eval = "eval --checkpoint " + step_dir("run", 2) + " --eval.samples 8";
+  // On two ranks, each checks half of the new corpus; the record is the range of the whole.
+  const CliRun two = run_mpi(2, eval + " --data.path " + other, dir_);
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  std::vector<fs::path> now = records(cache);
+  ASSERT_EQ(now.size(), 2u);
+  const fs::path added = now[0] == trained[0] ? now[1] : now[0];
+  std::ifstream record(added);
+  std::string key, range;
+  std::getline(record, key);
+  std::getline(record, range);
+  EXPECT_EQ(key.rfind(fs::absolute(other + ".bin").string() + " size ", 0), 0u) << key;
+  const TokenCorpus corpus = TokenCorpus::open(other);
+  std::vector<int32_t> ids(static_cast<size_t>(corpus.num_tokens()));
+  corpus.read_tokens(0, corpus.num_tokens(), ids.data());
+  EXPECT_EQ(range, "ids " + std::to_string(*std::min_element(ids.begin(), ids.end())) + " .. " +
+                       std::to_string(*std::max_element(ids.begin(), ids.end())));
+  // The same eval with the record reads the same loss.
+  const CliRun again = run_mpi(2, eval + " --data.path " + other, dir_);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  const auto loss_line = [](const std::string& out) { return out.substr(out.find("eval loss ")); };
+  EXPECT_EQ(loss_line(again.out), loss_line(two.out));
+  // --data.cache_dir given to eval is created and used; the saving run's cache, once gone, is
+  // not made again.
+  fs::remove_all(cache);
+  const fs::path given = dir_ / "eval_cache";
+  const std::string own = eval + " --data.path " + corpus_;
+  ASSERT_EQ(run_tessera(own + " --data.cache_dir " + given.string(), dir_).exit_code, 0);
+  EXPECT_EQ(records(given).size(), 1u);
+  ASSERT_EQ(run_tessera(own, dir_).exit_code, 0);
+  EXPECT_FALSE(fs::exists(cache));
+  // Ids beyond the vocabulary: the rank whose half holds the first names it; every rank exits 2.
+  const std::string wide = (dir_ / "wide").string();
+  write_synthetic_corpus(wide, 100, 10, 100, 5);
+  const CliRun bad = run_mpi(2, eval + " --data.path " + wide, dir_);
+  EXPECT_EQ(bad.exit_code, 2) << bad.err;
+  EXPECT_NE(bad.err.find(wide + ".bin"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("; the ranks share this check, this one read tokens ["), std::string::npos)
+      << bad.err;
+  // A corpus listed twice.
+  const CliRun twice = run_tessera(eval + " --data.path \"" + corpus_ + " " + corpus_ + "\"", dir_);
+  EXPECT_EQ(twice.exit_code, 2) << twice.err;
+  EXPECT_NE(twice.err.find("--data.path: " + corpus_), std::string::npos) << twice.err;
+  EXPECT_NE(twice.err.find(" again; give each corpus once"), std::string::npos) << twice.err;
+  // Ranks that opened other corpora (here each was given its own --data.path).
+  const CliRun split = run_mpi(1,
+                               eval + " --data.path " + corpus_ + " : -n 1 " + TESSERA_BIN + " " +
+                                   eval + " --data.path " + other,
+                               dir_);
+  EXPECT_EQ(split.exit_code, 2) << split.err;
+  EXPECT_NE(split.err.find("--data.path: the ranks did not open the same corpora"),
+            std::string::npos)
+      << split.err;
+  EXPECT_EQ(split.out.find("eval loss"), std::string::npos) << split.out;
 }
 
 // Bad input to `tessera sample`: one message naming what is wrong, exit code 2, nothing sampled.
