@@ -2,8 +2,10 @@
 // token ids (every token) and read the first sample of a shuffled epoch; the time of one lookup
 // in the epoch's shuffle; and the loader's throughput in tokens per second from the page cache,
 // reading on the caller's thread and through the prefetch thread; and what a resume pays to find
-// the blend's place: walking a blend of K corpora to a position, or starting from the saved one.
-//   bench_loader [--tokens 1e9] [--seq_len 1024] [--micro 8] [--dir /tmp/tessera_bench_data]
+// the blend's place: walking a blend of K corpora to a position, or starting from the saved one;
+// and the open's walk over the index, alone and as one of 8 ranks sharing it.
+//   bench_loader [--tokens 1e9] [--seq_len 1024] [--micro 8] [--doc_tokens 1000]
+//                [--dir /tmp/tessera_bench_data]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -25,16 +27,17 @@ double since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// A corpus of `tokens` uint16 ids in documents of 1000 tokens, written once and reused.
-std::string corpus_of(const std::string& dir, int64_t tokens) {
-  const std::string prefix = dir + "/bench_" + std::to_string(tokens);
+// A corpus of `tokens` uint16 ids in documents of `doc_tokens` tokens, written once and reused.
+std::string corpus_of(const std::string& dir, int64_t tokens, int64_t doc_tokens) {
+  std::string prefix = dir + "/bench_" + std::to_string(tokens);
+  if (doc_tokens != 1000) prefix += "_docs_of_" + std::to_string(doc_tokens);
   if (std::filesystem::exists(prefix + ".idx")) return prefix;
   std::filesystem::create_directories(dir);
   IndexedDatasetWriter w(prefix, DType::U16);
-  std::vector<int32_t> doc(1000);
+  std::vector<int32_t> doc(static_cast<size_t>(doc_tokens));
   uint64_t x = 1;
   for (int64_t done = 0; done < tokens; done += static_cast<int64_t>(doc.size())) {
-    doc.resize(static_cast<size_t>(std::min<int64_t>(1000, tokens - done)));
+    doc.resize(static_cast<size_t>(std::min<int64_t>(doc_tokens, tokens - done)));
     for (auto& t : doc) t = static_cast<int32_t>((x = x * 6364136223846793005ULL + 1) >> 49);
     w.add_document(doc);
   }
@@ -72,7 +75,7 @@ double throughput(DataLoader& loader, int64_t tokens_per_batch, double seconds) 
 
 int main(int argc, char** argv) {
   double tokens = 1e9;
-  int64_t seq_len = 1024, micro = 8;
+  int64_t seq_len = 1024, micro = 8, doc_tokens = 1000;
   std::string dir = "/tmp/tessera_bench_data";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
@@ -82,6 +85,8 @@ int main(int argc, char** argv) {
       seq_len = std::stoll(v);
     else if (k == "--micro")
       micro = std::stoll(v);
+    else if (k == "--doc_tokens")
+      doc_tokens = std::stoll(v);
     else if (k == "--dir")
       dir = v;
     else {
@@ -90,7 +95,12 @@ int main(int argc, char** argv) {
     }
   }
   auto t0 = Clock::now();
-  const std::string prefix = corpus_of(dir, static_cast<int64_t>(tokens));
+  if (doc_tokens < 1) {
+    std::fprintf(stderr, "--doc_tokens: expected 1 or more, found %lld\n",
+                 static_cast<long long>(doc_tokens));
+    return 2;
+  }
+  const std::string prefix = corpus_of(dir, static_cast<int64_t>(tokens), doc_tokens);
   std::printf("corpus %s: %.3g tokens, ready in %.1f s\n", prefix.c_str(), tokens, since(t0));
 
   SampleOptions o;
@@ -120,6 +130,24 @@ int main(int argc, char** argv) {
       static_cast<long long>(n));
   std::printf("| --- | --- | --- | --- |\n| %.3f s | %.3f s | %.6f s | %.0f ns |\n", open_s,
               check_s, first_s, 1e9 * lookup_s / static_cast<double>(lookups));
+
+  // The walk over the index alone (no token read): by one rank, and by the slowest of 8 ranks
+  // sharing it (each opens with its part; here one after the other, each timed alone). Best of 5.
+  const auto best_open = [&](int part, int parts) {
+    double best = 1e30;
+    for (int i = 0; i < 5; ++i) {
+      const auto t = Clock::now();
+      const IndexedDataset ds = IndexedDataset::open(prefix, part, parts);
+      best = std::min(best, since(t));
+    }
+    return best;
+  };
+  double slowest_part = 0;
+  for (int part = 0; part < 8; ++part) slowest_part = std::max(slowest_part, best_open(part, 8));
+  const IndexedDataset index = IndexedDataset::open(prefix);
+  std::printf("| index walk (%lld sequences) | alone | shared by 8 ranks (slowest part) |\n",
+              static_cast<long long>(index.num_sequences()));
+  std::printf("| --- | --- | --- |\n| | %.4f s | %.4f s |\n", best_open(0, 1), slowest_part);
 
   const int64_t per_batch = micro * (seq_len + 1);
   DataLoader direct(cached, 0, 1, micro, 0);

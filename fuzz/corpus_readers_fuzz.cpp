@@ -11,7 +11,8 @@
 // Bad input must end in an InputError. Anything else fails the run: another exception (an
 // InternalError from a reader's own checks included), a crash, a sanitizer report, a hang, and
 // also a reader that opens a file and then returns tokens other than the file's bytes or
-// offsets that do not add up (checked below, reported with abort()).
+// offsets that do not add up, or a walk over the index shared by ranks that judges otherwise
+// than one walk (checked below, reported with abort()).
 #include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -72,6 +73,26 @@ void write_file(const std::string& path, const uint8_t* data, size_t size) {
   ::close(fd);
 }
 
+// The walk over the index shared by `parts` ranks (IndexedDataset::open's parts): whether some
+// part refuses the corpus, and the token count of the parts that do not (the same in each).
+struct PartsVerdict {
+  bool refused = false;
+  int64_t tokens = -1;
+};
+PartsVerdict open_in_parts(const std::string& prefix, int parts) {
+  PartsVerdict v;
+  for (int part = 0; part < parts; ++part) {
+    try {
+      const int64_t n = tessera::IndexedDataset::open(prefix, part, parts).num_tokens();
+      FUZZ_EXPECT(v.tokens < 0 || v.tokens == n);
+      v.tokens = n;
+    } catch (const tessera::InputError&) {
+      v.refused = true;
+    }
+  }
+  return v;
+}
+
 void fuzz_megatron(const uint8_t* data, size_t size, bool with_bin) {
   if (size < 2) return;
   const size_t idx_len = std::min<size_t>(data[0] | (size_t{data[1]} << 8), size - 2);
@@ -86,8 +107,19 @@ void fuzz_megatron(const uint8_t* data, size_t size, bool with_bin) {
     ::unlink((prefix + ".bin").c_str());
   }
 
+  // Parts of the walk refuse together exactly what one walk refuses.
+  const PartsVerdict two = open_in_parts(prefix, 2), three = open_in_parts(prefix, 3);
+  try {
+    (void)tessera::IndexedDataset::open(prefix);
+  } catch (const tessera::InputError&) {
+    FUZZ_EXPECT(two.refused && three.refused);
+    throw;
+  }
+  FUZZ_EXPECT(!two.refused && !three.refused);
+
   tessera::IndexedDataset ds = tessera::IndexedDataset::open(prefix);
   FUZZ_EXPECT(with_bin);
+  FUZZ_EXPECT(two.tokens == ds.num_tokens() && three.tokens == ds.num_tokens());
   const int64_t n = ds.num_tokens();
   const size_t item = tessera::dtype_size(ds.dtype());
   FUZZ_EXPECT(ds.dtype() == tessera::DType::U16 || ds.dtype() == tessera::DType::I32);

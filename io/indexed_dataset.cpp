@@ -307,7 +307,14 @@ int64_t IndexedDataset::sequence_start(int64_t seq) const {
                            : pointer_at(seq) / static_cast<int64_t>(dtype_size(dtype_));
 }
 
-IndexedDataset IndexedDataset::open(const std::string& prefix) {
+std::pair<int64_t, int64_t> part_of(int64_t n, int part, int parts) {
+  TESSERA_CHECK(parts >= 1 && part >= 0 && part < parts,
+                "part " + std::to_string(part) + " of " + std::to_string(parts));
+  const int64_t begin = n / parts * part + std::min<int64_t>(part, n % parts);
+  return {begin, begin + n / parts + (part < n % parts ? 1 : 0)};
+}
+
+IndexedDataset IndexedDataset::open(const std::string& prefix, int part, int parts) {
   namespace fs = std::filesystem;
   IndexedDataset ds;
   ds.prefix_ = prefix;
@@ -324,34 +331,67 @@ IndexedDataset IndexedDataset::open(const std::string& prefix) {
   ds.sequences_ = static_cast<int64_t>(header.seqs);
   ds.documents_ = static_cast<int64_t>(header.docs);
 
-  // One pass over the mapped arrays: each pointer is the previous one plus its size, so the
-  // sequences tile the .bin and sequence_start() is the pointer over the token size.
+  // One pass over the mapped arrays: each pointer is the previous one plus the previous size, so
+  // the sequences tile the .bin and sequence_start() is the pointer over the token size; and the
+  // document indices rise. Every check compares an entry with the one before, so with `parts` > 1
+  // this rank checks only its part of the entries and the parts together check them all.
   const int64_t item = static_cast<int64_t>(dtype_size(ds.dtype_));
-  int64_t tokens = 0;
-  for (int64_t i = 0; i < ds.sequences_; ++i) {
+  const int64_t seqs = ds.sequences_, docs = ds.documents_;
+  const auto shared = [&](int64_t begin, int64_t end, int64_t n, const char* what) {
+    if (parts == 1) return std::string();
+    return std::string("; the ranks share this check, this one read ")
+        .append(what)
+        .append(" [")
+        .append(std::to_string(begin))
+        .append(", ")
+        .append(std::to_string(end))
+        .append(") of ")
+        .append(std::to_string(n));
+  };
+  const auto fail = [&](const std::string& what) {
+    if (parts == 1) corpus_error(idx_path, what);
+    throw SharedInputError("corpus " + idx_path + ": " + what);
+  };
+  const auto [first, end] = part_of(seqs, part, parts);
+  for (int64_t i = first; i < end; ++i) {
     const int64_t size = ds.size_at(i), pointer = ds.pointer_at(i);
     if (size < 0)
-      corpus_error(idx_path, "expected sequence sizes >= 0, found " + std::to_string(size) +
-                                 " for sequence " + std::to_string(i));
-    if (pointer != tokens * item)
-      corpus_error(idx_path, "pointer of sequence " + std::to_string(i) + " is " +
-                                 std::to_string(pointer) + ", expected " +
-                                 std::to_string(tokens * item) +
-                                 " (the previous pointer plus its size x " + std::to_string(item) +
-                                 " bytes)");
-    tokens += size;
+      fail("expected sequence sizes >= 0, found " + std::to_string(size) + " for sequence " +
+           std::to_string(i) + shared(first, end, seqs, "sequences"));
+    // The previous pointer may be anything here when another part holds it.
+    int64_t expected = 0;
+    const bool beyond =
+        i > 0 && __builtin_add_overflow(ds.pointer_at(i - 1), ds.size_at(i - 1) * item, &expected);
+    if (beyond || pointer != expected)
+      fail("pointer of sequence " + std::to_string(i) + " is " + std::to_string(pointer) +
+           ", expected " + (beyond ? std::string("one beyond 64 bits") : std::to_string(expected)) +
+           " (the previous pointer plus its size x " + std::to_string(item) + " bytes)" +
+           shared(first, end, seqs, "sequences"));
   }
-  ds.num_tokens_ = tokens;
-  const int64_t seqs = ds.sequences_, docs = ds.documents_;
+  const auto [first_doc, end_doc] = part_of(docs, part, parts);
   bool rising = true;
-  for (int64_t i = 1; i < docs && rising; ++i) rising = ds.doc_at(i - 1) <= ds.doc_at(i);
+  for (int64_t i = std::max<int64_t>(first_doc, 1); i < end_doc && rising; ++i)
+    rising = ds.doc_at(i - 1) <= ds.doc_at(i);
   if (docs == 0 || ds.doc_at(0) != 0 || ds.doc_at(docs - 1) != seqs || !rising)
-    corpus_error(idx_path, "expected document indices rising from 0 to the sequence count " +
-                               std::to_string(seqs) + ", found " +
-                               (docs == 0 ? std::string("none")
-                                          : std::to_string(ds.doc_at(0)) + " .. " +
-                                                std::to_string(ds.doc_at(docs - 1)) +
-                                                (rising ? "" : ", not rising")));
+    fail("expected document indices rising from 0 to the sequence count " + std::to_string(seqs) +
+         ", found " +
+         (docs == 0 ? std::string("none")
+                    : std::to_string(ds.doc_at(0)) + " .. " + std::to_string(ds.doc_at(docs - 1)) +
+                          (rising ? ""
+                                  : ", not rising" +
+                                        shared(first_doc, end_doc, docs, "document indices"))));
+  // The last sequence's end is the token count once the parts all hold. Every rank checks that
+  // entry, so that none goes on (until the ranks agree) with a count made of a bad one.
+  if (seqs > 0) {
+    const int64_t size = ds.size_at(seqs - 1), pointer = ds.pointer_at(seqs - 1);
+    if (size < 0 || pointer < 0 || pointer % item != 0 ||
+        pointer / item > std::numeric_limits<int64_t>::max() / item - size)
+      fail("expected the last sequence (" + std::to_string(seqs - 1) +
+           ") to have a size >= 0 at a pointer that is a multiple of " + std::to_string(item) +
+           " bytes, ending before byte 2^63, found size " + std::to_string(size) + " at " +
+           std::to_string(pointer));
+  }
+  ds.num_tokens_ = seqs == 0 ? 0 : ds.pointer_at(seqs - 1) / item + ds.size_at(seqs - 1);
   if (ds.num_tokens() == 0)
     corpus_error(idx_path, "empty corpus: expected at least one token, found " +
                                std::to_string(seqs) + " sequences holding 0 tokens");

@@ -48,13 +48,19 @@ class IndexedDatasetWriter {
   bool finished_ = false;
 };
 
+// Part `part` of `parts` near-equal consecutive pieces of [0, n): [begin, end).
+std::pair<int64_t, int64_t> part_of(int64_t n, int part, int parts);
+
 // A read-only view of a corpus. Cheap to copy (copies share the mapping); the tokens stay mapped
 // while any copy lives. Sequences are contiguous in the .bin (open() checks it), so the
 // concatenated token stream is simply the .bin read as an array.
 class IndexedDataset {
  public:
-  // Validates the .idx against the format and the .bin's size; throws InputError otherwise.
-  static IndexedDataset open(const std::string& prefix);
+  // Validates the .idx against the format and the .bin's size; throws InputError otherwise. The
+  // walk over the sequences and documents (each entry checked against the one before) covers
+  // only part `part` of `parts` (part_of) when the ranks of a run share it; a failure there is a
+  // SharedInputError that names the part read.
+  static IndexedDataset open(const std::string& prefix, int part = 0, int parts = 1);
 
   std::string idx_path() const { return prefix_ + ".idx"; }
   std::string bin_path() const { return prefix_ + ".bin"; }

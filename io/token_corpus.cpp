@@ -55,7 +55,7 @@ int64_t first_bad_id(const T* p, int64_t n, int64_t vocab) {
 
 }  // namespace
 
-TokenCorpus TokenCorpus::open(const std::string& path) {
+TokenCorpus TokenCorpus::open(const std::string& path, int part, int parts) {
   TokenCorpus c;
   c.path_ = path;
   if (is_llmc_shard(path)) {
@@ -67,7 +67,7 @@ TokenCorpus TokenCorpus::open(const std::string& path) {
     c.keepalive_ = shard;
     return c;
   }
-  auto data = std::make_shared<IndexedDataset>(IndexedDataset::open(path));
+  auto data = std::make_shared<IndexedDataset>(IndexedDataset::open(path, part, parts));
   c.dtype_ = data->dtype();
   c.token_file_ = data->bin_path();
   c.tokens_ = data->token_data();
@@ -174,8 +174,8 @@ std::optional<TokenCorpus::SliceIds> TokenCorpus::check_token_ids(int64_t vocab,
   // The ids of this rank's slice (the whole file for one part), checked: their range, or an
   // InputError naming the first offending position.
   const auto slice = [&]() -> std::pair<int64_t, int64_t> {
-    const int64_t begin = num_tokens_ / parts * part + std::min<int64_t>(part, num_tokens_ % parts);
-    const int64_t size = num_tokens_ / parts + (part < num_tokens_ % parts ? 1 : 0);
+    const auto [begin, end] = part_of(num_tokens_, part, parts);
+    const int64_t size = end - begin;
     if (size == 0)
       return {std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::min()};
     const auto range = with_tokens([&](const auto* p) { return id_range(p + begin, size); });

@@ -21,8 +21,9 @@ class IndexedDataset;
 class TokenCorpus {
  public:
   // `path` is an llm.c shard file or a Megatron prefix. Throws InputError naming the file for a
-  // missing or malformed corpus, and for an empty one.
-  static TokenCorpus open(const std::string& path);
+  // missing or malformed corpus, and for an empty one. With `parts` > 1 the ranks share the walk
+  // over a Megatron index, this one making part `part` of it (IndexedDataset::open).
+  static TokenCorpus open(const std::string& path, int part = 0, int parts = 1);
 
   const std::string& path() const { return path_; }
   const std::string& token_file() const { return token_file_; }  // PREFIX.bin or the shard

@@ -47,7 +47,7 @@ std::vector<TokenCorpus> CorpusOpener::open(const std::vector<CorpusWeight>& ble
   std::map<std::pair<uint64_t, uint64_t>, size_t> seen;  // token file -> its first corpus
   for (const CorpusWeight& c : blend) {
     try {
-      corpora.push_back(TokenCorpus::open(c.path));
+      corpora.push_back(TokenCorpus::open(c.path, rank_, world_size_));
     } catch (const InputError& e) {
       if (!c.unweighted) throw;
       throw InputError(std::string(e.what()) + " (" + option +

@@ -11,6 +11,7 @@
 #include <array>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -757,6 +758,36 @@ TEST_F(Cli, TokenIdsBeyondTheVocabularyAreRejectedBeforeTraining) {
   corpus.read_tokens(0, corpus.num_tokens(), ids.data());
   EXPECT_EQ(range, "ids " + std::to_string(*std::min_element(ids.begin(), ids.end())) + " .. " +
                        std::to_string(*std::max_element(ids.begin(), ids.end())));
+}
+
+// The ranks share the walk over a corpus' index: the rank whose part holds a damaged pointer
+// names it and the sequences it read; every rank exits 2 before training.
+TEST_F(Cli, DamagedIndexIsNamedByTheRankWhosePartOfTheWalkHoldsIt) {
+  const std::string damaged = (dir_ / "damaged").string();
+  fs::copy_file(corpus_ + ".bin", damaged + ".bin");
+  std::ifstream in(corpus_ + ".idx", std::ios::binary);
+  std::string idx((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  int64_t seqs = 0, pointer = 0;
+  std::memcpy(&seqs, idx.data() + 18, 8);
+  ASSERT_EQ(seqs, 40);
+  const size_t at = 34 + 4 * 40 + 8 * 30;  // sequence 30's pointer: in rank 1's part, [20, 40)
+  std::memcpy(&pointer, idx.data() + at, 8);
+  pointer += 2;
+  std::memcpy(idx.data() + at, &pointer, 8);
+  std::ofstream(damaged + ".idx", std::ios::binary) << idx;
+  const CliRun two = run_mpi(2, tiny_args("2", damaged), dir_);
+  EXPECT_EQ(two.exit_code, 2) << two.err;
+  const size_t message = two.err.find("tessera: error: corpus " + damaged + ".idx: ");
+  ASSERT_NE(message, std::string::npos) << two.err;
+  EXPECT_EQ(two.err.find("tessera: error:", message + 1), std::string::npos) << "once: " << two.err;
+  EXPECT_NE(two.err.find("pointer of sequence 30 is " + std::to_string(pointer) + ", expected " +
+                         std::to_string(pointer - 2)),
+            std::string::npos)
+      << two.err;
+  EXPECT_NE(two.err.find("; the ranks share this check, this one read sequences [20, 40) of 40"),
+            std::string::npos)
+      << two.err;
+  EXPECT_EQ(two.out.find("step "), std::string::npos) << two.out;
 }
 
 // A corpus of one sample has none to spare for validation: it trains, and says so.

@@ -19,6 +19,7 @@
 #include <iterator>
 #include <limits>
 #include <numeric>
+#include <random>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -275,6 +276,73 @@ TEST_F(CorruptCorpus, TruncatedOrOverlongBin) {
   expect_rejected(prefix_ + ".bin", {"found 12 bytes", "longer"});
   fs::remove(prefix_ + ".bin");
   expect_rejected(prefix_ + ".bin", {"no such file"});
+}
+
+// The ranks of a run share the walk over an index, each checking its part of the entries
+// against the ones before: together they refuse exactly what one walk refuses (a part that finds
+// the fault says which entries it read), and when none refuses each counts the corpus' tokens.
+TEST_F(CorruptCorpus, RanksSharingTheWalkRefuseWhatOneWalkRefuses) {
+  // The fixture's corpus ({1, 2, 3}, {4, 5}) with a wrong pointer: the part holding sequence 1
+  // names it.
+  store<int64_t>(idx_, 50, 8);
+  write_bytes(prefix_ + ".idx", idx_);
+  expect_input_error([&] { IndexedDataset::open(prefix_, 1, 2); },
+                     {prefix_ + ".idx", "pointer of sequence 1 is 8, expected 6",
+                      "; the ranks share this check, this one read sequences [1, 2) of 2"});
+  try {
+    IndexedDataset::open(prefix_, 1, 2);
+  } catch (const SharedInputError&) {  // a data error: the message does not name a machine
+  } catch (...) {
+    ADD_FAILURE() << "not a SharedInputError";
+  }
+  // Twelve sequences (empty ones among them) in eight documents; each of 400 damaged copies
+  // (an entry of the sizes, pointers or document indices set to another value) is judged by 1,
+  // 2, 3, 5 and 16 parts (more parts than entries: some have none).
+  const std::string prefix = path("many");
+  make_corpus(prefix, {{1, 2, 3}, {}, {4}, {5, 6}, {7, 8, 9, 10}, {11}, {}, {12, 13}});
+  const std::vector<uint8_t> good = read_bytes(prefix + ".idx");
+  const int64_t seqs = load<int64_t>(good, 18), docs = load<int64_t>(good, 26);
+  ASSERT_EQ(seqs, 8);
+  const int64_t whole = IndexedDataset::open(prefix).num_tokens();
+  ASSERT_EQ(whole, 13);
+  std::mt19937_64 rng(7);
+  int refused = 0;
+  for (int trial = 0; trial <= 400; ++trial) {
+    std::vector<uint8_t> bytes = good;
+    if (trial > 0) {  // trial 0: the good index
+      const int64_t entry = static_cast<int64_t>(rng() % static_cast<uint64_t>(2 * seqs + docs));
+      const int64_t value = static_cast<int64_t>(rng() % 40) - 4;
+      if (entry < seqs)
+        store<int32_t>(bytes, static_cast<size_t>(34 + 4 * entry), static_cast<int32_t>(value));
+      else if (entry < 2 * seqs)  // a pointer in bytes: mostly even, as real ones are
+        store<int64_t>(bytes, static_cast<size_t>(34 + 4 * seqs + 8 * (entry - seqs)),
+                       value % 3 == 0 ? value + 1 : 2 * value);
+      else
+        store<int64_t>(bytes, static_cast<size_t>(34 + 12 * seqs + 8 * (entry - 2 * seqs)),
+                       value / 3);
+    }
+    write_bytes(prefix + ".idx", bytes);
+    bool one_refuses = false;
+    try {
+      ASSERT_EQ(IndexedDataset::open(prefix).num_tokens(), whole);  // the .bin's size holds it
+    } catch (const InputError&) {
+      one_refuses = true;
+    }
+    refused += one_refuses ? 1 : 0;
+    for (int parts : {2, 3, 5, 16}) {
+      bool some_refuses = false;
+      for (int part = 0; part < parts; ++part) {
+        try {
+          EXPECT_EQ(IndexedDataset::open(prefix, part, parts).num_tokens(), whole)
+              << "trial " << trial << ", part " << part << " of " << parts;
+        } catch (const InputError&) {
+          some_refuses = true;
+        }
+      }
+      EXPECT_EQ(some_refuses, one_refuses) << "trial " << trial << ", " << parts << " parts";
+    }
+  }
+  EXPECT_GT(refused, 300);  // most changes break the index; some leave it valid
 }
 
 TEST_F(IoTest, MissingCorpusNamesTheIdxAndTheFix) {
