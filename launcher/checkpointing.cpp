@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "core/ops/cast.h"
+#include "core/profile.h"
 #include "io/checkpoint_io.h"
 #include "io/crc32c.h"
 #include "io/file_kind.h"
@@ -426,6 +427,7 @@ CheckpointSaver::~CheckpointSaver() {
 
 double CheckpointSaver::save() {
   finish();
+  const ProfileRange range("checkpoint save", tr_.steps_done());
   const auto t0 = std::chrono::steady_clock::now();
   Communicator& world = tr_.host_world();
   const TrainConfig& c = tr_.config();
@@ -466,6 +468,7 @@ double CheckpointSaver::save() {
                        static_cast<long long>(slow.step));
           std::this_thread::sleep_for(std::chrono::seconds(slow.step));
         }
+      const ProfileRange range("checkpoint write");
       const auto w0 = std::chrono::steady_clock::now();
       has_shard_ = !blocks.empty();
       if (has_shard_) {
@@ -555,6 +558,7 @@ void CheckpointSaver::gather_crcs() {
 
 // Rank 0: model.h5, the MANIFEST, the rename that makes the checkpoint visible, then `latest`.
 void CheckpointSaver::commit() {
+  const ProfileRange range("checkpoint commit");
   const TrainConfig& c = tr_.config();
   const std::string tmp = dir_ + ".tmp";
   fsync_directory(tmp + "/shards");  // the shards' directory entries, before anything names them

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/ops/adamw.h"
+#include "core/profile.h"
 #include "core/rng.h"
 #include "launcher/cluster.h"
 
@@ -175,8 +176,12 @@ void Trainer::read_microbatches(DataLoader& loader) {
 
 StepStats Trainer::step(int stop) {
   TESSERA_CHECK(grid_ != nullptr, "Trainer::step before start");
+  const ProfileRange range("step", steps_done_ + 1);
   buckets_->zero_grad();
-  read_microbatches(*loader_);
+  {
+    const ProfileRange data("data");
+    read_microbatches(*loader_);
+  }
   const GradReadyFn on_ready = [this](Param& p) {
     if (&p != tied_) buckets_->mark_ready(p);
   };
@@ -187,12 +192,16 @@ StepStats Trainer::step(int stop) {
           buckets_->end_microbatch(group);
       });
   if (tied_) buckets_->mark_ready(*tied_);
-  buckets_->finish();
+  {
+    const ProfileRange finish("gradient reduction wait");
+    buckets_->finish();
+  }
   if (has_rank_step(perturb_, rank_, steps_done_ + 1)) perturb_replicated();
   if (tied_) {
     // The tied embedding's gradient, summed over its two stages after each stage's DP reduction:
     // those run over two communicators and may round differently, while a sum of two operands is
     // the same bits on both ranks. Both copies then take the same update.
+    const ProfileRange tied("tied embedding reduction");
     Tensor g = zero_ ? buckets_->bucket_of(*tied_).shard_grad : buckets_->grad_of(*tied_);
     grid_->embedding()->all_reduce(g, ReduceOp::Sum);
   }
@@ -213,6 +222,7 @@ StepStats Trainer::step(int stop) {
   // stage, the squared gradient norm, each element counted once over the whole grid, and how
   // many ranks ask to stop, for each reason. NaN or Inf anywhere makes the sums non-finite on
   // every rank alike.
+  ProfileRange norm("gradient norm");
   const GridCoord c = grid_->coord();
   Tensor global({5}, DType::F64);
   double* g = global.data<double>();
@@ -225,6 +235,7 @@ StepStats Trainer::step(int stop) {
   local_loss_ = g[0];
   local_sum_of_squares_ = g[1];
   host_world().all_reduce(global, ReduceOp::Sum);
+  norm.end();
   StepStats stats;
   stats.loss = g[0];
   stats.grad_norm = std::sqrt(g[1]);
@@ -246,6 +257,7 @@ StepStats Trainer::step(int stop) {
         ops::scale(buckets_->flat_grads(), coef);
     }
   }
+  const ProfileRange update("optimizer");
   if (zero_)
     zero_->step(stats.lr);
   else
@@ -352,6 +364,7 @@ void Trainer::check_same_corpora(Communicator& world) const {
 
 std::optional<double> Trainer::evaluate(const std::function<int()>& stop_wish, StepStats& stats) {
   TESSERA_CHECK(valid_loader_ != nullptr, "Trainer::evaluate without validation data");
+  const ProfileRange range("validation");
   valid_loader_->set_state(LoaderState{0, cfg_.seed, {}});
   double loss_sum = 0;
   for (batches_evaluated_ = 0; batches_evaluated_ < cfg_.eval_batches; ++batches_evaluated_) {

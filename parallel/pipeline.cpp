@@ -3,6 +3,7 @@
 #include "parallel/pipeline.h"
 
 #include "core/error.h"
+#include "core/profile.h"
 
 namespace tessera {
 
@@ -59,6 +60,7 @@ int next_stage(const Communicator& pp) {
 
 CommRequest* PipelineEngine::forward(const PipeAction& action, const Batches& batches,
                                      double& loss_sum, bool receive, bool send_now) {
+  const ProfileRange range("microbatch forward", action.microbatch);
   Chunk& chunk = chunks_[static_cast<size_t>(action.chunk)];
   const size_t s = slot(action), mb = static_cast<size_t>(action.microbatch);
   GPTActivations& a = chunk.acts[s];
@@ -66,7 +68,10 @@ CommRequest* PipelineEngine::forward(const PipeAction& action, const Batches& ba
   wait(chunk.output_sent[s]);
   const Tensor* stage_input = nullptr;
   if (!chunk.first) {
-    if (receive) pp_.irecv(chunk.stage_input[s], previous_stage(pp_))->wait();
+    if (receive) {
+      const ProfileRange wait_range("pipeline receive");
+      pp_.irecv(chunk.stage_input[s], previous_stage(pp_))->wait();
+    }
     stage_input = &chunk.stage_input[s];
   }
   const double loss = model_.forward(a, chunk.first ? &batches.inputs[mb] : nullptr,
@@ -84,11 +89,15 @@ CommRequest* PipelineEngine::forward(const PipeAction& action, const Batches& ba
 }
 
 CommRequest* PipelineEngine::backward(const PipeAction& action, const Backward& how, bool receive) {
+  const ProfileRange range("microbatch backward", action.microbatch);
   Chunk& chunk = chunks_[static_cast<size_t>(action.chunk)];
   const size_t s = slot(action);
   const Tensor* output_grad = nullptr;
   if (!chunk.last) {
-    if (receive) pp_.irecv(output_grad_, next_stage(pp_))->wait();
+    if (receive) {
+      const ProfileRange wait_range("pipeline receive");
+      pp_.irecv(output_grad_, next_stage(pp_))->wait();
+    }
     output_grad = &output_grad_;
   }
   Tensor* input_grad = nullptr;
@@ -114,6 +123,7 @@ int PipelineEngine::post_receives(const std::vector<PipeAction>& step) {
     if (action.kind == PipeAction::Backward && !chunk.last)
       received.push_back(pp_.irecv(output_grad_, next_stage(pp_)));
   }
+  const ProfileRange range("pipeline receive");
   for (auto& r : received) r->wait();
   return static_cast<int>(received.size());
 }

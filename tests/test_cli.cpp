@@ -15,7 +15,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 
@@ -906,6 +908,76 @@ TEST_F(Cli, BlendOfAMegatronCorpusAndAnLlmcShardTrains) {
   EXPECT_NE(r.out.find(shard + " (llm.c shard): 3000 tokens"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("weight 0.750"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("weight 0.250"), std::string::npos) << r.out;
+}
+
+// --- Profiling --------------------------------------------------------------------------------
+
+// What a profiler sees: run under an NVTX tool (loaded as Nsight Systems loads its own), the main
+// thread opens a range per step and, nested in it, the data, each microbatch's forward and
+// backward with each layer's inside, the gradient reduction's wait, the norm and the optimizer;
+// then the validation and the checkpoint save. Every pop closes its thread's last push.
+TEST_F(Cli, ProfilersSeeStepsMicrobatchesAndLayersAsNvtxRanges) {
+#ifndef NVTX_RECORDER
+  GTEST_SKIP() << "built without NVTX's headers (nvtx3/nvToolsExt.h, from the CUDA toolkit): "
+                  "tessera opens no ranges";
+#else
+  const fs::path log = dir_ / "nvtx.log";
+  const CliRun r = run_tessera_with(
+      std::string("env NVTX_INJECTION64_PATH=") + NVTX_RECORDER +
+          " TESSERA_NVTX_LOG=" + log.string() + " " + TESSERA_BIN,
+      tiny_args() + " --train.steps 2 --train.eval_interval 2 --checkpoint.interval 2", dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Each push as "PARENT/.../NAME PAYLOAD", from the log's stack per thread.
+  std::map<std::string, std::vector<std::string> > stacks;
+  std::multiset<std::string> pushed;
+  std::ifstream in(log);
+  std::string kind, thread, payload, name;
+  while (in >> kind >> thread) {
+    std::vector<std::string>& stack = stacks[thread];
+    if (kind == "pop") {
+      ASSERT_FALSE(stack.empty()) << "a pop without a push on thread " << thread;
+      stack.pop_back();
+      continue;
+    }
+    ASSERT_EQ(kind, "push");
+    in >> payload;
+    std::getline(in, name);
+    std::string path;
+    for (const std::string& parent : stack) path.append(parent).append("/");
+    pushed.insert(path + name.substr(1) + " " + payload);
+    stack.push_back(name.substr(1));
+  }
+  for (const auto& [t, stack] : stacks) EXPECT_TRUE(stack.empty()) << "left open on " << t;
+  const auto count = [&](const std::string& what) { return pushed.count(what); };
+  for (const char* step : {"1", "2"}) {
+    const std::string s = std::string("step ") + step;
+    EXPECT_EQ(count(s), 1u) << s;
+  }
+  EXPECT_EQ(count("step/data -"), 2u);
+  for (const char* mb : {"0", "1"}) {  // 4 sequences in microbatches of 2
+    const std::string f = std::string("step/microbatch forward ") + mb;
+    const std::string b = std::string("step/microbatch backward ") + mb;
+    EXPECT_EQ(count(f), 2u) << f;
+    EXPECT_EQ(count(b), 2u) << b;
+  }
+  EXPECT_EQ(count("step/microbatch forward/embedding forward -"), 4u);
+  EXPECT_EQ(count("step/microbatch forward/head and loss forward -"), 4u);
+  EXPECT_EQ(count("step/microbatch backward/head and loss backward -"), 4u);
+  EXPECT_EQ(count("step/microbatch backward/embedding backward -"), 4u);
+  for (const char* layer : {"0", "1"}) {
+    EXPECT_EQ(count(std::string("step/microbatch forward/layer forward ") + layer), 4u) << layer;
+    EXPECT_EQ(count(std::string("step/microbatch backward/layer backward ") + layer), 4u) << layer;
+  }
+  for (const char* each :
+       {"step/gradient reduction wait -", "step/gradient norm -", "step/optimizer -"})
+    EXPECT_EQ(count(each), 2u) << each;
+  EXPECT_EQ(count("validation -"), 1u);
+  EXPECT_GE(count("validation/microbatch forward 0"), 1u);
+  EXPECT_EQ(count("checkpoint save 2"), 1u);
+  EXPECT_EQ(count("checkpoint save/checkpoint write -"), 1u);
+  if (HasFailure())
+    for (const std::string& p : pushed) ADD_FAILURE() << p;
+#endif
 }
 
 // --- Under mpirun -------------------------------------------------------------------------

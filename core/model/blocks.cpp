@@ -21,7 +21,8 @@ std::string layer_name(int64_t layer, const char* rest) {
 }  // namespace
 
 TransformerBlock::TransformerBlock(const ModelConfig& cfg, const ModelShard& shard, int64_t l)
-    : C_(cfg.d_model),
+    : layer_(l),
+      C_(cfg.d_model),
       T_(cfg.seq_len),
       local_heads_(cfg.heads / shard.tp_size),
       local_ff_(cfg.d_ff / shard.tp_size),

@@ -53,6 +53,7 @@ class TransformerBlock {
  public:
   TransformerBlock(const ModelConfig& cfg, const ModelShard& shard, int64_t layer);
   std::vector<Param*> params();
+  int64_t layer() const { return layer_; }  // its index in the whole model
 
   // Without `shared`, every tensor is new: a full set. With it (a full set from this call,
   // shared by every layer), the tensors the recompute mode does not keep are `shared`'s.
@@ -88,7 +89,7 @@ class TransformerBlock {
   // a column-parallel layer's input gradient (the whole of it, or this rank's rows).
   Tensor column_backward(const ColumnParallelLinear& layer, const Tensor& dout, const Tensor& inp,
                          BlockScratch& s, Communicator& tp) const;
-  int64_t C_, T_, local_heads_, local_ff_;
+  int64_t layer_, C_, T_, local_heads_, local_ff_;
   ModelShard shard_;  // its TP rank and size, and whether sequence parallel
   Recompute recompute_;
   DType dtype_;

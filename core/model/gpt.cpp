@@ -12,6 +12,7 @@
 #include "core/ops/embedding.h"
 #include "core/ops/layernorm.h"
 #include "core/ops/matmul.h"
+#include "core/profile.h"
 
 namespace tessera {
 
@@ -161,6 +162,7 @@ double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targe
   const std::span<TransformerBlock> mine = chunk_blocks(a.chunk);
   if (embeds(a.chunk)) {
     TESSERA_CHECK(inputs != nullptr, "GPT::forward: the first stage needs token ids");
+    const ProfileRange range("embedding forward");
     copy_into(a.inputs, *inputs);
     const Tensor& positions = cfg_.pos == PositionKind::Learned ? wpe.value : sinusoid_;
     if (shard_.sequence_parallel) {
@@ -177,9 +179,12 @@ double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targe
     TESSERA_CHECK(stage_input != nullptr, "GPT::forward: a later stage needs its input");
     copy_into(x0, *stage_input);
   }
-  for (size_t i = 0; i < mine.size(); ++i)
+  for (size_t i = 0; i < mine.size(); ++i) {
+    const ProfileRange range("layer forward", mine[i].layer());
     mine[i].forward(a.residual[i + 1], a.residual[i], a.blocks[i], s, tp_);
+  }
   if (!heads(a.chunk)) return 0.0;
+  const ProfileRange range("head and loss forward");
 
   if (shard_.sequence_parallel) {  // this rank's rows, then all of them for the LM head
     ops::layernorm_forward(rows_, a.lnf_mean, a.lnf_rstd, a.residual.back(), lnf_w.value,
@@ -209,6 +214,7 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
   Tensor* dnext = &dres_b_;
   const std::span<TransformerBlock> mine = chunk_blocks(a.chunk);
   if (heads(a.chunk)) {
+    const ProfileRange range("head and loss backward");
     // d loss / d losses[m] = loss_scale / (B T): the loss is a mean over tokens.
     // Filled when it changes only (once per run in training): a copy to the GPU waits for it.
     const double dloss = loss_scale / static_cast<double>(a.B * cfg_.seq_len);
@@ -245,12 +251,14 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
     copy_into(*dres, *d_output);
   }
   for (size_t i = mine.size(); i-- > 0;) {
+    const ProfileRange range("layer backward", mine[i].layer());
     mine[i].backward(*dnext, *dres, a.residual[i], a.blocks[i], s, tp_);
     std::swap(dres, dnext);
     if (on_ready)
       for (Param* p : mine[i].params()) (*on_ready)(*p);
   }
   if (embeds(a.chunk)) {
+    const ProfileRange range("embedding backward");
     const Tensor dembedding = shard_.sequence_parallel ? tokens_ : *dres;
     if (shard_.sequence_parallel) all_gather_in_order(tp_, tokens_, *dres);
     if (cfg_.pos == PositionKind::Learned) ops::positional_backward(wpe.grad, dembedding);
