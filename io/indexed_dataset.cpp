@@ -314,6 +314,17 @@ std::pair<int64_t, int64_t> part_of(int64_t n, int part, int parts) {
   return {begin, begin + n / parts + (part < n % parts ? 1 : 0)};
 }
 
+std::string shared_part_note(const char* what, int64_t begin, int64_t end, int64_t n) {
+  return std::string("; the ranks share this check, this one read ")
+      .append(what)
+      .append(" [")
+      .append(std::to_string(begin))
+      .append(", ")
+      .append(std::to_string(end))
+      .append(") of ")
+      .append(std::to_string(n));
+}
+
 IndexedDataset IndexedDataset::open(const std::string& prefix, int part, int parts) {
   namespace fs = std::filesystem;
   IndexedDataset ds;
@@ -338,15 +349,7 @@ IndexedDataset IndexedDataset::open(const std::string& prefix, int part, int par
   const int64_t item = static_cast<int64_t>(dtype_size(ds.dtype_));
   const int64_t seqs = ds.sequences_, docs = ds.documents_;
   const auto shared = [&](int64_t begin, int64_t end, int64_t n, const char* what) {
-    if (parts == 1) return std::string();
-    return std::string("; the ranks share this check, this one read ")
-        .append(what)
-        .append(" [")
-        .append(std::to_string(begin))
-        .append(", ")
-        .append(std::to_string(end))
-        .append(") of ")
-        .append(std::to_string(n));
+    return parts == 1 ? std::string() : shared_part_note(what, begin, end, n);
   };
   const auto fail = [&](const std::string& what) {
     if (parts == 1) corpus_error(idx_path, what);

@@ -185,9 +185,7 @@ std::optional<TokenCorpus::SliceIds> TokenCorpus::check_token_ids(int64_t vocab,
     } catch (const InputError& e) {
       if (parts == 1) throw;
       throw SharedInputError(std::string(e.what()) +
-                             "; the ranks share this check, this one read tokens [" +
-                             std::to_string(begin) + ", " + std::to_string(begin + size) + ") of " +
-                             std::to_string(num_tokens_));
+                             shared_part_note("tokens", begin, begin + size, num_tokens_));
     }
     return range;
   };

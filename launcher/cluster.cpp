@@ -230,9 +230,13 @@ void write_line(std::string line) {
 }  // namespace
 
 int agree_on_inputs(Communicator& world, const ErrorReport& failure, bool name_failing_rank) {
+  // The lowest failing rank prints its message, a shared failure's first: one rank's part of a
+  // check the ranks share found a fault of the input itself, which the others may have passed
+  // by, to fail later on what they went on to read.
   Tensor verdict({2}, DType::I32);
   verdict.data<int32_t>()[0] = failure.code;
-  verdict.data<int32_t>()[1] = failure.code ? world.size() - world.rank() : 0;
+  verdict.data<int32_t>()[1] =
+      failure.code ? (failure.machine_specific ? 1 : 2) * world.size() - world.rank() : 0;
   world.all_reduce(verdict, ReduceOp::Max);
   if (verdict.data<int32_t>()[0] == 0) return 0;
   // How many failed: where not all, the input differs between machines (a mount missing on one
@@ -241,7 +245,8 @@ int agree_on_inputs(Communicator& world, const ErrorReport& failure, bool name_f
   failed.data<int32_t>()[0] = failure.code && failure.machine_specific ? 1 : 0;
   world.all_reduce(failed, ReduceOp::Sum);
   const int count = failed.data<int32_t>()[0];
-  if (world.size() - verdict.data<int32_t>()[1] == world.rank()) {
+  const int first = verdict.data<int32_t>()[1];
+  if ((first > world.size() ? 2 * world.size() : world.size()) - first == world.rank()) {
     std::string line = failure.message;
     if (name_failing_rank && count < world.size() &&
         failure.machine_specific) {  // after "tessera: error: ", if there

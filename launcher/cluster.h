@@ -65,8 +65,9 @@ std::unique_ptr<Communicator> open_device_world(const TrainConfig& cfg, Communic
 // The ranks' verdict on their inputs, each rank's `failure` (code 0: none), agreed by one
 // all-reduce over world (collective): 0 when every rank succeeded, else an exit code for all,
 // with the message printed once, by the lowest failing rank (naming itself, its host and how
-// many failed when not all did). So a bad input stops every rank alike and cannot leave one
-// waiting in a collective.
+// many failed when not all did), or the lowest whose failure is a SharedInputError when there is
+// one (a fault of the input, found in this rank's part of a shared check). So a bad input stops
+// every rank alike and cannot leave one waiting in a collective.
 // `name_failing_rank` false: for checks one rank makes for all (rank 0's choice of checkpoint),
 // where a failure of that rank alone says nothing about its machine.
 int agree_on_inputs(Communicator& world, const ErrorReport& failure, bool name_failing_rank = true);

@@ -48,6 +48,8 @@ std::vector<TokenCorpus> CorpusOpener::open(const std::vector<CorpusWeight>& ble
   for (const CorpusWeight& c : blend) {
     try {
       corpora.push_back(TokenCorpus::open(c.path, rank_, world_size_));
+    } catch (const SharedInputError&) {
+      throw;  // a fault inside a corpus that is there: the hint below is not about it
     } catch (const InputError& e) {
       if (!c.unweighted) throw;
       throw InputError(std::string(e.what()) + " (" + option +

@@ -247,6 +247,7 @@ StepStats Trainer::step(int stop) {
     return stats;
   }
 
+  const ProfileRange update("optimizer");
   // torch.nn.utils.clip_grad_norm_'s rule: scale by clip / (norm + 1e-6) when below 1.
   if (cfg_.adamw.clip > 0) {
     const double coef = cfg_.adamw.clip / (stats.grad_norm + 1e-6);
@@ -257,7 +258,6 @@ StepStats Trainer::step(int stop) {
         ops::scale(buckets_->flat_grads(), coef);
     }
   }
-  const ProfileRange update("optimizer");
   if (zero_)
     zero_->step(stats.lr);
   else

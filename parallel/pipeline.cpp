@@ -123,6 +123,7 @@ int PipelineEngine::post_receives(const std::vector<PipeAction>& step) {
     if (action.kind == PipeAction::Backward && !chunk.last)
       received.push_back(pp_.irecv(output_grad_, next_stage(pp_)));
   }
+  if (received.empty()) return 0;
   const ProfileRange range("pipeline receive");
   for (auto& r : received) r->wait();
   return static_cast<int>(received.size());

@@ -3,6 +3,7 @@
 // with ZeRO-1; a checkpoint saved on one layout resumes on others within the layout tolerance; a
 // rank killed at any point of a save leaves the previous checkpoint loadable and resumable; a
 // damaged checkpoint is refused by name, and --checkpoint.resume auto falls back past it.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <hdf5.h>
 #include <sys/stat.h>
@@ -923,11 +924,29 @@ TEST_F(Checkpoints, EvalChecksTokenIdsTogetherAndRecordsThemAsTrainingDoes) {
   corpus.read_tokens(0, corpus.num_tokens(), ids.data());
   EXPECT_EQ(range, "ids " + std::to_string(*std::min_element(ids.begin(), ids.end())) + " .. " +
                        std::to_string(*std::max_element(ids.begin(), ids.end())));
-  // The same eval with the record reads the same loss.
+  // The next eval trusts the record: an id beyond the vocabulary written in place at the corpus'
+  // end (which the 8 samples do not reach), with the file's time put back, goes unseen, and
+  // the loss is the same. Without the record the check finds it.
+  struct stat before {};
+  ASSERT_EQ(::stat((other + ".bin").c_str(), &before), 0);
+  {
+    std::fstream bin(other + ".bin", std::ios::in | std::ios::out | std::ios::binary);
+    bin.seekp(-2, std::ios::end);
+    const uint16_t beyond = 100;
+    bin.write(reinterpret_cast<const char*>(&beyond), 2);
+  }
+  const timespec times[2] = {before.st_atim, before.st_mtim};
+  ASSERT_EQ(::utimensat(AT_FDCWD, (other + ".bin").c_str(), times, 0), 0);
   const CliRun again = run_mpi(2, eval + " --data.path " + other, dir_);
   ASSERT_EQ(again.exit_code, 0) << again.err;
   const auto loss_line = [](const std::string& out) { return out.substr(out.find("eval loss ")); };
   EXPECT_EQ(loss_line(again.out), loss_line(two.out));
+  fs::remove(added);
+  const CliRun unrecorded = run_tessera(eval + " --data.path " + other, dir_);
+  EXPECT_EQ(unrecorded.exit_code, 2) << unrecorded.err;
+  EXPECT_NE(unrecorded.err.find("has id 100, expected ids in [0, --model.vocab_size 64)"),
+            std::string::npos)
+      << unrecorded.err;
   // --data.cache_dir given to eval is created and used; the saving run's cache, once gone, is
   // not made again.
   fs::remove_all(cache);
@@ -951,9 +970,11 @@ TEST_F(Checkpoints, EvalChecksTokenIdsTogetherAndRecordsThemAsTrainingDoes) {
   EXPECT_NE(twice.err.find("--data.path: " + corpus_), std::string::npos) << twice.err;
   EXPECT_NE(twice.err.find(" again; give each corpus once"), std::string::npos) << twice.err;
   // Ranks that opened other corpora (here each was given its own --data.path).
+  const std::string third = (dir_ / "third").string();
+  write_synthetic_corpus(third, 64, 10, 100, 6);
   const CliRun split = run_mpi(1,
                                eval + " --data.path " + corpus_ + " : -n 1 " + TESSERA_BIN + " " +
-                                   eval + " --data.path " + other,
+                                   eval + " --data.path " + third,
                                dir_);
   EXPECT_EQ(split.exit_code, 2) << split.err;
   EXPECT_NE(split.err.find("--data.path: the ranks did not open the same corpora"),

@@ -790,6 +790,14 @@ TEST_F(Cli, DamagedIndexIsNamedByTheRankWhosePartOfTheWalkHoldsIt) {
             std::string::npos)
       << two.err;
   EXPECT_EQ(two.out.find("step "), std::string::npos) << two.out;
+  // Rank 0 passes its part and goes on to fail on a corpus missing on every rank: the damage
+  // rank 1 found is the message, not rank 0's (nor a failure of rank 0's machine alone).
+  std::string blend = tiny_args("2", "\"" + damaged + " " + (dir_ / "missing").string() + "\"");
+  const CliRun both = run_mpi(2, blend, dir_);
+  EXPECT_EQ(both.exit_code, 2) << both.err;
+  EXPECT_NE(both.err.find("pointer of sequence 30 is"), std::string::npos) << both.err;
+  EXPECT_EQ(both.err.find("missing"), std::string::npos) << both.err;
+  EXPECT_EQ(both.err.find("ranks failed"), std::string::npos) << both.err;
 }
 
 // A corpus of one sample has none to spare for validation: it trains, and says so.

@@ -295,7 +295,7 @@ TEST_F(CorruptCorpus, RanksSharingTheWalkRefuseWhatOneWalkRefuses) {
   } catch (...) {
     ADD_FAILURE() << "not a SharedInputError";
   }
-  // Twelve sequences (empty ones among them) in eight documents; each of 400 damaged copies
+  // Eight sequences (two of them empty), one per document; each of 400 damaged copies
   // (an entry of the sizes, pointers or document indices set to another value) is judged by 1,
   // 2, 3, 5 and 16 parts (more parts than entries: some have none).
   const std::string prefix = path("many");
