@@ -37,10 +37,6 @@ void require(bool ok, const std::string& option, const std::string& expected, co
   throw InputError(s.str());
 }
 
-// What stands at `path` where a regular file was expected, for a message's "found ...": "no such
-// file", "a directory", or "something that is not a file" (a device, a FIFO, a socket).
-std::string found_instead_of_file(const std::string& path);
-
 }  // namespace tessera
 
 // TESSERA_CHECK(cond, message): an internal contract; the message says what was found.

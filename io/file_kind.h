@@ -1,5 +1,6 @@
-// What a path is, for the files tessera reads whole (a MANIFEST, `latest`, a cache record): a
-// FIFO there would block the reader forever, a directory read as empty.
+// What a path is, for the files tessera reads whole (a MANIFEST, `latest`, a cache record, a
+// corpus, a tokenizer model): a FIFO there would block the reader forever, a directory read as
+// empty; and for the messages that say what stood where a file was expected.
 #pragma once
 
 #include <sys/stat.h>

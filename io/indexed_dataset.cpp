@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "io/file_kind.h"
 
 namespace tessera {
 
@@ -333,7 +334,7 @@ IndexedDataset IndexedDataset::open(const std::string& prefix, int part, int par
   std::error_code ec;
   if (!fs::is_regular_file(idx_path, ec))
     corpus_error(idx_path, fs::exists(idx_path, ec)
-                               ? "expected a file, found " + found_instead_of_file(idx_path)
+                               ? "expected a file, found " + non_regular_kind(idx_path)
                                : "no such file" + missing_file_hint(prefix));
   ds.idx_ = map_file(idx_path, -1, "");
   const Header header =
@@ -401,7 +402,7 @@ IndexedDataset IndexedDataset::open(const std::string& prefix, int part, int par
 
   if (!fs::is_regular_file(bin_path, ec))
     corpus_error(bin_path, fs::exists(bin_path, ec)
-                               ? "expected a file, found " + found_instead_of_file(bin_path)
+                               ? "expected a file, found " + non_regular_kind(bin_path)
                                : "no such file (its index " + idx_path + " exists)");
   ds.bin_ = map_file(
       bin_path, ds.num_tokens() * item,

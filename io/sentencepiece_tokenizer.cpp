@@ -15,6 +15,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "io/file_kind.h"
 #include "io/text_files.h"
 
 namespace tessera {
@@ -170,7 +171,7 @@ SentencePieceTokenizer SentencePieceTokenizer::load(const std::string& path) {
     const std::string expected = "a .model file written by `tessera tokenize train`";
     throw InputError("SentencePiece model " + path +
                      (std::filesystem::exists(path, ec)
-                          ? ": expected " + expected + ", found " + found_instead_of_file(path)
+                          ? ": expected " + expected + ", found " + non_regular_kind(path)
                           : ": no such file; expected " + expected));
   }
   auto model = std::make_shared<spm::SentencePieceProcessor>();

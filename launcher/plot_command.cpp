@@ -141,7 +141,7 @@ MetricsSeries read_metrics(const std::string& path, int64_t from) {
   std::error_code ec;
   if (!fs::is_regular_file(path, ec))
     throw InputError(path + ": expected a run's metrics file (metrics.jsonl), found " +
-                     (fs::exists(path, ec) ? found_instead_of_file(path) : "no such file"));
+                     (fs::exists(path, ec) ? non_regular_kind(path) : "no such file"));
   std::ifstream in(path);
   if (!in) throw InputError(path + ": cannot open for reading");
   MetricsSeries s;

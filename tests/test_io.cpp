@@ -356,6 +356,9 @@ TEST_F(IoTest, MissingCorpusNamesTheIdxAndTheFix) {
   fs::create_directories(path("folder.idx"));
   expect_input_error([&] { IndexedDataset::open(path("folder")); },
                      {path("folder.idx"), "expected a file, found a directory"});
+  ASSERT_EQ(::mkfifo(path("pipe.idx").c_str(), 0600), 0);
+  expect_input_error([&] { IndexedDataset::open(path("pipe")); },
+                     {path("pipe.idx"), "expected a file, found a FIFO"});
 }
 
 TEST_F(IoTest, EmptyCorpusIsRejected) {
