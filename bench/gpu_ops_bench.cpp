@@ -1,7 +1,8 @@
 // One transformer layer's forward and backward on the GPU, built from the CUDA ops, at the
 // widths of GPT-2 124M, 350M and 1.3B with T = 1024: time per op and its share of the layer,
 // the achieved TFLOP/s of each GEMM and of attention, and the layer's MFU (model FLOPs per token
-// 6 * 12 d^2 + 12 d T, as DESIGN counts them, over the time, against the GPU's dense peak in
+// 6 * 12 d^2 + 12 d T, as docs/DESIGN.md counts them, over the time, against the GPU's dense peak
+// in
 // --dtype, core/gpu_peak.cpp, unless --peak_tflops). It shows where a training step's time goes
 // until the whole model runs on the GPU.
 //   bench_gpu_ops [--shape 124m|350m|1.3b|all] [--batch B] [--dtype bf16|f32] [--repeat N]

@@ -62,7 +62,7 @@ std::vector<std::string> all_gather_strings(Communicator& comm, const std::strin
   return texts;
 }
 
-void all_reduce_in_order(Communicator& comm, Tensor& t, ReduceOp op) {
+void all_reduce_stream_ordered(Communicator& comm, Tensor& t, ReduceOp op) {
   if (comm.size() == 1) return;  // one rank's values are the result
   if (t.device() == Device::CPU)
     comm.all_reduce(t, op);
@@ -70,14 +70,14 @@ void all_reduce_in_order(Communicator& comm, Tensor& t, ReduceOp op) {
     comm.all_reduce_async(t, op)->wait();
 }
 
-void all_gather_in_order(Communicator& comm, Tensor& out, const Tensor& in) {
+void all_gather_stream_ordered(Communicator& comm, Tensor& out, const Tensor& in) {
   if (out.device() == Device::CPU)
     comm.all_gather(out, in);
   else
     comm.all_gather_async(out, in)->wait();
 }
 
-void reduce_scatter_in_order(Communicator& comm, Tensor& out, const Tensor& in) {
+void reduce_scatter_stream_ordered(Communicator& comm, Tensor& out, const Tensor& in) {
   if (out.device() == Device::CPU)
     comm.reduce_scatter(out, in, ReduceOp::Sum);
   else

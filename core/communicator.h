@@ -17,7 +17,9 @@ enum class ReduceOp { Sum, Max };
 
 // Handle of an asynchronous operation. wait() returns once the buffers may be reused; test()
 // makes progress and says whether wait() would return at once. Destroying a handle that was
-// not waited for waits.
+// not waited for waits. An implementation may hold an operation back until one of these calls
+// (NCCL's point-to-point operations wait to start as one group, parallel/nccl_communicator.h):
+// so test() also starts it, and the pipeline calls it for that.
 class CommRequest {
  public:
   virtual ~CommRequest() = default;
@@ -70,11 +72,11 @@ std::unique_ptr<CommRequest> completed_request();
 // a GPU tensor's is queued (all_reduce_async, then wait: the compute stream waits for it, the
 // host goes on queueing kernels, as it does between them); a host tensor's blocks (all_reduce).
 // Nothing in a group of one.
-void all_reduce_in_order(Communicator& comm, Tensor& t, ReduceOp op);
+void all_reduce_stream_ordered(Communicator& comm, Tensor& t, ReduceOp op);
 // The same for the sequence-parallel layers' collectives: out = every rank's `in`, in rank order
 // along dimension 0; out = this rank's block (along dimension 0) of the sum of every rank's `in`.
-void all_gather_in_order(Communicator& comm, Tensor& out, const Tensor& in);
-void reduce_scatter_in_order(Communicator& comm, Tensor& out, const Tensor& in);
+void all_gather_stream_ordered(Communicator& comm, Tensor& out, const Tensor& in);
+void reduce_scatter_stream_ordered(Communicator& comm, Tensor& out, const Tensor& in);
 
 // Strings between the ranks of a host group (their bytes carried as int32 elements): root's
 // text on every rank; every rank's text, in rank order, on every rank.

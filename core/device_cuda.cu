@@ -1,5 +1,5 @@
 // CUDA runtime calls for device memory, copies, the compute stream, cuBLASLt's handle and device
-// discovery. Only *.cu files talk to the CUDA runtime (DESIGN, "Layers").
+// discovery. Only *.cu files talk to the CUDA runtime (docs/DESIGN.md, "Layers").
 #include <dlfcn.h>
 
 #include <atomic>

@@ -1,7 +1,7 @@
 // Counter-based random numbers (Philox-4x32-10, Salmon et al. 2011). A value depends only on
 // (seed, stream, counter), so a parameter's initial value is a function of the seed, the
 // parameter's global name and the element's global index: every parallel layout starts from
-// the same weights (DESIGN invariant 1), whatever slice of the tensor a rank holds.
+// the same weights (docs/DESIGN.md, invariant 1), whatever slice of the tensor a rank holds.
 #pragma once
 
 #include <array>

@@ -1,5 +1,6 @@
 // Thread count for this rank's CPU work: OpenMP loops and OpenBLAS GEMMs use the same number.
-// Default: cores on the node divided by the ranks on the node (DESIGN, "Precision and speed").
+// Default: cores on the node divided by the ranks on the node (docs/DESIGN.md, "Precision and
+// speed").
 #pragma once
 
 namespace tessera {

@@ -1,4 +1,4 @@
-// HDF5 checkpoint files (DESIGN, "Formats": Checkpoint). A checkpoint is a directory:
+// HDF5 checkpoint files (docs/CHECKPOINTS.md). A checkpoint is a directory:
 //   shards/rank_XXXXX.h5  each rank's blocks of global tensors (write_shard)
 //   model.h5              every tensor whole, as a virtual dataset stitched from the shards, plus
 //                         the run's metadata (write_master); the file people open with h5py

@@ -1,5 +1,5 @@
 // A checkpoint directory's MANIFEST, the `latest` pointer and the filesystem steps of the commit
-// protocol (DESIGN, "Formats": Checkpoint). Plain POSIX and byte reads, no HDF5: these functions
+// protocol (docs/CHECKPOINTS.md). Plain POSIX and byte reads, no HDF5: these functions
 // judge a checkpoint without trusting its files. io/checkpoint_io.h includes this header, so its
 // callers see every declaration here. Stateless functions; safe on any thread.
 #pragma once

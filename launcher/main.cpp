@@ -1,5 +1,5 @@
-// The `tessera` program: one binary, one subcommand per job (DESIGN, "Options every part
-// shares"). Each subcommand parses its own options; run_guarded maps errors to exit codes.
+// The `tessera` program: one binary, one subcommand per job (README, "Running"). Each subcommand
+// parses its own options; run_guarded maps errors to exit codes.
 #include <cstring>
 #include <iostream>
 

@@ -1,4 +1,4 @@
-// `tessera sample`: text from the model of a checkpoint (DESIGN, "Options every part shares").
+// `tessera sample`: text from the model of a checkpoint (README, "Running").
 // The model, its tokenizer and the sampling options come from the config saved in the
 // checkpoint; every `tessera train` option given overrides that config, except the model's shape,
 // which is the checkpoint's. The ranks sample on a layout of their own: one rank, or under

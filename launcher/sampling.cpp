@@ -69,10 +69,10 @@ std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
     std::copy(context.end() - n, context.end(), inputs.data<int32_t>());
     for (int c = 0; c < model.chunks(); ++c) {
       GPTActivations& a = acts[static_cast<size_t>(c)];
-      const bool embeds = model.embeds(c);
+      const bool embeds = model.has_embedding(c);
       if (!embeds) pp.recv(stage_input, previous);
       model.forward(a, embeds ? &inputs : nullptr, nullptr, embeds ? nullptr : &stage_input);
-      if (!model.heads(c)) pp.send(a.residual.back(), next);
+      if (!model.has_head(c)) pp.send(a.residual.back(), next);
     }
     if (last) {
       const Tensor logits_row = acts.back().logits.slice0(n - 1, n).view({local_v});

@@ -1,5 +1,5 @@
-// `tessera train`: pretraining on every rank of an MPI world (DESIGN, "Options every part
-// shares"); launch with mpirun for TP x DP x PP layouts.
+// `tessera train`: pretraining on every rank of an MPI world (README, "Running"); launch with
+// mpirun for TP x DP x PP layouts.
 #pragma once
 
 #include <string>

@@ -1,5 +1,5 @@
-// One training step on a rank of the grid: data, 1F1B pipeline, tied-embedding and DP gradient
-// reductions, global-norm clipping, AdamW or ZeRO-1.
+// One training step on a rank of the grid: data, (interleaved) 1F1B pipeline, tied-embedding and DP
+// gradient reductions, global-norm clipping, AdamW or ZeRO-1.
 #include "launcher/trainer.h"
 
 #include <algorithm>
@@ -131,6 +131,7 @@ void Trainer::start(Communicator& world, int local_rank) {
       static_cast<int64_t>(std::min(mb * 1e6 / static_cast<double>(sizeof(float)), 0x1p62)), 1);
   if (cfg_.parallel.bucket_mb == 0 && cfg_.parallel.zero == 1)
     bucket_elements_ = std::max<int64_t>(bucket_elements_, int64_t{layout_.dp} << 20);
+  // From here every Param's value and gradient are views into the buckets' flat buffers.
   buckets_ =
       std::make_unique<GradBuckets>(groups, grid_->dp(), bucket_elements_, cfg_.parallel.zero == 1);
   if (cfg_.parallel.zero == 1)
@@ -185,7 +186,8 @@ StepStats Trainer::step(int stop) {
   const GradReadyFn on_ready = [this](Param& p) {
     if (&p != tied_) buckets_->mark_ready(p);
   };
-  // Each DP rank's loss is a mean over its microbatches; the DP reduction then averages.
+  // Each microbatch's backward scales its loss by 1 / microbatches, so that the gradients sum to
+  // their mean over the step; the DP reduction then averages over the DP ranks.
   const double loss_sum =
       pipeline_->run(inputs_, targets_, 1.0 / microbatches_, &on_ready, [this](int chunk) {
         for (size_t group : chunk_groups_[static_cast<size_t>(chunk)])

@@ -1,12 +1,12 @@
 // Trainer: one rank's share of a training run on a TP x DP x PP grid. Before anything talks to
 // another rank it opens the corpora and checks every token id against the vocabulary. Per step
 // it takes this DP rank's microbatches from the prefetching loader, runs them through its pipeline
-// stage in 1F1B order, reduces gradients over DP in buckets that start during the backward, then
-// sums the tied embedding's over the first and last stage, clips by the global norm, and takes
-// an AdamW (or ZeRO-1) step. With TP and DP, TP rank 0 then broadcasts the values of the
-// TP-replicated parameters to its TP group: each TP rank's DP group is another communicator, which
-// may sum in another order, and the copies would drift apart. The loss and gradient norm it
-// reports are the global ones, the same on every rank.
+// stage in 1F1B order (interleaved 1F1B with model chunks), reduces gradients over DP in buckets
+// that start during the backward, then sums the tied embedding's over the first and last stage,
+// clips by the global norm, and takes an AdamW (or ZeRO-1) step. With TP and DP, TP rank 0 then
+// broadcasts the values of the TP-replicated parameters to its TP group: each TP rank's DP group is
+// another communicator, which may sum in another order, and the copies would drift apart. The loss
+// and gradient norm it reports are the global ones, the same on every rank.
 #pragma once
 
 #include <functional>
@@ -141,7 +141,13 @@ class Trainer {
   std::vector<Param*> params_;
   // The GradBuckets groups that hold each model chunk's Params.
   std::vector<std::vector<size_t>> chunk_groups_;
-  Param* tied_ = nullptr;  // the token embedding when PP > 1: reduced over the embedding group
+  // The token embedding when PP > 1, which the first stage (as the embedding) and the last (as
+  // the LM head, Param::tied_copy, counted once in norms and checkpoints) both hold. Its
+  // gradient has a bucket group of its own, the last (start()), reported ready once the
+  // pipeline's backward is done (step()), reduced over DP, then summed over the two stages
+  // (ProcessGrid::embedding), whose buckets line up element for element: both copies take the
+  // same update.
+  Param* tied_ = nullptr;
   std::vector<Tensor> inputs_, targets_;
   Tensor batch_;
   int64_t steps_done_ = 0;

@@ -30,8 +30,8 @@ PipelineEngine::PipelineEngine(GPT& model, Communicator& pp, int64_t micro_batch
   bool receives_gradients = false;
   for (int c = 0; c < model.chunks(); ++c) {
     Chunk& chunk = chunks_.emplace_back();
-    chunk.first = model.embeds(c);
-    chunk.last = model.heads(c);
+    chunk.first = model.has_embedding(c);
+    chunk.last = model.has_head(c);
     receives_gradients |= !chunk.last;
     for (int i = 0; i < slots[static_cast<size_t>(c)]; ++i) {
       chunk.acts.push_back(model.make_activations(micro_batch, c));

@@ -35,7 +35,8 @@ class PipelineEngine {
   // (only the first stage reads inputs, only the last targets). The loss of microbatch i is
   // scaled by loss_scale in the backward. on_ready goes to the backward of each chunk's last
   // microbatch, when the chunk's gradients become final; after_backward, when given, runs with
-  // the chunk after every other backward (GradBuckets::end_microbatch). Returns the sum of the
+  // the chunk after each of its backwards but the last microbatch's (GradBuckets::
+  // end_microbatch). Returns the sum of the
   // microbatch losses on the last stage, 0 on the others.
   double run(const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets,
              double loss_scale, const GradReadyFn* on_ready = nullptr,

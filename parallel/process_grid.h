@@ -1,6 +1,6 @@
 // ProcessGrid: how the world's ranks form the tensor-, data- and pipeline-parallel groups.
 // world = TP x DP x PP with TP fastest-varying (the TP ranks of a group share a node), then DP,
-// then PP: rank = (pp * DP + dp) * TP + tp (DESIGN, "Main nouns"). GridLayout is the pure
+// then PP: rank = (pp * DP + dp) * TP + tp (docs/DESIGN.md, "Main nouns"). GridLayout is the pure
 // arithmetic; ProcessGrid splits a world communicator into the groups once, at start, and owns
 // them. Every group communicator counts the bytes it moves (parallel/counting_communicator.h).
 #pragma once

@@ -1,7 +1,7 @@
-// The acceptance test of the parallel layouts (DESIGN invariant 1): a tiny GPT trained 20 steps
-// from the same seed and global batch gives the same loss at every step, within 1e-5 relative,
-// and the same parameters after 20 steps, gathered to global tensors, within 1e-4, for every
-// (TP, PP, DP) layout up to 8 ranks, with 1 and 4 microbatches per DP rank, with and without
+// The acceptance test of the parallel layouts (docs/DESIGN.md, invariant 1): a tiny GPT trained 20
+// steps from the same seed and global batch gives the same loss at every step, within 1e-5
+// relative, and the same parameters after 20 steps, gathered to global tensors, within 1e-4, for
+// every (TP, PP, DP) layout up to 8 ranks, with 1 and 4 microbatches per DP rank, with and without
 // ZeRO-1 (and ZeRO-1 of bf16 parameters against mixed AdamW), with and without sequence
 // parallelism, and with the interleaved pipeline schedule. Runs on 8 MPI ranks; each case trains
 // on the first TP x PP x DP of them.
@@ -272,8 +272,8 @@ TEST_F(LayoutEquivalence, RanksThatOpenedOtherCorporaStopNamingTheDataPath) {
   world_->barrier();
 }
 
-// DESIGN invariant 2 on a grid: a fixed layout gives bitwise the same losses run to run, since
-// every reduction happens in a fixed order.
+// docs/DESIGN.md invariant 2 on a grid: a fixed layout gives bitwise the same losses run to run,
+// since every reduction happens in a fixed order.
 TEST_F(LayoutEquivalence, OneLayoutIsBitwiseDeterministic) {
   const Outcome a = train_case(*world_, *cfg_, 2, 2, 2, 4, 1);
   const Outcome b = train_case(*world_, *cfg_, 2, 2, 2, 4, 1);

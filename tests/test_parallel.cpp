@@ -1,7 +1,7 @@
-// The parallel machinery that needs no other rank: the grid's rank arithmetic against DESIGN's
-// formula, which GPU a rank takes, layout errors, stage splits, the 1F1B schedule against its
-// definition, NCCL's first contacts, and the gradient buckets' flat layout. Multi-rank behaviour
-// is in test_comm and test_layouts.
+// The parallel machinery that needs no other rank: the grid's rank arithmetic against
+// docs/DESIGN.md's formula, which GPU a rank takes, layout errors, stage splits, the 1F1B schedule
+// against its definition, NCCL's first contacts, and the gradient buckets' flat layout. Multi-rank
+// behaviour is in test_comm and test_layouts.
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -108,7 +108,7 @@ BlockScratch TransformerBlock::make_scratch(int64_t B) const {
 
 Tensor TransformerBlock::all_tokens(const Tensor& x, BlockScratch& s, Communicator& tp) const {
   if (!shard_.sequence_parallel) return x;
-  all_gather_in_order(tp, s.proj, x);
+  all_gather_stream_ordered(tp, s.proj, x);
   return s.proj;
 }
 

@@ -47,11 +47,11 @@ GPT::GPT(const ModelConfig& cfg, const ModelShard& shard, Communicator& tp, uint
 
 std::vector<Param*> GPT::chunk_params(int chunk) {
   std::vector<Param*> ps;
-  if (embeds(chunk) || heads(chunk)) ps.push_back(&wte);
-  if (embeds(chunk) && cfg_.pos == PositionKind::Learned) ps.push_back(&wpe);
+  if (has_embedding(chunk) || has_head(chunk)) ps.push_back(&wte);
+  if (has_embedding(chunk) && cfg_.pos == PositionKind::Learned) ps.push_back(&wpe);
   for (TransformerBlock& b : chunk_blocks(chunk))
     for (Param* p : b.params()) ps.push_back(p);
-  if (heads(chunk)) {
+  if (has_head(chunk)) {
     ps.push_back(&lnf_w);
     ps.push_back(&lnf_b);
   }
@@ -108,7 +108,7 @@ GPTActivations GPT::make_activations(int64_t B, int chunk) const {
     shared = &it->second;
   }
   for (const TransformerBlock& b : mine) a.blocks.push_back(b.make_activations(B, shared));
-  if (heads(chunk)) {
+  if (has_head(chunk)) {
     a.lnf = Tensor({B, T, C}, cfg_.dtype, dev);
     a.lnf_mean = Tensor({shard_.stream_rows(B, T)}, cfg_.stats_dtype(), dev);
     a.lnf_rstd = Tensor({shard_.stream_rows(B, T)}, cfg_.stats_dtype(), dev);
@@ -160,7 +160,7 @@ double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targe
   BlockScratch& s = scratch(a.B);
   Tensor& x0 = a.residual.front();
   const std::span<TransformerBlock> mine = chunk_blocks(a.chunk);
-  if (embeds(a.chunk)) {
+  if (has_embedding(a.chunk)) {
     TESSERA_CHECK(inputs != nullptr, "GPT::forward: the first stage needs token ids");
     const ProfileRange range("embedding forward");
     copy_into(a.inputs, *inputs);
@@ -170,7 +170,7 @@ double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targe
       // by TP rank 0 before the sum, the rows are bitwise those of the all-reduce below.
       ops::embedding_forward(tokens_, a.inputs, wte.value, vocab_start_);
       if (tp_.rank() == 0) ops::positional_forward(tokens_, positions);
-      reduce_scatter_in_order(tp_, x0, tokens_);
+      reduce_scatter_stream_ordered(tp_, x0, tokens_);
     } else {
       vocab_parallel_embedding_forward(x0, a.inputs, wte, vocab_start_, tp_);
       ops::positional_forward(x0, positions);
@@ -183,13 +183,13 @@ double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targe
     const ProfileRange range("layer forward", mine[i].layer());
     mine[i].forward(a.residual[i + 1], a.residual[i], a.blocks[i], s, tp_);
   }
-  if (!heads(a.chunk)) return 0.0;
+  if (!has_head(a.chunk)) return 0.0;
   const ProfileRange range("head and loss forward");
 
   if (shard_.sequence_parallel) {  // this rank's rows, then all of them for the LM head
     ops::layernorm_forward(rows_, a.lnf_mean, a.lnf_rstd, a.residual.back(), lnf_w.value,
                            lnf_b.value);
-    all_gather_in_order(tp_, a.lnf, rows_);
+    all_gather_stream_ordered(tp_, a.lnf, rows_);
   } else {
     ops::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.residual.back(), lnf_w.value,
                            lnf_b.value);
@@ -213,7 +213,7 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
   Tensor* dres = &dres_a_;
   Tensor* dnext = &dres_b_;
   const std::span<TransformerBlock> mine = chunk_blocks(a.chunk);
-  if (heads(a.chunk)) {
+  if (has_head(a.chunk)) {
     const ProfileRange range("head and loss backward");
     // d loss / d losses[m] = loss_scale / (B T): the loss is a mean over tokens.
     // Filled when it changes only (once per run in training): a copy to the GPU waits for it.
@@ -232,7 +232,7 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
     if (shard_.sequence_parallel) {
       // Of the summed gradient, this rank's rows; the norm's parameter gradients from them,
       // summed over TP (tensor_parallel.h).
-      reduce_scatter_in_order(tp_, rows_, dlnf_);
+      reduce_scatter_stream_ordered(tp_, rows_, dlnf_);
       norm_grads_.zero();
       Tensor dw = norm_grads_.slice0(0, 1).view({cfg_.d_model});
       Tensor db = norm_grads_.slice0(1, 2).view({cfg_.d_model});
@@ -240,7 +240,7 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
                               a.lnf_rstd);
       add_tp_sum_of_norm_grads(norm_grads_, {&lnf_w, &lnf_b}, tp_);
     } else {
-      all_reduce_in_order(tp_, dlnf_, ReduceOp::Sum);
+      all_reduce_stream_ordered(tp_, dlnf_, ReduceOp::Sum);
       ops::layernorm_backward(*dres, lnf_w.grad, lnf_b.grad, dlnf_, a.residual.back(), lnf_w.value,
                               a.lnf_mean, a.lnf_rstd);
     }
@@ -257,10 +257,10 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
     if (on_ready)
       for (Param* p : mine[i].params()) (*on_ready)(*p);
   }
-  if (embeds(a.chunk)) {
+  if (has_embedding(a.chunk)) {
     const ProfileRange range("embedding backward");
     const Tensor dembedding = shard_.sequence_parallel ? tokens_ : *dres;
-    if (shard_.sequence_parallel) all_gather_in_order(tp_, tokens_, *dres);
+    if (shard_.sequence_parallel) all_gather_stream_ordered(tp_, tokens_, *dres);
     if (cfg_.pos == PositionKind::Learned) ops::positional_backward(wpe.grad, dembedding);
     ops::embedding_backward(wte.grad, dembedding, a.inputs, vocab_start_);
     ready({&wte});

@@ -48,12 +48,13 @@ class GPT {
   int64_t num_local_params();
   void zero_grad();
 
-  // The model chunks of this rank (ModelShard::chunks): 1 but with the interleaved schedule.
+  // The model chunks of this rank (ModelShard::chunks): 1 unless --parallel.virtual_stages > 1
+  // (parallel/pipeline_schedule.h, the interleaved schedule).
   int chunks() const { return static_cast<int>(chunk_start_.size()) - 1; }
   // Whether chunk c starts with the embedding (the model's first) or ends with the LM head and
   // the loss (its last).
-  bool embeds(int chunk) const { return shard_.has_embedding && chunk == 0; }
-  bool heads(int chunk) const { return shard_.has_head && chunk == chunks() - 1; }
+  bool has_embedding(int chunk) const { return shard_.has_embedding && chunk == 0; }
+  bool has_head(int chunk) const { return shard_.has_head && chunk == chunks() - 1; }
 
   GPTActivations make_activations(int64_t B, int chunk = 0) const;
   // The residual stream between layers and stages for a micro-batch of B sequences: [B, T, C],

@@ -37,8 +37,10 @@ struct Param {
   // it is counted once, on the first stage, in norms and checkpoints.
   bool tied_copy = false;
 
-  Tensor value;  // local shard
-  Tensor grad;   // same shape as value
+  // The local shard. Once a Trainer has started, views into GradBuckets' flat buffers of all the
+  // values and all the gradients, which then own the memory (parallel/grad_buckets.h).
+  Tensor value;
+  Tensor grad;  // same shape as value
 
   bool tp_replicated() const { return split_dim < 0 || tp_size == 1; }
   // Whether this rank's copy counts when summing over the model-parallel ranks: TP-replicated

@@ -20,26 +20,26 @@ void ColumnParallelLinear::backward(Tensor* dinp, const Tensor& dout, const Tens
                                     Communicator& tp) const {
   ops::matmul_backward(dinp, &w.grad, b ? &b->grad : nullptr, dout, inp, w.value);
   // The conjugate of the identity forward: each rank's output slice saw the whole input.
-  if (dinp) all_reduce_in_order(tp, *dinp, ReduceOp::Sum);
+  if (dinp) all_reduce_stream_ordered(tp, *dinp, ReduceOp::Sum);
 }
 
 void ColumnParallelLinear::backward_scatter(Tensor& dinp_rows, Tensor& partial, const Tensor& dout,
                                             const Tensor& inp, Communicator& tp) const {
   ops::matmul_backward(&partial, &w.grad, b ? &b->grad : nullptr, dout, inp, w.value);
-  reduce_scatter_in_order(tp, dinp_rows, partial);
+  reduce_scatter_stream_ordered(tp, dinp_rows, partial);
 }
 
 void RowParallelLinear::forward(Tensor& out, const Tensor& inp, Communicator& tp) const {
   // The replicated bias goes in once: through TP rank 0's GEMM (its bias epilogue on the GPU),
   // before the sum of the ranks' partial products.
   ops::matmul_forward(out, inp, w.value, b && tp.rank() == 0 ? &b->value : nullptr);
-  all_reduce_in_order(tp, out, ReduceOp::Sum);
+  all_reduce_stream_ordered(tp, out, ReduceOp::Sum);
 }
 
 void RowParallelLinear::forward_scatter(Tensor& out_rows, Tensor& partial, const Tensor& inp,
                                         Communicator& tp) const {
   ops::matmul_forward(partial, inp, w.value, b && tp.rank() == 0 ? &b->value : nullptr);
-  reduce_scatter_in_order(tp, out_rows, partial);
+  reduce_scatter_stream_ordered(tp, out_rows, partial);
 }
 
 void RowParallelLinear::backward(Tensor* dinp, const Tensor& dout, const Tensor& inp) const {
@@ -55,7 +55,7 @@ void vocab_parallel_embedding_forward(Tensor& out, const Tensor& ids, const Para
                                       int64_t vocab_start, Communicator& tp) {
   ops::embedding_forward(out, ids, wte.value, vocab_start);
   // Rows of other vocabulary shards come from their ranks.
-  all_reduce_in_order(tp, out, ReduceOp::Sum);
+  all_reduce_stream_ordered(tp, out, ReduceOp::Sum);
 }
 
 void add_tp_sum_of_norm_grads(Tensor& partial, std::initializer_list<Param*> params,
@@ -64,10 +64,10 @@ void add_tp_sum_of_norm_grads(Tensor& partial, std::initializer_list<Param*> par
                 "add_tp_sum_of_norm_grads: expected one row of partial per parameter");
   if (partial.dtype() == DType::BF16) {
     Tensor wide = ops::cast_to(partial, DType::F32);
-    all_reduce_in_order(tp, wide, ReduceOp::Sum);
+    all_reduce_stream_ordered(tp, wide, ReduceOp::Sum);
     ops::cast(partial, wide);
   } else {
-    all_reduce_in_order(tp, partial, ReduceOp::Sum);
+    all_reduce_stream_ordered(tp, partial, ReduceOp::Sum);
   }
   int64_t row = 0;
   for (Param* p : params) {

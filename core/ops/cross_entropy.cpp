@@ -78,12 +78,12 @@ void cross_entropy_forward(Tensor& losses, Tensor& lse, const Tensor& logits, co
         check_targets(op, targets, vocab_end);
         Tensor gmax({M}, logits.dtype(), logits.device());
         cpu::cross_entropy_row_max(gmax.data<T>(), logits.data<T>(), M, V);
-        all_reduce_in_order(tp, gmax, ReduceOp::Max);
+        all_reduce_stream_ordered(tp, gmax, ReduceOp::Max);
         Tensor partials({2, M}, DType::F64, logits.device());  // [sum of exp; target logit]
         double* sumexp = partials.data<double>();
         cpu::cross_entropy_partials(sumexp, sumexp + M, logits.data<T>(), gmax.data<T>(),
                                     targets.data<int32_t>(), M, V, vocab_start);
-        all_reduce_in_order(tp, partials, ReduceOp::Sum);
+        all_reduce_stream_ordered(tp, partials, ReduceOp::Sum);
         cpu::cross_entropy_finish(losses.data<T>(), lse.data<T>(), gmax.data<T>(), sumexp,
                                   sumexp + M, M);
       },
@@ -93,14 +93,14 @@ void cross_entropy_forward(Tensor& losses, Tensor& lse, const Tensor& logits, co
                                                   " rows exceed the CUDA kernels' 2^31 - 1");
         Tensor gmax({M}, DType::F32, Device::CUDA);
         cuda::cross_entropy_row_max(gmax.data<float>(), logits.data<T>(), M, V);
-        all_reduce_in_order(tp, gmax, ReduceOp::Max);
+        all_reduce_stream_ordered(tp, gmax, ReduceOp::Max);
         Tensor partials({2, M}, DType::F64, Device::CUDA);  // [sum of exp; target logit]
         Tensor first_bad({1}, DType::I32, Device::CUDA);
         double* sumexp = partials.data<double>();
         cuda::cross_entropy_partials(sumexp, sumexp + M, first_bad.data<int32_t>(),
                                      logits.data<T>(), gmax.data<float>(), targets.data<int32_t>(),
                                      M, V, vocab_start, vocab_end);
-        all_reduce_in_order(tp, partials, ReduceOp::Sum);
+        all_reduce_stream_ordered(tp, partials, ReduceOp::Sum);
         cuda::cross_entropy_finish(losses.data<float>(), lse.data<float>(), gmax.data<float>(),
                                    sumexp, sumexp + M, M);
         // Every rank of tp holds the same targets, so all refuse a bad one here, together.

@@ -19,7 +19,9 @@ void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight, const 
 void matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor& dout,
                      const Tensor& inp, const Tensor& weight);
 
-// The MLP's first linear layer and its GELU in one call (gelu.h, tanh form):
+// A linear layer and its GELU in one call (gelu.h, tanh form), through cuBLASLt's GELU epilogue
+// on the GPU. The model does not call it: its MLP runs the GEMM, then the GELU, so that selective
+// recompute can drop the GELU's output alone (docs/DECISIONS.md, "The MLP's forward").
 //   pre_gelu[M, N] = inp @ weight^T (+ bias);  out[M, N] = gelu(pre_gelu).
 // pre_gelu is what gelu_backward needs. out and pre_gelu must not overlap. The backward is
 // gelu_backward(dpre, dout, pre_gelu) then matmul_backward(..., dpre, inp, weight).

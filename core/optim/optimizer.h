@@ -1,4 +1,6 @@
-// AdamW over a model's Params, with global-norm gradient clipping. Owns the two moment tensors
+// AdamW over a model's Params, and global-norm clipping for a model trained alone (tests and
+// benchmarks: the Trainer takes the norm from its one world all-reduce per step and clips the
+// flat gradient buffer itself, launcher/trainer.cpp). AdamW owns the two moment tensors
 // of every Param, of the Param's dtype and device; for a bfloat16 Param (mixed precision on the
 // GPU) also its fp32 master weights: moments and masters are fp32, the update runs on the
 // masters, and the bf16 values are rounded from them in the same pass (ops::adamw_update_mixed,
