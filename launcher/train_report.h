@@ -1,0 +1,76 @@
+// What `tessera train` shows of a run on rank 0: the start (corpora, model, layout, schedule,
+// memory), one log line and one metrics.jsonl object per interval (IntervalLog), and the summary
+// at the end (the loss curve, the final loss beside the corpus' unigram entropy, peak memory).
+// The training loop (launcher/train_command.cpp) calls these.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+#include "core/communicator.h"
+#include "io/metrics.h"
+#include "launcher/config.h"
+#include "launcher/train_command.h"
+#include "launcher/trainer.h"
+
+namespace tessera {
+
+// The dense peak FLOP/s of this rank's GPU in the run's precision (this_gpu_peak_flops of
+// --gpu.peak_tflops); 0 on the CPU or for a GPU neither knows. Every rank is taken to have the
+// same GPU.
+double peak_flops_per_rank(const TrainConfig& cfg);
+
+// Rank 0's lines before the first step: the corpora and their samples, the model and its
+// parameters, the layout and schedule, the memory estimate.
+void print_start(const TrainConfig& cfg, Trainer& tr);
+
+// The run's end (collective over `world`, printed by rank 0): the loss curve, the final loss
+// beside the corpus' unigram entropy, and peak memory beside the estimate.
+void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& result,
+                   Communicator& world);
+
+// Rank 0's record of the run: one log line and one metrics.jsonl object per interval.
+class IntervalLog {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  // peak_flops: of all ranks together, for MFU (0: not shown). first_step: the step (0-based)
+  // this run starts at, after a resume.
+  IntervalLog(const TrainConfig& cfg, bool root, double peak_flops, int64_t first_step);
+
+  // A step whose update was skipped (non-finite loss or gradient norm, --train.nan_policy skip).
+  void skipped(int64_t step, const StepStats& s, int64_t in_a_row, int64_t total);
+
+  // Time that went into something else than steps (a validation, a save): left out of the
+  // interval's tokens/s and ms/step, as Megatron-LM leaves it out (the ETA keeps it).
+  void exclude(Clock::duration spent) { interval_start_ += spent; }
+
+  // The validation loss after step `step` (0-based).
+  void validation(int64_t step, double loss);
+
+  // A validation after step `step` that the run's stop ended after `done` of `total` batches
+  // (none: not begun), so that a preempted run saves within its grace time.
+  void validation_stopped(int64_t step, int64_t done, int64_t total);
+
+  // Adds step `step` (0-based); at the end of an interval prints and records it and returns
+  // the interval's mean loss.
+  std::optional<double> add(int64_t step, const StepStats& s, double epochs);
+
+  // The mean loss of the steps added since the last logged interval, if any: the run's final
+  // loss when it stops early (preempted, --train.exit_after) between two log lines.
+  std::optional<double> unlogged_mean() const;
+
+ private:
+  const TrainConfig& cfg_;
+  double tokens_per_step_, flops_per_token_, peak_flops_;
+  int64_t first_step_;
+  std::unique_ptr<MetricsWriter> metrics_;
+  Clock::time_point start_ = Clock::now(), interval_start_ = start_;
+  double interval_loss_ = 0;
+  int64_t interval_losses_ = 0;  // steps whose loss is in interval_loss_ (skipped ones are not)
+  int64_t interval_steps_ = 0;   // steps computed, for the rate
+};
+
+}  // namespace tessera
