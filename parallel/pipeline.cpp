@@ -59,7 +59,7 @@ int next_stage(const Communicator& pp) {
 }
 
 CommRequest* PipelineEngine::forward(const PipeAction& action, const Batches& batches,
-                                     double& loss_sum, bool receive, bool send_now) {
+                                     double& loss_sum, Input input, Send send) {
   const ProfileRange range("microbatch forward", action.microbatch);
   Chunk& chunk = chunks_[static_cast<size_t>(action.chunk)];
   const size_t s = slot(action), mb = static_cast<size_t>(action.microbatch);
@@ -68,7 +68,7 @@ CommRequest* PipelineEngine::forward(const PipeAction& action, const Batches& ba
   wait(chunk.output_sent[s]);
   const Tensor* stage_input = nullptr;
   if (!chunk.first) {
-    if (receive) {
+    if (input == Input::ReceiveHere) {
       const ProfileRange wait_range("pipeline receive");
       pp_.irecv(chunk.stage_input[s], previous_stage(pp_))->wait();
     }
@@ -84,17 +84,17 @@ CommRequest* PipelineEngine::forward(const PipeAction& action, const Batches& ba
   // Before the stage's first backward no gradient comes back that this send could cross, so it
   // may start alone. Held back, stage 0's warm-up sends would wait for its first backward's
   // receive, and the pipeline would fill PP - 2 forwards late.
-  if (send_now) chunk.output_sent[s]->test();
+  if (send == Send::Now) chunk.output_sent[s]->test();
   return chunk.output_sent[s].get();
 }
 
-CommRequest* PipelineEngine::backward(const PipeAction& action, const Backward& how, bool receive) {
+CommRequest* PipelineEngine::backward(const PipeAction& action, const Backward& how, Input input) {
   const ProfileRange range("microbatch backward", action.microbatch);
   Chunk& chunk = chunks_[static_cast<size_t>(action.chunk)];
   const size_t s = slot(action);
   const Tensor* output_grad = nullptr;
   if (!chunk.last) {
-    if (receive) {
+    if (input == Input::ReceiveHere) {
       const ProfileRange wait_range("pipeline receive");
       pp_.irecv(output_grad_, next_stage(pp_))->wait();
     }
@@ -136,9 +136,10 @@ void PipelineEngine::run_steps(const std::vector<PipeAction>& actions, const Bat
   for (size_t i = 0; i < steps.size(); ++i) {
     CommRequest* sent = nullptr;
     for (const PipeAction& action : steps[i]) {
-      CommRequest* posted = action.kind == PipeAction::Forward
-                                ? forward(action, batches, loss_sum, false, false)
-                                : backward(action, *how, false);
+      CommRequest* posted =
+          action.kind == PipeAction::Forward
+              ? forward(action, batches, loss_sum, Input::Posted, Send::WithNextReceive)
+              : backward(action, *how, Input::Posted);
       if (posted) sent = posted;
     }
     const int received = i + 1 < steps.size() ? post_receives(steps[i + 1]) : 0;
@@ -165,7 +166,7 @@ double PipelineEngine::evaluate(const std::vector<Tensor>& inputs,
     run_steps(interleaved_forwards(pp_.size(), n, model_.chunks()), batches, loss_sum, nullptr);
   else
     for (int mb = 0; mb < n; ++mb)
-      forward({PipeAction::Forward, mb}, batches, loss_sum, true, true);
+      forward({PipeAction::Forward, mb}, batches, loss_sum, Input::ReceiveHere, Send::Now);
   wait_for_sends();
   return loss_sum;
 }
@@ -185,10 +186,11 @@ double PipelineEngine::run(const std::vector<Tensor>& inputs, const std::vector<
     bool warmup = true;
     for (const PipeAction& action : schedule_) {
       if (action.kind == PipeAction::Forward) {
-        forward(action, batches, loss_sum, true, warmup);
+        forward(action, batches, loss_sum, Input::ReceiveHere,
+                warmup ? Send::Now : Send::WithNextReceive);
       } else {
         warmup = false;
-        backward(action, how, true);
+        backward(action, how, Input::ReceiveHere);
       }
     }
   }

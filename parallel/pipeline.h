@@ -64,12 +64,16 @@ class PipelineEngine {
     const std::function<void(int)>& after_backward;
   };
 
-  // receive: take the input from the previous chunk here (1F1B), rather than through
-  // post_receives. send_now: start the output's send at once (1F1B's warm-up, see forward in
-  // pipeline.cpp), rather than with the next receive. Each returns the send it posted, if any.
+  // Where a forward's or a backward's input comes from: received here (plain 1F1B), or already
+  // received by post_receives (the interleaved schedule's steps).
+  enum class Input { ReceiveHere, Posted };
+  // When a forward's output starts on its way: at once (1F1B's warm-up, see forward in
+  // pipeline.cpp), or with the next receive, as NCCL groups them.
+  enum class Send { Now, WithNextReceive };
+  // Each returns the send it posted, if any.
   CommRequest* forward(const PipeAction& action, const Batches& batches, double& loss_sum,
-                       bool receive, bool send_now);
-  CommRequest* backward(const PipeAction& action, const Backward& how, bool receive);
+                       Input input, Send send);
+  CommRequest* backward(const PipeAction& action, const Backward& how, Input input);
   // Interleaved: runs the schedule's steps; the sends of each step start together with the
   // receives of the next (pipeline_schedule.h).
   void run_steps(const std::vector<PipeAction>& actions, const Batches& batches, double& loss_sum,
