@@ -1,16 +1,23 @@
 // Running the `tessera` binary from tests as a user would: with a shell command line, on one
-// process or under mpiexec, capturing its output; and reading metrics.jsonl back. A test target
-// that includes it defines TESSERA_BIN (the binary) and MPIEXEC (the MPI launcher).
+// process or under mpiexec, capturing its output; and reading back what it leaves: metrics.jsonl
+// and the data cache's id-check records. A test target that includes it defines TESSERA_BIN (the
+// binary) and MPIEXEC (the MPI launcher), and links tessera_io.
 #pragma once
 
 #include <sys/wait.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
+
+#include "io/token_corpus.h"
 
 namespace tessera::test_support {
 
@@ -71,6 +78,30 @@ inline std::vector<double> losses_of(const fs::path& metrics) {
   for (const std::string& f : loss_fields(metrics))  // "loss":1.234
     out.push_back(std::stod(f.substr(f.find(':') + 1)));
   return out;
+}
+
+// The id-check records in a data cache directory (none when it is not there).
+inline std::vector<fs::path> id_records(const fs::path& cache) {
+  std::vector<fs::path> found;
+  std::error_code ec;
+  if (fs::is_directory(cache, ec))
+    for (const auto& e : fs::directory_iterator(cache))
+      if (e.path().filename().string().rfind("ids_v1_", 0) == 0) found.push_back(e.path());
+  return found;
+}
+
+// That `record` names the token file of `corpus` and holds the range of all its ids.
+inline void expect_record_of_whole_corpus(const fs::path& record, const std::string& corpus) {
+  std::ifstream in(record);
+  std::string key, range;
+  std::getline(in, key);
+  std::getline(in, range);
+  const TokenCorpus c = TokenCorpus::open(corpus);
+  EXPECT_EQ(key.rfind(fs::absolute(c.token_file()).string() + " size ", 0), 0u) << key;
+  std::vector<int32_t> ids(static_cast<size_t>(c.num_tokens()));
+  c.read_tokens(0, c.num_tokens(), ids.data());
+  EXPECT_EQ(range, "ids " + std::to_string(*std::min_element(ids.begin(), ids.end())) + " .. " +
+                       std::to_string(*std::max_element(ids.begin(), ids.end())));
 }
 
 }  // namespace tessera::test_support

@@ -895,15 +895,8 @@ TEST_F(Checkpoints, EvalOfACheckpointGivesTheValidationLossItsRunLogged) {
 // not given; a corpus listed twice, and ranks that opened other corpora, are refused.
 TEST_F(Checkpoints, EvalChecksTokenIdsTogetherAndRecordsThemAsTrainingDoes) {
   ASSERT_EQ(run_tessera(args("run", "", 2, 2), dir_).exit_code, 0);
-  const auto records = [](const fs::path& cache) {
-    std::vector<fs::path> found;
-    if (fs::is_directory(cache))
-      for (const auto& e : fs::directory_iterator(cache))
-        if (e.path().filename().string().rfind("ids_v1_", 0) == 0) found.push_back(e.path());
-    return found;
-  };
   const fs::path cache = dir_ / "run" / "data_cache";
-  const std::vector<fs::path> trained = records(cache);
+  const std::vector<fs::path> trained = id_records(cache);
   ASSERT_EQ(trained.size(), 1u);  // training's record of corpus_
   const std::string other = (dir_ / "other").string();
   write_synthetic_corpus(other, 64, 10, 100, 4);
@@ -911,19 +904,10 @@ TEST_F(Checkpoints, EvalChecksTokenIdsTogetherAndRecordsThemAsTrainingDoes) {
   // On two ranks, each checks half of the new corpus; the record is the range of the whole.
   const CliRun two = run_mpi(2, eval + " --data.path " + other, dir_);
   ASSERT_EQ(two.exit_code, 0) << two.err;
-  std::vector<fs::path> now = records(cache);
+  std::vector<fs::path> now = id_records(cache);
   ASSERT_EQ(now.size(), 2u);
   const fs::path added = now[0] == trained[0] ? now[1] : now[0];
-  std::ifstream record(added);
-  std::string key, range;
-  std::getline(record, key);
-  std::getline(record, range);
-  EXPECT_EQ(key.rfind(fs::absolute(other + ".bin").string() + " size ", 0), 0u) << key;
-  const TokenCorpus corpus = TokenCorpus::open(other);
-  std::vector<int32_t> ids(static_cast<size_t>(corpus.num_tokens()));
-  corpus.read_tokens(0, corpus.num_tokens(), ids.data());
-  EXPECT_EQ(range, "ids " + std::to_string(*std::min_element(ids.begin(), ids.end())) + " .. " +
-                       std::to_string(*std::max_element(ids.begin(), ids.end())));
+  expect_record_of_whole_corpus(added, other);
   // The next eval trusts the record: an id beyond the vocabulary written in place at the corpus'
   // end (which the 8 samples do not reach), with the file's time put back, goes unseen, and
   // the loss is the same. Without the record the check finds it.
@@ -953,7 +937,7 @@ TEST_F(Checkpoints, EvalChecksTokenIdsTogetherAndRecordsThemAsTrainingDoes) {
   const fs::path given = dir_ / "eval_cache";
   const std::string own = eval + " --data.path " + corpus_;
   ASSERT_EQ(run_tessera(own + " --data.cache_dir " + given.string(), dir_).exit_code, 0);
-  EXPECT_EQ(records(given).size(), 1u);
+  EXPECT_EQ(id_records(given).size(), 1u);
   ASSERT_EQ(run_tessera(own, dir_).exit_code, 0);
   EXPECT_FALSE(fs::exists(cache));
   // Ids beyond the vocabulary: the rank whose half holds the first names it; every rank exits 2.

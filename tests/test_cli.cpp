@@ -746,20 +746,9 @@ TEST_F(Cli, TokenIdsBeyondTheVocabularyAreRejectedBeforeTraining) {
   std::string good = tiny_args() + " --train.steps 1";
   good.replace(good.find(run_dir), run_dir.size(), (dir_ / "good").string());
   ASSERT_EQ(run_mpi(2, good, dir_).exit_code, 0);
-  std::vector<fs::path> records;
-  for (const auto& e : fs::directory_iterator(dir_ / "good" / "data_cache"))
-    if (e.path().filename().string().rfind("ids_v1_", 0) == 0) records.push_back(e.path());
+  const std::vector<fs::path> records = id_records(dir_ / "good" / "data_cache");
   ASSERT_EQ(records.size(), 1u);
-  std::ifstream record(records[0]);
-  std::string key, range;
-  std::getline(record, key);
-  std::getline(record, range);
-  EXPECT_EQ(key.rfind(fs::absolute(corpus_ + ".bin").string() + " size ", 0), 0u) << key;
-  const TokenCorpus corpus = TokenCorpus::open(corpus_);
-  std::vector<int32_t> ids(static_cast<size_t>(corpus.num_tokens()));
-  corpus.read_tokens(0, corpus.num_tokens(), ids.data());
-  EXPECT_EQ(range, "ids " + std::to_string(*std::min_element(ids.begin(), ids.end())) + " .. " +
-                       std::to_string(*std::max_element(ids.begin(), ids.end())));
+  expect_record_of_whole_corpus(records[0], corpus_);
 }
 
 // The ranks share the walk over a corpus' index: the rank whose part holds a damaged pointer
