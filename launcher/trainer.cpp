@@ -207,18 +207,9 @@ StepStats Trainer::step(int stop) {
     Tensor g = zero_ ? buckets_->bucket_of(*tied_).shard_grad : buckets_->grad_of(*tied_);
     grid_->embedding()->all_reduce(g, ReduceOp::Sum);
   }
-  // --debug.inject_nan: after the DP reduction, so on this rank alone; the rank then counts its
-  // own gradients in the norm below even when another DP rank counts that replica.
-  const bool inject = has_rank_step(inject_nan_, rank_, steps_done_ + 1);
-  if (inject) {
-    const double nan = std::numeric_limits<double>::quiet_NaN();
-    if (zero_)
-      zero_->scale_grads(nan);
-    else {
-      Tensor grad = buckets_->grad_of(*params_.front());
-      ops::scale(grad, nan);
-    }
-  }
+  // After the DP reduction, so on this rank alone; the rank then counts its own gradients in the
+  // norm below even when another DP rank counts that replica.
+  const bool inject = inject_nan();
 
   // One world all-reduce gives every global number: the loss from the TP rank 0 of each last
   // stage, the squared gradient norm, each element counted once over the whole grid, and how
@@ -333,6 +324,20 @@ void Trainer::perturb_replicated() {
       if (shared(*p) && at >= 0 && at < buckets_->piece_length(b))
         add_one_to_first(b.shard_grad.view({b.shard_grad.numel()}).slice0(at, at + 1));
     }
+}
+
+// --debug.inject_nan at this step on this rank: its ZeRO-1 piece of the reduced gradients, or
+// else the first Param's reduced gradient, becomes NaN. Whether it did.
+bool Trainer::inject_nan() {
+  if (!has_rank_step(inject_nan_, rank_, steps_done_ + 1)) return false;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  if (zero_) {
+    zero_->scale_grads(nan);
+  } else {
+    Tensor grad = buckets_->grad_of(*params_.front());
+    ops::scale(grad, nan);
+  }
+  return true;
 }
 
 // A fault in this rank's memory: the lowest bit of the first element of each Param's value flips.

@@ -117,9 +117,11 @@ class Trainer {
   void read_microbatches(DataLoader& loader);
   // TP rank 0's values of the TP-replicated Params, broadcast over the TP group after an update.
   void sync_replicated();
-  // --debug.perturb_replicated and --debug.flip_bit.
+  // --debug.perturb_replicated, --debug.flip_bit and --debug.inject_nan (which says whether it
+  // injected at this step).
   void perturb_replicated();
   void flip_bits();
+  bool inject_nan();
   TrainConfig cfg_;
   GridLayout layout_;
   int rank_;
