@@ -40,23 +40,22 @@ std::vector<PipeAction> interleaved_one_f_one_b(int stages, int stage, int micro
   if (chunks == 1) return one_f_one_b(stages, stage, microbatches);
   TESSERA_CHECK(stages >= 1 && microbatches >= 1 && microbatches % stages == 0,
                 "interleaved_one_f_one_b: microbatches in groups of one per stage");
-  const int total = microbatches * chunks, group = stages * chunks;
-  // The k-th forward (backward) of the rank: microbatch p (k / (p v)) + k mod p, through chunk
-  // (k mod p v) / p (reversed for backwards).
-  const auto nth = [&](PipeAction::Kind kind, int k) {
-    int chunk = (k % group) / stages;
-    if (kind == PipeAction::Backward) chunk = chunks - 1 - chunk;
-    return PipeAction{kind, k / group * stages + k % stages, chunk};
+  // The forwards in interleaved_forwards' group order; the k-th backward is the k-th forward's
+  // microbatch through the chunk counted from the other end.
+  const std::vector<PipeAction> forwards = interleaved_forwards(stages, microbatches, chunks);
+  const int total = static_cast<int>(forwards.size());
+  const auto nth_backward = [&](int k) {
+    const PipeAction& f = forwards[static_cast<size_t>(k)];
+    return PipeAction{PipeAction::Backward, f.microbatch, chunks - 1 - f.chunk};
   };
   const int warmup = std::min(total, 2 * (stages - stage - 1) + (chunks - 1) * stages);
-  std::vector<PipeAction> actions;
-  int forward = 0, backward = 0;
-  for (; forward < warmup; ++forward) actions.push_back(nth(PipeAction::Forward, forward));
-  for (; forward < total; ++forward, ++backward) {
-    actions.push_back(nth(PipeAction::Forward, forward));
-    actions.push_back(nth(PipeAction::Backward, backward));
+  std::vector<PipeAction> actions(forwards.begin(), forwards.begin() + warmup);
+  int backward = 0;
+  for (int forward = warmup; forward < total; ++forward, ++backward) {
+    actions.push_back(forwards[static_cast<size_t>(forward)]);
+    actions.push_back(nth_backward(backward));
   }
-  for (; backward < total; ++backward) actions.push_back(nth(PipeAction::Backward, backward));
+  for (; backward < total; ++backward) actions.push_back(nth_backward(backward));
   return actions;
 }
 
