@@ -78,24 +78,10 @@ ModelConfig shape_of(const std::string& s) {
   return c;
 }
 
-// This rank's model chunks: [first layer, end) of each, whether it is the model's first (it
-// embeds) and whether it is its last (the loss).
-struct Chunk {
-  LayerRange layers;
-  bool first, last;
-};
-std::vector<Chunk> chunks_of(const ModelConfig& c, const GridLayout& l, const GridCoord& at,
-                             int vp) {
-  std::vector<Chunk> chunks;
-  for (int k = 0; k < vp; ++k)
-    chunks.push_back({chunk_layers(c.layers, l.pp, vp, at.pp, k), at.pp == 0 && k == 0,
-                      at.pp == l.pp - 1 && k == vp - 1});
-  return chunks;
-}
-
-double layers_of(const std::vector<Chunk>& chunks) {
+// Layers of all this rank's model chunks.
+double layers_of(const ModelShard& shard) {
   double n = 0;
-  for (const Chunk& k : chunks) n += static_cast<double>(k.layers.end - k.layers.begin);
+  for (const LayerRange& r : shard.chunks) n += static_cast<double>(r.end - r.begin);
   return n;
 }
 
@@ -105,7 +91,7 @@ double local_params(const ModelConfig& c, const GridLayout& l, const GridCoord& 
   const double t = l.tp, V = static_cast<double>(c.vocab_size);
   const double per_layer =
       4 * C + (3 * C * C + 3 * C) / t + C * C / t + C + (F * C + F) / t + C * F / t + C;
-  double n = per_layer * layers_of(chunks_of(c, l, at, vp));
+  double n = per_layer * layers_of(model_shard(c, l, at, vp));
   const bool first = at.pp == 0, last = at.pp == l.pp - 1;
   if (first || last) n += V / t * C;  // the token embedding, tied to the LM head
   if (first) n += static_cast<double>(c.seq_len) * C;
@@ -119,13 +105,13 @@ std::vector<double> predicted_bytes(const ModelConfig& c, const GridLayout& l, c
   const double e = 4, b = static_cast<double>(micro), s = static_cast<double>(c.seq_len);
   const double h = static_cast<double>(c.d_model), m = microbatches;
   const bool first = at.pp == 0, last = at.pp == l.pp - 1;
-  const std::vector<Chunk> chunks = chunks_of(c, l, at, vp);
+  const ModelShard shard = model_shard(c, l, at, vp);
   const double ring = [](int n) { return n > 1 ? 2.0 * (n - 1) / n : 0.0; }(l.tp);
   // Per layer and microbatch: two all-reduces of b s h forward, two backward (Megatron). With
   // sequence parallelism each is a reduce-scatter and an all-gather (half a ring all-reduce
   // each), and the backward gathers the two LayerNorm outputs again: 10 halves; the LayerNorms'
   // gradients (4 h) are all-reduced.
-  const double layers = layers_of(chunks);
+  const double layers = layers_of(shard);
   double tp = (sp ? 5 : 4) * layers * b * s * h * e + (sp ? layers * 4 * h * e : 0);
   if (first) tp += b * s * h * e;                             // vocab-parallel embedding
   if (last) tp += b * s * h * e + b * s * e + 2 * b * s * 8;  // LM head; cross-entropy max, sums
@@ -140,8 +126,10 @@ std::vector<double> predicted_bytes(const ModelConfig& c, const GridLayout& l, c
   // Each chunk sends its output on but from the model's last, its input's gradient back but from
   // its first.
   double pp = 0;
-  for (const Chunk& k : chunks)
-    pp += ((k.last ? 0 : 1) + (k.first ? 0 : 1)) * b * s * h * e / (sp ? l.tp : 1);
+  for (int k = 0; k < vp; ++k) {
+    const bool embeds = shard.has_embedding && k == 0, heads = shard.has_head && k == vp - 1;
+    pp += ((heads ? 0 : 1) + (embeds ? 0 : 1)) * b * s * h * e / (sp ? l.tp : 1);
+  }
   const double dp_ring = l.dp > 1 ? 2.0 * (l.dp - 1) / l.dp : 0.0;
   const double dp =
       dp_ring * local_params(c, l, at, vp) * e;  // all-reduce = reduce-scatter + gather
