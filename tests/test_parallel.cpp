@@ -22,6 +22,7 @@
 #include "parallel/process_grid.h"
 #include "parallel/zero_optimizer.h"
 #include "tests/expect_error.h"
+#include "tests/refusing_communicator.h"
 #include "tests/zero_mixed_case.h"
 
 namespace tessera {
@@ -492,21 +493,10 @@ TEST(InterleavedOneFOneB, StagesExchangeWithoutDeadlockUnderNcclGroups) {
 // A pipeline group of one stage that records its point-to-point calls and starts them as
 // NcclCommunicator does: held back until a wait() or test() of one of their handles, then every
 // one held back starts, together, as one group. Receives leave their tensors as they are.
-class RecordingPipeline final : public Communicator {
+class RecordingPipeline final : public test_support::RefusingCommunicator {
  public:
-  RecordingPipeline(int rank, int size) : rank_(rank), size_(size) {}
-  int rank() const override { return rank_; }
-  int size() const override { return size_; }
-  std::string name() const override { return "pp"; }
-  void all_reduce(Tensor&, ReduceOp) override { unexpected(); }
-  void all_gather(Tensor&, const Tensor&) override { unexpected(); }
-  void reduce_scatter(Tensor&, const Tensor&, ReduceOp) override { unexpected(); }
-  void broadcast(Tensor&, int) override { unexpected(); }
-  void send(const Tensor&, int) override { unexpected(); }
-  void recv(Tensor&, int) override { unexpected(); }
-  void barrier() override { unexpected(); }
-  [[noreturn]] void abort(int) override { std::abort(); }
-  std::unique_ptr<Communicator> split(int, int, const std::string&) override { return nullptr; }
+  RecordingPipeline(int rank, int size)
+      : RefusingCommunicator(rank, size, "pp", "point-to-point only") {}
   std::unique_ptr<CommRequest> isend(const Tensor&, int peer) override { return post(true, peer); }
   std::unique_ptr<CommRequest> irecv(Tensor&, int peer) override { return post(false, peer); }
 
@@ -537,12 +527,11 @@ class RecordingPipeline final : public Communicator {
     for (const Held& h : held_) groups.back().push_back(h.op);
     held_.clear();
   }
-  void unexpected() { ADD_FAILURE() << "a pipeline group used for more than point-to-point"; }
   struct Held {
     P2p op;
     int id;
   };
-  int rank_, size_, next_id_ = 0;
+  int next_id_ = 0;
   std::vector<Held> held_;
 };
 

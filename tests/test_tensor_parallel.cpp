@@ -21,6 +21,7 @@
 #include "core/ops/matmul.h"
 #include "parallel/local_communicator.h"
 #include "tests/gradcheck.h"
+#include "tests/refusing_communicator.h"
 #include "tests/thread_communicator.h"
 
 namespace tessera {
@@ -81,29 +82,10 @@ std::vector<Result> on_ranks(int tp, const std::function<Result(int, Communicato
 
 // Rank `rank` of a group of `size` whose every collective is skipped: all_reduce returns the
 // rank's own tensor unchanged, as if a layer had left its collective out. Anything else throws.
-class SkippedCollectives final : public Communicator {
+class SkippedCollectives final : public test_support::RefusingCommunicator {
  public:
-  SkippedCollectives(int rank, int size) : rank_(rank), size_(size) {}
-  int rank() const override { return rank_; }
-  int size() const override { return size_; }
-  std::string name() const override { return "tp"; }
+  SkippedCollectives(int rank, int size) : RefusingCommunicator(rank, size, "tp", "all_reduce") {}
   void all_reduce(Tensor&, ReduceOp) override {}
-  void all_gather(Tensor&, const Tensor&) override { unused(); }
-  void reduce_scatter(Tensor&, const Tensor&, ReduceOp) override { unused(); }
-  void broadcast(Tensor&, int) override { unused(); }
-  void send(const Tensor&, int) override { unused(); }
-  void recv(Tensor&, int) override { unused(); }
-  void barrier() override { unused(); }
-  [[noreturn]] void abort(int) override { unused(); }
-  std::unique_ptr<CommRequest> isend(const Tensor&, int) override { unused(); }
-  std::unique_ptr<CommRequest> irecv(Tensor&, int) override { unused(); }
-  std::unique_ptr<Communicator> split(int, int, const std::string&) override { unused(); }
-
- private:
-  [[noreturn]] static void unused() {
-    throw std::logic_error("SkippedCollectives: only all_reduce is expected here");
-  }
-  int rank_, size_;
 };
 
 // fn(rank, communicator) for each of `tp` ranks, one after the other, with the all-reduces
