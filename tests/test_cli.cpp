@@ -71,6 +71,18 @@ class Cli : public ::testing::Test {
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
 
+  // `args` (whose --run.dir is dir_/run) on one process, the reference of the layouts: it must
+  // exit 0 having logged `steps` losses, which it returns; `run` gets its output when given.
+  std::vector<double> one_rank_losses(const std::string& args, size_t steps,
+                                      CliRun* run = nullptr) {
+    const CliRun single = run_tessera(args, dir_);
+    EXPECT_EQ(single.exit_code, 0) << single.err;
+    std::vector<double> losses = losses_of(dir_ / "run" / "metrics.jsonl");
+    EXPECT_EQ(losses.size(), steps) << single.err;
+    if (run) *run = single;
+    return losses;
+  }
+
   // `args` (whose --run.dir is dir_/run) under mpirun on `ranks` ranks: it must exit 0 with the
   // losses `expected` (of one rank), each within 1e-5 relative. The run directory is removed
   // first, so that each run starts fresh.
@@ -988,10 +1000,8 @@ TEST_F(Cli, MpirunTp2Pp2MatchesOneRank) {
                            " --model.heads 2 --model.d_ff 64 --model.seq_len 16"
                            " --train.global_batch 4 --train.micro_batch 2 --train.threads 1"
                            " --train.steps 6 --train.log_interval 1";
-  const CliRun single = run_tessera(args, dir_);
-  ASSERT_EQ(single.exit_code, 0) << single.err;
-  const std::vector<double> one = losses_of(dir_ / "run" / "metrics.jsonl");
-  ASSERT_EQ(one.size(), 6u) << single.err;
+  const std::vector<double> one = one_rank_losses(args, 6);
+  ASSERT_FALSE(HasFailure());
   const CliRun r = expect_losses_of(one, 4, args + " --parallel.tp 2 --parallel.pp 2");
   EXPECT_NE(r.out.find("tp groups: [0 1] [2 3]"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("pp groups: [0 2] [1 3]"), std::string::npos) << r.out;
@@ -1023,10 +1033,9 @@ TEST_F(Cli, InterleavedPipelineFollowsOneRankAndSaysWhereEachChunkIs) {
                            " --train.global_batch 4 --train.micro_batch 1 --train.threads 1"
                            " --train.steps 6 --train.log_interval 1 --train.eval_interval 6"
                            " --train.eval_batches 3 --sample.tokens 12";
-  const CliRun single = run_tessera(args, dir_);
-  ASSERT_EQ(single.exit_code, 0) << single.err;
-  const std::vector<double> one = losses_of(dir_ / "run" / "metrics.jsonl");
-  ASSERT_EQ(one.size(), 6u) << single.err;
+  CliRun single;
+  const std::vector<double> one = one_rank_losses(args, 6, &single);
+  ASSERT_FALSE(HasFailure());
   const size_t validation = single.out.find("validation | step 6 | loss ");
   ASSERT_NE(validation, std::string::npos) << single.out;
   const CliRun r = expect_losses_of(one, 2, args + " --parallel.pp 2 --parallel.virtual_stages 2");
