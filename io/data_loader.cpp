@@ -414,6 +414,21 @@ void DataLoader::next_batch(Tensor& tokens) {
   consumed_ += micro_batch_ * dp_size_;
 }
 
+void DataLoader::next_inputs_and_targets(Tensor& scratch, Tensor& inputs, Tensor& targets) {
+  next_batch(scratch);
+  const int64_t B = scratch.shape()[0], T = scratch.shape()[1] - 1;
+  if (!inputs.defined()) inputs = Tensor({B, T}, DType::I32);
+  if (!targets.defined()) targets = Tensor({B, T}, DType::I32);
+  const int32_t* src = scratch.data<int32_t>();
+  int32_t* in = inputs.data<int32_t>();
+  int32_t* tg = targets.data<int32_t>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      in[b * T + t] = src[b * (T + 1) + t];
+      tg[b * T + t] = src[b * (T + 1) + t + 1];
+    }
+}
+
 const SampleStream::Cursor& DataLoader::consumed_cursor() {
   // Read on the caller's thread, the reading cursor is there (unless a batch failed half-read).
   if (prefetch_ == 0 && cursor_.position == consumed_) return cursor_;

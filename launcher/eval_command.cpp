@@ -153,18 +153,9 @@ int eval_command(int argc, char** argv) {
       const int64_t n = std::min<int64_t>(per_round, microbatches - done);
       inputs.resize(static_cast<size_t>(n));
       targets.resize(static_cast<size_t>(n));
-      for (int64_t i = 0; i < n; ++i) {
-        loader.next_batch(batch);
-        Tensor& in = inputs[static_cast<size_t>(i)];
-        Tensor& tg = targets[static_cast<size_t>(i)];
-        if (!in.defined()) in = Tensor({B, T}, DType::I32), tg = Tensor({B, T}, DType::I32);
-        const int32_t* src = batch.data<int32_t>();
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t t = 0; t < T; ++t) {
-            in.data<int32_t>()[b * T + t] = src[b * (T + 1) + t];
-            tg.data<int32_t>()[b * T + t] = src[b * (T + 1) + t + 1];
-          }
-      }
+      for (int64_t i = 0; i < n; ++i)
+        loader.next_inputs_and_targets(batch, inputs[static_cast<size_t>(i)],
+                                       targets[static_cast<size_t>(i)]);
       loss_sum += engine.evaluate(inputs, targets);
       done += n;
       if (progress.due()) {

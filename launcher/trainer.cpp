@@ -161,18 +161,9 @@ void Trainer::start(Communicator& world, int local_rank) {
 // Every rank reads its DP rank's microbatches, so the loader's state is the same on all ranks
 // of a replica; the first stage uses the inputs, the last the targets.
 void Trainer::read_microbatches(DataLoader& loader) {
-  const int64_t B = cfg_.micro_batch, T = cfg_.model.seq_len;
-  for (int i = 0; i < microbatches_; ++i) {
-    loader.next_batch(batch_);
-    const int32_t* src = batch_.data<int32_t>();
-    int32_t* in = inputs_[static_cast<size_t>(i)].data<int32_t>();
-    int32_t* tg = targets_[static_cast<size_t>(i)].data<int32_t>();
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t t = 0; t < T; ++t) {
-        in[b * T + t] = src[b * (T + 1) + t];
-        tg[b * T + t] = src[b * (T + 1) + t + 1];
-      }
-  }
+  for (int i = 0; i < microbatches_; ++i)
+    loader.next_inputs_and_targets(batch_, inputs_[static_cast<size_t>(i)],
+                                   targets_[static_cast<size_t>(i)]);
 }
 
 StepStats Trainer::step(int stop) {
