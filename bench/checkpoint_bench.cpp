@@ -3,8 +3,9 @@
 // read of its shard's size on the same disk in the same run (medians of five alternating
 // runs), and the same for all ranks together; and the time training is held by a save,
 // synchronous and with --checkpoint.async; and CRC-32C's rate on one core.
-//   mpirun -n 4 bench_checkpoint --tp 2 --pp 2 [--shape 124m|small] [--dir /tmp/tessera_ckpt]
+//   mpirun -n 4 bench_checkpoint --tp 2 --pp 2
 //   bench_checkpoint --blocks 100000   (model.h5's cost per block of a tensor, 10^3 .. 10^5)
+// `bench_checkpoint --help` lists the options.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/command_line.h"
 #include "core/threads.h"
 #include "io/crc32c.h"
 #include "io/synthetic_corpus.h"
@@ -122,28 +124,25 @@ int64_t shard_bytes(const std::string& dir, int rank) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  MpiRuntime mpi(&argc, &argv);
-  Communicator& world = mpi.world();
   TrainConfig cfg;
   std::string shape = "124m", dir = "/tmp/tessera_ckpt_bench";
   int64_t blocks = 0;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--tp")
-      cfg.parallel.tp = std::stoi(v);
-    else if (k == "--pp")
-      cfg.parallel.pp = std::stoi(v);
-    else if (k == "--zero")
-      cfg.parallel.zero = std::stoi(v);
-    else if (k == "--shape")
-      shape = v;
-    else if (k == "--dir")
-      dir = v;
-    else if (k == "--blocks")
-      blocks = std::stoll(v);
-    else
-      throw std::runtime_error("unknown option " + k);
-  }
+  // Before MPI starts: --help and bad input end the process on every rank alike.
+  bench::CommandLine cl("bench_checkpoint",
+                        "Checkpoint speed under mpirun: each rank's save and load against raw "
+                        "file I/O of the\nsame size, training held by a save, CRC-32C's rate.");
+  cl.add("tp", cfg.parallel.tp, "tensor-parallel ranks", 1)
+      .add("pp", cfg.parallel.pp, "pipeline stages", 1)
+      .add("zero", cfg.parallel.zero, "1: ZeRO-1 (each DP rank saves its piece)", 0)
+      .add("shape", shape, {"124m", "small"}, "the model's shape")
+      .add("dir", dir, "where the checkpoints go (emptied first)")
+      .add("blocks", blocks,
+           "N > 0: instead, model.h5's cost per block of one tensor, 10^3 blocks up to N", 0);
+  cl.parse(argc, argv);
+  if (cfg.parallel.zero > 1)
+    cl.fail("--zero: expected 0 or 1, found " + std::to_string(cfg.parallel.zero));
+  MpiRuntime mpi(&argc, &argv);
+  Communicator& world = mpi.world();
   if (blocks > 0) {
     if (world.rank() == 0) {
       std::printf(
@@ -158,7 +157,7 @@ int main(int argc, char** argv) {
   cfg.model.seq_len = 64;
   if (shape == "124m") {
     cfg.model.d_model = 768, cfg.model.layers = 12, cfg.model.heads = 12, cfg.model.d_ff = 3072;
-  } else {
+  } else {  // small
     cfg.model.d_model = 256, cfg.model.layers = 4, cfg.model.heads = 4, cfg.model.d_ff = 1024;
   }
   cfg.global_batch = cfg.micro_batch = 1 * (world.size() / (cfg.parallel.tp * cfg.parallel.pp));

@@ -2,20 +2,16 @@
 // widths of GPT-2 124M, 350M and 1.3B with T = 1024: time per op and its share of the layer,
 // the achieved TFLOP/s of each GEMM and of attention, and the layer's MFU (model FLOPs per token
 // 6 * 12 d^2 + 12 d T, as docs/DESIGN.md counts them, over the time, against the GPU's dense peak
-// in
-// --dtype, core/gpu_peak.cpp, unless --peak_tflops). It shows where a training step's time goes
-// until the whole model runs on the GPU.
-//   bench_gpu_ops [--shape 124m|350m|1.3b|all] [--batch B] [--dtype bf16|f32] [--repeat N]
-//                 [--peak_tflops P] [--attention cuda_cores|tensor_cores|cudnn] [--dgelu_epilogue
-//                 off|on]
+// in --dtype, core/gpu_peak.cpp, unless --peak_tflops). It shows where a training step's time
+// goes until the whole model runs on the GPU. `bench_gpu_ops --help` lists the options.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "bench/command_line.h"
 #include "bench/gpu_kernel_options.h"
 #include "core/device.h"
 #include "core/ops/attention.h"
@@ -169,36 +165,22 @@ int main(int argc, char** argv) {
   int64_t batch = 8;
   int repeat = 20;
   double peak = 0;  // TFLOP/s; 0: this GPU's dense peak in --dtype (bench::peak_tflops)
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--shape")
-      shape = v;
-    else if (k == "--batch")
-      batch = std::stoll(v);
-    else if (k == "--dtype")
-      dtype = v;
-    else if (k == "--repeat")
-      repeat = std::stoi(v);
-    else if (k == "--peak_tflops")
-      peak = std::stod(v);
-    else if (k == "--attention")
-      attention = v;
-    else if (k == "--dgelu_epilogue")
-      dgelu = v;
-    else {
-      std::fprintf(stderr, "bench_gpu_ops: unknown option %s\n", k.c_str());
-      return 2;
-    }
-  }
+  std::vector<std::string> shapes{"all"};
+  for (const Shape3& s : kShapes) shapes.push_back(s.key);
+  bench::CommandLine cl("bench_gpu_ops",
+                        "One transformer layer's forward and backward on the GPU, op by op, at "
+                        "GPT-2 widths and T = 1024.");
+  cl.add("shape", shape, shapes, "a width, or all three")
+      .add("batch", batch, "micro-batch", int64_t{1})
+      .add("dtype", dtype, {"bf16", "f32"}, "the ops' precision")
+      .add("repeat", repeat, "timed repetitions of each op", 1)
+      .add("peak_tflops", peak, "MFU's peak (0: this GPU's dense peak in --dtype)", 0.0)
+      .add("attention", attention, {"cuda_cores", "tensor_cores", "cudnn"},
+           "the bf16 attention kernels")
+      .add("dgelu_epilogue", dgelu, {"off", "on"},
+           "the MLP's GELU backward in cuBLASLt's epilogue");
+  cl.parse(argc, argv);
   if (!bench::set_gpu_kernels(attention, dgelu)) return 2;
-  bool known_shape = shape == "all";
-  for (const Shape3& s : kShapes) known_shape |= shape == s.key;
-  if (!known_shape || (dtype != "bf16" && dtype != "f32")) {
-    std::fprintf(stderr, "%s: expected %s, found %s\n", known_shape ? "--dtype" : "--shape",
-                 known_shape ? "bf16 or f32" : "124m, 350m, 1.3b or all",
-                 known_shape ? dtype.c_str() : shape.c_str());
-    return 2;
-  }
   if (cuda_device_count() == 0) {
     std::printf("bench_gpu_ops: no GPU (%s)\n", cuda_summary().c_str());
     return 77;

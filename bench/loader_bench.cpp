@@ -4,8 +4,7 @@
 // reading on the caller's thread and through the prefetch thread; and what a resume pays to find
 // the blend's place: walking a blend of K corpora to a position, or starting from the saved one;
 // and the open's walk over the index, alone and as one of 8 ranks sharing it.
-//   bench_loader [--tokens 1e9] [--seq_len 1024] [--micro 8] [--doc_tokens 1000]
-//                [--dir /tmp/tessera_bench_data]
+// `bench_loader --help` lists the options.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -13,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/command_line.h"
 #include "io/data_loader.h"
 #include "io/indexed_dataset.h"
 #include "io/sample_permutation.h"
@@ -77,29 +77,16 @@ int main(int argc, char** argv) {
   double tokens = 1e9;
   int64_t seq_len = 1024, micro = 8, doc_tokens = 1000;
   std::string dir = "/tmp/tessera_bench_data";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--tokens")
-      tokens = std::stod(v);
-    else if (k == "--seq_len")
-      seq_len = std::stoll(v);
-    else if (k == "--micro")
-      micro = std::stoll(v);
-    else if (k == "--doc_tokens")
-      doc_tokens = std::stoll(v);
-    else if (k == "--dir")
-      dir = v;
-    else {
-      std::fprintf(stderr, "unknown option %s\n", k.c_str());
-      return 2;
-    }
-  }
+  bench::CommandLine cl("bench_loader",
+                        "The data path's speed: opening a corpus, the shuffle, the loader's "
+                        "throughput, a resume's\nwalk through a blend, the index walk.");
+  cl.add("tokens", tokens, "tokens of the corpus written (once) under --dir", 1.0)
+      .add("seq_len", seq_len, "tokens per sample", int64_t{1})
+      .add("micro", micro, "samples per micro-batch", int64_t{1})
+      .add("doc_tokens", doc_tokens, "tokens per document", int64_t{1})
+      .add("dir", dir, "where the corpus is kept");
+  cl.parse(argc, argv);
   auto t0 = Clock::now();
-  if (doc_tokens < 1) {
-    std::fprintf(stderr, "--doc_tokens: expected 1 or more, found %lld\n",
-                 static_cast<long long>(doc_tokens));
-    return 2;
-  }
   const std::string prefix = corpus_of(dir, static_cast<int64_t>(tokens), doc_tokens);
   std::printf("corpus %s: %.3g tokens, ready in %.1f s\n", prefix.c_str(), tokens, since(t0));
 

@@ -1,7 +1,7 @@
 // Encode throughput of `tessera tokenize encode` (encode_corpus: read, encode on N threads,
 // write .bin/.idx) for the byte-level tokenizer and a SentencePiece BPE model, 1 and 2 threads.
 //
-//   build/bin/bench_tokenizer [MB]     (default 16 MB of text)
+//   build/bin/bench_tokenizer [MB]     (default 16 MB of text; --help lists the options)
 //
 // Text: the fortune package (/usr/share/games/fortunes) when installed, else
 // /usr/share/common-licenses. The BPE model (vocab 4000) is trained on that text first; the
@@ -11,13 +11,13 @@
 
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include "bench/command_line.h"
 #include "io/sentencepiece_tokenizer.h"
 #include "io/text_files.h"
 #include "launcher/tokenize_command.h"
@@ -117,9 +117,15 @@ int run(int64_t megabytes) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int64_t megabytes = argc > 1 ? std::atoll(argv[1]) : 16;
+  int64_t megabytes = 16;
+  bench::CommandLine cl("bench_tokenizer",
+                        "Encode throughput of `tessera tokenize encode`, byte-level and "
+                        "BPE, on 1 and 2 threads.");
+  cl.add("megabytes", megabytes, "megabytes of text to encode (also the first word)", int64_t{1})
+      .positional("megabytes");
+  cl.parse(argc, argv);
   try {
-    return run(megabytes > 0 ? megabytes : 16);
+    return run(megabytes);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_tokenizer: %s\n", e.what());
     return 1;

@@ -3,24 +3,19 @@
 // the same run, with the peak resident memory against 16 bytes/param + activations; on the GPU,
 // model FLOP/s over the GPU's dense peak in the precision (989 TFLOP/s bf16 on H100/H200 SXM;
 // core/gpu_peak.cpp) unless --peak_tflops, with the peak device memory (docs/PERFORMANCE.md).
-//   bench_train_step [--shape gpt2_124m|gpt2_350m|gpt2_1.3b|small] [--device cpu|cuda]
-//                    [--precision fp32|bf16] [--batch B] [--seq_len T] [--threads N]
-//                    [--steps N] [--warmup N] [--peak_tflops P] [--recompute none|selective|full]
-//                    [--attention cuda_cores|tensor_cores|cudnn]  (the bf16 attention kernels on
-//                    cuda)
-//                    [--dgelu_epilogue off|on]  (the MLP's GELU backward in cuBLASLt's epilogue)
-// On the GPU the micro-batch is, unless --batch, the largest power of two that fits by estimate.
+// `bench_train_step --help` lists the options. On the GPU the micro-batch is, unless --batch, the
+// largest power of two that fits by estimate.
 #include <cblas.h>
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "bench/command_line.h"
 #include "bench/gpu_kernel_options.h"
 #include "core/device.h"
 #include "core/model/gpt.h"
@@ -63,59 +58,38 @@ double peak_rss_bytes() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string shape = "gpt2_124m", device_name = "cpu", precision = "", recompute = "none";
+  std::string shape = "gpt2_124m", device_name = "cpu", precision = "auto", recompute = "none";
   std::string attention = "cuda_cores", dgelu = "off";
   int threads = 2, steps = 5, warmup = 2;
   int64_t batch = 0, seq_len = 0;
   double peak_tflops = 0;  // 0: this GPU's dense peak in --precision (bench::peak_tflops)
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--shape"))
-      shape = argv[i + 1];
-    else if (!std::strcmp(argv[i], "--threads"))
-      threads = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--steps"))
-      steps = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--warmup"))
-      warmup = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--device"))
-      device_name = argv[i + 1];
-    else if (!std::strcmp(argv[i], "--precision"))
-      precision = argv[i + 1];
-    else if (!std::strcmp(argv[i], "--batch"))
-      batch = std::atoll(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--seq_len"))
-      seq_len = std::atoll(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--peak_tflops"))
-      peak_tflops = std::atof(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--attention"))
-      attention = argv[i + 1];
-    else if (!std::strcmp(argv[i], "--dgelu_epilogue"))
-      dgelu = argv[i + 1];
-    else if (!std::strcmp(argv[i], "--recompute"))
-      recompute = argv[i + 1];
-    else {
-      std::fprintf(stderr, "unknown option %s\n", argv[i]);
-      return 2;
-    }
-  }
+  bench::CommandLine cl("bench_train_step",
+                        "One training step of a GPT shape on one device: ms/step, tokens/s, MFU.");
+  cl.add("shape", shape, {"gpt2_124m", "gpt2_350m", "gpt2_1.3b", "small"}, "the model's shape")
+      .add("device", device_name, {"cpu", "cuda"}, "where the step runs")
+      .add("precision", precision, {"auto", "fp32", "bf16"}, "auto: bf16 on cuda, fp32 on the cpu")
+      .add("batch", batch, "micro-batch (0: 4 on the cpu, the largest that fits on cuda)",
+           int64_t{0})
+      .add("seq_len", seq_len, "sequence length (0: the shape's)", int64_t{0})
+      .add("threads", threads, "host threads", 1)
+      .add("steps", steps, "timed steps", 1)
+      .add("warmup", warmup, "untimed steps first", 0)
+      .add("peak_tflops", peak_tflops, "MFU's peak (0: this GPU's dense peak)", 0.0)
+      .add("recompute", recompute, {"none", "selective", "full"}, "activation recompute")
+      .add("attention", attention, {"cuda_cores", "tensor_cores", "cudnn"},
+           "the bf16 attention kernels on cuda")
+      .add("dgelu_epilogue", dgelu, {"off", "on"},
+           "the MLP's GELU backward in cuBLASLt's epilogue");
+  cl.parse(argc, argv);
   const bool gpu = device_name == "cuda";
-  if (!gpu && device_name != "cpu") {
-    std::fprintf(stderr, "--device: expected cpu or cuda, found %s\n", device_name.c_str());
-    return 2;
-  }
   if (gpu && cuda_device_count() == 0) {
     std::printf("bench_train_step: no GPU (%s)\n", cuda_summary().c_str());
     return 77;
   }
   ModelConfig c;
   c.device = gpu ? Device::CUDA : Device::CPU;
-  if (precision.empty()) precision = gpu ? "bf16" : "fp32";
-  if (precision == "bf16") {
-    c.dtype = DType::BF16;
-  } else if (precision != "fp32") {
-    std::fprintf(stderr, "--precision: expected bf16 or fp32, found %s\n", precision.c_str());
-    return 2;
-  }
+  if (precision == "auto") precision = gpu ? "bf16" : "fp32";
+  if (precision == "bf16") c.dtype = DType::BF16;
   if (gpu) {
     peak_tflops = bench::peak_tflops(peak_tflops, c.dtype);
     if (peak_tflops <= 0) return 2;
@@ -132,23 +106,12 @@ int main(int argc, char** argv) {
   } else if (shape == "gpt2_1.3b") {
     c.vocab_size = gpt2_vocab, c.d_model = 2048, c.layers = 24, c.heads = 16, c.d_ff = 8192;
     c.seq_len = 1024, B = 4;
-  } else if (shape == "small") {
+  } else {  // small
     c.vocab_size = 257, c.d_model = 256, c.layers = 4, c.heads = 4, c.d_ff = 1024;
     c.seq_len = 128, B = 8;
-  } else {
-    std::fprintf(stderr, "--shape: expected gpt2_124m, gpt2_350m, gpt2_1.3b or small, found %s\n",
-                 shape.c_str());
-    return 2;
   }
-  if (recompute == "selective") {
-    c.recompute = Recompute::Selective;
-  } else if (recompute == "full") {
-    c.recompute = Recompute::Full;
-  } else if (recompute != "none") {
-    std::fprintf(stderr, "--recompute: expected none, selective or full, found %s\n",
-                 recompute.c_str());
-    return 2;
-  }
+  if (recompute == "selective") c.recompute = Recompute::Selective;
+  if (recompute == "full") c.recompute = Recompute::Full;
   if (!bench::set_gpu_kernels(attention, dgelu)) return 2;
   if (seq_len > 0) c.seq_len = seq_len;
   if (batch > 0) {

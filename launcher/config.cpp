@@ -14,12 +14,12 @@
 #include <iostream>
 #include <iterator>
 #include <sstream>
-#include <typeinfo>
 #include <utility>
 #include <vector>
 
 #include "core/device.h"
 #include "core/error.h"
+#include "launcher/option_text.h"
 #include "parallel/pipeline_schedule.h"
 
 namespace po = boost::program_options;
@@ -528,35 +528,6 @@ GridLayout TrainConfig::split_model(const GridLayout& l) const {
           model.layers);
   return l;
 }
-
-namespace {
-
-// Boost's "the argument ('abc') for option '--train.steps' is invalid", said as the option, what
-// it takes and what was found: --train.steps: expected a whole number, found "abc".
-std::string invalid_value_text(const po::invalid_option_value& e,
-                               const po::options_description& all) {
-  const std::string what = e.what(), dashed = e.get_option_name();
-  const size_t open = what.find("('"), close = what.rfind("')"),
-               start = dashed.find_first_not_of('-');
-  if (open == std::string::npos || close == std::string::npos || close < open ||
-      start == std::string::npos)
-    return what;
-  const std::string name = dashed.substr(start);
-  const po::option_description* d = all.find_nothrow(name, false);
-  const auto* typed = d ? dynamic_cast<const po::typed_value_base*>(d->semantic().get()) : nullptr;
-  if (!typed) return what;
-  // Booleans fail as po::invalid_bool_value, whose message lists the words Boost takes.
-  const std::type_info& type = typed->value_type();
-  const char* expected = type == typeid(int)       ? "a whole number from -2^31 to 2^31 - 1"
-                         : type == typeid(int64_t) ? "a whole number from -2^63 to 2^63 - 1"
-                         : type == typeid(double)  ? "a number"
-                                                   : nullptr;
-  if (!expected) return what;
-  return "--" + name + ": expected " + expected + ", found \"" +
-         what.substr(open + 2, close - open - 2) + "\"";
-}
-
-}  // namespace
 
 bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
   if (!read_train_options(argc, argv, cfg)) return false;

@@ -1,0 +1,103 @@
+// The benchmarks' command lines, read by Boost.Program_options as `tessera`'s own: `--help`
+// lists every option with its default, and an unknown option, a value missing or malformed, or a
+// value outside what an option takes is named in one line on stderr with exit status 2, before
+// any work starts (and before MPI does, where a benchmark uses it).
+#pragma once
+
+#include <boost/program_options.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "launcher/option_text.h"
+
+namespace tessera::bench {
+
+class CommandLine {
+ public:
+  CommandLine(std::string program, const std::string& summary)
+      : program_(std::move(program)),
+        options_("usage: " + program_ + " [options]\n" + summary + "\n\noptions") {
+    options_.add_options()("help", "list the options with their defaults, and exit");
+  }
+
+  // `--name VALUE` into `value`, whose value now is the default.
+  template <typename T>
+  CommandLine& add(const char* name, T& value, const char* help) {
+    options_.add_options()(name, boost::program_options::value(&value)->default_value(value), help);
+    return *this;
+  }
+  // The same, for a number that must be `least` or more.
+  template <typename T>
+  CommandLine& add(const char* name, T& value, const char* help, std::type_identity_t<T> least) {
+    add(name, value, help);
+    checks_.push_back([name, &value, least]() -> std::string {
+      if (value >= least) return "";
+      std::ostringstream text;
+      text << "--" << name << ": expected " << least << " or more, found " << value;
+      return text.str();
+    });
+    return *this;
+  }
+  // The same, for a word that must be one of `choices`.
+  CommandLine& add(const char* name, std::string& value, std::vector<std::string> choices,
+                   const char* help) {
+    add(name, value, help);
+    checks_.push_back([name, &value, choices = std::move(choices)]() -> std::string {
+      std::string listed;
+      for (const std::string& c : choices) {
+        if (c == value) return "";
+        listed += (listed.empty() ? "" : ", ") + c;
+      }
+      return "--" + std::string(name) + ": expected one of " + listed + ", found \"" + value + "\"";
+    });
+    return *this;
+  }
+  // The option that a word without an option before it gives (`bench_tokenizer 64`).
+  CommandLine& positional(const char* name) {
+    positional_.add(name, 1);
+    return *this;
+  }
+
+  // Reads argv into the options' variables. Prints the list and exits 0 on --help; prints what
+  // is wrong and exits 2 on bad input.
+  void parse(int argc, char** argv) {
+    namespace po = boost::program_options;
+    po::variables_map vm;
+    try {
+      po::store(po::command_line_parser(argc, argv).options(options_).positional(positional_).run(),
+                vm);
+      if (vm.count("help")) {
+        std::cout << options_ << "\n";
+        std::exit(0);
+      }
+      po::notify(vm);
+    } catch (const po::invalid_option_value& e) {
+      fail(invalid_value_text(e, options_));
+    } catch (const po::error& e) {
+      fail(e.what());
+    }
+    for (const auto& check : checks_)
+      if (const std::string problem = check(); !problem.empty()) fail(problem);
+  }
+
+  [[noreturn]] void fail(const std::string& problem) const {
+    std::fprintf(stderr, "%s: %s (%s --help lists the options)\n", program_.c_str(),
+                 problem.c_str(), program_.c_str());
+    std::exit(2);
+  }
+
+ private:
+  std::string program_;
+  boost::program_options::options_description options_;
+  boost::program_options::positional_options_description positional_;
+  std::vector<std::function<std::string()>> checks_;
+};
+
+}  // namespace tessera::bench
