@@ -41,19 +41,11 @@ void ProfileRange::end() {
   open_ = false;
 }
 
-bool profile_ranges_built() {
-  return true;
-}
-
 #else
 
 ProfileRange::ProfileRange(const char*, int64_t) {}
 void ProfileRange::end() {
   open_ = false;
-}
-
-bool profile_ranges_built() {
-  return false;
 }
 
 #endif

@@ -25,7 +25,4 @@ class ProfileRange {
   bool open_ = true;
 };
 
-// Whether this build emits NVTX ranges.
-bool profile_ranges_built();
-
 }  // namespace tessera

@@ -40,7 +40,7 @@ class MetricsWriter {
   std::unique_ptr<std::FILE, Close> file_;  // null after a write failed
 };
 
-// The JSON text of one metrics line, without the newline (exposed for tests and other sinks).
+// The JSON text of one metrics line, without the newline (declared here for its test).
 std::string metrics_json(int64_t step, const std::vector<std::pair<std::string, double>>& fields);
 
 }  // namespace tessera

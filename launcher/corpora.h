@@ -31,8 +31,6 @@ class CorpusOpener {
   // rank's slice, once every rank's part is in.
   void record_id_ranges(Communicator& world);
 
-  const std::string& cache_dir() const { return cache_dir_; }
-
  private:
   // A corpus whose token ids this rank checked a slice of, with the slice's range of ids.
   struct IdSlice {

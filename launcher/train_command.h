@@ -11,7 +11,7 @@ namespace tessera {
 
 int train_command(int argc, char** argv);
 
-// What a finished run reports; tests read it in-process.
+// What a finished run reports: print_summary's figures, and the process's exit code.
 struct TrainResult {
   std::vector<double> losses;  // one per step of this run
   int64_t first_step = 0;      // the step (0-based) this run started at: 0, or a resume's

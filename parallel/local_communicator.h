@@ -1,7 +1,8 @@
 // LocalCommunicator: the group of one rank. Every collective is the identity (all_reduce,
 // broadcast, barrier) or a copy (all_gather, reduce_scatter); send and recv have no peer and
-// fail; split gives another one-rank group. Used for TP = 1, PP = 1 or DP = 1 groups and for
-// single-process runs and tests.
+// fail; split gives another one-rank group. For a model on one rank without MPI: the tests and
+// bench_train_step. (`tessera`'s groups, also those of one rank, are splits of its MPI or NCCL
+// world.)
 #pragma once
 
 #include <string>

@@ -93,16 +93,4 @@ double bubble_fraction(int stages, int microbatches, int chunks) {
   return static_cast<double>(stages - 1) / (chunks * microbatches + stages - 1);
 }
 
-std::string schedule_string(const std::vector<PipeAction>& actions) {
-  bool chunked = false;
-  for (const PipeAction& a : actions) chunked |= a.chunk != 0;
-  std::string s;
-  for (const PipeAction& a : actions) {
-    if (!s.empty()) s += ' ';
-    s += (a.kind == PipeAction::Forward ? 'F' : 'B') + std::to_string(a.microbatch);
-    if (chunked) s.append(".").append(std::to_string(a.chunk));
-  }
-  return s;
-}
-
 }  // namespace tessera

@@ -61,7 +61,4 @@ std::vector<int> in_flight_per_chunk(const std::vector<PipeAction>& actions, int
 // (p - 1) / (v m + p - 1).
 double bubble_fraction(int stages, int microbatches, int chunks = 1);
 
-// "F0 F1 B0 F2 B1 B2", for tests; with chunks "F0.0 F1.0 F0.1 ..." (microbatch.chunk).
-std::string schedule_string(const std::vector<PipeAction>& actions);
-
 }  // namespace tessera

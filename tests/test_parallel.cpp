@@ -9,6 +9,7 @@
 #include <csignal>
 #include <map>
 #include <set>
+#include <string>
 #include <tuple>
 
 #include "core/error.h"
@@ -27,6 +28,19 @@
 
 namespace tessera {
 namespace {
+
+// "F0 F1 B0 F2 B1 B2"; with chunks "F0.0 F1.0 F0.1 ..." (microbatch.chunk).
+std::string schedule_string(const std::vector<PipeAction>& actions) {
+  bool chunked = false;
+  for (const PipeAction& a : actions) chunked |= a.chunk != 0;
+  std::string s;
+  for (const PipeAction& a : actions) {
+    if (!s.empty()) s += ' ';
+    s += (a.kind == PipeAction::Forward ? 'F' : 'B') + std::to_string(a.microbatch);
+    if (chunked) s.append(".").append(std::to_string(a.chunk));
+  }
+  return s;
+}
 
 TEST(GridLayout, RankIsTpFastestThenDpThenPp) {
   const GridLayout l{2, 3, 4};  // tp, dp, pp

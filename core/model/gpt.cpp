@@ -262,7 +262,7 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
     const Tensor dembedding = shard_.sequence_parallel ? tokens_ : *dres;
     if (shard_.sequence_parallel) all_gather_stream_ordered(tp_, tokens_, *dres);
     if (cfg_.pos == PositionKind::Learned) ops::positional_backward(wpe.grad, dembedding);
-    ops::embedding_backward(wte.grad, dembedding, a.inputs, vocab_start_);
+    vocab_parallel_embedding_backward(wte, dembedding, a.inputs, vocab_start_);
     ready({&wte});
     if (cfg_.pos == PositionKind::Learned) ready({&wpe});
   } else if (d_input) {
