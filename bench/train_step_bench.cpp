@@ -154,8 +154,8 @@ int main(int argc, char** argv) {
     model.backward(a, 1.0);
     if (gpu) device_synchronize();
     const double t_bwd = seconds_since(t0) - t_fwd;
-    clip_grad_norm(model.params(), 1.0, tp);
-    opt.step(1e-4);
+    // As the Trainer clips: the norm, then its factor in the update's pass.
+    opt.step(1e-4, clip_scale(global_grad_norm(model.params(), tp), 1.0));
     if (gpu) device_synchronize();
     const double t_all = seconds_since(t0);
     if (s >= warmup) {

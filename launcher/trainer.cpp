@@ -232,20 +232,12 @@ StepStats Trainer::step(int stop) {
   }
 
   const ProfileRange update("optimizer");
-  // torch.nn.utils.clip_grad_norm_'s rule: scale by clip / (norm + 1e-6) when below 1.
-  if (cfg_.adamw.clip > 0) {
-    const double coef = cfg_.adamw.clip / (stats.grad_norm + 1e-6);
-    if (coef < 1.0) {
-      if (zero_)
-        zero_->scale_grads(coef);
-      else
-        ops::scale(buckets_->flat_grads(), coef);
-    }
-  }
+  // Clipping rides in the update's pass over the gradients.
+  const double grad_scale = clip_scale(stats.grad_norm, cfg_.adamw.clip);
   if (zero_)
-    zero_->step(stats.lr);
+    zero_->step(stats.lr, grad_scale);
   else
-    adamw_->step(stats.lr);
+    adamw_->step(stats.lr, grad_scale);
   sync_replicated();
   if (has_rank_step(flip_bit_, rank_, steps_done_)) flip_bits();
   return stats;

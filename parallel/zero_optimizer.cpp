@@ -79,11 +79,12 @@ int64_t ZeroAdamW::moment_elements() const {
   return n;
 }
 
-void ZeroAdamW::step(double lr) {
+void ZeroAdamW::step(double lr, double grad_scale) {
   ++t_;
   for (Segment& seg : segments_) {
     ops::AdamWStep s;
     s.lr = lr;
+    s.grad_scale = grad_scale;
     s.beta1 = cfg_.beta1;
     s.beta2 = cfg_.beta2;
     s.eps = cfg_.eps;

@@ -26,8 +26,9 @@ class ZeroAdamW {
   // summed over DP and the model-parallel ranks it gives the global norm.
   double grad_sum_of_squares() const;
   void scale_grads(double alpha);
-  // One AdamW update of this rank's pieces at rate lr, then the all-gather of every bucket.
-  void step(double lr);
+  // One AdamW update of this rank's pieces at rate lr from the gradients times grad_scale
+  // (clip_scale's factor), then the all-gather of every bucket.
+  void step(double lr, double grad_scale = 1);
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }  // when resuming
   bool mixed_precision() const { return !master_.empty(); }

@@ -558,9 +558,9 @@ namespace ak = ops::cuda::adamw_kernels;
 
 class EmulatedOptimizer : public DtypeTest {};
 
-// The mixed update, with a float32 or bfloat16 gradient, over five steps with weight decay: the
-// bits of the CPU's mixed AdamW, since the kernel rounds every operation to nearest in the CPU
-// loop's order, from the same factors.
+// The mixed update, with a float32 or bfloat16 gradient, over five steps with weight decay and
+// clipping's factor: the bits of the CPU's mixed AdamW, since the kernel rounds every operation to
+// nearest in the CPU loop's order, from the same factors.
 TEST_P(EmulatedOptimizer, MixedAdamWGivesTheBitsOfTheCpuUpdate) {
   const DType grad_dt = GetParam();
   const int64_t n = 1000;  // a partial last block of 256
@@ -572,6 +572,7 @@ TEST_P(EmulatedOptimizer, MixedAdamWGivesTheBitsOfTheCpuUpdate) {
   s.lr = 1e-2;
   s.weight_decay = 0.1;
   for (s.t = 1; s.t <= 5; ++s.t) {
+    s.grad_scale = s.t == 3 ? 1.0 : 0.2 * static_cast<double>(s.t);  // clipping's factor
     const Tensor grad =
         in_dtype(random_stored({n}, 510 + static_cast<uint64_t>(s.t), grad_dt), grad_dt);
     ops::adamw_update_mixed(master, value, grad, exp_avg, exp_avg_sq, s);
@@ -778,7 +779,7 @@ TEST_P(EmulatedCrossEntropy, FlagsTheFirstRowWithATargetOutOfRange) {
 INSTANTIATE_TEST_SUITE_P(Dtypes, EmulatedCrossEntropy, ::testing::Values(F32, BF16),
                          dtype_test_name);
 
-// The float32 update: the same bits as the CPU's.
+// The float32 update, with clipping's factor: the same bits as the CPU's.
 TEST(EmulatedAdamW, Float32UpdateGivesTheBitsOfTheCpuUpdate) {
   const int64_t n = 700;
   Tensor param = random_host({n}, 520), exp_avg({n}, F32), exp_avg_sq({n}, F32);
@@ -787,6 +788,7 @@ TEST(EmulatedAdamW, Float32UpdateGivesTheBitsOfTheCpuUpdate) {
   s.lr = 1e-2;
   s.weight_decay = 0.1;
   for (s.t = 1; s.t <= 3; ++s.t) {
+    s.grad_scale = s.t == 2 ? 1.0 : 0.3 * static_cast<double>(s.t);  // clipping's factor
     const Tensor grad = random_host({n}, 530 + static_cast<uint64_t>(s.t));
     ops::adamw_update(param, grad, exp_avg, exp_avg_sq, s);
     const std::vector<Tensor> got = run_both_orders(

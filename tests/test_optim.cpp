@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <numbers>
 #include <random>
 #include <string>
@@ -122,6 +123,63 @@ TEST(GradClipping, LeavesSmallGradientsAlone) {
   EXPECT_NEAR(clip_grad_norm({&a, &b}, 1.0, mp), 0.5, 1e-15);
   EXPECT_DOUBLE_EQ(a.grad.data<double>()[0], 0.3);
   EXPECT_DOUBLE_EQ(b.grad.data<double>()[0], 0.4);
+}
+
+TEST(GradClipping, ScaleIsTorchsFactorBelowOneAndOneWhenOffOrNotFinite) {
+  EXPECT_EQ(clip_scale(5.0, 1.0), 1.0 / (5.0 + 1e-6));
+  EXPECT_EQ(clip_scale(5.0, 2.0), 2.0 / (5.0 + 1e-6));
+  EXPECT_EQ(clip_scale(0.5, 1.0), 1.0);
+  EXPECT_EQ(clip_scale(5.0, 0.0), 1.0);  // clipping off
+  EXPECT_EQ(clip_scale(5.0, -1.0), 1.0);
+  EXPECT_EQ(clip_scale(std::numeric_limits<double>::infinity(), 1.0), 1.0);
+  EXPECT_EQ(clip_scale(std::numeric_limits<double>::quiet_NaN(), 1.0), 1.0);
+}
+
+// Clipping in the update's pass (AdamW::step's grad_scale, what the Trainer does) against scaling
+// the gradients first (clip_grad_norm's way): the same bits, for float32 and float64 Params and for
+// a bfloat16 Param stepping from float32 gradient sums (the Trainer's mixed precision).
+TEST(AdamW, GradScaleGivesTheBitsOfScalingTheGradientsFirst) {
+  const int64_t n = 333;
+  const double scales[] = {0.37, 1.0, 1.0 / (7.25 + 1e-6)};
+  for (const DType dt : {F32, F64, BF16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    std::mt19937_64 rng(45);
+    Param fused, first;
+    for (Param* p : {&fused, &first}) {
+      p->name = "w";
+      p->global_shape = {n};
+    }
+    const Tensor init = random_tensor({n}, rng, F32);
+    fused.value = dt == BF16 ? bf16_of(init) : ops::cast_to(init, dt);
+    first.value = fused.value.clone();
+    fused.grad = Tensor({n}, dt);
+    first.grad = Tensor({n}, dt);
+    const AdamWConfig cfg;
+    AdamW fused_opt({&fused}, cfg), first_opt({&first}, cfg);
+    Tensor fused_sums({n}, F32), first_sums({n}, F32);  // bf16: what GradBuckets would hand over
+    if (dt == BF16) {
+      fused_opt.use_gradients({fused_sums});
+      first_opt.use_gradients({first_sums});
+    }
+    for (const double scale : scales) {
+      SCOPED_TRACE("grad_scale " + std::to_string(scale));
+      const Tensor grad = random_tensor({n}, rng, F32);
+      Tensor& fused_grad = dt == BF16 ? fused_sums : fused.grad;
+      Tensor& first_grad = dt == BF16 ? first_sums : first.grad;
+      copy_into(fused_grad, ops::cast_to(grad, fused_grad.dtype()));
+      copy_into(first_grad, fused_grad);
+      ops::scale(first_grad, scale);
+      first_opt.step(1e-2);
+      fused_opt.step(1e-2, scale);
+      EXPECT_TRUE(bitwise_equal(fused.value, first.value)) << "value";
+      EXPECT_TRUE(bitwise_equal(fused_opt.exp_avg()[0], first_opt.exp_avg()[0])) << "exp_avg";
+      EXPECT_TRUE(bitwise_equal(fused_opt.exp_avg_sq()[0], first_opt.exp_avg_sq()[0]))
+          << "exp_avg_sq";
+      if (dt == BF16) {
+        EXPECT_TRUE(bitwise_equal(fused_opt.master()[0], first_opt.master()[0])) << "master";
+      }
+    }
+  }
 }
 
 TEST(LRSchedule, LinearWarmupThenCosineToFloor) {

@@ -1,7 +1,10 @@
 // AdamW (Loshchilov & Hutter 2019): Adam with weight decay decoupled from the gradient.
+//   g = grad_scale grad
 //   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 //   p -= lr * (m / (1 - b1^t) / (sqrt(v / (1 - b2^t)) + eps) + weight_decay * p)
-// t is the 1-based step. And the reductions the optimizer needs.
+// t is the 1-based step. grad_scale is gradient clipping's factor, applied in the update's pass
+// as llm.c does, instead of a pass of its own over every gradient. And the reductions the
+// optimizer needs.
 #pragma once
 
 #include <vector>
@@ -17,6 +20,9 @@ struct AdamWStep {
   double eps = 1e-8;
   double weight_decay = 0;  // already 0 for tensors that take no decay
   int64_t t = 1;
+  // Rounded to the update's dtype (float32 for bfloat16), and the gradient multiplied by it in
+  // that dtype: the same bits as scale(grad, grad_scale) first for a gradient of that dtype.
+  double grad_scale = 1;
 };
 
 // On cuda all four tensors are float32 (fp32 master weights and moments).

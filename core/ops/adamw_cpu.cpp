@@ -35,10 +35,10 @@ void adamw_update(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, int64_t n,
   const T inv_bc1 = static_cast<T>(1.0 / (1.0 - std::pow(s.beta1, steps)));
   const T inv_bc2 = static_cast<T>(1.0 / (1.0 - std::pow(s.beta2, steps)));
   const T lr = static_cast<T>(s.lr), eps = static_cast<T>(s.eps);
-  const T wd = static_cast<T>(s.weight_decay);
+  const T wd = static_cast<T>(s.weight_decay), grad_scale = static_cast<T>(s.grad_scale);
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
-    const T g = grad[i];
+    const T g = grad[i] * grad_scale;
     const T m = b1 * exp_avg[i] + one_minus_b1 * g;
     const T v = b2 * exp_avg_sq[i] + one_minus_b2 * g * g;
     exp_avg[i] = m;

@@ -28,13 +28,16 @@ struct AdamWFactors {
   float b1, one_minus_b1, b2, one_minus_b2;
   float inv_bc1, inv_bc2;  // bias corrections 1 / (1 - beta^t)
   float lr, eps, wd;
+  float grad_scale;
 };
 
 // One element of the update: m and v in place; returns the new parameter.
+//   g = grad_scale grad
 //   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g g
 //   p -= lr (m inv_bc1 / (sqrt(v inv_bc2) + eps) + wd p)
-__device__ __forceinline__ float adamw_element(float p, float g, float& m, float& v,
+__device__ __forceinline__ float adamw_element(float p, float grad, float& m, float& v,
                                                const AdamWFactors& f) {
+  const float g = __fmul_rn(grad, f.grad_scale);
   m = __fadd_rn(__fmul_rn(f.b1, m), __fmul_rn(f.one_minus_b1, g));
   v = __fadd_rn(__fmul_rn(f.b2, v), __fmul_rn(__fmul_rn(f.one_minus_b2, g), g));
   const float adam =
@@ -116,6 +119,7 @@ inline AdamWFactors factors_of(const AdamWStep& s) {
   f.lr = static_cast<float>(s.lr);
   f.eps = static_cast<float>(s.eps);
   f.wd = static_cast<float>(s.weight_decay);
+  f.grad_scale = static_cast<float>(s.grad_scale);
   return f;
 }
 

@@ -1,6 +1,7 @@
 // Global gradient norm, clipping, and AdamW over all Params with per-kind weight decay.
 #include "core/optim/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -22,15 +23,16 @@ double global_grad_norm(const std::vector<Param*>& params, Communicator& model_p
   return std::sqrt(ss.data<double>()[0]);
 }
 
+double clip_scale(double norm, double max_norm) {
+  if (max_norm <= 0 || !std::isfinite(norm)) return 1;
+  return std::min(1.0, max_norm / (norm + 1e-6));
+}
+
 double clip_grad_norm(const std::vector<Param*>& params, double max_norm,
                       Communicator& model_parallel) {
   const double norm = global_grad_norm(params, model_parallel);
-  // Same rule as torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) if below 1.
-  if (max_norm > 0 && std::isfinite(norm)) {
-    const double coef = max_norm / (norm + 1e-6);
-    if (coef < 1.0)
-      for (Param* p : params) ops::scale(p->grad, coef);
-  }
+  if (const double coef = clip_scale(norm, max_norm); coef < 1)
+    for (Param* p : params) ops::scale(p->grad, coef);
   return norm;
 }
 
@@ -84,11 +86,12 @@ void AdamW::refresh_values() {
     if (master_[i].defined()) ops::cast(params_[i]->value, master_[i]);
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, double grad_scale) {
   ++t_;
   for (size_t i = 0; i < params_.size(); ++i) {
     ops::AdamWStep s;
     s.lr = lr;
+    s.grad_scale = grad_scale;
     s.beta1 = cfg_.beta1;
     s.beta2 = cfg_.beta2;
     s.eps = cfg_.eps;

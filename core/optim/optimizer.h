@@ -1,6 +1,7 @@
-// AdamW over a model's Params, and global-norm clipping for a model trained alone (tests and
-// benchmarks: the Trainer takes the norm from its one world all-reduce per step and clips the
-// flat gradient buffer itself, launcher/trainer.cpp). AdamW owns the two moment tensors
+// AdamW over a model's Params, and global-norm clipping: its factor (clip_scale), which the
+// Trainer (launcher/trainer.cpp) and bench_train_step hand to the update (AdamW::step's
+// grad_scale), and clip_grad_norm, which scales the gradients in place, for a model trained alone
+// in tests. AdamW owns the two moment tensors
 // of every Param, of the Param's dtype and device; for a bfloat16 Param (mixed precision on the
 // GPU) also its fp32 master weights: moments and masters are fp32, the update runs on the
 // masters, and the bf16 values are rounded from them in the same pass (ops::adamw_update_mixed,
@@ -36,6 +37,10 @@ double grad_sum_of_squares(const std::vector<Param*>& params);
 // squares of every rank of `model_parallel` (the TP and PP ranks of one replica) are added.
 double global_grad_norm(const std::vector<Param*>& params, Communicator& model_parallel);
 
+// torch.nn.utils.clip_grad_norm_'s factor: max_norm / (norm + 1e-6) where that is below 1, else
+// 1; also 1 when max_norm <= 0 (clipping off) or the norm is not finite.
+double clip_scale(double norm, double max_norm);
+
 // Scales all gradients so their global norm is at most max_norm; returns the norm before.
 double clip_grad_norm(const std::vector<Param*>& params, double max_norm,
                       Communicator& model_parallel);
@@ -46,8 +51,9 @@ double adamw_weight_decay(const Param& p, const AdamWConfig& cfg);
 class AdamW {
  public:
   AdamW(std::vector<Param*> params, const AdamWConfig& cfg);
-  // One update at learning rate lr; increments the step count first (t starts at 1).
-  void step(double lr);
+  // One update at learning rate lr from the gradients times grad_scale (clip_scale's factor);
+  // increments the step count first (t starts at 1).
+  void step(double lr, double grad_scale = 1);
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }  // when resuming
   double weight_decay_of(const Param& p) const;
