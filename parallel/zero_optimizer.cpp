@@ -82,14 +82,7 @@ int64_t ZeroAdamW::moment_elements() const {
 void ZeroAdamW::step(double lr, double grad_scale) {
   ++t_;
   for (Segment& seg : segments_) {
-    ops::AdamWStep s;
-    s.lr = lr;
-    s.grad_scale = grad_scale;
-    s.beta1 = cfg_.beta1;
-    s.beta2 = cfg_.beta2;
-    s.eps = cfg_.eps;
-    s.weight_decay = seg.weight_decay;
-    s.t = t_;
+    const ops::AdamWStep s = adamw_step(cfg_, lr, seg.weight_decay, t_, grad_scale);
     if (seg.master.defined())  // the bf16 value is written in the same pass
       ops::adamw_update_mixed(seg.master, seg.value, seg.grad, seg.exp_avg, seg.exp_avg_sq, s);
     else

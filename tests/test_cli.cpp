@@ -620,6 +620,27 @@ TEST_F(Cli, TwoRunsGiveBitwiseIdenticalLosses) {
   EXPECT_NE(first, loss_fields(dir_ / "run" / "metrics.jsonl"));
 }
 
+// Clipping's factor reaches the update (in AdamW's pass): a limit below the gradient norm changes
+// the losses that follow, one above it leaves them bitwise those of no clipping.
+TEST_F(Cli, ClippingChangesTheUpdateOnlyWhenTheNormExceedsTheLimit) {
+  const std::string args = "train --data.path " + corpus_ +
+                           " --model.d_model 64 --model.layers 2 --model.heads 4 --model.d_ff 256"
+                           " --model.seq_len 32 --train.global_batch 8 --train.micro_batch 4"
+                           " --train.steps 4 --train.log_interval 1 --run.dir ";
+  const auto losses = [&](const std::string& name, const std::string& clip) {
+    const fs::path run = dir_ / name;
+    EXPECT_EQ(run_tessera(args + run.string() + " --optim.clip " + clip, dir_).exit_code, 0);
+    return loss_fields(run / "metrics.jsonl");
+  };
+  const std::vector<std::string> off = losses("off", "0");
+  ASSERT_EQ(off.size(), 4u);
+  EXPECT_EQ(losses("above", "1e9"), off);
+  const std::vector<std::string> clipped = losses("clipped", "1e-3");
+  ASSERT_EQ(clipped.size(), 4u);
+  EXPECT_EQ(clipped.front(), off.front());  // the first loss comes before any update
+  EXPECT_NE(clipped, off);
+}
+
 TEST_F(Cli, RecomputeModesTrainWithBitwiseTheLossesOfNone) {
   const std::string args = "train --data.path " + corpus_ +
                            " --model.d_model 64 --model.layers 2 --model.heads 4 --model.d_ff 256"

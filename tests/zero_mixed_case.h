@@ -89,10 +89,10 @@ inline void expect_sharded_mixed_adamw_is_adamw(Communicator& dp) {
     ref_buckets.finish();
     zero_buckets.finish();  // the DP average of the fp32 sums
     ops::scale(ref_buckets.flat_grads(), 1.0 / D);
-    ops::scale(ref_buckets.flat_grads(), 0.75);  // a clipping coefficient
-    zero.scale_grads(0.75);
+    // A clipping factor: scaled first for the reference, in the update's pass for ZeRO-1.
+    ops::scale(ref_buckets.flat_grads(), 0.75);
     ref.step(1e-2);
-    zero.step(1e-2);
+    zero.step(1e-2, 0.75);
   }
 
   // The whole of a piece's state, laid out like flat_values(), from every rank's pieces.

@@ -86,18 +86,22 @@ void AdamW::refresh_values() {
     if (master_[i].defined()) ops::cast(params_[i]->value, master_[i]);
 }
 
+ops::AdamWStep adamw_step(const AdamWConfig& cfg, double lr, double weight_decay, int64_t t,
+                          double grad_scale) {
+  return ops::AdamWStep{.lr = lr,
+                        .beta1 = cfg.beta1,
+                        .beta2 = cfg.beta2,
+                        .eps = cfg.eps,
+                        .weight_decay = weight_decay,
+                        .t = t,
+                        .grad_scale = grad_scale};
+}
+
 void AdamW::step(double lr, double grad_scale) {
   ++t_;
   for (size_t i = 0; i < params_.size(); ++i) {
-    ops::AdamWStep s;
-    s.lr = lr;
-    s.grad_scale = grad_scale;
-    s.beta1 = cfg_.beta1;
-    s.beta2 = cfg_.beta2;
-    s.eps = cfg_.eps;
-    s.weight_decay = weight_decay_of(*params_[i]);
-    s.t = t_;
     Param& p = *params_[i];
+    const ops::AdamWStep s = adamw_step(cfg_, lr, weight_decay_of(p), t_, grad_scale);
     if (master_[i].defined()) {  // the bf16 value is written in the same pass
       const Tensor& grad = grad32_.empty() ? p.grad : grad32_[i];
       ops::adamw_update_mixed(master_[i], p.value, grad, m_[i], v_[i], s);

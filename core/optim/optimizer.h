@@ -1,13 +1,12 @@
 // AdamW over a model's Params, and global-norm clipping: its factor (clip_scale), which the
 // Trainer (launcher/trainer.cpp) and bench_train_step hand to the update (AdamW::step's
 // grad_scale), and clip_grad_norm, which scales the gradients in place, for a model trained alone
-// in tests. AdamW owns the two moment tensors
-// of every Param, of the Param's dtype and device; for a bfloat16 Param (mixed precision on the
-// GPU) also its fp32 master weights: moments and masters are fp32, the update runs on the
-// masters, and the bf16 values are rounded from them in the same pass (ops::adamw_update_mixed,
-// from the bf16 gradient or the fp32 ones of use_gradients; no fp32 gradient copy). Weight decay
-// goes to matmul weights only, unless configured for embeddings and for biases and norms too
-// (Megatron-LM's default).
+// in tests. AdamW owns the two moment tensors of every Param, of the Param's dtype and device;
+// for a bfloat16 Param (mixed precision on the GPU) also its fp32 master weights: moments and
+// masters are fp32, the update runs on the masters, and the bf16 values are rounded from them in
+// the same pass (ops::adamw_update_mixed, from the bf16 gradient or the fp32 ones of
+// use_gradients; no fp32 gradient copy). Weight decay goes to matmul weights only, unless
+// configured for embeddings and for biases and norms too (Megatron-LM's default).
 #pragma once
 
 #include <vector>
@@ -47,6 +46,11 @@ double clip_grad_norm(const std::vector<Param*>& params, double max_norm,
 
 // The weight decay AdamW applies to p under cfg (by ParamKind).
 double adamw_weight_decay(const Param& p, const AdamWConfig& cfg);
+
+// The scalars of update t (1-based) at rate lr of a tensor with this weight decay, its gradients
+// times grad_scale: what AdamW and ZeroAdamW hand to ops::adamw_update(_mixed).
+ops::AdamWStep adamw_step(const AdamWConfig& cfg, double lr, double weight_decay, int64_t t,
+                          double grad_scale);
 
 class AdamW {
  public:
