@@ -133,14 +133,12 @@ int main(int argc, char** argv) {
                         "file I/O of the\nsame size, training held by a save, CRC-32C's rate.");
   cl.add("tp", cfg.parallel.tp, "tensor-parallel ranks", 1)
       .add("pp", cfg.parallel.pp, "pipeline stages", 1)
-      .add("zero", cfg.parallel.zero, "1: ZeRO-1 (each DP rank saves its piece)", 0)
+      .add("zero", cfg.parallel.zero, "1: ZeRO-1 (each DP rank saves its piece)", 0, 1)
       .add("shape", shape, {"124m", "small"}, "the model's shape")
       .add("dir", dir, "where the checkpoints go (emptied first)")
       .add("blocks", blocks,
            "N > 0: instead, model.h5's cost per block of one tensor, 10^3 blocks up to N", 0);
   cl.parse(argc, argv);
-  if (cfg.parallel.zero > 1)
-    cl.fail("--zero: expected 0 or 1, found " + std::to_string(cfg.parallel.zero));
   MpiRuntime mpi(&argc, &argv);
   Communicator& world = mpi.world();
   if (blocks > 0) {

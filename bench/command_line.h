@@ -1,14 +1,17 @@
 // The benchmarks' command lines, read by Boost.Program_options as `tessera`'s own: `--help`
-// lists every option with its default, and an unknown option, a value missing or malformed, or a
-// value outside what an option takes is named in one line on stderr with exit status 2, before
-// any work starts (and before MPI does, where a benchmark uses it).
+// lists every option with its default (and its choices), and an unknown option, a value missing
+// or malformed, or a value outside what an option takes is named in one line on stderr with exit
+// status 2, before any work starts (and before MPI does, where a benchmark uses it: under mpirun
+// every rank says so).
 #pragma once
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <iostream>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -33,28 +36,33 @@ class CommandLine {
     options_.add_options()(name, boost::program_options::value(&value)->default_value(value), help);
     return *this;
   }
-  // The same, for a number that must be `least` or more.
+  // The same, for a number from `least` to `most` (a finite one, for a floating-point option).
   template <typename T>
-  CommandLine& add(const char* name, T& value, const char* help, std::type_identity_t<T> least) {
+  CommandLine& add(const char* name, T& value, const char* help, std::type_identity_t<T> least,
+                   std::type_identity_t<T> most = std::numeric_limits<T>::max()) {
     add(name, value, help);
-    checks_.push_back([name, &value, least]() -> std::string {
-      if (value >= least) return "";
+    checks_.push_back([name, &value, least, most]() -> std::string {
+      if (value >= least && value <= most) return "";
       std::ostringstream text;
-      text << "--" << name << ": expected " << least << " or more, found " << value;
+      text << "--" << name << ": expected ";
+      if (most == std::numeric_limits<T>::max())
+        text << least << " or more";
+      else
+        text << least << (most == least + 1 ? " or " : " to ") << most;
+      text << ", found " << value;
       return text.str();
     });
     return *this;
   }
-  // The same, for a word that must be one of `choices`.
-  CommandLine& add(const char* name, std::string& value, std::vector<std::string> choices,
-                   const char* help) {
-    add(name, value, help);
-    checks_.push_back([name, &value, choices = std::move(choices)]() -> std::string {
-      std::string listed;
-      for (const std::string& c : choices) {
-        if (c == value) return "";
-        listed += (listed.empty() ? "" : ", ") + c;
-      }
+  // The same, for a word that must be one of `choices`, which --help lists.
+  CommandLine& add(const char* name, std::string& value, const std::vector<std::string>& choices,
+                   const std::string& help) {
+    std::string listed;
+    for (const std::string& c : choices) listed += (listed.empty() ? "" : ", ") + c;
+    options_.add_options()(name, boost::program_options::value(&value)->default_value(value),
+                           (help + " (one of " + listed + ")").c_str());
+    checks_.push_back([name, &value, choices, listed]() -> std::string {
+      if (std::find(choices.begin(), choices.end(), value) != choices.end()) return "";
       return "--" + std::string(name) + ": expected one of " + listed + ", found \"" + value + "\"";
     });
     return *this;

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <string>
 
+#include "bench/command_line.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "core/ops/attention.h"
@@ -13,19 +14,20 @@
 
 namespace tessera::bench {
 
-// Sets the process's attention kernels ("cuda_cores" | "tensor_cores" | "cudnn") and DGELU epilogue
-// ("off" | "on"); false, with a message on stderr, for a value that names neither choice.
+// --attention and --dgelu_epilogue, into `attention` and `dgelu` (their defaults).
+inline void add_gpu_kernel_options(CommandLine& cl, std::string& attention, std::string& dgelu) {
+  cl.add("attention", attention, {"cuda_cores", "tensor_cores", "cudnn"},
+         "the bf16 attention kernels on cuda")
+      .add("dgelu_epilogue", dgelu, {"off", "on"},
+           "the MLP's GELU backward in cuBLASLt's epilogue");
+}
+
+// Sets the process's attention kernels and DGELU epilogue, as add_gpu_kernel_options read them;
+// false, with a message on stderr, where cuDNN's attention is asked for and cannot run.
 inline bool set_gpu_kernels(const std::string& attention, const std::string& dgelu) {
   ops::AttentionKernels kernels{};
-  if (!ops::attention_kernels_named(attention, &kernels)) {
-    std::fprintf(stderr, "--attention: expected cuda_cores, tensor_cores or cudnn, found %s\n",
-                 attention.c_str());
-    return false;
-  }
-  if (dgelu != "on" && dgelu != "off") {
-    std::fprintf(stderr, "--dgelu_epilogue: expected on or off, found %s\n", dgelu.c_str());
-    return false;
-  }
+  TESSERA_CHECK(ops::attention_kernels_named(attention, &kernels),
+                "set_gpu_kernels: no attention kernels named " + attention);
   if (kernels == ops::AttentionKernels::Cudnn) {
     try {
       std::printf("cuDNN %s\n", ops::cudnn_attention_version().c_str());

@@ -174,11 +174,8 @@ int main(int argc, char** argv) {
       .add("batch", batch, "micro-batch", int64_t{1})
       .add("dtype", dtype, {"bf16", "f32"}, "the ops' precision")
       .add("repeat", repeat, "timed repetitions of each op", 1)
-      .add("peak_tflops", peak, "MFU's peak (0: this GPU's dense peak in --dtype)", 0.0)
-      .add("attention", attention, {"cuda_cores", "tensor_cores", "cudnn"},
-           "the bf16 attention kernels")
-      .add("dgelu_epilogue", dgelu, {"off", "on"},
-           "the MLP's GELU backward in cuBLASLt's epilogue");
+      .add("peak_tflops", peak, "MFU's peak (0: this GPU's dense peak in --dtype)", 0.0);
+  bench::add_gpu_kernel_options(cl, attention, dgelu);
   cl.parse(argc, argv);
   if (!bench::set_gpu_kernels(attention, dgelu)) return 2;
   if (cuda_device_count() == 0) {

@@ -68,18 +68,15 @@ int main(int argc, char** argv) {
   cl.add("shape", shape, {"gpt2_124m", "gpt2_350m", "gpt2_1.3b", "small"}, "the model's shape")
       .add("device", device_name, {"cpu", "cuda"}, "where the step runs")
       .add("precision", precision, {"auto", "fp32", "bf16"}, "auto: bf16 on cuda, fp32 on the cpu")
-      .add("batch", batch, "micro-batch (0: 4 on the cpu, the largest that fits on cuda)",
-           int64_t{0})
+      .add("batch", batch,
+           "micro-batch (0: the shape's own on the cpu, the largest that fits on cuda)", int64_t{0})
       .add("seq_len", seq_len, "sequence length (0: the shape's)", int64_t{0})
       .add("threads", threads, "host threads", 1)
       .add("steps", steps, "timed steps", 1)
       .add("warmup", warmup, "untimed steps first", 0)
       .add("peak_tflops", peak_tflops, "MFU's peak (0: this GPU's dense peak)", 0.0)
-      .add("recompute", recompute, {"none", "selective", "full"}, "activation recompute")
-      .add("attention", attention, {"cuda_cores", "tensor_cores", "cudnn"},
-           "the bf16 attention kernels on cuda")
-      .add("dgelu_epilogue", dgelu, {"off", "on"},
-           "the MLP's GELU backward in cuBLASLt's epilogue");
+      .add("recompute", recompute, {"none", "selective", "full"}, "activation recompute");
+  bench::add_gpu_kernel_options(cl, attention, dgelu);
   cl.parse(argc, argv);
   const bool gpu = device_name == "cuda";
   if (gpu && cuda_device_count() == 0) {
@@ -154,7 +151,8 @@ int main(int argc, char** argv) {
     model.backward(a, 1.0);
     if (gpu) device_synchronize();
     const double t_bwd = seconds_since(t0) - t_fwd;
-    // As the Trainer clips: the norm, then its factor in the update's pass.
+    // As the Trainer clips: the norm, then its factor in the update's pass (here from the bf16
+    // gradients themselves in bf16, where the Trainer steps from fp32 sums).
     opt.step(1e-4, clip_scale(global_grad_norm(model.params(), tp), 1.0));
     if (gpu) device_synchronize();
     const double t_all = seconds_since(t0);
