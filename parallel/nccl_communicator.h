@@ -39,7 +39,7 @@ class NcclCommunicator final : public Communicator {
   std::string name() const override;
   int device() const;
   double timeout_s() const;
-  // Bounds every later wait of this communicator (the constructor's timeout until then).
+  // Bounds every later wait of this communicator (create's timeout_s until then).
   void set_timeout_s(double timeout_s);
 
   void all_reduce(Tensor& t, ReduceOp op) override;
