@@ -246,38 +246,35 @@ CheckpointReader verify_checkpoint(const std::string& dir, const std::string& wh
 std::string newest_checkpoint(const std::string& root, std::string& note,
                               const CheckpointVerifier& verify) {
   if (!fs::is_directory(root)) return "";
-  std::string latest, why;
+  // What was passed over, in order; the directory `latest` names is judged once.
+  std::string skipped, latest_dir;
   try {
-    latest = read_latest(root);
+    const std::string latest = read_latest(root);
     if (!latest.empty()) {
-      const std::string dir = (fs::path(root) / latest).string();
-      verify(dir);
-      return dir;
+      latest_dir = (fs::path(root) / latest).string();
+      verify(latest_dir);
+      return latest_dir;
     }
   } catch (const CheckpointUnreadable&) {
     throw;  // nothing skipped before it
   } catch (const InputError& e) {
-    why = e.what();
+    skipped = "latest checkpoint is not usable (" + std::string(e.what()) + ")";
   }
-  const std::vector<std::string> steps = step_dirs(root);
-  for (const std::string& s : steps) {
+  for (const std::string& s : step_dirs(root)) {
     const std::string dir = (fs::path(root) / s).string();
+    if (dir == latest_dir) continue;
     try {
       verify(dir);
-      if (!why.empty())
-        note = "latest checkpoint is not usable (" + why + "); taking " + dir + " instead";
+      if (!skipped.empty()) add_note(note, skipped + "; taking " + dir + " instead");
       return dir;
     } catch (const CheckpointUnreadable& e) {  // with what was skipped on the way to it
-      std::string message = e.what();
-      if (!why.empty()) message += "; the latest checkpoint was not usable (" + why + ")";
-      if (!note.empty()) message.append("; ").append(note, 0, note.size() - 2);
-      throw CheckpointUnreadable(message);
+      throw CheckpointUnreadable(std::string(e.what()) +
+                                 (skipped.empty() ? "" : "; passed over before it: " + skipped));
     } catch (const InputError& e) {
-      note += "skipping " + dir + " (" + e.what() + "); ";
+      add_note(skipped, "skipping " + dir + " (" + e.what() + ")");
     }
   }
-  if (!why.empty()) note += "latest checkpoint is not usable (" + why + ")";
-  if (note.ends_with("; ")) note.resize(note.size() - 2);
+  add_note(note, skipped);
   return "";
 }
 

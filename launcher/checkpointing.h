@@ -96,8 +96,10 @@ inline void verify_here(const std::string& dir) {
   verify_checkpoint(dir, "sample: checking " + dir);
 }
 
-// ROOT/latest if it verifies, else the newest step_N under ROOT that does, saying in `note` what
-// was skipped and why; "" when none does (`note` then says why, if anything was there).
+// ROOT/latest if it verifies, else the newest step_N under ROOT that does, adding to `note` what
+// was skipped and why, in order; "" when none does (`note` then says why, if anything was
+// there). The directory `latest` names is verified once. A CheckpointUnreadable is passed on
+// (a checkpoint that cannot be read is not skipped for an older one), with what was skipped.
 std::string newest_checkpoint(const std::string& root, std::string& note,
                               const CheckpointVerifier& verify = verify_here);
 

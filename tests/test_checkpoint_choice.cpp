@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <string>
 
@@ -116,10 +117,49 @@ TEST(SharedCrcPass, AnUnreadableCheckpointIsNotSkipped) {
   } catch (const CheckpointUnreadable& e) {
     const std::string what = e.what();
     EXPECT_NE(what.find("step_00000002: cannot be read (EIO)"), std::string::npos) << what;
-    EXPECT_NE(what.find("the latest checkpoint was not usable (step 3 is damaged)"),
+    EXPECT_NE(what.find("passed over before it: latest checkpoint is not usable (step 3 is "
+                        "damaged)"),
               std::string::npos)
         << what;
   }
+  fs::remove_all(root);
+}
+
+// Falling back past damaged checkpoints: the one `latest` names is verified once (each
+// verification reads the whole checkpoint), and the note names everything skipped, in order.
+TEST(NewestCheckpoint, JudgesLatestOnceAndNamesEverySkip) {
+  auto world = MpiCommunicator::world();
+  if (world->rank() != 0) return;  // a question of one process
+  const fs::path root =
+      fs::temp_directory_path() / ("tessera_newest_" + std::to_string(::getpid()));
+  for (const char* step : {"step_00000001", "step_00000002", "step_00000003", "step_00000004"})
+    fs::create_directories(root / step);
+  std::ofstream(root / "latest") << "step_00000003\n";
+  std::map<std::string, int> verified;
+  const auto verify = [&](const std::string& dir) {
+    const std::string name = fs::path(dir).filename().string();
+    ++verified[name];
+    if (name != "step_00000001") throw InputError(name + " is damaged");
+  };
+  std::string note;
+  EXPECT_EQ(newest_checkpoint(root.string(), note, verify), (root / "step_00000001").string());
+  EXPECT_EQ(
+      verified,
+      (std::map<std::string, int>{
+          {"step_00000001", 1}, {"step_00000002", 1}, {"step_00000003", 1}, {"step_00000004", 1}}));
+  EXPECT_EQ(note, "latest checkpoint is not usable (step_00000003 is damaged); skipping " +
+                      (root / "step_00000004").string() + " (step_00000004 is damaged); skipping " +
+                      (root / "step_00000002").string() + " (step_00000002 is damaged); taking " +
+                      (root / "step_00000001").string() + " instead");
+  // None usable: the same list, and no choice.
+  fs::remove_all(root / "step_00000001");
+  note.clear();
+  verified.clear();
+  EXPECT_EQ(newest_checkpoint(root.string(), note, verify), "");
+  EXPECT_EQ(verified["step_00000003"], 1);
+  EXPECT_EQ(note, "latest checkpoint is not usable (step_00000003 is damaged); skipping " +
+                      (root / "step_00000004").string() + " (step_00000004 is damaged); skipping " +
+                      (root / "step_00000002").string() + " (step_00000002 is damaged)");
   fs::remove_all(root);
 }
 
