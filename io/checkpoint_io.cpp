@@ -300,6 +300,19 @@ std::string shard_file_name(int rank) {
   return buf;
 }
 
+std::vector<std::string> step_directories(const std::string& root) {
+  std::vector<std::string> steps;
+  if (!fs::is_directory(root)) return steps;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string name = e.path().filename().string();
+    if (e.is_directory() && name.size() > 5 && name.rfind("step_", 0) == 0 &&
+        std::all_of(name.begin() + 5, name.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      steps.push_back(name);
+  }
+  std::sort(steps.rbegin(), steps.rend());
+  return steps;
+}
+
 // Refused before writing rather than a file cut off half-way; 1% and 64 KB for HDF5's own
 // structures, an estimate.
 void check_free_space(const std::string& path, int64_t bytes) {

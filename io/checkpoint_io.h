@@ -27,6 +27,12 @@ namespace tessera {
 // "step_00001000", "rank_00003.h5": the names the commit protocol and the shards use.
 std::string step_directory_name(int64_t step);
 std::string shard_file_name(int rank);
+// The committed step directories under ROOT, step_ and digits only (not step_N.tmp, nor a
+// person's step_N.bak), newest first; none when ROOT is not a directory.
+std::vector<std::string> step_directories(const std::string& root);
+// step_N.replaced: the old directory of a step being saved again, while the new one is renamed
+// in (launcher/checkpointing.h).
+inline const std::string kReplacedSuffix = ".replaced";
 
 // One rectangular block of a global tensor that this rank writes.
 struct TensorBlock {

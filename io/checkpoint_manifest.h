@@ -63,7 +63,7 @@ struct ManifestEntry {
 };
 // DIR/MANIFEST as text, and the entries of such a text, checked for form (InputError naming
 // DIR/MANIFEST when it is missing or malformed): what rank 0 reads once and the ranks that share
-// the CRC pass over a checkpoint parse (launcher/checkpointing.h, choose_checkpoint_together).
+// the CRC pass over a checkpoint parse (launcher/checkpoint_choice.h, choose_checkpoint_together).
 std::string read_manifest_text(const std::string& dir);
 std::vector<ManifestEntry> parse_manifest(const std::string& text, const std::string& dir);
 

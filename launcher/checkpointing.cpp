@@ -18,18 +18,13 @@
 #include "core/profile.h"
 #include "io/checkpoint_io.h"
 #include "io/crc32c.h"
-#include "io/file_kind.h"
-#include "launcher/cluster.h"
-#include "launcher/progress.h"
+#include "launcher/checkpoint_choice.h"
 
 namespace fs = std::filesystem;
 
 namespace tessera {
 
 namespace {
-
-// step_N.replaced: the old directory of a step being saved again, while the new one is renamed in.
-const std::string kReplacedSuffix = ".replaced";
 
 // Appends the blocks of the global tensor `name` that rows [begin, end) of a local tensor shaped
 // like p's value cover, from column `col` on (0, or where a ZeRO-1 piece cuts a row), `data`
@@ -192,26 +187,11 @@ void crash_point(const TrainConfig& c, int rank, const std::string& point) {
     std::raise(SIGKILL);
 }
 
-// The committed step directories under ROOT, step_ and digits only (not step_N.tmp, nor a
-// person's step_N.bak), newest first.
-std::vector<std::string> step_dirs(const std::string& root) {
-  std::vector<std::string> steps;
-  if (!fs::is_directory(root)) return steps;
-  for (const auto& e : fs::directory_iterator(root)) {
-    const std::string name = e.path().filename().string();
-    if (e.is_directory() && name.size() > 5 && name.rfind("step_", 0) == 0 &&
-        std::all_of(name.begin() + 5, name.end(), [](char c) { return c >= '0' && c <= '9'; }))
-      steps.push_back(name);
-  }
-  std::sort(steps.rbegin(), steps.rend());
-  return steps;
-}
-
 // Deletes all but the `keep` newest committed step directories, never `just_saved` (a run in a
 // directory that holds higher steps of an older run must not delete what it just wrote).
 void keep_newest(const std::string& root, int64_t keep, const std::string& just_saved) {
   if (keep <= 0) return;
-  std::vector<std::string> steps = step_dirs(root);  // newest first
+  std::vector<std::string> steps = step_directories(root);  // newest first
   std::erase(steps, fs::path(just_saved).filename().string());
   for (size_t i = static_cast<size_t>(keep - 1); i < steps.size(); ++i) {
     // Housekeeping: a directory that cannot be deleted is reported, and training goes on.
@@ -224,187 +204,6 @@ void keep_newest(const std::string& root, int64_t keep, const std::string& just_
 }
 
 }  // namespace
-
-CheckpointReader verify_checkpoint(const std::string& dir, const std::string& what) {
-  require_checkpoint_directory(dir);
-  const std::string text = read_manifest_text(dir);
-  const std::vector<ManifestEntry> entries = parse_manifest(text, dir);
-  uintmax_t total = 0;
-  for (const ManifestEntry& e : entries) total += e.size;
-  ProgressLine line(true, what + ": CRC-32C", static_cast<int64_t>(total));
-  int64_t done = 0;
-  verify_manifest(dir, text, ManifestCheck::kFull, [&](uint64_t bytes) {
-    done += static_cast<int64_t>(bytes);
-    if (line.due()) line.print(done, std::to_string(entries.size()) + " files");
-  });
-  line.end();
-  CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kNone);
-  reader.check_shards();
-  return reader;
-}
-
-std::string newest_checkpoint(const std::string& root, std::string& note,
-                              const CheckpointVerifier& verify) {
-  if (!fs::is_directory(root)) return "";
-  // What was passed over, in order; the directory `latest` names is judged once.
-  std::string skipped, latest_dir;
-  try {
-    const std::string latest = read_latest(root);
-    if (!latest.empty()) {
-      latest_dir = (fs::path(root) / latest).string();
-      verify(latest_dir);
-      return latest_dir;
-    }
-  } catch (const CheckpointUnreadable&) {
-    throw;  // nothing skipped before it
-  } catch (const InputError& e) {
-    skipped = "latest checkpoint is not usable (" + std::string(e.what()) + ")";
-  }
-  for (const std::string& s : step_dirs(root)) {
-    const std::string dir = (fs::path(root) / s).string();
-    if (dir == latest_dir) continue;
-    try {
-      verify(dir);
-      if (!skipped.empty()) add_note(note, skipped + "; taking " + dir + " instead");
-      return dir;
-    } catch (const CheckpointUnreadable& e) {  // with what was skipped on the way to it
-      throw CheckpointUnreadable(std::string(e.what()) +
-                                 (skipped.empty() ? "" : "; passed over before it: " + skipped));
-    } catch (const InputError& e) {
-      add_note(skipped, "skipping " + dir + " (" + e.what() + ")");
-    }
-  }
-  add_note(note, skipped);
-  return "";
-}
-
-namespace {
-
-// A piece of a checkpoint file for the shared CRC pass.
-struct CrcPiece {
-  size_t file;
-  uint64_t offset, length;
-};
-
-std::vector<CrcPiece> crc_pieces(const std::vector<ManifestEntry>& entries, uint64_t piece_bytes) {
-  std::vector<CrcPiece> pieces;
-  for (size_t f = 0; f < entries.size(); ++f)
-    for (uint64_t at = 0; at < entries[f].size; at += piece_bytes)
-      pieces.push_back({f, at, std::min<uint64_t>(piece_bytes, entries[f].size - at)});
-  return pieces;
-}
-
-}  // namespace
-
-void verify_crcs_together(Communicator& world, const std::string& dir,
-                          const std::string& manifest_text, uint64_t piece_bytes) {
-  const std::vector<ManifestEntry> entries = parse_manifest(manifest_text, dir);
-  const std::vector<CrcPiece> pieces = crc_pieces(entries, piece_bytes);
-  Tensor crcs({static_cast<int64_t>(pieces.size()) + 1}, DType::F64);  // exact below 2^53
-  double* c = crcs.data<double>();
-  std::string trouble;  // why this rank could not read its pieces
-  for (size_t j = static_cast<size_t>(world.rank()); j < pieces.size() && trouble.empty();
-       j += static_cast<size_t>(world.size())) {
-    const CrcPiece& p = pieces[j];
-    try {
-      c[j] = crc32c_file_range((fs::path(dir) / entries[p.file].path).string(), p.offset, p.length);
-    } catch (const std::exception& e) {
-      trouble = e.what();
-    }
-  }
-  world.all_reduce(crcs, ReduceOp::Sum);  // one rank's value per piece, zeros elsewhere
-  Tensor first({1}, DType::I32);          // the lowest rank in trouble, as the highest N - rank
-  first.data<int32_t>()[0] = trouble.empty() ? 0 : world.size() - world.rank();
-  world.all_reduce(first, ReduceOp::Max);
-  if (first.data<int32_t>()[0] != 0) {
-    const int speaker = world.size() - first.data<int32_t>()[0];
-    const std::string said = broadcast_string(
-        world, "rank " + std::to_string(world.rank()) + " (host " + host_name() + "): " + trouble,
-        speaker);
-    throw CheckpointUnreadable(
-        "checkpoint " + dir + ": " + said +
-        "; a rank that cannot read a checkpoint does not make it damaged, and it is not skipped "
-        "(a fallback to an older one would have its saves replace this one): mend the machine "
-        "or its file system, then rerun");
-  }
-  size_t next = 0;
-  for (size_t f = 0; f < entries.size(); ++f) {
-    uint32_t crc = 0;
-    for (; next < pieces.size() && pieces[next].file == f; ++next)
-      crc = crc32c_combine(crc, static_cast<uint32_t>(c[next]), pieces[next].length);
-    check_crc(dir, entries[f], crc);
-  }
-}
-
-void add_note(std::string& note, const std::string& part) {
-  if (part.empty()) return;
-  if (!note.empty()) note += "; ";
-  note += part;
-}
-
-std::string restore_replaced_checkpoints(const std::string& root) {
-  std::string note;
-  if (!fs::is_directory(root)) return note;
-  for (const auto& e : fs::directory_iterator(root)) {
-    const std::string name = e.path().filename().string();
-    if (!e.is_directory() || !name.ends_with(kReplacedSuffix)) continue;
-    const fs::path step = fs::path(root) / name.substr(0, name.size() - kReplacedSuffix.size());
-    if (fs::exists(step)) {  // the new one was in place: the old one was being deleted
-      std::error_code ec;
-      fs::remove_all(e.path(), ec);
-      if (ec) add_note(note, "cannot delete " + e.path().string() + " (" + ec.message() + ")");
-      continue;
-    }
-    fs::rename(e.path(), step);
-    fsync_directory(root);
-    add_note(note, step.string() +
-                       " was being replaced by a save when a run stopped: the old one is restored");
-  }
-  return note;
-}
-
-std::string choose_checkpoint_together(Communicator& world, const std::string& root,
-                                       const std::string& resume, std::string& note) {
-  // Rank 0 drives, one command at a time: "crc DIR" and then the MANIFEST's text (every rank
-  // checks its pieces of DIR), or "done DIR" (the choice, "" for none or a failure on rank 0).
-  if (world.rank() != 0) {
-    for (;;) {
-      const std::string command = broadcast_string(world, "", 0);
-      if (command.rfind("done ", 0) == 0) return command.substr(5);
-      const std::string manifest = broadcast_string(world, "", 0);
-      try {
-        verify_crcs_together(world, command.substr(4), manifest);
-      } catch (const std::exception&) {  // rank 0 says what, and decides what follows
-      }
-    }
-  }
-  std::string chosen;
-  try {
-    note = restore_replaced_checkpoints(root);
-    std::string choice_note;
-    chosen = choose_checkpoint(root, resume, choice_note, [&](const std::string& dir) {
-      // verify_checkpoint's checks in its order: the sizes (rank 0), the bytes (together), and
-      // model.h5's map of the shards (rank 0), which reads the shards' metadata.
-      require_checkpoint_directory(dir);
-      const std::string manifest = read_manifest_text(dir);
-      verify_manifest(dir, manifest, ManifestCheck::kSizes);
-      broadcast_string(world, "crc " + dir, 0);
-      broadcast_string(world, manifest, 0);
-      verify_crcs_together(world, dir, manifest);
-      CheckpointReader::open(dir, ManifestCheck::kNone).check_shards();
-    });
-    add_note(note, choice_note);
-  } catch (...) {
-    broadcast_string(world, "done ", 0);
-    throw;
-  }
-  broadcast_string(world, "done " + chosen, 0);
-  return chosen;
-}
-
-std::string checkpoint_dir(const std::string& root, int64_t step) {
-  return (fs::path(root) / step_directory_name(step)).string();
-}
 
 void remove_unfinished_checkpoints(Communicator& world, const std::string& root) {
   if (world.rank() == 0 && fs::is_directory(root))
@@ -429,7 +228,7 @@ double CheckpointSaver::save() {
   Communicator& world = tr_.host_world();
   const TrainConfig& c = tr_.config();
   const int rank = world.rank();
-  dir_ = checkpoint_dir(root_, tr_.steps_done());
+  dir_ = (fs::path(root_) / step_directory_name(tr_.steps_done())).string();
   const std::string tmp = dir_ + ".tmp";
   // Every rank makes the directory itself (create_directories tolerates the others), so a save
   // starts without a barrier. A step_N.tmp left by a crash was removed when the run started.
@@ -582,50 +381,6 @@ void CheckpointSaver::commit() {
   crash_point(c, 0, "renamed");
   write_latest(root_, fs::path(dir_).filename().string());
   keep_newest(root_, c.checkpoint_keep, dir_);
-}
-
-std::string choose_checkpoint(const std::string& root, const std::string& resume, std::string& note,
-                              const CheckpointVerifier& verify) {
-  if (fs::exists(root) && !fs::is_directory(root))
-    throw InputError(root +
-                     ": expected the run's checkpoint directory, found something that is "
-                     "not a directory");
-  // Each save replaces `latest`: one that is not a file would fail the first save, after its
-  // training.
-  const std::string latest = (fs::path(root) / "latest").string();
-  if (const std::string kind = root.empty() ? "" : non_regular_kind(latest); !kind.empty())
-    throw InputError(latest + ": expected one line naming a step directory, found " + kind +
-                     ", which a save could not replace; remove it, then rerun");
-  // A run that does not continue ROOT's newest checkpoint would save over the same step numbers,
-  // and --checkpoint.keep would delete the others: another run's checkpoints are not its to
-  // replace. (Resuming an earlier step of ROOT itself, a rollback, is the person's choice.)
-  const std::vector<std::string> steps = step_dirs(root);
-  const auto refuse_over = [&](const std::string& option) {
-    throw InputError("--checkpoint.resume " + option + ": " + root + " already holds " +
-                     std::to_string(steps.size()) + " checkpoint(s) (newest " + steps.front() +
-                     ") that this run's saves would overwrite or --checkpoint.keep delete; "
-                     "give another --run.dir, move them away, or resume them (auto)");
-  };
-  if (resume == "none") {
-    if (!steps.empty()) refuse_over("none");
-    return "";
-  }
-  if (resume == "auto") {
-    const std::string dir = newest_checkpoint(root, note, verify);
-    if (!dir.empty() || steps.empty()) return dir;  // none at all, or a stale `latest` only
-    throw InputError("--checkpoint.resume auto: " + root + " holds " +
-                     std::to_string(steps.size()) +
-                     " checkpoint(s), none usable, which a fresh start would overwrite or "
-                     "--checkpoint.keep delete: " +
-                     note +
-                     "; repair them (tessera ckpt verify), move them away, or give "
-                     "--checkpoint.resume PATH");
-  }
-  verify(resume);
-  std::error_code ec;
-  const bool under_root = fs::equivalent(fs::path(resume).parent_path(), root, ec);
-  if (!under_root && !steps.empty()) refuse_over(resume);
-  return resume;
 }
 
 void check_resume_meta(const CheckpointMeta& meta, const std::string& dir) {

@@ -33,6 +33,7 @@
 #include "io/checkpoint_io.h"
 #include "io/file_kind.h"
 #include "io/text_files.h"
+#include "launcher/checkpoint_choice.h"
 #include "launcher/checkpointing.h"
 #include "launcher/exit_codes.h"
 #include "launcher/progress.h"

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "io/checkpoint_io.h"
+#include "launcher/checkpoint_choice.h"
 #include "launcher/checkpointing.h"
 #include "launcher/cluster.h"
 #include "launcher/exit_codes.h"
@@ -53,7 +54,12 @@ SavedModelArgs split_args(int argc, char** argv, const SavedModelCommand& c) {
 
 // The checkpoint DIR names, verified (every checksum): DIR itself, or the newest usable one of a
 // directory of checkpoints. `note` says what was skipped.
-std::string choose_saved_checkpoint(const std::string& dir, std::string& note) {
+std::string choose_saved_checkpoint(const std::string& dir, const std::string& command,
+                                    std::string& note) {
+  // On this process alone, with a progress line named for the command.
+  const CheckpointVerifier verify = [&](const std::string& candidate) {
+    verify_checkpoint(candidate, command + ": checking " + candidate);
+  };
   if (dir.empty())
     throw InputError(
         "--checkpoint: expected a checkpoint directory (step_N, or a run's "
@@ -61,8 +67,8 @@ std::string choose_saved_checkpoint(const std::string& dir, std::string& note) {
   if (fs::exists(dir)) require_checkpoint_directory(dir);  // not model.h5 itself
   // A step directory, whole or not: verify_manifest names what is wrong with it.
   if (fs::exists(fs::path(dir) / "model.h5") || fs::exists(fs::path(dir) / "MANIFEST"))
-    return choose_checkpoint("", dir, note);
-  const std::string chosen = newest_checkpoint(dir, note);
+    return choose_checkpoint("", dir, note, verify);
+  const std::string chosen = newest_checkpoint(dir, note, verify);
   if (chosen.empty())
     throw InputError("--checkpoint " + dir +
                      ": expected a checkpoint (a step_N directory with model.h5) or a directory "
@@ -160,7 +166,7 @@ int run_saved_model(int argc, char** argv, const SavedModelCommand& command) {
     args = split_args(argc, argv, command);
     if (root && args.help) std::cout << command.usage;
     if (root && !args.help) {
-      dir = choose_saved_checkpoint(args.checkpoint, note);
+      dir = choose_saved_checkpoint(args.checkpoint, command.name, note);
       saved_ini = saved_config(dir, command.name);
     }
   } catch (...) {

@@ -23,6 +23,7 @@
 
 #include "core/error.h"
 #include "io/metrics.h"
+#include "launcher/checkpoint_choice.h"
 #include "launcher/checkpointing.h"
 #include "launcher/cluster.h"
 #include "launcher/exit_codes.h"

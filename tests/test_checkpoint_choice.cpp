@@ -1,6 +1,6 @@
-// The CRC pass that the ranks of a resume share (launcher/checkpointing.h, verify_crcs_together),
-// under mpiexec with 3 ranks: files cut into pieces that the ranks read in turn, damage named on
-// every rank, and a rank that cannot read its piece told apart from damage.
+// The CRC pass that the ranks of a resume share (launcher/checkpoint_choice.h,
+// verify_crcs_together), under mpiexec with 3 ranks: files cut into pieces that the ranks read in
+// turn, damage named on every rank, and a rank that cannot read its piece told apart from damage.
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -13,7 +13,7 @@
 
 #include "core/error.h"
 #include "io/checkpoint_io.h"
-#include "launcher/checkpointing.h"
+#include "launcher/checkpoint_choice.h"
 #include "parallel/mpi_communicator.h"
 
 namespace fs = std::filesystem;
