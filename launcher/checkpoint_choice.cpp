@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <vector>
 
 #include "core/error.h"
@@ -65,22 +66,37 @@ void add_note(std::string& note, const std::string& part) {
   note += part;
 }
 
-CheckpointReader verify_checkpoint(const std::string& dir, const std::string& what) {
+namespace {
+
+// The checks that make checkpoint `dir` usable, in this order: its MANIFEST's sizes, the bytes of
+// every file it lists (`crc_pass`, given the MANIFEST's text), and model.h5's map of the shards,
+// which reads the shards' metadata. The reader it opened.
+CheckpointReader verify_in_order(const std::string& dir,
+                                 const std::function<void(const std::string&)>& crc_pass) {
   require_checkpoint_directory(dir);
-  const std::string text = read_manifest_text(dir);
-  const std::vector<ManifestEntry> entries = parse_manifest(text, dir);
-  uintmax_t total = 0;
-  for (const ManifestEntry& e : entries) total += e.size;
-  ProgressLine line(true, what + ": CRC-32C", static_cast<int64_t>(total));
-  int64_t done = 0;
-  verify_manifest(dir, text, ManifestCheck::kFull, [&](uint64_t bytes) {
-    done += static_cast<int64_t>(bytes);
-    if (line.due()) line.print(done, std::to_string(entries.size()) + " files");
-  });
-  line.end();
+  const std::string manifest = read_manifest_text(dir);
+  verify_manifest(dir, manifest, ManifestCheck::kSizes);
+  crc_pass(manifest);
   CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kNone);
   reader.check_shards();
   return reader;
+}
+
+}  // namespace
+
+CheckpointReader verify_checkpoint(const std::string& dir, const std::string& what) {
+  return verify_in_order(dir, [&](const std::string& manifest) {
+    const std::vector<ManifestEntry> entries = parse_manifest(manifest, dir);
+    uintmax_t total = 0;
+    for (const ManifestEntry& e : entries) total += e.size;
+    ProgressLine line(true, what + ": CRC-32C", static_cast<int64_t>(total));
+    int64_t done = 0;
+    verify_manifest(dir, manifest, ManifestCheck::kFull, [&](uint64_t bytes) {
+      done += static_cast<int64_t>(bytes);
+      if (line.due()) line.print(done, std::to_string(entries.size()) + " files");
+    });
+    line.end();
+  });
 }
 
 std::string newest_checkpoint(const std::string& root, std::string& note,
@@ -222,15 +238,12 @@ std::string choose_checkpoint_together(Communicator& world, const std::string& r
     note = restore_replaced_checkpoints(root);
     std::string choice_note;
     chosen = choose_checkpoint(root, resume, choice_note, [&](const std::string& dir) {
-      // verify_checkpoint's checks in its order: the sizes (rank 0), the bytes (together), and
-      // model.h5's map of the shards (rank 0), which reads the shards' metadata.
-      require_checkpoint_directory(dir);
-      const std::string manifest = read_manifest_text(dir);
-      verify_manifest(dir, manifest, ManifestCheck::kSizes);
-      broadcast_string(world, "crc " + dir, 0);
-      broadcast_string(world, manifest, 0);
-      verify_crcs_together(world, dir, manifest);
-      CheckpointReader::open(dir, ManifestCheck::kNone).check_shards();
+      // verify_checkpoint's checks, the bytes' by every rank together.
+      verify_in_order(dir, [&](const std::string& manifest) {
+        broadcast_string(world, "crc " + dir, 0);
+        broadcast_string(world, manifest, 0);
+        verify_crcs_together(world, dir, manifest);
+      });
     });
     add_note(note, choice_note);
   } catch (...) {

@@ -50,7 +50,7 @@ void add_note(std::string& note, const std::string& part);
 // said in `note`). A rank that cannot read its pieces stops the choice (CheckpointUnreadable),
 // naming it. Every rank returns the choice ("" on the other ranks when rank 0 throws, which the
 // ranks' next agreement turns into its exit). The same checks as verify_checkpoint, in the same
-// order.
+// order (one function runs both).
 std::string choose_checkpoint_together(Communicator& world, const std::string& root,
                                        const std::string& resume, std::string& note);
 

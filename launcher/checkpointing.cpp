@@ -115,6 +115,21 @@ Tensor saved_weights(AdamW& a, size_t i, const Param& p) {
   return a.master()[i].defined() ? a.master()[i] : p.value;
 }
 
+// AdamW's i-th parameter p, whole: the blocks of its weights and moments.
+void append_adamw_blocks(std::vector<TensorBlock>& blocks, AdamW& a, size_t i, const Param& p) {
+  append_param_blocks(blocks, p, whole(saved_weights(a, i, p)), whole(a.exp_avg()[i]),
+                      whole(a.exp_avg_sq()[i]));
+}
+
+// ZeRO-1: the blocks of the part of a piece's state (1-D tensors laid out like the piece) that
+// `span` covers.
+void append_span_blocks(std::vector<TensorBlock>& blocks, const GradBuckets::PieceSpan& span,
+                        const Tensor& weights, const Tensor& exp_avg, const Tensor& exp_avg_sq) {
+  const auto part = [&](const Tensor& t) { return t.slice0(span.at, span.at + span.count); };
+  append_param_blocks(blocks, *span.param, part(weights), part(exp_avg), part(exp_avg_sq),
+                      span.first);
+}
+
 // The blocks of the weights and moments this rank writes, of the parameters it counts
 // (TP-replicated ones on TP rank 0, the tied copy not at all). Without ZeRO-1 the DP replicas
 // hold the same state: DP rank 0 writes all of it. With ZeRO-1 every DP rank writes the elements
@@ -124,12 +139,8 @@ std::vector<TensorBlock> state_blocks(Trainer& tr) {
   if (AdamW* a = tr.adamw()) {
     if (tr.grid().coord().dp != 0) return blocks;
     const std::vector<Param*>& ps = tr.params();
-    for (size_t i = 0; i < ps.size(); ++i) {
-      const Param& p = *ps[i];
-      if (!p.counted_here()) continue;
-      append_param_blocks(blocks, p, whole(saved_weights(*a, i, p)), whole(a->exp_avg()[i]),
-                          whole(a->exp_avg_sq()[i]));
-    }
+    for (size_t i = 0; i < ps.size(); ++i)
+      if (ps[i]->counted_here()) append_adamw_blocks(blocks, *a, i, *ps[i]);
     return blocks;
   }
   GradBuckets& gb = tr.buckets();
@@ -140,12 +151,9 @@ std::vector<TensorBlock> state_blocks(Trainer& tr) {
     const Tensor weights = piece.master.defined()
                                ? piece.master
                                : gb.flat_values().slice0(begin, begin + gb.piece_length(b));
-    for (const GradBuckets::PieceSpan& span : gb.piece_spans(b)) {
-      if (!span.param->counted_here()) continue;
-      const auto part = [&](const Tensor& t) { return t.slice0(span.at, span.at + span.count); };
-      append_param_blocks(blocks, *span.param, part(weights), part(piece.exp_avg),
-                          part(piece.exp_avg_sq), span.first);
-    }
+    for (const GradBuckets::PieceSpan& span : gb.piece_spans(b))
+      if (span.param->counted_here())
+        append_span_blocks(blocks, span, weights, piece.exp_avg, piece.exp_avg_sq);
   }
   return blocks;
 }
@@ -486,6 +494,26 @@ void read_blocks(const CheckpointReader& reader, const std::vector<TensorBlock>&
   }
 }
 
+// Without ZeRO-1 the DP replicas hold the same state: DP rank 0 of each replica group reads it,
+// and its group receives it by broadcast, so that the file system serves one read of each shard,
+// not DP of them. One parameter at a time: the others wait for one read, not the whole.
+void load_adamw_state(Trainer& tr, AdamW& a, const CheckpointReader& reader,
+                      const std::string& dir) {
+  Communicator& dp = tr.grid().dp();
+  for (size_t i = 0; i < tr.params().size(); ++i) {
+    const Param& p = *tr.params()[i];
+    if (dp.rank() == 0) {
+      std::vector<TensorBlock> blocks;
+      append_adamw_blocks(blocks, a, i, p);
+      read_blocks(reader, blocks, dir);
+    }
+    if (dp.size() > 1)
+      for (Tensor t : {saved_weights(a, i, p), a.exp_avg()[i], a.exp_avg_sq()[i]})
+        if (t.defined()) dp.broadcast(t, 0);
+  }
+  a.refresh_values();
+}
+
 // ZeRO-1, one bucket at a time through host buffers of the piece's length: the elements in this
 // rank's piece of the weights (with bf16 the fp32 masters, which become the bf16 values) and the
 // moments, the only part of them it keeps; then an all-gather of the values over DP (the one each
@@ -500,10 +528,8 @@ void load_zero_state(Trainer& tr, ZeroAdamW& z, const CheckpointReader& reader,
     Tensor weights({length}, z.state_dtype()), m({length}, z.state_dtype()),
         v({length}, z.state_dtype());
     std::vector<TensorBlock> blocks;
-    for (const GradBuckets::PieceSpan& span : gb.piece_spans(b)) {
-      const auto part = [&](const Tensor& t) { return t.slice0(span.at, span.at + span.count); };
-      append_param_blocks(blocks, *span.param, part(weights), part(m), part(v), span.first);
-    }
+    for (const GradBuckets::PieceSpan& span : gb.piece_spans(b))
+      append_span_blocks(blocks, span, weights, m, v);
     read_blocks(reader, blocks, dir);
     z.load_piece(i, m, v, weights);
   }
@@ -603,27 +629,10 @@ void load_checkpoint(Trainer& tr, const std::string& dir) {
   CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
   const CheckpointMeta& meta = reader.meta();
   reader.prefer_shard(tr.host_world().rank());  // in the saving layout, its own file
-  if (AdamW* a = tr.adamw()) {
-    // The DP replicas hold the same state: DP rank 0 of each replica group reads it, and its
-    // group receives it by broadcast, so that the file system serves one read of each shard,
-    // not DP of them. One parameter at a time: the others wait for one read, not the whole.
-    Communicator& dp = tr.grid().dp();
-    for (size_t i = 0; i < tr.params().size(); ++i) {
-      const Param& p = *tr.params()[i];
-      const Tensor weights = saved_weights(*a, i, p), m = a->exp_avg()[i], v = a->exp_avg_sq()[i];
-      if (dp.rank() == 0) {
-        std::vector<TensorBlock> blocks;
-        append_param_blocks(blocks, p, whole(weights), whole(m), whole(v));
-        read_blocks(reader, blocks, dir);
-      }
-      if (dp.size() > 1)
-        for (Tensor t : {weights, m, v})
-          if (t.defined()) dp.broadcast(t, 0);
-    }
-    a->refresh_values();
-  } else {
+  if (AdamW* a = tr.adamw())
+    load_adamw_state(tr, *a, reader, dir);
+  else
     load_zero_state(tr, *tr.zero(), reader, dir);
-  }
   const int64_t t = meta.ints.at("adamw_step");
   if (AdamW* a = tr.adamw())
     a->set_steps_taken(t);
