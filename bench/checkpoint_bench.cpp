@@ -86,7 +86,7 @@ double median(std::vector<double> v) {
 }
 
 // --blocks N: what model.h5 costs per block of a tensor. One [4N, 64] float32 tensor cut into N
-// blocks of 4 rows over 8 shard files: write_master's time and model.h5's size, then one read of
+// blocks of 4 rows over 8 shard files: write_model_h5's time and model.h5's size, then one read of
 // the whole tensor through its virtual dataset. (With ZeRO-1 each DP rank writes its pieces, so
 // a tensor has a block per piece that reaches into it.)
 void time_blocks(const std::string& dir, int64_t blocks) {
@@ -103,7 +103,7 @@ void time_blocks(const std::string& dir, int64_t blocks) {
     write_shard((fs::path(dir) / "shards" / name).string(), bl);
   }
   const auto t0 = Clock::now();
-  write_master(dir, {});
+  write_model_h5(dir, {});
   const double write_s = since(t0);
   const auto t1 = Clock::now();
   const CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kNone);
@@ -144,7 +144,7 @@ int main(int argc, char** argv) {
   if (blocks > 0) {
     if (world.rank() == 0) {
       std::printf(
-          "| blocks of one tensor | write_master s | model.h5 MB | read whole s |\n"
+          "| blocks of one tensor | write_model_h5 s | model.h5 MB | read whole s |\n"
           "| --- | --- | --- | --- |\n");
       for (int64_t n = 1000; n <= blocks; n *= 10) time_blocks(dir, n);
     }

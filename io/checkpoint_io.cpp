@@ -124,7 +124,7 @@ void write_block(hid_t file, const std::string& dataset, const TensorBlock& b) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The master file
+// model.h5
 
 // The blocks tile the tensor exactly <=> each lies inside it, no two overlap, and their element
 // counts add up to the tensor's.
@@ -359,7 +359,7 @@ void write_shard(const std::string& path, const std::vector<TensorBlock>& blocks
   fsync_path(path);
 }
 
-void write_master(const std::string& dir, const CheckpointMeta& meta) {
+void write_model_h5(const std::string& dir, const CheckpointMeta& meta) {
   const std::string path = (fs::path(dir) / "model.h5").string();
   {
     H5Lock lock;
@@ -369,12 +369,12 @@ void write_master(const std::string& dir, const CheckpointMeta& meta) {
     for (const auto& [name, plan] : plans) check_tiling(name, plan);
     try {
       H5Id file(check_h5_input(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, file_access()),
-                               path, "cannot create the master file"),
+                               path, "cannot create the file"),
                 H5Fclose);
       for (const auto& [name, plan] : plans) create_virtual_dataset(file, name, plan);
       write_meta(file, meta);
       CHECK_H5(H5Fflush(file, H5F_SCOPE_GLOBAL));
-      check_h5_input(file.close(), path, "closing the master file failed");
+      check_h5_input(file.close(), path, "closing the file failed");
     } catch (const std::exception& e) {
       rethrow_write_failure(path, e.what());
     }

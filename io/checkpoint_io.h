@@ -1,7 +1,7 @@
 // HDF5 checkpoint files (docs/CHECKPOINTS.md). A checkpoint is a directory:
 //   shards/rank_XXXXX.h5  each rank's blocks of global tensors (write_shard)
 //   model.h5              every tensor whole, as a virtual dataset stitched from the shards, plus
-//                         the run's metadata (write_master); the file people open with h5py
+//                         the run's metadata (write_model_h5); the file people open with h5py
 //   MANIFEST              format tag, then CRC-32C, size and path of every file above
 // This layer writes and reads those files. The commit protocol across ranks (write into a *.tmp
 // directory, fsync, barrier, manifest, rename, then `latest`) belongs to the caller, built from
@@ -34,12 +34,13 @@ std::vector<std::string> step_directories(const std::string& root);
 // in (launcher/checkpointing.h).
 inline const std::string kReplacedSuffix = ".replaced";
 
-// One rectangular block of a global tensor that this rank writes.
+// One rectangular block of a global tensor: what a rank writes (write_shard) or reads into
+// (launcher/checkpointing.cpp).
 struct TensorBlock {
   std::string name;    // "model/layers/03/attn/qkv/weight", "optimizer/exp_avg/layers/03/..."
   Shape global_shape;  // at least one dimension
   Shape offset;        // where the block starts in the global tensor (same rank)
-  Tensor data;         // contiguous CPU tensor, the block's extent; F32, F64 or BF16
+  Tensor data;         // contiguous, the block's extent; F32, F64 or BF16; on the CPU to write
 };
 
 // Writes one shard file. Tensor NAME's first block in this shard is the dataset /NAME, further
@@ -73,10 +74,11 @@ struct CheckpointMeta {
 // all blocks of a tensor must agree on its global shape and dtype: else InternalError naming the
 // tensor (and the shard files). Adds texts["format"] = kCheckpointFormat unless meta has one.
 // Writes, flushes, closes, then fsyncs model.h5.
-void write_master(const std::string& dir, const CheckpointMeta& meta);
+void write_model_h5(const std::string& dir, const CheckpointMeta& meta);
 
 // Reads tensors of one checkpoint. The model.h5 file stays open while the reader lives; moving
-// a reader is cheap. Reads go through the virtual datasets, so any layout can read any block.
+// a reader is cheap. Reads go through the virtual datasets, so any layout can read any block
+// (but for the blocks of a shard prefer_shard names).
 class CheckpointReader {
  public:
   // verify_manifest(dir, check) first, then opens DIR/model.h5 read-only and reads its meta and

@@ -128,7 +128,7 @@ std::vector<std::string> checkpoint_files(const std::string& dir_name) {
 void write_manifest(const std::string& dir, const std::map<std::string, uint32_t>& known_crcs) {
   const std::vector<std::string> files = checkpoint_files(dir);
   TESSERA_CHECK(!files.empty() && files.front() == "model.h5",
-                "write_manifest(" + dir + "): write_master first (no model.h5)");
+                "write_manifest(" + dir + "): write_model_h5 first (no model.h5)");
   std::string text = std::string(kCheckpointFormat) + "\n";
   for (const std::string& f : files) {
     const std::string p = (fs::path(dir) / f).string();

@@ -44,8 +44,9 @@ void require_checkpoint_directory(const std::string& dir);
 // malformed, a listed file missing, a size or CRC that differs, a shard file present but not
 // listed. Reads files as bytes, never through HDF5.
 void verify_manifest(const std::string& dir, ManifestCheck check = ManifestCheck::kFull);
-// The same on DIR's MANIFEST as read_manifest_text gave it (DIR checked to be a directory first,
-// by require_checkpoint_directory), so that a caller that also needs the text reads it once;
+// The same on DIR's MANIFEST as read_manifest_text gave it (the caller has checked that DIR is a
+// checkpoint directory: require_checkpoint_directory), so that a caller that also needs the text
+// reads it once;
 // `read` is told the bytes the CRC pass reads, for a progress line.
 void verify_manifest(const std::string& dir, const std::string& manifest_text, ManifestCheck check,
                      const ReadProgress& read = {});
@@ -71,7 +72,7 @@ std::vector<ManifestEntry> parse_manifest(const std::string& text, const std::st
 void check_crc(const std::string& dir, const ManifestEntry& entry, uint32_t crc);
 
 // The files a MANIFEST covers, relative to DIR: model.h5 (if present), then shards/*.h5, sorted.
-// write_master builds model.h5 from the same list.
+// write_model_h5 builds model.h5 from the same list.
 std::vector<std::string> checkpoint_files(const std::string& dir);
 
 // Filesystem steps of the commit protocol (POSIX). Each throws InputError naming the path and

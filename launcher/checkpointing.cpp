@@ -181,8 +181,7 @@ CheckpointMeta meta_of(Trainer& tr) {
   std::string taken;
   for (int64_t n : loader.taken) taken.append(taken.empty() ? "" : " ").append(std::to_string(n));
   meta.texts["data_taken"] = taken;
-  meta.texts["format"] = "tessera checkpoint 1";
-  return meta;
+  return meta;  // write_model_h5 adds the format
 }
 
 // Test-only (--debug.kill_during_save RANK:POINT): the named rank dies without a trace at that
@@ -193,6 +192,18 @@ void crash_point(const TrainConfig& c, int rank, const std::string& point) {
   if (point == "start") ++saves;
   if (saves == 2 && c.debug_kill_during_save == std::to_string(rank) + ":" + point)
     std::raise(SIGKILL);
+}
+
+// Test-only (--debug.slow_save RANK:SECONDS): the named rank writes its shard that many seconds
+// late.
+void slow_save(const TrainConfig& c, int rank) {
+  for (const RankStep& slow : rank_steps("--debug.slow_save", c.debug_slow_save)) {
+    if (slow.rank != rank) continue;
+    const int64_t seconds = slow.step;  // RANK:SECONDS, read as RANK:STEP
+    std::fprintf(stderr, "rank %d: --debug.slow_save: writing the shard %lld s late\n", rank,
+                 static_cast<long long>(seconds));
+    std::this_thread::sleep_for(std::chrono::seconds(seconds));
+  }
 }
 
 // Deletes all but the `keep` newest committed step directories, never `just_saved` (a run in a
@@ -245,10 +256,10 @@ double CheckpointSaver::save() {
   // The state as it is now (no communication: each rank writes what it holds); with an
   // asynchronous save every block is copied, so training may change the originals.
   std::vector<TensorBlock> blocks = state_blocks(tr_);
-  if (!async_)  // HDF5 writes host memory: GPU blocks are copied first
+  if (!async_) {  // HDF5 writes host memory: GPU blocks are copied first
     for (TensorBlock& b : blocks)
       if (b.data.device() != Device::CPU) b.data = b.data.to(Device::CPU);
-  if (async_) {
+  } else {
     // Host copies that the next save reuses: after the first, a save only copies.
     if (snapshot_.size() != blocks.size()) snapshot_.assign(blocks.size(), Tensor());
     for (size_t i = 0; i < blocks.size(); ++i) {
@@ -266,12 +277,7 @@ double CheckpointSaver::save() {
   auto write = [this, blocks = std::move(blocks), shard, &c, rank]() {
     try {
       crash_point(c, rank, "shard");
-      for (const RankStep& slow : rank_steps("--debug.slow_save", c.debug_slow_save))
-        if (slow.rank == rank) {
-          std::fprintf(stderr, "rank %d: --debug.slow_save: writing the shard %lld s late\n", rank,
-                       static_cast<long long>(slow.step));
-          std::this_thread::sleep_for(std::chrono::seconds(slow.step));
-        }
+      slow_save(c, rank);
       const ProfileRange range("checkpoint write");
       const auto w0 = std::chrono::steady_clock::now();
       has_shard_ = !blocks.empty();
@@ -312,8 +318,6 @@ bool CheckpointSaver::poll() {
     // Flushed: an operator reading the log after a hang or an abort (_Exit) needs this line.
     std::printf("checkpoint: %s written in the background\n", dir_.c_str());
     std::fflush(stdout);
-  }
-  if (tr_.host_world().rank() == 0)
     committer_ = std::thread([this] {
       try {
         commit();
@@ -321,10 +325,13 @@ bool CheckpointSaver::poll() {
         error_ = std::current_exception();
       }
     });
+  }
   return true;
 }
 
 void CheckpointSaver::finish() {
+  // A save is in flight while its shards are being written, while rank 0 commits, and, on the
+  // other ranks once poll() handed it to rank 0, until the barrier below says it is committed.
   const bool saving = pending_ || committer_.joinable() || dir_ != committed_;
   if (pending_) {
     if (writer_.joinable()) writer_.join();
@@ -335,7 +342,6 @@ void CheckpointSaver::finish() {
   }
   if (committer_.joinable()) committer_.join();
   if (error_) std::rethrow_exception(error_);
-  crash_point(tr_.config(), tr_.host_world().rank(), "end");
   if (!saving) return;
   tr_.host_world().barrier();  // every rank knows the save is committed
   committed_ = dir_;
@@ -366,8 +372,8 @@ void CheckpointSaver::commit() {
   const TrainConfig& c = tr_.config();
   const std::string tmp = dir_ + ".tmp";
   fsync_directory(tmp + "/shards");  // the shards' directory entries, before anything names them
-  write_master(tmp, meta_);
-  crash_point(c, 0, "master");
+  write_model_h5(tmp, meta_);
+  crash_point(c, 0, "master");  // after model.h5
   write_manifest(tmp, crcs_);
   // A step saved again (by a run resumed from an earlier step) replaces its old directory, which
   // is first set aside as step_N.replaced: a crash between the two renames leaves it for the

@@ -1,7 +1,8 @@
 // `tessera ckpt info|verify|diff|export` (see launcher/ckpt_command.h). Tensors are read in
 // slabs of whole rows (at most kSlabElements values at a time), so a checkpoint larger than
-// memory can be verified, compared and exported. info and diff check the MANIFEST's files and
-// sizes only; verify and export also check every file's CRC-32C.
+// memory can be verified, compared and exported. info checks the MANIFEST's files and sizes, diff
+// also model.h5's map of the shards; verify and export check every file's CRC-32C and that map
+// too (verify_checkpoint).
 #include "launcher/ckpt_command.h"
 
 #include <fcntl.h>

@@ -123,7 +123,7 @@ void make_checkpoint(const fs::path& dir) {
   fs::create_directories(dir / "shards");
   for (int rank = 0; rank < 2; ++rank)
     write_shard((dir / "shards" / shard_file_name(rank)).string(), rank_blocks(rank));
-  write_master(dir.string(), test_meta());
+  write_model_h5(dir.string(), test_meta());
   write_manifest(dir.string());
 }
 
@@ -365,7 +365,7 @@ TEST_F(CheckpointTest, Bfloat16IsStoredAsRawBitsAndReadAsFloat) {
   const uint16_t raw[4] = {0x3F80, 0xC020, 0x3E20, 0x0000};  // 1, -2.5, 0.15625, 0
   std::memcpy(bits.raw(), raw, sizeof raw);
   write_shard((dir / "shards/rank_00000.h5").string(), {{"model/w", {4}, {0}, bits}});
-  write_master(dir.string(), {});
+  write_model_h5(dir.string(), {});
   write_manifest(dir.string());
   const CheckpointReader r = CheckpointReader::open(dir.string());
   EXPECT_EQ(r.tensor("model/w").dtype, DType::BF16);
@@ -446,7 +446,7 @@ TEST_F(CheckpointTest, BlocksThatLeaveAGapOrOverlapFailAtWriteMaster) {
   const Tensor half = numbered({4, 6}, DType::F32, 0);
   write_shard((gap / "shards/rank_00000.h5").string(), {{"model/wte", {8, 6}, {0, 0}, half}});
   try {
-    write_master(gap.string(), {});
+    write_model_h5(gap.string(), {});
     FAIL() << "expected an InternalError";
   } catch (const InternalError& e) {
     EXPECT_NE(std::string(e.what()).find("model/wte"), std::string::npos) << e.what();
@@ -454,7 +454,7 @@ TEST_F(CheckpointTest, BlocksThatLeaveAGapOrOverlapFailAtWriteMaster) {
   }
   write_shard((gap / "shards/rank_00001.h5").string(), {{"model/wte", {8, 6}, {3, 0}, half}});
   try {
-    write_master(gap.string(), {});
+    write_model_h5(gap.string(), {});
     FAIL() << "expected an InternalError";
   } catch (const InternalError& e) {
     EXPECT_NE(std::string(e.what()).find("overlap"), std::string::npos) << e.what();
@@ -472,7 +472,7 @@ TEST_F(CheckpointTest, BlocksThatLeaveAGapOrOverlapFailAtWriteMaster) {
                {"model/wte", {8, 6}, {4, 0}, numbered({1, 6}, DType::F32, 0)},
                {"model/wte", {8, 6}, {5, 3}, numbered({3, 3}, DType::F32, 0)}});
   try {
-    write_master(skew.string(), {});
+    write_model_h5(skew.string(), {});
     FAIL() << "expected an InternalError";
   } catch (const InternalError& e) {
     EXPECT_NE(std::string(e.what()).find("overlap"), std::string::npos) << e.what();
@@ -559,14 +559,14 @@ TEST_F(CheckpointTest, CkptVerifyPassesGoodAndFailsDamagedCheckpoints) {
   const fs::path stripped = copy("stripped");
   CheckpointMeta meta = test_meta();
   meta.ints.erase("adamw_step");
-  write_master(stripped.string(), meta);
+  write_model_h5(stripped.string(), meta);
   write_manifest(stripped.string());
   const auto [stripped_code, stripped_out] = ckpt({"verify", stripped.string()});
   EXPECT_EQ(stripped_code, 1);
   EXPECT_NE(stripped_out.find("model.h5 has no integer attribute adamw_step"), std::string::npos)
       << stripped_out;
   meta.ints["adamw_step"] = -5;  // a step a resume would count on from
-  write_master(stripped.string(), meta);
+  write_model_h5(stripped.string(), meta);
   write_manifest(stripped.string());
   const auto [negative_code, negative_out] = ckpt({"verify", stripped.string()});
   EXPECT_EQ(negative_code, 1);
@@ -592,7 +592,7 @@ TEST_F(CheckpointTest, CkptDiffOfIdenticalCheckpointsFindsNoDifference) {
   fs::create_directories(other / "shards");
   write_shard((other / "shards/rank_00000.h5").string(),
               {{"model/wte", {8, 6}, {0, 0}, numbered({8, 6}, DType::F32, 1)}});
-  write_master(other.string(), {});
+  write_model_h5(other.string(), {});
   write_manifest(other.string());
   const auto [code2, out2] = ckpt({"diff", dir_.string(), other.string()});
   EXPECT_EQ(code2, 0);
