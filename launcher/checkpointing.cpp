@@ -544,12 +544,12 @@ void load_zero_state(Trainer& tr, ZeroAdamW& z, const CheckpointReader& reader,
 
 }  // namespace
 
-std::string check_checkpoint_fits(const std::string& dir, Trainer& tr) {
+namespace {
+
+// InputError naming `dir` when the checkpoint's seed is not this run's, or its position (samples
+// consumed) is not a whole number of this layout's micro-batch x data-parallel ranks.
+void check_seed_and_position(const CheckpointMeta& meta, Trainer& tr, const std::string& dir) {
   const TrainConfig& cfg = tr.config();
-  const CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
-  const CheckpointMeta& meta = reader.meta();
-  check_resume_meta(meta, dir);
-  check_saved_model(reader, cfg.model, dir);
   const auto seed = static_cast<uint64_t>(meta.ints.at("seed"));
   if (seed != cfg.seed)
     throw InputError("checkpoint " + dir + ": saved by a run of --train.seed " +
@@ -565,8 +565,12 @@ std::string check_checkpoint_fits(const std::string& dir, Trainer& tr) {
                      (tr.layout().dp == 1 ? "" : "s") + " = " + std::to_string(batch) +
                      " does not divide; resume with a micro-batch and data-parallel size whose "
                      "product divides it (the saved run's --train.global_batch does)");
-  // What this run changes and the checkpoint cannot: said, not refused (Megatron-LM refuses a
-  // changed schedule unless told to override it; extending --train.steps is the common case).
+}
+
+// What this run changes of the checkpoint's schedule and batch, said, not refused (Megatron-LM
+// refuses a changed schedule unless told to override it; extending --train.steps is the common
+// case): "" when nothing changed.
+std::string schedule_and_batch_note(const CheckpointMeta& meta, const TrainConfig& cfg) {
   std::string note;
   const int64_t step = meta.ints.at("step");
   const auto saved_lr = meta.reals.find("lr_at_step");
@@ -591,22 +595,27 @@ std::string check_checkpoint_fits(const std::string& dir, Trainer& tr) {
                        std::to_string(cfg.global_batch) + ": after step " + std::to_string(step) +
                        ", each step takes " + std::to_string(cfg.global_batch) +
                        " samples (the schedule counts steps)");
-  // A checkpoint without the key was saved by a tessera that shuffled otherwise (and did not
-  // record the sequence either).
+  return note;
+}
+
+// The checkpoint's sample sequence against this run's: "" when they are the same (and its saved
+// blend cursor fits this run's blend), a note when they differ under --data.allow_change, else
+// InputError naming `dir`. A checkpoint without the key was saved by a tessera that shuffled
+// otherwise (and did not record the sequence either).
+std::string sample_sequence_note(const CheckpointMeta& meta, Trainer& tr, const std::string& dir) {
   const auto found = meta.texts.find("data");
   const std::string saved = found == meta.texts.end() ? "(not recorded)" : found->second;
   const std::string now = tr.samples().sequence_key();
   if (saved == now) {
     saved_blend_cursor(meta, tr.samples(), dir);  // refused here, before any rank starts
-    return note;
+    return "";
   }
   const std::string what =
       "read another sample sequence: saved \"" + saved + "\", this run's \"" + now + "\"";
-  if (cfg.data_allow_change) {
-    add_note(note, "the run that saved " + dir + " " + what + "; continuing at sample " +
-                       std::to_string(consumed) + " of this run's sequence (--data.allow_change)");
-    return note;
-  }
+  const int64_t consumed = meta.ints.at("consumed_samples");
+  if (tr.config().data_allow_change)
+    return "the run that saved " + dir + " " + what + "; continuing at sample " +
+           std::to_string(consumed) + " of this run's sequence (--data.allow_change)";
   throw InputError("checkpoint " + dir + ": its run " + what +
                    " (--data.path, --data.valid_path, --data.valid_fraction, --model.seq_len, "
                    "whether --train.eval_interval is 0, the corpora's files and the shuffle of "
@@ -614,6 +623,19 @@ std::string check_checkpoint_fits(const std::string& dir, Trainer& tr) {
                    "resume with the saved run's, or give --data.allow_change true to continue "
                    "at sample " +
                    std::to_string(consumed) + " of this run's sequence");
+}
+
+}  // namespace
+
+std::string check_checkpoint_fits(const std::string& dir, Trainer& tr) {
+  const CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
+  const CheckpointMeta& meta = reader.meta();
+  check_resume_meta(meta, dir);
+  check_saved_model(reader, tr.config().model, dir);
+  check_seed_and_position(meta, tr, dir);
+  std::string note = schedule_and_batch_note(meta, tr.config());
+  add_note(note, sample_sequence_note(meta, tr, dir));
+  return note;
 }
 
 void load_weights(GPT& model, const std::string& dir, int rank) {

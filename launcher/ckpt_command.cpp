@@ -335,43 +335,40 @@ std::string safetensors_header(const std::map<std::string, TensorInfo>& tensors,
   return text;
 }
 
-int export_command(int argc, char** argv) {
-  po::options_description desc("ckpt export options");
-  desc.add_options()("dir", po::value<std::string>()->required(), "checkpoint directory")(
-      "to", po::value<std::string>()->required(), "format: safetensors")(
-      "output", po::value<std::string>()->required(), "file to write");
-  po::variables_map vm;
-  if (!parse(desc, "dir", 1, argc, argv, vm)) return 0;
-  if (vm["to"].as<std::string>() != "safetensors")
-    throw InputError("--to: expected safetensors, found \"" + vm["to"].as<std::string>() + "\"");
-  const std::string output = vm["output"].as<std::string>(), tmp = output + ".tmp";
-  require_file_to_write("--output", output);
-  // Not into the checkpoint it reads, nor over the `latest` beside it.
-  const fs::path source = fs::weakly_canonical(vm["dir"].as<std::string>());
+// --output and its FILE.tmp must lie outside the checkpoint `dir` it reads, and not be the
+// `latest` beside it: InputError otherwise.
+void require_output_outside(const std::string& dir, const std::string& output,
+                            const std::string& tmp) {
+  const fs::path source = fs::weakly_canonical(dir);
   for (const fs::path& file : {fs::weakly_canonical(output), fs::weakly_canonical(tmp)}) {
     const auto [end, _] = std::mismatch(source.begin(), source.end(), file.begin(), file.end());
     if (end == source.end() || file == source.parent_path() / "latest")
       throw InputError("--output " + output + ": expected a file outside the checkpoint " +
                        source.string() + ", found " + file.string() + " (it would be overwritten)");
   }
-  // An existing file is replaced only when it is an export too (a safetensors file: an 8-byte
-  // little-endian header length, then the JSON header), not a corpus, a shard or a model.h5.
-  if (fs::is_regular_file(output)) {
-    std::ifstream in(output, std::ios::binary);
-    unsigned char head[9] = {};
-    in.read(reinterpret_cast<char*>(head), sizeof head);
-    uint64_t length = 0;
-    for (int i = 7; i >= 0; --i) length = length << 8 | head[i];
-    const uintmax_t size = fs::file_size(output);  // an empty file holds nothing to lose
-    if (size != 0 && (in.gcount() != sizeof head || head[8] != '{' || length > size - 8))
-      throw InputError("--output " + output +
-                       ": expected a new file or an earlier export to replace, found a file "
-                       "that is not safetensors (remove it first if it is to go)");
-  }
-  // Every file's checksum, the optimizer's shards too, so that no damaged weights leave: one more
-  // read of the checkpoint, from the page cache for the weights that follow.
-  const CheckpointReader r = verify_checkpoint(vm["dir"].as<std::string>(), "ckpt export");
-  std::map<std::string, TensorInfo> tensors;  // "layers.03.attn.qkv.weight" -> model/layers/...
+}
+
+// An existing --output is replaced only when it is an export too (a safetensors file: an 8-byte
+// little-endian header length, then the JSON header), or empty; not a corpus, a shard or a
+// model.h5.
+void require_replaceable_export(const std::string& output) {
+  if (!fs::is_regular_file(output)) return;
+  std::ifstream in(output, std::ios::binary);
+  unsigned char head[9] = {};
+  in.read(reinterpret_cast<char*>(head), sizeof head);
+  uint64_t length = 0;
+  for (int i = 7; i >= 0; --i) length = length << 8 | head[i];
+  const uintmax_t size = fs::file_size(output);  // an empty file holds nothing to lose
+  if (size != 0 && (in.gcount() != sizeof head || head[8] != '{' || length > size - 8))
+    throw InputError("--output " + output +
+                     ": expected a new file or an earlier export to replace, found a file "
+                     "that is not safetensors (remove it first if it is to go)");
+}
+
+// The model's tensors by their safetensors names ("layers.03.attn.qkv.weight" for
+// model/layers/03/attn/qkv/weight); InputError for a name JSON cannot hold or two that collide.
+std::map<std::string, TensorInfo> export_names(const CheckpointReader& r) {
+  std::map<std::string, TensorInfo> tensors;
   for (const TensorInfo& t : r.tensors()) {
     if (t.name.rfind("model/", 0) != 0) continue;
     std::string name = t.name.substr(6);
@@ -383,10 +380,16 @@ int export_command(int argc, char** argv) {
     if (!tensors.emplace(name, t).second)
       throw InputError("checkpoint " + r.dir() + ": two tensors export as " + name);
   }
-  const std::string header = safetensors_header(tensors, r.meta());
-  // Created, never truncated: an existing FILE.tmp is another export's under way, or a file of
-  // someone's that the rename would have taken away. Written through the descriptor that created
-  // it, and removed on failure only while it is still that file.
+  return tensors;
+}
+
+// Writes `tmp` through `write(put)`, then renames it to `output`. Created, never truncated: an
+// existing FILE.tmp is another export's under way, or a file of someone's that the rename would
+// have taken away. Written through the descriptor that created it, and removed on failure only
+// while it is still that file.
+void write_then_rename(
+    const std::string& tmp, const std::string& output,
+    const std::function<void(const std::function<void(const void*, size_t)>&)>& write) {
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) {
     const int err = errno;
@@ -398,13 +401,48 @@ int export_command(int argc, char** argv) {
   struct stat created {};
   ::fstat(fd, &created);
   bool open = true;
-  int64_t bytes = 0;
   try {
-    const auto put = [&](const void* data, size_t n) {
+    write([&](const void* data, size_t n) {
       if (!write_fully(fd, data, n))
         throw InputError("--output " + output + ": writing " + tmp + " failed (" +
                          std::strerror(errno) + ")");
-    };
+    });
+    open = false;
+    if (::close(fd) != 0)
+      throw InputError("--output " + output + ": writing " + tmp + " failed (" +
+                       std::strerror(errno) + ")");
+    fs::rename(tmp, output);
+  } catch (...) {  // no FILE.tmp of ours left behind
+    if (open) ::close(fd);
+    struct stat now {};
+    if (::stat(tmp.c_str(), &now) == 0 && now.st_dev == created.st_dev &&
+        now.st_ino == created.st_ino)
+      ::unlink(tmp.c_str());
+    throw;
+  }
+}
+
+int export_command(int argc, char** argv) {
+  po::options_description desc("ckpt export options");
+  desc.add_options()("dir", po::value<std::string>()->required(), "checkpoint directory")(
+      "to", po::value<std::string>()->required(), "format: safetensors")(
+      "output", po::value<std::string>()->required(), "file to write");
+  po::variables_map vm;
+  if (!parse(desc, "dir", 1, argc, argv, vm)) return 0;
+  if (vm["to"].as<std::string>() != "safetensors")
+    throw InputError("--to: expected safetensors, found \"" + vm["to"].as<std::string>() + "\"");
+  const std::string dir = vm["dir"].as<std::string>();
+  const std::string output = vm["output"].as<std::string>(), tmp = output + ".tmp";
+  require_file_to_write("--output", output);
+  require_output_outside(dir, output, tmp);
+  require_replaceable_export(output);
+  // Every file's checksum, the optimizer's shards too, so that no damaged weights leave: one more
+  // read of the checkpoint, from the page cache for the weights that follow.
+  const CheckpointReader r = verify_checkpoint(dir, "ckpt export");
+  const std::map<std::string, TensorInfo> tensors = export_names(r);
+  const std::string header = safetensors_header(tensors, r.meta());
+  int64_t bytes = 0;
+  write_then_rename(tmp, output, [&](const std::function<void(const void*, size_t)>& put) {
     const uint64_t header_size = header.size();  // little-endian host (checkpoint_io.cpp)
     put(&header_size, 8);
     put(header.data(), header.size());
@@ -420,19 +458,7 @@ int export_command(int argc, char** argv) {
           },
           &progress);
     progress.end();
-    open = false;
-    if (::close(fd) != 0)
-      throw InputError("--output " + output + ": writing " + tmp + " failed (" +
-                       std::strerror(errno) + ")");
-    fs::rename(tmp, output);
-  } catch (...) {  // no FILE.tmp of ours left behind
-    if (open) ::close(fd);
-    struct stat now {};
-    if (::stat(tmp.c_str(), &now) == 0 && now.st_dev == created.st_dev &&
-        now.st_ino == created.st_ino)
-      ::unlink(tmp.c_str());
-    throw;
-  }
+  });
   std::printf("ckpt export: %zu tensors, %lld bytes -> %s\n", tensors.size(),
               static_cast<long long>(bytes), output.c_str());
   return 0;
