@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "io/checkpoint_io.h"
 #include "io/h5_handle.h"
 
@@ -38,6 +39,23 @@ void add_shard_blocks(const std::filesystem::path& dir, const std::string& file,
 
 // VDS source names may hold printf-like patterns ("%b"); a literal '%' is written "%%".
 std::string vds_literal(const std::string& s);
+// vds_literal's inverse: "%%" back to '%'.
+std::string from_vds_literal(const std::string& s);
+
+// Whether a block of `extent` at `offset` lies inside a tensor of shape `global`, all three of
+// one rank.
+inline bool block_inside(const Shape& global, const Shape& offset, const Shape& extent) {
+  if (offset.size() != global.size() || extent.size() != global.size()) return false;
+  for (size_t d = 0; d < global.size(); ++d)
+    if (offset[d] < 0 || extent[d] < 0 || offset[d] + extent[d] > global[d]) return false;
+  return true;
+}
+
+// The InputError for a checkpoint file that passed its MANIFEST but HDF5 cannot read (`what`):
+// the file, not tessera, is at fault.
+inline InputError unreadable_checkpoint_file(const std::string& path, const std::string& what) {
+  return InputError(path + ": unreadable (" + what + "); `tessera ckpt verify` checks it");
+}
 
 // model.h5's meta: its integer and real attributes, and the strings of /meta.
 CheckpointMeta read_meta(hid_t file, const std::string& path);

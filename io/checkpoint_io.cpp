@@ -91,12 +91,8 @@ void check_block(const TensorBlock& b) {
                            shape_str(t.shape()) + ", tensor " + shape_str(b.global_shape);
   TESSERA_CHECK(t.defined() && t.device() == Device::CPU && t.is_contiguous(),
                 what + ": expected a contiguous CPU tensor");
-  TESSERA_CHECK(!b.global_shape.empty() && b.offset.size() == b.global_shape.size() &&
-                    t.shape().size() == b.global_shape.size(),
-                what + ": expected offset and data of the tensor's rank (at least 1)");
-  for (size_t d = 0; d < b.global_shape.size(); ++d)
-    TESSERA_CHECK(b.offset[d] >= 0 && b.offset[d] + t.shape()[d] <= b.global_shape[d],
-                  what + ": the block reaches outside the tensor");
+  TESSERA_CHECK(!b.global_shape.empty() && block_inside(b.global_shape, b.offset, t.shape()),
+                what + ": expected a block inside the tensor, of its rank (at least 1)");
 }
 
 void write_block(hid_t file, const std::string& dataset, const TensorBlock& b) {
@@ -132,11 +128,9 @@ void check_tiling(const std::string& name, const TensorPlan& p) {
   int64_t covered = 0;
   const size_t rank = p.global_shape.size();
   for (const SourceBlock& b : p.blocks) {
-    bool inside = b.offset.size() == rank && b.shape.size() == rank;
-    for (size_t d = 0; inside && d < rank; ++d)
-      inside = b.offset[d] >= 0 && b.offset[d] + b.shape[d] <= p.global_shape[d];
-    TESSERA_CHECK(inside, "tensor " + name + " " + shape_str(p.global_shape) + ": block " +
-                              describe(b) + " reaches outside the tensor");
+    TESSERA_CHECK(block_inside(p.global_shape, b.offset, b.shape),
+                  "tensor " + name + " " + shape_str(p.global_shape) + ": block " + describe(b) +
+                      " reaches outside the tensor");
     covered += shape_numel(b.shape);
   }
   // Only blocks whose ranges of dimension 0 meet can overlap: in order of their first row, each
@@ -257,6 +251,15 @@ void add_shard_blocks(const fs::path& dir, const std::string& file,
 std::string vds_literal(const std::string& s) {
   std::string r;
   for (char c : s) r += c == '%' ? std::string("%%") : std::string(1, c);
+  return r;
+}
+
+std::string from_vds_literal(const std::string& s) {
+  std::string r;
+  for (size_t k = 0; k < s.size(); ++k) {
+    r += s[k];
+    if (s[k] == '%' && k + 1 < s.size() && s[k + 1] == '%') ++k;
+  }
   return r;
 }
 

@@ -57,12 +57,7 @@ std::string virtual_name(hid_t dcpl, size_t i, bool file) {
   std::string name(static_cast<size_t>(CHECK_H5(get(nullptr, 0))) + 1, '\0');
   CHECK_H5(get(name.data(), name.size()));
   name.resize(name.size() - 1);
-  std::string literal;  // vds_literal's "%%" back to '%'
-  for (size_t k = 0; k < name.size(); ++k) {
-    literal += name[k];
-    if (name[k] == '%' && k + 1 < name.size() && name[k + 1] == '%') ++k;
-  }
-  return literal;
+  return from_vds_literal(name);
 }
 
 // The blocks of tensor `name` (dataset `d` of model.h5) that its virtual dataset maps onto shard
@@ -139,7 +134,7 @@ CheckpointReader CheckpointReader::open(const std::string& dir, ManifestCheck ch
       impl->tensors[name] = {name, shape, stored_dtype(d, path + ":" + dataset)};
     });
   } catch (const InternalError& e) {  // a file that passed the MANIFEST but HDF5 cannot read
-    throw InputError(path + ": unreadable (" + e.what() + "); `tessera ckpt verify` checks it");
+    throw unreadable_checkpoint_file(path, e.what());
   }
   return CheckpointReader(std::move(impl));
 }
@@ -154,7 +149,7 @@ void CheckpointReader::check_shards() const {
       if (dataset.rfind("/meta/", 0) != 0) add_mapped_blocks(d, dataset.substr(1), mapped);
     });
   } catch (const InternalError& e) {  // as in open(): the file, not tessera, is at fault
-    throw InputError(master + ": unreadable (" + e.what() + "); `tessera ckpt verify` checks it");
+    throw unreadable_checkpoint_file(master, e.what());
   }
   for (const auto& [file, blocks] : mapped) {
     // A shard removed together with its MANIFEST line passes verify_manifest.
@@ -226,12 +221,9 @@ void CheckpointReader::read(const std::string& name, const Shape& global_shape, 
   TESSERA_CHECK(out.dtype() != DType::BF16 || info.dtype == DType::BF16,
                 "checkpoint read of " + name + ": bfloat16 out of a " + dtype_name(info.dtype) +
                     " tensor is not supported");
-  const size_t rank = global_shape.size();
-  bool inside = offset.size() == rank && out.shape().size() == rank;
-  for (size_t d = 0; inside && d < rank; ++d)
-    inside = offset[d] >= 0 && offset[d] + out.shape()[d] <= global_shape[d];
-  TESSERA_CHECK(inside, "checkpoint read of " + name + " " + shape_str(global_shape) + ": block " +
-                            shape_str(out.shape()) + " at " + shape_str(offset) + " lies outside");
+  TESSERA_CHECK(block_inside(global_shape, offset, out.shape()),
+                "checkpoint read of " + name + " " + shape_str(global_shape) + ": block " +
+                    shape_str(out.shape()) + " at " + shape_str(offset) + " lies outside");
   if (out.numel() == 0) return;
   H5Lock lock;
   const auto local = impl_->shard_blocks.find(name);
@@ -275,7 +267,7 @@ void CheckpointReader::prefer_shard(int rank) {
           {read_shape_attribute(d, "global_offset", where), dataset_shape(d), dataset});
     });
   } catch (const InternalError& e) {
-    throw InputError(path + ": unreadable (" + e.what() + "); `tessera ckpt verify` checks it");
+    throw unreadable_checkpoint_file(path, e.what());
   }
   impl_->shard = std::move(file);
   impl_->shard_path = path;
