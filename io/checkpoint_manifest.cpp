@@ -1,10 +1,7 @@
-// MANIFEST, `latest` and the commit protocol's filesystem steps (see io/checkpoint_manifest.h).
-// Everything here reads and writes plain bytes through POSIX and <filesystem>; a failing system
-// call becomes an InputError naming the path and strerror(errno).
+// MANIFEST and `latest` (see io/checkpoint_manifest.h), on the durable files of
+// io/durable_file.h. Everything here reads and writes plain bytes through <filesystem> and
+// streams; a failing call becomes an InputError naming the path and the reason.
 #include "io/checkpoint_manifest.h"
-
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -27,15 +24,6 @@ namespace tessera {
 
 namespace {
 
-[[noreturn]] void system_error(const std::string& path, const std::string& what) {
-  throw InputError(path + ": " + what + " (" + std::strerror(errno) + ")");
-}
-
-std::string parent_directory(const std::string& path) {
-  const fs::path parent = fs::path(path).parent_path();
-  return parent.empty() ? "." : parent.string();
-}
-
 bool parse_manifest_line(const std::string& line, ManifestEntry& e) {
   const size_t a = line.find(' '), b = a == line.npos ? a : line.find(' ', a + 1);
   if (a != 8 || b == line.npos || b == a + 1 || b + 1 >= line.size()) return false;
@@ -51,19 +39,6 @@ bool parse_manifest_line(const std::string& line, ManifestEntry& e) {
 }
 
 }  // namespace
-
-void write_file_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.close();
-    if (!out) system_error(tmp, "cannot write");
-  }
-  fsync_path(tmp);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) system_error(tmp, "cannot rename to " + path);
-  fsync_directory(parent_directory(path));
-}
 
 std::string read_manifest_text(const std::string& dir) {
   const std::string path = (fs::path(dir) / "MANIFEST").string();
@@ -185,30 +160,6 @@ void check_crc(const std::string& dir, const ManifestEntry& entry, uint32_t crc)
   if (crc != entry.crc)
     throw InputError((fs::path(dir) / entry.path).string() + ": CRC-32C " + hex8(crc) +
                      ", MANIFEST says " + hex8(entry.crc) + " (the file is damaged)");
-}
-
-void fsync_path(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) system_error(path, "cannot open to fsync");
-  const int r = ::fsync(fd);
-  ::close(fd);
-  if (r != 0) system_error(path, "fsync failed");
-}
-
-void fsync_directory(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) system_error(dir, "cannot open the directory to fsync");
-  const int r = ::fsync(fd);
-  ::close(fd);
-  if (r != 0) system_error(dir, "fsync of the directory failed");
-}
-
-void rename_directory(const std::string& from, const std::string& to) {
-  if (fs::exists(to)) throw InputError(to + ": exists already, cannot rename " + from + " to it");
-  if (std::rename(from.c_str(), to.c_str()) != 0) system_error(from, "cannot rename to " + to);
-  fsync_directory(parent_directory(to));
-  if (fs::absolute(parent_directory(from)) != fs::absolute(parent_directory(to)))
-    fsync_directory(parent_directory(from));
 }
 
 void write_latest(const std::string& checkpoints_dir, const std::string& step_dir_name) {

@@ -1,7 +1,8 @@
-// A checkpoint directory's MANIFEST, the `latest` pointer and the filesystem steps of the commit
-// protocol (docs/CHECKPOINTS.md). Plain POSIX and byte reads, no HDF5: these functions
-// judge a checkpoint without trusting its files. io/checkpoint_io.h includes this header, so its
-// callers see every declaration here. Stateless functions; safe on any thread.
+// A checkpoint directory's MANIFEST and the `latest` pointer (docs/CHECKPOINTS.md), with the
+// filesystem steps of the commit protocol (io/durable_file.h, included). Plain byte reads, no
+// HDF5: these functions judge a checkpoint without trusting its files. io/checkpoint_io.h
+// includes this header, so its callers see every declaration here. Stateless functions; safe on
+// any thread.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +12,7 @@
 
 #include "core/error.h"
 #include "io/crc32c.h"
+#include "io/durable_file.h"
 
 namespace tessera {
 
@@ -51,11 +53,6 @@ void verify_manifest(const std::string& dir, ManifestCheck check = ManifestCheck
 void verify_manifest(const std::string& dir, const std::string& manifest_text, ManifestCheck check,
                      const ReadProgress& read = {});
 
-// Writes `text` to PATH.tmp, fsyncs it, renames it to PATH and fsyncs PATH's directory: a reader
-// never sees half a file, and a failed write leaves the previous one. InputError naming the file
-// on failure. The MANIFEST and `latest`, and the run directory's config.ini and metrics files.
-void write_file_atomically(const std::string& path, const std::string& text);
-
 // One line of a MANIFEST: a file's CRC-32C, size and path relative to the step directory.
 struct ManifestEntry {
   uint32_t crc = 0;
@@ -75,12 +72,6 @@ void check_crc(const std::string& dir, const ManifestEntry& entry, uint32_t crc)
 // write_model_h5 builds model.h5 from the same list.
 std::vector<std::string> checkpoint_files(const std::string& dir);
 
-// Filesystem steps of the commit protocol (POSIX). Each throws InputError naming the path and
-// the system's reason on failure.
-void fsync_path(const std::string& path);      // a file's data and size reach the disk
-void fsync_directory(const std::string& dir);  // its entries (creations, renames) reach the disk
-// Renames directory `from` to `to` (`to` must not exist), then fsyncs the parent of each.
-void rename_directory(const std::string& from, const std::string& to);
 // Replaces CHECKPOINTS_DIR/latest by a file holding "STEP_DIR_NAME\n": writes latest.tmp, fsyncs
 // it, renames it over latest, fsyncs CHECKPOINTS_DIR.
 void write_latest(const std::string& checkpoints_dir, const std::string& step_dir_name);

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "io/checkpoint_manifest.h"
+#include "io/durable_file.h"
 #include "io/file_kind.h"
 #include "launcher/exit_codes.h"
 

@@ -16,7 +16,7 @@
 #include "core/ops/attention.h"
 #include "core/ops/matmul.h"
 #include "core/threads.h"
-#include "io/checkpoint_manifest.h"
+#include "io/durable_file.h"
 #include "io/metrics.h"
 #include "launcher/progress.h"
 #include "launcher/trainer.h"
