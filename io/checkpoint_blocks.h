@@ -52,8 +52,8 @@ inline bool block_inside(const Shape& global, const Shape& offset, const Shape& 
 }
 
 // The InputError for a checkpoint file that passed its MANIFEST but HDF5 cannot read (`what`):
-// the file, not tessera, is at fault.
-inline InputError unreadable_checkpoint_file(const std::string& path, const std::string& what) {
+// the file is damaged (not CheckpointUnreadable, an I/O fault of the machine).
+inline InputError damaged_checkpoint_file(const std::string& path, const std::string& what) {
   return InputError(path + ": unreadable (" + what + "); `tessera ckpt verify` checks it");
 }
 

@@ -1,8 +1,8 @@
-// Shards and the virtual-dataset master (see io/checkpoint_io.h for the layout; the reader is
+// Shards and model.h5 of virtual datasets (see io/checkpoint_io.h for the layout; the reader is
 // io/checkpoint_reader.cpp). HDF5 is used through io/h5_handle.h: every handle an H5Id, every call
 // under an H5Lock and through CHECK_H5. Calls whose failure is the user's file (opening a damaged
-// model.h5, reading a corrupt dataset) throw InputError naming that file. The MANIFEST, `latest`
-// and the fsync steps live in io/checkpoint_manifest.cpp.
+// model.h5, reading a corrupt dataset) throw InputError naming that file. The MANIFEST and
+// `latest` live in io/checkpoint_manifest.cpp, the fsync steps in io/durable_file.cpp.
 #include "io/checkpoint_io.h"
 
 #include <algorithm>
@@ -20,6 +20,7 @@
 
 #include "core/error.h"
 #include "io/checkpoint_blocks.h"
+#include "io/durable_file.h"
 #include "io/h5_handle.h"
 
 namespace fs = std::filesystem;
@@ -91,8 +92,11 @@ void check_block(const TensorBlock& b) {
                            shape_str(t.shape()) + ", tensor " + shape_str(b.global_shape);
   TESSERA_CHECK(t.defined() && t.device() == Device::CPU && t.is_contiguous(),
                 what + ": expected a contiguous CPU tensor");
-  TESSERA_CHECK(!b.global_shape.empty() && block_inside(b.global_shape, b.offset, t.shape()),
-                what + ": expected a block inside the tensor, of its rank (at least 1)");
+  TESSERA_CHECK(!b.global_shape.empty() && b.offset.size() == b.global_shape.size() &&
+                    t.shape().size() == b.global_shape.size(),
+                what + ": expected offset and data of the tensor's rank (at least 1)");
+  TESSERA_CHECK(block_inside(b.global_shape, b.offset, t.shape()),
+                what + ": the block reaches outside the tensor");
 }
 
 void write_block(hid_t file, const std::string& dataset, const TensorBlock& b) {
@@ -372,12 +376,12 @@ void write_model_h5(const std::string& dir, const CheckpointMeta& meta) {
     for (const auto& [name, plan] : plans) check_tiling(name, plan);
     try {
       H5Id file(check_h5_input(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, file_access()),
-                               path, "cannot create the file"),
+                               path, "cannot create model.h5"),
                 H5Fclose);
       for (const auto& [name, plan] : plans) create_virtual_dataset(file, name, plan);
       write_meta(file, meta);
       CHECK_H5(H5Fflush(file, H5F_SCOPE_GLOBAL));
-      check_h5_input(file.close(), path, "closing the file failed");
+      check_h5_input(file.close(), path, "closing model.h5 failed");
     } catch (const std::exception& e) {
       rethrow_write_failure(path, e.what());
     }

@@ -5,7 +5,8 @@
 //   MANIFEST              format tag, then CRC-32C, size and path of every file above
 // This layer writes and reads those files. The commit protocol across ranks (write into a *.tmp
 // directory, fsync, barrier, manifest, rename, then `latest`) belongs to the caller, built from
-// the MANIFEST, `latest` and filesystem steps of io/checkpoint_manifest.h, included here.
+// the MANIFEST and `latest` of io/checkpoint_manifest.h, included here, and the filesystem steps
+// of io/durable_file.h, which it includes.
 //
 // Thread safety: every function here holds one process-wide lock while it calls HDF5, so a save
 // may run on a background thread while the main thread computes; HDF5 calls never overlap.
@@ -31,7 +32,8 @@ std::string shard_file_name(int rank);
 // person's step_N.bak), newest first; none when ROOT is not a directory.
 std::vector<std::string> step_directories(const std::string& root);
 // step_N.replaced: the old directory of a step being saved again, while the new one is renamed
-// in (launcher/checkpointing.h).
+// in (CheckpointSaver::commit); the next run restores it if the rename did not happen
+// (launcher/checkpoint_choice.cpp).
 inline const std::string kReplacedSuffix = ".replaced";
 
 // One rectangular block of a global tensor: what a rank writes (write_shard) or reads into

@@ -134,7 +134,7 @@ CheckpointReader CheckpointReader::open(const std::string& dir, ManifestCheck ch
       impl->tensors[name] = {name, shape, stored_dtype(d, path + ":" + dataset)};
     });
   } catch (const InternalError& e) {  // a file that passed the MANIFEST but HDF5 cannot read
-    throw unreadable_checkpoint_file(path, e.what());
+    throw damaged_checkpoint_file(path, e.what());
   }
   return CheckpointReader(std::move(impl));
 }
@@ -149,7 +149,7 @@ void CheckpointReader::check_shards() const {
       if (dataset.rfind("/meta/", 0) != 0) add_mapped_blocks(d, dataset.substr(1), mapped);
     });
   } catch (const InternalError& e) {  // as in open(): the file, not tessera, is at fault
-    throw unreadable_checkpoint_file(master, e.what());
+    throw damaged_checkpoint_file(master, e.what());
   }
   for (const auto& [file, blocks] : mapped) {
     // A shard removed together with its MANIFEST line passes verify_manifest.
@@ -267,7 +267,7 @@ void CheckpointReader::prefer_shard(int rank) {
           {read_shape_attribute(d, "global_offset", where), dataset_shape(d), dataset});
     });
   } catch (const InternalError& e) {
-    throw unreadable_checkpoint_file(path, e.what());
+    throw damaged_checkpoint_file(path, e.what());
   }
   impl_->shard = std::move(file);
   impl_->shard_path = path;

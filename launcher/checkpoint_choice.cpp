@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "io/checkpoint_io.h"
 #include "io/crc32c.h"
+#include "io/durable_file.h"
 #include "io/file_kind.h"
 #include "launcher/cluster.h"
 #include "launcher/progress.h"
@@ -91,10 +92,12 @@ CheckpointReader verify_checkpoint(const std::string& dir, const std::string& wh
     for (const ManifestEntry& e : entries) total += e.size;
     ProgressLine line(true, what + ": CRC-32C", static_cast<int64_t>(total));
     int64_t done = 0;
-    verify_manifest(dir, manifest, ManifestCheck::kFull, [&](uint64_t bytes) {
+    const auto read = [&](uint64_t bytes) {
       done += static_cast<int64_t>(bytes);
       if (line.due()) line.print(done, std::to_string(entries.size()) + " files");
-    });
+    };
+    for (const ManifestEntry& e : entries)  // the sizes passed above
+      check_crc(dir, e, crc32c_file((fs::path(dir) / e.path).string(), read));
     line.end();
   });
 }

@@ -18,6 +18,7 @@
 #include "core/profile.h"
 #include "io/checkpoint_io.h"
 #include "io/crc32c.h"
+#include "io/durable_file.h"
 #include "launcher/checkpoint_choice.h"
 
 namespace fs = std::filesystem;

@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "io/durable_file.h"
 #include "io/metrics.h"
 #include "launcher/checkpoint_choice.h"
 #include "launcher/checkpointing.h"

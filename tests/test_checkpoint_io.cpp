@@ -1,6 +1,6 @@
-// Tests of the checkpoint file layer: CRC-32C against RFC 3720, shards + virtual-dataset master
-// round trips (whole tensors and hyperslabs across shard boundaries, exact), what h5dump and
-// h5ls show, every kind of damage the MANIFEST catches, the tiling check, `latest`, and the
+// Tests of the checkpoint file layer: CRC-32C against RFC 3720, shards + model.h5 of virtual
+// datasets round trips (whole tensors and hyperslabs across shard boundaries, exact), what h5dump
+// and h5ls show, every kind of damage the MANIFEST catches, the tiling check, `latest`, and the
 // `ckpt` command in-process. Each test works in its own temporary directory.
 #include <gtest/gtest.h>
 #include <hdf5.h>
@@ -440,7 +440,7 @@ TEST_F(CheckpointTest, WrongGlobalShapeNamesTheTensorAndBothShapes) {
   EXPECT_NE(e.find(dir_.string()), std::string::npos) << e;
 }
 
-TEST_F(CheckpointTest, BlocksThatLeaveAGapOrOverlapFailAtWriteMaster) {
+TEST_F(CheckpointTest, BlocksThatLeaveAGapOrOverlapFailAtWriteModelH5) {
   const fs::path gap = root_ / "gap";
   fs::create_directories(gap / "shards");
   const Tensor half = numbered({4, 6}, DType::F32, 0);
