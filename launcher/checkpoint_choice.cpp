@@ -19,6 +19,12 @@ namespace fs = std::filesystem;
 
 namespace tessera {
 
+void add_note(std::string& note, const std::string& part) {
+  if (part.empty()) return;
+  if (!note.empty()) note += "; ";
+  note += part;
+}
+
 namespace {
 
 // A piece of a checkpoint file for the shared CRC pass.
@@ -58,16 +64,6 @@ std::string restore_replaced_checkpoints(const std::string& root) {
   }
   return note;
 }
-
-}  // namespace
-
-void add_note(std::string& note, const std::string& part) {
-  if (part.empty()) return;
-  if (!note.empty()) note += "; ";
-  note += part;
-}
-
-namespace {
 
 // The checks that make checkpoint `dir` usable, in this order: its MANIFEST's sizes, the bytes of
 // every file it lists (`crc_pass`, given the MANIFEST's text), and model.h5's map of the shards,
