@@ -315,7 +315,9 @@ std::pair<int64_t, int64_t> part_of(int64_t n, int part, int parts) {
   return {begin, begin + n / parts + (part < n % parts ? 1 : 0)};
 }
 
-std::string shared_part_note(const char* what, int64_t begin, int64_t end, int64_t n) {
+std::string shared_part_note(const char* what, int64_t n, int part, int parts) {
+  if (parts == 1) return "";
+  const auto [begin, end] = part_of(n, part, parts);
   return std::string("; the ranks share this check, this one read ")
       .append(what)
       .append(" [")
@@ -349,9 +351,6 @@ IndexedDataset IndexedDataset::open(const std::string& prefix, int part, int par
   // this rank checks only its part of the entries and the parts together check them all.
   const int64_t item = static_cast<int64_t>(dtype_size(ds.dtype_));
   const int64_t seqs = ds.sequences_, docs = ds.documents_;
-  const auto shared = [&](int64_t begin, int64_t end, int64_t n, const char* what) {
-    return parts == 1 ? std::string() : shared_part_note(what, begin, end, n);
-  };
   const auto fail = [&](const std::string& what) {
     if (parts == 1) corpus_error(idx_path, what);
     throw SharedInputError("corpus " + idx_path + ": " + what);
@@ -361,7 +360,7 @@ IndexedDataset IndexedDataset::open(const std::string& prefix, int part, int par
     const int64_t size = ds.size_at(i), pointer = ds.pointer_at(i);
     if (size < 0)
       fail("expected sequence sizes >= 0, found " + std::to_string(size) + " for sequence " +
-           std::to_string(i) + shared(first, end, seqs, "sequences"));
+           std::to_string(i) + shared_part_note("sequences", seqs, part, parts));
     // The previous pointer may be anything here when another part holds it.
     int64_t expected = 0;
     const bool beyond =
@@ -370,7 +369,7 @@ IndexedDataset IndexedDataset::open(const std::string& prefix, int part, int par
       fail("pointer of sequence " + std::to_string(i) + " is " + std::to_string(pointer) +
            ", expected " + (beyond ? std::string("one beyond 64 bits") : std::to_string(expected)) +
            " (the previous pointer plus its size x " + std::to_string(item) + " bytes)" +
-           shared(first, end, seqs, "sequences"));
+           shared_part_note("sequences", seqs, part, parts));
   }
   const auto [first_doc, end_doc] = part_of(docs, part, parts);
   bool rising = true;
@@ -383,7 +382,7 @@ IndexedDataset IndexedDataset::open(const std::string& prefix, int part, int par
                     : std::to_string(ds.doc_at(0)) + " .. " + std::to_string(ds.doc_at(docs - 1)) +
                           (rising ? ""
                                   : ", not rising" +
-                                        shared(first_doc, end_doc, docs, "document indices"))));
+                                        shared_part_note("document indices", docs, part, parts))));
   // The last sequence's end is the token count once the parts all hold. Every rank checks that
   // entry, so that none goes on (until the ranks agree) with a count made of a bad one.
   if (seqs > 0) {

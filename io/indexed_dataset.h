@@ -51,8 +51,9 @@ class IndexedDatasetWriter {
 // Part `part` of `parts` near-equal consecutive pieces of [0, n): [begin, end).
 std::pair<int64_t, int64_t> part_of(int64_t n, int part, int parts);
 // What a rank adds to a fault it found in its part of a check the ranks share: "; the ranks share
-// this check, this one read WHAT [begin, end) of n".
-std::string shared_part_note(const char* what, int64_t begin, int64_t end, int64_t n);
+// this check, this one read WHAT [begin, end) of n", [begin, end) being part_of(n, part, parts);
+// "" for one part (nothing is shared).
+std::string shared_part_note(const char* what, int64_t n, int part, int parts);
 
 // A read-only view of a corpus. Cheap to copy (copies share the mapping); the tokens stay mapped
 // while any copy lives. Sequences are contiguous in the .bin (open() checks it), so the

@@ -185,7 +185,7 @@ std::optional<TokenCorpus::SliceIds> TokenCorpus::check_token_ids(int64_t vocab,
     } catch (const InputError& e) {
       if (parts == 1) throw;
       throw SharedInputError(std::string(e.what()) +
-                             shared_part_note("tokens", begin, begin + size, num_tokens_));
+                             shared_part_note("tokens", num_tokens_, part, parts));
     }
     return range;
   };
