@@ -286,15 +286,12 @@ TEST_F(CorruptCorpus, RanksSharingTheWalkRefuseWhatOneWalkRefuses) {
   // names it.
   store<int64_t>(idx_, 50, 8);
   write_bytes(prefix_ + ".idx", idx_);
-  expect_input_error([&] { IndexedDataset::open(prefix_, 1, 2); },
-                     {prefix_ + ".idx", "pointer of sequence 1 is 8, expected 6",
-                      "; the ranks share this check, this one read sequences [1, 2) of 2"});
-  try {
-    IndexedDataset::open(prefix_, 1, 2);
-  } catch (const SharedInputError&) {  // a data error: the message does not name a machine
-  } catch (...) {
-    ADD_FAILURE() << "not a SharedInputError";
-  }
+  // A SharedInputError: a data error, whose message does not name a machine.
+  test_support::expect_error<SharedInputError>(
+      [&] { IndexedDataset::open(prefix_, 1, 2); },
+      {prefix_ + ".idx", "pointer of sequence 1 is 8, expected 6",
+       "; the ranks share this check, this one read sequences [1, 2) of 2"},
+      "SharedInputError");
   // Eight sequences (two of them empty), one per document; each of 400 damaged copies
   // (an entry of the sizes, pointers or document indices set to another value) is judged by 1,
   // 2, 3, 5 and 16 parts (more parts than entries: some have none).
