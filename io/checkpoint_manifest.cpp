@@ -128,8 +128,8 @@ void verify_manifest(const std::string& dir, ManifestCheck check) {
   verify_manifest(dir, read_manifest_text(dir), check);
 }
 
-void verify_manifest(const std::string& dir, const std::string& manifest_text, ManifestCheck check,
-                     const ReadProgress& read) {
+void verify_manifest(const std::string& dir, const std::string& manifest_text,
+                     ManifestCheck check) {
   if (check == ManifestCheck::kNone) return;
   const std::vector<ManifestEntry> entries = parse_manifest(manifest_text, dir);
   std::set<std::string> listed;
@@ -149,11 +149,13 @@ void verify_manifest(const std::string& dir, const std::string& manifest_text, M
       throw InputError(p + ": " + std::to_string(size) + " bytes, MANIFEST says " +
                        std::to_string(e.size) + " (truncated or rewritten)");
   }
-  if (check == ManifestCheck::kSizes) return;
-  for (const ManifestEntry& e : entries) {
-    const std::string p = (fs::path(dir) / e.path).string();
-    check_crc(dir, e, crc32c_file(p, read));
-  }
+  if (check == ManifestCheck::kFull) check_crcs(dir, entries);
+}
+
+void check_crcs(const std::string& dir, const std::vector<ManifestEntry>& entries,
+                const ReadProgress& read) {
+  for (const ManifestEntry& e : entries)
+    check_crc(dir, e, crc32c_file((fs::path(dir) / e.path).string(), read));
 }
 
 void check_crc(const std::string& dir, const ManifestEntry& entry, uint32_t crc) {

@@ -48,10 +48,8 @@ void require_checkpoint_directory(const std::string& dir);
 void verify_manifest(const std::string& dir, ManifestCheck check = ManifestCheck::kFull);
 // The same on DIR's MANIFEST as read_manifest_text gave it (the caller has checked that DIR is a
 // checkpoint directory: require_checkpoint_directory), so that a caller that also needs the text
-// reads it once;
-// `read` is told the bytes the CRC pass reads, for a progress line.
-void verify_manifest(const std::string& dir, const std::string& manifest_text, ManifestCheck check,
-                     const ReadProgress& read = {});
+// reads it once.
+void verify_manifest(const std::string& dir, const std::string& manifest_text, ManifestCheck check);
 
 // One line of a MANIFEST: a file's CRC-32C, size and path relative to the step directory.
 struct ManifestEntry {
@@ -67,6 +65,10 @@ std::vector<ManifestEntry> parse_manifest(const std::string& text, const std::st
 
 // InputError naming DIR/ENTRY's file unless `crc`, its CRC-32C as read, is the listed one.
 void check_crc(const std::string& dir, const ManifestEntry& entry, uint32_t crc);
+// check_crc of every entry's file, read whole in order: verify_manifest's CRC pass. `read` is told
+// the bytes it reads, for a progress line.
+void check_crcs(const std::string& dir, const std::vector<ManifestEntry>& entries,
+                const ReadProgress& read = {});
 
 // The files a MANIFEST covers, relative to DIR: model.h5 (if present), then shards/*.h5, sorted.
 // write_model_h5 builds model.h5 from the same list.

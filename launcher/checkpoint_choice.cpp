@@ -88,12 +88,10 @@ CheckpointReader verify_checkpoint(const std::string& dir, const std::string& wh
     for (const ManifestEntry& e : entries) total += e.size;
     ProgressLine line(true, what + ": CRC-32C", static_cast<int64_t>(total));
     int64_t done = 0;
-    const auto read = [&](uint64_t bytes) {
+    check_crcs(dir, entries, [&](uint64_t bytes) {  // the sizes passed above
       done += static_cast<int64_t>(bytes);
       if (line.due()) line.print(done, std::to_string(entries.size()) + " files");
-    };
-    for (const ManifestEntry& e : entries)  // the sizes passed above
-      check_crc(dir, e, crc32c_file((fs::path(dir) / e.path).string(), read));
+    });
     line.end();
   });
 }

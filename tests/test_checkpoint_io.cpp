@@ -237,9 +237,10 @@ TEST_F(CheckpointTest, CrcPassTellsTheBytesItReads) {
   EXPECT_EQ(told, fs::file_size(path));
   uintmax_t listed = 0;
   const std::string manifest = read_manifest_text(dir_.string());
-  for (const ManifestEntry& e : parse_manifest(manifest, dir_.string())) listed += e.size;
+  const std::vector<ManifestEntry> entries = parse_manifest(manifest, dir_.string());
+  for (const ManifestEntry& e : entries) listed += e.size;
   told = 0;
-  verify_manifest(dir_.string(), manifest, ManifestCheck::kFull, [&](uint64_t n) { told += n; });
+  check_crcs(dir_.string(), entries, [&](uint64_t n) { told += n; });
   EXPECT_GT(listed, fs::file_size(path));  // the shards too
   EXPECT_EQ(told, listed);
 }
