@@ -658,15 +658,14 @@ void load_checkpoint(Trainer& tr, const std::string& dir) {
   CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
   const CheckpointMeta& meta = reader.meta();
   reader.prefer_shard(tr.host_world().rank());  // in the saving layout, its own file
-  if (AdamW* a = tr.adamw())
-    load_adamw_state(tr, *a, reader, dir);
-  else
-    load_zero_state(tr, *tr.zero(), reader, dir);
   const int64_t t = meta.ints.at("adamw_step");
-  if (AdamW* a = tr.adamw())
+  if (AdamW* a = tr.adamw()) {
+    load_adamw_state(tr, *a, reader, dir);
     a->set_steps_taken(t);
-  else
+  } else {
+    load_zero_state(tr, *tr.zero(), reader, dir);
     tr.zero()->set_steps_taken(t);
+  }
   tr.set_steps_done(meta.ints.at("step"));
   const int64_t consumed = meta.ints.at("consumed_samples");
   const auto tokens = meta.ints.find("consumed_tokens");
