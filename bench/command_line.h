@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/error.h"
 #include "launcher/option_text.h"
 
 namespace tessera::bench {
@@ -41,16 +42,13 @@ class CommandLine {
   CommandLine& add(const char* name, T& value, const char* help, std::type_identity_t<T> least,
                    std::type_identity_t<T> most = std::numeric_limits<T>::max()) {
     add(name, value, help);
-    checks_.push_back([name, &value, least, most]() -> std::string {
-      if (value >= least && value <= most) return "";
-      std::ostringstream text;
-      text << "--" << name << ": expected ";
+    checks_.push_back([name, &value, least, most] {
+      std::ostringstream bounds;
       if (most == std::numeric_limits<T>::max())
-        text << least << " or more";
+        bounds << least << " or more";
       else
-        text << least << (most == least + 1 ? " or " : " to ") << most;
-      text << ", found " << value;
-      return text.str();
+        bounds << least << (most == least + 1 ? " or " : " to ") << most;
+      require(value >= least && value <= most, "--" + std::string(name), bounds.str(), value);
     });
     return *this;
   }
@@ -61,9 +59,9 @@ class CommandLine {
     for (const std::string& c : choices) listed += (listed.empty() ? "" : ", ") + c;
     options_.add_options()(name, boost::program_options::value(&value)->default_value(value),
                            (help + " (one of " + listed + ")").c_str());
-    checks_.push_back([name, &value, choices, listed]() -> std::string {
-      if (std::find(choices.begin(), choices.end(), value) != choices.end()) return "";
-      return "--" + std::string(name) + ": expected one of " + listed + ", found \"" + value + "\"";
+    checks_.push_back([name, &value, choices, listed] {
+      require(std::find(choices.begin(), choices.end(), value) != choices.end(),
+              "--" + std::string(name), "one of " + listed, "\"" + value + "\"");
     });
     return *this;
   }
@@ -91,8 +89,11 @@ class CommandLine {
     } catch (const po::error& e) {
       fail(e.what());
     }
-    for (const auto& check : checks_)
-      if (const std::string problem = check(); !problem.empty()) fail(problem);
+    try {
+      for (const auto& check : checks_) check();
+    } catch (const InputError& e) {  // require's "--NAME: expected ..., found ..."
+      fail(e.what());
+    }
   }
 
   [[noreturn]] void fail(const std::string& problem) const {
@@ -105,7 +106,7 @@ class CommandLine {
   std::string program_;
   boost::program_options::options_description options_;
   boost::program_options::positional_options_description positional_;
-  std::vector<std::function<std::string()>> checks_;
+  std::vector<std::function<void()>> checks_;  // each a require() of an option's value
 };
 
 }  // namespace tessera::bench

@@ -16,7 +16,11 @@ namespace tessera::bench {
 
 // --attention and --dgelu_epilogue, into `attention` and `dgelu` (their defaults).
 inline void add_gpu_kernel_options(CommandLine& cl, std::string& attention, std::string& dgelu) {
-  cl.add("attention", attention, {"cuda_cores", "tensor_cores", "cudnn"},
+  using ops::AttentionKernels;
+  cl.add("attention", attention,
+         {ops::attention_kernels_name(AttentionKernels::CudaCores),
+          ops::attention_kernels_name(AttentionKernels::TensorCores),
+          ops::attention_kernels_name(AttentionKernels::Cudnn)},
          "the bf16 attention kernels on cuda")
       .add("dgelu_epilogue", dgelu, {"off", "on"},
            "the MLP's GELU backward in cuBLASLt's epilogue");
