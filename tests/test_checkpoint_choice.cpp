@@ -15,6 +15,7 @@
 #include "io/checkpoint_io.h"
 #include "launcher/checkpoint_choice.h"
 #include "parallel/mpi_communicator.h"
+#include "tests/temp_dir.h"
 
 namespace fs = std::filesystem;
 
@@ -130,8 +131,7 @@ TEST(SharedCrcPass, AnUnreadableCheckpointIsNotSkipped) {
 TEST(NewestCheckpoint, JudgesLatestOnceAndNamesEverySkip) {
   auto world = MpiCommunicator::world();
   if (world->rank() != 0) return;  // a question of one process
-  const fs::path root =
-      fs::temp_directory_path() / ("tessera_newest_" + std::to_string(::getpid()));
+  const fs::path root = test_support::fresh_test_dir("tessera_newest");
   for (const char* step : {"step_00000001", "step_00000002", "step_00000003", "step_00000004"})
     fs::create_directories(root / step);
   std::ofstream(root / "latest") << "step_00000003\n";
