@@ -10,6 +10,7 @@
 #include "core/ops/adamw.h"
 #include "core/profile.h"
 #include "core/rng.h"
+#include "io/token_corpus.h"
 #include "launcher/cluster.h"
 
 namespace tessera {
@@ -315,7 +316,7 @@ bool Trainer::inject_nan() {
   if (!has_rank_step(inject_nan_, rank_, steps_done_ + 1)) return false;
   const double nan = std::numeric_limits<double>::quiet_NaN();
   if (zero_) {
-    zero_->scale_grads(nan);
+    for (GradBuckets::Bucket& b : buckets_->buckets()) ops::scale(b.shard_grad, nan);
   } else {
     Tensor grad = buckets_->grad_of(*params_.front());
     ops::scale(grad, nan);

@@ -50,10 +50,6 @@ double ZeroAdamW::grad_sum_of_squares() const {
   return ops::sum_of_squares(counted);
 }
 
-void ZeroAdamW::scale_grads(double alpha) {
-  for (GradBuckets::Bucket& b : buckets_.buckets()) ops::scale(b.shard_grad, alpha);
-}
-
 ZeroAdamW::Piece ZeroAdamW::piece(size_t i) const {
   return Piece{exp_avg_.at(i), exp_avg_sq_.at(i), mixed_precision() ? master_.at(i) : Tensor()};
 }

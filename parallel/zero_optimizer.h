@@ -25,9 +25,6 @@ class ZeroAdamW {
   // Sum of squares of the gradients in this rank's pieces that it counts (Param::counted_here);
   // summed over DP and the model-parallel ranks it gives the global norm.
   double grad_sum_of_squares() const;
-  // x *= alpha over this rank's pieces of the gradients (the --debug.inject_nan fault; clipping
-  // rides in step's pass).
-  void scale_grads(double alpha);
   // One AdamW update of this rank's pieces at rate lr from the gradients times grad_scale
   // (clip_scale's factor), then the all-gather of every bucket.
   void step(double lr, double grad_scale = 1);
