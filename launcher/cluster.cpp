@@ -233,10 +233,13 @@ int agree_on_inputs(Communicator& world, const ErrorReport& failure, bool name_f
   // The lowest failing rank prints its message, a shared failure's first: one rank's part of a
   // check the ranks share found a fault of the input itself, which the others may have passed
   // by, to fail later on what they went on to read.
+  // Each failing rank's priority is its own: shared failures above machine-specific ones, lower
+  // ranks above higher.
+  const int mine =
+      failure.code ? (failure.machine_specific ? 1 : 2) * world.size() - world.rank() : 0;
   Tensor verdict({2}, DType::I32);
   verdict.data<int32_t>()[0] = failure.code;
-  verdict.data<int32_t>()[1] =
-      failure.code ? (failure.machine_specific ? 1 : 2) * world.size() - world.rank() : 0;
+  verdict.data<int32_t>()[1] = mine;
   world.all_reduce(verdict, ReduceOp::Max);
   if (verdict.data<int32_t>()[0] == 0) return 0;
   // How many failed: where not all, the input differs between machines (a mount missing on one
@@ -245,8 +248,7 @@ int agree_on_inputs(Communicator& world, const ErrorReport& failure, bool name_f
   failed.data<int32_t>()[0] = failure.code && failure.machine_specific ? 1 : 0;
   world.all_reduce(failed, ReduceOp::Sum);
   const int count = failed.data<int32_t>()[0];
-  const int first = verdict.data<int32_t>()[1];
-  if ((first > world.size() ? 2 * world.size() : world.size()) - first == world.rank()) {
+  if (verdict.data<int32_t>()[1] == mine) {
     std::string line = failure.message;
     if (name_failing_rank && count < world.size() &&
         failure.machine_specific) {  // after "tessera: error: ", if there
