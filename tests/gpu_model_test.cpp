@@ -15,10 +15,13 @@
 #include "core/optim/optimizer.h"
 #include "launcher/sampling.h"
 #include "parallel/local_communicator.h"
+#include "tests/clip_grad_norm.h"
 #include "tests/gpu_support.h"
 
 namespace tessera {
 namespace {
+
+using test_support::clip_grad_norm;
 
 // Head dim 64: a size the CUDA attention supports.
 ModelConfig tiny_gpu_config(DType dtype, Device device) {

@@ -21,12 +21,14 @@
 #include "core/optim/optimizer.h"
 #include "launcher/sampling.h"
 #include "parallel/local_communicator.h"
+#include "tests/clip_grad_norm.h"
 #include "tests/expect_error.h"
 #include "tests/thread_communicator.h"
 
 namespace tessera {
 namespace {
 
+using test_support::clip_grad_norm;
 using test_support::expect_input_error;
 
 ModelConfig tiny_config(PositionKind pos, DType dtype) {

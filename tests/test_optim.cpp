@@ -19,6 +19,7 @@
 #include "core/optim/optimizer.h"
 #include "parallel/local_communicator.h"
 #include "tests/bitwise.h"
+#include "tests/clip_grad_norm.h"
 #include "tests/expect_error.h"
 #include "tests/gradcheck.h"
 
@@ -26,6 +27,7 @@ namespace tessera {
 namespace {
 
 using test_support::bitwise_equal;
+using test_support::clip_grad_norm;
 using test_support::expect_internal_error;
 
 using testing::random_tensor;

@@ -28,14 +28,6 @@ double clip_scale(double norm, double max_norm) {
   return std::min(1.0, max_norm / (norm + 1e-6));
 }
 
-double clip_grad_norm(const std::vector<Param*>& params, double max_norm,
-                      Communicator& model_parallel) {
-  const double norm = global_grad_norm(params, model_parallel);
-  if (const double coef = clip_scale(norm, max_norm); coef < 1)
-    for (Param* p : params) ops::scale(p->grad, coef);
-  return norm;
-}
-
 AdamW::AdamW(std::vector<Param*> params, const AdamWConfig& cfg)
     : params_(std::move(params)), cfg_(cfg) {
   for (const Param* p : params_) {

@@ -1,10 +1,10 @@
 // AdamW over a model's Params, and global-norm clipping: its factor (clip_scale), which the
 // Trainer (launcher/trainer.cpp) and bench_train_step hand to the update (AdamW::step's
-// grad_scale), and clip_grad_norm, which scales the gradients in place, for a model trained alone
-// in tests. AdamW owns the two moment tensors of every Param, of the Param's dtype and device;
-// for a bfloat16 Param (mixed precision on the GPU) also its fp32 master weights: moments and
-// masters are fp32, the update runs on the masters, and the bf16 values are rounded from them in
-// the same pass (ops::adamw_update_mixed, from the bf16 gradient or the fp32 ones of
+// grad_scale); tests that train a model alone scale the gradients in place
+// (tests/clip_grad_norm.h). AdamW owns the two moment tensors of every Param, of the Param's dtype
+// and device; for a bfloat16 Param (mixed precision on the GPU) also its fp32 master weights:
+// moments and masters are fp32, the update runs on the masters, and the bf16 values are rounded
+// from them in the same pass (ops::adamw_update_mixed, from the bf16 gradient or the fp32 ones of
 // use_gradients; no fp32 gradient copy). Weight decay goes to matmul weights only, unless
 // configured for embeddings and for biases and norms too (Megatron-LM's default).
 #pragma once
@@ -39,10 +39,6 @@ double global_grad_norm(const std::vector<Param*>& params, Communicator& model_p
 // torch.nn.utils.clip_grad_norm_'s factor: max_norm / (norm + 1e-6) where that is below 1, else
 // 1; also 1 when max_norm <= 0 (clipping off) or the norm is not finite.
 double clip_scale(double norm, double max_norm);
-
-// Scales all gradients so their global norm is at most max_norm; returns the norm before.
-double clip_grad_norm(const std::vector<Param*>& params, double max_norm,
-                      Communicator& model_parallel);
 
 // The weight decay AdamW applies to p under cfg (by ParamKind).
 double adamw_weight_decay(const Param& p, const AdamWConfig& cfg);
