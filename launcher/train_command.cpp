@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -23,7 +22,6 @@
 
 #include "core/error.h"
 #include "io/durable_file.h"
-#include "io/metrics.h"
 #include "launcher/checkpoint_choice.h"
 #include "launcher/checkpointing.h"
 #include "launcher/cluster.h"

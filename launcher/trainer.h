@@ -18,7 +18,6 @@
 #include "core/model/gpt.h"
 #include "core/optim/optimizer.h"
 #include "io/data_loader.h"
-#include "io/token_corpus.h"
 #include "launcher/config.h"
 #include "launcher/corpora.h"
 #include "parallel/grad_buckets.h"
