@@ -23,6 +23,24 @@ inline double widen(bf16 x) {
   return to_float(x);
 }
 
+// The squares of x[0..n) added in kLanes running sums, element i into sum i % kLanes, and then
+// the sums in order: independent chains of additions, which the compiler keeps in vector
+// registers, where one sum would wait for each addition's latency. The order is written out, so
+// the bits do not depend on how the compiler vectorises.
+template <typename T>
+double chunk_sum_of_squares(const T* x, int64_t n) {
+  constexpr int kLanes = 32;
+  double lane[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) lane[j] += widen(x[i + j]) * widen(x[i + j]);
+  }
+  for (int j = 0; i + j < n; ++j) lane[j] += widen(x[i + j]) * widen(x[i + j]);
+  double sum = 0;
+  for (double s : lane) sum += s;
+  return sum;
+}
+
 }  // namespace
 
 template <typename T>
@@ -54,10 +72,7 @@ double sum_of_squares(const T* x, int64_t n) {
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t begin = c * kSumChunk, end = std::min(n, begin + kSumChunk);
-    double sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = begin; i < end; ++i) sum += widen(x[i]) * widen(x[i]);
-    partial[static_cast<size_t>(c)] = sum;
+    partial[static_cast<size_t>(c)] = chunk_sum_of_squares(x + begin, end - begin);
   }
   double total = 0;
   for (double p : partial) total += p;
