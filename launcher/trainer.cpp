@@ -311,14 +311,19 @@ void Trainer::perturb_replicated() {
 }
 
 // --debug.inject_nan at this step on this rank: its ZeRO-1 piece of the reduced gradients, or
-// else the first Param's reduced gradient, becomes NaN. Whether it did.
+// else the reduced gradient of the first Param this rank counts in the norm, becomes NaN (the
+// first Param may be one that another rank counts: the LM head's tied copy, or a LayerNorm on a
+// TP rank other than 0). Whether it did.
 bool Trainer::inject_nan() {
   if (!has_rank_step(inject_nan_, rank_, steps_done_ + 1)) return false;
   const double nan = std::numeric_limits<double>::quiet_NaN();
   if (zero_) {
     for (GradBuckets::Bucket& b : buckets_->buckets()) ops::scale(b.shard_grad, nan);
   } else {
-    Tensor grad = buckets_->grad_of(*params_.front());
+    const auto counted = std::find_if(params_.begin(), params_.end(),
+                                      [](const Param* p) { return p->counted_here(); });
+    TESSERA_CHECK(counted != params_.end(), "inject_nan: this rank counts no Param in the norm");
+    Tensor grad = buckets_->grad_of(**counted);
     ops::scale(grad, nan);
   }
   return true;

@@ -332,6 +332,19 @@ TEST_F(Cluster, NanWithHaltExits4NamingStepRankAndTensor) {
             std::string::npos);
 }
 
+// On the last of two stages the first Param is the LM head's tied copy of the embedding, which
+// the first stage counts in the norm: the NaN must land in a gradient this rank counts, so that
+// the step it was injected at halts, not the next one on a NaN loss.
+TEST_F(Cluster, NanOnTheLastStageHaltsAtItsStep) {
+  const CliRun r = run_mpi(2, args("run", 10) + " --parallel.pp 2 --debug.inject_nan 1:3", dir_);
+  ASSERT_EQ(r.exit_code, 4) << r.out << r.err;
+  EXPECT_NE(r.out.find("halt: step 3: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("on rank 1;"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("rank 1: step 3: non-finite "), std::string::npos) << r.err;
+  const std::string diag = read(dir_ / "run" / "nonfinite_step_3" / "rank_1.txt");
+  EXPECT_EQ(diag.find("non-finite here: nothing"), std::string::npos) << diag;
+}
+
 TEST_F(Cluster, DebugOptionsAreCheckedNamingTheOption) {
   const CliRun r = run_tessera(args("run", 5) + " --debug.inject_nan 3", dir_);
   EXPECT_EQ(r.exit_code, 2);
