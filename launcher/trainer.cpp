@@ -98,9 +98,10 @@ void Trainer::start(Communicator& world, int local_rank) {
   params_ = model_->params();
   // Gradients become final in reverse order of the forward, a model chunk at a time: each chunk
   // starts a bucket, so that its buckets start their reduction once its last backward has run.
-  // The tied embedding of a split pipeline gets a bucket of its own, last: reduced over DP, it
-  // is then summed over its two stages, whose buckets (with ZeRO-1, pieces) line up element for
-  // element.
+  // The tied embedding of a split pipeline gets a bucket of its own, last, so that the two
+  // stages' buckets (with ZeRO-1, pieces) line up element for element: reduced over DP when its
+  // gradient is final (on the last stage right after the LM head's backward, overlapping the
+  // layers' backward), it is then summed over its two stages.
   if (layout_.pp > 1 && (grid_->first_stage() || grid_->last_stage())) tied_ = &model_->wte;
   std::vector<std::vector<Param*>> groups;
   chunk_groups_.resize(static_cast<size_t>(model_->chunks()));
@@ -175,9 +176,7 @@ StepStats Trainer::step(int stop) {
     const ProfileRange data("data");
     read_microbatches(*loader_);
   }
-  const GradReadyFn on_ready = [this](Param& p) {
-    if (&p != tied_) buckets_->mark_ready(p);
-  };
+  const GradReadyFn on_ready = [this](Param& p) { buckets_->mark_ready(p); };
   // Each microbatch's backward scales its loss by 1 / microbatches, so that the gradients sum to
   // their mean over the step; the DP reduction then averages over the DP ranks.
   const double loss_sum =
@@ -185,7 +184,6 @@ StepStats Trainer::step(int stop) {
         for (size_t group : chunk_groups_[static_cast<size_t>(chunk)])
           buckets_->end_microbatch(group);
       });
-  if (tied_) buckets_->mark_ready(*tied_);
   {
     const ProfileRange finish("gradient reduction wait");
     buckets_->finish();

@@ -144,10 +144,10 @@ class Trainer {
   std::vector<std::vector<size_t>> chunk_groups_;
   // The token embedding when PP > 1, which the first stage (as the embedding) and the last (as
   // the LM head, Param::tied_copy, counted once in norms and checkpoints) both hold. Its
-  // gradient has a bucket group of its own, the last (start()), reported ready once the
-  // pipeline's backward is done (step()), reduced over DP, then summed over the two stages
-  // (ProcessGrid::embedding), whose buckets line up element for element: both copies take the
-  // same update.
+  // gradient has a bucket group of its own, the last (start()), reduced over DP once the
+  // backward reports it final, then summed over the two stages (ProcessGrid::embedding) after
+  // every DP reduction (step()), whose buckets line up element for element: both copies take
+  // the same update.
   Param* tied_ = nullptr;
   std::vector<Tensor> inputs_, targets_;
   Tensor batch_;
