@@ -382,9 +382,10 @@ int64_t Trainer::state_bytes() const {
   const int64_t elem = static_cast<int64_t>(dtype_size(cfg_.model.dtype));
   const int64_t flat = buckets_->flat_values().numel();
   // Elements of each piece of optimizer state (moments; masters with bf16) on this rank, and of
-  // the reduced gradient piece that ZeRO-1 keeps: with ZeRO-1 both are this rank's piece.
-  const int64_t reduced_piece = zero_ ? zero_->moment_elements() : 0;
-  const int64_t state = zero_ ? reduced_piece : flat;
+  // the reduced gradient piece that ZeRO-1 keeps: with ZeRO-1 both are this rank's piece (with
+  // one DP rank the reduced gradient is the gradients themselves, GradBuckets::Bucket).
+  const int64_t state = zero_ ? zero_->moment_elements() : flat;
+  const int64_t reduced_piece = zero_ && layout_.dp > 1 ? state : 0;
   if (cfg_.model.dtype == DType::BF16)  // bf16 values and gradients; the rest fp32
     return elem * 2 * flat + 4 * (flat /* gradient sums */ + 3 * state + reduced_piece);
   return elem * (2 * flat + 2 * state + reduced_piece);

@@ -56,7 +56,10 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
   }
   for (Bucket& b : buckets_) {
     b.pending = static_cast<int>(b.params.size());
-    if (shard_) b.shard_grad = Tensor({piece_length(b)}, flat_grads().dtype(), device);
+    // ZeRO-1 with one DP rank: the piece is the whole bucket, reduced where it lies.
+    if (shard_)
+      b.shard_grad = dp.size() == 1 ? flat_grads().slice0(b.offset, b.offset + b.size)
+                                    : Tensor({piece_length(b)}, flat_grads().dtype(), device);
   }
 }
 
@@ -169,8 +172,6 @@ void GradBuckets::finish() {
   for (Bucket& b : buckets_) {
     if (b.request) b.request->wait();
     b.request.reset();
-    if (shard_ && dp_.size() == 1)
-      copy_into(b.shard_grad, flat_grads().slice0(b.offset, b.offset + b.size));
     if (dp_.size() == 1) continue;
     if (shard_) {
       ops::scale(b.shard_grad, inv_dp);

@@ -38,7 +38,9 @@ class GradBuckets {
     int pending = 0;  // params not yet final in this step
     std::unique_ptr<CommRequest> request;
     bool completed = false;  // request->test() has said so
-    Tensor shard_grad;  // ZeRO-1: this rank's reduced piece of flat_grads(), size / DP elements
+    // ZeRO-1: this rank's reduced piece of flat_grads(), size / DP elements (with one DP rank a
+    // view of the bucket in flat_grads()).
+    Tensor shard_grad;
   };
 
   // groups: the Params in the order their gradients become final; each group starts a new
