@@ -68,6 +68,7 @@ void GradBuckets::zero_grad() {
   if (mixed_precision()) sums_.zero();
   for (Bucket& b : buckets_) b.pending = static_cast<int>(b.params.size());
   for (auto& [param, slot] : slot_of_) slot.ready = false;
+  finished_ = false;
 }
 
 void GradBuckets::fold_range(int64_t offset, int64_t size) {
@@ -151,6 +152,7 @@ void GradBuckets::launch(Bucket& b) {
 void GradBuckets::mark_ready(Param& p) {
   auto it = slot_of_.find(&p);
   TESSERA_CHECK(it != slot_of_.end(), "GradBuckets: unknown parameter " + p.name);
+  TESSERA_CHECK(!finished_, "GradBuckets: " + p.name + " reported final after finish()");
   TESSERA_CHECK(!it->second.ready, "GradBuckets: " + p.name + " reported final twice in a step");
   it->second.ready = true;
   Bucket& b = buckets_[it->second.bucket];
@@ -167,7 +169,7 @@ void GradBuckets::finish() {
       b.pending = 0;
       launch(b);
     }
-  for (auto& [param, slot] : slot_of_) slot.ready = true;
+  finished_ = true;
   const double inv_dp = 1.0 / dp_.size();
   for (Bucket& b : buckets_) {
     if (b.request) b.request->wait();

@@ -121,3 +121,4 @@ class GradBuckets {
 };
 
 }  // namespace tessera
+  bool finished_ = false;  // finish() has run in this step
