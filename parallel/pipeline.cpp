@@ -12,18 +12,24 @@ void wait(std::unique_ptr<CommRequest>& request) {
   if (request) request->wait();
   request.reset();
 }
+
+// This stage's schedule, once the layout is known to have one: interleaved_one_f_one_b's own
+// check would name no expected and found values.
+std::vector<PipeAction> checked_schedule(const Communicator& pp, int microbatches, int chunks) {
+  const std::string problem = interleaved_schedule_problem(pp.size(), microbatches, chunks);
+  TESSERA_CHECK(problem.empty(), "PipelineEngine: " + problem);
+  return interleaved_one_f_one_b(pp.size(), pp.rank(), microbatches, chunks);
+}
 }  // namespace
 
 PipelineEngine::PipelineEngine(GPT& model, Communicator& pp, int64_t micro_batch, int microbatches)
     : model_(model),
       pp_(pp),
       microbatches_(microbatches),
-      schedule_(interleaved_one_f_one_b(pp.size(), pp.rank(), microbatches, model.chunks())) {
+      schedule_(checked_schedule(pp, microbatches, model.chunks())) {
   TESSERA_CHECK((pp.rank() == 0) == model.shard().has_embedding &&
                     (pp.rank() == pp.size() - 1) == model.shard().has_head,
                 "PipelineEngine: the PP group's ranks do not match the model's stages");
-  const std::string problem = interleaved_schedule_problem(pp.size(), microbatches, model.chunks());
-  TESSERA_CHECK(problem.empty(), "PipelineEngine: " + problem);
   const ModelConfig& cfg = model.config();
   const Shape boundary = model.stage_shape(micro_batch);
   const std::vector<int> slots = in_flight_per_chunk(schedule_, model.chunks());

@@ -606,6 +606,22 @@ TEST(InterleavedOneFOneB, TheExecutorStartsTheGroupsTheModelRuns) {
       }
 }
 
+// A layout the interleaved schedule cannot run is refused with what it expects and found, before
+// the schedule is built (whose own check names neither).
+TEST(InterleavedOneFOneB, TheExecutorNamesALayoutItCannotRun) {
+  ModelConfig cfg;
+  cfg.vocab_size = 16, cfg.d_model = 8, cfg.heads = 2, cfg.d_ff = 16, cfg.seq_len = 4;
+  cfg.layers = 4;
+  const ModelShard shard = model_shard(cfg, GridLayout{1, 1, 2}, GridCoord{0, 0, 0}, 2);
+  LocalCommunicator tp("tp");
+  GPT model(cfg, shard, tp, 1);
+  RecordingPipeline pipe(0, 2);
+  test_support::expect_internal_error(
+      [&] { PipelineEngine engine(model, pipe, 1, 3); },
+      "PipelineEngine: expected a multiple of 2 microbatches, at least 2 (the "
+      "interleaved schedule runs them in groups of one per stage), found 3");
+}
+
 ModelConfig small_model() {
   ModelConfig c;
   c.vocab_size = 50;
