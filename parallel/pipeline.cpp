@@ -72,14 +72,8 @@ CommRequest* PipelineEngine::forward(const PipeAction& action, const Batches& ba
   GPTActivations& a = chunk.acts[s];
   // The slot's previous microbatch sent its output from these activations; let it finish.
   wait(chunk.output_sent[s]);
-  const Tensor* stage_input = nullptr;
-  if (!chunk.first) {
-    if (input == Input::ReceiveHere) {
-      const ProfileRange wait_range("pipeline receive");
-      pp_.irecv(chunk.stage_input[s], previous_stage(pp_))->wait();
-    }
-    stage_input = &chunk.stage_input[s];
-  }
+  if (input == Input::ReceiveHere) receive_here(action);
+  const Tensor* stage_input = chunk.first ? nullptr : &chunk.stage_input[s];
   const double loss = model_.forward(a, chunk.first ? &batches.inputs[mb] : nullptr,
                                      chunk.last ? &batches.targets[mb] : nullptr, stage_input);
   if (chunk.last) {
@@ -98,14 +92,8 @@ CommRequest* PipelineEngine::backward(const PipeAction& action, const Backward& 
   const ProfileRange range("microbatch backward", action.microbatch);
   Chunk& chunk = chunks_[static_cast<size_t>(action.chunk)];
   const size_t s = slot(action);
-  const Tensor* output_grad = nullptr;
-  if (!chunk.last) {
-    if (input == Input::ReceiveHere) {
-      const ProfileRange wait_range("pipeline receive");
-      pp_.irecv(output_grad_, next_stage(pp_))->wait();
-    }
-    output_grad = &output_grad_;
-  }
+  if (input == Input::ReceiveHere) receive_here(action);
+  const Tensor* output_grad = chunk.last ? nullptr : &output_grad_;
   Tensor* input_grad = nullptr;
   if (!chunk.first) {
     wait(chunk.input_grad_sent[s]);
@@ -120,19 +108,28 @@ CommRequest* PipelineEngine::backward(const PipeAction& action, const Backward& 
   return chunk.input_grad_sent[s].get();
 }
 
-int PipelineEngine::post_receives(const std::vector<PipeAction>& step) {
+std::unique_ptr<CommRequest> PipelineEngine::receive_for(const PipeAction& action) {
+  Chunk& chunk = chunks_[static_cast<size_t>(action.chunk)];
+  if (action.kind == PipeAction::Forward)
+    return chunk.first ? nullptr : pp_.irecv(chunk.stage_input[slot(action)], previous_stage(pp_));
+  return chunk.last ? nullptr : pp_.irecv(output_grad_, next_stage(pp_));
+}
+
+void PipelineEngine::receive_here(const PipeAction& action) {
+  std::unique_ptr<CommRequest> received = receive_for(action);
+  if (!received) return;
+  const ProfileRange range("pipeline receive");
+  received->wait();
+}
+
+bool PipelineEngine::post_receives(const std::vector<PipeAction>& step) {
   std::vector<std::unique_ptr<CommRequest>> received;
-  for (const PipeAction& action : step) {
-    Chunk& chunk = chunks_[static_cast<size_t>(action.chunk)];
-    if (action.kind == PipeAction::Forward && !chunk.first)
-      received.push_back(pp_.irecv(chunk.stage_input[slot(action)], previous_stage(pp_)));
-    if (action.kind == PipeAction::Backward && !chunk.last)
-      received.push_back(pp_.irecv(output_grad_, next_stage(pp_)));
-  }
-  if (received.empty()) return 0;
+  for (const PipeAction& action : step)
+    if (std::unique_ptr<CommRequest> r = receive_for(action)) received.push_back(std::move(r));
+  if (received.empty()) return false;
   const ProfileRange range("pipeline receive");
   for (auto& r : received) r->wait();
-  return static_cast<int>(received.size());
+  return true;
 }
 
 void PipelineEngine::run_steps(const std::vector<PipeAction>& actions, const Batches& batches,
@@ -148,9 +145,9 @@ void PipelineEngine::run_steps(const std::vector<PipeAction>& actions, const Bat
               : backward(action, *how, Input::Posted);
       if (posted) sent = posted;
     }
-    const int received = i + 1 < steps.size() ? post_receives(steps[i + 1]) : 0;
+    const bool received = i + 1 < steps.size() && post_receives(steps[i + 1]);
     // No receive to start them with (NCCL holds sends back until then): start them alone.
-    if (received == 0 && sent) sent->test();
+    if (!received && sent) sent->test();
   }
 }
 
