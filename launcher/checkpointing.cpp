@@ -148,10 +148,7 @@ std::vector<TensorBlock> state_blocks(Trainer& tr) {
   for (size_t i = 0; i < gb.buckets().size(); ++i) {
     const GradBuckets::Bucket& b = gb.buckets()[i];
     const ZeroAdamW::Piece piece = tr.zero()->piece(i);
-    const int64_t begin = gb.piece_begin(b);
-    const Tensor weights = piece.master.defined()
-                               ? piece.master
-                               : gb.flat_values().slice0(begin, begin + gb.piece_length(b));
+    const Tensor weights = piece.master.defined() ? piece.master : gb.piece_values(b);
     for (const GradBuckets::PieceSpan& span : gb.piece_spans(b))
       if (span.param->counted_here())
         append_span_blocks(blocks, span, weights, piece.exp_avg, piece.exp_avg_sq);

@@ -301,11 +301,9 @@ void Trainer::perturb_replicated() {
     return;
   }
   for (GradBuckets::Bucket& b : buckets_->buckets())
-    for (const Param* p : b.params) {
-      const int64_t at = buckets_->offset_of(*p) - buckets_->piece_begin(b);
-      if (shared(*p) && at >= 0 && at < buckets_->piece_length(b))
-        add_one_to_first(b.shard_grad.view({b.shard_grad.numel()}).slice0(at, at + 1));
-    }
+    for (const GradBuckets::PieceSpan& span : buckets_->piece_spans(b))
+      if (shared(*span.param) && span.first == 0)
+        add_one_to_first(b.shard_grad.slice0(span.at, span.at + 1));
 }
 
 // --debug.inject_nan at this step on this rank: its ZeRO-1 piece of the reduced gradients, or

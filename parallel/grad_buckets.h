@@ -64,6 +64,10 @@ class GradBuckets {
   // buffers (every rank's piece has the same length: b.size is a multiple of DP).
   int64_t piece_length(const Bucket& b) const { return b.size / dp_.size(); }
   int64_t piece_begin(const Bucket& b) const { return b.offset + dp_.rank() * piece_length(b); }
+  // ZeRO-1: this rank's piece of bucket b in flat_values().
+  Tensor piece_values(const Bucket& b) {
+    return values_.slice0(piece_begin(b), piece_begin(b) + piece_length(b));
+  }
   // ZeRO-1: a Param of bucket b that reaches into this rank's piece, with its elements
   // [first, first + count) there (row-major), at element `at` of the piece.
   struct PieceSpan {
@@ -118,7 +122,7 @@ class GradBuckets {
     bool ready;      // reported final in this step
   };
   std::unordered_map<const Param*, Slot> slot_of_;
+  bool finished_ = false;  // finish() has run in this step
 };
 
 }  // namespace tessera
-  bool finished_ = false;  // finish() has run in this step

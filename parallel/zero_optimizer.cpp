@@ -14,21 +14,21 @@ ZeroAdamW::ZeroAdamW(GradBuckets& buckets, const AdamWConfig& cfg) : buckets_(bu
   const DType state = mixed ? DType::F32 : values.dtype();
   for (size_t bucket = 0; bucket < buckets.buckets().size(); ++bucket) {
     GradBuckets::Bucket& b = buckets.buckets()[bucket];
-    const int64_t len = buckets.piece_length(b);
-    const int64_t piece_begin = buckets.piece_begin(b), piece_end = piece_begin + len;
+    const Tensor piece = buckets.piece_values(b);
+    const int64_t len = piece.numel();
     exp_avg_.emplace_back(Shape{len}, state, values.device());
     exp_avg_sq_.emplace_back(Shape{len}, state, values.device());
     if (mixed) {  // the masters start as the bf16 values, widened exactly
       master_.emplace_back(Shape{len}, DType::F32, values.device());
-      ops::cast(master_.back(), values.slice0(piece_begin, piece_end));
+      ops::cast(master_.back(), piece);
     }
     for (const GradBuckets::PieceSpan& span : buckets.piece_spans(b)) {
       const int64_t from = span.at, to = span.at + span.count;
-      segments_.push_back(Segment{
-          span.param, bucket, from, to, values.slice0(piece_begin + from, piece_begin + to),
-          b.shard_grad.slice0(from, to), exp_avg_.back().slice0(from, to),
-          exp_avg_sq_.back().slice0(from, to), mixed ? master_.back().slice0(from, to) : Tensor(),
-          adamw_weight_decay(*span.param, cfg)});
+      segments_.push_back(Segment{span.param, bucket, from, to, piece.slice0(from, to),
+                                  b.shard_grad.slice0(from, to), exp_avg_.back().slice0(from, to),
+                                  exp_avg_sq_.back().slice0(from, to),
+                                  mixed ? master_.back().slice0(from, to) : Tensor(),
+                                  adamw_weight_decay(*span.param, cfg)});
     }
   }
 }
@@ -56,9 +56,7 @@ ZeroAdamW::Piece ZeroAdamW::piece(size_t i) const {
 
 void ZeroAdamW::load_piece(size_t i, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                            const Tensor& weights) {
-  const GradBuckets::Bucket& b = buckets_.buckets().at(i);
-  const int64_t begin = buckets_.piece_begin(b);
-  Tensor values = buckets_.flat_values().slice0(begin, begin + buckets_.piece_length(b));
+  Tensor values = buckets_.piece_values(buckets_.buckets().at(i));
   copy_into(exp_avg_[i], exp_avg);
   copy_into(exp_avg_sq_[i], exp_avg_sq);
   if (mixed_precision()) {
@@ -93,10 +91,8 @@ void ZeroAdamW::all_gather_values() {
   // In place: this rank's piece already sits at its block of the bucket.
   std::vector<std::unique_ptr<CommRequest>> gathers;
   for (GradBuckets::Bucket& b : buckets_.buckets()) {
-    const int64_t begin = buckets_.piece_begin(b), len = buckets_.piece_length(b);
     Tensor whole = buckets_.flat_values().slice0(b.offset, b.offset + b.size);
-    gathers.push_back(
-        dp.all_gather_async(whole, buckets_.flat_values().slice0(begin, begin + len)));
+    gathers.push_back(dp.all_gather_async(whole, buckets_.piece_values(b)));
   }
   for (auto& g : gathers) g->wait();
 }
