@@ -166,12 +166,9 @@ int eval_command(int argc, char** argv) {
       }
     }
     progress.end();
-    // The mean of the micro-batches' mean losses, from the last stage's TP rank 0 of each DP rank.
-    Tensor global({1}, DType::F64);
-    if (grid.last_stage() && grid.coord().tp == 0)
-      global.data<double>()[0] = loss_sum / static_cast<double>(microbatches * dp);
-    m.world.all_reduce(global, ReduceOp::Sum);
-    const double loss = global.data<double>()[0];
+    // The mean of the micro-batches' mean losses.
+    const double loss =
+        mean_loss_of_replicas(grid, m.world, loss_sum, static_cast<double>(microbatches));
     if (!m.root) return;
     std::string left_out;
     if (data->left_out > 0)

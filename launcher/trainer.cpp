@@ -368,12 +368,8 @@ std::optional<double> Trainer::evaluate(const std::function<int()>& stop_wish, S
     read_microbatches(*valid_loader_);
     loss_sum += pipeline_->evaluate(inputs_, targets_);
   }
-  Tensor global({1}, DType::F64);
-  if (grid_->last_stage() && grid_->coord().tp == 0)
-    global.data<double>()[0] =
-        loss_sum / (static_cast<double>(cfg_.eval_batches) * microbatches_ * layout_.dp);
-  host_world().all_reduce(global, ReduceOp::Sum);
-  return global.data<double>()[0];
+  return mean_loss_of_replicas(*grid_, host_world(), loss_sum,
+                               static_cast<double>(cfg_.eval_batches) * microbatches_);
 }
 
 int64_t Trainer::state_bytes() const {

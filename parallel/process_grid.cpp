@@ -157,4 +157,13 @@ std::string ProcessGrid::describe_groups() const {
   return s.str();
 }
 
+double mean_loss_of_replicas(const ProcessGrid& grid, Communicator& world, double loss_sum,
+                             double count) {
+  Tensor global({1}, DType::F64);
+  if (grid.last_stage() && grid.coord().tp == 0)
+    global.data<double>()[0] = loss_sum / (count * grid.layout().dp);
+  world.all_reduce(global, ReduceOp::Sum);
+  return global.data<double>()[0];
+}
+
 }  // namespace tessera

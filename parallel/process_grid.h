@@ -58,7 +58,6 @@ class ProcessGrid {
 
   const GridLayout& layout() const { return layout_; }
   const GridCoord& coord() const { return coord_; }
-  int rank() const { return world_.rank(); }
   bool first_stage() const { return coord_.pp == 0; }
   bool last_stage() const { return coord_.pp == layout_.pp - 1; }
 
@@ -82,5 +81,11 @@ class ProcessGrid {
   GridCoord coord_;
   std::unique_ptr<CountingCommunicator> tp_, dp_, pp_, embedding_;
 };
+
+// The mean loss over the data-parallel replicas, where each replica's last stage holds the sum
+// of `count` micro-batch mean losses (`loss_sum`; taken from its TP rank 0): one all-reduce over
+// `world`, which every rank of the grid calls.
+double mean_loss_of_replicas(const ProcessGrid& grid, Communicator& world, double loss_sum,
+                             double count);
 
 }  // namespace tessera
