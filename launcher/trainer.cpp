@@ -84,12 +84,33 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size)
         std::make_unique<DataLoader>(*valid_stream_, dp_rank, layout_.dp, cfg.micro_batch, 0);
 }
 
+namespace {
+
+// The values a DP bucket holds. What the buckets reduce is fp32 (the gradients, or with bf16
+// their fp32 sums); a size past 2^62 elements means one bucket per group, as asked. By default
+// 25 MB (PyTorch DDP's), and with ZeRO-1 at least 2^20 values per DP rank (Megatron-LM's rule,
+// 1M parameters per DP rank): each rank's piece of a reduce-scatter holds 2^20 values or more
+// (not 12K at DP 512), and a checkpoint, where each DP rank writes its pieces, cuts a tensor
+// into a few blocks, not thousands (model.h5's virtual datasets slow down faster than their
+// blocks grow). A bucket still ends with its group: a stage smaller than DP x 2^20 values, and
+// the tied embedding's own bucket with PP > 1, are cut into DP smaller pieces.
+int64_t bucket_elements_for(const ParallelConfig& parallel, int dp) {
+  const double mb = parallel.bucket_mb > 0 ? parallel.bucket_mb : 25;
+  const int64_t elements = std::max<int64_t>(
+      static_cast<int64_t>(std::min(mb * 1e6 / static_cast<double>(sizeof(float)), 0x1p62)), 1);
+  if (parallel.bucket_mb == 0 && parallel.zero == 1)
+    return std::max<int64_t>(elements, int64_t{dp} << 20);
+  return elements;
+}
+
+}  // namespace
+
 void Trainer::start(Communicator& world, int local_rank) {
+  TESSERA_CHECK(world.rank() == rank_, "Trainer::start on another rank than it was made for");
   host_world_ = &world;
   corpus_opener_.record_id_ranges(world);
   device_world_ = open_device_world(cfg_, world, local_rank);
   grid_ = std::make_unique<ProcessGrid>(device_world_ ? *device_world_ : world, layout_);
-  TESSERA_CHECK(world.rank() == rank_, "Trainer::start on another rank than it was made for");
   ModelShard shard = grid_->shard(cfg_.model, cfg_.parallel.virtual_stages);
   shard.sequence_parallel = cfg_.parallel.sequence_parallel && layout_.tp > 1;
   model_ = std::make_unique<GPT>(cfg_.model, shard, grid_->tp(), cfg_.seed);
@@ -120,19 +141,7 @@ void Trainer::start(Communicator& world, int local_rank) {
     chunk_groups_[static_cast<size_t>(holds_tied)].push_back(groups.size());
     groups.push_back({tied_});
   }
-  // What the buckets reduce is fp32 (the gradients, or with bf16 their fp32 sums); a size past
-  // 2^62 elements means one bucket per group, as asked. By default 25 MB (PyTorch DDP's), and
-  // with ZeRO-1 at least 2^20 values per DP rank (Megatron-LM's rule, 1M parameters per DP
-  // rank): each rank's piece of a reduce-scatter holds 2^20 values or more (not 12K at DP 512),
-  // and a checkpoint, where each DP rank writes its pieces, cuts a tensor into a few blocks, not
-  // thousands (model.h5's virtual datasets slow down faster than their blocks grow). A bucket
-  // still ends with its group: a stage smaller than DP x 2^20 values, and the tied embedding's
-  // own bucket with PP > 1, are cut into DP smaller pieces.
-  const double mb = cfg_.parallel.bucket_mb > 0 ? cfg_.parallel.bucket_mb : 25;
-  bucket_elements_ = std::max<int64_t>(
-      static_cast<int64_t>(std::min(mb * 1e6 / static_cast<double>(sizeof(float)), 0x1p62)), 1);
-  if (cfg_.parallel.bucket_mb == 0 && cfg_.parallel.zero == 1)
-    bucket_elements_ = std::max<int64_t>(bucket_elements_, int64_t{layout_.dp} << 20);
+  bucket_elements_ = bucket_elements_for(cfg_.parallel, layout_.dp);
   // From here every Param's value and gradient are views into the buckets' flat buffers.
   buckets_ =
       std::make_unique<GradBuckets>(groups, grid_->dp(), bucket_elements_, cfg_.parallel.zero == 1);
@@ -184,19 +193,7 @@ StepStats Trainer::step(int stop) {
         for (size_t group : chunk_groups_[static_cast<size_t>(chunk)])
           buckets_->end_microbatch(group);
       });
-  {
-    const ProfileRange finish("gradient reduction wait");
-    buckets_->finish();
-  }
-  if (has_rank_step(perturb_, rank_, steps_done_ + 1)) perturb_replicated();
-  if (tied_) {
-    // The tied embedding's gradient, summed over its two stages after each stage's DP reduction:
-    // those run over two communicators and may round differently, while a sum of two operands is
-    // the same bits on both ranks. Both copies then take the same update.
-    const ProfileRange tied("tied embedding reduction");
-    Tensor g = zero_ ? buckets_->bucket_of(*tied_).shard_grad : buckets_->grad_of(*tied_);
-    grid_->embedding()->all_reduce(g, ReduceOp::Sum);
-  }
+  reduce_gradients();
   // After the DP reduction, so on this rank alone; the rank then counts its own gradients in the
   // norm below even when another DP rank counts that replica.
   const bool inject = inject_nan();
@@ -240,6 +237,23 @@ StepStats Trainer::step(int stop) {
   sync_replicated();
   if (has_rank_step(flip_bit_, rank_, steps_done_)) flip_bits();
   return stats;
+}
+
+// Waits for every bucket's DP reduction, then sums the tied embedding's gradient over its two
+// stages: those reductions run over two communicators and may round differently, while a sum of
+// two operands is the same bits on both ranks, so both copies take the same update.
+// --debug.perturb_replicated plays such a rounding between the two.
+void Trainer::reduce_gradients() {
+  {
+    const ProfileRange finish("gradient reduction wait");
+    buckets_->finish();
+  }
+  if (has_rank_step(perturb_, rank_, steps_done_ + 1)) perturb_replicated();
+  if (tied_) {
+    const ProfileRange tied("tied embedding reduction");
+    Tensor g = zero_ ? buckets_->bucket_of(*tied_).shard_grad : buckets_->grad_of(*tied_);
+    grid_->embedding()->all_reduce(g, ReduceOp::Sum);
+  }
 }
 
 // The TP-replicated Params get bitwise-equal gradients on every TP rank from the backward, but

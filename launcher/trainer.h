@@ -114,6 +114,8 @@ class Trainer {
 
  private:
   void read_microbatches(DataLoader& loader);
+  // The step's DP reductions, then the tied embedding's sum over its two stages.
+  void reduce_gradients();
   // TP rank 0's values of the TP-replicated Params, broadcast over the TP group after an update.
   void sync_replicated();
   // --debug.perturb_replicated, --debug.flip_bit and --debug.inject_nan (which says whether it
