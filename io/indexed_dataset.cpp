@@ -203,9 +203,12 @@ std::string missing_file_hint(const std::string& prefix) {
     return " (" + prefix + " is a directory: give the corpus' prefix, PREFIX of PREFIX.bin and " +
            "PREFIX.idx, or an llm.c shard)";
   for (const char* ext : {".idx", ".bin"}) {
-    if (prefix.ends_with(ext) && std::filesystem::exists(prefix))
-      return " (give the prefix without " + std::string(ext) + ": " +
-             prefix.substr(0, prefix.size() - 4) + ")";
+    if (!prefix.ends_with(ext) || !std::filesystem::exists(prefix, ec)) continue;
+    const std::string stem = prefix.substr(0, prefix.size() - 4);
+    if (std::filesystem::exists(stem + ".idx", ec))
+      return " (give the prefix without " + std::string(ext) + ": " + stem + ")";
+    return " (" + prefix + " is not an llm.c shard, and no " + stem +
+           ".idx lies beside it to make it a Megatron-LM corpus)";
   }
   return " (make one with `tessera tokenize encode`)";
 }

@@ -348,7 +348,12 @@ TEST_F(IoTest, MissingCorpusNamesTheIdxAndTheFix) {
                      {prefix + ".idx", "no such file", "tessera tokenize encode"});
   make_corpus(path("real"), {{1, 2}});
   expect_input_error([&] { IndexedDataset::open(path("real.bin")); },
-                     {"real.bin.idx", "without .bin"});
+                     {"real.bin.idx", "give the prefix without .bin: " + path("real")});
+  // A Megatron-LM .bin whose .idx is missing: no prefix to suggest, as that one fails too.
+  fs::remove(path("real.idx"));
+  expect_input_error([&] { IndexedDataset::open(path("real.bin")); },
+                     {"real.bin.idx", path("real.bin") + " is not an llm.c shard, and no " +
+                                          path("real") + ".idx lies beside it"});
   // Something that is there but is not a file is not called missing.
   fs::create_directories(path("folder.idx"));
   expect_input_error([&] { IndexedDataset::open(path("folder")); },
