@@ -199,7 +199,7 @@ std::optional<TokenCorpus::SliceIds> TokenCorpus::check_token_ids(int64_t vocab,
     std::string line;
     long long a = 0, b = 0;
     if (std::getline(in, line) && line == record.key && std::getline(in, line) &&
-        std::sscanf(line.c_str(), "ids %lld .. %lld", &a, &b) == 2)
+        std::sscanf(line.c_str(), "ids %lld .. %lld", &a, &b) == 2 && a <= b)
       lo = a, hi = b;
     else
       other = in.is_open();

@@ -375,6 +375,26 @@ TEST_F(IoTest, EmptyCorpusIsRejected) {
 // The id check of a corpus is recorded in the cache for this version of its token file: a
 // second check reads no token (here: an id changed in place behind a restored modification
 // time goes unseen, which is what a record trusts), and a file changed again is checked again.
+// A record whose range is empty (lo > hi) is damage, not a result: the file is checked again and
+// the record rewritten (it was kept, and every run checked every token again).
+TEST_F(IoTest, AnIdRecordWithAnEmptyRangeIsReplaced) {
+  const std::string cache = path("cache");
+  fs::create_directories(cache);
+  make_corpus(path("c"), {{1, 2, 3}, {4, 5}});
+  TokenCorpus::open(path("c")).check_token_ids(10, cache);
+  const fs::path record = fs::directory_iterator(cache)->path();
+  std::string key;
+  std::getline(std::ifstream(record), key);
+  std::ofstream(record) << key << "\nids 5 .. 3\n";
+  TokenCorpus::open(path("c")).check_token_ids(10, cache);
+  std::ifstream in(record);
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, key);
+  std::getline(in, line);
+  EXPECT_EQ(line, "ids 1 .. 5");
+}
+
 TEST_F(IoTest, TokenIdCheckIsRecordedForEachVersionOfTheFile) {
   const std::string cache = path("cache");
   fs::create_directories(cache);
