@@ -309,7 +309,7 @@ void SampleStream::read(int k, int64_t j, int32_t* out) {
   if (opt_.vocab_size <= 0) return;
   const int64_t bad = corpora_[kk].first_bad_token(start, length, opt_.vocab_size);
   if (bad < 0) return;
-  throw InputError("corpus " + corpora_[kk].path() + ": " + corpora_[kk].token_place(bad) +
+  throw InputError("corpus " + corpora_[kk].token_file() + ": " + corpora_[kk].token_place(bad) +
                    " has id " + std::to_string(out[bad - start]) +
                    ", expected ids in [0, --model.vocab_size " + std::to_string(opt_.vocab_size) +
                    ") (found as training read it: the file changed after the check before "

@@ -486,7 +486,7 @@ TEST_F(Loader, SampleWithAnIdBeyondTheVocabularyIsRefusedAsItIsRead) {
   EXPECT_EQ(row[10], 70);
   test_support::expect_input_error(
       [&] { s.read(0, 7, row.data()); },
-      {"corpus " + prefix, "token 72 (document 1 of 28, counted from 0) has id 504",
+      {"corpus " + prefix + ".bin: token 72 (document 1 of 28, counted from 0) has id 504",
        "expected ids in [0, --model.vocab_size 500)"});
 }
 
