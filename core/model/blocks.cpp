@@ -98,7 +98,6 @@ BlockScratch TransformerBlock::make_scratch(int64_t B) const {
   s.datty = Tensor({B, T, Cloc}, dtype_, device_);
   s.dqkv = Tensor({B, T, 3 * Cloc}, dtype_, device_);
   s.dfc = Tensor({B, T, local_ff_}, dtype_, device_);
-  s.dx1 = Tensor(shard_.stream_shape(B, T, C), dtype_, device_);
   if (shard_.sequence_parallel) {
     s.rows = Tensor(shard_.stream_shape(B, T, C), dtype_, device_);
     s.norm_grads = Tensor({4, C}, dtype_, device_);
@@ -168,8 +167,8 @@ void TransformerBlock::recompute(const Tensor& x0, BlockActivations& a, BlockScr
   }
 }
 
-void TransformerBlock::backward(Tensor& dx0, const Tensor& dx2, const Tensor& x0,
-                                BlockActivations& a, BlockScratch& s, Communicator& tp) {
+void TransformerBlock::backward(Tensor& dx, const Tensor& x0, BlockActivations& a, BlockScratch& s,
+                                Communicator& tp) {
   recompute(x0, a, s, tp);  // before any scratch below is used
   // The LayerNorms' parameter gradients: into the Params, or with sequence parallelism (each
   // rank's rows give part of them) into scratch, summed over TP at the end.
@@ -178,20 +177,19 @@ void TransformerBlock::backward(Tensor& dx0, const Tensor& dx2, const Tensor& x0
     s.norm_grads.zero();
     for (int64_t i = 0; i < 4; ++i) norm_grads[i] = s.norm_grads.slice0(i, i + 1).view({C_});
   }
-  // MLP: the residual passes dx2 straight to x1; the branch adds its gradient on top.
-  copy_into(s.dx1, dx2);
-  down().backward_gelu(s.dfc, all_tokens(dx2, s, tp), a.fc_gelu, a.fc);
+  // MLP: the residual passes dx2 straight to x1, and the branch's LayerNorm adds its gradient
+  // on top, into dx itself once the branch has read it: dx becomes dx1.
+  down().backward_gelu(s.dfc, all_tokens(dx, s, tp), a.fc_gelu, a.fc);
   // The one reduction of the MLP's backward.
   const Tensor dln2 = column_backward(up(), s.dfc, all_tokens(a.ln2, s, tp), s, tp);
-  ops::layernorm_backward(s.dx1, norm_grads[0], norm_grads[1], dln2, a.x1, ln2_w.value, a.ln2_mean,
+  ops::layernorm_backward(dx, norm_grads[0], norm_grads[1], dln2, a.x1, ln2_w.value, a.ln2_mean,
                           a.ln2_rstd);
 
-  // Attention, the same way.
-  copy_into(dx0, s.dx1);
-  proj().backward(&s.datty, all_tokens(s.dx1, s, tp), a.atty);
+  // Attention, the same way: dx becomes dx0.
+  proj().backward(&s.datty, all_tokens(dx, s, tp), a.atty);
   ops::attention_backward(s.dqkv, s.datty, a.qkv, a.atty, a.att, local_heads_);
   const Tensor dln1 = column_backward(qkv(), s.dqkv, all_tokens(a.ln1, s, tp), s, tp);
-  ops::layernorm_backward(dx0, norm_grads[2], norm_grads[3], dln1, x0, ln1_w.value, a.ln1_mean,
+  ops::layernorm_backward(dx, norm_grads[2], norm_grads[3], dln1, x0, ln1_w.value, a.ln1_mean,
                           a.ln1_rstd);
   if (shard_.sequence_parallel)
     add_tp_sum_of_norm_grads(s.norm_grads, {&ln2_w, &ln2_b, &ln1_w, &ln1_b}, tp);

@@ -39,7 +39,6 @@ struct BlockActivations {
 struct BlockScratch {
   Tensor proj;   // [B, T, C] row-parallel output before the all-reduce; with sequence
                  // parallelism also what is gathered whole
-  Tensor dx1;    // [B, T, C] ([B*T/tp, C] with sequence parallelism)
   Tensor dln;    // [B, T, C] a column-parallel layer's input gradient before its reduction
   Tensor datty;  // [B, T, C/tp]
   Tensor dqkv;   // [B, T, 3 C/tp]
@@ -64,11 +63,10 @@ class TransformerBlock {
   // be different tensors.
   void forward(Tensor& x2, const Tensor& x0, BlockActivations& a, BlockScratch& s,
                Communicator& tp);
-  // dx0 = d loss / d x0 given dx2 = d loss / d x2 (written, not accumulated); parameter
-  // gradients are accumulated.
-  // With recompute, first refills the tensors `a` shares (so `a` is written).
-  void backward(Tensor& dx0, const Tensor& dx2, const Tensor& x0, BlockActivations& a,
-                BlockScratch& s, Communicator& tp);
+  // In place: dx holds d loss / d x2 on entry and d loss / d x0 on return; parameter gradients
+  // are accumulated. With recompute, first refills the tensors `a` shares (so `a` is written).
+  void backward(Tensor& dx, const Tensor& x0, BlockActivations& a, BlockScratch& s,
+                Communicator& tp);
 
   Param ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, up_w, up_b, down_w, down_b;
 

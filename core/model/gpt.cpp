@@ -128,8 +128,7 @@ BlockScratch& GPT::scratch(int64_t B) {
     else
       scratch_ = std::make_unique<BlockScratch>();
     const Device dev = cfg_.device;
-    dres_a_ = Tensor(stage_shape(B), cfg_.dtype, dev);
-    dres_b_ = Tensor(stage_shape(B), cfg_.dtype, dev);
+    dres_ = Tensor();  // when needed (backward)
     if (shard_.has_head) {
       dlnf_ = Tensor({B, T, C}, cfg_.dtype, dev);
       dlosses_ = Tensor({B * T}, cfg_.stats_dtype(), dev);
@@ -210,8 +209,11 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
     if (on_ready)
       for (Param* p : ps) (*on_ready)(*p);
   };
-  Tensor* dres = &dres_a_;
-  Tensor* dnext = &dres_b_;
+  // The residual stream's gradient, which the layers take from the last to the first in place:
+  // in d_input itself when the chunk returns one, so that nothing is copied out at the end.
+  const bool in_d_input = d_input && !has_embedding(a.chunk);
+  if (!in_d_input && !dres_.defined()) dres_ = Tensor(stage_shape(a.B), cfg_.dtype, cfg_.device);
+  Tensor& dres = in_d_input ? *d_input : dres_;
   const std::span<TransformerBlock> mine = chunk_blocks(a.chunk);
   if (has_head(a.chunk)) {
     const ProfileRange range("head and loss backward");
@@ -227,7 +229,7 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
     ops::cross_entropy_backward(a.logits, dlosses_, a.logits, a.lse,
                                 a.targets.view({a.B * cfg_.seq_len}), vocab_start_);
     ops::matmul_backward(&dlnf_, &wte.grad, nullptr, a.logits, a.lnf, wte.value);
-    dres->zero();
+    dres.zero();
     // The LM head is column-parallel over the vocabulary.
     if (shard_.sequence_parallel) {
       // Of the summed gradient, this rank's rows; the norm's parameter gradients from them,
@@ -236,37 +238,34 @@ void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output,
       norm_grads_.zero();
       Tensor dw = norm_grads_.slice0(0, 1).view({cfg_.d_model});
       Tensor db = norm_grads_.slice0(1, 2).view({cfg_.d_model});
-      ops::layernorm_backward(*dres, dw, db, rows_, a.residual.back(), lnf_w.value, a.lnf_mean,
+      ops::layernorm_backward(dres, dw, db, rows_, a.residual.back(), lnf_w.value, a.lnf_mean,
                               a.lnf_rstd);
       add_tp_sum_of_norm_grads(norm_grads_, {&lnf_w, &lnf_b}, tp_);
     } else {
       all_reduce_stream_ordered(tp_, dlnf_, ReduceOp::Sum);
-      ops::layernorm_backward(*dres, lnf_w.grad, lnf_b.grad, dlnf_, a.residual.back(), lnf_w.value,
+      ops::layernorm_backward(dres, lnf_w.grad, lnf_b.grad, dlnf_, a.residual.back(), lnf_w.value,
                               a.lnf_mean, a.lnf_rstd);
     }
     ready({&lnf_w, &lnf_b});
     if (!shard_.has_embedding) ready({&wte});
   } else {
     TESSERA_CHECK(d_output != nullptr, "GPT::backward: a non-last stage needs d_output");
-    copy_into(*dres, *d_output);
+    copy_into(dres, *d_output);
   }
   for (size_t i = mine.size(); i-- > 0;) {
     const ProfileRange range("layer backward", mine[i].layer());
-    mine[i].backward(*dnext, *dres, a.residual[i], a.blocks[i], s, tp_);
-    std::swap(dres, dnext);
+    mine[i].backward(dres, a.residual[i], a.blocks[i], s, tp_);
     if (on_ready)
       for (Param* p : mine[i].params()) (*on_ready)(*p);
   }
   if (has_embedding(a.chunk)) {
     const ProfileRange range("embedding backward");
-    const Tensor dembedding = shard_.sequence_parallel ? tokens_ : *dres;
-    if (shard_.sequence_parallel) all_gather_stream_ordered(tp_, tokens_, *dres);
+    const Tensor dembedding = shard_.sequence_parallel ? tokens_ : dres;
+    if (shard_.sequence_parallel) all_gather_stream_ordered(tp_, tokens_, dres);
     if (cfg_.pos == PositionKind::Learned) ops::positional_backward(wpe.grad, dembedding);
     vocab_parallel_embedding_backward(wte, dembedding, a.inputs, vocab_start_);
     ready({&wte});
     if (cfg_.pos == PositionKind::Learned) ready({&wpe});
-  } else if (d_input) {
-    copy_into(*d_input, *dres);
   }
 }
 
@@ -306,7 +305,7 @@ int64_t gpt_activation_bytes(const ModelConfig& c, int64_t B) {
   }
   const int64_t residual = (c.layers + 1) * BT * C;
   const int64_t head = BT * (C + 2) + BT * V + 2 * BT;
-  const int64_t scratch = BT * (7 * C + F) + 2 * BT * C;  // BlockScratch, the residual grads
+  const int64_t scratch = BT * (6 * C + F) + BT * C;  // BlockScratch, the residual's gradient
   return elem * (c.layers * per_layer + shared + residual + head + scratch) + 2 * BT * 4 +
          ops::attention_workspace_bytes(c.device, c.dtype, B, c.heads, T);
 }

@@ -92,9 +92,11 @@ class GPT {
   mutable std::map<int64_t, BlockActivations> shared_acts_;
   std::unique_ptr<BlockScratch> scratch_;
   int64_t scratch_B_ = 0;
-  Tensor dres_a_, dres_b_;  // ping-pong gradients of the residual stream
-  Tensor dlnf_;             // gradient of the final LayerNorm's output (last stage)
-  Tensor dlosses_;          // [B*T] d loss / d per-token loss
+  // The residual stream's gradient where the caller gives no d_input to work in (the first
+  // chunk's backward): allocated at its first use.
+  Tensor dres_;
+  Tensor dlnf_;     // gradient of the final LayerNorm's output (last stage)
+  Tensor dlosses_;  // [B*T] d loss / d per-token loss
   // Sequence parallelism only: every token's embedding (before the reduce-scatter) or its
   // gradient (gathered), [B, T, C]; this rank's rows of the final LayerNorm's output or input
   // gradient; the final LayerNorm's parameter gradients from those rows, [2, C].
