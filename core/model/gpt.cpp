@@ -285,28 +285,31 @@ int64_t gpt_state_bytes(const ModelConfig& c, bool grad_sums) {
 
 int64_t gpt_activation_bytes(const ModelConfig& c, int64_t B) {
   const int64_t T = c.seq_len, C = c.d_model, F = c.d_ff, V = c.vocab_size, BT = B * T;
+  // Bytes of an element of the model's dtype, and of the row statistics (LayerNorm mean and
+  // rstd, losses, log-sum-exp), which are float32 under bf16 (ModelConfig::stats_dtype).
   const int64_t elem = static_cast<int64_t>(dtype_size(c.dtype));
+  const int64_t stat = static_cast<int64_t>(dtype_size(c.stats_dtype()));
   // What attention saves: the probabilities [B, H, T, T] on the CPU, the fp32 log-sum-exp
-  // [B, H, T] on CUDA (flash attention), in its dtype (ops::attention_saved_dtype), counted here
-  // in elements of the model's dtype.
-  const int64_t saved_elem =
-      static_cast<int64_t>(dtype_size(ops::attention_saved_dtype(c.device, c.dtype)));
+  // [B, H, T] on CUDA (flash attention), in its dtype (ops::attention_saved_dtype).
   const int64_t attention =
-      B * c.heads * T * (c.device == Device::CUDA ? 1 : T) * saved_elem / elem;
-  const int64_t full_layer = BT * (7 * C + 2 * F + 4) + attention;
+      B * c.heads * T * (c.device == Device::CUDA ? 1 : T) *
+      static_cast<int64_t>(dtype_size(ops::attention_saved_dtype(c.device, c.dtype)));
+  const int64_t full_layer = elem * BT * (7 * C + 2 * F) + stat * 4 * BT + attention;
   // Recompute: what each layer keeps, plus one full set the layers share.
   int64_t per_layer = full_layer, shared = 0;
   if (c.recompute == Recompute::Selective) {
     // The GELU output is recomputed, and on the CPU the probabilities (CUDA keeps its LSE).
-    per_layer = full_layer - BT * F - (c.device == Device::CUDA ? 0 : attention);
+    per_layer = full_layer - elem * BT * F - (c.device == Device::CUDA ? 0 : attention);
     shared = full_layer;
   } else if (c.recompute == Recompute::Full) {
     per_layer = 0, shared = full_layer;
   }
-  const int64_t residual = (c.layers + 1) * BT * C;
-  const int64_t head = BT * (C + 2) + BT * V + 2 * BT;
-  const int64_t scratch = BT * (6 * C + F) + BT * C;  // BlockScratch, the residual's gradient
-  return elem * (c.layers * per_layer + shared + residual + head + scratch) + 2 * BT * 4 +
+  const int64_t residual = elem * (c.layers + 1) * BT * C;
+  // The final norm's output and the logits; its statistics, the losses and the log-sum-exp.
+  const int64_t head = elem * BT * (C + V) + stat * 4 * BT;
+  const int64_t scratch = elem * (BT * (6 * C + F) + BT * C);  // BlockScratch, dres_
+  const int64_t ids = 2 * BT * 4;                              // inputs and targets, int32
+  return c.layers * per_layer + shared + residual + head + scratch + ids +
          ops::attention_workspace_bytes(c.device, c.dtype, B, c.heads, T);
 }
 
