@@ -26,19 +26,18 @@ Shape Param::local_shape() const {
   return s;
 }
 
-int64_t Param::global_index(int64_t local_index) const {
-  if (tp_replicated()) return local_index;
-  Shape local = local_shape();
-  int64_t inner = 1;
-  for (size_t d = split_dim + 1; d < local.size(); ++d) inner *= local[d];
-  int64_t local_d_extent = local[split_dim];
-  int64_t outer = local_index / (inner * local_d_extent);
-  int64_t local_d = (local_index / inner) % local_d_extent;
-  int64_t within = local_index % inner;
-  int64_t piece = piece_end() - piece_begin();
-  int64_t block = global_shape[split_dim] / groups;
-  int64_t global_d = (local_d / piece) * block + piece_begin() + local_d % piece;
-  return (outer * global_shape[split_dim] + global_d) * inner + within;
+Param::IndexMap Param::index_map() const {
+  IndexMap m;
+  if (tp_replicated()) return m;
+  const auto d = static_cast<size_t>(split_dim);
+  m.identity = false;
+  for (size_t k = d + 1; k < global_shape.size(); ++k) m.inner *= global_shape[k];
+  m.begin = piece_begin();
+  m.piece = piece_end() - m.begin;
+  m.local_extent = groups * m.piece;
+  m.global_extent = global_shape[d];
+  m.block = global_shape[d] / groups;
+  return m;
 }
 
 Param make_param(std::string name, ParamKind kind, ParamInit init, double init_std,
@@ -60,11 +59,14 @@ void Param::materialize(uint64_t seed, DType dtype, Device device) {
   TESSERA_CHECK(
       global_shape[split_dim < 0 ? 0 : split_dim] % groups == 0,
       name + ": split dimension not divisible into " + std::to_string(groups) + " groups");
+  TESSERA_CHECK(dtype == DType::F32 || dtype == DType::F64 || dtype == DType::BF16,
+                name + ": parameters are float32, float64 or bfloat16");
   const DType host_dtype = dtype == DType::F64 ? DType::F64 : DType::F32;
   value = Tensor(local_shape(), host_dtype);
   grad = Tensor(local_shape(), dtype, device);
   const uint64_t stream = name_hash(name);
   const int64_t n = value.numel();
+  const IndexMap to_global = index_map();
   auto fill = [&](auto* p) {
     using T = std::remove_pointer_t<decltype(p)>;
 #pragma omp parallel for schedule(static)
@@ -77,7 +79,7 @@ void Param::materialize(uint64_t seed, DType dtype, Device device) {
           p[i] = T(1);
           break;
         case ParamInit::Normal:
-          p[i] = static_cast<T>(init_std * philox_normal(seed, stream, global_index(i)));
+          p[i] = static_cast<T>(init_std * philox_normal(seed, stream, to_global(i)));
           break;
       }
     }
@@ -86,8 +88,6 @@ void Param::materialize(uint64_t seed, DType dtype, Device device) {
     fill(value.data<float>());
   else
     fill(value.data<double>());
-  TESSERA_CHECK(dtype == host_dtype || dtype == DType::BF16,
-                name + ": parameters are float32, float64 or bfloat16");
   value = ops::cast_to(value, dtype);  // rounded on the host
   if (device != Device::CPU) value = value.to(device);
 }

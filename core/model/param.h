@@ -51,7 +51,22 @@ struct Param {
   int64_t piece_end() const;
   Shape local_shape() const;
   // Index in the row-major global tensor of element `local_index` of the local shard.
-  int64_t global_index(int64_t local_index) const;
+  int64_t global_index(int64_t local_index) const { return index_map()(local_index); }
+  // global_index with the shard's layout worked out once, for a walk over every element.
+  struct IndexMap {
+    bool identity = true;                         // TP-replicated: the same index
+    int64_t inner = 1;                            // elements after the split dimension
+    int64_t local_extent = 1, global_extent = 1;  // of the split dimension
+    int64_t piece = 1, block = 1, begin = 0;      // this rank's piece of each of its blocks
+    int64_t operator()(int64_t local_index) const {
+      if (identity) return local_index;
+      const int64_t outer = local_index / (inner * local_extent);
+      const int64_t local_d = (local_index / inner) % local_extent;
+      const int64_t global_d = (local_d / piece) * block + begin + local_d % piece;
+      return (outer * global_extent + global_d) * inner + local_index % inner;
+    }
+  };
+  IndexMap index_map() const;
   // Allocates value and grad (zeroed) of `dtype` on `device` and fills value from (seed, name,
   // global index), computed on the host in float64 (F64) or float32 (F32, BF16 rounded from it).
   void materialize(uint64_t seed, DType dtype, Device device = Device::CPU);
