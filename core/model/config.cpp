@@ -46,7 +46,7 @@ void ModelConfig::validate(int tp_size) const {
     throw InputError("--train.precision: " + dtype_name(dtype) + " is not a compute type on " +
                      device_name(device) +
                      " (cpu: float32, float64, bfloat16; cuda: float32, bfloat16)");
-  if (device == Device::CUDA && d_model % heads == 0) {
+  if (device == Device::CUDA) {
     // The head counts that would do for this width, if any.
     std::string would_do;
     if (d_model % 64 == 0) would_do += "; " + std::to_string(d_model / 64) + " for 64";

@@ -96,8 +96,7 @@ GPTActivations GPT::make_activations(int64_t B, int chunk) const {
   a.B = B;
   a.chunk = chunk;
   const Device dev = cfg_.device;
-  a.inputs = Tensor({B, T}, DType::I32, dev);
-  a.targets = Tensor({B, T}, DType::I32, dev);
+  if (has_embedding(chunk)) a.inputs = Tensor({B, T}, DType::I32, dev);
   const std::span<const TransformerBlock> mine = chunk_blocks(chunk);
   for (size_t i = 0; i <= mine.size(); ++i)
     a.residual.emplace_back(stage_shape(B), cfg_.dtype, dev);
@@ -114,6 +113,7 @@ GPTActivations GPT::make_activations(int64_t B, int chunk) const {
     a.lnf_rstd = Tensor({shard_.stream_rows(B, T)}, cfg_.stats_dtype(), dev);
     a.logits = Tensor({B * T, wte.local_shape()[0]}, cfg_.dtype, dev);
     a.losses = Tensor({B * T}, cfg_.stats_dtype(), dev);
+    a.targets = Tensor({B, T}, DType::I32, dev);
     a.lse = Tensor({B * T}, cfg_.stats_dtype(), dev);
   }
   return a;

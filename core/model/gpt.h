@@ -7,6 +7,7 @@
 #pragma once
 
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <span>
@@ -22,7 +23,7 @@ namespace tessera {
 struct GPTActivations {
   int64_t B = 0;
   int chunk = 0;                 // the model chunk they are of (ModelShard::chunks)
-  Tensor inputs, targets;        // I32 [B, T]
+  Tensor inputs, targets;        // I32 [B, T]: the token ids (first chunk), the targets (last)
   std::vector<Tensor> residual;  // residual[i]: input of the chunk's i-th block, [B, T, C]
                                  // (GPT::stage_shape); residual.back() is the chunk's output
   std::vector<BlockActivations> blocks;
@@ -101,7 +102,8 @@ class GPT {
   // gradient (gathered), [B, T, C]; this rank's rows of the final LayerNorm's output or input
   // gradient; the final LayerNorm's parameter gradients from those rows, [2, C].
   Tensor tokens_, rows_, norm_grads_;
-  double dlosses_value_ = 0;  // what every element of dlosses_ holds (NaN: not yet filled)
+  // What every element of dlosses_ holds (NaN: not yet filled).
+  double dlosses_value_ = std::numeric_limits<double>::quiet_NaN();
   BlockScratch& scratch(int64_t B);
 };
 
