@@ -37,9 +37,14 @@ struct BlockActivations {
 
 // Gradient buffers reused by every layer's backward.
 struct BlockScratch {
-  Tensor proj;   // [B, T, C] row-parallel output before the all-reduce; with sequence
-                 // parallelism also what is gathered whole
-  Tensor dln;    // [B, T, C] a column-parallel layer's input gradient before its reduction
+  // [B, T, C] a row-parallel layer's output (all-reduced in place; with sequence parallelism
+  // the partial sums before the reduce-scatter), and with sequence parallelism also what is
+  // gathered whole (a LayerNorm's output, the residual stream's gradient).
+  Tensor proj;
+  // [B, T, C] a column-parallel layer's input gradient (all-reduced in place; with sequence
+  // parallelism the partial sums before the reduce-scatter); under full recompute also the
+  // layer's output, which the rerun forward writes and nothing reads.
+  Tensor dln;
   Tensor datty;  // [B, T, C/tp]
   Tensor dqkv;   // [B, T, 3 C/tp]
   Tensor dfc;    // [B, T, F/tp]: the gradient of fc, the GELU's input

@@ -11,7 +11,6 @@
 #include "core/ops/cross_entropy.h"
 #include "core/ops/embedding.h"
 #include "core/ops/layernorm.h"
-#include "core/ops/matmul.h"
 #include "core/profile.h"
 
 namespace tessera {
@@ -113,8 +112,8 @@ GPTActivations GPT::make_activations(int64_t B, int chunk) const {
     a.lnf_rstd = Tensor({shard_.stream_rows(B, T)}, cfg_.stats_dtype(), dev);
     a.logits = Tensor({B * T, wte.local_shape()[0]}, cfg_.dtype, dev);
     a.losses = Tensor({B * T}, cfg_.stats_dtype(), dev);
-    a.targets = Tensor({B, T}, DType::I32, dev);
     a.lse = Tensor({B * T}, cfg_.stats_dtype(), dev);
+    a.targets = Tensor({B, T}, DType::I32, dev);
   }
   return a;
 }
@@ -193,7 +192,7 @@ double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targe
     ops::layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.residual.back(), lnf_w.value,
                            lnf_b.value);
   }
-  ops::matmul_forward(a.logits, a.lnf, wte.value, nullptr);
+  lm_head().forward(a.logits, a.lnf);
   if (!targets) return 0.0;
   copy_into(a.targets, *targets);
   ops::cross_entropy_forward(a.losses, a.lse, a.logits, a.targets.view({a.B * cfg_.seq_len}),
@@ -201,72 +200,84 @@ double GPT::forward(GPTActivations& a, const Tensor* inputs, const Tensor* targe
   return mean_of(a.losses);
 }
 
+namespace {
+
+// Reports each of `params` final to the backward's hook, when there is one.
+void report_ready(const GradReadyFn* on_ready, std::initializer_list<Param*> params) {
+  if (on_ready)
+    for (Param* p : params) (*on_ready)(*p);
+}
+
+}  // namespace
+
 void GPT::backward(GPTActivations& a, double loss_scale, const Tensor* d_output, Tensor* d_input,
                    const GradReadyFn* on_ready) {
   BlockScratch& s = scratch(a.B);
-  // Without a hook (every microbatch but a step's last) this costs nothing: no list is built.
-  auto ready = [on_ready](std::initializer_list<Param*> ps) {
-    if (on_ready)
-      for (Param* p : ps) (*on_ready)(*p);
-  };
   // The residual stream's gradient, which the layers take from the last to the first in place:
   // in d_input itself when the chunk returns one, so that nothing is copied out at the end.
   const bool in_d_input = d_input && !has_embedding(a.chunk);
   if (!in_d_input && !dres_.defined()) dres_ = Tensor(stage_shape(a.B), cfg_.dtype, cfg_.device);
   Tensor& dres = in_d_input ? *d_input : dres_;
-  const std::span<TransformerBlock> mine = chunk_blocks(a.chunk);
   if (has_head(a.chunk)) {
-    const ProfileRange range("head and loss backward");
-    // d loss / d losses[m] = loss_scale / (B T): the loss is a mean over tokens.
-    // Filled when it changes only (once per run in training): a copy to the GPU waits for it.
-    const double dloss = loss_scale / static_cast<double>(a.B * cfg_.seq_len);
-    if (dloss != dlosses_value_) {
-      Tensor host(dlosses_.shape(), dlosses_.dtype());
-      host.fill(dloss);
-      copy_into(dlosses_, host);
-      dlosses_value_ = dloss;
-    }
-    ops::cross_entropy_backward(a.logits, dlosses_, a.logits, a.lse,
-                                a.targets.view({a.B * cfg_.seq_len}), vocab_start_);
-    ops::matmul_backward(&dlnf_, &wte.grad, nullptr, a.logits, a.lnf, wte.value);
-    dres.zero();
-    // The LM head is column-parallel over the vocabulary.
-    if (shard_.sequence_parallel) {
-      // Of the summed gradient, this rank's rows; the norm's parameter gradients from them,
-      // summed over TP (tensor_parallel.h).
-      reduce_scatter_stream_ordered(tp_, rows_, dlnf_);
-      norm_grads_.zero();
-      Tensor dw = norm_grads_.slice0(0, 1).view({cfg_.d_model});
-      Tensor db = norm_grads_.slice0(1, 2).view({cfg_.d_model});
-      ops::layernorm_backward(dres, dw, db, rows_, a.residual.back(), lnf_w.value, a.lnf_mean,
-                              a.lnf_rstd);
-      add_tp_sum_of_norm_grads(norm_grads_, {&lnf_w, &lnf_b}, tp_);
-    } else {
-      all_reduce_stream_ordered(tp_, dlnf_, ReduceOp::Sum);
-      ops::layernorm_backward(dres, lnf_w.grad, lnf_b.grad, dlnf_, a.residual.back(), lnf_w.value,
-                              a.lnf_mean, a.lnf_rstd);
-    }
-    ready({&lnf_w, &lnf_b});
-    if (!shard_.has_embedding) ready({&wte});
+    head_backward(a, loss_scale, dres, on_ready);
   } else {
     TESSERA_CHECK(d_output != nullptr, "GPT::backward: a non-last stage needs d_output");
     copy_into(dres, *d_output);
   }
+  const std::span<TransformerBlock> mine = chunk_blocks(a.chunk);
   for (size_t i = mine.size(); i-- > 0;) {
     const ProfileRange range("layer backward", mine[i].layer());
     mine[i].backward(dres, a.residual[i], a.blocks[i], s, tp_);
+    // Without a hook (every microbatch but a step's last) no list of Params is built.
     if (on_ready)
       for (Param* p : mine[i].params()) (*on_ready)(*p);
   }
-  if (has_embedding(a.chunk)) {
-    const ProfileRange range("embedding backward");
-    const Tensor dembedding = shard_.sequence_parallel ? tokens_ : dres;
-    if (shard_.sequence_parallel) all_gather_stream_ordered(tp_, tokens_, dres);
-    if (cfg_.pos == PositionKind::Learned) ops::positional_backward(wpe.grad, dembedding);
-    vocab_parallel_embedding_backward(wte, dembedding, a.inputs, vocab_start_);
-    ready({&wte});
-    if (cfg_.pos == PositionKind::Learned) ready({&wpe});
+  if (has_embedding(a.chunk)) embedding_backward(a, dres, on_ready);
+}
+
+void GPT::head_backward(GPTActivations& a, double loss_scale, Tensor& dres,
+                        const GradReadyFn* on_ready) {
+  const ProfileRange range("head and loss backward");
+  // d loss / d losses[m] = loss_scale / (B T): the loss is a mean over tokens.
+  // Filled when it changes only (once per run in training): a copy to the GPU waits for it.
+  const double dloss = loss_scale / static_cast<double>(a.B * cfg_.seq_len);
+  if (dloss != dlosses_value_) {
+    Tensor host(dlosses_.shape(), dlosses_.dtype());
+    host.fill(dloss);
+    copy_into(dlosses_, host);
+    dlosses_value_ = dloss;
   }
+  ops::cross_entropy_backward(a.logits, dlosses_, a.logits, a.lse,
+                              a.targets.view({a.B * cfg_.seq_len}), vocab_start_);
+  dres.zero();
+  if (shard_.sequence_parallel) {
+    // Of the summed gradient, this rank's rows; the norm's parameter gradients from them,
+    // summed over TP (tensor_parallel.h).
+    lm_head().backward_scatter(rows_, dlnf_, a.logits, a.lnf, tp_);
+    norm_grads_.zero();
+    Tensor dw = norm_grads_.slice0(0, 1).view({cfg_.d_model});
+    Tensor db = norm_grads_.slice0(1, 2).view({cfg_.d_model});
+    ops::layernorm_backward(dres, dw, db, rows_, a.residual.back(), lnf_w.value, a.lnf_mean,
+                            a.lnf_rstd);
+    add_tp_sum_of_norm_grads(norm_grads_, {&lnf_w, &lnf_b}, tp_);
+  } else {
+    lm_head().backward(&dlnf_, a.logits, a.lnf, tp_);
+    ops::layernorm_backward(dres, lnf_w.grad, lnf_b.grad, dlnf_, a.residual.back(), lnf_w.value,
+                            a.lnf_mean, a.lnf_rstd);
+  }
+  report_ready(on_ready, {&lnf_w, &lnf_b});
+  if (!shard_.has_embedding) report_ready(on_ready, {&wte});
+}
+
+void GPT::embedding_backward(GPTActivations& a, const Tensor& dres, const GradReadyFn* on_ready) {
+  const ProfileRange range("embedding backward");
+  // Every token's gradient: with sequence parallelism gathered from the TP ranks' rows.
+  if (shard_.sequence_parallel) all_gather_stream_ordered(tp_, tokens_, dres);
+  const Tensor& dembedding = shard_.sequence_parallel ? tokens_ : dres;
+  if (cfg_.pos == PositionKind::Learned) ops::positional_backward(wpe.grad, dembedding);
+  vocab_parallel_embedding_backward(wte, dembedding, a.inputs, vocab_start_);
+  report_ready(on_ready, {&wte});
+  if (cfg_.pos == PositionKind::Learned) report_ready(on_ready, {&wpe});
 }
 
 int64_t gpt_num_params(const ModelConfig& c) {

@@ -17,6 +17,7 @@
 #include "core/model/blocks.h"
 #include "core/model/config.h"
 #include "core/model/param.h"
+#include "core/model/tensor_parallel.h"
 
 namespace tessera {
 
@@ -105,6 +106,13 @@ class GPT {
   // What every element of dlosses_ holds (NaN: not yet filled).
   double dlosses_value_ = std::numeric_limits<double>::quiet_NaN();
   BlockScratch& scratch(int64_t B);
+  // The LM head: the token embedding as a column-parallel layer over the vocabulary.
+  ColumnParallelLinear lm_head() { return {wte, nullptr}; }
+  // backward()'s first and last parts: the loss, the LM head and the final norm, which leave
+  // the residual stream's gradient in dres; the embeddings, from it.
+  void head_backward(GPTActivations& a, double loss_scale, Tensor& dres,
+                     const GradReadyFn* on_ready);
+  void embedding_backward(GPTActivations& a, const Tensor& dres, const GradReadyFn* on_ready);
 };
 
 // FLOPs of one token's forward + backward (PaLM, appendix B; Megatron-LM and nanoGPT count so):
