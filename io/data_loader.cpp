@@ -417,8 +417,11 @@ void DataLoader::next_batch(Tensor& tokens) {
 void DataLoader::next_inputs_and_targets(Tensor& scratch, Tensor& inputs, Tensor& targets) {
   next_batch(scratch);
   const int64_t B = scratch.shape()[0], T = scratch.shape()[1] - 1;
-  if (!inputs.defined()) inputs = Tensor({B, T}, DType::I32);
-  if (!targets.defined()) targets = Tensor({B, T}, DType::I32);
+  const Shape shape{B, T};
+  if (!inputs.defined() || inputs.shape() != shape || inputs.dtype() != DType::I32)
+    inputs = Tensor(shape, DType::I32);
+  if (!targets.defined() || targets.shape() != shape || targets.dtype() != DType::I32)
+    targets = Tensor(shape, DType::I32);
   const int32_t* src = scratch.data<int32_t>();
   int32_t* in = inputs.data<int32_t>();
   int32_t* tg = targets.data<int32_t>();

@@ -148,12 +148,12 @@ class DataLoader {
   DataLoader(const DataLoader&) = delete;
   DataLoader& operator=(const DataLoader&) = delete;
 
-  // This rank's next batch, I32 [micro_batch, seq_len + 1], into `tokens` (reallocated unless
-  // it already has that shape).
+  // This rank's next batch, I32 [micro_batch, seq_len + 1]: `tokens` becomes a new tensor (read
+  // on this thread, or taken from the prefetch queue).
   void next_batch(Tensor& tokens);
   // The same as the model reads it: the first seq_len tokens of each sample into `inputs`, the
   // last seq_len (each input's next token) into `targets`, I32 [micro_batch, seq_len] each
-  // (allocated when undefined). `scratch` holds the batch.
+  // (allocated unless they already are that). `scratch` holds the batch.
   void next_inputs_and_targets(Tensor& scratch, Tensor& inputs, Tensor& targets);
   // With `taken` (the blend walked on from the last call's place).
   LoaderState state();

@@ -162,7 +162,6 @@ void Trainer::start(Communicator& world, int local_rank) {
     if (elements > 0) replicated_stage_ = Tensor({elements}, flat.dtype(), flat.device());
   }
   const int64_t T = cfg_.model.seq_len, micro = cfg_.micro_batch;
-  batch_ = Tensor({micro, T + 1}, DType::I32);
   for (int i = 0; i < microbatches_; ++i) {
     inputs_.emplace_back(Shape{micro, T}, DType::I32);
     targets_.emplace_back(Shape{micro, T}, DType::I32);

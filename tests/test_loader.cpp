@@ -465,6 +465,26 @@ TEST_F(Loader, PrefetchingChangesNothing) {
   EXPECT_EQ(rows_of(plain, 50), rows_of(ahead, 50));
 }
 
+// The model's view of a batch: inputs and their next tokens, into tensors of that shape whatever
+// the caller held before (a tensor of another shape was written past its end).
+TEST_F(Loader, InputsAndTargetsAreTheBatchShiftedByOneToken) {
+  const std::string prefix = megatron("m", 3000);
+  SampleStream a = stream({prefix}, {1.0}, options(16)), b = stream({prefix}, {1.0}, options(16));
+  DataLoader rows(a, 0, 1, 2, 0), cut(b, 0, 1, 2, 0);
+  Tensor batch, scratch;
+  rows.next_batch(batch);
+  Tensor inputs({1, 3}, DType::I32), targets({7}, DType::F32);  // neither the right shape nor type
+  cut.next_inputs_and_targets(scratch, inputs, targets);
+  ASSERT_EQ(inputs.shape(), (Shape{2, 16}));
+  ASSERT_EQ(targets.shape(), (Shape{2, 16}));
+  ASSERT_EQ(targets.dtype(), DType::I32);
+  for (int64_t r = 0; r < 2; ++r)
+    for (int64_t t = 0; t < 16; ++t) {
+      EXPECT_EQ(inputs.data<int32_t>()[r * 16 + t], batch.data<int32_t>()[r * 17 + t]);
+      EXPECT_EQ(targets.data<int32_t>()[r * 16 + t], batch.data<int32_t>()[r * 17 + t + 1]);
+    }
+}
+
 TEST_F(Loader, RestoringAnotherSeedOrAPositionBetweenBatchesIsRejected) {
   SampleStream s = stream({megatron("m", 3000)}, {1.0}, options(16, 9));
   DataLoader l(s, 0, 2, 2, 0);
