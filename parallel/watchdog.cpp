@@ -203,7 +203,7 @@ void Watchdog::run(unsigned signals_seen) {
         std::unique_lock<std::mutex> lock(mutex_);
         if (wake_.wait_for(lock, kPoll, [this] { return stop_; })) return;
       }
-      poll_completions();
+      if (poll_completions()) return;
       const unsigned signals = g_signal_count.load(std::memory_order_acquire);
       if (signals != signals_seen) {
         signals_seen = signals;
@@ -234,8 +234,9 @@ void Watchdog::run(unsigned signals_seen) {
 }
 
 // Asks the operations that complete on their own (end_when) whether they have, outside the lock:
-// a device query takes microseconds, and the caller's begin/end must not wait for it.
-void Watchdog::poll_completions() {
+// a device query takes microseconds, and the caller's begin/end must not wait for it. One whose
+// query throws has failed: the watchdog acts on it at once, as on expiry.
+bool Watchdog::poll_completions() {
   std::vector<std::pair<uint64_t, std::function<bool()>>> watched;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -243,14 +244,38 @@ void Watchdog::poll_completions() {
       if (f.completed) watched.emplace_back(f.record.seq, f.completed);
     }
   }
-  if (watched.empty()) return;
+  if (watched.empty()) return false;
   std::vector<uint64_t> finished;
   for (auto& [seq, completed] : watched) {
-    if (completed()) finished.push_back(seq);
+    try {
+      if (completed()) finished.push_back(seq);
+    } catch (const std::exception& e) {
+      act_on_failure(seq, e.what());
+      return true;
+    }
   }
   const Clock::time_point now = Clock::now();
   std::lock_guard<std::mutex> lock(mutex_);
   for (uint64_t seq : finished) end_locked(seq, now);
+  return false;
+}
+
+void Watchdog::act_on_failure(uint64_t seq, const std::string& why) {
+  std::string text;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    fired_ = true;
+    const Clock::time_point now = Clock::now();
+    const Record& r = ring_[seq % kRing];
+    text = "rank " + std::to_string(config_.rank) + ": #" + std::to_string(seq) + " ";
+    if (r.seq == seq)
+      text += std::string(r.kind) + " in group " + r.group + " (" + std::to_string(r.bytes) +
+              " bytes) failed after " + format("%.3f", seconds_between(r.started, now)) + " s";
+    else
+      text += "failed";
+    text += ": " + why + "\n" + report_locked(now);
+  }
+  act_on_expiry(text);
 }
 
 void Watchdog::print_signal_line(int signo) {

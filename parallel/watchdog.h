@@ -58,12 +58,16 @@ class Watchdog {
   void end(uint64_t seq);
   // Operation seq stays in flight until `completed`, polled from the watchdog thread, says it is
   // done: for work that completes on a device stream after the host has moved on (a stream-ordered
-  // wait). Unarmed, nobody polls, so this ends seq at once.
+  // wait). A `completed` that throws a std::exception says the operation failed (an error its
+  // library reported while it waited): the watchdog then acts at once as on expiry, naming the
+  // operation and the exception's text. Unarmed, nobody polls, so this ends seq at once.
   void end_when(uint64_t seq, std::function<bool()> completed);
 
   // Starts the thread; a second arm replaces the configuration. On expiry the thread writes
   //   rank R: collective deadline of D s passed: #SEQ KIND in group G (BYTES bytes) waiting for W s
-  // followed by report(), then aborts the communicators and calls exit_fn(exit_code), once.
+  // followed by report(), then aborts the communicators and calls exit_fn(exit_code), once; an
+  // operation that failed in flight (end_when) the same way, its line
+  //   rank R: #SEQ KIND in group G (BYTES bytes) failed after W s: WHY
   void arm(WatchdogConfig config);
   void set_deadline(double deadline_s);
   double deadline() const;
@@ -101,10 +105,12 @@ class Watchdog {
   };
 
   void run(unsigned signals_seen);
-  void poll_completions();
-  bool check_deadline();  // true once fired
+  bool poll_completions();  // true once fired (an operation failed)
+  bool check_deadline();    // true once fired
   void print_signal_line(int signo);
   void act_on_expiry(const std::string& text);
+  // An operation's completion query threw: reports it with `why`, then acts as on expiry.
+  void act_on_failure(uint64_t seq, const std::string& why);
   void write(const std::string& text) const;
   void end_locked(uint64_t seq, Clock::time_point now);
   std::string report_locked(Clock::time_point now) const;

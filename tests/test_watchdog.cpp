@@ -327,20 +327,54 @@ TEST(Watchdog, EndWhenKeepsTheOperationInFlightUntilItsCompletionSaysDone) {
   EXPECT_TRUE(contains(unarmed.report(), "#1 isend in group pp (8 bytes): done in "));
 }
 
-// A failure inside the watchdog's own thread (here a completion query that throws) ends the rank
-// with the watchdog's code, long before the deadline, where it ended it by std::terminate.
+// A failure inside the watchdog's own thread (here a completion query that throws something
+// that is not an error the watchdog could name) ends the rank with the watchdog's code, long
+// before the deadline, where it ended it by std::terminate.
 TEST(Watchdog, FailureInsideTheWatchdogExitsWithItsCode) {
   auto seen = std::make_shared<Observed>();
   Watchdog w;
   w.arm(config_for(seen, 600.0));
-  w.end_when(w.begin("all_reduce_async", "dp", 64),
-             []() -> bool { throw std::runtime_error("query failed"); });
+  w.end_when(w.begin("all_reduce_async", "dp", 64), []() -> bool { throw 42; });
   ASSERT_TRUE(seen->wait_for_exit(10s)) << "the watchdog's failure did not end the rank";
   EXPECT_EQ(seen->codes(), std::vector<int>{kExitCode});
   EXPECT_TRUE(contains(seen->all_writes(),
-                       "rank 3: the collective watchdog failed (query failed); exiting"))
+                       "rank 3: the collective watchdog failed (an exception that is not a "
+                       "std::exception); exiting"))
       << seen->all_writes();
   EXPECT_FALSE(contains(seen->all_writes(), "deadline")) << seen->all_writes();
+}
+
+// An operation whose completion query reports an error (NCCL's asynchronous error while a
+// stream-ordered collective waits) ends the rank at once with that error and the operation
+// named, not at the deadline with a bare "passed"; the communicators are aborted first.
+TEST(Watchdog, AnOperationThatFailsInFlightEndsTheRankAtOnceNamingIt) {
+  auto seen = std::make_shared<Observed>();
+  auto aborted = std::make_shared<std::atomic<bool>>(false);
+  Watchdog w;
+  WatchdogConfig c = config_for(seen, 600.0);
+  c.abort_communicators = [aborted] { *aborted = true; };
+  w.arm(c);
+  w.end(w.begin("all_reduce", "tp", 8));
+  auto failed = std::make_shared<std::atomic<bool>>(false);
+  w.end_when(w.begin("all_reduce_async", "dp", 64), [failed]() -> bool {
+    if (*failed) throw std::runtime_error("NCCL reported unhandled system error");
+    return false;
+  });
+  std::this_thread::sleep_for(100ms);
+  EXPECT_TRUE(seen->codes().empty()) << "fired before the operation failed";
+  const Clock::time_point start = Clock::now();
+  *failed = true;
+  ASSERT_TRUE(seen->wait_for_exit(10s)) << "the failed operation did not end the rank";
+  EXPECT_LT(seconds_since(start), 5.0);
+  EXPECT_EQ(seen->codes(), std::vector<int>{kExitCode});
+  EXPECT_TRUE(aborted->load());
+  const std::string text = seen->all_writes();
+  EXPECT_TRUE(contains(text, "rank 3: #2 all_reduce_async in group dp (64 bytes) failed after "))
+      << text;
+  EXPECT_TRUE(contains(text, " s: NCCL reported unhandled system error\n")) << text;
+  EXPECT_TRUE(contains(text, "#1 all_reduce in group tp (8 bytes): done in ")) << text;
+  EXPECT_FALSE(contains(text, "deadline")) << text;
+  EXPECT_TRUE(w.fired());
 }
 
 TEST(Watchdog, ConcurrentRecordingKeepsSequenceNumbersUnique) {
