@@ -11,9 +11,12 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "core/cuda_common.cuh"
@@ -129,6 +132,25 @@ void hold_stream(cudaStream_t stream, double seconds) {
   CHECK_LAUNCH();
 }
 
+// What the watchdog's thread may read of a communicator while the caller's thread uses it: the
+// handle, under a lock of its own, from when the communicator is ready until it is aborted or
+// destroyed (take_comm), so that the watchdog never queries a freed one.
+struct ErrorProbe {
+  std::mutex mutex;
+  ncclComm_t comm = nullptr;
+
+  // The error NCCL reports for the communicator while an operation waits (a peer gone, a
+  // network failure), or "" when none, or when another thread holds the handle just now.
+  std::string async_error() {
+    std::unique_lock<std::mutex> lock(mutex, std::try_to_lock);
+    if (!lock.owns_lock() || comm == nullptr) return "";
+    ncclResult_t error = ncclSuccess;
+    if (ncclCommGetAsyncError(comm, &error) != ncclSuccess) return "";
+    if (error == ncclSuccess || error == ncclInProgress) return "";
+    return "NCCL reported " + nccl_error_text(error, comm);
+  }
+};
+
 }  // namespace
 
 struct NcclCommunicator::State {
@@ -144,6 +166,7 @@ struct NcclCommunicator::State {
   int device = 0, rank = 0, size = 1;
   double timeout_s = 0;
   ncclComm_t comm = nullptr;  // null once aborted or destroyed
+  std::shared_ptr<ErrorProbe> probe = std::make_shared<ErrorProbe>();
   cudaStream_t stream = nullptr;
   std::string failure;  // why the communicator was aborted
   Event compute_ready;  // recorded on the compute stream before each operation
@@ -169,9 +192,22 @@ std::string where(const State& s, const char* op) {
   return std::string(op) + " in group " + s.name + " (" + place + "): ";
 }
 
+// The communicator, ready: from now on the watchdog may query it for errors.
+void publish_comm(State& s) {
+  std::lock_guard<std::mutex> lock(s.probe->mutex);
+  s.probe->comm = s.comm;
+}
+
+// Takes the communicator out of use, here and in the watchdog's probe, and returns it (or null)
+// for ncclCommAbort or ncclCommDestroy.
+ncclComm_t take_comm(State& s) {
+  std::lock_guard<std::mutex> lock(s.probe->mutex);
+  s.probe->comm = nullptr;
+  return std::exchange(s.comm, nullptr);
+}
+
 void abort_comm(State& s, const std::string& why) {
-  if (s.comm != nullptr) ncclCommAbort(s.comm);
-  s.comm = nullptr;
+  if (ncclComm_t comm = take_comm(s)) ncclCommAbort(comm);
   s.failure = why;
   s.pending.clear();
 }
@@ -339,9 +375,14 @@ class NcclRequest final : public CommRequest {
       watched_.end();  // failed: it waits no longer
       throw;
     }
-    watched_.end_when([done = done_, device = state_->device] {
-      cudaSetDevice(device);  // the watchdog's thread: this rank's GPU, not device 0's context
-      return cudaEventQuery(done->done.get()) != cudaErrorNotReady;
+    // Polled on the watchdog's thread: done, or an error NCCL reports meanwhile, which the
+    // watchdog acts on at once (with NCCL's reason, not a bare deadline later).
+    watched_.end_when([done = done_, probe = state_->probe, device = state_->device] {
+      cudaSetDevice(device);  // this rank's GPU, not device 0's context
+      if (cudaEventQuery(done->done.get()) != cudaErrorNotReady) return true;
+      const std::string error = probe->async_error();
+      if (!error.empty()) throw std::runtime_error(error);
+      return false;
     });
   }
 
@@ -448,7 +489,7 @@ std::shared_ptr<Completion> post_p2p(State& s, bool is_send, const Tensor& t, in
 }  // namespace
 
 NcclCommunicator::State::~State() {
-  if (comm != nullptr) {
+  if (ncclComm_t comm = take_comm(*this)) {
     // Finalize flushes what is still queued; a peer that never finishes must not hang us here.
     ncclResult_t r = ncclCommFinalize(comm);
     const Clock::time_point deadline = deadline_after(timeout_s);
@@ -517,6 +558,7 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::create(Communicator& bootstr
   TESSERA_CHECK(state->comm != nullptr, where(*state, "init") + "NCCL returned no communicator");
   const WatchedRequest watched("init", name, 0);
   wait_until_ready(*state, state->comm, "ncclCommInitRankConfig", "init");
+  publish_comm(*state);
   return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(std::move(state)));
 }
 
@@ -593,8 +635,7 @@ void NcclCommunicator::barrier() {
 }
 
 void NcclCommunicator::abort(int exit_code) {
-  if (state_->comm != nullptr) ncclCommAbort(state_->comm);
-  state_->comm = nullptr;
+  if (ncclComm_t comm = take_comm(*state_)) ncclCommAbort(comm);
   std::_Exit(exit_code);
 }
 
@@ -661,6 +702,7 @@ std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key, const 
   if (ncclCommUserRank(child->comm, &child->rank) != ncclSuccess ||
       ncclCommCount(child->comm, &child->size) != ncclSuccess)
     FAIL_AND_ABORT(*child, "split", "cannot read the new communicator's rank and size");
+  publish_comm(*child);
   return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(std::move(child)));
 }
 
