@@ -15,19 +15,17 @@ namespace tessera {
 
 enum class ReduceOp { Sum, Max };
 
-// Handle of an asynchronous operation. wait() returns once the buffers may be reused; test()
-// makes progress and says whether wait() would return at once. Destroying a handle that was
-// not waited for waits. An implementation may hold an operation back until one of these calls
-// (NCCL's point-to-point operations wait to start as one group, parallel/nccl_communicator.h):
-// so test() also starts it, and the pipeline calls it for that.
+// Handle of an asynchronous operation. wait() returns once the buffers may be reused: on the
+// host at once, on a GPU in the order of the compute stream (the stream waits for the operation;
+// the host goes on). test() makes progress and says whether the operation has completed.
+// Destroying a handle that was not waited for waits. An implementation may hold an operation back
+// until one of these calls (NCCL's point-to-point operations wait to start as one group,
+// parallel/nccl_communicator.h): so test() also starts it, and the pipeline calls it for that.
 class CommRequest {
  public:
   virtual ~CommRequest() = default;
   virtual void wait() = 0;
-  virtual bool test() {
-    wait();
-    return true;
-  }
+  virtual bool test() = 0;
 };
 
 class Communicator {

@@ -2,9 +2,10 @@
 // It reads and writes the caller's tensors in place and owns only its MPI_Comm (when `owns`).
 // Callers may rely on: every MPI failure becomes an InternalError naming the call and the group;
 // send/recv between a pair arrive in the order posted; reductions give every rank the same bits;
-// counts past INT_MAX are sent in chunks, so tensor size is limited only by memory. bf16 moves as
-// raw bits; the blocking all_reduce sums it in float32 and rounds once (MPI has no bf16 type), the
-// other reductions refuse it.
+// send, recv, all_reduce and broadcast go in chunks of at most 1 GiB, so their tensors are limited
+// only by memory, while all_gather and reduce_scatter take at most INT_MAX elements per rank (and
+// say so). bf16 moves as raw bits; the blocking all_reduce and reduce_scatter sum it in float32 and
+// round once (MPI has no bf16 type), the asynchronous reductions refuse it.
 #pragma once
 
 #include <mpi.h>
