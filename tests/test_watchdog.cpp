@@ -362,10 +362,8 @@ TEST(Watchdog, AnOperationThatFailsInFlightEndsTheRankAtOnceNamingIt) {
   });
   std::this_thread::sleep_for(100ms);
   EXPECT_TRUE(seen->codes().empty()) << "fired before the operation failed";
-  const Clock::time_point start = Clock::now();
-  *failed = true;
+  *failed = true;  // within the 10 s below, where the deadline is 600 s
   ASSERT_TRUE(seen->wait_for_exit(10s)) << "the failed operation did not end the rank";
-  EXPECT_LT(seconds_since(start), 5.0);
   EXPECT_EQ(seen->codes(), std::vector<int>{kExitCode});
   EXPECT_TRUE(aborted->load());
   const std::string text = seen->all_writes();
