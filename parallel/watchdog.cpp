@@ -260,19 +260,28 @@ bool Watchdog::poll_completions() {
   return false;
 }
 
+std::string Watchdog::Record::text() const {
+  std::string s = "#";
+  s += std::to_string(seq);
+  s.append(" ").append(kind).append(" in group ").append(group).append(" (");
+  s.append(std::to_string(bytes)).append(" bytes)");
+  return s;
+}
+
 void Watchdog::act_on_failure(uint64_t seq, const std::string& why) {
   std::string text;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     fired_ = true;
     const Clock::time_point now = Clock::now();
-    const Record& r = ring_[seq % kRing];
-    text = "rank " + std::to_string(config_.rank) + ": #" + std::to_string(seq) + " ";
-    if (r.seq == seq)
-      text += std::string(r.kind) + " in group " + r.group + " (" + std::to_string(r.bytes) +
-              " bytes) failed after " + format("%.3f", seconds_between(r.started, now)) + " s";
+    text = "rank " + std::to_string(config_.rank) + ": ";
+    const auto it = std::find_if(in_flight_.begin(), in_flight_.end(),
+                                 [seq](const InFlight& f) { return f.record.seq == seq; });
+    if (it != in_flight_.end())  // else ended meanwhile (disarm)
+      text += it->record.text() + " failed after " +
+              format("%.3f", seconds_between(it->record.started, now)) + " s";
     else
-      text += "failed";
+      text.append("#").append(std::to_string(seq)).append(" failed");
     text += ": " + why + "\n" + report_locked(now);
   }
   act_on_expiry(text);
@@ -286,8 +295,7 @@ void Watchdog::print_signal_line(int signo) {
     const Record& r = in_flight_.front().record;
     line = "rank " + std::to_string(config_.rank) + ": " + signal_name(signo) +
            " received while waiting " + format("%.3f", seconds_between(r.started, Clock::now())) +
-           " s in #" + std::to_string(r.seq) + " " + r.kind + " in group " + r.group + " (" +
-           std::to_string(r.bytes) + " bytes)\n";
+           " s in " + r.text() + "\n";
   }
   write(line);
 }
@@ -303,9 +311,8 @@ bool Watchdog::check_deadline() {
     if (waited <= config_.deadline_s) return false;
     fired_ = true;
     text = "rank " + std::to_string(config_.rank) + ": collective deadline of " +
-           format("%g", config_.deadline_s) + " s passed: #" + std::to_string(r.seq) + " " +
-           r.kind + " in group " + r.group + " (" + std::to_string(r.bytes) +
-           " bytes) waiting for " + format("%.3f", waited) + " s\n" + report_locked(now);
+           format("%g", config_.deadline_s) + " s passed: " + r.text() + " waiting for " +
+           format("%.3f", waited) + " s\n" + report_locked(now);
   }
   act_on_expiry(text);
   return true;
@@ -376,8 +383,7 @@ std::string Watchdog::report_locked(Clock::time_point now) const {
       prefix + "last " + std::to_string(last - first + 1) + " operations, oldest first:\n";
   for (uint64_t seq = first; seq <= last; ++seq) {
     const Record& r = ring_[seq % kRing];
-    text += prefix + "  #" + std::to_string(r.seq) + " " + r.kind + " in group " + r.group + " (" +
-            std::to_string(r.bytes) + " bytes): ";
+    text += prefix + "  " + r.text() + ": ";
     if (r.done)
       text += "done in " + format("%.3f", seconds_between(r.started, r.ended)) + " s, started ";
     else

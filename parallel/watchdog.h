@@ -98,6 +98,7 @@ class Watchdog {
     Clock::time_point started;
     Clock::time_point ended;
     bool done = false;
+    std::string text() const;  // "#SEQ KIND in group G (BYTES bytes)"
   };
   struct InFlight {
     Record record;
