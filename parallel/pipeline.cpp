@@ -72,7 +72,7 @@ CommRequest* PipelineEngine::forward(const PipeAction& action, const Batches& ba
   GPTActivations& a = chunk.acts[s];
   // The slot's previous microbatch sent its output from these activations; let it finish.
   wait(chunk.output_sent[s]);
-  if (input == Input::ReceiveHere) receive_here(action);
+  if (input == Input::ReceiveHere) post_receives({action});
   const Tensor* stage_input = chunk.first ? nullptr : &chunk.stage_input[s];
   const double loss = model_.forward(a, chunk.first ? &batches.inputs[mb] : nullptr,
                                      chunk.last ? &batches.targets[mb] : nullptr, stage_input);
@@ -92,7 +92,7 @@ CommRequest* PipelineEngine::backward(const PipeAction& action, const Backward& 
   const ProfileRange range("microbatch backward", action.microbatch);
   Chunk& chunk = chunks_[static_cast<size_t>(action.chunk)];
   const size_t s = slot(action);
-  if (input == Input::ReceiveHere) receive_here(action);
+  if (input == Input::ReceiveHere) post_receives({action});
   const Tensor* output_grad = chunk.last ? nullptr : &output_grad_;
   Tensor* input_grad = nullptr;
   if (!chunk.first) {
@@ -113,13 +113,6 @@ std::unique_ptr<CommRequest> PipelineEngine::receive_for(const PipeAction& actio
   if (action.kind == PipeAction::Forward)
     return chunk.first ? nullptr : pp_.irecv(chunk.stage_input[slot(action)], previous_stage(pp_));
   return chunk.last ? nullptr : pp_.irecv(output_grad_, next_stage(pp_));
-}
-
-void PipelineEngine::receive_here(const PipeAction& action) {
-  std::unique_ptr<CommRequest> received = receive_for(action);
-  if (!received) return;
-  const ProfileRange range("pipeline receive");
-  received->wait();
 }
 
 bool PipelineEngine::post_receives(const std::vector<PipeAction>& step) {

@@ -82,9 +82,8 @@ class PipelineEngine {
   // the model's first takes its input from the previous stage, a backward of any chunk but the
   // model's last its output's gradient from the next.
   std::unique_ptr<CommRequest> receive_for(const PipeAction& action);
-  // Posts and waits for that receive (plain 1F1B).
-  void receive_here(const PipeAction& action);
-  // Posts the receives of a step's actions, waits for them, and returns whether there were any.
+  // Posts the receives of a step's actions (plain 1F1B: of one action), waits for them, and
+  // returns whether there were any.
   bool post_receives(const std::vector<PipeAction>& step);
   void wait_for_sends();
   size_t slot(const PipeAction& action) const;
