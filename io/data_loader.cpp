@@ -418,10 +418,8 @@ void DataLoader::next_inputs_and_targets(Tensor& scratch, Tensor& inputs, Tensor
   next_batch(scratch);
   const int64_t B = scratch.shape()[0], T = scratch.shape()[1] - 1;
   const Shape shape{B, T};
-  if (!inputs.defined() || inputs.shape() != shape || inputs.dtype() != DType::I32)
-    inputs = Tensor(shape, DType::I32);
-  if (!targets.defined() || targets.shape() != shape || targets.dtype() != DType::I32)
-    targets = Tensor(shape, DType::I32);
+  for (Tensor* t : {&inputs, &targets})  // an undefined tensor has no shape: allocated too
+    if (t->shape() != shape || t->dtype() != DType::I32) *t = Tensor(shape, DType::I32);
   const int32_t* src = scratch.data<int32_t>();
   int32_t* in = inputs.data<int32_t>();
   int32_t* tg = targets.data<int32_t>();
