@@ -540,10 +540,6 @@ void load_zero_state(Trainer& tr, ZeroAdamW& z, const CheckpointReader& reader,
   z.finish_load();
 }
 
-}  // namespace
-
-namespace {
-
 // InputError naming `dir` when the checkpoint's seed is not this run's, or its position (samples
 // consumed) is not a whole number of this layout's micro-batch x data-parallel ranks.
 void check_seed_and_position(const CheckpointMeta& meta, Trainer& tr, const std::string& dir) {
