@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 
 #include "core/device.h"
 #include "core/error.h"
@@ -274,12 +275,13 @@ int fail_alone(Communicator& world, const char* command) {
   return r.code;  // not reached: abort ends the process
 }
 
-WatchdogArmed::WatchdogArmed(Communicator& world, double deadline_s) {
+WatchdogArmed::WatchdogArmed(Communicator& world, double deadline_s, std::string report_file) {
   WatchdogConfig wc;
   wc.rank = world.rank();
   wc.deadline_s = deadline_s;
   wc.exit_code = kExitHang;
   wc.abort_communicators = [&world] { world.abort(kExitHang); };
+  wc.report_file = std::move(report_file);
   Watchdog::instance().arm(wc);
 }
 

@@ -80,10 +80,11 @@ int fail_alone(Communicator& world, const char* command);
 
 // Arms the watchdog for the collectives that follow: each may wait `deadline_s`, then every rank
 // reports what it waits for, the MPI world is aborted and the process exits 5 (docs/CLUSTER.md).
+// A `report_file` gets a copy of what the watchdog prints (WatchdogConfig::report_file).
 // Disarms it when it goes out of scope.
 class WatchdogArmed {
  public:
-  WatchdogArmed(Communicator& world, double deadline_s);
+  WatchdogArmed(Communicator& world, double deadline_s, std::string report_file = {});
   ~WatchdogArmed();
   WatchdogArmed(const WatchdogArmed&) = delete;
   WatchdogArmed& operator=(const WatchdogArmed&) = delete;

@@ -321,10 +321,15 @@ int train_command(int argc, char** argv) {
   // watchdog gives each collective a deadline (looser until the first step is done), then
   // reports, aborts the MPI world and exits 5 (docs/CLUSTER.md). Armed for the agreement too,
   // which a rank stuck in phase 1 (a hung file system) would never reach: then the others
-  // stop at --train.startup_timeout (the default's, when their options did not parse).
+  // stop at --train.startup_timeout (the default's, when their options did not parse). Each
+  // rank's report is also kept in RUN_DIR/watchdog/rank_R.txt, when its options name a run dir.
   const double deadline = cfg.startup_deadline();  // the default's when the options are bad
   const WatchdogArmed watchdog(
-      world, failure.code || !(deadline > 0) ? TrainConfig{}.startup_deadline() : deadline);
+      world, failure.code || !(deadline > 0) ? TrainConfig{}.startup_deadline() : deadline,
+      failure.code ? std::string{}
+                   : (std::filesystem::path(cfg.run_dir) / "watchdog" /
+                      ("rank_" + std::to_string(world.rank()) + ".txt"))
+                         .string());
   if (const int code = agree_on_inputs(world, failure)) return code;
   if (help) return kExitOk;
   // Together from here: a stop signal no longer ends a rank at once (where each rank is in the

@@ -3,13 +3,17 @@
 // for a moment every 50 ms, so recording stays at a few hundred nanoseconds.
 #include "parallel/watchdog.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <ctime>
+#include <filesystem>
 #include <memory>
+#include <system_error>
 
 #include "core/error.h"
 #include "core/write_fully.h"
@@ -52,12 +56,58 @@ void write_to_stderr(const std::string& text) {
   write_fully(STDERR_FILENO, text.data(), text.size());  // on failure: nowhere left to report to
 }
 
-// The state shared with the thread that aborts the communicators, which may outlive the wait.
-struct AbortProgress {
+// Appends "== TIME UTC, pid P ==" and `text` to `path` in one write, creating its folder. A
+// failure is ignored: the report went to stderr first.
+void append_to_file(const std::string& path, const std::string& text) {
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  char when[32] = "?";
+  if (gmtime_r(&now, &utc)) std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &utc);
+  std::string entry = "== ";
+  entry.append(when).append(" UTC, pid ").append(std::to_string(getpid())).append(" ==\n");
+  entry += text;
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  write_fully(fd, entry.data(), entry.size());
+  ::close(fd);
+}
+
+// The state shared with a thread run_for_at_most started, which may outlive the wait.
+struct Progress {
   std::mutex mutex;
   std::condition_variable finished_cv;
   bool finished = false;
 };
+
+// Runs `work` on a thread of its own and waits up to `seconds` for it: true when it finished
+// (returning or throwing). One that did not is abandoned, still running: for work that may block
+// for good (an abort whose peer is gone, a write to a hung file system) on a path that must go on.
+bool run_for_at_most(const std::function<void()>& work, double seconds) {
+  auto progress = std::make_shared<Progress>();
+  std::thread worker([work, progress] {
+    try {
+      work();
+    } catch (...) {
+      // Going on regardless: the caller reported what it was doing.
+    }
+    std::lock_guard<std::mutex> lock(progress->mutex);
+    progress->finished = true;
+    progress->finished_cv.notify_all();
+  });
+  bool finished = false;
+  {
+    std::unique_lock<std::mutex> lock(progress->mutex);
+    finished = progress->finished_cv.wait_for(lock, std::chrono::duration<double>(seconds),
+                                              [&] { return progress->finished; });
+  }
+  if (finished)
+    worker.join();
+  else
+    worker.detach();
+  return finished;
+}
 
 }  // namespace
 
@@ -327,45 +377,25 @@ void Watchdog::act_on_expiry(const std::string& text) {
     std::lock_guard<std::mutex> lock(mutex_);
     c = config_;
   }
-  if (c.abort_communicators) {
-    auto progress = std::make_shared<AbortProgress>();
-    std::thread aborter([abort = c.abort_communicators, progress] {
-      try {
-        abort();
-      } catch (...) {
-        // Exiting regardless: the report above says why.
-      }
-      std::lock_guard<std::mutex> lock(progress->mutex);
-      progress->finished = true;
-      progress->finished_cv.notify_all();
-    });
-    bool finished = false;
-    {
-      std::unique_lock<std::mutex> lock(progress->mutex);
-      finished = progress->finished_cv.wait_for(
-          lock, std::chrono::duration<double>(c.abort_grace_s), [&] { return progress->finished; });
-    }
-    if (finished) {
-      aborter.join();
-    } else {
-      aborter.detach();
-      write("rank " + std::to_string(c.rank) + ": aborting the communicators did not finish in " +
-            format("%g", c.abort_grace_s) + " s; exiting without\n");
-    }
-  }
+  if (c.abort_communicators && !run_for_at_most(c.abort_communicators, c.abort_grace_s))
+    write("rank " + std::to_string(c.rank) + ": aborting the communicators did not finish in " +
+          format("%g", c.abort_grace_s) + " s; exiting without\n");
   c.exit_fn(c.exit_code);
 }
 
 void Watchdog::write(const std::string& text) const {
-  std::function<void(const std::string&)> sink;
+  WatchdogConfig c;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    sink = config_.write_fn;
+    c = config_;
   }
-  if (sink)
-    sink(text);
+  if (c.write_fn)
+    c.write_fn(text);
   else
     write_to_stderr(text);
+  if (!c.report_file.empty())
+    run_for_at_most([path = c.report_file, text] { append_to_file(path, text); },
+                    c.report_file_grace_s);
 }
 
 std::string Watchdog::report() const {

@@ -36,6 +36,12 @@ struct WatchdogConfig {
   // Where reports go; the default writes each to stderr in one write(2), so that the lines of
   // several ranks sharing a terminal or log file do not interleave.
   std::function<void(const std::string&)> write_fn;
+  // A file each report and signal line is also appended to (its folder created), under a line
+  // with the time and process id: a copy that survives a launcher which drops the output of the
+  // ranks it tears down. Empty: none. An append that does not finish within report_file_grace_s
+  // (a hung file system) is abandoned, so that it cannot keep the rank alive.
+  std::string report_file;
+  double report_file_grace_s = 2;
 };
 
 class Watchdog {

@@ -5,6 +5,7 @@
 // Ranks that really hang or die under mpirun: tests/test_cluster.cpp.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -298,6 +299,80 @@ TEST(Watchdog, AbortThatHangsIsAbandonedAfterTheGraceAndTheRankStillExits) {
   gate->opened_cv.notify_all();
   for (int i = 0; i < 100 && !gate->abort_returned; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_TRUE(gate->abort_returned);
+}
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The report and the signal line are also appended to report_file, its folder made, after what
+// the file held: a copy that a launcher tearing the job down cannot drop.
+TEST(Watchdog, ReportsAreAlsoAppendedToTheReportFile) {
+  const std::filesystem::path dir = test_support::fresh_test_dir("tessera_watchdog");
+  const std::filesystem::path file = dir / "watchdog" / "rank_3.txt";
+  std::filesystem::create_directories(file.parent_path());
+  std::ofstream(file) << "an earlier run's report\n";
+  auto seen = std::make_shared<Observed>();
+  Watchdog w;
+  WatchdogConfig c = config_for(seen, 600.0);
+  c.report_file = file.string();
+  w.arm(c);
+  w.begin("recv", "pp", 128);
+  Watchdog::signal_received(SIGTERM);
+  ASSERT_TRUE(seen->wait_until([&] { return !seen->writes.empty(); }, 5s));
+  w.set_deadline(0.1);
+  ASSERT_TRUE(seen->wait_for_exit(10s));
+  const std::string text = read_file(file);
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(text.rfind("an earlier run's report\n== ", 0), 0u) << text;
+  const size_t signal = text.find("rank 3: SIGTERM received while waiting ");
+  const size_t deadline = text.find("rank 3: collective deadline of 0.1 s passed: #1 recv");
+  ASSERT_NE(signal, std::string::npos) << text;
+  ASSERT_NE(deadline, std::string::npos) << text;
+  EXPECT_LT(signal, deadline) << text;
+  EXPECT_TRUE(contains(text, " UTC, pid " + std::to_string(getpid()) + " ==\nrank 3: collective"))
+      << text;
+  EXPECT_TRUE(contains(text, "rank 3:   #1 recv in group pp (128 bytes): in flight, started "))
+      << text;
+}
+
+// A report file whose write blocks (here a FIFO nobody reads, as a hung file system would) is
+// abandoned after report_file_grace_s: the rank still aborts and exits.
+TEST(Watchdog, AReportFileThatBlocksDoesNotKeepTheRankAlive) {
+  const std::filesystem::path dir = test_support::fresh_test_dir("tessera_watchdog");
+  const std::filesystem::path fifo = dir / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto seen = std::make_shared<Observed>();
+  auto aborted = std::make_shared<std::atomic<bool>>(false);
+  Watchdog w;
+  WatchdogConfig c = config_for(seen, 0.1);
+  c.report_file = fifo.string();
+  c.report_file_grace_s = 0.2;
+  c.abort_communicators = [aborted] { *aborted = true; };
+  w.begin("all_reduce", "dp", 4);
+  w.arm(c);
+  ASSERT_TRUE(seen->wait_for_exit(5s)) << "a blocked report file kept the rank alive";
+  EXPECT_TRUE(aborted->load());
+  EXPECT_TRUE(contains(seen->all_writes(), "collective deadline of 0.1 s passed"))
+      << seen->all_writes();
+  // Lets the abandoned append finish (it may not have reached open yet: keep reading until the
+  // report came through), so that no thread of this test outlives it.
+  const int fd = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(fd, 0);
+  std::string got;
+  char buffer[4096];
+  for (const Clock::time_point start = Clock::now();
+       !contains(got, "in flight, started ") && seconds_since(start) < 10;) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n > 0)
+      got.append(buffer, static_cast<size_t>(n));
+    else
+      std::this_thread::sleep_for(10ms);
+  }
+  ::close(fd);
+  std::filesystem::remove_all(dir);
+  EXPECT_TRUE(contains(got, "collective deadline of 0.1 s passed")) << got;
 }
 
 TEST(Watchdog, EndWhenKeepsTheOperationInFlightUntilItsCompletionSaysDone) {
