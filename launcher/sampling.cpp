@@ -94,6 +94,12 @@ std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
   return out;
 }
 
+std::string prompt_and_continuation_text(const Tokenizer& tokenizer, std::vector<int32_t> prompt,
+                                         std::span<const int32_t> continuation) {
+  prompt.insert(prompt.end(), continuation.begin(), continuation.end());
+  return tokenizer.decode(prompt);
+}
+
 void print_sample(const TrainConfig& cfg, GPT& model, Communicator& tp, Communicator& pp,
                   bool root) {
   SamplingOptions so;
@@ -112,7 +118,7 @@ void print_sample(const TrainConfig& cfg, GPT& model, Communicator& tp, Communic
                 static_cast<long long>(sample.size()), cfg.sample_temperature,
                 static_cast<long long>(cfg.sample_top_k));
     // Written whole: the text may hold NUL bytes, where %s would stop.
-    const std::string text = cfg.sample_prompt + tokenizer->decode(sample) + "\n";
+    const std::string text = prompt_and_continuation_text(*tokenizer, prompt, sample) + "\n";
     std::fwrite(text.data(), 1, text.size(), stdout);
   }
 }

@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -21,6 +23,7 @@
 #include "io/indexed_dataset.h"
 #include "io/sentencepiece_tokenizer.h"
 #include "io/text_files.h"
+#include "launcher/sampling.h"
 #include "launcher/tokenize_command.h"
 #include "tests/expect_error.h"
 
@@ -142,6 +145,21 @@ TEST_F(TokenizerTest, BpeModelRoundTripsTextExactly) {
   // Pieces merge: the text the model learnt from takes far fewer tokens than bytes.
   const std::string doc = make_documents(1, 99)[0];
   EXPECT_LT(bpe.encode(doc).size() * 2, doc.size());
+}
+
+// A sample's continuation is decoded with its prompt: alone, SentencePiece would drop the space
+// that begins its first piece, printing "Hello, world.Hello again".
+TEST_F(TokenizerTest, SampleTextKeepsTheSpaceBetweenPromptAndContinuation) {
+  const SentencePieceTokenizer bpe = SentencePieceTokenizer::load(bpe_model());
+  const std::vector<int32_t> prompt = bpe.encode("Hello, world.");
+  const std::vector<int32_t> whole = bpe.encode("Hello, world. Hello again");
+  ASSERT_TRUE(std::equal(prompt.begin(), prompt.end(), whole.begin()));
+  const std::vector<int32_t> continuation(
+      whole.begin() + static_cast<std::ptrdiff_t>(prompt.size()), whole.end());
+  EXPECT_EQ(prompt_and_continuation_text(bpe, prompt, continuation), "Hello, world. Hello again");
+  EXPECT_EQ(prompt_and_continuation_text(bpe, {}, continuation), "Hello again");
+  const ByteLevelTokenizer bytes;
+  EXPECT_EQ(prompt_and_continuation_text(bytes, bytes.encode("ab"), bytes.encode(" c")), "ab c");
 }
 
 TEST_F(TokenizerTest, UnigramModelRoundTripsTextExactly) {
