@@ -239,9 +239,10 @@ CheckpointSaver::~CheckpointSaver() {
 }
 
 double CheckpointSaver::save() {
+  const auto t0 = std::chrono::steady_clock::now();
   finish();
   const ProfileRange range("checkpoint save", tr_.steps_done());
-  const auto t0 = std::chrono::steady_clock::now();
+  started_ = std::chrono::steady_clock::now();
   Communicator& world = tr_.host_world();
   const TrainConfig& c = tr_.config();
   const int rank = world.rank();
@@ -309,7 +310,7 @@ bool CheckpointSaver::poll() {
   if (done.data<int32_t>()[0] < tr_.host_world().size()) return false;
   writer_.join();
   if (error_) std::rethrow_exception(error_);
-  pending_ = false;
+  note_written();
   gather_crcs();
   announced_ = dir_;
   if (tr_.host_world().rank() == 0) {
@@ -335,7 +336,7 @@ void CheckpointSaver::finish() {
     if (writer_.joinable()) writer_.join();
     if (error_) std::rethrow_exception(error_);
     gather_crcs();  // also the barrier: every shard is written, fsynced and closed
-    pending_ = false;
+    note_written();
     if (tr_.host_world().rank() == 0) commit();
   }
   if (committer_.joinable()) committer_.join();
@@ -347,6 +348,15 @@ void CheckpointSaver::finish() {
     std::printf("checkpoint: %s written (waited for it)\n", dir_.c_str());
     std::fflush(stdout);
   }
+}
+
+void CheckpointSaver::note_written() {
+  pending_ = false;
+  longest_s_ = std::max(longest_s_, seconds_since_save_start());
+}
+
+double CheckpointSaver::seconds_since_save_start() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
 }
 
 void CheckpointSaver::gather_crcs() {

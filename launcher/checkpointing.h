@@ -9,6 +9,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <exception>
 #include <map>
 #include <string>
@@ -36,7 +37,8 @@ class CheckpointSaver {
   CheckpointSaver(const CheckpointSaver&) = delete;
   CheckpointSaver& operator=(const CheckpointSaver&) = delete;
 
-  // Starts a save (finishing the previous one first); returns the seconds training was held.
+  // Starts a save (finishing the previous one first); returns the seconds training was held,
+  // also waiting for the previous one.
   double save();
   // At a step boundary, collective: true when a save in flight has just been handed to commit;
   // rank 0 then prints `checkpoint: DIR written in the background`.
@@ -44,6 +46,13 @@ class CheckpointSaver {
   // Waits until every save is committed (collective). With --checkpoint.async, rank 0 prints
   // `checkpoint: DIR written (waited for it)` for a save that poll() had not announced.
   void finish();
+  // The longest a save took from its start until every rank's shard was written (until the poll
+  // that found it written, for one written in the background), of those so far; 0 before one.
+  double longest_save_seconds() const { return longest_s_; }
+  // Whether a save's shards may still be being written in the background, which finish() waits
+  // for; and how long ago it started.
+  bool writing() const { return pending_; }
+  double seconds_since_save_start() const;
   // The newest directory this saver committed ("" before the first), on every rank.
   const std::string& committed() const { return committed_; }
   const std::string& directory() const { return dir_; }  // of the save in flight or last
@@ -51,7 +60,8 @@ class CheckpointSaver {
 
  private:
   void commit();
-  void gather_crcs();  // collective: every rank's shard CRC to rank 0
+  void gather_crcs();   // collective: every rank's shard CRC to rank 0
+  void note_written();  // the save in flight is written everywhere: pending_ false, timed
   Trainer& tr_;
   std::string root_, dir_, committed_;
   bool async_;
@@ -59,6 +69,8 @@ class CheckpointSaver {
   std::string announced_;  // the last save poll() reported written
   std::atomic<bool> written_{false};
   double write_s_ = 0;
+  std::chrono::steady_clock::time_point started_;  // of the last save
+  double longest_s_ = 0;
   bool has_shard_ = false;
   uint32_t shard_crc_ = 0;
   std::map<std::string, uint32_t> crcs_;  // rank 0: of every shard, for the MANIFEST

@@ -142,17 +142,26 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
   result.first_step = first;
   const auto start = Clock::now();
   const std::vector<RankStep> stalls = rank_steps("--debug.stall", cfg.debug_stall);
+  // The seconds the final save may take, should the run stop at this step: a whole save (the
+  // longest so far), after the rest of a save still writing in the background and the interval
+  // save this step makes otherwise, both of which it would wait for.
+  bool interval_save_due = false;
+  const auto final_save_s = [&] {
+    const double running = saver.writing() ? saver.seconds_since_save_start() : 0;
+    const double longest = std::max(saver.longest_save_seconds(), running);
+    return longest + (saver.writing() ? longest - running : 0) + (interval_save_due ? longest : 0);
+  };
   // This rank's wish to stop (StopReason bits), asked at each step and before each validation
   // batch: a signal, or --train.time_limit, which stops while the slowest step so far, twice,
-  // and the longest save still fit before the limit.
-  double slowest_step_s = 0, longest_save_s = 0;
+  // and the final save still fit before the limit.
+  double slowest_step_s = 0;
   int64_t saves = 0;
   const auto stop_wish = [&] {
     const int signo = stop_signal();
     int stop = signo ? kStopSignal : 0;
     if (signo == SIGINT) stop |= kStopInterrupt;
     if (cfg.time_limit > 0 &&
-        seconds_since_process_start() + 2 * slowest_step_s + longest_save_s >= cfg.time_limit)
+        seconds_since_process_start() + 2 * slowest_step_s + final_save_s() >= cfg.time_limit)
       stop |= kStopTime;
     return stop;
   };
@@ -163,6 +172,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     if (first == 0 && cfg.debug_wait_for_stop == step + 1)
       while (stop_signal() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     const auto step_start = Clock::now();
+    interval_save_due = cfg.checkpoint_interval > 0 && (step + 1) % cfg.checkpoint_interval == 0;
     StepStats s = tr.step(stop_wish());
     // The step alone: a validation, which a stop ends, is not what the time limit must leave
     // room for.
@@ -230,8 +240,6 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
         ++saves;
         if (preempted) saver.finish();  // the checkpoint must be whole before the process ends
       }
-      longest_save_s = std::max(longest_save_s,
-                                std::chrono::duration<double>(Clock::now() - save_start).count());
       log.exclude(Clock::now() - save_start);
       if (root) {
         std::printf(

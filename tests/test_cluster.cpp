@@ -276,6 +276,24 @@ TEST_F(Cluster, TimeLimitSavesAndExits3) {
   EXPECT_LT(took, 30.0) << "a hang: mpirun's start and the save come on top of the 3 s";
 }
 
+// The time limit leaves room for the whole final save, and for what it waits for: the rest of a
+// save still writing in the background, and the interval save the step would make otherwise.
+// Each save here takes 3 s, and with a checkpoint every 2 fast steps each waits for the one
+// before: a run that left room for one save only ended about 16 s after its start.
+TEST_F(Cluster, TimeLimitLeavesRoomForTheSavesTheFinalSaveWaitsFor) {
+  const auto start = std::chrono::steady_clock::now();
+  const CliRun r = run_mpi(2,
+                           args("run", 1000000) +
+                               " --train.time_limit 12 --checkpoint.async true"
+                               " --checkpoint.interval 2 --debug.slow_save 0:3",
+                           dir_, 90);
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_EQ(r.exit_code, 3) << r.out << r.err;
+  EXPECT_NE(r.out.find("preempted: --train.time_limit 12 s on"), std::string::npos) << r.out;
+  EXPECT_LT(took, 12 + 2.5) << "the limit, plus mpirun's start and end\n" << r.out << r.err;
+}
+
 TEST_F(Cluster, NanOnOneRankWithSkipLeavesEveryRanksWeightsBitwiseUnchanged) {
   // Four steps of a five-step run (the same learning rates), then a fifth whose gradients are
   // NaN on rank 1: the checkpoint after it must hold exactly the weights and moments of the
