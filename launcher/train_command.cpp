@@ -122,9 +122,11 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
                   static_cast<long long>(tr.steps_done()),
                   static_cast<long long>(tr.loader().state().consumed));
   }
-  // Once nothing can refuse the start any more (the load is the last to find a checkpoint that
-  // does not fit: a tensor missing, or of another shape on a later stage): a start refused on any
-  // rank leaves the run directory's config.ini as the run that saved its checkpoints wrote it.
+  // Once nothing can refuse the start any more: a start refused on any rank leaves the run
+  // directory's config.ini as the run that saved its checkpoints wrote it. The load is the last
+  // step that may fail (a shard unreadable on a later stage, whose rank then aborts the world),
+  // and it talks within DP groups only: the barrier waits for every rank's.
+  if (!resume_dir.empty()) world.barrier();
   if (root)
     write_file_atomically((std::filesystem::path(cfg.run_dir) / "config.ini").string(),
                           cfg.resolved_ini);
