@@ -18,6 +18,7 @@
 #include "core/threads.h"
 #include "io/durable_file.h"
 #include "io/metrics.h"
+#include "launcher/exit_codes.h"
 #include "launcher/progress.h"
 #include "launcher/trainer.h"
 
@@ -296,26 +297,31 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
   world.all_reduce(peak, ReduceOp::Max);
   if (world.rank() != 0) return;
   print_loss_curve(result.losses, result.first_step + 1);
-  const SampleStream& train = tr.samples();
-  std::vector<TokenCorpus> corpora;
-  std::vector<double> weights;
-  for (int k = 0; k < train.num_corpora(); ++k) {
-    corpora.push_back(train.corpus(k));
-    weights.push_back(train.weight(k));
+  if (result.exit_code == kExitOk) {
+    const SampleStream& train = tr.samples();
+    std::vector<TokenCorpus> corpora;
+    std::vector<double> weights;
+    for (int k = 0; k < train.num_corpora(); ++k) {
+      corpora.push_back(train.corpus(k));
+      weights.push_back(train.weight(k));
+    }
+    bool estimated = false;
+    const double entropy =
+        unigram_entropy(corpora, weights, cfg.model.vocab_size, kEntropyTokens, &estimated);
+    const double gap = entropy - result.final_loss;
+    std::printf(
+        "final loss %.4f nats/token (mean of the last log interval) vs the corpus' unigram "
+        "entropy %.4f nats/token%s: %.2f nats/token %s it\n",
+        result.final_loss, entropy,
+        estimated ? (" (from " + entropy_sample() +
+                     (corpora.size() > 1 ? ", shared among the corpora by weight)" : ")"))
+                        .c_str()
+                  : "",
+        std::abs(gap), gap >= 0 ? "below" : "above");
+  } else {
+    // A stopped run (a signal, the time limit) reads no corpus now: its grace is for exiting.
+    std::printf("final loss %.4f nats/token (mean of the last log interval)\n", result.final_loss);
   }
-  bool estimated = false;
-  const double entropy =
-      unigram_entropy(corpora, weights, cfg.model.vocab_size, kEntropyTokens, &estimated);
-  const double gap = entropy - result.final_loss;
-  std::printf(
-      "final loss %.4f nats/token (mean of the last log interval) vs the corpus' unigram "
-      "entropy %.4f nats/token%s: %.2f nats/token %s it\n",
-      result.final_loss, entropy,
-      estimated ? (" (from " + entropy_sample() +
-                   (corpora.size() > 1 ? ", shared among the corpora by weight)" : ")"))
-                      .c_str()
-                : "",
-      std::abs(gap), gap >= 0 ? "below" : "above");
   // One rank holding the whole model: its peak beside the estimate (gpt_state_bytes +
   // gpt_activation_bytes), of the GPU's tensors on the GPU, of the host's memory on the CPU.
   const bool gpu = cfg.model.device == Device::CUDA;

@@ -27,7 +27,8 @@ double peak_flops_per_rank(const TrainConfig& cfg);
 void print_start(const TrainConfig& cfg, Trainer& tr);
 
 // The run's end (collective over `world`, printed by rank 0): the loss curve, the final loss
-// beside the corpus' unigram entropy, and peak memory beside the estimate.
+// beside the corpus' unigram entropy (not for a run a signal or the time limit stopped, which
+// must not spend its grace reading the corpus), and peak memory beside the estimate.
 void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& result,
                    Communicator& world);
 

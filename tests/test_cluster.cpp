@@ -274,6 +274,9 @@ TEST_F(Cluster, TimeLimitSavesAndExits3) {
   EXPECT_NE(r.out.find("preempted: --train.time_limit 3 s on"), std::string::npos) << r.out;
   EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "latest"));
   EXPECT_LT(took, 30.0) << "a hang: mpirun's start and the save come on top of the 3 s";
+  // Stopping, the run reads no corpus for the unigram entropy.
+  EXPECT_NE(r.out.find("final loss "), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("unigram entropy"), std::string::npos) << r.out;
 }
 
 // The time limit leaves room for the whole final save, and for what it waits for: the rest of a
