@@ -235,21 +235,23 @@ int agree_on_inputs(Communicator& world, const ErrorReport& failure, bool name_f
   // check the ranks share found a fault of the input itself, which the others may have passed
   // by, to fail later on what they went on to read.
   // Each failing rank's priority is its own: shared failures above machine-specific ones, lower
-  // ranks above higher.
-  const int mine =
+  // ranks above higher. Its exit code rides below it, so that every rank exits with the code of
+  // the message printed.
+  const int32_t priority =
       failure.code ? (failure.machine_specific ? 1 : 2) * world.size() - world.rank() : 0;
-  Tensor verdict({2}, DType::I32);
-  verdict.data<int32_t>()[0] = failure.code;
-  verdict.data<int32_t>()[1] = mine;
+  const int32_t mine = failure.code ? priority * 256 + (failure.code & 255) : 0;
+  Tensor verdict({1}, DType::I32);
+  verdict.data<int32_t>()[0] = mine;
   world.all_reduce(verdict, ReduceOp::Max);
-  if (verdict.data<int32_t>()[0] == 0) return 0;
+  const int32_t agreed = verdict.data<int32_t>()[0];
+  if (agreed == 0) return 0;
   // How many failed: where not all, the input differs between machines (a mount missing on one
   // node, a file not yet there), and the message says whose it is.
   Tensor failed({1}, DType::I32);  // the failures that may be a machine's own
   failed.data<int32_t>()[0] = failure.code && failure.machine_specific ? 1 : 0;
   world.all_reduce(failed, ReduceOp::Sum);
   const int count = failed.data<int32_t>()[0];
-  if (verdict.data<int32_t>()[1] == mine) {
+  if (agreed == mine) {
     std::string line = failure.message;
     if (name_failing_rank && count < world.size() &&
         failure.machine_specific) {  // after "tessera: error: ", if there
@@ -261,7 +263,7 @@ int agree_on_inputs(Communicator& world, const ErrorReport& failure, bool name_f
     }
     write_line(line);
   }
-  return failure.code ? failure.code : verdict.data<int32_t>()[0];
+  return agreed % 256;
 }
 
 int fail_alone(Communicator& world, const char* command) {

@@ -63,8 +63,8 @@ std::unique_ptr<Communicator> open_device_world(const TrainConfig& cfg, Communic
                                                 int local_rank);
 
 // The ranks' verdict on their inputs, each rank's `failure` (code 0: none), agreed by one
-// all-reduce over world (collective): 0 when every rank succeeded, else an exit code for all,
-// with the message printed once, by the lowest failing rank (naming itself, its host and how
+// all-reduce over world (collective): 0 when every rank succeeded, else one exit code for all,
+// that of the message printed once, by the lowest failing rank (naming itself, its host and how
 // many failed when not all did), or the lowest whose failure is a SharedInputError when there is
 // one (a fault of the input, found in this rank's part of a shared check). So a bad input stops
 // every rank alike and cannot leave one waiting in a collective.

@@ -18,6 +18,8 @@
 #include <vector>
 
 #include "core/error.h"
+#include "launcher/cluster.h"
+#include "launcher/exit_codes.h"
 #include "parallel/mpi_communicator.h"
 
 namespace tessera {
@@ -536,6 +538,32 @@ TEST(MpiChecks, AllGatherIntoAWronglySizedOutputIsRefused) {
   Tensor scattered({kSmall + 1}, DType::F32);
   Tensor whole({comm->size() * kSmall}, DType::F32);
   EXPECT_THROW(comm->reduce_scatter(scattered, whole, ReduceOp::Sum), InternalError);
+}
+
+// Failures of different kinds on different ranks: every rank, failing or not, exits with the
+// code of the one message printed (the lowest failing rank's, a shared failure's first), where
+// each failing rank kept its own code.
+TEST(AgreeOnInputs, EveryRankExitsWithTheCodeOfTheMessagePrinted) {
+  auto comm = MpiCommunicator::world();
+  ASSERT_EQ(comm->size(), 4);
+  const auto failure = [&](int code, bool machine_specific) {
+    ErrorReport r;
+    r.code = code;
+    r.message = "tessera: error: rank " + std::to_string(comm->rank()) + "'s failure";
+    r.machine_specific = machine_specific;
+    return r;
+  };
+  // Rank 1: an internal error (1); rank 3: a bad input (2); the lowest, rank 1, is printed.
+  const ErrorReport machine = comm->rank() == 1   ? failure(kExitInternalError, true)
+                              : comm->rank() == 3 ? failure(kExitBadInput, true)
+                                                  : ErrorReport{};
+  EXPECT_EQ(agree_on_inputs(*comm, machine), kExitInternalError) << "rank " << comm->rank();
+  // Rank 2's shared failure (2) comes before rank 0's internal error (1).
+  const ErrorReport shared = comm->rank() == 0   ? failure(kExitInternalError, true)
+                             : comm->rank() == 2 ? failure(kExitBadInput, false)
+                                                 : ErrorReport{};
+  EXPECT_EQ(agree_on_inputs(*comm, shared), kExitBadInput) << "rank " << comm->rank();
+  EXPECT_EQ(agree_on_inputs(*comm, ErrorReport{}), kExitOk);
 }
 
 // ctest runs every rank on this one machine, so all of them share its memory.
