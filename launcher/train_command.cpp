@@ -362,8 +362,7 @@ int train_command(int argc, char** argv) {
 
   // Phase 2: a failure now may be one rank's alone; the others would wait for it forever.
   try {
-    resume_dir = broadcast_string(world, resume_dir, 0);
-    resume_note = broadcast_string(world, resume_note, 0);
+    // resume_dir is the same on every rank (choose_checkpoint_together); resume_note is rank 0's.
     if (root && !resume_note.empty())
       std::printf("checkpoint: %s\n", printable(resume_note).c_str());
     print_topology(world, mpi.rank_on_this_node(),
@@ -372,7 +371,6 @@ int train_command(int argc, char** argv) {
   } catch (...) {
     return fail_alone(world, "train");
   }
-  return kExitOk;
 }
 
 }  // namespace tessera
