@@ -89,6 +89,11 @@ ErrorReport classify(std::exception_ptr error, const char* command) {
             "--parallel.tp / --parallel.pp)"};
   } catch (const std::exception& e) {
     return {kExitInternalError, std::string("tessera: internal error: ") + e.what()};
+  } catch (...) {
+    // Called from catch blocks: an exception escaping here would end the rank by std::terminate,
+    // without the abort that tells the others.
+    return {kExitInternalError,
+            "tessera: internal error: an exception that is not a std::exception"};
   }
 }
 

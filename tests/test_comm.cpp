@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <numeric>
@@ -564,6 +565,14 @@ TEST(AgreeOnInputs, EveryRankExitsWithTheCodeOfTheMessagePrinted) {
                                                  : ErrorReport{};
   EXPECT_EQ(agree_on_inputs(*comm, shared), kExitBadInput) << "rank " << comm->rank();
   EXPECT_EQ(agree_on_inputs(*comm, ErrorReport{}), kExitOk);
+}
+
+// report_error turns what a rank caught into the ErrorReport it agrees on, in catch blocks:
+// whatever was thrown, it returns a code and a message.
+TEST(AgreeOnInputs, AnExceptionThatIsNotAStdExceptionIsReportedAsAnInternalError) {
+  const ErrorReport r = report_error(std::make_exception_ptr(42), "train");
+  EXPECT_EQ(r.code, kExitInternalError);
+  EXPECT_EQ(r.message, "tessera: internal error: an exception that is not a std::exception");
 }
 
 // ctest runs every rank on this one machine, so all of them share its memory.
