@@ -2,6 +2,7 @@
 #include "io/durable_file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,6 +12,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "core/write_fully.h"
 
 namespace fs = std::filesystem;
 
@@ -39,6 +41,42 @@ void write_file_atomically(const std::string& path, const std::string& text) {
   }
   fsync_path(tmp);
   if (std::rename(tmp.c_str(), path.c_str()) != 0) system_error(tmp, "cannot rename to " + path);
+  fsync_directory(parent_directory(path));
+}
+
+void write_file_through(const std::string& tmp, const std::string& path, const std::string& what,
+                        const std::function<void(const PutBytes& put)>& write) {
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const int err = errno;
+    throw InputError(what + ": cannot create " + tmp + " (" + std::strerror(err) +
+                     (err == EEXIST ? "; another write of " + path +
+                                          " may be under way, or one was stopped: remove it if "
+                                          "it is to go)"
+                                    : ")"));
+  }
+  struct stat created {};
+  ::fstat(fd, &created);
+  bool open = true;
+  const auto failed = [&](const char* step) {
+    throw InputError(what + ": " + step + " " + tmp + " failed (" + std::strerror(errno) + ")");
+  };
+  try {
+    write([&](const void* data, size_t n) {
+      if (!write_fully(fd, data, n)) failed("writing");
+    });
+    if (::fsync(fd) != 0) failed("fsync of");
+    open = false;
+    if (::close(fd) != 0) failed("writing");
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) system_error(tmp, "cannot rename to " + path);
+  } catch (...) {  // no TMP of ours left behind
+    if (open) ::close(fd);
+    struct stat now {};
+    if (::stat(tmp.c_str(), &now) == 0 && now.st_dev == created.st_dev &&
+        now.st_ino == created.st_ino)
+      ::unlink(tmp.c_str());
+    throw;
+  }
   fsync_directory(parent_directory(path));
 }
 

@@ -5,10 +5,6 @@
 // too (verify_checkpoint).
 #include "launcher/ckpt_command.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <cerrno>
@@ -30,8 +26,8 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/write_fully.h"
 #include "io/checkpoint_io.h"
+#include "io/durable_file.h"
 #include "io/file_kind.h"
 #include "io/text_files.h"
 #include "launcher/checkpoint_choice.h"
@@ -383,45 +379,6 @@ std::map<std::string, TensorInfo> export_names(const CheckpointReader& r) {
   return tensors;
 }
 
-// Writes `tmp` through `write(put)`, then renames it to `output`. Created, never truncated: an
-// existing FILE.tmp is another export's under way, or a file of someone's that the rename would
-// have taken away. Written through the descriptor that created it, and removed on failure only
-// while it is still that file.
-void write_then_rename(
-    const std::string& tmp, const std::string& output,
-    const std::function<void(const std::function<void(const void*, size_t)>&)>& write) {
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    const int err = errno;
-    throw InputError("--output " + output + ": cannot create " + tmp + " (" + std::strerror(err) +
-                     (err == EEXIST ? "; another export to it may be running, or one was "
-                                      "stopped: remove it if it is to go)"
-                                    : ")"));
-  }
-  struct stat created {};
-  ::fstat(fd, &created);
-  bool open = true;
-  try {
-    write([&](const void* data, size_t n) {
-      if (!write_fully(fd, data, n))
-        throw InputError("--output " + output + ": writing " + tmp + " failed (" +
-                         std::strerror(errno) + ")");
-    });
-    open = false;
-    if (::close(fd) != 0)
-      throw InputError("--output " + output + ": writing " + tmp + " failed (" +
-                       std::strerror(errno) + ")");
-    fs::rename(tmp, output);
-  } catch (...) {  // no FILE.tmp of ours left behind
-    if (open) ::close(fd);
-    struct stat now {};
-    if (::stat(tmp.c_str(), &now) == 0 && now.st_dev == created.st_dev &&
-        now.st_ino == created.st_ino)
-      ::unlink(tmp.c_str());
-    throw;
-  }
-}
-
 int export_command(int argc, char** argv) {
   po::options_description desc("ckpt export options");
   desc.add_options()("dir", po::value<std::string>()->required(), "checkpoint directory")(
@@ -442,7 +399,7 @@ int export_command(int argc, char** argv) {
   const std::map<std::string, TensorInfo> tensors = export_names(r);
   const std::string header = safetensors_header(tensors, r.meta());
   int64_t bytes = 0;
-  write_then_rename(tmp, output, [&](const std::function<void(const void*, size_t)>& put) {
+  write_file_through(tmp, output, "--output " + output, [&](const PutBytes& put) {
     const uint64_t header_size = header.size();  // little-endian host (checkpoint_io.cpp)
     put(&header_size, 8);
     put(header.data(), header.size());

@@ -18,6 +18,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <mutex>
 #include <optional>
@@ -26,6 +27,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "io/durable_file.h"
 #include "io/indexed_dataset.h"
 #include "io/llmc_shard.h"
 #include "io/token_corpus.h"
@@ -258,10 +260,11 @@ int train(int argc, char** argv) {
   return 0;
 }
 
-// The files encode writes before it renames them into place. While they exist, SIGINT, SIGTERM
-// or SIGHUP (Ctrl-C, scancel, a closed terminal) removes them and then ends the process as the
-// signal would have; a corpus-sized PREFIX.bin.tmp would otherwise stay behind. Fixed arrays, not
-// strings: the handler may run while the program exits.
+// The files encode and decode write before they rename them into place. While they exist,
+// SIGINT, SIGTERM or SIGHUP (Ctrl-C, scancel, a closed terminal) removes them and then ends the
+// process as the signal would have; a corpus-sized PREFIX.bin.tmp would otherwise stay behind, and
+// an OUTPUT.tmp make the next decode refuse to start. Fixed arrays, not strings: the handler may
+// run while the program exits.
 char g_part_files[2][4096];
 
 extern "C" void remove_part_files(int signo) {
@@ -274,9 +277,10 @@ extern "C" void remove_part_files(int signo) {
 // nohup's SIGHUP stay ignored), and puts the earlier handlers back when it goes.
 class PartFilesRemovedOnSignals {
  public:
-  explicit PartFilesRemovedOnSignals(const std::string& prefix) {
-    for (int k = 0; k < 2; ++k) {
-      const std::string path = prefix + (k == 0 ? ".bin.tmp" : ".idx.tmp");
+  // Up to two paths.
+  explicit PartFilesRemovedOnSignals(const std::vector<std::string>& paths) {
+    for (size_t k = 0; k < std::size(g_part_files); ++k) {
+      const std::string path = k < paths.size() ? paths[k] : "";
       if (path.size() >= sizeof g_part_files[k]) return;  // too long to keep: left to chance
       std::memcpy(g_part_files[k], path.c_str(), path.size() + 1);
     }
@@ -324,7 +328,7 @@ int encode(int argc, char** argv) {
   DocumentReader reader(vm["input"].as<std::vector<std::string>>(),
                         vm["jsonl_key"].as<std::string>());
   create_parent_directory("--output", prefix);
-  const PartFilesRemovedOnSignals removed_on_signals(prefix);
+  const PartFilesRemovedOnSignals removed_on_signals({prefix + ".bin.tmp", prefix + ".idx.tmp"});
   const EncodeStats stats = encode_corpus(reader, *tokenizer, prefix, threads, true);
 
   const TokenCorpus corpus = TokenCorpus::open(prefix);
@@ -407,43 +411,65 @@ int decode(int argc, char** argv) {
     total = std::min(max_tokens, total);
   }
 
-  std::ofstream file;
   const std::string destination =
       vm.count("output") ? "--output " + vm["output"].as<std::string>() : "standard output";
-  if (vm.count("output")) {
-    // Opening it truncates it: never one of the files being read (the corpus is mapped; a bus
-    // error, or a corpus overwritten with its own text).
-    const std::string output = vm["output"].as<std::string>();
-    std::vector<std::string> read = {input + ".bin", input + ".idx"};
-    if (vm.count("tokenizer.model")) read.push_back(vm["tokenizer.model"].as<std::string>());
-    for (const std::string& path : read) {
-      std::error_code ec;
-      if (std::filesystem::equivalent(output, path, ec))
-        throw InputError(destination + ": is " + path +
-                         ", which decode reads; give another file to write");
-    }
-    file.open(output, std::ios::binary);
-    if (!file)
-      throw InputError(destination + ": cannot open for writing (" + std::strerror(errno) + ")");
-  }
-  std::ostream& out = file.is_open() ? file : std::cout;
   // SentencePiece text is decoded a whole document at a time (a piece sequence cut in the
   // middle loses a leading space), so ids after the last end of document wait in `pending`.
-  std::vector<int32_t> chunk(1 << 20), pending;
-  for (int64_t start = 0; start < total; start += static_cast<int64_t>(chunk.size())) {
-    const int64_t n = std::min<int64_t>(static_cast<int64_t>(chunk.size()), total - start);
-    corpus.read_tokens(start, n, chunk.data());
-    check_ids(corpus, *tokenizer, byte_level, start, {chunk.data(), static_cast<size_t>(n)});
-    pending.insert(pending.end(), chunk.begin(), chunk.begin() + n);
-    const auto last_end = std::find(pending.rbegin(), pending.rend(), tokenizer->end_of_document());
-    const size_t whole = byte_level ? pending.size() : pending.rend() - last_end;
-    write_text(out, destination, tokenizer->decode({pending.data(), whole}));
-    pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(whole));
+  const auto decode_all = [&](const std::function<void(const std::string&)>& emit) {
+    std::vector<int32_t> chunk(1 << 20), pending;
+    for (int64_t start = 0; start < total; start += static_cast<int64_t>(chunk.size())) {
+      const int64_t n = std::min<int64_t>(static_cast<int64_t>(chunk.size()), total - start);
+      corpus.read_tokens(start, n, chunk.data());
+      check_ids(corpus, *tokenizer, byte_level, start, {chunk.data(), static_cast<size_t>(n)});
+      pending.insert(pending.end(), chunk.begin(), chunk.begin() + n);
+      const auto last_end =
+          std::find(pending.rbegin(), pending.rend(), tokenizer->end_of_document());
+      const size_t whole = byte_level ? pending.size() : pending.rend() - last_end;
+      emit(tokenizer->decode({pending.data(), whole}));
+      pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(whole));
+    }
+    emit(tokenizer->decode(pending));
+  };
+  if (!vm.count("output")) {
+    decode_all([&](const std::string& text) { write_text(std::cout, destination, text); });
+    errno = 0;
+    std::cout.flush();
+    check_written(std::cout, destination);
+    return 0;
   }
-  write_text(out, destination, tokenizer->decode(pending));
+  // Never one of the files being read (the corpus is mapped: a bus error, or a corpus
+  // overwritten with its own text).
+  const std::string output = vm["output"].as<std::string>();
+  std::vector<std::string> read = {input + ".bin", input + ".idx"};
+  if (vm.count("tokenizer.model")) read.push_back(vm["tokenizer.model"].as<std::string>());
+  for (const std::string& path : read) {
+    std::error_code ec;
+    if (std::filesystem::equivalent(output, path, ec))
+      throw InputError(destination + ": is " + path +
+                       ", which decode reads; give another file to write");
+  }
+  // A file is written whole or not at all: a bad id found late, or a full disk, leaves the one
+  // there before. A device or a FIFO is written as it goes.
+  std::error_code ec;
+  const std::filesystem::file_status status = std::filesystem::status(output, ec);
+  if (!std::filesystem::exists(status) || std::filesystem::is_regular_file(status)) {
+    const std::string tmp = output + ".tmp";
+    // Not over an OUTPUT.tmp that is there already, which write_file_through refuses.
+    std::optional<PartFilesRemovedOnSignals> removed_on_signals;
+    if (!std::filesystem::exists(tmp, ec))
+      removed_on_signals.emplace(std::vector<std::string>{tmp});
+    write_file_through(tmp, output, destination, [&](const PutBytes& put) {
+      decode_all([&](const std::string& text) { put(text.data(), text.size()); });
+    });
+    return 0;
+  }
+  std::ofstream file(output, std::ios::binary);
+  if (!file)
+    throw InputError(destination + ": cannot open for writing (" + std::strerror(errno) + ")");
+  decode_all([&](const std::string& text) { write_text(file, destination, text); });
   errno = 0;
-  out.flush();
-  check_written(out, destination);
+  file.flush();
+  check_written(file, destination);
   return 0;
 }
 

@@ -949,6 +949,48 @@ TEST_F(IoTest, TokenizeEncodeDecodeRoundTrip) {
       {"--input " + path("shard.bin"), "found an llm.c shard"});
 }
 
+// decode --output writes a file whole or not at all: an id beyond the tokenizer found after a
+// million good ones (the text of the first chunk already decoded) leaves the file there before,
+// and no OUTPUT.tmp.
+TEST_F(IoTest, DecodeThatFailsLateKeepsTheOutputThatWasThere) {
+  {
+    IndexedDatasetWriter writer(path("late"), DType::U16);
+    std::vector<int32_t> doc((1 << 20) + 100, 'a');
+    doc.back() = 300;  // beyond the byte-level tokenizer's 257 ids
+    writer.add_document(doc);
+    writer.finish();
+  }
+  write_text(path("text.txt"), "the text decoded before\n");
+  expect_input_error(
+      [&] {
+        run_tokenize({"decode", "--input", path("late"), "--output", path("text.txt")});
+      },
+      {"300"});
+  const auto kept = read_bytes(path("text.txt"));
+  EXPECT_TRUE(std::string(kept.begin(), kept.end()) == "the text decoded before\n")
+      << "text.txt was replaced: " << kept.size() << " bytes";
+  EXPECT_FALSE(fs::exists(path("text.txt.tmp")));
+  // An OUTPUT.tmp there already (another decode's under way, or someone's file) is not taken.
+  {
+    IndexedDatasetWriter writer(path("good"), DType::U16);
+    writer.add_document(std::vector<int32_t>{'o', 'k'});
+    writer.finish();
+  }
+  write_text(path("text.txt.tmp"), "someone's\n");
+  expect_input_error(
+      [&] {
+        run_tokenize({"decode", "--input", path("good"), "--output", path("text.txt")});
+      },
+      {"--output " + path("text.txt") + ": cannot create " + path("text.txt.tmp") +
+       " (File exists"});
+  const auto theirs = read_bytes(path("text.txt.tmp"));
+  EXPECT_EQ(std::string(theirs.begin(), theirs.end()), "someone's\n");
+  fs::remove(path("text.txt.tmp"));
+  EXPECT_EQ(run_tokenize({"decode", "--input", path("good"), "--output", path("text.txt")}), 0);
+  const auto written = read_bytes(path("text.txt"));
+  EXPECT_EQ(std::string(written.begin(), written.end()), "ok");
+}
+
 TEST_F(IoTest, TokenizeRejectsBadOptions) {
   write_text(path("t.txt"), "text");
   expect_input_error(
