@@ -13,6 +13,7 @@
 #include "io/data_loader.h"
 #include "launcher/corpora.h"
 #include "launcher/progress.h"
+#include "launcher/sampling.h"
 #include "launcher/saved_model.h"
 #include "parallel/pipeline.h"
 
@@ -180,7 +181,7 @@ int eval_command(int argc, char** argv) {
                 static_cast<long long>(T), data->what.c_str(), left_out.c_str());
     // Byte-level tokens are bytes: the loss in bits per byte, the usual measure of such models.
     char bits[64] = "";
-    if (cfg.tokenizer_model.empty())
+    if (ids_are_bytes(cfg))
       std::snprintf(bits, sizeof bits, ", %.4f bits per byte", loss / std::log(2.0));
     std::printf("eval loss %.4f nats/token, perplexity %.2f%s\n", loss, std::exp(loss), bits);
   };

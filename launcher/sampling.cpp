@@ -38,6 +38,11 @@ int32_t draw(const float* logits, int64_t V, const SamplingOptions& o, double u)
   return order[static_cast<size_t>(k - 1)];
 }
 
+// Text with a tokenizer, or when the ids are bytes; token ids otherwise.
+bool samples_are_text(const TrainConfig& cfg) {
+  return !cfg.tokenizer_model.empty() || ids_are_bytes(cfg);
+}
+
 }  // namespace
 
 std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
@@ -94,6 +99,10 @@ std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
   return out;
 }
 
+bool ids_are_bytes(const TrainConfig& cfg) {
+  return cfg.tokenizer_model.empty() && cfg.model.vocab_size <= 512;
+}
+
 std::string prompt_and_continuation_text(const Tokenizer& tokenizer, std::vector<int32_t> prompt,
                                          std::span<const int32_t> continuation) {
   prompt.insert(prompt.end(), continuation.begin(), continuation.end());
@@ -107,6 +116,20 @@ void print_sample(const TrainConfig& cfg, GPT& model, Communicator& tp, Communic
   so.temperature = cfg.sample_temperature;
   so.top_k = cfg.sample_top_k;
   so.seed = cfg.seed;
+  const auto heading = [&](size_t tokens) {
+    std::printf("sample (%lld tokens, temperature %.2f, top-k %lld):\n",
+                static_cast<long long>(tokens), cfg.sample_temperature,
+                static_cast<long long>(cfg.sample_top_k));
+  };
+  if (!samples_are_text(cfg)) {  // no prompt (check_sampling_tokenizer), no end to stop at
+    const std::vector<int32_t> sample = generate(model, tp, pp, {}, so);
+    if (!root) return;
+    heading(sample.size());
+    std::string ids = "token ids (no --data.tokenizer to decode them):";
+    for (const int32_t id : sample) ids.append(" ").append(std::to_string(id));
+    std::printf("%s\n", ids.c_str());
+    return;
+  }
   // Ids past the tokenizer's vocabulary pad the model's (for TP) and are never drawn.
   const std::unique_ptr<Tokenizer> tokenizer = open_tokenizer(cfg.tokenizer_model);
   so.stop_token = tokenizer->end_of_document();
@@ -114,9 +137,7 @@ void print_sample(const TrainConfig& cfg, GPT& model, Communicator& tp, Communic
   const std::vector<int32_t> prompt = tokenizer->encode(cfg.sample_prompt);
   const std::vector<int32_t> sample = generate(model, tp, pp, prompt, so);
   if (root) {
-    std::printf("sample (%lld tokens, temperature %.2f, top-k %lld):\n",
-                static_cast<long long>(sample.size()), cfg.sample_temperature,
-                static_cast<long long>(cfg.sample_top_k));
+    heading(sample.size());
     // Written whole: the text may hold NUL bytes, where %s would stop.
     const std::string text = prompt_and_continuation_text(*tokenizer, prompt, sample) + "\n";
     std::fwrite(text.data(), 1, text.size(), stdout);
@@ -124,6 +145,15 @@ void print_sample(const TrainConfig& cfg, GPT& model, Communicator& tp, Communic
 }
 
 void check_sampling_tokenizer(const TrainConfig& cfg) {
+  if (!samples_are_text(cfg)) {
+    if (!cfg.sample_prompt.empty())
+      throw InputError("--sample.prompt: a model of --model.vocab_size " +
+                       std::to_string(cfg.model.vocab_size) +
+                       " without --data.tokenizer reads token ids, not text (only a byte-level "
+                       "model, of at most 512 ids, needs no tokenizer); give the --data.tokenizer "
+                       "its corpus was encoded with, or no prompt");
+    return;
+  }
   const std::unique_ptr<Tokenizer> t = open_tokenizer(cfg.tokenizer_model);
   if (!cfg.tokenizer_model.empty() && t->vocab_size() > cfg.model.vocab_size)
     throw InputError("--data.tokenizer " + cfg.tokenizer_model + ": its vocabulary of " +

@@ -940,6 +940,30 @@ TEST_F(Cli, BlendOfAMegatronCorpusAndAnLlmcShardTrains) {
   EXPECT_NE(r.out.find("weight 0.250"), std::string::npos) << r.out;
 }
 
+// A model of GPT-2's ids (an llm.c shard) trained without --data.tokenizer: its ids are no
+// bytes, so its sample is printed as ids drawn from the whole vocabulary, where it was decoded
+// as bytes from the first 257 ids only; a text prompt, which it cannot read, is refused.
+TEST_F(Cli, SampleOfAModelWhoseIdsAreNotBytesIsPrintedAsIds) {
+  std::vector<uint16_t> ids(3000);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<uint16_t>(600 + (i * 13) % 400);
+  const std::string shard = (dir_ / "gpt2.bin").string();
+  write_llmc_shard(shard, ids);
+  const std::string a = tiny_args("2", shard) + " --model.vocab_size 1000 --train.steps 2";
+  const CliRun r = run_tessera(a + " --sample.tokens 6", dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const size_t k = r.out.find("token ids (no --data.tokenizer to decode them):");
+  ASSERT_NE(k, std::string::npos) << r.out;
+  std::istringstream line(r.out.substr(r.out.find(':', k) + 1, r.out.find('\n', k) - k));
+  std::vector<int> drawn;
+  for (int id = 0; line >> id;) drawn.push_back(id);
+  EXPECT_EQ(drawn.size(), 6u) << r.out;
+  EXPECT_TRUE(std::any_of(drawn.begin(), drawn.end(), [](int id) { return id >= 257; })) << r.out;
+  fs::remove_all(dir_ / "run");
+  expect_clear_error(run_tessera(a + " --sample.tokens 6 --sample.prompt hello", dir_),
+                     "--sample.prompt: a model of --model.vocab_size 1000 without "
+                     "--data.tokenizer reads token ids, not text");
+}
+
 // --- Profiling --------------------------------------------------------------------------------
 
 // What a profiler sees: run under an NVTX tool (loaded as Nsight Systems loads its own), the main
