@@ -35,7 +35,11 @@ int32_t draw(const float* logits, int64_t V, const SamplingOptions& o, double u)
     u -= probs[static_cast<size_t>(j)];
     if (u < 0) return order[static_cast<size_t>(j)];
   }
-  return order[static_cast<size_t>(k - 1)];
+  // u within rounding of the sum: the last candidate that can be drawn, not one whose probability
+  // underflowed to 0 (with top-k 0, the least likely of the whole vocabulary).
+  int64_t last = k - 1;
+  while (last > 0 && !(probs[static_cast<size_t>(last)] > 0)) --last;
+  return order[static_cast<size_t>(last)];
 }
 
 // Text with a tokenizer, or when the ids are bytes; token ids otherwise.
