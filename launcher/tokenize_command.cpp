@@ -70,10 +70,13 @@ bool parse(const po::options_description& desc, int argc, char** argv, po::varia
   return true;
 }
 
+// More would be a typo: each thread takes a share of a 4 MB chunk of documents.
+constexpr int kMaxEncodeThreads = 1024;
+
 int thread_count(int threads) {
-  if (threads < 0)
-    throw InputError("--threads: expected 0 (all cores) or a positive count, found " +
-                     std::to_string(threads));
+  if (threads < 0 || threads > kMaxEncodeThreads)
+    throw InputError("--threads: expected 0 (all cores) or a count up to " +
+                     std::to_string(kMaxEncodeThreads) + ", found " + std::to_string(threads));
   if (threads > 0) return threads;
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
@@ -313,9 +316,10 @@ int encode(int argc, char** argv) {
                                               "corpus prefix: writes PREFIX.bin/.idx")(
       "tokenizer.model", po::value<std::string>(),
       "SentencePiece model (from `tokenize train`); omit it for the byte-level tokenizer")(
-      "threads", po::value<int>()->default_value(0, "0 (all cores)"), "encoding threads")(
-      "jsonl_key", po::value<std::string>()->default_value("text"),
-      "field holding the document in .jsonl/.json files");
+      "threads", po::value<int>()->default_value(0, "0 (all cores)"),
+      "encoding threads (at most 1024)")("jsonl_key",
+                                         po::value<std::string>()->default_value("text"),
+                                         "field holding the document in .jsonl/.json files");
   po::variables_map vm;
   if (!parse(desc, argc, argv, vm)) return 0;
   const std::unique_ptr<Tokenizer> tokenizer = tokenizer_option(vm);

@@ -1008,6 +1008,13 @@ TEST_F(IoTest, TokenizeRejectsBadOptions) {
         run_tokenize({"encode", "--input", path("absent"), "--output", "x"});
       },
       {path("absent")});
+  // A thread count no machine has is a typo, not tens of thousands of threads.
+  expect_input_error(
+      [&] {
+        run_tokenize(
+            {"encode", "--input", path("t.txt"), "--output", path("c"), "--threads", "50000"});
+      },
+      {"--threads: expected 0 (all cores) or a count up to 1024, found 50000"});
   ::testing::internal::CaptureStdout();
   EXPECT_EQ(run_tokenize({"encode", "--help"}), 0);
   EXPECT_NE(::testing::internal::GetCapturedStdout().find("--input"), std::string::npos);
