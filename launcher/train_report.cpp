@@ -176,9 +176,10 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
   if (tr.validation_samples()) {
     const SampleStream& valid = *tr.validation_samples();
     print_samples("validation", valid, cfg.valid_path.empty());
-    for (int v = 0; v < valid.num_corpora(); ++v)
+    // A held-out split is of the training corpora by construction, and says so above.
+    for (int v = 0; v < valid.num_corpora() && !cfg.valid_path.empty(); ++v)
       for (int k = 0; k < tr.samples().num_corpora(); ++k)
-        if (same_corpus(valid.corpus(v), tr.samples().corpus(k)) && !cfg.valid_path.empty())
+        if (same_corpus(valid.corpus(v), tr.samples().corpus(k)))
           std::printf(
               "validation: note: %s is also a training corpus (%s), so the validation loss is "
               "over samples the run trains on\n",
