@@ -354,10 +354,15 @@ void report_nonfinite(const TrainConfig& cfg, Trainer& tr, Communicator& world, 
   }
   {
     const GridCoord c = tr.grid().coord();
-    std::ofstream out(dir / ("rank_" + std::to_string(world.rank()) + ".txt"));
+    const std::filesystem::path file = dir / ("rank_" + std::to_string(world.rank()) + ".txt");
+    std::ofstream out(file);
     out << "step " << step + 1 << "\nrank " << world.rank() << " (tp " << c.tp << ", pp " << c.pp
         << ", dp " << c.dp << ")\nglobal loss " << s.loss << "\nglobal grad norm " << s.grad_norm
         << "\nnon-finite here: " << (names.empty() ? "nothing" : names) << "\n";
+    out.close();
+    if (ec || !out)  // the run still halts; what the file would hold is on stderr below
+      std::cerr << "rank " << world.rank() << ": cannot write " << file.string()
+                << (ec ? " (" + ec.message() + ")" : std::string()) << "\n";
   }
   if (!found.empty())
     std::cerr << "rank " << world.rank() << ": step " << step + 1 << ": non-finite " << names
