@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -307,17 +308,29 @@ std::string shard_file_name(int rank) {
   return buf;
 }
 
+int64_t step_of_directory(const std::string& name) {
+  if (name.size() <= 5 || name.rfind("step_", 0) != 0 ||
+      !std::all_of(name.begin() + 5, name.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return -1;
+  int64_t step = -1;
+  const auto [end, ec] = std::from_chars(name.data() + 5, name.data() + name.size(), step);
+  return ec == std::errc() && end == name.data() + name.size() ? step : -1;
+}
+
 std::vector<std::string> step_directories(const std::string& root) {
-  std::vector<std::string> steps;
-  if (!fs::is_directory(root)) return steps;
+  std::vector<std::pair<int64_t, std::string>> steps;
+  if (!fs::is_directory(root)) return {};
   for (const auto& e : fs::directory_iterator(root)) {
     const std::string name = e.path().filename().string();
-    if (e.is_directory() && name.size() > 5 && name.rfind("step_", 0) == 0 &&
-        std::all_of(name.begin() + 5, name.end(), [](char c) { return c >= '0' && c <= '9'; }))
-      steps.push_back(name);
+    if (const int64_t step = step_of_directory(name); e.is_directory() && step >= 0)
+      steps.emplace_back(step, name);
   }
+  // By number: step_100000000 is newer than step_99999999, which a sort of the names would put
+  // first. Equal numbers (step_7, step_07) by name.
   std::sort(steps.rbegin(), steps.rend());
-  return steps;
+  std::vector<std::string> names;
+  for (auto& [step, name] : steps) names.push_back(std::move(name));
+  return names;
 }
 
 // Refused before writing rather than a file cut off half-way; 1% and 64 KB for HDF5's own

@@ -28,8 +28,11 @@ namespace tessera {
 // "step_00001000", "rank_00003.h5": the names the commit protocol and the shards use.
 std::string step_directory_name(int64_t step);
 std::string shard_file_name(int rank);
+// The step of a step directory's name (step_directory_name's inverse); -1 for a name that is not
+// step_ and digits, or whose digits overflow.
+int64_t step_of_directory(const std::string& name);
 // The committed step directories under ROOT, step_ and digits only (not step_N.tmp, nor a
-// person's step_N.bak), newest first; none when ROOT is not a directory.
+// person's step_N.bak), newest (highest step) first; none when ROOT is not a directory.
 std::vector<std::string> step_directories(const std::string& root);
 // step_N.replaced: the old directory of a step being saved again, while the new one is renamed
 // in (CheckpointSaver::commit); the next run restores it if the rename did not happen

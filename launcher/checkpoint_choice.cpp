@@ -169,8 +169,11 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
                      "--checkpoint.resume PATH");
   }
   verify(resume);
+  // Its parent also as "DIR/" (a shell's completion) or a name relative to the working directory.
+  fs::path step = fs::absolute(resume).lexically_normal();
+  if (!step.has_filename()) step = step.parent_path();
   std::error_code ec;
-  const bool under_root = fs::equivalent(fs::path(resume).parent_path(), root, ec);
+  const bool under_root = fs::equivalent(step.parent_path(), root, ec);
   if (!under_root && !steps.empty()) refuse_over(resume);
   return resume;
 }

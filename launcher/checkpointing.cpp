@@ -204,12 +204,17 @@ void slow_save(const TrainConfig& c, int rank) {
   }
 }
 
-// Deletes all but the `keep` newest committed step directories, never `just_saved` (a run in a
-// directory that holds higher steps of an older run must not delete what it just wrote).
+// Deletes all but the `keep` newest committed step directories up to `just_saved`, which stays.
+// Higher steps are a run this one rolled back from (--checkpoint.resume PATH of an earlier step):
+// neither counted nor deleted, so that the run keeps its own newest, and each goes when a save
+// of this run replaces it.
 void keep_newest(const std::string& root, int64_t keep, const std::string& just_saved) {
   if (keep <= 0) return;
+  const std::string saved = fs::path(just_saved).filename().string();
   std::vector<std::string> steps = step_directories(root);  // newest first
-  std::erase(steps, fs::path(just_saved).filename().string());
+  std::erase_if(steps, [&](const std::string& name) {
+    return name == saved || step_of_directory(name) > step_of_directory(saved);
+  });
   for (size_t i = static_cast<size_t>(keep - 1); i < steps.size(); ++i) {
     // Housekeeping: a directory that cannot be deleted is reported, and training goes on.
     std::error_code ec;

@@ -671,6 +671,25 @@ TEST_F(Checkpoints, ResumeIntoAnotherSampleSequenceIsRefusedUnlessAllowed) {
       << batch.err;
 }
 
+// A rollback: --checkpoint.resume of an earlier step of the run's own directory, given as a
+// shell completes it ("DIR/"), goes ahead; --checkpoint.keep then keeps this run's newest and
+// leaves the steps it rolled back from, which its saves replace as they reach them.
+TEST_F(Checkpoints, RollbackToAnEarlierStepKeepsItsOwnNewestSteps) {
+  ASSERT_EQ(run_tessera(args("run", "", 10, 2), dir_).exit_code, 0);
+  const CliRun back = run_tessera(
+      args("run", "--checkpoint.resume " + step_dir("run", 4) + "/ --checkpoint.keep 2", 8, 2),
+      dir_);
+  ASSERT_EQ(back.exit_code, 0) << back.err;
+  EXPECT_NE(back.out.find("resumed from " + step_dir("run", 4) + "/: step 4"), std::string::npos)
+      << back.out;
+  for (const int step : {2, 4}) EXPECT_FALSE(fs::exists(step_dir("run", step))) << step;
+  for (const int step : {6, 8, 10}) EXPECT_TRUE(fs::exists(step_dir("run", step))) << step;
+  std::ifstream latest(dir_ / "run" / "checkpoints" / "latest");
+  std::string named;
+  std::getline(latest, named);
+  EXPECT_EQ(named, "step_00000008");
+}
+
 // Checkpoints that a fresh start would overwrite (the same step numbers) or --checkpoint.keep
 // delete are never replaced silently: `auto` finding none usable stops, and so does `none` in a
 // directory that holds some. Nothing on disk changes.

@@ -214,6 +214,20 @@ TEST(Crc32c, PiecesCombineToTheWholesCrc) {
   }
 }
 
+// Step directories are ordered by their number, also past eight digits, where an order of the
+// names put step_99999999 first; a name that is not step_ and digits is none.
+TEST_F(CheckpointTest, StepDirectoriesAreNewestFirstByNumber) {
+  const fs::path root = root_ / "order";
+  for (const char* name : {"step_99999999", "step_100000000", "step_00000007", "step_00000007.tmp",
+                           "step_", "step_99999999999999999999"})
+    fs::create_directories(root / name);
+  EXPECT_EQ(step_directories(root.string()),
+            (std::vector<std::string>{"step_100000000", "step_99999999", "step_00000007"}));
+  EXPECT_EQ(step_of_directory("step_00000007"), 7);
+  EXPECT_EQ(step_of_directory("step_7.tmp"), -1);
+  EXPECT_EQ(step_of_directory(step_directory_name(123456789)), 123456789);
+}
+
 TEST_F(CheckpointTest, Crc32cOfAFileMatchesItsBytes) {
   const std::string bytes = read_text(dir_ / "model.h5");
   EXPECT_EQ(crc32c_file((dir_ / "model.h5").string()), crc32c(bytes.data(), bytes.size()));
