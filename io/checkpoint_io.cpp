@@ -281,8 +281,11 @@ CheckpointMeta read_meta(hid_t file, const std::string& path) {
   for (const std::string& name : names) {
     H5Id a(CHECK_H5(H5Aopen(file, name.c_str(), H5P_DEFAULT)), H5Aclose);
     H5Id type(CHECK_H5(H5Aget_type(a)), H5Tclose);
-    if (H5Tget_class(type) == H5T_INTEGER) CHECK_H5(H5Aread(a, H5T_NATIVE_INT64, &meta.ints[name]));
-    if (H5Tget_class(type) == H5T_FLOAT) CHECK_H5(H5Aread(a, H5T_NATIVE_DOUBLE, &meta.reals[name]));
+    const H5T_class_t kind = H5Tget_class(type);
+    if (kind != H5T_INTEGER && kind != H5T_FLOAT) continue;
+    require_one_value(a, true, path + ": attribute " + name);  // one number is read into one
+    if (kind == H5T_INTEGER) CHECK_H5(H5Aread(a, H5T_NATIVE_INT64, &meta.ints[name]));
+    if (kind == H5T_FLOAT) CHECK_H5(H5Aread(a, H5T_NATIVE_DOUBLE, &meta.reals[name]));
   }
   if (CHECK_H5(H5Lexists(file, "meta", H5P_DEFAULT)) > 0) {
     H5Id group(CHECK_H5(H5Gopen2(file, "meta", H5P_DEFAULT)), H5Gclose);

@@ -74,10 +74,19 @@ H5Id simple_space(const Shape& shape) {
           H5Sclose};
 }
 
+void require_one_value(hid_t object, bool attribute, const std::string& where) {
+  H5Id space(CHECK_H5(attribute ? H5Aget_space(object) : H5Dget_space(object)), H5Sclose);
+  const hssize_t values = CHECK_H5(H5Sget_simple_extent_npoints(space));
+  if (values != 1)
+    throw InputError(where + ": holds " + std::to_string(values) +
+                     " values, expected one (a file edited by hand?)");
+}
+
 std::string read_string(hid_t object, bool attribute, const std::string& where) {
   H5Id type(CHECK_H5(attribute ? H5Aget_type(object) : H5Dget_type(object)), H5Tclose);
   if (H5Tget_class(type) != H5T_STRING || H5Tis_variable_str(type) > 0)
     throw InputError(where + ": expected a fixed-length string");
+  require_one_value(object, attribute, where);
   std::string s(H5Tget_size(type), '\0');
   CHECK_H5(attribute ? H5Aread(object, type, s.data())
                      : H5Dread(object, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, s.data()));

@@ -98,8 +98,11 @@ DType stored_dtype(hid_t dataset, const std::string& where);
 
 // Objects and attributes of the checkpoint files, read. Callers hold the H5Lock.
 H5Id simple_space(const Shape& shape);
+// InputError naming `where` unless the attribute (`attribute`) or dataset holds one value: what
+// a read into one string or number needs (h5py writes lists as readily).
+void require_one_value(hid_t object, bool attribute, const std::string& where);
 // A fixed-length string, of an attribute (`attribute`) or a dataset; InputError naming `where`
-// otherwise.
+// otherwise (also for more than one).
 std::string read_string(hid_t object, bool attribute, const std::string& where);
 // Attribute `name` of `object`, opened; InputError naming `where` when absent.
 H5Id open_attribute(hid_t object, const char* name, const std::string& where);

@@ -710,6 +710,43 @@ TEST_F(CheckpointTest, CkptExportWritesAValidSafetensorsFile) {
   EXPECT_FALSE(fs::exists(fresh));
 }
 
+// A model.h5 whose meta holds a list where tessera writes one value (h5py's attrs["step"] = [1,
+// 2], a string dataset of two): refused by name, where each list was read into one value's
+// memory and ran past it.
+TEST_F(CheckpointTest, MetaListsInModelH5AreRefusedNamingThem) {
+  const auto with_list = [&](const std::string& copy_name, bool attribute) {
+    const fs::path dir = copy(copy_name);
+    const hid_t f = H5Fopen((dir / "model.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    const hsize_t two = 2;
+    const hid_t space = H5Screate_simple(1, &two, nullptr);
+    herr_t written = -1;
+    if (attribute) {
+      const int64_t values[2] = {1, 2};
+      const hid_t a = H5Acreate2(f, "listed", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+      written = H5Awrite(a, H5T_NATIVE_INT64, values);
+      H5Aclose(a);
+    } else {
+      const hid_t type = H5Tcopy(H5T_C_S1);
+      H5Tset_size(type, 4);
+      const char values[8] = {'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'};
+      const hid_t d =
+          H5Dcreate2(f, "/meta/listed", type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+      written = H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values);
+      H5Dclose(d);
+      H5Tclose(type);
+    }
+    EXPECT_GE(written, 0) << copy_name;
+    H5Sclose(space);
+    H5Fclose(f);
+    write_manifest(dir.string());
+    return dir;
+  };
+  expect_input_error([&] { CheckpointReader::open(with_list("attribute", true).string()); },
+                     {"model.h5: attribute listed: holds 2 values, expected one"});
+  expect_input_error([&] { CheckpointReader::open(with_list("dataset", false).string()); },
+                     {"/meta/listed: holds 2 values, expected one"});
+}
+
 // A model.h5 edited by hand (as with h5py) with a tensor tessera never writes: a scalar, or a
 // shape whose size overflows 64 bits. Each is refused by name (the scalar segfaulted verify and
 // export, the overflow counted as 0 bytes).
