@@ -12,6 +12,8 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "core/error.h"
@@ -112,6 +114,9 @@ uint32_t crc32c_file_range(const std::string& path, uint64_t offset, uint64_t le
                            const ReadProgress& read) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw InputError(path + ": cannot open for reading (" + std::strerror(errno) + ")");
+  // Closed however the loop ends: a failed read, or `read` throwing (a stop on a signal).
+  const std::unique_ptr<const int, void (*)(const int*)> closer(&fd,
+                                                                [](const int* f) { ::close(*f); });
   std::vector<unsigned char> buffer(static_cast<size_t>(std::min<uint64_t>(length, 4u << 20)));
   uint32_t crc = 0;
   while (length > 0) {
@@ -121,7 +126,6 @@ uint32_t crc32c_file_range(const std::string& path, uint64_t offset, uint64_t le
     if (got == 0 && length == kToTheEnd) break;
     if (got <= 0) {
       const std::string why = got < 0 ? std::strerror(errno) : "the file ends before it";
-      ::close(fd);
       throw InputError(path + ": read failed at byte " + std::to_string(offset) + " (" + why + ")");
     }
     crc = crc32c(buffer.data(), static_cast<size_t>(got), crc);
@@ -129,7 +133,6 @@ uint32_t crc32c_file_range(const std::string& path, uint64_t offset, uint64_t le
     offset += static_cast<uint64_t>(got);
     if (length != kToTheEnd) length -= static_cast<uint64_t>(got);
   }
-  ::close(fd);
   return crc;
 }
 
