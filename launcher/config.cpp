@@ -444,10 +444,12 @@ void TrainConfig::validate() const {
           nan_policy);
   require(nan_max_skips >= 1, "--train.nan_max_skips", "at least 1", nan_max_skips);
   require(check_replicas >= 0, "--train.check_replicas", "0 (never) or more steps", check_replicas);
-  require(collective_timeout > 0, "--train.collective_timeout", "a positive number of seconds",
-          collective_timeout);
-  require(startup_timeout > 0, "--train.startup_timeout", "a positive number of seconds",
-          startup_timeout);
+  // Bounded so that a deadline in nanoseconds fits in 64 bits (about 292 years).
+  constexpr double kMaxTimeout = 1e9;
+  require(collective_timeout > 0 && collective_timeout <= kMaxTimeout, "--train.collective_timeout",
+          "a positive number of seconds, at most 1e9", collective_timeout);
+  require(startup_timeout > 0 && startup_timeout <= kMaxTimeout, "--train.startup_timeout",
+          "a positive number of seconds, at most 1e9", startup_timeout);
   rank_steps("--debug.inject_nan", debug_inject_nan);
   rank_steps("--debug.perturb_replicated", debug_perturb_replicated);
   rank_steps("--debug.flip_bit", debug_flip_bit);
@@ -469,8 +471,8 @@ void TrainConfig::validate() const {
   require(sample_temperature > 0 && std::isfinite(sample_temperature), "--sample.temperature",
           "a positive, finite value", sample_temperature);
   require(sample_top_k >= 0, "--sample.top_k", "0 (all) or more", sample_top_k);
-  require(peak_tflops >= 0, "--gpu.peak_tflops", "0 (from the table) or a positive rate",
-          peak_tflops);
+  require(peak_tflops >= 0 && std::isfinite(peak_tflops), "--gpu.peak_tflops",
+          "0 (from the table) or a positive, finite rate", peak_tflops);
 }
 
 GridLayout TrainConfig::model_layout_for(int world_size) const {
@@ -480,13 +482,16 @@ GridLayout TrainConfig::model_layout_for(int world_size) const {
 GridLayout TrainConfig::layout_for(int world_size) const {
   const GridLayout l =
       split_model(resolve_layout(parallel.tp, parallel.pp, parallel.dp, world_size));
-  require(global_batch % (static_cast<int64_t>(l.dp) * micro_batch) == 0, "--train.global_batch",
+  // Each product below is taken only once it is known to fit: dp x micro_batch <= global_batch.
+  require(micro_batch <= global_batch / l.dp &&
+              global_batch % (static_cast<int64_t>(l.dp) * micro_batch) == 0,
+          "--train.global_batch",
           "a multiple of data-parallel ranks x --train.micro_batch = " + std::to_string(l.dp) +
               " x " + std::to_string(micro_batch),
           global_batch);
   // With model chunks each microbatch runs through every chunk: the schedule counts both.
   const int v = parallel.virtual_stages;
-  require(accumulation_steps(l.dp) * v <= (int64_t{1} << 30), "--train.global_batch",
+  require(accumulation_steps(l.dp) <= (int64_t{1} << 30) / v, "--train.global_batch",
           "at most 2^30 microbatches per step and rank (--train.global_batch / (" +
               std::to_string(l.dp) + " data-parallel ranks x --train.micro_batch " +
               std::to_string(micro_batch) + ")" +

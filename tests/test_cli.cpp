@@ -160,7 +160,9 @@ TEST_F(Cli, MalformedValuesSayWhatTheOptionTakes) {
 TEST_F(Cli, NonFiniteOrNegativeNumbersAreRejectedNamingTheOption) {
   for (const std::string bad :
        {"--optim.lr inf", "--model.init_std nan", "--model.init_std -1", "--optim.clip inf",
-        "--optim.eps nan", "--train.seed -5", "--optim.cooldown 0", "--optim.cooldown 1.5"}) {
+        "--optim.eps nan", "--train.seed -5", "--optim.cooldown 0", "--optim.cooldown 1.5",
+        "--train.startup_timeout inf", "--train.collective_timeout 1e10",
+        "--gpu.peak_tflops inf"}) {
     CliRun r = run_tessera(tiny_args() + " " + bad, dir_);
     expect_clear_error(r, bad.substr(0, bad.find(' ')));
     EXPECT_EQ(r.out.find("step "), std::string::npos) << bad;
@@ -182,7 +184,10 @@ TEST_F(Cli, OverflowingSizesAreRejectedAndAWarmUpAsLongAsTheRunIsSaid) {
       {"--train.global_batch 536870912 --parallel.virtual_stages 8",
        "--train.global_batch: expected at most 2^30 microbatches per step and rank "
        "(--train.global_batch / (1 data-parallel ranks x --train.micro_batch 2) x "
-       "--parallel.virtual_stages 8)"}};
+       "--parallel.virtual_stages 8)"},
+      // (2^62 + 4) / 2 microbatches x 4 chunks wrapped to 8, and passed.
+      {"--train.global_batch 4611686018427387908 --parallel.virtual_stages 4",
+       "--train.global_batch: expected at most 2^30 microbatches per step and rank"}};
   for (const auto& [bad, message] : cases) {
     std::string a = tiny_args();
     if (bad.starts_with("--train.global_batch"))  // in place of tiny_args' own
