@@ -237,6 +237,33 @@ TEST_F(Cli, HashInAPathIsRefusedSinceConfigIniCannotHoldIt) {
   EXPECT_FALSE(fs::exists(hashed));
 }
 
+// A blend listed one corpus a line (--data.path "$(ls data/*.bin)") is saved on one line of
+// config.ini, which a run then reads back as it was given; a line break in a value config.ini
+// keeps whole (a run directory) is refused before the run.
+TEST_F(Cli, LineBreaksInABlendAreSavedAsSpacesAndElsewhereRefused) {
+  std::vector<uint16_t> ids(3000);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<uint16_t>((i * 13) % 200);
+  const std::string shard = (dir_ / "shard.bin").string();
+  write_llmc_shard(shard, ids);
+  std::string a = tiny_args() + " --train.steps 1";
+  a.replace(a.find("--data.path " + corpus_), 12 + corpus_.size(),
+            "--data.path '" + corpus_ + "\n" + shard + "\n'");
+  ASSERT_EQ(run_tessera(a, dir_).exit_code, 0);
+  const CliRun again = run_tessera("train --config " + (dir_ / "run" / "config.ini").string() +
+                                       " --run.dir " + (dir_ / "again").string(),
+                                   dir_);
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find(shard + " (llm.c shard)"), std::string::npos) << again.out;
+  std::string b = tiny_args() + " --train.steps 1";
+  const std::string broken = (dir_ / "r\n1").string();
+  b.replace(b.find("--run.dir "), 10 + (dir_ / "run").string().size(),
+            "--run.dir '" + broken + "'");
+  expect_clear_error(run_tessera(b, dir_), "--run.dir " + (dir_ / "r\\n1").string() +
+                                               ": a line break cannot be saved in the run's "
+                                               "config.ini");
+  EXPECT_FALSE(fs::exists(broken));
+}
+
 // A word without an option before it (a config file given without --config) is refused, not
 // ignored; so are a directory given as the config file, one holding a NUL byte, and an empty
 // --checkpoint.resume.
