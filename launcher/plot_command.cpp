@@ -169,7 +169,7 @@ MetricsSeries read_metrics(const std::string& path, int64_t from) {
     };
     if (record.contains("valid_loss")) {
       const double v = number_of("valid_loss");
-      if (std::isfinite(v)) {
+      if (std::abs(v) <= 1e300) {
         s.valid_steps.push_back(step);
         s.valid_loss.push_back(v);
       }
@@ -179,8 +179,10 @@ MetricsSeries read_metrics(const std::string& path, int64_t from) {
       ++s.skipped;
       continue;
     }
+    // Not drawn: a loss that is not finite, or so large (a file edited by hand) that the chart's
+    // range and sums would overflow to inf.
     const double loss = number_of("loss");
-    if (!std::isfinite(loss)) continue;
+    if (!(std::abs(loss) <= 1e300)) continue;
     s.steps.push_back(step);
     s.loss.push_back(loss);
     if (const double t = number_of("tokens_per_s"); std::isfinite(t)) s.tokens_per_s.push_back(t);

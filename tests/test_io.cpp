@@ -869,6 +869,16 @@ TEST_F(IoTest, PlotReadsWhatARunLeftAndDrawsOddSeriesSafely) {
              "{\"step\": 1, \"loss\": 3}\n{\"step\": 2, \"lo\n{\"step\": 3, \"loss\": 1}\n");
   expect_input_error([&] { read_metrics(path("bad.jsonl")); },
                      {path("bad.jsonl") + ":2", "expected a JSON object"});
+  // Losses near the largest double (a file edited by hand) are not drawn: their range and sums
+  // overflowed to inf, and a row index of 2^63 was written, out of the chart.
+  std::string huge;
+  for (int k = 1; k <= 200; ++k)
+    huge +=
+        "{\"step\": " + std::to_string(k) + ", \"loss\": " + (k % 2 ? "1e308" : "-1e308") + "}\n";
+  write_text(path("huge.jsonl"), huge + "{\"step\": 201, \"loss\": 2}\n");
+  const MetricsSeries drawn = read_metrics(path("huge.jsonl"));
+  EXPECT_EQ(drawn.steps, (std::vector<int64_t>{201}));
+  EXPECT_NE(text_chart(drawn, 20, 5).find('*'), std::string::npos);
 
   const auto x_labels = [](const std::string& svg) {  // the step axis' labels, at y 418
     std::vector<std::string> labels;
