@@ -362,9 +362,13 @@ std::vector<std::string> Trainer::nonfinite_here() {
 }
 
 void Trainer::check_same_corpora(Communicator& world) const {
-  std::string key = train_stream_->sequence_key();
-  if (valid_stream_) key.append("\n").append(valid_stream_->sequence_key());
-  tessera::check_same_corpora(world, key, "--data.path", *train_stream_);
+  tessera::check_same_corpora(world, train_stream_->sequence_key(), "--data.path", *train_stream_);
+  // A held-out split is of the training corpora, the same when they are; corpora of its own are
+  // compared apart, so that the message names their option. (Whether a validation stream is
+  // open follows from the options, the same on every rank.)
+  if (valid_stream_ && !cfg_.valid_path.empty())
+    tessera::check_same_corpora(world, valid_stream_->sequence_key(), "--data.valid_path",
+                                *valid_stream_);
 }
 
 std::optional<double> Trainer::evaluate(const std::function<int()>& stop_wish, StepStats& stats) {

@@ -268,6 +268,23 @@ TEST_F(LayoutEquivalence, RanksThatOpenedOtherCorporaStopNamingTheDataPath) {
                 std::string::npos)
           << e.what();
     }
+    // The same training corpora, validation corpora of their own that differ: named by their
+    // option (the message named --data.path).
+    TrainConfig valid = *cfg_;
+    valid.parallel.dp = 2;
+    valid.micro_batch = valid.global_batch / 2;
+    valid.eval_interval = 1;
+    valid.valid_path = cfg_->data_path + (two->rank() == 1 ? "_other" : "");
+    Trainer with_valid(valid, two->rank(), 2);
+    try {
+      with_valid.check_same_corpora(*two);
+      ADD_FAILURE() << "rank " << two->rank() << " passed";
+    } catch (const InputError& e) {
+      EXPECT_NE(
+          std::string(e.what()).find("--data.valid_path: the ranks did not open the same corpora"),
+          std::string::npos)
+          << e.what();
+    }
   }
   world_->barrier();
 }
