@@ -466,6 +466,21 @@ void TrainConfig::validate() const {
   rank_steps("--debug.flip_bit", debug_flip_bit);
   rank_steps("--debug.stall", debug_stall);
   rank_steps("--debug.slow_save", debug_slow_save);
+  if (!debug_kill_during_save.empty()) {
+    const size_t colon = debug_kill_during_save.find(':');
+    const std::string rank = debug_kill_during_save.substr(0, colon);
+    const bool point_known =
+        colon != std::string::npos &&
+        std::find(kSaveCrashPoints.begin(), kSaveCrashPoints.end(),
+                  debug_kill_during_save.substr(colon + 1)) != kSaveCrashPoints.end();
+    std::string points;
+    for (const std::string_view p : kSaveCrashPoints)
+      points.append(points.empty() ? "" : ", ").append(p);
+    require(point_known && !rank.empty() &&
+                std::all_of(rank.begin(), rank.end(), [](char c) { return c >= '0' && c <= '9'; }),
+            "--debug.kill_during_save", "RANK:POINT, POINT one of " + points,
+            debug_kill_during_save);
+  }
   require(debug_wait_for_stop >= 0, "--debug.wait_for_stop", "0 (off) or a step",
           debug_wait_for_stop);
   require(eval_batches >= 1, "--train.eval_batches", "at least 1", eval_batches);

@@ -4,8 +4,10 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <boost/program_options/options_description.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/model/config.h"
@@ -31,6 +33,11 @@ struct ParallelConfig {
   // (parallel/pipeline_schedule.h); training only (sample and eval run their own layout).
   int virtual_stages = 1;
 };
+
+// The points of a save where --debug.kill_during_save may end a rank, in the order a save
+// passes them (launcher/checkpointing.cpp, crash_point).
+inline constexpr std::array<std::string_view, 6> kSaveCrashPoints = {
+    "start", "shard", "written", "master", "set_aside", "renamed"};
 
 struct TrainConfig {
   std::string run_dir = "runs/default";

@@ -161,8 +161,8 @@ TEST_F(Cli, NonFiniteOrNegativeNumbersAreRejectedNamingTheOption) {
   for (const std::string bad :
        {"--optim.lr inf", "--model.init_std nan", "--model.init_std -1", "--optim.clip inf",
         "--optim.eps nan", "--train.seed -5", "--optim.cooldown 0", "--optim.cooldown 1.5",
-        "--train.startup_timeout inf", "--train.collective_timeout 1e10",
-        "--gpu.peak_tflops inf"}) {
+        "--train.startup_timeout inf", "--train.collective_timeout 1e10", "--gpu.peak_tflops inf",
+        "--debug.kill_during_save 0:shards", "--debug.kill_during_save x:start"}) {
     CliRun r = run_tessera(tiny_args() + " " + bad, dir_);
     expect_clear_error(r, bad.substr(0, bad.find(' ')));
     EXPECT_EQ(r.out.find("step "), std::string::npos) << bad;
