@@ -666,9 +666,10 @@ void load_weights(GPT& model, const std::string& dir, int rank) {
 }
 
 void load_checkpoint(Trainer& tr, const std::string& dir) {
-  // Rank 0 verified every checksum, and check_checkpoint_fits, when it chose the checkpoint;
-  // here, presence and sizes.
-  CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
+  // The ranks read every byte for the checksums, and rank 0 checked the sizes and
+  // check_checkpoint_fits, when they chose the checkpoint moments ago: no rank stats each file
+  // again (ranks x files metadata calls on a shared file system).
+  CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kNone);
   const CheckpointMeta& meta = reader.meta();
   reader.prefer_shard(tr.host_world().rank());  // in the saving layout, its own file
   const int64_t t = meta.ints.at("adamw_step");
