@@ -18,6 +18,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "io/indexed_dataset.h"
 #include "tests/cli_support.h"
@@ -54,6 +55,14 @@ class Cluster : public ::testing::Test {
            " --model.d_ff 64 --model.seq_len 16 --train.global_batch 4 --train.micro_batch " +
            std::to_string(micro_batch) +
            " --train.threads 1 --train.eval_interval 0 --train.steps " + std::to_string(steps);
+  }
+
+  // run_mpi in dir_, and the seconds it took.
+  std::pair<CliRun, double> timed_mpi(int ranks, const std::string& a, int limit_s = 120) const {
+    const auto start = std::chrono::steady_clock::now();
+    CliRun r = run_mpi(ranks, a, dir_, limit_s);
+    return {std::move(r),
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()};
   }
 
   CliRun plain_and_nudged(const std::string& layout, const std::string& zero,
@@ -266,10 +275,7 @@ TEST_F(Cluster, TimeLimitEndsALongValidation) {
 // Whether it stops before the limit is the run's own prediction (docs/CLUSTER.md), not measured
 // here: the 30 s below only tells a stop from a hang.
 TEST_F(Cluster, TimeLimitSavesAndExits3) {
-  const auto start = std::chrono::steady_clock::now();
-  const CliRun r = run_mpi(2, args("run", 1000000) + " --train.time_limit 3", dir_);
-  const double took =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto [r, took] = timed_mpi(2, args("run", 1000000) + " --train.time_limit 3");
   ASSERT_EQ(r.exit_code, 3) << r.out << r.err;
   EXPECT_NE(r.out.find("preempted: --train.time_limit 3 s on"), std::string::npos) << r.out;
   EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "latest"));
@@ -284,14 +290,11 @@ TEST_F(Cluster, TimeLimitSavesAndExits3) {
 // Each save here takes 3 s, and with a checkpoint every 2 fast steps each waits for the one
 // before: a run that left room for one save only ended about 16 s after its start.
 TEST_F(Cluster, TimeLimitLeavesRoomForTheSavesTheFinalSaveWaitsFor) {
-  const auto start = std::chrono::steady_clock::now();
-  const CliRun r = run_mpi(2,
-                           args("run", 1000000) +
-                               " --train.time_limit 12 --checkpoint.async true"
-                               " --checkpoint.interval 2 --debug.slow_save 0:3",
-                           dir_, 90);
-  const double took =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto [r, took] = timed_mpi(2,
+                                   args("run", 1000000) +
+                                       " --train.time_limit 12 --checkpoint.async true"
+                                       " --checkpoint.interval 2 --debug.slow_save 0:3",
+                                   90);
   ASSERT_EQ(r.exit_code, 3) << r.out << r.err;
   EXPECT_NE(r.out.find("preempted: --train.time_limit 12 s on"), std::string::npos) << r.out;
   EXPECT_LT(took, 12 + 2.5) << "the limit, plus mpirun's start and end\n" << r.out << r.err;
@@ -566,14 +569,12 @@ int expect_every_other_rank_reported(const std::string& err, const fs::path& run
 }
 
 TEST_F(Cluster, RankThatHangsMakesTheOthersReportAndExit5WithinTheDeadline) {
-  const auto start = std::chrono::steady_clock::now();
-  const CliRun r = run_mpi(4,
-                           args("run", 100) +
-                               " --parallel.tp 2 --debug.stall 2:5 --train.collective_timeout 3"
-                               " --train.startup_timeout 3",
-                           dir_, 60);
-  const double took =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto [r, took] =
+      timed_mpi(4,
+                args("run", 100) +
+                    " --parallel.tp 2 --debug.stall 2:5 --train.collective_timeout 3"
+                    " --train.startup_timeout 3",
+                60);
   EXPECT_EQ(r.exit_code, 5) << r.err;
   EXPECT_LT(took, 3 + 10 + 10) << "deadline + 10 s, plus mpirun's start";
   // The rank whose deadline passed first wrote its report to its file before it aborted the
