@@ -104,7 +104,7 @@ std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
 }
 
 bool ids_are_bytes(const TrainConfig& cfg) {
-  return cfg.tokenizer_model.empty() && cfg.model.vocab_size <= 512;
+  return cfg.tokenizer_model.empty() && cfg.model.vocab_size <= kByteLevelVocabMax;
 }
 
 std::string prompt_and_continuation_text(const Tokenizer& tokenizer, std::vector<int32_t> prompt,
@@ -154,8 +154,10 @@ void check_sampling_tokenizer(const TrainConfig& cfg) {
       throw InputError("--sample.prompt: a model of --model.vocab_size " +
                        std::to_string(cfg.model.vocab_size) +
                        " without --data.tokenizer reads token ids, not text (only a byte-level "
-                       "model, of at most 512 ids, needs no tokenizer); give the --data.tokenizer "
-                       "its corpus was encoded with, or no prompt");
+                       "model, of at most " +
+                       std::to_string(kByteLevelVocabMax) +
+                       " ids, needs no tokenizer); give the --data.tokenizer its corpus was "
+                       "encoded with, or no prompt");
     return;
   }
   const std::unique_ptr<Tokenizer> t = open_tokenizer(cfg.tokenizer_model);

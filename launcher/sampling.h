@@ -38,6 +38,7 @@ std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
 // vocabulary of 257, padded for tensor parallelism (at most 512). A larger one without a
 // tokenizer (an llm.c GPT-2 shard's 50257 ids) is not text to tessera: its samples are printed
 // as token ids.
+constexpr int64_t kByteLevelVocabMax = 512;
 bool ids_are_bytes(const TrainConfig& cfg);
 
 // The text of a prompt's ids followed by a continuation's, decoded as one sequence: SentencePiece
