@@ -717,8 +717,9 @@ TEST_F(Cli, GpuKernelOptionsLeaveTheCpuRunBitwiseAndAreResolved) {
   expect_clear_error(
       run_tessera(args + (dir_ / "bad").string() + " --gpu.attention fast", dir_),
       "--gpu.attention: expected one of cuda_cores, tensor_cores, cudnn, found fast");
-  expect_clear_error(run_tessera(args + (dir_ / "bad").string() + " --gpu.peak_tflops -5", dir_),
-                     "--gpu.peak_tflops: expected 0 (from the table) or a positive rate, found -5");
+  expect_clear_error(
+      run_tessera(args + (dir_ / "bad").string() + " --gpu.peak_tflops -5", dir_),
+      "--gpu.peak_tflops: expected 0 (from the table) or a positive, finite rate, found -5");
 }
 
 // The demo's pipeline at a small scale: real English from Debian's fortunes package (installed by
