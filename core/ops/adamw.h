@@ -36,9 +36,9 @@ void adamw_update(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& ex
 void adamw_update_mixed(Tensor& master, Tensor& value, const Tensor& grad, Tensor& exp_avg,
                         Tensor& exp_avg_sq, const AdamWStep& s);
 
-// sum of x^2 in double, summed in a fixed order (deterministic for a given thread count; on cuda
-// the same bits on every run). x is float32 or bfloat16 on either device, or float64 on the
-// host. Waits for the GPU to return the value.
+// sum of x^2 in double, summed in a fixed order (on the host the same bits for any thread
+// count; on cuda the same bits on every run). x is float32 or bfloat16 on either device, or float64
+// on the host. Waits for the GPU to return the value.
 double sum_of_squares(const Tensor& x);
 // The sum over xs, in order, of sum_of_squares(x), added in double: the same bits as that loop,
 // but with a single wait for the GPU. All of xs on one device, dtypes mixed freely; 0 if empty.

@@ -57,10 +57,6 @@ double adamw_weight_decay(const Param& p, const AdamWConfig& cfg) {
   return 0.0;
 }
 
-double AdamW::weight_decay_of(const Param& p) const {
-  return adamw_weight_decay(p, cfg_);
-}
-
 void AdamW::use_gradients(const std::vector<Tensor>& fp32_grads) {
   TESSERA_CHECK(fp32_grads.size() == params_.size(), "AdamW::use_gradients: one per Param");
   grad32_.assign(params_.size(), Tensor());
@@ -93,7 +89,7 @@ void AdamW::step(double lr, double grad_scale) {
   ++t_;
   for (size_t i = 0; i < params_.size(); ++i) {
     Param& p = *params_[i];
-    const ops::AdamWStep s = adamw_step(cfg_, lr, weight_decay_of(p), t_, grad_scale);
+    const ops::AdamWStep s = adamw_step(cfg_, lr, adamw_weight_decay(p, cfg_), t_, grad_scale);
     if (master_[i].defined()) {  // the bf16 value is written in the same pass
       const Tensor& grad = grad32_.empty() ? p.grad : grad32_[i];
       ops::adamw_update_mixed(master_[i], p.value, grad, m_[i], v_[i], s);

@@ -6,7 +6,8 @@
 // moments and masters are fp32, the update runs on the masters, and the bf16 values are rounded
 // from them in the same pass (ops::adamw_update_mixed, from the bf16 gradient or the fp32 ones of
 // use_gradients; no fp32 gradient copy). Weight decay goes to matmul weights only, unless
-// configured for embeddings and for biases and norms too (Megatron-LM's default).
+// configured for embeddings (Megatron-LM decays them by default) and for biases and norms too
+// (docs/DECISIONS.md).
 #pragma once
 
 #include <vector>
@@ -56,7 +57,6 @@ class AdamW {
   void step(double lr, double grad_scale = 1);
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }  // when resuming
-  double weight_decay_of(const Param& p) const;
   std::vector<Tensor>& exp_avg() { return m_; }
   std::vector<Tensor>& exp_avg_sq() { return v_; }
   // The fp32 master weights of bfloat16 Params, by Param index (undefined for the others): what
