@@ -93,6 +93,17 @@ void make_corpus(const std::string& prefix, const std::vector<std::vector<int32_
   writer.finish();
 }
 
+// Corpus PREFIX of two documents (ids 1 to 5), its ids checked against a vocabulary of 10 with
+// records in CACHE (made): the one record's path, or an empty path when there is not one.
+fs::path checked_corpus_record(const std::string& prefix, const std::string& cache) {
+  fs::create_directories(cache);
+  make_corpus(prefix, {{1, 2, 3}, {4, 5}});
+  TokenCorpus::open(prefix).check_token_ids(10, cache);
+  std::vector<fs::path> records;
+  for (const auto& e : fs::directory_iterator(cache)) records.push_back(e.path());
+  return records.size() == 1 ? records[0] : fs::path();
+}
+
 using test_support::expect_input_error;
 
 int run_tokenize(std::vector<std::string> args) {
@@ -375,35 +386,11 @@ TEST_F(IoTest, EmptyCorpusIsRejected) {
 // The id check of a corpus is recorded in the cache for this version of its token file: a
 // second check reads no token (here: an id changed in place behind a restored modification
 // time goes unseen, which is what a record trusts), and a file changed again is checked again.
-// A record whose range is empty (lo > hi) is damage, not a result: the file is checked again and
-// the record rewritten (it was kept, and every run checked every token again).
-TEST_F(IoTest, AnIdRecordWithAnEmptyRangeIsReplaced) {
-  const std::string cache = path("cache");
-  fs::create_directories(cache);
-  make_corpus(path("c"), {{1, 2, 3}, {4, 5}});
-  TokenCorpus::open(path("c")).check_token_ids(10, cache);
-  const fs::path record = fs::directory_iterator(cache)->path();
-  std::string key;
-  std::getline(std::ifstream(record), key);
-  std::ofstream(record) << key << "\nids 5 .. 3\n";
-  TokenCorpus::open(path("c")).check_token_ids(10, cache);
-  std::ifstream in(record);
-  std::string line;
-  std::getline(in, line);
-  EXPECT_EQ(line, key);
-  std::getline(in, line);
-  EXPECT_EQ(line, "ids 1 .. 5");
-}
-
 TEST_F(IoTest, TokenIdCheckIsRecordedForEachVersionOfTheFile) {
   const std::string cache = path("cache");
-  fs::create_directories(cache);
-  make_corpus(path("c"), {{1, 2, 3}, {4, 5}});
-  TokenCorpus::open(path("c")).check_token_ids(10, cache);
-  std::vector<fs::path> records;
-  for (const auto& e : fs::directory_iterator(cache)) records.push_back(e.path());
-  ASSERT_EQ(records.size(), 1u);
-  std::ifstream in(records[0]);
+  const fs::path recorded = checked_corpus_record(path("c"), cache);
+  ASSERT_FALSE(recorded.empty()) << "expected one record in " << cache;
+  std::ifstream in(recorded);
   std::string key, range;
   std::getline(in, key);
   std::getline(in, range);
@@ -463,6 +450,24 @@ TEST_F(IoTest, TokenIdCheckIsRecordedForEachVersionOfTheFile) {
   std::getline(record, key);
   EXPECT_EQ(key.rfind(fs::absolute(deep + ".bin").string() + " size 4 inode ", 0), 0u) << key;
   EXPECT_NE(key.find(" mtime "), std::string::npos) << key;
+}
+
+// A record whose range is empty (lo > hi) is damage, not a result: the file is checked again and
+// the record rewritten (it was kept, and every run checked every token again).
+TEST_F(IoTest, AnIdRecordWithAnEmptyRangeIsReplaced) {
+  const std::string cache = path("cache");
+  const fs::path record = checked_corpus_record(path("c"), cache);
+  ASSERT_FALSE(record.empty()) << "expected one record in " << cache;
+  std::string key;
+  std::getline(std::ifstream(record), key);
+  std::ofstream(record) << key << "\nids 5 .. 3\n";
+  TokenCorpus::open(path("c")).check_token_ids(10, cache);
+  std::ifstream in(record);
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, key);
+  std::getline(in, line);
+  EXPECT_EQ(line, "ids 1 .. 5");
 }
 
 // A cache file is published whole under its name: beside another process's, which it keeps
@@ -963,13 +968,9 @@ TEST_F(IoTest, TokenizeEncodeDecodeRoundTrip) {
 // million good ones (the text of the first chunk already decoded) leaves the file there before,
 // and no OUTPUT.tmp.
 TEST_F(IoTest, DecodeThatFailsLateKeepsTheOutputThatWasThere) {
-  {
-    IndexedDatasetWriter writer(path("late"), DType::U16);
-    std::vector<int32_t> doc((1 << 20) + 100, 'a');
-    doc.back() = 300;  // beyond the byte-level tokenizer's 257 ids
-    writer.add_document(doc);
-    writer.finish();
-  }
+  std::vector<int32_t> doc((1 << 20) + 100, 'a');
+  doc.back() = 300;  // beyond the byte-level tokenizer's 257 ids
+  make_corpus(path("late"), {doc});
   write_text(path("text.txt"), "the text decoded before\n");
   expect_input_error(
       [&] {
@@ -981,11 +982,7 @@ TEST_F(IoTest, DecodeThatFailsLateKeepsTheOutputThatWasThere) {
       << "text.txt was replaced: " << kept.size() << " bytes";
   EXPECT_FALSE(fs::exists(path("text.txt.tmp")));
   // An OUTPUT.tmp there already (another decode's under way, or someone's file) is not taken.
-  {
-    IndexedDatasetWriter writer(path("good"), DType::U16);
-    writer.add_document(std::vector<int32_t>{'o', 'k'});
-    writer.finish();
-  }
+  make_corpus(path("good"), {{'o', 'k'}});
   write_text(path("text.txt.tmp"), "someone's\n");
   expect_input_error(
       [&] {
