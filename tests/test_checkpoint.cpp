@@ -684,10 +684,7 @@ TEST_F(Checkpoints, RollbackToAnEarlierStepKeepsItsOwnNewestSteps) {
       << back.out;
   for (const int step : {2, 4}) EXPECT_FALSE(fs::exists(step_dir("run", step))) << step;
   for (const int step : {6, 8, 10}) EXPECT_TRUE(fs::exists(step_dir("run", step))) << step;
-  std::ifstream latest(dir_ / "run" / "checkpoints" / "latest");
-  std::string named;
-  std::getline(latest, named);
-  EXPECT_EQ(named, "step_00000008");
+  EXPECT_EQ(read_latest((dir_ / "run" / "checkpoints").string()), "step_00000008");
 }
 
 // Checkpoints that a fresh start would overwrite (the same step numbers) or --checkpoint.keep
