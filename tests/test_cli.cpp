@@ -62,6 +62,16 @@ class Cli : public ::testing::Test {
            " --model.seq_len 16 --train.global_batch 4 --train.micro_batch 2 --train.threads 2";
   }
 
+  // DIR/NAME, an llm.c shard of 3000 tokens: ids first, first + 13 mod span, ...
+  std::string llmc_shard(const std::string& name, int first, int span) const {
+    std::vector<uint16_t> ids(3000);
+    for (size_t i = 0; i < ids.size(); ++i)
+      ids[i] = static_cast<uint16_t>(first + static_cast<int>(i * 13 % static_cast<size_t>(span)));
+    const std::string shard = (dir_ / name).string();
+    write_llmc_shard(shard, ids);
+    return shard;
+  }
+
   // One message on one line naming `what`, exit code 2, no crash or internal error.
   void expect_clear_error(const CliRun& r, const std::string& what) {
     EXPECT_EQ(r.exit_code, 2) << r.err;
@@ -241,13 +251,8 @@ TEST_F(Cli, HashInAPathIsRefusedSinceConfigIniCannotHoldIt) {
 // config.ini, which a run then reads back as it was given; a line break in a value config.ini
 // keeps whole (a run directory) is refused before the run.
 TEST_F(Cli, LineBreaksInABlendAreSavedAsSpacesAndElsewhereRefused) {
-  std::vector<uint16_t> ids(3000);
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<uint16_t>((i * 13) % 200);
-  const std::string shard = (dir_ / "shard.bin").string();
-  write_llmc_shard(shard, ids);
-  std::string a = tiny_args() + " --train.steps 1";
-  a.replace(a.find("--data.path " + corpus_), 12 + corpus_.size(),
-            "--data.path '" + corpus_ + "\n" + shard + "\n'");
+  const std::string shard = llmc_shard("shard.bin", 0, 200);
+  const std::string a = tiny_args("2", "'" + corpus_ + "\n" + shard + "\n'") + " --train.steps 1";
   ASSERT_EQ(run_tessera(a, dir_).exit_code, 0);
   const CliRun again = run_tessera("train --config " + (dir_ / "run" / "config.ini").string() +
                                        " --run.dir " + (dir_ / "again").string(),
@@ -956,10 +961,7 @@ TEST_F(Cli, ValidationLossIsLoggedAndRecorded) {
 
 // Two corpora in two formats, blended by weight: both are named at start with their weights.
 TEST_F(Cli, BlendOfAMegatronCorpusAndAnLlmcShardTrains) {
-  std::vector<uint16_t> ids(3000);
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<uint16_t>((i * 13) % 200);
-  const std::string shard = (dir_ / "shard.bin").string();
-  write_llmc_shard(shard, ids);
+  const std::string shard = llmc_shard("shard.bin", 0, 200);
   CliRun r = run_tessera(
       "train --data.path \"0.75 " + corpus_ + " 0.25 " + shard + "\" --run.dir " +
           (dir_ / "run").string() +
@@ -977,10 +979,7 @@ TEST_F(Cli, BlendOfAMegatronCorpusAndAnLlmcShardTrains) {
 // bytes, so its sample is printed as ids drawn from the whole vocabulary, where it was decoded
 // as bytes from the first 257 ids only; a text prompt, which it cannot read, is refused.
 TEST_F(Cli, SampleOfAModelWhoseIdsAreNotBytesIsPrintedAsIds) {
-  std::vector<uint16_t> ids(3000);
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<uint16_t>(600 + (i * 13) % 400);
-  const std::string shard = (dir_ / "gpt2.bin").string();
-  write_llmc_shard(shard, ids);
+  const std::string shard = llmc_shard("gpt2.bin", 600, 400);
   const std::string a = tiny_args("2", shard) + " --model.vocab_size 1000 --train.steps 2";
   const CliRun r = run_tessera(a + " --sample.tokens 6", dir_);
   ASSERT_EQ(r.exit_code, 0) << r.err;
