@@ -12,7 +12,6 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <random>
 #include <regex>
 #include <sstream>
@@ -113,6 +112,29 @@ class Cluster : public ::testing::Test {
     std::stringstream s;
     s << in.rdbuf();
     return s.str();
+  }
+
+  // Every rank but `gone` said what it was waiting in: its deadline report, or, when mpirun
+  // stopped it first, the line its watchdog prints on SIGTERM; on stderr, or in the copy it keeps
+  // in RUN_DIR/watchdog/rank_R.txt, RUN_DIR being dir_/run (mpirun may drop the output of ranks
+  // it tears down). Returns how many ranks' files hold a deadline report.
+  int expect_every_other_rank_reported(const std::string& err, int ranks, int gone) const {
+    int reports_in_files = 0;
+    for (int r = 0; r < ranks; ++r) {
+      if (r == gone) continue;
+      const std::string kept =
+          read(dir_ / "run" / "watchdog" / ("rank_" + std::to_string(r) + ".txt"));
+      const std::string both = err + kept;
+      const std::string me = "rank " + std::to_string(r) + ": ";
+      const std::string deadline = me + "collective deadline of 3 s passed: #";
+      if (kept.find(deadline) != std::string::npos) ++reports_in_files;
+      const bool said = both.find(deadline) != std::string::npos ||
+                        both.find(me + "SIGTERM received while waiting ") != std::string::npos;
+      EXPECT_TRUE(said) << "rank " << r << " did not say what it waited for:\n"
+                        << err << "\nits file:\n"
+                        << kept;
+    }
+    return reports_in_files;
   }
 
   fs::path dir_;
@@ -544,30 +566,6 @@ TEST_F(Cluster, OneRanksFailureOrHangBeforeTheStartIsNamedAndBounded) {
   EXPECT_LT(took, 60.0);
 }
 
-// Every rank but `gone` said what it was waiting in: its deadline report, or, when mpirun
-// stopped it first, the line its watchdog prints on SIGTERM; on stderr, or in the copy it keeps
-// in RUN_DIR/watchdog/rank_R.txt (mpirun may drop the output of ranks it tears down). Returns
-// how many ranks' files hold a deadline report.
-int expect_every_other_rank_reported(const std::string& err, const fs::path& run_dir, int ranks,
-                                     int gone) {
-  int reports_in_files = 0;
-  for (int r = 0; r < ranks; ++r) {
-    if (r == gone) continue;
-    std::ifstream in(run_dir / "watchdog" / ("rank_" + std::to_string(r) + ".txt"));
-    const std::string kept{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-    const std::string me = "rank " + std::to_string(r) + ": ";
-    const std::string deadline = me + "collective deadline of 3 s passed: #";
-    const std::string signal = me + "SIGTERM received while waiting ";
-    if (kept.find(deadline) != std::string::npos) ++reports_in_files;
-    const bool said = (err + kept).find(deadline) != std::string::npos ||
-                      (err + kept).find(signal) != std::string::npos;
-    EXPECT_TRUE(said) << "rank " << r << " did not say what it waited for:\n"
-                      << err << "\nits file:\n"
-                      << kept;
-  }
-  return reports_in_files;
-}
-
 TEST_F(Cluster, RankThatHangsMakesTheOthersReportAndExit5WithinTheDeadline) {
   const auto [r, took] =
       timed_mpi(4,
@@ -579,7 +577,7 @@ TEST_F(Cluster, RankThatHangsMakesTheOthersReportAndExit5WithinTheDeadline) {
   EXPECT_LT(took, 3 + 10 + 10) << "deadline + 10 s, plus mpirun's start";
   // The rank whose deadline passed first wrote its report to its file before it aborted the
   // job; the other reports may be cut short by the abort.
-  EXPECT_GE(expect_every_other_rank_reported(r.err, dir_ / "run", 4, 2), 1) << r.err;
+  EXPECT_GE(expect_every_other_rank_reported(r.err, 4, 2), 1) << r.err;
   EXPECT_NE(r.err.find(" in flight, started "), std::string::npos) << r.err;
 }
 
@@ -633,7 +631,7 @@ TEST_F(Cluster, RankKilledMidRunMakesTheOthersReportAndExitWithinTheDeadline) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.exit_code, 124) << "timed out: a rank hung";
   EXPECT_LT(after_kill, 3 + 10) << "deadline + 10 s";
-  expect_every_other_rank_reported(r.err, dir_ / "run", 4, 3);
+  expect_every_other_rank_reported(r.err, 4, 3);
 }
 
 TEST_F(Cluster, RankZeroPrintsTheTopology) {
