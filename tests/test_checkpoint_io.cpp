@@ -158,6 +158,17 @@ class CheckpointTest : public ::testing::Test {
     return root_ / name;
   }
 
+  // A copy whose model.h5 `edit` changes by hand (as with h5py), with a MANIFEST to match.
+  fs::path edit_model_h5(const std::string& name, const std::function<void(hid_t file)>& edit) {
+    const fs::path dir = copy(name);
+    const hid_t f = H5Fopen((dir / "model.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    EXPECT_GE(f, 0) << name;
+    edit(f);
+    H5Fclose(f);
+    write_manifest(dir.string());
+    return dir;
+  }
+
   // `tessera ckpt ARGS...` in-process: exit code, stdout.
   std::pair<int, std::string> ckpt(std::vector<std::string> args) {
     args.insert(args.begin(), "ckpt");
@@ -715,31 +726,28 @@ TEST_F(CheckpointTest, CkptExportWritesAValidSafetensorsFile) {
 // memory and ran past it.
 TEST_F(CheckpointTest, MetaListsInModelH5AreRefusedNamingThem) {
   const auto with_list = [&](const std::string& copy_name, bool attribute) {
-    const fs::path dir = copy(copy_name);
-    const hid_t f = H5Fopen((dir / "model.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
-    const hsize_t two = 2;
-    const hid_t space = H5Screate_simple(1, &two, nullptr);
-    herr_t written = -1;
-    if (attribute) {
-      const int64_t values[2] = {1, 2};
-      const hid_t a = H5Acreate2(f, "listed", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
-      written = H5Awrite(a, H5T_NATIVE_INT64, values);
-      H5Aclose(a);
-    } else {
-      const hid_t type = H5Tcopy(H5T_C_S1);
-      H5Tset_size(type, 4);
-      const char values[8] = {'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'};
-      const hid_t d =
-          H5Dcreate2(f, "/meta/listed", type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-      written = H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values);
-      H5Dclose(d);
-      H5Tclose(type);
-    }
-    EXPECT_GE(written, 0) << copy_name;
-    H5Sclose(space);
-    H5Fclose(f);
-    write_manifest(dir.string());
-    return dir;
+    return edit_model_h5(copy_name, [&](hid_t f) {
+      const hsize_t two = 2;
+      const hid_t space = H5Screate_simple(1, &two, nullptr);
+      herr_t written = -1;
+      if (attribute) {
+        const int64_t values[2] = {1, 2};
+        const hid_t a = H5Acreate2(f, "listed", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+        written = H5Awrite(a, H5T_NATIVE_INT64, values);
+        H5Aclose(a);
+      } else {
+        const hid_t type = H5Tcopy(H5T_C_S1);
+        H5Tset_size(type, 4);
+        const char values[8] = {'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'};
+        const hid_t d =
+            H5Dcreate2(f, "/meta/listed", type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        written = H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values);
+        H5Dclose(d);
+        H5Tclose(type);
+      }
+      EXPECT_GE(written, 0) << copy_name;
+      H5Sclose(space);
+    });
   };
   expect_input_error([&] { CheckpointReader::open(with_list("attribute", true).string()); },
                      {"model.h5: attribute listed: holds 2 values, expected one"});
@@ -755,26 +763,23 @@ TEST_F(CheckpointTest, HandEditedModelH5IsRefusedNamingTheTensor) {
   // chunked so that a huge one takes no space, and a MANIFEST to match.
   const auto edited = [&](const std::string& copy_name, const char* name,
                           std::vector<hsize_t> dims) {
-    const fs::path dir = copy(copy_name);
-    const hid_t f = H5Fopen((dir / "model.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
-    const hid_t space = dims.empty()
-                            ? H5Screate(H5S_SCALAR)
-                            : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
-    const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    const std::vector<hsize_t> chunk(dims.size(), 1);
-    if (!dims.empty()) H5Pset_chunk(dcpl, static_cast<int>(dims.size()), chunk.data());
-    const hid_t d = H5Dcreate2(f, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    const float one = 1;
-    EXPECT_TRUE(
-        f >= 0 && d >= 0 &&
-        (!dims.empty() || H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, &one) >= 0))
-        << name;
-    H5Dclose(d);
-    H5Pclose(dcpl);
-    H5Sclose(space);
-    H5Fclose(f);
-    write_manifest(dir.string());
-    return dir;
+    return edit_model_h5(copy_name, [&](hid_t f) {
+      const hid_t space =
+          dims.empty() ? H5Screate(H5S_SCALAR)
+                       : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+      const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+      const std::vector<hsize_t> chunk(dims.size(), 1);
+      if (!dims.empty()) H5Pset_chunk(dcpl, static_cast<int>(dims.size()), chunk.data());
+      const hid_t d = H5Dcreate2(f, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+      const float one = 1;
+      EXPECT_TRUE(f >= 0 && d >= 0 &&
+                  (!dims.empty() ||
+                   H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, &one) >= 0))
+          << name;
+      H5Dclose(d);
+      H5Pclose(dcpl);
+      H5Sclose(space);
+    });
   };
   // The message of `tessera ckpt ARGS`, which must be exit 2.
   const auto refusal = [&](std::vector<std::string> args) {
