@@ -560,14 +560,21 @@ std::vector<std::vector<std::pair<bool, int>>> shape_of(const std::vector<std::v
   return out;
 }
 
+// The model the executor tests run: small enough that only the schedule matters (layers: each
+// test's own).
+ModelConfig tiny_pipeline_model() {
+  ModelConfig cfg;
+  cfg.vocab_size = 16, cfg.d_model = 8, cfg.heads = 2, cfg.d_ff = 16, cfg.seq_len = 4;
+  return cfg;
+}
+
 // PipelineEngine itself, each stage on a recording group: the interleaved executor starts
 // exactly the groups the model above runs (so its messages arrive where they should and it
 // cannot wait in a ring), in training and in validation; and plain 1F1B's own finer grouping
 // (warm-up sends alone, then each send with the stage's next receive) runs to its end in the
 // model too.
 TEST(InterleavedOneFOneB, TheExecutorStartsTheGroupsTheModelRuns) {
-  ModelConfig cfg;
-  cfg.vocab_size = 16, cfg.d_model = 8, cfg.heads = 2, cfg.d_ff = 16, cfg.seq_len = 4;
+  ModelConfig cfg = tiny_pipeline_model();
   for (int p : {2, 3, 4})
     for (int v : {1, 2, 3})
       for (int m : {1, p, 2 * p, 3 * p}) {
@@ -609,8 +616,7 @@ TEST(InterleavedOneFOneB, TheExecutorStartsTheGroupsTheModelRuns) {
 // A layout the interleaved schedule cannot run is refused with what it expects and found, before
 // the schedule is built (whose own check names neither).
 TEST(InterleavedOneFOneB, TheExecutorNamesALayoutItCannotRun) {
-  ModelConfig cfg;
-  cfg.vocab_size = 16, cfg.d_model = 8, cfg.heads = 2, cfg.d_ff = 16, cfg.seq_len = 4;
+  ModelConfig cfg = tiny_pipeline_model();
   cfg.layers = 4;
   const ModelShard shard = model_shard(cfg, GridLayout{1, 1, 2}, GridCoord{0, 0, 0}, 2);
   LocalCommunicator tp("tp");
