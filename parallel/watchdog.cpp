@@ -287,20 +287,20 @@ void Watchdog::run(unsigned signals_seen) {
 // a device query takes microseconds, and the caller's begin/end must not wait for it. One whose
 // query throws has failed: the watchdog acts on it at once, as on expiry.
 bool Watchdog::poll_completions() {
-  std::vector<std::pair<uint64_t, std::function<bool()>>> watched;
+  std::vector<InFlight> watched;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     for (const InFlight& f : in_flight_) {
-      if (f.completed) watched.emplace_back(f.record.seq, f.completed);
+      if (f.completed) watched.push_back(f);
     }
   }
   if (watched.empty()) return false;
   std::vector<uint64_t> finished;
-  for (auto& [seq, completed] : watched) {
+  for (const InFlight& f : watched) {
     try {
-      if (completed()) finished.push_back(seq);
+      if (f.completed()) finished.push_back(f.record.seq);
     } catch (const std::exception& e) {
-      act_on_failure(seq, e.what());
+      act_on_failure(f.record, e.what());
       return true;
     }
   }
@@ -318,21 +318,15 @@ std::string Watchdog::Record::text() const {
   return s;
 }
 
-void Watchdog::act_on_failure(uint64_t seq, const std::string& why) {
+void Watchdog::act_on_failure(const Record& failed, const std::string& why) {
   std::string text;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     fired_ = true;
     const Clock::time_point now = Clock::now();
-    text = "rank " + std::to_string(config_.rank) + ": ";
-    const auto it = std::find_if(in_flight_.begin(), in_flight_.end(),
-                                 [seq](const InFlight& f) { return f.record.seq == seq; });
-    if (it != in_flight_.end())  // else ended meanwhile (disarm)
-      text += it->record.text() + " failed after " +
-              format("%.3f", seconds_between(it->record.started, now)) + " s";
-    else
-      text.append("#").append(std::to_string(seq)).append(" failed");
-    text += ": " + why + "\n" + report_locked(now);
+    text = "rank " + std::to_string(config_.rank) + ": " + failed.text() + " failed after " +
+           format("%.3f", seconds_between(failed.started, now)) + " s: " + why + "\n" +
+           report_locked(now);
   }
   act_on_expiry(text);
 }

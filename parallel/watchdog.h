@@ -117,7 +117,7 @@ class Watchdog {
   void print_signal_line(int signo);
   void act_on_expiry(const std::string& text);
   // An operation's completion query threw: reports it with `why`, then acts as on expiry.
-  void act_on_failure(uint64_t seq, const std::string& why);
+  void act_on_failure(const Record& failed, const std::string& why);
   void write(const std::string& text) const;
   void end_locked(uint64_t seq, Clock::time_point now);
   std::string report_locked(Clock::time_point now) const;
