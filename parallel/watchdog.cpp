@@ -365,24 +365,31 @@ bool Watchdog::check_deadline() {
 // Report, abort (bounded by abort_grace_s: an abort that hangs must not keep the rank alive),
 // exit.
 void Watchdog::act_on_expiry(const std::string& text) {
-  write(text);
   WatchdogConfig c;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     c = config_;
   }
+  write_with(c, text);
   if (c.abort_communicators && !run_for_at_most(c.abort_communicators, c.abort_grace_s))
-    write("rank " + std::to_string(c.rank) + ": aborting the communicators did not finish in " +
-          format("%g", c.abort_grace_s) + " s; exiting without\n");
+    write_with(c, "rank " + std::to_string(c.rank) +
+                      ": aborting the communicators did not finish in " +
+                      format("%g", c.abort_grace_s) + " s; exiting without\n");
   c.exit_fn(c.exit_code);
 }
 
 void Watchdog::write(const std::string& text) const {
-  WatchdogConfig c;
+  WatchdogConfig c;  // what write_with reads of it
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    c = config_;
+    c.write_fn = config_.write_fn;
+    c.report_file = config_.report_file;
+    c.report_file_grace_s = config_.report_file_grace_s;
   }
+  write_with(c, text);
+}
+
+void Watchdog::write_with(const WatchdogConfig& c, const std::string& text) {
   if (c.write_fn)
     c.write_fn(text);
   else

@@ -118,7 +118,9 @@ class Watchdog {
   void act_on_expiry(const std::string& text);
   // An operation's completion query threw: reports it with `why`, then acts as on expiry.
   void act_on_failure(const Record& failed, const std::string& why);
-  void write(const std::string& text) const;
+  void write(const std::string& text) const;  // through write_with, with this configuration
+  // To c.write_fn (or stderr), and appended to c.report_file.
+  static void write_with(const WatchdogConfig& c, const std::string& text);
   void end_locked(uint64_t seq, Clock::time_point now);
   std::string report_locked(Clock::time_point now) const;
 
