@@ -132,6 +132,16 @@ void hold_stream(cudaStream_t stream, double seconds) {
   CHECK_LAUNCH();
 }
 
+// The error NCCL found for `comm` while its operations ran (a peer gone, a network failure), as
+// "NCCL reported ...", or "" when none. `query` is ncclCommGetAsyncError's own result ("" when
+// it failed).
+std::string reported_error(ncclComm_t comm, ncclResult_t& query) {
+  ncclResult_t state = ncclSuccess;
+  query = ncclCommGetAsyncError(comm, &state);
+  if (query != ncclSuccess || state == ncclSuccess || state == ncclInProgress) return "";
+  return "NCCL reported " + nccl_error_text(state, comm);
+}
+
 // What the watchdog's thread may read of a communicator while the caller's thread uses it: the
 // handle, under a lock of its own, from when the communicator is ready until it is aborted or
 // destroyed (take_comm), so that the watchdog never queries a freed one.
@@ -144,10 +154,8 @@ struct ErrorProbe {
   std::string async_error() {
     std::unique_lock<std::mutex> lock(mutex, std::try_to_lock);
     if (!lock.owns_lock() || comm == nullptr) return "";
-    ncclResult_t error = ncclSuccess;
-    if (ncclCommGetAsyncError(comm, &error) != ncclSuccess) return "";
-    if (error == ncclSuccess || error == ncclInProgress) return "";
-    return "NCCL reported " + nccl_error_text(error, comm);
+    ncclResult_t query = ncclSuccess;
+    return reported_error(comm, query);
   }
 };
 
@@ -258,12 +266,11 @@ void settle(State& s, ncclResult_t r, const char* call, const char* op) {
 // An error NCCL found while the operations ran (a peer gone, a network failure).
 void check_async_error(State& s, const char* op) {
   check_usable(s, op);
-  ncclResult_t state = ncclSuccess;
-  const ncclResult_t query = ncclCommGetAsyncError(s.comm, &state);
+  ncclResult_t query = ncclSuccess;
+  const std::string reported = reported_error(s.comm, query);
   if (query != ncclSuccess)
     FAIL_AND_ABORT(s, op, "ncclCommGetAsyncError failed: " + nccl_error_text(query, s.comm));
-  if (state != ncclSuccess && state != ncclInProgress)
-    FAIL_AND_ABORT(s, op, "NCCL reported " + nccl_error_text(state, s.comm));
+  if (!reported.empty()) FAIL_AND_ABORT(s, op, reported);
 }
 
 // Blocks the host until `done` has completed on the GPU, watching for NCCL errors and the deadline.
