@@ -121,17 +121,6 @@ Tensor TransformerBlock::row_parallel(const RowParallelLinear& layer, const Tens
   return s.rows;
 }
 
-Tensor TransformerBlock::column_backward(const ColumnParallelLinear& layer, const Tensor& dout,
-                                         const Tensor& inp, BlockScratch& s,
-                                         Communicator& tp) const {
-  if (!shard_.sequence_parallel) {
-    layer.backward(&s.dln, dout, inp, tp);
-    return s.dln;
-  }
-  layer.backward_scatter(s.rows, s.dln, dout, inp, tp);
-  return s.rows;
-}
-
 void TransformerBlock::forward(Tensor& x2, const Tensor& x0, BlockActivations& a, BlockScratch& s,
                                Communicator& tp) {
   ops::layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, x0, ln1_w.value, ln1_b.value);
@@ -181,14 +170,16 @@ void TransformerBlock::backward(Tensor& dx, const Tensor& x0, BlockActivations& 
   // on top, into dx itself once the branch has read it: dx becomes dx1.
   down().backward_gelu(s.dfc, all_tokens(dx, s, tp), a.fc_gelu, a.fc);
   // The one reduction of the MLP's backward.
-  const Tensor dln2 = column_backward(up(), s.dfc, all_tokens(a.ln2, s, tp), s, tp);
+  const Tensor dln2 = up().input_backward(shard_.sequence_parallel, s.rows, s.dln, s.dfc,
+                                          all_tokens(a.ln2, s, tp), tp);
   ops::layernorm_backward(dx, norm_grads[0], norm_grads[1], dln2, a.x1, ln2_w.value, a.ln2_mean,
                           a.ln2_rstd);
 
   // Attention, the same way: dx becomes dx0.
   proj().backward(&s.datty, all_tokens(dx, s, tp), a.atty);
   ops::attention_backward(s.dqkv, s.datty, a.qkv, a.atty, a.att, local_heads_);
-  const Tensor dln1 = column_backward(qkv(), s.dqkv, all_tokens(a.ln1, s, tp), s, tp);
+  const Tensor dln1 = qkv().input_backward(shard_.sequence_parallel, s.rows, s.dln, s.dqkv,
+                                           all_tokens(a.ln1, s, tp), tp);
   ops::layernorm_backward(dx, norm_grads[2], norm_grads[3], dln1, x0, ln1_w.value, a.ln1_mean,
                           a.ln1_rstd);
   if (shard_.sequence_parallel)

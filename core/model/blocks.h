@@ -86,12 +86,10 @@ class TransformerBlock {
   // The communication that sequence parallelism changes (tensor_parallel.h), either way:
   // a column-parallel layer's input from this rank's tokens (x itself, or gathered into s.proj);
   Tensor all_tokens(const Tensor& x, BlockScratch& s, Communicator& tp) const;
-  // a row-parallel layer's output (the whole of it, or this rank's rows);
+  // a row-parallel layer's output (the whole of it, or this rank's rows). (A column-parallel
+  // layer's input gradient: ColumnParallelLinear::input_backward.)
   Tensor row_parallel(const RowParallelLinear& layer, const Tensor& inp, BlockScratch& s,
                       Communicator& tp) const;
-  // a column-parallel layer's input gradient (the whole of it, or this rank's rows).
-  Tensor column_backward(const ColumnParallelLinear& layer, const Tensor& dout, const Tensor& inp,
-                         BlockScratch& s, Communicator& tp) const;
   int64_t layer_, C_, T_, local_heads_, local_ff_;
   ModelShard shard_;  // its TP rank and size, and whether sequence parallel
   Recompute recompute_;

@@ -250,19 +250,19 @@ void GPT::head_backward(GPTActivations& a, double loss_scale, Tensor& dres,
   ops::cross_entropy_backward(a.logits, dlosses_, a.logits, a.lse,
                               a.targets.view({a.B * cfg_.seq_len}), vocab_start_);
   dres.zero();
+  // With sequence parallelism, of the summed gradient this rank's rows; the norm's parameter
+  // gradients from them, summed over TP (tensor_parallel.h).
+  const Tensor dlnf =
+      lm_head().input_backward(shard_.sequence_parallel, rows_, dlnf_, a.logits, a.lnf, tp_);
   if (shard_.sequence_parallel) {
-    // Of the summed gradient, this rank's rows; the norm's parameter gradients from them,
-    // summed over TP (tensor_parallel.h).
-    lm_head().backward_scatter(rows_, dlnf_, a.logits, a.lnf, tp_);
     norm_grads_.zero();
     Tensor dw = norm_grads_.slice0(0, 1).view({cfg_.d_model});
     Tensor db = norm_grads_.slice0(1, 2).view({cfg_.d_model});
-    ops::layernorm_backward(dres, dw, db, rows_, a.residual.back(), lnf_w.value, a.lnf_mean,
+    ops::layernorm_backward(dres, dw, db, dlnf, a.residual.back(), lnf_w.value, a.lnf_mean,
                             a.lnf_rstd);
     add_tp_sum_of_norm_grads(norm_grads_, {&lnf_w, &lnf_b}, tp_);
   } else {
-    lm_head().backward(&dlnf_, a.logits, a.lnf, tp_);
-    ops::layernorm_backward(dres, lnf_w.grad, lnf_b.grad, dlnf_, a.residual.back(), lnf_w.value,
+    ops::layernorm_backward(dres, lnf_w.grad, lnf_b.grad, dlnf, a.residual.back(), lnf_w.value,
                             a.lnf_mean, a.lnf_rstd);
   }
   report_ready(on_ready, {&lnf_w, &lnf_b});

@@ -29,6 +29,17 @@ void ColumnParallelLinear::backward_scatter(Tensor& dinp_rows, Tensor& partial, 
   reduce_scatter_stream_ordered(tp, dinp_rows, partial);
 }
 
+Tensor ColumnParallelLinear::input_backward(bool sequence_parallel, Tensor& rows, Tensor& whole,
+                                            const Tensor& dout, const Tensor& inp,
+                                            Communicator& tp) const {
+  if (!sequence_parallel) {
+    backward(&whole, dout, inp, tp);
+    return whole;
+  }
+  backward_scatter(rows, whole, dout, inp, tp);
+  return rows;
+}
+
 void RowParallelLinear::forward(Tensor& out, const Tensor& inp, Communicator& tp) const {
   // The replicated bias goes in once: through TP rank 0's GEMM (its bias epilogue on the GPU),
   // before the sum of the ranks' partial products.

@@ -50,6 +50,10 @@ struct ColumnParallelLinear {
   // [M r / tp, M (r + 1) / tp) are written, into dinp_rows; partial[M, K] is scratch.
   void backward_scatter(Tensor& dinp_rows, Tensor& partial, const Tensor& dout, const Tensor& inp,
                         Communicator& tp) const;
+  // Either, as sequence parallelism says: the input gradient, whole in `whole` or this rank's
+  // rows in `rows` (then `whole` is scratch); returns the one written.
+  Tensor input_backward(bool sequence_parallel, Tensor& rows, Tensor& whole, const Tensor& dout,
+                        const Tensor& inp, Communicator& tp) const;
 };
 
 // out[M, N] = sum over tp of inp[M, K/tp] @ w[N, K/tp]^T, + b[N] (replicated).
