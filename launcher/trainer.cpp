@@ -205,7 +205,7 @@ StepStats Trainer::step(int stop) {
   const GridCoord c = grid_->coord();
   Tensor global({5}, DType::F64);
   double* g = global.data<double>();
-  if (grid_->last_stage() && c.tp == 0) g[0] = loss_sum / (microbatches_ * layout_.dp);
+  g[0] = replica_loss_share(*grid_, loss_sum, microbatches_);
   if (zero_)
     g[1] = zero_->grad_sum_of_squares();
   else if (c.dp == 0 || inject)

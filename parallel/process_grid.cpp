@@ -157,11 +157,14 @@ std::string ProcessGrid::describe_groups() const {
   return s.str();
 }
 
+double replica_loss_share(const ProcessGrid& grid, double loss_sum, double count) {
+  return grid.last_stage() && grid.coord().tp == 0 ? loss_sum / (count * grid.layout().dp) : 0;
+}
+
 double mean_loss_of_replicas(const ProcessGrid& grid, Communicator& world, double loss_sum,
                              double count) {
   Tensor global({1}, DType::F64);
-  if (grid.last_stage() && grid.coord().tp == 0)
-    global.data<double>()[0] = loss_sum / (count * grid.layout().dp);
+  global.data<double>()[0] = replica_loss_share(grid, loss_sum, count);
   world.all_reduce(global, ReduceOp::Sum);
   return global.data<double>()[0];
 }

@@ -82,9 +82,11 @@ class ProcessGrid {
   std::unique_ptr<CountingCommunicator> tp_, dp_, pp_, embedding_;
 };
 
-// The mean loss over the data-parallel replicas, where each replica's last stage holds the sum
-// of `count` micro-batch mean losses (`loss_sum`; taken from its TP rank 0): one all-reduce over
-// `world`, which every rank of the grid calls.
+// This rank's part of the mean loss over the data-parallel replicas, where each replica's last
+// stage holds the sum of `count` micro-batch mean losses (`loss_sum`; taken from its TP rank 0):
+// summed over the grid, the parts give the mean; 0 on every other rank.
+double replica_loss_share(const ProcessGrid& grid, double loss_sum, double count);
+// That sum: one all-reduce over `world`, which every rank of the grid calls.
 double mean_loss_of_replicas(const ProcessGrid& grid, Communicator& world, double loss_sum,
                              double count);
 
