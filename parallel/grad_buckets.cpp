@@ -58,7 +58,7 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
     b.pending = static_cast<int>(b.params.size());
     // ZeRO-1 with one DP rank: the piece is the whole bucket, reduced where it lies.
     if (shard_)
-      b.shard_grad = dp.size() == 1 ? flat_grads().slice0(b.offset, b.offset + b.size)
+      b.shard_grad = dp.size() == 1 ? bucket_grads(b)
                                     : Tensor({piece_length(b)}, flat_grads().dtype(), device);
   }
 }
@@ -141,7 +141,7 @@ std::vector<Tensor> GradBuckets::value_views(const std::function<bool(const Para
 void GradBuckets::launch(Bucket& b) {
   fold_range(b.offset, b.size);
   if (dp_.size() == 1) return;
-  Tensor flat = flat_grads().slice0(b.offset, b.offset + b.size);
+  Tensor flat = bucket_grads(b);
   b.completed = false;
   if (shard_)
     b.request = dp_.reduce_scatter_async(b.shard_grad, flat, ReduceOp::Sum);
@@ -178,7 +178,7 @@ void GradBuckets::finish() {
     if (shard_) {
       ops::scale(b.shard_grad, inv_dp);
     } else {
-      Tensor flat = flat_grads().slice0(b.offset, b.offset + b.size);
+      Tensor flat = bucket_grads(b);
       ops::scale(flat, inv_dp);
     }
   }

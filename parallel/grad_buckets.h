@@ -64,6 +64,8 @@ class GradBuckets {
   // buffers (every rank's piece has the same length: b.size is a multiple of DP).
   int64_t piece_length(const Bucket& b) const { return b.size / dp_.size(); }
   int64_t piece_begin(const Bucket& b) const { return b.offset + dp_.rank() * piece_length(b); }
+  // Bucket b's gradients in flat_grads().
+  Tensor bucket_grads(const Bucket& b) { return flat_grads().slice0(b.offset, b.offset + b.size); }
   // ZeRO-1: this rank's piece of bucket b in flat_values().
   Tensor piece_values(const Bucket& b) {
     return values_.slice0(piece_begin(b), piece_begin(b) + piece_length(b));
