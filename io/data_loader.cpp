@@ -414,13 +414,14 @@ void DataLoader::next_batch(Tensor& tokens) {
   consumed_ += micro_batch_ * dp_size_;
 }
 
-void DataLoader::next_inputs_and_targets(Tensor& scratch, Tensor& inputs, Tensor& targets) {
-  next_batch(scratch);
-  const int64_t B = scratch.shape()[0], T = scratch.shape()[1] - 1;
+void DataLoader::next_inputs_and_targets(Tensor& inputs, Tensor& targets) {
+  Tensor batch;
+  next_batch(batch);
+  const int64_t B = batch.shape()[0], T = batch.shape()[1] - 1;
   const Shape shape{B, T};
   for (Tensor* t : {&inputs, &targets})  // an undefined tensor has no shape: allocated too
     if (t->shape() != shape || t->dtype() != DType::I32) *t = Tensor(shape, DType::I32);
-  const int32_t* src = scratch.data<int32_t>();
+  const int32_t* src = batch.data<int32_t>();
   int32_t* in = inputs.data<int32_t>();
   int32_t* tg = targets.data<int32_t>();
   for (int64_t b = 0; b < B; ++b)

@@ -153,8 +153,8 @@ class DataLoader {
   void next_batch(Tensor& tokens);
   // The same as the model reads it: the first seq_len tokens of each sample into `inputs`, the
   // last seq_len (each input's next token) into `targets`, I32 [micro_batch, seq_len] each
-  // (allocated unless they already are that). `scratch` holds the batch.
-  void next_inputs_and_targets(Tensor& scratch, Tensor& inputs, Tensor& targets);
+  // (allocated unless they already are that).
+  void next_inputs_and_targets(Tensor& inputs, Tensor& targets);
   // With `taken` (the blend walked on from the last call's place).
   LoaderState state();
   // Continues from `s`: the next batch is the one a run that had consumed s.consumed positions

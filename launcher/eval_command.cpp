@@ -146,7 +146,6 @@ int eval_command(int argc, char** argv) {
     const int64_t microbatches = data->samples / (B * dp);
     DataLoader loader(*data->stream, grid.coord().dp, dp, B, 2);
     PipelineEngine engine(m.model, grid.pp(), B, per_round);
-    Tensor batch;
     std::vector<Tensor> inputs, targets;
     double loss_sum = 0;
     ProgressLine progress(m.root, "eval", data->samples * T * data->token_bytes);
@@ -155,7 +154,7 @@ int eval_command(int argc, char** argv) {
       inputs.resize(static_cast<size_t>(n));
       targets.resize(static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i)
-        loader.next_inputs_and_targets(batch, inputs[static_cast<size_t>(i)],
+        loader.next_inputs_and_targets(inputs[static_cast<size_t>(i)],
                                        targets[static_cast<size_t>(i)]);
       loss_sum += engine.evaluate(inputs, targets);
       done += n;

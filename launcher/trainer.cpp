@@ -172,7 +172,7 @@ void Trainer::start(Communicator& world, int local_rank) {
 // of a replica; the first stage uses the inputs, the last the targets.
 void Trainer::read_microbatches(DataLoader& loader) {
   for (int i = 0; i < microbatches_; ++i)
-    loader.next_inputs_and_targets(batch_, inputs_[static_cast<size_t>(i)],
+    loader.next_inputs_and_targets(inputs_[static_cast<size_t>(i)],
                                    targets_[static_cast<size_t>(i)]);
 }
 

@@ -152,7 +152,6 @@ class Trainer {
   // the same update.
   Param* tied_ = nullptr;
   std::vector<Tensor> inputs_, targets_;
-  Tensor batch_;  // the loader's batch before it is cut into inputs and targets
   int64_t steps_done_ = 0;
   int64_t samples_at_resume_ = 0, tokens_at_resume_ = 0;
   int64_t batches_evaluated_ = 0;

@@ -471,10 +471,10 @@ TEST_F(Loader, InputsAndTargetsAreTheBatchShiftedByOneToken) {
   const std::string prefix = megatron("m", 3000);
   SampleStream a = stream({prefix}, {1.0}, options(16)), b = stream({prefix}, {1.0}, options(16));
   DataLoader rows(a, 0, 1, 2, 0), cut(b, 0, 1, 2, 0);
-  Tensor batch, scratch;
+  Tensor batch;
   rows.next_batch(batch);
   Tensor inputs({1, 3}, DType::I32), targets({7}, DType::F32);  // neither the right shape nor type
-  cut.next_inputs_and_targets(scratch, inputs, targets);
+  cut.next_inputs_and_targets(inputs, targets);
   ASSERT_EQ(inputs.shape(), (Shape{2, 16}));
   ASSERT_EQ(targets.shape(), (Shape{2, 16}));
   ASSERT_EQ(targets.dtype(), DType::I32);
