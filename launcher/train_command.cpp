@@ -217,8 +217,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     const bool preempted = !last && s.stops();
     const bool exiting = cfg.exit_after > 0 && step + 1 - first == cfg.exit_after;
     const bool save =
-        exiting || preempted ||
-        (cfg.checkpoint_interval > 0 && ((step + 1) % cfg.checkpoint_interval == 0 || last));
+        exiting || preempted || interval_save_due || (cfg.checkpoint_interval > 0 && last);
     // Every N steps, and before every save, so that no checkpoint holds copies that differ.
     if (cfg.check_replicas > 0 && ((step + 1) % cfg.check_replicas == 0 || save)) {
       const std::string mismatch = replica_mismatch(tr);
