@@ -434,46 +434,43 @@ int decode(int argc, char** argv) {
     }
     emit(tokenizer->decode(pending));
   };
-  if (!vm.count("output")) {
-    decode_all([&](const std::string& text) { write_text(std::cout, destination, text); });
-    errno = 0;
-    std::cout.flush();
-    check_written(std::cout, destination);
-    return 0;
-  }
-  // Never one of the files being read (the corpus is mapped: a bus error, or a corpus
-  // overwritten with its own text).
-  const std::string output = vm["output"].as<std::string>();
-  std::vector<std::string> read = {input + ".bin", input + ".idx"};
-  if (vm.count("tokenizer.model")) read.push_back(vm["tokenizer.model"].as<std::string>());
-  for (const std::string& path : read) {
+  std::ofstream file;  // a device or FIFO given as --output
+  if (vm.count("output")) {
+    // Never one of the files being read (the corpus is mapped: a bus error, or a corpus
+    // overwritten with its own text).
+    const std::string output = vm["output"].as<std::string>();
+    std::vector<std::string> read = {input + ".bin", input + ".idx"};
+    if (vm.count("tokenizer.model")) read.push_back(vm["tokenizer.model"].as<std::string>());
+    for (const std::string& path : read) {
+      std::error_code ec;
+      if (std::filesystem::equivalent(output, path, ec))
+        throw InputError(destination + ": is " + path +
+                         ", which decode reads; give another file to write");
+    }
+    // A file is written whole or not at all: a bad id found late, or a full disk, leaves the
+    // one there before. A device or a FIFO is written as it goes.
     std::error_code ec;
-    if (std::filesystem::equivalent(output, path, ec))
-      throw InputError(destination + ": is " + path +
-                       ", which decode reads; give another file to write");
+    const std::filesystem::file_status status = std::filesystem::status(output, ec);
+    if (!std::filesystem::exists(status) || std::filesystem::is_regular_file(status)) {
+      const std::string tmp = output + ".tmp";
+      // Not over an OUTPUT.tmp that is there already, which write_file_through refuses.
+      std::optional<PartFilesRemovedOnSignals> removed_on_signals;
+      if (!std::filesystem::exists(tmp, ec))
+        removed_on_signals.emplace(std::vector<std::string>{tmp});
+      write_file_through(tmp, output, destination, [&](const PutBytes& put) {
+        decode_all([&](const std::string& text) { put(text.data(), text.size()); });
+      });
+      return 0;
+    }
+    file.open(output, std::ios::binary);
+    if (!file)
+      throw InputError(destination + ": cannot open for writing (" + std::strerror(errno) + ")");
   }
-  // A file is written whole or not at all: a bad id found late, or a full disk, leaves the one
-  // there before. A device or a FIFO is written as it goes.
-  std::error_code ec;
-  const std::filesystem::file_status status = std::filesystem::status(output, ec);
-  if (!std::filesystem::exists(status) || std::filesystem::is_regular_file(status)) {
-    const std::string tmp = output + ".tmp";
-    // Not over an OUTPUT.tmp that is there already, which write_file_through refuses.
-    std::optional<PartFilesRemovedOnSignals> removed_on_signals;
-    if (!std::filesystem::exists(tmp, ec))
-      removed_on_signals.emplace(std::vector<std::string>{tmp});
-    write_file_through(tmp, output, destination, [&](const PutBytes& put) {
-      decode_all([&](const std::string& text) { put(text.data(), text.size()); });
-    });
-    return 0;
-  }
-  std::ofstream file(output, std::ios::binary);
-  if (!file)
-    throw InputError(destination + ": cannot open for writing (" + std::strerror(errno) + ")");
-  decode_all([&](const std::string& text) { write_text(file, destination, text); });
+  std::ostream& out = file.is_open() ? file : std::cout;
+  decode_all([&](const std::string& text) { write_text(out, destination, text); });
   errno = 0;
-  file.flush();
-  check_written(file, destination);
+  out.flush();
+  check_written(out, destination);
   return 0;
 }
 
