@@ -186,11 +186,9 @@ CheckpointMeta meta_of(Trainer& tr) {
 // point of the run's second save (the first leaves a checkpoint to fall back to), as a crash or
 // a kill -9 would leave it.
 void crash_point(const TrainConfig& c, int rank, const std::string& point) {
-  TESSERA_CHECK(
-      std::find(kSaveCrashPoints.begin(), kSaveCrashPoints.end(), point) != kSaveCrashPoints.end(),
-      "crash_point " + point +
-          " is not in kSaveCrashPoints, which --debug.kill_during_save "
-          "is checked against");
+  TESSERA_CHECK(is_save_crash_point(point), "crash_point " + point +
+                                                " is not in kSaveCrashPoints, which "
+                                                "--debug.kill_during_save is checked against");
   static int saves = 0;
   if (point == "start") ++saves;
   if (saves == 2 && c.debug_kill_during_save == std::to_string(rank) + ":" + point)

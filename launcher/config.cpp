@@ -195,8 +195,10 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
   debug.add_options()(
       "debug.kill_during_save",
       po::value(&c.debug_kill_during_save)->default_value(c.debug_kill_during_save),
-      "RANK:POINT: that rank kills itself (SIGKILL) at POINT of the second save, for tests of "
-      "crash safety (points: start, shard, written, master, set_aside, renamed)")(
+      ("RANK:POINT: that rank kills itself (SIGKILL) at POINT of the second save, for tests of "
+       "crash safety (points: " +
+       save_crash_points_text() + ")")
+          .c_str())(
       "debug.inject_nan", po::value(&c.debug_inject_nan)->default_value(c.debug_inject_nan),
       "RANK:STEP[,...]: that rank's gradients become NaN at that step (1-based), for tests of "
       "--train.nan_policy")(
@@ -413,6 +415,18 @@ bool has_rank_step(const std::vector<RankStep>& points, int rank, int64_t step) 
                      [&](const RankStep& p) { return p.rank == rank && p.step == step; });
 }
 
+bool is_save_crash_point(std::string_view point) {
+  return std::find(kSaveCrashPoints.begin(), kSaveCrashPoints.end(), point) !=
+         kSaveCrashPoints.end();
+}
+
+std::string save_crash_points_text() {
+  std::string points;
+  for (const std::string_view p : kSaveCrashPoints)
+    points.append(points.empty() ? "" : ", ").append(p);
+  return points;
+}
+
 void TrainConfig::validate() const {
   model.validate();
   require(steps >= 1, "--train.steps", "at least 1", steps);
@@ -470,15 +484,10 @@ void TrainConfig::validate() const {
     const size_t colon = debug_kill_during_save.find(':');
     const std::string rank = debug_kill_during_save.substr(0, colon);
     const bool point_known =
-        colon != std::string::npos &&
-        std::find(kSaveCrashPoints.begin(), kSaveCrashPoints.end(),
-                  debug_kill_during_save.substr(colon + 1)) != kSaveCrashPoints.end();
-    std::string points;
-    for (const std::string_view p : kSaveCrashPoints)
-      points.append(points.empty() ? "" : ", ").append(p);
+        colon != std::string::npos && is_save_crash_point(debug_kill_during_save.substr(colon + 1));
     require(point_known && !rank.empty() &&
                 std::all_of(rank.begin(), rank.end(), [](char c) { return c >= '0' && c <= '9'; }),
-            "--debug.kill_during_save", "RANK:POINT, POINT one of " + points,
+            "--debug.kill_during_save", "RANK:POINT, POINT one of " + save_crash_points_text(),
             debug_kill_during_save);
   }
   require(debug_wait_for_stop >= 0, "--debug.wait_for_stop", "0 (off) or a step",

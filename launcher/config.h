@@ -38,6 +38,8 @@ struct ParallelConfig {
 // passes them (launcher/checkpointing.cpp, crash_point).
 inline constexpr std::array<std::string_view, 6> kSaveCrashPoints = {
     "start", "shard", "written", "master", "set_aside", "renamed"};
+bool is_save_crash_point(std::string_view point);
+std::string save_crash_points_text();  // "start, shard, ..."
 
 struct TrainConfig {
   std::string run_dir = "runs/default";
