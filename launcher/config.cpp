@@ -367,14 +367,16 @@ std::string resolved_ini(const po::variables_map& vm, const po::options_descript
     // Read back, the rest of the line would be a comment, or the next line a key of its own: a
     // resume or `tessera sample` would take another path than this run's (the prompt is
     // escaped instead).
-    if (name != "sample.prompt" && value.find('#') != std::string::npos)
-      throw InputError("--" + name + " " + value +
-                       ": a '#' cannot be saved in the run's config.ini, where it starts a "
-                       "comment (a resume and tessera sample read the file back); rename it");
-    if (name != "sample.prompt" && value.find_first_of("\n\r") != std::string::npos)
-      throw InputError("--" + name + " " + escape_prompt(value) +
-                       ": a line break cannot be saved in the run's config.ini, which holds one "
-                       "option a line (a resume and tessera sample read the file back)");
+    if (name != "sample.prompt") {
+      if (value.find('#') != std::string::npos)
+        throw InputError("--" + name + " " + value +
+                         ": a '#' cannot be saved in the run's config.ini, where it starts a "
+                         "comment (a resume and tessera sample read the file back); rename it");
+      if (value.find_first_of("\n\r") != std::string::npos)
+        throw InputError("--" + name + " " + escape_prompt(value) +
+                         ": a line break cannot be saved in the run's config.ini, which holds "
+                         "one option a line (a resume and tessera sample read the file back)");
+    }
     it->second += name.substr(dot + 1) + " = " +
                   (name == "sample.prompt" ? escape_prompt(unescape_prompt(value)) : value) + "\n";
   }
