@@ -214,9 +214,10 @@ void slow_save(const TrainConfig& c, int rank) {
 void keep_newest(const std::string& root, int64_t keep, const std::string& just_saved) {
   if (keep <= 0) return;
   const std::string saved = fs::path(just_saved).filename().string();
+  const int64_t saved_step = step_of_directory(saved);
   std::vector<std::string> steps = step_directories(root);  // newest first
   std::erase_if(steps, [&](const std::string& name) {
-    return name == saved || step_of_directory(name) > step_of_directory(saved);
+    return name == saved || step_of_directory(name) > saved_step;
   });
   for (size_t i = static_cast<size_t>(keep - 1); i < steps.size(); ++i) {
     // Housekeeping: a directory that cannot be deleted is reported, and training goes on.
