@@ -501,6 +501,16 @@ void TrainConfig::validate() const {
   require(parallel.virtual_stages >= 1, "--parallel.virtual_stages", "at least 1",
           parallel.virtual_stages);
   require(parallel.dp >= 0, "--parallel.dp", "0 (inferred) or more", parallel.dp);
+  if (model.device == Device::CUDA) {
+    // The CUDA kernels give each sequence's heads on this rank a row of blocks: a grid's rows
+    // are at most 65535. (A head count that --parallel.tp does not divide is refused later.)
+    const int64_t local_heads = std::max<int64_t>(1, model.heads / parallel.tp);
+    require(micro_batch <= 65535 / local_heads, "--train.micro_batch",
+            "with --train.device cuda at most 65535 / " + std::to_string(local_heads) +
+                " heads per TP rank = " + std::to_string(65535 / local_heads) +
+                " sequences (the CUDA kernels' grid)",
+            micro_batch);
+  }
   require(parallel.zero == 0 || parallel.zero == 1, "--parallel.zero", "0 or 1", parallel.zero);
   require(parallel.bucket_mb >= 0 && std::isfinite(parallel.bucket_mb), "--parallel.bucket_mb",
           "0 (auto) or a positive, finite size", parallel.bucket_mb);

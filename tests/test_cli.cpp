@@ -442,6 +442,33 @@ TEST_F(Cli, HeadDimensionTheGpuAttentionLacksIsRejectedNamingTheHeads) {
   EXPECT_EQ(run_tessera(tiny_args("2", "", "192") + " --train.steps 1", dir_).exit_code, 0);
 }
 
+// The CUDA kernels' grid holds at most 65535 rows of (sequence, head on this rank): a larger
+// micro-batch is refused before any GPU is looked for, naming it and the most that would do.
+TEST_F(Cli, MicroBatchBeyondTheCudaGridIsRejectedBeforeTheRun) {
+  const std::string args = "train --data.path " + corpus_ + " --run.dir " +
+                           (dir_ / "run").string() +
+                           " --model.d_model 256 --model.layers 2 --model.heads 4 --model.d_ff 64"
+                           " --model.seq_len 16 --train.threads 2 --train.device cuda"
+                           " --parallel.tp 2";
+  const auto batch = [](const char* n) {
+    return std::string(" --train.micro_batch ") + n + " --train.global_batch " + n;
+  };
+  // 4 heads over TP 2: 2 per rank, so 32767 sequences at most.
+  const CliRun r = run_tessera(args + batch("32768"), dir_);
+  if (!cuda_backend_built()) {  // the device is refused first
+    expect_clear_error(r, "--train.device");
+    return;
+  }
+  expect_clear_error(r, "--train.micro_batch");
+  EXPECT_NE(r.err.find("at most 65535 / 2 heads per TP rank = 32767 sequences"), std::string::npos)
+      << r.err;
+  // One fewer passes the check: what stops that run is the missing GPU (or, on a machine with
+  // one, the layout of 2 TP ranks on 1).
+  const CliRun fits = run_tessera(args + batch("32767"), dir_);
+  EXPECT_NE(fits.exit_code, 0);
+  EXPECT_EQ(fits.err.find("--train.micro_batch"), std::string::npos) << fits.err;
+}
+
 TEST_F(Cli, MissingCorpusIsRejectedNamingTheFile) {
   CliRun r = run_tessera(tiny_args("2", (dir_ / "nowhere").string()), dir_);
   expect_clear_error(r, (dir_ / "nowhere").string());
