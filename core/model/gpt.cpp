@@ -316,8 +316,9 @@ int64_t gpt_activation_bytes(const ModelConfig& c, int64_t B) {
     per_layer = 0, shared = full_layer;
   }
   const int64_t residual = elem * (c.layers + 1) * BT * C;
-  // The final norm's output and the logits; its statistics, the losses and the log-sum-exp.
-  const int64_t head = elem * BT * (C + V) + stat * 4 * BT;
+  // The final norm's output, its gradient and the logits; its statistics, the losses, their
+  // gradients and the log-sum-exp.
+  const int64_t head = elem * BT * (2 * C + V) + stat * 5 * BT;
   const int64_t scratch = elem * (BT * (6 * C + F) + BT * C);  // BlockScratch, dres_
   const int64_t ids = 2 * BT * 4;                              // inputs and targets, int32
   return c.layers * per_layer + shared + residual + head + scratch + ids +
