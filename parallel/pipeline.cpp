@@ -102,10 +102,11 @@ CommRequest* PipelineEngine::backward(const PipeAction& action, const Backward& 
   const bool last_microbatch = action.microbatch == microbatches_ - 1;
   model_.backward(chunk.acts[s], how.loss_scale, output_grad, input_grad,
                   last_microbatch ? how.on_ready : nullptr);
+  // The gradient goes back before the chunk's own work on its weights' gradients (the bf16
+  // fold), which the previous stage would otherwise wait out.
+  if (!chunk.first) chunk.input_grad_sent[s] = pp_.isend(chunk.input_grad[s], previous_stage(pp_));
   if (!last_microbatch && how.after_backward) how.after_backward(action.chunk);
-  if (chunk.first) return nullptr;
-  chunk.input_grad_sent[s] = pp_.isend(chunk.input_grad[s], previous_stage(pp_));
-  return chunk.input_grad_sent[s].get();
+  return chunk.first ? nullptr : chunk.input_grad_sent[s].get();
 }
 
 std::unique_ptr<CommRequest> PipelineEngine::receive_for(const PipeAction& action) {

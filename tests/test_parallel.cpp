@@ -511,10 +511,14 @@ class RecordingPipeline final : public test_support::RefusingCommunicator {
  public:
   RecordingPipeline(int rank, int size)
       : RefusingCommunicator(rank, size, "pp", "point-to-point only") {}
-  std::unique_ptr<CommRequest> isend(const Tensor&, int peer) override { return post(true, peer); }
+  std::unique_ptr<CommRequest> isend(const Tensor&, int peer) override {
+    ++sends_posted;
+    return post(true, peer);
+  }
   std::unique_ptr<CommRequest> irecv(Tensor&, int peer) override { return post(false, peer); }
 
   std::vector<std::vector<P2p>> groups;  // as started; messages left unnamed
+  int sends_posted = 0;
 
  private:
   class Request final : public CommRequest {
@@ -611,6 +615,30 @@ TEST(InterleavedOneFOneB, TheExecutorStartsTheGroupsTheModelRuns) {
         EXPECT_EQ(run_as_nccl_groups(trained), "") << name;
         EXPECT_EQ(run_as_nccl_groups(validated), "") << name << ", validation";
       }
+}
+
+// A microbatch's input gradient is posted to the previous stage before the stage's work on its
+// weights' gradients (after_backward: the bf16 fold), which that stage would otherwise wait out.
+TEST(OneFOneB, TheInputGradientIsSentBeforeTheWorkAfterBackward) {
+  ModelConfig cfg = tiny_pipeline_model();
+  cfg.layers = 2;
+  const int m = 4;
+  std::vector<Tensor> batch;
+  for (int i = 0; i < m; ++i) {
+    batch.emplace_back(Shape{1, cfg.seq_len}, DType::I32);
+    batch.back().zero();
+  }
+  // The last of two stages: each of its sends is a microbatch's input gradient.
+  const ModelShard shard = model_shard(cfg, GridLayout{1, 1, 2}, GridCoord{0, 0, 1});
+  LocalCommunicator tp("tp");
+  GPT model(cfg, shard, tp, 1);
+  RecordingPipeline pipe(1, 2);
+  PipelineEngine engine(model, pipe, 1, m);
+  std::vector<int> sent_at_fold;
+  engine.run(batch, batch, 1.0, nullptr, [&](int) { sent_at_fold.push_back(pipe.sends_posted); });
+  // Every microbatch's backward but the last is followed by the fold, its own send posted.
+  EXPECT_EQ(sent_at_fold, (std::vector<int>{1, 2, 3}));
+  EXPECT_EQ(pipe.sends_posted, m);
 }
 
 // A layout the interleaved schedule cannot run is refused with what it expects and found, before
