@@ -17,6 +17,10 @@
 #                                         CTest test, so that a renamed test cannot drop out)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# The CUDA toolkit's own install leaves nvcc off PATH; CMake finds it only on PATH.
+if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH="/usr/local/cuda/bin:$PATH"
+fi
 
 # The GPU tests in three parts, each run under its own timeout: every CUDA op and the model;
 # cuDNN's attention (which builds its graphs); NCCL and the Trainer (which uses NCCL).
@@ -111,7 +115,7 @@ find_lib() {
 }
 step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || status=1
-nvcc --version | tail -n 2
+if command -v nvcc >/dev/null; then nvcc --version | tail -n 2; else echo "nvcc: none found"; fi
 grep PRETTY_NAME /etc/os-release
 echo "cores: $(nproc)"
 
