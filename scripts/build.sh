@@ -3,9 +3,7 @@
 # (on PATH or in /usr/local/cuda); pass -DTESSERA_CUDA=OFF in CMAKE_ARGS to skip it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
-  export PATH="/usr/local/cuda/bin:$PATH"
-fi
+source scripts/nvcc_path.sh
 JOBS="${JOBS:-$(nproc)}"
 # shellcheck disable=SC2086
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release ${CMAKE_ARGS:-} >/dev/null

@@ -17,10 +17,7 @@
 #                                         CTest test, so that a renamed test cannot drop out)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-# The CUDA toolkit's own install leaves nvcc off PATH; CMake finds it only on PATH.
-if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
-  export PATH="/usr/local/cuda/bin:$PATH"
-fi
+source scripts/nvcc_path.sh
 
 # The GPU tests in three parts, each run under its own timeout: every CUDA op and the model;
 # cuDNN's attention (which builds its graphs); NCCL and the Trainer (which uses NCCL).

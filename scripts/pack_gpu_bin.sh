@@ -5,10 +5,7 @@
 # along and run `scripts/gpu_check.sh --prebuilt .gpu-bin` there: no minutes go into building.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The CUDA toolkit's own install leaves nvcc off PATH; CMake finds it only on PATH.
-if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
-  export PATH="/usr/local/cuda/bin:$PATH"
-fi
+source scripts/nvcc_path.sh
 BUILD="${BUILD:-build}"
 targets=(test_gpu bench_train_step bench_gpu_ops tessera)
 cmake -S . -B "$BUILD" -DTESSERA_CUDA=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
