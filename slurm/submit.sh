@@ -97,6 +97,9 @@ for ((i = 0; i < ${#tessera_args[@]}; ++i)); do
   case "$arg" in
     --parallel.tp | --parallel.pp | --parallel.dp | --train.device) value=$next ;;
     --parallel.tp=* | --parallel.pp=* | --parallel.dp=* | --train.device=*) value=${arg#*=}; arg=${arg%%=*} ;;
+    # The template gives tessera both, and resumes a requeued run from its RUN_DIR.
+    --run.dir | --run.dir=*) die "$arg after --: give the run directory as $prog's --run-dir DIR" ;;
+    --config | --config=*) die "$arg after --: give the config as $prog's --config FILE" ;;
     *) continue ;;
   esac
   case "$arg" in

@@ -7,11 +7,12 @@
 # "preempted:", the job requeued itself (restart 1), the requeued run said "resumed from", the job
 # completed, and every logged loss, the final one included, is bitwise that of the same run
 # uninterrupted (a second job, launched with mpirun inside the allocation). Also checks that
-# submit.sh refuses impossible layouts with one message.
+# submit.sh refuses impossible layouts with one message, and that a job ends unrequeued when
+# tessera's options name a run directory or when it stopped before it saved anything.
 #
 #   tests/slurm_test.sh [TESSERA_BINARY]      (default build/bin/tessera; root only)
 #
-# Exit 77 (skipped) when not root or a Slurm/munge/MPI program is missing; about 16 s on 2
+# Exit 77 (skipped) when not root or a Slurm/munge/MPI program is missing; about 21 s on 2
 # cores. TESSERA_KEEP_TEST_DIR=1 keeps the temporary directory for a look afterwards.
 set -euo pipefail
 
@@ -113,6 +114,7 @@ expect_refusal -- --parallel.dp 0              # 1 node x 8 GPUs is no multiple 
 expect_refusal --nodes                         # an option without its value
 expect_refusal --nodes=3                       # the = form is checked the same way
 expect_refusal --ntasks-per-node=4             # sbatch's layout would override the checked one
+expect_refusal -- --run.dir "$tmp/elsewhere"   # the template gives tessera its RUN_DIR
 out=$("$repo/slurm/submit.sh" --config "$tmp/gpu.ini" --dry-run) || fail "submit.sh: $out"
 [[ "$out" == *"sbatch --nodes=4 --ntasks-per-node=8 --gpus-per-node=8 "*"/slurm/train.sbatch"* ]] ||
   fail "submit.sh for TP 8 x PP 2 x DP 2 on 8-GPU nodes: expected 4 nodes x 8, got: $out"
@@ -276,6 +278,39 @@ ref_job=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' <<<"$out")
 [ -n "$ref_job" ] || fail "no job id in sbatch's answer: $out"
 jobs_submitted+=("$ref_job")
 wait_for "reference job $ref_job to finish" 180 job_gone "$ref_job"
+
+# --- Two jobs that must end at once, unrequeued: tessera's run directory among its options
+# (which the template gives it itself), and a run stopped before it saved anything (what USR1
+# does when --time is shorter than --signal's lead), which a requeue would stop again.
+refused_log=$tmp/job_refused.log
+out=$(CONFIG="$tmp/tiny.ini" TESSERA="$tmp/bin/tessera" sbatch --output="$refused_log" \
+  --chdir="$tmp" --ntasks-per-node=4 --cpus-per-task=1 "$repo/slurm/train_cpu.sbatch" \
+  --run.dir "$tmp/x") ||
+  fail "sbatch: $out"
+refused_job=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' <<<"$out")
+jobs_submitted+=("$refused_job")
+printf '%s\n' '#!/bin/sh' \
+  'echo "preempted: stopped before the ranks agreed to start; nothing to save"' 'exit 3' \
+  >"$tmp/bin/stops_unsaved"
+chmod +x "$tmp/bin/stops_unsaved"
+unsaved_log=$tmp/job_unsaved.log
+out=$("$repo/slurm/submit.sh" --config "$tmp/tiny.ini" --run-dir "$tmp/run_unsaved" \
+  --tessera "$tmp/bin/stops_unsaved" --cpus-per-task=1 --output="$unsaved_log" --chdir="$tmp" \
+  -- --data.path "$tmp/data/corpus") || fail "submit.sh: $out"
+unsaved_job=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' <<<"$out")
+jobs_submitted+=("$unsaved_job")
+wait_for "job $refused_job to finish" 60 job_gone "$refused_job"
+wait_for "job $unsaved_job to finish" 60 job_gone "$unsaved_job"
+for check in "$refused_job 2:0 $refused_log --run.dir among tessera's options" \
+  "$unsaved_job 3:0 $unsaved_log preempted before it saved a checkpoint; not requeued"; do
+  read -r id code file message <<<"$check"
+  [ "$(job_field "$id" JobState)" = FAILED ] && [ "$(job_field "$id" ExitCode)" = "$code" ] &&
+    [ "$(job_field "$id" Restarts)" = 0 ] ||
+    fail "job $id: expected FAILED with ExitCode $code, not requeued; found" \
+      "$(job_field "$id" JobState), ExitCode $(job_field "$id" ExitCode), Restarts $(job_field "$id" Restarts)"
+  grep -qF -- "$message" "$file" || fail "$file: expected '$message'"
+  say "job $id: exit $code, not requeued: $message"
+done
 
 # --- What each job left behind.
 say "checking"
