@@ -41,17 +41,22 @@ bool read_weight(const std::string& word, double& w) {
   return true;
 }
 
-// A path holding *, ? or [ that names no corpus as it is (PATH, PATH.bin or PATH.idx).
-bool is_glob(const std::string& path) {
-  if (path.find_first_of("*?[") == std::string::npos) return false;
+// Whether PATH names a corpus as written: PATH, PATH.bin or PATH.idx exists.
+bool names_a_corpus(const std::string& path) {
   std::error_code ec;
   for (const char* ext : {"", ".bin", ".idx"})
-    if (std::filesystem::exists(path + ext, ec)) return false;
-  return true;
+    if (std::filesystem::exists(path + ext, ec)) return true;
+  return false;
+}
+
+// A path holding *, ? or [ that names no corpus as it is.
+bool is_glob(const std::string& path) {
+  return path.find_first_of("*?[") != std::string::npos && !names_a_corpus(path);
 }
 
 // The corpora a glob matches, sorted: each llm.c shard, and each Megatron corpus once (PREFIX for
 // PREFIX.bin or PREFIX.idx); a .bin without its .idx is left for TokenCorpus::open to judge.
+// Part files (.tmp: an encode under way beside the corpora, or one killed) are no corpora.
 std::vector<std::string> expand_glob(const std::string& pattern, const std::string& option) {
   glob_t found{};
   const int code = ::glob(pattern.c_str(), GLOB_NOSORT | GLOB_ERR, nullptr, &found);
@@ -62,6 +67,9 @@ std::vector<std::string> expand_glob(const std::string& pattern, const std::stri
                      (code == GLOB_ABORTED ? "a directory it reads cannot be read"
                                            : "out of memory expanding it"));
   if (files.empty()) throw InputError(option + ": " + pattern + " matches no file");
+  std::erase_if(files, [](const std::string& f) { return f.ends_with(".tmp"); });
+  if (files.empty())
+    throw InputError(option + ": " + pattern + " matches only part files (.tmp), no corpus");
   std::sort(files.begin(), files.end());
   std::vector<std::string> corpora;
   std::error_code ec;
@@ -111,6 +119,12 @@ std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std:
       if (!read_weight(words[i], w) || !(w > 0) || !std::isfinite(w))
         throw InputError(option + ": expected a positive weight before " + words[i + 1] +
                          ", found \"" + words[i] + "\" (a path with spaces goes in double quotes)");
+      // "2023 2024" of corpora 2023 and 2024 would train on 2024 alone, weighted 2023.
+      if (names_a_corpus(words[i]))
+        throw InputError(option + ": \"" + words[i] + "\" reads as the weight of " + words[i + 1] +
+                         ", but it is also a corpus' name; write corpora as paths that read as "
+                         "no number (./" +
+                         words[i] + "), or the weight so that it names no file");
       listed.push_back({w, words[i + 1]});
     }
   }

@@ -51,6 +51,8 @@ std::vector<TokenCorpus> CorpusOpener::open(const std::vector<CorpusWeight>& ble
     } catch (const SharedInputError&) {
       throw;  // a fault inside a corpus that is there: the hint below is not about it
     } catch (const InputError& e) {
+      if (!c.pattern.empty())  // the user wrote the pattern, not this name
+        throw InputError(std::string(e.what()) + " (" + option + ": matched by " + c.pattern + ")");
       if (!c.unweighted) throw;
       throw InputError(std::string(e.what()) + " (" + option +
                        " lists paths without weights; a path with spaces goes in double quotes)");

@@ -942,6 +942,11 @@ TEST_F(Cli, CorpusTwiceInABlendIsRefusedAndValidationOnTrainingDataIsSaid) {
       run_tessera(tiny_args("2", "\"0.5 " + corpus_ + " 0.5 " + glob + "\"") + " --train.steps 1",
                   dir_),
       "--data.path: " + corpus_ + " (matched by " + glob + ") is the corpus " + corpus_ + " again");
+  // A file a glob matches that is no corpus is named with the glob, which the user wrote.
+  std::ofstream(dir_ / "corpus_notes.bin") << "not tokens";
+  expect_clear_error(run_tessera(tiny_args("2", "\"" + glob + "\"") + " --train.steps 1", dir_),
+                     "(--data.path: matched by " + glob + ")");
+  fs::remove(dir_ / "corpus_notes.bin");
   CliRun r = run_tessera(tiny_args() +
                              " --train.steps 1 --train.eval_interval 1 "
                              "--data.valid_path " +

@@ -139,6 +139,13 @@ TEST_F(Loader, GlobsAndPathsWithoutWeightsWeighTheirCorporaByTokens) {
   test_support::expect_input_error(
       [&] { parse_corpus_blend((dir_ / "none_*").string(), "--data.path"); },
       {"--data.path: ", "none_*", "matches no file"});
+  // An encode's part files beside the corpora (one under way, or killed) are no corpora.
+  std::ofstream(dir_ / "a_3.bin.tmp") << "part";
+  std::ofstream(dir_ / "a_3.idx.tmp") << "part";
+  EXPECT_EQ(parse_corpus_blend((dir_ / "a_*").string(), "--data.path").size(), 2u);
+  test_support::expect_input_error(
+      [&] { parse_corpus_blend((dir_ / "a_3*").string(), "--data.path"); },
+      {"--data.path: ", "a_3*", "matches only part files (.tmp), no corpus"});
   test_support::expect_input_error([&] { parse_corpus_blend(a1 + " 0.5 " + a2, "--data.path"); },
                                    {"--data.path: ", "found the number 0.5 among paths"});
   // A name that holds glob characters but names a corpus as written is that corpus; so is a
@@ -149,6 +156,18 @@ TEST_F(Loader, GlobsAndPathsWithoutWeightsWeighTheirCorporaByTokens) {
   EXPECT_EQ(literal[0].path, bracketed);
   EXPECT_EQ(literal[0].group, -1);
   EXPECT_EQ(parse_corpus_blend("2024", "--data.path").at(0).path, "2024");
+  // Two corpora named like numbers, "2023 2024", read as a weight and a path: refused, since
+  // 2023 would be left out. Not when the weight names no corpus.
+  const fs::path cwd = fs::current_path();
+  fs::current_path(dir_);
+  megatron("2023", 100), megatron("2024", 100);
+  test_support::expect_input_error(
+      [&] { parse_corpus_blend("2023 2024", "--data.path"); },
+      {"--data.path: \"2023\" reads as the weight of 2024, but it is also a corpus' name",
+       "(./2023)"});
+  EXPECT_EQ(parse_corpus_blend("2023.5 2024", "--data.path").at(0).path, "2024");
+  EXPECT_EQ(parse_corpus_blend("./2023 ./2024", "--data.path").size(), 2u);
+  fs::current_path(cwd);
   // A glob's corpus whose share of the blend, by its tokens, is below 2^-53 is refused by name.
   const auto tiny =
       parse_corpus_blend("1e-15 " + (dir_ / "a_*").string() + " 1 " + shard, "--data.path");
