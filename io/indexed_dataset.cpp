@@ -40,6 +40,20 @@ std::string errno_text() {
   return std::strerror(errno);
 }
 
+// Creates a part file of the writer, never over one there already: that is another encode's into
+// the same prefix under way (which "wb" would truncate under it, each then writing into the
+// other's file), or one killed before it could remove its part files.
+std::FILE* create_part_file(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "wbx");
+  if (f) return f;
+  if (errno == EEXIST)
+    corpus_error(path,
+                 "exists already: another `tessera tokenize encode` into this prefix is "
+                 "under way, or one was killed before it removed its part files; remove it "
+                 "once no encode writes it");
+  corpus_error(path, "cannot create (" + errno_text() + ")");
+}
+
 // Megatron's dtype codes, for messages about codes tessera does not read.
 const char* megatron_dtype_name(uint64_t code) {
   static const char* names[] = {"",      "uint8",   "int8",    "int16", "int32",
@@ -90,9 +104,7 @@ IndexedDatasetWriter::IndexedDatasetWriter(std::string prefix, DType token_dtype
     : prefix_(std::move(prefix)), dtype_(token_dtype) {
   TESSERA_CHECK(dtype_ == DType::U16 || dtype_ == DType::I32,
                 "corpus tokens are uint16 or int32, not " + dtype_name(dtype_));
-  std::string tmp = prefix_ + ".bin.tmp";
-  bin_ = std::fopen(tmp.c_str(), "wb");
-  if (!bin_) corpus_error(tmp, "cannot create (" + errno_text() + ")");
+  bin_ = create_part_file(prefix_ + ".bin.tmp");
 }
 
 IndexedDatasetWriter::~IndexedDatasetWriter() {
@@ -100,7 +112,7 @@ IndexedDatasetWriter::~IndexedDatasetWriter() {
   if (bin_) std::fclose(bin_);
   std::error_code ec;
   std::filesystem::remove(prefix_ + ".bin.tmp", ec);
-  std::filesystem::remove(prefix_ + ".idx.tmp", ec);
+  if (idx_created_) std::filesystem::remove(prefix_ + ".idx.tmp", ec);
 }
 
 void IndexedDatasetWriter::add_document(std::span<const int32_t> tokens) {
@@ -132,8 +144,8 @@ void IndexedDatasetWriter::finish() {
   const std::string bin_tmp = prefix_ + ".bin.tmp", idx_tmp = prefix_ + ".idx.tmp";
   sync_close(std::exchange(bin_, nullptr), bin_tmp);  // closed even when it throws
 
-  std::FILE* idx = std::fopen(idx_tmp.c_str(), "wb");
-  if (!idx) corpus_error(idx_tmp, "cannot create (" + errno_text() + ")");
+  std::FILE* idx = create_part_file(idx_tmp);
+  idx_created_ = true;
   const uint64_t seqs = sizes_.size(), docs = sizes_.size() + 1;
   const uint8_t code = dtype_ == DType::U16 ? kCodeU16 : kCodeI32;
   // The pointers and document indices are written as computed, a block at a time: the index

@@ -46,6 +46,7 @@ class IndexedDatasetWriter {
   std::vector<int32_t> sizes_;
   int64_t num_tokens_ = 0;
   bool finished_ = false;
+  bool idx_created_ = false;  // the .idx.tmp is this writer's (finish() has created it)
 };
 
 // Part `part` of `parts` near-equal consecutive pieces of [0, n): [begin, end).

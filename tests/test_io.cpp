@@ -197,6 +197,31 @@ TEST_F(IoTest, ReaderReturnsTheConcatenatedStream) {
   EXPECT_EQ(ds.document_of_token(5), 3);
 }
 
+// A second writer of a prefix being written (two encodes into one output) is refused, naming the
+// part file, and takes nothing from the first, which finishes its corpus whole.
+TEST_F(IoTest, SecondWriterOfAPrefixIsRefusedAndTheFirstFinishes) {
+  const std::string prefix = path("shared");
+  {
+    IndexedDatasetWriter first(prefix, DType::U16);
+    first.add_document(std::vector<int32_t>{1, 2, 3});
+    expect_input_error([&] { IndexedDatasetWriter second(prefix, DType::U16); },
+                       {"corpus " + prefix + ".bin.tmp: exists already", "another"});
+    first.add_document(std::vector<int32_t>{4});
+    first.finish();
+  }
+  EXPECT_EQ(IndexedDataset::open(prefix).num_tokens(), 4);
+  // The index's part file too: another writer's is neither overwritten nor removed.
+  {
+    IndexedDatasetWriter late(prefix, DType::U16);
+    late.add_document(std::vector<int32_t>{5});
+    std::ofstream(prefix + ".idx.tmp") << "another writer's";
+    expect_input_error([&] { late.finish(); }, {"corpus " + prefix + ".idx.tmp: exists already"});
+  }
+  EXPECT_FALSE(fs::exists(prefix + ".bin.tmp"));
+  EXPECT_TRUE(fs::exists(prefix + ".idx.tmp"));
+  EXPECT_EQ(IndexedDataset::open(prefix).num_tokens(), 4);
+}
+
 TEST_F(IoTest, WriterExposesFilesOnlyWhenFinished) {
   const std::string prefix = path("atomic");
   {
