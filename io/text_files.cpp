@@ -63,8 +63,19 @@ void check_not_compressed(std::string_view head, const fs::path& path) {
 std::vector<fs::path> files_of(const std::string& input) {
   std::error_code ec;
   const fs::file_status st = fs::status(input, ec);
-  if (!fs::exists(st)) throw InputError("text input " + input + ": no such file or directory");
-  if (!fs::is_directory(st)) return {fs::path(input)};
+  if (!fs::exists(st))
+    throw InputError("text input " + input + ": " +
+                     (ec && ec != std::errc::no_such_file_or_directory
+                          ? "cannot be looked at (" + ec.message() + ")"
+                          : std::string("no such file or directory")));
+  if (!fs::is_directory(st)) {
+    // Named as well, as a shell's `data/*` names them: a corpus is not text.
+    const std::string ext = lower(fs::path(input).extension().string());
+    if (ext == ".bin" || ext == ".idx" || ext == ".tmp")
+      throw InputError("text input " + input + ": expected text or JSON lines, found a " + ext +
+                       " file, a corpus or an encode's part file (a directory's are skipped)");
+    return {fs::path(input)};
+  }
   std::vector<fs::path> files;
   for (const fs::directory_entry& e : fs::directory_iterator(input)) {
     if (e.is_symlink() || !e.is_regular_file() || skipped_in_directory(e.path())) continue;

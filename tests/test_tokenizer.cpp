@@ -363,6 +363,14 @@ TEST_F(TokenizerTest, DirectoryInputsSkipCorporaAndRefuseCompressedFiles) {
   EXPECT_EQ(read_documents({path("texts")}), docs);
   run_tokenize({"encode", "--input", path("texts"), "--output", path("texts/c")});
   EXPECT_EQ(read_file(path("texts/c.bin")), bin);
+  // Named one by one (as a shell's texts/* names them), a corpus or part file is refused, not
+  // read as text.
+  for (const char* named : {"texts/c.bin", "texts/c.idx", "texts/d.bin.tmp"})
+    expect_input_error(
+        [&] {
+          read_documents({path("texts/a.txt"), path(named)});
+        },
+        {"text input " + path(named) + ": expected text or JSON lines, found a ."});
 
   for (const auto& [format, magic] :
        std::vector<std::pair<std::string, std::string>>{{"gzip", "\x1f\x8b\x08"},
