@@ -300,6 +300,15 @@ TEST(Param, TensorParallelShardsAreSlicesOfTheGlobalTensor) {
   vocab.split_dim = 0;
   expect_shards_slice_global(vocab, 2);
   expect_shards_slice_global(vocab, 3);
+  // A tensor that is not split (a LayerNorm's) has no piece to ask for.
+  Param norm = row;
+  norm.name = "layers/00/ln1/weight";
+  norm.global_shape = {4};
+  norm.split_dim = -1;
+  norm.tp_size = 2;
+  EXPECT_THROW(norm.piece_begin(), InternalError);
+  EXPECT_THROW(norm.piece_end(), InternalError);
+  EXPECT_EQ(norm.local_shape(), norm.global_shape);
 }
 
 TEST(Param, QkvShardHoldsTheSameHeadsOfQKAndV) {

@@ -9,13 +9,13 @@
 namespace tessera {
 
 int64_t Param::piece_begin() const {
-  if (tp_replicated()) return 0;
+  TESSERA_CHECK(split_dim >= 0, name + ": a tensor that is not split has no piece");
   int64_t block = global_shape[split_dim] / groups;
   return block * tp_rank / tp_size;
 }
 
 int64_t Param::piece_end() const {
-  if (tp_replicated()) return global_shape[split_dim] / groups;
+  TESSERA_CHECK(split_dim >= 0, name + ": a tensor that is not split has no piece");
   int64_t block = global_shape[split_dim] / groups;
   return block * (tp_rank + 1) / tp_size;
 }

@@ -46,7 +46,8 @@ struct Param {
   // Whether this rank's copy counts when summing over the model-parallel ranks: TP-replicated
   // tensors count on TP rank 0, tied copies not at all.
   bool counted_here() const { return (!tp_replicated() || tp_rank == 0) && !tied_copy; }
-  // [begin, end) of this rank's piece within one block of the split dimension.
+  // [begin, end) of this rank's piece within one block of the split dimension (a tensor with
+  // one: split_dim >= 0; with tp_size 1 the whole block).
   int64_t piece_begin() const;
   int64_t piece_end() const;
   Shape local_shape() const;
