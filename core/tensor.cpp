@@ -2,6 +2,7 @@
 #include "core/tensor.h"
 
 #include <cstring>
+#include <limits>
 
 #include "core/device.h"
 #include "core/error.h"
@@ -16,7 +17,11 @@ std::string shape_str(const Shape& s) {
 
 int64_t shape_numel(const Shape& s) {
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s) {
+    TESSERA_CHECK(d >= 0, "negative dimension in " + shape_str(s));
+    TESSERA_CHECK(!__builtin_mul_overflow(n, d, &n),
+                  "shape " + shape_str(s) + " holds more than 2^63 elements");
+  }
   return n;
 }
 
@@ -32,8 +37,10 @@ static Shape contiguous_strides(const Shape& s) {
 
 Tensor::Tensor(Shape shape, DType dtype, Device device)
     : shape_(std::move(shape)), dtype_(dtype), device_(device) {
-  for (int64_t d : shape_) TESSERA_CHECK(d >= 0, "negative dimension in " + shape_str(shape_));
   numel_ = shape_numel(shape_);
+  TESSERA_CHECK(
+      numel_ <= std::numeric_limits<int64_t>::max() / static_cast<int64_t>(dtype_size(dtype_)),
+      "shape " + shape_str(shape_) + " of " + dtype_name(dtype_) + " holds more than 2^63 bytes");
   strides_ = contiguous_strides(shape_);
   buffer_ = std::make_shared<Buffer>(bytes(), device);
   data_ = buffer_->data();
@@ -83,6 +90,7 @@ Tensor Tensor::slice0(int64_t begin, int64_t end) const {
 }
 
 Tensor Tensor::clone() const {
+  if (!defined()) return Tensor();
   Tensor t(shape_, dtype_, device_);
   copy_into(t, *this);
   return t;
@@ -90,6 +98,7 @@ Tensor Tensor::clone() const {
 
 Tensor Tensor::to(Device device) const {
   TESSERA_CHECK(is_contiguous(), "to(): copy of a non-contiguous tensor");
+  if (!defined()) return Tensor();
   Tensor t(shape_, dtype_, device);
   copy_bytes(t.raw(), device, data_, device_, bytes());
   return t;

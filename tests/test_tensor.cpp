@@ -8,6 +8,7 @@
 
 #include "core/device.h"
 #include "core/dtype.h"
+#include "core/error.h"
 #include "core/tensor.h"
 
 namespace tessera {
@@ -80,6 +81,19 @@ TEST(Tensor, Bf16TensorsHoldRawBits) {
   t.data<bf16>()[1] = to_bf16(3.0f);
   EXPECT_EQ(to_float(t.clone().data<bf16>()[1]), 3.0f);
   EXPECT_THROW(t.data<float>(), std::exception);
+}
+
+// A shape whose element count or byte size passes 2^63 is refused, not wrapped to a small buffer
+// under a large shape; so is a view with a negative dimension. Copies of an empty tensor are empty.
+TEST(Tensor, ShapesBeyondTwoToTheSixtyThreeAndNegativeViewsAreRefused) {
+  EXPECT_THROW(Tensor({int64_t{1} << 32, int64_t{1} << 32}, DType::F32), InternalError);
+  EXPECT_THROW(Tensor({int64_t{1} << 62}, DType::F32), InternalError);  // 2^64 bytes
+  EXPECT_THROW(shape_numel({-1, 3}), InternalError);
+  Tensor six({6}, DType::F32);
+  EXPECT_THROW(six.view({-2, -3}), InternalError);
+  EXPECT_EQ(six.view({2, 3}).shape(), (Shape{2, 3}));
+  EXPECT_FALSE(Tensor().clone().defined());
+  EXPECT_FALSE(Tensor().to(Device::CPU).defined());
 }
 
 }  // namespace
