@@ -204,10 +204,9 @@ SampleStream::SampleStream(std::vector<TokenCorpus> corpora, std::vector<double>
             : 0;
     const int64_t first = opt_.valid_split ? n - held : 0;
     const int64_t count = opt_.valid_split ? held : n - held;
-    if (count < 1 && !opt_.valid_split)
-      throw InputError("corpus " + c.path() +
-                       ": expected samples for training, found none of its " + std::to_string(n) +
-                       " samples of " + std::to_string(T + 1) + " tokens");
+    // floor(n f) < n for f < 1, so that at least one sample is left for training.
+    TESSERA_CHECK(opt_.valid_split || count >= 1,
+                  "corpus " + c.path() + ": all " + std::to_string(n) + " samples held out");
     first_.push_back(first);
     count_.push_back(count);
     if (by_samples) weights_.push_back(static_cast<double>(count));
