@@ -320,13 +320,14 @@ void matmul_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp,
 // The fused epilogue (cuBLASLt's GELU is the tanh form, as gelu.h) is used in bf16 only: its
 // tanh may be a fast approximation, invisible under bf16 rounding but not within the F32 path's
 // fp32 tolerance, so F32 runs GEMM + bias, then the accurate gelu kernel. The aux matrix's
-// leading dimension N must also be divisible by 8; other shapes, and any configuration cuBLASLt
-// has no fused algorithm for, take the same unfused route.
+// leading dimension N must also be divisible by 8 and aux 16-byte aligned (cuBLASLt takes no
+// alignment preference for it, as matmul_gelu_backward); other shapes, and any configuration
+// cuBLASLt has no fused algorithm for, take the same unfused route.
 template <typename T>
 bool matmul_gelu_forward(T* out, T* pre_gelu, const T* inp, const T* weight, const T* bias,
                          int64_t M, int64_t K, int64_t N) {
   if (M == 0 || N == 0) return false;
-  if (std::is_same_v<T, bf16> && K > 0 && N % 8 == 0) {
+  if (std::is_same_v<T, bf16> && K > 0 && N % 8 == 0 && alignment_of(pre_gelu) >= 16) {
     const Gemm fused = forward_gemm(out, inp, weight, bias, pre_gelu, M, K, N);
     if (try_gemm(fused.key, fused.ops, 0.0f)) return true;
   }
