@@ -28,6 +28,12 @@ namespace {
 
 struct Outcome {
   std::vector<double> losses;
+  // Before clipping: AdamW and the clipping hide a gradient off by a constant factor (summed
+  // over DP ranks instead of averaged, say) from the losses and weights, not from its norm.
+  std::vector<double> grad_norms;
+  // How the model ran, on group rank 0: its chunks per stage, and whether sequence parallel.
+  int chunks = 0;
+  bool sequence_parallel = false;
   std::map<std::string, std::vector<double>> params;  // global tensors, on world rank 0
 };
 
@@ -107,7 +113,13 @@ Outcome train_case(Communicator& world, TrainConfig cfg, int tp, int pp, int dp,
   if (group) {
     Trainer tr(cfg, group->rank(), n);
     tr.start(*group);
-    for (int s = 0; s < cfg.steps; ++s) o.losses.push_back(tr.step().loss);
+    o.chunks = tr.model().chunks();
+    o.sequence_parallel = tr.model().shard().sequence_parallel;
+    for (int s = 0; s < cfg.steps; ++s) {
+      const StepStats stats = tr.step();
+      o.losses.push_back(stats.loss);
+      o.grad_norms.push_back(stats.grad_norm);
+    }
     if (cfg.model.dtype == DType::F32) o.params = gather_params(tr, *group, cfg.model);
   }
   world.barrier();
@@ -151,10 +163,18 @@ class LayoutEquivalence : public ::testing::Test {
                              (sequence_parallel ? ", sequence parallel" : "") + ", " +
                              std::to_string(virtual_stages) + " model chunks per stage";
     ASSERT_EQ(o.losses.size(), reference.losses.size()) << name;
-    for (size_t s = 0; s < o.losses.size(); ++s)
+    ASSERT_EQ(o.grad_norms.size(), reference.grad_norms.size()) << name;
+    for (size_t s = 0; s < o.losses.size(); ++s) {
       EXPECT_NEAR(o.losses[s], reference.losses[s], 1e-5 * std::abs(reference.losses[s]))
           << name << ", step " << s + 1;
+      EXPECT_NEAR(o.grad_norms[s], reference.grad_norms[s], 1e-4 * reference.grad_norms[s])
+          << name << ", step " << s + 1 << ": gradient norm";
+    }
     ASSERT_EQ(o.params.size(), reference.params.size()) << name;
+    ASSERT_FALSE(reference.params.empty()) << name;
+    // The options took effect: equal results are no proof where they were ignored.
+    EXPECT_EQ(o.chunks, virtual_stages) << name;
+    EXPECT_EQ(o.sequence_parallel, sequence_parallel && l.tp > 1) << name;
     for (const auto& [pname, ref] : reference.params) {
       const std::vector<double>& got = o.params.at(pname);
       double worst = 0;
@@ -242,6 +262,8 @@ TEST_F(LayoutEquivalence, InterleavedScheduleIsBitwisePlainOneFOneBWithoutClippi
       if (world_->rank() == 0) {
         ASSERT_EQ(plain.losses.size(), 6u);
         EXPECT_EQ(chunked.losses, plain.losses) << dtype_name(dtype) << ", TP " << l.tp;
+        EXPECT_EQ(plain.chunks, 1);
+        EXPECT_EQ(chunked.chunks, 2);
       }
     }
 }
