@@ -29,6 +29,10 @@ expect() {
     echo "FAIL: $bench $*: expected one line, found:"
     sed 's/^/    /' <<<"$out"
     failures=$((failures + 1))
+  elif [ -n "$(ls -A "$scratch")" ]; then  # refused, yet it began its work
+    echo "FAIL: $bench $*: refused, but wrote into its --dir: $(ls -A "$scratch" | head -n 5)"
+    rm -rf "${scratch:?}"/*
+    failures=$((failures + 1))
   else
     echo "ok: $bench $* -> exit $rc"
   fi

@@ -868,6 +868,7 @@ TEST_F(Checkpoints, EvalOfACheckpointGivesTheValidationLossItsRunLogged) {
   ASSERT_EQ(weighted.exit_code, 0) << weighted.err;
   ASSERT_EQ(listed.exit_code, 0) << listed.err;
   EXPECT_NE(weighted.out.find("eval: 560 samples"), std::string::npos) << weighted.out;
+  EXPECT_GT(loss_of(weighted), 0) << weighted.out;  // -1: no loss printed
   EXPECT_EQ(loss_of(weighted), loss_of(listed)) << weighted.out << listed.out;
   // A run that validates on the held-out end of its corpus: eval reads those samples by default.
   std::string held = args("held", "--data.valid_fraction 0.05 --train.eval_batches 2");

@@ -262,22 +262,35 @@ TEST(Model, Bfloat16OnTheHostComputesInFloat32AndRounds) {
 
 // Materialises the global tensor, then every shard, and checks each shard element against the
 // global element its global_index() names: invariant 1 (layout-independent initialization).
+// The shards together name every global element exactly once. (That each holds the piece it
+// should is pinned by the test below: materialize fills by global_index, so the value check
+// alone holds for any index map.)
 void expect_shards_slice_global(Param proto, int tp) {
   Param whole = proto;
   whole.tp_size = 1;
   whole.materialize(99, DType::F64);
-  int64_t covered = 0;
+  std::vector<int> named(static_cast<size_t>(whole.value.numel()), 0);
   for (int r = 0; r < tp; ++r) {
     Param shard = proto;
     shard.tp_rank = r;
     shard.tp_size = tp;
     shard.materialize(99, DType::F64);
-    covered += shard.value.numel();
-    for (int64_t i = 0; i < shard.value.numel(); ++i)
-      ASSERT_EQ(shard.value.data<double>()[i], whole.value.data<double>()[shard.global_index(i)])
+    for (int64_t i = 0; i < shard.value.numel(); ++i) {
+      const int64_t g = shard.global_index(i);
+      ASSERT_TRUE(g >= 0 && g < whole.value.numel()) << proto.name << " rank " << r;
+      ++named[static_cast<size_t>(g)];
+      ASSERT_EQ(shard.value.data<double>()[i], whole.value.data<double>()[g])
           << proto.name << " rank " << r << " element " << i;
+    }
   }
-  EXPECT_EQ(covered, whole.value.numel()) << proto.name;
+  for (size_t g = 0; g < named.size(); ++g)
+    ASSERT_EQ(named[g], 1) << proto.name << ", TP " << tp << ": global element " << g;
+}
+
+// Element `local` of TP rank `rank` of `tp` of `p`: its global index.
+int64_t global_index_of(Param p, int rank, int tp, int64_t local) {
+  p.tp_rank = rank, p.tp_size = tp;
+  return p.global_index(local);
 }
 
 TEST(Param, TensorParallelShardsAreSlicesOfTheGlobalTensor) {
@@ -300,6 +313,18 @@ TEST(Param, TensorParallelShardsAreSlicesOfTheGlobalTensor) {
   vocab.split_dim = 0;
   expect_shards_slice_global(vocab, 2);
   expect_shards_slice_global(vocab, 3);
+  // Which piece each rank holds, by hand. qkv [24, 4] over 2: rank 0 holds rows 0-3 of q, then
+  // 8-11 of k (its local row 4); rank 1 starts at row 4.
+  EXPECT_EQ(global_index_of(qkv, 0, 2, 4 * 4), 8 * 4);
+  EXPECT_EQ(global_index_of(qkv, 0, 2, 8 * 4 + 1), 16 * 4 + 1);
+  EXPECT_EQ(global_index_of(qkv, 1, 2, 0), 4 * 4);
+  // proj [4, 8] split by column over 2: rank 1 holds columns 4-7 of each row.
+  EXPECT_EQ(global_index_of(row, 1, 2, 0), 4);
+  EXPECT_EQ(global_index_of(row, 1, 2, 4), 8 + 4);
+  // 11 vocabulary rows over 2: rows 0-4 and 5-10; over 3: 0-2, 3-6, 7-10.
+  EXPECT_EQ(global_index_of(vocab, 1, 2, 0), 5 * 4);
+  EXPECT_EQ(global_index_of(vocab, 1, 3, 0), 3 * 4);
+  EXPECT_EQ(global_index_of(vocab, 2, 3, 0), 7 * 4);
   // A tensor that is not split (a LayerNorm's) has no piece to ask for.
   Param norm = row;
   norm.name = "layers/00/ln1/weight";

@@ -101,12 +101,21 @@ TEST(AdamW, NoWeightDecayOnBiasesNormsAndEmbeddingsUnlessConfigured) {
   EXPECT_DOUBLE_EQ(n.value.data<double>()[0], 1.0);
   EXPECT_DOUBLE_EQ(e.value.data<double>()[0], 1.0);
 
-  cfg.decay_embeddings = cfg.decay_biases_norms = true;
-  AdamW all({&b, &n, &e}, cfg);
-  all.step(0.1);
+  // Each flag alone decays its own kinds only.
+  AdamWConfig embeddings = cfg;
+  embeddings.decay_embeddings = true;
+  AdamW decay_e({&b, &n, &e}, embeddings);
+  decay_e.step(0.1);
+  EXPECT_DOUBLE_EQ(b.value.data<double>()[0], 1.0);
+  EXPECT_DOUBLE_EQ(n.value.data<double>()[0], 1.0);
+  EXPECT_DOUBLE_EQ(e.value.data<double>()[0], 0.95);
+  AdamWConfig biases_norms = cfg;
+  biases_norms.decay_biases_norms = true;
+  AdamW decay_bn({&b, &n, &e}, biases_norms);
+  decay_bn.step(0.1);
   EXPECT_DOUBLE_EQ(b.value.data<double>()[0], 0.95);
   EXPECT_DOUBLE_EQ(n.value.data<double>()[0], 0.95);
-  EXPECT_DOUBLE_EQ(e.value.data<double>()[0], 0.95);
+  EXPECT_DOUBLE_EQ(e.value.data<double>()[0], 0.95);  // as the step above left it
 }
 
 TEST(GradClipping, ScalesToMaxNormAndReturnsNormBefore) {

@@ -371,6 +371,12 @@ TEST_F(TokenizerTest, DirectoryInputsSkipCorporaAndRefuseCompressedFiles) {
           read_documents({path("texts/a.txt"), path(named)});
         },
         {"text input " + path(named) + ": expected text or JSON lines, found a ."});
+  // An input that cannot be looked at (here a path through a file: ENOTDIR; a directory without
+  // search permission alike) is not called missing.
+  expect_input_error([&] { read_documents({path("texts/a.txt/x")}); },
+                     {"text input " + path("texts/a.txt/x") + ": cannot be looked at (Not a"});
+  expect_input_error([&] { read_documents({path("texts/none.txt")}); },
+                     {"text input " + path("texts/none.txt") + ": no such file or directory"});
 
   for (const auto& [format, magic] :
        std::vector<std::pair<std::string, std::string>>{{"gzip", "\x1f\x8b\x08"},
