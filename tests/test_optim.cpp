@@ -3,6 +3,7 @@
 // of them against the unfused ops they replace, bit for bit.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -10,6 +11,7 @@
 #include <numbers>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -89,33 +91,35 @@ TEST(AdamW, TwoStepsMatchHandComputedValues) {
   EXPECT_EQ(opt.steps_taken(), 2);
 }
 
+// Weights decay; biases, norms and embeddings only under their flags, each flag its own kinds.
 TEST(AdamW, NoWeightDecayOnBiasesNormsAndEmbeddingsUnlessConfigured) {
-  Param w = scalar_param(ParamKind::Weight, 1, 0), b = scalar_param(ParamKind::Bias, 1, 0),
-        n = scalar_param(ParamKind::Norm, 1, 0), e = scalar_param(ParamKind::Embedding, 1, 0);
-  AdamWConfig cfg;
-  cfg.weight_decay = 0.5;
-  AdamW opt({&w, &b, &n, &e}, cfg);
-  opt.step(0.1);  // zero gradients: only the decay moves a parameter
-  EXPECT_DOUBLE_EQ(w.value.data<double>()[0], 1.0 - 0.1 * 0.5);
-  EXPECT_DOUBLE_EQ(b.value.data<double>()[0], 1.0);
-  EXPECT_DOUBLE_EQ(n.value.data<double>()[0], 1.0);
-  EXPECT_DOUBLE_EQ(e.value.data<double>()[0], 1.0);
-
-  // Each flag alone decays its own kinds only.
-  AdamWConfig embeddings = cfg;
-  embeddings.decay_embeddings = true;
-  AdamW decay_e({&b, &n, &e}, embeddings);
-  decay_e.step(0.1);
-  EXPECT_DOUBLE_EQ(b.value.data<double>()[0], 1.0);
-  EXPECT_DOUBLE_EQ(n.value.data<double>()[0], 1.0);
-  EXPECT_DOUBLE_EQ(e.value.data<double>()[0], 0.95);
-  AdamWConfig biases_norms = cfg;
-  biases_norms.decay_biases_norms = true;
-  AdamW decay_bn({&b, &n, &e}, biases_norms);
-  decay_bn.step(0.1);
-  EXPECT_DOUBLE_EQ(b.value.data<double>()[0], 0.95);
-  EXPECT_DOUBLE_EQ(n.value.data<double>()[0], 0.95);
-  EXPECT_DOUBLE_EQ(e.value.data<double>()[0], 0.95);  // as the step above left it
+  // One step of zero gradients (only the decay moves a parameter): weight, bias, norm, embedding.
+  const auto after_a_step = [](bool decay_embeddings, bool decay_biases_norms) {
+    Param w = scalar_param(ParamKind::Weight, 1, 0), b = scalar_param(ParamKind::Bias, 1, 0),
+          n = scalar_param(ParamKind::Norm, 1, 0), e = scalar_param(ParamKind::Embedding, 1, 0);
+    AdamWConfig cfg;
+    cfg.weight_decay = 0.5;
+    cfg.decay_embeddings = decay_embeddings;
+    cfg.decay_biases_norms = decay_biases_norms;
+    AdamW opt({&w, &b, &n, &e}, cfg);
+    opt.step(0.1);
+    std::vector<double> values;
+    for (const Param* p : {&w, &b, &n, &e}) values.push_back(p->value.data<double>()[0]);
+    return values;
+  };
+  const double d = 1.0 - 0.1 * 0.5;
+  const std::vector<std::pair<std::array<bool, 2>, std::vector<double>>> cases = {
+      {{false, false}, {d, 1, 1, 1}},
+      {{true, false}, {d, 1, 1, d}},
+      {{false, true}, {d, d, d, 1}},
+      {{true, true}, {d, d, d, d}}};
+  for (const auto& [flags, expected] : cases) {
+    const std::vector<double> got = after_a_step(flags[0], flags[1]);
+    for (size_t k = 0; k < expected.size(); ++k)
+      EXPECT_DOUBLE_EQ(got[k], expected[k])
+          << "decay_embeddings " << flags[0] << ", decay_biases_norms " << flags[1] << ", param "
+          << k;
+  }
 }
 
 TEST(GradClipping, ScalesToMaxNormAndReturnsNormBefore) {
