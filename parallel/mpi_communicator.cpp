@@ -419,13 +419,6 @@ std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key, const s
   return std::make_unique<MpiCommunicator>(sub, name, true);
 }
 
-namespace {
-
-struct NodeLocalPlace {
-  int rank = 0;
-  int size = 1;
-};
-
 NodeLocalPlace node_local_place(MPI_Comm comm) {
   const std::string group = "node-local (MPI_COMM_TYPE_SHARED)";
   MPI_Comm local = MPI_COMM_NULL;
@@ -435,16 +428,6 @@ NodeLocalPlace node_local_place(MPI_Comm comm) {
   CHECK_MPI_IN(group, MPI_Comm_size(local, &place.size));
   CHECK_MPI_IN(group, MPI_Comm_free(&local));
   return place;
-}
-
-}  // namespace
-
-int node_local_size(MPI_Comm comm) {
-  return node_local_place(comm).size;
-}
-
-int node_local_rank(MPI_Comm comm) {
-  return node_local_place(comm).rank;
 }
 
 }  // namespace tessera

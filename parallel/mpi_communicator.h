@@ -71,10 +71,13 @@ class MpiCommunicator final : public Communicator {
   int size_ = 1;
 };
 
-// Ranks of comm that share this node's memory (MPI_COMM_TYPE_SHARED), and this rank's place
-// among them: how many threads a rank may use is the node's cores over node_local_size.
-// Collective over comm.
-int node_local_size(MPI_Comm comm);
-int node_local_rank(MPI_Comm comm);
+// The ranks of comm that share this node's memory (MPI_COMM_TYPE_SHARED), and this rank's place
+// among them: how many threads a rank may use is the node's cores over `size`. Collective over
+// comm (one split).
+struct NodeLocalPlace {
+  int rank = 0;
+  int size = 1;
+};
+NodeLocalPlace node_local_place(MPI_Comm comm);
 
 }  // namespace tessera

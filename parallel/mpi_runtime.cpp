@@ -15,8 +15,9 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
     owns_ = true;
   }
   world_ = MpiCommunicator::world();
-  local_size_ = node_local_size(MPI_COMM_WORLD);
-  local_rank_ = node_local_rank(MPI_COMM_WORLD);
+  const NodeLocalPlace place = node_local_place(MPI_COMM_WORLD);
+  local_size_ = place.size;
+  local_rank_ = place.rank;
 }
 
 MpiRuntime::~MpiRuntime() {

@@ -578,8 +578,9 @@ TEST(AgreeOnInputs, AnExceptionThatIsNotAStdExceptionIsReportedAsAnInternalError
 // ctest runs every rank on this one machine, so all of them share its memory.
 TEST(NodeLocal, EveryRankOfASingleMachineRunIsNodeLocal) {
   auto comm = MpiCommunicator::world();
-  EXPECT_EQ(node_local_size(comm->comm()), comm->size());
-  EXPECT_EQ(node_local_rank(comm->comm()), comm->rank());
+  const NodeLocalPlace place = node_local_place(comm->comm());
+  EXPECT_EQ(place.size, comm->size());
+  EXPECT_EQ(place.rank, comm->rank());
 }
 
 }  // namespace
