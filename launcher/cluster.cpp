@@ -361,12 +361,19 @@ void report_nonfinite(const TrainConfig& cfg, Trainer& tr, Communicator& world, 
         << "\nnon-finite here: " << (names.empty() ? "nothing" : names) << "\n";
     out.close();
     if (ec || !out)  // the run still halts; what the file would hold is on stderr below
-      std::cerr << "rank " << world.rank() << ": cannot write " << file.string()
-                << (ec ? " (" + ec.message() + ")" : std::string()) << "\n";
+      write_line(std::string("rank ")
+                     .append(std::to_string(world.rank()))
+                     .append(": cannot write ")
+                     .append(file.string())
+                     .append(ec ? " (" + ec.message() + ")" : std::string()));
   }
   if (!found.empty())
-    std::cerr << "rank " << world.rank() << ": step " << step + 1 << ": non-finite " << names
-              << "\n";
+    write_line(std::string("rank ")
+                   .append(std::to_string(world.rank()))
+                   .append(": step ")
+                   .append(std::to_string(step + 1))
+                   .append(": non-finite ")
+                   .append(names));
   Tensor flags({world.size()}, DType::I32);
   flags.data<int32_t>()[world.rank()] = found.empty() ? 0 : 1;
   world.all_reduce(flags, ReduceOp::Max);
@@ -391,8 +398,12 @@ int report_preempted(const TrainConfig& cfg, Communicator& world, int64_t step, 
   const bool interrupted = s.stop_on_interrupt > 0 && terminated == 0 && s.stop_on_time == 0;
   const int code = interrupted ? kExitInterrupted : kExitPreempted;
   if (const int signo = stop_signal())
-    std::cerr << "rank " << world.rank() << ": " << signal_name(signo)
-              << " received: stopped after step " << step + 1 << "\n";
+    write_line(std::string("rank ")
+                   .append(std::to_string(world.rank()))
+                   .append(": ")
+                   .append(signal_name(signo))
+                   .append(" received: stopped after step ")
+                   .append(std::to_string(step + 1)));
   if (world.rank() != 0) return code;
   std::string why;
   const auto add = [&](const std::string& what, int ranks) {
