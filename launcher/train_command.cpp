@@ -153,9 +153,9 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     const double longest = std::max(saver.longest_save_seconds(), running);
     return longest + (saver.writing() ? longest - running : 0) + (interval_save_due ? longest : 0);
   };
-  // This rank's wish to stop (StopReason bits), asked at each step and before each validation
-  // batch: a signal, or --train.time_limit, which stops while the slowest step so far, twice,
-  // and the final save still fit before the limit.
+  // This rank's wish to stop (StopReason bits), asked at the end of each step's backward and
+  // before each validation batch: a signal, or --train.time_limit, which stops while the slowest
+  // step so far, twice, and the final save still fit before the limit.
   double slowest_step_s = 0;
   int64_t saves = 0;
   const auto stop_wish = [&] {
@@ -175,7 +175,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       while (stop_signal() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     const auto step_start = Clock::now();
     interval_save_due = cfg.checkpoint_interval > 0 && (step + 1) % cfg.checkpoint_interval == 0;
-    StepStats s = tr.step(stop_wish());
+    StepStats s = tr.step(stop_wish);
     // The step alone: a validation, which a stop ends, is not what the time limit must leave
     // room for.
     slowest_step_s =

@@ -176,7 +176,7 @@ void Trainer::read_microbatches(DataLoader& loader) {
                                    targets_[static_cast<size_t>(i)]);
 }
 
-StepStats Trainer::step(int stop) {
+StepStats Trainer::step(const std::function<int()>& stop_wish) {
   TESSERA_CHECK(grid_ != nullptr, "Trainer::step before start");
   const ProfileRange range("step", steps_done_ + 1);
   buckets_->zero_grad();
@@ -210,7 +210,7 @@ StepStats Trainer::step(int stop) {
     g[1] = zero_->grad_sum_of_squares();
   else if (c.dp == 0 || inject)
     g[1] = ops::sum_of_squares(buckets_->counted_grads());
-  put_stop(stop, g + 2);
+  put_stop(stop_wish ? stop_wish() : 0, g + 2);
   local_loss_ = g[0];
   local_sum_of_squares_ = g[1];
   host_world().all_reduce(global, ReduceOp::Sum);

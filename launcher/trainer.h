@@ -55,11 +55,13 @@ class Trainer {
   // `local_rank` (this rank's index among the ranks of its node), made over `world`, which stays
   // the communicator for host tensors (host_world()).
   void start(Communicator& world, int local_rank = 0);
-  // One optimizer step, collective over the grid. `stop` (StopReason bits) is this rank's wish
-  // to stop after it; the step's one world all-reduce, which already carries the loss and the
-  // gradient norm, tells every rank who asked (StepStats::stop_on_*). A non-finite loss or
-  // gradient norm anywhere skips the update on every rank.
-  StepStats step(int stop = 0);
+  // One optimizer step, collective over the grid. `stop_wish`, when given, is asked once the
+  // backward is done, for this rank's wish to stop after the step (StopReason bits): a signal
+  // that came during the forward or backward stops the run after this step, not the next. The
+  // step's one world all-reduce, which already carries the loss and the gradient norm, tells
+  // every rank who asked (StepStats::stop_on_*). A non-finite loss or gradient norm anywhere
+  // skips the update on every rank.
+  StepStats step(const std::function<int()>& stop_wish = {});
   // After a skipped step: this rank's non-finite values, as "loss" and the names of the
   // tensors whose gradients hold NaN or Inf; empty when its own values were finite. Gradients
   // are identical over DP after the reduction, so DP rank 0 of each replica speaks for them.

@@ -299,6 +299,33 @@ TEST_F(LayoutEquivalence, RanksThatOpenedOtherCorporaStopNamingTheDataPath) {
   world_->barrier();
 }
 
+// The wish to stop is asked once the step's backward is done (its gradients are there), so that
+// a signal during a long step stops the run after that step, not after the next; every rank
+// hears of one rank's wish in the same step.
+TEST_F(LayoutEquivalence, AStepAsksForTheWishToStopOnceItsBackwardIsDone) {
+  std::unique_ptr<Communicator> two =
+      world_->split(world_->rank() < 2 ? 0 : -1, world_->rank(), "two");
+  if (two) {
+    TrainConfig cfg = *cfg_;
+    cfg.parallel.dp = 2;
+    cfg.micro_batch = cfg.global_batch / 2;
+    Trainer tr(cfg, two->rank(), 2);
+    tr.start(*two);
+    bool gradients_there = false;
+    const StepStats s = tr.step([&] {
+      for (const Param* p : tr.model().params())
+        for (int64_t i = 0; i < p->grad.numel(); ++i)
+          gradients_there |= p->grad.data<float>()[i] != 0;
+      return two->rank() == 1 ? int{kStopSignal} : 0;
+    });
+    EXPECT_TRUE(gradients_there);
+    EXPECT_EQ(s.stop_on_signal, 1);
+    EXPECT_TRUE(s.stops());
+    EXPECT_FALSE(tr.step().stops());  // no wish given: none
+  }
+  world_->barrier();
+}
+
 // docs/DESIGN.md invariant 2 on a grid: a fixed layout gives bitwise the same losses run to run,
 // since every reduction happens in a fixed order.
 TEST_F(LayoutEquivalence, OneLayoutIsBitwiseDeterministic) {
