@@ -253,6 +253,20 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       result.exit_code = report_preempted(cfg, world, step, s, saver.directory());
       break;
     }
+    // A signal (or the time limit) during an interval save: the run stops with that checkpoint
+    // now, not one step and a second save later, which the scheduler's grace may not hold.
+    if (save && !last && !exiting) {
+      interval_save_due = false;  // made: the time left need not hold it again
+      const StepStats wish = tr.agree_on_stop(stop_wish());
+      if (wish.stops()) {
+        {
+          const SaveDeadline deadline(cfg);
+          saver.finish();  // whole before the process ends
+        }
+        result.exit_code = report_preempted(cfg, world, step, wish, saver.directory());
+        break;
+      }
+    }
     if (exiting) {
       if (root)
         std::printf("exit after %lld steps of this run (--train.exit_after), at step %lld\n",

@@ -176,6 +176,15 @@ void Trainer::read_microbatches(DataLoader& loader) {
                                    targets_[static_cast<size_t>(i)]);
 }
 
+StepStats Trainer::agree_on_stop(int stop) {
+  Tensor votes({3}, DType::F64);
+  put_stop(stop, votes.data<double>());
+  host_world().all_reduce(votes, ReduceOp::Sum);
+  StepStats stats;
+  take_stop(votes.data<double>(), stats);
+  return stats;
+}
+
 StepStats Trainer::step(const std::function<int()>& stop_wish) {
   TESSERA_CHECK(grid_ != nullptr, "Trainer::step before start");
   const ProfileRange range("step", steps_done_ + 1);

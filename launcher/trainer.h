@@ -62,6 +62,10 @@ class Trainer {
   // every rank who asked (StepStats::stop_on_*). A non-finite loss or gradient norm anywhere
   // skips the update on every rank.
   StepStats step(const std::function<int()>& stop_wish = {});
+  // The ranks' wishes to stop (StopReason bits, `stop` this rank's), agreed outside a step: one
+  // world all-reduce, whose StepStats carries the stop counts only. After a save, during which a
+  // signal may have come.
+  StepStats agree_on_stop(int stop);
   // After a skipped step: this rank's non-finite values, as "loss" and the names of the
   // tensors whose gradients hold NaN or Inf; empty when its own values were finite. Gradients
   // are identical over DP after the reduction, so DP rank 0 of each replica speaks for them.

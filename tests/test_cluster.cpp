@@ -225,6 +225,26 @@ TEST_F(Cluster, CtrlCAfterAPreemptionSignalStillExits3) {
   EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "latest"));
 }
 
+// A signal during an interval save (slowed to 4 s) stops the run with that checkpoint, at once:
+// not after one step more and a second save, which a scheduler's grace may not hold.
+TEST_F(Cluster, SignalDuringAnIntervalSaveStopsWithThatCheckpoint) {
+  std::thread signaller = signal_once_logging("USR1", "run");  // at step 2's record, pre-save
+  const CliRun stopped = run_tessera(args("run", 100) +
+                                         " --train.log_interval 2 --checkpoint.interval 2"
+                                         " --debug.slow_save 0:4",
+                                     dir_);
+  signaller.join();
+  ASSERT_EQ(stopped.exit_code, 3) << stopped.out << stopped.err;
+  const std::string saved = (dir_ / "run" / "checkpoints" / "step_00000002").string();
+  EXPECT_NE(stopped.out.find("preempted: SIGUSR1/SIGTERM on 1 rank; stopped after step 2 of 100 "
+                             "with checkpoint " +
+                             saved),
+            std::string::npos)
+      << stopped.out;
+  EXPECT_FALSE(fs::exists(dir_ / "run" / "checkpoints" / "step_00000003"));
+  EXPECT_EQ(read(dir_ / "run" / "checkpoints" / "latest"), "step_00000002\n");
+}
+
 // A stop signal before the ranks agree to start ends the process at once, with the code the stop
 // would have had: here the run waits to read its config from a FIFO that no one writes (a hung
 // file system), and SIGTERM used to be held until the read returned, never.
