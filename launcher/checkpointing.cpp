@@ -169,6 +169,8 @@ CheckpointMeta meta_of(Trainer& tr) {
   meta.ints["consumed_samples"] = loader.consumed;
   meta.ints["consumed_tokens"] = tr.consumed_tokens(loader.consumed);
   meta.ints["adamw_step"] = tr.adamw() ? tr.adamw()->steps_taken() : tr.zero()->steps_taken();
+  meta.ints["skipped_in_a_row"] = tr.skipped_in_a_row();
+  meta.ints["skipped_total"] = tr.skipped_total();
   meta.ints["global_batch"] = c.global_batch;
   meta.ints["heads"] = c.model.heads;  // shapes do not show the head count
   meta.texts["pos"] = position_kind_name(c.model.pos);
@@ -680,6 +682,12 @@ void load_checkpoint(Trainer& tr, const std::string& dir) {
     tr.zero()->set_steps_taken(t);
   }
   tr.set_steps_done(meta.ints.at("step"));
+  // Absent from checkpoints saved before tessera kept them: none counted.
+  const auto count = [&](const char* key) {
+    const auto it = meta.ints.find(key);
+    return it == meta.ints.end() ? int64_t{0} : it->second;
+  };
+  tr.set_skipped(count("skipped_in_a_row"), count("skipped_total"));
   const int64_t consumed = meta.ints.at("consumed_samples");
   const auto tokens = meta.ints.find("consumed_tokens");
   tr.set_resumed_at(

@@ -99,8 +99,8 @@ std::string check_checkpoint_fits(const std::string& dir, Trainer& tr);
 // train's rank 0 runs once when it chooses the checkpoint; so must its files, whose sizes and
 // checksums the choice verified (no file's size is checked again here). Collective over each DP
 // group: without ZeRO-1 DP rank 0 reads and broadcasts, with it each rank reads the elements of
-// its piece and the values are all-gathered. A read that fails on one rank (an I/O error) ends it through
-// fail_alone, whose abort ends the others waiting in those collectives.
+// its piece and the values are all-gathered. A read that fails on one rank (an I/O error) ends it
+// through fail_alone, whose abort ends the others waiting in those collectives.
 void load_checkpoint(Trainer& tr, const std::string& dir);
 
 // Loads only the weights saved in `dir` into `model` (any layout, any device; rounded to bf16

@@ -167,7 +167,6 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       stop |= kStopTime;
     return stop;
   };
-  int64_t skipped_in_a_row = 0, skipped_total = 0;
   for (int64_t step = first; step < cfg.steps; ++step) {
     if (has_rank_step(stalls, world.rank(), step + 1))
       std::this_thread::sleep_for(std::chrono::hours(1));
@@ -183,8 +182,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     if (step == first) Watchdog::instance().set_deadline(cfg.collective_timeout);
     result.losses.push_back(s.loss);
     if (s.skipped) {
-      ++skipped_in_a_row;
-      ++skipped_total;
+      const int64_t skipped_in_a_row = tr.skipped_in_a_row();
       if (cfg.nan_policy == "halt" || skipped_in_a_row > cfg.nan_max_skips) {
         report_nonfinite(cfg, tr, world, step, s,
                          cfg.nan_policy == "halt"
@@ -195,9 +193,8 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
         result.exit_code = kExitNonFinite;
         break;
       }
-      log.skipped(step, s, skipped_in_a_row, skipped_total);
+      log.skipped(step, s, skipped_in_a_row, tr.skipped_total());
     } else {
-      skipped_in_a_row = 0;
       if (const std::optional<double> mean = log.add(step, s, tr.loader().epochs()))
         result.final_loss = *mean;
     }
@@ -281,9 +278,9 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
   if (result.exit_code == kExitNonFinite || result.exit_code == kExitInternalError) return result;
   if (const std::optional<double> mean = log.unlogged_mean()) result.final_loss = *mean;
   const double run_s = std::chrono::duration<double>(Clock::now() - start).count();
-  if (skipped_total > 0 && root)
+  if (tr.skipped_total() > 0 && root)
     std::printf("skipped steps: %lld (non-finite loss or gradient norm)\n",
-                static_cast<long long>(skipped_total));
+                static_cast<long long>(tr.skipped_total()));
   print_summary(cfg, tr, result, world);
   if (root)
     std::printf("data: the loop waited %.3f s for batches, %.2f%% of the %.1f s of training\n",

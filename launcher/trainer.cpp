@@ -232,8 +232,10 @@ StepStats Trainer::step(const std::function<int()>& stop_wish) {
   ++steps_done_;
   if (!std::isfinite(stats.loss) || !std::isfinite(stats.grad_norm)) {
     stats.skipped = true;  // the same verdict on every rank: no rank updates
+    ++skipped_in_a_row_, ++skipped_total_;
     return stats;
   }
+  skipped_in_a_row_ = 0;
 
   const ProfileRange update("optimizer");
   // Clipping rides in the update's pass over the gradients.

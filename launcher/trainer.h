@@ -96,6 +96,15 @@ class Trainer {
   int microbatches() const { return microbatches_; }
   int64_t steps_done() const { return steps_done_; }
   void set_steps_done(int64_t steps) { steps_done_ = steps; }
+  // Steps skipped for a non-finite loss or gradient norm (--train.nan_policy skip): in a row up
+  // to the last step, and in all. Carried by checkpoints, so that --train.nan_max_skips counts
+  // across a resume.
+  int64_t skipped_in_a_row() const { return skipped_in_a_row_; }
+  int64_t skipped_total() const { return skipped_total_; }
+  void set_skipped(int64_t in_a_row, int64_t total) {
+    skipped_in_a_row_ = in_a_row;
+    skipped_total_ = total;
+  }
   // Tokens trained on by the time `samples` were read: seq_len each, and what a checkpoint of
   // another --model.seq_len (resumed with --data.allow_change) counted before.
   int64_t consumed_tokens(int64_t samples) const {
@@ -159,6 +168,7 @@ class Trainer {
   Param* tied_ = nullptr;
   std::vector<Tensor> inputs_, targets_;
   int64_t steps_done_ = 0;
+  int64_t skipped_in_a_row_ = 0, skipped_total_ = 0;
   int64_t samples_at_resume_ = 0, tokens_at_resume_ = 0;
   int64_t batches_evaluated_ = 0;
   double local_loss_ = 0, local_sum_of_squares_ = 0;  // this rank's parts of the last step's

@@ -384,6 +384,20 @@ TEST_F(Cluster, NanSkipsInARowBeyondTheLimitExit4) {
   EXPECT_NE(three.out.find("3 steps in a row, more than --train.nan_max_skips 2"),
             std::string::npos)
       << three.out;
+  // The count goes on across a resume: two skipped steps before the save at step 4, a third
+  // after it.
+  const std::string skip = " --train.nan_policy skip --train.nan_max_skips 2";
+  ASSERT_EQ(
+      run_mpi(2, args("resumed", 6) + skip + " --debug.inject_nan 0:3,1:4 --train.exit_after 4",
+              dir_)
+          .exit_code,
+      0);
+  const CliRun resumed = run_mpi(2, args("resumed", 6) + skip + " --debug.inject_nan 0:5", dir_);
+  ASSERT_EQ(resumed.exit_code, 4) << resumed.out << resumed.err;
+  EXPECT_NE(resumed.out.find("resumed from "), std::string::npos) << resumed.out;
+  EXPECT_NE(resumed.out.find("3 steps in a row, more than --train.nan_max_skips 2"),
+            std::string::npos)
+      << resumed.out;
 }
 
 TEST_F(Cluster, NanWithHaltExits4NamingStepRankAndTensor) {
