@@ -168,12 +168,18 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
                      "; repair them (tessera ckpt verify), move them away, or give "
                      "--checkpoint.resume PATH");
   }
-  verify(resume);
   // Its parent also as "DIR/" (a shell's completion) or a name relative to the working directory.
   fs::path step = fs::absolute(resume).lexically_normal();
   if (!step.has_filename()) step = step.parent_path();
   std::error_code ec;
   const bool under_root = fs::equivalent(step.parent_path(), root, ec);
+  // This run removes its unfinished saves before it starts, and would load a directory gone.
+  if (under_root && step.filename().string().ends_with(".tmp"))
+    throw InputError("--checkpoint.resume " + resume +
+                     ": expected a step directory, found an unfinished save (.tmp) of this run, "
+                     "which it removes before it starts; if `tessera ckpt verify` passes it, "
+                     "rename it to its step_N name and resume that");
+  verify(resume);
   if (!under_root && !steps.empty()) refuse_over(resume);
   return resume;
 }

@@ -685,6 +685,17 @@ TEST_F(Checkpoints, RollbackToAnEarlierStepKeepsItsOwnNewestSteps) {
   for (const int step : {2, 4}) EXPECT_FALSE(fs::exists(step_dir("run", step))) << step;
   for (const int step : {6, 8, 10}) EXPECT_TRUE(fs::exists(step_dir("run", step))) << step;
   EXPECT_EQ(read_latest((dir_ / "run" / "checkpoints").string()), "step_00000008");
+  // An unfinished save of the run (whole here, as one killed between its MANIFEST and its
+  // rename leaves it) is refused by name: the run removes its .tmp saves before it loads.
+  const std::string unfinished = step_dir("run", 12) + ".tmp";
+  fs::copy(step_dir("run", 10), unfinished, fs::copy_options::recursive);
+  const CliRun tmp = run_tessera(args("run", "--checkpoint.resume " + unfinished, 14, 2), dir_);
+  EXPECT_EQ(tmp.exit_code, 2) << tmp.err;
+  EXPECT_NE(tmp.err.find("--checkpoint.resume " + unfinished +
+                         ": expected a step directory, found an unfinished save (.tmp)"),
+            std::string::npos)
+      << tmp.err;
+  EXPECT_TRUE(fs::exists(unfinished));
 }
 
 // Checkpoints that a fresh start would overwrite (the same step numbers) or --checkpoint.keep
