@@ -573,13 +573,22 @@ void check_seed_and_position(const CheckpointMeta& meta, Trainer& tr, const std:
                      std::to_string(seed) + ")");
   const int64_t consumed = meta.ints.at("consumed_samples");
   const int64_t batch = cfg.micro_batch * tr.layout().dp;
-  if (consumed % batch != 0)
+  if (consumed % batch != 0) {
+    // The saving run's global batch as an example, when it divides the position: a run that
+    // changed its global batch on an earlier resume may have left one that does not.
+    const auto saved_batch = meta.ints.find("global_batch");
+    const bool saved_divides = saved_batch != meta.ints.end() && saved_batch->second > 0 &&
+                               consumed % saved_batch->second == 0;
     throw InputError("checkpoint " + dir + ": its run consumed " + std::to_string(consumed) +
                      " samples, which --train.micro_batch " + std::to_string(cfg.micro_batch) +
                      " x " + std::to_string(tr.layout().dp) + " data-parallel rank" +
                      (tr.layout().dp == 1 ? "" : "s") + " = " + std::to_string(batch) +
                      " does not divide; resume with a micro-batch and data-parallel size whose "
-                     "product divides it (the saved run's --train.global_batch does)");
+                     "product divides it" +
+                     (saved_divides ? " (the saved run's --train.global_batch " +
+                                          std::to_string(saved_batch->second) + " does)"
+                                    : std::string()));
+  }
 }
 
 // What this run changes of the checkpoint's schedule and batch, said, not refused (Megatron-LM

@@ -669,6 +669,9 @@ TEST_F(Checkpoints, ResumeIntoAnotherSampleSequenceIsRefusedUnlessAllowed) {
                                    "x 1 data-parallel rank = 48 does not divide"),
             std::string::npos)
       << batch.err;
+  // The saving run's global batch (8) divides its position, and is given as an example.
+  EXPECT_NE(batch.err.find("(the saved run's --train.global_batch 8 does)"), std::string::npos)
+      << batch.err;
 }
 
 // A rollback: --checkpoint.resume of an earlier step of the run's own directory, given as a
