@@ -20,6 +20,12 @@ struct SharedInputError : InputError {
   using InputError::InputError;
 };
 
+// A collective or transfer failed outside this rank: a peer gone, the network, a peer that never
+// joined within the deadline. Not a contract of the program broken: exit 5, as the watchdog's.
+struct CommunicationError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 // The program broke one of its own contracts (a shape mismatch between ops, a bad dtype).
 struct InternalError : std::logic_error {
   using std::logic_error::logic_error;

@@ -211,7 +211,9 @@ std::unique_ptr<Communicator> open_device_world(const TrainConfig& cfg, Communic
   const std::string error =
       shared_gpu_error(all_gather_strings(world, host_name() + ' ' + cuda_device_bus_id()));
   if (!error.empty()) throw InputError(error);
-  return NcclCommunicator::create(world, gpu_for(local_rank), cfg.startup_deadline(), "world");
+  // NCCL's own deadline a minute past the watchdog's, so that the watchdog, which reports what
+  // every rank waits in, speaks first; NCCL's is the backstop.
+  return NcclCommunicator::create(world, gpu_for(local_rank), cfg.startup_deadline() + 60, "world");
 #else
   (void)world;
   (void)local_rank;

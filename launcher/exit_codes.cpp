@@ -83,6 +83,9 @@ ErrorReport classify(std::exception_ptr error, const char* command) {
   } catch (const std::filesystem::filesystem_error& e) {
     // A path the run cannot use (read-only, full, not a directory): its message names it.
     return {kExitBadInput, std::string("tessera: error: ") + e.what()};
+  } catch (const CommunicationError& e) {
+    // A peer gone or the network: the watchdog's code for a collective that cannot complete.
+    return {kExitHang, std::string("tessera: error: ") + e.what()};
   } catch (const std::bad_alloc&) {
     return {kExitBadInput,
             "tessera: error: out of memory (try a smaller --train.micro_batch or model, or more "

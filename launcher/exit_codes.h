@@ -15,7 +15,7 @@ enum ExitCode : int {
   kExitPreempted = 3,      // SIGUSR1/SIGTERM or --train.time_limit: checkpoint saved, requeue
   kExitNonFinite = 4,      // NaN/Inf loss or gradient norm: --train.nan_policy halt, or too many
                            // skipped steps in a row
-  kExitHang = 5,           // a collective passed its deadline, or a peer rank died
+  kExitHang = 5,  // a collective passed its deadline, a peer rank died, or NCCL lost a peer
   kExitInterrupted = 130,  // SIGINT (Ctrl-C) alone: checkpoint saved; as a shell reports ^C,
                            // so that batch scripts do not requeue what a person stopped
 };

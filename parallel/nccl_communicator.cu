@@ -134,12 +134,18 @@ void hold_stream(cudaStream_t stream, double seconds) {
 
 // The error NCCL found for `comm` while its operations ran (a peer gone, a network failure), as
 // "NCCL reported ...", or "" when none. `query` is ncclCommGetAsyncError's own result ("" when
-// it failed).
-std::string reported_error(ncclComm_t comm, ncclResult_t& query) {
-  ncclResult_t state = ncclSuccess;
+// it failed), `state` the error.
+std::string reported_error(ncclComm_t comm, ncclResult_t& query, ncclResult_t& state) {
+  state = ncclSuccess;
   query = ncclCommGetAsyncError(comm, &state);
   if (query != ncclSuccess || state == ncclSuccess || state == ncclInProgress) return "";
   return "NCCL reported " + nccl_error_text(state, comm);
+}
+
+// Whether NCCL blames a peer or the network (a remote process gone, a socket or link error)
+// rather than this rank's call.
+bool fault_outside(ncclResult_t r) {
+  return r == ncclSystemError || r == ncclRemoteError;
 }
 
 // What the watchdog's thread may read of a communicator while the caller's thread uses it: the
@@ -154,8 +160,8 @@ struct ErrorProbe {
   std::string async_error() {
     std::unique_lock<std::mutex> lock(mutex, std::try_to_lock);
     if (!lock.owns_lock() || comm == nullptr) return "";
-    ncclResult_t query = ncclSuccess;
-    return reported_error(comm, query);
+    ncclResult_t query = ncclSuccess, state = ncclSuccess;
+    return reported_error(comm, query, state);
   }
 };
 
@@ -221,15 +227,22 @@ void abort_comm(State& s, const std::string& why) {
 }
 
 // Aborts the communicator, so that its kernels stop and the compute stream waiting for them goes
-// on, then throws.
-[[noreturn]] void fail(State& s, const char* op, const std::string& what, const char* file,
-                       int line) {
+// on, then throws: a CommunicationError when the fault lies outside this rank (`outside`: a
+// peer, the network, a deadline a peer missed), else an InternalError.
+[[noreturn]] void fail(State& s, const char* op, const std::string& what, bool outside,
+                       const char* file, int line) {
   abort_comm(s, what);
-  fail_internal(file, line,
-                where(s, op) + what + "; the NCCL communicator was aborted" + kDebugHint);
+  const std::string message =
+      where(s, op) + what + "; the NCCL communicator was aborted" + kDebugHint;
+  if (outside) throw CommunicationError(message);
+  fail_internal(file, line, message);
 }
 
-#define FAIL_AND_ABORT(state, op, what) fail((state), (op), (what), __FILE__, __LINE__)
+#define FAIL_AND_ABORT(state, op, what) fail((state), (op), (what), false, __FILE__, __LINE__)
+// The failure of an NCCL result `r`: outside this rank or not, as fault_outside says.
+#define FAIL_ON_RESULT(state, op, what, r) \
+  fail((state), (op), (what), fault_outside(r), __FILE__, __LINE__)
+#define LOST_AND_ABORT(state, op, what) fail((state), (op), (what), true, __FILE__, __LINE__)
 
 void check_usable(const State& s, const char* op) {
   TESSERA_CHECK(s.comm != nullptr,
@@ -246,9 +259,9 @@ void wait_until_ready(State& s, ncclComm_t comm, const char* call, const char* o
       FAIL_AND_ABORT(s, op, "ncclCommGetAsyncError failed: " + nccl_error_text(query, comm));
     if (state == ncclSuccess) return;
     if (state != ncclInProgress)
-      FAIL_AND_ABORT(s, op, std::string(call) + " failed: " + nccl_error_text(state, comm));
+      FAIL_ON_RESULT(s, op, std::string(call) + " failed: " + nccl_error_text(state, comm), state);
     if (Clock::now() > deadline)
-      FAIL_AND_ABORT(s, op,
+      LOST_AND_ABORT(s, op,
                      std::string(call) + " timed out after " + seconds_text(s.timeout_s) +
                          " (did every rank of the group make this call, each on its own GPU?)");
     back_off(poll);
@@ -259,18 +272,18 @@ void wait_until_ready(State& s, ncclComm_t comm, const char* call, const char* o
 void settle(State& s, ncclResult_t r, const char* call, const char* op) {
   if (r == ncclSuccess) return;
   if (r != ncclInProgress)
-    FAIL_AND_ABORT(s, op, std::string(call) + " failed: " + nccl_error_text(r, s.comm));
+    FAIL_ON_RESULT(s, op, std::string(call) + " failed: " + nccl_error_text(r, s.comm), r);
   wait_until_ready(s, s.comm, call, op);
 }
 
 // An error NCCL found while the operations ran (a peer gone, a network failure).
 void check_async_error(State& s, const char* op) {
   check_usable(s, op);
-  ncclResult_t query = ncclSuccess;
-  const std::string reported = reported_error(s.comm, query);
+  ncclResult_t query = ncclSuccess, state = ncclSuccess;
+  const std::string reported = reported_error(s.comm, query, state);
   if (query != ncclSuccess)
     FAIL_AND_ABORT(s, op, "ncclCommGetAsyncError failed: " + nccl_error_text(query, s.comm));
-  if (!reported.empty()) FAIL_AND_ABORT(s, op, reported);
+  if (!reported.empty()) FAIL_ON_RESULT(s, op, reported, state);
 }
 
 // Blocks the host until `done` has completed on the GPU, watching for NCCL errors and the deadline.
@@ -284,7 +297,7 @@ void wait_for_completion(State& s, const Completion& done, const char* op) {
                     where(s, op) + "cudaEventQuery failed: " + cudaGetErrorString(q));
     check_async_error(s, op);
     if (Clock::now() > deadline)
-      FAIL_AND_ABORT(
+      LOST_AND_ABORT(
           s, op,
           "timed out after " + seconds_text(s.timeout_s) +
               " waiting for the operation to complete (did every rank of the group call it?)");
@@ -330,7 +343,8 @@ void start_pending_p2p(State& s, const char* op) {
   }
   const ncclResult_t end = ncclGroupEnd();  // ends the group even after a failed call
   if (first_error != ncclSuccess)
-    FAIL_AND_ABORT(s, op, "ncclSend/ncclRecv failed: " + nccl_error_text(first_error, s.comm));
+    FAIL_ON_RESULT(s, op, "ncclSend/ncclRecv failed: " + nccl_error_text(first_error, s.comm),
+                   first_error);
   settle(s, end, "ncclGroupEnd of the point-to-point group", op);
   CHECK_CUDA(cudaEventRecord(done->done.get(), s.stream));
   done->launched = true;
@@ -560,8 +574,8 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::create(Communicator& bootstr
   config.commName = state->name.c_str();
   const ncclResult_t r = ncclCommInitRankConfig(&state->comm, size, id, rank, &config);
   if (r != ncclSuccess && r != ncclInProgress)
-    FAIL_AND_ABORT(*state, "init",
-                   "ncclCommInitRankConfig failed: " + nccl_error_text(r, state->comm));
+    FAIL_ON_RESULT(*state, "init",
+                   "ncclCommInitRankConfig failed: " + nccl_error_text(r, state->comm), r);
   TESSERA_CHECK(state->comm != nullptr, where(*state, "init") + "NCCL returned no communicator");
   const WatchedRequest watched("init", name, 0);
   wait_until_ready(*state, state->comm, "ncclCommInitRankConfig", "init");
@@ -697,7 +711,7 @@ std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key, const 
   const ncclResult_t r =
       ncclCommSplit(s.comm, color >= 0 ? color : NCCL_SPLIT_NOCOLOR, key, &s.split_out, &config);
   if (r != ncclSuccess && r != ncclInProgress)
-    FAIL_AND_ABORT(s, "split", "ncclCommSplit failed: " + nccl_error_text(r, s.comm));
+    FAIL_ON_RESULT(s, "split", "ncclCommSplit failed: " + nccl_error_text(r, s.comm), r);
   // The split runs as a job of the parent; the child's handle appears when it is done.
   wait_until_ready(s, s.comm, "ncclCommSplit", "split");
   if (!child) return nullptr;

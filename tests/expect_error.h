@@ -1,6 +1,7 @@
-// expect_input_error / expect_internal_error: a call must throw tessera::InputError (a user's
-// mistake) or InternalError (a broken contract) whose message names every one of the given parts
-// (the file, option, op or value a reader needs to see).
+// expect_input_error / expect_internal_error / expect_communication_error: a call must throw
+// tessera::InputError (a user's mistake), InternalError (a broken contract) or CommunicationError
+// (a peer or the network) whose message names every one of the given parts (the file, option, op
+// or value a reader needs to see).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -35,6 +36,11 @@ inline void expect_input_error(const std::function<void()>& fn,
 inline void expect_internal_error(const std::function<void()>& fn,
                                   const std::vector<std::string>& parts) {
   expect_error<InternalError>(fn, parts, "InternalError");
+}
+
+inline void expect_communication_error(const std::function<void()>& fn,
+                                       const std::vector<std::string>& parts) {
+  expect_error<CommunicationError>(fn, parts, "CommunicationError");
 }
 // One part: a string (a braced list of parts takes the overload above).
 template <typename Part>

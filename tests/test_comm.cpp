@@ -569,6 +569,18 @@ TEST(AgreeOnInputs, EveryRankExitsWithTheCodeOfTheMessagePrinted) {
 
 // report_error turns what a rank caught into the ErrorReport it agrees on, in catch blocks:
 // whatever was thrown, it returns a code and a message.
+// A collective that failed outside this rank (NCCL: a peer gone, the network) is the watchdog's
+// exit 5, not a bug's 1.
+TEST(AgreeOnInputs, ACommunicationFailureExits5) {
+  const ErrorReport r =
+      report_error(std::make_exception_ptr(CommunicationError("all_reduce in group tp: NCCL "
+                                                              "reported remote process exited")),
+                   "train");
+  EXPECT_EQ(r.code, kExitHang);
+  EXPECT_EQ(r.message,
+            "tessera: error: all_reduce in group tp: NCCL reported remote process exited");
+}
+
 TEST(AgreeOnInputs, AnExceptionThatIsNotAStdExceptionIsReportedAsAnInternalError) {
   const ErrorReport r = report_error(std::make_exception_ptr(42), "train");
   EXPECT_EQ(r.code, kExitInternalError);
