@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 
@@ -183,6 +184,19 @@ class LayoutEquivalence : public ::testing::Test {
     }
   }
 
+  // `body` on world ranks 0 and 1 as the two DP ranks of the case's config; the others wait.
+  static void on_two_dp_ranks(const std::function<void(Communicator& two, TrainConfig cfg)>& body) {
+    std::unique_ptr<Communicator> two =
+        world_->split(world_->rank() < 2 ? 0 : -1, world_->rank(), "two");
+    if (two) {
+      TrainConfig cfg = *cfg_;
+      cfg.parallel.dp = 2;
+      cfg.micro_batch = cfg.global_batch / 2;
+      body(*two, cfg);
+    }
+    world_->barrier();
+  }
+
   static Communicator* world_;
   static TrainConfig* cfg_;
   static Outcome* reference_;
@@ -272,58 +286,46 @@ TEST_F(LayoutEquivalence, InterleavedScheduleIsBitwisePlainOneFOneBWithoutClippi
 // together, naming --data.path, before they would read different samples or disagree on the
 // id-check records' collective.
 TEST_F(LayoutEquivalence, RanksThatOpenedOtherCorporaStopNamingTheDataPath) {
-  std::unique_ptr<Communicator> two =
-      world_->split(world_->rank() < 2 ? 0 : -1, world_->rank(), "two");
-  if (two) {
-    TrainConfig cfg = *cfg_;
-    cfg.parallel.dp = 2;
-    cfg.micro_batch = cfg.global_batch / 2;
-    if (two->rank() == 1) {
+  on_two_dp_ranks([](Communicator& two, TrainConfig cfg) {
+    if (two.rank() == 1) {
       cfg.data_path = cfg_->data_path + "_other";
       write_synthetic_corpus(cfg.data_path, 512, 16, 200, 2);
     }
-    Trainer tr(cfg, two->rank(), 2);
-    test_support::expect_input_error([&] { tr.check_same_corpora(*two); },
+    Trainer tr(cfg, two.rank(), 2);
+    test_support::expect_input_error([&] { tr.check_same_corpora(two); },
                                      {"--data.path: the ranks did not open the same corpora"});
     // The same training corpora, validation corpora of their own that differ: named by their
     // option (the message named --data.path).
     TrainConfig valid = cfg;
     valid.data_path = cfg_->data_path;
     valid.eval_interval = 1;
-    valid.valid_path = cfg_->data_path + (two->rank() == 1 ? "_other" : "");
-    Trainer with_valid(valid, two->rank(), 2);
+    valid.valid_path = cfg_->data_path + (two.rank() == 1 ? "_other" : "");
+    Trainer with_valid(valid, two.rank(), 2);
     test_support::expect_input_error(
-        [&] { with_valid.check_same_corpora(*two); },
+        [&] { with_valid.check_same_corpora(two); },
         {"--data.valid_path: the ranks did not open the same corpora"});
-  }
-  world_->barrier();
+  });
 }
 
 // The wish to stop is asked once the step's backward is done (its gradients are there), so that
 // a signal during a long step stops the run after that step, not after the next; every rank
 // hears of one rank's wish in the same step.
 TEST_F(LayoutEquivalence, AStepAsksForTheWishToStopOnceItsBackwardIsDone) {
-  std::unique_ptr<Communicator> two =
-      world_->split(world_->rank() < 2 ? 0 : -1, world_->rank(), "two");
-  if (two) {
-    TrainConfig cfg = *cfg_;
-    cfg.parallel.dp = 2;
-    cfg.micro_batch = cfg.global_batch / 2;
-    Trainer tr(cfg, two->rank(), 2);
-    tr.start(*two);
+  on_two_dp_ranks([](Communicator& two, const TrainConfig& cfg) {
+    Trainer tr(cfg, two.rank(), 2);
+    tr.start(two);
     bool gradients_there = false;
     const StepStats s = tr.step([&] {
       for (const Param* p : tr.model().params())
         for (int64_t i = 0; i < p->grad.numel(); ++i)
           gradients_there |= p->grad.data<float>()[i] != 0;
-      return two->rank() == 1 ? int{kStopSignal} : 0;
+      return two.rank() == 1 ? int{kStopSignal} : 0;
     });
     EXPECT_TRUE(gradients_there);
     EXPECT_EQ(s.stop_on_signal, 1);
     EXPECT_TRUE(s.stops());
     EXPECT_FALSE(tr.step().stops());  // no wish given: none
-  }
-  world_->barrier();
+  });
 }
 
 // docs/DESIGN.md invariant 2 on a grid: a fixed layout gives bitwise the same losses run to run,
