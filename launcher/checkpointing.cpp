@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -591,11 +593,46 @@ void check_seed_and_position(const CheckpointMeta& meta, Trainer& tr, const std:
   }
 }
 
-// What this run changes of the checkpoint's schedule and batch, said, not refused (Megatron-LM
-// refuses a changed schedule unless told to override it; extending --train.steps is the common
-// case): "" when nothing changed.
+// "section.key" -> value of the INI text a run resolved (TrainConfig::resolved_ini).
+std::map<std::string, std::string> resolved_values(const std::string& ini) {
+  std::map<std::string, std::string> values;
+  std::istringstream in(ini);
+  std::string section;
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with('[') && line.ends_with(']')) {
+      section = line.substr(1, line.size() - 2);
+    } else if (const size_t eq = line.find(" = "); eq != std::string::npos) {
+      values[section + "." + line.substr(0, eq)] = line.substr(eq + 3);
+    }
+  }
+  return values;
+}
+
+// What this run changes of the checkpoint's optimizer, schedule and batch, said, not refused
+// (Megatron-LM refuses a changed schedule unless told to override it; extending --train.steps
+// is the common case): "" when nothing changed.
 std::string schedule_and_batch_note(const CheckpointMeta& meta, const TrainConfig& cfg) {
   std::string note;
+  // Each option of the optimizer and its schedule that the saving run resolved otherwise.
+  if (const auto saved = meta.texts.find("config");
+      saved != meta.texts.end() && !cfg.resolved_ini.empty()) {
+    const std::map<std::string, std::string> was = resolved_values(saved->second);
+    std::string changed;
+    for (const auto& [key, value] : resolved_values(cfg.resolved_ini)) {
+      const auto old = was.find(key);
+      if ((!key.starts_with("optim.") && key != "train.steps") || old == was.end() ||
+          old->second == value)
+        continue;
+      changed.append(changed.empty() ? "" : ", ")
+          .append("--")
+          .append(key)
+          .append(" ")
+          .append(old->second)
+          .append(" -> ")
+          .append(value);
+    }
+    if (!changed.empty()) add_note(note, "this run changes the saving run's " + changed);
+  }
   const int64_t step = meta.ints.at("step");
   const auto saved_lr = meta.reals.find("lr_at_step");
   if (saved_lr != meta.reals.end() && step > 0) {
@@ -603,9 +640,7 @@ std::string schedule_and_batch_note(const CheckpointMeta& meta, const TrainConfi
     if (std::abs(is - was) > 1e-9 * std::max(std::abs(is), std::abs(was))) {
       char text[320];
       std::snprintf(text, sizeof text,
-                    "this run's learning-rate schedule differs from the saving run's (--optim.lr, "
-                    "--optim.min_lr, --optim.warmup, --optim.decay, --optim.cooldown or "
-                    "--train.steps): step %lld "
+                    "this run's learning-rate schedule differs from the saving run's: step %lld "
                     "ran at %.4g, this schedule gives it %.4g; step %lld runs at %.4g",
                     static_cast<long long>(step), was, is, static_cast<long long>(step + 1),
                     cfg.schedule.at(step));

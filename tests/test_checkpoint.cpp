@@ -525,6 +525,19 @@ TEST_F(Checkpoints, ResumeSaysWhenTheScheduleOrTheGlobalBatchChanges) {
             std::string::npos)
       << stretched.out;
   EXPECT_NE(stretched.out.find("step 10 ran at "), std::string::npos) << stretched.out;
+  EXPECT_NE(stretched.out.find("this run changes the saving run's --train.steps 20 -> 40"),
+            std::string::npos)
+      << stretched.out;
+  // An option that leaves the rate as it was is named all the same (clipping takes no part in
+  // the schedule).
+  const std::string clip = args("clip", "--checkpoint.resume " + saved + " --optim.clip 0.5");
+  const CliRun clipped = run_tessera(clip, dir_);
+  ASSERT_EQ(clipped.exit_code, 0) << clipped.err;
+  EXPECT_NE(clipped.out.find("this run changes the saving run's --optim.clip 1 -> 0.5"),
+            std::string::npos)
+      << clipped.out;
+  EXPECT_EQ(clipped.out.find("schedule differs"), std::string::npos) << clipped.out;
+  EXPECT_EQ(same.out.find("this run changes"), std::string::npos) << same.out;
   std::string bigger = args("bigger", "--checkpoint.resume " + saved);
   bigger.replace(bigger.find("--train.global_batch 8"), 22, "--train.global_batch 16");
   const CliRun doubled = run_tessera(bigger, dir_);
