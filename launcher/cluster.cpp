@@ -230,6 +230,11 @@ void write_line(std::string line) {
   write_fully(STDERR_FILENO, line.data(), line.size());
 }
 
+// "rank R: ", which begins each rank's own line.
+std::string rank_prefix(const Communicator& world) {
+  return std::string("rank ").append(std::to_string(world.rank())).append(": ");
+}
+
 }  // namespace
 
 int agree_on_inputs(Communicator& world, const ErrorReport& failure, bool name_failing_rank) {
@@ -363,19 +368,11 @@ void report_nonfinite(const TrainConfig& cfg, Trainer& tr, Communicator& world, 
         << "\nnon-finite here: " << (names.empty() ? "nothing" : names) << "\n";
     out.close();
     if (ec || !out)  // the run still halts; what the file would hold is on stderr below
-      write_line(std::string("rank ")
-                     .append(std::to_string(world.rank()))
-                     .append(": cannot write ")
-                     .append(file.string())
-                     .append(ec ? " (" + ec.message() + ")" : std::string()));
+      write_line(rank_prefix(world) + "cannot write " + file.string() +
+                 (ec ? " (" + ec.message() + ")" : std::string()));
   }
   if (!found.empty())
-    write_line(std::string("rank ")
-                   .append(std::to_string(world.rank()))
-                   .append(": step ")
-                   .append(std::to_string(step + 1))
-                   .append(": non-finite ")
-                   .append(names));
+    write_line(rank_prefix(world) + "step " + std::to_string(step + 1) + ": non-finite " + names);
   Tensor flags({world.size()}, DType::I32);
   flags.data<int32_t>()[world.rank()] = found.empty() ? 0 : 1;
   world.all_reduce(flags, ReduceOp::Max);
@@ -400,12 +397,8 @@ int report_preempted(const TrainConfig& cfg, Communicator& world, int64_t step, 
   const bool interrupted = s.stop_on_interrupt > 0 && terminated == 0 && s.stop_on_time == 0;
   const int code = interrupted ? kExitInterrupted : kExitPreempted;
   if (const int signo = stop_signal())
-    write_line(std::string("rank ")
-                   .append(std::to_string(world.rank()))
-                   .append(": ")
-                   .append(signal_name(signo))
-                   .append(" received: stopped after step ")
-                   .append(std::to_string(step + 1)));
+    write_line(rank_prefix(world) + signal_name(signo) + " received: stopped after step " +
+               std::to_string(step + 1));
   if (world.rank() != 0) return code;
   std::string why;
   const auto add = [&](const std::string& what, int ranks) {
