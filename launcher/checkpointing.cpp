@@ -235,6 +235,23 @@ void keep_newest(const std::string& root, int64_t keep, const std::string& just_
 
 }  // namespace
 
+void point_latest_at_resumed_step(const std::string& root, const std::string& resumed) {
+  fs::path step = fs::absolute(resumed).lexically_normal();
+  if (!step.has_filename()) step = step.parent_path();  // "DIR/"
+  std::error_code ec;
+  if (!fs::equivalent(step.parent_path(), root, ec)) return;
+  const std::string name = step.filename().string();
+  std::string was;
+  try {
+    was = read_latest(root);
+  } catch (const InputError&) {  // malformed: replaced now, as by every save
+  }
+  if (name == was) return;
+  write_latest(root, name);
+  std::printf("checkpoint: %s/latest now names %s, the step this run resumed%s\n", root.c_str(),
+              name.c_str(), was.empty() ? "" : (" (it named " + was + ")").c_str());
+}
+
 void remove_unfinished_checkpoints(Communicator& world, const std::string& root) {
   if (world.rank() == 0 && fs::is_directory(root))
     for (const auto& e : fs::directory_iterator(root))

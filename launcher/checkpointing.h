@@ -103,6 +103,13 @@ std::string check_checkpoint_fits(const std::string& dir, Trainer& tr);
 // through fail_alone, whose abort ends the others waiting in those collectives.
 void load_checkpoint(Trainer& tr, const std::string& dir);
 
+// Rank 0, once the run has loaded `resumed`: when it is a step of this run's own `root` other
+// than the one `latest` names (a rollback to an earlier step, or a fallback past a damaged
+// newest one), `latest` is made to name it, and that is said: a run that then stops before its
+// first save resumes where it started, not from the steps it turned away from. Steps of another
+// run directory leave `latest` alone.
+void point_latest_at_resumed_step(const std::string& root, const std::string& resumed);
+
 // Loads only the weights saved in `dir` into `model` (any layout, any device; rounded to bf16
 // for a bf16 model), for sampling. `rank` reads its own shard file where the saving layout
 // matches. Presence and sizes are checked; the caller verifies the checksums. Local.

@@ -130,6 +130,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
   if (root)
     write_file_atomically((std::filesystem::path(cfg.run_dir) / "config.ini").string(),
                           cfg.resolved_ini);
+  if (root && !resume_dir.empty()) point_latest_at_resumed_step(ckpt_root, resume_dir);
   if (root) print_start(cfg, tr);
   if (tr.steps_done() >= cfg.steps) {
     if (root)

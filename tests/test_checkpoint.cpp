@@ -714,6 +714,29 @@ TEST_F(Checkpoints, RollbackToAnEarlierStepKeepsItsOwnNewestSteps) {
   EXPECT_TRUE(fs::exists(unfinished));
 }
 
+// A rollback that stops before its first save (here a run with no interval saves) leaves
+// `latest` naming the step it resumed, so that `auto` continues the rollback, not the steps it
+// turned away from.
+TEST_F(Checkpoints, RollbackThatStopsBeforeItsFirstSaveIsWhereAutoResumes) {
+  ASSERT_EQ(run_tessera(args("run", "", 10, 2), dir_).exit_code, 0);
+  const std::string root = (dir_ / "run" / "checkpoints").string();
+  ASSERT_EQ(read_latest(root), "step_00000010");
+  const CliRun back =
+      run_tessera(args("run", "--checkpoint.resume " + step_dir("run", 4), 5, 0), dir_);
+  ASSERT_EQ(back.exit_code, 0) << back.err;
+  EXPECT_NE(back.out.find("checkpoint: " + root +
+                          "/latest now names step_00000004, the step this run resumed (it named "
+                          "step_00000010)"),
+            std::string::npos)
+      << back.out;
+  EXPECT_EQ(read_latest(root), "step_00000004");
+  const CliRun resumed = run_tessera(args("run", "", 6, 0), dir_);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_NE(resumed.out.find("resumed from " + root + "/step_00000004: step 4"), std::string::npos)
+      << resumed.out;
+  EXPECT_EQ(resumed.out.find("latest now names"), std::string::npos) << resumed.out;
+}
+
 // Checkpoints that a fresh start would overwrite (the same step numbers) or --checkpoint.keep
 // delete are never replaced silently: `auto` finding none usable stops, and so does `none` in a
 // directory that holds some. Nothing on disk changes.
