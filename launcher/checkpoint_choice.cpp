@@ -168,20 +168,23 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
                      "; repair them (tessera ckpt verify), move them away, or give "
                      "--checkpoint.resume PATH");
   }
-  // Its parent also as "DIR/" (a shell's completion) or a name relative to the working directory.
-  fs::path step = fs::absolute(resume).lexically_normal();
-  if (!step.has_filename()) step = step.parent_path();
-  std::error_code ec;
-  const bool under_root = fs::equivalent(step.parent_path(), root, ec);
+  const std::string own = name_in_root(root, resume);
   // This run removes its unfinished saves before it starts, and would load a directory gone.
-  if (under_root && step.filename().string().ends_with(".tmp"))
+  if (own.ends_with(".tmp"))
     throw InputError("--checkpoint.resume " + resume +
                      ": expected a step directory, found an unfinished save (.tmp) of this run, "
                      "which it removes before it starts; if `tessera ckpt verify` passes it, "
                      "rename it to its step_N name and resume that");
   verify(resume);
-  if (!under_root && !steps.empty()) refuse_over(resume);
+  if (own.empty() && !steps.empty()) refuse_over(resume);
   return resume;
+}
+
+std::string name_in_root(const std::string& root, const std::string& path) {
+  fs::path dir = fs::absolute(path).lexically_normal();
+  if (!dir.has_filename()) dir = dir.parent_path();  // "DIR/"
+  std::error_code ec;
+  return fs::equivalent(dir.parent_path(), root, ec) ? dir.filename().string() : "";
 }
 
 void verify_crcs_together(Communicator& world, const std::string& dir,

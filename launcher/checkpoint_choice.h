@@ -38,6 +38,10 @@ std::string newest_checkpoint(const std::string& root, std::string& note,
 std::string choose_checkpoint(const std::string& root, const std::string& resume, std::string& note,
                               const CheckpointVerifier& verify);
 
+// The name of the directory PATH when it lies directly in ROOT (PATH also given as "DIR/", as a
+// shell completes it, or relative to the working directory), else "": a step of the run itself.
+std::string name_in_root(const std::string& root, const std::string& path);
+
 // NOTE + "; " + PART (PART alone when NOTE is empty; nothing when PART is): the notes of a
 // checkpoint's choice, said on one line.
 void add_note(std::string& note, const std::string& part);

@@ -236,11 +236,8 @@ void keep_newest(const std::string& root, int64_t keep, const std::string& just_
 }  // namespace
 
 void point_latest_at_resumed_step(const std::string& root, const std::string& resumed) {
-  fs::path step = fs::absolute(resumed).lexically_normal();
-  if (!step.has_filename()) step = step.parent_path();  // "DIR/"
-  std::error_code ec;
-  if (!fs::equivalent(step.parent_path(), root, ec)) return;
-  const std::string name = step.filename().string();
+  const std::string name = name_in_root(root, resumed);
+  if (name.empty()) return;
   std::string was;
   try {
     was = read_latest(root);
