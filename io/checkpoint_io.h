@@ -70,6 +70,12 @@ struct CheckpointMeta {
   std::map<std::string, int64_t> ints;       // step, tp, pp, dp, consumed_samples, seed, ...
   std::map<std::string, double> reals;       // keys: no '/', not "." or empty
   std::map<std::string, std::string> texts;  // "config" (the resolved INI), "format", ...
+
+  // ints[key], or `absent` for a key an older checkpoint lacks.
+  int64_t int_or(const std::string& key, int64_t absent) const {
+    const auto it = ints.find(key);
+    return it == ints.end() ? absent : it->second;
+  }
 };
 
 // Builds DIR/model.h5 from every DIR/shards/*.h5: for each tensor one virtual dataset of its

@@ -592,9 +592,8 @@ void check_seed_and_position(const CheckpointMeta& meta, Trainer& tr, const std:
   if (consumed % batch != 0) {
     // The saving run's global batch as an example, when it divides the position: a run that
     // changed its global batch on an earlier resume may have left one that does not.
-    const auto saved_batch = meta.ints.find("global_batch");
-    const bool saved_divides = saved_batch != meta.ints.end() && saved_batch->second > 0 &&
-                               consumed % saved_batch->second == 0;
+    const int64_t saved_batch = meta.int_or("global_batch", 0);
+    const bool saved_divides = saved_batch > 0 && consumed % saved_batch == 0;
     throw InputError("checkpoint " + dir + ": its run consumed " + std::to_string(consumed) +
                      " samples, which --train.micro_batch " + std::to_string(cfg.micro_batch) +
                      " x " + std::to_string(tr.layout().dp) + " data-parallel rank" +
@@ -602,7 +601,7 @@ void check_seed_and_position(const CheckpointMeta& meta, Trainer& tr, const std:
                      " does not divide; resume with a micro-batch and data-parallel size whose "
                      "product divides it" +
                      (saved_divides ? " (the saved run's --train.global_batch " +
-                                          std::to_string(saved_batch->second) + " does)"
+                                          std::to_string(saved_batch) + " does)"
                                     : std::string()));
   }
 }
@@ -661,13 +660,12 @@ std::string schedule_and_batch_note(const CheckpointMeta& meta, const TrainConfi
       add_note(note, text);
     }
   }
-  const auto saved_batch = meta.ints.find("global_batch");
-  if (saved_batch != meta.ints.end() && saved_batch->second != cfg.global_batch)
-    add_note(note, "the saving run's --train.global_batch was " +
-                       std::to_string(saved_batch->second) + ", this run's is " +
-                       std::to_string(cfg.global_batch) + ": after step " + std::to_string(step) +
-                       ", each step takes " + std::to_string(cfg.global_batch) +
-                       " samples (the schedule counts steps)");
+  const int64_t saved_batch = meta.int_or("global_batch", 0);  // 0: an older checkpoint's
+  if (saved_batch > 0 && saved_batch != cfg.global_batch)
+    add_note(note, "the saving run's --train.global_batch was " + std::to_string(saved_batch) +
+                       ", this run's is " + std::to_string(cfg.global_batch) + ": after step " +
+                       std::to_string(step) + ", each step takes " +
+                       std::to_string(cfg.global_batch) + " samples (the schedule counts steps)");
   return note;
 }
 
@@ -741,15 +739,9 @@ void load_checkpoint(Trainer& tr, const std::string& dir) {
   }
   tr.set_steps_done(meta.ints.at("step"));
   // Absent from checkpoints saved before tessera kept them: none counted.
-  const auto count = [&](const char* key) {
-    const auto it = meta.ints.find(key);
-    return it == meta.ints.end() ? int64_t{0} : it->second;
-  };
-  tr.set_skipped(count("skipped_in_a_row"), count("skipped_total"));
+  tr.set_skipped(meta.int_or("skipped_in_a_row", 0), meta.int_or("skipped_total", 0));
   const int64_t consumed = meta.ints.at("consumed_samples");
-  const auto tokens = meta.ints.find("consumed_tokens");
-  tr.set_resumed_at(
-      consumed, tokens != meta.ints.end() ? tokens->second : consumed * tr.config().model.seq_len);
+  tr.set_resumed_at(consumed, meta.int_or("consumed_tokens", consumed * tr.config().model.seq_len));
   tr.loader().set_state(LoaderState{consumed, static_cast<uint64_t>(meta.ints.at("seed")),
                                     saved_blend_cursor(meta, tr.samples(), dir)});
 }
