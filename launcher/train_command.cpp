@@ -139,6 +139,11 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     return TrainResult{};
   }
   CheckpointSaver saver(tr, ckpt_root, cfg.checkpoint_async);
+  // Every save whole (written and committed), under the looser deadline a save may take.
+  const auto finish_saves = [&] {
+    const SaveDeadline deadline(cfg);
+    saver.finish();
+  };
   const int64_t first = tr.steps_done();
   IntervalLog log(cfg, root, world.size() * peak_flops_per_rank(cfg), first);
   TrainResult result;
@@ -257,10 +262,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       interval_save_due = false;  // made: the time left need not hold it again
       const StepStats wish = tr.agree_on_stop(stop_wish());
       if (wish.stops()) {
-        {
-          const SaveDeadline deadline(cfg);
-          saver.finish();  // whole before the process ends
-        }
+        finish_saves();  // before it is named as the checkpoint to resume from
         result.exit_code = report_preempted(cfg, world, step, wish, saver.directory());
         break;
       }
@@ -272,10 +274,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       break;
     }
   }
-  {
-    const SaveDeadline deadline(cfg);  // the last save may still be writing or committing
-    saver.finish();
-  }
+  finish_saves();  // the last save may still be writing or committing
   if (result.exit_code == kExitNonFinite || result.exit_code == kExitInternalError) return result;
   if (const std::optional<double> mean = log.unlogged_mean()) result.final_loss = *mean;
   const double run_s = std::chrono::duration<double>(Clock::now() - start).count();
