@@ -19,6 +19,7 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#include "core/ops/attention_cuda.h"
 #include "launcher/option_text.h"
 #include "parallel/pipeline_schedule.h"
 
@@ -502,13 +503,14 @@ void TrainConfig::validate() const {
           parallel.virtual_stages);
   require(parallel.dp >= 0, "--parallel.dp", "0 (inferred) or more", parallel.dp);
   if (model.device == Device::CUDA) {
-    // The CUDA kernels give each sequence's heads on this rank a row of blocks: a grid's rows
-    // are at most 65535. (A head count that --parallel.tp does not divide is refused later.)
+    // The CUDA kernels give each sequence's heads on this rank a row of blocks (a head count
+    // that --parallel.tp does not divide is refused later).
+    constexpr int64_t kRows = ops::cuda::kAttentionMaxBatchHeads;
     const int64_t local_heads = std::max<int64_t>(1, model.heads / parallel.tp);
-    require(micro_batch <= 65535 / local_heads, "--train.micro_batch",
-            "with --train.device cuda at most 65535 / " + std::to_string(local_heads) +
-                " heads per TP rank = " + std::to_string(65535 / local_heads) +
-                " sequences (the CUDA kernels' grid)",
+    require(micro_batch <= kRows / local_heads, "--train.micro_batch",
+            "with --train.device cuda at most " + std::to_string(kRows) + " / " +
+                std::to_string(local_heads) + " heads per TP rank = " +
+                std::to_string(kRows / local_heads) + " sequences (the CUDA kernels' grid)",
             micro_batch);
   }
   require(parallel.zero == 0 || parallel.zero == 1, "--parallel.zero", "0 or 1", parallel.zero);

@@ -35,9 +35,9 @@ using ::tessera::cuda::as_bf16;
 using ::tessera::cuda::blocks_for;
 using ::tessera::cuda::dev;
 
-// Grid: x = tiles along T, y = batch * head (at most 65535).
+// Grid: x = tiles along T, y = batch * head (at most kAttentionMaxBatchHeads).
 dim3 grid_of(const char* op, int64_t B, int64_t S, int64_t H) {
-  TESSERA_CHECK(B * H <= 65535 && S <= (int64_t{1} << 30),
+  TESSERA_CHECK(B * H <= kAttentionMaxBatchHeads && S <= (int64_t{1} << 30),
                 std::string(op) + ": batch * heads = " + std::to_string(B * H) +
                     " and T = " + std::to_string(S) +
                     " exceed the CUDA kernel's grid (batch * heads <= 65535, T <= 2^30)");

@@ -19,6 +19,10 @@ constexpr bool attention_head_dim_supported(int64_t hd) {
 }
 inline constexpr const char* kAttentionHeadDims = "64 and 128";
 
+// The sequences x heads a launch takes: each has a row of thread blocks, and a grid at most 65535
+// rows (the options check --train.micro_batch against it).
+inline constexpr int64_t kAttentionMaxBatchHeads = 65535;
+
 // The softmax scale 1/sqrt(hd) in float, as the CPU kernel computes it for float.
 inline float attention_scale(int64_t hd) {
   return 1.0f / std::sqrt(static_cast<float>(hd));
