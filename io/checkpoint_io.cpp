@@ -383,12 +383,18 @@ void write_shard(const std::string& path, const std::vector<TensorBlock>& blocks
 }
 
 void write_model_h5(const std::string& dir, const CheckpointMeta& meta) {
+  std::vector<std::string> shard_files = checkpoint_files(dir);
+  std::erase(shard_files, "model.h5");
+  write_model_h5(dir, meta, shard_files);
+}
+
+void write_model_h5(const std::string& dir, const CheckpointMeta& meta,
+                    const std::vector<std::string>& shard_files) {
   const std::string path = (fs::path(dir) / "model.h5").string();
   {
     H5Lock lock;
     std::map<std::string, TensorPlan> plans;
-    for (const std::string& file : checkpoint_files(dir))
-      if (file != "model.h5") add_shard_blocks(dir, file, plans);
+    for (const std::string& file : shard_files) add_shard_blocks(dir, file, plans);
     for (const auto& [name, plan] : plans) check_tiling(name, plan);
     try {
       H5Id file(check_h5_input(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, file_access()),

@@ -87,6 +87,12 @@ struct CheckpointMeta {
 // Writes, flushes, closes, then fsyncs model.h5.
 void write_model_h5(const std::string& dir, const CheckpointMeta& meta);
 
+// The same from the shard files named (paths relative to DIR, "shards/rank_00003.h5") rather
+// than those a listing of DIR/shards shows: a save's, which knows what every rank wrote, while a
+// listing on a shared file system (NFS's attribute cache) may not yet show another node's file.
+void write_model_h5(const std::string& dir, const CheckpointMeta& meta,
+                    const std::vector<std::string>& shard_files);
+
 // Reads tensors of one checkpoint. The model.h5 file stays open while the reader lives; moving
 // a reader is cheap. Reads go through the virtual datasets, so any layout can read any block
 // (but for the blocks of a shard prefer_shard names).

@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -34,8 +33,25 @@ bool parse_manifest_line(const std::string& line, ManifestEntry& e) {
   e.crc = static_cast<uint32_t>(std::stoul(hex, nullptr, 16));
   e.size = std::stoull(size);
   e.path = line.substr(b + 1);
-  const fs::path p(e.path);
-  return p.is_relative() && std::find(p.begin(), p.end(), "..") == p.end();
+  // What write_manifest lists: model.h5 and shards/NAME.h5, nothing else (no "./model.h5").
+  const std::string_view shard = std::string_view(e.path).substr(std::min(e.path.size(), 7ul));
+  return e.path == "model.h5" ||
+         (e.path.starts_with("shards/") && shard.size() > 3 && shard.ends_with(".h5") &&
+          !shard.starts_with('.') && shard.find('/') == shard.npos);
+}
+
+// PATH's bytes, or CheckpointUnreadable naming it: an I/O error is the machine's fault, which
+// must not read as an empty (malformed) file and be skipped for an older checkpoint.
+std::string read_whole(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw CheckpointUnreadable(path + ": cannot be read (" + std::strerror(errno) + ")");
+  std::string text;
+  char buf[1 << 16];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
+  const int error = std::ferror(f) ? errno : 0;
+  std::fclose(f);
+  if (error) throw CheckpointUnreadable(path + ": cannot be read (" + std::strerror(error) + ")");
+  return text;
 }
 
 }  // namespace
@@ -45,15 +61,10 @@ std::string read_manifest_text(const std::string& dir) {
   std::error_code ec;
   if (!fs::exists(path, ec) && !ec)
     throw InputError(path + ": missing (an incomplete checkpoint, or not a checkpoint directory)");
+  if (ec) throw CheckpointUnreadable(path + ": cannot be read (" + ec.message() + ")");
   if (const std::string kind = non_regular_kind(path); !kind.empty())
     throw InputError(path + ": expected the checkpoint's list of files, found " + kind);
-  std::ifstream in(path, std::ios::binary);
-  if (ec || !in)
-    throw CheckpointUnreadable(path + ": cannot be read (" +
-                               (ec ? ec.message() : std::string(std::strerror(errno))) + ")");
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+  return read_whole(path);
 }
 
 std::vector<ManifestEntry> parse_manifest(const std::string& text, const std::string& dir) {
@@ -68,9 +79,10 @@ std::vector<ManifestEntry> parse_manifest(const std::string& text, const std::st
   for (int n = 2; std::getline(in, line); ++n) {
     ManifestEntry e;
     if (!parse_manifest_line(line, e) || !seen.insert(e.path).second)
-      throw InputError(path + " line " + std::to_string(n) + ": expected " +
-                       "\"<crc32c, 8 hex digits> <size> <relative path>\" listed once, found \"" +
-                       line + "\"");
+      throw InputError(
+          path + " line " + std::to_string(n) + ": expected " +
+          "\"<crc32c, 8 hex digits> <size> model.h5|shards/NAME.h5\" listed once, found \"" + line +
+          "\"");
     entries.push_back(std::move(e));
   }
   if (!seen.count("model.h5")) throw InputError(path + ": model.h5 is not listed");
@@ -95,23 +107,47 @@ std::vector<std::string> checkpoint_files(const std::string& dir_name) {
   std::vector<std::string> shards;
   for (const fs::directory_entry& e : fs::directory_iterator(dir / "shards", ec))
     if (e.path().extension() == ".h5") shards.push_back("shards/" + e.path().filename().string());
+  // No shards/ (or a file there) lists no shards; what else stops the listing is the machine's.
+  if (ec && ec != std::errc::no_such_file_or_directory && ec != std::errc::not_a_directory)
+    throw CheckpointUnreadable((dir / "shards").string() + ": cannot be listed (" + ec.message() +
+                               ")");
   std::sort(shards.begin(), shards.end());
   files.insert(files.end(), shards.begin(), shards.end());
   return files;
 }
 
-void write_manifest(const std::string& dir, const std::map<std::string, uint32_t>& known_crcs) {
-  const std::vector<std::string> files = checkpoint_files(dir);
-  TESSERA_CHECK(!files.empty() && files.front() == "model.h5",
+namespace {
+
+// DIR/MANIFEST for model.h5 and `shards` (sorted paths relative to DIR): the CRCs of `known` as
+// given, the others read.
+void write_manifest_of(const std::string& dir, const std::vector<std::string>& shards,
+                       const std::map<std::string, uint32_t>& known) {
+  TESSERA_CHECK(fs::exists(fs::path(dir) / "model.h5"),
                 "write_manifest(" + dir + "): write_model_h5 first (no model.h5)");
   std::string text = std::string(kCheckpointFormat) + "\n";
+  std::vector<std::string> files{"model.h5"};
+  files.insert(files.end(), shards.begin(), shards.end());
   for (const std::string& f : files) {
     const std::string p = (fs::path(dir) / f).string();
-    const auto known = known_crcs.find(f);
-    const uint32_t crc = known != known_crcs.end() ? known->second : crc32c_file(p);
+    const auto it = known.find(f);
+    const uint32_t crc = it != known.end() ? it->second : crc32c_file(p);
     text += hex8(crc) + " " + std::to_string(fs::file_size(p)) + " " + f + "\n";
   }
   write_file_atomically((fs::path(dir) / "MANIFEST").string(), text);
+}
+
+}  // namespace
+
+void write_manifest(const std::string& dir) {
+  std::vector<std::string> shards = checkpoint_files(dir);
+  std::erase(shards, "model.h5");
+  write_manifest_of(dir, shards, {});
+}
+
+void write_manifest(const std::string& dir, const std::map<std::string, uint32_t>& shard_crcs) {
+  std::vector<std::string> shards;
+  for (const auto& [file, crc] : shard_crcs) shards.push_back(file);  // a map: sorted
+  write_manifest_of(dir, shards, shard_crcs);
 }
 
 void require_checkpoint_directory(const std::string& dir) {
@@ -140,6 +176,9 @@ void verify_manifest(const std::string& dir, const std::string& manifest_text,
                        ": present but not listed in MANIFEST (left over from another save?)");
   for (const ManifestEntry& e : entries) {
     const std::string p = (fs::path(dir) / e.path).string();
+    if (const std::string kind = non_regular_kind(p); !kind.empty())
+      throw InputError(p + ": listed in MANIFEST as a file of " + std::to_string(e.size) +
+                       " bytes, found " + kind);
     std::error_code ec;
     const uintmax_t size = fs::file_size(p, ec);
     if (ec == std::errc::no_such_file_or_directory)
@@ -176,14 +215,12 @@ std::string read_latest(const std::string& checkpoints_dir) {
   if (const std::string kind = non_regular_kind(path); !kind.empty())
     throw InputError(path.string() + ": expected one line naming a step directory, found " + kind +
                      " (remove it: each save replaces it)");
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  std::string name = text.str();
+  const std::string text = read_whole(path.string());
+  std::string name = text;
   if (!name.empty() && name.back() == '\n') name.pop_back();
   if (name.empty() || name == "." || name == ".." || name.find_first_of("/\n") != name.npos)
     throw InputError(path.string() + ": expected one line naming a step directory, found \"" +
-                     text.str() + "\"");
+                     text + "\"");
   if (!fs::is_directory(fs::path(checkpoints_dir) / name))
     throw InputError(path.string() + ": names " + name + ", but " +
                      (fs::path(checkpoints_dir) / name).string() + " is not a directory");

@@ -28,9 +28,14 @@ inline constexpr const char* kCheckpointFormat = "tessera checkpoint 1";
 // DIR/MANIFEST: first line kCheckpointFormat, then "<crc32c, 8 hex digits> <size bytes> <path>"
 // for model.h5 and each shards/*.h5 (paths relative to DIR, sorted). Written to MANIFEST.tmp,
 // fsynced, renamed, and DIR fsynced.
-// `known_crcs` (paths relative to DIR) are taken as given: each rank computes its own shard's
-// CRC right after writing it, in parallel, so that rank 0 does not read every file again.
-void write_manifest(const std::string& dir, const std::map<std::string, uint32_t>& known_crcs = {});
+// The shards are those a listing of DIR/shards shows, their CRCs read.
+void write_manifest(const std::string& dir);
+
+// The same for a save, which knows what it wrote: model.h5 and exactly the shards of
+// `shard_crcs` (paths relative to DIR), whose CRCs are taken as given (each rank computes its own
+// shard's right after writing it, in parallel, so that rank 0 does not read every file again),
+// not what a listing of DIR/shards shows, which on a shared file system may lag another node.
+void write_manifest(const std::string& dir, const std::map<std::string, uint32_t>& shard_crcs);
 
 // What verify_manifest checks: kFull reads every file for its CRC; kSizes stops at presence and
 // sizes (catches missing, truncated and unlisted files without reading them; for every rank of a

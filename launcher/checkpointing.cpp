@@ -407,7 +407,11 @@ void CheckpointSaver::commit() {
   const TrainConfig& c = tr_.config();
   const std::string tmp = dir_ + ".tmp";
   fsync_directory(tmp + "/shards");  // the shards' directory entries, before anything names them
-  write_model_h5(tmp, meta_);
+  // The shards every rank reported writing, by name: a listing of shards/ on a shared file
+  // system may not yet show another node's file, whose tensors would then be left out.
+  std::vector<std::string> shard_files;
+  for (const auto& [file, crc] : crcs_) shard_files.push_back(file);
+  write_model_h5(tmp, meta_, shard_files);
   crash_point(c, 0, "master");  // after model.h5
   write_manifest(tmp, crcs_);
   // A step saved again (by a run resumed from an earlier step) replaces its old directory, which

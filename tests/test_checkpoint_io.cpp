@@ -13,6 +13,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -286,6 +287,43 @@ TEST_F(CheckpointTest, WholeTensorsReadBackExactly) {
   EXPECT_FALSE(r.has("model/absent"));
 }
 
+// A save names the shards its ranks wrote, and model.h5 and the MANIFEST are built from those:
+// a listing of shards/ on a shared file system may not yet show another node's file (whose
+// tensors would be left out), and here shows one that no rank of the save wrote.
+TEST_F(CheckpointTest, ASaveBuildsModelH5AndItsManifestFromTheShardsItNames) {
+  const fs::path dir = root_ / "named";
+  fs::create_directories(dir / "shards");
+  std::map<std::string, uint32_t> crcs;
+  for (int rank = 0; rank < 2; ++rank) {
+    const std::string file = "shards/" + shard_file_name(rank);
+    write_shard((dir / file).string(), rank_blocks(rank));
+    crcs[file] = crc32c_file((dir / file).string());
+  }
+  write_shard((dir / "shards" / shard_file_name(2)).string(),
+              {{"stray", {2}, {0}, numbered({2}, DType::F32, 0)}});
+  write_model_h5(dir.string(), test_meta(), {"shards/rank_00000.h5", "shards/rank_00001.h5"});
+  write_manifest(dir.string(), crcs);
+
+  std::ifstream manifest(dir / "MANIFEST");
+  const std::string text((std::istreambuf_iterator<char>(manifest)), {});
+  EXPECT_NE(text.find(" shards/rank_00001.h5\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("rank_00002"), std::string::npos) << text;
+  const CheckpointReader r = CheckpointReader::open(dir.string(), ManifestCheck::kNone);
+  EXPECT_EQ(r.tensors().size(), test_tensors().size());
+  EXPECT_FALSE(r.has("stray"));
+  // What the listing shows and the save did not name is what a resume refuses.
+  EXPECT_NE(input_error([&] {
+              verify_manifest(dir.string(), ManifestCheck::kSizes);
+            }).find("rank_00002.h5: present but not listed in MANIFEST"),
+            std::string::npos);
+  // A shard named that is not there is said by name.
+  EXPECT_NE(
+      input_error([&] {
+        write_model_h5(dir.string(), test_meta(), {"shards/rank_00000.h5", "shards/rank_00005.h5"});
+      }).find("rank_00005.h5"),
+      std::string::npos);
+}
+
 TEST_F(CheckpointTest, HyperslabsAcrossShardBoundariesReadExactly) {
   const CheckpointReader r = CheckpointReader::open(dir_.string());
   std::mt19937 rng(3);
@@ -441,6 +479,23 @@ TEST_F(CheckpointTest, ManifestCatchesEveryKindOfDamageAndNamesTheFile) {
   fs::copy_file(extra / "shards/rank_00000.h5", extra / "shards/rank_00002.h5");
   EXPECT_NE(input_error([&] { verify_manifest(extra.string()); }).find("rank_00002.h5: present"),
             std::string::npos);
+
+  // A directory where a listed shard was is damage, for which `auto` takes an older step, not
+  // the machine failing to read it (CheckpointUnreadable), which stops the run.
+  const fs::path hollow = copy("hollow_shard");
+  fs::remove(hollow / "shards/rank_00001.h5");
+  fs::create_directory(hollow / "shards/rank_00001.h5");
+  try {
+    verify_manifest(hollow.string(), ManifestCheck::kSizes);
+    ADD_FAILURE() << "a directory as a listed shard passed";
+  } catch (const CheckpointUnreadable& e) {
+    ADD_FAILURE() << "damage taken for an unreadable machine: " << e.what();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("rank_00001.h5: listed in MANIFEST as a file of "),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("found a directory"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(CheckpointTest, MalformedOrAbsentManifestIsAnInputError) {
@@ -448,6 +503,18 @@ TEST_F(CheckpointTest, MalformedOrAbsentManifestIsAnInputError) {
   std::ofstream(malformed / "MANIFEST", std::ios::app) << "zz 1 x\n";
   EXPECT_NE(input_error([&] { CheckpointReader::open(malformed.string()); }).find("MANIFEST line"),
             std::string::npos);
+  // Paths other than those a save lists: a directory, another name for model.h5, a file
+  // outside shards/.
+  for (const std::string path : {"shards", "./model.h5", "rank_00000.h5", "shards/x/y.h5"}) {
+    const fs::path odd = copy("odd");
+    std::ofstream(odd / "MANIFEST", std::ios::app) << "00000000 0 " << path << "\n";
+    EXPECT_NE(input_error([&] {
+                verify_manifest(odd.string(), ManifestCheck::kSizes);
+              }).find("MANIFEST line"),
+              std::string::npos)
+        << path;
+    fs::remove_all(odd);
+  }
   const fs::path absent = copy("absent");
   fs::remove(absent / "MANIFEST");
   EXPECT_NE(input_error([&] { verify_manifest(absent.string()); }).find("MANIFEST: missing"),
