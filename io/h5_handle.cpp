@@ -2,6 +2,7 @@
 // locking off for the whole process, and the dtype <-> HDF5 type mapping.
 #include "io/h5_handle.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 namespace tessera {
@@ -116,9 +117,16 @@ Shape dataset_shape(hid_t dataset) {
 
 void for_each_dataset(hid_t group, const std::string& prefix,
                       const std::function<void(const std::string&, hid_t)>& fn) {
+  if (std::count(prefix.begin(), prefix.end(), '/') > kMaxGroupDepth)
+    throw InputError("HDF5 group " + prefix.substr(0, 200) + "...: groups nested deeper than " +
+                     std::to_string(kMaxGroupDepth) +
+                     " (a link to a group's own ancestor?); no tensor name is that deep");
   H5G_info_t info;
   CHECK_H5(H5Gget_info(group, &info));
   for (hsize_t i = 0; i < info.nlinks; ++i) {
+    H5L_info_t link;
+    CHECK_H5(H5Lget_info_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, &link, H5P_DEFAULT));
+    if (link.type != H5L_TYPE_HARD) continue;
     const ssize_t n = CHECK_H5(
         H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT));
     std::string name(static_cast<size_t>(n) + 1, '\0');

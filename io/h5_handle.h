@@ -109,7 +109,11 @@ H5Id open_attribute(hid_t object, const char* name, const std::string& where);
 // An int64 vector attribute (a shape or an offset); InputError naming `where` when absent.
 Shape read_shape_attribute(hid_t object, const char* name, const std::string& where);
 Shape dataset_shape(hid_t dataset);
-// Calls fn(path, dataset) for every dataset below `group` ("/a/b/c"), depth first, by name.
+// Calls fn(path, dataset) for every dataset below `group` ("/a/b/c"), depth first, by name,
+// through hard links only (a soft or external link, which tessera never writes, is passed over).
+// InputError naming the group when groups nest deeper than kMaxGroupDepth: a hard link to a
+// group's own ancestor (a file edited by hand) would otherwise be followed until the stack ends.
+inline constexpr int kMaxGroupDepth = 32;
 void for_each_dataset(hid_t group, const std::string& prefix,
                       const std::function<void(const std::string&, hid_t)>& fn);
 

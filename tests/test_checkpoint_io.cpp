@@ -523,6 +523,26 @@ TEST_F(CheckpointTest, MalformedOrAbsentManifestIsAnInputError) {
             std::string::npos);
 }
 
+// A model.h5 edited by hand: a hard link from a group to itself is refused by name (it was
+// followed until the stack ran out), and a soft link to a tensor is not a second tensor.
+TEST_F(CheckpointTest, LinksInAnEditedModelH5AreNotFollowedInCircles) {
+  const fs::path cycle = edit_model_h5("cycle", [](hid_t f) {
+    const hid_t g = H5Gcreate2(f, "/extra", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    EXPECT_GE(H5Lcreate_hard(g, ".", g, "again", H5P_DEFAULT, H5P_DEFAULT), 0);
+    H5Gclose(g);
+  });
+  const std::string e = input_error([&] { CheckpointReader::open(cycle.string()); });
+  EXPECT_NE(e.find("/extra/again/again"), std::string::npos) << e;
+  EXPECT_NE(e.find("nested deeper than"), std::string::npos) << e;
+
+  const fs::path soft = edit_model_h5("soft", [](hid_t f) {
+    EXPECT_GE(H5Lcreate_soft("/model/wte", f, "/model/alias", H5P_DEFAULT, H5P_DEFAULT), 0);
+  });
+  const CheckpointReader r = CheckpointReader::open(soft.string());
+  EXPECT_EQ(r.tensors().size(), test_tensors().size());
+  EXPECT_FALSE(r.has("model/alias"));
+}
+
 TEST_F(CheckpointTest, WrongGlobalShapeNamesTheTensorAndBothShapes) {
   const CheckpointReader r = CheckpointReader::open(dir_.string());
   Tensor out({2, 6}, DType::F32);
