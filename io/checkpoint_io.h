@@ -54,10 +54,10 @@ struct TensorBlock {
 // `global_offset` (int64) and `dtype` ("float32", "float64", "bfloat16"). F32 is stored as
 // IEEE F32LE, F64 as F64LE, BF16 as a 16-bit HDF5 float type (sign 15, exponent 7..14, bias 127,
 // mantissa 0..6) written as raw bits. Blocks with no elements are skipped. Names are '/'-separated
-// paths without '#', empty parts or a leading "meta" (reserved); a bad name or block is an
-// InternalError. Creates (truncates) the file, writes, flushes, closes, then fsyncs it. A file
-// system without room for the blocks (check_free_space), or one whose write fails (full, a size
-// limit, an I/O error), is an InputError naming the file and the reason.
+// paths without '#', '%', empty, "." or ".." parts or a leading "meta" (reserved); a bad name or
+// block is an InternalError. Creates (truncates) the file, writes, flushes, closes, then fsyncs
+// it. A file system without room for the blocks (check_free_space), or one whose write fails
+// (full, a size limit, an I/O error), is an InputError naming the file and the reason.
 void write_shard(const std::string& path, const std::vector<TensorBlock>& blocks);
 
 // InputError naming `path` when the file system it is to be written on has less room than

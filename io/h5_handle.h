@@ -2,7 +2,7 @@
 // scope exit, so an exception leaks nothing), every call goes through CHECK_H5, and every caller
 // holds an H5Lock while it calls HDF5. HDF5 appears only in io/, so this header is included only
 // by io/*.cpp files; nothing outside io/ sees an hid_t. Tensor dtypes map to HDF5 types here too,
-// bfloat16 included (docs/FORMATS.md).
+// bfloat16 included (docs/CHECKPOINTS.md).
 #pragma once
 
 #include <hdf5.h>
@@ -86,7 +86,7 @@ class H5Lock {
 // File access properties with file locking off (see h5_handle.cpp for why).
 H5Id file_access();
 
-// bfloat16 (docs/FORMATS.md): IEEE F32LE cut to its upper 16 bits.
+// bfloat16 (docs/CHECKPOINTS.md): IEEE F32LE cut to its upper 16 bits.
 H5Id bf16_type();
 
 // The file type of a checkpoint tensor: IEEE F32LE, F64LE or bf16_type(); InternalError for

@@ -217,10 +217,7 @@ int verify(int argc, char** argv) {
   }
   for (const std::string& p : problems) std::printf("FAILED: %s\n", printable(p).c_str());
   if (!problems.empty()) return kVerifyFailed;
-  size_t files = 1;  // model.h5
-  for (const fs::directory_entry& e : fs::directory_iterator(fs::path(dir) / "shards"))
-    files += e.path().extension() == ".h5";
-  std::printf("ok: %zu files, %zu tensors, %lld bytes\n", files, tensors,
+  std::printf("ok: %zu files, %zu tensors, %lld bytes\n", checkpoint_files(dir).size(), tensors,
               static_cast<long long>(bytes));
   return 0;
 }
