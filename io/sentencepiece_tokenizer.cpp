@@ -159,6 +159,9 @@ std::unordered_map<std::string, std::string> trainer_arguments(const SentencePie
           {"normalization_rule_name", "identity"},
           {"remove_extra_whitespaces", "false"},
           {"allow_whitespace_only_pieces", "true"},
+          // The trainer reads lines without their line breaks, so no piece it learns holds one:
+          // a newline is a piece of its own, or, without byte pieces, it would be <unk>.
+          {"user_defined_symbols", "\n"},
           {"byte_fallback", o.byte_fallback ? "true" : "false"},
           {"minloglevel", o.verbose ? "0" : "2"}};
 }

@@ -238,6 +238,25 @@ TEST_F(TokenizerTest, TrainingCutsLinesLongerThanSentencePieceAccepts) {
   EXPECT_LT(model.encode(line).size() * 2, line.size());
 }
 
+// The trainer reads lines without their line breaks, so no piece it learns holds one: without
+// byte pieces to fall back on, every newline of every document was <unk> (id 0), and decoded
+// as " \xe2\x81\x87 ". A newline is a piece of its own.
+TEST_F(TokenizerTest, NewlinesRoundTripWithoutByteFallback) {
+  const std::vector<std::string> docs = make_documents(300, 3);
+  write_file(path("train.txt"), as_fortune_file(docs));
+  SentencePieceTrainOptions o;
+  o.inputs = {path("train.txt")};
+  o.output_prefix = path("m");
+  o.vocab_size = 150;
+  o.byte_fallback = false;
+  train_sentencepiece(o);
+  const SentencePieceTokenizer model = SentencePieceTokenizer::load(path("m.model"));
+  const std::string text = docs[0] + "\n\n" + docs[1] + "\n";
+  const std::vector<int32_t> ids = model.encode(text);
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), 0), 0) << "<unk> in the encoding";
+  EXPECT_EQ(model.decode(ids), text);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Streaming documents
 
