@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "io/byte_tokenizer.h"
+#include "io/text_files.h"
 
 namespace sentencepiece {
 class SentencePieceProcessor;
@@ -36,7 +37,14 @@ class Tokenizer {
   // Whether any bytes decode back from their ids exactly. SentencePiece's only do where they are
   // UTF-8: it encodes each other byte as U+FFFD.
   virtual bool keeps_any_bytes() const = 0;
+  // The longest document encode() takes in bounded memory: what `tokenize encode` refuses beyond.
+  virtual size_t max_document_bytes() const = 0;
 };
+
+// SentencePiece holds about 80-180 bytes of memory per byte of the text it encodes at once (its
+// symbols and their merge queue or lattice): a 16 MiB document needs 1.4-3 GB, one of 1 GiB over
+// 100 GB, where the byte-level tokenizer needs about 7 bytes per byte.
+inline constexpr size_t kMaxSentencePieceDocumentBytes = size_t{16} << 20;
 
 // ByteTokenizer (io/byte_tokenizer.h) behind the Tokenizer interface: 257 ids, 256 ends a document.
 class ByteLevelTokenizer final : public Tokenizer {
@@ -52,6 +60,7 @@ class ByteLevelTokenizer final : public Tokenizer {
   }
   std::string description() const override { return "the byte-level tokenizer"; }
   bool keeps_any_bytes() const override { return true; }
+  size_t max_document_bytes() const override { return kMaxDocumentBytes; }
 };
 
 // A SentencePiece model; its eos piece is the end-of-document id. Copies share the model.
@@ -68,6 +77,7 @@ class SentencePieceTokenizer final : public Tokenizer {
                      std::string_view end_of_document_text = kEndOfDocumentText) const override;
   std::string description() const override { return "SentencePiece model " + path_; }
   bool keeps_any_bytes() const override { return false; }
+  size_t max_document_bytes() const override { return kMaxSentencePieceDocumentBytes; }
   const std::string& path() const { return path_; }
 
  private:

@@ -330,7 +330,7 @@ int encode(int argc, char** argv) {
                      "file name");
   const int threads = thread_count(vm["threads"].as<int>());
   DocumentReader reader(vm["input"].as<std::vector<std::string>>(),
-                        vm["jsonl_key"].as<std::string>());
+                        vm["jsonl_key"].as<std::string>(), tokenizer->max_document_bytes());
   create_parent_directory("--output", prefix);
   const PartFilesRemovedOnSignals removed_on_signals({prefix + ".bin.tmp", prefix + ".idx.tmp"});
   const EncodeStats stats = encode_corpus(reader, *tokenizer, prefix, threads, true);

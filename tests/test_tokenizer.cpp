@@ -257,6 +257,27 @@ TEST_F(TokenizerTest, NewlinesRoundTripWithoutByteFallback) {
   EXPECT_EQ(model.decode(ids), text);
 }
 
+// SentencePiece holds 80-180 bytes per byte of a document it encodes: a plain file of 1 GiB
+// without separators (one document) passed the byte-level limit and ran out of memory; its
+// own limit stops it as soon as that much is read, naming the file.
+TEST_F(TokenizerTest, EncodeRefusesADocumentLongerThanSentencePieceTakes) {
+  std::string text;
+  const std::string line = "the quick brown fox jumps over the lazy dog\n";
+  while (text.size() <= kMaxSentencePieceDocumentBytes) text += line;
+  write_file(path("one.txt"), text);
+  expect_input_error(
+      [&] {
+        run_tokenize({"encode", "--input", path("one.txt"), "--output", path("c"),
+                      "--tokenizer.model", bpe_model()});
+      },
+      {"text input " + path("one.txt"),
+       "at most " + std::to_string(kMaxSentencePieceDocumentBytes) + " bytes"});
+  EXPECT_FALSE(fs::exists(path("c.bin")));
+  // The byte-level tokenizer takes it.
+  run_tokenize({"encode", "--input", path("one.txt"), "--output", path("b")});
+  EXPECT_TRUE(fs::exists(path("b.bin")));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Streaming documents
 
