@@ -55,9 +55,13 @@ std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
   TESSERA_CHECK(cfg.vocab_size % tp.size() == 0, "generate(): the vocabulary must split evenly");
   const int64_t T = cfg.seq_len, V = cfg.vocab_size, local_v = V / tp.size();
   const bool last = pp.rank() == pp.size() - 1;
-  // Without a prompt the model starts as every document after the first does in the corpus:
-  // after an end of document (GPT-2's <|endoftext|>), not after id 0 (a NUL byte, or <unk>).
-  if (context.empty()) context.push_back(o.stop_token >= 0 ? o.stop_token : 0);
+  // The model starts as every document after the first does in the corpus: after an end of
+  // document (GPT-2's <|endoftext|>), a prompt or none. A model of ids, with no end to stop at,
+  // starts after its prompt alone, or after id 0.
+  if (o.stop_token >= 0)
+    context.insert(context.begin(), o.stop_token);
+  else if (context.empty())
+    context.push_back(0);
   // Tensors the communicators move live where the model does (NCCL groups on cuda); the draw
   // itself reads the gathered row on the host.
   const Device dev = cfg.device;

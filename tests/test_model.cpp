@@ -128,20 +128,32 @@ TEST(Model, LossAtInitializationIsNearLnVocab) {
   EXPECT_NEAR(model.forward(a, &inputs, &targets), std::log(257.0), 0.1);
 }
 
-// Without a prompt, generation starts after an end-of-document token, as every document but the
-// first does in the corpus (GPT-2's <|endoftext|>), not after id 0 (a NUL byte, or <unk>).
-TEST(Model, GenerationWithoutAPromptStartsAfterAnEndOfDocument) {
+// Generation starts after an end-of-document token, as every document but the first does in the
+// corpus (GPT-2's <|endoftext|>): without a prompt, not after id 0 (a NUL byte, or <unk>); with
+// one, the prompt begins a document, where it began a context of nothing before.
+TEST(Model, GenerationStartsAfterAnEndOfDocument) {
   LocalCommunicator tp("tp"), pp("pp");
   GPT model(tiny_config(PositionKind::Learned, DType::F32), ModelShard{}, tp, 3);
   SamplingOptions o;
-  o.tokens = 4;
+  o.tokens = 6;
   o.temperature = 1.0;
   o.top_k = 0;
   o.seed = 5;
   o.stop_token = 7;
+  SamplingOptions ids = o;  // no end of document: the context is the prompt alone
+  ids.stop_token = -1;
+  // What generate(o) gives for a context: the tokens drawn before the first 7.
+  const auto before_stop = [&](const std::vector<int32_t>& context) {
+    std::vector<int32_t> drawn = generate(model, tp, pp, context, ids);
+    drawn.erase(std::find(drawn.begin(), drawn.end(), 7), drawn.end());
+    return drawn;
+  };
   const std::vector<int32_t> unprompted = generate(model, tp, pp, {}, o);
-  EXPECT_EQ(unprompted, generate(model, tp, pp, {7}, o));
-  EXPECT_NE(unprompted, generate(model, tp, pp, {0}, o));  // so the test tells them apart
+  EXPECT_EQ(unprompted, before_stop({7}));
+  EXPECT_NE(unprompted, before_stop({0}));  // so the test tells them apart
+  const std::vector<int32_t> prompted = generate(model, tp, pp, {3, 1, 4}, o);
+  EXPECT_EQ(prompted, before_stop({7, 3, 1, 4}));
+  EXPECT_NE(prompted, before_stop({3, 1, 4}));
 }
 
 // The backward is linear in the loss scale, and a power of two scales every rounding alike: a
