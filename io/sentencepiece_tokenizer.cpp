@@ -177,6 +177,9 @@ SentencePieceTokenizer SentencePieceTokenizer::load(const std::string& path) {
                           ? ": expected " + expected + ", found " + non_regular_kind(path)
                           : ": no such file; expected " + expected));
   }
+  if (std::filesystem::file_size(path, ec) == 0 && !ec)  // SentencePiece: "unk is not defined"
+    throw InputError("SentencePiece model " + path + ": expected " +
+                     "a SentencePiece model file, found an empty file");
   auto model = std::make_shared<spm::SentencePieceProcessor>();
   const spm::util::Status status = model->Load(path);
   if (!status.ok()) {

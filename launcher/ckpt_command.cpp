@@ -62,7 +62,11 @@ bool parse(po::options_description& desc, const char* positional, int max_positi
   po::positional_options_description pos;
   pos.add(positional, max_positional);
   std::vector<std::string> args(argv + 2, argv + argc);
-  po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
+  try {  // an option boost refuses points to the verb's help, which lists the options
+    po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
+  } catch (const po::error& e) {
+    throw InputError(std::string(e.what()) + " (see tessera ckpt " + argv[1] + " --help)");
+  }
   if (vm.count("help")) {
     std::cout << "usage: tessera ckpt " << argv[1] << " [options]\n" << desc;
     return false;

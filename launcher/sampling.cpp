@@ -164,7 +164,12 @@ void check_sampling_tokenizer(const TrainConfig& cfg) {
                        "encoded with, or no prompt");
     return;
   }
-  const std::unique_ptr<Tokenizer> t = open_tokenizer(cfg.tokenizer_model);
+  std::unique_ptr<Tokenizer> t;
+  try {
+    t = open_tokenizer(cfg.tokenizer_model);
+  } catch (const InputError& e) {
+    throw InputError(std::string("--data.tokenizer: ") + e.what());
+  }
   if (!cfg.tokenizer_model.empty() && t->vocab_size() > cfg.model.vocab_size)
     throw InputError("--data.tokenizer " + cfg.tokenizer_model + ": its vocabulary of " +
                      std::to_string(t->vocab_size()) + " ids does not fit --model.vocab_size " +

@@ -52,21 +52,26 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Parses the options after the verb; returns false when --help was given (and printed).
+// Parses the options after the verb; returns false when --help was given (and printed). An
+// option boost refuses points to the verb's help, which lists the options.
 bool parse(const po::options_description& desc, int argc, char** argv, po::variables_map& vm) {
   std::vector<std::string> args(argv + 2, argv + argc);
-  const po::parsed_options parsed = po::command_line_parser(args).options(desc).run();
-  for (const po::option& o : parsed.options)
-    if (o.position_key >= 0)  // a word without an option before it
-      throw InputError("tokenize " + std::string(argv[1]) + ": unexpected argument \"" +
-                       o.original_tokens.front() +
-                       "\" (give several inputs as --input A B, options as --name VALUE)");
-  po::store(parsed, vm);
-  if (vm.count("help")) {
-    std::cout << "usage: tessera tokenize " << argv[1] << " [options]\n" << desc;
-    return false;
+  try {
+    const po::parsed_options parsed = po::command_line_parser(args).options(desc).run();
+    for (const po::option& o : parsed.options)
+      if (o.position_key >= 0)  // a word without an option before it
+        throw InputError("tokenize " + std::string(argv[1]) + ": unexpected argument \"" +
+                         o.original_tokens.front() +
+                         "\" (give several inputs as --input A B, options as --name VALUE)");
+    po::store(parsed, vm);
+    if (vm.count("help")) {
+      std::cout << "usage: tessera tokenize " << argv[1] << " [options]\n" << desc;
+      return false;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw InputError(std::string(e.what()) + " (see tessera tokenize " + argv[1] + " --help)");
   }
-  po::notify(vm);
   return true;
 }
 
@@ -201,8 +206,8 @@ EncodeStats encode_corpus(DocumentReader& reader, const Tokenizer& tokenizer,
     }
     stats.documents += static_cast<int64_t>(tokens.size());
     if (line.due())
-      line.print(done_bytes, std::to_string(stats.documents) + " documents, " +
-                                 std::to_string(stats.tokens) + " tokens");
+      line.print(done_bytes,
+                 count_of(stats.documents, "document") + ", " + count_of(stats.tokens, "token"));
   }
   if (stats.documents == 0)
     throw InputError("--input: expected some text, found only empty or blank files");
@@ -240,7 +245,7 @@ int train(int argc, char** argv) {
     if (!line) line.emplace(true, "tokenize train: reading", p.total_bytes);
     if (!p.done && !line->due()) return;
     const std::string counts =
-        std::to_string(p.documents) + " documents (" + std::to_string(p.sentences) + " lines)";
+        count_of(p.documents, "document") + " (" + count_of(p.sentences, "line") + ")";
     if (!p.done) {
       line->print(p.bytes_read, counts);
       return;
@@ -254,9 +259,8 @@ int train(int argc, char** argv) {
   };
   const SentencePieceTrainStats stats = train_sentencepiece(o);
   std::printf(
-      "tokenize train: %lld documents (%lld lines), %.2f MB of text -> %s.model/.vocab: "
-      "vocab %lld, %s, in %.2f s\n",
-      static_cast<long long>(stats.documents), static_cast<long long>(stats.sentences),
+      "tokenize train: %s (%s), %.2f MB of text -> %s.model/.vocab: vocab %lld, %s, in %.2f s\n",
+      count_of(stats.documents, "document").c_str(), count_of(stats.sentences, "line").c_str(),
       stats.text_bytes / 1e6, o.output_prefix.c_str(), static_cast<long long>(stats.vocab_size),
       o.model_type.c_str(), stats.seconds);
   std::fflush(stdout);

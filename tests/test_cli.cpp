@@ -160,7 +160,7 @@ TEST_F(Cli, MalformedValuesSayWhatTheOptionTakes) {
   expect_clear_error(run_tessera(at_directory, dir_),
                      dir_.string() + " is a directory: give the corpus' prefix");
   expect_clear_error(run_tessera(tiny_args() + " --data.tokenizer " + dir_.string(), dir_),
-                     "SentencePiece model " + dir_.string() +
+                     "--data.tokenizer: SentencePiece model " + dir_.string() +
                          ": expected a .model file written by `tessera tokenize train`, found a "
                          "directory");
 }

@@ -563,6 +563,9 @@ TEST_F(TokenizerTest, MissingOrInvalidModelFileIsAnInputError) {
   // are checked.
   expect_input_error([&] { SentencePieceTokenizer::load(path("text.model")); },
                      {path("text.model"), "expected a SentencePiece model file, found"});
+  write_file(path("empty.model"), "");
+  expect_input_error([&] { SentencePieceTokenizer::load(path("empty.model")); },
+                     {path("empty.model"), "found an empty file"});
   expect_input_error(
       [&] {
         run_tokenize({"decode", "--input", path("c"), "--tokenizer.model", path("text.model")});
@@ -577,6 +580,13 @@ TEST_F(TokenizerTest, TrainRejectsBadOptions) {
     args.insert(args.end(), extra.begin(), extra.end());
     run_tokenize(args);
   };
+  // A misspelt option points to the verb's help, which lists its options (`tessera tokenize
+  // --help` lists only the verbs).
+  expect_input_error(
+      [&] {
+        train({"--vocab_sise", "100"});
+      },
+      {"'--vocab_sise'", "(see tessera tokenize train --help)"});
   expect_input_error(
       [&] {
         train({"--vocab_size", "100"});
