@@ -18,7 +18,6 @@ inline constexpr std::string_view kEndOfDocumentText = "\n<|endoftext|>\n";
 
 class ByteTokenizer {
  public:
-  static int64_t vocab_size() { return kByteVocab; }
   static std::vector<int32_t> encode(std::string_view text);
   // Throws InputError naming the position of an id outside [0, 257).
   static std::string decode(std::span<const int32_t> ids,
