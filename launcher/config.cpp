@@ -14,6 +14,7 @@
 #include <iostream>
 #include <iterator>
 #include <sstream>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -589,6 +590,40 @@ bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
   return true;
 }
 
+namespace {
+
+// Boost's INI reader cuts every line at its first '#', a comment, also inside a value: the
+// prompt, text where a '#' is likely meant ("Q: is C# fun?"), would end before it unsaid.
+void refuse_comment_in_prompt(const std::string& text, const std::string& file) {
+  const auto trim = [](std::string_view s) {
+    const size_t a = s.find_first_not_of(" \t\r"), b = s.find_last_not_of(" \t\r");
+    return a == s.npos ? std::string() : std::string(s.substr(a, b - a + 1));
+  };
+  std::istringstream in(text);
+  std::string section;
+  int number = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++number;
+    const std::string t = trim(line);
+    if (t.starts_with('[') && t.find(']') != t.npos) {
+      section = trim(std::string_view(t).substr(1, t.find(']') - 1));
+      continue;
+    }
+    const size_t eq = t.find('='), hash = t.find('#');
+    if (eq == t.npos || hash == t.npos || hash < eq) continue;
+    const std::string key = trim(std::string_view(t).substr(0, eq));
+    if ((section.empty() ? key : section + "." + key) != "sample.prompt") continue;
+    throw InputError("config file " + file + " line " + std::to_string(number) +
+                     ": a '#' starts a comment in an INI file, also inside a value, so "
+                     "--sample.prompt would end before it (\"" +
+                     trim(std::string_view(t).substr(eq + 1, hash - eq - 1)) +
+                     "\"); write \\x23 for a '#' in the prompt, and a comment on a line of "
+                     "its own");
+  }
+}
+
+}  // namespace
+
 bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::string& base,
                         const std::string& base_name) {
   RawOptions raw;
@@ -642,6 +677,7 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
           std::to_string(
               1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(nul), '\n')) +
           " (a binary file, or one saved as UTF-16?)");
+    refuse_comment_in_prompt(text, file);
     std::istringstream ini(text);
     store_ini(ini, "config file " + file);
   }

@@ -18,9 +18,10 @@ inline std::string invalid_value_text(const boost::program_options::invalid_opti
   const std::string what = e.what(), dashed = e.get_option_name();
   const size_t open = what.find("('"), close = what.rfind("')"),
                start = dashed.find_first_not_of('-');
-  if (open == std::string::npos || close == std::string::npos || close < open ||
-      start == std::string::npos)
-    return what;
+  if (start == std::string::npos) return what;
+  // Boost quotes the value it refused, unless it is empty ("steps =" in an INI file).
+  const bool quoted = open != std::string::npos && close != std::string::npos && close > open;
+  const std::string found = quoted ? what.substr(open + 2, close - open - 2) : "";
   const std::string name = dashed.substr(start);
   const po::option_description* d = all.find_nothrow(name, false);
   const auto* typed = d ? dynamic_cast<const po::typed_value_base*>(d->semantic().get()) : nullptr;
@@ -32,8 +33,7 @@ inline std::string invalid_value_text(const boost::program_options::invalid_opti
                          : type == typeid(double)  ? "a number"
                                                    : nullptr;
   if (!expected) return what;
-  return "--" + name + ": expected " + expected + ", found \"" +
-         what.substr(open + 2, close - open - 2) + "\"";
+  return "--" + name + ": expected " + expected + ", found \"" + found + "\"";
 }
 
 }  // namespace tessera

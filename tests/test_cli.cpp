@@ -294,6 +294,22 @@ TEST_F(Cli, StrayArgumentOrConfigDirectoryIsRejected) {
   expect_clear_error(empty, "--checkpoint.resume: expected auto, none or the PATH");
 }
 
+// A config file's prompt with a '#' in it ran with the prompt cut before it (Boost's INI reader
+// takes every '#' for a comment); an empty value was "the argument for option 'train.steps' is
+// invalid", naming neither what was expected nor what was found.
+TEST_F(Cli, AHashInAConfigFilesPromptAndAnEmptyValueAreRefusedByLine) {
+  const fs::path ini = dir_ / "hash.ini";
+  std::ofstream(ini) << "[sample]\ntokens = 0\nprompt = Q: is C# fun?\n";
+  const CliRun hash = run_tessera(tiny_args() + " --config " + ini.string(), dir_);
+  expect_clear_error(hash, "config file " + ini.string() +
+                               " line 3: a '#' starts a comment in an INI file, also inside a "
+                               "value, so --sample.prompt would end before it (\"Q: is C\")");
+  EXPECT_NE(hash.err.find("write \\x23 for a '#'"), std::string::npos) << hash.err;
+  std::ofstream(ini, std::ios::trunc) << "[train]\nsteps =\n";
+  expect_clear_error(run_tessera(tiny_args() + " --config " + ini.string(), dir_),
+                     "--train.steps: expected a whole number from -2^63 to 2^63 - 1, found \"\"");
+}
+
 // A file that is not what it should be (here a config file of terminal escapes and binary bytes)
 // is quoted in the message as text a terminal shows as it is: control characters, bytes that
 // are not UTF-8 and C1 controls written \xHH, valid UTF-8 kept, and a long line cut in its middle.
