@@ -118,6 +118,17 @@ TEST_F(Cli, HeadsNotDividingDModelIsRejected) {
   EXPECT_NE(r.err.find("found 3"), std::string::npos) << r.err;
 }
 
+// A model too large for any machine is refused by option: a vocabulary of 2^62 made a tensor
+// shape of more than 2^63 elements, an internal error (exit 1).
+TEST_F(Cli, ModelDimensionsBeyondAnyMachineAreRejectedByOption) {
+  const std::string huge = "4611686018427387904";
+  expect_clear_error(
+      run_tessera(tiny_args() + " --model.vocab_size " + huge, dir_),
+      "--model.vocab_size: expected 2 to 2^31 - 1 (token ids are int32), found " + huge);
+  expect_clear_error(run_tessera(tiny_args("2", "", huge), dir_),
+                     "--model.d_model: expected a width of 1 to 2^20");
+}
+
 TEST_F(Cli, UnknownCommandLineKeyIsRejected) {
   expect_clear_error(run_tessera(tiny_args() + " --model.layerz 3", dir_), "model.layerz");
 }

@@ -22,15 +22,23 @@ Shape ModelShard::stream_shape(int64_t B, int64_t T, int64_t C) const {
   return {B, T, C};
 }
 
+// Bounds far above any model that fits a machine, which keep every tensor's element count (vocab
+// x width, width x MLP width, tokens x width, summed over layers) well inside int64; token ids
+// are int32.
+constexpr int64_t kMaxVocab = (int64_t{1} << 31) - 1, kMaxWidth = int64_t{1} << 20,
+                  kMaxLayers = int64_t{1} << 16, kMaxSeqLen = int64_t{1} << 24;
+
 void ModelConfig::validate(int tp_size) const {
-  require(vocab_size >= 2, "--model.vocab_size", "at least 2", vocab_size);
-  require(d_model >= 1, "--model.d_model", "a positive width", d_model);
-  require(layers >= 1, "--model.layers", "at least 1 layer", layers);
+  require(vocab_size >= 2 && vocab_size <= kMaxVocab, "--model.vocab_size",
+          "2 to 2^31 - 1 (token ids are int32)", vocab_size);
+  require(d_model >= 1 && d_model <= kMaxWidth, "--model.d_model", "a width of 1 to 2^20", d_model);
+  require(layers >= 1 && layers <= kMaxLayers, "--model.layers", "1 to 2^16 layers", layers);
   require(heads >= 1, "--model.heads", "at least 1 head", heads);
   require(d_model % heads == 0, "--model.heads",
           "a head count that divides --model.d_model = " + std::to_string(d_model), heads);
-  require(d_ff >= 1, "--model.d_ff", "a positive width", d_ff);
-  require(seq_len >= 1, "--model.seq_len", "a positive length", seq_len);
+  require(d_ff >= 1 && d_ff <= kMaxWidth, "--model.d_ff", "a width of 1 to 2^20", d_ff);
+  require(seq_len >= 1 && seq_len <= kMaxSeqLen, "--model.seq_len", "a length of 1 to 2^24",
+          seq_len);
   require(std::isfinite(init_std) && init_std > 0, "--model.init_std",
           "a positive, finite standard deviation", init_std);
   require(heads % tp_size == 0, "--model.heads",
