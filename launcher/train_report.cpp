@@ -191,6 +191,8 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
   } else if (!cfg.valid_path.empty() && cfg.eval_interval == 0) {
     std::printf(
         "validation: none (--train.eval_interval is 0, so --data.valid_path is not read)\n");
+  } else if (cfg.eval_interval > 0 && cfg.valid_path.empty()) {
+    std::printf("validation: none (--data.valid_fraction 0 and no --data.valid_path)\n");
   }
   std::printf("%s", tr.grid().describe_groups().c_str());
   if (l.tp > 1)
@@ -232,7 +234,8 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
                          ? ", ZeRO-1 (AdamW moments and fp32 master weights sharded)"
                          : ", ZeRO-1 (AdamW moments sharded)";
   std::printf(
-      "data parallel: %d replica%s, %lld gradient bucket%s of about %.1f MB (largest %.1f MB)%s\n",
+      "data parallel: %d replica%s, %lld gradient bucket%s closing at %.1f MB (largest %.1f "
+      "MB)%s\n",
       l.dp, l.dp == 1 ? "" : "s", static_cast<long long>(tr.buckets().bucket_count()),
       tr.buckets().bucket_count() == 1 ? "" : "s",
       static_cast<double>(tr.bucket_elements()) * sizeof(float) / 1e6,

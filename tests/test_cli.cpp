@@ -940,6 +940,14 @@ TEST_F(Cli, OneSampleCorpusTrainsAndSaysItHasNoValidation) {
   EXPECT_NE(r.out.find("validation: none (no training corpus has 2 samples"), std::string::npos)
       << r.out;
   EXPECT_EQ(r.out.find("validation |"), std::string::npos) << r.out;
+  // Nothing held out by choice is said too (it was not said at all).
+  fs::remove_all(dir_ / "run");
+  r = run_tessera(tiny_args() + " --train.steps 1 --train.eval_interval 1 --data.valid_fraction 0",
+                  dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("validation: none (--data.valid_fraction 0 and no --data.valid_path)"),
+            std::string::npos)
+      << r.out;
 }
 
 // Options this run does not use are not passed over in silence: a tokenizer that is not there is
@@ -1272,17 +1280,17 @@ TEST_F(Cli, ZeroOneBucketsHoldAMillionValuesPerDataParallelRankByDefault) {
                            " --train.threads 1 --train.steps 1 --checkpoint.resume none";
   const CliRun eight = run_mpi(8, args + " --parallel.zero 1", dir_);
   ASSERT_EQ(eight.exit_code, 0) << eight.err;
-  EXPECT_NE(eight.out.find("data parallel: 8 replicas, 1 gradient bucket of about 33.6 MB"),
+  EXPECT_NE(eight.out.find("data parallel: 8 replicas, 1 gradient bucket closing at 33.6 MB"),
             std::string::npos)
       << eight.out;
   fs::remove_all(dir_ / "run");
   const CliRun plain = run_mpi(8, args, dir_);
   ASSERT_EQ(plain.exit_code, 0) << plain.err;
-  EXPECT_NE(plain.out.find("gradient bucket of about 25.0 MB"), std::string::npos) << plain.out;
+  EXPECT_NE(plain.out.find("gradient bucket closing at 25.0 MB"), std::string::npos) << plain.out;
   fs::remove_all(dir_ / "run");
   const CliRun given = run_mpi(8, args + " --parallel.zero 1 --parallel.bucket_mb 25", dir_);
   ASSERT_EQ(given.exit_code, 0) << given.err;
-  EXPECT_NE(given.out.find("gradient bucket of about 25.0 MB"), std::string::npos) << given.out;
+  EXPECT_NE(given.out.find("gradient bucket closing at 25.0 MB"), std::string::npos) << given.out;
 }
 
 // A bad layout stops every rank with a non-zero exit, none left waiting (run_mpi's limit, 120 s,
