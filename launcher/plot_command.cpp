@@ -14,6 +14,7 @@
 #include "io/durable_file.h"
 #include "io/file_kind.h"
 #include "launcher/exit_codes.h"
+#include "launcher/progress.h"
 
 namespace fs = std::filesystem;
 namespace po = boost::program_options;
@@ -52,26 +53,26 @@ double median(std::vector<double> v) {
 // The plotted ranges: every step and every loss shown, widened where they are one value. Steps
 // are placed relative to the first (`first`), so that steps near 2^63 keep their spacing.
 struct Ranges {
-  int64_t first = 0;
-  double x1 = 0, y0 = INFINITY, y1 = -INFINITY;  // x from 0 (the first step) to x1
+  int64_t first = 0, last = 0;  // steps; the axis labels name only steps that are there
+  double x1 = 0, y0 = INFINITY, y1 = -INFINITY;  // x from 0 (the first step) to x1 >= 1
   double x(int64_t step) const { return static_cast<double>(step - first); }
 };
 
 Ranges ranges_of(const MetricsSeries& s) {
   Ranges r;
   r.first = INT64_MAX;
-  int64_t last = INT64_MIN;
+  r.last = INT64_MIN;
   const auto add = [&](const std::vector<int64_t>& xs, const std::vector<double>& ys) {
     for (size_t i = 0; i < xs.size(); ++i) {
       r.first = std::min(r.first, xs[i]);
-      last = std::max(last, xs[i]);
+      r.last = std::max(r.last, xs[i]);
       r.y0 = std::min(r.y0, ys[i]);
       r.y1 = std::max(r.y1, ys[i]);
     }
   };
   add(s.steps, s.loss);
   add(s.valid_steps, s.valid_loss);
-  r.x1 = std::max(1.0, static_cast<double>(last - r.first));
+  r.x1 = std::max(1.0, static_cast<double>(r.last - r.first));
   if (!(r.y1 - r.y0 > 1e-9 * std::max(std::abs(r.y0), std::abs(r.y1)))) {
     const double pad = std::max(0.5, 1e-6 * std::abs(r.y0));
     r.y0 -= pad, r.y1 += pad;
@@ -212,8 +213,7 @@ std::string text_chart(const MetricsSeries& s, int width, int height) {
            grid[static_cast<size_t>(k)] + "\n";
   }
   out += std::string(10, ' ') + "+" + std::string(static_cast<size_t>(width), '-') + "\n";
-  const std::string first = "step " + std::to_string(r.first),
-                    last = std::to_string(r.first + static_cast<int64_t>(r.x1));
+  const std::string first = "step " + std::to_string(r.first), last = std::to_string(r.last);
   const auto gap = static_cast<int64_t>(width) + 1 - static_cast<int64_t>(first.size()) -
                    static_cast<int64_t>(last.size());
   out += std::string(11, ' ') + first +
@@ -241,6 +241,7 @@ std::string svg_chart(const MetricsSeries& s, const std::string& title) {
            "\" text-anchor=\"end\" dominant-baseline=\"middle\">" + fmt("%g", t) + "</text>\n";
   }
   for (const double t : ticks(0, r.x1, 8, 1)) {  // whole steps
+    if (t > r.x(r.last)) break;                  // one step: x1 is widened to 1, with no step there
     const std::string x = fmt("%.1f", px(t));
     out += "<line x1=\"" + x + "\" x2=\"" + x + "\" y1=\"" + fmt("%.1f", top) + "\" y2=\"" +
            fmt("%.1f", top + ph) + "\" stroke=\"#f0f0f0\"/>\n";
@@ -335,10 +336,11 @@ int plot_command(int argc, char** argv) {
   const auto lowest = std::min_element(s.loss.begin(), s.loss.end()) - s.loss.begin();
   std::printf(
       "training loss: %.4f at step %lld -> %.4f at step %lld; lowest %.4f at step %lld "
-      "(%zu records",
+      "(%s",
       s.loss.front(), static_cast<long long>(s.steps.front()), s.loss.back(),
       static_cast<long long>(s.steps.back()), s.loss[static_cast<size_t>(lowest)],
-      static_cast<long long>(s.steps[static_cast<size_t>(lowest)]), s.steps.size());
+      static_cast<long long>(s.steps[static_cast<size_t>(lowest)]),
+      count_of(static_cast<int64_t>(s.steps.size()), "record").c_str());
   if (s.skipped > 0) std::printf(", %lld skipped steps", static_cast<long long>(s.skipped));
   std::printf(")\n");
   if (!s.valid_steps.empty())

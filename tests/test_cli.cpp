@@ -615,6 +615,17 @@ TEST_F(Cli, PlotShowsTheLossCurveAndWritesItAsSvg) {
   EXPECT_NE(later.out.find("at step 21 -> "), std::string::npos) << later.out;
   EXPECT_NE(later.out.find("(10 records)"), std::string::npos) << later.out;
   EXPECT_EQ(later.out.find("chart: "), std::string::npos) << later.out;
+  // One record: the axis names its step alone (it named "step 30 ... 31", a step not there), in
+  // the terminal and the SVG's ticks.
+  const CliRun one = run_tessera("plot " + run.string() + " --from 30", dir_);
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_NE(one.out.find("(1 record)"), std::string::npos) << one.out;
+  EXPECT_NE(one.out.find("step 30"), std::string::npos) << one.out;
+  EXPECT_EQ(one.out.find("31"), std::string::npos) << one.out;
+  std::ifstream one_in(run / "loss.svg");
+  const std::string one_svg{std::istreambuf_iterator<char>(one_in), {}};
+  EXPECT_NE(one_svg.find(">30</text>"), std::string::npos) << one_svg;
+  EXPECT_EQ(one_svg.find(">31</text>"), std::string::npos) << one_svg;
 
   expect_clear_error(run_tessera("plot " + (dir_ / "nowhere").string(), dir_),
                      (dir_ / "nowhere").string() + ": expected a run's metrics file");
