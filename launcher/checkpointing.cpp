@@ -202,7 +202,7 @@ void crash_point(const TrainConfig& c, int rank, const std::string& point) {
 // Test-only (--debug.slow_save RANK:SECONDS): the named rank writes its shard that many seconds
 // late.
 void slow_save(const TrainConfig& c, int rank) {
-  for (const RankStep& slow : rank_steps("--debug.slow_save", c.debug_slow_save)) {
+  for (const RankStep& slow : rank_steps("--debug.slow_save", c.debug_slow_save, "SECONDS")) {
     if (slow.rank != rank) continue;
     const int64_t seconds = slow.step;  // RANK:SECONDS, read as RANK:STEP
     std::fprintf(stderr, "rank %d: --debug.slow_save: writing the shard %lld s late\n", rank,

@@ -212,7 +212,8 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       "STEP: a run that did not resume waits before that step (1-based) until a stop signal "
       "reaches it, for tests of preemption that must not race the signal's delivery")(
       "debug.slow_save", po::value(&c.debug_slow_save)->default_value(c.debug_slow_save),
-      "RANK:SECONDS: that rank waits that long before writing each checkpoint shard, for tests "
+      "RANK:SECONDS (whole, >= 1): that rank waits that long before writing each checkpoint "
+      "shard, for tests "
       "of the deadline that covers saves")(
       "debug.perturb_replicated",
       po::value(&c.debug_perturb_replicated)->default_value(c.debug_perturb_replicated),
@@ -395,7 +396,8 @@ std::string resolved_ini(const po::variables_map& vm, const po::options_descript
 
 }  // namespace
 
-std::vector<RankStep> rank_steps(const std::string& option, const std::string& text) {
+std::vector<RankStep> rank_steps(const std::string& option, const std::string& text,
+                                 const std::string& unit) {
   std::vector<RankStep> out;
   std::stringstream items(text);
   for (std::string item; std::getline(items, item, ',');) {
@@ -404,10 +406,8 @@ std::vector<RankStep> rank_steps(const std::string& option, const std::string& t
     long long step = 0;
     if (std::sscanf(item.c_str(), "%d:%lld%c", &r.rank, &step, &extra) != 2 || r.rank < 0 ||
         step < 1)
-      throw InputError(option +
-                       ": expected RANK:STEP[,RANK:STEP...] (ranks >= 0, steps >= 1), "
-                       "found " +
-                       text);
+      throw InputError(option + ": expected RANK:" + unit + "[,RANK:" + unit +
+                       "...] (ranks >= 0, " + unit + " a whole number >= 1), found " + text);
     r.step = step;
     out.push_back(r);
   }
@@ -483,7 +483,7 @@ void TrainConfig::validate() const {
   rank_steps("--debug.perturb_replicated", debug_perturb_replicated);
   rank_steps("--debug.flip_bit", debug_flip_bit);
   rank_steps("--debug.stall", debug_stall);
-  rank_steps("--debug.slow_save", debug_slow_save);
+  rank_steps("--debug.slow_save", debug_slow_save, "SECONDS");
   if (!debug_kill_during_save.empty()) {
     const size_t colon = debug_kill_during_save.find(':');
     const std::string rank = debug_kill_during_save.substr(0, colon);

@@ -129,7 +129,10 @@ struct RankStep {
   int rank = 0;
   int64_t step = 0;
 };
-std::vector<RankStep> rank_steps(const std::string& option, const std::string& text);
+// `unit` names the number after the colon in the message ("STEP", or "SECONDS" for
+// --debug.slow_save, whose numbers are whole seconds).
+std::vector<RankStep> rank_steps(const std::string& option, const std::string& text,
+                                 const std::string& unit = "STEP");
 // Whether `points` holds (rank, step).
 bool has_rank_step(const std::vector<RankStep>& points, int rank, int64_t step);
 
