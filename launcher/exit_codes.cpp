@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <boost/program_options/errors.hpp>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <new>
@@ -87,9 +88,14 @@ ErrorReport classify(std::exception_ptr error, const char* command) {
     // A peer gone or the network: the watchdog's code for a collective that cannot complete.
     return {kExitHang, std::string("tessera: error: ") + e.what()};
   } catch (const std::bad_alloc&) {
+    // The training options help a run that trains, or one that loads a trained model.
+    const bool model = !std::strcmp(command, "train") || !std::strcmp(command, "sample") ||
+                       !std::strcmp(command, "eval");
     return {kExitBadInput,
-            "tessera: error: out of memory (try a smaller --train.micro_batch or model, or more "
-            "--parallel.tp / --parallel.pp)"};
+            model ? "tessera: error: out of memory (try a smaller "
+                    "--train.micro_batch or model, or more --parallel.tp / "
+                    "--parallel.pp)"
+                  : std::string("tessera: error: out of memory in tessera ") + command};
   } catch (const std::exception& e) {
     return {kExitInternalError, std::string("tessera: internal error: ") + e.what()};
   } catch (...) {

@@ -263,11 +263,15 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
     }
     std::printf("gpu: %s\n", gpu.c_str());
   }
+  // OpenMP and OpenBLAS may give fewer threads than were asked for (OpenBLAS's build limit).
+  const std::string asked = cfg.threads > 0 && cfg.threads != cpu_threads()
+                                ? " (--train.threads " + std::to_string(cfg.threads) + " asked)"
+                                : "";
   std::printf(
-      "train: %lld steps of %lld sequences (%lld tokens); %d thread%s per rank; run dir %s\n",
+      "train: %lld steps of %lld sequences (%lld tokens); %d thread%s per rank%s; run dir %s\n",
       static_cast<long long>(cfg.steps), static_cast<long long>(cfg.global_batch),
       static_cast<long long>(cfg.global_batch * m.seq_len), cpu_threads(),
-      cpu_threads() == 1 ? "" : "s", cfg.run_dir.c_str());
+      cpu_threads() == 1 ? "" : "s", asked.c_str(), cfg.run_dir.c_str());
   // A short run of a long schedule (a trial of a config) is allowed, and said.
   // (Warmup-stable-decay cools down in the last step after such a warm-up: its own line says so.)
   const bool wsd = cfg.schedule.decay == DecayKind::WarmupStableDecay;

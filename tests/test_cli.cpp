@@ -652,7 +652,8 @@ TEST_F(Cli, HelpListsEveryOptionOfTheResolvedConfigAndTheDefaults) {
   EXPECT_EQ(r.exit_code, 0);
   for (const char* opt :
        {"--model.vocab_size arg (=257)", "--model.heads arg (=4)", "--optim.lr arg (=3e-4)",
-        "--train.steps arg (=100)", "--optim.decay arg (=cosine)", "--data.path", "--run.dir"})
+        "--train.steps arg (=100)", "--optim.decay arg (=cosine)",
+        "--checkpoint.async arg (=false)", "--data.path", "--run.dir"})
     EXPECT_NE(r.out.find(opt), std::string::npos) << opt << " missing from:\n" << r.out;
   ASSERT_EQ(run_tessera(tiny_args() + " --train.steps 1", dir_).exit_code, 0);
   std::ifstream ini(dir_ / "run" / "config.ini");

@@ -12,6 +12,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <new>
 #include <numeric>
 #include <string>
 #include <thread>
@@ -579,6 +580,19 @@ TEST(AgreeOnInputs, ACommunicationFailureExits5) {
   EXPECT_EQ(r.code, kExitHang);
   EXPECT_EQ(r.message,
             "tessera: error: all_reduce in group tp: NCCL reported remote process exited");
+}
+
+// Running out of memory is exit 2; the training options are suggested only to the commands that
+// run a model (`tokenize encode` was told to shrink --train.micro_batch).
+TEST(AgreeOnInputs, OutOfMemorySuggestsTrainingOptionsOnlyWhereAModelRuns) {
+  const auto report = [](const char* command) {
+    return report_error(std::make_exception_ptr(std::bad_alloc()), command);
+  };
+  EXPECT_EQ(report("train").code, kExitBadInput);
+  EXPECT_NE(report("train").message.find("--train.micro_batch"), std::string::npos);
+  EXPECT_NE(report("eval").message.find("--train.micro_batch"), std::string::npos);
+  EXPECT_EQ(report("tokenize").code, kExitBadInput);
+  EXPECT_EQ(report("tokenize").message, "tessera: error: out of memory in tessera tokenize");
 }
 
 TEST(AgreeOnInputs, AnExceptionThatIsNotAStdExceptionIsReportedAsAnInternalError) {
