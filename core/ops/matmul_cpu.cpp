@@ -2,31 +2,12 @@
 // weight read transposed by BLAS, never copied), so the speed is OpenBLAS's. The bias and its
 // gradient are the only loops here; the bias gradient is split over column blocks, so each
 // column is summed over rows in order by one thread whatever the thread count.
-#include <cblas.h>
-
 #include <algorithm>
 
+#include "core/ops/cpu_gemm.h"
 #include "core/ops/cpu_kernels.h"
 
 namespace tessera::ops::cpu {
-namespace {
-
-// C[m, n] = A[m, k] @ B[k, n] + beta C, with A and B optionally read transposed (row-major).
-void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k, const float* a,
-          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
-              1.0f, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c,
-              static_cast<int>(ldc));
-}
-
-void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k, const double* a,
-          int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
-              1.0, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c,
-              static_cast<int>(ldc));
-}
-
-}  // namespace
 
 template <typename T>
 void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int64_t M, int64_t K,
