@@ -77,7 +77,11 @@ class CommandLine {
     namespace po = boost::program_options;
     po::variables_map vm;
     try {
-      po::store(po::command_line_parser(argc, argv).options(options_).positional(positional_).run(),
+      po::store(po::command_line_parser(argc, argv)
+                    .options(options_)
+                    .positional(positional_)
+                    .style(tessera::command_line_style())
+                    .run(),
                 vm);
       if (vm.count("help")) {
         std::cout << options_ << "\n";

@@ -33,6 +33,7 @@
 #include "launcher/checkpoint_choice.h"
 #include "launcher/checkpointing.h"
 #include "launcher/exit_codes.h"
+#include "launcher/option_text.h"
 #include "launcher/progress.h"
 
 namespace tessera {
@@ -63,7 +64,14 @@ bool parse(po::options_description& desc, const char* positional, int max_positi
   pos.add(positional, max_positional);
   std::vector<std::string> args(argv + 2, argv + argc);
   try {  // an option boost refuses points to the verb's help, which lists the options
-    po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
+    po::store(po::command_line_parser(args)
+                  .options(desc)
+                  .positional(pos)
+                  .style(command_line_style())
+                  .run(),
+              vm);
+  } catch (const po::unknown_option& e) {
+    throw InputError(unknown_option_text(e, desc) + " (see tessera ckpt " + argv[1] + " --help)");
   } catch (const po::error& e) {
     throw InputError(std::string(e.what()) + " (see tessera ckpt " + argv[1] + " --help)");
   }

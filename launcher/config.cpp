@@ -648,7 +648,13 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
 
   po::variables_map vm;
   // The first store() of a value wins, so the command line goes in before the file.
-  const po::parsed_options parsed = po::command_line_parser(argc, argv).options(cmdline).run();
+  const po::parsed_options parsed = [&] {
+    try {
+      return po::command_line_parser(argc, argv).options(cmdline).style(command_line_style()).run();
+    } catch (const po::unknown_option& e) {
+      throw po::error(unknown_option_text(e, cmdline));  // "(see tessera CMD --help)" follows
+    }
+  }();
   for (const po::option& o : parsed.options)
     if (o.position_key >= 0)  // a word without an option before it, e.g. a config file's name
       throw InputError("unexpected argument \"" + o.original_tokens.front() +
@@ -668,6 +674,8 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
       po::store(po::parse_config_file(in, all, /*allow_unregistered=*/false), vm);
     } catch (const po::invalid_option_value& e) {
       throw InputError(name + ": " + invalid_value_text(e, all));
+    } catch (const po::unknown_option& e) {
+      throw InputError(name + ": " + unknown_option_text(e, all));
     } catch (const po::error& e) {
       throw InputError(name + ": " + e.what());
     }

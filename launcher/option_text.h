@@ -1,13 +1,67 @@
-// What Boost.Program_options reports of a bad value, said the way tessera's messages are: the
-// option, what it takes, what was found. Shared by `tessera`'s commands and the benchmarks.
+// What Boost.Program_options reports of a bad value or an unknown option, said the way
+// tessera's messages are: the option, what it takes, what was found, what was likely meant; and
+// the command-line style every command parses with. Shared by `tessera`'s commands and the
+// benchmarks.
 #pragma once
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <cstdint>
 #include <string>
 #include <typeinfo>
+#include <vector>
 
 namespace tessera {
+
+// Boost's command-line style without its guessing, which takes an abbreviation for the one
+// option it begins (`--optim.l 3` trained with --optim.lr 3, where a config file refuses
+// `l = 3`): an option is its whole name.
+inline int command_line_style() {
+  namespace style = boost::program_options::command_line_style;
+  return style::default_style & ~style::allow_guessing;
+}
+
+// The option of `all` that `name` (an unknown option, without dashes) was likely meant for: one
+// it begins, else the nearest at most 2 edits away (a typo); "" when none or several are.
+inline std::string closest_option(const std::string& name,
+                                  const boost::program_options::options_description& all) {
+  const auto distance = [](const std::string& a, const std::string& b) {
+    std::vector<size_t> row(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+      size_t diagonal = row[0];
+      row[0] = i;
+      for (size_t j = 1; j <= b.size(); ++j) {
+        const size_t above = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
+        diagonal = above;
+      }
+    }
+    return row[b.size()];
+  };
+  std::vector<std::string> begun;
+  std::string nearest;
+  size_t best = 3;  // at most 2 edits
+  for (const auto& o : all.options()) {
+    const std::string& option = o->long_name();
+    if (option.empty() || option == name) continue;
+    if (option.starts_with(name)) begun.push_back(option);
+    const size_t d = distance(name, option);
+    if (d < best) best = d, nearest = option;
+  }
+  if (!begun.empty()) return begun.size() == 1 ? begun.front() : "";
+  return nearest;
+}
+
+// Boost's message for an unknown option, with "(did you mean --X?)" when closest_option finds
+// one.
+inline std::string unknown_option_text(const boost::program_options::unknown_option& e,
+                                       const boost::program_options::options_description& all) {
+  std::string name = e.get_option_name();
+  name.erase(0, name.find_first_not_of('-'));
+  const std::string meant = closest_option(name, all);
+  return std::string(e.what()) + (meant.empty() ? "" : " (did you mean --" + meant + "?)");
+}
 
 // Boost's "the argument ('abc') for option '--train.steps' is invalid" as
 // `--train.steps: expected a whole number from -2^31 to 2^31 - 1, found "abc"`; Boost's own text

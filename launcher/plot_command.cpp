@@ -14,6 +14,7 @@
 #include "io/durable_file.h"
 #include "io/file_kind.h"
 #include "launcher/exit_codes.h"
+#include "launcher/option_text.h"
 #include "launcher/progress.h"
 
 namespace fs = std::filesystem;
@@ -303,6 +304,7 @@ int plot_command(int argc, char** argv) {
   po::store(po::command_line_parser(std::vector<std::string>(argv + 1, argv + argc))
                 .options(desc)
                 .positional(positional)
+                .style(command_line_style())
                 .run(),
             vm);
   if (vm.count("help")) {

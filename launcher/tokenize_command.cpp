@@ -31,6 +31,7 @@
 #include "io/indexed_dataset.h"
 #include "io/llmc_shard.h"
 #include "io/token_corpus.h"
+#include "launcher/option_text.h"
 #include "launcher/progress.h"
 
 namespace tessera {
@@ -57,7 +58,8 @@ double seconds_since(Clock::time_point start) {
 bool parse(const po::options_description& desc, int argc, char** argv, po::variables_map& vm) {
   std::vector<std::string> args(argv + 2, argv + argc);
   try {
-    const po::parsed_options parsed = po::command_line_parser(args).options(desc).run();
+    const po::parsed_options parsed =
+        po::command_line_parser(args).options(desc).style(command_line_style()).run();
     for (const po::option& o : parsed.options)
       if (o.position_key >= 0)  // a word without an option before it
         throw InputError("tokenize " + std::string(argv[1]) + ": unexpected argument \"" +
@@ -69,6 +71,9 @@ bool parse(const po::options_description& desc, int argc, char** argv, po::varia
       return false;
     }
     po::notify(vm);
+  } catch (const po::unknown_option& e) {
+    throw InputError(unknown_option_text(e, desc) + " (see tessera tokenize " + argv[1] +
+                     " --help)");
   } catch (const po::error& e) {
     throw InputError(std::string(e.what()) + " (see tessera tokenize " + argv[1] + " --help)");
   }

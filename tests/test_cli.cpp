@@ -129,8 +129,17 @@ TEST_F(Cli, ModelDimensionsBeyondAnyMachineAreRejectedByOption) {
                      "--model.d_model: expected a width of 1 to 2^20");
 }
 
-TEST_F(Cli, UnknownCommandLineKeyIsRejected) {
-  expect_clear_error(run_tessera(tiny_args() + " --model.layerz 3", dir_), "model.layerz");
+// An option is its whole name: Boost took an abbreviation for the one option it begins, so
+// `--optim.l 3` trained with --optim.lr 3 (and `--train.ste 3 --train.steps 1` said that
+// --train.steps, typed once, came twice). A near miss is named.
+TEST_F(Cli, UnknownOrAbbreviatedCommandLineKeyIsRejectedNamingTheNearestOption) {
+  expect_clear_error(run_tessera(tiny_args() + " --model.layerz 3", dir_),
+                     "unrecognised option '--model.layerz' (did you mean --model.layers?)");
+  expect_clear_error(run_tessera(tiny_args() + " --optim.l 3", dir_),
+                     "unrecognised option '--optim.l' (did you mean --optim.lr?)");
+  expect_clear_error(run_tessera("tokenize train --vocab 300", dir_),
+                     "unrecognised option '--vocab' (did you mean --vocab_size?) (see tessera "
+                     "tokenize train --help)");
 }
 
 TEST_F(Cli, UnknownConfigFileKeyIsRejectedNamingTheFile) {
@@ -139,6 +148,9 @@ TEST_F(Cli, UnknownConfigFileKeyIsRejectedNamingTheFile) {
   CliRun r = run_tessera(tiny_args() + " --config " + ini.string(), dir_);
   expect_clear_error(r, ini.string());
   EXPECT_NE(r.err.find("model.width"), std::string::npos) << r.err;
+  std::ofstream(ini, std::ios::trunc) << "[train]\nstep = 2\n";
+  expect_clear_error(run_tessera(tiny_args() + " --config " + ini.string(), dir_),
+                     "unrecognised option 'train.step' (did you mean --train.steps?)");
 }
 
 TEST_F(Cli, NegativeLearningRateIsRejected) {
