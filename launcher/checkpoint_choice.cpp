@@ -175,9 +175,29 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
                      ": expected a step directory, found an unfinished save (.tmp) of this run, "
                      "which it removes before it starts; if `tessera ckpt verify` passes it, "
                      "rename it to its step_N name and resume that");
+  refuse_directory_of_checkpoints("--checkpoint.resume", resume);
   verify(resume);
   if (own.empty() && !steps.empty()) refuse_over(resume);
   return resume;
+}
+
+void refuse_directory_of_checkpoints(const std::string& what, const std::string& dir) {
+  const fs::path d(dir);
+  std::error_code ec;
+  if (!fs::is_directory(d, ec) || fs::exists(d / "MANIFEST", ec) || fs::exists(d / "model.h5", ec))
+    return;
+  const std::vector<std::string> steps = step_directories(dir);
+  std::string latest;
+  try {
+    latest = read_latest(dir);
+  } catch (const InputError&) {  // a damaged `latest`: the newest step is named instead
+  }
+  if (steps.empty() && latest.empty()) return;
+  throw InputError(what + " " + dir +
+                   ": expected a checkpoint (a step directory), found a directory of them; give "
+                   "one, e.g. " +
+                   (d / (latest.empty() ? steps.front() : latest)).string() +
+                   (latest.empty() ? " (the newest)" : " (the one its `latest` names)"));
 }
 
 std::string name_in_root(const std::string& root, const std::string& path) {

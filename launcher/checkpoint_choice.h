@@ -38,6 +38,12 @@ std::string newest_checkpoint(const std::string& root, std::string& note,
 std::string choose_checkpoint(const std::string& root, const std::string& resume, std::string& note,
                               const CheckpointVerifier& verify);
 
+// InputError when DIR is a directory of checkpoints (a run's checkpoints/, holding `latest` or
+// step_N directories) rather than one, naming the step directory to give instead: the one its
+// `latest` names, else its newest. `what` names the option or command ("--checkpoint.resume",
+// "ckpt verify"). Commands that take either (sample, eval) choose among them instead.
+void refuse_directory_of_checkpoints(const std::string& what, const std::string& dir);
+
 // The name of the directory PATH when it lies directly in ROOT (PATH also given as "DIR/", as a
 // shell completes it, or relative to the working directory), else "": a step of the run itself.
 std::string name_in_root(const std::string& root, const std::string& path);

@@ -63,6 +63,7 @@ bool parse(po::options_description& desc, const char* positional, int max_positi
   po::positional_options_description pos;
   pos.add(positional, max_positional);
   std::vector<std::string> args(argv + 2, argv + argc);
+  const std::string help = " (see tessera ckpt " + std::string(argv[1]) + " --help)";
   try {  // an option boost refuses points to the verb's help, which lists the options
     po::store(po::command_line_parser(args)
                   .options(desc)
@@ -70,21 +71,28 @@ bool parse(po::options_description& desc, const char* positional, int max_positi
                   .style(command_line_style())
                   .run(),
               vm);
+    if (vm.count("help")) {
+      std::cout << "usage: tessera ckpt " << argv[1] << " [options]\n" << desc;
+      return false;
+    }
+    if (!vm.count(positional))  // an argument, not an option: boost would call it --dir
+      throw InputError(
+          std::string("ckpt ") + argv[1] + ": expected " +
+          (max_positional > 1 ? "two checkpoint directories" : "a checkpoint directory") +
+          ", found none" + help);
+    po::notify(vm);
   } catch (const po::unknown_option& e) {
-    throw InputError(unknown_option_text(e, desc) + " (see tessera ckpt " + argv[1] + " --help)");
+    throw InputError(unknown_option_text(e, desc) + help);
   } catch (const po::error& e) {
-    throw InputError(std::string(e.what()) + " (see tessera ckpt " + argv[1] + " --help)");
+    throw InputError(e.what() + help);
   }
-  if (vm.count("help")) {
-    std::cout << "usage: tessera ckpt " << argv[1] << " [options]\n" << desc;
-    return false;
-  }
-  if (!vm.count(positional))  // an argument, not an option: boost would call it --dir
-    throw InputError(
-        std::string("ckpt ") + argv[1] + ": expected " +
-        (max_positional > 1 ? "two checkpoint directories" : "a checkpoint directory") +
-        ", found none (see tessera ckpt " + argv[1] + " --help)");
-  po::notify(vm);
+  // A run's checkpoints/ is not one checkpoint: each verb reads a step directory.
+  const std::string verb = "ckpt " + std::string(argv[1]);
+  if (max_positional == 1)
+    refuse_directory_of_checkpoints(verb, vm[positional].as<std::string>());
+  else
+    for (const std::string& dir : vm[positional].as<std::vector<std::string>>())
+      refuse_directory_of_checkpoints(verb, dir);
   return true;
 }
 
@@ -391,7 +399,7 @@ std::map<std::string, TensorInfo> export_names(const CheckpointReader& r) {
 int export_command(int argc, char** argv) {
   po::options_description desc("ckpt export options");
   desc.add_options()("dir", po::value<std::string>()->required(), "checkpoint directory")(
-      "to", po::value<std::string>()->required(), "format: safetensors")(
+      "to", po::value<std::string>()->default_value("safetensors"), "format: safetensors")(
       "output", po::value<std::string>()->required(), "file to write");
   po::variables_map vm;
   if (!parse(desc, "dir", 1, argc, argv, vm)) return 0;

@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "io/checkpoint_io.h"
 #include "io/crc32c.h"
+#include "launcher/checkpoint_choice.h"
 #include "launcher/ckpt_command.h"
 #include "launcher/exit_codes.h"
 #include "tests/expect_error.h"
@@ -622,6 +623,29 @@ TEST_F(CheckpointTest, CkptInfoListsStepLayoutAndTensors) {
   for (const Split& s : test_tensors()) EXPECT_NE(out.find(s.name), std::string::npos) << out;
   EXPECT_NE(out.find("total: 6 tensors, 1004 bytes"), std::string::npos) << out;
   EXPECT_EQ(ckpt({"info", (root_ / "nowhere").string()}).first, kExitBadInput);
+}
+
+// A run's checkpoints/ given where one checkpoint is expected: `ckpt verify` said "FAILED:
+// .../MANIFEST: missing" (exit 1, a damaged checkpoint), and --checkpoint.resume the same; each
+// now names the step directory to give (exit 2).
+TEST_F(CheckpointTest, ADirectoryOfCheckpointsIsRefusedNamingAStepToGive) {
+  ::testing::internal::CaptureStderr();
+  const int code = ckpt({"verify", root_.string()}).first;
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(code, kExitBadInput);
+  EXPECT_NE(err.find("ckpt verify " + root_.string() +
+                     ": expected a checkpoint (a step directory), found a directory of them; give "
+                     "one, e.g. " +
+                     dir_.string() + " (the newest)"),
+            std::string::npos)
+      << err;
+  const fs::path older = copy(step_directory_name(50));
+  write_latest(root_.string(), older.filename().string());
+  EXPECT_NE(input_error([&] {
+              refuse_directory_of_checkpoints("--checkpoint.resume", root_.string());
+            }).find("e.g. " + older.string() + " (the one its `latest` names)"),
+            std::string::npos);
+  EXPECT_NO_THROW(refuse_directory_of_checkpoints("--checkpoint.resume", dir_.string()));
 }
 
 TEST_F(CheckpointTest, CkptVerifyPassesGoodAndFailsDamagedCheckpoints) {
