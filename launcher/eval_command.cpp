@@ -49,13 +49,16 @@ struct EvalData {
   int64_t samples = 0;      // read: whole micro-batches of every DP rank
   int64_t left_out = 0;     // of those asked for, less than a round of micro-batches
   int64_t token_bytes = 2;  // of the first corpus, for the progress line
+  // What the saving run's own validation read, when these are its validation samples: its
+  // first eval_batches x global_batch samples (0: they are not), of `available`.
+  int64_t validated = 0, available = 0, eval_batches = 0, global_batch = 0;
 };
 
 // The samples to read: --data.path's when given, else the saving run's validation samples (its
 // --data.valid_path, or the held-out end of each of its corpora). A blend is read as one corpus:
 // weighted by the corpora's samples, so that reading them all takes each sample once.
-EvalData open_eval_data(const TrainConfig& cfg, const SavedModelArgs& args,
-                        const GridLayout& layout, int rank) {
+EvalData open_eval_data(const TrainConfig& cfg, const TrainConfig& saved,
+                        const SavedModelArgs& args, const GridLayout& layout, int rank) {
   EvalData d;
   const bool own_corpus = gives_option(args, "--data.path") || !cfg.valid_path.empty();
   const std::string option = gives_option(args, "--data.path") || cfg.valid_path.empty()
@@ -90,6 +93,12 @@ EvalData open_eval_data(const TrainConfig& cfg, const SavedModelArgs& args,
   // A run that never evaluated held nothing out: it trained on these samples too.
   if (!own_corpus && cfg.eval_interval == 0)
     d.what += ", which its run trained on (--train.eval_interval 0: nothing was held out)";
+  d.available = available;
+  if (!gives_option(args, "--data.path") && saved.eval_interval > 0) {
+    d.validated = saved.eval_batches * saved.global_batch;
+    d.eval_batches = saved.eval_batches;
+    d.global_batch = saved.global_batch;
+  }
   int64_t asked = available;
   if (const auto it = args.own.find("--eval.samples"); it != args.own.end()) {
     size_t used = 0;
@@ -130,8 +139,9 @@ int eval_command(int argc, char** argv) {
   c.name = "eval";
   c.usage = kUsage;
   c.own = {"--eval.samples"};
-  c.prepare = [data](TrainConfig& cfg, const SavedModelArgs& args, const GridLayout& layout,
-                     int rank) { *data = open_eval_data(cfg, args, layout, rank); };
+  c.prepare = [data](TrainConfig& cfg, const TrainConfig& saved, const SavedModelArgs& args,
+                     const GridLayout& layout,
+                     int rank) { *data = open_eval_data(cfg, saved, args, layout, rank); };
   c.together = [data](Communicator& world) {
     check_same_corpora(world, data->stream->sequence_key(), data->option, *data->stream);
     data->opener->record_id_ranges(world);
@@ -183,6 +193,20 @@ int eval_command(int argc, char** argv) {
     if (ids_are_bytes(cfg))
       std::snprintf(bits, sizeof bits, ", %.4f bits per byte", loss / std::log(2.0));
     std::printf("eval loss %.4f nats/token, perplexity %.2f%s\n", loss, std::exp(loss), bits);
+    // Why the loss the saving run logged may differ: its validation read a fixed number.
+    if (data->validated > 0 && data->validated != data->samples) {
+      const bool fits = data->validated <= data->available;
+      std::string read = count_of(data->validated, "sample");
+      read = fits ? "its first " + read
+                  : read + " round and round over these " + std::to_string(data->available);
+      std::printf(
+          "eval: note: the saving run's validation read %s (--train.eval_batches %lld x "
+          "--train.global_batch %lld)%s\n",
+          read.c_str(), static_cast<long long>(data->eval_batches),
+          static_cast<long long>(data->global_batch),
+          fits ? ("; --eval.samples " + std::to_string(data->validated) + " gives its loss").c_str()
+               : ", counting some twice");
+    }
   };
   return run_saved_model(argc, argv, c);
 }

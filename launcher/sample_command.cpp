@@ -34,7 +34,8 @@ int sample_command(int argc, char** argv) {
   c.name = "sample";
   c.usage = kUsage;
   c.aliases = {{"--prompt", "--sample.prompt"}};
-  c.prepare = [](TrainConfig& cfg, const SavedModelArgs&, const GridLayout&, int) {
+  c.prepare = [](TrainConfig& cfg, const TrainConfig&, const SavedModelArgs&, const GridLayout&,
+                 int) {
     if (cfg.sample_tokens == 0) cfg.sample_tokens = 100;
     check_sampling_tokenizer(cfg);
   };

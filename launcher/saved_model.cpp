@@ -101,9 +101,10 @@ void require_saved_shape(const ModelConfig& saved, const ModelConfig& m, const s
 
 // The run's config: the checkpoint's (`saved_ini`), overridden by the train options of `args`.
 // The layout is the command line's alone (one rank unless --parallel.* says otherwise), not the
-// saving run's. InputError for options that do not parse or fit.
+// saving run's. InputError for options that do not parse or fit. `saved` is the saving run's
+// config alone.
 TrainConfig saved_model_config(const SavedModelArgs& args, const std::string& saved_ini,
-                               const std::string& dir, const char* command) {
+                               const std::string& dir, const char* command, TrainConfig& saved) {
   const std::string name = "the config saved in " + dir;
   std::vector<char*> argv;
   for (const std::string& a : args.train_args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -111,7 +112,7 @@ TrainConfig saved_model_config(const SavedModelArgs& args, const std::string& sa
   // The saved shape is read, not validated: the saving machine's options (--train.device cuda)
   // need not hold here, where the command line may override them.
   char* none[] = {argv[0]};
-  TrainConfig saved, given, cfg;
+  TrainConfig given, cfg;
   read_train_options(1, none, saved, saved_ini, name);
   read_train_options(argc, argv.data(), given);
   read_train_options(argc, argv.data(), cfg, saved_ini, name);
@@ -177,10 +178,10 @@ int run_saved_model(int argc, char** argv, const SavedModelCommand& command) {
   dir = broadcast_string(world, dir, 0);
   saved_ini = broadcast_string(world, saved_ini, 0);
 
-  TrainConfig cfg;
+  TrainConfig cfg, saved;
   GridLayout layout;
   try {
-    cfg = saved_model_config(args, saved_ini, dir, command.name);
+    cfg = saved_model_config(args, saved_ini, dir, command.name, saved);
     try {
       layout = cfg.model_layout_for(world.size());
     } catch (const InputError& e) {  // its advice is to change the model, which this cannot
@@ -189,7 +190,7 @@ int run_saved_model(int argc, char** argv, const SavedModelCommand& command) {
                        " with another --parallel.tp / --parallel.pp");
     }
     configure_process(cfg, mpi.ranks_on_this_node(), mpi.rank_on_this_node());
-    command.prepare(cfg, args, layout, world.rank());
+    command.prepare(cfg, saved, args, layout, world.rank());
   } catch (...) {
     failure = report_error(std::current_exception(), command.name);
   }

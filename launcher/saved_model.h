@@ -50,8 +50,11 @@ struct SavedModelCommand {
   std::vector<std::string> own;
   // Adjusts and checks the config on every rank before the model is built (InputError for bad
   // input: agreed, one message); may read the command's inputs, for the ranks' layout and this
-  // rank (`rank`) of it. No collectives: a rank may have failed before.
-  std::function<void(TrainConfig&, const SavedModelArgs&, const GridLayout&, int rank)> prepare;
+  // rank (`rank`) of it. `saved` is the saving run's config, as it trained. No collectives: a
+  // rank may have failed before.
+  std::function<void(TrainConfig& cfg, const TrainConfig& saved, const SavedModelArgs&,
+                     const GridLayout&, int rank)>
+      prepare;
   // When given: collective checks of what prepare read, on every rank once all prepared; an
   // InputError must be the same on every rank (agreed, one message).
   std::function<void(Communicator& world)> together;

@@ -176,6 +176,14 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
   if (tr.validation_samples()) {
     const SampleStream& valid = *tr.validation_samples();
     print_samples("validation", valid, cfg.valid_path.empty());
+    int64_t held = 0;
+    for (int v = 0; v < valid.num_corpora(); ++v) held += valid.samples_of(v);
+    if (const int64_t read = cfg.eval_batches * cfg.global_batch; held < read)
+      std::printf(
+          "validation: note: each validation reads %lld samples (--train.eval_batches %lld x "
+          "--train.global_batch %lld), round and round over these %lld, so some count twice\n",
+          static_cast<long long>(read), static_cast<long long>(cfg.eval_batches),
+          static_cast<long long>(cfg.global_batch), static_cast<long long>(held));
     // A held-out split is of the training corpora by construction, and says so above.
     for (int v = 0; v < valid.num_corpora() && !cfg.valid_path.empty(); ++v)
       for (int k = 0; k < tr.samples().num_corpora(); ++k)

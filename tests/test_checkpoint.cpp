@@ -935,6 +935,16 @@ TEST_F(Checkpoints, EvalOfACheckpointGivesTheValidationLossItsRunLogged) {
       << held_eval.out;
   EXPECT_EQ(loss_of(held_eval), std::stod(held_run.out.substr(held_at + 28, 6))) << held_eval.out;
   EXPECT_EQ(held_eval.out.find("which its run trained on"), std::string::npos) << held_eval.out;
+  EXPECT_EQ(held_eval.out.find("eval: note:"), std::string::npos) << held_eval.out;
+  // All the held-out samples by default, which the run's validation did not read: said, and how
+  // to get the loss it logged.
+  const CliRun held_all = run_tessera("eval --checkpoint " + step_dir("held", 10), dir_);
+  ASSERT_EQ(held_all.exit_code, 0) << held_all.err;
+  EXPECT_NE(held_all.out.find("eval: note: the saving run's validation read its first 16 samples "
+                              "(--train.eval_batches 2 x --train.global_batch 8); "
+                              "--eval.samples 16 gives its loss"),
+            std::string::npos)
+      << held_all.out;
   // A run that did not evaluate held nothing out: said.
   const CliRun trained_on = run_tessera(
       "eval --checkpoint " + step_dir("held", 10) + " --eval.samples 16 --train.eval_interval 0",

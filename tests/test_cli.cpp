@@ -972,6 +972,15 @@ TEST_F(Cli, OneSampleCorpusTrainsAndSaysItHasNoValidation) {
   EXPECT_NE(r.out.find("validation: none (--data.valid_fraction 0 and no --data.valid_path)"),
             std::string::npos)
       << r.out;
+  // Fewer held out than a validation reads: they are read round and round, and it is said.
+  fs::remove_all(dir_ / "run");
+  r = run_tessera(tiny_args() + " --train.steps 1 --train.eval_interval 1 --train.eval_batches 50",
+                  dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("validation: note: each validation reads 200 samples (--train.eval_batches "
+                       "50 x --train.global_batch 4), round and round over these "),
+            std::string::npos)
+      << r.out;
 }
 
 // Options this run does not use are not passed over in silence: a tokenizer that is not there is
