@@ -625,21 +625,32 @@ std::map<std::string, std::string> resolved_values(const std::string& ini) {
   return values;
 }
 
-// What this run changes of the checkpoint's optimizer, schedule and batch, said, not refused
+// Options a resume gives anew without changing what is trained (where and how this run runs,
+// its own limits), or that other notes and checks cover (the data, the global batch).
+bool given_anew_on_resume(const std::string& key) {
+  for (const char* prefix : {"parallel.", "data.", "gpu.", "debug."})
+    if (key.starts_with(prefix)) return true;
+  for (const char* k : {"run.dir", "checkpoint.resume", "train.threads", "train.device",
+                        "train.exit_after", "train.time_limit", "train.collective_timeout",
+                        "train.startup_timeout", "train.global_batch", "train.micro_batch"})
+    if (key == k) return true;
+  return false;
+}
+
+// What this run changes of the checkpoint's options, schedule and batch, said, not refused
 // (Megatron-LM refuses a changed schedule unless told to override it; extending --train.steps
-// is the common case): "" when nothing changed.
+// is the common case, and options are not taken from the checkpoint, so that one left out, as
+// --checkpoint.interval, would otherwise go unsaid): "" when nothing changed.
 std::string schedule_and_batch_note(const CheckpointMeta& meta, const TrainConfig& cfg) {
   std::string note;
-  // Each option of the optimizer and its schedule that the saving run resolved otherwise.
+  // Each option that the saving run resolved otherwise.
   if (const auto saved = meta.texts.find("config");
       saved != meta.texts.end() && !cfg.resolved_ini.empty()) {
     const std::map<std::string, std::string> was = resolved_values(saved->second);
     std::string changed;
     for (const auto& [key, value] : resolved_values(cfg.resolved_ini)) {
       const auto old = was.find(key);
-      if ((!key.starts_with("optim.") && key != "train.steps") || old == was.end() ||
-          old->second == value)
-        continue;
+      if (given_anew_on_resume(key) || old == was.end() || old->second == value) continue;
       changed.append(changed.empty() ? "" : ", ")
           .append("--")
           .append(key)

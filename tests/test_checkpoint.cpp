@@ -538,6 +538,13 @@ TEST_F(Checkpoints, ResumeSaysWhenTheScheduleOrTheGlobalBatchChanges) {
       << clipped.out;
   EXPECT_EQ(clipped.out.find("schedule differs"), std::string::npos) << clipped.out;
   EXPECT_EQ(same.out.find("this run changes"), std::string::npos) << same.out;
+  // Options are not taken from the checkpoint: one left out is said too (a resume without the
+  // saving run's --checkpoint.interval saved nothing, and said so only at its end).
+  const CliRun unsaved = run_tessera(args("unsaved", "--checkpoint.resume " + saved, 20, 0), dir_);
+  ASSERT_EQ(unsaved.exit_code, 0) << unsaved.err;
+  EXPECT_NE(unsaved.out.find("this run changes the saving run's --checkpoint.interval 10 -> 0"),
+            std::string::npos)
+      << unsaved.out;
   std::string bigger = args("bigger", "--checkpoint.resume " + saved);
   bigger.replace(bigger.find("--train.global_batch 8"), 22, "--train.global_batch 16");
   const CliRun doubled = run_tessera(bigger, dir_);
