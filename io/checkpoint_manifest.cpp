@@ -34,7 +34,8 @@ bool parse_manifest_line(const std::string& line, ManifestEntry& e) {
   e.size = std::stoull(size);
   e.path = line.substr(b + 1);
   // What write_manifest lists: model.h5 and shards/NAME.h5, nothing else (no "./model.h5").
-  const std::string_view shard = std::string_view(e.path).substr(std::min(e.path.size(), 7ul));
+  const std::string_view shard =
+      std::string_view(e.path).substr(std::min(e.path.size(), size_t{7}));
   return e.path == "model.h5" ||
          (e.path.starts_with("shards/") && shard.size() > 3 && shard.ends_with(".h5") &&
           !shard.starts_with('.') && shard.find('/') == shard.npos);
@@ -48,7 +49,7 @@ std::string read_whole(const std::string& path) {
   std::string text;
   char buf[1 << 16];
   for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
-  const int error = std::ferror(f) ? errno : 0;
+  const int error = std::ferror(f) ? (errno ? errno : EIO) : 0;
   std::fclose(f);
   if (error) throw CheckpointUnreadable(path + ": cannot be read (" + std::strerror(error) + ")");
   return text;

@@ -75,15 +75,18 @@ void check_crc(const std::string& dir, const ManifestEntry& entry, uint32_t crc)
 void check_crcs(const std::string& dir, const std::vector<ManifestEntry>& entries,
                 const ReadProgress& read = {});
 
-// The files a MANIFEST covers, relative to DIR: model.h5 (if present), then shards/*.h5, sorted.
-// write_model_h5 builds model.h5 from the same list.
+// The files a MANIFEST covers, as a listing of DIR shows them, relative to DIR: model.h5 (if
+// present), then shards/*.h5, sorted; what a verification compares the MANIFEST with, and what
+// write_model_h5(dir, meta) and write_manifest(dir) build from (a save names its shards
+// instead). CheckpointUnreadable when shards/ is there but cannot be listed.
 std::vector<std::string> checkpoint_files(const std::string& dir);
 
 // Replaces CHECKPOINTS_DIR/latest by a file holding "STEP_DIR_NAME\n": writes latest.tmp, fsyncs
 // it, renames it over latest, fsyncs CHECKPOINTS_DIR.
 void write_latest(const std::string& checkpoints_dir, const std::string& step_dir_name);
 // The step directory name that `latest` holds; "" when there is no `latest`. InputError when it
-// is empty, malformed or names no directory of CHECKPOINTS_DIR.
+// is empty, malformed, not a file or names no directory of CHECKPOINTS_DIR; CheckpointUnreadable
+// when it cannot be read.
 std::string read_latest(const std::string& checkpoints_dir);
 
 }  // namespace tessera

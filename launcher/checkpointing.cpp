@@ -625,8 +625,9 @@ std::map<std::string, std::string> resolved_values(const std::string& ini) {
   return values;
 }
 
-// Options a resume gives anew without changing what is trained (where and how this run runs,
-// its own limits), or that other notes and checks cover (the data, the global batch).
+// Options a resume gives anew as a matter of course (where and how this run runs: the layout,
+// threads, device and batch split; its own limits and deadlines), or that other notes and
+// checks cover (the data, the global batch). The others are named when they change.
 bool given_anew_on_resume(const std::string& key) {
   for (const char* prefix : {"parallel.", "data.", "gpu.", "debug."})
     if (key.starts_with(prefix)) return true;

@@ -696,7 +696,9 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
           std::to_string(
               1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(nul), '\n')) +
           " (a binary file, or one saved as UTF-16?)");
-    refuse_comment_in_prompt(text, file);
+    // (A prompt given on the command line, stored already, is the one the run uses.)
+    if (!vm.count("sample.prompt") || vm["sample.prompt"].defaulted())
+      refuse_comment_in_prompt(text, file);
     std::istringstream ini(text);
     store_ini(ini, "config file " + file);
   }

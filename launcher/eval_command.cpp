@@ -94,7 +94,12 @@ EvalData open_eval_data(const TrainConfig& cfg, const TrainConfig& saved,
   if (!own_corpus && cfg.eval_interval == 0)
     d.what += ", which its run trained on (--train.eval_interval 0: nothing was held out)";
   d.available = available;
-  if (!gives_option(args, "--data.path") && saved.eval_interval > 0) {
+  // These are the saving run's validation samples when nothing given here changed them.
+  const bool its_validation = !gives_option(args, "--data.path") && saved.eval_interval > 0 &&
+                              cfg.eval_interval > 0 && cfg.data_path == saved.data_path &&
+                              cfg.valid_path == saved.valid_path &&
+                              cfg.valid_fraction == saved.valid_fraction;
+  if (its_validation) {
     d.validated = saved.eval_batches * saved.global_batch;
     d.eval_batches = saved.eval_batches;
     d.global_batch = saved.global_batch;
@@ -204,8 +209,10 @@ int eval_command(int argc, char** argv) {
           "--train.global_batch %lld)%s\n",
           read.c_str(), static_cast<long long>(data->eval_batches),
           static_cast<long long>(data->global_batch),
-          fits ? ("; --eval.samples " + std::to_string(data->validated) + " gives its loss").c_str()
-               : ", counting some twice");
+          !fits ? ", counting some twice"
+          : data->validated % (B * dp) == 0
+              ? ("; --eval.samples " + std::to_string(data->validated) + " gives its loss").c_str()
+              : "");
     }
   };
   return run_saved_model(argc, argv, c);

@@ -53,6 +53,9 @@ std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
                               std::vector<int32_t> context, const SamplingOptions& o) {
   const ModelConfig& cfg = model.config();
   TESSERA_CHECK(cfg.vocab_size % tp.size() == 0, "generate(): the vocabulary must split evenly");
+  TESSERA_CHECK(o.stop_token < cfg.vocab_size,
+                "generate(): stop token " + std::to_string(o.stop_token) +
+                    " outside the vocabulary of " + std::to_string(cfg.vocab_size));
   const int64_t T = cfg.seq_len, V = cfg.vocab_size, local_v = V / tp.size();
   const bool last = pp.rank() == pp.size() - 1;
   // The model starts as every document after the first does in the corpus: after an end of
@@ -140,7 +143,10 @@ void print_sample(const TrainConfig& cfg, GPT& model, Communicator& tp, Communic
   }
   // Ids past the tokenizer's vocabulary pad the model's (for TP) and are never drawn.
   const std::unique_ptr<Tokenizer> tokenizer = open_tokenizer(cfg.tokenizer_model);
-  so.stop_token = tokenizer->end_of_document();
+  // A model whose vocabulary lacks the end-of-document id (a byte-level model of fewer than 257
+  // ids) never draws it, and would embed it before the prompt as zeros: it has none.
+  if (tokenizer->end_of_document() < cfg.model.vocab_size)
+    so.stop_token = tokenizer->end_of_document();
   so.vocab_limit = std::min(tokenizer->vocab_size(), cfg.model.vocab_size);
   const std::vector<int32_t> prompt = tokenizer->encode(cfg.sample_prompt);
   const std::vector<int32_t> sample = generate(model, tp, pp, prompt, so);

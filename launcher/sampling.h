@@ -23,8 +23,8 @@ struct SamplingOptions {
   double temperature = 0.8;
   int64_t top_k = 40;  // 0: all
   uint64_t seed = 0;
-  // Generation ends early on this token (-1: never), which also goes before the prompt: the
-  // model starts after an end of document, as documents do in the corpus.
+  // Generation ends early on this token (-1: never), an id of the model's vocabulary, which also
+  // goes before the prompt: the model starts after an end of document, as in the corpus.
   int32_t stop_token = -1;
   // Draw only ids below this (0: the whole vocabulary): a vocabulary padded for TP has ids the
   // tokenizer never makes and cannot decode.

@@ -961,6 +961,7 @@ TEST_F(Checkpoints, EvalOfACheckpointGivesTheValidationLossItsRunLogged) {
                 "which its run trained on (--train.eval_interval 0: nothing was held out)"),
             std::string::npos)
       << trained_on.out;
+  EXPECT_EQ(trained_on.out.find("eval: note:"), std::string::npos) << trained_on.out;
   // Bad input: more samples than the corpus holds; fewer than a micro-batch.
   const CliRun many = run_tessera(eval + "0000", dir_);
   EXPECT_EQ(many.exit_code, 2) << many.err;

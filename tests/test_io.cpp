@@ -1031,9 +1031,16 @@ TEST_F(IoTest, TokenizeRejectsBadOptions) {
                       "--tokenizer.model", "m.model"});
       },
       {"--tokenizer.model", "m.model", "no such file"});
-  EXPECT_THROW(run_tokenize({"encode", "--input", path("t.txt"), "--bogus", "1"}),
-               boost::program_options::error);
-  EXPECT_THROW(run_tokenize({"encode", "--input", path("t.txt")}), boost::program_options::error);
+  expect_input_error(
+      [&] {
+        run_tokenize({"encode", "--input", path("t.txt"), "--bogus", "1"});
+      },
+      {"unrecognised option '--bogus'", "(see tessera tokenize encode --help)"});
+  expect_input_error(
+      [&] {
+        run_tokenize({"encode", "--input", path("t.txt")});
+      },
+      {"'--output' is required", "(see tessera tokenize encode --help)"});
   expect_input_error([&] { run_tokenize({"frobnicate"}); }, {"frobnicate"});
   expect_input_error(
       [&] {

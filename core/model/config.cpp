@@ -22,9 +22,10 @@ Shape ModelShard::stream_shape(int64_t B, int64_t T, int64_t C) const {
   return {B, T, C};
 }
 
-// Bounds far above any model that fits a machine, which keep every tensor's element count (vocab
-// x width, width x MLP width, tokens x width, summed over layers) well inside int64; token ids
-// are int32.
+// Bounds far above any model that fits a machine, which keep the parameters' element counts
+// (vocab x width, width x MLP width, summed over layers) well inside int64; token ids are int32.
+// (Activations also grow with --train.micro_batch: an allocation too large fails as out of
+// memory, exit 2.)
 constexpr int64_t kMaxVocab = (int64_t{1} << 31) - 1, kMaxWidth = int64_t{1} << 20,
                   kMaxLayers = int64_t{1} << 16, kMaxSeqLen = int64_t{1} << 24;
 

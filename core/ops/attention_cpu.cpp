@@ -4,7 +4,8 @@
 // probabilities are materialised and saved for the backward. Each pair's products are GEMMs
 // on the q, k and v columns as they lie in qkv (rows 3C apart), on the pair's thread alone
 // (cpu_gemm.h): over the whole T x T square, the causal half's zeros included, which BLAS
-// still does several times faster than one dot product per (t, u).
+// still does several times faster than one dot product per (t, u). (So a non-finite value of a
+// later position's v reaches an earlier output, as 0 x inf: the loss is non-finite either way.)
 #include <cmath>
 #include <limits>
 #include <vector>
