@@ -507,6 +507,65 @@ TEST(Attention, Float32MatchesFloat64) {
   });
 }
 
+// The kernels work on blocks of 64 query rows, each against the keys up to its end: a length of
+// 150 (two whole blocks and a part) against the textbook loops, in double.
+TEST(Attention, BlocksOfQueryRowsMatchTheTextbookLoops) {
+  std::mt19937_64 rng(19);
+  const int64_t T = 150, H = 2, hd = 8, C = H * hd;
+  const Tensor qkv = random_tensor({1, T, 3 * C}, rng, F64, -2.0, 2.0);
+  const Tensor up = random_tensor({1, T, C}, rng);
+  Tensor out({1, T, C}, F64), att({1, H, T, T}, F64), dqkv(qkv.shape(), F64);
+  ops::attention_forward(out, att, qkv, H);
+  ops::attention_backward(dqkv, up, qkv, out, att, H);
+
+  const double* x = qkv.data<double>();
+  const double* y = up.data<double>();
+  std::vector<double> want_out(static_cast<size_t>(T * C)), want_d(static_cast<size_t>(T * 3 * C));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  for (int64_t h = 0; h < H; ++h) {
+    const auto q = [&](int64_t t, int64_t i) { return x[t * 3 * C + h * hd + i]; };
+    const auto k = [&](int64_t t, int64_t i) { return x[t * 3 * C + C + h * hd + i]; };
+    const auto v = [&](int64_t t, int64_t i) { return x[t * 3 * C + 2 * C + h * hd + i]; };
+    const auto d = [&](int64_t t, int64_t part, int64_t i) -> double& {
+      return want_d[static_cast<size_t>(t * 3 * C + part * C + h * hd + i)];
+    };
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<double> p(static_cast<size_t>(t + 1)), dp(p.size());
+      double mx = -INFINITY, sum = 0, pdp = 0;
+      for (int64_t u = 0; u <= t; ++u) {
+        double s = 0;
+        for (int64_t i = 0; i < hd; ++i) s += q(t, i) * k(u, i);
+        p[static_cast<size_t>(u)] = s * scale;
+        mx = std::max(mx, s * scale);
+      }
+      for (double& e : p) sum += (e = std::exp(e - mx));
+      for (double& e : p) e /= sum;
+      for (int64_t u = 0; u <= t; ++u) {
+        const double pu = p[static_cast<size_t>(u)];
+        double dpu = 0;
+        for (int64_t i = 0; i < hd; ++i) {
+          want_out[static_cast<size_t>(t * C + h * hd + i)] += pu * v(u, i);
+          d(u, 2, i) += pu * y[t * C + h * hd + i];
+          dpu += y[t * C + h * hd + i] * v(u, i);
+        }
+        dp[static_cast<size_t>(u)] = dpu;
+        pdp += pu * dpu;
+      }
+      for (int64_t u = 0; u <= t; ++u) {
+        const double ds = p[static_cast<size_t>(u)] * (dp[static_cast<size_t>(u)] - pdp) * scale;
+        for (int64_t i = 0; i < hd; ++i) {
+          d(t, 0, i) += ds * k(u, i);
+          d(u, 1, i) += ds * q(t, i);
+        }
+      }
+    }
+  }
+  for (int64_t i = 0; i < T * C; ++i)
+    ASSERT_NEAR(out.data<double>()[i], want_out[static_cast<size_t>(i)], 1e-12) << "out " << i;
+  for (int64_t i = 0; i < T * 3 * C; ++i)
+    ASSERT_NEAR(dqkv.data<double>()[i], want_d[static_cast<size_t>(i)], 1e-12) << "dqkv " << i;
+}
+
 // ---------------------------------------------------------------------------------------------
 // gelu and residual
 
