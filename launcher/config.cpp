@@ -13,6 +13,7 @@
 #include <initializer_list>
 #include <iostream>
 #include <iterator>
+#include <optional>
 #include <sstream>
 #include <string_view>
 #include <utility>
@@ -603,34 +604,74 @@ bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
 
 namespace {
 
+std::string trimmed(std::string_view s) {
+  const size_t a = s.find_first_not_of(" \t\r"), b = s.find_last_not_of(" \t\r");
+  return a == s.npos ? std::string() : std::string(s.substr(a, b - a + 1));
+}
+
+// One line of INI text as Boost reads it: its number (from 1), the line trimmed, and when it
+// sets an option, the option's name ("section.key") and the text after '='.
+struct IniLine {
+  int number = 0;
+  std::string text, option, value;
+};
+
+// Calls fn(line) for each line of `text` that is not a section header; stops early, returning
+// that line, when fn returns true.
+template <typename F>
+std::optional<IniLine> find_ini_line(const std::string& text, F&& fn) {
+  std::istringstream in(text);
+  std::string section;
+  IniLine l;
+  for (std::string line; std::getline(in, line);) {
+    ++l.number;
+    l.text = trimmed(line);
+    if (l.text.starts_with('[') && l.text.find(']') != l.text.npos) {
+      section = trimmed(std::string_view(l.text).substr(1, l.text.find(']') - 1));
+      continue;
+    }
+    const size_t eq = l.text.find('=');
+    const std::string key = eq == l.text.npos ? "" : trimmed(l.text.substr(0, eq));
+    l.option = key.empty() ? "" : section.empty() ? key : section + "." + key;
+    l.value = eq == l.text.npos ? "" : l.text.substr(eq + 1);
+    if (fn(l)) return l;
+  }
+  return std::nullopt;
+}
+
 // Boost's INI reader cuts every line at its first '#', a comment, also inside a value: the
 // prompt, text where a '#' is likely meant ("Q: is C# fun?"), would end before it unsaid.
 void refuse_comment_in_prompt(const std::string& text, const std::string& file) {
-  const auto trim = [](std::string_view s) {
-    const size_t a = s.find_first_not_of(" \t\r"), b = s.find_last_not_of(" \t\r");
-    return a == s.npos ? std::string() : std::string(s.substr(a, b - a + 1));
-  };
-  std::istringstream in(text);
-  std::string section;
-  int number = 0;
-  for (std::string line; std::getline(in, line);) {
-    ++number;
-    const std::string t = trim(line);
-    if (t.starts_with('[') && t.find(']') != t.npos) {
-      section = trim(std::string_view(t).substr(1, t.find(']') - 1));
-      continue;
-    }
-    const size_t eq = t.find('='), hash = t.find('#');
-    if (eq == t.npos || hash == t.npos || hash < eq) continue;
-    const std::string key = trim(std::string_view(t).substr(0, eq));
-    if ((section.empty() ? key : section + "." + key) != "sample.prompt") continue;
-    throw InputError("config file " + file + " line " + std::to_string(number) +
-                     ": a '#' starts a comment in an INI file, also inside a value, so "
-                     "--sample.prompt would end before it (\"" +
-                     trim(std::string_view(t).substr(eq + 1, hash - eq - 1)) +
-                     "\"); write \\x23 for a '#' in the prompt, and a comment on a line of "
-                     "its own");
+  const auto line = find_ini_line(text, [](const IniLine& l) {
+    return l.option == "sample.prompt" && l.value.find('#') != std::string::npos;
+  });
+  if (!line) return;
+  throw InputError("config file " + file + " line " + std::to_string(line->number) +
+                   ": a '#' starts a comment in an INI file, also inside a value, so "
+                   "--sample.prompt would end before it (\"" +
+                   trimmed(line->value.substr(0, line->value.find('#'))) +
+                   "\"); write \\x23 for a '#' in the prompt, and a comment on a line of its own");
+}
+
+// `name` (what messages call the INI text) with the number of the line Boost's error `e` is
+// about: the one that sets the option it names (the second, for an option set twice), or the
+// line it quotes (a line without '=').
+std::string where_in_ini(const std::string& text, const std::string& name, const po::error& e) {
+  std::string option;
+  if (const auto* o = dynamic_cast<const po::error_with_option_name*>(&e)) {
+    option = o->get_option_name();
+    option.erase(0, option.find_first_not_of('-'));
   }
+  const std::string what = e.what();
+  const size_t open = what.find('\''), close = what.rfind('\'');
+  const std::string quoted =
+      open != close && close != std::string::npos ? what.substr(open + 1, close - open - 1) : "";
+  int skip = dynamic_cast<const po::multiple_occurrences*>(&e) ? 1 : 0;
+  const auto line = find_ini_line(text, [&](const IniLine& l) {
+    if (option.empty()) return !quoted.empty() && l.text.starts_with(quoted);
+    return l.option == option && skip-- == 0;
+  });
+  return line ? name + " line " + std::to_string(line->number) : name;
 }
 
 }  // namespace
@@ -669,15 +710,16 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
     return false;
   }
   // INI text beneath what is stored already; `name` is what its messages call it.
-  const auto store_ini = [&](std::istream& in, const std::string& name) {
+  const auto store_ini = [&](const std::string& text, const std::string& name) {
+    std::istringstream in(text);
     try {
       po::store(po::parse_config_file(in, all, /*allow_unregistered=*/false), vm);
     } catch (const po::invalid_option_value& e) {
-      throw InputError(name + ": " + invalid_value_text(e, all));
+      throw InputError(where_in_ini(text, name, e) + ": " + invalid_value_text(e, all));
     } catch (const po::unknown_option& e) {
-      throw InputError(name + ": " + unknown_option_text(e, all));
+      throw InputError(where_in_ini(text, name, e) + ": " + unknown_option_text(e, all));
     } catch (const po::error& e) {
-      throw InputError(name + ": " + e.what());
+      throw InputError(where_in_ini(text, name, e) + ": " + e.what());
     }
   };
   if (vm.count("config")) {
@@ -699,13 +741,9 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
     // (A prompt given on the command line, stored already, is the one the run uses.)
     if (!vm.count("sample.prompt") || vm["sample.prompt"].defaulted())
       refuse_comment_in_prompt(text, file);
-    std::istringstream ini(text);
-    store_ini(ini, "config file " + file);
+    store_ini(text, "config file " + file);
   }
-  if (!base.empty()) {
-    std::istringstream in(base);
-    store_ini(in, base_name);
-  }
+  if (!base.empty()) store_ini(base, base_name);
   po::notify(vm);
 
   cfg.seed = unsigned_integer("--train.seed", raw.seed);

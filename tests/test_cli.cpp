@@ -148,9 +148,21 @@ TEST_F(Cli, UnknownConfigFileKeyIsRejectedNamingTheFile) {
   CliRun r = run_tessera(tiny_args() + " --config " + ini.string(), dir_);
   expect_clear_error(r, ini.string());
   EXPECT_NE(r.err.find("model.width"), std::string::npos) << r.err;
-  std::ofstream(ini, std::ios::trunc) << "[train]\nstep = 2\n";
+  // Each message names the line (Boost's did not).
+  std::ofstream(ini, std::ios::trunc) << "[train]\n\nstep = 2\n";
+  expect_clear_error(
+      run_tessera(tiny_args() + " --config " + ini.string(), dir_),
+      ini.string() + " line 3: unrecognised option 'train.step' (did you mean --train.steps?)");
+  std::ofstream(ini, std::ios::trunc) << "[model]\nlayers = 2\nd_model 64\n";
   expect_clear_error(run_tessera(tiny_args() + " --config " + ini.string(), dir_),
-                     "unrecognised option 'train.step' (did you mean --train.steps?)");
+                     ini.string() +
+                         " line 3: the options configuration file contains an invalid "
+                         "line 'd_model 64'");
+  std::ofstream(ini, std::ios::trunc) << "[train]\nsteps = 2\nsteps = 3\n";
+  expect_clear_error(run_tessera(tiny_args() + " --config " + ini.string(), dir_),
+                     ini.string() +
+                         " line 3: option 'train.steps' cannot be specified more than "
+                         "once");
 }
 
 TEST_F(Cli, NegativeLearningRateIsRejected) {
@@ -174,7 +186,7 @@ TEST_F(Cli, MalformedValuesSayWhatTheOptionTakes) {
   expect_clear_error(
       run_tessera(tiny_args() + " --config " + ini.string(), dir_),
       "config file " + ini.string() +
-          ": --train.steps: expected a whole number from -2^63 to 2^63 - 1, found \"2x\"");
+          " line 2: --train.steps: expected a whole number from -2^63 to 2^63 - 1, found \"2x\"");
   std::string no_dir = tiny_args();
   const std::string run_dir = "--run.dir " + (dir_ / "run").string();
   no_dir.replace(no_dir.find(run_dir), run_dir.size(), "--run.dir ''");
