@@ -65,6 +65,11 @@ uint64_t unsigned_integer(const std::string& option, const std::string& text) {
   return v;
 }
 
+// A boolean option, its default shown in --help as config.ini writes it (false, not 0).
+po::typed_value<bool>* flag(bool& value) {
+  return po::value(&value)->default_value(value, value ? "true" : "false");
+}
+
 po::options_description train_options(TrainConfig& c, RawOptions& e) {
   po::options_description run("[run]");
   run.add_options()("run.dir", po::value(&c.run_dir)->default_value(c.run_dir),
@@ -125,15 +130,10 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       "linearly to --optim.min_lr")(
       "optim.weight_decay",
       po::value(&c.adamw.weight_decay)->default_value(c.adamw.weight_decay, "0.1"),
-      "decoupled weight decay of matmul weights")(
-      "optim.decay_embeddings",
-      po::value(&c.adamw.decay_embeddings)
-          ->default_value(c.adamw.decay_embeddings, c.adamw.decay_embeddings ? "true" : "false"),
-      "also decay the token and position embeddings")(
-      "optim.decay_biases_norms",
-      po::value(&c.adamw.decay_biases_norms)
-          ->default_value(c.adamw.decay_biases_norms,
-                          c.adamw.decay_biases_norms ? "true" : "false"),
+      "decoupled weight decay of matmul weights")("optim.decay_embeddings",
+                                                  flag(c.adamw.decay_embeddings),
+                                                  "also decay the token and position embeddings")(
+      "optim.decay_biases_norms", flag(c.adamw.decay_biases_norms),
       "also decay biases and LayerNorm parameters")(
       "optim.beta1", po::value(&c.adamw.beta1)->default_value(c.adamw.beta1, "0.9"), "Adam b1")(
       "optim.beta2", po::value(&c.adamw.beta2)->default_value(c.adamw.beta2, "0.95"), "Adam b2")(
@@ -150,10 +150,7 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       "data-parallel replicas (0: MPI ranks / (tp x pp))")(
       "parallel.zero", po::value(&c.parallel.zero)->default_value(c.parallel.zero),
       "1: ZeRO-1, shard the AdamW moments (and bf16's fp32 masters) over the data-parallel ranks")(
-      "parallel.sequence_parallel",
-      po::value(&c.parallel.sequence_parallel)
-          ->default_value(c.parallel.sequence_parallel,
-                          c.parallel.sequence_parallel ? "true" : "false"),
+      "parallel.sequence_parallel", flag(c.parallel.sequence_parallel),
       "with --parallel.tp > 1: outside attention and the MLP each TP rank keeps 1/tp of the "
       "tokens (Megatron-LM's --sequence-parallel); --model.seq_len must be a multiple of tp")(
       "parallel.virtual_stages",
@@ -175,9 +172,7 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       "newest checkpoints kept; older ones are deleted after a save commits (0: all)")(
       "checkpoint.resume", po::value(&c.checkpoint_resume)->default_value(c.checkpoint_resume),
       "auto (the newest valid checkpoint, if any) | none | PATH of a step directory")(
-      "checkpoint.async",
-      po::value(&c.checkpoint_async)
-          ->default_value(c.checkpoint_async, c.checkpoint_async ? "true" : "false"),
+      "checkpoint.async", flag(c.checkpoint_async),
       "copy the state to host memory and write it in the background");
 
   po::options_description stopping("[train] stopping and faults");
@@ -245,9 +240,7 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       "share of each training corpus' samples held out for validation")(
       "data.cache_dir", po::value(&c.cache_dir)->default_value(c.cache_dir),
       "where the token-id check of each corpus file is recorded (empty: RUN_DIR/data_cache)")(
-      "data.allow_change",
-      po::value(&c.data_allow_change)
-          ->default_value(c.data_allow_change, c.data_allow_change ? "true" : "false"),
+      "data.allow_change", flag(c.data_allow_change),
       "resume a checkpoint whose run read another sample sequence (other corpora, weights, "
       "seq_len or validation split), continuing at its position in this run's sequence")(
       "data.tokenizer", po::value(&c.tokenizer_model)->default_value(c.tokenizer_model),
@@ -270,9 +263,7 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
                     "bf16 attention kernels: cuda_cores | tensor_cores (mma.sync flash attention; "
                     "not yet run on a GPU, so opt-in) | cudnn (cuDNN's fused attention, loaded "
                     "at start; not yet run on a GPU)")(
-      "gpu.dgelu_epilogue",
-      po::value(&c.dgelu_epilogue)
-          ->default_value(c.dgelu_epilogue, c.dgelu_epilogue ? "true" : "false"),
+      "gpu.dgelu_epilogue", flag(c.dgelu_epilogue),
       "bf16: the MLP's GELU backward inside its GEMM (cuBLASLt's DGELU epilogue; not yet run on "
       "a GPU, so opt-in)")(
       "gpu.peak_tflops", po::value(&c.peak_tflops)->default_value(c.peak_tflops),
