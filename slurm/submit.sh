@@ -23,7 +23,8 @@ usage: $prog --config FILE [options] [sbatch options] [-- tessera train options]
   --tasks-per-node T     cpu: ranks per node (default: the whole world on one node, or
                          tp x pp when dp is 0)
   --run-dir DIR          the job's RUN_DIR (default in the template: runs/JOB_NAME)
-  --tessera BIN          the tessera binary (default in the template: build/bin/tessera)
+  --tessera BIN          the tessera binary (default: build/bin/tessera of this checkout),
+                         passed to the job as an absolute path
   --launcher L           srun (default) or mpirun, inside the allocation
   --template FILE        another batch script
   --dry-run              print the sbatch command, do not run it
@@ -88,6 +89,12 @@ done
 [ -n "$config" ] || die "--config FILE is required ($prog --help)"
 [ -f "$config" ] || die "--config $config: no such file"
 config=$(realpath "$config")
+# The binary, checked now and passed on absolute: the job may start in another directory
+# (--chdir), and a binary that is not there would fail only after the job's wait in the queue.
+tessera=${tessera:-$here/../build/bin/tessera}
+[ -f "$tessera" ] && [ -x "$tessera" ] ||
+  die "--tessera $tessera: no such executable file (build it with scripts/build.sh, or give --tessera BIN)"
+tessera=$(realpath "$tessera")
 
 tp=$(ini_get "$config" parallel tp) pp=$(ini_get "$config" parallel pp)
 dp=$(ini_get "$config" parallel dp) device=$(ini_get "$config" train device)
@@ -168,7 +175,7 @@ cmd=(sbatch --nodes="$nodes" --ntasks-per-node="$per_node")
 cmd+=("${sbatch_opts[@]}" "$template" "${tessera_args[@]}")
 envs=(CONFIG="$config")
 [ -z "$run_dir" ] || envs+=(RUN_DIR="$run_dir")
-[ -z "$tessera" ] || envs+=(TESSERA="$tessera")
+envs+=(TESSERA="$tessera")
 [ -z "$launcher" ] || envs+=(LAUNCHER="$launcher")
 
 echo "layout: tp $tp x pp $pp x dp $dp = $world ranks on $nodes node(s) x $per_node $unit ($device)"

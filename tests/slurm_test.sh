@@ -103,7 +103,8 @@ dp = 2
 EOF
 expect_refusal() {
   local out rc=0
-  out=$("$repo/slurm/submit.sh" --config "$tmp/gpu.ini" --dry-run "$@" 2>&1) || rc=$?
+  out=$("$repo/slurm/submit.sh" --config "$tmp/gpu.ini" --tessera "$binary" --dry-run "$@" 2>&1) ||
+    rc=$?
   [ "$rc" -ne 0 ] && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] ||
     fail "submit.sh $*: expected one error line and a non-zero exit, got exit $rc: $out"
   say "submit.sh $* -> $out"
@@ -115,10 +116,19 @@ expect_refusal --nodes                         # an option without its value
 expect_refusal --nodes=3                       # the = form is checked the same way
 expect_refusal --ntasks-per-node=4             # sbatch's layout would override the checked one
 expect_refusal -- --run.dir "$tmp/elsewhere"   # the template gives tessera its RUN_DIR
-out=$("$repo/slurm/submit.sh" --config "$tmp/gpu.ini" --dry-run) || fail "submit.sh: $out"
+expect_refusal --tessera "$tmp/no_such_binary" # the job would fail once it left the queue
+# The binary goes to the job as an absolute path: the job may start in another directory.
+out=$(cd "$(dirname "$binary")" &&
+  "$repo/slurm/submit.sh" --config "$tmp/gpu.ini" --tessera "./$(basename "$binary")" --dry-run) ||
+  fail "submit.sh: $out"
+[[ "$out" == *"TESSERA=$(realpath "$binary") "* ]] ||
+  fail "submit.sh --tessera ./tessera: expected TESSERA=$(realpath "$binary"), got: $out"
+out=$("$repo/slurm/submit.sh" --config "$tmp/gpu.ini" --tessera "$binary" --dry-run) ||
+  fail "submit.sh: $out"
 [[ "$out" == *"sbatch --nodes=4 --ntasks-per-node=8 --gpus-per-node=8 "*"/slurm/train.sbatch"* ]] ||
   fail "submit.sh for TP 8 x PP 2 x DP 2 on 8-GPU nodes: expected 4 nodes x 8, got: $out"
-out=$("$repo/slurm/submit.sh" --config "$tmp/gpu.ini" --dry-run -J my_run) || fail "submit.sh: $out"
+out=$("$repo/slurm/submit.sh" --config "$tmp/gpu.ini" --tessera "$binary" --dry-run -J my_run) ||
+  fail "submit.sh: $out"
 [[ "$out" == *" -J my_run "* ]] || fail "submit.sh -J my_run: expected it passed to sbatch, got: $out"
 
 # --- A private copy of the binary (a rebuild must not swap it mid-test), a corpus, a config.
@@ -279,9 +289,10 @@ ref_job=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' <<<"$out")
 jobs_submitted+=("$ref_job")
 wait_for "reference job $ref_job to finish" 180 job_gone "$ref_job"
 
-# --- Two jobs that must end at once, unrequeued: tessera's run directory among its options
-# (which the template gives it itself), and a run stopped before it saved anything (what USR1
-# does when --time is shorter than --signal's lead), which a requeue would stop again.
+# --- Jobs that must end at once, unrequeued: tessera's run directory among its options (which
+# the template gives it itself), a binary that is not there, and a run stopped before it saved
+# anything (what USR1 does when --time is shorter than --signal's lead), which a requeue would
+# stop again.
 refused_log=$tmp/job_refused.log
 out=$(CONFIG="$tmp/tiny.ini" TESSERA="$tmp/bin/tessera" sbatch --output="$refused_log" \
   --chdir="$tmp" --ntasks-per-node=4 --cpus-per-task=1 "$repo/slurm/train_cpu.sbatch" \
@@ -289,6 +300,12 @@ out=$(CONFIG="$tmp/tiny.ini" TESSERA="$tmp/bin/tessera" sbatch --output="$refuse
   fail "sbatch: $out"
 refused_job=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' <<<"$out")
 jobs_submitted+=("$refused_job")
+missing_log=$tmp/job_missing.log
+out=$(CONFIG="$tmp/tiny.ini" TESSERA="bin/not_built" sbatch --output="$missing_log" \
+  --chdir="$tmp" --ntasks-per-node=4 --cpus-per-task=1 "$repo/slurm/train_cpu.sbatch") ||
+  fail "sbatch: $out"
+missing_job=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' <<<"$out")
+jobs_submitted+=("$missing_job")
 printf '%s\n' '#!/bin/sh' \
   'echo "preempted: stopped before the ranks agreed to start; nothing to save"' 'exit 3' \
   >"$tmp/bin/stops_unsaved"
@@ -301,7 +318,9 @@ unsaved_job=$(sed -n 's/^Submitted batch job \([0-9]*\).*/\1/p' <<<"$out")
 jobs_submitted+=("$unsaved_job")
 wait_for "job $refused_job to finish" 60 job_gone "$refused_job"
 wait_for "job $unsaved_job to finish" 60 job_gone "$unsaved_job"
+wait_for "job $missing_job to finish" 60 job_gone "$missing_job"
 for check in "$refused_job 2:0 $refused_log --run.dir among tessera's options" \
+  "$missing_job 2:0 $missing_log TESSERA=bin/not_built: no such executable file" \
   "$unsaved_job 3:0 $unsaved_log preempted before it saved a checkpoint; not requeued"; do
   read -r id code file message <<<"$check"
   [ "$(job_field "$id" JobState)" = FAILED ] && [ "$(job_field "$id" ExitCode)" = "$code" ] &&
