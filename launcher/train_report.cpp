@@ -426,7 +426,8 @@ std::optional<double> IntervalLog::add(int64_t step, const StepStats& s, double 
   ++interval_losses_;
   ++interval_steps_;
   const bool last = step + 1 == cfg_.steps;
-  if (!((step + 1) % cfg_.log_interval == 0 || last || step == first_step_)) return std::nullopt;
+  const bool boundary = (step + 1) % cfg_.log_interval == 0 || last;
+  if (!(boundary || step == first_step_)) return std::nullopt;
   const auto now = Clock::now();
   const double interval_s = std::chrono::duration<double>(now - interval_start_).count();
   const double elapsed_s = std::chrono::duration<double>(now - start_).count();
@@ -437,15 +438,21 @@ std::optional<double> IntervalLog::add(int64_t step, const StepStats& s, double 
   const double eta_s = elapsed_s / static_cast<double>(step + 1 - first_step_) *
                        static_cast<double>(cfg_.steps - step - 1);
   const double mean_loss = interval_loss_ / static_cast<double>(interval_losses_);
+  const int64_t losses = interval_losses_;
   interval_start_ = now;
-  interval_loss_ = 0;
-  interval_losses_ = 0;
   interval_steps_ = 0;
+  // The mean is over the steps since the last multiple of --train.log_interval, across the
+  // run's first line: a resumed run's means are those of the run it continues (its first line,
+  // step 11 of a run resumed at 10, would have made its step 20 the mean of 12-20).
+  if (boundary) {
+    interval_loss_ = 0;
+    interval_losses_ = 0;
+  }
   if (metrics_) {
     const double flops = tokens_per_s * flops_per_token_;
     char mfu[32] = "", mean[32] = "";
     if (peak_flops_ > 0) std::snprintf(mfu, sizeof mfu, " | MFU %.3f", flops / peak_flops_);
-    if (steps > 1) std::snprintf(mean, sizeof mean, " (mean %.4f)", mean_loss);
+    if (losses > 1) std::snprintf(mean, sizeof mean, " (mean %.4f)", mean_loss);
     std::printf(
         "step %6lld/%lld | loss %.4f%s | lr %.3e | grad norm %.3f | %.0f tok/s%s | "
         "%.1f ms/step | ETA %s\n",

@@ -108,6 +108,37 @@ TEST_F(Checkpoints, StoppedAndResumedRunIsBitwiseTheStraightRunOnOneRank) {
   expect_exact_resume(*this, 1, "");
 }
 
+// The mean loss of a log interval is over the steps since the last multiple of
+// --train.log_interval, also in a resumed run, whose own first line (step 11 of a run resumed at
+// 10) made its next mean that of steps 12-15 where the straight run's was of 11-15.
+TEST_F(Checkpoints, AResumedRunLogsTheMeanLossesOfTheStraightRun) {
+  const auto every_5 = [&](const std::string& run, const std::string& more) {
+    std::string a = args(run, more);
+    a.replace(a.find("--train.log_interval 1"), 22, "--train.log_interval 5");
+    return a;
+  };
+  const auto means = [&](const std::string& run) {
+    std::map<std::string, std::string> out;  // "step": N -> "mean_loss": X, as written
+    std::ifstream in(metrics(run));
+    for (std::string line; std::getline(in, line);) {
+      const size_t k = line.find("\"mean_loss\":");
+      if (k == std::string::npos) continue;
+      const size_t s = line.find("\"step\":");
+      out[line.substr(s, line.find(',', s) - s)] = line.substr(k, line.find_first_of(",}", k) - k);
+    }
+    return out;
+  };
+  ASSERT_EQ(run_tessera(every_5("straight", ""), dir_).exit_code, 0);
+  ASSERT_EQ(run_tessera(every_5("resumed", "--train.exit_after 10"), dir_).exit_code, 0);
+  const CliRun resume = run_tessera(every_5("resumed", ""), dir_);
+  ASSERT_EQ(resume.exit_code, 0) << resume.err;
+  const auto straight = means("straight"), resumed = means("resumed");
+  for (const char* step : {"\"step\": 15", "\"step\": 20"}) {
+    ASSERT_TRUE(straight.count(step) && resumed.count(step)) << step;
+    EXPECT_EQ(straight.at(step), resumed.at(step)) << step;
+  }
+}
+
 // The shapes of the blocks of optimizer state that shard FILE of directory SHARDS holds.
 std::vector<Shape> optimizer_blocks(const fs::path& shards, const std::string& file) {
   std::map<std::string, TensorPlan> plans;
