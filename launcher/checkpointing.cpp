@@ -8,6 +8,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -687,6 +688,46 @@ std::string schedule_and_batch_note(const CheckpointMeta& meta, const TrainConfi
 
 // The checkpoint's sample sequence against this run's: "" when they are the same (and its saved
 // blend cursor fits this run's blend), a note when they differ under --data.allow_change, else
+// The parts ("; "-separated) of two sample-sequence keys that differ, as `saved "A", this run's
+// "B"` (the whole keys when their parts do not pair up: another number of corpora, or none
+// recorded), each weight in its shortest form (the keys hold 17 digits: 0.69999999999999996).
+std::string sequence_difference(const std::string& saved, const std::string& now) {
+  const auto parts = [](const std::string& key) {
+    std::vector<std::string> out;
+    for (size_t at = 0; at <= key.size();) {
+      const size_t end = std::min(key.find("; ", at), key.size());
+      std::string part = key.substr(at, end - at);
+      if (const size_t w = part.find("weight "); w != std::string::npos) {
+        char shortest[32];
+        std::snprintf(shortest, sizeof shortest, "%g", std::strtod(part.c_str() + w + 7, nullptr));
+        part = part.substr(0, w + 7) + shortest;
+      }
+      out.push_back(part);
+      at = end + 2;
+    }
+    return out;
+  };
+  std::vector<std::string> a = parts(saved), b = parts(now);
+  const auto join = [](const std::vector<std::string>& p) {
+    std::string s;
+    for (const std::string& part : p) s.append(s.empty() ? "" : "; ").append(part);
+    return std::vector<std::string>{s};
+  };
+  if (a.size() != b.size()) a = join(a), b = join(b);
+  std::string out;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const std::string &x = a[i], &y = b[i];
+    if (x == y) continue;
+    out.append(out.empty() ? "" : "; ")
+        .append("saved \"")
+        .append(x)
+        .append("\", this run's \"")
+        .append(y)
+        .append("\"");
+  }
+  return out;
+}
+
 // InputError naming `dir`. A checkpoint without the key was saved by a tessera that shuffled
 // otherwise (and did not record the sequence either).
 std::string sample_sequence_note(const CheckpointMeta& meta, Trainer& tr, const std::string& dir) {
@@ -697,8 +738,7 @@ std::string sample_sequence_note(const CheckpointMeta& meta, Trainer& tr, const 
     saved_blend_cursor(meta, tr.samples(), dir);  // refused here, before any rank starts
     return "";
   }
-  const std::string what =
-      "read another sample sequence: saved \"" + saved + "\", this run's \"" + now + "\"";
+  const std::string what = "read another sample sequence: " + sequence_difference(saved, now);
   const int64_t consumed = meta.ints.at("consumed_samples");
   if (tr.config().data_allow_change)
     return "the run that saved " + dir + " " + what + "; continuing at sample " +

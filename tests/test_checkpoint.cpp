@@ -605,6 +605,27 @@ TEST_F(Checkpoints, ConsumedTokensCarryOverAResumeWithAnotherSequenceLength) {
   EXPECT_EQ(resumed.out.find("none saved"), std::string::npos) << resumed.out;
 }
 
+// A blend resumed with other weights: the refusal names the corpora whose part differs, each
+// weight as given (the key holds 0.69999999999999996 for 0.7), not the whole sequence.
+TEST_F(Checkpoints, AChangedBlendIsRefusedNamingTheWeightsThatDiffer) {
+  const std::string other = (dir_ / "other").string();
+  write_synthetic_corpus(other, 64, 10, 100, 4);
+  const auto blend = [&](const std::string& run, const char* a, const char* b) {
+    std::string paths = "\"";  // appended piece by piece: GCC 12's bogus -Wrestrict
+    paths.append(a).append(" ").append(corpus_).append(" ").append(b).append(" ");
+    paths.append(other).append("\"");
+    std::string args_ = args(run, "--train.exit_after 10");
+    return args_.replace(args_.find(corpus_), corpus_.size(), paths);
+  };
+  ASSERT_EQ(run_tessera(blend("run", "0.7", "0.3"), dir_).exit_code, 0);
+  const CliRun refused = run_tessera(blend("run", "0.5", "0.5"), dir_);
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  for (const char* part : {"weight 0.7\", this run's \"corpus 1 of 2: ",
+                           "weight 0.3\", this run's \"corpus 2 of 2: ", "weight 0.5\""})
+    EXPECT_NE(refused.err.find(part), std::string::npos) << part << "\n" << refused.err;
+  EXPECT_EQ(refused.err.find("0.69999"), std::string::npos) << refused.err;
+}
+
 // What decides the samples a resumed run reads is checked before any rank starts: another
 // sample sequence (here validation switched on, which holds samples out of the corpus) is
 // refused unless --data.allow_change, and so are another seed and a micro-batch that does not
@@ -620,13 +641,13 @@ TEST_F(Checkpoints, ResumeIntoAnotherSampleSequenceIsRefusedUnlessAllowed) {
   const std::string validation = "--train.eval_interval 5";
   const CliRun refused = run_tessera(with("valid", "--train.eval_interval 0", validation), dir_);
   EXPECT_EQ(refused.exit_code, 2) << refused.err;
-  const std::string key =
-      "order: a Feistel permutation (12 rounds, SplitMix64) per corpus and "
-      "epoch; corpus 1 of 1: ";
+  // Only the part that differs (the corpus' samples), not the shuffle's, which is the same.
+  const std::string key = "corpus 1 of 1: ";
   EXPECT_NE(refused.err.find(saved + ": its run read another sample sequence: saved \"" + key),
             std::string::npos)
       << refused.err;
   EXPECT_NE(refused.err.find("\", this run's \"" + key), std::string::npos) << refused.err;
+  EXPECT_EQ(refused.err.find("Feistel"), std::string::npos) << refused.err;
   EXPECT_NE(refused.err.find("--data.allow_change true to continue at sample 80 of this run's"),
             std::string::npos)
       << refused.err;
@@ -666,7 +687,8 @@ TEST_F(Checkpoints, ResumeIntoAnotherSampleSequenceIsRefusedUnlessAllowed) {
   EXPECT_EQ(unrecorded.exit_code, 2) << unrecorded.err;
   EXPECT_NE(unrecorded.err.find(older.string() +
                                 ": its run read another sample sequence: saved "
-                                "\"(not recorded)\", this run's \"" +
+                                "\"(not recorded)\", this run's \"order: a Feistel permutation "
+                                "(12 rounds, SplitMix64) per corpus and epoch; " +
                                 key),
             std::string::npos)
       << unrecorded.err;
