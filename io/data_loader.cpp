@@ -116,9 +116,13 @@ std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std:
                        std::to_string(words.size()) + " words in \"" + text + "\"");
     for (size_t i = 0; i < words.size(); i += 2) {
       double w = 0;
-      if (!read_weight(words[i], w) || !(w > 0) || !std::isfinite(w))
+      const bool number = read_weight(words[i], w);
+      if (!number || !(w > 0) || !std::isfinite(w))
         throw InputError(option + ": expected a positive weight before " + words[i + 1] +
-                         ", found \"" + words[i] + "\" (a path with spaces goes in double quotes)");
+                         ", found \"" + words[i] + "\"" +
+                         (!number  ? " (a path with spaces goes in double quotes)"
+                          : w == 0 ? " (a corpus of weight 0 draws no samples: leave it out)"
+                                   : ""));
       // "2023 2024" of corpora 2023 and 2024 would train on 2024 alone, weighted 2023.
       if (names_a_corpus(words[i]))
         throw InputError(option + ": \"" + words[i] + "\" reads as the weight of " + words[i + 1] +

@@ -411,8 +411,9 @@ int report_preempted(const TrainConfig& cfg, Communicator& world, int64_t step, 
   };
   add("SIGUSR1/SIGTERM", terminated);
   add("SIGINT", s.stop_on_interrupt);
-  add("--train.time_limit " + std::to_string(static_cast<long long>(cfg.time_limit)) + " s",
-      s.stop_on_time);
+  char limit[64];
+  std::snprintf(limit, sizeof limit, "--train.time_limit %g s", cfg.time_limit);
+  add(limit, s.stop_on_time);
   std::printf("%s: %s; stopped after step %lld of %lld with checkpoint %s; exit code %d (%s)\n",
               interrupted ? "interrupted" : "preempted", why.c_str(),
               static_cast<long long>(step + 1), static_cast<long long>(cfg.steps),

@@ -303,15 +303,16 @@ TEST_F(Cluster, SignalDuringValidationEndsItOnEveryRankAndSaves) {
   EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "step_00000001" / "model.h5"));
 }
 
-// --train.time_limit ends a validation that would run past it, as it ends the steps.
+// --train.time_limit ends a validation that would run past it, as it ends the steps; a limit
+// with a fraction is said as given (2.5 was said as 2).
 TEST_F(Cluster, TimeLimitEndsALongValidation) {
-  std::string a = args("run", 1000) + " --train.time_limit 3 --train.eval_batches 100000";
+  std::string a = args("run", 1000) + " --train.time_limit 2.5 --train.eval_batches 100000";
   a.replace(a.find("--train.eval_interval 0"), 23, "--train.eval_interval 1");
   const CliRun r = run_tessera(a, dir_);
   ASSERT_EQ(r.exit_code, 3) << r.out << r.err;
   EXPECT_NE(r.out.find("of 100000 batches: the run stops after this step"), std::string::npos)
       << r.out;
-  EXPECT_NE(r.out.find("preempted: --train.time_limit 3 s on"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("preempted: --train.time_limit 2.5 s on"), std::string::npos) << r.out;
   EXPECT_TRUE(fs::exists(dir_ / "run" / "checkpoints" / "latest"));
 }
 

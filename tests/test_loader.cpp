@@ -108,6 +108,17 @@ TEST(CorpusBlend, MalformedTextNamesTheOption) {
       EXPECT_NE(std::string(e.what()).find("--data.path"), std::string::npos) << e.what();
     }
   }
+  // Each says what to do about it: a weight of 0 is no path with spaces.
+  test_support::expect_input_error(
+      [] { parse_corpus_blend("0 a 1 b", "--data.path"); },
+      {"found \"0\" (a corpus of weight 0 draws no samples: leave it out)"});
+  test_support::expect_input_error([] { parse_corpus_blend("1 a x b", "--data.path"); },
+                                   {"found \"x\" (a path with spaces goes in double quotes)"});
+  try {
+    parse_corpus_blend("-1 a 1 b", "--data.path");
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()).find("("), std::string::npos) << e.what();
+  }
 }
 
 // A glob stands for the corpora it matches, sorted by name (a Megatron corpus once, by its .bin
