@@ -213,6 +213,10 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
                   .c_str()
             : "every rank keeps every token between the layers (--parallel.sequence_parallel "
               "false)");
+  else if (cfg.parallel.sequence_parallel)
+    std::printf(
+        "sequence parallel: no effect (--parallel.tp 1: no tensor-parallel group to split the "
+        "tokens over)\n");
   // Each stage's layers; with model chunks, each chunk's ("0: layers 0-1 + 4-5").
   const int v = cfg.parallel.virtual_stages;
   std::string stages;
@@ -238,6 +242,8 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
               tr.microbatches() == 1 ? "" : "es", static_cast<long long>(cfg.micro_batch),
               100.0 * bubble_fraction(l.pp, tr.microbatches(), v));
   const char* zero = cfg.parallel.zero == 0 ? ""
+                     : l.dp == 1 ? ", ZeRO-1 with no effect (one data-parallel rank: nothing to "
+                                   "shard the optimizer state over)"
                      : m.dtype == DType::BF16
                          ? ", ZeRO-1 (AdamW moments and fp32 master weights sharded)"
                          : ", ZeRO-1 (AdamW moments sharded)";
@@ -280,6 +286,11 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
       static_cast<long long>(cfg.steps), static_cast<long long>(cfg.global_batch),
       static_cast<long long>(cfg.global_batch * m.seq_len), cpu_threads(),
       cpu_threads() == 1 ? "" : "s", asked.c_str(), cfg.run_dir.c_str());
+  if (cfg.check_replicas > 0)
+    std::printf(
+        "replica check: every %lld steps and before each save, the copies of each parameter "
+        "that several ranks hold are compared bitwise (a difference halts the run, exit 1)\n",
+        static_cast<long long>(cfg.check_replicas));
   // A short run of a long schedule (a trial of a config) is allowed, and said.
   // (Warmup-stable-decay cools down in the last step after such a warm-up: its own line says so.)
   const bool wsd = cfg.schedule.decay == DecayKind::WarmupStableDecay;

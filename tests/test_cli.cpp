@@ -142,6 +142,24 @@ TEST_F(Cli, UnknownOrAbbreviatedCommandLineKeyIsRejectedNamingTheNearestOption) 
                      "tokenize train --help)");
 }
 
+// Options that do nothing on this layout are said to do nothing (ZeRO-1 on one data-parallel
+// rank, sequence parallelism without tensor parallelism), and a replica check that is on says
+// so at the start, since it prints nothing while the copies agree.
+TEST_F(Cli, OptionsWithoutEffectOnThisLayoutAndTheReplicaCheckAreSaid) {
+  const CliRun r = run_tessera(tiny_args() +
+                                   " --train.steps 1 --parallel.zero 1 --parallel.sequence_parallel"
+                                   " true --train.check_replicas 2",
+                               dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* line :
+       {"ZeRO-1 with no effect (one data-parallel rank: nothing to shard the optimizer state "
+        "over)",
+        "sequence parallel: no effect (--parallel.tp 1: no tensor-parallel group to split the "
+        "tokens over)",
+        "replica check: every 2 steps and before each save"})
+    EXPECT_NE(r.out.find(line), std::string::npos) << line << "\n" << r.out;
+}
+
 TEST_F(Cli, UnknownConfigFileKeyIsRejectedNamingTheFile) {
   const fs::path ini = dir_ / "bad.ini";
   std::ofstream(ini) << "[model]\nlayers = 2\nwidth = 64\n";
