@@ -390,13 +390,13 @@ void report_nonfinite(const TrainConfig& cfg, Trainer& tr, Communicator& world, 
 }
 
 int report_preempted(const TrainConfig& cfg, Communicator& world, int64_t step, const StepStats& s,
-                     const std::string& checkpoint) {
+                     const std::string& checkpoint, bool signal_counted) {
   // Ctrl-C alone is a person stopping the run, not a scheduler: its own code, which the batch
   // templates do not requeue. Decided from the agreed counts, so every rank exits alike.
   const int terminated = s.stop_on_signal - s.stop_on_interrupt;
   const bool interrupted = s.stop_on_interrupt > 0 && terminated == 0 && s.stop_on_time == 0;
   const int code = interrupted ? kExitInterrupted : kExitPreempted;
-  if (const int signo = stop_signal())
+  if (const int signo = stop_signal(); signo && !signal_counted)
     write_line(rank_prefix(world) + signal_name(signo) + " received: stopped after step " +
                std::to_string(step + 1));
   if (world.rank() != 0) return code;

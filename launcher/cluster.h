@@ -104,8 +104,10 @@ void report_nonfinite(const TrainConfig& cfg, Trainer& tr, Communicator& world, 
                       const StepStats& s, const std::string& why);
 
 // After step `step` (0-based) every rank agreed to stop (StepStats::stop_on_*) and saved
-// `checkpoint`: a rank that got a signal says so on stderr, rank 0 prints the `preempted:` line.
+// `checkpoint`: rank 0 prints the `preempted:` line, which counts the ranks that had a signal
+// when the ranks agreed; a rank whose signal came later (`signal_counted` false) says so on
+// stderr.
 int report_preempted(const TrainConfig& cfg, Communicator& world, int64_t step, const StepStats& s,
-                     const std::string& checkpoint);
+                     const std::string& checkpoint, bool signal_counted);
 
 }  // namespace tessera

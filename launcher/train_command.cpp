@@ -164,9 +164,11 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
   // step so far, twice, and the final save still fit before the limit.
   double slowest_step_s = 0;
   int64_t saves = 0;
+  bool signal_counted = false;  // this rank's signal was in an agreement's count
   const auto stop_wish = [&] {
     const int signo = stop_signal();
     int stop = signo ? kStopSignal : 0;
+    signal_counted |= signo != 0;
     if (signo == SIGINT) stop |= kStopInterrupt;
     if (cfg.time_limit > 0 &&
         seconds_since_process_start() + 2 * slowest_step_s + final_save_s() >= cfg.time_limit)
@@ -253,7 +255,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       }
     }
     if (preempted) {
-      result.exit_code = report_preempted(cfg, world, step, s, saver.directory());
+      result.exit_code = report_preempted(cfg, world, step, s, saver.directory(), signal_counted);
       break;
     }
     // A signal (or the time limit) during an interval save: the run stops with that checkpoint
@@ -263,7 +265,8 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       const StepStats wish = tr.agree_on_stop(stop_wish());
       if (wish.stops()) {
         finish_saves();  // before it is named as the checkpoint to resume from
-        result.exit_code = report_preempted(cfg, world, step, wish, saver.directory());
+        result.exit_code =
+            report_preempted(cfg, world, step, wish, saver.directory(), signal_counted);
         break;
       }
     }
