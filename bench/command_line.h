@@ -88,10 +88,8 @@ class CommandLine {
         std::exit(0);
       }
       po::notify(vm);
-    } catch (const po::invalid_option_value& e) {
-      fail(invalid_value_text(e, options_));
     } catch (const po::error& e) {
-      fail(e.what());
+      fail(option_error_text(e, options_));
     }
     try {
       for (const auto& check : checks_) check();

@@ -81,10 +81,8 @@ bool parse(po::options_description& desc, const char* positional, int max_positi
           (max_positional > 1 ? "two checkpoint directories" : "a checkpoint directory") +
           ", found none" + help);
     po::notify(vm);
-  } catch (const po::unknown_option& e) {
-    throw InputError(unknown_option_text(e, desc) + help);
   } catch (const po::error& e) {
-    throw InputError(e.what() + help);
+    throw InputError(option_error_text(e, desc) + help);
   }
   // A run's checkpoints/ is not one checkpoint: each verb reads a step directory.
   const std::string verb = "ckpt " + std::string(argv[1]);

@@ -705,12 +705,8 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
     std::istringstream in(text);
     try {
       po::store(po::parse_config_file(in, all, /*allow_unregistered=*/false), vm);
-    } catch (const po::invalid_option_value& e) {
-      throw InputError(where_in_ini(text, name, e) + ": " + invalid_value_text(e, all));
-    } catch (const po::unknown_option& e) {
-      throw InputError(where_in_ini(text, name, e) + ": " + unknown_option_text(e, all));
     } catch (const po::error& e) {
-      throw InputError(where_in_ini(text, name, e) + ": " + e.what());
+      throw InputError(where_in_ini(text, name, e) + ": " + option_error_text(e, all));
     }
   };
   if (vm.count("config")) {

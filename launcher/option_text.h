@@ -90,4 +90,16 @@ inline std::string invalid_value_text(const boost::program_options::invalid_opti
   return "--" + name + ": expected " + expected + ", found \"" + found + "\"";
 }
 
+// Any error Boost.Program_options raises, said as above: a bad value as invalid_value_text, an
+// unknown option as unknown_option_text, the others in Boost's words.
+inline std::string option_error_text(const boost::program_options::error& e,
+                                     const boost::program_options::options_description& all) {
+  namespace po = boost::program_options;
+  if (const auto* v = dynamic_cast<const po::invalid_option_value*>(&e))
+    return invalid_value_text(*v, all);
+  if (const auto* u = dynamic_cast<const po::unknown_option*>(&e))
+    return unknown_option_text(*u, all);
+  return e.what();
+}
+
 }  // namespace tessera

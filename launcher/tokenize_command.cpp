@@ -71,11 +71,8 @@ bool parse(const po::options_description& desc, int argc, char** argv, po::varia
       return false;
     }
     po::notify(vm);
-  } catch (const po::unknown_option& e) {
-    throw InputError(unknown_option_text(e, desc) + " (see tessera tokenize " + argv[1] +
-                     " --help)");
   } catch (const po::error& e) {
-    throw InputError(std::string(e.what()) + " (see tessera tokenize " + argv[1] + " --help)");
+    throw InputError(option_error_text(e, desc) + " (see tessera tokenize " + argv[1] + " --help)");
   }
   return true;
 }
