@@ -201,18 +201,21 @@ int eval_command(int argc, char** argv) {
     // Why the loss the saving run logged may differ: its validation read a fixed number.
     if (data->validated > 0 && data->validated != data->samples) {
       const bool fits = data->validated <= data->available;
-      std::string read = count_of(data->validated, "sample");
-      read = fits ? "its first " + read
-                  : read + " round and round over these " + std::to_string(data->available);
+      const std::string n = count_of(data->validated, "sample");
+      const std::string read =
+          fits ? "its first " + n
+               : n + " round and round over these " + std::to_string(data->available);
+      // --eval.samples N reads N only when whole micro-batches of every DP rank make it.
+      const std::string then =
+          !fits ? ", counting some twice"
+          : data->validated % (B * dp) == 0
+              ? "; --eval.samples " + std::to_string(data->validated) + " gives its loss"
+              : "";
       std::printf(
           "eval: note: the saving run's validation read %s (--train.eval_batches %lld x "
           "--train.global_batch %lld)%s\n",
           read.c_str(), static_cast<long long>(data->eval_batches),
-          static_cast<long long>(data->global_batch),
-          !fits ? ", counting some twice"
-          : data->validated % (B * dp) == 0
-              ? ("; --eval.samples " + std::to_string(data->validated) + " gives its loss").c_str()
-              : "");
+          static_cast<long long>(data->global_batch), then.c_str());
     }
   };
   return run_saved_model(argc, argv, c);
