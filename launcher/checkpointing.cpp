@@ -12,7 +12,6 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
-#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -611,21 +610,6 @@ void check_seed_and_position(const CheckpointMeta& meta, Trainer& tr, const std:
   }
 }
 
-// "section.key" -> value of the INI text a run resolved (TrainConfig::resolved_ini).
-std::map<std::string, std::string> resolved_values(const std::string& ini) {
-  std::map<std::string, std::string> values;
-  std::istringstream in(ini);
-  std::string section;
-  for (std::string line; std::getline(in, line);) {
-    if (line.starts_with('[') && line.ends_with(']')) {
-      section = line.substr(1, line.size() - 2);
-    } else if (const size_t eq = line.find(" = "); eq != std::string::npos) {
-      values[section + "." + line.substr(0, eq)] = line.substr(eq + 3);
-    }
-  }
-  return values;
-}
-
 // Options a resume gives anew as a matter of course (where and how this run runs: the layout,
 // threads, device and batch split; its own limits and deadlines), or that other notes and
 // checks cover (the data, the global batch). The others are named when they change.
@@ -648,9 +632,9 @@ std::string schedule_and_batch_note(const CheckpointMeta& meta, const TrainConfi
   // Each option that the saving run resolved otherwise.
   if (const auto saved = meta.texts.find("config");
       saved != meta.texts.end() && !cfg.resolved_ini.empty()) {
-    const std::map<std::string, std::string> was = resolved_values(saved->second);
+    const std::map<std::string, std::string> was = ini_values(saved->second);
     std::string changed;
-    for (const auto& [key, value] : resolved_values(cfg.resolved_ini)) {
+    for (const auto& [key, value] : ini_values(cfg.resolved_ini)) {
       const auto old = was.find(key);
       if (given_anew_on_resume(key) || old == was.end() || old->second == value) continue;
       changed.append(changed.empty() ? "" : ", ")

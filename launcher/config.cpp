@@ -667,6 +667,15 @@ std::string where_in_ini(const std::string& text, const std::string& name, const
 
 }  // namespace
 
+std::map<std::string, std::string> ini_values(const std::string& text) {
+  std::map<std::string, std::string> values;
+  find_ini_line(text, [&](const IniLine& l) {
+    if (!l.option.empty()) values[l.option] = trimmed(l.value);
+    return false;
+  });
+  return values;
+}
+
 bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::string& base,
                         const std::string& base_name) {
   RawOptions raw;

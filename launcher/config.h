@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <boost/program_options/options_description.hpp>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -145,5 +146,10 @@ bool parse_train_config(int argc, char** argv, TrainConfig& cfg);
 // `base_name` in its error messages.
 bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::string& base = "",
                         const std::string& base_name = "");
+
+// "section.key" -> the value (trimmed) of each option that INI text sets, read line by line as
+// Boost reads a config file (a key set twice: its last value); for comparing the resolved
+// configs of two runs (TrainConfig::resolved_ini, a checkpoint's meta/config).
+std::map<std::string, std::string> ini_values(const std::string& text);
 
 }  // namespace tessera
