@@ -682,9 +682,13 @@ std::string sequence_difference(const std::string& saved, const std::string& now
       const size_t end = std::min(key.find("; ", at), key.size());
       std::string part = key.substr(at, end - at);
       if (const size_t w = part.find("weight "); w != std::string::npos) {
+        // The shortest text that reads back as the same double (%g's 6 digits could show two
+        // weights that differ as one).
         char shortest[32];
-        std::snprintf(shortest, sizeof shortest, "%g", std::strtod(part.c_str() + w + 7, nullptr));
-        part = part.substr(0, w + 7) + shortest;
+        const double weight = std::strtod(part.c_str() + w + 7, nullptr);
+        part =
+            part.substr(0, w + 7) +
+            std::string(shortest, std::to_chars(shortest, shortest + sizeof shortest, weight).ptr);
       }
       out.push_back(part);
       at = end + 2;
