@@ -447,6 +447,16 @@ int64_t IndexedDataset::document_of_token(int64_t pos) const {
   return first;
 }
 
+int64_t IndexedDataset::document_last_token(int64_t d) const {
+  TESSERA_CHECK(d >= 0 && d < num_documents(), "document " + std::to_string(d) + " outside " +
+                                                   std::to_string(num_documents()) + " of " +
+                                                   prefix_);
+  const int64_t first = doc_at(d), next = doc_at(d + 1);  // its sequences: [first, next)
+  if (first < 0 || next <= first || next > sequences_) return -1;
+  const int64_t begin = sequence_start(first), end = sequence_start(next);
+  return begin >= 0 && begin < end && end <= num_tokens_ ? end - 1 : -1;
+}
+
 const void* IndexedDataset::token_data() const {
   return bin_->data;
 }

@@ -81,6 +81,9 @@ class IndexedDataset {
   // D of N, counted from 0)".
   int64_t document_of_token(int64_t pos) const;
   std::string token_place(int64_t pos) const;
+  // The stream position of document d's last token; -1 for an empty document, and for one whose
+  // entries are out of order (in a part of the index another rank walks: see open()).
+  int64_t document_last_token(int64_t d) const;
 
   // The mapped .bin: num_tokens() values of dtype(), the concatenated stream (valid while this
   // dataset or a copy lives).

@@ -86,6 +86,24 @@ std::string TokenCorpus::format() const {
   return dataset_ ? "Megatron indexed dataset" : "llm.c shard";
 }
 
+std::optional<int32_t> TokenCorpus::document_end_id(int64_t max_documents) const {
+  const int64_t n = dataset_ ? dataset_->num_documents() : 0, read = std::min(n, max_documents);
+  if (read < 2) return std::nullopt;
+  std::optional<int32_t> id;
+  int64_t ends = 0;
+  for (int64_t i = 0; i < read; ++i) {
+    // Evenly spread, the first and the last included (n < 2^55: no overflow).
+    const int64_t last = dataset_->document_last_token(i * (n - 1) / (read - 1));
+    if (last < 0) continue;
+    int32_t t;
+    read_tokens(last, 1, &t);
+    if (id && t != *id) return std::nullopt;
+    id = t;
+    ++ends;
+  }
+  return ends >= 2 ? id : std::nullopt;
+}
+
 void TokenCorpus::read_tokens(int64_t start, int64_t count, int32_t* out) const {
   TESSERA_CHECK(start >= 0 && count >= 0 && start + count <= num_tokens_,
                 "TokenCorpus::read_tokens: [" + std::to_string(start) + ", " +

@@ -35,6 +35,11 @@ class TokenCorpus {
   // Where a message about a token points: "token P", and in a Megatron corpus the document
   // holding it (IndexedDataset::token_place).
   std::string token_place(int64_t pos) const;
+  // The id each document ends with, when up to `max_documents` evenly spread ones, at least 2 of
+  // them not empty, all end with the same: the end-of-document id of the tokenizer that made the
+  // corpus (tessera's encode and Megatron-LM's --append-eod append it). None otherwise, and for an
+  // llm.c shard (no documents).
+  std::optional<int32_t> document_end_id(int64_t max_documents = 256) const;
   // Tokens [start, start + count) widened to int32.
   void read_tokens(int64_t start, int64_t count, int32_t* out) const;
   // The first of tokens [start, start + count) whose id lies outside [0, vocab), or -1: the

@@ -193,11 +193,16 @@ int eval_command(int argc, char** argv) {
                  std::to_string(B) + " do not divide them)";
     std::printf("eval: %s of %lld+1 tokens from %s%s\n", count_of(data->samples, "sample").c_str(),
                 static_cast<long long>(T), data->what.c_str(), left_out.c_str());
-    // Byte-level tokens are bytes: the loss in bits per byte, the usual measure of such models.
+    // Byte-level tokens are bytes: the loss in bits per byte, the usual measure of such models;
+    // unless the corpus looks made by another tokenizer.
+    const std::string note = tokenizer_note(cfg, {data->stream.get()});
     char bits[64] = "";
-    if (ids_are_bytes(cfg))
+    if (ids_are_bytes(cfg) && note.empty())
       std::snprintf(bits, sizeof bits, ", %.4f bits per byte", loss / std::log(2.0));
     std::printf("eval loss %.4f nats/token, perplexity %.2f%s\n", loss, std::exp(loss), bits);
+    if (!note.empty())
+      std::printf("eval: note: %s%s\n", note.c_str(),
+                  ids_are_bytes(cfg) ? "; its ids are not bytes: no bits per byte" : "");
     // Why the loss the saving run logged may differ: its validation read a fixed number.
     if (data->validated > 0 && data->validated != data->samples) {
       const bool fits = data->validated <= data->available;

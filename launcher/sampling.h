@@ -7,12 +7,14 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "core/communicator.h"
 #include "core/model/gpt.h"
+#include "io/data_loader.h"
 #include "io/sentencepiece_tokenizer.h"
 #include "launcher/config.h"
 
@@ -56,6 +58,14 @@ std::string prompt_and_continuation_text(const Tokenizer& tokenizer, std::vector
 // vocabulary. Collective over tp and pp.
 void print_sample(const TrainConfig& cfg, GPT& model, Communicator& tp, Communicator& pp,
                   bool root);
+
+// A note when a corpus of `streams` (null ones skipped) was likely made by another tokenizer
+// than the one that decodes the samples (--data.tokenizer, else the byte-level one where
+// ids_are_bytes): its documents all end with an id (TokenCorpus::document_end_id) other than
+// that tokenizer's end of document. "" when they agree or nothing is known, and for a model whose
+// samples are token ids or whose tokenizer cannot be read (check_sampling_tokenizer says so).
+std::string tokenizer_note(const TrainConfig& cfg,
+                           std::initializer_list<const SampleStream*> streams);
 
 // The tokenizer of --sample.*, opened before the model runs, so that a bad tokenizer model stops
 // early: InputError naming --data.tokenizer when it cannot be read or its ids do not fit the

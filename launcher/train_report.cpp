@@ -20,6 +20,7 @@
 #include "io/metrics.h"
 #include "launcher/exit_codes.h"
 #include "launcher/progress.h"
+#include "launcher/sampling.h"
 #include "launcher/trainer.h"
 
 namespace tessera {
@@ -202,6 +203,9 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
   } else if (cfg.eval_interval > 0 && cfg.valid_path.empty()) {
     std::printf("validation: none (--data.valid_fraction 0 and no --data.valid_path)\n");
   }
+  if (const std::string note = tokenizer_note(cfg, {&tr.samples(), tr.validation_samples()});
+      !note.empty())
+    std::printf("data: note: %s\n", note.c_str());
   std::printf("%s", tr.grid().describe_groups().c_str());
   if (l.tp > 1)
     std::printf(

@@ -1144,6 +1144,81 @@ TEST_F(Cli, SampleOfAModelWhoseIdsAreNotBytesIsPrintedAsIds) {
                      "--data.tokenizer reads token ids, not text");
 }
 
+const char* const kWords[] = {"kalo", "mine", "ruta", "shipo", "anel", "orus",
+                              "ta",   "ne",   "po",   "elmi",  "kash", "lo"};
+
+// A corpus whose documents end with another id than the end of document of the tokenizer that
+// decodes the samples was made by another tokenizer: said at the start of training, and eval
+// then gives no bits per byte (its ids are not bytes). The fixture's byte-level corpus (each
+// document ends with 256) gets no such note, and eval gives its bits per byte; with a
+// SentencePiece model given (whose documents end with 2), it gets one.
+TEST_F(Cli, ACorpusOfAnotherTokenizerIsSaid) {
+  const std::string spm = (dir_ / "spm").string();
+  IndexedDatasetWriter w(spm, DType::U16);
+  std::mt19937_64 rng(2);
+  for (int d = 0; d < 40; ++d) {
+    std::vector<int32_t> doc(50 + rng() % 50);
+    for (auto& t : doc) t = 3 + static_cast<int32_t>(rng() % 290);
+    doc.push_back(2);  // SentencePiece's </s>
+    w.add_document(doc);
+  }
+  w.finish();
+  const std::string a = " --model.vocab_size 300 --train.steps 2 --checkpoint.interval 2";
+  const CliRun r = run_tessera(tiny_args("2", spm) + a, dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("data: note: the documents of " + spm +
+                       " end with id 2, not with 256, the end of document of the byte-level "
+                       "tokenizer, which decodes this model's samples: if it was encoded with a "
+                       "SentencePiece model, give that as --data.tokenizer\n"),
+            std::string::npos)
+      << r.out;
+  const std::string eval = "eval --checkpoint " + (dir_ / "run" / "checkpoints").string();
+  const CliRun e = run_tessera(eval + " --data.path " + spm, dir_);
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  EXPECT_NE(e.out.find("eval: note: the documents of " + spm + " end with id 2"), std::string::npos)
+      << e.out;
+  EXPECT_NE(e.out.find("--data.tokenizer; its ids are not bytes: no bits per byte\n"),
+            std::string::npos)
+      << e.out;
+  const auto loss_line = [](const std::string& out) {
+    const size_t k = out.find("eval loss ");
+    return k == std::string::npos ? std::string() : out.substr(k, out.find('\n', k) - k);
+  };
+  EXPECT_EQ(loss_line(e.out).find("bits per byte"), std::string::npos) << e.out;
+
+  fs::remove_all(dir_ / "run");
+  const CliRun bytes = run_tessera(tiny_args() + a, dir_);
+  ASSERT_EQ(bytes.exit_code, 0) << bytes.err;
+  EXPECT_EQ(bytes.out.find("note: the documents of"), std::string::npos) << bytes.out;
+  const CliRun be = run_tessera(eval + " --data.path " + corpus_, dir_);
+  ASSERT_EQ(be.exit_code, 0) << be.err;
+  EXPECT_NE(loss_line(be.out).find(" bits per byte"), std::string::npos) << be.out;
+  EXPECT_EQ(be.out.find("note: the documents of"), std::string::npos) << be.out;
+
+  // A SentencePiece model given for the byte-level corpus: its </s> is 2.
+  std::string text;
+  for (int line = 0; line < 300; ++line, text += '\n')
+    for (int w = 0; w < 12; ++w) text.append(w ? " " : "").append(kWords[(line * 7 + w) % 12]);
+  std::ofstream(dir_ / "text.txt") << text;
+  const std::string model = (dir_ / "m").string();
+  ASSERT_EQ(run_tessera("tokenize train --vocab_size 300 --input " + (dir_ / "text.txt").string() +
+                            " --output " + model,
+                        dir_)
+                .exit_code,
+            0);
+  fs::remove_all(dir_ / "run");
+  const CliRun given = run_tessera(tiny_args() + a + " --data.tokenizer " + model + ".model", dir_);
+  ASSERT_EQ(given.exit_code, 0) << given.err;
+  EXPECT_NE(given.out.find("data: note: the documents of " + corpus_ +
+                           " end with id 256, not with 2, the end of document of SentencePiece "
+                           "model " +
+                           model +
+                           ".model, which decodes this model's samples: if it was encoded with "
+                           "another one, give that as --data.tokenizer\n"),
+            std::string::npos)
+      << given.out;
+}
+
 // --- Profiling --------------------------------------------------------------------------------
 
 // What a profiler sees: run under an NVTX tool (loaded as Nsight Systems loads its own), the main

@@ -197,6 +197,41 @@ TEST_F(IoTest, ReaderReturnsTheConcatenatedStream) {
   EXPECT_EQ(ds.document_of_token(5), 3);
 }
 
+// The id that ends a corpus's documents, when every document read ends with the same one: empty
+// documents are passed over, and the documents read are spread evenly, the first and the last
+// among them.
+TEST_F(IoTest, DocumentEndIdIsTheOneEveryDocumentEndsWith) {
+  const auto end_of = [&](const std::vector<std::vector<int32_t>>& docs, int64_t max = 256) {
+    fs::remove(path("e.idx"));
+    fs::remove(path("e.bin"));
+    make_corpus(path("e"), docs);
+    return TokenCorpus::open(path("e")).document_end_id(max);
+  };
+  const IndexedDataset ds = [&] {
+    make_corpus(path("d"), {{10, 256}, {}, {13, 256}, {256}});
+    return IndexedDataset::open(path("d"));
+  }();
+  EXPECT_EQ(ds.document_last_token(0), 1);
+  EXPECT_EQ(ds.document_last_token(1), -1);
+  EXPECT_EQ(ds.document_last_token(2), 3);
+  EXPECT_EQ(ds.document_last_token(3), 4);
+  EXPECT_EQ(TokenCorpus::open(path("d")).document_end_id(), 256);
+  EXPECT_EQ(end_of({{10, 256}, {13, 2}}), std::nullopt);
+  EXPECT_EQ(end_of({{1, 2, 256}}), std::nullopt);  // one document tells nothing
+  EXPECT_EQ(end_of({{1, 256}, {}, {}}), std::nullopt);
+  // Of 10 documents, 3 read: 0, 4 and 9.
+  std::vector<std::vector<int32_t>> docs(10, std::vector<int32_t>{5, 7});
+  docs[1] = {5, 8};
+  EXPECT_EQ(end_of(docs, 3), 7);
+  EXPECT_EQ(end_of(docs, 10), std::nullopt);
+  docs[1] = {5, 7};
+  docs[9] = {5, 8};
+  EXPECT_EQ(end_of(docs, 3), std::nullopt);
+  // An llm.c shard has no documents.
+  write_llmc_shard(path("shard.bin"), std::vector<uint16_t>{1, 50256, 2, 50256});
+  EXPECT_EQ(TokenCorpus::open(path("shard.bin")).document_end_id(), std::nullopt);
+}
+
 // A second writer of a prefix being written (two encodes into one output) is refused, naming the
 // part file, and takes nothing from the first, which finishes its corpus whole.
 TEST_F(IoTest, SecondWriterOfAPrefixIsRefusedAndTheFirstFinishes) {
