@@ -90,9 +90,16 @@ EvalData open_eval_data(const TrainConfig& cfg, const TrainConfig& saved,
   d.what = own_corpus ? path
                       : std::string("the held-out end (--data.valid_fraction ") + fraction +
                             ") of " + path;
-  // A run that never evaluated held nothing out: it trained on these samples too.
-  if (!own_corpus && cfg.eval_interval == 0)
+  // A run that never evaluated held nothing out: it trained on these samples too. One that held
+  // out less trained on the samples before its own held-out end.
+  if (!own_corpus && cfg.eval_interval == 0) {
     d.what += ", which its run trained on (--train.eval_interval 0: nothing was held out)";
+  } else if (!own_corpus && saved.eval_interval > 0 && saved.valid_path.empty() &&
+             cfg.valid_fraction > saved.valid_fraction) {
+    std::snprintf(fraction, sizeof fraction, "%g", saved.valid_fraction);
+    d.what += std::string(", more than its run held out (--data.valid_fraction ") + fraction +
+              "): it trained on the rest";
+  }
   d.available = available;
   // These are the saving run's validation samples when nothing given here changed them.
   const bool its_validation = !gives_option(args, "--data.path") && saved.eval_interval > 0 &&

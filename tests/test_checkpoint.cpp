@@ -1015,6 +1015,16 @@ TEST_F(Checkpoints, EvalOfACheckpointGivesTheValidationLossItsRunLogged) {
             std::string::npos)
       << trained_on.out;
   EXPECT_EQ(trained_on.out.find("eval: note:"), std::string::npos) << trained_on.out;
+  // A larger held-out end than the run's reaches into samples it trained on: said.
+  const CliRun larger = run_tessera(
+      "eval --checkpoint " + step_dir("held", 10) + " --eval.samples 16 --data.valid_fraction 0.2",
+      dir_);
+  ASSERT_EQ(larger.exit_code, 0) << larger.err;
+  EXPECT_NE(larger.out.find("from the held-out end (--data.valid_fraction 0.2) of " + corpus_ +
+                            ", more than its run held out (--data.valid_fraction 0.05): it "
+                            "trained on the rest"),
+            std::string::npos)
+      << larger.out;
   // Bad input: more samples than the corpus holds; fewer than a micro-batch.
   const CliRun many = run_tessera(eval + "0000", dir_);
   EXPECT_EQ(many.exit_code, 2) << many.err;
