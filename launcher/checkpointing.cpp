@@ -612,8 +612,10 @@ void check_seed_and_position(const CheckpointMeta& meta, Trainer& tr, const std:
 
 // Options a resume gives anew as a matter of course (where and how this run runs: the layout,
 // threads, device and batch split; its own limits and deadlines), or that other notes and
-// checks cover (the data, the global batch). The others are named when they change.
+// checks cover (the data, the global batch; not the tokenizer, which no check compares). The
+// others are named when they change.
 bool given_anew_on_resume(const std::string& key) {
+  if (key == "data.tokenizer") return false;
   for (const char* prefix : {"parallel.", "data.", "gpu.", "debug."})
     if (key.starts_with(prefix)) return true;
   for (const char* k : {"run.dir", "checkpoint.resume", "train.threads", "train.device",
@@ -634,6 +636,7 @@ std::string schedule_and_batch_note(const CheckpointMeta& meta, const TrainConfi
       saved != meta.texts.end() && !cfg.resolved_ini.empty()) {
     const std::map<std::string, std::string> was = ini_values(saved->second);
     std::string changed;
+    const auto shown = [](const std::string& value) { return value.empty() ? "\"\"" : value; };
     for (const auto& [key, value] : ini_values(cfg.resolved_ini)) {
       const auto old = was.find(key);
       if (given_anew_on_resume(key) || old == was.end() || old->second == value) continue;
@@ -641,9 +644,9 @@ std::string schedule_and_batch_note(const CheckpointMeta& meta, const TrainConfi
           .append("--")
           .append(key)
           .append(" ")
-          .append(old->second)
+          .append(shown(old->second))
           .append(" -> ")
-          .append(value);
+          .append(shown(value));
     }
     if (!changed.empty()) add_note(note, "this run changes the saving run's " + changed);
   }

@@ -576,6 +576,24 @@ TEST_F(Checkpoints, ResumeSaysWhenTheScheduleOrTheGlobalBatchChanges) {
   EXPECT_NE(unsaved.out.find("this run changes the saving run's --checkpoint.interval 10 -> 0"),
             std::string::npos)
       << unsaved.out;
+  // The tokenizer too: no check compares it, and `tessera sample` takes it from config.ini. An
+  // empty value reads "".
+  std::ofstream(dir_ / "text.txt") << "ab ba abba baab aab\nbab abab ba\n";
+  const std::string tok = (dir_ / "tok").string();
+  ASSERT_EQ(run_tessera("tokenize train --vocab_size 12 --byte_fallback false --input " +
+                            (dir_ / "text.txt").string() + " --output " + tok,
+                        dir_)
+                .exit_code,
+            0);
+  const CliRun with_tok =
+      run_tessera(args("tok", "--train.exit_after 10 --data.tokenizer " + tok + ".model"), dir_);
+  ASSERT_EQ(with_tok.exit_code, 0) << with_tok.err;
+  const CliRun without_tok = run_tessera(args("tok"), dir_);
+  ASSERT_EQ(without_tok.exit_code, 0) << without_tok.err;
+  EXPECT_NE(without_tok.out.find("this run changes the saving run's --data.tokenizer " + tok +
+                                 ".model -> \"\""),
+            std::string::npos)
+      << without_tok.out;
   std::string bigger = args("bigger", "--checkpoint.resume " + saved);
   bigger.replace(bigger.find("--train.global_batch 8"), 22, "--train.global_batch 16");
   const CliRun doubled = run_tessera(bigger, dir_);
