@@ -130,11 +130,15 @@ std::vector<int64_t> TokenCorpus::scan(int64_t vocab, int64_t begin, int64_t end
   for (int64_t r = 0; r < runs; ++r) {
     const int64_t start = begin + (all ? 0 : (n - run) / (kRuns - 1) * r);
     const int64_t bad = first_bad_token(start, run, vocab);
-    if (bad >= 0)
+    if (bad >= 0) {
+      // The whole range, read again: so that one run names the vocabulary the corpus needs.
+      const auto [lo, hi] = with_tokens([&](const auto* p) { return id_range(p, num_tokens_); });
       throw InputError("corpus " + token_file_ + ": " + token_place(bad) + " has id " +
                        std::to_string(with_tokens([&](const auto* p) { return int64_t{p[bad]}; })) +
                        ", expected ids in [0, --model.vocab_size " + std::to_string(vocab) +
-                       ") (was it made with another tokenizer?)");
+                       ") (its ids run from " + std::to_string(lo) + " to " + std::to_string(hi) +
+                       "; was it made with another tokenizer?)");
+    }
     if (count)
       with_tokens([&](const auto* p) {
         for (int64_t i = start; i < start + run; ++i) ++counts[static_cast<size_t>(p[i])];
