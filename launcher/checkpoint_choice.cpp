@@ -181,22 +181,34 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
   return resume;
 }
 
-void refuse_directory_of_checkpoints(const std::string& what, const std::string& dir) {
-  const fs::path d(dir);
+std::string run_directory_checkpoints(const std::string& dir) {
+  const fs::path d(dir), root = d / "checkpoints";
   std::error_code ec;
-  if (!fs::is_directory(d, ec) || fs::exists(d / "MANIFEST", ec) || fs::exists(d / "model.h5", ec))
+  if (fs::exists(d / "MANIFEST", ec) || fs::exists(d / "model.h5", ec) ||
+      !fs::is_directory(root, ec) || step_directories(root.string()).empty())
+    return "";
+  return root.string();
+}
+
+void refuse_directory_of_checkpoints(const std::string& what, const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec) || fs::exists(fs::path(dir) / "MANIFEST", ec) ||
+      fs::exists(fs::path(dir) / "model.h5", ec))
     return;
-  const std::vector<std::string> steps = step_directories(dir);
+  // A run directory: its checkpoints/ holds them.
+  const std::string of_run = run_directory_checkpoints(dir);
+  const fs::path root = of_run.empty() ? fs::path(dir) : fs::path(of_run);
+  const std::vector<std::string> steps = step_directories(root.string());
   std::string latest;
   try {
-    latest = read_latest(dir);
+    latest = read_latest(root.string());
   } catch (const InputError&) {  // a damaged `latest`: the newest step is named instead
   }
   if (steps.empty() && latest.empty()) return;
-  throw InputError(what + " " + dir +
-                   ": expected a checkpoint (a step directory), found a directory of them; give "
-                   "one, e.g. " +
-                   (d / (latest.empty() ? steps.front() : latest)).string() +
+  throw InputError(what + " " + dir + ": expected a checkpoint (a step directory), found " +
+                   (of_run.empty() ? "a directory of them" : "a run directory") +
+                   "; give one, e.g. " +
+                   (root / (latest.empty() ? steps.front() : latest)).string() +
                    (latest.empty() ? " (the newest)" : " (the one its `latest` names)"));
 }
 

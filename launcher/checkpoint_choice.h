@@ -39,10 +39,15 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
                               const CheckpointVerifier& verify);
 
 // InputError when DIR is a directory of checkpoints (a run's checkpoints/, holding `latest` or
-// step_N directories) rather than one, naming the step directory to give instead: the one its
-// `latest` names, else its newest. `what` names the option or command ("--checkpoint.resume",
-// "ckpt verify"). Commands that take either (sample, eval) choose among them instead.
+// step_N directories), or a run directory whose checkpoints/ holds some, rather than one
+// checkpoint, naming the step directory to give instead: the one `latest` names, else the
+// newest. `what` names the option or command ("--checkpoint.resume", "ckpt verify"). Commands
+// that take a directory of checkpoints (sample, eval) choose among them instead.
 void refuse_directory_of_checkpoints(const std::string& what, const std::string& dir);
+
+// DIR/checkpoints when DIR is a run directory (not a checkpoint) whose checkpoints/ holds step
+// directories; "" otherwise.
+std::string run_directory_checkpoints(const std::string& dir);
 
 // The name of the directory PATH when it lies directly in ROOT (PATH also given as "DIR/", as a
 // shell completes it, or relative to the working directory), else "": a step of the run itself.

@@ -68,6 +68,11 @@ std::string choose_saved_checkpoint(const std::string& dir, const std::string& c
   // A step directory, whole or not: verify_manifest names what is wrong with it.
   if (fs::exists(fs::path(dir) / "model.h5") || fs::exists(fs::path(dir) / "MANIFEST"))
     return choose_checkpoint("", dir, note, verify);
+  if (const std::string root = run_directory_checkpoints(dir); !root.empty())
+    throw InputError("--checkpoint " + dir +
+                     ": expected a checkpoint (a step_N directory with model.h5) or a directory "
+                     "of them, found a run directory; give its " +
+                     root + " (the newest usable of them is taken) or one of them");
   const std::string chosen = newest_checkpoint(dir, note, verify);
   if (chosen.empty())
     throw InputError("--checkpoint " + dir +

@@ -1148,6 +1148,13 @@ TEST_F(Checkpoints, SampleRefusesMissingDamagedOrReshapedCheckpoints) {
   expect_refused("--prompt 1", "--checkpoint");
   const std::string nowhere = (dir_ / "nowhere").string();
   expect_refused("--checkpoint " + nowhere, nowhere);
+  // The run directory for its checkpoints/: named.
+  const std::string run = (dir_ / "run").string();
+  expect_refused("--checkpoint " + run, "--checkpoint " + run +
+                                            ": expected a checkpoint (a step_N directory with "
+                                            "model.h5) or a directory of them, found a run "
+                                            "directory; give its " +
+                                            run + "/checkpoints");
   const std::string saved = step_dir("run", 20);
   expect_refused("--checkpoint " + saved + " --model.layers 2", "--model.layers");
   expect_refused("--checkpoint " + saved + " --parallel.tp 3", "--parallel.tp");

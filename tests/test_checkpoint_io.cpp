@@ -646,6 +646,16 @@ TEST_F(CheckpointTest, ADirectoryOfCheckpointsIsRefusedNamingAStepToGive) {
             }).find("e.g. " + older.string() + " (the one its `latest` names)"),
             std::string::npos);
   EXPECT_NO_THROW(refuse_directory_of_checkpoints("--checkpoint.resume", dir_.string()));
+  // A run directory, whose checkpoints/ holds them: named the same way.
+  const fs::path run = root_ / "run";
+  fs::create_directories(run / "checkpoints");
+  fs::copy(dir_, run / "checkpoints" / dir_.filename(), fs::copy_options::recursive);
+  EXPECT_NE(input_error([&] { refuse_directory_of_checkpoints("ckpt info", run.string()); })
+                .find("ckpt info " + run.string() +
+                      ": expected a checkpoint (a step directory), found a run directory; give "
+                      "one, e.g. " +
+                      (run / "checkpoints" / dir_.filename()).string() + " (the newest)"),
+            std::string::npos);
 }
 
 TEST_F(CheckpointTest, CkptVerifyPassesGoodAndFailsDamagedCheckpoints) {
