@@ -97,6 +97,13 @@ std::unique_ptr<Tokenizer> tokenizer_option(const po::variables_map& vm) {
   }
 }
 
+// --output PREFIX must end in a file name: "dir/" would write the hidden dir/.bin (.model).
+void require_file_name(const std::string& prefix, const char* writes) {
+  if (std::filesystem::path(prefix).filename().empty())
+    throw InputError("--output \"" + prefix + "\": expected a prefix naming " + writes +
+                     ", found no file name");
+}
+
 void create_parent_directory(const std::string& option, const std::string& prefix) {
   const std::filesystem::path parent = std::filesystem::path(prefix).parent_path();
   std::error_code ec;
@@ -242,6 +249,7 @@ int train(int argc, char** argv) {
       "verbose", po::bool_switch(&o.verbose), "show SentencePiece's own log");
   po::variables_map vm;
   if (!parse(desc, argc, argv, vm)) return 0;
+  require_file_name(o.output_prefix, "the model PREFIX.model and PREFIX.vocab");
   std::optional<ProgressLine> line;  // made when the total is known
   o.progress = [&](const SentencePieceReadProgress& p) {
     if (!line) line.emplace(true, "tokenize train: reading", p.total_bytes);
@@ -330,10 +338,7 @@ int encode(int argc, char** argv) {
   if (!parse(desc, argc, argv, vm)) return 0;
   const std::unique_ptr<Tokenizer> tokenizer = tokenizer_option(vm);
   const auto prefix = vm["output"].as<std::string>();
-  if (std::filesystem::path(prefix).filename().empty())
-    throw InputError("--output \"" + prefix +
-                     "\": expected a corpus prefix naming PREFIX.bin and PREFIX.idx, found no "
-                     "file name");
+  require_file_name(prefix, "the corpus PREFIX.bin and PREFIX.idx");
   const int threads = thread_count(vm["threads"].as<int>());
   DocumentReader reader(vm["input"].as<std::vector<std::string>>(),
                         vm["jsonl_key"].as<std::string>(), tokenizer->max_document_bytes());

@@ -368,7 +368,18 @@ TEST_F(TokenizerTest, JsonLinesTextFieldRoundTrips) {
       [&] {
         run_tokenize({"encode", "--input", path("d.jsonl"), "--output", path("sub/")});
       },
-      {"--output", "found no file name"});
+      {"--output",
+       "expected a prefix naming the corpus PREFIX.bin and PREFIX.idx, found no "
+       "file name"});
+  expect_input_error(
+      [&] {
+        run_tokenize(
+            {"train", "--input", path("d.jsonl"), "--output", path("sub/"), "--vocab_size", "300"});
+      },
+      {"--output",
+       "expected a prefix naming the model PREFIX.model and PREFIX.vocab, found no "
+       "file name"});
+  EXPECT_FALSE(fs::exists(path("sub/.model")));
   write_file(path("k.json"), "{\"body\": \"other key\"}\n");
   run_tokenize({"encode", "--input", path("k.json"), "--output", path("k"), "--jsonl_key", "body"});
   EXPECT_EQ(IndexedDataset::open(path("k")).num_tokens(), 10);  // 9 bytes + end of document
