@@ -71,7 +71,10 @@ EvalData open_eval_data(const TrainConfig& cfg, const TrainConfig& saved,
   // those of the saving run when its data cache is here; eval creates no directory of its own.
   d.opener = std::make_unique<CorpusOpener>(
       data_cache_dir(cfg, gives_option(args, "--data.cache_dir")), rank, layout.world_size());
-  std::vector<TokenCorpus> corpora = d.opener->open(blend, cfg.model.vocab_size, option);
+  std::vector<TokenCorpus> corpora;
+  check_saved_paths(args, option, path,
+                    option == "--data.path" ? saved.data_path : saved.valid_path,
+                    [&] { corpora = d.opener->open(blend, cfg.model.vocab_size, option); });
   d.token_bytes = static_cast<int64_t>(dtype_size(corpora.front().dtype()));
   SampleOptions so;
   so.seq_len = cfg.model.seq_len;

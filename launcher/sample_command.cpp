@@ -34,10 +34,11 @@ int sample_command(int argc, char** argv) {
   c.name = "sample";
   c.usage = kUsage;
   c.aliases = {{"--prompt", "--sample.prompt"}};
-  c.prepare = [](TrainConfig& cfg, const TrainConfig&, const SavedModelArgs&, const GridLayout&,
-                 int) {
+  c.prepare = [](TrainConfig& cfg, const TrainConfig& saved, const SavedModelArgs& args,
+                 const GridLayout&, int) {
     if (cfg.sample_tokens == 0) cfg.sample_tokens = 100;
-    check_sampling_tokenizer(cfg);
+    check_saved_paths(args, "--data.tokenizer", cfg.tokenizer_model, saved.tokenizer_model,
+                      [&] { check_sampling_tokenizer(cfg); });
   };
   c.run = [](SavedModel& m) { print_sample(m.cfg, m.model, m.grid.tp(), m.grid.pp(), m.root); };
   return run_saved_model(argc, argv, c);

@@ -2,9 +2,11 @@
 #include "launcher/saved_model.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <sstream>
 
 #include "core/error.h"
 #include "io/checkpoint_io.h"
@@ -153,6 +155,33 @@ bool gives_option(const SavedModelArgs& args, const std::string& option) {
   return std::any_of(args.train_args.begin(), args.train_args.end(), [&](const std::string& a) {
     return a == option || a.starts_with(option + "=");
   });
+}
+
+void check_saved_paths(const SavedModelArgs& args, const std::string& option,
+                       const std::string& value, const std::string& saved,
+                       const std::function<void()>& check) {
+  try {
+    check();
+  } catch (const InputError& e) {
+    // Only a file not found (the readers' words for it) is about where the paths are read from.
+    const std::string what = e.what();
+    const bool not_found = what.find("no such file") != std::string::npos ||
+                           what.find("matches no file") != std::string::npos;
+    if (value != saved || value.empty() || !not_found || gives_option(args, option)) throw;
+    // Relative when any word of it (a blend's weights are numbers) does not start with '/'.
+    std::istringstream words(value);
+    bool relative = false;
+    for (std::string w; words >> w;)
+      relative = relative || (w.front() != '/' && !std::isdigit(static_cast<unsigned char>(w[0])));
+    std::error_code ec;
+    const std::string here = fs::current_path(ec).string();
+    throw InputError(what + " (" + option + " " + value +
+                     " is the saving run's, from the checkpoint's config.ini" +
+                     (relative ? "; relative paths are read from this directory, " + here +
+                                     ", which may not be the one it ran in"
+                               : "") +
+                     "; give " + option + ")");
+  }
 }
 
 int run_saved_model(int argc, char** argv, const SavedModelCommand& command) {

@@ -66,4 +66,13 @@ int run_saved_model(int argc, char** argv, const SavedModelCommand& command);
 // Whether the command line gives the train option `option` (as "--x v" or "--x=v").
 bool gives_option(const SavedModelArgs& args, const std::string& option);
 
+// Runs `check` of the paths `value` of `option`. When they are the saving run's (`saved`, and
+// not given on the command line `args`), an
+// InputError it throws for a file not found says where they came from: the checkpoint's
+// config.ini, whose relative paths are read from the directory tessera runs in, which may not
+// be the saving run's.
+void check_saved_paths(const SavedModelArgs& args, const std::string& option,
+                       const std::string& value, const std::string& saved,
+                       const std::function<void()>& check);
+
 }  // namespace tessera

@@ -1134,6 +1134,35 @@ TEST_F(Checkpoints, EvalChecksTokenIdsTogetherAndRecordsThemAsTrainingDoes) {
 }
 
 // Bad input to `tessera sample`: one message naming what is wrong, exit code 2, nothing sampled.
+// sample and eval read the paths of the checkpoint's config.ini from the directory they run in:
+// a relative one not found there is said to be the saving run's, and where it was looked for.
+TEST_F(Checkpoints, ARelativePathOfTheSavingRunNotFoundHereIsSaidToBeIts) {
+  std::string train = args("rel", "", 2, 2);
+  train.replace(train.find(corpus_), corpus_.size(), "corpus");
+  const CliRun run = run_tessera_with("cd " + dir_.string() + " && " TESSERA_BIN, train, dir_);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const std::string saved = (dir_ / "rel" / "checkpoints").string();
+  const CliRun here = run_tessera_with("cd " + dir_.string() + " && " TESSERA_BIN,
+                                       "eval --checkpoint " + saved, dir_);
+  EXPECT_EQ(here.exit_code, 0) << here.err;
+  fs::create_directories(dir_ / "elsewhere");
+  const CliRun away = run_tessera_with("cd " + (dir_ / "elsewhere").string() + " && " TESSERA_BIN,
+                                       "eval --checkpoint " + saved, dir_);
+  EXPECT_EQ(away.exit_code, 2) << away.err;
+  EXPECT_NE(away.err.find("corpus corpus.idx: no such file"), std::string::npos) << away.err;
+  EXPECT_NE(away.err.find("(--data.path corpus is the saving run's, from the checkpoint's "
+                          "config.ini; relative paths are read from this directory, " +
+                          (dir_ / "elsewhere").string() +
+                          ", which may not be the one it ran in; give --data.path)"),
+            std::string::npos)
+      << away.err;
+  // Given here, the path is this command's own: no such words.
+  const CliRun given = run_tessera_with("cd " + (dir_ / "elsewhere").string() + " && " TESSERA_BIN,
+                                        "eval --checkpoint " + saved + " --data.path corpus", dir_);
+  EXPECT_EQ(given.exit_code, 2) << given.err;
+  EXPECT_EQ(given.err.find("is the saving run's"), std::string::npos) << given.err;
+}
+
 TEST_F(Checkpoints, SampleRefusesMissingDamagedOrReshapedCheckpoints) {
   ASSERT_EQ(run_tessera(args("run"), dir_).exit_code, 0);
   const auto expect_refused = [&](const std::string& sample_args, const std::string& named) {
