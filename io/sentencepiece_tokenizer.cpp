@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "io/file_kind.h"
 #include "io/text_files.h"
+#include "io/token_corpus.h"
 
 namespace tessera {
 
@@ -278,6 +279,15 @@ SentencePieceTrainStats train_sentencepiece(const SentencePieceTrainOptions& opt
   stats.vocab_size = SentencePieceTokenizer::load(options.output_prefix + ".model").vocab_size();
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return stats;
+}
+
+std::string document_end_mismatch(const TokenCorpus& corpus, const Tokenizer& tokenizer) {
+  const int32_t end = tokenizer.end_of_document();
+  const std::optional<int32_t> found = corpus.document_end_id();
+  if (!found || *found == end) return "";
+  return "the documents of " + corpus.path() + " end with id " + std::to_string(*found) +
+         ", not with " + std::to_string(end) + ", the end of document of " +
+         tokenizer.description();
 }
 
 }  // namespace tessera

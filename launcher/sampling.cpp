@@ -167,17 +167,12 @@ std::string tokenizer_note(const TrainConfig& cfg,
   } catch (const InputError&) {
     return "";
   }
-  const int32_t end = tokenizer->end_of_document();
   for (const SampleStream* stream : streams)
     for (int k = 0; stream && k < stream->num_corpora(); ++k) {
-      const TokenCorpus& corpus = stream->corpus(k);
-      const std::optional<int32_t> found = corpus.document_end_id();
-      if (!found || *found == end) continue;
-      std::string note = "the documents of " + corpus.path() + " end with id " +
-                         std::to_string(*found) + ", not with " + std::to_string(end) +
-                         ", the end of document of " + tokenizer->description() +
-                         ", which decodes this model's samples: if it was encoded with ";
-      return note.append(cfg.tokenizer_model.empty() ? "a SentencePiece model" : "another one")
+      std::string note = document_end_mismatch(stream->corpus(k), *tokenizer);
+      if (note.empty()) continue;
+      return note.append(", which decodes this model's samples: if it was encoded with ")
+          .append(cfg.tokenizer_model.empty() ? "a SentencePiece model" : "another one")
           .append(", give that as --data.tokenizer");
     }
   return "";

@@ -61,9 +61,9 @@ void print_sample(const TrainConfig& cfg, GPT& model, Communicator& tp, Communic
 
 // A note when a corpus of `streams` (null ones skipped) was likely made by another tokenizer
 // than the one that decodes the samples (--data.tokenizer, else the byte-level one where
-// ids_are_bytes): its documents all end with an id (TokenCorpus::document_end_id) other than
-// that tokenizer's end of document. "" when they agree or nothing is known, and for a model whose
-// samples are token ids or whose tokenizer cannot be read (check_sampling_tokenizer says so).
+// ids_are_bytes): document_end_mismatch, and what to do. "" when they agree or nothing is known,
+// and for a model whose samples are token ids or whose tokenizer cannot be read
+// (check_sampling_tokenizer says so).
 std::string tokenizer_note(const TrainConfig& cfg,
                            std::initializer_list<const SampleStream*> streams);
 

@@ -370,7 +370,7 @@ int encode(int argc, char** argv) {
 }
 
 // Ids outside the tokenizer's vocabulary, named by their position in the corpus.
-void check_ids(const IndexedDataset& corpus, const Tokenizer& tokenizer, bool byte_level,
+void check_ids(const TokenCorpus& corpus, const Tokenizer& tokenizer, bool byte_level,
                int64_t start, std::span<const int32_t> ids) {
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] >= 0 && ids[i] < tokenizer.vocab_size()) continue;
@@ -379,7 +379,7 @@ void check_ids(const IndexedDataset& corpus, const Tokenizer& tokenizer, bool by
                          " (was it made with a SentencePiece model?)"
                    : "an id below " + std::to_string(tokenizer.vocab_size()) + " of " +
                          tokenizer.description() + " (was it made with another tokenizer?)";
-    throw InputError("corpus " + corpus.bin_path() + ": " +
+    throw InputError("corpus " + corpus.token_file() + ": " +
                      corpus.token_place(start + static_cast<int64_t>(i)) + " has id " +
                      std::to_string(ids[i]) + ", expected " + expected);
   }
@@ -414,9 +414,16 @@ int decode(int argc, char** argv) {
     throw InputError("--input " + input +
                      ": expected a Megatron corpus prefix (PREFIX.bin/.idx), found an llm.c "
                      "shard, which decode does not read");
-  const IndexedDataset corpus = IndexedDataset::open(input);
+  const TokenCorpus corpus = TokenCorpus::open(input);
   const std::unique_ptr<Tokenizer> tokenizer = tokenizer_option(vm);
   const bool byte_level = !vm.count("tokenizer.model");
+  // Said once the text is out: a decode that fails says only why.
+  const auto decoded = [mismatch = document_end_mismatch(corpus, *tokenizer)] {
+    if (!mismatch.empty())
+      std::fprintf(stderr, "tokenize decode: note: %s: was it encoded with another tokenizer?\n",
+                   mismatch.c_str());
+    return 0;
+  };
   int64_t total = corpus.num_tokens();
   if (vm.count("max_tokens")) {
     const int64_t max_tokens = vm["max_tokens"].as<int64_t>();
@@ -471,7 +478,7 @@ int decode(int argc, char** argv) {
       write_file_through(tmp, output, destination, [&](const PutBytes& put) {
         decode_all([&](const std::string& text) { put(text.data(), text.size()); });
       });
-      return 0;
+      return decoded();
     }
     file.open(output, std::ios::binary);
     if (!file)
@@ -482,7 +489,7 @@ int decode(int argc, char** argv) {
   errno = 0;
   out.flush();
   check_written(out, destination);
-  return 0;
+  return decoded();
 }
 
 }  // namespace

@@ -550,6 +550,21 @@ TEST_F(TokenizerTest, CorpusEncodedWithAModelDecodesWithIt) {
   std::string expected;
   for (const std::string& d : docs) expected += d + "\n<|endoftext|>\n";
   EXPECT_EQ(read_file(path("back.txt")), expected);
+  // A byte-level corpus decoded with the model: its documents end with 256, not with </s> (2).
+  run_tokenize({"encode", "--input", path("t.txt"), "--output", path("b")});
+  ::testing::internal::CaptureStderr();
+  run_tokenize({"decode", "--input", path("b"), "--tokenizer.model", path("m/bpe.model"),
+                "--output", path("b.txt")});
+  const std::string note = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(note.find("tokenize decode: note: the documents of " + path("b") +
+                      " end with id 256, not with 2, the end of document of SentencePiece model " +
+                      path("m/bpe.model") + ": was it encoded with another tokenizer?\n"),
+            std::string::npos)
+      << note;
+  ::testing::internal::CaptureStderr();
+  run_tokenize({"decode", "--input", path("c"), "--tokenizer.model", path("m/bpe.model"),
+                "--output", path("back.txt")});
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
   // Without the model the ids above 256 are not bytes.
   expect_input_error(
       [&] {
