@@ -21,23 +21,21 @@ namespace tessera {
 
 namespace {
 
-// A word std::stod reads whole ("0.5", "1e3", but also "0x10", "inf", "nan"): a weight, or a
-// malformed one, never a path.
+// A word strtod reads whole ("0.5", "1e3", but also "0x10", "inf", "nan", and "1e400" or
+// "1e-400" beyond a double's range, where std::stod would throw): a weight, or a malformed one,
+// never a path.
 bool numeric(const std::string& word) {
-  size_t used = 0;
-  try {
-    std::stod(word, &used);
-  } catch (const std::exception&) {
-    return false;
-  }
-  return used == word.size();
+  char* end = nullptr;
+  std::strtod(word.c_str(), &end);
+  return !word.empty() && end == word.c_str() + word.size();
 }
 
-// A decimal number, as a weight (not hexadecimal, infinite or NaN).
+// A decimal number, as a weight (not hexadecimal, infinite or NaN; beyond a double's range:
+// infinite or 0, which the caller refuses).
 bool read_weight(const std::string& word, double& w) {
   if (word.find_first_not_of("0123456789.eE+-") != std::string::npos || !numeric(word))
     return false;
-  w = std::stod(word);
+  w = std::strtod(word.c_str(), nullptr);
   return true;
 }
 

@@ -105,14 +105,15 @@ std::optional<int32_t> TokenCorpus::document_end_id(int64_t max_documents) const
 }
 
 void TokenCorpus::read_tokens(int64_t start, int64_t count, int32_t* out) const {
-  TESSERA_CHECK(start >= 0 && count >= 0 && start + count <= num_tokens_,
-                "TokenCorpus::read_tokens: [" + std::to_string(start) + ", " +
-                    std::to_string(start + count) + ") outside " + std::to_string(num_tokens_));
+  // Written so that no sum can overflow, whatever the arguments.
+  TESSERA_CHECK(start >= 0 && count >= 0 && start <= num_tokens_ && count <= num_tokens_ - start,
+                "TokenCorpus::read_tokens: " + std::to_string(count) + " tokens from " +
+                    std::to_string(start) + " outside " + std::to_string(num_tokens_));
   with_tokens([&](const auto* p) { widen(p + start, count, out); });
 }
 
 int64_t TokenCorpus::first_bad_token(int64_t start, int64_t count, int64_t vocab) const {
-  TESSERA_CHECK(start >= 0 && count >= 0 && start + count <= num_tokens_,
+  TESSERA_CHECK(start >= 0 && count >= 0 && start <= num_tokens_ && count <= num_tokens_ - start,
                 "TokenCorpus::first_bad_token: range outside the corpus");
   const int64_t bad =
       with_tokens([&](const auto* p) { return first_bad_id(p + start, count, vocab); });

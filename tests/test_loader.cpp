@@ -114,6 +114,11 @@ TEST(CorpusBlend, MalformedTextNamesTheOption) {
       {"found \"0\" (a corpus of weight 0 draws no samples: leave it out)"});
   test_support::expect_input_error([] { parse_corpus_blend("1 a x b", "--data.path"); },
                                    {"found \"x\" (a path with spaces goes in double quotes)"});
+  // Weights beyond a double's range are weights still, not paths (std::stod throws on them).
+  test_support::expect_input_error([] { parse_corpus_blend("1e400 a 1 b", "--data.path"); },
+                                   {"expected a positive weight before a, found \"1e400\""});
+  test_support::expect_input_error([] { parse_corpus_blend("1e-400 a 1 b", "--data.path"); },
+                                   {"found \"1e-400\" (a corpus of weight 0 draws no samples"});
   try {
     parse_corpus_blend("-1 a 1 b", "--data.path");
   } catch (const InputError& e) {
