@@ -353,9 +353,13 @@ void require_output_outside(const std::string& dir, const std::string& output,
   const fs::path source = fs::weakly_canonical(dir);
   for (const fs::path& file : {fs::weakly_canonical(output), fs::weakly_canonical(tmp)}) {
     const auto [end, _] = std::mismatch(source.begin(), source.end(), file.begin(), file.end());
-    if (end == source.end() || file == source.parent_path() / "latest")
-      throw InputError("--output " + output + ": expected a file outside the checkpoint " +
-                       source.string() + ", found " + file.string() + " (it would be overwritten)");
+    const bool inside = end == source.end();
+    if (!inside && file != source.parent_path() / "latest") continue;
+    const char* why = fs::exists(file) ? "it would be overwritten"
+                      : inside         ? "a checkpoint is not written to"
+                                       : "`latest` names the checkpoint to resume";
+    throw InputError("--output " + output + ": expected a file outside the checkpoint " +
+                     source.string() + ", found " + file.string() + " (" + why + ")");
   }
 }
 

@@ -808,6 +808,10 @@ TEST_F(CheckpointTest, CkptExportWritesAValidSafetensorsFile) {
                                  dir_ / "new.safetensors", root_ / "latest"}) {
     const std::string error = refusal(inside);
     EXPECT_NE(error.find("expected a file outside the checkpoint"), std::string::npos) << error;
+    const std::string why = inside.filename() == "new.safetensors" ? "not written to"
+                            : inside.filename() == "latest" ? "names the checkpoint to resume"
+                                                            : "it would be overwritten";
+    EXPECT_NE(error.find(why), std::string::npos) << error;
   }
   EXPECT_EQ(ckpt({"export", dir_.string(), "--to", "safetensors", "--output", ""}).first,
             kExitBadInput);
