@@ -15,6 +15,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "core/number_text.h"
 #include "io/file_kind.h"
 #include "io/text_files.h"
 #include "io/token_corpus.h"
@@ -131,7 +132,7 @@ void check_train_options(const SentencePieceTrainOptions& o) {
     throw InputError("--model_type: expected bpe or unigram, found \"" + o.model_type + "\"");
   if (!(o.character_coverage >= 0.98 && o.character_coverage <= 1))  // SentencePiece's range
     throw InputError("--character_coverage: expected a fraction in [0.98, 1], found " +
-                     std::to_string(o.character_coverage));
+                     shortest_text(o.character_coverage));
   if (o.max_sentences < 0)
     throw InputError("--max_sentences: expected 0 (all) or a positive count, found " +
                      std::to_string(o.max_sentences));
@@ -148,7 +149,7 @@ std::unordered_map<std::string, std::string> trainer_arguments(const SentencePie
   return {{"model_prefix", o.output_prefix},
           {"vocab_size", std::to_string(o.vocab_size)},
           {"model_type", o.model_type},
-          {"character_coverage", std::to_string(o.character_coverage)},
+          {"character_coverage", shortest_text(o.character_coverage)},
           {"input_sentence_size", std::to_string(o.max_sentences)},
           {"shuffle_input_sentence", "true"},
           {"num_threads", std::to_string(o.threads > 0 ? unsigned(o.threads) : cores)},

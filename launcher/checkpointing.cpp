@@ -3,7 +3,6 @@
 #include "launcher/checkpointing.h"
 
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -16,6 +15,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/number_text.h"
 #include "core/ops/cast.h"
 #include "core/profile.h"
 #include "io/checkpoint_io.h"
@@ -687,11 +687,7 @@ std::string sequence_difference(const std::string& saved, const std::string& now
       if (const size_t w = part.find("weight "); w != std::string::npos) {
         // The shortest text that reads back as the same double (%g's 6 digits could show two
         // weights that differ as one).
-        char shortest[32];
-        const double weight = std::strtod(part.c_str() + w + 7, nullptr);
-        part =
-            part.substr(0, w + 7) +
-            std::string(shortest, std::to_chars(shortest, shortest + sizeof shortest, weight).ptr);
+        part = part.substr(0, w + 7) + shortest_text(std::strtod(part.c_str() + w + 7, nullptr));
       }
       out.push_back(part);
       at = end + 2;

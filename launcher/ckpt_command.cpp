@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <cerrno>
-#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -26,6 +25,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/number_text.h"
 #include "io/checkpoint_io.h"
 #include "io/durable_file.h"
 #include "io/file_kind.h"
@@ -163,11 +163,8 @@ void print_meta(const CheckpointMeta& m) {
               meta_int(m, "tp").c_str(), meta_int(m, "pp").c_str(), meta_int(m, "dp").c_str());
   for (const auto& [key, value] : m.ints)
     std::printf("  %s = %lld\n", key.c_str(), static_cast<long long>(value));
-  for (const auto& [key, value] : m.reals) {
-    char text[32];  // the shortest text that reads back as the same double
-    *std::to_chars(text, text + sizeof text - 1, value).ptr = '\0';
-    std::printf("  %s = %s\n", key.c_str(), text);
-  }
+  for (const auto& [key, value] : m.reals)
+    std::printf("  %s = %s\n", key.c_str(), shortest_text(value).c_str());
   for (const auto& [key, value] : m.texts)
     if (key != "config") std::printf("  %s = \"%s\"\n", key.c_str(), printable(value).c_str());
   const auto config = m.texts.find("config");

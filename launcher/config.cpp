@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <cctype>
-#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -21,6 +20,7 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#include "core/number_text.h"
 #include "core/ops/attention_cuda.h"
 #include "launcher/option_text.h"
 #include "parallel/pipeline_schedule.h"
@@ -292,10 +292,7 @@ std::string ini_value(const boost::any& v) {
   if (const auto* x = boost::any_cast<int>(&v)) return std::to_string(*x);
   if (const auto* x = boost::any_cast<int64_t>(&v)) return std::to_string(*x);
   if (const auto* x = boost::any_cast<uint64_t>(&v)) return std::to_string(*x);
-  if (const auto* x = boost::any_cast<double>(&v)) {
-    char buf[32];
-    return std::string(buf, std::to_chars(buf, buf + sizeof buf, *x).ptr);
-  }
+  if (const auto* x = boost::any_cast<double>(&v)) return shortest_text(*x);
   throw InternalError("config: an option of a type the resolved config.ini cannot print");
 }
 
