@@ -128,9 +128,11 @@ void print_sample(const TrainConfig& cfg, GPT& model, Communicator& tp, Communic
   so.top_k = cfg.sample_top_k;
   so.seed = cfg.seed;
   const auto heading = [&](size_t tokens) {
-    std::printf("sample (%lld tokens, temperature %.2f, top-k %lld):\n",
-                static_cast<long long>(tokens), cfg.sample_temperature,
-                static_cast<long long>(cfg.sample_top_k));
+    // Fewer than asked for: generation drew the end of a document, where it stops.
+    const bool ended = static_cast<int64_t>(tokens) < so.tokens;
+    std::printf("sample (%lld tokens%s, temperature %.2f, top-k %lld):\n",
+                static_cast<long long>(tokens), ended ? ", up to an end of document" : "",
+                cfg.sample_temperature, static_cast<long long>(cfg.sample_top_k));
   };
   if (!samples_are_text(cfg)) {  // no prompt (check_sampling_tokenizer), no end to stop at
     const std::vector<int32_t> sample = generate(model, tp, pp, {}, so);
