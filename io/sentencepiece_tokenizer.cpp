@@ -208,6 +208,10 @@ int32_t SentencePieceTokenizer::end_of_document() const {
   return model_->eos_id();
 }
 
+int32_t SentencePieceTokenizer::unknown() const {
+  return model_->unk_id();
+}
+
 std::vector<int32_t> SentencePieceTokenizer::encode(std::string_view text) const {
   std::vector<int> ids;
   const spm::util::Status status = model_->Encode(text, &ids);

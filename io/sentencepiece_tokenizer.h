@@ -29,6 +29,8 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
   virtual int64_t vocab_size() const = 0;
   virtual int32_t end_of_document() const = 0;
+  // The id of text the tokenizer has no piece for (SentencePiece's <unk>); -1: it has none.
+  virtual int32_t unknown() const = 0;
   virtual std::vector<int32_t> encode(std::string_view text) const = 0;
   // Ids back to text; each end_of_document() id shows as `end_of_document_text`. Throws
   // InputError naming the position of an id outside [0, vocab_size()).
@@ -53,6 +55,7 @@ class ByteLevelTokenizer final : public Tokenizer {
  public:
   int64_t vocab_size() const override { return kByteVocab; }
   int32_t end_of_document() const override { return kEndOfDocument; }
+  int32_t unknown() const override { return -1; }
   std::vector<int32_t> encode(std::string_view text) const override {
     return ByteTokenizer::encode(text);
   }
@@ -74,6 +77,7 @@ class SentencePieceTokenizer final : public Tokenizer {
 
   int64_t vocab_size() const override;
   int32_t end_of_document() const override;
+  int32_t unknown() const override;
   std::vector<int32_t> encode(std::string_view text) const override;
   std::string decode(std::span<const int32_t> ids,
                      std::string_view end_of_document_text = kEndOfDocumentText) const override;

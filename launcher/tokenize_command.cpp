@@ -212,6 +212,7 @@ EncodeStats encode_corpus(DocumentReader& reader, const Tokenizer& tokenizer,
     for (const std::vector<int32_t>& ids : tokens) {
       writer.add_document(ids);
       stats.tokens += static_cast<int64_t>(ids.size());
+      stats.unknown_tokens += std::count(ids.begin(), ids.end(), tokenizer.unknown());
     }
     stats.documents += static_cast<int64_t>(tokens.size());
     if (line.due())
@@ -363,6 +364,12 @@ int encode(int argc, char** argv) {
         "not decode to their text (the byte-level tokenizer keeps every byte)\n",
         count_of(stats.not_utf8_documents, "document").c_str(),
         stats.not_utf8_documents == 1 ? "holds" : "hold", tokenizer->description().c_str());
+  if (stats.unknown_tokens > 0)
+    std::printf(
+        "note: %s %s the unknown piece (id %d) of %s: text it has no piece for, which decodes "
+        "as \xe2\x81\x87 (a model trained with --byte_fallback true keeps such text as bytes)\n",
+        count_of(stats.unknown_tokens, "token").c_str(), stats.unknown_tokens == 1 ? "is" : "are",
+        tokenizer->unknown(), tokenizer->description().c_str());
   std::printf("unigram entropy: %.4f nats/token%s (a model that ignores context cannot beat it)\n",
               entropy, sampled ? (", from " + entropy_sample() + " of the corpus").c_str() : "");
   std::fflush(stdout);

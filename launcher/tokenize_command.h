@@ -24,6 +24,9 @@ struct EncodeStats {
   // Documents holding bytes that are not UTF-8, with a tokenizer that does not keep them
   // (Tokenizer::keeps_any_bytes): they will not decode to their text.
   int64_t not_utf8_documents = 0;
+  // Tokens of text the tokenizer has no piece for (Tokenizer::unknown: SentencePiece's <unk>,
+  // from a model trained with --byte_fallback false); they decode as U+2047.
+  int64_t unknown_tokens = 0;
   double seconds = 0;
 };
 

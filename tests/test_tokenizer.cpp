@@ -255,6 +255,17 @@ TEST_F(TokenizerTest, NewlinesRoundTripWithoutByteFallback) {
   const std::vector<int32_t> ids = model.encode(text);
   EXPECT_EQ(std::count(ids.begin(), ids.end(), 0), 0) << "<unk> in the encoding";
   EXPECT_EQ(model.decode(ids), text);
+  // Characters it has no piece for are <unk>: encode counts them.
+  const std::string clean = run_tokenize({"encode", "--input", path("train.txt"), "--output",
+                                          path("clean"), "--tokenizer.model", path("m.model")});
+  EXPECT_EQ(clean.find("unknown piece"), std::string::npos) << clean;
+  write_file(path("new.txt"), "caf\xc3\xa9 \xe2\x98\x83 and \xe2\x82\xac\n");
+  const std::string out = run_tokenize({"encode", "--input", path("new.txt"), "--output",
+                                        path("new"), "--tokenizer.model", path("m.model")});
+  EXPECT_NE(out.find("note: 3 tokens are the unknown piece (id 0) of SentencePiece model " +
+                     path("m.model") + ": text it has no piece for"),
+            std::string::npos)
+      << out;
 }
 
 // SentencePiece holds 80-180 bytes per byte of a document it encodes: a plain file of 1 GiB
