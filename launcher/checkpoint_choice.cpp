@@ -259,10 +259,13 @@ void verify_crcs_together(Communicator& world, const std::string& dir,
   }
 }
 
-std::string choose_checkpoint_together(Communicator& world, const std::string& root,
-                                       const std::string& resume, std::string& note) {
-  // Rank 0 drives, one command at a time: "crc DIR" and then the MANIFEST's text (every rank
-  // checks its pieces of DIR), or "done DIR" (the choice, "" for none or a failure on rank 0).
+namespace {
+
+// `choose` on rank 0, with a verifier whose CRC pass every rank of `world` shares; the others
+// follow. Rank 0 drives, one command at a time: "crc DIR" and then the MANIFEST's text (every
+// rank checks its pieces of DIR), or "done DIR" (the choice, "" for none or a failure on rank 0).
+std::string choose_together(Communicator& world,
+                            const std::function<std::string(const CheckpointVerifier&)>& choose) {
   if (world.rank() != 0) {
     for (;;) {
       const std::string command = broadcast_string(world, "", 0);
@@ -276,9 +279,7 @@ std::string choose_checkpoint_together(Communicator& world, const std::string& r
   }
   std::string chosen;
   try {
-    note = restore_replaced_checkpoints(root);
-    std::string choice_note;
-    chosen = choose_checkpoint(root, resume, choice_note, [&](const std::string& dir) {
+    chosen = choose([&](const std::string& dir) {
       // verify_checkpoint's checks, the bytes' by every rank together.
       verify_in_order(dir, [&](const std::string& manifest) {
         broadcast_string(world, "crc " + dir, 0);
@@ -286,13 +287,33 @@ std::string choose_checkpoint_together(Communicator& world, const std::string& r
         verify_crcs_together(world, dir, manifest);
       });
     });
-    add_note(note, choice_note);
   } catch (...) {
     broadcast_string(world, "done ", 0);
     throw;
   }
   broadcast_string(world, "done " + chosen, 0);
   return chosen;
+}
+
+}  // namespace
+
+std::string choose_checkpoint_together(Communicator& world, const std::string& root,
+                                       const std::string& resume, std::string& note) {
+  return choose_together(world, [&](const CheckpointVerifier& verify) {
+    note = restore_replaced_checkpoints(root);
+    std::string choice_note;
+    const std::string chosen = choose_checkpoint(root, resume, choice_note, verify);
+    add_note(note, choice_note);
+    return chosen;
+  });
+}
+
+std::string choose_initial_weights_together(Communicator& world, const std::string& path) {
+  return choose_together(world, [&](const CheckpointVerifier& verify) {
+    refuse_directory_of_checkpoints("--checkpoint.init", path);
+    verify(path);
+    return path;
+  });
 }
 
 }  // namespace tessera

@@ -69,6 +69,12 @@ void add_note(std::string& note, const std::string& part);
 std::string choose_checkpoint_together(Communicator& world, const std::string& root,
                                        const std::string& resume, std::string& note);
 
+// The checkpoint --checkpoint.init names (`path`), verified by every rank of `world` together as
+// choose_checkpoint_together verifies a resume's: a step directory (a directory of them, or a run
+// directory, is refused naming one), every checksum. Collective; rank 0 throws, the others
+// return "" then.
+std::string choose_initial_weights_together(Communicator& world, const std::string& path);
+
 // Its CRC-32C pass over checkpoint `dir`'s files, whose MANIFEST rank 0 read (`manifest_text`),
 // shared by every rank of `world` (collective): the files are cut into pieces of `piece_bytes`,
 // piece j read by rank j % N, and the pieces' CRCs combined per file, so every rank reads about

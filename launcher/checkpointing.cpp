@@ -128,7 +128,9 @@ void append_adamw_blocks(std::vector<TensorBlock>& blocks, AdamW& a, size_t i, c
 // `span` covers.
 void append_span_blocks(std::vector<TensorBlock>& blocks, const GradBuckets::PieceSpan& span,
                         const Tensor& weights, const Tensor& exp_avg, const Tensor& exp_avg_sq) {
-  const auto part = [&](const Tensor& t) { return t.slice0(span.at, span.at + span.count); };
+  const auto part = [&](const Tensor& t) {
+    return t.defined() ? t.slice0(span.at, span.at + span.count) : Tensor();
+  };
   append_param_blocks(blocks, *span.param, part(weights), part(exp_avg), part(exp_avg_sq),
                       span.first);
 }
@@ -541,19 +543,22 @@ void read_blocks(const CheckpointReader& reader, const std::vector<TensorBlock>&
 
 // Without ZeRO-1 the DP replicas hold the same state: DP rank 0 of each replica group reads it,
 // and its group receives it by broadcast, so that the file system serves one read of each shard,
-// not DP of them. One parameter at a time: the others wait for one read, not the whole.
-void load_adamw_state(Trainer& tr, AdamW& a, const CheckpointReader& reader,
-                      const std::string& dir) {
+// not DP of them. One parameter at a time: the others wait for one read, not the whole. Without
+// `moments`, the weights alone (--checkpoint.init), the moments left as a fresh start's.
+void load_adamw_state(Trainer& tr, AdamW& a, const CheckpointReader& reader, const std::string& dir,
+                      bool moments) {
   Communicator& dp = tr.grid().dp();
   for (size_t i = 0; i < tr.params().size(); ++i) {
     const Param& p = *tr.params()[i];
+    const Tensor m = moments ? a.exp_avg()[i] : Tensor(),
+                 v = moments ? a.exp_avg_sq()[i] : Tensor();
     if (dp.rank() == 0) {
       std::vector<TensorBlock> blocks;
-      append_adamw_blocks(blocks, a, i, p);
+      append_param_blocks(blocks, p, whole(saved_weights(a, i, p)), whole(m), whole(v));
       read_blocks(reader, blocks, dir);
     }
     if (dp.size() > 1)
-      for (Tensor t : {saved_weights(a, i, p), a.exp_avg()[i], a.exp_avg_sq()[i]})
+      for (Tensor t : {saved_weights(a, i, p), m, v})
         if (t.defined()) dp.broadcast(t, 0);
   }
   a.refresh_values();
@@ -563,18 +568,22 @@ void load_adamw_state(Trainer& tr, AdamW& a, const CheckpointReader& reader,
 // rank's piece of the weights (with bf16 the fp32 masters, which become the bf16 values) and the
 // moments, the only part of them it keeps; then an all-gather of the values over DP (the one each
 // step ends with) brings the other ranks' pieces, before any step. Into the layout that saved
-// the checkpoint, each rank reads the blocks it wrote.
+// the checkpoint, each rank reads the blocks it wrote. Without `moments`, zero moments.
 void load_zero_state(Trainer& tr, ZeroAdamW& z, const CheckpointReader& reader,
-                     const std::string& dir) {
+                     const std::string& dir, bool moments) {
   GradBuckets& gb = tr.buckets();
   for (size_t i = 0; i < gb.buckets().size(); ++i) {
     const GradBuckets::Bucket& b = gb.buckets()[i];
     const int64_t length = gb.piece_length(b);
     Tensor weights({length}, z.state_dtype()), m({length}, z.state_dtype()),
         v({length}, z.state_dtype());
+    if (!moments) {  // a fresh optimizer's
+      m.zero();
+      v.zero();
+    }
     std::vector<TensorBlock> blocks;
     for (const GradBuckets::PieceSpan& span : gb.piece_spans(b))
-      append_span_blocks(blocks, span, weights, m, v);
+      append_span_blocks(blocks, span, weights, moments ? m : Tensor(), moments ? v : Tensor());
     read_blocks(reader, blocks, dir);
     z.load_piece(i, m, v, weights);
   }
@@ -618,9 +627,10 @@ bool given_anew_on_resume(const std::string& key) {
   if (key == "data.tokenizer") return false;
   for (const char* prefix : {"parallel.", "data.", "gpu.", "debug."})
     if (key.starts_with(prefix)) return true;
-  for (const char* k : {"run.dir", "checkpoint.resume", "train.threads", "train.device",
-                        "train.exit_after", "train.time_limit", "train.collective_timeout",
-                        "train.startup_timeout", "train.global_batch", "train.micro_batch"})
+  for (const char* k :
+       {"run.dir", "checkpoint.resume", "checkpoint.init", "train.threads", "train.device",
+        "train.exit_after", "train.time_limit", "train.collective_timeout", "train.startup_timeout",
+        "train.global_batch", "train.micro_batch"})
     if (key == k) return true;
   return false;
 }
@@ -765,6 +775,25 @@ void load_weights(GPT& model, const std::string& dir, int rank) {
   }
 }
 
+std::string check_initial_weights_fit(const std::string& dir, const ModelConfig& model) {
+  const CheckpointReader reader = CheckpointReader::open(dir, ManifestCheck::kSizes);
+  check_saved_model(reader, model, dir);
+  const int64_t step = reader.meta().int_or("step", -1);
+  return "weights from " + dir +
+         (step >= 0 ? " (step " + std::to_string(step) + " of its run)" : "") +
+         "; the optimizer, schedule and sample order start afresh at step 0 (--checkpoint.init)";
+}
+
+void load_initial_weights(Trainer& tr, const std::string& dir) {
+  CheckpointReader reader =
+      CheckpointReader::open(dir, ManifestCheck::kNone);  // as load_checkpoint
+  reader.prefer_shard(tr.host_world().rank());
+  if (AdamW* a = tr.adamw())
+    load_adamw_state(tr, *a, reader, dir, false);
+  else
+    load_zero_state(tr, *tr.zero(), reader, dir, false);
+}
+
 void load_checkpoint(Trainer& tr, const std::string& dir) {
   // The ranks read every byte for the checksums, and rank 0 checked the sizes and
   // check_checkpoint_fits, when they chose the checkpoint moments ago: no rank stats each file
@@ -774,10 +803,10 @@ void load_checkpoint(Trainer& tr, const std::string& dir) {
   reader.prefer_shard(tr.host_world().rank());  // in the saving layout, its own file
   const int64_t t = meta.ints.at("adamw_step");
   if (AdamW* a = tr.adamw()) {
-    load_adamw_state(tr, *a, reader, dir);
+    load_adamw_state(tr, *a, reader, dir, true);
     a->set_steps_taken(t);
   } else {
-    load_zero_state(tr, *tr.zero(), reader, dir);
+    load_zero_state(tr, *tr.zero(), reader, dir, true);
     tr.zero()->set_steps_taken(t);
   }
   tr.set_steps_done(meta.ints.at("step"));

@@ -103,6 +103,16 @@ std::string check_checkpoint_fits(const std::string& dir, Trainer& tr);
 // through fail_alone, whose abort ends the others waiting in those collectives.
 void load_checkpoint(Trainer& tr, const std::string& dir);
 
+// Rank 0, before the ranks agree to start: InputError naming `dir` when the checkpoint of
+// --checkpoint.init holds another model's shape than `model` (check_saved_model); else the note
+// that says where the weights come from and what starts afresh.
+std::string check_initial_weights_fit(const std::string& dir, const ModelConfig& model);
+
+// --checkpoint.init: the weights saved in `dir` into the trainer (started, any layout), its
+// masters with bf16; the moments, step, schedule and loader stay a fresh start's. Collective as
+// load_checkpoint is, which has the same preconditions.
+void load_initial_weights(Trainer& tr, const std::string& dir);
+
 // Rank 0, once the run has loaded `resumed`: when it is a step of this run's own `root` other
 // than the one `latest` names (a rollback to an earlier step, or a fallback past a damaged
 // newest one), `latest` is made to name it, and that is said: a run that then stops before its

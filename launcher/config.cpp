@@ -172,6 +172,10 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       "newest checkpoints kept; older ones are deleted after a save commits (0: all)")(
       "checkpoint.resume", po::value(&c.checkpoint_resume)->default_value(c.checkpoint_resume),
       "auto (the newest valid checkpoint, if any) | none | PATH of a step directory")(
+      "checkpoint.init", po::value(&c.checkpoint_init)->default_value(c.checkpoint_init),
+      "PATH of a step directory whose weights a fresh start begins from (any layout and "
+      "precision, the same model shape), with a new optimizer, schedule and sample order at "
+      "step 0; a run with checkpoints of its own resumes them instead")(
       "checkpoint.async", flag(c.checkpoint_async),
       "copy the state to host memory and write it in the background");
 
@@ -467,6 +471,11 @@ void TrainConfig::validate() const {
   require(checkpoint_keep >= 0, "--checkpoint.keep", "0 (all) or more", checkpoint_keep);
   require(!checkpoint_resume.empty(), "--checkpoint.resume",
           "auto, none or the PATH of a step directory", "nothing");
+  require(checkpoint_init.empty() || checkpoint_resume == "auto" || checkpoint_resume == "none",
+          "--checkpoint.init",
+          "no --checkpoint.resume PATH beside it (a run resumes a checkpoint "
+          "or starts from one's weights)",
+          "--checkpoint.resume " + checkpoint_resume);
   require(exit_after >= 0, "--train.exit_after", "0 (never) or more steps", exit_after);
   require(time_limit >= 0, "--train.time_limit", "0 (none) or more seconds", time_limit);
   require(nan_policy == "halt" || nan_policy == "skip", "--train.nan_policy", "halt or skip",

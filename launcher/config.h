@@ -60,6 +60,7 @@ struct TrainConfig {
   int64_t checkpoint_interval = 0;         // steps between saves, and after the last (0: none)
   int64_t checkpoint_keep = 0;             // newest checkpoints kept (0: all)
   std::string checkpoint_resume = "auto";  // auto | none | PATH
+  std::string checkpoint_init;             // a fresh start's weights from this checkpoint
   bool checkpoint_async = false;           // write in the background
   int64_t exit_after = 0;              // [train]: stop after this many steps of this run (0: never)
   std::string debug_kill_during_save;  // [debug]: "RANK:POINT", for the crash-safety tests

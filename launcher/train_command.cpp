@@ -110,7 +110,8 @@ std::string checkpoints_root(const TrainConfig& cfg) {
 }
 
 TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& world,
-                         const std::string& resume_dir, int local_rank) {
+                         const std::string& resume_dir, const std::string& init_dir,
+                         int local_rank) {
   const bool root = world.rank() == 0;
   const std::string ckpt_root = checkpoints_root(cfg);
   tr.start(world, local_rank);
@@ -121,12 +122,14 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       std::printf("resumed from %s: step %lld, %lld samples consumed\n", resume_dir.c_str(),
                   static_cast<long long>(tr.steps_done()),
                   static_cast<long long>(tr.loader().state().consumed));
+  } else if (!init_dir.empty()) {
+    load_initial_weights(tr, init_dir);
   }
   // Once nothing can refuse the start any more: a start refused on any rank leaves the run
   // directory's config.ini as the run that saved its checkpoints wrote it. The load is the last
   // step that may fail (a shard unreadable on a later stage, whose rank then aborts the world),
   // and it talks within DP groups only: the barrier waits for every rank's.
-  if (!resume_dir.empty()) world.barrier();
+  if (!resume_dir.empty() || !init_dir.empty()) world.barrier();
   if (root)
     write_file_atomically((std::filesystem::path(cfg.run_dir) / "config.ini").string(),
                           cfg.resolved_ini);
@@ -315,7 +318,7 @@ int train_command(int argc, char** argv) {
   std::unique_ptr<Trainer> trainer;
   ErrorReport failure;
   bool help = false;
-  std::string resume_dir, resume_note;
+  std::string resume_dir, init_dir, resume_note;
   try {
     help = !parse_train_config(argc, argv, cfg);
     if (!help) {
@@ -372,6 +375,20 @@ int train_command(int argc, char** argv) {
     failure = report_error(std::current_exception(), "train");
   }
   if (const int code = agree_on_inputs(world, failure, false)) return code;
+  // --checkpoint.init, for a run without checkpoints of its own to resume: verified together, its
+  // model's shape checked (rank 0), and agreed like the choice above.
+  if (!cfg.checkpoint_init.empty() && !resume_dir.empty() && root)
+    add_note(resume_note, "--checkpoint.init " + cfg.checkpoint_init +
+                              " is not read: this run resumes its own checkpoint");
+  if (!cfg.checkpoint_init.empty() && resume_dir.empty()) {
+    try {
+      init_dir = choose_initial_weights_together(world, cfg.checkpoint_init);
+      if (root) add_note(resume_note, check_initial_weights_fit(init_dir, cfg.model));
+    } catch (...) {
+      failure = report_error(std::current_exception(), "train");
+    }
+    if (const int code = agree_on_inputs(world, failure, false)) return code;
+  }
 
   // Phase 2: a failure now may be one rank's alone; the others would wait for it forever.
   try {
@@ -380,7 +397,8 @@ int train_command(int argc, char** argv) {
       std::printf("checkpoint: %s\n", printable(resume_note).c_str());
     print_topology(world, mpi.rank_on_this_node(),
                    cfg.model.device == Device::CUDA ? "cuda (one GPU per rank)" : "cpu");
-    return run_training(cfg, *trainer, world, resume_dir, mpi.rank_on_this_node()).exit_code;
+    return run_training(cfg, *trainer, world, resume_dir, init_dir, mpi.rank_on_this_node())
+        .exit_code;
   } catch (...) {
     return fail_alone(world, "train");
   }

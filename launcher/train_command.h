@@ -21,9 +21,11 @@ struct TrainResult {
 class Trainer;
 class Communicator;
 // The loop after the agreement on the inputs: collective over world; rank 0 logs.
-// resume_dir: a checkpoint to load first ("" for none). local_rank: this rank's index among the
-// ranks of its node, the GPU it uses with --train.device cuda.
+// resume_dir: a checkpoint to load first ("" for none); else init_dir: one whose weights alone
+// a fresh start begins from ("" for none: --checkpoint.init). local_rank: this rank's index among
+// the ranks of its node, the GPU it uses with --train.device cuda.
 TrainResult run_training(const TrainConfig& cfg, Trainer& trainer, Communicator& world,
-                         const std::string& resume_dir, int local_rank = 0);
+                         const std::string& resume_dir, const std::string& init_dir = "",
+                         int local_rank = 0);
 
 }  // namespace tessera

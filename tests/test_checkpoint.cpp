@@ -604,6 +604,92 @@ TEST_F(Checkpoints, ResumeSaysWhenTheScheduleOrTheGlobalBatchChanges) {
       << doubled.out;
 }
 
+// --checkpoint.init (Megatron-LM's --finetune): a fresh start from another run's weights alone,
+// in any layout. With a rate too small to move a float32 weight, the new run's checkpoint holds
+// the weights it began from, bitwise, and moments of its own; its steps count from 0. A run with
+// checkpoints of its own resumes them instead (a requeued job), and says so.
+TEST_F(Checkpoints, InitStartsFromTheWeightsAloneAtStepZeroInAnyLayout) {
+  ASSERT_EQ(run_tessera(args("base", "", 10, 10), dir_).exit_code, 0);
+  const std::string base = step_dir("base", 10);
+  const std::string other = (dir_ / "other").string();
+  write_synthetic_corpus(other, 64, 20, 200, 9);
+  const auto init_args = [&](const std::string& run, const std::string& more) {
+    std::string a =
+        args(run, "--optim.lr 1e-30 --optim.min_lr 0 --checkpoint.init " + base + " " + more, 2, 2);
+    a.replace(a.find(corpus_), corpus_.size(), other);
+    a.replace(a.find("--optim.lr 3e-3"), 15, "");
+    return a;
+  };
+  const auto expect_base_weights = [&](const std::string& dir) {
+    const CheckpointReader b = CheckpointReader::open(base), f = CheckpointReader::open(dir);
+    EXPECT_EQ(f.meta().ints.at("step"), 2);
+    EXPECT_EQ(f.meta().ints.at("adamw_step"), 2);
+    int weights = 0, moments_differ = 0;
+    for (const auto& t : b.tensors()) {
+      Tensor x(t.shape, DType::F64), y(t.shape, DType::F64);
+      const Shape zero(t.shape.size(), 0);
+      b.read(t.name, t.shape, zero, x);
+      f.read(t.name, t.shape, zero, y);
+      const bool same =
+          std::equal(x.data<double>(), x.data<double>() + x.numel(), y.data<double>());
+      if (t.name.starts_with("model/")) {
+        EXPECT_TRUE(same) << t.name << " of " << dir;
+        ++weights;
+      } else if (t.name.starts_with("optimizer/exp_avg_sq/")) {
+        moments_differ += !same;
+      }
+    }
+    EXPECT_GT(weights, 10);
+    EXPECT_GT(moments_differ, 10) << "the moments of " << dir << " are " << base << "'s";
+  };
+  const CliRun one = run_tessera(init_args("ft", ""), dir_);
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_NE(one.out.find("checkpoint: weights from " + base +
+                         " (step 10 of its run); the optimizer, schedule and sample order start "
+                         "afresh at step 0 (--checkpoint.init)"),
+            std::string::npos)
+      << one.out;
+  EXPECT_EQ(loss_fields(metrics("ft")).size(), 2u);
+  expect_base_weights(step_dir("ft", 2));
+  for (const char* layout : {"--parallel.tp 2", "--parallel.zero 1"}) {
+    fs::remove_all(dir_ / "grid");
+    const CliRun grid = run_mpi(2, init_args("grid", layout), dir_);
+    ASSERT_EQ(grid.exit_code, 0) << layout << "\n" << grid.err;
+    expect_base_weights(step_dir("grid", 2));
+  }
+  // Run again with more steps: it resumes its own checkpoint, not the weights of --checkpoint.init.
+  std::string more = init_args("ft", "");
+  more.replace(more.find("--train.steps 2"), 15, "--train.steps 4");
+  const CliRun again = run_tessera(more, dir_);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("--checkpoint.init " + base +
+                           " is not read: this run resumes its own checkpoint"),
+            std::string::npos)
+      << again.out;
+  EXPECT_NE(again.out.find("resumed from " + step_dir("ft", 2)), std::string::npos) << again.out;
+  // Refused: beside --checkpoint.resume PATH; another model's shape; a directory of checkpoints.
+  const CliRun both = run_tessera(init_args("both", "--checkpoint.resume " + base), dir_);
+  EXPECT_EQ(both.exit_code, 2) << both.err;
+  EXPECT_NE(both.err.find("--checkpoint.init: expected no --checkpoint.resume PATH beside it"),
+            std::string::npos)
+      << both.err;
+  std::string wider = init_args("wider", "");
+  wider.replace(wider.find("--model.d_ff 64"), 15, "--model.d_ff 128");
+  const CliRun shape = run_tessera(wider, dir_);
+  EXPECT_EQ(shape.exit_code, 2) << shape.err;
+  EXPECT_NE(shape.err.find("checkpoint " + base + ": saved with --model.d_ff 64"),
+            std::string::npos)
+      << shape.err;
+  std::string all = init_args("all", "");
+  all.replace(all.find(base), base.size(), (dir_ / "base" / "checkpoints").string());
+  const CliRun dirs = run_tessera(all, dir_);
+  EXPECT_EQ(dirs.exit_code, 2) << dirs.err;
+  EXPECT_NE(dirs.err.find("--checkpoint.init " + (dir_ / "base" / "checkpoints").string() +
+                          ": expected a checkpoint (a step directory)"),
+            std::string::npos)
+      << dirs.err;
+}
+
 // consumed_tokens counts what was trained on: a resume with another --model.seq_len (sinusoidal
 // positions, allowed by --data.allow_change) adds its samples at its own length.
 TEST_F(Checkpoints, ConsumedTokensCarryOverAResumeWithAnotherSequenceLength) {
