@@ -246,8 +246,9 @@ int train(int argc, char** argv) {
       "trainer threads")("jsonl_key", po::value(&o.jsonl_key)->default_value("text"),
                          "field holding the document in .jsonl/.json files")(
       "byte_fallback", po::value(&o.byte_fallback)->default_value(true, "true"),
-      "characters outside the pieces as UTF-8 byte pieces (needs vocab_size above ~300)")(
-      "verbose", po::bool_switch(&o.verbose), "show SentencePiece's own log");
+      "characters outside the pieces as UTF-8 byte pieces (needs vocab_size above 260 + the "
+      "text's distinct characters: about 350 for English)")("verbose", po::bool_switch(&o.verbose),
+                                                            "show SentencePiece's own log");
   po::variables_map vm;
   if (!parse(desc, argc, argv, vm)) return 0;
   require_file_name(o.output_prefix, "the model PREFIX.model and PREFIX.vocab");
