@@ -121,7 +121,8 @@ int64_t TokenCorpus::first_bad_token(int64_t start, int64_t count, int64_t vocab
 }
 
 std::vector<int64_t> TokenCorpus::scan(int64_t vocab, int64_t begin, int64_t end,
-                                       int64_t max_tokens, bool count) const {
+                                       int64_t max_tokens, bool count,
+                                       const std::string& ids) const {
   std::vector<int64_t> counts(count ? static_cast<size_t>(vocab) : 0, 0);
   // All the tokens of [begin, end), or kRuns evenly spread runs of max_tokens / kRuns.
   constexpr int64_t kRuns = 1024;
@@ -131,15 +132,11 @@ std::vector<int64_t> TokenCorpus::scan(int64_t vocab, int64_t begin, int64_t end
   for (int64_t r = 0; r < runs; ++r) {
     const int64_t start = begin + (all ? 0 : (n - run) / (kRuns - 1) * r);
     const int64_t bad = first_bad_token(start, run, vocab);
-    if (bad >= 0) {
-      // The whole range, read again: so that one run names the vocabulary the corpus needs.
-      const auto [lo, hi] = with_tokens([&](const auto* p) { return id_range(p, num_tokens_); });
+    if (bad >= 0)
       throw InputError("corpus " + token_file_ + ": " + token_place(bad) + " has id " +
                        std::to_string(with_tokens([&](const auto* p) { return int64_t{p[bad]}; })) +
-                       ", expected ids in [0, --model.vocab_size " + std::to_string(vocab) +
-                       ") (its ids run from " + std::to_string(lo) + " to " + std::to_string(hi) +
-                       "; was it made with another tokenizer?)");
-    }
+                       ", expected ids in [0, --model.vocab_size " + std::to_string(vocab) + ") (" +
+                       ids + "was it made with another tokenizer?)");
     if (count)
       with_tokens([&](const auto* p) {
         for (int64_t i = start; i < start + run; ++i) ++counts[static_cast<size_t>(p[i])];
@@ -148,8 +145,20 @@ std::vector<int64_t> TokenCorpus::scan(int64_t vocab, int64_t begin, int64_t end
   return counts;
 }
 
+namespace {
+
+// For a refusal: the range of the ids read, so that one more run finds the vocabulary they need.
+std::string ids_run(const char* which, int64_t lo, int64_t hi) {
+  return std::string(which) + " run from " + std::to_string(lo) + " to " + std::to_string(hi) +
+         "; ";
+}
+
+}  // namespace
+
 void TokenCorpus::check_token_ids(int64_t vocab) const {
-  scan(vocab, 0, num_tokens_, num_tokens_, false);
+  const auto [lo, hi] = with_tokens([&](const auto* p) { return id_range(p, num_tokens_); });
+  if (lo < 0 || hi >= vocab)
+    scan(vocab, 0, num_tokens_, num_tokens_, false, ids_run("its ids", lo, hi));
 }
 
 namespace {
@@ -204,7 +213,9 @@ std::optional<TokenCorpus::SliceIds> TokenCorpus::check_token_ids(int64_t vocab,
     const auto range = with_tokens([&](const auto* p) { return id_range(p + begin, size); });
     if (range.first >= 0 && range.second < vocab) return range;
     try {
-      scan(vocab, begin, begin + size, size, false);
+      scan(vocab, begin, begin + size, size, false,
+           ids_run(parts == 1 ? "its ids" : "the ids of the tokens this rank read", range.first,
+                   range.second));
     } catch (const InputError& e) {
       if (parts == 1) throw;
       throw SharedInputError(std::string(e.what()) +
@@ -227,8 +238,9 @@ std::optional<TokenCorpus::SliceIds> TokenCorpus::check_token_ids(int64_t vocab,
     else
       other = in.is_open();
   }
-  if (hi >= lo) {  // recorded: no token read unless an id is out of range
-    if (lo < 0 || hi >= vocab) check_token_ids(vocab);  // names the first offending position
+  if (hi >= lo) {               // recorded: no token read unless an id is out of range
+    if (lo < 0 || hi >= vocab)  // names the first offending position
+      scan(vocab, 0, num_tokens_, num_tokens_, false, ids_run("its ids", lo, hi));
     return std::nullopt;
   }
   const std::pair<int64_t, int64_t> range = slice();

@@ -77,9 +77,9 @@ class TokenCorpus {
                                 : f(static_cast<const int32_t*>(tokens_));
   }
   // check_token_ids and token_counts (`count`) over tokens [begin, end), all or max_tokens of
-  // them.
+  // them. A refusal of an id says `ids` ("its ids run from 0 to 511; ") when given.
   std::vector<int64_t> scan(int64_t vocab, int64_t begin, int64_t end, int64_t max_tokens,
-                            bool count) const;
+                            bool count, const std::string& ids = "") const;
   std::string path_, token_file_;
   DType dtype_ = DType::U16;
   const void* tokens_ = nullptr;
