@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/number_text.h"
 #include "io/data_loader.h"
 #include "launcher/corpora.h"
 #include "launcher/progress.h"
@@ -66,15 +67,16 @@ EvalData open_eval_data(const TrainConfig& cfg, const TrainConfig& saved,
                                  : "--data.valid_path";
   const std::string path = option == "--data.path" ? cfg.data_path : cfg.valid_path;
   d.option = option;
-  const std::vector<CorpusWeight> blend = parse_corpus_blend(path, option);
   // The id-check records: those of --data.cache_dir when given here (as in tessera train), else
   // those of the saving run when its data cache is here; eval creates no directory of its own.
   d.opener = std::make_unique<CorpusOpener>(
       data_cache_dir(cfg, gives_option(args, "--data.cache_dir")), rank, layout.world_size());
   std::vector<TokenCorpus> corpora;
-  check_saved_paths(args, option, path,
-                    option == "--data.path" ? saved.data_path : saved.valid_path,
-                    [&] { corpora = d.opener->open(blend, cfg.model.vocab_size, option); });
+  check_saved_paths(
+      args, option, path, option == "--data.path" ? saved.data_path : saved.valid_path,
+      [&] {  // a glob is expanded by the parse
+        corpora = d.opener->open(parse_corpus_blend(path, option), cfg.model.vocab_size, option);
+      });
   d.token_bytes = static_cast<int64_t>(dtype_size(corpora.front().dtype()));
   SampleOptions so;
   so.seq_len = cfg.model.seq_len;
@@ -88,20 +90,17 @@ EvalData open_eval_data(const TrainConfig& cfg, const TrainConfig& saved,
   d.stream = std::make_unique<SampleStream>(std::move(corpora), std::vector<double>{}, so);
   int64_t available = 0;
   for (int k = 0; k < d.stream->num_corpora(); ++k) available += d.stream->samples_of(k);
-  char fraction[32];
-  std::snprintf(fraction, sizeof fraction, "%g", cfg.valid_fraction);
   d.what = own_corpus ? path
-                      : std::string("the held-out end (--data.valid_fraction ") + fraction +
-                            ") of " + path;
+                      : "the held-out end (--data.valid_fraction " +
+                            shortest_text(cfg.valid_fraction) + ") of " + path;
   // A run that never evaluated held nothing out: it trained on these samples too. One that held
   // out less trained on the samples before its own held-out end.
   if (!own_corpus && cfg.eval_interval == 0) {
     d.what += ", which its run trained on (--train.eval_interval 0: nothing was held out)";
   } else if (!own_corpus && saved.eval_interval > 0 && saved.valid_path.empty() &&
              cfg.valid_fraction > saved.valid_fraction) {
-    std::snprintf(fraction, sizeof fraction, "%g", saved.valid_fraction);
-    d.what += std::string(", more than its run held out (--data.valid_fraction ") + fraction +
-              "): it trained on the rest";
+    d.what += ", more than its run held out (--data.valid_fraction " +
+              shortest_text(saved.valid_fraction) + "): it trained on the rest";
   }
   d.available = available;
   // These are the saving run's validation samples when nothing given here changed them.
@@ -211,8 +210,9 @@ int eval_command(int argc, char** argv) {
       std::snprintf(bits, sizeof bits, ", %.4f bits per byte", loss / std::log(2.0));
     std::printf("eval loss %.4f nats/token, perplexity %.2f%s\n", loss, std::exp(loss), bits);
     if (!note.empty())
-      std::printf("eval: note: %s%s\n", note.c_str(),
-                  ids_are_bytes(cfg) ? "; its ids are not bytes: no bits per byte" : "");
+      std::printf(
+          "eval: note: %s%s\n", note.c_str(),
+          ids_are_bytes(cfg) ? "; bits per byte left out, as its ids may not be bytes" : "");
     // Why the loss the saving run logged may differ: its validation read a fixed number.
     if (data->validated > 0 && data->validated != data->samples) {
       const bool fits = data->validated <= data->available;
