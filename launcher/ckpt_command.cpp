@@ -352,9 +352,9 @@ void require_output_outside(const std::string& dir, const std::string& output,
     const auto [end, _] = std::mismatch(source.begin(), source.end(), file.begin(), file.end());
     const bool inside = end == source.end();
     if (!inside && file != source.parent_path() / "latest") continue;
-    const char* why = fs::exists(file) ? "it would be overwritten"
-                      : inside         ? "a checkpoint is not written to"
-                                       : "`latest` names the checkpoint to resume";
+    const char* why = !inside            ? "`latest` names the checkpoint to resume"
+                      : fs::exists(file) ? "it would be overwritten"
+                                         : "a checkpoint is not written to";
     throw InputError("--output " + output + ": expected a file outside the checkpoint " +
                      source.string() + ", found " + file.string() + " (" + why + ")");
   }

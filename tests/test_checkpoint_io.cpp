@@ -804,6 +804,7 @@ TEST_F(CheckpointTest, CkptExportWritesAValidSafetensorsFile) {
   };
   // Nor into the checkpoint it reads (over its model.h5, a shard or the `latest` beside it), nor
   // to an empty name; the checkpoint stays whole.
+  write_latest(root_.string(), dir_.filename().string());
   for (const fs::path& inside : {dir_ / "model.h5", dir_ / "shards" / "rank_00000.h5",
                                  dir_ / "new.safetensors", root_ / "latest"}) {
     const std::string error = refusal(inside);
@@ -813,6 +814,7 @@ TEST_F(CheckpointTest, CkptExportWritesAValidSafetensorsFile) {
                                                             : "it would be overwritten";
     EXPECT_NE(error.find(why), std::string::npos) << error;
   }
+  EXPECT_EQ(read_latest(root_.string()), dir_.filename().string());
   EXPECT_EQ(ckpt({"export", dir_.string(), "--to", "safetensors", "--output", ""}).first,
             kExitBadInput);
   EXPECT_EQ(ckpt({"verify", dir_.string()}).first, 0);
