@@ -131,6 +131,21 @@ std::string newest_checkpoint(const std::string& root, std::string& note,
   return "";
 }
 
+namespace {
+
+// This run removes its unfinished saves (ROOT/step_N.tmp) before it starts, and would load a
+// directory gone: `option`'s PATH naming one is refused.
+void refuse_unfinished_save(const std::string& option, const std::string& root,
+                            const std::string& path) {
+  if (name_in_root(root, path).ends_with(".tmp"))
+    throw InputError(option + " " + path +
+                     ": expected a step directory, found an unfinished save (.tmp) of this run, "
+                     "which it removes before it starts; if `tessera ckpt verify` passes it, "
+                     "rename it to its step_N name and give that");
+}
+
+}  // namespace
+
 std::string choose_checkpoint(const std::string& root, const std::string& resume, std::string& note,
                               const CheckpointVerifier& verify) {
   if (fs::exists(root) && !fs::is_directory(root))
@@ -169,12 +184,7 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
                      "--checkpoint.resume PATH");
   }
   const std::string own = name_in_root(root, resume);
-  // This run removes its unfinished saves before it starts, and would load a directory gone.
-  if (own.ends_with(".tmp"))
-    throw InputError("--checkpoint.resume " + resume +
-                     ": expected a step directory, found an unfinished save (.tmp) of this run, "
-                     "which it removes before it starts; if `tessera ckpt verify` passes it, "
-                     "rename it to its step_N name and resume that");
+  refuse_unfinished_save("--checkpoint.resume", root, resume);
   refuse_directory_of_checkpoints("--checkpoint.resume", resume);
   verify(resume);
   if (own.empty() && !steps.empty()) refuse_over(resume);
@@ -182,12 +192,10 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
 }
 
 std::string run_directory_checkpoints(const std::string& dir) {
-  const fs::path d(dir), root = d / "checkpoints";
+  const fs::path root = fs::path(dir) / "checkpoints";
   std::error_code ec;
-  if (fs::exists(d / "MANIFEST", ec) || fs::exists(d / "model.h5", ec) ||
-      !fs::is_directory(root, ec) || step_directories(root.string()).empty())
-    return "";
-  return root.string();
+  return fs::is_directory(root, ec) && !step_directories(root.string()).empty() ? root.string()
+                                                                                : "";
 }
 
 void refuse_directory_of_checkpoints(const std::string& what, const std::string& dir) {
@@ -308,8 +316,10 @@ std::string choose_checkpoint_together(Communicator& world, const std::string& r
   });
 }
 
-std::string choose_initial_weights_together(Communicator& world, const std::string& path) {
+std::string choose_initial_weights_together(Communicator& world, const std::string& root,
+                                            const std::string& path) {
   return choose_together(world, [&](const CheckpointVerifier& verify) {
+    refuse_unfinished_save("--checkpoint.init", root, path);
     refuse_directory_of_checkpoints("--checkpoint.init", path);
     verify(path);
     return path;

@@ -45,8 +45,8 @@ std::string choose_checkpoint(const std::string& root, const std::string& resume
 // that take a directory of checkpoints (sample, eval) choose among them instead.
 void refuse_directory_of_checkpoints(const std::string& what, const std::string& dir);
 
-// DIR/checkpoints when DIR is a run directory (not a checkpoint) whose checkpoints/ holds step
-// directories; "" otherwise.
+// DIR/checkpoints when DIR, which is no checkpoint (its caller found neither MANIFEST nor
+// model.h5 in it), is a run directory whose checkpoints/ holds step directories; "" otherwise.
 std::string run_directory_checkpoints(const std::string& dir);
 
 // The name of the directory PATH when it lies directly in ROOT (PATH also given as "DIR/", as a
@@ -71,9 +71,11 @@ std::string choose_checkpoint_together(Communicator& world, const std::string& r
 
 // The checkpoint --checkpoint.init names (`path`), verified by every rank of `world` together as
 // choose_checkpoint_together verifies a resume's: a step directory (a directory of them, or a run
-// directory, is refused naming one), every checksum. Collective; rank 0 throws, the others
-// return "" then.
-std::string choose_initial_weights_together(Communicator& world, const std::string& path);
+// directory, is refused naming one; so is an unfinished save of this run's `root`, which it
+// removes before it starts), every checksum. Collective; rank 0 throws, the others return ""
+// then.
+std::string choose_initial_weights_together(Communicator& world, const std::string& root,
+                                            const std::string& path);
 
 // Its CRC-32C pass over checkpoint `dir`'s files, whose MANIFEST rank 0 read (`manifest_text`),
 // shared by every rank of `world` (collective): the files are cut into pieces of `piece_bytes`,

@@ -382,7 +382,7 @@ int train_command(int argc, char** argv) {
                               " is not read: this run resumes its own checkpoint");
   if (!cfg.checkpoint_init.empty() && resume_dir.empty()) {
     try {
-      init_dir = choose_initial_weights_together(world, cfg.checkpoint_init);
+      init_dir = choose_initial_weights_together(world, checkpoints_root(cfg), cfg.checkpoint_init);
       if (root) add_note(resume_note, check_initial_weights_fit(init_dir, cfg.model));
     } catch (...) {
       failure = report_error(std::current_exception(), "train");
