@@ -2,8 +2,8 @@
 #include "launcher/saved_model.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
@@ -168,11 +168,16 @@ void check_saved_paths(const SavedModelArgs& args, const std::string& option,
     const bool not_found = what.find("no such file") != std::string::npos ||
                            what.find("matches no file") != std::string::npos;
     if (value != saved || value.empty() || !not_found || gives_option(args, option)) throw;
-    // Relative when any word of it (a blend's weights are numbers) does not start with '/'.
+    // Relative when a word of it that is no number (a blend's weight) does not start with '/',
+    // after a quote (a path with spaces is quoted; its later words are taken as they come).
     std::istringstream words(value);
     bool relative = false;
-    for (std::string w; words >> w;)
-      relative = relative || (w.front() != '/' && !std::isdigit(static_cast<unsigned char>(w[0])));
+    for (std::string w; words >> w;) {
+      if (w.front() == '"') w.erase(0, 1);
+      char* end = nullptr;
+      std::strtod(w.c_str(), &end);
+      relative = relative || (!w.starts_with('/') && (w.empty() || *end != '\0'));
+    }
     std::error_code ec;
     const std::string here = fs::current_path(ec).string();
     throw InputError(what + " (" + option + " " + value +
