@@ -293,7 +293,7 @@ std::shared_ptr<const MappedFile> IndexedDataset::map_file(const std::string& pa
                                                                     : "longer than its index") +
                            ")");
   }
-  auto mapping = map_read_only(fd, static_cast<size_t>(found));
+  auto mapping = map_read_only(fd, static_cast<size_t>(found), path);
   const std::string err = errno_text();
   ::close(fd);
   if (!mapping) corpus_error(path, "cannot memory-map (" + err + ")");

@@ -112,7 +112,7 @@ LlmcShard LlmcShard::open(const std::string& path) {
   if (count == 0)
     shard_error(path, "empty corpus: expected at least one token, found a header with count 0");
 
-  auto mapping = map_read_only(fd, expected);
+  auto mapping = map_read_only(fd, expected, path);
   if (!mapping) shard_error(path, "cannot memory-map (" + errno_text() + ")");
 
   LlmcShard shard;

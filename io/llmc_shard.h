@@ -10,7 +10,8 @@
 //
 // Memory: open() memory-maps the whole file read-only. The mapping is owned by a shared_ptr,
 // so a LlmcShard is cheap to copy and its tokens() pointer stays valid while any copy lives.
-// The file must not be truncated while it is mapped. Every malformed input is an InputError
+// A file truncated while it is mapped ends the process naming it (map_read_only). Every
+// malformed input is an InputError
 // whose message names the file, what was expected and what was found.
 #pragma once
 

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <string>
 
 namespace tessera {
 
@@ -18,7 +19,10 @@ struct MappedFile {
 };
 
 // The first `bytes` bytes of open file `fd`, mapped read-only (`fd` may be closed afterwards);
-// null, with errno set, when mmap fails. Zero bytes map nothing and succeed.
-std::shared_ptr<const MappedFile> map_read_only(int fd, size_t bytes);
+// null, with errno set, when mmap fails. Zero bytes map nothing and succeed. While the mapping
+// lives, a read of it that faults because the file `path` became shorter (rewritten in place by
+// another program: SIGBUS) ends the process with exit code 2 and one line naming `path`, not a
+// bus error.
+std::shared_ptr<const MappedFile> map_read_only(int fd, size_t bytes, const std::string& path);
 
 }  // namespace tessera

@@ -178,6 +178,33 @@ TEST_F(IoTest, Int32TokensWhenVocabularyReaches65500) {
   EXPECT_EQ(ds.token(2), 65535);
 }
 
+// A corpus file rewritten in place (shorter) while it is mapped: a read of its lost pages ends
+// the process with exit code 2 and one line naming the file, not a bus error. A bus error of
+// anything else is left as it was.
+TEST_F(IoTest, ACorpusThatShrinksWhileMappedIsNamed) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const std::string prefix = path("shrinks");
+  make_corpus(prefix, {std::vector<int32_t>(100000, 7)}, DType::I32);  // 400 KB: many pages
+  EXPECT_EXIT(
+      {
+        const TokenCorpus c = TokenCorpus::open(prefix);
+        if (::truncate((prefix + ".bin").c_str(), 0) != 0) std::_Exit(1);
+        int32_t out[1];
+        c.read_tokens(99999, 1, out);
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(2),
+      // The child runs the test again (threadsafe style), in a directory of its own process id.
+      "^tessera: error: /.*/shrinks\\.bin: the file became shorter while tessera read it");
+  EXPECT_EXIT(
+      {
+        const TokenCorpus c = TokenCorpus::open(prefix);
+        std::raise(SIGBUS);
+        std::_Exit(0);
+      },
+      ::testing::KilledBySignal(SIGBUS), "");
+}
+
 TEST_F(IoTest, ReaderReturnsTheConcatenatedStream) {
   const std::string prefix = path("c");
   make_corpus(prefix, {{10, 11, 12}, {}, {13, 14}, {15}});
