@@ -816,6 +816,11 @@ void load_checkpoint(Trainer& tr, const std::string& dir) {
   tr.set_resumed_at(consumed, meta.int_or("consumed_tokens", consumed * tr.config().model.seq_len));
   tr.loader().set_state(LoaderState{consumed, static_cast<uint64_t>(meta.ints.at("seed")),
                                     saved_blend_cursor(meta, tr.samples(), dir)});
+  if (const auto config = meta.texts.find("config"); config != meta.texts.end()) {
+    const std::map<std::string, std::string> saved = ini_values(config->second);
+    const auto init = saved.find("checkpoint.init");
+    tr.set_initial_weights(init == saved.end() ? "" : init->second);
+  }
 }
 
 }  // namespace tessera

@@ -673,6 +673,20 @@ std::string where_in_ini(const std::string& text, const std::string& name, const
 
 }  // namespace
 
+std::string with_ini_value(const std::string& text, const std::string& option,
+                           const std::string& value) {
+  const auto found = find_ini_line(text, [&](const IniLine& l) { return l.option == option; });
+  TESSERA_CHECK(found, "with_ini_value: " + option + " is not in the INI text");
+  std::istringstream in(text);
+  std::string out;
+  int number = 0;
+  for (std::string line; std::getline(in, line);)
+    out +=
+        (++number == found->number ? option.substr(option.find('.') + 1) + " = " + value : line) +
+        "\n";
+  return out;
+}
+
 std::map<std::string, std::string> ini_values(const std::string& text) {
   std::map<std::string, std::string> values;
   find_ini_line(text, [&](const IniLine& l) {

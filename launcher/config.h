@@ -153,4 +153,9 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
 // configs of two runs (TrainConfig::resolved_ini, a checkpoint's meta/config).
 std::map<std::string, std::string> ini_values(const std::string& text);
 
+// INI text (a resolved config.ini) with the line of `option` ("section.key"), which it holds,
+// setting `value` instead.
+std::string with_ini_value(const std::string& text, const std::string& option,
+                           const std::string& value);
+
 }  // namespace tessera

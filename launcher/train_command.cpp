@@ -132,7 +132,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
   if (!resume_dir.empty() || !init_dir.empty()) world.barrier();
   if (root)
     write_file_atomically((std::filesystem::path(cfg.run_dir) / "config.ini").string(),
-                          cfg.resolved_ini);
+                          tr.config().resolved_ini);  // a resume's: what its weights began from
   if (root && !resume_dir.empty()) point_latest_at_resumed_step(ckpt_root, resume_dir);
   if (root) print_start(cfg, tr);
   if (tr.steps_done() >= cfg.steps) {

@@ -115,6 +115,12 @@ class Trainer {
     tokens_at_resume_ = tokens;
   }
   const TrainConfig& config() const { return cfg_; }
+  // The checkpoint the run's weights began from (--checkpoint.init, "" for none), as the resumed
+  // checkpoint's config says, whatever this run was given: config.ini and the saves keep it.
+  void set_initial_weights(const std::string& dir) {
+    cfg_.checkpoint_init = dir;
+    cfg_.resolved_ini = with_ini_value(cfg_.resolved_ini, "checkpoint.init", dir);
+  }
   const std::vector<Param*>& params() const { return params_; }
   AdamW* adamw() { return adamw_.get(); }    // null with ZeRO-1
   ZeroAdamW* zero() { return zero_.get(); }  // null without

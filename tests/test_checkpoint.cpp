@@ -669,15 +669,25 @@ TEST_F(Checkpoints, InitStartsFromTheWeightsAloneAtStepZeroInAnyLayout) {
     ASSERT_EQ(grid.exit_code, 0) << layout << "\n" << grid.err;
     expect_base_weights(step_dir("grid", 1));
   }
-  // Run again with more steps: it resumes its own checkpoint, not the weights of --checkpoint.init.
+  // Run again with more steps: it resumes its own checkpoint, not the weights of --checkpoint.init,
+  // here another path; its config.ini and saves keep the one its weights began from.
   std::string more = init_args("ft", "");
   more.replace(more.find("--train.steps 1 "), 16, "--train.steps 2 ");
+  const std::string nowhere = (dir_ / "nowhere").string();
+  more.replace(more.find(base), base.size(), nowhere);
   const CliRun again = run_tessera(more, dir_);
   ASSERT_EQ(again.exit_code, 0) << again.err;
-  EXPECT_NE(again.out.find("--checkpoint.init " + base +
+  EXPECT_NE(again.out.find("--checkpoint.init " + nowhere +
                            " is not read: this run resumes its own checkpoint"),
             std::string::npos)
       << again.out;
+  std::ifstream config_in(dir_ / "ft" / "config.ini");
+  EXPECT_NE(
+      std::string(std::istreambuf_iterator<char>(config_in), {}).find("\ninit = " + base + "\n"),
+      std::string::npos);
+  const CheckpointReader resumed_saved = CheckpointReader::open(step_dir("ft", 2));
+  EXPECT_NE(resumed_saved.meta().texts.at("config").find("\ninit = " + base + "\n"),
+            std::string::npos);
   EXPECT_NE(again.out.find("resumed from " + step_dir("ft", 1)), std::string::npos) << again.out;
   // Refused: beside --checkpoint.resume PATH; another model's shape; a directory of checkpoints.
   const CliRun both = run_tessera(init_args("both", "--checkpoint.resume " + base), dir_);
