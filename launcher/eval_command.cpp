@@ -61,10 +61,10 @@ struct EvalData {
 EvalData open_eval_data(const TrainConfig& cfg, const TrainConfig& saved,
                         const SavedModelArgs& args, const GridLayout& layout, int rank) {
   EvalData d;
-  const bool own_corpus = gives_option(args, "--data.path") || !cfg.valid_path.empty();
-  const std::string option = gives_option(args, "--data.path") || cfg.valid_path.empty()
-                                 ? "--data.path"
-                                 : "--data.valid_path";
+  // --data.path given here: on the command line, or by a --config file as another corpus.
+  const bool given = gives_option(args, "--data.path") || cfg.data_path != saved.data_path;
+  const bool own_corpus = given || !cfg.valid_path.empty();
+  const std::string option = given || cfg.valid_path.empty() ? "--data.path" : "--data.valid_path";
   const std::string path = option == "--data.path" ? cfg.data_path : cfg.valid_path;
   d.option = option;
   // The id-check records: those of --data.cache_dir when given here (as in tessera train), else
@@ -104,8 +104,8 @@ EvalData open_eval_data(const TrainConfig& cfg, const TrainConfig& saved,
   }
   d.available = available;
   // These are the saving run's validation samples when nothing given here changed them.
-  const bool its_validation = !gives_option(args, "--data.path") && saved.eval_interval > 0 &&
-                              cfg.eval_interval > 0 && cfg.data_path == saved.data_path &&
+  const bool its_validation = !given && saved.eval_interval > 0 && cfg.eval_interval > 0 &&
+                              cfg.data_path == saved.data_path &&
                               cfg.valid_path == saved.valid_path &&
                               cfg.valid_fraction == saved.valid_fraction;
   if (its_validation) {

@@ -1106,6 +1106,15 @@ TEST_F(Checkpoints, EvalOfACheckpointGivesTheValidationLossItsRunLogged) {
   EXPECT_NE(weighted.out.find("eval: 560 samples"), std::string::npos) << weighted.out;
   EXPECT_GT(loss_of(weighted), 0) << weighted.out;  // -1: no loss printed
   EXPECT_EQ(loss_of(weighted), loss_of(listed)) << weighted.out << listed.out;
+  // --data.path from a --config file is a corpus given here, as on the command line (it read
+  // the saving run's --data.valid_path instead).
+  const fs::path eval_ini = dir_ / "eval.ini";
+  std::ofstream(eval_ini) << "[data]\npath = " << other << "\n";
+  const CliRun from_file = run_tessera(
+      "eval --checkpoint " + step_dir("run", 10) + " --config " + eval_ini.string(), dir_);
+  ASSERT_EQ(from_file.exit_code, 0) << from_file.err;
+  EXPECT_NE(from_file.out.find(" samples of 16+1 tokens from " + other + "\n"), std::string::npos)
+      << from_file.out;
   // A run that validates on the held-out end of its corpus: eval reads those samples by default.
   std::string held = args("held", "--data.valid_fraction 0.05 --train.eval_batches 2");
   held.replace(held.find("--train.eval_interval 0"), 23, "--train.eval_interval 10");
