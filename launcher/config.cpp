@@ -637,17 +637,27 @@ std::optional<IniLine> find_ini_line(const std::string& text, F&& fn) {
 }
 
 // Boost's INI reader cuts every line at its first '#', a comment, also inside a value: the
-// prompt, text where a '#' is likely meant ("Q: is C# fun?"), would end before it unsaid.
-void refuse_comment_in_prompt(const std::string& text, const std::string& file) {
-  const auto line = find_ini_line(text, [](const IniLine& l) {
-    return l.option == "sample.prompt" && l.value.find('#') != std::string::npos;
+// prompt, text where a '#' is likely meant ("Q: is C# fun?"), and a value with a '#' right after
+// a character of its own ("runs/a#2", where "runs/a  # mine" is a comment) would end before it
+// unsaid. `prompt`: whether the file's prompt is the run's (one given on the command line is).
+void refuse_comment_in_value(const std::string& text, const std::string& file, bool prompt) {
+  const auto line = find_ini_line(text, [&](const IniLine& l) {
+    const size_t hash = l.value.find('#');
+    if (l.option.empty() || hash == std::string::npos) return false;
+    if (l.option == "sample.prompt") return prompt;
+    return hash > 0 && l.value[hash - 1] != ' ' && l.value[hash - 1] != '\t';
   });
   if (!line) return;
-  throw InputError("config file " + file + " line " + std::to_string(line->number) +
-                   ": a '#' starts a comment in an INI file, also inside a value, so "
-                   "--sample.prompt would end before it (\"" +
-                   trimmed(line->value.substr(0, line->value.find('#'))) +
-                   "\"); write \\x23 for a '#' in the prompt, and a comment on a line of its own");
+  const std::string before = trimmed(line->value.substr(0, line->value.find('#')));
+  const std::string head = "config file " + file + " line " + std::to_string(line->number) +
+                           ": a '#' starts a comment in an INI file, also inside a value, so --" +
+                           line->option + " would end before it (\"" + before + "\"); ";
+  if (line->option == "sample.prompt")
+    throw InputError(head +
+                     "write \\x23 for a '#' in the prompt, and a comment on a line of its own");
+  throw InputError(head +
+                   "no other value can hold a '#' (the run's config.ini could not keep it), "
+                   "and a comment goes after a space or on a line of its own");
 }
 
 // `name` (what messages call the INI text) with the number of the line Boost's error `e` is
@@ -755,8 +765,8 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
               1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(nul), '\n')) +
           " (a binary file, or one saved as UTF-16?)");
     // (A prompt given on the command line, stored already, is the one the run uses.)
-    if (!vm.count("sample.prompt") || vm["sample.prompt"].defaulted())
-      refuse_comment_in_prompt(text, file);
+    refuse_comment_in_value(text, file,
+                            !vm.count("sample.prompt") || vm["sample.prompt"].defaulted());
     store_ini(text, "config file " + file);
   }
   if (!base.empty()) store_ini(base, base_name);

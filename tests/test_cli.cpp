@@ -362,6 +362,15 @@ TEST_F(Cli, AHashInAConfigFilesPromptAndAnEmptyValueAreRefusedByLine) {
   const CliRun given = run_tessera(
       tiny_args() + " --config " + ini.string() + " --sample.prompt hi --train.steps 1", dir_);
   EXPECT_EQ(given.exit_code, 0) << given.err;
+  // A '#' right after a value's character is no comment meant: refused too; one after a space
+  // is a comment.
+  std::ofstream(ini, std::ios::trunc) << "[run]\ndir = runs/hash#b\n";
+  expect_clear_error(run_tessera(tiny_args() + " --config " + ini.string(), dir_),
+                     "config file " + ini.string() +
+                         " line 2: a '#' starts a comment in an INI file, also inside a value, so "
+                         "--run.dir would end before it (\"runs/hash\"); no other value can hold");
+  std::ofstream(ini, std::ios::trunc) << "[train]\nsteps = 1  # one step\n";
+  EXPECT_EQ(run_tessera(tiny_args() + " --config " + ini.string(), dir_).exit_code, 0);
   std::ofstream(ini, std::ios::trunc) << "[train]\nsteps =\n";
   expect_clear_error(run_tessera(tiny_args() + " --config " + ini.string(), dir_),
                      "--train.steps: expected a whole number from -2^63 to 2^63 - 1, found \"\"");
