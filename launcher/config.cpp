@@ -507,6 +507,19 @@ void TrainConfig::validate() const {
           debug_wait_for_stop);
   require(eval_batches >= 1, "--train.eval_batches", "at least 1", eval_batches);
   if (run_dir.empty()) throw InputError("--run.dir: expected a directory, found \"\"");
+  // A path's quotes are its own characters (only a blend's words are grouped by them): a config
+  // file's `dir = "runs/a"` would make a directory named "runs (holding a").
+  for (const auto& [option, path] :
+       {std::pair<const char*, const std::string&>{"--run.dir", run_dir},
+        {"--checkpoint.resume", checkpoint_resume},
+        {"--checkpoint.init", checkpoint_init},
+        {"--data.tokenizer", tokenizer_model},
+        {"--data.cache_dir", cache_dir}})
+    if (path.starts_with('"') || path.ends_with('"'))
+      throw InputError(std::string(option) + " " + path +
+                       ": expected a path, found one in double quotes, which would be part of "
+                       "the name (only --data.path and --data.valid_path group words in "
+                       "quotes); write it without them, spaces and all");
   require(parallel.tp >= 1, "--parallel.tp", "at least 1", parallel.tp);
   require(parallel.pp >= 1, "--parallel.pp", "at least 1", parallel.pp);
   require(parallel.virtual_stages >= 1, "--parallel.virtual_stages", "at least 1",

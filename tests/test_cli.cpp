@@ -348,9 +348,10 @@ TEST_F(Cli, StrayArgumentOrConfigDirectoryIsRejected) {
 }
 
 // A config file's prompt with a '#' in it ran with the prompt cut before it (Boost's INI reader
-// takes every '#' for a comment); an empty value was "the argument for option 'train.steps' is
-// invalid", naming neither what was expected nor what was found.
-TEST_F(Cli, AHashInAConfigFilesPromptAndAnEmptyValueAreRefusedByLine) {
+// takes every '#' for a comment), and so did a path with one; a quoted path kept its quotes as
+// part of its name; an empty value was "the argument for option 'train.steps' is invalid",
+// naming neither what was expected nor what was found.
+TEST_F(Cli, AHashOrQuotesInAConfigFilesValueAndAnEmptyValueAreRefused) {
   const fs::path ini = dir_ / "hash.ini";
   std::ofstream(ini) << "[sample]\ntokens = 0\nprompt = Q: is C# fun?\n";
   const CliRun hash = run_tessera(tiny_args() + " --config " + ini.string(), dir_);
@@ -369,6 +370,10 @@ TEST_F(Cli, AHashInAConfigFilesPromptAndAnEmptyValueAreRefusedByLine) {
                      "config file " + ini.string() +
                          " line 2: a '#' starts a comment in an INI file, also inside a value, so "
                          "--run.dir would end before it (\"runs/hash\"); no other value can hold");
+  std::ofstream(ini, std::ios::trunc) << "[checkpoint]\ninit = \"runs/a b/step_00000010\"\n";
+  expect_clear_error(run_tessera(tiny_args() + " --config " + ini.string(), dir_),
+                     "--checkpoint.init \"runs/a b/step_00000010\": expected a path, found one "
+                     "in double quotes");
   std::ofstream(ini, std::ios::trunc) << "[train]\nsteps = 1  # one step\n";
   EXPECT_EQ(run_tessera(tiny_args() + " --config " + ini.string(), dir_).exit_code, 0);
   std::ofstream(ini, std::ios::trunc) << "[train]\nsteps =\n";
