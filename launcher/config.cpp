@@ -730,6 +730,19 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
   po::options_description cmdline;
   cmdline.add(generic).add(all);
 
+  // A true/false option takes a value: written as a switch (Megatron-LM's way) before another
+  // option, Boost would take that option for its value, and then stop at the next one's value.
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    const po::option_description* o =
+        word.starts_with("--") ? all.find_nothrow(word.substr(2), false) : nullptr;
+    if (!o || !dynamic_cast<const po::typed_value<bool>*>(o->semantic().get())) continue;
+    if (i + 1 < argc && !std::string_view(argv[i + 1]).starts_with("--")) continue;
+    throw InputError(word + ": expected true or false after it, found " +
+                     (i + 1 < argc ? "the option " + std::string(argv[i + 1]) : "nothing") +
+                     " (a true/false option takes a value: " + word + " true)");
+  }
+
   po::variables_map vm;
   // The first store() of a value wins, so the command line goes in before the file.
   const po::parsed_options parsed = [&] {

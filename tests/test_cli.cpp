@@ -140,6 +140,14 @@ TEST_F(Cli, UnknownOrAbbreviatedCommandLineKeyIsRejectedNamingTheNearestOption) 
   expect_clear_error(run_tessera("tokenize train --vocab 300", dir_),
                      "unrecognised option '--vocab' (did you mean --vocab_size?) (see tessera "
                      "tokenize train --help)");
+  // A true/false option written as a switch took the next option for its value, and the error
+  // named that option's value as a stray argument.
+  expect_clear_error(run_tessera("train --optim.decay_embeddings " + tiny_args().substr(6), dir_),
+                     "--optim.decay_embeddings: expected true or false after it, found the option "
+                     "--data.path (a true/false option takes a value: --optim.decay_embeddings "
+                     "true)");
+  expect_clear_error(run_tessera(tiny_args() + " --checkpoint.async", dir_),
+                     "--checkpoint.async: expected true or false after it, found nothing");
 }
 
 // Options that do nothing on this layout are said to do nothing (ZeRO-1 on one data-parallel
