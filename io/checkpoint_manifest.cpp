@@ -153,10 +153,20 @@ void write_manifest(const std::string& dir, const std::map<std::string, uint32_t
 
 void require_checkpoint_directory(const std::string& dir) {
   if (fs::is_directory(dir)) return;
-  throw InputError("checkpoint " + dir + ": " +
-                   (fs::exists(dir) ? "expected a directory (step_N), found a file; give the "
-                                      "directory that holds it"
-                                    : "no such directory"));
+  if (!fs::exists(dir)) throw InputError("checkpoint " + dir + ": no such directory");
+  // A run's checkpoints/latest names the step to give; the directory that holds it is not one.
+  const fs::path file(dir);
+  std::string named;
+  if (file.filename() == "latest") {
+    try {
+      named = read_latest(file.parent_path().string());
+    } catch (const InputError&) {  // a damaged `latest`: the generic hint
+    }
+  }
+  throw InputError("checkpoint " + dir + ": expected a directory (step_N), found a file; " +
+                   (named.empty()
+                        ? std::string("give the directory that holds it")
+                        : "it names " + named + ": give " + (file.parent_path() / named).string()));
 }
 
 void verify_manifest(const std::string& dir, ManifestCheck check) {

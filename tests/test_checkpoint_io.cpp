@@ -646,6 +646,11 @@ TEST_F(CheckpointTest, ADirectoryOfCheckpointsIsRefusedNamingAStepToGive) {
             }).find("e.g. " + older.string() + " (the one its `latest` names)"),
             std::string::npos);
   EXPECT_NO_THROW(refuse_directory_of_checkpoints("--checkpoint.resume", dir_.string()));
+  // Its `latest` file: the step it names is the one to give.
+  EXPECT_NE(input_error([&] { require_checkpoint_directory((root_ / "latest").string()); })
+                .find("expected a directory (step_N), found a file; it names " +
+                      older.filename().string() + ": give " + older.string()),
+            std::string::npos);
   // A run directory, whose checkpoints/ holds them: named the same way.
   const fs::path run = root_ / "run";
   fs::create_directories(run / "checkpoints");
