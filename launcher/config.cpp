@@ -673,6 +673,19 @@ void refuse_comment_in_value(const std::string& text, const std::string& file, b
                    "and a comment goes after a space or on a line of its own");
 }
 
+// An option set on two lines of a config file: Boost refuses it only when the command line does
+// not set it too (its value is stored first, and the file's are then passed over).
+void refuse_option_set_twice(const std::string& text, const std::string& file) {
+  std::map<std::string, int> first;
+  const auto line = find_ini_line(text, [&](const IniLine& l) {
+    return !l.option.empty() && !first.emplace(l.option, l.number).second;
+  });
+  if (!line) return;
+  throw InputError("config file " + file + " line " + std::to_string(line->number) + ": --" +
+                   line->option + " is set again (first on line " +
+                   std::to_string(first.at(line->option)) + "); set each option once");
+}
+
 // `name` (what messages call the INI text) with the number of the line Boost's error `e` is
 // about: the one that sets the option it names (the second, for an option set twice), or the
 // line it quotes (a line without '=').
@@ -793,6 +806,7 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
     // (A prompt given on the command line, stored already, is the one the run uses.)
     refuse_comment_in_value(text, file,
                             !vm.count("sample.prompt") || vm["sample.prompt"].defaulted());
+    refuse_option_set_twice(text, file);
     store_ini(text, "config file " + file);
   }
   if (!base.empty()) store_ini(base, base_name);
