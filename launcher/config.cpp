@@ -13,6 +13,7 @@
 #include <iostream>
 #include <iterator>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string_view>
 #include <utility>
@@ -606,9 +607,19 @@ GridLayout TrainConfig::split_model(const GridLayout& l) const {
   return l;
 }
 
+InputError TrainConfig::located(const InputError& e) const {
+  const std::string what = e.what();
+  const auto at = set_in_file.find(what.substr(0, what.find_first_of(": ")));
+  return InputError(at == set_in_file.end() ? what : what + " (" + at->second + ")");
+}
+
 bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
   if (!read_train_options(argc, argv, cfg)) return false;
-  cfg.validate();
+  try {
+    cfg.validate();
+  } catch (const InputError& e) {
+    throw cfg.located(e);
+  }
   return true;
 }
 
@@ -732,6 +743,11 @@ std::map<std::string, std::string> ini_values(const std::string& text) {
   return values;
 }
 
+namespace {
+void convert_options(const po::variables_map& vm, const po::options_description& all,
+                     const RawOptions& raw, TrainConfig& cfg);
+}  // namespace
+
 bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::string& base,
                         const std::string& base_name) {
   RawOptions raw;
@@ -765,10 +781,13 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
       throw po::error(unknown_option_text(e, cmdline));  // "(see tessera CMD --help)" follows
     }
   }();
-  for (const po::option& o : parsed.options)
+  std::set<std::string> given;  // on the command line: a file's value of these is not the run's
+  for (const po::option& o : parsed.options) {
     if (o.position_key >= 0)  // a word without an option before it, e.g. a config file's name
       throw InputError("unexpected argument \"" + o.original_tokens.front() +
                        "\": options are --section.key VALUE, and a config file is --config FILE");
+    given.insert(o.string_key);
+  }
   try {
     po::store(parsed, vm);
   } catch (const po::invalid_option_value& e) {
@@ -808,10 +827,29 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
                             !vm.count("sample.prompt") || vm["sample.prompt"].defaulted());
     refuse_option_set_twice(text, file);
     store_ini(text, "config file " + file);
+    find_ini_line(text, [&](const IniLine& l) {
+      if (!l.option.empty() && !given.count(l.option))
+        cfg.set_in_file["--" + l.option] =
+            "config file " + file + " line " + std::to_string(l.number);
+      return false;
+    });
   }
   if (!base.empty()) store_ini(base, base_name);
   po::notify(vm);
+  try {
+    convert_options(vm, all, raw, cfg);
+  } catch (const InputError& e) {
+    throw cfg.located(e);
+  }
+  return true;
+}
 
+namespace {
+
+// The options whose text read_train_options kept raw (RawOptions), converted, and the resolved
+// config.ini.
+void convert_options(const po::variables_map& vm, const po::options_description& all,
+                     const RawOptions& raw, TrainConfig& cfg) {
   cfg.seed = unsigned_integer("--train.seed", raw.seed);
   cfg.model.pos = choose<PositionKind>(
       "--model.pos", raw.pos,
@@ -839,7 +877,8 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
   cfg.schedule.total_steps = cfg.steps;
   cfg.sample_prompt = unescape_prompt(cfg.sample_prompt);
   cfg.resolved_ini = resolved_ini(vm, all);
-  return true;
 }
+
+}  // namespace
 
 }  // namespace tessera

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/error.h"
 #include "core/model/config.h"
 #include "core/ops/attention.h"
 #include "core/optim/lr_schedule.h"
@@ -118,6 +119,12 @@ struct TrainConfig {
   // Every option's resolved value as INI text (written to RUN_DIR/config.ini); filled by
   // parse_train_config from the same option table that parses, so it lists every option.
   std::string resolved_ini;
+  // Where a --config file set an option the command line does not give ("--optim.lr" ->
+  // "config file base.ini line 4"), for the messages about its value.
+  std::map<std::string, std::string> set_in_file;
+  // `e`'s message, followed by where the option it begins with was set, when a config file set
+  // it: "--optim.lr: expected ..., found nan (config file base.ini line 4)".
+  InputError located(const InputError& e) const;
 
  private:
   // `l` when the model splits over its TP and PP (heads, d_ff, vocabulary, layers), else

@@ -133,7 +133,11 @@ TrainConfig saved_model_config(const SavedModelArgs& args, const std::string& sa
   // The saving run's global batch means nothing to a command that runs its model, but the
   // config must still divide it by --train.micro_batch: unless given, it is one micro-batch.
   if (!gives_option(args, "--train.global_batch")) cfg.global_batch = cfg.micro_batch;
-  cfg.validate();  // as it will run
+  try {
+    cfg.validate();  // as it will run
+  } catch (const InputError& e) {
+    throw cfg.located(e);
+  }
   require_saved_shape(saved.model, cfg.model, dir, command);
   return cfg;
 }

@@ -184,6 +184,20 @@ TEST_F(Cli, UnknownConfigFileKeyIsRejectedNamingTheFile) {
                      ini.string() +
                          " line 3: the options configuration file contains an invalid "
                          "line 'd_model 64'");
+  // A value refused by its option's check names the file's line that set it, unless the command
+  // line gives the option.
+  std::ofstream(ini, std::ios::trunc) << "[optim]\nwarmup = 2\nlr = nan\n[model]\npos = rope\n";
+  expect_clear_error(run_tessera(tiny_args() + " --config " + ini.string(), dir_),
+                     "--model.pos: expected one of learned, sinusoidal, found rope (config file " +
+                         ini.string() + " line 5)");
+  expect_clear_error(
+      run_tessera(tiny_args() + " --model.pos learned --config " + ini.string(), dir_),
+      "found nan (config file " + ini.string() + " line 3)");
+  const CliRun given = run_tessera(
+      tiny_args() + " --model.pos learned --optim.lr inf --config " + ini.string(), dir_);
+  EXPECT_EQ(given.exit_code, 2) << given.err;
+  EXPECT_NE(given.err.find("--optim.lr"), std::string::npos) << given.err;
+  EXPECT_EQ(given.err.find("config file"), std::string::npos) << given.err;
   std::ofstream(ini, std::ios::trunc) << "[train]\nsteps = 2\nsteps = 3\n";
   expect_clear_error(run_tessera(tiny_args() + " --config " + ini.string(), dir_),
                      ini.string() + " line 3: --train.steps is set again (first on line 2)");
