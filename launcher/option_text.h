@@ -50,7 +50,15 @@ inline std::string closest_option(const std::string& name,
     if (d < best) best = d, nearest = option;
   }
   if (!begun.empty()) return begun.size() == 1 ? begun.front() : "";
-  return nearest;
+  if (!nearest.empty()) return nearest;
+  // The right key in another section ("train.layers" for model.layers), or in none.
+  const std::string key = name.substr(name.find('.') + 1);  // npos + 1: the whole name
+  std::vector<std::string> keyed;
+  for (const auto& o : all.options()) {
+    const std::string& option = o->long_name();
+    if (option != name && option.substr(option.find('.') + 1) == key) keyed.push_back(option);
+  }
+  return keyed.size() == 1 ? keyed.front() : "";
 }
 
 // Boost's message for an unknown option, with "(did you mean --X?)" when closest_option finds

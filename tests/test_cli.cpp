@@ -137,6 +137,11 @@ TEST_F(Cli, UnknownOrAbbreviatedCommandLineKeyIsRejectedNamingTheNearestOption) 
                      "unrecognised option '--model.layerz' (did you mean --model.layers?)");
   expect_clear_error(run_tessera(tiny_args() + " --optim.l 3", dir_),
                      "unrecognised option '--optim.l' (did you mean --optim.lr?)");
+  // The right key in another section, or in none.
+  expect_clear_error(run_tessera(tiny_args() + " --train.warmup 3", dir_),
+                     "unrecognised option '--train.warmup' (did you mean --optim.warmup?)");
+  expect_clear_error(run_tessera(tiny_args() + " --warmup 3", dir_),
+                     "unrecognised option '--warmup' (did you mean --optim.warmup?)");
   expect_clear_error(run_tessera("tokenize train --vocab 300", dir_),
                      "unrecognised option '--vocab' (did you mean --vocab_size?) (see tessera "
                      "tokenize train --help)");
