@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <typeinfo>
+#include <utility>
 #include <vector>
 
 namespace tessera {
@@ -61,12 +62,60 @@ inline std::string closest_option(const std::string& name,
   return keyed.size() == 1 ? keyed.front() : "";
 }
 
+// What Megatron-LM's argument `name` (without its dashes) is in tessera, for those who write
+// it from habit: "--model.layers", or "" for one tessera has no counterpart of.
+inline std::string megatron_counterpart(const std::string& name) {
+  static const std::pair<const char*, const char*> kNames[] = {
+      {"num-layers", "--model.layers"},
+      {"hidden-size", "--model.d_model"},
+      {"num-attention-heads", "--model.heads"},
+      {"ffn-hidden-size", "--model.d_ff"},
+      {"seq-length", "--model.seq_len"},
+      {"max-position-embeddings", "--model.seq_len"},
+      {"init-method-std", "--model.init_std"},
+      {"micro-batch-size", "--train.micro_batch"},
+      {"global-batch-size", "--train.global_batch"},
+      {"train-iters", "--train.steps"},
+      {"seed", "--train.seed"},
+      {"log-interval", "--train.log_interval"},
+      {"eval-interval", "--train.eval_interval"},
+      {"eval-iters", "--train.eval_batches"},
+      {"recompute-granularity", "--train.recompute"},
+      {"bf16", "--train.precision bf16"},
+      {"lr", "--optim.lr"},
+      {"min-lr", "--optim.min_lr"},
+      {"lr-warmup-iters", "--optim.warmup"},
+      {"lr-decay-style", "--optim.decay"},
+      {"weight-decay", "--optim.weight_decay"},
+      {"adam-beta1", "--optim.beta1"},
+      {"adam-beta2", "--optim.beta2"},
+      {"adam-eps", "--optim.eps"},
+      {"clip-grad", "--optim.clip"},
+      {"tensor-model-parallel-size", "--parallel.tp"},
+      {"pipeline-model-parallel-size", "--parallel.pp"},
+      {"sequence-parallel", "--parallel.sequence_parallel true"},
+      {"use-distributed-optimizer", "--parallel.zero 1"},
+      {"save", "--run.dir"},
+      {"save-interval", "--checkpoint.interval"},
+      {"load", "--checkpoint.resume"},
+      {"finetune", "--checkpoint.init"},
+      {"data-path", "--data.path"},
+      {"tokenizer-model", "--data.tokenizer"},
+  };
+  for (const auto& [megatron, ours] : kNames)
+    if (name == megatron) return ours;
+  return "";
+}
+
 // Boost's message for an unknown option, with "(did you mean --X?)" when closest_option finds
-// one.
+// one, or "(Megatron-LM's --num-layers is --model.layers here)".
 inline std::string unknown_option_text(const boost::program_options::unknown_option& e,
                                        const boost::program_options::options_description& all) {
   std::string name = e.get_option_name();
   name.erase(0, name.find_first_not_of('-'));
+  if (const std::string ours = megatron_counterpart(name);
+      !ours.empty() && all.find_nothrow(ours.substr(2, ours.find(' ') - 2), false))
+    return std::string(e.what()) + " (Megatron-LM's --" + name + " is " + ours + " here)";
   const std::string meant = closest_option(name, all);
   return std::string(e.what()) + (meant.empty() ? "" : " (did you mean --" + meant + "?)");
 }

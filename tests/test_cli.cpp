@@ -142,6 +142,12 @@ TEST_F(Cli, UnknownOrAbbreviatedCommandLineKeyIsRejectedNamingTheNearestOption) 
                      "unrecognised option '--train.warmup' (did you mean --optim.warmup?)");
   expect_clear_error(run_tessera(tiny_args() + " --warmup 3", dir_),
                      "unrecognised option '--warmup' (did you mean --optim.warmup?)");
+  // Megatron-LM's names, written from habit.
+  expect_clear_error(run_tessera(tiny_args() + " --num-layers 12", dir_),
+                     "unrecognised option '--num-layers' (Megatron-LM's --num-layers is "
+                     "--model.layers here)");
+  expect_clear_error(run_tessera(tiny_args() + " --bf16 true", dir_),
+                     "(Megatron-LM's --bf16 is --train.precision bf16 here)");
   expect_clear_error(run_tessera("tokenize train --vocab 300", dir_),
                      "unrecognised option '--vocab' (did you mean --vocab_size?) (see tessera "
                      "tokenize train --help)");
