@@ -607,10 +607,11 @@ GridLayout TrainConfig::split_model(const GridLayout& l) const {
   return l;
 }
 
-InputError TrainConfig::located(const InputError& e) const {
+void TrainConfig::throw_located(const InputError& e) const {
   const std::string what = e.what();
-  const auto at = set_in_file.find(what.substr(0, what.find_first_of(": ")));
-  return InputError(at == set_in_file.end() ? what : what + " (" + at->second + ")");
+  if (const auto at = set_in_file.find(what.substr(0, what.find_first_of(": ")));
+      at != set_in_file.end())
+    throw InputError(what + " (" + at->second + ")");
 }
 
 bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
@@ -618,7 +619,8 @@ bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
   try {
     cfg.validate();
   } catch (const InputError& e) {
-    throw cfg.located(e);
+    cfg.throw_located(e);
+    throw;
   }
   return true;
 }
@@ -839,7 +841,8 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
   try {
     convert_options(vm, all, raw, cfg);
   } catch (const InputError& e) {
-    throw cfg.located(e);
+    cfg.throw_located(e);
+    throw;
   }
   return true;
 }

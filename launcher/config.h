@@ -122,9 +122,10 @@ struct TrainConfig {
   // Where a --config file set an option the command line does not give ("--optim.lr" ->
   // "config file base.ini line 4"), for the messages about its value.
   std::map<std::string, std::string> set_in_file;
-  // `e`'s message, followed by where the option it begins with was set, when a config file set
-  // it: "--optim.lr: expected ..., found nan (config file base.ini line 4)".
-  InputError located(const InputError& e) const;
+  // Throws `e`'s message followed by where the option it begins with was set, when a config
+  // file set it: "--optim.lr: expected ..., found nan (config file base.ini line 4)"; else
+  // returns, for the caller to throw `e` as it was.
+  void throw_located(const InputError& e) const;
 
  private:
   // `l` when the model splits over its TP and PP (heads, d_ff, vocabulary, layers), else

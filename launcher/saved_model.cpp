@@ -136,7 +136,8 @@ TrainConfig saved_model_config(const SavedModelArgs& args, const std::string& sa
   try {
     cfg.validate();  // as it will run
   } catch (const InputError& e) {
-    throw cfg.located(e);
+    cfg.throw_located(e);
+    throw;
   }
   require_saved_shape(saved.model, cfg.model, dir, command);
   return cfg;
