@@ -683,8 +683,6 @@ std::string schedule_and_batch_note(const CheckpointMeta& meta, const TrainConfi
   return note;
 }
 
-// The checkpoint's sample sequence against this run's: "" when they are the same (and its saved
-// blend cursor fits this run's blend), a note when they differ under --data.allow_change, else
 // The parts ("; "-separated) of two sample-sequence keys that differ, as `saved "A", this run's
 // "B"` (the whole keys when their parts do not pair up: another number of corpora, or none
 // recorded), each weight in its shortest form (the keys hold 17 digits: 0.69999999999999996).
@@ -725,6 +723,8 @@ std::string sequence_difference(const std::string& saved, const std::string& now
   return out;
 }
 
+// The checkpoint's sample sequence against this run's: "" when they are the same (and its saved
+// blend cursor fits this run's blend), a note when they differ under --data.allow_change, else
 // InputError naming `dir`. A checkpoint without the key was saved by a tessera that shuffled
 // otherwise (and did not record the sequence either).
 std::string sample_sequence_note(const CheckpointMeta& meta, Trainer& tr, const std::string& dir) {
