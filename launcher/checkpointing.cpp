@@ -118,10 +118,12 @@ Tensor saved_weights(AdamW& a, size_t i, const Param& p) {
   return a.master()[i].defined() ? a.master()[i] : p.value;
 }
 
-// AdamW's i-th parameter p, whole: the blocks of its weights and moments.
-void append_adamw_blocks(std::vector<TensorBlock>& blocks, AdamW& a, size_t i, const Param& p) {
-  append_param_blocks(blocks, p, whole(saved_weights(a, i, p)), whole(a.exp_avg()[i]),
-                      whole(a.exp_avg_sq()[i]));
+// AdamW's i-th parameter p, whole: the blocks of its weights and, with `moments`, its moments.
+void append_adamw_blocks(std::vector<TensorBlock>& blocks, AdamW& a, size_t i, const Param& p,
+                         bool moments = true) {
+  append_param_blocks(blocks, p, whole(saved_weights(a, i, p)),
+                      moments ? whole(a.exp_avg()[i]) : Tensor(),
+                      moments ? whole(a.exp_avg_sq()[i]) : Tensor());
 }
 
 // ZeRO-1: the blocks of the part of a piece's state (1-D tensors laid out like the piece) that
@@ -550,15 +552,14 @@ void load_adamw_state(Trainer& tr, AdamW& a, const CheckpointReader& reader, con
   Communicator& dp = tr.grid().dp();
   for (size_t i = 0; i < tr.params().size(); ++i) {
     const Param& p = *tr.params()[i];
-    const Tensor m = moments ? a.exp_avg()[i] : Tensor(),
-                 v = moments ? a.exp_avg_sq()[i] : Tensor();
     if (dp.rank() == 0) {
       std::vector<TensorBlock> blocks;
-      append_param_blocks(blocks, p, whole(saved_weights(a, i, p)), whole(m), whole(v));
+      append_adamw_blocks(blocks, a, i, p, moments);
       read_blocks(reader, blocks, dir);
     }
     if (dp.size() > 1)
-      for (Tensor t : {saved_weights(a, i, p), m, v})
+      for (Tensor t : {saved_weights(a, i, p), moments ? a.exp_avg()[i] : Tensor(),
+                       moments ? a.exp_avg_sq()[i] : Tensor()})
         if (t.defined()) dp.broadcast(t, 0);
   }
   a.refresh_values();
