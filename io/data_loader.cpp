@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/number_text.h"
 #include "core/rng.h"
 #include "io/llmc_shard.h"
 #include "io/sample_permutation.h"
@@ -21,22 +22,11 @@ namespace tessera {
 
 namespace {
 
-// A word strtod reads whole ("0.5", "1e3", but also "0x10", "inf", "nan", and "1e400" or
-// "1e-400" beyond a double's range, where std::stod would throw): a weight, or a malformed one,
-// never a path.
-bool numeric(const std::string& word) {
-  char* end = nullptr;
-  std::strtod(word.c_str(), &end);
-  return !word.empty() && end == word.c_str() + word.size();
-}
-
 // A decimal number, as a weight (not hexadecimal, infinite or NaN; beyond a double's range:
 // infinite or 0, which the caller refuses).
 bool read_weight(const std::string& word, double& w) {
-  if (word.find_first_not_of("0123456789.eE+-") != std::string::npos || !numeric(word))
-    return false;
-  w = std::strtod(word.c_str(), nullptr);
-  return true;
+  return word.find_first_not_of("0123456789.eE+-") == std::string::npos &&
+         reads_as_number(word, &w);
 }
 
 // Whether PATH names a corpus as written: PATH, PATH.bin or PATH.idx exists.
@@ -99,11 +89,11 @@ std::vector<CorpusWeight> parse_corpus_blend(const std::string& text, const std:
   // The paths as written, each with its weight. A first word that reads as a number makes pairs
   // of weights and paths; else every word is a path, and together they are one group.
   std::vector<std::pair<double, std::string>> listed;
-  const bool weighted = words.size() > 1 && numeric(words[0]);
+  const bool weighted = words.size() > 1 && reads_as_number(words[0]);
   const bool list = words.size() > 1 && !weighted;
   if (!weighted) {
     for (const std::string& word : words) {
-      if (list && numeric(word))
+      if (list && reads_as_number(word))
         throw InputError(option + ": expected paths, or pairs \"WEIGHT PATH ...\", found the " +
                          "number " + word + " among paths in \"" + text + "\"");
       listed.push_back({1.0, word});

@@ -3,12 +3,12 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <sstream>
 
 #include "core/error.h"
+#include "core/number_text.h"
 #include "io/checkpoint_io.h"
 #include "launcher/checkpoint_choice.h"
 #include "launcher/checkpointing.h"
@@ -179,9 +179,7 @@ void check_saved_paths(const SavedModelArgs& args, const std::string& option,
     bool relative = false;
     for (std::string w; words >> w;) {
       if (w.front() == '"') w.erase(0, 1);
-      char* end = nullptr;
-      std::strtod(w.c_str(), &end);
-      relative = relative || (!w.starts_with('/') && (w.empty() || *end != '\0'));
+      relative = relative || (!w.starts_with('/') && !reads_as_number(w));
     }
     std::error_code ec;
     const std::string here = fs::current_path(ec).string();
