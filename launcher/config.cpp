@@ -686,21 +686,23 @@ void refuse_comment_in_value(const std::string& text, const std::string& file, b
                    "and a comment goes after a space or on a line of its own");
 }
 
-// An option set on two lines of a config file: Boost refuses it only when the command line does
-// not set it too (its value is stored first, and the file's are then passed over).
-void refuse_option_set_twice(const std::string& text, const std::string& file) {
+// The line that sets each option of INI text `name` (what messages call it); InputError for an
+// option set on two lines, which Boost refuses only when the command line does not set it too
+// (its value is stored first, and the text's are then passed over).
+std::map<std::string, int> option_lines(const std::string& text, const std::string& name) {
   std::map<std::string, int> first;
   const auto line = find_ini_line(text, [&](const IniLine& l) {
     return !l.option.empty() && !first.emplace(l.option, l.number).second;
   });
-  if (!line) return;
-  throw InputError("config file " + file + " line " + std::to_string(line->number) + ": --" +
-                   line->option + " is set again (first on line " +
-                   std::to_string(first.at(line->option)) + "); set each option once");
+  if (line)
+    throw InputError(name + " line " + std::to_string(line->number) + ": --" + line->option +
+                     " is set again (first on line " + std::to_string(first.at(line->option)) +
+                     "); set each option once");
+  return first;
 }
 
 // `name` (what messages call the INI text) with the number of the line Boost's error `e` is
-// about: the one that sets the option it names (the second, for an option set twice), or the
+// about: the one that sets the option it names (option_lines has refused one set twice), or the
 // line it quotes (a line without '=').
 std::string where_in_ini(const std::string& text, const std::string& name, const po::error& e) {
   std::string option;
@@ -712,10 +714,8 @@ std::string where_in_ini(const std::string& text, const std::string& name, const
   const size_t open = what.find('\''), close = what.rfind('\'');
   const std::string quoted =
       open != close && close != std::string::npos ? what.substr(open + 1, close - open - 1) : "";
-  int skip = dynamic_cast<const po::multiple_occurrences*>(&e) ? 1 : 0;
   const auto line = find_ini_line(text, [&](const IniLine& l) {
-    if (option.empty()) return !quoted.empty() && l.text.starts_with(quoted);
-    return l.option == option && skip-- == 0;
+    return option.empty() ? !quoted.empty() && l.text.starts_with(quoted) : l.option == option;
   });
   return line ? name + " line " + std::to_string(line->number) : name;
 }
@@ -799,14 +799,17 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
     std::cout << generic << all << "\n";
     return false;
   }
-  // INI text beneath what is stored already; `name` is what its messages call it.
+  // INI text beneath what is stored already; `name` is what its messages call it. Returns the
+  // line that sets each option.
   const auto store_ini = [&](const std::string& text, const std::string& name) {
+    std::map<std::string, int> lines = option_lines(text, name);
     std::istringstream in(text);
     try {
       po::store(po::parse_config_file(in, all, /*allow_unregistered=*/false), vm);
     } catch (const po::error& e) {
       throw InputError(where_in_ini(text, name, e) + ": " + option_error_text(e, all));
     }
+    return lines;
   };
   if (vm.count("config")) {
     const std::string file = vm["config"].as<std::string>();
@@ -827,14 +830,9 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
     // (A prompt given on the command line, stored already, is the one the run uses.)
     refuse_comment_in_value(text, file,
                             !vm.count("sample.prompt") || vm["sample.prompt"].defaulted());
-    refuse_option_set_twice(text, file);
-    store_ini(text, "config file " + file);
-    find_ini_line(text, [&](const IniLine& l) {
-      if (!l.option.empty() && !given.count(l.option))
-        cfg.set_in_file["--" + l.option] =
-            "config file " + file + " line " + std::to_string(l.number);
-      return false;
-    });
+    for (const auto& [option, line] : store_ini(text, "config file " + file))
+      if (!given.count(option))
+        cfg.set_in_file["--" + option] = "config file " + file + " line " + std::to_string(line);
   }
   if (!base.empty()) store_ini(base, base_name);
   po::notify(vm);
