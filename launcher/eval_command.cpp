@@ -105,7 +105,6 @@ EvalData open_eval_data(const TrainConfig& cfg, const TrainConfig& saved,
   d.available = available;
   // These are the saving run's validation samples when nothing given here changed them.
   const bool its_validation = !given && saved.eval_interval > 0 && cfg.eval_interval > 0 &&
-                              cfg.data_path == saved.data_path &&
                               cfg.valid_path == saved.valid_path &&
                               cfg.valid_fraction == saved.valid_fraction;
   if (its_validation) {
