@@ -592,10 +592,6 @@ GridLayout TrainConfig::layout_for(int world_size) const {
 
 GridLayout TrainConfig::split_model(const GridLayout& l) const {
   model.validate(l.tp);
-  require(model.vocab_size % l.tp == 0, "--model.vocab_size",
-          "a multiple of --parallel.tp = " + std::to_string(l.tp) +
-              " (pad it: ids the tokenizer never makes are never targets)",
-          model.vocab_size);
   if (parallel.sequence_parallel)
     require(model.seq_len % l.tp == 0, "--model.seq_len",
             "a multiple of --parallel.tp = " + std::to_string(l.tp) +

@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "core/model/param.h"
 #include "core/ops/cast.h"
 #include "core/rng.h"
 #include "io/sentencepiece_tokenizer.h"
@@ -52,11 +53,16 @@ bool samples_are_text(const TrainConfig& cfg) {
 std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
                               std::vector<int32_t> context, const SamplingOptions& o) {
   const ModelConfig& cfg = model.config();
-  TESSERA_CHECK(cfg.vocab_size % tp.size() == 0, "generate(): the vocabulary must split evenly");
   TESSERA_CHECK(o.stop_token < cfg.vocab_size,
                 "generate(): stop token " + std::to_string(o.stop_token) +
                     " outside the vocabulary of " + std::to_string(cfg.vocab_size));
-  const int64_t T = cfg.seq_len, V = cfg.vocab_size, local_v = V / tp.size();
+  const int64_t T = cfg.seq_len, V = cfg.vocab_size;
+  // TP rank r holds the logits of ids [V r / tp, V (r + 1) / tp), pieces that differ by one when
+  // tp does not divide V: every rank sends a piece of the largest size, and the host keeps the
+  // ids each one holds.
+  const int tps = tp.size();
+  const int64_t piece = (V + tps - 1) / tps,
+                local_v = tp_piece_begin(V, tp.rank() + 1, tps) - tp_piece_begin(V, tp.rank(), tps);
   const bool last = pp.rank() == pp.size() - 1;
   // The model starts as every document after the first does in the corpus: after an end of
   // document (GPT-2's <|endoftext|>), a prompt or none. A model of ids, with no end to stop at,
@@ -74,7 +80,9 @@ std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
   for (int c = 0; c < model.chunks(); ++c) acts.push_back(model.make_activations(1, c));
   const int previous = previous_stage(pp), next = next_stage(pp);
   Tensor inputs({1, T}, DType::I32), stage_input(model.stage_shape(1), cfg.dtype, dev);
-  Tensor local_row({local_v}, DType::F32, dev), row({V}, DType::F32, dev);
+  Tensor local_row({piece}, DType::F32, dev), pieces({piece * tps}, DType::F32, dev);
+  local_row.zero();  // the tail of a shorter piece, sent and dropped
+  std::vector<float> row(static_cast<size_t>(V));
   Tensor token({1}, DType::I32, dev), host_token({1}, DType::I32);
   std::vector<int32_t> out;
   const uint64_t stream = name_hash("sampling");
@@ -92,12 +100,18 @@ std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
     }
     if (last) {
       const Tensor logits_row = acts.back().logits.slice0(n - 1, n).view({local_v});
-      ops::cast(local_row, logits_row);  // a copy, or bf16 -> fp32
-      tp.all_gather(row, local_row);
-      const Tensor host_row = row.to(Device::CPU);
+      Tensor head = local_row.slice0(0, local_v);
+      ops::cast(head, logits_row);  // a copy, or bf16 -> fp32
+      tp.all_gather(pieces, local_row);
+      const Tensor host_pieces = pieces.to(Device::CPU);
+      for (int r = 0; r < tps; ++r) {
+        const float* from = host_pieces.data<float>() + r * piece;
+        const int64_t begin = tp_piece_begin(V, r, tps), end = tp_piece_begin(V, r + 1, tps);
+        std::copy(from, from + (end - begin), row.begin() + begin);
+      }
       const double u = philox_uniform(o.seed, stream, static_cast<uint64_t>(i));
       const int64_t drawable = o.vocab_limit > 0 ? std::min(o.vocab_limit, V) : V;
-      host_token.data<int32_t>()[0] = draw(host_row.data<float>(), drawable, o, u);
+      host_token.data<int32_t>()[0] = draw(row.data(), drawable, o, u);
       copy_into(token, host_token);
     }
     pp.broadcast(token, pp.size() - 1);

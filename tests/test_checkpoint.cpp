@@ -42,11 +42,12 @@ class Checkpoints : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
   const fs::path& dir() const { return dir_; }
 
-  // A tiny model for `steps` steps, a checkpoint every `interval`, in run directory `run`.
+  // A tiny model for `steps` steps, a checkpoint every `interval`, in run directory `run`. Its
+  // vocabulary of 67 splits unevenly over 2 and 4 TP ranks (33 + 34, 16 + 17 + 17 + 17).
   std::string args(const std::string& run, const std::string& more = "", int steps = 20,
                    int interval = 10) const {
     return "train --data.path " + corpus_ + " --run.dir " + (dir_ / run).string() +
-           " --model.vocab_size 64 --model.d_model 32 --model.layers 4 --model.heads 4"
+           " --model.vocab_size 67 --model.d_model 32 --model.layers 4 --model.heads 4"
            " --model.d_ff 64 --model.seq_len 16 --train.global_batch 8 --train.micro_batch 2"
            " --train.log_interval 1 --train.threads 1 --optim.lr 3e-3 --optim.warmup 2"
            " --train.eval_interval 0 --train.steps " +
@@ -498,7 +499,7 @@ TEST_F(Checkpoints, CheckpointOfAnotherModelIsRefusedNamingTensorAndShapes) {
   // The other widths the shapes show: run, the option as saved, as changed, the message.
   const std::array<std::array<std::string, 4>, 2> widths = {{
       {"broader", "--model.d_model 32", "--model.d_model 64",
-       "saved with --model.d_model 32 (model/embedding/token/weight is [64, 32]), this run has "
+       "saved with --model.d_model 32 (model/embedding/token/weight is [67, 32]), this run has "
        "64"},
       {"longer", "--model.seq_len 16", "--model.seq_len 32",
        "saved with --model.seq_len 16 (model/embedding/position/weight is [16, 32]), this run "
@@ -997,10 +998,10 @@ TEST_F(Checkpoints, ResumedRunSetsAsideTheMetricsOfTheStepsItRedoes) {
 }
 
 // A prompt whose ids the model does not have (the byte-level tokenizer's 257 against a vocabulary
-// of 64) would embed as zeros: refused by name, before training and by `tessera sample`.
+// of 67) would embed as zeros: refused by name, before training and by `tessera sample`.
 TEST_F(Checkpoints, PromptBeyondTheVocabularyIsRefusedBeforeTrainingAndSampling) {
   const std::string message =
-      "--sample.prompt: its token 0 is id 104 (byte-level), beyond --model.vocab_size 64";
+      "--sample.prompt: its token 0 is id 104 (byte-level), beyond --model.vocab_size 67";
   const CliRun train = run_tessera(args("run", "--sample.tokens 5 --sample.prompt hi"), dir_);
   EXPECT_EQ(train.exit_code, 2) << train.err;
   EXPECT_NE(train.err.find(message), std::string::npos) << train.err;
@@ -1211,7 +1212,7 @@ TEST_F(Checkpoints, EvalChecksTokenIdsTogetherAndRecordsThemAsTrainingDoes) {
   fs::remove(added);
   const CliRun unrecorded = run_tessera(eval + " --data.path " + other, dir_);
   EXPECT_EQ(unrecorded.exit_code, 2) << unrecorded.err;
-  EXPECT_NE(unrecorded.err.find("has id 100, expected ids in [0, --model.vocab_size 64)"),
+  EXPECT_NE(unrecorded.err.find("has id 100, expected ids in [0, --model.vocab_size 67)"),
             std::string::npos)
       << unrecorded.err;
   // --data.cache_dir given to eval is created and used; the saving run's cache, once gone, is

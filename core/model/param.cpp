@@ -10,14 +10,12 @@ namespace tessera {
 
 int64_t Param::piece_begin() const {
   TESSERA_CHECK(split_dim >= 0, name + ": a tensor that is not split has no piece");
-  int64_t block = global_shape[split_dim] / groups;
-  return block * tp_rank / tp_size;
+  return tp_piece_begin(global_shape[split_dim] / groups, tp_rank, tp_size);
 }
 
 int64_t Param::piece_end() const {
   TESSERA_CHECK(split_dim >= 0, name + ": a tensor that is not split has no piece");
-  int64_t block = global_shape[split_dim] / groups;
-  return block * (tp_rank + 1) / tp_size;
+  return tp_piece_begin(global_shape[split_dim] / groups, tp_rank + 1, tp_size);
 }
 
 Shape Param::local_shape() const {

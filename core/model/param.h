@@ -17,6 +17,12 @@ enum class ParamKind { Weight, Bias, Norm, Embedding };  // decides weight decay
 
 enum class ParamInit { Normal, Zeros, Ones };
 
+// The start of rank r's piece when `extent` rows are cut into `size` contiguous pieces that differ
+// by at most one row: [extent r / size, extent (r + 1) / size).
+inline int64_t tp_piece_begin(int64_t extent, int rank, int size) {
+  return extent * rank / size;
+}
+
 struct Param {
   std::string name;  // global name, e.g. "layers/03/attn/qkv/weight"
   ParamKind kind = ParamKind::Weight;
