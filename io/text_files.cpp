@@ -7,10 +7,10 @@
 #include <cctype>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/compressed_input.h"
 
 namespace tessera {
 
@@ -29,8 +29,11 @@ std::string lower(std::string s) {
   return s;
 }
 
+// JSON lines by name, under a compression's extension too (data.jsonl.zst).
 bool is_json_lines(const fs::path& file) {
-  const std::string ext = lower(file.extension().string());
+  std::string ext = lower(file.extension().string());
+  if (ext == ".gz" || ext == ".zst" || ext == ".zstd")
+    ext = lower(file.stem().extension().string());
   return ext == ".jsonl" || ext == ".json";
 }
 
@@ -39,25 +42,6 @@ bool is_json_lines(const fs::path& file) {
 bool skipped_in_directory(const fs::path& file) {
   const std::string ext = lower(file.extension().string());
   return ext == ".dat" || ext == ".u8" || ext == ".bin" || ext == ".idx" || ext == ".tmp";
-}
-
-// A compressed file would be encoded as text (its bytes, or one JSON syntax error): refused,
-// naming the file and its format, from its first bytes (`head`).
-void check_not_compressed(std::string_view head, const fs::path& path) {
-  struct Magic {
-    const char* bytes;
-    size_t size;
-    const char* format;
-  };
-  static const Magic kMagics[] = {{"\x1f\x8b", 2, "gzip"},
-                                  {"\x28\xb5\x2f\xfd", 4, "zstd"},
-                                  {"\xfd\x37\x7a\x58\x5a\x00", 6, "xz"},
-                                  {"\x42\x5a\x68", 3, "bzip2"},
-                                  {"\x50\x4b\x03\x04", 4, "zip"}};
-  for (const Magic& m : kMagics)
-    if (head.size() >= m.size && std::memcmp(head.data(), m.bytes, m.size) == 0)
-      throw InputError("text input " + path.string() + ": expected plain text or JSON lines, " +
-                       "found a " + m.format + "-compressed file; decompress it first");
 }
 
 std::vector<fs::path> files_of(const std::string& input) {
@@ -89,16 +73,13 @@ std::vector<fs::path> files_of(const std::string& input) {
   return files;
 }
 
-// Cuts a file into lines without holding more than one block (or one line, if longer, up to
-// `max_line` bytes: a longer one is an InputError, raised before more of it is held).
+// Cuts a file's text (decompressed, if it is gzip or zstd) into lines without holding more than
+// one block (or one line, if longer, up to `max_line` bytes: a longer one is an InputError,
+// raised before more of it is held).
 class LineReader {
  public:
   LineReader(const fs::path& path, size_t max_line)
-      : path_(path), in_(path, std::ios::binary), max_line_(max_line) {
-    if (!in_) throw InputError("text input " + path.string() + ": cannot open for reading");
-    refill();  // the first block, which next() would read first, tells a compressed file
-    check_not_compressed(buf_, path);
-  }
+      : path_(path), source_(path), max_line_(max_line) {}
 
   // The next line without its '\n' (valid until the next call); `newline` says whether a '\n'
   // ended it. False at the end of the file.
@@ -110,7 +91,6 @@ class LineReader {
             nl ? static_cast<size_t>(static_cast<const char*>(nl) - buf_.data()) : buf_.size();
         line = std::string_view(buf_).substr(pos_, end - pos_);
         newline = nl != nullptr;
-        consumed_ += static_cast<int64_t>(end - pos_ + (newline ? 1 : 0));
         pos_ = scan_ = end + (newline ? 1 : 0);
         ++lines_;
         return true;
@@ -124,7 +104,8 @@ class LineReader {
     }
   }
 
-  int64_t consumed() const { return consumed_; }
+  // Bytes of the file taken in so far (compressed ones, of a compressed file).
+  int64_t file_bytes_read() const { return source_.file_bytes_read(); }
   // The number of the line next() gave last (1-based; 0 before the first).
   int64_t lines() const { return lines_; }
   const fs::path& path() const { return path_; }
@@ -135,19 +116,21 @@ class LineReader {
     scan_ = buf_.size();
     pos_ = 0;
     buf_.resize(scan_ + kBlockBytes);
-    in_.read(buf_.data() + scan_, static_cast<std::streamsize>(kBlockBytes));
-    buf_.resize(scan_ + static_cast<size_t>(in_.gcount()));
-    if (in_.bad()) throw InputError("text input " + path_.string() + ": read failed");
-    eof_ = in_.eof();
+    size_t got = 0;
+    while (got < kBlockBytes && !eof_) {
+      const size_t k = source_.read(buf_.data() + scan_ + got, kBlockBytes - got);
+      got += k;
+      eof_ = k == 0;
+    }
+    buf_.resize(scan_ + got);
   }
 
   fs::path path_;
-  std::ifstream in_;
+  InputBytes source_;
   std::string buf_;
   size_t pos_ = 0;   // start of the next line in buf_
   size_t scan_ = 0;  // buf_ before this holds no '\n' after pos_
   bool eof_ = false;
-  int64_t consumed_ = 0;
   size_t max_line_;
   int64_t lines_ = 0;
 };
@@ -219,7 +202,7 @@ bool DocumentReader::State::open_next_file() {
 }
 
 void DocumentReader::State::close_file() {
-  done_bytes += current->consumed();
+  done_bytes += current->file_bytes_read();
   current.reset();
 }
 
@@ -333,7 +316,7 @@ int64_t DocumentReader::total_bytes() const {
 }
 
 int64_t DocumentReader::bytes_read() const {
-  return state_->done_bytes + (state_->current ? state_->current->consumed() : 0);
+  return state_->done_bytes + (state_->current ? state_->current->file_bytes_read() : 0);
 }
 
 std::vector<std::string> read_documents(const std::vector<std::string>& inputs) {

@@ -1,11 +1,12 @@
 // Real text into documents for the tokenizer. An input is a file or a directory (its regular
 // files, not recursively, in byte order of their names, skipping symlinks, the fortune
-// package's `.dat`/`.u8` companions, corpora (`.bin`, `.idx`) and `.tmp` files; a compressed
-// file is refused). Files ending in `.jsonl` or `.json` (any case) hold one JSON object per line,
-// whose string field (default "text") is one document. Other files are plain text: fortune files
-// split into one document per entry; other files are one document each, with overstriking removed
-// and all other bytes unchanged. DocumentReader streams documents, so a corpus never needs to fit
-// in memory; read_documents() collects them all.
+// package's `.dat`/`.u8` companions, corpora (`.bin`, `.idx`) and `.tmp` files). gzip and zstd
+// files are decompressed as they are read (io/compressed_input.h); xz, bzip2 and zip files are
+// refused. Files ending in `.jsonl` or `.json` (any case, also under `.gz`, `.zst` or `.zstd`)
+// hold one JSON object per line, whose string field (default "text") is one document. Other files
+// are plain text: fortune files split into one document per entry; other files are one document
+// each, with overstriking removed and all other bytes unchanged. DocumentReader streams documents,
+// so a corpus never needs to fit in memory; read_documents() collects them all.
 #pragma once
 
 #include <cstddef>
@@ -50,8 +51,8 @@ class DocumentReader {
   // (always at least one document unless the inputs are exhausted). False at the end.
   bool next_chunk(std::vector<std::string>& documents, size_t max_bytes);
 
-  // Sum of the input files' sizes, and how many of those bytes were consumed so far: their
-  // ratio is the reader's progress.
+  // Sum of the input files' sizes, and how many of those bytes were taken in so far (compressed
+  // ones, of a compressed file): their ratio is the reader's progress.
   int64_t total_bytes() const;
   int64_t bytes_read() const;
 

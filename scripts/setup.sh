@@ -15,6 +15,7 @@ PACKAGES=(
   fortunes fortunes-min                 # public-domain English text for the demo corpus
   libsentencepiece-dev                  # the SentencePiece tokenizer (BPE, unigram)
   nlohmann-json3-dev                    # JSONL text input
+  zlib1g-dev libzstd-dev                # gzip and zstd text input, read as it is
   clang-format                          # the committed .clang-format
   clang libclang-rt-14-dev              # libFuzzer for the corpus-reader fuzz target
   slurmctld slurmd slurm-client munge   # Slurm and its PMIx plugin: tests/slurm_test.sh

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
 
 #include <algorithm>
 #include <cstddef>
@@ -67,6 +69,43 @@ std::vector<std::string> make_documents(int count, uint32_t seed) {
     docs.push_back(std::move(doc));
   }
   return docs;
+}
+
+// `text` compressed as gzip members or zstd frames, one per piece: the text cut at `cuts` (byte
+// offsets, anywhere, inside a line too), as pigz and bgzip write several members.
+std::string gzip_members(const std::string& text, const std::vector<size_t>& cuts = {}) {
+  std::string out;
+  size_t begin = 0;
+  for (size_t k = 0; k <= cuts.size(); ++k) {
+    const size_t end = k < cuts.size() ? cuts[k] : text.size();
+    z_stream z{};
+    EXPECT_EQ(deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    std::string member(deflateBound(&z, end - begin) + 32, '\0');
+    z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data() + begin));
+    z.avail_in = static_cast<uInt>(end - begin);
+    z.next_out = reinterpret_cast<Bytef*>(member.data());
+    z.avail_out = static_cast<uInt>(member.size());
+    EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+    member.resize(member.size() - z.avail_out);
+    deflateEnd(&z);
+    out += member;
+    begin = end;
+  }
+  return out;
+}
+
+std::string zstd_frames(const std::string& text, const std::vector<size_t>& cuts = {}) {
+  std::string out;
+  size_t begin = 0;
+  for (size_t k = 0; k <= cuts.size(); ++k) {
+    const size_t end = k < cuts.size() ? cuts[k] : text.size();
+    std::string frame(ZSTD_compressBound(end - begin), '\0');
+    const size_t n = ZSTD_compress(frame.data(), frame.size(), text.data() + begin, end - begin, 3);
+    EXPECT_FALSE(ZSTD_isError(n));
+    out += frame.substr(0, n);
+    begin = end;
+  }
+  return out;
 }
 
 std::string as_fortune_file(const std::vector<std::string>& docs) {
@@ -399,7 +438,7 @@ TEST_F(TokenizerTest, JsonLinesTextFieldRoundTrips) {
 // What a directory of text meets: CRLF line ends (a "%\r\n" line separates documents, each
 // keeping its bytes), an encode's own output and part files (skipped, as the fortunes package's
 // .dat files are: the second encode into the directory it reads gives the first's corpus),
-// JSON lines under an upper-case extension, and compressed files (refused, naming file and
+// JSON lines under an upper-case extension, and xz, bzip2 and zip files (refused, naming file and
 // format, instead of being encoded as text).
 // Text from a FIFO (a decompressor's output, `<(zcat ...)`): every byte reaches the documents.
 // The check for a compressed file reads the first block the reader reads anyway; a check that
@@ -411,6 +450,84 @@ TEST_F(TokenizerTest, TextFromAFifoKeepsItsFirstBytes) {
   const std::vector<std::string> docs = read_documents({fifo});
   writer.join();
   EXPECT_EQ(docs, (std::vector<std::string>{"first document\n", "second\n"}));
+}
+
+// gzip and zstd inputs are read as their text, whatever their names say: several members or frames
+// (cut inside a line, too), JSON lines under .jsonl.gz and .jsonl.zst, and a FIFO; the progress
+// counts the compressed bytes. A file cut short, bytes after the last member and damaged data are
+// refused naming the file; a file that is not gzip or zstd at all is read as it is.
+TEST_F(TokenizerTest, GzipAndZstdInputsAreReadAsTheirText) {
+  const std::vector<std::string> docs = make_documents(300, 11);
+  std::string jsonl;
+  for (const std::string& d : docs) jsonl += "{\"text\": \"" + d.substr(0, d.size() - 2) + "\"}\n";
+  std::vector<std::string> json_docs;
+  for (const std::string& d : docs) json_docs.push_back(d.substr(0, d.size() - 2));
+  const std::string fortunes = as_fortune_file(docs);
+  const std::vector<size_t> cuts = {fortunes.size() / 3, fortunes.size() / 3 + 1,
+                                    2 * fortunes.size() / 3};
+  // Newlines inside a paragraph would break a JSON line: these documents have none left.
+  for (std::string& d : json_docs) std::replace(d.begin(), d.end(), '\n', ' ');
+  jsonl.clear();
+  for (const std::string& d : json_docs) jsonl += "{\"text\": \"" + d + "\"}\n";
+
+  write_file(path("f.txt.gz"), gzip_members(fortunes, cuts));
+  write_file(path("f.zst"), zstd_frames(fortunes, cuts));
+  write_file(path("j.jsonl.gz"), gzip_members(jsonl, {jsonl.size() / 2}));
+  write_file(path("j.JSONL.zst"), zstd_frames(jsonl, {jsonl.size() / 2}));
+  write_file(path("j.jsonl"), jsonl);
+  for (const char* name : {"f.txt.gz", "f.zst"}) {
+    DocumentReader reader({path(name)});
+    std::vector<std::string> read;
+    while (std::optional<std::string> doc = reader.next()) read.push_back(std::move(*doc));
+    EXPECT_EQ(read, docs) << name;
+    EXPECT_EQ(reader.bytes_read(), static_cast<int64_t>(fs::file_size(path(name)))) << name;
+    EXPECT_EQ(reader.total_bytes(), reader.bytes_read()) << name;
+  }
+  EXPECT_EQ(read_documents({path("j.jsonl.gz")}), json_docs);
+  EXPECT_EQ(read_documents({path("j.JSONL.zst")}), json_docs);
+  // A FIFO (`<(cat f.txt.gz)`): the first block tells the format; nothing is read twice.
+  const std::string fifo = path("f.fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::thread writer([&] { std::ofstream(fifo, std::ios::binary) << read_file(path("f.txt.gz")); });
+  const std::vector<std::string> from_fifo = read_documents({fifo});
+  writer.join();
+  EXPECT_EQ(from_fifo, docs);
+  // `tokenize encode` makes the corpus of the text itself, byte for byte.
+  run_tokenize({"encode", "--input", path("j.jsonl"), "--output", path("plain")});
+  run_tokenize({"encode", "--input", path("j.jsonl.gz"), "--output", path("gz")});
+  run_tokenize({"encode", "--input", path("j.JSONL.zst"), "--output", path("zst")});
+  for (const char* name : {"gz", "zst"})
+    for (const char* ext : {".bin", ".idx"})
+      EXPECT_EQ(read_file(path(std::string(name) + ext)),
+                read_file(path(std::string("plain") + ext)))
+          << name << ext;
+
+  const std::string gz = read_file(path("f.txt.gz")), zst = read_file(path("f.zst"));
+  write_file(path("cut.gz"), gz.substr(0, gz.size() - 100));
+  expect_input_error(
+      [&] { read_documents({path("cut.gz")}); },
+      {"text input " + path("cut.gz") + ": expected the rest of a gzip member",
+       "found the end of the file after " + std::to_string(gz.size() - 100) + " bytes"});
+  write_file(path("cut.zst"), zst.substr(0, zst.size() - 100));
+  expect_input_error([&] { read_documents({path("cut.zst")}); },
+                     {"text input " + path("cut.zst") + ": expected the rest of a zstd frame"});
+  write_file(path("trailing.gz"), gz + "trailing bytes");
+  expect_input_error([&] { read_documents({path("trailing.gz")}); },
+                     {"text input " + path("trailing.gz") + ": damaged gzip data at byte ",
+                      "(zlib: incorrect header check)"});
+  std::string flipped = zst;
+  flipped[flipped.size() / 2] = static_cast<char>(flipped[flipped.size() / 2] ^ 0x55);
+  write_file(path("flipped.zst"), flipped);
+  expect_input_error([&] { read_documents({path("flipped.zst")}); },
+                     {"text input " + path("flipped.zst") + ": damaged zstd data"});
+  flipped = gz;
+  flipped[flipped.size() - 3] = static_cast<char>(flipped[flipped.size() - 3] ^ 0x55);  // length
+  write_file(path("flipped.gz"), flipped);
+  expect_input_error([&] { read_documents({path("flipped.gz")}); },
+                     {"text input " + path("flipped.gz") + ": damaged gzip data"});
+  // Only the first bytes tell: a text that starts as gzip does not, and one gzip byte is text.
+  write_file(path("one.txt"), "\x1f");
+  EXPECT_EQ(read_documents({path("one.txt")}), std::vector<std::string>{"\x1f"});
 }
 
 TEST_F(TokenizerTest, DirectoryInputsSkipCorporaAndRefuseCompressedFiles) {
@@ -441,14 +558,24 @@ TEST_F(TokenizerTest, DirectoryInputsSkipCorporaAndRefuseCompressedFiles) {
                      {"text input " + path("texts/none.txt") + ": no such file or directory"});
 
   for (const auto& [format, magic] :
-       std::vector<std::pair<std::string, std::string>>{{"gzip", "\x1f\x8b\x08"},
-                                                        {"zstd", "\x28\xb5\x2f\xfd"},
-                                                        {"xz", std::string("\xfd"
-                                                                           "7zXZ\0",
-                                                                           6)}}) {
+       std::vector<std::pair<std::string, std::string>>{{"an xz", std::string("\xfd"
+                                                                              "7zXZ\0",
+                                                                              6)},
+                                                        {"a bzip2", "BZh9"},
+                                                        {"a zip", "PK\x03\x04"}}) {
     write_file(path("texts/e.jsonl.zz"), magic + "compressed bytes");
     expect_input_error([&] { read_documents({path("texts")}); },
-                       {"text input " + path("texts/e.jsonl.zz"), format + "-compressed"});
+                       {"text input " + path("texts/e.jsonl.zz"),
+                        "found " + format + "-compressed file; decompress it first"});
+  }
+  // gzip and zstd are read as they are (GzipAndZstdInputsAreReadAsTheirText): these bytes are not
+  // what they begin as.
+  for (const auto& [format, magic] : std::vector<std::pair<std::string, std::string>>{
+           {"gzip", "\x1f\x8b\x08"}, {"zstd", "\x28\xb5\x2f\xfd"}}) {
+    write_file(path("texts/e.jsonl.zz"), magic + "compressed bytes");
+    expect_input_error(
+        [&] { read_documents({path("texts")}); },
+        {"text input " + path("texts/e.jsonl.zz") + ": damaged " + format + " data"});
   }
 }
 
