@@ -33,7 +33,8 @@ constexpr const char* kUsage =
     "writes the chart as an SVG file to open in a browser. The file is read as it is, so a run\n"
     "still training can be plotted.\n"
     "\n"
-    "  --output FILE   the SVG file (default RUN_DIR/loss.svg; \"\" writes none)\n"
+    "  --output FILE   the SVG file (default RUN_DIR/loss.svg; \"\" writes none); an existing\n"
+    "                  file is replaced only if it is SVG\n"
     "  --from STEP     only the records of steps >= STEP (the first steps' loss is high)\n"
     "  --width N       columns of the text chart (default 72)\n"
     "  --height N      rows of the text chart (default 16)\n";
@@ -291,6 +292,25 @@ std::string svg_chart(const MetricsSeries& s, const std::string& title) {
   return out + "</svg>\n";
 }
 
+// An existing chart file is replaced only when it is a chart too (an SVG file), or empty: not the
+// metrics.jsonl it is drawn from, a corpus or a checkpoint's file.
+void require_replaceable_chart(const std::string& option, const std::string& output) {
+  require_file_to_write(option, output);
+  std::error_code ec;
+  if (!fs::is_regular_file(output, ec) || fs::file_size(output, ec) == 0) return;
+  std::ifstream in(output, std::ios::binary);
+  std::string head(256, '\0');
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  head.resize(static_cast<size_t>(in.gcount()));
+  const size_t start = head.find_first_not_of(" \t\r\n");
+  const std::string_view first =
+      start == std::string::npos ? std::string_view() : std::string_view(head).substr(start);
+  if (!first.starts_with("<svg") && !first.starts_with("<?xml"))
+    throw InputError(option + " " + output +
+                     ": expected a new file or an earlier chart to replace, found a file that is "
+                     "not SVG (remove it first if it is to go)");
+}
+
 int plot_command(int argc, char** argv) {
   std::string run, output;
   int64_t from = 0, width = 72, height = 16;
@@ -363,7 +383,7 @@ int plot_command(int argc, char** argv) {
     const std::string title =
         (is_dir ? run : fs::path(run).parent_path().string()) + ": loss against step";
     try {
-      require_file_to_write(output_given ? "--output" : "the chart", output);
+      require_replaceable_chart(output_given ? "--output" : "the chart", output);
       write_file_atomically(output, svg_chart(s, title));
     } catch (const InputError& e) {
       throw InputError(std::string(e.what()) +

@@ -28,6 +28,12 @@ struct CliRun {
   std::string out, err;
 };
 
+// The bytes of a file ("" when it cannot be read).
+inline std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
 // Runs `launcher args` (shell words), capturing stdout and stderr.
 inline CliRun run_tessera_with(const std::string& launcher, const std::string& args,
                                const fs::path& dir) {

@@ -738,6 +738,18 @@ TEST_F(Cli, PlotShowsTheLossCurveAndWritesItAsSvg) {
       run_tessera("plot " + run.string() + " --output " + (dir_ / "adir").string(), dir_),
       "--output " + (dir_ / "adir").string() + ": expected a file to write, found a directory");
   EXPECT_FALSE(fs::exists(dir_ / "adir.tmp"));
+  // A file that is not a chart is not replaced: the metrics it is drawn from, a checkpoint's file,
+  // a corpus. An earlier chart is.
+  const std::string metrics_text = read_text(run / "metrics.jsonl");
+  expect_clear_error(
+      run_tessera("plot " + run.string() + " --output " + (run / "metrics.jsonl").string(), dir_),
+      "--output " + (run / "metrics.jsonl").string() +
+          ": expected a new file or an earlier chart to replace, found a file that is not SVG");
+  EXPECT_EQ(read_text(run / "metrics.jsonl"), metrics_text);
+  fs::copy_file(run / "loss.svg", dir_ / "earlier.svg");
+  const CliRun replaced =
+      run_tessera("plot " + run.string() + " --output " + (dir_ / "earlier.svg").string(), dir_);
+  EXPECT_EQ(replaced.exit_code, 0) << replaced.err;
   std::ofstream(run / "metrics.jsonl", std::ios::app) << "{\"loss\": 1}\n";
   expect_clear_error(run_tessera("plot " + run.string(), dir_),
                      (run / "metrics.jsonl").string() +
