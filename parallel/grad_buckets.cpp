@@ -7,13 +7,27 @@
 
 namespace tessera {
 
+namespace {
+
+int64_t round_up(int64_t n, int64_t m) {
+  return (n + m - 1) / m * m;
+}
+
+}  // namespace
+
 GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communicator& dp,
                          int64_t bucket_elements, bool shard)
     : dp_(dp), shard_(shard) {
   TESSERA_CHECK(!groups.empty() && !groups[0].empty(), "GradBuckets: no parameters");
   const DType dtype = groups[0][0]->value.dtype();
   const Device device = groups[0][0]->value.device();
-  const int64_t align = shard ? dp.size() : 1;
+  // Every tensor starts on a 256-byte boundary of the flat buffers, the alignment cuBLASLt's
+  // fastest kernels want of a weight or bias that is a view into them (and a misaligned bias in
+  // its epilogue has been reported to fault);
+  // with ZeRO-1 each DP rank's piece of a bucket starts on one too. The padding is zeros, which
+  // AdamW leaves zero and norms do not see.
+  granule_ = std::max<int64_t>(1, 256 / static_cast<int64_t>(dtype_size(dtype)));
+  const int64_t align = shard ? granule_ * dp.size() : granule_;
   // Lay out the buckets first, then allocate the flat buffers and move the tensors in.
   int64_t offset = 0;
   std::vector<Param*> order;
@@ -28,14 +42,15 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
         open->offset = offset;
       }
       order.push_back(p);
-      slot_of_[p] = Slot{buckets_.size() - 1, offset, false};
+      const int64_t at = round_up(offset, granule_);
+      slot_of_[p] = Slot{buckets_.size() - 1, at, false};
       open->params.push_back(p);
-      open->size += p->value.numel();
-      offset += p->value.numel();
-      // Pad at the bucket's end so that every DP rank's piece has the same length.
+      open->size += at - offset + p->value.numel();
+      offset = at + p->value.numel();
+      // Pad at the bucket's end so that every DP rank's piece has the same, aligned length.
       const bool closes = open->size >= bucket_elements || p == group.back();
       if (closes) {
-        const int64_t padded = (open->size + align - 1) / align * align;
+        const int64_t padded = round_up(open->size, align);
         offset += padded - open->size;
         open->size = padded;
       }
@@ -126,7 +141,8 @@ std::vector<std::pair<int64_t, int64_t>> GradBuckets::ranges_of(
   std::vector<std::pair<int64_t, int64_t>> ranges;
   for (const Bucket& b : buckets_)
     for (const Param* p : b.params)
-      if (keep(*p)) ranges.emplace_back(offset_of(*p), offset_of(*p) + p->value.numel());
+      if (keep(*p))
+        ranges.emplace_back(offset_of(*p), round_up(offset_of(*p) + p->value.numel(), granule_));
   return ranges;
 }
 

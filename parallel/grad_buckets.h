@@ -33,7 +33,9 @@ std::vector<Tensor> merged_views(const Tensor& flat,
 class GradBuckets {
  public:
   struct Bucket {
-    int64_t offset = 0, size = 0;  // elements in the flat buffers, size padded to DP's multiple
+    // Elements in the flat buffers: each tensor starts 256-byte aligned, and the size is padded
+    // so that every DP rank's piece (ZeRO-1) starts so too.
+    int64_t offset = 0, size = 0;
     std::vector<Param*> params;
     int pending = 0;  // params not yet final in this step
     std::unique_ptr<CommRequest> request;
@@ -105,14 +107,16 @@ class GradBuckets {
   }
 
  private:
-  // The element ranges [offset, offset + numel) of the Params for which `keep` holds, in flat
-  // order.
+  // The element ranges of the Params for which `keep` holds, in flat order: each from its offset
+  // to the next 256-byte boundary after it, the zeros up to where the next tensor starts, so that
+  // a run of neighbours is one range.
   std::vector<std::pair<int64_t, int64_t>> ranges_of(
       const std::function<bool(const Param&)>& keep) const;
   void launch(Bucket& b);
   void fold_range(int64_t offset, int64_t size);
   Communicator& dp_;
   bool shard_;
+  int64_t granule_ = 1;  // elements in 256 bytes: every tensor's offset is a multiple
   Tensor values_, grads_;
   Tensor sums_;  // mixed precision: fp32 gradient sums, laid out like grads_; else undefined
   std::vector<Bucket> buckets_;

@@ -24,6 +24,7 @@
 #include "parallel/zero_optimizer.h"
 #include "tests/expect_error.h"
 #include "tests/refusing_communicator.h"
+#include "tests/thread_communicator.h"
 #include "tests/zero_mixed_case.h"
 
 namespace tessera {
@@ -686,6 +687,7 @@ TEST(GradBuckets, ParamsViewOneFlatBufferInBackwardOrderAndKeepTheirValues) {
   const float* flat = buckets.flat_values().data<float>();
   for (size_t i = 0; i < params.size(); ++i) {
     const float* v = params[i]->value.data<float>();
+    EXPECT_EQ((v - flat) % 64, 0) << params[i]->name;  // 256 bytes
     EXPECT_GE(v, flat);
     EXPECT_LT(v, flat + buckets.flat_values().numel());
     for (int64_t j = 0; j < params[i]->value.numel(); ++j)
@@ -781,10 +783,43 @@ TEST(GradBuckets, CountedGradsAreTheCountedParamsInRunsOfAdjacentOnes) {
   GradBuckets buckets({{&a, &b, &c, &d}}, dp, 1 << 20, false);
   const std::vector<Tensor> runs = buckets.counted_grads();
   ASSERT_EQ(runs.size(), 2u);
+  // Each run goes on to the next 256-byte boundary, over the zeros before the next tensor.
   EXPECT_EQ(runs[0].raw(), a.grad.raw());
-  EXPECT_EQ(runs[0].numel(), a.grad.numel());
+  EXPECT_EQ(runs[0].numel(), 64);
   EXPECT_EQ(runs[1].raw(), c.grad.raw());
-  EXPECT_EQ(runs[1].numel(), c.grad.numel() + d.grad.numel());
+  EXPECT_EQ(runs[1].numel(), 128);
+  EXPECT_EQ(d.grad.data<float>() - c.grad.data<float>(), 64);
+}
+
+// Every tensor starts on a 256-byte boundary of the flat buffers, and with ZeRO-1 so does every
+// DP rank's piece of a bucket: cuBLASLt picks slow kernels for a weight that is not aligned, and
+// its bias epilogue may fault on a misaligned bias. Widths of 24 and DP 3 misaligned both.
+TEST(GradBuckets, EveryTensorAndEveryZeroPieceStartsOn256Bytes) {
+  ModelConfig c = small_model();
+  c.d_model = 24;
+  c.heads = 3;
+  c.d_ff = 40;
+  for (const DType dtype : {DType::F32, DType::BF16})
+    for (const bool shard : {false, true}) {
+      test_support::ThreadGroup group(3);
+      test_support::ThreadCommunicator dp(group, 2);
+      LocalCommunicator tp("tp");
+      c.dtype = dtype;
+      GPT model(c, ModelShard{}, tp, 7);
+      GradBuckets buckets({model.params()}, dp, 500, shard);
+      const int64_t bytes = static_cast<int64_t>(dtype_size(dtype));
+      const char* flat = static_cast<const char*>(buckets.flat_values().raw());
+      for (const Param* p : model.params()) {
+        EXPECT_EQ((static_cast<const char*>(p->value.raw()) - flat) % 256, 0) << p->name;
+        EXPECT_EQ(buckets.offset_of(*p) * bytes % 256, 0) << p->name;
+      }
+      for (const auto& b : buckets.buckets()) {
+        EXPECT_EQ(b.offset * bytes % 256, 0);
+        if (shard) {
+          EXPECT_EQ(buckets.piece_begin(b) * bytes % 256, 0) << b.offset;
+        }
+      }
+    }
 }
 
 TEST(GradBuckets, MarkingAParamTwiceInAStepIsAnError) {
