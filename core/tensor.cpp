@@ -1,7 +1,9 @@
-// Tensor views, copies and fills; bytes move between host and device through core/device.h.
+// Tensor views, copies, fills and the count of non-finite values; bytes move between host and
+// device through core/device.h.
 #include "core/tensor.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -154,6 +156,28 @@ bool overlaps(const Tensor& a, const Tensor& b) {
   const char* pa = static_cast<const char*>(a.raw());
   const char* pb = static_cast<const char*>(b.raw());
   return a.bytes() > 0 && b.bytes() > 0 && pa < pb + b.bytes() && pb < pa + a.bytes();
+}
+
+int64_t count_non_finite(const Tensor& host) {
+  TESSERA_CHECK(host.device() == Device::CPU && host.is_contiguous(),
+                "count_non_finite: expected a contiguous host tensor");
+  const auto count = [&](const auto* v, auto as_double) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < host.numel(); ++i) n += !std::isfinite(as_double(v[i]));
+    return n;
+  };
+  switch (host.dtype()) {
+    case DType::F32:
+      return count(host.data<float>(), [](float x) { return static_cast<double>(x); });
+    case DType::F64:
+      return count(host.data<double>(), [](double x) { return x; });
+    case DType::BF16:
+      return count(host.data<bf16>(), [](bf16 x) { return static_cast<double>(to_float(x)); });
+    default:
+      break;
+  }
+  TESSERA_CHECK(false, "count_non_finite: expected floats, found " + dtype_name(host.dtype()));
+  return 0;
 }
 
 void copy_into(Tensor& dst, const Tensor& src) {

@@ -64,6 +64,9 @@ class Tensor {
 // Whether the memory of a and b shares a byte (tensors on one device; empty ones never do).
 bool overlaps(const Tensor& a, const Tensor& b);
 
+// The elements of a host tensor of floats (F32, F64, BF16) that are NaN or infinite.
+int64_t count_non_finite(const Tensor& host);
+
 // Copies src into dst: bytes when the dtypes agree (any devices), else element by element on the
 // host, converting between F32 and F64. Device dtype conversions are ops::cast.
 void copy_into(Tensor& dst, const Tensor& src);

@@ -22,6 +22,7 @@
 #include "io/crc32c.h"
 #include "io/durable_file.h"
 #include "launcher/checkpoint_choice.h"
+#include "launcher/progress.h"
 
 namespace fs = std::filesystem;
 
@@ -525,7 +526,9 @@ void check_saved_model(const CheckpointReader& reader, const ModelConfig& m,
                      ", this run has " + position_kind_name(m.pos));
 }
 
-// Reads every block from the checkpoint in `dir` into its tensor, on the host or the GPU.
+// Reads every block from the checkpoint in `dir` into its tensor, on the host or the GPU. A
+// NaN or infinity read is refused, naming the tensor: a model of them samples noise and gives a
+// loss of nan, and a resume from them trains nothing.
 void read_blocks(const CheckpointReader& reader, const std::vector<TensorBlock>& blocks,
                  const std::string& dir) {
   for (const TensorBlock& b : blocks) {
@@ -533,13 +536,16 @@ void read_blocks(const CheckpointReader& reader, const std::vector<TensorBlock>&
       throw InputError("checkpoint " + dir + ": no tensor " + b.name +
                        " (was it saved from another model?)");
     Tensor data = b.data;
-    if (data.device() == Device::CPU) {
-      reader.read(b.name, b.global_shape, b.offset, data);
-    } else {  // HDF5 reads into host memory, then the block goes to the GPU
-      Tensor host(data.shape(), data.dtype());
-      reader.read(b.name, b.global_shape, b.offset, host);
-      copy_into(data, host);
-    }
+    // HDF5 reads into host memory; a block of a GPU tensor goes on from there.
+    Tensor host = data.device() == Device::CPU ? data : Tensor(data.shape(), data.dtype());
+    reader.read(b.name, b.global_shape, b.offset, host);
+    if (const int64_t bad = count_non_finite(host); bad > 0)
+      throw InputError("checkpoint " + dir + ": " + b.name + " holds " +
+                       count_of(bad, "NaN or infinite value") +
+                       " (in the part this rank reads): a damaged or hand-edited checkpoint, or "
+                       "one of a run that diverged; `tessera ckpt verify " +
+                       dir + "` lists every such tensor");
+    if (data.device() != Device::CPU) copy_into(data, host);
   }
 }
 

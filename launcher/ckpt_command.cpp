@@ -49,7 +49,7 @@ constexpr int64_t kSlabElements = int64_t{1} << 22;
 constexpr const char* kUsage =
     "usage: tessera ckpt VERB [options]\n"
     "  info DIR                                       step, layout, config, tensors\n"
-    "  verify DIR                                     MANIFEST, CRCs, every tensor free of NaN\n"
+    "  verify DIR                                     MANIFEST, CRCs, every tensor finite\n"
     "  diff DIR_A DIR_B                               max abs/rel difference per tensor\n"
     "  export DIR --to safetensors --output FILE      the model's tensors as one file\n"
     "`tessera ckpt VERB --help` lists a verb's options.\n";
@@ -197,11 +197,6 @@ int info(int argc, char** argv) {
   return 0;
 }
 
-int64_t count_nan(const Tensor& slab) {
-  const double* v = slab.data<double>();
-  return std::count_if(v, v + slab.numel(), [](double x) { return std::isnan(x); });
-}
-
 int verify(int argc, char** argv) {
   po::options_description desc("ckpt verify options");
   desc.add_options()("dir", po::value<std::string>()->required(), "checkpoint directory");
@@ -217,13 +212,13 @@ int verify(int argc, char** argv) {
     check_resume_meta(r.meta(), dir);
     TensorProgress progress("ckpt verify: NaN check", r.tensors());
     for (const TensorInfo& t : r.tensors()) {
-      int64_t nan = 0;
+      int64_t bad = 0;
       for_each_slab(
-          r, t, DType::F64, [&](const Tensor& slab) { nan += count_nan(slab); }, &progress);
-      if (nan)
-        problems.push_back("tensor " + t.name + ": " + std::to_string(nan) + " of " +
+          r, t, DType::F64, [&](const Tensor& slab) { bad += count_non_finite(slab); }, &progress);
+      if (bad)
+        problems.push_back("tensor " + t.name + ": " + std::to_string(bad) + " of " +
                            std::to_string(shape_numel(t.shape)) +
-                           " values are NaN (a missing shard reads as NaN)");
+                           " values are NaN or infinite (a missing shard reads as NaN)");
       bytes += tensor_bytes(t);
       ++tensors;
     }
@@ -426,6 +421,11 @@ int export_command(int argc, char** argv) {
       for_each_slab(
           r, t, t.dtype,
           [&](const Tensor& slab) {
+            if (count_non_finite(slab) > 0)
+              throw InputError("checkpoint " + dir + ": " + t.name +
+                               " holds NaN or infinite values: not exported (`tessera ckpt "
+                               "verify " +
+                               dir + "` lists every such tensor)");
             put(slab.raw(), slab.bytes());
             bytes += static_cast<int64_t>(slab.bytes());
           },

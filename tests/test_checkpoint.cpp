@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <random>
 
@@ -1285,6 +1286,39 @@ TEST_F(Checkpoints, ARelativePathOfTheSavingRunNotFoundHereIsSaidToBeIts) {
 }
 
 // Bad input to `tessera sample`: one message naming what is wrong, exit code 2, nothing sampled.
+// A checkpoint whose weights hold a NaN and an infinity (its checksums to match: a diverged save
+// or a hand edit) is refused, naming the tensor, by sample, eval and a resume, which would have
+// printed noise, a loss of nan and a run of skipped steps.
+TEST_F(Checkpoints, NonFiniteWeightsAreRefusedWhenLoaded) {
+  ASSERT_EQ(run_tessera(args("run", "", 10), dir_).exit_code, 0);
+  const fs::path bad = dir_ / "bad";
+  fs::copy(step_dir("run", 10), bad, fs::copy_options::recursive);
+  {
+    const hid_t file =
+        H5Fopen((bad / "shards" / "rank_00000.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(file, 0);
+    const hid_t d = H5Dopen2(file, "/model/final_norm/weight", H5P_DEFAULT);
+    ASSERT_GE(d, 0);
+    std::vector<float> w(32);
+    EXPECT_GE(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, w.data()), 0);
+    w[3] = std::numeric_limits<float>::quiet_NaN();
+    w[7] = -std::numeric_limits<float>::infinity();
+    EXPECT_GE(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, w.data()), 0);
+    H5Dclose(d);
+    H5Fclose(file);
+  }
+  write_manifest(bad.string());
+  const std::string said =
+      "checkpoint " + bad.string() + ": model/final_norm/weight holds 2 NaN or infinite values";
+  for (const std::string& command : {"sample --checkpoint " + bad.string(),
+                                     "eval --checkpoint " + bad.string() + " --eval.samples 4",
+                                     args("resumed", "--checkpoint.resume " + bad.string())}) {
+    const CliRun r = run_tessera(command, dir_);
+    EXPECT_EQ(r.exit_code, 2) << command << "\n" << r.err;
+    EXPECT_NE(r.err.find(said), std::string::npos) << command << "\n" << r.err;
+  }
+}
+
 TEST_F(Checkpoints, SampleRefusesMissingDamagedOrReshapedCheckpoints) {
   ASSERT_EQ(run_tessera(args("run"), dir_).exit_code, 0);
   const auto expect_refused = [&](const std::string& sample_args, const std::string& named) {

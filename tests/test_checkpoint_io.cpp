@@ -13,6 +13,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -706,6 +707,31 @@ TEST_F(CheckpointTest, CkptVerifyPassesGoodAndFailsDamagedCheckpoints) {
               kExitBadInput)
         << bad;
   EXPECT_EQ(ckpt({"verify", (root_ / "nowhere").string()}).first, kExitBadInput);
+
+  // Weights that are NaN or infinite, with checksums to match (a diverged save, a hand edit):
+  // verify names the tensor, and export refuses to write them, leaving nothing behind.
+  const fs::path nonfinite = copy("nonfinite");
+  std::vector<TensorBlock> blocks = rank_blocks(1);
+  ASSERT_EQ(blocks[0].name, "model/wte");
+  blocks[0].data.data<float>()[5] = std::numeric_limits<float>::infinity();
+  write_shard((nonfinite / "shards" / shard_file_name(1)).string(), blocks);
+  write_manifest(nonfinite.string());
+  const auto [nonfinite_code, nonfinite_out] = ckpt({"verify", nonfinite.string()});
+  EXPECT_EQ(nonfinite_code, 1);
+  EXPECT_NE(nonfinite_out.find("tensor model/wte: 1 of 48 values are NaN or infinite"),
+            std::string::npos)
+      << nonfinite_out;
+  const fs::path nonfinite_export = root_ / "nonfinite.safetensors";
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(ckpt({"export", nonfinite.string(), "--to", "safetensors", "--output",
+                  nonfinite_export.string()})
+                .first,
+            kExitBadInput);
+  const std::string refused = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(refused.find("model/wte holds NaN or infinite values: not exported"), std::string::npos)
+      << refused;
+  EXPECT_FALSE(fs::exists(nonfinite_export));
+  EXPECT_FALSE(fs::exists(nonfinite_export.string() + ".tmp"));
 
   // A model.h5 rewritten without a key a resume reads (and a MANIFEST to match it).
   const fs::path stripped = copy("stripped");
