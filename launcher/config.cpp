@@ -439,8 +439,9 @@ std::string save_crash_points_text() {
 void TrainConfig::validate() const {
   model.validate();
   require(steps >= 1, "--train.steps", "at least 1", steps);
-  require(global_batch >= 1, "--train.global_batch", "at least 1 sequence", global_batch);
+  // The micro-batch first: sample and eval set the global batch from it.
   require(micro_batch >= 1, "--train.micro_batch", "at least 1 sequence", micro_batch);
+  require(global_batch >= 1, "--train.global_batch", "at least 1 sequence", global_batch);
   require(global_batch % micro_batch == 0, "--train.global_batch",
           "a multiple of --train.micro_batch = " + std::to_string(micro_batch), global_batch);
   require(model.device == Device::CPU || cuda_backend_built(), "--train.device",

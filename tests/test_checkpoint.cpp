@@ -1166,7 +1166,13 @@ TEST_F(Checkpoints, EvalOfACheckpointGivesTheValidationLossItsRunLogged) {
                             "trained on the rest"),
             std::string::npos)
       << larger.out;
-  // Bad input: more samples than the corpus holds; fewer than a micro-batch.
+  // Bad input: more samples than the corpus holds; fewer than a micro-batch; a micro-batch of
+  // none, named as given (the global batch, which eval sets from it, was named).
+  const CliRun none = run_tessera(eval + " --train.micro_batch 0", dir_);
+  EXPECT_EQ(none.exit_code, 2) << none.err;
+  EXPECT_NE(none.err.find("--train.micro_batch: expected at least 1 sequence, found 0"),
+            std::string::npos)
+      << none.err;
   const CliRun many = run_tessera(eval + "0000", dir_);
   EXPECT_EQ(many.exit_code, 2) << many.err;
   EXPECT_NE(many.err.find("--eval.samples: expected at most the "), std::string::npos) << many.err;
