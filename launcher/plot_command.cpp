@@ -185,7 +185,10 @@ MetricsSeries read_metrics(const std::string& path, int64_t from) {
     // Not drawn: a loss that is not finite, or so large (a file edited by hand) that the chart's
     // range and sums would overflow to inf.
     const double loss = number_of("loss");
-    if (!(std::abs(loss) <= 1e300)) continue;
+    if (!(std::abs(loss) <= 1e300)) {
+      if (s.undrawn++ == 0) s.first_undrawn_line = number;
+      continue;
+    }
     s.steps.push_back(step);
     s.loss.push_back(loss);
     if (const double t = number_of("tokens_per_s"); std::isfinite(t)) s.tokens_per_s.push_back(t);
@@ -379,6 +382,12 @@ int plot_command(int argc, char** argv) {
         "note: %s:%lld, an unfinished last line (a run that stopped while writing it), is "
         "left out\n",
         metrics.c_str(), static_cast<long long>(s.unfinished_line));
+  if (s.undrawn > 0)
+    std::printf(
+        "note: %s without a loss that is a finite number (the first at %s:%lld) %s not "
+        "drawn\n",
+        count_of(s.undrawn, "training record").c_str(), metrics.c_str(),
+        static_cast<long long>(s.first_undrawn_line), s.undrawn == 1 ? "is" : "are");
   if (!output.empty()) {
     const std::string title =
         (is_dir ? run : fs::path(run).parent_path().string()) + ": loss against step";

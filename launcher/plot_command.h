@@ -19,6 +19,9 @@ struct MetricsSeries {
   std::vector<double> tokens_per_s, mfu;  // of the training records that have them
   int64_t skipped = 0;                    // records of skipped steps (no loss)
   int64_t unfinished_line = 0;  // a last line left unfinished (a run stopped mid-write), or 0
+  // Training records not drawn: no loss that is a number, or one beyond +-1e300; the first one's
+  // line.
+  int64_t undrawn = 0, first_undrawn_line = 0;
 };
 
 // Reads `path`, keeping the records of steps >= `from`. InputError naming the file (and the line)

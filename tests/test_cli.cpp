@@ -750,10 +750,20 @@ TEST_F(Cli, PlotShowsTheLossCurveAndWritesItAsSvg) {
   const CliRun replaced =
       run_tessera("plot " + run.string() + " --output " + (dir_ / "earlier.svg").string(), dir_);
   EXPECT_EQ(replaced.exit_code, 0) << replaced.err;
+  // Records of no loss to draw are said, with the first one's line.
+  std::ofstream(run / "metrics.jsonl", std::ios::app)
+      << "{\"step\": 31, \"loss\": null}\n{\"step\": 32, \"loss\": \"abc\"}\n";
+  const CliRun undrawn = run_tessera("plot " + run.string() + " --output \"\"", dir_);
+  EXPECT_EQ(undrawn.exit_code, 0) << undrawn.err;
+  EXPECT_NE(undrawn.out.find("note: 2 training records without a loss that is a finite number "
+                             "(the first at " +
+                             (run / "metrics.jsonl").string() + ":34) are not drawn"),
+            std::string::npos)
+      << undrawn.out;
   std::ofstream(run / "metrics.jsonl", std::ios::app) << "{\"loss\": 1}\n";
   expect_clear_error(run_tessera("plot " + run.string(), dir_),
                      (run / "metrics.jsonl").string() +
-                         ":34: expected a JSON object with an "
+                         ":36: expected a JSON object with an "
                          "integer \"step\"");
 }
 
