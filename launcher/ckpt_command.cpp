@@ -56,41 +56,32 @@ constexpr const char* kUsage =
 
 using TensorInfo = CheckpointReader::TensorInfo;
 
-// Parses the options after the verb, DIRs as positional arguments; false when --help was given.
-bool parse(po::options_description& desc, const char* positional, int max_positional, int argc,
-           char** argv, po::variables_map& vm) {
+// Parses the options after the verb into `vm` and the checkpoint directories given as arguments,
+// `count` of them (`usage` names them: "DIR", "DIR_A DIR_B"), into `dirs`; false when --help was
+// given.
+bool parse(po::options_description& desc, const char* usage, size_t count, int argc, char** argv,
+           po::variables_map& vm, std::vector<std::string>& dirs) {
   desc.add_options()("help,h", "print this help");
-  po::positional_options_description pos;
-  pos.add(positional, max_positional);
-  std::vector<std::string> args(argv + 2, argv + argc);
-  const std::string help = " (see tessera ckpt " + std::string(argv[1]) + " --help)";
-  try {  // an option boost refuses points to the verb's help, which lists the options
-    po::store(po::command_line_parser(args)
-                  .options(desc)
-                  .positional(pos)
-                  .style(command_line_style())
-                  .run(),
-              vm);
-    if (vm.count("help")) {
-      std::cout << "usage: tessera ckpt " << argv[1] << " [options]\n" << desc;
-      return false;
-    }
-    if (!vm.count(positional))  // an argument, not an option: boost would call it --dir
-      throw InputError(
-          std::string("ckpt ") + argv[1] + ": expected " +
-          (max_positional > 1 ? "two checkpoint directories" : "a checkpoint directory") +
-          ", found none" + help);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw InputError(option_error_text(e, desc) + help);
+  const std::string command = "ckpt " + std::string(argv[1]);
+  const std::string see_help = " (see tessera " + command + " --help)";
+  const auto check = [&](const std::vector<std::string>& words) {
+    if (words.size() == count) return;
+    std::string found = " none";
+    if (!words.empty()) found = std::string(" ").append(std::to_string(words.size())).append(":");
+    for (const std::string& w : words) found.append(" \"").append(w).append("\"");
+    throw InputError(command + ": expected " +
+                     (count > 1 ? "two checkpoint directories" : "a checkpoint directory") +
+                     ", found" + found + see_help);
+  };
+  const std::optional<std::vector<std::string>> words = parse_command_words(
+      std::vector<std::string>(argv + 2, argv + argc), desc, vm, see_help, check);
+  if (!words) {
+    std::cout << "usage: tessera " << command << " " << usage << " [options]\n" << desc;
+    return false;
   }
   // A run's checkpoints/ is not one checkpoint: each verb reads a step directory.
-  const std::string verb = "ckpt " + std::string(argv[1]);
-  if (max_positional == 1)
-    refuse_directory_of_checkpoints(verb, vm[positional].as<std::string>());
-  else
-    for (const std::string& dir : vm[positional].as<std::vector<std::string>>())
-      refuse_directory_of_checkpoints(verb, dir);
+  for (const std::string& dir : *words) refuse_directory_of_checkpoints(command, dir);
+  dirs = *words;
   return true;
 }
 
@@ -174,11 +165,10 @@ void print_meta(const CheckpointMeta& m) {
 
 int info(int argc, char** argv) {
   po::options_description desc("ckpt info options");
-  desc.add_options()("dir", po::value<std::string>()->required(), "checkpoint directory");
   po::variables_map vm;
-  if (!parse(desc, "dir", 1, argc, argv, vm)) return 0;
-  const CheckpointReader r =
-      CheckpointReader::open(vm["dir"].as<std::string>(), ManifestCheck::kSizes);
+  std::vector<std::string> dirs;
+  if (!parse(desc, "DIR", 1, argc, argv, vm, dirs)) return 0;
+  const CheckpointReader r = CheckpointReader::open(dirs[0], ManifestCheck::kSizes);
   std::printf("checkpoint %s\n", r.dir().c_str());
   print_meta(r.meta());
   size_t width = 6;
@@ -199,10 +189,10 @@ int info(int argc, char** argv) {
 
 int verify(int argc, char** argv) {
   po::options_description desc("ckpt verify options");
-  desc.add_options()("dir", po::value<std::string>()->required(), "checkpoint directory");
   po::variables_map vm;
-  if (!parse(desc, "dir", 1, argc, argv, vm)) return 0;
-  const std::string dir = vm["dir"].as<std::string>();
+  std::vector<std::string> dirs;
+  if (!parse(desc, "DIR", 1, argc, argv, vm, dirs)) return 0;
+  const std::string dir = dirs[0];
   require_checkpoint_directory(dir);
   std::vector<std::string> problems;
   int64_t bytes = 0;
@@ -267,12 +257,9 @@ Difference compare(const CheckpointReader& a, const CheckpointReader& b, const T
 
 int diff(int argc, char** argv) {
   po::options_description desc("ckpt diff options");
-  desc.add_options()("dirs", po::value<std::vector<std::string>>()->required(),
-                     "two checkpoint directories");
   po::variables_map vm;
-  if (!parse(desc, "dirs", 2, argc, argv, vm)) return 0;
-  const auto dirs = vm["dirs"].as<std::vector<std::string>>();
-  if (dirs.size() != 2) throw InputError("ckpt diff: expected two checkpoint directories");
+  std::vector<std::string> dirs;
+  if (!parse(desc, "DIR_A DIR_B", 2, argc, argv, vm, dirs)) return 0;
   const CheckpointReader a = CheckpointReader::open(dirs[0], ManifestCheck::kSizes);
   const CheckpointReader b = CheckpointReader::open(dirs[1], ManifestCheck::kSizes);
   a.check_shards();
@@ -392,14 +379,15 @@ std::map<std::string, TensorInfo> export_names(const CheckpointReader& r) {
 
 int export_command(int argc, char** argv) {
   po::options_description desc("ckpt export options");
-  desc.add_options()("dir", po::value<std::string>()->required(), "checkpoint directory")(
-      "to", po::value<std::string>()->default_value("safetensors"), "format: safetensors")(
-      "output", po::value<std::string>()->required(), "file to write");
+  desc.add_options()("to", po::value<std::string>()->default_value("safetensors"),
+                     "format: safetensors")("output", po::value<std::string>()->required(),
+                                            "file to write");
   po::variables_map vm;
-  if (!parse(desc, "dir", 1, argc, argv, vm)) return 0;
+  std::vector<std::string> dirs;
+  if (!parse(desc, "DIR", 1, argc, argv, vm, dirs)) return 0;
   if (vm["to"].as<std::string>() != "safetensors")
     throw InputError("--to: expected safetensors, found \"" + vm["to"].as<std::string>() + "\"");
-  const std::string dir = vm["dir"].as<std::string>();
+  const std::string& dir = dirs[0];
   const std::string output = vm["output"].as<std::string>(), tmp = output + ".tmp";
   require_file_to_write("--output", output);
   require_output_outside(dir, output, tmp);

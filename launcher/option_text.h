@@ -7,10 +7,14 @@
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <typeinfo>
 #include <utility>
 #include <vector>
+
+#include "core/error.h"
 
 namespace tessera {
 
@@ -157,6 +161,37 @@ inline std::string option_error_text(const boost::program_options::error& e,
   if (const auto* u = dynamic_cast<const po::unknown_option*>(&e))
     return unknown_option_text(*u, all);
   return e.what();
+}
+
+// The words after `tessera COMMAND` (or `tessera COMMAND VERB`) parsed against `desc`, which
+// holds --help: the options stored in `vm`, and the words given without an option before them
+// (a DIR, a RUN_DIR) returned in order, after `check_words` (which throws InputError for a count
+// the command does not take) has seen them. With --help, nullopt and nothing checked; else
+// notify()'s checks (a required option) run after check_words. Boost's errors are said as
+// option_error_text, with `see_help` (" (see tessera ... --help)") added.
+inline std::optional<std::vector<std::string>> parse_command_words(
+    const std::vector<std::string>& args, const boost::program_options::options_description& desc,
+    boost::program_options::variables_map& vm, const std::string& see_help,
+    const std::function<void(const std::vector<std::string>&)>& check_words) {
+  namespace po = boost::program_options;
+  std::vector<std::string> words;
+  try {
+    po::parsed_options parsed =
+        po::command_line_parser(args).options(desc).style(command_line_style()).run();
+    auto& options = parsed.options;
+    for (const po::option& o : options)
+      if (o.position_key >= 0) words.push_back(o.original_tokens.front());
+    options.erase(std::remove_if(options.begin(), options.end(),
+                                 [](const po::option& o) { return o.position_key >= 0; }),
+                  options.end());
+    po::store(parsed, vm);
+    if (vm.count("help")) return std::nullopt;
+    check_words(words);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw InputError(option_error_text(e, desc) + see_help);
+  }
+  return words;
 }
 
 }  // namespace tessera

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "core/error.h"
 #include "io/durable_file.h"
@@ -318,23 +319,28 @@ int plot_command(int argc, char** argv) {
   std::string run, output;
   int64_t from = 0, width = 72, height = 16;
   po::options_description desc("plot options");
-  desc.add_options()("help,h", "print this help")("run", po::value(&run), "RUN_DIR")(
-      "output", po::value(&output), "the SVG file")("from", po::value(&from), "first step")(
-      "width", po::value(&width), "columns")("height", po::value(&height), "rows");
-  po::positional_options_description positional;
-  positional.add("run", 1);
+  desc.add_options()("help,h", "print this help")("output", po::value(&output), "the SVG file")(
+      "from", po::value(&from), "first step")("width", po::value(&width), "columns")(
+      "height", po::value(&height), "rows");
   po::variables_map vm;
-  po::store(po::command_line_parser(std::vector<std::string>(argv + 1, argv + argc))
-                .options(desc)
-                .positional(positional)
-                .style(command_line_style())
-                .run(),
-            vm);
-  if (vm.count("help")) {
+  const auto one_run = [](const std::vector<std::string>& words) {
+    if (words.empty() || words.front().empty())
+      throw InputError(std::string("tessera plot: expected a RUN_DIR, found ") +
+                       (words.empty() ? "none" : "\"\"") + " (see tessera plot --help)");
+    if (words.size() == 1) return;
+    std::string found;
+    for (const std::string& w : words) found.append(" \"").append(w).append("\"");
+    throw InputError("tessera plot: expected one RUN_DIR, found " + std::to_string(words.size()) +
+                     ":" + found + " (plot draws one run: give each its own plot, with --output)");
+  };
+  const std::optional<std::vector<std::string>> words =
+      parse_command_words(std::vector<std::string>(argv + 1, argv + argc), desc, vm,
+                          " (see tessera plot --help)", one_run);
+  if (!words) {
     std::cout << kUsage;
     return kExitOk;
   }
-  po::notify(vm);
+  run = words->front();
   const bool output_given = vm.count("output") > 0;
   const auto require_in = [](const char* option, int64_t v, int64_t lo, int64_t hi) {
     if (v < lo || v > hi)
@@ -344,7 +350,6 @@ int plot_command(int argc, char** argv) {
   require_in("--from", from, 0, INT64_MAX);
   require_in("--width", width, 10, 1000);
   require_in("--height", height, 3, 200);
-  if (run.empty()) throw InputError("tessera plot: expected a RUN_DIR (tessera plot --help)");
   std::error_code ec;
   const bool is_dir = fs::is_directory(run, ec);
   const std::string metrics = is_dir ? (fs::path(run) / "metrics.jsonl").string() : run;

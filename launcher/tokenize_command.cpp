@@ -56,25 +56,17 @@ double seconds_since(Clock::time_point start) {
 // Parses the options after the verb; returns false when --help was given (and printed). An
 // option boost refuses points to the verb's help, which lists the options.
 bool parse(const po::options_description& desc, int argc, char** argv, po::variables_map& vm) {
-  std::vector<std::string> args(argv + 2, argv + argc);
-  try {
-    const po::parsed_options parsed =
-        po::command_line_parser(args).options(desc).style(command_line_style()).run();
-    for (const po::option& o : parsed.options)
-      if (o.position_key >= 0)  // a word without an option before it
-        throw InputError("tokenize " + std::string(argv[1]) + ": unexpected argument \"" +
-                         o.original_tokens.front() +
-                         "\" (give several inputs as --input A B, options as --name VALUE)");
-    po::store(parsed, vm);
-    if (vm.count("help")) {
-      std::cout << "usage: tessera tokenize " << argv[1] << " [options]\n" << desc;
-      return false;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw InputError(option_error_text(e, desc) + " (see tessera tokenize " + argv[1] + " --help)");
-  }
-  return true;
+  const auto no_words = [&](const std::vector<std::string>& words) {
+    if (!words.empty())  // a word without an option before it
+      throw InputError("tokenize " + std::string(argv[1]) + ": unexpected argument \"" +
+                       words.front() +
+                       "\" (give several inputs as --input A B, options as --name VALUE)");
+  };
+  if (parse_command_words(std::vector<std::string>(argv + 2, argv + argc), desc, vm,
+                          " (see tessera tokenize " + std::string(argv[1]) + " --help)", no_words))
+    return true;
+  std::cout << "usage: tessera tokenize " << argv[1] << " [options]\n" << desc;
+  return false;
 }
 
 // More would be a typo: each thread takes a share of a 4 MB chunk of documents.

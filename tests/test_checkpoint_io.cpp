@@ -757,6 +757,18 @@ TEST_F(CheckpointTest, CkptVerifyPassesGoodAndFailsDamagedCheckpoints) {
   EXPECT_NE(missing.find("ckpt verify: expected a checkpoint directory, found none"),
             std::string::npos)
       << missing;
+  // One too many is named with the words given; help names the arguments as the usage does.
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(ckpt({"info", dir_.string(), "extra"}).first, kExitBadInput);
+  const std::string extra = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(extra.find("ckpt info: expected a checkpoint directory, found 2: \"" + dir_.string() +
+                       "\" \"extra\" (see tessera ckpt info --help)"),
+            std::string::npos)
+      << extra;
+  const auto [help_code, help] = ckpt({"diff", "--help"});
+  EXPECT_EQ(help_code, 0);
+  EXPECT_NE(help.find("usage: tessera ckpt diff DIR_A DIR_B [options]"), std::string::npos) << help;
+  EXPECT_EQ(help.find("--dirs"), std::string::npos) << help;
 }
 
 TEST_F(CheckpointTest, CkptDiffOfIdenticalCheckpointsFindsNoDifference) {

@@ -732,6 +732,9 @@ TEST_F(Cli, PlotShowsTheLossCurveAndWritesItAsSvg) {
   expect_clear_error(run_tessera("plot " + run.string() + " --from 31", dir_),
                      "expected training records with a loss from step 31, found none");
   expect_clear_error(run_tessera("plot " + run.string() + " --width 5", dir_), "--width");
+  expect_clear_error(run_tessera("plot " + run.string() + " other", dir_),
+                     "tessera plot: expected one RUN_DIR, found 2: \"" + run.string() +
+                         "\" \"other\" (plot draws one run");
   // A directory where the chart would go is named as the option, and nothing is left beside it.
   fs::create_directory(dir_ / "adir");
   expect_clear_error(
