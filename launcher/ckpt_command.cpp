@@ -264,7 +264,7 @@ int diff(int argc, char** argv) {
   const CheckpointReader b = CheckpointReader::open(dirs[1], ManifestCheck::kSizes);
   a.check_shards();
   b.check_shards();
-  size_t width = 6, compared = 0, differ = 0;
+  size_t width = 6, compared = 0, differ = 0, reshaped = 0;
   for (const TensorInfo& t : a.tensors()) width = std::max(width, t.name.size());
   std::printf("%-*s  %-20s %13s %13s\n", static_cast<int>(width), "tensor", "shape", "max_abs",
               "max_rel");
@@ -275,13 +275,13 @@ int diff(int argc, char** argv) {
   for (const TensorInfo& t : a.tensors()) {
     if (!b.has(t.name)) continue;
     const TensorInfo& u = b.tensor(t.name);
-    ++compared;
-    if (u.shape != t.shape) {
+    if (u.shape != t.shape) {  // not compared: no element of one has a place in the other
       std::printf("%-*s  shape %s vs %s\n", static_cast<int>(width), t.name.c_str(),
                   shape_str(t.shape).c_str(), shape_str(u.shape).c_str());
-      ++differ;
+      ++reshaped;
       continue;
     }
+    ++compared;
     const Difference d = compare(a, b, t, progress);
     progress.end();  // a line rewritten in place on a terminal ends before the row
     differ += d.max_abs != 0;
@@ -296,8 +296,9 @@ int diff(int argc, char** argv) {
                     shape_str(t.shape).c_str());
         ++only;
       }
-  std::printf("%zu tensors compared, %zu differ, %zu in one checkpoint only\n", compared, differ,
-              only);
+  std::printf(
+      "%zu tensors compared, %zu differ, %zu of another shape, %zu in one checkpoint only\n",
+      compared, differ, reshaped, only);
   return 0;
 }
 

@@ -775,7 +775,8 @@ TEST_F(CheckpointTest, CkptDiffOfIdenticalCheckpointsFindsNoDifference) {
   const fs::path twin = copy("twin");
   const auto [code, out] = ckpt({"diff", dir_.string(), twin.string()});
   EXPECT_EQ(code, 0);
-  EXPECT_NE(out.find("6 tensors compared, 0 differ, 0 in one checkpoint only"), std::string::npos)
+  EXPECT_NE(out.find("6 tensors compared, 0 differ, 0 of another shape, 0 in one checkpoint only"),
+            std::string::npos)
       << out;
 
   const fs::path other = root_ / "other";
@@ -786,8 +787,22 @@ TEST_F(CheckpointTest, CkptDiffOfIdenticalCheckpointsFindsNoDifference) {
   write_manifest(other.string());
   const auto [code2, out2] = ckpt({"diff", dir_.string(), other.string()});
   EXPECT_EQ(code2, 0);
-  EXPECT_NE(out2.find("1 tensors compared, 1 differ, 5 in one checkpoint only"), std::string::npos)
+  EXPECT_NE(out2.find("1 tensors compared, 1 differ, 0 of another shape, 5 in one checkpoint only"),
+            std::string::npos)
       << out2;
+  // A tensor of another shape is named with both shapes and not counted as compared.
+  const fs::path narrow = root_ / "narrow";
+  fs::create_directories(narrow / "shards");
+  write_shard((narrow / "shards/rank_00000.h5").string(),
+              {{"model/wte", {8, 5}, {0, 0}, numbered({8, 5}, DType::F32, 1)}});
+  write_model_h5(narrow.string(), {});
+  write_manifest(narrow.string());
+  const auto [code3, out3] = ckpt({"diff", dir_.string(), narrow.string()});
+  EXPECT_EQ(code3, 0);
+  EXPECT_NE(out3.find("shape [8, 6] vs [8, 5]"), std::string::npos) << out3;
+  EXPECT_NE(out3.find("0 tensors compared, 0 differ, 1 of another shape, 5 in one checkpoint only"),
+            std::string::npos)
+      << out3;
 }
 
 TEST_F(CheckpointTest, CkptExportWritesAValidSafetensorsFile) {
