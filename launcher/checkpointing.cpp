@@ -657,13 +657,17 @@ std::string schedule_and_batch_note(const CheckpointMeta& meta, const TrainConfi
     for (const auto& [key, value] : ini_values(cfg.resolved_ini)) {
       const auto old = was.find(key);
       if (given_anew_on_resume(key) || old == was.end() || old->second == value) continue;
+      // This run's precision as it resolved, which `auto` leaves unsaid.
+      const std::string now = key == "train.precision" && value == "auto"
+                                  ? "auto (" + dtype_name(cfg.model.dtype) + " here)"
+                                  : shown(value);
       changed.append(changed.empty() ? "" : ", ")
           .append("--")
           .append(key)
           .append(" ")
           .append(shown(old->second))
           .append(" -> ")
-          .append(shown(value));
+          .append(now);
     }
     if (!changed.empty()) add_note(note, "this run changes the saving run's " + changed);
   }

@@ -236,6 +236,9 @@ TEST_F(Checkpoints, StoppedAndResumedBfloat16RunWithZero1IsBitwiseTheStraightRun
   const CliRun f32 =
       run_tessera(args("f32", "--checkpoint.resume " + step_dir("resumed", 10)), dir_);
   ASSERT_EQ(f32.exit_code, 0) << f32.err;
+  // `auto` is said as it resolved.
+  EXPECT_NE(f32.out.find("--train.precision bf16 -> auto (float32 here)"), std::string::npos)
+      << f32.out;
   const std::vector<double> resumed = losses_of(metrics("f32"));
   ASSERT_EQ(resumed.size(), 10u);
   for (size_t i = 0; i < resumed.size(); ++i)
