@@ -525,6 +525,26 @@ TEST_F(TokenizerTest, GzipAndZstdInputsAreReadAsTheirText) {
   write_file(path("flipped.gz"), flipped);
   expect_input_error([&] { read_documents({path("flipped.gz")}); },
                      {"text input " + path("flipped.gz") + ": damaged gzip data"});
+  // Any byte changed or any length cut: the text read, or an InputError naming the file; never a
+  // crash, a hang or another error.
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 200; ++trial) {
+    const std::string& whole = trial % 2 ? zst : gz;
+    std::string changed = whole;
+    if (trial % 4 < 2) {
+      const size_t at = rng() % changed.size();
+      changed[at] = static_cast<char>(changed[at] ^ (1 + rng() % 255));
+    } else {
+      changed.resize(rng() % changed.size());
+    }
+    write_file(path("trial"), changed);
+    try {
+      read_documents({path("trial")});
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("text input " + path("trial")), std::string::npos)
+          << e.what();
+    }
+  }
   // Only the first bytes tell: a text that starts as gzip does not, and one gzip byte is text.
   write_file(path("one.txt"), "\x1f");
   EXPECT_EQ(read_documents({path("one.txt")}), std::vector<std::string>{"\x1f"});
