@@ -38,7 +38,8 @@ struct InputBytes::Impl {
   bool raw_eof = false;
   int64_t fetched = 0;  // bytes read from the file
   Format format = Format::Plain;
-  bool inside = false;  // a gzip member or zstd frame has begun and not yet ended
+  bool inside = false;     // a gzip member or zstd frame has begun and not yet ended
+  int64_t unit_start = 0;  // the byte of the file where the last member or frame began
   z_stream z{};
   bool z_ready = false;
   ZSTD_DCtx* zstd = nullptr;
@@ -65,9 +66,22 @@ struct InputBytes::Impl {
     return raw_len > 0;
   }
 
-  [[noreturn]] void damaged(const char* name, const std::string& reason) const {
-    throw InputError(where() + ": damaged " + name + " data at byte " + std::to_string(used()) +
-                     " of the file (" + reason + ")");
+  // Where a decoder stops is no guide to where the damage is (libzstd takes a whole block in
+  // first): the member or frame it lies in is named by the byte it begins at.
+  [[noreturn]] void damaged(const char* name, const char* unit, const std::string& reason) const {
+    throw InputError(where() + ": damaged " + name + " data in the " + unit +
+                     " that begins at byte " + std::to_string(unit_start) + " of the file (" +
+                     reason + ")");
+  }
+
+  // Zero bytes after the last gzip member (a tape or dd block's padding), which gzip itself
+  // ignores: true when nothing else follows, up to the end of the file.
+  bool only_zeros_left() {
+    while (fill()) {
+      if (raw[raw_pos] != 0) return false;
+      ++raw_pos;
+    }
+    return true;
   }
 
   // One step of the decoder into out[0, n), with the unused input (none at the end of the file):
@@ -76,6 +90,7 @@ struct InputBytes::Impl {
     if (!inside) {  // a member begins: gzip files may be several concatenated (pigz, bgzip)
       inflateReset(&z);
       inside = true;
+      unit_start = used();
     }
     z.next_in = more ? reinterpret_cast<Bytef*>(raw.data() + raw_pos) : nullptr;
     z.avail_in = more ? static_cast<uInt>(raw_len - raw_pos) : 0;
@@ -88,16 +103,17 @@ struct InputBytes::Impl {
     else if (r == Z_MEM_ERROR)
       throw std::bad_alloc();
     else if (r != Z_OK && r != Z_BUF_ERROR)
-      damaged("gzip", std::string("zlib: ").append(z.msg ? z.msg : "not gzip data"));
+      damaged("gzip", "member", std::string("zlib: ").append(z.msg ? z.msg : "not gzip data"));
     return n - z.avail_out;
   }
 
   size_t zstd_some(char* out, size_t n, bool more) {
+    if (!inside) unit_start = used();
     ZSTD_inBuffer input{more ? raw.data() + raw_pos : nullptr, more ? raw_len - raw_pos : 0, 0};
     ZSTD_outBuffer output{out, n, 0};
     const size_t r = ZSTD_decompressStream(zstd, &output, &input);
     raw_pos += input.pos;
-    if (ZSTD_isError(r)) damaged("zstd", std::string("libzstd: ") + ZSTD_getErrorName(r));
+    if (ZSTD_isError(r)) damaged("zstd", "frame", std::string("libzstd: ") + ZSTD_getErrorName(r));
     inside = r != 0;  // 0: a frame has ended and all of it is out
     return output.pos;
   }
@@ -114,10 +130,16 @@ InputBytes::InputBytes(const fs::path& path) : impl_(std::make_unique<Impl>()) {
     s.format = Format::Gzip;
     if (inflateInit2(&s.z, 16 + MAX_WBITS) != Z_OK) throw std::bad_alloc();  // gzip wrapper only
     s.z_ready = true;
-  } else if (starts_with(head, "\x28\xb5\x2f\xfd")) {
+  } else if (starts_with(head, "\x28\xb5\x2f\xfd") ||
+             (head.size() >= 4 && (head[0] & 0xF0) == 0x50 &&
+              head.substr(1, 3) == "\x2a\x4d\x18")) {
+    // A frame, or a skippable frame first (pzstd writes one): libzstd reads both.
     s.format = Format::Zstd;
     s.zstd = ZSTD_createDCtx();
     if (s.zstd == nullptr) throw std::bad_alloc();
+    // Frames written with a long window (zstd --long=31) need more than libzstd's default limit
+    // of 2^27 bytes: up to zstd's largest, 2^31. A window is only as large as its frame asks.
+    ZSTD_DCtx_setParameter(s.zstd, ZSTD_d_windowLogMax, 31);
   }
   struct Refused {
     std::string_view magic;
@@ -150,6 +172,8 @@ size_t InputBytes::read(char* out, size_t n) {
     // At the end of the file the decoder may still hold output of what it took in.
     const bool more = s.fill();
     if (!more && !s.inside) return 0;
+    if (s.format == Format::Gzip && !s.inside && s.raw[s.raw_pos] == 0 && s.only_zeros_left())
+      return 0;
     const size_t k =
         s.format == Format::Gzip ? s.inflate_some(out, n, more) : s.zstd_some(out, n, more);
     if (k > 0) return k;

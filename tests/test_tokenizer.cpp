@@ -513,8 +513,19 @@ TEST_F(TokenizerTest, GzipAndZstdInputsAreReadAsTheirText) {
                      {"text input " + path("cut.zst") + ": expected the rest of a zstd frame"});
   write_file(path("trailing.gz"), gz + "trailing bytes");
   expect_input_error([&] { read_documents({path("trailing.gz")}); },
-                     {"text input " + path("trailing.gz") + ": damaged gzip data at byte ",
-                      "(zlib: incorrect header check)"});
+                     {"text input " + path("trailing.gz") +
+                      ": damaged gzip data in the member that begins at byte " +
+                      std::to_string(gz.size()) + " of the file (zlib: incorrect header check)"});
+  // A skippable frame first, as pzstd writes one: zstd too.
+  std::string skippable(
+      "\x50\x2a\x4d\x18\x04\x00\x00\x00"
+      "wxyz",
+      12);
+  write_file(path("skippable.zst"), skippable + zst);
+  EXPECT_EQ(read_documents({path("skippable.zst")}), docs);
+  // Zero bytes after the last member (a block's padding) end it, as gzip takes them.
+  write_file(path("padded.gz"), gz + std::string(512, '\0'));
+  EXPECT_EQ(read_documents({path("padded.gz")}), docs);
   std::string flipped = zst;
   flipped[flipped.size() / 2] = static_cast<char>(flipped[flipped.size() / 2] ^ 0x55);
   write_file(path("flipped.zst"), flipped);
