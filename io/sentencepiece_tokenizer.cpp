@@ -255,7 +255,7 @@ std::unique_ptr<Tokenizer> open_tokenizer(const std::string& model_path) {
 SentencePieceTrainStats train_sentencepiece(const SentencePieceTrainOptions& options) {
   check_train_options(options);
   const auto start = std::chrono::steady_clock::now();
-  DocumentReader reader(options.inputs, options.jsonl_key);
+  DocumentReader reader(options.inputs, options.jsonl_key, kMaxDocumentBytes, options.format);
   const std::filesystem::path parent = std::filesystem::path(options.output_prefix).parent_path();
   std::error_code ec;
   if (!parent.empty() && !std::filesystem::create_directories(parent, ec) && ec)

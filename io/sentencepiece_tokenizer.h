@@ -119,6 +119,7 @@ struct SentencePieceTrainOptions {
   int64_t max_sentences = 0;  // lines sampled for training; 0: all
   int threads = 0;            // 0: all cores, at most 128 (SentencePiece's limit)
   std::string jsonl_key = "text";
+  TextFormat format = TextFormat::Auto;
   bool byte_fallback = true;  // unknown characters as UTF-8 byte pieces instead of <unk>
   bool verbose = false;       // SentencePiece's own log on stderr
   std::function<void(const SentencePieceReadProgress&)> progress;  // none when empty

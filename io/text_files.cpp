@@ -3,11 +3,16 @@
 // one document and one block, whatever the size of the corpus.
 #include "io/text_files.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <utility>
 
 #include "core/error.h"
 #include "io/compressed_input.h"
@@ -34,7 +39,16 @@ bool is_json_lines(const fs::path& file) {
   std::string ext = lower(file.extension().string());
   if (ext == ".gz" || ext == ".zst" || ext == ".zstd")
     ext = lower(file.stem().extension().string());
-  return ext == ".jsonl" || ext == ".json";
+  return ext == ".jsonl" || ext == ".ndjson" || ext == ".json";
+}
+
+// Whether a file read as text (by its name) begins as JSON lines do: its first line a JSON
+// object.
+bool looks_like_json_lines(std::string_view first_line) {
+  const size_t start = first_line.find_first_not_of(" \t\r");
+  if (start == std::string_view::npos || first_line[start] != '{') return false;
+  const nlohmann::json value = nlohmann::json::parse(first_line, nullptr, false);
+  return !value.is_discarded() && value.is_object();
 }
 
 // Files a directory holds that are not text: the fortunes package's companions, corpora (an
@@ -42,6 +56,13 @@ bool is_json_lines(const fs::path& file) {
 bool skipped_in_directory(const fs::path& file) {
   const std::string ext = lower(file.extension().string());
   return ext == ".dat" || ext == ".u8" || ext == ".bin" || ext == ".idx" || ext == ".tmp";
+}
+
+// The identity of a file (device and inode, through symlinks): two paths to one file have one.
+std::pair<dev_t, ino_t> file_identity(const fs::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {0, 0};
+  return {st.st_dev, st.st_ino};
 }
 
 std::vector<fs::path> files_of(const std::string& input) {
@@ -60,15 +81,21 @@ std::vector<fs::path> files_of(const std::string& input) {
                        " file, a corpus or an encode's part file (a directory's are skipped)");
     return {fs::path(input)};
   }
-  std::vector<fs::path> files;
+  // Regular files, also through symlinks (a Hugging Face snapshot is all links to its blobs);
+  // a symlink to a file the directory holds as well is that file again, and skipped.
+  std::vector<fs::path> files, links;
   for (const fs::directory_entry& e : fs::directory_iterator(input)) {
-    if (e.is_symlink() || !e.is_regular_file() || skipped_in_directory(e.path())) continue;
-    files.push_back(e.path());
+    if (!e.is_regular_file() || skipped_in_directory(e.path())) continue;
+    (e.is_symlink() ? links : files).push_back(e.path());
   }
+  std::set<std::pair<dev_t, ino_t>> held;
+  for (const fs::path& f : files) held.insert(file_identity(f));
+  for (const fs::path& l : links)
+    if (held.insert(file_identity(l)).second) files.push_back(l);
   if (files.empty())
     throw InputError("text input " + input +
-                     ": expected text files in this directory, found none (symlinks and "
-                     ".dat, .u8, .bin, .idx and .tmp files are skipped)");
+                     ": expected text files in this directory, found none (subdirectories are "
+                     "not read; .dat, .u8, .bin, .idx and .tmp files are skipped)");
   std::sort(files.begin(), files.end());
   return files;
 }
@@ -79,7 +106,15 @@ std::vector<fs::path> files_of(const std::string& input) {
 class LineReader {
  public:
   LineReader(const fs::path& path, size_t max_line)
-      : path_(path), source_(path), max_line_(max_line) {}
+      : path_(path), source_(path), max_line_(max_line) {
+    refill();  // the first block tells an archive
+    if (buf_.size() >= 262 && buf_.compare(257, 5, "ustar") == 0)
+      throw InputError("text input " + path.string() + ": expected text or JSON lines, found a " +
+                       (source_.compression()[0]
+                            ? std::string(source_.compression()) + "-compressed "
+                            : std::string()) +
+                       "tar archive; unpack it (tar -xf) and give the files or their directory");
+  }
 
   // The next line without its '\n' (valid until the next call); `newline` says whether a '\n'
   // ended it. False at the end of the file.
@@ -183,7 +218,9 @@ struct DocumentReader::State {
   int64_t done_bytes = 0;  // bytes of the files finished before `current`
   size_t next_file = 0;
   std::unique_ptr<LineReader> current;
+  TextFormat format = TextFormat::Auto;
   bool json_lines = false;
+  bool first_line_unseen = false;  // a file read as text by its name: its first line is judged
   size_t max_document_bytes = kMaxDocumentBytes;
 
   bool open_next_file();
@@ -197,7 +234,9 @@ bool DocumentReader::State::open_next_file() {
   if (next_file == files.size()) return false;
   const fs::path& path = files[next_file++];
   current = std::make_unique<LineReader>(path, max_document_bytes);
-  json_lines = is_json_lines(path);
+  json_lines =
+      format == TextFormat::JsonLines || (format == TextFormat::Auto && is_json_lines(path));
+  first_line_unseen = format == TextFormat::Auto && !json_lines;
   return true;
 }
 
@@ -248,6 +287,16 @@ std::optional<std::string> DocumentReader::State::next_text_document() {
   while (current->next(line, newline)) {
     if (doc.empty()) first_line = current->lines();
     any = true;
+    if (first_line_unseen && !blank(line)) {
+      first_line_unseen = false;
+      if (looks_like_json_lines(line))
+        throw InputError("text input " + current->path().string() + ":" +
+                         std::to_string(current->lines()) +
+                         ": a JSON object, in a file read as text by its name (JSON lines end in "
+                         ".jsonl, .ndjson or .json, also under .gz or .zst): give --format jsonl "
+                         "to read one document per line, or --format text to keep the JSON as "
+                         "text");
+    }
     std::string cleaned;
     if (line.find('\b') != std::string_view::npos) {
       cleaned = remove_overstrike(line);
@@ -268,12 +317,23 @@ std::optional<std::string> DocumentReader::State::next_text_document() {
 }
 
 DocumentReader::DocumentReader(const std::vector<std::string>& inputs, std::string jsonl_key,
-                               size_t max_document_bytes)
+                               size_t max_document_bytes, TextFormat format)
     : state_(std::make_unique<State>()) {
   state_->jsonl_key = std::move(jsonl_key);
   state_->max_document_bytes = max_document_bytes;
+  state_->format = format;
+  // A file reached twice (named twice, by two paths, or named and in a directory given too)
+  // would be encoded twice: its documents twice in the corpus, on both sides of a validation
+  // split.
+  std::map<std::pair<dev_t, ino_t>, std::string> seen;  // and how each was reached
   for (const std::string& input : inputs) {
     for (fs::path& file : files_of(input)) {
+      const std::string reached =
+          file.string() + (file == fs::path(input) ? "" : " in directory " + input);
+      const auto [earlier, added] = seen.emplace(file_identity(file), reached);
+      if (!added)
+        throw InputError("text input " + reached + ": the same file as " + earlier->second +
+                         ", read already; give each input once");
       std::error_code ec;
       const uintmax_t size = fs::file_size(file, ec);
       if (!ec) state_->total_bytes += static_cast<int64_t>(size);

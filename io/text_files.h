@@ -1,9 +1,8 @@
 // Real text into documents for the tokenizer. An input is a file or a directory (its regular
-// files, not recursively, in byte order of their names, skipping symlinks, the fortune
-// package's `.dat`/`.u8` companions, corpora (`.bin`, `.idx`) and `.tmp` files). gzip and zstd
-// files are decompressed as they are read (io/compressed_input.h); xz, bzip2 and zip files are
-// refused. Files ending in `.jsonl` or `.json` (any case, also under `.gz`, `.zst` or `.zstd`)
-// hold one JSON object per line, whose string field (default "text") is one document. Other files
+// files, also through symlinks, not recursively, in byte order of their names, leaving out the
+// fortune package's `.dat`/`.u8` companions, corpora (`.bin`, `.idx`) and `.tmp` files). gzip
+// and zstd files are decompressed as they are read (io/compressed_input.h); xz, bzip2 and zip
+// files and tar archives are refused. JSON lines (see TextFormat) hold one JSON object per line, whose string field (default "text") is one document. Other files
 // are plain text: fortune files split into one document per entry; other files are one document
 // each, with overstriking removed and all other bytes unchanged. DocumentReader streams documents,
 // so a corpus never needs to fit in memory; read_documents() collects them all.
@@ -32,14 +31,21 @@ bool is_valid_utf8(std::string_view text);
 // holds fewer than 2^31 tokens.
 inline constexpr size_t kMaxDocumentBytes = size_t{1} << 30;
 
+// How a file's lines are read: JSON lines by the name (`.jsonl`, `.ndjson`, `.json`, also under
+// `.gz`, `.zst`, `.zstd`) and text otherwise, where a first line that is a JSON object is refused
+// (Auto); or every file alike.
+enum class TextFormat { Auto, Text, JsonLines };
+
 class DocumentReader {
  public:
-  // Resolves every input at once: throws InputError naming an input that does not exist, or a
-  // directory with no files in it, before anything is read. A plain-text document longer than
+  // Resolves every input at once: throws InputError naming an input that does not exist, a
+  // directory with no files in it, or a file reached twice (by two paths, or named and in a
+  // directory given too), before anything is read. A plain-text document longer than
   // `max_document_bytes` is an InputError naming the file and its first line, raised as soon
   // as it is read that far.
   explicit DocumentReader(const std::vector<std::string>& inputs, std::string jsonl_key = "text",
-                          size_t max_document_bytes = kMaxDocumentBytes);
+                          size_t max_document_bytes = kMaxDocumentBytes,
+                          TextFormat format = TextFormat::Auto);
   ~DocumentReader();
   DocumentReader(DocumentReader&&) noexcept;
   DocumentReader& operator=(DocumentReader&&) noexcept;

@@ -69,6 +69,17 @@ bool parse(const po::options_description& desc, int argc, char** argv, po::varia
   return false;
 }
 
+constexpr const char* kFormatHelp =
+    "auto: JSON lines by the name (.jsonl, .ndjson, .json, also .gz or .zst), else text; text or "
+    "jsonl: every input so";
+
+TextFormat text_format(const std::string& name) {
+  if (name == "auto") return TextFormat::Auto;
+  if (name == "text") return TextFormat::Text;
+  if (name == "jsonl") return TextFormat::JsonLines;
+  throw InputError("--format: expected auto, text or jsonl, found \"" + name + "\"");
+}
+
 // More would be a typo: each thread takes a share of a 4 MB chunk of documents.
 constexpr int kMaxEncodeThreads = 1024;
 
@@ -237,6 +248,7 @@ int train(int argc, char** argv) {
       "threads", po::value(&o.threads)->default_value(0, "0 (all cores, at most 128)"),
       "trainer threads")("jsonl_key", po::value(&o.jsonl_key)->default_value("text"),
                          "field holding the document in .jsonl/.json files")(
+      "format", po::value<std::string>()->default_value("auto"), kFormatHelp)(
       "byte_fallback", po::value(&o.byte_fallback)->default_value(true, "true"),
       "characters outside the pieces as UTF-8 byte pieces (needs vocab_size above 260 + the "
       "text's distinct characters: about 350 for English)")("verbose", po::bool_switch(&o.verbose),
@@ -244,6 +256,7 @@ int train(int argc, char** argv) {
   po::variables_map vm;
   if (!parse(desc, argc, argv, vm)) return 0;
   require_file_name(o.output_prefix, "the model PREFIX.model and PREFIX.vocab");
+  o.format = text_format(vm["format"].as<std::string>());
   std::optional<ProgressLine> line;  // made when the total is known
   o.progress = [&](const SentencePieceReadProgress& p) {
     if (!line) line.emplace(true, "tokenize train: reading", p.total_bytes);
@@ -327,7 +340,8 @@ int encode(int argc, char** argv) {
       "threads", po::value<int>()->default_value(0, "0 (all cores)"),
       "encoding threads (at most 1024)")("jsonl_key",
                                          po::value<std::string>()->default_value("text"),
-                                         "field holding the document in .jsonl/.json files");
+                                         "field holding the document in .jsonl/.json files")(
+      "format", po::value<std::string>()->default_value("auto"), kFormatHelp);
   po::variables_map vm;
   if (!parse(desc, argc, argv, vm)) return 0;
   const std::unique_ptr<Tokenizer> tokenizer = tokenizer_option(vm);
@@ -335,7 +349,8 @@ int encode(int argc, char** argv) {
   require_file_name(prefix, "the corpus PREFIX.bin and PREFIX.idx");
   const int threads = thread_count(vm["threads"].as<int>());
   DocumentReader reader(vm["input"].as<std::vector<std::string>>(),
-                        vm["jsonl_key"].as<std::string>(), tokenizer->max_document_bytes());
+                        vm["jsonl_key"].as<std::string>(), tokenizer->max_document_bytes(),
+                        text_format(vm["format"].as<std::string>()));
   create_parent_directory("--output", prefix);
   const PartFilesRemovedOnSignals removed_on_signals({prefix + ".bin.tmp", prefix + ".idx.tmp"});
   const EncodeStats stats = encode_corpus(reader, *tokenizer, prefix, threads, true);

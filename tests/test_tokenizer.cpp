@@ -561,6 +561,72 @@ TEST_F(TokenizerTest, GzipAndZstdInputsAreReadAsTheirText) {
   EXPECT_EQ(read_documents({path("one.txt")}), std::vector<std::string>{"\x1f"});
 }
 
+// How a file's lines are read: JSON lines by the name (.ndjson too), where a file read as text
+// that begins with a JSON object is refused (a FIFO of JSON lines, named /dev/fd/N) unless
+// --format says; a tar archive, compressed or not, is refused; a file reached twice, by another
+// path or through its directory, is refused; a directory's symlinks to files are followed, and
+// one to a file the directory holds is that file again.
+TEST_F(TokenizerTest, FormatsArchivesAndFilesReachedTwice) {
+  const std::string jsonl = "{\"text\": \"one\"}\n{\"text\": \"two\"}\n";
+  write_file(path("d.ndjson"), jsonl);
+  EXPECT_EQ(read_documents({path("d.ndjson")}), (std::vector<std::string>{"one", "two"}));
+  write_file(path("d.txt"), "\n" + jsonl);
+  expect_input_error([&] { read_documents({path("d.txt")}); },
+                     {"text input " + path("d.txt") + ":2: a JSON object, in a file read as text",
+                      "give --format jsonl"});
+  const auto read_as = [&](TextFormat format) {
+    DocumentReader reader({path("d.txt")}, "text", kMaxDocumentBytes, format);
+    std::vector<std::string> docs;
+    while (std::optional<std::string> d = reader.next()) docs.push_back(*d);
+    return docs;
+  };
+  EXPECT_EQ(read_as(TextFormat::JsonLines), (std::vector<std::string>{"one", "two"}));
+  EXPECT_EQ(read_as(TextFormat::Text), std::vector<std::string>{"\n" + jsonl});
+  run_tokenize({"encode", "--input", path("d.txt"), "--output", path("j"), "--format", "jsonl"});
+  EXPECT_EQ(TokenCorpus::open(path("j")).num_documents(), 2);
+  expect_input_error(
+      [&] {
+        run_tokenize(
+            {"encode", "--input", path("d.txt"), "--output", path("j"), "--format", "xml"});
+      },
+      {"--format: expected auto, text or jsonl, found \"xml\""});
+
+  // A tar archive: a header's "ustar" at byte 257.
+  std::string tar(1024, '\0');
+  tar.replace(0, 5, "a.txt");
+  tar.replace(257, 6, std::string("ustar\0", 6));
+  write_file(path("a.tar"), tar);
+  expect_input_error([&] { read_documents({path("a.tar")}); },
+                     {"text input " + path("a.tar") +
+                      ": expected text or JSON lines, found a tar "
+                      "archive; unpack it"});
+  write_file(path("a.tar.gz"), gzip_members(tar));
+  expect_input_error([&] { read_documents({path("a.tar.gz")}); },
+                     {"found a gzip-compressed tar archive"});
+
+  fs::create_directories(path("texts/sub"));
+  write_file(path("texts/a.txt"), "alpha\n");
+  write_file(path("texts/b.txt"), "beta\n");
+  fs::create_symlink("a.txt", path("texts/c.txt"));           // the directory's own a.txt again
+  fs::create_symlink("../d.ndjson", path("texts/d.ndjson"));  // a file outside: read
+  EXPECT_EQ(read_documents({path("texts")}),
+            (std::vector<std::string>{"alpha\n", "beta\n", "one", "two"}));
+  expect_input_error(
+      [&] {
+        read_documents({path("texts/a.txt"), path("texts/./a.txt")});
+      },
+      {"text input " + path("texts/./a.txt") + ": the same file as " + path("texts/a.txt") +
+       ", read already; give each input once"});
+  expect_input_error(
+      [&] {
+        read_documents({path("texts"), path("texts/b.txt")});
+      },
+      {"text input " + path("texts/b.txt") + ": the same file as " + path("texts/b.txt") +
+       " in directory " + path("texts")});
+  expect_input_error([&] { read_documents({path("texts/sub")}); },
+                     {"found none (subdirectories are not read"});
+}
+
 TEST_F(TokenizerTest, DirectoryInputsSkipCorporaAndRefuseCompressedFiles) {
   fs::create_directories(path("texts"));
   write_file(path("texts/a.txt"), "first\r\n%\r\nsecond\r\nline\r\n%\r\n");
@@ -703,8 +769,9 @@ TEST_F(TokenizerTest, EndOfDocumentIdsAreWhereDocumentsEnd) {
 TEST_F(TokenizerTest, CorpusEncodedWithAModelDecodesWithIt) {
   const std::vector<std::string> docs = make_documents(100, 6);
   write_file(path("t.txt"), as_fortune_file(docs));
+  write_file(path("u.txt"), as_fortune_file(docs));
   ::testing::internal::CaptureStderr();
-  run_tokenize({"train", "--input", path("t.txt"), path("t.txt"), "--output", path("m/bpe"),
+  run_tokenize({"train", "--input", path("t.txt"), path("u.txt"), "--output", path("m/bpe"),
                 "--vocab_size", "320"});
   // Reading is reported before SentencePiece's own training, which shows nothing by itself.
   const std::string progress = ::testing::internal::GetCapturedStderr();
