@@ -120,7 +120,9 @@ std::vector<double> predicted_bytes(const ModelConfig& c, const GridLayout& l, c
   const double dp =
       dp_ring * local_params(c, l, at, vp) * e;  // all-reduce = reduce-scatter + gather
   // The tied embedding's sum over its two stages (2(2-1)/2 x the buffer), after the DP
-  // reduction: with ZeRO-1 of this rank's piece of its bucket (padded to a multiple of DP).
+  // reduction: with ZeRO-1 of this rank's piece of its bucket. The math's volume: the buffers'
+  // padding (to 256-byte boundaries, and to DP x 256 bytes with ZeRO-1) and the larger piece of
+  // an uneven vocabulary are not counted in it.
   double emb = 0;
   if (l.pp > 1 && (first || last)) {
     const double shard = static_cast<double>(c.vocab_size) / l.tp * h;

@@ -28,18 +28,19 @@ struct SamplingOptions {
   // Generation ends early on this token (-1: never), an id of the model's vocabulary, which also
   // goes before the prompt: the model starts after an end of document, as in the corpus.
   int32_t stop_token = -1;
-  // Draw only ids below this (0: the whole vocabulary): a vocabulary padded for TP has ids the
-  // tokenizer never makes and cannot decode.
+  // Draw only ids below this (0: the whole vocabulary): a vocabulary padded beyond the
+  // tokenizer's (GPT-2's 50257 to 50304, for speed) has ids it never makes and cannot decode.
   int64_t vocab_limit = 0;
 };
 
 // tp and pp: the model's tensor- and pipeline-parallel groups (size-1 groups for one rank).
-// Collective over both; the vocabulary must split evenly over tp.
+// Collective over both; the vocabulary splits over tp as the model's does (pieces that may
+// differ by one id).
 std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
                               std::vector<int32_t> prompt, const SamplingOptions& o);
 
 // Whether the model's ids are bytes: no --data.tokenizer, and the byte-level tokenizer's
-// vocabulary of 257, padded for tensor parallelism (at most 512). A larger one without a
+// vocabulary of 257, or one padded beyond it (at most 512). A larger one without a
 // tokenizer (an llm.c GPT-2 shard's 50257 ids) is not text to tessera: its samples are printed
 // as token ids.
 constexpr int64_t kByteLevelVocabMax = 512;

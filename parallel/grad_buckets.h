@@ -3,8 +3,9 @@
 // backward completes them (last layer first), and the gradient buffer is cut into buckets of
 // about `bucket_elements`. When the backward reports the last Param of a bucket final, the
 // bucket's reduction starts at once (asynchronously) while the backward goes on; finish() waits
-// for all and averages over DP. With `shard` (ZeRO-1) each bucket is padded to a multiple of
-// DP and reduce-scattered: DP rank r then holds the averaged gradient of piece r of every
+// for all and averages over DP. Every Param starts on a 256-byte boundary of the buffers (zeros
+// between). With `shard` (ZeRO-1) each bucket is padded to a multiple of DP x 256 bytes and
+// reduce-scattered: DP rank r then holds the averaged gradient of piece r of every
 // bucket only, which is all that its optimizer shard needs (parallel/zero_optimizer.h).
 //
 // Mixed precision (bfloat16 Params): the backward writes bf16 gradients (Param::grad, views of
@@ -63,7 +64,8 @@ class GradBuckets {
 
   bool sharded() const { return shard_; }
   // ZeRO-1: this rank's piece of bucket b, [piece_begin, piece_begin + piece_length) of the flat
-  // buffers (every rank's piece has the same length: b.size is a multiple of DP).
+  // buffers (every rank's piece has the same length, a multiple of 256 bytes: b.size is a
+  // multiple of DP x 256 bytes).
   int64_t piece_length(const Bucket& b) const { return b.size / dp_.size(); }
   int64_t piece_begin(const Bucket& b) const { return b.offset + dp_.rank() * piece_length(b); }
   // Bucket b's gradients in flat_grads().
