@@ -306,10 +306,17 @@ void require_replaceable_chart(const std::string& option, const std::string& out
   std::string head(256, '\0');
   in.read(head.data(), static_cast<std::streamsize>(head.size()));
   head.resize(static_cast<size_t>(in.gcount()));
+  // An SVG document: its root element first, or after an XML declaration (another XML file has
+  // another root).
   const size_t start = head.find_first_not_of(" \t\r\n");
-  const std::string_view first =
+  std::string_view first =
       start == std::string::npos ? std::string_view() : std::string_view(head).substr(start);
-  if (!first.starts_with("<svg") && !first.starts_with("<?xml"))
+  if (first.starts_with("<?xml")) {
+    const size_t end = first.find("?>");
+    first = end == std::string_view::npos ? std::string_view() : first.substr(end + 2);
+    first.remove_prefix(std::min(first.size(), first.find_first_not_of(" \t\r\n")));
+  }
+  if (!first.starts_with("<svg"))
     throw InputError(option + " " + output +
                      ": expected a new file or an earlier chart to replace, found a file that is "
                      "not SVG (remove it first if it is to go)");

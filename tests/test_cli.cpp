@@ -753,6 +753,11 @@ TEST_F(Cli, PlotShowsTheLossCurveAndWritesItAsSvg) {
   const CliRun replaced =
       run_tessera("plot " + run.string() + " --output " + (dir_ / "earlier.svg").string(), dir_);
   EXPECT_EQ(replaced.exit_code, 0) << replaced.err;
+  // Another XML document is not a chart either, whatever its declaration.
+  std::ofstream(dir_ / "pom.xml") << "<?xml version=\"1.0\"?>\n<project/>\n";
+  expect_clear_error(
+      run_tessera("plot " + run.string() + " --output " + (dir_ / "pom.xml").string(), dir_),
+      "found a file that is not SVG");
   // Records of no loss to draw are said, with the first one's line.
   std::ofstream(run / "metrics.jsonl", std::ios::app)
       << "{\"step\": 31, \"loss\": null}\n{\"step\": 32, \"loss\": \"abc\"}\n";
