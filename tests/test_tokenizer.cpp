@@ -458,17 +458,19 @@ TEST_F(TokenizerTest, TextFromAFifoKeepsItsFirstBytes) {
 // refused naming the file; a file that is not gzip or zstd at all is read as it is.
 TEST_F(TokenizerTest, GzipAndZstdInputsAreReadAsTheirText) {
   const std::vector<std::string> docs = make_documents(300, 11);
-  std::string jsonl;
-  for (const std::string& d : docs) jsonl += "{\"text\": \"" + d.substr(0, d.size() - 2) + "\"}\n";
-  std::vector<std::string> json_docs;
-  for (const std::string& d : docs) json_docs.push_back(d.substr(0, d.size() - 2));
   const std::string fortunes = as_fortune_file(docs);
   const std::vector<size_t> cuts = {fortunes.size() / 3, fortunes.size() / 3 + 1,
                                     2 * fortunes.size() / 3};
-  // Newlines inside a paragraph would break a JSON line: these documents have none left.
-  for (std::string& d : json_docs) std::replace(d.begin(), d.end(), '\n', ' ');
-  jsonl.clear();
-  for (const std::string& d : json_docs) jsonl += "{\"text\": \"" + d + "\"}\n";
+  // As JSON lines: each paragraph without its last ".\n", and its newlines (which would break a
+  // line) as spaces.
+  std::vector<std::string> json_docs;
+  std::string jsonl;
+  for (const std::string& d : docs) {
+    std::string text = d.substr(0, d.size() - 2);
+    std::replace(text.begin(), text.end(), '\n', ' ');
+    jsonl += "{\"text\": \"" + text + "\"}\n";
+    json_docs.push_back(std::move(text));
+  }
 
   write_file(path("f.txt.gz"), gzip_members(fortunes, cuts));
   write_file(path("f.zst"), zstd_frames(fortunes, cuts));
