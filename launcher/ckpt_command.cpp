@@ -66,12 +66,9 @@ bool parse(po::options_description& desc, const char* usage, size_t count, int a
   const std::string see_help = " (see tessera " + command + " --help)";
   const auto check = [&](const std::vector<std::string>& words) {
     if (words.size() == count) return;
-    std::string found = " none";
-    if (!words.empty()) found = std::string(" ").append(std::to_string(words.size())).append(":");
-    for (const std::string& w : words) found.append(" \"").append(w).append("\"");
     throw InputError(command + ": expected " +
                      (count > 1 ? "two checkpoint directories" : "a checkpoint directory") +
-                     ", found" + found + see_help);
+                     ", found " + words_found(words) + see_help);
   };
   const std::optional<std::vector<std::string>> words = parse_command_words(
       std::vector<std::string>(argv + 2, argv + argc), desc, vm, see_help, check);

@@ -163,6 +163,15 @@ inline std::string option_error_text(const boost::program_options::error& e,
   return e.what();
 }
 
+// Words given to a command, said in a message: their count, then each in quotes ("2: "a" "b"",
+// "none").
+inline std::string words_found(const std::vector<std::string>& words) {
+  if (words.empty()) return "none";
+  std::string out = std::to_string(words.size()) + ":";
+  for (const std::string& w : words) out.append(" \"").append(w).append("\"");
+  return out;
+}
+
 // The words after `tessera COMMAND` (or `tessera COMMAND VERB`) parsed against `desc`, which
 // holds --help: the options stored in `vm`, and the words given without an option before them
 // (a DIR, a RUN_DIR) returned in order, after `check_words` (which throws InputError for a count
@@ -178,12 +187,8 @@ inline std::optional<std::vector<std::string>> parse_command_words(
   try {
     po::parsed_options parsed =
         po::command_line_parser(args).options(desc).style(command_line_style()).run();
-    auto& options = parsed.options;
-    for (const po::option& o : options)
+    for (const po::option& o : parsed.options)
       if (o.position_key >= 0) words.push_back(o.original_tokens.front());
-    options.erase(std::remove_if(options.begin(), options.end(),
-                                 [](const po::option& o) { return o.position_key >= 0; }),
-                  options.end());
     po::store(parsed, vm);
     if (vm.count("help")) return std::nullopt;
     check_words(words);

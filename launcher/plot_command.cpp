@@ -335,10 +335,8 @@ int plot_command(int argc, char** argv) {
       throw InputError(std::string("tessera plot: expected a RUN_DIR, found ") +
                        (words.empty() ? "none" : "\"\"") + " (see tessera plot --help)");
     if (words.size() == 1) return;
-    std::string found;
-    for (const std::string& w : words) found.append(" \"").append(w).append("\"");
-    throw InputError("tessera plot: expected one RUN_DIR, found " + std::to_string(words.size()) +
-                     ":" + found + " (plot draws one run: give each its own plot, with --output)");
+    throw InputError("tessera plot: expected one RUN_DIR, found " + words_found(words) +
+                     " (plot draws one run: give each its own plot, with --output)");
   };
   const std::optional<std::vector<std::string>> words =
       parse_command_words(std::vector<std::string>(argv + 1, argv + argc), desc, vm,
