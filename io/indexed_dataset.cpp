@@ -222,6 +222,11 @@ std::string missing_file_hint(const std::string& prefix) {
     return " (" + prefix + " is not an llm.c shard, and no " + stem +
            ".idx lies beside it to make it a Megatron-LM corpus)";
   }
+  if (std::filesystem::exists(prefix + ".bin", ec))  // an llm.c shard named as a prefix
+    return " (" + prefix +
+           ".bin is there without an .idx: an llm.c shard is given by its file "
+           "name, " +
+           prefix + ".bin)";
   return " (make one with `tessera tokenize encode`)";
 }
 

@@ -53,8 +53,8 @@ std::vector<TokenCorpus> CorpusOpener::open(const std::vector<CorpusWeight>& ble
     } catch (const InputError& e) {
       if (!c.pattern.empty())  // the user wrote the pattern, not this name
         throw InputError(std::string(e.what()) + " (" + option + ": matched by " + c.pattern + ")");
-      if (!c.unweighted) throw;
-      throw InputError(std::string(e.what()) + " (" + option +
+      if (!c.unweighted) throw InputError(option + ": " + e.what());
+      throw InputError(option + ": " + e.what() + " (" + option +
                        " lists paths without weights; a path with spaces goes in double quotes)");
     }
     if (const auto id = token_file_identity(corpora.back())) {

@@ -595,9 +595,14 @@ TEST_F(Cli, MicroBatchBeyondTheCudaGridIsRejectedBeforeTheRun) {
   EXPECT_EQ(fits.err.find("--train.micro_batch"), std::string::npos) << fits.err;
 }
 
+// A corpus that is not there is named with the option that gave it.
 TEST_F(Cli, MissingCorpusIsRejectedNamingTheFile) {
   CliRun r = run_tessera(tiny_args("2", (dir_ / "nowhere").string()), dir_);
-  expect_clear_error(r, (dir_ / "nowhere").string());
+  expect_clear_error(r,
+                     "--data.path: corpus " + (dir_ / "nowhere").string() + ".idx: no such file");
+  r = run_tessera(tiny_args() + " --data.valid_path " + (dir_ / "nowhere").string(), dir_);
+  expect_clear_error(
+      r, "--data.valid_path: corpus " + (dir_ / "nowhere").string() + ".idx: no such file");
 }
 
 TEST_F(Cli, TruncatedCorpusIsRejectedNamingTheFile) {

@@ -452,6 +452,12 @@ TEST_F(IoTest, MissingCorpusNamesTheIdxAndTheFix) {
   expect_input_error([&] { IndexedDataset::open(path("real.bin")); },
                      {"real.bin.idx", path("real.bin") + " is not an llm.c shard, and no " +
                                           path("real") + ".idx lies beside it"});
+  // An llm.c shard (a .bin alone) named as a prefix is told to be given by its file name.
+  expect_input_error([&] { IndexedDataset::open(path("real")); },
+                     {path("real") +
+                      ".bin is there without an .idx: an llm.c shard is given by "
+                      "its file name, " +
+                      path("real") + ".bin"});
   // Something that is there but is not a file is not called missing.
   fs::create_directories(path("folder.idx"));
   expect_input_error([&] { IndexedDataset::open(path("folder")); },
