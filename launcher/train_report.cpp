@@ -13,6 +13,7 @@
 
 #include "core/device.h"
 #include "core/model/gpt.h"
+#include "core/number_text.h"
 #include "core/ops/attention.h"
 #include "core/ops/matmul.h"
 #include "core/threads.h"
@@ -203,6 +204,12 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
   } else if (cfg.eval_interval > 0 && cfg.valid_path.empty()) {
     std::printf("validation: none (--data.valid_fraction 0 and no --data.valid_path)\n");
   }
+  // A held-out fraction asked for beside validation corpora holds nothing out.
+  if (!cfg.valid_path.empty() && cfg.valid_fraction != TrainConfig{}.valid_fraction)
+    std::printf(
+        "validation: note: --data.valid_fraction %s is not used: --data.valid_path gives the "
+        "validation corpora, and training reads all of --data.path\n",
+        shortest_text(cfg.valid_fraction).c_str());
   if (const std::string note = tokenizer_note(cfg, {&tr.samples(), tr.validation_samples()});
       !note.empty())
     std::printf("data: note: %s\n", note.c_str());

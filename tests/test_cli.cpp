@@ -1113,17 +1113,22 @@ TEST_F(Cli, OneSampleCorpusTrainsAndSaysItHasNoValidation) {
 }
 
 // Options this run does not use are not passed over in silence: a tokenizer that is not there is
-// refused though the run samples nothing (`tessera sample` takes it from config.ini), and a
-// validation corpus that no validation reads is named (and parsed).
+// refused though the run samples nothing (`tessera sample` takes it from config.ini), a
+// validation corpus that no validation reads is named (and parsed), and so is a held-out
+// fraction beside validation corpora.
 TEST_F(Cli, TokenizerIsCheckedAndAnUnreadValidationCorpusIsNamed) {
   const std::string missing = (dir_ / "no.model").string();
   expect_clear_error(run_tessera(tiny_args() + " --data.tokenizer " + missing, dir_), missing);
-  CliRun r = run_tessera(
-      tiny_args() + " --train.steps 1 --train.eval_interval 0 " + "--data.valid_path " + corpus_,
-      dir_);
+  CliRun r = run_tessera(tiny_args() + " --train.steps 1 --train.eval_interval 0 " +
+                             "--data.valid_path " + corpus_ + " --data.valid_fraction 0.3",
+                         dir_);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("validation: none (--train.eval_interval is 0, so --data.valid_path is "
                        "not read)"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("validation: note: --data.valid_fraction 0.3 is not used: "
+                       "--data.valid_path gives the validation corpora"),
             std::string::npos)
       << r.out;
   // Not read, but parsed: a malformed blend is named all the same.
