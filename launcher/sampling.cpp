@@ -185,7 +185,7 @@ std::string tokenizer_note(const TrainConfig& cfg,
   }
   for (const SampleStream* stream : streams)
     for (int k = 0; stream && k < stream->num_corpora(); ++k) {
-      std::string note = document_end_mismatch(stream->corpus(k), *tokenizer);
+      std::string note = tokenizer_mismatch(stream->corpus(k), *tokenizer);
       if (note.empty()) continue;
       return note.append(", which decodes this model's samples: if it was encoded with ")
           .append(cfg.tokenizer_model.empty() ? "a SentencePiece model" : "another one")

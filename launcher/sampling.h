@@ -62,7 +62,7 @@ void print_sample(const TrainConfig& cfg, GPT& model, Communicator& tp, Communic
 
 // A note when a corpus of `streams` (null ones skipped) was likely made by another tokenizer
 // than the one that decodes the samples (--data.tokenizer, else the byte-level one where
-// ids_are_bytes): document_end_mismatch, and what to do. "" when they agree or nothing is known,
+// ids_are_bytes): tokenizer_mismatch, and what to do. "" when they agree or nothing is known,
 // and for a model whose samples are token ids or whose tokenizer cannot be read
 // (check_sampling_tokenizer says so).
 std::string tokenizer_note(const TrainConfig& cfg,

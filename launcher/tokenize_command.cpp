@@ -433,7 +433,7 @@ int decode(int argc, char** argv) {
   const std::unique_ptr<Tokenizer> tokenizer = tokenizer_option(vm);
   const bool byte_level = !vm.count("tokenizer.model");
   // Said once the text is out: a decode that fails says only why.
-  const auto decoded = [mismatch = document_end_mismatch(corpus, *tokenizer)] {
+  const auto decoded = [mismatch = tokenizer_mismatch(corpus, *tokenizer)] {
     if (!mismatch.empty())
       std::fprintf(stderr, "tokenize decode: note: %s: was it encoded with another tokenizer?\n",
                    mismatch.c_str());

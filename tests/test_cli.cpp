@@ -1245,10 +1245,10 @@ TEST_F(Cli, SampleOfAModelWhoseIdsAreNotBytesIsPrintedAsIds) {
 const char* const kWords[] = {"kalo", "mine", "ruta", "shipo", "anel", "orus",
                               "ta",   "ne",   "po",   "elmi",  "kash", "lo"};
 
-// A corpus whose documents end with another id than the end of document of the tokenizer that
-// decodes the samples was made by another tokenizer: said at the start of training, and eval
-// then gives no bits per byte (its ids are not bytes). The fixture's byte-level corpus (each
-// document ends with 256) gets no such note, and eval gives its bits per byte; with a
+// A corpus that holds ids beyond the tokenizer that decodes the samples, or whose documents end
+// with another id than its end of document, was made by another tokenizer: said at the start of
+// training, and eval then gives no bits per byte (its ids are not bytes). The fixture's byte-level
+// corpus (each document ends with 256) gets no such note, and eval gives its bits per byte; with a
 // SentencePiece model given (whose documents end with 2), it gets one.
 TEST_F(Cli, ACorpusOfAnotherTokenizerIsSaid) {
   const std::string spm = (dir_ / "spm").string();
@@ -1264,17 +1264,19 @@ TEST_F(Cli, ACorpusOfAnotherTokenizerIsSaid) {
   const std::string a = " --model.vocab_size 300 --train.steps 2 --checkpoint.interval 2";
   const CliRun r = run_tessera(tiny_args("2", spm) + a, dir_);
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("data: note: the documents of " + spm +
-                       " end with id 2, not with 256, the end of document of the byte-level "
-                       "tokenizer, which decodes this model's samples: if it was encoded with a "
-                       "SentencePiece model, give that as --data.tokenizer\n"),
+  // Its ids run beyond the byte-level tokenizer's 257 (an id is certain where an end is not).
+  const size_t said = r.out.find("data: note: " + spm + " holds id ");
+  ASSERT_NE(said, std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("), beyond the 257 ids of the byte-level tokenizer, which decodes this "
+                       "model's samples: if it was encoded with a SentencePiece model, give that "
+                       "as --data.tokenizer\n",
+                       said),
             std::string::npos)
       << r.out;
   const std::string eval = "eval --checkpoint " + (dir_ / "run" / "checkpoints").string();
   const CliRun e = run_tessera(eval + " --data.path " + spm, dir_);
   ASSERT_EQ(e.exit_code, 0) << e.err;
-  EXPECT_NE(e.out.find("eval: note: the documents of " + spm + " end with id 2"), std::string::npos)
-      << e.out;
+  EXPECT_NE(e.out.find("eval: note: " + spm + " holds id "), std::string::npos) << e.out;
   EXPECT_NE(e.out.find("--data.tokenizer; bits per byte left out, as its ids may not be bytes\n"),
             std::string::npos)
       << e.out;
