@@ -297,8 +297,8 @@ std::string tokenizer_mismatch(const TokenCorpus& corpus, const Tokenizer& token
     if (at < 0) continue;
     int32_t id;
     corpus.read_tokens(at, 1, &id);
-    return corpus.path() + " holds id " + std::to_string(id) + " (" + corpus.token_place(at) +
-           "), beyond the " + std::to_string(vocab) + " ids of " + tokenizer.description();
+    return corpus.path() + " holds id " + std::to_string(id) + " at " + corpus.token_place(at) +
+           ", beyond the " + std::to_string(vocab) + " ids of " + tokenizer.description();
   }
   const int32_t end = tokenizer.end_of_document();
   const std::optional<int32_t> found = corpus.document_end_id();

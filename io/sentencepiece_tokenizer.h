@@ -95,10 +95,11 @@ class SentencePieceTokenizer final : public Tokenizer {
 // The tokenizer a corpus command uses: SentencePiece when `model_path` is given, else byte-level.
 std::unique_ptr<Tokenizer> open_tokenizer(const std::string& model_path);
 
-// Why `corpus` was likely encoded with another tokenizer, "" when nothing says so: "P holds id I,
-// beyond the V ids of TOKENIZER" for an id found among up to 64 Ki tokens in 64 evenly spread
-// runs; else "the documents of P end with id I, not with E, the end of document of TOKENIZER"
-// when they all end with one id (TokenCorpus::document_end_id) and it is not the tokenizer's.
+// Why `corpus` was likely encoded with another tokenizer, "" when nothing says so: "P holds id I
+// at token T (document D of N, ...), beyond the V ids of TOKENIZER" for an id found among up to 64
+// Ki tokens in 64 evenly spread runs; else "the documents of P end with id I, not with E, the end
+// of document of TOKENIZER" when they all end with one id (TokenCorpus::document_end_id) and it is
+// not the tokenizer's.
 std::string tokenizer_mismatch(const TokenCorpus& corpus, const Tokenizer& tokenizer);
 
 // How far train_sentencepiece has read its text: given after each document, and once with
