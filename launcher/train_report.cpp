@@ -205,7 +205,8 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
     std::printf("validation: none (--data.valid_fraction 0 and no --data.valid_path)\n");
   }
   // A held-out fraction asked for beside validation corpora holds nothing out.
-  if (!cfg.valid_path.empty() && cfg.valid_fraction != TrainConfig{}.valid_fraction)
+  if (!cfg.valid_path.empty() && cfg.valid_fraction > 0 &&
+      cfg.valid_fraction != TrainConfig{}.valid_fraction)
     std::printf(
         "validation: note: --data.valid_fraction %s is not used: --data.valid_path gives the "
         "validation corpora, and training reads all of --data.path\n",
