@@ -19,6 +19,7 @@
 
 #include "core/error.h"
 #include "io/file_kind.h"
+#include "io/llmc_shard.h"
 
 namespace tessera {
 
@@ -222,7 +223,7 @@ std::string missing_file_hint(const std::string& prefix) {
     return " (" + prefix + " is not an llm.c shard, and no " + stem +
            ".idx lies beside it to make it a Megatron-LM corpus)";
   }
-  if (std::filesystem::exists(prefix + ".bin", ec))  // an llm.c shard named as a prefix
+  if (is_llmc_shard(prefix + ".bin"))  // named as a prefix
     return " (" + prefix +
            ".bin is there without an .idx: an llm.c shard is given by its file "
            "name, " +

@@ -46,9 +46,8 @@ bool is_json_lines(const fs::path& file) {
 // object.
 bool looks_like_json_lines(std::string_view first_line) {
   const size_t start = first_line.find_first_not_of(" \t\r");
-  if (start == std::string_view::npos || first_line[start] != '{') return false;
-  const nlohmann::json value = nlohmann::json::parse(first_line, nullptr, false);
-  return !value.is_discarded() && value.is_object();
+  return start != std::string_view::npos && first_line[start] == '{' &&
+         nlohmann::json::accept(first_line);
 }
 
 // Files a directory holds that are not text: the fortunes package's companions, corpora (an
@@ -59,10 +58,12 @@ bool skipped_in_directory(const fs::path& file) {
 }
 
 // The identity of a file (device and inode, through symlinks): two paths to one file have one.
-std::pair<dev_t, ino_t> file_identity(const fs::path& path) {
+// None when it cannot be looked at (opening it then says why): such a file is never called the
+// same as another.
+std::optional<std::pair<dev_t, ino_t>> file_identity(const fs::path& path) {
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return {0, 0};
-  return {st.st_dev, st.st_ino};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return std::pair(st.st_dev, st.st_ino);
 }
 
 std::vector<fs::path> files_of(const std::string& input) {
@@ -81,17 +82,27 @@ std::vector<fs::path> files_of(const std::string& input) {
                        " file, a corpus or an encode's part file (a directory's are skipped)");
     return {fs::path(input)};
   }
-  // Regular files, also through symlinks (a Hugging Face snapshot is all links to its blobs);
-  // a symlink to a file the directory holds as well is that file again, and skipped.
-  std::vector<fs::path> files, links;
+  // Regular files, also through symlinks (a Hugging Face snapshot is all links to its blobs; a
+  // link that leads nowhere or in a loop is passed over). A file the directory holds under two
+  // names (a symlink or a hard link to another entry) is that file again: kept once, under the
+  // first name in byte order that is not a symlink.
+  std::vector<fs::path> entries;
   for (const fs::directory_entry& e : fs::directory_iterator(input)) {
-    if (!e.is_regular_file() || skipped_in_directory(e.path())) continue;
-    (e.is_symlink() ? links : files).push_back(e.path());
+    std::error_code entry_ec;
+    if (!e.is_regular_file(entry_ec) || skipped_in_directory(e.path())) continue;
+    entries.push_back(e.path());
   }
+  std::sort(entries.begin(), entries.end());
+  std::stable_partition(entries.begin(), entries.end(), [](const fs::path& p) {
+    std::error_code link_ec;
+    return !fs::is_symlink(p, link_ec);
+  });
   std::set<std::pair<dev_t, ino_t>> held;
-  for (const fs::path& f : files) held.insert(file_identity(f));
-  for (const fs::path& l : links)
-    if (held.insert(file_identity(l)).second) files.push_back(l);
+  std::vector<fs::path> files;
+  for (fs::path& entry : entries) {
+    const auto id = file_identity(entry);
+    if (!id || held.insert(*id).second) files.push_back(std::move(entry));
+  }
   if (files.empty())
     throw InputError("text input " + input +
                      ": expected text files in this directory, found none (subdirectories are "
@@ -107,8 +118,11 @@ class LineReader {
  public:
   LineReader(const fs::path& path, size_t max_line)
       : path_(path), source_(path), max_line_(max_line) {
-    refill();  // the first block tells an archive
-    if (buf_.size() >= 262 && buf_.compare(257, 5, "ustar") == 0)
+    refill();  // the first block tells an archive: POSIX or GNU tar's magic at byte 257
+    const std::string_view magic =
+        buf_.size() > 257 ? std::string_view(buf_).substr(257, 8) : std::string_view();
+    if (magic.starts_with(std::string_view("ustar\0", 6)) ||
+        magic == std::string_view("ustar  \0", 8))
       throw InputError("text input " + path.string() + ": expected text or JSON lines, found a " +
                        (source_.compression()[0]
                             ? std::string(source_.compression()) + "-compressed "
@@ -293,9 +307,9 @@ std::optional<std::string> DocumentReader::State::next_text_document() {
         throw InputError("text input " + current->path().string() + ":" +
                          std::to_string(current->lines()) +
                          ": a JSON object, in a file read as text by its name (JSON lines end in "
-                         ".jsonl, .ndjson or .json, also under .gz or .zst): give --format jsonl "
-                         "to read one document per line, or --format text to keep the JSON as "
-                         "text");
+                         ".jsonl, .ndjson or .json, also under .gz or .zst): name it so, or give "
+                         "--format jsonl to read every input as JSON lines, or --format text to "
+                         "read every input as text");
     }
     std::string cleaned;
     if (line.find('\b') != std::string_view::npos) {
@@ -330,10 +344,12 @@ DocumentReader::DocumentReader(const std::vector<std::string>& inputs, std::stri
     for (fs::path& file : files_of(input)) {
       const std::string reached =
           file.string() + (file == fs::path(input) ? "" : " in directory " + input);
-      const auto [earlier, added] = seen.emplace(file_identity(file), reached);
-      if (!added)
-        throw InputError("text input " + reached + ": the same file as " + earlier->second +
-                         ", read already; give each input once");
+      if (const auto id = file_identity(file)) {
+        const auto [earlier, added] = seen.emplace(*id, reached);
+        if (!added)
+          throw InputError("text input " + reached + ": the same file as " + earlier->second +
+                           ", read already; give each input once");
+      }
       std::error_code ec;
       const uintmax_t size = fs::file_size(file, ec);
       if (!ec) state_->total_bytes += static_cast<int64_t>(size);

@@ -247,7 +247,7 @@ int train(int argc, char** argv) {
       "lines sampled from the documents for training")(
       "threads", po::value(&o.threads)->default_value(0, "0 (all cores, at most 128)"),
       "trainer threads")("jsonl_key", po::value(&o.jsonl_key)->default_value("text"),
-                         "field holding the document in .jsonl/.json files")(
+                         "field holding the document in JSON lines")(
       "format", po::value<std::string>()->default_value("auto"), kFormatHelp)(
       "byte_fallback", po::value(&o.byte_fallback)->default_value(true, "true"),
       "characters outside the pieces as UTF-8 byte pieces (needs vocab_size above 260 + the "
@@ -340,7 +340,7 @@ int encode(int argc, char** argv) {
       "threads", po::value<int>()->default_value(0, "0 (all cores)"),
       "encoding threads (at most 1024)")("jsonl_key",
                                          po::value<std::string>()->default_value("text"),
-                                         "field holding the document in .jsonl/.json files")(
+                                         "field holding the document in JSON lines")(
       "format", po::value<std::string>()->default_value("auto"), kFormatHelp);
   po::variables_map vm;
   if (!parse(desc, argc, argv, vm)) return 0;

@@ -452,12 +452,16 @@ TEST_F(IoTest, MissingCorpusNamesTheIdxAndTheFix) {
   expect_input_error([&] { IndexedDataset::open(path("real.bin")); },
                      {"real.bin.idx", path("real.bin") + " is not an llm.c shard, and no " +
                                           path("real") + ".idx lies beside it"});
-  // An llm.c shard (a .bin alone) named as a prefix is told to be given by its file name.
+  // An llm.c shard named as a prefix is told to be given by its file name; a Megatron .bin
+  // without its .idx is not taken for one.
   expect_input_error([&] { IndexedDataset::open(path("real")); },
-                     {path("real") +
+                     {path("real.idx") + ": no such file (make one with"});
+  write_llmc_shard(path("shard.bin"), std::vector<uint16_t>{1, 2, 3});
+  expect_input_error([&] { IndexedDataset::open(path("shard")); },
+                     {path("shard") +
                       ".bin is there without an .idx: an llm.c shard is given by "
                       "its file name, " +
-                      path("real") + ".bin"});
+                      path("shard") + ".bin"});
   // Something that is there but is not a file is not called missing.
   fs::create_directories(path("folder.idx"));
   expect_input_error([&] { IndexedDataset::open(path("folder")); },
@@ -822,18 +826,27 @@ TEST(TextFiles, RemovesBackspaceOverstriking) {
   EXPECT_EQ(remove_overstrike("plain"), "plain");
 }
 
-TEST_F(IoTest, ReadsDirectoriesSkippingIndexFilesAndSymlinks) {
+// A directory's files in byte order of their names, without the fortune package's companions,
+// its subdirectories, links that lead nowhere, and second names of one file (a symlink or a hard
+// link to another entry); a symlink to a file elsewhere is read.
+TEST_F(IoTest, ReadsDirectoriesSkippingIndexFilesAndAliases) {
   fs::create_directories(path("f"));
   write_text(path("f/b"), "second file, one document\n");
   write_text(path("f/a"), "first\n%\n_\bbold\n%\n  \n%\nthird\n");
   write_text(path("f/a.dat"), "binary index");
   write_text(path("f/a.u8"), "u8 link");
   fs::create_symlink(path("f/b"), path("f/link"));
+  fs::create_hard_link(path("f/a"), path("f/c"));
+  fs::create_symlink("loop", path("f/loop"));
+  fs::create_symlink("nowhere", path("f/dangling"));
+  write_text(path("elsewhere"), "through a link\n");
+  fs::create_symlink(path("elsewhere"), path("f/outside"));
   fs::create_directories(path("f/sub"));
   write_text(path("single"), "a plain file");
   const auto docs = read_documents({path("f"), path("single")});
-  const std::vector<std::string> expected{"first\n", "bold\n", "third\n",
-                                          "second file, one document\n", "a plain file"};
+  const std::vector<std::string> expected{"first\n",          "bold\n",
+                                          "third\n",          "second file, one document\n",
+                                          "through a link\n", "a plain file"};
   EXPECT_EQ(docs, expected);
   expect_input_error(
       [&] {

@@ -94,17 +94,23 @@ std::string gzip_members(const std::string& text, const std::vector<size_t>& cut
   return out;
 }
 
+// (With a checksum of the content, as the zstd command writes.)
 std::string zstd_frames(const std::string& text, const std::vector<size_t>& cuts = {}) {
   std::string out;
   size_t begin = 0;
+  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, 3);
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
   for (size_t k = 0; k <= cuts.size(); ++k) {
     const size_t end = k < cuts.size() ? cuts[k] : text.size();
     std::string frame(ZSTD_compressBound(end - begin), '\0');
-    const size_t n = ZSTD_compress(frame.data(), frame.size(), text.data() + begin, end - begin, 3);
+    const size_t n =
+        ZSTD_compress2(cctx, frame.data(), frame.size(), text.data() + begin, end - begin);
     EXPECT_FALSE(ZSTD_isError(n));
     out += frame.substr(0, n);
     begin = end;
   }
+  ZSTD_freeCCtx(cctx);
   return out;
 }
 
@@ -538,25 +544,38 @@ TEST_F(TokenizerTest, GzipAndZstdInputsAreReadAsTheirText) {
   write_file(path("flipped.gz"), flipped);
   expect_input_error([&] { read_documents({path("flipped.gz")}); },
                      {"text input " + path("flipped.gz") + ": damaged gzip data"});
-  // Any byte changed or any length cut: the text read, or an InputError naming the file; never a
+  // Any byte after the magic changed: the text itself, or an InputError naming the file (the
+  // checksums of both formats see a change of the text). Any length cut after the magic: the
+  // documents of a prefix of the text (a cut between members), or that InputError. Never a
   // crash, a hang or another error.
   std::mt19937 rng(5);
   for (int trial = 0; trial < 200; ++trial) {
     const std::string& whole = trial % 2 ? zst : gz;
     std::string changed = whole;
-    if (trial % 4 < 2) {
-      const size_t at = rng() % changed.size();
+    const bool cut = trial % 4 >= 2;
+    if (!cut) {
+      const size_t at = 4 + rng() % (changed.size() - 4);
       changed[at] = static_cast<char>(changed[at] ^ (1 + rng() % 255));
     } else {
-      changed.resize(rng() % changed.size());
+      changed.resize(4 + rng() % (changed.size() - 4));
     }
     write_file(path("trial"), changed);
+    std::vector<std::string> read;
     try {
-      read_documents({path("trial")});
+      read = read_documents({path("trial")});
     } catch (const InputError& e) {
       EXPECT_NE(std::string(e.what()).find("text input " + path("trial")), std::string::npos)
           << e.what();
+      continue;
     }
+    if (!cut) {
+      EXPECT_EQ(read, docs) << "trial " << trial;
+      continue;
+    }
+    ASSERT_LE(read.size(), docs.size()) << "trial " << trial;
+    for (size_t i = 0; i < read.size(); ++i)
+      EXPECT_EQ(read[i], i + 1 < read.size() ? docs[i] : docs[i].substr(0, read[i].size()))
+          << "trial " << trial << ", document " << i;
   }
   // Only the first bytes tell: a text that starts as gzip does not, and one gzip byte is text.
   write_file(path("one.txt"), "\x1f");
@@ -605,6 +624,10 @@ TEST_F(TokenizerTest, FormatsArchivesAndFilesReachedTwice) {
   write_file(path("a.tar.gz"), gzip_members(tar));
   expect_input_error([&] { read_documents({path("a.tar.gz")}); },
                      {"found a gzip-compressed tar archive"});
+  // Text with "ustar" at byte 257 ("mustard") is text: the magic ends in a NUL or spaces.
+  const std::string mustard = std::string(256, 'x') + "mustard\n";
+  write_file(path("mustard.txt"), mustard);
+  EXPECT_EQ(read_documents({path("mustard.txt")}), std::vector<std::string>{mustard});
 
   fs::create_directories(path("texts/sub"));
   write_file(path("texts/a.txt"), "alpha\n");
