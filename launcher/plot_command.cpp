@@ -26,19 +26,23 @@ namespace tessera {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: tessera plot RUN_DIR [--output FILE] [--from STEP] [--width N] [--height N]\n"
+    "usage: tessera plot RUN_DIR... [--output FILE] [--from STEP] [--width N] [--height N]\n"
     "\n"
     "Shows the loss curve of RUN_DIR/metrics.jsonl (or of the metrics file RUN_DIR names): a\n"
     "chart of the training loss (*) and the validation loss (o) against the step, with the\n"
     "first, last and lowest loss, the last validation and the median throughput under it; and\n"
     "writes the chart as an SVG file to open in a browser. The file is read as it is, so a run\n"
-    "still training can be plotted.\n"
+    "still training can be plotted. Up to 6 RUN_DIRs are drawn over each other (marks * + x #\n"
+    "@ %), to compare runs.\n"
     "\n"
-    "  --output FILE   the SVG file (default RUN_DIR/loss.svg; \"\" writes none); an existing\n"
-    "                  file is replaced only if it is SVG\n"
+    "  --output FILE   the SVG file (default RUN_DIR/loss.svg for one run, none for several;\n"
+    "                  \"\" writes none); an existing file is replaced only if it is SVG\n"
     "  --from STEP     only the records of steps >= STEP (the first steps' loss is high)\n"
     "  --width N       columns of the text chart (default 72)\n"
     "  --height N      rows of the text chart (default 16)\n";
+
+// Each run's mark in the text chart.
+constexpr char kMarks[kMaxPlotRuns + 1] = "*+x#@%";
 
 std::string fmt(const char* format, double v) {
   char buf[64];
@@ -61,7 +65,7 @@ struct Ranges {
   double x(int64_t step) const { return static_cast<double>(step - first); }
 };
 
-Ranges ranges_of(const MetricsSeries& s) {
+Ranges ranges_of(const std::vector<PlotRun>& runs) {
   Ranges r;
   r.first = INT64_MAX;
   r.last = INT64_MIN;
@@ -73,8 +77,10 @@ Ranges ranges_of(const MetricsSeries& s) {
       r.y1 = std::max(r.y1, ys[i]);
     }
   };
-  add(s.steps, s.loss);
-  add(s.valid_steps, s.valid_loss);
+  for (const PlotRun& run : runs) {
+    add(run.series.steps, run.series.loss);
+    add(run.series.valid_steps, run.series.valid_loss);
+  }
   r.x1 = std::max(1.0, static_cast<double>(r.last - r.first));
   if (!(r.y1 - r.y0 > 1e-9 * std::max(std::abs(r.y0), std::abs(r.y1)))) {
     const double pad = std::max(0.5, 1e-6 * std::abs(r.y0));
@@ -199,7 +205,11 @@ MetricsSeries read_metrics(const std::string& path, int64_t from) {
 }
 
 std::string text_chart(const MetricsSeries& s, int width, int height) {
-  const Ranges r = ranges_of(s);
+  return text_chart(std::vector<PlotRun>{{"", s}}, width, height);
+}
+
+std::string text_chart(const std::vector<PlotRun>& runs, int width, int height) {
+  const Ranges r = ranges_of(runs);
   const auto col = [&](double x) {  // x: a step less the first
     return static_cast<size_t>(std::lround(x / r.x1 * (width - 1)));
   };
@@ -207,10 +217,13 @@ std::string text_chart(const MetricsSeries& s, int width, int height) {
     return static_cast<size_t>(std::lround((r.y1 - y) / (r.y1 - r.y0) * (height - 1)));
   };
   std::vector<std::string> grid(static_cast<size_t>(height), std::string(width, ' '));
-  for (const Column& c : column_means(s, r, static_cast<size_t>(width), col))
-    grid[row(c.loss)][c.index] = '*';
-  for (size_t i = 0; i < s.valid_steps.size(); ++i)
-    grid[row(s.valid_loss[i])][col(r.x(s.valid_steps[i]))] = 'o';
+  for (size_t k = runs.size(); k-- > 0;) {  // the first run's marks drawn last, over the others
+    const MetricsSeries& s = runs[k].series;
+    for (const Column& c : column_means(s, r, static_cast<size_t>(width), col))
+      grid[row(c.loss)][c.index] = kMarks[k];
+    for (size_t i = 0; i < s.valid_steps.size(); ++i)
+      grid[row(s.valid_loss[i])][col(r.x(s.valid_steps[i]))] = 'o';
+  }
   std::string out;
   for (int k = 0; k < height; ++k) {
     const bool labelled = k == 0 || k == height - 1 || k == (height - 1) / 2;
@@ -224,13 +237,23 @@ std::string text_chart(const MetricsSeries& s, int width, int height) {
                    static_cast<int64_t>(last.size());
   out += std::string(11, ' ') + first +
          std::string(static_cast<size_t>(std::max<int64_t>(gap, 1)), ' ') + last + "\n";
+  if (runs.size() > 1) {
+    out += std::string(11, ' ');
+    for (size_t k = 0; k < runs.size(); ++k)
+      out.append(1, kMarks[k]).append(" ").append(runs[k].name).append("   ");
+    out += "o validation\n";
+  }
   return out;
 }
 
 std::string svg_chart(const MetricsSeries& s, const std::string& title) {
+  return svg_chart(std::vector<PlotRun>{{"", s}}, title);
+}
+
+std::string svg_chart(const std::vector<PlotRun>& runs, const std::string& title) {
   constexpr double W = 800, H = 450, left = 70, right = 20, top = 40, bottom = 50;
   constexpr double pw = W - left - right, ph = H - top - bottom;
-  const Ranges r = ranges_of(s);
+  const Ranges r = ranges_of(runs);
   const auto px = [&](double x) { return left + x / r.x1 * pw; };  // x: a step less the first
   const auto py = [&](double y) { return top + (r.y1 - y) / (r.y1 - r.y0) * ph; };
   std::string out =
@@ -263,35 +286,56 @@ std::string svg_chart(const MetricsSeries& s, const std::string& title) {
   out += "<text x=\"16\" y=\"" + fmt("%.1f", top + ph / 2) +
          "\" text-anchor=\"middle\" transform=\"rotate(-90 16 " + fmt("%.1f", top + ph / 2) +
          ")\">loss (nats/token)</text>\n";
-  // The training loss: every point, or each pixel column's mean where there are more points.
-  std::string points;
-  const auto add_point = [&](double x, double y) {
-    if (!points.empty()) points += ' ';
-    points.append(fmt("%.2f", x)).append(",").append(fmt("%.2f", y));
-  };
-  const auto columns = static_cast<size_t>(pw);
-  if (s.steps.size() <= columns) {
-    for (size_t i = 0; i < s.steps.size(); ++i) add_point(px(r.x(s.steps[i])), py(s.loss[i]));
-  } else {
-    const auto pixel = [&](double x) { return std::lround(px(x) - left); };  // 0 .. columns
-    for (const Column& c : column_means(s, r, columns + 1, pixel)) add_point(px(c.x), py(c.loss));
+  // One run: its training loss blue, its validations orange. Several: each run a colour of its
+  // own, its validations dots of that colour, and the legend names the runs.
+  const bool one = runs.size() == 1;
+  static const char* const kColours[] = {"#1f77b4", "#d62728", "#2ca02c",
+                                         "#9467bd", "#8c564b", "#e377c2"};
+  static_assert(std::size(kColours) == kMaxPlotRuns);
+  bool any_validation = false;
+  for (size_t k = 0; k < runs.size(); ++k) {
+    const MetricsSeries& s = runs[k].series;
+    const std::string colour = kColours[k], dots = one ? "#ff7f0e" : colour;
+    // The training loss: every point, or each pixel column's mean where there are more points.
+    std::string points;
+    const auto add_point = [&](double x, double y) {
+      if (!points.empty()) points += ' ';
+      points.append(fmt("%.2f", x)).append(",").append(fmt("%.2f", y));
+    };
+    const auto columns = static_cast<size_t>(pw);
+    if (s.steps.size() <= columns) {
+      for (size_t i = 0; i < s.steps.size(); ++i) add_point(px(r.x(s.steps[i])), py(s.loss[i]));
+    } else {
+      const auto pixel = [&](double x) { return std::lround(px(x) - left); };  // 0 .. columns
+      for (const Column& c : column_means(s, r, columns + 1, pixel)) add_point(px(c.x), py(c.loss));
+    }
+    out += "<polyline fill=\"none\" stroke=\"" + colour + "\" stroke-width=\"1.5\" points=\"" +
+           points + "\"/>\n";
+    for (size_t i = 0; i < s.valid_steps.size(); ++i)
+      out += "<circle cx=\"" + fmt("%.2f", px(r.x(s.valid_steps[i]))) + "\" cy=\"" +
+             fmt("%.2f", py(s.valid_loss[i])) + "\" r=\"3.5\" fill=\"" + dots + "\"/>\n";
+    any_validation = any_validation || !s.valid_steps.empty();
   }
-  out += "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"" + points +
-         "\"/>\n";
-  for (size_t i = 0; i < s.valid_steps.size(); ++i)
-    out += "<circle cx=\"" + fmt("%.2f", px(r.x(s.valid_steps[i]))) + "\" cy=\"" +
-           fmt("%.2f", py(s.valid_loss[i])) + "\" r=\"3.5\" fill=\"#ff7f0e\"/>\n";
-  const double lx = left + pw - 150, ly = top + 14;
-  out += "<line x1=\"" + fmt("%.1f", lx) + "\" x2=\"" + fmt("%.1f", lx + 20) + "\" y1=\"" +
-         fmt("%.1f", ly) + "\" y2=\"" + fmt("%.1f", ly) +
-         "\" stroke=\"#1f77b4\" stroke-width=\"1.5\"/>\n";
-  out += "<text x=\"" + fmt("%.1f", lx + 26) + "\" y=\"" + fmt("%.1f", ly) +
-         "\" dominant-baseline=\"middle\">training loss</text>\n";
-  if (!s.valid_steps.empty()) {
-    out += "<circle cx=\"" + fmt("%.1f", lx + 10) + "\" cy=\"" + fmt("%.1f", ly + 18) +
-           "\" r=\"3.5\" fill=\"#ff7f0e\"/>\n";
-    out += "<text x=\"" + fmt("%.1f", lx + 26) + "\" y=\"" + fmt("%.1f", ly + 18) +
-           "\" dominant-baseline=\"middle\">validation loss</text>\n";
+  // The legend, in the top right corner: as wide as its longest label (about 7 px a character).
+  size_t longest = std::string("validation loss").size();
+  for (const PlotRun& run : runs) longest = std::max(longest, run.name.size());
+  const double lx = left + pw - 36 - 7.0 * static_cast<double>(longest);
+  double ly = top + 14;
+  const auto label = [&](const std::string& text) {
+    out += "<text x=\"" + fmt("%.1f", lx + 26) + "\" y=\"" + fmt("%.1f", ly) +
+           "\" dominant-baseline=\"middle\">" + xml_escaped(text) + "</text>\n";
+    ly += 18;
+  };
+  for (size_t k = 0; k < runs.size(); ++k) {
+    out += "<line x1=\"" + fmt("%.1f", lx) + "\" x2=\"" + fmt("%.1f", lx + 20) + "\" y1=\"" +
+           fmt("%.1f", ly) + "\" y2=\"" + fmt("%.1f", ly) + "\" stroke=\"" + kColours[k] +
+           "\" stroke-width=\"1.5\"/>\n";
+    label(one ? "training loss" : runs[k].name);
+  }
+  if (any_validation) {
+    out += "<circle cx=\"" + fmt("%.1f", lx + 10) + "\" cy=\"" + fmt("%.1f", ly) +
+           "\" r=\"3.5\" fill=\"" + (one ? "#ff7f0e" : "#888888") + "\"/>\n";
+    label(one ? "validation loss" : "validation loss (dots)");
   }
   return out + "</svg>\n";
 }
@@ -302,88 +346,37 @@ void require_replaceable_chart(const std::string& option, const std::string& out
   require_file_to_write(option, output);
   std::error_code ec;
   if (!fs::is_regular_file(output, ec) || fs::file_size(output, ec) == 0) return;
+  // An SVG document has its root element in its first 4 KiB, after what may come before it (an
+  // XML declaration, a DOCTYPE, comments); metrics, corpora and checkpoint files do not.
   std::ifstream in(output, std::ios::binary);
-  std::string head(256, '\0');
+  std::string head(4096, '\0');
   in.read(head.data(), static_cast<std::streamsize>(head.size()));
   head.resize(static_cast<size_t>(in.gcount()));
-  // An SVG document: its root element first, or after an XML declaration (another XML file has
-  // another root).
-  const size_t start = head.find_first_not_of(" \t\r\n");
-  std::string_view first =
-      start == std::string::npos ? std::string_view() : std::string_view(head).substr(start);
-  if (first.starts_with("<?xml")) {
-    const size_t end = first.find("?>");
-    first = end == std::string_view::npos ? std::string_view() : first.substr(end + 2);
-    first.remove_prefix(std::min(first.size(), first.find_first_not_of(" \t\r\n")));
-  }
-  if (!first.starts_with("<svg"))
+  if (head.find("<svg") == std::string::npos)
     throw InputError(option + " " + output +
                      ": expected a new file or an earlier chart to replace, found a file that is "
                      "not SVG (remove it first if it is to go)");
 }
 
-int plot_command(int argc, char** argv) {
-  std::string run, output;
-  int64_t from = 0, width = 72, height = 16;
-  po::options_description desc("plot options");
-  desc.add_options()("help,h", "print this help")("output", po::value(&output), "the SVG file")(
-      "from", po::value(&from), "first step")("width", po::value(&width), "columns")(
-      "height", po::value(&height), "rows");
-  po::variables_map vm;
-  const auto one_run = [](const std::vector<std::string>& words) {
-    if (words.empty() || words.front().empty())
-      throw InputError(std::string("tessera plot: expected a RUN_DIR, found ") +
-                       (words.empty() ? "none" : "\"\"") + " (see tessera plot --help)");
-    if (words.size() == 1) return;
-    throw InputError("tessera plot: expected one RUN_DIR, found " + words_found(words) +
-                     " (plot draws one run: give each its own plot, with --output)");
-  };
-  const std::optional<std::vector<std::string>> words =
-      parse_command_words(std::vector<std::string>(argv + 1, argv + argc), desc, vm,
-                          " (see tessera plot --help)", one_run);
-  if (!words) {
-    std::cout << kUsage;
-    return kExitOk;
-  }
-  run = words->front();
-  const bool output_given = vm.count("output") > 0;
-  const auto require_in = [](const char* option, int64_t v, int64_t lo, int64_t hi) {
-    if (v < lo || v > hi)
-      throw InputError(std::string(option) + ": expected a whole number in [" + std::to_string(lo) +
-                       ", " + std::to_string(hi) + "], found " + std::to_string(v));
-  };
-  require_in("--from", from, 0, INT64_MAX);
-  require_in("--width", width, 10, 1000);
-  require_in("--height", height, 3, 200);
-  std::error_code ec;
-  const bool is_dir = fs::is_directory(run, ec);
-  const std::string metrics = is_dir ? (fs::path(run) / "metrics.jsonl").string() : run;
-  if (!output_given)
-    output = ((is_dir ? fs::path(run) : fs::path(run).parent_path()) / "loss.svg").string();
-
-  const MetricsSeries s = read_metrics(metrics, from);
-  if (s.steps.empty())
-    throw InputError(metrics + ": expected training records with a loss" +
-                     (from > 0 ? " from step " + std::to_string(from) : std::string()) +
-                     ", found none");
-  std::printf("loss curve of %s\n%s", metrics.c_str(),
-              text_chart(s, static_cast<int>(width), static_cast<int>(height)).c_str());
+// The figures under the chart of one run: its first, last and lowest training loss, its last
+// validation, its median throughput, and what was left out of the chart. `who` begins each line
+// ("" for one run, "* runs/a: " for several).
+void print_figures(const MetricsSeries& s, const std::string& metrics, const std::string& who) {
   const auto lowest = std::min_element(s.loss.begin(), s.loss.end()) - s.loss.begin();
   std::printf(
-      "training loss: %.4f at step %lld -> %.4f at step %lld; lowest %.4f at step %lld "
-      "(%s",
-      s.loss.front(), static_cast<long long>(s.steps.front()), s.loss.back(),
+      "%straining loss: %.4f at step %lld -> %.4f at step %lld; lowest %.4f at step %lld (%s",
+      who.c_str(), s.loss.front(), static_cast<long long>(s.steps.front()), s.loss.back(),
       static_cast<long long>(s.steps.back()), s.loss[static_cast<size_t>(lowest)],
       static_cast<long long>(s.steps[static_cast<size_t>(lowest)]),
       count_of(static_cast<int64_t>(s.steps.size()), "record").c_str());
   if (s.skipped > 0) std::printf(", %lld skipped steps", static_cast<long long>(s.skipped));
   std::printf(")\n");
   if (!s.valid_steps.empty())
-    std::printf("validation loss: %.4f at step %lld (%zu evaluation%s)\n", s.valid_loss.back(),
-                static_cast<long long>(s.valid_steps.back()), s.valid_steps.size(),
-                s.valid_steps.size() == 1 ? "" : "s");
+    std::printf("%svalidation loss: %.4f at step %lld (%zu evaluation%s)\n", who.c_str(),
+                s.valid_loss.back(), static_cast<long long>(s.valid_steps.back()),
+                s.valid_steps.size(), s.valid_steps.size() == 1 ? "" : "s");
   if (!s.tokens_per_s.empty()) {
-    std::printf("throughput: median %.0f tokens/s", median(s.tokens_per_s));
+    std::printf("%sthroughput: median %.0f tokens/s", who.c_str(), median(s.tokens_per_s));
     if (!s.mfu.empty()) std::printf(", MFU %.3f", median(s.mfu));
     std::printf("\n");
   }
@@ -398,17 +391,82 @@ int plot_command(int argc, char** argv) {
         "drawn\n",
         count_of(s.undrawn, "training record").c_str(), metrics.c_str(),
         static_cast<long long>(s.first_undrawn_line), s.undrawn == 1 ? "is" : "are");
+}
+
+int plot_command(int argc, char** argv) {
+  std::string output;
+  int64_t from = 0, width = 72, height = 16;
+  po::options_description desc("plot options");
+  desc.add_options()("help,h", "print this help")("output", po::value(&output), "the SVG file")(
+      "from", po::value(&from), "first step")("width", po::value(&width), "columns")(
+      "height", po::value(&height), "rows");
+  po::variables_map vm;
+  const auto some_runs = [](const std::vector<std::string>& words) {
+    if (words.empty())
+      throw InputError("tessera plot: expected a RUN_DIR, found none (see tessera plot --help)");
+    if (words.size() > kMaxPlotRuns)
+      throw InputError("tessera plot: expected at most " + std::to_string(kMaxPlotRuns) +
+                       " RUN_DIRs to draw over each other, found " + words_found(words));
+    for (const std::string& w : words)
+      if (w.empty())
+        throw InputError("tessera plot: expected a RUN_DIR, found \"\" (see tessera plot --help)");
+  };
+  const std::optional<std::vector<std::string>> words =
+      parse_command_words(std::vector<std::string>(argv + 1, argv + argc), desc, vm,
+                          " (see tessera plot --help)", some_runs);
+  if (!words) {
+    std::cout << kUsage;
+    return kExitOk;
+  }
+  const bool output_given = vm.count("output") > 0;
+  const auto require_in = [](const char* option, int64_t v, int64_t lo, int64_t hi) {
+    if (v < lo || v > hi)
+      throw InputError(std::string(option) + ": expected a whole number in [" + std::to_string(lo) +
+                       ", " + std::to_string(hi) + "], found " + std::to_string(v));
+  };
+  require_in("--from", from, 0, INT64_MAX);
+  require_in("--width", width, 10, 1000);
+  require_in("--height", height, 3, 200);
+
+  // Each run by its directory (or the directory of the metrics file named), read as it is.
+  std::vector<PlotRun> runs;
+  std::vector<std::string> files;
+  for (const std::string& word : *words) {
+    std::error_code ec;
+    const bool is_dir = fs::is_directory(word, ec);
+    files.push_back(is_dir ? (fs::path(word) / "metrics.jsonl").string() : word);
+    runs.push_back(
+        {is_dir ? word : fs::path(word).parent_path().string(), read_metrics(files.back(), from)});
+    if (runs.back().series.steps.empty())
+      throw InputError(files.back() + ": expected training records with a loss" +
+                       (from > 0 ? " from step " + std::to_string(from) : std::string()) +
+                       ", found none");
+  }
+  const bool one = runs.size() == 1;
+  // One run's chart goes beside its metrics; several runs' only where --output says.
+  if (!output_given && one) output = (fs::path(runs[0].name) / "loss.svg").string();
+  std::string heading = one ? "loss curve of " + files[0] : "loss curves of";
+  for (size_t k = 0; k < runs.size() && !one; ++k)
+    heading.append(k ? ", " : " ").append(files[k]).append(" (").append(1, kMarks[k]).append(")");
+  std::printf("%s\n%s", heading.c_str(),
+              text_chart(runs, static_cast<int>(width), static_cast<int>(height)).c_str());
+  for (size_t k = 0; k < runs.size(); ++k)
+    print_figures(runs[k].series, files[k],
+                  one ? "" : std::string(1, kMarks[k]) + " " + runs[k].name + ": ");
   if (!output.empty()) {
-    const std::string title =
-        (is_dir ? run : fs::path(run).parent_path().string()) + ": loss against step";
+    std::string title;
+    for (const PlotRun& run : runs) title.append(title.empty() ? "" : " vs ").append(run.name);
+    title += ": loss against step";
     try {
       require_replaceable_chart(output_given ? "--output" : "the chart", output);
-      write_file_atomically(output, svg_chart(s, title));
+      write_file_atomically(output, svg_chart(runs, title));
     } catch (const InputError& e) {
       throw InputError(std::string(e.what()) +
                        (output_given ? "" : " (give --output FILE to write it elsewhere)"));
     }
     std::printf("chart: %s\n", output.c_str());
+  } else if (!one && !output_given) {
+    std::printf("note: give --output FILE to write the chart of these runs as SVG\n");
   }
   std::fflush(stdout);
   return kExitOk;

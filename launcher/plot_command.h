@@ -1,6 +1,7 @@
-// `tessera plot RUN_DIR`: the run's loss curve from RUN_DIR/metrics.jsonl, as a chart in the
+// `tessera plot RUN_DIR...`: a run's loss curve from RUN_DIR/metrics.jsonl, as a chart in the
 // terminal with a few figures under it, and as an SVG file (RUN_DIR/loss.svg) to open in a
-// browser. It reads the file as it is, so it also shows a run still training, from a login node.
+// browser; or several runs' curves over each other, to compare. It reads the files as they are,
+// so it also shows a run still training, from a login node.
 #pragma once
 
 #include <cstdint>
@@ -29,14 +30,26 @@ struct MetricsSeries {
 // unfinished (no line break, or NULs) is left out and its number kept.
 MetricsSeries read_metrics(const std::string& path, int64_t from = 0);
 
-// The training loss (`*`) and validation loss (`o`) against the step, `width` x `height`
-// characters of plot area with the loss on the left and the steps under it; each column shows
-// the mean of the training losses that fall in it.
-std::string text_chart(const MetricsSeries& s, int width, int height);
+// A run's series and the name the charts give it.
+struct PlotRun {
+  std::string name;
+  MetricsSeries series;
+};
+// Runs one chart shows at most: each has a mark and a colour of its own.
+inline constexpr size_t kMaxPlotRuns = 6;
 
-// The same as a standalone SVG document: axes with ticks, the training loss as a line (each pixel
-// column's mean where there are more points than columns), validation points, a legend.
-std::string svg_chart(const MetricsSeries& s, const std::string& title);
+// The training loss (`*`; with several runs `*`, `+`, `x`, `#`, `@`, `%` in turn, the first run's
+// on top, and a legend under the steps) and validation loss (`o`) against the step, `width` x
+// `height` characters of plot area with the loss on the left and the steps under it; each column
+// shows the mean of a run's training losses that fall in it.
+std::string text_chart(const std::vector<PlotRun>& runs, int width, int height);
+std::string text_chart(const MetricsSeries& s, int width, int height);  // one run
+
+// The same as a standalone SVG document: axes with ticks, each run's training loss as a line
+// (each pixel column's mean where there are more points than columns), validation points, a
+// legend.
+std::string svg_chart(const std::vector<PlotRun>& runs, const std::string& title);
+std::string svg_chart(const MetricsSeries& s, const std::string& title);  // one run
 
 // argv[0] is "plot".
 int plot_command(int argc, char** argv);

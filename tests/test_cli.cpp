@@ -681,6 +681,57 @@ TEST_F(Cli, DataCacheDirectoryThatCannotBeMadeIsExit2NamingTheOption) {
   }
 }
 
+// `tessera plot RUN_A RUN_B`: the runs' curves over each other, each with its mark and colour,
+// named in a legend; each run's figures; the SVG only where --output says.
+TEST_F(Cli, PlotDrawsSeveralRunsOverEachOther) {
+  const fs::path a = dir_ / "a", b = dir_ / "b";
+  fs::create_directories(a);
+  fs::create_directories(b);
+  {
+    std::ofstream ma(a / "metrics.jsonl"), mb(b / "metrics.jsonl");
+    for (int step = 1; step <= 20; ++step) {
+      ma << "{\"step\": " << step << ", \"loss\": " << 5.0 - 0.1 * step << "}\n";
+      mb << "{\"step\": " << step << ", \"loss\": " << 5.0 - 0.05 * step << "}\n";
+    }
+    mb << "{\"step\": 20, \"valid_loss\": 4.2}\n";
+  }
+  const CliRun r = run_tessera("plot " + a.string() + " " + b.string(), dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("loss curves of " + (a / "metrics.jsonl").string() + " (*), " +
+                       (b / "metrics.jsonl").string() + " (+)\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("|*"), std::string::npos) << r.out;  // both start at 4.95 and 4.9...
+  EXPECT_NE(r.out.find('+'), std::string::npos) << r.out;   // ...and part
+  EXPECT_NE(r.out.find("* " + a.string() + "   + " + b.string() + "   o validation\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(
+      r.out.find("* " + a.string() + ": training loss: 4.9000 at step 1 -> 3.0000 at step 20"),
+      std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("+ " + b.string() + ": validation loss: 4.2000 at step 20"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("note: give --output FILE to write the chart of these runs as SVG"),
+            std::string::npos)
+      << r.out;
+  EXPECT_FALSE(fs::exists(a / "loss.svg"));
+  const CliRun svg = run_tessera(
+      "plot " + a.string() + " " + b.string() + " --output " + (dir_ / "ab.svg").string(), dir_);
+  ASSERT_EQ(svg.exit_code, 0) << svg.err;
+  const std::string chart = read_text(dir_ / "ab.svg");
+  size_t lines = 0;
+  for (size_t k = chart.find("<polyline "); k != std::string::npos;
+       k = chart.find("<polyline ", k + 1))
+    ++lines;
+  EXPECT_EQ(lines, 2u) << chart;
+  EXPECT_NE(chart.find("stroke=\"#d62728\""), std::string::npos) << chart;
+  EXPECT_NE(chart.find(">" + b.string() + "</text>"), std::string::npos) << chart;
+  EXPECT_NE(chart.find(a.string() + " vs " + b.string() + ": loss against step"), std::string::npos)
+      << chart;
+}
+
 // `tessera plot RUN_DIR`: the chart in the terminal, the figures under it and RUN_DIR/loss.svg,
 // one point per training record; --from keeps the later steps; bad input is one message.
 TEST_F(Cli, PlotShowsTheLossCurveAndWritesItAsSvg) {
@@ -737,9 +788,10 @@ TEST_F(Cli, PlotShowsTheLossCurveAndWritesItAsSvg) {
   expect_clear_error(run_tessera("plot " + run.string() + " --from 31", dir_),
                      "expected training records with a loss from step 31, found none");
   expect_clear_error(run_tessera("plot " + run.string() + " --width 5", dir_), "--width");
-  expect_clear_error(run_tessera("plot " + run.string() + " other", dir_),
-                     "tessera plot: expected one RUN_DIR, found 2: \"" + run.string() +
-                         "\" \"other\" (plot draws one run");
+  expect_clear_error(run_tessera("plot " + run.string() + " a b c d e f", dir_),
+                     "tessera plot: expected at most 6 RUN_DIRs to draw over each other, found 7: "
+                     "\"" +
+                         run.string() + "\" \"a\"");
   // A directory where the chart would go is named as the option, and nothing is left beside it.
   fs::create_directory(dir_ / "adir");
   expect_clear_error(
