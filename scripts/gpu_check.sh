@@ -145,6 +145,14 @@ if ! ls /usr/lib/x86_64-linux-gnu/libboost_program_options.so >/dev/null 2>&1 &&
   EXTRA+=("-DBoost_DIR=$PWD/build-gpu/deps/usr/lib/x86_64-linux-gnu/cmake/Boost-1.74.0")
   echo "using Boost 1.74 from .gpu-deps/"
 fi
+# libzstd's headers (and its static library, so that nothing more is loaded) likewise.
+if [ ! -e /usr/include/zstd.h ] && ls .gpu-deps/libzstd-dev_*.deb >/dev/null 2>&1; then
+  mkdir -p build-gpu/deps
+  dpkg -x .gpu-deps/libzstd-dev_*.deb build-gpu/deps
+  EXTRA+=("-DTESSERA_ZSTD_INCLUDE=$PWD/build-gpu/deps/usr/include"
+    "-DTESSERA_ZSTD=$PWD/build-gpu/deps/usr/lib/x86_64-linux-gnu/libzstd.a")
+  echo "using libzstd from .gpu-deps/"
+fi
 
 if [ ! -e /usr/local/cuda/include/nccl.h ]; then
   nccl_lib=$(find_lib libnccl.so.2)
