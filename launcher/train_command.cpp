@@ -210,6 +210,11 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
         result.final_loss = *mean;
     }
     const bool last = step + 1 == cfg.steps;
+    const bool preempted = !last && s.stops();
+    const bool exiting = cfg.exit_after > 0 && step + 1 - first == cfg.exit_after;
+    if (preempted || exiting)
+      if (const std::optional<double> mean = log.end_early(step, s, tr.loader().epochs()))
+        result.final_loss = *mean;
     const bool eval_now = cfg.eval_interval > 0 && ((step + 1) % cfg.eval_interval == 0 || last);
     if (tr.has_validation() && eval_now) {
       // Not begun when the step agreed to stop; ended early when a rank wishes to stop during it.
@@ -222,8 +227,6 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       else
         log.validation_stopped(step, stopping ? 0 : tr.batches_evaluated(), cfg.eval_batches);
     }
-    const bool preempted = !last && s.stops();
-    const bool exiting = cfg.exit_after > 0 && step + 1 - first == cfg.exit_after;
     const bool save =
         exiting || preempted || interval_save_due || (cfg.checkpoint_interval > 0 && last);
     // Every N steps, and before every save, so that no checkpoint holds copies that differ.
@@ -267,6 +270,8 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       interval_save_due = false;  // made: the time left need not hold it again
       const StepStats wish = tr.agree_on_stop(stop_wish());
       if (wish.stops()) {
+        if (const std::optional<double> mean = log.end_early(step, s, tr.loader().epochs()))
+          result.final_loss = *mean;
         finish_saves();  // before it is named as the checkpoint to resume from
         result.exit_code =
             report_preempted(cfg, world, step, wish, saver.directory(), signal_counted);
@@ -282,7 +287,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
   }
   finish_saves();  // the last save may still be writing or committing
   if (result.exit_code == kExitNonFinite || result.exit_code == kExitInternalError) return result;
-  if (const std::optional<double> mean = log.unlogged_mean()) result.final_loss = *mean;
+  result.final_loss_steps = log.last_mean_steps();
   const double run_s = std::chrono::duration<double>(Clock::now() - start).count();
   if (tr.skipped_total() > 0 && root)
     std::printf("skipped steps: %lld (non-finite loss or gradient norm)\n",

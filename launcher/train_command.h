@@ -16,7 +16,8 @@ struct TrainResult {
   std::vector<double> losses;  // one per step of this run
   int64_t first_step = 0;      // the step (0-based) this run started at: 0, or a resume's
   double final_loss = 0;       // mean of the last log interval's losses
-  int exit_code = 0;           // kExitOk, or kExitPreempted / kExitNonFinite (exit_codes.h)
+  std::pair<int64_t, int64_t> final_loss_steps{0, 0};  // its steps, 1-based: [first, last]
+  int exit_code = 0;  // kExitOk, or kExitPreempted / kExitNonFinite (exit_codes.h)
 };
 class Trainer;
 class Communicator;

@@ -336,6 +336,11 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
   world.all_reduce(peak, ReduceOp::Max);
   if (world.rank() != 0) return;
   print_loss_curve(result.losses, result.first_step + 1);
+  const auto [mean_first, mean_last] = result.final_loss_steps;
+  const std::string final_mean = mean_first == mean_last
+                                     ? "at step " + std::to_string(mean_last)
+                                     : "mean of steps " + std::to_string(mean_first) + "-" +
+                                           std::to_string(mean_last) + ", the last log interval";
   if (result.exit_code == kExitOk) {
     const SampleStream& train = tr.samples();
     std::vector<TokenCorpus> corpora;
@@ -349,9 +354,9 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
         unigram_entropy(corpora, weights, cfg.model.vocab_size, kEntropyTokens, &estimated);
     const double gap = entropy - result.final_loss;
     std::printf(
-        "final loss %.4f nats/token (mean of the last log interval) vs the corpus' unigram "
-        "entropy %.4f nats/token%s: %.2f nats/token %s it\n",
-        result.final_loss, entropy,
+        "final loss %.4f nats/token (%s) vs the corpus' unigram entropy %.4f nats/token%s: "
+        "%.2f nats/token %s it\n",
+        result.final_loss, final_mean.c_str(), entropy,
         estimated ? (" (from " + entropy_sample() +
                      (corpora.size() > 1 ? ", shared among the corpora by weight)" : ")"))
                         .c_str()
@@ -359,7 +364,7 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
         std::abs(gap), gap >= 0 ? "below" : "above");
   } else {
     // A stopped run (a signal, the time limit) reads no corpus now: its grace is for exiting.
-    std::printf("final loss %.4f nats/token (mean of the last log interval)\n", result.final_loss);
+    std::printf("final loss %.4f nats/token (%s)\n", result.final_loss, final_mean.c_str());
   }
   // One rank holding the whole model: its peak beside the estimate (gpt_state_bytes +
   // gpt_activation_bytes), of the GPU's tensors on the GPU, of the host's memory on the CPU.
@@ -445,12 +450,21 @@ void IntervalLog::validation_stopped(int64_t step, int64_t done, int64_t total) 
 }
 
 std::optional<double> IntervalLog::add(int64_t step, const StepStats& s, double epochs) {
+  if (interval_losses_++ == 0) interval_first_ = step + 1;
   interval_loss_ += s.loss;
-  ++interval_losses_;
   ++interval_steps_;
   const bool last = step + 1 == cfg_.steps;
   const bool boundary = (step + 1) % cfg_.log_interval == 0 || last;
   if (!(boundary || step == first_step_)) return std::nullopt;
+  return log_line(step, s, epochs, boundary);
+}
+
+std::optional<double> IntervalLog::end_early(int64_t step, const StepStats& s, double epochs) {
+  if (interval_losses_ == 0 || last_mean_steps_.second == step + 1) return std::nullopt;
+  return log_line(step, s, epochs, true);
+}
+
+double IntervalLog::log_line(int64_t step, const StepStats& s, double epochs, bool ends) {
   const auto now = Clock::now();
   const double interval_s = std::chrono::duration<double>(now - interval_start_).count();
   const double elapsed_s = std::chrono::duration<double>(now - start_).count();
@@ -462,12 +476,13 @@ std::optional<double> IntervalLog::add(int64_t step, const StepStats& s, double 
                        static_cast<double>(cfg_.steps - step - 1);
   const double mean_loss = interval_loss_ / static_cast<double>(interval_losses_);
   const int64_t losses = interval_losses_;
+  last_mean_steps_ = {interval_first_, step + 1};
   interval_start_ = now;
   interval_steps_ = 0;
   // The mean is over the steps since the last multiple of --train.log_interval, across the
   // run's first line: a resumed run's means are those of the run it continues (its first line,
   // step 11 of a run resumed at 10, would have made its step 20 the mean of 12-20).
-  if (boundary) {
+  if (ends) {
     interval_loss_ = 0;
     interval_losses_ = 0;
   }
@@ -491,11 +506,6 @@ std::optional<double> IntervalLog::add(int64_t step, const StepStats& s, double 
     metrics_->write(step + 1, fields);
   }
   return mean_loss;
-}
-
-std::optional<double> IntervalLog::unlogged_mean() const {
-  if (interval_losses_ == 0) return std::nullopt;
-  return interval_loss_ / static_cast<double>(interval_losses_);
 }
 
 }  // namespace tessera

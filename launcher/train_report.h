@@ -59,9 +59,14 @@ class IntervalLog {
   // the interval's mean loss.
   std::optional<double> add(int64_t step, const StepStats& s, double epochs);
 
-  // The mean loss of the steps added since the last logged interval, if any: the run's final
-  // loss when it stops early (preempted, --train.exit_after) between two log lines.
-  std::optional<double> unlogged_mean() const;
+  // A run that stops after step `step` (a signal, the time limit, --train.exit_after) between
+  // two log lines: the steps added since the last line are printed and recorded as an interval
+  // of their own (the step the run stops at is in metrics.jsonl, as a finished run's last is),
+  // and their mean loss returned; none when there are none.
+  std::optional<double> end_early(int64_t step, const StepStats& s, double epochs);
+
+  // The 1-based steps whose losses the last logged mean is over: [first, last].
+  std::pair<int64_t, int64_t> last_mean_steps() const { return last_mean_steps_; }
 
  private:
   const TrainConfig& cfg_;
@@ -71,7 +76,13 @@ class IntervalLog {
   Clock::time_point start_ = Clock::now(), interval_start_ = start_;
   double interval_loss_ = 0;
   int64_t interval_losses_ = 0;  // steps whose loss is in interval_loss_ (skipped ones are not)
+  int64_t interval_first_ = 0;   // the first of them (1-based)
   int64_t interval_steps_ = 0;   // steps computed, for the rate
+  std::pair<int64_t, int64_t> last_mean_steps_{0, 0};
+
+  // Prints and records the interval that ends with step `step`, and returns its mean loss;
+  // `ends` clears it (at a multiple of --train.log_interval, the run's last step or its stop).
+  double log_line(int64_t step, const StepStats& s, double epochs, bool ends);
 };
 
 }  // namespace tessera

@@ -1012,8 +1012,8 @@ TEST_F(Cli, FortunesCorpusTrainsWellBelowItsUnigramEntropy) {
   const size_t k = r.out.find("final loss ");
   ASSERT_NE(k, std::string::npos) << r.out;
   ASSERT_EQ(std::sscanf(r.out.c_str() + k,
-                        "final loss %lf nats/token (mean of the last log interval) vs the "
-                        "corpus' unigram entropy %lf",
+                        "final loss %lf nats/token (mean of steps 351-400, the last log "
+                        "interval) vs the corpus' unigram entropy %lf",
                         &loss, &entropy),
             2)
       << r.out.substr(k);
@@ -1223,6 +1223,30 @@ TEST_F(Cli, CorpusTwiceInABlendIsRefusedAndValidationOnTrainingDataIsSaid) {
                        "), so the validation loss is over samples the run trains on"),
             std::string::npos)
       << r.out;
+}
+
+// A run that stops between two log lines (here --train.exit_after; a signal or the time limit
+// alike) logs and records the step it stops at, with the mean of the steps since the last line,
+// which is its final loss.
+TEST_F(Cli, ARunThatStopsBetweenLogLinesRecordsItsLastStep) {
+  const CliRun r = run_tessera(
+      tiny_args() + " --train.steps 20 --train.log_interval 8 --train.exit_after 5", dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("step      5/20 | loss "), std::string::npos) << r.out;
+  EXPECT_EQ(losses_of(dir_ / "run" / "metrics.jsonl").size(), 2u);  // steps 1 and 5
+  const size_t k = r.out.find("step      5/20 | loss ");
+  ASSERT_NE(k, std::string::npos);
+  double last = 0, mean = 0, final_loss = 0;
+  ASSERT_EQ(std::sscanf(r.out.c_str() + k, "step      5/20 | loss %lf (mean %lf)", &last, &mean), 2)
+      << r.out.substr(k, 80);
+  const size_t f = r.out.find("final loss ");
+  ASSERT_NE(f, std::string::npos) << r.out;
+  ASSERT_EQ(std::sscanf(r.out.c_str() + f,
+                        "final loss %lf nats/token (mean of steps 2-5, the last log interval)",
+                        &final_loss),
+            1)
+      << r.out.substr(f, 100);
+  EXPECT_NEAR(final_loss, mean, 1e-4);
 }
 
 // A run started afresh in a directory that holds an earlier run's metrics.jsonl (no checkpoint)
