@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -241,7 +242,7 @@ std::string text_chart(const std::vector<PlotRun>& runs, int width, int height) 
     out += std::string(11, ' ');
     for (size_t k = 0; k < runs.size(); ++k)
       out.append(1, kMarks[k]).append(" ").append(runs[k].name).append("   ");
-    out += "o validation\n";
+    out += "o validation (where runs meet, the first run's mark shows)\n";
   }
   return out;
 }
@@ -309,8 +310,11 @@ std::string svg_chart(const std::vector<PlotRun>& runs, const std::string& title
       const auto pixel = [&](double x) { return std::lround(px(x) - left); };  // 0 .. columns
       for (const Column& c : column_means(s, r, columns + 1, pixel)) add_point(px(c.x), py(c.loss));
     }
-    out += "<polyline fill=\"none\" stroke=\"" + colour + "\" stroke-width=\"1.5\" points=\"" +
-           points + "\"/>\n";
+    // Runs after the first dashed, so that a run that follows another shows both colours.
+    const std::string dashes =
+        k == 0 ? "" : " stroke-dasharray=\"" + std::to_string(3 + 2 * k) + " 4\"";
+    out += "<polyline fill=\"none\" stroke=\"" + colour + "\" stroke-width=\"1.5\"" + dashes +
+           " points=\"" + points + "\"/>\n";
     for (size_t i = 0; i < s.valid_steps.size(); ++i)
       out += "<circle cx=\"" + fmt("%.2f", px(r.x(s.valid_steps[i]))) + "\" cy=\"" +
              fmt("%.2f", py(s.valid_loss[i])) + "\" r=\"3.5\" fill=\"" + dots + "\"/>\n";
@@ -393,6 +397,36 @@ void print_figures(const MetricsSeries& s, const std::string& metrics, const std
         static_cast<long long>(s.first_undrawn_line), s.undrawn == 1 ? "is" : "are");
 }
 
+// How far run `b`'s training loss lies from run `a`'s at the steps both logged: what tells two
+// layouts or two builds apart, where the chart's rows cannot.
+void print_agreement(const PlotRun& a, const PlotRun& b, char mark_a, char mark_b) {
+  std::map<int64_t, double> at;
+  for (size_t i = 0; i < a.series.steps.size(); ++i) at[a.series.steps[i]] = a.series.loss[i];
+  double worst = 0, worst_rel = 0;
+  int64_t common = 0, worst_step = 0;
+  for (size_t i = 0; i < b.series.steps.size(); ++i) {
+    const auto it = at.find(b.series.steps[i]);
+    if (it == at.end()) continue;
+    ++common;
+    const double d = std::abs(b.series.loss[i] - it->second);
+    if (d > worst || common == 1) {
+      worst = d;
+      worst_step = it->first;
+      worst_rel = d / std::max(std::abs(it->second), 1e-12);
+    }
+  }
+  if (common == 0) {
+    std::printf("%c %s against %c %s: no step logged by both\n", mark_b, b.name.c_str(), mark_a,
+                a.name.c_str());
+    return;
+  }
+  std::printf(
+      "%c %s against %c %s: training loss differs by at most %.3g (relative %.3g, at step %lld) "
+      "over the %s both logged\n",
+      mark_b, b.name.c_str(), mark_a, a.name.c_str(), worst, worst_rel,
+      static_cast<long long>(worst_step), count_of(common, "step").c_str());
+}
+
 int plot_command(int argc, char** argv) {
   std::string output;
   int64_t from = 0, width = 72, height = 16;
@@ -453,6 +487,7 @@ int plot_command(int argc, char** argv) {
   for (size_t k = 0; k < runs.size(); ++k)
     print_figures(runs[k].series, files[k],
                   one ? "" : std::string(1, kMarks[k]) + " " + runs[k].name + ": ");
+  for (size_t k = 1; k < runs.size(); ++k) print_agreement(runs[0], runs[k], kMarks[0], kMarks[k]);
   if (!output.empty()) {
     std::string title;
     for (const PlotRun& run : runs) title.append(title.empty() ? "" : " vs ").append(run.name);
