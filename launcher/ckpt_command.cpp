@@ -50,7 +50,7 @@ constexpr const char* kUsage =
     "usage: tessera ckpt VERB [options]\n"
     "  info DIR                                       step, layout, config, tensors\n"
     "  verify DIR                                     MANIFEST, CRCs, every tensor finite\n"
-    "  diff DIR_A DIR_B                               max abs/rel difference per tensor\n"
+    "  diff DIR_A DIR_B                               largest and norm-relative differences\n"
     "  export DIR --to safetensors --output FILE      the model's tensors as one file\n"
     "`tessera ckpt VERB --help` lists a verb's options.\n";
 
@@ -221,6 +221,12 @@ int verify(int argc, char** argv) {
 
 struct Difference {
   double max_abs = 0, max_rel = 0;
+  double diff_sq = 0, a_sq = 0, b_sq = 0;  // sums of squares, for the norm-relative difference
+  // |a - b| / max(|a|, |b|) over the whole tensor: what tells rounding from a real difference
+  // where max_rel, element by element, is large for values near zero.
+  double norm_rel() const {
+    return std::sqrt(diff_sq) / std::max({std::sqrt(a_sq), std::sqrt(b_sq), 1e-300});
+  }
 };
 
 // rel = |a - b| / max(|a|, |b|, 1e-12); a NaN on one side only is an infinite difference.
@@ -229,12 +235,15 @@ void accumulate(const Tensor& a, const Tensor& b, Difference& d) {
   for (int64_t i = 0; i < a.numel(); ++i) {
     if (std::isnan(x[i]) || std::isnan(y[i])) {
       if (std::isnan(x[i]) != std::isnan(y[i]))
-        d.max_abs = d.max_rel = std::numeric_limits<double>::infinity();
+        d.max_abs = d.max_rel = d.diff_sq = std::numeric_limits<double>::infinity();
       continue;
     }
     const double abs = std::fabs(x[i] - y[i]);
     d.max_abs = std::max(d.max_abs, abs);
     d.max_rel = std::max(d.max_rel, abs / std::max({std::fabs(x[i]), std::fabs(y[i]), 1e-12}));
+    d.diff_sq += abs * abs;
+    d.a_sq += x[i] * x[i];
+    d.b_sq += y[i] * y[i];
   }
 }
 
@@ -253,7 +262,11 @@ Difference compare(const CheckpointReader& a, const CheckpointReader& b, const T
 }
 
 int diff(int argc, char** argv) {
-  po::options_description desc("ckpt diff options");
+  po::options_description desc(
+      "Per tensor of both: max_abs, the largest |a - b|; max_rel, the largest |a - b| / max(|a|, "
+      "|b|), large where values are near 0; norm_rel, ||a - b|| / max(||a||, ||b||) over the "
+      "tensor, which tells rounding (1e-7 in float32) from a real difference.\nckpt diff "
+      "options");
   po::variables_map vm;
   std::vector<std::string> dirs;
   if (!parse(desc, "DIR_A DIR_B", 2, argc, argv, vm, dirs)) return 0;
@@ -261,10 +274,15 @@ int diff(int argc, char** argv) {
   const CheckpointReader b = CheckpointReader::open(dirs[1], ManifestCheck::kSizes);
   a.check_shards();
   b.check_shards();
+  // Which checkpoints these are: two steps, or two layouts of one, read alike.
+  for (const auto& [label, r] : {std::pair("A", &a), std::pair("B", &b)})
+    std::printf("%s: %s (step %s, layout tp %s pp %s dp %s)\n", label, r->dir().c_str(),
+                meta_int(r->meta(), "step").c_str(), meta_int(r->meta(), "tp").c_str(),
+                meta_int(r->meta(), "pp").c_str(), meta_int(r->meta(), "dp").c_str());
   size_t width = 6, compared = 0, differ = 0, reshaped = 0;
   for (const TensorInfo& t : a.tensors()) width = std::max(width, t.name.size());
-  std::printf("%-*s  %-20s %13s %13s\n", static_cast<int>(width), "tensor", "shape", "max_abs",
-              "max_rel");
+  std::printf("%-*s  %-20s %13s %13s %13s\n", static_cast<int>(width), "tensor", "shape", "max_abs",
+              "max_rel", "norm_rel");
   std::vector<TensorInfo> compared_tensors;  // what the progress line counts
   for (const TensorInfo& t : a.tensors())
     if (b.has(t.name) && b.tensor(t.name).shape == t.shape) compared_tensors.push_back(t);
@@ -282,8 +300,8 @@ int diff(int argc, char** argv) {
     const Difference d = compare(a, b, t, progress);
     progress.end();  // a line rewritten in place on a terminal ends before the row
     differ += d.max_abs != 0;
-    std::printf("%-*s  %-20s %13.6g %13.6g\n", static_cast<int>(width), t.name.c_str(),
-                shape_str(t.shape).c_str(), d.max_abs, d.max_rel);
+    std::printf("%-*s  %-20s %13.6g %13.6g %13.6g\n", static_cast<int>(width), t.name.c_str(),
+                shape_str(t.shape).c_str(), d.max_abs, d.max_rel, d.norm_rel());
   }
   size_t only = 0;
   for (const auto& [x, y, label] : {std::tuple(&a, &b, "A"), std::tuple(&b, &a, "B")})

@@ -775,6 +775,12 @@ TEST_F(CheckpointTest, CkptDiffOfIdenticalCheckpointsFindsNoDifference) {
   const fs::path twin = copy("twin");
   const auto [code, out] = ckpt({"diff", dir_.string(), twin.string()});
   EXPECT_EQ(code, 0);
+  // Each side's step and layout head the table, whose last column is the norm-relative one.
+  EXPECT_NE(out.find("A: " + dir_.string() + " (step 100, layout tp 2 pp 1 dp 1)\nB: " +
+                     twin.string() + " (step 100, layout tp 2 pp 1 dp 1)\n"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("max_abs       max_rel      norm_rel\n"), std::string::npos) << out;
   EXPECT_NE(out.find("6 tensors compared, 0 differ, 0 of another shape, 0 in one checkpoint only"),
             std::string::npos)
       << out;
@@ -790,6 +796,19 @@ TEST_F(CheckpointTest, CkptDiffOfIdenticalCheckpointsFindsNoDifference) {
   EXPECT_NE(out2.find("1 tensors compared, 1 differ, 0 of another shape, 5 in one checkpoint only"),
             std::string::npos)
       << out2;
+  // Every element 1 apart: max_abs 1, and norm_rel sqrt(48) / ||b||, ||b|| the larger norm.
+  const size_t row = out2.find("\nmodel/wte ");
+  ASSERT_NE(row, std::string::npos) << out2;
+  double max_abs = 0, max_rel = 0, norm_rel = 0;
+  ASSERT_EQ(std::sscanf(out2.c_str() + out2.find(']', row) + 1, "%lf %lf %lf", &max_abs, &max_rel,
+                        &norm_rel),
+            3)
+      << out2;
+  EXPECT_EQ(max_abs, 1);
+  const std::vector<double> b = values(numbered({8, 6}, DType::F32, 1));
+  double b_sq = 0;
+  for (const double v : b) b_sq += v * v;
+  EXPECT_NEAR(norm_rel, std::sqrt(48.0 / b_sq), 1e-5 * norm_rel);
   // A tensor of another shape is named with both shapes and not counted as compared.
   const fs::path narrow = root_ / "narrow";
   fs::create_directories(narrow / "shards");
