@@ -42,11 +42,12 @@ die() {
   exit 2
 }
 
-# The value of KEY in [SECTION] of an INI file (tessera's syntax: `key = value`, `#` comments,
-# or `section.key = value` outside any section); empty when absent. The last one wins.
+# The value of KEY in [SECTION] of an INI file (tessera's syntax: `key = value`, `#` comments
+# at the start of a line or after a space, or `section.key = value` outside any section); empty
+# when absent. The last one wins. (`;` is no comment to tessera, which refuses `tp = 2 ; two`.)
 ini_get() {
   awk -v want_section="$2" -v want_key="$3" '
-    { sub(/[#;].*/, "") }
+    { sub(/(^|[ \t])#.*/, "") }
     /^[ \t]*\[/ { section = $0; gsub(/[][ \t]/, "", section); next }
     /=/ {
       key = substr($0, 1, index($0, "=") - 1); value = substr($0, index($0, "=") + 1)
@@ -58,7 +59,7 @@ ini_get() {
 }
 
 config="" nodes="" per_node="" per_node_flag="" run_dir="" tessera="" launcher="" template="" dry_run=0
-sbatch_opts=() tessera_args=() job_name_given=0
+sbatch_opts=() tessera_args=() job_name=""
 # Stops, naming what option $1 needs ($3), unless its value $2 is there.
 value_of() { [ -n "${2:-}" ] || die "$1 needs $3"; }
 while [ $# -gt 0 ]; do
@@ -79,8 +80,9 @@ while [ $# -gt 0 ]; do
     --dry-run) dry_run=1; shift ;;
     -h | --help) usage; exit 0 ;;
     --) shift; tessera_args=("$@"); break ;;
-    -J) value_of "$1" "${2:-}" "a job name"; job_name_given=1; sbatch_opts+=("-J" "$2"); shift 2 ;;
-    --job-name=* | -J*) job_name_given=1; sbatch_opts+=("$1"); shift ;;
+    -J) value_of "$1" "${2:-}" "a job name"; job_name=$2; sbatch_opts+=("-J" "$2"); shift 2 ;;
+    --job-name=*) job_name=${1#*=}; sbatch_opts+=("$1"); shift ;;
+    -J*) job_name=${1#-J}; sbatch_opts+=("$1"); shift ;;
     --*=* | --parsable | --exclusive | --requeue | --no-requeue | --hold) sbatch_opts+=("$1"); shift ;;
     *) die "unknown argument '$1': sbatch options go as --option=value, tessera's after -- ($prog --help)" ;;
   esac
@@ -171,14 +173,21 @@ fi
 
 cmd=(sbatch --nodes="$nodes" --ntasks-per-node="$per_node")
 [ "$device" = cuda ] && cmd+=(--gpus-per-node="$per_node")
-[ "$job_name_given" -eq 1 ] || cmd+=(--job-name="tessera-$(basename "$config" .ini)")
+[ -n "$job_name" ] || { job_name="tessera-$(basename "$config" .ini)" && cmd+=(--job-name="$job_name"); }
 cmd+=("${sbatch_opts[@]}" "$template" "${tessera_args[@]}")
-envs=(CONFIG="$config")
-[ -z "$run_dir" ] || envs+=(RUN_DIR="$run_dir")
-envs+=(TESSERA="$tessera")
+envs=(CONFIG="$config" TESSERA="$tessera")
 [ -z "$launcher" ] || envs+=(LAUNCHER="$launcher")
 
+# The config's run directory, unless --run-dir gives one: the template's --run.dir would
+# otherwise replace it with its default, runs/JOB_NAME.
+[ -n "$run_dir" ] || run_dir=$(ini_get "$config" run dir)
+[ -z "$run_dir" ] || envs+=(RUN_DIR="$run_dir")
 echo "layout: tp $tp x pp $pp x dp $dp = $world ranks on $nodes node(s) x $per_node $unit ($device)"
+if [ -n "$run_dir" ]; then
+  echo "run dir: $run_dir"
+else
+  echo "run dir: runs/$job_name, the template's default for the job's name"
+fi
 line=$(printf '%q ' env "${envs[@]}" "${cmd[@]}")
 echo "${line% }"
 [ "$dry_run" -eq 1 ] && exit 0

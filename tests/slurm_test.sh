@@ -130,6 +130,19 @@ out=$("$repo/slurm/submit.sh" --config "$tmp/gpu.ini" --tessera "$binary" --dry-
 out=$("$repo/slurm/submit.sh" --config "$tmp/gpu.ini" --tessera "$binary" --dry-run -J my_run) ||
   fail "submit.sh: $out"
 [[ "$out" == *" -J my_run "* ]] || fail "submit.sh -J my_run: expected it passed to sbatch, got: $out"
+[[ "$out" == *"run dir: runs/my_run, "* ]] || fail "submit.sh -J my_run: expected run dir runs/my_run, got: $out"
+# A config's [run] dir goes to the job (the template's --run.dir would replace it), and a `;`
+# is no comment, as it is none to tessera.
+{ cat "$tmp/gpu.ini"; printf '[run]\ndir = %s  # kept\n' "$tmp/from_config"; } >"$tmp/dir.ini"
+out=$("$repo/slurm/submit.sh" --config "$tmp/dir.ini" --tessera "$binary" --dry-run) ||
+  fail "submit.sh: $out"
+[[ "$out" == *"RUN_DIR=$tmp/from_config "* ]] ||
+  fail "submit.sh with [run] dir: expected RUN_DIR=$tmp/from_config, got: $out"
+sed 's/^tp = 8.*/tp = 8 ; eight/' "$tmp/gpu.ini" >"$tmp/semicolon.ini"
+out=$("$repo/slurm/submit.sh" --config "$tmp/semicolon.ini" --tessera "$binary" --dry-run 2>&1) &&
+  fail "submit.sh with tp = 8 ; eight: expected a refusal, got: $out"
+[[ "$out" == *"--parallel.tp: expected a whole number, found '8 ; eight'"* ]] ||
+  fail "submit.sh with tp = 8 ; eight: expected the value named, got: $out"
 
 # --- A private copy of the binary (a rebuild must not swap it mid-test), a corpus, a config.
 mkdir -p "$tmp/bin" "$tmp/data"
