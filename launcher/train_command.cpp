@@ -210,11 +210,6 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
         result.final_loss = *mean;
     }
     const bool last = step + 1 == cfg.steps;
-    const bool preempted = !last && s.stops();
-    const bool exiting = cfg.exit_after > 0 && step + 1 - first == cfg.exit_after;
-    if (preempted || exiting)
-      if (const std::optional<double> mean = log.end_early(step, s, tr.loader().epochs()))
-        result.final_loss = *mean;
     const bool eval_now = cfg.eval_interval > 0 && ((step + 1) % cfg.eval_interval == 0 || last);
     if (tr.has_validation() && eval_now) {
       // Not begun when the step agreed to stop; ended early when a rank wishes to stop during it.
@@ -227,6 +222,12 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       else
         log.validation_stopped(step, stopping ? 0 : tr.batches_evaluated(), cfg.eval_batches);
     }
+    // After the validation, which a stop wished for during it makes the step's (`s`) too.
+    const bool preempted = !last && s.stops();
+    const bool exiting = cfg.exit_after > 0 && step + 1 - first == cfg.exit_after;
+    if (preempted || exiting)
+      if (const std::optional<double> mean = log.end_early(step, s, tr.loader().epochs()))
+        result.final_loss = *mean;
     const bool save =
         exiting || preempted || interval_save_due || (cfg.checkpoint_interval > 0 && last);
     // Every N steps, and before every save, so that no checkpoint holds copies that differ.
