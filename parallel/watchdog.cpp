@@ -337,9 +337,10 @@ void Watchdog::print_signal_line(int signo) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (in_flight_.empty()) return;
     const Record& r = in_flight_.front().record;
+    const double waited = seconds_between(r.started, Clock::now());
+    if (waited < config_.signal_line_after_s) return;
     line = "rank " + std::to_string(config_.rank) + ": " + signal_name(signo) +
-           " received while waiting " + format("%.3f", seconds_between(r.started, Clock::now())) +
-           " s in " + r.text() + "\n";
+           " received while waiting " + format("%.3f", waited) + " s in " + r.text() + "\n";
   }
   write(line);
 }

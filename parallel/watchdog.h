@@ -42,6 +42,10 @@ struct WatchdogConfig {
   // (a hung file system) is abandoned, so that it cannot keep the rank alive.
   std::string report_file;
   double report_file_grace_s = 2;
+  // A signal (the launcher's or the scheduler's) prints what the rank waits for when the
+  // operation in flight has waited at least this long: what a hung rank shows, and not the
+  // moment's barrier of a run that a stop signal ends as it should.
+  double signal_line_after_s = 1;
 };
 
 class Watchdog {

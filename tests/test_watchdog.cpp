@@ -76,6 +76,7 @@ WatchdogConfig config_for(const std::shared_ptr<Observed>& seen, double deadline
   c.rank = kRank;
   c.deadline_s = deadline_s;
   c.exit_code = kExitCode;
+  c.signal_line_after_s = 0;  // the signal tests wait no time before their signal
   c.exit_fn = [seen](int code) {
     std::lock_guard<std::mutex> lock(seen->mutex);
     seen->exit_codes.push_back(code);
@@ -202,6 +203,17 @@ TEST(Watchdog, ReportListsTheLastSixteenOperationsOldestFirstWithTheirState) {
 TEST(Watchdog, SignalPrintsOneLineNamingTheOperationInFlightAndDoesNotExit) {
   auto seen = std::make_shared<Observed>();
   Watchdog w;
+  // An operation that has waited less than signal_line_after_s says nothing: a run a stop signal
+  // ends, not a hung one.
+  WatchdogConfig patient = config_for(seen, 60);
+  patient.signal_line_after_s = 30;
+  w.arm(patient);
+  const uint64_t brief = w.begin("barrier", "world", 0);
+  Watchdog::signal_received(SIGUSR1);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(seen->write_count(), 0u) << seen->all_writes();
+  w.end(brief);
+  w.disarm();
   w.arm(config_for(seen, 60));
   Watchdog::signal_received(SIGTERM);  // nothing in flight: nothing to say
   std::this_thread::sleep_for(300ms);
