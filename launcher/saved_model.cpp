@@ -76,11 +76,17 @@ std::string choose_saved_checkpoint(const std::string& dir, const std::string& c
                      "of them, found a run directory; give its " +
                      root + " (the newest usable of them is taken) or one of them");
   const std::string chosen = newest_checkpoint(dir, note, verify);
+  // A run directory whose run saved nothing has its config.ini and no checkpoints/.
+  const bool run_saved_nothing =
+      fs::exists(fs::path(dir) / "config.ini") && !fs::exists(fs::path(dir) / "checkpoints");
   if (chosen.empty())
     throw InputError("--checkpoint " + dir +
                      ": expected a checkpoint (a step_N directory with model.h5) or a directory "
                      "of them, found " +
-                     (fs::exists(dir) ? "no usable checkpoint" : "no such directory") +
+                     (run_saved_nothing ? "a run directory without checkpoints/ (its run saved "
+                                          "none: --checkpoint.interval 0)"
+                      : fs::exists(dir) ? "no usable checkpoint"
+                                        : "no such directory") +
                      (note.empty() ? "" : " (" + note + ")"));
   return chosen;
 }

@@ -1349,6 +1349,12 @@ TEST_F(Checkpoints, SampleRefusesMissingDamagedOrReshapedCheckpoints) {
                                             "model.h5) or a directory of them, found a run "
                                             "directory; give its " +
                                             run + "/checkpoints");
+  // A run directory whose run saved nothing: said so, with the option that saves.
+  ASSERT_EQ(run_tessera(args("unsaved", "", 2, 0), dir_).exit_code, 0);
+  const std::string unsaved = (dir_ / "unsaved").string();
+  expect_refused("--checkpoint " + unsaved,
+                 "found a run directory without checkpoints/ (its run saved none: "
+                 "--checkpoint.interval 0)");
   const std::string saved = step_dir("run", 20);
   expect_refused("--checkpoint " + saved + " --model.layers 2", "--model.layers");
   expect_refused("--checkpoint " + saved + " --parallel.tp 3", "--parallel.tp");
