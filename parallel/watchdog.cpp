@@ -257,8 +257,9 @@ void Watchdog::run(unsigned signals_seen) {
       const unsigned signals = g_signal_count.load(std::memory_order_acquire);
       if (signals != signals_seen) {
         signals_seen = signals;
-        print_signal_line(g_last_signal.load(std::memory_order_relaxed));
+        note_signal(g_last_signal.load(std::memory_order_relaxed));
       }
+      print_pending_signal_line();
       if (check_deadline()) return;
     }
   } catch (...) {
@@ -331,16 +332,30 @@ void Watchdog::act_on_failure(const Record& failed, const std::string& why) {
   act_on_expiry(text);
 }
 
-void Watchdog::print_signal_line(int signo) {
+void Watchdog::note_signal(int signo) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  signal_pending_ = {};
+  if (!in_flight_.empty()) signal_pending_ = {in_flight_.front().record.seq, signo};
+}
+
+void Watchdog::print_pending_signal_line() {
   std::string line;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (in_flight_.empty()) return;
-    const Record& r = in_flight_.front().record;
-    const double waited = seconds_between(r.started, Clock::now());
+    if (signal_pending_.seq == 0) return;
+    const auto it = std::find_if(in_flight_.begin(), in_flight_.end(), [&](const InFlight& f) {
+      return f.record.seq == signal_pending_.seq;
+    });
+    if (it == in_flight_.end()) {  // it ended: the rank was not stuck there
+      signal_pending_ = {};
+      return;
+    }
+    const double waited = seconds_between(it->record.started, Clock::now());
     if (waited < config_.signal_line_after_s) return;
-    line = "rank " + std::to_string(config_.rank) + ": " + signal_name(signo) +
-           " received while waiting " + format("%.3f", waited) + " s in " + r.text() + "\n";
+    line = "rank " + std::to_string(config_.rank) + ": " + signal_name(signal_pending_.signo) +
+           " received while waiting " + format("%.3f", waited) + " s in " + it->record.text() +
+           "\n";
+    signal_pending_ = {};
   }
   write(line);
 }

@@ -42,9 +42,10 @@ struct WatchdogConfig {
   // (a hung file system) is abandoned, so that it cannot keep the rank alive.
   std::string report_file;
   double report_file_grace_s = 2;
-  // A signal (the launcher's or the scheduler's) prints what the rank waits for when the
-  // operation in flight has waited at least this long: what a hung rank shows, and not the
-  // moment's barrier of a run that a stop signal ends as it should.
+  // A signal (the launcher's or the scheduler's) prints what the rank waits for once the
+  // operation in flight when it came has waited this long (at once if it has already): what a
+  // stuck rank shows, and not the moment's barrier of a run that a stop signal ends as it
+  // should, which ends before.
   double signal_line_after_s = 1;
 };
 
@@ -118,7 +119,10 @@ class Watchdog {
   void run(unsigned signals_seen);
   bool poll_completions();  // true once fired (an operation failed)
   bool check_deadline();    // true once fired
-  void print_signal_line(int signo);
+  // A signal's line, for the operation in flight when it came: printed once that operation has
+  // waited signal_line_after_s, or never if it ends before (the signal_pending_ it leaves).
+  void note_signal(int signo);
+  void print_pending_signal_line();
   void act_on_expiry(const std::string& text);
   // An operation's completion query threw: reports it with `why`, then acts as on expiry.
   void act_on_failure(const Record& failed, const std::string& why);
@@ -132,6 +136,10 @@ class Watchdog {
   uint64_t next_seq_ = 1;
   std::vector<Record> ring_;         // the last kRing operations, slot seq % kRing
   std::vector<InFlight> in_flight_;  // ordered by seq: front is the oldest
+  struct PendingSignal {
+    uint64_t seq = 0;  // the operation in flight when it came; 0: none pending
+    int signo = 0;
+  } signal_pending_;
   WatchdogConfig config_;
   bool armed_ = false;
   bool stop_ = false;

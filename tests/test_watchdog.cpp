@@ -203,16 +203,29 @@ TEST(Watchdog, ReportListsTheLastSixteenOperationsOldestFirstWithTheirState) {
 TEST(Watchdog, SignalPrintsOneLineNamingTheOperationInFlightAndDoesNotExit) {
   auto seen = std::make_shared<Observed>();
   Watchdog w;
-  // An operation that has waited less than signal_line_after_s says nothing: a run a stop signal
-  // ends, not a hung one.
-  WatchdogConfig patient = config_for(seen, 60);
-  patient.signal_line_after_s = 30;
+  // With signal_line_after_s: an operation that ends before it has waited that long says nothing
+  // (a run that a stop signal ends as it should); one still waiting then is named (a stuck rank).
+  auto patient_seen = std::make_shared<Observed>();
+  WatchdogConfig patient = config_for(patient_seen, 60);
+  patient.signal_line_after_s = 0.5;
   w.arm(patient);
   const uint64_t brief = w.begin("barrier", "world", 0);
   Watchdog::signal_received(SIGUSR1);
-  std::this_thread::sleep_for(300ms);
-  EXPECT_EQ(seen->write_count(), 0u) << seen->all_writes();
+  std::this_thread::sleep_for(100ms);
   w.end(brief);
+  std::this_thread::sleep_for(700ms);
+  EXPECT_EQ(patient_seen->write_count(), 0u) << patient_seen->all_writes();
+  const uint64_t stuck = w.begin("all_reduce", "tp", 64);
+  Watchdog::signal_received(SIGTERM);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(patient_seen->write_count(), 0u) << patient_seen->all_writes();
+  ASSERT_TRUE(patient_seen->wait_until([&] { return !patient_seen->writes.empty(); }, 5s));
+  const std::string late = patient_seen->all_writes();
+  EXPECT_EQ(late.rfind("rank 3: SIGTERM received while waiting 0.", 0), 0u) << late;
+  EXPECT_TRUE(
+      contains(late, " s in #" + std::to_string(stuck) + " all_reduce in group tp (64 bytes)\n"))
+      << late;
+  w.end(stuck);
   w.disarm();
   w.arm(config_for(seen, 60));
   Watchdog::signal_received(SIGTERM);  // nothing in flight: nothing to say
