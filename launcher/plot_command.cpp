@@ -210,6 +210,7 @@ std::string text_chart(const MetricsSeries& s, int width, int height) {
 }
 
 std::string text_chart(const std::vector<PlotRun>& runs, int width, int height) {
+  TESSERA_CHECK(!runs.empty() && runs.size() <= kMaxPlotRuns, "text_chart: 1 to 6 runs");
   const Ranges r = ranges_of(runs);
   const auto col = [&](double x) {  // x: a step less the first
     return static_cast<size_t>(std::lround(x / r.x1 * (width - 1)));
@@ -252,6 +253,7 @@ std::string svg_chart(const MetricsSeries& s, const std::string& title) {
 }
 
 std::string svg_chart(const std::vector<PlotRun>& runs, const std::string& title) {
+  TESSERA_CHECK(!runs.empty() && runs.size() <= kMaxPlotRuns, "svg_chart: 1 to 6 runs");
   constexpr double W = 800, H = 450, left = 70, right = 20, top = 40, bottom = 50;
   constexpr double pw = W - left - right, ph = H - top - bottom;
   const Ranges r = ranges_of(runs);
@@ -323,7 +325,7 @@ std::string svg_chart(const std::vector<PlotRun>& runs, const std::string& title
   // The legend, in the top right corner: as wide as its longest label (about 7 px a character).
   size_t longest = std::string("validation loss").size();
   for (const PlotRun& run : runs) longest = std::max(longest, run.name.size());
-  const double lx = left + pw - 36 - 7.0 * static_cast<double>(longest);
+  const double lx = std::max(left + 10, left + pw - 36 - 7.0 * static_cast<double>(longest));
   double ly = top + 14;
   const auto label = [&](const std::string& text) {
     out += "<text x=\"" + fmt("%.1f", lx + 26) + "\" y=\"" + fmt("%.1f", ly) +
@@ -350,13 +352,29 @@ void require_replaceable_chart(const std::string& option, const std::string& out
   require_file_to_write(option, output);
   std::error_code ec;
   if (!fs::is_regular_file(output, ec) || fs::file_size(output, ec) == 0) return;
-  // An SVG document has its root element in its first 4 KiB, after what may come before it (an
-  // XML declaration, a DOCTYPE, comments); metrics, corpora and checkpoint files do not.
+  // An SVG document: its root element svg, after what may come before it (white space, an XML
+  // declaration, processing instructions, comments, a DOCTYPE) in its first 4 KiB.
   std::ifstream in(output, std::ios::binary);
   std::string head(4096, '\0');
   in.read(head.data(), static_cast<std::streamsize>(head.size()));
   head.resize(static_cast<size_t>(in.gcount()));
-  if (head.find("<svg") == std::string::npos)
+  std::string_view rest(head);
+  for (;;) {
+    rest.remove_prefix(std::min(rest.size(), rest.find_first_not_of(" \t\r\n")));
+    const auto skip_to = [&](std::string_view end) {
+      const size_t at = rest.find(end);
+      rest = at == std::string_view::npos ? std::string_view() : rest.substr(at + end.size());
+    };
+    if (rest.starts_with("<?"))
+      skip_to("?>");
+    else if (rest.starts_with("<!--"))
+      skip_to("-->");
+    else if (rest.starts_with("<!DOCTYPE") || rest.starts_with("<!doctype"))
+      skip_to(">");
+    else
+      break;
+  }
+  if (!rest.starts_with("<svg"))
     throw InputError(option + " " + output +
                      ": expected a new file or an earlier chart to replace, found a file that is "
                      "not SVG (remove it first if it is to go)");
@@ -462,15 +480,18 @@ int plot_command(int argc, char** argv) {
   require_in("--width", width, 10, 1000);
   require_in("--height", height, 3, 200);
 
-  // Each run by its directory (or the directory of the metrics file named), read as it is.
+  // Each run named as given (a directory, or a metrics file: two files of one directory are two
+  // runs), read as it is; one run's chart goes to its directory, which names it.
   std::vector<PlotRun> runs;
   std::vector<std::string> files;
+  std::string run_dir;
   for (const std::string& word : *words) {
     std::error_code ec;
     const bool is_dir = fs::is_directory(word, ec);
     files.push_back(is_dir ? (fs::path(word) / "metrics.jsonl").string() : word);
+    if (run_dir.empty()) run_dir = is_dir ? word : fs::path(word).parent_path().string();
     runs.push_back(
-        {is_dir ? word : fs::path(word).parent_path().string(), read_metrics(files.back(), from)});
+        {is_dir || words->size() > 1 ? word : run_dir, read_metrics(files.back(), from)});
     if (runs.back().series.steps.empty())
       throw InputError(files.back() + ": expected training records with a loss" +
                        (from > 0 ? " from step " + std::to_string(from) : std::string()) +
@@ -478,7 +499,7 @@ int plot_command(int argc, char** argv) {
   }
   const bool one = runs.size() == 1;
   // One run's chart goes beside its metrics; several runs' only where --output says.
-  if (!output_given && one) output = (fs::path(runs[0].name) / "loss.svg").string();
+  if (!output_given && one) output = (fs::path(run_dir) / "loss.svg").string();
   std::string heading = one ? "loss curve of " + files[0] : "loss curves of";
   for (size_t k = 0; k < runs.size() && !one; ++k)
     heading.append(k ? ", " : " ").append(files[k]).append(" (").append(1, kMarks[k]).append(")");

@@ -225,7 +225,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     // After the validation, which a stop wished for during it makes the step's (`s`) too.
     const bool preempted = !last && s.stops();
     const bool exiting = cfg.exit_after > 0 && step + 1 - first == cfg.exit_after;
-    if (preempted || exiting)
+    if ((preempted || exiting) && !s.skipped)  // a skipped step has its line already
       if (const std::optional<double> mean = log.end_early(step, s, tr.loader().epochs()))
         result.final_loss = *mean;
     const bool save =
@@ -271,8 +271,9 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       interval_save_due = false;  // made: the time left need not hold it again
       const StepStats wish = tr.agree_on_stop(stop_wish());
       if (wish.stops()) {
-        if (const std::optional<double> mean = log.end_early(step, s, tr.loader().epochs()))
-          result.final_loss = *mean;
+        if (!s.skipped)
+          if (const std::optional<double> mean = log.end_early(step, s, tr.loader().epochs()))
+            result.final_loss = *mean;
         finish_saves();  // before it is named as the checkpoint to resume from
         result.exit_code =
             report_preempted(cfg, world, step, wish, saver.directory(), signal_counted);

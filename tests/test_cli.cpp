@@ -701,8 +701,11 @@ TEST_F(Cli, PlotDrawsSeveralRunsOverEachOther) {
                        (b / "metrics.jsonl").string() + " (+)\n"),
             std::string::npos)
       << r.out;
-  EXPECT_NE(r.out.find("|*"), std::string::npos) << r.out;  // both start at 4.95 and 4.9...
-  EXPECT_NE(r.out.find('+'), std::string::npos) << r.out;   // ...and part
+  // Both start at 4.95 and 4.9 and part: each run's mark in the chart's rows (between the
+  // heading and the axis).
+  const std::string rows = r.out.substr(0, r.out.find("+---"));
+  EXPECT_NE(rows.find("|*"), std::string::npos) << r.out;
+  EXPECT_NE(rows.find('+', rows.find('\n')), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("* " + a.string() + "   + " + b.string() + "   o validation"),
             std::string::npos)
       << r.out;
@@ -816,11 +819,20 @@ TEST_F(Cli, PlotShowsTheLossCurveAndWritesItAsSvg) {
   const CliRun replaced =
       run_tessera("plot " + run.string() + " --output " + (dir_ / "earlier.svg").string(), dir_);
   EXPECT_EQ(replaced.exit_code, 0) << replaced.err;
-  // Another XML document is not a chart either, whatever its declaration.
+  // Another XML document is not a chart either, whatever its declaration, nor a page that holds
+  // an svg element; an SVG file an editor wrote (a comment and a DOCTYPE first) is.
   std::ofstream(dir_ / "pom.xml") << "<?xml version=\"1.0\"?>\n<project/>\n";
-  expect_clear_error(
-      run_tessera("plot " + run.string() + " --output " + (dir_ / "pom.xml").string(), dir_),
-      "found a file that is not SVG");
+  std::ofstream(dir_ / "page.jsonl") << "{\"text\": \"<html><svg width=1></svg></html>\"}\n";
+  for (const char* other : {"pom.xml", "page.jsonl"})
+    expect_clear_error(
+        run_tessera("plot " + run.string() + " --output " + (dir_ / other).string(), dir_),
+        "found a file that is not SVG");
+  std::ofstream(dir_ / "drawn.svg")
+      << "<?xml version=\"1.0\"?>\n<!-- by hand -->\n"
+         "<!DOCTYPE svg PUBLIC \"-//W3C//DTD SVG 1.1//EN\">\n<svg/>\n";
+  EXPECT_EQ(run_tessera("plot " + run.string() + " --output " + (dir_ / "drawn.svg").string(), dir_)
+                .exit_code,
+            0);
   // Records of no loss to draw are said, with the first one's line.
   std::ofstream(run / "metrics.jsonl", std::ios::app)
       << "{\"step\": 31, \"loss\": null}\n{\"step\": 32, \"loss\": \"abc\"}\n";
@@ -1245,14 +1257,25 @@ TEST_F(Cli, ARunThatStopsBetweenLogLinesRecordsItsLastStep) {
   double last = 0, mean = 0, final_loss = 0;
   ASSERT_EQ(std::sscanf(r.out.c_str() + k, "step      5/20 | loss %lf (mean %lf)", &last, &mean), 2)
       << r.out.substr(k, 80);
+  // The mean runs from the interval's start across the run's first line (step 1), as at step 8.
+  const std::string label = " nats/token (mean of steps 1-5, the last log interval)";
   const size_t f = r.out.find("final loss ");
   ASSERT_NE(f, std::string::npos) << r.out;
-  ASSERT_EQ(std::sscanf(r.out.c_str() + f,
-                        "final loss %lf nats/token (mean of steps 2-5, the last log interval)",
-                        &final_loss),
-            1)
+  ASSERT_EQ(std::sscanf(r.out.c_str() + f, "final loss %lf", &final_loss), 1);
+  EXPECT_EQ(r.out.substr(r.out.find(" nats/token", f), label.size()), label)
       << r.out.substr(f, 100);
   EXPECT_NEAR(final_loss, mean, 1e-4);
+
+  // A step that stops the run and was skipped (its line and record say so) gets no second line.
+  fs::remove_all(dir_ / "run");
+  const CliRun skipped = run_tessera(tiny_args() +
+                                         " --train.steps 20 --train.log_interval 8 "
+                                         "--train.exit_after 5 --train.nan_policy skip "
+                                         "--debug.inject_nan 0:5",
+                                     dir_);
+  ASSERT_EQ(skipped.exit_code, 0) << skipped.err;
+  EXPECT_EQ(skipped.out.find("step      5/20 | loss "), std::string::npos) << skipped.out;
+  EXPECT_EQ(losses_of(dir_ / "run" / "metrics.jsonl").size(), 1u);  // step 1; 5 is "skipped"
 }
 
 // A run started afresh in a directory that holds an earlier run's metrics.jsonl (no checkpoint)
