@@ -307,7 +307,8 @@ std::optional<std::string> DocumentReader::State::next_text_document() {
         throw InputError("text input " + current->path().string() + ":" +
                          std::to_string(current->lines()) +
                          ": a JSON object, in a file read as text by its name (JSON lines end in "
-                         ".jsonl, .ndjson or .json, also under .gz or .zst): name it so, or give "
+                         ".jsonl, .ndjson or .json, also under .gz, .zst or .zstd): name it so, "
+                         "or give "
                          "--format jsonl to read every input as JSON lines, or --format text to "
                          "read every input as text");
     }

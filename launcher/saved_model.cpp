@@ -4,7 +4,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <iterator>
+#include <map>
 #include <sstream>
 
 #include "core/error.h"
@@ -56,6 +59,24 @@ SavedModelArgs split_args(int argc, char** argv, const SavedModelCommand& c) {
 
 // The checkpoint DIR names, verified (every checksum): DIR itself, or the newest usable one of a
 // directory of checkpoints. `note` says what was skipped.
+// What `dir`, a directory without a usable checkpoint, is: a run directory whose run has saved
+// none (its config.ini and no checkpoints/), said with its --checkpoint.interval, or just that.
+std::string unsaved_run(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::exists(fs::path(dir) / "config.ini", ec) ||
+      fs::exists(fs::path(dir) / "checkpoints", ec))
+    return "no usable checkpoint";
+  std::ifstream in(fs::path(dir) / "config.ini");
+  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  const std::map<std::string, std::string> values = ini_values(text);
+  const auto interval = values.find("checkpoint.interval");
+  const std::string why = interval == values.end() ? ""
+                          : interval->second == "0"
+                              ? ": --checkpoint.interval 0"
+                              : ", or not yet: --checkpoint.interval " + interval->second;
+  return "a run directory without checkpoints/ (its run saved none" + why + ")";
+}
+
 std::string choose_saved_checkpoint(const std::string& dir, const std::string& command,
                                     std::string& note) {
   // On this process alone, with a progress line named for the command.
@@ -76,17 +97,11 @@ std::string choose_saved_checkpoint(const std::string& dir, const std::string& c
                      "of them, found a run directory; give its " +
                      root + " (the newest usable of them is taken) or one of them");
   const std::string chosen = newest_checkpoint(dir, note, verify);
-  // A run directory whose run saved nothing has its config.ini and no checkpoints/.
-  const bool run_saved_nothing =
-      fs::exists(fs::path(dir) / "config.ini") && !fs::exists(fs::path(dir) / "checkpoints");
   if (chosen.empty())
     throw InputError("--checkpoint " + dir +
                      ": expected a checkpoint (a step_N directory with model.h5) or a directory "
                      "of them, found " +
-                     (run_saved_nothing ? "a run directory without checkpoints/ (its run saved "
-                                          "none: --checkpoint.interval 0)"
-                      : fs::exists(dir) ? "no usable checkpoint"
-                                        : "no such directory") +
+                     (fs::exists(dir) ? unsaved_run(dir) : "no such directory") +
                      (note.empty() ? "" : " (" + note + ")"));
   return chosen;
 }
