@@ -287,14 +287,8 @@ SentencePieceTrainStats train_sentencepiece(const SentencePieceTrainOptions& opt
 }
 
 std::string tokenizer_mismatch(const TokenCorpus& corpus, const Tokenizer& tokenizer) {
-  constexpr int64_t kRuns = 64, kRun = 1024;
-  const int64_t n = corpus.num_tokens(), vocab = tokenizer.vocab_size();
-  for (int64_t r = 0; r < kRuns; ++r) {
-    // Evenly spread runs, the first and the last tokens included (n < 2^56: no overflow).
-    const int64_t start = n <= kRuns * kRun ? r * kRun : r * (n - kRun) / (kRuns - 1);
-    if (start >= n) break;
-    const int64_t at = corpus.first_bad_token(start, std::min(kRun, n - start), vocab);
-    if (at < 0) continue;
+  const int64_t vocab = tokenizer.vocab_size();
+  if (const int64_t at = corpus.first_bad_token_among(vocab, int64_t{1} << 16); at >= 0) {
     int32_t id;
     corpus.read_tokens(at, 1, &id);
     return corpus.path() + " holds id " + std::to_string(id) + " at " + corpus.token_place(at) +

@@ -97,7 +97,7 @@ std::unique_ptr<Tokenizer> open_tokenizer(const std::string& model_path);
 
 // Why `corpus` was likely encoded with another tokenizer, "" when nothing says so: "P holds id I
 // at token T (document D of N, ...), beyond the V ids of TOKENIZER" for an id found among up to 64
-// Ki tokens in 64 evenly spread runs; else "the documents of P end with id I, not with E, the end
+// Ki tokens in 1024 evenly spread runs; else "the documents of P end with id I, not with E, the end
 // of document of TOKENIZER" when they all end with one id (TokenCorpus::document_end_id) and it is
 // not the tokenizer's.
 std::string tokenizer_mismatch(const TokenCorpus& corpus, const Tokenizer& tokenizer);

@@ -120,17 +120,34 @@ int64_t TokenCorpus::first_bad_token(int64_t start, int64_t count, int64_t vocab
   return bad < 0 ? -1 : start + bad;
 }
 
-std::vector<int64_t> TokenCorpus::scan(int64_t vocab, int64_t begin, int64_t end,
-                                       int64_t max_tokens, bool count,
-                                       const std::string& ids) const {
-  std::vector<int64_t> counts(count ? static_cast<size_t>(vocab) : 0, 0);
-  // All the tokens of [begin, end), or kRuns evenly spread runs of max_tokens / kRuns.
+namespace {
+
+// f(start, count) for the runs of tokens a scan of [begin, end) reads: all of them, or
+// max_tokens of them in kRuns evenly spread runs.
+template <typename F>
+void for_each_spread_run(int64_t begin, int64_t end, int64_t max_tokens, F&& f) {
   constexpr int64_t kRuns = 1024;
   const int64_t n = end - begin;
   const bool all = n <= max_tokens || max_tokens < kRuns;
   const int64_t runs = all ? 1 : kRuns, run = all ? n : max_tokens / kRuns;
-  for (int64_t r = 0; r < runs; ++r) {
-    const int64_t start = begin + (all ? 0 : (n - run) / (kRuns - 1) * r);
+  for (int64_t r = 0; r < runs; ++r) f(begin + (all ? 0 : (n - run) / (kRuns - 1) * r), run);
+}
+
+}  // namespace
+
+int64_t TokenCorpus::first_bad_token_among(int64_t vocab, int64_t max_tokens) const {
+  int64_t bad = -1;
+  for_each_spread_run(0, num_tokens_, max_tokens, [&](int64_t start, int64_t run) {
+    if (bad < 0) bad = first_bad_token(start, run, vocab);
+  });
+  return bad;
+}
+
+std::vector<int64_t> TokenCorpus::scan(int64_t vocab, int64_t begin, int64_t end,
+                                       int64_t max_tokens, bool count,
+                                       const std::string& ids) const {
+  std::vector<int64_t> counts(count ? static_cast<size_t>(vocab) : 0, 0);
+  for_each_spread_run(begin, end, max_tokens, [&](int64_t start, int64_t run) {
     const int64_t bad = first_bad_token(start, run, vocab);
     if (bad >= 0)
       throw InputError("corpus " + token_file_ + ": " + token_place(bad) + " has id " +
@@ -141,7 +158,7 @@ std::vector<int64_t> TokenCorpus::scan(int64_t vocab, int64_t begin, int64_t end
       with_tokens([&](const auto* p) {
         for (int64_t i = start; i < start + run; ++i) ++counts[static_cast<size_t>(p[i])];
       });
-  }
+  });
   return counts;
 }
 

@@ -45,6 +45,9 @@ class TokenCorpus {
   // The first of tokens [start, start + count) whose id lies outside [0, vocab), or -1: the
   // vectorised pass of check_token_ids over a range.
   int64_t first_bad_token(int64_t start, int64_t count, int64_t vocab) const;
+  // The same among all the tokens, or among max_tokens of them in the 1024 evenly spread runs
+  // token_counts reads.
+  int64_t first_bad_token_among(int64_t vocab, int64_t max_tokens) const;
   // Throws InputError naming the file and the first offending position when an id lies outside
   // [0, vocab). One vectorised pass over the tokens (about 0.2 s per 10^9 uint16 tokens).
   void check_token_ids(int64_t vocab) const;

@@ -437,6 +437,15 @@ std::string save_crash_points_text() {
 }
 
 void TrainConfig::validate() const {
+  try {
+    check_values();
+  } catch (const InputError& e) {
+    throw_located(e);
+    throw;
+  }
+}
+
+void TrainConfig::check_values() const {
   model.validate();
   require(steps >= 1, "--train.steps", "at least 1", steps);
   // The micro-batch first: sample and eval set the global batch from it.
@@ -613,12 +622,7 @@ void TrainConfig::throw_located(const InputError& e) const {
 
 bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
   if (!read_train_options(argc, argv, cfg)) return false;
-  try {
-    cfg.validate();
-  } catch (const InputError& e) {
-    cfg.throw_located(e);
-    throw;
-  }
+  cfg.validate();
   return true;
 }
 

@@ -108,6 +108,8 @@ struct TrainConfig {
   bool holds_out_validation() const {
     return eval_interval > 0 && valid_path.empty() && valid_fraction > 0;
   }
+  // InputError for a value the run cannot take, with where a config file set it
+  // (throw_located).
   void validate() const;
   // The layout on `world_size` ranks; throws InputError naming the options when the model or
   // the batch cannot be split that way. Every rank computes the same answer, so a bad layout
@@ -131,6 +133,7 @@ struct TrainConfig {
   // `l` when the model splits over its TP and PP (heads, d_ff, vocabulary, layers), else
   // InputError naming the option.
   GridLayout split_model(const GridLayout& l) const;
+  void check_values() const;  // validate()'s checks, unlocated
 };
 
 // A [debug] option's "RANK:STEP[,RANK:STEP...]" (ranks >= 0, steps >= 1; empty: none);

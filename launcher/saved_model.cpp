@@ -57,8 +57,6 @@ SavedModelArgs split_args(int argc, char** argv, const SavedModelCommand& c) {
   return a;
 }
 
-// The checkpoint DIR names, verified (every checksum): DIR itself, or the newest usable one of a
-// directory of checkpoints. `note` says what was skipped.
 // What `dir`, a directory without a usable checkpoint, is: a run directory whose run has saved
 // none (its config.ini and no checkpoints/), said with its --checkpoint.interval, or just that.
 std::string unsaved_run(const std::string& dir) {
@@ -77,6 +75,8 @@ std::string unsaved_run(const std::string& dir) {
   return "a run directory without checkpoints/ (its run saved none" + why + ")";
 }
 
+// The checkpoint DIR names, verified (every checksum): DIR itself, or the newest usable one of a
+// directory of checkpoints. `note` says what was skipped.
 std::string choose_saved_checkpoint(const std::string& dir, const std::string& command,
                                     std::string& note) {
   // On this process alone, with a progress line named for the command.
@@ -154,12 +154,7 @@ TrainConfig saved_model_config(const SavedModelArgs& args, const std::string& sa
   // The saving run's global batch means nothing to a command that runs its model, but the
   // config must still divide it by --train.micro_batch: unless given, it is one micro-batch.
   if (!gives_option(args, "--train.global_batch")) cfg.global_batch = cfg.micro_batch;
-  try {
-    cfg.validate();  // as it will run
-  } catch (const InputError& e) {
-    cfg.throw_located(e);
-    throw;
-  }
+  cfg.validate();  // as it will run
   require_saved_shape(saved.model, cfg.model, dir, command);
   return cfg;
 }
