@@ -5,7 +5,10 @@
 
 #include <sys/stat.h>
 
+#include <cstdint>
+#include <optional>
 #include <string>
+#include <utility>
 
 #include "core/error.h"
 
@@ -20,6 +23,14 @@ inline std::string non_regular_kind(const std::string& path) {
   if (S_ISFIFO(st.st_mode)) return "a FIFO";
   if (S_ISSOCK(st.st_mode)) return "a socket";
   return "a device";
+}
+
+// The identity of the file at `path` (device and inode, through symlinks): two paths to one
+// file have one. None when it cannot be stat'ed: such a file is the same as no other.
+inline std::optional<std::pair<uint64_t, uint64_t>> file_identity(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return std::pair<uint64_t, uint64_t>{st.st_dev, st.st_ino};
 }
 
 // A file a command is to write, given as `option` (e.g. "--output"): InputError unless the path

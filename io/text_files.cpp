@@ -3,8 +3,6 @@
 // one document and one block, whatever the size of the corpus.
 #include "io/text_files.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cstring>
@@ -16,6 +14,7 @@
 
 #include "core/error.h"
 #include "io/compressed_input.h"
+#include "io/file_kind.h"
 
 namespace tessera {
 
@@ -57,15 +56,6 @@ bool skipped_in_directory(const fs::path& file) {
   return ext == ".dat" || ext == ".u8" || ext == ".bin" || ext == ".idx" || ext == ".tmp";
 }
 
-// The identity of a file (device and inode, through symlinks): two paths to one file have one.
-// None when it cannot be looked at (opening it then says why): such a file is never called the
-// same as another.
-std::optional<std::pair<dev_t, ino_t>> file_identity(const fs::path& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
-  return std::pair(st.st_dev, st.st_ino);
-}
-
 std::vector<fs::path> files_of(const std::string& input) {
   std::error_code ec;
   const fs::file_status st = fs::status(input, ec);
@@ -97,10 +87,10 @@ std::vector<fs::path> files_of(const std::string& input) {
     std::error_code link_ec;
     return !fs::is_symlink(p, link_ec);
   });
-  std::set<std::pair<dev_t, ino_t>> held;
+  std::set<std::pair<uint64_t, uint64_t>> held;
   std::vector<fs::path> files;
   for (fs::path& entry : entries) {
-    const auto id = file_identity(entry);
+    const auto id = file_identity(entry.string());
     if (!id || held.insert(*id).second) files.push_back(std::move(entry));
   }
   if (files.empty())
@@ -340,12 +330,12 @@ DocumentReader::DocumentReader(const std::vector<std::string>& inputs, std::stri
   // A file reached twice (named twice, by two paths, or named and in a directory given too)
   // would be encoded twice: its documents twice in the corpus, on both sides of a validation
   // split.
-  std::map<std::pair<dev_t, ino_t>, std::string> seen;  // and how each was reached
+  std::map<std::pair<uint64_t, uint64_t>, std::string> seen;  // and how each was reached
   for (const std::string& input : inputs) {
     for (fs::path& file : files_of(input)) {
       const std::string reached =
           file.string() + (file == fs::path(input) ? "" : " in directory " + input);
-      if (const auto id = file_identity(file)) {
+      if (const auto id = file_identity(file.string())) {
         const auto [earlier, added] = seen.emplace(*id, reached);
         if (!added)
           throw InputError("text input " + reached + ": the same file as " + earlier->second +

@@ -278,9 +278,7 @@ std::vector<int64_t> TokenCorpus::token_counts(int64_t vocab, int64_t max_tokens
 }
 
 std::optional<std::pair<uint64_t, uint64_t>> token_file_identity(const TokenCorpus& c) {
-  struct stat st {};
-  if (::stat(c.token_file().c_str(), &st) != 0) return std::nullopt;
-  return std::pair<uint64_t, uint64_t>{st.st_dev, st.st_ino};
+  return file_identity(c.token_file());
 }
 
 bool same_corpus(const TokenCorpus& a, const TokenCorpus& b) {
