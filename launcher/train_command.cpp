@@ -178,6 +178,11 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       stop |= kStopTime;
     return stop;
   };
+  // A run that stops between log lines logs the step it stops at; that mean is its final loss.
+  const auto end_early = [&](int64_t step, const StepStats& s) {
+    if (const std::optional<double> mean = log.end_early(step, s, tr.loader().epochs()))
+      result.final_loss = *mean;
+  };
   for (int64_t step = first; step < cfg.steps; ++step) {
     if (has_rank_step(stalls, world.rank(), step + 1))
       std::this_thread::sleep_for(std::chrono::hours(1));
@@ -225,9 +230,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     // After the validation, which a stop wished for during it makes the step's (`s`) too.
     const bool preempted = !last && s.stops();
     const bool exiting = cfg.exit_after > 0 && step + 1 - first == cfg.exit_after;
-    if ((preempted || exiting) && !s.skipped)  // a skipped step has its line already
-      if (const std::optional<double> mean = log.end_early(step, s, tr.loader().epochs()))
-        result.final_loss = *mean;
+    if (preempted || exiting) end_early(step, s);
     const bool save =
         exiting || preempted || interval_save_due || (cfg.checkpoint_interval > 0 && last);
     // Every N steps, and before every save, so that no checkpoint holds copies that differ.
@@ -271,9 +274,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       interval_save_due = false;  // made: the time left need not hold it again
       const StepStats wish = tr.agree_on_stop(stop_wish());
       if (wish.stops()) {
-        if (!s.skipped)
-          if (const std::optional<double> mean = log.end_early(step, s, tr.loader().epochs()))
-            result.final_loss = *mean;
+        end_early(step, s);
         finish_saves();  // before it is named as the checkpoint to resume from
         result.exit_code =
             report_preempted(cfg, world, step, wish, saver.directory(), signal_counted);

@@ -460,7 +460,9 @@ std::optional<double> IntervalLog::add(int64_t step, const StepStats& s, double 
 }
 
 std::optional<double> IntervalLog::end_early(int64_t step, const StepStats& s, double epochs) {
-  if (interval_losses_ == 0 || last_mean_steps_.second == step + 1) return std::nullopt;
+  // A skipped step has its line already.
+  if (s.skipped || interval_losses_ == 0 || last_mean_steps_.second == step + 1)
+    return std::nullopt;
   return log_line(step, s, epochs, true);
 }
 

@@ -62,7 +62,8 @@ class IntervalLog {
   // A run that stops after step `step` (a signal, the time limit, --train.exit_after) between
   // two log lines: the steps added since the last line are printed and recorded as an interval
   // of their own (the step the run stops at is in metrics.jsonl, as a finished run's last is),
-  // and their mean loss returned; none when there are none.
+  // and their mean loss returned; none when there are none, or the step was skipped (whose
+  // line skipped() printed).
   std::optional<double> end_early(int64_t step, const StepStats& s, double epochs);
 
   // The 1-based steps whose losses the last logged mean is over: [first, last].
