@@ -146,9 +146,14 @@ std::string meta_int(const CheckpointMeta& m, const std::string& key) {
   return it == m.ints.end() ? "?" : std::to_string(it->second);
 }
 
+// "step 10, layout tp 2 pp 1 dp 2": which checkpoint this is.
+std::string step_and_layout(const CheckpointMeta& m) {
+  return "step " + meta_int(m, "step") + ", layout tp " + meta_int(m, "tp") + " pp " +
+         meta_int(m, "pp") + " dp " + meta_int(m, "dp");
+}
+
 void print_meta(const CheckpointMeta& m) {
-  std::printf("step %s, layout tp %s pp %s dp %s\n", meta_int(m, "step").c_str(),
-              meta_int(m, "tp").c_str(), meta_int(m, "pp").c_str(), meta_int(m, "dp").c_str());
+  std::printf("%s\n", step_and_layout(m).c_str());
   for (const auto& [key, value] : m.ints)
     std::printf("  %s = %lld\n", key.c_str(), static_cast<long long>(value));
   for (const auto& [key, value] : m.reals)
@@ -276,9 +281,7 @@ int diff(int argc, char** argv) {
   b.check_shards();
   // Which checkpoints these are: two steps, or two layouts of one, read alike.
   for (const auto& [label, r] : {std::pair("A", &a), std::pair("B", &b)})
-    std::printf("%s: %s (step %s, layout tp %s pp %s dp %s)\n", label, r->dir().c_str(),
-                meta_int(r->meta(), "step").c_str(), meta_int(r->meta(), "tp").c_str(),
-                meta_int(r->meta(), "pp").c_str(), meta_int(r->meta(), "dp").c_str());
+    std::printf("%s: %s (%s)\n", label, r->dir().c_str(), step_and_layout(r->meta()).c_str());
   size_t width = 6, compared = 0, differ = 0, reshaped = 0;
   for (const TensorInfo& t : a.tensors()) width = std::max(width, t.name.size());
   std::printf("%-*s  %-20s %13s %13s %13s\n", static_cast<int>(width), "tensor", "shape", "max_abs",
