@@ -178,11 +178,6 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       stop |= kStopTime;
     return stop;
   };
-  // A run that stops between log lines logs the step it stops at; that mean is its final loss.
-  const auto end_early = [&](int64_t step, const StepStats& s) {
-    if (const std::optional<double> mean = log.end_early(step, s, tr.loader().epochs()))
-      result.final_loss = *mean;
-  };
   for (int64_t step = first; step < cfg.steps; ++step) {
     if (has_rank_step(stalls, world.rank(), step + 1))
       std::this_thread::sleep_for(std::chrono::hours(1));
@@ -211,8 +206,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       }
       log.skipped(step, s, skipped_in_a_row, tr.skipped_total());
     } else {
-      if (const std::optional<double> mean = log.add(step, s, tr.loader().epochs()))
-        result.final_loss = *mean;
+      log.add(step, s, tr.loader().epochs());
     }
     const bool last = step + 1 == cfg.steps;
     const bool eval_now = cfg.eval_interval > 0 && ((step + 1) % cfg.eval_interval == 0 || last);
@@ -230,7 +224,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     // After the validation, which a stop wished for during it makes the step's (`s`) too.
     const bool preempted = !last && s.stops();
     const bool exiting = cfg.exit_after > 0 && step + 1 - first == cfg.exit_after;
-    if (preempted || exiting) end_early(step, s);
+    if (preempted || exiting) log.end_early(step, s, tr.loader().epochs());
     const bool save =
         exiting || preempted || interval_save_due || (cfg.checkpoint_interval > 0 && last);
     // Every N steps, and before every save, so that no checkpoint holds copies that differ.
@@ -274,7 +268,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
       interval_save_due = false;  // made: the time left need not hold it again
       const StepStats wish = tr.agree_on_stop(stop_wish());
       if (wish.stops()) {
-        end_early(step, s);
+        log.end_early(step, s, tr.loader().epochs());
         finish_saves();  // before it is named as the checkpoint to resume from
         result.exit_code =
             report_preempted(cfg, world, step, wish, saver.directory(), signal_counted);
@@ -289,8 +283,9 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     }
   }
   finish_saves();  // the last save may still be writing or committing
+  result.final_loss = log.last_mean().loss;
+  result.final_loss_steps = {log.last_mean().first, log.last_mean().last};
   if (result.exit_code == kExitNonFinite || result.exit_code == kExitInternalError) return result;
-  result.final_loss_steps = log.last_mean_steps();
   const double run_s = std::chrono::duration<double>(Clock::now() - start).count();
   if (tr.skipped_total() > 0 && root)
     std::printf("skipped steps: %lld (non-finite loss or gradient norm)\n",

@@ -449,24 +449,22 @@ void IntervalLog::validation_stopped(int64_t step, int64_t done, int64_t total) 
   std::fflush(stdout);
 }
 
-std::optional<double> IntervalLog::add(int64_t step, const StepStats& s, double epochs) {
+void IntervalLog::add(int64_t step, const StepStats& s, double epochs) {
   if (interval_losses_++ == 0) interval_first_ = step + 1;
   interval_loss_ += s.loss;
   ++interval_steps_;
   const bool last = step + 1 == cfg_.steps;
   const bool boundary = (step + 1) % cfg_.log_interval == 0 || last;
-  if (!(boundary || step == first_step_)) return std::nullopt;
-  return log_line(step, s, epochs, boundary);
+  if (boundary || step == first_step_) log_line(step, s, epochs, boundary);
 }
 
-std::optional<double> IntervalLog::end_early(int64_t step, const StepStats& s, double epochs) {
+void IntervalLog::end_early(int64_t step, const StepStats& s, double epochs) {
   // A skipped step has its line already.
-  if (s.skipped || interval_losses_ == 0 || last_mean_steps_.second == step + 1)
-    return std::nullopt;
-  return log_line(step, s, epochs, true);
+  if (!s.skipped && interval_losses_ > 0 && last_mean_.last != step + 1)
+    log_line(step, s, epochs, true);
 }
 
-double IntervalLog::log_line(int64_t step, const StepStats& s, double epochs, bool ends) {
+void IntervalLog::log_line(int64_t step, const StepStats& s, double epochs, bool ends) {
   const auto now = Clock::now();
   const double interval_s = std::chrono::duration<double>(now - interval_start_).count();
   const double elapsed_s = std::chrono::duration<double>(now - start_).count();
@@ -478,7 +476,7 @@ double IntervalLog::log_line(int64_t step, const StepStats& s, double epochs, bo
                        static_cast<double>(cfg_.steps - step - 1);
   const double mean_loss = interval_loss_ / static_cast<double>(interval_losses_);
   const int64_t losses = interval_losses_;
-  last_mean_steps_ = {interval_first_, step + 1};
+  last_mean_ = {mean_loss, interval_first_, step + 1};
   interval_start_ = now;
   interval_steps_ = 0;
   // The mean is over the steps since the last multiple of --train.log_interval, across the
@@ -507,7 +505,6 @@ double IntervalLog::log_line(int64_t step, const StepStats& s, double epochs, bo
     if (peak_flops_ > 0) fields.emplace_back("mfu", flops / peak_flops_);
     metrics_->write(step + 1, fields);
   }
-  return mean_loss;
 }
 
 }  // namespace tessera

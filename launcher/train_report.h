@@ -55,19 +55,22 @@ class IntervalLog {
   // (none: not begun), so that a preempted run saves within its grace time.
   void validation_stopped(int64_t step, int64_t done, int64_t total);
 
-  // Adds step `step` (0-based); at the end of an interval prints and records it and returns
-  // the interval's mean loss.
-  std::optional<double> add(int64_t step, const StepStats& s, double epochs);
+  // Adds step `step` (0-based); at the end of an interval prints and records it.
+  void add(int64_t step, const StepStats& s, double epochs);
 
   // A run that stops after step `step` (a signal, the time limit, --train.exit_after) between
   // two log lines: the steps added since the last line are printed and recorded as an interval
-  // of their own (the step the run stops at is in metrics.jsonl, as a finished run's last is),
-  // and their mean loss returned; none when there are none, or the step was skipped (whose
-  // line skipped() printed).
-  std::optional<double> end_early(int64_t step, const StepStats& s, double epochs);
+  // of their own (the step the run stops at is in metrics.jsonl, as a finished run's last is);
+  // nothing when there are none, or the step was skipped (whose line skipped() printed).
+  void end_early(int64_t step, const StepStats& s, double epochs);
 
-  // The 1-based steps whose losses the last logged mean is over: [first, last].
-  std::pair<int64_t, int64_t> last_mean_steps() const { return last_mean_steps_; }
+  // The mean loss the last line logged, and the 1-based steps [first, last] it is over: the
+  // run's final loss.
+  struct Mean {
+    double loss = 0;
+    int64_t first = 0, last = 0;
+  };
+  const Mean& last_mean() const { return last_mean_; }
 
  private:
   const TrainConfig& cfg_;
@@ -79,11 +82,11 @@ class IntervalLog {
   int64_t interval_losses_ = 0;  // steps whose loss is in interval_loss_ (skipped ones are not)
   int64_t interval_first_ = 0;   // the first of them (1-based)
   int64_t interval_steps_ = 0;   // steps computed, for the rate
-  std::pair<int64_t, int64_t> last_mean_steps_{0, 0};
+  Mean last_mean_;
 
-  // Prints and records the interval that ends with step `step`, and returns its mean loss;
-  // `ends` clears it (at a multiple of --train.log_interval, the run's last step or its stop).
-  double log_line(int64_t step, const StepStats& s, double epochs, bool ends);
+  // Prints and records the interval that ends with step `step` (its mean: last_mean_); `ends`
+  // clears it (at a multiple of --train.log_interval, the run's last step or its stop).
+  void log_line(int64_t step, const StepStats& s, double epochs, bool ends);
 };
 
 }  // namespace tessera
