@@ -6,8 +6,12 @@
 #include <sys/stat.h>
 
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "core/error.h"
@@ -39,6 +43,29 @@ inline void require_file_to_write(const std::string& option, const std::string& 
   if (path.empty()) throw InputError(option + ": expected a file to write, found \"\"");
   if (const std::string kind = non_regular_kind(path); !kind.empty())
     throw InputError(option + " " + path + ": expected a file to write, found " + kind);
+}
+
+// After require_file_to_write: a file already at `path` is replaced only when it is empty or one
+// of the command's own outputs: `is_output` of its first `head_bytes` bytes (fewer in a short file)
+// and its size. Else InputError: "OPTION PATH: expected a new file or an earlier EARLIER to
+// replace, found a file that is not FORMAT": not the metrics, corpus or checkpoint file a
+// mistyped path would destroy.
+inline void require_replaceable_output(
+    const std::string& option, const std::string& path, const char* earlier, const char* format,
+    size_t head_bytes,
+    const std::function<bool(std::string_view head, uintmax_t size)>& is_output) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return;
+  const uintmax_t size = std::filesystem::file_size(path, ec);
+  if (ec || size == 0) return;  // an empty file holds nothing to lose
+  std::ifstream in(path, std::ios::binary);
+  std::string head(head_bytes, '\0');
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  head.resize(static_cast<size_t>(in.gcount()));
+  if (!is_output(head, size))
+    throw InputError(option + " " + path + ": expected a new file or an earlier " + earlier +
+                     " to replace, found a file that is not " + format +
+                     " (remove it first if it is to go)");
 }
 
 }  // namespace tessera

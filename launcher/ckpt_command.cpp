@@ -365,17 +365,14 @@ void require_output_outside(const std::string& dir, const std::string& output,
 // little-endian header length, then the JSON header), or empty; not a corpus, a shard or a
 // model.h5.
 void require_replaceable_export(const std::string& output) {
-  if (!fs::is_regular_file(output)) return;
-  std::ifstream in(output, std::ios::binary);
-  unsigned char head[9] = {};
-  in.read(reinterpret_cast<char*>(head), sizeof head);
-  uint64_t length = 0;
-  for (int i = 7; i >= 0; --i) length = length << 8 | head[i];
-  const uintmax_t size = fs::file_size(output);  // an empty file holds nothing to lose
-  if (size != 0 && (in.gcount() != sizeof head || head[8] != '{' || length > size - 8))
-    throw InputError("--output " + output +
-                     ": expected a new file or an earlier export to replace, found a file "
-                     "that is not safetensors (remove it first if it is to go)");
+  require_replaceable_output("--output", output, "export", "safetensors", 9,
+                             [](std::string_view head, uintmax_t size) {
+                               if (head.size() != 9 || head[8] != '{') return false;
+                               uint64_t length = 0;
+                               for (int i = 7; i >= 0; --i)
+                                 length = length << 8 | static_cast<unsigned char>(head[i]);
+                               return length <= size - 8;
+                             });
 }
 
 // The model's tensors by their safetensors names ("layers.03.attn.qkv.weight" for

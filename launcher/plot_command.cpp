@@ -350,34 +350,27 @@ std::string svg_chart(const std::vector<PlotRun>& runs, const std::string& title
 // metrics.jsonl it is drawn from, a corpus or a checkpoint's file.
 void require_replaceable_chart(const std::string& option, const std::string& output) {
   require_file_to_write(option, output);
-  std::error_code ec;
-  if (!fs::is_regular_file(output, ec) || fs::file_size(output, ec) == 0) return;
   // An SVG document: its root element svg, after what may come before it (white space, an XML
   // declaration, processing instructions, comments, a DOCTYPE) in its first 4 KiB.
-  std::ifstream in(output, std::ios::binary);
-  std::string head(4096, '\0');
-  in.read(head.data(), static_cast<std::streamsize>(head.size()));
-  head.resize(static_cast<size_t>(in.gcount()));
-  std::string_view rest(head);
-  for (;;) {
-    rest.remove_prefix(std::min(rest.size(), rest.find_first_not_of(" \t\r\n")));
-    const auto skip_to = [&](std::string_view end) {
-      const size_t at = rest.find(end);
-      rest = at == std::string_view::npos ? std::string_view() : rest.substr(at + end.size());
-    };
-    if (rest.starts_with("<?"))
-      skip_to("?>");
-    else if (rest.starts_with("<!--"))
-      skip_to("-->");
-    else if (rest.starts_with("<!DOCTYPE") || rest.starts_with("<!doctype"))
-      skip_to(">");
-    else
-      break;
-  }
-  if (!rest.starts_with("<svg"))
-    throw InputError(option + " " + output +
-                     ": expected a new file or an earlier chart to replace, found a file that is "
-                     "not SVG (remove it first if it is to go)");
+  require_replaceable_output(
+      option, output, "chart", "SVG", 4096, [](std::string_view rest, uintmax_t) {
+        for (;;) {
+          rest.remove_prefix(std::min(rest.size(), rest.find_first_not_of(" \t\r\n")));
+          const auto skip_to = [&](std::string_view end) {
+            const size_t at = rest.find(end);
+            rest = at == std::string_view::npos ? std::string_view() : rest.substr(at + end.size());
+          };
+          if (rest.starts_with("<?"))
+            skip_to("?>");
+          else if (rest.starts_with("<!--"))
+            skip_to("-->");
+          else if (rest.starts_with("<!DOCTYPE") || rest.starts_with("<!doctype"))
+            skip_to(">");
+          else
+            break;
+        }
+        return rest.starts_with("<svg");
+      });
 }
 
 // The figures under the chart of one run: its first, last and lowest training loss, its last
