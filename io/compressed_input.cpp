@@ -24,10 +24,6 @@ constexpr size_t kRawBlock = size_t{1} << 20;
 
 enum class Format { Plain, Gzip, Zstd };
 
-bool starts_with(std::string_view head, std::string_view magic) {
-  return head.substr(0, magic.size()) == magic;
-}
-
 }  // namespace
 
 struct InputBytes::Impl {
@@ -126,11 +122,11 @@ InputBytes::InputBytes(const fs::path& path) : impl_(std::make_unique<Impl>()) {
   if (!s.in) throw InputError(s.where() + ": cannot open for reading");
   s.fill();  // the first block, which read() would take first, tells the format
   const std::string_view head(s.raw.data(), s.raw_len);
-  if (starts_with(head, "\x1f\x8b")) {
+  if (head.starts_with("\x1f\x8b")) {
     s.format = Format::Gzip;
     if (inflateInit2(&s.z, 16 + MAX_WBITS) != Z_OK) throw std::bad_alloc();  // gzip wrapper only
     s.z_ready = true;
-  } else if (starts_with(head, "\x28\xb5\x2f\xfd") ||
+  } else if (head.starts_with("\x28\xb5\x2f\xfd") ||
              (head.size() >= 4 && (head[0] & 0xF0) == 0x50 &&
               head.substr(1, 3) == "\x2a\x4d\x18")) {
     // A frame, or a skippable frame first (pzstd writes one): libzstd reads both.
@@ -149,7 +145,7 @@ InputBytes::InputBytes(const fs::path& path) : impl_(std::make_unique<Impl>()) {
                                      {"\x42\x5a\x68", "a bzip2"},
                                      {"\x50\x4b\x03\x04", "a zip"}};
   for (const Refused& r : kRefused)
-    if (starts_with(head, r.magic))
+    if (head.starts_with(r.magic))
       throw InputError(s.where() +
                        ": expected plain text or JSON lines, as they are or compressed with gzip "
                        "or zstd, found " +
