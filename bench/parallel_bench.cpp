@@ -71,20 +71,6 @@ double layers_of(const ModelShard& shard) {
   return n;
 }
 
-// Elements of this rank's parameters, from the shape alone (the TP split of every tensor).
-double local_params(const ModelConfig& c, const GridLayout& l, const GridCoord& at, int vp) {
-  const double C = static_cast<double>(c.d_model), F = static_cast<double>(c.d_ff);
-  const double t = l.tp, V = static_cast<double>(c.vocab_size);
-  const double per_layer =
-      4 * C + (3 * C * C + 3 * C) / t + C * C / t + C + (F * C + F) / t + C * F / t + C;
-  double n = per_layer * layers_of(model_shard(c, l, at, vp));
-  const bool first = at.pp == 0, last = at.pp == l.pp - 1;
-  if (first || last) n += V / t * C;  // the token embedding, tied to the LM head
-  if (first) n += static_cast<double>(c.seq_len) * C;
-  if (last) n += 2 * C;
-  return n;
-}
-
 // Bytes this rank sends per step by kind, predicted: [tp, pp, dp, embedding].
 std::vector<double> predicted_bytes(const ModelConfig& c, const GridLayout& l, const GridCoord& at,
                                     int64_t micro, int microbatches, bool zero, bool sp, int vp) {
@@ -117,8 +103,8 @@ std::vector<double> predicted_bytes(const ModelConfig& c, const GridLayout& l, c
     pp += ((heads ? 0 : 1) + (embeds ? 0 : 1)) * b * s * h * e / (sp ? l.tp : 1);
   }
   const double dp_ring = l.dp > 1 ? 2.0 * (l.dp - 1) / l.dp : 0.0;
-  const double dp =
-      dp_ring * local_params(c, l, at, vp) * e;  // all-reduce = reduce-scatter + gather
+  const double dp = dp_ring * static_cast<double>(gpt_shard_params(c, model_shard(c, l, at, vp))) *
+                    e;  // all-reduce = reduce-scatter + gather
   // The tied embedding's sum over its two stages (2(2-1)/2 x the buffer), after the DP
   // reduction: with ZeRO-1 of this rank's piece of its bucket. The math's volume: the buffers'
   // padding (to 256-byte boundaries, and to DP x 256 bytes with ZeRO-1) and the larger piece of

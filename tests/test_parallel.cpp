@@ -87,6 +87,33 @@ TEST(GridLayout, EmbeddingGroupIsFirstAndLastStageOnly) {
   EXPECT_EQ((GridLayout{2, 1, 1}).embedding_group(1), (std::vector<int>{1}));
 }
 
+// The memory a layout needs per rank starts from gpt_shard_params: for every TP rank of uneven
+// vocabulary pieces (67 rows over 2 and 4), every stage, model chunks, and both position kinds,
+// the count of the model that shard builds.
+TEST(GridLayout, ShardParamsAreTheParametersOfTheShardsModel) {
+  for (const PositionKind pos : {PositionKind::Learned, PositionKind::Sinusoidal})
+    for (const int tp : {1, 2, 4})
+      for (const int pp : {1, 3})
+        for (const int chunks : {1, 2}) {
+          if (chunks > 1 && pp == 1) continue;
+          ModelConfig cfg;
+          cfg.vocab_size = 67, cfg.d_model = 16, cfg.heads = 4, cfg.d_ff = 32, cfg.layers = 6;
+          cfg.seq_len = 8, cfg.pos = pos;
+          test_support::run_ranks(tp, [&](Communicator& comm) {
+            for (int s = 0; s < pp; ++s) {
+              const ModelShard shard =
+                  model_shard(cfg, GridLayout{tp, 1, pp}, GridCoord{comm.rank(), 0, s}, chunks);
+              GPT model(cfg, shard, comm, 1);
+              EXPECT_EQ(gpt_shard_params(cfg, shard), model.num_local_params())
+                  << "tp rank " << comm.rank() << " of " << tp << ", stage " << s << " of " << pp
+                  << ", " << chunks << " chunks, " << position_kind_name(pos);
+            }
+          });
+        }
+  ModelConfig whole;
+  EXPECT_EQ(gpt_shard_params(whole, ModelShard{}), gpt_num_params(whole));
+}
+
 // Which GPU a rank takes: its index on its node among all the node's GPUs, or the only one it
 // sees (Slurm's --gpus-per-task=1 shows each rank its own as GPU 0).
 TEST(GpuIndex, NodeLocalRankAmongSeveralOrTheOnlyOneVisible) {

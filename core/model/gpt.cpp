@@ -288,6 +288,22 @@ int64_t gpt_num_params(const ModelConfig& c) {
   return n;
 }
 
+int64_t gpt_shard_params(const ModelConfig& c, const ModelShard& s) {
+  const int64_t C = c.d_model, F = c.d_ff, t = s.tp_size;
+  // Column-parallel QKV and fc with their biases, row-parallel proj and out; kept whole: two
+  // LayerNorms and the proj and out biases.
+  const int64_t per_layer = (3 * C * C + 3 * C + C * C + F * C + F + C * F) / t + 4 * C + 2 * C;
+  int64_t layers = s.chunks.empty() ? c.layers : 0;
+  for (const LayerRange& r : s.chunks) layers += r.end - r.begin;
+  int64_t n = layers * per_layer;
+  const int64_t rows = tp_piece_begin(c.vocab_size, s.tp_rank + 1, static_cast<int>(t)) -
+                       tp_piece_begin(c.vocab_size, s.tp_rank, static_cast<int>(t));
+  if (s.has_embedding || s.has_head) n += rows * C;  // one table when a stage has both
+  if (s.has_embedding && c.pos == PositionKind::Learned) n += c.seq_len * C;
+  if (s.has_head) n += 2 * C;
+  return n;
+}
+
 int64_t gpt_state_bytes(const ModelConfig& c, bool grad_sums) {
   const int64_t per_param = c.dtype == DType::BF16 ? 2 * 2 + 4 * 3 + (grad_sums ? 4 : 0)
                                                    : 4 * static_cast<int64_t>(dtype_size(c.dtype));

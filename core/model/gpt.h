@@ -122,6 +122,12 @@ class GPT {
 // run's MFU is 0.94 of this one for GPT-2 124M and 350M, 0.97 for 1.3B.
 double gpt_flops_per_token(const ModelConfig& cfg);
 int64_t gpt_num_params(const ModelConfig& cfg);
+// Parameters of the part `shard` of the model (GPT::num_local_params of a GPT made with it),
+// from the shapes alone: its layers' TP pieces and the LayerNorms and row-parallel biases each TP
+// rank keeps whole; on the first stage the embedding's vocabulary piece and the learned
+// positions, on the last the tied copy of that piece (when it is not the first) and the final
+// LayerNorm (docs/PARALLELISM.md, "Memory per rank").
+int64_t gpt_shard_params(const ModelConfig& cfg, const ModelShard& shard);
 // Bytes of parameter state on one rank holding the whole model, without ZeRO: values, gradients
 // and AdamW's two moments in the model's dtype (16 bytes a parameter in fp32); with bf16, bf16
 // values and gradients and fp32 master weights and moments (16 bytes), and with `grad_sums`
