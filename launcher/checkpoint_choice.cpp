@@ -41,10 +41,9 @@ std::vector<CrcPiece> crc_pieces(const std::vector<ManifestEntry>& entries, uint
   return pieces;
 }
 
-// Restores ROOT/step_N.replaced, the old directory of a step that a save was replacing when
-// its run stopped, as step_N, unless the new step_N made it in (then the old one is deleted).
-// Returns what it restored, for the log ("" when nothing). Rank 0, under the run's lock.
-std::string restore_replaced_checkpoints(const std::string& root) {
+}  // namespace
+
+std::string restore_replaced_checkpoints(const std::string& root, bool dry_run) {
   std::string note;
   if (!fs::is_directory(root)) return note;
   for (const auto& e : fs::directory_iterator(root)) {
@@ -53,17 +52,22 @@ std::string restore_replaced_checkpoints(const std::string& root) {
     const fs::path step = fs::path(root) / name.substr(0, name.size() - kReplacedSuffix.size());
     if (fs::exists(step)) {  // the new one was in place: the old one was being deleted
       std::error_code ec;
-      fs::remove_all(e.path(), ec);
+      if (!dry_run) fs::remove_all(e.path(), ec);
       if (ec) add_note(note, "cannot delete " + e.path().string() + " (" + ec.message() + ")");
       continue;
     }
-    fs::rename(e.path(), step);
-    fsync_directory(root);
-    add_note(note, step.string() +
-                       " was being replaced by a save when a run stopped: the old one is restored");
+    if (!dry_run) {
+      fs::rename(e.path(), step);
+      fsync_directory(root);
+    }
+    add_note(note,
+             step.string() + " was being replaced by a save when a run stopped: the old one " +
+                 (dry_run ? "will be restored (this check chose without it)" : "is restored"));
   }
   return note;
 }
+
+namespace {
 
 // The checks that make checkpoint `dir` usable, in this order: its MANIFEST's sizes, the bytes of
 // every file it lists (`crc_pass`, given the MANIFEST's text), and model.h5's map of the shards,
@@ -319,11 +323,16 @@ std::string choose_checkpoint_together(Communicator& world, const std::string& r
 std::string choose_initial_weights_together(Communicator& world, const std::string& root,
                                             const std::string& path) {
   return choose_together(world, [&](const CheckpointVerifier& verify) {
-    refuse_unfinished_save("--checkpoint.init", root, path);
-    refuse_directory_of_checkpoints("--checkpoint.init", path);
-    verify(path);
-    return path;
+    return choose_initial_weights(root, path, verify);
   });
+}
+
+std::string choose_initial_weights(const std::string& root, const std::string& path,
+                                   const CheckpointVerifier& verify) {
+  refuse_unfinished_save("--checkpoint.init", root, path);
+  refuse_directory_of_checkpoints("--checkpoint.init", path);
+  verify(path);
+  return path;
 }
 
 }  // namespace tessera

@@ -77,6 +77,17 @@ std::string choose_checkpoint_together(Communicator& world, const std::string& r
 std::string choose_initial_weights_together(Communicator& world, const std::string& root,
                                             const std::string& path);
 
+// choose_initial_weights_together's checks of `path` by one process, the checkpoint judged by
+// `verify`.
+std::string choose_initial_weights(const std::string& root, const std::string& path,
+                                   const CheckpointVerifier& verify);
+
+// Restores ROOT/step_N.replaced, the old directory of a step that a save was replacing when
+// its run stopped, as step_N, unless the new step_N made it in (then the old one is deleted).
+// Returns what it restored, for the log ("" when nothing). Rank 0, under the run's lock.
+// `dry_run` (`tessera train --check`): changes nothing, and says what a run would restore.
+std::string restore_replaced_checkpoints(const std::string& root, bool dry_run = false);
+
 // Its CRC-32C pass over checkpoint `dir`'s files, whose MANIFEST rank 0 read (`manifest_text`),
 // shared by every rank of `world` (collective): the files are cut into pieces of `piece_bytes`,
 // piece j read by rank j % N, and the pieces' CRCs combined per file, so every rank reads about

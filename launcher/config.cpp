@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -621,7 +622,7 @@ void TrainConfig::throw_located(const InputError& e) const {
 }
 
 bool parse_train_config(int argc, char** argv, TrainConfig& cfg) {
-  if (!read_train_options(argc, argv, cfg)) return false;
+  if (!read_train_options(argc, argv, cfg, "", "", true)) return false;
   cfg.validate();
   return true;
 }
@@ -751,13 +752,36 @@ void convert_options(const po::variables_map& vm, const po::options_description&
                      const RawOptions& raw, TrainConfig& cfg);
 }  // namespace
 
+namespace {
+
+// --check's RANKS: 0 when it is left out, else a whole number from 1.
+int check_ranks(const std::string& text) {
+  int ranks = 0;
+  const char* end = text.data() + text.size();
+  const auto r = std::from_chars(text.data(), end, ranks);
+  if (!text.empty() && (r.ec != std::errc() || r.ptr != end || ranks < 1))
+    throw InputError(
+        "--check: expected the number of ranks to check the run for (a whole number from 1, or "
+        "nothing for tp x pp x dp), found \"" +
+        text + "\"");
+  return ranks;
+}
+
+}  // namespace
+
 bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::string& base,
-                        const std::string& base_name) {
+                        const std::string& base_name, bool with_check) {
   RawOptions raw;
   raw.seed = std::to_string(cfg.seed);
   po::options_description generic("tessera train [--config FILE] [--section.key value ...]");
   generic.add_options()("help,h", "list every option with its default")(
       "config", po::value<std::string>(), "INI file; command-line options override it");
+  if (with_check)
+    generic.add_options()("check",
+                          po::value<std::string>()->implicit_value("")->value_name("[RANKS]"),
+                          "check the run for RANKS ranks (default: tp x pp x dp, or the ranks "
+                          "started) and exit: options, layout, tokenizer, corpora, the checkpoint "
+                          "it would resume; nothing is written");
   po::options_description all = train_options(cfg, raw);
   po::options_description cmdline;
   cmdline.add(generic).add(all);
@@ -796,6 +820,7 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
   } catch (const po::invalid_option_value& e) {
     throw InputError(invalid_value_text(e, all));
   }
+  if (vm.count("check")) cfg.check_ranks = check_ranks(vm["check"].as<std::string>());
   if (vm.count("help")) {
     std::cout << generic << all << "\n";
     return false;

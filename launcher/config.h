@@ -63,7 +63,10 @@ struct TrainConfig {
   std::string checkpoint_resume = "auto";  // auto | none | PATH
   std::string checkpoint_init;             // a fresh start's weights from this checkpoint
   bool checkpoint_async = false;           // write in the background
-  int64_t exit_after = 0;              // [train]: stop after this many steps of this run (0: never)
+  int64_t exit_after = 0;  // [train]: stop after this many steps of this run (0: never)
+  // `tessera train --check [RANKS]` (command line only): check the run for RANKS ranks and exit
+  // (-1: no check; 0: RANKS not given, train_command says which it takes).
+  int check_ranks = -1;
   std::string debug_kill_during_save;  // [debug]: "RANK:POINT", for the crash-safety tests
   // [train] running on a cluster (docs/CLUSTER.md)
   double time_limit = 0;            // seconds of wall clock; save and exit 3 before (0: none)
@@ -149,15 +152,15 @@ std::vector<RankStep> rank_steps(const std::string& option, const std::string& t
 // Whether `points` holds (rank, step).
 bool has_rank_step(const std::vector<RankStep>& points, int rank, int64_t step);
 
-// Parses `tessera train` arguments (argv[0] is "train") and validates them. Returns false when
-// --help was shown.
+// Parses `tessera train` arguments (argv[0] is "train"), --check among them, and validates
+// them. Returns false when --help was shown.
 bool parse_train_config(int argc, char** argv, TrainConfig& cfg);
 // The options without TrainConfig::validate, for reading a part of them (a checkpoint's model
 // shape) on a machine where the rest would not validate. `base`: INI text beneath the command
 // line and --config (a checkpoint's config, which `tessera sample` starts from), named
-// `base_name` in its error messages.
+// `base_name` in its error messages. `with_check`: --check is an option (of `tessera train`).
 bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::string& base = "",
-                        const std::string& base_name = "");
+                        const std::string& base_name = "", bool with_check = false);
 
 // "section.key" -> the value (trimmed) of each option that INI text sets, read line by line as
 // Boost reads a config file (a key set twice: its last value); for comparing the resolved

@@ -26,6 +26,7 @@
 #include "launcher/checkpointing.h"
 #include "launcher/cluster.h"
 #include "launcher/exit_codes.h"
+#include "launcher/progress.h"
 #include "launcher/replica_check.h"
 #include "launcher/sampling.h"
 #include "launcher/train_report.h"
@@ -54,6 +55,16 @@ class SaveDeadline {
   const TrainConfig& cfg_;
 };
 
+// Who holds the lock file `path` open as `fd`, as its holder wrote it ("host H, pid P"), else
+// "PATH is locked".
+std::string lock_holder(int fd, const std::string& path) {
+  char holder[256] = {};
+  const ssize_t n = ::pread(fd, holder, sizeof holder - 1, 0);
+  std::string who = n > 0 ? std::string(holder, static_cast<size_t>(n)) : "";
+  while (!who.empty() && (who.back() == '\n' || who.back() == ' ')) who.pop_back();
+  return who.empty() ? path + " is locked" : who;
+}
+
 // RUN_DIR/lock, held by this process until it ends: two runs in one directory would commit over
 // each other's checkpoints. A POSIX record lock (fcntl), which the kernel drops with the process,
 // however it ends, and which NFS (v4, or v3 with lockd) and Lustre mounted with `flock` honour;
@@ -76,13 +87,9 @@ void lock_run_dir(const std::string& run_dir) {
           path.c_str(), std::strerror(err));
       return;
     }
-    char holder[256] = {};
-    const ssize_t n = ::pread(fd, holder, sizeof holder - 1, 0);
+    const std::string who = lock_holder(fd, path);
     ::close(fd);
-    std::string who = n > 0 ? std::string(holder, static_cast<size_t>(n)) : "";
-    while (!who.empty() && (who.back() == '\n' || who.back() == ' ')) who.pop_back();
-    throw InputError("--run.dir " + run_dir + ": in use by another tessera run (" +
-                     (who.empty() ? path + " is locked" : who) +
+    throw InputError("--run.dir " + run_dir + ": in use by another tessera run (" + who +
                      "); two runs in one directory would overwrite each other's checkpoints: "
                      "wait for it, or give another --run.dir (a lock of a host that is down "
                      "may outlive it on NFS: then delete " +
@@ -92,6 +99,21 @@ void lock_run_dir(const std::string& run_dir) {
   if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) < 0) {
     // The lock holds without the note; only the message to a second run is poorer.
   }
+}
+
+// What a run would be told of RUN_DIR's lock now, without taking it: "" when none holds it (or
+// there is none, or the file system takes no locks).
+std::string run_dir_holder(const std::string& run_dir) {
+  const std::string path = (std::filesystem::path(run_dir) / "lock").string();
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  struct flock whole {};
+  whole.l_type = F_WRLCK;
+  whole.l_whence = SEEK_SET;
+  const std::string who =
+      ::fcntl(fd, F_GETLK, &whole) == 0 && whole.l_type != F_UNLCK ? lock_holder(fd, path) : "";
+  ::close(fd);
+  return who;
 }
 
 // Creates and locks RUN_DIR, before the corpora are read (a second run stops there); nothing else
@@ -304,6 +326,114 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
   return result;
 }
 
+namespace {
+
+// `tessera train --check [RANKS]`, on one process: the checks of a run's start for RANKS ranks,
+// done here alone and writing nothing (no run directory, lock, id-check record, restored
+// checkpoint): the layout, the tokenizer, the corpora (every token id, unless the run's
+// id-check records hold them), the checkpoint the run would resume or start from (every byte
+// verified) and whether it fits; with the lines a run prints about them, and the memory state
+// of the largest rank. Throws what the run's start would refuse.
+void check_run(const TrainConfig& cfg, int started_ranks) {
+  const auto start = Clock::now();
+  const ParallelConfig& p = cfg.parallel;
+  const int ranks = cfg.check_ranks > 0 ? cfg.check_ranks
+                    : started_ranks > 1 ? started_ranks
+                                        : p.tp * p.pp * std::max(p.dp, 1);
+  std::printf("check: a run of %s%s, checked by this process alone; nothing is written\n",
+              count_of(ranks, "rank").c_str(),
+              cfg.check_ranks > 0 || started_ranks > 1 || p.dp > 0
+                  ? ""
+                  : " (--parallel.dp 0 takes the ranks started: give --check RANKS for the job's)");
+  try {
+    cfg.layout_for(ranks);
+  } catch (const InputError& e) {  // said of the ranks checked for, not of the ranks started
+    std::string what = e.what();
+    const std::string started = "(the number of MPI ranks)";
+    if (const size_t at = what.find(started); at != std::string::npos)
+      what.replace(at, started.size(), "(--check " + std::to_string(ranks) + ")");
+    throw InputError(what);
+  }
+  Trainer tr(cfg, 0, ranks, true);
+  const GridLayout& l = tr.layout();
+  check_sampling_tokenizer(cfg);
+  print_inputs(cfg, tr);
+  std::printf("layout: tp %d x pp %d x dp %d = %s\n", l.tp, l.pp, l.dp,
+              count_of(l.world_size(), "rank").c_str());
+  print_pipeline(cfg, tr);
+  std::printf("train: %lld steps of %lld sequences (%lld tokens): %lld tokens in all; run dir %s\n",
+              static_cast<long long>(cfg.steps), static_cast<long long>(cfg.global_batch),
+              static_cast<long long>(cfg.global_batch * cfg.model.seq_len),
+              static_cast<long long>(cfg.steps * cfg.global_batch * cfg.model.seq_len),
+              cfg.run_dir.c_str());
+  print_schedule_notes(cfg);
+  if (const std::string who = run_dir_holder(cfg.run_dir); !who.empty())
+    std::printf(
+        "run dir: note: in use by a tessera run now (%s): a run started before it ends is "
+        "refused\n",
+        who.c_str());
+
+  // The checkpoint, as choose_checkpoint_together and choose_initial_weights_together choose.
+  const std::string root = checkpoints_root(cfg);
+  const CheckpointVerifier verify = [](const std::string& dir) {
+    verify_checkpoint(dir, "check: " + dir);
+  };
+  std::string note = restore_replaced_checkpoints(root, true), choice_note;
+  const std::string resume = choose_checkpoint(root, cfg.checkpoint_resume, choice_note, verify);
+  add_note(note, choice_note);
+  if (!resume.empty()) {
+    add_note(note, check_checkpoint_fits(resume, tr));
+    const int64_t step =
+        CheckpointReader::open(resume, ManifestCheck::kNone).meta().int_or("step", -1);
+    std::printf("checkpoint: resumes %s (step %lld)\n", resume.c_str(),
+                static_cast<long long>(step));
+  } else if (!cfg.checkpoint_init.empty()) {
+    add_note(note, check_initial_weights_fit(
+                       choose_initial_weights(root, cfg.checkpoint_init, verify), cfg.model));
+  } else {
+    std::printf("checkpoint: none to resume in %s; the run starts at step 0\n", root.c_str());
+  }
+  if (!note.empty()) std::printf("checkpoint: %s\n", printable(note).c_str());
+  if (!cfg.checkpoint_init.empty() && !resume.empty())
+    std::printf(
+        "checkpoint: --checkpoint.init %s is not read: this run resumes its own checkpoint\n",
+        cfg.checkpoint_init.c_str());
+
+  // Memory: the rank holding the most parameters.
+  int64_t most = 0;
+  for (int r = 0; r < l.world_size(); ++r)
+    most = std::max(most, gpt_shard_params(cfg.model, model_shard(cfg.model, l, l.coord_of(r),
+                                                                  p.virtual_stages)));
+  const bool zero = p.zero == 1 && l.dp > 1;
+  const double state_mb =
+      static_cast<double>(
+          rank_state_bytes(cfg.model.dtype, most, zero ? (most + l.dp - 1) / l.dp : most, zero)) /
+      1e6;
+  const char* where = cfg.model.device == Device::CUDA ? "GPU" : "host";
+  if (l.world_size() == 1) {
+    const double activation_mb =
+        static_cast<double>(gpt_activation_bytes(cfg.model, cfg.micro_batch)) / 1e6;
+    std::printf(
+        "memory: estimate %.1f MB of %s memory = %.1f MB of parameters, gradients and optimizer "
+        "state + %.1f MB of activations (docs/%s)\n",
+        state_mb + activation_mb, where, state_mb, activation_mb,
+        cfg.model.device == Device::CUDA ? "GPU.md, \"Memory per GPU\""
+                                         : "PERFORMANCE.md, \"Memory\"");
+  } else {
+    std::printf(
+        "memory: the largest rank holds %lld parameters: %.1f MB of %s memory for them, their "
+        "gradients and optimizer state; its activations come on top (docs/PARALLELISM.md, "
+        "\"Memory per rank\")\n",
+        static_cast<long long>(most), state_mb, where);
+  }
+  std::printf("check: passed in %.1f s: `tessera train` with these options starts on %s\n",
+              std::chrono::duration<double>(Clock::now() - start).count(),
+              count_of(ranks, "rank").c_str());
+  std::fflush(stdout);
+}
+
+}  // namespace
+
 int train_command(int argc, char** argv) {
   install_stop_handlers();  // before MPI_Init: a signal during it is not lost
   MpiRuntime mpi(&argc, &argv);
@@ -324,7 +454,9 @@ int train_command(int argc, char** argv) {
   std::string resume_dir, init_dir, resume_note;
   try {
     help = !parse_train_config(argc, argv, cfg);
-    if (!help) {
+    if (!help && cfg.check_ranks >= 0) {
+      if (root) check_run(cfg, world.size());
+    } else if (!help) {
       configure_process(cfg, mpi.ranks_on_this_node(), mpi.rank_on_this_node());
       // What rank 0 checks for all: a failure says nothing about its machine. The run directory
       // first, so that a second run in it stops before it opens and checks the corpora.
@@ -355,12 +487,12 @@ int train_command(int argc, char** argv) {
   const double deadline = cfg.startup_deadline();  // the default's when the options are bad
   const WatchdogArmed watchdog(
       world, failure.code || !(deadline > 0) ? TrainConfig{}.startup_deadline() : deadline,
-      failure.code ? std::string{}
-                   : (std::filesystem::path(cfg.run_dir) / "watchdog" /
-                      ("rank_" + std::to_string(world.rank()) + ".txt"))
-                         .string());
+      failure.code || cfg.check_ranks >= 0 ? std::string{}
+                                           : (std::filesystem::path(cfg.run_dir) / "watchdog" /
+                                              ("rank_" + std::to_string(world.rank()) + ".txt"))
+                                                 .string());
   if (const int code = agree_on_inputs(world, failure)) return code;
-  if (help) return kExitOk;
+  if (help || cfg.check_ranks >= 0) return kExitOk;
   // Together from here: a stop signal no longer ends a rank at once (where each rank is in the
   // start-up's collectives differs), but stops them all after the first step, saved.
   ranks_agreed_to_start();

@@ -164,9 +164,8 @@ double peak_flops_per_rank(const TrainConfig& cfg) {
   return this_gpu_peak_flops(cfg.model.dtype, cfg.peak_tflops);
 }
 
-void print_start(const TrainConfig& cfg, Trainer& tr) {
+void print_inputs(const TrainConfig& cfg, Trainer& tr) {
   const ModelConfig& m = cfg.model;
-  const GridLayout& l = tr.layout();
   std::printf(
       "model: %lld parameters (%lld layers, d %lld, %lld heads, d_ff %lld, T %lld, vocab "
       "%lld, %s positions)\n",
@@ -214,6 +213,61 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
   if (const std::string note = tokenizer_note(cfg, {&tr.samples(), tr.validation_samples()});
       !note.empty())
     std::printf("data: note: %s\n", note.c_str());
+}
+
+void print_pipeline(const TrainConfig& cfg, const Trainer& tr) {
+  const GridLayout& l = tr.layout();
+  // Each stage's layers; with model chunks, each chunk's ("0: layers 0-1 + 4-5").
+  const int v = cfg.parallel.virtual_stages;
+  std::string stages;
+  bool uneven = false;
+  for (int s = 0; s < l.pp; ++s) {
+    std::string layers;
+    bool several = v > 1;
+    for (int c = 0; c < v; ++c) {
+      const LayerRange r = chunk_layers(cfg.model.layers, l.pp, v, s, c);
+      uneven |= r.end - r.begin != cfg.model.layers / (l.pp * v);
+      several |= r.end - r.begin > 1;
+      layers.append(c ? " + " : "").append(std::to_string(r.begin));
+      if (r.end - r.begin > 1) layers.append("-").append(std::to_string(r.end - 1));
+    }
+    stages.append(s ? ", " : "").append(std::to_string(s));
+    stages.append(several ? ": layers " : ": layer ").append(layers);
+  }
+  std::string chunks;
+  if (v > 1) chunks.append(" x ").append(std::to_string(v)).append(" model chunks, interleaved");
+  std::printf("pipeline: %d stage%s%s (%s)%s; %s1F1B over %d microbatch%s of %lld; bubble %.1f%%\n",
+              l.pp, l.pp == 1 ? "" : "s", chunks.c_str(), stages.c_str(),
+              uneven ? ", uneven split" : "", v == 1 ? "" : "interleaved ", tr.microbatches(),
+              tr.microbatches() == 1 ? "" : "es", static_cast<long long>(cfg.micro_batch),
+              100.0 * bubble_fraction(l.pp, tr.microbatches(), v));
+}
+
+void print_schedule_notes(const TrainConfig& cfg) {
+  // A short run of a long schedule (a trial of a config) is allowed, and said.
+  // (Warmup-stable-decay cools down in the last step after such a warm-up: its own line says so.)
+  const bool wsd = cfg.schedule.decay == DecayKind::WarmupStableDecay;
+  if (cfg.schedule.warmup > 0 && cfg.schedule.warmup >= cfg.steps - 1 &&
+      cfg.schedule.decay != DecayKind::Constant && !(wsd && cfg.schedule.warmup < cfg.steps))
+    std::printf(
+        "lr: --optim.warmup %lld of --train.steps %lld: %s, and no decay to "
+        "--optim.min_lr\n",
+        static_cast<long long>(cfg.schedule.warmup), static_cast<long long>(cfg.steps),
+        cfg.schedule.warmup >= cfg.steps ? "the run ends before the peak"
+                                         : "the run ends at the peak");
+  if (wsd && cfg.schedule.warmup < cfg.steps)
+    std::printf(
+        "lr: warmup-stable-decay: %g from step %lld to step %lld, then linearly to --optim.min_lr "
+        "%g by step %lld (--optim.cooldown %g)\n",
+        cfg.schedule.lr, static_cast<long long>(std::min(cfg.schedule.warmup, cfg.steps)),
+        static_cast<long long>(cfg.schedule.cooldown_start()), cfg.schedule.min_lr,
+        static_cast<long long>(cfg.steps), cfg.schedule.cooldown);
+}
+
+void print_start(const TrainConfig& cfg, Trainer& tr) {
+  const ModelConfig& m = cfg.model;
+  const GridLayout& l = tr.layout();
+  print_inputs(cfg, tr);
   std::printf("%s", tr.grid().describe_groups().c_str());
   if (l.tp > 1)
     std::printf(
@@ -229,30 +283,7 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
     std::printf(
         "sequence parallel: no effect (--parallel.tp 1: no tensor-parallel group to split the "
         "tokens over)\n");
-  // Each stage's layers; with model chunks, each chunk's ("0: layers 0-1 + 4-5").
-  const int v = cfg.parallel.virtual_stages;
-  std::string stages;
-  bool uneven = false;
-  for (int s = 0; s < l.pp; ++s) {
-    std::string layers;
-    bool several = v > 1;
-    for (int c = 0; c < v; ++c) {
-      const LayerRange r = chunk_layers(m.layers, l.pp, v, s, c);
-      uneven |= r.end - r.begin != m.layers / (l.pp * v);
-      several |= r.end - r.begin > 1;
-      layers.append(c ? " + " : "").append(std::to_string(r.begin));
-      if (r.end - r.begin > 1) layers.append("-").append(std::to_string(r.end - 1));
-    }
-    stages.append(s ? ", " : "").append(std::to_string(s));
-    stages.append(several ? ": layers " : ": layer ").append(layers);
-  }
-  std::string chunks;
-  if (v > 1) chunks.append(" x ").append(std::to_string(v)).append(" model chunks, interleaved");
-  std::printf("pipeline: %d stage%s%s (%s)%s; %s1F1B over %d microbatch%s of %lld; bubble %.1f%%\n",
-              l.pp, l.pp == 1 ? "" : "s", chunks.c_str(), stages.c_str(),
-              uneven ? ", uneven split" : "", v == 1 ? "" : "interleaved ", tr.microbatches(),
-              tr.microbatches() == 1 ? "" : "es", static_cast<long long>(cfg.micro_batch),
-              100.0 * bubble_fraction(l.pp, tr.microbatches(), v));
+  print_pipeline(cfg, tr);
   const char* zero = cfg.parallel.zero == 0 ? ""
                      : l.dp == 1 ? ", ZeRO-1 with no effect (one data-parallel rank: nothing to "
                                    "shard the optimizer state over)"
@@ -303,24 +334,7 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
         "replica check: every %lld steps and before each save, the copies of each parameter "
         "that several ranks hold are compared bitwise (a difference halts the run, exit 1)\n",
         static_cast<long long>(cfg.check_replicas));
-  // A short run of a long schedule (a trial of a config) is allowed, and said.
-  // (Warmup-stable-decay cools down in the last step after such a warm-up: its own line says so.)
-  const bool wsd = cfg.schedule.decay == DecayKind::WarmupStableDecay;
-  if (cfg.schedule.warmup > 0 && cfg.schedule.warmup >= cfg.steps - 1 &&
-      cfg.schedule.decay != DecayKind::Constant && !(wsd && cfg.schedule.warmup < cfg.steps))
-    std::printf(
-        "lr: --optim.warmup %lld of --train.steps %lld: %s, and no decay to "
-        "--optim.min_lr\n",
-        static_cast<long long>(cfg.schedule.warmup), static_cast<long long>(cfg.steps),
-        cfg.schedule.warmup >= cfg.steps ? "the run ends before the peak"
-                                         : "the run ends at the peak");
-  if (wsd && cfg.schedule.warmup < cfg.steps)
-    std::printf(
-        "lr: warmup-stable-decay: %g from step %lld to step %lld, then linearly to --optim.min_lr "
-        "%g by step %lld (--optim.cooldown %g)\n",
-        cfg.schedule.lr, static_cast<long long>(std::min(cfg.schedule.warmup, cfg.steps)),
-        static_cast<long long>(cfg.schedule.cooldown_start()), cfg.schedule.min_lr,
-        static_cast<long long>(cfg.steps), cfg.schedule.cooldown);
+  print_schedule_notes(cfg);
   std::fflush(stdout);
 }
 

@@ -22,9 +22,16 @@ namespace tessera {
 // same GPU.
 double peak_flops_per_rank(const TrainConfig& cfg);
 
-// Rank 0's lines before the first step: the corpora and their samples, the model and its
-// parameters, the layout and schedule, the memory estimate.
+// Rank 0's lines before the first step: print_inputs, the groups, the layout and schedule
+// (print_pipeline), the precision and GPU, the steps, print_schedule_notes.
 void print_start(const TrainConfig& cfg, Trainer& tr);
+// What a trainer shows before it is started (also for `tessera train --check`): the model and
+// its parameters, the corpora and their samples, validation, and the notes on them.
+void print_inputs(const TrainConfig& cfg, Trainer& tr);
+// The pipeline's stages and their layers, the schedule, its microbatches and bubble.
+void print_pipeline(const TrainConfig& cfg, const Trainer& tr);
+// What the learning-rate schedule does in a run this long, when that needs saying.
+void print_schedule_notes(const TrainConfig& cfg);
 
 // The run's end (collective over `world`, printed by rank 0): the loss curve, the final loss
 // beside the corpus' unigram entropy (not for a run a signal or the time limit stopped, which

@@ -659,6 +659,102 @@ TEST_F(Cli, SecondRunInALockedRunDirectoryIsRefusedNamingTheHolder) {
   EXPECT_EQ(after.exit_code, 0) << after.err;
 }
 
+// `tessera train --check [RANKS]` says what a run would start with, refuses what it would refuse,
+// and writes nothing: no run directory, and in one with checkpoints no file or name changed
+// (not the step a save was replacing, which a run would restore), whatever it resumes.
+TEST_F(Cli, CheckSaysWhatARunWouldStartWithAndWritesNothing) {
+  const fs::path run = dir_ / "run";
+  CliRun r = run_tessera(tiny_args() + " --check 4 --parallel.tp 2 --parallel.pp 2", dir_);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  for (const std::string& line : std::vector<std::string>{
+           "check: a run of 4 ranks, checked by this process alone; nothing is written\n",
+           "\ncorpus: " + corpus_ + " (Megatron indexed dataset): 40 documents",
+           "\nlayout: tp 2 x pp 2 x dp 1 = 4 ranks\n",
+           "\npipeline: 2 stages (0: layer 0, 1: layer 1)",
+           "\ncheckpoint: none to resume in " + (run / "checkpoints").string(),
+           "\nmemory: the largest rank holds ", "\ncheck: passed in "})
+    EXPECT_NE(r.out.find(line), std::string::npos) << line << " not in:\n" << r.out;
+  EXPECT_FALSE(fs::exists(run));
+  expect_clear_error(run_tessera(tiny_args() + " --check 3 --parallel.tp 2", dir_),
+                     "does not divide the world size 3 (--check 3)");
+  expect_clear_error(run_tessera(tiny_args("2", (dir_ / "missing").string()) + " --check", dir_),
+                     "--data.path: corpus " + (dir_ / "missing").string());
+  expect_clear_error(run_tessera(tiny_args() + " --check two", dir_),
+                     "--check: expected the number of ranks to check the run for");
+  EXPECT_FALSE(fs::exists(run));
+  r = run_mpi(2, tiny_args() + " --check", dir_);  // the ranks started
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\nlayout: tp 1 x pp 1 x dp 2 = 2 ranks\n"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(run));
+
+  ASSERT_EQ(run_tessera(tiny_args() + " --train.steps 4 --checkpoint.interval 2", dir_).exit_code,
+            0);
+  const fs::path step2 = run / "checkpoints" / "step_00000002",
+                 step4 = run / "checkpoints" / "step_00000004";
+  // Every path under RUN_DIR with its size and time of last change.
+  const auto tree = [&] {
+    std::string t;
+    for (const auto& e : fs::recursive_directory_iterator(run))
+      t += e.path().string() + " " +
+           (e.is_regular_file() ? std::to_string(e.file_size()) + " " +
+                                      std::to_string(e.last_write_time().time_since_epoch().count())
+                                : std::string("dir")) +
+           "\n";
+    return t;
+  };
+  const std::string more = tiny_args() + " --train.steps 6 --checkpoint.interval 2 --check";
+  std::string before = tree();
+  r = run_tessera(more, dir_);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\ncheckpoint: resumes " + step4.string() + " (step 4)\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(tree(), before);
+  // A step a save was replacing when its run stopped: the run would restore it; the check says so.
+  fs::rename(step2, step2.string() + ".replaced");
+  before = tree();
+  r = run_tessera(more, dir_);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find(step2.string() +
+                       " was being replaced by a save when a run stopped: the old one will be "
+                       "restored"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(tree(), before);
+  fs::rename(step2.string() + ".replaced", step2);
+  // The latest one damaged: every byte is checked, and the one before it is taken, as a run would.
+  fs::path largest;
+  for (const auto& e : fs::recursive_directory_iterator(step4))
+    if (e.is_regular_file() && (largest.empty() || e.file_size() > fs::file_size(largest)))
+      largest = e.path();
+  flip_bits(largest, static_cast<std::streamoff>(fs::file_size(largest) / 2), std::ios::beg, 1);
+  before = tree();
+  r = run_tessera(more, dir_);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\ncheckpoint: resumes " + step2.string() + " (step 2)\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("latest checkpoint is not usable"), std::string::npos) << r.out;
+  EXPECT_EQ(tree(), before);
+  // A run going on in RUN_DIR now (this test holds its lock): said, not refused.
+  const int fd = ::open((run / "lock").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  struct flock whole {};
+  whole.l_type = F_WRLCK;
+  whole.l_whence = SEEK_SET;
+  ASSERT_EQ(::fcntl(fd, F_SETLK, &whole), 0);
+  const std::string holder = "host testhost, pid 4242\n";
+  ASSERT_EQ(::pwrite(fd, holder.data(), holder.size(), 0), static_cast<ssize_t>(holder.size()));
+  before = tree();
+  r = run_tessera(more, dir_);
+  ::close(fd);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("run dir: note: in use by a tessera run now (host testhost, pid 4242)"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(tree(), before);
+}
+
 // A path the file system refuses (here `checkpoints` is a file, so no step directory can be made
 // under it) is exit 2 naming the path, not an internal error.
 TEST_F(Cli, CheckpointDirectoryThatCannotBeMadeIsExit2NamingThePath) {
