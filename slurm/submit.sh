@@ -7,6 +7,7 @@
 #
 #   slurm/submit.sh --config configs/gpt2_124m.ini --gpus-per-node 8 -- --data.path data/owt
 #   slurm/submit.sh --config my.ini --nodes 4 --gpus-per-node 4 --time=2-00:00:00 --dry-run
+#   slurm/submit.sh --config my.ini --gpus-per-node 8 --check -- --data.path data/owt
 #   slurm/submit.sh --config configs/demo.ini -- --parallel.tp 2 --parallel.pp 2 --parallel.dp 1
 set -euo pipefail
 
@@ -28,6 +29,10 @@ usage: $prog --config FILE [options] [sbatch options] [-- tessera train options]
   --launcher L           srun (default) or mpirun, inside the allocation
   --template FILE        another batch script
   --dry-run              print the sbatch command, do not run it
+  --check                first run `tessera train --check` here for the job's ranks, with the
+                         job's config, run directory and options (it reads the corpora and the
+                         checkpoint the job would resume: for large ones, a while); nothing is
+                         submitted when it refuses the run
 
 Other options that start with -- (in --option=value form) go to sbatch as they are, e.g.
 --time=12:00:00 --partition=gpu --account=proj --cpus-per-task=16 --parsable; and the job's
@@ -59,6 +64,7 @@ ini_get() {
 }
 
 config="" nodes="" per_node="" per_node_flag="" run_dir="" tessera="" launcher="" template="" dry_run=0
+check=0
 sbatch_opts=() tessera_args=() job_name=""
 # Stops, naming what option $1 needs ($3), unless its value $2 is there.
 value_of() { [ -n "${2:-}" ] || die "$1 needs $3"; }
@@ -78,6 +84,7 @@ while [ $# -gt 0 ]; do
     --launcher) value_of "$1" "${2:-}" "srun or mpirun"; launcher=$2; shift 2 ;;
     --template) value_of "$1" "${2:-}" "a file"; template=$2; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
+    --check) check=1; shift ;;
     -h | --help) usage; exit 0 ;;
     --) shift; tessera_args=("$@"); break ;;
     -J) value_of "$1" "${2:-}" "a job name"; job_name=$2; sbatch_opts+=("-J" "$2"); shift 2 ;;
@@ -190,5 +197,14 @@ else
 fi
 line=$(printf '%q ' env "${envs[@]}" "${cmd[@]}")
 echo "${line% }"
+if [ "$check" -eq 1 ]; then
+  # Where the job starts (sbatch's --chdir, else here) is where its relative paths lead.
+  check_dir=.
+  for o in "${sbatch_opts[@]}"; do case "$o" in --chdir=*) check_dir=${o#*=} ;; esac; done
+  rc=0
+  (cd "$check_dir" && "$tessera" train --config "$config" --run.dir "${run_dir:-runs/$job_name}" \
+    --check "$world" "${tessera_args[@]}") || rc=$?
+  [ "$rc" -eq 0 ] || { echo "$prog: tessera train --check refused the run (above): nothing submitted" >&2; exit "$rc"; }
+fi
 [ "$dry_run" -eq 1 ] && exit 0
 exec env "${envs[@]}" "${cmd[@]}"

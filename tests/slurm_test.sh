@@ -178,6 +178,22 @@ tp = 2
 pp = 2
 EOF
 
+# --- submit.sh --check: tessera checks the job's run first, where the job will start (--chdir,
+# whose relative paths it follows), writing nothing; a refusal submits nothing.
+out=$(cd / && "$repo/slurm/submit.sh" --config "$tmp/tiny.ini" --run-dir run_checked \
+  --tessera "$tmp/bin/tessera" --chdir="$tmp" --dry-run --check -- --data.path data/corpus 2>&1) ||
+  fail "submit.sh --check: $out"
+[[ "$out" == *"check: a run of 4 ranks"* && "$out" == *"layout: tp 2 x pp 2 x dp 1 = 4 ranks"* &&
+  "$out" == *"check: passed in "* ]] || fail "submit.sh --check: expected tessera's check of 4 ranks, got: $out"
+[ ! -e "$tmp/run_checked" ] || fail "submit.sh --check: the check made the run directory"
+rc=0
+out=$("$repo/slurm/submit.sh" --config "$tmp/tiny.ini" --tessera "$tmp/bin/tessera" --check \
+  -- --data.path "$tmp/data/missing" 2>&1) || rc=$?
+[ "$rc" -eq 2 ] && [[ "$out" == *"--data.path: corpus $tmp/data/missing"* &&
+  "$out" == *"refused the run (above): nothing submitted"* ]] ||
+  fail "submit.sh --check with a missing corpus: expected exit 2 and tessera's message, got exit $rc: $out"
+say "submit.sh --check: passed a good run, refused a missing corpus"
+
 # --- munged as user munge, with its own key, socket and pid file.
 mkdir -p "$tmp/munge"
 chown munge:munge "$tmp/munge"
