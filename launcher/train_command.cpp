@@ -117,12 +117,24 @@ std::string run_dir_holder(const std::string& run_dir) {
 }
 
 // Creates and locks RUN_DIR, before the corpora are read (a second run stops there); nothing else
-// in it is written before the run is known to go ahead.
-void prepare_run_dir(const TrainConfig& cfg) {
+// in it is written before the run is known to go ahead. Whether it made RUN_DIR.
+bool prepare_run_dir(const TrainConfig& cfg) {
   std::error_code ec;
-  std::filesystem::create_directories(cfg.run_dir, ec);
+  const bool made = std::filesystem::create_directories(cfg.run_dir, ec);
   if (ec) throw InputError("--run.dir " + cfg.run_dir + ": cannot create (" + ec.message() + ")");
   lock_run_dir(cfg.run_dir);
+  return made;
+}
+
+// A refused start leaves no RUN_DIR that prepare_run_dir made: its lock goes, and the data cache
+// the corpora's opening made there (with the id-check records of the corpora it opened), then the
+// directory. Whatever else is found there stays, and the directory with it.
+void remove_refused_run_dir(const TrainConfig& cfg) {
+  const std::filesystem::path dir(cfg.run_dir);
+  std::error_code ec;
+  std::filesystem::remove(dir / "lock", ec);
+  if (cfg.cache_dir.empty()) std::filesystem::remove_all(dir / "data_cache", ec);
+  std::filesystem::remove(dir, ec);  // when empty
 }
 
 }  // namespace
@@ -450,7 +462,7 @@ int train_command(int argc, char** argv) {
   TrainConfig cfg;
   std::unique_ptr<Trainer> trainer;
   ErrorReport failure;
-  bool help = false;
+  bool help = false, made_run_dir = false;
   std::string resume_dir, init_dir, resume_note;
   try {
     help = !parse_train_config(argc, argv, cfg);
@@ -468,7 +480,7 @@ int train_command(int argc, char** argv) {
         }
       };
       cfg.layout_for(world.size());  // a layout error creates no run directory
-      if (root) for_all([&] { prepare_run_dir(cfg); });
+      if (root) for_all([&] { made_run_dir = prepare_run_dir(cfg); });
       trainer = std::make_unique<Trainer>(cfg, world.rank(), world.size());
       // The tokenizer: on every rank when this run samples; on rank 0 alone when it does not,
       // since `tessera sample` reads it from config.ini.
@@ -491,7 +503,12 @@ int train_command(int argc, char** argv) {
                                            : (std::filesystem::path(cfg.run_dir) / "watchdog" /
                                               ("rank_" + std::to_string(world.rank()) + ".txt"))
                                                  .string());
-  if (const int code = agree_on_inputs(world, failure)) return code;
+  // A start refused by the ranks together (below, and twice more before the first step).
+  const auto refused = [&](int code) {
+    if (code && made_run_dir) remove_refused_run_dir(cfg);
+    return code;
+  };
+  if (const int code = refused(agree_on_inputs(world, failure))) return code;
   if (help || cfg.check_ranks >= 0) return kExitOk;
   // Together from here: a stop signal no longer ends a rank at once (where each rank is in the
   // start-up's collectives differs), but stops them all after the first step, saved.
@@ -509,7 +526,7 @@ int train_command(int argc, char** argv) {
   } catch (...) {
     failure = report_error(std::current_exception(), "train");
   }
-  if (const int code = agree_on_inputs(world, failure, false)) return code;
+  if (const int code = refused(agree_on_inputs(world, failure, false))) return code;
   // --checkpoint.init, for a run without checkpoints of its own to resume: verified together, its
   // model's shape checked (rank 0), and agreed like the choice above.
   if (!cfg.checkpoint_init.empty() && !resume_dir.empty() && root)
@@ -522,7 +539,7 @@ int train_command(int argc, char** argv) {
     } catch (...) {
       failure = report_error(std::current_exception(), "train");
     }
-    if (const int code = agree_on_inputs(world, failure, false)) return code;
+    if (const int code = refused(agree_on_inputs(world, failure, false))) return code;
   }
 
   // Phase 2: a failure now may be one rank's alone; the others would wait for it forever.

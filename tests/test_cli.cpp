@@ -603,6 +603,18 @@ TEST_F(Cli, MissingCorpusIsRejectedNamingTheFile) {
   r = run_tessera(tiny_args() + " --data.valid_path " + (dir_ / "nowhere").string(), dir_);
   expect_clear_error(
       r, "--data.valid_path: corpus " + (dir_ / "nowhere").string() + ".idx: no such file");
+  // A refused start leaves no run directory it made (it made one, with its lock and data
+  // cache, before it opened the corpora), whichever agreement refused it: the corpora, or the
+  // checkpoint to start from. One that was there stays, with what it held.
+  EXPECT_FALSE(fs::exists(dir_ / "run"));
+  r = run_tessera(tiny_args() + " --checkpoint.init " + (dir_ / "nowhere").string(), dir_);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "run"));
+  fs::create_directories(dir_ / "run");
+  std::ofstream(dir_ / "run" / "notes.txt") << "mine\n";
+  expect_clear_error(run_tessera(tiny_args("2", (dir_ / "nowhere").string()), dir_),
+                     "--data.path: corpus ");
+  EXPECT_EQ(read_text(dir_ / "run" / "notes.txt"), "mine\n");
 }
 
 TEST_F(Cli, TruncatedCorpusIsRejectedNamingTheFile) {
