@@ -66,60 +66,111 @@ inline std::string closest_option(const std::string& name,
   return keyed.size() == 1 ? keyed.front() : "";
 }
 
-// What Megatron-LM's argument `name` (without its dashes) is in tessera, for those who write
-// it from habit: "--model.layers", or "" for one tessera has no counterpart of.
-inline std::string megatron_counterpart(const std::string& name) {
-  static const std::pair<const char*, const char*> kNames[] = {
-      {"num-layers", "--model.layers"},
-      {"hidden-size", "--model.d_model"},
-      {"num-attention-heads", "--model.heads"},
-      {"ffn-hidden-size", "--model.d_ff"},
-      {"seq-length", "--model.seq_len"},
-      {"max-position-embeddings", "--model.seq_len"},
-      {"init-method-std", "--model.init_std"},
-      {"micro-batch-size", "--train.micro_batch"},
-      {"global-batch-size", "--train.global_batch"},
-      {"train-iters", "--train.steps"},
-      {"seed", "--train.seed"},
-      {"log-interval", "--train.log_interval"},
-      {"eval-interval", "--train.eval_interval"},
-      {"eval-iters", "--train.eval_batches"},
-      {"recompute-granularity", "--train.recompute"},
-      {"bf16", "--train.precision bf16"},
-      {"lr", "--optim.lr"},
-      {"min-lr", "--optim.min_lr"},
-      {"lr-warmup-iters", "--optim.warmup"},
-      {"lr-decay-style", "--optim.decay"},
-      {"weight-decay", "--optim.weight_decay"},
-      {"adam-beta1", "--optim.beta1"},
-      {"adam-beta2", "--optim.beta2"},
-      {"adam-eps", "--optim.eps"},
-      {"clip-grad", "--optim.clip"},
-      {"tensor-model-parallel-size", "--parallel.tp"},
-      {"pipeline-model-parallel-size", "--parallel.pp"},
-      {"sequence-parallel", "--parallel.sequence_parallel true"},
-      {"use-distributed-optimizer", "--parallel.zero 1"},
-      {"save", "--run.dir"},
-      {"save-interval", "--checkpoint.interval"},
-      {"load", "--checkpoint.resume"},
-      {"finetune", "--checkpoint.init"},
-      {"data-path", "--data.path"},
-      {"tokenizer-model", "--data.tokenizer"},
+// What another trainer's option `dashed`, as written ("--num-layers", "-b", "--training.steps"),
+// is in tessera, for those who write it from habit: the trainer's name and ours
+// ("Megatron-LM", "--model.layers"); empty names for an option none of them has, or one tessera
+// has no counterpart of.
+struct Counterpart {
+  std::string trainer, ours;
+};
+inline Counterpart counterpart_of(const std::string& dashed) {
+  static const struct {
+    const char *trainer, *theirs, *ours;
+  } kNames[] = {
+      {"Megatron-LM", "--num-layers", "--model.layers"},
+      {"Megatron-LM", "--hidden-size", "--model.d_model"},
+      {"Megatron-LM", "--num-attention-heads", "--model.heads"},
+      {"Megatron-LM", "--ffn-hidden-size", "--model.d_ff"},
+      {"Megatron-LM", "--seq-length", "--model.seq_len"},
+      {"Megatron-LM", "--max-position-embeddings", "--model.seq_len"},
+      {"Megatron-LM", "--init-method-std", "--model.init_std"},
+      {"Megatron-LM", "--micro-batch-size", "--train.micro_batch"},
+      {"Megatron-LM", "--global-batch-size", "--train.global_batch"},
+      {"Megatron-LM", "--train-iters", "--train.steps"},
+      {"Megatron-LM", "--seed", "--train.seed"},
+      {"Megatron-LM", "--log-interval", "--train.log_interval"},
+      {"Megatron-LM", "--eval-interval", "--train.eval_interval"},
+      {"Megatron-LM", "--eval-iters", "--train.eval_batches"},
+      {"Megatron-LM", "--recompute-granularity", "--train.recompute"},
+      {"Megatron-LM", "--bf16", "--train.precision bf16"},
+      {"Megatron-LM", "--lr", "--optim.lr"},
+      {"Megatron-LM", "--min-lr", "--optim.min_lr"},
+      {"Megatron-LM", "--lr-warmup-iters", "--optim.warmup"},
+      {"Megatron-LM", "--lr-decay-style", "--optim.decay"},
+      {"Megatron-LM", "--weight-decay", "--optim.weight_decay"},
+      {"Megatron-LM", "--adam-beta1", "--optim.beta1"},
+      {"Megatron-LM", "--adam-beta2", "--optim.beta2"},
+      {"Megatron-LM", "--adam-eps", "--optim.eps"},
+      {"Megatron-LM", "--clip-grad", "--optim.clip"},
+      {"Megatron-LM", "--tensor-model-parallel-size", "--parallel.tp"},
+      {"Megatron-LM", "--pipeline-model-parallel-size", "--parallel.pp"},
+      {"Megatron-LM", "--sequence-parallel", "--parallel.sequence_parallel true"},
+      {"Megatron-LM", "--use-distributed-optimizer", "--parallel.zero 1"},
+      {"Megatron-LM", "--save", "--run.dir"},
+      {"Megatron-LM", "--save-interval", "--checkpoint.interval"},
+      {"Megatron-LM", "--load", "--checkpoint.resume"},
+      {"Megatron-LM", "--finetune", "--checkpoint.init"},
+      {"Megatron-LM", "--data-path", "--data.path"},
+      {"Megatron-LM", "--tokenizer-model", "--data.tokenizer"},
+      // torchtitan's TOML keys as command-line options.
+      {"torchtitan", "--training.steps", "--train.steps"},
+      {"torchtitan", "--training.local_batch_size", "--train.micro_batch"},
+      {"torchtitan", "--training.batch_size", "--train.micro_batch"},
+      {"torchtitan", "--training.global_batch_size", "--train.global_batch"},
+      {"torchtitan", "--training.seq_len", "--model.seq_len"},
+      {"torchtitan", "--training.max_norm", "--optim.clip"},
+      {"torchtitan", "--training.dataset_path", "--data.path"},
+      {"torchtitan", "--training.mixed_precision_param", "--train.precision"},
+      {"torchtitan", "--optimizer.lr", "--optim.lr"},
+      {"torchtitan", "--optimizer.eps", "--optim.eps"},
+      {"torchtitan", "--optimizer.weight_decay", "--optim.weight_decay"},
+      {"torchtitan", "--optimizer.beta1", "--optim.beta1"},
+      {"torchtitan", "--optimizer.beta2", "--optim.beta2"},
+      {"torchtitan", "--lr_scheduler.warmup_steps", "--optim.warmup"},
+      {"torchtitan", "--lr_scheduler.decay_type", "--optim.decay"},
+      {"torchtitan", "--metrics.log_freq", "--train.log_interval"},
+      {"torchtitan", "--job.dump_folder", "--run.dir"},
+      {"torchtitan", "--checkpoint.keep_latest_k", "--checkpoint.keep"},
+      {"torchtitan", "--activation_checkpoint.mode", "--train.recompute"},
+      {"torchtitan", "--parallelism.tensor_parallel_degree", "--parallel.tp"},
+      {"torchtitan", "--parallelism.pipeline_parallel_degree", "--parallel.pp"},
+      {"torchtitan", "--parallelism.data_parallel_replicate_degree", "--parallel.dp"},
+      {"torchtitan", "--model.tokenizer_path", "--data.tokenizer"},
+      {"torchtitan", "--validation.freq", "--train.eval_interval"},
+      {"torchtitan", "--validation.steps", "--train.eval_batches"},
+      // llm.c's train_gpt2cu flags.
+      {"llm.c", "-i", "--data.path"},
+      {"llm.c", "-j", "--data.valid_path"},
+      {"llm.c", "-o", "--run.dir"},
+      {"llm.c", "-b", "--train.micro_batch"},
+      {"llm.c", "-t", "--model.seq_len"},
+      {"llm.c", "-d", "--train.global_batch (sequences, not tokens)"},
+      {"llm.c", "-x", "--train.steps"},
+      {"llm.c", "-l", "--optim.lr"},
+      {"llm.c", "-u", "--optim.warmup"},
+      {"llm.c", "-c", "--optim.weight_decay"},
+      {"llm.c", "-v", "--train.eval_interval"},
+      {"llm.c", "-m", "--train.eval_batches"},
+      {"llm.c", "-n", "--checkpoint.interval"},
+      {"llm.c", "-nk", "--checkpoint.keep"},
+      {"llm.c", "-y", "--checkpoint.resume auto"},
+      {"llm.c", "-r", "--train.recompute"},
+      {"llm.c", "-z", "--parallel.zero"},
   };
-  for (const auto& [megatron, ours] : kNames)
-    if (name == megatron) return ours;
-  return "";
+  for (const auto& n : kNames)
+    if (dashed == n.theirs) return {n.trainer, n.ours};
+  return {};
 }
 
 // Boost's message for an unknown option, with "(did you mean --X?)" when closest_option finds
-// one, or "(Megatron-LM's --num-layers is --model.layers here)".
+// one, or "(Megatron-LM's --num-layers is --model.layers here)" for another trainer's option.
 inline std::string unknown_option_text(const boost::program_options::unknown_option& e,
                                        const boost::program_options::options_description& all) {
-  std::string name = e.get_option_name();
-  name.erase(0, name.find_first_not_of('-'));
-  if (const std::string ours = megatron_counterpart(name);
-      !ours.empty() && all.find_nothrow(ours.substr(2, ours.find(' ') - 2), false))
-    return std::string(e.what()) + " (Megatron-LM's --" + name + " is " + ours + " here)";
+  const std::string dashed = e.get_option_name();
+  if (const Counterpart c = counterpart_of(dashed);
+      !c.ours.empty() && all.find_nothrow(c.ours.substr(2, c.ours.find(' ') - 2), false))
+    return std::string(e.what()) + " (" + c.trainer + "'s " + dashed + " is " + c.ours + " here)";
+  const std::string name = dashed.substr(std::min(dashed.find_first_not_of('-'), dashed.size()));
   const std::string meant = closest_option(name, all);
   return std::string(e.what()) + (meant.empty() ? "" : " (did you mean --" + meant + "?)");
 }

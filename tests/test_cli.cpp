@@ -148,6 +148,14 @@ TEST_F(Cli, UnknownOrAbbreviatedCommandLineKeyIsRejectedNamingTheNearestOption) 
                      "--model.layers here)");
   expect_clear_error(run_tessera(tiny_args() + " --bf16 true", dir_),
                      "(Megatron-LM's --bf16 is --train.precision bf16 here)");
+  // torchtitan's and llm.c's.
+  expect_clear_error(run_tessera(tiny_args() + " --parallelism.tensor_parallel_degree 2", dir_),
+                     "unrecognised option '--parallelism.tensor_parallel_degree' (torchtitan's "
+                     "--parallelism.tensor_parallel_degree is --parallel.tp here)");
+  expect_clear_error(run_tessera(tiny_args() + " -b 4", dir_),
+                     "unrecognised option '-b' (llm.c's -b is --train.micro_batch here)");
+  expect_clear_error(run_tessera(tiny_args() + " -d 524288", dir_),
+                     "(llm.c's -d is --train.global_batch (sequences, not tokens) here)");
   expect_clear_error(run_tessera("tokenize train --vocab 300", dir_),
                      "unrecognised option '--vocab' (did you mean --vocab_size?) (see tessera "
                      "tokenize train --help)");
