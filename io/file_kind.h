@@ -4,7 +4,9 @@
 #pragma once
 
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -35,6 +37,23 @@ inline std::optional<std::pair<uint64_t, uint64_t>> file_identity(const std::str
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return std::nullopt;
   return std::pair<uint64_t, uint64_t>{st.st_dev, st.st_ino};
+}
+
+// Why the directory `path` could not be created or written in now, as the error that
+// create_directories and the first write would meet: "" when it is a directory this process may
+// write in, or when the nearest ancestor that is there is one; "" for "" (no directory). For
+// checking without creating (`tessera train --check`).
+inline std::string unusable_directory(const std::string& path) {
+  if (path.empty()) return "";
+  std::filesystem::path p = std::filesystem::absolute(path).lexically_normal();
+  std::error_code ec;
+  while (!std::filesystem::exists(p, ec) && p.has_parent_path() && p != p.parent_path())
+    p = p.parent_path();
+  if (!std::filesystem::is_directory(p, ec))
+    return std::make_error_code(std::errc::not_a_directory).message();
+  if (::access(p.c_str(), W_OK | X_OK) != 0)
+    return std::error_code(errno, std::generic_category()).message();
+  return "";
 }
 
 // A file a command is to write, given as `option` (e.g. "--output"): InputError unless the path

@@ -105,6 +105,11 @@ void CorpusOpener::record_id_ranges(Communicator& world) {
   slices_.clear();
 }
 
+InputError cache_dir_refusal(const TrainConfig& cfg, const std::string& why) {
+  return InputError("--data.cache_dir " + cfg.cache_dir +
+                    ": expected a directory this rank can create or use, found: " + why);
+}
+
 std::string data_cache_dir(const TrainConfig& cfg, bool create) {
   std::string dir = cfg.cache_dir.empty() ? cfg.run_dir + "/data_cache" : cfg.cache_dir;
   std::error_code ec;
@@ -112,9 +117,7 @@ std::string data_cache_dir(const TrainConfig& cfg, bool create) {
   std::filesystem::create_directories(dir, ec);
   if (!ec && !std::filesystem::is_directory(dir, ec))
     ec = std::make_error_code(std::errc::not_a_directory);
-  if (ec && !cfg.cache_dir.empty())
-    throw InputError("--data.cache_dir " + cfg.cache_dir +
-                     ": expected a directory this rank can create or use, found: " + ec.message());
+  if (ec && !cfg.cache_dir.empty()) throw cache_dir_refusal(cfg, ec.message());
   if (ec) dir.clear();
   return dir;
 }

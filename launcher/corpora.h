@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/communicator.h"
+#include "core/error.h"
 #include "io/data_loader.h"
 #include "io/token_corpus.h"
 #include "launcher/config.h"
@@ -47,6 +48,8 @@ class CorpusOpener {
 // never be read), and when the default cannot, "" (the token ids are then checked at every
 // start). Without, the directory when it is one already, else "".
 std::string data_cache_dir(const TrainConfig& cfg, bool create = true);
+// The refusal of --data.cache_dir, which cannot be created or used for `why`.
+InputError cache_dir_refusal(const TrainConfig& cfg, const std::string& why);
 
 // Collective over `world`: every rank opened the same corpora, with the same weights and sizes
 // (each expands a glob itself), when their streams' sequence keys (`key`: SampleStream's

@@ -22,9 +22,11 @@
 
 #include "core/error.h"
 #include "io/durable_file.h"
+#include "io/file_kind.h"
 #include "launcher/checkpoint_choice.h"
 #include "launcher/checkpointing.h"
 #include "launcher/cluster.h"
+#include "launcher/corpora.h"
 #include "launcher/exit_codes.h"
 #include "launcher/progress.h"
 #include "launcher/replica_check.h"
@@ -116,12 +118,17 @@ std::string run_dir_holder(const std::string& run_dir) {
   return who;
 }
 
+// The refusal of --run.dir `dir`, which cannot be created for `why`.
+InputError run_dir_refusal(const std::string& dir, const std::string& why) {
+  return InputError("--run.dir " + dir + ": cannot create (" + why + ")");
+}
+
 // Creates and locks RUN_DIR, before the corpora are read (a second run stops there); nothing else
 // in it is written before the run is known to go ahead. Whether it made RUN_DIR.
 bool prepare_run_dir(const TrainConfig& cfg) {
   std::error_code ec;
   const bool made = std::filesystem::create_directories(cfg.run_dir, ec);
-  if (ec) throw InputError("--run.dir " + cfg.run_dir + ": cannot create (" + ec.message() + ")");
+  if (ec) throw run_dir_refusal(cfg.run_dir, ec.message());
   lock_run_dir(cfg.run_dir);
   return made;
 }
@@ -366,6 +373,11 @@ void check_run(const TrainConfig& cfg, int started_ranks) {
       what.replace(at, started.size(), "(--check " + std::to_string(ranks) + ")");
     throw InputError(what);
   }
+  // The directories the run would make, as it would make them.
+  if (const std::string why = unusable_directory(cfg.run_dir); !why.empty())
+    throw run_dir_refusal(cfg.run_dir, why);
+  if (const std::string why = unusable_directory(cfg.cache_dir); !why.empty())
+    throw cache_dir_refusal(cfg, why);
   Trainer tr(cfg, 0, ranks, true);
   const GridLayout& l = tr.layout();
   check_sampling_tokenizer(cfg);

@@ -701,6 +701,18 @@ TEST_F(Cli, CheckSaysWhatARunWouldStartWithAndWritesNothing) {
                      "--data.path: corpus " + (dir_ / "missing").string());
   expect_clear_error(run_tessera(tiny_args() + " --check two", dir_),
                      "--check: expected the number of ranks to check the run for");
+  // Directories the run could not make (a file where one belongs), refused as the run refuses
+  // them.
+  std::ofstream(run) << "a file\n";
+  expect_clear_error(run_tessera(tiny_args() + " --check", dir_),
+                     "--run.dir " + run.string() + ": cannot create (Not a directory)");
+  fs::remove(run);
+  const std::string file = corpus_ + ".bin";
+  expect_clear_error(
+      run_tessera(tiny_args() + " --check --data.cache_dir " + file + "/cache", dir_),
+      "--data.cache_dir " + file +
+          "/cache: expected a directory this rank can create or use, found: Not a "
+          "directory");
   EXPECT_FALSE(fs::exists(run));
   r = run_mpi(2, tiny_args() + " --check", dir_);  // the ranks started
   EXPECT_EQ(r.exit_code, 0) << r.err;
