@@ -200,7 +200,7 @@ po::options_description train_options(TrainConfig& c, RawOptions& e) {
       po::value(&c.collective_timeout)->default_value(c.collective_timeout),
       "seconds a collective may wait before every rank reports and exits 5")(
       "train.startup_timeout", po::value(&c.startup_timeout)->default_value(c.startup_timeout),
-      "the same deadline during start-up and the first step");
+      "the same deadline during start-up, the first step and checkpoint saves");
 
   po::options_description debug("[debug] for tests (not written to config.ini)");
   debug.add_options()(

@@ -73,7 +73,7 @@ struct TrainConfig {
   std::string nan_policy = "halt";  // non-finite loss or gradient norm: halt | skip
   int64_t nan_max_skips = 10;       // skip: exit 4 after this many skipped steps in a row
   double collective_timeout = 600;  // seconds one collective may wait (watchdog)
-  double startup_timeout = 1800;    // the same, during start-up and the first step
+  double startup_timeout = 1800;    // the same, during start-up, the first step and saves
   int64_t check_replicas = 0;       // steps between checks that copies agree bitwise (0: none)
   // [debug] for tests, "RANK:STEP[,RANK:STEP...]" (steps 1-based; parse with rank_steps)
   std::string debug_inject_nan;  // that rank's gradients become NaN at that step
