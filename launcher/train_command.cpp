@@ -385,11 +385,12 @@ void check_run(const TrainConfig& cfg, int started_ranks) {
   std::printf("layout: tp %d x pp %d x dp %d = %s\n", l.tp, l.pp, l.dp,
               count_of(l.world_size(), "rank").c_str());
   print_pipeline(cfg, tr);
-  std::printf("train: %lld steps of %lld sequences (%lld tokens): %lld tokens in all; run dir %s\n",
-              static_cast<long long>(cfg.steps), static_cast<long long>(cfg.global_batch),
-              static_cast<long long>(cfg.global_batch * cfg.model.seq_len),
-              static_cast<long long>(cfg.steps * cfg.global_batch * cfg.model.seq_len),
-              cfg.run_dir.c_str());
+  std::printf(
+      "train: %lld steps of %lld sequences (%lld tokens), %lld tokens in all, %s; run dir %s\n",
+      static_cast<long long>(cfg.steps), static_cast<long long>(cfg.global_batch),
+      static_cast<long long>(cfg.global_batch * cfg.model.seq_len),
+      static_cast<long long>(cfg.steps * cfg.global_batch * cfg.model.seq_len),
+      epochs_text(cfg, tr.samples()).c_str(), cfg.run_dir.c_str());
   print_schedule_notes(cfg);
   if (const std::string who = run_dir_holder(cfg.run_dir); !who.empty())
     std::printf(

@@ -264,6 +264,21 @@ void print_schedule_notes(const TrainConfig& cfg) {
         static_cast<long long>(cfg.steps), cfg.schedule.cooldown);
 }
 
+std::string epochs_text(const TrainConfig& cfg, const SampleStream& s) {
+  double most = 0;
+  int which = 0;
+  for (int k = 0; k < s.num_corpora(); ++k) {
+    const double epochs = static_cast<double>(cfg.steps) * static_cast<double>(cfg.global_batch) *
+                          s.weight(k) / static_cast<double>(std::max<int64_t>(s.samples_of(k), 1));
+    if (epochs > most) most = epochs, which = k;
+  }
+  char text[64];
+  std::snprintf(text, sizeof text, most < 10 ? "%.2f epochs" : "%.0f epochs", most);
+  return s.num_corpora() == 1
+             ? std::string(text) + " of the training samples"
+             : std::string(text) + " of " + s.corpus(which).path() + ", the most repeated corpus";
+}
+
 void print_start(const TrainConfig& cfg, Trainer& tr) {
   const ModelConfig& m = cfg.model;
   const GridLayout& l = tr.layout();
@@ -325,10 +340,11 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
                                 ? " (--train.threads " + std::to_string(cfg.threads) + " asked)"
                                 : "";
   std::printf(
-      "train: %lld steps of %lld sequences (%lld tokens); %d thread%s per rank%s; run dir %s\n",
+      "train: %lld steps of %lld sequences (%lld tokens), %s; %d thread%s per rank%s; run dir "
+      "%s\n",
       static_cast<long long>(cfg.steps), static_cast<long long>(cfg.global_batch),
-      static_cast<long long>(cfg.global_batch * m.seq_len), cpu_threads(),
-      cpu_threads() == 1 ? "" : "s", asked.c_str(), cfg.run_dir.c_str());
+      static_cast<long long>(cfg.global_batch * m.seq_len), epochs_text(cfg, tr.samples()).c_str(),
+      cpu_threads(), cpu_threads() == 1 ? "" : "s", asked.c_str(), cfg.run_dir.c_str());
   if (cfg.check_replicas > 0)
     std::printf(
         "replica check: every %lld steps and before each save, the copies of each parameter "

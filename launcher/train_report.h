@@ -30,6 +30,10 @@ void print_start(const TrainConfig& cfg, Trainer& tr);
 void print_inputs(const TrainConfig& cfg, Trainer& tr);
 // The pipeline's stages and their layers, the schedule, its microbatches and bubble.
 void print_pipeline(const TrainConfig& cfg, const Trainer& tr);
+// How often the run's steps pass over the training samples: "2.50 epochs of the training
+// samples", or with several corpora the most repeated one's ("3.10 epochs of data/b, the most
+// repeated corpus"), by their blend weights.
+std::string epochs_text(const TrainConfig& cfg, const SampleStream& s);
 // What the learning-rate schedule does in a run this long, when that needs saying.
 void print_schedule_notes(const TrainConfig& cfg);
 

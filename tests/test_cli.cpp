@@ -692,8 +692,19 @@ TEST_F(Cli, CheckSaysWhatARunWouldStartWithAndWritesNothing) {
            "\nlayout: tp 2 x pp 2 x dp 1 = 4 ranks\n",
            "\npipeline: 2 stages (0: layer 0, 1: layer 1)",
            "\ncheckpoint: none to resume in " + (run / "checkpoints").string(),
-           "\nmemory: the largest rank holds ", "\ncheck: passed in "})
+           // Stage 0's TP rank 1: a layer's (3 h^2 + 3 h + h^2 + 2 h d_ff + d_ff) / 2 + 6 h,
+           // 129 of the 257 vocabulary rows and 16 positions, 16 bytes each in fp32.
+           "\nmemory: the largest rank holds 9008 parameters: 0.1 MB of host memory",
+           "\ncheck: passed in "})
     EXPECT_NE(r.out.find(line), std::string::npos) << line << " not in:\n" << r.out;
+  // 100 steps of 4 sequences over the corpus' samples.
+  const size_t samples = r.out.find(" samples of 16+1 tokens");
+  ASSERT_NE(samples, std::string::npos) << r.out;
+  const double held = std::stod(r.out.substr(r.out.rfind(", ", samples) + 2));
+  char epochs[64];
+  std::snprintf(epochs, sizeof epochs, ", %.2f epochs of the training samples; run dir ",
+                100 * 4 / held);
+  EXPECT_NE(r.out.find(epochs), std::string::npos) << epochs << " not in:\n" << r.out;
   EXPECT_FALSE(fs::exists(run));
   expect_clear_error(run_tessera(tiny_args() + " --check 3 --parallel.tp 2", dir_),
                      "does not divide the world size 3 (--check 3)");
