@@ -820,11 +820,11 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
   } catch (const po::invalid_option_value& e) {
     throw InputError(invalid_value_text(e, all));
   }
-  if (vm.count("check")) cfg.check_ranks = check_ranks(vm["check"].as<std::string>());
   if (vm.count("help")) {
     std::cout << generic << all << "\n";
     return false;
   }
+  if (vm.count("check")) cfg.check_ranks = check_ranks(vm["check"].as<std::string>());
   // INI text beneath what is stored already; `name` is what its messages call it. Returns the
   // line that sets each option.
   const auto store_ini = [&](const std::string& text, const std::string& name) {

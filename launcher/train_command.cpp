@@ -118,6 +118,24 @@ std::string run_dir_holder(const std::string& run_dir) {
   return who;
 }
 
+// A run resumed at `step` of `steps` or more ends at once, saying so.
+void print_nothing_to_train(int64_t step, int64_t steps) {
+  std::printf("nothing to train: the checkpoint is at step %lld of --train.steps %lld\n",
+              static_cast<long long>(step), static_cast<long long>(steps));
+}
+
+// The files of RUN_DIR that a run writes (its lock, config.ini, metrics.jsonl), where a directory
+// stands in the way: refused at the start, not when the first of them is written.
+void refuse_directories_in_place_of_files(const std::string& run_dir) {
+  for (const char* name : {"lock", "config.ini", "metrics.jsonl"}) {
+    const std::filesystem::path file = std::filesystem::path(run_dir) / name;
+    std::error_code ec;
+    if (std::filesystem::is_directory(file, ec))
+      throw InputError(file.string() +
+                       ": expected a file this run writes, found a directory; move it away");
+  }
+}
+
 // The refusal of --run.dir `dir`, which cannot be created for `why`.
 InputError run_dir_refusal(const std::string& dir, const std::string& why) {
   return InputError("--run.dir " + dir + ": cannot create (" + why + ")");
@@ -129,6 +147,7 @@ bool prepare_run_dir(const TrainConfig& cfg) {
   std::error_code ec;
   const bool made = std::filesystem::create_directories(cfg.run_dir, ec);
   if (ec) throw run_dir_refusal(cfg.run_dir, ec.message());
+  refuse_directories_in_place_of_files(cfg.run_dir);
   lock_run_dir(cfg.run_dir);
   return made;
 }
@@ -177,9 +196,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
   if (root && !resume_dir.empty()) point_latest_at_resumed_step(ckpt_root, resume_dir);
   if (root) print_start(cfg, tr);
   if (tr.steps_done() >= cfg.steps) {
-    if (root)
-      std::printf("nothing to train: the checkpoint is at step %lld of --train.steps %lld\n",
-                  static_cast<long long>(tr.steps_done()), static_cast<long long>(cfg.steps));
+    if (root) print_nothing_to_train(tr.steps_done(), cfg.steps);
     return TrainResult{};
   }
   CheckpointSaver saver(tr, ckpt_root, cfg.checkpoint_async);
@@ -376,6 +393,7 @@ void check_run(const TrainConfig& cfg, int started_ranks) {
   // The directories the run would make, as it would make them.
   if (const std::string why = unusable_directory(cfg.run_dir); !why.empty())
     throw run_dir_refusal(cfg.run_dir, why);
+  refuse_directories_in_place_of_files(cfg.run_dir);
   if (const std::string why = unusable_directory(cfg.cache_dir); !why.empty())
     throw cache_dir_refusal(cfg, why);
   Trainer tr(cfg, 0, ranks, true);
@@ -412,6 +430,7 @@ void check_run(const TrainConfig& cfg, int started_ranks) {
         CheckpointReader::open(resume, ManifestCheck::kNone).meta().int_or("step", -1);
     std::printf("checkpoint: resumes %s (step %lld)\n", resume.c_str(),
                 static_cast<long long>(step));
+    if (step >= cfg.steps) print_nothing_to_train(step, cfg.steps);
   } else if (!cfg.checkpoint_init.empty()) {
     add_note(note, check_initial_weights_fit(
                        choose_initial_weights(root, cfg.checkpoint_init, verify), cfg.model));
@@ -451,9 +470,11 @@ void check_run(const TrainConfig& cfg, int started_ranks) {
         "\"Memory per rank\")\n",
         static_cast<long long>(most), state_mb, where);
   }
-  std::printf("check: passed in %.1f s: `tessera train` with these options starts on %s\n",
-              std::chrono::duration<double>(Clock::now() - start).count(),
-              count_of(ranks, "rank").c_str());
+  std::printf(
+      "check: passed in %.1f s: a run of %s with these options and inputs starts (its machines "
+      "are not checked: %s, the network)\n",
+      std::chrono::duration<double>(Clock::now() - start).count(), count_of(ranks, "rank").c_str(),
+      cfg.model.device == Device::CUDA ? "GPUs, NCCL" : "cores, memory");
   std::fflush(stdout);
 }
 
@@ -521,7 +542,7 @@ int train_command(int argc, char** argv) {
     if (code && made_run_dir) remove_refused_run_dir(cfg);
     return code;
   };
-  if (const int code = refused(agree_on_inputs(world, failure))) return code;
+  if (const int code = refused(agree_on_inputs(world, failure, cfg.check_ranks < 0))) return code;
   if (help || cfg.check_ranks >= 0) return kExitOk;
   // Together from here: a stop signal no longer ends a rank at once (where each rank is in the
   // start-up's collectives differs), but stops them all after the first step, saved.

@@ -695,7 +695,9 @@ TEST_F(Cli, CheckSaysWhatARunWouldStartWithAndWritesNothing) {
            // Stage 0's TP rank 1: a layer's (3 h^2 + 3 h + h^2 + 2 h d_ff + d_ff) / 2 + 6 h,
            // 129 of the 257 vocabulary rows and 16 positions, 16 bytes each in fp32.
            "\nmemory: the largest rank holds 9008 parameters: 0.1 MB of host memory",
-           "\ncheck: passed in "})
+           "\ncheck: passed in ",
+           " s: a run of 4 ranks with these options and inputs starts (its machines are not "
+           "checked: cores, memory, the network)\n"})
     EXPECT_NE(r.out.find(line), std::string::npos) << line << " not in:\n" << r.out;
   // 100 steps of 4 sequences over the corpus' samples.
   const size_t samples = r.out.find(" samples of 16+1 tokens");
@@ -796,6 +798,21 @@ TEST_F(Cli, CheckSaysWhatARunWouldStartWithAndWritesNothing) {
             std::string::npos)
       << r.out;
   EXPECT_EQ(tree(), before);
+  // A run that would have nothing to train says so (step 4 is the damaged one).
+  r = run_tessera(tiny_args() + " --train.steps 2 --check", dir_);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\nnothing to train: the checkpoint is at step 2 of --train.steps 2\n"),
+            std::string::npos)
+      << r.out;
+  // A directory where the run writes a file is refused by the check, and by the run at its start.
+  const size_t logged = losses_of(run / "metrics.jsonl").size();
+  fs::rename(run / "config.ini", dir_ / "config.ini");
+  fs::create_directory(run / "config.ini");
+  const std::string in_the_way =
+      (run / "config.ini").string() + ": expected a file this run writes, found a directory";
+  expect_clear_error(run_tessera(more, dir_), in_the_way);
+  expect_clear_error(run_tessera(tiny_args() + " --train.steps 6", dir_), in_the_way);
+  EXPECT_EQ(losses_of(run / "metrics.jsonl").size(), logged);
 }
 
 // A path the file system refuses (here `checkpoints` is a file, so no step directory can be made
