@@ -23,7 +23,8 @@ usage: $prog --config FILE [options] [sbatch options] [-- tessera train options]
   --gpus-per-node G      cuda: GPUs, and so ranks, per node (default 8)
   --tasks-per-node T     cpu: ranks per node (default: the whole world on one node, or
                          tp x pp when dp is 0)
-  --run-dir DIR          the job's RUN_DIR (default in the template: runs/JOB_NAME)
+  --run-dir DIR          the job's RUN_DIR (default: the config's [run] dir, else RUN_DIR of
+                         this environment, else runs/JOB_NAME)
   --tessera BIN          the tessera binary (default: build/bin/tessera of this checkout),
                          passed to the job as an absolute path
   --launcher L           srun (default) or mpirun, inside the allocation
@@ -116,6 +117,8 @@ for ((i = 0; i < ${#tessera_args[@]}; ++i)); do
     # The template gives tessera both, and resumes a requeued run from its RUN_DIR.
     --run.dir | --run.dir=*) die "$arg after --: give the run directory as $prog's --run-dir DIR" ;;
     --config | --config=*) die "$arg after --: give the config as $prog's --config FILE" ;;
+    # The job would only check its run, and exit 0 having trained nothing.
+    --check | --check=*) die "$arg after --: the job would check its run and train nothing; $prog --check checks it before submitting" ;;
     *) continue ;;
   esac
   case "$arg" in
@@ -185,24 +188,27 @@ cmd+=("${sbatch_opts[@]}" "$template" "${tessera_args[@]}")
 envs=(CONFIG="$config" TESSERA="$tessera")
 [ -z "$launcher" ] || envs+=(LAUNCHER="$launcher")
 
-# The config's run directory, unless --run-dir gives one: the template's --run.dir would
-# otherwise replace it with its default, runs/JOB_NAME.
-[ -n "$run_dir" ] || run_dir=$(ini_get "$config" run dir)
-[ -z "$run_dir" ] || envs+=(RUN_DIR="$run_dir")
+# The run directory: --run-dir, else the config's (the template's --run.dir would otherwise
+# replace it), else RUN_DIR of this environment (which sbatch passes on), else the template's
+# default for the job's name; always given to the job, so that the one printed and checked is the
+# one it uses.
+run_dir_from=""
+[ -n "$run_dir" ] || { run_dir=$(ini_get "$config" run dir) && run_dir_from=", the config's [run] dir"; }
+[ -n "$run_dir" ] || { run_dir=${RUN_DIR:-} && run_dir_from=", RUN_DIR of this environment"; }
+[ -n "$run_dir" ] || { run_dir=runs/$job_name && run_dir_from=", the template's default for the job's name"; }
+envs+=(RUN_DIR="$run_dir")
+# Where the job starts (sbatch's --chdir, else here) is where its relative paths lead: the check
+# runs there.
+check_dir=.
+for o in "${sbatch_opts[@]}"; do case "$o" in --chdir=*) check_dir=${o#*=} ;; esac; done
+[ "$check" -eq 0 ] || [ -d "$check_dir" ] || die "--chdir=$check_dir: no such directory (the job would start there)"
 echo "layout: tp $tp x pp $pp x dp $dp = $world ranks on $nodes node(s) x $per_node $unit ($device)"
-if [ -n "$run_dir" ]; then
-  echo "run dir: $run_dir"
-else
-  echo "run dir: runs/$job_name, the template's default for the job's name"
-fi
+echo "run dir: $run_dir$run_dir_from"
 line=$(printf '%q ' env "${envs[@]}" "${cmd[@]}")
 echo "${line% }"
 if [ "$check" -eq 1 ]; then
-  # Where the job starts (sbatch's --chdir, else here) is where its relative paths lead.
-  check_dir=.
-  for o in "${sbatch_opts[@]}"; do case "$o" in --chdir=*) check_dir=${o#*=} ;; esac; done
   rc=0
-  (cd "$check_dir" && "$tessera" train --config "$config" --run.dir "${run_dir:-runs/$job_name}" \
+  (cd "$check_dir" && "$tessera" train --config "$config" --run.dir "$run_dir" \
     --check "$world" "${tessera_args[@]}") || rc=$?
   [ "$rc" -eq 0 ] || { echo "$prog: tessera train --check refused the run (above): nothing submitted" >&2; exit "$rc"; }
 fi

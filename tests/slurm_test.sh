@@ -117,6 +117,8 @@ expect_refusal --nodes=3                       # the = form is checked the same 
 expect_refusal --ntasks-per-node=4             # sbatch's layout would override the checked one
 expect_refusal -- --run.dir "$tmp/elsewhere"   # the template gives tessera its RUN_DIR
 expect_refusal --tessera "$tmp/no_such_binary" # the job would fail once it left the queue
+expect_refusal -- --check                      # the job would check its run and train nothing
+expect_refusal --check --chdir="$tmp/nowhere"  # no directory for the job, or its check, to start in
 # The binary goes to the job as an absolute path: the job may start in another directory.
 out=$(cd "$(dirname "$binary")" &&
   "$repo/slurm/submit.sh" --config "$tmp/gpu.ini" --tessera "./$(basename "$binary")" --dry-run) ||
@@ -138,6 +140,11 @@ out=$("$repo/slurm/submit.sh" --config "$tmp/dir.ini" --tessera "$binary" --dry-
   fail "submit.sh: $out"
 [[ "$out" == *"RUN_DIR=$tmp/from_config "* ]] ||
   fail "submit.sh with [run] dir: expected RUN_DIR=$tmp/from_config, got: $out"
+# Else RUN_DIR of the environment, which sbatch would pass on: given to the job, and printed.
+out=$(RUN_DIR=$tmp/from_env "$repo/slurm/submit.sh" --config "$tmp/gpu.ini" --tessera "$binary" --dry-run) ||
+  fail "submit.sh: $out"
+[[ "$out" == *"run dir: $tmp/from_env, RUN_DIR of this environment"* && "$out" == *"RUN_DIR=$tmp/from_env "* ]] ||
+  fail "submit.sh with RUN_DIR in the environment: expected it named and given to the job, got: $out"
 sed 's/^tp = 8.*/tp = 8 ; eight/' "$tmp/gpu.ini" >"$tmp/semicolon.ini"
 out=$("$repo/slurm/submit.sh" --config "$tmp/semicolon.ini" --tessera "$binary" --dry-run 2>&1) &&
   fail "submit.sh with tp = 8 ; eight: expected a refusal, got: $out"
