@@ -39,19 +39,24 @@ inline std::optional<std::pair<uint64_t, uint64_t>> file_identity(const std::str
   return std::pair<uint64_t, uint64_t>{st.st_dev, st.st_ino};
 }
 
-// Why the directory `path` could not be created or written in now, as the error that
-// create_directories and the first write would meet: "" when it is a directory this process may
-// write in, or when the nearest ancestor that is there is one; "" for "" (no directory). For
+// Why the directory `path` could not be created now, or (`write_inside`) written in, as the
+// error the run's create_directories and first write would meet: "" when it could. A path not
+// there is judged by the nearest ancestor that is (a directory this process may write in); a
+// symlink to nowhere stands where a directory would be made. "" for "" (no directory). For
 // checking without creating (`tessera train --check`).
-inline std::string unusable_directory(const std::string& path) {
+inline std::string unusable_directory(const std::string& path, bool write_inside) {
+  namespace fs = std::filesystem;
   if (path.empty()) return "";
-  std::filesystem::path p = std::filesystem::absolute(path).lexically_normal();
+  fs::path p = fs::absolute(path).lexically_normal();
+  if (!p.has_filename()) p = p.parent_path();  // "DIR/"
   std::error_code ec;
-  while (!std::filesystem::exists(p, ec) && p.has_parent_path() && p != p.parent_path())
-    p = p.parent_path();
-  if (!std::filesystem::is_directory(p, ec))
-    return std::make_error_code(std::errc::not_a_directory).message();
-  if (::access(p.c_str(), W_OK | X_OK) != 0)
+  bool leaf = true;
+  while (fs::symlink_status(p, ec).type() == fs::file_type::not_found && p.has_parent_path() &&
+         p != p.parent_path())
+    p = p.parent_path(), leaf = false;
+  if (!fs::exists(p, ec)) return std::make_error_code(std::errc::file_exists).message();
+  if (!fs::is_directory(p, ec)) return std::make_error_code(std::errc::not_a_directory).message();
+  if ((write_inside || !leaf) && ::access(p.c_str(), W_OK | X_OK) != 0)
     return std::error_code(errno, std::generic_category()).message();
   return "";
 }

@@ -219,7 +219,8 @@ void publish_id_record(const IdRecord& r, int64_t lo, int64_t hi, bool replace) 
 
 std::optional<TokenCorpus::SliceIds> TokenCorpus::check_token_ids(int64_t vocab,
                                                                   const std::string& cache_dir,
-                                                                  int part, int parts) const {
+                                                                  int part, int parts,
+                                                                  bool publish) const {
   // The ids of this rank's slice (the whole file for one part), checked: their range, or an
   // InputError naming the first offending position.
   const auto slice = [&]() -> std::pair<int64_t, int64_t> {
@@ -261,7 +262,7 @@ std::optional<TokenCorpus::SliceIds> TokenCorpus::check_token_ids(int64_t vocab,
     return std::nullopt;
   }
   const std::pair<int64_t, int64_t> range = slice();
-  if (record.key.empty()) return std::nullopt;
+  if (record.key.empty() || !publish) return std::nullopt;
   if (parts > 1)  // the record of the whole waits for every rank's part
     return SliceIds{range.first, range.second, record.key, other};
   publish_id_record(record, range.first, range.second, other);

@@ -56,14 +56,15 @@ class TokenCorpus {
   // on the same corpus, reads no token to check them again. Written after a whole pass. With
   // `parts` > 1 and no record, only part `part` of `parts` equal slices is read: the ranks of a
   // run share the pass (the lowest failing one names the first offending position), and this
-  // part's range is returned, for the ranks to record the whole with record_id_range.
+  // part's range is returned, for the ranks to record the whole with record_id_range. Without
+  // `publish`, a whole pass is not recorded either (a check that writes nothing).
   struct SliceIds {
     int64_t lo = 0, hi = 0;  // the slice's range of ids (lo > hi: an empty slice)
     std::string key;         // the record's first line, for the file as it was read
     bool replace = false;    // a file of the record's name holds something else
   };
   std::optional<SliceIds> check_token_ids(int64_t vocab, const std::string& cache_dir, int part = 0,
-                                          int parts = 1) const;
+                                          int parts = 1, bool publish = true) const;
   // Records `whole` (the range of every slice) under its key in `cache_dir`.
   static void record_id_range(const std::string& cache_dir, const SliceIds& whole);
   // Occurrences of each id among all the tokens, or, in a corpus of more than `max_tokens`,

@@ -312,12 +312,18 @@ std::string choose_together(Communicator& world,
 std::string choose_checkpoint_together(Communicator& world, const std::string& root,
                                        const std::string& resume, std::string& note) {
   return choose_together(world, [&](const CheckpointVerifier& verify) {
-    note = restore_replaced_checkpoints(root);
-    std::string choice_note;
-    const std::string chosen = choose_checkpoint(root, resume, choice_note, verify);
-    add_note(note, choice_note);
-    return chosen;
+    return choose_checkpoint_restoring(root, resume, note, verify);
   });
+}
+
+std::string choose_checkpoint_restoring(const std::string& root, const std::string& resume,
+                                        std::string& note, const CheckpointVerifier& verify,
+                                        bool dry_run) {
+  note = restore_replaced_checkpoints(root, dry_run);
+  std::string choice_note;
+  const std::string chosen = choose_checkpoint(root, resume, choice_note, verify);
+  add_note(note, choice_note);
+  return chosen;
 }
 
 std::string choose_initial_weights_together(Communicator& world, const std::string& root,

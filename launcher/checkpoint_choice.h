@@ -77,6 +77,13 @@ std::string choose_checkpoint_together(Communicator& world, const std::string& r
 std::string choose_initial_weights_together(Communicator& world, const std::string& root,
                                             const std::string& path);
 
+// choose_checkpoint after restore_replaced_checkpoints (`dry_run`: said, not done), with both
+// notes in `note`: what choose_checkpoint_together runs on rank 0, and `tessera train --check` on
+// its one process.
+std::string choose_checkpoint_restoring(const std::string& root, const std::string& resume,
+                                        std::string& note, const CheckpointVerifier& verify,
+                                        bool dry_run = false);
+
 // choose_initial_weights_together's checks of `path` by one process, the checkpoint judged by
 // `verify`.
 std::string choose_initial_weights(const std::string& root, const std::string& path,

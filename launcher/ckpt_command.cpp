@@ -269,7 +269,8 @@ Difference compare(const CheckpointReader& a, const CheckpointReader& b, const T
 int diff(int argc, char** argv) {
   po::options_description desc(
       "Per tensor of both: max_abs, the largest |a - b|; max_rel, the largest |a - b| / max(|a|, "
-      "|b|, 1e-12), large where values are near 0; norm_rel, ||a - b|| / max(||a||, ||b||) over the "
+      "|b|, 1e-12), large where values are near 0; norm_rel, ||a - b|| / max(||a||, ||b||) over "
+      "the "
       "tensor, which tells rounding (1e-7 in float32) from a real difference.\nckpt diff "
       "options");
   po::variables_map vm;

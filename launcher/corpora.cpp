@@ -37,8 +37,8 @@ std::string count_corpora(const SampleStream& s) {
 
 }  // namespace
 
-CorpusOpener::CorpusOpener(std::string cache_dir, int rank, int world_size)
-    : cache_dir_(std::move(cache_dir)), rank_(rank), world_size_(world_size) {}
+CorpusOpener::CorpusOpener(std::string cache_dir, int rank, int world_size, bool record)
+    : cache_dir_(std::move(cache_dir)), rank_(rank), world_size_(world_size), record_(record) {}
 
 std::vector<TokenCorpus> CorpusOpener::open(const std::vector<CorpusWeight>& blend, int64_t vocab,
                                             const std::string& option) {
@@ -64,7 +64,7 @@ std::vector<TokenCorpus> CorpusOpener::open(const std::vector<CorpusWeight>& ble
                          blend[first->second].named() +
                          " again; give each corpus once (with the sum of its weights)");
     }
-    const auto ids = corpora.back().check_token_ids(vocab, cache_dir_, rank_, world_size_);
+    const auto ids = corpora.back().check_token_ids(vocab, cache_dir_, rank_, world_size_, record_);
     slices_.push_back({ids.has_value(), ids.value_or(TokenCorpus::SliceIds{})});
   }
   return corpora;

@@ -18,8 +18,9 @@ namespace tessera {
 class CorpusOpener {
  public:
   // `cache_dir` holds the id-check records (empty: none). Rank `rank` of `world_size` checks one
-  // slice of each corpus that has no record.
-  CorpusOpener(std::string cache_dir, int rank, int world_size);
+  // slice of each corpus that has no record. Without `record`, no record is written (`tessera train
+  // --check`, which writes nothing).
+  CorpusOpener(std::string cache_dir, int rank, int world_size, bool record = true);
 
   // The corpora of `blend` (the option `option` gave), open, with every token id checked (a bad
   // one stops the run here, naming the file and the position). A corpus listed twice (by any
@@ -40,6 +41,7 @@ class CorpusOpener {
   };
   std::string cache_dir_;
   int rank_, world_size_;
+  bool record_;
   std::vector<IdSlice> slices_;
 };
 

@@ -70,7 +70,8 @@ bool parse(const po::options_description& desc, int argc, char** argv, po::varia
 }
 
 constexpr const char* kFormatHelp =
-    "auto: JSON lines by the name (.jsonl, .ndjson, .json, also .gz, .zst or .zstd), else text; text or "
+    "auto: JSON lines by the name (.jsonl, .ndjson, .json, also .gz, .zst or .zstd), else text; "
+    "text or "
     "jsonl: every input so";
 
 TextFormat text_format(const std::string& name) {

@@ -145,7 +145,10 @@ InputError run_dir_refusal(const std::string& dir, const std::string& why) {
 // in it is written before the run is known to go ahead. Whether it made RUN_DIR.
 bool prepare_run_dir(const TrainConfig& cfg) {
   std::error_code ec;
-  const bool made = std::filesystem::create_directories(cfg.run_dir, ec);
+  // Made when it was not there: "x/.." makes x, but names a directory that was.
+  const bool there =
+      std::filesystem::exists(std::filesystem::path(cfg.run_dir).lexically_normal(), ec);
+  const bool made = std::filesystem::create_directories(cfg.run_dir, ec) && !there;
   if (ec) throw run_dir_refusal(cfg.run_dir, ec.message());
   refuse_directories_in_place_of_files(cfg.run_dir);
   lock_run_dir(cfg.run_dir);
@@ -156,7 +159,7 @@ bool prepare_run_dir(const TrainConfig& cfg) {
 // the corpora's opening made there (with the id-check records of the corpora it opened), then the
 // directory. Whatever else is found there stays, and the directory with it.
 void remove_refused_run_dir(const TrainConfig& cfg) {
-  const std::filesystem::path dir(cfg.run_dir);
+  const std::filesystem::path dir = std::filesystem::path(cfg.run_dir).lexically_normal();
   std::error_code ec;
   std::filesystem::remove(dir / "lock", ec);
   if (cfg.cache_dir.empty()) std::filesystem::remove_all(dir / "data_cache", ec);
@@ -364,68 +367,53 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
 
 namespace {
 
-// `tessera train --check [RANKS]`, on one process: the checks of a run's start for RANKS ranks,
-// done here alone and writing nothing (no run directory, lock, id-check record, restored
-// checkpoint): the layout, the tokenizer, the corpora (every token id, unless the run's
-// id-check records hold them), the checkpoint the run would resume or start from (every byte
-// verified) and whether it fits; with the lines a run prints about them, and the memory state
-// of the largest rank. Throws what the run's start would refuse.
-void check_run(const TrainConfig& cfg, int started_ranks) {
-  const auto start = Clock::now();
+// The note of a --checkpoint.init that a run resuming its own checkpoint does not read.
+std::string init_not_read(const TrainConfig& cfg) {
+  return "--checkpoint.init " + cfg.checkpoint_init +
+         " is not read: this run resumes its own checkpoint";
+}
+
+// --check's ranks: RANKS, else the ranks started (mpirun), else tp x pp x dp (dp 0 as 1).
+int checked_ranks(const TrainConfig& cfg, int started_ranks) {
   const ParallelConfig& p = cfg.parallel;
-  const int ranks = cfg.check_ranks > 0 ? cfg.check_ranks
-                    : started_ranks > 1 ? started_ranks
-                                        : p.tp * p.pp * std::max(p.dp, 1);
-  std::printf("check: a run of %s%s, checked by this process alone; nothing is written\n",
-              count_of(ranks, "rank").c_str(),
-              cfg.check_ranks > 0 || started_ranks > 1 || p.dp > 0
-                  ? ""
-                  : " (--parallel.dp 0 takes the ranks started: give --check RANKS for the job's)");
+  return cfg.check_ranks > 0 ? cfg.check_ranks
+         : started_ranks > 1 ? started_ranks
+                             : p.tp * p.pp * std::max(p.dp, 1);
+}
+
+// The layout on `ranks` ranks, and the directories the run would make, refused as the run
+// refuses them (the layout's message said of the ranks checked for, not of the ranks started).
+void check_layout_and_directories(const TrainConfig& cfg, int ranks) {
   try {
     cfg.layout_for(ranks);
-  } catch (const InputError& e) {  // said of the ranks checked for, not of the ranks started
+  } catch (const InputError& e) {
     std::string what = e.what();
     const std::string started = "(the number of MPI ranks)";
     if (const size_t at = what.find(started); at != std::string::npos)
-      what.replace(at, started.size(), "(--check " + std::to_string(ranks) + ")");
+      what.replace(at, started.size(), "(the ranks checked for)");
     throw InputError(what);
   }
-  // The directories the run would make, as it would make them.
-  if (const std::string why = unusable_directory(cfg.run_dir); !why.empty())
+  if (const std::string why = unusable_directory(cfg.run_dir, true); !why.empty())
     throw run_dir_refusal(cfg.run_dir, why);
   refuse_directories_in_place_of_files(cfg.run_dir);
-  if (const std::string why = unusable_directory(cfg.cache_dir); !why.empty())
+  if (const std::string why = unusable_directory(cfg.cache_dir, false); !why.empty())
     throw cache_dir_refusal(cfg, why);
-  Trainer tr(cfg, 0, ranks, true);
-  const GridLayout& l = tr.layout();
-  check_sampling_tokenizer(cfg);
-  print_inputs(cfg, tr);
-  std::printf("layout: tp %d x pp %d x dp %d = %s\n", l.tp, l.pp, l.dp,
-              count_of(l.world_size(), "rank").c_str());
-  print_pipeline(cfg, tr);
-  std::printf(
-      "train: %lld steps of %lld sequences (%lld tokens), %lld tokens in all, %s; run dir %s\n",
-      static_cast<long long>(cfg.steps), static_cast<long long>(cfg.global_batch),
-      static_cast<long long>(cfg.global_batch * cfg.model.seq_len),
-      static_cast<long long>(cfg.steps * cfg.global_batch * cfg.model.seq_len),
-      epochs_text(cfg, tr.samples()).c_str(), cfg.run_dir.c_str());
-  print_schedule_notes(cfg);
-  if (const std::string who = run_dir_holder(cfg.run_dir); !who.empty())
-    std::printf(
-        "run dir: note: in use by a tessera run now (%s): a run started before it ends is "
-        "refused\n",
-        who.c_str());
+}
 
-  // The checkpoint, as choose_checkpoint_together and choose_initial_weights_together choose.
+// The checkpoint the run would resume (or start from, --checkpoint.init), chosen and verified as
+// the ranks of a run would (a step a stopped save was replacing is said, not restored), and
+// checked against the run; with the lines the run prints about it.
+void check_checkpoint_choice(const TrainConfig& cfg, Trainer& tr) {
   const std::string root = checkpoints_root(cfg);
   const CheckpointVerifier verify = [](const std::string& dir) {
     verify_checkpoint(dir, "check: " + dir);
   };
-  std::string note = restore_replaced_checkpoints(root, true), choice_note;
-  const std::string resume = choose_checkpoint(root, cfg.checkpoint_resume, choice_note, verify);
-  add_note(note, choice_note);
+  std::string note;
+  const std::string resume =
+      choose_checkpoint_restoring(root, cfg.checkpoint_resume, note, verify, true);
   if (!resume.empty()) {
     add_note(note, check_checkpoint_fits(resume, tr));
+    if (!cfg.checkpoint_init.empty()) add_note(note, init_not_read(cfg));
     const int64_t step =
         CheckpointReader::open(resume, ManifestCheck::kNone).meta().int_or("step", -1);
     std::printf("checkpoint: resumes %s (step %lld)\n", resume.c_str(),
@@ -438,38 +426,61 @@ void check_run(const TrainConfig& cfg, int started_ranks) {
     std::printf("checkpoint: none to resume in %s; the run starts at step 0\n", root.c_str());
   }
   if (!note.empty()) std::printf("checkpoint: %s\n", printable(note).c_str());
-  if (!cfg.checkpoint_init.empty() && !resume.empty())
-    std::printf(
-        "checkpoint: --checkpoint.init %s is not read: this run resumes its own checkpoint\n",
-        cfg.checkpoint_init.c_str());
+}
 
-  // Memory: the rank holding the most parameters.
+// The memory of the rank that holds the most parameters: the whole estimate on one rank; on
+// several, the state of its parameters (their activations depend on the schedule).
+void print_memory_per_rank(const TrainConfig& cfg, const GridLayout& l) {
+  const char* where = cfg.model.device == Device::CUDA ? "GPU" : "host";
+  if (l.world_size() == 1) {
+    std::printf("memory (%s): %s\n", where, memory_estimate_text(cfg).c_str());
+    return;
+  }
   int64_t most = 0;
   for (int r = 0; r < l.world_size(); ++r)
     most = std::max(most, gpt_shard_params(cfg.model, model_shard(cfg.model, l, l.coord_of(r),
-                                                                  p.virtual_stages)));
-  const bool zero = p.zero == 1 && l.dp > 1;
-  const double state_mb =
-      static_cast<double>(
-          rank_state_bytes(cfg.model.dtype, most, zero ? (most + l.dp - 1) / l.dp : most, zero)) /
-      1e6;
-  const char* where = cfg.model.device == Device::CUDA ? "GPU" : "host";
-  if (l.world_size() == 1) {
-    const double activation_mb =
-        static_cast<double>(gpt_activation_bytes(cfg.model, cfg.micro_batch)) / 1e6;
+                                                                  cfg.parallel.virtual_stages)));
+  const bool zero = cfg.parallel.zero == 1 && l.dp > 1;
+  const int64_t state = zero ? (most + l.dp - 1) / l.dp : most;
+  std::printf(
+      "memory: the largest rank holds %lld parameters: %.1f MB of %s memory for them, their "
+      "gradients and optimizer state; its activations come on top (docs/PARALLELISM.md, "
+      "\"Memory per rank\")\n",
+      static_cast<long long>(most),
+      static_cast<double>(param_state_bytes(cfg.model.dtype, most, state, zero)) / 1e6, where);
+}
+
+// `tessera train --check [RANKS]`, on one process: the checks of a run's start for RANKS ranks,
+// done here alone and writing nothing (no run directory, lock, id-check record, restored
+// checkpoint): the layout and directories, the tokenizer, the corpora (every token id, unless
+// the run's id-check records hold them), the checkpoint; with the lines a run prints about them,
+// and the memory of the largest rank. Throws what the run's start would refuse.
+void check_run(const TrainConfig& cfg, int started_ranks) {
+  const auto start = Clock::now();
+  const int ranks = checked_ranks(cfg, started_ranks);
+  std::printf("check: a run of %s%s, checked by this process alone; nothing is written\n",
+              count_of(ranks, "rank").c_str(),
+              cfg.check_ranks > 0 || started_ranks > 1 || cfg.parallel.dp > 0
+                  ? ""
+                  : " (--parallel.dp 0 takes the ranks started: give --check RANKS for the job's)");
+  check_layout_and_directories(cfg, ranks);
+  Trainer tr(cfg, 0, ranks, true);
+  check_sampling_tokenizer(cfg);
+  print_inputs(cfg, tr);
+  const GridLayout& l = tr.layout();
+  std::printf("layout: tp %d x pp %d x dp %d = %s\n", l.tp, l.pp, l.dp,
+              count_of(l.world_size(), "rank").c_str());
+  print_pipeline(cfg, tr);
+  std::printf("train: %s; run dir %s\n", steps_text(cfg, tr.samples()).c_str(),
+              cfg.run_dir.c_str());
+  print_schedule_notes(cfg);
+  if (const std::string who = run_dir_holder(cfg.run_dir); !who.empty())
     std::printf(
-        "memory: estimate %.1f MB of %s memory = %.1f MB of parameters, gradients and optimizer "
-        "state + %.1f MB of activations (docs/%s)\n",
-        state_mb + activation_mb, where, state_mb, activation_mb,
-        cfg.model.device == Device::CUDA ? "GPU.md, \"Memory per GPU\""
-                                         : "PERFORMANCE.md, \"Memory\"");
-  } else {
-    std::printf(
-        "memory: the largest rank holds %lld parameters: %.1f MB of %s memory for them, their "
-        "gradients and optimizer state; its activations come on top (docs/PARALLELISM.md, "
-        "\"Memory per rank\")\n",
-        static_cast<long long>(most), state_mb, where);
-  }
+        "run dir: note: in use by a tessera run now (%s): a run started before it ends is "
+        "refused\n",
+        who.c_str());
+  check_checkpoint_choice(cfg, tr);
+  print_memory_per_rank(cfg, l);
   std::printf(
       "check: passed in %.1f s: a run of %s with these options and inputs starts (its machines "
       "are not checked: %s, the network)\n",
@@ -530,7 +541,9 @@ int train_command(int argc, char** argv) {
   // which a rank stuck in phase 1 (a hung file system) would never reach: then the others
   // stop at --train.startup_timeout (the default's, when their options did not parse). Each
   // rank's report is also kept in RUN_DIR/watchdog/rank_R.txt, when its options name a run dir.
-  const double deadline = cfg.startup_deadline();  // the default's when the options are bad
+  // The default's when the options are bad; none for a check, whose one process may read for
+  // long what a run's ranks share.
+  const double deadline = cfg.check_ranks >= 0 ? 1e9 : cfg.startup_deadline();
   const WatchdogArmed watchdog(
       world, failure.code || !(deadline > 0) ? TrainConfig{}.startup_deadline() : deadline,
       failure.code || cfg.check_ranks >= 0 ? std::string{}
@@ -564,8 +577,7 @@ int train_command(int argc, char** argv) {
   // --checkpoint.init, for a run without checkpoints of its own to resume: verified together, its
   // model's shape checked (rank 0), and agreed like the choice above.
   if (!cfg.checkpoint_init.empty() && !resume_dir.empty() && root)
-    add_note(resume_note, "--checkpoint.init " + cfg.checkpoint_init +
-                              " is not read: this run resumes its own checkpoint");
+    add_note(resume_note, init_not_read(cfg));
   if (!cfg.checkpoint_init.empty() && resume_dir.empty()) {
     try {
       init_dir = choose_initial_weights_together(world, checkpoints_root(cfg), cfg.checkpoint_init);

@@ -264,19 +264,44 @@ void print_schedule_notes(const TrainConfig& cfg) {
         static_cast<long long>(cfg.steps), cfg.schedule.cooldown);
 }
 
-std::string epochs_text(const TrainConfig& cfg, const SampleStream& s) {
-  double most = 0;
+std::string steps_text(const TrainConfig& cfg, const SampleStream& s) {
+  // How often the steps pass over each corpus' samples, by its blend weight: the most.
+  double most = 0, least = 0;
   int which = 0;
   for (int k = 0; k < s.num_corpora(); ++k) {
     const double epochs = static_cast<double>(cfg.steps) * static_cast<double>(cfg.global_batch) *
                           s.weight(k) / static_cast<double>(std::max<int64_t>(s.samples_of(k), 1));
+    if (k == 0 || epochs < least) least = epochs;
     if (epochs > most) most = epochs, which = k;
   }
-  char text[64];
-  std::snprintf(text, sizeof text, most < 10 ? "%.2f epochs" : "%.0f epochs", most);
-  return s.num_corpora() == 1
-             ? std::string(text) + " of the training samples"
-             : std::string(text) + " of " + s.corpus(which).path() + ", the most repeated corpus";
+  char text[192];
+  std::snprintf(text, sizeof text,
+                most < 10 ? "%lld steps of %lld sequences (%lld tokens), %lld tokens in all, %.2f "
+                            "epochs of "
+                          : "%lld steps of %lld sequences (%lld tokens), %lld tokens in all, %.0f "
+                            "epochs of ",
+                static_cast<long long>(cfg.steps), static_cast<long long>(cfg.global_batch),
+                static_cast<long long>(cfg.global_batch * cfg.model.seq_len),
+                static_cast<long long>(cfg.steps * cfg.global_batch * cfg.model.seq_len), most);
+  // Corpora weighted by their sizes (an unweighted blend, a glob's shards) repeat alike.
+  return most - least <= 1e-9 * most
+             ? std::string(text) + "the training samples"
+             : std::string(text) + s.corpus(which).path() + ", the most repeated corpus";
+}
+
+std::string memory_estimate_text(const TrainConfig& cfg) {
+  const double state_mb = static_cast<double>(gpt_state_bytes(cfg.model, true)) / 1e6;
+  const double activation_mb =
+      static_cast<double>(gpt_activation_bytes(cfg.model, cfg.micro_batch)) / 1e6;
+  char text[256];
+  std::snprintf(text, sizeof text,
+                "estimate %.1f MB = %.1f MB of parameters, gradients and optimizer state (%lld "
+                "parameters) + %.1f MB of activations (docs/%s)",
+                state_mb + activation_mb, state_mb,
+                static_cast<long long>(gpt_num_params(cfg.model)), activation_mb,
+                cfg.model.device == Device::CUDA ? "GPU.md, \"Memory per GPU\""
+                                                 : "PERFORMANCE.md, \"Memory\"");
+  return text;
 }
 
 void print_start(const TrainConfig& cfg, Trainer& tr) {
@@ -339,12 +364,9 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
   const std::string asked = cfg.threads > 0 && cfg.threads != cpu_threads()
                                 ? " (--train.threads " + std::to_string(cfg.threads) + " asked)"
                                 : "";
-  std::printf(
-      "train: %lld steps of %lld sequences (%lld tokens), %s; %d thread%s per rank%s; run dir "
-      "%s\n",
-      static_cast<long long>(cfg.steps), static_cast<long long>(cfg.global_batch),
-      static_cast<long long>(cfg.global_batch * m.seq_len), epochs_text(cfg, tr.samples()).c_str(),
-      cpu_threads(), cpu_threads() == 1 ? "" : "s", asked.c_str(), cfg.run_dir.c_str());
+  std::printf("train: %s; %d thread%s per rank%s; run dir %s\n",
+              steps_text(cfg, tr.samples()).c_str(), cpu_threads(), cpu_threads() == 1 ? "" : "s",
+              asked.c_str(), cfg.run_dir.c_str());
   if (cfg.check_replicas > 0)
     std::printf(
         "replica check: every %lld steps and before each save, the copies of each parameter "
@@ -400,15 +422,8 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
   // gpt_activation_bytes), of the GPU's tensors on the GPU, of the host's memory on the CPU.
   const bool gpu = cfg.model.device == Device::CUDA;
   if (world.size() == 1) {
-    const double state_mb = static_cast<double>(gpt_state_bytes(cfg.model, true)) / 1e6;
-    const double activation_mb =
-        static_cast<double>(gpt_activation_bytes(cfg.model, cfg.micro_batch)) / 1e6;
-    std::printf(
-        "peak %s memory %.0f MB; estimate %.0f MB = %.0f MB of parameters, gradients and "
-        "optimizer state (%lld parameters) + %.0f MB of activations (docs/%s)\n",
-        gpu ? "GPU" : "host", peak.data<double>()[gpu ? 2 : 0] / 1e6, state_mb + activation_mb,
-        state_mb, static_cast<long long>(gpt_num_params(cfg.model)), activation_mb,
-        gpu ? "GPU.md, \"Memory per GPU\"" : "PERFORMANCE.md, \"Memory\"");
+    std::printf("peak %s memory %.1f MB; %s\n", gpu ? "GPU" : "host",
+                peak.data<double>()[gpu ? 2 : 0] / 1e6, memory_estimate_text(cfg).c_str());
     if (gpu) std::printf("peak host memory %.0f MB\n", peak.data<double>()[0] / 1e6);
   } else {
     std::printf(

@@ -25,15 +25,19 @@ double peak_flops_per_rank(const TrainConfig& cfg);
 // Rank 0's lines before the first step: print_inputs, the groups, the layout and schedule
 // (print_pipeline), the precision and GPU, the steps, print_schedule_notes.
 void print_start(const TrainConfig& cfg, Trainer& tr);
-// What a trainer shows before it is started (also for `tessera train --check`): the model and
-// its parameters, the corpora and their samples, validation, and the notes on them.
+// What a trainer, started or not (`tessera train --check`), says of its inputs: the model and its
+// parameters, the corpora and their samples, validation, and the notes on them.
 void print_inputs(const TrainConfig& cfg, Trainer& tr);
 // The pipeline's stages and their layers, the schedule, its microbatches and bubble.
 void print_pipeline(const TrainConfig& cfg, const Trainer& tr);
-// How often the run's steps pass over the training samples: "2.50 epochs of the training
-// samples", or with several corpora the most repeated one's ("3.10 epochs of data/b, the most
-// repeated corpus"), by their blend weights.
-std::string epochs_text(const TrainConfig& cfg, const SampleStream& s);
+// The run's steps, their sequences and tokens, and how often they pass over the training samples:
+// "100 steps of 8 sequences (256 tokens), 25600 tokens in all, 2.50 epochs of the training
+// samples", or of the most repeated corpus of a blend whose weights are not its sizes
+// ("3.10 epochs of data/b, the most repeated corpus").
+std::string steps_text(const TrainConfig& cfg, const SampleStream& s);
+// The memory of a run on one rank, estimated: "estimate X MB = S MB of parameters, gradients
+// and optimizer state (N parameters) + A MB of activations (docs/...)".
+std::string memory_estimate_text(const TrainConfig& cfg);
 // What the learning-rate schedule does in a run this long, when that needs saying.
 void print_schedule_notes(const TrainConfig& cfg);
 

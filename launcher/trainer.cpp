@@ -38,8 +38,10 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size, bool inputs_o
       rank_(rank),
       microbatches_(static_cast<int>(cfg.accumulation_steps(layout_.dp))),
       blend_(parse_corpus_blend(cfg.data_path, "--data.path")),
-      corpus_opener_(data_cache_dir(cfg, !inputs_only), inputs_only ? 0 : rank,
-                     inputs_only ? 1 : world_size),
+      // The default data cache (in RUN_DIR) is made by rank 0, which made RUN_DIR: the others
+      // use it when it is there (only rank 0 writes records).
+      corpus_opener_(data_cache_dir(cfg, !inputs_only && (rank == 0 || !cfg.cache_dir.empty())),
+                     inputs_only ? 0 : rank, inputs_only ? 1 : world_size, !inputs_only),
       inject_nan_(rank_steps("--debug.inject_nan", cfg.debug_inject_nan)),
       perturb_(rank_steps("--debug.perturb_replicated", cfg.debug_perturb_replicated)),
       flip_bit_(rank_steps("--debug.flip_bit", cfg.debug_flip_bit)) {
@@ -404,17 +406,9 @@ std::optional<double> Trainer::evaluate(const std::function<int()>& stop_wish, S
 int64_t Trainer::state_bytes() const {
   // With ZeRO-1 the optimizer state is this rank's piece (with one DP rank the reduced gradient
   // is the gradients themselves, GradBuckets::Bucket).
-  return rank_state_bytes(cfg_.model.dtype, buckets_->flat_values().numel(),
-                          zero_ ? zero_->moment_elements() : buckets_->flat_values().numel(),
-                          zero_ && layout_.dp > 1);
-}
-
-int64_t rank_state_bytes(DType dtype, int64_t values, int64_t state, bool reduced_piece) {
-  const int64_t elem = static_cast<int64_t>(dtype_size(dtype));
-  const int64_t piece = reduced_piece ? state : 0;
-  if (dtype == DType::BF16)  // bf16 values and gradients; the rest fp32
-    return elem * 2 * values + 4 * (values /* gradient sums */ + 3 * state + piece);
-  return elem * (2 * values + 2 * state + piece);
+  return param_state_bytes(cfg_.model.dtype, buckets_->flat_values().numel(),
+                           zero_ ? zero_->moment_elements() : buckets_->flat_values().numel(),
+                           zero_ && layout_.dp > 1);
 }
 
 }  // namespace tessera

@@ -49,8 +49,8 @@ class Trainer {
   // Checks the layout, opens the corpora and checks their token ids, for world rank `rank`;
   // touches no other rank. Throws InputError for a bad layout or corpus, the same way on every
   // rank. `inputs_only` (`tessera train --check`): this process checks every token id itself
-  // (or reads the run's id-check records) and creates no data cache; such a trainer is never
-  // started.
+  // (or reads the run's id-check records), and creates no data cache and writes no record; such
+  // a trainer is never started.
   Trainer(const TrainConfig& cfg, int rank, int world_size, bool inputs_only = false);
   // Collective over `world` (MPI: host tensors): builds the grid, the model shard and the
   // optimizer. With --train.device cuda the grid's groups are NCCL communicators on GPU
@@ -188,11 +188,5 @@ class Trainer {
   std::vector<Tensor> replicated_values_;
   Tensor replicated_stage_;
 };
-
-// Bytes of parameters, gradients and optimizer state on a rank that holds `values` parameter
-// values (with their gradients), `state` of them with optimizer state (moments; fp32 masters
-// with bf16): all of them, or its ZeRO-1 piece; and with ZeRO-1 over several DP ranks
-// (`reduced_piece`) that piece's reduced gradient too. Trainer::state_bytes of a started trainer.
-int64_t rank_state_bytes(DType dtype, int64_t values, int64_t state, bool reduced_piece);
 
 }  // namespace tessera

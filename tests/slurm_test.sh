@@ -118,7 +118,10 @@ expect_refusal --ntasks-per-node=4             # sbatch's layout would override 
 expect_refusal -- --run.dir "$tmp/elsewhere"   # the template gives tessera its RUN_DIR
 expect_refusal --tessera "$tmp/no_such_binary" # the job would fail once it left the queue
 expect_refusal -- --check                      # the job would check its run and train nothing
-expect_refusal --check --chdir="$tmp/nowhere"  # no directory for the job, or its check, to start in
+# No directory for the job, or its check, to start in.
+out=$(expect_refusal --check --chdir="$tmp/nowhere") && echo "$out"
+[[ "$out" == *"--chdir=$tmp/nowhere: no such directory"* ]] ||
+  fail "submit.sh --check --chdir=$tmp/nowhere: expected the directory named, got: $out"
 # The binary goes to the job as an absolute path: the job may start in another directory.
 out=$(cd "$(dirname "$binary")" &&
   "$repo/slurm/submit.sh" --config "$tmp/gpu.ini" --tessera "./$(basename "$binary")" --dry-run) ||

@@ -618,11 +618,28 @@ TEST_F(Cli, MissingCorpusIsRejectedNamingTheFile) {
   r = run_tessera(tiny_args() + " --checkpoint.init " + (dir_ / "nowhere").string(), dir_);
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_FALSE(fs::exists(dir_ / "run"));
-  fs::create_directories(dir_ / "run");
+  fs::create_directories(dir_ / "run" / "data_cache");
   std::ofstream(dir_ / "run" / "notes.txt") << "mine\n";
+  std::ofstream(dir_ / "run" / "data_cache" / "kept.txt") << "mine too\n";
   expect_clear_error(run_tessera(tiny_args("2", (dir_ / "nowhere").string()), dir_),
                      "--data.path: corpus ");
   EXPECT_EQ(read_text(dir_ / "run" / "notes.txt"), "mine\n");
+  EXPECT_EQ(read_text(dir_ / "run" / "data_cache" / "kept.txt"), "mine too\n");
+  EXPECT_TRUE(fs::exists(dir_ / "run" / "lock"));
+  // RUN_DIR "run/new/.." makes run/new, but names run, which was there: nothing of it goes.
+  std::string args = tiny_args("2", (dir_ / "nowhere").string());
+  const std::string given = (dir_ / "run").string();
+  args.replace(args.find(given), given.size(), (dir_ / "run" / "new" / "..").string());
+  expect_clear_error(run_tessera(args, dir_), "--data.path: corpus ");
+  EXPECT_EQ(read_text(dir_ / "run" / "data_cache" / "kept.txt"), "mine too\n");
+  EXPECT_TRUE(fs::exists(dir_ / "run" / "lock"));
+  // Under mpirun, where each rank opens the corpora: the other ranks make nothing in RUN_DIR
+  // (rank 0 made it), so it goes.
+  fs::remove_all(dir_ / "run");
+  r = run_mpi(2, tiny_args("2", (dir_ / "nowhere").string()), dir_);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--data.path: corpus "), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "run"));
 }
 
 TEST_F(Cli, TruncatedCorpusIsRejectedNamingTheFile) {
@@ -709,7 +726,7 @@ TEST_F(Cli, CheckSaysWhatARunWouldStartWithAndWritesNothing) {
   EXPECT_NE(r.out.find(epochs), std::string::npos) << epochs << " not in:\n" << r.out;
   EXPECT_FALSE(fs::exists(run));
   expect_clear_error(run_tessera(tiny_args() + " --check 3 --parallel.tp 2", dir_),
-                     "does not divide the world size 3 (--check 3)");
+                     "does not divide the world size 3 (the ranks checked for)");
   expect_clear_error(run_tessera(tiny_args("2", (dir_ / "missing").string()) + " --check", dir_),
                      "--data.path: corpus " + (dir_ / "missing").string());
   expect_clear_error(run_tessera(tiny_args() + " --check two", dir_),
@@ -727,6 +744,21 @@ TEST_F(Cli, CheckSaysWhatARunWouldStartWithAndWritesNothing) {
           "/cache: expected a directory this rank can create or use, found: Not a "
           "directory");
   EXPECT_FALSE(fs::exists(run));
+  // An id-check record is written by no check, also into a data cache that is there.
+  fs::create_directories(dir_ / "cache");
+  r = run_tessera(tiny_args() + " --check --data.cache_dir " + (dir_ / "cache").string(), dir_);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::is_empty(dir_ / "cache"));
+  // A blend whose weights are not its sizes: the corpus its steps repeat most is named.
+  fs::copy_file(corpus_ + ".bin", dir_ / "copy.bin");
+  fs::copy_file(corpus_ + ".idx", dir_ / "copy.idx");
+  r = run_tessera(
+      tiny_args("2", "\"1 " + corpus_ + " 3 " + (dir_ / "copy").string() + "\"") + " --check",
+      dir_);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find(" epochs of " + (dir_ / "copy").string() + ", the most repeated corpus;"),
+            std::string::npos)
+      << r.out;
   r = run_mpi(2, tiny_args() + " --check", dir_);  // the ranks started
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("\nlayout: tp 1 x pp 1 x dp 2 = 2 ranks\n"), std::string::npos) << r.out;

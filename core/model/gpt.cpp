@@ -304,10 +304,18 @@ int64_t gpt_shard_params(const ModelConfig& c, const ModelShard& s) {
   return n;
 }
 
+int64_t param_state_bytes(DType dtype, int64_t values, int64_t state, bool reduced_piece,
+                          bool grad_sums) {
+  const int64_t elem = static_cast<int64_t>(dtype_size(dtype));
+  const int64_t piece = reduced_piece ? state : 0;
+  if (dtype == DType::BF16)  // bf16 values and gradients; the rest fp32
+    return elem * 2 * values + 4 * ((grad_sums ? values : 0) + 3 * state + piece);
+  return elem * (2 * values + 2 * state + piece);
+}
+
 int64_t gpt_state_bytes(const ModelConfig& c, bool grad_sums) {
-  const int64_t per_param = c.dtype == DType::BF16 ? 2 * 2 + 4 * 3 + (grad_sums ? 4 : 0)
-                                                   : 4 * static_cast<int64_t>(dtype_size(c.dtype));
-  return per_param * gpt_num_params(c);
+  const int64_t n = gpt_num_params(c);
+  return param_state_bytes(c.dtype, n, n, false, grad_sums);
 }
 
 int64_t gpt_activation_bytes(const ModelConfig& c, int64_t B) {

@@ -128,6 +128,13 @@ int64_t gpt_num_params(const ModelConfig& cfg);
 // positions, on the last the tied copy of that piece (when it is not the first) and the final
 // LayerNorm (docs/PARALLELISM.md, "Memory per rank").
 int64_t gpt_shard_params(const ModelConfig& cfg, const ModelShard& shard);
+// Bytes of parameters, gradients and optimizer state on a rank that holds `values` parameter
+// values (with their gradients), `state` of them with optimizer state (moments; fp32 masters
+// with bf16): all of them, or its ZeRO-1 piece; with ZeRO-1 over several DP ranks
+// (`reduced_piece`) that piece's reduced gradient too; and with bf16 and `grad_sums` the fp32
+// sums of the gradients over microbatches that the Trainer's gradient buckets keep.
+int64_t param_state_bytes(DType dtype, int64_t values, int64_t state, bool reduced_piece,
+                          bool grad_sums = true);
 // Bytes of parameter state on one rank holding the whole model, without ZeRO: values, gradients
 // and AdamW's two moments in the model's dtype (16 bytes a parameter in fp32); with bf16, bf16
 // values and gradients and fp32 master weights and moments (16 bytes), and with `grad_sums`
