@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -39,25 +40,39 @@ inline std::optional<std::pair<uint64_t, uint64_t>> file_identity(const std::str
   return std::pair<uint64_t, uint64_t>{st.st_dev, st.st_ino};
 }
 
-// Why the directory `path` could not be created now, or (`write_inside`) written in, as the
-// error the run's create_directories and first write would meet: "" when it could. A path not
-// there is judged by the nearest ancestor that is (a directory this process may write in); a
-// symlink to nowhere stands where a directory would be made. "" for "" (no directory). For
-// checking without creating (`tessera train --check`).
+// Why the directory `path` could not be created now, or (`write_inside`) written in: the error
+// that making it one directory at a time (create_directories, make_run_dir) and its first write
+// would meet, judged by the path's directories as the kernel resolves them ("a/f/.." with a file
+// f is no directory; a symlink's ".." is its target's parent): a file where a directory is, a
+// symlink to nowhere where one is to be made, a name too long, a directory it may not write in.
+// "" when it could, and for "" (no directory). For checking without creating (`tessera train
+// --check`).
 inline std::string unusable_directory(const std::string& path, bool write_inside) {
   namespace fs = std::filesystem;
   if (path.empty()) return "";
-  fs::path p = fs::absolute(path).lexically_normal();
-  if (!p.has_filename()) p = p.parent_path();  // "DIR/"
-  std::error_code ec;
-  bool leaf = true;
-  while (fs::symlink_status(p, ec).type() == fs::file_type::not_found && p.has_parent_path() &&
-         p != p.parent_path())
-    p = p.parent_path(), leaf = false;
-  if (!fs::exists(p, ec)) return std::make_error_code(std::errc::file_exists).message();
-  if (!fs::is_directory(p, ec)) return std::make_error_code(std::errc::not_a_directory).message();
-  if ((write_inside || !leaf) && ::access(p.c_str(), W_OK | X_OK) != 0)
-    return std::error_code(errno, std::generic_category()).message();
+  const auto error = [](int e) { return std::error_code(e, std::generic_category()).message(); };
+  fs::path prefix;
+  bool to_make = false;  // a directory of the path is not there: it and the rest are to be made
+  for (const fs::path& part : fs::path(path)) {
+    if (part.empty()) continue;  // "DIR/"
+    const fs::path next = prefix / part;
+    if (!to_make) {
+      struct stat st {};
+      if (::stat(next.c_str(), &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) return error(ENOTDIR);
+        prefix = next;
+        continue;
+      }
+      if (errno != ENOENT) return error(errno);
+      if (::lstat(next.c_str(), &st) == 0) return error(EEXIST);  // a symlink to nowhere
+      const fs::path in = prefix.empty() ? fs::path(".") : prefix;
+      if (::access(in.c_str(), W_OK | X_OK) != 0) return error(errno);
+      to_make = true;
+    }
+    if (part.native().size() > NAME_MAX) return error(ENAMETOOLONG);
+    prefix = next;
+  }
+  if (!to_make && write_inside && ::access(prefix.c_str(), W_OK | X_OK) != 0) return error(errno);
   return "";
 }
 

@@ -110,8 +110,12 @@ InputError cache_dir_refusal(const TrainConfig& cfg, const std::string& why) {
                     ": expected a directory this rank can create or use, found: " + why);
 }
 
+std::string data_cache_path(const TrainConfig& cfg) {
+  return cfg.cache_dir.empty() ? cfg.run_dir + "/data_cache" : cfg.cache_dir;
+}
+
 std::string data_cache_dir(const TrainConfig& cfg, bool create) {
-  std::string dir = cfg.cache_dir.empty() ? cfg.run_dir + "/data_cache" : cfg.cache_dir;
+  std::string dir = data_cache_path(cfg);
   std::error_code ec;
   if (!create) return std::filesystem::is_directory(dir, ec) ? dir : "";
   std::filesystem::create_directories(dir, ec);

@@ -50,6 +50,8 @@ class CorpusOpener {
 // never be read), and when the default cannot, "" (the token ids are then checked at every
 // start). Without, the directory when it is one already, else "".
 std::string data_cache_dir(const TrainConfig& cfg, bool create = true);
+// Its path, there or not.
+std::string data_cache_path(const TrainConfig& cfg);
 // The refusal of --data.cache_dir, which cannot be created or used for `why`.
 InputError cache_dir_refusal(const TrainConfig& cfg, const std::string& why);
 

@@ -111,6 +111,12 @@ inline Counterpart counterpart_of(const std::string& dashed) {
       {"Megatron-LM", "--load", "--checkpoint.resume"},
       {"Megatron-LM", "--finetune", "--checkpoint.init"},
       {"Megatron-LM", "--data-path", "--data.path"},
+      {"Megatron-LM", "--valid-data-path", "--data.valid_path"},
+      {"Megatron-LM", "--data-cache-path", "--data.cache_dir"},
+      {"Megatron-LM", "--vocab-size", "--model.vocab_size"},
+      {"Megatron-LM", "--recompute-activations", "--train.recompute selective"},
+      {"Megatron-LM", "--virtual-pipeline-model-parallel-size", "--parallel.virtual_stages"},
+      {"Megatron-LM", "--exit-duration-in-mins", "--train.time_limit (seconds)"},
       {"Megatron-LM", "--tokenizer-model", "--data.tokenizer"},
       // torchtitan's TOML keys as command-line options.
       {"torchtitan", "--training.steps", "--train.steps"},
@@ -135,6 +141,11 @@ inline Counterpart counterpart_of(const std::string& dashed) {
       {"torchtitan", "--parallelism.tensor_parallel_degree", "--parallel.tp"},
       {"torchtitan", "--parallelism.pipeline_parallel_degree", "--parallel.pp"},
       {"torchtitan", "--parallelism.data_parallel_replicate_degree", "--parallel.dp"},
+      {"torchtitan", "--parallelism.data_parallel_shard_degree",
+       "--parallel.dp with --parallel.zero 1 (which shards the optimizer state, not the weights)"},
+      {"torchtitan", "--checkpoint.folder", "--run.dir (checkpoints go in RUN_DIR/checkpoints)"},
+      {"torchtitan", "--comm.train_timeout_seconds", "--train.collective_timeout"},
+      {"torchtitan", "--comm.init_timeout_seconds", "--train.startup_timeout"},
       {"torchtitan", "--model.tokenizer_path", "--data.tokenizer"},
       {"torchtitan", "--validation.freq", "--train.eval_interval"},
       {"torchtitan", "--validation.steps", "--train.eval_batches"},
@@ -153,7 +164,10 @@ inline Counterpart counterpart_of(const std::string& dashed) {
       {"llm.c", "-m", "--train.eval_batches"},
       {"llm.c", "-n", "--checkpoint.interval"},
       {"llm.c", "-nk", "--checkpoint.keep"},
-      {"llm.c", "-y", "--checkpoint.resume auto"},
+      {"llm.c", "-y", "--checkpoint.resume (auto for -y 1, none for -y 0)"},
+      {"llm.c", "-k", "--optim.decay"},
+      {"llm.c", "-q", "--optim.min_lr (a rate, where -q is a fraction of the peak)"},
+      {"llm.c", "-g", "--sample.tokens"},
       {"llm.c", "-r", "--train.recompute"},
       {"llm.c", "-z", "--parallel.zero"},
   };
@@ -166,7 +180,8 @@ inline Counterpart counterpart_of(const std::string& dashed) {
 // one, or "(Megatron-LM's --num-layers is --model.layers here)" for another trainer's option.
 inline std::string unknown_option_text(const boost::program_options::unknown_option& e,
                                        const boost::program_options::options_description& all) {
-  const std::string dashed = e.get_option_name();
+  const std::string given = e.get_option_name();
+  const std::string dashed = given.substr(0, given.find('='));  // "--num-layers=4"
   if (const Counterpart c = counterpart_of(dashed);
       !c.ours.empty() && all.find_nothrow(c.ours.substr(2, c.ours.find(' ') - 2), false))
     return std::string(e.what()) + " (" + c.trainer + "'s " + dashed + " is " + c.ours + " here)";

@@ -141,29 +141,53 @@ InputError run_dir_refusal(const std::string& dir, const std::string& why) {
   return InputError("--run.dir " + dir + ": cannot create (" + why + ")");
 }
 
-// Creates and locks RUN_DIR, before the corpora are read (a second run stops there); nothing else
-// in it is written before the run is known to go ahead. Whether it made RUN_DIR.
-bool prepare_run_dir(const TrainConfig& cfg) {
+// The directories a start made for RUN_DIR, in the order made (its missing parents, and RUN_DIR
+// itself when it was not there), for a refused start to remove.
+struct MadeDirs {
+  std::vector<std::filesystem::path> dirs;
+  bool run_dir = false;  // the last of them is RUN_DIR ("x/.." makes x, but names a directory
+                         // that was there)
+};
+
+// A refused start leaves no directory that prepare_run_dir made: in RUN_DIR, when it made it,
+// its lock and the data cache the corpora's opening made there (with the id-check records of
+// the corpora it opened); then each directory it made, newest first, when empty. Whatever else
+// is found there stays, and the directory with it.
+void remove_refused_run_dir(const TrainConfig& cfg, const MadeDirs& made) {
   std::error_code ec;
-  // Made when it was not there: "x/.." makes x, but names a directory that was.
-  const bool there =
-      std::filesystem::exists(std::filesystem::path(cfg.run_dir).lexically_normal(), ec);
-  const bool made = std::filesystem::create_directories(cfg.run_dir, ec) && !there;
-  if (ec) throw run_dir_refusal(cfg.run_dir, ec.message());
-  refuse_directories_in_place_of_files(cfg.run_dir);
-  lock_run_dir(cfg.run_dir);
-  return made;
+  if (made.run_dir) {
+    std::filesystem::remove(std::filesystem::path(cfg.run_dir) / "lock", ec);
+    if (cfg.cache_dir.empty())
+      std::filesystem::remove_all(std::filesystem::path(cfg.run_dir) / "data_cache", ec);
+  }
+  for (auto dir = made.dirs.rbegin(); dir != made.dirs.rend(); ++dir)
+    std::filesystem::remove(*dir, ec);  // when empty
 }
 
-// A refused start leaves no RUN_DIR that prepare_run_dir made: its lock goes, and the data cache
-// the corpora's opening made there (with the id-check records of the corpora it opened), then the
-// directory. Whatever else is found there stays, and the directory with it.
-void remove_refused_run_dir(const TrainConfig& cfg) {
-  const std::filesystem::path dir = std::filesystem::path(cfg.run_dir).lexically_normal();
-  std::error_code ec;
-  std::filesystem::remove(dir / "lock", ec);
-  if (cfg.cache_dir.empty()) std::filesystem::remove_all(dir / "data_cache", ec);
-  std::filesystem::remove(dir, ec);  // when empty
+// Creates and locks RUN_DIR, before the corpora are read (a second run stops there); nothing else
+// in it is written before the run is known to go ahead. RUN_DIR is made one directory at a time,
+// as create_directories makes it, keeping which ones this start made.
+MadeDirs prepare_run_dir(const TrainConfig& cfg) {
+  MadeDirs made;
+  try {
+    std::filesystem::path prefix;
+    for (const std::filesystem::path& part : std::filesystem::path(cfg.run_dir)) {
+      prefix /= part;
+      if (part.empty() || part == ".") continue;  // "DIR/", "DIR/."
+      std::error_code ec;
+      made.run_dir = std::filesystem::create_directory(prefix, ec);
+      if (ec == std::errc::file_exists)  // a file in the way, said as create_directories says it
+        ec = std::make_error_code(std::errc::not_a_directory);
+      if (ec) throw run_dir_refusal(cfg.run_dir, ec.message());
+      if (made.run_dir) made.dirs.push_back(prefix);
+    }
+    refuse_directories_in_place_of_files(cfg.run_dir);
+    lock_run_dir(cfg.run_dir);
+  } catch (...) {
+    remove_refused_run_dir(cfg, made);
+    throw;
+  }
+  return made;
 }
 
 }  // namespace
@@ -507,7 +531,8 @@ int train_command(int argc, char** argv) {
   TrainConfig cfg;
   std::unique_ptr<Trainer> trainer;
   ErrorReport failure;
-  bool help = false, made_run_dir = false;
+  bool help = false;
+  MadeDirs made_run_dir;
   std::string resume_dir, init_dir, resume_note;
   try {
     help = !parse_train_config(argc, argv, cfg);
@@ -552,7 +577,7 @@ int train_command(int argc, char** argv) {
                                                  .string());
   // A start refused by the ranks together (below, and twice more before the first step).
   const auto refused = [&](int code) {
-    if (code && made_run_dir) remove_refused_run_dir(cfg);
+    if (code) remove_refused_run_dir(cfg, made_run_dir);
     return code;
   };
   if (const int code = refused(agree_on_inputs(world, failure, cfg.check_ranks < 0))) return code;

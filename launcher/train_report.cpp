@@ -274,15 +274,13 @@ std::string steps_text(const TrainConfig& cfg, const SampleStream& s) {
     if (k == 0 || epochs < least) least = epochs;
     if (epochs > most) most = epochs, which = k;
   }
-  char text[192];
-  std::snprintf(text, sizeof text,
-                most < 10 ? "%lld steps of %lld sequences (%lld tokens), %lld tokens in all, %.2f "
-                            "epochs of "
-                          : "%lld steps of %lld sequences (%lld tokens), %lld tokens in all, %.0f "
-                            "epochs of ",
-                static_cast<long long>(cfg.steps), static_cast<long long>(cfg.global_batch),
-                static_cast<long long>(cfg.global_batch * cfg.model.seq_len),
-                static_cast<long long>(cfg.steps * cfg.global_batch * cfg.model.seq_len), most);
+  char epochs[32];
+  std::snprintf(epochs, sizeof epochs, most < 1000 ? "%.3g" : "%.0f", most);
+  const std::string text =
+      count_of(cfg.steps, "step") + " of " + count_of(cfg.global_batch, "sequence") + " (" +
+      count_of(cfg.global_batch * cfg.model.seq_len, "token") + "), " +
+      std::to_string(cfg.steps * cfg.global_batch * cfg.model.seq_len) + " tokens in all, " +
+      epochs + " epochs of ";
   // Corpora weighted by their sizes (an unweighted blend, a glob's shards) repeat alike.
   return most - least <= 1e-9 * most
              ? std::string(text) + "the training samples"

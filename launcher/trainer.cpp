@@ -38,9 +38,12 @@ Trainer::Trainer(const TrainConfig& cfg, int rank, int world_size, bool inputs_o
       rank_(rank),
       microbatches_(static_cast<int>(cfg.accumulation_steps(layout_.dp))),
       blend_(parse_corpus_blend(cfg.data_path, "--data.path")),
-      // The default data cache (in RUN_DIR) is made by rank 0, which made RUN_DIR: the others
-      // use it when it is there (only rank 0 writes records).
-      corpus_opener_(data_cache_dir(cfg, !inputs_only && (rank == 0 || !cfg.cache_dir.empty())),
+      // The default data cache (in RUN_DIR) is made by rank 0, which made RUN_DIR; the others
+      // take its path, to read records there and key their parts of the id check by (rank 0
+      // writes the records).
+      corpus_opener_(inputs_only                           ? data_cache_dir(cfg, false)
+                     : rank == 0 || !cfg.cache_dir.empty() ? data_cache_dir(cfg)
+                                                           : data_cache_path(cfg),
                      inputs_only ? 0 : rank, inputs_only ? 1 : world_size, !inputs_only),
       inject_nan_(rank_steps("--debug.inject_nan", cfg.debug_inject_nan)),
       perturb_(rank_steps("--debug.perturb_replicated", cfg.debug_perturb_replicated)),

@@ -108,6 +108,22 @@ class Cli : public ::testing::Test {
     return r;
   }
 
+  // Holds RUN_DIR/lock as a run in progress would, noting "host testhost, pid 4242" in it: the
+  // descriptor, to close when that run is to end; -1, the failure said, when it cannot.
+  static int hold_lock(const fs::path& run) {
+    const int fd = ::open((run / "lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    struct flock whole {};
+    whole.l_type = F_WRLCK;
+    whole.l_whence = SEEK_SET;
+    const std::string holder = "host testhost, pid 4242\n";
+    if (fd >= 0 && ::fcntl(fd, F_SETLK, &whole) == 0 &&
+        ::pwrite(fd, holder.data(), holder.size(), 0) == static_cast<ssize_t>(holder.size()))
+      return fd;
+    ADD_FAILURE() << "cannot hold " << run / "lock";
+    if (fd >= 0) ::close(fd);
+    return -1;
+  }
+
   fs::path dir_;
   std::string corpus_;
 };
@@ -156,6 +172,8 @@ TEST_F(Cli, UnknownOrAbbreviatedCommandLineKeyIsRejectedNamingTheNearestOption) 
                      "unrecognised option '-b' (llm.c's -b is --train.micro_batch here)");
   expect_clear_error(run_tessera(tiny_args() + " -d 524288", dir_),
                      "(llm.c's -d is --train.global_batch (sequences, not tokens) here)");
+  expect_clear_error(run_tessera(tiny_args() + " --num-layers=12", dir_),
+                     "(Megatron-LM's --num-layers is --model.layers here)");
   expect_clear_error(run_tessera("tokenize train --vocab 300", dir_),
                      "unrecognised option '--vocab' (did you mean --vocab_size?) (see tessera "
                      "tokenize train --help)");
@@ -633,6 +651,11 @@ TEST_F(Cli, MissingCorpusIsRejectedNamingTheFile) {
   expect_clear_error(run_tessera(args, dir_), "--data.path: corpus ");
   EXPECT_EQ(read_text(dir_ / "run" / "data_cache" / "kept.txt"), "mine too\n");
   EXPECT_TRUE(fs::exists(dir_ / "run" / "lock"));
+  // RUN_DIR "fresh/a/b": the parents it made go too.
+  args = tiny_args("2", (dir_ / "nowhere").string());
+  args.replace(args.find(given), given.size(), (dir_ / "fresh" / "a" / "b").string());
+  expect_clear_error(run_tessera(args, dir_), "--data.path: corpus ");
+  EXPECT_FALSE(fs::exists(dir_ / "fresh"));
   // Under mpirun, where each rank opens the corpora: the other ranks make nothing in RUN_DIR
   // (rank 0 made it), so it goes.
   fs::remove_all(dir_ / "run");
@@ -672,14 +695,8 @@ TEST_F(Cli, LlamaThreeShardIsRejectedSayingWhatItIs) {
 TEST_F(Cli, SecondRunInALockedRunDirectoryIsRefusedNamingTheHolder) {
   const fs::path run = dir_ / "run";
   fs::create_directories(run);
-  const int fd = ::open((run / "lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  const int fd = hold_lock(run);
   ASSERT_GE(fd, 0);
-  struct flock whole {};
-  whole.l_type = F_WRLCK;
-  whole.l_whence = SEEK_SET;
-  ASSERT_EQ(::fcntl(fd, F_SETLK, &whole), 0);
-  const std::string holder = "host testhost, pid 4242\n";
-  ASSERT_EQ(::pwrite(fd, holder.data(), holder.size(), 0), static_cast<ssize_t>(holder.size()));
   const CliRun refused = run_tessera(tiny_args() + " --train.steps 2", dir_);
   expect_clear_error(refused, "--run.dir " + run.string());
   EXPECT_NE(refused.err.find("in use by another tessera run (host testhost, pid 4242)"),
@@ -721,7 +738,7 @@ TEST_F(Cli, CheckSaysWhatARunWouldStartWithAndWritesNothing) {
   ASSERT_NE(samples, std::string::npos) << r.out;
   const double held = std::stod(r.out.substr(r.out.rfind(", ", samples) + 2));
   char epochs[64];
-  std::snprintf(epochs, sizeof epochs, ", %.2f epochs of the training samples; run dir ",
+  std::snprintf(epochs, sizeof epochs, ", %.3g epochs of the training samples; run dir ",
                 100 * 4 / held);
   EXPECT_NE(r.out.find(epochs), std::string::npos) << epochs << " not in:\n" << r.out;
   EXPECT_FALSE(fs::exists(run));
@@ -738,6 +755,13 @@ TEST_F(Cli, CheckSaysWhatARunWouldStartWithAndWritesNothing) {
                      "--run.dir " + run.string() + ": cannot create (Not a directory)");
   fs::remove(run);
   const std::string file = corpus_ + ".bin";
+  // A path through a file ("FILE/../x"), judged as the kernel resolves it, by the check and the
+  // run alike.
+  std::string through = tiny_args();
+  through.replace(through.find(run.string()), run.string().size(), file + "/../x");
+  for (const char* check : {" --check", ""})
+    expect_clear_error(run_tessera(through + check, dir_),
+                       "--run.dir " + file + "/../x: cannot create (Not a directory)");
   expect_clear_error(
       run_tessera(tiny_args() + " --check --data.cache_dir " + file + "/cache", dir_),
       "--data.cache_dir " + file +
@@ -814,14 +838,8 @@ TEST_F(Cli, CheckSaysWhatARunWouldStartWithAndWritesNothing) {
   EXPECT_NE(r.out.find("latest checkpoint is not usable"), std::string::npos) << r.out;
   EXPECT_EQ(tree(), before);
   // A run going on in RUN_DIR now (this test holds its lock): said, not refused.
-  const int fd = ::open((run / "lock").c_str(), O_RDWR | O_CLOEXEC);
+  const int fd = hold_lock(run);
   ASSERT_GE(fd, 0);
-  struct flock whole {};
-  whole.l_type = F_WRLCK;
-  whole.l_whence = SEEK_SET;
-  ASSERT_EQ(::fcntl(fd, F_SETLK, &whole), 0);
-  const std::string holder = "host testhost, pid 4242\n";
-  ASSERT_EQ(::pwrite(fd, holder.data(), holder.size(), 0), static_cast<ssize_t>(holder.size()));
   before = tree();
   r = run_tessera(more, dir_);
   ::close(fd);
