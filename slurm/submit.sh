@@ -91,12 +91,19 @@ while [ $# -gt 0 ]; do
     -J) value_of "$1" "${2:-}" "a job name"; job_name=$2; sbatch_opts+=("-J" "$2"); shift 2 ;;
     --job-name=*) job_name=${1#*=}; sbatch_opts+=("$1"); shift ;;
     -J*) job_name=${1#-J}; sbatch_opts+=("$1"); shift ;;
+    # The job takes CONFIG, TESSERA and RUN_DIR from the environment sbatch passes on.
+    --export=ALL*) sbatch_opts+=("$1"); shift ;;
+    --export=*) die "$1: the job would not get CONFIG, TESSERA and RUN_DIR from this environment; leave --export out (or give --export=ALL,...)" ;;
     --*=* | --parsable | --exclusive | --requeue | --no-requeue | --hold) sbatch_opts+=("$1"); shift ;;
     *) die "unknown argument '$1': sbatch options go as --option=value, tessera's after -- ($prog --help)" ;;
   esac
 done
 
 [ -n "$config" ] || die "--config FILE is required ($prog --help)"
+case "${SBATCH_EXPORT:-ALL}" in
+  ALL*) ;;
+  *) die "SBATCH_EXPORT=$SBATCH_EXPORT: the job would not get CONFIG, TESSERA and RUN_DIR from this environment; unset it (or make it ALL,...)" ;;
+esac
 [ -f "$config" ] || die "--config $config: no such file"
 config=$(realpath "$config")
 # The binary, checked now and passed on absolute: the job may start in another directory
@@ -192,7 +199,7 @@ envs=(CONFIG="$config" TESSERA="$tessera")
 # replace it), else RUN_DIR of this environment (which sbatch passes on), else the template's
 # default for the job's name; always given to the job, so that the one printed and checked is the
 # one it uses.
-run_dir_from=""
+run_dir_from=", --run-dir"
 [ -n "$run_dir" ] || { run_dir=$(ini_get "$config" run dir) && run_dir_from=", the config's [run] dir"; }
 [ -n "$run_dir" ] || { run_dir=${RUN_DIR:-} && run_dir_from=", RUN_DIR of this environment"; }
 [ -n "$run_dir" ] || { run_dir=runs/$job_name && run_dir_from=", the template's default for the job's name"; }
@@ -202,7 +209,8 @@ envs+=(RUN_DIR="$run_dir")
 check_dir=.
 for o in "${sbatch_opts[@]}"; do case "$o" in --chdir=*) check_dir=${o#*=} ;; esac; done
 [ "$check" -eq 0 ] || [ -d "$check_dir" ] || die "--chdir=$check_dir: no such directory (the job would start there)"
-echo "layout: tp $tp x pp $pp x dp $dp = $world ranks on $nodes node(s) x $per_node $unit ($device)"
+ranks=ranks; [ "$world" -eq 1 ] && ranks=rank
+echo "layout: tp $tp x pp $pp x dp $dp = $world $ranks on $nodes node(s) x $per_node $unit ($device)"
 echo "run dir: $run_dir$run_dir_from"
 line=$(printf '%q ' env "${envs[@]}" "${cmd[@]}")
 echo "${line% }"

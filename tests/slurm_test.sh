@@ -118,6 +118,7 @@ expect_refusal --ntasks-per-node=4             # sbatch's layout would override 
 expect_refusal -- --run.dir "$tmp/elsewhere"   # the template gives tessera its RUN_DIR
 expect_refusal --tessera "$tmp/no_such_binary" # the job would fail once it left the queue
 expect_refusal -- --check                      # the job would check its run and train nothing
+expect_refusal --export=NONE                   # the job would not get CONFIG, TESSERA, RUN_DIR
 # No directory for the job, or its check, to start in.
 out=$(expect_refusal --check --chdir="$tmp/nowhere") && echo "$out"
 [[ "$out" == *"--chdir=$tmp/nowhere: no such directory"* ]] ||
