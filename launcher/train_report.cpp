@@ -276,15 +276,14 @@ std::string steps_text(const TrainConfig& cfg, const SampleStream& s) {
   }
   char epochs[32];
   std::snprintf(epochs, sizeof epochs, most < 1000 ? "%.3g" : "%.0f", most);
-  const std::string text =
-      count_of(cfg.steps, "step") + " of " + count_of(cfg.global_batch, "sequence") + " (" +
-      count_of(cfg.global_batch * cfg.model.seq_len, "token") + "), " +
-      std::to_string(cfg.steps * cfg.global_batch * cfg.model.seq_len) + " tokens in all, " +
-      epochs + " epochs of ";
+  const std::string text = count_of(cfg.steps, "step") + " of " +
+                           count_of(cfg.global_batch, "sequence") + " (" +
+                           count_of(cfg.global_batch * cfg.model.seq_len, "token") + "), " +
+                           std::to_string(cfg.steps * cfg.global_batch * cfg.model.seq_len) +
+                           " tokens in all, " + epochs + " epochs of ";
   // Corpora weighted by their sizes (an unweighted blend, a glob's shards) repeat alike.
-  return most - least <= 1e-9 * most
-             ? std::string(text) + "the training samples"
-             : std::string(text) + s.corpus(which).path() + ", the most repeated corpus";
+  return most - least <= 1e-9 * most ? text + "the training samples"
+                                     : text + s.corpus(which).path() + ", the most repeated corpus";
 }
 
 std::string memory_estimate_text(const TrainConfig& cfg) {
