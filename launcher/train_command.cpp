@@ -57,6 +57,14 @@ class SaveDeadline {
   const TrainConfig& cfg_;
 };
 
+// The write lock of a whole file, for F_SETLK (taking it) and F_GETLK (asking who holds it).
+struct flock whole_file_write_lock() {
+  struct flock whole {};
+  whole.l_type = F_WRLCK;
+  whole.l_whence = SEEK_SET;
+  return whole;
+}
+
 // Who holds the lock file `path` open as `fd`, as its holder wrote it ("host H, pid P"), else
 // "PATH is locked".
 std::string lock_holder(int fd, const std::string& path) {
@@ -76,9 +84,7 @@ void lock_run_dir(const std::string& run_dir) {
   const std::string path = (std::filesystem::path(run_dir) / "lock").string();
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);  // umask decides
   if (fd < 0) throw InputError(path + ": cannot open (" + std::strerror(errno) + ")");
-  struct flock whole {};
-  whole.l_type = F_WRLCK;
-  whole.l_whence = SEEK_SET;
+  struct flock whole = whole_file_write_lock();
   if (::fcntl(fd, F_SETLK, &whole) != 0) {
     const int err = errno;
     if (err != EACCES && err != EAGAIN) {  // a file system without locks: go on unlocked
@@ -109,9 +115,7 @@ std::string run_dir_holder(const std::string& run_dir) {
   const std::string path = (std::filesystem::path(run_dir) / "lock").string();
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return "";
-  struct flock whole {};
-  whole.l_type = F_WRLCK;
-  whole.l_whence = SEEK_SET;
+  struct flock whole = whole_file_write_lock();
   const std::string who =
       ::fcntl(fd, F_GETLK, &whole) == 0 && whole.l_type != F_UNLCK ? lock_holder(fd, path) : "";
   ::close(fd);
@@ -429,8 +433,9 @@ void check_layout_and_directories(const TrainConfig& cfg, int ranks) {
 // checked against the run; with the lines the run prints about it.
 void check_checkpoint_choice(const TrainConfig& cfg, Trainer& tr) {
   const std::string root = checkpoints_root(cfg);
-  const CheckpointVerifier verify = [](const std::string& dir) {
-    verify_checkpoint(dir, "check: " + dir);
+  int64_t step = -1;  // of the checkpoint verified last, which is the one chosen
+  const CheckpointVerifier verify = [&step](const std::string& dir) {
+    step = verify_checkpoint(dir, "check: " + dir).meta().int_or("step", -1);
   };
   std::string note;
   const std::string resume =
@@ -438,8 +443,6 @@ void check_checkpoint_choice(const TrainConfig& cfg, Trainer& tr) {
   if (!resume.empty()) {
     add_note(note, check_checkpoint_fits(resume, tr));
     if (!cfg.checkpoint_init.empty()) add_note(note, init_not_read(cfg));
-    const int64_t step =
-        CheckpointReader::open(resume, ManifestCheck::kNone).meta().int_or("step", -1);
     std::printf("checkpoint: resumes %s (step %lld)\n", resume.c_str(),
                 static_cast<long long>(step));
     if (step >= cfg.steps) print_nothing_to_train(step, cfg.steps);
