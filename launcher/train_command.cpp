@@ -372,8 +372,7 @@ TrainResult run_training(const TrainConfig& cfg, Trainer& tr, Communicator& worl
     }
   }
   finish_saves();  // the last save may still be writing or committing
-  result.final_loss = log.last_mean().loss;
-  result.final_loss_steps = {log.last_mean().first, log.last_mean().last};
+  result.final_loss = log.last_mean();
   if (result.exit_code == kExitNonFinite || result.exit_code == kExitInternalError) return result;
   const double run_s = std::chrono::duration<double>(Clock::now() - start).count();
   if (tr.skipped_total() > 0 && root)

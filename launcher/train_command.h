@@ -11,13 +11,18 @@ namespace tessera {
 
 int train_command(int argc, char** argv);
 
+// A mean loss of the log, and the 1-based steps [first, last] it is over.
+struct LossMean {
+  double loss = 0;
+  int64_t first = 0, last = 0;
+};
+
 // What a finished run reports: print_summary's figures, and the process's exit code.
 struct TrainResult {
   std::vector<double> losses;  // one per step of this run
   int64_t first_step = 0;      // the step (0-based) this run started at: 0, or a resume's
-  double final_loss = 0;       // mean of the last log interval's losses
-  std::pair<int64_t, int64_t> final_loss_steps{0, 0};  // its steps, 1-based: [first, last]
-  int exit_code = 0;  // kExitOk, or kExitPreempted / kExitNonFinite (exit_codes.h)
+  LossMean final_loss;         // the mean of the last log interval's losses
+  int exit_code = 0;           // kExitOk, or kExitPreempted / kExitNonFinite (exit_codes.h)
 };
 class Trainer;
 class Communicator;

@@ -385,7 +385,7 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
   world.all_reduce(peak, ReduceOp::Max);
   if (world.rank() != 0) return;
   print_loss_curve(result.losses, result.first_step + 1);
-  const auto [mean_first, mean_last] = result.final_loss_steps;
+  const auto [final_loss, mean_first, mean_last] = result.final_loss;
   const std::string final_mean = mean_first == mean_last
                                      ? "at step " + std::to_string(mean_last)
                                      : "mean of steps " + std::to_string(mean_first) + "-" +
@@ -401,11 +401,11 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
     bool estimated = false;
     const double entropy =
         unigram_entropy(corpora, weights, cfg.model.vocab_size, kEntropyTokens, &estimated);
-    const double gap = entropy - result.final_loss;
+    const double gap = entropy - final_loss;
     std::printf(
         "final loss %.4f nats/token (%s) vs the corpus' unigram entropy %.4f nats/token%s: "
         "%.2f nats/token %s it\n",
-        result.final_loss, final_mean.c_str(), entropy,
+        final_loss, final_mean.c_str(), entropy,
         estimated ? (" (from " + entropy_sample() +
                      (corpora.size() > 1 ? ", shared among the corpora by weight)" : ")"))
                         .c_str()
@@ -413,7 +413,7 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
         std::abs(gap), gap >= 0 ? "below" : "above");
   } else {
     // A stopped run (a signal, the time limit) reads no corpus now: its grace is for exiting.
-    std::printf("final loss %.4f nats/token (%s)\n", result.final_loss, final_mean.c_str());
+    std::printf("final loss %.4f nats/token (%s)\n", final_loss, final_mean.c_str());
   }
   // One rank holding the whole model: its peak beside the estimate (gpt_state_bytes +
   // gpt_activation_bytes), of the GPU's tensors on the GPU, of the host's memory on the CPU.

@@ -79,13 +79,8 @@ class IntervalLog {
   // nothing when there are none, or the step was skipped (whose line skipped() printed).
   void end_early(int64_t step, const StepStats& s, double epochs);
 
-  // The mean loss the last line logged, and the 1-based steps [first, last] it is over: the
-  // run's final loss.
-  struct Mean {
-    double loss = 0;
-    int64_t first = 0, last = 0;
-  };
-  const Mean& last_mean() const { return last_mean_; }
+  // The mean loss the last line logged, over its steps: the run's final loss.
+  const LossMean& last_mean() const { return last_mean_; }
 
  private:
   const TrainConfig& cfg_;
@@ -97,7 +92,7 @@ class IntervalLog {
   int64_t interval_losses_ = 0;  // steps whose loss is in interval_loss_ (skipped ones are not)
   int64_t interval_first_ = 0;   // the first of them (1-based)
   int64_t interval_steps_ = 0;   // steps computed, for the rate
-  Mean last_mean_;
+  LossMean last_mean_;
 
   // Prints and records the interval that ends with step `step` (its mean: last_mean_); `ends`
   // clears it (at a multiple of --train.log_interval, the run's last step or its stop).
