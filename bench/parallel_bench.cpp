@@ -18,6 +18,7 @@
 #include "bench/command_line.h"
 #include "core/threads.h"
 #include "io/synthetic_corpus.h"
+#include "launcher/train_report.h"
 #include "launcher/trainer.h"
 #include "parallel/mpi_runtime.h"
 
@@ -213,7 +214,11 @@ int main(int argc, char** argv) {
     else
       std::printf("| %s | %.3f | %.3f | %.4f |\n", names[k], max_sent / 1e6, max_pred / 1e6, worst);
   }
-  std::printf("step %.1f ms (median of %d); peak RSS of the largest rank %.0f MB\n", step_ms,
-              o.steps, peak_rss / 1e6);
+  const RankMemory estimate = largest_rank_memory(cfg, l);
+  std::printf(
+      "step %.1f ms (median of %d); peak RSS of the largest rank %.0f MB; estimate of the largest "
+      "rank's tensors %.0f MB (docs/PARALLELISM.md, \"Memory per rank\")\n",
+      step_ms, o.steps, peak_rss / 1e6,
+      static_cast<double>(estimate.state + estimate.activations) / 1e6);
   return 0;
 }

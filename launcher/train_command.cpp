@@ -454,28 +454,6 @@ void check_checkpoint_choice(const TrainConfig& cfg, Trainer& tr) {
   if (!note.empty()) std::printf("checkpoint: %s\n", printable(note).c_str());
 }
 
-// The memory of the rank that holds the most parameters: the whole estimate on one rank; on
-// several, the state of its parameters (their activations depend on the schedule).
-void print_memory_per_rank(const TrainConfig& cfg, const GridLayout& l) {
-  const char* where = cfg.model.device == Device::CUDA ? "GPU" : "host";
-  if (l.world_size() == 1) {
-    std::printf("memory (%s): %s\n", where, memory_estimate_text(cfg).c_str());
-    return;
-  }
-  int64_t most = 0;
-  for (int r = 0; r < l.world_size(); ++r)
-    most = std::max(most, gpt_shard_params(cfg.model, model_shard(cfg.model, l, l.coord_of(r),
-                                                                  cfg.parallel.virtual_stages)));
-  const bool zero = cfg.parallel.zero == 1 && l.dp > 1;
-  const int64_t state = zero ? (most + l.dp - 1) / l.dp : most;
-  std::printf(
-      "memory: the largest rank holds %lld parameters: %.1f MB of %s memory for them, their "
-      "gradients and optimizer state; its activations come on top (docs/PARALLELISM.md, "
-      "\"Memory per rank\")\n",
-      static_cast<long long>(most),
-      static_cast<double>(param_state_bytes(cfg.model.dtype, most, state, zero)) / 1e6, where);
-}
-
 // `tessera train --check [RANKS]`, on one process: the checks of a run's start for RANKS ranks,
 // done here alone and writing nothing (no run directory, lock, id-check record, restored
 // checkpoint): the layout and directories, the tokenizer, the corpora (every token id, unless
@@ -506,7 +484,7 @@ void check_run(const TrainConfig& cfg, int started_ranks) {
         "refused\n",
         who.c_str());
   check_checkpoint_choice(cfg, tr);
-  print_memory_per_rank(cfg, l);
+  print_memory_estimate(cfg, l);
   std::printf(
       "check: passed in %.1f s: a run of %s with these options and inputs starts (its machines "
       "are not checked: %s, the network)\n",

@@ -286,19 +286,53 @@ std::string steps_text(const TrainConfig& cfg, const SampleStream& s) {
                                      : text + s.corpus(which).path() + ", the most repeated corpus";
 }
 
-std::string memory_estimate_text(const TrainConfig& cfg) {
-  const double state_mb = static_cast<double>(gpt_state_bytes(cfg.model, true)) / 1e6;
-  const double activation_mb =
-      static_cast<double>(gpt_activation_bytes(cfg.model, cfg.micro_batch)) / 1e6;
-  char text[256];
+RankMemory largest_rank_memory(const TrainConfig& cfg, const GridLayout& l) {
+  const int microbatches = static_cast<int>(cfg.accumulation_steps(l.dp));
+  const bool zero = cfg.parallel.zero == 1 && l.dp > 1;
+  RankMemory most;
+  // Ranks differ by their stage and, for an uneven vocabulary, their TP rank.
+  for (int stage = 0; stage < l.pp; ++stage)
+    for (int tp = 0; tp < l.tp; ++tp) {
+      const GridCoord at{tp, 0, stage};
+      const ModelShard shard = run_shard(cfg, l, at);
+      RankMemory m{at, gpt_shard_params(cfg.model, shard)};
+      m.state = param_state_bytes(cfg.model.dtype, m.params,
+                                  zero ? (m.params + l.dp - 1) / l.dp : m.params, zero);
+      m.activations =
+          pipeline_activation_bytes(cfg.model, shard, l.pp, stage, cfg.micro_batch, microbatches);
+      if (m.state + m.activations > most.state + most.activations) most = m;
+    }
+  return most;
+}
+
+std::string memory_estimate_text(const TrainConfig& cfg, const GridLayout& l) {
+  const RankMemory m = largest_rank_memory(cfg, l);
+  const double state_mb = static_cast<double>(m.state) / 1e6;
+  const double activation_mb = static_cast<double>(m.activations) / 1e6;
+  // Which rank: every rank alike, or the largest by its TP rank (an uneven vocabulary piece)
+  // and its stage.
+  std::string which;
+  if (l.world_size() > 1 && l.tp * l.pp == 1) which = " for each rank";
+  if (l.tp * l.pp > 1) {
+    const std::string tp = "TP rank " + std::to_string(m.at.tp),
+                      pp = "stage " + std::to_string(m.at.pp);
+    which = " for the largest rank (" + (l.pp == 1 ? tp : l.tp == 1 ? pp : tp + " of " + pp) + ")";
+  }
+  const char* doc = l.world_size() > 1                 ? "PARALLELISM.md, \"Memory per rank\""
+                    : cfg.model.device == Device::CUDA ? "GPU.md, \"Memory per GPU\""
+                                                       : "PERFORMANCE.md, \"Memory\"";
+  char text[512];
   std::snprintf(text, sizeof text,
-                "estimate %.1f MB = %.1f MB of parameters, gradients and optimizer state (%lld "
+                "estimate %.1f MB%s = %.1f MB of parameters, gradients and optimizer state (%lld "
                 "parameters) + %.1f MB of activations (docs/%s)",
-                state_mb + activation_mb, state_mb,
-                static_cast<long long>(gpt_num_params(cfg.model)), activation_mb,
-                cfg.model.device == Device::CUDA ? "GPU.md, \"Memory per GPU\""
-                                                 : "PERFORMANCE.md, \"Memory\"");
+                state_mb + activation_mb, which.c_str(), state_mb, static_cast<long long>(m.params),
+                activation_mb, doc);
   return text;
+}
+
+void print_memory_estimate(const TrainConfig& cfg, const GridLayout& l) {
+  std::printf("memory (%s): %s\n", cfg.model.device == Device::CUDA ? "GPU" : "host",
+              memory_estimate_text(cfg, l).c_str());
 }
 
 void print_start(const TrainConfig& cfg, Trainer& tr) {
@@ -334,6 +368,7 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
       tr.buckets().bucket_count() == 1 ? "" : "s",
       static_cast<double>(tr.bucket_elements()) * sizeof(float) / 1e6,
       static_cast<double>(tr.buckets().largest_bucket()) * sizeof(float) / 1e6, zero);
+  print_memory_estimate(cfg, l);
   if (m.device == Device::CPU && m.dtype == DType::BF16)
     std::printf(
         "precision: bf16 on the cpu, each op in float32 and rounded to bf16 (fp32 masters): "
@@ -375,13 +410,12 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
 
 void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& result,
                    Communicator& world) {
-  // Peak memory: the largest of any rank, and the state (parameters, gradients, moments) there.
+  // Peak memory, the largest of any rank: the process's, and its GPU tensors'.
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
-  Tensor peak({3}, DType::F64);
+  Tensor peak({2}, DType::F64);
   peak.data<double>()[0] = static_cast<double>(usage.ru_maxrss) * 1024.0;
-  peak.data<double>()[1] = static_cast<double>(tr.state_bytes());
-  peak.data<double>()[2] = static_cast<double>(device_peak_bytes());
+  peak.data<double>()[1] = static_cast<double>(device_peak_bytes());
   world.all_reduce(peak, ReduceOp::Max);
   if (world.rank() != 0) return;
   print_loss_curve(result.losses, result.first_step + 1);
@@ -415,21 +449,19 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
     // A stopped run (a signal, the time limit) reads no corpus now: its grace is for exiting.
     std::printf("final loss %.4f nats/token (%s)\n", final_loss, final_mean.c_str());
   }
-  // One rank holding the whole model: its peak beside the estimate (gpt_state_bytes +
-  // gpt_activation_bytes), of the GPU's tensors on the GPU, of the host's memory on the CPU.
+  // The peak beside the estimate of the rank that needs the most: of the GPU's tensors on the
+  // GPU, of the host's memory (the process's, libraries and all) on the CPU.
   const bool gpu = cfg.model.device == Device::CUDA;
+  const std::string estimate = memory_estimate_text(cfg, tr.layout());
   if (world.size() == 1) {
     std::printf("peak %s memory %.1f MB; %s\n", gpu ? "GPU" : "host",
-                peak.data<double>()[gpu ? 2 : 0] / 1e6, memory_estimate_text(cfg).c_str());
+                peak.data<double>()[gpu ? 1 : 0] / 1e6, estimate.c_str());
     if (gpu) std::printf("peak host memory %.0f MB\n", peak.data<double>()[0] / 1e6);
   } else {
-    std::printf(
-        "peak memory of the largest rank %.0f MB; the largest parameters, gradients and "
-        "optimizer state of a rank %.0f MB (docs/PARALLELISM.md, \"Memory per rank\")\n",
-        peak.data<double>()[0] / 1e6, peak.data<double>()[1] / 1e6);
+    std::printf("peak %s memory of the largest rank %.1f MB; %s\n", gpu ? "GPU" : "host",
+                peak.data<double>()[gpu ? 1 : 0] / 1e6, estimate.c_str());
     if (gpu)
-      std::printf("peak GPU memory of the largest rank %.0f MB (device tensors)\n",
-                  peak.data<double>()[2] / 1e6);
+      std::printf("peak host memory of the largest rank %.0f MB\n", peak.data<double>()[0] / 1e6);
   }
   std::fflush(stdout);
 }

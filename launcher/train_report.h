@@ -35,9 +35,20 @@ void print_pipeline(const TrainConfig& cfg, const Trainer& tr);
 // samples", or of the most repeated corpus of a blend whose weights are not its sizes
 // ("3.10 epochs of data/b, the most repeated corpus").
 std::string steps_text(const TrainConfig& cfg, const SampleStream& s);
-// The memory of a run on one rank, estimated: "estimate X MB = S MB of parameters, gradients
-// and optimizer state (N parameters) + A MB of activations (docs/...)".
-std::string memory_estimate_text(const TrainConfig& cfg);
+// The memory a rank of the run needs, estimated: the state of its parameters (param_state_bytes;
+// ZeRO-1's piece taken as 1/dp of them) and its stage's activations (pipeline_activation_bytes).
+struct RankMemory {
+  GridCoord at;  // of a rank of DP replica 0, which holds what the others hold
+  int64_t params = 0, state = 0, activations = 0;
+};
+// The rank of `layout` that needs the most.
+RankMemory largest_rank_memory(const TrainConfig& cfg, const GridLayout& layout);
+// "estimate X MB = S MB of parameters, gradients and optimizer state (N parameters) + A MB of
+// activations (docs/...)", with "for the largest rank (TP rank r of stage s)" after X MB on a
+// layout of several ranks.
+std::string memory_estimate_text(const TrainConfig& cfg, const GridLayout& layout);
+// "memory (GPU): " or "memory (host): " and that text, on a line.
+void print_memory_estimate(const TrainConfig& cfg, const GridLayout& layout);
 // What the learning-rate schedule does in a run this long, when that needs saying.
 void print_schedule_notes(const TrainConfig& cfg);
 

@@ -111,15 +111,20 @@ int64_t bucket_elements_for(const ParallelConfig& parallel, int dp) {
 
 }  // namespace
 
+ModelShard run_shard(const TrainConfig& cfg, const GridLayout& layout, const GridCoord& at) {
+  ModelShard shard = model_shard(cfg.model, layout, at, cfg.parallel.virtual_stages);
+  shard.sequence_parallel = cfg.parallel.sequence_parallel && layout.tp > 1;
+  return shard;
+}
+
 void Trainer::start(Communicator& world, int local_rank) {
   TESSERA_CHECK(world.rank() == rank_, "Trainer::start on another rank than it was made for");
   host_world_ = &world;
   corpus_opener_.record_id_ranges(world);
   device_world_ = open_device_world(cfg_, world, local_rank);
   grid_ = std::make_unique<ProcessGrid>(device_world_ ? *device_world_ : world, layout_);
-  ModelShard shard = grid_->shard(cfg_.model, cfg_.parallel.virtual_stages);
-  shard.sequence_parallel = cfg_.parallel.sequence_parallel && layout_.tp > 1;
-  model_ = std::make_unique<GPT>(cfg_.model, shard, grid_->tp(), cfg_.seed);
+  model_ = std::make_unique<GPT>(cfg_.model, run_shard(cfg_, layout_, grid_->coord()), grid_->tp(),
+                                 cfg_.seed);
   pipeline_ =
       std::make_unique<PipelineEngine>(*model_, grid_->pp(), cfg_.micro_batch, microbatches_);
   params_ = model_->params();
@@ -412,6 +417,11 @@ int64_t Trainer::state_bytes() const {
   return param_state_bytes(cfg_.model.dtype, buckets_->flat_values().numel(),
                            zero_ ? zero_->moment_elements() : buckets_->flat_values().numel(),
                            zero_ && layout_.dp > 1);
+}
+
+int64_t Trainer::activation_bytes() const {
+  return pipeline_activation_bytes(cfg_.model, model_->shard(), layout_.pp, grid_->coord().pp,
+                                   cfg_.micro_batch, microbatches_);
 }
 
 }  // namespace tessera

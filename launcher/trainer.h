@@ -44,6 +44,10 @@ struct StepStats {
 // Why a rank asks the others to stop after this step (bits of Trainer::step's `stop`).
 enum StopReason : int { kStopSignal = 1, kStopTime = 2, kStopInterrupt = 4 };
 
+// What the rank at `at` of `layout` holds of the run's model: its model_shard with the run's
+// model chunks (--parallel.virtual_stages), sequence parallel with TP > 1 when asked.
+ModelShard run_shard(const TrainConfig& cfg, const GridLayout& layout, const GridCoord& at);
+
 class Trainer {
  public:
   // Checks the layout, opens the corpora and checks their token ids, for world rank `rank`;
@@ -129,6 +133,8 @@ class Trainer {
   // Bytes of parameters, gradients and optimizer state (moments, and fp32 masters and gradient
   // sums with bf16; with ZeRO-1 also the reduced gradient piece) on this rank.
   int64_t state_bytes() const;
+  // Bytes of activations on this rank: its pipeline's sets (pipeline_activation_bytes).
+  int64_t activation_bytes() const;
 
   // Every rank opened the same corpora with the same weights and sizes (each expands a glob
   // itself): InputError naming --data.path otherwise, on every rank. Collective over `world`;

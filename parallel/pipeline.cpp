@@ -195,4 +195,18 @@ double PipelineEngine::run(const std::vector<Tensor>& inputs, const std::vector<
   return loss_sum;
 }
 
+int64_t pipeline_activation_bytes(const ModelConfig& cfg, const ModelShard& shard, int stages,
+                                  int stage, int64_t micro_batch, int microbatches) {
+  const int chunks = shard.chunks.empty() ? 1 : static_cast<int>(shard.chunks.size());
+  const std::vector<int> sets =
+      in_flight_per_chunk(interleaved_one_f_one_b(stages, stage, microbatches, chunks), chunks);
+  const int64_t boundary = static_cast<int64_t>(dtype_size(cfg.dtype)) * cfg.d_model *
+                           shard.stream_rows(micro_batch, cfg.seq_len);
+  int64_t bytes = gpt_shard_activation_bytes(cfg, shard, micro_batch, sets);
+  for (int c = 0; c < chunks; ++c)
+    if (!(shard.has_embedding && c == 0)) bytes += 2 * boundary * sets[static_cast<size_t>(c)];
+  if (!(shard.has_head && chunks == 1)) bytes += boundary;
+  return bytes;
+}
+
 }  // namespace tessera

@@ -33,7 +33,7 @@ echo "$one_out"
 four_out=$("${MPI[@]}" -n 4 "$BENCH" --shape 24x1024 --tp 2 --pp 2 --global 4 --micro 1 \
   --steps 1 --warmup 1 --threads "$THREADS")
 echo "$four_out"
-rss() { sed -n 's/.*peak RSS of the largest rank \([0-9]*\) MB/\1/p'; }
+rss() { sed -n 's/.*peak RSS of the largest rank \([0-9]*\) MB.*/\1/p'; }
 one=$(rss <<<"$one_out")
 four=$(rss <<<"$four_out")
 echo "peak RSS per rank: 1 rank ${one} MB, TP 2 x PP 2 ${four} MB: ratio" \

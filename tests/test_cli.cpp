@@ -727,8 +727,10 @@ TEST_F(Cli, CheckSaysWhatARunWouldStartWithAndWritesNothing) {
            "\npipeline: 2 stages (0: layer 0, 1: layer 1)",
            "\ncheckpoint: none to resume in " + (run / "checkpoints").string(),
            // Stage 0's TP rank 1: a layer's (3 h^2 + 3 h + h^2 + 2 h d_ff + d_ff) / 2 + 6 h,
-           // 129 of the 257 vocabulary rows and 16 positions, 16 bytes each in fp32.
-           "\nmemory: the largest rank holds 9008 parameters: 0.1 MB of host memory",
+           // 129 of the 257 vocabulary rows and 16 positions, 16 bytes each in fp32; and the
+           // activations of both microbatches, in flight together on the first stage.
+           "\nmemory (host): estimate 0.3 MB for the largest rank (TP rank 1 of stage 0) = 0.1 MB "
+           "of parameters, gradients and optimizer state (9008 parameters) + ",
            "\ncheck: passed in ",
            " s: a run of 4 ranks with these options and inputs starts (its machines are not "
            "checked: cores, memory, the network)\n"})
@@ -1722,6 +1724,22 @@ TEST_F(Cli, MpirunTp2Pp2MatchesOneRank) {
   EXPECT_EQ(r.out.find("model:"), r.out.rfind("model:")) << "only rank 0 logs:\n" << r.out;
   EXPECT_NE(r.out.find("tensor parallel: 2 ranks; every rank keeps every token"), std::string::npos)
       << r.out;
+  // The memory estimate of the largest rank: the same at the start, at the end, and in a check.
+  const auto estimate = [](const std::string& out, size_t from) {
+    const size_t at = out.find("estimate ", from);
+    return at == std::string::npos ? "none in: " + out : out.substr(at, out.find('\n', at) - at);
+  };
+  const size_t start = r.out.find("\nmemory (host): estimate ");
+  ASSERT_NE(start, std::string::npos) << r.out;
+  EXPECT_NE(estimate(r.out, start).find(" for the largest rank (TP rank 0 of stage 0) = "),
+            std::string::npos)
+      << r.out;
+  const size_t end = r.out.find("\npeak host memory of the largest rank ");
+  ASSERT_NE(end, std::string::npos) << r.out;
+  EXPECT_EQ(estimate(r.out, end), estimate(r.out, start));
+  const CliRun check = run_tessera(args + " --parallel.tp 2 --parallel.pp 2 --check 4", dir_);
+  EXPECT_EQ(check.exit_code, 0) << check.err;
+  EXPECT_EQ(estimate(check.out, check.out.find("\nmemory (host): ")), estimate(r.out, start));
 
   // With sequence parallelism: the same losses, and the log says what each rank keeps.
   const CliRun sp = expect_losses_of(

@@ -288,17 +288,31 @@ int64_t gpt_num_params(const ModelConfig& c) {
   return n;
 }
 
+namespace {
+// The rows of the vocabulary the shard's embedding and LM head hold.
+int64_t vocab_rows(const ModelConfig& c, const ModelShard& s) {
+  const int t = s.tp_size;
+  return tp_piece_begin(c.vocab_size, s.tp_rank + 1, t) -
+         tp_piece_begin(c.vocab_size, s.tp_rank, t);
+}
+
+// The layers of each of the shard's chunks.
+std::vector<int64_t> chunk_layers(const ModelConfig& c, const ModelShard& s) {
+  if (s.chunks.empty()) return {c.layers};
+  std::vector<int64_t> layers;
+  for (const LayerRange& r : s.chunks) layers.push_back(r.end - r.begin);
+  return layers;
+}
+}  // namespace
+
 int64_t gpt_shard_params(const ModelConfig& c, const ModelShard& s) {
   const int64_t C = c.d_model, F = c.d_ff, t = s.tp_size;
   // Column-parallel QKV and fc with their biases, row-parallel proj and out; kept whole: two
   // LayerNorms and the proj and out biases.
   const int64_t per_layer = (3 * C * C + 3 * C + C * C + F * C + F + C * F) / t + 4 * C + 2 * C;
-  int64_t layers = s.chunks.empty() ? c.layers : 0;
-  for (const LayerRange& r : s.chunks) layers += r.end - r.begin;
-  int64_t n = layers * per_layer;
-  const int64_t rows = tp_piece_begin(c.vocab_size, s.tp_rank + 1, static_cast<int>(t)) -
-                       tp_piece_begin(c.vocab_size, s.tp_rank, static_cast<int>(t));
-  if (s.has_embedding || s.has_head) n += rows * C;  // one table when a stage has both
+  int64_t n = 0;
+  for (const int64_t layers : chunk_layers(c, s)) n += layers * per_layer;
+  if (s.has_embedding || s.has_head) n += vocab_rows(c, s) * C;  // one table when a stage has both
   if (s.has_embedding && c.pos == PositionKind::Learned) n += c.seq_len * C;
   if (s.has_head) n += 2 * C;
   return n;
@@ -318,35 +332,68 @@ int64_t gpt_state_bytes(const ModelConfig& c, bool grad_sums) {
   return param_state_bytes(c.dtype, n, n, false, grad_sums);
 }
 
-int64_t gpt_activation_bytes(const ModelConfig& c, int64_t B) {
-  const int64_t T = c.seq_len, C = c.d_model, F = c.d_ff, V = c.vocab_size, BT = B * T;
+int64_t gpt_shard_activation_bytes(const ModelConfig& c, const ModelShard& s, int64_t B,
+                                   std::span<const int> sets) {
+  const std::vector<int64_t> layers = chunk_layers(c, s);
+  TESSERA_CHECK(sets.size() == layers.size(),
+                "gpt_shard_activation_bytes: expected a number of sets per model chunk");
+  const int64_t t = s.tp_size, T = c.seq_len, C = c.d_model, BT = B * T;
+  // This rank's pieces of the attention's width, its heads and the MLP (column-parallel), and
+  // the residual stream's tokens: all of them, or with sequence parallelism its 1/t.
+  const int64_t Cl = C / t, Hl = c.heads / t, Fl = c.d_ff / t, S = s.stream_rows(B, T);
   // Bytes of an element of the model's dtype, and of the row statistics (LayerNorm mean and
   // rstd, losses, log-sum-exp), which are float32 under bf16 (ModelConfig::stats_dtype).
   const int64_t elem = static_cast<int64_t>(dtype_size(c.dtype));
   const int64_t stat = static_cast<int64_t>(dtype_size(c.stats_dtype()));
+  const int64_t ids = 4;  // int32 token ids
   // What attention saves: the probabilities [B, H, T, T] on the CPU, the fp32 log-sum-exp
   // [B, H, T] on CUDA (flash attention), in its dtype (ops::attention_saved_dtype).
   const int64_t attention =
-      B * c.heads * T * (c.device == Device::CUDA ? 1 : T) *
+      shape_numel(ops::attention_saved_shape(c.device, B, Hl, T)) *
       static_cast<int64_t>(dtype_size(ops::attention_saved_dtype(c.device, c.dtype)));
-  const int64_t full_layer = elem * BT * (7 * C + 2 * F) + stat * 4 * BT + attention;
-  // Recompute: what each layer keeps, plus one full set the layers share.
+  // One layer's BlockActivations: the LayerNorms' inputs, outputs and statistics and the residual
+  // after attention over the stream's tokens; QKV, the attention's output, fc and its GELU over
+  // every token of this rank's piece.
+  const int64_t full_layer = elem * (3 * S * C + BT * (4 * Cl + 2 * Fl)) + stat * 4 * S + attention;
+  // Recompute: what each layer keeps, plus one full set the model's layers share.
   int64_t per_layer = full_layer, shared = 0;
   if (c.recompute == Recompute::Selective) {
     // The GELU output is recomputed, and on the CPU the probabilities (CUDA keeps its LSE).
-    per_layer = full_layer - elem * BT * F - (c.device == Device::CUDA ? 0 : attention);
+    per_layer = full_layer - elem * BT * Fl - (c.device == Device::CUDA ? 0 : attention);
     shared = full_layer;
   } else if (c.recompute == Recompute::Full) {
     per_layer = 0, shared = full_layer;
   }
-  const int64_t residual = elem * (c.layers + 1) * BT * C;
-  // The final norm's output, its gradient and the logits; its statistics, the losses, their
-  // gradients and the log-sum-exp.
-  const int64_t head = elem * BT * (2 * C + V) + stat * 5 * BT;
-  const int64_t scratch = elem * (BT * (6 * C + F) + BT * C);  // BlockScratch, dres_
-  const int64_t ids = 2 * BT * 4;                              // inputs and targets, int32
-  return c.layers * per_layer + shared + residual + head + scratch + ids +
-         ops::attention_workspace_bytes(c.device, c.dtype, B, c.heads, T);
+  // GPT::make_activations of each chunk, times its sets: the residual stream at every layer's
+  // input and the chunk's output, the layers'; the token ids on the first chunk; on the last the
+  // final norm's output (every token) and statistics, the logits, losses, log-sum-exp, targets.
+  const int64_t head = elem * BT * (C + vocab_rows(c, s)) + stat * (2 * S + 2 * BT) + ids * BT;
+  int64_t bytes = 0, all_layers = 0;
+  for (size_t k = 0; k < layers.size(); ++k) {
+    const bool first = s.has_embedding && k == 0, last = s.has_head && k + 1 == layers.size();
+    const int64_t set = elem * (layers[k] + 1) * S * C + layers[k] * per_layer +
+                        (first ? ids * BT : 0) + (last ? head : 0);
+    bytes += sets[k] * set;
+    all_layers += layers[k];
+  }
+  // What the backward reuses, once per rank (GPT::scratch): BlockScratch, and with sequence
+  // parallelism its rows and the LayerNorms' gradients; on the first stage the residual stream's
+  // gradient (the other stages work in the gradient they send back) and with sequence
+  // parallelism every token's embedding; on the last the final norm's output gradient and the
+  // losses' gradient, with sequence parallelism this rank's rows of the norm and its gradients.
+  if (all_layers > 0) {
+    bytes += shared + elem * BT * (2 * C + 4 * Cl + Fl);
+    if (s.sequence_parallel) bytes += elem * (S * C + 4 * C);
+  }
+  if (s.has_embedding) bytes += elem * S * C + (s.sequence_parallel ? elem * BT * C : 0);
+  if (s.has_head)
+    bytes += elem * BT * C + stat * BT + (s.sequence_parallel ? elem * (S * C + 2 * C) : 0);
+  return bytes + ops::attention_workspace_bytes(c.device, c.dtype, B, Hl, T);
+}
+
+int64_t gpt_activation_bytes(const ModelConfig& c, int64_t B) {
+  const int one_set = 1;
+  return gpt_shard_activation_bytes(c, ModelShard{}, B, {&one_set, 1});
 }
 
 double gpt_flops_per_token(const ModelConfig& c) {

@@ -145,5 +145,12 @@ int64_t gpt_state_bytes(const ModelConfig& cfg, bool grad_sums);
 // the whole model (docs/PERFORMANCE.md, "Memory"), including the workspace the chosen attention
 // kernels take (ops::attention_workspace_bytes): the memory beyond gpt_state_bytes.
 int64_t gpt_activation_bytes(const ModelConfig& cfg, int64_t B);
+// The same for the part `shard` of the model, keeping sets[c] sets of activations of its chunk c
+// at once (the pipeline's microbatches in flight on it; PipelineEngine adds the buffers between
+// stages): its layers' TP pieces, with sequence parallelism the residual stream's 1/tp, the
+// shared set of a recompute mode once, the head on the last stage, the embedding's buffers on
+// the first (docs/PARALLELISM.md, "Memory per rank").
+int64_t gpt_shard_activation_bytes(const ModelConfig& cfg, const ModelShard& shard, int64_t B,
+                                   std::span<const int> sets);
 
 }  // namespace tessera
