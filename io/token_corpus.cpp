@@ -217,10 +217,9 @@ void publish_id_record(const IdRecord& r, int64_t lo, int64_t hi, bool replace) 
 
 }  // namespace
 
-std::optional<TokenCorpus::SliceIds> TokenCorpus::check_token_ids(int64_t vocab,
-                                                                  const std::string& cache_dir,
-                                                                  int part, int parts,
-                                                                  bool publish) const {
+std::optional<TokenCorpus::SliceIds> TokenCorpus::check_token_ids(
+    int64_t vocab, const std::string& cache_dir, int part, int parts, bool publish,
+    const ReadProgress& on_read) const {
   // The ids of this rank's slice (the whole file for one part), checked: their range, or an
   // InputError naming the first offending position.
   const auto slice = [&]() -> std::pair<int64_t, int64_t> {
@@ -228,7 +227,17 @@ std::optional<TokenCorpus::SliceIds> TokenCorpus::check_token_ids(int64_t vocab,
     const int64_t size = end - begin;
     if (size == 0)
       return {std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::min()};
-    const auto range = with_tokens([&](const auto* p) { return id_range(p + begin, size); });
+    // Block by block, for the progress line.
+    const int64_t token_bytes = dtype_ == DType::U16 ? 2 : 4;
+    if (on_read) on_read(0, size * token_bytes);
+    std::pair<int64_t, int64_t> range = {std::numeric_limits<int64_t>::max(),
+                                         std::numeric_limits<int64_t>::min()};
+    for (int64_t b = begin; b < end; b += kIdCheckBlock) {
+      const int64_t n = std::min(end - b, kIdCheckBlock);
+      const auto [lo, hi] = with_tokens([&](const auto* p) { return id_range(p + b, n); });
+      range = {std::min(range.first, lo), std::max(range.second, hi)};
+      if (on_read) on_read((b + n - begin) * token_bytes, size * token_bytes);
+    }
     if (range.first >= 0 && range.second < vocab) return range;
     try {
       scan(vocab, begin, begin + size, size, false,

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -57,14 +58,19 @@ class TokenCorpus {
   // `parts` > 1 and no record, only part `part` of `parts` equal slices is read: the ranks of a
   // run share the pass (the lowest failing one names the first offending position), and this
   // part's range is returned, for the ranks to record the whole with record_id_range. Without
-  // `publish`, a whole pass is not recorded either (a check that writes nothing).
+  // `publish`, a whole pass is not recorded either (a check that writes nothing). `on_read`,
+  // when given, hears how far the pass is, for a progress line: (0, bytes to read) before it,
+  // then (bytes read, bytes to read) after each block of kIdCheckBlock tokens.
+  static constexpr int64_t kIdCheckBlock = int64_t{1} << 22;
+  using ReadProgress = std::function<void(int64_t done, int64_t total)>;
   struct SliceIds {
     int64_t lo = 0, hi = 0;  // the slice's range of ids (lo > hi: an empty slice)
     std::string key;         // the record's first line, for the file as it was read
     bool replace = false;    // a file of the record's name holds something else
   };
   std::optional<SliceIds> check_token_ids(int64_t vocab, const std::string& cache_dir, int part = 0,
-                                          int parts = 1, bool publish = true) const;
+                                          int parts = 1, bool publish = true,
+                                          const ReadProgress& on_read = {}) const;
   // Records `whole` (the range of every slice) under its key in `cache_dir`.
   static void record_id_range(const std::string& cache_dir, const SliceIds& whole);
   // Occurrences of each id among all the tokens, or, in a corpus of more than `max_tokens`,

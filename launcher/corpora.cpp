@@ -2,12 +2,14 @@
 
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <system_error>
 #include <utility>
 
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "launcher/progress.h"
 
 namespace tessera {
 
@@ -64,7 +66,18 @@ std::vector<TokenCorpus> CorpusOpener::open(const std::vector<CorpusWeight>& ble
                          blend[first->second].named() +
                          " again; give each corpus once (with the sum of its weights)");
     }
-    const auto ids = corpora.back().check_token_ids(vocab, cache_dir_, rank_, world_size_, record_);
+    // Rank 0's progress through its part, on a corpus too large to check at once.
+    std::optional<ProgressLine> line;
+    const auto progress = [&](int64_t done, int64_t total) {
+      if (!line)
+        line.emplace(rank_ == 0, corpora.back().path() + ": token id check", total);
+      else if (line->due())
+        line->print(done, world_size_ == 1 ? "every token"
+                                           : "this rank's part, 1/" + std::to_string(world_size_));
+    };
+    const auto ids =
+        corpora.back().check_token_ids(vocab, cache_dir_, rank_, world_size_, record_, progress);
+    if (line) line->end();
     slices_.push_back({ids.has_value(), ids.value_or(TokenCorpus::SliceIds{})});
   }
   return corpora;

@@ -440,6 +440,36 @@ TEST_F(CorruptCorpus, RanksSharingTheWalkRefuseWhatOneWalkRefuses) {
   EXPECT_GT(refused, 300);  // most changes break the index; some leave it valid
 }
 
+// The id check's progress, for the progress line of a corpus too large to check at once: before
+// the pass, then after each block of kIdCheckBlock tokens, up to the bytes of the part read; a
+// recorded check reads nothing and says nothing; an id past the first block is still found.
+TEST_F(IoTest, TokenIdCheckReportsItsProgressBlockByBlock) {
+  const int64_t block = TokenCorpus::kIdCheckBlock;
+  std::vector<uint16_t> ids(static_cast<size_t>(2 * block + block / 2), 7);
+  write_llmc_shard(path("big.bin"), ids);
+  const TokenCorpus big = TokenCorpus::open(path("big.bin"));
+  using Heard = std::vector<std::pair<int64_t, int64_t>>;
+  Heard heard;
+  const auto hear = [&](int64_t done, int64_t total) { heard.emplace_back(done, total); };
+  const std::string cache = path("cache");
+  fs::create_directories(cache);
+  const int64_t bytes = 2 * static_cast<int64_t>(ids.size());
+  big.check_token_ids(8, cache, 0, 1, true, hear);
+  EXPECT_EQ(heard, (Heard{{0, bytes}, {2 * block, bytes}, {4 * block, bytes}, {bytes, bytes}}));
+  // The second of two ranks reads its half: a block and a quarter.
+  heard.clear();
+  big.check_token_ids(8, "", 1, 2, true, hear);
+  EXPECT_EQ(heard, (Heard{{0, bytes / 2}, {2 * block, bytes / 2}, {bytes / 2, bytes / 2}}));
+  heard.clear();
+  big.check_token_ids(8, cache, 0, 1, true, hear);
+  EXPECT_TRUE(heard.empty()) << "a recorded check read " << heard.size() << " blocks";
+  ids.back() = 9;
+  write_llmc_shard(path("bad.bin"), ids);
+  expect_input_error(
+      [&] { TokenCorpus::open(path("bad.bin")).check_token_ids(8, "", 0, 1, true, hear); },
+      {"token " + std::to_string(ids.size() - 1), "has id 9"});
+}
+
 TEST_F(IoTest, MissingCorpusNamesTheIdxAndTheFix) {
   const std::string prefix = path("nothing");
   expect_input_error([&] { IndexedDataset::open(prefix); },
