@@ -474,9 +474,14 @@ void check_run(const TrainConfig& cfg, int started_ranks) {
   const GridLayout& l = tr.layout();
   std::printf("layout: tp %d x pp %d x dp %d = %s\n", l.tp, l.pp, l.dp,
               count_of(l.world_size(), "rank").c_str());
+  print_tensor_parallel(cfg, l);
   print_pipeline(cfg, tr);
+  std::printf("data parallel: %d replica%s%s\n", l.dp, l.dp == 1 ? "" : "s",
+              zero_text(cfg, l).c_str());
+  print_precision_note(cfg);
   std::printf("train: %s; run dir %s\n", steps_text(cfg, tr.samples()).c_str(),
               cfg.run_dir.c_str());
+  print_replica_check(cfg);
   print_schedule_notes(cfg);
   if (const std::string who = run_dir_holder(cfg.run_dir); !who.empty())
     std::printf(

@@ -335,44 +335,64 @@ void print_memory_estimate(const TrainConfig& cfg, const GridLayout& l) {
               memory_estimate_text(cfg, l).c_str());
 }
 
+void print_tensor_parallel(const TrainConfig& cfg, const GridLayout& l) {
+  const int64_t tokens = cfg.micro_batch * cfg.model.seq_len;
+  if (l.tp > 1)
+    std::printf(
+        "tensor parallel: %d ranks; %s\n", l.tp,
+        run_shard(cfg, l, {}).sequence_parallel
+            ? ("sequence parallel: each keeps " + std::to_string(tokens / l.tp) +
+               " of a micro-batch's " + std::to_string(tokens) + " tokens between the layers")
+                  .c_str()
+            : "every rank keeps every token between the layers "
+              "(--parallel.sequence_parallel false)");
+  else if (cfg.parallel.sequence_parallel)
+    std::printf(
+        "sequence parallel: no effect (--parallel.tp 1: no tensor-parallel group to split the "
+        "tokens over)\n");
+}
+
+std::string zero_text(const TrainConfig& cfg, const GridLayout& l) {
+  return cfg.parallel.zero == 0 ? ""
+         : l.dp == 1            ? ", ZeRO-1 with no effect (one data-parallel rank: nothing to "
+                                  "shard the optimizer state over)"
+         : cfg.model.dtype == DType::BF16
+             ? ", ZeRO-1 (AdamW moments and fp32 master weights sharded)"
+             : ", ZeRO-1 (AdamW moments sharded)";
+}
+
+void print_precision_note(const TrainConfig& cfg) {
+  if (cfg.model.device == Device::CPU && cfg.model.dtype == DType::BF16)
+    std::printf(
+        "precision: bf16 on the cpu, each op in float32 and rounded to bf16 (fp32 masters): "
+        "mixed precision as on a GPU, for testing; slower than --train.precision fp32\n");
+}
+
+void print_replica_check(const TrainConfig& cfg) {
+  if (cfg.check_replicas > 0)
+    std::printf(
+        "replica check: every %lld steps and before each save, the copies of each parameter "
+        "that several ranks hold are compared bitwise (a difference halts the run, exit 1)\n",
+        static_cast<long long>(cfg.check_replicas));
+}
+
 void print_start(const TrainConfig& cfg, Trainer& tr) {
   const ModelConfig& m = cfg.model;
   const GridLayout& l = tr.layout();
   print_inputs(cfg, tr);
   std::printf("%s", tr.grid().describe_groups().c_str());
-  if (l.tp > 1)
-    std::printf(
-        "tensor parallel: %d ranks; %s\n", l.tp,
-        tr.model().shard().sequence_parallel
-            ? ("sequence parallel: each keeps " +
-               std::to_string(cfg.micro_batch * m.seq_len / l.tp) + " of a micro-batch's " +
-               std::to_string(cfg.micro_batch * m.seq_len) + " tokens between the layers")
-                  .c_str()
-            : "every rank keeps every token between the layers (--parallel.sequence_parallel "
-              "false)");
-  else if (cfg.parallel.sequence_parallel)
-    std::printf(
-        "sequence parallel: no effect (--parallel.tp 1: no tensor-parallel group to split the "
-        "tokens over)\n");
+  print_tensor_parallel(cfg, l);
   print_pipeline(cfg, tr);
-  const char* zero = cfg.parallel.zero == 0 ? ""
-                     : l.dp == 1 ? ", ZeRO-1 with no effect (one data-parallel rank: nothing to "
-                                   "shard the optimizer state over)"
-                     : m.dtype == DType::BF16
-                         ? ", ZeRO-1 (AdamW moments and fp32 master weights sharded)"
-                         : ", ZeRO-1 (AdamW moments sharded)";
   std::printf(
       "data parallel: %d replica%s, %lld gradient bucket%s closing at %.1f MB (largest %.1f "
       "MB)%s\n",
       l.dp, l.dp == 1 ? "" : "s", static_cast<long long>(tr.buckets().bucket_count()),
       tr.buckets().bucket_count() == 1 ? "" : "s",
       static_cast<double>(tr.bucket_elements()) * sizeof(float) / 1e6,
-      static_cast<double>(tr.buckets().largest_bucket()) * sizeof(float) / 1e6, zero);
+      static_cast<double>(tr.buckets().largest_bucket()) * sizeof(float) / 1e6,
+      zero_text(cfg, l).c_str());
   print_memory_estimate(cfg, l);
-  if (m.device == Device::CPU && m.dtype == DType::BF16)
-    std::printf(
-        "precision: bf16 on the cpu, each op in float32 and rounded to bf16 (fp32 masters): "
-        "mixed precision as on a GPU, for testing; slower than --train.precision fp32\n");
+  print_precision_note(cfg);
   if (m.device == Device::CUDA) {
     std::string gpu = cuda_device_name();
     const double peak = peak_flops_per_rank(cfg);
@@ -399,11 +419,7 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
   std::printf("train: %s; %d thread%s per rank%s; run dir %s\n",
               steps_text(cfg, tr.samples()).c_str(), cpu_threads(), cpu_threads() == 1 ? "" : "s",
               asked.c_str(), cfg.run_dir.c_str());
-  if (cfg.check_replicas > 0)
-    std::printf(
-        "replica check: every %lld steps and before each save, the copies of each parameter "
-        "that several ranks hold are compared bitwise (a difference halts the run, exit 1)\n",
-        static_cast<long long>(cfg.check_replicas));
+  print_replica_check(cfg);
   print_schedule_notes(cfg);
   std::fflush(stdout);
 }

@@ -49,6 +49,14 @@ RankMemory largest_rank_memory(const TrainConfig& cfg, const GridLayout& layout)
 std::string memory_estimate_text(const TrainConfig& cfg, const GridLayout& layout);
 // "memory (GPU): " or "memory (host): " and that text, on a line.
 void print_memory_estimate(const TrainConfig& cfg, const GridLayout& layout);
+// The lines of the start about the layout and options that the check prints too: TP and
+// sequence parallelism (or that it has no effect); ZeRO-1's part of the data-parallel line
+// (", ZeRO-1 (AdamW moments sharded)", or that it has no effect; "" without it); bf16 on the
+// CPU; the replica check.
+void print_tensor_parallel(const TrainConfig& cfg, const GridLayout& layout);
+std::string zero_text(const TrainConfig& cfg, const GridLayout& layout);
+void print_precision_note(const TrainConfig& cfg);
+void print_replica_check(const TrainConfig& cfg);
 // What the learning-rate schedule does in a run this long, when that needs saying.
 void print_schedule_notes(const TrainConfig& cfg);
 

@@ -744,6 +744,16 @@ TEST_F(Cli, CheckSaysWhatARunWouldStartWithAndWritesNothing) {
                 100 * 4 / held);
   EXPECT_NE(r.out.find(epochs), std::string::npos) << epochs << " not in:\n" << r.out;
   EXPECT_FALSE(fs::exists(run));
+  // The start's notes on options without effect on the layout, and on the replica check.
+  r = run_tessera(tiny_args() +
+                      " --check 2 --parallel.pp 2 --parallel.sequence_parallel true "
+                      "--parallel.zero 1 --train.check_replicas 10",
+                  dir_);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  for (const char* line : {"\nsequence parallel: no effect (--parallel.tp 1: ",
+                           "\ndata parallel: 1 replica, ZeRO-1 with no effect (one data-parallel",
+                           "\nreplica check: every 10 steps and before each save"})
+    EXPECT_NE(r.out.find(line), std::string::npos) << line << " not in:\n" << r.out;
   expect_clear_error(run_tessera(tiny_args() + " --check 3 --parallel.tp 2", dir_),
                      "does not divide the world size 3 (the ranks checked for)");
   expect_clear_error(run_tessera(tiny_args("2", (dir_ / "missing").string()) + " --check", dir_),
