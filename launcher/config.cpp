@@ -790,6 +790,10 @@ bool read_train_options(int argc, char** argv, TrainConfig& cfg, const std::stri
   // option, Boost would take that option for its value, and then stop at the next one's value.
   for (int i = 1; i < argc; ++i) {
     const std::string word = argv[i];
+    // "--check -1": Boost would take -1 for an option of its own.
+    if (with_check && word == "--check" && i + 1 < argc && argv[i + 1][0] == '-' &&
+        std::isdigit(static_cast<unsigned char>(argv[i + 1][1])))
+      check_ranks(argv[i + 1]);
     const po::option_description* o =
         word.starts_with("--") ? all.find_nothrow(word.substr(2), false) : nullptr;
     if (!o || !dynamic_cast<const po::typed_value<bool>*>(o->semantic().get())) continue;

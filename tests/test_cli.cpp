@@ -758,8 +758,11 @@ TEST_F(Cli, CheckSaysWhatARunWouldStartWithAndWritesNothing) {
                      "does not divide the world size 3 (the ranks checked for)");
   expect_clear_error(run_tessera(tiny_args("2", (dir_ / "missing").string()) + " --check", dir_),
                      "--data.path: corpus " + (dir_ / "missing").string());
-  expect_clear_error(run_tessera(tiny_args() + " --check two", dir_),
-                     "--check: expected the number of ranks to check the run for");
+  for (const char* ranks : {"two", "-1"})
+    expect_clear_error(run_tessera(tiny_args() + " --check " + ranks, dir_),
+                       "--check: expected the number of ranks to check the run for (a whole "
+                       "number from 1, or nothing for tp x pp x dp), found \"" +
+                           std::string(ranks) + "\"");
   // Directories the run could not make (a file where one belongs), refused as the run refuses
   // them.
   std::ofstream(run) << "a file\n";
