@@ -16,7 +16,9 @@
 #include <filesystem>
 #include <functional>
 #include <iostream>
+#include <limits>
 #include <memory>
+#include <new>
 #include <optional>
 #include <thread>
 
@@ -490,6 +492,12 @@ void check_run(const TrainConfig& cfg, int started_ranks) {
         who.c_str());
   check_checkpoint_choice(cfg, tr);
   print_memory_estimate(cfg, l);
+  // Beyond 2^63 bytes a run's allocations fail: refused as the run would refuse it.
+  if (const RankMemory m = largest_rank_memory(cfg, l);
+      std::max(m.state, m.activations) == std::numeric_limits<int64_t>::max()) {
+    std::fflush(stdout);
+    throw std::bad_alloc();
+  }
   std::printf(
       "check: passed in %.1f s: a run of %s with these options and inputs starts (its machines "
       "are not checked: %s, the network)\n",

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <optional>
 
@@ -300,7 +301,7 @@ RankMemory largest_rank_memory(const TrainConfig& cfg, const GridLayout& l) {
                                   zero ? (m.params + l.dp - 1) / l.dp : m.params, zero);
       m.activations =
           pipeline_activation_bytes(cfg.model, shard, l.pp, stage, cfg.micro_batch, microbatches);
-      if (m.state + m.activations > most.state + most.activations) most = m;
+      if (__int128{m.state} + m.activations > __int128{most.state} + most.activations) most = m;
     }
   return most;
 }
@@ -322,6 +323,13 @@ std::string memory_estimate_text(const TrainConfig& cfg, const GridLayout& l) {
                     : cfg.model.device == Device::CUDA ? "GPU.md, \"Memory per GPU\""
                                                        : "PERFORMANCE.md, \"Memory\"";
   char text[512];
+  if (std::max(m.state, m.activations) == std::numeric_limits<int64_t>::max()) {
+    std::snprintf(text, sizeof text,
+                  "estimate beyond 2^63 bytes%s (%lld parameters): no machine holds this model "
+                  "(docs/%s)",
+                  which.c_str(), static_cast<long long>(m.params), doc);
+    return text;
+  }
   std::snprintf(text, sizeof text,
                 "estimate %.1f MB%s = %.1f MB of parameters, gradients and optimizer state (%lld "
                 "parameters) + %.1f MB of activations (docs/%s)",

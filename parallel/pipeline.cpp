@@ -2,6 +2,9 @@
 // gradients by send/recv, in 1F1B or interleaved 1F1B order.
 #include "parallel/pipeline.h"
 
+#include <algorithm>
+#include <limits>
+
 #include "core/error.h"
 #include "core/profile.h"
 
@@ -202,11 +205,11 @@ int64_t pipeline_activation_bytes(const ModelConfig& cfg, const ModelShard& shar
       in_flight_per_chunk(interleaved_one_f_one_b(stages, stage, microbatches, chunks), chunks);
   const int64_t boundary = static_cast<int64_t>(dtype_size(cfg.dtype)) * cfg.d_model *
                            shard.stream_rows(micro_batch, cfg.seq_len);
-  int64_t bytes = gpt_shard_activation_bytes(cfg, shard, micro_batch, sets);
+  __int128 bytes = gpt_shard_activation_bytes(cfg, shard, micro_batch, sets);  // saturated
   for (int c = 0; c < chunks; ++c)
     if (!(shard.has_embedding && c == 0)) bytes += 2 * boundary * sets[static_cast<size_t>(c)];
   if (!(shard.has_head && chunks == 1)) bytes += boundary;
-  return bytes;
+  return static_cast<int64_t>(std::min<__int128>(bytes, std::numeric_limits<int64_t>::max()));
 }
 
 }  // namespace tessera

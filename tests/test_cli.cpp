@@ -744,6 +744,19 @@ TEST_F(Cli, CheckSaysWhatARunWouldStartWithAndWritesNothing) {
                 100 * 4 / held);
   EXPECT_NE(r.out.find(epochs), std::string::npos) << epochs << " not in:\n" << r.out;
   EXPECT_FALSE(fs::exists(run));
+  // A model whose bytes pass 2^63 (a million heads of one over 2^20 tokens: its attention
+  // probabilities) is refused as a run's allocation would refuse it.
+  write_llmc_shard((dir_ / "long.bin").string(), std::vector<uint16_t>((1 << 20) + 2, 1));
+  r = run_tessera("train --check 1 --data.path " + (dir_ / "long.bin").string() + " --run.dir " +
+                      run.string() +
+                      " --model.d_model 1048576 --model.heads 1048576 --model.d_ff 16 "
+                      "--model.layers 16 --model.seq_len 1048576 --train.global_batch 1 "
+                      "--train.micro_batch 1",
+                  dir_);
+  expect_clear_error(r, "out of memory (try a smaller --train.micro_batch");
+  EXPECT_NE(r.out.find("\nmemory (host): estimate beyond 2^63 bytes (71469215252736 parameters)"),
+            std::string::npos)
+      << r.out;
   // The start's notes on options without effect on the layout, and on the replica check.
   r = run_tessera(tiny_args() +
                       " --check 2 --parallel.pp 2 --parallel.sequence_parallel true "

@@ -289,6 +289,14 @@ int64_t gpt_num_params(const ModelConfig& c) {
 }
 
 namespace {
+// The bounds of ModelConfig::validate allow shapes whose bytes pass 2^63 (2^20-wide layers over
+// 2^24 tokens): byte counts are summed wide and given back saturated.
+using Wide = __int128;
+int64_t saturated(Wide bytes) {
+  return bytes > std::numeric_limits<int64_t>::max() ? std::numeric_limits<int64_t>::max()
+                                                     : static_cast<int64_t>(bytes);
+}
+
 // The rows of the vocabulary the shard's embedding and LM head hold.
 int64_t vocab_rows(const ModelConfig& c, const ModelShard& s) {
   const int t = s.tp_size;
@@ -320,11 +328,10 @@ int64_t gpt_shard_params(const ModelConfig& c, const ModelShard& s) {
 
 int64_t param_state_bytes(DType dtype, int64_t values, int64_t state, bool reduced_piece,
                           bool grad_sums) {
-  const int64_t elem = static_cast<int64_t>(dtype_size(dtype));
-  const int64_t piece = reduced_piece ? state : 0;
+  const Wide elem = dtype_size(dtype), n = values, piece = reduced_piece ? state : 0;
   if (dtype == DType::BF16)  // bf16 values and gradients; the rest fp32
-    return elem * 2 * values + 4 * ((grad_sums ? values : 0) + 3 * state + piece);
-  return elem * (2 * values + 2 * state + piece);
+    return saturated(elem * 2 * n + 4 * ((grad_sums ? n : 0) + 3 * Wide{state} + piece));
+  return saturated(elem * (2 * n + 2 * Wide{state} + piece));
 }
 
 int64_t gpt_state_bytes(const ModelConfig& c, bool grad_sums) {
@@ -337,26 +344,25 @@ int64_t gpt_shard_activation_bytes(const ModelConfig& c, const ModelShard& s, in
   const std::vector<int64_t> layers = chunk_layers(c, s);
   TESSERA_CHECK(sets.size() == layers.size(),
                 "gpt_shard_activation_bytes: expected a number of sets per model chunk");
-  const int64_t t = s.tp_size, T = c.seq_len, C = c.d_model, BT = B * T;
+  const Wide t = s.tp_size, T = c.seq_len, C = c.d_model, BT = B * T;
   // This rank's pieces of the attention's width, its heads and the MLP (column-parallel), and
   // the residual stream's tokens: all of them, or with sequence parallelism its 1/t.
-  const int64_t Cl = C / t, Hl = c.heads / t, Fl = c.d_ff / t, S = s.stream_rows(B, T);
+  const Wide Cl = C / t, Fl = c.d_ff / t, S = s.stream_rows(B, T);
+  const int64_t Hl = c.heads / s.tp_size;
   // Bytes of an element of the model's dtype, and of the row statistics (LayerNorm mean and
   // rstd, losses, log-sum-exp), which are float32 under bf16 (ModelConfig::stats_dtype).
-  const int64_t elem = static_cast<int64_t>(dtype_size(c.dtype));
-  const int64_t stat = static_cast<int64_t>(dtype_size(c.stats_dtype()));
-  const int64_t ids = 4;  // int32 token ids
+  const Wide elem = dtype_size(c.dtype), stat = dtype_size(c.stats_dtype());
+  const Wide ids = 4;  // int32 token ids
   // What attention saves: the probabilities [B, H, T, T] on the CPU, the fp32 log-sum-exp
   // [B, H, T] on CUDA (flash attention), in its dtype (ops::attention_saved_dtype).
-  const int64_t attention =
-      shape_numel(ops::attention_saved_shape(c.device, B, Hl, T)) *
-      static_cast<int64_t>(dtype_size(ops::attention_saved_dtype(c.device, c.dtype)));
+  Wide attention = dtype_size(ops::attention_saved_dtype(c.device, c.dtype));
+  for (const int64_t d : ops::attention_saved_shape(c.device, B, Hl, c.seq_len)) attention *= d;
   // One layer's BlockActivations: the LayerNorms' inputs, outputs and statistics and the residual
   // after attention over the stream's tokens; QKV, the attention's output, fc and its GELU over
   // every token of this rank's piece.
-  const int64_t full_layer = elem * (3 * S * C + BT * (4 * Cl + 2 * Fl)) + stat * 4 * S + attention;
+  const Wide full_layer = elem * (3 * S * C + BT * (4 * Cl + 2 * Fl)) + stat * 4 * S + attention;
   // Recompute: what each layer keeps, plus one full set the model's layers share.
-  int64_t per_layer = full_layer, shared = 0;
+  Wide per_layer = full_layer, shared = 0;
   if (c.recompute == Recompute::Selective) {
     // The GELU output is recomputed, and on the CPU the probabilities (CUDA keeps its LSE).
     per_layer = full_layer - elem * BT * Fl - (c.device == Device::CUDA ? 0 : attention);
@@ -367,12 +373,12 @@ int64_t gpt_shard_activation_bytes(const ModelConfig& c, const ModelShard& s, in
   // GPT::make_activations of each chunk, times its sets: the residual stream at every layer's
   // input and the chunk's output, the layers'; the token ids on the first chunk; on the last the
   // final norm's output (every token) and statistics, the logits, losses, log-sum-exp, targets.
-  const int64_t head = elem * BT * (C + vocab_rows(c, s)) + stat * (2 * S + 2 * BT) + ids * BT;
-  int64_t bytes = 0, all_layers = 0;
+  const Wide head = elem * BT * (C + vocab_rows(c, s)) + stat * (2 * S + 2 * BT) + ids * BT;
+  Wide bytes = 0, all_layers = 0;
   for (size_t k = 0; k < layers.size(); ++k) {
     const bool first = s.has_embedding && k == 0, last = s.has_head && k + 1 == layers.size();
-    const int64_t set = elem * (layers[k] + 1) * S * C + layers[k] * per_layer +
-                        (first ? ids * BT : 0) + (last ? head : 0);
+    const Wide set = elem * (layers[k] + 1) * S * C + layers[k] * per_layer +
+                     (first ? ids * BT : 0) + (last ? head : 0);
     bytes += sets[k] * set;
     all_layers += layers[k];
   }
@@ -388,7 +394,7 @@ int64_t gpt_shard_activation_bytes(const ModelConfig& c, const ModelShard& s, in
   if (s.has_embedding) bytes += elem * S * C + (s.sequence_parallel ? elem * BT * C : 0);
   if (s.has_head)
     bytes += elem * BT * C + stat * BT + (s.sequence_parallel ? elem * (S * C + 2 * C) : 0);
-  return bytes + ops::attention_workspace_bytes(c.device, c.dtype, B, Hl, T);
+  return saturated(bytes + ops::attention_workspace_bytes(c.device, c.dtype, B, Hl, c.seq_len));
 }
 
 int64_t gpt_activation_bytes(const ModelConfig& c, int64_t B) {
