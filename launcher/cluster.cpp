@@ -171,6 +171,11 @@ int gpu_for(int local_rank) {
   return gpu_index_for(gpus, local_rank);
 }
 
+void choose_kernels(const TrainConfig& cfg) {
+  ops::set_bf16_attention_kernels(cfg.attention_kernels);
+  ops::set_dgelu_epilogue(cfg.dgelu_epilogue);
+}
+
 void configure_process(const TrainConfig& cfg, int ranks_on_node, int local_rank) {
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
   set_cpu_threads(cfg.threads > 0 ? cfg.threads : std::max(1, cores / ranks_on_node));
@@ -178,8 +183,7 @@ void configure_process(const TrainConfig& cfg, int ranks_on_node, int local_rank
     // Chosen now, before any library (cuDNN, NCCL) opens a context on the default GPU 0.
     select_cuda_device(gpu_for(local_rank));
   }
-  ops::set_bf16_attention_kernels(cfg.attention_kernels);
-  ops::set_dgelu_epilogue(cfg.dgelu_epilogue);
+  choose_kernels(cfg);
   // cuDNN is loaded now, so that a machine without it stops the run before it starts.
   if (cfg.model.device == Device::CUDA && cfg.model.dtype == DType::BF16 &&
       cfg.attention_kernels == ops::AttentionKernels::Cudnn)

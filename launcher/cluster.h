@@ -51,8 +51,11 @@ std::string shared_gpu_error(const std::vector<std::string>& placements);
 
 // This process's settings from cfg, before any op runs: its OpenMP threads (--train.threads, else
 // the node's cores over its `ranks_on_node`), on cuda the GPU of `local_rank` (gpu_for,
-// selected now), and the [gpu] kernels.
+// selected now), and the [gpu] kernels (choose_kernels).
 void configure_process(const TrainConfig& cfg, int ranks_on_node, int local_rank);
+// The [gpu] kernels, process-wide: bf16 attention's (whose workspace the memory estimate counts)
+// and the DGELU epilogue. Touches no GPU.
+void choose_kernels(const TrainConfig& cfg);
 
 // What the grid's groups are split from: on cuda an NCCL communicator over `world` (collective),
 // on the GPU of `local_rank`; on the CPU null, and `world` serves. NCCL's own bound on a silent

@@ -530,6 +530,7 @@ int train_command(int argc, char** argv) {
   try {
     help = !parse_train_config(argc, argv, cfg);
     if (!help && cfg.check_ranks >= 0) {
+      choose_kernels(cfg);  // for the memory estimate
       if (root) check_run(cfg, world.size());
     } else if (!help) {
       configure_process(cfg, mpi.ranks_on_this_node(), mpi.rank_on_this_node());

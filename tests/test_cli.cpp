@@ -621,6 +621,33 @@ TEST_F(Cli, MicroBatchBeyondTheCudaGridIsRejectedBeforeTheRun) {
   EXPECT_EQ(fits.err.find("--train.micro_batch"), std::string::npos) << fits.err;
 }
 
+// `train --check` for GPUs counts the workspace of the attention kernels the options choose, as
+// the run does: cuDNN's deterministic backward keeps 2 B H T^2 bytes (docs/GPU.md), tessera's
+// kernels none.
+TEST_F(Cli, CheckCountsTheWorkspaceOfTheChosenAttentionKernels) {
+  write_llmc_shard((dir_ / "long.bin").string(), std::vector<uint16_t>(4200, 1));
+  const std::string args = "train --check 1 --data.path " + (dir_ / "long.bin").string() +
+                           " --run.dir " + (dir_ / "run").string() +
+                           " --model.d_model 256 --model.heads 4 --model.layers 2"
+                           " --model.d_ff 256 --model.seq_len 1024 --train.micro_batch 2"
+                           " --train.global_batch 2 --train.device cuda --gpu.attention ";
+  const auto activation_mb = [&](const char* kernels) {
+    const CliRun r = run_tessera(args + kernels, dir_);
+    const size_t end = r.out.find(" MB of activations");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    if (end == std::string::npos) return -1.0;
+    return std::stod(r.out.substr(r.out.rfind(' ', end - 1) + 1));
+  };
+  if (!cuda_backend_built()) {
+    expect_clear_error(run_tessera(args + "cudnn", dir_), "--train.device");
+    GTEST_SKIP() << "built without CUDA (TESSERA_CUDA=OFF): --train.device cuda is refused";
+  }
+  const double tessera_kernels = activation_mb("tensor_cores"), cudnn = activation_mb("cudnn");
+  ASSERT_GT(tessera_kernels, 0);
+  EXPECT_EQ(activation_mb("cuda_cores"), tessera_kernels);
+  EXPECT_NEAR(cudnn - tessera_kernels, 2.0 * 2 * 4 * 1024 * 1024 / 1e6, 0.1);
+}
+
 // A corpus that is not there is named with the option that gave it.
 TEST_F(Cli, MissingCorpusIsRejectedNamingTheFile) {
   CliRun r = run_tessera(tiny_args("2", (dir_ / "nowhere").string()), dir_);
