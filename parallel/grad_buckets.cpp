@@ -57,18 +57,24 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
     }
   }
   group_buckets_.push_back(buckets_.size());
+  // The values move in, each Param's own storage freed as it goes, then the gradients: the flat
+  // buffers never sit beside a whole second copy of both (the memory estimate's peak). A Param
+  // without a gradient (the Trainer drops the zeros of a new model first) gets a zero one.
   values_ = Tensor({offset}, dtype, device);
-  grads_ = Tensor({offset}, dtype, device);
-  const bool mixed = dtype == DType::BF16;
-  if (mixed) sums_ = Tensor({offset}, DType::F32, device);  // defined: mixed_precision()
-  for (size_t i = 0; i < order.size(); ++i) {
-    Param& p = *order[i];
-    const int64_t n = p.value.numel(), at = slot_of_.at(&p).offset;
-    Tensor value = values_.slice0(at, at + n).view(p.value.shape());
-    copy_into(value, p.value);
-    p.value = value;
-    p.grad = grads_.slice0(at, at + n).view(p.grad.shape());
+  for (Param* p : order) {
+    const int64_t at = slot_of_.at(p).offset;
+    Tensor value = values_.slice0(at, at + p->value.numel()).view(p->value.shape());
+    copy_into(value, p->value);
+    p->value = value;
   }
+  grads_ = Tensor({offset}, dtype, device);
+  for (Param* p : order) {
+    const int64_t at = slot_of_.at(p).offset;
+    Tensor grad = grads_.slice0(at, at + p->value.numel()).view(p->value.shape());
+    if (p->grad.defined()) copy_into(grad, p->grad);
+    p->grad = grad;
+  }
+  if (dtype == DType::BF16) sums_ = Tensor({offset}, DType::F32, device);  // mixed_precision()
   for (Bucket& b : buckets_) {
     b.pending = static_cast<int>(b.params.size());
     // ZeRO-1 with one DP rank: the piece is the whole bucket, reduced where it lies.
