@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 
+#include "core/buffer.h"
 #include "core/device.h"
 #include "core/model/gpt.h"
 #include "core/number_text.h"
@@ -330,11 +331,18 @@ std::string memory_estimate_text(const TrainConfig& cfg, const GridLayout& l) {
                   which.c_str(), static_cast<long long>(m.params), doc);
     return text;
   }
+  // Host tensors it leaves out, on the CPU.
+  std::string without;
+  const bool cpu = cfg.model.device == Device::CPU;
+  if (cpu && cfg.model.dtype == DType::BF16) without = "the float32 copies of each bf16 op";
+  if (cpu && cfg.checkpoint_async)
+    without += (without.empty() ? "" : " and ") + std::string("the asynchronous save's copy");
+  if (!without.empty()) without = ", not counting " + without;
   std::snprintf(text, sizeof text,
                 "estimate %.1f MB%s = %.1f MB of parameters, gradients and optimizer state (%lld "
-                "parameters) + %.1f MB of activations (docs/%s)",
+                "parameters) + %.1f MB of activations%s (docs/%s)",
                 state_mb + activation_mb, which.c_str(), state_mb, static_cast<long long>(m.params),
-                activation_mb, doc);
+                activation_mb, without.c_str(), doc);
   return text;
 }
 
@@ -434,12 +442,14 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
 
 void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& result,
                    Communicator& world) {
-  // Peak memory, the largest of any rank: the process's, and its GPU tensors'.
+  // Peak memory, the most of any rank: of tessera's tensors (on the GPU, or on the host), which
+  // the estimate counts, and the process's.
+  const bool gpu = cfg.model.device == Device::CUDA;
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   Tensor peak({2}, DType::F64);
-  peak.data<double>()[0] = static_cast<double>(usage.ru_maxrss) * 1024.0;
-  peak.data<double>()[1] = static_cast<double>(device_peak_bytes());
+  peak.data<double>()[0] = static_cast<double>(gpu ? device_peak_bytes() : host_peak_bytes());
+  peak.data<double>()[1] = static_cast<double>(usage.ru_maxrss) * 1024.0;
   world.all_reduce(peak, ReduceOp::Max);
   if (world.rank() != 0) return;
   print_loss_curve(result.losses, result.first_step + 1);
@@ -473,20 +483,14 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
     // A stopped run (a signal, the time limit) reads no corpus now: its grace is for exiting.
     std::printf("final loss %.4f nats/token (%s)\n", final_loss, final_mean.c_str());
   }
-  // The peak beside the estimate of the rank that needs the most: of the GPU's tensors on the
-  // GPU, of the host's memory (the process's, libraries and all) on the CPU.
-  const bool gpu = cfg.model.device == Device::CUDA;
-  const std::string estimate = memory_estimate_text(cfg, tr.layout());
-  if (world.size() == 1) {
-    std::printf("peak %s memory %.1f MB; %s\n", gpu ? "GPU" : "host",
-                peak.data<double>()[gpu ? 1 : 0] / 1e6, estimate.c_str());
-    if (gpu) std::printf("peak host memory %.0f MB\n", peak.data<double>()[0] / 1e6);
-  } else {
-    std::printf("peak %s memory of the largest rank %.1f MB; %s\n", gpu ? "GPU" : "host",
-                peak.data<double>()[gpu ? 1 : 0] / 1e6, estimate.c_str());
-    if (gpu)
-      std::printf("peak host memory of the largest rank %.0f MB\n", peak.data<double>()[0] / 1e6);
-  }
+  // The tensors' peak beside the estimate of the rank that needs the most; then the process's.
+  const char* most = world.size() > 1 ? ", the most of any rank," : "";
+  std::printf("peak %s memory of tessera's tensors%s %.1f MB; %s\n", gpu ? "GPU" : "host", most,
+              peak.data<double>()[0] / 1e6, memory_estimate_text(cfg, tr.layout()).c_str());
+  std::printf(
+      "peak RSS%s %.0f MB (the process: the program, its libraries, MPI's buffers, the pages of "
+      "the corpora it read)\n",
+      most, peak.data<double>()[1] / 1e6);
   std::fflush(stdout);
 }
 

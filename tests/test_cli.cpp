@@ -1787,7 +1787,7 @@ TEST_F(Cli, MpirunTp2Pp2MatchesOneRank) {
   EXPECT_NE(estimate(r.out, start).find(" for the largest rank (TP rank 0 of stage 0) = "),
             std::string::npos)
       << r.out;
-  const size_t end = r.out.find("\npeak host memory of the largest rank ");
+  const size_t end = r.out.find("\npeak host memory of tessera's tensors, the most of any rank, ");
   ASSERT_NE(end, std::string::npos) << r.out;
   EXPECT_EQ(estimate(r.out, end), estimate(r.out, start));
   const CliRun check = run_tessera(args + " --parallel.tp 2 --parallel.pp 2 --check 4", dir_);
