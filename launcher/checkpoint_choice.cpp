@@ -96,7 +96,7 @@ CheckpointReader verify_checkpoint(const std::string& dir, const std::string& wh
       done += static_cast<int64_t>(bytes);
       if (line.due()) line.print(done, std::to_string(entries.size()) + " files");
     });
-    line.end();
+    line.finish(done, std::to_string(entries.size()) + " files");
   });
 }
 

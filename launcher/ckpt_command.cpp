@@ -120,7 +120,9 @@ class TensorProgress {
     if (line_->due())
       line_->print(done_, "tensor " + std::to_string(index_) + " of " + std::to_string(count_));
   }
-  void end() { line_->end(); }
+  void end() {
+    line_->finish(done_, "tensor " + std::to_string(index_) + " of " + std::to_string(count_));
+  }
 
  private:
   std::optional<ProgressLine> line_;

@@ -68,12 +68,15 @@ std::vector<TokenCorpus> CorpusOpener::open(const std::vector<CorpusWeight>& ble
     }
     // Rank 0's progress through its part, on a corpus too large to check at once.
     std::optional<ProgressLine> line;
+    const std::string part =
+        world_size_ == 1 ? "every token" : "this rank's part, 1/" + std::to_string(world_size_);
     const auto progress = [&](int64_t done, int64_t total) {
       if (!line)
         line.emplace(rank_ == 0, corpora.back().path() + ": token id check", total);
+      else if (done == total)
+        line->finish(done, part);
       else if (line->due())
-        line->print(done, world_size_ == 1 ? "every token"
-                                           : "this rank's part, 1/" + std::to_string(world_size_));
+        line->print(done, part);
     };
     const auto ids =
         corpora.back().check_token_ids(vocab, cache_dir_, rank_, world_size_, record_, progress);

@@ -181,14 +181,14 @@ int eval_command(int argc, char** argv) {
                                        targets[static_cast<size_t>(i)]);
       loss_sum += engine.evaluate(inputs, targets);
       done += n;
-      if (progress.due()) {
-        const int64_t samples = done * B * dp;
-        progress.print(
-            samples * T * data->token_bytes,
-            std::to_string(samples) + " of " + std::to_string(data->samples) + " samples");
-      }
+      const int64_t samples = done * B * dp;
+      const std::string counts =
+          std::to_string(samples) + " of " + std::to_string(data->samples) + " samples";
+      if (done == microbatches)
+        progress.finish(samples * T * data->token_bytes, counts);
+      else if (progress.due())
+        progress.print(samples * T * data->token_bytes, counts);
     }
-    progress.end();
     // The mean of the micro-batches' mean losses.
     const double loss =
         mean_loss_of_replicas(grid, m.world, loss_sum, static_cast<double>(microbatches));

@@ -53,6 +53,12 @@ void ProgressLine::print(int64_t bytes_done, const std::string& counts) {
                tty_ ? "\033[K" : "\n");
   std::fflush(stderr);
   in_place_ = tty_;
+  printed_ = true;
+}
+
+void ProgressLine::finish(int64_t bytes_done, const std::string& counts) {
+  if (printed_) print(bytes_done, counts);
+  end();
 }
 
 void ProgressLine::end() {

@@ -223,6 +223,8 @@ EncodeStats encode_corpus(DocumentReader& reader, const Tokenizer& tokenizer,
       line.print(done_bytes,
                  count_of(stats.documents, "document") + ", " + count_of(stats.tokens, "token"));
   }
+  line.finish(reader.bytes_read(),
+              count_of(stats.documents, "document") + ", " + count_of(stats.tokens, "token"));
   if (stats.documents == 0)
     throw InputError("--input: expected some text, found only empty or blank files");
   writer.finish();

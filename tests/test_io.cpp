@@ -624,7 +624,8 @@ TEST_F(IoTest, CacheFilesArePublishedWholeAndKeepAnotherProcesssFile) {
 
 // The progress line of the long commands (tokenize encode, ckpt verify, diff, export): done and
 // total, rate, the caller's counts and an ETA, one line each time it is due (here at once; in a
-// log every 5 s, on a terminal every 0.5 s, rewritten in place); nothing when disabled.
+// log every 5 s, on a terminal every 0.5 s, rewritten in place); nothing when disabled; the last
+// line at the end, when there were lines.
 TEST(ProgressLine, SaysDoneTotalRateCountsAndEta) {
   std::fflush(stderr);
   const int saved = ::dup(STDERR_FILENO);
@@ -636,8 +637,11 @@ TEST(ProgressLine, SaysDoneTotalRateCountsAndEta) {
     ProgressLine line(true, "ckpt verify: CRC-32C", 4000000, std::chrono::milliseconds(0));
     due = line.due();
     line.print(1000000, "3 files");
+    line.finish(4000000, "4 files");  // after a line: the last one, at the end
     const ProgressLine off(false, "x", 1, std::chrono::milliseconds(0));
     off_due = off.due();
+    ProgressLine quiet(true, "y", 1, std::chrono::hours(1));
+    quiet.finish(1, "none printed");  // no line before: none now
   }
   std::fflush(stderr);
   ::dup2(saved, STDERR_FILENO);
@@ -650,7 +654,8 @@ TEST(ProgressLine, SaysDoneTotalRateCountsAndEta) {
   EXPECT_FALSE(off_due);
   EXPECT_TRUE(std::regex_match(
       text, std::regex("ckpt verify: CRC-32C: 1\\.0 / 4\\.0 MB, [0-9.]+ MB/s, 3 files, ETA "
-                       "[0-9]+ (s|min [0-9]+ s|h [0-9]+ min)\n")))
+                       "[0-9]+ (s|min [0-9]+ s|h [0-9]+ min)\n"
+                       "ckpt verify: CRC-32C: 4\\.0 / 4\\.0 MB, [0-9.]+ MB/s, 4 files, ETA 0 s\n")))
       << text;
 }
 
