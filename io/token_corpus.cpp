@@ -228,7 +228,7 @@ std::optional<TokenCorpus::SliceIds> TokenCorpus::check_token_ids(
     if (size == 0)
       return {std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::min()};
     // Block by block, for the progress line.
-    const int64_t token_bytes = dtype_ == DType::U16 ? 2 : 4;
+    const auto token_bytes = static_cast<int64_t>(dtype_size(dtype_));
     if (on_read) on_read(0, size * token_bytes);
     std::pair<int64_t, int64_t> range = {std::numeric_limits<int64_t>::max(),
                                          std::numeric_limits<int64_t>::min()};

@@ -451,6 +451,13 @@ void TrainConfig::check_values() const {
   require(steps >= 1, "--train.steps", "at least 1", steps);
   // The micro-batch first: sample and eval set the global batch from it.
   require(micro_batch >= 1, "--train.micro_batch", "at least 1 sequence", micro_batch);
+  // A micro-batch of at most 2^31 tokens: counts of its tokens and their bytes stay far inside
+  // int64.
+  const int64_t max_micro = (int64_t{1} << 31) / model.seq_len;
+  require(micro_batch <= max_micro, "--train.micro_batch",
+          "at most 2^31 tokens: " + std::to_string(max_micro) + " sequences of --model.seq_len " +
+              std::to_string(model.seq_len),
+          micro_batch);
   require(global_batch >= 1, "--train.global_batch", "at least 1 sequence", global_batch);
   require(global_batch % micro_batch == 0, "--train.global_batch",
           "a multiple of --train.micro_batch = " + std::to_string(micro_batch), global_batch);

@@ -491,10 +491,8 @@ void check_run(const TrainConfig& cfg, int started_ranks) {
         "refused\n",
         who.c_str());
   check_checkpoint_choice(cfg, tr);
-  print_memory_estimate(cfg, l);
   // Beyond 2^63 bytes a run's allocations fail: refused as the run would refuse it.
-  if (const RankMemory m = largest_rank_memory(cfg, l);
-      std::max(m.state, m.activations) == std::numeric_limits<int64_t>::max()) {
+  if (print_memory_estimate(cfg, l).beyond) {
     std::fflush(stdout);
     throw std::bad_alloc();
   }

@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "core/buffer.h"
+#include "core/bytes.h"
 #include "core/device.h"
 #include "core/model/gpt.h"
 #include "core/number_text.h"
@@ -288,27 +289,41 @@ std::string steps_text(const TrainConfig& cfg, const SampleStream& s) {
                                      : text + s.corpus(which).path() + ", the most repeated corpus";
 }
 
-RankMemory largest_rank_memory(const TrainConfig& cfg, const GridLayout& l) {
-  const int microbatches = static_cast<int>(cfg.accumulation_steps(l.dp));
+RankMemory rank_memory(const TrainConfig& cfg, const GridLayout& l, const GridCoord& at) {
   const bool zero = cfg.parallel.zero == 1 && l.dp > 1;
+  const ModelShard shard = run_shard(cfg, l, at);
+  RankMemory m{at, gpt_shard_params(cfg.model, shard)};
+  m.state = param_state_bytes(cfg.model.dtype, m.params,
+                              zero ? (m.params + l.dp - 1) / l.dp : m.params, zero);
+  m.activations = pipeline_activation_bytes(cfg.model, shard, l.pp, at.pp, cfg.micro_batch,
+                                            static_cast<int>(cfg.accumulation_steps(l.dp)));
+  m.beyond =
+      saturated_bytes(WideBytes{m.state} + m.activations) == std::numeric_limits<int64_t>::max();
+  return m;
+}
+
+RankMemory largest_rank_memory(const TrainConfig& cfg, const GridLayout& l) {
+  // Ranks differ by their stage and their piece of the vocabulary, of at most two sizes: one TP
+  // rank of each size will do.
+  std::vector<int> tp_ranks;
+  std::vector<int64_t> piece_sizes;
+  for (int tp = 0; tp < l.tp; ++tp) {
+    const int64_t rows = tp_piece_begin(cfg.model.vocab_size, tp + 1, l.tp) -
+                         tp_piece_begin(cfg.model.vocab_size, tp, l.tp);
+    if (std::find(piece_sizes.begin(), piece_sizes.end(), rows) != piece_sizes.end()) continue;
+    piece_sizes.push_back(rows);
+    tp_ranks.push_back(tp);
+  }
   RankMemory most;
-  // Ranks differ by their stage and, for an uneven vocabulary, their TP rank.
   for (int stage = 0; stage < l.pp; ++stage)
-    for (int tp = 0; tp < l.tp; ++tp) {
-      const GridCoord at{tp, 0, stage};
-      const ModelShard shard = run_shard(cfg, l, at);
-      RankMemory m{at, gpt_shard_params(cfg.model, shard)};
-      m.state = param_state_bytes(cfg.model.dtype, m.params,
-                                  zero ? (m.params + l.dp - 1) / l.dp : m.params, zero);
-      m.activations =
-          pipeline_activation_bytes(cfg.model, shard, l.pp, stage, cfg.micro_batch, microbatches);
-      if (__int128{m.state} + m.activations > __int128{most.state} + most.activations) most = m;
+    for (const int tp : tp_ranks) {
+      const RankMemory m = rank_memory(cfg, l, {tp, 0, stage});
+      if (WideBytes{m.state} + m.activations > WideBytes{most.state} + most.activations) most = m;
     }
   return most;
 }
 
-std::string memory_estimate_text(const TrainConfig& cfg, const GridLayout& l) {
-  const RankMemory m = largest_rank_memory(cfg, l);
+std::string memory_estimate_text(const TrainConfig& cfg, const GridLayout& l, const RankMemory& m) {
   const double state_mb = static_cast<double>(m.state) / 1e6;
   const double activation_mb = static_cast<double>(m.activations) / 1e6;
   // Which rank: every rank alike, or the largest by its TP rank (an uneven vocabulary piece)
@@ -324,7 +339,7 @@ std::string memory_estimate_text(const TrainConfig& cfg, const GridLayout& l) {
                     : cfg.model.device == Device::CUDA ? "GPU.md, \"Memory per GPU\""
                                                        : "PERFORMANCE.md, \"Memory\"";
   char text[512];
-  if (std::max(m.state, m.activations) == std::numeric_limits<int64_t>::max()) {
+  if (m.beyond) {
     std::snprintf(text, sizeof text,
                   "estimate beyond 2^63 bytes%s (%lld parameters): no machine holds this model "
                   "(docs/%s)",
@@ -346,9 +361,11 @@ std::string memory_estimate_text(const TrainConfig& cfg, const GridLayout& l) {
   return text;
 }
 
-void print_memory_estimate(const TrainConfig& cfg, const GridLayout& l) {
+RankMemory print_memory_estimate(const TrainConfig& cfg, const GridLayout& l) {
+  const RankMemory m = largest_rank_memory(cfg, l);
   std::printf("memory (%s): %s\n", cfg.model.device == Device::CUDA ? "GPU" : "host",
-              memory_estimate_text(cfg, l).c_str());
+              memory_estimate_text(cfg, l, m).c_str());
+  return m;
 }
 
 void print_tensor_parallel(const TrainConfig& cfg, const GridLayout& l) {
@@ -356,7 +373,7 @@ void print_tensor_parallel(const TrainConfig& cfg, const GridLayout& l) {
   if (l.tp > 1)
     std::printf(
         "tensor parallel: %d ranks; %s\n", l.tp,
-        run_shard(cfg, l, {}).sequence_parallel
+        cfg.parallel.sequence_parallel
             ? ("sequence parallel: each keeps " + std::to_string(tokens / l.tp) +
                " of a micro-batch's " + std::to_string(tokens) + " tokens between the layers")
                   .c_str()
@@ -485,8 +502,10 @@ void print_summary(const TrainConfig& cfg, Trainer& tr, const TrainResult& resul
   }
   // The tensors' peak beside the estimate of the rank that needs the most; then the process's.
   const char* most = world.size() > 1 ? ", the most of any rank," : "";
-  std::printf("peak %s memory of tessera's tensors%s %.1f MB; %s\n", gpu ? "GPU" : "host", most,
-              peak.data<double>()[0] / 1e6, memory_estimate_text(cfg, tr.layout()).c_str());
+  std::printf(
+      "peak %s memory of tessera's tensors%s %.1f MB; %s\n", gpu ? "GPU" : "host", most,
+      peak.data<double>()[0] / 1e6,
+      memory_estimate_text(cfg, tr.layout(), largest_rank_memory(cfg, tr.layout())).c_str());
   std::printf(
       "peak RSS%s %.0f MB (the process: the program, its libraries, MPI's buffers, the pages of "
       "the corpora it read)\n",

@@ -40,15 +40,19 @@ std::string steps_text(const TrainConfig& cfg, const SampleStream& s);
 struct RankMemory {
   GridCoord at;  // of a rank of DP replica 0, which holds what the others hold
   int64_t params = 0, state = 0, activations = 0;
+  bool beyond = false;  // the whole passes 2^63 bytes (saturated_bytes): no machine holds it
 };
-// The rank of `layout` that needs the most.
+// The rank at `at` of `layout`, and the one that needs the most.
+RankMemory rank_memory(const TrainConfig& cfg, const GridLayout& layout, const GridCoord& at);
 RankMemory largest_rank_memory(const TrainConfig& cfg, const GridLayout& layout);
 // "estimate X MB = S MB of parameters, gradients and optimizer state (N parameters) + A MB of
-// activations (docs/...)", with "for the largest rank (TP rank r of stage s)" after X MB on a
-// layout of several ranks.
-std::string memory_estimate_text(const TrainConfig& cfg, const GridLayout& layout);
-// "memory (GPU): " or "memory (host): " and that text, on a line.
-void print_memory_estimate(const TrainConfig& cfg, const GridLayout& layout);
+// activations (docs/...)" for the largest rank, with " for each rank" (DP only) or " for the
+// largest rank (TP rank r of stage s)" after X MB on several ranks; on the CPU what it leaves out.
+std::string memory_estimate_text(const TrainConfig& cfg, const GridLayout& layout,
+                                 const RankMemory& largest);
+// "memory (GPU): " or "memory (host): " and that text for the largest rank, on a line; returns
+// that rank's.
+RankMemory print_memory_estimate(const TrainConfig& cfg, const GridLayout& layout);
 // The lines of the start about the layout and options that the check prints too: TP and
 // sequence parallelism (or that it has no effect); ZeRO-1's part of the data-parallel line
 // (", ZeRO-1 (AdamW moments sharded)", or that it has no effect; "" without it); bf16 on the

@@ -153,9 +153,6 @@ void Trainer::start(Communicator& world, int local_rank) {
     groups.push_back({tied_});
   }
   bucket_elements_ = bucket_elements_for(cfg_.parallel, layout_.dp);
-  // A new model's gradients are zeros, which the buckets make anew: dropped first, so that the
-  // start holds no more than the step does (Trainer::state_bytes).
-  for (Param* p : params_) p->grad = Tensor();
   // From here every Param's value and gradient are views into the buckets' flat buffers.
   buckets_ =
       std::make_unique<GradBuckets>(groups, grid_->dp(), bucket_elements_, cfg_.parallel.zero == 1);

@@ -57,9 +57,10 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
     }
   }
   group_buckets_.push_back(buckets_.size());
-  // The values move in, each Param's own storage freed as it goes, then the gradients: the flat
-  // buffers never sit beside a whole second copy of both (the memory estimate's peak). A Param
-  // without a gradient (the Trainer drops the zeros of a new model first) gets a zero one.
+  // The gradients start from zero in the flat buffer: each Param's own goes first. Then the
+  // values move in, each one's storage freed as it goes: the flat buffers never sit beside a
+  // second copy of the parameters (the memory estimate's peak is the step's).
+  for (Param* p : order) p->grad = Tensor();
   values_ = Tensor({offset}, dtype, device);
   for (Param* p : order) {
     const int64_t at = slot_of_.at(p).offset;
@@ -70,9 +71,7 @@ GradBuckets::GradBuckets(const std::vector<std::vector<Param*>>& groups, Communi
   grads_ = Tensor({offset}, dtype, device);
   for (Param* p : order) {
     const int64_t at = slot_of_.at(p).offset;
-    Tensor grad = grads_.slice0(at, at + p->value.numel()).view(p->value.shape());
-    if (p->grad.defined()) copy_into(grad, p->grad);
-    p->grad = grad;
+    p->grad = grads_.slice0(at, at + p->value.numel()).view(p->value.shape());
   }
   if (dtype == DType::BF16) sums_ = Tensor({offset}, DType::F32, device);  // mixed_precision()
   for (Bucket& b : buckets_) {

@@ -48,8 +48,8 @@ class GradBuckets {
 
   // groups: the Params in the order their gradients become final; each group starts a new
   // bucket (a Param the caller also reduces elsewhere afterwards, like the tied embedding, gets
-  // its own). Every Param's value and gradient become views into the flat buffers (a Param
-  // without a gradient gets a zero one).
+  // its own). Every Param's value and gradient become views into the flat buffers, the gradients
+  // zero.
   GradBuckets(const std::vector<std::vector<Param*>>& groups, Communicator& dp,
               int64_t bucket_elements, bool shard);
 

@@ -2,9 +2,7 @@
 // gradients by send/recv, in 1F1B or interleaved 1F1B order.
 #include "parallel/pipeline.h"
 
-#include <algorithm>
-#include <limits>
-
+#include "core/bytes.h"
 #include "core/error.h"
 #include "core/profile.h"
 
@@ -203,13 +201,14 @@ int64_t pipeline_activation_bytes(const ModelConfig& cfg, const ModelShard& shar
   const int chunks = shard.chunks.empty() ? 1 : static_cast<int>(shard.chunks.size());
   const std::vector<int> sets =
       in_flight_per_chunk(interleaved_one_f_one_b(stages, stage, microbatches, chunks), chunks);
-  const int64_t boundary = static_cast<int64_t>(dtype_size(cfg.dtype)) * cfg.d_model *
-                           shard.stream_rows(micro_batch, cfg.seq_len);
-  __int128 bytes = gpt_shard_activation_bytes(cfg, shard, micro_batch, sets);  // saturated
+  const WideBytes boundary =
+      WideBytes{dtype_size(cfg.dtype)} * cfg.d_model * shard.stream_rows(micro_batch, cfg.seq_len);
+  WideBytes bytes = gpt_shard_activation_bytes(cfg, shard, micro_batch, sets);  // saturated
   for (int c = 0; c < chunks; ++c)
     if (!(shard.has_embedding && c == 0)) bytes += 2 * boundary * sets[static_cast<size_t>(c)];
+  // One output gradient received for the stage, whichever of its chunks it is for.
   if (!(shard.has_head && chunks == 1)) bytes += boundary;
-  return static_cast<int64_t>(std::min<__int128>(bytes, std::numeric_limits<int64_t>::max()));
+  return saturated_bytes(bytes);
 }
 
 }  // namespace tessera

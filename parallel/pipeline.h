@@ -100,7 +100,8 @@ class PipelineEngine {
 // PipelineEngine of `microbatches` microbatches of micro_batch sequences allocates them: the
 // shard's (gpt_shard_activation_bytes) with one set per microbatch in flight on each chunk, and
 // the engine's buffers between stages: each set's received input and its gradient on every chunk
-// but the model's first, and the received output gradient where a chunk is not the model's last.
+// but the model's first, and one received output gradient for the stage when any of its chunks
+// is not the model's last.
 int64_t pipeline_activation_bytes(const ModelConfig& cfg, const ModelShard& shard, int stages,
                                   int stage, int64_t micro_batch, int microbatches);
 

@@ -300,6 +300,10 @@ TEST_F(Cli, OverflowingSizesAreRejectedAndAWarmUpAsLongAsTheRunIsSaid) {
        "--parallel.tp 2147483647 x --parallel.pp 2147483647 x --parallel.dp 3 = more than 2^63 "
        "ranks"},
       {"--train.global_batch 4294967296", "--train.global_batch: expected at most 2^30"},
+      // Tokens of a micro-batch past 2^31 (16 of each sequence).
+      {"--train.global_batch 134217729 --train.micro_batch 134217729",
+       "--train.micro_batch: expected at most 2^31 tokens: 134217728 sequences of --model.seq_len "
+       "16"},
       // Each microbatch runs through every model chunk: the schedule counts both (2^28 x 8).
       {"--train.global_batch 536870912 --parallel.virtual_stages 8",
        "--train.global_batch: expected at most 2^30 microbatches per step and rank "
@@ -311,7 +315,8 @@ TEST_F(Cli, OverflowingSizesAreRejectedAndAWarmUpAsLongAsTheRunIsSaid) {
   for (const auto& [bad, message] : cases) {
     std::string a = tiny_args();
     if (bad.starts_with("--train.global_batch"))  // in place of tiny_args' own
-      a.replace(a.find("--train.global_batch 4"), 22, bad);
+      a.replace(a.find("--train.global_batch 4"),
+                bad.find("--train.micro_batch") == std::string::npos ? 22 : 44, bad);
     else
       a += " " + bad;
     CliRun r = run_tessera(a, dir_);

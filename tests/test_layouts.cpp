@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/threads.h"
 #include "io/synthetic_corpus.h"
+#include "launcher/train_report.h"
 #include "launcher/trainer.h"
 #include "parallel/local_communicator.h"
 #include "parallel/mpi_communicator.h"
@@ -356,14 +357,15 @@ TEST_F(LayoutEquivalence, EachRanksMemoryEstimateMatchesTheMostItsStepsHeld) {
     Recompute recompute;
     int64_t vocab = 512;
   };
-  // The last: the parameters' state ahead of the activations (a vocabulary of 2^15, of which the
-  // corpus uses 512), and sharded over 8 DP ranks: the start, where every parameter moves into
-  // the gradient buckets, must not hold more than the steps do.
+  // A vocabulary of 515 split unevenly over 4 TP ranks (the corpus uses 512 ids). The last: the
+  // parameters' state ahead of the activations (a vocabulary of 2^15), sharded over 8 DP ranks:
+  // the start, where every parameter moves into the gradient buckets, must not hold more than the
+  // steps do.
   const Case cases[] = {{{2, 2, 2}, 1, false, 1, Recompute::None},
                         {{2, 2, 2}, 0, true, 1, Recompute::Selective},
                         {{1, 4, 2}, 0, false, 1, Recompute::None},
                         {{2, 2, 1}, 0, false, 2, Recompute::Full},
-                        {{4, 2, 1}, 0, true, 2, Recompute::Selective},
+                        {{4, 2, 1}, 0, true, 2, Recompute::Selective, 515},
                         {{1, 1, 8}, 1, false, 1, Recompute::None, 1 << 15}};
   for (const Case& k : cases) {
     TrainConfig cfg = *cfg_;
@@ -387,11 +389,25 @@ TEST_F(LayoutEquivalence, EachRanksMemoryEstimateMatchesTheMostItsStepsHeld) {
       tr.start(*group);
       for (int s = 0; s < cfg.steps; ++s) tr.step();
       const double held = static_cast<double>(host_peak_bytes() - before);
-      const double estimate = static_cast<double>(tr.state_bytes() + tr.activation_bytes());
-      std::printf("TP %d PP %d DP %d, rank %d: held %.0f bytes, estimate %.0f (%.3f)\n", k.l.tp,
-                  k.l.pp, k.l.dp, group->rank(), held, estimate, estimate / held);
-      EXPECT_NEAR(estimate / held, 1.0, 0.015)
-          << "TP " << k.l.tp << " PP " << k.l.pp << " DP " << k.l.dp << ", rank " << group->rank();
+      // The estimate the run prints, from the options alone, and the Trainer's own figures.
+      const RankMemory mine = rank_memory(cfg, tr.layout(), tr.grid().coord());
+      EXPECT_EQ(mine.activations, tr.activation_bytes());
+      const double estimate = static_cast<double>(mine.state + mine.activations);
+      const std::string name = "TP " + std::to_string(k.l.tp) + " PP " + std::to_string(k.l.pp) +
+                               " DP " + std::to_string(k.l.dp) + ", rank " +
+                               std::to_string(group->rank());
+      std::printf("%s: held %.0f bytes, estimate %.0f (%.3f), with the Trainer's state %.0f\n",
+                  name.c_str(), held, estimate, estimate / held,
+                  static_cast<double>(tr.state_bytes() + tr.activation_bytes()));
+      EXPECT_NEAR(estimate / held, 1.0, 0.015) << name;
+      // The largest rank's estimate, which the run prints, against the most any rank held.
+      Tensor most({1}, DType::F64);
+      most.data<double>()[0] = held;
+      group->all_reduce(most, ReduceOp::Max);
+      const RankMemory largest = largest_rank_memory(cfg, tr.layout());
+      EXPECT_NEAR(static_cast<double>(largest.state + largest.activations) / most.data<double>()[0],
+                  1.0, 0.015)
+          << name << ": the largest rank";
     }
     world_->barrier();
   }

@@ -5,6 +5,7 @@
 #include <limits>
 #include <utility>
 
+#include "core/bytes.h"
 #include "core/error.h"
 #include "core/ops/attention.h"
 #include "core/ops/cast.h"
@@ -289,13 +290,7 @@ int64_t gpt_num_params(const ModelConfig& c) {
 }
 
 namespace {
-// The bounds of ModelConfig::validate allow shapes whose bytes pass 2^63 (2^20-wide layers over
-// 2^24 tokens): byte counts are summed wide and given back saturated.
-using Wide = __int128;
-int64_t saturated(Wide bytes) {
-  return bytes > std::numeric_limits<int64_t>::max() ? std::numeric_limits<int64_t>::max()
-                                                     : static_cast<int64_t>(bytes);
-}
+using Wide = WideBytes;  // byte counts (saturated_bytes)
 
 // The rows of the vocabulary the shard's embedding and LM head hold.
 int64_t vocab_rows(const ModelConfig& c, const ModelShard& s) {
@@ -305,7 +300,7 @@ int64_t vocab_rows(const ModelConfig& c, const ModelShard& s) {
 }
 
 // The layers of each of the shard's chunks.
-std::vector<int64_t> chunk_layers(const ModelConfig& c, const ModelShard& s) {
+std::vector<int64_t> layers_per_chunk(const ModelConfig& c, const ModelShard& s) {
   if (s.chunks.empty()) return {c.layers};
   std::vector<int64_t> layers;
   for (const LayerRange& r : s.chunks) layers.push_back(r.end - r.begin);
@@ -319,7 +314,7 @@ int64_t gpt_shard_params(const ModelConfig& c, const ModelShard& s) {
   // LayerNorms and the proj and out biases.
   const int64_t per_layer = (3 * C * C + 3 * C + C * C + F * C + F + C * F) / t + 4 * C + 2 * C;
   int64_t n = 0;
-  for (const int64_t layers : chunk_layers(c, s)) n += layers * per_layer;
+  for (const int64_t layers : layers_per_chunk(c, s)) n += layers * per_layer;
   if (s.has_embedding || s.has_head) n += vocab_rows(c, s) * C;  // one table when a stage has both
   if (s.has_embedding && c.pos == PositionKind::Learned) n += c.seq_len * C;
   if (s.has_head) n += 2 * C;
@@ -330,8 +325,8 @@ int64_t param_state_bytes(DType dtype, int64_t values, int64_t state, bool reduc
                           bool grad_sums) {
   const Wide elem = dtype_size(dtype), n = values, piece = reduced_piece ? state : 0;
   if (dtype == DType::BF16)  // bf16 values and gradients; the rest fp32
-    return saturated(elem * 2 * n + 4 * ((grad_sums ? n : 0) + 3 * Wide{state} + piece));
-  return saturated(elem * (2 * n + 2 * Wide{state} + piece));
+    return saturated_bytes(elem * 2 * n + 4 * ((grad_sums ? n : 0) + 3 * Wide{state} + piece));
+  return saturated_bytes(elem * (2 * n + 2 * Wide{state} + piece));
 }
 
 int64_t gpt_state_bytes(const ModelConfig& c, bool grad_sums) {
@@ -341,7 +336,7 @@ int64_t gpt_state_bytes(const ModelConfig& c, bool grad_sums) {
 
 int64_t gpt_shard_activation_bytes(const ModelConfig& c, const ModelShard& s, int64_t B,
                                    std::span<const int> sets) {
-  const std::vector<int64_t> layers = chunk_layers(c, s);
+  const std::vector<int64_t> layers = layers_per_chunk(c, s);
   TESSERA_CHECK(sets.size() == layers.size(),
                 "gpt_shard_activation_bytes: expected a number of sets per model chunk");
   const Wide t = s.tp_size, T = c.seq_len, C = c.d_model, BT = B * T;
@@ -394,7 +389,8 @@ int64_t gpt_shard_activation_bytes(const ModelConfig& c, const ModelShard& s, in
   if (s.has_embedding) bytes += elem * S * C + (s.sequence_parallel ? elem * BT * C : 0);
   if (s.has_head)
     bytes += elem * BT * C + stat * BT + (s.sequence_parallel ? elem * (S * C + 2 * C) : 0);
-  return saturated(bytes + ops::attention_workspace_bytes(c.device, c.dtype, B, Hl, c.seq_len));
+  return saturated_bytes(bytes +
+                         ops::attention_workspace_bytes(c.device, c.dtype, B, Hl, c.seq_len));
 }
 
 int64_t gpt_activation_bytes(const ModelConfig& c, int64_t B) {

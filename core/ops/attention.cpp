@@ -4,6 +4,7 @@
 // kernel for the dtype and device.
 #include "core/ops/attention.h"
 
+#include "core/bytes.h"
 #include "core/error.h"
 #include "core/ops/attention_cuda.h"
 #include "core/ops/attention_cudnn.h"
@@ -103,7 +104,7 @@ int64_t attention_workspace_bytes(Device device, DType qkv_dtype, int64_t B, int
   // T = 1 runs on tessera's kernels (cuDNN's backward refuses it).
   const bool cudnn = device == Device::CUDA && qkv_dtype == DType::BF16 &&
                      g_bf16_kernels == AttentionKernels::Cudnn && T > 1;
-  return cudnn ? 2 * B * H * T * T : 0;
+  return cudnn ? saturated_bytes(2 * WideBytes{B} * H * T * T) : 0;
 }
 
 DType attention_saved_dtype(Device device, DType qkv_dtype) {
