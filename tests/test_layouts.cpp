@@ -341,13 +341,14 @@ TEST_F(LayoutEquivalence, OneLayoutIsBitwiseDeterministic) {
   EXPECT_EQ(a.params, b.params);
 }
 
-// Each rank's memory estimate, the state of its parameters (Trainer::state_bytes) and the
-// activations of its stage (pipeline_activation_bytes), against the most host memory its tensors
-// held from the Trainer's start through two steps, on layouts where the stages keep different
-// numbers of microbatches, with sequence parallelism, the interleaved schedule, ZeRO-1 and each
-// recompute mode. What the estimate leaves out, 17-43 KB of 3.5-7.7 MB here (a ratio of
-// 0.990-0.998): the token ids of the step's microbatches and the data loader's buffers (host
-// memory, also when training on a GPU), and the rounding of each allocation to 64 bytes.
+// Each rank's memory estimate as the run prints it (rank_memory: the state of its parameters and
+// the activations of its stage), and the largest rank's, against the most host memory the tensors
+// held from the Trainer's making through two steps, on layouts where the stages keep different
+// numbers of microbatches, with sequence parallelism, the interleaved schedule, ZeRO-1, each
+// recompute mode and an uneven vocabulary. What the estimate leaves out, 17-43 KB of 3.5-7.7 MB
+// here (a ratio of 0.990-0.999): the token ids of the step's microbatches and the data loader's
+// buffers (host memory, also when training on a GPU), the cross-entropy's per-token scratch, the
+// replica check's staging (TP and DP), and the rounding of each allocation to 64 bytes.
 TEST_F(LayoutEquivalence, EachRanksMemoryEstimateMatchesTheMostItsStepsHeld) {
   struct Case {
     Layout l;
