@@ -72,6 +72,15 @@ class Cli : public ::testing::Test {
     return shard;
   }
 
+  // The activations of the first memory estimate a run or check prints (its start's line), the
+  // MB figure as printed.
+  static std::string activation_mb(const CliRun& r) {
+    const size_t end = r.out.find(" MB of activations");
+    if (end == std::string::npos) return "none in: " + r.out;
+    const size_t at = r.out.rfind(' ', end - 1) + 1;
+    return r.out.substr(at, end - at);
+  }
+
   // One message on one line naming `what`, exit code 2, no crash or internal error.
   void expect_clear_error(const CliRun& r, const std::string& what) {
     EXPECT_EQ(r.exit_code, 2) << r.err;
@@ -636,20 +645,19 @@ TEST_F(Cli, CheckCountsTheWorkspaceOfTheChosenAttentionKernels) {
                            " --model.d_model 256 --model.heads 4 --model.layers 2"
                            " --model.d_ff 256 --model.seq_len 1024 --train.micro_batch 2"
                            " --train.global_batch 2 --train.device cuda --gpu.attention ";
-  const auto activation_mb = [&](const char* kernels) {
+  const auto checked_mb = [&](const char* kernels) {
     const CliRun r = run_tessera(args + kernels, dir_);
-    const size_t end = r.out.find(" MB of activations");
     EXPECT_EQ(r.exit_code, 0) << r.err;
-    if (end == std::string::npos) return -1.0;
-    return std::stod(r.out.substr(r.out.rfind(' ', end - 1) + 1));
+    const std::string mb = activation_mb(r);
+    return mb.starts_with("none") ? -1.0 : std::stod(mb);
   };
   if (!cuda_backend_built()) {
     expect_clear_error(run_tessera(args + "cudnn", dir_), "--train.device");
     GTEST_SKIP() << "built without CUDA (TESSERA_CUDA=OFF): --train.device cuda is refused";
   }
-  const double tessera_kernels = activation_mb("tensor_cores"), cudnn = activation_mb("cudnn");
+  const double tessera_kernels = checked_mb("tensor_cores"), cudnn = checked_mb("cudnn");
   ASSERT_GT(tessera_kernels, 0);
-  EXPECT_EQ(activation_mb("cuda_cores"), tessera_kernels);
+  EXPECT_EQ(checked_mb("cuda_cores"), tessera_kernels);
   EXPECT_NEAR(cudnn - tessera_kernels, 2.0 * 2 * 4 * 1024 * 1024 / 1e6, 0.1);
 }
 
@@ -1221,13 +1229,8 @@ TEST_F(Cli, RecomputeModesTrainWithBitwiseTheLossesOfNone) {
                            " --model.d_model 64 --model.layers 4 --model.heads 4 --model.d_ff 256"
                            " --model.seq_len 128 --train.global_batch 8 --train.micro_batch 4"
                            " --train.steps 5 --train.log_interval 1 --run.dir ";
-  // The activations the end-of-run summary gives for the mode the model ran with: the option
+  // The activations the run's memory estimate gives for the mode the model ran with: the option
   // took effect (equal losses are no proof where it was ignored).
-  const auto activation_mb = [](const CliRun& r) {
-    const size_t end = r.out.find(" MB of activations");
-    if (end == std::string::npos) return std::string("none in: ") + r.out;
-    return r.out.substr(r.out.rfind(' ', end - 1) + 1, end - r.out.rfind(' ', end - 1) - 1);
-  };
   const CliRun none_run = run_tessera(args + (dir_ / "none").string(), dir_);
   ASSERT_EQ(none_run.exit_code, 0) << none_run.err;
   const std::vector<std::string> none = loss_fields(dir_ / "none" / "metrics.jsonl");
