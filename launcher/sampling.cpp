@@ -61,8 +61,7 @@ std::vector<int32_t> generate(GPT& model, Communicator& tp, Communicator& pp,
   // tp does not divide V: every rank sends a piece of the largest size, and the host keeps the
   // ids each one holds.
   const int tps = tp.size();
-  const int64_t piece = (V + tps - 1) / tps,
-                local_v = tp_piece_begin(V, tp.rank() + 1, tps) - tp_piece_begin(V, tp.rank(), tps);
+  const int64_t piece = (V + tps - 1) / tps, local_v = tp_piece_size(V, tp.rank(), tps);
   const bool last = pp.rank() == pp.size() - 1;
   // The model starts as every document after the first does in the corpus: after an end of
   // document (GPT-2's <|endoftext|>), a prompt or none. A model of ids, with no end to stop at,

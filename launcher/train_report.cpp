@@ -308,8 +308,7 @@ RankMemory largest_rank_memory(const TrainConfig& cfg, const GridLayout& l) {
   std::vector<int> tp_ranks;
   std::vector<int64_t> piece_sizes;
   for (int tp = 0; tp < l.tp; ++tp) {
-    const int64_t rows = tp_piece_begin(cfg.model.vocab_size, tp + 1, l.tp) -
-                         tp_piece_begin(cfg.model.vocab_size, tp, l.tp);
+    const int64_t rows = tp_piece_size(cfg.model.vocab_size, tp, l.tp);
     if (std::find(piece_sizes.begin(), piece_sizes.end(), rows) != piece_sizes.end()) continue;
     piece_sizes.push_back(rows);
     tp_ranks.push_back(tp);

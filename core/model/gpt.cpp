@@ -294,9 +294,7 @@ using Wide = WideBytes;  // byte counts (saturated_bytes)
 
 // The rows of the vocabulary the shard's embedding and LM head hold.
 int64_t vocab_rows(const ModelConfig& c, const ModelShard& s) {
-  const int t = s.tp_size;
-  return tp_piece_begin(c.vocab_size, s.tp_rank + 1, t) -
-         tp_piece_begin(c.vocab_size, s.tp_rank, t);
+  return tp_piece_size(c.vocab_size, s.tp_rank, s.tp_size);
 }
 
 // The layers of each of the shard's chunks.

@@ -22,6 +22,10 @@ enum class ParamInit { Normal, Zeros, Ones };
 inline int64_t tp_piece_begin(int64_t extent, int rank, int size) {
   return extent * rank / size;
 }
+// The rows of that piece.
+inline int64_t tp_piece_size(int64_t extent, int rank, int size) {
+  return tp_piece_begin(extent, rank + 1, size) - tp_piece_begin(extent, rank, size);
+}
 
 struct Param {
   std::string name;  // global name, e.g. "layers/03/attn/qkv/weight"
