@@ -53,11 +53,11 @@ void ProgressLine::print(int64_t bytes_done, const std::string& counts) {
                tty_ ? "\033[K" : "\n");
   std::fflush(stderr);
   in_place_ = tty_;
-  printed_ = true;
+  printed_ = bytes_done;
 }
 
 void ProgressLine::finish(int64_t bytes_done, const std::string& counts) {
-  if (printed_) print(bytes_done, counts);
+  if (printed_ >= 0 && printed_ != bytes_done) print(bytes_done, counts);
   end();
 }
 

@@ -30,8 +30,8 @@ class ProgressLine {
   void print(int64_t bytes_done, const std::string& counts);
   // Ends a line rewritten in place, so that what follows starts a line of its own.
   void end();
-  // The last line, at bytes_done, when any was printed (a line left at its last update reads as
-  // work stopped part way); then end().
+  // The last line, at bytes_done, when any was printed and the last one was not at bytes_done
+  // already (a line left at its last update reads as work stopped part way); then end().
   void finish(int64_t bytes_done, const std::string& counts);
 
  private:
@@ -41,7 +41,8 @@ class ProgressLine {
   std::string what_;
   int64_t total_;
   Clock::time_point start_ = Clock::now(), last_ = Clock::now();
-  bool in_place_ = false, printed_ = false;
+  bool in_place_ = false;
+  int64_t printed_ = -1;  // the bytes of the last line printed; -1: none
 };
 
 }  // namespace tessera

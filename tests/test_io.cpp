@@ -642,6 +642,9 @@ TEST(ProgressLine, SaysDoneTotalRateCountsAndEta) {
     off_due = off.due();
     ProgressLine quiet(true, "y", 1, std::chrono::hours(1));
     quiet.finish(1, "none printed");  // no line before: none now
+    ProgressLine done(true, "z", 2000000, std::chrono::milliseconds(0));
+    done.print(2000000, "all");
+    done.finish(2000000, "all");  // the last line was at the end already: not again
   }
   std::fflush(stderr);
   ::dup2(saved, STDERR_FILENO);
@@ -655,7 +658,8 @@ TEST(ProgressLine, SaysDoneTotalRateCountsAndEta) {
   EXPECT_TRUE(std::regex_match(
       text, std::regex("ckpt verify: CRC-32C: 1\\.0 / 4\\.0 MB, [0-9.]+ MB/s, 3 files, ETA "
                        "[0-9]+ (s|min [0-9]+ s|h [0-9]+ min)\n"
-                       "ckpt verify: CRC-32C: 4\\.0 / 4\\.0 MB, [0-9.]+ MB/s, 4 files, ETA 0 s\n")))
+                       "ckpt verify: CRC-32C: 4\\.0 / 4\\.0 MB, [0-9.]+ MB/s, 4 files, ETA 0 s\n"
+                       "z: 2\\.0 / 2\\.0 MB, [0-9.]+ MB/s, all, ETA 0 s\n")))
       << text;
 }
 
