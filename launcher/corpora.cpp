@@ -80,7 +80,6 @@ std::vector<TokenCorpus> CorpusOpener::open(const std::vector<CorpusWeight>& ble
     };
     const auto ids =
         corpora.back().check_token_ids(vocab, cache_dir_, rank_, world_size_, record_, progress);
-    if (line) line->end();
     slices_.push_back({ids.has_value(), ids.value_or(TokenCorpus::SliceIds{})});
   }
   return corpora;

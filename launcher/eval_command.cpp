@@ -172,6 +172,13 @@ int eval_command(int argc, char** argv) {
     std::vector<Tensor> inputs, targets;
     double loss_sum = 0;
     ProgressLine progress(m.root, "eval", data->samples * T * data->token_bytes);
+    const auto bytes_of = [&](int64_t microbatches_done) {
+      return microbatches_done * B * dp * T * data->token_bytes;
+    };
+    const auto samples_of = [&](int64_t microbatches_done) {
+      return std::to_string(microbatches_done * B * dp) + " of " + std::to_string(data->samples) +
+             " samples";
+    };
     for (int64_t done = 0; done < microbatches;) {
       const int64_t n = std::min<int64_t>(per_round, microbatches - done);
       inputs.resize(static_cast<size_t>(n));
@@ -181,14 +188,9 @@ int eval_command(int argc, char** argv) {
                                        targets[static_cast<size_t>(i)]);
       loss_sum += engine.evaluate(inputs, targets);
       done += n;
-      const int64_t samples = done * B * dp;
-      const std::string counts =
-          std::to_string(samples) + " of " + std::to_string(data->samples) + " samples";
-      if (done == microbatches)
-        progress.finish(samples * T * data->token_bytes, counts);
-      else if (progress.due())
-        progress.print(samples * T * data->token_bytes, counts);
+      if (progress.due()) progress.print(bytes_of(done), samples_of(done));
     }
+    progress.finish(bytes_of(microbatches), samples_of(microbatches));
     // The mean of the micro-batches' mean losses.
     const double loss =
         mean_loss_of_replicas(grid, m.world, loss_sum, static_cast<double>(microbatches));
