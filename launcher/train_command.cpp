@@ -477,7 +477,7 @@ void check_run(const TrainConfig& cfg, int started_ranks) {
               count_of(l.world_size(), "rank").c_str());
   print_tensor_parallel(cfg, l);
   print_pipeline(cfg, tr);
-  std::printf("data parallel: %d replica%s%s\n", l.dp, l.dp == 1 ? "" : "s",
+  std::printf("data parallel: %s%s\n", count_of(l.dp, "replica").c_str(),
               zero_text(cfg, l).c_str());
   print_precision_note(cfg);
   std::printf("train: %s; run dir %s\n", steps_text(cfg, tr.samples()).c_str(),

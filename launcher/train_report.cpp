@@ -416,10 +416,9 @@ void print_start(const TrainConfig& cfg, Trainer& tr) {
   print_tensor_parallel(cfg, l);
   print_pipeline(cfg, tr);
   std::printf(
-      "data parallel: %d replica%s, %lld gradient bucket%s closing at %.1f MB (largest %.1f "
-      "MB)%s\n",
-      l.dp, l.dp == 1 ? "" : "s", static_cast<long long>(tr.buckets().bucket_count()),
-      tr.buckets().bucket_count() == 1 ? "" : "s",
+      "data parallel: %s, %s closing at %.1f MB (largest %.1f MB)%s\n",
+      count_of(l.dp, "replica").c_str(),
+      count_of(static_cast<int64_t>(tr.buckets().bucket_count()), "gradient bucket").c_str(),
       static_cast<double>(tr.bucket_elements()) * sizeof(float) / 1e6,
       static_cast<double>(tr.buckets().largest_bucket()) * sizeof(float) / 1e6,
       zero_text(cfg, l).c_str());
