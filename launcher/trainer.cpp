@@ -411,14 +411,6 @@ std::optional<double> Trainer::evaluate(const std::function<int()>& stop_wish, S
                                static_cast<double>(cfg_.eval_batches) * microbatches_);
 }
 
-int64_t Trainer::state_bytes() const {
-  // With ZeRO-1 the optimizer state is this rank's piece (with one DP rank the reduced gradient
-  // is the gradients themselves, GradBuckets::Bucket).
-  return param_state_bytes(cfg_.model.dtype, buckets_->flat_values().numel(),
-                           zero_ ? zero_->moment_elements() : buckets_->flat_values().numel(),
-                           zero_ && layout_.dp > 1);
-}
-
 int64_t Trainer::activation_bytes() const {
   return pipeline_activation_bytes(cfg_.model, model_->shard(), layout_.pp, grid_->coord().pp,
                                    cfg_.micro_batch, microbatches_);

@@ -130,9 +130,6 @@ class Trainer {
   const std::vector<Param*>& params() const { return params_; }
   AdamW* adamw() { return adamw_.get(); }    // null with ZeRO-1
   ZeroAdamW* zero() { return zero_.get(); }  // null without
-  // Bytes of parameters, gradients and optimizer state (moments, and fp32 masters and gradient
-  // sums with bf16; with ZeRO-1 also the reduced gradient piece) on this rank.
-  int64_t state_bytes() const;
   // Bytes of activations on this rank: its pipeline's sets (pipeline_activation_bytes).
   int64_t activation_bytes() const;
 
