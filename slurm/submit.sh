@@ -69,6 +69,8 @@ check=0
 sbatch_opts=() tessera_args=() job_name=""
 # Stops, naming what option $1 needs ($3), unless its value $2 is there.
 value_of() { [ -n "${2:-}" ] || die "$1 needs $3"; }
+# Why an environment that sbatch does not pass on whole is refused.
+no_env="the job would not get CONFIG, TESSERA and RUN_DIR from this environment"
 while [ $# -gt 0 ]; do
   case "$1" in
     --config) value_of "$1" "${2:-}" "a file"; config=$2; shift 2 ;;
@@ -93,7 +95,7 @@ while [ $# -gt 0 ]; do
     -J*) job_name=${1#-J}; sbatch_opts+=("$1"); shift ;;
     # The job takes CONFIG, TESSERA and RUN_DIR from the environment sbatch passes on.
     --export=ALL*) sbatch_opts+=("$1"); shift ;;
-    --export=*) die "$1: the job would not get CONFIG, TESSERA and RUN_DIR from this environment; leave --export out (or give --export=ALL,...)" ;;
+    --export=*) die "$1: $no_env; leave --export out (or give --export=ALL,...)" ;;
     --*=* | --parsable | --exclusive | --requeue | --no-requeue | --hold) sbatch_opts+=("$1"); shift ;;
     *) die "unknown argument '$1': sbatch options go as --option=value, tessera's after -- ($prog --help)" ;;
   esac
@@ -102,7 +104,7 @@ done
 [ -n "$config" ] || die "--config FILE is required ($prog --help)"
 case "${SBATCH_EXPORT:-ALL}" in
   ALL*) ;;
-  *) die "SBATCH_EXPORT=$SBATCH_EXPORT: the job would not get CONFIG, TESSERA and RUN_DIR from this environment; unset it (or make it ALL,...)" ;;
+  *) die "SBATCH_EXPORT=$SBATCH_EXPORT: $no_env; unset it (or make it ALL,...)" ;;
 esac
 [ -f "$config" ] || die "--config $config: no such file"
 config=$(realpath "$config")
