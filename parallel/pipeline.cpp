@@ -33,22 +33,31 @@ PipelineEngine::PipelineEngine(GPT& model, Communicator& pp, int64_t micro_batch
                 "PipelineEngine: the PP group's ranks do not match the model's stages");
   const ModelConfig& cfg = model.config();
   const Shape boundary = model.stage_shape(micro_batch);
-  const std::vector<int> slots = in_flight_per_chunk(schedule_, model.chunks());
+  const std::vector<int64_t> layers = gpt_chunk_layers(cfg, model.shard());
+  const ActivationSets sets = pipeline_activation_sets(schedule_, layers);
   bool receives_gradients = false;
   for (int c = 0; c < model.chunks(); ++c) {
     Chunk& chunk = chunks_.emplace_back();
     chunk.first = model.has_embedding(c);
     chunk.last = model.has_head(c);
+    chunk.layers = layers[static_cast<size_t>(c)];
     receives_gradients |= !chunk.last;
-    for (int i = 0; i < slots[static_cast<size_t>(c)]; ++i) {
-      chunk.acts.push_back(model.make_activations(micro_batch, c));
+    for (int i = 0; i < sets.ends[static_cast<size_t>(c)]; ++i) {
+      chunk.acts.push_back(model.make_activations(micro_batch, c, ActivationParts::Ends));
       if (!chunk.first) {
         chunk.stage_input.emplace_back(boundary, cfg.dtype, cfg.device);
         chunk.input_grad.emplace_back(boundary, cfg.dtype, cfg.device);
       }
     }
-    chunk.output_sent.resize(chunk.acts.size());
+    chunk.held.resize(chunk.acts.size());
     chunk.input_grad_sent.resize(chunk.acts.size());
+    LayerSets& shared = layer_sets_[chunk.layers];
+    if (!shared.sets.empty()) continue;  // made for an earlier chunk of as many layers
+    shared.sets.resize(static_cast<size_t>(sets.layers.at(chunk.layers)));
+    for (LayerSet& set : shared.sets) {
+      set.acts = model.make_activations(micro_batch, c, ActivationParts::Layers);
+      shared.free.push_back(&set);
+    }
   }
   if (receives_gradients) output_grad_ = Tensor(boundary, cfg.dtype, cfg.device);
 }
@@ -56,6 +65,29 @@ PipelineEngine::PipelineEngine(GPT& model, Communicator& pp, int64_t micro_batch
 size_t PipelineEngine::slot(const PipeAction& action) const {
   return static_cast<size_t>(action.microbatch) %
          chunks_[static_cast<size_t>(action.chunk)].acts.size();
+}
+
+PipelineEngine::LayerSet& PipelineEngine::take_layers(const PipeAction& action) {
+  Chunk& chunk = chunks_[static_cast<size_t>(action.chunk)];
+  std::deque<LayerSet*>& free = layer_sets_.at(chunk.layers).free;
+  TESSERA_CHECK(!free.empty(), "PipelineEngine: more microbatches in flight than layer sets");
+  LayerSet* set = free.front();
+  free.pop_front();
+  // The set's last microbatch sent its output from these activations; let it finish.
+  wait(set->output_sent);
+  const size_t s = slot(action);
+  chunk.held[s] = set;
+  chunk.acts[s].residual = set->acts.residual;  // tensors share their storage
+  chunk.acts[s].blocks = set->acts.blocks;
+  return *set;
+}
+
+void PipelineEngine::free_layers(const PipeAction& action) {
+  Chunk& chunk = chunks_[static_cast<size_t>(action.chunk)];
+  LayerSet*& set = chunk.held[slot(action)];
+  TESSERA_CHECK(set != nullptr, "PipelineEngine: a layer set freed twice");
+  layer_sets_.at(chunk.layers).free.push_back(set);
+  set = nullptr;
 }
 
 int previous_stage(const Communicator& pp) {
@@ -71,22 +103,22 @@ CommRequest* PipelineEngine::forward(const PipeAction& action, const Batches& ba
   Chunk& chunk = chunks_[static_cast<size_t>(action.chunk)];
   const size_t s = slot(action), mb = static_cast<size_t>(action.microbatch);
   GPTActivations& a = chunk.acts[s];
-  // The slot's previous microbatch sent its output from these activations; let it finish.
-  wait(chunk.output_sent[s]);
+  LayerSet& layers = take_layers(action);
   if (input == Input::ReceiveHere) post_receives({action});
   const Tensor* stage_input = chunk.first ? nullptr : &chunk.stage_input[s];
   const double loss = model_.forward(a, chunk.first ? &batches.inputs[mb] : nullptr,
                                      chunk.last ? &batches.targets[mb] : nullptr, stage_input);
+  if (!batches.backward_follows) free_layers(action);
   if (chunk.last) {
     loss_sum += loss;
     return nullptr;
   }
-  chunk.output_sent[s] = pp_.isend(a.residual.back(), next_stage(pp_));
+  layers.output_sent = pp_.isend(a.residual.back(), next_stage(pp_));
   // Before the stage's first backward no gradient comes back that this send could cross, so it
   // may start alone. Held back, stage 0's warm-up sends would wait for its first backward's
   // receive, and the pipeline would fill PP - 2 forwards late.
-  if (send == Send::Now) chunk.output_sent[s]->test();
-  return chunk.output_sent[s].get();
+  if (send == Send::Now) layers.output_sent->test();
+  return layers.output_sent.get();
 }
 
 CommRequest* PipelineEngine::backward(const PipeAction& action, const Backward& how, Input input) {
@@ -103,6 +135,7 @@ CommRequest* PipelineEngine::backward(const PipeAction& action, const Backward& 
   const bool last_microbatch = action.microbatch == microbatches_ - 1;
   model_.backward(chunk.acts[s], how.loss_scale, output_grad, input_grad,
                   last_microbatch ? how.on_ready : nullptr);
+  free_layers(action);
   // The gradient goes back before the chunk's own work on its weights' gradients (the bf16
   // fold), which the previous stage would otherwise wait out.
   if (!chunk.first) chunk.input_grad_sent[s] = pp_.isend(chunk.input_grad[s], previous_stage(pp_));
@@ -147,17 +180,17 @@ void PipelineEngine::run_steps(const std::vector<PipeAction>& actions, const Bat
 }
 
 void PipelineEngine::wait_for_sends() {
-  for (Chunk& chunk : chunks_) {
-    for (auto& r : chunk.output_sent) wait(r);
+  for (auto& [layers, shared] : layer_sets_)
+    for (LayerSet& set : shared.sets) wait(set.output_sent);
+  for (Chunk& chunk : chunks_)
     for (auto& r : chunk.input_grad_sent) wait(r);
-  }
 }
 
 double PipelineEngine::evaluate(const std::vector<Tensor>& inputs,
                                 const std::vector<Tensor>& targets) {
   TESSERA_CHECK(inputs.size() == targets.size() && !inputs.empty(),
                 "PipelineEngine::evaluate: expected one input and target tensor per microbatch");
-  const Batches batches{inputs, targets};
+  const Batches batches{inputs, targets, false};
   double loss_sum = 0;
   const int n = static_cast<int>(inputs.size());
   if (chunks_.size() > 1)
@@ -175,7 +208,7 @@ double PipelineEngine::run(const std::vector<Tensor>& inputs, const std::vector<
   TESSERA_CHECK(static_cast<int>(inputs.size()) == microbatches_ &&
                     static_cast<int>(targets.size()) == microbatches_,
                 "PipelineEngine::run: expected one input and target tensor per microbatch");
-  const Batches batches{inputs, targets};
+  const Batches batches{inputs, targets, true};
   const Backward how{loss_scale, on_ready, after_backward};
   double loss_sum = 0;
   if (chunks_.size() > 1) {
@@ -196,16 +229,24 @@ double PipelineEngine::run(const std::vector<Tensor>& inputs, const std::vector<
   return loss_sum;
 }
 
+ActivationSets pipeline_activation_sets(const std::vector<PipeAction>& schedule,
+                                        const std::vector<int64_t>& chunk_layers) {
+  const int chunks = static_cast<int>(chunk_layers.size());
+  return ActivationSets{in_flight_per_chunk(schedule, chunks),
+                        in_flight_per_key(schedule, chunk_layers)};
+}
+
 int64_t pipeline_activation_bytes(const ModelConfig& cfg, const ModelShard& shard, int stages,
                                   int stage, int64_t micro_batch, int microbatches) {
-  const int chunks = shard.chunks.empty() ? 1 : static_cast<int>(shard.chunks.size());
-  const std::vector<int> sets =
-      in_flight_per_chunk(interleaved_one_f_one_b(stages, stage, microbatches, chunks), chunks);
+  const std::vector<int64_t> layers = gpt_chunk_layers(cfg, shard);
+  const int chunks = static_cast<int>(layers.size());
+  const ActivationSets sets = pipeline_activation_sets(
+      interleaved_one_f_one_b(stages, stage, microbatches, chunks), layers);
   const WideBytes boundary =
       WideBytes{dtype_size(cfg.dtype)} * cfg.d_model * shard.stream_rows(micro_batch, cfg.seq_len);
   WideBytes bytes = gpt_shard_activation_bytes(cfg, shard, micro_batch, sets);  // saturated
   for (int c = 0; c < chunks; ++c)
-    if (!(shard.has_embedding && c == 0)) bytes += 2 * boundary * sets[static_cast<size_t>(c)];
+    if (!(shard.has_embedding && c == 0)) bytes += 2 * boundary * sets.ends[static_cast<size_t>(c)];
   // One output gradient received for the stage, whichever of its chunks it is for.
   if (!(shard.has_head && chunks == 1)) bytes += boundary;
   return saturated_bytes(bytes);

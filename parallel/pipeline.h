@@ -3,12 +3,15 @@
 // the stage in interleaved 1F1B order. Activations go to the next stage and activation gradients
 // to the previous one through the PP group (round the ring from the last stage to the first, from
 // one chunk to the next, when interleaved): sends are posted without blocking and receives
-// block, so neighbouring stages never deadlock whatever the message size. The engine keeps one
-// activation set per microbatch in flight on each chunk (min(p - s, M) on stage s without
-// interleaving).
+// block, so neighbouring stages never deadlock whatever the message size. The engine keeps the
+// layers' activations of as many microbatches as are in flight at once (min(p - s, M) on stage s
+// without interleaving), shared among chunks of as many layers, and each chunk's ends (token
+// ids, the head's tensors) for the microbatches in flight on it.
 #pragma once
 
+#include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -47,16 +50,31 @@ class PipelineEngine {
   double evaluate(const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets);
 
  private:
-  // What this stage keeps for one model chunk. Microbatch i uses slot i % slots.
+  // One set of a chunk's layers' activations (ActivationParts::Layers), and the send of the
+  // output of the last forward that ran in it.
+  struct LayerSet {
+    GPTActivations acts;
+    std::unique_ptr<CommRequest> output_sent;
+  };
+  // The sets of the chunks of one number of layers; a forward takes the one freed longest ago.
+  struct LayerSets {
+    std::vector<LayerSet> sets;
+    std::deque<LayerSet*> free;
+  };
+  // What this stage keeps for one model chunk. Microbatch i uses slot i % slots: its ends
+  // (ActivationParts::Ends) with the layer set its forward took, received input, input gradient.
   struct Chunk {
     bool first = false, last = false;  // the model's first chunk (embedding), its last (loss)
+    int64_t layers = 0;
     std::vector<GPTActivations> acts;
+    std::vector<LayerSet*> held;
     std::vector<Tensor> stage_input, input_grad;
-    std::vector<std::unique_ptr<CommRequest>> output_sent, input_grad_sent;
+    std::vector<std::unique_ptr<CommRequest>> input_grad_sent;
   };
   struct Batches {
     const std::vector<Tensor>& inputs;
     const std::vector<Tensor>& targets;
+    bool backward_follows;  // false: a forward frees its layer set at once (evaluate)
   };
   struct Backward {
     double loss_scale;
@@ -87,21 +105,32 @@ class PipelineEngine {
   bool post_receives(const std::vector<PipeAction>& step);
   void wait_for_sends();
   size_t slot(const PipeAction& action) const;
+  // take_layers gives the action's slot the set of its chunk's layer count freed longest ago,
+  // once that set's last send is done; free_layers hands it back.
+  LayerSet& take_layers(const PipeAction& action);
+  void free_layers(const PipeAction& action);
 
   GPT& model_;
   Communicator& pp_;
   int microbatches_;
   std::vector<PipeAction> schedule_;
   std::vector<Chunk> chunks_;
+  std::map<int64_t, LayerSets> layer_sets_;  // by number of layers
   Tensor output_grad_;
 };
 
+// The activation sets a stage keeps under `schedule`, its chunks having `chunk_layers` layers:
+// each chunk's ends for the microbatches in flight on it, and the layers' of L layers for the
+// most microbatches in flight at once on the chunks of L layers (in_flight_per_key).
+ActivationSets pipeline_activation_sets(const std::vector<PipeAction>& schedule,
+                                        const std::vector<int64_t>& chunk_layers);
+
 // Bytes of activations on stage `stage` of `stages` with the model part `shard`, as a
 // PipelineEngine of `microbatches` microbatches of micro_batch sequences allocates them: the
-// shard's (gpt_shard_activation_bytes) with one set per microbatch in flight on each chunk, and
-// the engine's buffers between stages: each set's received input and its gradient on every chunk
-// but the model's first, and one received output gradient for the stage when any of its chunks
-// is not the model's last.
+// shard's (gpt_shard_activation_bytes) with pipeline_activation_sets, and the engine's buffers
+// between stages: the received input and its gradient of each slot on every chunk but the
+// model's first, and one received output gradient for the stage when any of its chunks is not
+// the model's last.
 int64_t pipeline_activation_bytes(const ModelConfig& cfg, const ModelShard& shard, int stages,
                                   int stage, int64_t micro_batch, int microbatches);
 

@@ -79,13 +79,24 @@ std::vector<std::vector<PipeAction>> pipeline_steps(const std::vector<PipeAction
   return steps;
 }
 
-std::vector<int> in_flight_per_chunk(const std::vector<PipeAction>& actions, int chunks) {
-  std::vector<int> now(static_cast<size_t>(chunks), 0), most(static_cast<size_t>(chunks), 0);
+std::map<int64_t, int> in_flight_per_key(const std::vector<PipeAction>& actions,
+                                         const std::vector<int64_t>& key) {
+  std::map<int64_t, int> now, most;
+  for (const int64_t k : key) most[k] = 0;
   for (const PipeAction& a : actions) {
-    int& n = now[static_cast<size_t>(a.chunk)];
+    const int64_t k = key.at(static_cast<size_t>(a.chunk));
+    int& n = now[k];
     n += a.kind == PipeAction::Forward ? 1 : -1;
-    most[static_cast<size_t>(a.chunk)] = std::max(most[static_cast<size_t>(a.chunk)], n);
+    most[k] = std::max(most[k], n);
   }
+  return most;
+}
+
+std::vector<int> in_flight_per_chunk(const std::vector<PipeAction>& actions, int chunks) {
+  std::vector<int64_t> own(static_cast<size_t>(chunks));
+  for (int c = 0; c < chunks; ++c) own[static_cast<size_t>(c)] = c;
+  std::vector<int> most;
+  for (const auto& [chunk, n] : in_flight_per_key(actions, own)) most.push_back(n);
   return most;
 }
 

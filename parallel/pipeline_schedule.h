@@ -21,6 +21,8 @@
 // the ranks waiting on each other in a ring.
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -57,6 +59,12 @@ std::vector<std::vector<PipeAction>> pipeline_steps(const std::vector<PipeAction
 // The activation sets a schedule must keep for each chunk: the most microbatches whose forward
 // has run and whose backward has not (min(p - s, m) for 1F1B).
 std::vector<int> in_flight_per_chunk(const std::vector<PipeAction>& actions, int chunks);
+// The same for chunks that share their sets, key[c] being chunk c's: the most microbatches in
+// flight at once on the chunks of each key. With one key for every chunk, stage s of the
+// interleaved schedule keeps its warm-up's forwards and one more, up to 2 (p - s) - 1 + (v - 1) p
+// chunks' sets: on stage 0, 1 + (p - 1) / (p v) times plain 1F1B's p sets of a whole stage.
+std::map<int64_t, int> in_flight_per_key(const std::vector<PipeAction>& actions,
+                                         const std::vector<int64_t>& key);
 
 // (p - 1) / (v m + p - 1).
 double bubble_fraction(int stages, int microbatches, int chunks = 1);

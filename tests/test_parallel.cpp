@@ -371,6 +371,41 @@ TEST(InterleavedOneFOneB, EveryStageRunsEachMicrobatchThroughEachChunkInGroupOrd
         << "stage " << s;
 }
 
+// Chunks that share their sets keep what is in flight at once: the warm-up's forwards and the
+// first steady forward, 2 (p - s) - 1 + (v - 1) p chunks' sets (fewer when the microbatches run
+// out), not the sum of each chunk's most. On stage 0 that is 1 + (p - 1) / (p v) times plain
+// 1F1B's p sets of the whole stage, as Megatron-LM counts it.
+TEST(InterleavedOneFOneB, ChunksSharingTheirSetsKeepWhatIsInFlightAtOnce) {
+  for (int p : {2, 3, 4})
+    for (int v : {2, 3})
+      for (int m : {2 * p, 4 * p})
+        for (int s = 0; s < p; ++s) {
+          const std::vector<PipeAction> a = interleaved_one_f_one_b(p, s, m, v);
+          const std::map<int64_t, int> shared = in_flight_per_key(a, std::vector<int64_t>(v, 7));
+          const int expected = std::min(m * v, 2 * (p - s) - 1 + (v - 1) * p);
+          EXPECT_EQ(shared, (std::map<int64_t, int>{{7, expected}}))
+              << p << " stages, " << v << " chunks, " << m << " microbatches, stage " << s;
+          int sum = 0;
+          for (const int n : in_flight_per_chunk(a, v)) sum += n;
+          EXPECT_LE(expected, sum);
+          if (s == 0) {  // in layers: `expected` sets of L / (p v) against p sets of L / p
+            EXPECT_DOUBLE_EQ(static_cast<double>(expected) / (p * v), 1.0 + (p - 1.0) / (p * v));
+          }
+        }
+  // Stage 0 of 4 x 2 over 8 microbatches: 11 sets shared, against 8 + 4 kept apart.
+  EXPECT_EQ(in_flight_per_key(interleaved_one_f_one_b(4, 0, 8, 2), {3, 3}),
+            (std::map<int64_t, int>{{3, 11}}));
+  // A pipeline stage's sets: chunks of as many layers share theirs, each keeps its own ends.
+  // 6 layers over 2 stages x 2 chunks give stage 0 chunks of 2 and 1 layers, which cannot.
+  const std::vector<PipeAction> stage0 = interleaved_one_f_one_b(2, 0, 4, 2);
+  const ActivationSets even = pipeline_activation_sets(stage0, {2, 2});
+  EXPECT_EQ(even.ends, in_flight_per_chunk(stage0, 2));
+  EXPECT_EQ(even.layers, (std::map<int64_t, int>{{2, 5}}));
+  const ActivationSets uneven = pipeline_activation_sets(stage0, {2, 1});
+  EXPECT_EQ(uneven.ends, in_flight_per_chunk(stage0, 2));
+  EXPECT_EQ(uneven.layers, (std::map<int64_t, int>{{2, uneven.ends[0]}, {1, uneven.ends[1]}}));
+}
+
 TEST(InterleavedOneFOneB, LayoutsItCannotRunAreNamed) {
   EXPECT_EQ(interleaved_schedule_problem(1, 8, 1), "");
   EXPECT_EQ(interleaved_schedule_problem(4, 8, 2), "");

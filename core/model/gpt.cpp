@@ -89,25 +89,29 @@ Shape GPT::stage_shape(int64_t B) const {
   return shard_.stream_shape(B, cfg_.seq_len, cfg_.d_model);
 }
 
-GPTActivations GPT::make_activations(int64_t B, int chunk) const {
+GPTActivations GPT::make_activations(int64_t B, int chunk, ActivationParts parts) const {
   TESSERA_CHECK(chunk >= 0 && chunk < chunks(), "GPT::make_activations: no such chunk");
   const int64_t T = cfg_.seq_len, C = cfg_.d_model;
   GPTActivations a;
   a.B = B;
   a.chunk = chunk;
   const Device dev = cfg_.device;
-  if (has_embedding(chunk)) a.inputs = Tensor({B, T}, DType::I32, dev);
-  const std::span<const TransformerBlock> mine = chunk_blocks(chunk);
-  for (size_t i = 0; i <= mine.size(); ++i)
-    a.residual.emplace_back(stage_shape(B), cfg_.dtype, dev);
-  const BlockActivations* shared = nullptr;
-  if (cfg_.recompute != Recompute::None && !blocks.empty()) {
-    auto it = shared_acts_.find(B);
-    if (it == shared_acts_.end()) it = shared_acts_.emplace(B, blocks[0].make_activations(B)).first;
-    shared = &it->second;
+  const bool ends = parts != ActivationParts::Layers;
+  if (ends && has_embedding(chunk)) a.inputs = Tensor({B, T}, DType::I32, dev);
+  if (parts != ActivationParts::Ends) {
+    const std::span<const TransformerBlock> mine = chunk_blocks(chunk);
+    for (size_t i = 0; i <= mine.size(); ++i)
+      a.residual.emplace_back(stage_shape(B), cfg_.dtype, dev);
+    const BlockActivations* shared = nullptr;
+    if (cfg_.recompute != Recompute::None && !blocks.empty()) {
+      auto it = shared_acts_.find(B);
+      if (it == shared_acts_.end())
+        it = shared_acts_.emplace(B, blocks[0].make_activations(B)).first;
+      shared = &it->second;
+    }
+    for (const TransformerBlock& b : mine) a.blocks.push_back(b.make_activations(B, shared));
   }
-  for (const TransformerBlock& b : mine) a.blocks.push_back(b.make_activations(B, shared));
-  if (has_head(chunk)) {
+  if (ends && has_head(chunk)) {
     a.lnf = Tensor({B, T, C}, cfg_.dtype, dev);
     a.lnf_mean = Tensor({shard_.stream_rows(B, T)}, cfg_.stats_dtype(), dev);
     a.lnf_rstd = Tensor({shard_.stream_rows(B, T)}, cfg_.stats_dtype(), dev);
@@ -297,14 +301,14 @@ int64_t vocab_rows(const ModelConfig& c, const ModelShard& s) {
   return tp_piece_size(c.vocab_size, s.tp_rank, s.tp_size);
 }
 
-// The layers of each of the shard's chunks.
-std::vector<int64_t> layers_per_chunk(const ModelConfig& c, const ModelShard& s) {
+}  // namespace
+
+std::vector<int64_t> gpt_chunk_layers(const ModelConfig& c, const ModelShard& s) {
   if (s.chunks.empty()) return {c.layers};
   std::vector<int64_t> layers;
   for (const LayerRange& r : s.chunks) layers.push_back(r.end - r.begin);
   return layers;
 }
-}  // namespace
 
 int64_t gpt_shard_params(const ModelConfig& c, const ModelShard& s) {
   const int64_t C = c.d_model, F = c.d_ff, t = s.tp_size;
@@ -312,7 +316,7 @@ int64_t gpt_shard_params(const ModelConfig& c, const ModelShard& s) {
   // LayerNorms and the proj and out biases.
   const int64_t per_layer = (3 * C * C + 3 * C + C * C + F * C + F + C * F) / t + 4 * C + 2 * C;
   int64_t n = 0;
-  for (const int64_t layers : layers_per_chunk(c, s)) n += layers * per_layer;
+  for (const int64_t layers : gpt_chunk_layers(c, s)) n += layers * per_layer;
   if (s.has_embedding || s.has_head) n += vocab_rows(c, s) * C;  // one table when a stage has both
   if (s.has_embedding && c.pos == PositionKind::Learned) n += c.seq_len * C;
   if (s.has_head) n += 2 * C;
@@ -333,9 +337,9 @@ int64_t gpt_state_bytes(const ModelConfig& c, bool grad_sums) {
 }
 
 int64_t gpt_shard_activation_bytes(const ModelConfig& c, const ModelShard& s, int64_t B,
-                                   std::span<const int> sets) {
-  const std::vector<int64_t> layers = layers_per_chunk(c, s);
-  TESSERA_CHECK(sets.size() == layers.size(),
+                                   const ActivationSets& sets) {
+  const std::vector<int64_t> layers = gpt_chunk_layers(c, s);
+  TESSERA_CHECK(sets.ends.size() == layers.size(),
                 "gpt_shard_activation_bytes: expected a number of sets per model chunk");
   const Wide t = s.tp_size, T = c.seq_len, C = c.d_model, BT = B * T;
   // This rank's pieces of the attention's width, its heads and the MLP (column-parallel), and
@@ -363,16 +367,16 @@ int64_t gpt_shard_activation_bytes(const ModelConfig& c, const ModelShard& s, in
   } else if (c.recompute == Recompute::Full) {
     per_layer = 0, shared = full_layer;
   }
-  // GPT::make_activations of each chunk, times its sets: the residual stream at every layer's
-  // input and the chunk's output, the layers'; the token ids on the first chunk; on the last the
-  // final norm's output (every token) and statistics, the logits, losses, log-sum-exp, targets.
+  // GPT::make_activations' parts, times their sets: of L layers, the residual stream at every
+  // layer's input and the chunk's output, the layers'; the ends of the first chunk, its token
+  // ids, and of the last, the final norm's output (every token) and statistics, the logits,
+  // losses, log-sum-exp, targets.
   const Wide head = elem * BT * (C + vocab_rows(c, s)) + stat * (2 * S + 2 * BT) + ids * BT;
   Wide bytes = 0, all_layers = 0;
+  for (const auto& [L, n] : sets.layers) bytes += n * (elem * (L + 1) * S * C + L * per_layer);
   for (size_t k = 0; k < layers.size(); ++k) {
     const bool first = s.has_embedding && k == 0, last = s.has_head && k + 1 == layers.size();
-    const Wide set = elem * (layers[k] + 1) * S * C + layers[k] * per_layer +
-                     (first ? ids * BT : 0) + (last ? head : 0);
-    bytes += sets[k] * set;
+    bytes += sets.ends[k] * ((first ? ids * BT : 0) + (last ? head : 0));
     all_layers += layers[k];
   }
   // What the backward reuses, once per rank (GPT::scratch): BlockScratch, and with sequence
@@ -392,8 +396,7 @@ int64_t gpt_shard_activation_bytes(const ModelConfig& c, const ModelShard& s, in
 }
 
 int64_t gpt_activation_bytes(const ModelConfig& c, int64_t B) {
-  const int one_set = 1;
-  return gpt_shard_activation_bytes(c, ModelShard{}, B, {&one_set, 1});
+  return gpt_shard_activation_bytes(c, ModelShard{}, B, ActivationSets{{1}, {{c.layers, 1}}});
 }
 
 double gpt_flops_per_token(const ModelConfig& c) {

@@ -33,6 +33,19 @@ struct GPTActivations {
   Tensor losses, lse;              // [B*T]
 };
 
+// The parts of a chunk's activations (GPT::make_activations): its layers' (the residual stream
+// at each layer's input and the chunk's output, the blocks'), which serve any chunk of as many
+// layers, so the chunks of a pipeline stage share them (parallel/pipeline.h); and its ends' (the
+// token ids of the model's first chunk; the final norm, logits, losses and targets of its last).
+enum class ActivationParts { All, Layers, Ends };
+
+// How many activation sets a model shard keeps at once: ends[c] of chunk c's ends, and layers[L]
+// of the layers' part of a chunk of L layers, shared by the chunks of L layers.
+struct ActivationSets {
+  std::vector<int> ends;
+  std::map<int64_t, int> layers;
+};
+
 // Called by backward() with each Param as soon as its gradient holds this backward's last
 // contribution, so that data-parallel reduction can start while the backward goes on.
 using GradReadyFn = std::function<void(Param&)>;
@@ -58,7 +71,8 @@ class GPT {
   bool has_embedding(int chunk) const { return shard_.has_embedding && chunk == 0; }
   bool has_head(int chunk) const { return shard_.has_head && chunk == chunks() - 1; }
 
-  GPTActivations make_activations(int64_t B, int chunk = 0) const;
+  GPTActivations make_activations(int64_t B, int chunk = 0,
+                                  ActivationParts parts = ActivationParts::All) const;
   // The residual stream between layers and stages for a micro-batch of B sequences: [B, T, C],
   // or with sequence parallelism this rank's rows of its tokens, [B*T/tp, C].
   Shape stage_shape(int64_t B) const;
@@ -128,6 +142,8 @@ int64_t gpt_num_params(const ModelConfig& cfg);
 // positions, on the last the tied copy of that piece (when it is not the first) and the final
 // LayerNorm (docs/PARALLELISM.md, "Memory per rank").
 int64_t gpt_shard_params(const ModelConfig& cfg, const ModelShard& shard);
+// The layers of each of the shard's model chunks.
+std::vector<int64_t> gpt_chunk_layers(const ModelConfig& cfg, const ModelShard& shard);
 // Bytes of parameters, gradients and optimizer state on a rank that holds `values` parameter
 // values (with their gradients), `state` of them with optimizer state (moments; fp32 masters
 // with bf16): all of them, or its ZeRO-1 piece; with ZeRO-1 over several DP ranks
@@ -145,12 +161,12 @@ int64_t gpt_state_bytes(const ModelConfig& cfg, bool grad_sums);
 // the whole model (docs/PERFORMANCE.md, "Memory"), including the workspace the chosen attention
 // kernels take (ops::attention_workspace_bytes): the memory beyond gpt_state_bytes.
 int64_t gpt_activation_bytes(const ModelConfig& cfg, int64_t B);
-// The same for the part `shard` of the model, keeping sets[c] sets of activations of its chunk c
-// at once (the pipeline's microbatches in flight on it; PipelineEngine adds the buffers between
-// stages): its layers' TP pieces, with sequence parallelism the residual stream's 1/tp, the
-// shared set of a recompute mode once, the head on the last stage, the embedding's buffers on
-// the first (docs/PARALLELISM.md, "Memory per rank").
+// The same for the part `shard` of the model, keeping `sets` of its chunks' activations at once
+// (the pipeline's microbatches in flight; PipelineEngine adds the buffers between stages): its
+// layers' TP pieces, with sequence parallelism the residual stream's 1/tp, the shared set of a
+// recompute mode once, the head on the last stage, the embedding's buffers on the first
+// (docs/PARALLELISM.md, "Memory per rank").
 int64_t gpt_shard_activation_bytes(const ModelConfig& cfg, const ModelShard& shard, int64_t B,
-                                   std::span<const int> sets);
+                                   const ActivationSets& sets);
 
 }  // namespace tessera
