@@ -5,7 +5,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <new>
+#include <string>
+
+#include "core/out_of_memory.h"
 
 namespace tessera {
 
@@ -28,7 +30,8 @@ Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
   if (device == Device::CPU) {
     size_t rounded = host_allocation(bytes);
     data_ = std::aligned_alloc(kAlignment, rounded);
-    if (!data_) throw std::bad_alloc();
+    if (!data_)
+      throw OutOfMemory("cannot allocate " + std::to_string(rounded >> 20) + " MiB of host memory");
     std::memset(data_, 0, rounded);
     const size_t now = g_host_bytes += rounded;
     size_t peak = g_host_peak.load();

@@ -9,6 +9,7 @@
 
 #include "core/cuda_common.cuh"
 #include "core/device.h"
+#include "core/out_of_memory.h"
 
 namespace tessera {
 
@@ -40,11 +41,9 @@ void* device_allocate(size_t bytes) {
     cudaGetLastError();
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
-    throw InputError("GPU memory: cannot allocate " + std::to_string(n >> 20) + " MiB (" +
-                     cudaGetErrorString(err) + "; " + std::to_string(free_b >> 20) + " of " +
-                     std::to_string(total_b >> 20) +
-                     " MiB free). Lower --train.micro_batch, raise --parallel.tp/pp or use "
-                     "--train.recompute");
+    throw OutOfMemory("cannot allocate " + std::to_string(n >> 20) + " MiB of GPU memory (" +
+                      cudaGetErrorString(err) + "; " + std::to_string(free_b >> 20) + " of " +
+                      std::to_string(total_b >> 20) + " MiB free)");
   }
   const size_t now = g_device_bytes += n;
   size_t peak = g_device_peak.load();

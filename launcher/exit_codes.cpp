@@ -10,6 +10,7 @@
 #include <new>
 
 #include "core/error.h"
+#include "core/out_of_memory.h"
 #include "io/text_files.h"
 
 namespace tessera {
@@ -87,15 +88,20 @@ ErrorReport classify(std::exception_ptr error, const char* command) {
   } catch (const CommunicationError& e) {
     // A peer gone or the network: the watchdog's code for a collective that cannot complete.
     return {kExitHang, std::string("tessera: error: ") + e.what()};
-  } catch (const std::bad_alloc&) {
+  } catch (const std::bad_alloc& e) {
+    // What could not be allocated, when the allocation said (OutOfMemory; with `tessera train`,
+    // also what the rank was estimated to need).
+    const auto* known = dynamic_cast<const OutOfMemory*>(&e);
+    const std::string what = known ? std::string(": ") + known->what() : "";
     // The training options help a run that trains, or one that loads a trained model.
-    const bool model = !std::strcmp(command, "train") || !std::strcmp(command, "sample") ||
-                       !std::strcmp(command, "eval");
+    const bool train = !std::strcmp(command, "train");
+    const bool model = train || !std::strcmp(command, "sample") || !std::strcmp(command, "eval");
     return {kExitBadInput,
-            model ? "tessera: error: out of memory (try a smaller "
-                    "--train.micro_batch or model, or more --parallel.tp / "
-                    "--parallel.pp)"
-                  : std::string("tessera: error: out of memory in tessera ") + command};
+            model ? "tessera: error: out of memory" + what +
+                        " (try a smaller --train.micro_batch or model, " +
+                        (train ? "more --parallel.tp / --parallel.pp, or --train.recompute)"
+                               : "or more --parallel.tp / --parallel.pp)")
+                  : "tessera: error: out of memory in tessera " + std::string(command) + what};
   } catch (const std::exception& e) {
     return {kExitInternalError, std::string("tessera: internal error: ") + e.what()};
   } catch (...) {

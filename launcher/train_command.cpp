@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/out_of_memory.h"
 #include "io/durable_file.h"
 #include "io/file_kind.h"
 #include "launcher/checkpoint_choice.h"
@@ -503,6 +504,22 @@ void check_run(const TrainConfig& cfg, int started_ranks) {
   std::fflush(stdout);
 }
 
+// Runs `work` on rank `rank` of `world_size`; an allocation it cannot make goes on as an
+// OutOfMemory that adds what this rank was estimated to need (rank_memory), so that the
+// out-of-memory message sets the two side by side.
+void with_estimate_on_oom(const TrainConfig& cfg, int rank, int world_size,
+                          const std::function<void()>& work) {
+  try {
+    work();
+  } catch (const std::bad_alloc& e) {
+    const auto* known = dynamic_cast<const OutOfMemory*>(&e);
+    const GridLayout l = cfg.layout_for(world_size);
+    const RankMemory m = rank_memory(cfg, l, l.coord_of(rank));
+    throw OutOfMemory((known ? std::string(known->what()) + "; " : std::string()) +
+                      memory_estimate_text(cfg, l, m, false));
+  }
+}
+
 }  // namespace
 
 int train_command(int argc, char** argv) {
@@ -542,7 +559,9 @@ int train_command(int argc, char** argv) {
       };
       cfg.layout_for(world.size());  // a layout error creates no run directory
       if (root) for_all([&] { made_run_dir = prepare_run_dir(cfg); });
-      trainer = std::make_unique<Trainer>(cfg, world.rank(), world.size());
+      with_estimate_on_oom(cfg, world.rank(), world.size(), [&] {
+        trainer = std::make_unique<Trainer>(cfg, world.rank(), world.size());
+      });
       // The tokenizer: on every rank when this run samples; on rank 0 alone when it does not,
       // since `tessera sample` reads it from config.ini.
       if (cfg.sample_tokens > 0) check_sampling_tokenizer(cfg);
@@ -611,8 +630,12 @@ int train_command(int argc, char** argv) {
       std::printf("checkpoint: %s\n", printable(resume_note).c_str());
     print_topology(world, mpi.rank_on_this_node(),
                    cfg.model.device == Device::CUDA ? "cuda (one GPU per rank)" : "cpu");
-    return run_training(cfg, *trainer, world, resume_dir, init_dir, mpi.rank_on_this_node())
-        .exit_code;
+    int code = kExitOk;
+    with_estimate_on_oom(cfg, world.rank(), world.size(), [&] {
+      code = run_training(cfg, *trainer, world, resume_dir, init_dir, mpi.rank_on_this_node())
+                 .exit_code;
+    });
+    return code;
   } catch (...) {
     return fail_alone(world, "train");
   }

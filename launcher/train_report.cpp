@@ -322,7 +322,8 @@ RankMemory largest_rank_memory(const TrainConfig& cfg, const GridLayout& l) {
   return most;
 }
 
-std::string memory_estimate_text(const TrainConfig& cfg, const GridLayout& l, const RankMemory& m) {
+std::string memory_estimate_text(const TrainConfig& cfg, const GridLayout& l, const RankMemory& m,
+                                 bool largest) {
   const double state_mb = static_cast<double>(m.state) / 1e6;
   const double activation_mb = static_cast<double>(m.activations) / 1e6;
   // Which rank: every rank alike, or the largest by its TP rank (an uneven vocabulary piece)
@@ -332,7 +333,11 @@ std::string memory_estimate_text(const TrainConfig& cfg, const GridLayout& l, co
   if (l.tp * l.pp > 1) {
     const std::string tp = "TP rank " + std::to_string(m.at.tp),
                       pp = "stage " + std::to_string(m.at.pp);
-    which = " for the largest rank (" + (l.pp == 1 ? tp : l.tp == 1 ? pp : tp + " of " + pp) + ")";
+    which = std::string(largest ? " for the largest rank (" : " for this rank (") +
+            (l.pp == 1   ? tp
+             : l.tp == 1 ? pp
+                         : tp + " of " + pp) +
+            ")";
   }
   const char* doc = l.world_size() > 1                 ? "PARALLELISM.md, \"Memory per rank\""
                     : cfg.model.device == Device::CUDA ? "GPU.md, \"Memory per GPU\""

@@ -48,8 +48,9 @@ RankMemory largest_rank_memory(const TrainConfig& cfg, const GridLayout& layout)
 // "estimate X MB = S MB of parameters, gradients and optimizer state (N parameters) + A MB of
 // activations (docs/...)" for the largest rank, with " for each rank" (DP only) or " for the
 // largest rank (TP rank r of stage s)" after X MB on several ranks; on the CPU what it leaves out.
+// With `largest` false, for the rank `m` is of: " for this rank (TP rank r of stage s)".
 std::string memory_estimate_text(const TrainConfig& cfg, const GridLayout& layout,
-                                 const RankMemory& largest);
+                                 const RankMemory& m, bool largest = true);
 // "memory (GPU): " or "memory (host): " and that text for the largest rank, on a line; returns
 // that rank's.
 RankMemory print_memory_estimate(const TrainConfig& cfg, const GridLayout& layout);

@@ -933,6 +933,41 @@ TEST_F(Cli, CheckSaysWhatARunWouldStartWithAndWritesNothing) {
   EXPECT_EQ(losses_of(run / "metrics.jsonl").size(), logged);
 }
 
+// A run that cannot allocate what it needs says what it could not allocate beside what the rank
+// was estimated to need (the estimate `--check` prints), and the options that need less: one
+// line, exit 2. The token embedding here is 2^49 bytes, past any machine's address space, so the
+// allocation fails at once and touches nothing. On two stages, each rank names itself.
+TEST_F(Cli, ARunOutOfMemorySaysWhatItCouldNotAllocateBesideTheRanksEstimate) {
+  write_llmc_shard((dir_ / "short.bin").string(), std::vector<uint16_t>(200, 1));
+  const std::string huge = " --data.path " + (dir_ / "short.bin").string() +
+                           " --model.vocab_size 134217728 --model.d_model 1048576 "
+                           "--model.heads 1 --model.d_ff 16 --model.seq_len 16 "
+                           "--train.micro_batch 1 --train.steps 1";
+  const std::string run = " --run.dir " + (dir_ / "run").string();
+  CliRun check = run_tessera("train --check 1 --train.global_batch 1" + huge + run, dir_);
+  ASSERT_EQ(check.exit_code, 0) << check.err;
+  const size_t at = check.out.find("memory (host): ");
+  ASSERT_NE(at, std::string::npos) << check.out;
+  const std::string estimate =
+      check.out.substr(at + 15, check.out.find('\n', at) - at - 15);  // "estimate ... (docs/...)"
+  CliRun r = run_tessera("train --train.global_batch 1" + huge + run, dir_);
+  expect_clear_error(r,
+                     "tessera: error: out of memory: cannot allocate 536870912 MiB of host "
+                     "memory; " +
+                         estimate +
+                         " (try a smaller --train.micro_batch or model, more --parallel.tp / "
+                         "--parallel.pp, or --train.recompute)");
+  EXPECT_EQ(estimate.find(" for "), std::string::npos) << estimate;  // one rank: no rank named
+
+  r = run_mpi(2, "train --train.global_batch 2 --parallel.pp 2 --model.layers 2" + huge + run,
+              dir_);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("tessera: error: out of memory: cannot allocate "), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find(" MiB of host memory; estimate "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(" for this rank (stage "), std::string::npos) << r.err;
+}
+
 // A path the file system refuses (here `checkpoints` is a file, so no step directory can be made
 // under it) is exit 2 naming the path, not an internal error.
 TEST_F(Cli, CheckpointDirectoryThatCannotBeMadeIsExit2NamingThePath) {

@@ -10,6 +10,7 @@
 
 #include "core/cuda_common.cuh"
 #include "core/ops/attention_cuda.h"
+#include "core/out_of_memory.h"
 
 #if TESSERA_WITH_CUDNN_FRONTEND
 
@@ -293,11 +294,11 @@ void execute(const Graph& g, std::unordered_map<int64_t, void*>& pointers, const
   try {
     workspace =
         std::make_unique<tessera::cuda::StreamScratch>(static_cast<size_t>(workspace_bytes));
-  } catch (const InputError& e) {
-    throw InputError(std::string(e.what()) + "; this was cuDNN's attention " +
-                     (backward ? "backward" : "forward") + " workspace for " + shape_text(s) +
-                     " (" + std::to_string(workspace_bytes >> 20) +
-                     " MiB), which --gpu.attention tensor_cores or cuda_cores do not need");
+  } catch (const OutOfMemory& e) {
+    throw OutOfMemory(std::string(e.what()) + "; this was cuDNN's attention " +
+                      (backward ? "backward" : "forward") + " workspace for " + shape_text(s) +
+                      " (" + std::to_string(workspace_bytes >> 20) +
+                      " MiB), which --gpu.attention tensor_cores or cuda_cores do not need");
   }
   expect_run(g.execute(cudnn_handle(), pointers, workspace->as<void>()), "execute", s, backward);
 }
