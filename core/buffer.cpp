@@ -31,7 +31,7 @@ Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
     size_t rounded = host_allocation(bytes);
     data_ = std::aligned_alloc(kAlignment, rounded);
     if (!data_)
-      throw OutOfMemory("cannot allocate " + std::to_string(rounded >> 20) + " MiB of host memory");
+      throw OutOfMemory("cannot allocate " + memory_size_text(rounded) + " of host memory");
     std::memset(data_, 0, rounded);
     const size_t now = g_host_bytes += rounded;
     size_t peak = g_host_peak.load();

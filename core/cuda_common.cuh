@@ -38,8 +38,8 @@
 
 namespace tessera {
 // Device memory from the compute stream's pool, counted in device_bytes_in_use() and the peak
-// (core/device.h), and given back in stream order; a failed allocation throws the out-of-memory
-// InputError that names the options to change. device_allocate leaves the bytes as they are;
+// (core/device.h), and given back in stream order; an allocation the GPU has no room for throws
+// OutOfMemory (core/out_of_memory.h). device_allocate leaves the bytes as they are;
 // Buffers use device_malloc, which zeroes them.
 void* device_allocate(size_t bytes);
 void* device_malloc(size_t bytes);

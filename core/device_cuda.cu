@@ -37,14 +37,14 @@ void* device_allocate(size_t bytes) {
   void* p = nullptr;
   const size_t n = bytes == 0 ? 1 : bytes;
   const cudaError_t err = cudaMallocAsync(&p, n, cuda::compute_stream());
-  if (err != cudaSuccess) {
+  if (err == cudaErrorMemoryAllocation) {
     cudaGetLastError();
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
-    throw OutOfMemory("cannot allocate " + std::to_string(n >> 20) + " MiB of GPU memory (" +
-                      cudaGetErrorString(err) + "; " + std::to_string(free_b >> 20) + " of " +
-                      std::to_string(total_b >> 20) + " MiB free)");
+    throw OutOfMemory("cannot allocate " + memory_size_text(n) + " of GPU memory (" +
+                      memory_size_text(free_b) + " free of " + memory_size_text(total_b) + ")");
   }
+  CHECK_CUDA(err);  // another error (an earlier kernel's, say) is not a question of size
   const size_t now = g_device_bytes += n;
   size_t peak = g_device_peak.load();
   while (now > peak && !g_device_peak.compare_exchange_weak(peak, now)) {

@@ -61,7 +61,7 @@ class PipelineEngine {
     std::vector<LayerSet> sets;
     std::deque<LayerSet*> free;
   };
-  // What this stage keeps for one model chunk. Microbatch i uses slot i % slots: its ends
+  // What this stage keeps for one model chunk. Microbatch i uses slot i % acts.size(): its ends
   // (ActivationParts::Ends) with the layer set its forward took, received input, input gradient.
   struct Chunk {
     bool first = false, last = false;  // the model's first chunk (embedding), its last (loss)

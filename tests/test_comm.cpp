@@ -597,20 +597,20 @@ TEST(AgreeOnInputs, OutOfMemorySuggestsTrainingOptionsOnlyWhereAModelRuns) {
   // An allocation that says what it could not allocate (OutOfMemory) is quoted; only `train`
   // is told of --train.recompute.
   const auto known = [](const char* command) {
-    return report_error(std::make_exception_ptr(OutOfMemory("cannot allocate 9 MiB of GPU memory")),
-                        command);
+    return report_error(
+        std::make_exception_ptr(OutOfMemory("cannot allocate 9.4 MB of GPU memory")), command);
   };
   EXPECT_EQ(known("train").code, kExitBadInput);
   EXPECT_EQ(known("train").message,
-            "tessera: error: out of memory: cannot allocate 9 MiB of GPU memory (try a smaller "
+            "tessera: error: out of memory: cannot allocate 9.4 MB of GPU memory (try a smaller "
             "--train.micro_batch or model, more --parallel.tp / --parallel.pp, or "
             "--train.recompute)");
   EXPECT_EQ(known("sample").message,
-            "tessera: error: out of memory: cannot allocate 9 MiB of GPU memory (try a smaller "
+            "tessera: error: out of memory: cannot allocate 9.4 MB of GPU memory (try a smaller "
             "--train.micro_batch or model, or more --parallel.tp / --parallel.pp)");
   EXPECT_EQ(
       known("tokenize").message,
-      "tessera: error: out of memory in tessera tokenize: cannot allocate 9 MiB of GPU memory");
+      "tessera: error: out of memory in tessera tokenize: cannot allocate 9.4 MB of GPU memory");
 }
 
 TEST(AgreeOnInputs, AnExceptionThatIsNotAStdExceptionIsReportedAsAnInternalError) {

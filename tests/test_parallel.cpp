@@ -12,6 +12,7 @@
 #include <string>
 #include <tuple>
 
+#include "core/buffer.h"
 #include "core/error.h"
 #include "core/model/gpt.h"
 #include "launcher/cluster.h"
@@ -717,6 +718,56 @@ TEST(InterleavedOneFOneB, TheExecutorNamesALayoutItCannotRun) {
       [&] { PipelineEngine engine(model, pipe, 1, 3); },
       "PipelineEngine: expected a multiple of 2 microbatches, at least 2 (the "
       "interleaved schedule runs them in groups of one per stage), found 3");
+}
+
+// The bytes an engine allocates are what pipeline_activation_sets counts, each part measured on
+// its own: every chunk's ends, with its received input and input gradient when it is not the
+// model's first, for the microbatches in flight on it; the layers' sets once per stage, shared by
+// the chunks of as many layers; the output gradient received. Stage 0 of 2 stages x 2 chunks of
+// one layer over 4 microbatches keeps 5 layer sets, where sets of each chunk's own were 4 + 2;
+// with 6 layers its chunks have 2 and 1 and share nothing.
+TEST(PipelineEngine, AllocatesTheLayerSetsItsChunksShareOnce) {
+  ModelConfig cfg = tiny_pipeline_model();
+  const int64_t B = 2;
+  for (const int64_t layers : {4, 6})
+    for (int s = 0; s < 2; ++s) {
+      cfg.layers = layers;
+      const std::string name = std::to_string(layers) + " layers, stage " + std::to_string(s);
+      const ModelShard shard = model_shard(cfg, GridLayout{1, 1, 2}, GridCoord{0, 0, s}, 2);
+      LocalCommunicator tp("tp");
+      GPT model(cfg, shard, tp, 1);
+      // The bytes `make` allocates, freed again once measured.
+      const auto bytes_of = [](const auto& make) {
+        const size_t before = host_bytes_allocated();
+        const auto made = make();
+        return host_bytes_allocated() - before;
+      };
+      const size_t boundary = bytes_of([&] { return Tensor(model.stage_shape(B), cfg.dtype); });
+      const std::vector<int64_t> chunk_layers = gpt_chunk_layers(cfg, shard);
+      const ActivationSets sets =
+          pipeline_activation_sets(interleaved_one_f_one_b(2, s, 4, 2), chunk_layers);
+      if (layers == 4 && s == 0) {
+        EXPECT_EQ(sets.layers, (std::map<int64_t, int>{{1, 5}}));
+        EXPECT_EQ(sets.ends, (std::vector<int>{4, 2}));
+      }
+      // The output gradient received: each stage has a chunk that is not the model's last.
+      size_t expected = boundary;
+      std::map<int64_t, int> layer_sets = sets.layers;
+      for (int c = 0; c < 2; ++c) {
+        const auto part = [&](ActivationParts p) {
+          return bytes_of([&] { return model.make_activations(B, c, p); });
+        };
+        const size_t ends = part(ActivationParts::Ends) + (c == 0 && s == 0 ? 0 : 2 * boundary);
+        expected += sets.ends[static_cast<size_t>(c)] * ends;
+        int& shared = layer_sets[chunk_layers[static_cast<size_t>(c)]];
+        expected += shared * part(ActivationParts::Layers);
+        shared = 0;  // counted once, for the first chunk of its size
+      }
+      RecordingPipeline pipe(s, 2);
+      const size_t before = host_bytes_allocated();
+      const PipelineEngine engine(model, pipe, B, 4);
+      EXPECT_EQ(host_bytes_allocated() - before, expected) << name;
+    }
 }
 
 ModelConfig small_model() {

@@ -2,6 +2,7 @@
 // formulas for its parameter count, FLOPs per token and activation memory.
 #include "core/model/gpt.h"
 
+#include <algorithm>
 #include <limits>
 #include <utility>
 
@@ -339,8 +340,11 @@ int64_t gpt_state_bytes(const ModelConfig& c, bool grad_sums) {
 int64_t gpt_shard_activation_bytes(const ModelConfig& c, const ModelShard& s, int64_t B,
                                    const ActivationSets& sets) {
   const std::vector<int64_t> layers = gpt_chunk_layers(c, s);
-  TESSERA_CHECK(sets.ends.size() == layers.size(),
-                "gpt_shard_activation_bytes: expected a number of sets per model chunk");
+  TESSERA_CHECK(sets.ends.size() == layers.size() &&
+                    std::all_of(layers.begin(), layers.end(),
+                                [&](int64_t L) { return sets.layers.count(L) == 1; }),
+                "gpt_shard_activation_bytes: expected a number of sets per model chunk and per "
+                "chunk's number of layers");
   const Wide t = s.tp_size, T = c.seq_len, C = c.d_model, BT = B * T;
   // This rank's pieces of the attention's width, its heads and the MLP (column-parallel), and
   // the residual stream's tokens: all of them, or with sequence parallelism its 1/t.

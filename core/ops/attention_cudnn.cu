@@ -297,8 +297,7 @@ void execute(const Graph& g, std::unordered_map<int64_t, void*>& pointers, const
   } catch (const OutOfMemory& e) {
     throw OutOfMemory(std::string(e.what()) + "; this was cuDNN's attention " +
                       (backward ? "backward" : "forward") + " workspace for " + shape_text(s) +
-                      " (" + std::to_string(workspace_bytes >> 20) +
-                      " MiB), which --gpu.attention tensor_cores or cuda_cores do not need");
+                      ", which --gpu.attention tensor_cores or cuda_cores do not need");
   }
   expect_run(g.execute(cudnn_handle(), pointers, workspace->as<void>()), "execute", s, backward);
 }
