@@ -25,6 +25,7 @@
 #include "core/number_text.h"
 #include "core/ops/attention_cuda.h"
 #include "launcher/option_text.h"
+#include "launcher/progress.h"
 #include "parallel/pipeline_schedule.h"
 
 namespace po = boost::program_options;
@@ -584,7 +585,7 @@ GridLayout TrainConfig::layout_for(int world_size) const {
   const int v = parallel.virtual_stages;
   require(accumulation_steps(l.dp) <= (int64_t{1} << 30) / v, "--train.global_batch",
           "at most 2^30 microbatches per step and rank (--train.global_batch / (" +
-              std::to_string(l.dp) + " data-parallel ranks x --train.micro_batch " +
+              count_of(l.dp, "data-parallel rank") + " x --train.micro_batch " +
               std::to_string(micro_batch) + ")" +
               (v > 1 ? " x --parallel.virtual_stages " + std::to_string(v) : std::string()) + ")",
           global_batch);
@@ -601,9 +602,9 @@ GridLayout TrainConfig::layout_for(int world_size) const {
       throw InputError("--train.global_batch: with --parallel.virtual_stages " + std::to_string(v) +
                        " and --parallel.pp " + std::to_string(l.pp) + ", " + problem +
                        " microbatches per step: --train.global_batch " +
-                       std::to_string(global_batch) + " / (" + std::to_string(l.dp) +
-                       " data-parallel ranks x --train.micro_batch " + std::to_string(micro_batch) +
-                       ")");
+                       std::to_string(global_batch) + " / (" +
+                       count_of(l.dp, "data-parallel rank") + " x --train.micro_batch " +
+                       std::to_string(micro_batch) + ")");
   }
   return l;
 }

@@ -223,13 +223,15 @@ void print_pipeline(const TrainConfig& cfg, const Trainer& tr) {
   // Each stage's layers; with model chunks, each chunk's ("0: layers 0-1 + 4-5").
   const int v = cfg.parallel.virtual_stages;
   std::string stages;
-  bool uneven = false;
+  bool uneven = false, unshared = false;  // unshared: a stage has chunks of different sizes
   for (int s = 0; s < l.pp; ++s) {
     std::string layers;
     bool several = v > 1;
     for (int c = 0; c < v; ++c) {
       const LayerRange r = chunk_layers(cfg.model.layers, l.pp, v, s, c);
       uneven |= r.end - r.begin != cfg.model.layers / (l.pp * v);
+      const LayerRange first = chunk_layers(cfg.model.layers, l.pp, v, s, 0);
+      unshared |= r.end - r.begin != first.end - first.begin;
       several |= r.end - r.begin > 1;
       layers.append(c ? " + " : "").append(std::to_string(r.begin));
       if (r.end - r.begin > 1) layers.append("-").append(std::to_string(r.end - 1));
@@ -244,6 +246,13 @@ void print_pipeline(const TrainConfig& cfg, const Trainer& tr) {
               uneven ? ", uneven split" : "", v == 1 ? "" : "interleaved ", tr.microbatches(),
               tr.microbatches() == 1 ? "" : "es", static_cast<long long>(cfg.micro_batch),
               100.0 * bubble_fraction(l.pp, tr.microbatches(), v));
+  if (unshared)
+    std::printf(
+        "pipeline: note: the chunks of a stage share their activation sets only when they have "
+        "as many layers; with --model.layers a multiple of --parallel.pp x "
+        "--parallel.virtual_stages = %d every stage's would (docs/PARALLELISM.md, \"Interleaved "
+        "schedule\")\n",
+        l.pp * v);
 }
 
 void print_schedule_notes(const TrainConfig& cfg) {

@@ -316,7 +316,7 @@ TEST_F(Cli, OverflowingSizesAreRejectedAndAWarmUpAsLongAsTheRunIsSaid) {
       // Each microbatch runs through every model chunk: the schedule counts both (2^28 x 8).
       {"--train.global_batch 536870912 --parallel.virtual_stages 8",
        "--train.global_batch: expected at most 2^30 microbatches per step and rank "
-       "(--train.global_batch / (1 data-parallel ranks x --train.micro_batch 2) x "
+       "(--train.global_batch / (1 data-parallel rank x --train.micro_batch 2) x "
        "--parallel.virtual_stages 8)"},
       // (2^62 + 4) / 2 microbatches x 4 chunks wrapped to 8, and passed.
       {"--train.global_batch 4611686018427387908 --parallel.virtual_stages 4",
@@ -1877,6 +1877,20 @@ TEST_F(Cli, InterleavedPipelineFollowsOneRankAndSaysWhereEachChunkIs) {
   const size_t sample = single.out.find("sample (");
   ASSERT_NE(sample, std::string::npos) << single.out;
   EXPECT_NE(r.out.find(single.out.substr(sample)), std::string::npos) << single.out << r.out;
+  // Chunks of as many layers share their activation sets; with 5 layers stage 0's have 2 and 1,
+  // which cannot: said, with the layer counts that would.
+  const std::string note = "pipeline: note: the chunks of a stage share their activation sets";
+  EXPECT_EQ(r.out.find(note), std::string::npos) << r.out;
+  std::string five = args;
+  five.replace(five.find("--model.layers 4"), 16, "--model.layers 5");
+  const CliRun uneven =
+      run_tessera(five + " --check 2 --parallel.pp 2 --parallel.virtual_stages 2", dir_);
+  ASSERT_EQ(uneven.exit_code, 0) << uneven.err;
+  EXPECT_NE(uneven.out.find(note + " only when they have as many layers; with --model.layers a "
+                                   "multiple of --parallel.pp x --parallel.virtual_stages = 4 "
+                                   "every stage's would"),
+            std::string::npos)
+      << uneven.out;
 }
 
 // Sequence parallelism with bf16 on the host (each op in float32, rounded; the reduce-scatters
@@ -2004,7 +2018,7 @@ TEST_F(Cli, MpirunWorldSizeNotTpTimesPpTimesDpStopsEveryRank) {
       "--train.global_batch: with --parallel.virtual_stages 2 and --parallel.pp 4, expected a "
       "multiple of 4 microbatches, at least 8 (the interleaved schedule runs them in groups of "
       "one per stage, two groups or more), found 4 microbatches per step: --train.global_batch 4 "
-      "/ (1 data-parallel ranks x --train.micro_batch 1)");
+      "/ (1 data-parallel rank x --train.micro_batch 1)");
   expect_layout_error(
       run_mpi(2, six + " --parallel.pp 2 --parallel.virtual_stages 2", dir_),
       "expected a multiple of 2 microbatches, at least 2 (the interleaved schedule runs them in "
