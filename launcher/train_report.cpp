@@ -227,10 +227,10 @@ void print_pipeline(const TrainConfig& cfg, const Trainer& tr) {
   for (int s = 0; s < l.pp; ++s) {
     std::string layers;
     bool several = v > 1;
+    const LayerRange first = chunk_layers(cfg.model.layers, l.pp, v, s, 0);
     for (int c = 0; c < v; ++c) {
       const LayerRange r = chunk_layers(cfg.model.layers, l.pp, v, s, c);
       uneven |= r.end - r.begin != cfg.model.layers / (l.pp * v);
-      const LayerRange first = chunk_layers(cfg.model.layers, l.pp, v, s, 0);
       unshared |= r.end - r.begin != first.end - first.begin;
       several |= r.end - r.begin > 1;
       layers.append(c ? " + " : "").append(std::to_string(r.begin));
