@@ -506,7 +506,9 @@ void check_run(const TrainConfig& cfg, int started_ranks) {
 
 // Runs `work` on rank `rank` of `world_size`; an allocation it cannot make goes on as an
 // OutOfMemory that adds what this rank was estimated to need (rank_memory), so that the
-// out-of-memory message sets the two side by side.
+// out-of-memory message sets the two side by side. For the run itself, whose model and
+// activations are allocated at its start (Trainer::start); not for the Trainer's construction,
+// which opens the corpora.
 void with_estimate_on_oom(const TrainConfig& cfg, int rank, int world_size,
                           const std::function<void()>& work) {
   try {
@@ -559,9 +561,7 @@ int train_command(int argc, char** argv) {
       };
       cfg.layout_for(world.size());  // a layout error creates no run directory
       if (root) for_all([&] { made_run_dir = prepare_run_dir(cfg); });
-      with_estimate_on_oom(cfg, world.rank(), world.size(), [&] {
-        trainer = std::make_unique<Trainer>(cfg, world.rank(), world.size());
-      });
+      trainer = std::make_unique<Trainer>(cfg, world.rank(), world.size());
       // The tokenizer: on every rank when this run samples; on rank 0 alone when it does not,
       // since `tessera sample` reads it from config.ini.
       if (cfg.sample_tokens > 0) check_sampling_tokenizer(cfg);
